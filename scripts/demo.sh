@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs cleanroom into .venv and runs the demo on the embedded default
+# (simulated SGX platform, everything on this machine, in a temporary directory).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e .
+.venv/bin/cleanroom demo "$@"
