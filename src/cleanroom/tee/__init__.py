@@ -1,0 +1,1 @@
+"""Trusted execution environments behind one seam (see :mod:`cleanroom.tee.platform`)."""

@@ -1,0 +1,80 @@
+"""The one seam that isolates every SGX specific from the rest of the clean room.
+
+Code that runs inside a TEE asks its platform for exactly five things: its own
+identity, its TARGETINFO (so another enclave can address a REPORT to it), a REPORT
+for a target, verification of a REPORT addressed to itself (local attestation),
+and a quote (remote attestation evidence). Backends: ``simulated`` (insecure by
+design, runs anywhere) and, later, ``gramine-sgx`` through ``/dev/attestation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from cleanroom.sgx import Attributes, Report, ReportBody, TargetInfo
+
+
+class LocalAttestationError(Exception):
+    """A REPORT failed local attestation; names the check, expected and actual value."""
+
+    def __init__(self, check: str, expected: str, actual: str, message: str) -> None:
+        super().__init__(f"{check}: {message} (expected {expected}, got {actual})")
+        self.check = check
+        self.expected = expected
+        self.actual = actual
+        self.message = message
+
+
+class QuoteGenerationError(Exception):
+    """The quoting enclave refused to quote (its local attestation of the caller failed)."""
+
+
+@dataclass(frozen=True)
+class EnclaveIdentity:
+    """What the CPU measures about an enclave and writes into every REPORT it makes."""
+
+    mr_enclave: bytes
+    mr_signer: bytes
+    attributes: Attributes
+    isv_prod_id: int
+    isv_svn: int
+    misc_select: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.mr_enclave) != 32:
+            raise ValueError(f"mr_enclave must be 32 bytes, got {len(self.mr_enclave)}")
+        if len(self.mr_signer) != 32:
+            raise ValueError(f"mr_signer must be 32 bytes, got {len(self.mr_signer)}")
+        if not 0 <= self.isv_prod_id <= 0xFFFF or not 0 <= self.isv_svn <= 0xFFFF:
+            raise ValueError("isv_prod_id and isv_svn must fit in 16 bits")
+
+    def target_info(self) -> TargetInfo:
+        return TargetInfo.create(
+            mr_enclave=self.mr_enclave, attributes=self.attributes, misc_select=self.misc_select
+        )
+
+
+class EnclavePlatform(Protocol):
+    """What code inside an enclave may ask of the TEE it runs in."""
+
+    @property
+    def identity(self) -> EnclaveIdentity:
+        """This enclave's own identity, as the hardware measured it."""
+        ...
+
+    def target_info(self) -> TargetInfo:
+        """This enclave's TARGETINFO: give it to another enclave that must report to us."""
+        ...
+
+    def report(self, target_info: TargetInfo, report_data: bytes) -> Report:
+        """A REPORT about this enclave, MACed for the enclave that ``target_info`` names."""
+        ...
+
+    def verify_report(self, report: Report) -> ReportBody:
+        """Check a REPORT addressed to this enclave; raise LocalAttestationError otherwise."""
+        ...
+
+    def quote(self, report_data: bytes) -> bytes:
+        """An ECDSA quote v3 over a REPORT of this enclave carrying ``report_data``."""
+        ...
