@@ -1,4 +1,3 @@
-# (dcap-qvl ships _dcap_qvl.pyi but no py.typed marker; this lets mypy use its stubs.)
 """Attestation policies: what a verified quote must say for a user to trust it.
 
 :func:`~cleanroom.attestation.verify.verify_quote` establishes that a quote is

@@ -1,4 +1,3 @@
-# (dcap-qvl ships _dcap_qvl.pyi but no py.typed marker; this lets mypy use its stubs.)
 """Cryptographic appraisal of an SGX quote: dcap-qvl does it, we only frame it.
 
 dcap-qvl checks, at an explicit time and against one root certificate: the PCK

@@ -176,6 +176,11 @@ def _dependency_versions() -> dict[str, str]:
     return versions
 
 
+def mr_enclave_of(manifest: Mapping[str, Any]) -> bytes:
+    """Simulated MRENCLAVE: SHA-256 of the manifest's RFC 8785 canonical JSON."""
+    return hashlib.sha256(rfc8785.dumps(dict(manifest))).digest()
+
+
 def _measure(
     image: EnclaveImage, config: Mapping[str, Any], signer: bytes, root: Path | None
 ) -> Measurement:
@@ -194,7 +199,7 @@ def _measure(
     }
     return Measurement(
         image=image.name,
-        mr_enclave=hashlib.sha256(rfc8785.dumps(manifest)).digest(),
+        mr_enclave=mr_enclave_of(manifest),
         mr_signer=signer,
         isv_prod_id=image.isv_prod_id,
         isv_svn=image.isv_svn,

@@ -369,26 +369,9 @@ class SimulatedPlatform:
     # ------------------------------------------------------- the CPU's key logic
 
     def _report_key(self, target: EnclaveIdentity | TargetInfo, key_id: bytes) -> bytes:
-        """EGETKEY(REPORT) stand-in: AES-128 key bound to the target and the key ID.
-
-        Like SGX, only the enclave named by the target (same MRENCLAVE and
-        attributes) on this platform can derive the key that checks the MAC.
-        SP 800-108 counter-mode KDF with AES-CMAC as PRF; the platform secret is
-        the fuse key.
-        """
-        context = target.mr_enclave + target.attributes.to_bytes() + key_id + self.tcb.cpu_svn
-        kdf = KBKDFCMAC(
-            algorithm=algorithms.AES,
-            mode=Mode.CounterMode,
-            length=16,
-            rlen=4,
-            llen=4,
-            location=CounterLocation.BeforeFixed,
-            label=_REPORT_KEY_LABEL,
-            context=context,
-            fixed=None,
+        return derive_report_key(
+            self._secret, target.mr_enclave, target.attributes, key_id, self.tcb.cpu_svn
         )
-        return kdf.derive(self._secret)
 
     def _make_report(
         self, identity: EnclaveIdentity, target: TargetInfo, report_data: bytes
@@ -470,6 +453,38 @@ class SimulatedPlatform:
             ),
         )
         return Quote(header=header, body=body, signature_data=signature_data).to_bytes()
+
+
+def derive_report_key(
+    platform_secret: bytes,
+    target_mr_enclave: bytes,
+    target_attributes: Attributes,
+    key_id: bytes,
+    cpu_svn: bytes,
+) -> bytes:
+    """EGETKEY(REPORT) stand-in: the AES-128 key that MACs REPORTs for one target.
+
+    As in SGX, the key depends on the target's MRENCLAVE and ATTRIBUTES, the
+    REPORT's key ID and the platform's CPUSVN, under a secret only the platform
+    has: only the enclave a REPORT was made for can check it. NIST SP 800-108
+    counter-mode KDF with AES-CMAC as PRF (docs/protocol.md has the exact input).
+    """
+    if len(platform_secret) != 16 or len(target_mr_enclave) != 32:
+        raise ValueError("platform secret must be 16 bytes and MRENCLAVE 32 bytes")
+    if len(key_id) != 32 or len(cpu_svn) != 16:
+        raise ValueError("key ID must be 32 bytes and CPUSVN 16 bytes")
+    kdf = KBKDFCMAC(
+        algorithm=algorithms.AES,
+        mode=Mode.CounterMode,
+        length=16,
+        rlen=4,
+        llen=4,
+        location=CounterLocation.BeforeFixed,
+        label=_REPORT_KEY_LABEL,
+        context=target_mr_enclave + target_attributes.to_bytes() + key_id + cpu_svn,
+        fixed=None,
+    )
+    return kdf.derive(platform_secret)
 
 
 def _cmac(key: bytes, message: bytes) -> bytes:

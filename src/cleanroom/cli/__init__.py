@@ -1,0 +1,1 @@
+"""The ``cleanroom`` command line: a thin layer over the library."""

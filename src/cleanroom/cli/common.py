@@ -1,0 +1,59 @@
+"""What every command shares: consoles, one-line errors, exit codes, hex arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+
+EXIT_OK = 0
+EXIT_REJECTED = 1  # a security check failed, or the operation failed
+EXIT_USAGE = 2  # unusable input: bad arguments, missing or malformed files
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success (evidence accepted); 1 rejected by a security check or failed; "
+    "2 unusable input (bad arguments, missing or malformed file)."
+)
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CliError(Exception):
+    """An error to show as one line on stderr, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_REJECTED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int = EXIT_REJECTED) -> NoReturn:
+    raise CliError(message, exit_code)
+
+
+def read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        fail(f"{what} not found: {path}", EXIT_USAGE)
+    except OSError as error:
+        fail(f"cannot read {what} {path}: {error.strerror}", EXIT_USAGE)
+
+
+def parse_hex(
+    value: str, what: str, *, size: int | None = None, pad_to: int | None = None
+) -> bytes:
+    """Hex from the command line; ``pad_to`` zero-pads on the right (SGX REPORTDATA style)."""
+    text = value.strip().removeprefix("0x")
+    try:
+        data = bytes.fromhex(text)
+    except ValueError:
+        fail(f"{what} is not hexadecimal: {value!r}", EXIT_USAGE)
+    if size is not None and len(data) != size:
+        fail(f"{what} must be {size} bytes ({2 * size} hex digits), got {len(data)}", EXIT_USAGE)
+    if pad_to is not None:
+        if len(data) > pad_to:
+            fail(f"{what} must be at most {pad_to} bytes, got {len(data)}", EXIT_USAGE)
+        data = data.ljust(pad_to, b"\x00")
+    return data

@@ -1,0 +1,328 @@
+"""SGX structures: exact byte formats, round trips, and only SgxParseError on bad bytes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cleanroom.sgx import (
+    INTEL_QE_VENDOR_ID,
+    AttributeFlags,
+    Attributes,
+    CertificationData,
+    CertificationDataType,
+    QuoteHeader,
+    QuoteSignatureData,
+    Report,
+    ReportBody,
+    SgxParseError,
+    TargetInfo,
+    UnsupportedTeeError,
+    parse_quote,
+)
+
+
+def b(size: int) -> st.SearchStrategy[bytes]:
+    return st.binary(min_size=size, max_size=size)
+
+
+def u(bits: int) -> st.SearchStrategy[int]:
+    return st.integers(min_value=0, max_value=(1 << bits) - 1)
+
+
+attributes = st.builds(Attributes, flags=u(64), xfrm=u(64))
+report_bodies = st.builds(
+    ReportBody.create,
+    mr_enclave=b(32),
+    mr_signer=b(32),
+    attributes=attributes,
+    report_data=b(64),
+    cpu_svn=b(16),
+    misc_select=u(32),
+    isv_ext_prod_id=b(16),
+    config_id=b(64),
+    isv_prod_id=u(16),
+    isv_svn=u(16),
+    config_svn=u(16),
+    isv_family_id=b(16),
+)
+reports = st.builds(Report, body=report_bodies, key_id=b(32), mac=b(16))
+target_infos = st.builds(
+    TargetInfo.create,
+    mr_enclave=b(32),
+    attributes=attributes,
+    config_svn=u(16),
+    misc_select=u(32),
+    config_id=b(64),
+)
+
+
+# --------------------------------------------------------------- fixed layout
+
+
+def test_report_body_field_offsets() -> None:
+    body = ReportBody.create(
+        cpu_svn=b"\x01" * 16,
+        misc_select=0x02020202,
+        isv_ext_prod_id=b"\x03" * 16,
+        attributes=Attributes(flags=0x0404040404040404, xfrm=0x0505050505050505),
+        mr_enclave=b"\x06" * 32,
+        mr_signer=b"\x07" * 32,
+        config_id=b"\x08" * 64,
+        isv_prod_id=0x0909,
+        isv_svn=0x0A0A,
+        config_svn=0x0B0B,
+        isv_family_id=b"\x0c" * 16,
+        report_data=b"\x0d" * 64,
+    )
+    raw = body.to_bytes()
+    assert len(raw) == ReportBody.SIZE == 384
+    layout = {
+        0: (16, 1), 16: (4, 2), 20: (12, 0), 32: (16, 3), 48: (8, 4), 56: (8, 5),
+        64: (32, 6), 96: (32, 0), 128: (32, 7), 160: (32, 0), 192: (64, 8),
+        256: (2, 9), 258: (2, 10), 260: (2, 11), 262: (42, 0), 304: (16, 12), 320: (64, 13),
+    }  # fmt: skip
+    for offset, (size, value) in layout.items():
+        assert raw[offset : offset + size] == bytes([value]) * size, offset
+
+
+def test_target_info_field_offsets() -> None:
+    info = TargetInfo.create(
+        mr_enclave=b"\x01" * 32,
+        attributes=Attributes(flags=0x0202020202020202, xfrm=0x0202020202020202),
+        config_svn=0x0303,
+        misc_select=0x04040404,
+        config_id=b"\x05" * 64,
+    )
+    raw = info.to_bytes()
+    assert len(raw) == 512
+    assert raw[:32] == b"\x01" * 32 and raw[32:48] == b"\x02" * 16
+    assert raw[48:50] == bytes(2) and raw[50:52] == b"\x03\x03"
+    assert raw[52:56] == b"\x04" * 4 and raw[56:64] == bytes(8)
+    assert raw[64:128] == b"\x05" * 64 and raw[128:] == bytes(384)
+
+
+def test_report_layout() -> None:
+    body = ReportBody.create(
+        mr_enclave=bytes(32),
+        mr_signer=bytes(32),
+        attributes=Attributes(0, 0),
+        report_data=bytes(64),
+    )
+    raw = Report(body=body, key_id=b"\x11" * 32, mac=b"\x22" * 16).to_bytes()
+    assert len(raw) == 432 and raw[384:416] == b"\x11" * 32 and raw[416:] == b"\x22" * 16
+
+
+def test_attribute_flags() -> None:
+    attrs = Attributes.from_bytes(bytes.fromhex("0500000000000000e700000000000000"))
+    assert attrs.init and attrs.mode64bit and not attrs.debug
+    assert attrs.xfrm == 0xE7
+    assert attrs.flag_names() == ["INIT", "MODE64BIT"]
+    debug = Attributes(flags=AttributeFlags.INIT | AttributeFlags.DEBUG, xfrm=0)
+    assert debug.debug and debug.flag_names() == ["INIT", "DEBUG"]
+
+
+# ----------------------------------------------------------------- round trips
+
+
+@given(attributes)
+def test_attributes_round_trip(value: Attributes) -> None:
+    assert Attributes.from_bytes(value.to_bytes()) == value
+
+
+@given(report_bodies)
+def test_report_body_round_trip(value: ReportBody) -> None:
+    assert ReportBody.from_bytes(value.to_bytes()) == value
+
+
+@given(reports)
+def test_report_round_trip(value: Report) -> None:
+    assert Report.from_bytes(value.to_bytes()) == value
+
+
+@given(target_infos)
+def test_target_info_round_trip(value: TargetInfo) -> None:
+    assert TargetInfo.from_bytes(value.to_bytes()) == value
+
+
+@given(b(384))
+def test_any_384_bytes_are_a_report_body_that_round_trips(raw: bytes) -> None:
+    # Reserved bytes are kept, so re-encoding is the identity even when they are set.
+    assert ReportBody.from_bytes(raw).to_bytes() == raw
+
+
+@given(b(512))
+def test_any_512_bytes_are_a_target_info_that_round_trips(raw: bytes) -> None:
+    assert TargetInfo.from_bytes(raw).to_bytes() == raw
+
+
+# --------------------------------------------------------------- exact lengths
+
+PARSERS: dict[str, tuple[Callable[[bytes], Any], int]] = {
+    "attributes": (Attributes.from_bytes, 16),
+    "report body": (ReportBody.from_bytes, 384),
+    "report": (Report.from_bytes, 432),
+    "target info": (TargetInfo.from_bytes, 512),
+    "quote header": (QuoteHeader.from_bytes, 48),
+}
+
+
+@pytest.mark.parametrize("name", PARSERS)
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_wrong_length_is_refused_by_name(name: str, delta: int) -> None:
+    parse, size = PARSERS[name]
+    with pytest.raises(SgxParseError) as caught:
+        parse(bytes(size + delta))
+    assert caught.value.structure == name
+    assert f"exactly {size} bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("mr_enclave", bytes(31)),
+        ("report_data", bytes(65)),
+        ("isv_svn", 1 << 16),
+        ("misc_select", -1),
+    ],
+)
+def test_constructor_refuses_wrong_sizes(field: str, value: object) -> None:
+    body = ReportBody.create(
+        mr_enclave=bytes(32),
+        mr_signer=bytes(32),
+        attributes=Attributes(0, 0),
+        report_data=bytes(64),
+    )
+    with pytest.raises(SgxParseError, match=field):
+        dataclasses.replace(body, **{field: value})
+
+
+# --------------------------------------------------- only SgxParseError escapes
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        Attributes.from_bytes,
+        ReportBody.from_bytes,
+        Report.from_bytes,
+        TargetInfo.from_bytes,
+        QuoteHeader.from_bytes,
+        QuoteSignatureData.from_bytes,
+        parse_quote,
+    ],
+)
+@settings(max_examples=300)
+@given(data=st.binary(max_size=1200))
+def test_arbitrary_bytes_parse_or_raise_sgx_parse_error(
+    parse: Callable[[bytes], object], data: bytes
+) -> None:
+    with contextlib.suppress(SgxParseError):
+        parse(data)
+
+
+# --------------------------------------------------------- recorded evidence
+
+
+@pytest.fixture(scope="module")
+def real_quote(vectors_dir: Path) -> bytes:
+    return (vectors_dir / "sgx-dcap-qvl" / "sgx_quote").read_bytes()
+
+
+def test_real_quote_parses_exactly(real_quote: bytes) -> None:
+    quote = parse_quote(real_quote)
+    assert len(real_quote) == 4600
+    assert quote.to_bytes() == real_quote
+    header = quote.header
+    assert (header.version, header.attestation_key_type, header.tee_type) == (3, 2, 0)
+    assert header.qe_vendor_id == INTEL_QE_VENDOR_ID
+    assert (header.qe_svn, header.pce_svn) == (10, 15)
+    body = quote.body
+    assert body.mr_enclave.hex() == (
+        "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    )
+    assert body.mr_signer.hex() == (
+        "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
+    )
+    assert body.attributes.to_bytes().hex() == "0500000000000000e700000000000000"
+    assert not body.attributes.debug and body.attributes.mode64bit
+    assert (body.isv_prod_id, body.isv_svn) == (0, 0)
+    assert body.report_data == b"Hello, world!" + bytes(51)
+    assert quote.signed_bytes() == real_quote[:432]
+
+
+def test_real_quote_qe_report_binds_the_attestation_key(real_quote: bytes) -> None:
+    signature = parse_quote(real_quote).signature_data
+    qe = signature.qe_report
+    assert qe.mr_enclave.hex() == "96b347a64e5a045e27369c26e6dcda51fd7c850e9b3a3a79e718f43261dee1e4"
+    assert qe.mr_signer.hex() == "8c4f5775d796503e96137f77c68a829a0056ac8ded70140b081b094490c57bff"
+    assert (qe.isv_prod_id, qe.isv_svn) == (1, 10)
+    binding = hashlib.sha256(signature.attestation_key + signature.qe_auth_data).digest()
+    assert qe.report_data == binding + bytes(32)
+
+
+def test_real_quote_carries_the_pck_chain(real_quote: bytes) -> None:
+    certification = parse_quote(real_quote).signature_data.certification_data
+    assert certification.cert_type == CertificationDataType.PCK_CERT_CHAIN
+    chain = [x509.load_pem_x509_certificate(pem) for pem in certification.pem_chain()]
+    assert len(chain) == 3
+    root = chain[-1]
+    assert root.subject == root.issuer
+    common_name = root.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    assert common_name == "Intel SGX Root CA"
+
+
+@settings(max_examples=300)
+@given(st.data())
+def test_mutated_or_truncated_real_quote_never_crashes(
+    real_quote: bytes, data: st.DataObject
+) -> None:
+    raw = bytearray(real_quote)
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    for _ in range(data.draw(st.integers(0, 8))):
+        if raw:
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(SgxParseError):
+        parse_quote(bytes(raw))
+
+
+def test_trailing_bytes_are_refused(real_quote: bytes) -> None:
+    with pytest.raises(SgxParseError, match="trailing"):
+        parse_quote(real_quote + b"\x00")
+
+
+def test_changed_body_byte_still_parses_to_another_body(real_quote: bytes) -> None:
+    raw = bytearray(real_quote)
+    raw[48 + 320] ^= 0xFF
+    changed = parse_quote(bytes(raw))
+    assert changed.body != parse_quote(real_quote).body
+
+
+def test_intel_sample_quote_has_no_pck_chain(vectors_dir: Path) -> None:
+    quote = parse_quote((vectors_dir / "sgx-intel-qvl-sample" / "quote.dat").read_bytes())
+    certification = quote.signature_data.certification_data
+    assert quote.header.version == 3
+    assert certification.cert_type == CertificationDataType.PPID_CLEARTEXT
+    with pytest.raises(SgxParseError, match="no PCK certificate chain"):
+        certification.pem_chain()
+
+
+def test_tdx_quote_is_refused_as_tdx(vectors_dir: Path) -> None:
+    with pytest.raises(UnsupportedTeeError, match="TDX"):
+        parse_quote((vectors_dir / "sgx-intel-qvl-sample" / "tdx" / "quote.dat").read_bytes())
+
+
+def test_certification_data_without_certificates() -> None:
+    data = CertificationData(cert_type=CertificationDataType.PCK_CERT_CHAIN, data=b"no pem here")
+    with pytest.raises(SgxParseError, match="no PEM certificate"):
+        data.pem_chain()

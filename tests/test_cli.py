@@ -1,0 +1,198 @@
+"""The command line, run as a user would: real processes, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cleanroom.cli.main import main
+from cleanroom.tee.measure import measure
+
+RECORDED_TIME = "1752919277"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "sim"
+    monkeypatch.setenv("CLEANROOM_SIM_DIR", str(directory))
+    assert main(["sim", "init"]) == 0
+    return directory
+
+
+@pytest.fixture
+def minted(sim: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    quote, collateral, root = tmp_path / "q.bin", tmp_path / "c.json", tmp_path / "root.pem"
+    assert main(["sim", "export-root", "--out", str(root)]) == 0
+    code = main(
+        [
+            "sim", "quote", "--report-data", "48656c6c6f",
+            "--out", str(quote), "--collateral-out", str(collateral),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return quote, collateral, root
+
+
+def test_help_names_exit_codes() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "Exit codes" in result.stdout
+    for command in ("verify-quote", "sim", "measure", "demo"):
+        assert command in result.stdout
+
+
+def test_minted_quote_verifies_with_json(
+    minted: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    quote, collateral, root = minted
+    attester = measure("attester")
+    capsys.readouterr()
+    code = main(
+        [
+            "verify-quote", str(quote), "--collateral", str(collateral),
+            "--trust-root", str(root), "--expect-mrenclave", attester.mr_enclave.hex(),
+            "--expect-mrsigner", attester.mr_signer.hex(),
+            "--expect-report-data", "48656c6c6f", "--json",
+        ]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out)
+    assert result["status"] == "UpToDate"
+    assert result["mrenclave"] == attester.mr_enclave.hex()
+    assert result["report_data"] == ("48656c6c6f" + "00" * 59)
+    assert result["debug"] is False
+    assert {"advisory_ids", "mrsigner", "isv_prod_id", "isv_svn"} <= result.keys()
+    assert "NOT Intel's production root" in captured.err
+
+
+def test_wrong_mrenclave_is_exit_1_with_error_json(
+    minted: tuple[Path, Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    quote, collateral, root = minted
+    capsys.readouterr()
+    code = main(
+        [
+            "verify-quote", str(quote), "--collateral", str(collateral),
+            "--trust-root", str(root), "--expect-mrenclave", "00" * 32, "--json",
+        ]
+    )  # fmt: skip
+    assert code == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert error["check"] == "mrenclave"
+    assert "00" * 32 in json.dumps(error["expected"])
+    assert error["actual"] == measure("attester").mr_enclave.hex()
+    assert error["message"]
+
+
+def test_rejection_is_one_line_without_traceback(minted: tuple[Path, Path, Path]) -> None:
+    quote, collateral, _root = minted
+    result = run("verify-quote", str(quote), "--collateral", str(collateral))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: rejected: quote-verification")
+
+
+def test_debug_quote_is_rejected(sim: Path, tmp_path: Path) -> None:
+    quote, collateral, root = tmp_path / "q", tmp_path / "c", tmp_path / "r"
+    main(["sim", "export-root", "--out", str(root)])
+    main(
+        [
+            "sim", "quote", "--report-data", "00", "--debug",
+            "--out", str(quote), "--collateral-out", str(collateral),
+        ]
+    )  # fmt: skip
+    code = main(
+        ["verify-quote", str(quote), "--collateral", str(collateral), "--trust-root", str(root)]
+    )
+    assert code == 1
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["missing-quote", "junk-quote", "junk-collateral", "bad-hex", "short-mrenclave"],
+)
+def test_unusable_input_is_exit_2(
+    minted: tuple[Path, Path, Path],
+    tmp_path: Path,
+    problem: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    quote, collateral, root = minted
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"this is not evidence")
+    args = ["verify-quote", str(quote), "--collateral", str(collateral), "--trust-root", str(root)]
+    if problem == "missing-quote":
+        args[1] = str(tmp_path / "absent")
+    elif problem == "junk-quote":
+        args[1] = str(junk)
+    elif problem == "junk-collateral":
+        args[3] = str(junk)
+    elif problem == "bad-hex":
+        args += ["--expect-mrsigner", "zz"]
+    else:
+        args += ["--expect-mrenclave", "abcd"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_recorded_real_quote_via_cli(vectors_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recorded = vectors_dir / "sgx-dcap-qvl"
+    base = [
+        "verify-quote", str(recorded / "sgx_quote"),
+        "--collateral", str(recorded / "sgx_quote_collateral.json"), "--at", RECORDED_TIME,
+    ]  # fmt: skip
+    assert main(base) == 1  # the default policy does not accept ConfigurationAndSWHardeningNeeded
+    capsys.readouterr()
+    code = main([*base, "--accept-status", "ConfigurationAndSWHardeningNeeded", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "ConfigurationAndSWHardeningNeeded"
+    assert result["advisory_ids"] == ["INTEL-SA-00289", "INTEL-SA-00615"]
+    assert result["mrenclave"] == "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    assert result["report_data"] == b"Hello, world!".hex() + "00" * 51
+    restricted = [*base, "--accept-status", "ConfigurationAndSWHardeningNeeded"]
+    assert main([*restricted, "--accept-advisory", "INTEL-SA-00289"]) == 1
+    both = ["--accept-advisory", "INTEL-SA-00289", "--accept-advisory", "INTEL-SA-00615"]
+    assert main([*restricted, *both]) == 0
+
+
+def test_measure_prints_reproducible_values(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", "worker", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["measure", "worker", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == first
+    assert first["mrenclave"] == measure("worker").mr_enclave.hex()
+    assert main(["measure", "nonsense"]) == 2
+
+
+def test_sim_commands_need_a_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLEANROOM_SIM_DIR", str(tmp_path / "none"))
+    assert main(["sim", "export-root"]) == 2
+
+
+def test_demo_runs(vectors_dir: Path) -> None:
+    result = run("demo", "--vectors", str(vectors_dir))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("✔ accepted") == 2
+    assert result.stdout.count("✔ rejected") >= 6
