@@ -80,6 +80,16 @@ class AttestationError(Exception):
     def __str__(self) -> str:
         return self._one_line()
 
+    @property
+    def expected_text(self) -> str:
+        """The expected value for people: hex for bytes, sorted sets."""
+        return _display(self.expected)
+
+    @property
+    def actual_text(self) -> str:
+        """The actual value for people, folded onto one line."""
+        return " ".join(_display(self.actual).split())
+
     def to_json(self) -> dict[str, object]:
         """The failure as a JSON object: check, expected, actual, message and hint if set."""
         document: dict[str, object] = {
@@ -116,7 +126,8 @@ class QuoteSignatureError(AttestationError):
     """dcap-qvl rejected the quote or its collateral.
 
     Signature chain, QE identity, TCB info, CRLs or their validity period.
-    ``check`` is ``"quote-verification"``; ``actual`` is dcap-qvl's message verbatim.
+    ``check`` is ``"quote-verification"`` (``"debug"`` when dcap-qvl refused a DEBUG
+    enclave); ``actual`` is dcap-qvl's message verbatim.
     """
 
 

@@ -319,7 +319,14 @@ _EXPIRY_MARKERS = ("expired", "in the future", "not valid yet", "notvalidyet", "
 def _signature_error(dcap_message: str, at: int, trust: TrustAnchor) -> QuoteSignatureError:
     lowered = dcap_message.lower()
     hint = None
-    if any(marker in lowered for marker in _EXPIRY_MARKERS):
+    check = "quote-verification"
+    expected = f"a quote and collateral valid at {_utc(at)} under {trust.name}"
+    if "debug mode" in lowered:
+        # dcap-qvl refuses DEBUG enclaves before our DebugDisabled rule sees them.
+        check, expected = "debug", "DEBUG clear"
+        message = "the enclave runs in DEBUG mode: the host can read its memory"
+        hint = "a DEBUG enclave is never accepted; run the production build"
+    elif any(marker in lowered for marker in _EXPIRY_MARKERS):
         message = f"the collateral or a certificate in it is not valid at {_utc(at)}"
         hint = (
             f"collateral outside its validity window at {_utc(at)}: fetch fresh collateral "
@@ -342,8 +349,8 @@ def _signature_error(dcap_message: str, at: int, trust: TrustAnchor) -> QuoteSig
     else:
         message = "dcap-qvl rejected the quote or its collateral"
     return QuoteSignatureError(
-        "quote-verification",
-        f"a quote and collateral valid at {_utc(at)} under {trust.name}",
+        check,
+        expected,
         dcap_message,
         message,
         hint,

@@ -64,8 +64,8 @@ def _expect_reject(title: str, run: Callable[[], object]) -> None:
     except AttestationError as error:
         stdout.print(f"[green]✔ rejected[/] {title}")
         stdout.print(f"    {error.check}: {error.message}")
-        stdout.print(f"    expected {error.expected}")
-        stdout.print(f"    actual   {error.actual}")
+        stdout.print(f"    expected {error.expected_text}", markup=False)
+        stdout.print(f"    actual   {error.actual_text}", markup=False)
         return
     raise RuntimeError(f"demo: {title} was accepted, but it must be rejected")
 
