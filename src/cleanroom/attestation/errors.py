@@ -18,89 +18,15 @@ The hierarchy tells callers what to do::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from cleanroom.errors import CheckFailed
 
 
-def _jsonable(value: object) -> object:
-    """A JSON-serialisable form of ``value``: bytes as lowercase hex, sets sorted."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, set | frozenset):
-        return sorted((_jsonable(item) for item in value), key=str)
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    return str(value)
-
-
-def _display(value: object) -> str:
-    """A one-line human form of ``value`` (hex for bytes, sorted braces for sets)."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, set | frozenset):
-        return "{" + ", ".join(sorted(_display(item) for item in value)) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_display(item) for item in value) + "]"
-    return str(value)
-
-
-class AttestationError(Exception):
-    """Base: every failure names the check, the expected and the actual value.
+class AttestationError(CheckFailed):
+    """Base of attestation failures: the evidence is NOT accepted.
 
     ``str(error)`` is one line: ``"{check}: {message} (expected {expected}, got {actual})"``,
     with bytes shown as lowercase hex. ``hint``, when set, tells the user what to do.
     """
-
-    def __init__(
-        self,
-        check: str,
-        expected: object,
-        actual: object,
-        message: str,
-        hint: str | None = None,
-    ) -> None:
-        self.check = check
-        self.expected = expected
-        self.actual = actual
-        self.message = message
-        self.hint = hint
-        super().__init__(self._one_line())
-
-    def _one_line(self) -> str:
-        text = (
-            f"{self.check}: {self.message} "
-            f"(expected {_display(self.expected)}, got {_display(self.actual)})"
-        )
-        # dcap-qvl's messages may span lines ("Caused by: ..."); keep the summary on one.
-        return " ".join(text.split())
-
-    def __str__(self) -> str:
-        return self._one_line()
-
-    @property
-    def expected_text(self) -> str:
-        """The expected value for people: hex for bytes, sorted sets."""
-        return _display(self.expected)
-
-    @property
-    def actual_text(self) -> str:
-        """The actual value for people, folded onto one line."""
-        return " ".join(_display(self.actual).split())
-
-    def to_json(self) -> dict[str, object]:
-        """The failure as a JSON object: check, expected, actual, message and hint if set."""
-        document: dict[str, object] = {
-            "check": self.check,
-            "expected": _jsonable(self.expected),
-            "actual": _jsonable(self.actual),
-            "message": self.message,
-        }
-        if self.hint is not None:
-            document["hint"] = self.hint
-        return document
 
 
 class EvidenceError(AttestationError):

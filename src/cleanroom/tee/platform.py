@@ -12,18 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from cleanroom.errors import CheckFailed
 from cleanroom.sgx import Attributes, Report, ReportBody, TargetInfo
 
 
-class LocalAttestationError(Exception):
+class LocalAttestationError(CheckFailed):
     """A REPORT failed local attestation; names the check, expected and actual value."""
-
-    def __init__(self, check: str, expected: str, actual: str, message: str) -> None:
-        super().__init__(f"{check}: {message} (expected {expected}, got {actual})")
-        self.check = check
-        self.expected = expected
-        self.actual = actual
-        self.message = message
 
 
 class QuoteGenerationError(Exception):
