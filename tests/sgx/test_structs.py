@@ -20,6 +20,7 @@ from cleanroom.sgx import (
     Attributes,
     CertificationData,
     CertificationDataType,
+    Quote,
     QuoteHeader,
     QuoteSignatureData,
     Report,
@@ -64,6 +65,43 @@ target_infos = st.builds(
     misc_select=u(32),
     config_id=b(64),
 )
+quote_headers = st.builds(
+    QuoteHeader,
+    version=u(16),
+    attestation_key_type=u(16),
+    tee_type=u(32),
+    qe_svn=u(16),
+    pce_svn=u(16),
+    qe_vendor_id=b(16),
+    user_data=b(20),
+)
+certification_datas = st.builds(CertificationData, cert_type=u(16), data=st.binary(max_size=600))
+signature_datas = st.builds(
+    QuoteSignatureData,
+    isv_signature=b(64),
+    attestation_key=b(64),
+    qe_report=report_bodies,
+    qe_report_signature=b(64),
+    qe_auth_data=st.binary(max_size=300),
+    certification_data=certification_datas,
+)
+sgx_v3_headers = st.builds(
+    QuoteHeader,
+    version=st.just(3),
+    attestation_key_type=st.just(2),
+    tee_type=st.just(0),
+    qe_svn=u(16),
+    pce_svn=u(16),
+    qe_vendor_id=b(16),
+    user_data=b(20),
+)
+quotes = st.builds(Quote, header=sgx_v3_headers, body=report_bodies, signature_data=signature_datas)
+
+
+def sgx_header(**changes: int) -> bytes:
+    fields = {"version": 3, "attestation_key_type": 2, "tee_type": 0, "qe_svn": 1, "pce_svn": 2}
+    fields.update(changes)
+    return QuoteHeader(**fields, qe_vendor_id=INTEL_QE_VENDOR_ID, user_data=bytes(20)).to_bytes()
 
 
 # --------------------------------------------------------------- fixed layout
@@ -154,6 +192,60 @@ def test_target_info_round_trip(value: TargetInfo) -> None:
     assert TargetInfo.from_bytes(value.to_bytes()) == value
 
 
+@given(quote_headers)
+def test_quote_header_round_trip(value: QuoteHeader) -> None:
+    assert QuoteHeader.from_bytes(value.to_bytes()) == value
+
+
+@given(certification_datas)
+def test_certification_data_round_trip(value: CertificationData) -> None:
+    raw = value.to_bytes()
+    assert len(raw) == 6 + len(value.data)
+    assert CertificationData.from_bytes(raw) == value
+
+
+@settings(max_examples=50)
+@given(signature_datas)
+def test_quote_signature_data_round_trip(value: QuoteSignatureData) -> None:
+    assert QuoteSignatureData.from_bytes(value.to_bytes()) == value
+
+
+@settings(max_examples=50)
+@given(quotes)
+def test_quote_round_trip(value: Quote) -> None:
+    raw = value.to_bytes()
+    assert raw[:432] == value.signed_bytes()
+    assert int.from_bytes(raw[432:436], "little") == len(raw) - 436
+    assert Quote.from_bytes(raw) == value
+
+
+def test_fixed_quote_round_trip_and_layout() -> None:
+    body = ReportBody.create(
+        mr_enclave=b"\xaa" * 32,
+        mr_signer=b"\xbb" * 32,
+        attributes=Attributes(flags=0x05, xfrm=0x03),
+        report_data=b"\xcc" * 64,
+    )
+    signature = QuoteSignatureData(
+        isv_signature=b"\x01" * 64,
+        attestation_key=b"\x02" * 64,
+        qe_report=body,
+        qe_report_signature=b"\x03" * 64,
+        qe_auth_data=b"\x04" * 5,
+        certification_data=CertificationData(cert_type=5, data=b"\x05" * 7),
+    )
+    quote = Quote(header=QuoteHeader.from_bytes(sgx_header()), body=body, signature_data=signature)
+    raw = quote.to_bytes()
+    assert len(raw) == 436 + 64 + 64 + 384 + 64 + 2 + 5 + 6 + 7
+    sig = raw[436:]
+    assert sig[:64] == b"\x01" * 64 and sig[64:128] == b"\x02" * 64
+    assert sig[128:512] == body.to_bytes() and sig[512:576] == b"\x03" * 64
+    assert sig[576:578] == b"\x05\x00" and sig[578:583] == b"\x04" * 5
+    assert sig[583:589] == b"\x05\x00\x07\x00\x00\x00" and sig[589:] == b"\x05" * 7
+    assert Quote.from_bytes(raw) == quote
+    assert QuoteSignatureData.from_bytes(sig) == signature
+
+
 @given(b(384))
 def test_any_384_bytes_are_a_report_body_that_round_trips(raw: bytes) -> None:
     # Reserved bytes are kept, so re-encoding is the identity even when they are set.
@@ -186,6 +278,49 @@ def test_wrong_length_is_refused_by_name(name: str, delta: int) -> None:
     assert f"exactly {size} bytes" in str(caught.value)
 
 
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_wrong_certification_data_size_is_refused(delta: int) -> None:
+    raw = CertificationData(cert_type=5, data=b"abc").to_bytes()
+    with pytest.raises(SgxParseError) as caught:
+        CertificationData.from_bytes(raw[:-1] if delta < 0 else raw + b"x")
+    assert caught.value.structure == "certification data"
+
+
+def test_quote_shorter_than_header_and_body_is_refused() -> None:
+    with pytest.raises(SgxParseError, match="at least 436 bytes") as caught:
+        parse_quote(bytes(47))
+    assert caught.value.structure == "quote"
+    with pytest.raises(SgxParseError, match=r"at least 436 bytes .*, got 435"):
+        parse_quote(sgx_header() + bytes(387))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"version": 4}, "version 4 is not supported"),
+        ({"version": 5}, "version 5 is not supported"),
+        ({"attestation_key_type": 3}, "attestation_key_type 3 is not supported"),
+    ],
+)
+def test_quote_header_values_are_checked(changes: dict[str, int], message: str) -> None:
+    with pytest.raises(SgxParseError, match=message) as caught:
+        parse_quote(sgx_header(**changes) + bytes(388))
+    assert not isinstance(caught.value, UnsupportedTeeError)
+
+
+@pytest.mark.parametrize("version", [3, 4, 5])
+def test_any_tdx_header_is_an_unsupported_tee(version: int) -> None:
+    with pytest.raises(UnsupportedTeeError, match="TDX quote") as caught:
+        parse_quote(sgx_header(version=version, tee_type=0x81))
+    assert isinstance(caught.value, SgxParseError) and isinstance(caught.value, ValueError)
+    assert str(caught.value).startswith("quote: this is a TDX quote")
+
+
+def test_unknown_tee_type_is_an_unsupported_tee() -> None:
+    with pytest.raises(UnsupportedTeeError, match="0x00000007"):
+        parse_quote(sgx_header(tee_type=7) + bytes(388))
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -195,7 +330,7 @@ def test_wrong_length_is_refused_by_name(name: str, delta: int) -> None:
         ("misc_select", -1),
     ],
 )
-def test_constructor_refuses_wrong_sizes(field: str, value: object) -> None:
+def test_constructor_refuses_wrong_sizes(field: str, value: Any) -> None:
     body = ReportBody.create(
         mr_enclave=bytes(32),
         mr_signer=bytes(32),
@@ -204,6 +339,47 @@ def test_constructor_refuses_wrong_sizes(field: str, value: object) -> None:
     )
     with pytest.raises(SgxParseError, match=field):
         dataclasses.replace(body, **{field: value})
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Attributes(flags="5", xfrm=0),  # type: ignore[arg-type]
+        lambda: Attributes(flags=1 << 64, xfrm=0),
+        lambda: Report(body=None, key_id=bytes(32), mac=bytes(16)),  # type: ignore[arg-type]
+        lambda: TargetInfo.create(mr_enclave=bytes(32), attributes=bytes(16)),  # type: ignore[arg-type]
+        lambda: TargetInfo.create(
+            mr_enclave=bytes(32), attributes=Attributes(0, 0), config_id=bytes(63)
+        ),
+        lambda: QuoteHeader(3, 2, 0, 0, 0, bytes(15), bytes(20)),
+        lambda: CertificationData(cert_type=1 << 16, data=b""),
+        lambda: CertificationData(cert_type=5, data="pem"),  # type: ignore[arg-type]
+        lambda: Quote(header=None, body=None, signature_data=None),  # type: ignore[arg-type]
+    ],
+)
+def test_constructors_refuse_wrong_fields(build: Callable[[], object]) -> None:
+    with pytest.raises(SgxParseError):
+        build()
+
+
+def test_reserved_bytes_are_checked_for_size_only() -> None:
+    body = ReportBody.create(
+        mr_enclave=bytes(32),
+        mr_signer=bytes(32),
+        attributes=Attributes(0, 0),
+        report_data=bytes(64),
+    )
+    kept = dataclasses.replace(body, reserved=(b"\x01" * 12, bytes(32), bytes(32), bytes(42)))
+    assert kept.to_bytes()[20:32] == b"\x01" * 12 and kept != body
+    with pytest.raises(SgxParseError, match="reserved"):
+        dataclasses.replace(body, reserved=(bytes(11), bytes(32), bytes(32), bytes(42)))
+
+
+def test_attribute_flags_are_stored_as_plain_ints() -> None:
+    attrs = Attributes(flags=AttributeFlags.INIT | AttributeFlags.MODE64BIT, xfrm=3)
+    assert type(attrs.flags) is int and attrs == Attributes(flags=5, xfrm=3)
+    # bytes-like input is accepted at run time too.
+    assert Attributes.from_bytes(bytearray(attrs.to_bytes())) == attrs  # type: ignore[arg-type]
 
 
 # --------------------------------------------------- only SgxParseError escapes
@@ -218,6 +394,7 @@ def test_constructor_refuses_wrong_sizes(field: str, value: object) -> None:
         TargetInfo.from_bytes,
         QuoteHeader.from_bytes,
         QuoteSignatureData.from_bytes,
+        CertificationData.from_bytes,
         parse_quote,
     ],
 )
@@ -228,6 +405,26 @@ def test_arbitrary_bytes_parse_or_raise_sgx_parse_error(
 ) -> None:
     with contextlib.suppress(SgxParseError):
         parse(data)
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=1500))
+def test_arbitrary_tail_after_a_valid_header_and_body(tail: bytes) -> None:
+    # Gets past the header checks, so the signature data's size fields are exercised.
+    body = ReportBody.from_bytes(bytes(384))
+    prefix = sgx_header() + body.to_bytes()
+    for raw in (prefix + tail, prefix + len(tail).to_bytes(4, "little") + tail):
+        with contextlib.suppress(SgxParseError):
+            parse_quote(raw)
+
+
+@pytest.mark.parametrize("parse", [Attributes.from_bytes, parse_quote])
+@pytest.mark.parametrize("value", ["text", None, 436, [0] * 436])
+def test_non_bytes_input_is_an_sgx_parse_error(
+    parse: Callable[[object], object], value: object
+) -> None:
+    with pytest.raises(SgxParseError, match="expected bytes"):
+        parse(value)
 
 
 # --------------------------------------------------------- recorded evidence
@@ -254,7 +451,7 @@ def test_real_quote_parses_exactly(real_quote: bytes) -> None:
         "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
     )
     assert body.attributes.to_bytes().hex() == "0500000000000000e700000000000000"
-    assert not body.attributes.debug and body.attributes.mode64bit
+    assert not body.attributes.debug and body.attributes.mode64bit and body.attributes.init
     assert (body.isv_prod_id, body.isv_svn) == (0, 0)
     assert body.report_data == b"Hello, world!" + bytes(51)
     assert quote.signed_bytes() == real_quote[:432]
@@ -301,28 +498,65 @@ def test_trailing_bytes_are_refused(real_quote: bytes) -> None:
         parse_quote(real_quote + b"\x00")
 
 
-def test_changed_body_byte_still_parses_to_another_body(real_quote: bytes) -> None:
+def test_truncated_real_quote_is_refused(real_quote: bytes) -> None:
+    with pytest.raises(SgxParseError, match="signature_data_len is 4164 but 4163") as caught:
+        parse_quote(real_quote[:-1])
+    assert caught.value.structure == "quote"
+
+
+def test_inner_size_past_the_signature_data_is_refused(real_quote: bytes) -> None:
     raw = bytearray(real_quote)
-    raw[48 + 320] ^= 0xFF
-    changed = parse_quote(bytes(raw))
-    assert changed.body != parse_quote(real_quote).body
+    auth_size_offset = 436 + 64 + 64 + 384 + 64
+    raw[auth_size_offset : auth_size_offset + 2] = (0xFFFF).to_bytes(2, "little")
+    with pytest.raises(SgxParseError, match="QE auth data needs 65535 bytes") as caught:
+        parse_quote(bytes(raw))
+    assert caught.value.structure == "quote signature data"
+
+
+def test_real_signature_data_parses_on_its_own(real_quote: bytes) -> None:
+    quote = parse_quote(real_quote)
+    assert QuoteSignatureData.from_bytes(real_quote[436:]) == quote.signature_data
+    certification = quote.signature_data.certification_data
+    assert CertificationData.from_bytes(certification.to_bytes()) == certification
+    # The recorded chain ends with a NUL after the last PEM block; pem_chain drops it.
+    assert certification.data.endswith(b"-----END CERTIFICATE-----\n\x00")
+
+
+@pytest.mark.parametrize("offset", [0, 64, 320, 383])
+def test_changed_body_byte_still_parses_to_another_body(real_quote: bytes, offset: int) -> None:
+    raw = bytearray(real_quote)
+    raw[48 + offset] ^= 0xFF
+    original, changed = parse_quote(real_quote), parse_quote(bytes(raw))
+    assert changed.body != original.body
+    assert changed.header == original.header and changed.signature_data == original.signature_data
+    assert changed.to_bytes() == bytes(raw)
 
 
 def test_intel_sample_quote_has_no_pck_chain(vectors_dir: Path) -> None:
     quote = parse_quote((vectors_dir / "sgx-intel-qvl-sample" / "quote.dat").read_bytes())
     certification = quote.signature_data.certification_data
-    assert quote.header.version == 3
+    assert (quote.header.version, quote.header.tee_type) == (3, 0)
+    assert quote.to_bytes() == (vectors_dir / "sgx-intel-qvl-sample" / "quote.dat").read_bytes()
     assert certification.cert_type == CertificationDataType.PPID_CLEARTEXT
     with pytest.raises(SgxParseError, match="no PCK certificate chain"):
         certification.pem_chain()
 
 
 def test_tdx_quote_is_refused_as_tdx(vectors_dir: Path) -> None:
-    with pytest.raises(UnsupportedTeeError, match="TDX"):
-        parse_quote((vectors_dir / "sgx-intel-qvl-sample" / "tdx" / "quote.dat").read_bytes())
+    raw = (vectors_dir / "sgx-intel-qvl-sample" / "tdx" / "quote.dat").read_bytes()
+    assert raw[:8] == bytes.fromhex("0400020081000000")  # version 4, ECDSA P-256, TDX
+    with pytest.raises(UnsupportedTeeError, match=r"TDX quote \(version 4, tee_type 0x81\)"):
+        parse_quote(raw)
 
 
 def test_certification_data_without_certificates() -> None:
     data = CertificationData(cert_type=CertificationDataType.PCK_CERT_CHAIN, data=b"no pem here")
     with pytest.raises(SgxParseError, match="no PEM certificate"):
         data.pem_chain()
+
+
+def test_pem_chain_normalises_line_endings() -> None:
+    pem = b"-----BEGIN CERTIFICATE-----\r\nQUJD\r\n-----END CERTIFICATE-----"
+    data = CertificationData(cert_type=5, data=pem + b"\r\n" + pem + b"\x00")
+    expected = b"-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n"
+    assert data.pem_chain() == [expected, expected]
