@@ -1,0 +1,146 @@
+"""The record stream: AES-256-GCM records that a relay cannot reorder, drop or cut.
+
+Frame (all integers big-endian)::
+
+    counter u64 ‖ index u32 ‖ final u8 ‖ path length u16 ‖ path (UTF-8) ‖ ciphertext+tag
+
+- nonce = 0x00000000 ‖ counter: one counter per direction over the whole session,
+  so a nonce never repeats under a key;
+- AAD = JCS({"session_id", "path", "index", "final"}): the clear header is
+  authenticated, and a record cannot move to another session, object or place;
+- the receiver expects the next counter (a lower one is a duplicate or replay, a
+  higher one a gap), the next index of the object, nothing after ``final``, and at
+  ``close()`` every object it saw to have ended with ``final`` (else: truncated).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import RecordError, ReplayError
+
+MAX_PLAINTEXT = 1 << 20  # 1 MiB
+MAX_PATH = 1024
+_HEADER = struct.Struct(">QIBH")
+_TAG = 16
+_MAX_COUNTER = (1 << 64) - 1
+
+
+def _nonce(counter: int) -> bytes:
+    return bytes(4) + counter.to_bytes(8, "big")
+
+
+def record_aad(session_id: str, path: str, index: int, final: bool) -> bytes:
+    return canonical({"session_id": session_id, "path": path, "index": index, "final": final})
+
+
+class RecordSender:
+    """Seals records in order for one direction of one session."""
+
+    def __init__(self, key: bytes, session_id: str) -> None:
+        self._aead = AESGCM(key)
+        self._session_id = session_id
+        self._counter = 0
+        self._next_index: dict[str, int] = {}
+        self._finished: set[str] = set()
+
+    def seal(self, path: str, plaintext: bytes, *, final: bool) -> bytes:
+        if len(plaintext) > MAX_PLAINTEXT:
+            raise ValueError(f"a record holds at most {MAX_PLAINTEXT} bytes, got {len(plaintext)}")
+        encoded_path = path.encode("utf-8")
+        if not 0 < len(encoded_path) <= MAX_PATH:
+            raise ValueError(f"object path must be 1 to {MAX_PATH} bytes")
+        if path in self._finished:
+            raise ValueError(f"object {path!r} already ended")
+        if self._counter > _MAX_COUNTER:
+            raise ValueError("record counter exhausted: start a new session")
+        index = self._next_index.get(path, 0)
+        header = _HEADER.pack(self._counter, index, int(final), len(encoded_path)) + encoded_path
+        sealed = self._aead.encrypt(
+            _nonce(self._counter), plaintext, record_aad(self._session_id, path, index, final)
+        )
+        self._counter += 1
+        self._next_index[path] = index + 1
+        if final:
+            self._finished.add(path)
+        return header + sealed
+
+
+class RecordReceiver:
+    """Opens records for one direction of one session, refusing any tampering."""
+
+    def __init__(self, key: bytes, session_id: str) -> None:
+        self._aead = AESGCM(key)
+        self._session_id = session_id
+        self._counter = 0
+        self._next_index: dict[str, int] = {}
+        self._finished: set[str] = set()
+
+    def open(self, frame: bytes) -> tuple[str, int, bool, bytes]:
+        """Check and decrypt the next frame: (path, index, final, plaintext)."""
+        if len(frame) < _HEADER.size:
+            raise RecordError(
+                "record-frame", f">= {_HEADER.size} bytes", len(frame), "frame too short"
+            )
+        counter, index, final_flag, path_length = _HEADER.unpack_from(frame)
+        body = frame[_HEADER.size + path_length :]
+        if final_flag not in (0, 1) or len(frame) < _HEADER.size + path_length + _TAG:
+            raise RecordError("record-frame", "a well-formed frame", frame[:16].hex(), "bad frame")
+        if len(body) > MAX_PLAINTEXT + _TAG:
+            raise RecordError(
+                "record-size", f"<= {MAX_PLAINTEXT} bytes", len(body) - _TAG, "too big"
+            )
+        try:
+            path = frame[_HEADER.size : _HEADER.size + path_length].decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise RecordError("record-frame", "a UTF-8 path", "bytes", "bad path") from error
+        final = final_flag == 1
+        if counter < self._counter:
+            raise ReplayError(
+                "record-counter", self._counter, counter, "duplicate or replayed record"
+            )
+        if counter > self._counter:
+            raise RecordError(
+                "record-counter", self._counter, counter, "records are missing (gap) or reordered"
+            )
+        if path in self._finished:
+            raise RecordError("record-after-final", "no record after final", path, "object ended")
+        expected_index = self._next_index.get(path, 0)
+        if index != expected_index:
+            raise RecordError(
+                "record-index", expected_index, index, "record out of place in its object"
+            )
+        try:
+            plaintext = self._aead.decrypt(
+                _nonce(counter), body, record_aad(self._session_id, path, index, final)
+            )
+        except InvalidTag as error:
+            raise RecordError(
+                "record-authentication",
+                "a record sealed under this session's key",
+                frame[:16].hex(),
+                "record was altered, or belongs to another session or object",
+            ) from error
+        self._counter += 1
+        self._next_index[path] = index + 1
+        if final:
+            self._finished.add(path)
+        return path, index, final, plaintext
+
+    def finished(self, path: str) -> bool:
+        return path in self._finished
+
+    def close(self) -> None:
+        """The stream ended: every object begun must have ended (else it was truncated)."""
+        unfinished = sorted(set(self._next_index) - self._finished)
+        if unfinished:
+            raise RecordError(
+                "record-truncated",
+                "every object ends with a final record",
+                unfinished,
+                "the stream was cut before these objects ended",
+            )
