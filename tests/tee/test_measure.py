@@ -92,3 +92,21 @@ def test_identity_is_production_unless_asked() -> None:
 def test_unknown_image_is_refused() -> None:
     with pytest.raises(MeasurementError, match="unknown enclave image"):
         measure("controller")
+
+
+def test_each_image_holds_only_its_own_enclave_code() -> None:
+    def paths(image: str) -> set[str]:
+        return {entry["path"] for entry in measure(image).manifest["files"]}
+
+    worker, attester = paths("worker"), paths("attester")
+    assert "cleanroom/enclave/worker.py" in worker - attester
+    assert "cleanroom/enclave/attester.py" in attester - worker
+    assert "cleanroom/protocol/handshake.py" in worker & attester
+    assert not any(p.startswith(("cleanroom/cli/", "cleanroom/client/")) for p in worker | attester)
+
+
+def test_attester_code_does_not_change_the_worker(source_copy: Path) -> None:
+    before = measure("worker", root=source_copy)
+    target = source_copy / "enclave" / "attester.py"
+    target.write_bytes(target.read_bytes() + b"\n# changed\n")
+    assert measure("worker", root=source_copy).mr_enclave == before.mr_enclave

@@ -58,32 +58,31 @@ class EnclaveImage:
     extra_config: Mapping[str, Any] = field(default_factory=dict)
 
 
+# What both enclaves run; each image adds its own module.
+_ENCLAVE_COMMON = (
+    "__init__.py",
+    "errors.py",
+    "sgx/**/*.py",
+    "protocol/**/*.py",
+    "tee/*.py",
+    "tee/simulated/**/*.py",
+    "enclave/__init__.py",
+    "enclave/admission.py",
+    "enclave/errors.py",
+)
+
 WORKER = EnclaveImage(
     name="worker",
     isv_prod_id=2,
     isv_svn=1,
-    trusted=(
-        "__init__.py",
-        "sgx/**/*.py",
-        "tee/*.py",
-        "tee/simulated/**/*.py",
-        "enclave/*.py",
-        "enclave/worker/**/*.py",
-    ),
+    trusted=(*_ENCLAVE_COMMON, "enclave/worker.py"),
 )
 
 ATTESTER = EnclaveImage(
     name="attester",
     isv_prod_id=1,
     isv_svn=1,
-    trusted=(
-        "__init__.py",
-        "sgx/**/*.py",
-        "tee/*.py",
-        "tee/simulated/**/*.py",
-        "enclave/*.py",
-        "enclave/attester/**/*.py",
-    ),
+    trusted=(*_ENCLAVE_COMMON, "enclave/attester.py"),
 )
 
 IMAGE_NAMES = ("attester", "worker")
