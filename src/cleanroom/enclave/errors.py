@@ -11,3 +11,11 @@ class AdmissionError(CheckFailed):
 
 class UnknownWorkerError(CheckFailed):
     """Attestation was asked for a Worker the Attester never admitted."""
+
+
+class StoreError(CheckFailed):
+    """Sealed data was refused: unsafe name, tampered at rest, or the store was erased."""
+
+
+class UploadError(CheckFailed):
+    """An upload does not match its manifest, or came at the wrong time."""

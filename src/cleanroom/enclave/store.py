@@ -1,0 +1,182 @@
+"""The Worker's sealed store: clean room data at rest, readable only by this Worker.
+
+Files live on the untrusted disk encrypted with AES-256-GCM under a key generated
+in the Worker's memory and never written anywhere: when the Worker ends, the data
+is unreadable. (No MRENCLAVE-bound sealing key: every Worker shares one MRENCLAVE
+and runs user code, so such a key would be shared across clean rooms.)
+
+File format: a sequence of chunks ``size u32 ‖ final u8 ‖ ciphertext+tag``; chunk i of file
+number f uses nonce ``f u32 ‖ i u64`` (unique under the key) and
+AAD = JCS({"object", "index", "final"}), so chunks cannot be reordered, dropped,
+moved between objects or cut off without the read failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from cleanroom.enclave.errors import StoreError
+from cleanroom.protocol.encoding import canonical
+
+_HEADER = struct.Struct(">IB")
+MAX_CHUNK = 1 << 20
+
+
+def check_object_name(name: str) -> PurePosixPath:
+    """``<id>/<relative path>``: no absolute paths, no ``..``, no empty parts."""
+    path = PurePosixPath(name)
+    if (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or path.is_absolute()
+        or any(part in ("", ".", "..") for part in name.split("/"))
+        or len(path.parts) < 2
+    ):
+        raise StoreError("object-name", "<id>/<relative path>", name, "unsafe object name")
+    return path
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    name: str
+    size: int
+    sha256: str  # of the plaintext, lowercase hex
+
+
+class SealedWriter:
+    """Writes one object; ``close()`` seals the final chunk and returns its digest."""
+
+    def __init__(self, aead: AESGCM, file_number: int, name: str, path: Path) -> None:
+        self._aead, self._file_number, self._name = aead, file_number, name
+        self._path = path
+        self._handle = path.open("wb")
+        self._index = 0
+        self._pending = b""
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def _seal(self, chunk: bytes, final: bool) -> None:
+        nonce = struct.pack(">IQ", self._file_number, self._index)
+        aad = canonical({"object": self._name, "index": self._index, "final": final})
+        sealed = self._aead.encrypt(nonce, chunk, aad)
+        self._handle.write(_HEADER.pack(len(sealed), int(final)) + sealed)
+        self._index += 1
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._size += len(data)
+        self._pending += data
+        while len(self._pending) > MAX_CHUNK:
+            self._seal(self._pending[:MAX_CHUNK], final=False)
+            self._pending = self._pending[MAX_CHUNK:]
+
+    def close(self) -> StoredObject:
+        self._seal(self._pending, final=True)
+        self._pending = b""
+        self._handle.close()
+        return StoredObject(self._name, self._size, self._digest.hexdigest())
+
+    def abort(self) -> None:
+        self._handle.close()
+        self._path.unlink(missing_ok=True)
+
+
+class SealedStore:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=False, mode=0o700)
+        self._directory = directory
+        self._aead: AESGCM | None = AESGCM(AESGCM.generate_key(bit_length=256))
+        self._files: dict[str, tuple[int, Path]] = {}
+        self._objects: dict[str, StoredObject] = {}
+
+    def _key(self) -> AESGCM:
+        if self._aead is None:
+            raise StoreError("store-open", "an open store", "erased", "the store was erased")
+        return self._aead
+
+    def create(self, name: str) -> SealedWriter:
+        """A writer for a new object; an existing object is never overwritten."""
+        check_object_name(name)
+        if name in self._files:
+            raise StoreError("object-exists", "a new object", name, "object already stored")
+        number = len(self._files)
+        path = self._directory / f"{number:08d}.sealed"
+        self._files[name] = (number, path)
+        return SealedWriter(self._key(), number, name, path)
+
+    def discard(self, name: str) -> None:
+        """Forget an object and delete its file (an aborted upload leaves nothing)."""
+        entry = self._files.pop(name, None)
+        self._objects.pop(name, None)
+        if entry is not None:
+            entry[1].unlink(missing_ok=True)
+
+    def record(self, stored: StoredObject) -> None:
+        self._objects[stored.name] = stored
+
+    def objects(self, prefix: str) -> list[StoredObject]:
+        """The complete objects under ``<prefix>/``, sorted by name."""
+        return sorted(
+            (o for name, o in self._objects.items() if name.startswith(prefix + "/")),
+            key=lambda o: o.name,
+        )
+
+    def read(self, name: str) -> Iterator[bytes]:
+        """The object's plaintext chunks; StoreError if the disk copy was tampered with."""
+        aead = self._key()
+        if name not in self._objects:
+            raise StoreError("object-known", "a stored object", name, "no such object")
+        number, path = self._files[name]
+        with path.open("rb") as handle:
+            index, final = 0, False
+            while not final:
+                header = handle.read(_HEADER.size)
+                if len(header) != _HEADER.size:
+                    raise StoreError("sealed-truncated", "a final chunk", index, "object cut short")
+                size, final_flag = _HEADER.unpack(header)
+                final = final_flag == 1
+                nonce = struct.pack(">IQ", number, index)
+                aad = canonical({"object": name, "index": index, "final": final})
+                try:
+                    plaintext = aead.decrypt(nonce, handle.read(size), aad)
+                except InvalidTag as error:
+                    raise StoreError(
+                        "sealed-chunk", "an authentic chunk", index, "tampered with at rest"
+                    ) from error
+                index += 1
+                yield plaintext
+            if handle.read(1):
+                raise StoreError(
+                    "sealed-trailing", "nothing after the final chunk", "more", "tampered"
+                )
+
+    def erase(self) -> None:
+        """Drop the key (the data becomes unreadable) and delete the files."""
+        self._aead = None
+        self._objects.clear()
+        shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def wipe(directory: Path) -> None:
+    """Overwrite then delete a plaintext scratch tree (best effort on the simulated backend)."""
+    for path in sorted(directory.rglob("*"), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            remaining = path.stat().st_size
+            with path.open("r+b") as handle:
+                while remaining > 0:
+                    block = min(remaining, MAX_CHUNK)
+                    handle.write(bytes(block))
+                    remaining -= block
+                handle.flush()
+                os.fsync(handle.fileno())
+    shutil.rmtree(directory, ignore_errors=True)

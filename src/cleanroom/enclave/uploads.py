@@ -1,0 +1,137 @@
+"""An upload into the Worker: files of one input, then a manifest that must match.
+
+Objects arrive as record-stream objects named ``<input id>/<relative path>``; the
+last object is ``<input id>/.manifest``::
+
+    {"type": "cleanroom/upload-manifest/v1", "input": id,
+     "files": {relative path: {"size": n, "sha256": hex}}}
+
+The Worker accepts the input only when the files it stored are exactly those of
+the manifest, with those sizes and digests; the input's digest for the run
+receipt is SHA-256(JCS(manifest)). Anything else aborts the upload and erases
+what it stored.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom.enclave.errors import UploadError
+from cleanroom.enclave.store import SealedStore, SealedWriter, StoredObject, check_object_name
+from cleanroom.protocol.encoding import canonical, sha256
+
+MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
+MANIFEST_NAME = ".manifest"
+MAX_MANIFEST = 1 << 20
+
+
+@dataclass(frozen=True)
+class CompletedInput:
+    input_id: str
+    by: str  # user_id of the uploader
+    sha256: str  # hex SHA-256(JCS(manifest))
+    files: tuple[StoredObject, ...]
+
+
+class Upload:
+    """One input's upload, fed the records of one session in order."""
+
+    def __init__(self, store: SealedStore, input_id: str, uploader: str) -> None:
+        self._store, self._input_id, self._uploader = store, input_id, uploader
+        self._writers: dict[str, SealedWriter] = {}
+        self._stored: dict[str, StoredObject] = {}
+        self._manifest = b""
+        self._result: CompletedInput | None = None
+
+    def _fail(self, check: str, expected: object, actual: object, message: str) -> UploadError:
+        for writer in self._writers.values():
+            writer.abort()
+        for relative in [*self._writers, *self._stored]:
+            self._store.discard(f"{self._input_id}/{relative}")
+        self._writers.clear()
+        self._stored.clear()
+        return UploadError(check, expected, actual, message)
+
+    def feed(self, path: str, final: bool, data: bytes) -> CompletedInput | None:
+        """One record; returns the completed input after the manifest's final record."""
+        if self._result is not None:
+            raise self._fail(
+                "upload-complete", "no record after the manifest", path, "upload ended"
+            )
+        prefix = self._input_id + "/"
+        if not path.startswith(prefix):
+            raise self._fail(
+                "upload-path", f"{prefix}…", path, "record outside this session's input"
+            )
+        relative = path[len(prefix) :]
+        if relative == MANIFEST_NAME:
+            self._manifest += data
+            if len(self._manifest) > MAX_MANIFEST:
+                raise self._fail(
+                    "manifest-size", f"<= {MAX_MANIFEST}", len(self._manifest), "too big"
+                )
+            if final:
+                self._result = self._finish()
+                return self._result
+            return None
+        if self._manifest:
+            raise self._fail("upload-order", "the manifest last", path, "file after the manifest")
+        check_object_name(path)
+        writer = self._writers.get(relative)
+        if writer is None:
+            if relative in self._stored:
+                raise self._fail("upload-duplicate", "each file once", relative, "file sent twice")
+            writer = self._writers[relative] = self._store.create(path)
+        writer.write(data)
+        if final:
+            self._stored[relative] = writer.close()
+            del self._writers[relative]
+        return None
+
+    def _finish(self) -> CompletedInput:
+        if self._writers:
+            raise self._fail(
+                "upload-truncated", "every file ended", sorted(self._writers), "cut short"
+            )
+        try:
+            manifest: Any = json.loads(self._manifest)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise self._fail("manifest-format", "JSON", "bytes", str(error)) from error
+        if (
+            not isinstance(manifest, dict)
+            or set(manifest) != {"type", "input", "files"}
+            or manifest["type"] != MANIFEST_TYPE
+            or manifest["input"] != self._input_id
+            or not isinstance(manifest["files"], dict)
+        ):
+            raise self._fail("manifest-format", MANIFEST_TYPE, str(manifest)[:200], "bad manifest")
+        listed: dict[str, Any] = manifest["files"]
+        if set(listed) != set(self._stored):
+            raise self._fail(
+                "manifest-files",
+                sorted(listed),
+                sorted(self._stored),
+                "files differ from the manifest",
+            )
+        for name, stored in self._stored.items():
+            entry = listed[name]
+            if not isinstance(entry, dict) or entry.get("size") != stored.size:
+                raise self._fail("manifest-size", entry, stored.size, f"{name} has another size")
+            if not isinstance(entry.get("sha256"), str) or not hmac.compare_digest(
+                entry["sha256"], stored.sha256
+            ):
+                raise self._fail(
+                    "manifest-sha256", entry.get("sha256"), stored.sha256, f"{name} differs"
+                )
+        files = tuple(self._stored[name] for name in sorted(self._stored))
+        for stored in files:
+            self._store.record(stored)
+        return CompletedInput(
+            input_id=self._input_id,
+            by=self._uploader,
+            sha256=sha256(canonical(manifest)).hex(),
+            files=files,
+        )

@@ -1,0 +1,190 @@
+"""The sealed store and uploads: nothing plaintext at rest, nothing accepted unless exact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from cleanroom.enclave.errors import StoreError, UploadError
+from cleanroom.enclave.store import MAX_CHUNK, SealedStore, wipe
+from cleanroom.enclave.uploads import MANIFEST_TYPE, Upload
+from cleanroom.protocol.encoding import canonical
+
+SECRET = b"alice@example.com,1984-01-01\n" * 1000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SealedStore:
+    return SealedStore(tmp_path / "sealed")
+
+
+def write(store: SealedStore, name: str, data: bytes) -> None:
+    writer = store.create(name)
+    writer.write(data)
+    store.record(writer.close())
+
+
+def test_round_trip_and_no_plaintext_on_disk(store: SealedStore, tmp_path: Path) -> None:
+    big = SECRET * 100  # several chunks
+    write(store, "input_1/emails.csv", big)
+    assert b"".join(store.read("input_1/emails.csv")) == big
+    for path in (tmp_path / "sealed").iterdir():
+        raw = path.read_bytes()
+        assert b"alice@example.com" not in raw
+        assert len(raw) > len(big) > 2 * MAX_CHUNK
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "append", "drop-chunk"])
+def test_tampering_at_rest_is_detected(store: SealedStore, tmp_path: Path, damage: str) -> None:
+    write(store, "input_1/a", SECRET * 100)
+    (path,) = (tmp_path / "sealed").iterdir()
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[100] ^= 1
+    elif damage == "truncate":
+        raw = raw[: len(raw) // 2]
+    elif damage == "append":
+        raw += b"\x00"
+    else:  # remove the first chunk whole: the next one is out of place
+        first = int.from_bytes(raw[:4], "big") + 5
+        raw = raw[first:]
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreError):
+        b"".join(store.read("input_1/a"))
+
+
+def test_objects_cannot_be_swapped_at_rest(store: SealedStore, tmp_path: Path) -> None:
+    write(store, "input_1/a", b"AAAA")
+    write(store, "input_1/b", b"BBBB")
+    first, second = sorted((tmp_path / "sealed").iterdir())
+    a, b = first.read_bytes(), second.read_bytes()
+    first.write_bytes(b)
+    second.write_bytes(a)
+    with pytest.raises(StoreError, match="sealed-chunk"):
+        b"".join(store.read("input_1/a"))
+
+
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd", "input_1/../x", "input_1//x", "solo", "a\\b/c", "a/./b"]
+)
+def test_unsafe_names_are_refused(store: SealedStore, name: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        store.create(name)
+    assert caught.value.check == "object-name"
+
+
+def test_no_overwrite_and_erase(store: SealedStore, tmp_path: Path) -> None:
+    write(store, "input_1/a", b"x")
+    with pytest.raises(StoreError, match="object-exists"):
+        store.create("input_1/a")
+    store.erase()
+    assert not (tmp_path / "sealed").exists()
+    with pytest.raises(StoreError):
+        b"".join(store.read("input_1/a"))
+
+
+def test_wipe_removes_scratch_plaintext(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    (scratch / "inputs").mkdir(parents=True)
+    (scratch / "inputs" / "f").write_bytes(SECRET)
+    wipe(scratch)
+    assert not scratch.exists()
+
+
+# --------------------------------------------------------------------- uploads
+
+FILES = {"emails.csv": SECRET, "sub/more.csv": b"x,y\n"}
+
+
+def manifest(files: dict[str, bytes], input_id: str = "input_1") -> bytes:
+    return json.dumps(
+        {
+            "type": MANIFEST_TYPE,
+            "input": input_id,
+            "files": {
+                name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                for name, data in files.items()
+            },
+        }
+    ).encode()
+
+
+def send(upload: Upload, files: dict[str, bytes], manifest_bytes: bytes) -> object:
+    for name, data in files.items():
+        upload.feed(f"input_1/{name}", False, data[:10])
+        upload.feed(f"input_1/{name}", True, data[10:])
+    return upload.feed("input_1/.manifest", True, manifest_bytes)
+
+
+def test_upload_matching_its_manifest_completes(store: SealedStore) -> None:
+    done = send(Upload(store, "input_1", "alice"), FILES, manifest(FILES))
+    assert done is not None
+    assert [o.name for o in store.objects("input_1")] == [
+        "input_1/emails.csv",
+        "input_1/sub/more.csv",
+    ]
+    expected = hashlib.sha256(canonical(json.loads(manifest(FILES)))).hexdigest()
+    assert done.sha256 == expected  # type: ignore[attr-defined]
+    assert b"".join(store.read("input_1/emails.csv")) == SECRET
+
+
+@pytest.mark.parametrize(
+    ("listed", "check"),
+    [
+        ({"emails.csv": SECRET}, "manifest-files"),  # a file the manifest omits
+        ({**FILES, "extra": b""}, "manifest-files"),  # a file that never came
+        ({"emails.csv": SECRET + b"!", "sub/more.csv": b"x,y\n"}, "manifest-size"),
+        ({"emails.csv": SECRET[:-1] + b"?", "sub/more.csv": b"x,y\n"}, "manifest-sha256"),
+    ],
+)
+def test_upload_not_matching_its_manifest_is_refused_and_erased(
+    store: SealedStore, tmp_path: Path, listed: dict[str, bytes], check: str
+) -> None:
+    with pytest.raises(UploadError) as caught:
+        send(Upload(store, "input_1", "alice"), FILES, manifest(listed))
+    assert caught.value.check == check
+    assert store.objects("input_1") == []
+    assert list((tmp_path / "sealed").iterdir()) == []
+
+
+def test_manifest_for_another_input_is_refused(store: SealedStore) -> None:
+    with pytest.raises(UploadError, match="manifest-format"):
+        send(Upload(store, "input_1", "alice"), FILES, manifest(FILES, input_id="input_2"))
+
+
+def test_records_outside_the_sessions_input_are_refused(store: SealedStore) -> None:
+    with pytest.raises(UploadError) as caught:
+        Upload(store, "input_1", "alice").feed("input_2/x", True, b"")
+    assert caught.value.check == "upload-path"
+
+
+def test_file_without_its_final_record_is_truncation(store: SealedStore, tmp_path: Path) -> None:
+    upload = Upload(store, "input_1", "alice")
+    upload.feed("input_1/emails.csv", False, SECRET)
+    with pytest.raises(UploadError) as caught:
+        upload.feed("input_1/.manifest", True, manifest({"emails.csv": SECRET}))
+    assert caught.value.check == "upload-truncated"
+    assert list((tmp_path / "sealed").iterdir()) == []
+
+
+def test_nothing_after_the_manifest(store: SealedStore) -> None:
+    upload = Upload(store, "input_1", "alice")
+    send(upload, FILES, manifest(FILES))
+    with pytest.raises(UploadError, match="upload-complete"):
+        upload.feed("input_1/late", True, b"")
+
+
+def test_file_sent_twice_is_refused(store: SealedStore) -> None:
+    upload = Upload(store, "input_1", "alice")
+    upload.feed("input_1/a", True, b"1")
+    with pytest.raises(UploadError, match="upload-duplicate"):
+        upload.feed("input_1/a", True, b"2")
+
+
+def test_malformed_manifest_is_refused(store: SealedStore) -> None:
+    upload = Upload(store, "input_1", "alice")
+    with pytest.raises(UploadError, match="manifest-format"):
+        upload.feed("input_1/.manifest", True, b"\xff not json")
