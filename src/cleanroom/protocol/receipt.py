@@ -1,0 +1,97 @@
+"""The run receipt: what ran, on which inputs, producing which outputs.
+
+Signed by the Worker's attested key ``W``; with the quote that attested ``W``
+anyone can check it. A client checks it against the spec it approved and, for its
+own inputs, against the digests of the manifests it sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cleanroom.protocol import keys
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import BindingError, MessageFormatError
+from cleanroom.protocol.spec import WorkSpec
+
+RECEIPT_TYPE = "cleanroom/run-receipt/v1"
+RUN_STATUSES = frozenset({"succeeded", "failed", "timeout", "killed"})
+RECEIPT_FIELDS = frozenset(
+    {"type", "work_id", "function", "inputs", "outputs", "status", "started", "finished"}
+)
+
+
+def run_receipt(
+    spec: WorkSpec,
+    *,
+    inputs: Mapping[str, tuple[str, str]],  # id -> (uploader user_id, manifest sha256 hex)
+    outputs: Mapping[str, str],  # id -> sha256 hex of the output's manifest
+    status: str,
+    started: int,
+    finished: int,
+) -> dict[str, Any]:
+    if status not in RUN_STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
+    return {
+        "type": RECEIPT_TYPE,
+        "work_id": spec.work_id,
+        "function": spec.function,
+        "inputs": {i: {"by": by, "sha256": digest} for i, (by, digest) in sorted(inputs.items())},
+        "outputs": {o: {"sha256": digest} for o, digest in sorted(outputs.items())},
+        "status": status,
+        "started": started,
+        "finished": finished,
+    }
+
+
+def sign_receipt(worker_key: ec.EllipticCurvePrivateKey, receipt: dict[str, Any]) -> bytes:
+    return keys.sign(worker_key, canonical(receipt))
+
+
+def verify_receipt(
+    receipt: object,
+    signature: bytes,
+    *,
+    worker_key: ec.EllipticCurvePublicKey,
+    spec: WorkSpec,
+    own_inputs: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Check a receipt: signed by the attested Worker, for the approved spec, and
+    (``own_inputs``: id -> manifest digest the caller sent) recording the caller's data."""
+    if not isinstance(receipt, dict) or set(receipt) != RECEIPT_FIELDS:
+        raise MessageFormatError("receipt", sorted(RECEIPT_FIELDS), receipt, "bad receipt")
+    keys.verify(worker_key, signature, canonical(receipt), "receipt-signature")
+    if receipt["type"] != RECEIPT_TYPE:
+        raise MessageFormatError("type", RECEIPT_TYPE, receipt["type"], "not a run receipt")
+    if receipt["work_id"] != spec.work_id:
+        raise BindingError("work-id", spec.work_id, receipt["work_id"], "receipt of another work")
+    if receipt["function"] != spec.function:
+        raise BindingError("function", spec.function, receipt["function"], "another function ran")
+    inputs, outputs = receipt["inputs"], receipt["outputs"]
+    if not isinstance(inputs, dict) or set(inputs) != set(spec.inputs):
+        raise BindingError("receipt-inputs", sorted(spec.inputs), inputs, "inputs differ from spec")
+    for input_id, owner in spec.inputs.items():
+        entry = inputs[input_id]
+        if not isinstance(entry, dict) or entry.get("by") != owner:
+            raise BindingError(
+                "receipt-input-owner", owner, entry, f"{input_id} not from its owner"
+            )
+    if not isinstance(outputs, dict) or set(outputs) != set(spec.outputs):
+        raise BindingError("receipt-outputs", sorted(spec.outputs), outputs, "outputs differ")
+    for input_id, digest in (own_inputs or {}).items():
+        recorded = inputs.get(input_id, {}).get("sha256")
+        if recorded != digest:
+            raise BindingError(
+                "receipt-input-digest", digest, recorded, f"{input_id} is not my data"
+            )
+    if receipt["status"] not in RUN_STATUSES:
+        raise MessageFormatError("status", sorted(RUN_STATUSES), receipt["status"], "bad status")
+    started, finished = receipt["started"], receipt["finished"]
+    if not (isinstance(started, int) and isinstance(finished, int) and 0 <= started <= finished):
+        raise MessageFormatError(
+            "receipt-times", "0 <= started <= finished", (started, finished), "bad times"
+        )
+    return receipt
