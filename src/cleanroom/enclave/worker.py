@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.admission import admission_report_data, worker_id_for
 from cleanroom.enclave.errors import AdmissionError
+from cleanroom.protocol.bundle import function_id as bundle_function_id
 from cleanroom.protocol.claims import report_data, worker_claims
-from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.handshake import AcceptedHandshake, SeenNonces, respond
 from cleanroom.protocol.keys import spki
 from cleanroom.protocol.spec import WorkSpec
@@ -28,7 +28,7 @@ ATTESTER_ISV_PROD_ID = 1
 
 class WorkerEnclave:
     def __init__(self, platform: EnclavePlatform, spec: WorkSpec, bundle: bytes) -> None:
-        function_id = "fs://" + b64u(sha256(bundle))
+        function_id = bundle_function_id(bundle)
         if not hmac.compare_digest(function_id, spec.function):
             raise AdmissionError(
                 "function-id", spec.function, function_id, "the bundle is not the spec's function"
