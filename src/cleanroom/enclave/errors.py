@@ -19,3 +19,7 @@ class StoreError(CheckFailed):
 
 class UploadError(CheckFailed):
     """An upload does not match its manifest, or came at the wrong time."""
+
+
+class RunError(CheckFailed):
+    """The function cannot be run as the spec and the platform require."""
