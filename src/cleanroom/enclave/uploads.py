@@ -55,6 +55,10 @@ class Upload:
         self._stored.clear()
         return UploadError(check, expected, actual, message)
 
+    def abort(self) -> None:
+        """The session failed (tampered or cut records): erase what this upload stored."""
+        self._fail("upload-aborted", "a complete upload", "aborted", "upload aborted")
+
     def feed(self, path: str, final: bool, data: bytes) -> CompletedInput | None:
         """One record; returns the completed input after the manifest's final record."""
         if self._result is not None:

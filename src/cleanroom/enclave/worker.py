@@ -19,6 +19,7 @@ from cleanroom.protocol.bundle import function_id as bundle_function_id
 from cleanroom.protocol.claims import report_data, worker_claims
 from cleanroom.protocol.handshake import AcceptedHandshake, SeenNonces, respond
 from cleanroom.protocol.keys import spki
+from cleanroom.protocol.receipt import sign_receipt
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.sgx import Report, SgxParseError, TargetInfo
 from cleanroom.tee.platform import EnclavePlatform, LocalAttestationError
@@ -88,6 +89,10 @@ class WorkerEnclave:
                 "the answer admits another Worker",
             )
         self._admitted = True
+
+    def sign_receipt(self, receipt: dict[str, Any]) -> bytes:
+        """Sign a run receipt with the key the Attester vouched for."""
+        return sign_receipt(self._key, receipt)
 
     def handshake(self, init: object, init_signature: bytes) -> AcceptedHandshake:
         """Phase 2, the Worker's side; refused until admission completed."""

@@ -75,7 +75,14 @@ WORKER = EnclaveImage(
     name="worker",
     isv_prod_id=2,
     isv_svn=1,
-    trusted=(*_ENCLAVE_COMMON, "enclave/worker.py"),
+    trusted=(
+        *_ENCLAVE_COMMON,
+        "enclave/worker.py",
+        "enclave/room.py",
+        "enclave/runner.py",
+        "enclave/store.py",
+        "enclave/uploads.py",
+    ),
 )
 
 ATTESTER = EnclaveImage(

@@ -1,0 +1,231 @@
+"""A clean room's data plane end to end in one process: upload, run, download, receipt.
+
+Needs what the runner needs (root, unshare, setpriv, /usr/bin/python3.11).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cleanroom.enclave.attester import Attester, WorkerAllowList
+from cleanroom.enclave.errors import RunError, UploadError
+from cleanroom.enclave.room import CleanRoom
+from cleanroom.enclave.runner import Isolation, isolation, runtime_interpreter
+from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.protocol.bundle import function_id, pack
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import AccessDenied, ProtocolError
+from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
+from cleanroom.protocol.keys import load_spki, user_id
+from cleanroom.protocol.receipt import verify_receipt
+from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.spec import (
+    DownloadPurpose,
+    RunPurpose,
+    UploadPurpose,
+    WorkSpec,
+)
+from cleanroom.tee.measure import measure
+from cleanroom.tee.simulated import SimulatedPlatform
+from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
+
+HANDLER = """
+import pathlib
+
+def run():
+    a = set(pathlib.Path("inputs/input_1/emails.csv").read_text().split())
+    b = set(pathlib.Path("inputs/input_2/emails.csv").read_text().split())
+    pathlib.Path("outputs/output_1/overlap.txt").write_text(str(len(a & b)))
+"""
+ALICE_DATA = b"a@x\nb@x\nc@x\n"
+BOB_DATA = b"b@x\nc@x\nd@x\n"
+
+
+@pytest.fixture(scope="module")
+def confinement() -> Isolation:
+    try:
+        return isolation(61_002)
+    except RunError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must be able to confine functions: {error}")
+        pytest.skip(str(error))
+
+
+@pytest.fixture
+def room(tmp_path: Path, confinement: Isolation) -> CleanRoom:
+    source = tmp_path / "function"
+    source.mkdir()
+    (source / "handler.py").write_text(HANDLER)
+    bundle = pack(source)
+    spec = WorkSpec.parse({**SPEC_DOCUMENT, "function": function_id(bundle)})
+    platform = SimulatedPlatform.init(tmp_path / "platform", now=int(time.time()))
+    attester_image, worker_image = measure("attester"), measure("worker")
+    attester = Attester(
+        platform.enclave(attester_image.identity()),
+        WorkerAllowList.from_manifest_config(attester_image.manifest["config"]),
+    )
+    worker = WorkerEnclave(platform.enclave(worker_image.identity()), spec, bundle)
+    admission = attester.admit(*worker.admission_request(attester.target_info()))
+    worker.complete_admission(
+        admission.report.to_bytes(), attester_mr_signer=worker_image.mr_signer
+    )
+    return CleanRoom(
+        worker,
+        bundle,
+        tmp_path / "worker",
+        confinement=confinement,
+        interpreter=runtime_interpreter("python3.11"),
+    )
+
+
+def session(room: CleanRoom, user: ec.EllipticCurvePrivateKey, purpose: Any) -> SessionKeys:
+    client = ClientHandshake(
+        user_key=user,
+        work_id=room.worker.spec.work_id,
+        worker_id=room.worker.worker_id,
+        worker_key=load_spki(room.worker.worker_key_spki, "worker_key"),
+        quote_sha256=bytes(32),
+        purpose=purpose,
+    )
+    return client.finish(*room.open_session(client.init, client.init_signature))
+
+
+def manifest(input_id: str, files: dict[str, bytes]) -> bytes:
+    return canonical(
+        {
+            "type": "cleanroom/upload-manifest/v1",
+            "input": input_id,
+            "files": {
+                n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+                for n, d in files.items()
+            },
+        }
+    )
+
+
+def upload_frames(keys: SessionKeys, input_id: str, files: dict[str, bytes]) -> list[bytes]:
+    sender = RecordSender(keys.client_to_worker, keys.session_id)
+    frames = [sender.seal(f"{input_id}/{name}", data, final=True) for name, data in files.items()]
+    frames.append(sender.seal(f"{input_id}/.manifest", manifest(input_id, files), final=True))
+    return frames
+
+
+def upload(room: CleanRoom, user: ec.EllipticCurvePrivateKey, input_id: str, data: bytes) -> str:
+    keys = session(room, user, UploadPurpose(op="upload", input=input_id))
+    room.upload(keys.session_id, upload_frames(keys, input_id, {"emails.csv": data}))
+    return hashlib.sha256(manifest(input_id, {"emails.csv": data})).hexdigest()
+
+
+def test_the_whole_data_plane(room: CleanRoom) -> None:
+    alice_digest = upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, signature = room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    verify_receipt(
+        receipt,
+        signature,
+        worker_key=load_spki(room.worker.worker_key_spki, "worker_key"),
+        spec=room.worker.spec,
+        own_inputs={"input_1": alice_digest},
+    )
+    assert receipt["status"] == "succeeded"
+    assert receipt["inputs"]["input_2"]["by"] == user_id(BOB.public_key())
+
+    keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1"))
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    received = {
+        path: data for path, _i, _f, data in map(receiver.open, room.download(keys.session_id))
+    }
+    receiver.close()
+    assert received["output_1/overlap.txt"] == b"2"
+    listed = json.loads(received["output_1/.manifest"])
+    assert hashlib.sha256(canonical(listed)).hexdigest() == receipt["outputs"]["output_1"]["sha256"]
+
+
+def test_run_before_every_input_is_refused(room: CleanRoom) -> None:
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    with pytest.raises(RunError) as caught:
+        room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    assert caught.value.check == "inputs-missing"
+
+
+def test_upload_after_the_run_and_second_run_are_refused(room: CleanRoom) -> None:
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    keys = session(room, BOB, UploadPurpose(op="upload", input="input_2"))
+    with pytest.raises(UploadError) as caught:
+        room.upload(keys.session_id, upload_frames(keys, "input_2", {"x": b""}))
+    assert caught.value.check == "run-started"
+    with pytest.raises(RunError) as second:
+        room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    assert second.value.check == "run-state"
+
+
+def test_input_is_uploaded_once(room: CleanRoom) -> None:
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    with pytest.raises(UploadError) as caught:
+        upload(room, ALICE, "input_1", b"other data\n")
+    assert caught.value.check == "input-complete"
+
+
+def test_tampered_upload_is_aborted_and_can_be_restarted(room: CleanRoom) -> None:
+    keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    frames = upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA})
+    with pytest.raises(ProtocolError):
+        room.upload(keys.session_id, [frames[0], frames[0], frames[1]])  # a duplicated record
+    with pytest.raises(UploadError):  # truncated: the manifest never came
+        keys2 = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+        room.upload(
+            keys2.session_id, upload_frames(keys2, "input_1", {"emails.csv": ALICE_DATA})[:1]
+        )
+    upload(room, ALICE, "input_1", ALICE_DATA)  # a fresh session starts over cleanly
+
+
+def test_a_session_serves_its_purpose_once(room: CleanRoom) -> None:
+    keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    with pytest.raises(UploadError) as caught:
+        room.run(keys.session_id)
+    assert caught.value.check == "session-purpose"
+    # A refused misuse does not consume the session; a real use does.
+    room.upload(keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}))
+    with pytest.raises(UploadError) as again:
+        room.upload(keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}))
+    assert again.value.check == "session-used"
+
+
+def test_download_by_a_non_recipient_and_before_the_run(room: CleanRoom) -> None:
+    with pytest.raises(AccessDenied) as caught:
+        session(room, BOB, DownloadPurpose(op="download", output="output_1"))
+    assert caught.value.check == "output-recipient"
+    keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1"))
+    with pytest.raises(RunError) as early:
+        room.download(keys.session_id)
+    assert early.value.check == "run-state"
+
+
+def test_delete_erases_and_refuses_everything_after(room: CleanRoom, tmp_path: Path) -> None:
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    room.delete()
+    assert not (tmp_path / "worker" / "sealed").exists()
+    with pytest.raises(RunError) as caught:
+        session(room, ALICE, UploadPurpose(op="upload", input="input_2"))
+    assert caught.value.check == "deleted"
+
+
+def test_no_plaintext_left_on_disk(room: CleanRoom, tmp_path: Path) -> None:
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    for path in (tmp_path / "worker").rglob("*"):
+        if path.is_file():
+            assert b"a@x" not in path.read_bytes() and b"d@x" not in path.read_bytes()
+    leftovers = [p for p in Path("/tmp").glob("cleanroom-run-*") if (p / "inputs").exists()]
+    assert leftovers == []
