@@ -188,3 +188,26 @@ def test_malformed_manifest_is_refused(store: SealedStore) -> None:
     upload = Upload(store, "input_1", "alice")
     with pytest.raises(UploadError, match="manifest-format"):
         upload.feed("input_1/.manifest", True, b"\xff not json")
+
+
+def test_huge_chunk_header_at_rest_is_refused_before_reading(
+    store: SealedStore, tmp_path: Path
+) -> None:
+    write(store, "input_1/a", b"data")
+    (path,) = (tmp_path / "sealed").iterdir()
+    raw = bytearray(path.read_bytes())
+    raw[0:4] = (0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(StoreError, match="chunk header"):
+        b"".join(store.read("input_1/a"))
+
+
+def test_manifest_entry_with_extra_fields_is_refused_and_erased(
+    store: SealedStore, tmp_path: Path
+) -> None:
+    listed = json.loads(manifest(FILES))
+    listed["files"]["emails.csv"]["note"] = float("inf")
+    with pytest.raises(UploadError) as caught:
+        send(Upload(store, "input_1", "alice"), FILES, json.dumps(listed).encode())
+    assert caught.value.check == "manifest-format"
+    assert list((tmp_path / "sealed").iterdir()) == []

@@ -138,3 +138,10 @@ def test_plaintext_limit() -> None:
 def test_arbitrary_frames_give_only_record_errors(frame: bytes) -> None:
     with pytest.raises(ProtocolError):
         RecordReceiver(KEY, SESSION).open(frame)
+
+
+def test_over_long_path_in_a_frame_is_refused() -> None:
+    frame = bytearray(stream(b"x")[0])
+    frame[13:15] = (2000).to_bytes(2, "big")
+    with pytest.raises(RecordError, match="path of <= 1024"):
+        RecordReceiver(KEY, SESSION).open(bytes(frame) + bytes(2000))

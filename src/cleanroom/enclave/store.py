@@ -29,6 +29,7 @@ from cleanroom.protocol.encoding import canonical
 
 _HEADER = struct.Struct(">IB")
 MAX_CHUNK = 1 << 20
+_TAG = 16
 
 
 def check_object_name(name: str) -> PurePosixPath:
@@ -144,6 +145,12 @@ class SealedStore:
                 if len(header) != _HEADER.size:
                     raise StoreError("sealed-truncated", "a final chunk", index, "object cut short")
                 size, final_flag = _HEADER.unpack(header)
+                # The header comes from the untrusted disk: bound it before reading.
+                if size > MAX_CHUNK + _TAG or final_flag not in (0, 1):
+                    raise StoreError(
+                        "sealed-chunk", f"a chunk of <= {MAX_CHUNK + _TAG} bytes", size,
+                        "chunk header tampered with at rest",
+                    )  # fmt: skip
                 final = final_flag == 1
                 nonce = struct.pack(">IQ", number, index)
                 aad = canonical({"object": name, "index": index, "final": final})

@@ -22,6 +22,7 @@ from typing import Any
 from cleanroom.enclave.errors import UploadError
 from cleanroom.enclave.store import SealedStore, SealedWriter, StoredObject, check_object_name
 from cleanroom.protocol.encoding import canonical, sha256
+from cleanroom.protocol.errors import ProtocolError
 
 MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
 MANIFEST_NAME = ".manifest"
@@ -122,7 +123,9 @@ class Upload:
             )
         for name, stored in self._stored.items():
             entry = listed[name]
-            if not isinstance(entry, dict) or entry.get("size") != stored.size:
+            if not isinstance(entry, dict) or set(entry) != {"size", "sha256"}:
+                raise self._fail("manifest-format", ["sha256", "size"], entry, f"bad entry {name}")
+            if entry["size"] != stored.size:
                 raise self._fail("manifest-size", entry, stored.size, f"{name} has another size")
             if not isinstance(entry.get("sha256"), str) or not hmac.compare_digest(
                 entry["sha256"], stored.sha256
@@ -130,12 +133,18 @@ class Upload:
                 raise self._fail(
                     "manifest-sha256", entry.get("sha256"), stored.sha256, f"{name} differs"
                 )
+        try:
+            digest = sha256(canonical(manifest)).hex()
+        except ProtocolError as error:  # e.g. a number with no exact JSON form
+            raise self._fail(
+                "manifest-format", "canonical JSON", error.actual, error.message
+            ) from error
         files = tuple(self._stored[name] for name in sorted(self._stored))
         for stored in files:
             self._store.record(stored)
         return CompletedInput(
             input_id=self._input_id,
             by=self._uploader,
-            sha256=sha256(canonical(manifest)).hex(),
+            sha256=digest,
             files=files,
         )

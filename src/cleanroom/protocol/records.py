@@ -88,6 +88,10 @@ class RecordReceiver:
             )
         counter, index, final_flag, path_length = _HEADER.unpack_from(frame)
         body = frame[_HEADER.size + path_length :]
+        if path_length > MAX_PATH:
+            raise RecordError(
+                "record-frame", f"a path of <= {MAX_PATH} bytes", path_length, "bad path"
+            )
         if final_flag not in (0, 1) or len(frame) < _HEADER.size + path_length + _TAG:
             raise RecordError("record-frame", "a well-formed frame", frame[:16].hex(), "bad frame")
         if len(body) > MAX_PLAINTEXT + _TAG:
