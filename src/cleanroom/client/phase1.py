@@ -22,6 +22,7 @@ import dcap_qvl
 
 from cleanroom.attestation import (
     Appraisal,
+    CheckResult,
     AttestationError,
     AttestationPolicy,
     PolicyError,
@@ -52,6 +53,12 @@ class AttestedWorker:
     worker_mr_enclave: bytes
     quote_sha256: bytes
     appraisal: Appraisal
+    claims_checks: tuple[CheckResult, ...] = ()
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        """Every check that passed: the quote and policy's, then the claims'."""
+        return (*self.appraisal.checks, *self.claims_checks)
 
 
 def _claim(check: str, expected: object, actual: object, message: str) -> ClaimsError:
@@ -113,7 +120,24 @@ def verify_attester_evidence(
         raise _claim(
             "worker-id", b64u(sha256(worker_key)), worker["worker_id"], "id is not its key"
         )
+    passed = (
+        CheckResult("nonce", b64u(nonce), claims["nonce"], True, "a fresh attestation"),
+        CheckResult(
+            "work-id", approved_work_id, worker["work_id"], True, "the clean room you approved"
+        ),
+        CheckResult(
+            "worker-mrenclave",
+            ", ".join(sorted(m.hex() for m in expected_worker_mrenclaves)),
+            mr_enclave.hex(),
+            True,
+            "an expected Worker image",
+        ),
+        CheckResult(
+            "worker-id", b64u(sha256(worker_key)), worker["worker_id"], True, "id of its key"
+        ),
+    )
     return AttestedWorker(
+        claims_checks=passed,
         worker_id=worker["worker_id"],
         work_id=worker["work_id"],
         worker_key_spki=worker_key,

@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
 
 OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
 LOG_FILE = "function.log"
+PARAMETERS_FILE = "parameters.json"
 
 
 class CleanRoom:
@@ -65,8 +67,15 @@ class CleanRoom:
         self._used: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
         self._outputs: dict[str, tuple[str, list[StoredObject]]] = {}
-        self._state = "collecting"  # -> running -> done -> deleted
+        self._uploading: set[str] = set()
+        self._state = "collecting"  # -> running -> done | failed; any -> deleted
+        self._lock = threading.RLock()
         self.receipt: tuple[dict[str, Any], bytes] | None = None
+        self.failure: str | None = None
+
+    @property
+    def state(self) -> str:
+        return self._state
 
     # ------------------------------------------------------------- sessions
 
@@ -97,46 +106,77 @@ class CleanRoom:
 
     # --------------------------------------------------------------- upload
 
-    def upload(self, session_id: str, frames: Iterable[bytes]) -> CompletedInput:
-        session, purpose = self._take(session_id, UploadPurpose)
-        input_id = purpose.input
+    def begin_upload(self, session_id: str) -> InputStream:
+        """Start the upload an upload session is for; feed it frames, then finish it."""
+        with self._lock:
+            session, purpose = self._take(session_id, UploadPurpose)
+            input_id = purpose.input
+            self._check_collecting(input_id)
+            if input_id in self._uploading:
+                raise UploadError(
+                    "upload-in-progress", "one upload of an input at a time", input_id, "busy"
+                )
+            self._uploading.add(input_id)
+        return InputStream(self, session, input_id)
+
+    def _check_collecting(self, input_id: str) -> None:
         if self._state != "collecting":
             raise UploadError("run-started", "an upload before the run", self._state, "too late")
         if input_id in self._inputs:
             raise UploadError(
                 "input-complete", "an input not yet uploaded", input_id, "already uploaded"
             )
-        receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
-        upload = Upload(self._store, input_id, session.user_id)
-        result = None
+
+    def _complete(self, input_id: str, result: CompletedInput | None) -> None:
+        with self._lock:
+            self._uploading.discard(input_id)
+            if result is not None:
+                self._check_collecting(input_id)
+                self._inputs[input_id] = result
+
+    def upload(self, session_id: str, frames: Iterable[bytes]) -> CompletedInput:
+        """A whole upload from an iterable of frames."""
+        stream = self.begin_upload(session_id)
         try:
             for frame in frames:
-                path, _index, final, data = receiver.open(frame)
-                result = upload.feed(path, final, data)
-            receiver.close()
-            if result is None:
-                raise UploadError("upload-truncated", "a manifest", "none", "upload ended early")
-        except Exception:
-            upload.abort()
+                stream.feed(frame)
+        except BaseException:
+            stream.abort()
             raise
-        self._inputs[input_id] = result
-        return result
+        return stream.finish()
 
     # ------------------------------------------------------------------ run
 
     def run(self, session_id: str) -> tuple[dict[str, Any], bytes]:
-        self._take(session_id, RunPurpose)
-        if self._state != "collecting":
-            raise RunError("run-state", "no run yet", self._state, "the clean room ran already")
-        missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
-        if missing:
-            raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
-        self._state = "running"
+        """Start and finish the run in this thread; the signed receipt."""
+        self.begin_run(session_id)
+        return self.execute()
+
+    def begin_run(self, session_id: str) -> None:
+        """Check the run session and the state, and mark the clean room running."""
+        with self._lock:
+            self._take(session_id, RunPurpose)
+            if self._state != "collecting":
+                raise RunError("run-state", "no run yet", self._state, "the clean room ran already")
+            missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
+            if missing:
+                raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
+            if self._uploading:
+                raise RunError(
+                    "uploads-running", "no upload in progress", sorted(self._uploading), "busy"
+                )
+            self._state = "running"
+
+    def execute(self) -> tuple[dict[str, Any], bytes]:
+        """The run itself, after :meth:`begin_run`: confined function, sealed outputs."""
+        if self._state != "running":
+            raise RunError("run-state", "running", self._state, "begin_run first")
         spec = self.worker.spec
         started = int(self._clock())
         scratch = Path(tempfile.mkdtemp(prefix="cleanroom-run-", dir=self._scratch_root))
         try:
             unpack(self._bundle, scratch / "function")
+            (scratch / PARAMETERS_FILE).write_bytes(canonical(spec.parameters))
             for completed in self._inputs.values():
                 for stored in completed.files:
                     target = scratch / "inputs" / stored.name
@@ -161,12 +201,12 @@ class CleanRoom:
                 )
             if spec.logs is not None:
                 self._add_log(spec.logs, result.log)
-        except BaseException:
+        except BaseException as error:
             self._state = "failed"  # no outputs, no second try: redeploy
+            self.failure = str(error)
             raise
         finally:
             wipe(scratch)
-        self._state = "done"
         receipt = run_receipt(
             spec,
             inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
@@ -176,6 +216,7 @@ class CleanRoom:
             finished=max(started, int(self._clock())),
         )
         self.receipt = (receipt, self.worker.sign_receipt(receipt))
+        self._state = "done"
         return self.receipt
 
     def _seal_output(self, directory: Path, output_id: str) -> tuple[str, list[StoredObject]]:
@@ -223,26 +264,76 @@ class CleanRoom:
 
     # ------------------------------------------------------------- download
 
-    def download(self, session_id: str) -> list[bytes]:
-        session, purpose = self._take(session_id, DownloadPurpose)
-        if self._state != "done":
-            raise RunError("run-state", "a finished run", self._state, "no output yet")
-        output_id = purpose.output
-        _digest, files = self._outputs[output_id]
+    def download(self, session_id: str) -> Iterator[bytes]:
+        """The frames of an output for its recipient's session (checked before the first)."""
+        with self._lock:
+            session, purpose = self._take(session_id, DownloadPurpose)
+            if self._state != "done":
+                raise RunError("run-state", "a finished run", self._state, "no output yet")
+            _digest, files = self._outputs[purpose.output]
+        return self._frames(session, purpose.output, files)
+
+    def _frames(
+        self, session: AcceptedHandshake, output_id: str, files: list[StoredObject]
+    ) -> Iterator[bytes]:
         sender = RecordSender(session.keys.worker_to_client, session.keys.session_id)
-        frames: list[bytes] = []
         for stored in files:
-            chunks = list(self._store.read(stored.name)) or [b""]
-            for i, chunk in enumerate(chunks):
-                frames.append(sender.seal(stored.name, chunk, final=i == len(chunks) - 1))
+            chunks = self._store.read(stored.name)
+            previous = next(chunks, b"")
+            for chunk in chunks:
+                yield sender.seal(stored.name, previous, final=False)
+                previous = chunk
+            yield sender.seal(stored.name, previous, final=True)
         manifest = canonical(self._manifest(output_id, files))
-        frames.append(sender.seal(f"{output_id}/{MANIFEST_NAME}", manifest, final=True))
-        return frames
+        yield sender.seal(f"{output_id}/{MANIFEST_NAME}", manifest, final=True)
 
     # --------------------------------------------------------------- delete
 
     def delete(self) -> None:
         """Erase the sealed data (its key goes with it) and refuse everything after."""
-        self._store.erase()
-        self._sessions.clear()
-        self._state = "deleted"
+        with self._lock:
+            self._state = "deleted"
+            self._sessions.clear()
+            self._store.erase()
+
+
+class InputStream:
+    """One upload in progress: frames in order, then finish (or abort on any failure)."""
+
+    def __init__(self, room: CleanRoom, session: AcceptedHandshake, input_id: str) -> None:
+        self._room, self._input_id = room, input_id
+        self._receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
+        self._upload = Upload(room._store, input_id, session.user_id)
+        self._result: CompletedInput | None = None
+        self._ended = False
+
+    def feed(self, frame: bytes) -> None:
+        if self._ended:
+            raise UploadError("upload-ended", "an open upload", "ended", "upload already ended")
+        try:
+            path, _index, final, data = self._receiver.open(frame)
+            self._result = self._upload.feed(path, final, data) or self._result
+        except BaseException:
+            self.abort()
+            raise
+
+    def finish(self) -> CompletedInput:
+        """The body ended: every record there, the manifest checked; record the input."""
+        try:
+            self._receiver.close()
+            if self._result is None:
+                raise UploadError("upload-truncated", "a manifest", "none", "upload ended early")
+            self._room._complete(self._input_id, self._result)
+        except BaseException:
+            self.abort()
+            raise
+        self._ended = True
+        return self._result
+
+    def abort(self) -> None:
+        """Erase whatever this upload stored; the input can be uploaded again."""
+        if self._ended:
+            return
+        self._ended = True
+        self._upload.abort()
+        self._room._complete(self._input_id, None)

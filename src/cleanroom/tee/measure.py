@@ -69,6 +69,7 @@ _ENCLAVE_COMMON = (
     "enclave/__init__.py",
     "enclave/admission.py",
     "enclave/errors.py",
+    "enclave/http.py",
 )
 
 WORKER = EnclaveImage(
@@ -82,6 +83,7 @@ WORKER = EnclaveImage(
         "enclave/runner.py",
         "enclave/store.py",
         "enclave/uploads.py",
+        "enclave/worker_service.py",
     ),
 )
 
@@ -89,7 +91,7 @@ ATTESTER = EnclaveImage(
     name="attester",
     isv_prod_id=1,
     isv_svn=1,
-    trusted=(*_ENCLAVE_COMMON, "enclave/attester.py"),
+    trusted=(*_ENCLAVE_COMMON, "enclave/attester.py", "enclave/attester_service.py"),
 )
 
 IMAGE_NAMES = ("attester", "worker")

@@ -1,0 +1,112 @@
+"""What both enclave services share: JSON in, problem details out, a Unix socket.
+
+The enclave processes (the Attester and one Worker per clean room) talk only to the
+Controller, which relays every message from and to clients. Nothing here trusts
+the Controller: every message is checked by the enclave code it reaches
+(admission, handshake, records, manifests), exactly as if an attacker sent it.
+See docs/api.md ("Enclave processes").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from cleanroom.enclave.errors import RunError, UnknownWorkerError, UploadError
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import from_b64u
+from cleanroom.protocol.errors import AccessDenied, MessageFormatError, ReplayError
+
+log = logging.getLogger("cleanroom.enclave")
+
+MAX_JSON_BODY = 1 << 20
+
+
+def status_for(error: CheckFailed) -> int:
+    if isinstance(error, AccessDenied):
+        return 403
+    if isinstance(error, UnknownWorkerError):
+        return 404
+    if isinstance(error, ReplayError):
+        return 409
+    if isinstance(error, UploadError | RunError) and error.check in {
+        "run-started",
+        "input-complete",
+        "upload-in-progress",
+        "uploads-running",
+        "run-state",
+        "inputs-missing",
+        "session-used",
+        "deleted",
+    }:
+        return 409
+    return 400
+
+
+def problem(status: int, detail: str, **extra: object) -> JSONResponse:
+    body = {"type": "about:blank", "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+def install_errors(app: FastAPI, who: str) -> None:
+    async def refused(_request: Request, error: Exception) -> Response:
+        assert isinstance(error, CheckFailed)
+        log.info("%s refused: %s", who, error)
+        return problem(status_for(error), str(error), **error.to_json())
+
+    async def broken(_request: Request, error: Exception) -> Response:
+        log.exception("%s failed", who, exc_info=error)
+        return problem(500, f"{who} failed: {type(error).__name__}")
+
+    app.add_exception_handler(CheckFailed, refused)
+    app.add_exception_handler(Exception, broken)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > MAX_JSON_BODY:
+        raise MessageFormatError("request-size", f"<= {MAX_JSON_BODY}", len(body), "too big")
+    try:
+        document = json.loads(body)
+    except ValueError as error:
+        raise MessageFormatError("request-format", "JSON", "not JSON", str(error)) from error
+    if not isinstance(document, dict):
+        raise MessageFormatError("request-format", "a JSON object", type(document).__name__, "")
+    return document
+
+
+def field(document: dict[str, Any], name: str) -> Any:
+    if name not in document:
+        raise MessageFormatError("request-format", f"a field {name!r}", sorted(document), "missing")
+    return document[name]
+
+
+def binary(document: dict[str, Any], name: str, size: int | None = None) -> bytes:
+    value = field(document, name)
+    if not isinstance(value, str):
+        raise MessageFormatError(name, "b64u text", type(value).__name__, f"{name} is not text")
+    return from_b64u(value, name, size=size)
+
+
+def serve(app: FastAPI, socket: Path, stop: threading.Event | None = None) -> None:
+    """Serve ``app`` on a Unix socket until ``stop`` is set (if given)."""
+    socket.unlink(missing_ok=True)
+    config = uvicorn.Config(app, uds=str(socket), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    if stop is not None:
+
+        def watch() -> None:
+            stop.wait()
+            time.sleep(0.2)  # let the answer to /delete leave first
+            server.should_exit = True
+
+        threading.Thread(target=watch, name="stop", daemon=True).start()
+    server.run()

@@ -1,0 +1,188 @@
+"""A Worker as a process: one clean room, admission first, then its data plane.
+
+    python -m cleanroom.enclave.worker_service --socket S --platform-dir P \\
+        --room-dir D --spec spec.json --bundle function.tar --sandbox-uid N
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from cleanroom.enclave.errors import AdmissionError, RunError
+from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
+from cleanroom.enclave.room import CleanRoom
+from cleanroom.enclave.runner import isolation, runtime_interpreter
+from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import b64u
+from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder, encode_frames
+from cleanroom.protocol.spec import WorkSpec
+from cleanroom.tee.measure import measure
+from cleanroom.tee.simulated import SimulatedPlatform
+
+log = logging.getLogger("cleanroom.enclave")
+
+
+class WorkerService:
+    """One clean room's Worker: admission first, then its data plane."""
+
+    def __init__(
+        self,
+        platform: SimulatedPlatform,
+        spec: WorkSpec,
+        bundle: bytes,
+        room_dir: Path,
+        *,
+        sandbox_uid: int,
+        allow_insecure: bool,
+    ) -> None:
+        self.image = measure("worker")
+        self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, bundle)
+        workspace = room_dir / "workspace"
+        workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.room = CleanRoom(
+            self.worker,
+            bundle,
+            room_dir,
+            confinement=isolation(sandbox_uid, allow_insecure=allow_insecure),
+            interpreter=runtime_interpreter(spec.runtime),
+            scratch_root=workspace,
+        )
+        self.stop: threading.Event = threading.Event()
+
+    def _serving(self) -> None:
+        if not self.worker.admitted:
+            raise AdmissionError(
+                "admitted", "an admitted Worker", "not admitted", "admission incomplete"
+            )
+
+    def _run(self) -> None:
+        try:
+            self.room.execute()
+        except CheckFailed as error:
+            log.warning("run refused: %s", error)
+        except Exception:
+            log.exception("run failed")
+
+    def app(self) -> FastAPI:
+        app = FastAPI(title="cleanroom Worker", docs_url=None, redoc_url=None, openapi_url=None)
+        install_errors(app, "Worker")
+        worker, room = self.worker, self.room
+
+        @app.post("/admission/request")
+        async def admission_request(request: Request) -> dict[str, Any]:
+            document = await json_body(request)
+            report, claims = worker.admission_request(binary(document, "target_info"))
+            return {"report": b64u(report), "claims": claims}
+
+        @app.post("/admission/complete")
+        async def admission_complete(request: Request) -> dict[str, Any]:
+            answer = binary(await json_body(request), "report")
+            worker.complete_admission(answer, attester_mr_signer=self.image.mr_signer)
+            return {"worker_id": worker.worker_id}
+
+        @app.get("/state")
+        def state() -> dict[str, Any]:
+            return {
+                "worker_id": worker.worker_id,
+                "work_id": worker.spec.work_id,
+                "admitted": worker.admitted,
+                "state": room.state,
+                "detail": room.failure,
+            }
+
+        @app.post("/sessions")
+        async def open_session(request: Request) -> dict[str, Any]:
+            self._serving()
+            document = await json_body(request)
+            init = field(document, "init")
+            signature = binary(document, "signature")
+            resp, resp_signature = await run_in_threadpool(room.open_session, init, signature)
+            return {"resp": resp, "signature": b64u(resp_signature)}
+
+        @app.post("/sessions/{session_id}/upload")
+        async def upload(session_id: str, request: Request) -> dict[str, Any]:
+            self._serving()
+            stream = room.begin_upload(session_id)
+            decoder = FrameDecoder()
+            try:
+                async for chunk in request.stream():
+                    for frame in decoder.feed(chunk):
+                        await run_in_threadpool(stream.feed, frame)
+                decoder.close()
+            except BaseException:
+                stream.abort()  # includes a client or Controller that went away mid-stream
+                raise
+            completed = await run_in_threadpool(stream.finish)
+            return {"input": completed.input_id, "sha256": completed.sha256}
+
+        @app.post("/sessions/{session_id}/run", status_code=202)
+        def run(session_id: str) -> dict[str, Any]:
+            self._serving()
+            room.begin_run(session_id)
+            threading.Thread(target=self._run, name="run", daemon=True).start()
+            return {"state": room.state}
+
+        @app.post("/sessions/{session_id}/download")
+        def download(session_id: str) -> Response:
+            self._serving()
+            frames: Iterator[bytes] = room.download(session_id)
+            return StreamingResponse(encode_frames(frames), media_type=MEDIA_TYPE)
+
+        @app.get("/receipt")
+        def receipt() -> Response:
+            if room.receipt is None:
+                raise RunError("run-state", "a finished run", room.state, "no receipt yet")
+            document, signature = room.receipt
+            return JSONResponse({"receipt": document, "signature": b64u(signature)})
+
+        @app.post("/delete")
+        def delete() -> dict[str, Any]:
+            room.delete()
+            self.stop.set()
+            return {"state": room.state}
+
+        return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cleanroom-worker", description=__doc__)
+    parser.add_argument("--socket", type=Path, required=True)
+    parser.add_argument("--platform-dir", type=Path, required=True)
+    parser.add_argument("--room-dir", type=Path, required=True)
+    parser.add_argument("--spec", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--sandbox-uid", type=int, required=True)
+    parser.add_argument("--allow-insecure-no-isolation", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="worker: %(levelname)s %(message)s")
+    try:
+        service = WorkerService(
+            SimulatedPlatform.load(args.platform_dir),
+            WorkSpec.parse(json.loads(args.spec.read_bytes())),
+            args.bundle.read_bytes(),
+            args.room_dir,
+            sandbox_uid=args.sandbox_uid,
+            allow_insecure=args.allow_insecure_no_isolation,
+        )
+    except CheckFailed as error:
+        print(f"worker refused to start: {error}", file=sys.stderr)
+        return 1
+    serve(service.app(), args.socket, service.stop)
+    os._exit(0)  # a deleted Worker leaves no thread behind
+
+
+if __name__ == "__main__":
+    sys.exit(main())
