@@ -1,0 +1,339 @@
+"""The management server's client: tokens, the user key, functions and clean rooms.
+
+A small synchronous SDK over docs/api.md ("Tokens", "Management server"). The
+manager is not trusted with anything that matters, so what the client can check
+itself it checks: an uploaded or downloaded bundle must hash to its function ID,
+a room's Work-ID must be the one its spec hashes to, a deployed room must carry
+the spec that was sent. Those refusals are :class:`UntrustedAnswerError` (a
+:class:`cleanroom.errors.CheckFailed`); everything the server refuses is a
+:class:`ServerError`.
+
+Example::
+
+    with ManagerClient("https://manager.example") as manager:
+        manager.fetch_token(client_id, client_secret)
+        upload = manager.upload_function(bundle)
+        room = manager.deploy(spec)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cleanroom.client.errors import ServerError, UntrustedAnswerError
+from cleanroom.protocol.bundle import function_id as function_id_of
+from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.keys import sign, spki
+from cleanroom.protocol.keys import user_id as user_id_of
+from cleanroom.protocol.spec import WorkSpec
+
+WHO = "manager"
+KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v1"
+_FUNCTION_ID = re.compile(r"fs://([A-Za-z0-9_-]{43})")
+_ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A bearer token from the manager and when it expires (Unix seconds)."""
+
+    access_token: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class FunctionUpload:
+    """The manager's answer to an upload; ``created`` is False when it had the bundle."""
+
+    function_id: str
+    size: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Room:
+    """A clean room as the manager reports it (docs/api.md, "A room").
+
+    ``spec`` is the spec document; :attr:`work_spec` parses it. ``state`` is
+    ``deploying``, ``deployed``, ``failed`` (then ``reason`` says why) or ``deleted``.
+    Only ``work_id`` is checked here (it must be the Work-ID of ``spec``); before
+    trusting a room, review its spec and function and pin its Work-ID.
+    """
+
+    name: str
+    project: str
+    spec: dict[str, Any]
+    work_id: str
+    function: str
+    state: str
+    compute_url: str
+    deployer: str
+    created: int
+    reason: str | None = None
+
+    @property
+    def work_spec(self) -> WorkSpec:
+        """The spec, parsed and validated."""
+        return WorkSpec.parse(self.spec)
+
+    @classmethod
+    def from_json(cls, document: object) -> Room:
+        """A room from the manager's JSON; refuses a shape or a Work-ID that is wrong."""
+        if not isinstance(document, dict):
+            raise MessageFormatError("room", "a JSON object", type(document).__name__, "bad room")
+        texts = ("name", "project", "work_id", "function", "state", "compute_url", "deployer")
+        for field in texts:
+            if not isinstance(document.get(field), str):
+                raise MessageFormatError(
+                    "room", f"a text field {field!r}", repr(document.get(field))[:80], "bad room"
+                )
+        created = document.get("created")
+        if not isinstance(created, int) or isinstance(created, bool):
+            raise MessageFormatError("room", "an integer 'created'", repr(created), "bad room")
+        reason = document.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise MessageFormatError("room", "a text or null 'reason'", repr(reason), "bad room")
+        spec_document = document.get("spec")
+        if not isinstance(spec_document, dict):
+            raise MessageFormatError(
+                "room", "an object 'spec'", repr(spec_document)[:80], "bad room"
+            )
+        spec = WorkSpec.parse(spec_document)
+        if document["work_id"] != spec.work_id:
+            raise UntrustedAnswerError(
+                "work-id",
+                spec.work_id,
+                document["work_id"],
+                "the manager's Work-ID for this room is not the hash of its spec",
+            )
+        if document["name"] != spec.name or document["function"] != spec.function:
+            raise UntrustedAnswerError(
+                "room-spec",
+                f"name {spec.name!r} and function {spec.function}",
+                f"name {document['name']!r} and function {document['function']}",
+                "the manager's room does not match its own spec",
+            )
+        return cls(
+            name=document["name"],
+            project=document["project"],
+            spec=spec_document,
+            work_id=document["work_id"],
+            function=document["function"],
+            state=document["state"],
+            compute_url=document["compute_url"],
+            deployer=document["deployer"],
+            created=created,
+            reason=reason,
+        )
+
+
+def _object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError as error:
+        raise MessageFormatError(what, "a JSON object", "not JSON", "bad answer") from error
+    if not isinstance(document, dict):
+        raise MessageFormatError(what, "a JSON object", type(document).__name__, "bad answer")
+    return document
+
+
+def _room_path(name: str) -> str:
+    if not _ROOM_NAME.fullmatch(name):
+        raise MessageFormatError(
+            "room-name", "1-63 lowercase letters, digits or '-'", name[:80], "bad room name"
+        )
+    return f"/v1/rooms/{name}"
+
+
+def _digest(function_id: str) -> str:
+    match = _FUNCTION_ID.fullmatch(function_id)
+    if match is None:
+        raise MessageFormatError(
+            "function-id", "fs:// and 43 base64url characters", function_id[:80], "bad function ID"
+        )
+    return match.group(1)
+
+
+class ManagerClient:
+    """A client of one management server, with an optional bearer token.
+
+    ``transport`` replaces httpx's network transport (tests); ``timeout`` is per
+    request, in seconds. Use it as a context manager or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._client = httpx.Client(
+            base_url=self.base_url, transport=transport, timeout=httpx.Timeout(timeout)
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> ManagerClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if self.token is not None:
+            headers["authorization"] = f"Bearer {self.token}"
+        try:
+            response = self._client.request(method, path, headers=headers, **kwargs)
+        except httpx.HTTPError as error:
+            raise ServerError.unreachable(WHO, self.base_url, error) from error
+        if response.status_code >= 400:
+            raise ServerError.from_response(response, WHO)
+        return response
+
+    def fetch_token(self, client_id: str, client_secret: str) -> AccessToken:
+        """Log in with client credentials (RFC 6749 §4.4); this client then uses the token.
+
+        Raises :class:`ServerError` (401 ``invalid_client`` for a wrong secret, an
+        unknown or a disabled client, which the manager does not tell apart).
+        """
+        response = self._request(
+            "POST",
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            },
+        )
+        document = _object(response, "token")
+        access_token, expires_in = document.get("access_token"), document.get("expires_in")
+        token_type = document.get("token_type")
+        if (
+            not isinstance(access_token, str)
+            or not isinstance(expires_in, int)
+            or not isinstance(token_type, str)
+            or token_type.lower() != "bearer"
+        ):
+            raise MessageFormatError(
+                "token", "{access_token, token_type: Bearer, expires_in}", sorted(document), "bad"
+            )
+        self.token = access_token
+        return AccessToken(access_token=access_token, expires_at=int(time.time()) + expires_in)
+
+    def whoami(self) -> dict[str, Any]:
+        """``{client_id, project, user_id}`` of the token's client (``user_id`` may be None)."""
+        return _object(self._request("GET", "/v1/whoami"), "whoami")
+
+    def register_user_key(self, user_key: ec.EllipticCurvePrivateKey, client_id: str) -> str:
+        """Register the user's public key for ``client_id``, proving possession; its user_id.
+
+        Signs JCS(``{"type": "cleanroom/key-registration/v1", "client_id", "user_key"}``)
+        with ``user_key``. A client has one user key: registering another is a 409.
+        """
+        public = user_key.public_key()
+        encoded = b64u(spki(public))
+        message = canonical(
+            {"type": KEY_REGISTRATION_TYPE, "client_id": client_id, "user_key": encoded}
+        )
+        response = self._request(
+            "PUT",
+            "/v1/whoami/user-key",
+            json={"user_key": encoded, "signature": b64u(sign(user_key, message))},
+        )
+        expected = user_id_of(public)
+        answered = _object(response, "user-key").get("user_id")
+        if answered != expected:
+            raise UntrustedAnswerError(
+                "user-id", expected, answered, "the manager named the key by another user_id"
+            )
+        return expected
+
+    def upload_function(self, bundle: bytes) -> FunctionUpload:
+        """Upload a function bundle (:func:`cleanroom.protocol.bundle.pack`); re-upload is a no-op.
+
+        The answered function ID must be the bundle's own
+        (:class:`UntrustedAnswerError` ``function-id`` otherwise).
+        """
+        response = self._request(
+            "POST",
+            "/v1/functions",
+            content=bundle,
+            headers={"content-type": "application/octet-stream"},
+        )
+        document = _object(response, "function-upload")
+        expected = function_id_of(bundle)
+        if document.get("function_id") != expected:
+            raise UntrustedAnswerError(
+                "function-id",
+                expected,
+                document.get("function_id"),
+                "the manager stored the bundle under another ID",
+            )
+        size = document.get("size")
+        if size != len(bundle):
+            raise UntrustedAnswerError(
+                "function-size", len(bundle), size, "the manager stored another number of bytes"
+            )
+        return FunctionUpload(
+            function_id=expected, size=len(bundle), created=response.status_code == 201
+        )
+
+    def download_function(self, function_id: str) -> bytes:
+        """The bundle of ``function_id`` (``fs://…``), checked to hash to that ID.
+
+        Raises :class:`UntrustedAnswerError` ``function-id`` when the manager
+        answers other bytes.
+        """
+        digest = _digest(function_id)
+        bundle = self._request("GET", f"/v1/functions/{digest}").content
+        actual = function_id_of(bundle)
+        if actual != function_id:
+            raise UntrustedAnswerError(
+                "function-id", function_id, actual, "the manager sent another function's bundle"
+            )
+        return bundle
+
+    def deploy(self, spec: WorkSpec) -> Room:
+        """Create the clean room ``spec`` describes; the manager schedules and deploys it.
+
+        Raises :class:`ServerError`: 404 unknown function, 409 name in use, 422 bad
+        spec, 503 no compute server, 502 the compute server failed (the room then
+        exists in state ``failed`` with a ``reason``).
+        """
+        response = self._request("POST", "/v1/rooms", json={"spec": spec.document()})
+        room = Room.from_json(_object(response, "room"))
+        if room.work_id != spec.work_id:
+            raise UntrustedAnswerError(
+                "work-id", spec.work_id, room.work_id, "the manager deployed another spec"
+            )
+        return room
+
+    def room(self, name: str) -> Room:
+        """The clean room ``name`` (404 if none, or if this client may not see it)."""
+        return Room.from_json(_object(self._request("GET", _room_path(name)), "room"))
+
+    def rooms(self) -> list[Room]:
+        """The rooms of this client's project and those whose spec names its user_id."""
+        document = _object(self._request("GET", "/v1/rooms"), "rooms")
+        rooms = document.get("rooms")
+        if not isinstance(rooms, list):
+            raise MessageFormatError("rooms", "a list 'rooms'", type(rooms).__name__, "bad answer")
+        return [Room.from_json(room) for room in rooms]
+
+    def delete(self, name: str) -> Room:
+        """Delete the clean room ``name`` (its Worker erases keys and data); its project only."""
+        return Room.from_json(_object(self._request("DELETE", _room_path(name)), "room"))

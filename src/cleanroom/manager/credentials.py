@@ -1,0 +1,49 @@
+"""Client credentials: random secrets, stored only as argon2id hashes.
+
+A wrong secret, an unknown client and a disabled client are indistinguishable to
+the caller: :func:`authenticate` answers ``None`` for all three, after the same
+argon2 work (an unknown client is checked against a dummy hash), and the token
+endpoint turns ``None`` into one fixed ``401 {"error": "invalid_client"}``.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.orm import Session
+
+from cleanroom.manager.database import Client
+
+_hasher = PasswordHasher()  # argon2id with the RFC 9106 "low memory" parameters
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
+
+
+def new_client_id() -> str:
+    """A random client id (128 bits, hex so that it never looks like an option)."""
+    return secrets.token_hex(16)
+
+
+def new_secret() -> str:
+    """A random client secret (256 bits, base64url)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """The argon2id hash (PHC string) stored in place of ``secret``."""
+    return _hasher.hash(secret)
+
+
+def authenticate(session: Session, client_id: str, secret: str) -> Client | None:
+    """The enabled client ``client_id`` if ``secret`` is its secret, else ``None``."""
+    client = session.get(Client, client_id) if client_id else None
+    stored = client.secret_hash if client is not None else _DUMMY_HASH
+    matches: bool
+    try:
+        matches = _hasher.verify(stored, secret)
+    except (VerificationError, InvalidHashError):
+        matches = False
+    if client is None or client.disabled or not matches:
+        return None
+    return client

@@ -1,0 +1,217 @@
+"""Logging in, who the caller is, and registering the user key, over real HTTP."""
+
+from __future__ import annotations
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+
+from cleanroom.client.errors import ServerError
+from cleanroom.client.manager import ManagerClient
+from cleanroom.manager import admin as operations
+from cleanroom.manager.database import Client
+from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.keys import sign, spki, user_id
+from cleanroom.tokens import TokenIssuer, TokenVerifier
+
+from .conftest import Manager, closed_port_url, new_user
+
+
+def token_request(manager: Manager, **form: str) -> httpx.Response:
+    return httpx.post(f"{manager.url}/oauth/token", data=form)
+
+
+def test_token_is_an_es256_jwt_for_the_client(manager: Manager) -> None:
+    client_id, secret = manager.new_client("acme")
+    answer = token_request(
+        manager, grant_type="client_credentials", client_id=client_id, client_secret=secret
+    )
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "no-store"
+    document = answer.json()
+    assert document["token_type"] == "Bearer" and document["expires_in"] == 3600
+    verifier = TokenVerifier(manager.url, jwks_url=f"{manager.url}/.well-known/jwks.json")
+    claims = verifier.verify(document["access_token"], scope="user")
+    assert (claims.sub, claims.project) == (client_id, "acme")
+    decoded = jwt.decode(document["access_token"], options={"verify_signature": False})
+    assert decoded["iss"] == manager.url and decoded["exp"] - decoded["iat"] == 3600
+
+
+def test_wrong_secret_unknown_and_disabled_client_get_the_same_401(manager: Manager) -> None:
+    client_id, secret = manager.new_client("acme")
+    disabled_id, disabled_secret = manager.new_client("acme")
+    with manager.sessions() as session:
+        operations.set_client_disabled(session, disabled_id, disabled=True)
+    answers = [
+        token_request(
+            manager,
+            grant_type="client_credentials",
+            client_id=client_id,
+            client_secret="x" + secret,
+        ),
+        token_request(
+            manager, grant_type="client_credentials", client_id="f" * 32, client_secret=secret
+        ),
+        token_request(
+            manager,
+            grant_type="client_credentials",
+            client_id=disabled_id,
+            client_secret=disabled_secret,
+        ),
+    ]
+    for answer in answers:
+        assert answer.status_code == 401
+        assert answer.json() == {"error": "invalid_client"}
+    assert len({(a.content, a.headers["content-type"]) for a in answers}) == 1
+
+
+def test_wrong_grant_type(manager: Manager) -> None:
+    client_id, secret = manager.new_client("acme")
+    answer = token_request(
+        manager, grant_type="password", client_id=client_id, client_secret=secret
+    )
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "unsupported_grant_type"}
+
+
+def test_client_raises_server_error_for_invalid_client(manager: Manager) -> None:
+    client_id, _ = manager.new_client("acme")
+    with pytest.raises(ServerError) as caught:
+        manager.client().fetch_token(client_id, "wrong")
+    assert caught.value.status == 401
+    assert str(caught.value) == "manager: 401 Unauthorized: invalid_client"
+
+
+def test_only_an_argon2id_hash_of_the_secret_is_stored(manager: Manager) -> None:
+    client_id, secret = manager.new_client("acme")
+    with manager.sessions() as session:
+        stored = session.scalars(select(Client).where(Client.id == client_id)).one()
+        assert stored.secret_hash.startswith("$argon2id$")
+    database = (manager.settings.data_dir / "manager.db").read_bytes()
+    assert secret.encode() not in database
+    assert client_id.encode() in database  # the file searched is the right one
+
+
+def test_whoami_before_and_after_key_registration(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    assert client.whoami() == {"client_id": client_id, "project": "acme", "user_id": None}
+    key, expected = new_user()
+    assert client.register_user_key(key, client_id) == expected
+    assert client.whoami()["user_id"] == expected
+    assert client.register_user_key(key, client_id) == expected  # the same key again: fine
+
+
+def registration(key: ec.EllipticCurvePrivateKey, client_id: str) -> dict[str, str]:
+    encoded = b64u(spki(key.public_key()))
+    message = canonical(
+        {"type": "cleanroom/key-registration/v1", "client_id": client_id, "user_key": encoded}
+    )
+    return {"user_key": encoded, "signature": b64u(sign(key, message))}
+
+
+def put_key(manager: Manager, token: str | None, body: dict[str, str]) -> httpx.Response:
+    return httpx.put(
+        f"{manager.url}/v1/whoami/user-key",
+        json=body,
+        headers={"authorization": f"Bearer {token}"},
+    )
+
+
+def test_key_registration_good_over_raw_http(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    key, expected = new_user()
+    answer = put_key(manager, client.token, registration(key, client_id))
+    assert answer.status_code == 200 and answer.json() == {"user_id": expected}
+
+
+def test_key_registration_signed_for_another_client_is_refused(manager: Manager) -> None:
+    client, _ = manager.login("acme")
+    other_id, _ = manager.new_client("acme")
+    key, _ = new_user()
+    answer = put_key(manager, client.token, registration(key, other_id))
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["check"] == "key-registration"
+    assert client.whoami()["user_id"] is None
+
+
+def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    key, _ = new_user()
+    other, _ = new_user()
+    body = {
+        **registration(key, client_id),
+        "signature": registration(other, client_id)["signature"],
+    }
+    answer = put_key(manager, client.token, body)
+    assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
+
+
+def test_key_registration_with_a_malformed_key_is_422(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    key, _ = new_user()
+    body = {**registration(key, client_id), "user_key": b64u(b"not a key")}
+    answer = put_key(manager, client.token, body)
+    assert answer.status_code == 422 and answer.json()["check"] == "user_key"
+
+
+def test_one_user_id_per_client(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    first, first_id = new_user()
+    client.register_user_key(first, client_id)
+    second, _ = new_user()
+    with pytest.raises(ServerError) as caught:
+        client.register_user_key(second, client_id)
+    assert caught.value.status == 409
+    assert client.whoami()["user_id"] == first_id
+    assert user_id(first.public_key()) == first_id
+
+
+def test_no_token_is_401_problem(manager: Manager) -> None:
+    answer = httpx.get(f"{manager.url}/v1/whoami")
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_forged_token_is_refused_by_the_manager(manager: Manager) -> None:
+    client, _ = manager.login("acme")
+    assert client.token is not None
+    header, payload, signature = client.token.split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    answer = httpx.get(
+        f"{manager.url}/v1/whoami",
+        headers={"authorization": f"Bearer {header}.{payload}.{flipped}"},
+    )
+    assert answer.status_code == 401 and answer.json()["check"] == "token-signature"
+
+
+def test_deploy_scope_token_cannot_act_as_a_user(manager: Manager) -> None:
+    token, _ = manager_issuer(manager).issue("cleanroom-manager", "acme", "deploy")
+    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+    assert answer.status_code == 403 and answer.json()["check"] == "token-scope"
+
+
+def test_disabled_clients_tokens_stop_working(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    client.whoami()
+    with manager.sessions() as session:
+        operations.set_client_disabled(session, client_id, disabled=True)
+    with pytest.raises(ServerError) as caught:
+        client.whoami()
+    assert caught.value.status == 401
+
+
+def manager_issuer(manager: Manager) -> TokenIssuer:
+    """The manager's own issuer (same signing key), as the manager uses for deploys."""
+    return TokenIssuer.load(manager.settings.data_dir, manager.url)
+
+
+def test_unreachable_manager_is_status_0() -> None:
+    url = closed_port_url()
+    with ManagerClient(url) as client, pytest.raises(ServerError) as caught:
+        client.whoami()
+    assert caught.value.status == 0
+    assert str(caught.value).startswith(f"cannot reach the manager at {url}: ")

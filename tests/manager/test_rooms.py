@@ -1,0 +1,285 @@
+"""Clean rooms: validation, scheduling, deployment, visibility and deletion."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from cleanroom.client.errors import ServerError
+from cleanroom.client.manager import ManagerClient
+from cleanroom.protocol.encoding import b64u
+
+from .conftest import (
+    Manager,
+    StandInController,
+    bind,
+    closed_port_url,
+    make_bundle,
+    make_spec,
+    new_user,
+    serve,
+    url_of,
+)
+
+
+@pytest.fixture
+def acme(manager: Manager, tmp_path: Path) -> tuple[ManagerClient, str, bytes]:
+    """A logged-in client of project acme that uploaded a function: (client, fs id, bundle)."""
+    client, _ = manager.login("acme")
+    bundle = make_bundle(tmp_path / "function")
+    return client, client.upload_function(bundle).function_id, bundle
+
+
+def deploy_raw(manager: Manager, client: ManagerClient, spec: object) -> httpx.Response:
+    return httpx.post(
+        f"{manager.url}/v1/rooms",
+        json={"spec": spec},
+        headers={"authorization": f"Bearer {client.token}"},
+    )
+
+
+def test_deploy_schedules_and_deploys_on_the_controller(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, bundle = acme
+    spec = make_spec(function)
+    room = client.deploy(spec)
+    assert (room.name, room.project, room.state, room.reason) == (
+        "overlap",
+        "acme",
+        "deployed",
+        None,
+    )
+    assert (room.work_id, room.function, room.compute_url) == (
+        spec.work_id,
+        function,
+        controller.url,
+    )
+    assert room.deployer == client.whoami()["client_id"]
+    assert room.spec == spec.document()
+    # The Controller got the spec and, with the manager's deploy token, the bundle.
+    assert controller.deployed == {"overlap": spec.document()}
+    assert controller.bundles == {"overlap": bundle}
+    assert controller.refusals == []
+    assert client.room("overlap") == room
+    assert client.rooms() == [room]
+
+
+def test_deploy_answers_201_over_raw_http(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    answer = deploy_raw(manager, client, make_spec(function).document())
+    assert answer.status_code == 201 and answer.json()["state"] == "deployed"
+
+
+def test_invalid_spec_is_422_naming_the_field(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    document = make_spec(function).document()
+    document["runners"] = ["not-a-user-id"]
+    answer = deploy_raw(manager, client, document)
+    assert answer.status_code == 422
+    problem = answer.json()
+    assert problem["check"] == "work-spec"
+    assert problem["actual"] == "runners.0"
+    assert "runners.0" in problem["detail"]
+    assert controller.deployed == {}
+
+
+def test_unknown_function_is_404(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, _, _ = acme
+    with pytest.raises(ServerError) as caught:
+        client.deploy(make_spec("fs://" + b64u(bytes(32))))
+    assert caught.value.status == 404
+    assert controller.deployed == {}
+
+
+def test_another_projects_function_is_404(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    _, function, _ = acme
+    stranger, _ = manager.login("globex")
+    with pytest.raises(ServerError) as caught:
+        stranger.deploy(make_spec(function))
+    assert caught.value.status == 404
+
+
+def test_duplicate_name_is_409(
+    manager: Manager,
+    controller: StandInController,
+    acme: tuple[ManagerClient, str, bytes],
+    tmp_path: Path,
+) -> None:
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    other, _ = manager.login("globex")
+    other_function = other.upload_function(make_bundle(tmp_path / "g", "def main(c): return 1\n"))
+    with pytest.raises(ServerError) as caught:
+        other.deploy(make_spec(other_function.function_id))  # same name, other project
+    assert caught.value.status == 409
+    assert str(caught.value) == "manager: 409 Conflict: a clean room named 'overlap' exists"
+
+
+def test_no_compute_server_is_503(manager: Manager, acme: tuple[ManagerClient, str, bytes]) -> None:
+    client, function, _ = acme
+    with pytest.raises(ServerError) as caught:
+        client.deploy(make_spec(function))
+    assert caught.value.status == 503
+    assert "cleanroom admin server add" in caught.value.detail
+    assert client.rooms() == []
+
+
+def test_unreachable_compute_server_fails_the_room_with_502(
+    manager: Manager, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    url = closed_port_url()
+    manager.add_server(url)
+    with pytest.raises(ServerError) as caught:
+        client.deploy(make_spec(function))
+    assert caught.value.status == 502
+    assert url in caught.value.detail
+    room = client.room("overlap")
+    assert room.state == "failed"
+    assert room.reason is not None and f"cannot reach the compute server at {url}" in room.reason
+
+
+def test_a_controller_that_refuses_fails_the_room_with_its_answer(
+    manager: Manager, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    # A server registered with a wrong path: it answers, but 404 to the deploy.
+    client, function, _ = acme
+    wrong = FastAPI()
+    sock = bind()
+    with serve(wrong, sock):
+        manager.add_server(url_of(sock) + "/wrong-path")
+        with pytest.raises(ServerError) as caught:
+            client.deploy(make_spec(function))
+    assert caught.value.status == 502
+    room = client.room("overlap")
+    assert room.state == "failed"
+    assert room.reason is not None and "answered 404: Not Found" in room.reason
+
+
+def test_least_loaded_compute_server_is_chosen(
+    manager: Manager,
+    start_controller: Callable[[Manager], StandInController],
+    acme: tuple[ManagerClient, str, bytes],
+) -> None:
+    client, function, _ = acme
+    first, second = start_controller(manager), start_controller(manager)
+    urls = [client.deploy(make_spec(function, name=f"room-{i}")).compute_url for i in range(4)]
+    assert urls == [first.url, second.url, first.url, second.url]
+    client.delete("room-0")
+    client.delete("room-2")
+    assert client.deploy(make_spec(function, name="room-4")).compute_url == first.url
+
+
+def test_another_project_cannot_see_the_room_or_its_bundle(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    stranger, _ = manager.login("globex")
+    with pytest.raises(ServerError) as caught:
+        stranger.room("overlap")
+    assert caught.value.status == 404
+    assert str(caught.value) == "manager: 404 Not Found: no clean room named 'overlap'"
+    assert stranger.rooms() == []
+    with pytest.raises(ServerError) as download:
+        stranger.download_function(function)
+    assert download.value.status == 404
+    with pytest.raises(ServerError) as delete:
+        stranger.delete("overlap")
+    assert delete.value.status == 404
+
+
+def test_a_participant_from_another_project_sees_the_room_and_bundle_but_cannot_delete(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, bundle = acme
+    partner, partner_id = manager.login("globex")
+    key, partner_user = new_user()
+    partner.register_user_key(key, partner_id)
+    room = client.deploy(make_spec(function, recipient=partner_user))
+    assert partner.room("overlap") == room
+    assert partner.rooms() == [room]
+    assert partner.download_function(function) == bundle
+    with pytest.raises(ServerError) as caught:
+        partner.delete("overlap")
+    assert caught.value.status == 403
+    assert client.room("overlap").state == "deployed"
+
+
+def test_an_unregistered_client_of_another_project_is_not_a_participant(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    # The user_id is in the spec, but this client never proved it holds that key.
+    client, function, _ = acme
+    _, partner_user = new_user()
+    client.deploy(make_spec(function, recipient=partner_user))
+    stranger, _ = manager.login("globex")
+    with pytest.raises(ServerError) as caught:
+        stranger.room("overlap")
+    assert caught.value.status == 404
+
+
+def test_delete_tells_the_controller_and_frees_the_name(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    deleted = client.delete("overlap")
+    assert deleted.state == "deleted"
+    assert controller.deleted == ["overlap"]
+    assert client.room("overlap").state == "deleted"
+    assert client.delete("overlap").state == "deleted"  # again: nothing to do
+    assert controller.deleted == ["overlap"]
+    again = client.deploy(make_spec(function))
+    assert again.state == "deployed" and client.room("overlap") == again
+
+
+def test_delete_with_an_unreachable_controller_is_502_and_keeps_the_state(
+    manager: Manager, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    manager.add_server(closed_port_url())
+    with pytest.raises(ServerError):
+        client.deploy(make_spec(function))
+    with pytest.raises(ServerError) as caught:
+        client.delete("overlap")
+    assert caught.value.status == 502
+    assert client.room("overlap").state == "failed"
+
+
+def test_delete_of_a_room_the_controller_does_not_know_marks_it_deleted(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    del controller.deployed["overlap"]  # the Controller lost it (restarted, say)
+    assert client.delete("overlap").state == "deleted"
+
+
+def test_the_deploy_token_cannot_fetch_a_function_no_live_room_uses(
+    manager: Manager, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    from cleanroom.tokens import TokenIssuer
+
+    _, function, _ = acme
+    token, _ = TokenIssuer.load(manager.settings.data_dir, manager.url).issue(
+        "cleanroom-manager", "acme", "deploy"
+    )
+    answer = httpx.get(
+        f"{manager.url}/v1/functions/{function.removeprefix('fs://')}",
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 404

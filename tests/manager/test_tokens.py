@@ -1,0 +1,232 @@
+"""TokenIssuer and TokenVerifier: every refusal breaks exactly one thing of a good token."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cleanroom.tokens import (
+    DEFAULT_LEEWAY,
+    SIGNING_KEY_FILE,
+    TokenError,
+    TokenIssuer,
+    TokenVerifier,
+    kid_of,
+)
+
+from .conftest import Manager
+
+ISSUER = "http://manager.test"
+NOW = 1_764_763_200
+KEY = ec.derive_private_key(0x70CE4, ec.SECP256R1())
+OTHER_KEY = ec.derive_private_key(0x0DD, ec.SECP256R1())
+
+
+def issuer(**overrides: Any) -> TokenIssuer:
+    arguments: dict[str, Any] = {"clock": lambda: NOW}
+    arguments.update(overrides)
+    return TokenIssuer(arguments.pop("issuer", ISSUER), arguments.pop("key", KEY), **arguments)
+
+
+def verifier(now: int = NOW, **overrides: Any) -> TokenVerifier:
+    return TokenVerifier(ISSUER, keys=issuer().jwks(), clock=lambda: now, **overrides)
+
+
+def good_claims() -> dict[str, Any]:
+    return {
+        "iss": ISSUER,
+        "aud": "cleanroom",
+        "sub": "client-1",
+        "project": "acme",
+        "scope": "user",
+        "iat": NOW,
+        "nbf": NOW,
+        "exp": NOW + 3600,
+        "jti": "jti-1",
+    }
+
+
+def signed(claims: dict[str, Any], key: ec.EllipticCurvePrivateKey = KEY, **header: Any) -> str:
+    headers = {"kid": kid_of(KEY.public_key()), **header}
+    return jwt.encode(claims, key, algorithm="ES256", headers=headers)
+
+
+def b64u_json(document: dict[str, Any]) -> str:
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def refused(token: str, check: str, scope: str | None = None, **verifier_args: Any) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier(**verifier_args).verify(token, scope=scope)
+    assert caught.value.check == check
+    assert caught.value.http_status == (403 if check == "token-scope" else 401)
+
+
+def test_issued_token_verifies_with_every_claim() -> None:
+    token, expires_in = issuer().issue("client-1", "acme", "user")
+    assert expires_in == 3600
+    claims = verifier().verify(token, scope="user")
+    assert (claims.sub, claims.project, claims.scope, claims.exp) == (
+        "client-1",
+        "acme",
+        "user",
+        NOW + 3600,
+    )
+    decoded = jwt.decode(token, options={"verify_signature": False})
+    assert set(decoded) == {"iss", "aud", "sub", "project", "scope", "iat", "nbf", "exp", "jti"}
+    assert decoded["iss"] == ISSUER and decoded["aud"] == "cleanroom"
+    assert jwt.get_unverified_header(token) == {
+        "alg": "ES256",
+        "typ": "JWT",
+        "kid": kid_of(KEY.public_key()),
+    }
+
+
+def test_hand_built_good_token_verifies() -> None:
+    # The baseline every negative test below changes in exactly one way.
+    assert verifier().verify(signed(good_claims()), scope="user").jti == "jti-1"
+
+
+def test_expired() -> None:
+    token, _ = issuer().issue("client-1", "acme", "user")
+    refused(token, "token-expired", now=NOW + 3600 + DEFAULT_LEEWAY)
+
+
+def test_not_yet_valid() -> None:
+    token, _ = issuer().issue("client-1", "acme", "user")
+    refused(token, "token-not-yet-valid", now=NOW - DEFAULT_LEEWAY - 1)
+
+
+def test_wrong_audience() -> None:
+    refused(signed({**good_claims(), "aud": "someone-else"}), "token-audience")
+
+
+def test_wrong_issuer() -> None:
+    refused(signed({**good_claims(), "iss": "http://evil.test"}), "token-issuer")
+
+
+def test_bad_signature() -> None:
+    # Signed by another key, but naming the issuer's key.
+    refused(signed(good_claims(), key=OTHER_KEY), "token-signature")
+
+
+def test_tampered_claims_break_the_signature() -> None:
+    header, _, signature = signed(good_claims()).split(".")
+    forged = b64u_json({**good_claims(), "project": "other"})
+    refused(f"{header}.{forged}.{signature}", "token-signature")
+
+
+def test_alg_none() -> None:
+    header = b64u_json({"alg": "none", "typ": "JWT", "kid": kid_of(KEY.public_key())})
+    refused(f"{header}.{b64u_json(good_claims())}.", "token-algorithm")
+
+
+def test_hs256_with_the_public_key_as_secret() -> None:
+    public_pem = KEY.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = b64u_json({"alg": "HS256", "typ": "JWT", "kid": kid_of(KEY.public_key())})
+    signing_input = f"{header}.{b64u_json(good_claims())}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    refused(
+        f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}",
+        "token-algorithm",
+    )
+
+
+@pytest.mark.parametrize(
+    "claim", ["iss", "aud", "sub", "project", "scope", "iat", "nbf", "exp", "jti"]
+)
+def test_missing_claim(claim: str) -> None:
+    claims = good_claims()
+    del claims[claim]
+    refused(signed(claims), "token-claim")
+
+
+def test_claim_of_the_wrong_type() -> None:
+    refused(signed({**good_claims(), "exp": str(NOW + 3600)}), "token-claim")
+
+
+def test_wrong_scope() -> None:
+    refused(signed(good_claims()), "token-scope", scope="deploy")
+
+
+def test_unknown_kid() -> None:
+    refused(signed(good_claims(), key=OTHER_KEY, kid=kid_of(OTHER_KEY.public_key())), "token-key")
+
+
+def test_not_a_jwt() -> None:
+    refused("not-a-token", "token-format")
+
+
+def test_signing_key_is_created_private_and_reused(tmp_path: Path) -> None:
+    first = TokenIssuer.load(tmp_path, ISSUER)
+    path = tmp_path / SIGNING_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    second = TokenIssuer.load(tmp_path, ISSUER)
+    assert first.kid == second.kid
+    token, _ = first.issue("client-1", "acme", "user")
+    TokenVerifier(ISSUER, keys=second.jwks()).verify(token)
+
+
+def test_kid_is_the_hash_of_the_spki() -> None:
+    der = KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    expected = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
+    assert issuer().kid == expected
+    assert issuer().jwks()["keys"][0]["kid"] == expected
+
+
+class CountingTransport(httpx.HTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return super().handle_request(request)
+
+
+def test_jwks_fetched_from_the_manager_and_refetched_at_most_every_30_s(
+    manager: Manager,
+) -> None:
+    client_id, secret = manager.new_client("acme")
+    token = manager.client().fetch_token(client_id, secret).access_token
+    now = [float(NOW)]
+    transport = CountingTransport()
+    remote = TokenVerifier(
+        manager.url,
+        jwks_url=f"{manager.url}/.well-known/jwks.json",
+        transport=transport,
+        clock=lambda: now[0],
+    )
+    # The manager's token is checked against the real clock's issue time: pin ours to it.
+    now[0] = jwt.decode(token, options={"verify_signature": False})["iat"]
+    assert remote.verify(token, scope="user").sub == client_id
+    assert transport.requests == 1
+    stranger = jwt.encode(
+        {"sub": "x"}, OTHER_KEY, algorithm="ES256", headers={"kid": kid_of(OTHER_KEY.public_key())}
+    )
+    with pytest.raises(TokenError) as caught:
+        remote.verify(stranger)
+    assert caught.value.check == "token-key"
+    assert transport.requests == 1  # fetched less than 30 s ago: not again
+    now[0] += 30
+    with pytest.raises(TokenError):
+        remote.verify(stranger)
+    assert transport.requests == 2
+    assert remote.verify(token).sub == client_id  # known kid: no fetch
+    assert transport.requests == 2
