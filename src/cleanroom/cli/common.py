@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from cleanroom.client.profile import Profile
 
 EXIT_OK = 0
 EXIT_REJECTED = 1  # a security check failed, or the operation failed
@@ -57,3 +60,32 @@ def parse_hex(
             fail(f"{what} must be at most {pad_to} bytes, got {len(data)}", EXIT_USAGE)
         data = data.ljust(pad_to, b"\x00")
     return data
+
+
+# The global ``--profile`` option; main.py's callback sets it before any command runs.
+_profile_option: dict[str, str | None] = {"name": None}
+
+
+def set_profile_name(name: str | None) -> None:
+    """Record the global ``--profile`` option (None: $CLEANROOM_PROFILE, else default)."""
+    _profile_option["name"] = name
+
+
+def profile_name() -> str:
+    """The profile this invocation uses: --profile, else $CLEANROOM_PROFILE, else default."""
+    from cleanroom.client.profile import ProfileError, resolve_name
+
+    try:
+        return resolve_name(_profile_option["name"])
+    except ProfileError as error:
+        fail(str(error), EXIT_USAGE)
+
+
+def current_profile() -> Profile:
+    """The configured profile this invocation uses; a one-line error if it is not configured."""
+    from cleanroom.client.profile import Profile, ProfileError
+
+    try:
+        return Profile.load(_profile_option["name"])
+    except ProfileError as error:
+        fail(str(error), EXIT_USAGE)

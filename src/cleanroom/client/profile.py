@@ -1,0 +1,678 @@
+"""A user's local state: who they are, what they trust, and which clean rooms they approved.
+
+A profile is a directory ``<home>/profiles/<name>`` (see :func:`cleanroom.paths.home`),
+so two users can share a machine with different homes or profile names. It holds:
+
+- ``config.json``: the manager, the client id, the project, and the user's
+  attestation policy: expected Attester MRENCLAVE(s) and MRSIGNER, expected Worker
+  MRENCLAVE(s), accepted TCB statuses and advisories, ISVPRODID, minimum ISVSVN,
+  and whether a simulated root is trusted instead of Intel's production root;
+- ``simulator-root.pem``: that simulated root, only when the user chose to trust it;
+- ``credentials.json`` (0600): the client secret;
+- ``user-key.pem`` (0600): the user's P-256 private key, PKCS#8. Its public key
+  *is* the user (``user_id``); it is created once and never replaced unless asked;
+- ``approvals.json``: room name -> the Work-ID the user reviewed and pinned;
+- ``token.json`` (0600): the cached access token for the manager.
+
+The expected measurements are written into ``config.json`` when the profile is
+configured (by default this installed release's own measurements), so a later
+change of the installed code never silently changes what the user trusts.
+
+Every file is written atomically (a temporary file in the same directory, then
+``os.replace``) and every directory is created 0700. Secret files that others can
+read are refused, as ssh does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cleanroom import paths
+from cleanroom.attestation import (
+    DEFAULT_ACCEPTED_STATUSES,
+    AttestationError,
+    AttestationPolicy,
+    TrustAnchor,
+)
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.keys import user_id as user_id_of
+
+if TYPE_CHECKING:
+    from cleanroom.client.manager import ManagerClient
+
+PROFILE_ENV = "CLEANROOM_PROFILE"
+DEFAULT_PROFILE = "default"
+PROFILE_CONFIG_TYPE: Literal["cleanroom/profile/v1"] = "cleanroom/profile/v1"
+
+CONFIG_FILE = "config.json"
+CREDENTIALS_FILE = "credentials.json"
+USER_KEY_FILE = "user-key.pem"
+APPROVALS_FILE = "approvals.json"
+TOKEN_FILE = "token.json"  # noqa: S105 - a file name, not a secret
+SIMULATOR_ROOT_FILE = "simulator-root.pem"
+
+TOKEN_MARGIN_S = 60
+"""A cached token this close to its expiry is not used: a request must not race it."""
+
+_PRIVATE_DIR = 0o700
+_PRIVATE_FILE = 0o600
+_PUBLIC_FILE = 0o644
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class ProfileError(Exception):
+    """A profile is missing, unreadable or malformed; the message is one line to act on."""
+
+
+class NotApprovedError(CheckFailed):
+    """The user has not approved this Work-ID of the clean room (or approved another)."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A Work-ID the user reviewed and pinned for a clean room."""
+
+    work_id: str
+    function_id: str
+    approved_at: int
+
+    def to_json(self) -> dict[str, object]:
+        """The approval as stored in ``approvals.json``."""
+        return {
+            "work_id": self.work_id,
+            "function_id": self.function_id,
+            "approved_at": self.approved_at,
+        }
+
+
+class ProfileConfig(BaseModel):
+    """``config.json``: everything in the profile that is not a secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    type: Literal["cleanroom/profile/v1"] = PROFILE_CONFIG_TYPE
+    manager_url: str = Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    client_id: str = Field(min_length=1, max_length=256)
+    project: str | None = Field(default=None, min_length=1, max_length=256)
+    attester_mrenclaves: list[Hex32] = Field(min_length=1)
+    attester_mrsigner: Hex32
+    worker_mrenclaves: list[Hex32] = Field(min_length=1)
+    accepted_tcb_statuses: list[str] = Field(min_length=1)
+    accepted_advisories: list[str] | None = None
+    isv_prod_id: int = Field(ge=0, le=0xFFFF)
+    min_isv_svn: int = Field(ge=0, le=0xFFFF)
+    # Set exactly when simulator-root.pem is trusted: its fingerprint, so that a
+    # swapped file is refused rather than silently trusted.
+    simulator_root_sha256: Hex32 | None = None
+
+
+class _Credentials(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    client_secret: str = Field(min_length=1)
+
+
+class _Token(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    manager_url: str
+    client_id: str
+    access_token: str
+    expires_at: int
+
+
+class _ApprovalRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    work_id: str
+    function_id: str
+    approved_at: int
+
+
+def resolve_name(name: str | None = None) -> str:
+    """The profile name: ``name``, else ``$CLEANROOM_PROFILE``, else ``default``."""
+    chosen = name or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    if not _NAME.fullmatch(chosen):
+        raise ProfileError(
+            f"bad profile name {chosen!r}: use up to 64 letters, digits, '.', '_' or '-'"
+        )
+    return chosen
+
+
+def profile_dir(name: str | None = None, home: Path | None = None) -> Path:
+    """Where the profile ``name`` lives: ``<home>/profiles/<name>``."""
+    return (home if home is not None else paths.home()) / "profiles" / resolve_name(name)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents below the home as 0700."""
+    missing = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        path.mkdir(mode=_PRIVATE_DIR)
+        path.chmod(_PRIVATE_DIR)  # mkdir's mode is masked by the umask
+    directory.chmod(_PRIVATE_DIR)
+
+
+def write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with ``mode``: a reader sees the old file or the new one."""
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            os.fchmod(file.fileno(), mode)  # before any byte of a secret is written
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _json_bytes(document: object) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _hex(value: str | bytes, what: str) -> str:
+    if isinstance(value, bytes):
+        value = value.hex()
+    text = value.strip().lower().removeprefix("0x")
+    if not re.fullmatch(r"[0-9a-f]{64}", text):
+        raise ProfileError(f"{what} must be 32 bytes as 64 hex digits, got {value!r}")
+    return text
+
+
+def _release_measurements() -> tuple[list[str], str, list[str], int, int]:
+    """This installed release's Attester and Worker measurements: a client trusts its release."""
+    from cleanroom.tee.measure import MeasurementError, measure
+
+    try:
+        attester, worker = measure("attester"), measure("worker")
+    except MeasurementError as error:
+        raise ProfileError(f"cannot measure this release's enclaves: {error}") from error
+    return (
+        [attester.mr_enclave.hex()],
+        attester.mr_signer.hex(),
+        [worker.mr_enclave.hex()],
+        attester.isv_prod_id,
+        attester.isv_svn,
+    )
+
+
+class Profile:
+    """One user's profile directory. Get one with :meth:`load` or :meth:`create`."""
+
+    def __init__(self, name: str, directory: Path, config: ProfileConfig) -> None:
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self._user_key: ec.EllipticCurvePrivateKey | None = None
+
+    # -- creation and loading ------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        name: str | None = None,
+        home: Path | None = None,
+        *,
+        manager_url: str,
+        client_id: str,
+        client_secret: str,
+        project: str | None = None,
+        attester_mrenclaves: Iterable[str | bytes] | None = None,
+        attester_mrsigner: str | bytes | None = None,
+        worker_mrenclaves: Iterable[str | bytes] | None = None,
+        accepted_tcb_statuses: Iterable[str] | None = None,
+        accepted_advisories: Iterable[str] | None = None,
+        isv_prod_id: int | None = None,
+        min_isv_svn: int | None = None,
+        simulator_root: bytes | None = None,
+        new_key: bool = False,
+    ) -> Profile:
+        """Write (or rewrite) the profile ``name`` and return it.
+
+        Measurements, ISVPRODID and the minimum ISVSVN left ``None`` default to this
+        installed release's Attester and Worker (:func:`cleanroom.tee.measure.measure`).
+        ``simulator_root`` is a root certificate (PEM or DER) to trust *instead of*
+        Intel's production root: quotes of a simulated platform then verify, and
+        they protect nothing. The user key is created when missing and replaced
+        only when ``new_key`` is set. The cached token is dropped (the client or
+        the manager may have changed). Raises :class:`ProfileError`.
+        """
+        resolved = resolve_name(name)
+        directory = profile_dir(resolved, home)
+        release = _release_measurements()
+        anchor_pem: bytes | None = None
+        anchor_sha256: str | None = None
+        if simulator_root is not None:
+            anchor = _anchor_from(simulator_root, "the simulator root")
+            anchor_pem = _pem(anchor)
+            anchor_sha256 = anchor.fingerprint
+        try:
+            config = ProfileConfig(
+                manager_url=manager_url.rstrip("/"),
+                client_id=client_id,
+                project=project,
+                attester_mrenclaves=sorted(
+                    {_hex(value, "Attester MRENCLAVE") for value in attester_mrenclaves}
+                )
+                if attester_mrenclaves is not None
+                else release[0],
+                attester_mrsigner=_hex(attester_mrsigner, "Attester MRSIGNER")
+                if attester_mrsigner is not None
+                else release[1],
+                worker_mrenclaves=sorted(
+                    {_hex(value, "Worker MRENCLAVE") for value in worker_mrenclaves}
+                )
+                if worker_mrenclaves is not None
+                else release[2],
+                accepted_tcb_statuses=sorted(
+                    set(accepted_tcb_statuses)
+                    if accepted_tcb_statuses is not None
+                    else DEFAULT_ACCEPTED_STATUSES
+                ),
+                accepted_advisories=sorted(set(accepted_advisories))
+                if accepted_advisories is not None
+                else None,
+                isv_prod_id=release[3] if isv_prod_id is None else isv_prod_id,
+                min_isv_svn=release[4] if min_isv_svn is None else min_isv_svn,
+                simulator_root_sha256=anchor_sha256,
+            )
+        except ValidationError as error:
+            raise ProfileError(_first_error(error, "configuration")) from error
+        if not client_secret:
+            raise ProfileError("the client secret is empty")
+        profile = cls(resolved, directory, config)
+        profile._attestation_policy()  # refuse what the verifier would refuse, now
+        _make_private_dirs(directory)
+        if anchor_pem is not None:
+            write_atomic(directory / SIMULATOR_ROOT_FILE, anchor_pem, _PUBLIC_FILE)
+        key_path = directory / USER_KEY_FILE
+        if new_key or not key_path.exists():
+            key = ec.generate_private_key(ec.SECP256R1())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            write_atomic(key_path, pem, _PRIVATE_FILE)
+        write_atomic(
+            directory / CREDENTIALS_FILE,
+            _json_bytes(_Credentials(client_secret=client_secret).model_dump()),
+            _PRIVATE_FILE,
+        )
+        with contextlib.suppress(FileNotFoundError):
+            (directory / TOKEN_FILE).unlink()
+        # config.json last: a profile whose configuration exists is complete.
+        write_atomic(
+            directory / CONFIG_FILE, _json_bytes(config.model_dump(mode="json")), _PUBLIC_FILE
+        )
+        if anchor_pem is None:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / SIMULATOR_ROOT_FILE).unlink()
+        profile.user_key  # noqa: B018 - read back what was written, refusing a bad key now
+        return profile
+
+    @classmethod
+    def load(cls, name: str | None = None, home: Path | None = None) -> Profile:
+        """The configured profile ``name`` (see :func:`resolve_name`); ProfileError if not."""
+        resolved = resolve_name(name)
+        directory = profile_dir(resolved, home)
+        path = directory / CONFIG_FILE
+        if not path.is_file():
+            raise ProfileError(
+                f"profile {resolved!r} is not configured: run cleanroom configure"
+                + (f" --profile {resolved}" if resolved != DEFAULT_PROFILE else "")
+            )
+        document = _read_json(path, f"profile {resolved!r}: {CONFIG_FILE}")
+        try:
+            config = ProfileConfig.model_validate(document)
+        except ValidationError as error:
+            raise ProfileError(
+                f"profile {resolved!r}: {_first_error(error, CONFIG_FILE)}: run cleanroom configure"
+            ) from error
+        return cls(resolved, directory, config)
+
+    def updated(self, **changes: Any) -> Profile:
+        """Rewrite ``config.json`` with ``changes`` (e.g. ``project``) and return the result."""
+        try:
+            config = ProfileConfig.model_validate({**self.config.model_dump(), **changes})
+        except ValidationError as error:
+            raise ProfileError(_first_error(error, CONFIG_FILE)) from error
+        write_atomic(
+            self.directory / CONFIG_FILE, _json_bytes(config.model_dump(mode="json")), _PUBLIC_FILE
+        )
+        self.config = config
+        return self
+
+    # -- identity ------------------------------------------------------------------
+
+    @property
+    def user_key(self) -> ec.EllipticCurvePrivateKey:
+        """The user's P-256 private key (``user-key.pem``, which must be private)."""
+        if self._user_key is None:
+            data = self._read_private(USER_KEY_FILE)
+            try:
+                key = serialization.load_pem_private_key(data, password=None)
+            except (ValueError, TypeError) as error:
+                raise ProfileError(
+                    f"profile {self.name!r}: {USER_KEY_FILE} is not an unencrypted PEM "
+                    f"private key: {error}"
+                ) from error
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+                raise ProfileError(f"profile {self.name!r}: {USER_KEY_FILE} is not a P-256 key")
+            self._user_key = key
+        return self._user_key
+
+    @property
+    def user_id(self) -> str:
+        """b64u(SHA-256(SPKI)) of the user's public key: who this user is to every party."""
+        return user_id_of(self.user_key.public_key())
+
+    @property
+    def client_secret(self) -> str:
+        """The OAuth2 client secret (``credentials.json``, which must be private)."""
+        document = _parse_json(self._read_private(CREDENTIALS_FILE), self._what(CREDENTIALS_FILE))
+        try:
+            return _Credentials.model_validate(document).client_secret
+        except ValidationError as error:
+            raise ProfileError(
+                f"{self._what(CREDENTIALS_FILE)}: {_first_error(error, CREDENTIALS_FILE)}"
+            ) from error
+
+    # -- what the user trusts ------------------------------------------------------
+
+    def attestation_policy(self) -> AttestationPolicy:
+        """The policy the Attester's quote must satisfy (DEBUG always refused)."""
+        return self._attestation_policy()
+
+    def _attestation_policy(self) -> AttestationPolicy:
+        config = self.config
+        try:
+            return AttestationPolicy(
+                accepted_statuses=frozenset(config.accepted_tcb_statuses),
+                accepted_advisories=frozenset(config.accepted_advisories)
+                if config.accepted_advisories is not None
+                else None,
+                mrenclaves=frozenset(bytes.fromhex(value) for value in config.attester_mrenclaves),
+                mrsigner=bytes.fromhex(config.attester_mrsigner),
+                isv_prod_id=config.isv_prod_id,
+                min_isv_svn=config.min_isv_svn,
+                allow_debug=False,
+            )
+        except AttestationError as error:
+            raise ProfileError(f"profile {self.name!r}: bad attestation policy: {error}") from error
+
+    @property
+    def expected_worker_mrenclaves(self) -> frozenset[bytes]:
+        """The Worker measurements the Attester's claims must name."""
+        return frozenset(bytes.fromhex(value) for value in self.config.worker_mrenclaves)
+
+    @property
+    def simulated(self) -> bool:
+        """True when this profile trusts a simulated root: nothing it attests is protected."""
+        return self.config.simulator_root_sha256 is not None
+
+    def trust_anchor(self) -> TrustAnchor:
+        """Intel's production root, or the simulated root only when the profile trusts one."""
+        expected = self.config.simulator_root_sha256
+        if expected is None:
+            return TrustAnchor.intel_production()
+        path = self.directory / SIMULATOR_ROOT_FILE
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise ProfileError(
+                f"{self._what(SIMULATOR_ROOT_FILE)} cannot be read ({error.strerror}): "
+                "run cleanroom configure --trust-simulator ROOT_PEM"
+            ) from error
+        anchor = _anchor_from(data, self._what(SIMULATOR_ROOT_FILE))
+        if anchor.fingerprint != expected:
+            raise ProfileError(
+                f"{self._what(SIMULATOR_ROOT_FILE)} changed since it was configured "
+                f"(SHA-256 {anchor.fingerprint}, configured {expected}): "
+                "run cleanroom configure --trust-simulator ROOT_PEM"
+            )
+        return anchor
+
+    # -- approvals -----------------------------------------------------------------
+
+    def approvals(self) -> dict[str, Approval]:
+        """Every pinned approval, by room name."""
+        path = self.directory / APPROVALS_FILE
+        if not path.exists():
+            return {}
+        document = _read_json(path, self._what(APPROVALS_FILE))
+        if not isinstance(document, dict):
+            raise ProfileError(f"{self._what(APPROVALS_FILE)} is not a JSON object")
+        approvals = {}
+        for name, record in document.items():
+            try:
+                parsed = _ApprovalRecord.model_validate(record)
+            except ValidationError as error:
+                raise ProfileError(
+                    f"{self._what(APPROVALS_FILE)}: room {name!r}: "
+                    f"{_first_error(error, APPROVALS_FILE)}"
+                ) from error
+            approvals[name] = Approval(parsed.work_id, parsed.function_id, parsed.approved_at)
+        return approvals
+
+    def approve(
+        self, name: str, work_id: str, function_id: str, *, at: int | None = None
+    ) -> Approval:
+        """Pin ``work_id`` as the one Work-ID this user accepts for room ``name``.
+
+        Replaces an earlier approval of the same room. Call it only after reviewing
+        the spec and the function (:func:`cleanroom.client.review.review`).
+        """
+        approval = Approval(work_id, function_id, int(time.time()) if at is None else at)
+        approvals = self.approvals()
+        approvals[name] = approval
+        write_atomic(
+            self.directory / APPROVALS_FILE,
+            _json_bytes({room: item.to_json() for room, item in sorted(approvals.items())}),
+            _PUBLIC_FILE,
+        )
+        return approval
+
+    def approval(self, name: str) -> Approval | None:
+        """The approval pinned for room ``name``, if any."""
+        return self.approvals().get(name)
+
+    def require_approval(self, name: str, work_id: str) -> Approval:
+        """The approval of room ``name``, which must pin exactly ``work_id``.
+
+        Raises :class:`NotApprovedError` (check ``work-id-approved``) when the user
+        approved nothing for this room, or another Work-ID (the room was redeployed,
+        or someone is showing this user a different clean room under its name).
+        """
+        approval = self.approval(name)
+        remedy = f"run `cleanroom inspect {name}` then `cleanroom approve {name}`"
+        if approval is None:
+            raise NotApprovedError(
+                "work-id-approved",
+                "an approved Work-ID",
+                work_id,
+                f"you have not approved clean room {name!r}: {remedy}",
+                hint=remedy,
+            )
+        if approval.work_id != work_id:
+            raise NotApprovedError(
+                "work-id-approved",
+                approval.work_id,
+                work_id,
+                f"clean room {name!r} is not the one you approved (its Work-ID changed): {remedy}",
+                hint=remedy,
+            )
+        return approval
+
+    # -- the manager ---------------------------------------------------------------
+
+    def manager(
+        self,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> ManagerClient:
+        """A client of this profile's manager, logged in.
+
+        Uses the cached token unless it is missing, for another manager or client,
+        or expires within :data:`TOKEN_MARGIN_S` seconds; then logs in with the
+        client credentials and caches the new token.
+        """
+        from cleanroom.client.manager import ManagerClient
+
+        token = self._cached_token(int(clock()))
+        if token is not None:
+            return ManagerClient(self.config.manager_url, token=token, transport=transport)
+        return self.login(transport=transport)
+
+    def access_token(
+        self,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> str:
+        """A valid access token (the cached one, or a fresh login), e.g. for a Controller."""
+        token = self._cached_token(int(clock()))
+        if token is not None:
+            return token
+        with self.login(transport=transport) as client:
+            if client.token is None:  # fetch_token sets it; never send a request without
+                raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
+            return client.token
+
+    def login(self, *, transport: httpx.BaseTransport | None = None) -> ManagerClient:
+        """Log in with the client credentials now, cache the token, return the client."""
+        from cleanroom.client.manager import ManagerClient
+
+        client = ManagerClient(self.config.manager_url, transport=transport)
+        access = client.fetch_token(self.config.client_id, self.client_secret)
+        record = _Token(
+            manager_url=self.config.manager_url,
+            client_id=self.config.client_id,
+            access_token=access.access_token,
+            expires_at=int(access.expires_at),
+        )
+        write_atomic(self.directory / TOKEN_FILE, _json_bytes(record.model_dump()), _PRIVATE_FILE)
+        return client
+
+    def forget_token(self) -> None:
+        """Drop the cached token (e.g. after the manager refused it)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / TOKEN_FILE).unlink()
+
+    def _cached_token(self, now: int) -> str | None:
+        path = self.directory / TOKEN_FILE
+        if not path.exists():
+            return None
+        try:
+            record = _Token.model_validate(_parse_json(self._read_private(TOKEN_FILE), ""))
+        except (ValidationError, ProfileError):
+            return None  # a damaged cache is only a cache: log in again
+        if (
+            record.manager_url != self.config.manager_url
+            or record.client_id != self.config.client_id
+            or record.expires_at - TOKEN_MARGIN_S <= now
+        ):
+            return None
+        return record.access_token
+
+    # -- files ---------------------------------------------------------------------
+
+    def _what(self, file: str) -> str:
+        return f"profile {self.name!r}: {file}"
+
+    def _read_private(self, file: str) -> bytes:
+        """A secret file, refused when others may read or write it."""
+        path = self.directory / file
+        try:
+            with open(path, "rb") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                    raise ProfileError(
+                        f"{self._what(file)} is accessible by others "
+                        f"(mode {stat.S_IMODE(mode):04o}): chmod 600 {path}"
+                    )
+                return handle.read()
+        except FileNotFoundError as error:
+            raise ProfileError(f"{self._what(file)} is missing: run cleanroom configure") from error
+        except OSError as error:
+            raise ProfileError(f"{self._what(file)} cannot be read: {error.strerror}") from error
+
+
+def _anchor_from(data: bytes, what: str) -> TrustAnchor:
+    try:
+        anchor = TrustAnchor.from_certificate(data)
+    except AttestationError as error:
+        raise ProfileError(f"{what} is not a root certificate: {error}") from error
+    if anchor.is_intel_production:
+        raise ProfileError(
+            f"{what} is Intel's production root, which is trusted by default: "
+            "omit --trust-simulator"
+        )
+    return anchor
+
+
+def _pem(anchor: TrustAnchor) -> bytes:
+    from cryptography import x509
+
+    if anchor.root_der is None:  # Intel's root, which _anchor_from refused
+        raise ProfileError("Intel's production root is not stored in a profile")
+    certificate = x509.load_der_x509_certificate(anchor.root_der)
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def _parse_json(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ProfileError(f"{what} is not valid JSON: {error}") from error
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ProfileError(f"{what} cannot be read: {error.strerror}") from error
+    return _parse_json(data, what)
+
+
+def _first_error(error: ValidationError, what: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or what
+    return f"{where}: {first['msg']}"
+
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILE_ENV",
+    "TOKEN_MARGIN_S",
+    "Approval",
+    "NotApprovedError",
+    "Profile",
+    "ProfileConfig",
+    "ProfileError",
+    "profile_dir",
+    "resolve_name",
+    "write_atomic",
+]

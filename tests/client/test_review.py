@@ -1,0 +1,155 @@
+"""Review: the manager's room and bundle are recomputed, and refused when they disagree."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from cleanroom.client.access import Access, build_spec
+from cleanroom.client.manager import Room
+from cleanroom.client.review import review
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.bundle import BundleError, function_id, pack
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.spec import WorkSpec
+
+
+def make_room(bundle: bytes, alice: str, bob: str, **changes: object) -> Room:
+    spec = build_spec(
+        name="overlap",
+        function_id=function_id(bundle),
+        handler="handler.run",
+        access=Access(
+            inputs={"input_1": alice, "input_2": bob},
+            outputs={"output_1": alice},
+            runners=(bob,),
+        ),
+        deployer_user_id=alice,
+    )
+    room = Room(
+        name="overlap",
+        project="acme",
+        spec=spec.document(),
+        work_id=spec.work_id,
+        function=spec.function,
+        state="deployed",
+        compute_url="http://127.0.0.1:8081",
+        deployer="alice-client",
+        created=1_764_763_200,
+    )
+    return dataclasses.replace(room, **changes)  # type: ignore[arg-type]
+
+
+def test_review_lists_files_and_rights(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    result = review(room, bundle, you=alice)
+    assert result.function_id == function_id(bundle)
+    assert result.work_id == room.work_id
+    assert result.handler_module == "handler.py"
+    handler = (function_dir / "handler.py").read_bytes()
+    assert [(f.path, f.size, f.sha256) for f in result.files] == [
+        ("handler.py", len(handler), hashlib.sha256(handler).hexdigest()),
+        ("lib/util.py", 10, hashlib.sha256(b"VALUE = 1\n").hexdigest()),
+    ]
+    rights = [(p.role, p.object_id, p.user_id, p.is_you) for p in result.participants]
+    assert rights == [
+        ("input", "input_1", alice, True),
+        ("input", "input_2", bob, False),
+        ("output", "output_1", alice, True),
+        ("runner", None, bob, False),
+    ]
+    assert result.you_participate
+    document = result.to_json()
+    assert document["work_id"] == room.work_id
+    assert document["spec"] == room.spec
+    assert document["participants"][0] == {
+        "role": "input", "id": "input_1", "user_id": alice, "you": True,
+    }  # fmt: skip
+
+
+def test_review_of_an_outsider(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    result = review(make_room(bundle, alice, bob), bundle, you="x" * 43)
+    assert not result.you_participate
+
+
+def test_review_can_unpack_the_source(
+    function_dir: Path, alice: str, bob: str, tmp_path: Path
+) -> None:
+    bundle = pack(function_dir)
+    review(make_room(bundle, alice, bob), bundle, source=tmp_path / "source")
+    assert (tmp_path / "source" / "lib" / "util.py").read_text() == "VALUE = 1\n"
+
+
+def test_missing_handler_module_is_reported(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    spec = dict(room.spec, handler="missing.run")
+    work_id = WorkSpec.parse(spec).work_id
+    result = review(dataclasses.replace(room, spec=spec, work_id=work_id), bundle)
+    assert result.handler_module is None
+
+
+def test_bundle_that_is_not_the_specs_function(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    (function_dir / "handler.py").write_text("def run(*args):\n    steal()\n")
+    swapped = pack(function_dir)
+    with pytest.raises(CheckFailed) as error:
+        review(room, swapped)
+    assert error.value.check == "function-id"
+    assert error.value.expected == room.spec["function"]
+    assert error.value.actual == function_id(swapped)
+
+
+def test_manager_work_id_that_disagrees(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    lying = dataclasses.replace(room, work_id="A" * 43)
+    with pytest.raises(CheckFailed) as error:
+        review(lying, bundle)
+    assert error.value.check == "work-id"
+    assert error.value.expected == room.work_id
+    assert error.value.actual == "A" * 43
+
+
+def test_manager_function_field_that_disagrees(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    lying = dataclasses.replace(room, function="fs://" + "B" * 43)
+    with pytest.raises(CheckFailed) as error:
+        review(lying, bundle)
+    assert error.value.check == "function-id"
+    assert error.value.actual == "fs://" + "B" * 43
+
+
+def test_spec_of_another_room(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    with pytest.raises(CheckFailed) as error:
+        review(dataclasses.replace(room, name="other"), bundle)
+    assert error.value.check == "room-name"
+    assert error.value.expected == "other"
+    assert error.value.actual == "overlap"
+
+
+def test_invalid_spec(function_dir: Path, alice: str, bob: str) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    spec = dict(room.spec, runners=[])
+    with pytest.raises(MessageFormatError) as error:
+        review(dataclasses.replace(room, spec=spec), bundle)
+    assert error.value.check == "work-spec"
+    assert error.value.actual == "runners"
+
+
+def test_bundle_that_does_not_unpack(alice: str, bob: str) -> None:
+    bundle = b"not a tar archive" + bytes(10240)
+    room = make_room(bundle, alice, bob)
+    with pytest.raises(BundleError) as error:
+        review(room, bundle)
+    assert error.value.check == "bundle-format"

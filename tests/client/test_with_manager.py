@@ -1,0 +1,310 @@
+"""The user's commands against a real management server on loopback.
+
+Two setups: the manager as the operator runs it (``cleanroom admin`` then ``cleanroom
+server manager`` in its own process) with no compute server, so a deploy must fail
+clearly; and the manager in-process (tests/manager's fixtures) with its stand-in
+Controller, so a room exists and a second party can inspect and approve it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cleanroom.cli.main import main
+from cleanroom.client.profile import NotApprovedError, Profile
+from cleanroom.protocol.bundle import function_id, pack
+from tests.manager.conftest import Manager, StandInController
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def configure(profile: str, url: str, client_id: str, secret: str) -> list[str]:
+    return [
+        "--profile", profile, "configure",
+        "--manager-url", url, "--client-id", client_id, "--client-secret", secret,
+    ]  # fmt: skip
+
+
+def write_access(path: Path, *, owner: str, recipient: str) -> Path:
+    path.write_text(f"inputs:\n  input_1: {owner}\noutputs:\n  output_1: {recipient}\n")
+    return path
+
+
+# -------------------------------------------------------------------- as the operator runs it
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLEANROOM_HOME": str(home)},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def manager_process(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """``cleanroom server manager`` in its own process; (url, client_id, secret) of a client."""
+    data_dir, operator = tmp_path / "manager-data", tmp_path / "operator-home"
+    admin = ["admin", "--data-dir", str(data_dir)]
+    assert _cli(*admin, "project", "create", "acme", home=operator).returncode == 0
+    created = _cli(*admin, "client", "create", "--project", "acme", home=operator)
+    assert created.returncode == 0, created.stderr
+    client_id = re.search(r"client_id:\s+(\S+)", created.stdout)
+    secret = re.search(r"client_secret:\s+(\S+)", created.stdout)
+    assert client_id is not None and secret is not None
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cleanroom.cli.main", "server", "manager",
+         "--port", str(port), "--data-dir", str(data_dir)],
+        env={**os.environ, "CLEANROOM_HOME": str(operator)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/.well-known/jwks.json", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                _, err = process.communicate(timeout=5)
+                pytest.fail(f"the manager did not start: {err.decode()[-2000:]}")
+            time.sleep(0.1)
+        yield url, client_id.group(1), secret.group(1)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_flow_against_a_manager_without_compute_server(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    manager_process: tuple[str, str, str],
+    function_dir: Path,
+    tmp_path: Path,
+) -> None:
+    url, client_id, secret = manager_process
+    assert run(capsys, *configure("alice", url, client_id, secret))[0] == 0
+
+    code, out, err = run(capsys, "--profile", "alice", "login")
+    assert code == 0, err
+    alice = Profile.load("alice")
+    assert f"user_id: {alice.user_id}" in out
+    assert "(project acme)" in out
+    assert alice.config.project == "acme"  # learned from the manager
+    assert oct((alice.directory / "token.json").stat().st_mode & 0o777) == "0o600"
+
+    code, out, err = run(capsys, "--profile", "alice", "function", "upload", str(function_dir))
+    assert code == 0, err
+    assert out == f"{function_id(pack(function_dir))}\n"
+    assert "(already stored)" not in err
+    code, again, err = run(capsys, "--profile", "alice", "function", "upload", str(function_dir))
+    assert code == 0
+    assert again == out
+    assert "(already stored)" in err
+    function = out.strip()
+
+    access = write_access(tmp_path / "access.yaml", owner=alice.user_id, recipient=alice.user_id)
+    code, out, err = run(
+        capsys, "--profile", "alice", "deploy",
+        "--function", function, "--name", "overlap", "--handler", "handler.run",
+        "--access", str(access),
+    )  # fmt: skip
+    assert code == 1
+    assert err.startswith("error: manager: 503")
+    assert "compute server" in err
+    assert len(err.strip().splitlines()) == 1
+    assert Profile.load("alice").approval("overlap") is None  # nothing deployed, nothing pinned
+
+    code, _, err = run(capsys, "--profile", "alice", "inspect", "overlap")
+    assert code == 1
+    assert err.startswith("error: manager: 404")
+
+
+def test_wrong_secret_is_refused_in_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], manager: Manager
+) -> None:
+    client_id, _ = manager.new_client("acme")
+    assert run(capsys, *configure("alice", manager.url, client_id, "wrong"))[0] == 0
+    code, _, err = run(capsys, "--profile", "alice", "login")
+    assert code == 1
+    assert err.startswith("error: manager: 401")
+    assert "invalid_client" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# -------------------------------------------------------------------- with a stand-in Controller
+
+
+@pytest.fixture
+def parties(
+    home: Path, capsys: pytest.CaptureFixture[str], manager: Manager
+) -> tuple[Profile, Profile]:
+    """Alice (project acme, the deployer) and Bob (project beta), configured and logged in."""
+    for name, project in (("alice", "acme"), ("bob", "beta")):
+        client_id, secret = manager.new_client(project)
+        assert run(capsys, *configure(name, manager.url, client_id, secret))[0] == 0
+        code, _, err = run(capsys, "--profile", name, "login")
+        assert code == 0, err
+    return Profile.load("alice"), Profile.load("bob")
+
+
+@pytest.fixture
+def deployed(
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    function_dir: Path,
+    tmp_path: Path,
+) -> str:
+    """Room ``overlap``: Bob uploads input_1, Alice reads output_1; deployed by Alice."""
+    alice, bob = parties
+    code, out, err = run(capsys, "--profile", "alice", "function", "upload", str(function_dir))
+    assert code == 0, err
+    access = write_access(tmp_path / "access.yaml", owner=bob.user_id, recipient=alice.user_id)
+    code, out, err = run(
+        capsys, "--profile", "alice", "deploy",
+        "--function", out.strip(), "--name", "overlap", "--handler", "handler.run",
+        "--access", str(access), "--memory", "0.5", "--timeout", "60",
+        "--param", "threshold=0.25", "--param", "label=demo",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "overlap" in controller.deployed
+    work_id = re.search(r"Work-ID:\s+(\S+)", out)
+    assert work_id is not None
+    assert f"compute server: {controller.url}" in out
+    return work_id.group(1)
+
+
+def test_deploy_pins_the_deployers_approval(
+    deployed: str, parties: tuple[Profile, Profile], controller: StandInController
+) -> None:
+    alice, _ = parties
+    spec = controller.deployed["overlap"]
+    assert spec["resources"] == {"memory_mib": 512, "timeout_s": 60}
+    assert spec["parameters"] == {"threshold": 0.25, "label": "demo"}
+    assert spec["runners"] == [alice.user_id]  # the deployer, by default
+    assert alice.require_approval("overlap", deployed).work_id == deployed
+
+
+def test_second_party_inspects_then_approves(
+    deployed: str,
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    function_dir: Path,
+) -> None:
+    _, bob = parties
+    with pytest.raises(NotApprovedError):
+        bob.require_approval("overlap", deployed)
+
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "overlap")
+    assert code == 0, err
+    assert f"Work-ID:        {deployed} (recomputed from the spec)" in out
+    assert "handler:        handler.run in handler.py" in out
+    assert f"{bob.user_id}  uploads input_1  (you)" in out
+    assert "lib/util.py" in out
+    assert "approval:       not approved by you" in out
+
+    code, out, _ = run(capsys, "--profile", "bob", "inspect", "overlap", "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert document["work_id"] == deployed
+    assert document["approved"] is False
+    assert [file["path"] for file in document["files"]] == ["handler.py", "lib/util.py"]
+
+    code, out, err = run(capsys, "--profile", "bob", "approve", "overlap", "--yes")
+    assert code == 0, err
+    assert f"approved: clean room overlap, Work-ID {deployed}" in out
+    assert Profile.load("bob").require_approval("overlap", deployed).work_id == deployed
+
+    code, out, _ = run(capsys, "--profile", "bob", "inspect", "overlap", "--json")
+    assert json.loads(out)["approved"] is True
+    code, _, err = run(capsys, "--profile", "bob", "approve", "overlap", "--yes")
+    assert code == 0
+    assert "already approved" in err
+
+
+def test_approve_asks_and_a_no_pins_nothing(
+    deployed: str,
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    code, _, err = run(capsys, "--profile", "bob", "approve", "overlap")
+    assert code == 1
+    assert "aborted" in err
+    assert Profile.load("bob").approval("overlap") is None
+
+
+def test_second_party_downloads_the_function(
+    deployed: str,
+    capsys: pytest.CaptureFixture[str],
+    controller: StandInController,
+    function_dir: Path,
+    tmp_path: Path,
+) -> None:
+    function = controller.deployed["overlap"]["function"]
+    target = tmp_path / "review"
+    target.mkdir()  # an empty directory is accepted
+    code, _, err = run(capsys, "--profile", "bob", "function", "download", function, str(target))
+    assert code == 0, err
+    assert (target / "lib" / "util.py").read_text() == "VALUE = 1\n"
+    assert function_id(pack(target)) == function
+
+
+def test_outsider_cannot_see_the_room(
+    deployed: str, capsys: pytest.CaptureFixture[str], manager: Manager
+) -> None:
+    client_id, secret = manager.new_client("gamma")
+    assert run(capsys, *configure("eve", manager.url, client_id, secret))[0] == 0
+    code, _, err = run(capsys, "--profile", "eve", "inspect", "overlap")
+    assert code == 1
+    assert err.startswith("error: manager: 404")
+
+
+def test_expired_cached_token_is_replaced(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str]
+) -> None:
+    alice, _ = parties
+    path = alice.directory / "token.json"
+    record = json.loads(path.read_text())
+    record["access_token"] = "not-a-valid-token"  # a token the manager refuses (401)
+    path.write_text(json.dumps(record))
+    code, _, err = run(capsys, "--profile", "alice", "inspect", "nothing-here")
+    assert code == 1
+    assert err.startswith("error: manager: 404")  # logged in again, then asked
+    assert json.loads(path.read_text())["access_token"] != "not-a-valid-token"
