@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -58,9 +58,10 @@ def problem(status: int, detail: str, **extra: object) -> JSONResponse:
 
 def install_errors(app: FastAPI, who: str) -> None:
     async def refused(_request: Request, error: Exception) -> Response:
-        assert isinstance(error, CheckFailed)
-        log.info("%s refused: %s", who, error)
-        return problem(status_for(error), str(error), **error.to_json())
+        refusal = cast(CheckFailed, error)  # registered for CheckFailed only
+        log.info("%s refused: %s", who, refusal)
+        facts = refusal.to_json()
+        return problem(status_for(refusal), str(facts.pop("message")), **facts)
 
     async def broken(_request: Request, error: Exception) -> Response:
         log.exception("%s failed", who, exc_info=error)

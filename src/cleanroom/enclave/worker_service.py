@@ -50,15 +50,15 @@ class WorkerService:
     ) -> None:
         self.image = measure("worker")
         self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, bundle)
-        workspace = room_dir / "workspace"
-        workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.room = CleanRoom(
             self.worker,
             bundle,
             room_dir,
             confinement=isolation(sandbox_uid, allow_insecure=allow_insecure),
             interpreter=runtime_interpreter(spec.runtime),
-            scratch_root=workspace,
+            # The run's scratch workspace goes to the system temporary directory: the
+            # sandbox user must reach it, and the room directory is the Controller's.
+            scratch_root=None,
         )
         self.stop: threading.Event = threading.Event()
 

@@ -1,0 +1,289 @@
+"""The Controller: the untrusted HTTP face of a compute server.
+
+It starts the Attester and one Worker per clean room (:mod:`.enclaves`), and relays
+every client message to them byte for byte: attestation requests and evidence,
+handshakes, record streams, run requests, receipts. It checks bearer tokens from
+the management server (defence in depth), but security never depends on it:
+whatever it relays is bound cryptographically (docs/protocol.md), so a Controller
+that tampers, replays, reorders, truncates or swaps is caught by the client or by
+the enclave. It holds no key and sees no plaintext.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import httpx
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
+from cleanroom.tokens import TokenClaims, TokenError, TokenVerifier
+from cleanroom.web import install_problem_handlers, problem
+
+FRAMES = "application/vnd.cleanroom.frames"
+MAX_JSON_BODY = 1 << 20
+MAX_BUNDLE = 1 << 30
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SESSION = re.compile(r"^[A-Za-z0-9_-]{22}$")
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    data_dir: Path
+    manager_url: str
+    tee: str = "simulated"
+    allow_insecure_no_isolation: bool = False
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def _relay(response: httpx.Response) -> Response:
+    """An enclave's answer, passed on unchanged (clients never trust it anyway)."""
+    return Response(
+        response.content,
+        status_code=response.status_code,
+        media_type=response.headers.get("content-type", "application/json"),
+    )
+
+
+class _Token:
+    """A FastAPI dependency: the request's bearer token, verified (scope if given)."""
+
+    def __init__(self, scope: str | None) -> None:
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> TokenClaims:
+        header = request.headers.get("authorization", "")
+        kind, _, value = header.partition(" ")
+        if kind.lower() != "bearer" or not value:
+            raise _Refused(
+                problem(
+                    401,
+                    "a bearer token from the management server is required",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            )
+        tokens: TokenVerifier = request.app.state.tokens
+        try:
+            return await run_in_threadpool(tokens.verify, value, self.scope)
+        except TokenError as error:
+            raise _Refused(
+                problem(
+                    error.http_status,
+                    str(error),
+                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                    **error.to_json(),
+                )
+            ) from error
+
+
+User = Annotated[TokenClaims, Depends(_Token(None))]
+Deployer = Annotated[TokenClaims, Depends(_Token("deploy"))]
+
+
+def create_app(
+    settings: ControllerSettings,
+    *,
+    verifier: TokenVerifier | None = None,
+    manager_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    manager_url = settings.manager_url.rstrip("/")
+    tokens = verifier or TokenVerifier(manager_url, jwks_url=f"{manager_url}/.well-known/jwks.json")
+    host = EnclaveHost(settings.data_dir, settings.allow_insecure_no_isolation)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await host.start()
+        try:
+            yield
+        finally:
+            await host.close()
+
+    app = FastAPI(title="cleanroom Controller (untrusted)", lifespan=lifespan)
+    install_problem_handlers(app)
+    app.state.host = host
+    app.state.tokens = tokens
+
+    @app.exception_handler(EnclaveProcessError)
+    async def _enclave_error(_request: Request, error: Exception) -> Response:
+        failure = cast(EnclaveProcessError, error)  # registered for it only
+        if isinstance(failure.body, dict):
+            return JSONResponse(
+                failure.body, status_code=failure.status, media_type="application/problem+json"
+            )
+        return problem(failure.status, str(failure))
+
+    @app.exception_handler(_Refused)
+    async def _refused(_request: Request, error: Exception) -> Response:
+        return cast(_Refused, error).response
+
+    def room_name(name: str) -> str:
+        if not NAME.match(name):
+            raise _Refused(problem(404, f"no clean room {name[:80]!r} on this compute server"))
+        return name
+
+    def session(session_id: str) -> str:
+        if not SESSION.match(session_id):
+            raise _Refused(problem(404, "no such session"))
+        return session_id
+
+    async def small_json(request: Request) -> bytes:
+        body = await request.body()
+        if len(body) > MAX_JSON_BODY:
+            raise _Refused(problem(413, f"request body larger than {MAX_JSON_BODY} bytes"))
+        return body
+
+    async def forward(name: str, method: str, path: str, body: bytes | None = None) -> Response:
+        worker = host.room(room_name(name)).worker
+        try:
+            response = await worker.client.request(
+                method, path, content=body, headers={"content-type": "application/json"}
+            )
+        except httpx.TransportError as error:
+            return problem(502, f"the Worker of {name!r} did not answer: {error}")
+        return _relay(response)
+
+    # ----------------------------------------------------------------- routes
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, Any]:
+        attester = host.attester
+        running = attester is not None and attester.process.poll() is None
+        return {
+            "status": "ok" if running else "degraded",
+            "tee": settings.tee,
+            "rooms": len(host.rooms),
+        }
+
+    @app.put("/v1/rooms/{name}", status_code=201)
+    async def deploy(name: str, request: Request, claims: Deployer) -> dict[str, Any]:
+        room_name(name)
+        try:
+            document = json.loads(await small_json(request))
+            spec = document["spec"]
+            function = spec["function"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise _Refused(problem(422, f"expected {{spec: {{function: …}}}}: {error}")) from error
+        if not isinstance(function, str) or not function.startswith("fs://"):
+            raise _Refused(problem(422, "spec.function is not an fs:// function ID"))
+        bundle = await _fetch_bundle(
+            manager_url, function.removeprefix("fs://"), request, manager_transport
+        )
+        # The Worker checks the spec and the bundle itself; these bytes are only relayed.
+        room = await host.deploy(name, json.dumps(spec).encode(), bundle)
+        return {"name": name, "worker_id": room.worker_id, "state": "collecting"}
+
+    @app.get("/v1/rooms/{name}")
+    async def room_state(name: str, _claims: User) -> Response:
+        return await forward(name, "GET", "/state")
+
+    @app.delete("/v1/rooms/{name}")
+    async def delete(name: str, _claims: Deployer) -> dict[str, Any]:
+        await host.delete(room_name(name))
+        return {"name": name, "state": "deleted"}
+
+    @app.post("/v1/rooms/{name}/attestation")
+    async def attestation(name: str, request: Request, _claims: User) -> Any:
+        try:
+            nonce = json.loads(await small_json(request))["nonce"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise _Refused(problem(422, "expected {nonce: <b64u 32 bytes>}")) from error
+        if not isinstance(nonce, str):
+            raise _Refused(problem(422, "nonce must be b64u text"))
+        return await host.attest(room_name(name), nonce)
+
+    @app.post("/v1/rooms/{name}/sessions")
+    async def open_session(name: str, request: Request, _claims: User) -> Response:
+        return await forward(name, "POST", "/sessions", await small_json(request))
+
+    @app.post("/v1/rooms/{name}/sessions/{session_id}/run")
+    async def run(name: str, session_id: str, _claims: User) -> Response:
+        return await forward(name, "POST", f"/sessions/{session(session_id)}/run")
+
+    @app.get("/v1/rooms/{name}/receipt")
+    async def receipt(name: str, _claims: User) -> Response:
+        return await forward(name, "GET", "/receipt")
+
+    @app.post("/v1/rooms/{name}/sessions/{session_id}/upload")
+    async def upload(name: str, session_id: str, request: Request, _claims: User) -> Response:
+        worker = host.room(room_name(name)).worker
+        path = f"/sessions/{session(session_id)}/upload"
+        try:
+            response = await worker.client.post(
+                path,
+                content=request.stream(),
+                headers={"content-type": FRAMES},
+                timeout=httpx.Timeout(60.0, read=None),
+            )
+        except httpx.TransportError as error:
+            return problem(502, f"the Worker of {name!r} did not answer: {error}")
+        return _relay(response)
+
+    @app.post("/v1/rooms/{name}/sessions/{session_id}/download")
+    async def download(name: str, session_id: str, _claims: User) -> Response:
+        worker = host.room(room_name(name)).worker
+        path = f"/sessions/{session(session_id)}/download"
+        upstream = await worker.client.send(worker.client.build_request("POST", path), stream=True)
+        if upstream.status_code != 200:
+            await upstream.aread()
+            await upstream.aclose()
+            return _relay(upstream)
+        return StreamingResponse(
+            upstream.aiter_raw(),
+            media_type=FRAMES,
+            background=BackgroundTask(upstream.aclose),
+        )
+
+    return app
+
+
+async def _fetch_bundle(
+    manager_url: str,
+    digest: str,
+    request: Request,
+    transport: httpx.AsyncBaseTransport | None,
+) -> bytes:
+    """The function bundle from the manager, with the deploy token it gave us.
+
+    Not checked here: the Worker recomputes the function ID from these bytes.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_-]{43}", digest):
+        raise _Refused(problem(422, "spec.function is not an fs:// function ID"))
+    headers = {"authorization": request.headers["authorization"]}
+    try:
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=60.0) as client,
+            client.stream(
+                "GET", f"{manager_url}/v1/functions/{digest}", headers=headers
+            ) as response,
+        ):
+            if response.status_code != 200:
+                await response.aread()
+                raise _Refused(
+                    problem(
+                        502,
+                        f"the manager refused the function bundle: {response.status_code}",
+                    )
+                )
+            bundle = bytearray()
+            async for chunk in response.aiter_bytes():
+                bundle += chunk
+                if len(bundle) > MAX_BUNDLE:
+                    raise _Refused(problem(413, "function bundle too large"))
+            return bytes(bundle)
+    except httpx.TransportError as error:
+        raise _Refused(
+            problem(502, f"cannot reach the manager at {manager_url}: {error}")
+        ) from error

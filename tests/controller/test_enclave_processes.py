@@ -1,0 +1,166 @@
+"""The Attester and a Worker as real processes, admission relayed by a Controller.
+
+The relay is the Controller's own code (:mod:`cleanroom.controller.enclaves`); the
+tampering tests relay by hand and change exactly one thing, as a hostile
+Controller would, and expect the enclave to name the check that caught it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError
+from cleanroom.protocol.bundle import function_id, pack
+from cleanroom.protocol.encoding import b64u, from_b64u
+from tests.protocol.fixtures import SPEC_DOCUMENT
+
+T = TypeVar("T")
+
+
+def _spec_and_bundle(tmp_path: Path, name: str = "overlap") -> tuple[dict[str, Any], bytes]:
+    source = tmp_path / f"function-{name}"
+    source.mkdir()
+    (source / "handler.py").write_text(f"NAME = {name!r}\n\ndef run():\n    pass\n")
+    bundle = pack(source)
+    return {**SPEC_DOCUMENT, "name": name, "function": function_id(bundle)}, bundle
+
+
+def _with_host(tmp_path: Path, body: Callable[[EnclaveHost], Awaitable[T]]) -> T:
+    async def main() -> T:
+        host = EnclaveHost(tmp_path / "compute", allow_insecure_no_isolation=True)
+        await host.start()
+        try:
+            return await body(host)
+        finally:
+            await host.close()
+
+    return asyncio.run(main())
+
+
+def _worker(host: EnclaveHost, directory: Path, spec: dict[str, Any], bundle: bytes) -> Any:
+    directory.mkdir(parents=True)
+    (directory / "spec.json").write_text(json.dumps(spec))
+    (directory / "function.tar").write_bytes(bundle)
+    socket = host.data_dir / "sockets" / f"{directory.name}.sock"
+    return EnclaveProcess.start(
+        "Worker",
+        socket,
+        [
+            "-m", "cleanroom.enclave.worker_service", "--socket", str(socket),
+            "--platform-dir", str(host.platform_dir), "--room-dir", str(directory),
+            "--spec", str(directory / "spec.json"), "--bundle", str(directory / "function.tar"),
+            "--sandbox-uid", "61050", "--allow-insecure-no-isolation",
+        ],
+        directory / "worker.log",
+    )  # fmt: skip
+
+
+def test_deploy_admits_the_worker_and_the_attester_vouches_for_it(tmp_path: Path) -> None:
+    spec, bundle = _spec_and_bundle(tmp_path)
+
+    async def body(host: EnclaveHost) -> tuple[Any, Any]:
+        room = await host.deploy("overlap", json.dumps(spec).encode(), bundle)
+        evidence = await host.attest("overlap", b64u(bytes(32)))
+        state = await room.worker.call("GET", "/state")
+        return evidence, state
+
+    evidence, state = _with_host(tmp_path, body)
+    assert state["admitted"] is True and state["state"] == "collecting"
+    assert evidence["claims"]["worker"]["worker_id"] == state["worker_id"]
+    assert evidence["claims"]["nonce"] == b64u(bytes(32))
+    assert from_b64u(evidence["quote"], "quote")[:2] == b"\x03\x00"  # quote v3
+
+
+def test_a_swapped_bundle_is_refused_by_the_worker_itself(tmp_path: Path) -> None:
+    spec, _bundle = _spec_and_bundle(tmp_path)
+    _other_spec, other_bundle = _spec_and_bundle(tmp_path, "other")
+
+    async def body(host: EnclaveHost) -> None:
+        await host.deploy("overlap", json.dumps(spec).encode(), other_bundle)
+
+    with pytest.raises(EnclaveProcessError, match="function-id"):
+        _with_host(tmp_path, body)
+
+
+async def _relay_admission(
+    host: EnclaveHost, worker: EnclaveProcess, tamper: str
+) -> tuple[int, dict[str, Any]]:
+    """Relay admission as the Controller does, changing one thing; the refusal."""
+    assert host.attester is not None
+    await worker.wait_ready("/state", worker.socket.parent / "unused.log")
+    target = await host.attester.call("GET", "/target-info")
+    request = await worker.call("POST", "/admission/request", target)
+    if tamper == "report":
+        report = bytearray(from_b64u(request["report"], "report"))
+        report[64 + 320] ^= 1  # one bit of REPORTDATA
+        request["report"] = b64u(bytes(report))
+    elif tamper == "claims":
+        request["claims"]["work_id"] = b64u(bytes(32))
+    try:
+        admitted = await host.attester.call("POST", "/admit", request)
+    except EnclaveProcessError as error:
+        return error.status, error.body
+    answer = bytearray(from_b64u(admitted["report"], "report"))
+    if tamper == "answer":
+        answer[64 + 320] ^= 1
+    try:
+        await worker.call("POST", "/admission/complete", {"report": b64u(bytes(answer))})
+    except EnclaveProcessError as error:
+        return error.status, error.body
+    return 200, await worker.call("GET", "/state")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "check"),
+    [("report", "report-mac"), ("claims", "worker-report-data"), ("answer", "report-mac")],
+)
+def test_tampered_admission_is_refused(tmp_path: Path, tamper: str, check: str) -> None:
+    spec, bundle = _spec_and_bundle(tmp_path)
+
+    async def body(host: EnclaveHost) -> tuple[int, dict[str, Any]]:
+        worker = _worker(host, tmp_path / "room", spec, bundle)
+        try:
+            return await _relay_admission(host, worker, tamper)
+        finally:
+            await worker.stop()
+
+    status, problem = _with_host(tmp_path, body)
+    assert status == 400
+    assert problem["check"] == check
+
+
+def test_an_unadmitted_worker_serves_no_session(tmp_path: Path) -> None:
+    spec, bundle = _spec_and_bundle(tmp_path)
+
+    async def body(host: EnclaveHost) -> Any:
+        worker = _worker(host, tmp_path / "room", spec, bundle)
+        try:
+            await worker.wait_ready("/state", tmp_path / "room" / "worker.log")
+            return await worker.client.post("/sessions", json={"init": {}, "signature": ""})
+        finally:
+            await worker.stop()
+
+    response = _with_host(tmp_path, body)
+    assert response.status_code == 400
+    assert response.json()["check"] == "admitted"
+
+
+def test_the_controller_imports_nothing_that_holds_keys_or_plaintext() -> None:
+    import subprocess
+
+    probe = (
+        "import sys, cleanroom.controller, cleanroom.controller.enclaves;"
+        "bad = [m for m in sys.modules if m.startswith(("
+        "'cleanroom.enclave', 'cleanroom.client', 'cleanroom.tee',"
+        "'cleanroom.protocol.handshake', 'cleanroom.protocol.records'))];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
