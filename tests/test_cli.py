@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,8 +192,13 @@ def test_sim_commands_need_a_platform(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["sim", "export-root"]) == 2
 
 
-def test_demo_runs(vectors_dir: Path) -> None:
-    result = run("demo", "--vectors", str(vectors_dir))
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("✔ accepted") == 2
-    assert result.stdout.count("✔ rejected") >= 6
+def test_demo_runs_the_whole_flow() -> None:
+    result = run("demo", "--rows", "2000")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done in" in result.stdout
+    assert result.stdout.count("✓ refused") == 4
+    for seen, truth in re.findall(
+        r"overlap ([0-9,]+) customers \(truth ([0-9,]+)\)", result.stdout
+    ):
+        assert seen == truth
+    assert len(re.findall(r"receipt succeeded", result.stdout)) == 2

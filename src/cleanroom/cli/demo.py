@@ -1,178 +1,216 @@
-"""``cleanroom demo``: what exists so far, end to end, in a temporary directory.
+"""``cleanroom demo``: the whole flow, two organisations, on the embedded default.
 
-1. initialise a simulated SGX platform;
-2. measure the Attester image and mint a quote for it;
-3. verify that quote against the simulated root with a policy that expects the
-   Attester's measurement and the REPORTDATA it was given;
-4. verify the recorded real SGX quote against Intel's production root;
-5. show rejections with their reasons: the simulated quote against Intel's root,
-   a tampered quote, the wrong measurement, a DEBUG enclave.
+In a temporary directory it starts a management server and a compute server on
+free loopback ports (the compute server starts the Attester and the Worker as
+their own processes), creates two organisations' users, and walks through every
+step, saying what each one verified:
+
+1. Alice (acme) uploads ``examples/functions/overlap`` and deploys it with an
+   access file naming her and Bob (globex); her deploy pins its Work-ID;
+2. Bob fetches the spec and the function bytes, recomputes the function ID and
+   the Work-ID, and approves them;
+3. both attest the Worker (Phase 1) and upload generated customer lists through
+   signed sessions (Phase 2) as encrypted records;
+4. Alice runs it; each downloads their own output, checked against the signed run
+   receipt; a few things that must be refused are refused;
+5. the clean room is deleted, the servers stopped and the directory removed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
+import json
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cleanroom.attestation import (
-    Appraisal,
-    AttestationError,
-    AttestationPolicy,
-    TrustAnchor,
-    appraise_quote,
-    load_collateral,
-)
-from cleanroom.cli.common import stdout
-from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
-
-# The recorded real quote's collateral is valid at this instant (see the vectors' README).
-RECORDED_QUOTE_TIME = 1752919277
+import cleanroom
+from cleanroom.cli.common import EXIT_USAGE, fail, stdout
+from cleanroom.client.access import Access, build_spec
+from cleanroom.client.errors import ServerError
+from cleanroom.client.profile import Profile
+from cleanroom.client.review import review
+from cleanroom.client.rooms import CleanRoomClient
+from cleanroom.demodata import write_overlap_inputs
+from cleanroom.errors import CheckFailed
+from cleanroom.localstack import LocalStack
+from cleanroom.protocol.bundle import pack
 
 
-def _default_vectors() -> Path | None:
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "vectors"
-        if (parent / "pyproject.toml").exists() and candidate.is_dir():
-            return candidate
-    return None
+def _examples() -> Path:
+    """``examples/`` of the source tree this package runs from."""
+    return Path(cleanroom.__file__).resolve().parents[2] / "examples"
 
 
-def _expect_accept(title: str, run: Callable[[], Appraisal]) -> Appraisal:
-    appraisal = run()
-    facts = appraisal.quote.to_json()
-    stdout.print(f"[green]✔ accepted[/] {title}")
-    stdout.print(f"    TCB status {facts['status']}, advisories {facts['advisory_ids'] or 'none'}")
-    stdout.print(f"    MRENCLAVE {facts['mrenclave']}")
-    stdout.print(f"    MRSIGNER  {facts['mrsigner']}")
-    for check in appraisal.checks:
-        stdout.print(f"    ✔ {check.check}: {check.actual}")
-    return appraisal
+def _say(step: str, text: str) -> None:
+    stdout.print(f"[bold]{step}[/] {text}")
 
 
-def _expect_reject(title: str, run: Callable[[], object]) -> None:
-    try:
-        run()
-    except AttestationError as error:
-        stdout.print(f"[green]✔ rejected[/] {title}")
-        stdout.print(f"    {error.check}: {error.message}")
-        stdout.print(f"    expected {error.expected_text}", markup=False)
-        stdout.print(f"    actual   {error.actual_text}", markup=False)
-        return
-    raise RuntimeError(f"demo: {title} was accepted, but it must be rejected")
+def _ok(text: str) -> None:
+    stdout.print(f"    [green]✓[/] {text}")
+
+
+def _refused(what: str, error: CheckFailed | ServerError) -> None:
+    """A refusal the demo provoked: by the client itself, or relayed from the Worker."""
+    if isinstance(error, ServerError):
+        where, check, message = "the Worker", error.check, error.detail
+    else:
+        where, check, message = "the client", error.check, error.message
+    stdout.print(
+        f"    [green]✓ refused[/] {what}, by {where}: [dim]{check}[/] — {message}",
+        markup=True,
+        highlight=False,
+    )
+
+
+def _user(stack: LocalStack, root: Path, name: str, project: str) -> CleanRoomClient:
+    credentials = stack.add_client(project, name)
+    profile = Profile.create(
+        name,
+        root / f"home-{name}",
+        manager_url=stack.manager_url,
+        client_id=credentials.client_id,
+        client_secret=credentials.secret,
+        project=project,
+        simulator_root=stack.simulated_root_pem().encode(),
+    )
+    with profile.login() as manager:
+        manager.register_user_key(profile.user_key, credentials.client_id)
+    return CleanRoomClient(profile)
 
 
 def demo(
-    vectors: Annotated[
-        Path | None,
-        typer.Option(
-            help="Recorded SGX evidence [default: ../shared/vectors beside the source tree]."
-        ),
-    ] = None,
+    rows: Annotated[
+        int, typer.Option(help="Customers per party in the generated data.", min=10)
+    ] = 100_000,
+    k: Annotated[int, typer.Option(help="Suppress cross-tab cells below k customers.", min=1)] = 10,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary directory (its path is printed).")
+    ] = False,
 ) -> None:
-    """Run what exists so far: simulated platform, quotes, verification, rejections."""
-    now = int(time.time())
-    with tempfile.TemporaryDirectory(prefix="cleanroom-demo-") as temp:
-        stdout.rule("1. a simulated SGX platform (INSECURE: no hardware protection)")
-        platform = SimulatedPlatform.init(Path(temp) / "platform", now=now)
-        root = TrustAnchor.from_certificate(platform.root_certificate_der())
-        stdout.print(f"platform in {platform.directory}; root CA {root.fingerprint}")
+    """Run the whole clean-room flow for two organisations on this machine.
 
-        stdout.rule("2. measure the Attester and mint its quote")
-        attester = measure("attester")
-        stdout.print(f"Attester MRENCLAVE {attester.mr_enclave.hex()}")
-        stdout.print(f"Attester MRSIGNER  {attester.mr_signer.hex()}")
-        nonce = os.urandom(32)
-        report_data = hashlib.sha512(b"demo claims" + nonce).digest()
-        quote = platform.enclave(attester.identity()).quote(report_data)
-        collateral = load_collateral(platform.collateral_json(now=now))
-        stdout.print(f"quote: {len(quote)} bytes, REPORTDATA = SHA-512(claims)")
-
-        policy = AttestationPolicy(
-            mrenclaves=frozenset({attester.mr_enclave}),
-            mrsigner=attester.mr_signer,
-            isv_prod_id=attester.isv_prod_id,
-            min_isv_svn=attester.isv_svn,
-            report_data=report_data,
-        )
-
-        stdout.rule("3. verify it against the explicitly trusted simulated root")
-        _expect_accept(
-            "simulated Attester quote (trusting the simulated root)",
-            lambda: appraise_quote(quote, collateral, at=now, trust=root, policy=policy),
-        )
-
-        stdout.rule("4. verify the recorded real SGX quote against Intel's root")
-        vectors = vectors or _default_vectors()
-        recorded = vectors / "sgx-dcap-qvl" if vectors else None
-        if recorded and (recorded / "sgx_quote").exists():
-            real_quote = (recorded / "sgx_quote").read_bytes()
-            real_collateral = load_collateral((recorded / "sgx_quote_collateral.json").read_text())
-            real_policy = AttestationPolicy(
-                accepted_statuses=frozenset({"UpToDate", "ConfigurationAndSWHardeningNeeded"})
-            )
-            _expect_accept(
-                "recorded real quote at its collateral's time, accepting its TCB status",
-                lambda: appraise_quote(
-                    real_quote,
-                    real_collateral,
-                    at=RECORDED_QUOTE_TIME,
-                    trust=TrustAnchor.intel_production(),
-                    policy=real_policy,
-                ),
-            )
-            _expect_reject(
-                "recorded real quote under the default TCB policy",
-                lambda: appraise_quote(
-                    real_quote,
-                    real_collateral,
-                    at=RECORDED_QUOTE_TIME,
-                    trust=TrustAnchor.intel_production(),
-                    policy=AttestationPolicy(),
-                ),
-            )
-        else:
-            stdout.print("[yellow]skipped: recorded vectors not found (pass --vectors DIR)[/]")
-
-        stdout.rule("5. rejections")
-        _expect_reject(
-            "simulated quote against Intel's production root",
-            lambda: appraise_quote(
-                quote, collateral, at=now, trust=TrustAnchor.intel_production(), policy=policy
-            ),
-        )
-        tampered = bytearray(quote)
-        tampered[48 + 320] ^= 0x01  # one bit of REPORTDATA in the signed report body
-        _expect_reject(
-            "quote with one changed bit",
-            lambda: appraise_quote(bytes(tampered), collateral, at=now, trust=root, policy=policy),
-        )
-        worker = measure("worker")
-        worker_quote = platform.enclave(worker.identity()).quote(report_data)
-        _expect_reject(
-            "a Worker's quote offered as the Attester's",
-            lambda: appraise_quote(worker_quote, collateral, at=now, trust=root, policy=policy),
-        )
-        debug_quote = platform.enclave(attester.identity(debug=True)).quote(report_data)
-        _expect_reject(
-            "the Attester running as a DEBUG enclave",
-            lambda: appraise_quote(debug_quote, collateral, at=now, trust=root, policy=policy),
-        )
-        _expect_reject(
-            "the simulated quote 31 days later (collateral expired)",
-            lambda: appraise_quote(
-                quote, collateral, at=now + 31 * 86400, trust=root, policy=policy
-            ),
-        )
-    stdout.rule("done")
+    Starts a manager and a compute server (simulated SGX) on free loopback ports in
+    a temporary directory, and shows what every step verified. INSECURE by design:
+    the simulated TEE protects nothing; it shows the protocol, not the hardware.
+    """
+    function_dir = _examples() / "functions" / "overlap"
+    if not (function_dir / "handler.py").is_file():
+        fail(f"the overlap example is missing: {function_dir}", EXIT_USAGE)
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="cleanroom-demo-"))
     stdout.print(
-        "Next: the full clean room flow (management server, Controller, Attester, Worker)."
+        "[bold red]Simulated SGX: insecure by design; both users trust the simulator's root "
+        "explicitly.[/]"
     )
+    try:
+        with LocalStack(root / "servers") as stack:
+            _flow(stack, root, function_dir, rows, k)
+    except (CheckFailed, ServerError) as error:
+        fail(f"demo stopped: {error}")
+    finally:
+        if keep:
+            stdout.print(f"kept {root}", markup=False)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    stdout.print(f"[bold green]done[/] in {time.monotonic() - started:.1f} s")
+
+
+def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) -> None:
+    _say("servers", f"manager {stack.manager_url}, compute server {stack.compute_url}")
+    stack.add_project("acme")
+    stack.add_project("globex")
+    alice = _user(stack, root, "alice", "acme")
+    bob = _user(stack, root, "bob", "globex")
+    _ok(f"alice (acme) user_id {alice.profile.user_id}")
+    _ok(f"bob (globex) user_id {bob.profile.user_id}")
+
+    _say("1. upload + deploy", "alice packs examples/functions/overlap and deploys it")
+    function_id = alice.manager.upload_function(pack(function_dir)).function_id
+    _ok(f"function {function_id} (the manager recomputed the content hash)")
+    access = Access(
+        inputs={"input_1": alice.profile.user_id, "input_2": bob.profile.user_id},
+        outputs={"output_1": alice.profile.user_id, "output_2": bob.profile.user_id},
+    )
+    spec = build_spec(
+        name="overlap",
+        function_id=function_id,
+        handler="handler.run",
+        access=access,
+        deployer_user_id=alice.profile.user_id,
+        memory_mib=1024,
+        timeout_s=300,
+        parameters={"k": k},
+    )
+    room = alice.manager.deploy(spec)
+    alice.profile.approve("overlap", spec.work_id, function_id)
+    _ok(f"clean room overlap on {room.compute_url}: Worker admitted by local attestation")
+    _ok(f"alice pinned Work-ID {spec.work_id}")
+
+    _say("2. review + approve", "bob fetches the spec and the function bytes")
+    try:
+        bob.upload("overlap", "input_2", function_dir)
+    except (CheckFailed, ServerError) as error:
+        _refused("bob's upload before he approved", error)
+    fetched = bob.manager.room("overlap")
+    reviewed = review(fetched, bob.manager.download_function(fetched.function))
+    bob.profile.approve("overlap", reviewed.work_id, reviewed.function_id)
+    _ok(f"function ID recomputed from {len(reviewed.files)} files: {reviewed.function_id}")
+    _ok(f"Work-ID recomputed from the spec and pinned: {reviewed.work_id}")
+
+    _say("3. attest", "each party runs Phase 1 against its own policy")
+    for name, client in (("alice", alice), ("bob", bob)):
+        attestation = client.attest("overlap")
+        checks = ", ".join(check.check for check in attestation.checks)
+        _ok(f"{name}: {len(attestation.checks)} checks passed ({checks})")
+
+    _say("4. upload", f"generated customer lists, {rows:,} rows each")
+    truth = write_overlap_inputs(root / "data-alice", root / "data-bob", rows, seed=7)
+    for name, client, input_id in (("alice", alice, "input_1"), ("bob", bob, "input_2")):
+        source = root / f"data-{name}"
+        uploaded = client.upload("overlap", input_id, source)
+        _ok(
+            f"{name} → {input_id}: {uploaded.bytes:,} bytes as encrypted records, "
+            f"manifest {uploaded.sha256[:16]}…"
+        )
+    try:
+        bob.upload("overlap", "input_1", root / "data-bob")
+    except (CheckFailed, ServerError) as error:
+        _refused("bob uploading alice's input", error)
+
+    _say("5. run", "alice starts the run (she is the only runner)")
+    try:
+        bob.run("overlap")
+    except (CheckFailed, ServerError) as error:
+        _refused("bob starting the run", error)
+    state = alice.run("overlap", wait=True, poll_s=0.2)
+    if state != "done":
+        fail(f"the run ended {state}")
+    _ok("the function ran confined: no network, its own user, inputs read-only")
+
+    _say("6. download + receipt", "each party reads only its own output")
+    for name, client, output_id in (("alice", alice, "output_1"), ("bob", bob, "output_2")):
+        result = client.download("overlap", output_id, root / f"result-{name}")
+        receipt = result.receipt.receipt
+        outcome = json.loads((result.directory / "result.json").read_text())
+        _ok(
+            f"{name} ← {output_id}: receipt {receipt['status']}, signed by the attested "
+            f"Worker; manifest {result.sha256[:16]}… matches it"
+        )
+        _ok(
+            f"{name} sees: overlap {outcome['overlap']:,} customers "
+            f"(truth {truth.overlap:,}); {len(outcome['crosstab'])} cells released, "
+            f"{outcome['suppressed']['cells']} cells / {outcome['suppressed']['customers']} "
+            f"customers suppressed below k={k}"
+        )
+    try:
+        bob.download("overlap", "output_1", root / "stolen")
+    except (CheckFailed, ServerError) as error:
+        _refused("bob reading alice's output", error)
+
+    _say("7. delete", "the Worker erases its keys and workspace")
+    alice.delete("overlap")
+    _ok("deleted")

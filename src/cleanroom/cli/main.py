@@ -10,8 +10,15 @@ import typer
 from typer.exceptions import TyperException
 
 from cleanroom import __version__
-from cleanroom.cli import demo, sim, verify
-from cleanroom.cli.common import EXIT_CODES_HELP, EXIT_REJECTED, EXIT_USAGE, CliError, stderr
+from cleanroom.cli import admin, demo, room, server, sim, user, verify
+from cleanroom.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    CliError,
+    set_profile_name,
+    stderr,
+)
 
 app = typer.Typer(
     name="cleanroom",
@@ -39,14 +46,38 @@ def _global(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="Your profile (user key, trust policy, approvals); default: "
+            "$CLEANROOM_PROFILE, else 'default'.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     _state["debug"] = debug
+    set_profile_name(profile)
 
 
 app.add_typer(sim.app, name="sim")
+app.add_typer(admin.app, name="admin")
+app.add_typer(server.app, name="server")
 app.command("verify-quote")(verify.verify_quote)
 app.command("measure")(verify.measure_command)
 app.command("demo")(demo.demo)
+app.command("configure")(user.configure)
+app.command("whoami")(user.whoami)
+app.command("login")(user.login)
+app.add_typer(user.function_app, name="function")
+app.command("deploy")(user.deploy)
+app.command("inspect")(user.inspect)
+app.command("approve")(user.approve)
+app.command("attest")(room.attest)
+app.add_typer(room.data_app, name="data")
+app.command("run")(room.run)
+app.command("receipt")(room.receipt)
+app.command("delete")(room.delete)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,9 +22,9 @@ import dcap_qvl
 
 from cleanroom.attestation import (
     Appraisal,
-    CheckResult,
     AttestationError,
     AttestationPolicy,
+    CheckResult,
     PolicyError,
     TrustAnchor,
     appraise_quote,

@@ -1,0 +1,158 @@
+"""The wire client of a compute server's Controller (docs/api.md, "Controller").
+
+Everything it returns came through the untrusted Controller: callers check it
+(:mod:`cleanroom.client.phase1` for evidence, the handshake for the Worker's
+answer, the record layer for data). Use :class:`cleanroom.client.CleanRoomClient`
+for the whole flow; this class only moves messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from cleanroom.client.errors import ServerError
+from cleanroom.protocol.encoding import b64u, from_b64u
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.framing import MEDIA_TYPE, decode_frames, encode_frames
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """The Attester's answer as relayed: not yet checked."""
+
+    claims: Any
+    quote: bytes
+    collateral: str
+
+
+def _object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError as error:
+        raise MessageFormatError(what, "a JSON object", "not JSON", "bad answer") from error
+    if not isinstance(document, dict):
+        raise MessageFormatError(what, "a JSON object", type(document).__name__, "bad answer")
+    return document
+
+
+def _text(document: dict[str, Any], name: str, what: str) -> str:
+    value = document.get(name)
+    if not isinstance(value, str):
+        raise MessageFormatError(what, f"a text field {name!r}", sorted(document), "bad answer")
+    return value
+
+
+class ComputeClient:
+    """Talks to one Controller on behalf of one user (a bearer token from the manager)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            headers={"authorization": f"Bearer {token}"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ComputeClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ServerError.unreachable("compute server", self.base_url, error) from error
+        if response.status_code >= 400:
+            raise ServerError.from_response(response, "compute server")
+        return response
+
+    def state(self, name: str) -> dict[str, Any]:
+        """The Worker's state as the Controller reports it (informational only)."""
+        return _object(self._request("GET", f"/v1/rooms/{name}"), "room-state")
+
+    def attestation(self, name: str, nonce: bytes) -> Evidence:
+        """Phase 1 evidence for ``name``'s Worker, bound to ``nonce``."""
+        document = _object(
+            self._request("POST", f"/v1/rooms/{name}/attestation", json={"nonce": b64u(nonce)}),
+            "evidence",
+        )
+        return Evidence(
+            claims=document.get("claims"),
+            quote=from_b64u(_text(document, "quote", "evidence"), "quote"),
+            collateral=_text(document, "collateral", "evidence"),
+        )
+
+    def open_session(self, name: str, init: dict[str, Any], signature: bytes) -> tuple[Any, bytes]:
+        """Phase 2: send the signed init; the Worker's (unchecked) resp and signature."""
+        document = _object(
+            self._request(
+                "POST",
+                f"/v1/rooms/{name}/sessions",
+                json={"init": init, "signature": b64u(signature)},
+            ),
+            "handshake-resp",
+        )
+        signature_text = _text(document, "signature", "handshake-resp")
+        return document.get("resp"), from_b64u(signature_text, "resp signature")
+
+    def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> dict[str, Any]:
+        """Stream record frames into the Worker; its (unchecked) acknowledgement."""
+        response = self._request(
+            "POST",
+            f"/v1/rooms/{name}/sessions/{session_id}/upload",
+            content=encode_frames(frames),
+            headers={"content-type": MEDIA_TYPE},
+            timeout=httpx.Timeout(60.0, read=None, write=None),
+        )
+        return _object(response, "upload")
+
+    def run(self, name: str, session_id: str) -> dict[str, Any]:
+        return _object(self._request("POST", f"/v1/rooms/{name}/sessions/{session_id}/run"), "run")
+
+    def download(self, name: str, session_id: str) -> Iterator[bytes]:
+        """The record frames of an output, as they arrive."""
+        request = self._client.build_request(
+            "POST",
+            f"/v1/rooms/{name}/sessions/{session_id}/download",
+            timeout=httpx.Timeout(60.0, read=None),
+        )
+        try:
+            response = self._client.send(request, stream=True)
+        except httpx.HTTPError as error:
+            raise ServerError.unreachable("compute server", self.base_url, error) from error
+        try:
+            if response.status_code >= 400:
+                response.read()
+                raise ServerError.from_response(response, "compute server")
+            try:
+                yield from decode_frames(response.iter_raw(CHUNK))
+            except httpx.HTTPError as error:
+                raise ServerError.unreachable("compute server", self.base_url, error) from error
+        finally:
+            response.close()
+
+    def receipt(self, name: str) -> tuple[Any, bytes]:
+        """The signed run receipt as relayed: (receipt, signature), not yet checked."""
+        document = _object(self._request("GET", f"/v1/rooms/{name}/receipt"), "receipt")
+        return document.get("receipt"), from_b64u(
+            _text(document, "signature", "receipt"), "receipt signature"
+        )

@@ -1,0 +1,474 @@
+"""The user's side of a clean room's data plane: attest, upload, run, download, receipt.
+
+Every operation starts from what the user approved: the room's spec is fetched
+from the (untrusted) manager, its Work-ID recomputed and compared with the Work-ID
+the user pinned with ``approve``; then Phase 1 checks the Attester's evidence for
+that Work-ID, and Phase 2 opens a session with the attested Worker for exactly
+one purpose. Nothing the manager or the Controller says is believed unchecked.
+
+    from cleanroom.client import CleanRoomClient, Profile
+
+    client = CleanRoomClient(Profile.load("alice"))
+    client.upload("overlap", "input_1", Path("data/alice"))
+    client.run("overlap", wait=True)
+    result = client.download("overlap", "output_1", Path("results"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cleanroom.attestation import CheckResult, load_collateral
+from cleanroom.client.compute import ComputeClient
+from cleanroom.client.manager import ManagerClient, Room
+from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
+from cleanroom.client.profile import Profile
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import MessageFormatError, RecordError
+from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
+from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.receipt import verify_receipt
+from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
+from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
+
+UPLOAD_MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
+OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
+MANIFEST_NAME = ".manifest"
+UPLOADS_FILE = "uploads.json"
+
+Progress = Callable[[int], None]
+
+
+class TransferError(CheckFailed):
+    """Data that arrived does not match what the attested Worker signed for."""
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A Worker that passed Phase 1 for the clean room the user approved."""
+
+    room: Room
+    spec: WorkSpec
+    worker: AttestedWorker
+    simulated: bool  # the profile trusts a simulated root: this protects nothing
+
+    @property
+    def checks(self) -> tuple[CheckResult, ...]:
+        return self.worker.checks
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    input_id: str
+    sha256: str  # SHA-256(JCS(manifest)) hex: what the receipt must record
+    files: dict[str, int]  # relative path -> size
+    bytes: int
+
+
+@dataclass(frozen=True)
+class VerifiedReceipt:
+    receipt: dict[str, Any]
+    attestation: Attestation
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    output_id: str
+    directory: Path
+    files: dict[str, int]
+    sha256: str
+    receipt: VerifiedReceipt
+
+
+@dataclass
+class _Upload:
+    """Frames of one input: each file in records of at most 1 MiB, then the manifest."""
+
+    keys: SessionKeys
+    input_id: str
+    files: list[tuple[str, Path]]
+    progress: Progress | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    sent: int = 0
+
+    def frames(self) -> Iterator[bytes]:
+        sender = RecordSender(self.keys.client_to_worker, self.keys.session_id)
+        listed: dict[str, dict[str, Any]] = {}
+        for relative, path in self.files:
+            digest, size = hashlib.sha256(), 0
+            with path.open("rb") as handle:
+                chunk = handle.read(MAX_PLAINTEXT)
+                while True:
+                    following = handle.read(MAX_PLAINTEXT) if chunk else b""
+                    digest.update(chunk)
+                    size += len(chunk)
+                    yield sender.seal(f"{self.input_id}/{relative}", chunk, final=not following)
+                    self._advance(len(chunk))
+                    if not following:
+                        break
+                    chunk = following
+            listed[relative] = {"size": size, "sha256": digest.hexdigest()}
+        self.manifest = {"type": UPLOAD_MANIFEST_TYPE, "input": self.input_id, "files": listed}
+        yield sender.seal(f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True)
+
+    def _advance(self, count: int) -> None:
+        self.sent += count
+        if self.progress is not None:
+            self.progress(count)
+
+
+def _input_files(source: Path) -> list[tuple[str, Path]]:
+    """The regular files under ``source``, sorted; links and special files are refused."""
+    if not source.is_dir():
+        raise MessageFormatError("input-directory", "a directory", str(source), "not a directory")
+    files: list[tuple[str, Path]] = []
+    for path in sorted(source.rglob("*")):
+        relative = path.relative_to(source).as_posix()
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise MessageFormatError(
+                "input-file", "regular files and directories", relative, "links are not uploaded"
+            )
+        if path.is_file():
+            files.append((relative, path))
+    if not files:
+        raise MessageFormatError("input-directory", "at least one file", str(source), "empty")
+    return files
+
+
+def _safe_relative(output_id: str, name: str) -> PurePosixPath:
+    prefix = output_id + "/"
+    relative = name.removeprefix(prefix)
+    path = PurePosixPath(relative)
+    if (
+        not name.startswith(prefix)
+        or not relative
+        or path.is_absolute()
+        or "\\" in relative
+        or "\x00" in relative
+        or any(part in ("", ".", "..") for part in relative.split("/"))
+    ):
+        raise TransferError("output-path", f"{prefix}<relative path>", name, "unsafe output path")
+    return path
+
+
+class CleanRoomClient:
+    """The whole flow for one user (one :class:`Profile`); see the module docstring."""
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        clock: Callable[[], float] = time.time,
+        compute_transport: Any = None,
+    ) -> None:
+        self.profile = profile
+        self._clock = clock
+        self._compute_transport = compute_transport
+        self._manager: ManagerClient | None = None
+
+    @property
+    def manager(self) -> ManagerClient:
+        """The management server, logged in with the profile's credentials."""
+        if self._manager is None:
+            self._manager = self.profile.manager()
+        return self._manager
+
+    def _compute(self, room: Room) -> ComputeClient:
+        return ComputeClient(
+            room.compute_url,
+            token=self.profile.access_token(),
+            transport=self._compute_transport,
+        )
+
+    # -------------------------------------------------------------- approval
+
+    def approved(self, name: str) -> tuple[Room, WorkSpec]:
+        """The room and its spec, refused unless its recomputed Work-ID is the pinned one."""
+        room = self.manager.room(name)
+        spec = WorkSpec.parse(room.spec)
+        self.profile.require_approval(name, spec.work_id)
+        return room, spec
+
+    # -------------------------------------------------------------- Phase 1
+
+    def attest(self, name: str) -> Attestation:
+        """Phase 1 for the Worker of ``name``: every check of docs/protocol.md, or raise."""
+        room, spec = self.approved(name)
+        with self._compute(room) as compute:
+            return self._attest(compute, room, spec)
+
+    def _attest(self, compute: ComputeClient, room: Room, spec: WorkSpec) -> Attestation:
+        nonce = secrets.token_bytes(32)
+        evidence = compute.attestation(room.name, nonce)
+        worker = verify_attester_evidence(
+            claims=evidence.claims,
+            quote=evidence.quote,
+            collateral=load_collateral(evidence.collateral),
+            nonce=nonce,
+            approved_work_id=spec.work_id,
+            expected_worker_mrenclaves=self.profile.expected_worker_mrenclaves,
+            attester_policy=self.profile.attestation_policy(),
+            trust=self.profile.trust_anchor(),
+            at=int(self._clock()),
+        )
+        return Attestation(room, spec, worker, simulated=self.profile.simulated)
+
+    # -------------------------------------------------------------- Phase 2
+
+    def _session(
+        self,
+        compute: ComputeClient,
+        attestation: Attestation,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> SessionKeys:
+        worker = attestation.worker
+        handshake = ClientHandshake(
+            user_key=self.profile.user_key,
+            work_id=worker.work_id,
+            worker_id=worker.worker_id,
+            worker_key=load_spki(worker.worker_key_spki, "worker_key"),
+            quote_sha256=worker.quote_sha256,
+            purpose=purpose,
+        )
+        resp, signature = compute.open_session(
+            attestation.room.name, handshake.init, handshake.init_signature
+        )
+        return handshake.finish(resp, signature)
+
+    # ------------------------------------------------------------------ data
+
+    def upload(
+        self, name: str, input_id: str, source: Path, *, progress: Progress | None = None
+    ) -> UploadResult:
+        """Encrypt every file under ``source`` to the attested Worker as ``input_id``."""
+        room, spec = self.approved(name)
+        files = _input_files(source)
+        with self._compute(room) as compute:
+            attestation = self._attest(compute, room, spec)
+            keys = self._session(compute, attestation, UploadPurpose(op="upload", input=input_id))
+            upload = _Upload(keys, input_id, files, progress)
+            answer = compute.upload(room.name, keys.session_id, upload.frames())
+        digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
+        if answer.get("sha256") != digest or answer.get("input") != input_id:
+            raise TransferError(
+                "upload-ack",
+                {"input": input_id, "sha256": digest},
+                answer,
+                "the Worker acknowledged other data",
+            )
+        self._remember_upload(name, spec.work_id, input_id, digest)
+        sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
+        return UploadResult(input_id, digest, sizes, upload.sent)
+
+    def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> str:
+        """Start the run (only a runner may); with ``wait``, until it ended."""
+        room, spec = self.approved(name)
+        with self._compute(room) as compute:
+            attestation = self._attest(compute, room, spec)
+            keys = self._session(compute, attestation, RunPurpose(op="run"))
+            state = str(compute.run(room.name, keys.session_id).get("state"))
+            while wait and state in ("collecting", "running"):
+                time.sleep(poll_s)
+                state = str(compute.state(room.name).get("state"))
+        return state
+
+    def state(self, name: str) -> dict[str, Any]:
+        """The Worker's state as the Controller reports it (informational, unverified)."""
+        room = self.manager.room(name)
+        with self._compute(room) as compute:
+            return compute.state(room.name)
+
+    def receipt(self, name: str) -> VerifiedReceipt:
+        """The run receipt, signed by the Worker that Phase 1 just attested again."""
+        room, spec = self.approved(name)
+        with self._compute(room) as compute:
+            attestation = self._attest(compute, room, spec)
+            return self._receipt(compute, attestation)
+
+    def _receipt(self, compute: ComputeClient, attestation: Attestation) -> VerifiedReceipt:
+        receipt, signature = compute.receipt(attestation.room.name)
+        verified = verify_receipt(
+            receipt,
+            signature,
+            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+            spec=attestation.spec,
+            own_inputs=self._own_uploads(attestation.room.name, attestation.spec.work_id),
+        )
+        return VerifiedReceipt(verified, attestation)
+
+    def download(
+        self, name: str, output_id: str, target: Path, *, progress: Progress | None = None
+    ) -> DownloadResult:
+        """Decrypt ``output_id`` into ``target`` (new or empty), checked against the receipt."""
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise MessageFormatError(
+                "output-directory", "a new or empty directory", str(target), "not empty"
+            )
+        room, spec = self.approved(name)
+        with self._compute(room) as compute:
+            attestation = self._attest(compute, room, spec)
+            receipt = self._receipt(compute, attestation)
+            keys = self._session(
+                compute, attestation, DownloadPurpose(op="download", output=output_id)
+            )
+            partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
+            partial.mkdir(mode=0o700, parents=True)
+            try:
+                files, manifest = self._receive(
+                    compute.download(room.name, keys.session_id), keys, output_id, partial,
+                    progress,
+                )  # fmt: skip
+                digest = self._check_output(receipt, output_id, manifest, files)
+                if target.exists():
+                    target.rmdir()
+                partial.rename(target)
+            except BaseException:
+                _remove_tree(partial)
+                raise
+        sizes = {name: entry["size"] for name, entry in files.items()}
+        return DownloadResult(output_id, target, sizes, digest, receipt)
+
+    def _receive(
+        self,
+        frames: Iterator[bytes],
+        keys: SessionKeys,
+        output_id: str,
+        directory: Path,
+        progress: Progress | None,
+    ) -> tuple[dict[str, dict[str, Any]], bytes]:
+        """Decrypt the frames into ``directory``: {path: {size, sha256}} and the manifest."""
+        receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+        manifest = b""
+        sizes: dict[str, int] = {}
+        digests: dict[str, Any] = {}
+        handles: dict[str, Any] = {}
+        try:
+            for frame in frames:
+                name, _index, final, data = receiver.open(frame)
+                if name == f"{output_id}/{MANIFEST_NAME}":
+                    manifest += data
+                    continue
+                if manifest:
+                    raise TransferError(
+                        "output-order", "the manifest last", name, "data after the manifest"
+                    )
+                relative = _safe_relative(output_id, name)
+                key = relative.as_posix()
+                handle = handles.get(key)
+                if handle is None:
+                    path = directory.joinpath(*relative.parts)
+                    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                    handle = handles[key] = path.open("xb")
+                    sizes[key] = 0
+                    digests[key] = hashlib.sha256()
+                handle.write(data)
+                digests[key].update(data)
+                sizes[key] += len(data)
+                if progress is not None:
+                    progress(len(data))
+                if final:
+                    handle.close()
+            receiver.close()
+        finally:
+            for handle in handles.values():
+                handle.close()
+        if not receiver.finished(f"{output_id}/{MANIFEST_NAME}"):
+            raise RecordError(
+                "record-truncated", "an output manifest", "none", "the download was cut"
+            )
+        files = {k: {"size": sizes[k], "sha256": digests[k].hexdigest()} for k in sizes}
+        return files, manifest
+
+    def _check_output(
+        self,
+        receipt: VerifiedReceipt,
+        output_id: str,
+        manifest_bytes: bytes,
+        files: dict[str, dict[str, Any]],
+    ) -> str:
+        """The manifest is the one the receipt signed, and the files are the manifest's."""
+        digest = hashlib.sha256(manifest_bytes).hexdigest()
+        recorded = receipt.receipt["outputs"][output_id]["sha256"]
+        if digest != recorded:
+            raise TransferError(
+                "output-digest", recorded, digest, "the output is not what the receipt signed"
+            )
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError as error:
+            raise TransferError("output-manifest", "JSON", "not JSON", str(error)) from error
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("type") != OUTPUT_MANIFEST_TYPE
+            or manifest.get("output") != output_id
+        ):
+            raise TransferError("output-manifest", OUTPUT_MANIFEST_TYPE, manifest, "bad manifest")
+        listed = manifest["files"]
+        if not isinstance(listed, dict) or set(listed) != set(files):
+            raise TransferError("output-files", sorted(listed), sorted(files), "files differ")
+        for name, entry in files.items():
+            if listed[name] != entry:
+                raise TransferError("output-file", listed[name], entry, f"{name} differs")
+        return digest
+
+    # --------------------------------------------------------------- delete
+
+    def delete(self, name: str) -> Room:
+        """Ask the manager to delete the clean room (its Worker erases keys and data)."""
+        return self.manager.delete(name)
+
+    # ------------------------------------------------------- local records
+
+    def _uploads_path(self) -> Path:
+        return self.profile.directory / UPLOADS_FILE
+
+    def _records(self) -> dict[str, Any]:
+        try:
+            records = json.loads(self._uploads_path().read_text())
+        except FileNotFoundError:
+            return {}
+        return records if isinstance(records, dict) else {}
+
+    def _remember_upload(self, name: str, work_id: str, input_id: str, digest: str) -> None:
+        records = self._records()
+        entry = records.setdefault(name, {})
+        if entry.get("work_id") != work_id:
+            entry.clear()
+            entry["work_id"] = work_id
+            entry["inputs"] = {}
+        entry["inputs"][input_id] = digest
+        path = self._uploads_path()
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
+        os.replace(temporary, path)
+
+    def _own_uploads(self, name: str, work_id: str) -> dict[str, str]:
+        entry = self._records().get(name, {})
+        if entry.get("work_id") != work_id:
+            return {}
+        inputs = entry.get("inputs", {})
+        return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _remove_tree(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+__all__ = [
+    "Attestation",
+    "CleanRoomClient",
+    "DownloadResult",
+    "TransferError",
+    "UploadResult",
+    "VerifiedReceipt",
+]

@@ -1,0 +1,169 @@
+"""A whole deployment on loopback: a management server and a compute server, each
+its own process (the compute server starts the Attester and its Workers).
+
+Used by ``cleanroom demo`` and by the end-to-end tests. Everything lives in one
+directory; :meth:`LocalStack.close` stops every process it started.
+
+    with LocalStack(Path(tmp)) as stack:
+        alice = stack.add_client("acme")
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from cleanroom.manager.admin import NewClient, add_server, create_client, create_project
+from cleanroom.manager.database import open_database
+from cleanroom.manager.settings import default_database_url
+from cleanroom.tee.simulated import SimulatedPlatform
+
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A TCP port that was free on loopback a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class StackError(Exception):
+    """A server of the local deployment did not start."""
+
+
+@dataclass
+class _Server:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_healthy(self, path: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise StackError(f"the {self.name} exited: {self.tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + path, timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise StackError(f"the {self.name} did not answer in {START_TIMEOUT_S} s: {self.tail()}")
+
+    def tail(self, lines: int = 5) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:]) or "no output"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _start(name: str, argv: list[str], url: str, log: Path) -> _Server:
+    with log.open("ab") as handle:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "cleanroom.cli.main", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=handle,
+            start_new_session=True,
+        )
+    return _Server(name, url, process, log)
+
+
+class LocalStack:
+    """A manager and one compute server on free loopback ports under ``directory``."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        allow_insecure_no_isolation: bool = False,
+        advertise_url: str | None = None,
+    ) -> None:
+        """``advertise_url``: the compute server's URL as registered at the manager
+        (default: its own); tests put a tampering proxy there."""
+        self.directory = directory
+        self.manager_dir = directory / "manager"
+        self.compute_dir = directory / "compute"
+        self.allow_insecure_no_isolation = allow_insecure_no_isolation
+        self.manager_url = f"http://127.0.0.1:{free_port()}"
+        self.compute_url = f"http://127.0.0.1:{free_port()}"
+        self.advertise_url = advertise_url or self.compute_url
+        self._servers: list[_Server] = []
+        self._database = open_database(default_database_url(self.manager_dir))
+
+    def start(self) -> LocalStack:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        manager_port = self.manager_url.rsplit(":", 1)[1]
+        compute_port = self.compute_url.rsplit(":", 1)[1]
+        manager = _start(
+            "management server",
+            ["server", "manager", "--port", manager_port, "--data-dir", str(self.manager_dir)],
+            self.manager_url,
+            self.directory / "manager.log",
+        )
+        self._servers.append(manager)
+        compute_argv = [
+            "server", "compute", "--port", compute_port, "--data-dir", str(self.compute_dir),
+            "--manager-url", self.manager_url, "--public-url", self.compute_url,
+        ]  # fmt: skip
+        if self.allow_insecure_no_isolation:
+            compute_argv.append("--allow-insecure-no-isolation")
+        compute = _start(
+            "compute server", compute_argv, self.compute_url, self.directory / "compute.log"
+        )
+        self._servers.append(compute)
+        manager.wait_healthy("/.well-known/jwks.json")
+        compute.wait_healthy("/v1/health")
+        with self._database() as session:
+            add_server(session, self.advertise_url, "local")
+        return self
+
+    def add_project(self, name: str) -> None:
+        with self._database() as session:
+            create_project(session, name)
+
+    def add_client(self, project: str, name: str | None = None) -> NewClient:
+        with self._database() as session:
+            return create_client(session, project, name)
+
+    def simulated_root_pem(self) -> str:
+        """The compute server's simulated root CA: what a user must choose to trust."""
+        return SimulatedPlatform.load(
+            self.compute_dir / "simulated-platform"
+        ).root_certificate_pem()
+
+    def close(self) -> None:
+        for server in reversed(self._servers):
+            server.stop()
+        self._servers.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _error: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.close()

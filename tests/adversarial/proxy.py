@@ -1,0 +1,101 @@
+"""A hostile network in front of the Controller: a real HTTP proxy on loopback that
+can change, replay, reorder, drop, duplicate, truncate or redirect any message.
+
+The manager registers the proxy's URL as the compute server, so deploys from the
+manager and every client call pass through it, exactly as they would pass
+through a compromised Controller.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cleanroom.localstack import free_port
+
+FORWARDED_HEADERS = ("authorization", "content-type")
+
+
+@dataclass
+class Message:
+    """One request (and, after forwarding, its response) as the proxy sees it."""
+
+    method: str
+    path: str
+    body: bytes
+    status: int = 0
+    response: bytes = b""
+    content_type: str = "application/json"
+
+
+RequestHook = Callable[[Message], None]
+ResponseHook = Callable[[Message], None]
+
+
+@dataclass
+class TamperingProxy:
+    upstream: str
+    port: int = field(default_factory=free_port)
+    on_request: RequestHook | None = None
+    on_response: ResponseHook | None = None
+    seen: list[Message] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        self.on_request = self.on_response = None
+        self.seen.clear()
+
+    def paths(self, suffix: str) -> list[str]:
+        return [m.path for m in self.seen if m.path.endswith(suffix)]
+
+    async def _forward(self, request: Request) -> Response:
+        message = Message(request.method, request.url.path, await request.body())
+        if self.on_request is not None:
+            self.on_request(message)
+        self.seen.append(message)
+        headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
+        async with httpx.AsyncClient(timeout=120.0) as client:
+            answer = await client.request(
+                message.method, self.upstream + message.path, content=message.body, headers=headers
+            )
+        message.status, message.response = answer.status_code, answer.content
+        message.content_type = answer.headers.get("content-type", "application/json")
+        if self.on_response is not None:
+            self.on_response(message)
+        return Response(message.response, message.status, media_type=message.content_type)
+
+    def start(self) -> None:
+        app = Starlette(
+            routes=[
+                Route(
+                    "/{path:path}",
+                    self._forward,
+                    methods=["GET", "POST", "PUT", "DELETE"],
+                )
+            ]
+        )
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the tampering proxy did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)

@@ -1,0 +1,339 @@
+"""A hostile Controller (a tampering proxy in front of it) against real processes.
+
+Each test changes exactly one thing the Controller relays and expects the client
+or the enclave to refuse with the specific check — and, where data is at stake,
+that nothing was sent or accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cleanroom.attestation import AttestationError
+from cleanroom.client.errors import ServerError
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import b64u, from_b64u
+from cleanroom.protocol.framing import decode_frames, encode_frames
+from tests.adversarial.proxy import Message, TamperingProxy
+from tests.e2e.conftest import User
+from tests.e2e.helpers import HANDLER, approve, deploy, write
+
+Frames = list[bytes]
+
+
+@pytest.fixture
+def room(
+    request: pytest.FixtureRequest, alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy
+) -> Iterator[str]:
+    """A fresh clean room for Alice and Bob, approved by both, deleted afterwards."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
+    deploy(alice, bob, tmp_path, name)
+    approve(bob, name)
+    yield name
+    proxy.reset()
+    alice.client.delete(name)
+
+
+def refused(action: Callable[[], object], check: str) -> CheckFailed | ServerError:
+    """Run ``action``; it must be refused by the named check (client- or enclave-side)."""
+    with pytest.raises((CheckFailed, ServerError)) as caught:
+        action()
+    error = caught.value
+    assert error.check == check, f"refused by {error.check!r}, not {check!r}: {error}"
+    return error
+
+
+def on_path(suffix: str, change: Callable[[Message], None]) -> Callable[[Message], None]:
+    def hook(message: Message) -> None:
+        if message.path.endswith(suffix):
+            change(message)
+
+    return hook
+
+
+def json_change(
+    change: Callable[[dict[str, object]], None], *, response: bool
+) -> Callable[[Message], None]:
+    def apply(message: Message) -> None:
+        document = json.loads(message.response if response else message.body)
+        change(document)
+        encoded = json.dumps(document).encode()
+        if response:
+            message.response = encoded
+        else:
+            message.body = encoded
+
+    return apply
+
+
+def frames_change(
+    change: Callable[[Frames], Frames], *, response: bool
+) -> Callable[[Message], None]:
+    def apply(message: Message) -> None:
+        if response and message.status != 200:
+            return
+        body = message.response if response else message.body
+        tampered = b"".join(encode_frames(change(list(decode_frames([body])))))
+        if response:
+            message.response = tampered
+        else:
+            message.body = tampered
+
+    return apply
+
+
+def flip_b64u(value: str, position: int) -> str:
+    raw = bytearray(from_b64u(value, "value"))
+    raw[position] ^= 0x01
+    return b64u(bytes(raw))
+
+
+# ------------------------------------------------------------- the deploy
+
+
+def test_a_swapped_access_map_yields_another_work_id(
+    alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy
+) -> None:
+    def swap_owners(document: dict[str, object]) -> None:
+        spec = document["spec"]
+        assert isinstance(spec, dict)
+        inputs = spec["inputs"]
+        spec["inputs"] = {"input_1": inputs["input_2"], "input_2": inputs["input_1"]}
+
+    proxy.on_request = on_path("/v1/rooms/swapped-access", json_change(swap_owners, response=False))
+    deploy(alice, bob, tmp_path, "swapped-access")
+    refused(
+        lambda: alice.client.upload("swapped-access", "input_1", write(tmp_path / "a", "a\n")),
+        "work-id",
+    )
+    assert proxy.paths("/sessions") == [] and proxy.paths("/upload") == []
+
+
+def test_a_swapped_function_yields_another_work_id(
+    alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy
+) -> None:
+    deploy(alice, bob, tmp_path, "decoy", handler=HANDLER + "\n# the decoy\n")
+    decoy = alice.client.manager.room("decoy").function
+
+    def swap_function(document: dict[str, object]) -> None:
+        spec = document["spec"]
+        assert isinstance(spec, dict)
+        spec["function"] = decoy
+
+    proxy.on_request = on_path(
+        "/v1/rooms/swapped-function", json_change(swap_function, response=False)
+    )
+    deploy(alice, bob, tmp_path, "swapped-function")
+    assert alice.client.manager.room("swapped-function").function != decoy
+    refused(lambda: alice.client.attest("swapped-function"), "work-id")
+
+
+# -------------------------------------------------------------- Phase 1
+
+
+def test_the_worker_of_another_clean_room_is_refused(
+    alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    deploy(alice, bob, tmp_path, "other-room")
+
+    def redirect(message: Message) -> None:
+        message.path = message.path.replace(f"/v1/rooms/{room}/", "/v1/rooms/other-room/")
+
+    proxy.on_request = redirect
+    refused(lambda: alice.client.attest(room), "work-id")
+
+
+def test_a_replayed_attestation_is_refused(alice: User, proxy: TamperingProxy, room: str) -> None:
+    alice.client.attest(room)
+    recorded = next(m for m in proxy.seen if m.path.endswith("/attestation"))
+
+    def replay(message: Message) -> None:
+        message.response = recorded.response
+
+    proxy.on_response = on_path("/attestation", replay)
+    refused(lambda: alice.client.attest(room), "nonce")
+
+
+def test_a_tampered_quote_is_refused(alice: User, proxy: TamperingProxy, room: str) -> None:
+    def tamper(document: dict[str, object]) -> None:
+        quote = document["quote"]
+        assert isinstance(quote, str)
+        document["quote"] = flip_b64u(quote, 48 + 64)  # a byte of the report body's MRENCLAVE
+
+    proxy.on_response = on_path("/attestation", json_change(tamper, response=True))
+    with pytest.raises(AttestationError) as caught:
+        alice.client.attest(room)
+    assert caught.value.check == "quote-verification", caught.value
+
+
+def test_tampered_claims_are_refused(
+    alice: User, mallory: User, proxy: TamperingProxy, room: str
+) -> None:
+    from cleanroom.protocol.keys import spki
+
+    def tamper(document: dict[str, object]) -> None:
+        claims = document["claims"]
+        assert isinstance(claims, dict)
+        claims["worker"]["worker_key"] = b64u(spki(mallory.profile.user_key.public_key()))
+
+    proxy.on_response = on_path("/attestation", json_change(tamper, response=True))
+    refused(lambda: alice.client.attest(room), "report-data")
+
+
+# -------------------------------------------------------------- Phase 2
+
+
+def test_a_tampered_handshake_signature_is_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def tamper(document: dict[str, object]) -> None:
+        signature = document["signature"]
+        assert isinstance(signature, str)
+        document["signature"] = flip_b64u(signature, len(from_b64u(signature, "s")) - 1)
+
+    proxy.on_response = on_path("/sessions", json_change(tamper, response=True))
+    refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n")),
+        "handshake-resp-signature",
+    )
+    assert proxy.paths("/upload") == []
+
+
+def test_a_tampered_init_is_refused_by_the_worker(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def widen(document: dict[str, object]) -> None:
+        init = document["init"]
+        assert isinstance(init, dict)
+        init["purpose"] = {"op": "download", "output": "output_2"}  # Bob's output
+
+    proxy.on_request = on_path("/sessions", json_change(widen, response=False))
+    refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n")),
+        "handshake-init-signature",
+    )
+
+
+def test_a_replayed_init_is_refused_by_the_worker(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    alice.client.attest(room)
+    alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n"))
+    first = next(m for m in proxy.seen if m.path.endswith("/sessions"))
+
+    def replay(message: Message) -> None:
+        message.body = first.body
+
+    proxy.on_request = on_path("/sessions", replay)
+    refused(lambda: alice.client.run(room), "nonce")
+
+
+# --------------------------------------------------------------- records
+
+BIG = "x" * (2 * 1024 * 1024 + 5) + "\n"  # three records, then the manifest
+
+
+@pytest.mark.parametrize(
+    ("change", "check"),
+    [
+        (lambda f: [f[1], f[0], *f[2:]], "record-counter"),  # reordered
+        (lambda f: [f[0], *f[2:]], "record-counter"),  # one dropped
+        (lambda f: [f[0], f[0], *f[1:]], "record-counter"),  # duplicated
+        (lambda f: f[:2], "record-truncated"),  # cut inside the file
+        (lambda f: f[:-1], "upload-truncated"),  # the manifest dropped
+    ],
+    ids=["reordered", "dropped", "duplicated", "truncated", "no-manifest"],
+)
+def test_tampered_upload_records_are_refused_and_nothing_is_kept(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    room: str,
+    change: Callable[[Frames], Frames],
+    check: str,
+) -> None:
+    data = write(tmp_path / "a", BIG)
+    proxy.on_request = on_path("/upload", frames_change(change, response=False))
+    refused(lambda: alice.client.upload(room, "input_1", data), check)
+    proxy.reset()
+    alice.client.upload(room, "input_1", data)  # the refused upload left nothing behind
+
+
+def test_a_body_cut_inside_a_frame_is_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def cut(message: Message) -> None:
+        message.body = message.body[:-7]
+
+    proxy.on_request = on_path("/upload", cut)
+    refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n")),
+        "frame-truncated",
+    )
+
+
+@pytest.fixture
+def finished(alice: User, bob: User, tmp_path: Path, room: str) -> str:
+    alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\nb@x\n"))
+    bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\nc@x\n"))
+    assert alice.client.run(room, wait=True, poll_s=0.1) == "done"
+    return room
+
+
+@pytest.mark.parametrize(
+    ("change", "check"),
+    [
+        (lambda f: [f[1], f[0], *f[2:]], "record-counter"),
+        (lambda f: f[1:], "record-counter"),
+        (lambda f: [f[0], f[0], *f[1:]], "record-counter"),
+        (lambda f: f[:-1], "record-truncated"),
+    ],
+    ids=["reordered", "dropped", "duplicated", "truncated"],
+)
+def test_tampered_download_records_are_refused_and_nothing_is_written(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    finished: str,
+    change: Callable[[Frames], Frames],
+    check: str,
+) -> None:
+    proxy.on_response = on_path("/download", frames_change(change, response=True))
+    target = tmp_path / "out"
+    refused(lambda: alice.client.download(finished, "output_1", target), check)
+    assert not target.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
+
+
+def test_a_tampered_receipt_is_refused(alice: User, proxy: TamperingProxy, finished: str) -> None:
+    def tamper(document: dict[str, object]) -> None:
+        receipt = document["receipt"]
+        assert isinstance(receipt, dict)
+        receipt["status"] = "failed"
+
+    proxy.on_response = on_path("/receipt", json_change(tamper, response=True))
+    refused(lambda: alice.client.receipt(finished), "receipt-signature")
+
+
+# --------------------------------------------------------------- access
+
+
+def test_upload_by_a_user_who_does_not_own_the_input(bob: User, tmp_path: Path, room: str) -> None:
+    refused(lambda: bob.client.upload(room, "input_1", write(tmp_path / "b", "b\n")), "input-owner")
+
+
+def test_upload_to_an_output_id(alice: User, tmp_path: Path, room: str) -> None:
+    refused(lambda: alice.client.upload(room, "output_1", write(tmp_path / "a", "a\n")), "purpose")
+
+
+def test_download_by_a_non_recipient(bob: User, tmp_path: Path, finished: str) -> None:
+    refused(lambda: bob.client.download(finished, "output_1", tmp_path / "x"), "output-recipient")
+
+
+def test_run_by_a_non_runner(bob: User, room: str) -> None:
+    refused(lambda: bob.client.run(room), "runner")
