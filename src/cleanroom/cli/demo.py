@@ -86,7 +86,9 @@ def demo(
     rows: Annotated[
         int, typer.Option(help="Customers per party in the generated data.", min=10)
     ] = 100_000,
-    k: Annotated[int, typer.Option(help="Suppress cross-tab cells below k customers.", min=1)] = 10,
+    k: Annotated[
+        int, typer.Option(help="Suppress cross-tab cells below k customers.", min=1)
+    ] = 250,
     keep: Annotated[
         bool, typer.Option("--keep", help="Keep the temporary directory (its path is printed).")
     ] = False,

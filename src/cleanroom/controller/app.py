@@ -235,7 +235,12 @@ def create_app(
     async def download(name: str, session_id: str, _claims: User) -> Response:
         worker = host.room(room_name(name)).worker
         path = f"/sessions/{session(session_id)}/download"
-        upstream = await worker.client.send(worker.client.build_request("POST", path), stream=True)
+        try:
+            upstream = await worker.client.send(
+                worker.client.build_request("POST", path), stream=True
+            )
+        except httpx.TransportError as error:
+            return problem(502, f"the Worker of {name!r} did not answer: {error}")
         if upstream.status_code != 200:
             await upstream.aread()
             await upstream.aclose()
