@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from cleanroom.client.errors import ServerError
+from cleanroom.client.tls import tls_context
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.framing import MEDIA_TYPE, decode_frames, encode_frames
@@ -65,6 +66,7 @@ class ComputeClient:
             transport=transport,
             timeout=httpx.Timeout(timeout),
             headers={"authorization": f"Bearer {token}"},
+            verify=tls_context(),
         )
 
     def close(self) -> None:

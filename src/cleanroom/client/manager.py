@@ -27,6 +27,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
+from cleanroom.client.tls import tls_context
 from cleanroom.protocol.bundle import function_id as function_id_of
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
@@ -179,7 +180,10 @@ class ManagerClient:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self._client = httpx.Client(
-            base_url=self.base_url, transport=transport, timeout=httpx.Timeout(timeout)
+            base_url=self.base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            verify=tls_context(),
         )
 
     def close(self) -> None:

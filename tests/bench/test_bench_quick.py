@@ -1,0 +1,76 @@
+"""Smoke test of the benchmark suite: ``python -m bench --quick --json`` runs and
+writes every figure with its baseline. It reports; timings are never asserted
+(docs/benchmarks.md). About one minute on two cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cleanroom.enclave.errors import RunError
+from cleanroom.enclave.runner import isolation
+
+REPO = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "session_setup_median",
+    "session_setup_p99",
+    "ingest_64mib",
+    "ingest_64mib_vs_aes",
+    "egress_64mib",
+    "egress_64mib_vs_aes",
+    "memory_client",
+    "memory_controller",
+    "memory_worker",
+    "compute_100k",
+    "e2e_100k",
+    "cold_start",
+    "concurrency_total",
+    "concurrency_session_p99",
+    "concurrency_worker_memory",
+}
+
+
+def _confinable() -> bool:
+    try:
+        isolation(61_998)
+    except RunError as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must be able to confine functions: {error}")
+        return False
+    return True
+
+
+@pytest.mark.timeout(240)
+def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
+    if not _confinable():
+        pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
+    output = tmp_path / "bench.json"
+    finished = subprocess.run(
+        # the default work directory (/tmp): Unix socket paths under pytest's tmp_path
+        # can exceed the 107-byte limit
+        [sys.executable, "-m", "bench", "--quick", "--json", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=230,
+        check=False,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "| figure" in finished.stdout
+    document = json.loads(output.read_text())
+    assert document["mode"] == "quick"
+    assert not document["errors"]
+    figures = {figure["id"]: figure for figure in document["figures"]}
+    assert set(figures) == EXPECTED
+    for figure in figures.values():
+        assert figure["value"] > 0, figure
+        assert figure["unit"]
+        assert figure["work_size"]
+        if figure["baseline_value"] is not None:
+            assert figure["ratio"] == pytest.approx(figure["value"] / figure["baseline_value"])
