@@ -20,15 +20,18 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 log = logging.getLogger("cleanroom.controller")
 
 START_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 5.0
 SANDBOX_UID_BASE = 61_000
 
 
@@ -40,14 +43,84 @@ class EnclaveProcessError(Exception):
         self.status, self.body = status, body
 
 
+class ProcessHandle(Protocol):
+    """What the host needs of a process: a child it started, or one it adopted."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int: ...
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22),
+    or None if it is gone or a zombie. With the pid it names one process, not a reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+@dataclass
+class AdoptedProcess:
+    """An enclave process started by an earlier run of this Controller (not our child)."""
+
+    pid: int
+    started: int
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and start_time(self.pid) != self.started:
+            self.returncode = -signal.SIGKILL  # unknown: it is gone, that is what counts
+        return self.returncode
+
+    def wait(self) -> int:
+        while self.poll() is None:
+            time.sleep(0.05)
+        return self.returncode if self.returncode is not None else 0
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 @dataclass
 class EnclaveProcess:
     """A running enclave process and the HTTP client that reaches its socket."""
 
     name: str
     socket: Path
-    process: subprocess.Popen[bytes]
+    process: ProcessHandle
     client: httpx.AsyncClient
+
+    @staticmethod
+    def _client(socket: Path) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(uds=str(socket))
+        return httpx.AsyncClient(
+            transport=transport, base_url="http://enclave", timeout=httpx.Timeout(60.0)
+        )
+
+    @classmethod
+    def adopt(cls, name: str, socket: Path, pid: int, started: int) -> EnclaveProcess:
+        return cls(name, socket, AdoptedProcess(pid, started), cls._client(socket))
+
+    def record(self) -> dict[str, Any]:
+        """What a restarted Controller needs to find this process again."""
+        return {
+            "pid": self.process.pid,
+            "started": start_time(self.process.pid),
+            "socket": str(self.socket),
+        }
 
     @classmethod
     def start(cls, name: str, socket: Path, argv: list[str], log_path: Path) -> EnclaveProcess:
@@ -60,11 +133,7 @@ class EnclaveProcess:
                 stderr=log_file,
                 start_new_session=True,
             )
-        transport = httpx.AsyncHTTPTransport(uds=str(socket))
-        client = httpx.AsyncClient(
-            transport=transport, base_url="http://enclave", timeout=httpx.Timeout(60.0)
-        )
-        return cls(name, socket, process, client)
+        return cls(name, socket, process, cls._client(socket))
 
     async def wait_ready(self, path: str, log_path: Path) -> None:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
@@ -114,6 +183,16 @@ class EnclaveProcess:
                     os.killpg(self.process.pid, signal.SIGKILL)
         await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
 
+    async def answers(self, path: str) -> Any:
+        """The JSON of a 200 answer to GET ``path``, or None (dead, silent or refusing)."""
+        if self.process.poll() is not None:
+            return None
+        try:
+            response = await self.client.get(path, timeout=PROBE_TIMEOUT_S)
+        except httpx.TransportError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
 
 @dataclass
 class Room:
@@ -121,6 +200,30 @@ class Room:
     worker: EnclaveProcess
     worker_id: str
     directory: Path
+    sandbox_uid: int
+
+
+SCRATCH_PREFIX = "cleanroom-run-"  # the Worker's run workspaces, in the temporary directory
+WATCH_INTERVAL_S = 1.0
+
+
+def bury(sandbox_uid: int) -> None:
+    """After a Worker died: kill what its function left running and remove its scratch.
+
+    On SGX hardware that plaintext would have died with the enclave; on the simulated
+    backend it is on the host, so the Controller, which can see that the Worker is
+    gone, removes it. Everything of the room's function runs as its own sandbox uid
+    and its workspace belongs to that group, so nothing of another room is touched.
+    """
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == sandbox_uid:
+                    os.kill(int(entry.name), signal.SIGKILL)
+    for scratch in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if scratch.lstat().st_gid == sandbox_uid and not scratch.is_symlink():
+                shutil.rmtree(scratch, ignore_errors=True)
 
 
 @dataclass
@@ -130,9 +233,13 @@ class EnclaveHost:
     data_dir: Path
     allow_insecure_no_isolation: bool = False
     rooms: dict[str, Room] = field(default_factory=dict)
+    # Rooms whose Worker died while this Controller (or an earlier run of it) was away:
+    # their data died with the Worker's key, by design. Reported gone until deleted.
+    gone: dict[str, str] = field(default_factory=dict)
     attester: EnclaveProcess | None = None
     _next_uid: int = SANDBOX_UID_BASE
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _watcher: asyncio.Task[None] | None = None
 
     @property
     def platform_dir(self) -> Path:
@@ -142,9 +249,51 @@ class EnclaveHost:
     def _sockets(self) -> Path:
         return self.data_dir / "sockets"
 
+    @property
+    def _attester_record(self) -> Path:
+        return self.data_dir / "attester.json"
+
     async def start(self) -> None:
+        """Start (or find again) the Attester, then account for every room on disk."""
         for directory in (self.data_dir, self._sockets, self.data_dir / "rooms"):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        adopted = await self._adopt_attester()
+        if not adopted:
+            await self._start_attester()
+        await self._recover_rooms(readmit=not adopted)
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Notice Workers that died, and clean up after them (see :func:`bury`)."""
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            for name, room in list(self.rooms.items()):
+                if room.worker.process.poll() is not None and name not in self.gone:
+                    log.warning("the Worker of %s exited; its data is gone by design", name)
+                    self._mark_gone(room, "its Worker exited; its data is gone by design")
+
+    def _mark_gone(self, room: Room, reason: str) -> None:
+        self.rooms.pop(room.name, None)
+        self.gone[room.name] = reason
+        bury(room.sandbox_uid)
+
+    async def _adopt_attester(self) -> bool:
+        """The Attester an earlier run of this Controller started, if it still serves."""
+        record = _read_json(self._attester_record)
+        if record is None:
+            return False
+        pid, started = int(record["pid"]), record.get("started")
+        if started is not None and start_time(pid) == started:
+            attester = EnclaveProcess.adopt("Attester", Path(record["socket"]), pid, started)
+            if await attester.answers("/target-info") is not None:
+                self.attester = attester
+                log.info("found the running Attester (pid %d)", pid)
+                return True
+            await attester.client.aclose()
+            _kill_group(pid)  # alive but not serving: it cannot vouch for anyone
+        return False
+
+    async def _start_attester(self) -> None:
         log_path = self.data_dir / "attester.log"
         self.attester = EnclaveProcess.start(
             "Attester",
@@ -158,16 +307,103 @@ class EnclaveHost:
             log_path,
         )  # fmt: skip
         await self.attester.wait_ready("/target-info", log_path)
+        _write_json(self._attester_record, self.attester.record())
+
+    async def _recover_rooms(self, *, readmit: bool) -> None:
+        """Every room directory is a live Worker we can reach (adopted, and re-admitted by
+        a new Attester), or gone: its Worker is killed if it still runs, its ciphertext
+        (unreadable without the Worker's key) removed, and the room reported gone."""
+        accounted: set[int] = set()
+        for directory in sorted((self.data_dir / "rooms").iterdir()):
+            record = _read_json(directory / "room.json")
+            if record is None:  # a deploy that never finished: nobody was told of it
+                _remove(directory)
+                continue
+            name = str(record["name"])
+            reason = await self._adopt_worker(name, directory, record, readmit=readmit)
+            if reason is None:
+                accounted.add(self.rooms[name].worker.process.pid)
+                continue
+            log.warning("clean room %s is gone: %s", name, reason)
+            self.gone[name] = reason
+            bury(int(record["sandbox_uid"]))
+            for entry in directory.iterdir():
+                if entry.name in ("room.json", "worker.log"):
+                    continue
+                if entry.is_dir():
+                    _remove(entry)
+                else:
+                    entry.unlink(missing_ok=True)
+        for pid in _enclave_processes(self.data_dir):
+            if pid not in accounted and (self.attester is None or pid != self.attester.process.pid):
+                log.warning("killing enclave process %d that no room accounts for", pid)
+                _kill_group(pid)
+
+    async def _adopt_worker(
+        self, name: str, directory: Path, record: dict[str, Any], *, readmit: bool
+    ) -> str | None:
+        """Adopt the room's Worker; None, or why the room is gone."""
+        pid, started = record.get("pid"), record.get("started")
+        if not isinstance(pid, int) or started is None or start_time(pid) != started:
+            return "its Worker exited while the Controller was down; its data is gone by design"
+        worker = EnclaveProcess.adopt(f"Worker {name}", Path(record["socket"]), pid, started)
+        state = await worker.answers("/state")
+        if state is None or state.get("worker_id") != record["worker_id"]:
+            await worker.client.aclose()
+            _kill_group(pid)
+            return "its Worker no longer answers as the admitted Worker; killed"
+        if readmit:
+            try:  # a new Attester: local attestation again, exactly as at deploy
+                await self._admit(worker)
+            except EnclaveProcessError as error:
+                await worker.client.aclose()
+                _kill_group(pid)
+                return f"the new Attester did not admit its Worker again: {error}"
+        self.rooms[name] = Room(
+            name, worker, record["worker_id"], directory, int(record["sandbox_uid"])
+        )
+        self._next_uid = max(self._next_uid, int(record["sandbox_uid"]) + 1)
+        log.info("clean room %s: found its Worker %s (pid %d)", name, record["worker_id"], pid)
+        return None
+
+    async def _admit(self, worker: EnclaveProcess) -> str:
+        """Relay admission: Attester TARGETINFO → Worker REPORT → verdict → Worker."""
+        attester = self._attester()
+        target = await attester.call("GET", "/target-info")
+        request = await worker.call("POST", "/admission/request", target)
+        admitted = await attester.call("POST", "/admit", request)
+        await worker.call("POST", "/admission/complete", {"report": admitted["report"]})
+        return str(admitted["worker_id"])
 
     def _attester(self) -> EnclaveProcess:
         if self.attester is None or self.attester.process.poll() is not None:
             raise EnclaveProcessError("the Attester is not running", status=503)
         return self.attester
 
+    async def _live_attester(self) -> EnclaveProcess:
+        """The Attester; if it died, a new one that has admitted every live Worker again."""
+        if self.attester is not None and self.attester.process.poll() is None:
+            return self.attester
+        async with self._lock:
+            if self.attester is None or self.attester.process.poll() is not None:
+                log.warning("the Attester exited; starting a new one")
+                if self.attester is not None:
+                    await self.attester.client.aclose()
+                await self._start_attester()
+                for name, room in list(self.rooms.items()):
+                    if room.worker.process.poll() is not None:
+                        continue
+                    try:
+                        await self._admit(room.worker)
+                    except EnclaveProcessError as error:
+                        log.warning("clean room %s not admitted again: %s", name, error)
+        return self._attester()
+
     async def deploy(self, name: str, spec_json: bytes, bundle: bytes) -> Room:
         """Start the clean room's Worker and relay its admission by the Attester."""
+        await self._live_attester()
         async with self._lock:
-            if name in self.rooms:
+            if name in self.rooms or name in self.gone:
                 raise EnclaveProcessError(f"clean room {name!r} exists here", status=409)
             uid = self._next_uid
             self._next_uid += 1
@@ -192,18 +428,17 @@ class EnclaveHost:
         worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
         try:
             await worker.wait_ready("/state", log_path)
-            attester = self._attester()
-            target = await attester.call("GET", "/target-info")
-            request = await worker.call("POST", "/admission/request", target)
-            admitted = await attester.call("POST", "/admit", request)
-            await worker.call("POST", "/admission/complete", {"report": admitted["report"]})
+            worker_id = await self._admit(worker)
         except BaseException:
             await worker.stop()
             _remove(directory)
             raise
-        room = Room(name, worker, admitted["worker_id"], directory)
-        (directory / "room.json").write_text(
-            json.dumps({"name": name, "worker_id": room.worker_id, "sandbox_uid": uid})
+        room = Room(name, worker, worker_id, directory, uid)
+        # Written last, atomically: a room directory without it is a deploy that never
+        # finished, and a restarted Controller removes it (and kills its Worker).
+        _write_json(
+            directory / "room.json",
+            {"name": name, "worker_id": worker_id, "sandbox_uid": uid, **worker.record()},
         )
         self.rooms[name] = room
         log.info("clean room %s: Worker %s admitted", name, room.worker_id)
@@ -211,9 +446,14 @@ class EnclaveHost:
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
+        if room is None and name in self.gone:
+            raise EnclaveProcessError(
+                f"the Worker of {name!r} is gone ({self.gone[name]}): redeploy", status=410
+            )
         if room is None:
             raise EnclaveProcessError(f"no clean room {name!r} on this compute server", 404)
         if room.worker.process.poll() is not None:
+            self._mark_gone(room, f"its Worker exited ({room.worker.process.returncode})")
             raise EnclaveProcessError(
                 f"the Worker of {name!r} exited ({room.worker.process.returncode}); "
                 "its data is gone by design: redeploy",
@@ -223,12 +463,14 @@ class EnclaveHost:
 
     async def attest(self, name: str, nonce: str) -> Any:
         room = self.room(name)
-        return await self._attester().call(
-            "POST", "/attest", {"worker_id": room.worker_id, "nonce": nonce}
-        )
+        attester = await self._live_attester()
+        return await attester.call("POST", "/attest", {"worker_id": room.worker_id, "nonce": nonce})
 
     async def delete(self, name: str) -> None:
         room = self.rooms.pop(name, None)
+        if room is None and self.gone.pop(name, None) is not None:
+            _remove(self.data_dir / "rooms" / name)
+            return
         if room is None:
             raise EnclaveProcessError(f"no clean room {name!r} on this compute server", 404)
         with contextlib.suppress(EnclaveProcessError):
@@ -237,14 +479,52 @@ class EnclaveHost:
             with contextlib.suppress(EnclaveProcessError):
                 await room.worker.call("POST", "/delete")
         await room.worker.stop()
+        bury(room.sandbox_uid)
         _remove(room.directory)
 
     async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         for room in list(self.rooms.values()):
             await room.worker.stop(grace_s=2.0)
         self.rooms.clear()
         if self.attester is not None:
             await self.attester.stop(grace_s=2.0)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(document))
+    os.replace(temporary, path)
+
+
+def _enclave_processes(data_dir: Path) -> list[int]:
+    """Enclave processes started for ``data_dir`` (by their command line)."""
+    marker = str(data_dir)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if any(w.startswith("cleanroom.enclave.") for w in words) and any(
+            w == marker or w.startswith(marker + "/") for w in words
+        ):
+            found.append(int(entry.name))
+    return found
 
 
 def _remove(directory: Path) -> None:

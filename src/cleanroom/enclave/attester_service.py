@@ -28,7 +28,13 @@ def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> FastAPI
         platform.enclave(image.identity()),
         WorkerAllowList.from_manifest_config(image.manifest["config"]),
     )
-    app = FastAPI(title="cleanroom Attester", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="cleanroom Attester",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        redirect_slashes=False,
+    )
     install_errors(app, "Attester")
 
     @app.get("/target-info")
@@ -37,14 +43,14 @@ def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> FastAPI
 
     @app.post("/admit")
     async def admit(request: Request) -> dict[str, Any]:
-        document = await json_body(request)
+        document = await json_body(request, frozenset({"report", "claims"}))
         admission = attester.admit(binary(document, "report"), field(document, "claims"))
         answer = b64u(admission.report.to_bytes())
         return {"worker_id": admission.worker.worker_id, "report": answer}
 
     @app.post("/attest")
     async def attest(request: Request) -> dict[str, Any]:
-        document = await json_body(request)
+        document = await json_body(request, frozenset({"worker_id", "nonce"}))
         worker_id = field(document, "worker_id")
         if not isinstance(worker_id, str):
             raise MessageFormatError("worker_id", "text", type(worker_id).__name__, "bad id")
@@ -58,7 +64,7 @@ def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> FastAPI
 
     @app.post("/forget")
     async def forget(request: Request) -> dict[str, Any]:
-        worker_id = field(await json_body(request), "worker_id")
+        worker_id = field(await json_body(request, frozenset({"worker_id"})), "worker_id")
         if isinstance(worker_id, str):
             attester.forget(worker_id)
         return {"worker_id": worker_id}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, cast
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from cleanroom.enclave.errors import RunError, UnknownWorkerError, UploadError
 from cleanroom.errors import CheckFailed
@@ -51,6 +53,21 @@ def status_for(error: CheckFailed) -> int:
     return 400
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as text: a refusal must always render as JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259)")
+
+
 def problem(status: int, detail: str, **extra: object) -> JSONResponse:
     body = {"type": "about:blank", "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
@@ -60,27 +77,43 @@ def install_errors(app: FastAPI, who: str) -> None:
     async def refused(_request: Request, error: Exception) -> Response:
         refusal = cast(CheckFailed, error)  # registered for CheckFailed only
         log.info("%s refused: %s", who, refusal)
-        facts = refusal.to_json()
+        facts = _finite(refusal.to_json())
         return problem(status_for(refusal), str(facts.pop("message")), **facts)
 
     async def broken(_request: Request, error: Exception) -> Response:
         log.exception("%s failed", who, exc_info=error)
         return problem(500, f"{who} failed: {type(error).__name__}")
 
+    async def no_route(request: Request, error: Exception) -> Response:
+        failure = cast(HTTPException, error)  # registered for HTTPException only
+        return problem(
+            failure.status_code,
+            str(failure.detail),
+            check="request-route",
+            expected=f"a route of the {who}",
+            actual=f"{request.method} {request.url.path}"[:200],
+        )
+
     app.add_exception_handler(CheckFailed, refused)
+    app.add_exception_handler(HTTPException, no_route)
     app.add_exception_handler(Exception, broken)
 
 
-async def json_body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request, fields: frozenset[str]) -> dict[str, Any]:
+    """The request's JSON object, with exactly ``fields`` (nothing ignored silently)."""
     body = await request.body()
     if len(body) > MAX_JSON_BODY:
         raise MessageFormatError("request-size", f"<= {MAX_JSON_BODY}", len(body), "too big")
     try:
-        document = json.loads(body)
-    except ValueError as error:
+        document = json.loads(body, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise MessageFormatError("request-format", "JSON", "not JSON", str(error)) from error
     if not isinstance(document, dict):
         raise MessageFormatError("request-format", "a JSON object", type(document).__name__, "")
+    if set(document) != fields:
+        raise MessageFormatError(
+            "request-fields", sorted(fields), sorted(document)[:20], "wrong fields"
+        )
     return document
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -42,6 +43,8 @@ P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
 
 OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
 LOG_FILE = "function.log"
+MAX_OUTPUT_BYTES = 1 << 30  # all outputs of a run together; also the largest file
+MAX_OUTPUT_FILES = 10_000
 PARAMETERS_FILE = "parameters.json"
 
 
@@ -56,6 +59,7 @@ class CleanRoom:
         interpreter: str,
         scratch_root: Path | None = None,
         clock: Callable[[], float] = time.time,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self.worker = worker
         self._bundle = bundle
@@ -63,6 +67,7 @@ class CleanRoom:
         self._confinement, self._interpreter = confinement, interpreter
         self._scratch_root = scratch_root
         self._clock = clock
+        self._max_output_bytes = max_output_bytes
         self._sessions: dict[str, AcceptedHandshake] = {}
         self._used: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
@@ -194,11 +199,20 @@ class CleanRoom:
                 timeout_s=spec.resources.timeout_s,
                 confinement=self._confinement,
                 keep_log=spec.logs is not None,
+                max_output_bytes=self._max_output_bytes,
             )
+            status = result.status
+            overflow = self._overflow(scratch / "outputs")
             for output_id in sorted(spec.outputs):
-                self._outputs[output_id] = self._seal_output(
-                    scratch / "outputs" / output_id, output_id
-                )
+                if overflow is None:
+                    sealed = self._seal_output(scratch / "outputs" / output_id, output_id)
+                else:
+                    sealed = (self._manifest_digest(output_id, []), [])
+                self._outputs[output_id] = sealed
+            if overflow is not None:
+                # Too much to seal: no output at all (a partial one would be a choice the
+                # Worker made), the run failed, and the detail says why.
+                status, self.failure = "failed", overflow
             if spec.logs is not None:
                 self._add_log(spec.logs, result.log)
         except BaseException as error:
@@ -211,13 +225,28 @@ class CleanRoom:
             spec,
             inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
             outputs={o: digest for o, (digest, _files) in self._outputs.items()},
-            status=result.status,
+            status=status,
             started=started,
             finished=max(started, int(self._clock())),
         )
         self.receipt = (receipt, self.worker.sign_receipt(receipt))
         self._state = "done"
         return self.receipt
+
+    def _overflow(self, outputs: Path) -> str | None:
+        """Why the outputs are too big to seal, or None. Sizes only: nothing is read."""
+        total = count = 0
+        for path in outputs.rglob("*"):
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode):
+                total += info.st_size
+                count += 1
+            if total > self._max_output_bytes or count > MAX_OUTPUT_FILES:
+                return (
+                    f"outputs exceed the limit of {self._max_output_bytes} bytes "
+                    f"in {MAX_OUTPUT_FILES} files"
+                )
+        return None
 
     def _seal_output(self, directory: Path, output_id: str) -> tuple[str, list[StoredObject]]:
         files: list[StoredObject] = []

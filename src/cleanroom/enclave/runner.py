@@ -4,6 +4,8 @@ The function is untrusted code that sees plaintext. It runs:
 
 - in its own network namespace with no interfaces but a down loopback
   (``unshare --net``): it cannot send data anywhere;
+- in its own mount namespace where ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
+  ``/run/lock`` are private, bounded tmpfs: what it writes there is gone with it;
 - as its own unprivileged user (``setpriv --reuid/--regid --clear-groups
   --no-new-privs``): inputs are owned by root and readable only through its group
   (read-only), ``outputs/<id>/`` are its own, and other workspaces and the
@@ -28,6 +30,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,18 +61,42 @@ class Isolation:
     isolated: bool
 
 
+# Run as root in the function's own mount namespace, before the user switch: every
+# world-writable directory gets a private, bounded tmpfs, so nothing the function writes
+# outside outputs/ survives the run or is seen by another clean room's function. The
+# workspace (usually under /tmp itself) is carried over onto the new /tmp by a bind
+# mount held at /mnt, which exists only in this namespace.
+PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - masked, not used
+PRIVATE_TMPFS = "size=64m,mode=1777,nosuid,nodev"
+MOUNT_SCRIPT = f"""set -eu
+workspace=$(pwd -P)
+mount --bind "$workspace" /mnt
+for directory in {" ".join(PRIVATE_DIRS)}; do
+    if [ -d "$directory" ]; then
+        mount -t tmpfs -o {PRIVATE_TMPFS} cleanroom-private "$directory"
+    fi
+done
+mkdir -p "$workspace"
+mount --move /mnt "$workspace"
+cd "$workspace"
+exec "$@"
+"""
+
+
 def isolation(sandbox_uid: int, *, allow_insecure: bool = False) -> Isolation:
-    """Probe for network namespaces and a user switch; fail closed without them."""
+    """Probe for network and mount namespaces and a user switch; fail closed without them."""
     unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
     if os.geteuid() == 0 and unshare and setpriv:
         prefix = (
-            unshare, "--net", "--",
+            unshare, "--net", "--mount", "--propagation", "private", "--",
+            "/bin/sh", "-c", MOUNT_SCRIPT, "cleanroom-sandbox",
             setpriv, f"--reuid={sandbox_uid}", f"--regid={sandbox_uid}",
-            "--clear-groups", "--no-new-privs", "--",
+            "--clear-groups", "--no-new-privs", "--pdeathsig", "KILL", "--",
         )  # fmt: skip
-        probe = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [*prefix, "true"], capture_output=True, timeout=30, check=False
-        )
+        with tempfile.TemporaryDirectory(prefix="cleanroom-probe-") as probe_dir:
+            probe = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [*prefix, "true"], capture_output=True, timeout=30, check=False, cwd=probe_dir
+            )
         if probe.returncode == 0:
             return Isolation(prefix, sandbox_uid, sandbox_uid, isolated=True)
         reason = probe.stderr.decode(errors="replace").strip()

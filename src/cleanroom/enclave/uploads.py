@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from cleanroom.protocol.errors import ProtocolError
 MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
 MANIFEST_NAME = ".manifest"
 MAX_MANIFEST = 1 << 20
+MAX_NAME_BYTES = 255
+_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,28 @@ class Upload:
         if writer is None:
             if relative in self._stored:
                 raise self._fail("upload-duplicate", "each file once", relative, "file sent twice")
+            self._check_layout(relative)
             writer = self._writers[relative] = self._store.create(path)
         writer.write(data)
         if final:
             self._stored[relative] = writer.close()
             del self._writers[relative]
         return None
+
+    def _check_layout(self, relative: str) -> None:
+        """The input is laid out as files under ``inputs/<id>/`` for the run: refuse what
+        no file system can hold (a name longer than 255 bytes, a file that is also a
+        directory of another) now, not as a failed run later."""
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in relative.split("/")):
+            raise self._fail(
+                "upload-path", f"names of <= {MAX_NAME_BYTES} bytes", relative, "name too long"
+            )
+        for other in [*self._writers, *self._stored]:
+            if other.startswith(relative + "/") or relative.startswith(other + "/"):
+                raise self._fail(
+                    "upload-path", "no file that is also a directory", [other, relative],
+                    "a file and a directory of the same name",
+                )  # fmt: skip
 
     def _finish(self) -> CompletedInput:
         if self._writers:
@@ -103,7 +122,7 @@ class Upload:
             )
         try:
             manifest: Any = json.loads(self._manifest)
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
             raise self._fail("manifest-format", "JSON", "bytes", str(error)) from error
         if (
             not isinstance(manifest, dict)
@@ -125,10 +144,14 @@ class Upload:
             entry = listed[name]
             if not isinstance(entry, dict) or set(entry) != {"size", "sha256"}:
                 raise self._fail("manifest-format", ["sha256", "size"], entry, f"bad entry {name}")
-            if entry["size"] != stored.size:
+            size, digest = entry["size"], entry["sha256"]
+            # Exactly an integer (not true, not 5.0) and lowercase hex: one manifest, one text.
+            if type(size) is not int or size != stored.size:
                 raise self._fail("manifest-size", entry, stored.size, f"{name} has another size")
-            if not isinstance(entry.get("sha256"), str) or not hmac.compare_digest(
-                entry["sha256"], stored.sha256
+            if (
+                not isinstance(digest, str)
+                or not _HEX_SHA256.fullmatch(digest)
+                or not hmac.compare_digest(digest, stored.sha256)
             ):
                 raise self._fail(
                     "manifest-sha256", entry.get("sha256"), stored.sha256, f"{name} differs"

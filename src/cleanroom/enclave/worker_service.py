@@ -77,19 +77,25 @@ class WorkerService:
             log.exception("run failed")
 
     def app(self) -> FastAPI:
-        app = FastAPI(title="cleanroom Worker", docs_url=None, redoc_url=None, openapi_url=None)
+        app = FastAPI(
+            title="cleanroom Worker",
+            docs_url=None,
+            redoc_url=None,
+            openapi_url=None,
+            redirect_slashes=False,
+        )
         install_errors(app, "Worker")
         worker, room = self.worker, self.room
 
         @app.post("/admission/request")
         async def admission_request(request: Request) -> dict[str, Any]:
-            document = await json_body(request)
+            document = await json_body(request, frozenset({"target_info"}))
             report, claims = worker.admission_request(binary(document, "target_info"))
             return {"report": b64u(report), "claims": claims}
 
         @app.post("/admission/complete")
         async def admission_complete(request: Request) -> dict[str, Any]:
-            answer = binary(await json_body(request), "report")
+            answer = binary(await json_body(request, frozenset({"report"})), "report")
             worker.complete_admission(answer, attester_mr_signer=self.image.mr_signer)
             return {"worker_id": worker.worker_id}
 
@@ -106,7 +112,7 @@ class WorkerService:
         @app.post("/sessions")
         async def open_session(request: Request) -> dict[str, Any]:
             self._serving()
-            document = await json_body(request)
+            document = await json_body(request, frozenset({"init", "signature"}))
             init = field(document, "init")
             signature = binary(document, "signature")
             resp, resp_signature = await run_in_threadpool(room.open_session, init, signature)

@@ -43,7 +43,7 @@ def canonical(document: Any) -> bytes:
     """
     try:
         return rfc8785.dumps(document)
-    except (rfc8785.CanonicalizationError, TypeError) as error:
+    except (rfc8785.CanonicalizationError, TypeError, RecursionError) as error:
         raise MessageFormatError(
             "canonical-json", "a value RFC 8785 can represent", type(error).__name__, str(error)
         ) from error

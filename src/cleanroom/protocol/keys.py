@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -21,7 +21,7 @@ def load_spki(data: bytes, what: str) -> ec.EllipticCurvePublicKey:
     """A P-256 public key from DER SPKI; any other key or curve is refused."""
     try:
         key = serialization.load_der_public_key(data)
-    except ValueError as error:
+    except (ValueError, UnsupportedAlgorithm) as error:  # e.g. an unknown key type OID
         raise MessageFormatError(
             what, "DER SPKI of a P-256 key", f"{len(data)} bytes", str(error)
         ) from error

@@ -69,6 +69,11 @@ class WorkSpec(BaseModel):
             _canonical_b64u(value, "user_id", 32)
         _canonical_b64u(self.function.removeprefix("fs://"), "function", 32)
         _canonical_b64u(self.nonce, "nonce", 16)
+        for key, parameter in self.parameters.items():
+            # JCS writes 2.0**53 as 9007199254740992, which reads back as an integer no
+            # JSON number can hold exactly: the spec would not survive its own Work-ID.
+            if isinstance(parameter, float) and parameter.is_integer() and abs(parameter) >= 2**53:
+                raise ValueError(f"parameter {key!r}: {parameter} has no exact JSON form")
         try:
             self.canonical()
         except MessageFormatError as error:  # e.g. an integer parameter beyond 2^53

@@ -1,0 +1,42 @@
+"""A real deployment on loopback for the reliability suites (like tests/e2e), and the
+helpers they share: deploy a clean room for two parties, feed it, run it, and look
+everywhere outside the Workers for the parties' plaintext."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleanroom.localstack import LocalStack
+from tests.e2e.conftest import User, confinement_available, make_user
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    if not confinement_available():
+        pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
+    with LocalStack(tmp_path_factory.mktemp("reliability")) as running:
+        running.add_project("acme")
+        running.add_project("globex")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def alice(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> User:
+    return make_user(stack, tmp_path_factory.mktemp("alice"), "alice", "acme")
+
+
+@pytest.fixture(scope="module")
+def bob(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> User:
+    return make_user(stack, tmp_path_factory.mktemp("bob"), "bob", "globex")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The fault and load suites start their own deployments; keep CI logs readable.
+    os.environ.setdefault("CLEANROOM_RELIABILITY", "1")
+
+
+__all__ = ["Path", "User"]
