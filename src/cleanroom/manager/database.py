@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -39,9 +40,12 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-ROOM_STATES = ("deploying", "deployed", "failed", "deleted")
+ROOM_STATES = ("deploying", "deployed", "failed", "lost", "deleted")
 LIVE_ROOM_STATES = ("deploying", "deployed")
 """States in which a room counts against its compute server's load."""
+ROLES = ("owner", "member")
+"""Project roles: an owner manages the project's members and credentials."""
+SERVER_STATES = ("unknown", "healthy", "unhealthy", "lost")
 
 
 def _now() -> int:
@@ -62,6 +66,21 @@ class Project(Base):
     clients: Mapped[list[Client]] = relationship(back_populates="project")
 
 
+class Member(Base):
+    """A person or system in a project, with a role; its credentials are clients."""
+
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    created: Mapped[int] = mapped_column(Integer, default=_now)
+
+    project: Mapped[Project] = relationship()
+
+
 class Client(Base):
     """An OAuth2 client (RFC 6749 §2): one user's credentials, in one project."""
 
@@ -69,14 +88,29 @@ class Client(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the client_id
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     secret_hash: Mapped[str] = mapped_column(Text)  # argon2id, never the secret
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    tokens_not_before: Mapped[int] = mapped_column(Integer, default=0)
+    """Tokens issued (``iat``) before this are refused: set on rotate and disable."""
     user_key: Mapped[str | None] = mapped_column(Text)  # b64u DER SPKI
     user_id: Mapped[str | None] = mapped_column(String(43), index=True)
     created: Mapped[int] = mapped_column(Integer, default=_now)
 
     project: Mapped[Project] = relationship(back_populates="clients")
+    member: Mapped[Member | None] = relationship()
+
+
+class RevokedToken(Base):
+    """A token revoked before its expiry; kept until ``exp`` (then it is refused anyway)."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    exp: Mapped[int] = mapped_column(Integer, index=True)
+    revoked: Mapped[int] = mapped_column(Integer, default=_now)
 
 
 class ComputeServer(Base):
@@ -87,6 +121,16 @@ class ComputeServer(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     url: Mapped[str] = mapped_column(String(2000), unique=True)
+    capacity: Mapped[int] = mapped_column(Integer, default=20)
+    """How many live rooms it may host at once."""
+    tee_kind: Mapped[str] = mapped_column(String(32), default="simulated")
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    reason: Mapped[str | None] = mapped_column(Text)
+    last_seen: Mapped[int | None] = mapped_column(Integer)
+    """When it last answered a health check (None: never)."""
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Health checks failed in a row."""
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[int] = mapped_column(Integer, default=_now)
 
 
@@ -96,7 +140,7 @@ class StoredFunction(Base):
     __tablename__ = "functions"
 
     digest: Mapped[str] = mapped_column(String(43), primary_key=True)
-    size: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(BigInteger)
     created: Mapped[int] = mapped_column(Integer, default=_now)
 
 
@@ -159,6 +203,39 @@ class RoomMember(Base):
     user_id: Mapped[str] = mapped_column(String(43), index=True)
 
     room: Mapped[Room] = relationship(back_populates="members")
+
+
+class AuditEntry(Base):
+    """One line of the append-only, hash-chained audit log (:mod:`cleanroom.manager.audit`).
+
+    ``seq`` is unique and dense, and each ``hash`` covers the previous one, so an
+    entry changed, removed or inserted anywhere breaks the chain from there on.
+    """
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    time: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(2000))
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON (RFC 8785)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """The audit log's newest ``seq`` and ``hash``: one row, updated by every append.
+
+    Updating it is what serialises appends (a row lock on PostgreSQL, the write
+    lock on SQLite), so two writers can never chain onto the same entry.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 def _sqlite_pragmas(connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
