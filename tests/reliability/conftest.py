@@ -4,9 +4,7 @@ everywhere outside the Workers for the parties' plaintext."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -32,11 +30,3 @@ def alice(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> User:
 @pytest.fixture(scope="module")
 def bob(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> User:
     return make_user(stack, tmp_path_factory.mktemp("bob"), "bob", "globex")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # The fault and load suites start their own deployments; keep CI logs readable.
-    os.environ.setdefault("CLEANROOM_RELIABILITY", "1")
-
-
-__all__ = ["Path", "User"]
