@@ -5,6 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The database tests need a real PostgreSQL server (tests/postgres.py starts a
+# private one on loopback): install Debian's packages when the machine lacks them.
+have_postgres() {
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
+    { command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; }
+}
+if [ -z "${CLEANROOM_TEST_POSTGRES_URL:-}" ] && ! have_postgres; then
+  echo "== installing PostgreSQL (Debian's postgresql package)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    postgresql >/dev/null
+fi
+
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import database_url, postgres_server
+
+__all__ = ["database_url", "postgres_server"]  # fixtures for every suite
+
 # Recorded evidence lives beside the project, not inside it (see ../shared/vectors/README.md).
 VECTORS_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "vectors"
 

@@ -37,10 +37,10 @@ from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tokens import TokenError, TokenVerifier
 
 
-def bind() -> socket.socket:
+def bind(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
@@ -85,6 +85,18 @@ class Manager:
     settings: Settings
     sessions: sessionmaker[Session]
     clients: list[ManagerClient] = field(default_factory=list)
+    running: Any = None  # the serve() context of the HTTP server
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """Stop the server and give its database connections back (again: a no-op)."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for client in self.clients:
+            client.close()
+        self.running.__exit__(None, None, None)
+        self.sessions.kw["bind"].dispose()
 
     def project(self, name: str) -> None:
         with self.sessions() as session:
@@ -116,26 +128,31 @@ class Manager:
 
 
 @pytest.fixture
-def start_manager(tmp_path: Path) -> Iterator[Callable[..., Manager]]:
-    """Start managers with settings overrides; all are stopped at the end of the test."""
-    stack: list[tuple[Any, Manager]] = []
+def start_manager(tmp_path: Path, database_url: str | None) -> Iterator[Callable[..., Manager]]:
+    """Start managers with settings overrides; all are stopped at the end of the test.
 
-    def start(**overrides: Any) -> Manager:
-        sock = bind()
-        data_dir = tmp_path / f"manager-{len(stack)}"
-        settings = Settings(data_dir=data_dir, public_url=url_of(sock), **overrides)
+    Every test that uses it runs twice, on SQLite and on PostgreSQL
+    (``database_url``, tests/postgres.py). To start a manager again on an earlier
+    one's state, ``Manager.stop()`` that one and pass its ``port`` (the URL is the
+    tokens' issuer), ``data_dir`` and ``database_url``.
+    """
+    stack: list[Manager] = []
+
+    def start(port: int = 0, **overrides: Any) -> Manager:
+        sock = bind(port)
+        overrides.setdefault("data_dir", tmp_path / f"manager-{len(stack)}")
+        overrides.setdefault("database_url", database_url)
+        settings = Settings(public_url=url_of(sock), **overrides)
         app = create_app(settings)
         running = serve(app, sock)
         running.__enter__()
-        manager = Manager(url_of(sock), settings, app.state.manager.sessions)
-        stack.append((running, manager))
+        manager = Manager(url_of(sock), settings, app.state.manager.sessions, running=running)
+        stack.append(manager)
         return manager
 
     yield start
-    for running, manager in reversed(stack):
-        for client in manager.clients:
-            client.close()
-        running.__exit__(None, None, None)
+    for manager in reversed(stack):
+        manager.stop()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ over HTTP. The manager may keep running meanwhile.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cleanroom import paths
 from cleanroom.cli.common import EXIT_USAGE, fail, stderr, stdout
 from cleanroom.manager import admin as operations
+from cleanroom.manager import audit
 from cleanroom.manager.database import open_database
 from cleanroom.manager.settings import default_database_url
 
@@ -112,6 +114,56 @@ def _print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Non
 
 def _date(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+@app.command("audit")
+def audit_log(
+    ctx: typer.Context,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Recompute the hash chain from the first entry; exit 1 at the first break.",
+        ),
+    ] = False,
+    after: Annotated[
+        int, typer.Option("--after", help="Show only entries after this sequence number.", min=0)
+    ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line instead of columns.")
+    ] = False,
+) -> None:
+    """Print the audit log: who did what, when; each entry hash-chained to the one before.
+
+    With --verify, also check the whole chain (any entry changed, removed or
+    inserted is found, naming the first) and print the newest hash: copy it
+    somewhere the database's owner cannot rewrite, to anchor the log.
+    """
+    with _session(ctx) as session:
+        shown = list(audit.entries(session, after))
+        verdict = audit.verify(session) if verify else None
+    if as_json:
+        for entry in shown:
+            line = {
+                "seq": entry.seq,
+                "time": entry.time,
+                "actor": entry.actor,
+                "action": entry.action,
+                "target": entry.target,
+                "details": json.loads(entry.details),
+                "hash": entry.hash,
+            }
+            stdout.print(json.dumps(line, sort_keys=True), markup=False, highlight=False)
+    elif shown:
+        rows = [(str(e.seq), _date(e.time), e.actor, e.action, e.target, e.details) for e in shown]
+        _print_rows(("SEQ", "TIME", "ACTOR", "ACTION", "TARGET", "DETAILS"), rows)
+    else:
+        stderr.print("the audit log has no entries" + (f" after {after}" if after else ""))
+    if verdict is None:
+        return
+    if not verdict.ok:
+        fail(f"the audit log does not verify: {verdict.problem}")
+    stderr.print(f"audit log verified: {verdict.checked} entries, newest hash {verdict.head}")
 
 
 @project_app.command("create")

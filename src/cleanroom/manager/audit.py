@@ -12,7 +12,7 @@ does not match: a row changed, removed or inserted anywhere is found.
 
 The chain detects tampering by whoever can write the database after the fact; it
 does not stop the database's owner from rewriting the whole chain from the
-changed row on. Copy :func:`head` somewhere else (a ticket, a log shipper) to
+changed row on. Copy :func:`newest`'s hash somewhere else (a ticket, a log shipper) to
 anchor it (docs/management.md, "Audit log").
 
 :func:`record` adds an entry inside the caller's transaction, so the entry and
@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import CursorResult, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -88,7 +88,8 @@ def record(session: Session, actor: str, action: str, target: str, **details: An
 def _lock_head(session: Session) -> None:
     """Take the append lock: a no-op update of the head row (created on first use)."""
     touch = update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)
-    if session.execute(touch).rowcount == 1:
+    touched: CursorResult[Any] = session.execute(touch)  # type: ignore[assignment]
+    if touched.rowcount == 1:
         return
     try:
         with session.begin_nested():
@@ -115,8 +116,8 @@ def entries(session: Session, after: int = 0) -> Iterator[AuditEntry]:
         after = page[-1].seq
 
 
-def head(session: Session) -> AuditEntry | None:
-    """The newest entry (its hash commits to the whole log)."""
+def newest(session: Session) -> AuditEntry | None:
+    """The newest entry: its hash commits to the whole log (copy it elsewhere to anchor)."""
     return session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).first()
 
 
@@ -172,4 +173,15 @@ def verify(session: Session) -> Verdict:
                 f"{entry.hash} (the entry was changed)",
             )
         prev, expected_seq, checked = entry.hash, expected_seq + 1, checked + 1
+    state = session.get(AuditHead, 1)
+    recorded = (0, GENESIS) if state is None else (state.seq, state.hash)
+    if recorded != (checked, prev):
+        return Verdict(
+            checked,
+            prev,
+            checked + 1,
+            f"audit-head: the head records entry {recorded[0]} with hash {recorded[1]}, "
+            f"the log ends at entry {checked} with hash {prev} (entries were removed "
+            "from the end, or the head was changed)",
+        )
     return Verdict(checked, prev)

@@ -1,9 +1,10 @@
 """The management server's database: projects, clients, compute servers, functions, rooms.
 
 SQLite (``<data-dir>/manager.db``) by default, any SQLAlchemy URL otherwise
-(PostgreSQL in production). The schema is created with ``create_all`` on start
-for now; migrations (Alembic) come in a later issue, and until then a schema
-change means a fresh database.
+(PostgreSQL in production). The schema is made and kept by the Alembic
+migrations in ``cleanroom/manager/migrations``: :func:`open_database` upgrades
+the database to the newest revision before anything uses it, so a manager (or
+`cleanroom admin`) started on an older database migrates it first.
 
 Nothing here is secret except what is hashed: client secrets are stored only as
 argon2id hashes. Function bundles live on disk (:mod:`cleanroom.manager.storage`);
@@ -15,6 +16,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from alembic.script import ScriptDirectory
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -257,5 +261,24 @@ def open_database(url: str) -> sessionmaker[Session]:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+    upgrade(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config() -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", "cleanroom.manager:migrations")
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Migrate the database behind ``engine`` to the newest revision (a no-op when there)."""
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        alembic_command.upgrade(config, "head")
+
+
+def head_revision() -> str | None:
+    """The newest migration's revision id."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()

@@ -1,0 +1,108 @@
+"""The manager's database: Alembic migrations, on SQLite and PostgreSQL, and restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from cleanroom.manager import audit
+from cleanroom.manager.database import Base, head_revision, open_database
+from cleanroom.manager.settings import default_database_url
+
+from .conftest import Manager, StandInController, make_bundle, make_spec, new_user
+
+
+def _url(database_url: str | None, tmp_path: Path) -> str:
+    return database_url or default_database_url(tmp_path)
+
+
+def test_migrations_build_exactly_the_models_schema(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    url = _url(database_url, tmp_path)
+    sessions = open_database(url)
+    engine = sessions.kw["bind"]
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert context.get_current_revision() == head_revision()
+            # A model changed without a new migration shows up here.
+            assert compare_metadata(context, Base.metadata) == []
+        assert set(inspect(engine).get_table_names()) == {
+            *Base.metadata.tables,
+            "alembic_version",
+        }
+    finally:
+        engine.dispose()
+
+
+def test_opening_a_database_at_head_again_changes_nothing(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    url = _url(database_url, tmp_path)
+    first = open_database(url)
+    with first() as session:
+        audit.record(session, audit.OPERATOR, "test.marked", "db")
+        session.commit()
+    first.kw["bind"].dispose()
+    again = open_database(url)
+    try:
+        with again() as session:
+            assert [entry.action for entry in audit.entries(session)] == ["test.marked"]
+            assert session.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+                head_revision()
+            )
+    finally:
+        again.kw["bind"].dispose()
+
+
+def test_a_database_without_migrations_is_brought_to_head(tmp_path: Path) -> None:
+    url = default_database_url(tmp_path)
+    engine = create_engine(url)
+    engine.dispose()  # an empty file: what a first start finds
+    sessions = open_database(url)
+    try:
+        assert inspect(sessions.kw["bind"]).has_table("rooms")
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+def test_every_state_survives_a_restart_of_the_manager(
+    start_manager: Callable[..., Manager],
+    start_controller: Callable[[Manager], StandInController],
+    database_url: str | None,
+    tmp_path: Path,
+) -> None:
+    first = start_manager()
+    controller = start_controller(first)
+    client, client_id = first.login("acme")
+    key, uid = new_user()
+    client.register_user_key(key, client_id)
+    bundle = make_bundle(tmp_path / "function")
+    function = client.upload_function(bundle).function_id
+    room = client.deploy(make_spec(function, owner=uid))
+    token = client.token
+    with first.sessions() as session:
+        log_before = [(e.seq, e.hash) for e in audit.entries(session)]
+    port = int(first.url.rsplit(":", 1)[1])
+    first.stop()
+
+    second = start_manager(
+        port=port, data_dir=first.settings.data_dir, database_url=first.settings.database_url
+    )
+    assert second.url == first.url
+    again = second.client(token)  # the token from before the restart is still good
+    assert again.whoami() == {"client_id": client_id, "project": "acme", "user_id": uid}
+    assert again.room(room.name) == room
+    assert again.rooms() == [room]
+    assert again.download_function(function) == bundle
+    with second.sessions() as session:
+        assert [(e.seq, e.hash) for e in audit.entries(session)][: len(log_before)] == log_before
+        assert audit.verify(session).ok
+    # And it keeps working: the registered compute server is still there.
+    again.delete(room.name)
+    assert controller.deleted == [room.name]
