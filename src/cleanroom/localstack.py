@@ -1,5 +1,6 @@
 """A whole deployment on loopback: a management server and a compute server, each
-its own process (the compute server starts the Attester and its Workers).
+its own process (the compute server starts the Attester and its Workers), and as
+many more compute servers as :meth:`LocalStack.add_compute_server` adds.
 
 Used by ``cleanroom demo`` and by the end-to-end tests. Everything lives in one
 directory; :meth:`LocalStack.close` stops every process it started.
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -89,6 +91,34 @@ def _start(name: str, argv: list[str], url: str, log: Path) -> _Server:
     return _Server(name, url, process, log)
 
 
+@dataclass
+class ComputeNode:
+    """A compute server that :meth:`LocalStack.add_compute_server` started."""
+
+    name: str
+    url: str
+    directory: Path
+    server: _Server
+
+
+def enclave_processes(data_dir: Path) -> list[int]:
+    """The enclave processes (Attester, Workers) of the compute server in ``data_dir``."""
+    marker = str(data_dir) + "/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(w.startswith("cleanroom.enclave.") for w in words) and any(
+            w.startswith(marker) for w in words
+        ):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 class LocalStack:
     """A manager and one compute server on free loopback ports under ``directory``."""
 
@@ -98,9 +128,11 @@ class LocalStack:
         *,
         allow_insecure_no_isolation: bool = False,
         advertise_url: str | None = None,
+        manager_options: Sequence[str] = (),
     ) -> None:
         """``advertise_url``: the compute server's URL as registered at the manager
-        (default: its own); tests put a tampering proxy there."""
+        (default: its own); tests put a tampering proxy there. ``manager_options``:
+        more options of `cleanroom server manager` (e.g. faster health checks)."""
         self.directory = directory
         self.manager_dir = directory / "manager"
         self.compute_dir = directory / "compute"
@@ -108,6 +140,8 @@ class LocalStack:
         self.manager_url = f"http://127.0.0.1:{free_port()}"
         self.compute_url = f"http://127.0.0.1:{free_port()}"
         self.advertise_url = advertise_url or self.compute_url
+        self.manager_options = list(manager_options)
+        self.compute_nodes: dict[str, ComputeNode] = {}
         self._servers: list[_Server] = []
         self._database = open_database(default_database_url(self.manager_dir))
 
@@ -115,9 +149,13 @@ class LocalStack:
         self.directory.mkdir(parents=True, exist_ok=True)
         manager_port = self.manager_url.rsplit(":", 1)[1]
         compute_port = self.compute_url.rsplit(":", 1)[1]
+        manager_argv = [
+            "server", "manager", "--port", manager_port, "--data-dir", str(self.manager_dir),
+            *self.manager_options,
+        ]  # fmt: skip
         manager = _start(
             "management server",
-            ["server", "manager", "--port", manager_port, "--data-dir", str(self.manager_dir)],
+            manager_argv,
             self.manager_url,
             self.directory / "manager.log",
         )
@@ -137,6 +175,35 @@ class LocalStack:
         with self._database() as session:
             add_server(session, self.advertise_url, "local")
         return self
+
+    def add_compute_server(self, name: str, *, capacity: int = 20) -> ComputeNode:
+        """Start another compute server, registered at the manager as ``name``."""
+        url = f"http://127.0.0.1:{free_port()}"
+        directory = self.directory / name
+        argv = [
+            "server", "compute", "--port", url.rsplit(":", 1)[1], "--data-dir", str(directory),
+            "--manager-url", self.manager_url, "--public-url", url,
+        ]  # fmt: skip
+        if self.allow_insecure_no_isolation:
+            argv.append("--allow-insecure-no-isolation")
+        server = _start(f"compute server {name}", argv, url, self.directory / f"{name}.log")
+        self._servers.append(server)
+        server.wait_healthy("/v1/health")
+        with self._database() as session:
+            add_server(session, url, name, capacity=capacity)
+        node = ComputeNode(name, url, directory, server)
+        self.compute_nodes[name] = node
+        return node
+
+    def kill_compute_server(self, name: str) -> None:
+        """SIGKILL the compute server ``name`` and its enclave processes, as if its
+        machine died: nothing of it answers again, and its rooms' keys are gone."""
+        node = self.compute_nodes[name]
+        node.server.process.kill()
+        node.server.process.wait()
+        for pid in enclave_processes(node.directory):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def add_project(self, name: str) -> None:
         with self._database() as session:

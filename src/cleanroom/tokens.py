@@ -15,29 +15,35 @@ is accepted only if every one of these holds, each a named check:
 - ``token-issuer`` and ``token-audience``: exactly the expected ones;
 - ``token-not-yet-valid`` and ``token-expired``: ``nbf`` and ``exp`` against the
   (injected) clock, with a small leeway for clock skew between machines;
-- ``token-scope``: when the caller asks for a scope, the token carries it.
+- ``token-scope``: when the caller asks for a scope, the token carries it;
+- ``token-revoked``: the token's ``jti`` is not revoked, its client is not
+  disabled, and it was not issued before its client's ``tokens_not_before``;
+- ``token-revocation-stale`` (a Controller only): the revocation list it checks
+  against was fetched from the manager less than ``max_age`` seconds ago.
 
-:class:`TokenIssuer` holds the manager's signing key (``token-signing-key.pem`` in
-its data directory, created on first start, mode 0600) and serves its JWKS;
+:class:`TokenIssuer` signs with the active key of a :class:`SigningKeys` source
+(the manager's key ring, :mod:`cleanroom.manager.keys`) and serves its JWKS;
 :class:`TokenVerifier` is what the manager and the Controllers use to check a
-token, with keys given or fetched from the issuer's JWKS URL.
+token, with keys given, read from the issuer's key ring, or fetched from its
+JWKS URL. Revocation is checked by a :class:`RevocationCheck`: the manager's
+reads its database, a Controller's is a :class:`RevocationFeed` of the
+manager's ``GET /v1/revocations``.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
@@ -47,12 +53,15 @@ from cleanroom.protocol.keys import spki
 
 AUDIENCE = "cleanroom"
 ALGORITHM = "ES256"
-SIGNING_KEY_FILE = "token-signing-key.pem"
 DEFAULT_LIFETIME = 3600
 DEFAULT_LEEWAY = 30
 """Seconds of clock skew tolerated on ``nbf`` and ``exp``."""
 JWKS_REFETCH_INTERVAL = 30.0
 """An unknown ``kid`` refetches the JWKS at most this often (seconds)."""
+REVOCATION_REFRESH = 5.0
+"""A Controller refetches the manager's revocation list at most this often (seconds)."""
+REVOCATION_MAX_AGE = 60.0
+"""A Controller whose revocation list is older than this refuses every token (seconds)."""
 
 SCOPE_USER = "user"
 SCOPE_DEPLOY = "deploy"
@@ -71,17 +80,24 @@ REQUIRED_CLAIMS: Mapping[str, type | tuple[type, ...]] = {
 
 Clock = Callable[[], float]
 
+_log = logging.getLogger("cleanroom.tokens")
+
 
 class TokenError(CheckFailed):
     """A bearer token was refused; ``check`` names the rule (``token-expired``, …).
 
     ``http_status`` is the answer a server gives: 403 for a valid token that lacks
-    the scope (``token-scope``), 401 for every other refusal.
+    the scope (``token-scope``), 503 when the server cannot tell whether the token
+    is revoked (``token-revocation-stale``), 401 for every other refusal.
     """
 
     @property
     def http_status(self) -> int:
-        return 403 if self.check == "token-scope" else 401
+        if self.check == "token-scope":
+            return 403
+        if self.check == "token-revocation-stale":
+            return 503
+        return 401
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class TokenClaims:
     sub: str
     project: str
     scope: str
+    iat: int
     exp: int
     jti: str
 
@@ -107,36 +124,46 @@ def public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
     return jwk
 
 
-def load_or_create_signing_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    """The P-256 key in PEM file ``path``; created (mode 0600) when it does not exist."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        key = ec.generate_private_key(ec.SECP256R1())
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two managers starting at once must not overwrite each other's key.
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(pem)
-        return key
-    loaded = serialization.load_pem_private_key(data, password=None)
-    if not isinstance(loaded, ec.EllipticCurvePrivateKey) or loaded.curve.name != "secp256r1":
-        raise ValueError(f"{path} does not hold a P-256 private key")
-    return loaded
+# -- signing ---------------------------------------------------------------------------
+
+
+class SigningKeys(Protocol):
+    """Where an issuer's keys come from: the one that signs now, and those published."""
+
+    def signing_key(self) -> ec.EllipticCurvePrivateKey:
+        """The key new tokens are signed with."""
+        ...
+
+    def public_keys(self) -> Mapping[str, ec.EllipticCurvePublicKey]:
+        """Every key the JWKS serves, by ``kid``: the signing key, keys about to sign,
+        and retired keys whose tokens may not have expired yet."""
+        ...
+
+
+class StaticSigningKey:
+    """One key that signs and is the only one published (tests, fixed setups)."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._key = key
+        self._public = {kid_of(key.public_key()): key.public_key()}
+
+    def signing_key(self) -> ec.EllipticCurvePrivateKey:
+        return self._key
+
+    def public_keys(self) -> Mapping[str, ec.EllipticCurvePublicKey]:
+        return self._public
 
 
 class TokenIssuer:
-    """Signs access tokens for one issuer (the manager's public URL) and serves its JWKS."""
+    """Signs access tokens for one issuer (the manager's public URL) and serves its JWKS.
+
+    ``keys`` is a :class:`SigningKeys` source (a rotating key ring) or one private key.
+    """
 
     def __init__(
         self,
         issuer: str,
-        key: ec.EllipticCurvePrivateKey,
+        keys: SigningKeys | ec.EllipticCurvePrivateKey,
         *,
         lifetime: int = DEFAULT_LIFETIME,
         audience: str = AUDIENCE,
@@ -145,9 +172,10 @@ class TokenIssuer:
         self.issuer = issuer.rstrip("/")
         self.audience = audience
         self.lifetime = lifetime
-        self._key = key
+        self.keys: SigningKeys = (
+            StaticSigningKey(keys) if isinstance(keys, ec.EllipticCurvePrivateKey) else keys
+        )
         self._clock = clock
-        self.kid = kid_of(key.public_key())
 
     @classmethod
     def load(
@@ -156,14 +184,29 @@ class TokenIssuer:
         issuer: str,
         *,
         lifetime: int = DEFAULT_LIFETIME,
+        leeway: int = DEFAULT_LEEWAY,
         clock: Clock = time.time,
     ) -> TokenIssuer:
-        """The issuer whose key is ``<data_dir>/token-signing-key.pem`` (created if absent)."""
-        key = load_or_create_signing_key(data_dir / SIGNING_KEY_FILE)
-        return cls(issuer, key, lifetime=lifetime, clock=clock)
+        """The issuer signing with the key ring in ``data_dir`` (created if absent).
+
+        See :class:`cleanroom.manager.keys.KeyRing`; ``lifetime`` and ``leeway``
+        decide how long a retired key stays published.
+        """
+        # Imported here: the key ring is the manager's (private keys on disk); the
+        # Controllers import this module only to verify.
+        from cleanroom.manager.keys import KeyRing
+
+        ring = KeyRing.open(data_dir, lifetime=lifetime, leeway=leeway, clock=clock)
+        return cls(issuer, ring, lifetime=lifetime, clock=clock)
+
+    @property
+    def kid(self) -> str:
+        """The ``kid`` new tokens are signed with."""
+        return kid_of(self.keys.signing_key().public_key())
 
     def issue(self, sub: str, project: str, scope: str) -> tuple[str, int]:
         """A signed token for ``sub`` of ``project`` with ``scope``; and its lifetime (s)."""
+        key = self.keys.signing_key()
         now = int(self._clock())
         claims = {
             "iss": self.issuer,
@@ -176,12 +219,211 @@ class TokenIssuer:
             "exp": now + self.lifetime,
             "jti": secrets.token_urlsafe(16),
         }
-        token = jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid})
-        return token, self.lifetime
+        headers = {"kid": kid_of(key.public_key())}
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers=headers), self.lifetime
 
     def jwks(self) -> dict[str, Any]:
         """The JWKS document (``{"keys": [...]}``) served at ``/.well-known/jwks.json``."""
-        return {"keys": [public_jwk(self._key.public_key())]}
+        return {"keys": [public_jwk(key) for key in self.keys.public_keys().values()]}
+
+
+# -- revocation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """What revocation knows of a token's client: disabled, or a ``tokens_not_before``."""
+
+    not_before: int = 0
+    disabled: bool = False
+
+
+def check_not_revoked(claims: TokenClaims, *, revoked: bool, client: ClientStatus | None) -> None:
+    """Raise ``token-revoked`` when ``claims`` belong to a token that no longer counts.
+
+    ``revoked``: its ``jti`` is on the revocation list; ``client``: what is known of
+    its ``sub`` (None: nothing, e.g. the manager's own deploy tokens).
+    """
+    if revoked:
+        raise TokenError(
+            "token-revoked",
+            "a jti that is not revoked",
+            claims.jti,
+            "the token was revoked",
+            hint="fetch a new token",
+        )
+    if client is None:
+        return
+    if client.disabled:
+        raise TokenError(
+            "token-revoked",
+            f"client {claims.sub} enabled",
+            "disabled",
+            "the token's client is disabled",
+        )
+    if claims.iat < client.not_before:
+        raise TokenError(
+            "token-revoked",
+            f"iat at or after {client.not_before} (the client's tokens_not_before)",
+            claims.iat,
+            "the token was issued before its client's credentials were rotated or disabled",
+            hint="fetch a new token",
+        )
+
+
+class RevocationCheck(Protocol):
+    """Raises ``token-revoked`` (or ``token-revocation-stale``) for a token that must not
+    count any more; returns for one that does."""
+
+    def check(self, claims: TokenClaims) -> None: ...
+
+
+@dataclass(frozen=True)
+class Revocations:
+    """The manager's revocation list (``GET /v1/revocations``, docs/api.md "Tokens").
+
+    ``tokens``: revoked jtis with their ``exp``; ``clients``: every client whose
+    tokens are refused wholesale (disabled) or up to a time (``tokens_not_before``);
+    ``now``: the manager's time when it answered.
+    """
+
+    now: int
+    tokens: Mapping[str, int]
+    clients: Mapping[str, ClientStatus]
+
+    def check(self, claims: TokenClaims) -> None:
+        """``token-revoked`` if the list revokes ``claims``."""
+        check_not_revoked(
+            claims, revoked=claims.jti in self.tokens, client=self.clients.get(claims.sub)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The document as the manager serves it."""
+        return {
+            "now": self.now,
+            "tokens": [{"jti": jti, "exp": exp} for jti, exp in sorted(self.tokens.items())],
+            "clients": [
+                {
+                    "client_id": client_id,
+                    "not_before": status.not_before,
+                    "disabled": status.disabled,
+                }
+                for client_id, status in sorted(self.clients.items())
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, document: object) -> Revocations:
+        """The list in ``document``; ``ValueError`` naming the first bad member."""
+
+        def integer(value: object, what: str) -> int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{what} is not an integer: {value!r:.80}")
+            return value
+
+        def text(value: object, what: str) -> str:
+            if not isinstance(value, str):
+                raise ValueError(f"{what} is not a string: {value!r:.80}")
+            return value
+
+        if not isinstance(document, dict):
+            raise ValueError(f"not a JSON object: {type(document).__name__}")
+        entries, clients = document.get("tokens"), document.get("clients")
+        if not isinstance(entries, list) or not isinstance(clients, list):
+            raise ValueError("'tokens' and 'clients' must be lists")
+        tokens: dict[str, int] = {}
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise ValueError(f"a token entry is not an object: {entry!r:.80}")
+            tokens[text(entry.get("jti"), "tokens[].jti")] = integer(entry.get("exp"), "exp")
+        statuses: dict[str, ClientStatus] = {}
+        for entry in clients:
+            if not isinstance(entry, dict) or not isinstance(entry.get("disabled"), bool):
+                raise ValueError(f"a client entry lacks a boolean 'disabled': {entry!r:.80}")
+            statuses[text(entry.get("client_id"), "clients[].client_id")] = ClientStatus(
+                not_before=integer(entry.get("not_before"), "clients[].not_before"),
+                disabled=entry["disabled"],
+            )
+        return cls(now=integer(document.get("now"), "now"), tokens=tokens, clients=statuses)
+
+
+class RevocationFeed:
+    """A Controller's copy of the manager's revocation list, kept fresh; fails closed.
+
+    :meth:`check` refetches the list from ``url`` when the copy is ``refresh``
+    seconds old (so a revocation reaches this server within ``refresh`` seconds
+    plus one fetch), then checks the token against it. When the list could not be
+    fetched for ``max_age`` seconds (or never was), every token is refused with
+    ``token-revocation-stale``: a Controller that cannot learn of revocations must
+    not go on accepting tokens that may be revoked.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        refresh: float = REVOCATION_REFRESH,
+        max_age: float = REVOCATION_MAX_AGE,
+        clock: Clock = time.monotonic,
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if not 0 < refresh <= max_age:
+            raise ValueError(f"need 0 < refresh <= max_age, got {refresh} and {max_age}")
+        self.url = url
+        self.refresh = refresh
+        self.max_age = max_age
+        self._clock = clock
+        self._transport = transport
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._list: Revocations | None = None
+        self._fetched_at: float | None = None  # last success (our clock)
+        self._tried_at: float | None = None  # last attempt
+        self._failure = "not fetched yet"
+
+    def _fetch(self) -> Revocations:
+        with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+            response = client.get(self.url, headers={"Cache-Control": "no-cache"})
+            response.raise_for_status()
+            return Revocations.from_json(response.json())
+
+    def current(self) -> Revocations:
+        """The list, refetched first if due; ``token-revocation-stale`` if too old."""
+        with self._lock:
+            now = self._clock()
+            if self._tried_at is None or now - self._tried_at >= self.refresh:
+                self._tried_at = now
+                try:
+                    self._list = self._fetch()
+                except (httpx.HTTPError, ValueError) as error:
+                    self._failure = f"{type(error).__name__}: {error}"
+                    _log.warning("cannot refresh the revocation list from %s: %s", self.url, error)
+                else:
+                    self._fetched_at = now
+            if self._list is None or self._fetched_at is None:
+                raise TokenError(
+                    "token-revocation-stale",
+                    f"the revocation list of {self.url}",
+                    self._failure,
+                    "this server could never fetch the manager's revocation list",
+                )
+            age = now - self._fetched_at
+            if age > self.max_age:
+                raise TokenError(
+                    "token-revocation-stale",
+                    f"a revocation list at most {self.max_age:g} s old",
+                    f"{age:.0f} s old (last failure: {self._failure})",
+                    "this server cannot reach the manager's revocation list",
+                )
+            return self._list
+
+    def check(self, claims: TokenClaims) -> None:
+        """``token-revoked`` or ``token-revocation-stale`` unless the token still counts."""
+        self.current().check(claims)
+
+
+# -- verification ----------------------------------------------------------------------
 
 
 def _parse_jwks(document: object) -> dict[str, ec.EllipticCurvePublicKey]:
@@ -206,9 +448,12 @@ def _parse_jwks(document: object) -> dict[str, ec.EllipticCurvePublicKey]:
 class TokenVerifier:
     """Checks access tokens of one issuer (see the module docstring for every check).
 
-    Give the keys either as a JWKS document (``keys=``) or as the URL to fetch it
-    from (``jwks_url=``); fetched keys are cached, and a token with an unknown
-    ``kid`` refetches the JWKS at most once per 30 seconds.
+    Give the keys in exactly one way: as a JWKS document (``keys=``), as a function
+    returning the issuer's current keys (``key_source=``, the manager's own key
+    ring), or as the URL to fetch the JWKS from (``jwks_url=``); fetched keys are
+    cached, and a token with an unknown ``kid`` refetches the JWKS at most once per
+    ``jwks_refetch_interval`` seconds. ``revocations``, when given, is asked last
+    about every token that passed all other checks.
     """
 
     def __init__(
@@ -218,20 +463,26 @@ class TokenVerifier:
         *,
         jwks_url: str | None = None,
         keys: Mapping[str, Any] | None = None,
+        key_source: Callable[[], Mapping[str, ec.EllipticCurvePublicKey]] | None = None,
+        revocations: RevocationCheck | None = None,
         clock: Clock = time.time,
         leeway: int = DEFAULT_LEEWAY,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 10.0,
+        jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL,
     ) -> None:
-        if (jwks_url is None) == (keys is None):
-            raise ValueError("give exactly one of jwks_url and keys")
+        if [jwks_url, keys, key_source].count(None) != 2:
+            raise ValueError("give exactly one of jwks_url, keys and key_source")
         self.issuer = issuer.rstrip("/")
         self.audience = audience
+        self.revocations = revocations
         self._jwks_url = jwks_url
+        self._key_source = key_source
         self._clock = clock
         self._leeway = leeway
         self._transport = transport
         self._timeout = timeout
+        self._refetch_interval = jwks_refetch_interval
         self._lock = threading.Lock()
         self._fetched_at: float | None = None
         self._keys = _parse_jwks(dict(keys)) if keys is not None else {}
@@ -252,22 +503,27 @@ class TokenVerifier:
         self._keys = _parse_jwks(document)
 
     def _key(self, kid: str) -> ec.EllipticCurvePublicKey:
-        with self._lock:
-            key = self._keys.get(kid)
-            now = self._clock()
-            due = self._fetched_at is None or now - self._fetched_at >= JWKS_REFETCH_INTERVAL
-            if key is None and self._jwks_url is not None and due:
-                self._fetched_at = now
-                self._fetch(self._jwks_url)
+        if self._key_source is not None:
+            known = self._key_source()
+            key = known.get(kid)
+        else:
+            with self._lock:
                 key = self._keys.get(kid)
-            if key is None:
-                raise TokenError(
-                    "token-key",
-                    f"a kid of the issuer's keys {sorted(self._keys)}",
-                    kid,
-                    "the token is signed by an unknown key",
-                )
-            return key
+                now = self._clock()
+                due = self._fetched_at is None or now - self._fetched_at >= self._refetch_interval
+                if key is None and self._jwks_url is not None and due:
+                    self._fetched_at = now
+                    self._fetch(self._jwks_url)
+                    key = self._keys.get(kid)
+                known = self._keys
+        if key is None:
+            raise TokenError(
+                "token-key",
+                f"a kid of the issuer's keys {sorted(known)}",
+                kid,
+                "the token is signed by an unknown key",
+            )
+        return key
 
     def verify(self, token: str, scope: str | None = None) -> TokenClaims:
         """The claims of ``token`` if it passes every check, else :class:`TokenError`.
@@ -315,7 +571,10 @@ class TokenVerifier:
             raise TokenError(
                 "token-format", "a JWS compact serialisation", type(error).__name__, str(error)
             ) from error
-        return self._check_claims(claims, scope)
+        verified = self._check_claims(claims, scope)
+        if self.revocations is not None:
+            self.revocations.check(verified)
+        return verified
 
     def _check_claims(self, claims: dict[str, Any], scope: str | None) -> TokenClaims:
         for name, kind in REQUIRED_CLAIMS.items():
@@ -356,6 +615,7 @@ class TokenVerifier:
             sub=claims["sub"],
             project=claims["project"],
             scope=claims["scope"],
+            iat=claims["iat"],
             exp=claims["exp"],
             jti=claims["jti"],
         )

@@ -1,4 +1,9 @@
-"""Logging in, who the caller is, and registering the user key, over real HTTP."""
+"""Logging in, who the caller is, and registering the user key, over real HTTP.
+
+``caller()`` checks every user token against the database: each of its refusals
+has a test below that breaks exactly that one thing (the row changed directly,
+so that no other check, such as revocation, refuses first).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,12 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import inspect, select, update
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import admin as operations
-from cleanroom.manager.database import Client
+from cleanroom.manager.database import Base, Client
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.keys import sign, spki, user_id
 from cleanroom.tokens import TokenIssuer, TokenVerifier
@@ -89,14 +94,30 @@ def test_only_an_argon2id_hash_of_the_secret_is_stored(manager: Manager) -> None
     with manager.sessions() as session:
         stored = session.scalars(select(Client).where(Client.id == client_id)).one()
         assert stored.secret_hash.startswith("$argon2id$")
-    database = (manager.settings.data_dir / "manager.db").read_bytes()
-    assert secret.encode() not in database
-    assert client_id.encode() in database  # the file searched is the right one
+        # Every value of every table, as text: the secret is in none of them.
+        everything = [
+            str(row)
+            for table in Base.metadata.sorted_tables
+            if inspect(session.get_bind()).has_table(table.name)
+            for row in session.execute(select(table)).all()
+        ]
+    assert secret not in " ".join(everything)
+    assert client_id in " ".join(everything)  # what was searched is the right data
+    if manager.settings.database_url is None:  # the SQLite file itself, free pages too
+        database = (manager.settings.data_dir / "manager.db").read_bytes()
+        assert secret.encode() not in database
+        assert client_id.encode() in database
 
 
 def test_whoami_before_and_after_key_registration(manager: Manager) -> None:
     client, client_id = manager.login("acme")
-    assert client.whoami() == {"client_id": client_id, "project": "acme", "user_id": None}
+    assert client.whoami() == {
+        "client_id": client_id,
+        "project": "acme",
+        "user_id": None,
+        "member": client_id,  # created without a member: its own, named after it
+        "role": "member",
+    }
     key, expected = new_user()
     assert client.register_user_key(key, client_id) == expected
     assert client.whoami()["user_id"] == expected
@@ -202,6 +223,74 @@ def test_disabled_clients_tokens_stop_working(manager: Manager) -> None:
     with pytest.raises(ServerError) as caught:
         client.whoami()
     assert caught.value.status == 401
+
+
+def change_client(manager: Manager, client_id: str, **values: object) -> None:
+    """Change the client's row directly: nothing else (tokens_not_before) moves."""
+    with manager.sessions() as session:
+        session.execute(update(Client).where(Client.id == client_id).values(**values))
+        session.commit()
+
+
+def whoami_refusal(manager: Manager, token: str | None) -> httpx.Response:
+    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+    assert answer.status_code == 401
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    return answer
+
+
+def test_caller_refuses_a_disabled_client(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    change_client(manager, client_id, disabled=True)
+    problem = whoami_refusal(manager, client.token).json()
+    assert problem["check"] == "client-disabled"
+    assert (problem["expected"], problem["actual"]) == ("an enabled client", "disabled")
+    assert problem["detail"] == f"client {client_id} is disabled"
+
+
+def test_caller_refuses_a_client_whose_member_was_removed(manager: Manager) -> None:
+    client, client_id = manager.login("acme")
+    change_client(manager, client_id, member_id=None)
+    problem = whoami_refusal(manager, client.token).json()
+    assert problem["check"] == "client-member"
+    assert problem["expected"] == "a client of a member of project 'acme'"
+    assert problem["actual"] == "a client whose member was removed"
+
+
+def test_caller_refuses_a_token_for_another_project_than_its_clients(manager: Manager) -> None:
+    client_id, _ = manager.new_client("acme")
+    manager.new_client("globex")
+    token, _ = manager_issuer(manager).issue(client_id, "globex", "user")
+    problem = whoami_refusal(manager, token).json()
+    assert problem["check"] == "token-project"
+    assert (problem["expected"], problem["actual"]) == ("acme", "globex")
+
+
+def test_caller_refuses_a_token_of_an_unknown_client(manager: Manager) -> None:
+    token, _ = manager_issuer(manager).issue("f" * 32, "acme", "user")
+    problem = whoami_refusal(manager, token).json()
+    assert (problem["check"], problem["actual"]) == ("token-client", "f" * 32)
+
+
+def test_a_client_whose_member_was_removed_cannot_log_in(manager: Manager) -> None:
+    client_id, secret = manager.new_client("acme")
+    change_client(manager, client_id, member_id=None)  # still enabled: only that differs
+    answer = token_request(
+        manager, grant_type="client_credentials", client_id=client_id, client_secret=secret
+    )
+    assert answer.status_code == 401 and answer.json() == {"error": "invalid_client"}
+
+
+def test_a_token_fetched_right_after_a_rotation_is_valid(manager: Manager) -> None:
+    # Rotation refuses every token of the current second; the token endpoint waits
+    # it out, so the new secret's first token works at once.
+    client_id, _ = manager.new_client("acme")
+    with manager.sessions() as session:
+        rotated = operations.rotate_client(session, client_id)
+    client = manager.client()
+    client.fetch_token(client_id, rotated.secret)
+    assert client.whoami()["client_id"] == client_id
 
 
 def manager_issuer(manager: Manager) -> TokenIssuer:

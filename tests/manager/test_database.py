@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from cleanroom.manager import audit
-from cleanroom.manager.database import Base, head_revision, open_database
+from cleanroom.manager.database import Base, DatabaseError, head_revision, open_database
 from cleanroom.manager.settings import default_database_url
 
 from .conftest import Manager, StandInController, make_bundle, make_spec, new_user
@@ -71,6 +72,16 @@ def test_a_database_without_migrations_is_brought_to_head(tmp_path: Path) -> Non
         sessions.kw["bind"].dispose()
 
 
+def test_a_database_made_before_migrations_is_refused_in_one_line(tmp_path: Path) -> None:
+    url = default_database_url(tmp_path)
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)  # what development builds did before Alembic
+    engine.dispose()
+    with pytest.raises(DatabaseError, match="no migration record") as caught:
+        open_database(url)
+    assert "\n" not in str(caught.value)
+
+
 def test_every_state_survives_a_restart_of_the_manager(
     start_manager: Callable[..., Manager],
     start_controller: Callable[[Manager], StandInController],
@@ -96,7 +107,9 @@ def test_every_state_survives_a_restart_of_the_manager(
     )
     assert second.url == first.url
     again = second.client(token)  # the token from before the restart is still good
-    assert again.whoami() == {"client_id": client_id, "project": "acme", "user_id": uid}
+    whoami = again.whoami()
+    assert (whoami["client_id"], whoami["project"], whoami["user_id"]) == (client_id, "acme", uid)
+    assert whoami["role"] == "member"
     assert again.room(room.name) == room
     assert again.rooms() == [room]
     assert again.download_function(function) == bundle

@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import inspect
 import io
+import json
+import os
 import tarfile
+import threading
+import time
+import tracemalloc
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import ManagerClient
+from cleanroom.manager import Settings, audit
+from cleanroom.manager.database import AuditEntry, FunctionUploader, StoredFunction
+from cleanroom.manager.storage import (
+    CHUNK_BYTES,
+    FunctionStore,
+    StoredFunctionCorrupt,
+    collect_garbage,
+)
 from cleanroom.protocol.bundle import function_id
 
-from .conftest import Manager, make_bundle
+from .conftest import Manager, StandInController, closed_port_url, make_bundle, make_spec
 
 
 def stored_files(manager: Manager) -> list[str]:
@@ -74,8 +90,23 @@ def test_over_the_limit_is_413(
     )
     answer = raw_upload(manager, client.token, content)
     assert answer.status_code == 413
-    assert "20480 bytes" in answer.json()["detail"]
+    problem = answer.json()
+    assert "20480 bytes" in problem["detail"]
+    assert (problem["check"], problem["expected"]) == ("function-size", "at most 20480 bytes")
+    assert problem["actual"] == (
+        "more than 20480 bytes (the upload was stopped there)"
+        if streamed
+        else f"{len(bundle)} bytes (Content-Length)"
+    )
     assert stored_files(manager) == []
+
+
+def test_the_default_limit_is_one_gib() -> None:
+    from cleanroom.cli.server import manager as manager_command
+
+    assert Settings(data_dir=Path("unused"), public_url="http://m").max_function_bytes == 1 << 30
+    option = inspect.signature(manager_command).parameters["max_function_bytes"]
+    assert option.default == 1 << 30
 
 
 def test_at_the_limit_is_accepted(start_manager: Callable[..., Manager], tmp_path: Path) -> None:
@@ -182,3 +213,263 @@ def test_upload_needs_a_token(manager: Manager, tmp_path: Path) -> None:
     answer = httpx.post(f"{manager.url}/v1/functions", content=make_bundle(tmp_path / "f"))
     assert answer.status_code == 401
     assert stored_files(manager) == []
+
+
+def test_a_bundle_whose_file_is_gone_is_refused_on_read(manager: Manager, tmp_path: Path) -> None:
+    client, _ = manager.login("acme")
+    upload = client.upload_function(make_bundle(tmp_path / "function"))
+    (manager.settings.functions_dir / upload.function_id.removeprefix("fs://")).unlink()
+    with pytest.raises(ServerError) as caught:
+        client.download_function(upload.function_id)
+    assert (caught.value.status, caught.value.check, caught.value.actual) == (
+        500,
+        "function-stored",
+        "no such file",
+    )
+
+
+def test_a_reupload_repairs_a_damaged_bundle(manager: Manager, tmp_path: Path) -> None:
+    client, _ = manager.login("acme")
+    bundle = make_bundle(tmp_path / "function")
+    upload = client.upload_function(bundle)
+    (manager.settings.functions_dir / upload.function_id.removeprefix("fs://")).write_bytes(b"x")
+    assert client.upload_function(bundle).created is False
+    assert client.download_function(upload.function_id) == bundle
+
+
+def test_a_bundle_changed_while_it_is_sent_is_not_sent_whole(tmp_path: Path) -> None:
+    # Checked when opened, then changed on disk: the stream stops before its end.
+    store = FunctionStore(tmp_path / "functions", 1 << 30)
+    content = os.urandom(3 * CHUNK_BYTES + 5)
+    digest = function_id(content).removeprefix("fs://")
+    store.path(digest).write_bytes(content)
+    bundle = store.open_verified(digest)
+    assert bundle.size == len(content)
+    with store.path(digest).open("r+b") as file:  # in place: the open file sees it
+        file.seek(CHUNK_BYTES + 1)
+        file.write(b"\xff")
+    sent = []
+    with pytest.raises(StoredFunctionCorrupt) as caught:
+        for chunk in bundle.chunks():
+            sent.append(chunk)
+    assert caught.value.check == "function-id"
+    assert sum(len(chunk) for chunk in sent) < len(content)
+    # Unchanged, it streams whole, in chunks no larger than CHUNK_BYTES.
+    store.path(digest).write_bytes(content)
+    chunks = list(store.open_verified(digest).chunks())
+    assert b"".join(chunks) == content
+    assert max(len(chunk) for chunk in chunks) <= CHUNK_BYTES
+
+
+def test_a_download_streams_and_never_holds_the_bundle(manager: Manager, tmp_path: Path) -> None:
+    client, _ = manager.login("acme")
+    directory = tmp_path / "big"
+    directory.mkdir()
+    (directory / "handler.py").write_text("def main(ctx):\n    return None\n")
+    (directory / "weights.bin").write_bytes(os.urandom(48 << 20))
+    bundle = make_bundle(directory)
+    upload = client.upload_function(bundle)
+    del bundle
+    url = f"{manager.url}/v1/functions/{upload.function_id.removeprefix('fs://')}"
+    hasher_size = 0
+    # The manager runs in this process: tracemalloc sees its allocations too.
+    tracemalloc.start()
+    try:
+        with httpx.stream("GET", url, headers={"authorization": f"Bearer {client.token}"}) as got:
+            assert got.status_code == 200
+            assert int(got.headers["content-length"]) == upload.size
+            for chunk in got.iter_raw():
+                hasher_size += len(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert hasher_size == upload.size
+    assert peak < 16 << 20, f"a 48 MiB download peaked at {peak} bytes of Python memory"
+
+
+def test_uploads_are_audited(manager: Manager, tmp_path: Path) -> None:
+    client, client_id = manager.login("acme")
+    bundle = make_bundle(tmp_path / "function")
+    client.upload_function(bundle)
+    client.upload_function(bundle)
+    with manager.sessions() as session:
+        entries = [
+            (entry.actor, entry.target, json.loads(entry.details))
+            for entry in session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "function.uploaded")
+            )
+        ]
+    fid = function_id(bundle)
+    assert entries == [
+        (client_id, fid, {"size": len(bundle), "new": True}),
+        (client_id, fid, {"size": len(bundle), "new": False}),
+    ]
+
+
+def test_concurrent_first_uploads_of_one_bundle_record_every_project(
+    manager: Manager, tmp_path: Path
+) -> None:
+    bundle = make_bundle(tmp_path / "function")
+    clients = [manager.login(project)[0] for project in ("p0", "p1", "p2", "p3")]
+    start = threading.Barrier(len(clients))
+    answers: list[int] = []
+
+    def upload(client: ManagerClient) -> None:
+        start.wait()
+        answers.append(raw_upload(manager, client.token, bundle).status_code)
+
+    threads = [threading.Thread(target=upload, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(answers) == [200, 200, 200, 201]
+    for client in clients:
+        assert client.download_function(function_id(bundle)) == bundle
+
+
+# -- garbage collection -----------------------------------------------------------------
+
+
+@dataclass
+class Bundles:
+    """Functions in each situation garbage collection must tell apart."""
+
+    deployed: str  # a deployed room uses it
+    failed: str  # only a failed room used it
+    deleted: str  # only a deleted room used it
+    unused: str  # uploaded, never deployed
+
+
+@pytest.fixture
+def bundles(
+    manager: Manager, controller: StandInController, tmp_path: Path
+) -> tuple[ManagerClient, Bundles]:
+    client, _ = manager.login("acme")
+    ids = [
+        client.upload_function(
+            make_bundle(tmp_path / f"f{i}", f"def main(c): return {i}\n")
+        ).function_id
+        for i in range(4)
+    ]
+    client.deploy(make_spec(ids[0], name="deployed"))
+    client.deploy(make_spec(ids[2], name="deleted"))
+    client.delete("deleted")
+    manager.add_server(closed_port_url())  # now the least loaded, and unreachable
+    with pytest.raises(ServerError):
+        client.deploy(make_spec(ids[1], name="failed"))
+    return client, Bundles(deployed=ids[0], failed=ids[1], deleted=ids[2], unused=ids[3])
+
+
+def stored_ids(manager: Manager) -> set[str]:
+    with manager.sessions() as session:
+        return {"fs://" + digest for digest in session.scalars(select(StoredFunction.digest))}
+
+
+def gc(manager: Manager, *, grace: int, later: int = 0, dry_run: bool = False) -> list[str]:
+    store = FunctionStore(manager.settings.functions_dir, manager.settings.max_function_bytes)
+    with manager.sessions() as session:
+        garbage = collect_garbage(
+            session,
+            store,
+            grace=grace,
+            actor=audit.OPERATOR,
+            dry_run=dry_run,
+            now=int(time.time()) + later,
+        )
+    return sorted(item.function_id for item in garbage.functions)
+
+
+def test_gc_deletes_exactly_the_bundles_no_live_room_uses(
+    manager: Manager, bundles: tuple[ManagerClient, Bundles]
+) -> None:
+    client, ids = bundles
+    everything = {ids.deployed, ids.failed, ids.deleted, ids.unused}
+    assert gc(manager, grace=3600) == []  # all uploaded just now: within the grace period
+    garbage = sorted([ids.failed, ids.deleted, ids.unused])
+    assert gc(manager, grace=3600, later=7200, dry_run=True) == garbage
+    assert stored_ids(manager) == everything  # a dry run changes nothing
+    assert gc(manager, grace=3600, later=7200) == garbage
+    assert stored_ids(manager) == {ids.deployed}
+    assert stored_files(manager) == [ids.deployed.removeprefix("fs://")]
+    with manager.sessions() as session:
+        uploaders = set(session.scalars(select(FunctionUploader.digest)))
+        deleted = [
+            (entry.actor, entry.target)
+            for entry in session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "function.deleted")
+            )
+        ]
+    assert uploaders == {ids.deployed.removeprefix("fs://")}
+    assert sorted(deleted) == [(audit.OPERATOR, function) for function in garbage]
+    # The rooms keep their function IDs; the bundles are gone for reading and deploying.
+    assert client.room("failed").function == ids.failed
+    with pytest.raises(ServerError) as download:
+        client.download_function(ids.unused)
+    assert download.value.status == 404
+    with pytest.raises(ServerError) as deploy:
+        client.deploy(make_spec(ids.unused, name="again"))
+    assert deploy.value.status == 404
+    assert client.download_function(ids.deployed)  # still there
+    assert gc(manager, grace=3600, later=7200) == []  # nothing left to do
+
+
+def test_a_reupload_restarts_the_grace_period_and_restores_a_collected_bundle(
+    manager: Manager, bundles: tuple[ManagerClient, Bundles], tmp_path: Path
+) -> None:
+    client, ids = bundles
+    assert ids.unused in gc(manager, grace=3600, later=7200)
+    bundle = make_bundle(tmp_path / "f3", "def main(c): return 3\n")
+    assert client.upload_function(bundle).created is True  # new again
+    assert client.download_function(ids.unused) == bundle
+    with manager.sessions() as session:  # as if uploaded long ago ...
+        stored = session.get_one(StoredFunction, ids.unused.removeprefix("fs://"))
+        stored.uploaded -= 7200
+        session.commit()
+    assert gc(manager, grace=3600, dry_run=True) == [ids.unused]
+    client.upload_function(bundle)  # ... and again now
+    assert gc(manager, grace=3600) == []
+
+
+def test_gc_deletes_stray_files_past_the_grace_period(manager: Manager, tmp_path: Path) -> None:
+    directory = manager.settings.functions_dir
+    stray = directory / ("A" * 43)  # a bundle file no row knows (a crash mid-collection)
+    abandoned = directory / ".incoming" / "upload-abandoned"
+    recent = directory / ".incoming" / "upload-in-progress"
+    for path in (stray, abandoned, recent):
+        path.write_bytes(b"bytes")
+    long_ago = time.time() - 7200
+    os.utime(stray, (long_ago, long_ago))
+    os.utime(abandoned, (long_ago, long_ago))
+    store = FunctionStore(directory, manager.settings.max_function_bytes)
+    with manager.sessions() as session:
+        garbage = collect_garbage(session, store, grace=3600, actor=audit.OPERATOR)
+    assert garbage.functions == []
+    assert garbage.stray_files == sorted([stray, abandoned])
+    assert not stray.exists() and not abandoned.exists() and recent.exists()
+
+
+def test_admin_gc_command(
+    manager: Manager, bundles: tuple[ManagerClient, Bundles], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cleanroom.cli.main import main
+
+    _, ids = bundles
+    database = manager.settings.database_url
+    base = [
+        "admin",
+        "--data-dir",
+        str(manager.settings.data_dir),
+        *(["--database-url", database] if database else []),
+        "gc",
+    ]
+    assert main([*base, "--dry-run", "--grace", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith("would delete 3 function bundle(s)")
+    assert ids.unused in out and ids.deployed not in out
+    assert len(stored_ids(manager)) == 4
+    assert main(base) == 0  # the default grace (a day) keeps them all
+    assert capsys.readouterr().err.startswith("deleted 0 function bundle(s)")
+    assert main([*base, "--grace", "0"]) == 0
+    assert capsys.readouterr().err.startswith("deleted 3 function bundle(s)")
+    assert stored_ids(manager) == {ids.deployed}

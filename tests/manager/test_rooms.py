@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import select
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
+from cleanroom.manager.database import AuditEntry
 from cleanroom.protocol.encoding import b64u
 
 from .conftest import (
     Manager,
     StandInController,
+    _controller_app,
     bind,
     closed_port_url,
     make_bundle,
@@ -247,17 +251,69 @@ def test_delete_tells_the_controller_and_frees_the_name(
     assert again.state == "deployed" and client.room("overlap") == again
 
 
-def test_delete_with_an_unreachable_controller_is_502_and_keeps_the_state(
+def test_delete_of_a_live_room_with_an_unreachable_controller_is_502_and_keeps_it(
     manager: Manager, acme: tuple[ManagerClient, str, bytes]
 ) -> None:
+    # Its Worker may still run: the room stays until its Controller confirms.
     client, function, _ = acme
-    manager.add_server(closed_port_url())
-    with pytest.raises(ServerError):
+    sock = bind()
+    url = url_of(sock)
+    with serve(_controller_app(manager.url, StandInController(url)), sock):
+        manager.add_server(url)
         client.deploy(make_spec(function))
     with pytest.raises(ServerError) as caught:
         client.delete("overlap")
     assert caught.value.status == 502
-    assert client.room("overlap").state == "failed"
+    assert f"cannot reach the compute server at {url}" in caught.value.detail
+    assert "the room is unchanged" in caught.value.detail
+    assert client.room("overlap").state == "deployed"
+
+
+def test_a_failed_room_is_deleted_even_if_its_controller_cannot_be_told(
+    manager: Manager, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    url = closed_port_url()
+    manager.add_server(url)
+    with pytest.raises(ServerError):
+        client.deploy(make_spec(function))
+    assert client.delete("overlap").state == "deleted"
+    entries = audit_entries(manager, "room.deleted")
+    assert len(entries) == 1 and entries[0]["before"] == "failed"
+    assert f"cannot reach the compute server at {url}" in entries[0]["controller"]
+
+
+def audit_entries(manager: Manager, action: str) -> list[dict[str, object]]:
+    with manager.sessions() as session:
+        query = select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.seq)
+        return [json.loads(entry.details) for entry in session.scalars(query)]
+
+
+def test_deploy_and_delete_are_audited(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    spec = make_spec(function)
+    client.deploy(spec)
+    client.delete("overlap")
+    client_id = client.whoami()["client_id"]
+    with manager.sessions() as session:
+        actions = [
+            (entry.actor, entry.action, entry.target)
+            for entry in session.scalars(
+                select(AuditEntry).where(AuditEntry.action.like("room.%")).order_by(AuditEntry.seq)
+            )
+        ]
+    assert actions == [
+        (client_id, "room.deployed", "overlap"),
+        (client_id, "room.deleted", "overlap"),
+    ]
+    assert audit_entries(manager, "room.deployed") == [
+        {"work_id": spec.work_id, "compute_server": controller.url.removeprefix("http://")}
+    ]
+    assert audit_entries(manager, "room.deleted") == [
+        {"before": "deployed", "controller": "confirmed"}
+    ]
 
 
 def test_delete_of_a_room_the_controller_does_not_know_marks_it_deleted(

@@ -6,7 +6,9 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.manager.keys import KEYS_DIR, KeyRing
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
-    SIGNING_KEY_FILE,
+    ClientStatus,
+    Revocations,
+    TokenClaims,
     TokenError,
     TokenIssuer,
     TokenVerifier,
+    check_not_revoked,
     kid_of,
 )
 
@@ -173,8 +179,9 @@ def test_not_a_jwt() -> None:
 
 def test_signing_key_is_created_private_and_reused(tmp_path: Path) -> None:
     first = TokenIssuer.load(tmp_path, ISSUER)
-    path = tmp_path / SIGNING_KEY_FILE
+    path = tmp_path / KEYS_DIR / f"{first.kid}.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     second = TokenIssuer.load(tmp_path, ISSUER)
     assert first.kid == second.kid
     token, _ = first.issue("client-1", "acme", "user")
@@ -230,3 +237,145 @@ def test_jwks_fetched_from_the_manager_and_refetched_at_most_every_30_s(
     assert transport.requests == 2
     assert remote.verify(token).sub == client_id  # known kid: no fetch
     assert transport.requests == 2
+
+
+# -- revocation: the one rule, checked the same way at the manager and the Controllers
+
+
+def claims(**changes: Any) -> TokenClaims:
+    fields: dict[str, Any] = {
+        "sub": "client-1",
+        "project": "acme",
+        "scope": "user",
+        "iat": NOW,
+        "exp": NOW + 3600,
+        "jti": "jti-1",
+    }
+    fields.update(changes)
+    return TokenClaims(**fields)
+
+
+def test_a_token_that_nothing_revokes_counts() -> None:
+    check_not_revoked(claims(), revoked=False, client=None)
+    check_not_revoked(claims(), revoked=False, client=ClientStatus(not_before=NOW))
+
+
+@pytest.mark.parametrize(
+    ("revoked", "client", "reason"),
+    [
+        (True, None, "the token was revoked"),
+        (False, ClientStatus(disabled=True), "the token's client is disabled"),
+        (False, ClientStatus(not_before=NOW + 1), "issued before its client's credentials"),
+    ],
+    ids=["jti-revoked", "client-disabled", "issued-before-not-before"],
+)
+def test_revoked(revoked: bool, client: ClientStatus | None, reason: str) -> None:
+    with pytest.raises(TokenError) as caught:
+        check_not_revoked(claims(), revoked=revoked, client=client)
+    assert caught.value.check == "token-revoked"
+    assert caught.value.http_status == 401
+    assert reason in caught.value.message
+
+
+def test_revocation_list_round_trip_and_check() -> None:
+    listed = Revocations(
+        now=NOW,
+        tokens={"jti-1": NOW + 3600},
+        clients={"client-2": ClientStatus(not_before=NOW + 1), "client-3": ClientStatus(0, True)},
+    )
+    again = Revocations.from_json(json.loads(json.dumps(listed.to_json())))
+    assert again == listed
+    revoked_ones = (claims(), claims(jti="x", sub="client-2"), claims(jti="y", sub="client-3"))
+    for refused_claims in revoked_ones:
+        with pytest.raises(TokenError) as caught:
+            again.check(refused_claims)
+        assert caught.value.check == "token-revoked"
+    again.check(claims(jti="z"))
+    again.check(claims(jti="z", sub="client-2", iat=NOW + 1))
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        [],
+        {"now": NOW, "tokens": {}, "clients": []},
+        {"now": str(NOW), "tokens": [], "clients": []},
+        {"now": NOW, "tokens": [{"jti": 1, "exp": NOW}], "clients": []},
+        {"now": NOW, "tokens": [{"jti": "a", "exp": True}], "clients": []},
+        {"now": NOW, "tokens": [], "clients": [{"client_id": "c", "not_before": 0}]},
+        {"now": NOW, "tokens": [], "clients": [{"not_before": 0, "disabled": False}]},
+    ],
+    ids=["not-object", "not-list", "now-text", "jti-int", "exp-bool", "no-disabled", "no-id"],
+)
+def test_a_malformed_revocation_list_is_refused(document: object) -> None:
+    with pytest.raises(ValueError):
+        Revocations.from_json(document)
+
+
+# -- every refusal, at a running manager -------------------------------------------------
+
+
+def manager_signed(manager: Manager, client_id: str, **changes: Any) -> str:
+    """A token signed with the manager's own key, changed in one way from a good one."""
+    now = int(time.time())
+    claims = {
+        "iss": manager.url,
+        "aud": "cleanroom",
+        "sub": client_id,
+        "project": "acme",
+        "scope": "user",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 600,
+        "jti": secrets.token_urlsafe(16),
+    }
+    key = changes.pop("key", None)
+    claims.update(changes)
+    ring_key = KeyRing.open(manager.settings.data_dir).signing_key()
+    kid = kid_of(ring_key.public_key())
+    return jwt.encode(claims, key or ring_key, algorithm="ES256", headers={"kid": kid})
+
+
+MANAGER_REFUSALS: dict[str, tuple[dict[str, Any], str, int]] = {
+    "expired": ({"exp": -1000}, "token-expired", 401),
+    "not-yet-valid": ({"nbf": 1000}, "token-not-yet-valid", 401),
+    "wrong-audience": ({"aud": "someone-else"}, "token-audience", 401),
+    "wrong-issuer": ({"iss": "http://evil.test"}, "token-issuer", 401),
+    "bad-signature": ({"key": OTHER_KEY}, "token-signature", 401),
+    "missing-scope": ({"scope": "deploy"}, "token-scope", 403),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANAGER_REFUSALS))
+def test_the_manager_refuses(manager: Manager, case: str) -> None:
+    client_id, _ = manager.new_client("acme")
+    assert whoami_status(manager, manager_signed(manager, client_id)) == 200  # the baseline
+    changes, check, status = MANAGER_REFUSALS[case]
+    now = int(time.time())
+    shifted = {
+        name: (now + value if name in ("exp", "nbf") else value) for name, value in changes.items()
+    }
+    if "exp" in shifted:
+        shifted.update(iat=shifted["exp"] - 600, nbf=shifted["exp"] - 600)
+    answer = httpx.get(
+        f"{manager.url}/v1/whoami",
+        headers={"authorization": f"Bearer {manager_signed(manager, client_id, **shifted)}"},
+    )
+    assert answer.status_code == status
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["check"] == check
+
+
+def test_the_manager_refuses_alg_none(manager: Manager) -> None:
+    client_id, _ = manager.new_client("acme")
+    good = manager_signed(manager, client_id)
+    _, claims_part, _ = good.split(".")
+    kid = jwt.get_unverified_header(good)["kid"]
+    unsigned = f"{b64u_json({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{claims_part}."
+    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {unsigned}"})
+    assert answer.status_code == 401 and answer.json()["check"] == "token-algorithm"
+
+
+def whoami_status(manager: Manager, token: str) -> int:
+    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+    return answer.status_code

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,24 +23,35 @@ from sqlalchemy.orm import Session, sessionmaker
 from cleanroom import paths
 from cleanroom.cli.common import EXIT_USAGE, fail, stderr, stdout
 from cleanroom.manager import admin as operations
-from cleanroom.manager import audit
-from cleanroom.manager.database import open_database
-from cleanroom.manager.settings import default_database_url
+from cleanroom.manager import audit, storage
+from cleanroom.manager.database import DatabaseError, open_database
+from cleanroom.manager.settings import (
+    DEFAULT_FUNCTION_GRACE,
+    DEFAULT_MAX_FUNCTION_BYTES,
+    FUNCTIONS_DIR,
+    default_database_url,
+)
+from cleanroom.manager.storage import FunctionStore
 
 app = typer.Typer(
     help=(
-        "Manage the management server's projects, clients and compute servers. Run on the "
+        "Manage the management server's projects, members, clients and compute servers. "
+        "Run on the "
         "manager's machine: these commands open its database directly (give the same "
         "--data-dir or --database-url as `cleanroom server manager`)."
     ),
     no_args_is_help=True,
 )
-project_app = typer.Typer(help="Projects: the unit that owns clients, functions and rooms.")
+project_app = typer.Typer(help="Projects: the unit that owns members, functions and rooms.")
+member_app = typer.Typer(
+    help="Members: the people and systems of a project, each an owner or a member."
+)
 client_app = typer.Typer(
-    help="Clients: OAuth2 client credentials, one per user, each in one project."
+    help="Clients: OAuth2 client credentials (id and secret), each of one member of a project."
 )
 server_app = typer.Typer(help="Compute servers the manager schedules clean rooms on.")
 app.add_typer(project_app, name="project", no_args_is_help=True)
+app.add_typer(member_app, name="member", no_args_is_help=True)
 app.add_typer(client_app, name="client", no_args_is_help=True)
 app.add_typer(server_app, name="server", no_args_is_help=True)
 
@@ -76,13 +88,14 @@ DatabaseUrlOption = Annotated[
 @dataclass(frozen=True)
 class _Database:
     url: str
+    data_dir: Path | None = None  # None when only --database-url is known
 
     def sessions(self) -> sessionmaker[Session]:
         shown = self.url
         try:
             shown = make_url(self.url).render_as_string(hide_password=True)
             return open_database(self.url)
-        except (ArgumentError, SQLAlchemyError, OSError) as error:
+        except (ArgumentError, SQLAlchemyError, DatabaseError, OSError) as error:
             reason = " ".join(str(error).split("\n")[0].split())
             fail(f"cannot open the manager's database {shown}: {reason}", EXIT_USAGE)
 
@@ -94,7 +107,7 @@ def _admin(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     directory = data_dir or default_data_dir()
-    ctx.obj = _Database(database_url or default_database_url(directory))
+    ctx.obj = _Database(database_url or default_database_url(directory), directory)
 
 
 def _session(ctx: typer.Context) -> Session:
@@ -171,7 +184,7 @@ def project_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Lowercase letters, digits and '-' (1-63).")],
 ) -> None:
-    """Create a project; then create its clients with `cleanroom admin client create`."""
+    """Create a project; then add its members with `cleanroom admin member add`."""
     with _session(ctx) as session:
         try:
             project = operations.create_project(session, name)
@@ -191,31 +204,159 @@ def project_list(ctx: typer.Context) -> None:
     _print_rows(("PROJECT", "CLIENTS", "CREATED"), rows)
 
 
-@client_app.command("create")
-def client_create(
-    ctx: typer.Context,
-    project: Annotated[str, typer.Option("--project", help="The project the client belongs to.")],
-    name: Annotated[
-        str | None, typer.Option("--name", help="A label for people (e.g. who uses it).")
-    ] = None,
-) -> None:
-    """Create a client with a random id and secret; the secret is printed once, here only.
+class Role(StrEnum):
+    """A member's role in its project."""
 
-    Only an argon2id hash of the secret is stored: a lost secret cannot be shown
-    again (create another client and disable the old one).
+    owner = "owner"
+    member = "member"
+
+
+ProjectArgument = Annotated[str, typer.Argument(help="The project's name.", show_default=False)]
+MemberArgument = Annotated[
+    str,
+    typer.Argument(
+        help="The member's name: letters, digits and '._@+-' (e.g. alice, etl-bot).",
+        show_default=False,
+    ),
+]
+
+
+@member_app.command("add")
+def member_add(
+    ctx: typer.Context,
+    project: ProjectArgument,
+    name: MemberArgument,
+    role: Annotated[
+        Role,
+        typer.Option("--role", help="owner: manages the project's members and clients over HTTP."),
+    ] = Role.member,
+) -> None:
+    """Add a member (a person or system) to a project; then give it a client.
+
+    Create its credentials with `cleanroom admin client create PROJECT --member NAME`.
     """
     with _session(ctx) as session:
         try:
-            created = operations.create_client(session, project, name)
+            member = operations.add_member(session, project, name, role.value)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-    stdout.print(f"client_id:     {created.client_id}", markup=False)
-    stdout.print(f"client_secret: {created.secret}", markup=False)
+        stdout.print(f"member {member.name} added to {project} as {member.role}", markup=False)
+
+
+@member_app.command("role")
+def member_role(
+    ctx: typer.Context,
+    project: ProjectArgument,
+    name: MemberArgument,
+    role: Annotated[Role, typer.Argument(help="The member's new role.", show_default=False)],
+) -> None:
+    """Change a member's role (the operator may demote even a project's last owner)."""
+    with _session(ctx) as session:
+        try:
+            member = operations.set_member_role(session, project, name, role.value)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+        stdout.print(f"member {member.name} of {project} is {member.role}", markup=False)
+
+
+@member_app.command("remove")
+def member_remove(ctx: typer.Context, project: ProjectArgument, name: MemberArgument) -> None:
+    """Remove a member: all its clients are disabled and their tokens refused at once.
+
+    The clients stay listed (rooms name their deployer) but can never be enabled
+    again; add the member again to give it new clients.
+    """
+    with _session(ctx) as session:
+        try:
+            disabled = operations.remove_member(session, project, name)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+    clients = f": {', '.join(disabled)}" if disabled else ""
+    stdout.print(
+        f"member {name} removed from {project}; {len(disabled)} client(s) disabled{clients}",
+        markup=False,
+    )
+
+
+@member_app.command("list")
+def member_list(
+    ctx: typer.Context,
+    project: Annotated[
+        str | None, typer.Argument(help="Only this project's members.", show_default=False)
+    ] = None,
+) -> None:
+    """List members: project, name, role, and how many clients (enabled ones) each has."""
+    with _session(ctx) as session:
+        try:
+            members = operations.list_members(session, project)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+        rows = [
+            (
+                member.project.name,
+                member.name,
+                member.role,
+                str(len(clients)),
+                str(sum(not client.disabled for client in clients)),
+                _date(member.created),
+            )
+            for member, clients in members
+        ]
+    _print_rows(("PROJECT", "MEMBER", "ROLE", "CLIENTS", "ENABLED", "CREATED"), rows)
+
+
+def _print_secret(client_id: str, secret: str) -> None:
+    stdout.print(f"client_id:     {client_id}", markup=False)
+    stdout.print(f"client_secret: {secret}", markup=False)
     stderr.print(
         "note: the client secret is shown only once; store it now "
         "(the manager keeps only its hash)",
         markup=False,
     )
+
+
+@client_app.command("create")
+def client_create(
+    ctx: typer.Context,
+    project: Annotated[
+        str | None,
+        typer.Argument(help="The project the client belongs to.", show_default=False),
+    ] = None,
+    member: Annotated[
+        str | None,
+        typer.Option(
+            "--member",
+            help=(
+                "The member whose credential it is (add it first with `cleanroom admin "
+                "member add`). Without it the client is its own member, named after its "
+                "client id, role member."
+            ),
+        ),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A label for people (e.g. which laptop).")
+    ] = None,
+    project_option: Annotated[
+        str | None, typer.Option("--project", hidden=True, help="The older spelling of PROJECT.")
+    ] = None,
+) -> None:
+    """Create a client with a random id and secret; the secret is printed once, here only.
+
+    Only an argon2id hash of the secret is stored: a lost secret cannot be shown
+    again (rotate it with `cleanroom admin client rotate`).
+    """
+    if project is not None and project_option is not None and project != project_option:
+        fail(f"two projects given: {project!r} and --project {project_option!r}", EXIT_USAGE)
+    chosen = project or project_option
+    if chosen is None:
+        fail("give the project: cleanroom admin client create PROJECT", EXIT_USAGE)
+    with _session(ctx) as session:
+        try:
+            created = operations.create_client(session, chosen, name, member=member)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+    _print_secret(created.client_id, created.secret)
+    stderr.print(f"client of member {created.member} in project {created.project}", markup=False)
 
 
 @client_app.command("list")
@@ -225,7 +366,11 @@ def client_list(
         str | None, typer.Option("--project", help="Only this project's clients.")
     ] = None,
 ) -> None:
-    """List clients: id, project, name, registered user_id, whether disabled."""
+    """List clients: id, project, member, whether disabled, registered user_id, name.
+
+    Secrets are never shown (only their hashes are stored). A client whose member
+    was removed shows member "-".
+    """
     with _session(ctx) as session:
         try:
             clients = operations.list_clients(session, project)
@@ -235,20 +380,25 @@ def client_list(
             (
                 client.id,
                 client.project.name,
+                client.member.name if client.member is not None else "-",
                 "disabled" if client.disabled else "enabled",
                 client.user_id or "-",
                 client.name or "",
             )
             for client in clients
         ]
-    _print_rows(("CLIENT_ID", "PROJECT", "STATE", "USER_ID", "NAME"), rows)
+    _print_rows(("CLIENT_ID", "PROJECT", "MEMBER", "STATE", "USER_ID", "NAME"), rows)
+
+
+ClientArgument = Annotated[str, typer.Argument(help="The client id.", show_default=False)]
 
 
 @client_app.command("disable")
-def client_disable(
-    ctx: typer.Context, client_id: Annotated[str, typer.Argument(help="The client to disable.")]
-) -> None:
-    """Disable a client: it can no longer log in, and its tokens stop working at once."""
+def client_disable(ctx: typer.Context, client_id: ClientArgument) -> None:
+    """Disable a client: it can no longer log in, and its tokens stop working at once.
+
+    Tokens it was issued stay refused even if it is enabled again.
+    """
     with _session(ctx) as session:
         try:
             operations.set_client_disabled(session, client_id, disabled=True)
@@ -258,16 +408,36 @@ def client_disable(
 
 
 @client_app.command("enable")
-def client_enable(
-    ctx: typer.Context, client_id: Annotated[str, typer.Argument(help="The client to enable.")]
-) -> None:
-    """Enable a disabled client again (its secret is unchanged)."""
+def client_enable(ctx: typer.Context, client_id: ClientArgument) -> None:
+    """Enable a disabled client again (same secret; tokens issued before stay refused)."""
     with _session(ctx) as session:
         try:
             operations.set_client_disabled(session, client_id, disabled=False)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
     stdout.print(f"client {client_id} enabled", markup=False)
+
+
+@client_app.command("rotate")
+def client_rotate(ctx: typer.Context, client_id: ClientArgument) -> None:
+    """Give a client a new secret, printed once, here only.
+
+    From now on the old secret is refused, and so is every token issued before.
+    """
+    with _session(ctx) as session:
+        try:
+            rotated = operations.rotate_client(session, client_id)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+    _print_secret(rotated.client_id, rotated.secret)
+    stderr.print("the old secret and the tokens issued with it are refused from now on")
+
+
+class TeeKind(StrEnum):
+    """The TEE a compute server's Controller runs its enclaves in."""
+
+    simulated = "simulated"
+    gramine = "gramine"
 
 
 @server_app.command("add")
@@ -279,11 +449,24 @@ def server_add(
     name: Annotated[
         str | None, typer.Option("--name", help="A unique label (default: host:port of URL).")
     ] = None,
+    capacity: Annotated[
+        int, typer.Option("--capacity", min=1, help="How many live clean rooms it may host.")
+    ] = operations.DEFAULT_CAPACITY,
+    tee: Annotated[
+        TeeKind,
+        typer.Option("--tee", help="The TEE its Controller must report (else it is unhealthy)."),
+    ] = TeeKind.simulated,
 ) -> None:
-    """Register a compute server; new clean rooms go to the least-loaded one."""
+    """Register a compute server; new clean rooms go to the least-loaded one.
+
+    The manager checks its health from then on (`cleanroom admin server list`
+    shows what it found). Adding a removed server's URL again registers it again.
+    """
     with _session(ctx) as session:
         try:
-            server = operations.add_server(session, url, name)
+            server = operations.add_server(
+                session, url, name, capacity=capacity, tee_kind=tee.value
+            )
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
         stdout.print(f"compute server {server.name} at {server.url} added", markup=False)
@@ -291,10 +474,183 @@ def server_add(
 
 @server_app.command("list")
 def server_list(ctx: typer.Context) -> None:
-    """List the compute servers and how many live (deploying or deployed) rooms each has."""
+    """List the compute servers: where, which TEE, how full, and how healthy.
+
+    STATE is what the last health checks found (unknown until the first), or
+    removed; REASON says why a server is not healthy.
+    """
     with _session(ctx) as session:
         rows = [
-            (server.name, server.url, str(load), _date(server.created))
+            (
+                server.name,
+                server.url,
+                server.tee_kind,
+                str(server.capacity),
+                str(load),
+                "removed" if server.removed else server.state,
+                _date(server.last_seen) if server.last_seen is not None else "never",
+                server.reason or "",
+            )
             for server, load in operations.list_servers(session)
         ]
-    _print_rows(("NAME", "URL", "LIVE_ROOMS", "ADDED"), rows)
+    _print_rows(
+        ("NAME", "URL", "TEE", "CAPACITY", "LIVE_ROOMS", "STATE", "LAST_SEEN", "REASON"), rows
+    )
+
+
+@server_app.command("remove")
+def server_remove(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="The compute server's name or URL.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Remove it even while it hosts live clean rooms: they are marked lost.",
+        ),
+    ] = False,
+) -> None:
+    """Stop scheduling clean rooms on a compute server, and stop checking it.
+
+    Refused while it hosts live clean rooms, unless --force: a room's data lives
+    only inside that server's enclaves, so its rooms are then lost for good
+    (their users must redeploy).
+    """
+    with _session(ctx) as session:
+        try:
+            removed, lost = operations.remove_server(session, server, force=force)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+        stdout.print(f"compute server {removed.name} at {removed.url} removed", markup=False)
+    if lost:
+        stderr.print(f"clean rooms marked lost: {', '.join(lost)}", markup=False)
+
+
+@app.command("gc")
+def collect_garbage(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list what would be deleted.")
+    ] = False,
+    grace: Annotated[
+        int,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="Keep bundles uploaded less than this many seconds ago.",
+        ),
+    ] = DEFAULT_FUNCTION_GRACE,
+) -> None:
+    """Delete the function bundles no live clean room uses, from the database and disk.
+
+    A bundle is kept while a room that uses it is deploying or deployed, and for
+    --grace seconds after its last upload (so one uploaded for a deploy still to
+    come survives). The manager also does this by itself every hour.
+    """
+    database = ctx.find_object(_Database)
+    if database is None or database.data_dir is None:
+        fail("no data directory selected", EXIT_USAGE)
+    store = FunctionStore(database.data_dir / FUNCTIONS_DIR, DEFAULT_MAX_FUNCTION_BYTES)
+    with _session(ctx) as session:
+        garbage = storage.collect_garbage(
+            session, store, grace=grace, actor=audit.OPERATOR, dry_run=dry_run
+        )
+    verb = "would delete" if dry_run else "deleted"
+    rows = [(item.function_id, str(item.size), _date(item.uploaded)) for item in garbage.functions]
+    if rows:
+        _print_rows(("FUNCTION", "SIZE", "LAST_UPLOADED"), rows)
+    for path in garbage.stray_files:
+        stdout.print(f"{verb} stray file {path}", markup=False)
+    total = sum(item.size for item in garbage.functions)
+    stderr.print(f"{verb} {len(garbage.functions)} function bundle(s), {total} bytes", markup=False)
+
+
+keys_app = typer.Typer(
+    help="The manager's token signing keys (<data-dir>/token-keys): rotate and list them."
+)
+app.add_typer(keys_app, name="keys", no_args_is_help=True)
+
+
+def _data_dir(ctx: typer.Context) -> Path:
+    database = ctx.find_object(_Database)
+    if database is None or database.data_dir is None:
+        fail("no data directory selected", EXIT_USAGE)
+    return database.data_dir
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    ctx: typer.Context,
+    activate_after: Annotated[
+        int,
+        typer.Option(
+            "--activate-after",
+            min=0,
+            help=(
+                "Seconds the new key is published before it signs. Controllers learn of a "
+                "new key within 60 s; less may get new tokens refused until they do."
+            ),
+        ),
+    ] = 60,
+) -> None:
+    """Add a new token signing key; the running manager picks it up by itself.
+
+    The key is published in the JWKS at once and signs new tokens from
+    --activate-after seconds on; the key it replaces stays published until every
+    token it signed has expired (token lifetime + leeway), then the manager
+    deletes it. Tokens already issued stay valid throughout.
+    """
+    from cleanroom.manager import keys as signing_keys
+
+    directory = _data_dir(ctx)
+    with _session(ctx) as session:
+        try:
+            key = signing_keys.rotate(directory, activate_after=activate_after)
+        except (signing_keys.KeyRingError, OSError) as error:
+            fail(f"cannot add a signing key in {directory}: {error}", EXIT_USAGE)
+        try:
+            audit.record(
+                session,
+                audit.OPERATOR,
+                "key.rotated",
+                f"key:{key.kid}",
+                kid=key.kid,
+                created=key.created,
+                activates=key.activates,
+            )
+            session.commit()
+        except SQLAlchemyError as error:
+            signing_keys.remove_key(directory, key.kid)  # no key without its audit entry
+            fail(f"cannot record the rotation in the audit log, key not added: {error}")
+    stdout.print(f"key {key.kid} added: it signs from {_date(key.activates)}", markup=False)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """List the signing keys: kid, created, when each signs, its state, when it expires.
+
+    States: next (published, not signing yet), active (signs new tokens), retired
+    (published until the tokens it signed expire), expired (no longer published).
+    Computed with the default token lifetime and leeway.
+    """
+    from cleanroom.manager import keys as signing_keys
+
+    directory = _data_dir(ctx)
+    try:
+        statuses = signing_keys.list_statuses(directory)
+    except signing_keys.KeyRingError as error:
+        fail(str(error), EXIT_USAGE)
+    if not statuses:
+        stderr.print(f"no signing keys in {signing_keys.keys_dir(directory)}", markup=False)
+        return
+    rows = [
+        (
+            status.kid,
+            _date(status.created),
+            _date(status.activates),
+            status.state,
+            _date(status.expires) if status.expires is not None else "-",
+        )
+        for status in statuses
+    ]
+    _print_rows(("KID", "CREATED", "SIGNS_FROM", "STATE", "EXPIRES"), rows)

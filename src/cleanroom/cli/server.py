@@ -9,6 +9,7 @@ import typer
 from cleanroom.cli.admin import DatabaseUrlOption, DataDirOption, default_data_dir
 from cleanroom.cli.common import EXIT_USAGE, fail
 from cleanroom.cli.compute import compute as compute_command
+from cleanroom.manager.settings import DEFAULT_FUNCTION_GRACE, DEFAULT_MAX_FUNCTION_BYTES
 
 app = typer.Typer(help="Run a cleanroom server process in the foreground.", no_args_is_help=True)
 
@@ -37,18 +38,46 @@ def manager(
     data_dir: DataDirOption = None,
     database_url: DatabaseUrlOption = None,
     max_function_bytes: Annotated[
-        int, typer.Option(help="Largest function bundle accepted, in bytes.", min=1)
-    ] = 256 * 1024 * 1024,
+        int, typer.Option(help="Largest function bundle accepted, in bytes (1 GiB).", min=1)
+    ] = DEFAULT_MAX_FUNCTION_BYTES,
+    health_interval: Annotated[
+        float, typer.Option(help="Seconds between health checks of each compute server.", min=0.1)
+    ] = 5.0,
+    health_failures: Annotated[
+        int, typer.Option(help="Failed health checks in a row that make it unhealthy.", min=1)
+    ] = 3,
+    lost_after: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without an answer (and unhealthy) after which a compute server "
+            "and its live clean rooms are lost.",
+            min=0,
+        ),
+    ] = 60.0,
+    function_grace: Annotated[
+        int,
+        typer.Option(help="Seconds an unused function bundle is kept after its upload.", min=0),
+    ] = DEFAULT_FUNCTION_GRACE,
+    gc_interval: Annotated[
+        float,
+        typer.Option(
+            help="Seconds between garbage collections of unused bundles (0: never; "
+            "`cleanroom admin gc` still works).",
+            min=0,
+        ),
+    ] = 3600.0,
 ) -> None:
     """Run the management server: tokens, function storage, the clean room registry.
 
-    State lives in --data-dir: the token signing key (token-signing-key.pem), the
-    SQLite database (unless --database-url) and the function bundles. Create
-    projects, clients and compute servers with `cleanroom admin`.
+    State lives in --data-dir: the token signing keys (token-keys/), the SQLite
+    database (unless --database-url; either is migrated to the newest schema on
+    start) and the function bundles. Create projects, members, clients and compute
+    servers with `cleanroom admin`; see docs/management.md.
     """
     import uvicorn
 
     from cleanroom.manager import Settings, create_app
+    from cleanroom.manager.database import DatabaseError
 
     directory = data_dir or default_data_dir()
     settings = Settings(
@@ -56,11 +85,18 @@ def manager(
         public_url=public_url or f"http://{host}:{port}",
         database_url=database_url,
         max_function_bytes=max_function_bytes,
+        health_interval=health_interval,
+        health_failures=health_failures,
+        lost_after=lost_after,
+        function_grace=function_grace,
+        gc_interval=gc_interval,
     )
     try:
         application = create_app(settings)
     except OSError as error:
         fail(f"cannot use the data directory {directory}: {error}", EXIT_USAGE)
+    except DatabaseError as error:
+        fail(str(error), EXIT_USAGE)
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 

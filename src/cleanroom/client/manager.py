@@ -1,4 +1,5 @@
-"""The management server's client: tokens, the user key, functions and clean rooms.
+"""The management server's client: tokens, the user key, functions and clean rooms,
+and for a project's owners its members and clients.
 
 A small synchronous SDK over docs/api.md ("Tokens", "Management server"). The
 manager is not trusted with anything that matters, so what the client can check
@@ -39,6 +40,8 @@ WHO = "manager"
 KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v1"
 _FUNCTION_ID = re.compile(r"fs://([A-Za-z0-9_-]{43})")
 _ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")  # as the manager's
+_CLIENT_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,136 @@ def _room_path(name: str) -> str:
     return f"/v1/rooms/{name}"
 
 
+def _project_path(project: str) -> str:
+    if not _ROOM_NAME.fullmatch(project):  # project names follow the same rule
+        raise MessageFormatError(
+            "project-name", "1-63 lowercase letters, digits or '-'", project[:80], "bad name"
+        )
+    return f"/v1/projects/{project}"
+
+
+def _member_path(project: str, name: str) -> str:
+    if not _MEMBER_NAME.fullmatch(name):
+        raise MessageFormatError(
+            "member-name", "1-200 letters, digits or '._@+-'", name[:80], "bad member name"
+        )
+    return f"{_project_path(project)}/members/{name}"
+
+
+def _client_path(project: str, client_id: str) -> str:
+    if not _CLIENT_ID.fullmatch(client_id):
+        raise MessageFormatError("client-id", "32 hex digits", client_id[:80], "bad client id")
+    return f"{_project_path(project)}/clients/{client_id}"
+
+
+def _fields(document: object, what: str, kinds: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """``document`` if it is an object whose fields have these JSON types, else refused."""
+    if not isinstance(document, dict):
+        raise MessageFormatError(what, "a JSON object", type(document).__name__, f"bad {what}")
+    for field, allowed in kinds.items():
+        value = document.get(field)
+        # JSON true is no integer, though Python's bool is an int.
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise MessageFormatError(
+                what,
+                f"a field {field!r} of type {' or '.join(kind.__name__ for kind in allowed)}",
+                repr(value)[:80],
+                f"bad {what}",
+            )
+    return document
+
+
+@dataclass(frozen=True)
+class ProjectClient:
+    """A client (one credential) of a project's member, as an owner sees it: no secret."""
+
+    client_id: str
+    project: str
+    member: str | None
+    name: str | None
+    disabled: bool
+    user_id: str | None
+    created: int
+
+    @classmethod
+    def from_json(cls, document: object) -> ProjectClient:
+        """A client from the manager's JSON; refuses a wrong shape."""
+        fields = _fields(
+            document,
+            "client",
+            {
+                "client_id": (str,),
+                "project": (str,),
+                "member": (str, type(None)),
+                "name": (str, type(None)),
+                "disabled": (bool,),
+                "user_id": (str, type(None)),
+                "created": (int,),
+            },
+        )
+        return cls(**{name: fields[name] for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class ProjectMember:
+    """A member of a project (a person or system), its role and its clients."""
+
+    name: str
+    project: str
+    role: str
+    created: int
+    clients: tuple[ProjectClient, ...]
+
+    @classmethod
+    def from_json(cls, document: object) -> ProjectMember:
+        """A member from the manager's JSON; refuses a wrong shape."""
+        fields = _fields(
+            document,
+            "member",
+            {
+                "name": (str,),
+                "project": (str,),
+                "role": (str,),
+                "created": (int,),
+                "clients": (list,),
+            },
+        )
+        return cls(
+            name=fields["name"],
+            project=fields["project"],
+            role=fields["role"],
+            created=fields["created"],
+            clients=tuple(ProjectClient.from_json(client) for client in fields["clients"]),
+        )
+
+
+@dataclass(frozen=True)
+class NewCredentials:
+    """A client just created or rotated. ``client_secret`` is shown this once: store it."""
+
+    client_id: str
+    client_secret: str
+    project: str
+    member: str
+    name: str | None
+
+    @classmethod
+    def from_json(cls, document: object) -> NewCredentials:
+        """New credentials from the manager's JSON; refuses a wrong shape."""
+        fields = _fields(
+            document,
+            "new-client",
+            {
+                "client_id": (str,),
+                "client_secret": (str,),
+                "project": (str,),
+                "member": (str,),
+                "name": (str, type(None)),
+            },
+        )
+        return cls(**{name: fields[name] for name in cls.__dataclass_fields__})
+
+
 def _digest(function_id: str) -> str:
     match = _FUNCTION_ID.fullmatch(function_id)
     if match is None:
@@ -237,6 +370,33 @@ class ManagerClient:
             )
         self.token = access_token
         return AccessToken(access_token=access_token, expires_at=int(time.time()) + expires_in)
+
+    def revoke(
+        self,
+        token: str | None = None,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+    ) -> None:
+        """Revoke ``token`` (default: this client's own) at the manager (RFC 7009).
+
+        Authenticated by the token itself, or by ``client_id`` and ``client_secret``
+        (then it must be that client's token). The manager and, within their
+        refresh interval, the Controllers refuse it from then on. An invalid or
+        already revoked token is not an error. Revoking its own token leaves this
+        client without one.
+        """
+        revoked = token if token is not None else self.token
+        if revoked is None:
+            raise ValueError("no token to revoke: give one or fetch_token() first")
+        form = {"token": revoked}
+        if client_id is not None or client_secret is not None:
+            if client_id is None or client_secret is None:
+                raise ValueError("give both client_id and client_secret, or neither")
+            form.update(client_id=client_id, client_secret=client_secret)
+        self._request("POST", "/oauth/revoke", data=form)
+        if revoked == self.token:
+            self.token = None
 
     def whoami(self) -> dict[str, Any]:
         """``{client_id, project, user_id}`` of the token's client (``user_id`` may be None)."""
@@ -341,3 +501,68 @@ class ManagerClient:
     def delete(self, name: str) -> Room:
         """Delete the clean room ``name`` (its Worker erases keys and data); its project only."""
         return Room.from_json(_object(self._request("DELETE", _room_path(name)), "room"))
+
+    # -- projects: what an owner manages (docs/api.md, "Projects") ------------------------
+    #
+    # Every method below needs a token of an owner of ``project``: a member who is
+    # not an owner gets ServerError 403 (check project-role), another project 404.
+
+    def members(self, project: str) -> list[ProjectMember]:
+        """The members of ``project``, each with its clients (never a secret)."""
+        document = _object(self._request("GET", f"{_project_path(project)}/members"), "members")
+        members = document.get("members")
+        if not isinstance(members, list):
+            raise MessageFormatError(
+                "members", "a list 'members'", type(members).__name__, "bad answer"
+            )
+        return [ProjectMember.from_json(member) for member in members]
+
+    def put_member(self, project: str, name: str, role: str = "member") -> ProjectMember:
+        """Add the member ``name`` with ``role`` (``owner`` or ``member``), or change its role.
+
+        The project's last owner cannot be demoted (ServerError 409, check last-owner).
+        """
+        response = self._request("PUT", _member_path(project, name), json={"role": role})
+        return ProjectMember.from_json(_object(response, "member"))
+
+    def remove_member(self, project: str, name: str) -> list[str]:
+        """Remove the member ``name``: its clients are disabled at once; their ids.
+
+        The project's last owner cannot be removed (ServerError 409, check last-owner).
+        """
+        document = _object(self._request("DELETE", _member_path(project, name)), "member")
+        disabled = document.get("clients_disabled")
+        if not isinstance(disabled, list) or not all(isinstance(c, str) for c in disabled):
+            raise MessageFormatError(
+                "member", "a list 'clients_disabled'", repr(disabled)[:80], "bad answer"
+            )
+        return disabled
+
+    def create_client(
+        self, project: str, member: str | None = None, name: str | None = None
+    ) -> NewCredentials:
+        """A new client (credential) of ``member``; its secret is in this answer only.
+
+        Without ``member`` the client is its own member, named after its client id.
+        """
+        response = self._request(
+            "POST",
+            f"{_project_path(project)}/clients",
+            json={"member": member, "name": name},
+        )
+        return NewCredentials.from_json(_object(response, "new-client"))
+
+    def disable_client(self, project: str, client_id: str) -> ProjectClient:
+        """Disable a client of ``project``: it cannot log in, its tokens are refused at once."""
+        response = self._request("POST", f"{_client_path(project, client_id)}/disable")
+        return ProjectClient.from_json(_object(response, "client"))
+
+    def enable_client(self, project: str, client_id: str) -> ProjectClient:
+        """Enable a disabled client again (its tokens issued before stay refused)."""
+        response = self._request("POST", f"{_client_path(project, client_id)}/enable")
+        return ProjectClient.from_json(_object(response, "client"))
+
+    def rotate_client(self, project: str, client_id: str) -> NewCredentials:
+        """A new secret for a client; the old secret and its tokens are refused at once."""
+        response = self._request("POST", f"{_client_path(project, client_id)}/rotate")
+        return NewCredentials.from_json(_object(response, "new-client"))

@@ -26,7 +26,16 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
-from cleanroom.tokens import TokenClaims, TokenError, TokenVerifier
+from cleanroom.limits import BodySizeLimit
+from cleanroom.tokens import (
+    JWKS_REFETCH_INTERVAL,
+    REVOCATION_MAX_AGE,
+    REVOCATION_REFRESH,
+    RevocationFeed,
+    TokenClaims,
+    TokenError,
+    TokenVerifier,
+)
 from cleanroom.web import install_problem_handlers, problem
 
 FRAMES = "application/vnd.cleanroom.frames"
@@ -38,10 +47,36 @@ SESSION = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 @dataclass(frozen=True)
 class ControllerSettings:
+    """How one Controller runs.
+
+    Tokens: the revocation list is refetched from the manager every
+    ``revocation_refresh`` seconds and every token is refused once it could not be
+    for ``revocation_max_age`` (docs/api.md, "Tokens"); an unknown ``kid``
+    refetches the JWKS at most every ``jwks_refetch_interval`` seconds.
+    """
+
     data_dir: Path
     manager_url: str
     tee: str = "simulated"
     allow_insecure_no_isolation: bool = False
+    revocation_refresh: float = REVOCATION_REFRESH
+    revocation_max_age: float = REVOCATION_MAX_AGE
+    jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL
+
+
+def token_verifier(settings: ControllerSettings) -> TokenVerifier:
+    """How a Controller checks tokens: the manager's JWKS and its revocation list."""
+    manager_url = settings.manager_url.rstrip("/")
+    return TokenVerifier(
+        manager_url,
+        jwks_url=f"{manager_url}/.well-known/jwks.json",
+        jwks_refetch_interval=settings.jwks_refetch_interval,
+        revocations=RevocationFeed(
+            f"{manager_url}/v1/revocations",
+            refresh=settings.revocation_refresh,
+            max_age=settings.revocation_max_age,
+        ),
+    )
 
 
 class _Refused(Exception):
@@ -79,14 +114,20 @@ class _Token:
         try:
             return await run_in_threadpool(tokens.verify, value, self.scope)
         except TokenError as error:
+            # RFC 6750 §3.1; a 503 (token-revocation-stale) is this server's state, and
+            # says nothing about the token.
+            challenge = _CHALLENGES.get(error.http_status)
             raise _Refused(
                 problem(
                     error.http_status,
                     str(error),
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+                    headers={"WWW-Authenticate": challenge} if challenge else None,
                     **error.to_json(),
                 )
             ) from error
+
+
+_CHALLENGES = {401: 'Bearer error="invalid_token"', 403: 'Bearer error="insufficient_scope"'}
 
 
 User = Annotated[TokenClaims, Depends(_Token(None))]
@@ -100,7 +141,7 @@ def create_app(
     manager_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     manager_url = settings.manager_url.rstrip("/")
-    tokens = verifier or TokenVerifier(manager_url, jwks_url=f"{manager_url}/.well-known/jwks.json")
+    tokens = verifier or token_verifier(settings)
     host = EnclaveHost(settings.data_dir, settings.allow_insecure_no_isolation)
 
     @contextlib.asynccontextmanager
@@ -113,6 +154,12 @@ def create_app(
 
     app = FastAPI(title="cleanroom Controller (untrusted)", lifespan=lifespan)
     install_problem_handlers(app)
+    # Every body but a data upload's, which streams to the Worker (its own limits).
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=MAX_JSON_BODY,
+        exempt=[("POST", r"/v1/rooms/[^/]+/sessions/[^/]+/upload")],
+    )
     app.state.host = host
     app.state.tokens = tokens
 

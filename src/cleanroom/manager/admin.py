@@ -1,43 +1,54 @@
-"""What the operator does on the manager's machine: projects, clients, compute servers.
+"""What the operator does on the manager's machine: projects, members, clients, compute servers.
 
 These act on the database directly (``cleanroom admin …``); none is reachable
-over HTTP. Each refusal is an :class:`AdminError` with one line to show.
+over HTTP. Each refusal is an :class:`AdminError` with one line to show. Member
+and client operations are :mod:`cleanroom.manager.projects`'s (which project
+owners also reach over HTTP), done here as the operator (audit actor
+``operator``), each committed with its audit entry.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cleanroom.manager.credentials import hash_secret, new_client_id, new_secret
+from cleanroom.manager import audit, projects, servers
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     Client,
     ComputeServer,
+    Member,
     Project,
     Room,
 )
+from cleanroom.manager.projects import NewClient as NewClient  # re-exported for callers
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+DEFAULT_CAPACITY = 20
+"""Live rooms a compute server hosts at most, unless registered with another capacity."""
 
 
 class AdminError(Exception):
     """An operator command was refused; the message is one line."""
 
 
-@dataclass(frozen=True)
-class NewClient:
-    """A client just created; ``secret`` exists nowhere else (only its hash is stored)."""
-
-    client_id: str
-    project: str
-    name: str | None
-    secret: str
+@contextmanager
+def _as_operator(session: Session) -> Iterator[None]:
+    """Commit what the block did, or roll it back and turn its refusal into an AdminError."""
+    try:
+        yield
+    except projects.ProjectRefused as error:
+        session.rollback()
+        hint = f" ({error.hint})" if error.hint else ""
+        raise AdminError(error.message + hint) from error
+    session.commit()
 
 
 def _project(session: Session, name: str) -> Project:
@@ -61,10 +72,12 @@ def create_project(session: Session, name: str) -> Project:
     project = Project(name=name)
     session.add(project)
     try:
-        session.commit()
+        session.flush()
     except IntegrityError as error:
         session.rollback()
         raise AdminError(f"a project named {name!r} exists") from error
+    audit.record(session, audit.OPERATOR, "project.created", f"project:{name}")
+    session.commit()
     return project
 
 
@@ -79,15 +92,54 @@ def list_projects(session: Session) -> list[tuple[Project, int]]:
     return [(project, count) for project, count in session.execute(counts).all()]
 
 
-def create_client(session: Session, project: str, name: str | None = None) -> NewClient:
-    """A new client of ``project`` with a random id and secret."""
-    owner = _project(session, project)
-    client_id, secret = new_client_id(), new_secret()
-    session.add(
-        Client(id=client_id, project_id=owner.id, name=name, secret_hash=hash_secret(secret))
-    )
-    session.commit()
-    return NewClient(client_id=client_id, project=owner.name, name=name, secret=secret)
+def add_member(session: Session, project: str, name: str, role: str = "member") -> Member:
+    """A new member ``name`` of ``project`` with ``role`` (``owner`` or ``member``)."""
+    found = _project(session, project)
+    with _as_operator(session):
+        member = projects.add_member(session, audit.OPERATOR, found, name, role)
+    return member
+
+
+def set_member_role(session: Session, project: str, name: str, role: str) -> Member:
+    """Give the member ``name`` of ``project`` the role ``role`` (even the last owner's)."""
+    found = _project(session, project)
+    with _as_operator(session):
+        member = projects.set_role(session, audit.OPERATOR, found, name, role, keep_an_owner=False)
+    return member
+
+
+def remove_member(session: Session, project: str, name: str) -> list[str]:
+    """Remove a member: its clients are disabled and their tokens refused; their ids.
+
+    The operator may remove a project's last owner (the project is then the
+    operator's alone to manage).
+    """
+    found = _project(session, project)
+    with _as_operator(session):
+        disabled = projects.remove_member(session, audit.OPERATOR, found, name, keep_an_owner=False)
+    return disabled
+
+
+def list_members(session: Session, project: str | None = None) -> list[tuple[Member, list[Client]]]:
+    """Every member (of ``project`` if given) with its clients, by project and name."""
+    query = select(Member).join(Project).order_by(Project.name, Member.name)
+    if project is not None:
+        query = query.where(Member.project_id == _project(session, project).id)
+    return [(member, projects.clients_of(session, member)) for member in session.scalars(query)]
+
+
+def create_client(
+    session: Session, project: str, name: str | None = None, *, member: str | None = None
+) -> NewClient:
+    """A new client of ``project`` with a random id and secret, for ``member``.
+
+    Without ``member`` the client is its own member: a new member named after the
+    client id, role ``member`` (see :mod:`cleanroom.manager.projects`).
+    """
+    found = _project(session, project)
+    with _as_operator(session):
+        created = projects.create_client(session, audit.OPERATOR, found, member, name)
+    return created
 
 
 def list_clients(session: Session, project: str | None = None) -> list[Client]:
@@ -98,14 +150,34 @@ def list_clients(session: Session, project: str | None = None) -> list[Client]:
     return list(session.scalars(query))
 
 
-def set_client_disabled(session: Session, client_id: str, disabled: bool) -> Client:
-    """Disable (or enable again) a client: its tokens stop working at once."""
+def _client(session: Session, client_id: str) -> Client:
     client = session.get(Client, client_id)
     if client is None:
         raise AdminError(f"no client {client_id!r}")
-    client.disabled = disabled
-    session.commit()
     return client
+
+
+def set_client_disabled(session: Session, client_id: str, disabled: bool) -> Client:
+    """Disable (or enable again) a client: disabling refuses its tokens at once.
+
+    Tokens issued before a disable stay refused after an enable; a client whose
+    member was removed cannot be enabled.
+    """
+    client = _client(session, client_id)
+    with _as_operator(session):
+        if disabled:
+            projects.disable_client(session, audit.OPERATOR, client)
+        else:
+            projects.enable_client(session, audit.OPERATOR, client)
+    return client
+
+
+def rotate_client(session: Session, client_id: str) -> NewClient:
+    """A new secret for a client: the old secret and every token issued so far are refused."""
+    client = _client(session, client_id)
+    with _as_operator(session):
+        rotated = projects.rotate_client(session, audit.OPERATOR, client)
+    return rotated
 
 
 def normalise_server_url(url: str) -> str:
@@ -118,18 +190,116 @@ def normalise_server_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def add_server(session: Session, url: str, name: str | None = None) -> ComputeServer:
-    """Register the compute server whose Controller answers at ``url``."""
+def add_server(
+    session: Session,
+    url: str,
+    name: str | None = None,
+    *,
+    capacity: int = DEFAULT_CAPACITY,
+    tee_kind: str = "simulated",
+) -> ComputeServer:
+    """Register the compute server whose Controller answers at ``url``.
+
+    ``capacity`` is how many live rooms it may host; ``tee_kind`` the TEE its
+    Controller must report (a server reporting another is unhealthy). A removed
+    server added again at the same URL is registered again (same name unless
+    ``name`` is given), in state ``unknown`` until its first health check.
+    """
     url = normalise_server_url(url)
-    name = name or (urlsplit(url).netloc)
-    if session.scalar(select(ComputeServer).where(ComputeServer.url == url)) is not None:
-        raise AdminError(f"a compute server at {url} is registered")
-    if session.scalar(select(ComputeServer).where(ComputeServer.name == name)) is not None:
-        raise AdminError(f"a compute server named {name!r} is registered")
-    server = ComputeServer(name=name, url=url)
+    if capacity < 1:
+        raise AdminError(f"capacity must be at least 1, not {capacity}")
+    if tee_kind not in servers.TEE_KINDS:
+        raise AdminError(f"TEE kind {tee_kind!r} is not one of {', '.join(servers.TEE_KINDS)}")
+    existing = session.scalar(select(ComputeServer).where(ComputeServer.url == url))
+    if existing is not None and not existing.removed:
+        raise AdminError(f"a compute server at {url} is registered (as {existing.name!r})")
+    name = name or (existing.name if existing is not None else urlsplit(url).netloc)
+    namesake = session.scalar(select(ComputeServer).where(ComputeServer.name == name))
+    if namesake is not None and namesake is not existing:
+        removed = " (removed; its name stays taken)" if namesake.removed else ""
+        raise AdminError(f"a compute server named {name!r} is registered{removed}")
+    server = existing or ComputeServer(url=url)
+    server.name, server.capacity, server.tee_kind = name, capacity, tee_kind
+    server.removed, server.state, server.reason, server.failures = False, "unknown", None, 0
     session.add(server)
-    session.commit()
+    try:
+        session.flush()
+        audit.record(
+            session,
+            audit.OPERATOR,
+            "server.added",
+            name,
+            url=url,
+            capacity=capacity,
+            tee_kind=tee_kind,
+            again=existing is not None,
+        )
+        session.commit()
+    except IntegrityError as error:  # another `server add` of that name or URL won
+        session.rollback()
+        raise AdminError(f"a compute server named {name!r} or at {url} is registered") from error
     return server
+
+
+def remove_server(
+    session: Session, which: str, *, force: bool = False, now: int | None = None
+) -> tuple[ComputeServer, list[str]]:
+    """Stop scheduling on the compute server named ``which`` (or at URL ``which``).
+
+    Refused while it hosts live rooms, unless ``force``: they are then marked
+    lost (their data is only in that server's enclaves). Returns the server and
+    the names of the rooms marked lost. The row stays (rooms refer to it), marked
+    removed: it is never scheduled or health-checked again.
+    """
+    try:
+        url = normalise_server_url(which)
+    except AdminError:
+        url = None
+    # The scheduling lock: no deploy can be choosing this server meanwhile.
+    matches = [
+        server
+        for server in servers.lock_servers(session)
+        if server.name == which or (url is not None and server.url == url)
+    ]
+    if not matches:
+        raise AdminError(f"no compute server named or at {which!r}")
+    server = matches[0]
+    if server.removed:
+        raise AdminError(f"compute server {server.name} ({server.url}) is already removed")
+    live = list(
+        session.scalars(
+            select(Room.name)
+            .where(Room.compute_server_id == server.id, Room.state.in_(LIVE_ROOM_STATES))
+            .order_by(Room.name)
+        )
+    )
+    if live and not force:
+        raise AdminError(
+            f"compute server {server.name} hosts {len(live)} live clean room(s) "
+            f"({', '.join(live)}); removing it loses them: give --force to mark them lost"
+        )
+    when = servers.timestamp(now if now is not None else int(time.time()))
+    server.removed = True
+    server.reason = f"removed by the operator at {when}"
+    session.flush()
+    lost = servers.lose_rooms(
+        session,
+        server,
+        f"compute server {server.name} was removed by the operator at {when}; "
+        f"{servers.LOST_ROOM_ADVICE}",
+        audit.OPERATOR,
+    )
+    audit.record(
+        session,
+        audit.OPERATOR,
+        "server.removed",
+        server.name,
+        url=server.url,
+        forced=force,
+        rooms_lost=lost,
+    )
+    session.commit()
+    return server, lost
 
 
 def list_servers(session: Session) -> list[tuple[ComputeServer, int]]:

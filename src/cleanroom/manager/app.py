@@ -21,35 +21,49 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 
 from cleanroom.errors import CheckFailed
+from cleanroom.limits import BodySizeLimit, RateLimiter, retry_after
+from cleanroom.manager import audit, projects, servers
 from cleanroom.manager.credentials import authenticate
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     Client,
     ComputeServer,
     FunctionUploader,
+    Project,
     Room,
     RoomMember,
     StoredFunction,
     open_database,
 )
+from cleanroom.manager.revocation import DatabaseRevocations, Revoked, revocation_list, revoke
 from cleanroom.manager.settings import Settings
-from cleanroom.manager.storage import FunctionStore, FunctionTooLarge, Received, digest_of
+from cleanroom.manager.storage import (
+    FunctionStore,
+    FunctionTooLarge,
+    Garbage,
+    Received,
+    StoredFunctionMissing,
+    VerifiedBundle,
+    collect_garbage,
+    digest_of,
+)
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, BundleError
 from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
@@ -74,12 +88,18 @@ _log = logging.getLogger("cleanroom.manager")
 
 @dataclass(frozen=True)
 class Caller:
-    """A client that presented a valid ``user``-scope token and is enabled."""
+    """A client that presented a valid ``user``-scope token and may act (see ``caller()``).
+
+    ``member`` and ``role`` are its member's when the request began; what only an
+    owner may do is checked again in the transaction that does it.
+    """
 
     client_id: str
     project_id: int
     project: str
     user_id: str | None
+    member: str
+    role: str
 
 
 class KeyRegistration(BaseModel):
@@ -93,9 +113,88 @@ class DeployRequest(BaseModel):
     spec: dict[str, Any]
 
 
+class RoleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str
+
+
+class NewClientRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    member: str | None = None
+    name: str | None = None
+
+
 def _oauth_error(status: int, error: str) -> JSONResponse:
     """An RFC 6749 §5.2 error: deliberately nothing but the error code."""
     return JSONResponse({"error": error}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+_SLOW_DOWN = "too many token requests from this address or for this client_id"
+
+
+class _TokenEndpointLimits:
+    """The rate limits of ``/oauth/token`` and ``/oauth/revoke``: every attempt counts,
+    a wrong secret too (token buckets in this process's memory, cleanroom.limits)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._by_address = RateLimiter(settings.token_rate_per_address)
+        self._by_client = RateLimiter(settings.token_rate_per_client)
+
+    def address(self, request: Request) -> float | None:
+        """Spend one attempt of the caller's address: None, or seconds to wait."""
+        return self._by_address.take(request.client.host if request.client else "unknown")
+
+    def client(self, client_id: object) -> float | None:
+        """Spend one attempt of the client_id named (if any): None, or seconds to wait."""
+        if not isinstance(client_id, str) or not client_id:
+            return None
+        return self._by_client.take(client_id[:64])  # no client_id is longer
+
+
+def _slow_down(wait: float) -> JSONResponse:
+    """429 for the token endpoint: an OAuth error body and when to try again."""
+    return JSONResponse(
+        {"error": "slow_down"},
+        status_code=429,
+        headers={"Cache-Control": "no-store", "Retry-After": retry_after(wait)},
+    )
+
+
+def _revoke_refused(
+    status: int, error: str, detail: str, *, retry: float | None = None, **facts: object
+) -> JSONResponse:
+    """An error of ``/oauth/revoke``: problem details with the RFC 6749 ``error`` code."""
+    headers = {"Cache-Control": "no-store"}
+    if retry is not None:
+        headers["Retry-After"] = retry_after(retry)
+    return problem(status, detail, headers=headers, error=error, **facts)
+
+
+def _audit_issued(manager: _Manager, access_token: str) -> None:
+    """Record ``token.issued``; the token is verified first, so none leaves that the
+    manager itself would refuse."""
+    claims = manager.verifier.verify(access_token)
+    with manager.session() as session:
+        audit.record(
+            session,
+            claims.sub,
+            "token.issued",
+            f"token:{claims.jti}",
+            jti=claims.jti,
+            scope=claims.scope,
+            project=claims.project,
+            exp=claims.exp,
+        )
+        session.commit()
+
+
+def _refused_caller(check: str, expected: str, actual: str, detail: str) -> HTTPException:
+    """A 401 for a token whose client may not act, naming the check (RFC 6750 §3.1)."""
+    return HTTPException(
+        401,
+        {"detail": detail, "check": check, "expected": expected, "actual": actual},
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -143,9 +242,20 @@ class _Manager:
         self.sessions: sessionmaker[Session] = open_database(settings.resolved_database_url)
         self.store = FunctionStore(settings.functions_dir, settings.max_function_bytes)
         self.issuer = TokenIssuer.load(
-            settings.data_dir, settings.public_url, lifetime=settings.token_lifetime
+            settings.data_dir,
+            settings.public_url,
+            lifetime=settings.token_lifetime,
+            leeway=settings.token_leeway,
         )
-        self.verifier = TokenVerifier(self.issuer.issuer, keys=self.issuer.jwks())
+        # Its own key ring and database: a rotated key or a revocation counts from
+        # the next request on (cleanroom.manager.keys, cleanroom.manager.revocation).
+        self.verifier = TokenVerifier(
+            self.issuer.issuer,
+            key_source=self.issuer.keys.public_keys,
+            revocations=DatabaseRevocations(self.sessions),
+            leeway=settings.token_leeway,
+        )
+        self.health = servers.HealthChecker(self.sessions, settings, self._deploy_headers)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -155,11 +265,22 @@ class _Manager:
     # -- tokens -------------------------------------------------------------------------
 
     def token(self, client_id: str, secret: str) -> tuple[str, int] | None:
+        """A user token for the client, if it may log in (``authenticate``); else None.
+
+        Right after a disable or a rotation the client's ``tokens_not_before`` is the
+        next second (``projects.revoke_tokens``): wait that second out, so that the
+        token issued now is not born revoked.
+        """
         with self.session() as session:
             client = authenticate(session, client_id, secret)
             if client is None:
                 return None
-            return self.issuer.issue(client.id, client.project.name, SCOPE_USER)
+            subject, project = client.id, client.project.name
+            not_before = client.tokens_not_before
+        wait = not_before - time.time()
+        if wait > 0:
+            time.sleep(min(wait, 1.0))
+        return self.issuer.issue(subject, project, SCOPE_USER)
 
     def claims_of(self, authorization: str | None, scope: str | None) -> TokenClaims:
         scheme, _, token = (authorization or "").partition(" ")
@@ -181,16 +302,52 @@ class _Manager:
             ) from error
 
     def caller(self, authorization: str | None) -> Caller:
+        """The client behind a valid user token, if it may still act; else 401 naming the check.
+
+        Checked against the database on every request: the client exists
+        (``token-client``), is in the project the token names (``token-project``),
+        still belongs to a member of its project (``client-member``) and is enabled
+        (``client-disabled``).
+        """
         claims = self.claims_of(authorization, SCOPE_USER)
         with self.session() as session:
             client = session.get(Client, claims.sub)
-            if client is None or client.disabled or client.project.name != claims.project:
-                raise HTTPException(
-                    401,
-                    "the token's client is unknown or disabled",
-                    headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            if client is None:
+                raise _refused_caller(
+                    "token-client",
+                    "the id of a client of this manager",
+                    claims.sub,
+                    "the token's client does not exist",
                 )
-            return Caller(client.id, client.project_id, client.project.name, client.user_id)
+            if client.project.name != claims.project:
+                raise _refused_caller(
+                    "token-project",
+                    client.project.name,
+                    claims.project,
+                    "the token names another project than its client's",
+                )
+            if client.member is None:
+                raise _refused_caller(
+                    "client-member",
+                    f"a client of a member of project {client.project.name!r}",
+                    "a client whose member was removed",
+                    f"client {client.id} belongs to a member removed from its project",
+                )
+            if client.disabled:
+                raise _refused_caller(
+                    "client-disabled",
+                    "an enabled client",
+                    "disabled",
+                    f"client {client.id} is disabled",
+                )
+            return Caller(
+                client_id=client.id,
+                project_id=client.project_id,
+                project=client.project.name,
+                user_id=client.user_id,
+                member=client.member.name,
+                role=client.member.role,
+            )
 
     # -- whoami -------------------------------------------------------------------------
 
@@ -234,30 +391,64 @@ class _Manager:
     # -- functions ----------------------------------------------------------------------
 
     def finish_upload(self, caller: Caller, received: Received) -> tuple[bool, int]:
-        """Check, store and record an upload; (created, size)."""
+        """Check, store, record and audit an upload; (new to the manager, size).
+
+        The first statement refreshes the bundle's upload time, which locks its
+        row (the write lock on SQLite) if it is stored already, so a garbage
+        collection deciding about it either finishes first (then this stores it
+        anew) or waits and sees it was just uploaded (storage.collect_garbage).
+        """
         try:
             self.store.check_unpacks(received)
         except BundleError:
             self.store.discard(received)
             raise
-        with self.session() as session:
-            created = self.store.commit(received)
-            if session.get(StoredFunction, received.digest) is None:
-                session.add(StoredFunction(digest=received.digest, size=received.size))
-                session.flush()
-            uploaded = session.scalar(
-                select(FunctionUploader).where(
-                    FunctionUploader.digest == received.digest,
-                    FunctionUploader.project_id == caller.project_id,
+        digest = received.digest
+        for attempt in (1, 2):
+            with self.session() as session:
+                now = int(time.time())
+                refreshed = servers.rows_changed(
+                    session,
+                    update(StoredFunction)
+                    .where(StoredFunction.digest == digest)
+                    .values(uploaded=now),
                 )
-            )
-            if uploaded is None:
-                session.add(FunctionUploader(digest=received.digest, project_id=caller.project_id))
-            try:
+                new = refreshed == 0
+                if attempt == 1:
+                    self.store.commit(received)
+                uploaded = session.scalar(
+                    select(FunctionUploader.id).where(
+                        FunctionUploader.digest == digest,
+                        FunctionUploader.project_id == caller.project_id,
+                    )
+                )
+                try:
+                    if new:
+                        session.add(
+                            StoredFunction(
+                                digest=digest, size=received.size, created=now, uploaded=now
+                            )
+                        )
+                        session.flush()  # before its uploader: no relationship orders them
+                    if uploaded is None:
+                        session.add(FunctionUploader(digest=digest, project_id=caller.project_id))
+                        session.flush()
+                except IntegrityError:
+                    # The same bundle's first upload at the same moment, from another
+                    # request: it stored the row; go again to record this upload too.
+                    session.rollback()
+                    continue
+                audit.record(
+                    session,
+                    caller.client_id,
+                    "function.uploaded",
+                    received.function_id,
+                    size=received.size,
+                    new=new,
+                )
                 session.commit()
-            except IntegrityError:  # the same bundle uploaded at the same moment: fine
-                session.rollback()
-        return created, received.size
+                return new, received.size
+        raise HTTPException(409, "the same bundle is being uploaded concurrently: upload again")
 
     def _function_visible(self, session: Session, caller: Caller, digest: str) -> bool:
         uploaded = session.scalar(
@@ -273,7 +464,13 @@ class _Manager:
             is not None
         )
 
-    def download(self, authorization: str | None, digest: str) -> bytes:
+    def download(self, authorization: str | None, digest: str) -> VerifiedBundle:
+        """The stored bundle ``digest`` for whoever may read it, open and verified.
+
+        Who may: see the module docstring. Its file was hashed once already
+        (500 ``function-id`` if it no longer matches, ``function-stored`` if it is
+        gone); :meth:`VerifiedBundle.chunks` streams it, hashing again.
+        """
         not_found = HTTPException(404, f"no function {FUNCTION_ID_PREFIX}{digest}")
         claims = self.claims_of(authorization, None)
         if not digest_of(FUNCTION_ID_PREFIX + digest):
@@ -293,7 +490,13 @@ class _Manager:
                 caller = self.caller(authorization)
                 if not self._function_visible(session, caller, digest):
                     raise not_found
-        return self.store.read(digest)  # StoredFunctionCorrupt -> 500 problem
+        try:
+            return self.store.open_verified(digest)
+        except StoredFunctionMissing:
+            with self.session() as session:
+                if session.get(StoredFunction, digest) is None:  # collected just now
+                    raise not_found from None
+            raise
 
     # -- rooms --------------------------------------------------------------------------
 
@@ -326,24 +529,25 @@ class _Manager:
             return room_document(self._find(session, caller, name))
 
     def _schedule(self, session: Session) -> ComputeServer:
-        """The registered compute server with the fewest live rooms (oldest on a tie)."""
-        servers = list(session.scalars(select(ComputeServer).order_by(ComputeServer.id)))
-        if not servers:
-            raise HTTPException(
-                503,
-                "no compute server is registered "
-                "(the operator adds one with `cleanroom admin server add URL`)",
-            )
-        live = list(
-            session.scalars(select(Room.compute_server_id).where(Room.state.in_(LIVE_ROOM_STATES)))
-        )
-        return min(servers, key=lambda server: (live.count(server.id), server.id))
+        """The compute server for a new room, scheduling lock held (``servers.schedule``)."""
+        try:
+            return servers.schedule(session)
+        except servers.NoServerAvailable as error:
+            raise HTTPException(503, {"detail": str(error), "servers": error.refusals}) from error
 
     def _deploy_headers(self, project: str) -> dict[str, str]:
         token, _ = self.issuer.issue(MANAGER_SUBJECT, project, SCOPE_DEPLOY)
         return {"Authorization": f"Bearer {token}"}
 
     def deploy(self, caller: Caller, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Validate, schedule and deploy a room; (201 or 502, the room).
+
+        The room is inserted ``deploying`` in the transaction that chose its server
+        (so it holds its slot: concurrent deploys never oversubscribe), then deployed
+        on the Controller outside any transaction, then marked ``deployed`` or
+        ``failed`` (which frees the slot) unless it changed meanwhile (its server
+        was found lost, or it was deleted).
+        """
         try:
             spec = WorkSpec.parse(document)
         except MessageFormatError as error:
@@ -355,19 +559,22 @@ class _Manager:
         digest = digest_of(spec.function)
         if digest is None:  # WorkSpec checked the pattern; stay closed anyway
             raise HTTPException(422, f"spec field function: not a function ID: {spec.function}")
+        no_function = HTTPException(404, f"no function {spec.function} (upload its bundle first)")
         with self.session() as session:
             if session.get(StoredFunction, digest) is None or not self._function_visible(
                 session, caller, digest
             ):
-                raise HTTPException(
-                    404,
-                    f"no function {spec.function} (upload its bundle first)",
-                )
+                raise no_function
             taken = {"detail": f"a clean room named {spec.name!r} exists", "room": spec.name}
             live = select(Room.id).where(Room.name == spec.name, Room.state != "deleted")
             if session.scalar(live) is not None:
                 raise HTTPException(409, taken)
             server = self._schedule(session)
+            # Again under the lock: a garbage collection may have deleted the bundle
+            # since; from here on it cannot (storage.collect_garbage).
+            bundle = select(StoredFunction.digest).where(StoredFunction.digest == digest)
+            if session.scalar(bundle.with_for_update(read=True)) is None:
+                raise no_function
             room = Room(
                 name=spec.name,
                 project_id=caller.project_id,
@@ -386,16 +593,28 @@ class _Manager:
             except IntegrityError as error:  # another deploy of that name won the race
                 session.rollback()
                 raise HTTPException(409, taken) from error
-            room_id, url = room.id, server.url
+            room_id, url, server_name = room.id, server.url, server.name
         reason = self._put_room(url, caller.project, spec)
+        outcome = "failed" if reason else "deployed"
         with self.session() as session:
-            stored = session.get_one(Room, room_id)
-            stored.state = "failed" if reason else "deployed"
-            stored.reason = reason
+            changed = servers.rows_changed(
+                session,
+                update(Room)
+                .where(Room.id == room_id, Room.state == "deploying")
+                .values(state=outcome, reason=reason),
+            )
+            stored = session.get_one(Room, room_id, populate_existing=True)
+            if changed == 1:
+                details: dict[str, Any] = {"work_id": spec.work_id, "compute_server": server_name}
+                if reason:
+                    details["reason"] = reason
+                audit.record(session, caller.client_id, f"room.{outcome}", spec.name, **details)
             session.commit()
             answer = room_document(stored)
-        if reason:
-            _log.warning("deploying %s on %s failed: %s", spec.name, url, reason)
+        if stored.state != "deployed":
+            if answer["reason"] is None:
+                answer["reason"] = f"the room was {stored.state} while it was being deployed"
+            _log.warning("deploying %s on %s failed: %s", spec.name, url, answer["reason"])
             return 502, answer
         return 201, answer
 
@@ -419,6 +638,14 @@ class _Manager:
         return None
 
     def delete(self, caller: Caller, name: str) -> dict[str, Any]:
+        """Delete a room: tell its Controller, then mark it ``deleted`` (deployer's project).
+
+        A live room becomes ``deleted`` only once its Controller confirms (2xx, or
+        404: it does not have it); otherwise 502 and nothing changes, because its
+        Worker may still be running. A ``failed`` or ``lost`` room is deleted even
+        when its Controller cannot be told (it may be gone for good): its Worker,
+        if any, no longer holds anything anyone can use through the manager.
+        """
         with self.session() as session:
             room = self._find(session, caller, name)
             if room.project_id != caller.project_id:
@@ -428,7 +655,9 @@ class _Manager:
                 )
             if room.state == "deleted":
                 return room_document(room)
-            room_id, url, project = room.id, room.compute_url, room.project.name
+            room_id, url, project, before = room.id, room.compute_url, room.project.name, room.state
+        live = before in LIVE_ROOM_STATES
+        refused: str | None = None
         try:
             response = httpx.delete(
                 f"{url}/v1/rooms/{name}",
@@ -436,28 +665,71 @@ class _Manager:
                 timeout=self.settings.controller_timeout,
             )
         except httpx.HTTPError as error:
-            raise HTTPException(
-                502,
-                {
-                    "detail": f"cannot reach the compute server at {url} to delete {name!r}: "
-                    f"{_one_line(str(error)) or type(error).__name__}; the room is unchanged",
-                    "room": name,
-                },
-            ) from error
-        if not (response.is_success or response.status_code == 404):
-            raise HTTPException(
-                502,
-                {
-                    "detail": f"the compute server at {url} refused to delete {name!r} "
-                    f"({response.status_code}: {_answer_detail(response)}); the room is unchanged",
-                    "room": name,
-                },
-            )
+            why = _one_line(str(error)) or type(error).__name__
+            refused = f"cannot reach the compute server at {url} to delete {name!r}: {why}"
+        else:
+            if not (response.is_success or response.status_code == 404):
+                refused = (
+                    f"the compute server at {url} refused to delete {name!r} "
+                    f"({response.status_code}: {_answer_detail(response)})"
+                )
+        if refused is not None and live:
+            raise HTTPException(502, {"detail": f"{refused}; the room is unchanged", "room": name})
         with self.session() as session:
             stored = session.get_one(Room, room_id)
             stored.state = "deleted"
+            session.flush()
+            audit.record(
+                session,
+                caller.client_id,
+                "room.deleted",
+                name,
+                before=before,
+                controller=refused or "confirmed",
+            )
             session.commit()
             return room_document(stored)
+
+    # -- housekeeping: health checks and garbage collection ------------------------------
+
+    def collect_garbage(self, *, dry_run: bool = False) -> Garbage:
+        """Delete the bundles no live room uses, past the grace period (``storage``)."""
+        with self.session() as session:
+            return collect_garbage(
+                session,
+                self.store,
+                grace=self.settings.function_grace,
+                actor=MANAGER_SUBJECT,
+                dry_run=dry_run,
+            )
+
+    def start_housekeeping(self) -> list[servers.Periodic]:
+        """Start the periodic health checks and garbage collection (app lifespan)."""
+        tasks = [
+            servers.Periodic(
+                "compute server health checks", self.settings.health_interval, self.health.check_all
+            )
+        ]
+        if self.settings.gc_interval > 0:
+            tasks.append(
+                servers.Periodic(
+                    "function garbage collection", self.settings.gc_interval, self.collect_garbage
+                )
+            )
+        return [task.start() for task in tasks]
+
+    # -- projects: what their owners manage ---------------------------------------------
+
+    @contextmanager
+    def owned(self, caller: Caller, project: str) -> Iterator[tuple[Session, Project]]:
+        """A session and ``project`` if the caller is one of its owners; commits at the end.
+
+        Another project is ``404`` as if it did not exist, a member who is not an
+        owner ``403`` (``projects.owned_project``).
+        """
+        with self.session() as session:
+            yield session, projects.owned_project(session, caller.client_id, project)
+            session.commit()
 
 
 Authorization = Annotated[str | None, Header()]
@@ -475,18 +747,41 @@ CurrentCaller = Annotated[Caller, Depends(_current_caller)]
 def create_app(settings: Settings) -> FastAPI:
     """The management server's FastAPI app; state in ``settings.data_dir`` and its database."""
     manager = _Manager(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        housekeeping = manager.start_housekeeping()
+        try:
+            yield
+        finally:
+            for task in housekeeping:
+                await run_in_threadpool(task.stop)
+            manager.health.close()
+
     app = FastAPI(
         title="cleanroom management server",
         summary="Tokens, function storage and the clean room registry (docs/api.md)",
         docs_url=None,
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.manager = manager
     install_problem_handlers(app)
+    # Every body but the function upload's (which streams, with its own limit).
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_json_bytes, exempt=[("POST", "/v1/functions")]
+    )
+    limits = _TokenEndpointLimits(settings)
 
     @app.post("/oauth/token")
     async def token(request: Request) -> Response:
+        wait = limits.address(request)
+        if wait is not None:
+            return _slow_down(wait)
         form = await request.form()
+        wait = limits.client(form.get("client_id"))
+        if wait is not None:
+            return _slow_down(wait)
         grant_type = form.get("grant_type")
         if not isinstance(grant_type, str) or not grant_type:
             return _oauth_error(400, "invalid_request")
@@ -499,18 +794,78 @@ def create_app(settings: Settings) -> FastAPI:
         if issued is None:
             return _oauth_error(401, "invalid_client")
         access_token, expires_in = issued
+        await run_in_threadpool(_audit_issued, manager, access_token)
         return JSONResponse(
             {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in},
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
 
+    @app.post("/oauth/revoke")
+    async def revoke_token(request: Request) -> Response:
+        """RFC 7009: revoke a token, authenticated by client credentials or by the token."""
+        wait = limits.address(request)
+        if wait is not None:
+            return _revoke_refused(429, "slow_down", _SLOW_DOWN, retry=wait)
+        form = await request.form()
+        token = form.get("token")
+        if not isinstance(token, str) or not token:
+            return _revoke_refused(400, "invalid_request", "the form field 'token' is missing")
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        credentials: tuple[str, str] | None = None
+        if client_id is not None or secret is not None:
+            if not isinstance(client_id, str) or not isinstance(secret, str):
+                return _revoke_refused(
+                    401, "invalid_client", "give both client_id and client_secret, or neither"
+                )
+            wait = limits.client(client_id)
+            if wait is not None:
+                return _revoke_refused(429, "slow_down", _SLOW_DOWN, retry=wait)
+            credentials = (client_id, secret)
+        outcome = await run_in_threadpool(
+            revoke,
+            manager.sessions,
+            manager.verifier,
+            token,
+            credentials,
+            leeway=settings.token_leeway,
+        )
+        if outcome is Revoked.INVALID_CLIENT:
+            return _revoke_refused(401, "invalid_client", "client authentication failed")
+        if outcome is Revoked.NOT_YOURS:
+            return _revoke_refused(
+                400,
+                "unauthorized_client",
+                f"the token was not issued to client {client_id}",
+                check="token-owner",
+                expected=f"a token of client {client_id}",
+                actual="a token of another client",
+            )
+        return Response(status_code=200, headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/revocations")
+    def revocations() -> Response:
+        """What Controllers must refuse: revoked jtis, disabled and rotated clients."""
+        with manager.session() as session:
+            listed = revocation_list(
+                session, int(time.time()), settings.token_lifetime, settings.token_leeway
+            )
+        return JSONResponse(listed.to_json(), headers={"Cache-Control": "no-store"})
+
     @app.get("/.well-known/jwks.json")
     def jwks() -> Response:
-        return JSONResponse(manager.issuer.jwks(), headers={"Cache-Control": "max-age=300"})
+        # max-age + the Controllers' refetch interval (30 + 30 s) is what a rotated key's
+        # pre-publication covers (cleanroom.manager.keys, DEFAULT_ACTIVATE_AFTER).
+        return JSONResponse(manager.issuer.jwks(), headers={"Cache-Control": "max-age=30"})
 
     @app.get("/v1/whoami")
     def whoami(caller: CurrentCaller) -> dict[str, Any]:
-        return {"client_id": caller.client_id, "project": caller.project, "user_id": caller.user_id}
+        return {
+            "client_id": caller.client_id,
+            "project": caller.project,
+            "user_id": caller.user_id,
+            "member": caller.member,
+            "role": caller.role,
+        }
 
     @app.put("/v1/whoami/user-key")
     def register_user_key(caller: CurrentCaller, body: KeyRegistration) -> dict[str, Any]:
@@ -519,16 +874,28 @@ def create_app(settings: Settings) -> FastAPI:
     @app.post("/v1/functions")
     async def upload_function(request: Request, caller: CurrentCaller) -> Response:
         limit = settings.max_function_bytes
-        too_large = HTTPException(
-            413, f"the function bundle is larger than the manager's limit of {limit} bytes"
-        )
+
+        def too_large(actual: str) -> HTTPException:
+            return HTTPException(
+                413,
+                {
+                    "detail": f"the function bundle is larger than the manager's limit of "
+                    f"{limit} bytes",
+                    "check": "function-size",
+                    "expected": f"at most {limit} bytes",
+                    "actual": actual,
+                    "hint": "the operator sets the limit: cleanroom server manager "
+                    "--max-function-bytes",
+                },
+            )
+
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise too_large
+            raise too_large(f"{int(declared)} bytes (Content-Length)")
         try:
             received = await manager.store.receive(request.stream())
         except FunctionTooLarge as error:
-            raise too_large from error
+            raise too_large(f"more than {limit} bytes (the upload was stopped there)") from error
         except ClientDisconnect as error:
             raise HTTPException(400, "the upload ended before its end") from error
         try:
@@ -543,8 +910,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/v1/functions/{digest}")
     def download_function(digest: str, authorization: Authorization = None) -> Response:
+        # Streamed from the open file, never read whole (storage.VerifiedBundle).
         bundle = manager.download(authorization, digest)
-        return Response(bundle, media_type="application/octet-stream")
+        return StreamingResponse(
+            bundle.chunks(),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(bundle.size)},
+        )
 
     @app.post("/v1/rooms")
     def deploy(caller: CurrentCaller, body: DeployRequest) -> Response:
@@ -564,6 +936,59 @@ def create_app(settings: Settings) -> FastAPI:
     @app.delete("/v1/rooms/{name}")
     def delete(name: str, caller: CurrentCaller) -> dict[str, Any]:
         return manager.delete(caller, name)
+
+    # Owners manage their project's members and clients (docs/api.md, "Projects").
+    no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+    @app.get("/v1/projects/{project}/members")
+    def project_members(project: str, caller: CurrentCaller) -> dict[str, Any]:
+        with manager.owned(caller, project) as (session, owned):
+            members = projects.list_members(session, owned)
+            return {"members": [projects.member_document(session, m) for m in members]}
+
+    @app.put("/v1/projects/{project}/members/{name}")
+    def put_member(project: str, name: str, caller: CurrentCaller, body: RoleRequest) -> Response:
+        with manager.owned(caller, project) as (session, owned):
+            member, added = projects.put_member(session, caller.client_id, owned, name, body.role)
+            document = projects.member_document(session, member)
+        return JSONResponse(document, status_code=201 if added else 200)
+
+    @app.delete("/v1/projects/{project}/members/{name}")
+    def remove_member(project: str, name: str, caller: CurrentCaller) -> dict[str, Any]:
+        with manager.owned(caller, project) as (session, owned):
+            disabled = projects.remove_member(session, caller.client_id, owned, name)
+        return {"name": name, "project": project, "clients_disabled": disabled}
+
+    @app.post("/v1/projects/{project}/clients")
+    def create_client(project: str, caller: CurrentCaller, body: NewClientRequest) -> Response:
+        with manager.owned(caller, project) as (session, owned):
+            created = projects.create_client(
+                session, caller.client_id, owned, body.member, body.name
+            )
+        return JSONResponse(
+            projects.new_client_document(created), status_code=201, headers=no_store
+        )
+
+    @app.post("/v1/projects/{project}/clients/{client_id}/disable")
+    def disable_client(project: str, client_id: str, caller: CurrentCaller) -> dict[str, Any]:
+        with manager.owned(caller, project) as (session, owned):
+            client = projects.find_client(session, client_id, owned)
+            projects.disable_client(session, caller.client_id, client)
+            return projects.client_document(client)
+
+    @app.post("/v1/projects/{project}/clients/{client_id}/enable")
+    def enable_client(project: str, client_id: str, caller: CurrentCaller) -> dict[str, Any]:
+        with manager.owned(caller, project) as (session, owned):
+            client = projects.find_client(session, client_id, owned)
+            projects.enable_client(session, caller.client_id, client)
+            return projects.client_document(client)
+
+    @app.post("/v1/projects/{project}/clients/{client_id}/rotate")
+    def rotate_client(project: str, client_id: str, caller: CurrentCaller) -> Response:
+        with manager.owned(caller, project) as (session, owned):
+            client = projects.find_client(session, client_id, owned)
+            rotated = projects.rotate_client(session, caller.client_id, client)
+        return JSONResponse(projects.new_client_document(rotated), headers=no_store)
 
     return app
 

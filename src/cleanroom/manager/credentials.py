@@ -1,9 +1,10 @@
 """Client credentials: random secrets, stored only as argon2id hashes.
 
-A wrong secret, an unknown client and a disabled client are indistinguishable to
-the caller: :func:`authenticate` answers ``None`` for all three, after the same
-argon2 work (an unknown client is checked against a dummy hash), and the token
-endpoint turns ``None`` into one fixed ``401 {"error": "invalid_client"}``.
+A wrong secret, an unknown client, a disabled client and a client whose member
+was removed are indistinguishable to the caller: :func:`authenticate` answers
+``None`` for all four, after the same argon2 work (an unknown client is checked
+against a dummy hash), and the token endpoint turns ``None`` into one fixed
+``401 {"error": "invalid_client"}``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ def hash_secret(secret: str) -> str:
 
 
 def authenticate(session: Session, client_id: str, secret: str) -> Client | None:
-    """The enabled client ``client_id`` if ``secret`` is its secret, else ``None``."""
+    """The client ``client_id`` if ``secret`` is its secret and it may log in, else ``None``.
+
+    It may log in when it is enabled and belongs to a member of its project.
+    """
     client = session.get(Client, client_id) if client_id else None
     stored = client.secret_hash if client is not None else _DUMMY_HASH
     matches: bool
@@ -44,6 +48,6 @@ def authenticate(session: Session, client_id: str, secret: str) -> Client | None
         matches = _hasher.verify(stored, secret)
     except (VerificationError, InvalidHashError):
         matches = False
-    if client is None or client.disabled or not matches:
+    if client is None or client.disabled or client.member_id is None or not matches:
         return None
     return client

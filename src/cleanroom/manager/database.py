@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -146,6 +147,8 @@ class StoredFunction(Base):
     digest: Mapped[str] = mapped_column(String(43), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created: Mapped[int] = mapped_column(Integer, default=_now)
+    uploaded: Mapped[int] = mapped_column(Integer, default=_now, index=True)
+    """When it was last uploaded: garbage collection keeps it a grace period after."""
 
 
 class FunctionUploader(Base):
@@ -183,7 +186,9 @@ class Room(Base):
     deployer: Mapped[str] = mapped_column(ForeignKey("clients.id"))
     spec: Mapped[str] = mapped_column(Text)  # the spec's canonical JSON
     work_id: Mapped[str] = mapped_column(String(43))
-    function_digest: Mapped[str] = mapped_column(ForeignKey("functions.digest"), index=True)
+    # Not a foreign key: a room that is no longer live keeps its function's ID after
+    # garbage collection deletes the bundle (cleanroom.manager.storage.collect_garbage).
+    function_digest: Mapped[str] = mapped_column(String(43), index=True)
     state: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     compute_server_id: Mapped[int] = mapped_column(ForeignKey("compute_servers.id"), index=True)
@@ -265,6 +270,10 @@ def open_database(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+class DatabaseError(Exception):
+    """The database cannot be used as it is; the message says why, in one line."""
+
+
 def _alembic_config() -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", "cleanroom.manager:migrations")
@@ -275,6 +284,13 @@ def upgrade(engine: Engine) -> None:
     """Migrate the database behind ``engine`` to the newest revision (a no-op when there)."""
     config = _alembic_config()
     with engine.begin() as connection:
+        tables = set(inspect(connection).get_table_names())
+        if tables and "alembic_version" not in tables:
+            raise DatabaseError(
+                f"the database at {engine.url.render_as_string(hide_password=True)} has "
+                "tables but no migration record: it was made before the schema was kept by "
+                "migrations (a development build); start on a new database"
+            )
         config.attributes["connection"] = connection
         alembic_command.upgrade(config, "head")
 

@@ -5,10 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cleanroom.tokens import DEFAULT_LIFETIME
+from cleanroom.limits import (
+    DEFAULT_MAX_JSON_BYTES,
+    TOKEN_RATE_PER_ADDRESS,
+    TOKEN_RATE_PER_CLIENT,
+    RateLimit,
+)
+from cleanroom.tokens import DEFAULT_LEEWAY, DEFAULT_LIFETIME
 
-DEFAULT_MAX_FUNCTION_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_FUNCTION_BYTES = 1 << 30
+"""1 GiB: the largest function bundle a manager accepts unless configured otherwise."""
 DATABASE_FILE = "manager.db"
+FUNCTIONS_DIR = "functions"
+"""The directory of the function bundles, inside the data directory."""
+DEFAULT_FUNCTION_GRACE = 24 * 3600
+"""A day: how long an unused bundle is kept after its last upload."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,30 @@ class Settings:
     max_function_bytes: int = DEFAULT_MAX_FUNCTION_BYTES
     token_lifetime: int = DEFAULT_LIFETIME
     controller_timeout: float = 60.0
+    # Compute server health (cleanroom.manager.servers): a GET of each Controller's
+    # /v1/health every health_interval seconds, answered within health_timeout. After
+    # health_failures failures in a row a server is unhealthy; once it has also not
+    # answered for lost_after seconds it is lost, and so are its live rooms.
+    health_interval: float = 5.0
+    health_timeout: float = 3.0
+    health_failures: int = 3
+    lost_after: float = 60.0
+    # Function garbage collection (cleanroom.manager.storage.collect_garbage): a bundle
+    # no live room uses is deleted once function_grace seconds have passed since its
+    # last upload (so one uploaded for a deploy to come is kept); every gc_interval
+    # seconds (0: only by `cleanroom admin gc`).
+    function_grace: int = DEFAULT_FUNCTION_GRACE
+    gc_interval: float = 3600.0
+    # Tokens (cleanroom.tokens, cleanroom.manager.keys): the clock skew tolerated on
+    # nbf/exp (a retired signing key stays published token_lifetime + token_leeway),
+    # and the rate limits of /oauth/token and /oauth/revoke, per client_id and per
+    # remote address, every attempt counted (in this process's memory).
+    token_leeway: int = DEFAULT_LEEWAY
+    token_rate_per_client: RateLimit = TOKEN_RATE_PER_CLIENT
+    token_rate_per_address: RateLimit = TOKEN_RATE_PER_ADDRESS
+    # The largest request body of every endpoint except the function upload
+    # (which streams, up to max_function_bytes).
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
@@ -37,7 +72,7 @@ class Settings:
 
     @property
     def functions_dir(self) -> Path:
-        return self.data_dir / "functions"
+        return self.data_dir / FUNCTIONS_DIR
 
 
 def default_database_url(data_dir: Path) -> str:

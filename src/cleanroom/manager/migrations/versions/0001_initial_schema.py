@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 20:00:37.065837
+Create Date: 2026-12-03 (the baseline: the schema as of issue 4)
 """
 
 from __future__ import annotations
@@ -63,8 +63,12 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(length=43), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("created", sa.Integer(), nullable=False),
+        sa.Column("uploaded", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("digest"),
     )
+    with op.batch_alter_table("functions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_functions_uploaded"), ["uploaded"], unique=False)
+
     op.create_table(
         "projects",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -173,10 +177,6 @@ def upgrade() -> None:
             ["clients.id"],
         ),
         sa.ForeignKeyConstraint(
-            ["function_digest"],
-            ["functions.digest"],
-        ),
-        sa.ForeignKeyConstraint(
             ["project_id"],
             ["projects.id"],
         ),
@@ -257,6 +257,9 @@ def downgrade() -> None:
 
     op.drop_table("revoked_tokens")
     op.drop_table("projects")
+    with op.batch_alter_table("functions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_functions_uploaded"))
+
     op.drop_table("functions")
     op.drop_table("compute_servers")
     op.drop_table("audit_log")

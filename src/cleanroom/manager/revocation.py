@@ -1,0 +1,150 @@
+"""Token revocation at the manager: RFC 7009 revoke, the check, the list Controllers fetch.
+
+A token stops counting when its ``jti`` is revoked (``POST /oauth/revoke``, kept
+in ``revoked_tokens`` until it expires), when it was issued before its client's
+``tokens_not_before`` (set when a client is disabled or its secret rotated), or
+when its client is disabled. The manager checks the first two in its database on
+every use of a token (:class:`DatabaseRevocations`), so a revocation holds there
+at once; the third is ``caller()``'s (``client-disabled``), on every path a user
+token takes. Controllers cannot ask the database: they fetch
+:func:`revocation_list`, all three kinds, from ``GET /v1/revocations`` every few
+seconds (:class:`cleanroom.tokens.RevocationFeed`).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+
+from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cleanroom.manager import audit
+from cleanroom.manager.credentials import authenticate
+from cleanroom.manager.database import Client, RevokedToken
+from cleanroom.tokens import (
+    ClientStatus,
+    Clock,
+    Revocations,
+    TokenClaims,
+    TokenError,
+    TokenVerifier,
+    check_not_revoked,
+)
+
+
+class DatabaseRevocations:
+    """The manager's :class:`cleanroom.tokens.RevocationCheck`: asks its database.
+
+    Its own ``deploy`` tokens (``sub`` ``cleanroom-manager``, no client) are refused
+    only if their jti is revoked: a client disabled meanwhile does not stop a
+    deploy the manager is doing.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def check(self, claims: TokenClaims) -> None:
+        """``token-revoked`` if ``claims``' jti is revoked or precedes its client's
+        ``tokens_not_before``."""
+        with self._sessions() as session:
+            revoked = session.get(RevokedToken, claims.jti) is not None
+            client = session.get(Client, claims.sub)
+            status = None if client is None else ClientStatus(client.tokens_not_before)
+        check_not_revoked(claims, revoked=revoked, client=status)
+
+
+class Revoked(enum.Enum):
+    """What ``POST /oauth/revoke`` did (each its own answer, docs/api.md "Tokens")."""
+
+    REVOKED = "revoked"
+    """The token is now on the revocation list."""
+    UNCHANGED = "unchanged"
+    """Nothing to do: the token was invalid, expired or already revoked (RFC 7009 §2.2)."""
+    INVALID_CLIENT = "invalid_client"
+    """The client credentials given are wrong (or the client is disabled)."""
+    NOT_YOURS = "unauthorized_client"
+    """The credentials are good, but the token was issued to another client."""
+
+
+def revoke(
+    sessions: sessionmaker[Session],
+    verifier: TokenVerifier,
+    token: str,
+    credentials: tuple[str, str] | None,
+    *,
+    leeway: int,
+    clock: Clock = time.time,
+) -> Revoked:
+    """Revoke ``token`` (RFC 7009), authenticated by ``credentials`` or by the token itself.
+
+    With ``(client_id, secret)``, the token must be that client's. Without, holding
+    the token is the proof: whoever can use a token may as well end it.
+    """
+    client_id: str | None = None
+    if credentials is not None:
+        with sessions() as session:
+            client = authenticate(session, *credentials)
+            if client is None:
+                return Revoked.INVALID_CLIENT
+            client_id = client.id
+    try:
+        claims = verifier.verify(token)
+    except TokenError:
+        return Revoked.UNCHANGED
+    if client_id is not None and claims.sub != client_id:
+        return Revoked.NOT_YOURS
+    with sessions() as session:
+        session.add(RevokedToken(jti=claims.jti, client_id=claims.sub, exp=claims.exp))
+        try:
+            session.flush()
+        except IntegrityError:  # revoked by a concurrent request: the same outcome
+            session.rollback()
+            return Revoked.UNCHANGED
+        audit.record(
+            session,
+            client_id or claims.sub,
+            "token.revoked",
+            f"token:{claims.jti}",
+            jti=claims.jti,
+            client_id=claims.sub,
+            exp=claims.exp,
+            authenticated_by="client_credentials" if client_id else "the token itself",
+        )
+        prune(session, int(clock()), leeway)
+        session.commit()
+    return Revoked.REVOKED
+
+
+def prune(session: Session, now: int, leeway: int) -> None:
+    """Forget revoked tokens that have expired (every verifier refuses them anyway)."""
+    session.execute(delete(RevokedToken).where(RevokedToken.exp < now - leeway))
+
+
+def revocation_list(session: Session, now: int, lifetime: int, leeway: int) -> Revocations:
+    """What Controllers must refuse (``GET /v1/revocations``).
+
+    Revoked jtis not yet expired; disabled clients; and clients whose
+    ``tokens_not_before`` still matters, i.e. a token issued before it may not
+    have expired yet (``not_before > now - lifetime - leeway``).
+    """
+    tokens = session.execute(
+        select(RevokedToken.jti, RevokedToken.exp).where(RevokedToken.exp >= now - leeway)
+    )
+    clients = session.execute(
+        select(Client.id, Client.tokens_not_before, Client.disabled).where(
+            or_(
+                Client.disabled.is_(True),
+                Client.tokens_not_before > now - lifetime - leeway,
+            )
+        )
+    )
+    return Revocations(
+        now=now,
+        tokens={row.jti: row.exp for row in tokens},
+        clients={
+            client_id: ClientStatus(not_before=not_before, disabled=disabled)
+            for client_id, not_before, disabled in clients
+        },
+    )

@@ -1,0 +1,476 @@
+"""Compute servers: where a new clean room goes, and whether each server still answers.
+
+**Scheduling** (:func:`schedule`). A new room goes to a server that is not removed,
+whose state is ``healthy`` or ``unknown`` (registered, not checked yet: a new
+server is usable at once, and its first health check follows within seconds), and
+that has a free slot (fewer live rooms than its capacity); the least loaded first
+(live rooms / capacity), the oldest registration on a tie. The capacity check and
+the room's insert are one transaction that first takes the *scheduling lock*
+(:func:`lock_servers`: every server row, ``SELECT … FOR UPDATE`` in id order on
+PostgreSQL, the database's write lock on SQLite), so two deploys never both take
+the last slot. A room whose deploy fails becomes ``failed`` and no longer counts.
+
+**Health** (:class:`HealthChecker`). Every ``health_interval`` seconds the manager
+asks each Controller ``GET /v1/health``. :func:`judge` turns the answer into the
+server's next state, a pure function of the old state and what was seen:
+
+- a well-formed answer with ``status: ok`` and the TEE kind the server was
+  registered with: ``healthy``;
+- a well-formed answer that is not fit (``degraded``: its Attester is not running;
+  another TEE kind than registered): ``unhealthy`` at once, with that reason. The
+  server answered, so it is never ``lost`` for this, and its rooms stay as they are;
+- no answer (refused, timed out, not 200, not the health document): one more
+  failure. After ``health_failures`` in a row the server is ``unhealthy``; once it
+  has also not answered for ``lost_after`` seconds it is ``lost``, and every live
+  room on it becomes ``lost``: its data lived only inside that server's enclaves
+  and cannot be recovered anywhere else, so the only way on is to redeploy.
+
+A server that answers again is ``healthy`` (or ``unhealthy``) again, but its lost
+rooms stay lost: everyone was told to redeploy, and the manager cannot know what
+the Worker went through meanwhile. Delete them (that reaches the Controller again
+and frees their Workers). While a server is only ``unhealthy`` its rooms stay
+``deployed``: it may be a short outage, and nothing is lost yet.
+
+The Controller's health answer also says how many rooms it runs. When that is
+fewer than the manager's ``deployed`` rooms there, the manager asks for each of
+them (``GET /v1/rooms/{name}``) and marks lost those the Controller answers
+``404`` or ``410`` (the Worker died, or the Controller lost it). Only the count is
+compared, so a Controller that also runs rooms the manager does not know (a deploy
+that timed out but went through) can hide a dead Worker until its next check.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, cast
+
+import httpx
+from sqlalchemy import Update, func, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session, sessionmaker
+
+from cleanroom.manager import audit
+from cleanroom.manager.database import LIVE_ROOM_STATES, ComputeServer, Room
+from cleanroom.manager.settings import Settings
+
+SCHEDULABLE_STATES = ("unknown", "healthy")
+"""Server states a new room may be scheduled in."""
+TEE_KINDS = ("simulated", "gramine")
+MANAGER_ACTOR = "cleanroom-manager"
+LOST_ROOM_ADVICE = (
+    "a clean room's data lives only inside its enclave and cannot be recovered elsewhere: redeploy"
+)
+
+_log = logging.getLogger("cleanroom.manager.servers")
+
+
+def timestamp(seconds: int) -> str:
+    """``seconds`` since the epoch as an ISO 8601 UTC time, for reasons people read."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+# -- scheduling -------------------------------------------------------------------------
+
+
+class NoServerAvailable(Exception):
+    """No compute server may take a new room; ``refusals`` says why, one per server."""
+
+    def __init__(self, refusals: list[str]) -> None:
+        if refusals:
+            message = "no compute server can take a new clean room: " + "; ".join(refusals)
+        else:
+            message = (
+                "no compute server is registered "
+                "(the operator adds one with `cleanroom admin server add URL`)"
+            )
+        super().__init__(message)
+        self.refusals = refusals
+
+
+def lock_servers(session: Session) -> list[ComputeServer]:
+    """Take the scheduling lock in ``session``'s transaction; every server, by id.
+
+    On PostgreSQL the rows are locked ``FOR UPDATE`` in id order (so two lockers
+    cannot deadlock); SQLite has no row locks, so a write to the table takes the
+    database's write lock first. Either way a second transaction that takes the
+    lock waits until this one ends, and then sees what it committed.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(ComputeServer).values(capacity=ComputeServer.capacity))
+    query = (
+        select(ComputeServer)
+        .order_by(ComputeServer.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(query))
+
+
+def rows_changed(session: Session, statement: Update) -> int:
+    """Execute an UPDATE in ``session``; how many rows it changed."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return result.rowcount
+
+
+def live_rooms(session: Session) -> dict[int, int]:
+    """How many live (deploying or deployed) rooms each compute server has, by id."""
+    counts = (
+        select(Room.compute_server_id, func.count(Room.id))
+        .where(Room.state.in_(LIVE_ROOM_STATES))
+        .group_by(Room.compute_server_id)
+    )
+    return {row[0]: row[1] for row in session.execute(counts)}
+
+
+def refusal(server: ComputeServer, load: int) -> str | None:
+    """Why ``server`` cannot take a new room with ``load`` live rooms, or None if it can."""
+    label = f"{server.name} ({server.url})"
+    if server.removed:
+        return f"{label} is removed"
+    if server.state not in SCHEDULABLE_STATES:
+        return f"{label} is {server.state}" + (f": {server.reason}" if server.reason else "")
+    if load >= server.capacity:
+        return f"{label} is full ({load} of {server.capacity} live rooms)"
+    return None
+
+
+def schedule(session: Session) -> ComputeServer:
+    """The server a new room goes to, with the scheduling lock held (see the module).
+
+    The caller inserts the room in the same transaction and commits, which releases
+    the lock. Raises :class:`NoServerAvailable`.
+    """
+    servers = lock_servers(session)
+    load = live_rooms(session)
+    refusals: list[str] = []
+    free: list[ComputeServer] = []
+    for server in servers:
+        why = refusal(server, load.get(server.id, 0))
+        if why is None:
+            free.append(server)
+        else:
+            refusals.append(why)
+    if not free:
+        raise NoServerAvailable(refusals)
+    return min(
+        free, key=lambda server: (Fraction(load.get(server.id, 0), server.capacity), server.id)
+    )
+
+
+def lose_rooms(session: Session, server: ComputeServer, reason: str, actor: str) -> list[str]:
+    """Mark every live room on ``server`` lost with ``reason``; their names.
+
+    All rows change before the first audit entry, so this transaction takes the
+    audit log's lock last, like every other writer (no lock cycle).
+    """
+    lost = list(
+        session.scalars(
+            select(Room)
+            .where(Room.compute_server_id == server.id, Room.state.in_(LIVE_ROOM_STATES))
+            .order_by(Room.id)
+            .with_for_update()
+        )
+    )
+    for room in lost:
+        room.state, room.reason = "lost", reason
+    session.flush()
+    for room in lost:
+        audit.record(
+            session, actor, "room.lost", room.name, compute_server=server.name, reason=reason
+        )
+    return [room.name for room in lost]
+
+
+# -- health -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one health check of a Controller saw.
+
+    ``answered``: a well-formed health answer came back. ``problem``: why the
+    server, though it answered, may not take rooms (None: it may). ``rooms``: how
+    many rooms it says it runs. ``error``: why there was no answer.
+    """
+
+    answered: bool
+    problem: str | None = None
+    rooms: int | None = None
+    error: str | None = None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def observe(client: httpx.Client, url: str, tee_kind: str) -> Observation:
+    """Ask the Controller at ``url`` for its health (``GET /v1/health``)."""
+    try:
+        response = client.get(f"{url}/v1/health")
+    except httpx.HTTPError as error:
+        return Observation(False, error=_one_line(str(error)) or type(error).__name__)
+    if response.status_code != 200:
+        return Observation(False, error=f"GET /v1/health answered {response.status_code}")
+    try:
+        document: Any = response.json()
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or not isinstance(document.get("tee"), str):
+        return Observation(False, error="GET /v1/health did not answer the health document")
+    rooms = document.get("rooms")
+    count = rooms if isinstance(rooms, int) and not isinstance(rooms, bool) else None
+    if document["tee"] != tee_kind:
+        return Observation(
+            True,
+            problem=f"tee-kind: registered as {tee_kind!r}, its Controller reports "
+            f"{_one_line(document['tee'], 40)!r}",
+            rooms=count,
+        )
+    if document.get("status") != "ok":
+        status = _one_line(str(document.get("status")), 40)
+        return Observation(
+            True,
+            problem=f"its Controller reports status {status!r} (its Attester is not running)",
+            rooms=count,
+        )
+    return Observation(True, rooms=count)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A server's health after a check: the fields of :class:`ComputeServer` it sets."""
+
+    state: str
+    reason: str | None
+    failures: int
+    last_seen: int | None
+
+
+def judge(
+    server: ComputeServer, seen: Observation, now: int, failures_allowed: int, lost_after: float
+) -> Verdict:
+    """The server's next health (the rules are in the module docstring)."""
+    if seen.answered:
+        state = "healthy" if seen.problem is None else "unhealthy"
+        return Verdict(state, seen.problem, 0, now)
+    failures = server.failures + 1
+    if server.state == "lost":
+        return Verdict("lost", server.reason, failures, server.last_seen)
+    silent_since = server.last_seen if server.last_seen is not None else server.created
+    if failures >= failures_allowed and now - silent_since >= lost_after:
+        since = (
+            f"stopped answering at {timestamp(server.last_seen)}"
+            if server.last_seen is not None
+            else f"has not answered since it was added at {timestamp(server.created)}"
+        )
+        return Verdict("lost", f"{since} (last: {seen.error})", failures, server.last_seen)
+    if failures >= failures_allowed:
+        reason = f"{failures} health checks failed in a row (last: {seen.error})"
+        return Verdict("unhealthy", reason, failures, server.last_seen)
+    return Verdict(server.state, server.reason, failures, server.last_seen)
+
+
+def lost_room_reason(server: ComputeServer) -> str:
+    """Why a room on ``server``, now lost, is lost."""
+    if server.last_seen is None:
+        what = f"has not answered since it was added at {timestamp(server.created)}"
+    else:
+        what = f"stopped answering at {timestamp(server.last_seen)}"
+    return f"compute server {server.name} {what}; {LOST_ROOM_ADVICE}"
+
+
+class HealthChecker:
+    """Checks every registered compute server and records what it found.
+
+    ``headers_for(project)`` gives the headers of a request to a Controller on
+    behalf of ``project`` (the manager's ``deploy``-scope token), used to ask
+    about single rooms. ``clock`` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        headers_for: Callable[[str], dict[str, str]],
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.headers_for = headers_for
+        self.clock = clock
+        self.client = httpx.Client(timeout=settings.health_timeout, transport=transport)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def check_all(self) -> None:
+        """One round: check every server that is not removed, a few at a time."""
+        with self.sessions() as session:
+            servers = list(
+                session.scalars(select(ComputeServer.id).where(ComputeServer.removed.is_(False)))
+            )
+        if not servers:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(servers))) as pool:
+            for _ in pool.map(self.check, servers):
+                pass
+
+    def check(self, server_id: int) -> None:
+        """Check one server: its health, then (if it runs fewer rooms) its rooms."""
+        with self.sessions() as session:
+            server = session.get(ComputeServer, server_id)
+            if server is None or server.removed:
+                return
+            url, tee_kind = server.url, server.tee_kind
+        seen = observe(self.client, url, tee_kind)
+        state = self.record(server_id, seen)
+        if seen.rooms is not None and state not in (None, "lost"):
+            self.check_rooms(server_id, seen.rooms)
+
+    def record(self, server_id: int, seen: Observation) -> str | None:
+        """Apply :func:`judge` to the stored server in one transaction; its new state."""
+        now = int(self.clock())
+        with self.sessions() as session:
+            server = session.get(
+                ComputeServer, server_id, with_for_update=True, populate_existing=True
+            )
+            if server is None or server.removed:
+                return None
+            verdict = judge(
+                server, seen, now, self.settings.health_failures, self.settings.lost_after
+            )
+            before = server.state
+            server.state, server.reason = verdict.state, verdict.reason
+            server.failures, server.last_seen = verdict.failures, verdict.last_seen
+            session.flush()
+            if before != verdict.state:
+                _log.log(
+                    logging.INFO if verdict.state == "healthy" else logging.WARNING,
+                    "compute server %s is %s (was %s): %s",
+                    server.name,
+                    verdict.state,
+                    before,
+                    verdict.reason or "it answers",
+                )
+                lost: list[str] = []
+                if verdict.state == "lost":
+                    lost = lose_rooms(session, server, lost_room_reason(server), MANAGER_ACTOR)
+                audit.record(
+                    session,
+                    MANAGER_ACTOR,
+                    "server.state_changed",
+                    server.name,
+                    url=server.url,
+                    before=before,
+                    after=verdict.state,
+                    reason=verdict.reason,
+                    rooms_lost=lost,
+                )
+            session.commit()
+            return verdict.state
+
+    def check_rooms(self, server_id: int, reported: int) -> None:
+        """Ask about each deployed room when the Controller runs fewer than expected."""
+        with self.sessions() as session:
+            server = session.get_one(ComputeServer, server_id)
+            rooms = list(
+                session.scalars(
+                    select(Room)
+                    .where(Room.compute_server_id == server_id, Room.state == "deployed")
+                    .order_by(Room.id)
+                )
+            )
+            if reported >= len(rooms):
+                return
+            asked = [(room.id, room.name, room.project.name) for room in rooms]
+            name, url = server.name, server.url
+        for room_id, room_name, project in asked:
+            try:
+                answer = self.client.get(
+                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(project)
+                )
+            except httpx.HTTPError:
+                return  # it stopped answering: the next health check deals with that
+            if answer.status_code in (404, 410):
+                reason = (
+                    f"compute server {name} no longer runs its Worker "
+                    f"({answer.status_code}: {_answer_detail(answer)}); {LOST_ROOM_ADVICE}"
+                )
+                self.lose_room(room_id, reason)
+
+    def lose_room(self, room_id: int, reason: str) -> bool:
+        """Mark the room lost if it is still deployed; whether it was."""
+        with self.sessions() as session:
+            changed = rows_changed(
+                session,
+                update(Room)
+                .where(Room.id == room_id, Room.state == "deployed")
+                .values(state="lost", reason=reason),
+            )
+            if changed != 1:
+                session.rollback()
+                return False
+            room = session.get_one(Room, room_id)
+            server = session.get_one(ComputeServer, room.compute_server_id)
+            audit.record(
+                session,
+                MANAGER_ACTOR,
+                "room.lost",
+                room.name,
+                compute_server=server.name,
+                reason=reason,
+            )
+            session.commit()
+            _log.warning("clean room %s is lost: %s", room.name, reason)
+            return True
+
+
+def _answer_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return _one_line(response.text) or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        return _one_line(body["detail"])
+    return _one_line(response.text)
+
+
+class Periodic:
+    """Runs ``task`` every ``interval`` seconds on a daemon thread, until :meth:`stop`.
+
+    A task that raises is logged and run again at the next interval: one bad
+    round (a database hiccup) must not end the health checks for good.
+    """
+
+    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
+        self.name = name
+        self.interval = interval
+        self.task = task
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> Periodic:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.task()
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
+                _log.exception("%s failed; trying again in %s s", self.name, self.interval)
+            self._stopping.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)

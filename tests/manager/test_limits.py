@@ -1,0 +1,181 @@
+"""The manager's limits: the token endpoint's rate limit and the request size limit."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from cleanroom.limits import RateLimit, RateLimiter, retry_after
+
+from .conftest import Manager, make_bundle
+
+NEVER = RateLimit(burst=1000, per_second=1000.0)
+"""A limit no test reaches, for the other of the two buckets."""
+
+
+def raw_head(url: str, method: str, path: str, length: int) -> tuple[int, dict[str, object]]:
+    """Send only the head of a request that declares ``length`` body bytes; the answer.
+
+    An answer proves the server decided without reading the body.
+    """
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        )
+        sock.sendall(head.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        answer_head, _, body = data.partition(b"\r\n\r\n")
+        lines = answer_head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        size = int(headers.get("content-length", "0"))
+        while len(body) < size:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    document = json.loads(body) if body else {}
+    return int(lines[0].split()[1]), document
+
+
+# -- rate limit ------------------------------------------------------------------------
+
+
+def test_token_bucket_allows_a_burst_then_refills() -> None:
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(burst=2, per_second=0.5), clock=lambda: now[0])
+    assert limiter.take("a") is None and limiter.take("a") is None
+    assert limiter.take("a") == pytest.approx(2.0)  # one request refills in 2 s
+    assert limiter.take("b") is None  # buckets are per key
+    now[0] = 1.0
+    assert limiter.take("a") == pytest.approx(1.0)
+    now[0] = 2.0
+    assert limiter.take("a") is None
+
+
+def test_full_buckets_are_forgotten() -> None:
+    now = [0.0]
+    limiter = RateLimiter(RateLimit(burst=2, per_second=1.0), clock=lambda: now[0])
+    for key in range(100):
+        limiter.take(str(key))
+    assert len(limiter) == 100
+    now[0] = 2.0  # all refilled
+    limiter.take("new")
+    assert len(limiter) == 1
+
+
+def test_retry_after_is_whole_seconds_rounded_up() -> None:
+    assert [retry_after(s) for s in (0.01, 1.0, 1.2, 59.9)] == ["1", "1", "2", "60"]
+
+
+def token_request(manager: Manager, client_id: str, secret: str) -> httpx.Response:
+    return httpx.post(
+        f"{manager.url}/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+
+
+def test_wrong_secrets_count_against_the_client(start_manager: Callable[..., Manager]) -> None:
+    manager = start_manager(
+        token_rate_per_client=RateLimit(burst=2, per_second=0.001), token_rate_per_address=NEVER
+    )
+    client_id, secret = manager.new_client("acme")
+    assert token_request(manager, client_id, "wrong").status_code == 401
+    assert token_request(manager, client_id, "wrong again").status_code == 401
+    limited = token_request(manager, client_id, secret)  # even the right secret, now
+    assert limited.status_code == 429
+    assert limited.json() == {"error": "slow_down"}
+    assert int(limited.headers["retry-after"]) >= 1
+    other_id, other_secret = manager.new_client("acme")
+    assert token_request(manager, other_id, other_secret).status_code == 200
+
+
+def test_one_address_is_limited_across_client_ids(start_manager: Callable[..., Manager]) -> None:
+    manager = start_manager(
+        token_rate_per_client=NEVER, token_rate_per_address=RateLimit(burst=3, per_second=0.001)
+    )
+    answers = [token_request(manager, f"{n:032x}", "guess").status_code for n in range(3)]
+    assert answers == [401, 401, 401]
+    client_id, secret = manager.new_client("acme")
+    limited = token_request(manager, client_id, secret)
+    assert limited.status_code == 429 and limited.json() == {"error": "slow_down"}
+    revoke = httpx.post(f"{manager.url}/oauth/revoke", data={"token": "x"})
+    assert revoke.status_code == 429  # the revocation endpoint shares the address's bucket
+    assert revoke.json()["error"] == "slow_down" and "retry-after" in revoke.headers
+
+
+def test_revocation_with_credentials_counts_against_the_client(
+    start_manager: Callable[..., Manager],
+) -> None:
+    manager = start_manager(
+        token_rate_per_client=RateLimit(burst=1, per_second=0.001), token_rate_per_address=NEVER
+    )
+    client_id, _ = manager.new_client("acme")
+    form = {"token": "x", "client_id": client_id, "client_secret": "wrong"}
+    assert httpx.post(f"{manager.url}/oauth/revoke", data=form).status_code == 401
+    assert httpx.post(f"{manager.url}/oauth/revoke", data=form).status_code == 429
+
+
+# -- request size ----------------------------------------------------------------------
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(manager: Manager) -> None:
+    status, problem = raw_head(manager.url, "POST", "/v1/rooms", (1 << 20) + 1)
+    assert status == 413
+    assert problem["check"] == "request-size"
+    assert problem["expected"] == "a request body of at most 1048576 bytes"
+    assert problem["actual"] == "1048577 bytes"
+
+
+@pytest.mark.parametrize("path", ["/v1/rooms", "/oauth/token", "/v1/whoami/user-key"])
+def test_a_chunked_body_over_the_limit_is_refused(
+    start_manager: Callable[..., Manager], path: str
+) -> None:
+    manager = start_manager(max_json_bytes=1024)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(5):
+            yield b" " * 256
+
+    method = "PUT" if path.endswith("user-key") else "POST"
+    kind = "application/x-www-form-urlencoded" if path.startswith("/oauth") else "application/json"
+    answer = httpx.request(
+        method, f"{manager.url}{path}", content=chunks(), headers={"content-type": kind}
+    )
+    assert answer.status_code == 413
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["check"] == "request-size"
+    assert answer.json()["actual"] == "more than 1024 bytes"
+
+
+def test_a_body_at_the_limit_is_read(start_manager: Callable[..., Manager]) -> None:
+    manager = start_manager(max_json_bytes=1024)
+    body = b'{"spec": {}}'.ljust(1024)
+    answer = httpx.post(
+        f"{manager.url}/v1/rooms", content=body, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 401  # read, parsed, and then the missing token
+
+
+def test_the_function_upload_keeps_its_own_limit(
+    start_manager: Callable[..., Manager], tmp_path: Path
+) -> None:
+    manager = start_manager(max_json_bytes=1024)
+    status, _ = raw_head(manager.url, "POST", "/v1/functions", 1 << 20)
+    assert status == 401  # not 413: the upload route decides (here: no token)
+    client, _ = manager.login("acme")
+    bundle = make_bundle(tmp_path / "function", "x = 1\n" + "#" * 4096 + "\n")
+    assert len(bundle) > 1024
+    assert client.upload_function(bundle).created

@@ -1,0 +1,337 @@
+"""Revocation at the manager: RFC 7009 revoke, tokens_not_before, the list for Controllers.
+
+A revoked token is refused by the manager on its very next use; the Controllers'
+copy of the list (:class:`RevocationFeed`) is tested here against a pinned clock
+and in tests/controller/test_revocation.py against a real manager.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from sqlalchemy import select
+
+from cleanroom.client.errors import ServerError
+from cleanroom.manager import admin as operations
+from cleanroom.manager import audit
+from cleanroom.manager.app import MANAGER_SUBJECT
+from cleanroom.manager.database import Client, RevokedToken
+from cleanroom.manager.revocation import DatabaseRevocations
+from cleanroom.tokens import (
+    ClientStatus,
+    RevocationFeed,
+    Revocations,
+    TokenClaims,
+    TokenError,
+)
+
+from .conftest import Manager
+
+NOW = 1_764_763_200
+
+
+def login(manager: Manager, project: str = "acme") -> tuple[str, str, str]:
+    """(client_id, secret, access token) of a new client of ``project``."""
+    client_id, secret = manager.new_client(project)
+    token = manager.client().fetch_token(client_id, secret).access_token
+    return client_id, secret, token
+
+
+def whoami(manager: Manager, token: str) -> httpx.Response:
+    return httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+
+
+def revoke(manager: Manager, **form: str) -> httpx.Response:
+    return httpx.post(f"{manager.url}/oauth/revoke", data=form)
+
+
+def jti_of(token: str) -> str:
+    jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
+    return jti
+
+
+def audited(manager: Manager, action: str) -> list[dict[str, Any]]:
+    with manager.sessions() as session:
+        return [
+            {"actor": entry.actor, "target": entry.target, **json.loads(entry.details)}
+            for entry in audit.entries(session)
+            if entry.action == action
+        ]
+
+
+def test_a_revoked_token_is_refused_by_the_manager_at_once(manager: Manager) -> None:
+    client_id, secret, token = login(manager)
+    assert whoami(manager, token).status_code == 200
+    answer = revoke(manager, token=token, client_id=client_id, client_secret=secret)
+    assert answer.status_code == 200 and answer.content == b""
+    refused = whoami(manager, token)
+    assert refused.status_code == 401
+    assert refused.json()["check"] == "token-revoked"
+    assert refused.json()["actual"] == jti_of(token)
+    listed = httpx.get(f"{manager.url}/v1/revocations").json()
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert {"jti": jti_of(token), "exp": exp} in listed["tokens"]
+    [entry] = audited(manager, "token.revoked")
+    assert entry["actor"] == client_id and entry["target"] == f"token:{jti_of(token)}"
+    assert entry["authenticated_by"] == "client_credentials"
+    _, _, other = login(manager)
+    assert whoami(manager, other).status_code == 200  # only that token
+
+
+def test_a_token_revokes_itself_without_credentials(manager: Manager) -> None:
+    client_id, _, token = login(manager)
+    assert revoke(manager, token=token).status_code == 200
+    assert whoami(manager, token).json()["check"] == "token-revoked"
+    [entry] = audited(manager, "token.revoked")
+    assert entry["actor"] == client_id and entry["authenticated_by"] == "the token itself"
+
+
+def test_a_client_cannot_revoke_another_clients_token(manager: Manager) -> None:
+    client_id, secret, _ = login(manager)
+    _, _, victims = login(manager)
+    answer = revoke(manager, token=victims, client_id=client_id, client_secret=secret)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["error"] == "unauthorized_client"
+    assert answer.json()["check"] == "token-owner"
+    assert whoami(manager, victims).status_code == 200
+    assert audited(manager, "token.revoked") == []
+
+
+def test_revoke_with_a_wrong_secret_is_invalid_client(manager: Manager) -> None:
+    client_id, secret, token = login(manager)
+    answer = revoke(manager, token=token, client_id=client_id, client_secret="x" + secret)
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    assert whoami(manager, token).status_code == 200
+
+
+def test_revoke_with_half_the_credentials_is_invalid_client(manager: Manager) -> None:
+    client_id, _, token = login(manager)
+    answer = revoke(manager, token=token, client_id=client_id)
+    assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    assert whoami(manager, token).status_code == 200
+
+
+def test_revoke_without_a_token_is_invalid_request(manager: Manager) -> None:
+    answer = revoke(manager)
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_request"
+
+
+def test_an_invalid_or_already_revoked_token_is_200_and_changes_nothing(
+    manager: Manager,
+) -> None:
+    # RFC 7009 §2.2: the client cannot do anything useful with an error here.
+    _, _, token = login(manager)
+    assert revoke(manager, token="not-a-token").status_code == 200
+    assert revoke(manager, token=token).status_code == 200
+    assert revoke(manager, token=token).status_code == 200
+    assert len(audited(manager, "token.revoked")) == 1
+
+
+def test_tokens_issued_before_a_rotation_are_refused(manager: Manager) -> None:
+    client_id, _, old = login(manager)
+    with manager.sessions() as session:
+        rotated = operations.rotate_client(session, client_id)
+    refused = whoami(manager, old)
+    assert refused.status_code == 401
+    assert refused.json()["check"] == "token-revoked"
+    assert "tokens_not_before" in refused.json()["expected"]
+    fresh = manager.client().fetch_token(client_id, rotated.secret).access_token
+    assert whoami(manager, fresh).status_code == 200
+
+
+def test_a_disabled_clients_tokens_are_refused(manager: Manager) -> None:
+    client_id, _, token = login(manager)
+    with manager.sessions() as session:
+        operations.set_client_disabled(session, client_id, disabled=True)
+    refused = whoami(manager, token)
+    assert refused.status_code == 401
+    assert refused.json()["check"] == "token-revoked"  # disabling set tokens_not_before
+
+
+def test_deploy_tokens_of_the_manager_are_unaffected_by_clients(manager: Manager) -> None:
+    client_id, _, _ = login(manager)
+    with manager.sessions() as session:
+        operations.set_client_disabled(session, client_id, disabled=True)
+    check = DatabaseRevocations(manager.sessions)
+    deploy = TokenClaims(MANAGER_SUBJECT, "acme", "deploy", iat=0, exp=NOW, jti="deploy-1")
+    check.check(deploy)  # no client, nothing revoked: it counts
+    with manager.sessions() as session:
+        session.add(RevokedToken(jti="deploy-1", client_id=MANAGER_SUBJECT, exp=NOW))
+        session.commit()
+    with pytest.raises(TokenError) as caught:
+        check.check(deploy)
+    assert caught.value.check == "token-revoked"
+
+
+def test_expired_revocations_are_pruned_and_never_listed(manager: Manager) -> None:
+    past = int(time.time()) - 3600
+    with manager.sessions() as session:
+        session.add(RevokedToken(jti="long-gone", client_id="someone", exp=past))
+        session.commit()
+    listed = httpx.get(f"{manager.url}/v1/revocations")
+    assert listed.headers["cache-control"] == "no-store"
+    assert listed.json()["tokens"] == []
+    _, _, token = login(manager)
+    assert revoke(manager, token=token).status_code == 200
+    with manager.sessions() as session:
+        assert list(session.scalars(select(RevokedToken.jti))) == [jti_of(token)]
+
+
+def test_the_revocation_list_names_the_clients_that_matter(manager: Manager) -> None:
+    disabled, _, _ = login(manager)
+    rotated, _, _ = login(manager)
+    long_ago, _, _ = login(manager)
+    untouched, _, _ = login(manager)
+    with manager.sessions() as session:
+        operations.set_client_disabled(session, disabled, disabled=True)
+        operations.rotate_client(session, rotated)
+        # Every token issued before this not-before has expired (lifetime + leeway).
+        client = session.get_one(Client, long_ago)
+        client.tokens_not_before = int(time.time()) - 3600 - 30 - 60
+        session.commit()
+    document = httpx.get(f"{manager.url}/v1/revocations").json()
+    listed = Revocations.from_json(document)
+    assert set(listed.clients) == {disabled, rotated}
+    assert listed.clients[disabled].disabled
+    assert not listed.clients[rotated].disabled and listed.clients[rotated].not_before > 0
+    assert untouched not in listed.clients
+    assert abs(document["now"] - time.time()) < 3600  # the manager's clock, roughly
+
+
+def test_token_issued_is_audited_without_the_token(manager: Manager) -> None:
+    client_id, secret, token = login(manager)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    [entry] = audited(manager, "token.issued")
+    assert entry == {
+        "actor": client_id,
+        "target": f"token:{claims['jti']}",
+        "jti": claims["jti"],
+        "scope": "user",
+        "project": "acme",
+        "exp": claims["exp"],
+    }
+    with manager.sessions() as session:
+        text = " ".join(entry.details for entry in audit.entries(session))
+    assert token not in text and secret not in text
+
+
+# -- a Controller's copy of the list, against a pinned clock ----------------------------
+
+
+class FakeManager(httpx.BaseTransport):
+    """Serves a revocation list, or fails, as the test says; counts the fetches."""
+
+    def __init__(self) -> None:
+        self.document: object = Revocations(NOW, {}, {}).to_json()
+        self.fail = False
+        self.fetches = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        if self.fail:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, json=self.document)
+
+
+def feed(transport: FakeManager, now: list[float]) -> RevocationFeed:
+    return RevocationFeed(
+        "http://manager.test/v1/revocations",
+        refresh=5,
+        max_age=60,
+        clock=lambda: now[0],
+        transport=transport,
+    )
+
+
+TOKEN = TokenClaims("client-1", "acme", "user", iat=NOW, exp=NOW + 3600, jti="jti-1")
+
+
+def test_the_feed_fetches_first_then_at_most_every_refresh() -> None:
+    manager, now = FakeManager(), [0.0]
+    copy = feed(manager, now)
+    copy.check(TOKEN)
+    assert manager.fetches == 1
+    manager.document = Revocations(NOW, {"jti-1": NOW + 3600}, {}).to_json()
+    now[0] = 4.9
+    copy.check(TOKEN)  # the copy is younger than refresh: not refetched, still counts
+    assert manager.fetches == 1
+    now[0] = 5.0
+    with pytest.raises(TokenError) as caught:
+        copy.check(TOKEN)
+    assert caught.value.check == "token-revoked" and manager.fetches == 2
+
+
+def test_the_feed_sees_a_disabled_client() -> None:
+    manager, now = FakeManager(), [0.0]
+    manager.document = Revocations(NOW, {}, {"client-1": ClientStatus(disabled=True)}).to_json()
+    with pytest.raises(TokenError) as caught:
+        feed(manager, now).check(TOKEN)
+    assert caught.value.check == "token-revoked"
+    assert "disabled" in caught.value.message
+
+
+def test_the_feed_fails_closed_when_it_never_fetched() -> None:
+    manager, now = FakeManager(), [0.0]
+    manager.fail = True
+    with pytest.raises(TokenError) as caught:
+        feed(manager, now).check(TOKEN)
+    assert caught.value.check == "token-revocation-stale"
+    assert caught.value.http_status == 503
+    assert "ConnectError" in str(caught.value.actual)
+
+
+def test_the_feed_keeps_its_copy_until_max_age_then_refuses_everything() -> None:
+    manager, now = FakeManager(), [0.0]
+    copy = feed(manager, now)
+    copy.check(TOKEN)
+    manager.fail = True
+    now[0] = 60.0
+    copy.check(TOKEN)  # refetch failed, the copy is exactly max_age old: still used
+    now[0] = 60.5
+    with pytest.raises(TokenError) as caught:
+        copy.check(TOKEN)
+    assert caught.value.check == "token-revocation-stale"
+    assert caught.value.http_status == 503
+    manager.fail = False
+    now[0] = 66.0
+    copy.check(TOKEN)  # the manager is back: so are tokens
+
+
+def test_a_malformed_list_counts_as_a_failed_refresh() -> None:
+    manager, now = FakeManager(), [0.0]
+    manager.document = {"now": NOW, "tokens": "all of them", "clients": []}
+    with pytest.raises(TokenError) as caught:
+        feed(manager, now).check(TOKEN)
+    assert caught.value.check == "token-revocation-stale"
+    assert "ValueError" in str(caught.value.actual)
+
+
+def test_refresh_must_not_exceed_max_age() -> None:
+    with pytest.raises(ValueError):
+        RevocationFeed("http://manager.test/v1/revocations", refresh=61, max_age=60)
+
+
+def test_the_sdk_revokes_its_own_token(manager: Manager) -> None:
+    client, _ = manager.login("acme")
+    token = client.token
+    assert token is not None
+    client.revoke()
+    assert client.token is None
+    assert whoami(manager, token).json()["check"] == "token-revoked"
+
+
+def test_the_sdk_revokes_with_credentials_and_reports_a_refusal(manager: Manager) -> None:
+    client_id, secret, token = login(manager)
+    _, _, others = login(manager)
+    sdk = manager.client()
+    with pytest.raises(ServerError) as caught:
+        sdk.revoke(others, client_id=client_id, client_secret=secret)
+    assert caught.value.status == 400 and caught.value.check == "token-owner"
+    sdk.revoke(token, client_id=client_id, client_secret=secret)
+    assert whoami(manager, token).json()["check"] == "token-revoked"
