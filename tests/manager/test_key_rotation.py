@@ -103,6 +103,22 @@ def test_the_ring_sees_a_rotation_at_once_and_retires_then_drops_the_old_key(
     assert not (keys_dir(tmp_path) / f"{old}.json").exists()  # its private key is deleted
 
 
+def test_a_key_rotated_in_the_second_its_predecessor_activated_still_supersedes_it(
+    tmp_path: Path,
+) -> None:
+    ring = KeyRing.open(tmp_path, lifetime=LIFETIME, leeway=LEEWAY, clock=lambda: NOW)
+    old = kid_of(ring.signing_key().public_key())
+    new = rotate(tmp_path, activate_after=0, clock=lambda: NOW)  # the same second
+    again = rotate(tmp_path, activate_after=0, clock=lambda: NOW)
+    assert (new.activates, again.activates) == (NOW + 1, NOW + 2)
+    statuses = list_statuses(tmp_path, lifetime=LIFETIME, leeway=LEEWAY, clock=lambda: NOW + 2)
+    assert [(s.kid, s.state) for s in statuses] == [
+        (old, "retired"),
+        (new.kid, "retired"),
+        (again.kid, "active"),
+    ]
+
+
 def test_key_files_are_private(tmp_path: Path) -> None:
     KeyRing.open(tmp_path)
     key = rotate(tmp_path)
@@ -192,6 +208,7 @@ def test_after_a_rotation_new_tokens_use_the_new_key_and_old_ones_stay_valid(
     before = manager.client().fetch_token(client_id, secret).access_token
     old = kid_in(before)
     new = rotate(manager.settings.data_dir, activate_after=0)
+    time.sleep(max(0.0, new.activates - time.time()))  # a second later if `old` began now
     after = manager.client().fetch_token(client_id, secret).access_token
     assert kid_in(after) == new.kid  # from the next request on, without a restart
     assert whoami(manager, after).status_code == 200

@@ -66,7 +66,8 @@ class Room:
     """A clean room as the manager reports it (docs/api.md, "A room").
 
     ``spec`` is the spec document; :attr:`work_spec` parses it. ``state`` is
-    ``deploying``, ``deployed``, ``failed`` (then ``reason`` says why) or ``deleted``.
+    ``deploying``, ``deployed``, ``failed`` or ``lost`` (then ``reason`` says why:
+    its compute server stopped answering or no longer hosts it) or ``deleted``.
     Only ``work_id`` is checked here (it must be the Work-ID of ``spec``); before
     trusting a room, review its spec and function and pin its Work-ID.
     """

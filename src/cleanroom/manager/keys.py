@@ -217,6 +217,9 @@ def rotate(
     """Add a new key to the ring of ``data_dir``; it signs from ``activate_after`` s on.
 
     A ring that had no key gets one that signs at once (and no second one).
+    The new key activates at least one second after every key already in the
+    ring: two keys activating in the same second would leave which one signs to
+    the order of their kids, and the older one might never retire.
     """
     if activate_after < 0:
         raise KeyRingError(f"activate_after must be at least 0, got {activate_after}")
@@ -224,7 +227,8 @@ def rotate(
     first = _prepare(data_dir, now)
     if first is not None:
         return first
-    key = _new_key(now, now + activate_after)
+    latest = max(key.activates for key in read_keys(data_dir))
+    key = _new_key(now, max(now + activate_after, latest + 1))
     _write_key(keys_dir(data_dir), key)
     return key
 
