@@ -287,6 +287,44 @@ def test_a_download_streams_and_never_holds_the_bundle(manager: Manager, tmp_pat
     assert peak < 16 << 20, f"a 48 MiB download peaked at {peak} bytes of Python memory"
 
 
+def test_an_upload_is_checked_and_stored_without_holding_the_bundle(
+    manager: Manager, tmp_path: Path
+) -> None:
+    client, _ = manager.login("acme")
+    directory = tmp_path / "big"
+    directory.mkdir()
+    (directory / "handler.py").write_text("def main(ctx):\n    return None\n")
+    (directory / "weights.bin").write_bytes(os.urandom(48 << 20))
+    path = tmp_path / "big.tar"
+    path.write_bytes(make_bundle(directory))
+    size = path.stat().st_size
+
+    def pieces() -> Iterator[bytes]:
+        with path.open("rb") as file:
+            while piece := file.read(1 << 20):
+                yield piece
+
+    # The manager runs in this process: tracemalloc sees its allocations too, the
+    # received bundle's unpack check included.
+    tracemalloc.start()
+    try:
+        answer = httpx.post(
+            f"{manager.url}/v1/functions",
+            content=pieces(),
+            headers={
+                "authorization": f"Bearer {client.token}",
+                "content-type": "application/octet-stream",
+            },
+            timeout=60,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["size"] == size
+    assert peak < 16 << 20, f"a 48 MiB upload peaked at {peak} bytes of Python memory"
+
+
 def test_uploads_are_audited(manager: Manager, tmp_path: Path) -> None:
     client, client_id = manager.login("acme")
     bundle = make_bundle(tmp_path / "function")

@@ -289,8 +289,14 @@ def work(tmp_path: Path) -> Path:
 
 
 def assert_refused(bundle: bytes, check: str, work: Path, **limits: int) -> None:
+    """Refused with ``check``, whether ``unpack`` is given the bytes or a file of them."""
     with refused(check, work.parent):
         unpack(bundle, work / "dest", **limits)
+    assert os.listdir(work) == []
+    with tempfile.TemporaryFile() as file:
+        file.write(bundle)
+        with refused(check, work.parent):
+            unpack(file, work / "dest", **limits)
     assert os.listdir(work) == []
 
 

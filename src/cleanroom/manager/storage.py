@@ -176,11 +176,13 @@ class FunctionStore:
     def check_unpacks(self, received: Received) -> None:
         """Refuse (BundleError) a bundle that :func:`cleanroom.protocol.bundle.unpack` refuses.
 
-        This reads the bundle into memory once (``unpack`` takes bytes): the one
-        place an upload is held whole, bounded by the size limit.
+        ``unpack`` reads the received file in pieces and extracts it into a
+        scratch directory that is removed again: the bundle is never in memory.
         """
-        bundle = received.path.read_bytes()
-        with tempfile.TemporaryDirectory(dir=self._incoming, prefix="check-") as scratch:
+        with (
+            received.path.open("rb") as bundle,
+            tempfile.TemporaryDirectory(dir=self._incoming, prefix="check-") as scratch,
+        ):
             unpack(bundle, Path(scratch) / "function")
 
     def commit(self, received: Received) -> None:

@@ -42,6 +42,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.errors import ProtocolError
@@ -302,8 +303,35 @@ def _format_error(actual: str) -> BundleError:
     )
 
 
+Source = bytes | IO[bytes]
+"""A bundle to unpack: its bytes, or a seekable binary file holding them (read in
+pieces, so a large bundle need not be in memory)."""
+
+_ZERO_CHECK_CHUNK = 1 << 20
+
+
+def _size_of(bundle: Source) -> int:
+    if isinstance(bundle, bytes):
+        return len(bundle)
+    position = bundle.tell()
+    size = bundle.seek(0, os.SEEK_END)
+    bundle.seek(position)
+    return size
+
+
+def _zeros_from(bundle: Source, offset: int) -> int:
+    """How many zero bytes ``bundle`` holds from ``offset`` to its end."""
+    if isinstance(bundle, bytes):
+        return bundle.count(0, offset)
+    bundle.seek(offset)
+    zeros = 0
+    while chunk := bundle.read(_ZERO_CHECK_CHUNK):
+        zeros += chunk.count(0)
+    return zeros
+
+
 def _check_members(
-    tar: tarfile.TarFile, bundle: bytes, max_bytes: int, max_files: int
+    tar: tarfile.TarFile, bundle: Source, max_bytes: int, max_files: int
 ) -> tuple[list[tarfile.TarInfo], list[str]]:
     """Every member of ``tar``, checked; and the sorted paths of its files."""
     members: list[tarfile.TarInfo] = []
@@ -312,6 +340,7 @@ def _check_members(
     seen: set[str] = set()
     previous = b""
     total = 0
+    size = _size_of(bundle)
     while True:
         try:
             member = tar.next()
@@ -363,7 +392,7 @@ def _check_members(
                 _display(path),
                 "a member's directory is not a member before it",
             )
-        if member.offset_data + (0 if is_directory else member.size) > len(bundle):
+        if member.offset_data + (0 if is_directory else member.size) > size:
             raise _format_error(f"{_display(path)} is truncated")
         if is_directory:
             directories.add(path)
@@ -376,30 +405,38 @@ def _check_members(
     # tarfile stops at the first zero block, or silently at a bad header after the
     # first: what follows must be the end-of-archive marker, two or more zero
     # blocks, and nothing else (no truncation at a member boundary, no hidden data).
-    trailer = len(bundle) - tar.offset
-    if trailer < 2 * tarfile.BLOCKSIZE or bundle.count(0, tar.offset) != trailer:
+    trailer = size - tar.offset
+    if trailer < 2 * tarfile.BLOCKSIZE or _zeros_from(bundle, tar.offset) != trailer:
         raise _format_error(f"no end-of-archive marker at byte {tar.offset}")
     if HANDLER not in files:
         raise _handler_error("a directory" if HANDLER in directories else "no such file")
     return members, files
 
 
-def _open(bundle: bytes) -> tarfile.TarFile:
+def _open(bundle: Source) -> tarfile.TarFile:
     """``bundle`` opened as an uncompressed tar archive (``bundle-format``)."""
+    if isinstance(bundle, bytes):
+        fileobj: IO[bytes] = io.BytesIO(bundle)
+    else:
+        fileobj = bundle
+        fileobj.seek(0)
     try:
-        return tarfile.open(fileobj=io.BytesIO(bundle), mode="r:", encoding="utf-8", errorlevel=2)
+        return tarfile.open(fileobj=fileobj, mode="r:", encoding="utf-8", errorlevel=2)
     except _FORMAT_ERRORS as error:
         raise _format_error(f"{type(error).__name__}: {error}") from error
 
 
 def unpack(
-    bundle: bytes,
+    bundle: Source,
     destination: Path,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_files: int = DEFAULT_MAX_FILES,
 ) -> list[str]:
     """Extract ``bundle`` safely into ``destination``; return its file paths, sorted.
+
+    ``bundle`` is the archive's bytes or a seekable binary file opened on it (read
+    in pieces: a file of any size is unpacked in constant memory).
 
     ``destination`` must not exist; its parent must. Every member is checked before
     anything is written, then the members are extracted with tarfile's ``"data"``
