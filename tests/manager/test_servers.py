@@ -30,8 +30,8 @@ from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import Settings, audit, create_app, servers
 from cleanroom.manager import admin as operations
-from cleanroom.manager.database import AuditEntry, ComputeServer
-from cleanroom.manager.servers import HealthChecker, Observation, judge
+from cleanroom.manager.database import AuditEntry, ComputeServer, Room
+from cleanroom.manager.servers import STALE_DEPLOY_MARGIN, HealthChecker, Observation, judge
 from cleanroom.tokens import TokenIssuer
 
 from .conftest import (
@@ -433,6 +433,41 @@ def test_a_room_whose_worker_died_is_lost(
     assert forgotten.reason is not None and "(404: no such room)" in forgotten.reason
     assert server_row(manager, "c1").state == "healthy"
     assert [target for _, target, _ in audit_log(manager, "room.lost")] == ["dead", "forgotten"]
+
+
+def test_deploys_a_stopped_manager_left_unfinished_are_settled(
+    manager: Manager,
+    start_controllers: Callable[..., Controller],
+    checker: HealthChecker,
+    clock: Clock,
+    acme: tuple[ManagerClient, str],
+) -> None:
+    client, function = acme
+    controller = start_controllers("c1", capacity=2)
+    for name in ("went-through", "never-arrived"):
+        client.deploy(make_spec(function, name=name))
+    del controller.deployed["never-arrived"]
+    # As a manager that died waiting for the Controller leaves them: still deploying.
+    with manager.sessions() as session:
+        for room in session.scalars(select(Room)):
+            room.state = "deploying"
+        session.commit()
+    assert "is full" in deploy_refusal(client, make_spec(function, name="third")).detail
+    checker.check_all()  # within the deploy timeout: a manager may still be waiting
+    assert {client.room(name).state for name in ("went-through", "never-arrived")} == {"deploying"}
+    clock.now = time.time() + manager.settings.controller_timeout + STALE_DEPLOY_MARGIN + 1
+    checker.check_all()
+    assert client.room("went-through").state == "deployed"
+    never = client.room("never-arrived")
+    assert never.state == "failed"
+    assert never.reason == (
+        "the manager stopped while deploying it, and compute server c1 "
+        "does not run its Worker (404: no such room)"
+    )
+    assert client.deploy(make_spec(function, name="third")).compute_url == controller.url
+    settled = {target: details for _, target, details in audit_log(manager, "room.failed")}
+    assert "stopped" in settled["never-arrived"]["settled"]
+    assert "went-through" in {target for _, target, _ in audit_log(manager, "room.deployed")}
 
 
 def test_the_manager_checks_health_by_itself_while_it_runs(

@@ -37,6 +37,15 @@ them (``GET /v1/rooms/{name}``) and marks lost those the Controller answers
 ``404`` or ``410`` (the Worker died, or the Controller lost it). Only the count is
 compared, so a Controller that also runs rooms the manager does not know (a deploy
 that timed out but went through) can hide a dead Worker until its next check.
+
+**Deploys the manager did not finish** (:meth:`HealthChecker.settle_stale_deploys`).
+A room is ``deploying`` while one manager process waits for the Controller's answer,
+at most ``controller_timeout`` seconds. A room still ``deploying`` well after that
+(:data:`STALE_DEPLOY_MARGIN` more) was left by a manager that stopped mid-deploy:
+it would hold its server's slot for ever. The checker asks that server about it:
+a Worker it runs makes the room ``deployed``; ``404``/``410`` (or a deleted
+Worker) makes it ``failed`` with a reason saying so, which frees the slot. Any
+other answer, or none, leaves it for the next round.
 """
 
 from __future__ import annotations
@@ -66,6 +75,11 @@ MANAGER_ACTOR = "cleanroom-manager"
 LOST_ROOM_ADVICE = (
     "a clean room's data lives only inside its enclave and cannot be recovered elsewhere: redeploy"
 )
+
+STALE_DEPLOY_MARGIN = 30
+"""Seconds past ``controller_timeout`` after which a ``deploying`` room was abandoned."""
+WORKER_LIVE_STATES = ("collecting", "running", "done", "failed")
+"""A Controller's room states that mean its Worker runs (``failed``: its run failed)."""
 
 _log = logging.getLogger("cleanroom.manager.servers")
 
@@ -335,6 +349,7 @@ class HealthChecker:
         state = self.record(server_id, seen)
         if seen.rooms is not None and state not in (None, "lost"):
             self.check_rooms(server_id, seen.rooms)
+            self.settle_stale_deploys(server_id)
 
     def record(self, server_id: int, seen: Observation) -> str | None:
         """Apply :func:`judge` to the stored server in one transaction; its new state."""
@@ -407,6 +422,66 @@ class HealthChecker:
                 )
                 self.lose_room(room_id, reason)
 
+    def settle_stale_deploys(self, server_id: int) -> None:
+        """Settle the rooms a stopped manager left ``deploying`` (see the module docstring)."""
+        cutoff = int(self.clock() - self.settings.controller_timeout) - STALE_DEPLOY_MARGIN
+        with self.sessions() as session:
+            server = session.get_one(ComputeServer, server_id)
+            stale = [
+                (room.id, room.name, room.project.name)
+                for room in session.scalars(
+                    select(Room)
+                    .where(
+                        Room.compute_server_id == server_id,
+                        Room.state == "deploying",
+                        Room.created < cutoff,
+                    )
+                    .order_by(Room.id)
+                )
+            ]
+            name, url = server.name, server.url
+        for room_id, room_name, project in stale:
+            try:
+                answer = self.client.get(
+                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(project)
+                )
+            except httpx.HTTPError:
+                return  # it stopped answering: the next health check deals with that
+            outcome = _deploy_outcome(answer)
+            if outcome is None:
+                continue
+            reason = None
+            if outcome == "failed":
+                reason = (
+                    f"the manager stopped while deploying it, and compute server {name} "
+                    f"does not run its Worker ({answer.status_code}: {_answer_detail(answer)})"
+                )
+            self._settle(room_id, outcome, reason)
+
+    def _settle(self, room_id: int, outcome: str, reason: str | None) -> None:
+        with self.sessions() as session:
+            changed = rows_changed(
+                session,
+                update(Room)
+                .where(Room.id == room_id, Room.state == "deploying")
+                .values(state=outcome, reason=reason),
+            )
+            if changed != 1:
+                session.rollback()
+                return
+            room = session.get_one(Room, room_id)
+            server = session.get_one(ComputeServer, room.compute_server_id)
+            details: dict[str, Any] = {
+                "work_id": room.work_id,
+                "compute_server": server.name,
+                "settled": "the manager that deployed it stopped before it recorded the outcome",
+            }
+            if reason:
+                details["reason"] = reason
+            audit.record(session, MANAGER_ACTOR, f"room.{outcome}", room.name, **details)
+            session.commit()
+            _log.warning("clean room %s left deploying is %s: %s", room.name, outcome, reason)
+
     def lose_room(self, room_id: int, reason: str) -> bool:
         """Mark the room lost if it is still deployed; whether it was."""
         with self.sessions() as session:
@@ -432,6 +507,23 @@ class HealthChecker:
             session.commit()
             _log.warning("clean room %s is lost: %s", room.name, reason)
             return True
+
+
+def _deploy_outcome(answer: httpx.Response) -> str | None:
+    """What a Controller's answer about a room left ``deploying`` makes of it, if anything."""
+    if answer.status_code in (404, 410):
+        return "failed"
+    if answer.status_code != 200:
+        return None
+    try:
+        state = answer.json().get("state")
+    except (ValueError, AttributeError):
+        return None
+    if state in WORKER_LIVE_STATES:
+        return "deployed"
+    if state == "deleted":
+        return "failed"
+    return None
 
 
 def _answer_detail(response: httpx.Response) -> str:
