@@ -130,6 +130,16 @@ def relay_app(socket: Path) -> Any:
             media_type=response.headers.get("content-type", "application/json"),
         )
 
+    @app.get("/get/{path:path}")
+    async def get(path: str) -> Response:
+        """Relay one small GET, as the Controller relays to a Worker (``bench.hops``)."""
+        response = await client.get(f"/{path}")
+        return Response(
+            response.content,
+            status_code=response.status_code,
+            media_type=response.headers.get("content-type", "application/json"),
+        )
+
     @app.post("/download/{name}")
     async def download(name: str) -> Response:
         upstream = await client.send(client.build_request("POST", f"/download/{name}"), stream=True)

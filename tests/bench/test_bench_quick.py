@@ -74,3 +74,34 @@ def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
         assert figure["work_size"]
         if figure["baseline_value"] is not None:
             assert figure["ratio"] == pytest.approx(figure["value"] / figure["baseline_value"])
+
+
+HOPS = [
+    "Controller alone (health)",
+    "Controller, token checked (404)",
+    "Controller -> Worker (room state)",
+    "Controller -> Attester (Phase 1 evidence)",
+    "bare relay -> Worker (room state)",
+    "Worker direct, sync client (/state)",
+    "Worker direct, async client (/state)",
+    "Attester direct, sync client (/target-info)",
+    "Attester direct, async client (/target-info)",
+]
+
+
+@pytest.mark.timeout(120)
+def test_hops_reports_every_request_kind() -> None:
+    # No function runs here, so no confinement is needed; each request kind checks its
+    # answer's status, so a broken route fails the run instead of timing an error.
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.hops", "--count", "5"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    rows = [line.split("|")[1:3] for line in finished.stdout.splitlines()[2:]]
+    assert [label.strip() for label, _ in rows] == HOPS
+    assert all(float(value) > 0 for _, value in rows)
