@@ -125,7 +125,11 @@ def measure(root: Path, count: int) -> list[tuple[str, float]]:
             async def asynchronous(socket: Path = socket, path: str = path) -> float:
                 transport = httpx.AsyncHTTPTransport(uds=str(socket))
                 async with httpx.AsyncClient(transport=transport) as direct:
-                    return await timed_async(lambda: direct.get(f"http://enclave{path}"), count)
+
+                    async def call() -> httpx.Response:
+                        return checked(await direct.get(f"http://enclave{path}"))
+
+                    return await timed_async(call, count)
 
             results.append((f"{label} direct, async client ({path})", asyncio.run(asynchronous())))
         return results

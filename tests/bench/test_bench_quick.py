@@ -46,23 +46,29 @@ def _confinable() -> bool:
     return True
 
 
+def run_module(*argv: str, timeout: float) -> str:
+    """Run ``python -m <argv>`` in the repository; its stdout, once it exited 0."""
+    finished = subprocess.run(
+        [sys.executable, "-m", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    return finished.stdout
+
+
 @pytest.mark.timeout(240)
 def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
     if not _confinable():
         pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
     output = tmp_path / "bench.json"
-    finished = subprocess.run(
-        # the default work directory (/tmp): Unix socket paths under pytest's tmp_path
-        # can exceed the 107-byte limit
-        [sys.executable, "-m", "bench", "--quick", "--json", str(output)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=230,
-        check=False,
-    )  # fmt: skip
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    assert "| figure" in finished.stdout
+    # the default work directory (/tmp): Unix socket paths under pytest's tmp_path can
+    # exceed the 107-byte limit
+    stdout = run_module("bench", "--quick", "--json", str(output), timeout=230)
+    assert "| figure" in stdout
     document = json.loads(output.read_text())
     assert document["mode"] == "quick"
     assert not document["errors"]
@@ -93,15 +99,7 @@ HOPS = [
 def test_hops_reports_every_request_kind() -> None:
     # No function runs here, so no confinement is needed; each request kind checks its
     # answer's status, so a broken route fails the run instead of timing an error.
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.hops", "--count", "5"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )  # fmt: skip
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    rows = [line.split("|")[1:3] for line in finished.stdout.splitlines()[2:]]
+    stdout = run_module("bench.hops", "--count", "5", timeout=110)
+    rows = [line.split("|")[1:3] for line in stdout.splitlines()[2:]]
     assert [label.strip() for label, _ in rows] == HOPS
     assert all(float(value) > 0 for _, value in rows)

@@ -31,7 +31,13 @@ from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import Settings, audit, create_app, servers
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import AuditEntry, ComputeServer, Room
-from cleanroom.manager.servers import STALE_DEPLOY_MARGIN, HealthChecker, Observation, judge
+from cleanroom.manager.servers import (
+    STALE_DEPLOY_MARGIN,
+    HealthChecker,
+    Observation,
+    deploy_outcome,
+    judge,
+)
 from cleanroom.tokens import TokenIssuer
 
 from .conftest import (
@@ -433,6 +439,31 @@ def test_a_room_whose_worker_died_is_lost(
     assert forgotten.reason is not None and "(404: no such room)" in forgotten.reason
     assert server_row(manager, "c1").state == "healthy"
     assert [target for _, target, _ in audit_log(manager, "room.lost")] == ["dead", "forgotten"]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (200, b'{"state": "collecting"}', "deployed"),
+        (200, b'{"state": "running"}', "deployed"),
+        (200, b'{"state": "done"}', "deployed"),
+        (200, b'{"state": "failed"}', "deployed"),  # its run failed; the Worker is there
+        (200, b'{"state": "deleted"}', "failed"),
+        (404, b'{"detail": "no such room"}', "failed"),
+        (410, b'{"detail": "gone"}', "failed"),
+        (200, b'{"state": "starting"}', None),
+        (200, b'{"name": "x"}', None),
+        (200, b'["collecting"]', None),
+        (200, b"collecting", None),
+        (500, b'{"state": "collecting"}', None),
+        (502, b"", None),
+        (401, b'{"detail": "bad token"}', None),
+    ],
+)
+def test_what_a_controllers_answer_makes_of_a_stale_deploy(
+    status: int, body: bytes, outcome: str | None
+) -> None:
+    assert deploy_outcome(httpx.Response(status, content=body)) == outcome
 
 
 def test_deploys_a_stopped_manager_left_unfinished_are_settled(

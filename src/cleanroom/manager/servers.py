@@ -53,7 +53,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -408,13 +408,7 @@ class HealthChecker:
                 return
             asked = [(room.id, room.name, room.project.name) for room in rooms]
             name, url = server.name, server.url
-        for room_id, room_name, project in asked:
-            try:
-                answer = self.client.get(
-                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(project)
-                )
-            except httpx.HTTPError:
-                return  # it stopped answering: the next health check deals with that
+        for room_id, answer in self._ask_rooms(url, asked):
             if answer.status_code in (404, 410):
                 reason = (
                     f"compute server {name} no longer runs its Worker "
@@ -440,14 +434,8 @@ class HealthChecker:
                 )
             ]
             name, url = server.name, server.url
-        for room_id, room_name, project in stale:
-            try:
-                answer = self.client.get(
-                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(project)
-                )
-            except httpx.HTTPError:
-                return  # it stopped answering: the next health check deals with that
-            outcome = _deploy_outcome(answer)
+        for room_id, answer in self._ask_rooms(url, stale):
+            outcome = deploy_outcome(answer)
             if outcome is None:
                 continue
             reason = None
@@ -456,60 +444,67 @@ class HealthChecker:
                     f"the manager stopped while deploying it, and compute server {name} "
                     f"does not run its Worker ({answer.status_code}: {_answer_detail(answer)})"
                 )
-            self._settle(room_id, outcome, reason)
-
-    def _settle(self, room_id: int, outcome: str, reason: str | None) -> None:
-        with self.sessions() as session:
-            changed = rows_changed(
-                session,
-                update(Room)
-                .where(Room.id == room_id, Room.state == "deploying")
-                .values(state=outcome, reason=reason),
+            self._move_room(
+                room_id,
+                "deploying",
+                outcome,
+                reason,
+                settled="the manager that deployed it stopped before it recorded the outcome",
             )
-            if changed != 1:
-                session.rollback()
+
+    def _ask_rooms(
+        self, url: str, rooms: list[tuple[int, str, str]]
+    ) -> Iterator[tuple[int, httpx.Response]]:
+        """The Controller's answer about each ``(id, name, project)``, until one fails.
+
+        A request that gets no answer ends the round: the server stopped answering,
+        and the next health check deals with that.
+        """
+        for room_id, room_name, project in rooms:
+            try:
+                answer = self.client.get(
+                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(project)
+                )
+            except httpx.HTTPError:
                 return
-            room = session.get_one(Room, room_id)
-            server = session.get_one(ComputeServer, room.compute_server_id)
-            details: dict[str, Any] = {
-                "work_id": room.work_id,
-                "compute_server": server.name,
-                "settled": "the manager that deployed it stopped before it recorded the outcome",
-            }
-            if reason:
-                details["reason"] = reason
-            audit.record(session, MANAGER_ACTOR, f"room.{outcome}", room.name, **details)
-            session.commit()
-            _log.warning("clean room %s left deploying is %s: %s", room.name, outcome, reason)
+            yield room_id, answer
 
     def lose_room(self, room_id: int, reason: str) -> bool:
         """Mark the room lost if it is still deployed; whether it was."""
+        return self._move_room(room_id, "deployed", "lost", reason)
+
+    def _move_room(
+        self, room_id: int, before: str, after: str, reason: str | None, *, settled: str = ""
+    ) -> bool:
+        """Move the room from state ``before`` to ``after`` and audit ``room.<after>``.
+
+        Only if it is still ``before`` (whoever changed it meanwhile wins); whether it
+        moved. ``settled`` says why the manager finished another process's deploy.
+        """
         with self.sessions() as session:
             changed = rows_changed(
                 session,
                 update(Room)
-                .where(Room.id == room_id, Room.state == "deployed")
-                .values(state="lost", reason=reason),
+                .where(Room.id == room_id, Room.state == before)
+                .values(state=after, reason=reason),
             )
             if changed != 1:
                 session.rollback()
                 return False
             room = session.get_one(Room, room_id)
             server = session.get_one(ComputeServer, room.compute_server_id)
-            audit.record(
-                session,
-                MANAGER_ACTOR,
-                "room.lost",
-                room.name,
-                compute_server=server.name,
-                reason=reason,
-            )
+            details: dict[str, Any] = {"compute_server": server.name}
+            if settled:
+                details |= {"work_id": room.work_id, "settled": settled}
+            if reason:
+                details["reason"] = reason
+            audit.record(session, MANAGER_ACTOR, f"room.{after}", room.name, **details)
             session.commit()
-            _log.warning("clean room %s is lost: %s", room.name, reason)
+            _log.warning("clean room %s is %s (was %s): %s", room.name, after, before, reason)
             return True
 
 
-def _deploy_outcome(answer: httpx.Response) -> str | None:
+def deploy_outcome(answer: httpx.Response) -> str | None:
     """What a Controller's answer about a room left ``deploying`` makes of it, if anything."""
     if answer.status_code in (404, 410):
         return "failed"
