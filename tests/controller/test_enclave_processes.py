@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -164,3 +166,56 @@ def test_the_controller_imports_nothing_that_holds_keys_or_plaintext() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> Awaitable[bool]:
+    async def wait() -> bool:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not condition():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    return wait()
+
+
+def _kill_attester(host: EnclaveHost) -> int:
+    assert host.attester is not None
+    pid = host.attester.process.pid
+    os.killpg(pid, signal.SIGKILL)
+    return pid
+
+
+def test_a_dead_attester_is_restarted_without_waiting_for_a_request(tmp_path: Path) -> None:
+    async def body(host: EnclaveHost) -> None:
+        old = _kill_attester(host)
+
+        def restarted() -> bool:
+            attester = host.attester
+            return attester is not None and attester.process.pid != old and host.attester_usable
+
+        assert await _wait_for(restarted), "the watch did not restart the Attester"
+        assert host.attester is not None
+        assert "target_info" in await host.attester.call("GET", "/target-info")  # it serves
+
+    _with_host(tmp_path, body)
+
+
+def test_an_attester_that_cannot_start_again_makes_the_host_degraded(tmp_path: Path) -> None:
+    async def body(host: EnclaveHost) -> None:
+        platform = host.platform_dir / "platform.json"
+        intact = platform.read_bytes()
+        assert host.attester_usable
+        platform.write_text("{")  # a new Attester cannot load the platform
+        _kill_attester(host)
+        assert await _wait_for(lambda: host.attester_failure is not None)
+        assert not host.attester_usable
+        assert "Attester exited with" in str(host.attester_failure)
+        with pytest.raises(EnclaveProcessError):  # a request tries again, and is refused
+            await host.attest("nothing-deployed", b64u(bytes(32)))
+        platform.write_bytes(intact)  # repaired: the watch's next try succeeds
+        assert await _wait_for(lambda: host.attester_usable)
+        assert host.attester is not None and host.attester.process.poll() is None
+
+    _with_host(tmp_path, body)

@@ -206,10 +206,8 @@ def create_app(
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
-        attester = host.attester
-        running = attester is not None and attester.process.poll() is None
         return {
-            "status": "ok" if running else "degraded",
+            "status": "ok" if host.attester_usable else "degraded",
             "tee": settings.tee,
             "rooms": len(host.rooms),
         }

@@ -237,9 +237,18 @@ class EnclaveHost:
     # their data died with the Worker's key, by design. Reported gone until deleted.
     gone: dict[str, str] = field(default_factory=dict)
     attester: EnclaveProcess | None = None
+    # Why the last attempt to start a new Attester failed; None once one serves again.
+    attester_failure: str | None = None
     _next_uid: int = SANDBOX_UID_BASE
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _watcher: asyncio.Task[None] | None = None
+
+    @property
+    def attester_usable(self) -> bool:
+        """Whether attestation and deploys can be served: an Attester was started and
+        the last restart of a dead one (if any) did not fail. A dead Attester is
+        restarted by :meth:`_watch` within a second, or at once by the next use."""
+        return self.attester is not None and self.attester_failure is None
 
     @property
     def platform_dir(self) -> Path:
@@ -264,9 +273,13 @@ class EnclaveHost:
         self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
-        """Notice Workers that died, and clean up after them (see :func:`bury`)."""
+        """Restart a dead Attester; notice Workers that died, and clean up after them
+        (see :func:`bury`)."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
+            if self.attester is not None and self.attester.process.poll() is not None:
+                with contextlib.suppress(EnclaveProcessError, OSError):  # recorded, logged
+                    await self._live_attester()
             for name, room in list(self.rooms.items()):
                 if room.worker.process.poll() is not None and name not in self.gone:
                     log.warning("the Worker of %s exited; its data is gone by design", name)
@@ -294,8 +307,11 @@ class EnclaveHost:
         return False
 
     async def _start_attester(self) -> None:
+        """Start an Attester; it becomes ``self.attester`` only once it serves (until
+        then, a request sees the dead one and waits for the lock). One that does not
+        come up is killed."""
         log_path = self.data_dir / "attester.log"
-        self.attester = EnclaveProcess.start(
+        attester = EnclaveProcess.start(
             "Attester",
             self._sockets / "attester.sock",
             [
@@ -306,8 +322,15 @@ class EnclaveHost:
             ],
             log_path,
         )  # fmt: skip
-        await self.attester.wait_ready("/target-info", log_path)
-        _write_json(self._attester_record, self.attester.record())
+        try:
+            await attester.wait_ready("/target-info", log_path)
+        except BaseException:
+            if attester.process.poll() is None:
+                _kill_group(attester.process.pid)
+            await attester.client.aclose()
+            raise
+        self.attester = attester
+        _write_json(self._attester_record, attester.record())
 
     async def _recover_rooms(self, *, readmit: bool) -> None:
         """Every room directory is a live Worker we can reach (adopted, and re-admitted by
@@ -389,7 +412,13 @@ class EnclaveHost:
                 log.warning("the Attester exited; starting a new one")
                 if self.attester is not None:
                     await self.attester.client.aclose()
-                await self._start_attester()
+                try:
+                    await self._start_attester()
+                except (EnclaveProcessError, OSError) as error:
+                    self.attester_failure = str(error)
+                    log.error("a new Attester did not start: %s", error)
+                    raise
+                self.attester_failure = None
                 for name, room in list(self.rooms.items()):
                     if room.worker.process.poll() is not None:
                         continue

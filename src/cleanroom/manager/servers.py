@@ -16,8 +16,8 @@ server's next state, a pure function of the old state and what was seen:
 
 - a well-formed answer with ``status: ok`` and the TEE kind the server was
   registered with: ``healthy``;
-- a well-formed answer that is not fit (``degraded``: its Attester is not running;
-  another TEE kind than registered): ``unhealthy`` at once, with that reason. The
+- a well-formed answer that is not fit (``degraded``: its Attester died and a new
+  one did not start; another TEE kind than registered): ``unhealthy`` at once, with that reason. The
   server answered, so it is never ``lost`` for this, and its rooms stay as they are;
 - no answer (refused, timed out, not 200, not the health document): one more
   failure. After ``health_failures`` in a row the server is ``unhealthy``; once it
@@ -251,7 +251,7 @@ def observe(client: httpx.Client, url: str, tee_kind: str) -> Observation:
         status = _one_line(str(document.get("status")), 40)
         return Observation(
             True,
-            problem=f"its Controller reports status {status!r} (its Attester is not running)",
+            problem=f"its Controller reports status {status!r} (its Attester cannot be started)",
             rooms=count,
         )
     return Observation(True, rooms=count)
