@@ -20,6 +20,10 @@ if [ -z "${CLEANROOM_TEST_POSTGRES_URL:-}" ] && ! have_postgres; then
     postgresql >/dev/null
 fi
 
+# Functions run in bubblewrap (the sandbox) with util-linux's setpriv, unshare, mount.
+bash scripts/system-packages.sh bwrap=bubblewrap setpriv=util-linux unshare=util-linux \
+  mount=mount ipcs=util-linux
+
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"

@@ -29,14 +29,16 @@ def compute(
     tee: Annotated[
         str, typer.Option(help="TEE backend; only 'simulated' runs on this machine.")
     ] = "simulated",
-    allow_insecure_no_isolation: Annotated[
-        bool,
+    max_resources: Annotated[
+        list[str] | None,
         typer.Option(
-            "--allow-insecure-no-isolation",
-            help="Run functions even where they cannot get their own network namespace "
-            "and user. INSECURE: a function could then send data anywhere.",
+            "--max",
+            metavar="RESOURCE=VALUE",
+            help="The most one run may ask for, e.g. --max memory_mib=8192 --max "
+            "disk_mib=2048 (also timeout_s, cpu_s, processes). Default: this machine's "
+            "memory, half of it for a run's files, a week, 4096 tasks.",
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Run a compute server: the untrusted Controller, the Attester and one Worker per
     clean room, each its own process. Clients reach it at PUBLIC_URL; the manager deploys
@@ -44,6 +46,12 @@ def compute(
     import uvicorn
 
     from cleanroom.controller import ControllerSettings, create_app
+    from cleanroom.controller.ceiling import ResourceCeiling
+
+    try:
+        ceiling = ResourceCeiling.of_host().with_overrides(_pairs(max_resources or []))
+    except ValueError as error:
+        fail(f"--max: {error}", EXIT_USAGE)
 
     if tee != "simulated":
         fail(f"TEE backend {tee!r} is not available here; use --tee simulated", EXIT_USAGE)
@@ -52,13 +60,22 @@ def compute(
         "For development and tests only.",
         markup=False,
     )
-    if allow_insecure_no_isolation:
-        stderr.print("WARNING: functions may run without network isolation.", markup=False)
     settings = ControllerSettings(
         data_dir=(data_dir or home() / "compute").resolve(),
         manager_url=manager_url,
         tee=tee,
-        allow_insecure_no_isolation=allow_insecure_no_isolation,
+        ceiling=ceiling,
     )
     _ = public_url  # advertised by the manager's registry; the Controller needs no own URL
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _pairs(items: list[str]) -> dict[str, int]:
+    """``KEY=VALUE`` options as integers; ValueError names the one that is not."""
+    pairs = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not value.strip().isdigit():
+            raise ValueError(f"expected RESOURCE=INTEGER, got {item!r}")
+        pairs[key.strip()] = int(value)
+    return pairs

@@ -15,7 +15,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -25,8 +25,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from cleanroom.controller.ceiling import ResourceCeiling
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
 from cleanroom.limits import BodySizeLimit
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tokens import (
     JWKS_REFETCH_INTERVAL,
     REVOCATION_MAX_AGE,
@@ -58,7 +61,7 @@ class ControllerSettings:
     data_dir: Path
     manager_url: str
     tee: str = "simulated"
-    allow_insecure_no_isolation: bool = False
+    ceiling: ResourceCeiling = field(default_factory=ResourceCeiling.of_host)
     revocation_refresh: float = REVOCATION_REFRESH
     revocation_max_age: float = REVOCATION_MAX_AGE
     jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL
@@ -142,7 +145,7 @@ def create_app(
 ) -> FastAPI:
     manager_url = settings.manager_url.rstrip("/")
     tokens = verifier or token_verifier(settings)
-    host = EnclaveHost(settings.data_dir, settings.allow_insecure_no_isolation)
+    host = EnclaveHost(settings.data_dir)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -223,11 +226,39 @@ def create_app(
             raise _Refused(problem(422, f"expected {{spec: {{function: …}}}}: {error}")) from error
         if not isinstance(function, str) or not function.startswith("fs://"):
             raise _Refused(problem(422, "spec.function is not an fs:// function ID"))
-        bundle = await _fetch_bundle(
-            manager_url, function.removeprefix("fs://"), request, manager_transport
-        )
+        # The Worker checks the spec itself; here only what this host will hand out.
+        try:
+            parsed = WorkSpec.parse(spec)
+        except MessageFormatError as error:
+            facts = error.to_json()
+            raise _Refused(
+                problem(
+                    422,
+                    error.message,
+                    check=facts["check"],
+                    expected=facts["expected"],
+                    actual=facts["actual"],
+                )
+            ) from error
+        excess = settings.ceiling.excess(parsed.resources)
+        if excess:
+            resource, ceiling, asked = excess[0]
+            raise _Refused(
+                problem(
+                    422,
+                    f"resources.{resource} = {asked} is more than this compute server allows",
+                    check="resources",
+                    expected=f"{resource} <= {ceiling}",
+                    actual=asked,
+                )
+            )
+        digest = function.removeprefix("fs://")
+
+        async def fetch(destination: Path) -> None:
+            await _fetch_bundle(manager_url, digest, request, manager_transport, destination)
+
         # The Worker checks the spec and the bundle itself; these bytes are only relayed.
-        room = await host.deploy(name, json.dumps(spec).encode(), bundle)
+        room = await host.deploy(name, json.dumps(spec).encode(), fetch)
         return {"name": name, "worker_id": room.worker_id, "state": "collecting"}
 
     @app.get("/v1/rooms/{name}")
@@ -304,8 +335,10 @@ async def _fetch_bundle(
     digest: str,
     request: Request,
     transport: httpx.AsyncBaseTransport | None,
-) -> bytes:
-    """The function bundle from the manager, with the deploy token it gave us.
+    destination: Path,
+) -> None:
+    """The function bundle from the manager, with the deploy token it gave us, streamed
+    into ``destination`` (never held whole in memory).
 
     Not checked here: the Worker recomputes the function ID from these bytes.
     """
@@ -327,12 +360,13 @@ async def _fetch_bundle(
                         f"the manager refused the function bundle: {response.status_code}",
                     )
                 )
-            bundle = bytearray()
-            async for chunk in response.aiter_bytes():
-                bundle += chunk
-                if len(bundle) > MAX_BUNDLE:
-                    raise _Refused(problem(413, "function bundle too large"))
-            return bytes(bundle)
+            size = 0
+            with destination.open("wb") as file:
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > MAX_BUNDLE:
+                        raise _Refused(problem(413, "function bundle too large"))
+                    file.write(chunk)
     except httpx.TransportError as error:
         raise _Refused(
             problem(502, f"cannot reach the manager at {manager_url}: {error}")
