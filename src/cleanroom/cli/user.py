@@ -10,6 +10,7 @@ shown unchecked: function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Approval, Profile, ProfileError
 from cleanroom.client.review import Review, review
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import BundleError, function_id, pack, unpack
+from cleanroom.protocol.bundle import BundleError, function_id, pack_into, unpack
 from cleanroom.protocol.spec import WorkSpec
 
 if TYPE_CHECKING:
@@ -319,18 +320,35 @@ def function_upload(
         Path, typer.Argument(help="The function directory (handler.py at its top).")
     ],
 ) -> None:
-    """Pack DIRECTORY deterministically and upload it; print its ID (fs://…) alone."""
+    """Pack DIRECTORY deterministically and upload it; print its ID (fs://…) alone.
+
+    The bundle is written to a temporary file and streamed from there: a function of
+    any size (up to 1 GiB) is never held in memory."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
     profile = current_profile()
-    try:
-        with stderr.status(f"packing {directory}…"):
-            bundle = pack(directory)
-    except BundleError as error:
-        fail(str(error), EXIT_USAGE)
-    except OSError as error:
-        fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
-    expected = function_id(bundle)
-    with _failures(), stderr.status(f"uploading {len(bundle)} bytes to the manager…"):
-        upload = _with_manager(profile, lambda manager: manager.upload_function(bundle))
+    with tempfile.TemporaryDirectory(prefix="cleanroom-pack-") as temporary:
+        bundle = Path(temporary) / "function.tar"
+        try:
+            with stderr.status(f"packing {directory}…"), bundle.open("wb") as handle:
+                expected = pack_into(directory, handle)
+        except BundleError as error:
+            fail(str(error), EXIT_USAGE)
+        except OSError as error:
+            fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
+        size = bundle.stat().st_size
+        with _failures(), Progress(
+            TextColumn("uploading"), BarColumn(), DownloadColumn(), console=stderr,
+            transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("upload", total=size)
+
+            def sent(done: int) -> None:
+                progress.update(task, completed=done)
+
+            upload = _with_manager(
+                profile, lambda manager: manager.upload_function(bundle, progress=sent)
+            )
     if upload.function_id != expected:  # ManagerClient checks it too; a wrong ID is fatal
         fail(f"function-id: the manager stored {upload.function_id}, the bundle is {expected}")
     stdout.out(expected)
