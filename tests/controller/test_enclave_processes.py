@@ -60,7 +60,7 @@ def _worker(host: EnclaveHost, directory: Path, spec: dict[str, Any], bundle: by
     directory.mkdir(parents=True)
     (directory / "spec.json").write_text(json.dumps(spec))
     (directory / "function.tar").write_bytes(bundle)
-    socket = host.data_dir / "sockets" / f"{directory.name}.sock"
+    socket = host._sockets / f"{directory.name}.sock"
     return EnclaveProcess.start(
         "Worker",
         socket,
@@ -231,3 +231,13 @@ def test_an_attester_that_cannot_start_again_makes_the_host_degraded(tmp_path: P
         assert host.attester is not None and host.attester.process.poll() is None
 
     _with_host(tmp_path, body)
+
+
+def test_sockets_of_a_data_directory_with_a_long_path_still_fit(tmp_path: Path) -> None:
+    """A Unix socket path holds 107 bytes: a deep data directory (pytest's are) gets a
+    short directory of its own for the enclaves' sockets."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    sockets = EnclaveHost(deep)._sockets
+    assert len(str(sockets / "w-0123456789abcdef.sock")) <= 100
+    assert sockets != EnclaveHost(deep / "other")._sockets
+    assert EnclaveHost(Path("/srv/cr"))._sockets == Path("/srv/cr/sockets")

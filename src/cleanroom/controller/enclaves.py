@@ -35,6 +35,8 @@ log = logging.getLogger("cleanroom.controller")
 START_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 5.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes and a NUL; some to spare
+SHORT_SOCKETS = Path("/run/cleanroom/sockets")
 
 
 class EnclaveProcessError(Exception):
@@ -297,7 +299,12 @@ class EnclaveHost:
 
     @property
     def _sockets(self) -> Path:
-        return self.data_dir / "sockets"
+        """Where the enclaves' Unix sockets live: the data directory, unless its path is
+        too long for one (107 bytes), then a short directory of this host's own."""
+        own = self.data_dir / "sockets"
+        if len(str(own / "w-0123456789abcdef.sock")) <= MAX_SOCKET_PATH:
+            return own
+        return SHORT_SOCKETS / hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
 
     @property
     def _attester_record(self) -> Path:
