@@ -129,10 +129,12 @@ class LocalStack:
         allow_insecure_no_isolation: bool = False,
         advertise_url: str | None = None,
         manager_options: Sequence[str] = (),
+        compute_options: Sequence[str] = (),
     ) -> None:
         """``advertise_url``: the compute server's URL as registered at the manager
-        (default: its own); tests put a tampering proxy there. ``manager_options``:
-        more options of `cleanroom server manager` (e.g. faster health checks)."""
+        (default: its own); tests put a tampering proxy there. ``manager_options``
+        and ``compute_options``: more options of `cleanroom server manager` (e.g.
+        faster health checks) and of the first `cleanroom server compute` (e.g. a PCCS)."""
         self.directory = directory
         self.manager_dir = directory / "manager"
         self.compute_dir = directory / "compute"
@@ -141,6 +143,7 @@ class LocalStack:
         self.compute_url = f"http://127.0.0.1:{free_port()}"
         self.advertise_url = advertise_url or self.compute_url
         self.manager_options = list(manager_options)
+        self.compute_options = list(compute_options)
         self.compute_nodes: dict[str, ComputeNode] = {}
         self._servers: list[_Server] = []
         self._database = open_database(default_database_url(self.manager_dir))
@@ -163,6 +166,7 @@ class LocalStack:
         compute_argv = [
             "server", "compute", "--port", compute_port, "--data-dir", str(self.compute_dir),
             "--manager-url", self.manager_url, "--public-url", self.compute_url,
+            *self.compute_options,
         ]  # fmt: skip
         if self.allow_insecure_no_isolation:
             compute_argv.append("--allow-insecure-no-isolation")
