@@ -35,6 +35,7 @@ from cleanroom.cli.common import (
     stderr,
     stdout,
 )
+from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
 from cleanroom.tee.measure import IMAGE_NAMES, MeasurementError, measure
 
 
@@ -283,7 +284,13 @@ def _print_appraisal(appraisal: Appraisal) -> None:
 
 
 def measure_command(
-    image: Annotated[str, typer.Argument(help=f"Enclave image: {', '.join(IMAGE_NAMES)}.")],
+    image: Annotated[
+        str | None,
+        typer.Argument(
+            help=f"Enclave image: {', '.join(IMAGE_NAMES)} (not with --gramine).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the measurement and its full manifest.")
     ] = False,
@@ -291,11 +298,28 @@ def measure_command(
         Path | None,
         typer.Option(help="RSA-3072 signer public key (PEM) [default: the release signer]."),
     ] = None,
+    gramine: Annotated[
+        Path | None,
+        typer.Option(
+            help="A Gramine enclave's signature (the .sig SIGSTRUCT gramine-sgx-sign wrote): "
+            "print the MRENCLAVE, MRSIGNER, ISVPRODID and ISVSVN it states, after checking "
+            "its size, its RSA-3072 signature and that it admits no DEBUG enclave.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print an enclave image's MRENCLAVE and MRSIGNER, recomputed from the installed sources.
 
-    Runs no enclave: a third party recomputes the values an operator publishes.
+    Runs no enclave: a third party recomputes the values an operator publishes. With
+    --gramine, the values come from a signed Gramine enclave's SIGSTRUCT instead.
     """
+    if gramine is not None:
+        if image is not None or signer is not None:
+            fail("--gramine reads the image and its signer from the .sig file alone", EXIT_USAGE)
+        _measure_gramine(read_file(gramine, "SIGSTRUCT"), as_json=as_json)
+        return
+    if image is None:
+        fail(f"name an image ({', '.join(IMAGE_NAMES)}) or give --gramine FILE.sig", EXIT_USAGE)
     try:
         measurement = measure(image, signer_pem=read_file(signer, "signer key") if signer else None)
     except MeasurementError as error:
@@ -308,3 +332,25 @@ def measure_command(
     stdout.print(f"MRSIGNER:  {measurement.mr_signer.hex()}")
     stdout.print(f"ISVPRODID: {measurement.isv_prod_id}  ISVSVN: {measurement.isv_svn}")
     stdout.print(f"trusted files: {len(measurement.manifest['files'])}")
+
+
+def _measure_gramine(data: bytes, *, as_json: bool) -> None:
+    try:
+        measurement = read_sigstruct(data)
+    except SigstructError as error:
+        code = EXIT_USAGE if error.check in SigstructError.MALFORMED else EXIT_REJECTED
+        if as_json:
+            stdout.out(json.dumps({"error": error.to_json()}, indent=2))
+            raise typer.Exit(code) from None
+        hint = f" — {error.hint}" if error.hint else ""
+        fail(f"{error}{hint}", code)
+    if as_json:
+        stdout.out(json.dumps(measurement.to_json(), indent=2))
+        return
+    stdout.print("image:     Gramine SGX enclave (from its SIGSTRUCT, signature verified)")
+    stdout.print(f"MRENCLAVE: {measurement.mr_enclave.hex()}")
+    stdout.print(f"MRSIGNER:  {measurement.mr_signer.hex()}")
+    stdout.print(f"ISVPRODID: {measurement.isv_prod_id}  ISVSVN: {measurement.isv_svn}")
+    flags = ", ".join(measurement.attributes.flag_names())
+    stdout.print(f"ATTRIBUTES: {measurement.attributes.to_bytes().hex()} ({flags}; DEBUG clear)")
+    stdout.print(f"signed:    {measurement.date}")

@@ -3,7 +3,8 @@
 :class:`GramineEnclave` implements :class:`~cleanroom.tee.platform.EnclavePlatform`
 inside a Gramine enclave. :mod:`.files` is its only I/O (Gramine's pseudo-files),
 :mod:`.localattest` checks REPORTs with EGETKEY and AES-CMAC, :mod:`.native` builds
-and loads the one-instruction EGETKEY helper. See docs/deploy-sgx.md.
+and loads the one-instruction EGETKEY helper, :mod:`.measure` reads and checks a
+signed enclave's SIGSTRUCT. See docs/deploy-sgx.md.
 """
 
 from cleanroom.tee.gramine.files import AttestationFiles, DevAttestation
