@@ -11,19 +11,34 @@ have_postgres() {
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 ||
     { command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; }
 }
-if [ -z "${CLEANROOM_TEST_POSTGRES_URL:-}" ] && ! have_postgres; then
-  echo "== installing PostgreSQL (Debian's postgresql package)"
-  sudo=""
+apt_install() {
+  local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    postgresql >/dev/null
+    "$@" >/dev/null
+}
+if [ -z "${CLEANROOM_TEST_POSTGRES_URL:-}" ] && ! have_postgres; then
+  echo "== installing PostgreSQL (Debian's postgresql package)"
+  apt_install postgresql
 fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 
+# The Gramine backend's EGETKEY helper is C: the tests compile it (and never run
+# it), so they need a C compiler and this Python's headers.
+python_h="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h"
+if ! command -v gcc >/dev/null || [ ! -f "$python_h" ]; then
+  echo "== installing a C compiler and the Python headers (Debian's gcc python3-dev)"
+  apt_install gcc libc6-dev python3-dev
+fi
+
+echo "== the native EGETKEY helper (compiled here, never run outside an enclave)"
+native_dir="$(mktemp -d)"
+.venv/bin/python -m cleanroom.tee.gramine.native --out "$native_dir" >/dev/null
+rm -rf "$native_dir"
 echo "== ruff"
 .venv/bin/ruff check src tests
 .venv/bin/ruff format --check src tests
