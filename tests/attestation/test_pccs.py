@@ -285,8 +285,15 @@ def test_the_cache_serves_valid_collateral_while_the_pccs_is_down(
     cache = CollateralCache(PccsClient(pccs.url), clock=clock, refresh_after=600)
     cached = cache.for_quote(quote)
     pccs.failing["tcb"] = 503
-    clock.now = NOW  # past the refresh, still valid
+    clock.now = NOW - 100  # past the refresh, still valid
     assert cache.for_quote(quote) is cached
+    asked = len(pccs.requests)
+    clock.now = NOW - 50  # the PCCS just failed: not asked again for a minute
+    assert cache.for_quote(quote) is cached
+    assert len(pccs.requests) == asked
+    clock.now = NOW  # a minute later it is asked again, and fails again
+    assert cache.for_quote(quote) is cached
+    assert len(pccs.requests) > asked
     clock.now = NOW + 1  # expired: never served
     with pytest.raises(PccsError) as caught:
         cache.for_quote(quote)
@@ -315,3 +322,13 @@ def test_concurrent_misses_fetch_once(pccs: FakePccs, quote: bytes) -> None:
         thread.join()
     assert len(results) == 8 and len({id(result) for result in results}) == 1
     assert len(pccs.requests) == 4
+
+
+def test_with_nothing_cached_every_request_asks_the_pccs(pccs: FakePccs, quote: bytes) -> None:
+    cache = CollateralCache(PccsClient(pccs.url), clock=Clock(NOW - 60))
+    pccs.failing["rootcacrl"] = 503
+    for _ in range(2):
+        with pytest.raises(PccsError):
+            cache.for_quote(quote)
+    pccs.failing.clear()
+    assert cache.for_quote(quote).source == pccs.url  # served as soon as the PCCS answers

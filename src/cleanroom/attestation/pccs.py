@@ -52,6 +52,9 @@ DEFAULT_TIMEOUT_S = 10.0
 # Refetch after a day even while the cached collateral is valid: revocations reach
 # the CRLs and TCB recoveries reach the TCB info long before their nextUpdate.
 DEFAULT_REFRESH_AFTER_S = 24 * 3600.0
+# After a failed refresh, serve the cached collateral this long before asking the
+# PCCS again: a PCCS that is down must not make every attestation wait for it.
+DEFAULT_RETRY_AFTER_S = 60.0
 
 _JSON_WHITESPACE = " \t\n\r"
 _HEX = re.compile(rb"\s*([0-9a-fA-F]{2})+\s*")
@@ -226,7 +229,6 @@ class PccsClient:
             verify=verify,
             transport=transport,
             follow_redirects=False,
-            trust_env=False,
         )
 
     def close(self) -> None:
@@ -338,7 +340,9 @@ class CollateralCache:
 
     An entry is served while valid; after ``refresh_after`` seconds it is fetched
     again, and if the PCCS cannot answer, the cached entry is served for as long as
-    it is still valid. Expired collateral is never served.
+    it is still valid, without asking the PCCS again for ``retry_after`` seconds.
+    Expired collateral is never served. With nothing cached, every request asks the
+    PCCS (so that collateral is served again as soon as it answers).
     """
 
     def __init__(
@@ -347,11 +351,14 @@ class CollateralCache:
         *,
         clock: Callable[[], float] = time.time,
         refresh_after: float = DEFAULT_REFRESH_AFTER_S,
+        retry_after: float = DEFAULT_RETRY_AFTER_S,
     ) -> None:
         self.client = client
         self._clock = clock
         self._refresh_after = refresh_after
+        self._retry_after = retry_after
         self._entries: dict[PlatformKey, CachedCollateral] = {}
+        self._failed_at: dict[PlatformKey, int] = {}
         self._lock = threading.Lock()
 
     def for_quote(self, quote: bytes) -> CachedCollateral:
@@ -366,10 +373,14 @@ class CollateralCache:
                 entry = None
             if entry is not None and now < entry.fetched_at + self._refresh_after:
                 return entry
+            failed_at = self._failed_at.get(key)
+            if entry is not None and failed_at is not None and now < failed_at + self._retry_after:
+                return entry
             try:
                 collateral = self.client.fetch(key)
                 validity = check_fresh(collateral, now)
             except AttestationError as error:
+                self._failed_at[key] = now
                 if entry is not None:
                     log.warning(
                         "PCCS refresh for FMSPC %s failed (%s); serving cached collateral, %s",
@@ -386,6 +397,7 @@ class CollateralCache:
                 source=self.client.url,
             )
             self._entries[key] = entry
+            self._failed_at.pop(key, None)
             log.info(
                 "collateral for FMSPC %s (%s CA) from %s, %s",
                 key.fmspc_hex,

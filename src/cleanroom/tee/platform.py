@@ -4,7 +4,8 @@ Code that runs inside a TEE asks its platform for exactly five things: its own
 identity, its TARGETINFO (so another enclave can address a REPORT to it), a REPORT
 for a target, verification of a REPORT addressed to itself (local attestation),
 and a quote (remote attestation evidence). Backends: ``simulated`` (insecure by
-design, runs anywhere) and, later, ``gramine-sgx`` through ``/dev/attestation``.
+design, runs anywhere) and ``gramine`` (:mod:`cleanroom.tee.gramine`: Gramine's
+``/dev/attestation`` and EGETKEY).
 """
 
 from __future__ import annotations
