@@ -106,7 +106,10 @@ def platform_key(quote: bytes) -> PlatformKey:
         ) from error
     except ValueError as error:
         raise EvidenceError(
-            "pck-certificate-chain", "a PCK certificate with the SGX extension", str(error), ""
+            "pck-certificate-chain",
+            "a PCK certificate with the SGX extension",
+            str(error),
+            "the quote's PCK certificate cannot be read",
         ) from error
     issuer = " ".join(
         str(attribute.value)
