@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Installs Debian packages the machine lacks (as root, or with sudo), quietly.
-#   scripts/system-packages.sh COMMAND=PACKAGE ...
-# e.g. `bwrap=bubblewrap`: installs bubblewrap unless `bwrap` is already on PATH.
+# Installs the Debian packages named that are not installed yet (as root, or with sudo).
+#   scripts/system-packages.sh PACKAGE...
 set -euo pipefail
 missing=()
-for pair in "$@"; do
-  command=${pair%%=*}
-  package=${pair#*=}
-  command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+for package in "$@"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" ||
+    missing+=("$package")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "== installing Debian packages: ${missing[*]}"

@@ -29,6 +29,22 @@ def compute(
     tee: Annotated[
         str, typer.Option(help="TEE backend; only 'simulated' runs on this machine.")
     ] = "simulated",
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PCCS (API v4) to fetch collateral from, e.g. https://pccs.example:8081 or "
+            "your cloud's; it is cached by FMSPC until it expires and served beside each "
+            "quote. Without it the simulated platform's own collateral is served.",
+            show_default=False,
+        ),
+    ] = None,
+    pccs_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA bundle (PEM) for the PCCS's TLS certificate [default: the system's CAs].",
+            show_default=False,
+        ),
+    ] = None,
     max_resources: Annotated[
         list[str] | None,
         typer.Option(
@@ -45,6 +61,7 @@ def compute(
     clean rooms onto it after `cleanroom admin server add PUBLIC_URL`."""
     import uvicorn
 
+    from cleanroom.attestation.pccs import PccsClient
     from cleanroom.controller import ControllerSettings, create_app
     from cleanroom.controller.ceiling import ResourceCeiling
 
@@ -60,11 +77,20 @@ def compute(
         "For development and tests only.",
         markup=False,
     )
+    if pccs_ca is not None and not pccs_ca.is_file():
+        fail(f"--pccs-ca {pccs_ca}: no such file", EXIT_USAGE)
+    if pccs_url is not None:
+        try:
+            PccsClient(pccs_url).close()
+        except ValueError as error:
+            fail(f"--pccs-url: {error}", EXIT_USAGE)
     settings = ControllerSettings(
         data_dir=(data_dir or home() / "compute").resolve(),
         manager_url=manager_url,
         tee=tee,
         ceiling=ceiling,
+        pccs_url=pccs_url,
+        pccs_verify=str(pccs_ca) if pccs_ca is not None else True,
     )
     _ = public_url  # advertised by the manager's registry; the Controller needs no own URL
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -36,6 +36,7 @@ from cleanroom.client.access import (
     load_access,
     parse_parameters,
 )
+from cleanroom.client.collateral import COLLATERAL_FROM, CollateralFrom
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Approval, Profile, ProfileError
 from cleanroom.client.review import Review, review
@@ -189,6 +190,21 @@ def configure(
             show_default=False,
         ),
     ] = None,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Your own PCCS (API v4), e.g. your cloud's: where collateral comes from "
+            "when the compute server sends none or expired collateral.",
+            show_default=False,
+        ),
+    ] = None,
+    collateral_from: Annotated[
+        str,
+        typer.Option(
+            help="'server': the compute server's collateral, your PCCS as the fallback; "
+            "'pccs': only your own PCCS (needs --pccs-url), never the server's.",
+        ),
+    ] = "server",
     new_key: Annotated[
         bool,
         typer.Option(
@@ -241,6 +257,8 @@ def configure(
             isv_prod_id=isv_prod_id,
             min_isv_svn=min_isv_svn,
             simulator_root=root,
+            pccs_url=pccs_url,
+            collateral_from=_collateral_from(collateral_from),
             new_key=new_key,
         )
         config = profile.config
@@ -252,11 +270,26 @@ def configure(
         _print(f"Worker MRENCLAVE:   {', '.join(config.worker_mrenclaves)}")
         anchor = profile.trust_anchor()
         _print(f"trust anchor: {anchor.name} (SHA-256 {anchor.fingerprint})")
+        if config.collateral_from == "pccs":
+            _print(f"collateral: only from your PCCS {config.pccs_url}")
+        elif config.pccs_url is not None:
+            _print(f"collateral: the compute server's, else your PCCS {config.pccs_url}")
+        else:
+            _print("collateral: the compute server's (no PCCS of your own)")
     _warn_simulated(profile)
     if new_key:
         stderr.print("new user key: run cleanroom login to register it", markup=False)
     else:
         stderr.print("next: cleanroom login", markup=False)
+
+
+def _collateral_from(value: str) -> CollateralFrom:
+    for allowed in COLLATERAL_FROM:
+        if value == allowed:
+            return allowed
+    fail(
+        f"--collateral-from must be one of {', '.join(COLLATERAL_FROM)}, got {value!r}", EXIT_USAGE
+    )
 
 
 # -------------------------------------------------------------------- whoami, login

@@ -25,7 +25,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from cleanroom.attestation.pccs import CollateralCache, PccsClient
 from cleanroom.controller.ceiling import ResourceCeiling
+from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
 from cleanroom.limits import BodySizeLimit
 from cleanroom.protocol.errors import MessageFormatError
@@ -65,6 +67,11 @@ class ControllerSettings:
     revocation_refresh: float = REVOCATION_REFRESH
     revocation_max_age: float = REVOCATION_MAX_AGE
     jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL
+    # Where collateral for the Attester's quotes comes from (PCCS API v4): ``None``
+    # serves the Attester's own (the simulated platform's). ``pccs_verify`` is the
+    # PCCS's TLS verification (a CA bundle path, or True for the system's CAs).
+    pccs_url: str | None = None
+    pccs_verify: bool | str = True
 
 
 def token_verifier(settings: ControllerSettings) -> TokenVerifier:
@@ -146,6 +153,11 @@ def create_app(
     manager_url = settings.manager_url.rstrip("/")
     tokens = verifier or token_verifier(settings)
     host = EnclaveHost(settings.data_dir)
+    collateral = (
+        CollateralCache(PccsClient(settings.pccs_url, verify=settings.pccs_verify))
+        if settings.pccs_url
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -154,6 +166,8 @@ def create_app(
             yield
         finally:
             await host.close()
+            if collateral is not None:
+                collateral.client.close()
 
     app = FastAPI(title="cleanroom Controller (untrusted)", lifespan=lifespan)
     install_problem_handlers(app)
@@ -278,7 +292,8 @@ def create_app(
             raise _Refused(problem(422, "expected {nonce: <b64u 32 bytes>}")) from error
         if not isinstance(nonce, str):
             raise _Refused(problem(422, "nonce must be b64u text"))
-        return await host.attest(room_name(name), nonce)
+        evidence = await host.attest(room_name(name), nonce)
+        return evidence if collateral is None else await add_collateral(evidence, collateral)
 
     @app.post("/v1/rooms/{name}/sessions")
     async def open_session(name: str, request: Request, _claims: User) -> Response:
