@@ -28,6 +28,7 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import AdmissionError
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.protocol.bundle import function_id
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.handshake import ClientHandshake
 from cleanroom.protocol.keys import load_spki
@@ -44,6 +45,7 @@ from tests.protocol.fixtures import ALICE, SPEC_DOCUMENT
 
 NOW = int(time.time())
 BUNDLE = b"a function bundle for the Gramine backend"
+FUNCTION = function_id(BUNDLE)  # what the Worker computes as it seals the bundle
 SPEC = WorkSpec.parse({**SPEC_DOCUMENT, "function": "fs://" + b64u(sha256(BUNDLE))})
 
 
@@ -76,7 +78,7 @@ def room(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GramineRoom]:
 def admitted_worker(room: GramineRoom, identity: EnclaveIdentity | None = None) -> WorkerEnclave:
     identity = identity or room.worker_image.identity()
     # A Worker needs no quote: its manifest may turn remote attestation off.
-    worker = WorkerEnclave(on_gramine(room.platform.enclave(identity), "none"), SPEC, BUNDLE)
+    worker = WorkerEnclave(on_gramine(room.platform.enclave(identity), "none"), SPEC, FUNCTION)
     report, claims = worker.admission_request(room.attester.target_info())
     admission = room.attester.admit(report, claims)
     worker.complete_admission(
@@ -129,7 +131,7 @@ def test_admission_phase1_and_phase2_through_gramine(room: GramineRoom) -> None:
 def test_a_worker_on_another_platform_is_not_admitted(room: GramineRoom, tmp_path: Path) -> None:
     other = SimulatedPlatform.init(tmp_path / "other", now=NOW)
     worker = WorkerEnclave(
-        on_gramine(other.enclave(room.worker_image.identity()), "none"), SPEC, BUNDLE
+        on_gramine(other.enclave(room.worker_image.identity()), "none"), SPEC, FUNCTION
     )
     with pytest.raises(AdmissionError) as caught:
         room.attester.admit(*worker.admission_request(room.attester.target_info()))
@@ -146,7 +148,7 @@ def test_a_debug_worker_does_not_start_and_is_not_admitted(room: GramineRoom) ->
     debug_platform = GramineEnclave(
         EmulatedDevAttestation(enclave, "none"), enclave.egetkey, allow_debug=True
     )
-    worker = WorkerEnclave(debug_platform, SPEC, BUNDLE)
+    worker = WorkerEnclave(debug_platform, SPEC, FUNCTION)
     with pytest.raises(AdmissionError) as caught_admission:
         room.attester.admit(*worker.admission_request(room.attester.target_info()))
     assert caught_admission.value.check == "worker-debug"
@@ -154,10 +156,10 @@ def test_a_debug_worker_does_not_start_and_is_not_admitted(room: GramineRoom) ->
 
 def test_an_answer_for_another_worker_is_refused(room: GramineRoom) -> None:
     first = WorkerEnclave(
-        on_gramine(room.platform.enclave(room.worker_image.identity()), "none"), SPEC, BUNDLE
+        on_gramine(room.platform.enclave(room.worker_image.identity()), "none"), SPEC, FUNCTION
     )
     second = WorkerEnclave(
-        on_gramine(room.platform.enclave(room.worker_image.identity()), "none"), SPEC, BUNDLE
+        on_gramine(room.platform.enclave(room.worker_image.identity()), "none"), SPEC, FUNCTION
     )
     room.attester.admit(*first.admission_request(room.attester.target_info()))
     answer = room.attester.admit(*second.admission_request(room.attester.target_info()))
