@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 import cleanroom
 from cleanroom.cli.common import EXIT_USAGE, fail, stdout
@@ -46,11 +47,11 @@ def _examples() -> Path:
 
 
 def _say(step: str, text: str) -> None:
-    stdout.print(f"[bold]{step}[/] {text}")
+    stdout.print(Text.assemble((step, "bold"), " ", text))
 
 
 def _ok(text: str) -> None:
-    stdout.print(f"    [green]✓[/] {text}")
+    stdout.print(Text.assemble("    ", ("✓", "green"), " ", text))
 
 
 def _refused(what: str, error: CheckFailed | ServerError) -> None:
@@ -59,11 +60,10 @@ def _refused(what: str, error: CheckFailed | ServerError) -> None:
         where, check, message = "the Worker", error.check, error.detail
     else:
         where, check, message = "the client", error.check, error.message
-    stdout.print(
-        f"    [green]✓ refused[/] {what}, by {where}: [dim]{check}[/] — {message}",
-        markup=True,
-        highlight=False,
-    )
+    line = Text.assemble("    ", ("✓ refused", "green"), f" {what}, by {where}: ")
+    line.append(str(check), style="dim")
+    line.append(f" — {message}")
+    stdout.print(line)
 
 
 def _user(stack: LocalStack, root: Path, name: str, project: str) -> CleanRoomClient:
@@ -105,8 +105,8 @@ def demo(
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="cleanroom-demo-"))
     stdout.print(
-        "[bold red]Simulated SGX: insecure by design; both users trust the simulator's root "
-        "explicitly.[/]"
+        "Simulated SGX: insecure by design; both users trust the simulator's root explicitly.",
+        style="bold red",
     )
     try:
         with LocalStack(root / "servers") as stack:
@@ -115,10 +115,10 @@ def demo(
         fail(f"demo stopped: {error}")
     finally:
         if keep:
-            stdout.print(f"kept {root}", markup=False)
+            stdout.print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    stdout.print(f"[bold green]done[/] in {time.monotonic() - started:.1f} s")
+    stdout.print(Text.assemble(("done", "bold green"), f" in {time.monotonic() - started:.1f} s"))
 
 
 def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) -> None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from rich.status import Status
+from rich.text import Text
 
 from cleanroom.cli.common import (
     EXIT_REJECTED,
@@ -37,10 +39,11 @@ from cleanroom.client.access import (
 )
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Approval, Profile, ProfileError
-from cleanroom.client.review import Review, review
+from cleanroom.client.review import BundleFile, Review, bundle_files, review
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import BundleError, function_id, pack, unpack
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.text import quoted, shown
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
@@ -92,14 +95,18 @@ def _with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
         return action(manager)
 
 
-def _safe(value: object) -> str:
-    """Text from an untrusted source, shown literally on one line (no escapes, no markup)."""
-    text = value if isinstance(value, str) else str(value)
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
 def _print(text: str) -> None:
-    stdout.print(text, markup=False)
+    stdout.print(text)
+
+
+def _status(text: str) -> Status:
+    """A spinner on stderr; its text is never read as markup."""
+    return stderr.status(Text(text))
+
+
+def _value(value: object) -> str:
+    """A parameter's value: a string quoted and escaped, anything else as JSON (ASCII)."""
+    return quoted(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _when(seconds: int) -> str:
@@ -108,7 +115,7 @@ def _when(seconds: int) -> str:
 
 def _warn_simulated(profile: Profile) -> None:
     if profile.simulated:
-        stderr.print(f"[bold red]{SIMULATOR_WARNING}[/]")
+        stderr.print(SIMULATOR_WARNING, style="bold red")
 
 
 # -------------------------------------------------------------------- configure
@@ -297,15 +304,15 @@ def login() -> None:
     if isinstance(project, str) and project != profile.config.project:
         if profile.config.project is not None:
             stderr.print(
-                f"note: the manager puts client {_safe(profile.config.client_id)} in project "
-                f"{_safe(project)}, not {_safe(profile.config.project)}; profile updated",
+                f"note: the manager puts client {shown(profile.config.client_id)} in project "
+                f"{shown(project)}, not {shown(profile.config.project)}; profile updated",
                 markup=False,
             )
         with _failures():
             profile.updated(project=project)
     _print(
-        f"logged in to {profile.config.manager_url} as client {_safe(profile.config.client_id)}"
-        f" (project {_safe(project)})"
+        f"logged in to {profile.config.manager_url} as client {shown(profile.config.client_id)}"
+        f" (project {shown(project)})"
     )
     _print(f"user_id: {user_id}")
 
@@ -322,14 +329,14 @@ def function_upload(
     """Pack DIRECTORY deterministically and upload it; print its ID (fs://…) alone."""
     profile = current_profile()
     try:
-        with stderr.status(f"packing {directory}…"):
+        with _status(f"packing {directory}…"):
             bundle = pack(directory)
     except BundleError as error:
         fail(str(error), EXIT_USAGE)
     except OSError as error:
         fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
     expected = function_id(bundle)
-    with _failures(), stderr.status(f"uploading {len(bundle)} bytes to the manager…"):
+    with _failures(), _status(f"uploading {len(bundle)} bytes to the manager…"):
         upload = _with_manager(profile, lambda manager: manager.upload_function(bundle))
     if upload.function_id != expected:  # ManagerClient checks it too; a wrong ID is fatal
         fail(f"function-id: the manager stored {upload.function_id}, the bundle is {expected}")
@@ -345,24 +352,26 @@ def function_download(
         Path, typer.Argument(help="Where to unpack it: must not exist, or be empty.")
     ],
 ) -> None:
-    """Download a function, check it hashes to FS_ID, and unpack it into DIRECTORY."""
+    """Download a function, check it hashes to FS_ID, unpack it into DIRECTORY, list its files.
+
+    Names are shown escaped: anything but printable ASCII as \\u… (see cleanroom inspect).
+    """
     profile = current_profile()
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         fail(f"{directory} exists and is not a directory", EXIT_USAGE)
     if directory.is_dir() and any(directory.iterdir()):
         fail(f"{directory} is not empty", EXIT_USAGE)
     with _failures():
-        with stderr.status(f"downloading {function}…"):
+        with _status(f"downloading {shown(function)}…"):
             bundle = _with_manager(profile, lambda manager: manager.download_function(function))
         if function_id(bundle) != function:  # ManagerClient checks it too
-            fail(f"function-id: the manager sent {function_id(bundle)}, not {function}")
+            fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(function)}")
         if directory.is_dir():
             directory.rmdir()  # empty: unpack renames a fresh directory into its place
         directory.parent.mkdir(parents=True, exist_ok=True)
-        files = unpack(bundle, directory)
-    stderr.print(
-        f"{len(files)} files ({len(bundle)} bytes) unpacked into {directory}", markup=False
-    )
+        files = bundle_files(directory, unpack(bundle, directory))
+    _show_files(files)
+    stderr.print(f"{len(files)} files ({len(bundle)} bytes) unpacked into {directory}")
 
 
 # -------------------------------------------------------------------- deploy
@@ -414,20 +423,20 @@ def deploy(
         )
     except (CheckFailed, ProfileError) as error:
         fail(str(error), EXIT_USAGE)
-    with _failures(), stderr.status(f"deploying {name}…"):
+    with _failures(), _status(f"deploying {name}…"):
         room = _with_manager(profile, lambda manager: manager.deploy(spec))
     # The pin is of the spec built here, never of what the manager answered.
     if room.work_id != spec.work_id or WorkSpec.parse(room.spec).work_id != spec.work_id:
         fail(f"work-id: the manager deployed {room.work_id}, not the spec sent ({spec.work_id})")
     if room.state == "failed":
-        fail(f"clean room {name} failed to deploy: {_safe(room.reason or 'no reason given')}")
+        fail(f"clean room {name} failed to deploy: {shown(room.reason or 'no reason given')}")
     with _failures():
         profile.approve(spec.name, spec.work_id, spec.function)
     _print(f"clean room:     {spec.name}")
     _print(f"Work-ID:        {spec.work_id}")
     _print(f"function:       {spec.function}")
-    _print(f"compute server: {_safe(room.compute_url)}")
-    _print(f"state:          {_safe(room.state)}")
+    _print(f"compute server: {shown(room.compute_url)}")
+    _print(f"state:          {shown(room.state)}")
     stderr.print(
         f"approved by you. Every other party runs: cleanroom inspect {spec.name}, "
         f"then cleanroom approve {spec.name}",
@@ -444,11 +453,17 @@ def _review(profile: Profile, name: str, source: Path | None = None) -> Review:
         # Download the function the spec names (what the Work-ID covers), not the
         # manager's separate field for it.
         spec = WorkSpec.parse(room.spec)
-        with stderr.status(f"downloading {spec.function}…"):
+        with _status(f"downloading {spec.function}…"):
             return room, manager.download_function(spec.function)
 
     room, bundle = _with_manager(profile, fetch)
     return review(room, bundle, you=profile.user_id, source=source)
+
+
+def _show_files(files: Sequence[BundleFile]) -> None:
+    _print(f"files ({len(files)}):")
+    for file in files:
+        _print(f"  {file.sha256}  {file.size:>10}  {shown(file.path)}")
 
 
 def _approval_line(result: Review, approval: Approval | None) -> str:
@@ -464,11 +479,11 @@ def _approval_line(result: Review, approval: Approval | None) -> str:
 
 def _show(result: Review, approval: Approval | None) -> None:
     spec, room = result.spec, result.room
-    _print(f"clean room:     {spec.name} (project {_safe(room.project)})")
-    _print(f"deployed by:    client {_safe(room.deployer)} on {_when(room.created)}")
-    state = _safe(room.state) + (f" ({_safe(room.reason)})" if room.reason else "")
+    _print(f"clean room:     {spec.name} (project {shown(room.project)})")
+    _print(f"deployed by:    client {shown(room.deployer)} on {_when(room.created)}")
+    state = shown(room.state) + (f" ({shown(room.reason)})" if room.reason else "")
     _print(f"state:          {state}")
-    _print(f"compute server: {_safe(room.compute_url)}")
+    _print(f"compute server: {shown(room.compute_url)}")
     _print(f"Work-ID:        {result.work_id} (recomputed from the spec)")
     _print(f"function:       {result.function_id} (recomputed from the bundle)")
     where = result.handler_module or "NOT FOUND in the function"
@@ -480,7 +495,7 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"nonce:          {spec.nonce}")
     _print("parameters:" + ("" if spec.parameters else "     none"))
     for key, value in sorted(spec.parameters.items()):
-        _print(f"  {_safe(key)} = {_safe(json.dumps(value))}")
+        _print(f"  {quoted(key)} = {_value(value)}")
     _print("rights:")
     for right in result.participants:
         what = {
@@ -489,9 +504,7 @@ def _show(result: Review, approval: Approval | None) -> None:
             "runner": "starts the run",
         }[right.role]
         _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
-    _print(f"files ({len(result.files)}):")
-    for file in result.files:
-        _print(f"  {file.sha256}  {file.size:>10}  {_safe(file.path)}")
+    _show_files(result.files)
     _print(f"approval:       {_approval_line(result, approval)}")
 
 
@@ -539,7 +552,7 @@ def approve(
     if result.handler_module is None:
         stderr.print(f"warning: the handler {result.spec.handler} is not in the function")
     if result.room.state in ("failed", "deleted"):
-        stderr.print(f"warning: the clean room is {_safe(result.room.state)}", markup=False)
+        stderr.print(f"warning: the clean room is {shown(result.room.state)}", markup=False)
     if not yes and not typer.confirm(
         f"Approve Work-ID {result.work_id} of clean room {name}?", default=False
     ):

@@ -150,8 +150,9 @@ def verify_quote(
         raise
     if not trust.is_intel_production:
         stderr.print(
-            f"[bold yellow]warning: verified against {trust.name}, NOT Intel's production "
-            "root: this proves nothing about real SGX hardware[/]"
+            f"warning: verified against {trust.name}, NOT Intel's production "
+            "root: this proves nothing about real SGX hardware",
+            style="bold yellow",
         )
     if as_json:
         stdout.out(json.dumps(appraisal.to_json(), indent=2))

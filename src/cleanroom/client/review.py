@@ -117,7 +117,8 @@ def _handler_module(handler: str, files: set[str]) -> str | None:
     return None
 
 
-def _files(directory: Path, paths: list[str]) -> tuple[BundleFile, ...]:
+def bundle_files(directory: Path, paths: list[str]) -> tuple[BundleFile, ...]:
+    """The files ``paths`` of a function unpacked in ``directory``: sizes and SHA-256."""
     listed = []
     for path in paths:
         digest = hashlib.sha256()
@@ -173,12 +174,12 @@ def review(
         )
     if source is not None:
         paths = unpack(bundle, source)
-        files = _files(source, paths)
+        files = bundle_files(source, paths)
     else:
         with tempfile.TemporaryDirectory(prefix="cleanroom-review-") as scratch:
             unpacked = Path(scratch) / "function"
             paths = unpack(bundle, unpacked)
-            files = _files(unpacked, paths)
+            files = bundle_files(unpacked, paths)
     return Review(
         room=room,
         spec=spec,
@@ -190,4 +191,12 @@ def review(
     )
 
 
-__all__ = ["BundleFile", "Participant", "Review", "ReviewError", "participants", "review"]
+__all__ = [
+    "BundleFile",
+    "Participant",
+    "Review",
+    "ReviewError",
+    "bundle_files",
+    "participants",
+    "review",
+]
