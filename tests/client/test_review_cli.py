@@ -148,3 +148,46 @@ def test_json_keeps_the_exact_strings(
     deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k\u034f": 10})
     document = json.loads(inspect(capsys, "hostile", "--json"))
     assert document["spec"]["parameters"] == {"k\u034f": 10}
+
+
+# --- code runs that the review does not show ------------------------------------------------
+
+
+def test_inspect_names_the_file_python_imports_and_what_it_hides(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(
+        alice,
+        bob,
+        tmp_path,
+        {
+            "handler.py": b"def run():\n    pass\n",
+            "handler": {"__init__.py": b"def run():\n    pass\n"},
+            "json.py": b"",
+        },
+        parameters={"k": 1, "k\u034f": 10},
+    )
+    out = inspect(capsys, "hostile")
+    assert "handler:        handler.run in handler/__init__.py\n" in out
+    assert "warnings (3):\n" in out
+    assert '  parameter keys read alike: "k", "k\\u034f"\n' in out
+    assert (
+        "  handler: handler/__init__.py is imported; never imported under that name: "
+        "handler.py (a package comes before a module of the same name)\n"
+    ) in out
+    assert "  json: json.py has the name of a standard-library module" in out
+
+
+def test_a_handler_the_review_cannot_find_is_refused(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, handler="elsewhere.run")
+    for command in (["inspect", "hostile"], ["approve", "hostile", "--yes"]):
+        code, _, err = run(capsys, "--profile", "bob", *command)
+        assert code == 1
+        assert err.startswith(
+            "error: handler-module: the handler elsewhere.run is not in the function"
+        )
+    assert bob.approval("hostile") is None

@@ -38,8 +38,15 @@ from cleanroom.client.access import (
     parse_parameters,
 )
 from cleanroom.client.errors import ServerError
+from cleanroom.client.imports import HandlerLocation
 from cleanroom.client.profile import Approval, Profile, ProfileError
-from cleanroom.client.review import BundleFile, Review, bundle_files, review
+from cleanroom.client.review import (
+    BundleFile,
+    Review,
+    ReviewWarning,
+    bundle_files,
+    review,
+)
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import BundleError, function_id, pack, unpack
 from cleanroom.protocol.spec import WorkSpec
@@ -460,6 +467,23 @@ def _review(profile: Profile, name: str, source: Path | None = None) -> Review:
     return review(room, bundle, you=profile.user_id, source=source)
 
 
+def _where(handler: HandlerLocation) -> str:
+    """The handler's file, as the Worker's import finds it, and what runs before it."""
+    where = shown(handler.path)
+    if handler.kind == "extension":
+        where += " (a compiled extension module: its source is not in the function)"
+    if handler.runs_first:
+        where += f"; runs first: {', '.join(shown(path) for path in handler.runs_first)}"
+    return where
+
+
+def _show_warnings(warnings: Sequence[ReviewWarning]) -> None:
+    if warnings:
+        _print(f"warnings ({len(warnings)}):")
+        for warning in warnings:
+            _print(f"  {warning.message}")
+
+
 def _show_files(files: Sequence[BundleFile]) -> None:
     _print(f"files ({len(files)}):")
     for file in files:
@@ -486,8 +510,7 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"compute server: {shown(room.compute_url)}")
     _print(f"Work-ID:        {result.work_id} (recomputed from the spec)")
     _print(f"function:       {result.function_id} (recomputed from the bundle)")
-    where = result.handler_module or "NOT FOUND in the function"
-    _print(f"handler:        {spec.handler} in {where}")
+    _print(f"handler:        {spec.handler} in {_where(result.handler)}")
     _print(f"runtime:        {spec.runtime}")
     _print(f"resources:      {spec.resources.memory_mib} MiB, {spec.resources.timeout_s} s per run")
     logs = f"to {spec.logs} (its recipient reads them)" if spec.logs else "nowhere"
@@ -505,6 +528,7 @@ def _show(result: Review, approval: Approval | None) -> None:
         }[right.role]
         _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
     _show_files(result.files)
+    _show_warnings(result.warnings)
     _print(f"approval:       {_approval_line(result, approval)}")
 
 
@@ -549,8 +573,6 @@ def approve(
         return
     if not result.you_participate:
         stderr.print("note: you have no right in this clean room", markup=False)
-    if result.handler_module is None:
-        stderr.print(f"warning: the handler {result.spec.handler} is not in the function")
     if result.room.state in ("failed", "deleted"):
         stderr.print(f"warning: the clean room is {shown(result.room.state)}", markup=False)
     if not yes and not typer.confirm(

@@ -4,7 +4,10 @@ The manager serves a room (its spec, Work-ID and function ID) and the function's
 bundle; none of it is trusted. :func:`review` recomputes the function ID from the
 bundle and the Work-ID from the spec, refuses any disagreement, and lists what
 the user should read before pinning the Work-ID with ``approve``: the function's
-files, who may upload which input, who may read which output and who may run.
+files, the file the Worker will import as the handler's module (found as Python
+finds it, :mod:`cleanroom.client.imports`), who may upload which input, who may
+read which output and who may run, and warnings: names that hide other modules,
+parameter keys that read alike.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import function_id, unpack
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.text import collisions, quoted
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import Room
@@ -61,6 +66,54 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class ReviewWarning:
+    """Something a reviewer must look at: ``message`` is one line, every name escaped."""
+
+    check: str  # "module-shadowing", "parameter-collision"
+    subjects: tuple[str, ...]  # the names concerned, exactly
+    message: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"check": self.check, "subjects": list(self.subjects), "message": self.message}
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a function holds, read from its unpacked files (nothing of it is run)."""
+
+    files: tuple[BundleFile, ...]
+    shadowing: tuple[Shadowing, ...]
+
+    @property
+    def warnings(self) -> tuple[ReviewWarning, ...]:
+        return tuple(
+            ReviewWarning(
+                "module-shadowing",
+                (item.module, *((item.used,) if item.used else ()), *item.hidden),
+                item.describe(),
+            )
+            for item in self.shadowing
+        )
+
+
+def contents(directory: Path, paths: list[str], runtime: str) -> Contents:
+    """The contents of the function unpacked in ``directory`` (``paths``: its files)."""
+    return Contents(bundle_files(directory, paths), shadowing(directory, runtime))
+
+
+def parameter_warnings(spec: WorkSpec) -> tuple[ReviewWarning, ...]:
+    """Parameter keys that read alike (NFKC, case folding): a handler reads only one."""
+    return tuple(
+        ReviewWarning(
+            "parameter-collision",
+            group,
+            "parameter keys read alike: " + ", ".join(quoted(key) for key in group),
+        )
+        for group in collisions(spec.parameters)
+    )
+
+
+@dataclass(frozen=True)
 class Review:
     """A room whose spec, Work-ID and function were recomputed and agree."""
 
@@ -68,9 +121,23 @@ class Review:
     spec: WorkSpec
     work_id: str  # recomputed from the spec, never the manager's field
     function_id: str  # recomputed from the bundle
-    files: tuple[BundleFile, ...]
+    contents: Contents
+    handler: HandlerLocation  # the file the Worker imports as the handler's module
     participants: tuple[Participant, ...]
-    handler_module: str | None  # the bundle path of the handler's module, if present
+
+    @property
+    def files(self) -> tuple[BundleFile, ...]:
+        return self.contents.files
+
+    @property
+    def handler_module(self) -> str:
+        """The path in the function of the handler's module."""
+        return self.handler.path
+
+    @property
+    def warnings(self) -> tuple[ReviewWarning, ...]:
+        """Parameter keys that read alike, then names that hide others."""
+        return parameter_warnings(self.spec) + self.contents.warnings
 
     @property
     def you_participate(self) -> bool:
@@ -90,6 +157,8 @@ class Review:
             "function_id": self.function_id,
             "spec": self.spec.document(),
             "handler_module": self.handler_module,
+            "handler": self.handler.to_json(),
+            "warnings": [warning.to_json() for warning in self.warnings],
             "files": [file.to_json() for file in self.files],
             "participants": [participant.to_json() for participant in self.participants],
         }
@@ -107,14 +176,6 @@ def participants(spec: WorkSpec, you: str | None = None) -> tuple[Participant, .
     ]
     rights += [Participant("runner", None, runner, runner == you) for runner in spec.runners]
     return tuple(rights)
-
-
-def _handler_module(handler: str, files: set[str]) -> str | None:
-    module = handler.rpartition(".")[0].replace(".", "/")
-    for candidate in (f"{module}.py", f"{module}/__init__.py"):
-        if candidate in files:
-            return candidate
-    return None
 
 
 def bundle_files(directory: Path, paths: list[str]) -> tuple[BundleFile, ...]:
@@ -141,9 +202,11 @@ def review(
     (``room-name``); a bundle that does not hash to the spec's function, or a room
     whose ``function`` field names another (``function-id``); a manager ``work_id``
     that is not the spec's recomputed Work-ID (``work-id``); a bundle that does
-    not unpack safely (``bundle-*``). ``you`` is the reviewer's ``user_id``, to mark
-    their own rights. ``source``, if given, is a directory (that must not exist)
-    to unpack the function into, for the user to read.
+    not unpack safely (``bundle-*``); a handler whose module the review cannot
+    find in the function as the Worker's import will (``handler-module``). ``you``
+    is the reviewer's ``user_id``, to mark their own rights. ``source``, if given,
+    is a directory (that must not exist) to unpack the function into, for the
+    user to read.
     """
     spec = WorkSpec.parse(room.spec)
     if spec.name != room.name:
@@ -173,30 +236,36 @@ def review(
             "the manager's Work-ID is not the hash of the room's spec",
         )
     if source is not None:
-        paths = unpack(bundle, source)
-        files = bundle_files(source, paths)
-    else:
-        with tempfile.TemporaryDirectory(prefix="cleanroom-review-") as scratch:
-            unpacked = Path(scratch) / "function"
-            paths = unpack(bundle, unpacked)
-            files = bundle_files(unpacked, paths)
+        return _review(room, spec, recomputed, bundle, source, you)
+    with tempfile.TemporaryDirectory(prefix="cleanroom-review-") as scratch:
+        return _review(room, spec, recomputed, bundle, Path(scratch) / "function", you)
+
+
+def _review(
+    room: Room, spec: WorkSpec, recomputed: str, bundle: bytes, directory: Path, you: str | None
+) -> Review:
+    paths = unpack(bundle, directory)
     return Review(
         room=room,
         spec=spec,
         work_id=spec.work_id,
         function_id=recomputed,
-        files=files,
+        contents=contents(directory, paths, spec.runtime),
+        handler=locate_handler(directory, spec.handler, spec.runtime),
         participants=participants(spec, you),
-        handler_module=_handler_module(spec.handler, set(paths)),
     )
 
 
 __all__ = [
     "BundleFile",
+    "Contents",
     "Participant",
     "Review",
     "ReviewError",
+    "ReviewWarning",
     "bundle_files",
+    "contents",
+    "parameter_warnings",
     "participants",
     "review",
 ]
