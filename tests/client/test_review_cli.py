@@ -8,8 +8,10 @@ the review shows the true content, or refuses.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,8 @@ import pytest
 from cleanroom.cli.main import main
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.profile import Profile
+from cleanroom.client.review import ReviewError
+from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.spec import Scalar, WorkSpec
 from tests.client.test_with_manager import configure
@@ -191,3 +195,92 @@ def test_a_handler_the_review_cannot_find_is_refused(
             "error: handler-module: the handler elsewhere.run is not in the function"
         )
     assert bob.approval("hostile") is None
+
+
+# --- approve pins what was inspected ---------------------------------------------------------
+
+
+def redeploy(deployer: Profile, reviewer: Profile, tmp_path: Path, **changes: object) -> WorkSpec:
+    """Delete room ``hostile`` and deploy it again (another nonce: another Work-ID)."""
+    with deployer.manager() as manager:
+        manager.delete("hostile")
+    return deploy(deployer, reviewer, tmp_path, {"handler.py": HANDLER}, **changes)  # type: ignore[arg-type]
+
+
+def test_inspect_prints_the_command_that_approves_exactly_this(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    out = inspect(capsys, "hostile")
+    command = f"cleanroom --profile bob approve hostile --work-id {spec.work_id}"
+    assert out.endswith(f"to approve exactly this: {command}\n")
+    assert json.loads(inspect(capsys, "hostile", "--json"))["approve_command"] == command
+    code, out, err = run(capsys, *command.split()[1:])
+    assert code == 0, err
+    assert f"approved: clean room hostile, Work-ID {spec.work_id}" in out
+    assert bob.require_approval("hostile", spec.work_id)
+
+
+def test_approve_with_a_work_id_refuses_a_room_redeployed_since(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
+    inspect(capsys, "hostile")
+    second = redeploy(alice, bob, tmp_path, parameters={"k": 1})
+    code, _, err = run(capsys, "--profile", "bob", "approve", "hostile", "--work-id", first.work_id)
+    assert code == 1
+    assert err.startswith(
+        "error: work-id-reviewed: clean room hostile no longer has the Work-ID you reviewed"
+    )
+    assert f"expected {first.work_id}, got {second.work_id}" in err
+    assert bob.approval("hostile") is None
+
+
+def test_approve_says_plainly_that_the_room_changed_since_it_was_inspected(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
+    inspect(capsys, "hostile")
+    second = redeploy(alice, bob, tmp_path, parameters={"k": 1})
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    code, out, err = run(capsys, "--profile", "bob", "approve", "hostile")
+    assert code == 1
+    assert "clean room hostile CHANGED since you inspected it on " in err
+    assert f"Work-ID then {first.work_id}, now {second.work_id}" in err
+    assert f"Approve Work-ID {second.work_id} of clean room hostile? [y/N]" in out
+    assert bob.approval("hostile") is None
+
+    # That approve showed the new one: it is now the one last inspected.
+    redeploy(alice, bob, tmp_path, parameters={"k": 2})
+    code, _, err = run(capsys, "--profile", "bob", "approve", "hostile", "--yes")
+    assert code == 1
+    assert "not approved: clean room hostile is not what you inspected" in err
+    assert bob.approval("hostile") is None
+
+
+def test_the_sdk_pins_only_the_work_id_it_is_given(
+    parties: tuple[Profile, Profile], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    client = CleanRoomClient(bob)
+    reviewed = client.inspect("hostile")
+    assert reviewed.work_id == first.work_id
+    assert bob.inspection("hostile").work_id == first.work_id  # type: ignore[union-attr]
+    second = redeploy(alice, bob, tmp_path)
+    with pytest.raises(ReviewError) as caught:
+        client.approve("hostile", first.work_id)
+    assert (caught.value.check, caught.value.expected, caught.value.actual) == (
+        "work-id-reviewed",
+        first.work_id,
+        second.work_id,
+    )
+    assert bob.approval("hostile") is None
+    assert client.approve("hostile", second.work_id).work_id == second.work_id
+    assert bob.require_approval("hostile", second.work_id)

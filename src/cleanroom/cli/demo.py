@@ -33,7 +33,6 @@ from cleanroom.cli.common import EXIT_USAGE, fail, stdout
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Profile
-from cleanroom.client.review import review
 from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.demodata import write_overlap_inputs
 from cleanroom.errors import CheckFailed
@@ -157,10 +156,10 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
         bob.upload("overlap", "input_2", function_dir)
     except (CheckFailed, ServerError) as error:
         _refused("bob's upload before he approved", error)
-    fetched = bob.manager.room("overlap")
-    reviewed = review(fetched, bob.manager.download_function(fetched.function))
-    bob.profile.approve("overlap", reviewed.work_id, reviewed.function_id)
+    reviewed = bob.inspect("overlap")
+    bob.approve("overlap", reviewed.work_id)
     _ok(f"function ID recomputed from {len(reviewed.files)} files: {reviewed.function_id}")
+    _ok(f"handler {reviewed.spec.handler} is in {reviewed.handler.path}, as the Worker imports it")
     _ok(f"Work-ID recomputed from the spec and pinned: {reviewed.work_id}")
 
     _say("3. attest", "each party runs Phase 1 against its own policy")

@@ -39,12 +39,20 @@ from cleanroom.client.access import (
 )
 from cleanroom.client.errors import ServerError
 from cleanroom.client.imports import HandlerLocation
-from cleanroom.client.profile import Approval, Profile, ProfileError
+from cleanroom.client.profile import (
+    DEFAULT_PROFILE,
+    Approval,
+    Inspection,
+    Profile,
+    ProfileError,
+)
 from cleanroom.client.review import (
     BundleFile,
     Review,
     ReviewWarning,
+    approve_review,
     bundle_files,
+    record_inspection,
     review,
 )
 from cleanroom.errors import CheckFailed
@@ -532,6 +540,18 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"approval:       {_approval_line(result, approval)}")
 
 
+def _profile_option(profile: Profile) -> str | None:
+    """The ``--profile`` to repeat in a command printed for the user (None: the default)."""
+    return None if profile.name == DEFAULT_PROFILE else profile.name
+
+
+def _changed(name: str, inspected: Inspection, result: Review) -> str:
+    return (
+        f"clean room {name} CHANGED since you inspected it on {_when(inspected.inspected_at)}: "
+        f"Work-ID then {inspected.work_id}, now {result.work_id}"
+    )
+
+
 def inspect(
     name: Annotated[str, typer.Argument(help="The clean room's name.")],
     source: Annotated[
@@ -540,47 +560,90 @@ def inspect(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show what a clean room is, recomputed from its spec and function bytes."""
+    """Show what a clean room is, recomputed from its spec and function bytes.
+
+    Names the file the Worker will import as the handler's module, warns about
+    modules hidden by others and parameter keys that read alike, and prints the
+    command that approves exactly this Work-ID. Text from the deployer is shown
+    escaped: anything but printable ASCII as \\u…, a backslash as \\\\.
+    """
     profile = current_profile()
     with _failures():
         result = _review(profile, name, source)
         approval = profile.approval(name)
+        inspected = record_inspection(profile, result)
+    command = result.approve_command(_profile_option(profile))
     if as_json:
         document = result.to_json()
         document["approved"] = approval is not None and approval.work_id == result.work_id
         document["approval"] = approval.to_json() if approval is not None else None
+        document["approve_command"] = command
         stdout.out(json.dumps(document, indent=2))
-    else:
-        _show(result, approval)
-        if not result.you_participate:
-            stderr.print("note: you have no right in this clean room", markup=False)
+        return
+    _show(result, approval)
+    if inspected is not None and inspected.work_id != result.work_id:
+        stderr.print(_changed(name, inspected, result))
+    if not result.you_participate:
+        stderr.print("note: you have no right in this clean room")
+    _print(f"to approve exactly this: {command}")
 
 
 def approve(
     name: Annotated[str, typer.Argument(help="The clean room's name.")],
+    work_id: Annotated[
+        str | None,
+        typer.Option(
+            "--work-id",
+            help="Approve only if the clean room still has this Work-ID (the one cleanroom "
+            "inspect showed you); then nothing is asked.",
+            show_default=False,
+        ),
+    ] = None,
     yes: Annotated[
-        bool, typer.Option("--yes", help="Approve without asking (after showing the review).")
+        bool,
+        typer.Option(
+            "--yes",
+            help="Approve without asking (after showing the review); refused if the clean "
+            "room changed since you last inspected it.",
+        ),
     ] = False,
 ) -> None:
-    """Review a clean room and pin its Work-ID: only then will you attest to it or send data."""
+    """Review a clean room and pin its Work-ID: only then will you attest to it or send data.
+
+    With --work-id, only that Work-ID is pinned: a clean room redeployed since you
+    inspected it is refused (exit 1) and nothing is pinned. Without it, a Work-ID
+    other than the one you last inspected is said plainly before the question.
+    """
     profile = current_profile()
     with _failures():
         result = _review(profile, name)
         approval = profile.approval(name)
+        inspected = record_inspection(profile, result)
     _show(result, approval)
+    if work_id is not None and work_id != result.work_id:
+        with _failures():
+            approve_review(profile, result, work_id)  # refuses: work-id-reviewed
     if approval is not None and approval.work_id == result.work_id:
-        stderr.print(f"clean room {name} is already approved with this Work-ID", markup=False)
+        stderr.print(f"clean room {name} is already approved with this Work-ID")
         return
     if not result.you_participate:
-        stderr.print("note: you have no right in this clean room", markup=False)
+        stderr.print("note: you have no right in this clean room")
     if result.room.state in ("failed", "deleted"):
-        stderr.print(f"warning: the clean room is {shown(result.room.state)}", markup=False)
-    if not yes and not typer.confirm(
-        f"Approve Work-ID {result.work_id} of clean room {name}?", default=False
-    ):
-        raise typer.Abort()
+        stderr.print(f"warning: the clean room is {shown(result.room.state)}")
+    if work_id is None:
+        if inspected is not None and inspected.work_id != result.work_id:
+            stderr.print(_changed(name, inspected, result), style="bold")
+            if yes:
+                fail(
+                    f"not approved: clean room {name} is not what you inspected; review it "
+                    f"above, then: {result.approve_command(_profile_option(profile))}"
+                )
+        if not yes and not typer.confirm(
+            f"Approve Work-ID {result.work_id} of clean room {name}?", default=False
+        ):
+            raise typer.Abort()
     with _failures():
-        profile.approve(name, result.work_id, result.function_id)
+        approve_review(profile, result, work_id or result.work_id)
     _print(f"approved: clean room {name}, Work-ID {result.work_id}")
 
 

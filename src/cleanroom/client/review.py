@@ -25,7 +25,10 @@ from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.text import collisions, quoted
 
 if TYPE_CHECKING:
-    from cleanroom.client.manager import Room
+    from cleanroom.client.manager import ManagerClient, Room
+    from cleanroom.client.profile import Approval, Inspection, Profile
+
+RECORD_TYPE = "cleanroom/review-record/v1"
 
 Role = Literal["input", "output", "runner"]
 _CHUNK = 1 << 20
@@ -144,6 +147,23 @@ class Review:
         """Whether the reviewing user has any right in this room."""
         return any(participant.is_you for participant in self.participants)
 
+    def approve_command(self, profile: str | None = None) -> str:
+        """The command that approves exactly this Work-ID and nothing else."""
+        option = f"--profile {profile} " if profile else ""
+        return f"cleanroom {option}approve {self.room.name} --work-id {self.work_id}"
+
+    def record(self) -> dict[str, Any]:
+        """What the user was shown, to keep: compared later with what a room became."""
+        return {
+            "type": RECORD_TYPE,
+            "name": self.room.name,
+            "work_id": self.work_id,
+            "function_id": self.function_id,
+            "spec": self.spec.document(),
+            "handler": self.handler.to_json(),
+            "files": [file.to_json() for file in self.files],
+        }
+
     def to_json(self) -> dict[str, Any]:
         """The review as one JSON object (spec included, as it is hashed)."""
         return {
@@ -256,6 +276,49 @@ def _review(
     )
 
 
+def fetch_review(
+    manager: ManagerClient, name: str, *, you: str | None = None, source: Path | None = None
+) -> Review:
+    """Fetch room ``name`` and the function its spec names from ``manager``, and review them.
+
+    The bundle downloaded is the one the spec names (what the Work-ID covers), not
+    the manager's separate field for it; :func:`review` then checks that they agree.
+    """
+    room = manager.room(name)
+    spec = WorkSpec.parse(room.spec)
+    return review(room, manager.download_function(spec.function), you=you, source=source)
+
+
+def record_inspection(profile: Profile, reviewed: Review) -> Inspection | None:
+    """Note in ``profile`` that its user was shown ``reviewed``; the inspection before, if any."""
+    name = reviewed.room.name
+    previous = profile.inspection(name)
+    profile.remember_review(reviewed.work_id, reviewed.record())
+    profile.record_inspection(name, reviewed.work_id, reviewed.function_id)
+    return previous
+
+
+def approve_review(profile: Profile, reviewed: Review, work_id: str) -> Approval:
+    """Pin ``work_id`` for the reviewed room, only if it is the Work-ID just reviewed.
+
+    ``reviewed`` must be a review made now, from what the manager serves now:
+    :class:`ReviewError` (check ``work-id-reviewed``) when the room's Work-ID is
+    another than ``work_id`` (it was redeployed since the user looked at it);
+    nothing is pinned then.
+    """
+    name = reviewed.room.name
+    if reviewed.work_id != work_id:
+        raise ReviewError(
+            "work-id-reviewed",
+            work_id,
+            reviewed.work_id,
+            f"clean room {name} no longer has the Work-ID you reviewed: it was redeployed",
+            hint=f"inspect it again: cleanroom inspect {name}",
+        )
+    profile.remember_review(reviewed.work_id, reviewed.record())
+    return profile.approve(name, reviewed.work_id, reviewed.function_id)
+
+
 __all__ = [
     "BundleFile",
     "Contents",
@@ -263,9 +326,12 @@ __all__ = [
     "Review",
     "ReviewError",
     "ReviewWarning",
+    "approve_review",
     "bundle_files",
     "contents",
+    "fetch_review",
     "parameter_warnings",
     "participants",
+    "record_inspection",
     "review",
 ]
