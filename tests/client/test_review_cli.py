@@ -23,6 +23,7 @@ from cleanroom.client.review import ReviewError
 from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.spec import Scalar, WorkSpec
+from tests.client.test_vendored import vendor
 from tests.client.test_with_manager import configure
 from tests.manager.conftest import Manager, StandInController
 from tests.protocol.test_bundle import HANDLER, Tree, write_tree
@@ -284,3 +285,39 @@ def test_the_sdk_pins_only_the_work_id_it_is_given(
     assert bob.approval("hostile") is None
     assert client.approve("hostile", second.work_id).work_id == second.work_id
     assert bob.require_approval("hostile", second.work_id)
+
+
+# --- vendored packages --------------------------------------------------------------------
+
+
+def test_inspect_summarises_packages_and_names_a_changed_vendored_file(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    vendored = tmp_path / "vendored"
+    vendor(vendored)
+    impl = vendored / "packages" / "rfc8785" / "_impl.py"
+    impl.write_text(impl.read_text() + "\nimport os  # added after install\n")
+    tree: Tree = {"handler.py": HANDLER}
+    for path in sorted(vendored.rglob("*")):
+        if path.is_file():
+            node = tree
+            *parents, name = path.relative_to(vendored).parts
+            for parent in parents:
+                child = node.setdefault(parent, {})
+                assert isinstance(child, dict)
+                node = child
+            node[name] = path.read_bytes()
+    deploy(alice, bob, tmp_path, tree)
+    out = inspect(capsys, "hostile")
+    assert "vendored packages (1):\n" in out
+    assert re.search(
+        r"^  rfc8785 0\.1\.4: 8 files, RECORD: 1 differ, 0 missing, digest [0-9a-f]{16}$",
+        out,
+        re.MULTILINE,
+    ), out
+    assert (
+        "  packages/ rfc8785 0.1.4: its RECORD does not match 1 file: packages/rfc8785/_impl.py\n"
+    ) in out
+    document = json.loads(inspect(capsys, "hostile", "--json"))
+    assert document["packages"]["distributions"][0]["differ"] == ["packages/rfc8785/_impl.py"]

@@ -51,10 +51,11 @@ from cleanroom.client.review import (
     Review,
     ReviewWarning,
     approve_review,
-    bundle_files,
+    contents,
     record_inspection,
     review,
 )
+from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import BundleError, function_id, pack, unpack
 from cleanroom.protocol.spec import WorkSpec
@@ -64,6 +65,9 @@ if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
 
 T = TypeVar("T")
+
+# The runtime a function download is read for (module shadowing): a spec's default.
+_DEFAULT_RUNTIME: str = WorkSpec.model_fields["runtime"].default
 
 function_app = typer.Typer(
     help="Function bundles: upload a function directory, download one to review it.",
@@ -369,6 +373,8 @@ def function_download(
 ) -> None:
     """Download a function, check it hashes to FS_ID, unpack it into DIRECTORY, list its files.
 
+    Also summarises packages/ (each distribution checked against its RECORD) and
+    warns about modules that hide others (for the default runtime, python3.11).
     Names are shown escaped: anything but printable ASCII as \\u… (see cleanroom inspect).
     """
     profile = current_profile()
@@ -384,9 +390,11 @@ def function_download(
         if directory.is_dir():
             directory.rmdir()  # empty: unpack renames a fresh directory into its place
         directory.parent.mkdir(parents=True, exist_ok=True)
-        files = bundle_files(directory, unpack(bundle, directory))
-    _show_files(files)
-    stderr.print(f"{len(files)} files ({len(bundle)} bytes) unpacked into {directory}")
+        found = contents(directory, unpack(bundle, directory), _DEFAULT_RUNTIME)
+    _show_files(found.files)
+    _show_vendored(found.vendored)
+    _show_warnings(found.warnings)
+    stderr.print(f"{len(found.files)} files ({len(bundle)} bytes) unpacked into {directory}")
 
 
 # -------------------------------------------------------------------- deploy
@@ -492,6 +500,27 @@ def _show_warnings(warnings: Sequence[ReviewWarning]) -> None:
             _print(f"  {warning.message}")
 
 
+def _show_vendored(vendored: Vendored) -> None:
+    """The distributions under packages/, each checked against its RECORD."""
+    if not vendored.distributions and not vendored.unrecorded:
+        _print("vendored packages: none")
+        return
+    _print(f"vendored packages ({len(vendored.distributions)}):")
+    for item in vendored.distributions:
+        if not item.has_record:
+            state = "no RECORD"
+        elif item.verified:
+            state = "RECORD verified"
+        else:
+            state = f"RECORD: {len(item.differ)} differ, {len(item.missing)} missing"
+        _print(
+            f"  {shown(item.name)} {shown(item.version)}: {len(item.files)} files, {state}, "
+            f"digest {item.digest[:16]}"
+        )
+    if vendored.unrecorded:
+        _print(f"  {len(vendored.unrecorded)} files under packages/ are in no RECORD")
+
+
 def _show_files(files: Sequence[BundleFile]) -> None:
     _print(f"files ({len(files)}):")
     for file in files:
@@ -536,6 +565,7 @@ def _show(result: Review, approval: Approval | None) -> None:
         }[right.role]
         _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
     _show_files(result.files)
+    _show_vendored(result.contents.vendored)
     _show_warnings(result.warnings)
     _print(f"approval:       {_approval_line(result, approval)}")
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
+from cleanroom.client.vendored import Vendored, vendored
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import function_id, unpack
+from cleanroom.protocol.bundle import PACKAGES, function_id, unpack
 from cleanroom.protocol.spec import WorkSpec
-from cleanroom.protocol.text import collisions, quoted
+from cleanroom.protocol.text import collisions, quoted, shown
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
@@ -80,28 +81,87 @@ class ReviewWarning:
         return {"check": self.check, "subjects": list(self.subjects), "message": self.message}
 
 
+_LISTED = 5  # names listed in one warning line before "and N more"
+
+
+def _count(paths: tuple[str, ...]) -> str:
+    return "1 file" if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _some(paths: tuple[str, ...]) -> str:
+    listed = ", ".join(shown(path) for path in paths[:_LISTED])
+    more = len(paths) - _LISTED
+    return listed + (f" and {more} more" if more > 0 else "")
+
+
 @dataclass(frozen=True)
 class Contents:
     """What a function holds, read from its unpacked files (nothing of it is run)."""
 
     files: tuple[BundleFile, ...]
     shadowing: tuple[Shadowing, ...]
+    vendored: Vendored
 
     @property
     def warnings(self) -> tuple[ReviewWarning, ...]:
-        return tuple(
+        """Names that hide other modules, then vendored files that are not as recorded."""
+        found = [
             ReviewWarning(
                 "module-shadowing",
                 (item.module, *((item.used,) if item.used else ()), *item.hidden),
                 item.describe(),
             )
             for item in self.shadowing
-        )
+        ]
+        for item in self.vendored.distributions:
+            label = f"{PACKAGES}/ {shown(item.name)} {shown(item.version)}"
+            if not item.has_record:
+                found.append(
+                    ReviewWarning(
+                        "vendored-record",
+                        (item.metadata,),
+                        f"{label}: no readable RECORD, its files cannot be checked",
+                    )
+                )
+            if item.differ:
+                found.append(
+                    ReviewWarning(
+                        "vendored-record",
+                        item.differ,
+                        f"{label}: its RECORD does not match {_count(item.differ)}: "
+                        f"{_some(item.differ)}",
+                    )
+                )
+            if item.missing:
+                found.append(
+                    ReviewWarning(
+                        "vendored-record",
+                        item.missing,
+                        f"{label}: its RECORD lists {_count(item.missing)} not in the "
+                        f"function: {_some(item.missing)}",
+                    )
+                )
+        unrecorded = self.vendored.unrecorded
+        if unrecorded:
+            found.append(
+                ReviewWarning(
+                    "vendored-record",
+                    unrecorded,
+                    f"{PACKAGES}/: {_count(unrecorded)} in no distribution's RECORD: "
+                    f"{_some(unrecorded)}",
+                )
+            )
+        return tuple(found)
 
 
 def contents(directory: Path, paths: list[str], runtime: str) -> Contents:
     """The contents of the function unpacked in ``directory`` (``paths``: its files)."""
-    return Contents(bundle_files(directory, paths), shadowing(directory, runtime))
+    files = bundle_files(directory, paths)
+    return Contents(
+        files,
+        shadowing(directory, runtime),
+        vendored(directory, {file.path: file for file in files}),
+    )
 
 
 def parameter_warnings(spec: WorkSpec) -> tuple[ReviewWarning, ...]:
@@ -162,6 +222,7 @@ class Review:
             "spec": self.spec.document(),
             "handler": self.handler.to_json(),
             "files": [file.to_json() for file in self.files],
+            "packages": self.contents.vendored.to_json(),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -180,6 +241,7 @@ class Review:
             "handler": self.handler.to_json(),
             "warnings": [warning.to_json() for warning in self.warnings],
             "files": [file.to_json() for file in self.files],
+            "packages": self.contents.vendored.to_json(),
             "participants": [participant.to_json() for participant in self.participants],
         }
 
