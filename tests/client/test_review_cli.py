@@ -13,6 +13,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,6 +63,8 @@ def deploy(
     name: str = "hostile",
     handler: str = "handler.run",
     parameters: dict[str, Scalar] | None = None,
+    memory_mib: int = 2048,
+    outputs: dict[str, str] | None = None,
 ) -> WorkSpec:
     """Upload ``tree`` and deploy it as room ``name``, Bob uploading, Alice reading."""
     source = write_tree(tmp_path / f"source-{name}-{len(list(tmp_path.iterdir()))}", tree)
@@ -72,10 +75,12 @@ def deploy(
             function_id=function,
             handler=handler,
             access=Access(
-                inputs={"input_1": reviewer.user_id}, outputs={"output_1": deployer.user_id}
+                inputs={"input_1": reviewer.user_id},
+                outputs=outputs or {"output_1": deployer.user_id},
             ),
             deployer_user_id=deployer.user_id,
             parameters=parameters or {},
+            memory_mib=memory_mib,
         )
         room = manager.deploy(spec)
     assert room.state == "deployed", room
@@ -201,11 +206,17 @@ def test_a_handler_the_review_cannot_find_is_refused(
 # --- approve pins what was inspected ---------------------------------------------------------
 
 
-def redeploy(deployer: Profile, reviewer: Profile, tmp_path: Path, **changes: object) -> WorkSpec:
+def redeploy(
+    deployer: Profile,
+    reviewer: Profile,
+    tmp_path: Path,
+    tree: Tree | None = None,
+    **changes: Any,
+) -> WorkSpec:
     """Delete room ``hostile`` and deploy it again (another nonce: another Work-ID)."""
     with deployer.manager() as manager:
         manager.delete("hostile")
-    return deploy(deployer, reviewer, tmp_path, {"handler.py": HANDLER}, **changes)  # type: ignore[arg-type]
+    return deploy(deployer, reviewer, tmp_path, tree or {"handler.py": HANDLER}, **changes)
 
 
 def test_inspect_prints_the_command_that_approves_exactly_this(
@@ -321,3 +332,139 @@ def test_inspect_summarises_packages_and_names_a_changed_vendored_file(
     ) in out
     document = json.loads(inspect(capsys, "hostile", "--json"))
     assert document["packages"]["distributions"][0]["differ"] == ["packages/rfc8785/_impl.py"]
+
+
+# --- the review diff --------------------------------------------------------------------------
+
+VERSION_1 = b"def run():\n    label = 'reviewed'\n    return label\n"
+VERSION_2 = b"def run():\n    label = 're\xe2\x80\xaeviewed'  \n    return label\n"
+
+
+def test_inspect_against_the_approved_work_id_shows_what_changed(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(
+        alice, bob, tmp_path, {"handler.py": VERSION_1, "old.txt": b"x"}, parameters={"k": 10}
+    )
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    second = redeploy(
+        alice,
+        bob,
+        tmp_path,
+        {"handler.py": VERSION_2, "new.txt": b"yy"},
+        parameters={"k": 1, "columns": "a:b"},
+        memory_mib=4096,
+        outputs={"output_1": alice.user_id, "output_2": alice.user_id},
+    )
+    out = inspect(capsys, "hostile", "--against", "approved")
+    approved_on = re.search(
+        rf"changes from Work-ID {first.work_id} \(approved by you on [^)]+\)", out
+    )
+    assert approved_on, out
+    section = out[approved_on.start() : out.index("to approve exactly this")]
+    assert section.isascii()
+    expected = f"""\
+ to Work-ID {second.work_id} (now):
+  spec:
+    ~ memory: 2048 MiB -> 4096 MiB
+    ~ function: {first.function} -> {second.function}
+  parameters:
+    + "columns" = "a:b"
+    ~ "k": 10 -> 1
+  rights:
+    + {alice.user_id} reads output_2
+  files:
+    - old.txt (1 bytes)
+    + new.txt (2 bytes)
+    ~ handler.py (51 -> 56 bytes)
+  code:
+    --- handler.py (before)
+    +++ handler.py (now)
+    @@ -1,3 +1,3 @@
+     def run():
+    -    label = 'reviewed'
+    +    label = 're\\u202eviewed'\\x20\\x20
+         return label
+    --- new.txt (before)
+    +++ new.txt (now)
+    @@ -0,0 +1 @@
+    +yy
+    --- old.txt (before)
+    +++ old.txt (now)
+    @@ -1 +0,0 @@
+    -x
+  note: the nonce differs too, as in every deployment
+"""
+    assert section[approved_on.end() - approved_on.start() :] == expected
+
+    document = json.loads(inspect(capsys, "hostile", "--against", "approved", "--json"))
+    assert '~ "k": 10 -> 1' in document["changes"]["parameters"]
+
+
+def test_inspect_against_a_function_compares_the_code(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": VERSION_1})
+    second = redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2})
+    out = inspect(capsys, "hostile", "--against", first.function)
+    assert f"changes from {first.function} to Work-ID {second.work_id} (now):\n" in out
+    assert "    -    label = 'reviewed'\n" in out
+    assert "  parameters:" not in out  # a bare function has no spec to compare
+
+
+def test_inspect_against_an_unknown_work_id_is_unusable_input(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "A" * 43)
+    assert code == 2
+    assert "this profile has no record of Work-ID" in err
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "approved")
+    assert code == 2
+    assert "you have not approved clean room hostile" in err
+
+
+def test_approve_shows_what_changed_since_the_inspection(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
+    inspect(capsys, "hostile")
+    redeploy(alice, bob, tmp_path, parameters={"k": 1})
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    code, _, err = run(capsys, "--profile", "bob", "approve", "hostile")
+    assert code == 1
+    assert '    ~ "k": 10 -> 1\n' in err
+
+
+def test_the_deployers_approval_can_be_compared_with(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The deployer pinned at deploy: the record holds the spec, the files come from the bytes."""
+    alice, bob = parties
+    tree: Tree = {"handler.py": VERSION_1}
+    source = write_tree(tmp_path / "alice-source", tree)
+    code, out, err = run(capsys, "--profile", "alice", "function", "upload", str(source))
+    assert code == 0, err
+    access = tmp_path / "access.yaml"
+    access.write_text(f"inputs:\n  input_1: {bob.user_id}\noutputs:\n  output_1: {alice.user_id}\n")
+    code, _, err = run(
+        capsys, "--profile", "alice", "deploy", "--function", out.strip(), "--name", "hostile",
+        "--handler", "handler.run", "--access", str(access), "--param", "k=10",
+    )  # fmt: skip
+    assert code == 0, err
+    with alice.manager() as manager:
+        manager.delete("hostile")
+    deploy(alice, bob, tmp_path, {"handler.py": VERSION_2}, parameters={"k": 11})
+    code, out, err = run(
+        capsys, "--profile", "alice", "inspect", "hostile", "--against", "approved"
+    )
+    assert code == 0, err
+    assert '    ~ "k": 10 -> 11\n' in out
+    assert "    +    label = 're\\u202eviewed'\\x20\\x20\n" in out

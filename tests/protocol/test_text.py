@@ -31,6 +31,7 @@ from cleanroom.protocol.text import collisions, folded, quoted, shown
         ("bad\udcff", "bad\\udcff"),  # a surrogate-escaped byte of a non-UTF-8 name
         (" padded ", "\\x20padded\\x20"),
         (" ", "\\x20"),
+        ("  two  ", "\\x20\\x20two\\x20\\x20"),
         ("a b", "a b"),
         ("[bold]x[/]", "[bold]x[/]"),
         ("", ""),
@@ -39,6 +40,11 @@ from cleanroom.protocol.text import collisions, folded, quoted, shown
 def test_shown(text: str, expected: str) -> None:
     assert shown(text) == expected
     assert shown(text).isascii() and shown(text).isprintable()
+
+
+def test_a_line_of_code_keeps_its_indentation() -> None:
+    assert shown("    return x  ", leading=False) == "    return x\\x20\\x20"
+    assert shown("\treturn x", leading=False) == "\\treturn x"
 
 
 def test_quoted() -> None:

@@ -10,6 +10,7 @@ shown unchecked: function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -37,6 +38,7 @@ from cleanroom.client.access import (
     load_access,
     parse_parameters,
 )
+from cleanroom.client.changes import Changes, Side, compare
 from cleanroom.client.errors import ServerError
 from cleanroom.client.imports import HandlerLocation
 from cleanroom.client.profile import (
@@ -54,10 +56,11 @@ from cleanroom.client.review import (
     contents,
     record_inspection,
     review,
+    spec_record,
 )
 from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import BundleError, function_id, pack, unpack
+from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, BundleError, function_id, pack, unpack
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.text import quoted, shown
 
@@ -455,6 +458,8 @@ def deploy(
         fail(f"clean room {name} failed to deploy: {shown(room.reason or 'no reason given')}")
     with _failures():
         profile.approve(spec.name, spec.work_id, spec.function)
+        # What was approved, to compare a later version with (inspect --against approved).
+        profile.remember_review(spec.work_id, spec_record(spec))
     _print(f"clean room:     {spec.name}")
     _print(f"Work-ID:        {spec.work_id}")
     _print(f"function:       {spec.function}")
@@ -575,11 +580,63 @@ def _profile_option(profile: Profile) -> str | None:
     return None if profile.name == DEFAULT_PROFILE else profile.name
 
 
+def _show_changes_since(profile: Profile, inspected: Inspection, result: Review) -> None:
+    """What changed since the inspected Work-ID, from the profile's record (digests only)."""
+    record = profile.remembered_review(inspected.work_id)
+    if record is None:
+        return
+    before = Side.of_record(f"Work-ID {inspected.work_id} (inspected)", inspected.work_id, record)
+    for line in compare(before, Side.of_review(f"Work-ID {result.work_id}", result)).lines():
+        stderr.print(line)
+
+
 def _changed(name: str, inspected: Inspection, result: Review) -> str:
     return (
         f"clean room {name} CHANGED since you inspected it on {_when(inspected.inspected_at)}: "
         f"Work-ID then {inspected.work_id}, now {result.work_id}"
     )
+
+
+def _earlier(profile: Profile, name: str, against: str, result: Review, directory: Path) -> Side:
+    """The version ``--against`` names: a function ID, ``approved``, or a reviewed Work-ID."""
+    if against.startswith(FUNCTION_ID_PREFIX):
+        with _status(f"downloading {shown(against)}…"):
+            bundle = _with_manager(profile, lambda manager: manager.download_function(against))
+        if function_id(bundle) != against:  # ManagerClient checks it too
+            fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(against)}")
+        found = contents(directory, unpack(bundle, directory), result.spec.runtime)
+        files = {file.path: file for file in found.files}
+        return Side(against, None, against, files, found.vendored, directory)
+    if against == "approved":
+        approval = profile.approval(name)
+        if approval is None:
+            fail(f"you have not approved clean room {name}: nothing to compare with", EXIT_USAGE)
+        work_id = approval.work_id
+        label = f"Work-ID {work_id} (approved by you on {_when(approval.approved_at)})"
+    else:
+        work_id, label = against, f"Work-ID {shown(against)}"
+    record = profile.remembered_review(work_id)
+    if record is None:
+        fail(
+            f"this profile has no record of Work-ID {shown(work_id)}: give one you inspected, "
+            "approved or deployed, or a function ID fs://…",
+            EXIT_USAGE,
+        )
+    earlier = str(record.get("function_id"))
+    try:
+        with _status(f"downloading {shown(earlier)}…"):
+            bundle = _with_manager(profile, lambda manager: manager.download_function(earlier))
+    except ServerError:
+        return Side.of_record(label, work_id, record)  # gone from the manager: digests only
+    if function_id(bundle) != earlier:
+        fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(earlier)}")
+    unpack(bundle, directory)
+    return Side.of_record(label, work_id, record, directory)
+
+
+def _show_changes(changes: Changes) -> None:
+    for line in changes.lines():
+        _print(line)
 
 
 def inspect(
@@ -588,19 +645,37 @@ def inspect(
         Path | None,
         typer.Option(help="Also unpack the function here to read it (must not exist)."),
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="fs://ID|approved|WORK_ID",
+            help="Also show what changed since: another function (fs://…), the Work-ID you "
+            "approved for this room (approved), or a Work-ID you inspected before: spec, "
+            "parameters, rights, files, packages, and the code line by line.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show what a clean room is, recomputed from its spec and function bytes.
 
     Names the file the Worker will import as the handler's module, warns about
-    modules hidden by others and parameter keys that read alike, and prints the
-    command that approves exactly this Work-ID. Text from the deployer is shown
-    escaped: anything but printable ASCII as \\u…, a backslash as \\\\.
+    modules hidden by others and parameter keys that read alike, summarises
+    packages/, and prints the command that approves exactly this Work-ID. Text
+    from the deployer is shown escaped: anything but printable ASCII as \\u…, a
+    backslash as \\\\.
     """
     profile = current_profile()
-    with _failures():
-        result = _review(profile, name, source)
+    with _failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
+        here = source if source is not None else Path(scratch) / "now" if against else None
+        result = _review(profile, name, here)
         approval = profile.approval(name)
+        changes = None
+        if against is not None:
+            before = _earlier(profile, name, against, result, Path(scratch) / "before")
+            now = Side.of_review(f"Work-ID {result.work_id} (now)", result, here)
+            changes = compare(before, now)
         inspected = record_inspection(profile, result)
     command = result.approve_command(_profile_option(profile))
     if as_json:
@@ -608,9 +683,13 @@ def inspect(
         document["approved"] = approval is not None and approval.work_id == result.work_id
         document["approval"] = approval.to_json() if approval is not None else None
         document["approve_command"] = command
+        if changes is not None:
+            document["changes"] = changes.to_json()
         stdout.out(json.dumps(document, indent=2))
         return
     _show(result, approval)
+    if changes is not None:
+        _show_changes(changes)
     if inspected is not None and inspected.work_id != result.work_id:
         stderr.print(_changed(name, inspected, result))
     if not result.you_participate:
@@ -663,6 +742,8 @@ def approve(
     if work_id is None:
         if inspected is not None and inspected.work_id != result.work_id:
             stderr.print(_changed(name, inspected, result), style="bold")
+            with _failures():
+                _show_changes_since(profile, inspected, result)
             if yes:
                 fail(
                     f"not approved: clean room {name} is not what you inspected; review it "

@@ -338,6 +338,17 @@ def _review(
     )
 
 
+def spec_record(spec: WorkSpec) -> dict[str, Any]:
+    """A record of a spec alone (the deployer's, who built it): see :meth:`Review.record`."""
+    return {
+        "type": RECORD_TYPE,
+        "name": spec.name,
+        "work_id": spec.work_id,
+        "function_id": spec.function,
+        "spec": spec.document(),
+    }
+
+
 def fetch_review(
     manager: ManagerClient, name: str, *, you: str | None = None, source: Path | None = None
 ) -> Review:
@@ -396,4 +407,5 @@ __all__ = [
     "participants",
     "record_inspection",
     "review",
+    "spec_record",
 ]

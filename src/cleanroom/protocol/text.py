@@ -8,7 +8,7 @@ error details) reaches a person only through :func:`shown` (or :func:`quoted`):
 - everything else is a visible Python-style escape (``\\t``, ``\\x7f``, ``\\u034f``,
   ``\\U0001f600``): control, bidirectional, zero-width, combining and look-alike
   characters never reach the terminal raw, and non-ASCII letters are spelled out;
-- :func:`shown` also escapes a space at either end, which a terminal does not show.
+- :func:`shown` also escapes spaces at either end, which a terminal does not show.
 
 So the text shown determines the string exactly: a literal backslash-u sequence
 reads ``\\\\u202e``, the character itself ``\\u202e``. Nothing here is markup:
@@ -64,18 +64,23 @@ def _escape(char: str) -> str:
     return f"\\U{code:08x}"
 
 
-def shown(value: object) -> str:
+def shown(value: object, *, leading: bool = True) -> str:
     """``value`` (``str()`` of it if not a string) as printable ASCII that spells it exactly.
 
     See the module docstring: backslashes doubled, everything outside printable
-    ASCII escaped, and a space at either end shown as ``\\x20``.
+    ASCII escaped, and spaces at either end shown as ``\\x20`` (the leading ones
+    only if ``leading``: a line of code keeps its indentation as it is).
     """
     text = value if isinstance(value, str) else str(value)
     escaped = [_escape(char) for char in text]
-    if escaped and escaped[0] == " ":
-        escaped[0] = "\\x20"
-    if len(escaped) > 1 and escaped[-1] == " ":
-        escaped[-1] = "\\x20"
+    end = len(escaped)
+    while end > 0 and escaped[end - 1] == " ":
+        end -= 1
+        escaped[end] = "\\x20"
+    start = 0
+    while leading and start < end and escaped[start] == " ":
+        escaped[start] = "\\x20"
+        start += 1
     return "".join(escaped)
 
 
