@@ -468,3 +468,26 @@ def test_the_deployers_approval_can_be_compared_with(
     assert code == 0, err
     assert '    ~ "k": 10 -> 11\n' in out
     assert "    +    label = 're\\u202eviewed'\\x20\\x20\n" in out
+
+
+def test_status_shows_rooms_and_your_approval(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    code, out, err = run(capsys, "--profile", "bob", "status")
+    assert code == 0, err
+    assert out == "hostile: deployed; not approved by you\n"
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--work-id", spec.work_id)[0] == 0
+    code, out, err = run(capsys, "--profile", "bob", "status", "hostile")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "hostile: deployed; approved by you"
+    assert lines[1] == f"  Work-ID:        {spec.work_id}"
+    # The stand-in Controller has no state route: said, escaped, not fatal.
+    assert lines[4].startswith("  Worker:         unknown (compute server: 405")
+    second = redeploy(alice, bob, tmp_path)
+    code, out, _ = run(capsys, "--profile", "bob", "status", "--json")
+    assert code == 0
+    rooms = {(room["state"], room["work_id"]): room["approved"] for room in json.loads(out)}
+    assert rooms == {("deleted", spec.work_id): True, ("deployed", second.work_id): False}

@@ -27,7 +27,11 @@ from rich.table import Table
 
 from cleanroom.cli.common import EXIT_USAGE, current_profile, fail, stderr, stdout
 from cleanroom.cli.user import _failures, _warn_simulated
+from cleanroom.client.errors import ServerError
+from cleanroom.client.manager import Room
+from cleanroom.client.profile import Approval
 from cleanroom.client.rooms import Attestation, CleanRoomClient
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
 
 REMOTE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]{0,62}):(?P<id>[a-z][a-z0-9_]{0,31})$")
@@ -188,6 +192,65 @@ def receipt(
     for output_id, entry in document["outputs"].items():
         stdout.print(f"  output {shown(output_id)} sha256 {shown(entry['sha256'])}")
     stdout.print("verified: signature, Work-ID, function, inputs' owners", markup=False)
+
+
+def _approval_text(approval: Approval | None, room: Room) -> str:
+    if approval is None:
+        return "not approved by you"
+    if approval.work_id == room.work_id:
+        return "approved by you"
+    return "you approved another Work-ID (the room changed)"
+
+
+def status(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A clean room; every room you can see if omitted.", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show clean rooms as the manager reports them, and whether you approved each.
+
+    States come from servers that are not trusted (the manager; for one room also
+    its Controller): they are informational. Whether you approved a room compares
+    your own pinned Work-ID with the hash of the room's spec. Text from the servers
+    is shown escaped, as in cleanroom inspect.
+    """
+    client = _client()
+    with _failures():
+        rooms = [client.manager.room(name)] if name is not None else client.manager.rooms()
+        approvals = client.profile.approvals()
+    worker: str | None = None
+    if name is not None:
+        try:
+            worker = shown(client.state(name).get("state"))
+        except (CheckFailed, ServerError) as error:
+            worker = f"unknown ({shown(error)})"
+    if as_json:
+        document = [
+            {
+                "name": room.name,
+                "state": room.state,
+                "reason": room.reason,
+                "work_id": room.work_id,
+                "approved": approvals.get(room.name) is not None
+                and approvals[room.name].work_id == room.work_id,
+            }
+            for room in rooms
+        ]
+        stdout.out(json.dumps(document if name is None else document[0], indent=2))
+        return
+    for room in rooms:
+        reason = f" ({shown(room.reason)})" if room.reason else ""
+        approval = _approval_text(approvals.get(room.name), room)
+        stdout.print(f"{shown(room.name)}: {shown(room.state)}{reason}; {approval}")
+        if name is not None:
+            stdout.print(f"  Work-ID:        {room.work_id}")
+            stdout.print(f"  function:       {room.function}")
+            stdout.print(f"  compute server: {shown(room.compute_url)}")
+            stdout.print(f"  Worker:         {worker} (as its Controller reports it)")
+    if not rooms:
+        stderr.print("no clean room you can see")
 
 
 def delete(
