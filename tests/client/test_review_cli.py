@@ -425,6 +425,11 @@ def test_inspect_against_an_unknown_work_id_is_unusable_input(
     code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "approved")
     assert code == 2
     assert "you have not approved clean room hostile" in err
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "fs://x")
+    assert code == 2
+    assert "not a function ID" in err
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "../x")
+    assert code == 2
 
 
 def test_approve_shows_what_changed_since_the_inspection(

@@ -10,6 +10,7 @@ shown unchecked: function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +69,8 @@ if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
 
 T = TypeVar("T")
+
+_FUNCTION_ID = re.compile(r"^fs://[A-Za-z0-9_-]{43}$")
 
 # The runtime a function download is read for (module shadowing): a spec's default.
 _DEFAULT_RUNTIME: str = WorkSpec.model_fields["runtime"].default
@@ -600,6 +603,11 @@ def _changed(name: str, inspected: Inspection, result: Review) -> str:
 def _earlier(profile: Profile, name: str, against: str, result: Review, directory: Path) -> Side:
     """The version ``--against`` names: a function ID, ``approved``, or a reviewed Work-ID."""
     if against.startswith(FUNCTION_ID_PREFIX):
+        if not _FUNCTION_ID.fullmatch(against):
+            fail(
+                f"--against {shown(against)} is not a function ID (fs:// and 43 characters)",
+                EXIT_USAGE,
+            )
         with _status(f"downloading {shown(against)}…"):
             bundle = _with_manager(profile, lambda manager: manager.download_function(against))
         if function_id(bundle) != against:  # ManagerClient checks it too

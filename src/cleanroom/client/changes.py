@@ -66,8 +66,9 @@ class Side:
     ) -> Side:
         """A Work-ID the user reviewed before, from the profile's record of what they saw.
 
-        A record made at deploy holds only the spec: the files and packages then
-        come from ``directory``, the function unpacked (its bytes hash to the ID).
+        The files and packages come from ``directory``, the function unpacked
+        (its bytes hashed to the ID), when it is given; else from the record (a
+        record made at deploy holds only the spec: then they are not known).
         Raises :class:`ReviewError` (``review-record``) unless the record's spec
         hashes to ``work_id`` and what it holds is readable.
         """
@@ -76,7 +77,11 @@ class Side:
         try:
             spec = WorkSpec.parse(record["spec"])
             function = str(record["function_id"])
-            if "files" in record:
+            if directory is not None:
+                found = contents(directory, _paths(directory), spec.runtime)
+                files = {file.path: file for file in found.files}
+                vendored = found.vendored
+            elif "files" in record:
                 files = {
                     str(item["path"]): BundleFile(
                         str(item["path"]), int(item["size"]), str(item["sha256"])
@@ -84,10 +89,6 @@ class Side:
                     for item in record["files"]
                 }
                 vendored = Vendored.from_json(record["packages"])
-            elif directory is not None:
-                found = contents(directory, _paths(directory), spec.runtime)
-                files = {file.path: file for file in found.files}
-                vendored = found.vendored
         except (CheckFailed, KeyError, TypeError, ValueError) as error:
             raise ReviewError(
                 "review-record", "a record of a review", work_id, f"unreadable: {error}"

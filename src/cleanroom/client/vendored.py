@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from cleanroom.client.review import BundleFile
 
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
+_STRONGER_HASHES = frozenset({"sha384", "sha512", "sha3_256", "sha3_384", "sha3_512"})
 _CHUNK = 1 << 20
 
 
@@ -114,7 +115,7 @@ def _hash_matches(root: Path, path: str, file: BundleFile, recorded: PackagePath
     mode, value = recorded.hash.mode, recorded.hash.value
     if mode == "sha256":
         return b64u(bytes.fromhex(file.sha256)) == value
-    if mode not in hashlib.algorithms_guaranteed:
+    if mode not in _STRONGER_HASHES:  # a wheel's RECORD uses SHA-256 or stronger
         return False
     digest = hashlib.new(mode)
     with open(root / path, "rb") as handle:
@@ -163,7 +164,8 @@ def vendored(root: Path, files: Mapping[str, BundleFile]) -> Vendored:
             if "__pycache__" in item.parts or item.suffix == ".pyc":
                 continue  # bytecode pip compiled: never part of a function (bundle-bytecode)
             path = posixpath.normpath(prefix + item.as_posix())
-            file = files.get(path) if path.startswith(prefix) else None
+            inside = path.startswith(prefix) and not item.is_absolute()
+            file = files.get(path) if inside else None
             if file is None:
                 missing.append(path)
                 continue

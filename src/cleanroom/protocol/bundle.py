@@ -574,7 +574,7 @@ def _check_members(
         if encoded <= previous:
             raise BundleError(
                 "bundle-canonical",
-                f"members sorted by path: after {previous.decode('utf-8')!r}",
+                f"members sorted by path: after {_display(previous.decode('utf-8'))}",
                 _display(path),
                 "the members are not in canonical order",
             )
