@@ -7,4 +7,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .
+# The demo's function needs only the standard library runtime (python3.11).
+as_root=""
+[ "$(id -u)" -eq 0 ] || [ -n "${CLEANROOM_RUNTIMES_DIR:-}" ] || as_root="sudo"
+$as_root .venv/bin/cleanroom runtime install python3.11
 .venv/bin/cleanroom demo "$@"

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cleanroom.enclave.errors import RunError
+from cleanroom.runtimes import RuntimeUnavailable, resolve_runtime
 
 BOOTSTRAP = """
 import importlib, os, sys
@@ -112,24 +113,18 @@ def isolation(sandbox_uid: int, *, allow_insecure: bool = False) -> Isolation:
     return Isolation((), os.getuid(), os.getgid(), isolated=False)
 
 
-RUNTIME_DIRS = ("/usr/bin", "/usr/local/bin")
-
-
 def runtime_interpreter(runtime: str) -> str:
-    """The system interpreter for a spec's runtime (``python3.11``), runnable by anyone.
+    """The interpreter of an installed runtime (``python3.11``), runnable by the sandbox user.
 
     Not the Worker's own interpreter: that may live where the sandbox user cannot go.
+    See :func:`cleanroom.runtimes.resolve_runtime` for the paths a sandbox must bind.
     """
-    for directory in RUNTIME_DIRS:
-        candidate = Path(directory) / runtime
-        if candidate.is_file() and candidate.resolve().stat().st_mode & 0o001:
-            return str(candidate)
-    raise RunError(
-        "runtime",
-        f"{runtime} in {' or '.join(RUNTIME_DIRS)}, executable by others",
-        "not found",
-        f"runtime {runtime} is not installed for sandboxed use",
-    )
+    try:
+        return str(resolve_runtime(runtime).interpreter)
+    except RuntimeUnavailable as error:
+        raise RunError(
+            error.check, error.expected, error.actual, error.message, error.hint
+        ) from None
 
 
 @dataclass(frozen=True)
