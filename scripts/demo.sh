@@ -11,4 +11,5 @@ python3 -m venv .venv
 as_root=""
 [ "$(id -u)" -eq 0 ] || [ -n "${CLEANROOM_RUNTIMES_DIR:-}" ] || as_root="sudo"
 $as_root .venv/bin/cleanroom runtime install python3.11
+$as_root .venv/bin/cleanroom measure --write >/dev/null
 .venv/bin/cleanroom demo "$@"

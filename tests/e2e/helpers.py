@@ -23,7 +23,16 @@ def run():
 """
 
 
-def deploy(alice: User, bob: User, tmp_path: Path, name: str, handler: str = HANDLER) -> str:
+def deploy(
+    alice: User,
+    bob: User,
+    tmp_path: Path,
+    name: str,
+    handler: str = HANDLER,
+    *,
+    runtime: str = "python3.11",
+    memory_mib: int = 512,
+) -> str:
     """Alice uploads and deploys HANDLER for herself and Bob; her deploy pins the Work-ID."""
     source = tmp_path / f"function-{name}"
     source.mkdir()
@@ -41,7 +50,8 @@ def deploy(alice: User, bob: User, tmp_path: Path, name: str, handler: str = HAN
         handler="handler.run",
         access=access,
         deployer_user_id=alice.user_id,
-        memory_mib=512,
+        runtime=runtime,
+        memory_mib=memory_mib,
         timeout_s=60,
         parameters={"k": 3},
     )

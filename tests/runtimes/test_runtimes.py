@@ -6,6 +6,7 @@ is needed by a few tests; elsewhere they skip, and under CI=true they fail inste
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from cleanroom.enclave.errors import RunError
+from cleanroom.enclave.worker_service import image_runtime
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.runtimes import (
@@ -28,6 +31,7 @@ from cleanroom.runtimes import (
     resolve_runtime,
 )
 from cleanroom.runtimes.install import InstallError, install_runtime
+from cleanroom.tee.measure import measure
 from tests.protocol.fixtures import SPEC_DOCUMENT
 
 
@@ -182,3 +186,21 @@ def test_the_data_runtime_imports_its_libraries() -> None:
         [str(runtime.interpreter), "-I", "-c", code], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == ["42", "3"]
+
+
+def test_the_worker_takes_its_runtime_from_its_measured_image() -> None:
+    image = measure("worker")
+    assert image_runtime(image, "python3.11") == resolve_runtime("python3.11")
+    with pytest.raises(RunError) as unknown:
+        image_runtime(image, "python3.12")
+    assert (unknown.value.check, unknown.value.actual) == ("runtime", "python3.12")
+
+
+def test_the_worker_refuses_a_runtime_its_image_does_not_hold() -> None:
+    image = measure("worker")
+    config = {**image.manifest["config"], "runtimes": {}}
+    without = dataclasses.replace(image, manifest={**image.manifest, "config": config})
+    with pytest.raises(RunError) as refused:
+        image_runtime(without, "python3.11")
+    assert (refused.value.check, refused.value.actual) == ("runtime-installed", "python3.11")
+    assert refused.value.hint is not None and "cleanroom runtime install" in refused.value.hint

@@ -23,16 +23,36 @@ from starlette.concurrency import run_in_threadpool
 from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
 from cleanroom.enclave.room import CleanRoom
-from cleanroom.enclave.runner import isolation, runtime_interpreter
+from cleanroom.enclave.runner import isolation
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder, encode_frames
 from cleanroom.protocol.spec import WorkSpec
-from cleanroom.tee.measure import measure
+from cleanroom.runtimes import Runtime, RuntimeUnavailable, definition
+from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
 from cleanroom.tee.simulated import SimulatedPlatform
 
 log = logging.getLogger("cleanroom.enclave")
+
+
+def image_runtime(image: Measurement, name: str) -> Runtime:
+    """The runtime ``name`` as the Worker image measured it: never looked up anew, so
+    what runs the function is what the measurement covers."""
+    try:
+        definition(name)
+    except RuntimeUnavailable as error:
+        raise RunError(error.check, error.expected, error.actual, error.message) from None
+    measured = image.manifest["config"].get("runtimes", {})
+    if name not in measured:
+        raise RunError(
+            "runtime-installed",
+            f"one of the image's runtimes {sorted(measured)}",
+            name,
+            f"runtime {name} is not installed on this compute server",
+            f"install it (cleanroom runtime install {name}) and restart the compute server",
+        )
+    return Runtime.from_json(measured[name])
 
 
 class WorkerService:
@@ -48,14 +68,17 @@ class WorkerService:
         sandbox_uid: int,
         allow_insecure: bool,
     ) -> None:
-        self.image = measure("worker")
+        # As recorded for this installation: reading it costs the same whatever the
+        # runtimes weigh (the Attester checked the record when it started).
+        self.image = stored_measurement("worker")
+        self.runtime = image_runtime(self.image, spec.runtime)
         self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, bundle)
         self.room = CleanRoom(
             self.worker,
             bundle,
             room_dir,
             confinement=isolation(sandbox_uid, allow_insecure=allow_insecure),
-            interpreter=runtime_interpreter(spec.runtime),
+            interpreter=str(self.runtime.interpreter),
             # The run's scratch workspace goes to the system temporary directory: the
             # sandbox user must reach it, and the room directory is the Controller's.
             scratch_root=None,
@@ -183,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             sandbox_uid=args.sandbox_uid,
             allow_insecure=args.allow_insecure_no_isolation,
         )
-    except CheckFailed as error:
+    except (CheckFailed, MeasurementError) as error:
         print(f"worker refused to start: {error}", file=sys.stderr)
         return 1
     serve(service.app(), args.socket, service.stop)
