@@ -32,11 +32,16 @@ def deploy(
     *,
     runtime: str = "python3.11",
     memory_mib: int = 512,
+    files: dict[str, str] | None = None,
 ) -> str:
-    """Alice uploads and deploys HANDLER for herself and Bob; her deploy pins the Work-ID."""
+    """Alice uploads and deploys HANDLER (and ``files``: relative path -> text) for
+    herself and Bob; her deploy pins the Work-ID."""
     source = tmp_path / f"function-{name}"
     source.mkdir()
     (source / "handler.py").write_text(handler)
+    for relative, text in (files or {}).items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_text(text)
     bundle = pack(source)
     function_id = alice.client.manager.upload_function(bundle).function_id
     access = Access(

@@ -78,6 +78,44 @@ def test_a_function_computes_with_duckdb_and_polars_in_the_data_runtime(
     alice.client.delete("e2e-data")
 
 
+VENDORED_HANDLER = """
+import json, pathlib
+import polars
+import threadpoolctl  # the bundle's own, not the runtime's
+import vendored_overlap  # from the bundle's packages/
+
+def run():
+    a = pathlib.Path("inputs/input_1/emails.csv").read_text().split()
+    b = pathlib.Path("inputs/input_2/emails.csv").read_text().split()
+    for output in ("output_1", "output_2"):
+        pathlib.Path("outputs", output, "overlap.json").write_text(
+            json.dumps({"overlap": vendored_overlap.count(a, b), "polars": polars.__version__,
+                        "threadpoolctl": threadpoolctl.__version__})
+        )
+"""
+
+
+def test_a_bundles_own_packages_come_first_in_the_data_runtime(
+    alice: User, bob: User, tmp_path: Path
+) -> None:
+    require_data_runtime()
+    vendored = {
+        "packages/vendored_overlap/__init__.py": "def count(a, b): return len(set(a) & set(b))",
+        "packages/threadpoolctl.py": "__version__ = 'vendored'",
+    }
+    deploy(
+        alice, bob, tmp_path, "e2e-vendored", VENDORED_HANDLER,
+        runtime="python3.11-data", memory_mib=2048, files=vendored,
+    )  # fmt: skip
+    approve(bob, "e2e-vendored")
+    upload_both(alice, bob, "e2e-vendored", tmp_path)
+    assert alice.client.run("e2e-vendored", wait=True) == "done"
+    result = bob.client.download("e2e-vendored", "output_2", tmp_path / "out")
+    answer = json.loads((result.directory / "overlap.json").read_text())
+    assert answer == {"overlap": 2, "polars": "2.1.0", "threadpoolctl": "vendored"}
+    alice.client.delete("e2e-vendored")
+
+
 def test_the_standard_library_runtime_has_no_data_libraries(
     alice: User, bob: User, tmp_path: Path
 ) -> None:
