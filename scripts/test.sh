@@ -30,6 +30,14 @@ python3 -m venv .venv
 echo "== runtimes"
 as_root=""
 [ "$(id -u)" -eq 0 ] || [ -n "${CLEANROOM_RUNTIMES_DIR:-}" ] || as_root="sudo"
+if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
+  # A runtime is a venv of the system's python3.11, which every user may run.
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    python3.11 >/dev/null
+fi
 $as_root .venv/bin/cleanroom runtime install
 # Hash every file of the enclave images once, as signing an enclave does (servers then
 # only compare each file's stat with the record).

@@ -244,7 +244,7 @@ def test_group_digest_commits_to_path_digest_and_size() -> None:
 
 # -- the record of an installation -----------------------------------------------------------
 
-INPUTS = {"executable": "/x/python", "cleanroom": "/x/cleanroom", "runtimes": ""}
+INPUTS = {"executable": "/x/python", "prefix": "/x", "cleanroom": "/x/cleanroom", "runtimes": ""}
 
 
 def recorded(tmp_path: Path) -> tuple[ImageStore, Layout]:

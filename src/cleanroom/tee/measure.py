@@ -22,6 +22,7 @@ Gramine, the same file list becomes the manifest's trusted files.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -225,7 +226,9 @@ def _inputs(image: ImageDefinition, root: Path) -> dict[str, str]:
     """What, besides the files, decides which files an image is: a record of other
     inputs is another image's."""
     return {
-        "executable": sys.executable,
+        # The file, not the name it was started by (python, python3, a symlink).
+        "executable": os.path.realpath(sys.executable),
+        "prefix": sys.prefix,
         "cleanroom": str(root),
         "runtimes": str(runtimes_dir()) if image.runtimes else "",
     }
