@@ -362,3 +362,21 @@ def test_identity_is_production_unless_asked() -> None:
 def test_unknown_image_is_refused() -> None:
     with pytest.raises(MeasurementError, match="unknown enclave image"):
         measure("controller")
+
+
+def test_a_distribution_without_a_record_of_its_files_is_refused(tmp_path: Path) -> None:
+    """Its files could not be listed, so they could not be measured: never left out."""
+    from importlib.metadata import PathDistribution
+
+    from cleanroom.tee.image import _distribution_files
+
+    info = tmp_path / "unrecorded-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: unrecorded\nVersion: 1.0\n")
+    with pytest.raises(MeasurementError, match="unrecorded"):
+        list(_distribution_files(PathDistribution(info)))
+
+
+def test_the_libraries_are_shared_objects_whatever_the_locale(tmp_path: Path) -> None:
+    libraries = paths_of("attester")["libraries"]
+    assert libraries and all(".so" in os.path.basename(path) for path in libraries)

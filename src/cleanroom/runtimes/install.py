@@ -57,6 +57,7 @@ with open("/proc/self/maps") as maps:
         if len(fields) == 6 and fields[5].startswith("/") and not fields[5].endswith(")"):
             mapped.add(os.path.realpath(fields[5].strip()))
 inside = [prefix + os.sep, *(path + os.sep for path in stdlib)]
+mapped = {path for path in mapped if ".so" in os.path.basename(path)}  # not locale data
 base_executable = os.path.realpath(sys._base_executable)
 mapped.discard(base_executable)
 print(json.dumps({
@@ -82,10 +83,10 @@ def _install_lock(directory: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run(step: str, argv: list[str]) -> str:
+def _run(step: str, argv: list[str], environment: dict[str, str] | None = None) -> str:
     try:
         done = subprocess.run(  # noqa: S603 - fixed argv of our own tools, no shell
-            argv, capture_output=True, text=True, check=False, timeout=1800
+            argv, capture_output=True, text=True, check=False, timeout=1800, env=environment
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise InstallError(f"{step}: {error}") from error
@@ -151,7 +152,11 @@ def install_runtime(name: str, directory: Path | None = None, *, force: bool = F
                             "--no-warn-script-location", "-r", lock_file.name,
                         ],
                     )  # fmt: skip
-            description = _run("describing the environment", [str(python), "-I", "-c", DESCRIBE])
+            description = _run(
+                "describing the environment",
+                [str(python), "-I", "-c", DESCRIBE],
+                environment={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
             described = json.loads(description)
             closed = _closed_to_others(place)
             if closed is not None:

@@ -75,8 +75,14 @@ with open("/proc/self/maps") as maps:
         fields = line.split(maxsplit=5)
         if len(fields) == 6 and fields[5].startswith("/") and not fields[5].endswith(")"):
             mapped.add(os.path.realpath(fields[5].strip()))
+# Shared objects only: locale archives and caches are data, and depend on the caller's
+# environment, not on the installation.
+mapped = [path for path in mapped if ".so" in os.path.basename(path)]
 print(json.dumps({"distributions": distributions, "mapped": sorted(mapped)}))
 """
+# The probe's environment: fixed, so whoever measures (a client, the Attester, the
+# CLI) finds the same files whatever its own environment says.
+PROBE_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
 class MeasurementError(Exception):
@@ -190,7 +196,11 @@ def _walk(root: Path, *, skip: frozenset[str] = frozenset()) -> Iterator[str]:
     leave out (e.g. a base interpreter's own ``site-packages``).
     """
     top = os.fspath(root)
-    for directory, subdirectories, files in os.walk(top):
+
+    def unreadable(error: OSError) -> None:
+        raise MeasurementError(f"cannot list {error.filename} of the image: {error.strerror}")
+
+    for directory, subdirectories, files in os.walk(top, onerror=unreadable):
         if directory == top and skip:
             subdirectories[:] = [name for name in subdirectories if name not in skip]
         for name in files:
@@ -215,7 +225,8 @@ def _probe(executable: str, module: str) -> tuple[tuple[str, ...], tuple[str, ..
     """(distributions, mapped files) of a fresh ``executable`` that imported ``module``."""
     try:
         done = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [executable, "-c", PROBE, module],
+            [executable, "-I", "-c", PROBE, module],
+            env=PROBE_ENVIRONMENT,
             capture_output=True,
             text=True,
             check=False,
@@ -266,9 +277,14 @@ def _distribution_files(distribution: importlib.metadata.Distribution) -> Iterat
     image's own list.
     """
     base = Path(str(distribution.locate_file("")))
+    if distribution.files is None:
+        raise MeasurementError(
+            f"distribution {distribution.metadata['Name']} in {base} lists no files "
+            "(no RECORD): its files cannot be measured"
+        )
     modules: set[str] = set()
     entries: set[str] = set()
-    for recorded in distribution.files or ():
+    for recorded in distribution.files:
         parts = Path(str(recorded)).parts
         if not parts or parts[0] == ".." or parts[0] == "cleanroom":
             continue
