@@ -166,6 +166,15 @@ def test_a_runtime_the_sandbox_user_cannot_read_is_refused(stdlib_runtime: Path)
         directory.chmod(0o755)
 
 
+def test_a_runtime_whose_interpreter_was_swapped_is_refused(stdlib_runtime: Path) -> None:
+    python = CATALOGUE["python3.11"].directory(stdlib_runtime) / "bin" / "python"
+    python.unlink()
+    python.symlink_to("/bin/sh")
+    with pytest.raises(RuntimeUnavailable) as refused:
+        resolve_runtime("python3.11", stdlib_runtime)
+    assert refused.value.check == "runtime-access"
+
+
 def test_installing_where_others_cannot_read_is_refused(tmp_path: Path) -> None:
     private = tmp_path / "private"
     private.mkdir(mode=0o700)

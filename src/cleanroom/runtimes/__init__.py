@@ -240,6 +240,15 @@ def resolve_runtime(name: str, directory: Path | None = None) -> Runtime:
             f"run: cleanroom runtime install --force {name}",
         ) from error  # fmt: skip
     roots = (place, base, *stdlib, *libraries)
+    interpreter = place / "bin" / "python"
+    if interpreter.resolve() != base.resolve() or not _others_may(base, stat.S_IXOTH):
+        raise RuntimeUnavailable(
+            "runtime-access",
+            f"{interpreter} -> {base}, executable by others",
+            str(interpreter.resolve()),
+            f"runtime {name} has no interpreter the sandbox user can run",
+            f"run: cleanroom runtime install --force {name}",
+        )
     for root in roots:
         blocked = inaccessible(root)
         if blocked is not None:
@@ -251,7 +260,7 @@ def resolve_runtime(name: str, directory: Path | None = None) -> Runtime:
             )
     return Runtime(
         name=name,
-        interpreter=place / "bin" / "python",
+        interpreter=interpreter,
         roots=roots,
         directory=place,
         base_executable=base,

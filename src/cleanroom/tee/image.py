@@ -1,32 +1,16 @@
-"""Which files an enclave image is made of, and their digests: the list it is measured by.
+"""Which files an enclave image is made of, with their digests: what it is measured by.
 
-An image is every file its processes execute or read, in named groups:
+An image is every file its process executes or reads, each in one named group
+(``interpreter``, ``stdlib``, ``packages``, ``cleanroom``, ``libraries`` and, for
+the Worker, ``runtime-base`` and ``runtime:NAME``; docs/protocol.md says what each
+holds). Bytecode counts: the image's sources are compiled before they are hashed, so
+no later import adds a file to a measured directory.
 
-- ``interpreter``: the Python executable (symlinks resolved) and the ``pyvenv.cfg``
-  that decides its path;
-- ``stdlib``: the standard library directories, whole (``lib-dynload`` included);
-- ``packages``: every file of the third-party distributions the image's service
-  module imports, found by importing it in a fresh process and mapping its modules
-  to installed distributions, then following their requirements (``Requires-Dist``,
-  markers evaluated, no extras); plus the ``.pth`` files every start executes;
-- ``cleanroom``: the image's own modules (its glob list) and their bytecode;
-- ``libraries``: the shared objects (libc, libpython, ...) that process mapped;
-- ``runtime-base`` and ``runtime:NAME`` (the Worker only): for each installed
-  runtime, its base interpreter, standard library and mapped libraries, and every
-  file of its environment.
-
-A path belongs to the first group that lists it. Bytecode is part of the image
-(the interpreter executes ``__pycache__/*.pyc`` instead of the source), so the
-image's own sources are compiled before they are hashed: later imports write no
-new file into a measured directory.
-
-Hashing all of it takes seconds (the data runtime alone is ~800 MB), so it is done
-once per installed image, as signing an enclave is: :class:`ImageStore` keeps the
-list beside the installation with each file's and directory's ``stat`` (size,
-mtime, ctime, inode), and a later start only compares those (:meth:`ImageStore.fresh`);
-any changed, added or removed file makes the record stale, and the image is
-measured again. A process that starts a Worker reads only the small summary
-(:meth:`ImageStore.load_summary`): cold start does not grow with the runtimes.
+Hashing it takes seconds, so it is done once per installation, as signing an enclave
+is: :class:`ImageStore` keeps the list with each file's and directory's stat, later
+checks compare stats only (:meth:`ImageStore.load`), and a starting Worker reads only
+the summary (:meth:`ImageStore.load_summary`). Why that weakens nothing a client
+checks: docs/attestation.md §7.
 """
 
 from __future__ import annotations

@@ -290,7 +290,8 @@ def write_measurements() -> list[ImageFiles]:
     written = []
     for image in IMAGES.values():
         hashed = _hashed(image, package_root(), store, fresh=True)
-        if not store.load(image.name, _inputs(image, package_root())):
+        recorded = store.load(image.name, _inputs(image, package_root()))
+        if recorded is None or recorded[0].files != hashed.files:
             raise MeasurementError(f"cannot record the {image.name} image in {store.directory}")
         written.append(hashed.files)
     _installed.cache_clear()
