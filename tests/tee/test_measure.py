@@ -324,11 +324,21 @@ def test_an_unwritable_store_is_no_failure(tmp_path: Path) -> None:
     )
 
 
-def test_an_unreadable_file_is_a_measurement_error(tmp_path: Path) -> None:
+def test_what_is_no_regular_file_is_a_measurement_error(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
     layout = Layout()
-    layout.add("stdlib", [tmp_path / "missing.py"])
-    with pytest.raises(MeasurementError, match=r"missing\.py"):
+    layout.add("stdlib", [fifo])
+    with pytest.raises(MeasurementError, match="not a regular file"):
         hash_layout("worker", layout)
+
+
+def test_a_file_gone_since_it_was_listed_is_not_in_the_image(tmp_path: Path) -> None:
+    kept = tmp_path / "kept.py"
+    kept.write_text("x = 1\n")
+    layout = Layout()
+    layout.add("stdlib", [tmp_path / "gone.py", kept])
+    assert [entry.path for entry in hash_layout("worker", layout).files.files] == [str(kept)]
 
 
 # -- signer and identity ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import compileall
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -438,6 +439,10 @@ def hash_layout(
         taken.add(name)
         try:
             status = os.stat(name)
+        except FileNotFoundError:
+            # Gone since it was listed (e.g. another process's temporary bytecode): not
+            # part of the image; its directory's stat, recorded below, shows the change.
+            continue
         except OSError as error:
             raise MeasurementError(f"cannot read {name} ({group}): {error.strerror}") from error
         if not stat.S_ISREG(status.st_mode):
@@ -487,6 +492,25 @@ class ImageStore:
     def default(cls) -> ImageStore:
         """The installation's own: ``<sys.prefix>/share/cleanroom/images``."""
         return cls(Path(sys.prefix) / "share" / "cleanroom" / "images")
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Held while an image is measured and recorded: processes starting at once (a
+        client and an Attester) measure one after the other, and the second finds the
+        first one's record instead of compiling and hashing beside it. Without a
+        writable directory, no lock (and nothing will be recorded)."""
+        try:
+            self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            handle = (self.directory / ".lock").open("a")
+        except OSError:
+            yield
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _paths(self, image: str) -> tuple[Path, Path]:
         if not _SAFE_NAME.fullmatch(image):

@@ -244,26 +244,38 @@ def _hashed(
     recorded = store.load(image.name, inputs) if store is not None and not fresh else None
     if recorded is not None and recorded[1]:
         return recorded[0]
+    if store is None:
+        return _hash_installed(image, root, None)
+    with store.measuring():
+        if not fresh:  # another process may have measured it while this one waited
+            recorded = store.load(image.name, inputs)
+            if recorded is not None and recorded[1]:
+                return recorded[0]
+        hashed = _hash_installed(image, root, recorded[0] if recorded is not None else None)
+        store.write(hashed, inputs)
+        return hashed
+
+
+def _hash_installed(image: ImageDefinition, root: Path, before: Hashed | None) -> Hashed:
+    """Find and hash the image's files (a file whose stat is as ``before`` recorded is
+    not read again)."""
     reuse: dict[str, tuple[list[int], str]] = {}
-    if recorded is not None:
-        before = recorded[0]
+    if before is not None:
         reuse = {
             entry.path: (before.stats[entry.path], entry.sha256)
             for entry in before.files.files
             if entry.path in before.stats
         }
-    layout = installed_layout(image, cleanroom_root=root)
-    hashed = hash_layout(image.name, layout, reuse)
-    if store is not None:
-        store.write(hashed, inputs)
-    return hashed
+    return hash_layout(image.name, installed_layout(image, cleanroom_root=root), reuse)
 
 
 @cache
-def _installed(name: str) -> Hashed:
-    """This installation's image, once per process (an installation does not change
-    under a running process; a restarted one notices)."""
-    return _hashed(_definition(name), package_root(), ImageStore.default())
+def _installed(name: str) -> tuple[tuple[GroupDigest, ...], dict[str, Any]]:
+    """This installation's image (its group digests and configuration), once per process:
+    an installation does not change under a running process; a restarted one notices.
+    Only the summary is kept: the whole list is ~50 MB of objects."""
+    files = _hashed(_definition(name), package_root(), ImageStore.default()).files
+    return files.groups(), dict(files.config)
 
 
 def image_files(name: str, *, root: Path | None = None, fresh: bool = False) -> ImageFiles:
@@ -275,7 +287,18 @@ def image_files(name: str, *, root: Path | None = None, fresh: bool = False) -> 
     image = _definition(name)
     if root is not None:
         return _hashed(image, root, None).files
-    return (_hashed_now(name) if fresh else _installed(name)).files
+    if fresh:
+        return _hashed_now(name).files
+    return _hashed(image, package_root(), ImageStore.default()).files
+
+
+def _summary(
+    name: str, root: Path | None, fresh: bool
+) -> tuple[tuple[GroupDigest, ...], Mapping[str, Any]]:
+    if root is None and not fresh:
+        return _installed(name)
+    files = image_files(name, root=root, fresh=fresh)
+    return files.groups(), files.config
 
 
 @cache
@@ -309,14 +332,13 @@ def measure(
     """
     image = _definition(name)
     signer = mr_signer(signer_pem if signer_pem is not None else default_signer_pem())
-    worker_files = image_files("worker", root=root, fresh=fresh)
-    worker = _measurement(WORKER, worker_files.groups(), worker_files.config, signer)
+    worker = _measurement(WORKER, *_summary("worker", root, fresh), signer)
     if image is WORKER:
         return worker
     # The Attester admits exactly the Workers its measured configuration names.
     admits = {"worker_mrenclaves": [worker.mr_enclave.hex()], "worker_mrsigner": signer.hex()}
-    files = image_files(name, root=root, fresh=fresh)
-    return _measurement(image, files.groups(), {**files.config, **admits}, signer)
+    groups, config = _summary(name, root, fresh)
+    return _measurement(image, groups, {**config, **admits}, signer)
 
 
 def stored_measurement(name: str) -> Measurement:
