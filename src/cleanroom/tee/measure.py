@@ -80,6 +80,13 @@ _ENCLAVE_COMMON = (
     "protocol/**/*.py",
     "tee/*.py",
     "tee/simulated/**/*.py",
+    # The Gramine backend and its EGETKEY helper (built into the image, absent elsewhere).
+    "tee/gramine/__init__.py",
+    "tee/gramine/files.py",
+    "tee/gramine/localattest.py",
+    "tee/gramine/native.py",
+    "tee/gramine/platform.py",
+    "tee/gramine/_egetkey*.so",
     "tee/images/*.pem",
     "runtimes/__init__.py",
     "enclave/__init__.py",
