@@ -82,6 +82,7 @@ _ENCLAVE_COMMON = (
     "tee/simulated/**/*.py",
     # The Gramine backend and its EGETKEY helper (built into the image, absent elsewhere).
     "tee/gramine/__init__.py",
+    "tee/gramine/config.py",
     "tee/gramine/files.py",
     "tee/gramine/localattest.py",
     "tee/gramine/native.py",

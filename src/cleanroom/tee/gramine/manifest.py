@@ -39,12 +39,12 @@ import jinja2
 
 from cleanroom import __version__
 from cleanroom.errors import CheckFailed
+from cleanroom.tee.gramine.config import CONFIG_TYPE
 from cleanroom.tee.gramine.measure import GramineMeasurement
 from cleanroom.tee.image import HASH_CHUNK, ImageDefinition, ImageFiles
 from cleanroom.tee.measure import ATTESTER, WORKER
 
 TEMPLATE = "enclave.manifest.j2"
-CONFIG_TYPE = "cleanroom/gramine-enclave/v1"
 
 # Where a Gramine install keeps its LibOS and glibc: the distribution packages, then a
 # build from source with meson's default prefix.
