@@ -187,3 +187,93 @@ def check(
 
 
 check.__doc__ = f"{check.__doc__}\n\n{EXIT_CODES_HELP}"
+
+
+@app.command("publish")
+def publish(
+    attester_sig: Annotated[
+        Path, typer.Option(help="The signed Attester's SIGSTRUCT (attester.sig).")
+    ],
+    worker_sig: Annotated[Path, typer.Option(help="The signed Worker's SIGSTRUCT (worker.sig).")],
+    key: Annotated[
+        Path, typer.Option(help="The release's private key (Ed25519, PEM, unencrypted).")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the measurement file.")],
+    release: Annotated[
+        str | None, typer.Option(help="The release [default: this cleanroom's version].")
+    ] = None,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="What the images were built from, e.g. --source commit=<git sha> "
+            "--source gramine=1.9 (repeatable; informative, signed with the rest).",
+        ),
+    ] = None,
+) -> None:
+    """Write the release's measurement file, signed by the release key.
+
+    The values come from the two SIGSTRUCTs, each checked as EINIT would (and a
+    DEBUG enclave refused); clients configure from the file with
+    `cleanroom configure --measurements FILE --release-key KEY.pub`.
+    """
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from cleanroom import __version__
+    from cleanroom.attestation.measurements import (
+        EnclaveReference,
+        ReleaseMeasurements,
+        key_id,
+        sign_measurements,
+    )
+    from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
+    from cleanroom.tee.measure import ATTESTER, WORKER
+
+    pairs = {}
+    for item in source or []:
+        name, separator, value = item.partition("=")
+        if not separator or not name:
+            fail(f"--source takes KEY=VALUE, got {item!r}", EXIT_USAGE)
+        pairs[name] = value
+    try:
+        private = serialization.load_pem_private_key(read_file(key, "release key"), password=None)
+    except (ValueError, TypeError) as error:
+        fail(f"the release key {key} is not an unencrypted PEM private key: {error}", EXIT_USAGE)
+    if not isinstance(private, ed25519.Ed25519PrivateKey):
+        fail(f"the release key {key} is not an Ed25519 key", EXIT_USAGE)
+    enclaves = {}
+    for image, path, definition in (
+        ("attester", attester_sig, ATTESTER),
+        ("worker", worker_sig, WORKER),
+    ):
+        try:
+            measured = read_sigstruct(read_file(path, f"{image} signature"))
+        except SigstructError as error:
+            _refuse(error, usage=SigstructError.MALFORMED)
+        if measured.isv_prod_id != definition.isv_prod_id:
+            fail(
+                f"{path}: ISVPRODID {measured.isv_prod_id} is not the {image}'s "
+                f"({definition.isv_prod_id})",
+                EXIT_REJECTED,
+            )
+        enclaves[image] = EnclaveReference(
+            (measured.mr_enclave,), measured.mr_signer, measured.isv_prod_id, measured.isv_svn
+        )
+    if enclaves["attester"].mr_signer != enclaves["worker"].mr_signer:
+        fail("the Attester and the Worker are signed by different keys", EXIT_REJECTED)
+    document = ReleaseMeasurements(
+        release=release or __version__,
+        issued_at=int(time.time()),
+        backend="gramine-sgx",
+        attester=enclaves["attester"],
+        worker=enclaves["worker"],
+        source=pairs,
+    )
+    try:
+        out.write_bytes(sign_measurements(document, private))
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}", EXIT_REJECTED)
+    stdout.print(f"{out}: release {document.release}, signed by {key_id(private.public_key())}")
