@@ -162,6 +162,9 @@ def test_content_that_no_release_signs_is_refused() -> None:
     for change, value in (
         ("worker.mrenclaves", ["bb" * 32, "aa" * 32]),
         ("attester.mrsigner", "CC" * 32),
+        ("attester.mrsigner", "cc" * 32 + "\n"),  # a pattern's "$" would let it through
+        ("worker.mrenclaves", ["bb" * 32 + "\n"]),
+        ("release", "0.1.0\n"),
         ("worker.isv_svn", True),
         ("extra", 1),
     ):

@@ -49,8 +49,8 @@ ALGORITHM = "EdDSA"
 BACKENDS = frozenset({"gramine-sgx", "simulated"})
 MAX_FILE = 1 << 20
 
-_HEX32 = re.compile(r"^[0-9a-f]{64}$")
-_RELEASE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+-]{0,63}$")
+_HEX32 = re.compile(r"[0-9a-f]{64}")
+_RELEASE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+-]{0,63}")
 
 
 class MeasurementsError(AttestationError):
@@ -113,11 +113,11 @@ class EnclaveReference:
         if (
             not isinstance(enclaves, list)
             or not enclaves
-            or not all(isinstance(v, str) and _HEX32.match(v) for v in enclaves)
+            or not all(isinstance(v, str) and _HEX32.fullmatch(v) for v in enclaves)
             or enclaves != sorted(set(enclaves))
         ):
             raise _format(f"{what}.mrenclaves: sorted, distinct, 64 lowercase hex digits", enclaves)
-        if not isinstance(document["mrsigner"], str) or not _HEX32.match(document["mrsigner"]):
+        if not isinstance(document["mrsigner"], str) or not _HEX32.fullmatch(document["mrsigner"]):
             raise _format(f"{what}.mrsigner: 64 lowercase hex digits", document["mrsigner"])
         for name in ("isv_prod_id", "isv_svn"):
             value = document[name]
@@ -160,7 +160,7 @@ class ReleaseMeasurements:
             raise _format(f"measurements: an object with exactly {sorted(fields)}", document)
         if document["type"] != MEASUREMENTS_TYPE:
             raise _format(f"type {MEASUREMENTS_TYPE}", document["type"])
-        if not isinstance(document["release"], str) or not _RELEASE.match(document["release"]):
+        if not isinstance(document["release"], str) or not _RELEASE.fullmatch(document["release"]):
             raise _format("release: a version", document["release"])
         issued = document["issued_at"]
         if not isinstance(issued, int) or isinstance(issued, bool) or issued < 0:
