@@ -22,6 +22,8 @@ import typer
 from rich.status import Status
 from rich.text import Text
 
+from cleanroom.attestation.errors import EvidenceError
+from cleanroom.attestation.measurements import MeasurementsError, load_release_key
 from cleanroom.cli.common import (
     EXIT_REJECTED,
     EXIT_USAGE,
@@ -49,6 +51,7 @@ from cleanroom.client.profile import (
     Inspection,
     Profile,
     ProfileError,
+    SignedRelease,
 )
 from cleanroom.client.review import (
     BundleFile,
@@ -250,13 +253,41 @@ def configure(
             "one no longer know you.",
         ),
     ] = False,
+    measurements: Annotated[
+        Path | None,
+        typer.Option(
+            help="The release's measurement file (measurements.json), signed by the release "
+            "key: the Attester and Worker measurements you accept come from it, not from the "
+            "cleanroom installed here. Needed for real SGX.",
+            show_default=False,
+        ),
+    ] = None,
+    release_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The release public key (Ed25519, PEM) the measurement file must be signed "
+            "by [default: the one this profile pinned when first configured with it].",
+            show_default=False,
+        ),
+    ] = None,
+    allow_older_measurements: Annotated[
+        bool,
+        typer.Option(
+            "--allow-older-measurements",
+            help="Accept a measurement file issued before the one this profile has "
+            "(going back to an older release on purpose).",
+        ),
+    ] = False,
 ) -> None:
     """Create or update your profile: manager, credentials, user key, what you trust.
 
-    Policy options that are not given take their defaults (this release's
-    measurements, Intel's production root), so re-running configure never keeps a
-    weaker setting by accident. Manager URL, client ID, secret and project are kept
-    from the existing profile unless given.
+    For real SGX, the enclave measurements you accept come from the release's signed
+    measurement file (--measurements, checked with the release key); without it they
+    are this installed cleanroom's own, which only fits the simulated backend.
+    Policy options that are not given take their defaults (Intel's production root,
+    ...), so re-running configure never keeps a weaker setting by accident. Manager
+    URL, client ID, secret and project are kept from the existing profile unless
+    given.
     """
     name = profile_name()
     existing: Profile | None
@@ -279,6 +310,17 @@ def configure(
     if project is None and existing is not None and existing.config.client_id == client_id:
         project = existing.config.project
     root = read_file(trust_simulator, "simulator root") if trust_simulator is not None else None
+    release = _signed_release(
+        measurements,
+        release_key,
+        existing,
+        simulated=trust_simulator is not None,
+        allow_older=allow_older_measurements,
+        explicit=bool(
+            attester_mrenclave or attester_mrsigner or worker_mrenclave
+            or isv_prod_id is not None or min_isv_svn is not None
+        ),
+    )  # fmt: skip
     with _failures():
         profile = Profile.create(
             name,
@@ -297,6 +339,7 @@ def configure(
             pccs_url=pccs_url,
             collateral_from=_collateral_from(collateral_from),
             new_key=new_key,
+            release=release,
         )
         config = profile.config
         _print(f"profile: {profile.name} in {profile.directory}")
@@ -305,6 +348,14 @@ def configure(
         _print(f"Attester MRENCLAVE: {', '.join(config.attester_mrenclaves)}")
         _print(f"Attester MRSIGNER:  {config.attester_mrsigner}")
         _print(f"Worker MRENCLAVE:   {', '.join(config.worker_mrenclaves)}")
+        source = config.measurements
+        if source is not None:
+            _print(
+                f"measurements: release {source.release} ({source.backend}), "
+                f"signed by release key {config.release_key_sha256}"
+            )
+        elif not attester_mrenclave:
+            _print("measurements: this installed cleanroom's (not a release's signed file)")
         anchor = profile.trust_anchor()
         _print(f"trust anchor: {anchor.name} (SHA-256 {anchor.fingerprint})")
         if config.collateral_from == "pccs":
@@ -318,6 +369,63 @@ def configure(
         stderr.print("new user key: run cleanroom login to register it", markup=False)
     else:
         stderr.print("next: cleanroom login", markup=False)
+
+
+def _signed_release(
+    measurements: Path | None,
+    release_key: Path | None,
+    existing: Profile | None,
+    *,
+    simulated: bool,
+    allow_older: bool,
+    explicit: bool,
+) -> SignedRelease | None:
+    """The verified measurement file, if one is given (and the key it must be signed by)."""
+    if measurements is None:
+        if release_key is not None:
+            fail("--release-key goes with --measurements", EXIT_USAGE)
+        return None
+    if explicit:
+        fail("--measurements gives the expected measurements: give no MRENCLAVE, MRSIGNER, "
+             "ISVPRODID or ISVSVN with it", EXIT_USAGE)  # fmt: skip
+    try:
+        if release_key is not None:
+            key = load_release_key(read_file(release_key, "release key"))
+        elif existing is not None and (pinned := existing.release_key()) is not None:
+            key = pinned
+        else:
+            fail(
+                "--measurements needs --release-key: the release public key it must be "
+                "signed by (get it from the release, not with the file)",
+                EXIT_USAGE,
+            )
+        release = SignedRelease.verify(read_file(measurements, "measurement file"), key)
+    except ProfileError as error:
+        fail(str(error), EXIT_USAGE)
+    except MeasurementsError as error:
+        hint = f" — {error.hint}" if error.hint else ""
+        fail(f"{error}{hint}", EXIT_USAGE if isinstance(error, EvidenceError) else EXIT_REJECTED)
+    backend = release.measurements.backend
+    if (backend == "simulated") != simulated:
+        fail(
+            f"measurements-backend: the file measures the {backend} backend, but this profile "
+            + ("trusts a simulated root" if simulated else "trusts Intel's production root")
+            + " (expected "
+            + ("simulated" if simulated else "gramine-sgx")
+            + f", got {backend})",
+            EXIT_REJECTED,
+        )
+    known = existing.config.measurements if existing is not None else None
+    new = release.measurements
+    if known is not None and known.issued_at > new.issued_at and not allow_older:
+        fail(
+            f"measurements-rollback: this measurement file (release {new.release}, issued "
+            f"{new.issued_at}) is older than the one this profile has (release {known.release}, "
+            f"issued {known.issued_at}) (expected issued at or after {known.issued_at}, got "
+            f"{new.issued_at}) — give --allow-older-measurements to go back on purpose",
+            EXIT_REJECTED,
+        )
+    return release
 
 
 def _collateral_from(value: str) -> CollateralFrom:

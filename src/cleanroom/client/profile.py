@@ -8,6 +8,8 @@ so two users can share a machine with different homes or profile names. It holds
   MRENCLAVE(s), accepted TCB statuses and advisories, ISVPRODID, minimum ISVSVN,
   and whether a simulated root is trusted instead of Intel's production root;
 - ``simulator-root.pem``: that simulated root, only when the user chose to trust it;
+- ``release-key.pem``: the release key whose signed measurement file the expected
+  measurements came from (``configure --measurements``), when they did;
 - ``credentials.json`` (0600): the client secret;
 - ``user-key.pem`` (0600): the user's P-256 private key, PKCS#8. Its public key
   *is* the user (``user_id``); it is created once and never replaced unless asked;
@@ -19,8 +21,11 @@ so two users can share a machine with different homes or profile names. It holds
 - ``token.json`` (0600): the cached access token for the manager.
 
 The expected measurements are written into ``config.json`` when the profile is
-configured (by default this installed release's own measurements), so a later
-change of the installed code never silently changes what the user trusts.
+configured: from a release's measurement file signed by the release key
+(:mod:`cleanroom.attestation.measurements`), which is how a client must learn what
+the published enclaves are; else, for development against the simulated backend,
+this installed cleanroom's own. A later change of the installed code never silently
+changes what the user trusts.
 
 Every file is written atomically (a temporary file in the same directory, then
 ``os.replace``) and every directory is created 0700. Secret files that others can
@@ -30,6 +35,7 @@ read are refused, as ssh does.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -43,7 +49,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import httpx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
@@ -52,6 +58,12 @@ from cleanroom.attestation import (
     AttestationError,
     AttestationPolicy,
     TrustAnchor,
+)
+from cleanroom.attestation.measurements import (
+    ReleaseMeasurements,
+    key_id,
+    load_release_key,
+    verify_measurements,
 )
 from cleanroom.client.collateral import CollateralFrom
 from cleanroom.errors import CheckFailed
@@ -72,6 +84,7 @@ INSPECTIONS_FILE = "inspections.json"
 REVIEWS_DIR = "reviews"
 TOKEN_FILE = "token.json"  # noqa: S105 - a file name, not a secret
 SIMULATOR_ROOT_FILE = "simulator-root.pem"
+RELEASE_KEY_FILE = "release-key.pem"
 
 TOKEN_MARGIN_S = 60
 """A cached token this close to its expiry is not used: a request must not race it."""
@@ -126,6 +139,17 @@ class Inspection:
         }
 
 
+class MeasurementsSource(BaseModel):
+    """Which signed measurement file the expected measurements came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    release: str
+    issued_at: int = Field(ge=0)
+    backend: str
+    sha256: Hex32  # of the file as it was read
+
+
 class ProfileConfig(BaseModel):
     """``config.json``: everything in the profile that is not a secret."""
 
@@ -149,6 +173,10 @@ class ProfileConfig(BaseModel):
     # ("pccs") or from the compute server with it as the fallback ("server").
     pccs_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     collateral_from: CollateralFrom = "server"
+    # Set exactly when the measurements came from a release's signed measurement file:
+    # the release key's ID (release-key.pem) and the file.
+    release_key_sha256: Hex32 | None = None
+    measurements: MeasurementsSource | None = None
 
 
 class _Credentials(BaseModel):
@@ -284,11 +312,14 @@ class Profile:
         pccs_url: str | None = None,
         collateral_from: CollateralFrom = "server",
         new_key: bool = False,
+        release: SignedRelease | None = None,
     ) -> Profile:
         """Write (or rewrite) the profile ``name`` and return it.
 
-        Measurements, ISVPRODID and the minimum ISVSVN left ``None`` default to this
-        installed release's Attester and Worker (:func:`cleanroom.tee.measure.measure`).
+        ``release`` (a verified measurement file and its release key) gives the
+        measurements, ISVPRODID and minimum ISVSVN, and then none of them may be
+        given; otherwise those left ``None`` default to this installed cleanroom's
+        Attester and Worker (:func:`cleanroom.tee.measure.measure`).
         ``simulator_root`` is a root certificate (PEM or DER) to trust *instead of*
         Intel's production root: quotes of a simulated platform then verify, and
         they protect nothing. ``pccs_url`` is the user's own PCCS, the fallback for
@@ -299,7 +330,25 @@ class Profile:
         """
         resolved = resolve_name(name)
         directory = profile_dir(resolved, home)
-        release = _release_measurements()
+        if release is not None:
+            given = [
+                attester_mrenclaves,
+                attester_mrsigner,
+                worker_mrenclaves,
+                isv_prod_id,
+                min_isv_svn,
+            ]
+            if any(value is not None for value in given):
+                raise ProfileError(
+                    "the measurement file gives the expected measurements: give no other"
+                )
+            measured = release.measurements
+            attester_mrenclaves = measured.attester.mr_enclaves
+            attester_mrsigner = measured.attester.mr_signer
+            worker_mrenclaves = measured.worker.mr_enclaves
+            isv_prod_id = measured.attester.isv_prod_id
+            min_isv_svn = measured.attester.isv_svn
+        installed = _release_measurements
         anchor_pem: bytes | None = None
         anchor_sha256: str | None = None
         if simulator_root is not None:
@@ -315,15 +364,15 @@ class Profile:
                     {_hex(value, "Attester MRENCLAVE") for value in attester_mrenclaves}
                 )
                 if attester_mrenclaves is not None
-                else release[0],
+                else installed()[0],
                 attester_mrsigner=_hex(attester_mrsigner, "Attester MRSIGNER")
                 if attester_mrsigner is not None
-                else release[1],
+                else installed()[1],
                 worker_mrenclaves=sorted(
                     {_hex(value, "Worker MRENCLAVE") for value in worker_mrenclaves}
                 )
                 if worker_mrenclaves is not None
-                else release[2],
+                else installed()[2],
                 accepted_tcb_statuses=sorted(
                     set(accepted_tcb_statuses)
                     if accepted_tcb_statuses is not None
@@ -332,11 +381,13 @@ class Profile:
                 accepted_advisories=sorted(set(accepted_advisories))
                 if accepted_advisories is not None
                 else None,
-                isv_prod_id=release[3] if isv_prod_id is None else isv_prod_id,
-                min_isv_svn=release[4] if min_isv_svn is None else min_isv_svn,
+                isv_prod_id=installed()[3] if isv_prod_id is None else isv_prod_id,
+                min_isv_svn=installed()[4] if min_isv_svn is None else min_isv_svn,
                 simulator_root_sha256=anchor_sha256,
                 pccs_url=pccs_url.rstrip("/") if pccs_url else None,
                 collateral_from=collateral_from,
+                release_key_sha256=release.key_id if release is not None else None,
+                measurements=release.source() if release is not None else None,
             )
         except ValidationError as error:
             raise ProfileError(_first_error(error, "configuration")) from error
@@ -349,6 +400,8 @@ class Profile:
         _make_private_dirs(directory)
         if anchor_pem is not None:
             write_atomic(directory / SIMULATOR_ROOT_FILE, anchor_pem, _PUBLIC_FILE)
+        if release is not None:
+            write_atomic(directory / RELEASE_KEY_FILE, release.key_pem(), _PUBLIC_FILE)
         key_path = directory / USER_KEY_FILE
         if new_key or not key_path.exists():
             key = ec.generate_private_key(ec.SECP256R1())
@@ -372,6 +425,9 @@ class Profile:
         if anchor_pem is None:
             with contextlib.suppress(FileNotFoundError):
                 (directory / SIMULATOR_ROOT_FILE).unlink()
+        if release is None:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / RELEASE_KEY_FILE).unlink()
         profile.user_key  # noqa: B018 - read back what was written, refusing a bad key now
         return profile
 
@@ -496,6 +552,29 @@ class Profile:
                 "run cleanroom configure --trust-simulator ROOT_PEM"
             )
         return anchor
+
+    def release_key(self) -> ed25519.Ed25519PublicKey | None:
+        """The release key the expected measurements were verified under, if they were."""
+        expected = self.config.release_key_sha256
+        if expected is None:
+            return None
+        path = self.directory / RELEASE_KEY_FILE
+        try:
+            key = load_release_key(path.read_bytes())
+        except OSError as error:
+            raise ProfileError(
+                f"{self._what(RELEASE_KEY_FILE)} cannot be read ({error.strerror}): "
+                "run cleanroom configure --measurements FILE --release-key KEY"
+            ) from error
+        except AttestationError as error:
+            raise ProfileError(f"{self._what(RELEASE_KEY_FILE)}: {error}") from error
+        if key_id(key) != expected:
+            raise ProfileError(
+                f"{self._what(RELEASE_KEY_FILE)} changed since it was configured "
+                f"(SHA-256 {key_id(key)}, configured {expected}): "
+                "run cleanroom configure --measurements FILE --release-key KEY"
+            )
+        return key
 
     # -- approvals -----------------------------------------------------------------
 
@@ -724,6 +803,38 @@ class Profile:
             raise ProfileError(f"{self._what(file)} cannot be read: {error.strerror}") from error
 
 
+@dataclass(frozen=True)
+class SignedRelease:
+    """A measurement file verified under a release key: what a profile pins."""
+
+    measurements: ReleaseMeasurements
+    release_key: ed25519.Ed25519PublicKey
+    file_sha256: str
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.release_key)
+
+    def key_pem(self) -> bytes:
+        return self.release_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def source(self) -> MeasurementsSource:
+        return MeasurementsSource(
+            release=self.measurements.release,
+            issued_at=self.measurements.issued_at,
+            backend=self.measurements.backend,
+            sha256=self.file_sha256,
+        )
+
+    @classmethod
+    def verify(cls, data: bytes, release_key: ed25519.Ed25519PublicKey) -> SignedRelease:
+        """Verify a measurement file (MeasurementsError naming the check if refused)."""
+        measurements = verify_measurements(data, release_key)
+        return cls(measurements, release_key, hashlib.sha256(data).hexdigest())
+
+
 def _anchor_from(data: bytes, what: str) -> TrustAnchor:
     try:
         anchor = TrustAnchor.from_certificate(data)
@@ -777,6 +888,7 @@ __all__ = [
     "Profile",
     "ProfileConfig",
     "ProfileError",
+    "SignedRelease",
     "profile_dir",
     "resolve_name",
     "write_atomic",

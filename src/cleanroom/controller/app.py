@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from cleanroom.attestation.pccs import CollateralCache, PccsClient
 from cleanroom.controller.ceiling import ResourceCeiling
 from cleanroom.controller.collateral import add_collateral
-from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
+from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError, Launcher
 from cleanroom.limits import BodySizeLimit
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
@@ -72,6 +72,9 @@ class ControllerSettings:
     # PCCS's TLS verification (a CA bundle path, or True for the system's CAs).
     pccs_url: str | None = None
     pccs_verify: bool | str = True
+    # How enclave processes are started: None runs them as children (the simulated
+    # TEE); a Gramine launcher starts SGX enclaves (cleanroom.controller.launchers).
+    launcher: Launcher | None = None
 
 
 def token_verifier(settings: ControllerSettings) -> TokenVerifier:
@@ -152,7 +155,11 @@ def create_app(
 ) -> FastAPI:
     manager_url = settings.manager_url.rstrip("/")
     tokens = verifier or token_verifier(settings)
-    host = EnclaveHost(settings.data_dir)
+    host = (
+        EnclaveHost(settings.data_dir)
+        if settings.launcher is None
+        else EnclaveHost(settings.data_dir, launcher=settings.launcher)
+    )
     collateral = (
         CollateralCache(PccsClient(settings.pccs_url, verify=settings.pccs_verify))
         if settings.pccs_url

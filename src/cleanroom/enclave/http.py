@@ -130,10 +130,23 @@ def binary(document: dict[str, Any], name: str, size: int | None = None) -> byte
     return from_b64u(value, name, size=size)
 
 
-def serve(app: FastAPI, socket: Path, stop: threading.Event | None = None) -> None:
-    """Serve ``app`` on a Unix socket until ``stop`` is set (if given)."""
-    socket.unlink(missing_ok=True)
-    config = uvicorn.Config(app, uds=str(socket), log_level="warning", lifespan="off")
+def serve(
+    app: FastAPI,
+    socket: Path | None,
+    stop: threading.Event | None = None,
+    *,
+    listen: str | None = None,
+) -> None:
+    """Serve ``app`` on a Unix socket, or on ``listen`` (``HOST:PORT``: inside a Gramine
+    enclave, whose Unix sockets do not reach the host), until ``stop`` is set."""
+    if socket is not None:
+        socket.unlink(missing_ok=True)
+        config = uvicorn.Config(app, uds=str(socket), log_level="warning", lifespan="off")
+    elif listen is not None:
+        host, _, port = listen.rpartition(":")
+        config = uvicorn.Config(app, host=host, port=int(port), log_level="warning", lifespan="off")
+    else:
+        raise ValueError("serve on a Unix socket or on HOST:PORT")
     server = uvicorn.Server(config)
     if stop is not None:
 

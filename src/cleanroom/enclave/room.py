@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from cleanroom.enclave.errors import RunError, UploadError
-from cleanroom.enclave.runner import RunResult, Sandbox, run_function
+from cleanroom.enclave.runner import Confinement, RunResult
 from cleanroom.enclave.store import SealedStore, StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput, Upload
@@ -66,7 +66,7 @@ class CleanRoom:
         worker: WorkerEnclave,
         store: SealedStore,
         *,
-        sandbox: Sandbox,
+        sandbox: Confinement,
         runtime: Runtime,
         scratch_root: Path,
         clock: Callable[[], float] = time.time,
@@ -198,8 +198,7 @@ class CleanRoom:
 
         try:
             self._stage(scratch)
-            result = run_function(
-                sandbox=self._sandbox,
+            result = self._sandbox.run(
                 runtime=self._runtime,
                 workspace=scratch,
                 outputs=sorted(spec.outputs),

@@ -2,6 +2,10 @@
 
     python -m cleanroom.enclave.worker_service --socket S --platform-dir P \\
         --room-dir D --spec spec.json --bundle function.tar --sandbox-uid N
+    python -m cleanroom.enclave.worker_service --tee gramine --listen 127.0.0.1:PORT \\
+        --enclave-config worker.enclave.json --room-dir D --spec ... --bundle ...
+
+The second form is how its Gramine manifest starts it inside an SGX enclave.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
-from cleanroom.enclave.runner import sandbox
+from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
@@ -31,7 +36,9 @@ from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder, encode_frames
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, definition
+from cleanroom.tee.gramine.files import AttestationFiles
 from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
+from cleanroom.tee.platform import EnclavePlatform
 from cleanroom.tee.simulated import SimulatedPlatform
 
 log = logging.getLogger("cleanroom.enclave")
@@ -41,11 +48,16 @@ REFUSAL_PREFIX = "worker refused to start: "
 def image_runtime(image: Measurement, name: str) -> Runtime:
     """The runtime ``name`` as the Worker image measured it: never looked up anew, so
     what runs the function is what the measurement covers."""
+    return measured_runtime(image.manifest["config"], name)
+
+
+def measured_runtime(config: Mapping[str, Any], name: str) -> Runtime:
+    """The runtime ``name`` as the Worker's measured configuration names it."""
     try:
         definition(name)
     except RuntimeUnavailable as error:
         raise RunError(error.check, error.expected, error.actual, error.message) from None
-    measured = image.manifest["config"].get("runtimes", {})
+    measured = config.get("runtimes", {})
     if name not in measured:
         raise RunError(
             "runtime-installed",
@@ -62,21 +74,22 @@ class WorkerService:
 
     def __init__(
         self,
-        platform: SimulatedPlatform,
+        enclave: EnclavePlatform,
+        config: Mapping[str, Any],
         spec: WorkSpec,
         bundle: BinaryIO,
         room_dir: Path,
         *,
-        sandbox_uid: int,
+        confinement: Confinement,
     ) -> None:
-        # As recorded for this installation: reading it costs the same whatever the
-        # runtimes weigh (the Attester checked the record when it started).
-        self.image = stored_measurement("worker")
-        self.runtime = image_runtime(self.image, spec.runtime)
-        confinement = sandbox(sandbox_uid)
+        """``enclave`` is this Worker's platform, ``config`` its measured configuration
+        (the runtimes its image holds)."""
+        self.runtime = measured_runtime(config, spec.runtime)
+        # The same release key signs the Attester and the Worker.
+        self.attester_mr_signer = enclave.identity.mr_signer
         store = SealedStore(room_dir / "sealed")
         function_id = seal_bundle(store, bundle)
-        self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, function_id)
+        self.worker = WorkerEnclave(enclave, spec, function_id)
         self.room = CleanRoom(
             self.worker,
             store,
@@ -129,7 +142,7 @@ class WorkerService:
         @app.post("/admission/complete")
         async def admission_complete(request: Request) -> dict[str, Any]:
             answer = binary(await json_body(request, frozenset({"report"})), "report")
-            worker.complete_admission(answer, attester_mr_signer=self.image.mr_signer)
+            worker.complete_admission(answer, attester_mr_signer=self.attester_mr_signer)
             return {"worker_id": worker.worker_id}
 
         @app.get("/state")
@@ -196,24 +209,68 @@ class WorkerService:
         return app
 
 
+def _simulated(args: argparse.Namespace) -> tuple[EnclavePlatform, Mapping[str, Any], Confinement]:
+    # As recorded for this installation: reading it costs the same whatever the
+    # runtimes weigh (the Attester checked the record when it started).
+    image = stored_measurement("worker")
+    confinement = sandbox(args.sandbox_uid)
+    enclave = SimulatedPlatform.load(args.platform_dir).enclave(image.identity())
+    return enclave, image.manifest["config"], confinement
+
+
+def _gramine(
+    args: argparse.Namespace,
+    hardware: Callable[[], tuple[EnclavePlatform, AttestationFiles]] | None = None,
+) -> tuple[EnclavePlatform, Mapping[str, Any], Confinement]:
+    """This Worker in a Gramine SGX enclave (``hardware``: its platform and
+    ``/dev/attestation``, replaced in tests by an emulation)."""
+    from cleanroom.tee.gramine.config import read_enclave_config
+    from cleanroom.tee.gramine.files import set_workspace_key
+    from cleanroom.tee.gramine.native import hardware_enclave
+
+    enclave, files = (hardware or hardware_enclave)()
+    config = read_enclave_config(args.enclave_config, "worker")
+    # The workspace (staged inputs, outputs) is Gramine encrypted files under a key
+    # that exists only in this enclave, from now until it ends.
+    set_workspace_key(files, secrets.token_bytes(16))
+    confinement = NoConfinement(
+        "functions on Gramine run in a Runner enclave of their own (docs/deploy-sgx.md), "
+        "which this release does not start yet"
+    )
+    return enclave, config, confinement
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cleanroom-worker", description=__doc__)
-    parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("--platform-dir", type=Path, required=True)
+    parser.add_argument("--tee", choices=("simulated", "gramine"), default="simulated")
+    parser.add_argument("--socket", type=Path, help="serve on this Unix socket (simulated)")
+    parser.add_argument("--listen", help="serve on HOST:PORT (gramine: Unix sockets stay inside)")
+    parser.add_argument("--platform-dir", type=Path, help="the simulated platform")
+    parser.add_argument("--enclave-config", type=Path, help="the measured configuration (gramine)")
     parser.add_argument("--room-dir", type=Path, required=True)
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--sandbox-uid", type=int, required=True)
+    parser.add_argument("--sandbox-uid", type=int, help="the room's host uid (simulated)")
     args = parser.parse_args(argv)
+    needed = (
+        ("socket", "platform_dir", "sandbox_uid")
+        if args.tee == "simulated"
+        else ("listen", "enclave_config")
+    )
+    missing = [f"--{name.replace('_', '-')}" for name in needed if getattr(args, name) is None]
+    if missing:
+        parser.error(f"--tee {args.tee} needs {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="worker: %(levelname)s %(message)s")
     try:
+        enclave, config, confinement = (_simulated if args.tee == "simulated" else _gramine)(args)
         with args.bundle.open("rb") as bundle:
             service = WorkerService(
-                SimulatedPlatform.load(args.platform_dir),
+                enclave,
+                config,
                 WorkSpec.parse(json.loads(args.spec.read_bytes())),
                 bundle,
                 args.room_dir,
-                sandbox_uid=args.sandbox_uid,
+                confinement=confinement,
             )
     except CheckFailed as error:
         # One line the Controller relays as the deploy's problem detail.
@@ -222,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except MeasurementError as error:
         print(f"worker refused to start: {error}", file=sys.stderr)
         return 1
-    serve(service.app(), args.socket, service.stop)
+    serve(service.app(), args.socket, service.stop, listen=args.listen)
     os._exit(0)  # a deleted Worker leaves no thread behind
 
 
