@@ -10,7 +10,7 @@ import typer
 from typer.exceptions import TyperException
 
 from cleanroom import __version__
-from cleanroom.cli import admin, demo, function_test, room, runtime, server, sim, user, verify
+from cleanroom.cli import admin, demo, function_test, room, runtime, server, sim, sql, user, verify
 from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
@@ -81,6 +81,8 @@ app.command("run")(room.run)
 app.command("receipt")(room.receipt)
 app.command("status")(room.status)
 app.command("delete")(room.delete)
+app.command("query")(sql.query)
+app.command("budget")(sql.budget)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki
@@ -78,6 +78,7 @@ class UploadResult:
     sha256: str  # SHA-256(JCS(manifest)) hex: what the receipt must record
     files: dict[str, int]  # relative path -> size
     bytes: int
+    rows: int | None = None  # SQL rooms: the rows the Worker checked against the schema
 
 
 @dataclass(frozen=True)
@@ -296,16 +297,16 @@ class CleanRoomClient:
             upload = _Upload(keys, input_id, files, progress)
             answer = compute.upload(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
-        if answer.get("sha256") != digest or answer.get("input") != input_id:
-            raise TransferError(
-                "upload-ack",
-                {"input": input_id, "sha256": digest},
-                answer,
-                "the Worker acknowledged other data",
-            )
+        ack = _authenticated_ack(answer, keys, input_id)
+        expected = {"input": input_id, "sha256": digest, "bytes": upload.sent}
+        if any(ack.get(key) != value for key, value in expected.items()):
+            raise TransferError("upload-ack", expected, ack, "the Worker acknowledged other data")
         self._remember_upload(name, spec.work_id, input_id, digest)
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
-        return UploadResult(input_id, digest, sizes, upload.sent)
+        rows = ack.get("rows")
+        return UploadResult(
+            input_id, digest, sizes, upload.sent, rows=rows if type(rows) is int else None
+        )
 
     def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> str:
         """Start the run (only a runner may); with ``wait``, until it ended."""
@@ -495,6 +496,32 @@ class CleanRoomClient:
             return {}
         inputs = entry.get("inputs", {})
         return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _authenticated_ack(answer: dict[str, Any], keys: SessionKeys, input_id: str) -> dict[str, Any]:
+    """The Worker's acknowledgement, one record under the session's Worker-to-client key
+    (the Controller can neither forge nor change it); TransferError ``upload-ack`` else."""
+    frame = answer.get("ack")
+    try:
+        if not isinstance(frame, str):
+            raise TransferError("upload-ack", "an authenticated acknowledgement", frame, "none")
+        receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+        path, _index, final, data = receiver.open(from_b64u(frame, "ack"))
+        document = json.loads(data)
+    except (CheckFailed, ValueError) as error:
+        if isinstance(error, TransferError):
+            raise
+        raise TransferError(
+            "upload-ack", "an authenticated acknowledgement", "another", str(error)
+        ) from error
+    if (
+        path != f"{input_id}/.ack"
+        or not final
+        or not isinstance(document, dict)
+        or document.get("type") != "cleanroom/upload-ack/v1"
+    ):
+        raise TransferError("upload-ack", f"{input_id}/.ack", path, "not this upload's ack")
+    return document
 
 
 def _remove_tree(directory: Path) -> None:
