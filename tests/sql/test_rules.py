@@ -264,8 +264,11 @@ def test_a_spec_that_cannot_be_used_is_refused_naming_the_check(change: Any, che
 
 
 def test_a_named_query_that_does_not_parse_or_breaks_a_rule_is_refused_at_deploy() -> None:
-    for text, check in (("SELECT FROM WHERE (", "sql-parse"),
-                        ("SELECT email FROM input_1", "aggregation.dimension_columns")):  # fmt: skip
+    cases = [
+        ("SELECT FROM WHERE (", "sql-parse"),
+        ("SELECT email FROM input_1", "aggregation.dimension_columns"),
+    ]
+    for text, check in cases:
         document = sql_document()
         document["sql"]["queries"]["by_segment"]["text"] = text
         document["sql"]["queries"]["by_segment"]["parameters"] = {}
