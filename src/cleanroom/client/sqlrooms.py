@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cleanroom.client.errors import ServerError
 from cleanroom.client.rooms import CleanRoomClient, TransferError, VerifiedReceipt, _remove_tree
-from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki
@@ -84,8 +84,9 @@ def query(
             try:
                 document, signature = compute.run_receipt(room.name, run)
                 break
-            except CheckFailed:
-                if time.monotonic() > deadline:
+            except ServerError as error:
+                # Only "not finished yet" is worth waiting for; a refusal is the answer.
+                if error.check != "run-state" or time.monotonic() > deadline:
                     raise
                 time.sleep(POLL_S)
         receipt = verify_query_receipt(
