@@ -293,6 +293,7 @@ class CleanRoomClient:
         files = _input_files(source)
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
+            self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
             keys = self._session(compute, attestation, UploadPurpose(op="upload", input=input_id))
             upload = _Upload(keys, input_id, files, progress)
             answer = compute.upload(room.name, keys.session_id, upload.frames())
@@ -301,7 +302,9 @@ class CleanRoomClient:
         expected = {"input": input_id, "sha256": digest, "bytes": upload.sent}
         if any(ack.get(key) != value for key, value in expected.items()):
             raise TransferError("upload-ack", expected, ack, "the Worker acknowledged other data")
-        self._remember_upload(name, spec.work_id, input_id, digest)
+        self._remember_upload(
+            name, spec.work_id, input_id, digest, worker_id=attestation.worker.worker_id
+        )
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
         rows = ack.get("rows")
         return UploadResult(
@@ -477,7 +480,9 @@ class CleanRoomClient:
             return {}
         return records if isinstance(records, dict) else {}
 
-    def _remember_upload(self, name: str, work_id: str, input_id: str, digest: str) -> None:
+    def _remember_upload(
+        self, name: str, work_id: str, input_id: str, digest: str, *, worker_id: str | None = None
+    ) -> None:
         records = self._records()
         entry = records.setdefault(name, {})
         if entry.get("work_id") != work_id:
@@ -485,10 +490,31 @@ class CleanRoomClient:
             entry["work_id"] = work_id
             entry["inputs"] = {}
         entry["inputs"][input_id] = digest
+        if worker_id is not None:
+            entry.setdefault("workers", {})[input_id] = worker_id
         path = self._uploads_path()
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
         os.replace(temporary, path)
+
+    def _check_budget_reset(self, name: str, spec: WorkSpec, input_id: str, worker_id: str) -> None:
+        """Refuse to hand an input under differential privacy to a second Worker of the
+        same Work-ID: that Worker starts a fresh budget over the same data (a Worker the
+        Controller restarted with the spec it kept). Redeploy (a new Work-ID) instead."""
+        rule = spec.sql.rules.get(input_id) if spec.sql is not None else None
+        if rule is None or rule.differential_privacy is None:
+            return
+        entry = self._records().get(name, {})
+        earlier = (
+            entry.get("workers", {}).get(input_id) if entry.get("work_id") == spec.work_id else None
+        )
+        if earlier is not None and earlier != worker_id:
+            raise TransferError(
+                "dp-budget-reset", earlier, worker_id,
+                f"you gave {input_id} to another Worker of this Work-ID: this one would "
+                "start a fresh privacy budget over it",
+                "if the room was lost, redeploy it (a new Work-ID) and approve that",
+            )  # fmt: skip
 
     def _own_uploads(self, name: str, work_id: str) -> dict[str, str]:
         entry = self._records().get(name, {})

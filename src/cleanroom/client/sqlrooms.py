@@ -98,6 +98,17 @@ def query(
         expected["sha256"] = query_sha256(named.text if named is not None else sql or "")
         if any(receipt["query"].get(key) != value for key, value in expected.items()):
             raise TransferError("receipt-query", expected, receipt["query"], "another query ran")
+        destination = (
+            named.output
+            if named is not None
+            else spec.sql.adhoc.output
+            if (spec.sql.adhoc is not None)
+            else None
+        )
+        if receipt["output"]["id"] != destination:
+            raise TransferError(
+                "receipt-outputs", destination, receipt["output"]["id"], "another output"
+            )
         if target is None or receipt["status"] != "succeeded":
             return QueryResult(run, receipt, None, {})
         output_id = receipt["output"]["id"]

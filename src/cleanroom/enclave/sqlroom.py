@@ -55,7 +55,6 @@ from cleanroom.sql.rules import QueryPlan, check_spec_queries, plan_query
 
 log = logging.getLogger("cleanroom.enclave")
 RESULT = "result"  # the engine's one output directory (never sealed as is)
-RESULT_FILES = {f"{RESULT}/data.csv", f"{RESULT}/data.parquet", f"{RESULT}/rows.jsonl"}
 MAX_STATS = 1 << 16
 MAX_DP_ROWS = 64 << 20  # bytes of exact aggregates a DP query may return to the Worker
 MAX_RUNS = 10_000
@@ -223,11 +222,13 @@ class SqlRoom(CleanRoom):
             "inputs": {i: self.sql.schemas[i].model_dump() for i in plan.inputs},
         }
         status, released, suppressed = "failed", None, None
+        # Exactly the one file this plan makes: exact aggregates (DP) or the result.
+        wanted = f"{RESULT}/rows.jsonl" if plan.dp is not None else f"{RESULT}/data.{plan.format}"
         try:
             stats, collected = self._engine(
                 engine_plan,
                 [self._inputs[i] for i in plan.inputs],
-                keep=lambda name: name in RESULT_FILES,
+                keep=lambda name: name == wanted,
                 into=f"{plan.output}/run-{number}",
                 status_out=run,
             )  # fmt: skip

@@ -181,6 +181,13 @@ def authorize(
                 purpose.output,
                 "no such output",
             )
+        if (purpose.run is None) != (spec.sql is None):
+            raise AccessDenied(
+                "purpose",
+                "a query run's number" if spec.sql is not None else "no run number",
+                purpose.run,
+                "a SQL room's outputs are per query run; a function room has one run",
+            )
         recipient = spec.outputs[purpose.output]
         if recipient != user:
             raise AccessDenied(
