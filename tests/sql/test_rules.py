@@ -145,6 +145,16 @@ def test_a_shape_the_rules_forbid_is_refused_naming_the_rule(text: str, rule: st
         ),
         ("SELECT region, COUNT(*) FROM main.input_1 GROUP BY region", "sql-table"),
         ("SELECT region, COUNT(*) FROM other GROUP BY region", "sql-table"),
+        # a table read as something else: an identity renamed as a dimension, a sample,
+        # time travel, an ordinality column
+        (
+            "SELECT a.region, COUNT(*) FROM input_1 AS a(region, email, zip, spend) "
+            "GROUP BY a.region",
+            "sql-table",
+        ),
+        ("SELECT region, COUNT(*) FROM input_1 TABLESAMPLE 50% GROUP BY region", "sql-table"),
+        ("SELECT region, COUNT(*) FROM input_1 AT (VERSION => 1) GROUP BY region", "sql-table"),
+        ("SELECT region, COUNT(*) FROM input_1 WITH ORDINALITY GROUP BY region", "sql-table"),
         ("SELECT region, COUNT(*) AS __cr_k_input_1 FROM input_1 GROUP BY region", "sql-column"),
         ("SELECT region, COUNT(*) FROM input_1 GROUP BY region; SELECT 1", "sql-parse"),
         ("SELECT FROM WHERE (", "sql-parse"),

@@ -206,6 +206,19 @@ class _Scope:
                     table.sql(DIALECT)[:120],
                     "a query reads the room's inputs only",
                 )  # fmt: skip
+            # Nothing but the name and an alias: column aliases (``input_1 AS a(x, y)``)
+            # would rename one column as another (an identity as a dimension) past every
+            # rule, and a sample, time travel or ordinality changes what is read.
+            extra = sorted(k for k, v in table.args.items() if v and k not in ("this", "alias"))
+            alias_node = table.args.get("alias")
+            if alias_node is not None and alias_node.args.get("columns"):
+                extra.append("column aliases")
+            if extra:
+                raise QueryError(
+                    "sql-table", "an input table with at most an alias",
+                    table.sql(DIALECT)[:120],
+                    f"a table is read as it is ({', '.join(extra)} not allowed)",
+                )  # fmt: skip
             alias = table.alias_or_name
             if alias in self.aliases or name in self.aliases.values():
                 raise QueryError(
