@@ -54,27 +54,75 @@ def test_the_engine_runs_a_query_on_its_tables(tmp_path: Path) -> None:
     assert '"east",30' in data
 
 
+FILES = "file system operations are disabled by configuration"
+EXTENSIONS = "Loading external extensions is disabled through configuration"
+LOCKED = "the configuration has been locked"
+
+
 @pytest.mark.parametrize(
-    "sql",
+    ("sql", "refusal"),
     [
-        "SELECT * FROM read_csv('/etc/passwd')",
-        "SELECT * FROM read_text('/etc/hostname')",
-        "SELECT * FROM glob('/*')",
-        "COPY input_1 TO '/tmp/cleanroom-engine-leak.csv'",
-        "INSTALL httpfs",
-        "LOAD httpfs",
-        "ATTACH '/tmp/cleanroom-engine.db' AS other",
-        "SET enable_external_access = true",
-        "SET lock_configuration = false",
-        "SELECT * FROM read_csv('https://example.com/x.csv')",
+        # reading a file, by every reader and replacement scan
+        ("SELECT * FROM read_csv('/etc/passwd')", FILES),
+        ("SELECT * FROM read_csv_auto(['/etc/passwd'])", FILES),
+        ("SELECT * FROM read_parquet('/etc/passwd')", FILES),
+        ("SELECT * FROM parquet_metadata('/etc/passwd')", FILES),
+        ("SELECT * FROM read_json_auto('/etc/passwd')", FILES),
+        ("SELECT * FROM read_ndjson('/etc/passwd')", FILES),
+        ("SELECT * FROM read_text('/etc/hostname')", FILES),
+        ("SELECT * FROM read_blob('/etc/hostname')", FILES),
+        ("SELECT * FROM sniff_csv('/etc/passwd')", FILES),
+        ("SELECT * FROM glob('/*')", FILES),
+        ("SELECT * FROM query('SELECT * FROM read_text(''/etc/passwd'')')", FILES),
+        ("COPY input_1 FROM '/etc/passwd'", FILES),
+        ("IMPORT DATABASE '/tmp'", FILES),
+        # writing a file
+        ("COPY input_1 TO '/tmp/cleanroom-engine-leak.csv'", FILES),
+        ("COPY (SELECT 1) TO '/tmp/cleanroom-engine-leak.csv' (FORMAT parquet)", FILES),
+        ("EXPORT DATABASE '/tmp/cleanroom-engine-leak.csv'", FILES),
+        ("ATTACH '/tmp/cleanroom-engine-leak.csv' AS other", FILES),
+        ("CREATE PERSISTENT SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')", FILES),
+        # installing or loading an extension
+        ("INSTALL httpfs", FILES),
+        ("FORCE INSTALL httpfs FROM 'http://127.0.0.1:9/'", FILES),
+        ("LOAD httpfs", EXTENSIONS),
+        ("LOAD '/tmp/cleanroom-engine.duckdb_extension'", EXTENSIONS),
+        # reaching the network
+        ("SELECT * FROM read_csv('https://example.com/x.csv')", FILES),
+        ("SELECT * FROM read_parquet('s3://bucket/x.parquet')", FILES),
+        ("SELECT * FROM read_text('http://127.0.0.1:9/')", FILES),
+        # changing the configuration back, or any other of it
+        ("SET enable_external_access = true", LOCKED),
+        ("RESET enable_external_access", LOCKED),
+        ("SET GLOBAL enable_external_access = true", LOCKED),
+        ("SET lock_configuration = false", LOCKED),
+        ("RESET lock_configuration", LOCKED),
+        ("SET allow_unsigned_extensions = true", LOCKED),
+        ("SET autoload_known_extensions = true", LOCKED),
+        ("SET autoinstall_known_extensions = true", LOCKED),
+        ("SET allow_community_extensions = true", LOCKED),
+        ("SET extension_directory = '/tmp'", LOCKED),
+        ("SET custom_extension_repository = 'http://127.0.0.1:9'", LOCKED),
+        ("SET temp_directory = '/tmp'", LOCKED),
+        ("SET memory_limit = '100GB'", LOCKED),
+        ("SET threads = 64", LOCKED),
+        ("PRAGMA enable_profiling", LOCKED),
+        ("SET profiling_output = '/tmp/cleanroom-engine-leak.csv'", LOCKED),
+        ("CALL enable_logging()", LOCKED),
     ],
 )
-def test_sql_that_slipped_past_the_checker_still_reaches_nothing(tmp_path: Path, sql: str) -> None:
+def test_sql_that_slipped_past_the_checker_still_reaches_nothing(
+    tmp_path: Path, sql: str, refusal: str
+) -> None:
     result = run_engine(tmp_path, sql, direct=True)
     assert result.returncode != 0
-    assert (
-        "Permission Error" in result.stderr
-        or "Cannot change configuration" in (result.stderr)
-        or "disabled" in result.stderr
-    ), result.stderr[-500:]
+    assert refusal in result.stderr, result.stderr[-500:]
     assert not Path("/tmp/cleanroom-engine-leak.csv").exists()
+
+
+def test_the_engine_runs_nothing_before_it_is_locked_down(tmp_path: Path) -> None:
+    """The query mode itself: a statement the checker would never render still fails."""
+    result = run_engine(tmp_path, "SELECT * FROM read_text('/etc/hostname')")
+    assert result.returncode != 0
+    assert FILES in result.stderr, result.stderr[-500:]
+    assert not (tmp_path / "work" / "outputs" / "result" / "data.csv").exists()
