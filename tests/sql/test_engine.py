@@ -12,11 +12,12 @@ import pytest
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
 from cleanroom.sql import ENGINE_DIRECTORY
-from tests.sql.fixtures import SCHEMAS, alice_csv
+from cleanroom.sql.rules import plan_query
+from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
 
 def run_engine(
-    tmp_path: Path, sql: str, *, direct: bool = False
+    tmp_path: Path, sql: str, *, direct: bool = False, keep: dict[str, int] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The engine on Alice's data: its query mode, or (``direct``) its tables and
     lock-down, then ``sql`` as one statement on the connection."""
@@ -28,7 +29,7 @@ def run_engine(
     (work / "inputs" / "input_1").mkdir(parents=True)
     (work / "outputs").mkdir()
     (work / "inputs" / "input_1" / "data.csv").write_bytes(alice_csv())
-    plan = {"mode": "query", "sql": sql, "keep": {}, "dp": False, "format": "csv",
+    plan = {"mode": "query", "sql": sql, "keep": keep or {}, "dp": False, "format": "csv",
             "inputs": {"input_1": SCHEMAS["input_1"]}}  # fmt: skip
     (work / "parameters.json").write_text(json.dumps(plan))
     bootstrap = f"import sys\nsys.path.insert(0, {str(ENGINE_DIRECTORY)!r})\nimport handler\n"
@@ -126,3 +127,36 @@ def test_the_engine_runs_nothing_before_it_is_locked_down(tmp_path: Path) -> Non
     assert result.returncode != 0
     assert FILES in result.stderr, result.stderr[-500:]
     assert not (tmp_path / "work" / "outputs" / "result" / "data.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "suppressed"),
+    [
+        # a CAST that fails on some rows' values
+        ("SELECT region, COUNT(*) AS n FROM input_1 WHERE CAST(region AS INTEGER) = 1 "
+         "GROUP BY region", 0),
+        ("SELECT CAST(region AS INTEGER) AS r, COUNT(*) AS n FROM input_1 "
+         "GROUP BY CAST(region AS INTEGER)", 0),
+        # an overflow for every group of two rows or more
+        ("SELECT region, COUNT(*) * 4611686018427387904 AS n FROM input_1 GROUP BY region", 1),
+        # a division by zero only in the group of one, which the threshold suppresses
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region "
+         "HAVING COUNT(*) // (COUNT(*) - 1) > 0", 1),
+        ("SELECT region, COUNT(*) % (COUNT(*) - 1) AS n FROM input_1 GROUP BY region", 1),
+    ],
+)  # fmt: skip
+def test_whether_a_query_fails_does_not_depend_on_the_data(
+    tmp_path: Path, text: str, suppressed: int
+) -> None:
+    """Each of these fails in DuckDB as written, on some values only: a runner would
+    learn from the failure what the rules hide (and under differential privacy
+    outside any ε). As the Worker renders them, they run."""
+    written = run_engine(tmp_path / "as-written", text)
+    assert written.returncode != 0, "the query as written must fail, or it tests nothing"
+    plan = plan_query(sql_spec(), name=None, text=text)
+    rendered = run_engine(tmp_path / "rendered", plan.sql, keep=plan.thresholds)
+    assert rendered.returncode == 0, rendered.stderr[-500:]
+    stats = json.loads(
+        (tmp_path / "rendered" / "work" / "outputs" / "result" / "stats.json").read_text()
+    )
+    assert stats["suppressed"] == suppressed

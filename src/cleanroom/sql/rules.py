@@ -641,6 +641,8 @@ def plan_query(
             dp, executed = _dp_plan(spec, checker, owners, epsilon, spent or {})
         else:
             executed = tree.copy()
+            assert isinstance(executed, exp.Select)
+            _never_fails(executed)
             for input_id, rule in sorted(rules.items()):
                 if rule.threshold is None:
                     continue
@@ -675,6 +677,68 @@ def plan_query(
         output=output,
         format=form,
     )
+
+
+def _row_safe(node: exp.Expr) -> exp.Expr:
+    """A row-level expression that no value can make fail: wrapped in DuckDB's TRY (an
+    error becomes NULL), unless it is a plain column or literal (which cannot fail)."""
+    if isinstance(node, exp.Column | exp.Literal | exp.Boolean | exp.Null):
+        return node
+    return exp.Try(this=node)
+
+
+def _aggregate_safe(node: exp.Expr) -> exp.Expr:
+    """Arithmetic on aggregates that no value can make fail: every aggregate under it in
+    DOUBLE (an overflow is infinity, not an error), CAST as TRY_CAST, ``a // b`` as
+    ``FLOOR(a / b)`` (a division by zero is infinity). A bare aggregate cannot fail."""
+    if isinstance(node, tuple(AGGREGATES)):
+        return node
+    holder = exp.Paren(this=node)  # so that the top node too can be replaced in place
+    for aggregate in list(holder.find_all(*AGGREGATES)):
+        aggregate.replace(exp.Cast(this=aggregate.copy(), to=exp.DataType.build("DOUBLE")))
+    for cast in [n for n in holder.find_all(exp.Cast) if type(n) is exp.Cast]:
+        if not isinstance(cast.this, tuple(AGGREGATES)):
+            cast.replace(exp.TryCast(this=cast.this.copy(), to=cast.args["to"].copy()))
+    for division in list(holder.find_all(exp.IntDiv)):
+        quotient = exp.Div(this=division.this.copy(), expression=division.expression.copy())
+        division.replace(exp.Floor(this=quotient))
+    safe: exp.Expr = holder.this
+    return safe
+
+
+def _safe(node: exp.Expr) -> exp.Expr:
+    if any(isinstance(n, tuple(AGGREGATES)) for n in node.walk()):
+        return _aggregate_safe(node)
+    return _row_safe(node)
+
+
+def _never_fails(select: exp.Select) -> None:
+    """Rewrite a checked SELECT (aggregation or list shape) in place so that whether it
+    runs does not depend on the data: a query that failed on one row (a CAST, a
+    division by zero, an overflow) or in one group under the threshold would tell
+    the runner what the rules hide, and under differential privacy outside any ε."""
+    items: list[exp.Expr] = []
+    for item in list(select.expressions):
+        if isinstance(item, exp.Alias):
+            item.set("this", _safe(item.this))
+            items.append(item)
+        else:
+            name = item.sql(DIALECT)
+            safe = _safe(item)
+            items.append(safe if safe is item else exp.alias_(safe, name, quoted=True))
+    select.set("expressions", items)
+    where = select.args.get("where")
+    if where is not None:
+        where.set("this", _row_safe(where.this))
+    group = select.args.get("group")
+    if group is not None:
+        group.set("expressions", [_row_safe(key) for key in list(group.expressions)])
+    having = select.args.get("having")
+    if having is not None:
+        having.set("this", _aggregate_safe(having.this))
+    order = select.args.get("order")
+    for ordered in order.expressions if order is not None else []:
+        ordered.set("this", _safe(ordered.this))
 
 
 def _dp_plan(
@@ -717,7 +781,7 @@ def _dp_plan(
     outer: list[exp.Expr] = []
     position = {key.sql(DIALECT): index for index, key in enumerate(keys)}
     for index, key in enumerate(keys):
-        rows.append(exp.alias_(key.copy(), f"{HIDDEN_PREFIX}_g{index}"))
+        rows.append(exp.alias_(_row_safe(key.copy()), f"{HIDDEN_PREFIX}_g{index}"))
         outer.append(exp.column(f"{HIDDEN_PREFIX}_g{index}"))
     outer.append(exp.alias_(exp.Count(this=exp.Star()), f"{HIDDEN_PREFIX}_n"))
     value_index = 0
@@ -757,7 +821,11 @@ def _dp_plan(
         low, high = bounds
         clamped = exp.func(
             "LEAST",
-            exp.func("GREATEST", exp.cast(argument.copy(), "DOUBLE"), exp.Literal.number(low)),
+            exp.func(
+                "GREATEST",
+                exp.TryCast(this=argument.copy(), to=exp.DataType.build("DOUBLE")),
+                exp.Literal.number(low),
+            ),
             exp.Literal.number(high),
         )
         rows.append(exp.alias_(clamped, hidden))
@@ -781,7 +849,7 @@ def _dp_plan(
         inner = inner.join(join.copy(), copy=False)
     where = select.args.get("where")
     if where is not None:
-        inner = inner.where(where.this.copy(), copy=False)
+        inner = inner.where(_row_safe(where.this.copy()), copy=False)
     source = f"{HIDDEN_PREFIX}_rows"
     query = exp.select(*outer)
     ctes: list[tuple[str, exp.Expr]] = [(source, inner)]
