@@ -6,10 +6,12 @@ Needs what the sandbox needs (root, bubblewrap, util-linux) and the data runtime
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +46,7 @@ from cleanroom.tee.simulated import SimulatedPlatform
 from tests.enclave.test_room import upload_frames
 from tests.protocol.fixtures import ALICE, BOB
 from tests.sandbox import confined
-from tests.sql.fixtures import alice_csv, bob_csv, sql_spec
+from tests.sql.fixtures import SCHEMAS, alice_csv, bob_csv, sql_spec
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +92,15 @@ def session(room: SqlRoom, user: ec.EllipticCurvePrivateKey, purpose: Any) -> Se
 
 
 def upload(
-    room: SqlRoom, user: ec.EllipticCurvePrivateKey, input_id: str, data: bytes
+    room: SqlRoom,
+    user: ec.EllipticCurvePrivateKey,
+    input_id: str,
+    data: bytes,
+    name: str = "data.csv",
 ) -> dict[str, Any]:
     keys = session(room, user, UploadPurpose(op="upload", input=input_id))
     stream = room.begin_upload(keys.session_id)
-    for frame in upload_frames(keys, input_id, {"data.csv": data}):
+    for frame in upload_frames(keys, input_id, {name: data}):
         stream.feed(frame)
     stream.finish()
     receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
@@ -223,6 +229,57 @@ def test_an_upload_that_breaks_its_schema_is_refused_naming_column_and_row(
     assert b"lots" not in json.dumps(error.to_json()).encode()  # never a value
     # Nothing was kept: the owner can upload the right file.
     assert upload(room, ALICE, "input_1", alice_csv())["rows"] == 40
+
+
+def parquet(tmp_path: Path, select: str) -> bytes:
+    """A Parquet file of ``select``, written by DuckDB in the data runtime."""
+    runtime = installed_runtime("python3.11-data")
+    path = tmp_path / f"{hashlib.sha256(select.encode()).hexdigest()[:12]}.parquet"
+    copy = f"COPY ({select}) TO '{path}' (FORMAT parquet)"
+    subprocess.run(
+        [str(runtime.interpreter), "-I", "-c", f"import duckdb; duckdb.sql({copy!r})"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+PARQUET_ROWS = (
+    "SELECT 'c' || i || '@x' AS email, 'east' AS region, CAST(i AS VARCHAR) AS zip, "
+    "CAST(i AS DOUBLE) AS spend FROM range(5) t(i)"
+)
+
+
+@pytest.mark.parametrize(
+    ("select", "check", "column"),
+    [
+        (PARQUET_ROWS.replace("CAST(i AS DOUBLE) AS spend", "'lots' AS spend"),
+         "schema-type", "spend"),
+        (PARQUET_ROWS.replace("AS region", "AS area"), "schema-header", None),
+        (PARQUET_ROWS.replace("'c' || i || '@x' AS email",
+                              "CASE WHEN i = 3 THEN NULL ELSE 'c' || i END AS email"),
+         "schema-null", "email"),
+    ],
+)  # fmt: skip
+def test_a_parquet_upload_is_checked_against_its_schema(
+    tmp_path: Path, confinement: Sandbox, select: str, check: str, column: str | None
+) -> None:
+    schemas = copy.deepcopy(SCHEMAS)
+    schemas["input_1"]["format"] = "parquet"
+    room = make_room(tmp_path, confinement, sql_spec(schemas=schemas))
+    with pytest.raises(UploadError) as caught:
+        upload(room, ALICE, "input_1", parquet(tmp_path, select), "data.parquet")
+    error = caught.value
+    assert error.check == check
+    assert isinstance(error.actual, dict)
+    assert error.actual["column"] == column
+    if check == "schema-null":
+        assert error.actual["row"] == 4  # the fourth row (i = 3)
+    assert b"lots" not in json.dumps(error.to_json()).encode()  # never a value
+    with pytest.raises(UploadError) as caught:
+        upload(room, ALICE, "input_1", alice_csv(), "data.parquet")
+    assert caught.value.check == "schema-format"
+    ack = upload(room, ALICE, "input_1", parquet(tmp_path, PARQUET_ROWS), "data.parquet")
+    assert ack["rows"] == 5
 
 
 def test_dp_spends_the_budget_and_refuses_when_it_is_gone(
