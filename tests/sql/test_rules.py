@@ -7,11 +7,19 @@ import copy
 from typing import Any
 
 import pytest
+import sqlglot
+from sqlglot import exp
 
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
-from cleanroom.sql.rules import QueryError, RuleViolation, check_spec_queries, plan_query
+from cleanroom.sql.rules import (
+    QueryError,
+    RuleViolation,
+    _is_unit,
+    check_spec_queries,
+    plan_query,
+)
 from tests.sql.fixtures import BY_SEGMENT, sql_document, sql_spec
 
 SPEC = sql_spec()
@@ -295,3 +303,26 @@ def test_the_sql_spec_has_a_work_id_and_refuses_a_non_canonical_ad_hoc_runner() 
     document["sql"]["adhoc"]["runners"] = [document["runners"][0][:-1] + "1"]
     with pytest.raises(MessageFormatError):
         WorkSpec.parse(document)
+
+
+def test_a_bare_word_passes_only_as_a_unit() -> None:
+    """sqlglot keeps some bare words as words (exp.Var), not columns: the checker lets
+    them through only where DuckDB reads them as a unit, never as a name."""
+    units = [
+        "SELECT region, COUNT(*) AS n FROM input_1 WHERE EXTRACT(YEAR FROM zip) = 1 "
+        "GROUP BY region",
+        "SELECT region, COUNT(*) AS n FROM input_1 WHERE zip > INTERVAL 1 DAY GROUP BY region",
+        "SELECT DATE_TRUNC('month', zip) AS m, COUNT(*) AS n FROM input_1 "
+        "GROUP BY DATE_TRUNC('month', zip)",
+    ]
+    for text in units:
+        tree = sqlglot.parse_one(text, read="duckdb")
+        words = list(tree.find_all(exp.Var))
+        assert words and all(_is_unit(word) for word in words), text
+    tree = sqlglot.parse_one("SELECT 1 FROM t WHERE zip COLLATE nocase = 'x'", read="duckdb")
+    assert not any(_is_unit(word) for word in tree.find_all(exp.Var))
+    error = refused(
+        "SELECT region, COUNT(*) AS n FROM input_1 WHERE zip COLLATE nocase = 'x' GROUP BY region"
+    )
+    assert error.check == "sql-syntax"
+    assert error.actual == "nocase"

@@ -269,6 +269,15 @@ def _hidden_names(tree: exp.Expr) -> None:
             )
 
 
+def _is_unit(node: exp.Var) -> bool:
+    """The unit of EXTRACT, INTERVAL or DATE_TRUNC (sqlglot parses those as words)."""
+    parent = node.parent
+    if isinstance(parent, exp.Extract):
+        return node.arg_key == "this"
+    units = (exp.Interval, exp.DateTrunc, exp.TimestampTrunc)
+    return isinstance(parent, units) and node.arg_key == "unit"
+
+
 def _forbidden_shape(node: exp.Expr) -> str | None:
     if isinstance(node, exp.Subquery) or (isinstance(node, exp.Select) and node.parent):
         return "a sub-query"
@@ -293,6 +302,14 @@ class _Checker:
             if what is not None and node is not select:
                 raise self.fail_shape(what, node)
         self.scope = _Scope(spec, select, set())
+        for node in select.find_all(exp.Var):
+            # A bare word is a unit (EXTRACT(YEAR FROM d), INTERVAL 1 DAY), never a name
+            # DuckDB could resolve to a column the rules did not see.
+            if not _is_unit(node):
+                raise QueryError(
+                    "sql-syntax", "a column, a literal or a unit", node.sql(DIALECT),
+                    "a bare word is allowed only as the unit of EXTRACT, INTERVAL or DATE_TRUNC",
+                )  # fmt: skip
 
     def strict_rules(self) -> dict[str, AnalysisRule]:
         return {i: r for i, r in self.rules_by_input.items() if r.kind != "custom"}
