@@ -19,6 +19,7 @@ from cleanroom.cli import (
     runtime,
     server,
     sim,
+    sql,
     user,
     verify,
 )
@@ -93,6 +94,8 @@ app.command("run")(room.run)
 app.command("receipt")(room.receipt)
 app.command("status")(room.status)
 app.command("delete")(room.delete)
+app.command("query")(sql.query)
+app.command("budget")(sql.budget)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.status import Status
@@ -35,6 +35,7 @@ from cleanroom.cli.common import (
     stdout,
 )
 from cleanroom.client.access import (
+    Access,
     AccessFileError,
     ParameterError,
     build_spec,
@@ -63,6 +64,7 @@ from cleanroom.client.review import (
     review,
     spec_record,
 )
+from cleanroom.client.sqlfiles import load_queries, load_schema, sql_section
 from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import (
@@ -73,7 +75,10 @@ from cleanroom.protocol.bundle import (
     unpack,
 )
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.protocol.text import quoted, shown
+from cleanroom.sql import engine_bundle, engine_function_id
+from cleanroom.sql.rules import check_spec_queries
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
@@ -570,6 +575,28 @@ def function_download(
 # -------------------------------------------------------------------- deploy
 
 
+def _sql_section(rights: Access, queries: Path | None, schemas: list[str]) -> dict[str, Any] | None:
+    """The spec's ``sql`` object from --sql, --schema and the access file's rules."""
+    if queries is None:
+        if schemas:
+            raise AccessFileError("--schema belongs to a SQL room (--sql)")
+        return None
+    loaded: dict[str, dict[str, Any]] = {}
+    for item in schemas:
+        input_id, equals, path = item.partition("=")
+        if not equals or not input_id or not path:
+            raise AccessFileError(f"--schema {item!r}: expected INPUT=schema.yaml")
+        if input_id in loaded:
+            raise AccessFileError(f"--schema {input_id}: given twice")
+        loaded[input_id] = load_schema(Path(path))
+    return sql_section(
+        rules=dict(rights.rules) if rights.rules is not None else None,
+        adhoc=dict(rights.adhoc) if rights.adhoc is not None else None,
+        schemas=loaded,
+        queries=load_queries(queries),
+    )
+
+
 def _mebibytes(gibibytes: float) -> int:
     mebibytes = round(gibibytes * 1024)
     if not gibibytes > 0 or mebibytes < 1:
@@ -578,12 +605,34 @@ def _mebibytes(gibibytes: float) -> int:
 
 
 def deploy(
-    function: Annotated[str, typer.Option(help="The function ID (fs://…) to run.")],
     name: Annotated[str, typer.Option(help="The clean room's name (a-z, 0-9, -).")],
-    handler: Annotated[str, typer.Option(help="The entry point, module.function.")],
     access: Annotated[
-        Path, typer.Option(help="The access file (YAML): inputs, outputs, runners, logs.")
+        Path,
+        typer.Option(
+            help="The access file (YAML): inputs, outputs, runners, logs (and, for "
+            "SQL rooms, each owner's rules and who may send ad-hoc queries)."
+        ),
     ],
+    function: Annotated[
+        str | None, typer.Option(help="The function ID (fs://…) to run (not with --sql).")
+    ] = None,
+    handler: Annotated[
+        str | None, typer.Option(help="The entry point, module.function (not with --sql).")
+    ] = None,
+    sql: Annotated[
+        Path | None,
+        typer.Option(
+            help="A SQL room: its named queries ('-- query: NAME' blocks; "
+            "docs/privacy.md). Needs --schema for every input.",
+            show_default=False,
+        ),
+    ] = None,
+    schema: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A SQL room's input schema, INPUT=schema.yaml (repeatable).", show_default=False
+        ),
+    ] = None,
     runtime: Annotated[
         str,
         typer.Option(
@@ -607,9 +656,23 @@ def deploy(
     with _failures():
         rights = load_access(access)
         parameters = parse_parameters(param or [])
+        section = _sql_section(rights, sql, schema or [])
+    if section is not None:
+        if function is not None or handler is not None:
+            fail("a SQL room runs this release's engine: no --function or --handler", EXIT_USAGE)
+        if runtime != "python3.11" or parameters:
+            fail("a SQL room has no --runtime or --param (queries take parameters)", EXIT_USAGE)
+        function, handler, runtime = engine_function_id(), SQL_HANDLER, SQL_RUNTIME
+        with _failures(), _status("uploading the SQL engine…"):
+            _with_manager(profile, lambda manager: manager.upload_function(engine_bundle()))
+    elif function is None or handler is None:
+        fail("--function and --handler (or --sql and --schema for a SQL room)", EXIT_USAGE)
+    elif rights.rules is not None or rights.adhoc is not None:
+        fail(f"{access}: rules and adhoc belong to a SQL room (--sql)", EXIT_USAGE)
     memory_mib = _mebibytes(memory)
     try:
         spec = build_spec(
+            sql=section,
             name=name,
             function_id=function,
             handler=handler,
@@ -620,6 +683,9 @@ def deploy(
             timeout_s=timeout,
             parameters=parameters,
         )
+        if spec.sql is not None:
+            # Every named query parses and passes every owner's rule, or nothing deploys.
+            check_spec_queries(spec)
     except (CheckFailed, ProfileError) as error:
         fail(str(error), EXIT_USAGE)
     with _failures(), _status(f"deploying {name}…"):
@@ -742,10 +808,43 @@ def _show(result: Review, approval: Approval | None) -> None:
             "runner": "starts the run",
         }[right.role]
         _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
-    _show_files(result.files)
-    _show_vendored(result.contents.vendored)
+    if spec.sql is not None:
+        _show_sql(spec)
+    else:
+        _show_files(result.files)
+        _show_vendored(result.contents.vendored)
     _show_warnings(result.warnings)
     _print(f"approval:       {_approval_line(result, approval)}")
+
+
+def _show_sql(spec: WorkSpec) -> None:
+    """A SQL room's schemas, every owner's rule and every query, escaped as shown."""
+    assert spec.sql is not None
+    _print("SQL engine:     this release's (the function ID above is its bundle)")
+    for input_id, schema in sorted(spec.sql.schemas.items()):
+        columns = ", ".join(
+            f"{shown(c.name)} {c.type}{'' if c.nullable else ' not null'}" for c in schema.columns
+        )
+        _print(f"schema {input_id} ({schema.format}): {columns}")
+    for input_id, rule in sorted(spec.sql.rules.items()):
+        owner = spec.inputs[input_id]
+        _print(f"rule of {input_id} (set by {owner}): {rule.kind}")
+        document = rule.model_dump(mode="json", exclude_none=True, exclude={"kind"})
+        for key, value in document.items():
+            if value not in ([], {}):
+                _print(f"  {key}: {shown(json.dumps(value, sort_keys=True))}")
+    for name, query in sorted(spec.sql.queries.items()):
+        extra = f", ε {query.epsilon:g}" if query.epsilon is not None else ""
+        parameters = ", ".join(f"{k} {t}" for k, t in sorted(query.parameters.items()))
+        _print(f"query {name} → {query.output} ({query.format}{extra}); parameters: "
+               f"{parameters or 'none'}")  # fmt: skip
+        for line in query.text.splitlines():
+            _print(f"  | {shown(line)}")
+    adhoc = spec.sql.adhoc
+    if adhoc is None:
+        _print("ad-hoc queries: none (the queries above only)")
+    else:
+        _print(f"ad-hoc queries: by {', '.join(adhoc.runners)} → {adhoc.output}, under every rule")
 
 
 def _profile_option(profile: Profile) -> str | None:

@@ -161,3 +161,26 @@ class ComputeClient:
         return document.get("receipt"), from_b64u(
             _text(document, "signature", "receipt"), "receipt signature"
         )
+
+    # -- SQL rooms -----------------------------------------------------------------
+
+    def query(self, name: str, session_id: str, frame: bytes) -> dict[str, Any]:
+        """Start a query in a SQL room: ``frame`` is the encrypted query request."""
+        path = f"/v1/rooms/{name}/sessions/{session_id}/run"
+        return _object(self._request("POST", path, json={"query": b64u(frame)}), "run")
+
+    def run_receipt(self, name: str, run: int) -> tuple[Any, bytes]:
+        """A query run's signed receipt as relayed, not yet checked."""
+        document = _object(self._request("GET", f"/v1/rooms/{name}/runs/{run}/receipt"), "receipt")
+        return document.get("receipt"), from_b64u(
+            _text(document, "signature", "receipt"), "receipt signature"
+        )
+
+    def budget(self, name: str, nonce: str) -> tuple[Any, bytes]:
+        """The signed privacy budget statement for ``nonce``, not yet checked."""
+        document = _object(
+            self._request("POST", f"/v1/rooms/{name}/budget", json={"nonce": nonce}), "budget"
+        )
+        return document.get("budget"), from_b64u(
+            _text(document, "signature", "budget"), "budget signature"
+        )

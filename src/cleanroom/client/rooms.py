@@ -35,7 +35,7 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki
@@ -78,6 +78,7 @@ class UploadResult:
     sha256: str  # SHA-256(JCS(manifest)) hex: what the receipt must record
     files: dict[str, int]  # relative path -> size
     bytes: int
+    rows: int | None = None  # SQL rooms: the rows the Worker checked against the schema
 
 
 @dataclass(frozen=True)
@@ -292,20 +293,23 @@ class CleanRoomClient:
         files = _input_files(source)
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
+            self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
             keys = self._session(compute, attestation, UploadPurpose(op="upload", input=input_id))
             upload = _Upload(keys, input_id, files, progress)
             answer = compute.upload(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
-        if answer.get("sha256") != digest or answer.get("input") != input_id:
-            raise TransferError(
-                "upload-ack",
-                {"input": input_id, "sha256": digest},
-                answer,
-                "the Worker acknowledged other data",
-            )
-        self._remember_upload(name, spec.work_id, input_id, digest)
+        ack = _authenticated_ack(answer, keys, input_id)
+        expected = {"input": input_id, "sha256": digest, "bytes": upload.sent}
+        if any(ack.get(key) != value for key, value in expected.items()):
+            raise TransferError("upload-ack", expected, ack, "the Worker acknowledged other data")
+        self._remember_upload(
+            name, spec.work_id, input_id, digest, worker_id=attestation.worker.worker_id
+        )
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
-        return UploadResult(input_id, digest, sizes, upload.sent)
+        rows = ack.get("rows")
+        return UploadResult(
+            input_id, digest, sizes, upload.sent, rows=rows if type(rows) is int else None
+        )
 
     def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> str:
         """Start the run (only a runner may); with ``wait``, until it ended."""
@@ -476,7 +480,9 @@ class CleanRoomClient:
             return {}
         return records if isinstance(records, dict) else {}
 
-    def _remember_upload(self, name: str, work_id: str, input_id: str, digest: str) -> None:
+    def _remember_upload(
+        self, name: str, work_id: str, input_id: str, digest: str, *, worker_id: str | None = None
+    ) -> None:
         records = self._records()
         entry = records.setdefault(name, {})
         if entry.get("work_id") != work_id:
@@ -484,10 +490,31 @@ class CleanRoomClient:
             entry["work_id"] = work_id
             entry["inputs"] = {}
         entry["inputs"][input_id] = digest
+        if worker_id is not None:
+            entry.setdefault("workers", {})[input_id] = worker_id
         path = self._uploads_path()
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
         os.replace(temporary, path)
+
+    def _check_budget_reset(self, name: str, spec: WorkSpec, input_id: str, worker_id: str) -> None:
+        """Refuse to hand an input under differential privacy to a second Worker of the
+        same Work-ID: that Worker starts a fresh budget over the same data (a Worker the
+        Controller restarted with the spec it kept). Redeploy (a new Work-ID) instead."""
+        rule = spec.sql.rules.get(input_id) if spec.sql is not None else None
+        if rule is None or rule.differential_privacy is None:
+            return
+        entry = self._records().get(name, {})
+        earlier = (
+            entry.get("workers", {}).get(input_id) if entry.get("work_id") == spec.work_id else None
+        )
+        if earlier is not None and earlier != worker_id:
+            raise TransferError(
+                "dp-budget-reset", earlier, worker_id,
+                f"you gave {input_id} to another Worker of this Work-ID: this one would "
+                "start a fresh privacy budget over it",
+                "if the room was lost, redeploy it (a new Work-ID) and approve that",
+            )  # fmt: skip
 
     def _own_uploads(self, name: str, work_id: str) -> dict[str, str]:
         entry = self._records().get(name, {})
@@ -495,6 +522,32 @@ class CleanRoomClient:
             return {}
         inputs = entry.get("inputs", {})
         return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _authenticated_ack(answer: dict[str, Any], keys: SessionKeys, input_id: str) -> dict[str, Any]:
+    """The Worker's acknowledgement, one record under the session's Worker-to-client key
+    (the Controller can neither forge nor change it); TransferError ``upload-ack`` else."""
+    frame = answer.get("ack")
+    try:
+        if not isinstance(frame, str):
+            raise TransferError("upload-ack", "an authenticated acknowledgement", frame, "none")
+        receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+        path, _index, final, data = receiver.open(from_b64u(frame, "ack"))
+        document = json.loads(data)
+    except (CheckFailed, ValueError) as error:
+        if isinstance(error, TransferError):
+            raise
+        raise TransferError(
+            "upload-ack", "an authenticated acknowledgement", "another", str(error)
+        ) from error
+    if (
+        path != f"{input_id}/.ack"
+        or not final
+        or not isinstance(document, dict)
+        or document.get("type") != "cleanroom/upload-ack/v1"
+    ):
+        raise TransferError("upload-ack", f"{input_id}/.ack", path, "not this upload's ack")
+    return document
 
 
 def _remove_tree(directory: Path) -> None:

@@ -307,12 +307,23 @@ def create_app(
         return await forward(name, "POST", "/sessions", await small_json(request))
 
     @app.post("/v1/rooms/{name}/sessions/{session_id}/run")
-    async def run(name: str, session_id: str, _claims: User) -> Response:
-        return await forward(name, "POST", f"/sessions/{session(session_id)}/run")
+    async def run(name: str, session_id: str, request: Request, _claims: User) -> Response:
+        # A SQL room's query comes as a record the Worker decrypts; relayed as it is.
+        body = await small_json(request)
+        path = f"/sessions/{session(session_id)}/run"
+        return await forward(name, "POST", path, body or None)
 
     @app.get("/v1/rooms/{name}/receipt")
     async def receipt(name: str, _claims: User) -> Response:
         return await forward(name, "GET", "/receipt")
+
+    @app.get("/v1/rooms/{name}/runs/{number}/receipt")
+    async def run_receipt(name: str, number: int, _claims: User) -> Response:
+        return await forward(name, "GET", f"/runs/{number}/receipt")
+
+    @app.post("/v1/rooms/{name}/budget")
+    async def budget(name: str, request: Request, _claims: User) -> Response:
+        return await forward(name, "POST", "/budget", await small_json(request))
 
     @app.post("/v1/rooms/{name}/sessions/{session_id}/upload")
     async def upload(name: str, session_id: str, request: Request, _claims: User) -> Response:

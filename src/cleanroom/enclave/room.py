@@ -45,6 +45,8 @@ OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
 LOG_FILE = "function.log"
 PARAMETERS_FILE = "parameters.json"
 BUNDLE_OBJECT = "_function/bundle.tar"  # no input or output id starts with "_"
+UPLOAD_ACK_TYPE = "cleanroom/upload-ack/v1"
+UPLOAD_ACK_NAME = ".ack"
 
 
 def seal_bundle(store: SealedStore, source: IO[bytes]) -> str:
@@ -140,6 +142,12 @@ class CleanRoom:
             raise UploadError(
                 "input-complete", "an input not yet uploaded", input_id, "already uploaded"
             )
+
+    def _accept_input(self, completed: CompletedInput) -> dict[str, int]:
+        """A hook before an input is recorded (a SQL room checks its schema here);
+        what it returns goes into the uploader's acknowledgement."""
+        del completed
+        return {}
 
     def _complete(self, input_id: str, result: CompletedInput | None) -> None:
         with self._lock:
@@ -241,13 +249,7 @@ class CleanRoom:
 
     def _stage(self, scratch: Path) -> None:
         """The run's plaintext view: the function, the parameters, the inputs."""
-        bundle = scratch / "function.tar"
-        with bundle.open("wb") as handle:
-            for chunk in self._store.read(BUNDLE_OBJECT):
-                handle.write(chunk)
-        with bundle.open("rb") as handle:
-            unpack(handle, scratch / "function")
-        bundle.unlink()
+        self._stage_function(scratch)
         (scratch / PARAMETERS_FILE).write_bytes(canonical(self.worker.spec.parameters))
         (scratch / "inputs").mkdir()
         for completed in self._inputs.values():
@@ -257,6 +259,16 @@ class CleanRoom:
                 with target.open("wb") as handle:
                     for chunk in self._store.read(stored.name):
                         handle.write(chunk)
+
+    def _stage_function(self, scratch: Path) -> None:
+        """The sealed bundle, unpacked (and checked again) into ``function/``."""
+        bundle = scratch / "function.tar"
+        with bundle.open("wb") as handle:
+            for chunk in self._store.read(BUNDLE_OBJECT):
+                handle.write(chunk)
+        with bundle.open("rb") as handle:
+            unpack(handle, scratch / "function")
+        bundle.unlink()
 
     def _add_log(self, output_id: str, log: bytes) -> None:
         # The function may have written a file of that name itself: keep both.
@@ -326,6 +338,8 @@ class InputStream:
 
     def __init__(self, room: CleanRoom, session: AcceptedHandshake, input_id: str) -> None:
         self._room, self._input_id = room, input_id
+        self._session = session
+        self.counts: dict[str, int] = {}
         self._receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
         self._upload = Upload(room._store, input_id, session.user_id)
         self._result: CompletedInput | None = None
@@ -347,12 +361,31 @@ class InputStream:
             self._receiver.close()
             if self._result is None:
                 raise UploadError("upload-truncated", "a manifest", "none", "upload ended early")
+            self.counts = {
+                "bytes": sum(stored.size for stored in self._result.files),
+                **self._room._accept_input(self._result),
+            }
             self._room._complete(self._input_id, self._result)
         except BaseException:
             self.abort()
             raise
         self._ended = True
         return self._result
+
+    def ack(self) -> bytes:
+        """The acknowledgement, as one record under the session's Worker-to-client key:
+        ``{"type": "cleanroom/upload-ack/v1", "input", "sha256", "bytes"[, "rows"]}``
+        (rows where a schema was checked), so the Controller cannot change it."""
+        assert self._result is not None and self._ended, "after finish()"
+        document = {
+            "type": UPLOAD_ACK_TYPE,
+            "input": self._input_id,
+            "sha256": self._result.sha256,
+            **self.counts,
+        }
+        keys = self._session.keys
+        sender = RecordSender(keys.worker_to_client, keys.session_id)
+        return sender.seal(f"{self._input_id}/{UPLOAD_ACK_NAME}", canonical(document), final=True)
 
     def abort(self) -> None:
         """Erase whatever this upload stored; the input can be uploaded again."""

@@ -29,13 +29,16 @@ from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
+from cleanroom.enclave.sqlroom import SqlRoom, run_states
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder, encode_frames
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, definition
+from cleanroom.sql import engine_function_id
 from cleanroom.tee.gramine.files import AttestationFiles
 from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
 from cleanroom.tee.platform import EnclavePlatform
@@ -84,13 +87,21 @@ class WorkerService:
     ) -> None:
         """``enclave`` is this Worker's platform, ``config`` its measured configuration
         (the runtimes its image holds)."""
-        self.runtime = measured_runtime(config, spec.runtime)
+        sql = spec.sql is not None
+        self.runtime = measured_runtime(config, ENGINE_RUNTIME if sql else spec.runtime)
+        if sql and spec.function != engine_function_id():
+            # A SQL room runs this release's engine, nothing a deployer wrote.
+            raise RunError(
+                "sql-engine", engine_function_id(), spec.function,
+                "a SQL room's function is the engine of this release",
+                "deploy with a client of the compute server's release",
+            )  # fmt: skip
         # The same release key signs the Attester and the Worker.
         self.attester_mr_signer = enclave.identity.mr_signer
         store = SealedStore(room_dir / "sealed")
         function_id = seal_bundle(store, bundle)
         self.worker = WorkerEnclave(enclave, spec, function_id)
-        self.room = CleanRoom(
+        self.room = (SqlRoom if sql else CleanRoom)(
             self.worker,
             store,
             sandbox=confinement,
@@ -106,6 +117,15 @@ class WorkerService:
             raise AdmissionError(
                 "admitted", "an admitted Worker", "not admitted", "admission incomplete"
             )
+
+    def _query(self, room: SqlRoom, number: int) -> None:
+        try:
+            room.execute_query(number)
+        except Exception:
+            log.exception("query %s failed", number)
+        result = room.last_run
+        if result is not None:  # sizes and times only: nothing of the data
+            log.info("query %s ended %s in %.2f s", number, result.status, result.seconds)
 
     def _run(self) -> None:
         try:
@@ -147,13 +167,16 @@ class WorkerService:
 
         @app.get("/state")
         def state() -> dict[str, Any]:
-            return {
+            document = {
                 "worker_id": worker.worker_id,
                 "work_id": worker.spec.work_id,
                 "admitted": worker.admitted,
                 "state": room.state,
                 "detail": room.failure,
             }
+            if isinstance(room, SqlRoom):
+                document["runs"] = run_states(room)
+            return document
 
         @app.post("/sessions")
         async def open_session(request: Request) -> dict[str, Any]:
@@ -178,14 +201,41 @@ class WorkerService:
                 stream.abort()  # includes a client or Controller that went away mid-stream
                 raise
             completed = await run_in_threadpool(stream.finish)
-            return {"input": completed.input_id, "sha256": completed.sha256}
+            return {
+                "input": completed.input_id,
+                "sha256": completed.sha256,
+                "ack": b64u(stream.ack()),
+            }
 
         @app.post("/sessions/{session_id}/run", status_code=202)
-        def run(session_id: str) -> dict[str, Any]:
+        async def run(session_id: str, request: Request) -> dict[str, Any]:
             self._serving()
+            if isinstance(room, SqlRoom):
+                # The query, encrypted under the session: the Controller cannot read it.
+                frame = binary(await json_body(request, frozenset({"query"})), "query")
+                number = await run_in_threadpool(room.begin_query, session_id, frame)
+                threading.Thread(
+                    target=self._query, args=(room, number), name="query", daemon=True
+                ).start()
+                return {"state": room.state, "run": number}
             room.begin_run(session_id)
             threading.Thread(target=self._run, name="run", daemon=True).start()
             return {"state": room.state}
+
+        @app.get("/runs/{number}/receipt")
+        def run_receipt(number: int) -> Response:
+            if not isinstance(room, SqlRoom):
+                raise RunError("run-state", "a SQL room", worker.spec.runtime, "no query runs")
+            document, signature = room.run_receipt(number)
+            return JSONResponse({"receipt": document, "signature": b64u(signature)})
+
+        @app.post("/budget")
+        async def budget(request: Request) -> Response:
+            if not isinstance(room, SqlRoom):
+                raise RunError("run-state", "a SQL room", worker.spec.runtime, "no budget")
+            nonce = field(await json_body(request, frozenset({"nonce"})), "nonce")
+            document, signature = room.budget(nonce)
+            return JSONResponse({"budget": document, "signature": b64u(signature)})
 
         @app.post("/sessions/{session_id}/download")
         def download(session_id: str) -> Response:

@@ -70,6 +70,7 @@ from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.tokens import (
     SCOPE_DEPLOY,
     SCOPE_USER,
@@ -560,7 +561,8 @@ class _Manager:
                 {"detail": f"spec field {where}: {error.message}", **error.to_json()},
             ) from error
         try:
-            runtimes.definition(spec.runtime)
+            # A SQL room runs the engine in the data runtime (the Worker checks both).
+            runtimes.definition(ENGINE_RUNTIME if spec.sql is not None else spec.runtime)
         except runtimes.RuntimeUnavailable as error:
             raise HTTPException(
                 422, {"detail": f"spec field runtime: {error.message}", **error.to_json()}

@@ -112,6 +112,9 @@ WORKER = ImageDefinition(
         "enclave/store.py",
         "enclave/uploads.py",
         "enclave/worker_service.py",
+        "enclave/sqlroom.py",
+        "enclave/budget.py",
+        "sql/**/*.py",
     ),
     runtimes=True,
 )
