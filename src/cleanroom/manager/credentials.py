@@ -1,10 +1,12 @@
 """Client credentials: random secrets, stored only as argon2id hashes.
 
-A wrong secret, an unknown client, a disabled client and a client whose member
-was removed are indistinguishable to the caller: :func:`authenticate` answers
-``None`` for all four, after the same argon2 work (an unknown client is checked
-against a dummy hash), and the token endpoint turns ``None`` into one fixed
-``401 {"error": "invalid_client"}``.
+Two kinds of client log in with them: a user's client (:func:`authenticate`) and
+a compute server's Controller (:func:`authenticate_server`; its client id starts
+with :data:`SERVER_CLIENT_PREFIX`). A wrong secret, an unknown client, a disabled
+client, a client whose member was removed and a removed compute server are
+indistinguishable to the caller: each answers ``None``, after the same argon2
+work (an unknown client is checked against a dummy hash), and the token endpoint
+turns ``None`` into one fixed ``401 {"error": "invalid_client"}``.
 """
 
 from __future__ import annotations
@@ -13,17 +15,27 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cleanroom.manager.database import Client
+from cleanroom.manager.database import Client, ComputeServer
 
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 "low memory" parameters
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
 
 
+SERVER_CLIENT_PREFIX = "cs-"
+"""How a compute server's client id starts (a user's client id is 32 hex digits)."""
+
+
 def new_client_id() -> str:
     """A random client id (128 bits, hex so that it never looks like an option)."""
     return secrets.token_hex(16)
+
+
+def new_server_client_id() -> str:
+    """A random client id for a compute server: :data:`SERVER_CLIENT_PREFIX` and 32 hex."""
+    return SERVER_CLIENT_PREFIX + secrets.token_hex(16)
 
 
 def new_secret() -> str:
@@ -51,3 +63,22 @@ def authenticate(session: Session, client_id: str, secret: str) -> Client | None
     if client is None or client.disabled or client.member_id is None or not matches:
         return None
     return client
+
+
+def authenticate_server(session: Session, client_id: str, secret: str) -> ComputeServer | None:
+    """The compute server whose client id is ``client_id`` if ``secret`` is its secret and
+    it is not removed, else ``None`` (after the same argon2 work as for a user's client)."""
+    server = (
+        session.scalar(select(ComputeServer).where(ComputeServer.client_id == client_id))
+        if client_id
+        else None
+    )
+    stored = server.secret_hash if server is not None and server.secret_hash else _DUMMY_HASH
+    matches: bool
+    try:
+        matches = _hasher.verify(stored, secret)
+    except (VerificationError, InvalidHashError):
+        matches = False
+    if server is None or server.removed or server.secret_hash is None or not matches:
+        return None
+    return server
