@@ -55,7 +55,7 @@ def test_rooms_spread_and_a_dead_server_loses_its_rooms(stack: LocalStack, tmp_p
     assert {room.state for room in rooms} == {"deployed"}
 
     # A Worker dies on the first server: its Controller says 410, the room is lost.
-    record = json.loads((stack.compute_dir / "rooms" / "room-0" / "room.json").read_text())
+    record = json.loads((stack.room_directory("acme", "room-0") / "room.json").read_text())
     os.kill(int(record["pid"]), signal.SIGKILL)
     dead = wait_for(client, "room-0", "lost")
     assert dead.state == "lost"
