@@ -92,6 +92,8 @@ SCOPE_COMPUTE = "compute"
 """A compute server's token at the manager: its bundles and the revocation list."""
 SCOPES = (SCOPE_USER, SCOPE_DEPLOY, SCOPE_DELETE, SCOPE_STATUS, SCOPE_COMPUTE)
 OPERATION_SCOPES = (SCOPE_DEPLOY, SCOPE_DELETE, SCOPE_STATUS)
+MANAGER_SUBJECT = "cleanroom-manager"
+"""The ``sub`` of the manager's own tokens (one operation on one room), which no client has."""
 
 REQUIRED_CLAIMS: Mapping[str, type] = {
     "iss": str,

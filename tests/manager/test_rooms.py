@@ -166,6 +166,22 @@ def test_a_participant_names_the_project_where_names_collide(
     assert unseen.value.status == 404
 
 
+def test_a_live_room_of_another_project_wins_over_a_deleted_one_of_ones_own(
+    manager: Manager, controller: StandInController, tmp_path: Path
+) -> None:
+    client, client_id = manager.login("acme")
+    key, acme_user = new_user()
+    client.register_user_key(key, client_id)
+    function = client.upload_function(make_bundle(tmp_path / "f")).function_id
+    client.deploy(make_spec(function))
+    client.delete("overlap")
+    other, _ = manager.login("globex")
+    theirs = other.upload_function(make_bundle(tmp_path / "g", "def main(c): return 1\n"))
+    live = other.deploy(make_spec(theirs.function_id, recipient=acme_user))
+    assert client.room("overlap") == live
+    assert client.room("overlap", project="acme").state == "deleted"
+
+
 def test_the_managers_operation_tokens_name_the_server_the_room_and_the_operation(
     manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
 ) -> None:

@@ -43,6 +43,7 @@ from cleanroom.limits import BodySizeLimit
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
     JWKS_REFETCH_INTERVAL,
+    MANAGER_SUBJECT,
     OPERATION_SCOPES,
     REVOCATION_MAX_AGE,
     REVOCATION_REFRESH,
@@ -64,7 +65,6 @@ NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 """A room's (and a project's) name; always matched whole (``fullmatch``)."""
 SESSION = re.compile(r"[A-Za-z0-9_-]{22}")
 DIGEST = re.compile(r"[A-Za-z0-9_-]{43}")
-MANAGER_SUBJECT = "cleanroom-manager"
 
 
 @dataclass(frozen=True)
@@ -198,11 +198,12 @@ class RoomAccess:
             )
         if not NAME.fullmatch(claims.project) or not NAME.fullmatch(name):
             raise TokenError("token-room", "a room and project name", claims.project, "bad names")
-        if granted[0] in OPERATION_SCOPES:
+        operations = [scope for scope in claims.scopes if scope in OPERATION_SCOPES]
+        if operations:
             if claims.sub != MANAGER_SUBJECT:
                 raise TokenError(
                     "token-scope",
-                    f"a {granted[0]} token of the manager",
+                    f"a {operations[0]} token of the manager",
                     claims.sub,
                     "only the manager deploys, deletes and asks about rooms",
                 )

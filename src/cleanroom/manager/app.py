@@ -66,7 +66,6 @@ from cleanroom.manager.database import (
     open_database,
 )
 from cleanroom.manager.grants import (
-    MANAGER_SUBJECT,
     GrantRefused,
     Grants,
     TokenRequest,
@@ -89,6 +88,7 @@ from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tokens import (
+    MANAGER_SUBJECT,
     SCOPE_COMPUTE,
     SCOPE_DELETE,
     SCOPE_DEPLOY,

@@ -14,8 +14,8 @@ party may still do is read from the database on every request:
 Which rooms a user may see (:func:`visible_rooms`): those of its project, and
 those whose spec names its registered ``user_id`` (inputs, outputs or runners).
 Room names live per project, so a name may stand for several rooms a user sees:
-:func:`find_room` takes the caller's own project's first, then the one other
-project's, and refuses to guess between several (``room-ambiguous``).
+:func:`find_room` takes a live one first, the caller's own project's first, and
+refuses to guess between other projects' (``room-ambiguous``).
 """
 
 from __future__ import annotations
@@ -142,11 +142,10 @@ def visible_rooms(caller: Caller) -> Select[Room]:
 def find_room(session: Session, caller: Caller, name: str, project: str | None = None) -> Room:
     """The room ``name`` the caller may see (of ``project``, when given).
 
-    Of several rooms with that name, the caller's own project's wins; otherwise
-    there must be one other project's (``room-ambiguous`` 409 if several: ask
-    again with ``project``). Within a project: the live room, else the latest
-    deleted one. A room the caller may not see is ``room`` 404, as one that does
-    not exist.
+    A live room wins over deleted ones; of several, the caller's own project's;
+    otherwise they must all be one other project's (``room-ambiguous`` 409 if not:
+    ask again with ``project``). Of a project's deleted rooms, the latest. A room
+    the caller may not see is ``room`` 404, as one that does not exist.
     """
     query = visible_rooms(caller).where(Room.name == name)
     if project is not None:
@@ -157,6 +156,8 @@ def find_room(session: Session, caller: Caller, name: str, project: str | None =
         raise RoomRefused(
             "room", "a clean room you may see", name, f"no clean room named {name!r}{where}"
         )
+    live = [room for room in rooms if room.state != "deleted"]
+    rooms = live or rooms
     own = [room for room in rooms if room.project_id == caller.project_id]
     if own:
         rooms = own

@@ -45,6 +45,7 @@ from cleanroom.manager.credentials import (
 )
 from cleanroom.manager.database import ComputeServer
 from cleanroom.tokens import (
+    MANAGER_SUBJECT,
     OPERATION_SCOPES,
     SCOPE_COMPUTE,
     SCOPE_USER,
@@ -53,8 +54,6 @@ from cleanroom.tokens import (
     TokenVerifier,
 )
 
-MANAGER_SUBJECT = "cleanroom-manager"
-"""The ``sub`` of the tokens the manager mints for itself (one operation on one room)."""
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
 
 
