@@ -25,10 +25,12 @@ FAST_HEALTH = ["--health-interval", "0.2", "--health-failures", "2", "--lost-aft
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     if not confinement_available():
         pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
-    with LocalStack(tmp_path / "stack", manager_options=FAST_HEALTH) as running:
+    # A short directory: a Worker's Unix socket path must stay within 107 bytes.
+    directory = tmp_path_factory.mktemp("many")
+    with LocalStack(directory, manager_options=FAST_HEALTH) as running:
         running.add_project("acme")
         yield running
 
