@@ -41,7 +41,6 @@ from bench.env import (
 from bench.servers import self_signed
 from cleanroom.client import CleanRoomClient
 from cleanroom.demodata import write_overlap_inputs
-from cleanroom.enclave.runner import BOOTSTRAP
 from cleanroom.protocol.spec import UploadPurpose
 
 log_lock = threading.Lock()
@@ -408,6 +407,15 @@ def _transfer_size(
 # ======================================================================= 4. compute
 
 
+# The handler called as the Worker's sandbox calls it, on the host: no sandbox, no TEE.
+DIRECT = """
+import importlib, sys
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/packages"]
+module_name, _, attribute = sys.argv[2].rpartition(".")
+getattr(importlib.import_module(module_name), attribute)()
+"""
+
+
 def direct_run(function_dir: Path, dir_a: Path, dir_b: Path, work: Path, k: int) -> float:
     """The function on the same files with the same interpreter, not in a clean room."""
     for input_id, source in (("input_1", dir_a), ("input_2", dir_b)):
@@ -419,7 +427,7 @@ def direct_run(function_dir: Path, dir_a: Path, dir_b: Path, work: Path, k: int)
     (work / "parameters.json").write_text(json.dumps({"k": k}))
     started = time.perf_counter()
     subprocess.run(  # noqa: S603 - fixed argv
-        ["/usr/bin/python3.11", "-I", "-c", BOOTSTRAP, str(function_dir), "handler.run"],
+        ["/usr/bin/python3.11", "-I", "-c", DIRECT, str(function_dir), "handler.run"],
         cwd=work,
         env={"WORK_DIR": str(work), "HOME": str(work), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
         check=True,

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Functions run in bubblewrap (the sandbox) with util-linux's setpriv, unshare, mount.
+bash scripts/system-packages.sh bubblewrap util-linux mount
+
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e .

@@ -133,21 +133,22 @@ class LocalStack:
         self,
         directory: Path,
         *,
-        allow_insecure_no_isolation: bool = False,
         advertise_url: str | None = None,
         manager_options: Sequence[str] = (),
+        compute_options: Sequence[str] = (),
     ) -> None:
         """``advertise_url``: the compute server's URL as registered at the manager
-        (default: its own); tests put a tampering proxy there. ``manager_options``:
-        more options of `cleanroom server manager` (e.g. faster health checks)."""
+        (default: its own); tests put a tampering proxy there. ``manager_options`` and
+        ``compute_options``: more options of `cleanroom server manager` (e.g. faster
+        health checks) and of every `cleanroom server compute` (e.g. ``--max``)."""
         self.directory = directory
         self.manager_dir = directory / "manager"
         self.compute_dir = directory / "compute"
-        self.allow_insecure_no_isolation = allow_insecure_no_isolation
         self.manager_url = f"http://127.0.0.1:{free_port()}"
         self.compute_url = f"http://127.0.0.1:{free_port()}"
         self.advertise_url = advertise_url or self.compute_url
         self.manager_options = list(manager_options)
+        self.compute_options = list(compute_options)
         self.compute_nodes: dict[str, ComputeNode] = {}
         self.credentials: dict[str, ServerCredentials] = {}
         """Each compute server's credentials towards the manager, by name."""
@@ -186,9 +187,8 @@ class LocalStack:
         compute_argv = [
             "server", "compute", "--port", compute_port, "--data-dir", str(self.compute_dir),
             "--manager-url", self.manager_url, "--credentials", str(credentials),
+            *self.compute_options,
         ]  # fmt: skip
-        if self.allow_insecure_no_isolation:
-            compute_argv.append("--allow-insecure-no-isolation")
         compute = _start(
             "compute server", compute_argv, self.compute_url, self.directory / "compute.log"
         )
@@ -208,9 +208,8 @@ class LocalStack:
         argv = [
             "server", "compute", "--port", url.rsplit(":", 1)[1], "--data-dir", str(directory),
             "--manager-url", self.manager_url, "--credentials", str(credentials),
+            *self.compute_options,
         ]  # fmt: skip
-        if self.allow_insecure_no_isolation:
-            argv.append("--allow-insecure-no-isolation")
         server = _start(f"compute server {name}", argv, url, self.directory / f"{name}.log")
         self._servers.append(server)
         server.wait_healthy("/v1/health")

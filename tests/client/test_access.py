@@ -171,7 +171,14 @@ def test_build_spec(alice: str, bob: str) -> None:
         "function": FUNCTION,
         "runtime": "python3.11",
         "handler": "handler.run",
-        "resources": {"memory_mib": 1024, "timeout_s": 60},
+        # Resources not given are written out with the spec's defaults.
+        "resources": {
+            "memory_mib": 1024,
+            "timeout_s": 60,
+            "cpu_s": 14400,
+            "processes": 256,
+            "disk_mib": 1024,
+        },
         "inputs": {"input_1": alice},
         "outputs": {"output_1": bob},
         "runners": [alice],  # the deployer, by default

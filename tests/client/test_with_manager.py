@@ -214,7 +214,13 @@ def test_deploy_pins_the_deployers_approval(
 ) -> None:
     alice, _ = parties
     spec = controller.deployed["overlap"]
-    assert spec["resources"] == {"memory_mib": 512, "timeout_s": 60}
+    assert spec["resources"] == {
+        "memory_mib": 512,
+        "timeout_s": 60,
+        "cpu_s": 14400,
+        "processes": 256,
+        "disk_mib": 1024,
+    }
     assert spec["parameters"] == {"threshold": 0.25, "label": "demo"}
     assert spec["runners"] == [alice.user_id]  # the deployer, by default
     assert alice.require_approval("overlap", deployed).work_id == deployed

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError
+from cleanroom.controller.sandbox_ids import FIRST_UID
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u, from_b64u
 from tests.protocol.fixtures import SPEC_DOCUMENT
@@ -34,9 +35,18 @@ def _spec_and_bundle(tmp_path: Path, name: str = "overlap") -> tuple[dict[str, A
     return {**SPEC_DOCUMENT, "name": name, "function": function_id(bundle)}, bundle
 
 
+def _fetching(bundle: bytes) -> Callable[[Path], Awaitable[None]]:
+    """What the Controller's deploy does with the manager's answer: write it down."""
+
+    async def fetch(destination: Path) -> None:
+        destination.write_bytes(bundle)
+
+    return fetch
+
+
 def _with_host(tmp_path: Path, body: Callable[[EnclaveHost], Awaitable[T]]) -> T:
     async def main() -> T:
-        host = EnclaveHost(tmp_path / "compute", allow_insecure_no_isolation=True)
+        host = EnclaveHost(tmp_path / "compute")
         await host.start()
         try:
             return await body(host)
@@ -50,7 +60,7 @@ def _worker(host: EnclaveHost, directory: Path, spec: dict[str, Any], bundle: by
     directory.mkdir(parents=True)
     (directory / "spec.json").write_text(json.dumps(spec))
     (directory / "function.tar").write_bytes(bundle)
-    socket = host.data_dir / "sockets" / f"{directory.name}.sock"
+    socket = host._sockets / f"{directory.name}.sock"
     return EnclaveProcess.start(
         "Worker",
         socket,
@@ -58,7 +68,7 @@ def _worker(host: EnclaveHost, directory: Path, spec: dict[str, Any], bundle: by
             "-m", "cleanroom.enclave.worker_service", "--socket", str(socket),
             "--platform-dir", str(host.platform_dir), "--room-dir", str(directory),
             "--spec", str(directory / "spec.json"), "--bundle", str(directory / "function.tar"),
-            "--sandbox-uid", "61050", "--allow-insecure-no-isolation",
+            "--sandbox-uid", str(FIRST_UID - 1),  # runs no function
         ],
         directory / "worker.log",
     )  # fmt: skip
@@ -68,7 +78,7 @@ def test_deploy_admits_the_worker_and_the_attester_vouches_for_it(tmp_path: Path
     spec, bundle = _spec_and_bundle(tmp_path)
 
     async def body(host: EnclaveHost) -> tuple[Any, Any]:
-        room = await host.deploy("overlap", json.dumps(spec).encode(), bundle)
+        room = await host.deploy("overlap", json.dumps(spec).encode(), _fetching(bundle))
         evidence = await host.attest("overlap", b64u(bytes(32)))
         state = await room.worker.call("GET", "/state")
         return evidence, state
@@ -85,10 +95,12 @@ def test_a_swapped_bundle_is_refused_by_the_worker_itself(tmp_path: Path) -> Non
     _other_spec, other_bundle = _spec_and_bundle(tmp_path, "other")
 
     async def body(host: EnclaveHost) -> None:
-        await host.deploy("overlap", json.dumps(spec).encode(), other_bundle)
+        await host.deploy("overlap", json.dumps(spec).encode(), _fetching(other_bundle))
 
-    with pytest.raises(EnclaveProcessError, match="function-id"):
+    with pytest.raises(EnclaveProcessError) as caught:
         _with_host(tmp_path, body)
+    assert caught.value.status == 422
+    assert caught.value.body is not None and caught.value.body["check"] == "function-id"
 
 
 async def _relay_admission(
@@ -219,3 +231,13 @@ def test_an_attester_that_cannot_start_again_makes_the_host_degraded(tmp_path: P
         assert host.attester is not None and host.attester.process.poll() is None
 
     _with_host(tmp_path, body)
+
+
+def test_sockets_of_a_data_directory_with_a_long_path_still_fit(tmp_path: Path) -> None:
+    """A Unix socket path holds 107 bytes: a deep data directory (pytest's are) gets a
+    short directory of its own for the enclaves' sockets."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    sockets = EnclaveHost(deep)._sockets
+    assert len(str(sockets / "w-0123456789abcdef.sock")) <= 100
+    assert sockets != EnclaveHost(deep / "other")._sockets
+    assert EnclaveHost(Path("/srv/cr"))._sockets == Path("/srv/cr/sockets")

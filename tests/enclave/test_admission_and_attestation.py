@@ -26,6 +26,7 @@ from cleanroom.client.phase1 import AttestedWorker, ClaimsError, verify_attester
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import AdmissionError, UnknownWorkerError
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.protocol.bundle import function_id
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.errors import SignatureError
 from cleanroom.protocol.handshake import ClientHandshake
@@ -87,7 +88,7 @@ def start_worker(
     room_platform: SimulatedPlatform, attester: Attester, spec: WorkSpec
 ) -> WorkerEnclave:
     image = measure("worker")
-    worker = WorkerEnclave(room_platform.enclave(image.identity()), spec, BUNDLE)
+    worker = WorkerEnclave(room_platform.enclave(image.identity()), spec, function_id(BUNDLE))
     report, claims = worker.admission_request(attester.target_info())
     admission = attester.admit(report, claims)
     worker.complete_admission(admission.report.to_bytes(), attester_mr_signer=image.mr_signer)
@@ -150,13 +151,17 @@ def test_attest_handshake_and_records(room: Room) -> None:
 def test_swapped_function_bundle_is_refused_by_the_worker(room: Room) -> None:
     with pytest.raises(AdmissionError) as caught:
         WorkerEnclave(
-            room.platform.enclave(room.worker_image.identity()), SPEC, b"another function"
+            room.platform.enclave(room.worker_image.identity()),
+            SPEC,
+            function_id(b"another function"),
         )
     assert caught.value.check == "function-id"
 
 
 def test_report_not_for_the_attester_is_refused(room: Room) -> None:
-    worker = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
+    worker = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
     report, claims = worker.admission_request(room.worker_image.identity().target_info().to_bytes())
     with pytest.raises(AdmissionError) as caught:
         room.attester.admit(report, claims)
@@ -173,7 +178,7 @@ def test_unlisted_worker_images_are_refused(
     identity = measure(image).identity(debug=debug)
     if debug:  # a DEBUG build of the Worker: same MRENCLAVE, DEBUG attribute set
         assert identity.mr_enclave == room.worker_image.mr_enclave
-    worker = WorkerEnclave(room.platform.enclave(identity), SPEC, BUNDLE)
+    worker = WorkerEnclave(room.platform.enclave(identity), SPEC, function_id(BUNDLE))
     report, claims = worker.admission_request(room.attester.target_info())
     with pytest.raises(AdmissionError) as caught:
         room.attester.admit(report, claims)
@@ -182,9 +187,13 @@ def test_unlisted_worker_images_are_refused(
 
 @pytest.mark.parametrize("field", ["work_id", "worker_key"])
 def test_claims_that_the_report_does_not_commit_to_are_refused(room: Room, field: str) -> None:
-    worker = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
+    worker = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
     report, claims = worker.admission_request(room.attester.target_info())
-    other = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), OTHER_SPEC, BUNDLE)
+    other = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), OTHER_SPEC, function_id(BUNDLE)
+    )
     swapped = dict(claims, **{field: other.claims[field]})
     with pytest.raises(AdmissionError) as caught:
         room.attester.admit(report, swapped)
@@ -192,8 +201,12 @@ def test_claims_that_the_report_does_not_commit_to_are_refused(room: Room, field
 
 
 def test_answer_for_another_worker_is_refused(room: Room) -> None:
-    first = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
-    second = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
+    first = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
+    second = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
     room.attester.admit(*first.admission_request(room.attester.target_info()))
     answer_for_second = room.attester.admit(*second.admission_request(room.attester.target_info()))
     with pytest.raises(AdmissionError) as caught:
@@ -205,7 +218,9 @@ def test_answer_for_another_worker_is_refused(room: Room) -> None:
 
 
 def test_forged_answer_is_refused(room: Room) -> None:
-    worker = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
+    worker = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
     answer = room.attester.admit(*worker.admission_request(room.attester.target_info()))
     forged = bytearray(answer.report.to_bytes())
     forged[320] ^= 1
@@ -215,7 +230,9 @@ def test_forged_answer_is_refused(room: Room) -> None:
 
 
 def test_unadmitted_worker_serves_no_session(room: Room) -> None:
-    worker = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
+    worker = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
     with pytest.raises(AdmissionError) as caught:
         worker.handshake({}, b"")
     assert caught.value.check == "admitted"
@@ -334,6 +351,8 @@ def test_resp_from_a_worker_other_than_the_attested_one_is_refused(room: Room) -
 
 
 def test_report_wire_format_between_enclaves(room: Room) -> None:
-    worker = WorkerEnclave(room.platform.enclave(room.worker_image.identity()), SPEC, BUNDLE)
+    worker = WorkerEnclave(
+        room.platform.enclave(room.worker_image.identity()), SPEC, function_id(BUNDLE)
+    )
     report, _claims = worker.admission_request(room.attester.target_info())
     assert len(report) == Report.SIZE

@@ -1,14 +1,15 @@
 """A clean room's data plane end to end in one process: upload, run, download, receipt.
 
-Needs what the runner needs (root, unshare, setpriv, /usr/bin/python3.11).
+Needs what the sandbox needs (root, bubblewrap, util-linux, /usr/bin/python3.11).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import RunError, UploadError
-from cleanroom.enclave.room import CleanRoom
-from cleanroom.enclave.runner import Isolation, isolation, runtime_interpreter
+from cleanroom.enclave.room import CleanRoom, seal_bundle
+from cleanroom.enclave.runner import Sandbox, runtime_interpreter
+from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import canonical
@@ -36,6 +38,7 @@ from cleanroom.protocol.spec import (
 from cleanroom.tee.measure import measure
 from cleanroom.tee.simulated import SimulatedPlatform
 from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
+from tests.sandbox import confined
 
 HANDLER = """
 import pathlib
@@ -50,17 +53,13 @@ BOB_DATA = b"b@x\nc@x\nd@x\n"
 
 
 @pytest.fixture(scope="module")
-def confinement() -> Isolation:
-    try:
-        return isolation(61_002)
-    except RunError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must be able to confine functions: {error}")
-        pytest.skip(str(error))
+def confinement() -> Iterator[Sandbox]:
+    with confined() as sandbox:
+        yield sandbox
 
 
 @pytest.fixture
-def room(tmp_path: Path, confinement: Isolation) -> CleanRoom:
+def room(tmp_path: Path, confinement: Sandbox) -> CleanRoom:
     source = tmp_path / "function"
     source.mkdir()
     (source / "handler.py").write_text(HANDLER)
@@ -72,17 +71,19 @@ def room(tmp_path: Path, confinement: Isolation) -> CleanRoom:
         platform.enclave(attester_image.identity()),
         WorkerAllowList.from_manifest_config(attester_image.manifest["config"]),
     )
-    worker = WorkerEnclave(platform.enclave(worker_image.identity()), spec, bundle)
+    store = SealedStore(tmp_path / "worker" / "sealed")
+    sealed_id = seal_bundle(store, io.BytesIO(bundle))
+    worker = WorkerEnclave(platform.enclave(worker_image.identity()), spec, sealed_id)
     admission = attester.admit(*worker.admission_request(attester.target_info()))
     worker.complete_admission(
         admission.report.to_bytes(), attester_mr_signer=worker_image.mr_signer
     )
     return CleanRoom(
         worker,
-        bundle,
-        tmp_path / "worker",
-        confinement=confinement,
+        store,
+        sandbox=confinement,
         interpreter=runtime_interpreter("python3.11"),
+        scratch_root=tmp_path / "worker" / "run",
     )
 
 
@@ -227,5 +228,4 @@ def test_no_plaintext_left_on_disk(room: CleanRoom, tmp_path: Path) -> None:
     for path in (tmp_path / "worker").rglob("*"):
         if path.is_file():
             assert b"a@x" not in path.read_bytes() and b"d@x" not in path.read_bytes()
-    leftovers = [p for p in Path("/tmp").glob("cleanroom-run-*") if (p / "inputs").exists()]
-    assert leftovers == []
+    assert list((tmp_path / "worker" / "run").iterdir()) == []

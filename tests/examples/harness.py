@@ -1,26 +1,27 @@
-"""Run an example function the way the Worker does, on the system interpreter.
+"""Run an example function the way the Worker does: in the Worker's own sandbox.
 
 The function directory is packed and unpacked as a bundle (as the Worker receives
-it), the working directory holds ``inputs/<id>/``, empty ``outputs/<id>/`` and
-``parameters.json``, and the handler is called through the Worker's own bootstrap
-by ``python3.11 -I`` with a minimal environment: no third-party packages, no
-``PYTHON*`` variables. What this does not reproduce is the confinement (network
-namespace, sandbox user, rlimits), which tests/enclave/test_runner.py covers.
+it) and run by ``cleanroom function test``'s machinery: bubblewrap as a sandbox uid,
+the system ``python3.11 -I``, ``/work/inputs/<id>/``, ``/work/outputs/<id>/`` and
+``/work/parameters.json``, the limits. Only the TEE is missing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cleanroom.enclave.runner import BOOTSTRAP
-from cleanroom.protocol.bundle import pack, unpack
+from cleanroom.enclave.supervisor import Limits
+from cleanroom.enclave.trial import run_trial
+from tests.sandbox import require_sandbox
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "functions"
 INTERPRETER = Path("/usr/bin/python3.11")
@@ -28,7 +29,9 @@ HANDLER = "handler.run"
 
 
 def require_interpreter() -> None:
-    """Skip without the system interpreter the Worker uses; under CI=true, fail."""
+    """Skip without the sandbox and the system interpreter the Worker uses; under
+    CI=true, fail."""
+    require_sandbox()
     if not INTERPRETER.is_file():
         message = f"{INTERPRETER} (the Worker's runtime) is not installed"
         if os.environ.get("CI") == "true":
@@ -74,25 +77,45 @@ class Run:
         return sorted(p.name for p in (self.work / "outputs" / output_id).iterdir())
 
 
-def run_example(example: str, work: Path) -> Run:
-    """Run ``examples/functions/<example>`` in ``work`` as the Worker would."""
+def run_example(example: str | Path, work: Path, *, runtime: str = "python3.11") -> Run:
+    """Run ``examples/functions/<example>`` (or the function directory ``example``) on
+    ``work``'s inputs and parameters as the Worker would; outputs land in ``work/outputs/``."""
     require_interpreter()
-    function_dir = work.parent / "function"
-    unpack(pack(EXAMPLES / example), function_dir)
-    for path in (work / "inputs").rglob("*"):
-        path.chmod(0o555 if path.is_dir() else 0o444)
-    completed = subprocess.run(
-        [str(INTERPRETER), "-I", "-c", BOOTSTRAP, str(function_dir), HANDLER],
-        cwd=work,
-        env={"WORK_DIR": str(work), "HOME": str(work), "PATH": "/usr/bin:/bin"},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    inputs = {d.name: d for d in sorted((work / "inputs").iterdir())}
+    outputs = sorted(d.name for d in (work / "outputs").iterdir())
+    trial = run_trial(
+        EXAMPLES / example if isinstance(example, str) else example,
+        handler=HANDLER,
+        runtime=runtime,
+        inputs=inputs,
+        outputs=outputs,
+        parameters=json.loads((work / "parameters.json").read_text()),
+        limits=Limits(memory_mib=1024, timeout_s=120, cpu_s=240, processes=64, disk_mib=256),
+        destination=work / "outputs",
     )
-    return Run(completed.returncode, completed.stdout, completed.stderr, work)
+    log = trial.result.log.decode(errors="replace")
+    code = trial.result.exit_code if trial.result.exit_code is not None else -1
+    return Run(code, log, log, work)
 
 
 def csv_text(header: str, rows: list[str]) -> str:
     return "\n".join([header, *rows]) + "\n"
+
+
+def vendored(example: str, destination: Path, *requirements: str) -> Path:
+    """A copy of ``examples/functions/<example>`` with ``requirements`` vendored into its
+    ``packages/`` as its author would (manylinux wheels for the runtime's Python)."""
+    function = destination / example
+    shutil.copytree(EXAMPLES / example, function)
+    completed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--only-binary=:all:", "--python-version", "3.11", "--target",
+         str(function / "packages"), *requirements],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    if completed.returncode != 0:
+        message = f"cannot vendor {requirements}: {completed.stderr.strip()[-500:]}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return function

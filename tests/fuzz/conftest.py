@@ -161,7 +161,7 @@ def enclaves(tmp_path_factory: pytest.TempPathFactory) -> Enclaves:
         platform.enclave(attester_image.identity()),
         WorkerAllowList.from_manifest_config(attester_image.manifest["config"]),
     )
-    worker = WorkerEnclave(platform.enclave(worker_image.identity()), spec, bundle)
+    worker = WorkerEnclave(platform.enclave(worker_image.identity()), spec, function_id(bundle))
     report, claims = worker.admission_request(attester.target_info())
     admission = attester.admit(report, claims)
     answer = admission.report.to_bytes()

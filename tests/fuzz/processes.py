@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from cleanroom.controller.sandbox_ids import FIRST_UID
 from cleanroom.protocol.bundle import function_id
 from cleanroom.protocol.spec import WorkSpec
 from tests.fuzz.conftest import make_bundle
@@ -111,7 +112,7 @@ def deployment(directory: Path) -> Iterator[Deployment]:
             ["cleanroom.enclave.worker_service", "--socket", str(sockets / "worker.sock"),
              "--platform-dir", str(platform), "--room-dir", str(room),
              "--spec", str(room / "spec.json"), "--bundle", str(room / "function.tar"),
-             "--sandbox-uid", "61090", "--allow-insecure-no-isolation"],
+             "--sandbox-uid", str(FIRST_UID - 1)],  # runs no function
             room / "worker.log",
             "/state",
         )  # fmt: skip

@@ -83,11 +83,11 @@ def worker(init: object, signature: bytes, **changes: Any) -> AcceptedHandshake:
 
 def test_identifier_vectors() -> None:
     assert ALICE_ID == "x2EDdYeMsbr-vQTUxRCSSOlyiUw0Z_pK6N4q8nXPin0"
-    assert SPEC.work_id == "uo2jgW6W-_guqCjJJpas5tj4OUmIHJPzssaELMJXAT8"
+    assert SPEC.work_id == "bBs5qI6QIrLcWjg1hXZTwt6JMwpr8iIiQLkffj7JhVY"
     claims = worker_claims(SPEC.work_id, spki(WORKER.public_key()))
     assert report_data(claims).hex() == (
-        "1c8b9b1eaf61e6c698be2961e0b2d70e701271eade0c948aca86e7f3b835a5c7"
-        "473c867f9010ab7b94175f0111dd4ef0681770c1b400924cb4088e754767af80"
+        "b504fe6ea07c6cbccb82b0963d63e56b70419a6d73cd2f1d13eca72f4e125725"
+        "fb4a158095f01ad32c5016e3ffba0a32c0248fab5e83b1bcd9bb854bdddfcc70"
     )
 
 
@@ -98,18 +98,18 @@ def test_handshake_vectors() -> None:
     assert keys == accepted.keys
     assert accepted.user_id == ALICE_ID and accepted.purpose == UPLOAD_1
     assert canonical(accepted.resp) == (
-        b'{"init_sha256":"hL0lsu75RUUEgqqA98fy03UlhmcGzPkxQRu-HTMq_ZE",'
+        b'{"init_sha256":"WefS1_NcEQqi7_RkI3DfgmeL3XPmICMmyr6Sd0k3bb0",'
         b'"session_id":"Xl5eXl5eXl5eXl5eXl5eXg","type":"cleanroom/handshake-resp/v1",'
         b'"worker_eph":"BFccBchAIe3OxLGsmZgp7NgPghayOcZ_Jp-I_1eujM4r-TJa_BdTMhkt-z2fMF9Jmv_MDPimuy3brAEowoSrgRU"}'
     )
     assert keys.transcript_sha256.hex() == (
-        "60f6c94104fc09f90b84337670ae2b8ab5c99dede535b9a64180605a4be2f617"
+        "e3fdf6c3e1b00b6da7dc4daaf3a700502be31260a50f66b4c68c375b71e103e1"
     )
     assert keys.client_to_worker.hex() == (
-        "ee1c60352c9eb75cc982c15986e67f875a468e90cbfbdecb3c77b670c49cba6d"
+        "762d6976a41f8b5cefcd97bcf983d71d2ac87d377a687681c7192768c99c78f8"
     )
     assert keys.worker_to_client.hex() == (
-        "894238318ff311613c23d0711a896fefd1ac7958e05843abd8148a259a53a80a"
+        "44d53e55c1d946f1c67304465c98cf5b9ed314a52b2720d1ba9b469f22ca10c2"
     )
 
 

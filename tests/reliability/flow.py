@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.client.access import Access, build_spec
+from cleanroom.controller.sandbox_ids import FIRST_UID
 from cleanroom.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
 from tests.e2e.conftest import User
@@ -38,6 +39,7 @@ def deploy(
     logs: bool = False,
     memory_mib: int = 256,
     timeout_s: int = 30,
+    processes: int | None = None,
     parameters: dict[str, Any] | None = None,
 ) -> str:
     """Alice deploys ``handler`` for herself and Bob; both approve. The Work-ID."""
@@ -58,6 +60,7 @@ def deploy(
         deployer_user_id=alice.user_id,
         memory_mib=memory_mib,
         timeout_s=timeout_s,
+        processes=processes,
         parameters=parameters or {},
     )
     room = alice.client.manager.deploy(spec)
@@ -102,7 +105,6 @@ def overlap(user: User, name: str, tmp: Path, output_id: str) -> Any:
 
 
 RUN_TOKEN = secrets.token_hex(6)  # markers of earlier runs must not match
-SANDBOX_UIDS = 61_000  # the Controller gives each room its own uid from here
 SCANNED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
 
 
@@ -110,18 +112,18 @@ def leaks(markers: Iterable[str], stack: LocalStack) -> list[str]:
     """Every file of the deployment or a function that holds a marker (plaintext).
 
     Scans the whole deployment (logs, room directories, sealed stores, the platform)
-    and the machine's temporary directories.
+    and, in the machine's temporary directories, whatever a sandbox uid owns (nothing
+    should: a function's /tmp is its own tmpfs).
     """
     needles = [m.encode() for m in markers]
     found: set[str] = set()
     paths = list(stack.directory.rglob("*"))
     for root in SCANNED:
-        # What the Worker and functions could leave there: the Worker's cleanroom-*
-        # scratch trees and anything owned by a sandbox user. (Other tools' files and
-        # pytest's trees, where the clients keep their own data, are not looked at.)
+        # Other tools' files and pytest's trees, where the clients keep their own data,
+        # are not looked at; nor are other suites' (they run beside this one).
         for top in root.iterdir():
             try:
-                mine = top.name.startswith("cleanroom") or top.lstat().st_uid >= SANDBOX_UIDS
+                mine = top.lstat().st_uid >= FIRST_UID
             except OSError:
                 continue
             if mine:
@@ -138,11 +140,13 @@ def leaks(markers: Iterable[str], stack: LocalStack) -> list[str]:
 
 
 def sandbox_processes(uid: int) -> list[int]:
+    """Live processes of ``uid`` (a zombie runs nothing: the sandbox's init stays one
+    until the host's init reaps it)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if entry.stat().st_uid == uid:
+                if entry.stat().st_uid == uid and b") Z " not in (entry / "stat").read_bytes():
                     pids.append(int(entry.name))
             except OSError:
                 pass

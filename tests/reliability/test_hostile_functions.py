@@ -144,9 +144,10 @@ def run():
         data = readable(root)
         if data is not None:
             found[root] = len(data)
-    # Other processes: the Workers hold their keys in memory.
+    # Other processes: the Workers hold their keys in memory. (Pid 1 is the sandbox's
+    # own init, bubblewrap, as its own uid, with an empty environment.)
     for pid in os.listdir("/proc"):
-        if pid.isdigit() and pid != str(os.getpid()):
+        if pid.isdigit() and pid not in (str(os.getpid()), "1"):
             for part in ("environ", "mem", "maps", "fd/0", "root/etc/hostname", "cwd/spec.json"):
                 data = readable(f"/proc/{pid}/{part}")
                 if data:
@@ -244,16 +245,17 @@ def run():
             pathlib.Path("outputs/output_1/children.txt").write_text(str(children))
             time.sleep(120)  # keep them all alive until the timeout
 """
-    flow.deploy(alice, bob, tmp_path, "hostile-fork", handler, timeout_s=5)
+    flow.deploy(alice, bob, tmp_path, "hostile-fork", handler, timeout_s=5, processes=32)
     markers = flow.feed(alice, bob, tmp_path, "hostile-fork")
     uid = flow.room_record(stack, "hostile-fork")["sandbox_uid"]
     state, receipt, seconds = flow.run(alice, "hostile-fork")
     children = int(flow.read(alice, "hostile-fork", "output_1", tmp_path)["children.txt"])
+    # Its tasks were capped (pids), and the timeout then ended it: the status names that.
     assert state == "done" and receipt["status"] == "timeout"
-    assert children < 64
+    assert children < 32
     assert flow.sandbox_processes(uid) == []  # the whole group died with the run
     contained(stack, markers)
-    record_case("fork bomb", receipt, seconds, f"stopped at {children} processes, all killed")
+    record_case("fork bomb", receipt, seconds, f"stopped at {children} tasks, all killed")
 
 
 def test_memory_past_the_limit(
@@ -269,10 +271,10 @@ def run():
     flow.deploy(alice, bob, tmp_path, "hostile-memory", handler, memory_mib=128)
     markers = flow.feed(alice, bob, tmp_path, "hostile-memory")
     state, receipt, seconds = flow.run(alice, "hostile-memory")
-    assert state == "done" and receipt["status"] in {"failed", "killed"}
+    assert state == "done" and receipt["status"] == "memory"
     assert flow.read(alice, "hostile-memory", "output_1", tmp_path) == {}
     contained(stack, markers)
-    record_case("memory past the limit", receipt, seconds, "MemoryError at the address-space limit")
+    record_case("memory past the limit", receipt, seconds, "killed at the run's memory limit")
 
 
 def test_infinite_loop_past_the_timeout(
@@ -320,15 +322,16 @@ def run():
 def test_huge_outputs(
     stack: LocalStack, alice: User, bob: User, bystander: str, tmp_path: Path
 ) -> None:
+    # Sparse files use one page of the run's 1 GiB tmpfs but read at their full size.
     one_file = """
 def run():
     with open("outputs/output_1/huge.bin", "wb") as handle:
-        handle.seek(2 << 30)  # past the 1 GiB file-size limit, without using the disk
+        handle.seek(2 << 30)  # past the 1 GiB disk limit, without using the disk
         handle.write(b"x")
 """
     many = """
 def run():
-    for name in ("a", "b"):  # each under the per-file limit, together over the total
+    for name in ("a", "b"):  # each under the limit, together over it
         with open(f"outputs/output_1/{name}.bin", "wb") as handle:
             handle.seek(600 << 20)
             handle.write(b"x")
@@ -338,15 +341,15 @@ def run():
         flow.deploy(alice, bob, tmp_path, name, handler)
         markers = flow.feed(alice, bob, tmp_path, name)
         state, receipt, seconds = flow.run(alice, name)
-        assert state == "done" and receipt["status"] in {"failed", "killed"}, receipt
+        assert state == "done" and receipt["status"] == "disk", receipt
         files = flow.read(alice, name, "output_1", tmp_path)
-        assert sum(len(d) for d in files.values()) <= 1 << 30
+        assert files == {}  # none of it: a part would be the Worker's choice
         outcomes.append((name, receipt, seconds, sum(len(d) for d in files.values())))
         contained(stack, markers)
     for name, receipt, seconds, released in outcomes:
         record_case(
             "huge output: " + name.removeprefix("hostile-huge-"), receipt, seconds,
-            f"refused past 1 GiB; {released} bytes released",
+            f"withheld past the 1 GiB disk limit; {released} bytes released",
         )  # fmt: skip
 
 

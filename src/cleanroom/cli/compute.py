@@ -41,14 +41,32 @@ def compute(
     tee: Annotated[
         str, typer.Option(help="TEE backend; only 'simulated' runs on this machine.")
     ] = "simulated",
-    allow_insecure_no_isolation: Annotated[
-        bool,
+    pccs_url: Annotated[
+        str | None,
         typer.Option(
-            "--allow-insecure-no-isolation",
-            help="Run functions even where they cannot get their own network namespace "
-            "and user. INSECURE: a function could then send data anywhere.",
+            help="PCCS (API v4) to fetch collateral from, e.g. https://pccs.example:8081 or "
+            "your cloud's; it is cached by FMSPC until it expires and served beside each "
+            "quote. Without it the simulated platform's own collateral is served.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
+    pccs_ca: Annotated[
+        Path | None,
+        typer.Option(
+            help="CA bundle (PEM) for the PCCS's TLS certificate [default: the system's CAs].",
+            show_default=False,
+        ),
+    ] = None,
+    max_resources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--max",
+            metavar="RESOURCE=VALUE",
+            help="The most one run may ask for, e.g. --max memory_mib=8192 --max "
+            "disk_mib=2048 (also timeout_s, cpu_s, processes). Default: this machine's "
+            "memory, half of it for a run's files, a week, 4096 tasks.",
+        ),
+    ] = None,
 ) -> None:
     """Run a compute server: the untrusted Controller, the Attester and one Worker per
     clean room, each its own process. Register it first (`cleanroom admin server add
@@ -57,8 +75,15 @@ def compute(
     rooms onto it."""
     import uvicorn
 
+    from cleanroom.attestation.pccs import PccsClient
     from cleanroom.controller import ControllerSettings, create_app
+    from cleanroom.controller.ceiling import ResourceCeiling
     from cleanroom.controller.manager_link import CredentialsError, load_credentials
+
+    try:
+        ceiling = ResourceCeiling.of_host().with_overrides(_pairs(max_resources or []))
+    except ValueError as error:
+        fail(f"--max: {error}", EXIT_USAGE)
 
     if tee != "simulated":
         fail(f"TEE backend {tee!r} is not available here; use --tee simulated", EXIT_USAGE)
@@ -83,14 +108,32 @@ def compute(
         "For development and tests only.",
         markup=False,
     )
-    if allow_insecure_no_isolation:
-        stderr.print("WARNING: functions may run without network isolation.", markup=False)
+    if pccs_ca is not None and not pccs_ca.is_file():
+        fail(f"--pccs-ca {pccs_ca}: no such file", EXIT_USAGE)
+    if pccs_url is not None:
+        try:
+            PccsClient(pccs_url).close()
+        except ValueError as error:
+            fail(f"--pccs-url: {error}", EXIT_USAGE)
     settings = ControllerSettings(
         data_dir=(data_dir or home() / "compute").resolve(),
         manager_url=manager_url,
         public_url=identity.url,
         credentials=identity,
         tee=tee,
-        allow_insecure_no_isolation=allow_insecure_no_isolation,
+        ceiling=ceiling,
+        pccs_url=pccs_url,
+        pccs_verify=str(pccs_ca) if pccs_ca is not None else True,
     )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _pairs(items: list[str]) -> dict[str, int]:
+    """``KEY=VALUE`` options as integers; ValueError names the one that is not."""
+    pairs = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not value.strip().isdigit():
+            raise ValueError(f"expected RESOURCE=INTEGER, got {item!r}")
+        pairs[key.strip()] = int(value)
+    return pairs

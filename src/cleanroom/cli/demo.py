@@ -19,6 +19,7 @@ step, saying what each one verified:
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -102,6 +103,12 @@ def demo(
     function_dir = _examples() / "functions" / "overlap"
     if not (function_dir / "handler.py").is_file():
         fail(f"the overlap example is missing: {function_dir}", EXIT_USAGE)
+    if os.geteuid() != 0:
+        fail(
+            "the compute server runs each function as a uid of its own, which needs root: "
+            "run the demo as root (sudo)",
+            EXIT_USAGE,
+        )
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="cleanroom-demo-"))
     stdout.print(

@@ -10,7 +10,7 @@ import typer
 from typer.exceptions import TyperException
 
 from cleanroom import __version__
-from cleanroom.cli import admin, demo, room, server, sim, user, verify
+from cleanroom.cli import admin, demo, function_test, room, server, sim, user, verify
 from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
@@ -69,6 +69,7 @@ app.command("demo")(demo.demo)
 app.command("configure")(user.configure)
 app.command("whoami")(user.whoami)
 app.command("login")(user.login)
+user.function_app.command("test")(function_test.function_test)
 app.add_typer(user.function_app, name="function")
 app.command("deploy")(user.deploy)
 app.command("inspect")(user.inspect)

@@ -10,6 +10,7 @@ shown unchecked: function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,11 +36,12 @@ from cleanroom.client.access import (
     load_access,
     parse_parameters,
 )
+from cleanroom.client.collateral import COLLATERAL_FROM, CollateralFrom
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Approval, Profile, ProfileError
 from cleanroom.client.review import Review, review
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import BundleError, function_id, pack, unpack
+from cleanroom.protocol.bundle import BundleError, function_id, pack_into, unpack
 from cleanroom.protocol.spec import WorkSpec
 
 if TYPE_CHECKING:
@@ -188,6 +190,21 @@ def configure(
             show_default=False,
         ),
     ] = None,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Your own PCCS (API v4), e.g. your cloud's: where collateral comes from "
+            "when the compute server sends none or expired collateral.",
+            show_default=False,
+        ),
+    ] = None,
+    collateral_from: Annotated[
+        str,
+        typer.Option(
+            help="'server': the compute server's collateral, your PCCS as the fallback; "
+            "'pccs': only your own PCCS (needs --pccs-url), never the server's.",
+        ),
+    ] = "server",
     new_key: Annotated[
         bool,
         typer.Option(
@@ -240,6 +257,8 @@ def configure(
             isv_prod_id=isv_prod_id,
             min_isv_svn=min_isv_svn,
             simulator_root=root,
+            pccs_url=pccs_url,
+            collateral_from=_collateral_from(collateral_from),
             new_key=new_key,
         )
         config = profile.config
@@ -251,11 +270,26 @@ def configure(
         _print(f"Worker MRENCLAVE:   {', '.join(config.worker_mrenclaves)}")
         anchor = profile.trust_anchor()
         _print(f"trust anchor: {anchor.name} (SHA-256 {anchor.fingerprint})")
+        if config.collateral_from == "pccs":
+            _print(f"collateral: only from your PCCS {config.pccs_url}")
+        elif config.pccs_url is not None:
+            _print(f"collateral: the compute server's, else your PCCS {config.pccs_url}")
+        else:
+            _print("collateral: the compute server's (no PCCS of your own)")
     _warn_simulated(profile)
     if new_key:
         stderr.print("new user key: run cleanroom login to register it", markup=False)
     else:
         stderr.print("next: cleanroom login", markup=False)
+
+
+def _collateral_from(value: str) -> CollateralFrom:
+    for allowed in COLLATERAL_FROM:
+        if value == allowed:
+            return allowed
+    fail(
+        f"--collateral-from must be one of {', '.join(COLLATERAL_FROM)}, got {value!r}", EXIT_USAGE
+    )
 
 
 # -------------------------------------------------------------------- whoami, login
@@ -319,18 +353,35 @@ def function_upload(
         Path, typer.Argument(help="The function directory (handler.py at its top).")
     ],
 ) -> None:
-    """Pack DIRECTORY deterministically and upload it; print its ID (fs://…) alone."""
+    """Pack DIRECTORY deterministically and upload it; print its ID (fs://…) alone.
+
+    The bundle is written to a temporary file and streamed from there: a function of
+    any size (up to 1 GiB) is never held in memory."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
     profile = current_profile()
-    try:
-        with stderr.status(f"packing {directory}…"):
-            bundle = pack(directory)
-    except BundleError as error:
-        fail(str(error), EXIT_USAGE)
-    except OSError as error:
-        fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
-    expected = function_id(bundle)
-    with _failures(), stderr.status(f"uploading {len(bundle)} bytes to the manager…"):
-        upload = _with_manager(profile, lambda manager: manager.upload_function(bundle))
+    with tempfile.TemporaryDirectory(prefix="cleanroom-pack-") as temporary:
+        bundle = Path(temporary) / "function.tar"
+        try:
+            with stderr.status(f"packing {directory}…"), bundle.open("wb") as handle:
+                expected = pack_into(directory, handle)
+        except BundleError as error:
+            fail(str(error), EXIT_USAGE)
+        except OSError as error:
+            fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
+        size = bundle.stat().st_size
+        with _failures(), Progress(
+            TextColumn("uploading"), BarColumn(), DownloadColumn(), console=stderr,
+            transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("upload", total=size)
+
+            def sent(done: int) -> None:
+                progress.update(task, completed=done)
+
+            upload = _with_manager(
+                profile, lambda manager: manager.upload_function(bundle, progress=sent)
+            )
     if upload.function_id != expected:  # ManagerClient checks it too; a wrong ID is fatal
         fail(f"function-id: the manager stored {upload.function_id}, the bundle is {expected}")
     stdout.out(expected)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
+import dcap_qvl
 import typer
 from rich.table import Table
 
@@ -20,6 +22,8 @@ from cleanroom.attestation import (
     appraise_quote,
     load_collateral,
 )
+from cleanroom.attestation.collateral import CollateralExpiredError, QuoteBundle, check_fresh
+from cleanroom.attestation.pccs import PccsClient, PccsError
 from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
@@ -31,18 +35,58 @@ from cleanroom.cli.common import (
     stderr,
     stdout,
 )
+from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
 from cleanroom.tee.measure import IMAGE_NAMES, MeasurementError, measure
 
 
 def verify_quote(
-    quote_file: Annotated[Path, typer.Argument(help="The quote (binary, ECDSA quote v3).")],
+    quote_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The quote (binary, ECDSA quote v3); not with --bundle.", show_default=False
+        ),
+    ] = None,
     collateral: Annotated[
-        Path, typer.Option(help="Collateral JSON (dcap-qvl's QuoteCollateralV3 form).")
-    ],
+        Path | None,
+        typer.Option(
+            help="Collateral JSON (dcap-qvl's QuoteCollateralV3 form).", show_default=False
+        ),
+    ] = None,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Fetch the collateral from this PCCS (API v4) instead of --collateral.",
+            show_default=False,
+        ),
+    ] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="A quote and its collateral saved together (see --save-bundle), "
+            "instead of QUOTE_FILE and --collateral.",
+            show_default=False,
+        ),
+    ] = None,
+    save_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            help="When the quote is accepted, save it with its collateral to this file, "
+            "to check it offline later with --bundle.",
+            show_default=False,
+        ),
+    ] = None,
     at: Annotated[
         int | None,
         typer.Option(help="Verification time, UNIX seconds [default: now].", show_default=False),
     ] = None,
+    at_saved: Annotated[
+        bool,
+        typer.Option(
+            "--at-saved",
+            help="With --bundle: verify at the time the bundle says it was saved, e.g. to "
+            "check a past attestation after its collateral expired.",
+        ),
+    ] = False,
     trust_root: Annotated[
         Path | None,
         typer.Option(
@@ -97,6 +141,9 @@ def verify_quote(
 ) -> None:
     """Verify an SGX quote with dcap-qvl and appraise it against a policy.
 
+    The quote comes with its collateral from a file (--collateral), from a PCCS
+    (--pccs-url) or from a saved bundle (--bundle). The collateral must be valid at
+    the verification time (check collateral-expired names the part that is not).
     Cryptographic appraisal (PCK chain to the root, CRLs, TCB info and QE identity
     signatures, QE report, quote signature) is dcap-qvl's; then the policy checks TCB
     status, advisories, DEBUG, MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, REPORTDATA.
@@ -121,19 +168,26 @@ def verify_quote(
             if expect_report_data is not None
             else None,
         )
-        raw_quote = read_file(quote_file, "quote file")
-        raw_collateral = read_file(collateral, "collateral file")
+        evidence = _evidence(quote_file, collateral, pccs_url, bundle)
+        if at_saved and (evidence.saved_at is None or at is not None):
+            fail("--at-saved goes with --bundle, and not with --at", EXIT_USAGE)
+        when = evidence.saved_at if at_saved and evidence.saved_at is not None else at
+        when = int(time.time()) if when is None else when
         trust = (
             TrustAnchor.from_certificate(read_file(trust_root, "trust root"))
             if trust_root
             else TrustAnchor.intel_production()
         )
+        try:
+            check_fresh(evidence.collateral, when)
+        except CollateralExpiredError as error:
+            if evidence.saved_at is not None and not at_saved:
+                error.hint = (
+                    f"add --at-saved to check it as of when it was saved ({evidence.saved_at})"
+                )
+            raise
         appraisal = appraise_quote(
-            raw_quote,
-            load_collateral(raw_collateral),
-            at=int(time.time()) if at is None else at,
-            trust=trust,
-            policy=policy,
+            evidence.quote, evidence.collateral, at=when, trust=trust, policy=policy
         )
     except AttestationError as error:
         code = EXIT_USAGE if isinstance(error, EvidenceError) else EXIT_REJECTED
@@ -141,7 +195,8 @@ def verify_quote(
             stdout.out(json.dumps({"error": error.to_json()}, indent=2))
             raise typer.Exit(code) from None
         hint = f" — {error.hint}" if error.hint else ""
-        message = f"rejected: {error}{hint}" if code == EXIT_REJECTED else str(error)
+        refused = code == EXIT_REJECTED and not isinstance(error, PccsError)
+        message = f"rejected: {error}{hint}" if refused else f"{error}{hint}"
         raise CliError(message, code) from None
     except CliError as error:
         if as_json:
@@ -153,6 +208,18 @@ def verify_quote(
             f"[bold yellow]warning: verified against {trust.name}, NOT Intel's production "
             "root: this proves nothing about real SGX hardware[/]"
         )
+    if save_bundle is not None:
+        saved = QuoteBundle(
+            quote=evidence.quote,
+            collateral_json=evidence.collateral.to_json(),
+            saved_at=when,
+            source=evidence.source,
+        )
+        try:
+            save_bundle.write_text(saved.dumps())
+        except OSError as error:
+            fail(f"cannot write the bundle {save_bundle}: {error.strerror}", EXIT_REJECTED)
+        stderr.print(f"quote and collateral saved to {save_bundle}", markup=False)
     if as_json:
         stdout.out(json.dumps(appraisal.to_json(), indent=2))
     else:
@@ -160,6 +227,42 @@ def verify_quote(
 
 
 verify_quote.__doc__ = f"{verify_quote.__doc__}\n\n{EXIT_CODES_HELP}"
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    quote: bytes
+    collateral: dcap_qvl.QuoteCollateralV3
+    source: str
+    saved_at: int | None = None  # set for a bundle
+
+
+def _evidence(
+    quote_file: Path | None, collateral: Path | None, pccs_url: str | None, bundle: Path | None
+) -> _Evidence:
+    """The quote and its collateral from exactly one of the three forms."""
+    if bundle is not None:
+        if quote_file is not None or collateral is not None or pccs_url is not None:
+            fail("--bundle holds the quote and its collateral: give nothing else", EXIT_USAGE)
+        saved = QuoteBundle.loads(read_file(bundle, "bundle"))
+        return _Evidence(saved.quote, saved.collateral(), saved.source, saved.saved_at)
+    if quote_file is None:
+        fail("give QUOTE_FILE with --collateral or --pccs-url, or --bundle", EXIT_USAGE)
+    if collateral is not None and pccs_url is None:
+        return _Evidence(
+            read_file(quote_file, "quote file"),
+            load_collateral(read_file(collateral, "collateral file")),
+            f"collateral file {collateral}",
+        )
+    if pccs_url is not None and collateral is None:
+        raw_quote = read_file(quote_file, "quote file")
+        try:
+            client = PccsClient(pccs_url)
+        except ValueError as error:
+            fail(f"--pccs-url: {error}", EXIT_USAGE)
+        with client:
+            return _Evidence(raw_quote, client.for_quote(raw_quote), f"PCCS {client.url}")
+    fail("give exactly one of --collateral and --pccs-url with QUOTE_FILE", EXIT_USAGE)
 
 
 def _print_appraisal(appraisal: Appraisal) -> None:
@@ -181,7 +284,13 @@ def _print_appraisal(appraisal: Appraisal) -> None:
 
 
 def measure_command(
-    image: Annotated[str, typer.Argument(help=f"Enclave image: {', '.join(IMAGE_NAMES)}.")],
+    image: Annotated[
+        str | None,
+        typer.Argument(
+            help=f"Enclave image: {', '.join(IMAGE_NAMES)} (not with --gramine).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the measurement and its full manifest.")
     ] = False,
@@ -189,11 +298,28 @@ def measure_command(
         Path | None,
         typer.Option(help="RSA-3072 signer public key (PEM) [default: the release signer]."),
     ] = None,
+    gramine: Annotated[
+        Path | None,
+        typer.Option(
+            help="A Gramine enclave's signature (the .sig SIGSTRUCT gramine-sgx-sign wrote): "
+            "print the MRENCLAVE, MRSIGNER, ISVPRODID and ISVSVN it states, after checking "
+            "its size, its RSA-3072 signature and that it admits no DEBUG enclave.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print an enclave image's MRENCLAVE and MRSIGNER, recomputed from the installed sources.
 
-    Runs no enclave: a third party recomputes the values an operator publishes.
+    Runs no enclave: a third party recomputes the values an operator publishes. With
+    --gramine, the values come from a signed Gramine enclave's SIGSTRUCT instead.
     """
+    if gramine is not None:
+        if image is not None or signer is not None:
+            fail("--gramine reads the image and its signer from the .sig file alone", EXIT_USAGE)
+        _measure_gramine(read_file(gramine, "SIGSTRUCT"), as_json=as_json)
+        return
+    if image is None:
+        fail(f"name an image ({', '.join(IMAGE_NAMES)}) or give --gramine FILE.sig", EXIT_USAGE)
     try:
         measurement = measure(image, signer_pem=read_file(signer, "signer key") if signer else None)
     except MeasurementError as error:
@@ -206,3 +332,25 @@ def measure_command(
     stdout.print(f"MRSIGNER:  {measurement.mr_signer.hex()}")
     stdout.print(f"ISVPRODID: {measurement.isv_prod_id}  ISVSVN: {measurement.isv_svn}")
     stdout.print(f"trusted files: {len(measurement.manifest['files'])}")
+
+
+def _measure_gramine(data: bytes, *, as_json: bool) -> None:
+    try:
+        measurement = read_sigstruct(data)
+    except SigstructError as error:
+        code = EXIT_USAGE if error.check in SigstructError.MALFORMED else EXIT_REJECTED
+        if as_json:
+            stdout.out(json.dumps({"error": error.to_json()}, indent=2))
+            raise typer.Exit(code) from None
+        hint = f" — {error.hint}" if error.hint else ""
+        fail(f"{error}{hint}", code)
+    if as_json:
+        stdout.out(json.dumps(measurement.to_json(), indent=2))
+        return
+    stdout.print("image:     Gramine SGX enclave (from its SIGSTRUCT, signature verified)")
+    stdout.print(f"MRENCLAVE: {measurement.mr_enclave.hex()}")
+    stdout.print(f"MRSIGNER:  {measurement.mr_signer.hex()}")
+    stdout.print(f"ISVPRODID: {measurement.isv_prod_id}  ISVSVN: {measurement.isv_svn}")
+    flags = ", ".join(measurement.attributes.flag_names())
+    stdout.print(f"ATTRIBUTES: {measurement.attributes.to_bytes().hex()} ({flags}; DEBUG clear)")
+    stdout.print(f"signed:    {measurement.date}")

@@ -202,12 +202,16 @@ def build_spec(
     runtime: str = "python3.11",
     memory_mib: int = 2048,
     timeout_s: int = 3600,
+    cpu_s: int | None = None,
+    processes: int | None = None,
+    disk_mib: int | None = None,
     parameters: Mapping[str, Scalar] | None = None,
     nonce: bytes | None = None,
 ) -> WorkSpec:
     """The work spec of a new clean room, with a fresh random nonce unless one is given.
 
-    ``runners`` default to the deployer. Raises
+    ``runners`` default to the deployer; resources not given take the spec's defaults
+    (:class:`~cleanroom.protocol.spec.Resources`), written out in full. Raises
     :class:`~cleanroom.protocol.errors.MessageFormatError` naming the field when the
     spec is not valid (the same checks the manager and the Worker apply).
     """
@@ -217,13 +221,16 @@ def build_spec(
         raise MessageFormatError(
             "work-spec", f"a {NONCE_BYTES}-byte nonce", f"{len(nonce)} bytes", "bad nonce"
         )
+    resources = {"memory_mib": memory_mib, "timeout_s": timeout_s}
+    optional = {"cpu_s": cpu_s, "processes": processes, "disk_mib": disk_mib}
+    resources.update({key: value for key, value in optional.items() if value is not None})
     document: dict[str, Any] = {
         "type": WORK_SPEC_TYPE,
         "name": name,
         "function": function_id,
         "runtime": runtime,
         "handler": handler,
-        "resources": {"memory_mib": memory_mib, "timeout_s": timeout_s},
+        "resources": resources,
         "inputs": dict(access.inputs),
         "outputs": dict(access.outputs),
         "runners": list(access.runners) if access.runners is not None else [deployer_user_id],

@@ -30,7 +30,8 @@ class Evidence:
 
     claims: Any
     quote: bytes
-    collateral: str
+    collateral: str | None  # None: the server has none to serve (see collateral_error)
+    collateral_error: Any = None
 
 
 def _object(response: httpx.Response, what: str) -> dict[str, Any]:
@@ -105,10 +106,12 @@ class ComputeClient:
             self._request("POST", f"/v1/rooms/{name}/attestation", json={"nonce": b64u(nonce)}),
             "evidence",
         )
+        collateral = document.get("collateral")
         return Evidence(
             claims=document.get("claims"),
             quote=from_b64u(_text(document, "quote", "evidence"), "quote"),
-            collateral=_text(document, "collateral", "evidence"),
+            collateral=None if collateral is None else _text(document, "collateral", "evidence"),
+            collateral_error=document.get("collateral_error"),
         )
 
     def open_session(self, name: str, init: dict[str, Any], signature: bytes) -> tuple[Any, bytes]:

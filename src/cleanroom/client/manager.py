@@ -27,9 +27,12 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
+from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
 from cleanroom.protocol.bundle import function_id as function_id_of
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
@@ -492,20 +496,28 @@ class ManagerClient:
             )
         return expected
 
-    def upload_function(self, bundle: bytes) -> FunctionUpload:
-        """Upload a function bundle (:func:`cleanroom.protocol.bundle.pack`); re-upload is a no-op.
+    def upload_function(
+        self, bundle: bytes | Path, *, progress: Callable[[int], None] | None = None
+    ) -> FunctionUpload:
+        """Upload a function bundle (:func:`cleanroom.protocol.bundle.pack`, or the file
+        :func:`~cleanroom.protocol.bundle.pack_into` wrote, streamed from disk); re-upload
+        is a no-op. ``progress`` is called with the bytes sent so far.
 
         The answered function ID must be the bundle's own
         (:class:`UntrustedAnswerError` ``function-id`` otherwise).
         """
+        if isinstance(bundle, Path):
+            expected, size = _file_id(bundle)
+            content: bytes | Iterator[bytes] = _chunks(bundle, progress)
+        else:
+            expected, size, content = function_id_of(bundle), len(bundle), bundle
         response = self._request(
             "POST",
             "/v1/functions",
-            content=bundle,
-            headers={"content-type": "application/octet-stream"},
+            content=content,
+            headers={"content-type": "application/octet-stream", "content-length": str(size)},
         )
         document = _object(response, "function-upload")
-        expected = function_id_of(bundle)
         if document.get("function_id") != expected:
             raise UntrustedAnswerError(
                 "function-id",
@@ -513,14 +525,12 @@ class ManagerClient:
                 document.get("function_id"),
                 "the manager stored the bundle under another ID",
             )
-        size = document.get("size")
-        if size != len(bundle):
+        stored = document.get("size")
+        if stored != size:
             raise UntrustedAnswerError(
-                "function-size", len(bundle), size, "the manager stored another number of bytes"
+                "function-size", size, stored, "the manager stored another number of bytes"
             )
-        return FunctionUpload(
-            function_id=expected, size=len(bundle), created=response.status_code == 201
-        )
+        return FunctionUpload(function_id=expected, size=size, created=response.status_code == 201)
 
     def download_function(self, function_id: str) -> bytes:
         """The bundle of ``function_id`` (``fs://…``), checked to hash to that ID.
@@ -639,3 +649,26 @@ class ManagerClient:
         """A new secret for a client; the old secret and its tokens are refused at once."""
         response = self._request("POST", f"{_client_path(project, client_id)}/rotate")
         return NewCredentials.from_json(_object(response, "new-client"))
+
+
+UPLOAD_CHUNK = 1 << 20
+
+
+def _file_id(path: Path) -> tuple[str, int]:
+    """The function ID and size of a bundle file, read in chunks."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(UPLOAD_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return FUNCTION_ID_PREFIX + b64u(digest.digest()), size
+
+
+def _chunks(path: Path, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    sent = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(UPLOAD_CHUNK):
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent)
+            yield chunk

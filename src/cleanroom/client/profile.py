@@ -55,6 +55,7 @@ from cleanroom.attestation import (
     AttestationPolicy,
     TrustAnchor,
 )
+from cleanroom.client.collateral import CollateralFrom
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.keys import user_id as user_id_of
@@ -131,6 +132,10 @@ class ProfileConfig(BaseModel):
     # Set exactly when simulator-root.pem is trusted: its fingerprint, so that a
     # swapped file is refused rather than silently trusted.
     simulator_root_sha256: Hex32 | None = None
+    # The user's own PCCS (API v4), and whether collateral comes only from it
+    # ("pccs") or from the compute server with it as the fallback ("server").
+    pccs_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    collateral_from: CollateralFrom = "server"
 
 
 class _Credentials(BaseModel):
@@ -295,6 +300,8 @@ class Profile:
         isv_prod_id: int | None = None,
         min_isv_svn: int | None = None,
         simulator_root: bytes | None = None,
+        pccs_url: str | None = None,
+        collateral_from: CollateralFrom = "server",
         new_key: bool = False,
     ) -> Profile:
         """Write (or rewrite) the profile ``name`` and return it.
@@ -303,7 +310,9 @@ class Profile:
         installed release's Attester and Worker (:func:`cleanroom.tee.measure.measure`).
         ``simulator_root`` is a root certificate (PEM or DER) to trust *instead of*
         Intel's production root: quotes of a simulated platform then verify, and
-        they protect nothing. The user key is created when missing and replaced
+        they protect nothing. ``pccs_url`` is the user's own PCCS, the fallback for
+        collateral, or its only source when ``collateral_from`` is ``"pccs"``
+        (:mod:`cleanroom.client.collateral`). The user key is created when missing and replaced
         only when ``new_key`` is set. The cached token is dropped (the client or
         the manager may have changed). Raises :class:`ProfileError`.
         """
@@ -345,9 +354,13 @@ class Profile:
                 isv_prod_id=release[3] if isv_prod_id is None else isv_prod_id,
                 min_isv_svn=release[4] if min_isv_svn is None else min_isv_svn,
                 simulator_root_sha256=anchor_sha256,
+                pccs_url=pccs_url.rstrip("/") if pccs_url else None,
+                collateral_from=collateral_from,
             )
         except ValidationError as error:
             raise ProfileError(_first_error(error, "configuration")) from error
+        if config.collateral_from == "pccs" and config.pccs_url is None:
+            raise ProfileError("collateral only from your own PCCS needs its URL (--pccs-url)")
         if not client_secret:
             raise ProfileError("the client secret is empty")
         profile = cls(resolved, directory, config)

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cleanroom.attestation import CheckResult, load_collateral
+from cleanroom.attestation import CheckResult
+from cleanroom.client.collateral import ChosenCollateral, choose_collateral
 from cleanroom.client.compute import ComputeClient
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
@@ -61,10 +62,13 @@ class Attestation:
     spec: WorkSpec
     worker: AttestedWorker
     simulated: bool  # the profile trusts a simulated root: this protects nothing
+    collateral: ChosenCollateral | None = None
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
-        return self.worker.checks
+        if self.collateral is None:
+            return self.worker.checks
+        return (self.collateral.check(), *self.worker.checks)
 
 
 @dataclass(frozen=True)
@@ -215,18 +219,29 @@ class CleanRoomClient:
     def _attest(self, compute: ComputeClient, room: Room, spec: WorkSpec) -> Attestation:
         nonce = secrets.token_bytes(32)
         evidence = compute.attestation(room.name, nonce)
+        now = int(self._clock())
+        collateral = choose_collateral(
+            quote=evidence.quote,
+            served=evidence.collateral,
+            served_error=evidence.collateral_error,
+            at=now,
+            pccs_url=self.profile.config.pccs_url,
+            collateral_from=self.profile.config.collateral_from,
+        )
         worker = verify_attester_evidence(
             claims=evidence.claims,
             quote=evidence.quote,
-            collateral=load_collateral(evidence.collateral),
+            collateral=collateral.collateral,
             nonce=nonce,
             approved_work_id=spec.work_id,
             expected_worker_mrenclaves=self.profile.expected_worker_mrenclaves,
             attester_policy=self.profile.attestation_policy(),
             trust=self.profile.trust_anchor(),
-            at=int(self._clock()),
+            at=now,
         )
-        return Attestation(room, spec, worker, simulated=self.profile.simulated)
+        return Attestation(
+            room, spec, worker, simulated=self.profile.simulated, collateral=collateral
+        )
 
     # -------------------------------------------------------------- Phase 2
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -34,12 +34,17 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from cleanroom.attestation.pccs import CollateralCache, PccsClient
+from cleanroom.controller.ceiling import ResourceCeiling
+from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink
 from cleanroom.dpop import ProofVerifier, ReplayCache
 from cleanroom.errors import CheckFailed
 from cleanroom.http_auth import RequestAuthenticator, challenge
 from cleanroom.limits import BodySizeLimit
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
     JWKS_REFETCH_INTERVAL,
@@ -86,10 +91,15 @@ class ControllerSettings:
     public_url: str
     credentials: ComputeCredentials
     tee: str = "simulated"
-    allow_insecure_no_isolation: bool = False
+    ceiling: ResourceCeiling = field(default_factory=ResourceCeiling.of_host)
     revocation_refresh: float = REVOCATION_REFRESH
     revocation_max_age: float = REVOCATION_MAX_AGE
     jwks_refetch_interval: float = JWKS_REFETCH_INTERVAL
+    # Where collateral for the Attester's quotes comes from (PCCS API v4): ``None``
+    # serves the Attester's own (the simulated platform's). ``pccs_verify`` is the
+    # PCCS's TLS verification (a CA bundle path, or True for the system's CAs).
+    pccs_url: str | None = None
+    pccs_verify: bool | str = True
 
 
 def token_verifier(settings: ControllerSettings, link: ManagerLink) -> TokenVerifier:
@@ -232,7 +242,12 @@ def create_app(
     manager_url = settings.manager_url.rstrip("/")
     link = ManagerLink(manager_url, settings.credentials)
     tokens = verifier or token_verifier(settings, link)
-    host = EnclaveHost(settings.data_dir, settings.allow_insecure_no_isolation)
+    host = EnclaveHost(settings.data_dir)
+    collateral = (
+        CollateralCache(PccsClient(settings.pccs_url, verify=settings.pccs_verify))
+        if settings.pccs_url
+        else None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -241,6 +256,8 @@ def create_app(
             yield
         finally:
             await host.close()
+            if collateral is not None:
+                collateral.client.close()
 
     app = FastAPI(title="cleanroom Controller (untrusted)", lifespan=lifespan)
     install_problem_handlers(app)
@@ -328,15 +345,43 @@ def create_app(
             function = spec["function"]
         except (ValueError, KeyError, TypeError) as error:
             raise _Refused(problem(422, f"expected {{spec: {{function: …}}}}: {error}")) from error
-        if spec.get("name") != name:
-            raise _Refused(problem(422, f"spec.name is not {name!r}, the room deployed"))
         if not isinstance(function, str) or not function.startswith("fs://"):
             raise _Refused(problem(422, "spec.function is not an fs:// function ID"))
-        bundle = await _fetch_bundle(
-            manager_url, function.removeprefix("fs://"), link, manager_transport
-        )
+        # The Worker checks the spec itself; here only what this host will hand out.
+        try:
+            parsed = WorkSpec.parse(spec)
+        except MessageFormatError as error:
+            facts = error.to_json()
+            raise _Refused(
+                problem(
+                    422,
+                    error.message,
+                    check=facts["check"],
+                    expected=facts["expected"],
+                    actual=facts["actual"],
+                )
+            ) from error
+        if parsed.name != name:
+            raise _Refused(problem(422, f"spec.name is not {name!r}, the room deployed"))
+        excess = settings.ceiling.excess(parsed.resources)
+        if excess:
+            resource, ceiling, asked = excess[0]
+            raise _Refused(
+                problem(
+                    422,
+                    f"resources.{resource} = {asked} is more than this compute server allows",
+                    check="resources",
+                    expected=f"{resource} <= {ceiling}",
+                    actual=asked,
+                )
+            )
+        digest = function.removeprefix("fs://")
+
+        async def fetch(destination: Path) -> None:
+            await _fetch_bundle(manager_url, digest, link, manager_transport, destination)
+
         # The Worker checks the spec and the bundle itself; these bytes are only relayed.
-        deployed = await host.deploy(room.key, json.dumps(spec).encode(), bundle)
+        deployed = await host.deploy(room.key, json.dumps(spec).encode(), fetch)
         return {"name": name, "worker_id": deployed.worker_id, "state": "collecting"}
 
     @app.get("/v1/rooms/{name}")
@@ -362,7 +407,8 @@ def create_app(
         if not isinstance(nonce, str):
             raise _Refused(problem(422, "nonce must be b64u text"))
         hosted(room)
-        return await host.attest(room.key, nonce)
+        evidence = await host.attest(room.key, nonce)
+        return evidence if collateral is None else await add_collateral(evidence, collateral)
 
     @app.post("/v1/rooms/{name}/sessions")
     async def open_session(name: str, request: Request, room: User) -> Response:
@@ -419,9 +465,11 @@ async def _fetch_bundle(
     digest: str,
     link: ManagerLink,
     transport: httpx.AsyncBaseTransport | None,
-) -> bytes:
+    destination: Path,
+) -> None:
     """The function bundle from the manager, with this server's own ``compute`` token
-    (the manager gives it only the bundles of rooms scheduled here).
+    (the manager gives it only the bundles of rooms scheduled here), streamed into
+    ``destination`` (never held whole in memory).
 
     Not checked here: the Worker recomputes the function ID from these bytes.
     """
@@ -450,12 +498,14 @@ async def _fetch_bundle(
                             f"the manager refused the function bundle: {response.status_code}",
                         )
                     )
-                bundle = bytearray()
-                async for chunk in response.aiter_bytes():
-                    bundle += chunk
-                    if len(bundle) > MAX_BUNDLE:
-                        raise _Refused(problem(413, "function bundle too large"))
-                return bytes(bundle)
+                size = 0
+                with destination.open("wb") as file:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > MAX_BUNDLE:
+                            raise _Refused(problem(413, "function bundle too large"))
+                        file.write(chunk)
+                return
         except httpx.TransportError as error:
             raise _Refused(
                 problem(502, f"cannot reach the manager at {manager_url}: {error}")

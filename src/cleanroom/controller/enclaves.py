@@ -20,19 +20,23 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
 
+from cleanroom.controller.sandbox_ids import SandboxIdError, SandboxIds
+
 log = logging.getLogger("cleanroom.controller")
 
 START_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 5.0
-SANDBOX_UID_BASE = 61_000
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes and a NUL; some to spare
+SHORT_SOCKETS = Path("/run/cleanroom/sockets")
 
 
 class EnclaveProcessError(Exception):
@@ -140,6 +144,13 @@ class EnclaveProcess:
         while True:
             if self.process.poll() is not None:
                 tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                refusal = _refusal(tail[0] if tail else "")
+                if refusal is not None:
+                    raise EnclaveProcessError(
+                        str(refusal["detail"]),
+                        status=422,
+                        body=refusal,
+                    )
                 raise EnclaveProcessError(
                     f"{self.name} exited with {self.process.returncode}: "
                     + (tail[0] if tail else "no output")
@@ -194,6 +205,28 @@ class EnclaveProcess:
         return response.json() if response.status_code == 200 else None
 
 
+REFUSAL_PREFIX = "worker refused to start: "  # what a Worker prints when a check refuses
+
+
+def _refusal(line: str) -> dict[str, Any] | None:
+    """A Worker's refusal (a failed check on its spec or bundle) as a problem detail."""
+    if not line.startswith(REFUSAL_PREFIX):
+        return None
+    try:
+        facts = json.loads(line.removeprefix(REFUSAL_PREFIX))
+    except ValueError:
+        return None
+    if not isinstance(facts, dict) or not isinstance(facts.get("message"), str):
+        return None
+    return {
+        "type": "about:blank",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": f"the Worker refused the clean room: {facts['message']}"[:500],
+        **{k: facts[k] for k in ("check", "expected", "actual", "hint") if k in facts},
+    }
+
+
 @dataclass
 class Room:
     name: str
@@ -203,27 +236,38 @@ class Room:
     sandbox_uid: int
 
 
-SCRATCH_PREFIX = "cleanroom-run-"  # the Worker's run workspaces, in the temporary directory
+RUN_DIR = "run"  # a Worker's scratch for a run, in its room directory
 WATCH_INTERVAL_S = 1.0
 
 
-def bury(sandbox_uid: int) -> None:
-    """After a Worker died: kill what its function left running and remove its scratch.
+def bury(ids: SandboxIds, sandbox_uid: int, directory: Path) -> None:
+    """After a Worker died (or was deleted): kill what its function left running, remove
+    the run's plaintext scratch and free the room's sandbox uid.
 
     On SGX hardware that plaintext would have died with the enclave; on the simulated
-    backend it is on the host, so the Controller, which can see that the Worker is
-    gone, removes it. Everything of the room's function runs as its own sandbox uid
-    and its workspace belongs to that group, so nothing of another room is touched.
+    backend it is on the host, so the Controller, which can see that the Worker is gone,
+    removes it. Everything of the room's function runs as its own sandbox uid, unique on
+    this host (:mod:`.sandbox_ids`), so nothing of another room is touched.
     """
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == sandbox_uid:
-                    os.kill(int(entry.name), signal.SIGKILL)
-    for scratch in Path(tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
-        with contextlib.suppress(OSError):
-            if scratch.lstat().st_gid == sandbox_uid and not scratch.is_symlink():
-                shutil.rmtree(scratch, ignore_errors=True)
+    ids.release(sandbox_uid, directory)
+    _remove(directory / RUN_DIR)
+    remove_run_cgroups(sandbox_uid)
+
+
+def remove_run_cgroups(sandbox_uid: int) -> None:
+    """Remove the (empty) control groups a killed run supervisor left behind: they are
+    below this process's own group in each hierarchy, which its Workers inherit."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _hierarchy, controllers, path = line.split(":", 2)
+            if controllers:  # v1: one hierarchy per controller (combined ones are linked)
+                roots = [CGROUP_ROOT / c for c in controllers.split(",") if "=" not in c]
+            else:  # v2, alone or beside v1
+                roots = [CGROUP_ROOT, CGROUP_ROOT / "unified"]
+            for root in roots:
+                for group in (root / path.lstrip("/")).glob(f"cleanroom-run-{sandbox_uid}-*"):
+                    with contextlib.suppress(OSError):
+                        group.rmdir()
 
 
 @dataclass
@@ -231,7 +275,6 @@ class EnclaveHost:
     """Starts and tracks the enclave processes of one compute server."""
 
     data_dir: Path
-    allow_insecure_no_isolation: bool = False
     rooms: dict[str, Room] = field(default_factory=dict)
     # Rooms whose Worker died while this Controller (or an earlier run of it) was away:
     # their data died with the Worker's key, by design. Reported gone until deleted.
@@ -239,7 +282,7 @@ class EnclaveHost:
     attester: EnclaveProcess | None = None
     # Why the last attempt to start a new Attester failed; None once one serves again.
     attester_failure: str | None = None
-    _next_uid: int = SANDBOX_UID_BASE
+    sandbox_ids: SandboxIds = field(default_factory=SandboxIds)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _watcher: asyncio.Task[None] | None = None
 
@@ -256,7 +299,12 @@ class EnclaveHost:
 
     @property
     def _sockets(self) -> Path:
-        return self.data_dir / "sockets"
+        """Where the enclaves' Unix sockets live: the data directory, unless its path is
+        too long for one (107 bytes), then a short directory of this host's own."""
+        own = self.data_dir / "sockets"
+        if len(str(own / "w-0123456789abcdef.sock")) <= MAX_SOCKET_PATH:
+            return own
+        return SHORT_SOCKETS / hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
 
     @property
     def _attester_record(self) -> Path:
@@ -288,7 +336,7 @@ class EnclaveHost:
     def _mark_gone(self, room: Room, reason: str) -> None:
         self.rooms.pop(room.name, None)
         self.gone[room.name] = reason
-        bury(room.sandbox_uid)
+        bury(self.sandbox_ids, room.sandbox_uid, room.directory)
 
     async def _adopt_attester(self) -> bool:
         """The Attester an earlier run of this Controller started, if it still serves."""
@@ -349,7 +397,7 @@ class EnclaveHost:
                 continue
             log.warning("clean room %s is gone: %s", name, reason)
             self.gone[name] = reason
-            bury(int(record["sandbox_uid"]))
+            bury(self.sandbox_ids, int(record["sandbox_uid"]), directory)
             for entry in directory.iterdir():
                 if entry.name in ("room.json", "worker.log"):
                     continue
@@ -375,6 +423,10 @@ class EnclaveHost:
             await worker.client.aclose()
             _kill_group(pid)
             return "its Worker no longer answers as the admitted Worker; killed"
+        if not self.sandbox_ids.claim(int(record["sandbox_uid"]), directory):
+            await worker.client.aclose()
+            _kill_group(pid)
+            return "its sandbox uid now belongs to another room on this host; killed"
         if readmit:
             try:  # a new Attester: local attestation again, exactly as at deploy
                 await self._admit(worker)
@@ -385,7 +437,6 @@ class EnclaveHost:
         self.rooms[name] = Room(
             name, worker, record["worker_id"], directory, int(record["sandbox_uid"])
         )
-        self._next_uid = max(self._next_uid, int(record["sandbox_uid"]) + 1)
         log.info("clean room %s: found its Worker %s (pid %d)", name, record["worker_id"], pid)
         return None
 
@@ -428,18 +479,29 @@ class EnclaveHost:
                         log.warning("clean room %s not admitted again: %s", name, error)
         return self._attester()
 
-    async def deploy(self, name: str, spec_json: bytes, bundle: bytes) -> Room:
-        """Start the clean room's Worker and relay its admission by the Attester."""
+    async def deploy(
+        self, name: str, spec_json: bytes, fetch_bundle: Callable[[Path], Awaitable[None]]
+    ) -> Room:
+        """Fetch the bundle into the room's directory, start the clean room's Worker and
+        relay its admission by the Attester."""
         await self._live_attester()
         async with self._lock:
             if name in self.rooms or name in self.gone:
                 raise EnclaveProcessError(f"clean room {name!r} exists here", status=409)
-            uid = self._next_uid
-            self._next_uid += 1
             directory = self.data_dir / "rooms" / name
             directory.mkdir(mode=0o700, parents=True, exist_ok=False)
-        (directory / "spec.json").write_bytes(spec_json)
-        (directory / "function.tar").write_bytes(bundle)
+        try:
+            uid = self.sandbox_ids.allocate(directory)
+        except SandboxIdError as error:
+            _remove(directory)
+            raise EnclaveProcessError(f"no sandbox uid for {name!r}: {error}", 503) from error
+        try:
+            (directory / "spec.json").write_bytes(spec_json)
+            await fetch_bundle(directory / "function.tar")
+        except BaseException:
+            bury(self.sandbox_ids, uid, directory)
+            _remove(directory)
+            raise
         # Unix socket paths are limited to 107 bytes: name the socket by a short hash.
         socket = self._sockets / f"w-{hashlib.sha256(name.encode()).hexdigest()[:16]}.sock"
         log_path = directory / "worker.log"
@@ -452,14 +514,13 @@ class EnclaveHost:
             "--bundle", str(directory / "function.tar"),
             "--sandbox-uid", str(uid),
         ]  # fmt: skip
-        if self.allow_insecure_no_isolation:
-            argv.append("--allow-insecure-no-isolation")
         worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
         try:
             await worker.wait_ready("/state", log_path)
             worker_id = await self._admit(worker)
         except BaseException:
             await worker.stop()
+            bury(self.sandbox_ids, uid, directory)
             _remove(directory)
             raise
         room = Room(name, worker, worker_id, directory, uid)
@@ -508,7 +569,7 @@ class EnclaveHost:
             with contextlib.suppress(EnclaveProcessError):
                 await room.worker.call("POST", "/delete")
         await room.worker.stop()
-        bury(room.sandbox_uid)
+        bury(self.sandbox_ids, room.sandbox_uid, room.directory)
         _remove(room.directory)
 
     async def close(self) -> None:

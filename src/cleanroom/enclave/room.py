@@ -18,56 +18,65 @@ which is wiped when the run ends.
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from cleanroom.enclave.errors import RunError, UploadError
-from cleanroom.enclave.runner import Isolation, prepare_workspace, run_function
+from cleanroom.enclave.runner import RunResult, Sandbox, run_function
 from cleanroom.enclave.store import SealedStore, StoredObject, wipe
+from cleanroom.enclave.supervisor import Limits
 from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput, Upload
 from cleanroom.enclave.worker import WorkerEnclave
-from cleanroom.protocol.bundle import unpack
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, unpack
+from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.handshake import AcceptedHandshake
 from cleanroom.protocol.receipt import run_receipt
-from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
+from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
 
 P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
 
 OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
 LOG_FILE = "function.log"
-MAX_OUTPUT_BYTES = 1 << 30  # all outputs of a run together; also the largest file
-MAX_OUTPUT_FILES = 10_000
 PARAMETERS_FILE = "parameters.json"
+BUNDLE_OBJECT = "_function/bundle.tar"  # no input or output id starts with "_"
+
+
+def seal_bundle(store: SealedStore, source: IO[bytes]) -> str:
+    """Seal the function bundle as it is read; its function ID, from the bytes sealed."""
+    stored = store.ingest(BUNDLE_OBJECT, source)
+    return FUNCTION_ID_PREFIX + b64u(bytes.fromhex(stored.sha256))
 
 
 class CleanRoom:
+    """One clean room's data plane, over its Worker, its sealed store and its sandbox.
+
+    The function bundle is sealed into the store as the Worker reads it (see
+    :func:`seal_bundle`), so the Controller cannot change it between the Worker's
+    check of its function ID and the run.
+    """
+
     def __init__(
         self,
         worker: WorkerEnclave,
-        bundle: bytes,
-        data_dir: Path,
+        store: SealedStore,
         *,
-        confinement: Isolation,
+        sandbox: Sandbox,
         interpreter: str,
-        scratch_root: Path | None = None,
+        scratch_root: Path,
+        runtime_roots: tuple[str, ...] = (),
         clock: Callable[[], float] = time.time,
-        max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self.worker = worker
-        self._bundle = bundle
-        self._store = SealedStore(data_dir / "sealed")
-        self._confinement, self._interpreter = confinement, interpreter
+        self._store = store
+        self._sandbox, self._interpreter = sandbox, interpreter
+        self._runtime_roots = runtime_roots
         self._scratch_root = scratch_root
         self._clock = clock
-        self._max_output_bytes = max_output_bytes
         self._sessions: dict[str, AcceptedHandshake] = {}
         self._used: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
@@ -77,6 +86,7 @@ class CleanRoom:
         self._lock = threading.RLock()
         self.receipt: tuple[dict[str, Any], bytes] | None = None
         self.failure: str | None = None
+        self.last_run: RunResult | None = None
 
     @property
     def state(self) -> str:
@@ -178,46 +188,45 @@ class CleanRoom:
             raise RunError("run-state", "running", self._state, "begin_run first")
         spec = self.worker.spec
         started = int(self._clock())
-        scratch = Path(tempfile.mkdtemp(prefix="cleanroom-run-", dir=self._scratch_root))
+        self._scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="run-", dir=self._scratch_root))
+        received: dict[str, list[StoredObject]] = {output_id: [] for output_id in spec.outputs}
+
+        def receive(name: str, stream: IO[bytes], _size: int) -> None:
+            output_id = name.split("/", 1)[0]
+            stored = self._store.ingest(name, stream)
+            received[output_id].append(stored)
+
         try:
-            unpack(self._bundle, scratch / "function")
-            (scratch / PARAMETERS_FILE).write_bytes(canonical(spec.parameters))
-            for completed in self._inputs.values():
-                for stored in completed.files:
-                    target = scratch / "inputs" / stored.name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    with target.open("wb") as handle:
-                        for chunk in self._store.read(stored.name):
-                            handle.write(chunk)
-            prepare_workspace(scratch, sorted(spec.outputs), self._confinement)
+            self._stage(scratch)
             result = run_function(
+                sandbox=self._sandbox,
                 interpreter=self._interpreter,
-                function_dir=scratch / "function",
-                handler=spec.handler,
+                runtime_roots=self._runtime_roots,
                 workspace=scratch,
-                memory_mib=spec.resources.memory_mib,
-                timeout_s=spec.resources.timeout_s,
-                confinement=self._confinement,
+                outputs=sorted(spec.outputs),
+                handler=spec.handler,
+                limits=Limits(**spec.resources.model_dump()),
+                receive=receive,
                 keep_log=spec.logs is not None,
-                max_output_bytes=self._max_output_bytes,
             )
-            status = result.status
-            overflow = self._overflow(scratch / "outputs")
+            self.last_run = result
+            if result.outputs_withheld:
+                self.failure = (
+                    "the outputs are larger than the disk limit (sparse files count at "
+                    "their full size): none is released"
+                )
             for output_id in sorted(spec.outputs):
-                if overflow is None:
-                    sealed = self._seal_output(scratch / "outputs" / output_id, output_id)
-                else:
-                    sealed = (self._manifest_digest(output_id, []), [])
-                self._outputs[output_id] = sealed
-            if overflow is not None:
-                # Too much to seal: no output at all (a partial one would be a choice the
-                # Worker made), the run failed, and the detail says why.
-                status, self.failure = "failed", overflow
+                files = sorted(received[output_id], key=lambda stored: stored.name)
+                self._outputs[output_id] = (self._manifest_digest(output_id, files), files)
             if spec.logs is not None:
                 self._add_log(spec.logs, result.log)
         except BaseException as error:
             self._state = "failed"  # no outputs, no second try: redeploy
             self.failure = str(error)
+            for files in received.values():
+                for stored in files:
+                    self._store.discard(stored.name)
             raise
         finally:
             wipe(scratch)
@@ -225,7 +234,7 @@ class CleanRoom:
             spec,
             inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
             outputs={o: digest for o, (digest, _files) in self._outputs.items()},
-            status=status,
+            status=result.status,
             started=started,
             finished=max(started, int(self._clock())),
         )
@@ -233,44 +242,33 @@ class CleanRoom:
         self._state = "done"
         return self.receipt
 
-    def _overflow(self, outputs: Path) -> str | None:
-        """Why the outputs are too big to seal, or None. Sizes only: nothing is read."""
-        total = count = 0
-        for path in outputs.rglob("*"):
-            info = path.lstat()
-            if stat.S_ISREG(info.st_mode):
-                total += info.st_size
-                count += 1
-            if total > self._max_output_bytes or count > MAX_OUTPUT_FILES:
-                return (
-                    f"outputs exceed the limit of {self._max_output_bytes} bytes "
-                    f"in {MAX_OUTPUT_FILES} files"
-                )
-        return None
-
-    def _seal_output(self, directory: Path, output_id: str) -> tuple[str, list[StoredObject]]:
-        files: list[StoredObject] = []
-        for path in sorted(directory.rglob("*")):
-            info = path.lstat()
-            relative = path.relative_to(directory).as_posix()
-            if path.is_dir() and not path.is_symlink():
-                continue
-            # The function owns outputs/: a link could point at the Worker's own files,
-            # so links and special files are left out of the output (and the receipt).
-            if path.is_symlink() or not path.is_file() or info.st_nlink != 1:
-                continue
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            writer = self._store.create(f"{output_id}/{relative}")
-            with os.fdopen(fd, "rb") as handle:
-                while chunk := handle.read(MAX_PLAINTEXT):
-                    writer.write(chunk)
-            stored = writer.close()
-            self._store.record(stored)
-            files.append(stored)
-        return self._manifest_digest(output_id, files), files
+    def _stage(self, scratch: Path) -> None:
+        """The run's plaintext view: the function, the parameters, the inputs."""
+        bundle = scratch / "function.tar"
+        with bundle.open("wb") as handle:
+            for chunk in self._store.read(BUNDLE_OBJECT):
+                handle.write(chunk)
+        with bundle.open("rb") as handle:
+            unpack(handle, scratch / "function")
+        bundle.unlink()
+        (scratch / PARAMETERS_FILE).write_bytes(canonical(self.worker.spec.parameters))
+        (scratch / "inputs").mkdir()
+        for completed in self._inputs.values():
+            for stored in completed.files:
+                target = scratch / "inputs" / stored.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as handle:
+                    for chunk in self._store.read(stored.name):
+                        handle.write(chunk)
 
     def _add_log(self, output_id: str, log: bytes) -> None:
-        writer = self._store.create(f"{output_id}/{LOG_FILE}")
+        # The function may have written a file of that name itself: keep both.
+        taken = {stored.name for stored in self._outputs[output_id][1]}
+        name, number = f"{output_id}/{LOG_FILE}", 0
+        while name in taken:
+            number += 1
+            name = f"{output_id}/function.{number}.log"
+        writer = self._store.create(name)
         writer.write(log)
         stored = writer.close()
         self._store.record(stored)

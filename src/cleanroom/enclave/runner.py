@@ -1,118 +1,80 @@
-"""Running the clean room's function: its own process, no network, bounded, confined.
+"""Running the clean room's function: in bubblewrap, under a supervisor, bounded.
 
-The function is untrusted code that sees plaintext. It runs:
+The function is untrusted code that sees plaintext. Each run is handed to a
+supervisor process (:mod:`cleanroom.enclave.supervisor`) in a mount namespace of its
+own, which runs the function in bubblewrap as the room's own unprivileged host uid,
+with new user, PID, mount, IPC, UTS, network and cgroup namespaces; limits on memory,
+tasks, CPU time, wall time and the total disk of ``outputs/`` plus ``/tmp``; and the
+seed product's contract (``/work/function``, ``/work/inputs/<id>/``,
+``/work/outputs/<id>/``, ``/work/parameters.json``, cwd ``/work``). The supervisor
+ends the run by ending its PID namespace, and only then streams the outputs back.
+docs/threat-model.md says which tool enforces which point.
 
-- in its own network namespace with no interfaces but a down loopback
-  (``unshare --net``): it cannot send data anywhere;
-- in its own mount namespace where ``/tmp``, ``/var/tmp``, ``/dev/shm`` and
-  ``/run/lock`` are private, bounded tmpfs: what it writes there is gone with it;
-- as its own unprivileged user (``setpriv --reuid/--regid --clear-groups
-  --no-new-privs``): inputs are owned by root and readable only through its group
-  (read-only), ``outputs/<id>/`` are its own, and other workspaces and the
-  Worker's files are unreadable to it;
-- with rlimits on address space (the spec's memory), CPU time, processes (a fork
-  bomb stops at the limit), file size and open files, and a wall-clock timeout
-  after which its whole process group is killed;
-- with a minimal environment, ``python -I`` (no user site, no PYTHON* variables),
-  its bundle and ``packages/`` first on ``sys.path``, and its output streams sent
-  nowhere unless the spec names a log output.
-
-If the platform cannot provide the namespace and the user switch (not root, no
-``unshare``/``setpriv``), :func:`isolation` refuses unless the operator passed the
-explicit ``allow_insecure`` flag, and the result says the run was not isolated.
+:func:`sandbox` checks, when the Worker starts, that this host can do all that (root,
+to give each room a uid of its own; bubblewrap; util-linux), and fails closed
+otherwise: there is no unconfined mode.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import os
-import resource
-import shutil
-import signal
 import subprocess
-import tempfile
-import time
+import sys
+import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from cleanroom.enclave.errors import RunError
+from cleanroom.enclave.supervisor import (
+    STAGE,
+    Limits,
+    RunPlan,
+    RunReport,
+    ToolMissing,
+    system_tool,
+)
 
-BOOTSTRAP = """
-import importlib, os, sys
-function_dir, handler = sys.argv[1], sys.argv[2]
-sys.path[:0] = [function_dir, os.path.join(function_dir, "packages")]
-module_name, _, attribute = handler.rpartition(".")
-getattr(importlib.import_module(module_name), attribute)()
-"""
-
-MAX_LOG_BYTES = 1 << 20
-MAX_PROCESSES = 64
-MAX_OPEN_FILES = 256
+RUNTIME_DIRS = ("/usr/bin", "/usr/local/bin")
+TOOLS = ("bwrap", "unshare", "setpriv", "mount")  # from the system's directories only
 
 
 @dataclass(frozen=True)
-class Isolation:
-    """How the function is confined on this machine."""
+class Sandbox:
+    """How this host confines a room's functions (see :func:`sandbox`)."""
 
-    prefix: tuple[str, ...]  # the command that enters the namespace and drops privileges
-    sandbox_uid: int
-    sandbox_gid: int
-    isolated: bool
+    uid: int  # the room's host uid, unique on the host (controller/sandbox_ids.py)
+    prefix: tuple[str, ...]  # how a supervisor is started
 
 
-# Run as root in the function's own mount namespace, before the user switch: every
-# world-writable directory gets a private, bounded tmpfs, so nothing the function writes
-# outside outputs/ survives the run or is seen by another clean room's function. The
-# workspace (usually under /tmp itself) is carried over onto the new /tmp by a bind
-# mount held at /mnt, which exists only in this namespace.
-PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")  # noqa: S108 - masked, not used
-PRIVATE_TMPFS = "size=64m,mode=1777,nosuid,nodev"
-MOUNT_SCRIPT = f"""set -eu
-workspace=$(pwd -P)
-mount --bind "$workspace" /mnt
-for directory in {" ".join(PRIVATE_DIRS)}; do
-    if [ -d "$directory" ]; then
-        mount -t tmpfs -o {PRIVATE_TMPFS} cleanroom-private "$directory"
-    fi
-done
-mkdir -p "$workspace"
-mount --move /mnt "$workspace"
-cd "$workspace"
-exec "$@"
-"""
-
-
-def isolation(sandbox_uid: int, *, allow_insecure: bool = False) -> Isolation:
-    """Probe for network and mount namespaces and a user switch; fail closed without them."""
-    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
-    if os.geteuid() == 0 and unshare and setpriv:
-        prefix = (
-            unshare, "--net", "--mount", "--propagation", "private", "--",
-            "/bin/sh", "-c", MOUNT_SCRIPT, "cleanroom-sandbox",
-            setpriv, f"--reuid={sandbox_uid}", f"--regid={sandbox_uid}",
-            "--clear-groups", "--no-new-privs", "--pdeathsig", "KILL", "--",
-        )  # fmt: skip
-        with tempfile.TemporaryDirectory(prefix="cleanroom-probe-") as probe_dir:
-            probe = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                [*prefix, "true"], capture_output=True, timeout=30, check=False, cwd=probe_dir
-            )
-        if probe.returncode == 0:
-            return Isolation(prefix, sandbox_uid, sandbox_uid, isolated=True)
-        reason = probe.stderr.decode(errors="replace").strip()
-    else:
-        reason = "needs root with util-linux unshare and setpriv"
-    if not allow_insecure:
+def sandbox(uid: int) -> Sandbox:
+    """This host's sandbox for a room whose functions run as ``uid``; RunError if none."""
+    missing = [tool for tool in TOOLS if not _have(tool)]
+    if missing:
         raise RunError(
             "run-isolation",
-            "a network namespace and an unprivileged sandbox user",
-            reason or "unavailable",
+            f"{', '.join(TOOLS)} in the system's directories (Debian: bubblewrap, util-linux)",
+            f"missing {', '.join(missing)}",
             "the function cannot be confined here; refusing to run it",
         )
-    return Isolation((), os.getuid(), os.getgid(), isolated=False)
-
-
-RUNTIME_DIRS = ("/usr/bin", "/usr/local/bin")
+    if os.geteuid() != 0:
+        raise RunError(
+            "run-isolation",
+            "root, to run each room's function as a uid of its own",
+            f"uid {os.geteuid()}",
+            "the function cannot be confined here; refusing to run it",
+        )
+    if uid <= 0:
+        raise RunError("sandbox-uid", "an unprivileged uid", uid, "no sandbox identity")
+    # Die with the Worker; never see the host's mounts change, nor change them.
+    prefix = (
+        system_tool("setpriv"), "--pdeathsig", "KILL", "--",
+        system_tool("unshare"), "--mount", "--propagation", "private",
+    )  # fmt: skip
+    return Sandbox(uid, prefix)
 
 
 def runtime_interpreter(runtime: str) -> str:
@@ -134,118 +96,147 @@ def runtime_interpreter(runtime: str) -> str:
 
 @dataclass(frozen=True)
 class RunResult:
-    status: str  # succeeded | failed | timeout | killed
+    status: str  # succeeded | failed | timeout | cpu | memory | disk | processes
     exit_code: int | None
     seconds: float
     log: bytes  # empty unless the spec sends the log to an output
-    isolated: bool
+    cpu_seconds: float | None = None
+    memory_peak_bytes: int | None = None
+    disk_bytes: int | None = None
+    confinement: tuple[str, ...] = ()
+    outputs_withheld: bool = False
 
 
-def _limits(memory_mib: int, cpu_seconds: int, file_bytes: int) -> Callable[[], None]:
-    def apply() -> None:
-        memory = memory_mib << 20
-        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_NPROC, (MAX_PROCESSES, MAX_PROCESSES))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (file_bytes, file_bytes))
-        resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return apply
+Receive = Callable[[str, IO[bytes], int], None]
+"""Called for each output file, in order: ``<output id>/<path>``, its bytes, its size."""
 
 
-def prepare_workspace(workspace: Path, output_ids: list[str], confinement: Isolation) -> None:
-    """Make inputs read-only for the sandbox and its own ``outputs/<id>/`` writable."""
-    gid = confinement.sandbox_gid
+def prepare_workspace(workspace: Path, group: int) -> None:
+    """Make the staged function and inputs readable by the sandbox's group only.
+
+    The supervisor binds them read-only; this keeps another uid out even of the view.
+    """
     for path in [workspace, *workspace.rglob("*")]:
         if path.is_symlink():
             raise RunError("workspace", "no symlinks", str(path), "unexpected symlink in workspace")
-        if os.geteuid() == 0:
-            os.chown(path, 0, gid)
+        os.chown(path, 0, group)
         path.chmod(0o750 if path.is_dir() else 0o440)
-    outputs = workspace / "outputs"
-    outputs.mkdir(exist_ok=True)
-    if os.geteuid() == 0:
-        os.chown(outputs, 0, gid)
-    outputs.chmod(0o750)
-    for output_id in output_ids:
-        directory = outputs / output_id
-        directory.mkdir()
-        if os.geteuid() == 0:
-            os.chown(directory, confinement.sandbox_uid, gid)
-        directory.chmod(0o700)
-
-
-def _await_group_exit(group: int, limit_s: float = 5.0) -> None:
-    """Return once every process of the group is gone (SIGKILL is asynchronous)."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
 
 
 def run_function(
     *,
+    sandbox: Sandbox,
     interpreter: str,
-    function_dir: Path,
-    handler: str,
+    runtime_roots: tuple[str, ...] = (),
     workspace: Path,
-    memory_mib: int,
-    timeout_s: int,
-    confinement: Isolation,
+    outputs: list[str],
+    handler: str,
+    limits: Limits,
+    receive: Receive,
     keep_log: bool = False,
-    max_output_bytes: int = 1 << 30,
 ) -> RunResult:
-    """Run ``handler`` (``module.func``, called with no arguments) in ``workspace``."""
-    command = [
-        *confinement.prefix, interpreter, "-I", "-c", BOOTSTRAP, str(function_dir), handler,
-    ]  # fmt: skip
-    environment = {
-        "WORK_DIR": str(workspace),
-        "HOME": str(workspace),
-        "PATH": "/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-    }
-    started = time.monotonic()
-    process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-        command,
-        cwd=workspace,
-        env=environment,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if keep_log else subprocess.DEVNULL,
-        stderr=subprocess.STDOUT if keep_log else subprocess.DEVNULL,
-        start_new_session=True,
-        preexec_fn=_limits(memory_mib, timeout_s, max_output_bytes),
+    """Run ``handler`` on ``workspace`` (``function/``, ``inputs/``, ``parameters.json``);
+    each output file goes to ``receive`` once no process of the run is left."""
+    prepare_workspace(workspace, sandbox.uid)
+    plan = RunPlan(
+        function_dir=str(workspace / "function"),
+        inputs_dir=str(workspace / "inputs"),
+        parameters=str(workspace / "parameters.json"),
+        outputs=sorted(outputs),
+        handler=handler,
+        interpreter=interpreter,
+        runtime_roots=list(runtime_roots),
+        uid=sandbox.uid,
+        limits=limits,
+        keep_log=keep_log,
+        stage=str(STAGE),
     )
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [*sandbox.prefix, "--", sys.executable, "-I", "-m", "cleanroom.enclave.supervisor"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    assert process.stderr is not None
+    errors = _Drain(process.stderr)
+    errors.start()
     try:
-        output, _ = process.communicate(timeout=timeout_s)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        output = b""
+        process.stdin.write(plan.to_json())
+        process.stdin.close()
+        line = process.stdout.readline(1 << 22)
+        try:
+            report = RunReport.from_json(line)
+        except (ValueError, TypeError) as error:
+            detail = errors.text() or "nothing"
+            raise RunError(
+                "run-supervisor", "a run report", detail, "the run did not start"
+            ) from error
+        if report.error is None:
+            _receive_outputs(process.stdout, outputs, limits, receive)
     finally:
-        # The whole group: children the function forked must not outlive the run.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
         process.wait()
-        _await_group_exit(process.pid)
-    seconds = time.monotonic() - started
-    code = process.returncode
-    if timed_out:
-        status = "timeout"
-    elif code == 0:
-        status = "succeeded"
-    elif code is not None and code < 0:
-        status = "killed"
-    else:
-        status = "failed"
+        errors.join(timeout=5)
+    if report.error is not None:
+        raise RunError("run-ended", "a run that ended cleanly", report.error, "run not released")
     return RunResult(
-        status=status,
-        exit_code=code,
-        seconds=seconds,
-        log=(output or b"")[:MAX_LOG_BYTES] if keep_log else b"",
-        isolated=confinement.isolated,
+        status=report.status,
+        exit_code=report.exit_code,
+        seconds=report.seconds,
+        log=base64.b64decode(report.log) if keep_log else b"",
+        cpu_seconds=report.cpu_seconds,
+        memory_peak_bytes=report.memory_peak_bytes,
+        disk_bytes=report.disk_bytes,
+        confinement=tuple(report.confinement),
+        outputs_withheld=report.outputs_withheld,
     )
+
+
+def _receive_outputs(
+    stream: IO[bytes], outputs: list[str], limits: Limits, receive: Receive
+) -> None:
+    """The supervisor's tar stream: regular files under known outputs, within the limit."""
+    budget = limits.disk_mib << 20
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                output_id = member.name.split("/", 1)[0]
+                if not member.isreg() or output_id not in outputs or member.size > budget:
+                    raise RunError(
+                        "run-outputs", "regular files of the spec's outputs within the limit",
+                        member.name, "unexpected entry in the outputs",
+                    )  # fmt: skip
+                budget -= member.size
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file always has one
+                receive(member.name, handle, member.size)
+    except tarfile.TarError as error:
+        raise RunError(
+            "run-outputs", "a complete outputs stream", str(error), "outputs cut short"
+        ) from error
+
+
+def _have(tool: str) -> bool:
+    try:
+        system_tool(tool)
+    except ToolMissing:
+        return False
+    return True
+
+
+class _Drain(threading.Thread):
+    """The supervisor's stderr (its own failures only; the function's go elsewhere)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(name="supervisor-stderr", daemon=True)
+        self._stream = stream
+        self._data = bytearray()
+
+    def run(self) -> None:
+        while chunk := self._stream.read(4096):
+            if len(self._data) < 65536:
+                self._data += chunk
+
+    def text(self) -> str:
+        return self._data.decode(errors="replace").strip()[-2000:]

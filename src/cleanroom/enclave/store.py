@@ -16,10 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -115,6 +117,20 @@ class SealedStore:
         self._files[name] = (number, path)
         return SealedWriter(self._key(), number, name, path)
 
+    def ingest(self, name: str, source: IO[bytes]) -> StoredObject:
+        """Seal everything ``source`` holds as a new object, read in chunks; recorded."""
+        writer = self.create(name)
+        try:
+            while chunk := source.read(MAX_CHUNK):
+                writer.write(chunk)
+        except BaseException:
+            writer.abort()
+            self._files.pop(name, None)
+            raise
+        stored = writer.close()
+        self.record(stored)
+        return stored
+
     def discard(self, name: str) -> None:
         """Forget an object and delete its file (an aborted upload leaves nothing)."""
         entry = self._files.pop(name, None)
@@ -178,21 +194,44 @@ class SealedStore:
 
 
 def wipe(directory: Path) -> None:
-    """Overwrite then delete a plaintext scratch tree (best effort on the simulated backend)."""
-    for path in sorted(directory.rglob("*"), reverse=True):
-        if path.is_file() and not path.is_symlink():
-            info = path.stat()
-            remaining = info.st_size
-            if info.st_blocks * 512 < remaining:
-                # Sparse (a function can make a 1 GiB file of holes in no time): writing
-                # zeros over the holes would turn them into real disk. Free the blocks.
-                os.truncate(path, 0)
-                continue
-            with path.open("r+b") as handle:
-                while remaining > 0:
-                    block = min(remaining, MAX_CHUNK)
-                    handle.write(bytes(block))
-                    remaining -= block
-                handle.flush()
-                os.fsync(handle.fileno())
+    """Overwrite then delete a plaintext scratch tree (best effort on the simulated backend).
+
+    The walk goes by file descriptors and never follows a symlink, at any depth: a
+    link planted in the tree cannot make the wipe overwrite or delete anything
+    outside it.
+    """
+    try:
+        top = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        for _path, _dirs, files, dir_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for name in files:
+                _overwrite(name, dir_fd)
+    finally:
+        os.close(top)
+    # rmtree deletes by descriptors too, never following links (avoids_symlink_attacks).
     shutil.rmtree(directory, ignore_errors=True)
+
+
+def _overwrite(name: str, dir_fd: int) -> None:
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError:
+        return  # a symlink (ELOOP), a FIFO without reader, or gone: nothing of ours to zero
+    with os.fdopen(fd, "wb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return
+        remaining = info.st_size
+        if info.st_blocks * 512 < remaining:
+            # Sparse (a 1 GiB file of holes is made in no time): writing zeros over the
+            # holes would turn them into real disk. Free the blocks instead.
+            os.ftruncate(fd, 0)
+            return
+        while remaining > 0:
+            block = min(remaining, MAX_CHUNK)
+            handle.write(bytes(block))
+            remaining -= block
+        handle.flush()
+        os.fsync(fd)

@@ -1,7 +1,7 @@
 """A Worker: one per clean room, inside the TEE.
 
-It computes its Work-ID itself from the spec and checks the function bundle
-against the spec's function ID, so a Controller that swaps either yields a Worker
+It computes its Work-ID itself from the spec and checks the function bundle it
+read against the spec's function ID, so a Controller that swaps either yields a Worker
 whose claims name another Work-ID, which clients refuse. It serves no session
 until the Attester's answer to its admission has verified.
 """
@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.admission import admission_report_data, worker_id_for
 from cleanroom.enclave.errors import AdmissionError
-from cleanroom.protocol.bundle import function_id as bundle_function_id
 from cleanroom.protocol.claims import report_data, worker_claims
 from cleanroom.protocol.handshake import AcceptedHandshake, SeenNonces, respond
 from cleanroom.protocol.keys import spki
@@ -28,8 +27,9 @@ ATTESTER_ISV_PROD_ID = 1
 
 
 class WorkerEnclave:
-    def __init__(self, platform: EnclavePlatform, spec: WorkSpec, bundle: bytes) -> None:
-        function_id = bundle_function_id(bundle)
+    def __init__(self, platform: EnclavePlatform, spec: WorkSpec, function_id: str) -> None:
+        """``function_id`` is what the bundle this Worker read hashes to (the Worker's own
+        computation: see :func:`cleanroom.enclave.room.seal_bundle`)."""
         if not hmac.compare_digest(function_id, spec.function):
             raise AdmissionError(
                 "function-id", spec.function, function_id, "the bundle is not the spec's function"

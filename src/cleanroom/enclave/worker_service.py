@@ -14,7 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -22,8 +22,9 @@ from starlette.concurrency import run_in_threadpool
 
 from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
-from cleanroom.enclave.room import CleanRoom
-from cleanroom.enclave.runner import isolation, runtime_interpreter
+from cleanroom.enclave.room import CleanRoom, seal_bundle
+from cleanroom.enclave.runner import runtime_interpreter, sandbox
+from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
@@ -33,6 +34,7 @@ from cleanroom.tee.measure import measure
 from cleanroom.tee.simulated import SimulatedPlatform
 
 log = logging.getLogger("cleanroom.enclave")
+REFUSAL_PREFIX = "worker refused to start: "
 
 
 class WorkerService:
@@ -42,23 +44,25 @@ class WorkerService:
         self,
         platform: SimulatedPlatform,
         spec: WorkSpec,
-        bundle: bytes,
+        bundle: BinaryIO,
         room_dir: Path,
         *,
         sandbox_uid: int,
-        allow_insecure: bool,
     ) -> None:
         self.image = measure("worker")
-        self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, bundle)
+        confinement = sandbox(sandbox_uid)
+        interpreter = runtime_interpreter(spec.runtime)
+        store = SealedStore(room_dir / "sealed")
+        function_id = seal_bundle(store, bundle)
+        self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, function_id)
         self.room = CleanRoom(
             self.worker,
-            bundle,
-            room_dir,
-            confinement=isolation(sandbox_uid, allow_insecure=allow_insecure),
-            interpreter=runtime_interpreter(spec.runtime),
-            # The run's scratch workspace goes to the system temporary directory: the
-            # sandbox user must reach it, and the room directory is the Controller's.
-            scratch_root=None,
+            store,
+            sandbox=confinement,
+            interpreter=interpreter,
+            # Plaintext of a run (the staged inputs) lives here while it runs, and is
+            # wiped after; the Controller removes it if this Worker dies.
+            scratch_root=room_dir / "run",
         )
         self.stop: threading.Event = threading.Event()
 
@@ -75,6 +79,13 @@ class WorkerService:
             log.warning("run refused: %s", error)
         except Exception:
             log.exception("run failed")
+        result = self.room.last_run
+        if result is not None:  # sizes and times only: nothing of the data
+            log.info(
+                "run ended %s (exit %s) in %.2f s, %s s CPU, peak memory %s B, disk %s B; %s",
+                result.status, result.exit_code, result.seconds, result.cpu_seconds,
+                result.memory_peak_bytes, result.disk_bytes, "; ".join(result.confinement),
+            )  # fmt: skip
 
     def app(self) -> FastAPI:
         app = FastAPI(
@@ -171,20 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--sandbox-uid", type=int, required=True)
-    parser.add_argument("--allow-insecure-no-isolation", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="worker: %(levelname)s %(message)s")
     try:
-        service = WorkerService(
-            SimulatedPlatform.load(args.platform_dir),
-            WorkSpec.parse(json.loads(args.spec.read_bytes())),
-            args.bundle.read_bytes(),
-            args.room_dir,
-            sandbox_uid=args.sandbox_uid,
-            allow_insecure=args.allow_insecure_no_isolation,
-        )
+        with args.bundle.open("rb") as bundle:
+            service = WorkerService(
+                SimulatedPlatform.load(args.platform_dir),
+                WorkSpec.parse(json.loads(args.spec.read_bytes())),
+                bundle,
+                args.room_dir,
+                sandbox_uid=args.sandbox_uid,
+            )
     except CheckFailed as error:
-        print(f"worker refused to start: {error}", file=sys.stderr)
+        # One line the Controller relays as the deploy's problem detail.
+        print(REFUSAL_PREFIX + json.dumps(error.to_json()), file=sys.stderr)
         return 1
     serve(service.app(), args.socket, service.stop)
     os._exit(0)  # a deleted Worker leaves no thread behind

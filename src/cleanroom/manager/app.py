@@ -202,6 +202,8 @@ def _answer_detail(response: httpx.Response) -> str:
     except ValueError:
         return _one_line(response.text) or response.reason_phrase
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        if isinstance(body.get("check"), str):  # a refused check: name it
+            return _one_line(f"{body['detail']} (check {body['check']})")
         return _one_line(body["detail"])
     return _one_line(response.text)
 

@@ -34,6 +34,7 @@ tarfile's ``"data"`` filter into a fresh directory that it renames into place.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -42,7 +43,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.errors import ProtocolError
@@ -277,16 +278,47 @@ def pack(
     ``bundle-changed`` (a file changed size while it was read). ``OSError`` when
     the directory cannot be read.
     """
-    entries = _scan(directory, max_bytes, max_files)
     buffer = io.BytesIO()
+    pack_into(directory, buffer, max_bytes=max_bytes, max_files=max_files)
+    return buffer.getvalue()
+
+
+def pack_into(
+    directory: Path,
+    destination: IO[bytes],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> str:
+    """:func:`pack`, written into the binary file ``destination`` as it is made (a
+    bundle of any size in constant memory); the function ID of what was written."""
+    entries = _scan(directory, max_bytes, max_files)
+    hashed = _HashingWriter(destination)
     total = 0
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
+    # Writing an archive, tarfile only calls write() and tell().
+    target = cast(IO[bytes], hashed)
+    with tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
         for entry in entries:
             if entry.is_directory:
                 tar.addfile(_header(entry.path, is_directory=True))
             else:
                 total = _add_file(tar, entry, total, max_bytes)
-    return buffer.getvalue()
+    return FUNCTION_ID_PREFIX + b64u(hashed.digest.digest())
+
+
+class _HashingWriter:
+    """A write-only file that hashes what passes through it (what tarfile needs)."""
+
+    def __init__(self, destination: IO[bytes]) -> None:
+        self._destination = destination
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return self._destination.write(data)
+
+    def tell(self) -> int:
+        return self._destination.tell()
 
 
 def function_id(bundle: bytes) -> str:

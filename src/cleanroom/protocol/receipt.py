@@ -18,7 +18,8 @@ from cleanroom.protocol.errors import BindingError, MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
 
 RECEIPT_TYPE = "cleanroom/run-receipt/v1"
-RUN_STATUSES = frozenset({"succeeded", "failed", "timeout", "killed"})
+# A run that hit a limit names it (the sandbox enforces them: docs/threat-model.md).
+RUN_STATUSES = frozenset({"succeeded", "failed", "timeout", "cpu", "memory", "disk", "processes"})
 RECEIPT_FIELDS = frozenset(
     {"type", "work_id", "function", "inputs", "outputs", "status", "started", "finished"}
 )

@@ -31,10 +31,15 @@ def _canonical_b64u(value: str, what: str, size: int) -> None:
 
 
 class Resources(BaseModel):
+    """What one run may use; the Worker's sandbox enforces each while the run lasts."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    memory_mib: int = Field(default=2048, ge=64, le=1 << 20)
-    timeout_s: int = Field(default=3600, ge=1, le=7 * 86400)
+    memory_mib: int = Field(default=2048, ge=64, le=1 << 20)  # everything it keeps in RAM
+    timeout_s: int = Field(default=3600, ge=1, le=7 * 86400)  # wall-clock time
+    cpu_s: int = Field(default=4 * 3600, ge=1, le=64 * 7 * 86400)  # CPU time, all tasks
+    processes: int = Field(default=256, ge=8, le=65536)  # tasks: processes and threads
+    disk_mib: int = Field(default=1024, ge=1, le=1 << 20)  # outputs/ and /tmp together
 
 
 class WorkSpec(BaseModel):

@@ -81,6 +81,8 @@ WORKER = EnclaveImage(
         "enclave/worker.py",
         "enclave/room.py",
         "enclave/runner.py",
+        "enclave/supervisor.py",
+        "enclave/cgroups.py",
         "enclave/store.py",
         "enclave/uploads.py",
         "enclave/worker_service.py",

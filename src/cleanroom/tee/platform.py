@@ -4,13 +4,14 @@ Code that runs inside a TEE asks its platform for exactly five things: its own
 identity, its TARGETINFO (so another enclave can address a REPORT to it), a REPORT
 for a target, verification of a REPORT addressed to itself (local attestation),
 and a quote (remote attestation evidence). Backends: ``simulated`` (insecure by
-design, runs anywhere) and, later, ``gramine-sgx`` through ``/dev/attestation``.
+design, runs anywhere) and ``gramine`` (:mod:`cleanroom.tee.gramine`: Gramine's
+``/dev/attestation`` and EGETKEY).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from cleanroom.errors import CheckFailed
 from cleanroom.sgx import Attributes, Report, ReportBody, TargetInfo
@@ -22,6 +23,30 @@ class LocalAttestationError(CheckFailed):
 
 class QuoteGenerationError(Exception):
     """The quoting enclave refused to quote (its local attestation of the caller failed)."""
+
+
+class EgetkeyError(Exception):
+    """EGETKEY returned an error status in RAX (SDM Vol. 3D, EGETKEY; error codes)."""
+
+    INVALID_ATTRIBUTE = 2
+    INVALID_CPUSVN = 32
+    INVALID_ISVSVN = 64
+    INVALID_KEYNAME = 256
+    NAMES: ClassVar[dict[int, str]] = {
+        INVALID_ATTRIBUTE: "SGX_INVALID_ATTRIBUTE",
+        INVALID_CPUSVN: "SGX_INVALID_CPUSVN",
+        INVALID_ISVSVN: "SGX_INVALID_ISVSVN",
+        INVALID_KEYNAME: "SGX_INVALID_KEYNAME",
+    }
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.status_name = self.NAMES.get(status, "unknown status")
+        super().__init__(f"EGETKEY failed with status {status} ({self.status_name})")
+
+
+class EgetkeyFault(Exception):
+    """A KEYREQUEST that EGETKEY answers with #GP (a simulation raises; hardware kills)."""
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,14 @@ from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFCMAC, CounterLocation,
 
 from cleanroom.sgx import (
     INTEL_QE_VENDOR_ID,
+    KEY_POLICY_RESERVED,
     AttributeFlags,
     Attributes,
     CertificationData,
     CertificationDataType,
+    KeyName,
+    KeyPolicy,
+    KeyRequest,
     Quote,
     QuoteHeader,
     QuoteSignatureData,
@@ -44,7 +48,13 @@ from cleanroom.sgx import (
     ReportBody,
     TargetInfo,
 )
-from cleanroom.tee.platform import EnclaveIdentity, LocalAttestationError, QuoteGenerationError
+from cleanroom.tee.platform import (
+    EgetkeyError,
+    EgetkeyFault,
+    EnclaveIdentity,
+    LocalAttestationError,
+    QuoteGenerationError,
+)
 from cleanroom.tee.simulated import pki
 
 FORMAT = "cleanroom/simulated-sgx-platform/v1"
@@ -516,6 +526,29 @@ class SimulatedEnclave:
     def quote(self, report_data: bytes) -> bytes:
         target = self._platform.quoting_enclave_target_info()
         return self._platform.quote_report(self.report(target, report_data))
+
+    def egetkey(self, key_request: bytes) -> bytes:
+        """EGETKEY as this enclave would run it: the 16-byte key a KEYREQUEST asks for.
+
+        Models the SDM's EGETKEY for REPORT_KEY: reserved bytes and reserved or
+        KSS-only policy bits fault (#GP, :class:`EgetkeyFault`); the key depends only
+        on the request's KEYID and on what the CPU knows of the caller (its own
+        MRENCLAVE and ATTRIBUTES, the platform's CPUSVN), never on the request's
+        CPUSVN or ISVSVN. Other key names are not simulated (SGX_INVALID_KEYNAME).
+        """
+        request = KeyRequest.from_bytes(key_request)
+        if any(request.reserved[0]) or any(request.reserved[1]):
+            raise EgetkeyFault("KEYREQUEST reserved bytes are not zero")
+        if request.key_policy & KEY_POLICY_RESERVED:
+            raise EgetkeyFault(f"KEYPOLICY reserved bits set: {request.key_policy:#06x}")
+        kss_only = KeyPolicy.NOISVPRODID | KeyPolicy.CONFIGID
+        kss_only |= KeyPolicy.ISVFAMILYID | KeyPolicy.ISVEXTPRODID
+        kss = self._identity.attributes.flags & AttributeFlags.KSS
+        if not kss and (request.key_policy & kss_only or request.config_svn):
+            raise EgetkeyFault("KSS policy bits or CONFIGSVN without KSS")
+        if request.key_name != KeyName.REPORT_KEY:
+            raise EgetkeyError(EgetkeyError.INVALID_KEYNAME)
+        return self._platform._report_key(self._identity, request.key_id)
 
 
 __all__ = [

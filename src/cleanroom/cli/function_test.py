@@ -1,0 +1,155 @@
+"""``cleanroom function test``: run a function locally in the Worker's sandbox, no TEE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cleanroom.cli.common import EXIT_USAGE, fail, stderr, stdout
+from cleanroom.protocol.spec import Resources
+
+DEFAULTS = Resources()
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in items:
+        key, separator, value = item.partition("=")
+        if not separator or not key or not value:
+            fail(f"{what} must be ID=PATH, got {item!r}", EXIT_USAGE)
+        if key in pairs:
+            fail(f"{what} {key} given twice", EXIT_USAGE)
+        pairs[key] = value
+    return pairs
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return "-"
+    value, unit = float(size), "B"
+    for larger in ("KiB", "MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, larger
+    return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def function_test(
+    directory: Annotated[
+        Path, typer.Argument(help="The function directory (handler.py at its top).")
+    ],
+    input_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            metavar="ID=PATH",
+            help="An input: its id and a file or directory of test data (repeatable). "
+            "It appears at /work/inputs/ID/.",
+            show_default=False,
+        ),
+    ] = None,
+    output: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--output",
+            metavar="ID",
+            help="An output id the function writes to, /work/outputs/ID/ (repeatable; "
+            "default output_1).",
+            show_default=False,
+        ),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="A parameter (repeatable), typed as `cleanroom deploy` types it.",
+            show_default=False,
+        ),
+    ] = None,
+    handler: Annotated[str, typer.Option(help="The entry point, module.function.")] = (
+        "handler.run"
+    ),
+    runtime: Annotated[str, typer.Option(help="The Worker's Python runtime.")] = "python3.11",
+    memory: Annotated[int, typer.Option(help="Memory limit, MiB.")] = DEFAULTS.memory_mib,
+    timeout: Annotated[int, typer.Option(help="Wall-time limit, s.")] = DEFAULTS.timeout_s,
+    cpu: Annotated[int, typer.Option(help="CPU-time limit, all tasks, s.")] = DEFAULTS.cpu_s,
+    processes: Annotated[
+        int, typer.Option(help="Task limit (processes and threads).")
+    ] = DEFAULTS.processes,
+    disk: Annotated[
+        int, typer.Option(help="Limit of outputs/ and /tmp together, MiB.")
+    ] = DEFAULTS.disk_mib,
+    out: Annotated[
+        Path, typer.Option(help="Where the outputs are written: must not exist, or be empty.")
+    ] = Path("test-outputs"),
+) -> None:
+    """Run DIRECTORY's handler on test data, in the same sandbox and runtime as a Worker
+    (bubblewrap: no network, /work layout, the limits), but without a TEE: nothing is
+    attested or encrypted. Prints what each output received, the resources used and the
+    function's own output; exits 1 unless the run succeeded."""
+    from pydantic import ValidationError
+
+    from cleanroom.client.access import parse_parameters
+    from cleanroom.enclave.errors import RunError
+    from cleanroom.enclave.supervisor import Limits
+    from cleanroom.enclave.trial import run_trial
+    from cleanroom.errors import CheckFailed
+    from cleanroom.protocol.bundle import BundleError
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        fail(f"{out} exists and is not a directory", EXIT_USAGE)
+    if out.is_dir() and any(out.iterdir()):
+        fail(f"{out} is not empty (choose another --out)", EXIT_USAGE)
+    inputs = {key: Path(value) for key, value in _pairs(input_ or [], "--input").items()}
+    try:
+        parameters = parse_parameters(param or [])
+        resources = Resources(
+            memory_mib=memory, timeout_s=timeout, cpu_s=cpu, processes=processes, disk_mib=disk
+        )
+    except CheckFailed as error:
+        fail(str(error), EXIT_USAGE)
+    except ValidationError as error:
+        first = error.errors()[0]
+        fail(f"--{first['loc'][0]}: {first['msg']}", EXIT_USAGE)
+    try:
+        with stderr.status(f"running {directory} in the sandbox…"):
+            trial = run_trial(
+                directory,
+                handler=handler,
+                runtime=runtime,
+                inputs=inputs,
+                outputs=output or ["output_1"],
+                parameters=parameters,
+                limits=Limits(**resources.model_dump()),
+                destination=out,
+            )
+    except BundleError as error:
+        fail(str(error), EXIT_USAGE)
+    except RunError as error:
+        fail(str(error))
+    except OSError as error:
+        fail(f"{error.filename or directory}: {error.strerror}", EXIT_USAGE)
+    result = trial.result
+    stdout.print(f"status: {result.status} (exit code {result.exit_code})", markup=False)
+    for line in result.confinement:
+        stdout.print(f"confined by: {line}", markup=False)
+    stdout.print(
+        f"used: {result.seconds:.2f} s wall, "
+        f"{'-' if result.cpu_seconds is None else f'{result.cpu_seconds:.2f} s'} CPU, "
+        f"{_size(result.memory_peak_bytes)} peak memory, {_size(result.disk_bytes)} disk",
+        markup=False,
+    )
+    if result.outputs_withheld:
+        stdout.print("outputs: withheld (larger than --disk)", markup=False)
+    for output_id in output or ["output_1"]:
+        files = [o for o in trial.outputs if o.name.split("/", 1)[0] == output_id]
+        stdout.print(f"{output_id}: {len(files)} file(s) in {out / output_id}", markup=False)
+        for item in files:
+            stdout.print(f"  {item.name.split('/', 1)[1]}  {_size(item.size)}", markup=False)
+    if result.log:
+        stdout.print("--- the function's stdout and stderr ---", markup=False)
+        stdout.out(result.log.decode(errors="replace").rstrip(), highlight=False)
+    if result.status != "succeeded":
+        raise typer.Exit(1)

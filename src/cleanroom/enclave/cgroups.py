@@ -1,0 +1,329 @@
+"""Control groups for one run of a function: its memory, its tasks, its CPU time.
+
+A run gets its own control group, created below the cgroup its supervisor already
+lives in, so the host's own accounting still covers it. Two layouts exist:
+
+- cgroup v2 (modern hosts): one directory with ``memory.max``, ``memory.swap.max``,
+  ``pids.max``; ``memory.events`` and ``pids.events`` say which limit was hit;
+  ``cpu.stat`` gives CPU time; ``cgroup.kill`` ends every task at once.
+- cgroup v1 (older hosts, and this project's CI machines): one directory in each of
+  the ``memory``, ``pids`` and ``cpuacct`` hierarchies, with the same meaning under
+  v1's names (``memory.limit_in_bytes``, ``memory.oom_control``'s ``oom_kill``, …).
+
+Where neither has the memory and pids controllers, :func:`run_cgroups` says why, and
+the supervisor falls back to rlimits (and says so in its result).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+class CgroupUnavailable(Exception):
+    """This host offers no usable memory and pids controllers; the message says why."""
+
+
+@dataclass(frozen=True)
+class CgroupLimits:
+    memory_bytes: int
+    tasks: int
+
+
+@dataclass(frozen=True)
+class CgroupUsage:
+    memory_peak_bytes: int | None
+    cpu_seconds: float | None
+
+
+class RunCgroup(Protocol):
+    """The control group of one run (see the module docstring)."""
+
+    kind: str
+
+    def procs_files(self) -> list[Path]:
+        """The ``cgroup.procs`` files a process writes its pid to, to join."""
+        ...
+
+    def tasks(self) -> set[int]:
+        """Every pid in the group."""
+        ...
+
+    def hit(self) -> set[str]:
+        """The limits hit so far: ``memory`` (an OOM kill), ``processes`` (a refused fork)."""
+        ...
+
+    def usage(self) -> CgroupUsage: ...
+
+    def kill(self) -> None:
+        """SIGKILL every task of the group."""
+        ...
+
+    def remove(self) -> None:
+        """Remove the group (it must be empty)."""
+        ...
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _keyed(path: Path) -> dict[str, int]:
+    """A flat-keyed file (``key value`` per line), such as ``memory.events``."""
+    values: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().lstrip("-").isdigit():
+                values[key] = int(value)
+    return values
+
+
+def _pids(procs: Path) -> set[int]:
+    with contextlib.suppress(OSError):
+        return {int(line) for line in procs.read_text().split()}
+    return set()
+
+
+def _make(directory: Path) -> None:
+    try:
+        directory.mkdir(mode=0o755)
+    except OSError as error:
+        raise CgroupUnavailable(f"cannot create {directory}: {error.strerror}") from error
+
+
+def _remove_dir(directory: Path) -> None:
+    # A group empties a moment after its last task is reaped: retry briefly.
+    for _ in range(50):
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                return
+            time.sleep(0.02)
+
+
+@dataclass
+class CgroupV2:
+    directory: Path
+    kind: str = "cgroup2"
+
+    @classmethod
+    def create(cls, parent: Path, name: str, limits: CgroupLimits) -> CgroupV2:
+        available = set((parent / "cgroup.subtree_control").read_text().split())
+        missing = {"memory", "pids"} - available
+        if missing:
+            raise CgroupUnavailable(
+                f"{parent} does not delegate the {', '.join(sorted(missing))} controller(s) "
+                "to its children (cgroup.subtree_control)"
+            )
+        group = cls(parent / name)
+        _make(group.directory)
+        try:
+            (group.directory / "memory.max").write_text(str(limits.memory_bytes))
+            with contextlib.suppress(FileNotFoundError):  # no swap accounting on this host
+                (group.directory / "memory.swap.max").write_text("0")
+            (group.directory / "pids.max").write_text(str(limits.tasks))
+        except OSError as error:
+            group.remove()
+            raise CgroupUnavailable(f"cannot set limits in {group.directory}: {error}") from error
+        return group
+
+    def procs_files(self) -> list[Path]:
+        return [self.directory / "cgroup.procs"]
+
+    def tasks(self) -> set[int]:
+        return _pids(self.directory / "cgroup.procs")
+
+    def hit(self) -> set[str]:
+        hit = set()
+        if _keyed(self.directory / "memory.events").get("oom_kill", 0) > 0:
+            hit.add("memory")
+        if _keyed(self.directory / "pids.events").get("max", 0) > 0:
+            hit.add("processes")
+        return hit
+
+    def usage(self) -> CgroupUsage:
+        cpu = _keyed(self.directory / "cpu.stat").get("usage_usec")
+        return CgroupUsage(
+            memory_peak_bytes=_read_int(self.directory / "memory.peak"),
+            cpu_seconds=None if cpu is None else cpu / 1e6,
+        )
+
+    def kill(self) -> None:
+        try:
+            (self.directory / "cgroup.kill").write_text("1")
+        except OSError:  # before Linux 5.14: one by one
+            _kill_each(self.tasks)
+
+    def remove(self) -> None:
+        _remove_dir(self.directory)
+
+
+@dataclass
+class CgroupV1:
+    memory: Path
+    pids: Path
+    cpuacct: Path | None
+    kind: str = "cgroup-v1"
+
+    @classmethod
+    def create(cls, parents: Mapping[str, Path], name: str, limits: CgroupLimits) -> CgroupV1:
+        missing = {"memory", "pids"} - set(parents)
+        if missing:
+            raise CgroupUnavailable(
+                f"no cgroup v1 hierarchy for the {', '.join(sorted(missing))} controller(s)"
+            )
+        cpuacct = parents.get("cpuacct")
+        group = cls(
+            parents["memory"] / name,
+            parents["pids"] / name,
+            None if cpuacct is None else cpuacct / name,
+        )
+        created: list[Path] = []
+        try:
+            for directory in group._directories():
+                _make(directory)
+                created.append(directory)
+            (group.memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+            # No escape into swap either (absent when the kernel has no swap accounting).
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                (group.memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+            (group.pids / "pids.max").write_text(str(limits.tasks))
+        except (OSError, CgroupUnavailable) as error:
+            for directory in reversed(created):
+                _remove_dir(directory)
+            if isinstance(error, CgroupUnavailable):
+                raise
+            raise CgroupUnavailable(f"cannot set limits in {group.memory}: {error}") from error
+        return group
+
+    def _directories(self) -> list[Path]:
+        return [self.memory, self.pids, *([self.cpuacct] if self.cpuacct else [])]
+
+    def procs_files(self) -> list[Path]:
+        return [directory / "cgroup.procs" for directory in self._directories()]
+
+    def tasks(self) -> set[int]:
+        return _pids(self.memory / "cgroup.procs") | _pids(self.pids / "cgroup.procs")
+
+    def hit(self) -> set[str]:
+        hit = set()
+        if _keyed(self.memory / "memory.oom_control").get("oom_kill", 0) > 0:
+            hit.add("memory")
+        elif (_read_int(self.memory / "memory.failcnt") or 0) > 0 and not self.tasks():
+            # Kernels before 4.13 do not count OOM kills; a failed charge is the sign.
+            hit.add("memory")
+        if _keyed(self.pids / "pids.events").get("max", 0) > 0:
+            hit.add("processes")
+        return hit
+
+    def usage(self) -> CgroupUsage:
+        cpu = None if self.cpuacct is None else _read_int(self.cpuacct / "cpuacct.usage")
+        return CgroupUsage(
+            memory_peak_bytes=_read_int(self.memory / "memory.max_usage_in_bytes"),
+            cpu_seconds=None if cpu is None else cpu / 1e9,
+        )
+
+    def kill(self) -> None:
+        _kill_each(self.tasks)
+
+    def remove(self) -> None:
+        for directory in reversed(self._directories()):
+            _remove_dir(directory)
+
+
+def _kill_each(tasks: Callable[[], set[int]]) -> None:
+    """SIGKILL every task until none is left (a forking task may add one meanwhile)."""
+    for _ in range(100):
+        pids = tasks()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+@dataclass(frozen=True)
+class _Membership:
+    controllers: frozenset[str]
+    path: str  # relative to the hierarchy's root, starting with "/"
+
+
+def _memberships(proc_self_cgroup: str) -> list[_Membership]:
+    found = []
+    for line in proc_self_cgroup.splitlines():
+        _hierarchy, controllers, path = line.split(":", 2)
+        found.append(_Membership(frozenset(filter(None, controllers.split(","))), path))
+    return found
+
+
+def _mounts(mountinfo: str) -> Iterator[tuple[str, Path, frozenset[str]]]:
+    """(filesystem type, mount point, super options) of every cgroup mount."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        separator = fields.index("-")
+        fstype, options = fields[separator + 1], fields[separator + 3]
+        if fstype in ("cgroup", "cgroup2"):
+            root, mount_point = fields[3], Path(fields[4])
+            if root == "/":  # a hierarchy mounted whole (not a container's sub-tree view)
+                yield fstype, mount_point, frozenset(options.split(","))
+
+
+def run_cgroups(
+    name: str,
+    limits: CgroupLimits,
+    *,
+    proc_self_cgroup: str | None = None,
+    mountinfo: str | None = None,
+) -> RunCgroup:
+    """A new control group named ``name`` with ``limits``, below this process's own.
+
+    Prefers cgroup v2 when its hierarchy delegates memory and pids here, else v1;
+    CgroupUnavailable says why neither works.
+    """
+    if proc_self_cgroup is None:
+        proc_self_cgroup = Path("/proc/self/cgroup").read_text()
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    memberships = _memberships(proc_self_cgroup)
+    reasons = []
+    v1_parents: dict[str, Path] = {}
+    for fstype, mount_point, options in _mounts(mountinfo):
+        if fstype == "cgroup2":
+            own = next((m for m in memberships if not m.controllers), None)
+            if own is None:
+                continue
+            parent = mount_point / own.path.lstrip("/")
+            try:
+                return CgroupV2.create(parent, name, limits)
+            except (CgroupUnavailable, OSError) as error:
+                reasons.append(f"cgroup v2: {error}")
+            continue
+        for controller in ("memory", "pids", "cpuacct"):
+            if controller in options:
+                member = next((m for m in memberships if controller in m.controllers), None)
+                if member is not None:
+                    v1_parents[controller] = mount_point / member.path.lstrip("/")
+    try:
+        return CgroupV1.create(v1_parents, name, limits)
+    except CgroupUnavailable as error:
+        reasons.append(f"cgroup v1: {error}")
+    raise CgroupUnavailable("; ".join(reasons))

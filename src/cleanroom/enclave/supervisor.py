@@ -1,0 +1,586 @@
+"""One run of a function in bubblewrap, supervised; started by the Worker for each run.
+
+    setpriv --pdeathsig KILL -- unshare --mount --propagation private -- \\
+        python -I -m cleanroom.enclave.supervisor  < plan.json  > result + outputs
+
+It lives in a mount namespace of its own, so everything it mounts (the run's
+size-capped tmpfs for ``outputs/`` and ``/tmp``, the read-only views of the function
+and the inputs) exists only for it and vanishes with it. It:
+
+1. stages the run's view under :data:`STAGE` (a world-traversable mount point, so the
+   sandbox's unprivileged uid can reach what is bound in without seeing the Worker's
+   directories);
+2. creates the run's control group (memory, tasks, CPU time; rlimits where the host
+   has no cgroups, and the result says so);
+3. starts bubblewrap *as the run's own unprivileged host uid* (never as root: root
+   starting bubblewrap with a user namespace would map the sandbox to host root),
+   with new user, PID, mount, IPC, UTS, network and cgroup namespaces, a fresh
+   ``/proc``, read-only system directories, no capabilities, its own session and
+   death with its parent;
+4. ends the run by ending its PID namespace (SIGKILL to its init: the kernel then
+   kills every process in it, ``setsid`` or not, before the init's exit is reported),
+   and makes sure no process of the run's uid or control group is left;
+5. only then reads ``outputs/``, walking it by file descriptors without following a
+   symlink, and writes to stdout one JSON line (the :class:`RunReport`) and then the
+   outputs as a tar stream, which the Worker seals.
+
+The Worker never touches the run's files itself; the function never sees the Worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import resource
+import secrets
+import select
+import signal
+import stat
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO
+
+from cleanroom.enclave.cgroups import CgroupLimits, CgroupUnavailable, RunCgroup, run_cgroups
+
+STAGE = Path("/run/cleanroom/stage")
+"""Where a supervisor (as root) mounts the run's view, in its own mount namespace only."""
+
+WORK = "/work"
+MAX_LOG_BYTES = 1 << 20
+MAX_OPEN_FILES = 1024
+EXIT_GRACE_S = 5.0
+POLL_S = 0.05
+# Plenty for any function, few enough that a function cannot exhaust the host's
+# inodes through its tmpfs (each file of a tmpfs costs kernel memory).
+MAX_FILES = 20_000
+
+# The interpreter says it started (one byte on the inherited fd argv[2], closed at
+# once, before any of the function's code runs), then calls the handler.
+BOOTSTRAP = """
+import importlib, os, sys
+os.write(int(sys.argv[2]), b"1")
+os.close(int(sys.argv[2]))
+sys.path[:0] = ["/work/function", "/work/function/packages"]
+module_name, _, attribute = sys.argv[1].rpartition(".")
+getattr(importlib.import_module(module_name), attribute)()
+"""
+
+# What every interpreter needs of the host, read-only. /etc gives only the dynamic
+# linker's cache and the time zone: no users, no hosts, no certificates.
+SYSTEM_BINDS = ("/usr",)
+SYSTEM_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"),
+                ("usr/lib64", "/lib64"), ("usr/lib32", "/lib32"))  # fmt: skip
+ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+
+# Precedence when several limits were hit: the one that ended the run comes first.
+LIMIT_ORDER = ("timeout", "cpu", "memory", "disk", "processes")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mib: int
+    processes: int
+    cpu_s: int
+    timeout_s: int
+    disk_mib: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a supervisor needs, from the Worker (JSON on its stdin)."""
+
+    function_dir: str  # the unpacked bundle (read-only in the sandbox)
+    inputs_dir: str  # inputs/<id>/… (read-only in the sandbox)
+    parameters: str  # the parameters file (read-only in the sandbox)
+    outputs: list[str]
+    handler: str
+    interpreter: str
+    runtime_roots: list[str]
+    uid: int  # the run's host uid: unique on the host, never root
+    limits: Limits
+    stage: str  # where this supervisor mounts the run's view (STAGE as root)
+    keep_log: bool = False
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunPlan:
+        document = json.loads(data)
+        document["limits"] = Limits(**document["limits"])
+        return cls(**document)
+
+
+@dataclass
+class RunReport:
+    """How the run ended, what it used, and how it was confined."""
+
+    status: str  # succeeded | failed | timeout | cpu | memory | disk | processes
+    exit_code: int | None
+    seconds: float
+    cpu_seconds: float | None = None
+    memory_peak_bytes: int | None = None
+    disk_bytes: int | None = None
+    limits_hit: list[str] = field(default_factory=list)
+    confinement: list[str] = field(default_factory=list)  # what enforced it, for the log
+    log: str = ""  # b64 of the function's output streams, when the spec keeps them
+    outputs_withheld: bool = False  # more than the disk limit to release: none is
+    error: str | None = None  # why the supervisor could not run or end the run
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RunReport:
+        return cls(**json.loads(data))
+
+
+class SupervisorError(Exception):
+    """The run could not be set up or could not be ended: nothing of it is released."""
+
+
+class ToolMissing(Exception):
+    """A system tool the sandbox needs is not installed."""
+
+
+SYSTEM_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin")
+
+
+def system_tool(name: str) -> str:
+    """The absolute path of a system tool, from the system's own directories (never
+    from PATH, which whoever started this process chose)."""
+    for directory in SYSTEM_DIRS:
+        candidate = os.path.join(directory, name)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise ToolMissing(f"{name} is not installed in {', '.join(SYSTEM_DIRS)}")
+
+
+def _mount(*arguments: str) -> None:
+    result = subprocess.run(  # noqa: S603 - util-linux mount with our own arguments
+        [system_tool("mount"), *arguments], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SupervisorError(f"mount {' '.join(arguments)}: {result.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class _Stage:
+    """The run's view as the sandbox's bwrap sees it (paths on the supervisor's side)."""
+
+    root: Path
+
+    @property
+    def function(self) -> Path:
+        return self.root / "function"
+
+    @property
+    def inputs(self) -> Path:
+        return self.root / "inputs"
+
+    @property
+    def parameters(self) -> Path:
+        return self.root / "parameters.json"
+
+    @property
+    def rw(self) -> Path:
+        return self.root / "rw"
+
+    @property
+    def outputs(self) -> Path:
+        return self.rw / "outputs"
+
+
+def _stage(plan: RunPlan, root: Path) -> _Stage:
+    """Mount the run's view at ``root``: read-only binds and one size-capped tmpfs.
+
+    ``outputs/`` and ``/tmp`` (and ``/dev/shm``) share that tmpfs, so the total a
+    function writes is capped while it runs, not checked after.
+    """
+    stage = _Stage(root)
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _mount("-t", "tmpfs", "-o", "size=4m,mode=0755,nosuid,nodev", "cleanroom-stage", str(root))
+    stage.function.mkdir()
+    stage.inputs.mkdir()
+    _mount("-o", "bind,ro", plan.function_dir, str(stage.function))
+    _mount("-o", "bind,ro", plan.inputs_dir, str(stage.inputs))
+    stage.parameters.write_bytes(Path(plan.parameters).read_bytes())
+    stage.parameters.chmod(0o444)
+    stage.rw.mkdir(mode=0o700)
+    owner = plan.uid
+    _mount(
+        "-t", "tmpfs", "-o",
+        f"size={plan.limits.disk_mib}m,nr_inodes={MAX_FILES},mode=0755,nosuid,nodev",
+        "cleanroom-run", str(stage.rw),
+    )  # fmt: skip
+    stage.outputs.mkdir(mode=0o755)  # its own: the function makes no output ids
+    private = [stage.rw / "tmp", stage.rw / "shm"]
+    for directory in [*(stage.outputs / output_id for output_id in plan.outputs), *private]:
+        directory.mkdir(mode=0o700)
+        os.chown(directory, owner, owner)
+    return stage
+
+
+def _bwrap_argv(plan: RunPlan, stage: _Stage, info_fd: int, started_fd: int) -> list[str]:
+    argv = [
+        system_tool("bwrap"),
+        "--unshare-all",  # user, ipc, pid, net, uts, cgroup (and mount, always)
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--hostname", "cleanroom",
+        "--info-fd", str(info_fd),
+    ]  # fmt: skip
+    for path in [*SYSTEM_BINDS, *plan.runtime_roots]:
+        argv += ["--ro-bind", path, path]
+    for target, link in SYSTEM_LINKS:
+        if Path(link).is_symlink() or Path("/" + target).is_dir():
+            argv += ["--symlink", target, link]
+    for path in ETC_FILES:
+        if Path(path).exists():
+            argv += ["--ro-bind", path, path]
+    argv += [
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--ro-bind", str(stage.function), f"{WORK}/function",
+        "--ro-bind", str(stage.inputs), f"{WORK}/inputs",
+        "--ro-bind", str(stage.parameters), f"{WORK}/parameters.json",
+        "--bind", str(stage.outputs), f"{WORK}/outputs",
+        # The sandbox's own /tmp and /dev/shm, on the run's capped tmpfs.
+        "--bind", str(stage.rw / "tmp"), "/tmp",  # noqa: S108
+        "--bind", str(stage.rw / "shm"), "/dev/shm",  # noqa: S108
+        "--remount-ro", "/",
+        "--chdir", WORK,
+        "--clearenv",
+        "--setenv", "WORK_DIR", WORK,
+        "--setenv", "HOME", "/tmp",  # noqa: S108 - the sandbox's own
+        "--setenv", "TMPDIR", "/tmp",  # noqa: S108
+        "--setenv", "PATH", "/usr/bin:/bin",
+        "--setenv", "LANG", "C.UTF-8",
+        "--setenv", "USER", "cleanroom",
+        plan.interpreter, "-I", "-c", BOOTSTRAP, plan.handler, str(started_fd),
+    ]  # fmt: skip
+    return argv
+
+
+def _enter(plan: RunPlan, cgroup: RunCgroup | None) -> Callable[[], None]:
+    """What the child does before exec: join the group, set rlimits, drop to the uid."""
+    limits = plan.limits
+    procs = [] if cgroup is None else [str(path) for path in cgroup.procs_files()]
+    # The uid's task count (unique to this room) stops a fork bomb even without cgroups;
+    # with them, the group's own limit must be the one that bites, so the result can
+    # name it (bubblewrap's two processes count against the rlimit, not the group).
+    tasks = limits.processes if cgroup is None else limits.processes + 8
+
+    def enter() -> None:
+        for path in procs:
+            with open(path, "w") as handle:
+                handle.write(str(os.getpid()))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
+        resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if cgroup is None:
+            # No memory controller: cap the address space (data libraries that reserve
+            # large virtual ranges may then fail early; the result says why).
+            memory = limits.memory_mib << 20
+            resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        os.setgroups([])
+        os.setresgid(plan.uid, plan.uid, plan.uid)
+        os.setresuid(plan.uid, plan.uid, plan.uid)
+
+    return enter
+
+
+def _uid_processes(uid: int) -> set[int]:
+    """Every live process on the host running as ``uid``. Zombies are left out: they
+    run nothing, and the sandbox's init stays one until the host's init reaps it."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    state = handle.read().rsplit(b")", 1)[1].split()[0]
+                if state not in (b"Z", b"X"):
+                    found.add(int(entry.name))
+    return found
+
+
+class _LogReader(threading.Thread):
+    """Drains the sandbox's output streams; keeps the first MAX_LOG_BYTES if asked.
+
+    The first few KiB are kept in any case, and said only if bubblewrap never started
+    the function (they are then bubblewrap's own complaint, not the function's output).
+    """
+
+    def __init__(self, stream: IO[bytes], keep: bool) -> None:
+        super().__init__(name="log", daemon=True)
+        self._stream, self._keep = stream, keep
+        self.data = bytearray()
+        self.head = bytearray()
+
+    def run(self) -> None:
+        while chunk := self._stream.read(65536):
+            if len(self.head) < 4096:
+                self.head += chunk[: 4096 - len(self.head)]
+            if self._keep and len(self.data) < MAX_LOG_BYTES:
+                self.data += chunk[: MAX_LOG_BYTES - len(self.data)]
+
+
+class Supervisor:
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self._parent = os.getppid()
+        self.confinement: list[str] = []
+
+    def run(self, out: IO[bytes]) -> int:
+        plan = self.plan
+        if plan.uid <= 0 or os.geteuid() != 0:
+            raise SupervisorError(f"a run as uid {plan.uid} needs a root supervisor, and not 0")
+        stage = _stage(plan, Path(plan.stage))
+        name = f"cleanroom-run-{plan.uid}-"
+        limits = CgroupLimits(plan.limits.memory_mib << 20, plan.limits.processes)
+        cgroup: RunCgroup | None
+        try:
+            cgroup = run_cgroups(name + secrets.token_hex(4), limits)
+            self.confinement.append(f"{cgroup.kind}: memory, tasks, CPU time")
+        except (CgroupUnavailable, OSError) as error:
+            cgroup = None
+            self.confinement.append(f"rlimits only (no cgroups: {error})")
+        try:
+            report = self._run(stage, cgroup)
+        finally:
+            if cgroup is not None:
+                cgroup.kill()
+                cgroup.remove()
+        if report.error is None and _size(stage.outputs, plan.outputs) > plan.limits.disk_mib << 20:
+            # Sparse files use little of the tmpfs but are read at their full size: more
+            # than the limit is released not at all (a part would be the supervisor's
+            # choice, not the function's).
+            report.outputs_withheld = True
+            hit = {*report.limits_hit, "disk"}
+            report.limits_hit = [limit for limit in LIMIT_ORDER if limit in hit]
+            report.status = report.limits_hit[0]
+        out.write(report.to_json() + b"\n")
+        out.flush()
+        if report.error is None:
+            _write_outputs(stage.outputs, [] if report.outputs_withheld else plan.outputs, out)
+        out.flush()
+        return 0
+
+    def _run(self, stage: _Stage, cgroup: RunCgroup | None) -> RunReport:
+        plan, limits = self.plan, self.plan.limits
+        info_read, info_write = os.pipe()
+        started_read, started_write = os.pipe()  # the function's interpreter says it ran
+        ran = False
+        started = time.monotonic()
+        process = subprocess.Popen(  # noqa: S603 - bubblewrap with our own argv
+            _bwrap_argv(plan, stage, info_write, started_write),
+            # Bubblewrap stays in the sandbox as its init, readable by the function's
+            # uid (/proc/1/environ): it gets nothing of the host's environment.
+            env={},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(info_write, started_write),
+            preexec_fn=_enter(plan, cgroup),  # this process has one thread: fork is safe
+            start_new_session=True,
+        )
+        os.close(info_write)
+        os.close(started_write)
+        assert process.stdout is not None
+        log = _LogReader(process.stdout, plan.keep_log)
+        log.start()
+        deadline = started + limits.timeout_s
+        init = _sandbox_init(info_read, deadline)
+        hit: set[str] = set()
+        while process.poll() is None:
+            if _full(stage.rw):  # seen full while it runs (it may free space afterwards)
+                hit.add("disk")
+            ending = set()  # what ends the run now (a full disk does not: writes just fail)
+            if time.monotonic() > deadline:
+                ending.add("timeout")
+            elif cgroup is not None and (cgroup.usage().cpu_seconds or 0) > limits.cpu_s:
+                ending.add("cpu")
+            elif os.getppid() != self._parent:
+                ending.add("worker-gone")
+            if ending:
+                hit |= ending
+                self._end(process, init, cgroup)
+                break
+            time.sleep(POLL_S)
+        code = process.wait()
+        seconds = time.monotonic() - started
+        error = self._ensure_ended(cgroup)
+        log.join(timeout=EXIT_GRACE_S)
+        os.set_blocking(started_read, False)
+        with os.fdopen(started_read, "rb") as started_pipe, contextlib.suppress(OSError):
+            ran = started_pipe.read(1) == b"1"
+        if not ran and error is None and "timeout" not in hit:
+            said = log.head.decode(errors="replace").strip()[-500:]
+            error = f"bubblewrap did not start the function (exit {code}): {said or 'no output'}"
+        usage = cgroup.usage() if cgroup is not None else None
+        if cgroup is not None:
+            hit |= cgroup.hit()
+        if code == 128 + signal.SIGXCPU:
+            hit.add("cpu")
+        disk = os.statvfs(stage.rw)
+        used = (disk.f_blocks - disk.f_bfree) * disk.f_frsize
+        if _full(stage.rw):
+            hit.add("disk")
+        limits_hit = [limit for limit in LIMIT_ORDER if limit in hit]
+        if limits_hit:
+            status = limits_hit[0]
+        elif "worker-gone" in hit:
+            status, error = "failed", error or "the Worker went away during the run"
+        else:
+            status = "succeeded" if code == 0 else "failed"
+        return RunReport(
+            status=status,
+            exit_code=code,
+            seconds=round(seconds, 3),
+            cpu_seconds=None if usage is None else usage.cpu_seconds,
+            memory_peak_bytes=None if usage is None else usage.memory_peak_bytes,
+            disk_bytes=used,
+            limits_hit=limits_hit,
+            confinement=self.confinement,
+            log=base64.b64encode(bytes(log.data)).decode() if plan.keep_log else "",
+            error=error,
+        )
+
+    def _end(
+        self, process: subprocess.Popen[bytes], init: int | None, cgroup: RunCgroup | None
+    ) -> None:
+        """End the run: its PID namespace's init, so the kernel ends everything in it."""
+        if init is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()  # bubblewrap itself; --die-with-parent ends the rest
+        if cgroup is not None:
+            cgroup.kill()
+
+    def _ensure_ended(self, cgroup: RunCgroup | None) -> str | None:
+        """None once no process of the run is left; else why (and nothing is released)."""
+
+        def left() -> set[int]:
+            pids = cgroup.tasks() if cgroup is not None else set()
+            return pids | _uid_processes(self.plan.uid)
+
+        deadline = time.monotonic() + EXIT_GRACE_S
+        while pids := left():
+            if time.monotonic() > deadline:
+                return f"processes of the run did not end: {sorted(pids)[:10]}"
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+        return None
+
+
+def _full(rw: Path) -> bool:
+    """Whether the run's tmpfs has no block or no inode left."""
+    disk = os.statvfs(rw)
+    return disk.f_bavail == 0 or disk.f_favail == 0
+
+
+def _sandbox_init(info_read: int, deadline: float) -> int | None:
+    """The host pid of the sandbox's init, from bubblewrap's --info-fd (None if it did
+    not say by ``deadline``)."""
+    data = b""
+    with os.fdopen(info_read, "rb", buffering=0) as info:
+        while True:
+            ready, _, _ = select.select([info], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = info.read(4096)
+            if not chunk:
+                break
+            data += chunk
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        pid = json.loads(data)["child-pid"]
+        if isinstance(pid, int) and pid > 1:
+            return pid
+    return None
+
+
+READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # no FIFO blocks the walk
+
+
+def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, int]]:
+    """(relative name, open fd) of every regular file under each output, by descriptors:
+    no symlink is followed at any depth, and special files and links are left out."""
+    root = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for output_id in sorted(output_ids):
+            try:
+                top = os.open(output_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=root)
+            except OSError:
+                continue
+            try:
+                walk = os.fwalk(".", dir_fd=top, follow_symlinks=False)
+                for directory, _dirs, files, dir_fd in walk:
+                    for name in sorted(files):
+                        try:
+                            fd = os.open(name, READ_NO_FOLLOW, dir_fd=dir_fd)
+                        except OSError:
+                            continue  # a symlink (ELOOP) or gone
+                        info = os.fstat(fd)
+                        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                            os.close(fd)
+                            continue
+                        relative = os.path.normpath(os.path.join(directory, name))
+                        yield f"{output_id}/{relative}", fd
+            finally:
+                os.close(top)
+    finally:
+        os.close(root)
+
+
+def _size(outputs: Path, output_ids: list[str]) -> int:
+    """The total size of the files that would be released (sparse ones in full)."""
+    total = 0
+    for _name, fd in _walk_outputs(outputs, output_ids):
+        total += os.fstat(fd).st_size
+        os.close(fd)
+    return total
+
+
+def _write_outputs(outputs: Path, output_ids: list[str], out: IO[bytes]) -> None:
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, fd in _walk_outputs(outputs, output_ids):
+            with os.fdopen(fd, "rb") as handle:
+                try:
+                    name.encode()
+                except UnicodeEncodeError:
+                    continue  # not UTF-8: no object name can carry it
+                member = tarfile.TarInfo(name)
+                member.size = os.fstat(handle.fileno()).st_size
+                member.mode = 0o644
+                tar.addfile(member, handle)
+
+
+def main() -> int:
+    plan = RunPlan.from_json(sys.stdin.buffer.read())
+    out = sys.stdout.buffer
+    try:
+        return Supervisor(plan).run(out)
+    except (SupervisorError, OSError) as error:
+        report = RunReport(status="failed", exit_code=None, seconds=0.0, error=str(error))
+        out.write(report.to_json() + b"\n")
+        out.flush()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,631 @@
+"""The function sandbox, from the outside: every way out a hostile function tries.
+
+Each test runs a function through the Worker's runner (a supervisor in its own mount
+namespace, bubblewrap as the room's own uid) and checks, from the host, that what
+the function tried was contained and that nothing of the run is left afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import tempfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from cleanroom.controller.sandbox_ids import SandboxIds
+from cleanroom.enclave import runner
+from cleanroom.enclave.errors import RunError
+from cleanroom.enclave.runner import RunResult, Sandbox, run_function, runtime_interpreter, sandbox
+from cleanroom.enclave.store import wipe
+from cleanroom.enclave.supervisor import Limits
+from tests.sandbox import confined, require_sandbox, sandbox_uid
+
+INPUT = "secret@example.com\n"
+
+
+@pytest.fixture(scope="module")
+def room_sandbox() -> Iterator[Sandbox]:
+    with confined() as confinement:
+        yield confinement
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    """A run's scratch, private to root like the Worker's (its ancestors need not be
+    reachable: the supervisor binds what the sandbox sees)."""
+    path = tmp_path / "run"
+    (path / "function").mkdir(parents=True)
+    (path / "inputs" / "input_1").mkdir(parents=True)
+    (path / "inputs" / "input_1" / "data.csv").write_text(INPUT)
+    (path / "parameters.json").write_text('{"k": 10}')
+    path.chmod(0o700)
+    return path
+
+
+class Outputs(dict[str, bytes]):
+    def __call__(self, name: str, stream: IO[bytes], _size: int) -> None:
+        self[name] = stream.read()
+
+
+def run(
+    workspace: Path,
+    confinement: Sandbox,
+    body: str,
+    *,
+    outputs: Outputs | None = None,
+    keep_log: bool = False,
+    **limits: int,
+) -> RunResult:
+    (workspace / "function" / "handler.py").write_text(
+        "import json, os, pathlib, sys, time\n\ndef run():\n"
+        + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+    settings = {"memory_mib": 256, "processes": 64, "cpu_s": 30, "timeout_s": 20, "disk_mib": 16}
+    settings.update(limits)
+    return run_function(
+        sandbox=confinement,
+        interpreter=runtime_interpreter("python3.11"),
+        workspace=workspace,
+        outputs=["output_1"],
+        handler="handler.run",
+        limits=Limits(**settings),
+        receive=outputs if outputs is not None else Outputs(),
+        keep_log=keep_log,
+    )
+
+
+def uid_processes(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_uid == uid and b") Z" not in (entry / "stat").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+# ------------------------------------------------------------------- the contract
+
+
+def test_the_seed_products_function_contract(workspace: Path, room_sandbox: Sandbox) -> None:
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        facts = {
+            "cwd": os.getcwd(),
+            "work_dir": os.environ["WORK_DIR"],
+            "path": sys.path[:2],
+            "absolute": pathlib.Path("/work/inputs/input_1/data.csv").read_text(),
+            "relative": pathlib.Path("inputs/input_1/data.csv").read_text(),
+            "parameters": json.loads(pathlib.Path("/work/parameters.json").read_text()),
+            "function": sorted(os.listdir("/work/function")),
+        }
+        pathlib.Path("/work/outputs/output_1/facts.json").write_text(json.dumps(facts))
+        with open("/work/outputs/output_1/app.log", "a") as log:
+            log.write("done\\n")
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/facts.json"])
+    assert facts == {
+        "cwd": "/work",
+        "work_dir": "/work",
+        "path": ["/work/function", "/work/function/packages"],
+        "absolute": INPUT,
+        "relative": INPUT,
+        "parameters": {"k": 10},
+        "function": ["handler.py"],
+    }
+    assert received["output_1/app.log"] == b"done\n"
+
+
+def test_resources_used_are_reported(workspace: Path, room_sandbox: Sandbox) -> None:
+    result = run(workspace, room_sandbox, """
+        data = bytearray(32 << 20)
+        pathlib.Path("/work/outputs/output_1/x").write_bytes(bytes(1 << 20))
+    """)  # fmt: skip
+    assert result.status == "succeeded", result
+    assert result.disk_bytes is not None and result.disk_bytes >= 1 << 20
+    if any(line.startswith("cgroup") for line in result.confinement):
+        assert result.memory_peak_bytes is not None and result.memory_peak_bytes >= 32 << 20
+        assert result.cpu_seconds is not None and result.cpu_seconds > 0
+
+
+# ------------------------------------------------------------ escape classes
+
+
+def test_a_setsid_daemon_does_not_outlive_the_run(workspace: Path, room_sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    result = run(workspace, room_sandbox, """
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            os._exit(0)
+        pathlib.Path("/work/outputs/output_1/ok").write_text("daemon started")
+    """)  # fmt: skip
+    assert result.status == "succeeded", result
+    assert time.monotonic() - started < 30
+    assert uid_processes(room_sandbox.uid or 0) == []
+
+
+def test_outputs_are_read_without_following_links(
+    workspace: Path, room_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A link anywhere under outputs/ (to a file, or a directory swapped for one) is
+    left out: the supervisor walks by descriptors, once the run has ended."""
+    secret_dir = tmp_path / "host-secret"
+    secret_dir.mkdir(mode=0o700)
+    (secret_dir / "key").write_text("host root's secret")
+    received = Outputs()
+    result = run(workspace, room_sandbox, f"""
+        out = pathlib.Path("/work/outputs/output_1")
+        (out / "real").mkdir()
+        (out / "real" / "kept.txt").write_text("kept")
+        os.symlink({str(secret_dir / "key")!r}, out / "file-link")
+        os.symlink({str(secret_dir)!r}, out / "dir-link")
+        os.symlink("/etc/shadow", out / "real" / "shadow")
+        os.link(out / "real" / "kept.txt", out / "hardlink")
+        os.mkfifo(out / "fifo")
+        # And a daemon that keeps swapping a directory for a link, as the Worker seals.
+        if os.fork() == 0:
+            os.setsid()
+            while True:
+                try:
+                    os.rename(out / "real", out / "moved")
+                    os.symlink({str(secret_dir)!r}, out / "real")
+                    os.unlink(out / "real")
+                    os.rename(out / "moved", out / "real")
+                except OSError:
+                    pass
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    assert all(b"secret" not in data for data in received.values())
+    assert set(received) <= {"output_1/real/kept.txt", "output_1/moved/kept.txt"}
+    assert uid_processes(room_sandbox.uid or 0) == []
+
+
+def test_sysv_ipc_is_private_to_the_run(
+    workspace: Path, room_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    key = 0x0C1EA4
+    body = f"""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        found = libc.shmget({key}, 0, 0)
+        created = libc.shmget({key}, 4096, 0o1666)  # IPC_CREAT | 0666
+        pathlib.Path("/work/outputs/output_1/ipc.json").write_text(
+            json.dumps({{"found": found, "created": created}})
+        )
+    """
+    first, second = Outputs(), Outputs()
+    assert run(workspace, room_sandbox, body, outputs=first).status == "succeeded"
+    # The segment died with the first run's IPC namespace: not on the host...
+    ipcs = subprocess.run(["ipcs", "-m"], capture_output=True, text=True, check=True).stdout
+    assert f"{key:#010x}" not in ipcs
+    # ...and another room's function (another uid) does not find it either.
+    other = tmp_path / "other"
+    (other / "function").mkdir(parents=True)
+    (other / "inputs").mkdir()
+    (other / "parameters.json").write_text("{}")
+    with sandbox_uid() as uid:
+        assert run(other, sandbox(uid), body, outputs=second).status == "succeeded"
+    for outcome in (first, second):
+        facts = json.loads(outcome["output_1/ipc.json"])
+        assert facts["found"] == -1 and facts["created"] >= 0, facts
+
+
+def test_other_processes_are_not_in_its_proc(workspace: Path, room_sandbox: Sandbox) -> None:
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        seen = {}
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                seen[pid] = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                seen[pid] = None
+        seen["init-environ"] = open("/proc/1/environ", "rb").read().decode()
+        pathlib.Path("/work/outputs/output_1/proc.json").write_text(json.dumps(seen))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    seen = json.loads(received["output_1/proc.json"])
+    assert seen.pop("init-environ") == ""  # bubblewrap, its init, has no host environment
+    assert len(seen) <= 3  # bubblewrap's init, the interpreter, and its own reading
+    outside = ("cleanroom.enclave", "pytest", "uvicorn")  # the Worker, the supervisor, the host
+    assert not any(word in (command or "") for command in seen.values() for word in outside)
+
+
+def test_no_network(workspace: Path, room_sandbox: Sandbox) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    received_bytes: list[object] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            received_bytes.append(listener.accept())
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    received = Outputs()
+    result = run(workspace, room_sandbox, f"""
+        import socket
+        verdicts = {{}}
+        for host in ("127.0.0.1", "10.0.2.2", "8.8.8.8"):
+            try:
+                socket.create_connection((host, {listener.getsockname()[1]}), timeout=2)
+                verdicts[host] = "connected"
+            except OSError as error:
+                verdicts[host] = type(error).__name__
+        verdicts["interfaces"] = [name for _, name in socket.if_nameindex()]
+        pathlib.Path("/work/outputs/output_1/net.json").write_text(json.dumps(verdicts))
+    """, outputs=received)  # fmt: skip
+    thread.join()
+    listener.close()
+    assert result.status == "succeeded", result
+    verdicts = json.loads(received["output_1/net.json"])
+    assert "connected" not in verdicts.values(), verdicts
+    assert verdicts["interfaces"] == ["lo"]
+    assert received_bytes == []
+
+
+def test_devices_are_only_the_harmless_ones(workspace: Path, room_sandbox: Sandbox) -> None:
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        opened = {}
+        for device in ("/dev/mem", "/dev/kmsg", "/dev/sda", "/dev/vda", "/dev/sgx_enclave"):
+            try:
+                open(device, "rb").close()
+                opened[device] = "opened"
+            except OSError as error:
+                opened[device] = type(error).__name__
+        facts = {"dev": sorted(os.listdir("/dev")), "opened": opened}
+        pathlib.Path("/work/outputs/output_1/dev.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/dev.json"])
+    harmless = {"null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm",
+                "fd", "stdin", "stdout", "stderr", "core"}  # fmt: skip
+    assert set(facts["dev"]) <= harmless, facts["dev"]
+    assert "opened" not in facts["opened"].values()
+
+
+def test_writes_outside_outputs_are_refused_or_private(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        written = {}
+        for target in ("/work/stray", "/work/inputs/input_1/data.csv", "/work/function/x.py",
+                       "/work/outputs/new-output", "/usr/lib/x", "/etc/x", "/x", "/tmp/x",
+                       "/dev/shm/x", "/var/tmp/x"):
+            try:
+                pathlib.Path(target).write_text("x")
+                written[target] = "written"
+            except OSError as error:
+                written[target] = type(error).__name__
+        pathlib.Path("/work/outputs/output_1/w.json").write_text(json.dumps(written))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    written = json.loads(received["output_1/w.json"])
+    assert {t for t, v in written.items() if v == "written"} == {"/tmp/x", "/dev/shm/x"}
+    assert (workspace / "inputs" / "input_1" / "data.csv").read_text() == INPUT
+    assert set(received) == {"output_1/w.json"}
+
+
+def test_files_are_its_own_uid_and_root_only_files_stay_unreadable(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """Bubblewrap runs as the room's uid, never as root: a root-only directory bound into
+    its view stays closed, and what it writes belongs to its uid on the host."""
+    visible = Path(tempfile.mkdtemp(prefix="cleanroom-test-", dir="/var/tmp"))
+    try:
+        visible.chmod(0o755)
+        (visible / "root-only").mkdir(mode=0o700)
+        (visible / "root-only" / "key").write_text("root's secret")
+        received = Outputs()
+        outcome: dict[str, object] = {}
+        uid = room_sandbox.uid
+
+        def observe() -> None:  # from the host, while the function sleeps
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and "owner" not in outcome:
+                for pid in uid_processes(uid or 0):
+                    path = Path(f"/proc/{pid}/root/work/outputs/output_1/mine.txt")
+                    with contextlib.suppress(OSError):
+                        outcome["owner"] = path.stat().st_uid
+                        outcome["process"] = Path(f"/proc/{pid}").stat().st_uid
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=observe)
+        watcher.start()
+        result = run_function(
+            sandbox=room_sandbox,
+            interpreter=runtime_interpreter("python3.11"),
+            runtime_roots=(str(visible),),
+            workspace=workspace,
+            outputs=["output_1"],
+            handler="handler.run",
+            limits=Limits(memory_mib=256, processes=64, cpu_s=30, timeout_s=20, disk_mib=16),
+            receive=received,
+        ) if (workspace / "function" / "handler.py").write_text(textwrap.dedent(f"""
+            import pathlib, time
+            def run():
+                try:
+                    found = pathlib.Path({str(visible / "root-only" / "key")!r}).read_text()
+                except OSError as error:
+                    found = type(error).__name__
+                pathlib.Path("/work/outputs/output_1/mine.txt").write_text(found)
+                time.sleep(3)
+        """)) else None  # fmt: skip
+        watcher.join()
+    finally:
+        (visible / "root-only" / "key").unlink()
+        (visible / "root-only").rmdir()
+        visible.rmdir()
+    assert result is not None and result.status == "succeeded", result
+    assert received["output_1/mine.txt"] == b"PermissionError"
+    assert outcome == {"owner": uid, "process": uid}
+
+
+def test_no_capabilities_no_new_privileges_its_own_session(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        status = dict(
+            line.split(":", 1) for line in open("/proc/self/status").read().splitlines()
+        )
+        facts = {key: status[key].strip() for key in
+                 ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs")}
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        facts["session"], facts["terminal"] = int(fields[3]), int(fields[4])
+        pathlib.Path("/work/outputs/output_1/caps.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/caps.json"])
+    assert facts.pop("NoNewPrivs") == "1"
+    # A session of the sandbox's own (led by its init), with no controlling terminal.
+    assert (facts.pop("session"), facts.pop("terminal")) == (1, 0)
+    assert set(facts.values()) == {"0000000000000000"}, facts
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_not_a_failed_function(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    (workspace / "function" / "handler.py").write_text("def run():\n    pass\n")
+    with pytest.raises(RunError) as caught:
+        run_function(
+            sandbox=room_sandbox,
+            interpreter=runtime_interpreter("python3.11"),
+            runtime_roots=("/nonexistent/runtime",),
+            workspace=workspace,
+            outputs=["output_1"],
+            handler="handler.run",
+            limits=Limits(memory_mib=256, processes=64, cpu_s=30, timeout_s=20, disk_mib=16),
+            receive=Outputs(),
+        )
+    assert caught.value.check == "run-ended"
+    assert "bubblewrap did not start the function" in str(caught.value.actual)
+    assert "/nonexistent/runtime" in str(caught.value.actual)
+
+
+# -------------------------------------------------------------------- limits
+
+
+def test_wall_time(workspace: Path, room_sandbox: Sandbox) -> None:
+    result = run(workspace, room_sandbox, "time.sleep(60)\n", timeout_s=2)
+    assert result.status == "timeout", result
+    assert result.seconds < 10
+    assert uid_processes(room_sandbox.uid or 0) == []
+
+
+def test_memory(workspace: Path, room_sandbox: Sandbox) -> None:
+    result = run(workspace, room_sandbox, """
+        hoard = [bytearray(16 << 20) for _ in range(64)]
+        pathlib.Path("/work/outputs/output_1/allocated").write_text(str(len(hoard)))
+    """, memory_mib=128)  # fmt: skip
+    assert result.status == "memory", result
+
+
+def test_cpu_time_of_all_its_processes(workspace: Path, room_sandbox: Sandbox) -> None:
+    result = run(workspace, room_sandbox, """
+        for _ in range(3):
+            if os.fork() == 0:
+                break
+        while True:
+            pass
+    """, cpu_s=2, timeout_s=30)  # fmt: skip
+    assert result.status == "cpu", result
+    assert result.seconds < 15
+    assert uid_processes(room_sandbox.uid or 0) == []
+
+
+def test_processes(workspace: Path, room_sandbox: Sandbox) -> None:
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        children = 0
+        while True:
+            try:
+                if os.fork() == 0:
+                    time.sleep(120)
+                    os._exit(0)
+                children += 1
+            except OSError:
+                pathlib.Path("/work/outputs/output_1/children").write_text(str(children))
+                return
+    """, outputs=received, processes=32)  # fmt: skip
+    assert result.status == "processes", result
+    assert int(received["output_1/children"]) < 32
+    assert uid_processes(room_sandbox.uid or 0) == []
+
+
+def test_disk_counts_outputs_and_tmp_together(workspace: Path, room_sandbox: Sandbox) -> None:
+    result = run(workspace, room_sandbox, """
+        written = 0
+        try:
+            for target in ("/tmp/a", "/dev/shm/b", "/work/outputs/output_1/c"):
+                with open(target, "wb") as handle:
+                    for _ in range(8):
+                        handle.write(bytes(1 << 20))
+                        handle.flush()
+                        written += 1
+        except OSError as error:
+            print(written, error.strerror)
+    """, keep_log=True, disk_mib=16)  # fmt: skip
+    assert result.status == "disk", result
+    written, reason = result.log.decode().split(" ", 1)
+    assert int(written) <= 16 and reason.strip() == "No space left on device"  # of 24 MiB
+
+
+def test_a_full_disk_freed_before_the_end_is_still_named(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    result = run(workspace, room_sandbox, """
+        try:
+            with open("/tmp/a", "wb") as handle:
+                while True:
+                    handle.write(bytes(1 << 20))
+                    handle.flush()
+        except OSError:
+            time.sleep(0.5)  # the supervisor looks every few hundredths of a second
+            os.unlink("/tmp/a")
+    """, disk_mib=16)  # fmt: skip
+    assert result.status == "disk", result
+
+
+def test_a_sparse_file_cannot_get_past_the_disk_limit(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    result = run(workspace, room_sandbox, """
+        with open("/work/outputs/output_1/holes", "wb") as handle:
+            handle.seek(1 << 30)
+            handle.write(b"x")
+    """, disk_mib=16)  # fmt: skip
+    assert result.status in {"failed", "disk"}, result
+
+
+def test_output_streams_go_nowhere_unless_kept(workspace: Path, room_sandbox: Sandbox) -> None:
+    body = 'print(pathlib.Path("inputs/input_1/data.csv").read_text())\n'
+    assert run(workspace, room_sandbox, body).log == b""
+    assert b"secret@example.com" in run(workspace, room_sandbox, body, keep_log=True).log
+
+
+# -------------------------------------------------------- the host's refusals
+
+
+def test_without_bubblewrap_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_sandbox()
+
+    def missing(name: str) -> str:
+        raise runner.ToolMissing(name)
+
+    monkeypatch.setattr(runner, "system_tool", missing)
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+
+
+def test_without_root_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A uid of its own needs root: there is no unconfined fallback."""
+    require_sandbox()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+
+
+def test_root_is_never_a_sandbox_uid() -> None:
+    require_sandbox()
+    with pytest.raises(RunError) as caught:
+        sandbox(0)
+    assert caught.value.check == "sandbox-uid"
+
+
+def test_unknown_runtime_is_refused() -> None:
+    with pytest.raises(RunError) as caught:
+        runtime_interpreter("python2.7")
+    assert caught.value.check == "runtime"
+
+
+# ------------------------------------------------------------- wiping scratch
+
+
+def test_wipe_never_follows_a_link_out_of_the_tree(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "host-file").write_text("must survive")
+    scratch = tmp_path / "scratch"
+    (scratch / "deep").mkdir(parents=True)
+    (scratch / "deep" / "data").write_text("plaintext")
+    (scratch / "file-link").symlink_to(outside / "host-file")
+    (scratch / "deep" / "dir-link").symlink_to(outside)
+    wipe(scratch)
+    assert not scratch.exists()
+    assert (outside / "host-file").read_text() == "must survive"
+
+
+# ----------------------------------------------------------- uids on the host
+
+
+def test_uids_are_unique_across_servers_and_processes(tmp_path: Path) -> None:
+    """Many allocators at once (as many compute servers on one host): no uid twice."""
+    require_sandbox()
+    script = textwrap.dedent("""
+        import json, sys
+        from pathlib import Path
+        from cleanroom.controller.sandbox_ids import SandboxIds
+        owner = Path(sys.argv[1])
+        owner.mkdir()
+        print(json.dumps([SandboxIds().allocate(owner / str(i)) for i in range(5)
+                          if (owner / str(i)).mkdir() is None]))
+    """)
+    import sys
+
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path / f"server-{n}")],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(6)
+    ]
+    allocated = [json.loads(p.communicate(timeout=60)[0]) for p in processes]
+    uids = [uid for server in allocated for uid in server]
+    ids = SandboxIds()
+    try:
+        assert len(uids) == 30 and len(set(uids)) == 30
+        assert all(uid >= 0x7000_0000 for uid in uids)
+    finally:
+        for n, server in enumerate(allocated):
+            for i, uid in enumerate(server):
+                ids.release(uid, tmp_path / f"server-{n}" / str(i))
+
+
+def test_releasing_a_uid_never_touches_another_owners_processes(tmp_path: Path) -> None:
+    require_sandbox()
+    ids = SandboxIds()
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    mine.mkdir()
+    theirs.mkdir()
+    uid = ids.allocate(theirs)
+    sleeper = subprocess.Popen(["sleep", "30"], user=uid, group=uid, extra_groups=[])
+    try:
+        ids.release(uid, mine)  # a stale room that once had this uid
+        time.sleep(0.2)
+        assert sleeper.poll() is None
+        ids.release(uid, theirs)
+        assert sleeper.wait(timeout=10) == -9
+    finally:
+        sleeper.kill()
+    assert not (ids.registry / str(uid)).exists()
+    assert stat.S_IMODE(ids.registry.stat().st_mode) == 0o700
