@@ -11,6 +11,7 @@ turns ``None`` into one fixed ``401 {"error": "invalid_client"}``.
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 from argon2 import PasswordHasher
@@ -21,7 +22,16 @@ from sqlalchemy.orm import Session
 from cleanroom.manager.database import Client, ComputeServer
 
 _hasher = PasswordHasher()  # argon2id with the RFC 9106 "low memory" parameters
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(32))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown client's secret is checked against (the same argon2 work).
+
+    Made on first use, not on import: hashing takes argon2's 64 MiB, which every
+    process importing this module (a Controller, the CLI) would otherwise spend.
+    """
+    return _hasher.hash(secrets.token_urlsafe(32))
 
 
 SERVER_CLIENT_PREFIX = "cs-"
@@ -54,7 +64,7 @@ def authenticate(session: Session, client_id: str, secret: str) -> Client | None
     It may log in when it is enabled and belongs to a member of its project.
     """
     client = session.get(Client, client_id) if client_id else None
-    stored = client.secret_hash if client is not None else _DUMMY_HASH
+    stored = client.secret_hash if client is not None else _dummy_hash()
     matches: bool
     try:
         matches = _hasher.verify(stored, secret)
@@ -73,7 +83,7 @@ def authenticate_server(session: Session, client_id: str, secret: str) -> Comput
         if client_id
         else None
     )
-    stored = server.secret_hash if server is not None and server.secret_hash else _DUMMY_HASH
+    stored = server.secret_hash if server is not None and server.secret_hash else _dummy_hash()
     matches: bool
     try:
         matches = _hasher.verify(stored, secret)
