@@ -85,13 +85,17 @@ def test_review_can_unpack_the_source(
     assert (tmp_path / "source" / "lib" / "util.py").read_text() == "VALUE = 1\n"
 
 
-def test_missing_handler_module_is_reported(function_dir: Path, alice: str, bob: str) -> None:
+def test_a_handler_the_review_cannot_find_is_an_error(
+    function_dir: Path, alice: str, bob: str
+) -> None:
     bundle = pack(function_dir)
     room = make_room(bundle, alice, bob)
     spec = dict(room.spec, handler="missing.run")
     work_id = WorkSpec.parse(spec).work_id
-    result = review(dataclasses.replace(room, spec=spec, work_id=work_id), bundle)
-    assert result.handler_module is None
+    with pytest.raises(CheckFailed) as error:
+        review(dataclasses.replace(room, spec=spec, work_id=work_id), bundle)
+    assert error.value.check == "handler-module"
+    assert error.value.actual == "missing: not found"
 
 
 def test_bundle_that_is_not_the_specs_function(function_dir: Path, alice: str, bob: str) -> None:
@@ -153,3 +157,34 @@ def test_bundle_that_does_not_unpack(alice: str, bob: str) -> None:
     with pytest.raises(BundleError) as error:
         review(room, bundle)
     assert error.value.check == "bundle-format"
+
+
+def test_parameter_keys_that_read_alike_are_flagged(
+    function_dir: Path, alice: str, bob: str
+) -> None:
+    bundle = pack(function_dir)
+    room = make_room(bundle, alice, bob)
+    spec = dict(room.spec, parameters={"k": 1, "k\u034f": 10, "K": 3, "columns": "a"})
+    work_id = WorkSpec.parse(spec).work_id
+    result = review(dataclasses.replace(room, spec=spec, work_id=work_id), bundle)
+    (warning,) = result.warnings
+    assert warning.check == "parameter-collision"
+    assert warning.subjects == ("K", "k", "k\u034f")
+    assert warning.message == 'parameter keys read alike: "K", "k", "k\\u034f"'
+
+
+def test_the_review_names_the_module_python_imports(tmp_path: Path, alice: str, bob: str) -> None:
+    function = tmp_path / "decoy"
+    (function / "handler").mkdir(parents=True)
+    (function / "handler.py").write_text("def run():\n    pass  # what a reader opens\n")
+    (function / "handler" / "__init__.py").write_text("def run():\n    pass  # what runs\n")
+    bundle = pack(function)
+    result = review(make_room(bundle, alice, bob), bundle)
+    assert result.handler.path == "handler/__init__.py"
+    assert result.handler_module == "handler/__init__.py"
+    (warning,) = result.warnings
+    assert warning.check == "module-shadowing"
+    assert warning.subjects == ("handler", "handler/__init__.py", "handler.py")
+    document = result.to_json()
+    assert document["handler"]["path"] == "handler/__init__.py"
+    assert document["warnings"][0]["check"] == "module-shadowing"

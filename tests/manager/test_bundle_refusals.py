@@ -18,6 +18,7 @@ import pytest
 
 from cleanroom.client.errors import ServerError
 from tests.protocol.test_bundle import HANDLER, craft, member
+from tests.protocol.test_bundle_acceptance import DECOY, SO, UTF7_TRICK
 
 from .conftest import Manager
 
@@ -76,6 +77,26 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], str]] = {
     "not-an-archive": (lambda: os.urandom(4096), "bundle-format"),
     "gzip-archive": (lambda: gzip.compress(craft(HANDLER_MEMBER), mtime=0), "bundle-format"),
     "no-handler": (lambda: craft(("other.py", b"x = 1\n")), "bundle-handler"),
+    # Code the review could not show, and names a reviewer cannot tell apart.
+    "bytecode-cache": (
+        lambda: craft(
+            member("__pycache__", kind=tarfile.DIRTYPE),
+            ("__pycache__/handler.cpython-311.pyc", b"\xa7\r\r\n\x01"),
+            HANDLER_MEMBER,
+        ),
+        "bundle-bytecode",
+    ),
+    "extension-at-top": (lambda: craft((SO, b"\x7fELF"), HANDLER_MEMBER), "bundle-extension"),
+    "utf-7-source": (lambda: craft(("handler.py", UTF7_TRICK)), "bundle-source-encoding"),
+    "decoy-name": (lambda: craft(HANDLER_MEMBER, (DECOY, HANDLER)), "bundle-name-collision"),
+}
+
+# The file each of these refusals must name (escaped: printable ASCII).
+NAMED = {
+    "bytecode-cache": "__pycache__",
+    "extension-at-top": SO,
+    "utf-7-source": "handler.py: declares encoding utf-7",
+    "decoy-name": "handler.py and handler\\u034f.py",
 }
 
 
@@ -88,6 +109,10 @@ def test_a_hostile_bundle_is_refused_at_upload(manager: Manager, kind: str, tmp_
     assert caught.value.status == 422, caught.value
     assert caught.value.check == check, caught.value
     assert str(caught.value).strip()
+    if kind in NAMED:
+        assert isinstance(caught.value.actual, str)
+        assert NAMED[kind] in caught.value.actual, caught.value.problem
+        assert caught.value.problem["detail"].startswith("the bundle is refused: ")
     functions = manager.settings.functions_dir
     assert [p for p in functions.rglob("*") if p.is_file()] == []
     assert not (functions.parent / "escape.py").exists()

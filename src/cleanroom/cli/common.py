@@ -1,4 +1,9 @@
-"""What every command shares: consoles, one-line errors, exit codes, hex arguments."""
+"""What every command shares: consoles, one-line errors, exit codes, hex arguments.
+
+The consoles interpret no Rich markup and no emoji codes (``:email:`` stays
+``:email:``): text from another party is printed as it is, after escaping with
+:func:`cleanroom.protocol.text.shown`. Our own emphasis is a ``style=``.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ EXIT_CODES_HELP = (
     "2 unusable input (bad arguments, missing or malformed file)."
 )
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 class CliError(Exception):

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 import cleanroom
 from cleanroom.cli.common import EXIT_USAGE, fail, stdout
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Profile
-from cleanroom.client.review import review
 from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.demodata import write_overlap_inputs
 from cleanroom.errors import CheckFailed
@@ -47,11 +47,11 @@ def _examples() -> Path:
 
 
 def _say(step: str, text: str) -> None:
-    stdout.print(f"[bold]{step}[/] {text}")
+    stdout.print(Text.assemble((step, "bold"), " ", text))
 
 
 def _ok(text: str) -> None:
-    stdout.print(f"    [green]✓[/] {text}")
+    stdout.print(Text.assemble("    ", ("✓", "green"), " ", text))
 
 
 def _refused(what: str, error: CheckFailed | ServerError) -> None:
@@ -60,11 +60,10 @@ def _refused(what: str, error: CheckFailed | ServerError) -> None:
         where, check, message = "the Worker", error.check, error.detail
     else:
         where, check, message = "the client", error.check, error.message
-    stdout.print(
-        f"    [green]✓ refused[/] {what}, by {where}: [dim]{check}[/] — {message}",
-        markup=True,
-        highlight=False,
-    )
+    line = Text.assemble("    ", ("✓ refused", "green"), f" {what}, by {where}: ")
+    line.append(str(check), style="dim")
+    line.append(f" — {message}")
+    stdout.print(line)
 
 
 def _user(stack: LocalStack, root: Path, name: str, project: str) -> CleanRoomClient:
@@ -112,8 +111,8 @@ def demo(
     started = time.monotonic()
     root = Path(tempfile.mkdtemp(prefix="cleanroom-demo-"))
     stdout.print(
-        "[bold red]Simulated SGX: insecure by design; both users trust the simulator's root "
-        "explicitly.[/]"
+        "Simulated SGX: insecure by design; both users trust the simulator's root explicitly.",
+        style="bold red",
     )
     try:
         with LocalStack(root / "servers") as stack:
@@ -122,10 +121,10 @@ def demo(
         fail(f"demo stopped: {error}")
     finally:
         if keep:
-            stdout.print(f"kept {root}", markup=False)
+            stdout.print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    stdout.print(f"[bold green]done[/] in {time.monotonic() - started:.1f} s")
+    stdout.print(Text.assemble(("done", "bold green"), f" in {time.monotonic() - started:.1f} s"))
 
 
 def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) -> None:
@@ -164,10 +163,10 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
         bob.upload("overlap", "input_2", function_dir)
     except (CheckFailed, ServerError) as error:
         _refused("bob's upload before he approved", error)
-    fetched = bob.manager.room("overlap")
-    reviewed = review(fetched, bob.manager.download_function(fetched.function))
-    bob.profile.approve("overlap", reviewed.work_id, reviewed.function_id)
+    reviewed = bob.inspect("overlap")
+    bob.approve("overlap", reviewed.work_id)
     _ok(f"function ID recomputed from {len(reviewed.files)} files: {reviewed.function_id}")
+    _ok(f"handler {reviewed.spec.handler} is in {reviewed.handler.path}, as the Worker imports it")
     _ok(f"Work-ID recomputed from the spec and pinned: {reviewed.work_id}")
 
     _say("3. attest", "each party runs Phase 1 against its own policy")

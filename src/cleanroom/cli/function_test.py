@@ -9,6 +9,7 @@ import typer
 
 from cleanroom.cli.common import EXIT_USAGE, fail, stderr, stdout
 from cleanroom.protocol.spec import Resources
+from cleanroom.protocol.text import shown
 
 DEFAULTS = Resources()
 
@@ -147,7 +148,8 @@ def function_test(
         files = [o for o in trial.outputs if o.name.split("/", 1)[0] == output_id]
         stdout.print(f"{output_id}: {len(files)} file(s) in {out / output_id}", markup=False)
         for item in files:
-            stdout.print(f"  {item.name.split('/', 1)[1]}  {_size(item.size)}", markup=False)
+            # The function names its files: shown escaped, as every untrusted text.
+            stdout.print(f"  {shown(item.name.split('/', 1)[1])}  {_size(item.size)}", markup=False)
     if result.log:
         stdout.print("--- the function's stdout and stderr ---", markup=False)
         stdout.out(result.log.decode(errors="replace").rstrip(), highlight=False)

@@ -78,6 +78,7 @@ app.command("attest")(room.attest)
 app.add_typer(room.data_app, name="data")
 app.command("run")(room.run)
 app.command("receipt")(room.receipt)
+app.command("status")(room.status)
 app.command("delete")(room.delete)
 
 

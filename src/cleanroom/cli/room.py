@@ -26,8 +26,13 @@ from rich.progress import (
 from rich.table import Table
 
 from cleanroom.cli.common import EXIT_USAGE, current_profile, fail, stderr, stdout
-from cleanroom.cli.user import _failures, _safe, _warn_simulated
+from cleanroom.cli.user import _failures, _warn_simulated
+from cleanroom.client.errors import ServerError
+from cleanroom.client.manager import Room
+from cleanroom.client.profile import Approval
 from cleanroom.client.rooms import Attestation, CleanRoomClient
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.text import shown
 
 REMOTE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]{0,62}):(?P<id>[a-z][a-z0-9_]{0,31})$")
 
@@ -41,7 +46,7 @@ data_app = typer.Typer(
 @contextmanager
 def _progress(label: str, total: int | None) -> Iterator[Progress]:
     columns = [
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -64,7 +69,7 @@ def _show_checks(attestation: Attestation) -> None:
         table.add_column(column, overflow="fold")
     for check in attestation.checks:
         table.add_row(
-            check.check, _safe(check.expected), _safe(check.actual), "ok" if check.passed else "!"
+            check.check, shown(check.expected), shown(check.actual), "ok" if check.passed else "!"
         )
     stdout.print(table)
 
@@ -90,7 +95,7 @@ def attest(
             "simulated": attestation.simulated,
             "checks": [check.to_json() for check in attestation.checks],
         }
-        stdout.print_json(json.dumps(document))
+        stdout.out(json.dumps(document, indent=2))
         return
     _show_checks(attestation)
     stdout.print(f"accepted: Worker {attestation.worker.worker_id}", markup=False)
@@ -157,9 +162,9 @@ def run(
     """Start the clean room's run (only a runner of its spec may); every input must be in."""
     with _failures():
         state = _client().run(name, wait=wait)
-    stdout.print(f"{name}: {state}", markup=False)
+    stdout.print(f"{name}: {shown(state)}", markup=False)
     if wait and state != "done":
-        fail(f"the run of {name} ended {state}: redeploy to try again")
+        fail(f"the run of {name} ended {shown(state)}: redeploy to try again")
 
 
 def receipt(
@@ -175,16 +180,77 @@ def receipt(
         verified = _client().receipt(name)
     document = verified.receipt
     if as_json:
-        stdout.print_json(json.dumps(document))
+        stdout.out(json.dumps(document, indent=2))
         return
-    stdout.print(f"receipt of {name}: {document['status']}", markup=False)
-    stdout.print(f"  work_id  {document['work_id']}", markup=False)
-    stdout.print(f"  function {document['function']}", markup=False)
+    stdout.print(f"receipt of {name}: {shown(document['status'])}", markup=False)
+    stdout.print(f"  work_id  {shown(document['work_id'])}")
+    stdout.print(f"  function {shown(document['function'])}")
     for input_id, entry in document["inputs"].items():
-        stdout.print(f"  input  {input_id} by {entry['by']} sha256 {entry['sha256']}", markup=False)
+        stdout.print(
+            f"  input  {shown(input_id)} by {shown(entry['by'])} sha256 {shown(entry['sha256'])}"
+        )
     for output_id, entry in document["outputs"].items():
-        stdout.print(f"  output {output_id} sha256 {entry['sha256']}", markup=False)
+        stdout.print(f"  output {shown(output_id)} sha256 {shown(entry['sha256'])}")
     stdout.print("verified: signature, Work-ID, function, inputs' owners", markup=False)
+
+
+def _approval_text(approval: Approval | None, room: Room) -> str:
+    if approval is None:
+        return "not approved by you"
+    if approval.work_id == room.work_id:
+        return "approved by you"
+    return "you approved another Work-ID (the room changed)"
+
+
+def status(
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A clean room; every room you can see if omitted.", show_default=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show clean rooms as the manager reports them, and whether you approved each.
+
+    States come from servers that are not trusted (the manager; for one room also
+    its Controller): they are informational. Whether you approved a room compares
+    your own pinned Work-ID with the hash of the room's spec. Text from the servers
+    is shown escaped, as in cleanroom inspect.
+    """
+    client = _client()
+    with _failures():
+        rooms = [client.manager.room(name)] if name is not None else client.manager.rooms()
+        approvals = client.profile.approvals()
+    worker: str | None = None
+    if name is not None:
+        try:
+            worker = shown(client.state(name).get("state"))
+        except (CheckFailed, ServerError) as error:
+            worker = f"unknown ({shown(error)})"
+    if as_json:
+        document = [
+            {
+                "name": room.name,
+                "state": room.state,
+                "reason": room.reason,
+                "work_id": room.work_id,
+                "approved": approvals.get(room.name) is not None
+                and approvals[room.name].work_id == room.work_id,
+            }
+            for room in rooms
+        ]
+        stdout.out(json.dumps(document if name is None else document[0], indent=2))
+        return
+    for room in rooms:
+        reason = f" ({shown(room.reason)})" if room.reason else ""
+        approval = _approval_text(approvals.get(room.name), room)
+        stdout.print(f"{shown(room.name)}: {shown(room.state)}{reason}; {approval}")
+        if name is not None:
+            stdout.print(f"  Work-ID:        {room.work_id}")
+            stdout.print(f"  function:       {room.function}")
+            stdout.print(f"  compute server: {shown(room.compute_url)}")
+            stdout.print(f"  Worker:         {worker} (as its Controller reports it)")
+    if not rooms:
+        stderr.print("no clean room you can see")
 
 
 def delete(
@@ -200,4 +266,4 @@ def delete(
         typer.confirm(f"delete clean room {name} and all its data?", abort=True)
     with _failures():
         room = _client().delete(name)
-    stdout.print(f"{room.name}: {room.state}", markup=False)
+    stdout.print(f"{shown(room.name)}: {shown(room.state)}", markup=False)

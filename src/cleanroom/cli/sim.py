@@ -36,7 +36,9 @@ DirOption = Annotated[
 
 
 def _warn() -> None:
-    stderr.print("[yellow]warning: simulated SGX platform: no hardware protection (INSECURE)[/]")
+    stderr.print(
+        "warning: simulated SGX platform: no hardware protection (INSECURE)", style="yellow"
+    )
 
 
 def _load(directory: Path | None) -> SimulatedPlatform:

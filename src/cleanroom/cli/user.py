@@ -10,14 +10,17 @@ shown unchecked: function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from rich.status import Status
+from rich.text import Text
 
 from cleanroom.cli.common import (
     EXIT_REJECTED,
@@ -36,18 +39,48 @@ from cleanroom.client.access import (
     load_access,
     parse_parameters,
 )
+from cleanroom.client.changes import Changes, Side, compare
 from cleanroom.client.collateral import COLLATERAL_FROM, CollateralFrom
 from cleanroom.client.errors import ServerError
-from cleanroom.client.profile import Approval, Profile, ProfileError
-from cleanroom.client.review import Review, review
+from cleanroom.client.imports import HandlerLocation
+from cleanroom.client.profile import (
+    DEFAULT_PROFILE,
+    Approval,
+    Inspection,
+    Profile,
+    ProfileError,
+)
+from cleanroom.client.review import (
+    BundleFile,
+    Review,
+    ReviewWarning,
+    approve_review,
+    contents,
+    record_inspection,
+    review,
+    spec_record,
+)
+from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import BundleError, function_id, pack_into, unpack
+from cleanroom.protocol.bundle import (
+    FUNCTION_ID_PREFIX,
+    BundleError,
+    function_id,
+    pack_into,
+    unpack,
+)
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.text import quoted, shown
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
 
 T = TypeVar("T")
+
+_FUNCTION_ID = re.compile(r"^fs://[A-Za-z0-9_-]{43}$")
+
+# The runtime a function download is read for (module shadowing): a spec's default.
+_DEFAULT_RUNTIME: str = WorkSpec.model_fields["runtime"].default
 
 function_app = typer.Typer(
     help="Function bundles: upload a function directory, download one to review it.",
@@ -94,14 +127,18 @@ def _with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
         return action(manager)
 
 
-def _safe(value: object) -> str:
-    """Text from an untrusted source, shown literally on one line (no escapes, no markup)."""
-    text = value if isinstance(value, str) else str(value)
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
-
-
 def _print(text: str) -> None:
-    stdout.print(text, markup=False)
+    stdout.print(text)
+
+
+def _status(text: str) -> Status:
+    """A spinner on stderr; its text is never read as markup."""
+    return stderr.status(Text(text))
+
+
+def _value(value: object) -> str:
+    """A parameter's value: a string quoted and escaped, anything else as JSON (ASCII)."""
+    return quoted(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _when(seconds: int) -> str:
@@ -110,7 +147,7 @@ def _when(seconds: int) -> str:
 
 def _warn_simulated(profile: Profile) -> None:
     if profile.simulated:
-        stderr.print(f"[bold red]{SIMULATOR_WARNING}[/]")
+        stderr.print(SIMULATOR_WARNING, style="bold red")
 
 
 # -------------------------------------------------------------------- configure
@@ -331,15 +368,15 @@ def login() -> None:
     if isinstance(project, str) and project != profile.config.project:
         if profile.config.project is not None:
             stderr.print(
-                f"note: the manager puts client {_safe(profile.config.client_id)} in project "
-                f"{_safe(project)}, not {_safe(profile.config.project)}; profile updated",
+                f"note: the manager puts client {shown(profile.config.client_id)} in project "
+                f"{shown(project)}, not {shown(profile.config.project)}; profile updated",
                 markup=False,
             )
         with _failures():
             profile.updated(project=project)
     _print(
-        f"logged in to {profile.config.manager_url} as client {_safe(profile.config.client_id)}"
-        f" (project {_safe(project)})"
+        f"logged in to {profile.config.manager_url} as client {shown(profile.config.client_id)}"
+        f" (project {shown(project)})"
     )
     _print(f"user_id: {user_id}")
 
@@ -363,7 +400,7 @@ def function_upload(
     with tempfile.TemporaryDirectory(prefix="cleanroom-pack-") as temporary:
         bundle = Path(temporary) / "function.tar"
         try:
-            with stderr.status(f"packing {directory}…"), bundle.open("wb") as handle:
+            with _status(f"packing {directory}…"), bundle.open("wb") as handle:
                 expected = pack_into(directory, handle)
         except BundleError as error:
             fail(str(error), EXIT_USAGE)
@@ -396,24 +433,30 @@ def function_download(
         Path, typer.Argument(help="Where to unpack it: must not exist, or be empty.")
     ],
 ) -> None:
-    """Download a function, check it hashes to FS_ID, and unpack it into DIRECTORY."""
+    """Download a function, check it hashes to FS_ID, unpack it into DIRECTORY, list its files.
+
+    Also summarises packages/ (each distribution checked against its RECORD) and
+    warns about modules that hide others (for the default runtime, python3.11).
+    Names are shown escaped: anything but printable ASCII as \\u… (see cleanroom inspect).
+    """
     profile = current_profile()
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         fail(f"{directory} exists and is not a directory", EXIT_USAGE)
     if directory.is_dir() and any(directory.iterdir()):
         fail(f"{directory} is not empty", EXIT_USAGE)
     with _failures():
-        with stderr.status(f"downloading {function}…"):
+        with _status(f"downloading {shown(function)}…"):
             bundle = _with_manager(profile, lambda manager: manager.download_function(function))
         if function_id(bundle) != function:  # ManagerClient checks it too
-            fail(f"function-id: the manager sent {function_id(bundle)}, not {function}")
+            fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(function)}")
         if directory.is_dir():
             directory.rmdir()  # empty: unpack renames a fresh directory into its place
         directory.parent.mkdir(parents=True, exist_ok=True)
-        files = unpack(bundle, directory)
-    stderr.print(
-        f"{len(files)} files ({len(bundle)} bytes) unpacked into {directory}", markup=False
-    )
+        found = contents(directory, unpack(bundle, directory), _DEFAULT_RUNTIME)
+    _show_files(found.files)
+    _show_vendored(found.vendored)
+    _show_warnings(found.warnings)
+    stderr.print(f"{len(found.files)} files ({len(bundle)} bytes) unpacked into {directory}")
 
 
 # -------------------------------------------------------------------- deploy
@@ -465,20 +508,22 @@ def deploy(
         )
     except (CheckFailed, ProfileError) as error:
         fail(str(error), EXIT_USAGE)
-    with _failures(), stderr.status(f"deploying {name}…"):
+    with _failures(), _status(f"deploying {name}…"):
         room = _with_manager(profile, lambda manager: manager.deploy(spec))
     # The pin is of the spec built here, never of what the manager answered.
     if room.work_id != spec.work_id or WorkSpec.parse(room.spec).work_id != spec.work_id:
         fail(f"work-id: the manager deployed {room.work_id}, not the spec sent ({spec.work_id})")
     if room.state == "failed":
-        fail(f"clean room {name} failed to deploy: {_safe(room.reason or 'no reason given')}")
+        fail(f"clean room {name} failed to deploy: {shown(room.reason or 'no reason given')}")
     with _failures():
         profile.approve(spec.name, spec.work_id, spec.function)
+        # What was approved, to compare a later version with (inspect --against approved).
+        profile.remember_review(spec.work_id, spec_record(spec))
     _print(f"clean room:     {spec.name}")
     _print(f"Work-ID:        {spec.work_id}")
     _print(f"function:       {spec.function}")
-    _print(f"compute server: {_safe(room.compute_url)}")
-    _print(f"state:          {_safe(room.state)}")
+    _print(f"compute server: {shown(room.compute_url)}")
+    _print(f"state:          {shown(room.state)}")
     stderr.print(
         f"approved by you. Every other party runs: cleanroom inspect {spec.name}, "
         f"then cleanroom approve {spec.name}",
@@ -495,11 +540,55 @@ def _review(profile: Profile, name: str, source: Path | None = None) -> Review:
         # Download the function the spec names (what the Work-ID covers), not the
         # manager's separate field for it.
         spec = WorkSpec.parse(room.spec)
-        with stderr.status(f"downloading {spec.function}…"):
+        with _status(f"downloading {spec.function}…"):
             return room, manager.download_function(spec.function)
 
     room, bundle = _with_manager(profile, fetch)
     return review(room, bundle, you=profile.user_id, source=source)
+
+
+def _where(handler: HandlerLocation) -> str:
+    """The handler's file, as the Worker's import finds it, and what runs before it."""
+    where = shown(handler.path)
+    if handler.kind == "extension":
+        where += " (a compiled extension module: its source is not in the function)"
+    if handler.runs_first:
+        where += f"; runs first: {', '.join(shown(path) for path in handler.runs_first)}"
+    return where
+
+
+def _show_warnings(warnings: Sequence[ReviewWarning]) -> None:
+    if warnings:
+        _print(f"warnings ({len(warnings)}):")
+        for warning in warnings:
+            _print(f"  {warning.message}")
+
+
+def _show_vendored(vendored: Vendored) -> None:
+    """The distributions under packages/, each checked against its RECORD."""
+    if not vendored.distributions and not vendored.unrecorded:
+        _print("vendored packages: none")
+        return
+    _print(f"vendored packages ({len(vendored.distributions)}):")
+    for item in vendored.distributions:
+        if not item.has_record:
+            state = "no RECORD"
+        elif item.verified:
+            state = "RECORD verified"
+        else:
+            state = f"RECORD: {len(item.differ)} differ, {len(item.missing)} missing"
+        _print(
+            f"  {shown(item.name)} {shown(item.version)}: {len(item.files)} files, {state}, "
+            f"digest {item.digest[:16]}"
+        )
+    if vendored.unrecorded:
+        _print(f"  {len(vendored.unrecorded)} files under packages/ are in no RECORD")
+
+
+def _show_files(files: Sequence[BundleFile]) -> None:
+    _print(f"files ({len(files)}):")
+    for file in files:
+        _print(f"  {file.sha256}  {file.size:>10}  {shown(file.path)}")
 
 
 def _approval_line(result: Review, approval: Approval | None) -> str:
@@ -515,15 +604,14 @@ def _approval_line(result: Review, approval: Approval | None) -> str:
 
 def _show(result: Review, approval: Approval | None) -> None:
     spec, room = result.spec, result.room
-    _print(f"clean room:     {spec.name} (project {_safe(room.project)})")
-    _print(f"deployed by:    client {_safe(room.deployer)} on {_when(room.created)}")
-    state = _safe(room.state) + (f" ({_safe(room.reason)})" if room.reason else "")
+    _print(f"clean room:     {spec.name} (project {shown(room.project)})")
+    _print(f"deployed by:    client {shown(room.deployer)} on {_when(room.created)}")
+    state = shown(room.state) + (f" ({shown(room.reason)})" if room.reason else "")
     _print(f"state:          {state}")
-    _print(f"compute server: {_safe(room.compute_url)}")
+    _print(f"compute server: {shown(room.compute_url)}")
     _print(f"Work-ID:        {result.work_id} (recomputed from the spec)")
     _print(f"function:       {result.function_id} (recomputed from the bundle)")
-    where = result.handler_module or "NOT FOUND in the function"
-    _print(f"handler:        {spec.handler} in {where}")
+    _print(f"handler:        {spec.handler} in {_where(result.handler)}")
     _print(f"runtime:        {spec.runtime}")
     _print(f"resources:      {spec.resources.memory_mib} MiB, {spec.resources.timeout_s} s per run")
     logs = f"to {spec.logs} (its recipient reads them)" if spec.logs else "nowhere"
@@ -531,7 +619,7 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"nonce:          {spec.nonce}")
     _print("parameters:" + ("" if spec.parameters else "     none"))
     for key, value in sorted(spec.parameters.items()):
-        _print(f"  {_safe(key)} = {_safe(json.dumps(value))}")
+        _print(f"  {quoted(key)} = {_value(value)}")
     _print("rights:")
     for right in result.participants:
         what = {
@@ -540,10 +628,79 @@ def _show(result: Review, approval: Approval | None) -> None:
             "runner": "starts the run",
         }[right.role]
         _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
-    _print(f"files ({len(result.files)}):")
-    for file in result.files:
-        _print(f"  {file.sha256}  {file.size:>10}  {_safe(file.path)}")
+    _show_files(result.files)
+    _show_vendored(result.contents.vendored)
+    _show_warnings(result.warnings)
     _print(f"approval:       {_approval_line(result, approval)}")
+
+
+def _profile_option(profile: Profile) -> str | None:
+    """The ``--profile`` to repeat in a command printed for the user (None: the default)."""
+    return None if profile.name == DEFAULT_PROFILE else profile.name
+
+
+def _show_changes_since(profile: Profile, inspected: Inspection, result: Review) -> None:
+    """What changed since the inspected Work-ID, from the profile's record (digests only)."""
+    record = profile.remembered_review(inspected.work_id)
+    if record is None:
+        return
+    before = Side.of_record(f"Work-ID {inspected.work_id} (inspected)", inspected.work_id, record)
+    for line in compare(before, Side.of_review(f"Work-ID {result.work_id}", result)).lines():
+        stderr.print(line)
+
+
+def _changed(name: str, inspected: Inspection, result: Review) -> str:
+    return (
+        f"clean room {name} CHANGED since you inspected it on {_when(inspected.inspected_at)}: "
+        f"Work-ID then {inspected.work_id}, now {result.work_id}"
+    )
+
+
+def _earlier(profile: Profile, name: str, against: str, result: Review, directory: Path) -> Side:
+    """The version ``--against`` names: a function ID, ``approved``, or a reviewed Work-ID."""
+    if against.startswith(FUNCTION_ID_PREFIX):
+        if not _FUNCTION_ID.fullmatch(against):
+            fail(
+                f"--against {shown(against)} is not a function ID (fs:// and 43 characters)",
+                EXIT_USAGE,
+            )
+        with _status(f"downloading {shown(against)}…"):
+            bundle = _with_manager(profile, lambda manager: manager.download_function(against))
+        if function_id(bundle) != against:  # ManagerClient checks it too
+            fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(against)}")
+        found = contents(directory, unpack(bundle, directory), result.spec.runtime)
+        files = {file.path: file for file in found.files}
+        return Side(against, None, against, files, found.vendored, directory)
+    if against == "approved":
+        approval = profile.approval(name)
+        if approval is None:
+            fail(f"you have not approved clean room {name}: nothing to compare with", EXIT_USAGE)
+        work_id = approval.work_id
+        label = f"Work-ID {work_id} (approved by you on {_when(approval.approved_at)})"
+    else:
+        work_id, label = against, f"Work-ID {shown(against)}"
+    record = profile.remembered_review(work_id)
+    if record is None:
+        fail(
+            f"this profile has no record of Work-ID {shown(work_id)}: give one you inspected, "
+            "approved or deployed, or a function ID fs://…",
+            EXIT_USAGE,
+        )
+    earlier = str(record.get("function_id"))
+    try:
+        with _status(f"downloading {shown(earlier)}…"):
+            bundle = _with_manager(profile, lambda manager: manager.download_function(earlier))
+    except ServerError:
+        return Side.of_record(label, work_id, record)  # gone from the manager: digests only
+    if function_id(bundle) != earlier:
+        fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(earlier)}")
+    unpack(bundle, directory)
+    return Side.of_record(label, work_id, record, directory)
+
+
+def _show_changes(changes: Changes) -> None:
+    for line in changes.lines():
+        _print(line)
 
 
 def inspect(
@@ -552,51 +709,116 @@ def inspect(
         Path | None,
         typer.Option(help="Also unpack the function here to read it (must not exist)."),
     ] = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="fs://ID|approved|WORK_ID",
+            help="Also show what changed since: another function (fs://…), the Work-ID you "
+            "approved for this room (approved), or a Work-ID you inspected before: spec, "
+            "parameters, rights, files, packages, and the code line by line.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Show what a clean room is, recomputed from its spec and function bytes."""
+    """Show what a clean room is, recomputed from its spec and function bytes.
+
+    Names the file the Worker will import as the handler's module, warns about
+    modules hidden by others and parameter keys that read alike, summarises
+    packages/, and prints the command that approves exactly this Work-ID. Text
+    from the deployer is shown escaped: anything but printable ASCII as \\u…, a
+    backslash as \\\\.
+    """
     profile = current_profile()
-    with _failures():
-        result = _review(profile, name, source)
+    with _failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
+        here = source if source is not None else Path(scratch) / "now" if against else None
+        result = _review(profile, name, here)
         approval = profile.approval(name)
+        changes = None
+        if against is not None:
+            before = _earlier(profile, name, against, result, Path(scratch) / "before")
+            now = Side.of_review(f"Work-ID {result.work_id} (now)", result, here)
+            changes = compare(before, now)
+        inspected = record_inspection(profile, result)
+    command = result.approve_command(_profile_option(profile))
     if as_json:
         document = result.to_json()
         document["approved"] = approval is not None and approval.work_id == result.work_id
         document["approval"] = approval.to_json() if approval is not None else None
+        document["approve_command"] = command
+        if changes is not None:
+            document["changes"] = changes.to_json()
         stdout.out(json.dumps(document, indent=2))
-    else:
-        _show(result, approval)
-        if not result.you_participate:
-            stderr.print("note: you have no right in this clean room", markup=False)
+        return
+    _show(result, approval)
+    if changes is not None:
+        _show_changes(changes)
+    if inspected is not None and inspected.work_id != result.work_id:
+        stderr.print(_changed(name, inspected, result))
+    if not result.you_participate:
+        stderr.print("note: you have no right in this clean room")
+    _print(f"to approve exactly this: {command}")
 
 
 def approve(
     name: Annotated[str, typer.Argument(help="The clean room's name.")],
+    work_id: Annotated[
+        str | None,
+        typer.Option(
+            "--work-id",
+            help="Approve only if the clean room still has this Work-ID (the one cleanroom "
+            "inspect showed you); then nothing is asked.",
+            show_default=False,
+        ),
+    ] = None,
     yes: Annotated[
-        bool, typer.Option("--yes", help="Approve without asking (after showing the review).")
+        bool,
+        typer.Option(
+            "--yes",
+            help="Approve without asking (after showing the review); refused if the clean "
+            "room changed since you last inspected it.",
+        ),
     ] = False,
 ) -> None:
-    """Review a clean room and pin its Work-ID: only then will you attest to it or send data."""
+    """Review a clean room and pin its Work-ID: only then will you attest to it or send data.
+
+    With --work-id, only that Work-ID is pinned: a clean room redeployed since you
+    inspected it is refused (exit 1) and nothing is pinned. Without it, a Work-ID
+    other than the one you last inspected is said plainly before the question.
+    """
     profile = current_profile()
     with _failures():
         result = _review(profile, name)
         approval = profile.approval(name)
+        inspected = record_inspection(profile, result)
     _show(result, approval)
+    if work_id is not None and work_id != result.work_id:
+        with _failures():
+            approve_review(profile, result, work_id)  # refuses: work-id-reviewed
     if approval is not None and approval.work_id == result.work_id:
-        stderr.print(f"clean room {name} is already approved with this Work-ID", markup=False)
+        stderr.print(f"clean room {name} is already approved with this Work-ID")
         return
     if not result.you_participate:
-        stderr.print("note: you have no right in this clean room", markup=False)
-    if result.handler_module is None:
-        stderr.print(f"warning: the handler {result.spec.handler} is not in the function")
+        stderr.print("note: you have no right in this clean room")
     if result.room.state in ("failed", "deleted"):
-        stderr.print(f"warning: the clean room is {_safe(result.room.state)}", markup=False)
-    if not yes and not typer.confirm(
-        f"Approve Work-ID {result.work_id} of clean room {name}?", default=False
-    ):
-        raise typer.Abort()
+        stderr.print(f"warning: the clean room is {shown(result.room.state)}")
+    if work_id is None:
+        if inspected is not None and inspected.work_id != result.work_id:
+            stderr.print(_changed(name, inspected, result), style="bold")
+            with _failures():
+                _show_changes_since(profile, inspected, result)
+            if yes:
+                fail(
+                    f"not approved: clean room {name} is not what you inspected; review it "
+                    f"above, then: {result.approve_command(_profile_option(profile))}"
+                )
+        if not yes and not typer.confirm(
+            f"Approve Work-ID {result.work_id} of clean room {name}?", default=False
+        ):
+            raise typer.Abort()
     with _failures():
-        profile.approve(name, result.work_id, result.function_id)
+        approve_review(profile, result, work_id or result.work_id)
     _print(f"approved: clean room {name}, Work-ID {result.work_id}")
 
 

@@ -205,8 +205,9 @@ def verify_quote(
         raise
     if not trust.is_intel_production:
         stderr.print(
-            f"[bold yellow]warning: verified against {trust.name}, NOT Intel's production "
-            "root: this proves nothing about real SGX hardware[/]"
+            f"warning: verified against {trust.name}, NOT Intel's production "
+            "root: this proves nothing about real SGX hardware",
+            style="bold yellow",
         )
     if save_bundle is not None:
         saved = QuoteBundle(

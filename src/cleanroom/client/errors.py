@@ -2,8 +2,8 @@
 
 Servers answer errors as RFC 9457 problems (docs/api.md, "Errors"), the token
 endpoint as RFC 6749 §5.2 ``{"error": …}``. Either way the body came from a
-server the client does not trust: it is shown (folded onto one line, control
-characters removed, shortened) and never acted on.
+server the client does not trust: it is shown (folded onto one line, escaped by
+:func:`cleanroom.protocol.text.shown`, shortened) and never acted on.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.text import shown
 
 _MAX_TEXT = 400
 
@@ -24,11 +25,10 @@ class UntrustedAnswerError(CheckFailed):
 
 
 def _clean(value: object, limit: int = _MAX_TEXT) -> str:
-    """``value`` as one printable line of at most ``limit`` characters."""
+    """``value`` as one line of at most ``limit`` characters, escaped as every untrusted text."""
     text = value if isinstance(value, str) else repr(value)
-    text = "".join(char if char.isprintable() else " " for char in text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = shown(" ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _phrase(status: int) -> str:

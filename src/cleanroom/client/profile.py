@@ -17,6 +17,10 @@ so two users can share a machine with different homes or profile names. It holds
   untrusted Controller sees, and it can be replaced without changing who the
   user is;
 - ``approvals.json``: room name -> the Work-ID the user reviewed and pinned;
+- ``inspections.json``: room name -> the Work-ID the user last inspected, so that a
+  room redeployed between ``inspect`` and ``approve`` is said plainly;
+- ``reviews/<Work-ID>.json``: what the user was shown for each Work-ID they
+  inspected or approved (spec, files, packages), to show later what changed;
 - ``token.json`` (0600): the cached access tokens, one per resource (the manager,
   and each room on a compute server), each bound to ``dpop-key.pem``.
 
@@ -72,6 +76,8 @@ CREDENTIALS_FILE = "credentials.json"
 USER_KEY_FILE = "user-key.pem"
 DPOP_KEY_FILE = "dpop-key.pem"
 APPROVALS_FILE = "approvals.json"
+INSPECTIONS_FILE = "inspections.json"
+REVIEWS_DIR = "reviews"
 TOKEN_FILE = "token.json"  # noqa: S105 - a file name, not a secret
 SIMULATOR_ROOT_FILE = "simulator-root.pem"
 
@@ -84,6 +90,7 @@ _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
 _PUBLIC_FILE = 0o644
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_WORK_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
@@ -110,6 +117,22 @@ class Approval:
             "work_id": self.work_id,
             "function_id": self.function_id,
             "approved_at": self.approved_at,
+        }
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """The Work-ID of a clean room that the user last inspected, and when."""
+
+    work_id: str
+    function_id: str
+    inspected_at: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "work_id": self.work_id,
+            "function_id": self.function_id,
+            "inspected_at": self.inspected_at,
         }
 
 
@@ -165,6 +188,13 @@ def _resource_key(resource: str | None, room: str | None, project: str | None) -
     if resource is None:
         return "manager"
     return f"{resource.rstrip('/')} {project or ''}/{room or ''}"
+
+
+class _InspectionRecord(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    work_id: str
+    function_id: str
+    inspected_at: int
 
 
 class _ApprovalRecord(BaseModel):
@@ -587,6 +617,67 @@ class Profile:
             )
         return approval
 
+    # -- what the user was shown ---------------------------------------------------
+
+    def inspections(self) -> dict[str, Inspection]:
+        """The last inspection of every room the user inspected, by room name."""
+        path = self.directory / INSPECTIONS_FILE
+        if not path.exists():
+            return {}
+        document = _read_json(path, self._what(INSPECTIONS_FILE))
+        if not isinstance(document, dict):
+            raise ProfileError(f"{self._what(INSPECTIONS_FILE)} is not a JSON object")
+        inspections = {}
+        for name, record in document.items():
+            try:
+                parsed = _InspectionRecord.model_validate(record)
+            except ValidationError as error:
+                raise ProfileError(
+                    f"{self._what(INSPECTIONS_FILE)}: room {name!r}: "
+                    f"{_first_error(error, INSPECTIONS_FILE)}"
+                ) from error
+            inspections[name] = Inspection(parsed.work_id, parsed.function_id, parsed.inspected_at)
+        return inspections
+
+    def inspection(self, name: str) -> Inspection | None:
+        """The Work-ID of room ``name`` that the user last inspected, if any."""
+        return self.inspections().get(name)
+
+    def record_inspection(
+        self, name: str, work_id: str, function_id: str, *, at: int | None = None
+    ) -> Inspection:
+        """Note that the user was just shown Work-ID ``work_id`` of room ``name``."""
+        inspection = Inspection(work_id, function_id, int(time.time()) if at is None else at)
+        inspections = self.inspections()
+        inspections[name] = inspection
+        write_atomic(
+            self.directory / INSPECTIONS_FILE,
+            _json_bytes({room: item.to_json() for room, item in sorted(inspections.items())}),
+            _PUBLIC_FILE,
+        )
+        return inspection
+
+    def _review_path(self, work_id: str) -> Path:
+        if not _WORK_ID.fullmatch(work_id):
+            raise ProfileError(f"not a Work-ID: {work_id!r}")
+        return self.directory / REVIEWS_DIR / f"{work_id}.json"
+
+    def remember_review(self, work_id: str, record: dict[str, Any]) -> None:
+        """Keep ``record``, what the user was shown for ``work_id`` (a JSON object)."""
+        path = self._review_path(work_id)
+        _make_private_dirs(path.parent)
+        write_atomic(path, _json_bytes(record), _PUBLIC_FILE)
+
+    def remembered_review(self, work_id: str) -> dict[str, Any] | None:
+        """What the user was shown for ``work_id``, if they inspected or approved it here."""
+        path = self._review_path(work_id)
+        if not path.exists():
+            return None
+        document = _read_json(path, self._what(f"{REVIEWS_DIR}/{work_id}.json"))
+        if not isinstance(document, dict):
+            raise ProfileError(f"{self._what(f'{REVIEWS_DIR}/{work_id}.json')} is not an object")
+        return document
+
     # -- the manager ---------------------------------------------------------------
 
     @property
@@ -804,6 +895,7 @@ __all__ = [
     "PROFILE_ENV",
     "TOKEN_MARGIN_S",
     "Approval",
+    "Inspection",
     "NotApprovedError",
     "Profile",
     "ProfileConfig",

@@ -4,7 +4,10 @@ The manager serves a room (its spec, Work-ID and function ID) and the function's
 bundle; none of it is trusted. :func:`review` recomputes the function ID from the
 bundle and the Work-ID from the spec, refuses any disagreement, and lists what
 the user should read before pinning the Work-ID with ``approve``: the function's
-files, who may upload which input, who may read which output and who may run.
+files, the file the Worker will import as the handler's module (found as Python
+finds it, :mod:`cleanroom.client.imports`), who may upload which input, who may
+read which output and who may run, and warnings: names that hide other modules,
+parameter keys that read alike.
 """
 
 from __future__ import annotations
@@ -15,12 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
+from cleanroom.client.vendored import Vendored, vendored
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import function_id, unpack
+from cleanroom.protocol.bundle import PACKAGES, function_id, unpack
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.text import collisions, quoted, shown
 
 if TYPE_CHECKING:
-    from cleanroom.client.manager import Room
+    from cleanroom.client.manager import ManagerClient, Room
+    from cleanroom.client.profile import Approval, Inspection, Profile
+
+RECORD_TYPE = "cleanroom/review-record/v1"
 
 Role = Literal["input", "output", "runner"]
 _CHUNK = 1 << 20
@@ -61,6 +70,113 @@ class Participant:
 
 
 @dataclass(frozen=True)
+class ReviewWarning:
+    """Something a reviewer must look at: ``message`` is one line, every name escaped."""
+
+    check: str  # "module-shadowing", "parameter-collision"
+    subjects: tuple[str, ...]  # the names concerned, exactly
+    message: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"check": self.check, "subjects": list(self.subjects), "message": self.message}
+
+
+_LISTED = 5  # names listed in one warning line before "and N more"
+
+
+def _count(paths: tuple[str, ...]) -> str:
+    return "1 file" if len(paths) == 1 else f"{len(paths)} files"
+
+
+def _some(paths: tuple[str, ...]) -> str:
+    listed = ", ".join(shown(path) for path in paths[:_LISTED])
+    more = len(paths) - _LISTED
+    return listed + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What a function holds, read from its unpacked files (nothing of it is run)."""
+
+    files: tuple[BundleFile, ...]
+    shadowing: tuple[Shadowing, ...]
+    vendored: Vendored
+
+    @property
+    def warnings(self) -> tuple[ReviewWarning, ...]:
+        """Names that hide other modules, then vendored files that are not as recorded."""
+        found = [
+            ReviewWarning(
+                "module-shadowing",
+                (item.module, *((item.used,) if item.used else ()), *item.hidden),
+                item.describe(),
+            )
+            for item in self.shadowing
+        ]
+        for item in self.vendored.distributions:
+            label = f"{PACKAGES}/ {shown(item.name)} {shown(item.version)}"
+            if not item.has_record:
+                found.append(
+                    ReviewWarning(
+                        "vendored-record",
+                        (item.metadata,),
+                        f"{label}: no readable RECORD, its files cannot be checked",
+                    )
+                )
+            if item.differ:
+                found.append(
+                    ReviewWarning(
+                        "vendored-record",
+                        item.differ,
+                        f"{label}: its RECORD does not match {_count(item.differ)}: "
+                        f"{_some(item.differ)}",
+                    )
+                )
+            if item.missing:
+                found.append(
+                    ReviewWarning(
+                        "vendored-record",
+                        item.missing,
+                        f"{label}: its RECORD lists {_count(item.missing)} not in the "
+                        f"function: {_some(item.missing)}",
+                    )
+                )
+        unrecorded = self.vendored.unrecorded
+        if unrecorded:
+            found.append(
+                ReviewWarning(
+                    "vendored-record",
+                    unrecorded,
+                    f"{PACKAGES}/: {_count(unrecorded)} in no distribution's RECORD: "
+                    f"{_some(unrecorded)}",
+                )
+            )
+        return tuple(found)
+
+
+def contents(directory: Path, paths: list[str], runtime: str) -> Contents:
+    """The contents of the function unpacked in ``directory`` (``paths``: its files)."""
+    files = bundle_files(directory, paths)
+    return Contents(
+        files,
+        shadowing(directory, runtime),
+        vendored(directory, {file.path: file for file in files}),
+    )
+
+
+def parameter_warnings(spec: WorkSpec) -> tuple[ReviewWarning, ...]:
+    """Parameter keys that read alike (NFKC, case folding): a handler reads only one."""
+    return tuple(
+        ReviewWarning(
+            "parameter-collision",
+            group,
+            "parameter keys read alike: " + ", ".join(quoted(key) for key in group),
+        )
+        for group in collisions(spec.parameters)
+    )
+
+
+@dataclass(frozen=True)
 class Review:
     """A room whose spec, Work-ID and function were recomputed and agree."""
 
@@ -68,14 +184,46 @@ class Review:
     spec: WorkSpec
     work_id: str  # recomputed from the spec, never the manager's field
     function_id: str  # recomputed from the bundle
-    files: tuple[BundleFile, ...]
+    contents: Contents
+    handler: HandlerLocation  # the file the Worker imports as the handler's module
     participants: tuple[Participant, ...]
-    handler_module: str | None  # the bundle path of the handler's module, if present
+
+    @property
+    def files(self) -> tuple[BundleFile, ...]:
+        return self.contents.files
+
+    @property
+    def handler_module(self) -> str:
+        """The path in the function of the handler's module."""
+        return self.handler.path
+
+    @property
+    def warnings(self) -> tuple[ReviewWarning, ...]:
+        """Parameter keys that read alike, then names that hide others."""
+        return parameter_warnings(self.spec) + self.contents.warnings
 
     @property
     def you_participate(self) -> bool:
         """Whether the reviewing user has any right in this room."""
         return any(participant.is_you for participant in self.participants)
+
+    def approve_command(self, profile: str | None = None) -> str:
+        """The command that approves exactly this Work-ID and nothing else."""
+        option = f"--profile {profile} " if profile else ""
+        return f"cleanroom {option}approve {self.room.name} --work-id {self.work_id}"
+
+    def record(self) -> dict[str, Any]:
+        """What the user was shown, to keep: compared later with what a room became."""
+        return {
+            "type": RECORD_TYPE,
+            "name": self.room.name,
+            "work_id": self.work_id,
+            "function_id": self.function_id,
+            "spec": self.spec.document(),
+            "handler": self.handler.to_json(),
+            "files": [file.to_json() for file in self.files],
+            "packages": self.contents.vendored.to_json(),
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The review as one JSON object (spec included, as it is hashed)."""
@@ -90,7 +238,10 @@ class Review:
             "function_id": self.function_id,
             "spec": self.spec.document(),
             "handler_module": self.handler_module,
+            "handler": self.handler.to_json(),
+            "warnings": [warning.to_json() for warning in self.warnings],
             "files": [file.to_json() for file in self.files],
+            "packages": self.contents.vendored.to_json(),
             "participants": [participant.to_json() for participant in self.participants],
         }
 
@@ -109,15 +260,8 @@ def participants(spec: WorkSpec, you: str | None = None) -> tuple[Participant, .
     return tuple(rights)
 
 
-def _handler_module(handler: str, files: set[str]) -> str | None:
-    module = handler.rpartition(".")[0].replace(".", "/")
-    for candidate in (f"{module}.py", f"{module}/__init__.py"):
-        if candidate in files:
-            return candidate
-    return None
-
-
-def _files(directory: Path, paths: list[str]) -> tuple[BundleFile, ...]:
+def bundle_files(directory: Path, paths: list[str]) -> tuple[BundleFile, ...]:
+    """The files ``paths`` of a function unpacked in ``directory``: sizes and SHA-256."""
     listed = []
     for path in paths:
         digest = hashlib.sha256()
@@ -140,9 +284,11 @@ def review(
     (``room-name``); a bundle that does not hash to the spec's function, or a room
     whose ``function`` field names another (``function-id``); a manager ``work_id``
     that is not the spec's recomputed Work-ID (``work-id``); a bundle that does
-    not unpack safely (``bundle-*``). ``you`` is the reviewer's ``user_id``, to mark
-    their own rights. ``source``, if given, is a directory (that must not exist)
-    to unpack the function into, for the user to read.
+    not unpack safely (``bundle-*``); a handler whose module the review cannot
+    find in the function as the Worker's import will (``handler-module``). ``you``
+    is the reviewer's ``user_id``, to mark their own rights. ``source``, if given,
+    is a directory (that must not exist) to unpack the function into, for the
+    user to read.
     """
     spec = WorkSpec.parse(room.spec)
     if spec.name != room.name:
@@ -172,22 +318,94 @@ def review(
             "the manager's Work-ID is not the hash of the room's spec",
         )
     if source is not None:
-        paths = unpack(bundle, source)
-        files = _files(source, paths)
-    else:
-        with tempfile.TemporaryDirectory(prefix="cleanroom-review-") as scratch:
-            unpacked = Path(scratch) / "function"
-            paths = unpack(bundle, unpacked)
-            files = _files(unpacked, paths)
+        return _review(room, spec, recomputed, bundle, source, you)
+    with tempfile.TemporaryDirectory(prefix="cleanroom-review-") as scratch:
+        return _review(room, spec, recomputed, bundle, Path(scratch) / "function", you)
+
+
+def _review(
+    room: Room, spec: WorkSpec, recomputed: str, bundle: bytes, directory: Path, you: str | None
+) -> Review:
+    paths = unpack(bundle, directory)
     return Review(
         room=room,
         spec=spec,
         work_id=spec.work_id,
         function_id=recomputed,
-        files=files,
+        contents=contents(directory, paths, spec.runtime),
+        handler=locate_handler(directory, spec.handler, spec.runtime),
         participants=participants(spec, you),
-        handler_module=_handler_module(spec.handler, set(paths)),
     )
 
 
-__all__ = ["BundleFile", "Participant", "Review", "ReviewError", "participants", "review"]
+def spec_record(spec: WorkSpec) -> dict[str, Any]:
+    """A record of a spec alone (the deployer's, who built it): see :meth:`Review.record`."""
+    return {
+        "type": RECORD_TYPE,
+        "name": spec.name,
+        "work_id": spec.work_id,
+        "function_id": spec.function,
+        "spec": spec.document(),
+    }
+
+
+def fetch_review(
+    manager: ManagerClient, name: str, *, you: str | None = None, source: Path | None = None
+) -> Review:
+    """Fetch room ``name`` and the function its spec names from ``manager``, and review them.
+
+    The bundle downloaded is the one the spec names (what the Work-ID covers), not
+    the manager's separate field for it; :func:`review` then checks that they agree.
+    """
+    room = manager.room(name)
+    spec = WorkSpec.parse(room.spec)
+    return review(room, manager.download_function(spec.function), you=you, source=source)
+
+
+def record_inspection(profile: Profile, reviewed: Review) -> Inspection | None:
+    """Note in ``profile`` that its user was shown ``reviewed``; the inspection before, if any."""
+    name = reviewed.room.name
+    previous = profile.inspection(name)
+    profile.remember_review(reviewed.work_id, reviewed.record())
+    profile.record_inspection(name, reviewed.work_id, reviewed.function_id)
+    return previous
+
+
+def approve_review(profile: Profile, reviewed: Review, work_id: str) -> Approval:
+    """Pin ``work_id`` for the reviewed room, only if it is the Work-ID just reviewed.
+
+    ``reviewed`` must be a review made now, from what the manager serves now:
+    :class:`ReviewError` (check ``work-id-reviewed``) when the room's Work-ID is
+    another than ``work_id`` (it was redeployed since the user looked at it);
+    nothing is pinned then.
+    """
+    name = reviewed.room.name
+    if reviewed.work_id != work_id:
+        raise ReviewError(
+            "work-id-reviewed",
+            work_id,
+            reviewed.work_id,
+            f"clean room {name} no longer has the Work-ID you reviewed: it was redeployed",
+            hint=f"inspect it again: cleanroom inspect {name}",
+        )
+    profile.remember_review(reviewed.work_id, reviewed.record())
+    return profile.approve(name, reviewed.work_id, reviewed.function_id)
+
+
+__all__ = [
+    "BundleFile",
+    "Contents",
+    "Participant",
+    "Review",
+    "ReviewError",
+    "ReviewWarning",
+    "approve_review",
+    "bundle_files",
+    "contents",
+    "fetch_review",
+    "parameter_warnings",
+    "participants",
+    "record_inspection",
+    "review",
+    "spec_record",
+]

@@ -32,7 +32,8 @@ from cleanroom.client.collateral import ChosenCollateral, choose_collateral
 from cleanroom.client.compute import ComputeClient
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
-from cleanroom.client.profile import Profile
+from cleanroom.client.profile import Approval, Profile
+from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import MessageFormatError, RecordError
@@ -200,6 +201,27 @@ class CleanRoomClient:
         )
 
     # -------------------------------------------------------------- approval
+
+    def inspect(self, name: str, *, source: Path | None = None) -> Review:
+        """Review room ``name`` as served now (:func:`cleanroom.client.review.review`).
+
+        The function ID and Work-ID are recomputed from the bytes and the handler's
+        module located as the Worker imports it; the inspection is recorded in the
+        profile. ``source`` (must not exist) receives the unpacked function.
+        """
+        reviewed = fetch_review(self.manager, name, you=self.profile.user_id, source=source)
+        record_inspection(self.profile, reviewed)
+        return reviewed
+
+    def approve(self, name: str, work_id: str) -> Approval:
+        """Pin ``work_id`` for room ``name``, only if the room still has that Work-ID.
+
+        Reviews the room again now and refuses (``work-id-reviewed``) when its
+        Work-ID is another: pass the Work-ID you inspected, never the room's
+        current one unseen.
+        """
+        reviewed = fetch_review(self.manager, name, you=self.profile.user_id)
+        return approve_review(self.profile, reviewed, work_id)
 
     def approved(self, name: str) -> tuple[Room, WorkSpec]:
         """The room and its spec, refused unless its recomputed Work-ID is the pinned one."""

@@ -24,19 +24,28 @@ written by the standard library ``tarfile`` with ``PAX_FORMAT``, UTF-8 names:
   more also gets ``size``;
 - the archive ends with tarfile's two zero blocks, padded to a 10240-byte record.
 
-:func:`pack` skips, silently, every directory named ``__pycache__`` and every
-regular file whose name ends in ``.pyc``: bytecode is a cache the interpreter
-rebuilds, and it would make the ID depend on which Python last imported the code.
+A bundle holds only code that a reviewer can read, under names a reviewer can
+tell apart, and :func:`pack` and :func:`unpack` accept exactly the same members:
+no bytecode (``.pyc``, ``.pyo``, ``__pycache__/``), compiled extension modules
+(``.so``, ``.pyd``) only under ``packages/``, Python sources (``.py``, ``.pyw``) in
+UTF-8 declaring no other encoding, and no two paths equal after NFKC
+normalisation and case folding (:func:`cleanroom.protocol.text.folded`). The one
+thing :func:`pack` leaves out instead of refusing is a directory named exactly
+``__pycache__``: the interpreter's cache of the sources beside it, never part of
+a function.
 
 :func:`unpack` checks every member before it writes anything and extracts with
-tarfile's ``"data"`` filter into a fresh directory that it renames into place.
+tarfile's ``"data"`` filter into a fresh directory that it renames into place
+once the sources in it passed their check.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -47,6 +56,7 @@ from typing import IO, cast
 
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.errors import ProtocolError
+from cleanroom.protocol.text import folded, shown
 
 DEFAULT_MAX_BYTES = 1 << 30
 """Default limit on the total size of the files' contents (1 GiB)."""
@@ -61,12 +71,20 @@ MAX_NAME_BYTES = 255
 
 HANDLER = "handler.py"
 FUNCTION_ID_PREFIX = "fs://"
+PACKAGES = "packages"
+"""The directory of vendored packages: on ``sys.path`` after the bundle's top."""
+
+SOURCE_HEAD_BYTES = 1 << 20
+"""Longest first two lines of a Python source (where an encoding may be declared)."""
 
 _FILE_MODE = 0o644
 _DIRECTORY_MODE = 0o755
-_SKIPPED_DIRECTORIES = frozenset({"__pycache__"})
-_SKIPPED_SUFFIX = ".pyc"
+_BYTECODE_CACHE = "__pycache__"
+_BYTECODE_SUFFIXES = (".pyc", ".pyo")
+_EXTENSION_SUFFIXES = (".so", ".pyd")
+_SOURCE_SUFFIXES = (".py", ".pyw")
 _FILE_TYPES = frozenset({tarfile.REGTYPE, tarfile.AREGTYPE})
+_CHUNK = 1 << 20
 # Errors that tarfile raises on malformed input while listing members.
 _FORMAT_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError)
 
@@ -84,8 +102,8 @@ class _Entry:
 
 
 def _display(path: str) -> str:
-    """``path`` for error messages, even when it is not valid UTF-8."""
-    return repr(path)[1:-1]
+    """``path`` for error messages: printable ASCII, even when it is not valid UTF-8."""
+    return shown(path)
 
 
 def _check_path(path: str) -> None:
@@ -163,6 +181,170 @@ def _file_type_error(path: str, mode: int) -> BundleError:
     )
 
 
+# --- what a bundle may hold: only code that a reviewer can read is run -----------------
+
+
+def _check_kind(path: str, *, is_directory: bool) -> None:
+    """Refuse code that the review cannot show (``bundle-bytecode``, ``bundle-extension``).
+
+    Bytecode is refused everywhere: the interpreter runs a ``.pyc`` beside or
+    instead of its source (an unchecked-hash ``.pyc`` is never compared with it),
+    so it could run other code than the source shows. A compiled extension module
+    is allowed only under ``packages/``, where vendored wheels keep theirs; at the
+    top it would be imported in place of a reviewed module of the same name.
+    Suffixes are compared case-insensitively: refusing more is safe.
+    """
+    parts = path.split("/")
+    if any(part.casefold() == _BYTECODE_CACHE for part in parts) or (
+        not is_directory and parts[-1].casefold().endswith(_BYTECODE_SUFFIXES)
+    ):
+        raise BundleError(
+            "bundle-bytecode",
+            "Python sources only: no .pyc file and no __pycache__ directory",
+            _display(path),
+            "the function holds bytecode, which would run instead of the reviewed source",
+            hint="delete the bytecode (Python rebuilds it from the sources)",
+        )
+    vendored = len(parts) > 1 and parts[0] == PACKAGES
+    if not (is_directory or vendored) and parts[-1].casefold().endswith(_EXTENSION_SUFFIXES):
+        raise BundleError(
+            "bundle-extension",
+            f"compiled extension modules (.so, .pyd) only under {PACKAGES}/",
+            _display(path),
+            "a compiled module outside packages/ would be imported instead of the source",
+            hint=f"vendor compiled packages under {PACKAGES}/",
+        )
+
+
+class _Names:
+    """The paths seen so far, refusing two that read alike (``bundle-name-collision``)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def add(self, path: str) -> None:
+        other = self._seen.setdefault(folded(path), path)
+        if other != path:
+            first, second = sorted((other, path))
+            raise BundleError(
+                "bundle-name-collision",
+                "names that differ after NFKC normalisation and case folding",
+                f"{_display(first)} and {_display(second)}",
+                "two names in the function read alike",
+                hint="rename one of them: a reviewer cannot tell them apart",
+            )
+
+
+_DECLARATION = re.compile(rb"coding[:=][ \t]*([-\w.]+)")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _declares_utf8(name: bytes) -> bool:
+    """Whether Python reads a source declaring ``name`` as UTF-8 (its own normalisation)."""
+    text = name.decode("ascii")
+    normal = text[:12].lower().replace("_", "-")
+    if normal == "utf-8" or normal.startswith("utf-8-"):
+        return True
+    try:
+        return codecs.lookup(text).name == "utf-8"
+    except LookupError:
+        return False
+
+
+class _SourceCheck:
+    """One Python source, fed in pieces: UTF-8 throughout, no other encoding declared.
+
+    Python reads a source as UTF-8 unless one of its first two lines declares
+    another encoding (``# -*- coding: utf-7 -*-``); a reviewer's editor or viewer
+    may not, and then shows other text than runs. So a source must be valid UTF-8
+    and every ``coding:`` or ``coding=`` after a ``#`` in its first two lines must
+    name UTF-8 (more than Python looks at: a code line's trailing comment counts,
+    as editors read it). A UTF-8 byte order mark is fine.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._head = bytearray()
+        self._head_checked = False
+        self._offset = 0
+
+    def _refuse(self, actual: str, why: str) -> BundleError:
+        return BundleError(
+            "bundle-source-encoding",
+            "Python sources in UTF-8 that declare no other encoding",
+            f"{_display(self._path)}: {actual}",
+            why,
+            hint="save the file as UTF-8 and remove the coding declaration",
+        )
+
+    def feed(self, data: bytes, *, final: bool = False) -> None:
+        pending = len(self._decoder.getstate()[0])
+        try:
+            self._decoder.decode(data, final)
+        except UnicodeDecodeError as error:
+            where = self._offset - pending + error.start
+            raise self._refuse(
+                f"not UTF-8 at byte {where}", "a Python source is not valid UTF-8"
+            ) from None
+        self._offset += len(data)
+        if self._head_checked:
+            return
+        self._head += data
+        lines = _LINE_END.split(bytes(self._head), maxsplit=2)
+        if len(lines) < 3 and not final:
+            if len(self._head) > SOURCE_HEAD_BYTES:
+                raise self._refuse(
+                    f"first two lines longer than {SOURCE_HEAD_BYTES} bytes",
+                    "a Python source's first lines, where an encoding is declared, are too long",
+                )
+            return
+        for line in lines[:2]:
+            comment = line.find(b"#")
+            if comment < 0:
+                continue
+            for declared in _DECLARATION.finditer(line, comment):
+                if not _declares_utf8(declared[1]):
+                    name = declared[1].decode("ascii")
+                    raise self._refuse(
+                        f"declares encoding {name}",
+                        "a Python source declares another encoding than UTF-8",
+                    )
+        self._head_checked = True
+        self._head.clear()
+
+    def finish(self) -> None:
+        self.feed(b"", final=True)
+
+
+def _is_source(path: str) -> bool:
+    return path.rpartition("/")[2].casefold().endswith(_SOURCE_SUFFIXES)
+
+
+def _check_source_file(path: str, file: IO[bytes]) -> None:
+    check = _SourceCheck(path)
+    while chunk := file.read(_CHUNK):
+        check.feed(chunk)
+    check.finish()
+
+
+class _CheckedSource(io.RawIOBase):
+    """A source file that checks (:class:`_SourceCheck`) every byte read from it."""
+
+    def __init__(self, file: IO[bytes], check: _SourceCheck) -> None:
+        super().__init__()
+        self._file = file
+        self._check = check
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._file.read(size)
+        self._check.feed(data)
+        return data
+
+
 def _scan(directory: Path, max_bytes: int, max_files: int) -> list[_Entry]:
     """Every file and directory below ``directory``, checked, in canonical order."""
     top = os.lstat(directory)
@@ -171,6 +353,7 @@ def _scan(directory: Path, max_bytes: int, max_files: int) -> list[_Entry]:
     if not stat.S_ISDIR(top.st_mode):
         raise _file_type_error(str(directory), top.st_mode)
     entries: list[_Entry] = []
+    names = _Names()
     total = 0
     pending: list[tuple[str, str]] = [(os.fspath(directory), "")]
     while pending:
@@ -183,15 +366,17 @@ def _scan(directory: Path, max_bytes: int, max_files: int) -> list[_Entry]:
             if stat.S_ISLNK(mode):
                 raise _symlink_error(path)
             if stat.S_ISDIR(mode):
-                if child.name in _SKIPPED_DIRECTORIES:
-                    continue
+                if child.name == _BYTECODE_CACHE:
+                    continue  # a cache the interpreter rebuilds: never part of a function
                 _check_path(path)
+                _check_kind(path, is_directory=True)
+                names.add(path)
                 entries.append(_Entry(path, child.path, is_directory=True, size=0))
                 pending.append((child.path, path + "/"))
             elif stat.S_ISREG(mode):
-                if child.name.endswith(_SKIPPED_SUFFIX):
-                    continue
                 _check_path(path)
+                _check_kind(path, is_directory=False)
+                names.add(path)
                 size = child.stat(follow_symlinks=False).st_size
                 entries.append(_Entry(path, child.path, is_directory=False, size=size))
                 total += size
@@ -237,12 +422,17 @@ def _add_file(tar: tarfile.TarFile, entry: _Entry, total: int, max_bytes: int) -
         total += status.st_size
         if total > max_bytes:
             raise _size_error(total, max_bytes)
+        source = _SourceCheck(entry.path) if _is_source(entry.path) else None
+        # The bytes checked are the bytes packed: the check reads as tarfile copies.
+        contents = file if source is None else _CheckedSource(file, source)
         try:
-            tar.addfile(_header(entry.path, is_directory=False, size=status.st_size), file)
+            tar.addfile(_header(entry.path, is_directory=False, size=status.st_size), contents)
         except OSError as error:  # tarfile read fewer bytes than the size it wrote
             raise _changed_error(entry.path) from error
         if file.read(1):
             raise _changed_error(entry.path)
+        if source is not None:
+            source.finish()
     return total
 
 
@@ -265,18 +455,20 @@ def pack(
     """The canonical bundle of the function in ``directory`` (see the module docstring).
 
     Only names and contents are carried: the same tree gives the same bytes
-    everywhere. ``__pycache__`` directories and ``*.pyc`` files are skipped silently.
-    Files are streamed into the archive, each read once; the archive is returned in
-    memory.
+    everywhere. Directories named ``__pycache__`` are left out. Files are streamed
+    into the archive, each read once (and checked as it is read); the archive is
+    returned in memory.
 
     Raises :class:`BundleError` naming the check: ``bundle-symlink`` (a symbolic
     link anywhere, ``directory`` included), ``bundle-file-type`` (anything but
     regular files and directories), ``bundle-path`` (a name that is not valid
-    UTF-8, holds a backslash, or is too long), ``bundle-handler`` (no regular
-    ``handler.py`` at the top), ``bundle-size`` (more than ``max_bytes`` bytes of
-    contents or more than ``max_files`` members: :func:`unpack`'s limits), and
-    ``bundle-changed`` (a file changed size while it was read). ``OSError`` when
-    the directory cannot be read.
+    UTF-8, holds a backslash, or is too long), ``bundle-bytecode``,
+    ``bundle-extension``, ``bundle-source-encoding``, ``bundle-name-collision``
+    (see the module docstring), ``bundle-handler`` (no regular ``handler.py`` at
+    the top), ``bundle-size`` (more than ``max_bytes`` bytes of contents or more
+    than ``max_files`` members: :func:`unpack`'s limits), and ``bundle-changed``
+    (a file changed size while it was read). ``OSError`` when the directory
+    cannot be read.
     """
     buffer = io.BytesIO()
     pack_into(directory, buffer, max_bytes=max_bytes, max_files=max_files)
@@ -370,6 +562,7 @@ def _check_members(
     files: list[str] = []
     directories: set[str] = set()
     seen: set[str] = set()
+    names = _Names()
     previous = b""
     total = 0
     size = _size_of(bundle)
@@ -402,16 +595,18 @@ def _check_members(
                 f"{_display(path)} of tar type {member.type!r}",
                 "a bundle may contain only regular files and directories",
             )
+        _check_kind(path, is_directory=is_directory)
         if path in seen:
             raise BundleError(
                 "bundle-duplicate", "each path once", _display(path), "a path appears twice"
             )
         seen.add(path)
+        names.add(path)
         encoded = path.encode("utf-8")
         if encoded <= previous:
             raise BundleError(
                 "bundle-canonical",
-                f"members sorted by path: after {previous.decode('utf-8')!r}",
+                f"members sorted by path: after {_display(previous.decode('utf-8'))}",
                 _display(path),
                 "the members are not in canonical order",
             )
@@ -443,6 +638,14 @@ def _check_members(
     if HANDLER not in files:
         raise _handler_error("a directory" if HANDLER in directories else "no such file")
     return members, files
+
+
+def _check_sources(directory: Path, files: list[str]) -> None:
+    """Every Python source among ``files``, as extracted under ``directory``, is UTF-8."""
+    for path in files:
+        if _is_source(path):
+            with open(directory / path, "rb") as file:
+                _check_source_file(path, file)
 
 
 def _open(bundle: Source) -> tarfile.TarFile:
@@ -483,8 +686,10 @@ def unpack(
     links, devices, FIFOs, anything but regular files and directories),
     ``bundle-duplicate``, ``bundle-canonical`` (members not sorted as :func:`pack`
     sorts them, or a directory not listed before its contents), ``bundle-size``
-    (more than ``max_bytes`` bytes of contents or ``max_files`` members) and
-    ``bundle-handler``. A bundle that passes need not be byte-identical to what
+    (more than ``max_bytes`` bytes of contents or ``max_files`` members),
+    ``bundle-bytecode``, ``bundle-extension``, ``bundle-name-collision``,
+    ``bundle-handler`` and, after extraction but before the rename,
+    ``bundle-source-encoding``. A bundle that passes need not be byte-identical to what
     :func:`pack` makes of its contents: its ID is what it hashes to.
     """
     if os.path.lexists(destination):
@@ -502,6 +707,7 @@ def unpack(
                 tar.extractall(staging, members=members, filter="data")
             except tarfile.TarError as error:  # a filter refused what the checks let by
                 raise _format_error(f"{type(error).__name__}: {error}") from error
+            _check_sources(Path(staging), files)
             if os.path.lexists(destination):
                 raise BundleError(
                     "bundle-destination",

@@ -1,0 +1,122 @@
+"""The review diff, side against side: packages, binary files, a long diff, a tampered record."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from cleanroom.client.changes import MAX_DIFF_LINES, Side, compare
+from cleanroom.client.review import BundleFile, ReviewError
+from cleanroom.client.vendored import Vendored, VendoredDistribution
+from cleanroom.protocol.spec import WorkSpec
+from tests.protocol.fixtures import SPEC_DOCUMENT
+
+
+def side(
+    root: Path, files: dict[str, bytes], vendored: Vendored | None = None, label: str = "x"
+) -> Side:
+    listed = {}
+    for path, data in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        listed[path] = BundleFile(path, len(data), hashlib.sha256(data).hexdigest())
+    function = "fs://" + "A" * 43 if label == "before" else "fs://" + "B" * 43
+    return Side(label, None, function, listed, vendored or Vendored((), ()), root)
+
+
+def distribution(
+    name: str, version: str, digest: str, *, differ: bool = False
+) -> VendoredDistribution:
+    return VendoredDistribution(
+        name, version, f"packages/{name}-{version}.dist-info", (), True,
+        ("packages/x.py",) if differ else (), (), digest,
+    )  # fmt: skip
+
+
+def test_packages(tmp_path: Path) -> None:
+    before = Vendored(
+        (
+            distribution("gone", "1.0", "a"),
+            distribution("numpy", "1.26.3", "b"),
+            distribution("same", "2.0", "c"),
+        ),
+        ("packages/loose.py",),
+    )
+    after = Vendored(
+        (
+            distribution("new", "0.1", "d"),
+            distribution("numpy", "1.26.4", "e"),
+            distribution("same", "2.0", "f", differ=True),
+        ),
+        (),
+    )
+    changes = compare(
+        side(tmp_path / "a", {}, before, "before"), side(tmp_path / "b", {}, after, "after")
+    )
+    assert changes.packages == [
+        "- gone 1.0",
+        "+ new 0.1",
+        "~ numpy 1.26.3 -> 1.26.4",
+        "~ same 2.0: same version, other files",
+        "! same: its files no longer match its RECORD",
+        "- packages/loose.py (in no RECORD)",
+    ]
+
+
+def test_binary_and_vendored_files_are_compared_by_digest(tmp_path: Path) -> None:
+    changes = compare(
+        side(
+            tmp_path / "a", {"blob.bin": b"\xff\x00", "packages/p.py": b"A = 1\n"}, label="before"
+        ),
+        side(tmp_path / "b", {"blob.bin": b"\xff\x01", "packages/p.py": b"A = 2\n"}),
+    )
+    assert changes.files == [
+        "~ blob.bin (2 -> 2 bytes)",
+        "~ packages/p.py (6 -> 6 bytes)",
+    ]
+    assert changes.code == ["blob.bin: binary or larger than 1 MiB, digest changed"]
+
+
+def test_a_long_diff_is_cut(tmp_path: Path) -> None:
+    many = "".join(f"x{i} = {i}\n" for i in range(MAX_DIFF_LINES)).encode()
+    changes = compare(
+        side(tmp_path / "a", {"a.py": b""}, label="before"), side(tmp_path / "b", {"a.py": many})
+    )
+    assert len(changes.code) == MAX_DIFF_LINES
+    assert any("cut after" in note for note in changes.notes)
+
+
+def test_lines_end_where_python_ends_them(tmp_path: Path) -> None:
+    """A lone CR ends a line for Python: the diff shows it as two; U+2028 does not."""
+    changes = compare(
+        side(tmp_path / "a", {"a.py": b"x = 1\n"}, label="before"),
+        side(tmp_path / "b", {"a.py": "x = 1\rimport os\u2028# y\n".encode()}),
+    )
+    assert changes.code == [
+        "--- a.py (before)",
+        "+++ a.py (now)",
+        "@@ -1 +1,2 @@",
+        " x = 1",
+        "+import os\\u2028# y",
+    ]
+
+
+def test_a_record_that_does_not_hash_to_its_work_id_is_refused() -> None:
+    """A profile file changed behind the user's back is not compared with."""
+    spec = WorkSpec.parse(SPEC_DOCUMENT)
+    record = {
+        "spec": spec.document(),
+        "function_id": spec.function,
+        "files": [],
+        "packages": {"distributions": [], "unrecorded": []},
+    }
+    assert Side.of_record("x", spec.work_id, record).spec == spec
+    tampered = {**record, "spec": {**spec.document(), "parameters": {"k": 1}}}
+    with pytest.raises(ReviewError) as caught:
+        Side.of_record("x", spec.work_id, tampered)
+    assert caught.value.check == "review-record"
+    with pytest.raises(ReviewError):
+        Side.of_record("x", spec.work_id, {**record, "files": [{"path": "x"}]})

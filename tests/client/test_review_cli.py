@@ -1,0 +1,498 @@
+"""What a reviewer sees is what runs: the review as the command line shows it.
+
+A hostile deployer (Alice, through the SDK, which lets her put anything into a
+spec) deploys on a real manager with a stand-in Controller; Bob reviews with
+``cleanroom inspect`` and ``approve``. Each test plays one trick and checks that
+the review shows the true content, or refuses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleanroom.cli.main import main
+from cleanroom.client.access import Access, build_spec
+from cleanroom.client.profile import Profile
+from cleanroom.client.review import ReviewError
+from cleanroom.client.rooms import CleanRoomClient
+from cleanroom.protocol.bundle import pack
+from cleanroom.protocol.spec import Scalar, WorkSpec
+from tests.client.test_vendored import vendor
+from tests.client.test_with_manager import configure
+from tests.manager.conftest import Manager, StandInController
+from tests.protocol.test_bundle import HANDLER, Tree, write_tree
+
+
+@pytest.fixture
+def database_url() -> None:
+    """These tests are about the review, not the database: SQLite only."""
+    return None
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def parties(
+    home: Path, capsys: pytest.CaptureFixture[str], manager: Manager, controller: StandInController
+) -> tuple[Profile, Profile]:
+    """Alice (the deployer, project acme) and Bob (the reviewer, project beta), logged in."""
+    for name, project in (("alice", "acme"), ("bob", "beta")):
+        client_id, secret = manager.new_client(project)
+        assert run(capsys, *configure(name, manager.url, client_id, secret))[0] == 0
+        assert run(capsys, "--profile", name, "login")[0] == 0
+    return Profile.load("alice"), Profile.load("bob")
+
+
+def deploy(
+    deployer: Profile,
+    reviewer: Profile,
+    tmp_path: Path,
+    tree: Tree,
+    *,
+    name: str = "hostile",
+    handler: str = "handler.run",
+    parameters: dict[str, Scalar] | None = None,
+    memory_mib: int = 2048,
+    outputs: dict[str, str] | None = None,
+) -> WorkSpec:
+    """Upload ``tree`` and deploy it as room ``name``, Bob uploading, Alice reading."""
+    source = write_tree(tmp_path / f"source-{name}-{len(list(tmp_path.iterdir()))}", tree)
+    with deployer.manager() as manager:
+        function = manager.upload_function(pack(source)).function_id
+        spec = build_spec(
+            name=name,
+            function_id=function,
+            handler=handler,
+            access=Access(
+                inputs={"input_1": reviewer.user_id},
+                outputs=outputs or {"output_1": deployer.user_id},
+            ),
+            deployer_user_id=deployer.user_id,
+            parameters=parameters or {},
+            memory_mib=memory_mib,
+        )
+        room = manager.deploy(spec)
+    assert room.state == "deployed", room
+    return spec
+
+
+def inspect(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    code, out, err = run(capsys, "--profile", "bob", "inspect", *args)
+    assert code == 0, err
+    return out
+
+
+# --- text rendered unlike its content ---------------------------------------------------
+
+
+def test_parameters_are_shown_as_they_are(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(
+        alice,
+        bob,
+        tmp_path,
+        {"handler.py": HANDLER},
+        parameters={
+            "columns": "region:email:segment",  # Rich would show :email: as an envelope
+            "k\u034f": 10,  # an invisible combining grapheme joiner after k
+            "\\u202e": 1,  # six ASCII characters that look like an escape
+            "\u202e": 2,  # the right-to-left override itself
+            "pad ": "[bold]x[/]",
+        },
+    )
+    out = inspect(capsys, "hostile")
+    assert out.isascii()
+    assert '  "columns" = "region:email:segment"\n' in out
+    assert '  "k\\u034f" = 10\n' in out
+    assert '  "\\\\u202e" = 1\n' in out
+    assert '  "\\u202e" = 2\n' in out
+    assert '  "pad " = "[bold]x[/]"\n' in out
+    assert "\u2709" not in out
+
+
+def test_file_names_are_shown_as_they_are(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(
+        alice,
+        bob,
+        tmp_path,
+        {
+            "handler.py": HANDLER,
+            "notes\u202egnp.py": b"X = 1\n",  # shows as notes + reversed text
+            "caf\u00e9.txt": b"",
+            ":email:.txt": b"",
+            "trailing ": b"",
+        },
+    )
+    out = inspect(capsys, "hostile")
+    assert out.isascii()
+    listed = re.findall(r"^  [0-9a-f]{64} +\d+  (.*)$", out, re.MULTILINE)
+    assert listed == [
+        ":email:.txt",
+        "caf\\xe9.txt",
+        "handler.py",
+        "notes\\u202egnp.py",
+        "trailing\\x20",
+    ]
+
+
+def test_json_keeps_the_exact_strings(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k\u034f": 10})
+    document = json.loads(inspect(capsys, "hostile", "--json"))
+    assert document["spec"]["parameters"] == {"k\u034f": 10}
+
+
+# --- code runs that the review does not show ------------------------------------------------
+
+
+def test_inspect_names_the_file_python_imports_and_what_it_hides(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(
+        alice,
+        bob,
+        tmp_path,
+        {
+            "handler.py": b"def run():\n    pass\n",
+            "handler": {"__init__.py": b"def run():\n    pass\n"},
+            "json.py": b"",
+        },
+        parameters={"k": 1, "k\u034f": 10},
+    )
+    out = inspect(capsys, "hostile")
+    assert "handler:        handler.run in handler/__init__.py\n" in out
+    assert "warnings (3):\n" in out
+    assert '  parameter keys read alike: "k", "k\\u034f"\n' in out
+    assert (
+        "  handler: handler/__init__.py is imported; never imported under that name: "
+        "handler.py (a package comes before a module of the same name)\n"
+    ) in out
+    assert "  json: json.py has the name of a standard-library module" in out
+
+
+def test_a_handler_the_review_cannot_find_is_refused(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, handler="elsewhere.run")
+    for command in (["inspect", "hostile"], ["approve", "hostile", "--yes"]):
+        code, _, err = run(capsys, "--profile", "bob", *command)
+        assert code == 1
+        assert err.startswith(
+            "error: handler-module: the handler elsewhere.run is not in the function"
+        )
+    assert bob.approval("hostile") is None
+
+
+# --- approve pins what was inspected ---------------------------------------------------------
+
+
+def redeploy(
+    deployer: Profile,
+    reviewer: Profile,
+    tmp_path: Path,
+    tree: Tree | None = None,
+    **changes: Any,
+) -> WorkSpec:
+    """Delete room ``hostile`` and deploy it again (another nonce: another Work-ID)."""
+    with deployer.manager() as manager:
+        manager.delete("hostile")
+    return deploy(deployer, reviewer, tmp_path, tree or {"handler.py": HANDLER}, **changes)
+
+
+def test_inspect_prints_the_command_that_approves_exactly_this(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    out = inspect(capsys, "hostile")
+    command = f"cleanroom --profile bob approve hostile --work-id {spec.work_id}"
+    assert out.endswith(f"to approve exactly this: {command}\n")
+    assert json.loads(inspect(capsys, "hostile", "--json"))["approve_command"] == command
+    code, out, err = run(capsys, *command.split()[1:])
+    assert code == 0, err
+    assert f"approved: clean room hostile, Work-ID {spec.work_id}" in out
+    assert bob.require_approval("hostile", spec.work_id)
+
+
+def test_approve_with_a_work_id_refuses_a_room_redeployed_since(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
+    inspect(capsys, "hostile")
+    second = redeploy(alice, bob, tmp_path, parameters={"k": 1})
+    code, _, err = run(capsys, "--profile", "bob", "approve", "hostile", "--work-id", first.work_id)
+    assert code == 1
+    assert err.startswith(
+        "error: work-id-reviewed: clean room hostile no longer has the Work-ID you reviewed"
+    )
+    assert f"expected {first.work_id}, got {second.work_id}" in err
+    assert bob.approval("hostile") is None
+
+
+def test_approve_says_plainly_that_the_room_changed_since_it_was_inspected(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
+    inspect(capsys, "hostile")
+    second = redeploy(alice, bob, tmp_path, parameters={"k": 1})
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    code, out, err = run(capsys, "--profile", "bob", "approve", "hostile")
+    assert code == 1
+    assert "clean room hostile CHANGED since you inspected it on " in err
+    assert f"Work-ID then {first.work_id}, now {second.work_id}" in err
+    assert f"Approve Work-ID {second.work_id} of clean room hostile? [y/N]" in out
+    assert bob.approval("hostile") is None
+
+    # That approve showed the new one: it is now the one last inspected.
+    redeploy(alice, bob, tmp_path, parameters={"k": 2})
+    code, _, err = run(capsys, "--profile", "bob", "approve", "hostile", "--yes")
+    assert code == 1
+    assert "not approved: clean room hostile is not what you inspected" in err
+    assert bob.approval("hostile") is None
+
+
+def test_the_sdk_pins_only_the_work_id_it_is_given(
+    parties: tuple[Profile, Profile], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    client = CleanRoomClient(bob)
+    reviewed = client.inspect("hostile")
+    assert reviewed.work_id == first.work_id
+    assert bob.inspection("hostile").work_id == first.work_id  # type: ignore[union-attr]
+    second = redeploy(alice, bob, tmp_path)
+    with pytest.raises(ReviewError) as caught:
+        client.approve("hostile", first.work_id)
+    assert (caught.value.check, caught.value.expected, caught.value.actual) == (
+        "work-id-reviewed",
+        first.work_id,
+        second.work_id,
+    )
+    assert bob.approval("hostile") is None
+    assert client.approve("hostile", second.work_id).work_id == second.work_id
+    assert bob.require_approval("hostile", second.work_id)
+
+
+# --- vendored packages --------------------------------------------------------------------
+
+
+def test_inspect_summarises_packages_and_names_a_changed_vendored_file(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    vendored = tmp_path / "vendored"
+    vendor(vendored)
+    impl = vendored / "packages" / "rfc8785" / "_impl.py"
+    impl.write_text(impl.read_text() + "\nimport os  # added after install\n")
+    tree: Tree = {"handler.py": HANDLER}
+    for path in sorted(vendored.rglob("*")):
+        if path.is_file():
+            node = tree
+            *parents, name = path.relative_to(vendored).parts
+            for parent in parents:
+                child = node.setdefault(parent, {})
+                assert isinstance(child, dict)
+                node = child
+            node[name] = path.read_bytes()
+    deploy(alice, bob, tmp_path, tree)
+    out = inspect(capsys, "hostile")
+    assert "vendored packages (1):\n" in out
+    assert re.search(
+        r"^  rfc8785 0\.1\.4: 8 files, RECORD: 1 differ, 0 missing, digest [0-9a-f]{16}$",
+        out,
+        re.MULTILINE,
+    ), out
+    assert (
+        "  packages/ rfc8785 0.1.4: its RECORD does not match 1 file: packages/rfc8785/_impl.py\n"
+    ) in out
+    document = json.loads(inspect(capsys, "hostile", "--json"))
+    assert document["packages"]["distributions"][0]["differ"] == ["packages/rfc8785/_impl.py"]
+
+
+# --- the review diff --------------------------------------------------------------------------
+
+VERSION_1 = b"def run():\n    label = 'reviewed'\n    return label\n"
+VERSION_2 = b"def run():\n    label = 're\xe2\x80\xaeviewed'  \n    return label\n"
+
+
+def test_inspect_against_the_approved_work_id_shows_what_changed(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(
+        alice, bob, tmp_path, {"handler.py": VERSION_1, "old.txt": b"x"}, parameters={"k": 10}
+    )
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    second = redeploy(
+        alice,
+        bob,
+        tmp_path,
+        {"handler.py": VERSION_2, "new.txt": b"yy"},
+        parameters={"k": 1, "columns": "a:b"},
+        memory_mib=4096,
+        outputs={"output_1": alice.user_id, "output_2": alice.user_id},
+    )
+    out = inspect(capsys, "hostile", "--against", "approved")
+    approved_on = re.search(
+        rf"changes from Work-ID {first.work_id} \(approved by you on [^)]+\)", out
+    )
+    assert approved_on, out
+    section = out[approved_on.start() : out.index("to approve exactly this")]
+    assert section.isascii()
+    expected = f"""\
+ to Work-ID {second.work_id} (now):
+  spec:
+    ~ memory: 2048 MiB -> 4096 MiB
+    ~ function: {first.function} -> {second.function}
+  parameters:
+    + "columns" = "a:b"
+    ~ "k": 10 -> 1
+  rights:
+    + {alice.user_id} reads output_2
+  files:
+    - old.txt (1 bytes)
+    + new.txt (2 bytes)
+    ~ handler.py (51 -> 56 bytes)
+  code:
+    --- handler.py (before)
+    +++ handler.py (now)
+    @@ -1,3 +1,3 @@
+     def run():
+    -    label = 'reviewed'
+    +    label = 're\\u202eviewed'\\x20\\x20
+         return label
+    --- new.txt (before)
+    +++ new.txt (now)
+    @@ -0,0 +1 @@
+    +yy
+    --- old.txt (before)
+    +++ old.txt (now)
+    @@ -1 +0,0 @@
+    -x
+  note: the nonce differs too, as in every deployment
+"""
+    assert section[approved_on.end() - approved_on.start() :] == expected
+
+    document = json.loads(inspect(capsys, "hostile", "--against", "approved", "--json"))
+    assert '~ "k": 10 -> 1' in document["changes"]["parameters"]
+
+
+def test_inspect_against_a_function_compares_the_code(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": VERSION_1})
+    second = redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2})
+    out = inspect(capsys, "hostile", "--against", first.function)
+    assert f"changes from {first.function} to Work-ID {second.work_id} (now):\n" in out
+    assert "    -    label = 'reviewed'\n" in out
+    assert "  parameters:" not in out  # a bare function has no spec to compare
+
+
+def test_inspect_against_an_unknown_work_id_is_unusable_input(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "A" * 43)
+    assert code == 2
+    assert "this profile has no record of Work-ID" in err
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "approved")
+    assert code == 2
+    assert "you have not approved clean room hostile" in err
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "fs://x")
+    assert code == 2
+    assert "not a function ID" in err
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "../x")
+    assert code == 2
+
+
+def test_approve_shows_what_changed_since_the_inspection(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
+    inspect(capsys, "hostile")
+    redeploy(alice, bob, tmp_path, parameters={"k": 1})
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    code, _, err = run(capsys, "--profile", "bob", "approve", "hostile")
+    assert code == 1
+    assert '    ~ "k": 10 -> 1\n' in err
+
+
+def test_the_deployers_approval_can_be_compared_with(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The deployer pinned at deploy: the record holds the spec, the files come from the bytes."""
+    alice, bob = parties
+    tree: Tree = {"handler.py": VERSION_1}
+    source = write_tree(tmp_path / "alice-source", tree)
+    code, out, err = run(capsys, "--profile", "alice", "function", "upload", str(source))
+    assert code == 0, err
+    access = tmp_path / "access.yaml"
+    access.write_text(f"inputs:\n  input_1: {bob.user_id}\noutputs:\n  output_1: {alice.user_id}\n")
+    code, _, err = run(
+        capsys, "--profile", "alice", "deploy", "--function", out.strip(), "--name", "hostile",
+        "--handler", "handler.run", "--access", str(access), "--param", "k=10",
+    )  # fmt: skip
+    assert code == 0, err
+    with alice.manager() as manager:
+        manager.delete("hostile")
+    deploy(alice, bob, tmp_path, {"handler.py": VERSION_2}, parameters={"k": 11})
+    code, out, err = run(
+        capsys, "--profile", "alice", "inspect", "hostile", "--against", "approved"
+    )
+    assert code == 0, err
+    assert '    ~ "k": 10 -> 11\n' in out
+    assert "    +    label = 're\\u202eviewed'\\x20\\x20\n" in out
+
+
+def test_status_shows_rooms_and_your_approval(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    alice, bob = parties
+    spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    code, out, err = run(capsys, "--profile", "bob", "status")
+    assert code == 0, err
+    assert out == "hostile: deployed; not approved by you\n"
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--work-id", spec.work_id)[0] == 0
+    code, out, err = run(capsys, "--profile", "bob", "status", "hostile")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "hostile: deployed; approved by you"
+    assert lines[1] == f"  Work-ID:        {spec.work_id}"
+    # The stand-in Controller has no state route: said, escaped, not fatal.
+    assert lines[4].startswith("  Worker:         unknown (compute server: 405")
+    second = redeploy(alice, bob, tmp_path)
+    code, out, _ = run(capsys, "--profile", "bob", "status", "--json")
+    assert code == 0
+    rooms = {(room["state"], room["work_id"]): room["approved"] for room in json.loads(out)}
+    assert rooms == {("deleted", spec.work_id): True, ("deployed", second.work_id): False}

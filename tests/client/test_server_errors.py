@@ -1,0 +1,31 @@
+"""A server's error answer is shown escaped, like every text the client does not control."""
+
+from __future__ import annotations
+
+from cleanroom.client.errors import ServerError
+
+
+def test_a_hostile_problem_is_shown_escaped_on_one_line() -> None:
+    error = ServerError(
+        "manager",
+        422,
+        {
+            "title": "Unprocessable\u202eContent",
+            "detail": "the bundle is refused:\nhandler\u034f.py :email:",
+            "check": "bundle-name-collision\u200b",
+            "expected": "x",
+            "actual": "handler.py and handler\u034f.py",
+        },
+    )
+    line = str(error)
+    assert line.isascii() and line.isprintable()
+    assert "Unprocessable\\u202eContent" in line
+    assert "the bundle is refused: handler\\u034f.py :email:" in line
+    assert "bundle-name-collision\\u200b" in line
+    assert "got handler.py and handler\\u034f.py" in line
+
+
+def test_a_long_detail_is_shortened() -> None:
+    line = str(ServerError("manager", 500, {"detail": "x" * 1000}))
+    assert line.endswith("x...")
+    assert len(line) < 500
