@@ -33,9 +33,10 @@ from cleanroom.client.imports import (
     shadowing,
 )
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import Sandbox, run_function, runtime_interpreter
+from cleanroom.enclave.runner import Sandbox, installed_runtime, run_function
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.protocol.bundle import pack, unpack
+from cleanroom.runtimes import Runtime
 from tests.protocol.test_bundle import Tree, write_tree
 from tests.sandbox import confined
 
@@ -265,9 +266,9 @@ def confinement() -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def interpreter() -> str:
+def interpreter() -> Runtime:
     try:
-        return runtime_interpreter(RUNTIME)
+        return installed_runtime(RUNTIME)
     except RunError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(str(error))
@@ -282,7 +283,7 @@ def workspace(tmp_path: Path) -> Path:
 
 
 def run_as_the_worker(
-    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: str
+    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> str:
     """Unpack and run ``bundle`` as the Worker does; what the handler wrote."""
     unpack(bundle, workspace / "function")
@@ -291,7 +292,7 @@ def run_as_the_worker(
     received: dict[str, bytes] = {}
     result = run_function(
         sandbox=confinement,
-        interpreter=interpreter,
+        runtime=interpreter,
         workspace=workspace,
         outputs=["output_1"],
         handler=handler,
@@ -305,7 +306,7 @@ def run_as_the_worker(
 
 @pytest.mark.parametrize("trick", sorted(TRICKS))
 def test_the_worker_runs_the_file_the_review_names(
-    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
+    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> None:
     tree, handler, _ = TRICKS[trick]
     bundle = pack(write_tree(tmp_path / "source", tree))
@@ -349,7 +350,7 @@ def compiled_extension(directory: Path) -> bytes:
 
 
 def test_the_worker_runs_the_extension_the_review_names(
-    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
+    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> None:
     extension = compiled_extension(tmp_path)
     tree: Tree = {

@@ -41,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 
+from cleanroom import runtimes
 from cleanroom.dpop import ProofVerifier
 from cleanroom.errors import CheckFailed
 from cleanroom.http_auth import RequestAuthenticator, challenge
@@ -488,6 +489,12 @@ class _Manager:
             raise HTTPException(
                 422,
                 {"detail": f"spec field {where}: {error.message}", **error.to_json()},
+            ) from error
+        try:
+            runtimes.definition(spec.runtime)
+        except runtimes.RuntimeUnavailable as error:
+            raise HTTPException(
+                422, {"detail": f"spec field runtime: {error.message}", **error.to_json()}
             ) from error
         digest = digest_of(spec.function)
         if digest is None:  # WorkSpec checked the pattern; stay closed anyway
