@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
@@ -700,12 +700,23 @@ def _current_server(request: Request) -> ServerCaller:
 # Module level, not inside create_app: FastAPI resolves these (string) annotations here.
 CurrentCaller = Annotated[Caller, Depends(_current_caller)]
 CurrentServer = Annotated[ServerCaller, Depends(_current_server)]
+# Path and query parameters are matched whole before a handler (or the database: no
+# PostgreSQL text holds a NUL) sees them. These are pydantic-core's patterns (Rust
+# regex), where ``$`` is the end of the text only: a trailing newline does not match
+# (tests/manager/test_paths.py). The token is checked first: a request without one
+# is 401 whatever its path. A member's name is checked by ``projects`` (422
+# ``member-name``) before it is looked up.
+_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_CLIENT_ID = r"^[A-Za-z0-9_-]{1,64}$"  # as the token endpoint takes them (grants.CLIENT_ID)
+RoomName = Annotated[str, Path(pattern=_NAME, description="A clean room's name")]
+ProjectName = Annotated[str, Path(pattern=_NAME, description="A project's name")]
+ClientId = Annotated[str, Path(pattern=_CLIENT_ID, description="A client's id")]
 RoomProject = Annotated[
     str | None,
     Query(
         description="The room's project, where rooms of several projects that you see "
         "share the name",
-        max_length=63,
+        pattern=_NAME,
     ),
 ]
 
@@ -920,37 +931,43 @@ def create_app(settings: Settings) -> FastAPI:
         return {"rooms": manager.rooms(caller)}
 
     @app.get("/v1/rooms/{name}")
-    def room(name: str, caller: CurrentCaller, project: RoomProject = None) -> dict[str, Any]:
+    def room(name: RoomName, caller: CurrentCaller, project: RoomProject = None) -> dict[str, Any]:
         return manager.room(caller, name, project)
 
     @app.delete("/v1/rooms/{name}")
-    def delete(name: str, caller: CurrentCaller, project: RoomProject = None) -> dict[str, Any]:
+    def delete(
+        name: RoomName, caller: CurrentCaller, project: RoomProject = None
+    ) -> dict[str, Any]:
         return manager.delete(caller, name, project)
 
     # Owners manage their project's members and clients (docs/api.md, "Projects").
     no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
     @app.get("/v1/projects/{project}/members")
-    def project_members(project: str, caller: CurrentCaller) -> dict[str, Any]:
+    def project_members(project: ProjectName, caller: CurrentCaller) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             members = projects.list_members(session, owned)
             return {"members": [projects.member_document(session, m) for m in members]}
 
     @app.put("/v1/projects/{project}/members/{name}")
-    def put_member(project: str, name: str, caller: CurrentCaller, body: RoleRequest) -> Response:
+    def put_member(
+        project: ProjectName, name: str, caller: CurrentCaller, body: RoleRequest
+    ) -> Response:
         with manager.owned(caller, project) as (session, owned):
             member, added = projects.put_member(session, caller.client_id, owned, name, body.role)
             document = projects.member_document(session, member)
         return JSONResponse(document, status_code=201 if added else 200)
 
     @app.delete("/v1/projects/{project}/members/{name}")
-    def remove_member(project: str, name: str, caller: CurrentCaller) -> dict[str, Any]:
+    def remove_member(project: ProjectName, name: str, caller: CurrentCaller) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             disabled = projects.remove_member(session, caller.client_id, owned, name)
         return {"name": name, "project": project, "clients_disabled": disabled}
 
     @app.post("/v1/projects/{project}/clients")
-    def create_client(project: str, caller: CurrentCaller, body: NewClientRequest) -> Response:
+    def create_client(
+        project: ProjectName, caller: CurrentCaller, body: NewClientRequest
+    ) -> Response:
         with manager.owned(caller, project) as (session, owned):
             created = projects.create_client(
                 session, caller.client_id, owned, body.member, body.name
@@ -960,21 +977,25 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.post("/v1/projects/{project}/clients/{client_id}/disable")
-    def disable_client(project: str, client_id: str, caller: CurrentCaller) -> dict[str, Any]:
+    def disable_client(
+        project: ProjectName, client_id: ClientId, caller: CurrentCaller
+    ) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             client = projects.find_client(session, client_id, owned)
             projects.disable_client(session, caller.client_id, client)
             return projects.client_document(client)
 
     @app.post("/v1/projects/{project}/clients/{client_id}/enable")
-    def enable_client(project: str, client_id: str, caller: CurrentCaller) -> dict[str, Any]:
+    def enable_client(
+        project: ProjectName, client_id: ClientId, caller: CurrentCaller
+    ) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             client = projects.find_client(session, client_id, owned)
             projects.enable_client(session, caller.client_id, client)
             return projects.client_document(client)
 
     @app.post("/v1/projects/{project}/clients/{client_id}/rotate")
-    def rotate_client(project: str, client_id: str, caller: CurrentCaller) -> Response:
+    def rotate_client(project: ProjectName, client_id: ClientId, caller: CurrentCaller) -> Response:
         with manager.owned(caller, project) as (session, owned):
             client = projects.find_client(session, client_id, owned)
             rotated = projects.rotate_client(session, caller.client_id, client)

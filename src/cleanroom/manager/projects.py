@@ -98,7 +98,9 @@ def find_project(session: Session, name: str) -> Project:
 
 
 def find_member(session: Session, project: Project, name: str) -> Member:
-    """The member ``name`` of ``project``, or :class:`NotFound` ``member``."""
+    """The member ``name`` of ``project``, or :class:`NotFound` ``member`` (``Invalid``
+    ``member-name`` for a name no member can have: it is never looked up)."""
+    _check_member_name(name)
     member = session.scalar(
         select(Member).where(Member.project_id == project.id, Member.name == name)
     )
