@@ -157,6 +157,25 @@ def test_a_resource_that_is_no_server_here_is_invalid_target(
     refusal(answer, 400, "invalid_target", "token-audience")
 
 
+@pytest.mark.parametrize("value", ["x\x00", "x\n", "x" * 5000], ids=["nul", "newline", "5000"])
+@pytest.mark.parametrize("field", ["client_id", "resource", "room", "project"])
+def test_a_hostile_field_is_an_oauth_error_never_a_5xx(
+    manager: Manager, controller: StandInController, field: str, value: str
+) -> None:
+    # Each reached the database as it came (PostgreSQL refuses a NUL in text: 500).
+    client_id, secret = manager.new_client("acme")
+    form = {"resource": controller.url, "room": "overlap", "client_id": client_id, field: value}
+    before = issued(manager)
+    answer = token_request(manager, form.pop("client_id"), secret, **form)
+    assert answer.status_code in (400, 401), answer.text
+    assert answer.json()["error"] in ("invalid_request", "invalid_target", "invalid_client")
+    if field in ("room", "project"):
+        refusal(answer, 400, "invalid_request", "token-room")
+    if field == "resource":
+        refusal(answer, 400, "invalid_target", "token-audience")
+    assert issued(manager) == before
+
+
 # -- tokens for one room on one compute server -------------------------------------------
 
 

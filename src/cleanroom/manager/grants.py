@@ -28,6 +28,7 @@ are accepted once.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -55,6 +56,12 @@ from cleanroom.tokens import (
 )
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 - a path, not a secret
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What a client id may look like; any other is ``invalid_client`` before a lookup."""
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+"""A room's and a project's name (matched whole)."""
+RESOURCE = re.compile(r"https?://[\x21-\x7e]{1,2000}")
+"""A resource indicator: an absolute http(s) URL of printable ASCII."""
 
 
 class GrantRefused(Exception):
@@ -132,7 +139,13 @@ class Grants:
     # -- the token endpoint -------------------------------------------------------------
 
     def grant(self, request: TokenRequest) -> Granted:
-        """A token for ``request``, or :class:`GrantRefused`."""
+        """A token for ``request``, or :class:`GrantRefused`.
+
+        Every field is checked whole before it is looked up (a NUL, say, never reaches
+        the database).
+        """
+        if not CLIENT_ID.fullmatch(request.client_id):
+            raise INVALID_CLIENT
         if request.client_id.startswith(SERVER_CLIENT_PREFIX):
             return self._grant_server(request)
         return self._grant_user(request)
@@ -144,6 +157,14 @@ class Grants:
                 400,
                 "invalid_target",
                 "one resource per token: ask for each server's token on its own",
+                "token-audience",
+            )
+        if not all(RESOURCE.fullmatch(resource) for resource in request.resources):
+            raise GrantRefused(
+                400,
+                "invalid_target",
+                "a resource is the absolute http(s) URL of this manager or of a compute "
+                "server, in printable ASCII",
                 "token-audience",
             )
         resource = request.resources[0].rstrip("/") if request.resources else None
@@ -177,6 +198,15 @@ class Grants:
         except TokenError as error:
             status = 503 if error.http_status == 503 else 400
             raise GrantRefused(status, "invalid_dpop_proof", str(error), error.check) from error
+        for what, name in (("room", request.room), ("project", request.project)):
+            if name is not None and not NAME.fullmatch(name):
+                raise GrantRefused(
+                    400,
+                    "invalid_request",
+                    f"{what}: expected a name of 1-63 characters a-z, 0-9 and -, "
+                    f"found {name[:63]!r}",
+                    "token-room",
+                )
         resource = self._resource(request)
         if resource is None:
             if request.room is not None or request.project is not None:
