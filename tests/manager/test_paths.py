@@ -86,3 +86,9 @@ def test_a_member_named_in_a_body_is_checked_before_it_is_looked_up(
     url = f"{manager.url}/v1/projects/acme/members/alice"
     answer = httpx.put(url, json={"role": member}, headers=as_client(owner.client, "PUT", url))
     assert answer.status_code == 422 and answer.json()["check"] == "member-role", answer.text
+
+
+def test_the_token_is_checked_before_the_path(manager: Manager) -> None:
+    for path in ("/v1/rooms/x%00", "/v1/projects/acme%0A/members"):
+        answer = httpx.get(f"{manager.url}{path}")
+        assert answer.status_code == 401 and answer.json()["check"] == "token-missing"
