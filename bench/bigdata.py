@@ -126,7 +126,8 @@ def overlap(env: Environment, alice: User, bob: User, rows: int) -> list[Figure]
         raise RuntimeError(f"the clean room found {outcome}, not {shared} shared")
     worker_rss = peak_rss(env.worker_pid(name))
     controller_rss = peak_rss(env.compute_pid)
-    in_sandbox_s = function_seconds(env.stack.compute_dir / "rooms" / name / "worker.log")
+    room_dir = env.stack.room_directory(str(alice.profile.config.project), name)
+    in_sandbox_s = function_seconds(room_dir / "worker.log")
     alice.client.delete(name)
 
     say(f"  in the Worker {run_s:.1f} s (the function {in_sandbox_s} s); direct run")

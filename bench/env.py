@@ -147,7 +147,7 @@ class Environment:
         raise RuntimeError("no compute server")
 
     def worker_pid(self, room: str) -> int:
-        suffix = f"/rooms/{room}"
+        suffix = f".{room}"  # rooms/<project>.<room>
         for pid in children(self.compute_pid):
             argv = cmdline(pid)
             worker = "cleanroom.enclave.worker_service" in argv and "--room-dir" in argv

@@ -232,3 +232,30 @@ def test_demo_runs_the_whole_flow() -> None:
     ):
         assert seen == truth
     assert len(re.findall(r"receipt succeeded", result.stdout)) == 2
+
+
+def test_a_compute_server_needs_its_registered_credentials(tmp_path: Path) -> None:
+    data = ["server", "compute", "--data-dir", str(tmp_path / "compute"), "--port", "9"]
+    missing = run(*data)
+    assert missing.returncode == 2
+    assert "--credentials FILE is required" in missing.stderr
+    path = tmp_path / "compute.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "cleanroom/compute-credentials/v1",
+                "url": "http://127.0.0.1:9",
+                "client_id": "cs-" + "0" * 32,
+                "client_secret": "secret",
+            }
+        )
+    )
+    path.chmod(0o644)
+    readable = run(*data, "--credentials", str(path))
+    assert readable.returncode == 2 and "accessible by others" in readable.stderr
+    path.chmod(0o600)
+    elsewhere = run(*data, "--credentials", str(path), "--public-url", "http://127.0.0.1:10")
+    assert elsewhere.returncode == 2
+    assert "is not the URL this server was registered at" in elsewhere.stderr
+    path.write_text("{}")
+    assert run(*data, "--credentials", str(path)).returncode == 2

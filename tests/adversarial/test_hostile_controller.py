@@ -20,6 +20,7 @@ from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.framing import decode_frames, encode_frames
 from tests.adversarial.proxy import Message, TamperingProxy
+from tests.auth import dpop
 from tests.e2e.conftest import User
 from tests.e2e.helpers import HANDLER, approve, deploy, write
 
@@ -140,9 +141,16 @@ def test_the_worker_of_another_clean_room_is_refused(
     alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
     deploy(alice, bob, tmp_path, "other-room")
+    # A hostile Controller checks no token; the honest one behind this proxy does, so the
+    # proxy stands in with a valid token and proof for the room it serves instead.
+    token = alice.profile.access_token(resource=proxy.url, room="other-room", project="acme")
 
     def redirect(message: Message) -> None:
+        if f"/v1/rooms/{room}/" not in message.path:
+            return
         message.path = message.path.replace(f"/v1/rooms/{room}/", "/v1/rooms/other-room/")
+        url = proxy.url + message.path
+        message.headers = dpop(alice.profile.proof_key, token, message.method, url)
 
     proxy.on_request = redirect
     refused(lambda: alice.client.attest(room), "work-id")

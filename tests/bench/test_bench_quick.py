@@ -81,7 +81,7 @@ def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
 
 HOPS = [
     "Controller alone (health)",
-    "Controller, token checked (404)",
+    "Controller, token checked (403)",
     "Controller -> Worker (room state)",
     "Controller -> Attester (Phase 1 evidence)",
     "bare relay -> Worker (room state)",

@@ -308,9 +308,10 @@ def test_expired_cached_token_is_replaced(
     alice, _ = parties
     path = alice.directory / "token.json"
     record = json.loads(path.read_text())
-    record["access_token"] = "not-a-valid-token"  # a token the manager refuses (401)
+    record["tokens"]["manager"]["access_token"] = "not-a-valid-token"  # refused: 401
     path.write_text(json.dumps(record))
     code, _, err = run(capsys, "--profile", "alice", "inspect", "nothing-here")
     assert code == 1
     assert err.startswith("error: manager: 404")  # logged in again, then asked
-    assert json.loads(path.read_text())["access_token"] != "not-a-valid-token"
+    again = json.loads(path.read_text())["tokens"]["manager"]["access_token"]
+    assert again != "not-a-valid-token"

@@ -155,6 +155,6 @@ def sandbox_processes(uid: int) -> list[int]:
 
 def room_record(stack: LocalStack, name: str) -> dict[str, Any]:
     record: dict[str, Any] = json.loads(
-        (stack.compute_dir / "rooms" / name / "room.json").read_text()
+        (stack.room_directory("acme", name) / "room.json").read_text()
     )
     return record

@@ -18,6 +18,7 @@ import pytest
 from cleanroom.client.errors import ServerError
 from cleanroom.errors import CheckFailed
 from cleanroom.localstack import LocalStack
+from tests.auth import dpop
 from tests.e2e.conftest import User
 from tests.reliability import faults, flow
 from tests.reliability.report import record
@@ -79,12 +80,9 @@ def redeploy_works(alice: User, bob: User, tmp: Path, name: str) -> None:
 
 
 def room_status(stack: LocalStack, user: User, name: str) -> int:
-    token = user.profile.access_token()
-    answer = httpx.get(
-        f"{stack.compute_url}/v1/rooms/{name}",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=10,
-    )
+    token = user.profile.access_token(resource=stack.compute_url, room=name, project="acme")
+    url = f"{stack.compute_url}/v1/rooms/{name}"
+    answer = httpx.get(url, headers=dpop(user.profile.proof_key, token, "GET", url), timeout=10)
     return answer.status_code
 
 
@@ -296,7 +294,7 @@ def test_killed_at_deploy(
         faults.restart_compute(stack)
     # The half-deployed Worker was killed and its directory removed.
     assert set(faults.enclave_processes(stack)) <= before | {faults.attester_pid(stack)}
-    assert not (stack.compute_dir / "rooms" / name).exists()
+    assert not stack.room_directory("acme", name).exists()
     redeploy_works(alice, bob, tmp_path, name)
     recovery = {
         "Controller": "manager marks failed; restart kills the orphan Worker; delete + redeploy",

@@ -8,6 +8,7 @@ over HTTP. The manager may keep running meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -440,6 +441,37 @@ class TeeKind(StrEnum):
     gramine = "gramine"
 
 
+CredentialsOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--credentials-out",
+        help="Also write the server's credentials to this new file (mode 0600), for "
+        "`cleanroom server compute --credentials FILE`.",
+        show_default=False,
+    ),
+]
+
+
+def _hand_over(added: operations.NewServer, out: Path | None) -> None:
+    """Print a compute server's new credentials once, and write them to ``out``."""
+    credentials = added.credentials
+    if out is not None:
+        document = json.dumps(credentials.to_json(), indent=2) + "\n"
+        try:
+            descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            fail(f"cannot create {out}: {error.strerror} (it must not exist)", EXIT_USAGE)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(document)
+        stderr.print(f"credentials written to {out}", markup=False)
+    _print_secret(credentials.client_id, credentials.client_secret)
+    stderr.print(
+        "give them to the compute server: cleanroom server compute --public-url "
+        f"{credentials.url} --credentials FILE (the manager refuses its tokens otherwise)",
+        markup=False,
+    )
+
+
 @server_app.command("add")
 def server_add(
     ctx: typer.Context,
@@ -456,20 +488,46 @@ def server_add(
         TeeKind,
         typer.Option("--tee", help="The TEE its Controller must report (else it is unhealthy)."),
     ] = TeeKind.simulated,
+    credentials_out: CredentialsOutOption = None,
 ) -> None:
     """Register a compute server; new clean rooms go to the least-loaded one.
 
-    The manager checks its health from then on (`cleanroom admin server list`
-    shows what it found). Adding a removed server's URL again registers it again.
+    URL is the server's identity: clients reach it there, and every token for it
+    names it as its audience, so its Controller must run with --public-url URL.
+    Prints the server's credentials towards the manager once (its Controller
+    fetches its rooms' bundles and the revocation list with them). The manager
+    checks its health from then on (`cleanroom admin server list` shows what it
+    found). Adding a removed server's URL again registers it again, with new
+    credentials.
     """
     with _session(ctx) as session:
         try:
-            server = operations.add_server(
-                session, url, name, capacity=capacity, tee_kind=tee.value
-            )
+            added = operations.add_server(session, url, name, capacity=capacity, tee_kind=tee.value)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-        stdout.print(f"compute server {server.name} at {server.url} added", markup=False)
+        stdout.print(
+            f"compute server {added.server.name} at {added.server.url} added", markup=False
+        )
+        _hand_over(added, credentials_out)
+
+
+@server_app.command("credentials")
+def server_credentials(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="The compute server's name or URL.")],
+    credentials_out: CredentialsOutOption = None,
+) -> None:
+    """Give a compute server new credentials, printed once, here only.
+
+    From now on its old secret is refused, and so is every token issued with it:
+    restart its Controller with the new ones.
+    """
+    with _session(ctx) as session:
+        try:
+            rotated = operations.rotate_server_credentials(session, server)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+        _hand_over(rotated, credentials_out)
 
 
 @server_app.command("list")

@@ -22,7 +22,19 @@ def compute(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
     public_url: Annotated[
         str | None,
-        typer.Option(help="URL clients reach this server at (default http://HOST:PORT)."),
+        typer.Option(
+            help="URL clients reach this server at: the URL it was registered at, which "
+            "every token for it names (default: the one in --credentials).",
+            show_default=False,
+        ),
+    ] = None,
+    credentials: Annotated[
+        Path | None,
+        typer.Option(
+            help="This server's credentials towards the manager (mode 0600), from "
+            "`cleanroom admin server add URL --credentials-out FILE`.",
+            show_default=False,
+        ),
     ] = None,
     manager_url: Annotated[
         str,
@@ -107,19 +119,38 @@ def compute(
     ] = None,
 ) -> None:
     """Run a compute server: the untrusted Controller, the Attester and one Worker per
-    clean room, each its own process. Clients reach it at PUBLIC_URL; the manager deploys
-    clean rooms onto it after `cleanroom admin server add PUBLIC_URL`."""
+    clean room, each its own process. Register it first (`cleanroom admin server add
+    PUBLIC_URL --credentials-out FILE` on the manager's machine) and start it with
+    --credentials FILE; clients reach it at PUBLIC_URL, and the manager deploys clean
+    rooms onto it."""
     import uvicorn
 
     from cleanroom.attestation.pccs import PccsClient
     from cleanroom.controller import ControllerSettings, create_app
     from cleanroom.controller.ceiling import ResourceCeiling
+    from cleanroom.controller.manager_link import CredentialsError, load_credentials
 
     try:
         ceiling = ResourceCeiling.of_host().with_overrides(_pairs(max_resources or []))
     except ValueError as error:
         fail(f"--max: {error}", EXIT_USAGE)
 
+    if credentials is None:
+        fail(
+            "--credentials FILE is required: register this server on the manager's machine "
+            "with `cleanroom admin server add URL --credentials-out FILE`",
+            EXIT_USAGE,
+        )
+    try:
+        identity = load_credentials(credentials)
+    except CredentialsError as error:
+        fail(str(error), EXIT_USAGE)
+    if public_url is not None and public_url.rstrip("/") != identity.url:
+        fail(
+            f"--public-url {public_url} is not the URL this server was registered at "
+            f"({identity.url}, in {credentials}): tokens for it name that URL",
+            EXIT_USAGE,
+        )
     chosen = None
     if tee == "gramine":
         if pccs_url is None:
@@ -158,13 +189,14 @@ def compute(
     settings = ControllerSettings(
         data_dir=(data_dir or home() / "compute").resolve(),
         manager_url=manager_url,
+        public_url=identity.url,
+        credentials=identity,
         tee=tee,
         ceiling=ceiling,
         pccs_url=pccs_url,
         pccs_verify=str(pccs_ca) if pccs_ca is not None else True,
         launcher=chosen,
     )
-    _ = public_url  # advertised by the manager's registry; the Controller needs no own URL
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

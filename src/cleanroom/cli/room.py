@@ -103,7 +103,7 @@ def attest(
 
 def _parse(source: str, target: str) -> tuple[str, str, str, Path]:
     """('upload' | 'download', room, object id, local path)."""
-    remote_source, remote_target = REMOTE.match(source), REMOTE.match(target)
+    remote_source, remote_target = REMOTE.fullmatch(source), REMOTE.fullmatch(target)
     if remote_target and not remote_source:
         return "upload", remote_target["name"], remote_target["id"], Path(source)
     if remote_source and not remote_target:

@@ -16,6 +16,7 @@ import httpx
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.tls import tls_context
+from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.framing import MEDIA_TYPE, decode_frames, encode_frames
@@ -51,13 +52,20 @@ def _text(document: dict[str, Any], name: str, what: str) -> str:
 
 
 class ComputeClient:
-    """Talks to one Controller on behalf of one user (a bearer token from the manager)."""
+    """Talks to one Controller about one room on behalf of one user.
+
+    ``token`` is the user's token for that room on that server (from the manager:
+    :meth:`cleanroom.client.manager.ManagerClient.fetch_token` with the server's URL
+    as ``resource``), bound to ``dpop_key``, which signs a DPoP proof for every
+    request: the Controller cannot use the token anywhere else, nor again.
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         token: str,
+        dpop_key: ProofKey,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 60.0,
     ) -> None:
@@ -66,7 +74,7 @@ class ComputeClient:
             base_url=self.base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
-            headers={"authorization": f"Bearer {token}"},
+            auth=DPoPAuth(dpop_key, token),
             verify=tls_context(),
         )
 

@@ -13,12 +13,18 @@ so two users can share a machine with different homes or profile names. It holds
 - ``credentials.json`` (0600): the client secret;
 - ``user-key.pem`` (0600): the user's P-256 private key, PKCS#8. Its public key
   *is* the user (``user_id``); it is created once and never replaced unless asked;
+- ``dpop-key.pem`` (0600): the P-256 key the user's access tokens are bound to
+  (DPoP, RFC 9449), PKCS#8; created when first needed. It is not the user key:
+  that one signs what the enclave acts on, this one every HTTP request an
+  untrusted Controller sees, and it can be replaced without changing who the
+  user is;
 - ``approvals.json``: room name -> the Work-ID the user reviewed and pinned;
 - ``inspections.json``: room name -> the Work-ID the user last inspected, so that a
   room redeployed between ``inspect`` and ``approve`` is said plainly;
 - ``reviews/<Work-ID>.json``: what the user was shown for each Work-ID they
   inspected or approved (spec, files, packages), to show later what changed;
-- ``token.json`` (0600): the cached access token for the manager.
+- ``token.json`` (0600): the cached access tokens, one per resource (the manager,
+  and each room on a compute server), each bound to ``dpop-key.pem``.
 
 The expected measurements are written into ``config.json`` when the profile is
 configured: from a release's measurement file signed by the release key
@@ -66,6 +72,7 @@ from cleanroom.attestation.measurements import (
     verify_measurements,
 )
 from cleanroom.client.collateral import CollateralFrom
+from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.keys import user_id as user_id_of
 
@@ -79,6 +86,7 @@ PROFILE_CONFIG_TYPE: Literal["cleanroom/profile/v1"] = "cleanroom/profile/v1"
 CONFIG_FILE = "config.json"
 CREDENTIALS_FILE = "credentials.json"
 USER_KEY_FILE = "user-key.pem"
+DPOP_KEY_FILE = "dpop-key.pem"
 APPROVALS_FILE = "approvals.json"
 INSPECTIONS_FILE = "inspections.json"
 REVIEWS_DIR = "reviews"
@@ -88,6 +96,8 @@ RELEASE_KEY_FILE = "release-key.pem"
 
 TOKEN_MARGIN_S = 60
 """A cached token this close to its expiry is not used: a request must not race it."""
+MAX_CACHED_TOKENS = 256
+"""Tokens kept in ``token.json`` at most (the manager's and one per room used lately)."""
 
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
@@ -184,12 +194,28 @@ class _Credentials(BaseModel):
     client_secret: str = Field(min_length=1)
 
 
-class _Token(BaseModel):
+class _CachedToken(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    access_token: str
+    expires_at: int
+
+
+class _Tokens(BaseModel):
+    """``token.json``: the tokens of one client at one manager, bound to one DPoP key."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     manager_url: str
     client_id: str
-    access_token: str
-    expires_at: int
+    jkt: str
+    tokens: dict[str, _CachedToken]
+
+
+def _resource_key(resource: str | None, room: str | None, project: str | None) -> str:
+    """How ``token.json`` names the token for a resource: ``manager``, or the server's
+    URL and the room."""
+    if resource is None:
+        return "manager"
+    return f"{resource.rstrip('/')} {project or ''}/{room or ''}"
 
 
 class _InspectionRecord(BaseModel):
@@ -250,6 +276,28 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _create_key_once(path: Path) -> None:
+    """Write a new P-256 key to ``path`` (0600) unless another process just did."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            os.fchmod(file.fileno(), _PRIVATE_FILE)
+            file.write(pem)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):  # the first one written is the key
+            os.link(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 def _json_bytes(document: object) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
@@ -288,6 +336,7 @@ class Profile:
         self.directory = directory
         self.config = config
         self._user_key: ec.EllipticCurvePrivateKey | None = None
+        self._proof_key: ProofKey | None = None
 
     # -- creation and loading ------------------------------------------------------
 
@@ -710,6 +759,25 @@ class Profile:
 
     # -- the manager ---------------------------------------------------------------
 
+    @property
+    def proof_key(self) -> ProofKey:
+        """The key this profile's tokens are bound to (``dpop-key.pem``, created if absent)."""
+        if self._proof_key is None:
+            path = self.directory / DPOP_KEY_FILE
+            if not path.exists():
+                _create_key_once(path)
+            data = self._read_private(DPOP_KEY_FILE)
+            try:
+                key = serialization.load_pem_private_key(data, password=None)
+            except (ValueError, TypeError) as error:
+                raise ProfileError(
+                    f"{self._what(DPOP_KEY_FILE)} is not an unencrypted PEM private key: {error}"
+                ) from error
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+                raise ProfileError(f"{self._what(DPOP_KEY_FILE)} is not a P-256 key")
+            self._proof_key = ProofKey(key)
+        return self._proof_key
+
     def manager(
         self,
         *,
@@ -718,67 +786,122 @@ class Profile:
     ) -> ManagerClient:
         """A client of this profile's manager, logged in.
 
-        Uses the cached token unless it is missing, for another manager or client,
-        or expires within :data:`TOKEN_MARGIN_S` seconds; then logs in with the
-        client credentials and caches the new token.
+        Uses the cached token unless it is missing, for another manager, client or
+        DPoP key, or expires within :data:`TOKEN_MARGIN_S` seconds; then logs in
+        with the client credentials and caches the new token.
         """
         from cleanroom.client.manager import ManagerClient
 
-        token = self._cached_token(int(clock()))
+        token = self._cached_token(_resource_key(None, None, None), int(clock()))
         if token is not None:
-            return ManagerClient(self.config.manager_url, token=token, transport=transport)
+            return ManagerClient(
+                self.config.manager_url,
+                token=token,
+                dpop_key=self.proof_key,
+                transport=transport,
+            )
         return self.login(transport=transport)
 
     def access_token(
         self,
         *,
+        resource: str | None = None,
+        room: str | None = None,
+        project: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> str:
-        """A valid access token (the cached one, or a fresh login), e.g. for a Controller."""
-        token = self._cached_token(int(clock()))
+        """A valid token for ``resource`` (default: the manager), bound to :attr:`proof_key`.
+
+        For a compute server (its URL as ``resource``) the token is for one ``room``
+        (of ``project``): one per room, cached until shortly before it expires.
+        """
+        from cleanroom.client.manager import ManagerClient
+
+        key = _resource_key(resource, room, project)
+        token = self._cached_token(key, int(clock()))
         if token is not None:
             return token
-        with self.login(transport=transport) as client:
-            if client.token is None:  # fetch_token sets it; never send a request without
-                raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
-            return client.token
+        if resource is None:
+            with self.login(transport=transport) as client:
+                if client.token is None:  # fetch_token sets it; never send a request without
+                    raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
+                return client.token
+        with ManagerClient(
+            self.config.manager_url, dpop_key=self.proof_key, transport=transport
+        ) as client:
+            access = client.fetch_token(
+                self.config.client_id,
+                self.client_secret,
+                resource=resource,
+                room=room,
+                project=project,
+            )
+        self._cache_token(key, access.access_token, access.expires_at, int(clock()))
+        return access.access_token
 
     def login(self, *, transport: httpx.BaseTransport | None = None) -> ManagerClient:
         """Log in with the client credentials now, cache the token, return the client."""
         from cleanroom.client.manager import ManagerClient
 
-        client = ManagerClient(self.config.manager_url, transport=transport)
-        access = client.fetch_token(self.config.client_id, self.client_secret)
-        record = _Token(
-            manager_url=self.config.manager_url,
-            client_id=self.config.client_id,
-            access_token=access.access_token,
-            expires_at=int(access.expires_at),
+        client = ManagerClient(
+            self.config.manager_url, dpop_key=self.proof_key, transport=transport
         )
-        write_atomic(self.directory / TOKEN_FILE, _json_bytes(record.model_dump()), _PRIVATE_FILE)
+        access = client.fetch_token(self.config.client_id, self.client_secret)
+        self._cache_token(
+            _resource_key(None, None, None),
+            access.access_token,
+            access.expires_at,
+            int(time.time()),
+        )
         return client
 
     def forget_token(self) -> None:
-        """Drop the cached token (e.g. after the manager refused it)."""
+        """Drop every cached token (e.g. after the manager refused one)."""
         with contextlib.suppress(FileNotFoundError):
             (self.directory / TOKEN_FILE).unlink()
 
-    def _cached_token(self, now: int) -> str | None:
+    def _tokens(self) -> _Tokens | None:
+        """The token cache, if it is this client's at this manager with this DPoP key."""
         path = self.directory / TOKEN_FILE
         if not path.exists():
             return None
         try:
-            record = _Token.model_validate(_parse_json(self._read_private(TOKEN_FILE), ""))
+            record = _Tokens.model_validate(_parse_json(self._read_private(TOKEN_FILE), ""))
         except (ValidationError, ProfileError):
-            return None  # a damaged cache is only a cache: log in again
+            return None  # a damaged (or older) cache is only a cache: log in again
         if (
             record.manager_url != self.config.manager_url
             or record.client_id != self.config.client_id
-            or record.expires_at - TOKEN_MARGIN_S <= now
+            or record.jkt != self.proof_key.jkt
         ):
             return None
-        return record.access_token
+        return record
+
+    def _cached_token(self, key: str, now: int) -> str | None:
+        record = self._tokens()
+        cached = record.tokens.get(key) if record is not None else None
+        if cached is None or cached.expires_at - TOKEN_MARGIN_S <= now:
+            return None
+        return cached.access_token
+
+    def _cache_token(self, key: str, token: str, expires_at: int, now: int) -> None:
+        record = self._tokens()
+        kept = {
+            name: cached
+            for name, cached in (record.tokens.items() if record is not None else ())
+            if cached.expires_at - TOKEN_MARGIN_S > now and name != key
+        }
+        kept[key] = _CachedToken(access_token=token, expires_at=int(expires_at))
+        while len(kept) > MAX_CACHED_TOKENS:  # the soonest to expire go first
+            del kept[min(kept, key=lambda name: kept[name].expires_at)]
+        document = _Tokens(
+            manager_url=self.config.manager_url,
+            client_id=self.config.client_id,
+            jkt=self.proof_key.jkt,
+            tokens=kept,
+        )
+        write_atomic(self.directory / TOKEN_FILE, _json_bytes(document.model_dump()), _PRIVATE_FILE)
 
     # -- files ---------------------------------------------------------------------
 

@@ -190,9 +190,14 @@ class CleanRoomClient:
         return self._manager
 
     def _compute(self, room: Room) -> ComputeClient:
+        """The room's Controller, with the user's token for that room on that server only."""
+        token = self.profile.access_token(
+            resource=room.compute_url, room=room.name, project=room.project
+        )
         return ComputeClient(
             room.compute_url,
-            token=self.profile.access_token(),
+            token=token,
+            dpop_key=self.profile.proof_key,
             transport=self._compute_transport,
         )
 
