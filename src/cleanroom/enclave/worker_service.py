@@ -120,6 +120,13 @@ class WorkerService:
                 "detail": room.failure,
             }
 
+        @app.post("/status")
+        async def status(request: Request) -> dict[str, Any]:
+            self._serving()
+            nonce = binary(await json_body(request, frozenset({"nonce"})), "nonce")
+            document, signature = await run_in_threadpool(room.status, nonce)
+            return {"status": document, "signature": b64u(signature)}
+
         @app.post("/sessions")
         async def open_session(request: Request) -> dict[str, Any]:
             self._serving()
@@ -142,8 +149,9 @@ class WorkerService:
             except BaseException:
                 stream.abort()  # includes a client or Controller that went away mid-stream
                 raise
-            completed = await run_in_threadpool(stream.finish)
-            return {"input": completed.input_id, "sha256": completed.sha256}
+            await run_in_threadpool(stream.finish)
+            # Sealed under the session key: only this Worker can say the input arrived.
+            return {"ack": b64u(stream.acknowledgement())}
 
         @app.post("/sessions/{session_id}/run", status_code=202)
         def run(session_id: str) -> dict[str, Any]:
