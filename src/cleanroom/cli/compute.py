@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from cleanroom.cli.common import EXIT_USAGE, fail, stderr
-from cleanroom.paths import home
+from cleanroom.cli.serving import serve
+from cleanroom.paths import compute_data_dir
 
 
 def compute(
@@ -58,12 +59,14 @@ def compute(
 ) -> None:
     """Run a compute server: the untrusted Controller, the Attester and one Worker per
     clean room, each its own process. Clients reach it at PUBLIC_URL; the manager deploys
-    clean rooms onto it after `cleanroom admin server add PUBLIC_URL`."""
-    import uvicorn
+    clean rooms onto it after `cleanroom admin server add PUBLIC_URL`.
 
+    When ready it prints where it listens and where its simulated platform is (whose
+    root certificate clients must trust explicitly), then one line per request."""
     from cleanroom.attestation.pccs import PccsClient
     from cleanroom.controller import ControllerSettings, create_app
     from cleanroom.controller.ceiling import ResourceCeiling
+    from cleanroom.controller.enclaves import PLATFORM_DIR
 
     try:
         ceiling = ResourceCeiling.of_host().with_overrides(_pairs(max_resources or []))
@@ -84,8 +87,9 @@ def compute(
             PccsClient(pccs_url).close()
         except ValueError as error:
             fail(f"--pccs-url: {error}", EXIT_USAGE)
+    directory = (data_dir or compute_data_dir()).resolve()
     settings = ControllerSettings(
-        data_dir=(data_dir or home() / "compute").resolve(),
+        data_dir=directory,
         manager_url=manager_url,
         tee=tee,
         ceiling=ceiling,
@@ -93,7 +97,18 @@ def compute(
         pccs_verify=str(pccs_ca) if pccs_ca is not None else True,
     )
     _ = public_url  # advertised by the manager's registry; the Controller needs no own URL
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    platform = directory / PLATFORM_DIR
+    serve(
+        create_app(settings),
+        host=host,
+        port=port,
+        what="compute server",
+        notes=[
+            f"data directory: {directory}",
+            f"simulated SGX platform: {platform} (INSECURE); clients trust its root with: "
+            f"cleanroom sim export-root --dir {platform} --out sim-root.pem",
+        ],
+    )
 
 
 def _pairs(items: list[str]) -> dict[str, int]:

@@ -30,6 +30,7 @@ from cleanroom.cli.common import (
     EXIT_USAGE,
     CliError,
     fail,
+    json_output,
     parse_hex,
     read_file,
     stderr,
@@ -148,6 +149,7 @@ def verify_quote(
     signatures, QE report, quote signature) is dcap-qvl's; then the policy checks TCB
     status, advisories, DEBUG, MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, REPORTDATA.
     """
+    as_json = json_output(as_json)
     try:
         policy = AttestationPolicy(
             accepted_statuses=(
@@ -314,6 +316,7 @@ def measure_command(
     Runs no enclave: a third party recomputes the values an operator publishes. With
     --gramine, the values come from a signed Gramine enclave's SIGSTRUCT instead.
     """
+    as_json = json_output(as_json)
     if gramine is not None:
         if image is not None or signer is not None:
             fail("--gramine reads the image and its signer from the .sig file alone", EXIT_USAGE)
