@@ -250,3 +250,18 @@ def test_typer_apps_are_plain_groups() -> None:
         names = {param.name for param in command.params}
         assert not names & {"install_completion", "show_completion"}, path
     assert isinstance(cli_main.COMMANDS["data"].load(), typer.Typer)
+
+
+def test_a_refusal_says_what_to_do_once() -> None:
+    from cleanroom.cli.account import failures
+    from cleanroom.cli.common import CliError
+    from cleanroom.errors import CheckFailed
+
+    with pytest.raises(CliError) as caught, failures():
+        raise CheckFailed("collateral-expired", "now", "then", "too old", "fetch it again")
+    assert str(caught.value) == (
+        "collateral-expired: too old (expected now, got then) — fetch it again"
+    )
+    with pytest.raises(CliError) as again, failures():
+        raise CheckFailed("work-id-approved", "a", "b", "run `x` first", "run `x` first")
+    assert str(again.value).count("run `x` first") == 1

@@ -47,4 +47,4 @@ def test_data_operations_refuse_an_unapproved_work_id(
     with pytest.raises(NotApprovedError) as caught:
         bob.client.upload("e2e-unapproved", "input_2", write(tmp_path / "b", "x\n"))
     assert caught.value.check == "work-id-approved"
-    assert "cleanroom approve e2e-unapproved" in str(caught.value)
+    assert "cleanroom --profile bob approve e2e-unapproved" in str(caught.value)

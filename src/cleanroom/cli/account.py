@@ -60,7 +60,9 @@ def failures() -> Iterator[None]:
         # and its message alone says what was expected and what was found.
         if getattr(error, "exit_code", EXIT_REJECTED) == EXIT_USAGE:
             fail(error.message, EXIT_USAGE)
-        fail(str(error), EXIT_REJECTED)
+        hint_text = " ".join(error.hint.split()) if error.hint else ""
+        advice = f" — {hint_text}" if hint_text and hint_text not in str(error) else ""
+        fail(f"{error}{advice}", EXIT_REJECTED)
 
 
 def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:

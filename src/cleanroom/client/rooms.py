@@ -331,14 +331,23 @@ class CleanRoomClient:
         nonce = secrets.token_bytes(32)
         evidence = compute.attestation(room.name, nonce)
         now = int(self._clock())
-        collateral = choose_collateral(
-            quote=evidence.quote,
-            served=evidence.collateral,
-            served_error=evidence.collateral_error,
-            at=now,
-            pccs_url=self.profile.config.pccs_url,
-            collateral_from=self.profile.config.collateral_from,
-        )
+        try:
+            collateral = choose_collateral(
+                quote=evidence.quote,
+                served=evidence.collateral,
+                served_error=evidence.collateral_error,
+                at=now,
+                pccs_url=self.profile.config.pccs_url,
+                collateral_from=self.profile.config.collateral_from,
+            )
+        except CheckFailed as error:
+            # The attestation layer's hints name `cleanroom configure`: make it this
+            # profile's (the command a user can paste as it is).
+            if error.hint is not None:
+                error.hint = error.hint.replace(
+                    "cleanroom configure", self.profile.command("configure")
+                )
+            raise
         worker = verify_attester_evidence(
             claims=evidence.claims,
             quote=evidence.quote,
