@@ -202,3 +202,25 @@ def test_demo_runs_the_whole_flow() -> None:
     assert len(re.findall(r"receipt succeeded", result.stdout)) == 2
     assert "the run ended succeeded (exit status 0), says the Worker's status" in result.stdout
     assert "confined" not in result.stdout  # claimed only where something checked it
+
+
+@pytest.mark.parametrize("with_home", [True, False])
+def test_readmes_export_root_finds_the_compute_servers_platform(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_home: bool
+) -> None:
+    """`cleanroom sim export-root --compute` reads <home>/compute/simulated-platform, where
+    `cleanroom server compute` with its default --data-dir keeps it, under the same
+    CLEANROOM_HOME (or, without one, the platform's data directory)."""
+    home = tmp_path / "home"
+    if with_home:
+        monkeypatch.setenv("CLEANROOM_HOME", str(home))
+    else:
+        monkeypatch.delenv("CLEANROOM_HOME", raising=False)
+        monkeypatch.setattr("platformdirs.user_data_dir", lambda *_a, **_k: str(home))
+    monkeypatch.delenv("CLEANROOM_SIM_DIR", raising=False)
+    out = tmp_path / "sim-root.pem"
+    assert main(["sim", "export-root", "--compute", "--out", str(out)]) == 2  # none yet
+    assert main(["sim", "init", "--dir", str(home / "compute" / "simulated-platform")]) == 0
+    assert main(["sim", "export-root", "--compute", "--out", str(out)]) == 0
+    assert out.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert main(["sim", "export-root", "--compute", "--dir", str(tmp_path)]) == 2
