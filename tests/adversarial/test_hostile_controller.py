@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cleanroom.attestation import AttestationError
+from cleanroom.cli.main import main
 from cleanroom.client.errors import ServerError
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, from_b64u
@@ -348,6 +349,48 @@ def test_a_status_the_worker_did_not_sign_now_is_refused(
     bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n"))
     proxy.on_response = on_path("/status", claim_done)
     refused(lambda: alice.client.run(room, wait=True, poll_s=0.1), "status-signature")
+
+
+def test_what_only_the_controller_says_is_never_shown_as_verified(
+    alice: User,
+    proxy: TamperingProxy,
+    room: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The Worker's status is forged (so not verified) and the Controller's own answer
+    claims to be verified and done: the command line says neither."""
+
+    def forge(message: Message) -> None:
+        document = json.loads(message.response)
+        document["status"]["state"] = "done"
+        message.response = json.dumps(document).encode()
+
+    def boast(message: Message) -> None:
+        if message.method == "GET" and message.path == f"/v1/rooms/{room}":
+            message.response = json.dumps({"state": "done", "verified": True}).encode()
+
+    def both(message: Message) -> None:
+        if message.path.endswith("/status"):
+            forge(message)
+        boast(message)
+
+    proxy.on_response = both
+    monkeypatch.setenv("CLEANROOM_HOME", str(alice.home))
+    code = main(["status", room, "--output", "json", "--profile", alice.name])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert document["worker"]["verified"] is False
+    assert document["worker"]["error"].startswith("status-signature:")
+    assert document["controller"] == {
+        "verified": False,
+        "says": {"state": "done", "verified": True},
+    }
+    code = main(["status", room, "--profile", alice.name])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "  Worker state:   done  [the Controller says: not verified]" in text
+    assert "[signed by the Worker]" not in text
 
 
 @pytest.fixture

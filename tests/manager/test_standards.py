@@ -101,6 +101,8 @@ def test_basic_ids_and_secrets_are_form_urlencoded_first() -> None:
         ClientCredentials("a", "b", "client_secret_post")
     )
     assert client_credentials(None, {}) is None
+    # Another scheme is not client authentication (a bearer token revoking itself).
+    assert client_credentials("Bearer abc", {}) is None
     with pytest.raises(ClientAuthError) as caught:
         client_credentials(None, {"client_id": "a"})
     assert (caught.value.status, caught.value.challenge) == (401, False)

@@ -505,9 +505,10 @@ def status(
                 "worker": _worker_json(worker)
                 if worker is not None
                 else {"verified": False, "error": found.unverified},
+                # Nested, never merged: the Controller's text cannot set "verified".
                 "controller": None
                 if found.controller is None
-                else {"verified": False, **found.controller},
+                else {"verified": False, "says": found.controller},
             }
         )
     else:

@@ -54,14 +54,12 @@ class ClientAuthError(Exception):
         return 401 if self.error == "invalid_client" else 400
 
 
-def _basic(header: str) -> ClientCredentials:
+def _basic(header: str) -> ClientCredentials | None:
+    """Basic client credentials; None for another scheme (e.g. a bearer token presented
+    to /oauth/revoke, which authenticates by the token itself, not as a client)."""
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        raise ClientAuthError(
-            "invalid_client",
-            f"Authorization must be Basic client credentials, not {scheme[:20]!r}",
-            challenge=True,
-        )
+        return None
     value = value.strip()
     try:
         if len(value) > MAX_CREDENTIAL:
@@ -84,13 +82,13 @@ def client_credentials(
 ) -> ClientCredentials | None:
     """The client's credentials from either Basic or the form; None if it gave none.
 
-    Raises :class:`ClientAuthError` for a malformed Authorization header, half of
-    the form's pair, or both methods at once (§2.3: a client MUST NOT use more than
+    Raises :class:`ClientAuthError` for malformed Basic credentials, half of the
+    form's pair, or both methods at once (§2.3: a client MUST NOT use more than
     one). A ``client_id`` in the form beside Basic is allowed only if it is the same.
     """
     form_id, form_secret = form.get("client_id"), form.get("client_secret")
-    if authorization is not None:
-        credentials = _basic(authorization)
+    credentials = _basic(authorization) if authorization is not None else None
+    if credentials is not None:
         if form_secret is not None:
             raise ClientAuthError(
                 "invalid_request",
