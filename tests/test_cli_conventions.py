@@ -5,6 +5,7 @@ that prints a result."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -265,3 +266,17 @@ def test_a_refusal_says_what_to_do_once() -> None:
     with pytest.raises(CliError) as again, failures():
         raise CheckFailed("work-id-approved", "a", "b", "run `x` first", "run `x` first")
     assert str(again.value).count("run `x` first") == 1
+
+
+def test_configure_without_answers_names_the_option_to_give(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["configure"]) == 2
+    assert "error: configure needs --manager-url (no answer on standard input)" in (
+        capsys.readouterr().err
+    )
+    # A secret piped in is an answer: scripts may configure without a terminal.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
+    code = main(["configure", "--manager-url", "http://127.0.0.1:9", "--client-id", "c"])
+    assert code == 0, capsys.readouterr().err

@@ -200,9 +200,11 @@ def configure(
     except ProfileError:
         existing = None  # configure is how a missing or broken profile is repaired
     if manager_url is None:
-        manager_url = existing.config.manager_url if existing else typer.prompt("Manager URL")
+        manager_url = (
+            existing.config.manager_url if existing else _ask("Manager URL", "--manager-url")
+        )
     if client_id is None:
-        client_id = existing.config.client_id if existing else typer.prompt("Client ID")
+        client_id = existing.config.client_id if existing else _ask("Client ID", "--client-id")
     if client_secret is None:
         if existing is not None and existing.config.client_id == client_id:
             try:
@@ -210,7 +212,7 @@ def configure(
             except ProfileError:
                 client_secret = None
         if client_secret is None:
-            client_secret = typer.prompt("Client secret", hide_input=True)
+            client_secret = _ask("Client secret", "--client-secret", hide_input=True)
     if project is None and existing is not None and existing.config.client_id == client_id:
         project = existing.config.project
     root = read_file(trust_simulator, "simulator root") if trust_simulator is not None else None
@@ -272,6 +274,16 @@ def configure(
         common.stderr.print(f"new user key: run {hint('login')} to register it")
     else:
         common.stderr.print(f"next: {hint('login')}")
+
+
+def _ask(label: str, option: str, *, hide_input: bool = False) -> str:
+    """A value configure was not given, asked for; with nothing to read, a usage error
+    naming the option (a script has no terminal: it passes the option, or pipes the answer)."""
+    try:
+        answer: str = typer.prompt(label, hide_input=hide_input)
+    except typer.Abort:
+        fail(f"configure needs {option} (no answer on standard input)", EXIT_USAGE)
+    return answer
 
 
 def _collateral_from(value: str) -> CollateralFrom:
