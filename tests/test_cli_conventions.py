@@ -232,6 +232,7 @@ RESULT_COMMANDS = {
     "admin member list", "admin client create", "admin client list", "admin client disable",
     "admin client enable", "admin client rotate", "admin server add", "admin server list",
     "admin server remove", "admin gc", "admin keys rotate", "admin keys list",
+    "runtime install", "runtime list",
 }  # fmt: skip
 NO_RESULT = {"demo", "server manager", "server compute"}  # narrate or serve
 

@@ -19,7 +19,6 @@ import tempfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,10 +33,10 @@ from cleanroom.client.imports import (
     shadowing,
 )
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import Sandbox, run_function, runtime_interpreter
+from cleanroom.enclave.runner import Sandbox, installed_runtime, run_function
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.protocol.bundle import pack, unpack
-from cleanroom.protocol.spec import Resources
+from cleanroom.runtimes import Runtime
 from tests.protocol.test_bundle import Tree, write_tree
 from tests.sandbox import confined
 
@@ -267,9 +266,9 @@ def confinement() -> Iterator[Sandbox]:
 
 
 @pytest.fixture(scope="module")
-def interpreter() -> str:
+def interpreter() -> Runtime:
     try:
-        return runtime_interpreter(RUNTIME)
+        return installed_runtime(RUNTIME)
     except RunError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(str(error))
@@ -277,33 +276,28 @@ def interpreter() -> str:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Iterator[Path]:
-    # The room's scratch is root's, made readable to the sandbox's group by the runner.
-    path = Path(tempfile.mkdtemp(prefix="review-run-", dir=tmp_path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    return path
 
 
 def run_as_the_worker(
-    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: str
+    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> str:
-    """Unpack and run ``bundle`` as the Worker does; what the handler wrote, or the log."""
+    """Unpack and run ``bundle`` as the Worker does; what the handler wrote."""
     unpack(bundle, workspace / "function")
     (workspace / "inputs").mkdir()
     (workspace / "parameters.json").write_text("{}")
     received: dict[str, bytes] = {}
-
-    def receive(name: str, stream: IO[bytes], _size: int) -> None:
-        received[name] = stream.read()
-
     result = run_function(
         sandbox=confinement,
-        interpreter=interpreter,
+        runtime=interpreter,
         workspace=workspace,
         outputs=["output_1"],
         handler=handler,
-        limits=Limits(**Resources(memory_mib=256, timeout_s=30).model_dump()),
-        receive=receive,
+        limits=Limits(memory_mib=256, processes=64, cpu_s=60, timeout_s=30, disk_mib=16),
+        receive=lambda name, stream, _size: received.__setitem__(name, stream.read()),
         keep_log=True,
     )
     assert result.status == "succeeded", result.log.decode(errors="replace")
@@ -312,7 +306,7 @@ def run_as_the_worker(
 
 @pytest.mark.parametrize("trick", sorted(TRICKS))
 def test_the_worker_runs_the_file_the_review_names(
-    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
+    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> None:
     tree, handler, _ = TRICKS[trick]
     bundle = pack(write_tree(tmp_path / "source", tree))
@@ -356,7 +350,7 @@ def compiled_extension(directory: Path) -> bytes:
 
 
 def test_the_worker_runs_the_extension_the_review_names(
-    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
+    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> None:
     extension = compiled_extension(tmp_path)
     tree: Tree = {

@@ -121,12 +121,16 @@ COMMANDS: dict[str, Lazy] = {
     ),
     "measure": Lazy(
         "cleanroom.cli.verify:measure_command",
-        "Print an enclave image's MRENCLAVE and MRSIGNER, recomputed from the installed sources.",
+        "Print an enclave image's MRENCLAVE and MRSIGNER, recomputed from this installation.",
     ),
     "sim": Lazy(
         "cleanroom.cli.sim:app",
         "A simulated SGX platform: real byte formats and real quote verification, with a "
         "simulated root of trust.",
+    ),
+    "runtime": Lazy(
+        "cleanroom.cli.runtime:app",
+        "Install and list the runtimes a spec's `runtime` names.",
     ),
     "server": Lazy(
         "cleanroom.cli.server:app",
