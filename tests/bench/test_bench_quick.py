@@ -16,6 +16,9 @@ from tests.sandbox import require_sandbox
 REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
+    "startup_help",
+    "startup_version",
+    "startup_whoami",
     "session_setup_median",
     "session_setup_p99",
     "ingest_64mib",

@@ -165,7 +165,7 @@ def test_missing_profile(home: Path) -> None:
     with pytest.raises(ProfileError) as error:
         Profile.load("x")
     assert str(error.value) == (
-        "profile 'x' is not configured: run cleanroom configure --profile x"
+        "profile 'x' is not configured: run cleanroom --profile x configure"
     )
     with pytest.raises(ProfileError) as error:
         Profile.load()

@@ -406,8 +406,24 @@ def test_the_entrypoint_passes_shellcheck() -> None:
 
 
 def compute(tmp_path: Path, sgx: SgxHost, *extra: str) -> list[str]:
+    """The command line of a registered compute server on SGX (its credentials valid),
+    so that only what the test leaves out can refuse it."""
+    credentials = tmp_path / "compute-credentials.json"
+    if not credentials.exists():
+        credentials.write_text(
+            json.dumps(
+                {
+                    "type": "cleanroom/compute-credentials/v1",
+                    "url": "http://127.0.0.1:9",
+                    "client_id": "cs-" + "0" * 32,
+                    "client_secret": "secret",
+                }
+            )
+        )
+        credentials.chmod(0o600)
     return [
         "server", "compute", "--tee", "gramine",
+        "--credentials", str(credentials),
         "--data-dir", str(tmp_path / "compute"),
         "--sgx-device", str(sgx.sgx_device),
         "--aesm-socket", str(sgx.aesm_socket),

@@ -104,7 +104,7 @@ def upload(
         stream.feed(frame)
     stream.finish()
     receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
-    path, _index, final, body = receiver.open(stream.ack())
+    path, _index, final, body = receiver.open(stream.acknowledgement())
     assert path == f"{input_id}/.ack" and final
     ack: dict[str, Any] = json.loads(body)
     return ack

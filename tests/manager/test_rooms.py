@@ -95,6 +95,29 @@ def test_invalid_spec_is_422_naming_the_field(
     assert controller.deployed == {}
 
 
+@pytest.mark.parametrize("where", ['"parameters": {', '{"spec": {', "{"])
+def test_a_key_with_a_lone_surrogate_is_a_4xx(
+    manager: Manager,
+    controller: StandInController,
+    acme: tuple[ManagerClient, str, bytes],
+    where: str,
+) -> None:
+    """A key no UTF-8 or UTF-16 text holds (JCS cannot sort it): refused as malformed,
+    and the refusal that quotes it still renders: never a 500."""
+    client, function, _ = acme
+    document = make_spec(function).document()
+    body = json.dumps({"spec": document}).replace(where, where + '"\\ud800": 1, ', 1)
+    assert "\\ud800" in body
+    answer = httpx.post(
+        f"{manager.url}/v1/rooms",
+        content=body.encode(),
+        headers={"authorization": f"Bearer {client.token}", "content-type": "application/json"},
+    )
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert controller.deployed == {}
+
+
 @pytest.mark.parametrize("runtime", ["python3.12", "python3.11-gpu", "python3.1"])
 def test_a_runtime_outside_the_catalogue_is_422_naming_the_check(
     manager: Manager,

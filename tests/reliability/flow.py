@@ -89,7 +89,7 @@ def feed(alice: User, bob: User, tmp: Path, name: str) -> tuple[str, str]:
 def run(alice: User, name: str) -> tuple[str, dict[str, Any], float]:
     """Run and wait; (Worker state, verified receipt, seconds)."""
     started = time.monotonic()
-    state = alice.client.run(name, wait=True, poll_s=0.2)
+    state = alice.client.run(name, wait=True, poll_s=0.2).state
     seconds = time.monotonic() - started
     return state, alice.client.receipt(name).receipt, seconds
 

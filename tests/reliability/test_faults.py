@@ -129,7 +129,7 @@ def test_worker_killed_during_the_run(
     handler = "import time\n\ndef run():\n    time.sleep(30)\n"
     flow.deploy(alice, bob, tmp_path, name, handler)
     markers = flow.feed(alice, bob, tmp_path, name)
-    assert alice.client.run(name) == "running"
+    assert alice.client.run(name).state == "running"
     time.sleep(1.0)
     faults.kill(faults.worker_pid(stack, name))
     error, seconds = failure(lambda: alice.client.run(name, wait=True))
@@ -237,7 +237,7 @@ def run():
 """
     flow.deploy(alice, bob, tmp_path, name, handler)
     markers = flow.feed(alice, bob, tmp_path, name)
-    assert alice.client.run(name) == "running"
+    assert alice.client.run(name).state == "running"
     faults.kill_server(stack, faults.COMPUTE)
     error_run, seconds_run = failure(lambda: alice.client.run(name, wait=True))
     faults.restart_compute(stack)

@@ -9,8 +9,9 @@ import typer
 
 from cleanroom import __version__
 from cleanroom.cli.common import EXIT_REJECTED, EXIT_USAGE, fail, stderr
+from cleanroom.cli.serving import serve
 from cleanroom.errors import CheckFailed
-from cleanroom.paths import home
+from cleanroom.paths import compute_data_dir
 
 if TYPE_CHECKING:
     from cleanroom.controller.enclaves import Launcher
@@ -122,12 +123,14 @@ def compute(
     clean room, each its own process. Register it first (`cleanroom admin server add
     PUBLIC_URL --credentials-out FILE` on the manager's machine) and start it with
     --credentials FILE; clients reach it at PUBLIC_URL, and the manager deploys clean
-    rooms onto it."""
-    import uvicorn
+    rooms onto it.
 
+    When ready it prints where it listens and where its simulated platform is (whose
+    root certificate clients must trust explicitly), then one line per request."""
     from cleanroom.attestation.pccs import PccsClient
     from cleanroom.controller import ControllerSettings, create_app
     from cleanroom.controller.ceiling import ResourceCeiling
+    from cleanroom.controller.enclaves import PLATFORM_DIR
     from cleanroom.controller.manager_link import CredentialsError, load_credentials
 
     try:
@@ -186,8 +189,9 @@ def compute(
             PccsClient(pccs_url).close()
         except ValueError as error:
             fail(f"--pccs-url: {error}", EXIT_USAGE)
+    directory = (data_dir or compute_data_dir()).resolve()
     settings = ControllerSettings(
-        data_dir=(data_dir or home() / "compute").resolve(),
+        data_dir=directory,
         manager_url=manager_url,
         public_url=identity.url,
         credentials=identity,
@@ -197,7 +201,14 @@ def compute(
         pccs_verify=str(pccs_ca) if pccs_ca is not None else True,
         launcher=chosen,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    notes = [f"data directory: {directory}"]
+    if tee == "simulated":
+        platform = directory / PLATFORM_DIR
+        notes.append(
+            f"simulated SGX platform: {platform} (INSECURE); clients trust its root with: "
+            f"cleanroom sim export-root --dir {platform} --out sim-root.pem"
+        )
+    serve(create_app(settings), host=host, port=port, what="compute server", notes=notes)
 
 
 def _gramine_launcher(

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from cleanroom.cli.account import failures
 from cleanroom.cli.common import EXIT_USAGE, fail, stdout
 from cleanroom.cli.room import _client
-from cleanroom.cli.user import _failures
 from cleanroom.client.access import ParameterError, parse_parameters
 from cleanroom.client.sqlrooms import budget as fetch_budget
 from cleanroom.client.sqlrooms import query as run_query
@@ -59,7 +59,7 @@ def query(
         parameters: dict[str, Any] = dict(parse_parameters(param or []))
     except ParameterError as error:
         fail(str(error), EXIT_USAGE)
-    with _failures():
+    with failures():
         result = run_query(
             _client(), name, name=named, sql=sql, parameters=parameters or None,
             epsilon=epsilon, target=out,
@@ -93,7 +93,7 @@ def budget(
     as_json: Annotated[bool, typer.Option("--json", help="Print the statement as JSON.")] = False,
 ) -> None:
     """Each data owner's privacy budget (ε spent, left, total), signed by the attested Worker."""
-    with _failures():
+    with failures():
         statement = fetch_budget(_client(), name)
     if as_json:
         stdout.out(json.dumps(statement, indent=2))

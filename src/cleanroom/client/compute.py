@@ -100,6 +100,15 @@ class ComputeClient:
         """The Worker's state as the Controller reports it (informational only)."""
         return _object(self._request("GET", f"/v1/rooms/{name}"), "room-state")
 
+    def status(self, name: str, nonce: bytes) -> tuple[Any, bytes]:
+        """The Worker's signed status for ``nonce``, as relayed: (status, signature), unchecked."""
+        document = _object(
+            self._request("POST", f"/v1/rooms/{name}/status", json={"nonce": b64u(nonce)}),
+            "room-status",
+        )
+        signature = _text(document, "signature", "room-status")
+        return document.get("status"), from_b64u(signature, "status signature")
+
     def attestation(self, name: str, nonce: bytes) -> Evidence:
         """Phase 1 evidence for ``name``'s Worker, bound to ``nonce``."""
         document = _object(
@@ -127,8 +136,8 @@ class ComputeClient:
         signature_text = _text(document, "signature", "handshake-resp")
         return document.get("resp"), from_b64u(signature_text, "resp signature")
 
-    def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> dict[str, Any]:
-        """Stream record frames into the Worker; its (unchecked) acknowledgement."""
+    def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> bytes:
+        """Stream record frames into the Worker; its sealed acknowledgement (unchecked)."""
         response = self._request(
             "POST",
             f"/v1/rooms/{name}/sessions/{session_id}/upload",
@@ -136,7 +145,7 @@ class ComputeClient:
             headers={"content-type": MEDIA_TYPE},
             timeout=httpx.Timeout(60.0, read=None, write=None),
         )
-        return _object(response, "upload")
+        return from_b64u(_text(_object(response, "upload"), "ack", "upload"), "upload ack")
 
     def run(self, name: str, session_id: str) -> dict[str, Any]:
         return _object(self._request("POST", f"/v1/rooms/{name}/sessions/{session_id}/run"), "run")

@@ -53,14 +53,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
 from cleanroom.attestation import (
-    DEFAULT_ACCEPTED_STATUSES,
     AttestationError,
     AttestationPolicy,
     TrustAnchor,
@@ -71,13 +69,19 @@ from cleanroom.attestation.measurements import (
     load_release_key,
     verify_measurements,
 )
-from cleanroom.client.collateral import CollateralFrom
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.keys import user_id as user_id_of
 
 if TYPE_CHECKING:
+    import httpx
+
+    from cleanroom.attestation import AttestationPolicy, TrustAnchor
     from cleanroom.client.manager import ManagerClient
+
+# Where a client takes collateral from (cleanroom.client.collateral chooses it).
+CollateralFrom = Literal["server", "pccs"]
+COLLATERAL_FROM: tuple[CollateralFrom, ...] = ("server", "pccs")
 
 PROFILE_ENV = "CLEANROOM_PROFILE"
 DEFAULT_PROFILE = "default"
@@ -240,6 +244,12 @@ def resolve_name(name: str | None = None) -> str:
             f"bad profile name {chosen!r}: use up to 64 letters, digits, '.', '_' or '-'"
         )
     return chosen
+
+
+def command_for(profile: str, words: str) -> str:
+    """The ``cleanroom`` command ``words`` for profile ``profile``: ``--profile`` unless default."""
+    chosen = "" if profile == DEFAULT_PROFILE else f"--profile {profile} "
+    return f"cleanroom {chosen}{words}"
 
 
 def profile_dir(name: str | None = None, home: Path | None = None) -> Path:
@@ -425,7 +435,7 @@ class Profile:
                 accepted_tcb_statuses=sorted(
                     set(accepted_tcb_statuses)
                     if accepted_tcb_statuses is not None
-                    else DEFAULT_ACCEPTED_STATUSES
+                    else _default_statuses()
                 ),
                 accepted_advisories=sorted(set(accepted_advisories))
                 if accepted_advisories is not None
@@ -488,17 +498,21 @@ class Profile:
         path = directory / CONFIG_FILE
         if not path.is_file():
             raise ProfileError(
-                f"profile {resolved!r} is not configured: run cleanroom configure"
-                + (f" --profile {resolved}" if resolved != DEFAULT_PROFILE else "")
+                f"profile {resolved!r} is not configured: run {command_for(resolved, 'configure')}"
             )
         document = _read_json(path, f"profile {resolved!r}: {CONFIG_FILE}")
         try:
             config = ProfileConfig.model_validate(document)
         except ValidationError as error:
             raise ProfileError(
-                f"profile {resolved!r}: {_first_error(error, CONFIG_FILE)}: run cleanroom configure"
+                f"profile {resolved!r}: {_first_error(error, CONFIG_FILE)}: "
+                f"run {command_for(resolved, 'configure')}"
             ) from error
         return cls(resolved, directory, config)
+
+    def command(self, words: str) -> str:
+        """The ``cleanroom`` command ``words`` for this profile (to suggest to the user)."""
+        return command_for(self.name, words)
 
     def updated(self, **changes: Any) -> Profile:
         """Rewrite ``config.json`` with ``changes`` (e.g. ``project``) and return the result."""
@@ -554,6 +568,8 @@ class Profile:
         return self._attestation_policy()
 
     def _attestation_policy(self) -> AttestationPolicy:
+        from cleanroom.attestation import AttestationError, AttestationPolicy
+
         config = self.config
         try:
             return AttestationPolicy(
@@ -582,6 +598,8 @@ class Profile:
 
     def trust_anchor(self) -> TrustAnchor:
         """Intel's production root, or the simulated root only when the profile trusts one."""
+        from cleanroom.attestation import TrustAnchor
+
         expected = self.config.simulator_root_sha256
         if expected is None:
             return TrustAnchor.intel_production()
@@ -591,14 +609,14 @@ class Profile:
         except OSError as error:
             raise ProfileError(
                 f"{self._what(SIMULATOR_ROOT_FILE)} cannot be read ({error.strerror}): "
-                "run cleanroom configure --trust-simulator ROOT_PEM"
+                f"run {self.command('configure --trust-simulator ROOT_PEM')}"
             ) from error
         anchor = _anchor_from(data, self._what(SIMULATOR_ROOT_FILE))
         if anchor.fingerprint != expected:
             raise ProfileError(
                 f"{self._what(SIMULATOR_ROOT_FILE)} changed since it was configured "
                 f"(SHA-256 {anchor.fingerprint}, configured {expected}): "
-                "run cleanroom configure --trust-simulator ROOT_PEM"
+                f"run {self.command('configure --trust-simulator ROOT_PEM')}"
             )
         return anchor
 
@@ -677,7 +695,7 @@ class Profile:
         or someone is showing this user a different clean room under its name).
         """
         approval = self.approval(name)
-        remedy = f"run `cleanroom inspect {name}` then `cleanroom approve {name}`"
+        remedy = f"run `{self.command(f'inspect {name}')}` then `{self.command(f'approve {name}')}`"
         if approval is None:
             raise NotApprovedError(
                 "work-id-approved",
@@ -921,7 +939,9 @@ class Profile:
                     )
                 return handle.read()
         except FileNotFoundError as error:
-            raise ProfileError(f"{self._what(file)} is missing: run cleanroom configure") from error
+            raise ProfileError(
+                f"{self._what(file)} is missing: run {self.command('configure')}"
+            ) from error
         except OSError as error:
             raise ProfileError(f"{self._what(file)} cannot be read: {error.strerror}") from error
 
@@ -958,7 +978,19 @@ class SignedRelease:
         return cls(measurements, release_key, hashlib.sha256(data).hexdigest())
 
 
+# The attestation package (dcap-qvl, X.509) is imported where it is used: `whoami`
+# and the other commands that only read the profile never load it.
+
+
+def _default_statuses() -> frozenset[str]:
+    from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES
+
+    return frozenset(DEFAULT_ACCEPTED_STATUSES)
+
+
 def _anchor_from(data: bytes, what: str) -> TrustAnchor:
+    from cleanroom.attestation import AttestationError, TrustAnchor
+
     try:
         anchor = TrustAnchor.from_certificate(data)
     except AttestationError as error:

@@ -395,7 +395,7 @@ def approve_review(profile: Profile, reviewed: Review, work_id: str) -> Approval
             work_id,
             reviewed.work_id,
             f"clean room {name} no longer has the Work-ID you reviewed: it was redeployed",
-            hint=f"inspect it again: cleanroom inspect {name}",
+            hint=f"inspect it again: {profile.command(f'inspect {name}')}",
         )
     profile.remember_review(reviewed.work_id, reviewed.record())
     return profile.approve(name, reviewed.work_id, reviewed.function_id)

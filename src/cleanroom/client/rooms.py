@@ -10,8 +10,13 @@ one purpose. Nothing the manager or the Controller says is believed unchecked.
 
     client = CleanRoomClient(Profile.load("alice"))
     client.upload("overlap", "input_1", Path("data/alice"))
-    client.run("overlap", wait=True)
+    ended = client.run("overlap", wait=True)      # the Worker's signed status
+    assert ended.succeeded, ended.summary()
     result = client.download("overlap", "output_1", Path("results"))
+
+What the Worker says about a room (its state, the inputs it holds, the run's end)
+is believed only when signed by the attested Worker for a fresh nonce
+(:meth:`CleanRoomClient.status`); the Controller's own account is never acted on.
 """
 
 from __future__ import annotations
@@ -30,18 +35,21 @@ from typing import Any
 from cleanroom.attestation import CheckResult
 from cleanroom.client.collateral import ChosenCollateral, choose_collateral
 from cleanroom.client.compute import ComputeClient
+from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import canonical, from_b64u
+from cleanroom.protocol.acks import open_ack
+from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
+from cleanroom.protocol.status import NONCE_BYTES, verify_status
 
 UPLOAD_MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
 OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
@@ -53,6 +61,16 @@ Progress = Callable[[int], None]
 
 class TransferError(CheckFailed):
     """Data that arrived does not match what the attested Worker signed for."""
+
+
+class UnknownObjectError(MessageFormatError):
+    """An input or output id the room's spec does not have (unusable input, not a refusal)."""
+
+    exit_code = 2  # the command line's "unusable input"
+
+
+class RunNotStartedError(CheckFailed):
+    """The Worker says the run did not start although its start was acknowledged."""
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,74 @@ class UploadResult:
     sha256: str  # SHA-256(JCS(manifest)) hex: what the receipt must record
     files: dict[str, int]  # relative path -> size
     bytes: int
+    already: bool = False  # the Worker had exactly this input before (a retry): nothing new
     rows: int | None = None  # SQL rooms: the rows the Worker checked against the schema
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A room as its Worker says it is, signed for a fresh nonce and checked
+    (docs/protocol.md, "Room status"): every field is the attested Worker's word."""
+
+    worker_id: str
+    work_id: str
+    state: str  # collecting | running | done | failed
+    inputs: dict[str, dict[str, str]]  # the inputs that arrived: id -> {by, sha256}
+    uploading: tuple[str, ...]
+    outputs: tuple[str, ...]  # ready to download
+    run_status: str | None  # the receipt's status once the run ended
+    exit_code: int | None
+    detail: str | None  # why the room failed (the Worker's text: show it escaped)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("done", "failed")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "done" and self.run_status == "succeeded"
+
+    def summary(self) -> str:
+        """One line: how the run ended (for a room still collecting or running: its state)."""
+        if self.state == "done":
+            code = "none" if self.exit_code is None else str(self.exit_code)
+            return f"the run ended {self.run_status} (exit status {code})"
+        if self.state == "failed":
+            return "the run failed in the Worker" + (f": {self.detail}" if self.detail else "")
+        return f"the room is {self.state}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "work_id": self.work_id,
+            "state": self.state,
+            "inputs": self.inputs,
+            "uploading": list(self.uploading),
+            "outputs": list(self.outputs),
+            "run": None
+            if self.run_status is None
+            else {"status": self.run_status, "exit_code": self.exit_code},
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class RoomStatus:
+    """A room: the manager's record (untrusted), the spec its Work-ID was recomputed
+    from, the user's approval, and the Worker's signed status or why there is none."""
+
+    room: Room
+    spec: WorkSpec
+    approval: Approval | None
+    worker: WorkerStatus | None
+    unverified: str | None = None  # why the Worker's status could not be verified
+    # Then what the Controller says of its Worker: unverified, to show as such, never
+    # to act on (None when it could not be asked either).
+    controller: dict[str, Any] | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.approval is not None and self.approval.work_id == self.spec.work_id
 
 
 @dataclass(frozen=True)
@@ -134,9 +219,18 @@ class _Upload:
 
 
 def _input_files(source: Path) -> list[tuple[str, Path]]:
-    """The regular files under ``source``, sorted; links and special files are refused."""
+    """The regular files under ``source``, sorted (or ``source`` alone, a regular file,
+    under its own name); links and special files are refused."""
+    if source.is_symlink():
+        raise MessageFormatError(
+            "input-file", "a regular file or a directory", str(source), "links are not uploaded"
+        )
+    if source.is_file():
+        return [(source.name, source)]
     if not source.is_dir():
-        raise MessageFormatError("input-directory", "a directory", str(source), "not a directory")
+        raise MessageFormatError(
+            "input-directory", "a file or a directory", str(source), "no such file or directory"
+        )
     files: list[tuple[str, Path]] = []
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source).as_posix()
@@ -243,14 +337,23 @@ class CleanRoomClient:
         nonce = secrets.token_bytes(32)
         evidence = compute.attestation(room.name, nonce)
         now = int(self._clock())
-        collateral = choose_collateral(
-            quote=evidence.quote,
-            served=evidence.collateral,
-            served_error=evidence.collateral_error,
-            at=now,
-            pccs_url=self.profile.config.pccs_url,
-            collateral_from=self.profile.config.collateral_from,
-        )
+        try:
+            collateral = choose_collateral(
+                quote=evidence.quote,
+                served=evidence.collateral,
+                served_error=evidence.collateral_error,
+                at=now,
+                pccs_url=self.profile.config.pccs_url,
+                collateral_from=self.profile.config.collateral_from,
+            )
+        except CheckFailed as error:
+            # The attestation layer's hints name `cleanroom configure`: make it this
+            # profile's (the command a user can paste as it is).
+            if error.hint is not None:
+                error.hint = error.hint.replace(
+                    "cleanroom configure", self.profile.command("configure")
+                )
+            raise
         worker = verify_attester_evidence(
             claims=evidence.claims,
             quote=evidence.quote,
@@ -293,8 +396,10 @@ class CleanRoomClient:
     def upload(
         self, name: str, input_id: str, source: Path, *, progress: Progress | None = None
     ) -> UploadResult:
-        """Encrypt every file under ``source`` to the attested Worker as ``input_id``."""
+        """Encrypt ``source`` (a directory's files, or one file) to the attested Worker as
+        ``input_id``. Uploading exactly the same again is acknowledged as ``already``."""
         room, spec = self.approved(name)
+        _known(input_id, spec.inputs, "input", name)
         files = _input_files(source)
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
@@ -303,33 +408,86 @@ class CleanRoomClient:
             upload = _Upload(keys, input_id, files, progress)
             answer = compute.upload(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
-        ack = _authenticated_ack(answer, keys, input_id)
-        expected = {"input": input_id, "sha256": digest, "bytes": upload.sent}
-        if any(ack.get(key) != value for key, value in expected.items()):
-            raise TransferError("upload-ack", expected, ack, "the Worker acknowledged other data")
+        ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
         self._remember_upload(
             name, spec.work_id, input_id, digest, worker_id=attestation.worker.worker_id
         )
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
-        rows = ack.get("rows")
-        return UploadResult(
-            input_id, digest, sizes, upload.sent, rows=rows if type(rows) is int else None
-        )
+        return UploadResult(input_id, digest, sizes, upload.sent, ack.already, ack.rows)
 
-    def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> str:
-        """Start the run (only a runner may); with ``wait``, until it ended."""
+    def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> WorkerStatus:
+        """Start the run (only a runner may); the Worker's signed status after, or, with
+        ``wait``, once the run ended (see :attr:`WorkerStatus.succeeded`)."""
         room, spec = self.approved(name)
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
             keys = self._session(compute, attestation, RunPurpose(op="run"))
-            state = str(compute.run(room.name, keys.session_id).get("state"))
-            while wait and state in ("collecting", "running"):
+            compute.run(room.name, keys.session_id)  # its answer is relayed: not believed
+            status = self._status(compute, attestation)
+            if status.state == "collecting":
+                raise RunNotStartedError(
+                    "run-started",
+                    "running or ended",
+                    status.state,
+                    "the Worker did not start the run it was asked to",
+                )
+            while wait and not status.ended:
                 time.sleep(poll_s)
-                state = str(compute.state(room.name).get("state"))
-        return state
+                status = self._status(compute, attestation)
+        return status
+
+    def status(self, name: str) -> RoomStatus:
+        """Room ``name`` as the manager records it and as its Worker signs it now.
+
+        The Worker is attested for the Work-ID recomputed from the spec the manager
+        serves (approved by the user or not: :attr:`RoomStatus.approved` says), and
+        its status is believed only under that attested key. When that fails, the
+        status says why, and holds no Worker state at all.
+        """
+        room = self.manager.room(name)
+        spec = WorkSpec.parse(room.spec)
+        approval = self.profile.approval(name)
+        try:
+            with self._compute(room) as compute:
+                attestation = self._attest(compute, room, spec)
+                worker = self._status(compute, attestation)
+        except (CheckFailed, ServerError) as error:
+            return RoomStatus(room, spec, approval, None, str(error), self._controller_says(room))
+        return RoomStatus(room, spec, approval, worker)
+
+    def _controller_says(self, room: Room) -> dict[str, Any] | None:
+        try:
+            with self._compute(room) as compute:
+                return compute.state(room.name)
+        except (CheckFailed, ServerError):
+            return None
+
+    def _status(self, compute: ComputeClient, attestation: Attestation) -> WorkerStatus:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        document, signature = compute.status(attestation.room.name, nonce)
+        checked = verify_status(
+            document,
+            signature,
+            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+            spec=attestation.spec,
+            nonce=nonce,
+        )
+        run = checked["run"]
+        return WorkerStatus(
+            worker_id=attestation.worker.worker_id,
+            work_id=checked["work_id"],
+            state=checked["state"],
+            inputs=checked["inputs"],
+            uploading=tuple(checked["uploading"]),
+            outputs=tuple(checked["outputs"]),
+            run_status=None if run is None else run["status"],
+            exit_code=None if run is None else run["exit_code"],
+            detail=checked["detail"],
+        )
 
     def state(self, name: str) -> dict[str, Any]:
-        """The Worker's state as the Controller reports it (informational, unverified)."""
+        """The Worker's state as the Controller reports it: unverified, never acted on
+        (:meth:`status` is the Worker's signed word)."""
         room = self.manager.room(name)
         with self._compute(room) as compute:
             return compute.state(room.name)
@@ -353,17 +511,31 @@ class CleanRoomClient:
         return VerifiedReceipt(verified, attestation)
 
     def download(
-        self, name: str, output_id: str, target: Path, *, progress: Progress | None = None
+        self,
+        name: str,
+        output_id: str,
+        target: Path,
+        *,
+        progress: Progress | None = None,
+        on_receipt: Callable[[VerifiedReceipt], None] | None = None,
     ) -> DownloadResult:
-        """Decrypt ``output_id`` into ``target`` (new or empty), checked against the receipt."""
+        """Decrypt ``output_id`` into ``target`` (new or empty), checked against the receipt.
+
+        ``on_receipt`` is called with the verified receipt before anything is written
+        (e.g. to say that the run failed: its outputs are what it left); raising there
+        stops the download. The receipt is in the result too.
+        """
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise MessageFormatError(
                 "output-directory", "a new or empty directory", str(target), "not empty"
             )
         room, spec = self.approved(name)
+        _known(output_id, spec.outputs, "output", name)
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
             receipt = self._receipt(compute, attestation)
+            if on_receipt is not None:
+                on_receipt(receipt)
             keys = self._session(
                 compute, attestation, DownloadPurpose(op="download", output=output_id)
             )
@@ -529,30 +701,16 @@ class CleanRoomClient:
         return {str(k): str(v) for k, v in inputs.items()}
 
 
-def _authenticated_ack(answer: dict[str, Any], keys: SessionKeys, input_id: str) -> dict[str, Any]:
-    """The Worker's acknowledgement, one record under the session's Worker-to-client key
-    (the Controller can neither forge nor change it); TransferError ``upload-ack`` else."""
-    frame = answer.get("ack")
-    try:
-        if not isinstance(frame, str):
-            raise TransferError("upload-ack", "an authenticated acknowledgement", frame, "none")
-        receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
-        path, _index, final, data = receiver.open(from_b64u(frame, "ack"))
-        document = json.loads(data)
-    except (CheckFailed, ValueError) as error:
-        if isinstance(error, TransferError):
-            raise
-        raise TransferError(
-            "upload-ack", "an authenticated acknowledgement", "another", str(error)
-        ) from error
-    if (
-        path != f"{input_id}/.ack"
-        or not final
-        or not isinstance(document, dict)
-        or document.get("type") != "cleanroom/upload-ack/v1"
-    ):
-        raise TransferError("upload-ack", f"{input_id}/.ack", path, "not this upload's ack")
-    return document
+def _known(object_id: str, ids: dict[str, str], kind: str, room: str) -> None:
+    """``object_id`` is one of the spec's inputs (or outputs), else a one-line refusal."""
+    if object_id not in ids:
+        listed = ", ".join(sorted(ids)) or "none"
+        raise UnknownObjectError(
+            f"{kind}-id",
+            f"one of {listed}",
+            object_id,
+            f"no {kind} {object_id} in clean room {room} (it has {listed})",
+        )
 
 
 def _remove_tree(directory: Path) -> None:
@@ -563,7 +721,11 @@ __all__ = [
     "Attestation",
     "CleanRoomClient",
     "DownloadResult",
+    "RoomStatus",
+    "RunNotStartedError",
     "TransferError",
+    "UnknownObjectError",
     "UploadResult",
     "VerifiedReceipt",
+    "WorkerStatus",
 ]

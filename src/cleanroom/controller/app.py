@@ -417,6 +417,10 @@ def create_app(
         evidence = await host.attest(room.key, nonce)
         return evidence if collateral is None else await add_collateral(evidence, collateral)
 
+    @app.post("/v1/rooms/{name}/status")
+    async def signed_status(name: str, request: Request, room: User) -> Response:
+        return await forward(room, "POST", "/status", await small_json(request))
+
     @app.post("/v1/rooms/{name}/sessions")
     async def open_session(name: str, request: Request, room: User) -> Response:
         return await forward(room, "POST", "/sessions", await small_json(request))

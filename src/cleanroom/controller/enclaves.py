@@ -37,6 +37,7 @@ PROBE_TIMEOUT_S = 5.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes and a NUL; some to spare
 SHORT_SOCKETS = Path("/run/cleanroom/sockets")
+PLATFORM_DIR = "simulated-platform"  # the simulated platform, in the data directory
 
 
 class EnclaveProcessError(Exception):
@@ -450,7 +451,7 @@ class EnclaveHost:
 
     @property
     def platform_dir(self) -> Path:
-        return self.data_dir / "simulated-platform"
+        return self.data_dir / PLATFORM_DIR
 
     @property
     def _sockets(self) -> Path:

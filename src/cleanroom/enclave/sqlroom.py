@@ -120,6 +120,10 @@ class SqlRoom(CleanRoom):
         self.rows[completed.input_id] = rows
         return {"rows": rows}
 
+    def _accepted_counts(self, input_id: str) -> dict[str, int]:
+        rows = self.rows.get(input_id)
+        return {} if rows is None else {"rows": rows}
+
     def _check_collecting(self, input_id: str) -> None:
         if self.runs:
             raise UploadError(

@@ -178,6 +178,13 @@ class WorkerService:
                 document["runs"] = run_states(room)
             return document
 
+        @app.post("/status")
+        async def status(request: Request) -> dict[str, Any]:
+            self._serving()
+            nonce = binary(await json_body(request, frozenset({"nonce"})), "nonce")
+            document, signature = await run_in_threadpool(room.status, nonce)
+            return {"status": document, "signature": b64u(signature)}
+
         @app.post("/sessions")
         async def open_session(request: Request) -> dict[str, Any]:
             self._serving()
@@ -200,12 +207,9 @@ class WorkerService:
             except BaseException:
                 stream.abort()  # includes a client or Controller that went away mid-stream
                 raise
-            completed = await run_in_threadpool(stream.finish)
-            return {
-                "input": completed.input_id,
-                "sha256": completed.sha256,
-                "ack": b64u(stream.ack()),
-            }
+            await run_in_threadpool(stream.finish)
+            # Sealed under the session key: only this Worker can say the input arrived.
+            return {"ack": b64u(stream.acknowledgement())}
 
         @app.post("/sessions/{session_id}/run", status_code=202)
         async def run(session_id: str, request: Request) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from cleanroom.manager.callers import (
     user_caller,
     visible_rooms,
 )
+from cleanroom.manager.client_auth import BASIC_CHALLENGE, ClientAuthError, client_credentials
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     Client,
@@ -101,7 +102,7 @@ from cleanroom.tokens import (
     TokenIssuer,
     TokenVerifier,
 )
-from cleanroom.web import install_problem_handlers, problem
+from cleanroom.web import form_body, install_problem_handlers, problem
 
 __all__ = ["MANAGER_SUBJECT", "Caller", "create_app"]
 
@@ -133,11 +134,87 @@ class NewClientRequest(BaseModel):
 
 
 def _oauth_error(status: int, error: str) -> JSONResponse:
-    """An RFC 6749 §5.2 error: deliberately nothing but the error code."""
-    return JSONResponse({"error": error}, status_code=status, headers={"Cache-Control": "no-store"})
+    """An RFC 6749 §5.2 error: deliberately nothing but the error code; a 401 says how
+    to authenticate (``WWW-Authenticate``, as §5.2 requires after HTTP authentication)."""
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = BASIC_CHALLENGE
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+JWK_SET = "application/jwk-set+json"  # RFC 7517 §8.5
 _SLOW_DOWN = "too many token requests from this address or for this client_id"
+
+# The token and revocation endpoints read their forms themselves: what they take and
+# answer, for their OpenAPI description (a generated client can read every error).
+_OAUTH_ERROR: dict[str, Any] = {
+    "description": "An RFC 6749 §5.2 error: the error code alone",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            }
+        }
+    },
+}
+_CLIENT_FIELDS = {
+    "client_id": "Your client id (client_secret_post; or use HTTP Basic)",
+    "client_secret": "Your client secret (client_secret_post; or use HTTP Basic)",
+}
+_BY_CLIENT: list[dict[str, list[str]]] = [{"clientSecretBasic": []}, {}]
+TOKEN_ENDPOINT: dict[str, Any] = {
+    "summary": "An access token for client credentials (RFC 6749 §4.4)",
+    "openapi_extra": {
+        **form_body(
+            {"grant_type": "The grant: client credentials", **_CLIENT_FIELDS},
+            ["grant_type"],
+            {"grant_type": ["client_credentials"]},
+        ),
+        "security": _BY_CLIENT,
+    },
+    "responses": {
+        200: {
+            "description": "The access token (a JWT, ES256)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in"],
+                        "properties": {
+                            "access_token": {"type": "string"},
+                            "token_type": {"type": "string", "enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        400: {**_OAUTH_ERROR, "description": "invalid_request or unsupported_grant_type"},
+        401: {
+            **_OAUTH_ERROR,
+            "description": "invalid_client: unknown, disabled or wrong credentials",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        429: {
+            **_OAUTH_ERROR,
+            "description": "slow_down: too many attempts",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    },
+}
+REVOKE_ENDPOINT: dict[str, Any] = {
+    "summary": "Revoke a token (RFC 7009), by its client or by whoever holds it",
+    "openapi_extra": {
+        **form_body(
+            {"token": "The token to revoke", "token_type_hint": "Ignored", **_CLIENT_FIELDS},
+            ["token"],
+        ),
+        "security": _BY_CLIENT,
+    },
+    "responses": {200: {"description": "Revoked (also an unknown or expired token)"}},
+}
 
 
 class _TokenEndpointLimits:
@@ -169,12 +246,20 @@ def _slow_down(wait: float) -> JSONResponse:
 
 
 def _revoke_refused(
-    status: int, error: str, detail: str, *, retry: float | None = None, **facts: object
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    retry: float | None = None,
+    challenge: bool = False,
+    **facts: object,
 ) -> JSONResponse:
     """An error of ``/oauth/revoke``: problem details with the RFC 6749 ``error`` code."""
     headers = {"Cache-Control": "no-store"}
     if retry is not None:
         headers["Retry-After"] = retry_after(retry)
+    if challenge:
+        headers["WWW-Authenticate"] = BASIC_CHALLENGE
     return problem(status, detail, headers=headers, error=error, **facts)
 
 
@@ -752,13 +837,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     limits = _TokenEndpointLimits(settings)
 
-    @app.post("/oauth/token")
+    @app.post("/oauth/token", **TOKEN_ENDPOINT)
     async def token(request: Request) -> Response:
         wait = limits.address(request)
         if wait is not None:
             return _slow_down(wait)
         form = await request.form()
-        wait = limits.client(form.get("client_id"))
+        try:
+            credentials = client_credentials(request.headers.get("authorization"), form)
+        except ClientAuthError as error:
+            wait = limits.client(form.get("client_id"))
+            return _slow_down(wait) if wait is not None else _oauth_error(error.status, error.error)
+        wait = limits.client(credentials.client_id if credentials else None)
         if wait is not None:
             return _slow_down(wait)
         grant_type = form.get("grant_type")
@@ -766,8 +856,7 @@ def create_app(settings: Settings) -> FastAPI:
             return _oauth_error(400, "invalid_request")
         if grant_type != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type")
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        if not isinstance(client_id, str) or not isinstance(secret, str):
+        if credentials is None:
             return _oauth_error(401, "invalid_client")
         resources = form.getlist("resource")
         room, project = form.get("room"), form.get("project")
@@ -778,8 +867,8 @@ def create_app(settings: Settings) -> FastAPI:
         ):
             return _oauth_error(400, "invalid_request")
         asked = TokenRequest(
-            client_id=client_id,
-            secret=secret,
+            client_id=credentials.client_id,
+            secret=credentials.secret,
             resources=[str(resource) for resource in resources],
             room=room,
             project=project,
@@ -788,11 +877,10 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             granted = await run_in_threadpool(manager.grants.grant, asked)
         except GrantRefused as refused:
-            return JSONResponse(
-                refused.body(),
-                status_code=refused.status,
-                headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-            )
+            headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            if refused.status == 401:
+                headers["WWW-Authenticate"] = BASIC_CHALLENGE
+            return JSONResponse(refused.body(), status_code=refused.status, headers=headers)
         return JSONResponse(
             {
                 "access_token": granted.access_token,
@@ -802,7 +890,7 @@ def create_app(settings: Settings) -> FastAPI:
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
 
-    @app.post("/oauth/revoke")
+    @app.post("/oauth/revoke", **REVOKE_ENDPOINT)
     async def revoke_token(request: Request) -> Response:
         """RFC 7009: revoke a token, authenticated by client credentials or by the token."""
         wait = limits.address(request)
@@ -812,17 +900,18 @@ def create_app(settings: Settings) -> FastAPI:
         token = form.get("token")
         if not isinstance(token, str) or not token:
             return _revoke_refused(400, "invalid_request", "the form field 'token' is missing")
-        client_id, secret = form.get("client_id"), form.get("client_secret")
+        try:
+            given = client_credentials(request.headers.get("authorization"), form)
+        except ClientAuthError as error:
+            return _revoke_refused(
+                error.status, error.error, error.description, challenge=error.challenge
+            )
         credentials: tuple[str, str] | None = None
-        if client_id is not None or secret is not None:
-            if not isinstance(client_id, str) or not isinstance(secret, str):
-                return _revoke_refused(
-                    401, "invalid_client", "give both client_id and client_secret, or neither"
-                )
-            wait = limits.client(client_id)
+        if given is not None:
+            wait = limits.client(given.client_id)
             if wait is not None:
                 return _revoke_refused(429, "slow_down", _SLOW_DOWN, retry=wait)
-            credentials = (client_id, secret)
+            credentials = (given.client_id, given.secret)
         outcome = await run_in_threadpool(
             revoke,
             manager.sessions,
@@ -832,8 +921,11 @@ def create_app(settings: Settings) -> FastAPI:
             leeway=settings.token_leeway,
         )
         if outcome is Revoked.INVALID_CLIENT:
-            return _revoke_refused(401, "invalid_client", "client authentication failed")
+            return _revoke_refused(
+                401, "invalid_client", "client authentication failed", challenge=True
+            )
         if outcome is Revoked.NOT_YOURS:
+            client_id = credentials[0] if credentials else None
             return _revoke_refused(
                 400,
                 "unauthorized_client",
@@ -854,11 +946,16 @@ def create_app(settings: Settings) -> FastAPI:
             )
         return JSONResponse(listed.to_json(), headers={"Cache-Control": "no-store"})
 
-    @app.get("/.well-known/jwks.json")
+    @app.get(
+        "/.well-known/jwks.json",
+        responses={200: {"content": {JWK_SET: {}}, "description": "The token signing keys"}},
+    )
     def jwks() -> Response:
         # max-age + the Controllers' refetch interval (30 + 30 s) is what a rotated key's
         # pre-publication covers (cleanroom.manager.keys, DEFAULT_ACTIVATE_AFTER).
-        return JSONResponse(manager.issuer.jwks(), headers={"Cache-Control": "max-age=30"})
+        return JSONResponse(
+            manager.issuer.jwks(), media_type=JWK_SET, headers={"Cache-Control": "max-age=30"}
+        )
 
     @app.get("/v1/whoami")
     def whoami(caller: CurrentCaller) -> dict[str, Any]:
