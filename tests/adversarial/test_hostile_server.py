@@ -213,13 +213,14 @@ class Route:
             "project": "acme",
             "client_id": owner_client,
             "session_id": SESSION,
+            "number": "1",  # a SQL room's query run
         }
         return re.sub(r"\{(\w+)\}", lambda match: values[match.group(1)], self.template)
 
     def body(self, world: World) -> dict[str, Any]:
         """A well-formed body: only the credentials can decide the answer."""
         nonce = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
-        if self.template.endswith("/attestation"):
+        if self.template.endswith(("/attestation", "/status", "/budget")):
             return {"json": {"nonce": nonce}}
         if self.template.endswith("/sessions"):
             return {"json": {"init": {}, "signature": "AA"}}

@@ -1,6 +1,8 @@
 """The uploader's acknowledgement is the Worker's, under the session key: a hostile
 Controller can neither drop it, change it, replay another session's, nor stand in
-one of its own (the unauthenticated form it could once forge)."""
+one of its own (the unauthenticated form it could once forge). Each is refused by the
+check that names what is wrong: no acknowledgement (``upload``), a record not sealed in
+this session (``record-authentication``), or no record at all (``record-frame``)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ def test_an_upload_without_the_workers_ack_is_refused(
 ) -> None:
     proxy.on_response = on_path("/upload", json_change(lambda d: d.pop("ack"), response=True))
     refused(
-        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")), "upload-ack"
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        "upload",  # no acknowledgement in the answer
     )
 
 
@@ -34,7 +37,8 @@ def test_a_changed_ack_is_refused(
 
     proxy.on_response = on_path("/upload", json_change(flip, response=True))
     refused(
-        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")), "upload-ack"
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        "record-authentication",
     )
 
 
@@ -50,7 +54,8 @@ def test_the_ack_of_another_session_is_refused(
 
     proxy.on_response = on_path("/upload", json_change(replay, response=True))
     refused(
-        lambda: bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n")), "upload-ack"
+        lambda: bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n")),
+        "record-authentication",
     )
 
 
@@ -62,5 +67,6 @@ def test_an_ack_the_controller_wrote_itself_is_refused(
 
     proxy.on_response = on_path("/upload", json_change(forge, response=True))
     refused(
-        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")), "upload-ack"
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        "record-frame",  # not a record at all
     )
