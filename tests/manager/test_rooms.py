@@ -357,10 +357,11 @@ def test_delete_of_a_room_the_controller_does_not_know_marks_it_deleted(
 def test_the_deploy_token_cannot_fetch_a_function_no_live_room_uses(
     manager: Manager, acme: tuple[ManagerClient, str, bytes]
 ) -> None:
+    from cleanroom.manager.keys import KeyRing
     from cleanroom.tokens import TokenIssuer
 
     _, function, _ = acme
-    token, _ = TokenIssuer.load(manager.settings.data_dir, manager.url).issue(
+    token, _ = TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir)).issue(
         "cleanroom-manager", "acme", "deploy"
     )
     answer = httpx.get(

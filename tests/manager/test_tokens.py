@@ -178,11 +178,11 @@ def test_not_a_jwt() -> None:
 
 
 def test_signing_key_is_created_private_and_reused(tmp_path: Path) -> None:
-    first = TokenIssuer.load(tmp_path, ISSUER)
+    first = TokenIssuer(ISSUER, KeyRing.open(tmp_path))
     path = tmp_path / KEYS_DIR / f"{first.kid}.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    second = TokenIssuer.load(tmp_path, ISSUER)
+    second = TokenIssuer(ISSUER, KeyRing.open(tmp_path))
     assert first.kid == second.kid
     token, _ = first.issue("client-1", "acme", "user")
     TokenVerifier(ISSUER, keys=second.jwks()).verify(token)
