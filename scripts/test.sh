@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs cleanroom with its test tools into .venv and runs the whole suite:
-# lint (ruff), types (mypy, strict on the security core), then pytest.
+# lint (ruff), types (mypy, strict on the security core), layers (import-linter), then pytest.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m slow` for the slow suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,5 +55,7 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests
 echo "== mypy"
 .venv/bin/mypy
+echo "== import-linter (the layers; contracts in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 .venv/bin/pytest "$@"
