@@ -149,6 +149,9 @@ class ProfileConfig(BaseModel):
     # ("pccs") or from the compute server with it as the fallback ("server").
     pccs_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     collateral_from: CollateralFrom = "server"
+    # Protocol v1 (two round trips, ECDH P-256 only): refused unless set, and used
+    # only with a compute server that offers no v2 (docs/protocol.md, "Downgrade").
+    allow_protocol_v1: bool = False
 
 
 class _Credentials(BaseModel):

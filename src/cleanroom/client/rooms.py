@@ -16,6 +16,7 @@ one purpose. Nothing the manager or the Controller says is believed unchecked.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,7 +30,8 @@ from typing import Any
 
 from cleanroom.attestation import CheckResult
 from cleanroom.client.collateral import ChosenCollateral, choose_collateral
-from cleanroom.client.compute import ComputeClient
+from cleanroom.client.compute import ComputeClient, Evidence
+from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
@@ -38,6 +40,7 @@ from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
+from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
@@ -55,6 +58,25 @@ class TransferError(CheckFailed):
     """Data that arrived does not match what the attested Worker signed for."""
 
 
+class ProtocolVersionError(CheckFailed):
+    """The session would use a protocol version the user's policy does not allow."""
+
+
+def _offers_no_v2(refusal: ServerError) -> bool:
+    """The Controller has no v2 route (a v1-only compute server, or one that says so).
+
+    Only a policy that allows v1 acts on this: a Controller can always pretend."""
+    return (
+        refusal.status in (404, 405)
+        and refusal.check is None
+        and refusal.detail
+        in (
+            "Not Found",
+            "Method Not Allowed",
+        )
+    )
+
+
 @dataclass(frozen=True)
 class Attestation:
     """A Worker that passed Phase 1 for the clean room the user approved."""
@@ -64,12 +86,18 @@ class Attestation:
     worker: AttestedWorker
     simulated: bool  # the profile trusts a simulated root: this protects nothing
     collateral: ChosenCollateral | None = None
+    protocol: int | None = None  # the version of the session opened with it, if any
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
-        if self.collateral is None:
-            return self.worker.checks
-        return (self.collateral.check(), *self.worker.checks)
+        checks = self.worker.checks
+        if self.collateral is not None:
+            checks = (self.collateral.check(), *checks)
+        if self.protocol is not None:
+            expected = "v2 (X25519MLKEM768), or v1 where the policy allows it"
+            actual = f"v2 ({SUITE})" if self.protocol == 2 else "v1 (P-256 ECDH): allowed"
+            checks = (*checks, CheckResult("protocol-version", expected, actual, True, ""))
+        return checks
 
 
 @dataclass(frozen=True)
@@ -235,7 +263,11 @@ class CleanRoomClient:
 
     def _attest(self, compute: ComputeClient, room: Room, spec: WorkSpec) -> Attestation:
         nonce = secrets.token_bytes(32)
-        evidence = compute.attestation(room.name, nonce)
+        return self._check_evidence(room, spec, compute.attestation(room.name, nonce), nonce)
+
+    def _check_evidence(
+        self, room: Room, spec: WorkSpec, evidence: Evidence, nonce: bytes
+    ) -> Attestation:
         now = int(self._clock())
         collateral = choose_collateral(
             quote=evidence.quote,
@@ -260,7 +292,60 @@ class CleanRoomClient:
             room, spec, worker, simulated=self.profile.simulated, collateral=collateral
         )
 
-    # -------------------------------------------------------------- Phase 2
+    # ---------------------------------------------------- attested session
+
+    def _open(
+        self,
+        compute: ComputeClient,
+        room: Room,
+        spec: WorkSpec,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> tuple[Attestation, SessionKeys]:
+        """Protocol v2, one round trip: every Phase 1 check on the evidence for this
+        session's nonce, then the Worker's answer under the key that evidence names."""
+        handshake = ClientHandshakeV2(
+            user_key=self.profile.user_key, work_id=spec.work_id, purpose=purpose
+        )
+        answer = compute.attested_session(
+            room.name, handshake.nonce, handshake.init, handshake.init_signature
+        )
+        if answer.refusal is not None and _offers_no_v2(answer.refusal):
+            return self._open_v1(compute, room, spec, purpose)
+        if answer.evidence is None:
+            raise answer.refusal or MessageFormatError(
+                "attested-session", "evidence", "none", "no evidence"
+            )
+        # The evidence first, even beside a refusal: what the client checks itself
+        # comes before what a server merely says.
+        attestation = self._check_evidence(room, spec, answer.evidence, handshake.nonce)
+        if answer.refusal is not None:
+            raise answer.refusal
+        worker_key = load_spki(attestation.worker.worker_key_spki, "worker_key")
+        keys = handshake.finish(answer.resp, answer.signature, worker_key=worker_key)
+        return dataclasses.replace(attestation, protocol=2), keys
+
+    def _open_v1(
+        self,
+        compute: ComputeClient,
+        room: Room,
+        spec: WorkSpec,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> tuple[Attestation, SessionKeys]:
+        """Protocol v1 (two round trips, P-256 only), only where the policy allows it."""
+        if not self.profile.config.allow_protocol_v1:
+            raise ProtocolVersionError(
+                "protocol-version",
+                f"v2 ({SUITE})",
+                "a compute server that offers only v1",
+                "protocol v1 is not allowed by your policy",
+                hint="use a compute server with v2, or allow v1 with "
+                "`cleanroom configure --allow-protocol-v1` (no post-quantum key exchange)",
+            )
+        attestation = self._attest(compute, room, spec)
+        keys = self._session(compute, attestation, purpose)
+        return dataclasses.replace(attestation, protocol=1), keys
+
+    # ------------------------------------------------------ Phase 2 (v1)
 
     def _session(
         self,
@@ -291,8 +376,9 @@ class CleanRoomClient:
         room, spec = self.approved(name)
         files = _input_files(source)
         with self._compute(room) as compute:
-            attestation = self._attest(compute, room, spec)
-            keys = self._session(compute, attestation, UploadPurpose(op="upload", input=input_id))
+            _attestation, keys = self._open(
+                compute, room, spec, UploadPurpose(op="upload", input=input_id)
+            )
             upload = _Upload(keys, input_id, files, progress)
             answer = compute.upload(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
@@ -311,8 +397,7 @@ class CleanRoomClient:
         """Start the run (only a runner may); with ``wait``, until it ended."""
         room, spec = self.approved(name)
         with self._compute(room) as compute:
-            attestation = self._attest(compute, room, spec)
-            keys = self._session(compute, attestation, RunPurpose(op="run"))
+            _attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
             state = str(compute.run(room.name, keys.session_id).get("state"))
             while wait and state in ("collecting", "running"):
                 time.sleep(poll_s)
@@ -353,11 +438,10 @@ class CleanRoomClient:
             )
         room, spec = self.approved(name)
         with self._compute(room) as compute:
-            attestation = self._attest(compute, room, spec)
-            receipt = self._receipt(compute, attestation)
-            keys = self._session(
-                compute, attestation, DownloadPurpose(op="download", output=output_id)
+            attestation, keys = self._open(
+                compute, room, spec, DownloadPurpose(op="download", output=output_id)
             )
+            receipt = self._receipt(compute, attestation)
             partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
             partial.mkdir(mode=0o700, parents=True)
             try:
@@ -505,6 +589,7 @@ __all__ = [
     "Attestation",
     "CleanRoomClient",
     "DownloadResult",
+    "ProtocolVersionError",
     "TransferError",
     "UploadResult",
     "VerifiedReceipt",

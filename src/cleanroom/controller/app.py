@@ -11,6 +11,7 @@ the enclave. It holds no key and sees no plaintext.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -299,6 +300,32 @@ def create_app(
     async def open_session(name: str, request: Request, _claims: User) -> Response:
         return await forward(name, "POST", "/sessions", await small_json(request))
 
+    @app.post("/v1/rooms/{name}/attested-sessions")
+    async def attested_session(name: str, request: Request, _claims: User) -> Response:
+        """Protocol v2: one client request fanned out to the Attester (evidence for the
+        client's nonce) and the Worker (its signed answer to the init), in parallel."""
+        try:
+            document = json.loads(await small_json(request))
+            nonce, init, signature = document["nonce"], document["init"], document["signature"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise _Refused(
+                problem(422, "expected {nonce, init, signature} (docs/api.md)")
+            ) from error
+        if not isinstance(nonce, str):
+            raise _Refused(problem(422, "nonce must be b64u text"))
+        room = host.room(room_name(name))
+        handshake_body = json.dumps({"init": init, "signature": signature}).encode()
+
+        async def handshake() -> httpx.Response:
+            return await room.worker.client.post(
+                "/sessions", content=handshake_body, headers={"content-type": "application/json"}
+            )
+
+        evidence, answer = await asyncio.gather(
+            host.attest_raw(room.name, nonce), handshake(), return_exceptions=True
+        )
+        return await merge_session(name, evidence, answer, collateral)
+
     @app.post("/v1/rooms/{name}/sessions/{session_id}/run")
     async def run(name: str, session_id: str, _claims: User) -> Response:
         return await forward(name, "POST", f"/sessions/{session(session_id)}/run")
@@ -343,6 +370,70 @@ def create_app(
         )
 
     return app
+
+
+def _part(name: str, who: str, outcome: httpx.Response | BaseException) -> tuple[int, bytes]:
+    """One enclave's part of a fan-out: (status, JSON body); a transport failure is a 502."""
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code, outcome.content
+    if isinstance(outcome, EnclaveProcessError):
+        status, detail = outcome.status, str(outcome)
+    elif isinstance(outcome, httpx.TransportError):
+        status, detail = 502, f"the {who} of {name!r} did not answer: {outcome}"
+    else:
+        raise outcome
+    body = outcome.body if isinstance(outcome, EnclaveProcessError) else None
+    if not isinstance(body, dict):
+        body = {"type": "about:blank", "status": status, "detail": detail}
+    return status, json.dumps(body).encode()
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+async def merge_session(
+    name: str,
+    evidence: httpx.Response | BaseException,
+    handshake: httpx.Response | BaseException,
+    collateral: CollateralCache | None,
+) -> Response:
+    """``{"evidence": …, "handshake": …}`` from the Attester's and the Worker's answers,
+    each relayed unparsed (unless collateral from a PCCS is added to the evidence).
+
+    If either refused, the answer is that refusal (the Worker's first) with its status,
+    and the evidence beside it when the Attester answered: the client checks the
+    evidence before it shows the refusal, which it never believes.
+    """
+    evidence_status, evidence_body = _part(name, "Attester", evidence)
+    handshake_status, handshake_body = _part(name, "Worker", handshake)
+    if evidence_status == 200 and collateral is not None:
+        document = _json_object(evidence_body)
+        if document is not None:
+            evidence_body = json.dumps(await add_collateral(document, collateral)).encode()
+    if evidence_status == 200 and handshake_status == 200:
+        return Response(
+            b'{"evidence":' + evidence_body + b',"handshake":' + handshake_body + b"}",
+            media_type="application/json",
+        )
+    refused_handshake = handshake_status != 200
+    status, refusal = (
+        (handshake_status, handshake_body)
+        if refused_handshake
+        else (evidence_status, evidence_body)
+    )
+    body = _json_object(refusal) or {
+        "type": "about:blank",
+        "status": status,
+        "detail": refusal[:300].decode(errors="replace"),
+    }
+    if refused_handshake and evidence_status == 200:
+        body["evidence"] = _json_object(evidence_body)
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 async def _fetch_bundle(

@@ -556,6 +556,15 @@ class EnclaveHost:
         attester = await self._live_attester()
         return await attester.call("POST", "/attest", {"worker_id": room.worker_id, "nonce": nonce})
 
+    async def attest_raw(self, name: str, nonce: str) -> httpx.Response:
+        """The Attester's answer to an attestation request for ``name``'s Worker, unparsed."""
+        room = self.room(name)
+        attester = await self._live_attester()
+        body = json.dumps({"worker_id": room.worker_id, "nonce": nonce}).encode()
+        return await attester.client.post(
+            "/attest", content=body, headers={"content-type": "application/json"}
+        )
+
     async def delete(self, name: str) -> None:
         room = self.rooms.pop(name, None)
         if room is None and self.gone.pop(name, None) is not None:
