@@ -10,7 +10,7 @@ import typer
 from typer.exceptions import TyperException
 
 from cleanroom import __version__
-from cleanroom.cli import admin, demo, function_test, room, server, sim, user, verify
+from cleanroom.cli import admin, demo, function_test, receipt, room, server, sim, user, verify
 from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
@@ -77,7 +77,7 @@ app.command("approve")(user.approve)
 app.command("attest")(room.attest)
 app.add_typer(room.data_app, name="data")
 app.command("run")(room.run)
-app.command("receipt")(room.receipt)
+app.command("receipt")(receipt.receipt)
 app.command("status")(room.status)
 app.command("delete")(room.delete)
 

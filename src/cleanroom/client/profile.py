@@ -286,6 +286,7 @@ class Profile:
         simulator_root: bytes | None = None,
         pccs_url: str | None = None,
         collateral_from: CollateralFrom = "server",
+        allow_protocol_v1: bool = False,
         new_key: bool = False,
     ) -> Profile:
         """Write (or rewrite) the profile ``name`` and return it.
@@ -296,7 +297,9 @@ class Profile:
         Intel's production root: quotes of a simulated platform then verify, and
         they protect nothing. ``pccs_url`` is the user's own PCCS, the fallback for
         collateral, or its only source when ``collateral_from`` is ``"pccs"``
-        (:mod:`cleanroom.client.collateral`). The user key is created when missing and replaced
+        (:mod:`cleanroom.client.collateral`). ``allow_protocol_v1`` allows sessions of
+        protocol v1 with servers that offer no v2 (docs/protocol.md, "Downgrade"). The
+        user key is created when missing and replaced
         only when ``new_key`` is set. The cached token is dropped (the client or
         the manager may have changed). Raises :class:`ProfileError`.
         """
@@ -340,6 +343,7 @@ class Profile:
                 simulator_root_sha256=anchor_sha256,
                 pccs_url=pccs_url.rstrip("/") if pccs_url else None,
                 collateral_from=collateral_from,
+                allow_protocol_v1=allow_protocol_v1,
             )
         except ValidationError as error:
             raise ProfileError(_first_error(error, "configuration")) from error

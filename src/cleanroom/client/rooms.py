@@ -29,6 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cleanroom.attestation import CheckResult
+from cleanroom.attestation.collateral import QuoteBundle
+from cleanroom.client.audit import SavedReceipt
 from cleanroom.client.collateral import ChosenCollateral, choose_collateral
 from cleanroom.client.compute import ComputeClient, Evidence
 from cleanroom.client.errors import ServerError
@@ -87,6 +89,7 @@ class Attestation:
     simulated: bool  # the profile trusts a simulated root: this protects nothing
     collateral: ChosenCollateral | None = None
     protocol: int | None = None  # the version of the session opened with it, if any
+    evidence: Evidence | None = None  # as it arrived: what a saved receipt keeps
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
@@ -112,6 +115,7 @@ class UploadResult:
 class VerifiedReceipt:
     receipt: dict[str, Any]
     attestation: Attestation
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -289,7 +293,12 @@ class CleanRoomClient:
             at=now,
         )
         return Attestation(
-            room, spec, worker, simulated=self.profile.simulated, collateral=collateral
+            room,
+            spec,
+            worker,
+            simulated=self.profile.simulated,
+            collateral=collateral,
+            evidence=evidence,
         )
 
     # ---------------------------------------------------- attested session
@@ -426,7 +435,30 @@ class CleanRoomClient:
             spec=attestation.spec,
             own_inputs=self._own_uploads(attestation.room.name, attestation.spec.work_id),
         )
-        return VerifiedReceipt(verified, attestation)
+        return VerifiedReceipt(verified, attestation, signature)
+
+    def save_receipt(self, name: str, directory: Path) -> tuple[VerifiedReceipt, Path]:
+        """The run receipt, verified as :meth:`receipt` does, saved into ``directory`` (new
+        or empty) with the spec, the claims, the quote and its collateral, for anyone to
+        check offline (:func:`cleanroom.client.audit.verify_saved_receipt`)."""
+        verified = self.receipt(name)
+        attestation = verified.attestation
+        if attestation.evidence is None or attestation.collateral is None:
+            raise MessageFormatError("saved-receipt", "evidence", "none", "nothing to save")
+        saved = SavedReceipt(
+            room=name,
+            spec=attestation.room.spec,
+            receipt=verified.receipt,
+            signature=verified.signature,
+            claims=attestation.evidence.claims,
+            quote=QuoteBundle(
+                quote=attestation.evidence.quote,
+                collateral_json=attestation.collateral.collateral.to_json(),
+                saved_at=int(self._clock()),
+                source=attestation.collateral.source,
+            ),
+        )
+        return verified, saved.write(directory)
 
     def download(
         self, name: str, output_id: str, target: Path, *, progress: Progress | None = None
