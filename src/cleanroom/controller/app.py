@@ -30,6 +30,7 @@ from cleanroom.attestation.pccs import CollateralCache, PccsClient
 from cleanroom.controller.ceiling import ResourceCeiling
 from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
+from cleanroom.controller.relay import Answer, EnclaveUnreachable
 from cleanroom.limits import BodySizeLimit
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
@@ -95,13 +96,9 @@ class _Refused(Exception):
         self.response = response
 
 
-def _relay(response: httpx.Response) -> Response:
+def _relay(response: Answer) -> Response:
     """An enclave's answer, passed on unchanged (clients never trust it anyway)."""
-    return Response(
-        response.content,
-        status_code=response.status_code,
-        media_type=response.headers.get("content-type", "application/json"),
-    )
+    return Response(response.content, status_code=response.status, media_type=response.content_type)
 
 
 class _Token:
@@ -213,10 +210,8 @@ def create_app(
     async def forward(name: str, method: str, path: str, body: bytes | None = None) -> Response:
         worker = host.room(room_name(name)).worker
         try:
-            response = await worker.client.request(
-                method, path, content=body, headers={"content-type": "application/json"}
-            )
-        except httpx.TransportError as error:
+            response = await worker.client.request(method, path, content=body)
+        except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {name!r} did not answer: {error}")
         return _relay(response)
 
@@ -293,8 +288,13 @@ def create_app(
             raise _Refused(problem(422, "expected {nonce: <b64u 32 bytes>}")) from error
         if not isinstance(nonce, str):
             raise _Refused(problem(422, "nonce must be b64u text"))
-        evidence = await host.attest(room_name(name), nonce)
-        return evidence if collateral is None else await add_collateral(evidence, collateral)
+        try:
+            answer = await host.attest_raw(room_name(name), nonce)
+        except EnclaveUnreachable as error:
+            return problem(502, f"the Attester did not answer: {error}")
+        if answer.status != 200 or collateral is None:
+            return _relay(answer)  # unparsed: the client checks the evidence either way
+        return JSONResponse(await add_collateral(answer.json(), collateral))
 
     @app.post("/v1/rooms/{name}/sessions")
     async def open_session(name: str, request: Request, _claims: User) -> Response:
@@ -316,10 +316,8 @@ def create_app(
         room = host.room(room_name(name))
         handshake_body = json.dumps({"init": init, "signature": signature}).encode()
 
-        async def handshake() -> httpx.Response:
-            return await room.worker.client.post(
-                "/sessions", content=handshake_body, headers={"content-type": "application/json"}
-            )
+        async def handshake() -> Answer:
+            return await room.worker.client.request("POST", "/sessions", content=handshake_body)
 
         evidence, answer = await asyncio.gather(
             host.attest_raw(room.name, nonce), handshake(), return_exceptions=True
@@ -339,13 +337,9 @@ def create_app(
         worker = host.room(room_name(name)).worker
         path = f"/sessions/{session(session_id)}/upload"
         try:
-            response = await worker.client.post(
-                path,
-                content=request.stream(),
-                headers={"content-type": FRAMES},
-                timeout=httpx.Timeout(60.0, read=None),
-            )
-        except httpx.TransportError as error:
+            # The frames go on as they arrive, unparsed: the Worker checks every one.
+            response = await worker.client.send_stream("POST", path, request.stream(), FRAMES)
+        except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {name!r} did not answer: {error}")
         return _relay(response)
 
@@ -354,31 +348,25 @@ def create_app(
         worker = host.room(room_name(name)).worker
         path = f"/sessions/{session(session_id)}/download"
         try:
-            upstream = await worker.client.send(
-                worker.client.build_request("POST", path), stream=True
-            )
-        except httpx.TransportError as error:
+            upstream = await worker.client.open_stream("POST", path)
+        except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {name!r} did not answer: {error}")
-        if upstream.status_code != 200:
-            await upstream.aread()
-            await upstream.aclose()
-            return _relay(upstream)
+        if upstream.status != 200:
+            return _relay(await upstream.read())
         return StreamingResponse(
-            upstream.aiter_raw(),
-            media_type=FRAMES,
-            background=BackgroundTask(upstream.aclose),
+            upstream.chunks(), media_type=FRAMES, background=BackgroundTask(upstream.close)
         )
 
     return app
 
 
-def _part(name: str, who: str, outcome: httpx.Response | BaseException) -> tuple[int, bytes]:
+def _part(name: str, who: str, outcome: Answer | BaseException) -> tuple[int, bytes]:
     """One enclave's part of a fan-out: (status, JSON body); a transport failure is a 502."""
-    if isinstance(outcome, httpx.Response):
-        return outcome.status_code, outcome.content
+    if isinstance(outcome, Answer):
+        return outcome.status, outcome.content
     if isinstance(outcome, EnclaveProcessError):
         status, detail = outcome.status, str(outcome)
-    elif isinstance(outcome, httpx.TransportError):
+    elif isinstance(outcome, EnclaveUnreachable):
         status, detail = 502, f"the {who} of {name!r} did not answer: {outcome}"
     else:
         raise outcome
@@ -398,8 +386,8 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 async def merge_session(
     name: str,
-    evidence: httpx.Response | BaseException,
-    handshake: httpx.Response | BaseException,
+    evidence: Answer | BaseException,
+    handshake: Answer | BaseException,
     collateral: CollateralCache | None,
 ) -> Response:
     """``{"evidence": …, "handshake": …}`` from the Attester's and the Worker's answers,

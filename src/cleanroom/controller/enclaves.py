@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
+from cleanroom.controller.relay import Answer, EnclaveClient, EnclaveUnreachable
 from cleanroom.controller.sandbox_ids import SandboxIdError, SandboxIds
 
 log = logging.getLogger("cleanroom.controller")
 
 START_TIMEOUT_S = 30.0
+READY_POLL_S = 0.01  # how often a starting enclave is asked whether it serves
 PROBE_TIMEOUT_S = 5.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes and a NUL; some to spare
@@ -105,14 +105,11 @@ class EnclaveProcess:
     name: str
     socket: Path
     process: ProcessHandle
-    client: httpx.AsyncClient
+    client: EnclaveClient
 
     @staticmethod
-    def _client(socket: Path) -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(uds=str(socket))
-        return httpx.AsyncClient(
-            transport=transport, base_url="http://enclave", timeout=httpx.Timeout(60.0)
-        )
+    def _client(socket: Path) -> EnclaveClient:
+        return EnclaveClient(socket)
 
     @classmethod
     def adopt(cls, name: str, socket: Path, pid: int, started: int) -> EnclaveProcess:
@@ -156,32 +153,30 @@ class EnclaveProcess:
                     + (tail[0] if tail else "no output")
                 )
             if self.socket.exists():
-                with contextlib.suppress(httpx.TransportError):
-                    response = await self.client.get(path)
-                    if response.status_code == 200:
+                with contextlib.suppress(EnclaveUnreachable):
+                    response = await self.client.request("GET", path)
+                    if response.status == 200:
                         return
             if asyncio.get_running_loop().time() > deadline:
                 raise EnclaveProcessError(f"{self.name} did not start in {START_TIMEOUT_S} s")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(READY_POLL_S)
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """A JSON call that must succeed (used for admission, which the Controller drives)."""
         try:
-            response = await self.client.request(method, path, json=body)
-        except httpx.TransportError as error:
+            response = await self.client.request(method, path, json_body=body)
+        except EnclaveUnreachable as error:
             raise EnclaveProcessError(f"{self.name} unreachable: {error}") from error
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise EnclaveProcessError(
                 f"{self.name} refused {path}: {response.text[:300]}",
-                status=response.status_code,
-                body=response.json()
-                if response.headers.get("content-type", "").endswith("json")
-                else None,
+                status=response.status,
+                body=response.json() if response.content_type.endswith("json") else None,
             )
         return response.json()
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        await self.client.aclose()
+        await self.client.close()
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -199,10 +194,10 @@ class EnclaveProcess:
         if self.process.poll() is not None:
             return None
         try:
-            response = await self.client.get(path, timeout=PROBE_TIMEOUT_S)
-        except httpx.TransportError:
+            response = await self.client.request("GET", path, timeout=PROBE_TIMEOUT_S)
+        except EnclaveUnreachable:
             return None
-        return response.json() if response.status_code == 200 else None
+        return response.json() if response.status == 200 else None
 
 
 REFUSAL_PREFIX = "worker refused to start: "  # what a Worker prints when a check refuses
@@ -350,7 +345,7 @@ class EnclaveHost:
                 self.attester = attester
                 log.info("found the running Attester (pid %d)", pid)
                 return True
-            await attester.client.aclose()
+            await attester.client.close()
             _kill_group(pid)  # alive but not serving: it cannot vouch for anyone
         return False
 
@@ -375,7 +370,7 @@ class EnclaveHost:
         except BaseException:
             if attester.process.poll() is None:
                 _kill_group(attester.process.pid)
-            await attester.client.aclose()
+            await attester.client.close()
             raise
         self.attester = attester
         _write_json(self._attester_record, attester.record())
@@ -420,18 +415,18 @@ class EnclaveHost:
         worker = EnclaveProcess.adopt(f"Worker {name}", Path(record["socket"]), pid, started)
         state = await worker.answers("/state")
         if state is None or state.get("worker_id") != record["worker_id"]:
-            await worker.client.aclose()
+            await worker.client.close()
             _kill_group(pid)
             return "its Worker no longer answers as the admitted Worker; killed"
         if not self.sandbox_ids.claim(int(record["sandbox_uid"]), directory):
-            await worker.client.aclose()
+            await worker.client.close()
             _kill_group(pid)
             return "its sandbox uid now belongs to another room on this host; killed"
         if readmit:
             try:  # a new Attester: local attestation again, exactly as at deploy
                 await self._admit(worker)
             except EnclaveProcessError as error:
-                await worker.client.aclose()
+                await worker.client.close()
                 _kill_group(pid)
                 return f"the new Attester did not admit its Worker again: {error}"
         self.rooms[name] = Room(
@@ -462,7 +457,7 @@ class EnclaveHost:
             if self.attester is None or self.attester.process.poll() is not None:
                 log.warning("the Attester exited; starting a new one")
                 if self.attester is not None:
-                    await self.attester.client.aclose()
+                    await self.attester.client.close()
                 try:
                     await self._start_attester()
                 except (EnclaveProcessError, OSError) as error:
@@ -556,14 +551,12 @@ class EnclaveHost:
         attester = await self._live_attester()
         return await attester.call("POST", "/attest", {"worker_id": room.worker_id, "nonce": nonce})
 
-    async def attest_raw(self, name: str, nonce: str) -> httpx.Response:
+    async def attest_raw(self, name: str, nonce: str) -> Answer:
         """The Attester's answer to an attestation request for ``name``'s Worker, unparsed."""
         room = self.room(name)
         attester = await self._live_attester()
         body = json.dumps({"worker_id": room.worker_id, "nonce": nonce}).encode()
-        return await attester.client.post(
-            "/attest", content=body, headers={"content-type": "application/json"}
-        )
+        return await attester.client.request("POST", "/attest", content=body)
 
     async def delete(self, name: str) -> None:
         room = self.rooms.pop(name, None)
