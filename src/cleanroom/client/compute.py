@@ -163,10 +163,16 @@ class ComputeClient:
 
     def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> dict[str, Any]:
         """Stream record frames into the Worker; its (unchecked) acknowledgement."""
+        return self.upload_stream(name, session_id, encode_frames(frames))
+
+    def upload_stream(
+        self, name: str, session_id: str, stream: Iterable[bytes | bytearray]
+    ) -> dict[str, Any]:
+        """Stream a frame stream (frames already length-prefixed) into the Worker."""
         response = self._request(
             "POST",
             f"/v1/rooms/{name}/sessions/{session_id}/upload",
-            content=encode_frames(frames),
+            content=stream,
             headers={"content-type": MEDIA_TYPE},
             timeout=httpx.Timeout(60.0, read=None, write=None),
         )

@@ -30,6 +30,7 @@ read are refused, as ssh does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -731,7 +732,10 @@ class Profile:
             raise ProfileError(f"{self._what(file)} cannot be read: {error.strerror}") from error
 
 
+@functools.lru_cache(maxsize=8)
 def _anchor_from(data: bytes, what: str) -> TrustAnchor:
+    """The root certificate in ``data`` (parsed once per process: every session checks
+    the file's bytes against the configured fingerprint, then uses this)."""
     try:
         anchor = TrustAnchor.from_certificate(data)
     except AttestationError as error:

@@ -138,7 +138,8 @@ class _Upload:
     manifest: dict[str, Any] = field(default_factory=dict)
     sent: int = 0
 
-    def frames(self) -> Iterator[bytes]:
+    def frames(self) -> Iterator[bytearray]:
+        """The frame stream: each record already length-prefixed, built in one buffer."""
         sender = RecordSender(self.keys.client_to_worker, self.keys.session_id)
         listed: dict[str, dict[str, Any]] = {}
         for relative, path in self.files:
@@ -149,14 +150,18 @@ class _Upload:
                     following = handle.read(MAX_PLAINTEXT) if chunk else b""
                     digest.update(chunk)
                     size += len(chunk)
-                    yield sender.seal(f"{self.input_id}/{relative}", chunk, final=not following)
+                    yield sender.seal_framed(
+                        f"{self.input_id}/{relative}", chunk, final=not following
+                    )
                     self._advance(len(chunk))
                     if not following:
                         break
                     chunk = following
             listed[relative] = {"size": size, "sha256": digest.hexdigest()}
         self.manifest = {"type": UPLOAD_MANIFEST_TYPE, "input": self.input_id, "files": listed}
-        yield sender.seal(f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True)
+        yield sender.seal_framed(
+            f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True
+        )
 
     def _advance(self, count: int) -> None:
         self.sent += count
@@ -389,7 +394,7 @@ class CleanRoomClient:
                 compute, room, spec, UploadPurpose(op="upload", input=input_id)
             )
             upload = _Upload(keys, input_id, files, progress)
-            answer = compute.upload(room.name, keys.session_id, upload.frames())
+            answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
         if answer.get("sha256") != digest or answer.get("input") != input_id:
             raise TransferError(

@@ -28,7 +28,7 @@ from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
-from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder, encode_frames
+from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tee.measure import measure
 from cleanroom.tee.simulated import SimulatedPlatform
@@ -155,8 +155,8 @@ class WorkerService:
         @app.post("/sessions/{session_id}/download")
         def download(session_id: str) -> Response:
             self._serving()
-            frames: Iterator[bytes] = room.download(session_id)
-            return StreamingResponse(encode_frames(frames), media_type=MEDIA_TYPE)
+            stream: Iterator[bytes | bytearray] = room.download_stream(session_id)
+            return StreamingResponse((memoryview(f) for f in stream), media_type=MEDIA_TYPE)
 
         @app.get("/receipt")
         def receipt() -> Response:
