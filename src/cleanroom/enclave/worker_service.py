@@ -14,14 +14,16 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from cleanroom.enclave.errors import AdmissionError, RunError
-from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
+from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import runtime_interpreter, sandbox
 from cleanroom.enclave.store import SealedStore
@@ -87,52 +89,41 @@ class WorkerService:
                 result.memory_peak_bytes, result.disk_bytes, "; ".join(result.confinement),
             )  # fmt: skip
 
-    def app(self) -> FastAPI:
-        app = FastAPI(
-            title="cleanroom Worker",
-            docs_url=None,
-            redoc_url=None,
-            openapi_url=None,
-            redirect_slashes=False,
-        )
-        install_errors(app, "Worker")
+    def app(self) -> Starlette:
         worker, room = self.worker, self.room
 
-        @app.post("/admission/request")
-        async def admission_request(request: Request) -> dict[str, Any]:
+        async def admission_request(request: Request) -> JSONResponse:
             document = await json_body(request, frozenset({"target_info"}))
             report, claims = worker.admission_request(binary(document, "target_info"))
-            return {"report": b64u(report), "claims": claims}
+            return JSONResponse({"report": b64u(report), "claims": claims})
 
-        @app.post("/admission/complete")
-        async def admission_complete(request: Request) -> dict[str, Any]:
+        async def admission_complete(request: Request) -> JSONResponse:
             answer = binary(await json_body(request, frozenset({"report"})), "report")
             worker.complete_admission(answer, attester_mr_signer=self.image.mr_signer)
-            return {"worker_id": worker.worker_id}
+            return JSONResponse({"worker_id": worker.worker_id})
 
-        @app.get("/state")
-        def state() -> dict[str, Any]:
-            return {
-                "worker_id": worker.worker_id,
-                "work_id": worker.spec.work_id,
-                "admitted": worker.admitted,
-                "state": room.state,
-                "detail": room.failure,
-            }
+        def state(_request: Request) -> JSONResponse:
+            return JSONResponse(
+                {
+                    "worker_id": worker.worker_id,
+                    "work_id": worker.spec.work_id,
+                    "admitted": worker.admitted,
+                    "state": room.state,
+                    "detail": room.failure,
+                }
+            )
 
-        @app.post("/sessions")
-        async def open_session(request: Request) -> dict[str, Any]:
+        async def open_session(request: Request) -> JSONResponse:
             self._serving()
             document = await json_body(request, frozenset({"init", "signature"}))
             init = field(document, "init")
             signature = binary(document, "signature")
             resp, resp_signature = await run_in_threadpool(room.open_session, init, signature)
-            return {"resp": resp, "signature": b64u(resp_signature)}
+            return JSONResponse({"resp": resp, "signature": b64u(resp_signature)})
 
-        @app.post("/sessions/{session_id}/upload")
-        async def upload(session_id: str, request: Request) -> dict[str, Any]:
+        async def upload(request: Request) -> JSONResponse:
             self._serving()
-            stream = room.begin_upload(session_id)
+            stream = room.begin_upload(request.path_params["session_id"])
             decoder = FrameDecoder()
             try:
                 async for chunk in request.stream():
@@ -143,35 +134,46 @@ class WorkerService:
                 stream.abort()  # includes a client or Controller that went away mid-stream
                 raise
             completed = await run_in_threadpool(stream.finish)
-            return {"input": completed.input_id, "sha256": completed.sha256}
+            return JSONResponse({"input": completed.input_id, "sha256": completed.sha256})
 
-        @app.post("/sessions/{session_id}/run", status_code=202)
-        def run(session_id: str) -> dict[str, Any]:
+        def run(request: Request) -> JSONResponse:
             self._serving()
-            room.begin_run(session_id)
+            room.begin_run(request.path_params["session_id"])
             threading.Thread(target=self._run, name="run", daemon=True).start()
-            return {"state": room.state}
+            return JSONResponse({"state": room.state}, status_code=202)
 
-        @app.post("/sessions/{session_id}/download")
-        def download(session_id: str) -> Response:
+        def download(request: Request) -> Response:
             self._serving()
-            stream: Iterator[bytes | bytearray] = room.download_stream(session_id)
+            stream: Iterator[bytes | bytearray] = room.download_stream(
+                request.path_params["session_id"]
+            )
             return StreamingResponse((memoryview(f) for f in stream), media_type=MEDIA_TYPE)
 
-        @app.get("/receipt")
-        def receipt() -> Response:
+        def receipt(_request: Request) -> Response:
             if room.receipt is None:
                 raise RunError("run-state", "a finished run", room.state, "no receipt yet")
             document, signature = room.receipt
             return JSONResponse({"receipt": document, "signature": b64u(signature)})
 
-        @app.post("/delete")
-        def delete() -> dict[str, Any]:
+        def delete(_request: Request) -> JSONResponse:
             room.delete()
             self.stop.set()
-            return {"state": room.state}
+            return JSONResponse({"state": room.state})
 
-        return app
+        return enclave_app(
+            [
+                Route("/admission/request", admission_request, methods=["POST"]),
+                Route("/admission/complete", admission_complete, methods=["POST"]),
+                Route("/state", state, methods=["GET"]),
+                Route("/sessions", open_session, methods=["POST"]),
+                Route("/sessions/{session_id}/upload", upload, methods=["POST"]),
+                Route("/sessions/{session_id}/run", run, methods=["POST"]),
+                Route("/sessions/{session_id}/download", download, methods=["POST"]),
+                Route("/receipt", receipt, methods=["GET"]),
+                Route("/delete", delete, methods=["POST"]),
+            ],
+            "Worker",
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
