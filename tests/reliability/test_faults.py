@@ -206,6 +206,7 @@ def test_controller_killed_mid_upload_then_restarted(
     assert alice.client.state(name)["state"] == "collecting"
     assert room_status(stack, alice, "fault-orphaned") == 410
     assert set(faults.enclave_processes(stack)) <= set(before)
+    assert len(faults.enclave_processes(stack, spares=True)) == 1  # the old one was killed
     # The interrupted upload is simply done again: the Worker kept nothing of it.
     uploaded = alice.client.upload(name, "input_1", source)
     bob_dir = tmp_path / "bob-input"
@@ -271,18 +272,20 @@ def test_killed_at_deploy(
 ) -> None:
     name = f"fault-{victim.lower()}-deploy"
     before = set(faults.enclave_processes(stack))
+    # The room's Worker is the spare started ahead: it is the room's once its log is.
+    (spare,) = faults.enclave_processes(stack, spares=True)
+    room_log = stack.compute_dir / "rooms" / name / "worker.log"
     worker_started = threading.Event()
 
-    def watch() -> None:  # kill once the new Worker process exists
+    def watch() -> None:  # kill once the room has its Worker process
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            new = set(faults.enclave_processes(stack)) - before
-            if new:
+            if room_log.exists():
                 worker_started.set()
                 if victim == "Controller":
                     faults.kill_server(stack, faults.COMPUTE)
                 else:
-                    faults.kill(new.pop())
+                    faults.kill(spare)
                 return
             time.sleep(0.01)
 

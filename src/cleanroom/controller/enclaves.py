@@ -278,6 +278,9 @@ class EnclaveHost:
     # Why the last attempt to start a new Attester failed; None once one serves again.
     attester_failure: str | None = None
     sandbox_ids: SandboxIds = field(default_factory=SandboxIds)
+    # A Worker process started ahead, its imports done, waiting to be assigned a room
+    # (``worker_service --spare``): a deploy does not wait for Python to start.
+    spare: tuple[subprocess.Popen[bytes], Path] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _watcher: asyncio.Task[None] | None = None
 
@@ -313,7 +316,57 @@ class EnclaveHost:
         if not adopted:
             await self._start_attester()
         await self._recover_rooms(readmit=not adopted)
+        self._start_spare()  # after the recovery, which kills enclave processes it cannot place
         self._watcher = asyncio.create_task(self._watch())
+
+    def _start_spare(self) -> None:
+        log_path = self.data_dir / f"spare-{os.urandom(4).hex()}.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "cleanroom.enclave.worker_service", "--spare",
+                 "--platform-dir", str(self.platform_dir)],
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )  # fmt: skip
+        self.spare = (process, log_path)
+
+    def _stop_spare(self) -> None:
+        if self.spare is not None:
+            process, log_path = self.spare
+            self.spare = None
+            _kill_group(process.pid)
+            process.wait()
+            log_path.unlink(missing_ok=True)
+
+    def _worker_process(
+        self, name: str, socket: Path, argv: list[str], log_path: Path
+    ) -> EnclaveProcess:
+        """The room's Worker: the spare, assigned ``argv``, or a new process if there is
+        none; then a new spare for the next deploy."""
+        spare, self.spare = self.spare, None
+        worker: EnclaveProcess | None = None
+        if spare is not None:
+            process, spare_log = spare
+            try:
+                if process.poll() is not None or process.stdin is None:
+                    raise OSError("the spare Worker exited")
+                socket.unlink(missing_ok=True)
+                process.stdin.write((json.dumps(argv[2:]) + "\n").encode())
+                process.stdin.close()
+                os.replace(spare_log, log_path)  # its log is the room's from now on
+                worker = EnclaveProcess(
+                    f"Worker {name}", socket, process, EnclaveProcess._client(socket)
+                )
+            except OSError as error:
+                log.warning("the spare Worker could not be used (%s): starting one", error)
+                _kill_group(process.pid)
+                spare_log.unlink(missing_ok=True)
+        if worker is None:
+            worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
+        self._start_spare()
+        return worker
 
     async def _watch(self) -> None:
         """Restart a dead Attester; notice Workers that died, and clean up after them
@@ -509,7 +562,7 @@ class EnclaveHost:
             "--bundle", str(directory / "function.tar"),
             "--sandbox-uid", str(uid),
         ]  # fmt: skip
-        worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
+        worker = self._worker_process(name, socket, argv, log_path)
         try:
             await worker.wait_ready("/state", log_path)
             worker_id = await self._admit(worker)
@@ -579,6 +632,7 @@ class EnclaveHost:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        self._stop_spare()
         for room in list(self.rooms.values()):
             await room.worker.stop(grace_s=2.0)
         self.rooms.clear()

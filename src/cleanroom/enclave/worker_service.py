@@ -2,11 +2,15 @@
 
     python -m cleanroom.enclave.worker_service --socket S --platform-dir P \\
         --room-dir D --spec spec.json --bundle function.tar --sandbox-uid N
+    python -m cleanroom.enclave.worker_service --spare --platform-dir P
+        (imports, then reads the arguments above as a JSON list on stdin)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -176,7 +180,35 @@ class WorkerService:
         )
 
 
+SPARE = "--spare"
+
+
+def _assignment(argv: list[str]) -> list[str] | None:
+    """A spare Worker (``--spare``): everything is imported; wait for the Controller to
+    assign it a clean room (its arguments as one JSON list on stdin). None: never assigned.
+
+    A spare holds nothing of any room: its key is made, and its spec and bundle read,
+    only after assignment, exactly as a Worker started for the room would.
+    """
+    for module in ("uvloop", "httptools"):  # what uvicorn will load: now, not on deploy
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    assigned = json.loads(line)
+    if not isinstance(assigned, list) or not all(isinstance(a, str) for a in assigned):
+        raise SystemExit("worker: the assignment is not a JSON list of arguments")
+    return assigned
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SPARE]:
+        assigned = _assignment(argv)
+        if assigned is None:
+            return 0
+        argv = assigned
     parser = argparse.ArgumentParser(prog="cleanroom-worker", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True)
     parser.add_argument("--platform-dir", type=Path, required=True)
