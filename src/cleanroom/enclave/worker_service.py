@@ -190,7 +190,15 @@ def _assignment(argv: list[str]) -> list[str] | None:
     A spare holds nothing of any room: its key is made, and its spec and bundle read,
     only after assignment, exactly as a Worker started for the room would.
     """
-    for module in ("uvloop", "httptools"):  # what uvicorn will load: now, not on deploy
+    # What uvicorn loads when it starts: now, not on deploy.
+    for module in (
+        "uvloop",
+        "httptools",
+        "uvicorn.loops.auto",
+        "uvicorn.protocols.http.auto",
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.lifespan.off",
+    ):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
     line = sys.stdin.readline()
