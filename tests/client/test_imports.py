@@ -19,6 +19,7 @@ import tempfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,13 +34,8 @@ from cleanroom.client.imports import (
     shadowing,
 )
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import (
-    Isolation,
-    isolation,
-    prepare_workspace,
-    run_function,
-    runtime_interpreter,
-)
+from cleanroom.enclave.runner import Sandbox, run_function, runtime_interpreter, sandbox
+from cleanroom.enclave.supervisor import Limits
 from cleanroom.protocol.bundle import pack, unpack
 from tests.protocol.test_bundle import Tree, write_tree
 
@@ -263,9 +259,9 @@ def test_the_search_is_pathfinders(entries: list[tuple[str, str]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def confinement() -> Isolation:
+def confinement() -> Sandbox:
     try:
-        return isolation(61_018)
+        return sandbox(61_018)
     except RunError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must be able to confine functions: {error}")
@@ -291,29 +287,34 @@ def workspace() -> Iterator[Path]:
 
 
 def run_as_the_worker(
-    bundle: bytes, handler: str, workspace: Path, confinement: Isolation, interpreter: str
+    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: str
 ) -> str:
     """Unpack and run ``bundle`` as the Worker does; what the handler wrote, or the log."""
     unpack(bundle, workspace / "function")
-    prepare_workspace(workspace, ["output_1"], confinement)
+    (workspace / "inputs").mkdir()
+    (workspace / "parameters.json").write_bytes(b"{}")
+    outputs: dict[str, bytes] = {}
+
+    def receive(name: str, stream: IO[bytes], _size: int) -> None:
+        outputs[name] = stream.read()
+
     result = run_function(
+        sandbox=confinement,
         interpreter=interpreter,
-        function_dir=workspace / "function",
-        handler=handler,
         workspace=workspace,
-        memory_mib=256,
-        timeout_s=30,
-        confinement=confinement,
+        outputs=["output_1"],
+        handler=handler,
+        limits=Limits(memory_mib=256, processes=64, cpu_s=30, timeout_s=30, disk_mib=64),
+        receive=receive,
         keep_log=True,
     )
-    ran = workspace / "outputs" / "output_1" / "ran.txt"
     assert result.status == "succeeded", result.log.decode(errors="replace")
-    return ran.read_text()
+    return outputs["output_1/ran.txt"].decode()
 
 
 @pytest.mark.parametrize("trick", sorted(TRICKS))
 def test_the_worker_runs_the_file_the_review_names(
-    trick: str, tmp_path: Path, workspace: Path, confinement: Isolation, interpreter: str
+    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
 ) -> None:
     tree, handler, _ = TRICKS[trick]
     bundle = pack(write_tree(tmp_path / "source", tree))
@@ -357,7 +358,7 @@ def compiled_extension(directory: Path) -> bytes:
 
 
 def test_the_worker_runs_the_extension_the_review_names(
-    tmp_path: Path, workspace: Path, confinement: Isolation, interpreter: str
+    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
 ) -> None:
     extension = compiled_extension(tmp_path)
     tree: Tree = {
