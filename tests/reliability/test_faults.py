@@ -70,9 +70,21 @@ def kill_after(bytes_seen: int, kill: Callable[[], None]) -> Callable[[int], Non
 
 
 def redeploy_works(alice: User, bob: User, tmp: Path, name: str) -> None:
-    """The client's way out: delete the room and deploy it again (same name)."""
+    """The client's way out: delete the room and deploy it again (same name).
+
+    After a restart of the compute server, the manager schedules onto it again only
+    once its next health check passed (every 5 s): until then a deploy is refused 503.
+    """
     alice.client.delete(name)
-    flow.deploy(alice, bob, tmp / "again", name)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            flow.deploy(alice, bob, tmp / "again", name)
+            break
+        except ServerError as error:
+            if error.status != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
     flow.feed(alice, bob, tmp / "again", name)
     assert flow.run(alice, name)[0] == "done"
     assert flow.overlap(alice, name, tmp / "again", "output_1") == {"overlap": 1}
