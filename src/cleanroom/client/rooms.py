@@ -39,6 +39,7 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
@@ -386,7 +387,11 @@ class CleanRoomClient:
     def upload(
         self, name: str, input_id: str, source: Path, *, progress: Progress | None = None
     ) -> UploadResult:
-        """Encrypt every file under ``source`` to the attested Worker as ``input_id``."""
+        """Encrypt every file under ``source`` to the attested Worker as ``input_id``.
+
+        Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
+        """
+        tune_allocator()
         room, spec = self.approved(name)
         files = _input_files(source)
         with self._compute(room) as compute:
@@ -468,7 +473,11 @@ class CleanRoomClient:
     def download(
         self, name: str, output_id: str, target: Path, *, progress: Progress | None = None
     ) -> DownloadResult:
-        """Decrypt ``output_id`` into ``target`` (new or empty), checked against the receipt."""
+        """Decrypt ``output_id`` into ``target`` (new or empty), checked against the receipt.
+
+        Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
+        """
+        tune_allocator()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise MessageFormatError(
                 "output-directory", "a new or empty directory", str(target), "not empty"

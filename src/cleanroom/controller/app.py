@@ -32,6 +32,7 @@ from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcessError
 from cleanroom.controller.relay import Answer, EnclaveUnreachable
 from cleanroom.limits import BodySizeLimit
+from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tokens import (
@@ -149,6 +150,7 @@ def create_app(
     manager_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     manager_url = settings.manager_url.rstrip("/")
+    tune_allocator()  # it relays records of 1 MiB
     tokens = verifier or token_verifier(settings)
     host = EnclaveHost(settings.data_dir)
     collateral = (

@@ -33,6 +33,7 @@ from cleanroom.enclave.runner import runtime_interpreter, sandbox
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
 from cleanroom.protocol.spec import WorkSpec
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sandbox-uid", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="worker: %(levelname)s %(message)s")
+    tune_allocator()  # records of 1 MiB, in and out
     try:
         with args.bundle.open("rb") as bundle:
             service = WorkerService(
