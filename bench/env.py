@@ -110,6 +110,7 @@ class Environment:
         *,
         parameters: dict[str, Any] | None = None,
         memory_mib: int = 2048,
+        disk_mib: int | None = None,
     ) -> WorkSpec:
         access = Access(
             inputs={i: u.profile.user_id for i, u in inputs.items()},
@@ -122,6 +123,7 @@ class Environment:
             access=access,
             deployer_user_id=deployer.profile.user_id,
             memory_mib=memory_mib,
+            disk_mib=disk_mib,
             timeout_s=3600,
             parameters=parameters or {},
         )

@@ -300,7 +300,10 @@ def _transfer_size(
     source = env.root / "data" / f"blob-{tag}"
     random_file(source / "blob.bin", size)
     name = f"blob-{tag}"
-    spec = env.spec(name, "copy", alice, {"input_1": alice}, {"output_1": alice}, memory_mib=512)
+    # The copy's output lives in the run's tmpfs (its disk limit), which its memory limit
+    # counts too: room for the whole output in both.
+    spec = env.spec(name, "copy", alice, {"input_1": alice}, {"output_1": alice},
+                    memory_mib=512 + size // MIB, disk_mib=64 + size // MIB)  # fmt: skip
     env.deploy(spec, alice, [])
     controller, worker = env.compute_pid, env.worker_pid(name)
     worker_idle_kib = status_kib(worker, "VmHWM")
