@@ -19,17 +19,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import bigdata
 from bench import figures as F
 from bench.common import MIB, Figure, table
 from bench.env import Environment
 
-ALL = ("sessions", "transfers", "compute", "cold", "concurrency")
+ALL = ("sessions", "transfers", "compute", "cold", "concurrency", "bigdata")
 
 SIZES = {
     "full": {"sessions": 200, "transfer": [64 * MIB, 1 << 30], "memory": 1 << 30,
-             "rows": [1_000_000, 10_000_000], "cold": 10, "rooms": 20, "room_rows": 10_000},
+             "rows": [1_000_000, 10_000_000], "cold": 10, "rooms": 20, "room_rows": 10_000,
+             "bigdata": 100_000_000},
     "quick": {"sessions": 50, "transfer": [64 * MIB], "memory": 64 * MIB,
-              "rows": [100_000], "cold": 3, "rooms": 4, "room_rows": 10_000},
+              "rows": [100_000], "cold": 3, "rooms": 4, "room_rows": 10_000,
+              "bigdata": 1_000_000},
 }  # fmt: skip
 
 
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             results.extend(
                 attempt("cold start", lambda: F.cold_start(env, alice, sizes["cold"])) or []
             )
+        if "bigdata" in only:
+            results.extend(attempt("big data", lambda: bigdata.overlap(
+                env, alice, bob, sizes["bigdata"])) or [])  # fmt: skip
         if "concurrency" in only:
             results.extend(attempt("concurrency", lambda: F.concurrency(
                 env, sizes["rooms"], sizes["room_rows"], sequential_p99)) or [])  # fmt: skip

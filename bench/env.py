@@ -30,6 +30,7 @@ BENCH = Path(__file__).resolve().parent
 FUNCTIONS = {
     "overlap": REPO / "examples" / "functions" / "overlap",
     "copy": BENCH / "functions" / "copy",
+    "hashed_overlap": BENCH / "functions" / "hashed_overlap",
 }
 
 
@@ -110,6 +111,7 @@ class Environment:
         *,
         parameters: dict[str, Any] | None = None,
         memory_mib: int = 2048,
+        runtime: str = "python3.11",
         disk_mib: int | None = None,
     ) -> WorkSpec:
         access = Access(
@@ -122,6 +124,7 @@ class Environment:
             handler="handler.run",
             access=access,
             deployer_user_id=deployer.profile.user_id,
+            runtime=runtime,
             memory_mib=memory_mib,
             disk_mib=disk_mib,
             timeout_s=3600,

@@ -18,7 +18,7 @@ import pytest
 
 from cleanroom.controller.sandbox_ids import SandboxIds
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import Sandbox, runtime_interpreter, sandbox
+from cleanroom.enclave.runner import Sandbox, installed_runtime, sandbox
 
 
 def require_sandbox() -> None:
@@ -27,7 +27,7 @@ def require_sandbox() -> None:
         if os.geteuid() != 0:
             raise RunError("run-isolation", "root", os.geteuid(), "not root")
         sandbox(1 << 30)
-        runtime_interpreter("python3.11")
+        installed_runtime("python3.11")
     except RunError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must be able to confine functions: {error}")

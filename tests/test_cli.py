@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cleanroom.cli.main import main
-from cleanroom.tee.measure import measure
+from cleanroom.tee.measure import image_files, measure
 
 RECORDED_TIME = "1752919277"
 
@@ -185,6 +185,36 @@ def test_measure_prints_reproducible_values(capsys: pytest.CaptureFixture[str]) 
     assert json.loads(capsys.readouterr().out) == first
     assert first["mrenclave"] == measure("worker").mr_enclave.hex()
     assert main(["measure", "nonsense"]) == 2
+
+
+def test_measure_lists_every_file_for_a_third_party_to_diff(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["measure", "worker", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    files = image_files("worker").files
+    assert len(lines) == len(files)
+    for line, entry in zip(lines, files, strict=True):
+        digest, size, group, path = line.split(maxsplit=3)
+        assert (digest, int(size), group, path) == (
+            entry.sha256,
+            entry.size,
+            entry.group,
+            entry.path,
+        )
+    assert main(["measure", "worker", "--list", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["mrenclave"] == measure("worker").mr_enclave.hex()
+    assert document["files"] == [entry.to_json() for entry in files]
+    assert main(["measure"]) == 2  # no image, no --write
+
+
+def test_measure_prints_each_group(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["measure", "attester"]) == 0
+    out = capsys.readouterr().out
+    assert measure("attester").mr_enclave.hex() in out
+    for group in image_files("attester").groups():
+        assert group.sha256 in out
 
 
 def test_sim_commands_need_a_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

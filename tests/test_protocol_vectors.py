@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import algorithms
 
 from cleanroom.sgx import Attributes, ReportBody
-from cleanroom.tee.measure import default_signer_pem, mr_enclave_of, mr_signer
+from cleanroom.tee.image import TrustedFile, group_digest
+from cleanroom.tee.measure import WORKER, default_signer_pem, manifest_of, mr_enclave_of, mr_signer
 from cleanroom.tee.simulated.platform import derive_report_key
 
 SECRET = bytes(range(16))
@@ -63,21 +64,34 @@ def test_report_mac_vector() -> None:
 
 
 def test_measurement_vector() -> None:
+    entry = TrustedFile("cleanroom", "/srv/cleanroom/__init__.py", "00" * 32, 0)
+    group = group_digest("cleanroom", [entry])
+    listing = "0000000000000000000000000000000000000000000000000000000000000000 0 "
+    assert (
+        group.sha256
+        == hashlib.sha256(f"{listing}/srv/cleanroom/__init__.py\n".encode()).hexdigest()
+    )
+    assert group.sha256 == "7880a2f8bd459597d4b61fa3ae07be44a74b2e2bef86be990d4109f2649e0c65"
     manifest = {
-        "type": "cleanroom/enclave-manifest/v1",
+        "type": "cleanroom/enclave-manifest/v2",
         "image": "worker",
-        "files": [{"path": "cleanroom/__init__.py", "sha256": "00" * 32}],
+        "groups": [group.to_json()],
         "config": {
             "isv_prod_id": 2,
             "isv_svn": 1,
             "attributes": "05000000000000000300000000000000",
-            "runtime": "python3.11",
-            "dependencies": {"cryptography": "50.0.2"},
+            "runtimes": {},
         },
     }
-    assert rfc8785.dumps(manifest).startswith(b'{"config":{"attributes":"0500')
+    assert manifest == manifest_of(WORKER, [group], {"runtimes": {}})
+    assert rfc8785.dumps(manifest) == (
+        b'{"config":{"attributes":"05000000000000000300000000000000","isv_prod_id":2,'
+        b'"isv_svn":1,"runtimes":{}},"groups":[{"bytes":0,"files":1,"name":"cleanroom",'
+        b'"sha256":"7880a2f8bd459597d4b61fa3ae07be44a74b2e2bef86be990d4109f2649e0c65"}],'
+        b'"image":"worker","type":"cleanroom/enclave-manifest/v2"}'
+    )
     assert mr_enclave_of(manifest).hex() == (
-        "ef4d5f80ed0d97a5aeda92e44b1f45b8c8301d8505bcda827a6ecece1850d986"
+        "63ddbc2c87857f47f74630b2264707743cab9841013f0671e150b654c8f6664c"
     )
 
 

@@ -31,6 +31,10 @@ EXPECTED = {
     "concurrency_total",
     "concurrency_session_p99",
     "concurrency_worker_memory",
+    "bigdata_run_1m",
+    "bigdata_e2e_1m",
+    "bigdata_controller_rss_1m",
+    "bigdata_worker_rss_1m",
 }
 
 
@@ -53,14 +57,14 @@ def run_module(*argv: str, timeout: float) -> str:
     return finished.stdout
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(300)
 def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
     if not _confinable():
         pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
     output = tmp_path / "bench.json"
     # the default work directory (/tmp): Unix socket paths under pytest's tmp_path can
     # exceed the 107-byte limit
-    stdout = run_module("bench", "--quick", "--json", str(output), timeout=230)
+    stdout = run_module("bench", "--quick", "--json", str(output), timeout=290)
     assert "| figure" in stdout
     document = json.loads(output.read_text())
     assert document["mode"] == "quick"

@@ -19,7 +19,6 @@ import tempfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -34,10 +33,12 @@ from cleanroom.client.imports import (
     shadowing,
 )
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import Sandbox, run_function, runtime_interpreter, sandbox
+from cleanroom.enclave.runner import Sandbox, installed_runtime, run_function
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.protocol.bundle import pack, unpack
+from cleanroom.runtimes import Runtime
 from tests.protocol.test_bundle import Tree, write_tree
+from tests.sandbox import confined
 
 RUNTIME = "python3.11"
 SO = ".cpython-311-x86_64-linux-gnu.so"
@@ -259,19 +260,15 @@ def test_the_search_is_pathfinders(entries: list[tuple[str, str]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def confinement() -> Sandbox:
-    try:
-        return sandbox(61_018)
-    except RunError as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must be able to confine functions: {error}")
-        pytest.skip(str(error))
+def confinement() -> Iterator[Sandbox]:
+    with confined() as sandbox:
+        yield sandbox
 
 
 @pytest.fixture(scope="module")
-def interpreter() -> str:
+def interpreter() -> Runtime:
     try:
-        return runtime_interpreter(RUNTIME)
+        return installed_runtime(RUNTIME)
     except RunError as error:
         if os.environ.get("CI") == "true":
             pytest.fail(str(error))
@@ -279,42 +276,37 @@ def interpreter() -> str:
 
 
 @pytest.fixture
-def workspace() -> Iterator[Path]:
-    # Under /tmp itself: the sandbox user must be able to reach it.
-    path = Path(tempfile.mkdtemp(prefix="cleanroom-review-run-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def workspace(tmp_path: Path) -> Path:
+    path = tmp_path / "run"
+    path.mkdir(mode=0o700)
+    return path
 
 
 def run_as_the_worker(
-    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: str
+    bundle: bytes, handler: str, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> str:
-    """Unpack and run ``bundle`` as the Worker does; what the handler wrote, or the log."""
+    """Unpack and run ``bundle`` as the Worker does; what the handler wrote."""
     unpack(bundle, workspace / "function")
     (workspace / "inputs").mkdir()
-    (workspace / "parameters.json").write_bytes(b"{}")
-    outputs: dict[str, bytes] = {}
-
-    def receive(name: str, stream: IO[bytes], _size: int) -> None:
-        outputs[name] = stream.read()
-
+    (workspace / "parameters.json").write_text("{}")
+    received: dict[str, bytes] = {}
     result = run_function(
         sandbox=confinement,
-        interpreter=interpreter,
+        runtime=interpreter,
         workspace=workspace,
         outputs=["output_1"],
         handler=handler,
-        limits=Limits(memory_mib=256, processes=64, cpu_s=30, timeout_s=30, disk_mib=64),
-        receive=receive,
+        limits=Limits(memory_mib=256, processes=64, cpu_s=60, timeout_s=30, disk_mib=16),
+        receive=lambda name, stream, _size: received.__setitem__(name, stream.read()),
         keep_log=True,
     )
     assert result.status == "succeeded", result.log.decode(errors="replace")
-    return outputs["output_1/ran.txt"].decode()
+    return received["output_1/ran.txt"].decode()
 
 
 @pytest.mark.parametrize("trick", sorted(TRICKS))
 def test_the_worker_runs_the_file_the_review_names(
-    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
+    trick: str, tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> None:
     tree, handler, _ = TRICKS[trick]
     bundle = pack(write_tree(tmp_path / "source", tree))
@@ -358,7 +350,7 @@ def compiled_extension(directory: Path) -> bytes:
 
 
 def test_the_worker_runs_the_extension_the_review_names(
-    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: str
+    tmp_path: Path, workspace: Path, confinement: Sandbox, interpreter: Runtime
 ) -> None:
     extension = compiled_extension(tmp_path)
     tree: Tree = {

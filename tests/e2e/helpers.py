@@ -23,11 +23,25 @@ def run():
 """
 
 
-def deploy(alice: User, bob: User, tmp_path: Path, name: str, handler: str = HANDLER) -> str:
-    """Alice uploads and deploys HANDLER for herself and Bob; her deploy pins the Work-ID."""
+def deploy(
+    alice: User,
+    bob: User,
+    tmp_path: Path,
+    name: str,
+    handler: str = HANDLER,
+    *,
+    runtime: str = "python3.11",
+    memory_mib: int = 512,
+    files: dict[str, str] | None = None,
+) -> str:
+    """Alice uploads and deploys HANDLER (and ``files``: relative path -> text) for
+    herself and Bob; her deploy pins the Work-ID."""
     source = tmp_path / f"function-{name}"
     source.mkdir()
     (source / "handler.py").write_text(handler)
+    for relative, text in (files or {}).items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_text(text)
     bundle = pack(source)
     function_id = alice.client.manager.upload_function(bundle).function_id
     access = Access(
@@ -41,7 +55,8 @@ def deploy(alice: User, bob: User, tmp_path: Path, name: str, handler: str = HAN
         handler="handler.run",
         access=access,
         deployer_user_id=alice.user_id,
-        memory_mib=512,
+        runtime=runtime,
+        memory_mib=memory_mib,
         timeout_s=60,
         parameters={"k": 3},
     )

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import RunError, UploadError
 from cleanroom.enclave.room import CleanRoom, seal_bundle
-from cleanroom.enclave.runner import Sandbox, runtime_interpreter
+from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.protocol.bundle import function_id, pack
@@ -82,7 +82,7 @@ def room(tmp_path: Path, confinement: Sandbox) -> CleanRoom:
         worker,
         store,
         sandbox=confinement,
-        interpreter=runtime_interpreter("python3.11"),
+        runtime=installed_runtime("python3.11"),
         scratch_root=tmp_path / "worker" / "run",
     )
 

@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -26,7 +27,7 @@ import pytest
 from cleanroom.controller.sandbox_ids import SandboxIds
 from cleanroom.enclave import runner
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import RunResult, Sandbox, run_function, runtime_interpreter, sandbox
+from cleanroom.enclave.runner import RunResult, Sandbox, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import wipe
 from cleanroom.enclave.supervisor import Limits
 from tests.sandbox import confined, require_sandbox, sandbox_uid
@@ -75,7 +76,7 @@ def run(
     settings.update(limits)
     return run_function(
         sandbox=confinement,
-        interpreter=runtime_interpreter("python3.11"),
+        runtime=installed_runtime("python3.11"),
         workspace=workspace,
         outputs=["output_1"],
         handler="handler.run",
@@ -327,6 +328,7 @@ def test_files_are_its_own_uid_and_root_only_files_stay_unreadable(
 ) -> None:
     """Bubblewrap runs as the room's uid, never as root: a root-only directory bound into
     its view stays closed, and what it writes belongs to its uid on the host."""
+    python = installed_runtime("python3.11")
     visible = Path(tempfile.mkdtemp(prefix="cleanroom-test-", dir="/var/tmp"))
     try:
         visible.chmod(0o755)
@@ -350,8 +352,8 @@ def test_files_are_its_own_uid_and_root_only_files_stay_unreadable(
         watcher.start()
         result = run_function(
             sandbox=room_sandbox,
-            interpreter=runtime_interpreter("python3.11"),
-            runtime_roots=(str(visible),),
+            # The root-only directory is in its view, as a runtime's directory would be.
+            runtime=replace(python, roots=(*python.roots, visible)),
             workspace=workspace,
             outputs=["output_1"],
             handler="handler.run",
@@ -403,11 +405,11 @@ def test_a_sandbox_that_cannot_start_is_an_error_not_a_failed_function(
     workspace: Path, room_sandbox: Sandbox
 ) -> None:
     (workspace / "function" / "handler.py").write_text("def run():\n    pass\n")
+    python = installed_runtime("python3.11")
     with pytest.raises(RunError) as caught:
         run_function(
             sandbox=room_sandbox,
-            interpreter=runtime_interpreter("python3.11"),
-            runtime_roots=("/nonexistent/runtime",),
+            runtime=replace(python, roots=(*python.roots, Path("/nonexistent/runtime"))),
             workspace=workspace,
             outputs=["output_1"],
             handler="handler.run",
@@ -553,7 +555,7 @@ def test_root_is_never_a_sandbox_uid() -> None:
 
 def test_unknown_runtime_is_refused() -> None:
     with pytest.raises(RunError) as caught:
-        runtime_interpreter("python2.7")
+        installed_runtime("python2.7")
     assert caught.value.check == "runtime"
 
 

@@ -3,7 +3,7 @@
 - ``crosstab_polars``, written as the seed product's functions are (absolute ``/work``
   paths, ``sys.path.append("/work/function/packages")``, ``app.log`` lines), with
   polars vendored into ``packages/``, on the plain ``python3.11`` runtime: unchanged;
-- ``overlap_duckdb``, DuckDB SQL.
+- ``overlap_duckdb``, DuckDB SQL, in the data runtime (``python3.11-data``).
 
 Both are checked against the demo data generator's own truth.
 """
@@ -20,17 +20,13 @@ import pytest
 from cleanroom.demodata import OverlapTruth, write_overlap_inputs
 from tests.examples.harness import run_example, vendored, workspace
 
-POLARS = "polars==2.1.0"
-DUCKDB = "duckdb==2.0.1"
+POLARS = "polars==2.1.0"  # as the data runtime pins it (src/cleanroom/runtimes/)
 
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     where = tmp_path_factory.mktemp("vendored")
-    return {
-        "crosstab_polars": vendored("crosstab_polars", where, POLARS),
-        "overlap_duckdb": vendored("overlap_duckdb", where, DUCKDB),
-    }
+    return {"crosstab_polars": vendored("crosstab_polars", where, POLARS)}
 
 
 def generated(tmp_path: Path, rows: int, k: int) -> tuple[Path, OverlapTruth]:
@@ -67,10 +63,21 @@ def test_a_bad_parameter_is_logged_not_guessed(packages: dict[str, Path], tmp_pa
     assert run.files("output_1") == ["app.log"]
 
 
-def test_the_duckdb_overlap(packages: dict[str, Path], tmp_path: Path) -> None:
+def test_the_duckdb_overlap_in_the_data_runtime(tmp_path: Path) -> None:
     work, truth = generated(tmp_path, 5000, k=1)
-    run = run_example(packages["overlap_duckdb"], work)
+    run = run_example("overlap_duckdb", work, runtime="python3.11-data")
     assert run.returncode == 0, run.stderr
     expected = {"input_1": truth.distinct_a, "input_2": truth.distinct_b, "shared": truth.overlap}
     for output_id in ("output_1", "output_2"):
         assert json.loads(run.output(output_id, "overlap.json")) == expected
+
+
+def test_the_polars_example_runs_unchanged_in_the_data_runtime(tmp_path: Path) -> None:
+    """The same seed-style code, without vendoring: the runtime provides polars (and its
+    sys.path.append of an absent packages/ is harmless)."""
+    work, truth = generated(tmp_path, 2000, k=5)
+    run = run_example("crosstab_polars", work, runtime="python3.11-data")
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.DictReader(io.StringIO(run.output("output_1", "crosstab.csv"))))
+    released = {(r["region"], r["segment"]): int(r["customers"]) for r in rows}
+    assert released == {cell: n for cell, n in truth.crosstab.items() if n >= 5}

@@ -96,6 +96,35 @@ def test_invalid_spec_is_422_naming_the_field(
     assert controller.deployed == {}
 
 
+@pytest.mark.parametrize("runtime", ["python3.12", "python3.11-gpu", "python3.1"])
+def test_a_runtime_outside_the_catalogue_is_422_naming_the_check(
+    manager: Manager,
+    controller: StandInController,
+    acme: tuple[ManagerClient, str, bytes],
+    runtime: str,
+) -> None:
+    client, function, _ = acme
+    document = make_spec(function).document()
+    document["runtime"] = runtime
+    answer = deploy_raw(manager, client, document)
+    assert answer.status_code == 422
+    problem = answer.json()
+    assert (problem["check"], problem["actual"]) == ("runtime", runtime)
+    assert problem["expected"] == ["python3.11", "python3.11-data"]
+    assert "spec field runtime: no such runtime" in problem["detail"]
+    assert controller.deployed == {}
+
+
+def test_the_data_runtime_is_deployed(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    document = make_spec(function).document()
+    document["runtime"] = "python3.11-data"
+    answer = deploy_raw(manager, client, document)
+    assert answer.status_code == 201, answer.text
+
+
 def test_unknown_function_is_404(
     manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
 ) -> None:

@@ -19,9 +19,12 @@ def kill(pid: int) -> None:
     while time.monotonic() < deadline:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
+            threads = len(os.listdir(f"/proc/{pid}/task"))
         except OSError:
             return
-        if stat[stat.rindex(")") + 2] in "ZX":
+        # Dead once its parent can reap it: a zombie leader whose other threads are
+        # still exiting is not yet (waitpid says it runs, and its socket may answer).
+        if stat[stat.rindex(")") + 2] in "ZX" and threads <= 1:
             return
         time.sleep(0.02)
     raise AssertionError(f"process {pid} survived SIGKILL")

@@ -32,7 +32,7 @@ def run():
         QUERY,
         {"first": f"{work}/inputs/input_1/*.csv", "second": f"{work}/inputs/input_2/*.csv"},
     ).fetchone()
-    result = dict(zip(("input_1", "input_2", "shared"), row))
+    result = dict(zip(("input_1", "input_2", "shared"), row, strict=True))
     for output_id in sorted(os.listdir(f"{work}/outputs")):
         with open(f"{work}/outputs/{output_id}/overlap.json", "w") as handle:
             json.dump(result, handle)

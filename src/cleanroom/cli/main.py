@@ -10,7 +10,18 @@ import typer
 from typer.exceptions import TyperException
 
 from cleanroom import __version__
-from cleanroom.cli import admin, demo, function_test, receipt, room, server, sim, user, verify
+from cleanroom.cli import (
+    admin,
+    demo,
+    function_test,
+    receipt,
+    room,
+    runtime,
+    server,
+    sim,
+    user,
+    verify,
+)
 from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
@@ -63,6 +74,7 @@ def _global(
 app.add_typer(sim.app, name="sim")
 app.add_typer(admin.app, name="admin")
 app.add_typer(server.app, name="server")
+app.add_typer(runtime.app, name="runtime")
 app.command("verify-quote")(verify.verify_quote)
 app.command("measure")(verify.measure_command)
 app.command("demo")(demo.demo)

@@ -488,7 +488,13 @@ def deploy(
     access: Annotated[
         Path, typer.Option(help="The access file (YAML): inputs, outputs, runners, logs.")
     ],
-    runtime: Annotated[str, typer.Option(help="The Worker's Python runtime.")] = "python3.11",
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="The runtime the function runs in: python3.11 (the standard library only) "
+            "or python3.11-data (also numpy, pandas, polars, pyarrow, duckdb, scikit-learn).",
+        ),
+    ] = "python3.11",
     memory: Annotated[float, typer.Option(help="Memory limit of a run, in GiB.")] = 2.0,
     timeout: Annotated[int, typer.Option(help="Time limit of a run, in seconds.")] = 3600,
     param: Annotated[

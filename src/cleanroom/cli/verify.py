@@ -36,7 +36,13 @@ from cleanroom.cli.common import (
     stdout,
 )
 from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
-from cleanroom.tee.measure import IMAGE_NAMES, MeasurementError, measure
+from cleanroom.tee.measure import (
+    IMAGE_NAMES,
+    MeasurementError,
+    image_files,
+    measure,
+    write_measurements,
+)
 
 
 def verify_quote(
@@ -288,12 +294,33 @@ def measure_command(
     image: Annotated[
         str | None,
         typer.Argument(
-            help=f"Enclave image: {', '.join(IMAGE_NAMES)} (not with --gramine).",
+            help=f"Enclave image: {', '.join(IMAGE_NAMES)} [needed unless --write or --gramine].",
             show_default=False,
         ),
     ] = None,
+    list_files: Annotated[
+        bool,
+        typer.Option(
+            "--list",
+            help="Print every file of the image: SHA-256, size, group and path, one per "
+            "line, in the order the measurement hashes them (diff two of them).",
+        ),
+    ] = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the measurement and its full manifest.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the measurement and its manifest (and, with --list, "
+            "every file) as one JSON object.",
+        ),
+    ] = False,
+    write: Annotated[
+        bool,
+        typer.Option(
+            "--write",
+            help="Record every image's file list for this installation, as signing an enclave "
+            "does, so servers starting from it need not hash it (they check each file's stat).",
+        ),
     ] = False,
     signer: Annotated[
         Path | None,
@@ -309,30 +336,59 @@ def measure_command(
         ),
     ] = None,
 ) -> None:
-    """Print an enclave image's MRENCLAVE and MRSIGNER, recomputed from the installed sources.
+    """Print an enclave image's MRENCLAVE and MRSIGNER, recomputed from this installation.
 
-    Runs no enclave: a third party recomputes the values an operator publishes. With
-    --gramine, the values come from a signed Gramine enclave's SIGSTRUCT instead.
+    Runs no enclave, and trusts no record: every file of the image (interpreter,
+    standard library, packages, cleanroom, shared libraries, and for the Worker every
+    installed runtime) is read and hashed now, so a third party recomputes the values
+    an operator publishes, and `--list` shows which file differs when they do not.
+    With --gramine, the values come from a signed Gramine enclave's SIGSTRUCT instead.
     """
     if gramine is not None:
-        if image is not None or signer is not None:
+        if image is not None or signer is not None or write or list_files:
             fail("--gramine reads the image and its signer from the .sig file alone", EXIT_USAGE)
         _measure_gramine(read_file(gramine, "SIGSTRUCT"), as_json=as_json)
         return
-    if image is None:
-        fail(f"name an image ({', '.join(IMAGE_NAMES)}) or give --gramine FILE.sig", EXIT_USAGE)
     try:
-        measurement = measure(image, signer_pem=read_file(signer, "signer key") if signer else None)
+        if write:
+            for files in write_measurements():
+                stdout.print(f"recorded the {files.image} image: {len(files.files)} files")
+            if image is None:
+                return
+        if image is None:
+            fail(
+                f"name an image ({', '.join(IMAGE_NAMES)}), or give --write or --gramine FILE.sig",
+                EXIT_USAGE,
+            )
+        measurement = measure(
+            image,
+            signer_pem=read_file(signer, "signer key") if signer else None,
+            fresh=not write,
+        )
+        files = image_files(image) if write else image_files(image, fresh=True)
     except MeasurementError as error:
         fail(str(error), EXIT_USAGE)
     if as_json:
-        stdout.out(json.dumps(measurement.to_json(), indent=2))
+        document = measurement.to_json()
+        if list_files:
+            document["files"] = [entry.to_json() for entry in files.files]
+        stdout.out(json.dumps(document, indent=2))
+        return
+    if list_files:
+        for entry in files.files:
+            stdout.out(
+                f"{entry.sha256}  {entry.size:>10}  {entry.group}  {entry.path}", highlight=False
+            )
         return
     stdout.print(f"image:     {measurement.image} (simulated backend)")
     stdout.print(f"MRENCLAVE: {measurement.mr_enclave.hex()}")
     stdout.print(f"MRSIGNER:  {measurement.mr_signer.hex()}")
     stdout.print(f"ISVPRODID: {measurement.isv_prod_id}  ISVSVN: {measurement.isv_svn}")
-    stdout.print(f"trusted files: {len(measurement.manifest['files'])}")
+    for group in files.groups():
+        stdout.print(
+            f"  {group.name:24} {group.files:>6} files {group.bytes:>13,} bytes  {group.sha256}",
+            markup=False,
+        )
 
 
 def _measure_gramine(data: bytes, *, as_json: bool) -> None:

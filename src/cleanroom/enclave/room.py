@@ -37,6 +37,7 @@ from cleanroom.protocol.handshake import AcceptedHandshake
 from cleanroom.protocol.receipt import run_receipt
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
+from cleanroom.runtimes import Runtime
 
 P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
 
@@ -66,15 +67,13 @@ class CleanRoom:
         store: SealedStore,
         *,
         sandbox: Sandbox,
-        interpreter: str,
+        runtime: Runtime,
         scratch_root: Path,
-        runtime_roots: tuple[str, ...] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.worker = worker
         self._store = store
-        self._sandbox, self._interpreter = sandbox, interpreter
-        self._runtime_roots = runtime_roots
+        self._sandbox, self._runtime = sandbox, runtime
         self._scratch_root = scratch_root
         self._clock = clock
         self._sessions: dict[str, AcceptedHandshake] = {}
@@ -201,8 +200,7 @@ class CleanRoom:
             self._stage(scratch)
             result = run_function(
                 sandbox=self._sandbox,
-                interpreter=self._interpreter,
-                runtime_roots=self._runtime_roots,
+                runtime=self._runtime,
                 workspace=scratch,
                 outputs=sorted(spec.outputs),
                 handler=spec.handler,

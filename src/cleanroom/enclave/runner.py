@@ -37,8 +37,8 @@ from cleanroom.enclave.supervisor import (
     ToolMissing,
     system_tool,
 )
+from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
-RUNTIME_DIRS = ("/usr/bin", "/usr/local/bin")
 TOOLS = ("bwrap", "unshare", "setpriv", "mount")  # from the system's directories only
 
 
@@ -77,21 +77,16 @@ def sandbox(uid: int) -> Sandbox:
     return Sandbox(uid, prefix)
 
 
-def runtime_interpreter(runtime: str) -> str:
-    """The system interpreter for a spec's runtime (``python3.11``), runnable by anyone.
-
-    Not the Worker's own interpreter: that may live where the sandbox user cannot go.
-    """
-    for directory in RUNTIME_DIRS:
-        candidate = Path(directory) / runtime
-        if candidate.is_file() and candidate.resolve().stat().st_mode & 0o001:
-            return str(candidate)
-    raise RunError(
-        "runtime",
-        f"{runtime} in {' or '.join(RUNTIME_DIRS)}, executable by others",
-        "not found",
-        f"runtime {runtime} is not installed for sandboxed use",
-    )
+def installed_runtime(name: str) -> Runtime:
+    """An installed runtime (``python3.11``): its interpreter, runnable by the sandbox
+    user, and the paths the sandbox binds read-only for it (a Worker takes the one its
+    measurement names instead: worker_service.image_runtime)."""
+    try:
+        return resolve_runtime(name)
+    except RuntimeUnavailable as error:
+        raise RunError(
+            error.check, error.expected, error.actual, error.message, error.hint
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -126,8 +121,7 @@ def prepare_workspace(workspace: Path, group: int) -> None:
 def run_function(
     *,
     sandbox: Sandbox,
-    interpreter: str,
-    runtime_roots: tuple[str, ...] = (),
+    runtime: Runtime,
     workspace: Path,
     outputs: list[str],
     handler: str,
@@ -144,8 +138,8 @@ def run_function(
         parameters=str(workspace / "parameters.json"),
         outputs=sorted(outputs),
         handler=handler,
-        interpreter=interpreter,
-        runtime_roots=list(runtime_roots),
+        interpreter=str(runtime.interpreter),
+        runtime_roots=[str(root) for root in runtime.roots],
         uid=sandbox.uid,
         limits=limits,
         keep_log=keep_log,

@@ -21,7 +21,7 @@ from typing import IO
 
 from cleanroom.controller.sandbox_ids import SandboxIds
 from cleanroom.enclave.errors import RunError
-from cleanroom.enclave.runner import RunResult, run_function, runtime_interpreter, sandbox
+from cleanroom.enclave.runner import RunResult, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import check_object_name
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.protocol.bundle import pack, unpack
@@ -104,7 +104,7 @@ def run_trial(
         with _identity(root) as uid:
             result = run_function(
                 sandbox=sandbox(uid),
-                interpreter=runtime_interpreter(runtime),
+                runtime=installed_runtime(runtime),
                 workspace=workspace,
                 outputs=list(outputs),
                 handler=handler,

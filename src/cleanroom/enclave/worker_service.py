@@ -29,7 +29,7 @@ from starlette.routing import Route
 from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
-from cleanroom.enclave.runner import runtime_interpreter, sandbox
+from cleanroom.enclave.runner import sandbox
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
@@ -37,11 +37,31 @@ from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
 from cleanroom.protocol.spec import WorkSpec
-from cleanroom.tee.measure import measure
+from cleanroom.runtimes import Runtime, RuntimeUnavailable, definition
+from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
 from cleanroom.tee.simulated import SimulatedPlatform
 
 log = logging.getLogger("cleanroom.enclave")
 REFUSAL_PREFIX = "worker refused to start: "
+
+
+def image_runtime(image: Measurement, name: str) -> Runtime:
+    """The runtime ``name`` as the Worker image measured it: never looked up anew, so
+    what runs the function is what the measurement covers."""
+    try:
+        definition(name)
+    except RuntimeUnavailable as error:
+        raise RunError(error.check, error.expected, error.actual, error.message) from None
+    measured = image.manifest["config"].get("runtimes", {})
+    if name not in measured:
+        raise RunError(
+            "runtime-installed",
+            f"one of the image's runtimes {sorted(measured)}",
+            name,
+            f"runtime {name} is not installed on this compute server",
+            f"install it (cleanroom runtime install {name}) and restart the compute server",
+        )
+    return Runtime.from_json(measured[name])
 
 
 class WorkerService:
@@ -56,9 +76,11 @@ class WorkerService:
         *,
         sandbox_uid: int,
     ) -> None:
-        self.image = measure("worker")
+        # As recorded for this installation: reading it costs the same whatever the
+        # runtimes weigh (the Attester checked the record when it started).
+        self.image = stored_measurement("worker")
+        self.runtime = image_runtime(self.image, spec.runtime)
         confinement = sandbox(sandbox_uid)
-        interpreter = runtime_interpreter(spec.runtime)
         store = SealedStore(room_dir / "sealed")
         function_id = seal_bundle(store, bundle)
         self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, function_id)
@@ -66,7 +88,7 @@ class WorkerService:
             self.worker,
             store,
             sandbox=confinement,
-            interpreter=interpreter,
+            runtime=self.runtime,
             # Plaintext of a run (the staged inputs) lives here while it runs, and is
             # wiped after; the Controller removes it if this Worker dies.
             scratch_root=room_dir / "run",
@@ -240,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as error:
         # One line the Controller relays as the deploy's problem detail.
         print(REFUSAL_PREFIX + json.dumps(error.to_json()), file=sys.stderr)
+        return 1
+    except MeasurementError as error:
+        print(f"worker refused to start: {error}", file=sys.stderr)
         return 1
     serve(service.app(), args.socket, service.stop)
     os._exit(0)  # a deleted Worker leaves no thread behind

@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 
+from cleanroom import runtimes
 from cleanroom.errors import CheckFailed
 from cleanroom.limits import BodySizeLimit, RateLimiter, retry_after
 from cleanroom.manager import audit, projects, servers
@@ -557,6 +558,12 @@ class _Manager:
             raise HTTPException(
                 422,
                 {"detail": f"spec field {where}: {error.message}", **error.to_json()},
+            ) from error
+        try:
+            runtimes.definition(spec.runtime)
+        except runtimes.RuntimeUnavailable as error:
+            raise HTTPException(
+                422, {"detail": f"spec field runtime: {error.message}", **error.to_json()}
             ) from error
         digest = digest_of(spec.function)
         if digest is None:  # WorkSpec checked the pattern; stay closed anyway

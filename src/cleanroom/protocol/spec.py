@@ -21,6 +21,7 @@ UserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]  # b64u of 32 byt
 ObjectId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 FunctionId = Annotated[str, Field(pattern=r"^fs://[A-Za-z0-9_-]{43}$")]
 Scalar = str | int | float | bool | None
+RUNTIME_PATTERN = r"^python3\.[0-9]{1,2}(-[a-z][a-z0-9]{0,15})?$"
 
 
 def _canonical_b64u(value: str, what: str, size: int) -> None:
@@ -50,7 +51,9 @@ class WorkSpec(BaseModel):
     type: Literal["cleanroom/work-spec/v1"] = WORK_SPEC_TYPE
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     function: FunctionId
-    runtime: str = Field(default="python3.11", pattern=r"^python3\.[0-9]{1,2}$")
+    # A name of the runtime catalogue (cleanroom.runtimes), e.g. python3.11-data; which
+    # names a server offers is checked at deploy, by the manager and by the Worker.
+    runtime: str = Field(default="python3.11", pattern=RUNTIME_PATTERN)
     handler: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
     resources: Resources = Resources()
     inputs: dict[ObjectId, UserId]

@@ -1,26 +1,32 @@
-"""Enclave measurement that anyone can recompute from a release, without running it.
+"""Enclave measurement that anyone can recompute from an installation, without running it.
 
-An enclave image is a canonical manifest: the trusted files that run inside the
-enclave (path and SHA-256) and its configuration (product ID, security version,
-attributes, runtime, dependency versions and, for the Attester, the Worker
-measurement it admits). In the simulated backend:
+An enclave image is every file its processes execute or read, in named groups
+(:mod:`cleanroom.tee.image`: interpreter, standard library, third-party packages,
+the image's own cleanroom modules, shared libraries and, for the Worker, each
+installed runtime), and its configuration (product ID, security version,
+attributes, where its runtimes are and, for the Attester, the Worker measurement
+it admits). The manifest names each group by its file count, byte count and the
+SHA-256 of its list. In the simulated backend:
 
 - MRENCLAVE = SHA-256 of the manifest's canonical JSON (RFC 8785);
 - MRSIGNER = SHA-256 of the signer's RSA-3072 modulus, little-endian, as SGX
   defines it for SIGSTRUCT.
 
 The Attester's configuration names the Worker's MRENCLAVE, so the Attester's own
-measurement covers which Workers it will ever admit. For Gramine the same command
-will wrap ``gramine-sgx-sign``/``gramine-sgx-sigstruct-view``.
+measurement covers which Workers it will ever admit. An image is hashed once per
+installation and kept (:class:`cleanroom.tee.image.ImageStore`); a changed,
+added or removed file is noticed by its stat and the image measured again. For
+Gramine, the same file list becomes the manifest's trusted files.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
+import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,36 +35,44 @@ import rfc8785
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from cleanroom.runtimes import runtimes_dir
 from cleanroom.sgx import AttributeFlags, Attributes
+from cleanroom.tee.image import (
+    GroupDigest,
+    Hashed,
+    ImageDefinition,
+    ImageFiles,
+    ImageStore,
+    MeasurementError,
+    hash_layout,
+    installed_layout,
+)
 from cleanroom.tee.platform import EnclaveIdentity
 
-MANIFEST_TYPE = "cleanroom/enclave-manifest/v1"
-SIGNER_KEY_RESOURCE = "simulated-signer.pem"
+__all__ = [
+    "ATTESTER",
+    "IMAGE_NAMES",
+    "MANIFEST_TYPE",
+    "WORKER",
+    "ImageFiles",
+    "Measurement",
+    "MeasurementError",
+    "default_signer_pem",
+    "image_files",
+    "measure",
+    "mr_enclave_of",
+    "mr_signer",
+    "package_root",
+    "stored_measurement",
+    "write_measurements",
+]
 
-# Third-party code the enclave imports: measured by name and version. The simulated
-# backend does not hash their files; a Gramine manifest lists them as trusted files.
-ENCLAVE_DEPENDENCIES = ("cryptography", "rfc8785", "pydantic")
+MANIFEST_TYPE = "cleanroom/enclave-manifest/v2"
+SIGNER_KEY_RESOURCE = "simulated-signer.pem"
 
 PRODUCTION_ATTRIBUTES = Attributes(flags=AttributeFlags.INIT | AttributeFlags.MODE64BIT, xfrm=0x03)
 
-
-class MeasurementError(Exception):
-    """An enclave image cannot be measured (unknown image, unreadable file, bad key)."""
-
-
-@dataclass(frozen=True)
-class EnclaveImage:
-    """What goes into an enclave and so into its measurement."""
-
-    name: str
-    isv_prod_id: int
-    isv_svn: int
-    # Glob patterns, relative to the installed ``cleanroom`` package.
-    trusted: tuple[str, ...]
-    extra_config: Mapping[str, Any] = field(default_factory=dict)
-
-
-# What both enclaves run; each image adds its own module.
+# What both enclaves run of cleanroom; each image adds its own modules.
 _ENCLAVE_COMMON = (
     "__init__.py",
     "errors.py",
@@ -66,18 +80,22 @@ _ENCLAVE_COMMON = (
     "protocol/**/*.py",
     "tee/*.py",
     "tee/simulated/**/*.py",
+    "tee/images/*.pem",
+    "runtimes/__init__.py",
     "enclave/__init__.py",
     "enclave/admission.py",
     "enclave/errors.py",
     "enclave/http.py",
 )
 
-WORKER = EnclaveImage(
+WORKER = ImageDefinition(
     name="worker",
     isv_prod_id=2,
     isv_svn=1,
+    service="cleanroom.enclave.worker_service",
     trusted=(
         *_ENCLAVE_COMMON,
+        "runtimes/*.txt",
         "enclave/worker.py",
         "enclave/room.py",
         "enclave/runner.py",
@@ -87,16 +105,19 @@ WORKER = EnclaveImage(
         "enclave/uploads.py",
         "enclave/worker_service.py",
     ),
+    runtimes=True,
 )
 
-ATTESTER = EnclaveImage(
+ATTESTER = ImageDefinition(
     name="attester",
     isv_prod_id=1,
     isv_svn=1,
+    service="cleanroom.enclave.attester_service",
     trusted=(*_ENCLAVE_COMMON, "enclave/attester.py", "enclave/attester_service.py"),
 )
 
-IMAGE_NAMES = ("attester", "worker")
+IMAGES = {image.name: image for image in (ATTESTER, WORKER)}
+IMAGE_NAMES = tuple(IMAGES)
 
 
 @dataclass(frozen=True)
@@ -156,57 +177,35 @@ def default_signer_pem() -> bytes:
     return (resources.files("cleanroom.tee") / "images" / SIGNER_KEY_RESOURCE).read_bytes()
 
 
-def trusted_files(image: EnclaveImage, root: Path | None = None) -> list[dict[str, str]]:
-    """The image's trusted files under ``root``: sorted POSIX paths with SHA-256."""
-    root = root or package_root()
-    found: set[Path] = set()
-    for pattern in image.trusted:
-        found.update(path for path in root.glob(pattern) if path.is_file())
-    entries = []
-    for path in sorted(found, key=lambda p: p.relative_to(root).as_posix()):
-        if "__pycache__" in path.parts:
-            continue
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        except OSError as error:
-            raise MeasurementError(f"cannot read trusted file {path}: {error}") from error
-        entries.append({"path": "cleanroom/" + path.relative_to(root).as_posix(), "sha256": digest})
-    if not entries:
-        raise MeasurementError(f"image {image.name!r} has no trusted files under {root}")
-    return entries
-
-
-def _dependency_versions() -> dict[str, str]:
-    versions = {}
-    for name in ENCLAVE_DEPENDENCIES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError as error:
-            raise MeasurementError(f"enclave dependency {name} is not installed") from error
-    return versions
-
-
 def mr_enclave_of(manifest: Mapping[str, Any]) -> bytes:
     """Simulated MRENCLAVE: SHA-256 of the manifest's RFC 8785 canonical JSON."""
     return hashlib.sha256(rfc8785.dumps(dict(manifest))).digest()
 
 
-def _measure(
-    image: EnclaveImage, config: Mapping[str, Any], signer: bytes, root: Path | None
-) -> Measurement:
-    manifest: dict[str, Any] = {
+def manifest_of(
+    image: ImageDefinition, groups: Sequence[GroupDigest], config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The manifest MRENCLAVE is the hash of: the groups' digests and the configuration."""
+    return {
         "type": MANIFEST_TYPE,
         "image": image.name,
-        "files": trusted_files(image, root),
+        "groups": [group.to_json() for group in groups],
         "config": {
             "isv_prod_id": image.isv_prod_id,
             "isv_svn": image.isv_svn,
             "attributes": PRODUCTION_ATTRIBUTES.to_bytes().hex(),
-            "runtime": f"python{sys.version_info.major}.{sys.version_info.minor}",
-            "dependencies": _dependency_versions(),
             **config,
         },
     }
+
+
+def _measurement(
+    image: ImageDefinition,
+    groups: Sequence[GroupDigest],
+    config: Mapping[str, Any],
+    signer: bytes,
+) -> Measurement:
+    manifest = manifest_of(image, groups, config)
     return Measurement(
         image=image.name,
         mr_enclave=mr_enclave_of(manifest),
@@ -218,14 +217,149 @@ def _measure(
     )
 
 
-def measure(name: str, *, signer_pem: bytes | None = None, root: Path | None = None) -> Measurement:
-    """Measure the ``attester`` or ``worker`` image from the installed sources."""
+def _definition(name: str) -> ImageDefinition:
+    image = IMAGES.get(name)
+    if image is None:
+        raise MeasurementError(f"unknown enclave image {name!r}; one of {', '.join(IMAGE_NAMES)}")
+    return image
+
+
+def _inputs(image: ImageDefinition, root: Path) -> dict[str, str]:
+    """What, besides the files, decides which files an image is: a record of other
+    inputs is another image's."""
+    return {
+        # The file, not the name it was started by (python, python3, a symlink).
+        "executable": os.path.realpath(sys.executable),
+        "prefix": sys.prefix,
+        "cleanroom": str(root),
+        "runtimes": str(runtimes_dir()) if image.runtimes else "",
+    }
+
+
+def _hashed(
+    image: ImageDefinition, root: Path, store: ImageStore | None, *, fresh: bool = False
+) -> Hashed:
+    """The image's files: as recorded in ``store`` when nothing changed, else hashed
+    again (reading only the files whose stat changed) and recorded. ``fresh`` reads
+    every file and records the result."""
+    inputs = _inputs(image, root)
+    recorded = store.load(image.name, inputs) if store is not None and not fresh else None
+    if recorded is not None and recorded[1]:
+        return recorded[0]
+    if store is None:
+        return _hash_installed(image, root, None)
+    with store.measuring():
+        if not fresh:  # another process may have measured it while this one waited
+            recorded = store.load(image.name, inputs)
+            if recorded is not None and recorded[1]:
+                return recorded[0]
+        hashed = _hash_installed(image, root, recorded[0] if recorded is not None else None)
+        store.write(hashed, inputs)
+        return hashed
+
+
+def _hash_installed(image: ImageDefinition, root: Path, before: Hashed | None) -> Hashed:
+    """Find and hash the image's files (a file whose stat is as ``before`` recorded is
+    not read again)."""
+    reuse: dict[str, tuple[list[int], str]] = {}
+    if before is not None:
+        reuse = {
+            entry.path: (before.stats[entry.path], entry.sha256)
+            for entry in before.files.files
+            if entry.path in before.stats
+        }
+    return hash_layout(image.name, installed_layout(image, cleanroom_root=root), reuse)
+
+
+@cache
+def _installed(name: str) -> tuple[tuple[GroupDigest, ...], dict[str, Any]]:
+    """This installation's image (its group digests and configuration), once per process:
+    an installation does not change under a running process; a restarted one notices.
+    Only the summary is kept: the whole list is ~50 MB of objects."""
+    files = _hashed(_definition(name), package_root(), ImageStore.default()).files
+    return files.groups(), dict(files.config)
+
+
+def image_files(name: str, *, root: Path | None = None, fresh: bool = False) -> ImageFiles:
+    """Every file of the image ``name`` with its digest (see :mod:`cleanroom.tee.image`).
+
+    ``fresh`` hashes every file now instead of trusting the installation's record;
+    ``root`` measures another copy of the cleanroom package (never recorded).
+    """
+    image = _definition(name)
+    if root is not None:
+        return _hashed(image, root, None).files
+    if fresh:
+        return _hashed_now(name).files
+    return _hashed(image, package_root(), ImageStore.default()).files
+
+
+def _summary(
+    name: str, root: Path | None, fresh: bool
+) -> tuple[tuple[GroupDigest, ...], Mapping[str, Any]]:
+    if root is None and not fresh:
+        return _installed(name)
+    files = image_files(name, root=root, fresh=fresh)
+    return files.groups(), files.config
+
+
+@cache
+def _hashed_now(name: str) -> Hashed:
+    """This installation's image hashed by this process, trusting no record."""
+    return _hashed(_definition(name), package_root(), None, fresh=True)
+
+
+def write_measurements() -> list[ImageFiles]:
+    """Hash every image of this installation now and record it (``measure --write``)."""
+    store = ImageStore.default()
+    written = []
+    for image in IMAGES.values():
+        hashed = _hashed(image, package_root(), store, fresh=True)
+        recorded = store.load(image.name, _inputs(image, package_root()))
+        if recorded is None or recorded[0].files != hashed.files:
+            raise MeasurementError(f"cannot record the {image.name} image in {store.directory}")
+        written.append(hashed.files)
+    _installed.cache_clear()
+    return written
+
+
+def measure(
+    name: str, *, signer_pem: bytes | None = None, root: Path | None = None, fresh: bool = False
+) -> Measurement:
+    """Measure the ``attester`` or ``worker`` image of this installation.
+
+    The files come from the installation's record when nothing changed since it was
+    made (else they are hashed again and recorded); ``fresh`` hashes them all now;
+    ``root`` measures another copy of the cleanroom package.
+    """
+    image = _definition(name)
     signer = mr_signer(signer_pem if signer_pem is not None else default_signer_pem())
-    worker = _measure(WORKER, {}, signer, root)
-    if name == "worker":
+    worker = _measurement(WORKER, *_summary("worker", root, fresh), signer)
+    if image is WORKER:
         return worker
-    if name == "attester":
-        # The Attester admits exactly the Workers its measured configuration names.
-        admits = {"worker_mrenclaves": [worker.mr_enclave.hex()], "worker_mrsigner": signer.hex()}
-        return _measure(ATTESTER, admits, signer, root)
-    raise MeasurementError(f"unknown enclave image {name!r}; one of {', '.join(IMAGE_NAMES)}")
+    # The Attester admits exactly the Workers its measured configuration names.
+    admits = {"worker_mrenclaves": [worker.mr_enclave.hex()], "worker_mrsigner": signer.hex()}
+    groups, config = _summary(name, root, fresh)
+    return _measurement(image, groups, {**config, **admits}, signer)
+
+
+def stored_measurement(name: str) -> Measurement:
+    """The image's measurement as the installation recorded it, checking no file.
+
+    For a starting Worker: reading the small summary costs the same whatever the
+    runtimes weigh. The Attester checks the record (and measures again if a file
+    changed) when it starts, before any Worker is started; without a record this
+    falls back to :func:`measure`.
+    """
+    image = _definition(name)
+    if image is not WORKER:
+        return measure(name)
+    summary = ImageStore.default().load_summary(name, _inputs(image, package_root()))
+    if summary is None:
+        return measure(name)
+    try:
+        groups = [GroupDigest(**group) for group in summary["groups"]]
+        config = dict(summary["config"])
+    except (KeyError, TypeError) as error:
+        raise MeasurementError(f"the recorded {name} image is malformed: {error}") from error
+    return _measurement(image, groups, config, mr_signer(default_signer_pem()))
