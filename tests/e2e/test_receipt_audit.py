@@ -19,11 +19,13 @@ from typing import Any
 import pytest
 
 from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, AttestationPolicy, TrustAnchor
+from cleanroom.cli import receipt as receipt_cli
+from cleanroom.cli.main import main as cli_main
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.localstack import LocalStack
 from cleanroom.protocol.encoding import b64u
-from cleanroom.tee.measure import measure
+from cleanroom.tee.measure import MeasurementError, measure
 from tests.e2e.conftest import User
 from tests.e2e.helpers import approve, deploy, write
 
@@ -184,3 +186,33 @@ def test_the_command_line(saved: Path, stack: LocalStack, tmp_path: Path) -> Non
     (tmp_path / "broken" / "receipt.json").write_text("{}")
     unusable = cli(str(tmp_path / "broken"), "--simulated-root", str(root))
     assert unusable.returncode == 2 and "saved-receipt-format" in unusable.stderr
+
+
+def test_an_auditor_who_names_every_measurement_needs_no_installation(
+    saved: Path, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the published Attester MRENCLAVE and MRSIGNER and the Worker MRENCLAVE
+    given, nothing of this installation is measured (an auditor's machine may have no
+    runtimes to measure); the check still refuses other measurements."""
+    attester, worker = measure("attester"), measure("worker")
+    measured: list[str] = []
+
+    def unmeasurable(name: str, **_: Any) -> Any:
+        measured.append(name)
+        raise MeasurementError(f"no {name} image on the auditor's machine")
+
+    monkeypatch.setattr(receipt_cli, "measure", unmeasurable)
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "auditor"))
+    root = tmp_path / "root.pem"
+    root.write_text(stack.simulated_root_pem())
+    args = ["receipt", "verify", str(saved), "--simulated-root", str(root), "--at-saved"]
+    published = [
+        "--attester-mrenclave", attester.mr_enclave.hex(),
+        "--attester-mrsigner", attester.mr_signer.hex(),
+    ]  # fmt: skip
+    assert cli_main([*args, *published, "--worker-mrenclave", worker.mr_enclave.hex()]) == 0
+    assert measured == []
+    other = cli_main([*args, *published, "--worker-mrenclave", "00" * 32])
+    assert other == 1 and measured == []
+    # One measurement left out is this release's, and this release cannot be measured.
+    assert cli_main([*args, *published]) == 2 and measured == ["attester"]

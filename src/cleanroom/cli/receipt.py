@@ -34,7 +34,7 @@ from cleanroom.cli.user import _failures, _warn_simulated
 from cleanroom.client.audit import AuditedReceipt, SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
-from cleanroom.tee.measure import MeasurementError, measure
+from cleanroom.tee.measure import ATTESTER, MeasurementError, measure
 
 VERIFY = "verify"
 
@@ -168,30 +168,38 @@ def _verify(
     at_saved: bool,
     as_json: bool,
 ) -> None:
-    try:
-        release_attester, release_worker = measure("attester"), measure("worker")
-    except MeasurementError as error:
-        fail(f"cannot measure this release's enclaves: {error}", EXIT_USAGE)
     if at is not None and at_saved:
         fail("--at and --at-saved exclude each other", EXIT_USAGE)
-    policy = AttestationPolicy(
-        accepted_statuses=frozenset(accept_status) if accept_status else DEFAULT_ACCEPTED_STATUSES,
-        mrenclaves=frozenset(
-            parse_hex(v, "--attester-mrenclave", size=32) for v in attester_mrenclave
-        )
+    published_attester = (
+        frozenset(parse_hex(v, "--attester-mrenclave", size=32) for v in attester_mrenclave)
         if attester_mrenclave
-        else frozenset({release_attester.mr_enclave}),
-        mrsigner=parse_hex(attester_mrsigner, "--attester-mrsigner", size=32)
-        if attester_mrsigner
-        else release_attester.mr_signer,
-        isv_prod_id=release_attester.isv_prod_id,
-        min_isv_svn=release_attester.isv_svn,
-        allow_debug=False,
+        else None
+    )
+    published_signer = (
+        parse_hex(attester_mrsigner, "--attester-mrsigner", size=32) if attester_mrsigner else None
     )
     workers = (
         frozenset(parse_hex(v, "--worker-mrenclave", size=32) for v in worker_mrenclave)
         if worker_mrenclave
-        else frozenset({release_worker.mr_enclave})
+        else None
+    )
+    if published_attester is None or published_signer is None or workers is None:
+        # Only what was not given is this release's: an auditor who names every published
+        # measurement needs no measurable installation (measuring may hash whole images).
+        try:
+            release_attester, release_worker = measure("attester"), measure("worker")
+        except MeasurementError as error:
+            fail(f"cannot measure this release's enclaves: {error}", EXIT_USAGE)
+        published_attester = published_attester or frozenset({release_attester.mr_enclave})
+        published_signer = published_signer or release_attester.mr_signer
+        workers = workers or frozenset({release_worker.mr_enclave})
+    policy = AttestationPolicy(
+        accepted_statuses=frozenset(accept_status) if accept_status else DEFAULT_ACCEPTED_STATUSES,
+        mrenclaves=published_attester,
+        mrsigner=published_signer,
+        isv_prod_id=ATTESTER.isv_prod_id,
+        min_isv_svn=ATTESTER.isv_svn,
+        allow_debug=False,
     )
     try:
         trust = (
