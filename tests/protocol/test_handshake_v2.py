@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,27 @@ def test_handshake_v2_vector() -> None:
     assert keys.transcript_sha256.hex() == VECTOR["transcript_sha256"]
     assert keys.client_to_worker.hex() == VECTOR["k_c2w"]
     assert keys.worker_to_client.hex() == VECTOR["k_w2c"]
+
+
+DOCUMENTED = {
+    "ss_mlkem": "mlkem_shared_secret",
+    "ss_x25519": "x25519_shared_secret",
+    "init_sha256": "init_sha256",
+    "th": "transcript_sha256",
+    "k_c2w": "k_c2w",
+    "k_w2c": "k_w2c",
+}
+
+
+def test_the_documented_values_are_the_vectors() -> None:
+    """docs/protocol.md prints the vector's values: they are the ones tested here."""
+    document = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    section = document[document.index("## Session (v2)") : document.index("## Record stream")]
+    printed = {
+        match["name"]: match["value"]
+        for match in re.finditer(r"^(?P<name>\w+) *= (?P<value>[0-9a-f]{64})$", section, re.M)
+    }
+    assert printed == {name: VECTOR[key] for name, key in DOCUMENTED.items()}
 
 
 def test_the_vector_recomputed_as_documented() -> None:
