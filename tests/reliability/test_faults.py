@@ -4,6 +4,7 @@ its Workers (or reports their rooms gone), and the client can retry or redeploy.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -69,22 +70,25 @@ def kill_after(bytes_seen: int, kill: Callable[[], None]) -> Callable[[int], Non
     return progress
 
 
-def redeploy_works(alice: User, bob: User, tmp: Path, name: str) -> None:
-    """The client's way out: delete the room and deploy it again (same name).
-
-    After a restart of the compute server, the manager schedules onto it again only
-    once its next health check passed (every 5 s): until then a deploy is refused 503.
-    """
-    alice.client.delete(name)
+def deploy_when_scheduled(alice: User, bob: User, tmp: Path, name: str) -> str:
+    """``flow.deploy``, again while the manager refuses it 503: after a restart of the
+    compute server, the manager schedules onto it again only once its next health check
+    passed (every 5 s). The Work-ID."""
     deadline = time.monotonic() + 30
-    while True:
+    for attempt in itertools.count():
         try:
-            flow.deploy(alice, bob, tmp / "again", name)
-            break
+            return flow.deploy(alice, bob, tmp / f"attempt-{attempt}", name)
         except ServerError as error:
             if error.status != 503 or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def redeploy_works(alice: User, bob: User, tmp: Path, name: str) -> None:
+    """The client's way out: delete the room and deploy it again (same name)."""
+    alice.client.delete(name)
+    deploy_when_scheduled(alice, bob, tmp / "again", name)
     flow.feed(alice, bob, tmp / "again", name)
     assert flow.run(alice, name)[0] == "done"
     assert flow.overlap(alice, name, tmp / "again", "output_1") == {"overlap": 1}
@@ -303,7 +307,7 @@ def test_killed_at_deploy(
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    error, seconds = failure(lambda: flow.deploy(alice, bob, tmp_path, name))
+    error, seconds = failure(lambda: deploy_when_scheduled(alice, bob, tmp_path, name))
     watcher.join()
     assert worker_started.is_set()
     assert alice.client.manager.room(name).state == "failed"
