@@ -112,10 +112,10 @@ def overlap(env: Environment, alice: User, bob: User, rows: int) -> list[Figure]
     bob.client.upload(name, "input_2", data / "b")
     uploads_s = time.perf_counter() - e2e_started
     run_started = time.perf_counter()
-    state = alice.client.run(name, wait=True, poll_s=0.2)
+    ended = alice.client.run(name, wait=True, poll_s=0.2)  # the Worker's signed status
     run_s = time.perf_counter() - run_started
-    if state != "done":
-        raise RuntimeError(f"the overlap run ended {state}")
+    if not ended.succeeded:
+        raise RuntimeError(f"the overlap: {ended.summary()}")
     down_started = time.perf_counter()
     result_a = alice.client.download(name, "output_1", data / "out-a")
     bob.client.download(name, "output_2", data / "out-b")
@@ -126,7 +126,8 @@ def overlap(env: Environment, alice: User, bob: User, rows: int) -> list[Figure]
         raise RuntimeError(f"the clean room found {outcome}, not {shared} shared")
     worker_rss = peak_rss(env.worker_pid(name))
     controller_rss = peak_rss(env.compute_pid)
-    in_sandbox_s = function_seconds(env.stack.compute_dir / "rooms" / name / "worker.log")
+    room_dir = env.stack.room_directory(str(alice.profile.config.project), name)
+    in_sandbox_s = function_seconds(room_dir / "worker.log")
     alice.client.delete(name)
 
     say(f"  in the Worker {run_s:.1f} s (the function {in_sandbox_s} s); direct run")

@@ -148,9 +148,10 @@ class Environment:
 
     def worker_pid(self, room: str) -> int:
         """The room's Worker, as the Controller records it (a spare Worker assigned to
-        the room has no room in its command line)."""
-        record = self.stack.compute_dir / "rooms" / room / "room.json"
+        the room has no room in its command line); rooms/<project>.<room>."""
+        records = list((self.stack.compute_dir / "rooms").glob(f"*.{room}/room.json"))
         try:
+            (record,) = records
             return int(json.loads(record.read_text())["pid"])
         except (OSError, ValueError, KeyError) as error:
             raise RuntimeError(f"no Worker process for {room}: {error}") from error

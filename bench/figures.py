@@ -325,7 +325,7 @@ def _transfer_size(
     say(f"  upload {up['seconds']:.2f} s, plaintext {plain_up['seconds']:.2f} s; running copy")
 
     started = time.perf_counter()
-    state = alice.client.run(name, wait=True, poll_s=0.05)
+    state = alice.client.run(name, wait=True, poll_s=0.05).state
     run_s = time.perf_counter() - started
     target = env.root / "data" / f"out-{tag}"
     down: dict[str, Any] | None = None
@@ -471,7 +471,7 @@ def compute(env: Environment, alice: User, bob: User, rows: int) -> list[Figure]
     bob.client.upload(name, "input_2", data / "b")
     uploads_s = time.perf_counter() - e2e_started
     run_started = time.perf_counter()
-    state = alice.client.run(name, wait=True, poll_s=0.05)
+    state = alice.client.run(name, wait=True, poll_s=0.05).state
     run_s = time.perf_counter() - run_started
     if state != "done":
         raise RuntimeError(f"the overlap run ended {state}")
@@ -586,7 +586,7 @@ def _room_flow(
     env.deploy(spec, alice, [bob])
     alice.client.upload(name, "input_1", data / "a")
     bob.client.upload(name, "input_2", data / "b")
-    if alice.client.run(name, wait=True, poll_s=0.1) != "done":
+    if not alice.client.run(name, wait=True, poll_s=0.1).succeeded:
         raise RuntimeError(f"{name}: the run failed")
     alice.client.download(name, "output_1", data / "out-a")
     bob.client.download(name, "output_2", data / "out-b")

@@ -4,7 +4,8 @@ Times single requests on a LocalStack with one deployed room, each kind on its o
 kept-alive connection, and prints the median of each:
 
 - the Controller alone (``/v1/health``: no token, nothing relayed);
-- the Controller with a token check (a room it does not host: verified, then 404);
+- the Controller with a token check (the room's token, with its DPoP proof, sent for
+  another room: verified, then refused 403 without relaying);
 - the Controller relaying to the room's Worker (``GET /v1/rooms/{name}``), to the
   Attester (Phase 1 evidence), and to both at once (a protocol v2 session);
 - the same Worker request through a bare relay: a FastAPI/uvicorn process that does
@@ -35,6 +36,7 @@ import httpx
 
 from bench.common import median
 from bench.env import Environment, free_port, start_server, wait_answering
+from cleanroom.dpop import DPoPAuth
 from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
 from cleanroom.protocol.spec import UploadPurpose
 
@@ -111,20 +113,22 @@ def measure(root: Path, count: int) -> list[tuple[str, float]]:
         deployed = env.spec("hops", "copy", alice, {"input_1": alice}, {"output_1": alice})
         env.deploy(deployed, alice, [])
         room, spec = alice.client.approved("hops")
-        with alice.profile.login() as manager:
-            headers = {"authorization": f"Bearer {manager.token}"}
+        token = alice.profile.access_token(
+            resource=room.compute_url, room=room.name, project=room.project
+        )
+        auth = DPoPAuth(alice.profile.proof_key, token)  # a fresh proof per request
         nonce = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
         sockets = sorted((root / "servers").rglob("*.sock"))
         attester = next(path for path in sockets if path.name == "attester.sock")
         worker = next(path for path in sockets if path.name.startswith("w-"))
         base = f"{room.compute_url}/v1"
         results: list[tuple[str, float]] = []
-        with httpx.Client(headers=headers) as client:
+        with httpx.Client(auth=auth) as client:
             results += [
                 ("Controller alone (health)",
                  timed(lambda: checked(client.get(f"{base}/health")), count)),
-                ("Controller, token checked (404)",
-                 timed(lambda: checked(client.get(f"{base}/rooms/absent"), 404), count)),
+                ("Controller, token checked (403)",
+                 timed(lambda: checked(client.get(f"{base}/rooms/absent"), 403), count)),
                 ("Controller -> Worker (room state)",
                  timed(lambda: checked(client.get(f"{base}/rooms/hops")), count)),
                 ("Controller -> Attester (Phase 1 evidence)",

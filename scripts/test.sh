@@ -17,6 +17,8 @@ fi
 
 # Functions run in bubblewrap (the sandbox) with util-linux's setpriv, unshare, mount.
 bash scripts/system-packages.sh bubblewrap util-linux mount
+# The Gramine images' shell scripts are linted with shellcheck (the tests run it).
+bash scripts/system-packages.sh shellcheck
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

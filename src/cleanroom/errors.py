@@ -9,19 +9,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 
-def _jsonable(value: object) -> object:
-    """A JSON-serialisable form of ``value``: bytes as lowercase hex, sets sorted."""
-    if value is None or isinstance(value, bool | int | float | str):
+def _text(value: str) -> str:
+    """``value`` as text UTF-8 can hold: a lone surrogate (which JSON may escape, and
+    no UTF-8 or UTF-16 text holds) becomes the six characters ``\\udXXX``."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def jsonable(value: object) -> object:
+    """A JSON-serialisable form of ``value``: bytes as lowercase hex, sets sorted, text
+    that UTF-8 can hold (a refusal must always render, whatever it quotes)."""
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     if isinstance(value, set | frozenset):
-        return sorted((_jsonable(item) for item in value), key=str)
+        return sorted((jsonable(item) for item in value), key=str)
     if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
+        return [jsonable(item) for item in value]
     if isinstance(value, Mapping):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    return str(value)
+        return {_text(str(key)): jsonable(item) for key, item in value.items()}
+    return _text(str(value))
 
 
 def _display(value: object) -> str:
@@ -81,11 +94,11 @@ class CheckFailed(Exception):
     def to_json(self) -> dict[str, object]:
         """The failure as a JSON object: check, expected, actual, message and hint if set."""
         document: dict[str, object] = {
-            "check": self.check,
-            "expected": _jsonable(self.expected),
-            "actual": _jsonable(self.actual),
-            "message": self.message,
+            "check": _text(self.check),
+            "expected": jsonable(self.expected),
+            "actual": jsonable(self.actual),
+            "message": _text(self.message),
         }
         if self.hint is not None:
-            document["hint"] = self.hint
+            document["hint"] = _text(self.hint)
         return document

@@ -13,6 +13,7 @@ directory; :meth:`LocalStack.close` stops every process it started.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,13 @@ from types import TracebackType
 
 import httpx
 
-from cleanroom.manager.admin import NewClient, add_server, create_client, create_project
+from cleanroom.manager.admin import (
+    NewClient,
+    ServerCredentials,
+    add_server,
+    create_client,
+    create_project,
+)
 from cleanroom.manager.database import open_database
 from cleanroom.manager.settings import default_database_url
 from cleanroom.tee.simulated import SimulatedPlatform
@@ -143,8 +150,23 @@ class LocalStack:
         self.manager_options = list(manager_options)
         self.compute_options = list(compute_options)
         self.compute_nodes: dict[str, ComputeNode] = {}
+        self.credentials: dict[str, ServerCredentials] = {}
+        """Each compute server's credentials towards the manager, by name."""
         self._servers: list[_Server] = []
         self._database = open_database(default_database_url(self.manager_dir))
+
+    def register(self, url: str, name: str, *, capacity: int = 20) -> Path:
+        """Register the compute server ``name`` at ``url`` with the manager, as the
+        operator does; its credentials file (what its Controller is started with)."""
+        with self._database() as session:
+            added = add_server(session, url, name, capacity=capacity)
+        self.credentials[name] = added.credentials
+        path = self.credentials_file(name)
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(added.credentials.to_json(), handle)
+        return path
 
     def start(self) -> LocalStack:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -161,9 +183,10 @@ class LocalStack:
             self.directory / "manager.log",
         )
         self._servers.append(manager)
+        credentials = self.register(self.advertise_url, "local")
         compute_argv = [
             "server", "compute", "--port", compute_port, "--data-dir", str(self.compute_dir),
-            "--manager-url", self.manager_url, "--public-url", self.compute_url,
+            "--manager-url", self.manager_url, "--credentials", str(credentials),
             *self.compute_options,
         ]  # fmt: skip
         compute = _start(
@@ -172,27 +195,36 @@ class LocalStack:
         self._servers.append(compute)
         manager.wait_healthy("/.well-known/jwks.json")
         compute.wait_healthy("/v1/health")
-        with self._database() as session:
-            add_server(session, self.advertise_url, "local")
         return self
 
-    def add_compute_server(self, name: str, *, capacity: int = 20) -> ComputeNode:
-        """Start another compute server, registered at the manager as ``name``."""
+    def add_compute_server(
+        self, name: str, *, capacity: int = 20, advertise_url: str | None = None
+    ) -> ComputeNode:
+        """Start another compute server, registered at the manager as ``name`` at its own
+        URL, or at ``advertise_url`` (a proxy in front of it)."""
         url = f"http://127.0.0.1:{free_port()}"
         directory = self.directory / name
+        credentials = self.register(advertise_url or url, name, capacity=capacity)
         argv = [
             "server", "compute", "--port", url.rsplit(":", 1)[1], "--data-dir", str(directory),
-            "--manager-url", self.manager_url, "--public-url", url,
+            "--manager-url", self.manager_url, "--credentials", str(credentials),
             *self.compute_options,
         ]  # fmt: skip
         server = _start(f"compute server {name}", argv, url, self.directory / f"{name}.log")
         self._servers.append(server)
         server.wait_healthy("/v1/health")
-        with self._database() as session:
-            add_server(session, url, name, capacity=capacity)
         node = ComputeNode(name, url, directory, server)
         self.compute_nodes[name] = node
         return node
+
+    def credentials_file(self, name: str) -> Path:
+        """The credentials file of the compute server ``name`` (``local``: the first one)."""
+        return self.directory / f"{name}-credentials.json"
+
+    def room_directory(self, project: str, name: str, compute_dir: Path | None = None) -> Path:
+        """Where the compute server in ``compute_dir`` (default: the first) keeps the
+        room ``name`` of ``project``: rooms are told apart by project there too."""
+        return (compute_dir or self.compute_dir) / "rooms" / f"{project}.{name}"
 
     def kill_compute_server(self, name: str) -> None:
         """SIGKILL the compute server ``name`` and its enclave processes, as if its

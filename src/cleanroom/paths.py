@@ -22,3 +22,8 @@ def simulated_platform_dir() -> Path:
     if override:
         return Path(override).expanduser()
     return home() / "simulated-platform"
+
+
+def compute_data_dir() -> Path:
+    """The compute server's default ``--data-dir``: ``<home>/compute``."""
+    return home() / "compute"

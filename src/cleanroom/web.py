@@ -14,6 +14,11 @@ their FastAPI app; every error then leaves as ``application/problem+json``
   its text and traceback never reach the client.
 
 :func:`problem` builds such a response for a handler that answers an error itself.
+
+The server's OpenAPI document says the same (:func:`describe_problems`): every
+operation's errors are ``application/problem+json`` with ``detail`` a string (the
+``Problem`` schema), in place of FastAPI's own validation-error body, which these
+servers never send. A client generated from the document can read every error.
 """
 
 from __future__ import annotations
@@ -21,17 +26,54 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import cast
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import CheckFailed, jsonable
 
 PROBLEM_JSON = "application/problem+json"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem: what went wrong, as one line in detail; a refused "
+    "check also names the check, the expected and the actual value.",
+    "type": "object",
+    "required": ["type", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "always about:blank"},
+        "title": {"type": "string", "description": "the HTTP status phrase"},
+        "status": {"type": "integer", "description": "the HTTP status"},
+        "detail": {"type": "string", "description": "one line a user can act on"},
+        "check": {"type": "string", "description": "the check that refused the request"},
+        "expected": {"description": "what the check expected"},
+        "actual": {"description": "what the check found"},
+        "hint": {"type": "string", "description": "what to do about it"},
+        "location": {"type": "string", "description": "the request field that is not valid"},
+        "error": {"type": "string", "description": "an RFC 6749 error code (/oauth/revoke)"},
+    },
+    "additionalProperties": True,
+}
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+# Security schemes an operation may name in its own ``openapi_extra`` (added to the
+# document's components when one does).
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "clientSecretBasic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "RFC 6749 §2.3.1 client_secret_basic: the client id and secret, "
+        "each form-urlencoded, as the user and password",
+    },
+}
+PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "An error, as an RFC 9457 problem",
+    "content": {PROBLEM_JSON: {"schema": PROBLEM_REF}},
+}
 
 _log = logging.getLogger("cleanroom.web")
 
@@ -67,7 +109,10 @@ def _problem(
     for key, value in extra.items():
         if key not in body:
             body[key] = value
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    # jsonable: whatever the problem quotes (a request's lone surrogate too) renders.
+    return JSONResponse(
+        jsonable(body), status_code=status, media_type=PROBLEM_JSON, headers=headers
+    )
 
 
 def check_failed_problem(error: CheckFailed) -> JSONResponse:
@@ -113,8 +158,79 @@ async def _unexpected(request: Request, error: Exception) -> Response:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Make every error ``app`` answers an RFC 9457 problem (see the module docstring)."""
+    """Make every error ``app`` answers an RFC 9457 problem (see the module docstring),
+    and its OpenAPI document say so (:func:`describe_problems`)."""
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CheckFailed, _check_failed)
     app.add_exception_handler(Exception, _unexpected)
+    describe_problems(app)
+
+
+def form_body(
+    fields: dict[str, str], required: list[str], values: dict[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """An ``openapi_extra`` request body of ``application/x-www-form-urlencoded`` text
+    fields (name -> description; ``values``: the only values a field takes), for a
+    route that reads its form itself."""
+    properties: dict[str, Any] = {
+        name: {"type": "string", "description": text} for name, text in fields.items()
+    }
+    for name, allowed in (values or {}).items():
+        properties[name]["enum"] = allowed
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}},
+        }
+    }
+
+
+def _uses_fastapi_validation_body(response: dict[str, Any]) -> bool:
+    content = response.get("content", {})
+    return any("HTTPValidationError" in str(media.get("schema", {})) for media in content.values())
+
+
+def describe_problems(app: FastAPI) -> None:
+    """Make ``app``'s OpenAPI document describe its real errors.
+
+    Every operation gets a ``default`` response of ``application/problem+json``
+    (:data:`PROBLEM_SCHEMA`); FastAPI's 422 body (a list of validation errors) is
+    replaced by the problem these servers send instead. Responses an operation
+    declares itself (the token endpoint's OAuth errors) are kept.
+    """
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Problem"] = PROBLEM_SCHEMA
+        for path_item in document.get("paths", {}).values():
+            for operation in path_item.values():
+                for requirement in operation.get("security", []):
+                    for name in requirement:
+                        document["components"].setdefault("securitySchemes", {})[name] = (
+                            SECURITY_SCHEMES[name]
+                        )
+                responses = operation.setdefault("responses", {})
+                for status, response in list(responses.items()):
+                    if _uses_fastapi_validation_body(response):
+                        responses[status] = {
+                            **PROBLEM_RESPONSE,
+                            "description": "The request is not valid",
+                        }
+                responses.setdefault("default", PROBLEM_RESPONSE)
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from cleanroom.localstack import free_port
 
-FORWARDED_HEADERS = ("authorization", "content-type")
+FORWARDED_HEADERS = ("authorization", "dpop", "content-type")
 
 
 @dataclass
@@ -32,6 +32,8 @@ class Message:
     method: str
     path: str
     body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    """The credentials it carried: ``authorization`` and ``dpop``, as sent."""
     status: int = 0
     response: bytes = b""
     content_type: str = "application/json"
@@ -61,11 +63,16 @@ class TamperingProxy:
         return [m.path for m in self.seen if m.path.endswith(suffix)]
 
     async def _forward(self, request: Request) -> Response:
-        message = Message(request.method, request.url.path, await request.body())
+        credentials = {k: v for k, v in request.headers.items() if k in ("authorization", "dpop")}
+        message = Message(request.method, request.url.path, await request.body(), credentials)
         if self.on_request is not None:
             self.on_request(message)
         self.seen.append(message)
+        # The credentials as the hooks left them (a hook may stand in for a Controller
+        # that checks nothing), the rest as sent.
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
+        headers = {k: v for k, v in headers.items() if k not in ("authorization", "dpop")}
+        headers.update(message.headers)
         async with httpx.AsyncClient(timeout=120.0) as client:
             answer = await client.request(
                 message.method, self.upstream + message.path, content=message.body, headers=headers

@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from cleanroom.attestation import AttestationError
+from cleanroom.cli.main import main
 from cleanroom.client.errors import ServerError
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.framing import decode_frames, encode_frames
 from tests.adversarial.proxy import Message, TamperingProxy
+from tests.auth import dpop
 from tests.e2e.conftest import User
 from tests.e2e.helpers import HANDLER, approve, deploy, write
 
@@ -159,9 +161,16 @@ def test_the_worker_of_another_clean_room_is_refused(
     alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
     deploy(alice, bob, tmp_path, "other-room")
+    # A hostile Controller checks no token; the honest one behind this proxy does, so the
+    # proxy stands in with a valid token and proof for the room it serves instead.
+    token = alice.profile.access_token(resource=proxy.url, room="other-room", project="acme")
 
     def redirect(message: Message) -> None:
+        if f"/v1/rooms/{room}/" not in message.path:
+            return
         message.path = message.path.replace(f"/v1/rooms/{room}/", "/v1/rooms/other-room/")
+        url = proxy.url + message.path
+        message.headers = dpop(alice.profile.proof_key, token, message.method, url)
 
     proxy.on_request = redirect
     # The other room's Worker refuses the init too; the client's own check comes first.
@@ -405,11 +414,126 @@ def test_a_body_cut_inside_a_frame_is_refused(
     )
 
 
+def test_a_lost_acknowledgement_is_retried_and_the_worker_says_it_has_exactly_this(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """The Controller garbles the Worker's acknowledgement: the client refuses it (it
+    is sealed in the session), and a retry of the same data is acknowledged as already
+    there, again under a session key; other data is still refused."""
+    data = write(tmp_path / "a", "a@x\nb@x\n")
+
+    def garble(message: Message) -> None:
+        document = json.loads(message.response)
+        document["ack"] = flip_b64u(document["ack"], 40)
+        message.response = json.dumps(document).encode()
+
+    proxy.on_response = on_path("/upload", garble)
+    refused(lambda: alice.client.upload(room, "input_1", data), "record-authentication")
+    proxy.reset()
+    retried = alice.client.upload(room, "input_1", data)
+    assert retried.already
+    fresh = alice.client.status(room).worker
+    assert fresh is not None and fresh.inputs["input_1"]["sha256"] == retried.sha256
+    refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "b", "c@x\n")),
+        "input-complete",
+    )
+
+
+def test_an_acknowledgement_from_another_upload_is_refused(
+    alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    acks: list[bytes] = []
+    proxy.on_response = on_path("/upload", lambda message: acks.append(message.response))
+    alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+
+    def replay(message: Message) -> None:
+        message.response = acks[0]  # alice's, sealed in her session: not bob's
+
+    proxy.on_response = on_path("/upload", replay)
+    refused(
+        lambda: bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n")),
+        "record-authentication",
+    )
+
+
+def test_a_status_the_worker_did_not_sign_now_is_refused(
+    alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """A Controller cannot say a room holds an input, or replay what it once held."""
+    before: list[bytes] = []
+    proxy.on_response = on_path("/status", lambda message: before.append(message.response))
+    status = alice.client.status(room)
+    assert status.worker is not None and status.worker.inputs == {}
+    alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+
+    def replay(message: Message) -> None:
+        message.response = before[0]
+
+    def claim_done(message: Message) -> None:
+        document = json.loads(message.response)
+        document["status"]["state"] = "done"
+        message.response = json.dumps(document).encode()
+
+    for change, check in ((replay, "status-nonce"), (claim_done, "status-signature")):
+        proxy.on_response = on_path("/status", change)
+        answer = alice.client.status(room)
+        assert answer.worker is None and answer.unverified is not None
+        assert answer.unverified.startswith(f"{check}:")
+    # What run (and run --wait) says is that status too: a forged "done" is refused.
+    proxy.reset()
+    bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n"))
+    proxy.on_response = on_path("/status", claim_done)
+    refused(lambda: alice.client.run(room, wait=True, poll_s=0.1), "status-signature")
+
+
+def test_what_only_the_controller_says_is_never_shown_as_verified(
+    alice: User,
+    proxy: TamperingProxy,
+    room: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The Worker's status is forged (so not verified) and the Controller's own answer
+    claims to be verified and done: the command line says neither."""
+
+    def forge(message: Message) -> None:
+        document = json.loads(message.response)
+        document["status"]["state"] = "done"
+        message.response = json.dumps(document).encode()
+
+    def boast(message: Message) -> None:
+        if message.method == "GET" and message.path == f"/v1/rooms/{room}":
+            message.response = json.dumps({"state": "done", "verified": True}).encode()
+
+    def both(message: Message) -> None:
+        if message.path.endswith("/status"):
+            forge(message)
+        boast(message)
+
+    proxy.on_response = both
+    monkeypatch.setenv("CLEANROOM_HOME", str(alice.home))
+    code = main(["status", room, "--output", "json", "--profile", alice.name])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1
+    assert document["worker"]["verified"] is False
+    assert document["worker"]["error"].startswith("status-signature:")
+    assert document["controller"] == {
+        "verified": False,
+        "says": {"state": "done", "verified": True},
+    }
+    code = main(["status", room, "--profile", alice.name])
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "  Worker state:   done  [the Controller says: not verified]" in text
+    assert "[signed by the Worker]" not in text
+
+
 @pytest.fixture
 def finished(alice: User, bob: User, tmp_path: Path, room: str) -> str:
     alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\nb@x\n"))
     bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\nc@x\n"))
-    assert alice.client.run(room, wait=True, poll_s=0.1) == "done"
+    assert alice.client.run(room, wait=True, poll_s=0.1).succeeded
     return room
 
 
@@ -455,8 +579,18 @@ def test_upload_by_a_user_who_does_not_own_the_input(bob: User, tmp_path: Path, 
     refused(lambda: bob.client.upload(room, "input_1", write(tmp_path / "b", "b\n")), "input-owner")
 
 
-def test_upload_to_an_output_id(alice: User, tmp_path: Path, room: str) -> None:
-    refused(lambda: alice.client.upload(room, "output_1", write(tmp_path / "a", "a\n")), "purpose")
+def test_upload_to_an_output_id(
+    alice: User, tmp_path: Path, room: str, proxy: TamperingProxy
+) -> None:
+    # The client knows the spec it approved: it says so before any session (the
+    # Worker's own refusal, `purpose`, is tested in tests/protocol/test_handshake.py).
+    error = refused(
+        lambda: alice.client.upload(room, "output_1", write(tmp_path / "a", "a\n")), "input-id"
+    )
+    assert str(error).startswith(
+        f"input-id: no input output_1 in clean room {room} (it has input_1, input_2)"
+    )
+    assert proxy.paths("/sessions") == []
 
 
 def test_download_by_a_non_recipient(bob: User, tmp_path: Path, finished: str) -> None:

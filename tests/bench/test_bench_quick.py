@@ -16,6 +16,9 @@ from tests.sandbox import require_sandbox
 REPO = Path(__file__).resolve().parents[2]
 
 EXPECTED = {
+    "startup_help",
+    "startup_version",
+    "startup_whoami",
     "session_setup_median",
     "session_setup_p99",
     "ingest_64mib",
@@ -81,7 +84,7 @@ def test_quick_suite_reports_every_figure(tmp_path: Path) -> None:
 
 HOPS = [
     "Controller alone (health)",
-    "Controller, token checked (404)",
+    "Controller, token checked (403)",
     "Controller -> Worker (room state)",
     "Controller -> Attester (Phase 1 evidence)",
     "Controller -> Attester + Worker (v2 session, fanned out)",

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import typer._click.termui as termui
 
+from cleanroom.cli.account import SIMULATOR_WARNING
 from cleanroom.cli.main import main
 from cleanroom.client.profile import Profile
 from cleanroom.tee.measure import measure
@@ -139,8 +140,9 @@ def test_trust_simulator_warns_loudly(
 ) -> None:
     code, out, err = run(capsys, *configure("--trust-simulator", str(simulator_root)))
     assert code == 0, err
-    assert "SIMULATED" in err
-    assert "Never use this profile for real data" in " ".join(err.split())
+    (warning,) = [line for line in err.splitlines() if "SIMULATED" in line]
+    assert warning == SIMULATOR_WARNING and len(warning) <= 80
+    assert "never use real data" in warning
     assert Profile.load().simulated
     assert json.loads(run(capsys, "whoami", "--json")[1])["simulated"] is True
     assert "Intel SGX Root CA" not in out
@@ -180,7 +182,7 @@ def test_commands_need_a_configured_profile(home: Path, capsys: pytest.CaptureFi
         assert code == 2, command
         assert (
             err
-            == "error: profile 'ghost' is not configured: run cleanroom configure --profile ghost\n"
+            == "error: profile 'ghost' is not configured: run cleanroom --profile ghost configure\n"
         )
 
 

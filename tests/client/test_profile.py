@@ -6,6 +6,7 @@ import json
 import os
 import re
 import stat
+import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ from cleanroom.client.profile import (
     resolve_name,
     write_atomic,
 )
+from cleanroom.dpop import ProofVerifier
 from cleanroom.errors import CheckFailed
 from cleanroom.tee.measure import measure
 
@@ -163,7 +165,7 @@ def test_missing_profile(home: Path) -> None:
     with pytest.raises(ProfileError) as error:
         Profile.load("x")
     assert str(error.value) == (
-        "profile 'x' is not configured: run cleanroom configure --profile x"
+        "profile 'x' is not configured: run cleanroom --profile x configure"
     )
     with pytest.raises(ProfileError) as error:
         Profile.load()
@@ -375,20 +377,30 @@ def _other_root(tmp_path: Path) -> bytes:
 
 
 class TokenEndpoint:
-    """The manager's token endpoint, counting logins (the rest is tested against a real one)."""
+    """The manager's token endpoint, counting logins (the rest is tested against a real one):
+    it checks each request's DPoP proof and remembers the forms it was sent."""
 
     def __init__(self, expires_in: int = 3600) -> None:
         self.logins = 0
         self.expires_in = expires_in
+        self.forms: list[dict[str, str]] = []
+        self.keys: list[str] = []
+        self.proofs = ProofVerifier()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/oauth/token"
+        self.keys.append(
+            self.proofs.verify(
+                request.headers.get_list("dpop"), method="POST", url=str(request.url)
+            )
+        )
+        self.forms.append(dict(urllib.parse.parse_qsl(request.content.decode())))
         self.logins += 1
         return httpx.Response(
             200,
             json={
                 "access_token": f"token-{self.logins}",
-                "token_type": "Bearer",
+                "token_type": "DPoP",
                 "expires_in": self.expires_in,
             },
         )
@@ -412,6 +424,58 @@ def test_token_is_cached_until_close_to_expiry(home: Path) -> None:
     assert profile.access_token(transport=transport, clock=lambda: start + 10) == "token-2"
     assert profile.access_token(transport=transport, clock=lambda: start + 3600) == "token-3"
     assert endpoint.logins == 3
+    # Every token bound to the profile's one DPoP key, which is private.
+    assert set(endpoint.keys) == {profile.proof_key.jkt}
+    assert mode(profile.directory / "dpop-key.pem") == 0o600
+
+
+def test_one_token_per_resource_and_room(home: Path) -> None:
+    profile = create()
+    endpoint = TokenEndpoint()
+    transport = httpx.MockTransport(endpoint)
+    server = "http://compute-1.test:8081"
+
+    def token(**resource: str) -> str:
+        return profile.access_token(transport=transport, **resource)
+
+    manager_token = token()
+    overlap = token(resource=server, room="overlap", project="acme")
+    join = token(resource=server, room="join", project="acme")
+    assert len({manager_token, overlap, join}) == 3
+    assert token(resource=server, room="overlap", project="acme") == overlap  # cached
+    assert token() == manager_token
+    assert endpoint.logins == 3
+    assert endpoint.forms[1]["resource"] == server
+    assert (endpoint.forms[1]["room"], endpoint.forms[1]["project"]) == ("overlap", "acme")
+    assert "resource" not in endpoint.forms[0]
+    cached = json.loads((profile.directory / "token.json").read_text())
+    assert cached["jkt"] == profile.proof_key.jkt
+    assert sorted(cached["tokens"]) == [
+        f"{server} acme/join",
+        f"{server} acme/overlap",
+        "manager",
+    ]
+
+
+def test_tokens_bound_to_another_key_are_not_used(home: Path) -> None:
+    profile = create()
+    endpoint = TokenEndpoint()
+    transport = httpx.MockTransport(endpoint)
+    first = profile.access_token(transport=transport)
+    (profile.directory / "dpop-key.pem").unlink()  # a new key: the cached token is useless
+    again = profile_module.Profile.load(profile.name)
+    assert again.proof_key.jkt != profile.proof_key.jkt
+    assert again.access_token(transport=transport) != first
+    assert endpoint.logins == 2
+
+
+def test_the_dpop_key_is_created_once_and_must_be_private(home: Path) -> None:
+    profile = create()
+    jkt = profile.proof_key.jkt
+    assert profile_module.Profile.load(profile.name).proof_key.jkt == jkt  # the same key
+    (profile.directory / "dpop-key.pem").chmod(0o644)
+    with pytest.raises(ProfileError, match="accessible by others"):
+        _ = profile_module.Profile.load(profile.name).proof_key
 
 
 def test_token_of_another_client_is_not_used(home: Path) -> None:

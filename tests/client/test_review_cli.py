@@ -8,7 +8,6 @@ the review shows the true content, or refuses.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sys
@@ -25,7 +24,7 @@ from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.spec import Scalar, WorkSpec
 from tests.client.test_vendored import vendor
-from tests.client.test_with_manager import configure
+from tests.client.test_with_manager import Terminal, configure
 from tests.manager.conftest import Manager, StandInController
 from tests.protocol.test_bundle import HANDLER, Tree, write_tree
 
@@ -260,7 +259,7 @@ def test_approve_says_plainly_that_the_room_changed_since_it_was_inspected(
     first = deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
     inspect(capsys, "hostile")
     second = redeploy(alice, bob, tmp_path, parameters={"k": 1})
-    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
     code, out, err = run(capsys, "--profile", "bob", "approve", "hostile")
     assert code == 1
     assert "clean room hostile CHANGED since you inspected it on " in err
@@ -442,7 +441,7 @@ def test_approve_shows_what_changed_since_the_inspection(
     deploy(alice, bob, tmp_path, {"handler.py": HANDLER}, parameters={"k": 10})
     inspect(capsys, "hostile")
     redeploy(alice, bob, tmp_path, parameters={"k": 1})
-    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
     code, _, err = run(capsys, "--profile", "bob", "approve", "hostile")
     assert code == 1
     assert '    ~ "k": 10 -> 1\n' in err
@@ -480,19 +479,39 @@ def test_status_shows_rooms_and_your_approval(
 ) -> None:
     alice, bob = parties
     spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
-    code, out, err = run(capsys, "--profile", "bob", "status")
+    code, out, err = run(capsys, "--profile", "bob", "rooms")
     assert code == 0, err
-    assert out == "hostile: deployed; not approved by you\n"
+    assert out.split() == [
+        "name", "project", "state", "approved", "Work-ID",
+        "hostile", "acme", "deployed", "no", spec.work_id[:12] + "…",
+        "state:", "as", "the", "manager", "reports", "it", "(not", "verified)",
+    ]  # fmt: skip
+    assert run(capsys, "--profile", "bob", "ls")[1] == out
+    assert run(capsys, "--profile", "bob", "status")[1] == out
     assert run(capsys, "--profile", "bob", "approve", "hostile", "--work-id", spec.work_id)[0] == 0
+    # The stand-in Controller attests nothing: the Worker's state is not verified, and
+    # that is all the status says of it (exit 1), each line naming who says what.
     code, out, err = run(capsys, "--profile", "bob", "status", "hostile")
-    assert code == 0, err
+    assert code == 1, err
     lines = out.splitlines()
-    assert lines[0] == "hostile: deployed; approved by you"
-    assert lines[1] == f"  Work-ID:        {spec.work_id}"
-    # The stand-in Controller has no state route: said, escaped, not fatal.
-    assert lines[4].startswith("  Worker:         unknown (compute server: 405")
+    assert lines[0] == "clean room hostile (project acme)"
+    assert lines[1] == "  manager state:  deployed  [the manager says: not verified]"
+    assert lines[3] == (
+        f"  Work-ID:        {spec.work_id} (recomputed from the spec; approved by you)"
+    )
+    assert lines[4].startswith("  runners:") and lines[4].endswith(
+        "[in the spec: the Work-ID covers it]"
+    )
+    assert lines[5].startswith("  Worker:         NOT VERIFIED: compute server: 4")
+    assert all("signed by the Worker" not in line for line in lines)
+    assert all("redeploy" not in line for line in lines)
     second = redeploy(alice, bob, tmp_path)
-    code, out, _ = run(capsys, "--profile", "bob", "status", "--json")
+    code, out, _ = run(capsys, "--profile", "bob", "--output", "json", "rooms")
     assert code == 0
     rooms = {(room["state"], room["work_id"]): room["approved"] for room in json.loads(out)}
     assert rooms == {("deleted", spec.work_id): True, ("deployed", second.work_id): False}
+    code, out, _ = run(capsys, "status", "hostile", "--json", "--profile", "bob")
+    assert code == 1
+    document = json.loads(out)
+    assert document["worker"]["verified"] is False and document["manager"]["verified"] is False
+    assert document["approved"] is False and document["work_id"] == second.work_id

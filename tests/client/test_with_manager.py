@@ -28,6 +28,13 @@ from cleanroom.protocol.bundle import function_id, pack
 from tests.manager.conftest import Manager, StandInController
 
 
+class Terminal(io.StringIO):
+    """What a person types at a terminal: approve and delete ask only when there is one."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     captured = capsys.readouterr()
@@ -269,10 +276,27 @@ def test_approve_asks_and_a_no_pins_nothing(
     parties: tuple[Profile, Profile],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    monkeypatch.setattr(sys, "stdin", Terminal("n\n"))
     code, _, err = run(capsys, "--profile", "bob", "approve", "overlap")
     assert code == 1
     assert "aborted" in err
+    assert Profile.load("bob").approval("overlap") is None
+
+
+@pytest.mark.parametrize("command", [["approve", "overlap"], ["delete", "overlap"]])
+def test_without_a_terminal_approve_and_delete_need_yes(
+    deployed: str,
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+) -> None:
+    """A script gets a usage error naming --yes, never a prompt read from its input."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    code, out, err = run(capsys, "--profile", "bob", *command)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {command[0]} asks") and len(err.splitlines()) == 1
+    assert f"cleanroom --profile bob {command[0]} overlap --yes" in err
     assert Profile.load("bob").approval("overlap") is None
 
 
@@ -308,9 +332,10 @@ def test_expired_cached_token_is_replaced(
     alice, _ = parties
     path = alice.directory / "token.json"
     record = json.loads(path.read_text())
-    record["access_token"] = "not-a-valid-token"  # a token the manager refuses (401)
+    record["tokens"]["manager"]["access_token"] = "not-a-valid-token"  # refused: 401
     path.write_text(json.dumps(record))
     code, _, err = run(capsys, "--profile", "alice", "inspect", "nothing-here")
     assert code == 1
     assert err.startswith("error: manager: 404")  # logged in again, then asked
-    assert json.loads(path.read_text())["access_token"] != "not-a-valid-token"
+    again = json.loads(path.read_text())["tokens"]["manager"]["access_token"]
+    assert again != "not-a-valid-token"

@@ -6,13 +6,15 @@ its list for longer than the maximum age refuses every token (503); tokens of a
 rotated key stay valid and the new key's are accepted at once; and each token
 refusal, named as the manager names it.
 
-The Controller runs without its enclaves (no lifespan): a token it accepts then
-meets "no clean room" (404) — which is how these tests tell accepted from refused.
+The Controller is registered with the manager (its credentials fetch the
+revocation list) and runs without its enclaves (no lifespan): a token it accepts
+then meets "no clean room" (404) — which is how these tests tell accepted from
+refused. The tokens are what the manager issues for one room on this server,
+signed with its key ring, each sent with a fresh DPoP proof.
 """
 
 from __future__ import annotations
 
-import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -27,15 +29,20 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.controller import ControllerSettings
 from cleanroom.controller import create_app as create_controller
+from cleanroom.controller.manager_link import ComputeCredentials
+from cleanroom.dpop import ProofKey
 from cleanroom.manager import Settings, create_app
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import Client
-from cleanroom.manager.keys import KeyRing, rotate
-from cleanroom.tokens import kid_of
+from cleanroom.manager.keys import rotate
+from cleanroom.tokens import TokenIssuer
+from tests.auth import dpop, signed_token
 from tests.manager.conftest import Manager, bind, serve, url_of
 
 REFRESH = 0.2
 MAX_AGE = 1.0
+KEY = ProofKey.generate()
+ROOM = "nothing-here"
 DEADLINE = 30.0
 """Seconds a poll waits for an outcome before the test fails (never asserted as speed)."""
 
@@ -52,28 +59,42 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
     started.stop()
 
 
-@pytest.fixture
-def controller(tmp_path: Path, manager: Manager) -> Iterator[str]:
-    """The URL of a Controller that trusts ``manager``, refreshing its list every 0.2 s."""
-    settings = ControllerSettings(
+def controller_settings(tmp_path: Path, manager: Manager, url: str) -> ControllerSettings:
+    """A Controller registered with ``manager`` at ``url``, refreshing its list every 0.2 s."""
+    registered = manager.add_server(url)
+    return ControllerSettings(
         data_dir=tmp_path / "compute",
         manager_url=manager.url,
+        public_url=url,
+        credentials=ComputeCredentials(url, registered.client_id, registered.client_secret),
         revocation_refresh=REFRESH,
         revocation_max_age=MAX_AGE,
         jwks_refetch_interval=REFRESH,
     )
+
+
+@pytest.fixture
+def controller(tmp_path: Path, manager: Manager) -> Iterator[str]:
+    """The URL of a Controller registered with (and trusting) ``manager``."""
     sock = bind()
+    settings = controller_settings(tmp_path, manager, url_of(sock))
     with serve(create_controller(settings), sock):
         yield url_of(sock)
 
 
-def probe(controller: str, token: str, method: str = "GET") -> httpx.Response:
-    """A request the Controller answers 404 (no such room) once it accepted the token."""
-    return httpx.request(
-        method,
-        f"{controller}/v1/rooms/nothing-here",
-        headers={"authorization": f"Bearer {token}"},
+def room_token(manager: Manager, controller: str, client_id: str) -> str:
+    """What the manager issues ``client_id`` for room ROOM of acme on ``controller``."""
+    issuer = TokenIssuer.load(manager.settings.data_dir, manager.url)
+    token, _ = issuer.issue(
+        client_id, audience=controller, scope="user", project="acme", room=ROOM, jkt=KEY.jkt
     )
+    return token
+
+
+def probe(controller: str, token: str) -> httpx.Response:
+    """A request the Controller answers 404 (no such room) once it accepted the token."""
+    url = f"{controller}/v1/rooms/{ROOM}"
+    return httpx.get(url, headers=dpop(KEY, token, "GET", url))
 
 
 def accepted(answer: httpx.Response) -> bool:
@@ -102,16 +123,17 @@ def refused_with(controller: str, token: str, check: str) -> Callable[[], httpx.
     return condition
 
 
-def login(manager: Manager) -> tuple[str, str, str]:
+def login(manager: Manager, controller: str) -> tuple[str, str, str]:
+    """A new client of acme: its id, secret, and its token for ROOM on ``controller``."""
     client_id, secret = manager.new_client("acme")
-    return client_id, secret, manager.client().fetch_token(client_id, secret).access_token
+    return client_id, secret, room_token(manager, controller, client_id)
 
 
 def test_a_revoked_token_is_refused_by_the_controller_within_the_refresh(
     manager: Manager, controller: str
 ) -> None:
-    client_id, secret, token = login(manager)
-    _, _, other = login(manager)
+    client_id, secret, token = login(manager, controller)
+    _, _, other = login(manager, controller)
     assert accepted(probe(controller, token))
     form = {"token": token, "client_id": client_id, "client_secret": secret}
     assert httpx.post(f"{manager.url}/oauth/revoke", data=form).status_code == 200
@@ -122,7 +144,7 @@ def test_a_revoked_token_is_refused_by_the_controller_within_the_refresh(
 
 
 def test_a_disabled_client_is_refused_by_the_controller(manager: Manager, controller: str) -> None:
-    client_id, _, token = login(manager)
+    client_id, _, token = login(manager, controller)
     assert accepted(probe(controller, token))
     with manager.sessions() as session:
         operations.set_client_disabled(session, client_id, disabled=True)
@@ -132,7 +154,7 @@ def test_a_disabled_client_is_refused_by_the_controller(manager: Manager, contro
 def test_the_disabled_flag_alone_is_enough_at_the_controller(
     manager: Manager, controller: str
 ) -> None:
-    client_id, _, token = login(manager)
+    client_id, _, token = login(manager, controller)
     assert accepted(probe(controller, token))
     with manager.sessions() as session:
         session.get_one(Client, client_id).disabled = True  # tokens_not_before untouched
@@ -144,7 +166,7 @@ def test_the_disabled_flag_alone_is_enough_at_the_controller(
 def test_a_controller_that_cannot_refresh_its_list_refuses_every_token(
     manager: Manager, controller: str
 ) -> None:
-    _, _, token = login(manager)
+    _, _, token = login(manager, controller)
     assert accepted(probe(controller, token))
     manager.stop()
     refused = poll(refused_with(controller, token, "token-revocation-stale"))
@@ -155,14 +177,14 @@ def test_a_controller_that_cannot_refresh_its_list_refuses_every_token(
 def test_after_a_rotation_the_controller_accepts_old_and_new_tokens(
     manager: Manager, controller: str
 ) -> None:
-    client_id, secret, before = login(manager)
+    client_id, _, before = login(manager, controller)
     assert accepted(probe(controller, before))
     # Published a second before it signs: more than the Controller's refetch interval,
     # so the Controller knows the key by the time a token names it.
     new = rotate(manager.settings.data_dir, activate_after=1)
 
     def signed_by_the_new_key() -> httpx.Response | None:
-        token = manager.client().fetch_token(client_id, secret).access_token
+        token = room_token(manager, controller, client_id)
         if jwt.get_unverified_header(token)["kid"] != new.kid:
             return None
         return probe(controller, token)
@@ -174,33 +196,23 @@ def test_after_a_rotation_the_controller_accepts_old_and_new_tokens(
 # -- every refusal, at the Controller ----------------------------------------------------
 
 
-def signed(manager: Manager, client_id: str, **changes: Any) -> str:
-    """A token signed with the manager's key, changed in one way from a good one."""
-    now = int(time.time())
+def signed(manager: Manager, controller: str, client_id: str, **changes: Any) -> str:
+    """A room token signed with the manager's key, changed in one way from a good one."""
     claims: dict[str, Any] = {
-        "iss": manager.url,
-        "aud": "cleanroom",
+        "aud": controller,
         "sub": client_id,
-        "project": "acme",
-        "scope": "user",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "jti": secrets.token_urlsafe(16),
+        "room": ROOM,
+        "cnf": {"jkt": KEY.jkt},
     }
-    key = changes.pop("key", None)
-    header = changes.pop("header", {})
     claims.update(changes)
-    ring_key = KeyRing.open(manager.settings.data_dir).signing_key()
-    headers = {"kid": kid_of(ring_key.public_key()), **header}
-    return jwt.encode(claims, key or ring_key, algorithm="ES256", headers=headers)
+    return signed_token(manager.settings.data_dir, manager.url, **claims)
 
 
-def unsigned(manager: Manager, client_id: str) -> str:
-    good = signed(manager, client_id)
+def unsigned(manager: Manager, controller: str, client_id: str) -> str:
+    good = signed(manager, controller, client_id)
     kid = jwt.get_unverified_header(good)["kid"]
     header = jwt.utils.base64url_encode(
-        f'{{"alg":"none","typ":"JWT","kid":"{kid}"}}'.encode()
+        f'{{"alg":"none","typ":"at+jwt","kid":"{kid}"}}'.encode()
     ).decode()
     return f"{header}.{good.split('.')[1]}."
 
@@ -209,38 +221,141 @@ REFUSALS: dict[str, tuple[dict[str, Any], str, int]] = {
     "expired": ({"exp": -1000, "iat": -1600, "nbf": -1600}, "token-expired", 401),
     "not-yet-valid": ({"nbf": 1000}, "token-not-yet-valid", 401),
     "wrong-audience": ({"aud": "someone-else"}, "token-audience", 401),
+    "the-managers-audience": ({"aud": "MANAGER"}, "token-audience", 401),
     "wrong-issuer": ({"iss": "http://evil.test"}, "token-issuer", 401),
     "bad-signature": ({"key": ec.generate_private_key(ec.SECP256R1())}, "token-signature", 401),
+    "another-room": ({"room": "another-room"}, "token-room", 403),
+    "no-room": ({"room": None}, "token-room", 403),
+    "no-project": ({"project": None}, "token-room", 403),
+    "bound-to-another-key": ({"cnf": {"jkt": ProofKey.generate().jkt}}, "dpop-proof", 401),
+    "bound-to-no-key": ({"cnf": None}, "dpop-proof", 401),
+    "not-an-access-token": ({"header": {"typ": "JWT"}}, "token-type", 401),
 }
 
 
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_the_controller_refuses(manager: Manager, controller: str, case: str) -> None:
     client_id, _ = manager.new_client("acme")
-    assert accepted(probe(controller, signed(manager, client_id)))  # the baseline
+    assert accepted(probe(controller, signed(manager, controller, client_id)))  # the baseline
     changes, check, status = REFUSALS[case]
     now = int(time.time())
     shifted = {
         name: now + value if name in ("exp", "iat", "nbf") else value
         for name, value in changes.items()
     }
-    answer = probe(controller, signed(manager, client_id, **shifted))
+    if shifted.get("aud") == "MANAGER":
+        shifted["aud"] = manager.url
+    answer = probe(controller, signed(manager, controller, client_id, **shifted))
     assert answer.status_code == status
     assert answer.json()["check"] == check
 
 
 def test_the_controller_refuses_alg_none(manager: Manager, controller: str) -> None:
     client_id, _ = manager.new_client("acme")
-    answer = probe(controller, unsigned(manager, client_id))
+    answer = probe(controller, unsigned(manager, controller, client_id))
     assert answer.status_code == 401 and answer.json()["check"] == "token-algorithm"
 
 
-def test_the_controller_refuses_a_missing_scope(manager: Manager, controller: str) -> None:
-    _, _, token = login(manager)
-    answer = probe(controller, token, method="DELETE")  # needs the deploy scope
+def test_the_controller_refuses_a_user_token_for_an_operation(
+    manager: Manager, controller: str
+) -> None:
+    _, _, token = login(manager, controller)
+    url = f"{controller}/v1/rooms/{ROOM}"
+    answer = httpx.delete(url, headers=dpop(KEY, token, "DELETE", url))
     assert answer.status_code == 403
     assert answer.json()["check"] == "token-scope"
-    assert answer.headers["www-authenticate"] == 'Bearer error="insufficient_scope"'
+    assert answer.headers["www-authenticate"] == 'DPoP error="insufficient_scope", algs="ES256"'
+
+
+def test_a_token_without_its_proof_or_with_a_replayed_or_foreign_one(
+    manager: Manager, controller: str
+) -> None:
+    _, _, token = login(manager, controller)
+    url = f"{controller}/v1/rooms/{ROOM}"
+    bare = httpx.get(url, headers={"authorization": f"DPoP {token}"})
+    assert bare.status_code == 401 and bare.json()["check"] == "dpop-proof"
+    assert bare.headers["www-authenticate"] == 'DPoP error="invalid_dpop_proof", algs="ES256"'
+    as_bearer = httpx.get(url, headers={"authorization": f"Bearer {token}"})
+    assert as_bearer.status_code == 401 and as_bearer.json()["check"] == "dpop-proof"
+    headers = dpop(KEY, token, "GET", url)
+    assert accepted(httpx.get(url, headers=headers))
+    replayed = httpx.get(url, headers=headers)
+    assert replayed.status_code == 401 and replayed.json()["check"] == "dpop-proof"
+    assert "replayed" in replayed.json()["detail"]
+    receipt = f"{url}/receipt"
+    for_another_url = httpx.get(receipt, headers=dpop(KEY, token, "GET", url))
+    assert for_another_url.status_code == 401 and for_another_url.json()["check"] == "dpop-proof"
+    for_another_method = httpx.get(url, headers=dpop(KEY, token, "POST", url))
+    assert for_another_method.json()["check"] == "dpop-proof"
+
+
+def operation_token(manager: Manager, controller: str, scope: str, **changes: Any) -> str:
+    claims: dict[str, Any] = {
+        "aud": controller,
+        "sub": "cleanroom-manager",
+        "scope": scope,
+        "room": ROOM,
+        "exp": int(time.time()) + 15,
+    }
+    claims.update(changes)
+    return signed_token(manager.settings.data_dir, manager.url, **claims)
+
+
+def bearer(method: str, url: str, token: str) -> httpx.Response:
+    return httpx.request(method, url, headers={"authorization": f"Bearer {token}"})
+
+
+def test_an_operation_token_counts_once_and_for_its_operation_only(
+    manager: Manager, controller: str
+) -> None:
+    url = f"{controller}/v1/rooms/{ROOM}"
+    delete = operation_token(manager, controller, "delete")
+    assert accepted(bearer("DELETE", url, delete))  # checked, then: no such room
+    again = bearer("DELETE", url, delete)
+    assert again.status_code == 401 and again.json()["check"] == "token-replayed"
+    status = operation_token(manager, controller, "status")
+    assert accepted(bearer("GET", url, status))
+    assert bearer("GET", url, status).json()["check"] == "token-replayed"
+    deploy = operation_token(manager, controller, "deploy")
+    wrong = bearer("DELETE", url, deploy)
+    assert wrong.status_code == 403 and wrong.json()["check"] == "token-scope"
+    wrong = bearer("DELETE", f"{controller}/v1/rooms/other", operation_token(manager, controller,
+                                                                            "delete"))  # fmt: skip
+    assert wrong.status_code == 403 and wrong.json()["check"] == "token-room"
+    put = httpx.put(
+        f"{controller}/v1/rooms/other",
+        json={"spec": {}},
+        headers={"authorization": f"Bearer {operation_token(manager, controller, 'deploy')}"},
+    )
+    assert put.status_code == 403 and put.json()["check"] == "token-room"
+
+
+def test_only_the_manager_holds_operation_tokens(manager: Manager, controller: str) -> None:
+    client_id, _ = manager.new_client("acme")
+    forged = operation_token(manager, controller, "delete", sub=client_id)
+    answer = bearer("DELETE", f"{controller}/v1/rooms/{ROOM}", forged)
+    assert answer.status_code == 403 and answer.json()["check"] == "token-scope"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/v1/rooms/{ROOM}/sessions/{'A' * 22}%0A/run",
+        f"/v1/rooms/{ROOM}/sessions/{'A' * 22}%0A/upload",
+        f"/v1/rooms/{ROOM}/sessions/{'A' * 22}%0A/download",
+        f"/v1/rooms/{ROOM}/sessions/..%2F..%2Fstate/run",
+        f"/v1/rooms/{ROOM}%0A",
+        f"/v1/rooms/{ROOM}%0A/receipt",
+    ],
+)
+def test_path_parameters_match_whole(manager: Manager, controller: str, path: str) -> None:
+    # A trailing newline once slipped through ^…$ and broke the relayed URL (500).
+    _, _, token = login(manager, controller)
+    method = "GET" if path.endswith(("%0A", "receipt")) else "POST"
+    url = controller + path
+    answer = httpx.request(method, url, headers=dpop(KEY, token, method, url))
+    assert answer.status_code in (403, 404), answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
 
 
 # -- request size --------------------------------------------------------------------------
@@ -268,17 +383,18 @@ def test_a_json_body_over_1_mib_is_refused_before_it_is_read(controller: str) ->
 
 
 def test_a_chunked_json_body_over_1_mib_is_refused(manager: Manager, controller: str) -> None:
-    _, _, token = login(manager)
+    _, _, token = login(manager, controller)
 
     def chunks() -> Iterator[bytes]:
         for _ in range(16):
             yield b" " * (1 << 16)
         yield b" "
 
+    url = f"{controller}/v1/rooms/{ROOM}/attestation"
     answer = httpx.post(
-        f"{controller}/v1/rooms/x/attestation",
+        url,
         content=chunks(),
-        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+        headers={**dpop(KEY, token, "POST", url), "content-type": "application/json"},
     )
     assert answer.status_code == 413
     assert answer.json()["check"] == "request-size"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from cleanroom.demodata import write_overlap_inputs
 from cleanroom.localstack import LocalStack
+from tests.e2e.conftest import User
+from tests.e2e.helpers import approve, deploy
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAP = REPO / "examples" / "functions" / "overlap"
@@ -83,7 +85,7 @@ def test_the_command_line_flow(stack: LocalStack, tmp_path: Path) -> None:
     bob("data", "cp", str(tmp_path / "b"), "cli-flow:input_2")
     denied = bob("run", "cli-flow", ok=False)
     assert denied.returncode == 1 and "runner" in denied.stderr
-    assert "done" in alice("run", "cli-flow", "--wait").stdout
+    assert "the run ended succeeded (exit status 0)" in alice("run", "cli-flow", "--wait").stdout
     alice("data", "cp", "cli-flow:output_1", str(tmp_path / "alice-out"))
     bob("data", "cp", "cli-flow:output_2", str(tmp_path / "bob-out"))
     for directory in ("alice-out", "bob-out"):
@@ -93,3 +95,112 @@ def test_the_command_line_flow(stack: LocalStack, tmp_path: Path) -> None:
     alice("delete", "cli-flow", "--yes")
     gone = alice("attest", "cli-flow", ok=False)
     assert gone.returncode == 1
+
+
+FAILS = """
+import pathlib, sys
+
+def run():
+    pathlib.Path("outputs/output_1/partial.txt").write_text("half done")
+    print("giving up")
+    sys.exit(3)
+"""
+
+
+def as_user(user: User, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as ``user``: its home, its profile (given after the command, as people do)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli.main", *args, "--profile", user.name],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLEANROOM_HOME": str(user.home), "COLUMNS": "80"},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_failed_run_is_never_reported_as_success(
+    stack: LocalStack, alice: User, bob: User, tmp_path: Path
+) -> None:
+    room = "cli-fails"
+    deploy(alice, bob, tmp_path, room, handler=FAILS)
+    approve(bob, room)
+
+    # Seeing the room: the manager's word and the Worker's signed one, each marked.
+    listed = as_user(bob, "ls")
+    assert listed.returncode == 0 and room in listed.stdout
+    before = as_user(alice, "status", room)
+    assert before.returncode == 0, before.stderr
+    assert "  state:          collecting  [signed by the Worker]" in before.stdout
+    assert "input input_1: missing" in before.stdout
+    assert "[the manager says: not verified]" in before.stdout
+    assert "runners:" in before.stdout and "(you)" in before.stdout
+
+    # One file is an input; the same again is acknowledged as already there.
+    single = tmp_path / "emails.csv"
+    single.write_text("a@x\nb@x\n")
+    assert as_user(alice, "data", "cp", str(single), f"{room}:input_1").returncode == 0
+    again = as_user(alice, "data", "cp", str(single), f"{room}:input_1", "-o", "json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["already"] is True
+    other = tmp_path / "other.csv"
+    other.write_text("c@x\n")
+    changed = as_user(alice, "data", "cp", str(other), f"{room}:input_1")
+    assert changed.returncode == 1 and "input-complete" in changed.stderr
+    unknown = as_user(alice, "data", "cp", str(single), f"{room}:input_9")
+    assert unknown.returncode == 2
+    assert f"no input input_9 in clean room {room} (it has input_1, input_2)" in unknown.stderr
+    early = as_user(alice, "run", room)
+    assert early.returncode == 1 and "(missing: input_2)" in early.stderr
+    bob_data = tmp_path / "bob"
+    bob_data.mkdir()
+    (bob_data / "emails.csv").write_text("b@x\n")
+    assert as_user(bob, "data", "cp", str(bob_data), f"{room}:input_2").returncode == 0
+    held = json.loads(as_user(bob, "status", room, "--output", "json").stdout)
+    assert held["worker"]["verified"] is True
+    assert set(held["worker"]["inputs"]) == {"input_1", "input_2"}
+
+    # The run fails: every command that reports on it exits 1, in one line.
+    ran = as_user(alice, "run", room, "--wait")
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert ran.stderr.splitlines()[-1] == (
+        f"error: the run of {room}: the run ended failed (exit status 3)"
+    )
+    assert "redeploy" not in ran.stderr
+    receipt = as_user(bob, "receipt", room)
+    assert receipt.returncode == 1
+    assert "exit status 3" in receipt.stdout
+    assert (
+        receipt.stderr.splitlines()[-1] == f"error: the run of {room} ended failed (exit status 3)"
+    )
+    target = tmp_path / "partial"
+    copied = as_user(alice, "data", "cp", f"{room}:output_1", str(target))
+    assert copied.returncode == 1
+    warning = [line for line in copied.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == [
+        f"warning: the run of {room} ended failed (exit status 3): output_1 holds what it left"
+    ]
+    assert (target / "partial.txt").read_text() == "half done"
+    assert "giving up" in (target / "function.log").read_text()
+    after = as_user(bob, "status", room)
+    assert "run:            the run ended failed (exit status 3)  [signed by the Worker]" in (
+        after.stdout
+    )
+
+    # The attest table fits 80 columns; the JSON has every value whole.
+    table = as_user(bob, "attest", room)
+    assert table.returncode == 0, table.stderr
+    assert max(len(line) for line in table.stdout.splitlines()) <= 80
+    whole = json.loads(as_user(bob, "attest", room, "--output", "json").stdout)
+    assert any(len(check["actual"]) == 64 for check in whole["checks"])
+
+
+def test_the_compute_server_says_where_it_listens_and_logs_requests(stack: LocalStack) -> None:
+    log = (stack.directory / "compute.log").read_text()
+    assert f"cleanroom compute server listening on {stack.compute_url}" in log
+    platform = stack.compute_dir / "simulated-platform"
+    assert f"simulated SGX platform: {platform} (INSECURE)" in log
+    assert f"cleanroom sim export-root --dir {platform} --out sim-root.pem" in log
+    assert '"GET /v1/health HTTP/1.1" 200' in log  # an access log, as the manager's
+    manager_log = (stack.directory / "manager.log").read_text()
+    assert f"cleanroom management server listening on {stack.manager_url}" in manager_log

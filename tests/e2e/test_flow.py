@@ -24,7 +24,7 @@ def test_two_parties_end_to_end(alice: User, bob: User, tmp_path: Path) -> None:
 
     alice.client.upload("e2e-flow", "input_1", write(tmp_path / "a", "a@x\nb@x\nc@x\n"))
     bob.client.upload("e2e-flow", "input_2", write(tmp_path / "b", "b@x\nc@x\nd@x\n"))
-    assert alice.client.run("e2e-flow", wait=True) == "done"
+    assert alice.client.run("e2e-flow", wait=True).succeeded
 
     for user, output in ((alice, "output_1"), (bob, "output_2")):
         result = user.client.download("e2e-flow", output, tmp_path / f"out-{user.name}")
@@ -47,4 +47,4 @@ def test_data_operations_refuse_an_unapproved_work_id(
     with pytest.raises(NotApprovedError) as caught:
         bob.client.upload("e2e-unapproved", "input_2", write(tmp_path / "b", "x\n"))
     assert caught.value.check == "work-id-approved"
-    assert "cleanroom approve e2e-unapproved" in str(caught.value)
+    assert "cleanroom --profile bob approve e2e-unapproved" in str(caught.value)

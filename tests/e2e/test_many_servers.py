@@ -25,10 +25,12 @@ FAST_HEALTH = ["--health-interval", "0.2", "--health-failures", "2", "--lost-aft
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     if not confinement_available():
         pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
-    with LocalStack(tmp_path / "stack", manager_options=FAST_HEALTH) as running:
+    # A short directory: a Worker's Unix socket path must stay within 107 bytes.
+    directory = tmp_path_factory.mktemp("many")
+    with LocalStack(directory, manager_options=FAST_HEALTH) as running:
         running.add_project("acme")
         yield running
 
@@ -55,7 +57,7 @@ def test_rooms_spread_and_a_dead_server_loses_its_rooms(stack: LocalStack, tmp_p
     assert {room.state for room in rooms} == {"deployed"}
 
     # A Worker dies on the first server: its Controller says 410, the room is lost.
-    record = json.loads((stack.compute_dir / "rooms" / "room-0" / "room.json").read_text())
+    record = json.loads((stack.room_directory("acme", "room-0") / "room.json").read_text())
     os.kill(int(record["pid"]), signal.SIGKILL)
     dead = wait_for(client, "room-0", "lost")
     assert dead.state == "lost"

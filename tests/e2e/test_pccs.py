@@ -70,7 +70,9 @@ def test_collateral_from_the_servers_pccs_or_your_own(setting: Setting, tmp_path
         alice.client.attest("pccs-room")
     assert caught.value.check == "collateral-unavailable"
     assert "pccs-response" in str(caught.value) and "HTTP 503" in str(caught.value)
-    assert caught.value.hint is not None and "--pccs-url" in caught.value.hint
+    # The hint is a command alice can paste as it is: her profile's.
+    assert caught.value.hint is not None
+    assert "cleanroom --profile alice configure --pccs-url" in caught.value.hint
 
     # Bob's profile names his own PCCS: he attests with its collateral.
     attested = bob.client.attest("pccs-room")

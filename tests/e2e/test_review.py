@@ -52,7 +52,7 @@ def test_the_worker_runs_the_module_the_review_names(
     assert [w.check for w in reviewed.warnings] == ["module-shadowing"]
     bob.client.approve("e2e-review", reviewed.work_id)
 
-    assert alice.client.run("e2e-review", wait=True) == "done"
+    assert alice.client.run("e2e-review", wait=True).succeeded
     result = bob.client.download("e2e-review", "output_1", tmp_path / "out")
     assert (result.directory / "ran.txt").read_text() == reviewed.handler.path
     alice.client.delete("e2e-review")

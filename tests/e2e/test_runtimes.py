@@ -69,7 +69,7 @@ def test_a_function_computes_with_duckdb_and_polars_in_the_data_runtime(
     )
     approve(bob, "e2e-data")
     upload_both(alice, bob, "e2e-data", tmp_path)
-    assert alice.client.run("e2e-data", wait=True) == "done"
+    assert alice.client.run("e2e-data", wait=True).succeeded
     result = bob.client.download("e2e-data", "output_2", tmp_path / "out")
     answer = json.loads((result.directory / "overlap.json").read_text())
     assert (answer["polars"], answer["duckdb"], answer["k"]) == (2, 2, 3)
@@ -109,7 +109,7 @@ def test_a_bundles_own_packages_come_first_in_the_data_runtime(
     )  # fmt: skip
     approve(bob, "e2e-vendored")
     upload_both(alice, bob, "e2e-vendored", tmp_path)
-    assert alice.client.run("e2e-vendored", wait=True) == "done"
+    assert alice.client.run("e2e-vendored", wait=True).succeeded
     result = bob.client.download("e2e-vendored", "output_2", tmp_path / "out")
     answer = json.loads((result.directory / "overlap.json").read_text())
     assert answer == {"overlap": 2, "polars": "2.1.0", "threadpoolctl": "vendored"}

@@ -59,6 +59,13 @@ def room_dirs(stack: LocalStack) -> list[Path]:
     return [room for server in servers for room in sorted((server / "rooms").iterdir())]
 
 
+def room_name(directory: Path) -> str:
+    """The room a directory holds: it is named ``<project>.<name>``."""
+    project, _, name = directory.name.partition(".")
+    assert project == "acme", directory
+    return name
+
+
 def test_every_room_on_every_server_has_a_uid_of_its_own(
     stack: LocalStack, client: ManagerClient, function: str
 ) -> None:
@@ -78,10 +85,10 @@ def test_every_room_on_every_server_has_a_uid_of_its_own(
     # Deleted: the uid goes back to the host's registry.
     doomed = room_dirs(stack)[0]
     doomed_uid = json.loads((doomed / "room.json").read_text())["sandbox_uid"]
-    client.delete(doomed.name)
+    client.delete(room_name(doomed))
     assert not ids.owns(doomed_uid, doomed)
     for room in room_dirs(stack):
-        client.delete(room.name)
+        client.delete(room_name(room))
 
 
 def test_resources_past_the_servers_ceiling_are_refused_before_a_worker_starts(
@@ -99,7 +106,7 @@ def test_resources_past_the_servers_ceiling_are_refused_before_a_worker_starts(
         assert "is more than this compute server allows" in room.reason
         client.delete("greedy")
     assert enclave_processes(stack.compute_dir) == before
-    assert not (stack.compute_dir / "rooms" / "greedy").exists()
+    assert not stack.room_directory("acme", "greedy").exists()
 
 
 def peak_memory(pid: int) -> int:
@@ -134,7 +141,7 @@ def test_a_large_bundle_is_streamed_never_held_whole(
     spec = make_spec(function, name="big-bundle")
     room = client.deploy(spec)
     assert room.state == "deployed", room
-    directory = next(d for d in room_dirs(stack) if d.name == "big-bundle")
+    directory = next(d for d in room_dirs(stack) if room_name(d) == "big-bundle")
     worker = json.loads((directory / "room.json").read_text())["pid"]
     assert peak_memory(worker) < 150 << 20, peak_memory(worker)
     if room.compute_url == stack.compute_url:

@@ -22,9 +22,10 @@ from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.protocol.acks import open_ack
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import canonical
-from cleanroom.protocol.errors import AccessDenied, ProtocolError
+from cleanroom.protocol.errors import AccessDenied, MessageFormatError, ProtocolError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki, user_id
 from cleanroom.protocol.receipt import verify_receipt
@@ -35,6 +36,7 @@ from cleanroom.protocol.spec import (
     UploadPurpose,
     WorkSpec,
 )
+from cleanroom.protocol.status import verify_status
 from cleanroom.tee.measure import measure
 from cleanroom.tee.simulated import SimulatedPlatform
 from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
@@ -164,7 +166,7 @@ def test_upload_after_the_run_and_second_run_are_refused(room: CleanRoom) -> Non
     keys = session(room, BOB, UploadPurpose(op="upload", input="input_2"))
     with pytest.raises(UploadError) as caught:
         room.upload(keys.session_id, upload_frames(keys, "input_2", {"x": b""}))
-    assert caught.value.check == "run-started"
+    assert caught.value.check == "input-complete"
     with pytest.raises(RunError) as second:
         room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
     assert second.value.check == "run-state"
@@ -175,6 +177,63 @@ def test_input_is_uploaded_once(room: CleanRoom) -> None:
     with pytest.raises(UploadError) as caught:
         upload(room, ALICE, "input_1", b"other data\n")
     assert caught.value.check == "input-complete"
+    assert "other content" in str(caught.value)
+
+
+def test_the_same_input_again_is_acknowledged_as_already_there(room: CleanRoom) -> None:
+    """A retry after a lost acknowledgement: measured, compared, nothing stored again."""
+    digest = upload(room, ALICE, "input_1", ALICE_DATA)
+    stored = sorted(room._store._directory.iterdir())
+    keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    stream = room.begin_upload(keys.session_id)
+    for frame in upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}):
+        stream.feed(frame)
+    completed = stream.finish()
+    assert completed.sha256 == digest and stream.already
+    assert open_ack(keys, stream.acknowledgement(), input_id="input_1", sha256=digest) is True
+    assert sorted(room._store._directory.iterdir()) == stored  # nothing new on disk
+    # Other content is still refused, and the input is what was first uploaded.
+    with pytest.raises(UploadError):
+        upload(room, ALICE, "input_1", ALICE_DATA + b"e@x\n")
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    assert receipt["inputs"]["input_1"]["sha256"] == digest
+
+
+def test_a_first_upload_is_acknowledged_as_new_under_its_session(room: CleanRoom) -> None:
+    keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    stream = room.begin_upload(keys.session_id)
+    for frame in upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}):
+        stream.feed(frame)
+    completed = stream.finish()
+    assert not stream.already
+    assert open_ack(keys, stream.acknowledgement(), input_id="input_1",
+                    sha256=completed.sha256) is False  # fmt: skip
+    other = session(room, BOB, UploadPurpose(op="upload", input="input_2"))
+    with pytest.raises(ProtocolError):  # sealed for its own session only
+        open_ack(other, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256)
+
+
+def test_the_signed_status_says_what_the_room_holds(room: CleanRoom) -> None:
+    nonce = bytes(range(32))
+    key = load_spki(room.worker.worker_key_spki, "worker_key")
+    spec = room.worker.spec
+
+    def signed() -> dict[str, Any]:
+        return verify_status(*room.status(nonce), worker_key=key, spec=spec, nonce=nonce)
+
+    assert signed()["state"] == "collecting" and signed()["inputs"] == {}
+    digest = upload(room, ALICE, "input_1", ALICE_DATA)
+    held = signed()
+    assert held["inputs"] == {"input_1": {"by": user_id(ALICE.public_key()), "sha256": digest}}
+    assert held["outputs"] == [] and held["run"] is None
+    upload(room, BOB, "input_2", BOB_DATA)
+    room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    ended = signed()
+    assert (ended["state"], ended["outputs"]) == ("done", ["output_1"])
+    assert ended["run"] == {"status": "succeeded", "exit_code": 0}
+    with pytest.raises(MessageFormatError):
+        room.status(b"short")
 
 
 def test_tampered_upload_is_aborted_and_can_be_restarted(room: CleanRoom) -> None:

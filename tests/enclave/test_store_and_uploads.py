@@ -12,6 +12,7 @@ from cleanroom.enclave.errors import StoreError, UploadError
 from cleanroom.enclave.store import MAX_CHUNK, SealedStore, wipe
 from cleanroom.enclave.uploads import MANIFEST_TYPE, Upload
 from cleanroom.protocol.encoding import canonical
+from tests.reliability.report import record_path
 
 SECRET = b"alice@example.com,1984-01-01\n" * 1000
 
@@ -159,6 +160,36 @@ def test_records_outside_the_sessions_input_are_refused(store: SealedStore) -> N
     with pytest.raises(UploadError) as caught:
         Upload(store, "input_1", "alice").feed("input_2/x", True, b"")
     assert caught.value.check == "upload-path"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "input_1/../input_2/x",
+        "input_1/../../etc/passwd",
+        "/input_1/x",
+        "input_1//x",
+        "input_1/./x",
+        "input_1/a\\..\\x",
+        "input_2/x",
+        "input_1/x\x00y",
+        "input_1/" + "a" * 256,
+    ],
+)
+def test_upload_record_paths_that_leave_the_input_are_refused(
+    store: SealedStore, tmp_path: Path, path: str
+) -> None:
+    """Whatever path a record names, the Worker stores nothing outside ``<input>/``."""
+    upload = Upload(store, "input_1", "alice")
+    with pytest.raises((UploadError, StoreError)) as caught:
+        upload.feed(path, True, b"evil")
+    assert caught.value.check in {"upload-path", "object-name"}
+    assert list((tmp_path / "sealed").iterdir()) == []
+    record_path(
+        "upload (Worker)",
+        f"record {path[:40]!r}",
+        f"refused: {caught.value.check}; nothing stored",
+    )
 
 
 def test_file_without_its_final_record_is_truncation(store: SealedStore, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ import httpx
 import pytest
 from hypothesis import strategies as st
 
-from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.acks import open_ack
+from cleanroom.protocol.encoding import b64u, canonical, from_b64u
 from cleanroom.protocol.framing import encode_frames
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
@@ -93,17 +94,24 @@ def session(enclave: Deployment, purpose: Any) -> SessionKeys:
     return client.finish(document["resp"], _b64(document["signature"]))
 
 
-def upload_body(keys: SessionKeys, files: dict[str, bytes] = FILES) -> bytes:
-    sender = RecordSender(keys.client_to_worker, keys.session_id)
-    frames = [sender.seal(f"input_1/{n}", d, final=True) for n, d in files.items()]
-    manifest = {
+def upload_manifest(files: dict[str, bytes] = FILES) -> dict[str, Any]:
+    return {
         "type": "cleanroom/upload-manifest/v1",
         "input": "input_1",
         "files": {
             n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()
         },
     }
-    frames.append(sender.seal("input_1/.manifest", canonical(manifest), final=True))
+
+
+def manifest_digest(files: dict[str, bytes] = FILES) -> str:
+    return hashlib.sha256(canonical(upload_manifest(files))).hexdigest()
+
+
+def upload_body(keys: SessionKeys, files: dict[str, bytes] = FILES) -> bytes:
+    sender = RecordSender(keys.client_to_worker, keys.session_id)
+    frames = [sender.seal(f"input_1/{n}", d, final=True) for n, d in files.items()]
+    frames.append(sender.seal("input_1/.manifest", canonical(upload_manifest(files)), final=True))
     return b"".join(encode_frames(frames))
 
 
@@ -202,6 +210,27 @@ def test_worker_handshake_init(enclave: Deployment, budget: int) -> None:
     still_serving(enclave)
 
 
+@pytest.mark.parametrize(
+    "where",
+    ['{"init": {', '"purpose": {', "{"],
+    ids=["init", "purpose", "body"],
+)
+def test_a_lone_surrogate_key_in_a_handshake_is_a_4xx_not_a_500(
+    enclave: Deployment, where: str
+) -> None:
+    """JSON may escape a lone surrogate (\\ud800), which no UTF-8 or UTF-16 text holds:
+    as an object key it must be refused like any malformed message."""
+    _client, valid = handshake(enclave, UploadPurpose(op="upload", input="input_1"))
+    text = json.dumps(valid)
+    assert where in text
+    body = text.replace(where, where + '"\\ud800": 1, ', 1).encode()
+    answer = enclave.worker.client.post("/sessions", content=body)
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["check"]
+    still_serving(enclave)
+
+
 @pytest.mark.parametrize("budget", BUDGETS)
 def test_worker_handshake_v2_init(enclave: Deployment, budget: int) -> None:
     """v2 inits, and each bad input v2 names, signed again by the user (only the check on
@@ -279,6 +308,21 @@ def test_worker_upload_frame_streams(enclave: Deployment, budget: int) -> None:
 
 
 @pytest.mark.parametrize("budget", BUDGETS)
+def test_worker_status(enclave: Deployment, budget: int) -> None:
+    valid = {"nonce": b64u(bytes(32))}
+
+    def status(body: bytes) -> None:
+        answer = enclave.worker.client.post("/status", content=body)
+        if not refused(answer):  # signed for exactly the 32-byte nonce sent
+            nonce = json.loads(body)["nonce"]
+            assert len(from_b64u(nonce, "nonce")) == 32
+            assert answer.json()["status"]["nonce"] == nonce
+
+    fuzz(budget, bodies(valid), status)
+    still_serving(enclave)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
 def test_worker_run_download_receipt(enclave: Deployment, budget: int) -> None:
     sessions = st.text(max_size=40) | st.binary(max_size=16).map(b64u)
     strategy = st.tuples(
@@ -316,7 +360,8 @@ def test_after_fuzzing_the_honest_upload_still_works(enclave: Deployment) -> Non
         f"/sessions/{keys.session_id}/upload", content=upload_body(keys)
     )
     assert answer.status_code == 200, answer.text
-    assert answer.json()["input"] == "input_1"
+    ack = from_b64u(answer.json()["ack"], "ack")
+    assert open_ack(keys, ack, input_id="input_1", sha256=manifest_digest()) is False
     assert len(list((enclave.room_dir / "sealed").iterdir())) == 2  # the bundle and input_1
 
 

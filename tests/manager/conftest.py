@@ -2,10 +2,11 @@
 
 The manager runs under uvicorn in a background thread on a port bound before the
 app is built (its public URL is the tokens' issuer). The stand-in Controller does
-what the manager relies on from a real one (docs/api.md, "Controller"): it checks
-the deploy token against the manager's JWKS, fetches the bundle with that token,
-checks its ID, and answers; it starts no Worker (the real Controller is tested on
-its own).
+what the manager relies on from a real one (docs/api.md, "Controller"): it is
+registered with the manager (and gets its credentials), checks that each deploy
+or delete token is the manager's, for itself, for that operation and that room,
+fetches the bundle with its own compute token, checks its ID, and answers; it
+starts no Worker (the real Controller is tested on its own).
 """
 
 from __future__ import annotations
@@ -28,13 +29,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.client.manager import ManagerClient
+from cleanroom.dpop import ProofKey
 from cleanroom.manager import Settings, create_app
 from cleanroom.manager import admin as operations
+from cleanroom.manager.admin import ServerCredentials
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.keys import user_id
 from cleanroom.protocol.spec import WorkSpec
-from cleanroom.tokens import TokenError, TokenVerifier
+from cleanroom.tokens import TokenClaims, TokenError, TokenVerifier
 
 
 def bind(port: int = 0) -> socket.socket:
@@ -110,8 +113,9 @@ class Manager:
             created = operations.create_client(session, project)
         return created.client_id, created.secret
 
-    def client(self, token: str | None = None) -> ManagerClient:
-        client = ManagerClient(self.url, token=token)
+    def client(self, token: str | None = None, dpop_key: ProofKey | None = None) -> ManagerClient:
+        """A client of this manager (its own fresh DPoP key unless ``dpop_key``)."""
+        client = ManagerClient(self.url, token=token, dpop_key=dpop_key)
         self.clients.append(client)
         return client
 
@@ -122,9 +126,26 @@ class Manager:
         client.fetch_token(client_id, secret)
         return client, client_id
 
-    def add_server(self, url: str, name: str | None = None) -> None:
+    def add_server(self, url: str, name: str | None = None) -> ServerCredentials:
+        """Register a compute server as the operator does; its credentials."""
         with self.sessions() as session:
-            operations.add_server(session, url, name)
+            return operations.add_server(session, url, name).credentials
+
+    def compute_token(self, credentials: ServerCredentials | None = None) -> str:
+        """A compute server's token (of a server registered now, unless given)."""
+        if credentials is None:
+            credentials = self.add_server(closed_port_url())
+        answer = httpx.post(
+            f"{self.url}/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": credentials.client_id,
+                "client_secret": credentials.client_secret,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        token: str = answer.json()["access_token"]
+        return token
 
 
 @pytest.fixture
@@ -163,35 +184,66 @@ def manager(start_manager: Callable[..., Manager]) -> Manager:
 @dataclass
 class StandInController:
     url: str
+    credentials: ServerCredentials | None = None
     deployed: dict[str, dict[str, Any]] = field(default_factory=dict)
     bundles: dict[str, bytes] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
+    claims: list[TokenClaims] = field(default_factory=list)
+
+    def compute_token(self, manager_url: str) -> str:
+        """Its own token for the manager (client credentials, as a real Controller's)."""
+        assert self.credentials is not None
+        answer = httpx.post(
+            f"{manager_url}/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": self.credentials.client_id,
+                "client_secret": self.credentials.client_secret,
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        token: str = answer.json()["access_token"]
+        return token
+
+
+def _check_token(
+    manager_url: str, record: StandInController, request: Request, scope: str, name: str
+) -> JSONResponse | None:
+    """What a real Controller checks of the manager's tokens: for this server, this
+    operation and this room (and recorded, for the tests to look at)."""
+    verifier = TokenVerifier(
+        manager_url, record.url, jwks_url=f"{manager_url}/.well-known/jwks.json"
+    )
+    header = request.headers.get("authorization", "")
+    try:
+        claims = verifier.verify(header.removeprefix("Bearer "), scope=scope)
+    except TokenError as error:
+        record.refusals.append(error.check)
+        return JSONResponse({"detail": str(error)}, status_code=401)
+    record.claims.append(claims)
+    if claims.room != name:
+        record.refusals.append("token-room")
+        return JSONResponse({"detail": "token for another room"}, status_code=403)
+    return None
 
 
 def _controller_app(manager_url: str, record: StandInController) -> FastAPI:
-    verifier = TokenVerifier(manager_url, jwks_url=f"{manager_url}/.well-known/jwks.json")
     app = FastAPI()
 
-    def check(request: Request) -> JSONResponse | None:
-        header = request.headers.get("authorization", "")
-        try:
-            verifier.verify(header.removeprefix("Bearer "), scope="deploy")
-        except TokenError as error:
-            record.refusals.append(error.check)
-            return JSONResponse({"detail": str(error)}, status_code=401)
-        return None
+    def check(request: Request, scope: str, name: str) -> JSONResponse | None:
+        return _check_token(manager_url, record, request, scope, name)
 
     @app.put("/v1/rooms/{name}")
     def put(name: str, body: dict[str, Any], request: Request) -> JSONResponse:
-        refused = check(request)
+        refused = check(request, "deploy", name)
         if refused is not None:
             return refused
         spec = WorkSpec.parse(body["spec"])
         digest = spec.function.removeprefix("fs://")
         answer = httpx.get(
             f"{manager_url}/v1/functions/{digest}",
-            headers={"authorization": request.headers["authorization"]},
+            headers={"authorization": f"Bearer {record.compute_token(manager_url)}"},
         )
         if answer.status_code != 200 or function_id(answer.content) != spec.function:
             return JSONResponse({"detail": "cannot get the bundle"}, status_code=502)
@@ -203,7 +255,7 @@ def _controller_app(manager_url: str, record: StandInController) -> FastAPI:
 
     @app.delete("/v1/rooms/{name}")
     def delete(name: str, request: Request) -> JSONResponse:
-        refused = check(request)
+        refused = check(request, "delete", name)
         if refused is not None:
             return refused
         if name not in record.deployed:
@@ -222,10 +274,10 @@ def start_controller() -> Iterator[Callable[[Manager], StandInController]]:
     def start(manager: Manager) -> StandInController:
         sock = bind()
         record = StandInController(url_of(sock))
+        record.credentials = manager.add_server(record.url)
         context = serve(_controller_app(manager.url, record), sock)
         context.__enter__()
         running.append(context)
-        manager.add_server(record.url)
         return record
 
     yield start

@@ -107,7 +107,10 @@ def test_project_and_server_lists(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert admin(tmp_path, "project", "create", "acme") == 0
     capsys.readouterr()
     assert admin(tmp_path, "server", "add", "http://127.0.0.1:8081/", "--name", "c1") == 0
-    assert capsys.readouterr().out == "compute server c1 at http://127.0.0.1:8081 added\n"
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "compute server c1 at http://127.0.0.1:8081 added"
+    assert printed[1].startswith("client_id:     cs-")
+    assert printed[2].startswith("client_secret: ")
     assert admin(tmp_path, "server", "add", "http://127.0.0.1:8081") == 2
     assert admin(tmp_path, "server", "add", "ftp://x") == 2
     capsys.readouterr()

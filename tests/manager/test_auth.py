@@ -15,17 +15,22 @@ from sqlalchemy import inspect, select, update
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
+from cleanroom.dpop import ProofKey
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import Base, Client
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.keys import sign, spki, user_id
 from cleanroom.tokens import TokenIssuer, TokenVerifier
+from tests.auth import dpop
 
 from .conftest import Manager, closed_port_url, new_user
 
+KEY = ProofKey.generate()
+
 
 def token_request(manager: Manager, **form: str) -> httpx.Response:
-    return httpx.post(f"{manager.url}/oauth/token", data=form)
+    url = f"{manager.url}/oauth/token"
+    return httpx.post(url, data=form, headers={"DPoP": KEY.proof("POST", url)})
 
 
 def test_token_is_an_es256_jwt_for_the_client(manager: Manager) -> None:
@@ -36,10 +41,12 @@ def test_token_is_an_es256_jwt_for_the_client(manager: Manager) -> None:
     assert answer.status_code == 200
     assert answer.headers["cache-control"] == "no-store"
     document = answer.json()
-    assert document["token_type"] == "Bearer" and document["expires_in"] == 3600
-    verifier = TokenVerifier(manager.url, jwks_url=f"{manager.url}/.well-known/jwks.json")
+    assert document["token_type"] == "DPoP" and document["expires_in"] == 3600
+    verifier = TokenVerifier(
+        manager.url, manager.url, jwks_url=f"{manager.url}/.well-known/jwks.json"
+    )
     claims = verifier.verify(document["access_token"], scope="user")
-    assert (claims.sub, claims.project) == (client_id, "acme")
+    assert (claims.sub, claims.project, claims.jkt) == (client_id, "acme", KEY.jkt)
     decoded = jwt.decode(document["access_token"], options={"verify_signature": False})
     assert decoded["iss"] == manager.url and decoded["exp"] - decoded["iat"] == 3600
 
@@ -132,18 +139,16 @@ def registration(key: ec.EllipticCurvePrivateKey, client_id: str) -> dict[str, s
     return {"user_key": encoded, "signature": b64u(sign(key, message))}
 
 
-def put_key(manager: Manager, token: str | None, body: dict[str, str]) -> httpx.Response:
-    return httpx.put(
-        f"{manager.url}/v1/whoami/user-key",
-        json=body,
-        headers={"authorization": f"Bearer {token}"},
-    )
+def put_key(client: ManagerClient, body: dict[str, str]) -> httpx.Response:
+    assert client.token is not None
+    url = f"{client.base_url}/v1/whoami/user-key"
+    return httpx.put(url, json=body, headers=dpop(client.dpop_key, client.token, "PUT", url))
 
 
 def test_key_registration_good_over_raw_http(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, expected = new_user()
-    answer = put_key(manager, client.token, registration(key, client_id))
+    answer = put_key(client, registration(key, client_id))
     assert answer.status_code == 200 and answer.json() == {"user_id": expected}
 
 
@@ -151,7 +156,7 @@ def test_key_registration_signed_for_another_client_is_refused(manager: Manager)
     client, _ = manager.login("acme")
     other_id, _ = manager.new_client("acme")
     key, _ = new_user()
-    answer = put_key(manager, client.token, registration(key, other_id))
+    answer = put_key(client, registration(key, other_id))
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["check"] == "key-registration"
@@ -166,7 +171,7 @@ def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> 
         **registration(key, client_id),
         "signature": registration(other, client_id)["signature"],
     }
-    answer = put_key(manager, client.token, body)
+    answer = put_key(client, body)
     assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
 
 
@@ -174,7 +179,7 @@ def test_key_registration_with_a_malformed_key_is_422(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, _ = new_user()
     body = {**registration(key, client_id), "user_key": b64u(b"not a key")}
-    answer = put_key(manager, client.token, body)
+    answer = put_key(client, body)
     assert answer.status_code == 422 and answer.json()["check"] == "user_key"
 
 
@@ -194,7 +199,8 @@ def test_no_token_is_401_problem(manager: Manager) -> None:
     answer = httpx.get(f"{manager.url}/v1/whoami")
     assert answer.status_code == 401
     assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.headers["www-authenticate"] == "Bearer"
+    assert answer.headers["www-authenticate"] == 'DPoP algs="ES256", Bearer'
+    assert answer.json()["check"] == "token-missing"
 
 
 def test_a_forged_token_is_refused_by_the_manager(manager: Manager) -> None:
@@ -202,15 +208,16 @@ def test_a_forged_token_is_refused_by_the_manager(manager: Manager) -> None:
     assert client.token is not None
     header, payload, signature = client.token.split(".")
     flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
-    answer = httpx.get(
-        f"{manager.url}/v1/whoami",
-        headers={"authorization": f"Bearer {header}.{payload}.{flipped}"},
-    )
+    url = f"{manager.url}/v1/whoami"
+    forged = f"{header}.{payload}.{flipped}"
+    answer = httpx.get(url, headers=dpop(client.dpop_key, forged, "GET", url))
     assert answer.status_code == 401 and answer.json()["check"] == "token-signature"
 
 
-def test_deploy_scope_token_cannot_act_as_a_user(manager: Manager) -> None:
-    token, _ = manager_issuer(manager).issue("cleanroom-manager", "acme", "deploy")
+def test_an_operation_token_cannot_act_as_a_user(manager: Manager) -> None:
+    token, _ = manager_issuer(manager).issue(
+        "cleanroom-manager", audience=manager.url, scope="deploy", project="acme", room="x"
+    )
     answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
     assert answer.status_code == 403 and answer.json()["check"] == "token-scope"
 
@@ -232,18 +239,20 @@ def change_client(manager: Manager, client_id: str, **values: object) -> None:
         session.commit()
 
 
-def whoami_refusal(manager: Manager, token: str | None) -> httpx.Response:
-    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+def whoami_refusal(manager: Manager, token: str | None, key: ProofKey = KEY) -> httpx.Response:
+    assert token is not None
+    url = f"{manager.url}/v1/whoami"
+    answer = httpx.get(url, headers=dpop(key, token, "GET", url))
     assert answer.status_code == 401
     assert answer.headers["content-type"] == "application/problem+json"
-    assert answer.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert answer.headers["www-authenticate"] == 'DPoP error="invalid_token", algs="ES256"'
     return answer
 
 
 def test_caller_refuses_a_disabled_client(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     change_client(manager, client_id, disabled=True)
-    problem = whoami_refusal(manager, client.token).json()
+    problem = whoami_refusal(manager, client.token, client.dpop_key).json()
     assert problem["check"] == "client-disabled"
     assert (problem["expected"], problem["actual"]) == ("an enabled client", "disabled")
     assert problem["detail"] == f"client {client_id} is disabled"
@@ -252,7 +261,7 @@ def test_caller_refuses_a_disabled_client(manager: Manager) -> None:
 def test_caller_refuses_a_client_whose_member_was_removed(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     change_client(manager, client_id, member_id=None)
-    problem = whoami_refusal(manager, client.token).json()
+    problem = whoami_refusal(manager, client.token, client.dpop_key).json()
     assert problem["check"] == "client-member"
     assert problem["expected"] == "a client of a member of project 'acme'"
     assert problem["actual"] == "a client whose member was removed"
@@ -261,14 +270,18 @@ def test_caller_refuses_a_client_whose_member_was_removed(manager: Manager) -> N
 def test_caller_refuses_a_token_for_another_project_than_its_clients(manager: Manager) -> None:
     client_id, _ = manager.new_client("acme")
     manager.new_client("globex")
-    token, _ = manager_issuer(manager).issue(client_id, "globex", "user")
+    token, _ = manager_issuer(manager).issue(
+        client_id, audience=manager.url, scope="user", project="globex", jkt=KEY.jkt
+    )
     problem = whoami_refusal(manager, token).json()
     assert problem["check"] == "token-project"
     assert (problem["expected"], problem["actual"]) == ("acme", "globex")
 
 
 def test_caller_refuses_a_token_of_an_unknown_client(manager: Manager) -> None:
-    token, _ = manager_issuer(manager).issue("f" * 32, "acme", "user")
+    token, _ = manager_issuer(manager).issue(
+        "f" * 32, audience=manager.url, scope="user", project="acme", jkt=KEY.jkt
+    )
     problem = whoami_refusal(manager, token).json()
     assert (problem["check"], problem["actual"]) == ("token-client", "f" * 32)
 

@@ -106,7 +106,7 @@ def test_every_state_survives_a_restart_of_the_manager(
         port=port, data_dir=first.settings.data_dir, database_url=first.settings.database_url
     )
     assert second.url == first.url
-    again = second.client(token)  # the token from before the restart is still good
+    again = second.client(token, client.dpop_key)  # the token from before the restart is good
     whoami = again.whoami()
     assert (whoami["client_id"], whoami["project"], whoami["user_id"]) == (client_id, "acme", uid)
     assert whoami["role"] == "member"

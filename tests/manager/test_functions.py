@@ -29,6 +29,7 @@ from cleanroom.manager.storage import (
     collect_garbage,
 )
 from cleanroom.protocol.bundle import function_id
+from tests.auth import as_client
 
 from .conftest import Manager, StandInController, closed_port_url, make_bundle, make_spec
 
@@ -40,16 +41,13 @@ def stored_files(manager: Manager) -> list[str]:
 
 
 def raw_upload(
-    manager: Manager, token: str | None, content: bytes | Iterator[bytes]
+    manager: Manager, client: ManagerClient | None, content: bytes | Iterator[bytes]
 ) -> httpx.Response:
-    return httpx.post(
-        f"{manager.url}/v1/functions",
-        content=content,
-        headers={
-            "authorization": f"Bearer {token}",
-            "content-type": "application/octet-stream",
-        },
-    )
+    url = f"{manager.url}/v1/functions"
+    headers = {"content-type": "application/octet-stream"}
+    if client is not None:
+        headers.update(as_client(client, "POST", url))
+    return httpx.post(url, content=content, headers=headers)
 
 
 def test_upload_download_and_no_op_reupload(manager: Manager, tmp_path: Path) -> None:
@@ -71,10 +69,10 @@ def test_upload_download_and_no_op_reupload(manager: Manager, tmp_path: Path) ->
 def test_upload_status_codes_over_raw_http(manager: Manager, tmp_path: Path) -> None:
     client, _ = manager.login("acme")
     bundle = make_bundle(tmp_path / "function")
-    created = raw_upload(manager, client.token, bundle)
+    created = raw_upload(manager, client, bundle)
     assert created.status_code == 201
     assert created.json() == {"function_id": function_id(bundle), "size": len(bundle)}
-    assert raw_upload(manager, client.token, bundle).status_code == 200
+    assert raw_upload(manager, client, bundle).status_code == 200
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
@@ -88,7 +86,7 @@ def test_over_the_limit_is_413(
     content: bytes | Iterator[bytes] = (
         iter([bundle[i : i + 4096] for i in range(0, len(bundle), 4096)]) if streamed else bundle
     )
-    answer = raw_upload(manager, client.token, content)
+    answer = raw_upload(manager, client, content)
     assert answer.status_code == 413
     problem = answer.json()
     assert "20480 bytes" in problem["detail"]
@@ -275,7 +273,7 @@ def test_a_download_streams_and_never_holds_the_bundle(manager: Manager, tmp_pat
     # The manager runs in this process: tracemalloc sees its allocations too.
     tracemalloc.start()
     try:
-        with httpx.stream("GET", url, headers={"authorization": f"Bearer {client.token}"}) as got:
+        with httpx.stream("GET", url, headers=as_client(client, "GET", url)) as got:
             assert got.status_code == 200
             assert int(got.headers["content-length"]) == upload.size
             for chunk in got.iter_raw():
@@ -308,11 +306,12 @@ def test_an_upload_is_checked_and_stored_without_holding_the_bundle(
     # received bundle's unpack check included.
     tracemalloc.start()
     try:
+        url = f"{manager.url}/v1/functions"
         answer = httpx.post(
-            f"{manager.url}/v1/functions",
+            url,
             content=pieces(),
             headers={
-                "authorization": f"Bearer {client.token}",
+                **as_client(client, "POST", url),
                 "content-type": "application/octet-stream",
             },
             timeout=60,
@@ -354,7 +353,7 @@ def test_concurrent_first_uploads_of_one_bundle_record_every_project(
 
     def upload(client: ManagerClient) -> None:
         start.wait()
-        answers.append(raw_upload(manager, client.token, bundle).status_code)
+        answers.append(raw_upload(manager, client, bundle).status_code)
 
     threads = [threading.Thread(target=upload, args=(client,)) for client in clients]
     for thread in threads:

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.cli.main import main
+from cleanroom.dpop import ProofKey
 from cleanroom.manager import audit
 from cleanroom.manager.keys import (
     LEGACY_KEY_FILE,
@@ -28,6 +29,7 @@ from cleanroom.manager.keys import (
     rotate,
 )
 from cleanroom.tokens import TokenIssuer, TokenVerifier, kid_of
+from tests.auth import dpop
 
 from .conftest import Manager
 
@@ -143,11 +145,13 @@ def test_a_legacy_signing_key_is_imported_and_its_tokens_stay_valid(tmp_path: Pa
             serialization.NoEncryption(),
         )
     )
-    old_token, _ = TokenIssuer("http://manager.test", legacy).issue("c", "acme", "user")
+    old_token, _ = TokenIssuer("http://manager.test", legacy).issue(
+        "c", audience="http://manager.test", scope="user", project="acme"
+    )
     issuer = TokenIssuer.load(tmp_path, "http://manager.test")
     assert issuer.kid == kid_of(legacy.public_key())
     assert not (tmp_path / LEGACY_KEY_FILE).exists()
-    verifier = TokenVerifier("http://manager.test", keys=issuer.jwks())
+    verifier = TokenVerifier("http://manager.test", "http://manager.test", keys=issuer.jwks())
     assert verifier.verify(old_token).sub == "c"
 
 
@@ -187,8 +191,12 @@ def published(manager: Manager) -> set[str]:
     return {key["kid"] for key in answer.json()["keys"]}
 
 
+KEY = ProofKey.generate()
+
+
 def whoami(manager: Manager, token: str) -> httpx.Response:
-    return httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+    url = f"{manager.url}/v1/whoami"
+    return httpx.get(url, headers=dpop(KEY, token, "GET", url))
 
 
 def test_a_rotated_key_is_published_before_it_signs(manager: Manager) -> None:
@@ -198,18 +206,18 @@ def test_a_rotated_key_is_published_before_it_signs(manager: Manager) -> None:
     new = rotate(manager.settings.data_dir, activate_after=3600)
     assert published(manager) == {old, new.kid}
     client_id, secret = manager.new_client("acme")
-    assert kid_in(manager.client().fetch_token(client_id, secret).access_token) == old
+    assert kid_in(manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token) == old
 
 
 def test_after_a_rotation_new_tokens_use_the_new_key_and_old_ones_stay_valid(
     manager: Manager,
 ) -> None:
     client_id, secret = manager.new_client("acme")
-    before = manager.client().fetch_token(client_id, secret).access_token
+    before = manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token
     old = kid_in(before)
     new = rotate(manager.settings.data_dir, activate_after=0)
     time.sleep(max(0.0, new.activates - time.time()))  # a second later if `old` began now
-    after = manager.client().fetch_token(client_id, secret).access_token
+    after = manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token
     assert kid_in(after) == new.kid  # from the next request on, without a restart
     assert whoami(manager, after).status_code == 200
     assert whoami(manager, before).status_code == 200
@@ -221,7 +229,7 @@ def test_the_old_key_leaves_the_jwks_once_its_tokens_have_expired(
 ) -> None:
     manager = start_manager(token_lifetime=2, token_leeway=0)
     client_id, secret = manager.new_client("acme")
-    before = manager.client().fetch_token(client_id, secret).access_token
+    before = manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token
     old, exp = kid_in(before), jwt.decode(before, options={"verify_signature": False})["exp"]
     rotate(manager.settings.data_dir, activate_after=0)
     deadline = time.monotonic() + 60

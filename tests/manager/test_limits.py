@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from cleanroom.dpop import ProofKey
 from cleanroom.limits import RateLimit, RateLimiter, retry_after
 
 from .conftest import Manager, make_bundle
@@ -81,9 +82,11 @@ def test_retry_after_is_whole_seconds_rounded_up() -> None:
 
 
 def token_request(manager: Manager, client_id: str, secret: str) -> httpx.Response:
+    url = f"{manager.url}/oauth/token"
     return httpx.post(
-        f"{manager.url}/oauth/token",
+        url,
         data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+        headers={"DPoP": ProofKey.generate().proof("POST", url)},
     )
 
 

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from cleanroom.client.errors import ServerError
+from cleanroom.dpop import ProofKey
 from cleanroom.manager import admin as operations
 from cleanroom.manager import audit
 from cleanroom.manager.app import MANAGER_SUBJECT
@@ -28,22 +29,34 @@ from cleanroom.tokens import (
     Revocations,
     TokenClaims,
     TokenError,
+    TokenIssuer,
+    client_digest,
 )
+from tests.auth import dpop
 
-from .conftest import Manager
+from .conftest import Manager, closed_port_url
 
 NOW = 1_764_763_200
+KEY = ProofKey.generate()
+"""The DPoP key of every user token in this module."""
 
 
 def login(manager: Manager, project: str = "acme") -> tuple[str, str, str]:
     """(client_id, secret, access token) of a new client of ``project``."""
     client_id, secret = manager.new_client(project)
-    token = manager.client().fetch_token(client_id, secret).access_token
+    token = manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token
     return client_id, secret, token
 
 
 def whoami(manager: Manager, token: str) -> httpx.Response:
-    return httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
+    url = f"{manager.url}/v1/whoami"
+    return httpx.get(url, headers=dpop(KEY, token, "GET", url))
+
+
+def revocation_list(manager: Manager) -> httpx.Response:
+    """The list as a registered compute server fetches it."""
+    token = manager.compute_token()
+    return httpx.get(f"{manager.url}/v1/revocations", headers={"authorization": f"Bearer {token}"})
 
 
 def revoke(manager: Manager, **form: str) -> httpx.Response:
@@ -73,7 +86,7 @@ def test_a_revoked_token_is_refused_by_the_manager_at_once(manager: Manager) -> 
     assert refused.status_code == 401
     assert refused.json()["check"] == "token-revoked"
     assert refused.json()["actual"] == jti_of(token)
-    listed = httpx.get(f"{manager.url}/v1/revocations").json()
+    listed = revocation_list(manager).json()
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
     assert {"jti": jti_of(token), "exp": exp} in listed["tokens"]
     [entry] = audited(manager, "token.revoked")
@@ -141,7 +154,7 @@ def test_tokens_issued_before_a_rotation_are_refused(manager: Manager) -> None:
     assert refused.status_code == 401
     assert refused.json()["check"] == "token-revoked"
     assert "tokens_not_before" in refused.json()["expected"]
-    fresh = manager.client().fetch_token(client_id, rotated.secret).access_token
+    fresh = manager.client(dpop_key=KEY).fetch_token(client_id, rotated.secret).access_token
     assert whoami(manager, fresh).status_code == 200
 
 
@@ -159,7 +172,17 @@ def test_deploy_tokens_of_the_manager_are_unaffected_by_clients(manager: Manager
     with manager.sessions() as session:
         operations.set_client_disabled(session, client_id, disabled=True)
     check = DatabaseRevocations(manager.sessions)
-    deploy = TokenClaims(MANAGER_SUBJECT, "acme", "deploy", iat=0, exp=NOW, jti="deploy-1")
+    deploy = TokenClaims(
+        sub=MANAGER_SUBJECT,
+        client_id=MANAGER_SUBJECT,
+        audience="http://compute.test",
+        scope="deploy",
+        iat=0,
+        exp=NOW,
+        jti="deploy-1",
+        project="acme",
+        room="overlap",
+    )
     check.check(deploy)  # no client, nothing revoked: it counts
     with manager.sessions() as session:
         session.add(RevokedToken(jti="deploy-1", client_id=MANAGER_SUBJECT, exp=NOW))
@@ -174,7 +197,7 @@ def test_expired_revocations_are_pruned_and_never_listed(manager: Manager) -> No
     with manager.sessions() as session:
         session.add(RevokedToken(jti="long-gone", client_id="someone", exp=past))
         session.commit()
-    listed = httpx.get(f"{manager.url}/v1/revocations")
+    listed = revocation_list(manager)
     assert listed.headers["cache-control"] == "no-store"
     assert listed.json()["tokens"] == []
     _, _, token = login(manager)
@@ -195,13 +218,55 @@ def test_the_revocation_list_names_the_clients_that_matter(manager: Manager) -> 
         client = session.get_one(Client, long_ago)
         client.tokens_not_before = int(time.time()) - 3600 - 30 - 60
         session.commit()
-    document = httpx.get(f"{manager.url}/v1/revocations").json()
+    document = revocation_list(manager).json()
     listed = Revocations.from_json(document)
-    assert set(listed.clients) == {disabled, rotated}
-    assert listed.clients[disabled].disabled
-    assert not listed.clients[rotated].disabled and listed.clients[rotated].not_before > 0
-    assert untouched not in listed.clients
+    assert set(listed.clients) == {client_digest(disabled), client_digest(rotated)}
+    assert listed.clients[client_digest(disabled)].disabled
+    rotated_status = listed.clients[client_digest(rotated)]
+    assert not rotated_status.disabled and rotated_status.not_before > 0
+    assert client_digest(untouched) not in listed.clients
     assert abs(document["now"] - time.time()) < 3600  # the manager's clock, roughly
+    text = json.dumps(document)
+    assert disabled not in text and rotated not in text  # no client id, only digests
+
+
+def test_the_revocation_list_is_for_registered_compute_servers_only(manager: Manager) -> None:
+    url = f"{manager.url}/v1/revocations"
+    nobody = httpx.get(url)
+    assert nobody.status_code == 401 and nobody.json()["check"] == "token-missing"
+    _, _, token = login(manager)
+    user = httpx.get(url, headers=dpop(KEY, token, "GET", url))
+    assert user.status_code == 403 and user.json()["check"] == "token-scope"
+    credentials = manager.add_server(closed_port_url(), "soon-removed")
+    server_token = manager.compute_token(credentials)
+    bearer = {"authorization": f"Bearer {server_token}"}
+    assert httpx.get(url, headers=bearer).status_code == 200
+    with manager.sessions() as session:
+        operations.remove_server(session, "soon-removed")
+    removed = httpx.get(url, headers=bearer)
+    assert removed.status_code == 401 and removed.json()["check"] == "token-revoked"
+
+
+def test_rotated_server_credentials_refuse_the_old_secret_and_its_tokens(
+    manager: Manager,
+) -> None:
+    credentials = manager.add_server(closed_port_url(), "rotating")
+    old_token = manager.compute_token(credentials)
+    with manager.sessions() as session:
+        rotated = operations.rotate_server_credentials(session, "rotating").credentials
+    assert rotated.client_id == credentials.client_id
+    url = f"{manager.url}/v1/revocations"
+    refused = httpx.get(url, headers={"authorization": f"Bearer {old_token}"})
+    assert refused.status_code == 401 and refused.json()["check"] == "token-revoked"
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": credentials.client_id,
+        "client_secret": credentials.client_secret,
+    }
+    old_secret = httpx.post(f"{manager.url}/oauth/token", data=form)
+    assert old_secret.status_code == 401 and old_secret.json() == {"error": "invalid_client"}
+    fresh = manager.compute_token(rotated)
+    assert httpx.get(url, headers={"authorization": f"Bearer {fresh}"}).status_code == 200
 
 
 def test_token_issued_is_audited_without_the_token(manager: Manager) -> None:
@@ -213,8 +278,10 @@ def test_token_issued_is_audited_without_the_token(manager: Manager) -> None:
         "target": f"token:{claims['jti']}",
         "jti": claims["jti"],
         "scope": "user",
+        "aud": manager.url,
         "project": "acme",
         "exp": claims["exp"],
+        "jkt": KEY.jkt,
     }
     with manager.sessions() as session:
         text = " ".join(entry.details for entry in audit.entries(session))
@@ -249,7 +316,17 @@ def feed(transport: FakeManager, now: list[float]) -> RevocationFeed:
     )
 
 
-TOKEN = TokenClaims("client-1", "acme", "user", iat=NOW, exp=NOW + 3600, jti="jti-1")
+TOKEN = TokenClaims(
+    sub="client-1",
+    client_id="client-1",
+    audience="http://compute.test",
+    scope="user",
+    iat=NOW,
+    exp=NOW + 3600,
+    jti="jti-1",
+    project="acme",
+    room="overlap",
+)
 
 
 def test_the_feed_fetches_first_then_at_most_every_refresh() -> None:
@@ -269,7 +346,9 @@ def test_the_feed_fetches_first_then_at_most_every_refresh() -> None:
 
 def test_the_feed_sees_a_disabled_client() -> None:
     manager, now = FakeManager(), [0.0]
-    manager.document = Revocations(NOW, {}, {"client-1": ClientStatus(disabled=True)}).to_json()
+    manager.document = Revocations(
+        NOW, {}, {client_digest("client-1"): ClientStatus(disabled=True)}
+    ).to_json()
     with pytest.raises(TokenError) as caught:
         feed(manager, now).check(TOKEN)
     assert caught.value.check == "token-revoked"
@@ -318,12 +397,26 @@ def test_refresh_must_not_exceed_max_age() -> None:
 
 
 def test_the_sdk_revokes_its_own_token(manager: Manager) -> None:
-    client, _ = manager.login("acme")
+    client_id, secret = manager.new_client("acme")
+    client = manager.client(dpop_key=KEY)
+    client.fetch_token(client_id, secret)
     token = client.token
     assert token is not None
     client.revoke()
     assert client.token is None
     assert whoami(manager, token).json()["check"] == "token-revoked"
+
+
+def test_a_token_for_a_controller_can_be_revoked_at_the_manager(manager: Manager) -> None:
+    # Whoever holds it may end it: the revocation then reaches every Controller's list.
+    client_id, _, _ = login(manager)
+    issuer = TokenIssuer.load(manager.settings.data_dir, manager.url)
+    for_controller, _ = issuer.issue(
+        client_id, audience="http://compute.test", scope="user", project="acme", room="r"
+    )
+    assert revoke(manager, token=for_controller).status_code == 200
+    listed = revocation_list(manager).json()
+    assert jti_of(for_controller) in {entry["jti"] for entry in listed["tokens"]}
 
 
 def test_the_sdk_revokes_with_credentials_and_reports_a_refusal(manager: Manager) -> None:

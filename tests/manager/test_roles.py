@@ -22,6 +22,7 @@ from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import admin as operations
 from cleanroom.manager import audit
+from tests.auth import as_client
 
 from .conftest import Manager, StandInController, make_bundle, make_spec, new_user
 
@@ -83,8 +84,9 @@ def entries(manager: Manager, action: str) -> list[tuple[str, str, dict[str, Any
 
 
 def raw(manager: Manager, person: Person, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"authorization": f"Bearer {person.client.token}"}
-    return httpx.request(method, f"{manager.url}{path}", headers=headers, **kwargs)
+    url = f"{manager.url}{path}"
+    headers = as_client(person.client, method, url)
+    return httpx.request(method, url, headers=headers, **kwargs)
 
 
 # -- what an owner does ------------------------------------------------------------------
@@ -155,6 +157,25 @@ def test_a_client_created_without_a_member_is_its_own_member(acme: Acme) -> None
     assert created.member == created.client_id
     me = manager_client(acme.manager, created.client_id, created.client_secret).whoami()
     assert (me["member"], me["role"]) == (created.client_id, "member")
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["with\x00nul", "two\nlines", "x" * 101, "x" * 100_000, " padded", "tab\t", ""],
+    ids=["nul", "newline", "101-chars", "100-kB", "leading-space", "tab", "empty"],
+)
+def test_a_client_label_is_short_printable_text(acme: Acme, label: str) -> None:
+    before = len(acme.alice.client.members("acme"))
+    error = refused(acme.alice.client.create_client, "acme", "bob", label)
+    assert (error.status, error.check) == (422, "client-name")
+    assert len(acme.alice.client.members("acme")) == before
+    assert all(c.name != label for m in acme.alice.client.members("acme") for c in m.clients)
+
+
+def test_a_client_label_of_100_printable_characters_is_kept(acme: Acme) -> None:
+    label = "Alice's laptop (Zürich), " + "x" * 75
+    assert len(label) == 100
+    assert acme.alice.client.create_client("acme", "bob", label).name == label
 
 
 def test_a_client_for_an_unknown_member_is_404(acme: Acme) -> None:

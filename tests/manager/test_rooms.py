@@ -15,6 +15,8 @@ from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager.database import AuditEntry
 from cleanroom.protocol.encoding import b64u
+from cleanroom.tokens import TokenIssuer
+from tests.auth import as_client
 
 from .conftest import (
     Manager,
@@ -39,11 +41,8 @@ def acme(manager: Manager, tmp_path: Path) -> tuple[ManagerClient, str, bytes]:
 
 
 def deploy_raw(manager: Manager, client: ManagerClient, spec: object) -> httpx.Response:
-    return httpx.post(
-        f"{manager.url}/v1/rooms",
-        json={"spec": spec},
-        headers={"authorization": f"Bearer {client.token}"},
-    )
+    url = f"{manager.url}/v1/rooms"
+    return httpx.post(url, json={"spec": spec}, headers=as_client(client, "POST", url))
 
 
 def test_deploy_schedules_and_deploys_on_the_controller(
@@ -96,6 +95,29 @@ def test_invalid_spec_is_422_naming_the_field(
     assert controller.deployed == {}
 
 
+@pytest.mark.parametrize("where", ['"parameters": {', '{"spec": {', "{"])
+def test_a_key_with_a_lone_surrogate_is_a_4xx(
+    manager: Manager,
+    controller: StandInController,
+    acme: tuple[ManagerClient, str, bytes],
+    where: str,
+) -> None:
+    """A key no UTF-8 or UTF-16 text holds (JCS cannot sort it): refused as malformed,
+    and the refusal that quotes it still renders: never a 500."""
+    client, function, _ = acme
+    document = make_spec(function).document()
+    body = json.dumps({"spec": document}).replace(where, where + '"\\ud800": 1, ', 1)
+    assert "\\ud800" in body
+    answer = httpx.post(
+        f"{manager.url}/v1/rooms",
+        content=body.encode(),
+        headers={"authorization": f"Bearer {client.token}", "content-type": "application/json"},
+    )
+    assert 400 <= answer.status_code < 500, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert controller.deployed == {}
+
+
 @pytest.mark.parametrize("runtime", ["python3.12", "python3.11-gpu", "python3.1"])
 def test_a_runtime_outside_the_catalogue_is_422_naming_the_check(
     manager: Manager,
@@ -145,20 +167,91 @@ def test_another_projects_function_is_404(
     assert caught.value.status == 404
 
 
-def test_duplicate_name_is_409(
+def test_a_name_is_taken_within_its_project_only(
     manager: Manager,
     controller: StandInController,
     acme: tuple[ManagerClient, str, bytes],
     tmp_path: Path,
 ) -> None:
     client, function, _ = acme
-    client.deploy(make_spec(function))
+    mine = client.deploy(make_spec(function))
+    with pytest.raises(ServerError) as caught:
+        client.deploy(make_spec(function))  # same name, same project
+    assert caught.value.status == 409
+    assert str(caught.value) == (
+        "manager: 409 Conflict: project 'acme' has a clean room named 'overlap'"
+    )
+    # Another project's use of the name is invisible: it deploys its own.
     other, _ = manager.login("globex")
     other_function = other.upload_function(make_bundle(tmp_path / "g", "def main(c): return 1\n"))
+    theirs = other.deploy(make_spec(other_function.function_id))
+    assert (theirs.name, theirs.project, theirs.state) == ("overlap", "globex", "deployed")
+    assert client.room("overlap") == mine and other.room("overlap") == theirs
+    assert other.rooms() == [theirs] and client.rooms() == [mine]
+    # And the manager's tokens told the Controller whose room each was.
+    deploys = [claims for claims in controller.claims if claims.scope == "deploy"]
+    assert [(c.project, c.room) for c in deploys] == [("acme", "overlap"), ("globex", "overlap")]
+
+
+def test_a_participant_names_the_project_where_names_collide(
+    manager: Manager,
+    controller: StandInController,
+    acme: tuple[ManagerClient, str, bytes],
+    tmp_path: Path,
+) -> None:
+    client, function, _ = acme
+    carol, carol_id = manager.login("initech")
+    key, carol_user = new_user()
+    carol.register_user_key(key, carol_id)
+    acme_room = client.deploy(make_spec(function, recipient=carol_user))
+    other, _ = manager.login("globex")
+    other_function = other.upload_function(make_bundle(tmp_path / "g", "def main(c): return 1\n"))
+    globex_room = other.deploy(make_spec(other_function.function_id, recipient=carol_user))
     with pytest.raises(ServerError) as caught:
-        other.deploy(make_spec(other_function.function_id))  # same name, other project
-    assert caught.value.status == 409
-    assert str(caught.value) == "manager: 409 Conflict: a clean room named 'overlap' exists"
+        carol.room("overlap")
+    assert caught.value.status == 409 and caught.value.check == "room-ambiguous"
+    assert caught.value.actual == ["acme", "globex"]
+    assert carol.room("overlap", project="acme") == acme_room
+    assert carol.room("overlap", project="globex") == globex_room
+    with pytest.raises(ServerError) as unseen:
+        carol.room("overlap", project="initech")
+    assert unseen.value.status == 404
+
+
+def test_a_live_room_of_another_project_wins_over_a_deleted_one_of_ones_own(
+    manager: Manager, controller: StandInController, tmp_path: Path
+) -> None:
+    client, client_id = manager.login("acme")
+    key, acme_user = new_user()
+    client.register_user_key(key, client_id)
+    function = client.upload_function(make_bundle(tmp_path / "f")).function_id
+    client.deploy(make_spec(function))
+    client.delete("overlap")
+    other, _ = manager.login("globex")
+    theirs = other.upload_function(make_bundle(tmp_path / "g", "def main(c): return 1\n"))
+    live = other.deploy(make_spec(theirs.function_id, recipient=acme_user))
+    assert client.room("overlap") == live
+    assert client.room("overlap", project="acme").state == "deleted"
+
+
+def test_the_managers_operation_tokens_name_the_server_the_room_and_the_operation(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    client.delete("overlap")
+    assert controller.refusals == []
+    deploy, delete = controller.claims
+    for claims, scope in ((deploy, "deploy"), (delete, "delete")):
+        assert (claims.audience, claims.scope, claims.project, claims.room) == (
+            controller.url,
+            scope,
+            "acme",
+            "overlap",
+        )
+        assert claims.sub == "cleanroom-manager" and claims.jkt is None
+        assert claims.exp - claims.iat == 15  # seconds, not an hour
+    assert deploy.jti != delete.jti
 
 
 def test_no_compute_server_is_503(manager: Manager, acme: tuple[ManagerClient, str, bytes]) -> None:
@@ -225,7 +318,8 @@ def test_another_project_cannot_see_the_room_or_its_bundle(
     with pytest.raises(ServerError) as caught:
         stranger.room("overlap")
     assert caught.value.status == 404
-    assert str(caught.value) == "manager: 404 Not Found: no clean room named 'overlap'"
+    assert caught.value.detail == "no clean room named 'overlap'"
+    assert caught.value.check == "room"
     assert stranger.rooms() == []
     with pytest.raises(ServerError) as download:
         stranger.download_function(function)
@@ -287,8 +381,9 @@ def test_delete_of_a_live_room_with_an_unreachable_controller_is_502_and_keeps_i
     client, function, _ = acme
     sock = bind()
     url = url_of(sock)
-    with serve(_controller_app(manager.url, StandInController(url)), sock):
-        manager.add_server(url)
+    stand_in = StandInController(url)
+    stand_in.credentials = manager.add_server(url)
+    with serve(_controller_app(manager.url, stand_in), sock):
         client.deploy(make_spec(function))
     with pytest.raises(ServerError) as caught:
         client.delete("overlap")
@@ -338,10 +433,14 @@ def test_deploy_and_delete_are_audited(
         (client_id, "room.deleted", "overlap"),
     ]
     assert audit_entries(manager, "room.deployed") == [
-        {"work_id": spec.work_id, "compute_server": controller.url.removeprefix("http://")}
+        {
+            "project": "acme",
+            "work_id": spec.work_id,
+            "compute_server": controller.url.removeprefix("http://"),
+        }
     ]
     assert audit_entries(manager, "room.deleted") == [
-        {"before": "deployed", "controller": "confirmed"}
+        {"project": "acme", "before": "deployed", "controller": "confirmed"}
     ]
 
 
@@ -354,17 +453,27 @@ def test_delete_of_a_room_the_controller_does_not_know_marks_it_deleted(
     assert client.delete("overlap").state == "deleted"
 
 
-def test_the_deploy_token_cannot_fetch_a_function_no_live_room_uses(
+def test_a_compute_token_cannot_fetch_a_function_no_live_room_on_its_server_uses(
     manager: Manager, acme: tuple[ManagerClient, str, bytes]
 ) -> None:
-    from cleanroom.tokens import TokenIssuer
+    _, function, _ = acme
+    answer = httpx.get(
+        f"{manager.url}/v1/functions/{function.removeprefix('fs://')}",
+        headers={"authorization": f"Bearer {manager.compute_token()}"},
+    )
+    assert answer.status_code == 404
 
+
+def test_an_operation_token_reads_nothing_at_the_manager(
+    manager: Manager, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    # Even one made out for the manager itself (the manager never issues such a thing).
     _, function, _ = acme
     token, _ = TokenIssuer.load(manager.settings.data_dir, manager.url).issue(
-        "cleanroom-manager", "acme", "deploy"
+        "cleanroom-manager", audience=manager.url, scope="deploy", project="acme", room="x"
     )
     answer = httpx.get(
         f"{manager.url}/v1/functions/{function.removeprefix('fs://')}",
         headers={"authorization": f"Bearer {token}"},
     )
-    assert answer.status_code == 404
+    assert answer.status_code == 403 and answer.json()["check"] == "token-scope"

@@ -11,6 +11,7 @@ runs it, from the app's lifespan.
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
@@ -39,10 +40,12 @@ from cleanroom.manager.servers import (
     judge,
 )
 from cleanroom.tokens import TokenIssuer
+from tests.auth import as_client
 
 from .conftest import (
     Manager,
     StandInController,
+    _check_token,
     _controller_app,
     bind,
     closed_port_url,
@@ -73,7 +76,10 @@ def _app(manager: Manager, record: Controller) -> FastAPI:
         return JSONResponse({**record.health, "rooms": rooms}, status_code=record.health_status)
 
     @app.get("/v1/rooms/{name}")
-    def room(name: str) -> JSONResponse:
+    def room(name: str, request: Request) -> JSONResponse:
+        refused = _check_token(manager.url, record, request, "status", name)
+        if refused is not None:
+            return refused
         record.asked.append(name)
         if name in record.gone:
             return JSONResponse({"detail": f"the Worker of {name!r} is gone"}, status_code=410)
@@ -98,7 +104,10 @@ def start_controllers(
         context.__enter__()
         running.append(context)
         with manager.sessions() as session:
-            operations.add_server(session, record.url, name, capacity=capacity, tee_kind=tee)
+            added = operations.add_server(
+                session, record.url, name, capacity=capacity, tee_kind=tee
+            )
+            record.credentials = added.credentials
         return record
 
     yield start
@@ -124,8 +133,10 @@ def checker(manager: Manager, clock: Clock) -> Iterator[HealthChecker]:
     """The manager's health checker on its database: 3 failures, lost after 60 s."""
     issuer = TokenIssuer.load(manager.settings.data_dir, manager.url)
 
-    def headers_for(project: str) -> dict[str, str]:
-        token, _ = issuer.issue("cleanroom-manager", project, "deploy")
+    def headers_for(url: str, project: str, room: str) -> dict[str, str]:
+        token, _ = issuer.issue(
+            "cleanroom-manager", audience=url, scope="status", project=project, room=room
+        )
         return {"Authorization": f"Bearer {token}"}
 
     health = HealthChecker(manager.sessions, manager.settings, headers_for, clock=clock)
@@ -578,7 +589,7 @@ def test_503_names_why_each_server_cannot_take_a_room(
     answer = httpx.post(
         f"{manager.url}/v1/rooms",
         json={"spec": make_spec(function, name="room-1").document()},
-        headers={"authorization": f"Bearer {client.token}"},
+        headers=as_client(client, "POST", f"{manager.url}/v1/rooms"),
     )
     assert answer.status_code == 503
     assert answer.json()["servers"] == [
@@ -628,7 +639,7 @@ def test_concurrent_deploys_never_oversubscribe(
         answer = httpx.post(
             f"{manager.url}/v1/rooms",
             json={"spec": spec.document()},
-            headers={"authorization": f"Bearer {client.token}"},
+            headers=as_client(client, "POST", f"{manager.url}/v1/rooms"),
             timeout=60,
         )
         with lock:
@@ -653,15 +664,22 @@ def test_concurrent_deploys_never_oversubscribe(
 
 def test_add_server_records_capacity_and_tee_and_refuses_bad_ones(manager: Manager) -> None:
     with manager.sessions() as session:
-        server = operations.add_server(
+        added = operations.add_server(
             session, "http://10.0.0.1:8081/", "c1", capacity=3, tee_kind="gramine"
         )
+        server = added.server
         assert (server.url, server.capacity, server.tee_kind, server.state) == (
             "http://10.0.0.1:8081",
             3,
             "gramine",
             "unknown",
         )
+        # Its credentials: a client id of its own, a secret only its hash is kept of.
+        credentials = added.credentials
+        assert credentials.client_id == server.client_id
+        assert credentials.client_id.startswith("cs-") and credentials.url == server.url
+        assert server.secret_hash is not None and server.secret_hash.startswith("$argon2id$")
+        assert credentials.client_secret not in server.secret_hash
         refusals = {
             "capacity": lambda: operations.add_server(session, "http://10.0.0.2", capacity=0),
             "tee": lambda: operations.add_server(session, "http://10.0.0.2", tee_kind="sev"),
@@ -683,7 +701,13 @@ def test_add_server_records_capacity_and_tee_and_refuses_bad_ones(manager: Manag
         (
             audit.OPERATOR,
             "c1",
-            {"url": "http://10.0.0.1:8081", "capacity": 3, "tee_kind": "gramine", "again": False},
+            {
+                "url": "http://10.0.0.1:8081",
+                "capacity": 3,
+                "tee_kind": "gramine",
+                "again": False,
+                "client_id": credentials.client_id,
+            },
         )
     ]
 
@@ -741,7 +765,9 @@ def test_a_removed_server_added_again_is_scheduled_again(
     controller = start_controllers("c1")
     with manager.sessions() as session:
         operations.remove_server(session, "c1")
-        again = operations.add_server(session, controller.url, capacity=5)
+        added = operations.add_server(session, controller.url, capacity=5)
+        controller.credentials = added.credentials  # new credentials: the old are refused
+        again = added.server
         assert (again.name, again.removed, again.capacity, again.state) == (
             "c1",
             False,
@@ -766,6 +792,7 @@ def operator(manager: Manager, *args: str) -> int:
 
 
 def test_server_commands(
+    tmp_path: Path,
     manager: Manager,
     start_controllers: Callable[..., Controller],
     checker: HealthChecker,
@@ -779,8 +806,24 @@ def test_server_commands(
     url = closed_port_url()
     add = ["server", "add", url, "--name", "big", "--capacity", "7", "--tee", "gramine"]
     capsys.readouterr()
-    assert operator(manager, *add) == 0
-    assert capsys.readouterr().out == f"compute server big at {url} added\n"
+    out = tmp_path / "big.json"
+    assert operator(manager, *add, "--credentials-out", str(out)) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"compute server big at {url} added"
+    written = json.loads(out.read_text())
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert written["type"] == "cleanroom/compute-credentials/v1" and written["url"] == url
+    assert printed[1:] == [
+        f"client_id:     {written['client_id']}",
+        f"client_secret: {written['client_secret']}",
+    ]
+    # New credentials: printed once, the old secret refused from now on.
+    assert operator(manager, "server", "credentials", "big") == 0
+    rotated = capsys.readouterr().out.splitlines()
+    assert rotated[0] == f"client_id:     {written['client_id']}"
+    assert rotated[1] != f"client_secret: {written['client_secret']}"
+    assert operator(manager, "server", "credentials", "nothing") == 2
+    capsys.readouterr()
     assert operator(manager, "server", "add", "http://10.0.0.9", "--tee", "sev") == 2
     assert operator(manager, "server", "add", "http://10.0.0.9", "--capacity", "0") == 2
     capsys.readouterr()

@@ -1,4 +1,9 @@
-"""TokenIssuer and TokenVerifier: every refusal breaks exactly one thing of a good token."""
+"""TokenIssuer and TokenVerifier: every refusal breaks exactly one thing of a good token.
+
+Tokens follow RFC 9068 (``typ`` ``at+jwt``) and name exactly one audience (RFC 8707);
+a user token is bound to a DPoP key (``cnf.jkt``), so at a running manager each is
+sent with a proof (tests/auth.py), and the refusals there are the token's alone.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import stat
 import time
 from pathlib import Path
@@ -18,9 +22,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cleanroom.manager.keys import KEYS_DIR, KeyRing
+from cleanroom.dpop import ProofKey
+from cleanroom.manager.keys import KEYS_DIR
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
+    OPERATION_LIFETIME,
     ClientStatus,
     Revocations,
     TokenClaims,
@@ -28,12 +34,15 @@ from cleanroom.tokens import (
     TokenIssuer,
     TokenVerifier,
     check_not_revoked,
+    client_digest,
     kid_of,
 )
+from tests.auth import dpop, signed_token
 
 from .conftest import Manager
 
 ISSUER = "http://manager.test"
+CONTROLLER = "http://compute-1.test:8081"
 NOW = 1_764_763_200
 KEY = ec.derive_private_key(0x70CE4, ec.SECP256R1())
 OTHER_KEY = ec.derive_private_key(0x0DD, ec.SECP256R1())
@@ -45,15 +54,16 @@ def issuer(**overrides: Any) -> TokenIssuer:
     return TokenIssuer(arguments.pop("issuer", ISSUER), arguments.pop("key", KEY), **arguments)
 
 
-def verifier(now: int = NOW, **overrides: Any) -> TokenVerifier:
-    return TokenVerifier(ISSUER, keys=issuer().jwks(), clock=lambda: now, **overrides)
+def verifier(now: int = NOW, audience: str = ISSUER, **overrides: Any) -> TokenVerifier:
+    return TokenVerifier(ISSUER, audience, keys=issuer().jwks(), clock=lambda: now, **overrides)
 
 
 def good_claims() -> dict[str, Any]:
     return {
         "iss": ISSUER,
-        "aud": "cleanroom",
+        "aud": ISSUER,
         "sub": "client-1",
+        "client_id": "client-1",
         "project": "acme",
         "scope": "user",
         "iat": NOW,
@@ -64,7 +74,8 @@ def good_claims() -> dict[str, Any]:
 
 
 def signed(claims: dict[str, Any], key: ec.EllipticCurvePrivateKey = KEY, **header: Any) -> str:
-    headers = {"kid": kid_of(KEY.public_key()), **header}
+    headers = {"kid": kid_of(KEY.public_key()), "typ": "at+jwt", **header}
+    headers = {name: value for name, value in headers.items() if value is not None}
     return jwt.encode(claims, key, algorithm="ES256", headers=headers)
 
 
@@ -80,24 +91,60 @@ def refused(token: str, check: str, scope: str | None = None, **verifier_args: A
     assert caught.value.http_status == (403 if check == "token-scope" else 401)
 
 
+def user_token(**overrides: Any) -> str:
+    arguments: dict[str, Any] = {"audience": ISSUER, "scope": "user", "project": "acme"}
+    arguments.update(overrides)
+    token, _ = issuer().issue("client-1", **arguments)
+    return token
+
+
 def test_issued_token_verifies_with_every_claim() -> None:
-    token, expires_in = issuer().issue("client-1", "acme", "user")
+    token, expires_in = issuer().issue(
+        "client-1", audience=ISSUER, scope="user", project="acme", jkt="thumb"
+    )
     assert expires_in == 3600
     claims = verifier().verify(token, scope="user")
-    assert (claims.sub, claims.project, claims.scope, claims.exp) == (
+    assert (claims.sub, claims.client_id, claims.project, claims.scope, claims.exp) == (
+        "client-1",
         "client-1",
         "acme",
         "user",
         NOW + 3600,
     )
+    assert (claims.audience, claims.jkt, claims.room) == (ISSUER, "thumb", None)
     decoded = jwt.decode(token, options={"verify_signature": False})
-    assert set(decoded) == {"iss", "aud", "sub", "project", "scope", "iat", "nbf", "exp", "jti"}
-    assert decoded["iss"] == ISSUER and decoded["aud"] == "cleanroom"
+    assert set(decoded) == {
+        "iss", "aud", "sub", "client_id", "project", "scope", "iat", "nbf", "exp", "jti", "cnf"
+    }  # fmt: skip
+    assert decoded["iss"] == ISSUER and decoded["aud"] == ISSUER
+    assert decoded["cnf"] == {"jkt": "thumb"}
     assert jwt.get_unverified_header(token) == {
         "alg": "ES256",
-        "typ": "JWT",
+        "typ": "at+jwt",
         "kid": kid_of(KEY.public_key()),
     }
+
+
+def test_a_token_for_one_room_names_it_and_its_project() -> None:
+    token, _ = issuer().issue(
+        "client-1", audience=CONTROLLER, scope="user", project="acme", room="overlap", jkt="t"
+    )
+    claims = verifier(audience=CONTROLLER).verify(token, scope="user")
+    assert (claims.audience, claims.project, claims.room) == (CONTROLLER, "acme", "overlap")
+
+
+def test_an_operation_token_lives_seconds() -> None:
+    for scope in ("deploy", "delete", "status"):
+        token, lifetime = issuer().issue(
+            "cleanroom-manager", audience=CONTROLLER, scope=scope, project="acme", room="x"
+        )
+        assert lifetime == OPERATION_LIFETIME == 15
+        assert verifier(audience=CONTROLLER).verify(token, scope=scope).exp == NOW + 15
+
+
+def test_an_unknown_scope_is_never_issued() -> None:
+    with pytest.raises(ValueError, match="unknown scope"):
+        issuer().issue("client-1", audience=ISSUER, scope="admin")
 
 
 def test_hand_built_good_token_verifies() -> None:
@@ -106,17 +153,50 @@ def test_hand_built_good_token_verifies() -> None:
 
 
 def test_expired() -> None:
-    token, _ = issuer().issue("client-1", "acme", "user")
-    refused(token, "token-expired", now=NOW + 3600 + DEFAULT_LEEWAY)
+    refused(user_token(), "token-expired", now=NOW + 3600 + DEFAULT_LEEWAY)
 
 
 def test_not_yet_valid() -> None:
-    token, _ = issuer().issue("client-1", "acme", "user")
-    refused(token, "token-not-yet-valid", now=NOW - DEFAULT_LEEWAY - 1)
+    refused(user_token(), "token-not-yet-valid", now=NOW - DEFAULT_LEEWAY - 1)
 
 
 def test_wrong_audience() -> None:
     refused(signed({**good_claims(), "aud": "someone-else"}), "token-audience")
+
+
+def test_the_managers_token_is_refused_by_a_controller_and_the_other_way_round() -> None:
+    refused(user_token(), "token-audience", audience=CONTROLLER)
+    for_controller = user_token(audience=CONTROLLER, room="overlap")
+    refused(for_controller, "token-audience")
+    refused(for_controller, "token-audience", audience="http://compute-2.test:8081")
+
+
+def test_an_audience_list_is_refused_even_if_it_names_this_server() -> None:
+    refused(signed({**good_claims(), "aud": [ISSUER, CONTROLLER]}), "token-claim")
+
+
+def test_issued_claims_skip_only_the_audience() -> None:
+    # What the revocation endpoint uses: a token for a Controller, still signed and in time.
+    for_controller = user_token(audience=CONTROLLER, room="overlap")
+    assert verifier().issued_claims(for_controller).audience == CONTROLLER
+    with pytest.raises(TokenError) as caught:
+        verifier(now=NOW + 3600 + DEFAULT_LEEWAY).issued_claims(for_controller)
+    assert caught.value.check == "token-expired"
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "dpop+jwt", "application/jwt"])
+def test_a_jwt_that_is_no_access_token_is_refused(typ: str | None) -> None:
+    refused(signed(good_claims(), typ=typ), "token-type")
+
+
+@pytest.mark.parametrize("cnf", [{"jkt": 1}, {"jkt": ""}, {}, "thumb", ["thumb"]], ids=repr)
+def test_a_bad_confirmation_claim_is_refused(cnf: object) -> None:
+    refused(signed({**good_claims(), "cnf": cnf}), "token-claim")
+
+
+@pytest.mark.parametrize("claim", ["project", "room"])
+def test_an_optional_claim_of_the_wrong_type_is_refused(claim: str) -> None:
+    refused(signed({**good_claims(), claim: 7}), "token-claim")
 
 
 def test_wrong_issuer() -> None:
@@ -135,7 +215,7 @@ def test_tampered_claims_break_the_signature() -> None:
 
 
 def test_alg_none() -> None:
-    header = b64u_json({"alg": "none", "typ": "JWT", "kid": kid_of(KEY.public_key())})
+    header = b64u_json({"alg": "none", "typ": "at+jwt", "kid": kid_of(KEY.public_key())})
     refused(f"{header}.{b64u_json(good_claims())}.", "token-algorithm")
 
 
@@ -143,7 +223,7 @@ def test_hs256_with_the_public_key_as_secret() -> None:
     public_pem = KEY.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    header = b64u_json({"alg": "HS256", "typ": "JWT", "kid": kid_of(KEY.public_key())})
+    header = b64u_json({"alg": "HS256", "typ": "at+jwt", "kid": kid_of(KEY.public_key())})
     signing_input = f"{header}.{b64u_json(good_claims())}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
     refused(
@@ -153,7 +233,7 @@ def test_hs256_with_the_public_key_as_secret() -> None:
 
 
 @pytest.mark.parametrize(
-    "claim", ["iss", "aud", "sub", "project", "scope", "iat", "nbf", "exp", "jti"]
+    "claim", ["iss", "aud", "sub", "client_id", "scope", "iat", "nbf", "exp", "jti"]
 )
 def test_missing_claim(claim: str) -> None:
     claims = good_claims()
@@ -184,8 +264,8 @@ def test_signing_key_is_created_private_and_reused(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     second = TokenIssuer.load(tmp_path, ISSUER)
     assert first.kid == second.kid
-    token, _ = first.issue("client-1", "acme", "user")
-    TokenVerifier(ISSUER, keys=second.jwks()).verify(token)
+    token, _ = first.issue("client-1", audience=ISSUER, scope="user")
+    TokenVerifier(ISSUER, ISSUER, keys=second.jwks()).verify(token)
 
 
 def test_kid_is_the_hash_of_the_spki() -> None:
@@ -216,6 +296,7 @@ def test_jwks_fetched_from_the_manager_and_refetched_at_most_every_30_s(
     transport = CountingTransport()
     remote = TokenVerifier(
         manager.url,
+        manager.url,
         jwks_url=f"{manager.url}/.well-known/jwks.json",
         transport=transport,
         clock=lambda: now[0],
@@ -225,7 +306,10 @@ def test_jwks_fetched_from_the_manager_and_refetched_at_most_every_30_s(
     assert remote.verify(token, scope="user").sub == client_id
     assert transport.requests == 1
     stranger = jwt.encode(
-        {"sub": "x"}, OTHER_KEY, algorithm="ES256", headers={"kid": kid_of(OTHER_KEY.public_key())}
+        {"sub": "x"},
+        OTHER_KEY,
+        algorithm="ES256",
+        headers={"kid": kid_of(OTHER_KEY.public_key()), "typ": "at+jwt"},
     )
     with pytest.raises(TokenError) as caught:
         remote.verify(stranger)
@@ -245,6 +329,8 @@ def test_jwks_fetched_from_the_manager_and_refetched_at_most_every_30_s(
 def claims(**changes: Any) -> TokenClaims:
     fields: dict[str, Any] = {
         "sub": "client-1",
+        "client_id": "client-1",
+        "audience": ISSUER,
         "project": "acme",
         "scope": "user",
         "iat": NOW,
@@ -281,9 +367,14 @@ def test_revocation_list_round_trip_and_check() -> None:
     listed = Revocations(
         now=NOW,
         tokens={"jti-1": NOW + 3600},
-        clients={"client-2": ClientStatus(not_before=NOW + 1), "client-3": ClientStatus(0, True)},
+        clients={
+            client_digest("client-2"): ClientStatus(not_before=NOW + 1),
+            client_digest("client-3"): ClientStatus(0, True),
+        },
     )
-    again = Revocations.from_json(json.loads(json.dumps(listed.to_json())))
+    document = listed.to_json()
+    assert "client-2" not in json.dumps(document)  # clients only by digest
+    again = Revocations.from_json(json.loads(json.dumps(document)))
     assert again == listed
     revoked_ones = (claims(), claims(jti="x", sub="client-2"), claims(jti="y", sub="client-3"))
     for refused_claims in revoked_ones:
@@ -302,7 +393,7 @@ def test_revocation_list_round_trip_and_check() -> None:
         {"now": str(NOW), "tokens": [], "clients": []},
         {"now": NOW, "tokens": [{"jti": 1, "exp": NOW}], "clients": []},
         {"now": NOW, "tokens": [{"jti": "a", "exp": True}], "clients": []},
-        {"now": NOW, "tokens": [], "clients": [{"client_id": "c", "not_before": 0}]},
+        {"now": NOW, "tokens": [], "clients": [{"client_sha256": "c", "not_before": 0}]},
         {"now": NOW, "tokens": [], "clients": [{"not_before": 0, "disabled": False}]},
     ],
     ids=["not-object", "not-list", "now-text", "jti-int", "exp-bool", "no-disabled", "no-id"],
@@ -314,42 +405,39 @@ def test_a_malformed_revocation_list_is_refused(document: object) -> None:
 
 # -- every refusal, at a running manager -------------------------------------------------
 
+KEY_OF_CLIENT = ProofKey.generate()
+
 
 def manager_signed(manager: Manager, client_id: str, **changes: Any) -> str:
-    """A token signed with the manager's own key, changed in one way from a good one."""
-    now = int(time.time())
-    claims = {
-        "iss": manager.url,
-        "aud": "cleanroom",
-        "sub": client_id,
-        "project": "acme",
-        "scope": "user",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 600,
-        "jti": secrets.token_urlsafe(16),
-    }
-    key = changes.pop("key", None)
-    claims.update(changes)
-    ring_key = KeyRing.open(manager.settings.data_dir).signing_key()
-    kid = kid_of(ring_key.public_key())
-    return jwt.encode(claims, key or ring_key, algorithm="ES256", headers={"kid": kid})
+    """A user token signed with the manager's own key, bound to KEY_OF_CLIENT, changed
+    in one way from a good one."""
+    changes.setdefault("cnf", {"jkt": KEY_OF_CLIENT.jkt})
+    return signed_token(manager.settings.data_dir, manager.url, sub=client_id, **changes)
+
+
+def whoami(manager: Manager, token: str) -> httpx.Response:
+    url = f"{manager.url}/v1/whoami"
+    return httpx.get(url, headers=dpop(KEY_OF_CLIENT, token, "GET", url))
 
 
 MANAGER_REFUSALS: dict[str, tuple[dict[str, Any], str, int]] = {
     "expired": ({"exp": -1000}, "token-expired", 401),
     "not-yet-valid": ({"nbf": 1000}, "token-not-yet-valid", 401),
     "wrong-audience": ({"aud": "someone-else"}, "token-audience", 401),
+    "a-controller-audience": ({"aud": "http://127.0.0.1:1", "room": "x"}, "token-audience", 401),
     "wrong-issuer": ({"iss": "http://evil.test"}, "token-issuer", 401),
     "bad-signature": ({"key": OTHER_KEY}, "token-signature", 401),
     "missing-scope": ({"scope": "deploy"}, "token-scope", 403),
+    "not-an-access-token": ({"header": {"typ": "JWT"}}, "token-type", 401),
+    "bound-to-no-key": ({"cnf": None}, "dpop-proof", 401),
+    "bound-to-another-key": ({"cnf": {"jkt": ProofKey.generate().jkt}}, "dpop-proof", 401),
 }
 
 
 @pytest.mark.parametrize("case", sorted(MANAGER_REFUSALS))
 def test_the_manager_refuses(manager: Manager, case: str) -> None:
     client_id, _ = manager.new_client("acme")
-    assert whoami_status(manager, manager_signed(manager, client_id)) == 200  # the baseline
+    assert whoami(manager, manager_signed(manager, client_id)).status_code == 200  # baseline
     changes, check, status = MANAGER_REFUSALS[case]
     now = int(time.time())
     shifted = {
@@ -357,10 +445,7 @@ def test_the_manager_refuses(manager: Manager, case: str) -> None:
     }
     if "exp" in shifted:
         shifted.update(iat=shifted["exp"] - 600, nbf=shifted["exp"] - 600)
-    answer = httpx.get(
-        f"{manager.url}/v1/whoami",
-        headers={"authorization": f"Bearer {manager_signed(manager, client_id, **shifted)}"},
-    )
+    answer = whoami(manager, manager_signed(manager, client_id, **shifted))
     assert answer.status_code == status
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["check"] == check
@@ -371,11 +456,6 @@ def test_the_manager_refuses_alg_none(manager: Manager) -> None:
     good = manager_signed(manager, client_id)
     _, claims_part, _ = good.split(".")
     kid = jwt.get_unverified_header(good)["kid"]
-    unsigned = f"{b64u_json({'alg': 'none', 'typ': 'JWT', 'kid': kid})}.{claims_part}."
-    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {unsigned}"})
+    unsigned = f"{b64u_json({'alg': 'none', 'typ': 'at+jwt', 'kid': kid})}.{claims_part}."
+    answer = whoami(manager, unsigned)
     assert answer.status_code == 401 and answer.json()["check"] == "token-algorithm"
-
-
-def whoami_status(manager: Manager, token: str) -> int:
-    answer = httpx.get(f"{manager.url}/v1/whoami", headers={"authorization": f"Bearer {token}"})
-    return answer.status_code

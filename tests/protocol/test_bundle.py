@@ -24,6 +24,7 @@ from cleanroom.protocol.bundle import (
     unpack,
 )
 from cleanroom.protocol.errors import ProtocolError
+from tests.reliability.report import record_path
 
 HANDLER = b"def run():\n    pass\n"
 
@@ -235,12 +236,14 @@ def test_pack_refuses_symlink(function: Path) -> None:
     (function / "pkg" / "sub" / "link.py").symlink_to("../__init__.py")
     with refused("bundle-symlink", function):
         pack(function)
+    record_path("bundle (pack)", "a symlink in the function", "refused: bundle-symlink")
 
 
 def test_pack_refuses_symlinked_directory(function: Path, tmp_path: Path) -> None:
     (tmp_path / "alias").symlink_to(function)
     with refused("bundle-symlink", tmp_path):
         pack(tmp_path / "alias")
+    record_path("bundle (pack)", "the function directory is a symlink", "refused: bundle-symlink")
 
 
 def test_pack_refuses_fifo(function: Path) -> None:
@@ -325,6 +328,7 @@ def test_unpack_refuses_bad_paths(work: Path, name: str, check: str) -> None:
     assert_refused(bundle, check, work)
     assert not (work.parent / "escape").exists()
     assert not Path("/abs").exists()
+    record_path("bundle (unpack)", f"member {name[:40]!r}", f"refused: {check}; nothing written")
 
 
 @pytest.mark.parametrize(
@@ -345,6 +349,13 @@ def test_unpack_refuses_special_members(work: Path, info: dict[str, object]) -> 
     for key, value in info.items():
         setattr(special, key, value)
     assert_refused(craft(HANDLER_MEMBER, special), "bundle-file-type", work)
+    if special.issym() or special.islnk():
+        kind = "symlink" if special.issym() else "hard link"
+        record_path(
+            "bundle (unpack)",
+            f"{kind} member to {special.linkname}",
+            "refused: bundle-file-type; nothing written",
+        )
 
 
 def test_unpack_refuses_duplicates(work: Path) -> None:

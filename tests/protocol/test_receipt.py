@@ -21,6 +21,7 @@ def receipt(**changes: Any) -> dict[str, Any]:
         "inputs": {"input_1": (ALICE_ID, DIGEST_1), "input_2": (BOB_ID, DIGEST_2)},
         "outputs": {"output_1": OUT},
         "status": "succeeded",
+        "exit_code": 0,
         "started": 100,
         "finished": 160,
     }
@@ -47,7 +48,7 @@ def test_receipt_signed_by_another_key_is_refused() -> None:
     assert caught.value.check == "receipt-signature"
 
 
-@pytest.mark.parametrize("field", ["status", "outputs", "started"])
+@pytest.mark.parametrize("field", ["status", "outputs", "started", "exit_code"])
 def test_changed_receipt_is_refused(field: str) -> None:
     document = receipt()
     signature = sign_receipt(WORKER, document)
@@ -56,6 +57,7 @@ def test_changed_receipt_is_refused(field: str) -> None:
         "status": "failed",
         "outputs": {"output_1": {"sha256": "00" * 32}},
         "started": 1,
+        "exit_code": 1,
     }[field]
     with pytest.raises(SignatureError):
         check(changed, signature)
@@ -65,7 +67,7 @@ def test_receipt_of_another_work_is_refused() -> None:
     other = WorkSpec.parse({**SPEC_DOCUMENT, "parameters": {"k": 2}})
     document = run_receipt(
         other, inputs={"input_1": (ALICE_ID, DIGEST_1), "input_2": (BOB_ID, DIGEST_2)},
-        outputs={"output_1": OUT}, status="succeeded", started=1, finished=2,
+        outputs={"output_1": OUT}, status="succeeded", exit_code=0, started=1, finished=2,
     )  # fmt: skip
     with pytest.raises(BindingError) as caught:
         check(document, sign_receipt(WORKER, document))
@@ -105,3 +107,28 @@ def test_malformed_receipt_is_refused() -> None:
     document = receipt(started=200, finished=100)
     with pytest.raises(MessageFormatError, match="receipt-times"):
         check(document, sign_receipt(WORKER, document))
+
+
+@pytest.mark.parametrize("code", [None, 0, 1, 137, 255])
+def test_exit_status_is_signed_as_the_sandbox_reported_it(code: int | None) -> None:
+    document = receipt(status="failed", exit_code=code)
+    assert check(document, sign_receipt(WORKER, document))["exit_code"] == code
+
+
+@pytest.mark.parametrize("code", [-1, 256, True, 1.0, "0"])
+def test_an_exit_status_no_process_returns_is_refused(code: object) -> None:
+    with pytest.raises(MessageFormatError, match="exit-code"):
+        receipt(exit_code=code)
+    document = receipt()
+    document["exit_code"] = code  # signed as it is: the verifier must refuse it too
+    with pytest.raises(MessageFormatError) as caught:
+        check(document, sign_receipt(WORKER, document))
+    assert caught.value.check == "exit-code"
+
+
+def test_a_receipt_without_an_exit_status_is_refused() -> None:
+    document = receipt()
+    del document["exit_code"]
+    with pytest.raises(MessageFormatError) as caught:
+        check(document, sign_receipt(WORKER, document))
+    assert caught.value.check == "receipt"

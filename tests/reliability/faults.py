@@ -45,7 +45,7 @@ def restart_compute(stack: LocalStack) -> float:
     port = stack.compute_url.rsplit(":", 1)[1]
     argv = [
         "server", "compute", "--port", port, "--data-dir", str(stack.compute_dir),
-        "--manager-url", stack.manager_url, "--public-url", stack.compute_url,
+        "--manager-url", stack.manager_url, "--credentials", str(stack.credentials_file("local")),
     ]  # fmt: skip
     started = time.monotonic()
     new = _start("compute server", argv, stack.compute_url, stack.directory / "compute.log")
@@ -69,7 +69,7 @@ def attester_pid(stack: LocalStack) -> int:
 
 
 def worker_pid(stack: LocalStack, name: str) -> int:
-    record = json.loads((stack.compute_dir / "rooms" / name / "room.json").read_text())
+    record = json.loads((stack.room_directory("acme", name) / "room.json").read_text())
     return int(record["pid"])
 
 

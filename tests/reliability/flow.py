@@ -89,7 +89,7 @@ def feed(alice: User, bob: User, tmp: Path, name: str) -> tuple[str, str]:
 def run(alice: User, name: str) -> tuple[str, dict[str, Any], float]:
     """Run and wait; (Worker state, verified receipt, seconds)."""
     started = time.monotonic()
-    state = alice.client.run(name, wait=True, poll_s=0.2)
+    state = alice.client.run(name, wait=True, poll_s=0.2).state
     seconds = time.monotonic() - started
     return state, alice.client.receipt(name).receipt, seconds
 
@@ -155,6 +155,6 @@ def sandbox_processes(uid: int) -> list[int]:
 
 def room_record(stack: LocalStack, name: str) -> dict[str, Any]:
     record: dict[str, Any] = json.loads(
-        (stack.compute_dir / "rooms" / name / "room.json").read_text()
+        (stack.room_directory("acme", name) / "room.json").read_text()
     )
     return record

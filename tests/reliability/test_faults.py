@@ -19,6 +19,7 @@ import pytest
 from cleanroom.client.errors import ServerError
 from cleanroom.errors import CheckFailed
 from cleanroom.localstack import LocalStack
+from tests.auth import dpop
 from tests.e2e.conftest import User
 from tests.reliability import faults, flow
 from tests.reliability.report import record
@@ -95,12 +96,9 @@ def redeploy_works(alice: User, bob: User, tmp: Path, name: str) -> None:
 
 
 def room_status(stack: LocalStack, user: User, name: str) -> int:
-    token = user.profile.access_token()
-    answer = httpx.get(
-        f"{stack.compute_url}/v1/rooms/{name}",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=10,
-    )
+    token = user.profile.access_token(resource=stack.compute_url, room=name, project="acme")
+    url = f"{stack.compute_url}/v1/rooms/{name}"
+    answer = httpx.get(url, headers=dpop(user.profile.proof_key, token, "GET", url), timeout=10)
     return answer.status_code
 
 
@@ -147,7 +145,7 @@ def test_worker_killed_during_the_run(
     handler = "import time\n\ndef run():\n    time.sleep(30)\n"
     flow.deploy(alice, bob, tmp_path, name, handler)
     markers = flow.feed(alice, bob, tmp_path, name)
-    assert alice.client.run(name) == "running"
+    assert alice.client.run(name).state == "running"
     time.sleep(1.0)
     faults.kill(faults.worker_pid(stack, name))
     error, seconds = failure(lambda: alice.client.run(name, wait=True))
@@ -256,7 +254,7 @@ def run():
 """
     flow.deploy(alice, bob, tmp_path, name, handler)
     markers = flow.feed(alice, bob, tmp_path, name)
-    assert alice.client.run(name) == "running"
+    assert alice.client.run(name).state == "running"
     faults.kill_server(stack, faults.COMPUTE)
     error_run, seconds_run = failure(lambda: alice.client.run(name, wait=True))
     faults.restart_compute(stack)
@@ -315,7 +313,7 @@ def test_killed_at_deploy(
         faults.restart_compute(stack)
     # The half-deployed Worker was killed and its directory removed.
     assert set(faults.enclave_processes(stack)) <= before | {faults.attester_pid(stack)}
-    assert not (stack.compute_dir / "rooms" / name).exists()
+    assert not stack.room_directory("acme", name).exists()
     redeploy_works(alice, bob, tmp_path, name)
     recovery = {
         "Controller": "manager marks failed; restart kills the orphan Worker; delete + redeploy",

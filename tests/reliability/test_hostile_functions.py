@@ -169,7 +169,7 @@ def test_other_rooms_workspaces_and_worker_keys_are_unreadable(
 ) -> None:
     flow.deploy(alice, bob, tmp_path, "victim", SLEEPER)
     victim_markers = flow.feed(alice, bob, tmp_path, "victim")
-    parameters = {"compute_dir": str(stack.compute_dir), "victim": "victim"}
+    parameters = {"compute_dir": str(stack.compute_dir), "victim": "acme.victim"}
     flow.deploy(alice, bob, tmp_path, "hostile-snoop", SNOOP, parameters=parameters)
     markers = flow.feed(alice, bob, tmp_path, "hostile-snoop")
     victim = threading.Thread(target=flow.run, args=(alice, "victim"))

@@ -8,6 +8,7 @@ over HTTP. The manager may keep running meanwhile.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom import paths
-from cleanroom.cli.common import EXIT_USAGE, fail, stderr, stdout
+from cleanroom.cli.common import EXIT_USAGE, fail, json_output, print_json, stderr, stdout
 from cleanroom.manager import admin as operations
 from cleanroom.manager import audit, storage
 from cleanroom.manager.database import DatabaseError, open_database
@@ -118,11 +119,24 @@ def _session(ctx: typer.Context) -> Session:
 
 
 def _print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    """Aligned columns, never truncated or wrapped: ids must stay copyable."""
+    """Aligned columns, never truncated or wrapped: ids must stay copyable.
+
+    With --output json: a list of objects, one per row, keyed by the column names."""
+    if json_output():
+        print_json([dict(zip([h.lower() for h in header], row, strict=True)) for row in rows])
+        return
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         stdout.print(line.rstrip(), markup=False)
+
+
+def _done(text: str, **document: object) -> None:
+    """The result of an operator's command: one line, or (--output json) ``document``."""
+    if json_output():
+        print_json(document)
+    else:
+        stdout.print(text, markup=False)
 
 
 def _date(seconds: int) -> str:
@@ -155,7 +169,7 @@ def audit_log(
     with _session(ctx) as session:
         shown = list(audit.entries(session, after))
         verdict = audit.verify(session) if verify else None
-    if as_json:
+    if as_json or json_output():
         for entry in shown:
             line = {
                 "seq": entry.seq,
@@ -190,7 +204,7 @@ def project_create(
             project = operations.create_project(session, name)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-        stdout.print(f"project {project.name} created", markup=False)
+        _done(f"project {project.name} created", project=project.name, created=True)
 
 
 @project_app.command("list")
@@ -240,7 +254,10 @@ def member_add(
             member = operations.add_member(session, project, name, role.value)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-        stdout.print(f"member {member.name} added to {project} as {member.role}", markup=False)
+        _done(
+            f"member {member.name} added to {project} as {member.role}",
+            project=project, member=member.name, role=member.role,
+        )  # fmt: skip
 
 
 @member_app.command("role")
@@ -256,7 +273,10 @@ def member_role(
             member = operations.set_member_role(session, project, name, role.value)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-        stdout.print(f"member {member.name} of {project} is {member.role}", markup=False)
+        _done(
+            f"member {member.name} of {project} is {member.role}",
+            project=project, member=member.name, role=member.role,
+        )  # fmt: skip
 
 
 @member_app.command("remove")
@@ -272,10 +292,10 @@ def member_remove(ctx: typer.Context, project: ProjectArgument, name: MemberArgu
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
     clients = f": {', '.join(disabled)}" if disabled else ""
-    stdout.print(
+    _done(
         f"member {name} removed from {project}; {len(disabled)} client(s) disabled{clients}",
-        markup=False,
-    )
+        project=project, member=name, removed=True, clients_disabled=list(disabled),
+    )  # fmt: skip
 
 
 @member_app.command("list")
@@ -305,9 +325,12 @@ def member_list(
     _print_rows(("PROJECT", "MEMBER", "ROLE", "CLIENTS", "ENABLED", "CREATED"), rows)
 
 
-def _print_secret(client_id: str, secret: str) -> None:
-    stdout.print(f"client_id:     {client_id}", markup=False)
-    stdout.print(f"client_secret: {secret}", markup=False)
+def _print_secret(client_id: str, secret: str, **more: object) -> None:
+    if json_output():
+        print_json({"client_id": client_id, "client_secret": secret, **more})
+    else:
+        stdout.print(f"client_id:     {client_id}", markup=False)
+        stdout.print(f"client_secret: {secret}", markup=False)
     stderr.print(
         "note: the client secret is shown only once; store it now "
         "(the manager keeps only its hash)",
@@ -355,7 +378,7 @@ def client_create(
             created = operations.create_client(session, chosen, name, member=member)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-    _print_secret(created.client_id, created.secret)
+    _print_secret(created.client_id, created.secret, project=created.project, member=created.member)
     stderr.print(f"client of member {created.member} in project {created.project}", markup=False)
 
 
@@ -404,7 +427,7 @@ def client_disable(ctx: typer.Context, client_id: ClientArgument) -> None:
             operations.set_client_disabled(session, client_id, disabled=True)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-    stdout.print(f"client {client_id} disabled", markup=False)
+    _done(f"client {client_id} disabled", client_id=client_id, disabled=True)
 
 
 @client_app.command("enable")
@@ -415,7 +438,7 @@ def client_enable(ctx: typer.Context, client_id: ClientArgument) -> None:
             operations.set_client_disabled(session, client_id, disabled=False)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-    stdout.print(f"client {client_id} enabled", markup=False)
+    _done(f"client {client_id} enabled", client_id=client_id, disabled=False)
 
 
 @client_app.command("rotate")
@@ -440,6 +463,45 @@ class TeeKind(StrEnum):
     gramine = "gramine"
 
 
+CredentialsOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--credentials-out",
+        help="Also write the server's credentials to this new file (mode 0600), for "
+        "`cleanroom server compute --credentials FILE`.",
+        show_default=False,
+    ),
+]
+
+
+def _hand_over(added: operations.NewServer, out: Path | None) -> None:
+    """Print a compute server's new credentials once, and write them to ``out``."""
+    credentials = added.credentials
+    if out is not None:
+        document = json.dumps(credentials.to_json(), indent=2) + "\n"
+        try:
+            descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as error:
+            fail(f"cannot create {out}: {error.strerror} (it must not exist)", EXIT_USAGE)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(document)
+        stderr.print(f"credentials written to {out}", markup=False)
+    server = added.server
+    _print_secret(
+        credentials.client_id,
+        credentials.client_secret,
+        name=server.name,
+        url=server.url,
+        capacity=server.capacity,
+        tee=server.tee_kind,
+    )
+    stderr.print(
+        "give them to the compute server: cleanroom server compute --public-url "
+        f"{credentials.url} --credentials FILE (the manager refuses its tokens otherwise)",
+        markup=False,
+    )
+
+
 @server_app.command("add")
 def server_add(
     ctx: typer.Context,
@@ -456,20 +518,47 @@ def server_add(
         TeeKind,
         typer.Option("--tee", help="The TEE its Controller must report (else it is unhealthy)."),
     ] = TeeKind.simulated,
+    credentials_out: CredentialsOutOption = None,
 ) -> None:
     """Register a compute server; new clean rooms go to the least-loaded one.
 
-    The manager checks its health from then on (`cleanroom admin server list`
-    shows what it found). Adding a removed server's URL again registers it again.
+    URL is the server's identity: clients reach it there, and every token for it
+    names it as its audience, so its Controller must run with --public-url URL.
+    Prints the server's credentials towards the manager once (its Controller
+    fetches its rooms' bundles and the revocation list with them). The manager
+    checks its health from then on (`cleanroom admin server list` shows what it
+    found). Adding a removed server's URL again registers it again, with new
+    credentials.
     """
     with _session(ctx) as session:
         try:
-            server = operations.add_server(
-                session, url, name, capacity=capacity, tee_kind=tee.value
-            )
+            added = operations.add_server(session, url, name, capacity=capacity, tee_kind=tee.value)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-        stdout.print(f"compute server {server.name} at {server.url} added", markup=False)
+        if not json_output():  # as JSON, the credentials' document below says it all
+            stdout.print(
+                f"compute server {added.server.name} at {added.server.url} added", markup=False
+            )
+        _hand_over(added, credentials_out)
+
+
+@server_app.command("credentials")
+def server_credentials(
+    ctx: typer.Context,
+    server: Annotated[str, typer.Argument(help="The compute server's name or URL.")],
+    credentials_out: CredentialsOutOption = None,
+) -> None:
+    """Give a compute server new credentials, printed once, here only.
+
+    From now on its old secret is refused, and so is every token issued with it:
+    restart its Controller with the new ones.
+    """
+    with _session(ctx) as session:
+        try:
+            rotated = operations.rotate_server_credentials(session, server)
+        except operations.AdminError as error:
+            fail(str(error), EXIT_USAGE)
+        _hand_over(rotated, credentials_out)
 
 
 @server_app.command("list")
@@ -521,7 +610,10 @@ def server_remove(
             removed, lost = operations.remove_server(session, server, force=force)
         except operations.AdminError as error:
             fail(str(error), EXIT_USAGE)
-        stdout.print(f"compute server {removed.name} at {removed.url} removed", markup=False)
+        _done(
+            f"compute server {removed.name} at {removed.url} removed",
+            name=removed.name, url=removed.url, removed=True, rooms_lost=list(lost),
+        )  # fmt: skip
     if lost:
         stderr.print(f"clean rooms marked lost: {', '.join(lost)}", markup=False)
 
@@ -556,6 +648,18 @@ def collect_garbage(
             session, store, grace=grace, actor=audit.OPERATOR, dry_run=dry_run
         )
     verb = "would delete" if dry_run else "deleted"
+    if json_output():
+        print_json(
+            {
+                "dry_run": dry_run,
+                "functions": [
+                    {"function_id": item.function_id, "size": item.size, "uploaded": item.uploaded}
+                    for item in garbage.functions
+                ],
+                "stray_files": [str(path) for path in garbage.stray_files],
+            }
+        )
+        return
     rows = [(item.function_id, str(item.size), _date(item.uploaded)) for item in garbage.functions]
     if rows:
         _print_rows(("FUNCTION", "SIZE", "LAST_UPLOADED"), rows)
@@ -622,7 +726,10 @@ def keys_rotate(
         except SQLAlchemyError as error:
             signing_keys.remove_key(directory, key.kid)  # no key without its audit entry
             fail(f"cannot record the rotation in the audit log, key not added: {error}")
-    stdout.print(f"key {key.kid} added: it signs from {_date(key.activates)}", markup=False)
+    _done(
+        f"key {key.kid} added: it signs from {_date(key.activates)}",
+        kid=key.kid, created=key.created, activates=key.activates,
+    )  # fmt: skip
 
 
 @keys_app.command("list")
@@ -642,6 +749,8 @@ def keys_list(ctx: typer.Context) -> None:
         fail(str(error), EXIT_USAGE)
     if not statuses:
         stderr.print(f"no signing keys in {signing_keys.keys_dir(directory)}", markup=False)
+        if json_output():
+            print_json([])
         return
     rows = [
         (

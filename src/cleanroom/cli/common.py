@@ -1,4 +1,4 @@
-"""What every command shares: consoles, one-line errors, exit codes, hex arguments.
+"""What every command shares: consoles, one-line errors, exit codes, the global options.
 
 The consoles interpret no Rich markup and no emoji codes (``:email:`` stays
 ``:email:``): text from another party is printed as it is, after escaping with
@@ -7,12 +7,15 @@ The consoles interpret no Rich markup and no emoji codes (``:email:`` stays
 
 from __future__ import annotations
 
+import json
+import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from cleanroom.client.profile import Profile
 
 EXIT_OK = 0
@@ -24,8 +27,29 @@ EXIT_CODES_HELP = (
     "2 unusable input (bad arguments, missing or malformed file)."
 )
 
-stdout = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+_CONSOLE_OPTIONS = {"highlight": False, "soft_wrap": True, "markup": False, "emoji": False}
+
+if TYPE_CHECKING:
+    stdout: Console
+    stderr: Console
+
+
+def __getattr__(name: str) -> Any:
+    """``stdout`` and ``stderr``, Rich consoles made when first imported or used:
+    importing Rich costs start-up time, and ``--version`` or ``whoami`` need none."""
+    if name not in ("stdout", "stderr"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    console = Console(stderr=name == "stderr", **_CONSOLE_OPTIONS)  # type: ignore[arg-type]
+    globals()[name] = console
+    return console
+
+
+def print_line(text: str) -> None:
+    """One line on stdout, as it is (no Rich: for results a script reads)."""
+    sys.stdout.write(text + "\n")
 
 
 class CliError(Exception):
@@ -67,13 +91,52 @@ def parse_hex(
     return data
 
 
-# The global ``--profile`` option; main.py's callback sets it before any command runs.
+class OutputFormat(StrEnum):
+    """What a command prints its result as (the global ``--output``)."""
+
+    text = "text"
+    json = "json"
+
+
+# The global options, set by main.py before or after the command's name.
 _profile_option: dict[str, str | None] = {"name": None}
+_output_option: dict[str, OutputFormat] = {"format": OutputFormat.text}
 
 
 def set_profile_name(name: str | None) -> None:
     """Record the global ``--profile`` option (None: $CLEANROOM_PROFILE, else default)."""
     _profile_option["name"] = name
+
+
+def set_output(value: OutputFormat) -> None:
+    """Record the global ``--output`` option."""
+    _output_option["format"] = value
+
+
+def json_output(as_json: bool = False) -> bool:
+    """Whether to print the result as JSON: ``--output json``, or the command's ``--json``."""
+    return as_json or _output_option["format"] is OutputFormat.json
+
+
+def print_json(document: object) -> None:
+    """The result as one JSON document on stdout (indented, ASCII only)."""
+    print_line(json.dumps(document, indent=2))
+
+
+def hint(words: str) -> str:
+    """A ``cleanroom`` command to suggest, carrying the profile this invocation uses.
+
+    ``hint("login")`` is ``cleanroom login`` for the default profile and
+    ``cleanroom --profile bob login`` for another, however it was chosen
+    (``--profile`` or ``$CLEANROOM_PROFILE``): pasted in another shell, it still
+    acts on the same profile.
+    """
+    from cleanroom.client.profile import command_for
+
+    try:
+        return command_for(profile_name(), words)
+    except CliError:
+        return f"cleanroom {words}"
 
 
 def profile_name() -> str:

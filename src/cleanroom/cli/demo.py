@@ -23,6 +23,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -54,10 +55,22 @@ def _ok(text: str) -> None:
     stdout.print(Text.assemble("    ", ("✓", "green"), " ", text))
 
 
+def _must_refuse(what: str, action: Callable[[], object]) -> None:
+    """Do what must be refused, and say by whom; the demo stops if it was not refused."""
+    try:
+        action()
+    except (CheckFailed, ServerError) as error:
+        _refused(what, error)
+        return
+    fail(f"demo stopped: {what} was NOT refused")
+
+
 def _refused(what: str, error: CheckFailed | ServerError) -> None:
     """A refusal the demo provoked: by the client itself, or relayed from the Worker."""
     if isinstance(error, ServerError):
-        where, check, message = "the Worker", error.check, error.detail
+        # A named check is the Worker's, relayed; otherwise the server itself refused.
+        where = "the Worker" if error.check else f"the {error.who}"
+        check, message = error.check or str(error.status), error.detail
     else:
         where, check, message = "the client", error.check, error.message
     line = Text.assemble("    ", ("✓ refused", "green"), f" {what}, by {where}: ")
@@ -138,7 +151,7 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
 
     _say("1. upload + deploy", "alice packs examples/functions/overlap and deploys it")
     function_id = alice.manager.upload_function(pack(function_dir)).function_id
-    _ok(f"function {function_id} (the manager recomputed the content hash)")
+    _ok(f"function {function_id}: the hash of the bytes sent, and the ID the manager answered")
     access = Access(
         inputs={"input_1": alice.profile.user_id, "input_2": bob.profile.user_id},
         outputs={"output_1": alice.profile.user_id, "output_2": bob.profile.user_id},
@@ -155,14 +168,13 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
     )
     room = alice.manager.deploy(spec)
     alice.profile.approve("overlap", spec.work_id, function_id)
-    _ok(f"clean room overlap on {room.compute_url}: Worker admitted by local attestation")
-    _ok(f"alice pinned Work-ID {spec.work_id}")
+    _ok(f"clean room overlap deployed on {room.compute_url} (step 3 attests its Worker)")
+    _ok(f"alice pinned the Work-ID of the spec she built: {spec.work_id}")
 
     _say("2. review + approve", "bob fetches the spec and the function bytes")
-    try:
-        bob.upload("overlap", "input_2", function_dir)
-    except (CheckFailed, ServerError) as error:
-        _refused("bob's upload before he approved", error)
+    _must_refuse(
+        "bob's upload before he approved", lambda: bob.upload("overlap", "input_2", function_dir)
+    )
     reviewed = bob.inspect("overlap")
     bob.approve("overlap", reviewed.work_id)
     _ok(f"function ID recomputed from {len(reviewed.files)} files: {reviewed.function_id}")
@@ -184,41 +196,44 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
             f"{name} → {input_id}: {uploaded.bytes:,} bytes as encrypted records, "
             f"manifest {uploaded.sha256[:16]}…"
         )
-    try:
-        bob.upload("overlap", "input_1", root / "data-bob")
-    except (CheckFailed, ServerError) as error:
-        _refused("bob uploading alice's input", error)
+    _must_refuse(
+        "bob uploading alice's input",
+        lambda: bob.upload("overlap", "input_1", root / "data-bob"),
+    )
 
     _say("5. run", "alice starts the run (she is the only runner)")
-    try:
-        bob.run("overlap")
-    except (CheckFailed, ServerError) as error:
-        _refused("bob starting the run", error)
-    state = alice.run("overlap", wait=True, poll_s=0.2)
-    if state != "done":
-        fail(f"the run ended {state}")
-    _ok("the function ran confined: no network, its own user, inputs read-only")
+    _must_refuse("bob starting the run", lambda: bob.run("overlap"))
+    ended = alice.run("overlap", wait=True, poll_s=0.2)
+    if not ended.succeeded:
+        fail(f"the run: {ended.summary()}")
+    _ok(
+        f"{ended.summary()}, says the Worker's status, signed for alice's fresh nonce "
+        f"by the Worker she attested"
+    )
 
     _say("6. download + receipt", "each party reads only its own output")
     for name, client, output_id in (("alice", alice, "output_1"), ("bob", bob, "output_2")):
         result = client.download("overlap", output_id, root / f"result-{name}")
         receipt = result.receipt.receipt
         outcome = json.loads((result.directory / "result.json").read_text())
+        if outcome["overlap"] != truth.overlap:
+            fail(f"demo stopped: {name} sees overlap {outcome['overlap']}, not {truth.overlap}")
         _ok(
             f"{name} ← {output_id}: receipt {receipt['status']}, signed by the attested "
             f"Worker; manifest {result.sha256[:16]}… matches it"
         )
         _ok(
-            f"{name} sees: overlap {outcome['overlap']:,} customers "
-            f"(truth {truth.overlap:,}); {len(outcome['crosstab'])} cells released, "
+            f"{name} sees: overlap {outcome['overlap']:,} customers, as generated; "
+            f"{len(outcome['crosstab'])} cells released, "
             f"{outcome['suppressed']['cells']} cells / {outcome['suppressed']['customers']} "
             f"customers suppressed below k={k}"
         )
-    try:
-        bob.download("overlap", "output_1", root / "stolen")
-    except (CheckFailed, ServerError) as error:
-        _refused("bob reading alice's output", error)
+    _must_refuse(
+        "bob reading alice's output",
+        lambda: bob.download("overlap", "output_1", root / "stolen"),
+    )
 
     _say("7. delete", "the Worker erases its keys and workspace")
-    alice.delete("overlap")
-    _ok("deleted")
+    deleted = alice.delete("overlap")
+    _ok(f"the manager says: {deleted.state}")
+    _must_refuse("attesting the deleted clean room", lambda: alice.attest("overlap"))

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cleanroom.cli.common import EXIT_USAGE, fail, stderr, stdout
+from cleanroom.cli.common import EXIT_USAGE, fail, json_output, print_json, stderr, stdout
 from cleanroom.protocol.spec import Resources
 from cleanroom.protocol.text import shown
+
+if TYPE_CHECKING:
+    from cleanroom.enclave.runner import RunResult
+    from cleanroom.enclave.trial import Trial
 
 DEFAULTS = Resources()
 
@@ -54,10 +58,10 @@ def function_test(
     output: Annotated[
         list[str] | None,
         typer.Option(
-            "--output",
+            "--output-id",
             metavar="ID",
-            help="An output id the function writes to, /work/outputs/ID/ (repeatable; "
-            "default output_1).",
+            help="An output id the function writes to, /work/outputs/ID/ (repeatable) "
+            "[default: output_1].",
             show_default=False,
         ),
     ] = None,
@@ -92,7 +96,7 @@ def function_test(
     function's own output; exits 1 unless the run succeeded."""
     from pydantic import ValidationError
 
-    from cleanroom.client.access import parse_parameters
+    from cleanroom.client.access import ParameterError, parse_parameters
     from cleanroom.enclave.errors import RunError
     from cleanroom.enclave.supervisor import Limits
     from cleanroom.enclave.trial import run_trial
@@ -109,7 +113,7 @@ def function_test(
         resources = Resources(
             memory_mib=memory, timeout_s=timeout, cpu_s=cpu, processes=processes, disk_mib=disk
         )
-    except CheckFailed as error:
+    except (CheckFailed, ParameterError) as error:
         fail(str(error), EXIT_USAGE)
     except ValidationError as error:
         first = error.errors()[0]
@@ -133,6 +137,38 @@ def function_test(
     except OSError as error:
         fail(f"{error.filename or directory}: {error.strerror}", EXIT_USAGE)
     result = trial.result
+    if json_output():
+        print_json(
+            {
+                "status": result.status,
+                "exit_code": result.exit_code,
+                "confinement": list(result.confinement),
+                "seconds": result.seconds,
+                "cpu_seconds": result.cpu_seconds,
+                "memory_peak_bytes": result.memory_peak_bytes,
+                "disk_bytes": result.disk_bytes,
+                "outputs_withheld": result.outputs_withheld,
+                "outputs": {
+                    output_id: {
+                        "directory": str(out / output_id),
+                        "files": {
+                            item.name.split("/", 1)[1]: item.size
+                            for item in trial.outputs
+                            if item.name.split("/", 1)[0] == output_id
+                        },
+                    }
+                    for output_id in output or ["output_1"]
+                },
+                "log": result.log.decode(errors="replace"),
+            }
+        )
+    else:
+        _show(result, trial, out, output or ["output_1"])
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> None:
     stdout.print(f"status: {result.status} (exit code {result.exit_code})", markup=False)
     for line in result.confinement:
         stdout.print(f"confined by: {line}", markup=False)
@@ -144,7 +180,7 @@ def function_test(
     )
     if result.outputs_withheld:
         stdout.print("outputs: withheld (larger than --disk)", markup=False)
-    for output_id in output or ["output_1"]:
+    for output_id in outputs:
         files = [o for o in trial.outputs if o.name.split("/", 1)[0] == output_id]
         stdout.print(f"{output_id}: {len(files)} file(s) in {out / output_id}", markup=False)
         for item in files:
@@ -153,5 +189,3 @@ def function_test(
     if result.log:
         stdout.print("--- the function's stdout and stderr ---", markup=False)
         stdout.out(result.log.decode(errors="replace").rstrip(), highlight=False)
-    if result.status != "succeeded":
-        raise typer.Exit(1)

@@ -20,17 +20,18 @@ from cleanroom.attestation import (
     TrustAnchor,
 )
 from cleanroom.cli import room
+from cleanroom.cli.account import failures, warn_simulated
 from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
     EXIT_USAGE,
     fail,
+    json_output,
     parse_hex,
     read_file,
     stderr,
     stdout,
 )
-from cleanroom.cli.user import _failures, _warn_simulated
 from cleanroom.client.audit import AuditedReceipt, SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
@@ -125,6 +126,7 @@ def receipt(
     signed by that key for that spec. It prints what ran, on which inputs (by digest)
     and with which outputs. Every refusal names its check.
     """
+    as_json = json_output(as_json)
     if name == VERIFY and file is not None:
         _verify(
             file,
@@ -145,12 +147,15 @@ def receipt(
         room.receipt(name, as_json)
         return
     client = room._client()
-    with _failures():
+    with failures():
         verified, path = client.save_receipt(name, save)
-    _warn_simulated(client.profile)
-    _print(verified.receipt, as_json, f"receipt of {shown(name)}")
+    warn_simulated(client.profile)
+    document = verified.receipt
+    _print(document, as_json, f"receipt of {shown(name)}")
     stderr.print(f"saved to {path.parent} (check it with: cleanroom receipt verify {path.parent})",
                  markup=False)  # fmt: skip
+    if document["status"] != "succeeded":
+        fail(f"the run of {name} ended {shown(document['status'])}")
 
 
 receipt.__doc__ = f"{receipt.__doc__}\n\n{EXIT_CODES_HELP}"

@@ -1,18 +1,20 @@
-"""The data plane on the command line: attest, data cp, run, receipt, delete.
+"""The data plane on the command line: attest, data cp, run, receipt, rooms, status, delete.
 
-Each command starts from the Work-ID the user approved (``cleanroom approve``),
-attests the Worker again (Phase 1) and opens a fresh session for one purpose
-(Phase 2); a thin layer over :class:`cleanroom.client.CleanRoomClient`.
+Each command that moves data starts from the Work-ID the user approved (``cleanroom
+approve``), attests the Worker again (Phase 1) and opens a fresh session for one
+purpose (Phase 2); a thin layer over :class:`cleanroom.client.CleanRoomClient`. What
+a room holds and how its run ended is said only from the Worker's signed word;
+what only a server says is marked as unverified, and never advised on.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -25,21 +27,43 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from cleanroom.cli.common import EXIT_USAGE, current_profile, fail, stderr, stdout
-from cleanroom.cli.user import _failures, _warn_simulated
-from cleanroom.client.errors import ServerError
-from cleanroom.client.manager import Room
-from cleanroom.client.profile import Approval
-from cleanroom.client.rooms import Attestation, CleanRoomClient
-from cleanroom.errors import CheckFailed
+from cleanroom.cli.account import failures, warn_simulated
+from cleanroom.cli.common import (
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    current_profile,
+    fail,
+    hint,
+    json_output,
+    print_json,
+    stderr,
+    stdout,
+)
+from cleanroom.client.rooms import (
+    Attestation,
+    CleanRoomClient,
+    RoomStatus,
+    VerifiedReceipt,
+    WorkerStatus,
+)
 from cleanroom.protocol.text import shown
 
-REMOTE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]{0,62}):(?P<id>[a-z][a-z0-9_]{0,31})$")
+if TYPE_CHECKING:
+    from cleanroom.client.manager import Room
+    from cleanroom.client.profile import Approval
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+REMOTE = re.compile(r"^(?P<name>[a-z0-9][a-z0-9-]{0,62}):(?P<id>[a-z][a-z0-9_]{0,31})$")
+# Long hex and base64url values (hashes, keys, IDs) shortened in tables; JSON has them whole.
+_LONG_VALUE = re.compile(r"[0-9a-fA-F]{20,}|[A-Za-z0-9_-]{32,}")
+_SHORT = 12
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON instead of text (as --output json).")
+]
 data_app = typer.Typer(
     help="Move data into and out of a clean room (always encrypted to the attested Worker).",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -59,17 +83,37 @@ def _progress(label: str, total: int | None) -> Iterator[Progress]:
 
 def _client() -> CleanRoomClient:
     profile = current_profile()
-    _warn_simulated(profile)
+    warn_simulated(profile)
     return CleanRoomClient(profile)
 
 
+def _short(text: str) -> str:
+    """``text`` with every long hash or ID cut to its first characters and an ellipsis."""
+    return _LONG_VALUE.sub(lambda match: match.group()[:_SHORT] + "…", text)
+
+
+def _exit_status(code: int | None) -> str:
+    return "none" if code is None else str(code)
+
+
+# -------------------------------------------------------------------- attest
+
+
 def _show_checks(attestation: Attestation) -> None:
-    table = Table(title=f"Phase 1: the Worker of {attestation.room.name}", show_lines=False)
-    for column in ("check", "expected", "actual", ""):
-        table.add_column(column, overflow="fold")
+    table = Table(
+        title=f"Phase 1: the Worker of {attestation.room.name}",
+        caption="hashes shortened: --output json has them whole",
+    )
+    table.add_column("check", no_wrap=True)
+    table.add_column("expected", overflow="fold")
+    table.add_column("actual", overflow="fold")
+    table.add_column("", no_wrap=True)
     for check in attestation.checks:
         table.add_row(
-            check.check, shown(check.expected), shown(check.actual), "ok" if check.passed else "!"
+            check.check,
+            _short(shown(check.expected)),
+            _short(shown(check.actual)),
+            "ok" if check.passed else "!",
         )
     stdout.print(table)
 
@@ -83,27 +127,32 @@ def attest(
     Checks the quote (dcap-qvl, against Intel's root or the simulated root your
     profile trusts), the TCB status, DEBUG, the Attester's MRENCLAVE/MRSIGNER,
     ISVPRODID/ISVSVN, that REPORTDATA binds the claims, that the claims carry your
-    fresh nonce, the Work-ID you approved and an expected Worker measurement.
+    fresh nonce, the Work-ID you approved and an expected Worker measurement. The
+    table shortens hashes to fit 80 columns; --output json has every value whole.
     """
-    with _failures():
+    with failures():
         attestation = _client().attest(name)
-    if as_json:
-        document = {
-            "room": name,
-            "work_id": attestation.worker.work_id,
-            "worker_id": attestation.worker.worker_id,
-            "simulated": attestation.simulated,
-            "checks": [check.to_json() for check in attestation.checks],
-        }
-        stdout.out(json.dumps(document, indent=2))
+    if json_output(as_json):
+        print_json(
+            {
+                "room": name,
+                "work_id": attestation.worker.work_id,
+                "worker_id": attestation.worker.worker_id,
+                "simulated": attestation.simulated,
+                "checks": [check.to_json() for check in attestation.checks],
+            }
+        )
         return
     _show_checks(attestation)
-    stdout.print(f"accepted: Worker {attestation.worker.worker_id}", markup=False)
+    stdout.print(f"accepted: Worker {attestation.worker.worker_id}")
+
+
+# -------------------------------------------------------------------- data cp
 
 
 def _parse(source: str, target: str) -> tuple[str, str, str, Path]:
     """('upload' | 'download', room, object id, local path)."""
-    remote_source, remote_target = REMOTE.match(source), REMOTE.match(target)
+    remote_source, remote_target = REMOTE.fullmatch(source), REMOTE.fullmatch(target)
     if remote_target and not remote_source:
         return "upload", remote_target["name"], remote_target["id"], Path(source)
     if remote_source and not remote_target:
@@ -115,91 +164,301 @@ def _parse(source: str, target: str) -> tuple[str, str, str, Path]:
     )
 
 
+def _local_size(local: Path) -> int:
+    if local.is_symlink():
+        fail(f"{local} is a symbolic link: give the file or directory itself", EXIT_USAGE)
+    if local.is_file():
+        return local.stat().st_size
+    if not local.is_dir():
+        fail(f"no such file or directory: {local}", EXIT_USAGE)
+    return sum(path.stat().st_size for path in local.rglob("*") if path.is_file())
+
+
 @data_app.command("cp")
 def copy(
-    source: Annotated[str, typer.Argument(help="LOCAL_DIR to upload, or NAME:OUTPUT_ID.")],
-    target: Annotated[str, typer.Argument(help="NAME:INPUT_ID, or a new LOCAL_DIR.")],
+    source: Annotated[
+        str, typer.Argument(help="A LOCAL file or directory to upload, or NAME:OUTPUT_ID.")
+    ],
+    target: Annotated[
+        str, typer.Argument(help="NAME:INPUT_ID, or a new (or empty) LOCAL directory.")
+    ],
 ) -> None:
-    """Upload a directory as an input, or download an output into a new directory.
+    """Upload a file or a directory as an input, or download an output into a new directory.
 
     Every transfer attests the Worker again and opens a fresh signed session;
-    data travels only as records encrypted to that Worker. A download is checked
-    against the output manifest the signed run receipt names before it appears in
-    LOCAL_DIR.
+    data travels only as records encrypted to that Worker, and the Worker's
+    acknowledgement of an upload is sealed in that session. Uploading exactly the
+    same input again (after a lost acknowledgement) is acknowledged as already
+    there; other content is refused. A download is checked against the output
+    manifest the signed run receipt names before it appears in LOCAL; from a run
+    that did not succeed it says so first, and exits 1.
     """
     direction, name, object_id, local = _parse(source, target)
+    if direction == "upload":
+        _upload(name, object_id, local)
+    else:
+        _download(name, object_id, local)
+
+
+def _upload(name: str, input_id: str, local: Path) -> None:
+    total = _local_size(local)
     client = _client()
-    with _failures():
-        if direction == "upload":
-            if not local.is_dir():
-                fail(f"not a directory: {local}", EXIT_USAGE)
-            total = sum(p.stat().st_size for p in local.rglob("*") if p.is_file())
-            with _progress(f"upload {name}:{object_id}", total) as bar:
-                uploaded = client.upload(
-                    name, object_id, local, progress=lambda n: bar.advance(bar.task_ids[0], n)
-                )
-            stdout.print(
-                f"uploaded {len(uploaded.files)} files ({uploaded.bytes} bytes) to "
-                f"{name}:{object_id}; manifest sha256 {uploaded.sha256}",
-                markup=False,
+    with failures(), _progress(f"upload {name}:{input_id}", total) as bar:
+        uploaded = client.upload(
+            name, input_id, local, progress=lambda n: bar.advance(bar.task_ids[0], n)
+        )
+    if json_output():
+        print_json(
+            {
+                "room": name,
+                "input": input_id,
+                "files": uploaded.files,
+                "bytes": uploaded.bytes,
+                "sha256": uploaded.sha256,
+                "already": uploaded.already,
+            }
+        )
+        return
+    if uploaded.already:
+        stdout.print(
+            f"{name}:{input_id} already holds exactly this ({len(uploaded.files)} files, "
+            f"manifest sha256 {uploaded.sha256}): the Worker kept what it had"
+        )
+        return
+    stdout.print(
+        f"uploaded {len(uploaded.files)} files ({uploaded.bytes} bytes) to "
+        f"{name}:{input_id}; manifest sha256 {uploaded.sha256}"
+    )
+
+
+def _download(name: str, output_id: str, local: Path) -> None:
+    if local.is_symlink() or (local.exists() and not local.is_dir()):
+        fail(f"{local} exists and is not a directory: give a new or empty directory", EXIT_USAGE)
+    if local.is_dir() and any(local.iterdir()):
+        fail(f"{local} is not empty: give a new or empty directory", EXIT_USAGE)
+    client = _client()
+    ended: dict[str, Any] = {}
+
+    def check_run(verified: VerifiedReceipt) -> None:
+        receipt = verified.receipt
+        ended.update(status=receipt["status"], exit_code=receipt["exit_code"])
+        if receipt["status"] != "succeeded":
+            stderr.print(
+                f"warning: the run of {name} ended {shown(receipt['status'])} (exit status "
+                f"{_exit_status(receipt['exit_code'])}): {output_id} holds what it left",
+                style="bold",
             )
-        else:
-            with _progress(f"download {name}:{object_id}", None) as bar:
-                downloaded = client.download(
-                    name, object_id, local, progress=lambda n: bar.advance(bar.task_ids[0], n)
-                )
-            stdout.print(
-                f"downloaded {len(downloaded.files)} files to {downloaded.directory}; "
-                f"manifest sha256 {downloaded.sha256} matches the signed receipt",
-                markup=False,
-            )
+
+    with failures(), _progress(f"download {name}:{output_id}", None) as bar:
+        downloaded = client.download(
+            name,
+            output_id,
+            local,
+            progress=lambda n: bar.advance(bar.task_ids[0], n),
+            on_receipt=check_run,
+        )
+    succeeded = ended.get("status") == "succeeded"
+    if json_output():
+        print_json(
+            {
+                "room": name,
+                "output": output_id,
+                "directory": str(downloaded.directory),
+                "files": downloaded.files,
+                "sha256": downloaded.sha256,
+                "run": ended,
+            }
+        )
+    else:
+        stdout.print(
+            f"downloaded {len(downloaded.files)} files to {downloaded.directory}; "
+            f"manifest sha256 {downloaded.sha256} matches the signed receipt"
+        )
+    if not succeeded:
+        fail(
+            f"the run of {name} ended {shown(ended.get('status'))} (exit status "
+            f"{_exit_status(ended.get('exit_code'))}): these are the outputs of a failed run"
+        )
+
+
+# -------------------------------------------------------------------- run, receipt
+
+
+def _worker_json(status: WorkerStatus) -> dict[str, Any]:
+    return {"verified": True, **status.to_json()}
 
 
 def run(
     name: Annotated[str, typer.Argument(help="The clean room.")],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the run ended.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Wait until the run ended; exit 1 unless the function succeeded."
+        ),
+    ] = False,
 ) -> None:
-    """Start the clean room's run (only a runner of its spec may); every input must be in."""
-    with _failures():
-        state = _client().run(name, wait=wait)
-    stdout.print(f"{name}: {shown(state)}", markup=False)
-    if wait and state != "done":
-        fail(f"the run of {name} ended {shown(state)}: redeploy to try again")
+    """Start the clean room's run (only a runner of its spec may); every input must be in.
+
+    What is printed is the Worker's signed status (asked with a fresh nonce after
+    the start, and while waiting), never the Controller's word. With --wait it exits
+    1 when the run ended failed, at a limit (timeout, cpu, memory, disk, processes)
+    or failed in the Worker, and says so in one line with the function's exit status.
+    """
+    with failures():
+        status = _client().run(name, wait=wait)
+    if json_output():
+        print_json(_worker_json(status))
+    elif not wait:
+        stdout.print(f"{name}: {shown(status.state)} (the Worker's signed status)")
+    elif status.succeeded:
+        stdout.print(f"{name}: {shown(status.summary())}")
+    if wait and not status.succeeded:
+        fail(f"the run of {name}: {shown(status.summary())}")
 
 
 def receipt(
     name: Annotated[str, typer.Argument(help="The clean room.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Fetch the signed run receipt and verify it.
+    """Fetch the signed run receipt and verify it; exit 1 unless the run succeeded.
 
     The receipt must be signed by the Worker attested just now, for the Work-ID you
     approved, with each input from its owner (and yours exactly as you sent it).
     """
-    with _failures():
+    with failures():
         verified = _client().receipt(name)
     document = verified.receipt
-    if as_json:
-        stdout.out(json.dumps(document, indent=2))
-        return
-    stdout.print(f"receipt of {name}: {shown(document['status'])}", markup=False)
-    stdout.print(f"  work_id  {shown(document['work_id'])}")
-    stdout.print(f"  function {shown(document['function'])}")
-    for input_id, entry in document["inputs"].items():
-        stdout.print(
-            f"  input  {shown(input_id)} by {shown(entry['by'])} sha256 {shown(entry['sha256'])}"
+    if json_output(as_json):
+        print_json(document)
+    else:
+        stdout.print(f"receipt of {name}: {shown(document['status'])}")
+        stdout.print(f"  exit status {_exit_status(document['exit_code'])}")
+        stdout.print(f"  work_id  {shown(document['work_id'])}")
+        stdout.print(f"  function {shown(document['function'])}")
+        for input_id, entry in document["inputs"].items():
+            stdout.print(
+                f"  input  {shown(input_id)} by {shown(entry['by'])} "
+                f"sha256 {shown(entry['sha256'])}"
+            )
+        for output_id, entry in document["outputs"].items():
+            stdout.print(f"  output {shown(output_id)} sha256 {shown(entry['sha256'])}")
+        stdout.print("verified: signature, Work-ID, function, inputs' owners")
+    if document["status"] != "succeeded":
+        fail(
+            f"the run of {name} ended {shown(document['status'])} "
+            f"(exit status {_exit_status(document['exit_code'])})"
         )
-    for output_id, entry in document["outputs"].items():
-        stdout.print(f"  output {shown(output_id)} sha256 {shown(entry['sha256'])}")
-    stdout.print("verified: signature, Work-ID, function, inputs' owners", markup=False)
+
+
+# -------------------------------------------------------------------- rooms, status
 
 
 def _approval_text(approval: Approval | None, room: Room) -> str:
     if approval is None:
-        return "not approved by you"
+        return "no"
     if approval.work_id == room.work_id:
-        return "approved by you"
-    return "you approved another Work-ID (the room changed)"
+        return "yes"
+    return "another Work-ID"
+
+
+def rooms(as_json: JsonOption = False) -> None:
+    """List the clean rooms you can see, with their state and whether you approved each.
+
+    States are the manager's (not verified: `cleanroom status NAME` asks the Worker
+    itself). "approved" compares your pinned Work-ID with the one the manager
+    reports; text from the manager is shown escaped, as in cleanroom inspect.
+    """
+    client = _client()
+    with failures():
+        listed = client.manager.rooms()
+        approvals = client.profile.approvals()
+    if json_output(as_json):
+        print_json(
+            [
+                {
+                    "name": room.name,
+                    "project": room.project,
+                    "state": room.state,
+                    "reason": room.reason,
+                    "work_id": room.work_id,
+                    "compute_url": room.compute_url,
+                    "approved": _approval_text(approvals.get(room.name), room) == "yes",
+                    "source": "manager (not verified)",
+                }
+                for room in listed
+            ]
+        )
+        return
+    if not listed:
+        stderr.print("no clean room you can see")
+        return
+    table = Table(caption="state: as the manager reports it (not verified)", box=None)
+    for column in ("name", "project", "state", "approved", "Work-ID"):
+        table.add_column(column, overflow="fold")
+    for room in listed:
+        reason = f" ({shown(room.reason)})" if room.reason else ""
+        table.add_row(
+            shown(room.name),
+            shown(room.project),
+            shown(room.state) + reason,
+            _approval_text(approvals.get(room.name), room),
+            room.work_id[:_SHORT] + "…",
+        )
+    stdout.print(table)
+
+
+_SIGNED = "[signed by the Worker]"
+_SPEC = "[in the spec: the Work-ID covers it]"
+_MANAGER = "[the manager says: not verified]"
+_CONTROLLER = "[the Controller says: not verified]"
+
+
+def _status_lines(status: RoomStatus, you: str) -> list[str]:
+    room, spec = status.room, status.spec
+    approval = status.approval
+    if approval is None:
+        approved = "not approved by you"
+    elif status.approved:
+        approved = "approved by you"
+    else:
+        approved = f"NOT the Work-ID you approved ({approval.work_id})"
+    reason = f" ({shown(room.reason)})" if room.reason else ""
+    lines = [
+        f"clean room {shown(room.name)} (project {shown(room.project)})",
+        f"  manager state:  {shown(room.state)}{reason}  {_MANAGER}",
+        f"  compute server: {shown(room.compute_url)}  {_MANAGER}",
+        f"  Work-ID:        {spec.work_id} (recomputed from the spec; {approved})",
+    ]
+
+    def who(user_id: str) -> str:
+        return user_id + (" (you)" if user_id == you else "")
+
+    runners = ", ".join(who(user) for user in spec.runners)
+    lines.append(f"  runners:        {runners}  {_SPEC}")
+    worker = status.worker
+    if worker is None:
+        lines.append(f"  Worker:         NOT VERIFIED: {shown(status.unverified)}")
+        if status.controller is not None:
+            said = shown(status.controller.get("state"))
+            lines.append(f"  Worker state:   {said}  {_CONTROLLER}")
+        return lines
+    lines.append(f"  Worker:         {worker.worker_id} (attested now; its status signed)")
+    lines.append(f"  state:          {shown(worker.state)}  {_SIGNED}")
+    for input_id, owner in sorted(spec.inputs.items()):
+        entry = worker.inputs.get(input_id)
+        if entry is not None:
+            held = f"arrived, manifest sha256 {shown(entry['sha256'])}"
+        elif input_id in worker.uploading:
+            held = "uploading"
+        else:
+            held = "missing"
+        lines.append(f"  input {input_id}: {held}; uploaded by {who(owner)}  {_SIGNED}")
+    for output_id, recipient in sorted(spec.outputs.items()):
+        ready = "ready" if output_id in worker.outputs else "not ready"
+        lines.append(f"  output {output_id}: {ready}; read by {who(recipient)}  {_SIGNED}")
+    if worker.state in ("done", "failed"):
+        lines.append(f"  run:            {shown(worker.summary())}  {_SIGNED}")
+    return lines
 
 
 def status(
@@ -209,53 +468,65 @@ def status(
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show clean rooms as the manager reports them, and whether you approved each.
+    """Show a clean room: its Worker's state, inputs, runners and outputs, and who says so.
 
-    States come from servers that are not trusted (the manager; for one room also
-    its Controller): they are informational. Whether you approved a room compares
-    your own pinned Work-ID with the hash of the room's spec. Text from the servers
-    is shown escaped, as in cleanroom inspect.
+    The Worker is attested (Phase 1, for the Work-ID recomputed from the spec the
+    manager serves) and its status is asked with a fresh nonce and checked under
+    the attested key: the run state, which inputs arrived (by id and manifest
+    digest), which outputs are ready and how the run ended. Runners come from the
+    spec. Each line says whether the Worker signed it or only a server says it;
+    when the Worker's status cannot be verified, that is all it says of it.
+    Without NAME: the rooms you can see, as cleanroom rooms.
     """
+    if name is None:
+        rooms(as_json)
+        return
     client = _client()
-    with _failures():
-        rooms = [client.manager.room(name)] if name is not None else client.manager.rooms()
-        approvals = client.profile.approvals()
-    worker: str | None = None
-    if name is not None:
-        try:
-            worker = shown(client.state(name).get("state"))
-        except (CheckFailed, ServerError) as error:
-            worker = f"unknown ({shown(error)})"
-    if as_json:
-        document = [
+    with failures():
+        found = client.status(name)
+    worker = found.worker
+    if json_output(as_json):
+        room = found.room
+        print_json(
             {
                 "name": room.name,
-                "state": room.state,
-                "reason": room.reason,
-                "work_id": room.work_id,
-                "approved": approvals.get(room.name) is not None
-                and approvals[room.name].work_id == room.work_id,
+                "project": room.project,
+                "work_id": found.spec.work_id,
+                "approved": found.approved,
+                "runners": list(found.spec.runners),
+                "inputs": dict(found.spec.inputs),
+                "outputs": dict(found.spec.outputs),
+                "manager": {
+                    "verified": False,
+                    "state": room.state,
+                    "reason": room.reason,
+                    "compute_url": room.compute_url,
+                },
+                "worker": _worker_json(worker)
+                if worker is not None
+                else {"verified": False, "error": found.unverified},
+                # Nested, never merged: the Controller's text cannot set "verified".
+                "controller": None
+                if found.controller is None
+                else {"verified": False, "says": found.controller},
             }
-            for room in rooms
-        ]
-        stdout.out(json.dumps(document if name is None else document[0], indent=2))
-        return
-    for room in rooms:
-        reason = f" ({shown(room.reason)})" if room.reason else ""
-        approval = _approval_text(approvals.get(room.name), room)
-        stdout.print(f"{shown(room.name)}: {shown(room.state)}{reason}; {approval}")
-        if name is not None:
-            stdout.print(f"  Work-ID:        {room.work_id}")
-            stdout.print(f"  function:       {room.function}")
-            stdout.print(f"  compute server: {shown(room.compute_url)}")
-            stdout.print(f"  Worker:         {worker} (as its Controller reports it)")
-    if not rooms:
-        stderr.print("no clean room you can see")
+        )
+    else:
+        for line in _status_lines(found, client.profile.user_id):
+            stdout.print(line)
+    if worker is None:
+        raise typer.Exit(EXIT_REJECTED)
+
+
+# -------------------------------------------------------------------- delete
 
 
 def delete(
     name: Annotated[str, typer.Argument(help="The clean room.")],
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Do not ask for confirmation (scripts: no terminal to ask)."),
+    ] = False,
 ) -> None:
     """Delete a clean room: its Worker erases its keys and workspace.
 
@@ -263,7 +534,16 @@ def delete(
     only inside that Worker.
     """
     if not yes:
+        if not sys.stdin.isatty():
+            fail(
+                f"delete asks first, and there is no terminal to ask on: pass --yes, e.g. "
+                f"{hint(f'delete {name} --yes')}",
+                EXIT_USAGE,
+            )
         typer.confirm(f"delete clean room {name} and all its data?", abort=True)
-    with _failures():
+    with failures():
         room = _client().delete(name)
-    stdout.print(f"{shown(room.name)}: {shown(room.state)}", markup=False)
+    if json_output():
+        print_json({"name": room.name, "state": room.state})
+        return
+    stdout.print(f"{shown(room.name)}: {shown(room.state)}")

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cleanroom.cli.common import EXIT_REJECTED, EXIT_USAGE, fail, stderr, stdout
+from cleanroom.cli.common import (
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    fail,
+    json_output,
+    print_json,
+    stderr,
+    stdout,
+)
 from cleanroom.runtimes import (
     CATALOGUE,
     RUNTIME_NAMES,
@@ -19,7 +26,7 @@ from cleanroom.runtimes import (
 
 app = typer.Typer(
     help=(
-        "The runtimes a spec's `runtime` names: "
+        "Install and list the runtimes a spec's `runtime` names: "
         + "; ".join(f"{name}: {CATALOGUE[name].summary}" for name in RUNTIME_NAMES)
         + ". Each is installed on a compute server before rooms may use it, and the "
         "Worker's measurement covers every file of every installed runtime."
@@ -56,6 +63,7 @@ def install(
     change itself."""
     from cleanroom.runtimes.install import InstallError, install_runtime
 
+    installed: dict[str, str] = {}
     for name in names or RUNTIME_NAMES:
         try:
             with stderr.status(f"installing {name}…"):
@@ -64,7 +72,11 @@ def install(
             fail(str(error) + (f" — {error.hint}" if error.hint else ""), EXIT_USAGE)
         except InstallError as error:
             fail(f"installing {name}: {error}", EXIT_REJECTED)
-        stdout.print(f"{name}: {runtime.directory}")
+        installed[name] = str(runtime.directory)
+        if not json_output():
+            stdout.print(f"{name}: {runtime.directory}", markup=False)
+    if json_output():
+        print_json(installed)
 
 
 @app.command("list")
@@ -85,8 +97,8 @@ def list_runtimes(
         else:
             found[name] = runtime.to_json()
             where[name] = str(runtime.directory)
-    if as_json:
-        stdout.out(json.dumps(found, indent=2))
+    if json_output(as_json):
+        print_json(found)
         return
     for name in RUNTIME_NAMES:
         stdout.print(f"{name:18} {where[name]}", markup=False)

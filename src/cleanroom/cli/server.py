@@ -74,8 +74,7 @@ def manager(
     start) and the function bundles. Create projects, members, clients and compute
     servers with `cleanroom admin`; see docs/management.md.
     """
-    import uvicorn
-
+    from cleanroom.cli.serving import serve
     from cleanroom.manager import Settings, create_app
     from cleanroom.manager.database import DatabaseError
 
@@ -97,7 +96,16 @@ def manager(
         fail(f"cannot use the data directory {directory}: {error}", EXIT_USAGE)
     except DatabaseError as error:
         fail(str(error), EXIT_USAGE)
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    serve(
+        application,
+        host=host,
+        port=port,
+        what="management server",
+        notes=[
+            f"data directory: {directory}",
+            f"public URL (the tokens' issuer): {settings.public_url}",
+        ],
+    )
 
 
 app.command("compute")(compute_command)

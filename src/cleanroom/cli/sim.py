@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from cleanroom import paths
-from cleanroom.cli.common import EXIT_USAGE, fail, parse_hex, stderr, stdout
+from cleanroom.cli.common import (
+    EXIT_USAGE,
+    fail,
+    json_output,
+    parse_hex,
+    print_json,
+    stderr,
+    stdout,
+)
 from cleanroom.tee.measure import IMAGE_NAMES, MeasurementError, measure
 from cleanroom.tee.simulated import PlatformStateError, SimulatedPlatform
 from cleanroom.tee.simulated.platform import TCB_STATUSES
@@ -74,6 +82,15 @@ def init(
     except (ValueError, PlatformStateError) as error:
         fail(str(error), EXIT_USAGE)
     _warn()
+    if json_output():
+        print_json(
+            {
+                "directory": str(platform.directory),
+                "root_sha256": _fingerprint(platform),
+                "tcb_status": platform.tcb_status,
+            }
+        )
+        return
     stdout.print(f"simulated SGX platform created in {platform.directory}")
     stdout.print(f"root CA fingerprint (SHA-256): {_fingerprint(platform)}")
     stdout.print(f"TCB status reported by its collateral: {platform.tcb_status}")
@@ -86,18 +103,51 @@ def _fingerprint(platform: SimulatedPlatform) -> str:
 @app.command("export-root")
 def export_root(
     directory: DirOption = None,
+    compute: Annotated[
+        bool,
+        typer.Option(
+            "--compute",
+            help="The platform of the compute server on this machine that runs with its "
+            "default --data-dir: <home>/compute/simulated-platform (<home> is "
+            "$CLEANROOM_HOME if set). A server with another --data-dir prints its own.",
+        ),
+    ] = False,
     out: Annotated[
         Path | None, typer.Option(help="Write the PEM here instead of standard output.")
     ] = None,
 ) -> None:
     """Write the root certificate a client must explicitly trust to accept simulated quotes."""
+    if compute and directory is not None:
+        fail("give --dir or --compute, not both", EXIT_USAGE)
+    if compute:
+        from cleanroom.controller.enclaves import PLATFORM_DIR
+
+        directory = paths.compute_data_dir() / PLATFORM_DIR
+        if not directory.is_dir():
+            fail(
+                f"no compute server's platform in {directory}: start `cleanroom server "
+                "compute` first, or give the --dir it printed",
+                EXIT_USAGE,
+            )
     platform = _load(directory)
     pem = platform.root_certificate_pem()
     if out is None:
         stdout.out(pem, end="")
-    else:
+        return
+    try:
         out.write_text(pem)
-        stderr.print(f"root certificate written to {out} (SHA-256 {_fingerprint(platform)})")
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror}", EXIT_USAGE)
+    if json_output():
+        print_json(
+            {
+                "root": str(out),
+                "sha256": _fingerprint(platform),
+                "platform": str(platform.directory),
+            }
+        )
+        return
+    stderr.print(f"root certificate written to {out} (SHA-256 {_fingerprint(platform)})")
 
 
 @app.command("quote")
@@ -129,6 +179,17 @@ def quote(
     out.write_bytes(raw)
     collateral_out.write_text(platform.collateral_json(now=int(time.time())))
     _warn()
+    if json_output():
+        print_json(
+            {
+                "quote": str(out),
+                "collateral": str(collateral_out),
+                "size": len(raw),
+                "mrenclave": measurement.mr_enclave.hex(),
+                "mrsigner": measurement.mr_signer.hex(),
+            }
+        )
+        return
     stdout.print(f"quote ({len(raw)} bytes) written to {out}; collateral to {collateral_out}")
     stdout.print(f"MRENCLAVE {measurement.mr_enclave.hex()}")
     stdout.print(f"MRSIGNER  {measurement.mr_signer.hex()}")

@@ -1,38 +1,42 @@
-"""The user's commands against the management server, and their local profile.
+"""The user's commands against the management server: functions, deploy, review.
 
-``configure``, ``whoami``, ``login``, ``function upload|download``, ``deploy``,
-``inspect`` and ``approve``. The profile (``--profile``, ``$CLEANROOM_PROFILE``,
-else ``default``) holds the user key, the attestation policy and the approved
-Work-IDs; see :mod:`cleanroom.client.profile`. Nothing the manager answers is
-shown unchecked: function IDs and Work-IDs are recomputed from the bytes.
+``function upload|download|test``, ``deploy``, ``inspect`` and ``approve``
+(``configure``, ``whoami`` and ``login`` are in :mod:`cleanroom.cli.account`). The
+profile (``--profile``, ``$CLEANROOM_PROFILE``, else ``default``) holds the user
+key, the attestation policy and the approved Work-IDs; see
+:mod:`cleanroom.client.profile`. Nothing the manager answers is shown unchecked:
+function IDs and Work-IDs are recomputed from the bytes.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.status import Status
 from rich.text import Text
 
+from cleanroom.cli import function_test
+from cleanroom.cli.account import failures, with_manager
 from cleanroom.cli.common import (
-    EXIT_REJECTED,
     EXIT_USAGE,
     current_profile,
     fail,
-    profile_name,
-    read_file,
+    hint,
+    json_output,
+    print_json,
     stderr,
     stdout,
 )
 from cleanroom.client.access import (
+    Access,
     AccessFileError,
     ParameterError,
     build_spec,
@@ -40,7 +44,6 @@ from cleanroom.client.access import (
     parse_parameters,
 )
 from cleanroom.client.changes import Changes, Side, compare
-from cleanroom.client.collateral import COLLATERAL_FROM, CollateralFrom
 from cleanroom.client.errors import ServerError
 from cleanroom.client.imports import HandlerLocation
 from cleanroom.client.profile import (
@@ -48,7 +51,6 @@ from cleanroom.client.profile import (
     Approval,
     Inspection,
     Profile,
-    ProfileError,
 )
 from cleanroom.client.review import (
     BundleFile,
@@ -60,6 +62,7 @@ from cleanroom.client.review import (
     review,
     spec_record,
 )
+from cleanroom.client.sqlfiles import load_queries, load_schema, sql_section
 from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import (
@@ -70,61 +73,29 @@ from cleanroom.protocol.bundle import (
     unpack,
 )
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.protocol.text import quoted, shown
+from cleanroom.sql import engine_bundle, engine_function_id
+from cleanroom.sql.rules import check_spec_queries
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
 
-T = TypeVar("T")
-
 _FUNCTION_ID = re.compile(r"^fs://[A-Za-z0-9_-]{43}$")
+_FUNCTION_DIGEST = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 # The runtime a function download is read for (module shadowing): a spec's default.
 _DEFAULT_RUNTIME: str = WorkSpec.model_fields["runtime"].default
 
 function_app = typer.Typer(
-    help="Function bundles: upload a function directory, download one to review it.",
+    help="Function bundles: upload a function directory, download one to review it, test "
+    "one locally.",
     no_args_is_help=True,
+    add_completion=False,
 )
-
-SIMULATOR_WARNING = (
-    "WARNING: this profile trusts a SIMULATED SGX root. Quotes that chain to it prove "
-    "nothing: whoever runs the simulator can read and change everything in its "
-    "enclaves. Never use this profile for real data."
-)
-
+function_app.command("test")(function_test.function_test)
 
 # -------------------------------------------------------------------- helpers
-
-
-@contextmanager
-def _failures() -> Iterator[None]:
-    """Every expected failure as one line: refusals exit 1, unusable input exits 2."""
-    try:
-        yield
-    except (ProfileError, AccessFileError, ParameterError) as error:
-        fail(str(error), EXIT_USAGE)
-    except ServerError as error:
-        # _with_manager already retried with a fresh login: the credentials are refused.
-        hint = (
-            " (check the client id and secret: cleanroom configure)" if error.status == 401 else ""
-        )
-        fail(f"{error}{hint}", EXIT_REJECTED)
-    except CheckFailed as error:
-        fail(str(error), EXIT_REJECTED)
-
-
-def _with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
-    """Run ``action`` with the profile's manager; log in again once if the token is refused."""
-    with profile.manager() as manager:
-        try:
-            return action(manager)
-        except ServerError as error:
-            if error.status != 401:
-                raise
-    profile.forget_token()  # e.g. the manager restarted with new signing keys
-    with profile.login() as manager:
-        return action(manager)
 
 
 def _print(text: str) -> None:
@@ -143,254 +114,6 @@ def _value(value: object) -> str:
 
 def _when(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
-
-
-def _warn_simulated(profile: Profile) -> None:
-    if profile.simulated:
-        stderr.print(SIMULATOR_WARNING, style="bold red")
-
-
-# -------------------------------------------------------------------- configure
-
-
-def configure(
-    manager_url: Annotated[
-        str | None,
-        typer.Option(
-            help="The management server, e.g. https://manager.example.", show_default=False
-        ),
-    ] = None,
-    client_id: Annotated[
-        str | None, typer.Option(help="Your client ID at the manager.", show_default=False)
-    ] = None,
-    client_secret: Annotated[
-        str | None,
-        typer.Option(
-            help="Your client secret (prompted, hidden, if not given).", show_default=False
-        ),
-    ] = None,
-    project: Annotated[
-        str | None,
-        typer.Option(help="Your project (learned at login if not given).", show_default=False),
-    ] = None,
-    attester_mrenclave: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Accepted Attester MRENCLAVE, 64 hex digits (repeatable) "
-            "(default: this release's).",
-            show_default=False,
-        ),
-    ] = None,
-    attester_mrsigner: Annotated[
-        str | None,
-        typer.Option(
-            help="Expected Attester MRSIGNER, 64 hex digits (default: this release's).",
-            show_default=False,
-        ),
-    ] = None,
-    worker_mrenclave: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Accepted Worker MRENCLAVE, 64 hex digits (repeatable) (default: this release's).",
-            show_default=False,
-        ),
-    ] = None,
-    accept_tcb: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Accepted TCB status (repeatable) (default: UpToDate, SWHardeningNeeded).",
-            show_default=False,
-        ),
-    ] = None,
-    accept_advisory: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Accepted advisory ID (repeatable); given once, any other advisory is refused.",
-            show_default=False,
-        ),
-    ] = None,
-    isv_prod_id: Annotated[
-        int | None,
-        typer.Option(
-            help="Expected Attester ISVPRODID (default: this release's).", show_default=False
-        ),
-    ] = None,
-    min_isv_svn: Annotated[
-        int | None,
-        typer.Option(help="Minimum Attester ISVSVN (default: this release's).", show_default=False),
-    ] = None,
-    trust_simulator: Annotated[
-        Path | None,
-        typer.Option(
-            help="INSECURE: trust this simulated platform's root certificate (PEM) instead "
-            "of Intel's production root. For development only: it protects nothing.",
-            show_default=False,
-        ),
-    ] = None,
-    pccs_url: Annotated[
-        str | None,
-        typer.Option(
-            help="Your own PCCS (API v4), e.g. your cloud's: where collateral comes from "
-            "when the compute server sends none or expired collateral.",
-            show_default=False,
-        ),
-    ] = None,
-    collateral_from: Annotated[
-        str,
-        typer.Option(
-            help="'server': the compute server's collateral, your PCCS as the fallback; "
-            "'pccs': only your own PCCS (needs --pccs-url), never the server's.",
-        ),
-    ] = "server",
-    allow_protocol_v1: Annotated[
-        bool,
-        typer.Option(
-            "--allow-protocol-v1",
-            help="Allow protocol v1 (two round trips, ECDH P-256 only: no post-quantum key "
-            "exchange) with compute servers that offer no v2. Off by default: a Controller "
-            "can pretend to offer v1 only.",
-        ),
-    ] = False,
-    new_key: Annotated[
-        bool,
-        typer.Option(
-            "--new-key",
-            help="Replace your user key: you become a new user_id, and rooms naming the old "
-            "one no longer know you.",
-        ),
-    ] = False,
-) -> None:
-    """Create or update your profile: manager, credentials, user key, what you trust.
-
-    Policy options that are not given take their defaults (this release's
-    measurements, Intel's production root), so re-running configure never keeps a
-    weaker setting by accident. Manager URL, client ID, secret and project are kept
-    from the existing profile unless given.
-    """
-    name = profile_name()
-    existing: Profile | None
-    try:
-        existing = Profile.load(name)
-    except ProfileError:
-        existing = None  # configure is how a missing or broken profile is repaired
-    if manager_url is None:
-        manager_url = existing.config.manager_url if existing else typer.prompt("Manager URL")
-    if client_id is None:
-        client_id = existing.config.client_id if existing else typer.prompt("Client ID")
-    if client_secret is None:
-        if existing is not None and existing.config.client_id == client_id:
-            try:
-                client_secret = existing.client_secret
-            except ProfileError:
-                client_secret = None
-        if client_secret is None:
-            client_secret = typer.prompt("Client secret", hide_input=True)
-    if project is None and existing is not None and existing.config.client_id == client_id:
-        project = existing.config.project
-    root = read_file(trust_simulator, "simulator root") if trust_simulator is not None else None
-    with _failures():
-        profile = Profile.create(
-            name,
-            manager_url=manager_url,
-            client_id=client_id,
-            client_secret=client_secret,
-            project=project,
-            attester_mrenclaves=attester_mrenclave or None,
-            attester_mrsigner=attester_mrsigner,
-            worker_mrenclaves=worker_mrenclave or None,
-            accepted_tcb_statuses=accept_tcb or None,
-            accepted_advisories=accept_advisory or None,
-            isv_prod_id=isv_prod_id,
-            min_isv_svn=min_isv_svn,
-            simulator_root=root,
-            pccs_url=pccs_url,
-            collateral_from=_collateral_from(collateral_from),
-            allow_protocol_v1=allow_protocol_v1,
-            new_key=new_key,
-        )
-        config = profile.config
-        _print(f"profile: {profile.name} in {profile.directory}")
-        _print(f"user_id: {profile.user_id}")
-        _print(f"manager: {config.manager_url} as client {config.client_id}")
-        _print(f"Attester MRENCLAVE: {', '.join(config.attester_mrenclaves)}")
-        _print(f"Attester MRSIGNER:  {config.attester_mrsigner}")
-        _print(f"Worker MRENCLAVE:   {', '.join(config.worker_mrenclaves)}")
-        anchor = profile.trust_anchor()
-        _print(f"trust anchor: {anchor.name} (SHA-256 {anchor.fingerprint})")
-        if config.collateral_from == "pccs":
-            _print(f"collateral: only from your PCCS {config.pccs_url}")
-        elif config.pccs_url is not None:
-            _print(f"collateral: the compute server's, else your PCCS {config.pccs_url}")
-        else:
-            _print("collateral: the compute server's (no PCCS of your own)")
-        if config.allow_protocol_v1:
-            _print("protocol: v2, and v1 (no post-quantum key exchange) where a server has no v2")
-    _warn_simulated(profile)
-    if new_key:
-        stderr.print("new user key: run cleanroom login to register it", markup=False)
-    else:
-        stderr.print("next: cleanroom login", markup=False)
-
-
-def _collateral_from(value: str) -> CollateralFrom:
-    for allowed in COLLATERAL_FROM:
-        if value == allowed:
-            return allowed
-    fail(
-        f"--collateral-from must be one of {', '.join(COLLATERAL_FROM)}, got {value!r}", EXIT_USAGE
-    )
-
-
-# -------------------------------------------------------------------- whoami, login
-
-
-def whoami(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-) -> None:
-    """Print your user_id (the hash of your public key); no network needed."""
-    profile = current_profile()
-    with _failures():
-        user_id = profile.user_id
-    if as_json:
-        stdout.out(
-            json.dumps(
-                {
-                    "user_id": user_id,
-                    "client_id": profile.config.client_id,
-                    "project": profile.config.project,
-                    "manager_url": profile.config.manager_url,
-                    "profile": profile.name,
-                    "profile_dir": str(profile.directory),
-                    "simulated": profile.simulated,
-                },
-                indent=2,
-            )
-        )
-    else:
-        stdout.out(user_id)
-
-
-def login() -> None:
-    """Log in to the manager, register your user key with it, and print who you are."""
-    profile = current_profile()
-    with _failures(), profile.login() as manager:
-        user_id = manager.register_user_key(profile.user_key, profile.config.client_id)
-        me = manager.whoami()
-    project = me.get("project")
-    if isinstance(project, str) and project != profile.config.project:
-        if profile.config.project is not None:
-            stderr.print(
-                f"note: the manager puts client {shown(profile.config.client_id)} in project "
-                f"{shown(project)}, not {shown(profile.config.project)}; profile updated",
-                markup=False,
-            )
-        with _failures():
-            profile.updated(project=project)
-    _print(
-        f"logged in to {profile.config.manager_url} as client {shown(profile.config.client_id)}"
-        f" (project {shown(project)})"
-    )
-    _print(f"user_id: {user_id}")
 
 
 # -------------------------------------------------------------------- functions
@@ -419,7 +142,7 @@ def function_upload(
         except OSError as error:
             fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
         size = bundle.stat().st_size
-        with _failures(), Progress(
+        with failures(), Progress(
             TextColumn("uploading"), BarColumn(), DownloadColumn(), console=stderr,
             transient=True,
         ) as progress:  # fmt: skip
@@ -428,11 +151,14 @@ def function_upload(
             def sent(done: int) -> None:
                 progress.update(task, completed=done)
 
-            upload = _with_manager(
+            upload = with_manager(
                 profile, lambda manager: manager.upload_function(bundle, progress=sent)
             )
     if upload.function_id != expected:  # ManagerClient checks it too; a wrong ID is fatal
         fail(f"function-id: the manager stored {upload.function_id}, the bundle is {expected}")
+    if json_output():
+        print_json({"function_id": expected, "size": size, "created": upload.created})
+        return
     stdout.out(expected)
     if not upload.created:
         stderr.print("(already stored)", markup=False)
@@ -452,26 +178,74 @@ def function_download(
     Names are shown escaped: anything but printable ASCII as \\u… (see cleanroom inspect).
     """
     profile = current_profile()
+    function = _function_id(function, "FS_ID")
     if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
         fail(f"{directory} exists and is not a directory", EXIT_USAGE)
     if directory.is_dir() and any(directory.iterdir()):
-        fail(f"{directory} is not empty", EXIT_USAGE)
-    with _failures():
+        fail(f"{directory} is not empty: give a new or empty directory", EXIT_USAGE)
+    with failures():
         with _status(f"downloading {shown(function)}…"):
-            bundle = _with_manager(profile, lambda manager: manager.download_function(function))
+            bundle = with_manager(profile, lambda manager: manager.download_function(function))
         if function_id(bundle) != function:  # ManagerClient checks it too
             fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(function)}")
         if directory.is_dir():
             directory.rmdir()  # empty: unpack renames a fresh directory into its place
         directory.parent.mkdir(parents=True, exist_ok=True)
         found = contents(directory, unpack(bundle, directory), _DEFAULT_RUNTIME)
+    if json_output():
+        print_json(
+            {
+                "function_id": function,
+                "directory": str(directory),
+                "size": len(bundle),
+                "files": [file.to_json() for file in found.files],
+                "vendored": found.vendored.to_json(),
+                "warnings": [warning.to_json() for warning in found.warnings],
+            }
+        )
+        return
     _show_files(found.files)
     _show_vendored(found.vendored)
     _show_warnings(found.warnings)
     stderr.print(f"{len(found.files)} files ({len(bundle)} bytes) unpacked into {directory}")
 
 
+def _function_id(value: str, option: str) -> str:
+    """A function ID as ``fs://ID`` (what upload prints); the bare ID is accepted too."""
+    if _FUNCTION_DIGEST.fullmatch(value):
+        value = FUNCTION_ID_PREFIX + value
+    if not _FUNCTION_ID.fullmatch(value):
+        fail(
+            f"{option}: expected a function ID, fs:// and 43 characters of base64url "
+            f"(what cleanroom function upload prints), got {quoted(value)}",
+            EXIT_USAGE,
+        )
+    return value
+
+
 # -------------------------------------------------------------------- deploy
+
+
+def _sql_section(rights: Access, queries: Path | None, schemas: list[str]) -> dict[str, Any] | None:
+    """The spec's ``sql`` object from --sql, --schema and the access file's rules."""
+    if queries is None:
+        if schemas:
+            raise AccessFileError("--schema belongs to a SQL room (--sql)")
+        return None
+    loaded: dict[str, dict[str, Any]] = {}
+    for item in schemas:
+        input_id, equals, path = item.partition("=")
+        if not equals or not input_id or not path:
+            raise AccessFileError(f"--schema {item!r}: expected INPUT=schema.yaml")
+        if input_id in loaded:
+            raise AccessFileError(f"--schema {input_id}: given twice")
+        loaded[input_id] = load_schema(Path(path))
+    return sql_section(
+        rules=dict(rights.rules) if rights.rules is not None else None,
+        adhoc=dict(rights.adhoc) if rights.adhoc is not None else None,
+        schemas=loaded,
+        queries=load_queries(queries),
+    )
 
 
 def _mebibytes(gibibytes: float) -> int:
@@ -482,12 +256,40 @@ def _mebibytes(gibibytes: float) -> int:
 
 
 def deploy(
-    function: Annotated[str, typer.Option(help="The function ID (fs://…) to run.")],
     name: Annotated[str, typer.Option(help="The clean room's name (a-z, 0-9, -).")],
-    handler: Annotated[str, typer.Option(help="The entry point, module.function.")],
     access: Annotated[
-        Path, typer.Option(help="The access file (YAML): inputs, outputs, runners, logs.")
+        Path,
+        typer.Option(
+            help="The access file (YAML): inputs, outputs, runners, logs (and, for "
+            "SQL rooms, each owner's rules and who may send ad-hoc queries)."
+        ),
     ],
+    function: Annotated[
+        str | None,
+        typer.Option(
+            metavar="fs://ID",
+            help="The function to run: its ID as cleanroom function upload printed it "
+            "(not with --sql).",
+            show_default=False,
+        ),
+    ] = None,
+    handler: Annotated[
+        str | None, typer.Option(help="The entry point, module.function (not with --sql).")
+    ] = None,
+    sql: Annotated[
+        Path | None,
+        typer.Option(
+            help="A SQL room: its named queries ('-- query: NAME' blocks; "
+            "docs/privacy.md). Needs --schema for every input.",
+            show_default=False,
+        ),
+    ] = None,
+    schema: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A SQL room's input schema, INPUT=schema.yaml (repeatable).", show_default=False
+        ),
+    ] = None,
     runtime: Annotated[
         str,
         typer.Option(
@@ -500,7 +302,8 @@ def deploy(
     param: Annotated[
         list[str] | None,
         typer.Option(
-            help="A parameter KEY=VALUE (repeatable); VALUE is typed: 42, 0.5, true, null, "
+            metavar="KEY=VALUE",
+            help="A parameter (repeatable); VALUE is typed: 42, 0.5, true, null, "
             'else a string ("…" forces one).',
             show_default=False,
         ),
@@ -508,40 +311,76 @@ def deploy(
 ) -> None:
     """Create a clean room: build its spec, deploy it, and pin its Work-ID as approved by you."""
     profile = current_profile()
-    with _failures():
+    if function is not None:
+        function = _function_id(function, "--function")
+    try:
         rights = load_access(access)
         parameters = parse_parameters(param or [])
+        with failures():
+            section = _sql_section(rights, sql, schema or [])
+    except (AccessFileError, ParameterError) as error:
+        fail(str(error), EXIT_USAGE)
+    if section is not None:
+        if function is not None or handler is not None:
+            fail("a SQL room runs this release's engine: no --function or --handler", EXIT_USAGE)
+        if runtime != "python3.11" or parameters:
+            fail("a SQL room has no --runtime or --param (queries take parameters)", EXIT_USAGE)
+        function, handler, runtime = engine_function_id(), SQL_HANDLER, SQL_RUNTIME
+        with failures(), _status("uploading the SQL engine…"):
+            with_manager(profile, lambda manager: manager.upload_function(engine_bundle()))
+    elif function is None or handler is None:
+        fail("--function and --handler (or --sql and --schema for a SQL room)", EXIT_USAGE)
+    elif rights.rules is not None or rights.adhoc is not None:
+        fail(f"{access}: rules and adhoc belong to a SQL room (--sql)", EXIT_USAGE)
     memory_mib = _mebibytes(memory)
+    with failures():
+        user_id = profile.user_id
     try:
         spec = build_spec(
+            sql=section,
             name=name,
             function_id=function,
             handler=handler,
             access=rights,
-            deployer_user_id=profile.user_id,
+            deployer_user_id=user_id,
             runtime=runtime,
             memory_mib=memory_mib,
             timeout_s=timeout,
             parameters=parameters,
         )
-    except (CheckFailed, ProfileError) as error:
+        if spec.sql is not None:
+            # Every named query parses and passes every owner's rule, or nothing deploys.
+            check_spec_queries(spec)
+    except CheckFailed as error:
         fail(str(error), EXIT_USAGE)
-    with _failures(), _status(f"deploying {name}…"):
-        room = _with_manager(profile, lambda manager: manager.deploy(spec))
+    with failures(), _status(f"deploying {name}…"):
+        room = with_manager(profile, lambda manager: manager.deploy(spec))
     # The pin is of the spec built here, never of what the manager answered.
     if room.work_id != spec.work_id or WorkSpec.parse(room.spec).work_id != spec.work_id:
         fail(f"work-id: the manager deployed {room.work_id}, not the spec sent ({spec.work_id})")
     if room.state == "failed":
         fail(f"clean room {name} failed to deploy: {shown(room.reason or 'no reason given')}")
-    with _failures():
+    with failures():
         profile.approve(spec.name, spec.work_id, spec.function)
         # What was approved, to compare a later version with (inspect --against approved).
         profile.remember_review(spec.work_id, spec_record(spec))
-    _print(f"clean room:     {spec.name}")
-    _print(f"Work-ID:        {spec.work_id}")
-    _print(f"function:       {spec.function}")
-    _print(f"compute server: {shown(room.compute_url)}")
-    _print(f"state:          {shown(room.state)}")
+    if json_output():
+        print_json(
+            {
+                "name": spec.name,
+                "work_id": spec.work_id,
+                "function": spec.function,
+                "compute_url": room.compute_url,
+                "state": room.state,
+                "approved": True,
+            }
+        )
+    else:
+        _print(f"clean room:     {spec.name}")
+        _print(f"Work-ID:        {spec.work_id}")
+        _print(f"function:       {spec.function}")
+        _print(f"compute server: {shown(room.compute_url)}")
+        _print(f"state:          {shown(room.state)}")
     stderr.print(
         f"approved by you. Every other party runs: cleanroom inspect {spec.name}, "
         f"then cleanroom approve {spec.name}",
@@ -561,7 +400,7 @@ def _review(profile: Profile, name: str, source: Path | None = None) -> Review:
         with _status(f"downloading {spec.function}…"):
             return room, manager.download_function(spec.function)
 
-    room, bundle = _with_manager(profile, fetch)
+    room, bundle = with_manager(profile, fetch)
     return review(room, bundle, you=profile.user_id, source=source)
 
 
@@ -646,10 +485,43 @@ def _show(result: Review, approval: Approval | None) -> None:
             "runner": "starts the run",
         }[right.role]
         _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
-    _show_files(result.files)
-    _show_vendored(result.contents.vendored)
+    if spec.sql is not None:
+        _show_sql(spec)
+    else:
+        _show_files(result.files)
+        _show_vendored(result.contents.vendored)
     _show_warnings(result.warnings)
     _print(f"approval:       {_approval_line(result, approval)}")
+
+
+def _show_sql(spec: WorkSpec) -> None:
+    """A SQL room's schemas, every owner's rule and every query, escaped as shown."""
+    assert spec.sql is not None
+    _print("SQL engine:     this release's (the function ID above is its bundle)")
+    for input_id, schema in sorted(spec.sql.schemas.items()):
+        columns = ", ".join(
+            f"{shown(c.name)} {c.type}{'' if c.nullable else ' not null'}" for c in schema.columns
+        )
+        _print(f"schema {input_id} ({schema.format}): {columns}")
+    for input_id, rule in sorted(spec.sql.rules.items()):
+        owner = spec.inputs[input_id]
+        _print(f"rule of {input_id} (set by {owner}): {rule.kind}")
+        document = rule.model_dump(mode="json", exclude_none=True, exclude={"kind"})
+        for key, value in document.items():
+            if value not in ([], {}):
+                _print(f"  {key}: {shown(json.dumps(value, sort_keys=True))}")
+    for name, query in sorted(spec.sql.queries.items()):
+        extra = f", ε {query.epsilon:g}" if query.epsilon is not None else ""
+        parameters = ", ".join(f"{k} {t}" for k, t in sorted(query.parameters.items()))
+        _print(f"query {name} → {query.output} ({query.format}{extra}); parameters: "
+               f"{parameters or 'none'}")  # fmt: skip
+        for line in query.text.splitlines():
+            _print(f"  | {shown(line)}")
+    adhoc = spec.sql.adhoc
+    if adhoc is None:
+        _print("ad-hoc queries: none (the queries above only)")
+    else:
+        _print(f"ad-hoc queries: by {', '.join(adhoc.runners)} → {adhoc.output}, under every rule")
 
 
 def _profile_option(profile: Profile) -> str | None:
@@ -683,7 +555,7 @@ def _earlier(profile: Profile, name: str, against: str, result: Review, director
                 EXIT_USAGE,
             )
         with _status(f"downloading {shown(against)}…"):
-            bundle = _with_manager(profile, lambda manager: manager.download_function(against))
+            bundle = with_manager(profile, lambda manager: manager.download_function(against))
         if function_id(bundle) != against:  # ManagerClient checks it too
             fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(against)}")
         found = contents(directory, unpack(bundle, directory), result.spec.runtime)
@@ -707,7 +579,7 @@ def _earlier(profile: Profile, name: str, against: str, result: Review, director
     earlier = str(record.get("function_id"))
     try:
         with _status(f"downloading {shown(earlier)}…"):
-            bundle = _with_manager(profile, lambda manager: manager.download_function(earlier))
+            bundle = with_manager(profile, lambda manager: manager.download_function(earlier))
     except ServerError:
         return Side.of_record(label, work_id, record)  # gone from the manager: digests only
     if function_id(bundle) != earlier:
@@ -749,7 +621,7 @@ def inspect(
     backslash as \\\\.
     """
     profile = current_profile()
-    with _failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
+    with failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
         here = source if source is not None else Path(scratch) / "now" if against else None
         result = _review(profile, name, here)
         approval = profile.approval(name)
@@ -760,14 +632,14 @@ def inspect(
             changes = compare(before, now)
         inspected = record_inspection(profile, result)
     command = result.approve_command(_profile_option(profile))
-    if as_json:
+    if json_output(as_json):
         document = result.to_json()
         document["approved"] = approval is not None and approval.work_id == result.work_id
         document["approval"] = approval.to_json() if approval is not None else None
         document["approve_command"] = command
         if changes is not None:
             document["changes"] = changes.to_json()
-        stdout.out(json.dumps(document, indent=2))
+        print_json(document)
         return
     _show(result, approval)
     if changes is not None:
@@ -795,7 +667,8 @@ def approve(
         typer.Option(
             "--yes",
             help="Approve without asking (after showing the review); refused if the clean "
-            "room changed since you last inspected it.",
+            "room changed since you last inspected it. Scripts (no terminal) need this or "
+            "--work-id.",
         ),
     ] = False,
 ) -> None:
@@ -806,16 +679,27 @@ def approve(
     other than the one you last inspected is said plainly before the question.
     """
     profile = current_profile()
-    with _failures():
+    if not yes and work_id is None and not sys.stdin.isatty():
+        fail(
+            f"approve asks before it pins a Work-ID, and there is no terminal to ask on: pass "
+            f"--work-id ID (what cleanroom inspect printed) or --yes, e.g. "
+            f"{hint(f'approve {name} --yes')}",
+            EXIT_USAGE,
+        )
+    as_json = json_output()
+    with failures():
         result = _review(profile, name)
         approval = profile.approval(name)
         inspected = record_inspection(profile, result)
-    _show(result, approval)
+    if not as_json:
+        _show(result, approval)
     if work_id is not None and work_id != result.work_id:
-        with _failures():
+        with failures():
             approve_review(profile, result, work_id)  # refuses: work-id-reviewed
     if approval is not None and approval.work_id == result.work_id:
         stderr.print(f"clean room {name} is already approved with this Work-ID")
+        if as_json:
+            print_json(_approved_json(result, already=True))
         return
     if not result.you_participate:
         stderr.print("note: you have no right in this clean room")
@@ -824,7 +708,7 @@ def approve(
     if work_id is None:
         if inspected is not None and inspected.work_id != result.work_id:
             stderr.print(_changed(name, inspected, result), style="bold")
-            with _failures():
+            with failures():
                 _show_changes_since(profile, inspected, result)
             if yes:
                 fail(
@@ -835,17 +719,22 @@ def approve(
             f"Approve Work-ID {result.work_id} of clean room {name}?", default=False
         ):
             raise typer.Abort()
-    with _failures():
+    with failures():
         approve_review(profile, result, work_id or result.work_id)
+    if as_json:
+        print_json(_approved_json(result, already=False))
+        return
     _print(f"approved: clean room {name}, Work-ID {result.work_id}")
 
 
-__all__ = [
-    "approve",
-    "configure",
-    "deploy",
-    "function_app",
-    "inspect",
-    "login",
-    "whoami",
-]
+def _approved_json(result: Review, *, already: bool) -> dict[str, object]:
+    return {
+        "name": result.room.name,
+        "work_id": result.work_id,
+        "approved": True,
+        "already_approved": already,
+        "review": result.to_json(),
+    }
+
+
+__all__ = ["approve", "deploy", "function_app", "inspect"]

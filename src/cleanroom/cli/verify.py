@@ -30,6 +30,7 @@ from cleanroom.cli.common import (
     EXIT_USAGE,
     CliError,
     fail,
+    json_output,
     parse_hex,
     read_file,
     stderr,
@@ -154,6 +155,7 @@ def verify_quote(
     signatures, QE report, quote signature) is dcap-qvl's; then the policy checks TCB
     status, advisories, DEBUG, MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN, REPORTDATA.
     """
+    as_json = json_output(as_json)
     try:
         policy = AttestationPolicy(
             accepted_statuses=(
@@ -344,6 +346,7 @@ def measure_command(
     an operator publishes, and `--list` shows which file differs when they do not.
     With --gramine, the values come from a signed Gramine enclave's SIGSTRUCT instead.
     """
+    as_json = json_output(as_json)
     if gramine is not None:
         if image is not None or signer is not None or write or list_files:
             fail("--gramine reads the image and its signer from the .sig file alone", EXIT_USAGE)

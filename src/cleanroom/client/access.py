@@ -7,6 +7,8 @@ output, who may start the run and where the function's logs go::
     outputs: {output_1: <user_id>, output_2: <user_id>}
     runners: [<user_id>]        # optional; default: the deployer
     logs: output_1              # optional; default: nowhere
+    rules: {input_1: {kind: aggregation, …}}   # SQL rooms: each owner's analysis rule
+    adhoc: {runners: [<user_id>], output: output_1}  # SQL rooms: ad-hoc queries
 
 It is checked as strictly as the work spec it becomes: unknown keys, duplicate
 keys, malformed ids or user_ids are refused with one line that names the key. A
@@ -29,7 +31,7 @@ from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WORK_SPEC_TYPE, Scalar, WorkSpec
 
-ACCESS_KEYS = ("inputs", "outputs", "runners", "logs")
+ACCESS_KEYS = ("inputs", "outputs", "runners", "logs", "rules", "adhoc")
 NONCE_BYTES = 16
 MAX_PARAMETER_NAME = 64
 
@@ -58,6 +60,9 @@ class Access:
     runners: tuple[str, ...] | None = None
     logs: str | None = None
     source: str = field(default="access file", compare=False)
+    # SQL rooms (docs/privacy.md): checked as part of the spec they go into.
+    rules: Mapping[str, Any] | None = None
+    adhoc: Mapping[str, Any] | None = None
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -172,7 +177,16 @@ def parse_access(document: object, *, source: str = "access file") -> Access:
         logs = _check_object_id(document["logs"], "logs", refuse)
         if logs not in outputs:
             raise refuse("logs", f"{logs!r} is not one of the outputs {sorted(outputs)}")
-    return Access(inputs=inputs, outputs=outputs, runners=runners, logs=logs, source=source)
+    sql: dict[str, Mapping[str, Any] | None] = {"rules": None, "adhoc": None}
+    for key in sql:
+        if key in document:
+            if not isinstance(document[key], dict):
+                raise refuse(key, f"must be a mapping, got {type(document[key]).__name__}")
+            sql[key] = document[key]
+    return Access(
+        inputs=inputs, outputs=outputs, runners=runners, logs=logs, source=source,
+        rules=sql["rules"], adhoc=sql["adhoc"],
+    )  # fmt: skip
 
 
 def load_access(path: Path) -> Access:
@@ -207,6 +221,7 @@ def build_spec(
     disk_mib: int | None = None,
     parameters: Mapping[str, Scalar] | None = None,
     nonce: bytes | None = None,
+    sql: Mapping[str, Any] | None = None,
 ) -> WorkSpec:
     """The work spec of a new clean room, with a fresh random nonce unless one is given.
 
@@ -239,6 +254,8 @@ def build_spec(
     }
     if access.logs is not None:
         document["logs"] = access.logs
+    if sql is not None:
+        document["sql"] = dict(sql)
     return WorkSpec.parse(document)
 
 

@@ -186,10 +186,32 @@ def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
                 f"~ {quoted(key)}: {_value(before.parameters[key])} -> "
                 f"{_value(after.parameters[key])}"
             )
+    _compare_sql(before, after, changes)
     old_rights = {_right(p.role, p.object_id, p.user_id) for p in participants(before)}
     new_rights = {_right(p.role, p.object_id, p.user_id) for p in participants(after)}
     changes.rights += [f"- {right}" for right in sorted(old_rights - new_rights)]
     changes.rights += [f"+ {right}" for right in sorted(new_rights - old_rights)]
+
+
+def _compare_sql(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
+    """A SQL room's schemas, rules, queries and ad-hoc runners: each changed entry, as
+    its canonical JSON before and after (every owner's rule is part of what is approved)."""
+    old = before.sql.model_dump(mode="json", exclude_none=True) if before.sql else {}
+    new = after.sql.model_dump(mode="json", exclude_none=True) if after.sql else {}
+    for section in ("schemas", "rules", "queries"):
+        was, now = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(was) | set(now)):
+            if was.get(key) != now.get(key):
+                before_text = "none" if key not in was else json.dumps(was[key], sort_keys=True)
+                after_text = "none" if key not in now else json.dumps(now[key], sort_keys=True)
+                changes.spec.append(
+                    f"~ sql.{section}.{shown(key)}: {shown(before_text)} -> {shown(after_text)}"
+                )
+    if old.get("adhoc") != new.get("adhoc"):
+        changes.spec.append(
+            f"~ sql.adhoc: {shown(json.dumps(old.get('adhoc'), sort_keys=True))} -> "
+            f"{shown(json.dumps(new.get('adhoc'), sort_keys=True))}"
+        )
 
 
 def _right(role: str, object_id: str | None, user_id: str) -> str:

@@ -13,7 +13,6 @@ used, not even when that PCCS is down.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import dcap_qvl
 import httpx
@@ -21,9 +20,8 @@ import httpx
 from cleanroom.attestation import AttestationError, CheckResult, load_collateral
 from cleanroom.attestation.collateral import CollateralValidity, check_fresh
 from cleanroom.attestation.pccs import DEFAULT_TIMEOUT_S, PccsClient
+from cleanroom.client.profile import CollateralFrom
 
-CollateralFrom = Literal["server", "pccs"]
-COLLATERAL_FROM: tuple[CollateralFrom, ...] = ("server", "pccs")
 FROM_SERVER = "the compute server"
 
 

@@ -16,6 +16,7 @@ import httpx
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.tls import tls_context
+from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.framing import MEDIA_TYPE, decode_frames, encode_frames
@@ -75,13 +76,20 @@ def _text(document: dict[str, Any], name: str, what: str) -> str:
 
 
 class ComputeClient:
-    """Talks to one Controller on behalf of one user (a bearer token from the manager)."""
+    """Talks to one Controller about one room on behalf of one user.
+
+    ``token`` is the user's token for that room on that server (from the manager:
+    :meth:`cleanroom.client.manager.ManagerClient.fetch_token` with the server's URL
+    as ``resource``), bound to ``dpop_key``, which signs a DPoP proof for every
+    request: the Controller cannot use the token anywhere else, nor again.
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         token: str,
+        dpop_key: ProofKey,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 60.0,
     ) -> None:
@@ -90,7 +98,7 @@ class ComputeClient:
             base_url=self.base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
-            headers={"authorization": f"Bearer {token}"},
+            auth=DPoPAuth(dpop_key, token),
             verify=tls_context(),
         )
 
@@ -115,6 +123,15 @@ class ComputeClient:
     def state(self, name: str) -> dict[str, Any]:
         """The Worker's state as the Controller reports it (informational only)."""
         return _object(self._request("GET", f"/v1/rooms/{name}"), "room-state")
+
+    def status(self, name: str, nonce: bytes) -> tuple[Any, bytes]:
+        """The Worker's signed status for ``nonce``, as relayed: (status, signature), unchecked."""
+        document = _object(
+            self._request("POST", f"/v1/rooms/{name}/status", json={"nonce": b64u(nonce)}),
+            "room-status",
+        )
+        signature = _text(document, "signature", "room-status")
+        return document.get("status"), from_b64u(signature, "status signature")
 
     def attestation(self, name: str, nonce: bytes) -> Evidence:
         """Phase 1 evidence for ``name``'s Worker, bound to ``nonce``."""
@@ -161,14 +178,15 @@ class ComputeClient:
         signature_text = _text(document, "signature", "handshake-resp")
         return document.get("resp"), from_b64u(signature_text, "resp signature")
 
-    def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> dict[str, Any]:
-        """Stream record frames into the Worker; its (unchecked) acknowledgement."""
+    def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> bytes:
+        """Stream record frames into the Worker; its sealed acknowledgement (unchecked)."""
         return self.upload_stream(name, session_id, encode_frames(frames))
 
     def upload_stream(
         self, name: str, session_id: str, stream: Iterable[bytes | bytearray]
-    ) -> dict[str, Any]:
-        """Stream a frame stream (frames already length-prefixed) into the Worker."""
+    ) -> bytes:
+        """Stream a frame stream (frames already length-prefixed) into the Worker; its
+        sealed acknowledgement (unchecked)."""
         response = self._request(
             "POST",
             f"/v1/rooms/{name}/sessions/{session_id}/upload",
@@ -176,7 +194,7 @@ class ComputeClient:
             headers={"content-type": MEDIA_TYPE},
             timeout=httpx.Timeout(60.0, read=None, write=None),
         )
-        return _object(response, "upload")
+        return from_b64u(_text(_object(response, "upload"), "ack", "upload"), "upload ack")
 
     def run(self, name: str, session_id: str) -> dict[str, Any]:
         return _object(self._request("POST", f"/v1/rooms/{name}/sessions/{session_id}/run"), "run")
@@ -208,4 +226,27 @@ class ComputeClient:
         document = _object(self._request("GET", f"/v1/rooms/{name}/receipt"), "receipt")
         return document.get("receipt"), from_b64u(
             _text(document, "signature", "receipt"), "receipt signature"
+        )
+
+    # -- SQL rooms -----------------------------------------------------------------
+
+    def query(self, name: str, session_id: str, frame: bytes) -> dict[str, Any]:
+        """Start a query in a SQL room: ``frame`` is the encrypted query request."""
+        path = f"/v1/rooms/{name}/sessions/{session_id}/run"
+        return _object(self._request("POST", path, json={"query": b64u(frame)}), "run")
+
+    def run_receipt(self, name: str, run: int) -> tuple[Any, bytes]:
+        """A query run's signed receipt as relayed, not yet checked."""
+        document = _object(self._request("GET", f"/v1/rooms/{name}/runs/{run}/receipt"), "receipt")
+        return document.get("receipt"), from_b64u(
+            _text(document, "signature", "receipt"), "receipt signature"
+        )
+
+    def budget(self, name: str, nonce: str) -> tuple[Any, bytes]:
+        """The signed privacy budget statement for ``nonce``, not yet checked."""
+        document = _object(
+            self._request("POST", f"/v1/rooms/{name}/budget", json={"nonce": nonce}), "budget"
+        )
+        return document.get("budget"), from_b64u(
+            _text(document, "signature", "budget"), "budget signature"
         )

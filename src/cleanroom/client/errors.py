@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
+
+if TYPE_CHECKING:
+    import httpx
 
 _MAX_TEXT = 400
 

@@ -9,6 +9,14 @@ the spec that was sent. Those refusals are :class:`UntrustedAnswerError` (a
 :class:`cleanroom.errors.CheckFailed`); everything the server refuses is a
 :class:`ServerError`.
 
+Tokens are DPoP-bound (RFC 9449): the client holds a key (:class:`cleanroom.dpop.ProofKey`,
+the profile's own, or a fresh one) and every request carries a proof made with it,
+so a token is worthless to whoever copies it. A token is for one server
+(RFC 8707): :meth:`ManagerClient.fetch_token` without ``resource`` gets this
+client's token for the manager; with a compute server's URL and a room, a token
+for that room on that server (which the client hands to
+:class:`cleanroom.client.compute.ComputeClient`).
+
 Example::
 
     with ManagerClient("https://manager.example") as manager:
@@ -32,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
+from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
 from cleanroom.protocol.bundle import function_id as function_id_of
 from cleanroom.protocol.encoding import b64u, canonical
@@ -46,11 +55,14 @@ _FUNCTION_ID = re.compile(r"fs://([A-Za-z0-9_-]{43})")
 _ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")  # as the manager's
 _CLIENT_ID = re.compile(r"[0-9a-f]{32}")
+SLOW_DOWN_RETRIES = 3
+MAX_RETRY_AFTER_S = 10.0
+"""The longest ``Retry-After`` of the token endpoint the client waits out itself."""
 
 
 @dataclass(frozen=True)
 class AccessToken:
-    """A bearer token from the manager and when it expires (Unix seconds)."""
+    """A DPoP-bound access token from the manager and when it expires (Unix seconds)."""
 
     access_token: str
     expires_at: int
@@ -159,6 +171,25 @@ def _room_path(name: str) -> str:
             "room-name", "1-63 lowercase letters, digits or '-'", name[:80], "bad room name"
         )
     return f"/v1/rooms/{name}"
+
+
+def _project_query(project: str | None) -> dict[str, str]:
+    if project is None:
+        return {}
+    _project_path(project)  # the same rule
+    return {"project": project}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Seconds to wait before asking the token endpoint again, if it said slow down."""
+    if response.status_code != 429:
+        return None
+    text = response.headers.get("retry-after", "")
+    try:
+        wait = float(text)
+    except ValueError:
+        return None
+    return wait if 0 <= wait <= MAX_RETRY_AFTER_S else None
 
 
 def _project_path(project: str) -> str:
@@ -301,10 +332,13 @@ def _digest(function_id: str) -> str:
 
 
 class ManagerClient:
-    """A client of one management server, with an optional bearer token.
+    """A client of one management server, with an optional access token.
 
-    ``transport`` replaces httpx's network transport (tests); ``timeout`` is per
-    request, in seconds. Use it as a context manager or call :meth:`close`.
+    ``dpop_key`` is the key its tokens are bound to and its requests' DPoP proofs
+    are signed with (default: a fresh one, which only this client holds: give the
+    key a ``token`` was bound to). ``transport`` replaces httpx's network transport
+    (tests); ``timeout`` is per request, in seconds. Use it as a context manager or
+    call :meth:`close`.
     """
 
     def __init__(
@@ -312,11 +346,13 @@ class ManagerClient:
         base_url: str,
         *,
         token: str | None = None,
+        dpop_key: ProofKey | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.dpop_key = dpop_key if dpop_key is not None else ProofKey.generate()
         self._client = httpx.Client(
             base_url=self.base_url,
             transport=transport,
@@ -335,32 +371,60 @@ class ManagerClient:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        headers = dict(kwargs.pop("headers", {}))
-        if self.token is not None:
-            headers["authorization"] = f"Bearer {self.token}"
+        token = self.token
+        auth = DPoPAuth(self.dpop_key, token) if token is not None else None
         try:
-            response = self._client.request(method, path, headers=headers, **kwargs)
+            response = self._client.request(method, path, auth=auth, **kwargs)
         except httpx.HTTPError as error:
             raise ServerError.unreachable(WHO, self.base_url, error) from error
         if response.status_code >= 400:
             raise ServerError.from_response(response, WHO)
         return response
 
-    def fetch_token(self, client_id: str, client_secret: str) -> AccessToken:
-        """Log in with client credentials (RFC 6749 §4.4); this client then uses the token.
+    def fetch_token(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        resource: str | None = None,
+        room: str | None = None,
+        project: str | None = None,
+    ) -> AccessToken:
+        """Log in with client credentials (RFC 6749 §4.4), the token bound to ``dpop_key``.
 
-        Raises :class:`ServerError` (401 ``invalid_client`` for a wrong secret, an
-        unknown or a disabled client, which the manager does not tell apart).
+        Without ``resource``: a token for the manager, which this client then uses.
+        With a compute server's URL (RFC 8707) and ``room`` (of ``project``, where
+        several projects' rooms you see share the name): a token for that room on
+        that server only, returned and not kept. Raises :class:`ServerError` (401
+        ``invalid_client`` for a wrong secret, an unknown or a disabled client,
+        which the manager does not tell apart; 400 ``invalid_target`` for a server
+        or room the client may not have a token for). A ``slow_down`` answer is
+        waited out (at most a few seconds, a few times).
         """
-        response = self._request(
-            "POST",
-            "/oauth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": client_id,
-                "client_secret": client_secret,
-            },
-        )
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": client_secret,
+        }
+        if resource is not None:
+            form["resource"] = resource
+        if room is not None:
+            form["room"] = room
+        if project is not None:
+            form["project"] = project
+        url = f"{self.base_url}/oauth/token"
+        for attempt in range(SLOW_DOWN_RETRIES + 1):
+            proof = self.dpop_key.proof("POST", url)
+            try:
+                response = self._client.post(url, data=form, headers={"DPoP": proof})
+            except httpx.HTTPError as error:
+                raise ServerError.unreachable(WHO, self.base_url, error) from error
+            wait = _retry_after(response)
+            if wait is None or attempt == SLOW_DOWN_RETRIES:
+                break
+            time.sleep(wait)
+        if response.status_code >= 400:
+            raise ServerError.from_response(response, WHO)
         document = _object(response, "token")
         access_token, expires_in = document.get("access_token"), document.get("expires_in")
         token_type = document.get("token_type")
@@ -368,12 +432,13 @@ class ManagerClient:
             not isinstance(access_token, str)
             or not isinstance(expires_in, int)
             or not isinstance(token_type, str)
-            or token_type.lower() != "bearer"
+            or token_type.lower() != "dpop"
         ):
             raise MessageFormatError(
-                "token", "{access_token, token_type: Bearer, expires_in}", sorted(document), "bad"
+                "token", "{access_token, token_type: DPoP, expires_in}", sorted(document), "bad"
             )
-        self.token = access_token
+        if resource is None:
+            self.token = access_token
         return AccessToken(access_token=access_token, expires_at=int(time.time()) + expires_in)
 
     def revoke(
@@ -497,9 +562,15 @@ class ManagerClient:
             )
         return room
 
-    def room(self, name: str) -> Room:
-        """The clean room ``name`` (404 if none, or if this client may not see it)."""
-        return Room.from_json(_object(self._request("GET", _room_path(name)), "room"))
+    def room(self, name: str, project: str | None = None) -> Room:
+        """The clean room ``name`` (404 if none, or if this client may not see it).
+
+        Names live per project: your project's room of that name, else the one
+        other project's you take part in; ``project`` names it where several do
+        (409 ``room-ambiguous`` otherwise).
+        """
+        answer = self._request("GET", _room_path(name), params=_project_query(project))
+        return Room.from_json(_object(answer, "room"))
 
     def rooms(self) -> list[Room]:
         """The rooms of this client's project and those whose spec names its user_id."""
@@ -509,9 +580,10 @@ class ManagerClient:
             raise MessageFormatError("rooms", "a list 'rooms'", type(rooms).__name__, "bad answer")
         return [Room.from_json(room) for room in rooms]
 
-    def delete(self, name: str) -> Room:
+    def delete(self, name: str, project: str | None = None) -> Room:
         """Delete the clean room ``name`` (its Worker erases keys and data); its project only."""
-        return Room.from_json(_object(self._request("DELETE", _room_path(name)), "room"))
+        answer = self._request("DELETE", _room_path(name), params=_project_query(project))
+        return Room.from_json(_object(answer, "room"))
 
     # -- projects: what an owner manages (docs/api.md, "Projects") ------------------------
     #

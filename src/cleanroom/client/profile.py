@@ -8,19 +8,30 @@ so two users can share a machine with different homes or profile names. It holds
   MRENCLAVE(s), accepted TCB statuses and advisories, ISVPRODID, minimum ISVSVN,
   and whether a simulated root is trusted instead of Intel's production root;
 - ``simulator-root.pem``: that simulated root, only when the user chose to trust it;
+- ``release-key.pem``: the release key whose signed measurement file the expected
+  measurements came from (``configure --measurements``), when they did;
 - ``credentials.json`` (0600): the client secret;
 - ``user-key.pem`` (0600): the user's P-256 private key, PKCS#8. Its public key
   *is* the user (``user_id``); it is created once and never replaced unless asked;
+- ``dpop-key.pem`` (0600): the P-256 key the user's access tokens are bound to
+  (DPoP, RFC 9449), PKCS#8; created when first needed. It is not the user key:
+  that one signs what the enclave acts on, this one every HTTP request an
+  untrusted Controller sees, and it can be replaced without changing who the
+  user is;
 - ``approvals.json``: room name -> the Work-ID the user reviewed and pinned;
 - ``inspections.json``: room name -> the Work-ID the user last inspected, so that a
   room redeployed between ``inspect`` and ``approve`` is said plainly;
 - ``reviews/<Work-ID>.json``: what the user was shown for each Work-ID they
   inspected or approved (spec, files, packages), to show later what changed;
-- ``token.json`` (0600): the cached access token for the manager.
+- ``token.json`` (0600): the cached access tokens, one per resource (the manager,
+  and each room on a compute server), each bound to ``dpop-key.pem``.
 
 The expected measurements are written into ``config.json`` when the profile is
-configured (by default this installed release's own measurements), so a later
-change of the installed code never silently changes what the user trusts.
+configured: from a release's measurement file signed by the release key
+(:mod:`cleanroom.attestation.measurements`), which is how a client must learn what
+the published enclaves are; else, for development against the simulated backend,
+this installed cleanroom's own. A later change of the installed code never silently
+changes what the user trusts.
 
 Every file is written atomically (a temporary file in the same directory, then
 ``os.replace``) and every directory is created 0700. Secret files that others can
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import os
 import re
@@ -42,24 +54,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
 from cleanroom.attestation import (
-    DEFAULT_ACCEPTED_STATUSES,
     AttestationError,
     AttestationPolicy,
     TrustAnchor,
 )
-from cleanroom.client.collateral import CollateralFrom
+from cleanroom.attestation.measurements import (
+    ReleaseMeasurements,
+    key_id,
+    load_release_key,
+    verify_measurements,
+)
+from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.keys import user_id as user_id_of
 
 if TYPE_CHECKING:
+    import httpx
+
+    from cleanroom.attestation import AttestationPolicy, TrustAnchor
     from cleanroom.client.manager import ManagerClient
+
+# Where a client takes collateral from (cleanroom.client.collateral chooses it).
+CollateralFrom = Literal["server", "pccs"]
+COLLATERAL_FROM: tuple[CollateralFrom, ...] = ("server", "pccs")
 
 PROFILE_ENV = "CLEANROOM_PROFILE"
 DEFAULT_PROFILE = "default"
@@ -68,14 +91,18 @@ PROFILE_CONFIG_TYPE: Literal["cleanroom/profile/v1"] = "cleanroom/profile/v1"
 CONFIG_FILE = "config.json"
 CREDENTIALS_FILE = "credentials.json"
 USER_KEY_FILE = "user-key.pem"
+DPOP_KEY_FILE = "dpop-key.pem"
 APPROVALS_FILE = "approvals.json"
 INSPECTIONS_FILE = "inspections.json"
 REVIEWS_DIR = "reviews"
 TOKEN_FILE = "token.json"  # noqa: S105 - a file name, not a secret
 SIMULATOR_ROOT_FILE = "simulator-root.pem"
+RELEASE_KEY_FILE = "release-key.pem"
 
 TOKEN_MARGIN_S = 60
 """A cached token this close to its expiry is not used: a request must not race it."""
+MAX_CACHED_TOKENS = 256
+"""Tokens kept in ``token.json`` at most (the manager's and one per room used lately)."""
 
 _PRIVATE_DIR = 0o700
 _PRIVATE_FILE = 0o600
@@ -127,6 +154,17 @@ class Inspection:
         }
 
 
+class MeasurementsSource(BaseModel):
+    """Which signed measurement file the expected measurements came from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    release: str
+    issued_at: int = Field(ge=0)
+    backend: str
+    sha256: Hex32  # of the file as it was read
+
+
 class ProfileConfig(BaseModel):
     """``config.json``: everything in the profile that is not a secret."""
 
@@ -153,6 +191,10 @@ class ProfileConfig(BaseModel):
     # Protocol v1 (two round trips, ECDH P-256 only): refused unless set, and used
     # only with a compute server that offers no v2 (docs/protocol.md, "Downgrade").
     allow_protocol_v1: bool = False
+    # Set exactly when the measurements came from a release's signed measurement file:
+    # the release key's ID (release-key.pem) and the file.
+    release_key_sha256: Hex32 | None = None
+    measurements: MeasurementsSource | None = None
 
 
 class _Credentials(BaseModel):
@@ -160,12 +202,28 @@ class _Credentials(BaseModel):
     client_secret: str = Field(min_length=1)
 
 
-class _Token(BaseModel):
+class _CachedToken(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    access_token: str
+    expires_at: int
+
+
+class _Tokens(BaseModel):
+    """``token.json``: the tokens of one client at one manager, bound to one DPoP key."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     manager_url: str
     client_id: str
-    access_token: str
-    expires_at: int
+    jkt: str
+    tokens: dict[str, _CachedToken]
+
+
+def _resource_key(resource: str | None, room: str | None, project: str | None) -> str:
+    """How ``token.json`` names the token for a resource: ``manager``, or the server's
+    URL and the room."""
+    if resource is None:
+        return "manager"
+    return f"{resource.rstrip('/')} {project or ''}/{room or ''}"
 
 
 class _InspectionRecord(BaseModel):
@@ -190,6 +248,12 @@ def resolve_name(name: str | None = None) -> str:
             f"bad profile name {chosen!r}: use up to 64 letters, digits, '.', '_' or '-'"
         )
     return chosen
+
+
+def command_for(profile: str, words: str) -> str:
+    """The ``cleanroom`` command ``words`` for profile ``profile``: ``--profile`` unless default."""
+    chosen = "" if profile == DEFAULT_PROFILE else f"--profile {profile} "
+    return f"cleanroom {chosen}{words}"
 
 
 def profile_dir(name: str | None = None, home: Path | None = None) -> Path:
@@ -224,6 +288,28 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _create_key_once(path: Path) -> None:
+    """Write a new P-256 key to ``path`` (0600) unless another process just did."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            os.fchmod(file.fileno(), _PRIVATE_FILE)
+            file.write(pem)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):  # the first one written is the key
+            os.link(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def _json_bytes(document: object) -> bytes:
@@ -264,6 +350,7 @@ class Profile:
         self.directory = directory
         self.config = config
         self._user_key: ec.EllipticCurvePrivateKey | None = None
+        self._proof_key: ProofKey | None = None
 
     # -- creation and loading ------------------------------------------------------
 
@@ -289,11 +376,14 @@ class Profile:
         collateral_from: CollateralFrom = "server",
         allow_protocol_v1: bool = False,
         new_key: bool = False,
+        release: SignedRelease | None = None,
     ) -> Profile:
         """Write (or rewrite) the profile ``name`` and return it.
 
-        Measurements, ISVPRODID and the minimum ISVSVN left ``None`` default to this
-        installed release's Attester and Worker (:func:`cleanroom.tee.measure.measure`).
+        ``release`` (a verified measurement file and its release key) gives the
+        measurements, ISVPRODID and minimum ISVSVN, and then none of them may be
+        given; otherwise those left ``None`` default to this installed cleanroom's
+        Attester and Worker (:func:`cleanroom.tee.measure.measure`).
         ``simulator_root`` is a root certificate (PEM or DER) to trust *instead of*
         Intel's production root: quotes of a simulated platform then verify, and
         they protect nothing. ``pccs_url`` is the user's own PCCS, the fallback for
@@ -306,7 +396,25 @@ class Profile:
         """
         resolved = resolve_name(name)
         directory = profile_dir(resolved, home)
-        release = _release_measurements()
+        if release is not None:
+            given = [
+                attester_mrenclaves,
+                attester_mrsigner,
+                worker_mrenclaves,
+                isv_prod_id,
+                min_isv_svn,
+            ]
+            if any(value is not None for value in given):
+                raise ProfileError(
+                    "the measurement file gives the expected measurements: give no other"
+                )
+            measured = release.measurements
+            attester_mrenclaves = measured.attester.mr_enclaves
+            attester_mrsigner = measured.attester.mr_signer
+            worker_mrenclaves = measured.worker.mr_enclaves
+            isv_prod_id = measured.attester.isv_prod_id
+            min_isv_svn = measured.attester.isv_svn
+        installed = _release_measurements
         anchor_pem: bytes | None = None
         anchor_sha256: str | None = None
         if simulator_root is not None:
@@ -322,29 +430,31 @@ class Profile:
                     {_hex(value, "Attester MRENCLAVE") for value in attester_mrenclaves}
                 )
                 if attester_mrenclaves is not None
-                else release[0],
+                else installed()[0],
                 attester_mrsigner=_hex(attester_mrsigner, "Attester MRSIGNER")
                 if attester_mrsigner is not None
-                else release[1],
+                else installed()[1],
                 worker_mrenclaves=sorted(
                     {_hex(value, "Worker MRENCLAVE") for value in worker_mrenclaves}
                 )
                 if worker_mrenclaves is not None
-                else release[2],
+                else installed()[2],
                 accepted_tcb_statuses=sorted(
                     set(accepted_tcb_statuses)
                     if accepted_tcb_statuses is not None
-                    else DEFAULT_ACCEPTED_STATUSES
+                    else _default_statuses()
                 ),
                 accepted_advisories=sorted(set(accepted_advisories))
                 if accepted_advisories is not None
                 else None,
-                isv_prod_id=release[3] if isv_prod_id is None else isv_prod_id,
-                min_isv_svn=release[4] if min_isv_svn is None else min_isv_svn,
+                isv_prod_id=installed()[3] if isv_prod_id is None else isv_prod_id,
+                min_isv_svn=installed()[4] if min_isv_svn is None else min_isv_svn,
                 simulator_root_sha256=anchor_sha256,
                 pccs_url=pccs_url.rstrip("/") if pccs_url else None,
                 collateral_from=collateral_from,
                 allow_protocol_v1=allow_protocol_v1,
+                release_key_sha256=release.key_id if release is not None else None,
+                measurements=release.source() if release is not None else None,
             )
         except ValidationError as error:
             raise ProfileError(_first_error(error, "configuration")) from error
@@ -357,6 +467,8 @@ class Profile:
         _make_private_dirs(directory)
         if anchor_pem is not None:
             write_atomic(directory / SIMULATOR_ROOT_FILE, anchor_pem, _PUBLIC_FILE)
+        if release is not None:
+            write_atomic(directory / RELEASE_KEY_FILE, release.key_pem(), _PUBLIC_FILE)
         key_path = directory / USER_KEY_FILE
         if new_key or not key_path.exists():
             key = ec.generate_private_key(ec.SECP256R1())
@@ -380,6 +492,9 @@ class Profile:
         if anchor_pem is None:
             with contextlib.suppress(FileNotFoundError):
                 (directory / SIMULATOR_ROOT_FILE).unlink()
+        if release is None:
+            with contextlib.suppress(FileNotFoundError):
+                (directory / RELEASE_KEY_FILE).unlink()
         profile.user_key  # noqa: B018 - read back what was written, refusing a bad key now
         return profile
 
@@ -391,17 +506,21 @@ class Profile:
         path = directory / CONFIG_FILE
         if not path.is_file():
             raise ProfileError(
-                f"profile {resolved!r} is not configured: run cleanroom configure"
-                + (f" --profile {resolved}" if resolved != DEFAULT_PROFILE else "")
+                f"profile {resolved!r} is not configured: run {command_for(resolved, 'configure')}"
             )
         document = _read_json(path, f"profile {resolved!r}: {CONFIG_FILE}")
         try:
             config = ProfileConfig.model_validate(document)
         except ValidationError as error:
             raise ProfileError(
-                f"profile {resolved!r}: {_first_error(error, CONFIG_FILE)}: run cleanroom configure"
+                f"profile {resolved!r}: {_first_error(error, CONFIG_FILE)}: "
+                f"run {command_for(resolved, 'configure')}"
             ) from error
         return cls(resolved, directory, config)
+
+    def command(self, words: str) -> str:
+        """The ``cleanroom`` command ``words`` for this profile (to suggest to the user)."""
+        return command_for(self.name, words)
 
     def updated(self, **changes: Any) -> Profile:
         """Rewrite ``config.json`` with ``changes`` (e.g. ``project``) and return the result."""
@@ -457,6 +576,8 @@ class Profile:
         return self._attestation_policy()
 
     def _attestation_policy(self) -> AttestationPolicy:
+        from cleanroom.attestation import AttestationError, AttestationPolicy
+
         config = self.config
         try:
             return AttestationPolicy(
@@ -485,6 +606,8 @@ class Profile:
 
     def trust_anchor(self) -> TrustAnchor:
         """Intel's production root, or the simulated root only when the profile trusts one."""
+        from cleanroom.attestation import TrustAnchor
+
         expected = self.config.simulator_root_sha256
         if expected is None:
             return TrustAnchor.intel_production()
@@ -494,16 +617,39 @@ class Profile:
         except OSError as error:
             raise ProfileError(
                 f"{self._what(SIMULATOR_ROOT_FILE)} cannot be read ({error.strerror}): "
-                "run cleanroom configure --trust-simulator ROOT_PEM"
+                f"run {self.command('configure --trust-simulator ROOT_PEM')}"
             ) from error
         anchor = _anchor_from(data, self._what(SIMULATOR_ROOT_FILE))
         if anchor.fingerprint != expected:
             raise ProfileError(
                 f"{self._what(SIMULATOR_ROOT_FILE)} changed since it was configured "
                 f"(SHA-256 {anchor.fingerprint}, configured {expected}): "
-                "run cleanroom configure --trust-simulator ROOT_PEM"
+                f"run {self.command('configure --trust-simulator ROOT_PEM')}"
             )
         return anchor
+
+    def release_key(self) -> ed25519.Ed25519PublicKey | None:
+        """The release key the expected measurements were verified under, if they were."""
+        expected = self.config.release_key_sha256
+        if expected is None:
+            return None
+        path = self.directory / RELEASE_KEY_FILE
+        try:
+            key = load_release_key(path.read_bytes())
+        except OSError as error:
+            raise ProfileError(
+                f"{self._what(RELEASE_KEY_FILE)} cannot be read ({error.strerror}): "
+                "run cleanroom configure --measurements FILE --release-key KEY"
+            ) from error
+        except AttestationError as error:
+            raise ProfileError(f"{self._what(RELEASE_KEY_FILE)}: {error}") from error
+        if key_id(key) != expected:
+            raise ProfileError(
+                f"{self._what(RELEASE_KEY_FILE)} changed since it was configured "
+                f"(SHA-256 {key_id(key)}, configured {expected}): "
+                "run cleanroom configure --measurements FILE --release-key KEY"
+            )
+        return key
 
     # -- approvals -----------------------------------------------------------------
 
@@ -557,7 +703,7 @@ class Profile:
         or someone is showing this user a different clean room under its name).
         """
         approval = self.approval(name)
-        remedy = f"run `cleanroom inspect {name}` then `cleanroom approve {name}`"
+        remedy = f"run `{self.command(f'inspect {name}')}` then `{self.command(f'approve {name}')}`"
         if approval is None:
             raise NotApprovedError(
                 "work-id-approved",
@@ -639,6 +785,25 @@ class Profile:
 
     # -- the manager ---------------------------------------------------------------
 
+    @property
+    def proof_key(self) -> ProofKey:
+        """The key this profile's tokens are bound to (``dpop-key.pem``, created if absent)."""
+        if self._proof_key is None:
+            path = self.directory / DPOP_KEY_FILE
+            if not path.exists():
+                _create_key_once(path)
+            data = self._read_private(DPOP_KEY_FILE)
+            try:
+                key = serialization.load_pem_private_key(data, password=None)
+            except (ValueError, TypeError) as error:
+                raise ProfileError(
+                    f"{self._what(DPOP_KEY_FILE)} is not an unencrypted PEM private key: {error}"
+                ) from error
+            if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+                raise ProfileError(f"{self._what(DPOP_KEY_FILE)} is not a P-256 key")
+            self._proof_key = ProofKey(key)
+        return self._proof_key
+
     def manager(
         self,
         *,
@@ -647,67 +812,122 @@ class Profile:
     ) -> ManagerClient:
         """A client of this profile's manager, logged in.
 
-        Uses the cached token unless it is missing, for another manager or client,
-        or expires within :data:`TOKEN_MARGIN_S` seconds; then logs in with the
-        client credentials and caches the new token.
+        Uses the cached token unless it is missing, for another manager, client or
+        DPoP key, or expires within :data:`TOKEN_MARGIN_S` seconds; then logs in
+        with the client credentials and caches the new token.
         """
         from cleanroom.client.manager import ManagerClient
 
-        token = self._cached_token(int(clock()))
+        token = self._cached_token(_resource_key(None, None, None), int(clock()))
         if token is not None:
-            return ManagerClient(self.config.manager_url, token=token, transport=transport)
+            return ManagerClient(
+                self.config.manager_url,
+                token=token,
+                dpop_key=self.proof_key,
+                transport=transport,
+            )
         return self.login(transport=transport)
 
     def access_token(
         self,
         *,
+        resource: str | None = None,
+        room: str | None = None,
+        project: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
     ) -> str:
-        """A valid access token (the cached one, or a fresh login), e.g. for a Controller."""
-        token = self._cached_token(int(clock()))
+        """A valid token for ``resource`` (default: the manager), bound to :attr:`proof_key`.
+
+        For a compute server (its URL as ``resource``) the token is for one ``room``
+        (of ``project``): one per room, cached until shortly before it expires.
+        """
+        from cleanroom.client.manager import ManagerClient
+
+        key = _resource_key(resource, room, project)
+        token = self._cached_token(key, int(clock()))
         if token is not None:
             return token
-        with self.login(transport=transport) as client:
-            if client.token is None:  # fetch_token sets it; never send a request without
-                raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
-            return client.token
+        if resource is None:
+            with self.login(transport=transport) as client:
+                if client.token is None:  # fetch_token sets it; never send a request without
+                    raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
+                return client.token
+        with ManagerClient(
+            self.config.manager_url, dpop_key=self.proof_key, transport=transport
+        ) as client:
+            access = client.fetch_token(
+                self.config.client_id,
+                self.client_secret,
+                resource=resource,
+                room=room,
+                project=project,
+            )
+        self._cache_token(key, access.access_token, access.expires_at, int(clock()))
+        return access.access_token
 
     def login(self, *, transport: httpx.BaseTransport | None = None) -> ManagerClient:
         """Log in with the client credentials now, cache the token, return the client."""
         from cleanroom.client.manager import ManagerClient
 
-        client = ManagerClient(self.config.manager_url, transport=transport)
-        access = client.fetch_token(self.config.client_id, self.client_secret)
-        record = _Token(
-            manager_url=self.config.manager_url,
-            client_id=self.config.client_id,
-            access_token=access.access_token,
-            expires_at=int(access.expires_at),
+        client = ManagerClient(
+            self.config.manager_url, dpop_key=self.proof_key, transport=transport
         )
-        write_atomic(self.directory / TOKEN_FILE, _json_bytes(record.model_dump()), _PRIVATE_FILE)
+        access = client.fetch_token(self.config.client_id, self.client_secret)
+        self._cache_token(
+            _resource_key(None, None, None),
+            access.access_token,
+            access.expires_at,
+            int(time.time()),
+        )
         return client
 
     def forget_token(self) -> None:
-        """Drop the cached token (e.g. after the manager refused it)."""
+        """Drop every cached token (e.g. after the manager refused one)."""
         with contextlib.suppress(FileNotFoundError):
             (self.directory / TOKEN_FILE).unlink()
 
-    def _cached_token(self, now: int) -> str | None:
+    def _tokens(self) -> _Tokens | None:
+        """The token cache, if it is this client's at this manager with this DPoP key."""
         path = self.directory / TOKEN_FILE
         if not path.exists():
             return None
         try:
-            record = _Token.model_validate(_parse_json(self._read_private(TOKEN_FILE), ""))
+            record = _Tokens.model_validate(_parse_json(self._read_private(TOKEN_FILE), ""))
         except (ValidationError, ProfileError):
-            return None  # a damaged cache is only a cache: log in again
+            return None  # a damaged (or older) cache is only a cache: log in again
         if (
             record.manager_url != self.config.manager_url
             or record.client_id != self.config.client_id
-            or record.expires_at - TOKEN_MARGIN_S <= now
+            or record.jkt != self.proof_key.jkt
         ):
             return None
-        return record.access_token
+        return record
+
+    def _cached_token(self, key: str, now: int) -> str | None:
+        record = self._tokens()
+        cached = record.tokens.get(key) if record is not None else None
+        if cached is None or cached.expires_at - TOKEN_MARGIN_S <= now:
+            return None
+        return cached.access_token
+
+    def _cache_token(self, key: str, token: str, expires_at: int, now: int) -> None:
+        record = self._tokens()
+        kept = {
+            name: cached
+            for name, cached in (record.tokens.items() if record is not None else ())
+            if cached.expires_at - TOKEN_MARGIN_S > now and name != key
+        }
+        kept[key] = _CachedToken(access_token=token, expires_at=int(expires_at))
+        while len(kept) > MAX_CACHED_TOKENS:  # the soonest to expire go first
+            del kept[min(kept, key=lambda name: kept[name].expires_at)]
+        document = _Tokens(
+            manager_url=self.config.manager_url,
+            client_id=self.config.client_id,
+            jkt=self.proof_key.jkt,
+            tokens=kept,
+        )
+        write_atomic(self.directory / TOKEN_FILE, _json_bytes(document.model_dump()), _PRIVATE_FILE)
 
     # -- files ---------------------------------------------------------------------
 
@@ -727,15 +947,61 @@ class Profile:
                     )
                 return handle.read()
         except FileNotFoundError as error:
-            raise ProfileError(f"{self._what(file)} is missing: run cleanroom configure") from error
+            raise ProfileError(
+                f"{self._what(file)} is missing: run {self.command('configure')}"
+            ) from error
         except OSError as error:
             raise ProfileError(f"{self._what(file)} cannot be read: {error.strerror}") from error
+
+
+@dataclass(frozen=True)
+class SignedRelease:
+    """A measurement file verified under a release key: what a profile pins."""
+
+    measurements: ReleaseMeasurements
+    release_key: ed25519.Ed25519PublicKey
+    file_sha256: str
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.release_key)
+
+    def key_pem(self) -> bytes:
+        return self.release_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    def source(self) -> MeasurementsSource:
+        return MeasurementsSource(
+            release=self.measurements.release,
+            issued_at=self.measurements.issued_at,
+            backend=self.measurements.backend,
+            sha256=self.file_sha256,
+        )
+
+    @classmethod
+    def verify(cls, data: bytes, release_key: ed25519.Ed25519PublicKey) -> SignedRelease:
+        """Verify a measurement file (MeasurementsError naming the check if refused)."""
+        measurements = verify_measurements(data, release_key)
+        return cls(measurements, release_key, hashlib.sha256(data).hexdigest())
+
+
+# The attestation package (dcap-qvl, X.509) is imported where it is used: `whoami`
+# and the other commands that only read the profile never load it.
+
+
+def _default_statuses() -> frozenset[str]:
+    from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES
+
+    return frozenset(DEFAULT_ACCEPTED_STATUSES)
 
 
 @functools.lru_cache(maxsize=8)
 def _anchor_from(data: bytes, what: str) -> TrustAnchor:
     """The root certificate in ``data`` (parsed once per process: every session checks
     the file's bytes against the configured fingerprint, then uses this)."""
+    from cleanroom.attestation import AttestationError, TrustAnchor
+
     try:
         anchor = TrustAnchor.from_certificate(data)
     except AttestationError as error:
@@ -788,6 +1054,7 @@ __all__ = [
     "Profile",
     "ProfileConfig",
     "ProfileError",
+    "SignedRelease",
     "profile_dir",
     "resolve_name",
     "write_atomic",

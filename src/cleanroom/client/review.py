@@ -23,7 +23,9 @@ from cleanroom.client.vendored import Vendored, vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import PACKAGES, function_id, unpack
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.protocol.text import collisions, quoted, shown
+from cleanroom.sql import engine_function_id
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
@@ -303,6 +305,12 @@ def review(
             recomputed,
             "the function's bytes are not the function the spec names",
         )
+    if spec.sql is not None and spec.function != engine_function_id():
+        # A SQL room's function is this release's engine, never code to read.
+        raise ReviewError(
+            "sql-engine", engine_function_id(), spec.function,
+            "a SQL room must run the engine of this client's release",
+        )  # fmt: skip
     if room.function != spec.function:
         raise ReviewError(
             "function-id",
@@ -327,13 +335,14 @@ def _review(
     room: Room, spec: WorkSpec, recomputed: str, bundle: bytes, directory: Path, you: str | None
 ) -> Review:
     paths = unpack(bundle, directory)
+    runtime = ENGINE_RUNTIME if spec.sql is not None else spec.runtime
     return Review(
         room=room,
         spec=spec,
         work_id=spec.work_id,
         function_id=recomputed,
-        contents=contents(directory, paths, spec.runtime),
-        handler=locate_handler(directory, spec.handler, spec.runtime),
+        contents=contents(directory, paths, runtime),
+        handler=locate_handler(directory, spec.handler, runtime),
         participants=participants(spec, you),
     )
 
@@ -386,7 +395,7 @@ def approve_review(profile: Profile, reviewed: Review, work_id: str) -> Approval
             work_id,
             reviewed.work_id,
             f"clean room {name} no longer has the Work-ID you reviewed: it was redeployed",
-            hint=f"inspect it again: cleanroom inspect {name}",
+            hint=f"inspect it again: {profile.command(f'inspect {name}')}",
         )
     profile.remember_review(reviewed.work_id, reviewed.record())
     return profile.approve(name, reviewed.work_id, reviewed.function_id)

@@ -10,8 +10,13 @@ one purpose. Nothing the manager or the Controller says is believed unchecked.
 
     client = CleanRoomClient(Profile.load("alice"))
     client.upload("overlap", "input_1", Path("data/alice"))
-    client.run("overlap", wait=True)
+    ended = client.run("overlap", wait=True)      # the Worker's signed status
+    assert ended.succeeded, ended.summary()
     result = client.download("overlap", "output_1", Path("results"))
+
+What the Worker says about a room (its state, the inputs it holds, the run's end)
+is believed only when signed by the attested Worker for a fresh nonce
+(:meth:`CleanRoomClient.status`); the Controller's own account is never acted on.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.acks import open_ack
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import MessageFormatError, RecordError
@@ -48,6 +54,7 @@ from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
+from cleanroom.protocol.status import NONCE_BYTES, verify_status
 
 UPLOAD_MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
 OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
@@ -80,6 +87,16 @@ def _offers_no_v2(refusal: ServerError) -> bool:
     )
 
 
+class UnknownObjectError(MessageFormatError):
+    """An input or output id the room's spec does not have (unusable input, not a refusal)."""
+
+    exit_code = 2  # the command line's "unusable input"
+
+
+class RunNotStartedError(CheckFailed):
+    """The Worker says the run did not start although its start was acknowledged."""
+
+
 @dataclass(frozen=True)
 class Attestation:
     """A Worker that passed Phase 1 for the clean room the user approved."""
@@ -110,6 +127,74 @@ class UploadResult:
     sha256: str  # SHA-256(JCS(manifest)) hex: what the receipt must record
     files: dict[str, int]  # relative path -> size
     bytes: int
+    already: bool = False  # the Worker had exactly this input before (a retry): nothing new
+    rows: int | None = None  # SQL rooms: the rows the Worker checked against the schema
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """A room as its Worker says it is, signed for a fresh nonce and checked
+    (docs/protocol.md, "Room status"): every field is the attested Worker's word."""
+
+    worker_id: str
+    work_id: str
+    state: str  # collecting | running | done | failed
+    inputs: dict[str, dict[str, str]]  # the inputs that arrived: id -> {by, sha256}
+    uploading: tuple[str, ...]
+    outputs: tuple[str, ...]  # ready to download
+    run_status: str | None  # the receipt's status once the run ended
+    exit_code: int | None
+    detail: str | None  # why the room failed (the Worker's text: show it escaped)
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("done", "failed")
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "done" and self.run_status == "succeeded"
+
+    def summary(self) -> str:
+        """One line: how the run ended (for a room still collecting or running: its state)."""
+        if self.state == "done":
+            code = "none" if self.exit_code is None else str(self.exit_code)
+            return f"the run ended {self.run_status} (exit status {code})"
+        if self.state == "failed":
+            return "the run failed in the Worker" + (f": {self.detail}" if self.detail else "")
+        return f"the room is {self.state}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "work_id": self.work_id,
+            "state": self.state,
+            "inputs": self.inputs,
+            "uploading": list(self.uploading),
+            "outputs": list(self.outputs),
+            "run": None
+            if self.run_status is None
+            else {"status": self.run_status, "exit_code": self.exit_code},
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class RoomStatus:
+    """A room: the manager's record (untrusted), the spec its Work-ID was recomputed
+    from, the user's approval, and the Worker's signed status or why there is none."""
+
+    room: Room
+    spec: WorkSpec
+    approval: Approval | None
+    worker: WorkerStatus | None
+    unverified: str | None = None  # why the Worker's status could not be verified
+    # Then what the Controller says of its Worker: unverified, to show as such, never
+    # to act on (None when it could not be asked either).
+    controller: dict[str, Any] | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.approval is not None and self.approval.work_id == self.spec.work_id
 
 
 @dataclass(frozen=True)
@@ -171,9 +256,18 @@ class _Upload:
 
 
 def _input_files(source: Path) -> list[tuple[str, Path]]:
-    """The regular files under ``source``, sorted; links and special files are refused."""
+    """The regular files under ``source``, sorted (or ``source`` alone, a regular file,
+    under its own name); links and special files are refused."""
+    if source.is_symlink():
+        raise MessageFormatError(
+            "input-file", "a regular file or a directory", str(source), "links are not uploaded"
+        )
+    if source.is_file():
+        return [(source.name, source)]
     if not source.is_dir():
-        raise MessageFormatError("input-directory", "a directory", str(source), "not a directory")
+        raise MessageFormatError(
+            "input-directory", "a file or a directory", str(source), "no such file or directory"
+        )
     files: list[tuple[str, Path]] = []
     for path in sorted(source.rglob("*")):
         relative = path.relative_to(source).as_posix()
@@ -227,9 +321,14 @@ class CleanRoomClient:
         return self._manager
 
     def _compute(self, room: Room) -> ComputeClient:
+        """The room's Controller, with the user's token for that room on that server only."""
+        token = self.profile.access_token(
+            resource=room.compute_url, room=room.name, project=room.project
+        )
         return ComputeClient(
             room.compute_url,
-            token=self.profile.access_token(),
+            token=token,
+            dpop_key=self.profile.proof_key,
             transport=self._compute_transport,
         )
 
@@ -279,14 +378,23 @@ class CleanRoomClient:
         self, room: Room, spec: WorkSpec, evidence: Evidence, nonce: bytes
     ) -> Attestation:
         now = int(self._clock())
-        collateral = choose_collateral(
-            quote=evidence.quote,
-            served=evidence.collateral,
-            served_error=evidence.collateral_error,
-            at=now,
-            pccs_url=self.profile.config.pccs_url,
-            collateral_from=self.profile.config.collateral_from,
-        )
+        try:
+            collateral = choose_collateral(
+                quote=evidence.quote,
+                served=evidence.collateral,
+                served_error=evidence.collateral_error,
+                at=now,
+                pccs_url=self.profile.config.pccs_url,
+                collateral_from=self.profile.config.collateral_from,
+            )
+        except CheckFailed as error:
+            # The attestation layer's hints name `cleanroom configure`: make it this
+            # profile's (the command a user can paste as it is).
+            if error.hint is not None:
+                error.hint = error.hint.replace(
+                    "cleanroom configure", self.profile.command("configure")
+                )
+            raise
         worker = verify_attester_evidence(
             claims=evidence.claims,
             quote=evidence.quote,
@@ -360,6 +468,27 @@ class CleanRoomClient:
         keys = self._session(compute, attestation, purpose)
         return dataclasses.replace(attestation, protocol=1), keys
 
+    def _next_session(
+        self,
+        compute: ComputeClient,
+        attestation: Attestation,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> SessionKeys:
+        """One more session with a Worker attested in this connection, in the version
+        its first session used (v1 only if that was the policy's allowed fall-back):
+        the Worker's answer is checked under the key the evidence named."""
+        if attestation.protocol == 1:
+            return self._session(compute, attestation, purpose)
+        worker = attestation.worker
+        handshake = ClientHandshakeV2(
+            user_key=self.profile.user_key, work_id=worker.work_id, purpose=purpose
+        )
+        resp, signature = compute.open_session(
+            attestation.room.name, handshake.init, handshake.init_signature
+        )
+        worker_key = load_spki(worker.worker_key_spki, "worker_key")
+        return handshake.finish(resp, signature, worker_key=worker_key)
+
     # ------------------------------------------------------ Phase 2 (v1)
 
     def _session(
@@ -387,44 +516,102 @@ class CleanRoomClient:
     def upload(
         self, name: str, input_id: str, source: Path, *, progress: Progress | None = None
     ) -> UploadResult:
-        """Encrypt every file under ``source`` to the attested Worker as ``input_id``.
+        """Encrypt ``source`` (a directory's files, or one file) to the attested Worker as
+        ``input_id``. Uploading exactly the same again is acknowledged as ``already``.
 
         Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
         """
         tune_allocator()
         room, spec = self.approved(name)
+        _known(input_id, spec.inputs, "input", name)
         files = _input_files(source)
         with self._compute(room) as compute:
-            _attestation, keys = self._open(
+            attestation, keys = self._open(
                 compute, room, spec, UploadPurpose(op="upload", input=input_id)
             )
+            self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
             upload = _Upload(keys, input_id, files, progress)
             answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
-        if answer.get("sha256") != digest or answer.get("input") != input_id:
-            raise TransferError(
-                "upload-ack",
-                {"input": input_id, "sha256": digest},
-                answer,
-                "the Worker acknowledged other data",
-            )
-        self._remember_upload(name, spec.work_id, input_id, digest)
+        ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
+        self._remember_upload(
+            name, spec.work_id, input_id, digest, worker_id=attestation.worker.worker_id
+        )
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
-        return UploadResult(input_id, digest, sizes, upload.sent)
+        return UploadResult(input_id, digest, sizes, upload.sent, ack.already, ack.rows)
 
-    def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> str:
-        """Start the run (only a runner may); with ``wait``, until it ended."""
+    def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> WorkerStatus:
+        """Start the run (only a runner may); the Worker's signed status after, or, with
+        ``wait``, once the run ended (see :attr:`WorkerStatus.succeeded`)."""
         room, spec = self.approved(name)
         with self._compute(room) as compute:
-            _attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
-            state = str(compute.run(room.name, keys.session_id).get("state"))
-            while wait and state in ("collecting", "running"):
+            attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
+            compute.run(room.name, keys.session_id)  # its answer is relayed: not believed
+            status = self._status(compute, attestation)
+            if status.state == "collecting":
+                raise RunNotStartedError(
+                    "run-started",
+                    "running or ended",
+                    status.state,
+                    "the Worker did not start the run it was asked to",
+                )
+            while wait and not status.ended:
                 time.sleep(poll_s)
-                state = str(compute.state(room.name).get("state"))
-        return state
+                status = self._status(compute, attestation)
+        return status
+
+    def status(self, name: str) -> RoomStatus:
+        """Room ``name`` as the manager records it and as its Worker signs it now.
+
+        The Worker is attested for the Work-ID recomputed from the spec the manager
+        serves (approved by the user or not: :attr:`RoomStatus.approved` says), and
+        its status is believed only under that attested key. When that fails, the
+        status says why, and holds no Worker state at all.
+        """
+        room = self.manager.room(name)
+        spec = WorkSpec.parse(room.spec)
+        approval = self.profile.approval(name)
+        try:
+            with self._compute(room) as compute:
+                attestation = self._attest(compute, room, spec)
+                worker = self._status(compute, attestation)
+        except (CheckFailed, ServerError) as error:
+            return RoomStatus(room, spec, approval, None, str(error), self._controller_says(room))
+        return RoomStatus(room, spec, approval, worker)
+
+    def _controller_says(self, room: Room) -> dict[str, Any] | None:
+        try:
+            with self._compute(room) as compute:
+                return compute.state(room.name)
+        except (CheckFailed, ServerError):
+            return None
+
+    def _status(self, compute: ComputeClient, attestation: Attestation) -> WorkerStatus:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        document, signature = compute.status(attestation.room.name, nonce)
+        checked = verify_status(
+            document,
+            signature,
+            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+            spec=attestation.spec,
+            nonce=nonce,
+        )
+        run = checked["run"]
+        return WorkerStatus(
+            worker_id=attestation.worker.worker_id,
+            work_id=checked["work_id"],
+            state=checked["state"],
+            inputs=checked["inputs"],
+            uploading=tuple(checked["uploading"]),
+            outputs=tuple(checked["outputs"]),
+            run_status=None if run is None else run["status"],
+            exit_code=None if run is None else run["exit_code"],
+            detail=checked["detail"],
+        )
 
     def state(self, name: str) -> dict[str, Any]:
-        """The Worker's state as the Controller reports it (informational, unverified)."""
+        """The Worker's state as the Controller reports it: unverified, never acted on
+        (:meth:`status` is the Worker's signed word)."""
         room = self.manager.room(name)
         with self._compute(room) as compute:
             return compute.state(room.name)
@@ -471,9 +658,19 @@ class CleanRoomClient:
         return verified, saved.write(directory)
 
     def download(
-        self, name: str, output_id: str, target: Path, *, progress: Progress | None = None
+        self,
+        name: str,
+        output_id: str,
+        target: Path,
+        *,
+        progress: Progress | None = None,
+        on_receipt: Callable[[VerifiedReceipt], None] | None = None,
     ) -> DownloadResult:
         """Decrypt ``output_id`` into ``target`` (new or empty), checked against the receipt.
+
+        ``on_receipt`` is called with the verified receipt before anything is written
+        (e.g. to say that the run failed: its outputs are what it left); raising there
+        stops the download. The receipt is in the result too.
 
         Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
         """
@@ -483,11 +680,14 @@ class CleanRoomClient:
                 "output-directory", "a new or empty directory", str(target), "not empty"
             )
         room, spec = self.approved(name)
+        _known(output_id, spec.outputs, "output", name)
         with self._compute(room) as compute:
             attestation, keys = self._open(
                 compute, room, spec, DownloadPurpose(op="download", output=output_id)
             )
             receipt = self._receipt(compute, attestation)
+            if on_receipt is not None:
+                on_receipt(receipt)
             partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
             partial.mkdir(mode=0o700, parents=True)
             try:
@@ -606,7 +806,9 @@ class CleanRoomClient:
             return {}
         return records if isinstance(records, dict) else {}
 
-    def _remember_upload(self, name: str, work_id: str, input_id: str, digest: str) -> None:
+    def _remember_upload(
+        self, name: str, work_id: str, input_id: str, digest: str, *, worker_id: str | None = None
+    ) -> None:
         records = self._records()
         entry = records.setdefault(name, {})
         if entry.get("work_id") != work_id:
@@ -614,10 +816,31 @@ class CleanRoomClient:
             entry["work_id"] = work_id
             entry["inputs"] = {}
         entry["inputs"][input_id] = digest
+        if worker_id is not None:
+            entry.setdefault("workers", {})[input_id] = worker_id
         path = self._uploads_path()
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
         os.replace(temporary, path)
+
+    def _check_budget_reset(self, name: str, spec: WorkSpec, input_id: str, worker_id: str) -> None:
+        """Refuse to hand an input under differential privacy to a second Worker of the
+        same Work-ID: that Worker starts a fresh budget over the same data (a Worker the
+        Controller restarted with the spec it kept). Redeploy (a new Work-ID) instead."""
+        rule = spec.sql.rules.get(input_id) if spec.sql is not None else None
+        if rule is None or rule.differential_privacy is None:
+            return
+        entry = self._records().get(name, {})
+        earlier = (
+            entry.get("workers", {}).get(input_id) if entry.get("work_id") == spec.work_id else None
+        )
+        if earlier is not None and earlier != worker_id:
+            raise TransferError(
+                "dp-budget-reset", earlier, worker_id,
+                f"you gave {input_id} to another Worker of this Work-ID: this one would "
+                "start a fresh privacy budget over it",
+                "if the room was lost, redeploy it (a new Work-ID) and approve that",
+            )  # fmt: skip
 
     def _own_uploads(self, name: str, work_id: str) -> dict[str, str]:
         entry = self._records().get(name, {})
@@ -625,6 +848,18 @@ class CleanRoomClient:
             return {}
         inputs = entry.get("inputs", {})
         return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _known(object_id: str, ids: dict[str, str], kind: str, room: str) -> None:
+    """``object_id`` is one of the spec's inputs (or outputs), else a one-line refusal."""
+    if object_id not in ids:
+        listed = ", ".join(sorted(ids)) or "none"
+        raise UnknownObjectError(
+            f"{kind}-id",
+            f"one of {listed}",
+            object_id,
+            f"no {kind} {object_id} in clean room {room} (it has {listed})",
+        )
 
 
 def _remove_tree(directory: Path) -> None:
@@ -636,7 +871,11 @@ __all__ = [
     "CleanRoomClient",
     "DownloadResult",
     "ProtocolVersionError",
+    "RoomStatus",
+    "RunNotStartedError",
     "TransferError",
+    "UnknownObjectError",
     "UploadResult",
     "VerifiedReceipt",
+    "WorkerStatus",
 ]

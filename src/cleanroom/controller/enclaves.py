@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ PROBE_TIMEOUT_S = 5.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes and a NUL; some to spare
 SHORT_SOCKETS = Path("/run/cleanroom/sockets")
+PLATFORM_DIR = "simulated-platform"  # the simulated platform, in the data directory
 
 
 class EnclaveProcessError(Exception):
@@ -48,7 +50,8 @@ class EnclaveProcessError(Exception):
 
 
 class ProcessHandle(Protocol):
-    """What the host needs of a process: a child it started, or one it adopted."""
+    """What the host needs of an enclave process: a child it started, one it adopted,
+    or a container."""
 
     @property
     def pid(self) -> int: ...
@@ -56,9 +59,22 @@ class ProcessHandle(Protocol):
     @property
     def returncode(self) -> int | None: ...
 
+    @property
+    def key(self) -> str:
+        """Names it among this host's enclave processes (``pid:N``, ``container:ID``)."""
+        ...
+
     def poll(self) -> int | None: ...
 
     def wait(self) -> int: ...
+
+    def signal(self, signum: int) -> None:
+        """Signal all of it: its process group, or its container."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """What a restarted Controller needs to find it again (with its launcher)."""
+        ...
 
 
 def start_time(pid: int) -> int | None:
@@ -82,6 +98,16 @@ class AdoptedProcess:
     started: int
     returncode: int | None = None
 
+    @property
+    def key(self) -> str:
+        return f"pid:{self.pid}"
+
+    def signal(self, signum: int) -> None:
+        _kill_group(self.pid, signum)
+
+    def record(self) -> dict[str, Any]:
+        return {"pid": self.pid, "started": self.started}
+
     def poll(self) -> int | None:
         if self.returncode is None and start_time(self.pid) != self.started:
             self.returncode = -signal.SIGKILL  # unknown: it is gone, that is what counts
@@ -93,9 +119,40 @@ class AdoptedProcess:
         return self.returncode if self.returncode is not None else 0
 
 
-def _kill_group(pid: int) -> None:
+def _kill_group(pid: int, signum: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, signum)
+
+
+@dataclass
+class ChildProcess:
+    """An enclave process this Controller started, in a process group of its own."""
+
+    popen: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.returncode
+
+    @property
+    def key(self) -> str:
+        return f"pid:{self.pid}"
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def wait(self) -> int:
+        return self.popen.wait()
+
+    def signal(self, signum: int) -> None:
+        _kill_group(self.pid, signum)
+
+    def record(self) -> dict[str, Any]:
+        return {"pid": self.pid, "started": start_time(self.pid)}
 
 
 @dataclass
@@ -106,6 +163,7 @@ class EnclaveProcess:
     socket: Path
     process: ProcessHandle
     client: EnclaveClient
+    log: Path | None = None  # where its output goes (a refusal's last line, for one)
 
     @staticmethod
     def _client(socket: Path) -> EnclaveClient:
@@ -117,11 +175,7 @@ class EnclaveProcess:
 
     def record(self) -> dict[str, Any]:
         """What a restarted Controller needs to find this process again."""
-        return {
-            "pid": self.process.pid,
-            "started": start_time(self.process.pid),
-            "socket": str(self.socket),
-        }
+        return {**self.process.record(), "socket": str(self.socket)}
 
     @classmethod
     def start(cls, name: str, socket: Path, argv: list[str], log_path: Path) -> EnclaveProcess:
@@ -134,13 +188,14 @@ class EnclaveProcess:
                 stderr=log_file,
                 start_new_session=True,
             )
-        return cls(name, socket, process, cls._client(socket))
+        return cls(name, socket, ChildProcess(process), cls._client(socket), log_path)
 
-    async def wait_ready(self, path: str, log_path: Path) -> None:
+    async def wait_ready(self, path: str, log_path: Path | None = None) -> None:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        log_path = log_path or self.log
         while True:
             if self.process.poll() is not None:
-                tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                tail = _tail(log_path)
                 refusal = _refusal(tail[0] if tail else "")
                 if refusal is not None:
                     raise EnclaveProcessError(
@@ -178,15 +233,13 @@ class EnclaveProcess:
     async def stop(self, grace_s: float = 5.0) -> None:
         await self.client.close()
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.signal(signal.SIGTERM)
             for _ in range(int(grace_s / 0.05)):
                 if self.process.poll() is not None:
                     break
                 await asyncio.sleep(0.05)
             else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.signal(signal.SIGKILL)
         await asyncio.get_running_loop().run_in_executor(None, self.process.wait)
 
     async def answers(self, path: str) -> Any:
@@ -201,6 +254,16 @@ class EnclaveProcess:
 
 
 REFUSAL_PREFIX = "worker refused to start: "  # what a Worker prints when a check refuses
+
+
+def _tail(log_path: Path | None) -> list[str]:
+    """The last line of an enclave's output, if any."""
+    if log_path is None:
+        return []
+    try:
+        return log_path.read_text(errors="replace").strip().splitlines()[-1:]
+    except OSError:
+        return []
 
 
 def _refusal(line: str) -> dict[str, Any] | None:
@@ -265,11 +328,193 @@ def remove_run_cgroups(sandbox_uid: int) -> None:
                         group.rmdir()
 
 
+def worker_socket_name(room: str) -> str:
+    """A Unix socket path holds 107 bytes: a room's socket is named by a short hash."""
+    return f"w-{hashlib.sha256(room.encode()).hexdigest()[:16]}"
+
+
+class Launcher(Protocol):
+    """How a compute server starts its enclave processes, and finds them again.
+
+    :class:`ProcessLauncher` runs them as this Controller's children (the simulated
+    TEE); :mod:`cleanroom.controller.launchers` starts Gramine SGX enclaves, in
+    containers or directly. Whatever starts them, the Controller only relays to
+    their sockets: it holds no key either way.
+    """
+
+    def attester(self, *, data_dir: Path, sockets: Path, platform_dir: Path) -> EnclaveProcess:
+        """Start the Attester (it is not serving yet)."""
+        ...
+
+    def worker(
+        self,
+        *,
+        room: str,
+        directory: Path,
+        sockets: Path,
+        platform_dir: Path,
+        sandbox_uid: int,
+    ) -> EnclaveProcess:
+        """Start the Worker of ``room``, whose spec and bundle are in ``directory``."""
+        ...
+
+    def adopt(self, name: str, record: dict[str, Any]) -> EnclaveProcess | None:
+        """The enclave process ``record`` names, if it still runs (else None)."""
+        ...
+
+    def strays(self, data_dir: Path, accounted: set[str]) -> list[ProcessHandle]:
+        """This server's enclave processes whose key is not ``accounted`` for."""
+        ...
+
+    def standby(self, *, data_dir: Path, platform_dir: Path) -> None:
+        """Get the next Worker's start ready ahead, where this launcher can (called once
+        the host has accounted for its enclave processes)."""
+        ...
+
+    def close(self) -> None:
+        """Stop what :meth:`standby` started."""
+        ...
+
+
+class ProcessLauncher:
+    """The simulated TEE's enclaves: ``python -m cleanroom.enclave.*`` as children of
+    this Controller, each in a process group of its own.
+
+    It keeps one spare Worker process started ahead (``worker_service --spare``: its
+    imports done, holding nothing of any room) and assigns it the next room's
+    arguments, so that a deploy does not wait for Python to start.
+    """
+
+    def __init__(self) -> None:
+        self.spare: tuple[subprocess.Popen[bytes], Path] | None = None
+        self._standby: tuple[Path, Path] | None = None  # (data_dir, platform_dir)
+        # Deploys start their Workers in threads of their own: one takes the spare.
+        self._spare_lock = threading.Lock()
+
+    def attester(self, *, data_dir: Path, sockets: Path, platform_dir: Path) -> EnclaveProcess:
+        socket = sockets / "attester.sock"
+        return EnclaveProcess.start(
+            "Attester",
+            socket,
+            [
+                "-m", "cleanroom.enclave.attester_service",
+                "--socket", str(socket),
+                "--platform-dir", str(platform_dir),
+                "--init-platform",
+            ],
+            data_dir / "attester.log",
+        )  # fmt: skip
+
+    def worker(
+        self,
+        *,
+        room: str,
+        directory: Path,
+        sockets: Path,
+        platform_dir: Path,
+        sandbox_uid: int,
+    ) -> EnclaveProcess:
+        socket = sockets / f"{worker_socket_name(room)}.sock"
+        argv = [
+            "-m", "cleanroom.enclave.worker_service",
+            "--socket", str(socket),
+            "--platform-dir", str(platform_dir),
+            "--room-dir", str(directory),
+            "--spec", str(directory / "spec.json"),
+            "--bundle", str(directory / "function.tar"),
+            "--sandbox-uid", str(sandbox_uid),
+        ]  # fmt: skip
+        return self._worker_process(room, socket, argv, directory / "worker.log")
+
+    def _worker_process(
+        self, name: str, socket: Path, argv: list[str], log_path: Path
+    ) -> EnclaveProcess:
+        """The room's Worker: the spare, assigned ``argv``, or a new process if there is
+        none; then a new spare for the next deploy."""
+        with self._spare_lock:
+            spare, self.spare = self.spare, None
+        worker: EnclaveProcess | None = None
+        if spare is not None:
+            process, spare_log = spare
+            try:
+                if process.poll() is not None or process.stdin is None:
+                    raise OSError("the spare Worker exited")
+                socket.unlink(missing_ok=True)
+                process.stdin.write((json.dumps(argv[2:]) + "\n").encode())
+                process.stdin.close()
+                os.replace(spare_log, log_path)  # its log is the room's from now on
+                worker = EnclaveProcess(
+                    f"Worker {name}",
+                    socket,
+                    ChildProcess(process),
+                    EnclaveProcess._client(socket),
+                    log_path,
+                )
+            except OSError as error:
+                log.warning("the spare Worker could not be used (%s): starting one", error)
+                _kill_group(process.pid)
+                process.wait()
+                spare_log.unlink(missing_ok=True)
+        if worker is None:
+            worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
+        self._start_spare()
+        return worker
+
+    def standby(self, *, data_dir: Path, platform_dir: Path) -> None:
+        self._standby = (data_dir, platform_dir)
+        self._start_spare()
+
+    def _start_spare(self) -> None:
+        with self._spare_lock:
+            # Not before the host accounted for its processes, and one spare at most.
+            if self._standby is not None and self.spare is None:
+                self.spare = self._spawn_spare(*self._standby)
+
+    @staticmethod
+    def _spawn_spare(data_dir: Path, platform_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = data_dir / f"spare-{os.urandom(4).hex()}.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "cleanroom.enclave.worker_service", "--spare",
+                 "--platform-dir", str(platform_dir)],
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )  # fmt: skip
+        return process, log_path
+
+    def close(self) -> None:
+        with self._spare_lock:
+            spare, self.spare, self._standby = self.spare, None, None
+        if spare is not None:
+            process, log_path = spare
+            _kill_group(process.pid)
+            process.wait()
+            log_path.unlink(missing_ok=True)
+
+    def adopt(self, name: str, record: dict[str, Any]) -> EnclaveProcess | None:
+        pid, started = record.get("pid"), record.get("started")
+        if not isinstance(pid, int) or started is None or start_time(pid) != started:
+            return None
+        return EnclaveProcess.adopt(name, Path(record["socket"]), pid, started)
+
+    def strays(self, data_dir: Path, accounted: set[str]) -> list[ProcessHandle]:
+        own_spare = {f"pid:{self.spare[0].pid}"} if self.spare is not None else set()
+        found: list[ProcessHandle] = []
+        for pid in _enclave_processes(data_dir):
+            started = start_time(pid)
+            if f"pid:{pid}" not in accounted | own_spare and started is not None:
+                found.append(AdoptedProcess(pid, started))
+        return found
+
+
 @dataclass
 class EnclaveHost:
     """Starts and tracks the enclave processes of one compute server."""
 
     data_dir: Path
+    launcher: Launcher = field(default_factory=ProcessLauncher)
     rooms: dict[str, Room] = field(default_factory=dict)
     # Rooms whose Worker died while this Controller (or an earlier run of it) was away:
     # their data died with the Worker's key, by design. Reported gone until deleted.
@@ -278,9 +523,6 @@ class EnclaveHost:
     # Why the last attempt to start a new Attester failed; None once one serves again.
     attester_failure: str | None = None
     sandbox_ids: SandboxIds = field(default_factory=SandboxIds)
-    # A Worker process started ahead, its imports done, waiting to be assigned a room
-    # (``worker_service --spare``): a deploy does not wait for Python to start.
-    spare: tuple[subprocess.Popen[bytes], Path] | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _watcher: asyncio.Task[None] | None = None
 
@@ -293,14 +535,15 @@ class EnclaveHost:
 
     @property
     def platform_dir(self) -> Path:
-        return self.data_dir / "simulated-platform"
+        return self.data_dir / PLATFORM_DIR
 
     @property
     def _sockets(self) -> Path:
         """Where the enclaves' Unix sockets live: the data directory, unless its path is
         too long for one (107 bytes), then a short directory of this host's own."""
         own = self.data_dir / "sockets"
-        if len(str(own / "w-0123456789abcdef.sock")) <= MAX_SOCKET_PATH:
+        # The longest a launcher makes (a container's has a directory of its own).
+        if len(str(own / "w-0123456789abcdef" / "enclave.sock")) <= MAX_SOCKET_PATH:
             return own
         return SHORT_SOCKETS / hashlib.sha256(str(self.data_dir).encode()).hexdigest()[:16]
 
@@ -316,57 +559,11 @@ class EnclaveHost:
         if not adopted:
             await self._start_attester()
         await self._recover_rooms(readmit=not adopted)
-        self._start_spare()  # after the recovery, which kills enclave processes it cannot place
+        # After the recovery, which kills the enclave processes it cannot place.
+        await asyncio.to_thread(
+            self.launcher.standby, data_dir=self.data_dir, platform_dir=self.platform_dir
+        )
         self._watcher = asyncio.create_task(self._watch())
-
-    def _start_spare(self) -> None:
-        log_path = self.data_dir / f"spare-{os.urandom(4).hex()}.log"
-        with log_path.open("ab") as log_file:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "cleanroom.enclave.worker_service", "--spare",
-                 "--platform-dir", str(self.platform_dir)],
-                stdin=subprocess.PIPE,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-            )  # fmt: skip
-        self.spare = (process, log_path)
-
-    def _stop_spare(self) -> None:
-        if self.spare is not None:
-            process, log_path = self.spare
-            self.spare = None
-            _kill_group(process.pid)
-            process.wait()
-            log_path.unlink(missing_ok=True)
-
-    def _worker_process(
-        self, name: str, socket: Path, argv: list[str], log_path: Path
-    ) -> EnclaveProcess:
-        """The room's Worker: the spare, assigned ``argv``, or a new process if there is
-        none; then a new spare for the next deploy."""
-        spare, self.spare = self.spare, None
-        worker: EnclaveProcess | None = None
-        if spare is not None:
-            process, spare_log = spare
-            try:
-                if process.poll() is not None or process.stdin is None:
-                    raise OSError("the spare Worker exited")
-                socket.unlink(missing_ok=True)
-                process.stdin.write((json.dumps(argv[2:]) + "\n").encode())
-                process.stdin.close()
-                os.replace(spare_log, log_path)  # its log is the room's from now on
-                worker = EnclaveProcess(
-                    f"Worker {name}", socket, process, EnclaveProcess._client(socket)
-                )
-            except OSError as error:
-                log.warning("the spare Worker could not be used (%s): starting one", error)
-                _kill_group(process.pid)
-                spare_log.unlink(missing_ok=True)
-        if worker is None:
-            worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
-        self._start_spare()
-        return worker
 
     async def _watch(self) -> None:
         """Restart a dead Attester; notice Workers that died, and clean up after them
@@ -391,38 +588,31 @@ class EnclaveHost:
         record = _read_json(self._attester_record)
         if record is None:
             return False
-        pid, started = int(record["pid"]), record.get("started")
-        if started is not None and start_time(pid) == started:
-            attester = EnclaveProcess.adopt("Attester", Path(record["socket"]), pid, started)
+        attester = await asyncio.to_thread(self.launcher.adopt, "Attester", record)
+        if attester is not None:
             if await attester.answers("/target-info") is not None:
                 self.attester = attester
-                log.info("found the running Attester (pid %d)", pid)
+                log.info("found the running Attester (%s)", attester.process.key)
                 return True
             await attester.client.close()
-            _kill_group(pid)  # alive but not serving: it cannot vouch for anyone
+            attester.process.signal(signal.SIGKILL)  # alive but not serving: it vouches for none
         return False
 
     async def _start_attester(self) -> None:
         """Start an Attester; it becomes ``self.attester`` only once it serves (until
         then, a request sees the dead one and waits for the lock). One that does not
         come up is killed."""
-        log_path = self.data_dir / "attester.log"
-        attester = EnclaveProcess.start(
-            "Attester",
-            self._sockets / "attester.sock",
-            [
-                "-m", "cleanroom.enclave.attester_service",
-                "--socket", str(self._sockets / "attester.sock"),
-                "--platform-dir", str(self.platform_dir),
-                "--init-platform",
-            ],
-            log_path,
-        )  # fmt: skip
+        attester = await asyncio.to_thread(
+            self.launcher.attester,
+            data_dir=self.data_dir,
+            sockets=self._sockets,
+            platform_dir=self.platform_dir,
+        )
         try:
-            await attester.wait_ready("/target-info", log_path)
+            await attester.wait_ready("/target-info")
         except BaseException:
             if attester.process.poll() is None:
-                _kill_group(attester.process.pid)
+                attester.process.signal(signal.SIGKILL)
             await attester.client.close()
             raise
         self.attester = attester
@@ -432,7 +622,7 @@ class EnclaveHost:
         """Every room directory is a live Worker we can reach (adopted, and re-admitted by
         a new Attester), or gone: its Worker is killed if it still runs, its ciphertext
         (unreadable without the Worker's key) removed, and the room reported gone."""
-        accounted: set[int] = set()
+        accounted: set[str] = set()
         for directory in sorted((self.data_dir / "rooms").iterdir()):
             record = _read_json(directory / "room.json")
             if record is None:  # a deploy that never finished: nobody was told of it
@@ -441,7 +631,7 @@ class EnclaveHost:
             name = str(record["name"])
             reason = await self._adopt_worker(name, directory, record, readmit=readmit)
             if reason is None:
-                accounted.add(self.rooms[name].worker.process.pid)
+                accounted.add(self.rooms[name].worker.process.key)
                 continue
             log.warning("clean room %s is gone: %s", name, reason)
             self.gone[name] = reason
@@ -453,39 +643,41 @@ class EnclaveHost:
                     _remove(entry)
                 else:
                     entry.unlink(missing_ok=True)
-        for pid in _enclave_processes(self.data_dir):
-            if pid not in accounted and (self.attester is None or pid != self.attester.process.pid):
-                log.warning("killing enclave process %d that no room accounts for", pid)
-                _kill_group(pid)
+        if self.attester is not None:
+            accounted.add(self.attester.process.key)
+        for stray in await asyncio.to_thread(self.launcher.strays, self.data_dir, accounted):
+            log.warning("killing enclave process %s that no room accounts for", stray.key)
+            stray.signal(signal.SIGKILL)
 
     async def _adopt_worker(
         self, name: str, directory: Path, record: dict[str, Any], *, readmit: bool
     ) -> str | None:
         """Adopt the room's Worker; None, or why the room is gone."""
-        pid, started = record.get("pid"), record.get("started")
-        if not isinstance(pid, int) or started is None or start_time(pid) != started:
+        worker = await asyncio.to_thread(self.launcher.adopt, f"Worker {name}", record)
+        if worker is None:
             return "its Worker exited while the Controller was down; its data is gone by design"
-        worker = EnclaveProcess.adopt(f"Worker {name}", Path(record["socket"]), pid, started)
         state = await worker.answers("/state")
         if state is None or state.get("worker_id") != record["worker_id"]:
             await worker.client.close()
-            _kill_group(pid)
+            worker.process.signal(signal.SIGKILL)
             return "its Worker no longer answers as the admitted Worker; killed"
         if not self.sandbox_ids.claim(int(record["sandbox_uid"]), directory):
             await worker.client.close()
-            _kill_group(pid)
+            worker.process.signal(signal.SIGKILL)
             return "its sandbox uid now belongs to another room on this host; killed"
         if readmit:
             try:  # a new Attester: local attestation again, exactly as at deploy
                 await self._admit(worker)
             except EnclaveProcessError as error:
                 await worker.client.close()
-                _kill_group(pid)
+                worker.process.signal(signal.SIGKILL)
                 return f"the new Attester did not admit its Worker again: {error}"
         self.rooms[name] = Room(
             name, worker, record["worker_id"], directory, int(record["sandbox_uid"])
         )
-        log.info("clean room %s: found its Worker %s (pid %d)", name, record["worker_id"], pid)
+        log.info(
+            "clean room %s: found its Worker %s (%s)", name, record["worker_id"], worker.process.key
+        )
         return None
 
     async def _admit(self, worker: EnclaveProcess) -> str:
@@ -550,21 +742,21 @@ class EnclaveHost:
             bury(self.sandbox_ids, uid, directory)
             _remove(directory)
             raise
-        # Unix socket paths are limited to 107 bytes: name the socket by a short hash.
-        socket = self._sockets / f"w-{hashlib.sha256(name.encode()).hexdigest()[:16]}.sock"
-        log_path = directory / "worker.log"
-        argv = [
-            "-m", "cleanroom.enclave.worker_service",
-            "--socket", str(socket),
-            "--platform-dir", str(self.platform_dir),
-            "--room-dir", str(directory),
-            "--spec", str(directory / "spec.json"),
-            "--bundle", str(directory / "function.tar"),
-            "--sandbox-uid", str(uid),
-        ]  # fmt: skip
-        worker = self._worker_process(name, socket, argv, log_path)
         try:
-            await worker.wait_ready("/state", log_path)
+            worker = await asyncio.to_thread(
+                self.launcher.worker,
+                room=name,
+                directory=directory,
+                sockets=self._sockets,
+                platform_dir=self.platform_dir,
+                sandbox_uid=uid,
+            )
+        except BaseException:
+            bury(self.sandbox_ids, uid, directory)
+            _remove(directory)
+            raise
+        try:
+            await worker.wait_ready("/state")
             worker_id = await self._admit(worker)
         except BaseException:
             await worker.stop()
@@ -632,7 +824,7 @@ class EnclaveHost:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        self._stop_spare()
+        await asyncio.to_thread(self.launcher.close)
         for room in list(self.rooms.values()):
             await room.worker.stop(grace_s=2.0)
         self.rooms.clear()

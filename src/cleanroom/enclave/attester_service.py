@@ -1,6 +1,11 @@
 """The Attester as a process: admits Workers, and answers attestation requests.
 
 python -m cleanroom.enclave.attester_service --socket S --platform-dir P
+python -m cleanroom.enclave.attester_service --tee gramine --listen 127.0.0.1:PORT \\
+    --enclave-config attester.enclave.json
+
+The second form is how its Gramine manifest starts it inside an SGX enclave; there
+the Controller adds collateral from its PCCS beside each quote.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +25,42 @@ from starlette.routing import Route
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.tee.measure import measure
+from cleanroom.tee.platform import EnclavePlatform
 from cleanroom.tee.simulated import SimulatedPlatform
 
 
 def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> Starlette:
+    """The simulated Attester: its identity and allow-list from this installation's
+    measurement, collateral from the simulated platform."""
     image = measure("attester")
-    attester = Attester(
+    return attester_service(
         platform.enclave(image.identity()),
         WorkerAllowList.from_manifest_config(image.manifest["config"]),
+        lambda: platform.collateral_json(now=int(clock())),
     )
+
+
+def gramine_attester(enclave_config: Path, enclave: EnclavePlatform | None = None) -> Starlette:
+    """The Attester in a Gramine SGX enclave (``enclave``: its platform, replaced in
+    tests by an emulation): its allow-list from its measured configuration; no
+    collateral of its own (the Controller serves its PCCS's)."""
+    from cleanroom.tee.gramine.config import read_enclave_config
+    from cleanroom.tee.gramine.native import hardware_enclave
+
+    if enclave is None:
+        enclave, _files = hardware_enclave()
+    config = read_enclave_config(enclave_config, "attester")
+    return attester_service(enclave, WorkerAllowList.from_manifest_config(config), lambda: None)
+
+
+def attester_service(
+    enclave: EnclavePlatform, allowed: WorkerAllowList, collateral: Callable[[], str | None]
+) -> Starlette:
+    attester = Attester(enclave, allowed)
 
     def target_info(_request: Request) -> JSONResponse:
         return JSONResponse({"target_info": b64u(attester.target_info())})
@@ -52,7 +82,7 @@ def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> Starlet
                 "claims": evidence.claims,
                 "quote": b64u(evidence.quote),
                 # Collateral is signed (TCB info, QE identity, CRLs): it may come from anywhere.
-                "collateral": platform.collateral_json(now=int(clock())),
+                "collateral": collateral(),
             }
         )
 
@@ -75,8 +105,11 @@ def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> Starlet
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cleanroom-attester", description=__doc__)
-    parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("--platform-dir", type=Path, required=True)
+    parser.add_argument("--tee", choices=("simulated", "gramine"), default="simulated")
+    parser.add_argument("--socket", type=Path, help="serve on this Unix socket (simulated)")
+    parser.add_argument("--listen", help="serve on HOST:PORT (gramine: Unix sockets stay inside)")
+    parser.add_argument("--platform-dir", type=Path, help="the simulated platform")
+    parser.add_argument("--enclave-config", type=Path, help="the measured configuration (gramine)")
     parser.add_argument(
         "--init-platform",
         action="store_true",
@@ -84,6 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="attester: %(levelname)s %(message)s")
+    if args.tee == "gramine":
+        if args.listen is None or args.enclave_config is None:
+            parser.error("--tee gramine needs --listen and --enclave-config")
+        try:
+            app = gramine_attester(args.enclave_config)
+        except CheckFailed as error:
+            print(f"attester refused to start: {error}", file=sys.stderr)
+            return 1
+        serve(app, None, listen=args.listen)
+        return 0
+    if args.socket is None or args.platform_dir is None:
+        parser.error("--tee simulated needs --socket and --platform-dir")
     if args.init_platform and not (args.platform_dir / "platform.json").exists():
         SimulatedPlatform.init(args.platform_dir, now=int(time.time()))
     serve(attester_app(SimulatedPlatform.load(args.platform_dir)), args.socket)

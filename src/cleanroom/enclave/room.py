@@ -3,8 +3,9 @@
 State rules (each refusal names its check):
 
 - a session serves exactly its purpose, once (`session-purpose`, `session-used`);
-- an input is uploaded once, by its owner, before the run (`input-complete`,
-  `run-started`);
+- an input is uploaded once, by its owner, before the run (`run-started`); the same
+  content uploaded again is acknowledged as already there and stores nothing, other
+  content is refused (`input-complete`);
 - the run needs every input of the spec (`inputs-missing`) and happens once
   (`run-state`);
 - an output is readable only by its recipient, only after the run (`run-state`);
@@ -26,17 +27,20 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from cleanroom.enclave.errors import RunError, UploadError
-from cleanroom.enclave.runner import RunResult, Sandbox, run_function
+from cleanroom.enclave.runner import Confinement, RunResult
 from cleanroom.enclave.store import SealedStore, StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput, Upload
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.protocol.acks import seal_ack
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, unpack
 from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.handshake import AcceptedHandshake
-from cleanroom.protocol.receipt import run_receipt
+from cleanroom.protocol.receipt import MAX_EXIT_CODE, run_receipt
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
+from cleanroom.protocol.status import NONCE_BYTES, room_status
 from cleanroom.runtimes import Runtime
 
 P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
@@ -66,7 +70,7 @@ class CleanRoom:
         worker: WorkerEnclave,
         store: SealedStore,
         *,
-        sandbox: Sandbox,
+        sandbox: Confinement,
         runtime: Runtime,
         scratch_root: Path,
         clock: Callable[[], float] = time.time,
@@ -121,17 +125,24 @@ class CleanRoom:
     # --------------------------------------------------------------- upload
 
     def begin_upload(self, session_id: str) -> InputStream:
-        """Start the upload an upload session is for; feed it frames, then finish it."""
+        """Start the upload an upload session is for; feed it frames, then finish it.
+
+        For an input already uploaded, the upload is measured but not stored, and
+        finishes only if it is exactly that input again (a retry).
+        """
         with self._lock:
             session, purpose = self._take(session_id, UploadPurpose)
             input_id = purpose.input
-            self._check_collecting(input_id)
-            if input_id in self._uploading:
-                raise UploadError(
-                    "upload-in-progress", "one upload of an input at a time", input_id, "busy"
-                )
-            self._uploading.add(input_id)
-        return InputStream(self, session, input_id)
+            existing = self._inputs.get(input_id)
+            if existing is None:
+                self._check_collecting(input_id)
+                if input_id in self._uploading:
+                    raise UploadError(
+                        "upload-in-progress", "one upload of an input at a time", input_id,
+                        "busy",
+                    )  # fmt: skip
+                self._uploading.add(input_id)
+        return InputStream(self, session, input_id, existing)
 
     def _check_collecting(self, input_id: str) -> None:
         if self._state != "collecting":
@@ -140,6 +151,18 @@ class CleanRoom:
             raise UploadError(
                 "input-complete", "an input not yet uploaded", input_id, "already uploaded"
             )
+
+    def _accept_input(self, completed: CompletedInput) -> dict[str, int]:
+        """A hook before an input is recorded (a SQL room checks its schema here);
+        what it returns goes into the uploader's acknowledgement."""
+        del completed
+        return {}
+
+    def _accepted_counts(self, input_id: str) -> dict[str, int]:
+        """What :meth:`_accept_input` said of an input already recorded (for a retry's
+        acknowledgement): nothing here; a SQL room's row count."""
+        del input_id
+        return {}
 
     def _complete(self, input_id: str, result: CompletedInput | None) -> None:
         with self._lock:
@@ -174,7 +197,13 @@ class CleanRoom:
                 raise RunError("run-state", "no run yet", self._state, "the clean room ran already")
             missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
             if missing:
-                raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
+                listed = ", ".join(missing)
+                raise RunError(
+                    "inputs-missing",
+                    f"every input uploaded: {', '.join(sorted(self.worker.spec.inputs))}",
+                    f"missing: {listed}",
+                    f"not every input is in (missing: {listed})",
+                )
             if self._uploading:
                 raise RunError(
                     "uploads-running", "no upload in progress", sorted(self._uploading), "busy"
@@ -198,8 +227,7 @@ class CleanRoom:
 
         try:
             self._stage(scratch)
-            result = run_function(
-                sandbox=self._sandbox,
+            result = self._sandbox.run(
                 runtime=self._runtime,
                 workspace=scratch,
                 outputs=sorted(spec.outputs),
@@ -233,6 +261,7 @@ class CleanRoom:
             inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
             outputs={o: digest for o, (digest, _files) in self._outputs.items()},
             status=result.status,
+            exit_code=_exit_status(result.exit_code),
             started=started,
             finished=max(started, int(self._clock())),
         )
@@ -242,13 +271,7 @@ class CleanRoom:
 
     def _stage(self, scratch: Path) -> None:
         """The run's plaintext view: the function, the parameters, the inputs."""
-        bundle = scratch / "function.tar"
-        with bundle.open("wb") as handle:
-            for chunk in self._store.read(BUNDLE_OBJECT):
-                handle.write(chunk)
-        with bundle.open("rb") as handle:
-            unpack(handle, scratch / "function")
-        bundle.unlink()
+        self._stage_function(scratch)
         (scratch / PARAMETERS_FILE).write_bytes(canonical(self.worker.spec.parameters))
         (scratch / "inputs").mkdir()
         for completed in self._inputs.values():
@@ -258,6 +281,16 @@ class CleanRoom:
                 with target.open("wb") as handle:
                     for chunk in self._store.read(stored.name):
                         handle.write(chunk)
+
+    def _stage_function(self, scratch: Path) -> None:
+        """The sealed bundle, unpacked (and checked again) into ``function/``."""
+        bundle = scratch / "function.tar"
+        with bundle.open("wb") as handle:
+            for chunk in self._store.read(BUNDLE_OBJECT):
+                handle.write(chunk)
+        with bundle.open("rb") as handle:
+            unpack(handle, scratch / "function")
+        bundle.unlink()
 
     def _add_log(self, output_id: str, log: bytes) -> None:
         # The function may have written a file of that name itself: keep both.
@@ -330,6 +363,31 @@ class CleanRoom:
         manifest = canonical(self._manifest(output_id, files))
         yield seal(f"{output_id}/{MANIFEST_NAME}", manifest, True)
 
+    # --------------------------------------------------------------- status
+
+    def status(self, nonce: bytes) -> tuple[dict[str, Any], bytes]:
+        """What this room holds now, signed for the client's fresh ``nonce``."""
+        if len(nonce) != NONCE_BYTES:
+            raise MessageFormatError(
+                "status-nonce", f"{NONCE_BYTES} bytes", f"{len(nonce)} bytes", "bad nonce"
+            )
+        with self._lock:
+            self._alive()
+            run = None
+            if self.receipt is not None:
+                run = (self.receipt[0]["status"], self.receipt[0]["exit_code"])
+            document = room_status(
+                self.worker.spec,
+                nonce=nonce,
+                state=self._state,
+                inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
+                uploading=sorted(self._uploading),
+                outputs=sorted(self._outputs) if self._state == "done" else [],
+                run=run,
+                detail=self.failure,
+            )
+        return document, self.worker.sign_status(document)
+
     # --------------------------------------------------------------- delete
 
     def delete(self) -> None:
@@ -340,13 +398,30 @@ class CleanRoom:
             self._store.erase()
 
 
-class InputStream:
-    """One upload in progress: frames in order, then finish (or abort on any failure)."""
+def _exit_status(code: int | None) -> int | None:
+    """The exit status for the receipt: 0-255, or None when the process reported none."""
+    return code if code is not None and 0 <= code <= MAX_EXIT_CODE else None
 
-    def __init__(self, room: CleanRoom, session: AcceptedHandshake, input_id: str) -> None:
-        self._room, self._input_id = room, input_id
+
+class InputStream:
+    """One upload in progress: frames in order, then finish (or abort on any failure).
+
+    ``existing``: the input as already uploaded; this upload is then a retry, measured
+    but not stored, and finishes only if it is exactly that input.
+    """
+
+    def __init__(
+        self,
+        room: CleanRoom,
+        session: AcceptedHandshake,
+        input_id: str,
+        existing: CompletedInput | None = None,
+    ) -> None:
+        self._room, self._session, self._input_id = room, session, input_id
+        self._existing = existing
+        self.counts: dict[str, int] = {}  # what the acknowledgement counts
         self._receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
-        self._upload = Upload(room._store, input_id, session.user_id)
+        self._upload = Upload(room._store, input_id, session.user_id, keep=existing is None)
         self._result: CompletedInput | None = None
         self._ended = False
 
@@ -366,12 +441,50 @@ class InputStream:
             self._receiver.close()
             if self._result is None:
                 raise UploadError("upload-truncated", "a manifest", "none", "upload ended early")
-            self._room._complete(self._input_id, self._result)
+            if self._existing is not None:
+                self._same_as_existing(self._existing, self._result)
+                self.counts = {
+                    "bytes": sum(stored.size for stored in self._existing.files),
+                    **self._room._accepted_counts(self._input_id),
+                }
+            else:
+                self.counts = {
+                    "bytes": sum(stored.size for stored in self._result.files),
+                    **self._room._accept_input(self._result),
+                }
+                self._room._complete(self._input_id, self._result)
         except BaseException:
             self.abort()
             raise
         self._ended = True
-        return self._result
+        return self._result if self._existing is None else self._existing
+
+    @property
+    def already(self) -> bool:
+        """Whether this upload was of an input the room already had (nothing stored)."""
+        return self._existing is not None
+
+    def acknowledgement(self) -> bytes:
+        """The sealed acknowledgement of the finished upload (protocol/acks.py)."""
+        if not self._ended or self._result is None:
+            raise UploadError("upload-ended", "a finished upload", "open", "nothing to acknowledge")
+        return seal_ack(
+            self._session.keys,
+            self._input_id,
+            self._result.sha256,
+            already=self.already,
+            size=self.counts["bytes"],
+            rows=self.counts.get("rows"),
+        )
+
+    def _same_as_existing(self, existing: CompletedInput, retry: CompletedInput) -> None:
+        if retry.by != existing.by or retry.sha256 != existing.sha256:
+            raise UploadError(
+                "input-complete",
+                f"the content {self._input_id} already has (a retry uploads exactly it)",
+                "other content",
+                f"{self._input_id} was already uploaded, with other content",
+            )
 
     def abort(self) -> None:
         """Erase whatever this upload stored; the input can be uploaded again."""
@@ -379,4 +492,5 @@ class InputStream:
             return
         self._ended = True
         self._upload.abort()
-        self._room._complete(self._input_id, None)
+        if self._existing is None:
+            self._room._complete(self._input_id, None)

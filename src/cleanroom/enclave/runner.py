@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.supervisor import (
@@ -42,12 +42,69 @@ from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 TOOLS = ("bwrap", "unshare", "setpriv", "mount")  # from the system's directories only
 
 
+class Confinement(Protocol):
+    """How a Worker runs its room's function, confined (docs/threat-model.md)."""
+
+    def run(
+        self,
+        *,
+        runtime: Runtime,
+        workspace: Path,
+        outputs: list[str],
+        handler: str,
+        limits: Limits,
+        receive: Receive,
+        keep_log: bool = False,
+    ) -> RunResult:
+        """Run ``handler`` on ``workspace``; each output file goes to ``receive``."""
+        ...
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """How this host confines a room's functions (see :func:`sandbox`)."""
 
     uid: int  # the room's host uid, unique on the host (controller/sandbox_ids.py)
     prefix: tuple[str, ...]  # how a supervisor is started
+
+    def run(
+        self,
+        *,
+        runtime: Runtime,
+        workspace: Path,
+        outputs: list[str],
+        handler: str,
+        limits: Limits,
+        receive: Receive,
+        keep_log: bool = False,
+    ) -> RunResult:
+        """:func:`run_function` in this sandbox."""
+        return run_function(
+            sandbox=self,
+            runtime=runtime,
+            workspace=workspace,
+            outputs=outputs,
+            handler=handler,
+            limits=limits,
+            receive=receive,
+            keep_log=keep_log,
+        )
+
+
+@dataclass(frozen=True)
+class NoConfinement:
+    """Where no function can be confined yet: every run is refused (``run-isolation``),
+    saying why. Never a way to run a function unconfined."""
+
+    reason: str
+
+    def run(self, **_: object) -> RunResult:
+        raise RunError(
+            "run-isolation",
+            "a confined run",
+            self.reason,
+            "the function cannot be confined here; refusing to run it",
+        )
 
 
 def sandbox(uid: int) -> Sandbox:

@@ -10,10 +10,15 @@ The Worker accepts the input only when the files it stored are exactly those of
 the manifest, with those sizes and digests; the input's digest for the run
 receipt is SHA-256(JCS(manifest)). Anything else aborts the upload and erases
 what it stored.
+
+An upload of an input the Worker already has (a retry after a lost
+acknowledgement) is checked the same way but stores nothing (``keep=False``): only
+its digest is compared with the input's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -40,12 +45,38 @@ class CompletedInput:
     files: tuple[StoredObject, ...]
 
 
-class Upload:
-    """One input's upload, fed the records of one session in order."""
+class _DigestWriter:
+    """A writer that keeps nothing: the size and SHA-256 of what it was given."""
 
-    def __init__(self, store: SealedStore, input_id: str, uploader: str) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._size += len(data)
+
+    def close(self) -> StoredObject:
+        return StoredObject(self._name, self._size, self._digest.hexdigest())
+
+    def abort(self) -> None:
+        pass
+
+
+class Upload:
+    """One input's upload, fed the records of one session in order.
+
+    With ``keep=False`` the files are only measured, never stored: the completed
+    input it returns names objects that do not exist, for comparison only.
+    """
+
+    def __init__(
+        self, store: SealedStore, input_id: str, uploader: str, *, keep: bool = True
+    ) -> None:
         self._store, self._input_id, self._uploader = store, input_id, uploader
-        self._writers: dict[str, SealedWriter] = {}
+        self._keep = keep
+        self._writers: dict[str, SealedWriter | _DigestWriter] = {}
         self._stored: dict[str, StoredObject] = {}
         self._manifest = b""
         self._result: CompletedInput | None = None
@@ -53,8 +84,9 @@ class Upload:
     def _fail(self, check: str, expected: object, actual: object, message: str) -> UploadError:
         for writer in self._writers.values():
             writer.abort()
-        for relative in [*self._writers, *self._stored]:
-            self._store.discard(f"{self._input_id}/{relative}")
+        if self._keep:
+            for relative in [*self._writers, *self._stored]:
+                self._store.discard(f"{self._input_id}/{relative}")
         self._writers.clear()
         self._stored.clear()
         return UploadError(check, expected, actual, message)
@@ -93,7 +125,9 @@ class Upload:
             if relative in self._stored:
                 raise self._fail("upload-duplicate", "each file once", relative, "file sent twice")
             self._check_layout(relative)
-            writer = self._writers[relative] = self._store.create(path)
+            writer = self._writers[relative] = (
+                self._store.create(path) if self._keep else _DigestWriter(path)
+            )
         writer.write(data)
         if final:
             self._stored[relative] = writer.close()
@@ -163,8 +197,9 @@ class Upload:
                 "manifest-format", "canonical JSON", error.actual, error.message
             ) from error
         files = tuple(self._stored[name] for name in sorted(self._stored))
-        for stored in files:
-            self._store.record(stored)
+        if self._keep:
+            for stored in files:
+                self._store.record(stored)
         return CompletedInput(
             input_id=self._input_id,
             by=self._uploader,

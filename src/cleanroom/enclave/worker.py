@@ -21,6 +21,7 @@ from cleanroom.protocol.handshake import AcceptedHandshake, SeenNonces, respond
 from cleanroom.protocol.keys import spki
 from cleanroom.protocol.receipt import sign_receipt
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.status import sign_status
 from cleanroom.sgx import Report, SgxParseError, TargetInfo
 from cleanroom.tee.platform import EnclavePlatform, LocalAttestationError
 
@@ -94,6 +95,10 @@ class WorkerEnclave:
     def sign_receipt(self, receipt: dict[str, Any]) -> bytes:
         """Sign a run receipt with the key the Attester vouched for."""
         return sign_receipt(self._key, receipt)
+
+    def sign_status(self, status: dict[str, Any]) -> bytes:
+        """Sign a room status (protocol/status.py) with the key the Attester vouched for."""
+        return sign_status(self._key, status)
 
     def handshake(self, init: object, init_signature: bytes) -> AcceptedHandshake:
         """The handshake, the Worker's side; refused until admission completed.

@@ -2,8 +2,12 @@
 
     python -m cleanroom.enclave.worker_service --socket S --platform-dir P \\
         --room-dir D --spec spec.json --bundle function.tar --sandbox-uid N
+    python -m cleanroom.enclave.worker_service --tee gramine --listen 127.0.0.1:PORT \\
+        --enclave-config worker.enclave.json --room-dir D --spec ... --bundle ...
     python -m cleanroom.enclave.worker_service --spare --platform-dir P
-        (imports, then reads the arguments above as a JSON list on stdin)
+        (imports, then reads the arguments of either form as a JSON list on stdin)
+
+The second form is how its Gramine manifest starts it inside an SGX enclave.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import importlib
 import json
 import logging
 import os
+import secrets
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +34,8 @@ from starlette.routing import Route
 from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
-from cleanroom.enclave.runner import sandbox
+from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
+from cleanroom.enclave.sqlroom import SqlRoom, run_states
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
@@ -37,8 +43,12 @@ from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, definition
+from cleanroom.sql import engine_function_id
+from cleanroom.tee.gramine.files import AttestationFiles
 from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
+from cleanroom.tee.platform import EnclavePlatform
 from cleanroom.tee.simulated import SimulatedPlatform
 
 log = logging.getLogger("cleanroom.enclave")
@@ -48,11 +58,16 @@ REFUSAL_PREFIX = "worker refused to start: "
 def image_runtime(image: Measurement, name: str) -> Runtime:
     """The runtime ``name`` as the Worker image measured it: never looked up anew, so
     what runs the function is what the measurement covers."""
+    return measured_runtime(image.manifest["config"], name)
+
+
+def measured_runtime(config: Mapping[str, Any], name: str) -> Runtime:
+    """The runtime ``name`` as the Worker's measured configuration names it."""
     try:
         definition(name)
     except RuntimeUnavailable as error:
         raise RunError(error.check, error.expected, error.actual, error.message) from None
-    measured = image.manifest["config"].get("runtimes", {})
+    measured = config.get("runtimes", {})
     if name not in measured:
         raise RunError(
             "runtime-installed",
@@ -69,22 +84,31 @@ class WorkerService:
 
     def __init__(
         self,
-        platform: SimulatedPlatform,
+        enclave: EnclavePlatform,
+        config: Mapping[str, Any],
         spec: WorkSpec,
         bundle: BinaryIO,
         room_dir: Path,
         *,
-        sandbox_uid: int,
+        confinement: Confinement,
     ) -> None:
-        # As recorded for this installation: reading it costs the same whatever the
-        # runtimes weigh (the Attester checked the record when it started).
-        self.image = stored_measurement("worker")
-        self.runtime = image_runtime(self.image, spec.runtime)
-        confinement = sandbox(sandbox_uid)
+        """``enclave`` is this Worker's platform, ``config`` its measured configuration
+        (the runtimes its image holds)."""
+        sql = spec.sql is not None
+        self.runtime = measured_runtime(config, ENGINE_RUNTIME if sql else spec.runtime)
+        if sql and spec.function != engine_function_id():
+            # A SQL room runs this release's engine, nothing a deployer wrote.
+            raise RunError(
+                "sql-engine", engine_function_id(), spec.function,
+                "a SQL room's function is the engine of this release",
+                "deploy with a client of the compute server's release",
+            )  # fmt: skip
+        # The same release key signs the Attester and the Worker.
+        self.attester_mr_signer = enclave.identity.mr_signer
         store = SealedStore(room_dir / "sealed")
         function_id = seal_bundle(store, bundle)
-        self.worker = WorkerEnclave(platform.enclave(self.image.identity()), spec, function_id)
-        self.room = CleanRoom(
+        self.worker = WorkerEnclave(enclave, spec, function_id)
+        self.room = (SqlRoom if sql else CleanRoom)(
             self.worker,
             store,
             sandbox=confinement,
@@ -100,6 +124,15 @@ class WorkerService:
             raise AdmissionError(
                 "admitted", "an admitted Worker", "not admitted", "admission incomplete"
             )
+
+    def _query(self, room: SqlRoom, number: int) -> None:
+        try:
+            room.execute_query(number)
+        except Exception:
+            log.exception("query %s failed", number)
+        result = room.last_run
+        if result is not None:  # sizes and times only: nothing of the data
+            log.info("query %s ended %s in %.2f s", number, result.status, result.seconds)
 
     def _run(self) -> None:
         try:
@@ -126,19 +159,26 @@ class WorkerService:
 
         async def admission_complete(request: Request) -> JSONResponse:
             answer = binary(await json_body(request, frozenset({"report"})), "report")
-            worker.complete_admission(answer, attester_mr_signer=self.image.mr_signer)
+            worker.complete_admission(answer, attester_mr_signer=self.attester_mr_signer)
             return JSONResponse({"worker_id": worker.worker_id})
 
         def state(_request: Request) -> JSONResponse:
-            return JSONResponse(
-                {
-                    "worker_id": worker.worker_id,
-                    "work_id": worker.spec.work_id,
-                    "admitted": worker.admitted,
-                    "state": room.state,
-                    "detail": room.failure,
-                }
-            )
+            document: dict[str, Any] = {
+                "worker_id": worker.worker_id,
+                "work_id": worker.spec.work_id,
+                "admitted": worker.admitted,
+                "state": room.state,
+                "detail": room.failure,
+            }
+            if isinstance(room, SqlRoom):
+                document["runs"] = run_states(room)
+            return JSONResponse(document)
+
+        async def status(request: Request) -> JSONResponse:
+            self._serving()
+            nonce = binary(await json_body(request, frozenset({"nonce"})), "nonce")
+            document, signature = await run_in_threadpool(room.status, nonce)
+            return JSONResponse({"status": document, "signature": b64u(signature)})
 
         async def open_session(request: Request) -> JSONResponse:
             self._serving()
@@ -160,14 +200,37 @@ class WorkerService:
             except BaseException:
                 stream.abort()  # includes a client or Controller that went away mid-stream
                 raise
-            completed = await run_in_threadpool(stream.finish)
-            return JSONResponse({"input": completed.input_id, "sha256": completed.sha256})
+            await run_in_threadpool(stream.finish)
+            # Sealed under the session key: only this Worker can say the input arrived.
+            return JSONResponse({"ack": b64u(stream.acknowledgement())})
 
-        def run(request: Request) -> JSONResponse:
+        async def run(request: Request) -> JSONResponse:
             self._serving()
-            room.begin_run(request.path_params["session_id"])
+            session_id = request.path_params["session_id"]
+            if isinstance(room, SqlRoom):
+                # The query, encrypted under the session: the Controller cannot read it.
+                frame = binary(await json_body(request, frozenset({"query"})), "query")
+                number = await run_in_threadpool(room.begin_query, session_id, frame)
+                threading.Thread(
+                    target=self._query, args=(room, number), name="query", daemon=True
+                ).start()
+                return JSONResponse({"state": room.state, "run": number}, status_code=202)
+            room.begin_run(session_id)
             threading.Thread(target=self._run, name="run", daemon=True).start()
             return JSONResponse({"state": room.state}, status_code=202)
+
+        def run_receipt(request: Request) -> Response:
+            if not isinstance(room, SqlRoom):
+                raise RunError("run-state", "a SQL room", worker.spec.runtime, "no query runs")
+            document, signature = room.run_receipt(request.path_params["number"])
+            return JSONResponse({"receipt": document, "signature": b64u(signature)})
+
+        async def budget(request: Request) -> Response:
+            if not isinstance(room, SqlRoom):
+                raise RunError("run-state", "a SQL room", worker.spec.runtime, "no budget")
+            nonce = field(await json_body(request, frozenset({"nonce"})), "nonce")
+            document, signature = await run_in_threadpool(room.budget, nonce)
+            return JSONResponse({"budget": document, "signature": b64u(signature)})
 
         def download(request: Request) -> Response:
             self._serving()
@@ -192,11 +255,14 @@ class WorkerService:
                 Route("/admission/request", admission_request, methods=["POST"]),
                 Route("/admission/complete", admission_complete, methods=["POST"]),
                 Route("/state", state, methods=["GET"]),
+                Route("/status", status, methods=["POST"]),
                 Route("/sessions", open_session, methods=["POST"]),
                 Route("/sessions/{session_id}/upload", upload, methods=["POST"]),
                 Route("/sessions/{session_id}/run", run, methods=["POST"]),
                 Route("/sessions/{session_id}/download", download, methods=["POST"]),
                 Route("/receipt", receipt, methods=["GET"]),
+                Route("/runs/{number:int}/receipt", run_receipt, methods=["GET"]),
+                Route("/budget", budget, methods=["POST"]),
                 Route("/delete", delete, methods=["POST"]),
             ],
             "Worker",
@@ -233,6 +299,37 @@ def _assignment(argv: list[str]) -> list[str] | None:
     return assigned
 
 
+def _simulated(args: argparse.Namespace) -> tuple[EnclavePlatform, Mapping[str, Any], Confinement]:
+    # As recorded for this installation: reading it costs the same whatever the
+    # runtimes weigh (the Attester checked the record when it started).
+    image = stored_measurement("worker")
+    confinement = sandbox(args.sandbox_uid)
+    enclave = SimulatedPlatform.load(args.platform_dir).enclave(image.identity())
+    return enclave, image.manifest["config"], confinement
+
+
+def _gramine(
+    args: argparse.Namespace,
+    hardware: Callable[[], tuple[EnclavePlatform, AttestationFiles]] | None = None,
+) -> tuple[EnclavePlatform, Mapping[str, Any], Confinement]:
+    """This Worker in a Gramine SGX enclave (``hardware``: its platform and
+    ``/dev/attestation``, replaced in tests by an emulation)."""
+    from cleanroom.tee.gramine.config import read_enclave_config
+    from cleanroom.tee.gramine.files import set_workspace_key
+    from cleanroom.tee.gramine.native import hardware_enclave
+
+    enclave, files = (hardware or hardware_enclave)()
+    config = read_enclave_config(args.enclave_config, "worker")
+    # The workspace (staged inputs, outputs) is Gramine encrypted files under a key
+    # that exists only in this enclave, from now until it ends.
+    set_workspace_key(files, secrets.token_bytes(16))
+    confinement = NoConfinement(
+        "functions on Gramine run in a Runner enclave of their own (docs/deploy-sgx.md), "
+        "which this release does not start yet"
+    )
+    return enclave, config, confinement
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == [SPARE]:
@@ -241,23 +338,36 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         argv = assigned
     parser = argparse.ArgumentParser(prog="cleanroom-worker", description=__doc__)
-    parser.add_argument("--socket", type=Path, required=True)
-    parser.add_argument("--platform-dir", type=Path, required=True)
+    parser.add_argument("--tee", choices=("simulated", "gramine"), default="simulated")
+    parser.add_argument("--socket", type=Path, help="serve on this Unix socket (simulated)")
+    parser.add_argument("--listen", help="serve on HOST:PORT (gramine: Unix sockets stay inside)")
+    parser.add_argument("--platform-dir", type=Path, help="the simulated platform")
+    parser.add_argument("--enclave-config", type=Path, help="the measured configuration (gramine)")
     parser.add_argument("--room-dir", type=Path, required=True)
     parser.add_argument("--spec", type=Path, required=True)
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--sandbox-uid", type=int, required=True)
+    parser.add_argument("--sandbox-uid", type=int, help="the room's host uid (simulated)")
     args = parser.parse_args(argv)
+    needed = (
+        ("socket", "platform_dir", "sandbox_uid")
+        if args.tee == "simulated"
+        else ("listen", "enclave_config")
+    )
+    missing = [f"--{name.replace('_', '-')}" for name in needed if getattr(args, name) is None]
+    if missing:
+        parser.error(f"--tee {args.tee} needs {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="worker: %(levelname)s %(message)s")
     tune_allocator()  # records of 1 MiB, in and out
     try:
+        enclave, config, confinement = (_simulated if args.tee == "simulated" else _gramine)(args)
         with args.bundle.open("rb") as bundle:
             service = WorkerService(
-                SimulatedPlatform.load(args.platform_dir),
+                enclave,
+                config,
                 WorkSpec.parse(json.loads(args.spec.read_bytes())),
                 bundle,
                 args.room_dir,
-                sandbox_uid=args.sandbox_uid,
+                confinement=confinement,
             )
     except CheckFailed as error:
         # One line the Controller relays as the deploy's problem detail.
@@ -266,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     except MeasurementError as error:
         print(f"worker refused to start: {error}", file=sys.stderr)
         return 1
-    serve(service.app(), args.socket, service.stop)
+    serve(service.app(), args.socket, service.stop, listen=args.listen)
     os._exit(0)  # a deleted Worker leaves no thread behind
 
 

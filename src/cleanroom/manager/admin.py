@@ -13,6 +13,8 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
@@ -20,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cleanroom.manager import audit, projects, servers
+from cleanroom.manager.credentials import hash_secret, new_secret, new_server_client_id
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     Client,
@@ -37,6 +40,47 @@ DEFAULT_CAPACITY = 20
 
 class AdminError(Exception):
     """An operator command was refused; the message is one line."""
+
+
+@dataclass(frozen=True)
+class ServerCredentials:
+    """A compute server's credentials towards the manager. ``client_secret`` exists
+    nowhere else (the manager keeps its argon2id hash): give it to the server's
+    Controller (``cleanroom server compute --credentials FILE``)."""
+
+    name: str
+    url: str
+    client_id: str
+    client_secret: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The credentials file a Controller reads."""
+        return {
+            "type": "cleanroom/compute-credentials/v1",
+            "server": self.name,
+            "url": self.url,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+
+
+@dataclass(frozen=True)
+class NewServer:
+    """A compute server just registered (or given new credentials), and its credentials."""
+
+    server: ComputeServer
+    credentials: ServerCredentials
+
+
+def _new_credentials(server: ComputeServer, now: int) -> ServerCredentials:
+    """Give ``server`` a new secret (and a client id if it has none); every token it
+    was issued so far is refused from the next second on."""
+    secret = new_secret()
+    if server.client_id is None:
+        server.client_id = new_server_client_id()
+    server.secret_hash = hash_secret(secret)
+    server.tokens_not_before = max(server.tokens_not_before or 0, now + 1)
+    return ServerCredentials(server.name, server.url, server.client_id, secret)
 
 
 @contextmanager
@@ -197,13 +241,15 @@ def add_server(
     *,
     capacity: int = DEFAULT_CAPACITY,
     tee_kind: str = "simulated",
-) -> ComputeServer:
-    """Register the compute server whose Controller answers at ``url``.
+) -> NewServer:
+    """Register the compute server whose Controller answers at ``url``; and its credentials.
 
+    ``url`` is also the server's identity: the audience of every token for it.
     ``capacity`` is how many live rooms it may host; ``tee_kind`` the TEE its
     Controller must report (a server reporting another is unhealthy). A removed
     server added again at the same URL is registered again (same name unless
-    ``name`` is given), in state ``unknown`` until its first health check.
+    ``name`` is given), in state ``unknown`` until its first health check, with
+    new credentials.
     """
     url = normalise_server_url(url)
     if capacity < 1:
@@ -224,6 +270,8 @@ def add_server(
     session.add(server)
     try:
         session.flush()
+        credentials = _new_credentials(server, int(time.time()))
+        session.flush()
         audit.record(
             session,
             audit.OPERATOR,
@@ -233,12 +281,48 @@ def add_server(
             capacity=capacity,
             tee_kind=tee_kind,
             again=existing is not None,
+            client_id=credentials.client_id,
         )
         session.commit()
     except IntegrityError as error:  # another `server add` of that name or URL won
         session.rollback()
         raise AdminError(f"a compute server named {name!r} or at {url} is registered") from error
+    return NewServer(server, credentials)
+
+
+def _find_server(session: Session, which: str) -> ComputeServer:
+    """The compute server named ``which`` or at URL ``which``."""
+    try:
+        url = normalise_server_url(which)
+    except AdminError:
+        url = None
+    query = select(ComputeServer).where(
+        (ComputeServer.name == which) | (ComputeServer.url == (url or which))
+    )
+    server = session.scalars(query.order_by(ComputeServer.id)).first()
+    if server is None:
+        raise AdminError(f"no compute server named or at {which!r}")
     return server
+
+
+def rotate_server_credentials(session: Session, which: str) -> NewServer:
+    """New credentials for the compute server named (or at URL) ``which``: the old secret
+    and every token issued with it are refused from now on."""
+    server = _find_server(session, which)
+    if server.removed:
+        raise AdminError(f"compute server {server.name} ({server.url}) is removed")
+    credentials = _new_credentials(server, int(time.time()))
+    session.flush()
+    audit.record(
+        session,
+        audit.OPERATOR,
+        "server.credentials_rotated",
+        server.name,
+        url=server.url,
+        client_id=credentials.client_id,
+    )
+    session.commit()
+    return NewServer(server, credentials)
 
 
 def remove_server(

@@ -11,10 +11,15 @@ Who may see what:
   client whose registered ``user_id`` appears in the room's spec (inputs, outputs
   or runners); a room the caller may not see is answered ``404`` like one that
   does not exist;
-- a function bundle also: every project that uploaded it, and the manager's own
-  ``deploy``-scope token while a room using it is deploying or deployed (the
-  Controller fetches the bundle with that token);
+- a function bundle also: every project that uploaded it, and a compute server
+  (its own ``compute``-scope token) while a room using it is deploying or
+  deployed *on that server* (its Controller fetches the bundle with that token);
+- the revocation list: registered compute servers only;
 - deleting a room: only the deployer's project.
+
+Tokens are issued by :mod:`cleanroom.manager.grants`, checked with their DPoP
+proofs by :mod:`cleanroom.http_auth` for this manager's audience, and their
+holders looked up by :mod:`cleanroom.manager.callers`.
 """
 
 from __future__ import annotations
@@ -24,24 +29,33 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import ClientDisconnect
 
 from cleanroom import runtimes
+from cleanroom.dpop import ProofVerifier
 from cleanroom.errors import CheckFailed
+from cleanroom.http_auth import RequestAuthenticator, challenge
 from cleanroom.limits import BodySizeLimit, RateLimiter, retry_after
 from cleanroom.manager import audit, projects, servers
-from cleanroom.manager.credentials import authenticate
+from cleanroom.manager.callers import (
+    Caller,
+    ServerCaller,
+    find_room,
+    server_caller,
+    user_caller,
+    visible_rooms,
+)
+from cleanroom.manager.client_auth import BASIC_CHALLENGE, ClientAuthError, client_credentials
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     Client,
@@ -52,6 +66,11 @@ from cleanroom.manager.database import (
     RoomMember,
     StoredFunction,
     open_database,
+)
+from cleanroom.manager.grants import (
+    GrantRefused,
+    Grants,
+    TokenRequest,
 )
 from cleanroom.manager.revocation import DatabaseRevocations, Revoked, revocation_list, revoke
 from cleanroom.manager.settings import Settings
@@ -70,37 +89,26 @@ from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.tokens import (
+    MANAGER_SUBJECT,
+    SCOPE_COMPUTE,
+    SCOPE_DELETE,
     SCOPE_DEPLOY,
+    SCOPE_STATUS,
     SCOPE_USER,
     TokenClaims,
     TokenError,
     TokenIssuer,
     TokenVerifier,
 )
-from cleanroom.web import install_problem_handlers, problem
+from cleanroom.web import form_body, install_problem_handlers, problem
+
+__all__ = ["MANAGER_SUBJECT", "Caller", "create_app"]
 
 KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v1"
-MANAGER_SUBJECT = "cleanroom-manager"
-"""The ``sub`` of the tokens the manager mints for itself (scope ``deploy``)."""
 
 _log = logging.getLogger("cleanroom.manager")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A client that presented a valid ``user``-scope token and may act (see ``caller()``).
-
-    ``member`` and ``role`` are its member's when the request began; what only an
-    owner may do is checked again in the transaction that does it.
-    """
-
-    client_id: str
-    project_id: int
-    project: str
-    user_id: str | None
-    member: str
-    role: str
 
 
 class KeyRegistration(BaseModel):
@@ -126,11 +134,87 @@ class NewClientRequest(BaseModel):
 
 
 def _oauth_error(status: int, error: str) -> JSONResponse:
-    """An RFC 6749 §5.2 error: deliberately nothing but the error code."""
-    return JSONResponse({"error": error}, status_code=status, headers={"Cache-Control": "no-store"})
+    """An RFC 6749 §5.2 error: deliberately nothing but the error code; a 401 says how
+    to authenticate (``WWW-Authenticate``, as §5.2 requires after HTTP authentication)."""
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = BASIC_CHALLENGE
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+JWK_SET = "application/jwk-set+json"  # RFC 7517 §8.5
 _SLOW_DOWN = "too many token requests from this address or for this client_id"
+
+# The token and revocation endpoints read their forms themselves: what they take and
+# answer, for their OpenAPI description (a generated client can read every error).
+_OAUTH_ERROR: dict[str, Any] = {
+    "description": "An RFC 6749 §5.2 error: the error code alone",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}},
+            }
+        }
+    },
+}
+_CLIENT_FIELDS = {
+    "client_id": "Your client id (client_secret_post; or use HTTP Basic)",
+    "client_secret": "Your client secret (client_secret_post; or use HTTP Basic)",
+}
+_BY_CLIENT: list[dict[str, list[str]]] = [{"clientSecretBasic": []}, {}]
+TOKEN_ENDPOINT: dict[str, Any] = {
+    "summary": "An access token for client credentials (RFC 6749 §4.4)",
+    "openapi_extra": {
+        **form_body(
+            {"grant_type": "The grant: client credentials", **_CLIENT_FIELDS},
+            ["grant_type"],
+            {"grant_type": ["client_credentials"]},
+        ),
+        "security": _BY_CLIENT,
+    },
+    "responses": {
+        200: {
+            "description": "The access token (a JWT, ES256)",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["access_token", "token_type", "expires_in"],
+                        "properties": {
+                            "access_token": {"type": "string"},
+                            "token_type": {"type": "string", "enum": ["Bearer"]},
+                            "expires_in": {"type": "integer"},
+                        },
+                    }
+                }
+            },
+        },
+        400: {**_OAUTH_ERROR, "description": "invalid_request or unsupported_grant_type"},
+        401: {
+            **_OAUTH_ERROR,
+            "description": "invalid_client: unknown, disabled or wrong credentials",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        429: {
+            **_OAUTH_ERROR,
+            "description": "slow_down: too many attempts",
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    },
+}
+REVOKE_ENDPOINT: dict[str, Any] = {
+    "summary": "Revoke a token (RFC 7009), by its client or by whoever holds it",
+    "openapi_extra": {
+        **form_body(
+            {"token": "The token to revoke", "token_type_hint": "Ignored", **_CLIENT_FIELDS},
+            ["token"],
+        ),
+        "security": _BY_CLIENT,
+    },
+    "responses": {200: {"description": "Revoked (also an unknown or expired token)"}},
+}
 
 
 class _TokenEndpointLimits:
@@ -162,39 +246,34 @@ def _slow_down(wait: float) -> JSONResponse:
 
 
 def _revoke_refused(
-    status: int, error: str, detail: str, *, retry: float | None = None, **facts: object
+    status: int,
+    error: str,
+    detail: str,
+    *,
+    retry: float | None = None,
+    challenge: bool = False,
+    **facts: object,
 ) -> JSONResponse:
     """An error of ``/oauth/revoke``: problem details with the RFC 6749 ``error`` code."""
     headers = {"Cache-Control": "no-store"}
     if retry is not None:
         headers["Retry-After"] = retry_after(retry)
+    if challenge:
+        headers["WWW-Authenticate"] = BASIC_CHALLENGE
     return problem(status, detail, headers=headers, error=error, **facts)
 
 
-def _audit_issued(manager: _Manager, access_token: str) -> None:
-    """Record ``token.issued``; the token is verified first, so none leaves that the
-    manager itself would refuse."""
-    claims = manager.verifier.verify(access_token)
-    with manager.session() as session:
-        audit.record(
-            session,
-            claims.sub,
-            "token.issued",
-            f"token:{claims.jti}",
-            jti=claims.jti,
-            scope=claims.scope,
-            project=claims.project,
-            exp=claims.exp,
-        )
-        session.commit()
-
-
-def _refused_caller(check: str, expected: str, actual: str, detail: str) -> HTTPException:
-    """A 401 for a token whose client may not act, naming the check (RFC 6750 §3.1)."""
+def _token_refused(error: TokenError, request: Request) -> HTTPException:
+    """The answer to a refused token, naming the check, with its challenge (RFC 6750 §3,
+    RFC 9449 §7.1)."""
+    facts = error.to_json()
+    detail = str(facts.pop("message"))
+    scheme = (request.headers.get("authorization") or "").strip().partition(" ")[0].lower()
+    value = challenge(error, scheme)
     return HTTPException(
-        401,
-        {"detail": detail, "check": check, "expected": expected, "actual": actual},
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        error.http_status,
+        {"detail": detail, **facts},
+        headers={"WWW-Authenticate": value} if value else None,
     )
 
 
@@ -254,103 +333,51 @@ class _Manager:
         # the next request on (cleanroom.manager.keys, cleanroom.manager.revocation).
         self.verifier = TokenVerifier(
             self.issuer.issuer,
+            settings.public_url,
             key_source=self.issuer.keys.public_keys,
             revocations=DatabaseRevocations(self.sessions),
             leeway=settings.token_leeway,
         )
-        self.health = servers.HealthChecker(self.sessions, settings, self._deploy_headers)
+        proofs = ProofVerifier()
+        self.authenticator = RequestAuthenticator(self.verifier, proofs, settings.public_url)
+        self.grants = Grants(self.sessions, self.issuer, self.verifier, proofs)
+        self.health = servers.HealthChecker(self.sessions, settings, self._status_headers)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         with self.sessions() as session:
             yield session
 
-    # -- tokens -------------------------------------------------------------------------
+    # -- who is calling -----------------------------------------------------------------
 
-    def token(self, client_id: str, secret: str) -> tuple[str, int] | None:
-        """A user token for the client, if it may log in (``authenticate``); else None.
-
-        Right after a disable or a rotation the client's ``tokens_not_before`` is the
-        next second (``projects.revoke_tokens``): wait that second out, so that the
-        token issued now is not born revoked.
-        """
-        with self.session() as session:
-            client = authenticate(session, client_id, secret)
-            if client is None:
-                return None
-            subject, project = client.id, client.project.name
-            not_before = client.tokens_not_before
-        wait = not_before - time.time()
-        if wait > 0:
-            time.sleep(min(wait, 1.0))
-        return self.issuer.issue(subject, project, SCOPE_USER)
-
-    def claims_of(self, authorization: str | None, scope: str | None) -> TokenClaims:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise HTTPException(
-                401,
-                "missing bearer token (get one from POST /oauth/token)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    def claims(self, request: Request, scope: str | None) -> TokenClaims:
+        """The request's token for this manager (with its DPoP proof), or 401/403."""
         try:
-            return self.verifier.verify(token.strip(), scope=scope)
+            return self.authenticator.authenticate(request, scope)
         except TokenError as error:
-            facts = error.to_json()
-            detail = str(facts.pop("message"))
-            raise HTTPException(
-                error.http_status,
-                {"detail": detail, **facts},
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            ) from error
+            raise _token_refused(error, request) from error
 
-    def caller(self, authorization: str | None) -> Caller:
-        """The client behind a valid user token, if it may still act; else 401 naming the check.
+    def caller(self, request: Request, claims: TokenClaims | None = None) -> Caller:
+        """The client behind the request's user token (``claims``, if it was checked
+        already: a proof counts once), if it may still act; else 401 naming the check
+        (:func:`cleanroom.manager.callers.user_caller`)."""
+        if claims is None:
+            claims = self.claims(request, SCOPE_USER)
+        try:
+            with self.session() as session:
+                return user_caller(session, claims)
+        except TokenError as error:
+            raise _token_refused(error, request) from error
 
-        Checked against the database on every request: the client exists
-        (``token-client``), is in the project the token names (``token-project``),
-        still belongs to a member of its project (``client-member``) and is enabled
-        (``client-disabled``).
-        """
-        claims = self.claims_of(authorization, SCOPE_USER)
-        with self.session() as session:
-            client = session.get(Client, claims.sub)
-            if client is None:
-                raise _refused_caller(
-                    "token-client",
-                    "the id of a client of this manager",
-                    claims.sub,
-                    "the token's client does not exist",
-                )
-            if client.project.name != claims.project:
-                raise _refused_caller(
-                    "token-project",
-                    client.project.name,
-                    claims.project,
-                    "the token names another project than its client's",
-                )
-            if client.member is None:
-                raise _refused_caller(
-                    "client-member",
-                    f"a client of a member of project {client.project.name!r}",
-                    "a client whose member was removed",
-                    f"client {client.id} belongs to a member removed from its project",
-                )
-            if client.disabled:
-                raise _refused_caller(
-                    "client-disabled",
-                    "an enabled client",
-                    "disabled",
-                    f"client {client.id} is disabled",
-                )
-            return Caller(
-                client_id=client.id,
-                project_id=client.project_id,
-                project=client.project.name,
-                user_id=client.user_id,
-                member=client.member.name,
-                role=client.member.role,
-            )
+    def server(self, request: Request, claims: TokenClaims | None = None) -> ServerCaller:
+        """The compute server behind the request's compute token, if still registered."""
+        if claims is None:
+            claims = self.claims(request, SCOPE_COMPUTE)
+        try:
+            with self.session() as session:
+                return server_caller(session, claims)
+        except TokenError as error:
+            raise _token_refused(error, request) from error
 
     # -- whoami -------------------------------------------------------------------------
 
@@ -463,11 +490,10 @@ class _Manager:
         if uploaded is not None:
             return True
         return (
-            session.scalar(self._visible_rooms(caller).where(Room.function_digest == digest))
-            is not None
+            session.scalar(visible_rooms(caller).where(Room.function_digest == digest)) is not None
         )
 
-    def download(self, authorization: str | None, digest: str) -> VerifiedBundle:
+    def download(self, request: Request, digest: str) -> VerifiedBundle:
         """The stored bundle ``digest`` for whoever may read it, open and verified.
 
         Who may: see the module docstring. Its file was hashed once already
@@ -475,24 +501,34 @@ class _Manager:
         gone); :meth:`VerifiedBundle.chunks` streams it, hashing again.
         """
         not_found = HTTPException(404, f"no function {FUNCTION_ID_PREFIX}{digest}")
-        claims = self.claims_of(authorization, None)
+        claims = self.claims(request, None)
+        if SCOPE_COMPUTE in claims.scopes:
+            reader: Caller | ServerCaller = self.server(request, claims)
+        elif SCOPE_USER in claims.scopes:
+            reader = self.caller(request, claims)
+        else:
+            error = TokenError(
+                "token-scope", f"{SCOPE_USER} or {SCOPE_COMPUTE}", claims.scope, "not a reader"
+            )
+            raise _token_refused(error, request)
         if not digest_of(FUNCTION_ID_PREFIX + digest):
             raise not_found
         with self.session() as session:
             if session.get(StoredFunction, digest) is None:
                 raise not_found
-            if SCOPE_DEPLOY in claims.scope.split():
-                deploying = session.scalar(
+            if isinstance(reader, ServerCaller):
+                # Only what this server hosts: a live room of its own uses the bundle.
+                hosted = session.scalar(
                     select(Room.id).where(
-                        Room.function_digest == digest, Room.state.in_(LIVE_ROOM_STATES)
+                        Room.function_digest == digest,
+                        Room.state.in_(LIVE_ROOM_STATES),
+                        Room.compute_server_id == reader.server_id,
                     )
                 )
-                if deploying is None:
+                if hosted is None:
                     raise not_found
-            else:
-                caller = self.caller(authorization)
-                if not self._function_visible(session, caller, digest):
-                    raise not_found
+            elif not self._function_visible(session, reader, digest):
+                raise not_found
         try:
             return self.store.open_verified(digest)
         except StoredFunctionMissing:
@@ -503,33 +539,14 @@ class _Manager:
 
     # -- rooms --------------------------------------------------------------------------
 
-    @staticmethod
-    def _visible_rooms(caller: Caller) -> Select[Room]:
-        condition = Room.project_id == caller.project_id
-        if caller.user_id is not None:
-            condition = or_(
-                condition,
-                Room.id.in_(select(RoomMember.room_id).where(RoomMember.user_id == caller.user_id)),
-            )
-        return select(Room).where(condition)
-
-    def _find(self, session: Session, caller: Caller, name: str) -> Room:
-        """The room ``name`` the caller may see: the live one, else the latest deleted."""
-        query = self._visible_rooms(caller).where(Room.name == name)
-        rooms = list(session.scalars(query))
-        rooms.sort(key=lambda room: (room.state != "deleted", room.created, room.id), reverse=True)
-        if not rooms:
-            raise HTTPException(404, f"no clean room named {name!r}")
-        return rooms[0]
-
     def rooms(self, caller: Caller) -> list[dict[str, Any]]:
         with self.session() as session:
-            query = self._visible_rooms(caller).order_by(Room.created, Room.id)
+            query = visible_rooms(caller).order_by(Room.created, Room.id)
             return [room_document(room) for room in session.scalars(query)]
 
-    def room(self, caller: Caller, name: str) -> dict[str, Any]:
+    def room(self, caller: Caller, name: str, project: str | None = None) -> dict[str, Any]:
         with self.session() as session:
-            return room_document(self._find(session, caller, name))
+            return room_document(find_room(session, caller, name, project))
 
     def _schedule(self, session: Session) -> ComputeServer:
         """The compute server for a new room, scheduling lock held (``servers.schedule``)."""
@@ -538,9 +555,9 @@ class _Manager:
         except servers.NoServerAvailable as error:
             raise HTTPException(503, {"detail": str(error), "servers": error.refusals}) from error
 
-    def _deploy_headers(self, project: str) -> dict[str, str]:
-        token, _ = self.issuer.issue(MANAGER_SUBJECT, project, SCOPE_DEPLOY)
-        return {"Authorization": f"Bearer {token}"}
+    def _status_headers(self, server_url: str, project: str, room: str) -> dict[str, str]:
+        """The health checker's headers to ask ``server_url`` about one room, once."""
+        return self.grants.operation_headers(server_url, project, room, SCOPE_STATUS)
 
     def deploy(self, caller: Caller, document: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Validate, schedule and deploy a room; (201 or 502, the room).
@@ -560,7 +577,8 @@ class _Manager:
                 {"detail": f"spec field {where}: {error.message}", **error.to_json()},
             ) from error
         try:
-            runtimes.definition(spec.runtime)
+            # A SQL room runs the engine in the data runtime (the Worker checks both).
+            runtimes.definition(ENGINE_RUNTIME if spec.sql is not None else spec.runtime)
         except runtimes.RuntimeUnavailable as error:
             raise HTTPException(
                 422, {"detail": f"spec field runtime: {error.message}", **error.to_json()}
@@ -574,8 +592,16 @@ class _Manager:
                 session, caller, digest
             ):
                 raise no_function
-            taken = {"detail": f"a clean room named {spec.name!r} exists", "room": spec.name}
-            live = select(Room.id).where(Room.name == spec.name, Room.state != "deleted")
+            taken = {
+                "detail": f"project {caller.project!r} has a clean room named {spec.name!r}",
+                "room": spec.name,
+            }
+            # Names live per project: another project's room of this name is invisible.
+            live = select(Room.id).where(
+                Room.project_id == caller.project_id,
+                Room.name == spec.name,
+                Room.state != "deleted",
+            )
             if session.scalar(live) is not None:
                 raise HTTPException(409, taken)
             server = self._schedule(session)
@@ -614,7 +640,11 @@ class _Manager:
             )
             stored = session.get_one(Room, room_id, populate_existing=True)
             if changed == 1:
-                details: dict[str, Any] = {"work_id": spec.work_id, "compute_server": server_name}
+                details: dict[str, Any] = {
+                    "project": caller.project,
+                    "work_id": spec.work_id,
+                    "compute_server": server_name,
+                }
                 if reason:
                     details["reason"] = reason
                 audit.record(session, caller.client_id, f"room.{outcome}", spec.name, **details)
@@ -633,7 +663,7 @@ class _Manager:
             response = httpx.put(
                 f"{url}/v1/rooms/{spec.name}",
                 json={"spec": spec.document()},
-                headers=self._deploy_headers(project),
+                headers=self.grants.operation_headers(url, project, spec.name, SCOPE_DEPLOY),
                 timeout=self.settings.controller_timeout,
             )
         except httpx.HTTPError as error:
@@ -646,7 +676,7 @@ class _Manager:
             )
         return None
 
-    def delete(self, caller: Caller, name: str) -> dict[str, Any]:
+    def delete(self, caller: Caller, name: str, project: str | None = None) -> dict[str, Any]:
         """Delete a room: tell its Controller, then mark it ``deleted`` (deployer's project).
 
         A live room becomes ``deleted`` only once its Controller confirms (2xx, or
@@ -656,7 +686,7 @@ class _Manager:
         if any, no longer holds anything anyone can use through the manager.
         """
         with self.session() as session:
-            room = self._find(session, caller, name)
+            room = find_room(session, caller, name, project)
             if room.project_id != caller.project_id:
                 raise HTTPException(
                     403,
@@ -664,13 +694,15 @@ class _Manager:
                 )
             if room.state == "deleted":
                 return room_document(room)
-            room_id, url, project, before = room.id, room.compute_url, room.project.name, room.state
+            # The stored name, not the path's: a room the caller sees, exactly as deployed.
+            room_id, url, owner, before = room.id, room.compute_url, room.project.name, room.state
+            name = room.name
         live = before in LIVE_ROOM_STATES
         refused: str | None = None
         try:
             response = httpx.delete(
                 f"{url}/v1/rooms/{name}",
-                headers=self._deploy_headers(project),
+                headers=self.grants.operation_headers(url, owner, name, SCOPE_DELETE),
                 timeout=self.settings.controller_timeout,
             )
         except httpx.HTTPError as error:
@@ -693,6 +725,7 @@ class _Manager:
                 caller.client_id,
                 "room.deleted",
                 name,
+                project=owner,
                 before=before,
                 controller=refused or "confirmed",
             )
@@ -741,16 +774,38 @@ class _Manager:
             session.commit()
 
 
-Authorization = Annotated[str | None, Header()]
-
-
-def _current_caller(request: Request, authorization: Authorization = None) -> Caller:
+def _current_caller(request: Request) -> Caller:
     manager: _Manager = request.app.state.manager
-    return manager.caller(authorization)
+    return manager.caller(request)
+
+
+def _current_server(request: Request) -> ServerCaller:
+    manager: _Manager = request.app.state.manager
+    return manager.server(request)
 
 
 # Module level, not inside create_app: FastAPI resolves these (string) annotations here.
 CurrentCaller = Annotated[Caller, Depends(_current_caller)]
+CurrentServer = Annotated[ServerCaller, Depends(_current_server)]
+# Path and query parameters are matched whole before a handler (or the database: no
+# PostgreSQL text holds a NUL) sees them. These are pydantic-core's patterns (Rust
+# regex), where ``$`` is the end of the text only: a trailing newline does not match
+# (tests/manager/test_paths.py). The token is checked first: a request without one
+# is 401 whatever its path. A member's name is checked by ``projects`` (422
+# ``member-name``) before it is looked up.
+_NAME = r"^[a-z0-9][a-z0-9-]{0,62}$"
+_CLIENT_ID = r"^[A-Za-z0-9_-]{1,64}$"  # as the token endpoint takes them (grants.CLIENT_ID)
+RoomName = Annotated[str, Path(pattern=_NAME, description="A clean room's name")]
+ProjectName = Annotated[str, Path(pattern=_NAME, description="A project's name")]
+ClientId = Annotated[str, Path(pattern=_CLIENT_ID, description="A client's id")]
+RoomProject = Annotated[
+    str | None,
+    Query(
+        description="The room's project, where rooms of several projects that you see "
+        "share the name",
+        pattern=_NAME,
+    ),
+]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -782,13 +837,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     limits = _TokenEndpointLimits(settings)
 
-    @app.post("/oauth/token")
+    @app.post("/oauth/token", **TOKEN_ENDPOINT)
     async def token(request: Request) -> Response:
         wait = limits.address(request)
         if wait is not None:
             return _slow_down(wait)
         form = await request.form()
-        wait = limits.client(form.get("client_id"))
+        try:
+            credentials = client_credentials(request.headers.get("authorization"), form)
+        except ClientAuthError as error:
+            wait = limits.client(form.get("client_id"))
+            return _slow_down(wait) if wait is not None else _oauth_error(error.status, error.error)
+        wait = limits.client(credentials.client_id if credentials else None)
         if wait is not None:
             return _slow_down(wait)
         grant_type = form.get("grant_type")
@@ -796,20 +856,41 @@ def create_app(settings: Settings) -> FastAPI:
             return _oauth_error(400, "invalid_request")
         if grant_type != "client_credentials":
             return _oauth_error(400, "unsupported_grant_type")
-        client_id, secret = form.get("client_id"), form.get("client_secret")
-        if not isinstance(client_id, str) or not isinstance(secret, str):
+        if credentials is None:
             return _oauth_error(401, "invalid_client")
-        issued = await run_in_threadpool(manager.token, client_id, secret)
-        if issued is None:
-            return _oauth_error(401, "invalid_client")
-        access_token, expires_in = issued
-        await run_in_threadpool(_audit_issued, manager, access_token)
+        resources = form.getlist("resource")
+        room, project = form.get("room"), form.get("project")
+        if (
+            not all(isinstance(resource, str) for resource in resources)
+            or not isinstance(room, str | None)
+            or not isinstance(project, str | None)
+        ):
+            return _oauth_error(400, "invalid_request")
+        asked = TokenRequest(
+            client_id=credentials.client_id,
+            secret=credentials.secret,
+            resources=[str(resource) for resource in resources],
+            room=room,
+            project=project,
+            proofs=request.headers.getlist("dpop"),
+        )
+        try:
+            granted = await run_in_threadpool(manager.grants.grant, asked)
+        except GrantRefused as refused:
+            headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+            if refused.status == 401:
+                headers["WWW-Authenticate"] = BASIC_CHALLENGE
+            return JSONResponse(refused.body(), status_code=refused.status, headers=headers)
         return JSONResponse(
-            {"access_token": access_token, "token_type": "Bearer", "expires_in": expires_in},
+            {
+                "access_token": granted.access_token,
+                "token_type": granted.token_type,
+                "expires_in": granted.expires_in,
+            },
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
 
-    @app.post("/oauth/revoke")
+    @app.post("/oauth/revoke", **REVOKE_ENDPOINT)
     async def revoke_token(request: Request) -> Response:
         """RFC 7009: revoke a token, authenticated by client credentials or by the token."""
         wait = limits.address(request)
@@ -819,17 +900,18 @@ def create_app(settings: Settings) -> FastAPI:
         token = form.get("token")
         if not isinstance(token, str) or not token:
             return _revoke_refused(400, "invalid_request", "the form field 'token' is missing")
-        client_id, secret = form.get("client_id"), form.get("client_secret")
+        try:
+            given = client_credentials(request.headers.get("authorization"), form)
+        except ClientAuthError as error:
+            return _revoke_refused(
+                error.status, error.error, error.description, challenge=error.challenge
+            )
         credentials: tuple[str, str] | None = None
-        if client_id is not None or secret is not None:
-            if not isinstance(client_id, str) or not isinstance(secret, str):
-                return _revoke_refused(
-                    401, "invalid_client", "give both client_id and client_secret, or neither"
-                )
-            wait = limits.client(client_id)
+        if given is not None:
+            wait = limits.client(given.client_id)
             if wait is not None:
                 return _revoke_refused(429, "slow_down", _SLOW_DOWN, retry=wait)
-            credentials = (client_id, secret)
+            credentials = (given.client_id, given.secret)
         outcome = await run_in_threadpool(
             revoke,
             manager.sessions,
@@ -839,8 +921,11 @@ def create_app(settings: Settings) -> FastAPI:
             leeway=settings.token_leeway,
         )
         if outcome is Revoked.INVALID_CLIENT:
-            return _revoke_refused(401, "invalid_client", "client authentication failed")
+            return _revoke_refused(
+                401, "invalid_client", "client authentication failed", challenge=True
+            )
         if outcome is Revoked.NOT_YOURS:
+            client_id = credentials[0] if credentials else None
             return _revoke_refused(
                 400,
                 "unauthorized_client",
@@ -852,19 +937,25 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(status_code=200, headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/revocations")
-    def revocations() -> Response:
-        """What Controllers must refuse: revoked jtis, disabled and rotated clients."""
+    def revocations(_server: CurrentServer) -> Response:
+        """What Controllers must refuse: revoked jtis, disabled and rotated clients (by
+        digest); for registered compute servers only."""
         with manager.session() as session:
             listed = revocation_list(
                 session, int(time.time()), settings.token_lifetime, settings.token_leeway
             )
         return JSONResponse(listed.to_json(), headers={"Cache-Control": "no-store"})
 
-    @app.get("/.well-known/jwks.json")
+    @app.get(
+        "/.well-known/jwks.json",
+        responses={200: {"content": {JWK_SET: {}}, "description": "The token signing keys"}},
+    )
     def jwks() -> Response:
         # max-age + the Controllers' refetch interval (30 + 30 s) is what a rotated key's
         # pre-publication covers (cleanroom.manager.keys, DEFAULT_ACTIVATE_AFTER).
-        return JSONResponse(manager.issuer.jwks(), headers={"Cache-Control": "max-age=30"})
+        return JSONResponse(
+            manager.issuer.jwks(), media_type=JWK_SET, headers={"Cache-Control": "max-age=30"}
+        )
 
     @app.get("/v1/whoami")
     def whoami(caller: CurrentCaller) -> dict[str, Any]:
@@ -918,9 +1009,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.get("/v1/functions/{digest}")
-    def download_function(digest: str, authorization: Authorization = None) -> Response:
+    def download_function(digest: str, request: Request) -> Response:
         # Streamed from the open file, never read whole (storage.VerifiedBundle).
-        bundle = manager.download(authorization, digest)
+        bundle = manager.download(request, digest)
         return StreamingResponse(
             bundle.chunks(),
             media_type="application/octet-stream",
@@ -939,37 +1030,43 @@ def create_app(settings: Settings) -> FastAPI:
         return {"rooms": manager.rooms(caller)}
 
     @app.get("/v1/rooms/{name}")
-    def room(name: str, caller: CurrentCaller) -> dict[str, Any]:
-        return manager.room(caller, name)
+    def room(name: RoomName, caller: CurrentCaller, project: RoomProject = None) -> dict[str, Any]:
+        return manager.room(caller, name, project)
 
     @app.delete("/v1/rooms/{name}")
-    def delete(name: str, caller: CurrentCaller) -> dict[str, Any]:
-        return manager.delete(caller, name)
+    def delete(
+        name: RoomName, caller: CurrentCaller, project: RoomProject = None
+    ) -> dict[str, Any]:
+        return manager.delete(caller, name, project)
 
     # Owners manage their project's members and clients (docs/api.md, "Projects").
     no_store = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
     @app.get("/v1/projects/{project}/members")
-    def project_members(project: str, caller: CurrentCaller) -> dict[str, Any]:
+    def project_members(project: ProjectName, caller: CurrentCaller) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             members = projects.list_members(session, owned)
             return {"members": [projects.member_document(session, m) for m in members]}
 
     @app.put("/v1/projects/{project}/members/{name}")
-    def put_member(project: str, name: str, caller: CurrentCaller, body: RoleRequest) -> Response:
+    def put_member(
+        project: ProjectName, name: str, caller: CurrentCaller, body: RoleRequest
+    ) -> Response:
         with manager.owned(caller, project) as (session, owned):
             member, added = projects.put_member(session, caller.client_id, owned, name, body.role)
             document = projects.member_document(session, member)
         return JSONResponse(document, status_code=201 if added else 200)
 
     @app.delete("/v1/projects/{project}/members/{name}")
-    def remove_member(project: str, name: str, caller: CurrentCaller) -> dict[str, Any]:
+    def remove_member(project: ProjectName, name: str, caller: CurrentCaller) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             disabled = projects.remove_member(session, caller.client_id, owned, name)
         return {"name": name, "project": project, "clients_disabled": disabled}
 
     @app.post("/v1/projects/{project}/clients")
-    def create_client(project: str, caller: CurrentCaller, body: NewClientRequest) -> Response:
+    def create_client(
+        project: ProjectName, caller: CurrentCaller, body: NewClientRequest
+    ) -> Response:
         with manager.owned(caller, project) as (session, owned):
             created = projects.create_client(
                 session, caller.client_id, owned, body.member, body.name
@@ -979,21 +1076,25 @@ def create_app(settings: Settings) -> FastAPI:
         )
 
     @app.post("/v1/projects/{project}/clients/{client_id}/disable")
-    def disable_client(project: str, client_id: str, caller: CurrentCaller) -> dict[str, Any]:
+    def disable_client(
+        project: ProjectName, client_id: ClientId, caller: CurrentCaller
+    ) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             client = projects.find_client(session, client_id, owned)
             projects.disable_client(session, caller.client_id, client)
             return projects.client_document(client)
 
     @app.post("/v1/projects/{project}/clients/{client_id}/enable")
-    def enable_client(project: str, client_id: str, caller: CurrentCaller) -> dict[str, Any]:
+    def enable_client(
+        project: ProjectName, client_id: ClientId, caller: CurrentCaller
+    ) -> dict[str, Any]:
         with manager.owned(caller, project) as (session, owned):
             client = projects.find_client(session, client_id, owned)
             projects.enable_client(session, caller.client_id, client)
             return projects.client_document(client)
 
     @app.post("/v1/projects/{project}/clients/{client_id}/rotate")
-    def rotate_client(project: str, client_id: str, caller: CurrentCaller) -> Response:
+    def rotate_client(project: ProjectName, client_id: ClientId, caller: CurrentCaller) -> Response:
         with manager.owned(caller, project) as (session, owned):
             client = projects.find_client(session, client_id, owned)
             rotated = projects.rotate_client(session, caller.client_id, client)

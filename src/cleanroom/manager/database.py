@@ -137,6 +137,13 @@ class ComputeServer(Base):
     """Health checks failed in a row."""
     removed: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[int] = mapped_column(Integer, default=_now)
+    # Its Controller's credentials towards the manager (client credentials, like a
+    # user's): the id it logs in with and the argon2id hash of its secret. Tokens it
+    # was issued before ``tokens_not_before`` (set when its secret is rotated or it is
+    # removed) are refused.
+    client_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    secret_hash: Mapped[str | None] = mapped_column(Text)
+    tokens_not_before: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class StoredFunction(Base):
@@ -165,14 +172,16 @@ class FunctionUploader(Base):
 class Room(Base):
     """A clean room: its spec, where it is deployed and in what state.
 
-    A name belongs to at most one room that is not ``deleted`` (a partial unique
-    index), so a deleted room's name can be deployed again.
+    Names live per project: within a project, a name belongs to at most one room
+    that is not ``deleted`` (a partial unique index), so a deleted room's name can
+    be deployed again, and another project's use of a name is invisible.
     """
 
     __tablename__ = "rooms"
     __table_args__ = (
         Index(
-            "rooms_live_name",
+            "rooms_live_project_name",
+            "project_id",
             "name",
             unique=True,
             sqlite_where=text("state != 'deleted'"),

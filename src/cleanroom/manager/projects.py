@@ -45,6 +45,8 @@ from cleanroom.manager.database import ROLES, Client, Member, Project
 
 MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")
 """A member's name: a letter or digit, then letters, digits and ``._@+-`` (200 at most)."""
+MAX_CLIENT_LABEL = 100
+"""The longest label (``name``) of a client, in characters; it must be printable."""
 
 Clock = Callable[[], float]
 
@@ -96,7 +98,9 @@ def find_project(session: Session, name: str) -> Project:
 
 
 def find_member(session: Session, project: Project, name: str) -> Member:
-    """The member ``name`` of ``project``, or :class:`NotFound` ``member``."""
+    """The member ``name`` of ``project``, or :class:`NotFound` ``member`` (``Invalid``
+    ``member-name`` for a name no member can have: it is never looked up)."""
+    _check_member_name(name)
     member = session.scalar(
         select(Member).where(Member.project_id == project.id, Member.name == name)
     )
@@ -215,6 +219,21 @@ def _check_member_name(name: str) -> None:
             "1-200 letters, digits or '._@+-', starting with a letter or digit",
             name[:200],
             f"member name {name[:200]!r} is not valid",
+        )
+
+
+def check_client_label(name: str | None) -> None:
+    """A client's label is 1 to :data:`MAX_CLIENT_LABEL` printable characters (no control
+    characters, no line breaks), not starting or ending with a space; or absent."""
+    if name is None:
+        return
+    if not 0 < len(name) <= MAX_CLIENT_LABEL or not name.isprintable() or name != name.strip():
+        shown = repr(name[:40]) + ("…" if len(name) > 40 else "")
+        raise Invalid(
+            "client-name",
+            f"1-{MAX_CLIENT_LABEL} printable characters, no space at either end",
+            f"{len(name)} characters: {shown}",
+            "the client's label is not a short line of printable text",
         )
 
 
@@ -378,6 +397,7 @@ def create_client(
     Without ``member_name``, the client is its own member: a new member named
     after the client id, role ``member``. ``name`` is a label for people.
     """
+    check_client_label(name)
     client_id, secret = new_client_id(), new_secret()
     if member_name is None:
         member = add_member(session, actor, project, client_id, "member")

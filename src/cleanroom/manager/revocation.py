@@ -6,9 +6,11 @@ in ``revoked_tokens`` until it expires), when it was issued before its client's
 when its client is disabled. The manager checks the first two in its database on
 every use of a token (:class:`DatabaseRevocations`), so a revocation holds there
 at once; the third is ``caller()``'s (``client-disabled``), on every path a user
-token takes. Controllers cannot ask the database: they fetch
+token takes. A compute server's token is refused the same way once the server is
+removed or its secret rotated. Controllers cannot ask the database: they fetch
 :func:`revocation_list`, all three kinds, from ``GET /v1/revocations`` every few
-seconds (:class:`cleanroom.tokens.RevocationFeed`).
+seconds (:class:`cleanroom.tokens.RevocationFeed`), with their own token; the
+list names clients only by digest (:func:`cleanroom.tokens.client_digest`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.manager import audit
 from cleanroom.manager.credentials import authenticate
-from cleanroom.manager.database import Client, RevokedToken
+from cleanroom.manager.database import Client, ComputeServer, RevokedToken
 from cleanroom.tokens import (
     ClientStatus,
     Clock,
@@ -31,15 +33,17 @@ from cleanroom.tokens import (
     TokenError,
     TokenVerifier,
     check_not_revoked,
+    client_digest,
 )
 
 
 class DatabaseRevocations:
     """The manager's :class:`cleanroom.tokens.RevocationCheck`: asks its database.
 
-    Its own ``deploy`` tokens (``sub`` ``cleanroom-manager``, no client) are refused
-    only if their jti is revoked: a client disabled meanwhile does not stop a
-    deploy the manager is doing.
+    Its own tokens for one operation (``sub`` ``cleanroom-manager``, no client) are
+    refused only if their jti is revoked: a client disabled meanwhile does not stop
+    a deploy the manager is doing. A compute server's are refused once it is
+    removed (as a disabled client's) or issued before its last secret rotation.
     """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
@@ -52,6 +56,12 @@ class DatabaseRevocations:
             revoked = session.get(RevokedToken, claims.jti) is not None
             client = session.get(Client, claims.sub)
             status = None if client is None else ClientStatus(client.tokens_not_before)
+            if client is None:
+                server = session.scalar(
+                    select(ComputeServer).where(ComputeServer.client_id == claims.sub)
+                )
+                if server is not None:
+                    status = ClientStatus(server.tokens_not_before, disabled=server.removed)
         check_not_revoked(claims, revoked=revoked, client=status)
 
 
@@ -90,7 +100,8 @@ def revoke(
                 return Revoked.INVALID_CLIENT
             client_id = client.id
     try:
-        claims = verifier.verify(token)
+        # Any audience: a token for a Controller is revoked here too (the list reaches it).
+        claims = verifier.issued_claims(token)
     except TokenError:
         return Revoked.UNCHANGED
     if client_id is not None and claims.sub != client_id:
@@ -144,7 +155,7 @@ def revocation_list(session: Session, now: int, lifetime: int, leeway: int) -> R
         now=now,
         tokens={row.jti: row.exp for row in tokens},
         clients={
-            client_id: ClientStatus(not_before=not_before, disabled=disabled)
+            client_digest(client_id): ClientStatus(not_before=not_before, disabled=disabled)
             for client_id, not_before, disabled in clients
         },
     )

@@ -303,16 +303,17 @@ def lost_room_reason(server: ComputeServer) -> str:
 class HealthChecker:
     """Checks every registered compute server and records what it found.
 
-    ``headers_for(project)`` gives the headers of a request to a Controller on
-    behalf of ``project`` (the manager's ``deploy``-scope token), used to ask
-    about single rooms. ``clock`` is injectable for tests.
+    ``headers_for(url, project, room)`` gives the headers of a request to the
+    Controller at ``url`` about the room ``room`` of ``project`` (the manager's
+    ``status`` token for exactly that, good once), used to ask about single rooms.
+    ``clock`` is injectable for tests.
     """
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         settings: Settings,
-        headers_for: Callable[[str], dict[str, str]],
+        headers_for: Callable[[str, str, str], dict[str, str]],
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
@@ -463,7 +464,7 @@ class HealthChecker:
         for room_id, room_name, project in rooms:
             try:
                 answer = self.client.get(
-                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(project)
+                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(url, project, room_name)
                 )
             except httpx.HTTPError:
                 return

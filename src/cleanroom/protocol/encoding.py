@@ -39,10 +39,15 @@ def canonical(document: Any) -> bytes:
     """RFC 8785 (JCS) canonical JSON: the only form ever hashed or signed.
 
     Values JCS cannot represent exactly (integers beyond 2^53, NaN, non-string
-    keys) are a MessageFormatError: what cannot be canonical cannot be signed.
+    keys, text or object keys with a lone surrogate, which has no UTF-8 or UTF-16
+    form) are a MessageFormatError: what cannot be canonical cannot be signed.
     """
     try:
         return rfc8785.dumps(document)
+    except UnicodeError as error:  # a key JCS must sort by its UTF-16 code units
+        raise MessageFormatError(
+            "canonical-json", "text of Unicode scalar values", "a lone surrogate", str(error)
+        ) from error
     except (rfc8785.CanonicalizationError, TypeError, RecursionError) as error:
         raise MessageFormatError(
             "canonical-json", "a value RFC 8785 can represent", type(error).__name__, str(error)

@@ -117,7 +117,7 @@ class ClientHandshake:
             "quote_sha256": b64u(quote_sha256),
             "user_key": b64u(keys.spki(user_key.public_key())),
             "client_eph": b64u(keys.point(self._ephemeral.public_key())),
-            "purpose": purpose.model_dump(mode="json"),
+            "purpose": purpose.model_dump(mode="json", exclude_none=True),
         }
         self.init_signature = keys.sign(user_key, canonical(self.init))
 

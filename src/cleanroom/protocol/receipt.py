@@ -21,8 +21,14 @@ RECEIPT_TYPE = "cleanroom/run-receipt/v1"
 # A run that hit a limit names it (the sandbox enforces them: docs/threat-model.md).
 RUN_STATUSES = frozenset({"succeeded", "failed", "timeout", "cpu", "memory", "disk", "processes"})
 RECEIPT_FIELDS = frozenset(
-    {"type", "work_id", "function", "inputs", "outputs", "status", "started", "finished"}
-)
+    {
+        "type", "work_id", "function", "inputs", "outputs", "status", "exit_code", "started",
+        "finished",
+    }
+)  # fmt: skip
+# The function's exit status, 0-255, as its sandbox reported it (128 + N: ended by
+# signal N, e.g. at a limit); null when there is none (it never started).
+MAX_EXIT_CODE = 255
 
 
 def run_receipt(
@@ -31,11 +37,13 @@ def run_receipt(
     inputs: Mapping[str, tuple[str, str]],  # id -> (uploader user_id, manifest sha256 hex)
     outputs: Mapping[str, str],  # id -> sha256 hex of the output's manifest
     status: str,
+    exit_code: int | None,
     started: int,
     finished: int,
 ) -> dict[str, Any]:
     if status not in RUN_STATUSES:
         raise ValueError(f"unknown run status {status!r}")
+    check_exit_code(exit_code)
     return {
         "type": RECEIPT_TYPE,
         "work_id": spec.work_id,
@@ -43,9 +51,21 @@ def run_receipt(
         "inputs": {i: {"by": by, "sha256": digest} for i, (by, digest) in sorted(inputs.items())},
         "outputs": {o: {"sha256": digest} for o, digest in sorted(outputs.items())},
         "status": status,
+        "exit_code": exit_code,
         "started": started,
         "finished": finished,
     }
+
+
+def check_exit_code(exit_code: object) -> int | None:
+    """An exit status as a receipt holds it: null, or an integer 0-255 (not a boolean)."""
+    if exit_code is not None and (
+        type(exit_code) is not int or not 0 <= exit_code <= MAX_EXIT_CODE
+    ):
+        raise MessageFormatError(
+            "exit-code", f"null or an integer 0-{MAX_EXIT_CODE}", exit_code, "bad exit status"
+        )
+    return exit_code
 
 
 def sign_receipt(worker_key: ec.EllipticCurvePrivateKey, receipt: dict[str, Any]) -> bytes:
@@ -90,6 +110,7 @@ def verify_receipt(
             )
     if receipt["status"] not in RUN_STATUSES:
         raise MessageFormatError("status", sorted(RUN_STATUSES), receipt["status"], "bad status")
+    check_exit_code(receipt["exit_code"])
     started, finished = receipt["started"], receipt["finished"]
     if not (isinstance(started, int) and isinstance(finished, int) and 0 <= started <= finished):
         raise MessageFormatError(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u, sha256
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError
+from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME, SpecRuleError, SqlSpec
 
 WORK_SPEC_TYPE: Literal["cleanroom/work-spec/v1"] = "cleanroom/work-spec/v1"
 
@@ -21,7 +22,7 @@ UserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]  # b64u of 32 byt
 ObjectId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 FunctionId = Annotated[str, Field(pattern=r"^fs://[A-Za-z0-9_-]{43}$")]
 Scalar = str | int | float | bool | None
-RUNTIME_PATTERN = r"^python3\.[0-9]{1,2}(-[a-z][a-z0-9]{0,15})?$"
+RUNTIME_PATTERN = r"^(python3\.[0-9]{1,2}(-[a-z][a-z0-9]{0,15})?|sql)$"
 
 
 def _canonical_b64u(value: str, what: str, size: int) -> None:
@@ -62,6 +63,8 @@ class WorkSpec(BaseModel):
     logs: ObjectId | None = None
     parameters: dict[Annotated[str, Field(max_length=64)], Scalar] = {}
     nonce: str = Field(pattern=r"^[A-Za-z0-9_-]{22}$")  # b64u of 16 random bytes
+    # runtime "sql" only: schemas, analysis rules, queries (cleanroom.protocol.sql).
+    sql: SqlSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkSpec:
@@ -82,6 +85,17 @@ class WorkSpec(BaseModel):
             # JSON number can hold exactly: the spec would not survive its own Work-ID.
             if isinstance(parameter, float) and parameter.is_integer() and abs(parameter) >= 2**53:
                 raise ValueError(f"parameter {key!r}: {parameter} has no exact JSON form")
+        if (self.runtime == SQL_RUNTIME) != (self.sql is not None):
+            raise SpecRuleError("sql-runtime", "runtime sql and the sql object go together")
+        if self.sql is not None:
+            if self.handler != SQL_HANDLER:
+                raise SpecRuleError("sql-engine", f"a SQL room's handler is {SQL_HANDLER}")
+            if self.logs is not None:
+                # The engine's messages could quote values from the data.
+                raise SpecRuleError("sql-logs", "a SQL room sends no log to any output")
+            self.sql.check(set(self.inputs), set(self.outputs))
+            for runner in self.sql.adhoc.runners if self.sql.adhoc else []:
+                _canonical_b64u(runner, "user_id", 32)
         try:
             self.canonical()
         except MessageFormatError as error:  # e.g. an integer parameter beyond 2^53
@@ -96,6 +110,11 @@ class WorkSpec(BaseModel):
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "spec"
+            cause = first.get("ctx", {}).get("error")
+            if isinstance(cause, SpecRuleError):  # a SQL part: its own check's name
+                raise MessageFormatError(
+                    cause.check, "a usable SQL clean room", where, str(cause)
+                ) from error
             raise MessageFormatError(
                 "work-spec", "a valid cleanroom/work-spec/v1", where, first["msg"]
             ) from error
@@ -123,9 +142,13 @@ class DownloadPurpose(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     op: Literal["download"]
     output: ObjectId
+    run: Annotated[int, Field(ge=1)] | None = None  # a SQL room's query run
 
 
 class RunPurpose(BaseModel):
+    """A run. In a SQL room the query itself follows in the session, encrypted
+    (cleanroom/query-request/v1), so the Controller can neither read nor swap it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     op: Literal["run"]
 
@@ -158,10 +181,20 @@ def authorize(
                 purpose.output,
                 "no such output",
             )
+        if (purpose.run is None) != (spec.sql is None):
+            raise AccessDenied(
+                "purpose",
+                "a query run's number" if spec.sql is not None else "no run number",
+                purpose.run,
+                "a SQL room's outputs are per query run; a function room has one run",
+            )
         recipient = spec.outputs[purpose.output]
         if recipient != user:
             raise AccessDenied(
                 "output-recipient", recipient, user, f"only its recipient may read {purpose.output}"
             )
-    elif user not in spec.runners:
+    elif user not in spec.runners and not (
+        # Ad-hoc runners too: which query they may send is checked when it arrives.
+        spec.sql is not None and spec.sql.adhoc is not None and user in spec.sql.adhoc.runners
+    ):
         raise AccessDenied("runner", sorted(spec.runners), user, "only a runner may start the run")

@@ -10,7 +10,9 @@ Gramine's LibOS serves these files inside an SGX enclave (``libos/src/fs/dev/att
   or ``quote``;
 - ``report`` (read): a 432-byte REPORT made with EREPORT from the two files above;
 - ``quote`` (read, only when the attestation type is not ``none``): an ECDSA quote
-  over REPORTDATA from ``user_report_data``, made by the quoting enclave.
+  over REPORTDATA from ``user_report_data``, made by the quoting enclave;
+- ``keys/<name>`` (read, write): the 16-byte key of the encrypted-files mounts whose
+  ``key_name`` is ``name`` (another size is refused).
 
 A write shorter than the file's size is padded with zeros and a longer one
 truncated; the value takes effect when the file is closed. An all-zero
@@ -37,7 +39,11 @@ REPORT_SIZE = 432
 READABLE = frozenset(
     {"attestation_type", "my_target_info", "target_info", "user_report_data", "report", "quote"}
 )
-WRITABLE = frozenset({"target_info", "user_report_data"})
+# An encrypted-files key (16 bytes), named by a mount's key_name: the Worker writes its
+# workspace key there when it starts.
+WORKSPACE_KEY_FILE = "keys/workspace"
+ENCRYPTED_FILES_KEY_SIZE = 16
+WRITABLE = frozenset({"target_info", "user_report_data", WORKSPACE_KEY_FILE})
 
 
 class AttestationFiles(Protocol):
@@ -73,3 +79,10 @@ class DevAttestation:
             written = handle.write(data)
         if written != len(data):
             raise OSError(f"/dev/attestation/{name}: wrote {written} of {len(data)} bytes")
+
+
+def set_workspace_key(files: AttestationFiles, key: bytes) -> None:
+    """Key the encrypted workspace mount (the Worker draws ``key`` at random at start)."""
+    if len(key) != ENCRYPTED_FILES_KEY_SIZE:
+        raise ValueError(f"an encrypted-files key is {ENCRYPTED_FILES_KEY_SIZE} bytes")
+    files.write(WORKSPACE_KEY_FILE, key)

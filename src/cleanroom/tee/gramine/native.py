@@ -20,8 +20,9 @@ from importlib import resources
 from pathlib import Path
 
 from cleanroom.errors import CheckFailed
-from cleanroom.tee.gramine.files import DEV_ATTESTATION
+from cleanroom.tee.gramine.files import DEV_ATTESTATION, DevAttestation
 from cleanroom.tee.gramine.localattest import Egetkey
+from cleanroom.tee.gramine.platform import GramineEnclave
 from cleanroom.tee.platform import EgetkeyError
 
 MODULE = "_egetkey"
@@ -116,6 +117,15 @@ def hardware_egetkey(dev_attestation: Path = DEV_ATTESTATION) -> Egetkey:
         return bytes(key)
 
     return egetkey
+
+
+def hardware_enclave(
+    dev_attestation: Path = DEV_ATTESTATION,
+) -> tuple[GramineEnclave, DevAttestation]:
+    """This Gramine SGX enclave's platform (it checks its own REPORT with EGETKEY as it
+    starts), and its ``/dev/attestation`` files."""
+    files = DevAttestation(dev_attestation)
+    return GramineEnclave(files, hardware_egetkey(dev_attestation)), files
 
 
 def main(argv: list[str] | None = None) -> int:

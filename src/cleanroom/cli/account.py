@@ -1,0 +1,485 @@
+"""Your profile and your account at the manager: configure, whoami, login.
+
+Also what every user command shares: expected failures as one line
+(:func:`failures`), the manager with one fresh login when a token is refused
+(:func:`with_manager`), and the one-line warning of a profile that trusts a
+simulated root. Imported by ``whoami``, so it imports little: the client SDK only
+as far as the profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from cleanroom.attestation.errors import EvidenceError
+from cleanroom.attestation.measurements import MeasurementsError, load_release_key
+from cleanroom.cli import common
+from cleanroom.cli.common import (
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    current_profile,
+    fail,
+    hint,
+    json_output,
+    print_json,
+    print_line,
+    profile_name,
+    read_file,
+)
+from cleanroom.client.errors import ServerError
+from cleanroom.client.profile import (
+    COLLATERAL_FROM,
+    CollateralFrom,
+    Profile,
+    ProfileError,
+    SignedRelease,
+)
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.text import shown
+
+if TYPE_CHECKING:
+    from cleanroom.client.manager import ManagerClient
+
+T = TypeVar("T")
+
+SIMULATOR_WARNING = "WARNING: SIMULATED SGX root trusted: nothing is protected; never use real data"
+
+
+@contextmanager
+def failures() -> Iterator[None]:
+    """Every expected failure as one line: refusals exit 1, unusable input exits 2."""
+    try:
+        yield
+    except ProfileError as error:
+        fail(str(error), EXIT_USAGE)
+    except ServerError as error:
+        # with_manager already retried with a fresh login: the credentials are refused.
+        advice = (
+            f" (check the client id and secret: {hint('configure')})" if error.status == 401 else ""
+        )
+        fail(f"{error}{advice}", EXIT_REJECTED)
+    except CheckFailed as error:
+        # A check that found the input unusable (not a refusal) says so as exit code 2,
+        # and its message alone says what was expected and what was found.
+        if getattr(error, "exit_code", EXIT_REJECTED) == EXIT_USAGE:
+            fail(error.message, EXIT_USAGE)
+        hint_text = " ".join(error.hint.split()) if error.hint else ""
+        advice = f" — {hint_text}" if hint_text and hint_text not in str(error) else ""
+        fail(f"{error}{advice}", EXIT_REJECTED)
+
+
+def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
+    """Run ``action`` with the profile's manager; log in again once if the token is refused."""
+    with profile.manager() as manager:
+        try:
+            return action(manager)
+        except ServerError as error:
+            if error.status != 401:
+                raise
+    profile.forget_token()  # e.g. the manager restarted with new signing keys
+    with profile.login() as manager:
+        return action(manager)
+
+
+def warn_simulated(profile: Profile) -> None:
+    """One line on stderr when the profile trusts a simulated root (it protects nothing)."""
+    if profile.simulated:
+        common.stderr.print(SIMULATOR_WARNING, style="bold red")
+
+
+def _print(text: str) -> None:
+    common.stdout.print(text)
+
+
+def configure(
+    manager_url: Annotated[
+        str | None,
+        typer.Option(
+            help="The management server, e.g. https://manager.example.", show_default=False
+        ),
+    ] = None,
+    client_id: Annotated[
+        str | None, typer.Option(help="Your client ID at the manager.", show_default=False)
+    ] = None,
+    client_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="Your client secret (prompted, hidden, if not given).", show_default=False
+        ),
+    ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option(help="Your project (learned at login if not given).", show_default=False),
+    ] = None,
+    attester_mrenclave: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Accepted Attester MRENCLAVE, 64 hex digits (repeatable) "
+            "(default: this release's).",
+            show_default=False,
+        ),
+    ] = None,
+    attester_mrsigner: Annotated[
+        str | None,
+        typer.Option(
+            help="Expected Attester MRSIGNER, 64 hex digits (default: this release's).",
+            show_default=False,
+        ),
+    ] = None,
+    worker_mrenclave: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Accepted Worker MRENCLAVE, 64 hex digits (repeatable) (default: this release's).",
+            show_default=False,
+        ),
+    ] = None,
+    accept_tcb: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Accepted TCB status (repeatable) (default: UpToDate, SWHardeningNeeded).",
+            show_default=False,
+        ),
+    ] = None,
+    accept_advisory: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Accepted advisory ID (repeatable); given once, any other advisory is refused.",
+            show_default=False,
+        ),
+    ] = None,
+    isv_prod_id: Annotated[
+        int | None,
+        typer.Option(
+            help="Expected Attester ISVPRODID (default: this release's).", show_default=False
+        ),
+    ] = None,
+    min_isv_svn: Annotated[
+        int | None,
+        typer.Option(help="Minimum Attester ISVSVN (default: this release's).", show_default=False),
+    ] = None,
+    trust_simulator: Annotated[
+        Path | None,
+        typer.Option(
+            help="INSECURE: trust this simulated platform's root certificate (PEM) instead "
+            "of Intel's production root. For development only: it protects nothing.",
+            show_default=False,
+        ),
+    ] = None,
+    pccs_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Your own PCCS (API v4), e.g. your cloud's: where collateral comes from "
+            "when the compute server sends none or expired collateral.",
+            show_default=False,
+        ),
+    ] = None,
+    collateral_from: Annotated[
+        str,
+        typer.Option(
+            help="'server': the compute server's collateral, your PCCS as the fallback; "
+            "'pccs': only your own PCCS (needs --pccs-url), never the server's.",
+        ),
+    ] = "server",
+    allow_protocol_v1: Annotated[
+        bool,
+        typer.Option(
+            "--allow-protocol-v1",
+            help="Allow protocol v1 (two round trips, ECDH P-256 only: no post-quantum key "
+            "exchange) with compute servers that offer no v2. Off by default: a Controller "
+            "can pretend to offer v1 only.",
+        ),
+    ] = False,
+    new_key: Annotated[
+        bool,
+        typer.Option(
+            "--new-key",
+            help="Replace your user key: you become a new user_id, and rooms naming the old "
+            "one no longer know you.",
+        ),
+    ] = False,
+    measurements: Annotated[
+        Path | None,
+        typer.Option(
+            help="The release's measurement file (measurements.json), signed by the release "
+            "key: the Attester and Worker measurements you accept come from it, not from the "
+            "cleanroom installed here. Needed for real SGX.",
+            show_default=False,
+        ),
+    ] = None,
+    release_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The release public key (Ed25519, PEM) the measurement file must be signed "
+            "by [default: the one this profile pinned when first configured with it].",
+            show_default=False,
+        ),
+    ] = None,
+    allow_older_measurements: Annotated[
+        bool,
+        typer.Option(
+            "--allow-older-measurements",
+            help="Accept a measurement file issued before the one this profile has "
+            "(going back to an older release on purpose).",
+        ),
+    ] = False,
+) -> None:
+    """Create or update your profile: manager, credentials, user key, what you trust.
+
+    For real SGX, the enclave measurements you accept come from the release's signed
+    measurement file (--measurements, checked with the release key); without it they
+    are this installed cleanroom's own, which only fits the simulated backend.
+    Policy options that are not given take their defaults (Intel's production root,
+    ...), so re-running configure never keeps a weaker setting by accident. Manager
+    URL, client ID, secret and project are kept from the existing profile unless
+    given.
+    """
+    name = profile_name()
+    existing: Profile | None
+    try:
+        existing = Profile.load(name)
+    except ProfileError:
+        existing = None  # configure is how a missing or broken profile is repaired
+    if manager_url is None:
+        manager_url = (
+            existing.config.manager_url if existing else _ask("Manager URL", "--manager-url")
+        )
+    if client_id is None:
+        client_id = existing.config.client_id if existing else _ask("Client ID", "--client-id")
+    if client_secret is None:
+        if existing is not None and existing.config.client_id == client_id:
+            try:
+                client_secret = existing.client_secret
+            except ProfileError:
+                client_secret = None
+        if client_secret is None:
+            client_secret = _ask("Client secret", "--client-secret", hide_input=True)
+    if project is None and existing is not None and existing.config.client_id == client_id:
+        project = existing.config.project
+    root = read_file(trust_simulator, "simulator root") if trust_simulator is not None else None
+    release = _signed_release(
+        measurements,
+        release_key,
+        existing,
+        simulated=trust_simulator is not None,
+        allow_older=allow_older_measurements,
+        explicit=bool(
+            attester_mrenclave or attester_mrsigner or worker_mrenclave
+            or isv_prod_id is not None or min_isv_svn is not None
+        ),
+    )  # fmt: skip
+    with failures():
+        profile = Profile.create(
+            name,
+            manager_url=manager_url,
+            client_id=client_id,
+            client_secret=client_secret,
+            project=project,
+            attester_mrenclaves=attester_mrenclave or None,
+            attester_mrsigner=attester_mrsigner,
+            worker_mrenclaves=worker_mrenclave or None,
+            accepted_tcb_statuses=accept_tcb or None,
+            accepted_advisories=accept_advisory or None,
+            isv_prod_id=isv_prod_id,
+            min_isv_svn=min_isv_svn,
+            simulator_root=root,
+            pccs_url=pccs_url,
+            collateral_from=_collateral_from(collateral_from),
+            allow_protocol_v1=allow_protocol_v1,
+            new_key=new_key,
+            release=release,
+        )
+        config = profile.config
+        anchor = profile.trust_anchor()
+    if json_output():
+        print_json(
+            {
+                "profile": profile.name,
+                "profile_dir": str(profile.directory),
+                "user_id": profile.user_id,
+                "manager_url": config.manager_url,
+                "client_id": config.client_id,
+                "project": config.project,
+                "attester_mrenclaves": list(config.attester_mrenclaves),
+                "attester_mrsigner": config.attester_mrsigner,
+                "worker_mrenclaves": list(config.worker_mrenclaves),
+                "trust_anchor": {"name": anchor.name, "sha256": anchor.fingerprint},
+                "simulated": profile.simulated,
+                "pccs_url": config.pccs_url,
+                "collateral_from": config.collateral_from,
+                "allow_protocol_v1": config.allow_protocol_v1,
+                "measurements": None
+                if config.measurements is None
+                else {
+                    "release": config.measurements.release,
+                    "backend": config.measurements.backend,
+                    "issued_at": config.measurements.issued_at,
+                    "release_key_sha256": config.release_key_sha256,
+                },
+            }
+        )
+    else:
+        _print(f"profile: {profile.name} in {profile.directory}")
+        _print(f"user_id: {profile.user_id}")
+        _print(f"manager: {config.manager_url} as client {config.client_id}")
+        _print(f"Attester MRENCLAVE: {', '.join(config.attester_mrenclaves)}")
+        _print(f"Attester MRSIGNER:  {config.attester_mrsigner}")
+        _print(f"Worker MRENCLAVE:   {', '.join(config.worker_mrenclaves)}")
+        source = config.measurements
+        if source is not None:
+            _print(
+                f"measurements: release {source.release} ({source.backend}), "
+                f"signed by release key {config.release_key_sha256}"
+            )
+        elif not attester_mrenclave:
+            _print("measurements: this installed cleanroom's (not a release's signed file)")
+        _print(f"trust anchor: {anchor.name} (SHA-256 {anchor.fingerprint})")
+        if config.collateral_from == "pccs":
+            _print(f"collateral: only from your PCCS {config.pccs_url}")
+        elif config.pccs_url is not None:
+            _print(f"collateral: the compute server's, else your PCCS {config.pccs_url}")
+        else:
+            _print("collateral: the compute server's (no PCCS of your own)")
+        if config.allow_protocol_v1:
+            _print("protocol: v2, and v1 (no post-quantum key exchange) where a server has no v2")
+    warn_simulated(profile)
+    if new_key:
+        common.stderr.print(f"new user key: run {hint('login')} to register it")
+    else:
+        common.stderr.print(f"next: {hint('login')}")
+
+
+def _ask(label: str, option: str, *, hide_input: bool = False) -> str:
+    """A value configure was not given, asked for; with nothing to read, a usage error
+    naming the option (a script has no terminal: it passes the option, or pipes the answer)."""
+    try:
+        answer: str = typer.prompt(label, hide_input=hide_input)
+    except typer.Abort:
+        fail(f"configure needs {option} (no answer on standard input)", EXIT_USAGE)
+    return answer
+
+
+def _signed_release(
+    measurements: Path | None,
+    release_key: Path | None,
+    existing: Profile | None,
+    *,
+    simulated: bool,
+    allow_older: bool,
+    explicit: bool,
+) -> SignedRelease | None:
+    """The verified measurement file, if one is given (and the key it must be signed by)."""
+    if measurements is None:
+        if release_key is not None:
+            fail("--release-key goes with --measurements", EXIT_USAGE)
+        return None
+    if explicit:
+        fail("--measurements gives the expected measurements: give no MRENCLAVE, MRSIGNER, "
+             "ISVPRODID or ISVSVN with it", EXIT_USAGE)  # fmt: skip
+    try:
+        if release_key is not None:
+            key = load_release_key(read_file(release_key, "release key"))
+        elif existing is not None and (pinned := existing.release_key()) is not None:
+            key = pinned
+        else:
+            fail(
+                "--measurements needs --release-key: the release public key it must be "
+                "signed by (get it from the release, not with the file)",
+                EXIT_USAGE,
+            )
+        release = SignedRelease.verify(read_file(measurements, "measurement file"), key)
+    except ProfileError as error:
+        fail(str(error), EXIT_USAGE)
+    except MeasurementsError as error:
+        hint = f" — {error.hint}" if error.hint else ""
+        fail(f"{error}{hint}", EXIT_USAGE if isinstance(error, EvidenceError) else EXIT_REJECTED)
+    backend = release.measurements.backend
+    if (backend == "simulated") != simulated:
+        fail(
+            f"measurements-backend: the file measures the {backend} backend, but this profile "
+            + ("trusts a simulated root" if simulated else "trusts Intel's production root")
+            + " (expected "
+            + ("simulated" if simulated else "gramine-sgx")
+            + f", got {backend})",
+            EXIT_REJECTED,
+        )
+    known = existing.config.measurements if existing is not None else None
+    new = release.measurements
+    if known is not None and known.issued_at > new.issued_at and not allow_older:
+        fail(
+            f"measurements-rollback: this measurement file (release {new.release}, issued "
+            f"{new.issued_at}) is older than the one this profile has (release {known.release}, "
+            f"issued {known.issued_at}) (expected issued at or after {known.issued_at}, got "
+            f"{new.issued_at}) — give --allow-older-measurements to go back on purpose",
+            EXIT_REJECTED,
+        )
+    return release
+
+
+def _collateral_from(value: str) -> CollateralFrom:
+    for allowed in COLLATERAL_FROM:
+        if value == allowed:
+            return allowed
+    fail(
+        f"--collateral-from must be one of {', '.join(COLLATERAL_FROM)}, got {value!r}", EXIT_USAGE
+    )
+
+
+def whoami(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Print your user_id (the hash of your public key); no network needed."""
+    profile = current_profile()
+    with failures():
+        user_id = profile.user_id
+    if json_output(as_json):
+        print_json(
+            {
+                "user_id": user_id,
+                "client_id": profile.config.client_id,
+                "project": profile.config.project,
+                "manager_url": profile.config.manager_url,
+                "profile": profile.name,
+                "profile_dir": str(profile.directory),
+                "simulated": profile.simulated,
+            }
+        )
+    else:
+        print_line(user_id)
+
+
+def login() -> None:
+    """Log in to the manager, register your user key with it, and print who you are."""
+    profile = current_profile()
+    with failures(), profile.login() as manager:
+        user_id = manager.register_user_key(profile.user_key, profile.config.client_id)
+        me = manager.whoami()
+    project = me.get("project")
+    if isinstance(project, str) and project != profile.config.project:
+        if profile.config.project is not None:
+            common.stderr.print(
+                f"note: the manager puts client {shown(profile.config.client_id)} in project "
+                f"{shown(project)}, not {shown(profile.config.project)}; profile updated",
+                markup=False,
+            )
+        with failures():
+            profile.updated(project=project)
+    if json_output():
+        print_json(
+            {
+                "manager_url": profile.config.manager_url,
+                "client_id": profile.config.client_id,
+                "project": project,
+                "user_id": user_id,
+            }
+        )
+        return
+    _print(
+        f"logged in to {profile.config.manager_url} as client {shown(profile.config.client_id)}"
+        f" (project {shown(project)})"
+    )
+    _print(f"user_id: {user_id}")

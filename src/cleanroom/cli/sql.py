@@ -1,0 +1,106 @@
+"""``cleanroom query`` and ``cleanroom budget``: a SQL room's queries and privacy budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cleanroom.cli.account import failures
+from cleanroom.cli.common import EXIT_USAGE, fail, stdout
+from cleanroom.cli.room import _client
+from cleanroom.client.access import ParameterError, parse_parameters
+from cleanroom.client.sqlrooms import budget as fetch_budget
+from cleanroom.client.sqlrooms import query as run_query
+from cleanroom.protocol.text import shown
+
+
+def query(
+    name: Annotated[str, typer.Argument(help="The SQL clean room.")],
+    sql: Annotated[
+        str | None,
+        typer.Argument(
+            help="An ad-hoc query, where the spec lets you send one.", show_default=False
+        ),
+    ] = None,
+    named: Annotated[
+        str | None, typer.Option("--name", help="Run the spec's query of this name instead.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A parameter of the named query, KEY=VALUE (repeatable).", show_default=False
+        ),
+    ] = None,
+    epsilon: Annotated[
+        float | None,
+        typer.Option(
+            help="The ε to spend where differential privacy applies (default: the most allowed)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the result here (a new directory), if you are its recipient."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON.")] = False,
+) -> None:
+    """Run a query under every data owner's rules, and verify its signed receipt.
+
+    The query is checked in the Worker against each owner's analysis rule; a shape
+    a rule forbids is refused with the rule named, rows under a threshold are
+    suppressed and counted, and ε is spent where differential privacy applies.
+    Exit 0: ran; 1: refused or failed; 2: unusable input.
+    """
+    if (sql is None) == (named is None):
+        fail("give an ad-hoc query or --name NAME, not both", EXIT_USAGE)
+    try:
+        parameters: dict[str, Any] = dict(parse_parameters(param or []))
+    except ParameterError as error:
+        fail(str(error), EXIT_USAGE)
+    with failures():
+        result = run_query(
+            _client(), name, name=named, sql=sql, parameters=parameters or None,
+            epsilon=epsilon, target=out,
+        )  # fmt: skip
+    receipt = result.receipt
+    if as_json:
+        stdout.out(json.dumps(receipt, indent=2))
+    else:
+        stdout.print(f"query run {result.run} of {name}: {shown(receipt['status'])}", markup=False)
+        stdout.print(f"  query     {shown(receipt['query'].get('name') or 'ad hoc')} "
+                     f"sha256 {shown(receipt['query']['sha256'])}", markup=False)  # fmt: skip
+        for rule in receipt["rules"]:
+            stdout.print(f"  rule      {shown(rule)}", markup=False)
+        rows = receipt["rows"]
+        stdout.print(f"  rows      {rows['released']} released, "
+                     f"{'not reported' if rows['suppressed'] is None else rows['suppressed']} "
+                     "suppressed", markup=False)  # fmt: skip
+        for input_id, entry in receipt["privacy"].items():
+            left = f"{entry['left']:g} left of {entry['budget']:g}"
+            stdout.print(
+                f"  ε         {shown(input_id)}: spent {entry['spent']:g}, {left}", markup=False
+            )
+        if result.directory is not None:
+            stdout.print(f"  result    {shown(str(result.directory))}", markup=False)
+    if receipt["status"] != "succeeded":
+        fail(f"query run {result.run} of {name} ended {shown(receipt['status'])}")
+
+
+def budget(
+    name: Annotated[str, typer.Argument(help="The SQL clean room.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statement as JSON.")] = False,
+) -> None:
+    """Each data owner's privacy budget (ε spent, left, total), signed by the attested Worker."""
+    with failures():
+        statement = fetch_budget(_client(), name)
+    if as_json:
+        stdout.out(json.dumps(statement, indent=2))
+        return
+    stdout.print(f"privacy budget of {name} after {statement['runs']} queries", markup=False)
+    if not statement["privacy"]:
+        stdout.print("  no input is under differential privacy", markup=False)
+    for input_id, entry in statement["privacy"].items():
+        stdout.print(f"  {shown(input_id)}: spent {entry['spent']:g}, {entry['left']:g} left of "
+                     f"{entry['budget']:g}", markup=False)  # fmt: skip

@@ -1,0 +1,156 @@
+"""The user's side of a SQL room: queries, their receipts and results, the budget.
+
+    from cleanroom.client import CleanRoomClient, Profile
+    from cleanroom.client.sqlrooms import budget, query
+
+    client = CleanRoomClient(Profile.load("alice"))
+    result = query(client, "overlap", name="by_segment", parameters={"skip": "none"},
+                   target=Path("by-segment"))
+    print(result.receipt["rows"], result.receipt["privacy"])
+    print(budget(client, "overlap"))
+
+A query goes to the Worker encrypted under a run session (the Controller can
+neither read nor swap it); its receipt is checked under the attested Worker key,
+for the approved spec and this run, and the result is written only if its
+manifest is the one the receipt signed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cleanroom.client.errors import ServerError
+from cleanroom.client.rooms import CleanRoomClient, TransferError, VerifiedReceipt, _remove_tree
+from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.query_receipt import (
+    QUERY_RECORD,
+    query_request,
+    verify_budget,
+    verify_query_receipt,
+)
+from cleanroom.protocol.records import RecordSender
+from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
+from cleanroom.sql.rules import query_sha256
+
+POLL_S = 0.3
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    run: int
+    receipt: dict[str, Any]  # verified
+    directory: Path | None  # where the result was written (the recipient only)
+    files: dict[str, int]
+
+
+def query(
+    client: CleanRoomClient,
+    room_name: str,
+    *,
+    name: str | None = None,
+    sql: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    epsilon: float | None = None,
+    target: Path | None = None,
+    timeout_s: float = 3600.0,
+) -> QueryResult:
+    """Run a named query (``name``, ``parameters``) or an ad-hoc one (``sql``), wait for
+    its signed receipt, and, with ``target``, download its result (recipient only)."""
+    if (name is None) == (sql is None):
+        raise MessageFormatError("query", "a query name or SQL text", "both or neither", "which?")
+    room, spec = client.approved(room_name)
+    if spec.sql is None:
+        raise MessageFormatError("runtime", "a SQL room", spec.runtime, "this room runs a function")
+    with client._compute(room) as compute:
+        attestation, keys = client._open(compute, room, spec, RunPurpose(op="run"))
+        request = query_request(name=name, parameters=parameters, sql=sql, epsilon=epsilon)
+        frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
+            QUERY_RECORD, canonical(request), final=True
+        )
+        answer = compute.query(room.name, keys.session_id, frame)
+        run = answer.get("run")
+        if type(run) is not int or run < 1:
+            raise TransferError("run-number", "a run number", run, "the Worker named no run")
+        deadline = time.monotonic() + timeout_s
+        worker_key = load_spki(attestation.worker.worker_key_spki, "worker_key")
+        while True:
+            try:
+                document, signature = compute.run_receipt(room.name, run)
+                break
+            except ServerError as error:
+                # Only "not finished yet" is worth waiting for; a refusal is the answer.
+                if error.check != "run-state" or time.monotonic() > deadline:
+                    raise
+                time.sleep(POLL_S)
+        receipt = verify_query_receipt(
+            document, signature, worker_key=worker_key, spec=spec, run=run,
+            own_inputs=client._own_uploads(room.name, spec.work_id),
+        )  # fmt: skip
+        expected = {"name": name, "parameters": dict(parameters or {})}
+        named = spec.sql.queries.get(name) if name is not None else None
+        expected["sha256"] = query_sha256(named.text if named is not None else sql or "")
+        if any(receipt["query"].get(key) != value for key, value in expected.items()):
+            raise TransferError("receipt-query", expected, receipt["query"], "another query ran")
+        destination = (
+            named.output
+            if named is not None
+            else spec.sql.adhoc.output
+            if (spec.sql.adhoc is not None)
+            else None
+        )
+        if receipt["output"]["id"] != destination:
+            raise TransferError(
+                "receipt-outputs", destination, receipt["output"]["id"], "another output"
+            )
+        if target is None or receipt["status"] != "succeeded":
+            return QueryResult(run, receipt, None, {})
+        output_id = receipt["output"]["id"]
+        if spec.outputs[output_id] != client.profile.user_id:
+            return QueryResult(run, receipt, None, {})
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise MessageFormatError(
+                "output-directory", "a new or empty directory", str(target), "not empty"
+            )
+        keys = client._next_session(
+            compute, attestation, DownloadPurpose(op="download", output=output_id, run=run)
+        )
+        partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
+        partial.mkdir(mode=0o700, parents=True)
+        try:
+            files, manifest = client._receive(
+                compute.download(room.name, keys.session_id), keys, output_id, partial, None
+            )
+            as_run = {"outputs": {output_id: {"sha256": receipt["output"]["sha256"]}}}
+            client._check_output(VerifiedReceipt(as_run, attestation), output_id, manifest, files)
+            if target.exists():
+                target.rmdir()
+            partial.rename(target)
+        except BaseException:
+            _remove_tree(partial)
+            raise
+    return QueryResult(run, receipt, target, {k: v["size"] for k, v in files.items()})
+
+
+def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:
+    """Every differential privacy owner's ε spent, left and total, signed by the attested
+    Worker for a fresh nonce (a replayed or other room's statement is refused)."""
+    room, spec = client.approved(room_name)
+    if spec.sql is None:
+        raise MessageFormatError("runtime", "a SQL room", spec.runtime, "no privacy budget")
+    with client._compute(room) as compute:
+        attestation = client._attest(compute, room, spec)
+        nonce = b64u(secrets.token_bytes(24))
+        document, signature = compute.budget(room.name, nonce)
+        return verify_budget(
+            document, signature, spec=spec, nonce=nonce,
+            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+        )  # fmt: skip
+
+
+__all__ = ["QueryResult", "budget", "query"]

@@ -1,0 +1,429 @@
+"""A SQL clean room's data plane: schema-checked uploads, queries under every owner's
+rules, differential privacy with a sealed budget, one signed receipt per query.
+
+What runs where (docs/privacy.md, docs/threat-model.md):
+
+- the Worker (trusted, measured) parses and checks every query against every
+  owner's analysis rule (:mod:`cleanroom.sql.rules`), charges the privacy budget
+  in its sealed ledger before the query runs (:mod:`cleanroom.enclave.budget`),
+  adds OpenDP's noise (:mod:`cleanroom.sql.privacy`) and signs the receipt;
+- DuckDB runs in the function sandbox, as the room's own uid in the data runtime,
+  through the engine the spec's function ID names (``cleanroom/sql/engine``): a
+  DuckDB bug that a query reaches is confined like a hostile function.
+
+After the first query the inputs are frozen: every query of the room, and so its
+budget, is about the same data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from cleanroom.enclave.budget import BudgetLedger
+from cleanroom.enclave.errors import RunError, UploadError
+from cleanroom.enclave.room import CleanRoom
+from cleanroom.enclave.runner import Confinement
+from cleanroom.enclave.store import SealedStore, StoredObject, wipe
+from cleanroom.enclave.supervisor import Limits
+from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput
+from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import AccessDenied, MessageFormatError
+from cleanroom.protocol.handshake import AcceptedHandshake
+from cleanroom.protocol.query_receipt import (
+    QUERY_RECORD,
+    QUERY_REQUEST_TYPE,
+    budget_statement,
+    query_receipt,
+    sign,
+)
+from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
+from cleanroom.runtimes import Runtime
+from cleanroom.sql.privacy import release
+from cleanroom.sql.rules import QueryPlan, check_spec_queries, plan_query
+
+log = logging.getLogger("cleanroom.enclave")
+RESULT = "result"  # the engine's one output directory (never sealed as is)
+MAX_STATS = 1 << 16
+MAX_DP_ROWS = 64 << 20  # bytes of exact aggregates a DP query may return to the Worker
+MAX_RUNS = 10_000
+
+
+@dataclass
+class SqlRun:
+    number: int
+    plan: QueryPlan
+    by: str
+    parameters: dict[str, Any]
+    state: str = "running"  # -> done | failed
+    detail: str | None = None
+    files: list[StoredObject] = field(default_factory=list)
+    receipt: tuple[dict[str, Any], bytes] | None = None
+    privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class SqlRoom(CleanRoom):
+    """A clean room whose runtime is ``sql`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        worker: WorkerEnclave,
+        store: SealedStore,
+        *,
+        sandbox: Confinement,
+        runtime: Runtime,
+        scratch_root: Path,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            worker, store, sandbox=sandbox, runtime=runtime, scratch_root=scratch_root, clock=clock
+        )
+        spec = worker.spec
+        if spec.sql is None:
+            raise RunError("sql-runtime", "runtime sql", spec.runtime, "not a SQL room")
+        self.sql = spec.sql
+        # A named query that could never run is refused now, before any data moves.
+        check_spec_queries(spec)
+        self.ledger = BudgetLedger(store, spec)
+        self.runs: dict[int, SqlRun] = {}
+        self.rows: dict[str, int] = {}
+
+    # ------------------------------------------------------------- uploads
+
+    def _accept_input(self, completed: CompletedInput) -> dict[str, int]:
+        """The upload against its declared schema, by the engine in the sandbox."""
+        schema = self.sql.schemas[completed.input_id]
+        plan = {"mode": "check", "input": completed.input_id, "schema": schema.model_dump()}
+        stats, _files = self._engine(plan, [completed], keep=lambda _name: False)
+        refused = stats.get("refused")
+        if isinstance(refused, dict):
+            where = {k: refused.get(k) for k in ("file", "column", "row")}
+            raise UploadError(
+                str(refused.get("check", "schema")), refused.get("expected"), where,
+                f"{completed.input_id} does not match its schema: {refused.get('message')}"
+                f" (file {where['file']}, column {where['column']}, row {where['row']})",
+            )  # fmt: skip
+        rows = stats.get("rows")
+        if type(rows) is not int or rows < 0:
+            raise UploadError("schema", "a row count", rows, "the schema check did not finish")
+        self.rows[completed.input_id] = rows
+        return {"rows": rows}
+
+    def _accepted_counts(self, input_id: str) -> dict[str, int]:
+        rows = self.rows.get(input_id)
+        return {} if rows is None else {"rows": rows}
+
+    def _check_collecting(self, input_id: str) -> None:
+        if self.runs:
+            raise UploadError(
+                "run-started", "an upload before the first query", "querying", "inputs are frozen"
+            )
+        super()._check_collecting(input_id)
+
+    # ------------------------------------------------------------- queries
+
+    def begin_run(self, session_id: str) -> None:
+        raise RunError("run-state", "a query (SQL room)", "a function run", "send a query")
+
+    def begin_query(self, session_id: str, frame: bytes) -> int:
+        """Check the run session, open its encrypted query, check it against every rule,
+        charge the budget; the run's number (execute it with :meth:`execute_query`)."""
+        with self._lock:
+            session, _purpose = self._take(session_id, RunPurpose)
+            request = self._open_request(session, frame)
+            missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
+            if missing:
+                raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
+            if self._uploading:
+                raise RunError(
+                    "uploads-running", "no upload in progress", sorted(self._uploading), "busy"
+                )
+            if len(self.runs) >= MAX_RUNS:
+                raise RunError("run-state", f"at most {MAX_RUNS} queries", len(self.runs), "full")
+            name, sql = request["query"], request["sql"]
+            if name is not None and session.user_id not in self.worker.spec.runners:
+                raise AccessDenied(
+                    "runner", sorted(self.worker.spec.runners), session.user_id,
+                    "only a runner may run the spec's queries",
+                )  # fmt: skip
+            if sql is not None and (
+                self.sql.adhoc is None or session.user_id not in self.sql.adhoc.runners
+            ):
+                raise AccessDenied(
+                    "adhoc-runner",
+                    [] if self.sql.adhoc is None else sorted(self.sql.adhoc.runners),
+                    session.user_id, "only the spec's ad-hoc runners may send a query of their own",
+                )  # fmt: skip
+            plan = plan_query(
+                self.worker.spec, name=name, text=sql, parameters=request["parameters"],
+                epsilon=request["epsilon"], spent=self.ledger.spent(),
+            )  # fmt: skip
+            number = len(self.runs) + 1
+            run = SqlRun(number, plan, session.user_id, dict(request["parameters"]))
+            if plan.dp is not None:
+                # Charged before the query runs: a failed run has touched the data too.
+                totals = self.ledger.charge(number, plan.dp.epsilon, sorted(plan.dp.owners))
+                run.privacy = {
+                    i: {"spent": plan.dp.epsilon,
+                        "left": max(self.ledger.budgets[i] - totals[i], 0.0),
+                        "budget": self.ledger.budgets[i]}
+                    for i in sorted(plan.dp.owners)
+                }  # fmt: skip
+            self.runs[number] = run
+            self._state = "querying"
+            return number
+
+    def _open_request(self, session: AcceptedHandshake, frame: bytes) -> dict[str, Any]:
+        receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
+        path, _index, final, data = receiver.open(frame)
+        receiver.close()
+        if path != QUERY_RECORD or not final:
+            raise MessageFormatError("query-request", QUERY_RECORD, path, "not a query request")
+        try:
+            request = json.loads(data)
+        except ValueError as error:
+            raise MessageFormatError("query-request", "JSON", "bytes", str(error)) from error
+        fields = {"type", "query", "parameters", "sql", "epsilon"}
+        if (
+            not isinstance(request, dict)
+            or set(request) != fields
+            or request["type"] != QUERY_REQUEST_TYPE
+            or (request["query"] is None) == (request["sql"] is None)
+            or not isinstance(request["parameters"], dict)
+            or not (request["epsilon"] is None or type(request["epsilon"]) in (int, float))
+        ):
+            raise MessageFormatError(
+                "query-request", QUERY_REQUEST_TYPE, str(request)[:200], "bad query request"
+            )
+        if request["query"] is not None and not isinstance(request["query"], str):
+            raise MessageFormatError("query-request", "a query name", request["query"], "bad name")
+        if request["sql"] is not None and not isinstance(request["sql"], str):
+            raise MessageFormatError("query-request", "SQL text", request["sql"], "bad sql")
+        return request
+
+    def execute_query(self, number: int) -> tuple[dict[str, Any], bytes]:
+        """Run a checked query in the engine and release what the rules allow."""
+        run = self.runs[number]
+        plan = run.plan
+        started = int(self._clock())
+        engine_plan = {
+            "mode": "query",
+            "sql": plan.sql,
+            "keep": plan.thresholds,
+            "dp": plan.dp is not None,
+            "format": plan.format,
+            "inputs": {i: self.sql.schemas[i].model_dump() for i in plan.inputs},
+        }
+        status, released, suppressed = "failed", None, None
+        # Exactly the one file this plan makes: exact aggregates (DP) or the result.
+        wanted = f"{RESULT}/rows.jsonl" if plan.dp is not None else f"{RESULT}/data.{plan.format}"
+        try:
+            stats, collected = self._engine(
+                engine_plan,
+                [self._inputs[i] for i in plan.inputs],
+                keep=lambda name: name == wanted,
+                into=f"{plan.output}/run-{number}",
+                status_out=run,
+            )  # fmt: skip
+            if run.state == "failed":
+                raise RunError("run-ended", "a query that ran", run.detail, "the engine failed")
+            if plan.dp is not None:
+                rows_file = next(s for s in collected if s.name.endswith("/rows.jsonl"))
+                rows = self._read_rows(rows_file)
+                self._store.discard(rows_file.name)
+                noisy = release(plan.dp, rows)
+                text = io.StringIO()
+                writer = csv.writer(text, lineterminator="\n")
+                writer.writerow(noisy.columns)
+                writer.writerows(noisy.rows)
+                target = self._store.create(f"{plan.output}/run-{number}/data.csv")
+                target.write(text.getvalue().encode())
+                stored = target.close()
+                self._store.record(stored)
+                run.files = [stored]
+                released = len(noisy.rows)
+            else:
+                run.files = sorted(collected, key=lambda s: s.name)
+                released, suppressed = stats.get("rows"), stats.get("suppressed")
+            status = "succeeded"
+            run.state = "done"
+        except CheckFailed as error:
+            run.state, run.detail = "failed", error.message
+            for stored in run.files:
+                self._store.discard(stored.name)
+            run.files = []
+        except Exception:
+            log.exception("query %s failed", number)
+            run.state, run.detail = "failed", "the engine failed"
+            for stored in run.files:
+                self._store.discard(stored.name)
+            run.files = []
+        receipt = query_receipt(
+            self.worker.spec,
+            run=number,
+            query={"name": plan.name, "sha256": plan.text_sha256, "parameters": run.parameters},
+            by=run.by,
+            inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
+            output={
+                "id": plan.output,
+                "format": "csv" if plan.dp is not None else plan.format,
+                "sha256": self._manifest_digest(plan.output, self._named(plan.output, run))
+                if status == "succeeded" else None,
+            },
+            rules=list(plan.rules),
+            rows={"released": released, "suppressed": suppressed},
+            privacy=run.privacy,
+            status=status if run.state == "done" else "failed",
+            started=started,
+            finished=max(started, int(self._clock())),
+        )  # fmt: skip
+        run.receipt = (receipt, self.worker.sign_receipt(receipt))
+        return run.receipt
+
+    def _named(self, output_id: str, run: SqlRun) -> list[StoredObject]:
+        """The run's files as the recipient sees them: ``<output>/data.csv``."""
+        return [
+            StoredObject(f"{output_id}/{s.name.rsplit('/', 1)[1]}", s.size, s.sha256)
+            for s in run.files
+        ]
+
+    def _read_rows(self, stored: StoredObject) -> list[dict[str, Any]]:
+        if stored.size > MAX_DP_ROWS:
+            raise RunError(
+                "dp-groups", f"<= {MAX_DP_ROWS} bytes of groups", stored.size,
+                "too many groups for a query under differential privacy",
+            )  # fmt: skip
+        data = b"".join(self._store.read(stored.name))
+        return [json.loads(line) for line in data.splitlines() if line]
+
+    def _engine(
+        self,
+        plan: dict[str, Any],
+        inputs: list[CompletedInput],
+        *,
+        keep: Callable[[str], bool],
+        into: str | None = None,
+        status_out: SqlRun | None = None,
+    ) -> tuple[dict[str, Any], list[StoredObject]]:
+        """One run of the engine in the sandbox; its stats, and the files it sealed."""
+        self._scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix="sql-", dir=self._scratch_root))
+        stats: dict[str, Any] = {}
+        sealed: list[StoredObject] = []
+
+        def receive(name: str, stream: IO[bytes], size: int) -> None:
+            if name == f"{RESULT}/stats.json":
+                data = stream.read(MAX_STATS + 1)
+                if len(data) > MAX_STATS:
+                    raise RunError("run-outputs", "small stats", size, "stats too large")
+                document = json.loads(data)
+                if isinstance(document, dict):
+                    stats.update(document)
+            elif keep(name) and into is not None:
+                sealed.append(self._store.ingest(f"{into}/{name.rsplit('/', 1)[1]}", stream))
+
+        try:
+            self._stage_engine(scratch, plan, inputs)
+            result = self._sandbox.run(
+                runtime=self._runtime,
+                workspace=scratch,
+                outputs=[RESULT],
+                handler=self.worker.spec.handler,
+                limits=Limits(**self.worker.spec.resources.model_dump()),
+                receive=receive,
+            )
+            self.last_run = result
+        except BaseException:
+            for stored in sealed:
+                self._store.discard(stored.name)
+            raise
+        finally:
+            wipe(scratch)
+        if result.status != "succeeded" or result.outputs_withheld:
+            for stored in sealed:
+                self._store.discard(stored.name)
+            reason = "outputs over the disk limit" if result.outputs_withheld else result.status
+            if status_out is not None:
+                status_out.state, status_out.detail = "failed", f"the engine ended: {reason}"
+                return stats, []
+            raise RunError("engine", "an engine run that succeeded", reason, "the engine failed")
+        return stats, sealed
+
+    def _stage_engine(
+        self, scratch: Path, plan: dict[str, Any], inputs: list[CompletedInput]
+    ) -> None:
+        self._stage_function(scratch)
+        (scratch / "parameters.json").write_bytes(canonical(plan))
+        (scratch / "inputs").mkdir()
+        for completed in inputs:
+            for stored in completed.files:
+                target = scratch / "inputs" / stored.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with target.open("wb") as handle:
+                    for chunk in self._store.read(stored.name):
+                        handle.write(chunk)
+
+    # ------------------------------------------------------------ downloads
+
+    def download(self, session_id: str) -> Iterator[bytes]:
+        with self._lock:
+            session, purpose = self._take(session_id, DownloadPurpose)
+            run = self.runs.get(purpose.run or 0)
+            if purpose.run is None or run is None:
+                raise RunError("run-number", sorted(self.runs), purpose.run, "no such query run")
+            if run.plan.output != purpose.output:
+                raise RunError("run-output", run.plan.output, purpose.output, "another output")
+            if run.state != "done":
+                raise RunError("run-state", "a finished query", run.state, "no output yet")
+            files = list(run.files)
+        return self._run_frames(session, purpose.output, run, files)
+
+    def _run_frames(
+        self, session: AcceptedHandshake, output_id: str, run: SqlRun, files: list[StoredObject]
+    ) -> Iterator[bytes]:
+        sender = RecordSender(session.keys.worker_to_client, session.keys.session_id)
+        for stored, shown in zip(files, self._named(output_id, run), strict=True):
+            chunks = self._store.read(stored.name)
+            previous = next(chunks, b"")
+            for chunk in chunks:
+                yield sender.seal(shown.name, previous, final=False)
+                previous = chunk
+            yield sender.seal(shown.name, previous, final=True)
+        manifest = canonical(self._manifest(output_id, self._named(output_id, run)))
+        yield sender.seal(f"{output_id}/{MANIFEST_NAME}", manifest, final=True)
+
+    # ------------------------------------------------------------- receipts
+
+    def run_receipt(self, number: int) -> tuple[dict[str, Any], bytes]:
+        run = self.runs.get(number)
+        if run is None or run.receipt is None:
+            raise RunError("run-state", "a finished query run", number, "no receipt (yet)")
+        return run.receipt
+
+    def budget(self, nonce: str) -> tuple[dict[str, Any], bytes]:
+        """Every DP owner's ε spent and left, from the verified ledger, fresh for ``nonce``."""
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 64:
+            raise MessageFormatError("nonce", "16 to 64 characters", nonce, "bad nonce")
+        statement = budget_statement(
+            self.worker.spec, nonce=nonce, runs=len(self.runs), privacy=self.ledger.status()
+        )
+        return statement, self.worker.sign_receipt(statement)
+
+
+def run_states(room: SqlRoom) -> dict[str, Any]:
+    """Each query run's state, for the (untrusted, informational) state endpoint."""
+    return {str(n): {"state": r.state, "detail": r.detail} for n, r in room.runs.items()}
+
+
+__all__ = ["SqlRoom", "run_states", "sign"]

@@ -1,0 +1,176 @@
+"""Who is calling the manager, and which rooms they may see.
+
+A verified token (:mod:`cleanroom.http_auth`) says who it was issued to; what that
+party may still do is read from the database on every request:
+
+- a **user** (scope ``user``): :func:`user_caller` checks that its client exists
+  (``token-client``), is in the project the token names (``token-project``),
+  still belongs to a member of its project (``client-member``) and is enabled
+  (``client-disabled``);
+- a **compute server** (scope ``compute``): :func:`server_caller` checks that the
+  token's client is a registered compute server (``token-client``) that is not
+  removed (``server-removed``).
+
+Which rooms a user may see (:func:`visible_rooms`): those of its project, and
+those whose spec names its registered ``user_id`` (inputs, outputs or runners).
+Room names live per project, so a name may stand for several rooms a user sees:
+:func:`find_room` takes a live one first, the caller's own project's first, and
+refuses to guess between other projects' (``room-ambiguous``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from cleanroom.errors import CheckFailed
+from cleanroom.manager.database import Client, ComputeServer, Project, Room, RoomMember
+from cleanroom.tokens import TokenClaims, TokenError
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A client that presented a valid ``user``-scope token and may act.
+
+    ``member`` and ``role`` are its member's when the request began; what only an
+    owner may do is checked again in the transaction that does it.
+    """
+
+    client_id: str
+    project_id: int
+    project: str
+    user_id: str | None
+    member: str
+    role: str
+
+
+@dataclass(frozen=True)
+class ServerCaller:
+    """A registered compute server that presented a valid ``compute``-scope token."""
+
+    server_id: int
+    name: str
+    url: str
+
+
+class RoomRefused(CheckFailed):
+    """A room reference that cannot be answered; ``http_status`` is the answer."""
+
+    http_status = 404
+
+
+class AmbiguousRoom(RoomRefused):
+    """Several rooms of other projects that the caller sees carry the name asked for."""
+
+    http_status = 409
+
+
+def user_caller(session: Session, claims: TokenClaims) -> Caller:
+    """The client behind a valid user token, if it may still act; else ``TokenError`` 401."""
+    client = session.get(Client, claims.sub)
+    if client is None:
+        raise TokenError(
+            "token-client",
+            "the id of a client of this manager",
+            claims.sub,
+            "the token's client does not exist",
+        )
+    if client.project.name != claims.project:
+        raise TokenError(
+            "token-project",
+            client.project.name,
+            claims.project,
+            "the token names another project than its client's",
+        )
+    if client.member is None:
+        raise TokenError(
+            "client-member",
+            f"a client of a member of project {client.project.name!r}",
+            "a client whose member was removed",
+            f"client {client.id} belongs to a member removed from its project",
+        )
+    if client.disabled:
+        raise TokenError(
+            "client-disabled",
+            "an enabled client",
+            "disabled",
+            f"client {client.id} is disabled",
+        )
+    return Caller(
+        client_id=client.id,
+        project_id=client.project_id,
+        project=client.project.name,
+        user_id=client.user_id,
+        member=client.member.name,
+        role=client.member.role,
+    )
+
+
+def server_caller(session: Session, claims: TokenClaims) -> ServerCaller:
+    """The compute server behind a valid compute token, if it is still registered."""
+    server = session.scalar(select(ComputeServer).where(ComputeServer.client_id == claims.sub))
+    if server is None:
+        raise TokenError(
+            "token-client",
+            "the client id of a registered compute server",
+            claims.sub,
+            "the token's compute server is not registered",
+        )
+    if server.removed:
+        raise TokenError(
+            "server-removed",
+            "a compute server that is not removed",
+            server.name,
+            f"compute server {server.name} was removed",
+        )
+    return ServerCaller(server_id=server.id, name=server.name, url=server.url)
+
+
+def visible_rooms(caller: Caller) -> Select[Room]:
+    """The rooms ``caller`` may see: its project's, and those naming its user_id."""
+    condition = Room.project_id == caller.project_id
+    if caller.user_id is not None:
+        condition = or_(
+            condition,
+            Room.id.in_(select(RoomMember.room_id).where(RoomMember.user_id == caller.user_id)),
+        )
+    return select(Room).where(condition)
+
+
+def find_room(session: Session, caller: Caller, name: str, project: str | None = None) -> Room:
+    """The room ``name`` the caller may see (of ``project``, when given).
+
+    A live room wins over deleted ones; of several, the caller's own project's;
+    otherwise they must all be one other project's (``room-ambiguous`` 409 if not:
+    ask again with ``project``). Of a project's deleted rooms, the latest. A room
+    the caller may not see is ``room`` 404, as one that does not exist.
+    """
+    query = visible_rooms(caller).where(Room.name == name)
+    if project is not None:
+        query = query.join(Project, Room.project_id == Project.id).where(Project.name == project)
+    rooms = list(session.scalars(query))
+    if not rooms:
+        where = f" of project {project!r}" if project is not None else ""
+        raise RoomRefused(
+            "room", "a clean room you may see", name, f"no clean room named {name!r}{where}"
+        )
+    live = [room for room in rooms if room.state != "deleted"]
+    rooms = live or rooms
+    own = [room for room in rooms if room.project_id == caller.project_id]
+    if own:
+        rooms = own
+    else:
+        projects = sorted({room.project.name for room in rooms})
+        if len(projects) > 1:
+            raise AmbiguousRoom(
+                "room-ambiguous",
+                "one project's room of that name",
+                projects,
+                f"clean rooms named {name!r} of several projects include you: "
+                f"name the project ({', '.join(projects)})",
+                hint="ask for GET /v1/rooms/{name}?project=PROJECT",
+            )
+    rooms.sort(key=lambda room: (room.state != "deleted", room.created, room.id), reverse=True)
+    return rooms[0]

@@ -1,0 +1,107 @@
+"""The Worker's acknowledgement of an upload, sealed under the session's key.
+
+An upload session's only Worker→client record: object ``<input id>/.ack``, index
+0, final, under ``k_w2c``, holding::
+
+    JCS({"type": "cleanroom/upload-ack/v1", "input": id,
+         "sha256": hex(SHA-256(JCS(upload manifest))), "stored": "new" | "already",
+         "bytes": the input's plaintext bytes[, "rows": rows checked against its schema]})
+
+``already`` says the Worker had exactly this input before this session (the same
+owner, the same manifest digest) and stored nothing new: a retry after a lost or
+garbled acknowledgement. ``rows`` is there where the Worker checked the input
+against a declared schema (a SQL room). Only the attested Worker holds ``k_w2c``,
+so a relay can neither forge an acknowledgement nor move one to another session or
+input, nor change a count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import BindingError, MessageFormatError
+from cleanroom.protocol.handshake import SessionKeys
+from cleanroom.protocol.records import RecordReceiver, RecordSender
+
+ACK_TYPE = "cleanroom/upload-ack/v1"
+ACK_NAME = ".ack"
+STORED = ("new", "already")
+
+
+@dataclass(frozen=True)
+class Ack:
+    """What an authentic acknowledgement says beyond what the client already knows."""
+
+    already: bool  # the Worker had exactly this input before: nothing new stored
+    rows: int | None  # rows checked against the input's schema (SQL rooms), else None
+
+
+def ack_document(
+    input_id: str, sha256: str, *, already: bool, size: int, rows: int | None = None
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "type": ACK_TYPE,
+        "input": input_id,
+        "sha256": sha256,
+        "stored": "already" if already else "new",
+        "bytes": size,
+    }
+    if rows is not None:
+        document["rows"] = rows
+    return document
+
+
+def seal_ack(
+    keys: SessionKeys,
+    input_id: str,
+    sha256: str,
+    *,
+    already: bool,
+    size: int,
+    rows: int | None = None,
+) -> bytes:
+    """The Worker's acknowledgement frame for ``input_id`` with manifest digest
+    ``sha256``, ``size`` plaintext bytes and, where a schema was checked, ``rows``."""
+    sender = RecordSender(keys.worker_to_client, keys.session_id)
+    document = ack_document(input_id, sha256, already=already, size=size, rows=rows)
+    return sender.seal(f"{input_id}/{ACK_NAME}", canonical(document), final=True)
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def open_ack(keys: SessionKeys, frame: bytes, *, input_id: str, sha256: str, size: int) -> Ack:
+    """Check an acknowledgement for exactly this input, digest and byte count.
+
+    Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed
+    by the Worker in this session, and ``upload-ack`` for one about other data.
+    """
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    path, _index, final, data = receiver.open(frame)
+    receiver.close()
+    expected = f"{input_id}/{ACK_NAME}"
+    if path != expected or not final:
+        raise BindingError("upload-ack", expected, path, "an acknowledgement of another object")
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise MessageFormatError("upload-ack", "JSON", "not JSON", str(error)) from error
+    rows = document.get("rows") if isinstance(document, dict) else None
+    if isinstance(document, dict) and (rows is None or _count(rows)):
+        for already in (False, True):
+            wanted = ack_document(input_id, sha256, already=already, size=size, rows=rows)
+            if document == wanted and canonical(document) == data and _count(document["bytes"]):
+                return Ack(already, rows)
+    raise BindingError(
+        "upload-ack",
+        {"input": input_id, "sha256": sha256, "bytes": size},
+        document,
+        "the Worker acknowledged other data",
+    )
+
+
+__all__ = ["ACK_NAME", "ACK_TYPE", "Ack", "open_ack", "seal_ack"]

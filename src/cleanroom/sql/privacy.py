@@ -1,0 +1,188 @@
+"""Differential privacy for a SQL room's aggregates, calibrated and sampled by OpenDP.
+
+The engine returns, per group, aggregates over contribution-bounded rows (each
+owner's identity keeps at most ``max_contributions`` rows after the joins and
+filters, :func:`cleanroom.sql.rules.plan_query`). Here the Worker releases them:
+
+- the query's ε is split evenly over its measurements: the row count of each group
+  (which also decides which groups are released) and one per other aggregate (an
+  average is a noisy sum over a noisy count: two);
+- groups are released by OpenDP's Laplace threshold mechanism (approximate DP: a
+  group appears only if its noisy count reaches a threshold chosen so that δ stays
+  under every owner's δ; no owner's minimum is ever lowered);
+- the other aggregates of the released groups get Laplace noise (OpenDP's
+  ``make_laplace`` over the vector of groups);
+- each owner's sensitivity follows from its contribution bound (and, for sums, its
+  clamping bounds); the noise scale is the largest any owner needs, and OpenDP's
+  privacy map must confirm, for every owner, that each measurement costs at most
+  its share of ε (``dp-calibration`` otherwise).
+
+No noise is drawn here by hand: every sample comes from OpenDP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import opendp.prelude as dp
+
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.sql import HIDDEN_PREFIX
+from cleanroom.sql.rules import DpPlan
+
+dp.enable_features("contrib")
+
+_TOLERANCE = 1e-9
+
+
+class PrivacyError(CheckFailed):
+    """OpenDP could not confirm that a release stays within its ε (or δ)."""
+
+
+@dataclass(frozen=True)
+class Release:
+    columns: tuple[str, ...]
+    rows: list[list[Any]]
+    candidates: int  # groups before the threshold (not released: it is not private)
+    scales: dict[str, float]  # measurement -> Laplace scale
+    threshold: float | None
+
+
+def _confirm(measurement: Any, d_in: Any, epsilon: float, delta: float | None, what: str) -> None:
+    cost = measurement.map(d_in)
+    spent, spent_delta = (cost, 0.0) if delta is None else cost
+    if spent > epsilon * (1 + _TOLERANCE) or (delta is not None and spent_delta > delta):
+        raise PrivacyError(
+            "dp-calibration", f"ε <= {epsilon:g}" + ("" if delta is None else f", δ <= {delta:g}"),
+            cost, f"OpenDP's privacy map refuses the {what} release",
+        )  # fmt: skip
+
+
+def _threshold_measurement(scale: float, threshold: float) -> Any:
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=float, nan=False))
+    metric = dp.l01inf_distance(dp.absolute_distance(T=float))
+    return dp.m.make_laplace_threshold(domain, metric, scale=scale, threshold=threshold)
+
+
+def _vector_measurement(scale: float) -> Any:
+    domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
+    return dp.m.make_laplace(domain, dp.l1_distance(T=float), scale=scale)
+
+
+def _smallest_threshold(
+    scale: float, d_ins: Sequence[tuple[int, float, float]], delta: float
+) -> float:
+    """The smallest threshold whose δ is at most ``delta`` for every owner (OpenDP's map)."""
+
+    def good(threshold: float) -> bool:
+        measurement = _threshold_measurement(scale, threshold)
+        return all(measurement.map(d_in)[1] <= delta for d_in in d_ins)
+
+    low, high = 0.0, scale * 8.0
+    while not good(high):
+        high *= 2
+        if high > 1e12:
+            raise PrivacyError("dp-calibration", f"δ <= {delta:g}", "none", "no threshold fits")
+    for _ in range(60):
+        middle = (low + high) / 2
+        low, high = (low, middle) if good(middle) else (middle, high)
+    return high
+
+
+def release(plan: DpPlan, rows: Sequence[Mapping[str, Any]]) -> Release:
+    """The noisy rows of a DP query, from the engine's exact, contribution-bounded ones."""
+    measurements = 1 + sum(
+        2 if a.kind == "avg" else 1 for a in plan.aggregates if a.kind != "count_rows"
+    )
+    share = plan.epsilon / measurements
+    contributions = [option.max_contributions for option in plan.owners.values()]
+    groups = len(plan.groups)
+    keyed: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        key = json.dumps([row[f"{HIDDEN_PREFIX}_g{i}"] for i in range(groups)], default=str)
+        keyed[key] = row
+    scales: dict[str, float] = {}
+    count_scale = max(contributions) / share
+    threshold: float | None = None
+    if groups:
+        d_ins = [(c, float(c), float(c)) for c in contributions]
+        threshold = max(_smallest_threshold(count_scale, d_ins, plan.delta), float(plan.minimum))
+        selection = _threshold_measurement(count_scale, threshold)
+        for d_in in d_ins:
+            _confirm(selection, d_in, share, plan.delta, "group counts")
+        exact_counts = {key: float(row[f"{HIDDEN_PREFIX}_n"]) for key, row in keyed.items()}
+        noisy_counts: dict[str, float] = dict(selection(exact_counts))
+        selected = sorted(noisy_counts)
+    else:
+        vector = _vector_measurement(count_scale)
+        for c in contributions:
+            _confirm(vector, float(c), share, None, "row count")
+        selected = ["[]"]
+        total = float(keyed["[]"][f"{HIDDEN_PREFIX}_n"]) if "[]" in keyed else 0.0
+        noisy_counts = {"[]": vector([total])[0]}
+    scales["count"] = count_scale
+
+    def noisy(values: list[float], sensitivity: list[float], what: str) -> list[float]:
+        scale = max(sensitivity) / share
+        scales[what] = scale
+        if not values:
+            return []
+        measurement = _vector_measurement(scale)
+        for d_in in sensitivity:
+            _confirm(measurement, d_in, share, None, what)
+        return list(measurement(values))
+
+    def exact(key: str, column: str) -> float:
+        row = keyed.get(key)
+        value = None if row is None else row.get(column)
+        return 0.0 if value is None else float(value)
+
+    columns: list[list[Any]] = []
+    for aggregate in plan.aggregates:
+        if aggregate.kind == "count_rows":
+            columns.append([max(0, round(noisy_counts[key])) for key in selected])
+            continue
+        assert aggregate.value is not None
+        if aggregate.kind == "count":
+            values = [exact(key, aggregate.value) for key in selected]
+            result = noisy(values, [float(c) for c in contributions], aggregate.output)
+            columns.append([max(0, round(value)) for value in result])
+            continue
+        sums = noisy(
+            [exact(key, f"{aggregate.value}_sum") for key in selected],
+            [c * aggregate.bound for c in contributions],
+            f"{aggregate.output} (sum)",
+        )
+        if aggregate.kind == "sum":
+            columns.append(sums)
+            continue
+        divisors = noisy(
+            [exact(key, f"{aggregate.value}_count") for key in selected],
+            [float(c) for c in contributions],
+            f"{aggregate.output} (count)",
+        )
+        columns.append(
+            [
+                min(aggregate.high, max(aggregate.low, total / max(count, 1.0)))
+                for total, count in zip(sums, divisors, strict=True)
+            ]
+        )
+    released: list[list[Any]] = []
+    for index, key in enumerate(selected):
+        group_values = json.loads(key)
+        released.append([*group_values, *(column[index] for column in columns)])
+    for line in released:
+        for value in line:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PrivacyError("dp-calibration", "finite values", value, "a non-finite release")
+    return Release(
+        columns=(*plan.groups, *(a.output for a in plan.aggregates)),
+        rows=released,
+        candidates=len(keyed),
+        scales=scales,
+        threshold=threshold,
+    )

@@ -1,0 +1,917 @@
+"""Every query of a SQL room against every owner's analysis rule, with a real SQL parser.
+
+:func:`plan_query` parses the query with sqlglot (DuckDB's dialect), replaces its
+``$name`` parameters with literals of their declared types, walks the whole tree
+against an allow-list of node types for the shape the rules permit, and checks
+each column against the rule of the input it belongs to. What it returns, the
+:class:`QueryPlan`, holds the SQL the engine runs: rendered by sqlglot from the
+checked tree (never the text the runner wrote), with the columns the Worker needs
+to enforce the rules added (distinct identities behind each row, or the
+contribution-bounded aggregates that differential privacy adds noise to).
+
+Shapes (docs/privacy.md):
+
+- any input under an ``aggregation`` rule: one SELECT of dimension columns and
+  allowed aggregates, inner joins on join columns, WHERE on dimension columns,
+  GROUP BY every dimension it selects; no sub-query, CTE, window, set operation;
+- else any input under a ``list`` rule: one SELECT of list columns, joined with
+  another input on join columns, no aggregate over its columns;
+- an input under a ``custom`` rule: only the spec's named queries its owner
+  allowed, any read-only shape over the inputs, never a table function.
+
+A refusal is a :class:`RuleViolation` naming the rule (``aggregation.dimension_columns``,
+``list.join_required``, ``custom.allowed_queries``, …) and the input whose owner set it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import (
+    HIDDEN_PREFIX,
+    AnalysisRule,
+    DifferentialPrivacy,
+    SpecRuleError,
+    check_parameters,
+)
+
+DIALECT = "duckdb"
+
+
+class QueryError(CheckFailed):
+    """A query that is not one read-only statement over the inputs (it does not parse,
+    is not a SELECT, reads a file, calls a function outside the allow-list)."""
+
+
+class RuleViolation(CheckFailed):
+    """A query whose shape an owner's analysis rule forbids; ``check`` names the rule."""
+
+
+# Scalar functions a query may call on dimensions (AWS Clean Rooms' scalarFunctions,
+# narrowed): each pure, none reads anything but its arguments.
+SCALAR_FUNCTIONS: tuple[type[exp.Expr], ...] = (
+    exp.Lower, exp.Upper, exp.Trim, exp.Substring, exp.Length, exp.Coalesce, exp.Abs,
+    exp.Round, exp.Floor, exp.Ceil, exp.DateTrunc, exp.TimestampTrunc, exp.Extract,
+    exp.Year, exp.Month, exp.Day, exp.Concat, exp.DPipe, exp.Cast, exp.TryCast,
+    exp.Least, exp.Greatest, exp.Left, exp.Right, exp.Nullif, exp.Case, exp.If,
+)  # fmt: skip
+# The tree of a value: literals, parameters, columns and operators.
+VALUE_NODES: tuple[type[exp.Expr], ...] = (
+    exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.Paren, exp.Neg,
+    exp.Not, exp.And, exp.Or, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv, exp.Mod,
+    exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Is, exp.In, exp.Between,
+    exp.Like, exp.ILike, exp.DataType, exp.DataTypeParam, exp.Var, exp.Tuple, exp.When,
+    exp.Interval,
+)  # fmt: skip
+AGGREGATES: dict[type[exp.Expr], str] = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg"}
+# A custom rule's named queries may also use these (the owner read and allowed them).
+CUSTOM_NODES: tuple[type[exp.Expr], ...] = (
+    exp.Select, exp.From, exp.Join, exp.Where, exp.Group, exp.Having, exp.Order,
+    exp.Ordered, exp.Limit, exp.Offset, exp.Distinct, exp.Alias, exp.TableAlias, exp.Table,
+    exp.Star, exp.With, exp.CTE, exp.Subquery, exp.Union, exp.Intersect, exp.Except,
+    exp.Window, exp.RowNumber, exp.Min, exp.Max, exp.Count, exp.Sum, exp.Avg,
+    exp.Qualify, exp.Exists,
+)  # fmt: skip
+SELECT_CLAUSES = {"expressions", "from_", "from", "joins", "where", "group", "having", "order",
+                  "limit", "distinct"}  # fmt: skip
+CLAUSE_NAMES = {"with_": "a CTE (WITH)", "with": "a CTE (WITH)", "qualify": "QUALIFY",
+                "windows": "a WINDOW clause", "sample": "TABLESAMPLE", "laterals": "LATERAL",
+                "pivots": "PIVOT", "offset": "OFFSET", "into": "INTO"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DpAggregate:
+    output: str  # the column name the recipient sees
+    kind: str  # count_rows | count | sum | avg
+    value: str | None  # the hidden column of the (clamped) value, for count | sum | avg
+    bound: float  # max |value| after clamping (sums and averages), 1 for counts
+    low: float = 0.0
+    high: float = 0.0
+
+
+@dataclass(frozen=True)
+class DpPlan:
+    """A query under differential privacy: what the Worker adds noise to, and for whom."""
+
+    epsilon: float
+    delta: float
+    owners: dict[str, DifferentialPrivacy]  # input id -> its owner's DP option
+    groups: tuple[str, ...]  # output names of the group columns (__cr_g<i> in the rows)
+    aggregates: tuple[DpAggregate, ...]
+    minimum: int  # the largest threshold any owner set (applied to the noisy count)
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    sql: str  # what the engine runs: rendered from the checked tree
+    text_sha256: str  # of the query text as written (hex)
+    name: str | None  # the spec's query, or None for an ad-hoc one
+    inputs: tuple[str, ...]  # what it reads
+    rules: tuple[str, ...]  # every rule applied, e.g. "input_1: aggregation threshold>=10"
+    thresholds: dict[str, int] = field(default_factory=dict)  # hidden column -> minimum
+    dp: DpPlan | None = None
+    output: str = ""
+    format: str = "csv"
+
+
+def query_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def parse(text: str) -> exp.Expr:
+    """One statement in DuckDB's dialect; QueryError ``sql-parse`` otherwise."""
+    try:
+        statements = [s for s in sqlglot.parse(text, read=DIALECT) if s is not None]
+    except SqlglotError as error:
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise QueryError("sql-parse", "one SQL statement", "does not parse", first) from error
+    if len(statements) != 1:
+        raise QueryError("sql-parse", "one SQL statement", len(statements), "one query at a time")
+    statement = statements[0]
+    if not isinstance(statement, exp.Select | exp.SetOperation) or isinstance(
+        statement, exp.Command
+    ):
+        raise QueryError(
+            "sql-statement", "a SELECT", type(statement).__name__.upper(), "only queries run here"
+        )
+    return statement
+
+
+def _literal(kind: str, value: Any) -> exp.Expr:
+    if kind == "boolean":
+        return exp.Boolean(this=bool(value))
+    if kind in ("integer", "number"):
+        return exp.Literal.number(value)
+    if kind == "date":
+        return exp.Cast(this=exp.Literal.string(value), to=exp.DataType.build("DATE"))
+    return exp.Literal.string(value)
+
+
+def _sample(kind: str) -> Any:
+    return {"boolean": True, "integer": 1, "number": 1.5, "date": "2000-01-01", "text": "x"}[kind]
+
+
+def bind(tree: exp.Expr, types: Mapping[str, str], values: Mapping[str, Any]) -> exp.Expr:
+    """Each ``$name`` replaced by a literal of its declared type (never by text)."""
+
+    def replace(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Placeholder | exp.Parameter):
+            name = node.name
+            if not name or name not in types:
+                raise QueryError(
+                    "sql-parameter", f"one of ${', $'.join(sorted(types))}", f"${name}" if name
+                    else "an unnamed placeholder", "a parameter the query does not declare",
+                )  # fmt: skip
+            return _literal(types[name], values[name])
+        return node
+
+    return tree.transform(replace, copy=True)
+
+
+class _Scope:
+    """The inputs a single SELECT reads, by alias, with their rules and schemas."""
+
+    def __init__(self, spec: WorkSpec, select: exp.Select, ctes: set[str]) -> None:
+        assert spec.sql is not None
+        self.spec, self.sql = spec, spec.sql
+        self.aliases: dict[str, str] = {}
+        tables = [select.args.get("from_") or select.args.get("from")]
+        tables += list(select.args.get("joins") or [])
+        for holder in tables:
+            if holder is None:
+                continue
+            table = holder.this
+            if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+                raise QueryError(
+                    "sql-table", "an input table", table.sql(DIALECT)[:120],
+                    "a query reads the room's inputs only (no file, function or sub-query here)",
+                )  # fmt: skip
+            name = table.this.name
+            if (
+                table.this.quoted
+                or any(table.args.get(k) for k in ("db", "catalog"))
+                or (name not in spec.inputs and name not in ctes)
+            ):
+                raise QueryError(
+                    "sql-table", f"one of the inputs {sorted(spec.inputs)}",
+                    table.sql(DIALECT)[:120],
+                    "a query reads the room's inputs only",
+                )  # fmt: skip
+            # Nothing but the name and an alias: column aliases (``input_1 AS a(x, y)``)
+            # would rename one column as another (an identity as a dimension) past every
+            # rule, and a sample, time travel or ordinality changes what is read.
+            extra = sorted(k for k, v in table.args.items() if v and k not in ("this", "alias"))
+            alias_node = table.args.get("alias")
+            if alias_node is not None and alias_node.args.get("columns"):
+                extra.append("column aliases")
+            if extra:
+                raise QueryError(
+                    "sql-table", "an input table with at most an alias",
+                    table.sql(DIALECT)[:120],
+                    f"a table is read as it is ({', '.join(extra)} not allowed)",
+                )  # fmt: skip
+            alias = table.alias_or_name
+            if alias in self.aliases or name in self.aliases.values():
+                raise QueryError(
+                    "sql-table", "each input once", name, "an input read twice (self-join)"
+                )
+            self.aliases[alias] = name
+
+    @property
+    def inputs(self) -> list[str]:
+        return sorted(name for name in self.aliases.values() if name in self.spec.inputs)
+
+    def rule(self, input_id: str) -> AnalysisRule:
+        return self.sql.rules[input_id]
+
+    def resolve(self, column: exp.Column) -> tuple[str, str]:
+        """(input id, column name) of a column reference; QueryError if none or ambiguous."""
+        name = column.name
+        if column.args.get("db") or column.args.get("catalog"):
+            raise QueryError("sql-column", "table.column", column.sql(DIALECT), "bad reference")
+        if column.table:
+            input_id = self.aliases.get(column.table)
+            if input_id is None or input_id not in self.spec.inputs:
+                raise QueryError("sql-column", sorted(self.aliases), column.table, "unknown table")
+            if self.sql.schemas[input_id].column(name) is None:
+                raise QueryError("sql-column", f"a column of {input_id}", name, "no such column")
+            return input_id, name
+        owners = [i for i in self.inputs if self.sql.schemas[i].column(name) is not None]
+        if len(owners) != 1:
+            raise QueryError(
+                "sql-column", "a column of exactly one input", name,
+                "ambiguous column: name its table" if owners else "no such column",
+            )  # fmt: skip
+        return owners[0], name
+
+
+def _violation(input_id: str, rule: AnalysisRule, clause: str, expected: object,
+               actual: object, message: str) -> RuleViolation:  # fmt: skip
+    return RuleViolation(
+        f"{rule.kind}.{clause}", expected, actual, f"{input_id}'s {rule.kind} rule: {message}"
+    )
+
+
+def _hidden_names(tree: exp.Expr) -> None:
+    for node in tree.walk():
+        if isinstance(node, exp.Identifier) and node.name.lower().startswith(HIDDEN_PREFIX):
+            raise QueryError(
+                "sql-column", f"no name starting {HIDDEN_PREFIX}", node.name, "reserved"
+            )
+
+
+def _is_unit(node: exp.Var) -> bool:
+    """The unit of EXTRACT, INTERVAL or DATE_TRUNC (sqlglot parses those as words)."""
+    parent = node.parent
+    if isinstance(parent, exp.Extract):
+        return node.arg_key == "this"
+    units = (exp.Interval, exp.DateTrunc, exp.TimestampTrunc)
+    return isinstance(parent, units) and node.arg_key == "unit"
+
+
+def _forbidden_shape(node: exp.Expr) -> str | None:
+    if isinstance(node, exp.Subquery) or (isinstance(node, exp.Select) and node.parent):
+        return "a sub-query"
+    if isinstance(node, exp.With | exp.CTE):
+        return "a CTE (WITH)"
+    if isinstance(node, exp.Window):
+        return "a window function"
+    if isinstance(node, exp.SetOperation):
+        return "a set operation (UNION, INTERSECT, EXCEPT)"
+    return None
+
+
+class _Checker:
+    """The aggregation and list shapes, one SELECT, against each input's rule."""
+
+    def __init__(self, spec: WorkSpec, select: exp.Select, shape: str, read: list[str]) -> None:
+        assert spec.sql is not None
+        self.select, self.shape = select, shape
+        self.rules_by_input = {i: spec.sql.rules[i] for i in read}
+        for node in select.walk():  # before the tables: a sub-query in FROM is a shape
+            what = _forbidden_shape(node)
+            if what is not None and node is not select:
+                raise self.fail_shape(what, node)
+        self.scope = _Scope(spec, select, set())
+        for node in select.find_all(exp.Var):
+            # A bare word is a unit (EXTRACT(YEAR FROM d), INTERVAL 1 DAY), never a name
+            # DuckDB could resolve to a column the rules did not see.
+            if not _is_unit(node):
+                raise QueryError(
+                    "sql-syntax", "a column, a literal or a unit", node.sql(DIALECT),
+                    "a bare word is allowed only as the unit of EXTRACT, INTERVAL or DATE_TRUNC",
+                )  # fmt: skip
+
+    def strict_rules(self) -> dict[str, AnalysisRule]:
+        return {i: r for i, r in self.rules_by_input.items() if r.kind != "custom"}
+
+    def fail_shape(self, what: str, node: exp.Expr) -> RuleViolation:
+        input_id, rule = next(
+            (i, r) for i, r in self.rules_by_input.items() if r.kind == self.shape
+        )
+        return _violation(
+            input_id, rule, "shape", f"one SELECT of the {self.shape} shape", what,
+            f"{what} is not allowed ({node.sql(DIALECT)[:80]})",
+        )  # fmt: skip
+
+    def check(self) -> None:
+        for key, value in self.select.args.items():
+            if value and key not in SELECT_CLAUSES:
+                raise self.fail_shape(CLAUSE_NAMES.get(key, key.upper()), self.select)
+        self.check_joins()
+        aggregated = False
+        for item in self.select.expressions:
+            target = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(target, exp.Star):
+                raise self.violation_everywhere(
+                    "shape", "named columns", "SELECT *", "name every column"
+                )
+            if any(isinstance(n, tuple(AGGREGATES)) for n in target.walk()):
+                self.check_aggregate_expression(target)
+                aggregated = True
+            else:
+                self.check_value(target, "select")
+        if self.shape == "aggregation" and not aggregated:
+            raise self.violation_everywhere(
+                "aggregation", "aggregated output", "raw rows",
+                "rows are released only as aggregates (COUNT, SUM, AVG)",
+            )  # fmt: skip
+        where = self.select.args.get("where")
+        if where is not None:
+            self.check_value(where.this, "where")
+        self.check_grouping(aggregated)
+        having = self.select.args.get("having")
+        if having is not None:
+            self.check_aggregate_expression(having.this)
+        order = self.select.args.get("order")
+        aliases = {item.alias for item in self.select.expressions if isinstance(item, exp.Alias)}
+        for ordered in order.expressions if order is not None else []:
+            key = ordered.this
+            if isinstance(key, exp.Column) and not key.table and key.name in aliases:
+                continue
+            if any(isinstance(n, tuple(AGGREGATES)) for n in key.walk()):
+                self.check_aggregate_expression(key)
+            else:
+                self.check_value(key, "select")
+        limit = self.select.args.get("limit")
+        if limit is not None and not (
+            isinstance(limit.expression, exp.Literal) and limit.expression.is_int
+        ):
+            raise self.fail_shape("a LIMIT other than a number", limit)
+        if self.select.args.get("distinct") and self.shape == "aggregation":
+            raise self.fail_shape("SELECT DISTINCT", self.select)
+
+    def violation_everywhere(self, clause: str, expected: object, actual: object,
+                             message: str) -> RuleViolation:  # fmt: skip
+        input_id, rule = next(
+            (i, r) for i, r in self.rules_by_input.items() if r.kind == self.shape
+        )
+        return _violation(input_id, rule, clause, expected, actual, message)
+
+    def check_joins(self) -> None:
+        joined: set[str] = set()
+        for join in self.select.args.get("joins") or []:
+            extra = {k for k, v in join.args.items() if v and k not in ("this", "on", "kind")}
+            kind = (join.args.get("kind") or "").upper()
+            if extra or kind not in ("", "INNER") or join.args.get("on") is None:
+                what = (
+                    " ".join(
+                        str(join.args.get(k) or "") for k in ("method", "side", "kind")
+                    ).strip()
+                    or "a join without ON"
+                )
+                if "using" in extra:
+                    what = "JOIN … USING"
+                if join.args.get("on") is None and not extra:
+                    what = "a cross join (no ON)"
+                raise self.violation_everywhere(
+                    "join_operators", "INNER JOIN … ON a = b [AND …]", what,
+                    "inner joins on join columns only",
+                )  # fmt: skip
+            for condition in _conjuncts(join.args["on"]):
+                if not (
+                    isinstance(condition, exp.EQ)
+                    and isinstance(condition.this, exp.Column)
+                    and isinstance(condition.expression, exp.Column)
+                ):
+                    raise self.violation_everywhere(
+                        "join_operators", "a = b of two columns, joined by AND",
+                        condition.sql(DIALECT)[:120], "join conditions compare join columns only",
+                    )  # fmt: skip
+                sides = [self.scope.resolve(c) for c in (condition.this, condition.expression)]
+                if sides[0][0] == sides[1][0]:
+                    raise self.violation_everywhere(
+                        "join_operators", "columns of two inputs", condition.sql(DIALECT),
+                        "a join compares two inputs",
+                    )  # fmt: skip
+                for input_id, column in sides:
+                    rule = self.rules_by_input[input_id]
+                    if rule.kind != "custom" and column not in rule.join_columns:
+                        raise _violation(
+                            input_id, rule, "join_columns", rule.join_columns, column,
+                            f"{column} may not be joined on",
+                        )  # fmt: skip
+                    joined.add(input_id)
+        for input_id, rule in self.rules_by_input.items():
+            if rule.kind == "list" and input_id not in joined:
+                raise _violation(
+                    input_id, rule, "join_required", "a join with another input", "no join",
+                    "a list is released only for the overlap with another input",
+                )  # fmt: skip
+
+    def check_value(self, tree: exp.Expr, where: str) -> None:
+        for node in tree.walk():
+            if isinstance(node, tuple(AGGREGATES)):
+                raise self.violation_everywhere(
+                    "shape", "no aggregate here", node.sql(DIALECT), f"an aggregate in {where}"
+                )
+            if not isinstance(node, VALUE_NODES + SCALAR_FUNCTIONS):
+                raise self.unknown(node)
+            if isinstance(node, exp.Column):
+                self.check_dimension(node)
+
+    def check_dimension(self, column: exp.Column) -> None:
+        input_id, name = self.scope.resolve(column)
+        rule = self.rules_by_input[input_id]
+        if rule.kind == "aggregation" and name not in rule.dimension_columns:
+            raise _violation(
+                input_id, rule, "dimension_columns", rule.dimension_columns, name,
+                f"{name} may not be selected, grouped or filtered on",
+            )  # fmt: skip
+        if rule.kind == "list" and name not in rule.list_columns:
+            raise _violation(
+                input_id, rule, "list_columns", rule.list_columns, name,
+                f"{name} may not be listed or filtered on",
+            )  # fmt: skip
+
+    def unknown(self, node: exp.Expr) -> CheckFailed:
+        name = node.sql_name() if isinstance(node, exp.Func) else type(node).__name__
+        what = _forbidden_shape(node)
+        if what is not None:
+            return self.fail_shape(what, node)
+        return QueryError(
+            "sql-function" if isinstance(node, exp.Func) else "sql-syntax",
+            "the functions and operators of docs/privacy.md", name,
+            f"{name} is not allowed in a query",
+        )  # fmt: skip
+
+    def check_aggregate_expression(self, tree: exp.Expr) -> None:
+        """Aggregates of plain columns, combined by arithmetic with literals."""
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, tuple(AGGREGATES)):
+                self.check_aggregate(node)
+            elif isinstance(node, exp.Column):
+                raise self.violation_everywhere(
+                    "shape", "aggregates of columns", node.sql(DIALECT),
+                    "a column outside an aggregate here",
+                )  # fmt: skip
+            elif isinstance(node, (*VALUE_NODES, exp.Round, exp.Abs, exp.Cast, exp.Coalesce)):
+                stack.extend(node.iter_expressions())
+            else:
+                raise self.unknown(node)
+
+    def check_aggregate(self, node: exp.Expr) -> None:
+        function = AGGREGATES[type(node)]
+        argument = node.this
+        if isinstance(argument, exp.Distinct):
+            if len(argument.expressions) != 1:
+                raise self.unknown(argument)
+            argument, function = argument.expressions[0], f"{function}_distinct"
+        if isinstance(argument, exp.Star) and function == "count":
+            for input_id, rule in self.strict_rules().items():
+                allowed = any("count" in fs for fs in rule.aggregate_columns.values())
+                if rule.kind == "aggregation" and not allowed:
+                    raise _violation(
+                        input_id, rule, "aggregate_columns", "count on some column",
+                        "COUNT(*)", "no column may be counted",
+                    )  # fmt: skip
+            return
+        if not isinstance(argument, exp.Column) or function == "avg_distinct":
+            raise self.violation_everywhere(
+                "aggregate_columns", "COUNT, SUM or AVG of one column", node.sql(DIALECT)[:120],
+                "aggregate plain columns only",
+            )  # fmt: skip
+        input_id, name = self.scope.resolve(argument)
+        rule = self.rules_by_input[input_id]
+        if rule.kind == "list":
+            raise _violation(
+                input_id, rule, "list_columns", "no aggregate over a list rule's columns",
+                node.sql(DIALECT)[:120], f"{name} may only be listed",
+            )  # fmt: skip
+        if rule.kind == "aggregation" and function not in rule.aggregate_columns.get(name, []):
+            raise _violation(
+                input_id, rule, "aggregate_columns", rule.aggregate_columns.get(name, []),
+                function, f"{function} of {name} is not allowed",
+            )  # fmt: skip
+
+    def check_grouping(self, aggregated: bool) -> None:
+        group = self.select.args.get("group")
+        grouped = [] if group is None else list(group.expressions)
+        if group is not None and any(v for k, v in group.args.items() if k != "expressions"):
+            raise self.fail_shape("GROUP BY ALL, ROLLUP, CUBE or GROUPING SETS", group)
+        for key in grouped:
+            if isinstance(key, exp.Literal):
+                raise self.fail_shape("GROUP BY a position", key)
+            self.check_value(key, "group by")
+        if not aggregated:
+            if grouped:
+                raise self.fail_shape("GROUP BY without an aggregate", group or self.select)
+            return
+        keys = {key.sql(DIALECT) for key in grouped}
+        for item in self.select.expressions:
+            target = item.this if isinstance(item, exp.Alias) else item
+            if any(isinstance(n, tuple(AGGREGATES)) for n in target.walk()):
+                continue
+            if target.sql(DIALECT) not in keys:
+                raise self.violation_everywhere(
+                    "shape", "every selected dimension in GROUP BY", target.sql(DIALECT),
+                    "a selected column that is not grouped by",
+                )  # fmt: skip
+
+
+def _conjuncts(condition: exp.Expr) -> list[exp.Expr]:
+    if isinstance(condition, exp.And):
+        return [*_conjuncts(condition.this), *_conjuncts(condition.expression)]
+    if isinstance(condition, exp.Paren):
+        return _conjuncts(condition.this)
+    return [condition]
+
+
+def _check_custom(spec: WorkSpec, tree: exp.Expr) -> list[str]:
+    """A custom rule's allowed query: read-only, inputs and its own CTEs only, no table
+    function, functions from the allow-lists. The inputs it reads, sorted."""
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    read: set[str] = set()
+    for node in tree.walk():
+        if isinstance(node, exp.Table):
+            holder = node.this
+            if (
+                not isinstance(holder, exp.Identifier)
+                or holder.quoted
+                or any(node.args.get(k) for k in ("db", "catalog"))
+            ):
+                raise QueryError(
+                    "sql-table", "an input table", node.sql(DIALECT)[:120],
+                    "a query reads the room's inputs only (no file or table function)",
+                )  # fmt: skip
+            if holder.name in spec.inputs:
+                read.add(holder.name)
+            elif holder.name not in ctes:
+                raise QueryError(
+                    "sql-table", f"one of the inputs {sorted(spec.inputs)}", holder.name,
+                    "a query reads the room's inputs only",
+                )  # fmt: skip
+        elif not isinstance(node, VALUE_NODES + SCALAR_FUNCTIONS + CUSTOM_NODES):
+            name = node.sql_name() if isinstance(node, exp.Func) else type(node).__name__
+            raise QueryError(
+                "sql-function" if isinstance(node, exp.Func) else "sql-syntax",
+                "the functions and operators of docs/privacy.md", name,
+                f"{name} is not allowed in a query",
+            )  # fmt: skip
+    return sorted(read)
+
+
+def _inputs_read(spec: WorkSpec, tree: exp.Expr) -> list[str]:
+    return sorted({t.name for t in tree.find_all(exp.Table) if t.name in spec.inputs})
+
+
+def plan_query(
+    spec: WorkSpec,
+    *,
+    name: str | None,
+    text: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    epsilon: float | None = None,
+    spent: dict[str, float] | None = None,
+) -> QueryPlan:
+    """Check one query against the strictest combination of every owner's rule; the plan.
+
+    A named query takes its text from the spec and ``parameters`` of its declared
+    types; an ad-hoc one (``name=None``) is ``text``, without parameters. ``spent``
+    (input id -> ε spent so far) is checked against every differential privacy
+    budget the query touches."""
+    assert spec.sql is not None, "a SQL room"
+    if name is not None:
+        query = spec.sql.queries.get(name)
+        if query is None:
+            raise QueryError("sql-query", sorted(spec.sql.queries), name, "no such query")
+        try:
+            values = check_parameters(query, name, parameters or {})
+        except SpecRuleError as error:
+            raise QueryError(error.check, dict(query.parameters), parameters, str(error)) from None
+        text, types, output, form = query.text, dict(query.parameters), query.output, query.format
+        epsilon = query.epsilon if epsilon is None else epsilon
+    else:
+        if spec.sql.adhoc is None:
+            raise QueryError("adhoc", "a named query", "ad-hoc sql", "no ad-hoc queries here")
+        if text is None or parameters:
+            raise QueryError("sql-parameter", "no parameters", parameters, "ad-hoc text only")
+        values, types = {}, {}
+        output, form = spec.sql.adhoc.output, spec.sql.adhoc.format
+    tree = bind(parse(text), types, values)
+    _hidden_names(tree)
+    read = _inputs_read(spec, tree)
+    rules = {input_id: spec.sql.rules[input_id] for input_id in read}
+    kinds = {rule.kind for rule in rules.values()}
+    applied: list[str] = []
+    for input_id, rule in sorted(rules.items()):
+        if rule.kind == "custom":
+            allowed = rule.allowed_queries
+            if name is None or (allowed is not None and name not in allowed):
+                raise _violation(
+                    input_id, rule, "allowed_queries",
+                    sorted(spec.sql.queries) if allowed is None else allowed,
+                    name or "an ad-hoc query", "only the named queries its owner allowed",
+                )  # fmt: skip
+    shape = "aggregation" if "aggregation" in kinds else "list" if "list" in kinds else "custom"
+    thresholds: dict[str, int] = {}
+    dp: DpPlan | None = None
+    if shape == "custom":
+        _check_custom(spec, tree)
+        executed = tree
+    else:
+        if not isinstance(tree, exp.Select):
+            input_id, rule = next((i, r) for i, r in sorted(rules.items()) if r.kind == shape)
+            raise _violation(
+                input_id, rule, "shape", f"one SELECT of the {shape} shape",
+                _forbidden_shape(tree) or type(tree).__name__, "no set operation",
+            )  # fmt: skip
+        checker = _Checker(spec, tree, shape, read)
+        checker.check()
+        owners = {
+            i: r.differential_privacy
+            for i, r in rules.items()
+            if r.differential_privacy is not None
+        }
+        if owners:
+            dp, executed = _dp_plan(spec, checker, owners, epsilon, spent or {})
+        else:
+            executed = tree.copy()
+            assert isinstance(executed, exp.Select)
+            _never_fails(executed)
+            for input_id, rule in sorted(rules.items()):
+                if rule.threshold is None:
+                    continue
+                alias = next(a for a, i in checker.scope.aliases.items() if i == input_id)
+                hidden = f"{HIDDEN_PREFIX}_k_{input_id}"
+                count = exp.Count(
+                    this=exp.Distinct(expressions=[exp.column(rule.threshold.column, alias)])
+                )
+                executed = executed.select(exp.alias_(count, hidden), copy=False)
+                thresholds[hidden] = rule.threshold.minimum
+    for input_id, rule in sorted(rules.items()):
+        text_rule = f"{input_id}: {rule.kind}"
+        if dp is not None and input_id in dp.owners:
+            option = dp.owners[input_id]
+            text_rule += (
+                f", differential privacy ε={dp.epsilon:g} of {option.budget:g}, δ={dp.delta:g},"
+                f" {option.max_contributions} row(s) per {option.identity}"
+            )
+        if rule.threshold is not None:
+            text_rule += f", at least {rule.threshold.minimum} distinct {rule.threshold.column}"
+            if dp is not None:
+                text_rule += " (on the noisy count)"
+        applied.append(text_rule)
+    return QueryPlan(
+        sql=executed.sql(DIALECT),
+        text_sha256=query_sha256(text),
+        name=name,
+        inputs=tuple(read),
+        rules=tuple(applied),
+        thresholds=thresholds,
+        dp=dp,
+        output=output,
+        format=form,
+    )
+
+
+def _row_safe(node: exp.Expr) -> exp.Expr:
+    """A row-level expression that no value can make fail: wrapped in DuckDB's TRY (an
+    error becomes NULL), unless it is a plain column or literal (which cannot fail)."""
+    if isinstance(node, exp.Column | exp.Literal | exp.Boolean | exp.Null):
+        return node
+    return exp.Try(this=node)
+
+
+def _aggregate_safe(node: exp.Expr) -> exp.Expr:
+    """Arithmetic on aggregates that no value can make fail: every aggregate under it in
+    DOUBLE (an overflow is infinity, not an error), CAST as TRY_CAST, ``a // b`` as
+    ``FLOOR(a / b)`` (a division by zero is infinity). A bare aggregate cannot fail."""
+    if isinstance(node, tuple(AGGREGATES)):
+        return node
+    holder = exp.Paren(this=node)  # so that the top node too can be replaced in place
+    for aggregate in list(holder.find_all(*AGGREGATES)):
+        aggregate.replace(exp.Cast(this=aggregate.copy(), to=exp.DataType.build("DOUBLE")))
+    for cast in [n for n in holder.find_all(exp.Cast) if type(n) is exp.Cast]:
+        if not isinstance(cast.this, tuple(AGGREGATES)):
+            cast.replace(exp.TryCast(this=cast.this.copy(), to=cast.args["to"].copy()))
+    for division in list(holder.find_all(exp.IntDiv)):
+        quotient = exp.Div(this=division.this.copy(), expression=division.expression.copy())
+        division.replace(exp.Floor(this=quotient))
+    safe: exp.Expr = holder.this
+    return safe
+
+
+def _safe(node: exp.Expr) -> exp.Expr:
+    if any(isinstance(n, tuple(AGGREGATES)) for n in node.walk()):
+        return _aggregate_safe(node)
+    return _row_safe(node)
+
+
+def _never_fails(select: exp.Select) -> None:
+    """Rewrite a checked SELECT (aggregation or list shape) in place so that whether it
+    runs does not depend on the data: a query that failed on one row (a CAST, a
+    division by zero, an overflow) or in one group under the threshold would tell
+    the runner what the rules hide, and under differential privacy outside any ε."""
+    items: list[exp.Expr] = []
+    for item in list(select.expressions):
+        if isinstance(item, exp.Alias):
+            item.set("this", _safe(item.this))
+            items.append(item)
+        else:
+            name = item.sql(DIALECT)
+            safe = _safe(item)
+            items.append(safe if safe is item else exp.alias_(safe, name, quoted=True))
+    select.set("expressions", items)
+    where = select.args.get("where")
+    if where is not None:
+        where.set("this", _row_safe(where.this))
+    group = select.args.get("group")
+    if group is not None:
+        group.set("expressions", [_row_safe(key) for key in list(group.expressions)])
+    having = select.args.get("having")
+    if having is not None:
+        having.set("this", _aggregate_safe(having.this))
+    order = select.args.get("order")
+    for ordered in order.expressions if order is not None else []:
+        ordered.set("this", _safe(ordered.this))
+
+
+def _dp_plan(
+    spec: WorkSpec,
+    checker: _Checker,
+    owners: dict[str, DifferentialPrivacy],
+    epsilon: float | None,
+    spent: dict[str, float],
+) -> tuple[DpPlan, exp.Expr]:
+    """The contribution-bounded rewrite of an aggregation query, and what gets noise."""
+    select = checker.select
+    first_input, first_rule = sorted(owners.items())[0]
+
+    def refuse(clause: str, expected: object, actual: object, message: str) -> RuleViolation:
+        return RuleViolation(
+            f"differential_privacy.{clause}", expected, actual,
+            f"{first_input}'s aggregation rule (differential privacy): {message}",
+        )  # fmt: skip
+
+    cap = min(option.epsilon for option in owners.values())
+    chosen = cap if epsilon is None else epsilon
+    if chosen > cap:
+        raise refuse("epsilon", f"<= {cap:g}", chosen, "more ε than one query may spend")
+    for input_id, option in sorted(owners.items()):
+        left = option.budget - spent.get(input_id, 0.0)
+        if chosen > left + 1e-12:
+            raise RuleViolation(
+                "differential_privacy.budget", f"<= {max(left, 0.0):g} left", chosen,
+                f"{input_id}'s privacy budget of ε={option.budget:g} is spent",
+            )  # fmt: skip
+    for clause in ("having", "order", "limit", "distinct"):
+        if select.args.get(clause):
+            raise refuse("shape", "SELECT … GROUP BY …", clause.upper(),
+                         f"no {clause.upper()} under differential privacy")  # fmt: skip
+    group = select.args.get("group")
+    keys = list(group.expressions) if group is not None else []
+    rows: list[exp.Expr] = []
+    groups: list[str] = []
+    aggregates: list[DpAggregate] = []
+    outer: list[exp.Expr] = []
+    position = {key.sql(DIALECT): index for index, key in enumerate(keys)}
+    for index, key in enumerate(keys):
+        rows.append(exp.alias_(_row_safe(key.copy()), f"{HIDDEN_PREFIX}_g{index}"))
+        outer.append(exp.column(f"{HIDDEN_PREFIX}_g{index}"))
+    outer.append(exp.alias_(exp.Count(this=exp.Star()), f"{HIDDEN_PREFIX}_n"))
+    value_index = 0
+    for item in select.expressions:
+        target = item.this if isinstance(item, exp.Alias) else item
+        output = item.alias_or_name
+        if not any(isinstance(n, tuple(AGGREGATES)) for n in target.walk()):
+            groups.append(output)
+            if target.sql(DIALECT) not in position:
+                raise refuse("shape", "grouped dimensions", target.sql(DIALECT), "not grouped")
+            continue
+        if not isinstance(target, exp.Count | exp.Sum | exp.Avg):
+            raise refuse("aggregate", "COUNT, SUM or AVG alone", target.sql(DIALECT)[:80],
+                         "no arithmetic on noisy aggregates in the query")  # fmt: skip
+        argument = target.this
+        kind = AGGREGATES[type(target)]
+        if isinstance(argument, exp.Distinct):
+            raise refuse("aggregate", "COUNT, SUM or AVG", target.sql(DIALECT)[:80],
+                         "no DISTINCT aggregate under differential privacy")  # fmt: skip
+        if isinstance(argument, exp.Star):
+            aggregates.append(DpAggregate(output, "count_rows", None, 1.0))
+            continue
+        assert isinstance(argument, exp.Column)
+        input_id, column = checker.scope.resolve(argument)
+        hidden = f"{HIDDEN_PREFIX}_v{value_index}"
+        value_index += 1
+        if kind == "count":
+            rows.append(exp.alias_(argument.copy(), hidden))
+            outer.append(exp.alias_(exp.Count(this=exp.column(hidden)), hidden))
+            aggregates.append(DpAggregate(output, "count", hidden, 1.0))
+            continue
+        owner = owners.get(input_id)
+        bounds = None if owner is None else owner.bounds.get(column)
+        if bounds is None:
+            raise refuse("bounds", f"bounds for {column} in {input_id}'s rule", "none",
+                         f"{kind} of {column} needs its owner's bounds")  # fmt: skip
+        low, high = bounds
+        clamped = exp.func(
+            "LEAST",
+            exp.func(
+                "GREATEST",
+                exp.TryCast(this=argument.copy(), to=exp.DataType.build("DOUBLE")),
+                exp.Literal.number(low),
+            ),
+            exp.Literal.number(high),
+        )
+        rows.append(exp.alias_(clamped, hidden))
+        outer.append(exp.alias_(exp.Sum(this=exp.column(hidden)), f"{hidden}_sum"))
+        outer.append(exp.alias_(exp.Count(this=exp.column(hidden)), f"{hidden}_count"))
+        aggregates.append(
+            DpAggregate(output, kind, hidden, max(abs(low), abs(high)), float(low), float(high))
+        )
+    if len(set(groups + [a.output for a in aggregates])) != len(groups) + len(aggregates):
+        raise refuse("shape", "distinct output names", [*groups, *(a.output for a in aggregates)],
+                     "name every column once (AS …)")  # fmt: skip
+    for input_id, option in sorted(owners.items()):
+        alias = next(a for a, i in checker.scope.aliases.items() if i == input_id)
+        rows.append(
+            exp.alias_(exp.column(option.identity, alias), f"{HIDDEN_PREFIX}_id_{input_id}")
+        )
+    # Which rows of an identity are kept is random (DuckDB refuses a volatile window order).
+    rows.append(exp.alias_(exp.func("random"), f"{HIDDEN_PREFIX}_random"))
+    inner = exp.select(*rows).from_(select.args.get("from_") or select.args["from"], copy=True)
+    for join in select.args.get("joins") or []:
+        inner = inner.join(join.copy(), copy=False)
+    where = select.args.get("where")
+    if where is not None:
+        inner = inner.where(_row_safe(where.this.copy()), copy=False)
+    source = f"{HIDDEN_PREFIX}_rows"
+    query = exp.select(*outer)
+    ctes: list[tuple[str, exp.Expr]] = [(source, inner)]
+    for input_id, option in sorted(owners.items()):
+        bounded = f"{HIDDEN_PREFIX}_bounded_{input_id}"
+        rank = exp.Window(
+            this=exp.RowNumber(),
+            partition_by=[exp.column(f"{HIDDEN_PREFIX}_id_{input_id}")],
+            order=exp.Order(expressions=[exp.Ordered(this=exp.column(f"{HIDDEN_PREFIX}_random"))]),
+        )
+        keep = (
+            exp.select(exp.Star())
+            .from_(source)
+            .qualify(exp.LTE(this=rank, expression=exp.Literal.number(option.max_contributions)))
+        )
+        ctes.append((bounded, keep))
+        source = bounded
+    query = query.from_(source)
+    for cte_name, body in ctes:
+        query = query.with_(cte_name, as_=body, copy=False)
+    if keys:
+        query = query.group_by(*[exp.column(f"{HIDDEN_PREFIX}_g{i}") for i in range(len(keys))])
+    minimum = max((rules.threshold.minimum for rules in checker.rules_by_input.values()
+                   if rules.threshold is not None), default=0)  # fmt: skip
+    plan = DpPlan(
+        epsilon=chosen,
+        delta=min(option.delta for option in owners.values()),
+        owners=dict(sorted(owners.items())),
+        groups=tuple(groups),
+        aggregates=tuple(aggregates),
+        minimum=minimum,
+    )
+    del first_rule
+    return plan, query
+
+
+def check_spec_queries(spec: WorkSpec) -> None:
+    """Every named query parses and passes every rule (sample values for its parameters):
+    a spec whose query could never run is refused at deploy, before any data moves."""
+    assert spec.sql is not None
+    for name, query in sorted(spec.sql.queries.items()):
+        samples = {key: _sample(kind) for key, kind in query.parameters.items()}
+        try:
+            plan_query(spec, name=name, parameters=samples)
+        except CheckFailed as error:
+            raise type(error)(
+                error.check, error.expected, error.actual, f"query {name}: {error.message}"
+            ) from None

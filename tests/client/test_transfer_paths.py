@@ -1,0 +1,89 @@
+"""Paths the client reads and writes: it uploads only regular files it was pointed at
+(never through a link), and writes a download only inside the new directory, whatever
+names the records carry (they come from the Worker, through the Controller)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleanroom.client.rooms import CleanRoomClient, TransferError, _input_files
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.handshake import SessionKeys
+from cleanroom.protocol.records import RecordSender
+from tests.reliability.report import record_path
+
+KEYS = SessionKeys("Xl5eXl5eXl5eXl5eXl5eXg", bytes([1]) * 32, bytes([2]) * 32, bytes(32))
+
+
+def test_a_single_file_is_an_input_of_one_file(tmp_path: Path) -> None:
+    single = tmp_path / "emails.csv"
+    single.write_text("a@x\n")
+    assert _input_files(single) == [("emails.csv", single)]
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["file-link", "dir-link", "source-link"],
+)
+def test_links_are_never_uploaded(tmp_path: Path, layout: str) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the clean room")
+    source = tmp_path / "data"
+    source.mkdir()
+    (source / "emails.csv").write_text("a@x\n")
+    attempt = {
+        "file-link": "a symlink to a file outside the directory",
+        "dir-link": "a symlink to a directory outside it",
+        "source-link": "the file given is a symlink",
+    }[layout]
+    if layout == "file-link":
+        (source / "link.csv").symlink_to(secret)
+    elif layout == "dir-link":
+        (source / "sub").symlink_to(tmp_path)
+    else:
+        source = tmp_path / "link.csv"
+        source.symlink_to(secret)
+    with pytest.raises(MessageFormatError) as caught:
+        _input_files(source)
+    assert caught.value.check == "input-file"
+    record_path("upload (client)", attempt, f"refused: {caught.value.check}; nothing sent")
+
+
+def frames(names: list[str]) -> list[bytes]:
+    sender = RecordSender(KEYS.worker_to_client, KEYS.session_id)
+    return [sender.seal(name, b"evil", final=True) for name in names]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "output_1/../escape.txt",
+        "output_1/a/../../escape.txt",
+        "/etc/escape.txt",
+        "output_2/x.txt",
+        "output_1//x.txt",
+        "output_1/./x.txt",
+        "output_1/a\\..\\x.txt",
+        "output_1/x\x00.txt",
+        "output_1/",
+    ],
+)
+def test_a_download_writes_only_inside_its_directory(tmp_path: Path, name: str) -> None:
+    """Records are authentic (sealed in the session), their names still untrusted."""
+    target = tmp_path / "out" / "new"
+    target.parent.mkdir()
+    client: Any = CleanRoomClient.__new__(CleanRoomClient)
+    with pytest.raises(TransferError) as caught:
+        client._receive(iter(frames([name])), KEYS, "output_1", target, None)
+    assert caught.value.check == "output-path"
+    assert not target.exists() and sorted(os.listdir(tmp_path)) == ["out"]
+    assert os.listdir(tmp_path / "out") == []
+    record_path(
+        "output (client download)",
+        f"record {name!r}",
+        f"refused: {caught.value.check}; nothing written",
+    )

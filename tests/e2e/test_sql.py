@@ -1,0 +1,109 @@
+"""A SQL clean room end to end, from the command line, against real manager and compute
+server processes: the example's queries and rules, schema-checked uploads, queries
+refused with the rule named, rows under the threshold suppressed, the budget."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+from cleanroom.localstack import LocalStack
+from tests.e2e.test_cli_flow import configured
+from tests.e2e.test_runtimes import require_data_runtime
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "sql" / "overlap"
+REGIONS = ("east", "north", "south", "west")
+SEGMENTS = ("business", "retail")
+
+
+def hashed(customer: int) -> str:
+    return hashlib.sha256(f"customer{customer}@example.com".encode()).hexdigest()
+
+
+def write_inputs(tmp_path: Path) -> dict[tuple[str, str], int]:
+    """Party 1 has customers 0..299, party 2 150..449; the overlap's region x segment
+    counts, which cells under 10 the rules must suppress (south has 5 per segment)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    region = {
+        n: ("south" if n % 30 == 0 else REGIONS[n % 3 if n % 3 != 2 else 3]) for n in range(450)
+    }
+    with (one / "customers.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email_sha256", "region"])
+        writer.writerows([hashed(n), region[n]] for n in range(300))
+    with (two / "customers.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email_sha256", "segment"])
+        writer.writerows([hashed(n), SEGMENTS[n % 2]] for n in range(150, 450))
+    cells: dict[tuple[str, str], int] = {}
+    for n in range(150, 300):
+        key = (region[n], SEGMENTS[n % 2])
+        cells[key] = cells.get(key, 0) + 1
+    return cells
+
+
+def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> None:
+    require_data_runtime()
+    alice, alice_id = configured(stack, tmp_path, "alice-sql", "acme")
+    bob, bob_id = configured(stack, tmp_path, "bob-sql", "globex")
+    access = tmp_path / "access.yaml"
+    text = (EXAMPLE / "access.yaml.example").read_text()
+    access.write_text(
+        text.replace("<user_id of party 1>", alice_id).replace("<user_id of party 2>", bob_id)
+    )
+    deployed = alice(
+        "deploy", "--name", "sql-flow", "--access", str(access),
+        "--sql", str(EXAMPLE / "queries.sql"),
+        "--schema", f"input_1={EXAMPLE / 'input_1.yaml'}",
+        "--schema", f"input_2={EXAMPLE / 'input_2.yaml'}",
+    )  # fmt: skip
+    assert "Work-ID" in deployed.stdout
+
+    shown = bob("inspect", "sql-flow").stdout
+    assert "rule of input_1" in shown and "rule of input_2" in shown
+    assert "query crosstab" in shown and "threshold" in shown
+    bob("approve", "sql-flow", "--yes")
+
+    cells = write_inputs(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "customers.csv").write_text("email_sha256,segment\nabc,retail\n,retail\n")
+    refused = bob("data", "cp", str(bad), "sql-flow:input_2", ok=False)
+    assert refused.returncode == 1
+    assert "schema-null" in refused.stderr and "email_sha256" in refused.stderr
+    assert "row 2" in refused.stderr
+    alice("data", "cp", str(tmp_path / "one"), "sql-flow:input_1")
+    bob("data", "cp", str(tmp_path / "two"), "sql-flow:input_2")
+
+    ran = alice("query", "sql-flow", "--name", "crosstab", "--out", str(tmp_path / "crosstab"))
+    assert "rows" in ran.stdout
+    with (tmp_path / "crosstab" / "data.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    expected = sorted((r, s, str(n)) for (r, s), n in cells.items() if n >= 10)
+    assert [tuple(row) for row in rows[1:]] == expected
+    receipt = json.loads(alice("query", "sql-flow", "--name", "crosstab", "--json").stdout)
+    assert receipt["rows"] == {
+        "released": len(expected),
+        "suppressed": sum(1 for n in cells.values() if n < 10),
+    }
+    assert receipt["query"]["name"] == "crosstab"
+
+    raw = alice("query", "sql-flow", "SELECT email_sha256 FROM input_1", ok=False)
+    assert raw.returncode == 1 and "aggregation.dimension_columns" in raw.stderr
+    reading = alice("query", "sql-flow", "SELECT * FROM read_csv('/etc/passwd')", ok=False)
+    assert reading.returncode == 1 and "sql-table" in reading.stderr
+    not_runner = bob("query", "sql-flow", "--name", "overlap", ok=False)
+    assert not_runner.returncode == 1 and "runner" in not_runner.stderr
+    wrong_type = alice(
+        "query", "sql-flow", "--name", "crosstab_in", "--param", "region=5", ok=False
+    )
+    assert wrong_type.returncode == 1 and "sql-parameter" in wrong_type.stderr
+
+    budget = json.loads(bob("budget", "sql-flow", "--json").stdout)
+    assert budget["privacy"] == {} and budget["runs"] == 2
+    alice("delete", "sql-flow", "--yes")

@@ -1,0 +1,331 @@
+"""A SQL clean room's data plane in one process: schema-checked uploads, queries under
+the owners' rules in the real sandbox and data runtime, DP with its sealed budget.
+
+Needs what the sandbox needs (root, bubblewrap, util-linux) and the data runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cleanroom.enclave.attester import Attester, WorkerAllowList
+from cleanroom.enclave.errors import RunError, StoreError, UploadError
+from cleanroom.enclave.room import seal_bundle
+from cleanroom.enclave.runner import Sandbox, installed_runtime
+from cleanroom.enclave.sqlroom import SqlRoom
+from cleanroom.enclave.store import SealedStore
+from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import AccessDenied
+from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
+from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.query_receipt import (
+    QUERY_RECORD,
+    query_request,
+    verify_budget,
+    verify_query_receipt,
+)
+from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
+from cleanroom.sql import engine_bundle
+from cleanroom.tee.measure import measure
+from cleanroom.tee.simulated import SimulatedPlatform
+from tests.enclave.test_room import upload_frames
+from tests.protocol.fixtures import ALICE, BOB
+from tests.sandbox import confined
+from tests.sql.fixtures import SCHEMAS, alice_csv, bob_csv, sql_spec
+
+
+@pytest.fixture(scope="module")
+def confinement() -> Iterator[Sandbox]:
+    with confined() as sandbox:
+        yield sandbox
+
+
+def make_room(tmp_path: Path, confinement: Sandbox, spec: WorkSpec) -> SqlRoom:
+    try:
+        runtime = installed_runtime("python3.11-data")
+    except RunError as error:
+        pytest.skip(f"the data runtime is not installed: {error}")
+    platform = SimulatedPlatform.init(tmp_path / "platform", now=int(time.time()))
+    attester_image, worker_image = measure("attester"), measure("worker")
+    attester = Attester(
+        platform.enclave(attester_image.identity()),
+        WorkerAllowList.from_manifest_config(attester_image.manifest["config"]),
+    )
+    store = SealedStore(tmp_path / "worker" / "sealed")
+    sealed_id = seal_bundle(store, io.BytesIO(engine_bundle()))
+    worker = WorkerEnclave(platform.enclave(worker_image.identity()), spec, sealed_id)
+    admission = attester.admit(*worker.admission_request(attester.target_info()))
+    worker.complete_admission(
+        admission.report.to_bytes(), attester_mr_signer=worker_image.mr_signer
+    )
+    return SqlRoom(
+        worker, store, sandbox=confinement, runtime=runtime,
+        scratch_root=tmp_path / "worker" / "run",
+    )  # fmt: skip
+
+
+def session(room: SqlRoom, user: ec.EllipticCurvePrivateKey, purpose: Any) -> SessionKeys:
+    client = ClientHandshake(
+        user_key=user,
+        work_id=room.worker.spec.work_id,
+        worker_id=room.worker.worker_id,
+        worker_key=load_spki(room.worker.worker_key_spki, "worker_key"),
+        quote_sha256=bytes(32),
+        purpose=purpose,
+    )
+    return client.finish(*room.open_session(client.init, client.init_signature))
+
+
+def upload(
+    room: SqlRoom,
+    user: ec.EllipticCurvePrivateKey,
+    input_id: str,
+    data: bytes,
+    name: str = "data.csv",
+) -> dict[str, Any]:
+    keys = session(room, user, UploadPurpose(op="upload", input=input_id))
+    stream = room.begin_upload(keys.session_id)
+    for frame in upload_frames(keys, input_id, {name: data}):
+        stream.feed(frame)
+    stream.finish()
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    path, _index, final, body = receiver.open(stream.acknowledgement())
+    assert path == f"{input_id}/.ack" and final
+    ack: dict[str, Any] = json.loads(body)
+    return ack
+
+
+def query(
+    room: SqlRoom,
+    user: ec.EllipticCurvePrivateKey,
+    *,
+    name: str | None = None,
+    sql: str | None = None,
+    parameters: dict[str, Any] | None = None,
+    epsilon: float | None = None,
+) -> tuple[dict[str, Any], list[list[str]]]:
+    """Run one query; its verified receipt and the rows its recipient downloads."""
+    keys = session(room, user, RunPurpose(op="run"))
+    request = query_request(name=name, parameters=parameters, sql=sql, epsilon=epsilon)
+    frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
+        QUERY_RECORD, canonical(request), final=True
+    )
+    number = room.begin_query(keys.session_id, frame)
+    receipt, signature = room.execute_query(number)
+    verify_query_receipt(
+        receipt, signature, worker_key=load_spki(room.worker.worker_key_spki, "worker_key"),
+        spec=room.worker.spec, run=number,
+    )  # fmt: skip
+    if receipt["status"] != "succeeded":
+        return receipt, [[str(room.runs[number].detail)]]
+    keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1", run=number))
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    received = {p: d for p, _i, _f, d in map(receiver.open, room.download(keys.session_id))}
+    receiver.close()
+    manifest = received.pop("output_1/.manifest")
+    assert hashlib.sha256(manifest).hexdigest() == receipt["output"]["sha256"]
+    rows = list(csv.reader(io.StringIO(received["output_1/data.csv"].decode())))
+    return receipt, rows
+
+
+@pytest.fixture
+def room(tmp_path: Path, confinement: Sandbox) -> SqlRoom:
+    room = make_room(tmp_path, confinement, sql_spec())
+    assert upload(room, ALICE, "input_1", alice_csv())["rows"] == 40
+    upload(room, BOB, "input_2", bob_csv())
+    return room
+
+
+def test_a_named_query_releases_only_rows_over_the_threshold(room: SqlRoom) -> None:
+    receipt, rows = query(room, ALICE, name="by_segment", parameters={"skip": "none"})
+    assert rows == [["region", "segment", "customers"], ["east", "business", "15"],
+                    ["east", "retail", "15"]]  # fmt: skip
+    # north has 2 and 2, tiny has 1: three rows suppressed and counted.
+    assert receipt["rows"] == {"released": 2, "suppressed": 3}
+    assert receipt["query"]["name"] == "by_segment"
+    assert (
+        receipt["query"]["sha256"]
+        == hashlib.sha256(
+            room.worker.spec.sql.queries["by_segment"].text.encode()  # type: ignore[union-attr]
+        ).hexdigest()
+    )
+    assert receipt["query"]["parameters"] == {"skip": "none"}
+    assert "input_1: aggregation, at least 3 distinct email" in receipt["rules"]
+    assert receipt["privacy"] == {}
+
+
+def test_grouping_by_a_high_cardinality_column_is_suppressed(room: SqlRoom) -> None:
+    receipt, rows = query(room, ALICE, sql="SELECT zip, COUNT(*) AS n FROM input_1 GROUP BY zip")
+    assert rows == [["zip", "n"]]  # every zip code holds one customer
+    assert receipt["rows"] == {"released": 0, "suppressed": 40}
+
+
+def test_raw_rows_are_refused_with_the_rule_named(room: SqlRoom) -> None:
+    with pytest.raises(CheckFailed) as caught:
+        query(room, ALICE, sql="SELECT email, spend FROM input_1")
+    assert caught.value.check == "aggregation.dimension_columns"
+    assert not room.runs  # nothing ran
+
+
+def test_ad_hoc_queries_only_from_their_runners(room: SqlRoom) -> None:
+    with pytest.raises(AccessDenied) as caught:
+        query(room, BOB, sql="SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region")
+    assert caught.value.check in ("runner", "adhoc-runner")
+
+
+def test_a_parameter_of_the_wrong_type_is_refused(room: SqlRoom) -> None:
+    with pytest.raises(CheckFailed) as caught:
+        query(room, ALICE, name="by_segment", parameters={"skip": 3})
+    assert caught.value.check == "sql-parameter"
+
+
+def test_inputs_freeze_at_the_first_query(room: SqlRoom, tmp_path: Path) -> None:
+    first = upload(room, BOB, "input_2", bob_csv())  # a retry before: acknowledged again
+    query(room, ALICE, sql="SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region")
+    # A retry of exactly the same input (its acknowledgement was lost) is told it is
+    # there, with the rows counted when it arrived; nothing is stored again.
+    again = upload(room, BOB, "input_2", bob_csv())
+    assert again["stored"] == "already" and again["rows"] == first["rows"]
+    with pytest.raises(UploadError) as caught:
+        upload(room, BOB, "input_2", bob_csv() + b"z@x,west,9,1.0\n")
+    assert caught.value.check == "input-complete"
+
+
+@pytest.mark.parametrize(
+    ("data", "check", "where"),
+    [
+        (
+            b"email,region,zip,spend\na@x,east,1,2.5\nb@x,east,2,lots\n",
+            "schema-value",
+            ("spend", 2),
+        ),
+        (b"email,region,zip,spend\na@x,east,1,2.5\n,east,2,3\n", "schema-null", ("email", 2)),
+        (b"email,area,zip,spend\na@x,east,1,2.5\n", "schema-header", (None, 0)),
+        (b"email,region,zip,spend\na@x,east,1,2.5\nb@x,east\n", "schema-row", (None, 2)),
+    ],
+)
+def test_an_upload_that_breaks_its_schema_is_refused_naming_column_and_row(
+    tmp_path: Path, confinement: Sandbox, data: bytes, check: str, where: tuple[Any, int]
+) -> None:
+    room = make_room(tmp_path, confinement, sql_spec())
+    with pytest.raises(UploadError) as caught:
+        upload(room, ALICE, "input_1", data)
+    error = caught.value
+    assert error.check == check
+    assert isinstance(error.actual, dict)
+    if where[0] is not None:
+        assert error.actual["column"] == where[0]
+    assert error.actual["row"] == where[1]
+    assert b"lots" not in json.dumps(error.to_json()).encode()  # never a value
+    # Nothing was kept: the owner can upload the right file.
+    assert upload(room, ALICE, "input_1", alice_csv())["rows"] == 40
+
+
+def parquet(tmp_path: Path, select: str) -> bytes:
+    """A Parquet file of ``select``, written by DuckDB in the data runtime."""
+    runtime = installed_runtime("python3.11-data")
+    path = tmp_path / f"{hashlib.sha256(select.encode()).hexdigest()[:12]}.parquet"
+    copy = f"COPY ({select}) TO '{path}' (FORMAT parquet)"
+    subprocess.run(
+        [str(runtime.interpreter), "-I", "-c", f"import duckdb; duckdb.sql({copy!r})"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return path.read_bytes()
+
+
+PARQUET_ROWS = (
+    "SELECT 'c' || i || '@x' AS email, 'east' AS region, CAST(i AS VARCHAR) AS zip, "
+    "CAST(i AS DOUBLE) AS spend FROM range(5) t(i)"
+)
+
+
+@pytest.mark.parametrize(
+    ("select", "check", "column"),
+    [
+        (PARQUET_ROWS.replace("CAST(i AS DOUBLE) AS spend", "'lots' AS spend"),
+         "schema-type", "spend"),
+        (PARQUET_ROWS.replace("AS region", "AS area"), "schema-header", None),
+        (PARQUET_ROWS.replace("'c' || i || '@x' AS email",
+                              "CASE WHEN i = 3 THEN NULL ELSE 'c' || i END AS email"),
+         "schema-null", "email"),
+    ],
+)  # fmt: skip
+def test_a_parquet_upload_is_checked_against_its_schema(
+    tmp_path: Path, confinement: Sandbox, select: str, check: str, column: str | None
+) -> None:
+    schemas = copy.deepcopy(SCHEMAS)
+    schemas["input_1"]["format"] = "parquet"
+    room = make_room(tmp_path, confinement, sql_spec(schemas=schemas))
+    with pytest.raises(UploadError) as caught:
+        upload(room, ALICE, "input_1", parquet(tmp_path, select), "data.parquet")
+    error = caught.value
+    assert error.check == check
+    assert isinstance(error.actual, dict)
+    assert error.actual["column"] == column
+    if check == "schema-null":
+        assert error.actual["row"] == 4  # the fourth row (i = 3)
+    assert b"lots" not in json.dumps(error.to_json()).encode()  # never a value
+    with pytest.raises(UploadError) as caught:
+        upload(room, ALICE, "input_1", alice_csv(), "data.parquet")
+    assert caught.value.check == "schema-format"
+    ack = upload(room, ALICE, "input_1", parquet(tmp_path, PARQUET_ROWS), "data.parquet")
+    assert ack["rows"] == 5
+
+
+def test_dp_spends_the_budget_and_refuses_when_it_is_gone(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    room = make_room(tmp_path, confinement, sql_spec(dp=True))
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    text = "SELECT region, COUNT(*) AS n, AVG(spend) AS mean FROM input_1 GROUP BY region"
+    first, rows = query(room, ALICE, sql=text)
+    assert first["privacy"]["input_1"] == {"spent": 1.0, "left": 1.0, "budget": 2.0}
+    assert first["rows"]["suppressed"] is None  # not private: not reported
+    assert rows[0] == ["region", "n", "mean"]
+    # A differencing pair: the second query costs ε too, and the budget ends there.
+    second, _rows = query(
+        room, ALICE, sql=text.replace("GROUP BY", "WHERE region <> 'tiny' GROUP BY")
+    )
+    assert second["privacy"]["input_1"]["left"] == 0.0
+    with pytest.raises(CheckFailed) as caught:
+        query(room, ALICE, sql=text, epsilon=0.5)
+    assert caught.value.check == "differential_privacy.budget"
+    statement, signature = room.budget("n" * 32)
+    verify_budget(
+        statement, signature, worker_key=load_spki(room.worker.worker_key_spki, "worker_key"),
+        spec=room.worker.spec, nonce="n" * 32,
+    )  # fmt: skip
+    assert statement["privacy"]["input_1"]["spent"] == 2.0
+
+
+def test_a_ledger_that_cannot_be_verified_stops_every_query(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    room = make_room(tmp_path, confinement, sql_spec(dp=True))
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    query(room, ALICE, sql=text, epsilon=0.5)
+    # Roll the ledger back on disk: the sealed file of its last entry, replaced by the first.
+    first = room._store._files["_budget/00000000"][1]
+    last = room._store._files["_budget/00000001"][1]
+    last.write_bytes(first.read_bytes())
+    with pytest.raises((RunError, StoreError)) as caught:
+        query(room, ALICE, sql=text, epsilon=0.5)
+    assert caught.value.check == "budget-ledger"

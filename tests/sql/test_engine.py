@@ -1,0 +1,162 @@
+"""The engine's own lock-down, below the checker: SQL that reaches DuckDB despite the
+checker still cannot read or write a file, load an extension or unlock the settings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cleanroom.enclave.errors import RunError
+from cleanroom.enclave.runner import installed_runtime
+from cleanroom.sql import ENGINE_DIRECTORY
+from cleanroom.sql.rules import plan_query
+from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
+
+
+def run_engine(
+    tmp_path: Path, sql: str, *, direct: bool = False, keep: dict[str, int] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The engine on Alice's data: its query mode, or (``direct``) its tables and
+    lock-down, then ``sql`` as one statement on the connection."""
+    try:
+        runtime = installed_runtime("python3.11-data")
+    except RunError as error:
+        pytest.skip(f"the data runtime is not installed: {error}")
+    work = tmp_path / "work"
+    (work / "inputs" / "input_1").mkdir(parents=True)
+    (work / "outputs").mkdir()
+    (work / "inputs" / "input_1" / "data.csv").write_bytes(alice_csv())
+    plan = {"mode": "query", "sql": sql, "keep": keep or {}, "dp": False, "format": "csv",
+            "inputs": {"input_1": SCHEMAS["input_1"]}}  # fmt: skip
+    (work / "parameters.json").write_text(json.dumps(plan))
+    bootstrap = f"import sys\nsys.path.insert(0, {str(ENGINE_DIRECTORY)!r})\nimport handler\n"
+    if direct:
+        bootstrap += (
+            "import duckdb\ncon = duckdb.connect(':memory:')\n"
+            f"handler.load(con, {{'input_1': {SCHEMAS['input_1']!r}}})\nhandler.lock_down(con)\n"
+            f"print(con.execute({sql!r}).fetchall())\n"
+        )
+    else:
+        bootstrap += "handler.run()\n"
+    return subprocess.run(
+        [str(runtime.interpreter), "-I", "-c", bootstrap],
+        env={"WORK_DIR": str(work), "HOME": str(tmp_path)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_the_engine_runs_a_query_on_its_tables(tmp_path: Path) -> None:
+    result = run_engine(tmp_path, "SELECT region, count(*) AS n FROM input_1 GROUP BY region")
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "work" / "outputs" / "result" / "data.csv").read_text()
+    assert '"east",30' in data
+
+
+FILES = "file system operations are disabled by configuration"
+EXTENSIONS = "Loading external extensions is disabled through configuration"
+LOCKED = "the configuration has been locked"
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        # reading a file, by every reader and replacement scan
+        ("SELECT * FROM read_csv('/etc/passwd')", FILES),
+        ("SELECT * FROM read_csv_auto(['/etc/passwd'])", FILES),
+        ("SELECT * FROM read_parquet('/etc/passwd')", FILES),
+        ("SELECT * FROM parquet_metadata('/etc/passwd')", FILES),
+        ("SELECT * FROM read_json_auto('/etc/passwd')", FILES),
+        ("SELECT * FROM read_ndjson('/etc/passwd')", FILES),
+        ("SELECT * FROM read_text('/etc/hostname')", FILES),
+        ("SELECT * FROM read_blob('/etc/hostname')", FILES),
+        ("SELECT * FROM sniff_csv('/etc/passwd')", FILES),
+        ("SELECT * FROM glob('/*')", FILES),
+        ("SELECT * FROM query('SELECT * FROM read_text(''/etc/passwd'')')", FILES),
+        ("COPY input_1 FROM '/etc/passwd'", FILES),
+        ("IMPORT DATABASE '/tmp'", FILES),
+        # writing a file
+        ("COPY input_1 TO '/tmp/cleanroom-engine-leak.csv'", FILES),
+        ("COPY (SELECT 1) TO '/tmp/cleanroom-engine-leak.csv' (FORMAT parquet)", FILES),
+        ("EXPORT DATABASE '/tmp/cleanroom-engine-leak.csv'", FILES),
+        ("ATTACH '/tmp/cleanroom-engine-leak.csv' AS other", FILES),
+        ("CREATE PERSISTENT SECRET s (TYPE s3, KEY_ID 'a', SECRET 'b')", FILES),
+        # installing or loading an extension
+        ("INSTALL httpfs", FILES),
+        ("FORCE INSTALL httpfs FROM 'http://127.0.0.1:9/'", FILES),
+        ("LOAD httpfs", EXTENSIONS),
+        ("LOAD '/tmp/cleanroom-engine.duckdb_extension'", EXTENSIONS),
+        # reaching the network
+        ("SELECT * FROM read_csv('https://example.com/x.csv')", FILES),
+        ("SELECT * FROM read_parquet('s3://bucket/x.parquet')", FILES),
+        ("SELECT * FROM read_text('http://127.0.0.1:9/')", FILES),
+        # changing the configuration back, or any other of it
+        ("SET enable_external_access = true", LOCKED),
+        ("RESET enable_external_access", LOCKED),
+        ("SET GLOBAL enable_external_access = true", LOCKED),
+        ("SET lock_configuration = false", LOCKED),
+        ("RESET lock_configuration", LOCKED),
+        ("SET allow_unsigned_extensions = true", LOCKED),
+        ("SET autoload_known_extensions = true", LOCKED),
+        ("SET autoinstall_known_extensions = true", LOCKED),
+        ("SET allow_community_extensions = true", LOCKED),
+        ("SET extension_directory = '/tmp'", LOCKED),
+        ("SET custom_extension_repository = 'http://127.0.0.1:9'", LOCKED),
+        ("SET temp_directory = '/tmp'", LOCKED),
+        ("SET memory_limit = '100GB'", LOCKED),
+        ("SET threads = 64", LOCKED),
+        ("PRAGMA enable_profiling", LOCKED),
+        ("SET profiling_output = '/tmp/cleanroom-engine-leak.csv'", LOCKED),
+        ("CALL enable_logging()", LOCKED),
+    ],
+)
+def test_sql_that_slipped_past_the_checker_still_reaches_nothing(
+    tmp_path: Path, sql: str, refusal: str
+) -> None:
+    result = run_engine(tmp_path, sql, direct=True)
+    assert result.returncode != 0
+    assert refusal in result.stderr, result.stderr[-500:]
+    assert not Path("/tmp/cleanroom-engine-leak.csv").exists()
+
+
+def test_the_engine_runs_nothing_before_it_is_locked_down(tmp_path: Path) -> None:
+    """The query mode itself: a statement the checker would never render still fails."""
+    result = run_engine(tmp_path, "SELECT * FROM read_text('/etc/hostname')")
+    assert result.returncode != 0
+    assert FILES in result.stderr, result.stderr[-500:]
+    assert not (tmp_path / "work" / "outputs" / "result" / "data.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "suppressed"),
+    [
+        # a CAST that fails on some rows' values
+        ("SELECT region, COUNT(*) AS n FROM input_1 WHERE CAST(region AS INTEGER) = 1 "
+         "GROUP BY region", 0),
+        ("SELECT CAST(region AS INTEGER) AS r, COUNT(*) AS n FROM input_1 "
+         "GROUP BY CAST(region AS INTEGER)", 0),
+        # an overflow for every group of two rows or more
+        ("SELECT region, COUNT(*) * 4611686018427387904 AS n FROM input_1 GROUP BY region", 1),
+        # a division by zero only in the group of one, which the threshold suppresses
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region "
+         "HAVING COUNT(*) // (COUNT(*) - 1) > 0", 1),
+        ("SELECT region, COUNT(*) % (COUNT(*) - 1) AS n FROM input_1 GROUP BY region", 1),
+    ],
+)  # fmt: skip
+def test_whether_a_query_fails_does_not_depend_on_the_data(
+    tmp_path: Path, text: str, suppressed: int
+) -> None:
+    """Each of these fails in DuckDB as written, on some values only: a runner would
+    learn from the failure what the rules hide (and under differential privacy
+    outside any ε). As the Worker renders them, they run."""
+    written = run_engine(tmp_path / "as-written", text)
+    assert written.returncode != 0, "the query as written must fail, or it tests nothing"
+    plan = plan_query(sql_spec(), name=None, text=text)
+    rendered = run_engine(tmp_path / "rendered", plan.sql, keep=plan.thresholds)
+    assert rendered.returncode == 0, rendered.stderr[-500:]
+    stats = json.loads(
+        (tmp_path / "rendered" / "work" / "outputs" / "result" / "stats.json").read_text()
+    )
+    assert stats["suppressed"] == suppressed

@@ -1,0 +1,283 @@
+"""The command line behaves like the ones people know: global options anywhere, -h,
+plain help that shows flags as flags and every default, usage errors exit 2, one
+summary per command that is its own help's, and --output json on every command
+that prints a result."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from cleanroom.cli import main as cli_main
+from cleanroom.cli.main import COMMANDS, main
+
+
+def run(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLEANROOM_HOME": str(home), "COLUMNS": "80", **env},
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CLEANROOM_PROFILE", raising=False)
+    return tmp_path / "home"
+
+
+def configure(capsys: pytest.CaptureFixture[str], *extra: str) -> None:
+    code = main(
+        [*extra, "configure", "--manager-url", "http://127.0.0.1:9", "--client-id", "c",
+         "--client-secret", "s"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+
+
+def every_command() -> list[tuple[str, Any]]:
+    """(path, click command) of every command and group, loaded."""
+    group = cli_main._command()
+    found: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, command: Any) -> None:
+        found.append((prefix, command))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(f"{prefix} {name}".strip(), sub)
+
+    for name in COMMANDS:
+        walk(name, group.commands[name])
+    return found
+
+
+def first_sentence(text: str) -> str:
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    return paragraph
+
+
+def test_the_listed_summaries_are_the_commands_own() -> None:
+    """cleanroom --help lists commands without importing them: what it lists must be
+    each command's own first line (a group's first sentence)."""
+    group = cli_main._command()
+    for name, entry in COMMANDS.items():
+        if entry.alias_of is not None:
+            assert group.commands[name] is group.commands[entry.alias_of]
+            continue
+        help_text = first_sentence(group.commands[name].help or "")
+        assert help_text.startswith(entry.summary.rstrip(".")), (name, help_text)
+
+
+def test_help_lists_commands_without_importing_them() -> None:
+    code = (
+        "import sys; from cleanroom.cli.main import main; main(['--help']); "
+        "heavy = [m for m in ('cleanroom.client.rooms', 'cleanroom.manager.app', 'httpx', "
+        "'fastapi', 'cleanroom.attestation') if m in sys.modules]; print('HEAVY', heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_whoami_imports_only_the_profile(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configure(capsys)
+    code = (
+        "import sys; from cleanroom.cli.main import main; main(['whoami']); "
+        "heavy = [m for m in ('cleanroom.client.rooms', 'cleanroom.client.manager', 'httpx', "
+        "'rich.console', 'cleanroom.attestation', 'dcap_qvl') if m in sys.modules]; "
+        "print('HEAVY', heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert "HEAVY []" in result.stdout, result.stdout + result.stderr
+
+
+def test_every_command_has_h_and_plain_help_with_flags_and_defaults(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for path, command in every_command():
+        code = main([*path.split(), "-h"])
+        text = capsys.readouterr().out
+        assert code == 0, path
+        assert text.startswith(f"Usage: cleanroom {path}"), (path, text[:80])
+        assert "<bool>" not in text and "╭" not in text, path
+        for param in command.params:
+            if getattr(param, "is_flag", False) or param.param_type_name != "option":
+                continue
+            default = param.default
+            if param.show_default is False or default in (None, (), []) or param.hidden:
+                continue
+            shown = default.value if hasattr(default, "value") else default
+            assert f"[default: {shown}" in " ".join(text.split()), (
+                path,
+                param.name,
+            )
+
+
+def test_help_shows_what_rich_dropped(tmp_path: Path) -> None:
+    text = " ".join(run("server", "compute", "-h", home=tmp_path).stdout.split())
+    assert "[default: the system's CAs]" in text
+    assert "--wait" in run("run", "-h", home=tmp_path).stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--profile", "bob", "whoami"],
+        ["whoami", "--profile", "bob"],
+        ["--output", "json", "whoami", "--profile", "bob"],
+        ["whoami", "-o", "json", "--profile", "bob"],
+    ],
+)
+def test_global_options_before_or_after_the_command(
+    home: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    configure(capsys, "--profile", "bob")
+    code = main(args)
+    out = capsys.readouterr().out
+    assert code == 0
+    if "json" in args:
+        assert json.loads(out)["profile"] == "bob"
+    else:
+        assert len(out.strip()) == 43
+
+
+def test_hints_carry_the_profile(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["whoami", "--profile", "carol"]) == 2
+    assert "run cleanroom --profile carol configure" in capsys.readouterr().err
+    configure(capsys, "--profile", "carol")
+    main(["--profile", "carol", "configure", "--manager-url", "http://127.0.0.1:9"])
+    assert "next: cleanroom --profile carol login" in capsys.readouterr().err
+    os.environ["CLEANROOM_PROFILE"] = "carol"
+    try:
+        main(["configure", "--manager-url", "http://127.0.0.1:9"])
+        assert "next: cleanroom --profile carol login" in capsys.readouterr().err
+    finally:
+        del os.environ["CLEANROOM_PROFILE"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run"],  # missing argument
+        ["run", "x", "--nope"],  # unknown option
+        ["nope"],  # unknown command
+        ["-o", "yaml", "whoami"],  # bad choice
+        ["data", "cp", "a", "b"],  # neither side remote
+        ["deploy", "--function", "fs://…", "--name", "x", "--handler", "h.run", "--access", "a"],
+    ],
+)
+def test_usage_errors_exit_2_in_one_line_plus_usage(tmp_path: Path, args: list[str]) -> None:
+    configured = tmp_path / "home"
+    result = run(*args, home=configured)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_deploy_says_what_a_function_id_is(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configure(capsys)
+    code = main(
+        ["deploy", "--function", "fs://…", "--name", "x", "--handler", "h.run", "--access", "a"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == (
+        "error: --function: expected a function ID, fs:// and 43 characters of base64url "
+        '(what cleanroom function upload prints), got "fs://\\u2026"\n'
+    )
+
+
+def test_a_download_into_a_directory_that_is_not_empty_is_a_usage_error(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    configure(capsys)
+    target = tmp_path / "full"
+    target.mkdir()
+    (target / "x").write_text("x")
+    assert main(["data", "cp", "room:output_1", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {target} is not empty: give a new or empty directory\n"
+    )
+    assert main(["data", "cp", str(tmp_path / "missing"), "room:input_1"]) == 2
+    assert "no such file or directory" in capsys.readouterr().err
+
+
+def test_the_simulated_warning_takes_one_line_of_80_columns() -> None:
+    from cleanroom.cli.account import SIMULATOR_WARNING
+
+    assert "\n" not in SIMULATOR_WARNING and len(SIMULATOR_WARNING) <= 80
+    assert "SIMULATED" in SIMULATOR_WARNING
+
+
+RESULT_COMMANDS = {
+    # every command that prints a result, and how --output json reaches it
+    "configure", "login", "whoami", "rooms", "ls", "status", "function upload",
+    "function download", "function test", "deploy", "inspect", "approve", "attest",
+    "data cp", "run", "receipt", "delete", "verify-quote", "measure", "sim init",
+    "sim export-root", "sim quote", "admin audit", "admin project create",
+    "admin project list", "admin member add", "admin member role", "admin member remove",
+    "admin member list", "admin client create", "admin client list", "admin client disable",
+    "admin client enable", "admin client rotate", "admin server add", "admin server list",
+    "admin server remove", "admin gc", "admin keys rotate", "admin keys list",
+    "runtime install", "runtime list",
+}  # fmt: skip
+NO_RESULT = {"demo", "server manager", "server compute"}  # narrate or serve
+
+
+def test_output_json_reaches_every_command_that_prints_a_result() -> None:
+    leaves = {path for path, command in every_command() if not getattr(command, "commands", None)}
+    assert leaves == RESULT_COMMANDS | NO_RESULT
+    for path, command in every_command():
+        if path in RESULT_COMMANDS:
+            flags = {flag for param in command.params for flag in param.opts}
+            assert "--output" in flags, path
+
+
+def test_typer_apps_are_plain_groups() -> None:
+    """Sub-apps stay groups (``data cp``), and none adds shell-completion options."""
+    for path, command in every_command():
+        names = {param.name for param in command.params}
+        assert not names & {"install_completion", "show_completion"}, path
+    assert isinstance(cli_main.COMMANDS["data"].load(), typer.Typer)
+
+
+def test_a_refusal_says_what_to_do_once() -> None:
+    from cleanroom.cli.account import failures
+    from cleanroom.cli.common import CliError
+    from cleanroom.errors import CheckFailed
+
+    with pytest.raises(CliError) as caught, failures():
+        raise CheckFailed("collateral-expired", "now", "then", "too old", "fetch it again")
+    assert str(caught.value) == (
+        "collateral-expired: too old (expected now, got then) — fetch it again"
+    )
+    with pytest.raises(CliError) as again, failures():
+        raise CheckFailed("work-id-approved", "a", "b", "run `x` first", "run `x` first")
+    assert str(again.value).count("run `x` first") == 1
+
+
+def test_configure_without_answers_names_the_option_to_give(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["configure"]) == 2
+    assert "error: configure needs --manager-url (no answer on standard input)" in (
+        capsys.readouterr().err
+    )
+    # A secret piped in is an answer: scripts may configure without a terminal.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
+    code = main(["configure", "--manager-url", "http://127.0.0.1:9", "--client-id", "c"])
+    assert code == 0, capsys.readouterr().err
