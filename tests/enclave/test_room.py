@@ -190,7 +190,10 @@ def test_the_same_input_again_is_acknowledged_as_already_there(room: CleanRoom) 
         stream.feed(frame)
     completed = stream.finish()
     assert completed.sha256 == digest and stream.already
-    assert open_ack(keys, stream.acknowledgement(), input_id="input_1", sha256=digest) is True
+    ack = open_ack(
+        keys, stream.acknowledgement(), input_id="input_1", sha256=digest, size=len(ALICE_DATA)
+    )
+    assert ack.already is True
     assert sorted(room._store._directory.iterdir()) == stored  # nothing new on disk
     # Other content is still refused, and the input is what was first uploaded.
     with pytest.raises(UploadError):
@@ -207,11 +210,17 @@ def test_a_first_upload_is_acknowledged_as_new_under_its_session(room: CleanRoom
         stream.feed(frame)
     completed = stream.finish()
     assert not stream.already
-    assert open_ack(keys, stream.acknowledgement(), input_id="input_1",
-                    sha256=completed.sha256) is False  # fmt: skip
+    ack = open_ack(
+        keys, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256,
+        size=len(ALICE_DATA),
+    )  # fmt: skip
+    assert ack.already is False
     other = session(room, BOB, UploadPurpose(op="upload", input="input_2"))
     with pytest.raises(ProtocolError):  # sealed for its own session only
-        open_ack(other, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256)
+        open_ack(
+            other, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256,
+            size=len(ALICE_DATA),
+        )  # fmt: skip
 
 
 def test_the_signed_status_says_what_the_room_holds(room: CleanRoom) -> None:
