@@ -10,12 +10,20 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from cleanroom.controller import ControllerSettings, create_app
+from cleanroom.controller.manager_link import ComputeCredentials
 
 API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def document(tmp_path: Path) -> dict[str, Any]:
-    app = create_app(ControllerSettings(data_dir=tmp_path, manager_url="http://127.0.0.1:9"))
+    url = "http://127.0.0.1:9"
+    settings = ControllerSettings(
+        data_dir=tmp_path,
+        manager_url=url,
+        public_url="http://127.0.0.1:10",
+        credentials=ComputeCredentials("http://127.0.0.1:10", "compute-1"),
+    )
+    app = create_app(settings)
     # No lifespan: the document needs no Attester.
     answer: dict[str, Any] = TestClient(app).get("/openapi.json").json()
     return answer
