@@ -40,7 +40,7 @@ def saved(
     approve(bob, "audited")
     alice.client.upload("audited", "input_1", write(tmp / "a", "a@x\nb@x\n"))
     bob.client.upload("audited", "input_2", write(tmp / "b", "b@x\nc@x\n"))
-    assert alice.client.run("audited", wait=True, poll_s=0.1) == "done"
+    assert alice.client.run("audited", wait=True, poll_s=0.1).succeeded
     _verified, path = alice.client.save_receipt("audited", tmp / "saved")
     alice.client.delete("audited")  # the auditor needs nothing of the room any more
     return path.parent
