@@ -288,7 +288,7 @@ def test_killed_at_deploy(
     before = set(faults.enclave_processes(stack))
     # The room's Worker is the spare started ahead: it is the room's once its log is.
     (spare,) = faults.enclave_processes(stack, spares=True)
-    room_log = stack.compute_dir / "rooms" / name / "worker.log"
+    room_log = stack.room_directory("acme", name) / "worker.log"
     worker_started = threading.Event()
 
     def watch() -> None:  # kill once the room has its Worker process
