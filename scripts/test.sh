@@ -1,9 +1,27 @@
 #!/usr/bin/env bash
 # Installs cleanroom with its test tools into .venv and runs the whole suite:
-# lint (ruff), types (mypy, strict on the security core), then pytest.
+# lint (ruff), types (mypy, strict on the security core), layers (import-linter), then pytest.
 # Extra arguments go to pytest, e.g. `scripts/test.sh -m slow` for the slow suite.
+#
+# `scripts/test.sh --fast [pytest args]`: the same installation and checks, then only the
+# fast tier of pytest: unit, protocol and in-process tests (FAST_TESTS below), each
+# database test on SQLite only, on every core (pytest-xdist, whole files per worker).
+# Left out: the end-to-end flows, reliability and fuzzing, the hostile Controller,
+# the examples, the runtimes and the benchmarks (out-of-process flows). Without
+# --fast it runs everything, as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fast=false
+if [ "${1:-}" = "--fast" ]; then
+  fast=true
+  shift
+fi
+FAST_TESTS=(
+  tests/protocol tests/sgx tests/attestation tests/tee tests/enclave tests/controller
+  tests/client tests/manager tests/test_cli.py tests/test_protocol_vectors.py
+  tests/test_layers.py tests/test_vectors_required.py
+)
 
 # The database tests need a real PostgreSQL server (tests/postgres.py starts a
 # private one on loopback): install Debian's packages when the machine lacks them.
@@ -57,5 +75,12 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests
 echo "== mypy"
 .venv/bin/mypy
-echo "== pytest"
-.venv/bin/pytest "$@"
+echo "== import-linter (the layers; contracts in pyproject.toml)"
+.venv/bin/lint-imports --no-cache
+if $fast; then
+  echo "== pytest, the fast tier"
+  .venv/bin/pytest -n auto --dist loadfile -m "not slow and not postgresql" "${FAST_TESTS[@]}" "$@"
+else
+  echo "== pytest"
+  .venv/bin/pytest "$@"
+fi

@@ -129,7 +129,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def database_url(request: pytest.FixtureRequest) -> str | None:
     """Each test that uses it runs twice: on SQLite (None: the default file) and PostgreSQL."""
     if request.param == "sqlite":

@@ -53,7 +53,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
@@ -208,9 +207,11 @@ class StaticSigningKey:
 class TokenIssuer:
     """Signs access tokens for one issuer (the manager's public URL) and serves its JWKS.
 
-    ``keys`` is a :class:`SigningKeys` source (a rotating key ring) or one private key.
-    ``lifetime`` is how long a user's or compute server's token lives; a token for
-    one operation lives :data:`OPERATION_LIFETIME` seconds.
+    ``keys`` is a :class:`SigningKeys` source (a rotating key ring, such as the
+    manager's :class:`cleanroom.manager.keys.KeyRing`) or one private key. The source
+    is handed in: this module holds no private key of its own, and the Controllers
+    import it only to verify. ``lifetime`` is how long a user's or compute server's
+    token lives; a token for one operation lives :data:`OPERATION_LIFETIME` seconds.
     """
 
     def __init__(
@@ -227,28 +228,6 @@ class TokenIssuer:
             StaticSigningKey(keys) if isinstance(keys, ec.EllipticCurvePrivateKey) else keys
         )
         self._clock = clock
-
-    @classmethod
-    def load(
-        cls,
-        data_dir: Path,
-        issuer: str,
-        *,
-        lifetime: int = DEFAULT_LIFETIME,
-        leeway: int = DEFAULT_LEEWAY,
-        clock: Clock = time.time,
-    ) -> TokenIssuer:
-        """The issuer signing with the key ring in ``data_dir`` (created if absent).
-
-        See :class:`cleanroom.manager.keys.KeyRing`; ``lifetime`` and ``leeway``
-        decide how long a retired key stays published.
-        """
-        # Imported here: the key ring is the manager's (private keys on disk); the
-        # Controllers import this module only to verify.
-        from cleanroom.manager.keys import KeyRing
-
-        ring = KeyRing.open(data_dir, lifetime=lifetime, leeway=leeway, clock=clock)
-        return cls(issuer, ring, lifetime=lifetime, clock=clock)
 
     @property
     def kid(self) -> str:

@@ -34,7 +34,7 @@ from cleanroom.dpop import ProofKey
 from cleanroom.manager import Settings, create_app
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import Client
-from cleanroom.manager.keys import rotate
+from cleanroom.manager.keys import KeyRing, rotate
 from cleanroom.tokens import TokenIssuer
 from tests.auth import dpop, signed_token
 from tests.manager.conftest import Manager, bind, serve, url_of
@@ -84,7 +84,7 @@ def controller(tmp_path: Path, manager: Manager) -> Iterator[str]:
 
 def room_token(manager: Manager, controller: str, client_id: str) -> str:
     """What the manager issues ``client_id`` for room ROOM of acme on ``controller``."""
-    issuer = TokenIssuer.load(manager.settings.data_dir, manager.url)
+    issuer = TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir))
     token, _ = issuer.issue(
         client_id, audience=controller, scope="user", project="acme", room=ROOM, jkt=KEY.jkt
     )

@@ -18,6 +18,7 @@ from cleanroom.client.manager import ManagerClient
 from cleanroom.dpop import ProofKey
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import Base, Client
+from cleanroom.manager.keys import KeyRing
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.keys import sign, spki, user_id
 from cleanroom.tokens import TokenIssuer, TokenVerifier
@@ -308,7 +309,7 @@ def test_a_token_fetched_right_after_a_rotation_is_valid(manager: Manager) -> No
 
 def manager_issuer(manager: Manager) -> TokenIssuer:
     """The manager's own issuer (same signing key), as the manager uses for deploys."""
-    return TokenIssuer.load(manager.settings.data_dir, manager.url)
+    return TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir))
 
 
 def test_unreachable_manager_is_status_0() -> None:

@@ -148,7 +148,7 @@ def test_a_legacy_signing_key_is_imported_and_its_tokens_stay_valid(tmp_path: Pa
     old_token, _ = TokenIssuer("http://manager.test", legacy).issue(
         "c", audience="http://manager.test", scope="user", project="acme"
     )
-    issuer = TokenIssuer.load(tmp_path, "http://manager.test")
+    issuer = TokenIssuer("http://manager.test", KeyRing.open(tmp_path))
     assert issuer.kid == kid_of(legacy.public_key())
     assert not (tmp_path / LEGACY_KEY_FILE).exists()
     verifier = TokenVerifier("http://manager.test", "http://manager.test", keys=issuer.jwks())

@@ -22,6 +22,7 @@ from cleanroom.manager import admin as operations
 from cleanroom.manager import audit
 from cleanroom.manager.app import MANAGER_SUBJECT
 from cleanroom.manager.database import Client, RevokedToken
+from cleanroom.manager.keys import KeyRing
 from cleanroom.manager.revocation import DatabaseRevocations
 from cleanroom.tokens import (
     ClientStatus,
@@ -410,7 +411,7 @@ def test_the_sdk_revokes_its_own_token(manager: Manager) -> None:
 def test_a_token_for_a_controller_can_be_revoked_at_the_manager(manager: Manager) -> None:
     # Whoever holds it may end it: the revocation then reaches every Controller's list.
     client_id, _, _ = login(manager)
-    issuer = TokenIssuer.load(manager.settings.data_dir, manager.url)
+    issuer = TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir))
     for_controller, _ = issuer.issue(
         client_id, audience="http://compute.test", scope="user", project="acme", room="r"
     )

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager.database import AuditEntry
+from cleanroom.manager.keys import KeyRing
 from cleanroom.protocol.encoding import b64u
 from cleanroom.tokens import TokenIssuer
 from tests.auth import as_client
@@ -469,7 +470,7 @@ def test_an_operation_token_reads_nothing_at_the_manager(
 ) -> None:
     # Even one made out for the manager itself (the manager never issues such a thing).
     _, function, _ = acme
-    token, _ = TokenIssuer.load(manager.settings.data_dir, manager.url).issue(
+    token, _ = TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir)).issue(
         "cleanroom-manager", audience=manager.url, scope="deploy", project="acme", room="x"
     )
     answer = httpx.get(

@@ -32,6 +32,7 @@ from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import Settings, audit, create_app, servers
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import AuditEntry, ComputeServer, Room
+from cleanroom.manager.keys import KeyRing
 from cleanroom.manager.servers import (
     STALE_DEPLOY_MARGIN,
     HealthChecker,
@@ -131,7 +132,7 @@ def clock() -> Clock:
 @pytest.fixture
 def checker(manager: Manager, clock: Clock) -> Iterator[HealthChecker]:
     """The manager's health checker on its database: 3 failures, lost after 60 s."""
-    issuer = TokenIssuer.load(manager.settings.data_dir, manager.url)
+    issuer = TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir))
 
     def headers_for(url: str, project: str, room: str) -> dict[str, str]:
         token, _ = issuer.issue(

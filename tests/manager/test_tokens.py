@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.dpop import ProofKey
-from cleanroom.manager.keys import KEYS_DIR
+from cleanroom.manager.keys import KEYS_DIR, KeyRing
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
     OPERATION_LIFETIME,
@@ -258,11 +258,11 @@ def test_not_a_jwt() -> None:
 
 
 def test_signing_key_is_created_private_and_reused(tmp_path: Path) -> None:
-    first = TokenIssuer.load(tmp_path, ISSUER)
+    first = TokenIssuer(ISSUER, KeyRing.open(tmp_path))
     path = tmp_path / KEYS_DIR / f"{first.kid}.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    second = TokenIssuer.load(tmp_path, ISSUER)
+    second = TokenIssuer(ISSUER, KeyRing.open(tmp_path))
     assert first.kid == second.kid
     token, _ = first.issue("client-1", audience=ISSUER, scope="user")
     TokenVerifier(ISSUER, ISSUER, keys=second.jwks()).verify(token)

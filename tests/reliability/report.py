@@ -1,14 +1,17 @@
 """The reliability report: every suite records what it measured, here, as it runs.
 
-``record(section, case, facts)`` merges one case into ``build/reliability/report.json``
-(or ``$CLEANROOM_RELIABILITY_REPORT``); ``python -m tests.reliability.report`` prints
-it as the markdown tables pasted into docs/reliability.md. Nothing in the report is
+``record(section, case, facts)`` merges one case into ``$CLEANROOM_RELIABILITY_REPORT``,
+else into ``report.json`` in this checkout's own directory of the user's cache
+(``~/.cache/cleanroom/reliability/<checkout>-<hash of its path>/``: outside the source
+tree, one per checkout); ``python -m tests.reliability.report`` prints it as the
+markdown tables pasted into docs/reliability.md. Nothing in the report is
 written by hand: a case appears only when its test ran and passed its assertions.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -16,9 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+
 ROOT = Path(__file__).resolve().parents[2]
+_CHECKOUT = f"{ROOT.name}-{hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]}"
 REPORT = Path(
-    os.environ.get("CLEANROOM_RELIABILITY_REPORT", ROOT / "build/reliability/report.json")
+    os.environ.get("CLEANROOM_RELIABILITY_REPORT")
+    or platformdirs.user_cache_path("cleanroom") / "reliability" / _CHECKOUT / "report.json"
 )
 
 

@@ -154,7 +154,7 @@ def test_debug_enclave_quote_is_rejected(platform: SimulatedPlatform) -> None:
     assert caught.value.check == "debug"
 
 
-@pytest.mark.parametrize("at", [NOW + 31 * DAY, NOW - 2 * DAY])
+@pytest.mark.parametrize("at", [NOW + 31 * DAY, NOW - 2 * DAY], ids=["after", "before"])
 def test_collateral_outside_its_window_is_rejected(
     platform: SimulatedPlatform, attester_quote: bytes, at: int
 ) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
-from cleanroom.client.vendored import Vendored, vendored
+from cleanroom.client.vendored import BundleFile, Vendored, vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import PACKAGES, function_id, unpack
 from cleanroom.protocol.spec import WorkSpec
@@ -39,18 +39,6 @@ _CHUNK = 1 << 20
 
 class ReviewError(CheckFailed):
     """What the manager served does not hang together: refuse to approve it."""
-
-
-@dataclass(frozen=True)
-class BundleFile:
-    """One file of the function: its path in the bundle, size and SHA-256 (hex)."""
-
-    path: str
-    size: int
-    sha256: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import Distribution, PackagePath
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cleanroom.protocol.bundle import PACKAGES
 from cleanroom.protocol.encoding import b64u
 
-if TYPE_CHECKING:
-    from cleanroom.client.review import BundleFile
-
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 _STRONGER_HASHES = frozenset({"sha384", "sha512", "sha3_256", "sha3_384", "sha3_512"})
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """One file of the function: its path in the bundle, size and SHA-256 (hex).
+
+    Defined here, below :mod:`cleanroom.client.review` (which re-exports it), so the
+    two modules import each other in one direction only.
+    """
+
+    path: str
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ from cleanroom.manager.grants import (
     Grants,
     TokenRequest,
 )
+from cleanroom.manager.keys import KeyRing
 from cleanroom.manager.revocation import DatabaseRevocations, Revoked, revocation_list, revoke
 from cleanroom.manager.settings import Settings
 from cleanroom.manager.storage import (
@@ -323,11 +324,14 @@ class _Manager:
         settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.sessions: sessionmaker[Session] = open_database(settings.resolved_database_url)
         self.store = FunctionStore(settings.functions_dir, settings.max_function_bytes)
-        self.issuer = TokenIssuer.load(
-            settings.data_dir,
+        self.issuer = TokenIssuer(
             settings.public_url,
+            KeyRing.open(
+                settings.data_dir,
+                lifetime=settings.token_lifetime,
+                leeway=settings.token_leeway,
+            ),
             lifetime=settings.token_lifetime,
-            leeway=settings.token_leeway,
         )
         # Its own key ring and database: a rotated key or a revocation counts from
         # the next request on (cleanroom.manager.keys, cleanroom.manager.revocation).
