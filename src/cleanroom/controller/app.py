@@ -40,7 +40,7 @@ from cleanroom.controller.ceiling import ResourceCeiling
 from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError, Launcher
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink
-from cleanroom.controller.relay import Answer, EnclaveUnreachable
+from cleanroom.controller.relay import Answer, EnclaveUnreachable, RequestNotRelayable
 from cleanroom.dpop import ProofVerifier, ReplayCache
 from cleanroom.errors import CheckFailed
 from cleanroom.http_auth import RequestAuthenticator, challenge
@@ -288,6 +288,10 @@ def create_app(
                 failure.body, status_code=failure.status, media_type="application/problem+json"
             )
         return problem(failure.status, str(failure))
+
+    @app.exception_handler(RequestNotRelayable)
+    async def _not_relayable(_request: Request, error: Exception) -> Response:
+        return problem(400, f"the request cannot be relayed: {error}")
 
     @app.exception_handler(_Refused)
     async def _refused(_request: Request, error: Exception) -> Response:

@@ -26,6 +26,11 @@ class EnclaveUnreachable(Exception):
     """The enclave process did not answer: not started, gone, or too slow."""
 
 
+class RequestNotRelayable(ValueError):
+    """A request that cannot be sent as it is (its URL would not parse): the caller's
+    400, never a 502 blamed on the enclave."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """An enclave's whole answer: status, body bytes and content type."""
@@ -116,6 +121,8 @@ class EnclaveClient:
                     await response.read(),
                     response.headers.get("content-type", "application/json"),
                 )
+        except aiohttp.InvalidURL as error:
+            raise RequestNotRelayable(str(error)) from error
         except _FAILURES as error:
             raise EnclaveUnreachable(str(error) or type(error).__name__) from error
 
@@ -137,6 +144,8 @@ class EnclaveClient:
                     await response.read(),
                     response.headers.get("content-type", "application/json"),
                 )
+        except aiohttp.InvalidURL as error:
+            raise RequestNotRelayable(str(error)) from error
         except _FAILURES as error:
             raise EnclaveUnreachable(str(error) or type(error).__name__) from error
 
@@ -149,6 +158,8 @@ class EnclaveClient:
                 BASE_URL + path,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=60.0),
             )
+        except aiohttp.InvalidURL as error:
+            raise RequestNotRelayable(str(error)) from error
         except _FAILURES as error:
             raise EnclaveUnreachable(str(error) or type(error).__name__) from error
         return StreamedAnswer(response)
