@@ -232,7 +232,8 @@ RESULT_COMMANDS = {
     "admin member list", "admin client create", "admin client list", "admin client disable",
     "admin client enable", "admin client rotate", "admin server add", "admin server list",
     "admin server remove", "admin gc", "admin keys rotate", "admin keys list",
-    "runtime install", "runtime list",
+    "runtime install", "runtime list", "admin server credentials", "query", "budget",
+    "gramine manifest", "gramine check", "gramine publish",
 }  # fmt: skip
 NO_RESULT = {"demo", "server manager", "server compute"}  # narrate or serve
 

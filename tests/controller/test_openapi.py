@@ -16,12 +16,12 @@ API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def document(tmp_path: Path) -> dict[str, Any]:
-    url = "http://127.0.0.1:9"
+    url = "http://127.0.0.1:8"
     settings = ControllerSettings(
         data_dir=tmp_path,
-        manager_url=url,
-        public_url="http://127.0.0.1:10",
-        credentials=ComputeCredentials("http://127.0.0.1:10", "compute-1"),
+        manager_url="http://127.0.0.1:9",
+        public_url=url,
+        credentials=ComputeCredentials(url, "cs-" + "0" * 32, "secret"),
     )
     app = create_app(settings)
     # No lifespan: the document needs no Attester.

@@ -190,10 +190,9 @@ def test_the_same_input_again_is_acknowledged_as_already_there(room: CleanRoom) 
         stream.feed(frame)
     completed = stream.finish()
     assert completed.sha256 == digest and stream.already
-    ack = open_ack(
-        keys, stream.acknowledgement(), input_id="input_1", sha256=digest, size=len(ALICE_DATA)
-    )
-    assert ack.already is True
+    ack = open_ack(keys, stream.acknowledgement(), input_id="input_1", sha256=digest,
+                   size=len(ALICE_DATA))  # fmt: skip
+    assert ack.already and ack.rows is None
     assert sorted(room._store._directory.iterdir()) == stored  # nothing new on disk
     # Other content is still refused, and the input is what was first uploaded.
     with pytest.raises(UploadError):
@@ -210,17 +209,13 @@ def test_a_first_upload_is_acknowledged_as_new_under_its_session(room: CleanRoom
         stream.feed(frame)
     completed = stream.finish()
     assert not stream.already
-    ack = open_ack(
-        keys, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256,
-        size=len(ALICE_DATA),
-    )  # fmt: skip
-    assert ack.already is False
+    ack = open_ack(keys, stream.acknowledgement(), input_id="input_1",
+                   sha256=completed.sha256, size=len(ALICE_DATA))  # fmt: skip
+    assert not ack.already
     other = session(room, BOB, UploadPurpose(op="upload", input="input_2"))
     with pytest.raises(ProtocolError):  # sealed for its own session only
-        open_ack(
-            other, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256,
-            size=len(ALICE_DATA),
-        )  # fmt: skip
+        open_ack(other, stream.acknowledgement(), input_id="input_1", sha256=completed.sha256,
+                 size=len(ALICE_DATA))  # fmt: skip
 
 
 def test_the_signed_status_says_what_the_room_holds(room: CleanRoom) -> None:

@@ -362,10 +362,7 @@ def test_after_fuzzing_the_honest_upload_still_works(enclave: Deployment) -> Non
     assert answer.status_code == 200, answer.text
     ack = from_b64u(answer.json()["ack"], "ack")
     size = sum(len(data) for data in FILES.values())
-    assert (
-        open_ack(keys, ack, input_id="input_1", sha256=manifest_digest(), size=size).already
-        is False
-    )
+    assert not open_ack(keys, ack, input_id="input_1", sha256=manifest_digest(), size=size).already
     assert len(list((enclave.room_dir / "sealed").iterdir())) == 2  # the bundle and input_1
 
 

@@ -2,7 +2,9 @@
 OpenAPI reader of its errors, a JOSE reader of its key set.
 
 Authlib (its httpx client) authenticates with ``client_secret_basic`` by default, as
-RFC 6749 §2.3.1 says a server MUST accept; ``client_secret_post`` is the form.
+RFC 6749 §2.3.1 says a server MUST accept; ``client_secret_post`` is the form. A user's
+token is sender-constrained (DPoP, RFC 9449): the library passes the proof as one more
+header of its token request, and the token is then used with a proof per request.
 """
 
 from __future__ import annotations
@@ -17,10 +19,16 @@ import pytest
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.httpx_client import OAuth2Client
 
+from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.manager.client_auth import ClientAuthError, ClientCredentials, client_credentials
 from tests.manager.conftest import Manager
 
 TOKEN = "/oauth/token"
+
+
+def proof(manager: Manager, key: ProofKey) -> dict[str, str]:
+    """The DPoP header of a token request made with ``key``."""
+    return {"DPoP": key.proof("POST", manager.url + TOKEN)}
 
 
 def basic(client_id: str, secret: str) -> str:
@@ -31,20 +39,28 @@ def basic(client_id: str, secret: str) -> str:
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
 def test_an_oauth2_library_gets_a_token_either_way(manager: Manager, method: str) -> None:
     client_id, secret = manager.new_client("acme")
+    key = ProofKey.generate()
     with OAuth2Client(client_id, secret, token_endpoint_auth_method=method) as client:
-        token = client.fetch_token(manager.url + TOKEN, grant_type="client_credentials")
-        assert token["token_type"] == "Bearer" and token["expires_in"] > 0
-        claims = jwt.decode(token["access_token"], options={"verify_signature": False})
-        assert claims["sub"] == client_id
-        # The token it holds works like the CLI's.
-        assert client.get(manager.url + "/v1/whoami").json()["client_id"] == client_id
+        token = client.fetch_token(
+            manager.url + TOKEN, grant_type="client_credentials", headers=proof(manager, key)
+        )
+    assert token["token_type"] == "DPoP" and token["expires_in"] > 0
+    claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+    assert claims["sub"] == client_id
+    # The token it holds works like the CLI's, with a proof of the same key per request.
+    auth = DPoPAuth(key, token["access_token"])
+    assert httpx.get(manager.url + "/v1/whoami", auth=auth).json()["client_id"] == client_id
 
 
 def test_the_library_sends_basic_by_default(manager: Manager) -> None:
     client_id, secret = manager.new_client("acme")
     seen: list[httpx.Request] = []
     with OAuth2Client(client_id, secret, event_hooks={"request": [seen.append]}) as client:
-        client.fetch_token(manager.url + TOKEN, grant_type="client_credentials")
+        client.fetch_token(
+            manager.url + TOKEN,
+            grant_type="client_credentials",
+            headers=proof(manager, ProofKey.generate()),
+        )
     (request,) = seen
     assert request.headers["authorization"] == basic(client_id, secret)
     assert b"client_secret" not in request.content
@@ -131,13 +147,14 @@ def test_no_credentials_is_401_with_a_challenge(manager: Manager) -> None:
 
 def test_revocation_takes_basic_credentials_too(manager: Manager) -> None:
     client_id, secret = manager.new_client("acme")
+    key = ProofKey.generate()
     with OAuth2Client(client_id, secret) as client:
-        token = client.fetch_token(manager.url + TOKEN, grant_type="client_credentials")
+        token = client.fetch_token(
+            manager.url + TOKEN, grant_type="client_credentials", headers=proof(manager, key)
+        )
         revoked = client.revoke_token(manager.url + "/oauth/revoke", token["access_token"])
         assert revoked.status_code == 200
-    refused = httpx.get(
-        manager.url + "/v1/whoami", headers={"Authorization": f"Bearer {token['access_token']}"}
-    )
+    refused = httpx.get(manager.url + "/v1/whoami", auth=DPoPAuth(key, token["access_token"]))
     assert refused.status_code == 401 and refused.json()["check"] == "token-revoked"
     wrong = httpx.post(
         manager.url + "/oauth/revoke",
@@ -193,15 +210,16 @@ def test_the_token_endpoint_is_described_as_it_is(manager: Manager) -> None:
 def test_real_errors_match_their_description(manager: Manager) -> None:
     """What the document promises, the server sends: a problem, detail a string."""
     client_id, secret = manager.new_client("acme")
+    key = ProofKey.generate()
     token = httpx.post(
         manager.url + TOKEN,
         data={"grant_type": "client_credentials"},
-        headers={"Authorization": basic(client_id, secret)},
+        headers={"Authorization": basic(client_id, secret), **proof(manager, key)},
     ).json()["access_token"]
-    headers = {"Authorization": f"Bearer {token}"}
+    auth = DPoPAuth(key, token)
     for answer in (
-        httpx.post(manager.url + "/v1/rooms", json={"nope": 1}, headers=headers),  # 422
-        httpx.get(manager.url + "/v1/rooms/none", headers=headers),  # 404
+        httpx.post(manager.url + "/v1/rooms", json={"nope": 1}, auth=auth),  # 422
+        httpx.get(manager.url + "/v1/rooms/none", auth=auth),  # 404
         httpx.get(manager.url + "/v1/whoami"),  # 401
     ):
         assert answer.status_code >= 400

@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from cleanroom.attestation.errors import EvidenceError
-from cleanroom.attestation.measurements import MeasurementsError, load_release_key
 from cleanroom.cli import common
 from cleanroom.cli.common import (
     EXIT_REJECTED,
@@ -373,6 +371,9 @@ def _signed_release(
     explicit: bool,
 ) -> SignedRelease | None:
     """The verified measurement file, if one is given (and the key it must be signed by)."""
+    from cleanroom.attestation.errors import EvidenceError
+    from cleanroom.attestation.measurements import MeasurementsError, load_release_key
+
     if measurements is None:
         if release_key is not None:
             fail("--release-key goes with --measurements", EXIT_USAGE)

@@ -14,7 +14,16 @@ from typing import Annotated
 
 import typer
 
-from cleanroom.cli.common import EXIT_CODES_HELP, EXIT_REJECTED, EXIT_USAGE, fail, read_file, stdout
+from cleanroom.cli.common import (
+    EXIT_CODES_HELP,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    fail,
+    json_output,
+    print_json,
+    read_file,
+    stdout,
+)
 from cleanroom.errors import CheckFailed
 
 app = typer.Typer(
@@ -119,6 +128,15 @@ def manifest(
         _refuse(error, usage=frozenset({"gramine-install", "manifest-sizing"}))
     except (MeasurementError, OSError) as error:
         fail(str(error), EXIT_USAGE)
+    if json_output():
+        print_json(
+            {
+                "manifest": str(rendered.manifest_path),
+                "trusted_files": len(rendered.trusted),
+                "enclave_config": str(rendered.enclave_config_path),
+            }
+        )
+        return
     stdout.print(f"{rendered.manifest_path} ({len(rendered.trusted)} trusted files)")
     stdout.print(f"{rendered.enclave_config_path}")
 
@@ -157,6 +175,7 @@ def check(
         unmatched,
     )
 
+    as_json = as_json or json_output()
     text = read_file(manifest_file, "manifest").decode("utf-8", errors="replace")
     try:
         facts = check_manifest(text, image=image)
@@ -276,4 +295,8 @@ def publish(
         out.write_bytes(sign_measurements(document, private))
     except OSError as error:
         fail(f"cannot write {out}: {error.strerror}", EXIT_REJECTED)
-    stdout.print(f"{out}: release {document.release}, signed by {key_id(private.public_key())}")
+    signer = key_id(private.public_key())
+    if json_output():
+        print_json({"file": str(out), "release": document.release, "release_key_sha256": signer})
+        return
+    stdout.print(f"{out}: release {document.release}, signed by {signer}")

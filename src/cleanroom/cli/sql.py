@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cleanroom.cli.account import failures
-from cleanroom.cli.common import EXIT_USAGE, fail, stdout
+from cleanroom.cli.common import EXIT_USAGE, fail, json_output, stdout
 from cleanroom.cli.room import _client
 from cleanroom.client.access import ParameterError, parse_parameters
 from cleanroom.client.sqlrooms import budget as fetch_budget
@@ -65,7 +65,7 @@ def query(
             epsilon=epsilon, target=out,
         )  # fmt: skip
     receipt = result.receipt
-    if as_json:
+    if as_json or json_output():
         stdout.out(json.dumps(receipt, indent=2))
     else:
         stdout.print(f"query run {result.run} of {name}: {shown(receipt['status'])}", markup=False)
@@ -95,7 +95,7 @@ def budget(
     """Each data owner's privacy budget (ε spent, left, total), signed by the attested Worker."""
     with failures():
         statement = fetch_budget(_client(), name)
-    if as_json:
+    if as_json or json_output():
         stdout.out(json.dumps(statement, indent=2))
         return
     stdout.print(f"privacy budget of {name} after {statement['runs']} queries", markup=False)

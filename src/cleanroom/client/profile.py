@@ -59,26 +59,19 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
-from cleanroom.attestation import (
-    AttestationError,
-    AttestationPolicy,
-    TrustAnchor,
-)
-from cleanroom.attestation.measurements import (
-    ReleaseMeasurements,
-    key_id,
-    load_release_key,
-    verify_measurements,
-)
-from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.keys import user_id as user_id_of
 
+# The attestation package (dcap-qvl, X.509) and the DPoP module (httpx) are imported
+# where they are used: `whoami` and the other commands that only read the profile
+# never load them.
 if TYPE_CHECKING:
     import httpx
 
     from cleanroom.attestation import AttestationPolicy, TrustAnchor
+    from cleanroom.attestation.measurements import ReleaseMeasurements
     from cleanroom.client.manager import ManagerClient
+    from cleanroom.dpop import ProofKey
 
 # Where a client takes collateral from (cleanroom.client.collateral chooses it).
 CollateralFrom = Literal["server", "pccs"]
@@ -633,6 +626,9 @@ class Profile:
         expected = self.config.release_key_sha256
         if expected is None:
             return None
+        from cleanroom.attestation import AttestationError
+        from cleanroom.attestation.measurements import key_id, load_release_key
+
         path = self.directory / RELEASE_KEY_FILE
         try:
             key = load_release_key(path.read_bytes())
@@ -789,6 +785,8 @@ class Profile:
     def proof_key(self) -> ProofKey:
         """The key this profile's tokens are bound to (``dpop-key.pem``, created if absent)."""
         if self._proof_key is None:
+            from cleanroom.dpop import ProofKey
+
             path = self.directory / DPOP_KEY_FILE
             if not path.exists():
                 _create_key_once(path)
@@ -964,6 +962,8 @@ class SignedRelease:
 
     @property
     def key_id(self) -> str:
+        from cleanroom.attestation.measurements import key_id
+
         return key_id(self.release_key)
 
     def key_pem(self) -> bytes:
@@ -982,6 +982,8 @@ class SignedRelease:
     @classmethod
     def verify(cls, data: bytes, release_key: ed25519.Ed25519PublicKey) -> SignedRelease:
         """Verify a measurement file (MeasurementsError naming the check if refused)."""
+        from cleanroom.attestation.measurements import verify_measurements
+
         measurements = verify_measurements(data, release_key)
         return cls(measurements, release_key, hashlib.sha256(data).hexdigest())
 
