@@ -18,7 +18,7 @@ MB = 1_000_000
 
 @dataclass
 class Target:
-    """A target of issue 5: on the ratio (``value / baseline``) or on the value itself."""
+    """A target: on the ratio (``value / baseline``) or on the value itself."""
 
     op: str  # "<=" or ">="
     limit: float

@@ -6,6 +6,7 @@ a temporary CLEANROOM_HOME trusting the simulated root, and the baseline servers
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,6 @@ from typing import Any
 import httpx
 
 import cleanroom
-from bench.common import children, cmdline
 from cleanroom.client import CleanRoomClient
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.profile import Profile
@@ -147,13 +147,14 @@ class Environment:
         raise RuntimeError("no compute server")
 
     def worker_pid(self, room: str) -> int:
-        suffix = f".{room}"  # rooms/<project>.<room>
-        for pid in children(self.compute_pid):
-            argv = cmdline(pid)
-            worker = "cleanroom.enclave.worker_service" in argv and "--room-dir" in argv
-            if worker and argv[argv.index("--room-dir") + 1].endswith(suffix):
-                return pid
-        raise RuntimeError(f"no Worker process for {room}")
+        """The room's Worker, as the Controller records it (a spare Worker assigned to
+        the room has no room in its command line); rooms/<project>.<room>."""
+        records = list((self.stack.compute_dir / "rooms").glob(f"*.{room}/room.json"))
+        try:
+            (record,) = records
+            return int(json.loads(record.read_text())["pid"])
+        except (OSError, ValueError, KeyError) as error:
+            raise RuntimeError(f"no Worker process for {room}: {error}") from error
 
 
 # ------------------------------------------------------------ baseline servers

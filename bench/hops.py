@@ -6,13 +6,14 @@ kept-alive connection, and prints the median of each:
 - the Controller alone (``/v1/health``: no token, nothing relayed);
 - the Controller with a token check (the room's token, with its DPoP proof, sent for
   another room: verified, then refused 403 without relaying);
-- the Controller relaying to the room's Worker (``GET /v1/rooms/{name}``) and to the
-  Attester (Phase 1 evidence);
+- the Controller relaying to the room's Worker (``GET /v1/rooms/{name}``), to the
+  Attester (Phase 1 evidence), and to both at once (a protocol v2 session);
 - the same Worker request through a bare relay: a FastAPI/uvicorn process that does
   nothing but forward it with an asynchronous httpx client, as the Controller does
   (``bench.servers relay``);
 - the Worker and the Attester called directly on their Unix sockets, with a
-  synchronous and with an asynchronous httpx client (the Controller uses the latter).
+  synchronous and with an asynchronous httpx client (the Controller uses the latter),
+  and each one's half of a v2 session (``/attest``, ``/sessions``).
 
 The bare relay against the Controller is what the Controller's own work costs (the
 token check, its routing); the bare relay against the sum of its hops is what
@@ -36,6 +37,8 @@ import httpx
 from bench.common import median
 from bench.env import Environment, free_port, start_server, wait_answering
 from cleanroom.dpop import DPoPAuth
+from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
+from cleanroom.protocol.spec import UploadPurpose
 
 WARMUP = 10
 
@@ -69,6 +72,24 @@ def checked(response: httpx.Response, status: int = 200) -> httpx.Response:
     return response
 
 
+def _v2_request(user: object, spec: object) -> dict[str, object]:
+    """A fresh v2 session request (new nonce and key shares) for the hops room."""
+    hello = ClientHandshakeV2(
+        user_key=user.profile.user_key,  # type: ignore[attr-defined]
+        work_id=spec.work_id,  # type: ignore[attr-defined]
+        purpose=UploadPurpose(op="upload", input="input_1"),
+    )
+    return {
+        "nonce": base64.urlsafe_b64encode(hello.nonce).rstrip(b"=").decode(),
+        "init": hello.init,
+        "signature": base64.urlsafe_b64encode(hello.init_signature).rstrip(b"=").decode(),
+    }
+
+
+def _handshake(request: dict[str, object]) -> dict[str, object]:
+    return {"init": request["init"], "signature": request["signature"]}
+
+
 def relayed(root: Path, worker: Path, count: int) -> float:
     """The median ms of the Worker's ``/state`` through a bare relay process."""
     port = free_port()
@@ -89,9 +110,9 @@ def measure(root: Path, count: int) -> list[tuple[str, float]]:
     env = Environment(root).start()
     try:
         alice = env.user("alice", "acme")
-        spec = env.spec("hops", "copy", alice, {"input_1": alice}, {"output_1": alice})
-        env.deploy(spec, alice, [])
-        room, _ = alice.client.approved("hops")
+        deployed = env.spec("hops", "copy", alice, {"input_1": alice}, {"output_1": alice})
+        env.deploy(deployed, alice, [])
+        room, spec = alice.client.approved("hops")
         token = alice.profile.access_token(
             resource=room.compute_url, room=room.name, project=room.project
         )
@@ -114,7 +135,30 @@ def measure(root: Path, count: int) -> list[tuple[str, float]]:
                  timed(lambda: checked(client.post(f"{base}/rooms/hops/attestation",
                                                    json={"nonce": nonce})), count)),
             ]  # fmt: skip
+            inits = [_v2_request(alice, spec) for _ in range(WARMUP + count)]
+            results.append(
+                ("Controller -> Attester + Worker (v2 session, fanned out)",
+                 timed(lambda: checked(client.post(f"{base}/rooms/hops/attested-sessions",
+                                                   json=inits.pop())), count))
+            )  # fmt: skip
         results.append(("bare relay -> Worker (room state)", relayed(root, worker, count)))
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(attester))) as direct:
+            state = checked(direct.get("http://enclave/target-info"))  # warm
+            worker_id = alice.client.state("hops")["worker_id"]
+            results.append(
+                ("Attester direct, sync client (/attest)",
+                 timed(lambda: checked(direct.post("http://enclave/attest",
+                                                   json={"worker_id": worker_id, "nonce": nonce})),
+                       count))
+            )  # fmt: skip
+            del state
+        with httpx.Client(transport=httpx.HTTPTransport(uds=str(worker))) as direct:
+            bodies = [_v2_request(alice, spec) for _ in range(WARMUP + count)]
+            results.append(
+                ("Worker direct, sync client (/sessions, v2 handshake)",
+                 timed(lambda: checked(direct.post("http://enclave/sessions",
+                                                   json=_handshake(bodies.pop()))), count))
+            )  # fmt: skip
         for label, socket, path in (
             ("Worker", worker, "/state"),
             ("Attester", attester, "/target-info"),

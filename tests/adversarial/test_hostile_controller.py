@@ -135,7 +135,26 @@ def test_a_swapped_function_yields_another_work_id(
     refused(lambda: alice.client.attest("swapped-function"), "work-id")
 
 
-# -------------------------------------------------------------- Phase 1
+# ------------------------------------------- Phase 1 (in the v2 session)
+
+SESSIONS = "/attested-sessions"  # protocol v2: evidence and handshake in one round trip
+
+
+def upload_a(alice: User, tmp_path: Path, room: str) -> Callable[[], object]:
+    return lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n"))
+
+
+def part_change(
+    part: str, change: Callable[[dict[str, object]], None]
+) -> Callable[[Message], None]:
+    """Change one part ("evidence" or "handshake") of the Controller's merged answer."""
+
+    def apply(document: dict[str, object]) -> None:
+        inner = document[part]
+        assert isinstance(inner, dict)
+        change(inner)
+
+    return on_path(SESSIONS, json_change(apply, response=True))
 
 
 def test_the_worker_of_another_clean_room_is_refused(
@@ -154,10 +173,60 @@ def test_the_worker_of_another_clean_room_is_refused(
         message.headers = dpop(alice.profile.proof_key, token, message.method, url)
 
     proxy.on_request = redirect
-    refused(lambda: alice.client.attest(room), "work-id")
+    # The other room's Worker refuses the init too; the client's own check comes first.
+    error = refused(upload_a(alice, tmp_path, room), "work-id")
+    assert isinstance(error, CheckFailed)
+    refused(lambda: alice.client.attest(room), "work-id")  # Phase 1 alone
+    assert proxy.paths("/upload") == []
 
 
-def test_a_replayed_attestation_is_refused(alice: User, proxy: TamperingProxy, room: str) -> None:
+def test_a_replayed_attestation_is_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    refused(lambda: alice.client.run(room), "inputs-missing")
+    recorded = json.loads(next(m for m in proxy.seen if m.path.endswith(SESSIONS)).response)
+
+    def replay(document: dict[str, object]) -> None:
+        document.clear()
+        document.update(recorded["evidence"])
+
+    proxy.on_response = part_change("evidence", replay)
+    refused(upload_a(alice, tmp_path, room), "nonce")
+    assert proxy.paths("/upload") == []
+
+
+def test_a_tampered_quote_is_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def tamper(document: dict[str, object]) -> None:
+        quote = document["quote"]
+        assert isinstance(quote, str)
+        document["quote"] = flip_b64u(quote, 48 + 64)  # a byte of the report body's MRENCLAVE
+
+    proxy.on_response = part_change("evidence", tamper)
+    with pytest.raises(AttestationError) as caught:
+        upload_a(alice, tmp_path, room)()
+    assert caught.value.check == "quote-verification", caught.value
+    assert proxy.paths("/upload") == []
+
+
+def test_tampered_claims_are_refused(
+    alice: User, mallory: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    from cleanroom.protocol.keys import spki
+
+    def tamper(document: dict[str, object]) -> None:
+        claims = document["claims"]
+        assert isinstance(claims, dict)
+        claims["worker"]["worker_key"] = b64u(spki(mallory.profile.user_key.public_key()))
+
+    proxy.on_response = part_change("evidence", tamper)
+    refused(upload_a(alice, tmp_path, room), "report-data")
+
+
+def test_phase_1_alone_refuses_a_replayed_attestation(
+    alice: User, proxy: TamperingProxy, room: str
+) -> None:
     alice.client.attest(room)
     recorded = next(m for m in proxy.seen if m.path.endswith("/attestation"))
 
@@ -168,33 +237,16 @@ def test_a_replayed_attestation_is_refused(alice: User, proxy: TamperingProxy, r
     refused(lambda: alice.client.attest(room), "nonce")
 
 
-def test_a_tampered_quote_is_refused(alice: User, proxy: TamperingProxy, room: str) -> None:
-    def tamper(document: dict[str, object]) -> None:
-        quote = document["quote"]
-        assert isinstance(quote, str)
-        document["quote"] = flip_b64u(quote, 48 + 64)  # a byte of the report body's MRENCLAVE
-
-    proxy.on_response = on_path("/attestation", json_change(tamper, response=True))
-    with pytest.raises(AttestationError) as caught:
-        alice.client.attest(room)
-    assert caught.value.check == "quote-verification", caught.value
+# ------------------------------------------- the handshake (v2, hybrid)
 
 
-def test_tampered_claims_are_refused(
-    alice: User, mallory: User, proxy: TamperingProxy, room: str
-) -> None:
-    from cleanroom.protocol.keys import spki
+def resp_change(change: Callable[[dict[str, object]], None]) -> Callable[[Message], None]:
+    def apply(handshake: dict[str, object]) -> None:
+        resp = handshake["resp"]
+        assert isinstance(resp, dict)
+        change(resp)
 
-    def tamper(document: dict[str, object]) -> None:
-        claims = document["claims"]
-        assert isinstance(claims, dict)
-        claims["worker"]["worker_key"] = b64u(spki(mallory.profile.user_key.public_key()))
-
-    proxy.on_response = on_path("/attestation", json_change(tamper, response=True))
-    refused(lambda: alice.client.attest(room), "report-data")
-
-
-# -------------------------------------------------------------- Phase 2
+    return part_change("handshake", apply)
 
 
 def test_a_tampered_handshake_signature_is_refused(
@@ -205,11 +257,8 @@ def test_a_tampered_handshake_signature_is_refused(
         assert isinstance(signature, str)
         document["signature"] = flip_b64u(signature, len(from_b64u(signature, "s")) - 1)
 
-    proxy.on_response = on_path("/sessions", json_change(tamper, response=True))
-    refused(
-        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n")),
-        "handshake-resp-signature",
-    )
+    proxy.on_response = part_change("handshake", tamper)
+    refused(upload_a(alice, tmp_path, room), "handshake-resp-signature")
     assert proxy.paths("/upload") == []
 
 
@@ -221,25 +270,104 @@ def test_a_tampered_init_is_refused_by_the_worker(
         assert isinstance(init, dict)
         init["purpose"] = {"op": "download", "output": "output_2"}  # Bob's output
 
-    proxy.on_request = on_path("/sessions", json_change(widen, response=False))
-    refused(
-        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n")),
-        "handshake-init-signature",
-    )
+    proxy.on_request = on_path(SESSIONS, json_change(widen, response=False))
+    refused(upload_a(alice, tmp_path, room), "handshake-init-signature")
 
 
 def test_a_replayed_init_is_refused_by_the_worker(
     alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
-    alice.client.attest(room)
     alice.client.upload(room, "input_1", write(tmp_path / "a", "a\n"))
-    first = next(m for m in proxy.seen if m.path.endswith("/sessions"))
+    first = json.loads(next(m for m in proxy.seen if m.path.endswith(SESSIONS)).body)
 
-    def replay(message: Message) -> None:
-        message.body = first.body
+    def replay(document: dict[str, object]) -> None:  # the fresh nonce for the Attester
+        document["init"], document["signature"] = first["init"], first["signature"]
 
-    proxy.on_request = on_path("/sessions", replay)
-    refused(lambda: alice.client.run(room), "nonce")
+    proxy.on_request = on_path(SESSIONS, json_change(replay, response=False))
+    error = refused(lambda: alice.client.run(room), "nonce")
+    assert isinstance(error, ServerError)  # the Worker's own refusal, relayed
+
+
+def test_a_response_for_another_clients_nonce_is_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    refused(lambda: alice.client.run(room), "inputs-missing")  # a session, then refused
+    earlier = json.loads(next(m for m in proxy.seen if m.path.endswith(SESSIONS)).response)
+
+    def swap(handshake: dict[str, object]) -> None:
+        handshake.clear()
+        handshake.update(earlier["handshake"])  # signed by the same Worker, another nonce
+
+    proxy.on_response = part_change("handshake", swap)
+    refused(upload_a(alice, tmp_path, room), "resp-nonce")
+    assert proxy.paths("/upload") == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "check"),
+    [
+        ("suite", "P256", "handshake-suite"),  # a v2 message with v1's suite
+        ("version", 1, "protocol-version"),
+        ("worker_mlkem_ciphertext", b64u(bytes(1087)), "mlkem-ciphertext"),
+    ],
+    ids=["v1-suite", "v1-version", "short-ciphertext"],
+)
+def test_a_downgraded_or_malformed_response_is_refused(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    room: str,
+    field: str,
+    value: object,
+    check: str,
+) -> None:
+    proxy.on_response = resp_change(lambda resp: resp.__setitem__(field, value))
+    refused(upload_a(alice, tmp_path, room), check)
+    assert proxy.paths("/upload") == []
+
+
+def test_an_init_with_the_suite_changed_is_refused_by_the_worker(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def downgrade(document: dict[str, object]) -> None:
+        init = document["init"]
+        assert isinstance(init, dict)
+        init["suite"] = "P256"
+
+    proxy.on_request = on_path(SESSIONS, json_change(downgrade, response=False))
+    refused(upload_a(alice, tmp_path, room), "handshake-suite")
+
+
+def test_a_controller_that_hides_v2_gets_no_v1_session(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def hide(message: Message) -> None:
+        message.status = 404
+        message.response = b'{"type":"about:blank","status":404,"detail":"Not Found"}'
+
+    proxy.on_response = on_path(SESSIONS, hide)
+    refused(upload_a(alice, tmp_path, room), "protocol-version")
+    v1_sessions = [p for p in proxy.paths("/sessions") if not p.endswith(SESSIONS)]
+    assert proxy.paths("/attestation") == v1_sessions == []
+    assert proxy.paths("/upload") == []
+
+
+def test_v1_where_the_policy_allows_it(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    def hide(message: Message) -> None:
+        message.status = 404
+        message.response = b'{"type":"about:blank","status":404,"detail":"Not Found"}'
+
+    proxy.on_response = on_path(SESSIONS, hide)
+    allowing = alice.client.__class__(alice.profile.updated(allow_protocol_v1=True))
+    try:
+        allowing.upload(room, "input_1", write(tmp_path / "a", "a\n"))
+    finally:
+        alice.profile.updated(allow_protocol_v1=False)
+    assert len(proxy.paths("/attestation")) == 1  # v1: Phase 1, then Phase 2
+    assert len([p for p in proxy.paths("/sessions") if not p.endswith(SESSIONS)]) == 1
+    assert len(proxy.paths("/upload")) == 1
 
 
 # --------------------------------------------------------------- records

@@ -156,12 +156,13 @@ def test_an_unadmitted_worker_serves_no_session(tmp_path: Path) -> None:
         worker = _worker(host, tmp_path / "room", spec, bundle)
         try:
             await worker.wait_ready("/state", tmp_path / "room" / "worker.log")
-            return await worker.client.post("/sessions", json={"init": {}, "signature": ""})
+            body = {"init": {}, "signature": ""}
+            return await worker.client.request("POST", "/sessions", json_body=body)
         finally:
             await worker.stop()
 
     response = _with_host(tmp_path, body)
-    assert response.status_code == 400
+    assert response.status == 400
     assert response.json()["check"] == "admitted"
 
 

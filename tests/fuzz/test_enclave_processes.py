@@ -23,7 +23,8 @@ from cleanroom.protocol.acks import open_ack
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u
 from cleanroom.protocol.framing import encode_frames
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
-from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
+from cleanroom.protocol.keys import load_spki, sign
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
 from tests.fuzz.conftest import BUDGETS, fuzz, json_values, mutated, mutated_document
@@ -228,6 +229,47 @@ def test_a_lone_surrogate_key_in_a_handshake_is_a_4xx_not_a_500(
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["check"]
     still_serving(enclave)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_worker_handshake_v2_init(enclave: Deployment, budget: int) -> None:
+    """v2 inits, and each bad input v2 names, signed again by the user (only the check on
+    what changed may refuse them): refused with that check, and nothing kept."""
+    client = ClientHandshakeV2(
+        user_key=ALICE,
+        work_id=enclave.spec.work_id,
+        purpose=UploadPurpose(op="upload", input="input_1"),
+    )
+    valid = {"init": client.init, "signature": b64u(client.init_signature)}
+
+    def resigned(change: dict[str, Any]) -> bytes:
+        init = {**client.init, **change}
+        return json.dumps({"init": init, "signature": b64u(sign(ALICE, canonical(init)))}).encode()
+
+    attacks = {
+        "handshake-suite": [{"suite": "P256"}],
+        "protocol-version": [{"version": 1}],
+        "mlkem-encapsulation-key": [{"client_mlkem": b64u(bytes(1183))}],
+    }
+    named = st.sampled_from([(check, c) for check, cs in attacks.items() for c in cs])
+    strategy = st.one_of(
+        named.map(lambda item: (item[0], resigned(item[1]))), bodies(valid).map(lambda b: ("", b))
+    )
+
+    def init(message: tuple[str, bytes]) -> None:
+        check, body = message
+        answer = enclave.worker.client.post("/sessions", content=body)
+        if check:
+            assert refused(answer) and answer.json()["check"] == check, answer.text
+        elif not refused(answer):
+            assert canonical(json.loads(body)["init"]) == canonical(valid["init"])
+
+    fuzz(budget, strategy, init)
+    still_serving(enclave)
+    # Nothing a refusal kept: the honest init opens its session now (unless a fuzzed
+    # copy of that very init was accepted above, which used its nonce).
+    answer = enclave.worker.client.post("/sessions", json=valid)
+    assert answer.status_code == 200 or answer.json()["check"] == "nonce", answer.text
 
 
 @pytest.mark.parametrize("budget", BUDGETS)

@@ -21,10 +21,11 @@ from cleanroom.enclave.errors import AdmissionError
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.uploads import MANIFEST_NAME, MANIFEST_TYPE, Upload
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol import handshake_v2
+from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.framing import FrameDecoder, encode_frames
 from cleanroom.protocol.handshake import ClientHandshake, SeenNonces, respond
-from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.keys import load_spki, sign
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import UploadPurpose, WorkSpec
 from tests.fuzz.conftest import (
@@ -151,6 +152,133 @@ def test_handshake_init(enclaves: Enclaves, budget: int) -> None:
             assert canonical(document) == valid
 
     fuzz(budget, strategy, init)
+
+
+# The bad inputs protocol v2 names, each signed again by the key that signs that
+# message: only the check on what changed may refuse them.
+V2_INIT_ATTACKS = {
+    "a v2 message with a v1 suite": {"suite": handshake_v2.V1_SUITE},
+    "a v2 message with version 1": {"version": 1},
+    "an ML-KEM key of the wrong length": {"client_mlkem": b64u(bytes(1183))},
+    "an invalid ML-KEM key": {"client_mlkem": b64u(b"\xff" * 1184)},
+    "a low-order X25519 share": {"client_x25519": b64u(bytes(32))},
+}
+V2_RESP_ATTACKS = {
+    "a v2 message with a v1 suite": {"suite": handshake_v2.V1_SUITE},
+    "an ML-KEM ciphertext of the wrong length": {"worker_mlkem_ciphertext": b64u(bytes(1087))},
+    "a response for another client's nonce": {"nonce": b64u(bytes(32))},
+    "a response to another init": {"init_sha256": b64u(bytes(32))},
+}
+
+
+def _v2_client(enclaves: Enclaves) -> handshake_v2.ClientHandshakeV2:
+    return handshake_v2.ClientHandshakeV2(
+        user_key=ALICE,
+        work_id=enclaves.spec.work_id,
+        purpose=UploadPurpose(op="upload", input="input_1"),
+    )
+
+
+def resigned_init(document: Any) -> tuple[Any, bytes]:
+    try:
+        return document, sign(ALICE, canonical(document))
+    except CheckFailed:  # no canonical form: nothing can have signed it
+        return document, b""
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_handshake_v2_init(enclaves: Enclaves, budget: int) -> None:
+    worker = enclaves.worker
+    client = _v2_client(enclaves)
+    valid = canonical(client.init)
+
+    def resigned(change: dict[str, Any]) -> tuple[Any, bytes]:
+        document = {**client.init, **change}
+        return document, sign(ALICE, canonical(document))
+
+    strategy = st.one_of(
+        st.sampled_from(sorted(V2_INIT_ATTACKS)).map(lambda k: resigned(V2_INIT_ATTACKS[k])),
+        st.tuples(  # the suite changed in transit, not signed again
+            st.just({**client.init, "suite": handshake_v2.V1_SUITE}),
+            st.just(client.init_signature),
+        ),
+        st.tuples(mutated_document(client.init), st.just(client.init_signature)),
+        mutated_document(client.init).map(resigned_init),
+        st.tuples(st.just(client.init), mutated(client.init_signature)),
+        st.tuples(json_values, st.binary(max_size=80)),
+    )
+
+    def init(message: tuple[Any, bytes]) -> None:
+        document, signature = message
+        seen = SeenNonces()
+
+        def call() -> None:
+            handshake_v2.respond(
+                document, signature, spec=enclaves.spec, worker_key=worker._key, seen=seen
+            )
+
+        accepted = refused_or(True, call)
+        if accepted:
+            # A re-signed init may change what its user may change (e.g. another
+            # purpose it is allowed): never the version, the suite or a key share's form.
+            assert document["version"] == 2 and document["suite"] == handshake_v2.SUITE
+            assert canonical(document) == valid or signature != client.init_signature
+        else:
+            # Nothing kept: the honest init with the same nonce is still accepted.
+            handshake_v2.respond(
+                client.init,
+                client.init_signature,
+                spec=enclaves.spec,
+                worker_key=worker._key,
+                seen=seen,
+            )
+
+    fuzz(budget, strategy, init)
+
+
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_handshake_v2_resp(enclaves: Enclaves, budget: int) -> None:
+    worker = enclaves.worker
+    worker_key = load_spki(worker.worker_key_spki, "worker_key")
+    client = _v2_client(enclaves)
+    accepted = handshake_v2.respond(
+        client.init, client.init_signature, spec=enclaves.spec, worker_key=worker._key,
+        seen=SeenNonces(),
+    )  # fmt: skip
+    valid = accepted.resp
+
+    def resigned(document: Any) -> tuple[Any, bytes]:
+        try:
+            return document, sign(worker._key, canonical(document))
+        except CheckFailed:  # no canonical form: nothing can have signed it
+            return document, b""
+
+    strategy = st.one_of(
+        st.sampled_from(sorted(V2_RESP_ATTACKS)).map(
+            lambda k: resigned({**valid, **V2_RESP_ATTACKS[k]})
+        ),
+        st.tuples(mutated_document(valid), st.just(accepted.resp_signature)),
+        mutated_document(valid).map(resigned),
+        st.tuples(st.just(valid), mutated(accepted.resp_signature)),
+        st.tuples(json_values, st.binary(max_size=80)),
+    )
+
+    def resp(message: tuple[Any, bytes]) -> None:
+        document, signature = message
+        fresh = handshake_v2.ClientHandshakeV2(
+            user_key=ALICE,
+            work_id=enclaves.spec.work_id,
+            purpose=UploadPurpose(op="upload", input="input_1"),
+            nonce=client.nonce,
+            mlkem_key=client._mlkem,
+            x25519_key=client._x25519,
+        )
+        if refused_or(True, lambda: fresh.finish(document, signature, worker_key=worker_key)):
+            # Only what the Worker signed, for this nonce and this init, in v2's suite.
+            for field in ("type", "version", "suite", "nonce", "init_sha256"):
+                assert document[field] == valid[field]
+
+    fuzz(budget, strategy, resp)
 
 
 # -------------------------------------------------------- records, frames

@@ -73,8 +73,9 @@ def worker_pid(stack: LocalStack, name: str) -> int:
     return int(record["pid"])
 
 
-def enclave_processes(stack: LocalStack) -> list[int]:
-    """Enclave processes (Attester, Workers) of this stack, by command line."""
+def enclave_processes(stack: LocalStack, *, spares: bool = False) -> list[int]:
+    """Enclave processes (Attester, Workers) of this stack, by command line; with
+    ``spares``, only the spare Workers (started ahead, serving no room yet)."""
     marker = str(stack.compute_dir) + "/"
     found = []
     for entry in Path("/proc").iterdir():
@@ -89,5 +90,11 @@ def enclave_processes(stack: LocalStack) -> list[int]:
             if any(w.startswith("cleanroom.enclave.") for w in words) and any(
                 w.startswith(marker) for w in words
             ):
-                found.append(int(entry.name))
-    return sorted(found)
+                found.append((int(entry.name), "--spare" in words))
+    # A spare Worker keeps its command line once it serves a room: the room's record
+    # says whose it is.
+    rooms = {
+        int(json.loads(record.read_text())["pid"])
+        for record in (stack.compute_dir / "rooms").glob("*/room.json")
+    }
+    return sorted(pid for pid, spare in found if (spare and pid not in rooms) == spares)

@@ -4,6 +4,7 @@ its Workers (or reports their rooms gone), and the client can retry or redeploy.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
@@ -70,10 +71,25 @@ def kill_after(bytes_seen: int, kill: Callable[[], None]) -> Callable[[int], Non
     return progress
 
 
+def deploy_when_scheduled(alice: User, bob: User, tmp: Path, name: str) -> str:
+    """``flow.deploy``, again while the manager refuses it 503: after a restart of the
+    compute server, the manager schedules onto it again only once its next health check
+    passed (every 5 s). The Work-ID."""
+    deadline = time.monotonic() + 30
+    for attempt in itertools.count():
+        try:
+            return flow.deploy(alice, bob, tmp / f"attempt-{attempt}", name)
+        except ServerError as error:
+            if error.status != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def redeploy_works(alice: User, bob: User, tmp: Path, name: str) -> None:
     """The client's way out: delete the room and deploy it again (same name)."""
     alice.client.delete(name)
-    flow.deploy(alice, bob, tmp / "again", name)
+    deploy_when_scheduled(alice, bob, tmp / "again", name)
     flow.feed(alice, bob, tmp / "again", name)
     assert flow.run(alice, name)[0] == "done"
     assert flow.overlap(alice, name, tmp / "again", "output_1") == {"overlap": 1}
@@ -204,6 +220,7 @@ def test_controller_killed_mid_upload_then_restarted(
     assert alice.client.state(name)["state"] == "collecting"
     assert room_status(stack, alice, "fault-orphaned") == 410
     assert set(faults.enclave_processes(stack)) <= set(before)
+    assert len(faults.enclave_processes(stack, spares=True)) == 1  # the old one was killed
     # The interrupted upload is simply done again: the Worker kept nothing of it.
     uploaded = alice.client.upload(name, "input_1", source)
     bob_dir = tmp_path / "bob-input"
@@ -269,24 +286,26 @@ def test_killed_at_deploy(
 ) -> None:
     name = f"fault-{victim.lower()}-deploy"
     before = set(faults.enclave_processes(stack))
+    # The room's Worker is the spare started ahead: it is the room's once its log is.
+    (spare,) = faults.enclave_processes(stack, spares=True)
+    room_log = stack.room_directory("acme", name) / "worker.log"
     worker_started = threading.Event()
 
-    def watch() -> None:  # kill once the new Worker process exists
+    def watch() -> None:  # kill once the room has its Worker process
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            new = set(faults.enclave_processes(stack)) - before
-            if new:
+            if room_log.exists():
                 worker_started.set()
                 if victim == "Controller":
                     faults.kill_server(stack, faults.COMPUTE)
                 else:
-                    faults.kill(new.pop())
+                    faults.kill(spare)
                 return
             time.sleep(0.01)
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    error, seconds = failure(lambda: flow.deploy(alice, bob, tmp_path, name))
+    error, seconds = failure(lambda: deploy_when_scheduled(alice, bob, tmp_path, name))
     watcher.join()
     assert worker_started.is_set()
     assert alice.client.manager.room(name).state == "failed"

@@ -183,6 +183,15 @@ def configure(
             "'pccs': only your own PCCS (needs --pccs-url), never the server's.",
         ),
     ] = "server",
+    allow_protocol_v1: Annotated[
+        bool,
+        typer.Option(
+            "--allow-protocol-v1",
+            help="Allow protocol v1 (two round trips, ECDH P-256 only: no post-quantum key "
+            "exchange) with compute servers that offer no v2. Off by default: a Controller "
+            "can pretend to offer v1 only.",
+        ),
+    ] = False,
     new_key: Annotated[
         bool,
         typer.Option(
@@ -278,6 +287,7 @@ def configure(
             simulator_root=root,
             pccs_url=pccs_url,
             collateral_from=_collateral_from(collateral_from),
+            allow_protocol_v1=allow_protocol_v1,
             new_key=new_key,
             release=release,
         )
@@ -299,6 +309,7 @@ def configure(
                 "simulated": profile.simulated,
                 "pccs_url": config.pccs_url,
                 "collateral_from": config.collateral_from,
+                "allow_protocol_v1": config.allow_protocol_v1,
                 "measurements": None
                 if config.measurements is None
                 else {
@@ -331,6 +342,8 @@ def configure(
             _print(f"collateral: the compute server's, else your PCCS {config.pccs_url}")
         else:
             _print("collateral: the compute server's (no PCCS of your own)")
+        if config.allow_protocol_v1:
+            _print("protocol: v2, and v1 (no post-quantum key exchange) where a server has no v2")
     warn_simulated(profile)
     if new_key:
         common.stderr.print(f"new user key: run {hint('login')} to register it")

@@ -104,8 +104,8 @@ COMMANDS: dict[str, Lazy] = {
         "Start the clean room's run (only a runner of its spec may); every input must be in.",
     ),
     "receipt": Lazy(
-        "cleanroom.cli.room:receipt",
-        "Fetch the signed run receipt and verify it.",
+        "cleanroom.cli.receipt:receipt",
+        "Fetch a room's signed run receipt and verify it; or check a saved one offline.",
     ),
     "delete": Lazy(
         "cleanroom.cli.room:delete",

@@ -34,6 +34,30 @@ class Evidence:
     collateral_error: Any = None
 
 
+@dataclass(frozen=True)
+class SessionAnswer:
+    """The Controller's merged answer to a v2 session request: not yet checked.
+
+    ``refusal`` is set when the Attester or the Worker refused; ``evidence`` is then
+    whatever evidence came beside it (so the client can check it first), if any.
+    """
+
+    evidence: Evidence | None
+    resp: Any = None
+    signature: bytes = b""
+    refusal: ServerError | None = None
+
+
+def _evidence(document: dict[str, Any]) -> Evidence:
+    collateral = document.get("collateral")
+    return Evidence(
+        claims=document.get("claims"),
+        quote=from_b64u(_text(document, "quote", "evidence"), "quote"),
+        collateral=None if collateral is None else _text(document, "collateral", "evidence"),
+        collateral_error=document.get("collateral_error"),
+    )
+
+
 def _object(response: httpx.Response, what: str) -> dict[str, Any]:
     try:
         document = response.json()
@@ -115,12 +139,30 @@ class ComputeClient:
             self._request("POST", f"/v1/rooms/{name}/attestation", json={"nonce": b64u(nonce)}),
             "evidence",
         )
-        collateral = document.get("collateral")
-        return Evidence(
-            claims=document.get("claims"),
-            quote=from_b64u(_text(document, "quote", "evidence"), "quote"),
-            collateral=None if collateral is None else _text(document, "collateral", "evidence"),
-            collateral_error=document.get("collateral_error"),
+        return _evidence(document)
+
+    def attested_session(
+        self, name: str, nonce: bytes, init: dict[str, Any], signature: bytes
+    ) -> SessionAnswer:
+        """Protocol v2 in one round trip: evidence for ``nonce`` and the Worker's answer
+        to the signed ``init``, as the Controller merged them (unchecked)."""
+        body = {"nonce": b64u(nonce), "init": init, "signature": b64u(signature)}
+        try:
+            response = self._request("POST", f"/v1/rooms/{name}/attested-sessions", json=body)
+        except ServerError as refusal:
+            beside = refusal.problem.get("evidence")
+            evidence = _evidence(beside) if isinstance(beside, dict) else None
+            return SessionAnswer(evidence=evidence, refusal=refusal)
+        document = _object(response, "attested-session")
+        evidence, handshake = document.get("evidence"), document.get("handshake")
+        if not isinstance(evidence, dict) or not isinstance(handshake, dict):
+            raise MessageFormatError(
+                "attested-session", ["evidence", "handshake"], sorted(document), "bad answer"
+            )
+        return SessionAnswer(
+            evidence=_evidence(evidence),
+            resp=handshake.get("resp"),
+            signature=from_b64u(_text(handshake, "signature", "handshake-resp"), "resp signature"),
         )
 
     def open_session(self, name: str, init: dict[str, Any], signature: bytes) -> tuple[Any, bytes]:
@@ -138,10 +180,17 @@ class ComputeClient:
 
     def upload(self, name: str, session_id: str, frames: Iterable[bytes]) -> bytes:
         """Stream record frames into the Worker; its sealed acknowledgement (unchecked)."""
+        return self.upload_stream(name, session_id, encode_frames(frames))
+
+    def upload_stream(
+        self, name: str, session_id: str, stream: Iterable[bytes | bytearray]
+    ) -> bytes:
+        """Stream a frame stream (frames already length-prefixed) into the Worker; its
+        sealed acknowledgement (unchecked)."""
         response = self._request(
             "POST",
             f"/v1/rooms/{name}/sessions/{session_id}/upload",
-            content=encode_frames(frames),
+            content=stream,
             headers={"content-type": MEDIA_TYPE},
             timeout=httpx.Timeout(60.0, read=None, write=None),
         )

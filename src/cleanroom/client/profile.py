@@ -41,6 +41,7 @@ read are refused, as ssh does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -180,6 +181,9 @@ class ProfileConfig(BaseModel):
     # ("pccs") or from the compute server with it as the fallback ("server").
     pccs_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
     collateral_from: CollateralFrom = "server"
+    # Protocol v1 (two round trips, ECDH P-256 only): refused unless set, and used
+    # only with a compute server that offers no v2 (docs/protocol.md, "Downgrade").
+    allow_protocol_v1: bool = False
     # Set exactly when the measurements came from a release's signed measurement file:
     # the release key's ID (release-key.pem) and the file.
     release_key_sha256: Hex32 | None = None
@@ -363,6 +367,7 @@ class Profile:
         simulator_root: bytes | None = None,
         pccs_url: str | None = None,
         collateral_from: CollateralFrom = "server",
+        allow_protocol_v1: bool = False,
         new_key: bool = False,
         release: SignedRelease | None = None,
     ) -> Profile:
@@ -376,7 +381,9 @@ class Profile:
         Intel's production root: quotes of a simulated platform then verify, and
         they protect nothing. ``pccs_url`` is the user's own PCCS, the fallback for
         collateral, or its only source when ``collateral_from`` is ``"pccs"``
-        (:mod:`cleanroom.client.collateral`). The user key is created when missing and replaced
+        (:mod:`cleanroom.client.collateral`). ``allow_protocol_v1`` allows sessions of
+        protocol v1 with servers that offer no v2 (docs/protocol.md, "Downgrade"). The
+        user key is created when missing and replaced
         only when ``new_key`` is set. The cached token is dropped (the client or
         the manager may have changed). Raises :class:`ProfileError`.
         """
@@ -438,6 +445,7 @@ class Profile:
                 simulator_root_sha256=anchor_sha256,
                 pccs_url=pccs_url.rstrip("/") if pccs_url else None,
                 collateral_from=collateral_from,
+                allow_protocol_v1=allow_protocol_v1,
                 release_key_sha256=release.key_id if release is not None else None,
                 measurements=release.source() if release is not None else None,
             )
@@ -990,7 +998,10 @@ def _default_statuses() -> frozenset[str]:
     return frozenset(DEFAULT_ACCEPTED_STATUSES)
 
 
+@functools.lru_cache(maxsize=8)
 def _anchor_from(data: bytes, what: str) -> TrustAnchor:
+    """The root certificate in ``data`` (parsed once per process: every session checks
+    the file's bytes against the configured fingerprint, then uses this)."""
     from cleanroom.attestation import AttestationError, TrustAnchor
 
     try:

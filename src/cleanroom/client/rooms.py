@@ -21,6 +21,7 @@ is believed only when signed by the attested Worker for a fresh nonce
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,8 +34,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cleanroom.attestation import CheckResult
+from cleanroom.attestation.collateral import QuoteBundle
+from cleanroom.client.audit import SavedReceipt
 from cleanroom.client.collateral import ChosenCollateral, choose_collateral
-from cleanroom.client.compute import ComputeClient
+from cleanroom.client.compute import ComputeClient, Evidence
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
@@ -42,9 +45,11 @@ from cleanroom.client.profile import Approval, Profile
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.acks import open_ack
+from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
+from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
@@ -61,6 +66,25 @@ Progress = Callable[[int], None]
 
 class TransferError(CheckFailed):
     """Data that arrived does not match what the attested Worker signed for."""
+
+
+class ProtocolVersionError(CheckFailed):
+    """The session would use a protocol version the user's policy does not allow."""
+
+
+def _offers_no_v2(refusal: ServerError) -> bool:
+    """The Controller has no v2 route (a v1-only compute server, or one that says so).
+
+    Only a policy that allows v1 acts on this: a Controller can always pretend."""
+    return (
+        refusal.status in (404, 405)
+        and refusal.check is None
+        and refusal.detail
+        in (
+            "Not Found",
+            "Method Not Allowed",
+        )
+    )
 
 
 class UnknownObjectError(MessageFormatError):
@@ -82,12 +106,19 @@ class Attestation:
     worker: AttestedWorker
     simulated: bool  # the profile trusts a simulated root: this protects nothing
     collateral: ChosenCollateral | None = None
+    protocol: int | None = None  # the version of the session opened with it, if any
+    evidence: Evidence | None = None  # as it arrived: what a saved receipt keeps
 
     @property
     def checks(self) -> tuple[CheckResult, ...]:
-        if self.collateral is None:
-            return self.worker.checks
-        return (self.collateral.check(), *self.worker.checks)
+        checks = self.worker.checks
+        if self.collateral is not None:
+            checks = (self.collateral.check(), *checks)
+        if self.protocol is not None:
+            expected = "v2 (X25519MLKEM768), or v1 where the policy allows it"
+            actual = f"v2 ({SUITE})" if self.protocol == 2 else "v1 (P-256 ECDH): allowed"
+            checks = (*checks, CheckResult("protocol-version", expected, actual, True, ""))
+        return checks
 
 
 @dataclass(frozen=True)
@@ -170,6 +201,7 @@ class RoomStatus:
 class VerifiedReceipt:
     receipt: dict[str, Any]
     attestation: Attestation
+    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -192,7 +224,8 @@ class _Upload:
     manifest: dict[str, Any] = field(default_factory=dict)
     sent: int = 0
 
-    def frames(self) -> Iterator[bytes]:
+    def frames(self) -> Iterator[bytearray]:
+        """The frame stream: each record already length-prefixed, built in one buffer."""
         sender = RecordSender(self.keys.client_to_worker, self.keys.session_id)
         listed: dict[str, dict[str, Any]] = {}
         for relative, path in self.files:
@@ -203,14 +236,18 @@ class _Upload:
                     following = handle.read(MAX_PLAINTEXT) if chunk else b""
                     digest.update(chunk)
                     size += len(chunk)
-                    yield sender.seal(f"{self.input_id}/{relative}", chunk, final=not following)
+                    yield sender.seal_framed(
+                        f"{self.input_id}/{relative}", chunk, final=not following
+                    )
                     self._advance(len(chunk))
                     if not following:
                         break
                     chunk = following
             listed[relative] = {"size": size, "sha256": digest.hexdigest()}
         self.manifest = {"type": UPLOAD_MANIFEST_TYPE, "input": self.input_id, "files": listed}
-        yield sender.seal(f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True)
+        yield sender.seal_framed(
+            f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True
+        )
 
     def _advance(self, count: int) -> None:
         self.sent += count
@@ -335,7 +372,11 @@ class CleanRoomClient:
 
     def _attest(self, compute: ComputeClient, room: Room, spec: WorkSpec) -> Attestation:
         nonce = secrets.token_bytes(32)
-        evidence = compute.attestation(room.name, nonce)
+        return self._check_evidence(room, spec, compute.attestation(room.name, nonce), nonce)
+
+    def _check_evidence(
+        self, room: Room, spec: WorkSpec, evidence: Evidence, nonce: bytes
+    ) -> Attestation:
         now = int(self._clock())
         try:
             collateral = choose_collateral(
@@ -366,10 +407,89 @@ class CleanRoomClient:
             at=now,
         )
         return Attestation(
-            room, spec, worker, simulated=self.profile.simulated, collateral=collateral
+            room,
+            spec,
+            worker,
+            simulated=self.profile.simulated,
+            collateral=collateral,
+            evidence=evidence,
         )
 
-    # -------------------------------------------------------------- Phase 2
+    # ---------------------------------------------------- attested session
+
+    def _open(
+        self,
+        compute: ComputeClient,
+        room: Room,
+        spec: WorkSpec,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> tuple[Attestation, SessionKeys]:
+        """Protocol v2, one round trip: every Phase 1 check on the evidence for this
+        session's nonce, then the Worker's answer under the key that evidence names."""
+        handshake = ClientHandshakeV2(
+            user_key=self.profile.user_key, work_id=spec.work_id, purpose=purpose
+        )
+        answer = compute.attested_session(
+            room.name, handshake.nonce, handshake.init, handshake.init_signature
+        )
+        if answer.refusal is not None and _offers_no_v2(answer.refusal):
+            return self._open_v1(compute, room, spec, purpose)
+        if answer.evidence is None:
+            raise answer.refusal or MessageFormatError(
+                "attested-session", "evidence", "none", "no evidence"
+            )
+        # The evidence first, even beside a refusal: what the client checks itself
+        # comes before what a server merely says.
+        attestation = self._check_evidence(room, spec, answer.evidence, handshake.nonce)
+        if answer.refusal is not None:
+            raise answer.refusal
+        worker_key = load_spki(attestation.worker.worker_key_spki, "worker_key")
+        keys = handshake.finish(answer.resp, answer.signature, worker_key=worker_key)
+        return dataclasses.replace(attestation, protocol=2), keys
+
+    def _open_v1(
+        self,
+        compute: ComputeClient,
+        room: Room,
+        spec: WorkSpec,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> tuple[Attestation, SessionKeys]:
+        """Protocol v1 (two round trips, P-256 only), only where the policy allows it."""
+        if not self.profile.config.allow_protocol_v1:
+            raise ProtocolVersionError(
+                "protocol-version",
+                f"v2 ({SUITE})",
+                "a compute server that offers only v1",
+                "protocol v1 is not allowed by your policy",
+                hint="use a compute server with v2, or allow v1 with "
+                "`cleanroom configure --allow-protocol-v1` (no post-quantum key exchange)",
+            )
+        attestation = self._attest(compute, room, spec)
+        keys = self._session(compute, attestation, purpose)
+        return dataclasses.replace(attestation, protocol=1), keys
+
+    def _next_session(
+        self,
+        compute: ComputeClient,
+        attestation: Attestation,
+        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+    ) -> SessionKeys:
+        """One more session with a Worker attested in this connection, in the version
+        its first session used (v1 only if that was the policy's allowed fall-back):
+        the Worker's answer is checked under the key the evidence named."""
+        if attestation.protocol == 1:
+            return self._session(compute, attestation, purpose)
+        worker = attestation.worker
+        handshake = ClientHandshakeV2(
+            user_key=self.profile.user_key, work_id=worker.work_id, purpose=purpose
+        )
+        resp, signature = compute.open_session(
+            attestation.room.name, handshake.init, handshake.init_signature
+        )
+        worker_key = load_spki(worker.worker_key_spki, "worker_key")
+        return handshake.finish(resp, signature, worker_key=worker_key)
+
+    # ------------------------------------------------------ Phase 2 (v1)
 
     def _session(
         self,
@@ -397,16 +517,21 @@ class CleanRoomClient:
         self, name: str, input_id: str, source: Path, *, progress: Progress | None = None
     ) -> UploadResult:
         """Encrypt ``source`` (a directory's files, or one file) to the attested Worker as
-        ``input_id``. Uploading exactly the same again is acknowledged as ``already``."""
+        ``input_id``. Uploading exactly the same again is acknowledged as ``already``.
+
+        Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
+        """
+        tune_allocator()
         room, spec = self.approved(name)
         _known(input_id, spec.inputs, "input", name)
         files = _input_files(source)
         with self._compute(room) as compute:
-            attestation = self._attest(compute, room, spec)
+            attestation, keys = self._open(
+                compute, room, spec, UploadPurpose(op="upload", input=input_id)
+            )
             self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
-            keys = self._session(compute, attestation, UploadPurpose(op="upload", input=input_id))
             upload = _Upload(keys, input_id, files, progress)
-            answer = compute.upload(room.name, keys.session_id, upload.frames())
+            answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
         ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
         self._remember_upload(
@@ -420,8 +545,7 @@ class CleanRoomClient:
         ``wait``, once the run ended (see :attr:`WorkerStatus.succeeded`)."""
         room, spec = self.approved(name)
         with self._compute(room) as compute:
-            attestation = self._attest(compute, room, spec)
-            keys = self._session(compute, attestation, RunPurpose(op="run"))
+            attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
             compute.run(room.name, keys.session_id)  # its answer is relayed: not believed
             status = self._status(compute, attestation)
             if status.state == "collecting":
@@ -508,7 +632,30 @@ class CleanRoomClient:
             spec=attestation.spec,
             own_inputs=self._own_uploads(attestation.room.name, attestation.spec.work_id),
         )
-        return VerifiedReceipt(verified, attestation)
+        return VerifiedReceipt(verified, attestation, signature)
+
+    def save_receipt(self, name: str, directory: Path) -> tuple[VerifiedReceipt, Path]:
+        """The run receipt, verified as :meth:`receipt` does, saved into ``directory`` (new
+        or empty) with the spec, the claims, the quote and its collateral, for anyone to
+        check offline (:func:`cleanroom.client.audit.verify_saved_receipt`)."""
+        verified = self.receipt(name)
+        attestation = verified.attestation
+        if attestation.evidence is None or attestation.collateral is None:
+            raise MessageFormatError("saved-receipt", "evidence", "none", "nothing to save")
+        saved = SavedReceipt(
+            room=name,
+            spec=attestation.room.spec,
+            receipt=verified.receipt,
+            signature=verified.signature,
+            claims=attestation.evidence.claims,
+            quote=QuoteBundle(
+                quote=attestation.evidence.quote,
+                collateral_json=attestation.collateral.collateral.to_json(),
+                saved_at=int(self._clock()),
+                source=attestation.collateral.source,
+            ),
+        )
+        return verified, saved.write(directory)
 
     def download(
         self,
@@ -524,7 +671,10 @@ class CleanRoomClient:
         ``on_receipt`` is called with the verified receipt before anything is written
         (e.g. to say that the run failed: its outputs are what it left); raising there
         stops the download. The receipt is in the result too.
+
+        Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
         """
+        tune_allocator()
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise MessageFormatError(
                 "output-directory", "a new or empty directory", str(target), "not empty"
@@ -532,13 +682,12 @@ class CleanRoomClient:
         room, spec = self.approved(name)
         _known(output_id, spec.outputs, "output", name)
         with self._compute(room) as compute:
-            attestation = self._attest(compute, room, spec)
+            attestation, keys = self._open(
+                compute, room, spec, DownloadPurpose(op="download", output=output_id)
+            )
             receipt = self._receipt(compute, attestation)
             if on_receipt is not None:
                 on_receipt(receipt)
-            keys = self._session(
-                compute, attestation, DownloadPurpose(op="download", output=output_id)
-            )
             partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
             partial.mkdir(mode=0o700, parents=True)
             try:
@@ -721,6 +870,7 @@ __all__ = [
     "Attestation",
     "CleanRoomClient",
     "DownloadResult",
+    "ProtocolVersionError",
     "RoomStatus",
     "RunNotStartedError",
     "TransferError",

@@ -68,8 +68,7 @@ def query(
     if spec.sql is None:
         raise MessageFormatError("runtime", "a SQL room", spec.runtime, "this room runs a function")
     with client._compute(room) as compute:
-        attestation = client._attest(compute, room, spec)
-        keys = client._session(compute, attestation, RunPurpose(op="run"))
+        attestation, keys = client._open(compute, room, spec, RunPurpose(op="run"))
         request = query_request(name=name, parameters=parameters, sql=sql, epsilon=epsilon)
         frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
             QUERY_RECORD, canonical(request), final=True
@@ -118,7 +117,7 @@ def query(
             raise MessageFormatError(
                 "output-directory", "a new or empty directory", str(target), "not empty"
             )
-        keys = client._session(
+        keys = client._next_session(
             compute, attestation, DownloadPurpose(op="download", output=output_id, run=run)
         )
         partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")

@@ -20,6 +20,7 @@ that one operation, once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -39,10 +40,12 @@ from cleanroom.controller.ceiling import ResourceCeiling
 from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError, Launcher
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink
+from cleanroom.controller.relay import Answer, EnclaveUnreachable, RequestNotRelayable
 from cleanroom.dpop import ProofVerifier, ReplayCache
 from cleanroom.errors import CheckFailed
 from cleanroom.http_auth import RequestAuthenticator, challenge
 from cleanroom.limits import BodySizeLimit
+from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tokens import (
@@ -128,13 +131,9 @@ class _Refused(Exception):
         self.response = response
 
 
-def _relay(response: httpx.Response) -> Response:
+def _relay(response: Answer) -> Response:
     """An enclave's answer, passed on unchanged (clients never trust it anyway)."""
-    return Response(
-        response.content,
-        status_code=response.status_code,
-        media_type=response.headers.get("content-type", "application/json"),
-    )
+    return Response(response.content, status_code=response.status, media_type=response.content_type)
 
 
 @dataclass(frozen=True)
@@ -243,6 +242,7 @@ def create_app(
     manager_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
     manager_url = settings.manager_url.rstrip("/")
+    tune_allocator()  # it relays records of 1 MiB
     link = ManagerLink(manager_url, settings.credentials)
     tokens = verifier or token_verifier(settings, link)
     host = (
@@ -289,6 +289,10 @@ def create_app(
             )
         return problem(failure.status, str(failure))
 
+    @app.exception_handler(RequestNotRelayable)
+    async def _not_relayable(_request: Request, error: Exception) -> Response:
+        return problem(400, f"the request cannot be relayed: {error}")
+
     @app.exception_handler(_Refused)
     async def _refused(_request: Request, error: Exception) -> Response:
         return cast(_Refused, error).response
@@ -316,21 +320,11 @@ def create_app(
             raise _Refused(problem(413, f"request body larger than {MAX_JSON_BODY} bytes"))
         return body
 
-    def upstream(worker: EnclaveProcess, method: str, path: str, **options: Any) -> httpx.Request:
-        """The request to a Worker; one that cannot be built is the client's 400."""
-        try:
-            return worker.client.build_request(method, path, **options)
-        except (httpx.InvalidURL, ValueError) as error:
-            raise _Refused(problem(400, f"the request cannot be relayed: {error}")) from error
-
     async def forward(room: RoomKey, method: str, path: str, body: bytes | None = None) -> Response:
         worker = hosted(room)
-        request = upstream(
-            worker, method, path, content=body, headers={"content-type": "application/json"}
-        )
         try:
-            response = await worker.client.send(request)
-        except httpx.TransportError as error:
+            response = await worker.client.request(method, path, content=body)
+        except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {room.name!r} did not answer: {error}")
         return _relay(response)
 
@@ -414,8 +408,13 @@ def create_app(
         if not isinstance(nonce, str):
             raise _Refused(problem(422, "nonce must be b64u text"))
         hosted(room)
-        evidence = await host.attest(room.key, nonce)
-        return evidence if collateral is None else await add_collateral(evidence, collateral)
+        try:
+            answer = await host.attest_raw(room.key, nonce)
+        except EnclaveUnreachable as error:
+            return problem(502, f"the Attester did not answer: {error}")
+        if answer.status != 200 or collateral is None:
+            return _relay(answer)  # unparsed: the client checks the evidence either way
+        return JSONResponse(await add_collateral(answer.json(), collateral))
 
     @app.post("/v1/rooms/{name}/status")
     async def signed_status(name: str, request: Request, room: User) -> Response:
@@ -424,6 +423,30 @@ def create_app(
     @app.post("/v1/rooms/{name}/sessions")
     async def open_session(name: str, request: Request, room: User) -> Response:
         return await forward(room, "POST", "/sessions", await small_json(request))
+
+    @app.post("/v1/rooms/{name}/attested-sessions")
+    async def attested_session(name: str, request: Request, room: User) -> Response:
+        """Protocol v2: one client request fanned out to the Attester (evidence for the
+        client's nonce) and the Worker (its signed answer to the init), in parallel."""
+        try:
+            document = json.loads(await small_json(request))
+            nonce, init, signature = document["nonce"], document["init"], document["signature"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise _Refused(
+                problem(422, "expected {nonce, init, signature} (docs/api.md)")
+            ) from error
+        if not isinstance(nonce, str):
+            raise _Refused(problem(422, "nonce must be b64u text"))
+        worker = hosted(room)
+        handshake_body = json.dumps({"init": init, "signature": signature}).encode()
+
+        async def handshake() -> Answer:
+            return await worker.client.request("POST", "/sessions", content=handshake_body)
+
+        evidence, answer = await asyncio.gather(
+            host.attest_raw(room.key, nonce), handshake(), return_exceptions=True
+        )
+        return await merge_session(name, evidence, answer, collateral)
 
     @app.post("/v1/rooms/{name}/sessions/{session_id}/run")
     async def run(name: str, session_id: str, request: Request, room: User) -> Response:
@@ -447,39 +470,93 @@ def create_app(
     @app.post("/v1/rooms/{name}/sessions/{session_id}/upload")
     async def upload(name: str, session_id: str, request: Request, room: User) -> Response:
         worker = hosted(room)
-        relayed = upstream(
-            worker,
-            "POST",
-            f"/sessions/{session(session_id)}/upload",
-            content=request.stream(),
-            headers={"content-type": FRAMES},
-            timeout=httpx.Timeout(60.0, read=None),
-        )
+        path = f"/sessions/{session(session_id)}/upload"
         try:
-            response = await worker.client.send(relayed)
-        except httpx.TransportError as error:
+            # The frames go on as they arrive, unparsed: the Worker checks every one.
+            response = await worker.client.send_stream("POST", path, request.stream(), FRAMES)
+        except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {name!r} did not answer: {error}")
         return _relay(response)
 
     @app.post("/v1/rooms/{name}/sessions/{session_id}/download")
     async def download(name: str, session_id: str, room: User) -> Response:
         worker = hosted(room)
-        relayed = upstream(worker, "POST", f"/sessions/{session(session_id)}/download")
+        path = f"/sessions/{session(session_id)}/download"
         try:
-            response = await worker.client.send(relayed, stream=True)
-        except httpx.TransportError as error:
+            upstream = await worker.client.open_stream("POST", path)
+        except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {name!r} did not answer: {error}")
-        if response.status_code != 200:
-            await response.aread()
-            await response.aclose()
-            return _relay(response)
+        if upstream.status != 200:
+            return _relay(await upstream.read())
         return StreamingResponse(
-            response.aiter_raw(),
-            media_type=FRAMES,
-            background=BackgroundTask(response.aclose),
+            upstream.chunks(), media_type=FRAMES, background=BackgroundTask(upstream.close)
         )
 
     return app
+
+
+def _part(name: str, who: str, outcome: Answer | BaseException) -> tuple[int, bytes]:
+    """One enclave's part of a fan-out: (status, JSON body); a transport failure is a 502."""
+    if isinstance(outcome, Answer):
+        return outcome.status, outcome.content
+    if isinstance(outcome, EnclaveProcessError):
+        status, detail = outcome.status, str(outcome)
+    elif isinstance(outcome, EnclaveUnreachable):
+        status, detail = 502, f"the {who} of {name!r} did not answer: {outcome}"
+    else:
+        raise outcome
+    body = outcome.body if isinstance(outcome, EnclaveProcessError) else None
+    if not isinstance(body, dict):
+        body = {"type": "about:blank", "status": status, "detail": detail}
+    return status, json.dumps(body).encode()
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
+
+
+async def merge_session(
+    name: str,
+    evidence: Answer | BaseException,
+    handshake: Answer | BaseException,
+    collateral: CollateralCache | None,
+) -> Response:
+    """``{"evidence": …, "handshake": …}`` from the Attester's and the Worker's answers,
+    each relayed unparsed (unless collateral from a PCCS is added to the evidence).
+
+    If either refused, the answer is that refusal (the Worker's first) with its status,
+    and the evidence beside it when the Attester answered: the client checks the
+    evidence before it shows the refusal, which it never believes.
+    """
+    evidence_status, evidence_body = _part(name, "Attester", evidence)
+    handshake_status, handshake_body = _part(name, "Worker", handshake)
+    if evidence_status == 200 and collateral is not None:
+        document = _json_object(evidence_body)
+        if document is not None:
+            evidence_body = json.dumps(await add_collateral(document, collateral)).encode()
+    if evidence_status == 200 and handshake_status == 200:
+        return Response(
+            b'{"evidence":' + evidence_body + b',"handshake":' + handshake_body + b"}",
+            media_type="application/json",
+        )
+    refused_handshake = handshake_status != 200
+    status, refusal = (
+        (handshake_status, handshake_body)
+        if refused_handshake
+        else (evidence_status, evidence_body)
+    )
+    body = _json_object(refusal) or {
+        "type": "about:blank",
+        "status": status,
+        "detail": refusal[:300].decode(errors="replace"),
+    }
+    if refused_handshake and evidence_status == 200:
+        body["evidence"] = _json_object(evidence_body)
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 async def _fetch_bundle(

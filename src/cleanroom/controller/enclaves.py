@@ -20,19 +20,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
-
+from cleanroom.controller.relay import Answer, EnclaveClient, EnclaveUnreachable
 from cleanroom.controller.sandbox_ids import SandboxIdError, SandboxIds
 
 log = logging.getLogger("cleanroom.controller")
 
 START_TIMEOUT_S = 30.0
+READY_POLL_S = 0.01  # how often a starting enclave is asked whether it serves
 PROBE_TIMEOUT_S = 5.0
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 MAX_SOCKET_PATH = 100  # sun_path holds 107 bytes and a NUL; some to spare
@@ -161,15 +162,12 @@ class EnclaveProcess:
     name: str
     socket: Path
     process: ProcessHandle
-    client: httpx.AsyncClient
+    client: EnclaveClient
     log: Path | None = None  # where its output goes (a refusal's last line, for one)
 
     @staticmethod
-    def _client(socket: Path) -> httpx.AsyncClient:
-        transport = httpx.AsyncHTTPTransport(uds=str(socket))
-        return httpx.AsyncClient(
-            transport=transport, base_url="http://enclave", timeout=httpx.Timeout(60.0)
-        )
+    def _client(socket: Path) -> EnclaveClient:
+        return EnclaveClient(socket)
 
     @classmethod
     def adopt(cls, name: str, socket: Path, pid: int, started: int) -> EnclaveProcess:
@@ -210,32 +208,30 @@ class EnclaveProcess:
                     + (tail[0] if tail else "no output")
                 )
             if self.socket.exists():
-                with contextlib.suppress(httpx.TransportError):
-                    response = await self.client.get(path)
-                    if response.status_code == 200:
+                with contextlib.suppress(EnclaveUnreachable):
+                    response = await self.client.request("GET", path)
+                    if response.status == 200:
                         return
             if asyncio.get_running_loop().time() > deadline:
                 raise EnclaveProcessError(f"{self.name} did not start in {START_TIMEOUT_S} s")
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(READY_POLL_S)
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """A JSON call that must succeed (used for admission, which the Controller drives)."""
         try:
-            response = await self.client.request(method, path, json=body)
-        except httpx.TransportError as error:
+            response = await self.client.request(method, path, json_body=body)
+        except EnclaveUnreachable as error:
             raise EnclaveProcessError(f"{self.name} unreachable: {error}") from error
-        if response.status_code >= 400:
+        if response.status >= 400:
             raise EnclaveProcessError(
                 f"{self.name} refused {path}: {response.text[:300]}",
-                status=response.status_code,
-                body=response.json()
-                if response.headers.get("content-type", "").endswith("json")
-                else None,
+                status=response.status,
+                body=response.json() if response.content_type.endswith("json") else None,
             )
         return response.json()
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        await self.client.aclose()
+        await self.client.close()
         if self.process.poll() is None:
             self.process.signal(signal.SIGTERM)
             for _ in range(int(grace_s / 0.05)):
@@ -251,10 +247,10 @@ class EnclaveProcess:
         if self.process.poll() is not None:
             return None
         try:
-            response = await self.client.get(path, timeout=PROBE_TIMEOUT_S)
-        except httpx.TransportError:
+            response = await self.client.request("GET", path, timeout=PROBE_TIMEOUT_S)
+        except EnclaveUnreachable:
             return None
-        return response.json() if response.status_code == 200 else None
+        return response.json() if response.status == 200 else None
 
 
 REFUSAL_PREFIX = "worker refused to start: "  # what a Worker prints when a check refuses
@@ -370,10 +366,30 @@ class Launcher(Protocol):
         """This server's enclave processes whose key is not ``accounted`` for."""
         ...
 
+    def standby(self, *, data_dir: Path, platform_dir: Path) -> None:
+        """Get the next Worker's start ready ahead, where this launcher can (called once
+        the host has accounted for its enclave processes)."""
+        ...
+
+    def close(self) -> None:
+        """Stop what :meth:`standby` started."""
+        ...
+
 
 class ProcessLauncher:
     """The simulated TEE's enclaves: ``python -m cleanroom.enclave.*`` as children of
-    this Controller, each in a process group of its own."""
+    this Controller, each in a process group of its own.
+
+    It keeps one spare Worker process started ahead (``worker_service --spare``: its
+    imports done, holding nothing of any room) and assigns it the next room's
+    arguments, so that a deploy does not wait for Python to start.
+    """
+
+    def __init__(self) -> None:
+        self.spare: tuple[subprocess.Popen[bytes], Path] | None = None
+        self._standby: tuple[Path, Path] | None = None  # (data_dir, platform_dir)
+        # Deploys start their Workers in threads of their own: one takes the spare.
+        self._spare_lock = threading.Lock()
 
     def attester(self, *, data_dir: Path, sockets: Path, platform_dir: Path) -> EnclaveProcess:
         socket = sockets / "attester.sock"
@@ -408,7 +424,74 @@ class ProcessLauncher:
             "--bundle", str(directory / "function.tar"),
             "--sandbox-uid", str(sandbox_uid),
         ]  # fmt: skip
-        return EnclaveProcess.start(f"Worker {room}", socket, argv, directory / "worker.log")
+        return self._worker_process(room, socket, argv, directory / "worker.log")
+
+    def _worker_process(
+        self, name: str, socket: Path, argv: list[str], log_path: Path
+    ) -> EnclaveProcess:
+        """The room's Worker: the spare, assigned ``argv``, or a new process if there is
+        none; then a new spare for the next deploy."""
+        with self._spare_lock:
+            spare, self.spare = self.spare, None
+        worker: EnclaveProcess | None = None
+        if spare is not None:
+            process, spare_log = spare
+            try:
+                if process.poll() is not None or process.stdin is None:
+                    raise OSError("the spare Worker exited")
+                socket.unlink(missing_ok=True)
+                process.stdin.write((json.dumps(argv[2:]) + "\n").encode())
+                process.stdin.close()
+                os.replace(spare_log, log_path)  # its log is the room's from now on
+                worker = EnclaveProcess(
+                    f"Worker {name}",
+                    socket,
+                    ChildProcess(process),
+                    EnclaveProcess._client(socket),
+                    log_path,
+                )
+            except OSError as error:
+                log.warning("the spare Worker could not be used (%s): starting one", error)
+                _kill_group(process.pid)
+                process.wait()
+                spare_log.unlink(missing_ok=True)
+        if worker is None:
+            worker = EnclaveProcess.start(f"Worker {name}", socket, argv, log_path)
+        self._start_spare()
+        return worker
+
+    def standby(self, *, data_dir: Path, platform_dir: Path) -> None:
+        self._standby = (data_dir, platform_dir)
+        self._start_spare()
+
+    def _start_spare(self) -> None:
+        with self._spare_lock:
+            # Not before the host accounted for its processes, and one spare at most.
+            if self._standby is not None and self.spare is None:
+                self.spare = self._spawn_spare(*self._standby)
+
+    @staticmethod
+    def _spawn_spare(data_dir: Path, platform_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+        log_path = data_dir / f"spare-{os.urandom(4).hex()}.log"
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "cleanroom.enclave.worker_service", "--spare",
+                 "--platform-dir", str(platform_dir)],
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,
+            )  # fmt: skip
+        return process, log_path
+
+    def close(self) -> None:
+        with self._spare_lock:
+            spare, self.spare, self._standby = self.spare, None, None
+        if spare is not None:
+            process, log_path = spare
+            _kill_group(process.pid)
+            process.wait()
+            log_path.unlink(missing_ok=True)
 
     def adopt(self, name: str, record: dict[str, Any]) -> EnclaveProcess | None:
         pid, started = record.get("pid"), record.get("started")
@@ -417,10 +500,11 @@ class ProcessLauncher:
         return EnclaveProcess.adopt(name, Path(record["socket"]), pid, started)
 
     def strays(self, data_dir: Path, accounted: set[str]) -> list[ProcessHandle]:
+        own_spare = {f"pid:{self.spare[0].pid}"} if self.spare is not None else set()
         found: list[ProcessHandle] = []
         for pid in _enclave_processes(data_dir):
             started = start_time(pid)
-            if f"pid:{pid}" not in accounted and started is not None:
+            if f"pid:{pid}" not in accounted | own_spare and started is not None:
                 found.append(AdoptedProcess(pid, started))
         return found
 
@@ -475,6 +559,10 @@ class EnclaveHost:
         if not adopted:
             await self._start_attester()
         await self._recover_rooms(readmit=not adopted)
+        # After the recovery, which kills the enclave processes it cannot place.
+        await asyncio.to_thread(
+            self.launcher.standby, data_dir=self.data_dir, platform_dir=self.platform_dir
+        )
         self._watcher = asyncio.create_task(self._watch())
 
     async def _watch(self) -> None:
@@ -506,7 +594,7 @@ class EnclaveHost:
                 self.attester = attester
                 log.info("found the running Attester (%s)", attester.process.key)
                 return True
-            await attester.client.aclose()
+            await attester.client.close()
             attester.process.signal(signal.SIGKILL)  # alive but not serving: it vouches for none
         return False
 
@@ -525,7 +613,7 @@ class EnclaveHost:
         except BaseException:
             if attester.process.poll() is None:
                 attester.process.signal(signal.SIGKILL)
-            await attester.client.aclose()
+            await attester.client.close()
             raise
         self.attester = attester
         _write_json(self._attester_record, attester.record())
@@ -570,18 +658,18 @@ class EnclaveHost:
             return "its Worker exited while the Controller was down; its data is gone by design"
         state = await worker.answers("/state")
         if state is None or state.get("worker_id") != record["worker_id"]:
-            await worker.client.aclose()
+            await worker.client.close()
             worker.process.signal(signal.SIGKILL)
             return "its Worker no longer answers as the admitted Worker; killed"
         if not self.sandbox_ids.claim(int(record["sandbox_uid"]), directory):
-            await worker.client.aclose()
+            await worker.client.close()
             worker.process.signal(signal.SIGKILL)
             return "its sandbox uid now belongs to another room on this host; killed"
         if readmit:
             try:  # a new Attester: local attestation again, exactly as at deploy
                 await self._admit(worker)
             except EnclaveProcessError as error:
-                await worker.client.aclose()
+                await worker.client.close()
                 worker.process.signal(signal.SIGKILL)
                 return f"the new Attester did not admit its Worker again: {error}"
         self.rooms[name] = Room(
@@ -614,7 +702,7 @@ class EnclaveHost:
             if self.attester is None or self.attester.process.poll() is not None:
                 log.warning("the Attester exited; starting a new one")
                 if self.attester is not None:
-                    await self.attester.client.aclose()
+                    await self.attester.client.close()
                 try:
                     await self._start_attester()
                 except (EnclaveProcessError, OSError) as error:
@@ -708,6 +796,13 @@ class EnclaveHost:
         attester = await self._live_attester()
         return await attester.call("POST", "/attest", {"worker_id": room.worker_id, "nonce": nonce})
 
+    async def attest_raw(self, name: str, nonce: str) -> Answer:
+        """The Attester's answer to an attestation request for ``name``'s Worker, unparsed."""
+        room = self.room(name)
+        attester = await self._live_attester()
+        body = json.dumps({"worker_id": room.worker_id, "nonce": nonce}).encode()
+        return await attester.client.request("POST", "/attest", content=body)
+
     async def delete(self, name: str) -> None:
         room = self.rooms.pop(name, None)
         if room is None and self.gone.pop(name, None) is not None:
@@ -729,6 +824,7 @@ class EnclaveHost:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
+        await asyncio.to_thread(self.launcher.close)
         for room in list(self.rooms.values()):
             await room.worker.stop(grace_s=2.0)
         self.rooms.clear()

@@ -18,10 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
-from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
+from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.errors import MessageFormatError
@@ -30,7 +33,7 @@ from cleanroom.tee.platform import EnclavePlatform
 from cleanroom.tee.simulated import SimulatedPlatform
 
 
-def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> FastAPI:
+def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> Starlette:
     """The simulated Attester: its identity and allow-list from this installation's
     measurement, collateral from the simulated platform."""
     image = measure("attester")
@@ -41,7 +44,7 @@ def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> FastAPI
     )
 
 
-def gramine_attester(enclave_config: Path, enclave: EnclavePlatform | None = None) -> FastAPI:
+def gramine_attester(enclave_config: Path, enclave: EnclavePlatform | None = None) -> Starlette:
     """The Attester in a Gramine SGX enclave (``enclave``: its platform, replaced in
     tests by an emulation): its allow-list from its measured configuration; no
     collateral of its own (the Controller serves its PCCS's)."""
@@ -56,50 +59,48 @@ def gramine_attester(enclave_config: Path, enclave: EnclavePlatform | None = Non
 
 def attester_service(
     enclave: EnclavePlatform, allowed: WorkerAllowList, collateral: Callable[[], str | None]
-) -> FastAPI:
+) -> Starlette:
     attester = Attester(enclave, allowed)
-    app = FastAPI(
-        title="cleanroom Attester",
-        docs_url=None,
-        redoc_url=None,
-        openapi_url=None,
-        redirect_slashes=False,
-    )
-    install_errors(app, "Attester")
 
-    @app.get("/target-info")
-    def target_info() -> dict[str, Any]:
-        return {"target_info": b64u(attester.target_info())}
+    def target_info(_request: Request) -> JSONResponse:
+        return JSONResponse({"target_info": b64u(attester.target_info())})
 
-    @app.post("/admit")
-    async def admit(request: Request) -> dict[str, Any]:
+    async def admit(request: Request) -> JSONResponse:
         document = await json_body(request, frozenset({"report", "claims"}))
         admission = attester.admit(binary(document, "report"), field(document, "claims"))
         answer = b64u(admission.report.to_bytes())
-        return {"worker_id": admission.worker.worker_id, "report": answer}
+        return JSONResponse({"worker_id": admission.worker.worker_id, "report": answer})
 
-    @app.post("/attest")
-    async def attest(request: Request) -> dict[str, Any]:
+    async def attest(request: Request) -> JSONResponse:
         document = await json_body(request, frozenset({"worker_id", "nonce"}))
         worker_id = field(document, "worker_id")
         if not isinstance(worker_id, str):
             raise MessageFormatError("worker_id", "text", type(worker_id).__name__, "bad id")
         evidence = attester.attest(worker_id, binary(document, "nonce", size=32))
-        return {
-            "claims": evidence.claims,
-            "quote": b64u(evidence.quote),
-            # Collateral is signed (TCB info, QE identity, CRLs): it may come from anywhere.
-            "collateral": collateral(),
-        }
+        return JSONResponse(
+            {
+                "claims": evidence.claims,
+                "quote": b64u(evidence.quote),
+                # Collateral is signed (TCB info, QE identity, CRLs): it may come from anywhere.
+                "collateral": collateral(),
+            }
+        )
 
-    @app.post("/forget")
-    async def forget(request: Request) -> dict[str, Any]:
+    async def forget(request: Request) -> JSONResponse:
         worker_id = field(await json_body(request, frozenset({"worker_id"})), "worker_id")
         if isinstance(worker_id, str):
             attester.forget(worker_id)
-        return {"worker_id": worker_id}
+        return JSONResponse({"worker_id": worker_id})
 
-    return app
+    return enclave_app(
+        [
+            Route("/target-info", target_info, methods=["GET"]),
+            Route("/admit", admit, methods=["POST"]),
+            Route("/attest", attest, methods=["POST"]),
+            Route("/forget", forget, methods=["POST"]),
+        ],
+        "Attester",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -324,26 +324,44 @@ class CleanRoom:
 
     def download(self, session_id: str) -> Iterator[bytes]:
         """The frames of an output for its recipient's session (checked before the first)."""
+        # seal() gives bytes: bytes(frame) is that same object, not a copy
+        return (bytes(frame) for frame in self._download(session_id, framed=False))
+
+    def download_stream(self, session_id: str) -> Iterator[bytes | bytearray]:
+        """The same as a frame stream (each frame length-prefixed), built without copies."""
+        return self._download(session_id, framed=True)
+
+    def _download(self, session_id: str, *, framed: bool) -> Iterator[bytes | bytearray]:
         with self._lock:
             session, purpose = self._take(session_id, DownloadPurpose)
             if self._state != "done":
                 raise RunError("run-state", "a finished run", self._state, "no output yet")
             _digest, files = self._outputs[purpose.output]
-        return self._frames(session, purpose.output, files)
+        return self._frames(session, purpose.output, files, framed)
 
     def _frames(
-        self, session: AcceptedHandshake, output_id: str, files: list[StoredObject]
-    ) -> Iterator[bytes]:
+        self,
+        session: AcceptedHandshake,
+        output_id: str,
+        files: list[StoredObject],
+        framed: bool,
+    ) -> Iterator[bytes | bytearray]:
         sender = RecordSender(session.keys.worker_to_client, session.keys.session_id)
+
+        def seal(name: str, data: bytes, final: bool) -> bytes | bytearray:
+            if framed:
+                return sender.seal_framed(name, data, final=final)
+            return sender.seal(name, data, final=final)
+
         for stored in files:
             chunks = self._store.read(stored.name)
             previous = next(chunks, b"")
             for chunk in chunks:
-                yield sender.seal(stored.name, previous, final=False)
+                yield seal(stored.name, previous, False)
                 previous = chunk
-            yield sender.seal(stored.name, previous, final=True)
+            yield seal(stored.name, previous, True)
         manifest = canonical(self._manifest(output_id, files))
-        yield sender.seal(f"{output_id}/{MANIFEST_NAME}", manifest, final=True)
+        yield seal(f"{output_id}/{MANIFEST_NAME}", manifest, True)
 
     # --------------------------------------------------------------- status
 

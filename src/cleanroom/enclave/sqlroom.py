@@ -39,6 +39,7 @@ from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError
+from cleanroom.protocol.framing import encode_frames
 from cleanroom.protocol.handshake import AcceptedHandshake
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
@@ -388,6 +389,11 @@ class SqlRoom(CleanRoom):
                 raise RunError("run-state", "a finished query", run.state, "no output yet")
             files = list(run.files)
         return self._run_frames(session, purpose.output, run, files)
+
+    def download_stream(self, session_id: str) -> Iterator[bytes | bytearray]:
+        """The same as a frame stream (each frame length-prefixed), as the Worker serves
+        it: checked now, like :meth:`download`, framed as the frames are sealed."""
+        return encode_frames(self.download(session_id))
 
     def _run_frames(
         self, session: AcceptedHandshake, output_id: str, run: SqlRun, files: list[StoredObject]

@@ -57,35 +57,46 @@ class StoredObject:
 
 
 class SealedWriter:
-    """Writes one object; ``close()`` seals the final chunk and returns its digest."""
+    """Writes one object; ``close()`` seals the final chunk and returns its digest.
+
+    The last chunk is held back until more data or ``close()`` says whether it is the
+    final one; data arriving in whole chunks (1 MiB records) is sealed without a copy.
+    """
 
     def __init__(self, aead: AESGCM, file_number: int, name: str, path: Path) -> None:
         self._aead, self._file_number, self._name = aead, file_number, name
         self._path = path
         self._handle = path.open("wb")
         self._index = 0
-        self._pending = b""
+        self._pending: list[bytes | memoryview] = []  # at most MAX_CHUNK bytes in all
+        self._pending_size = 0
         self._digest = hashlib.sha256()
         self._size = 0
 
-    def _seal(self, chunk: bytes, final: bool) -> None:
+    def _seal(self, final: bool) -> None:
+        chunk = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
         nonce = struct.pack(">IQ", self._file_number, self._index)
         aad = canonical({"object": self._name, "index": self._index, "final": final})
         sealed = self._aead.encrypt(nonce, chunk, aad)
-        self._handle.write(_HEADER.pack(len(sealed), int(final)) + sealed)
+        self._handle.write(_HEADER.pack(len(sealed), int(final)))
+        self._handle.write(sealed)
         self._index += 1
 
     def write(self, data: bytes) -> None:
         self._digest.update(data)
         self._size += len(data)
-        self._pending += data
-        while len(self._pending) > MAX_CHUNK:
-            self._seal(self._pending[:MAX_CHUNK], final=False)
-            self._pending = self._pending[MAX_CHUNK:]
+        view = memoryview(data)
+        while view:
+            if self._pending_size == MAX_CHUNK:  # more follows: that chunk is not final
+                self._seal(final=False)
+            take = min(MAX_CHUNK - self._pending_size, len(view))
+            self._pending.append(data if take == len(data) else view[:take])
+            self._pending_size += take
+            view = view[take:]
 
     def close(self) -> StoredObject:
-        self._seal(self._pending, final=True)
-        self._pending = b""
+        self._seal(final=True)
         self._handle.close()
         return StoredObject(self._name, self._size, self._digest.hexdigest())
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.admission import admission_report_data, worker_id_for
 from cleanroom.enclave.errors import AdmissionError
+from cleanroom.protocol import handshake_v2
 from cleanroom.protocol.claims import report_data, worker_claims
 from cleanroom.protocol.handshake import AcceptedHandshake, SeenNonces, respond
 from cleanroom.protocol.keys import spki
@@ -100,10 +101,20 @@ class WorkerEnclave:
         return sign_status(self._key, status)
 
     def handshake(self, init: object, init_signature: bytes) -> AcceptedHandshake:
-        """Phase 2, the Worker's side; refused until admission completed."""
+        """The handshake, the Worker's side; refused until admission completed.
+
+        A ``cleanroom/handshake-init/v2`` is answered by v2 (hybrid key exchange, one
+        round trip) and checked as v2 throughout, so it cannot carry v1's suite; any
+        other init is checked as v1, whose exact field set admits nothing of v2. Which
+        version a session may use is the client's policy (it signs its init).
+        """
         if not self._admitted:
             raise AdmissionError(
                 "admitted", "an admitted Worker", "not admitted", "admission incomplete"
+            )
+        if isinstance(init, dict) and init.get("type") == handshake_v2.INIT_TYPE:
+            return handshake_v2.respond(
+                init, init_signature, spec=self.spec, worker_key=self._key, seen=self._seen
             )
         return respond(
             init,

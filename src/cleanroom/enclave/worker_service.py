@@ -4,6 +4,8 @@
         --room-dir D --spec spec.json --bundle function.tar --sandbox-uid N
     python -m cleanroom.enclave.worker_service --tee gramine --listen 127.0.0.1:PORT \\
         --enclave-config worker.enclave.json --room-dir D --spec ... --bundle ...
+    python -m cleanroom.enclave.worker_service --spare --platform-dir P
+        (imports, then reads the arguments of either form as a JSON list on stdin)
 
 The second form is how its Gramine manifest starts it inside an SGX enclave.
 """
@@ -11,6 +13,8 @@ The second form is how its Gramine manifest starts it inside an SGX enclave.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import logging
 import os
@@ -21,20 +25,23 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 from cleanroom.enclave.errors import AdmissionError, RunError
-from cleanroom.enclave.http import binary, field, install_errors, json_body, serve
+from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
 from cleanroom.enclave.sqlroom import SqlRoom, run_states
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import b64u
-from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder, encode_frames
+from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, definition
@@ -142,32 +149,21 @@ class WorkerService:
                 result.memory_peak_bytes, result.disk_bytes, "; ".join(result.confinement),
             )  # fmt: skip
 
-    def app(self) -> FastAPI:
-        app = FastAPI(
-            title="cleanroom Worker",
-            docs_url=None,
-            redoc_url=None,
-            openapi_url=None,
-            redirect_slashes=False,
-        )
-        install_errors(app, "Worker")
+    def app(self) -> Starlette:
         worker, room = self.worker, self.room
 
-        @app.post("/admission/request")
-        async def admission_request(request: Request) -> dict[str, Any]:
+        async def admission_request(request: Request) -> JSONResponse:
             document = await json_body(request, frozenset({"target_info"}))
             report, claims = worker.admission_request(binary(document, "target_info"))
-            return {"report": b64u(report), "claims": claims}
+            return JSONResponse({"report": b64u(report), "claims": claims})
 
-        @app.post("/admission/complete")
-        async def admission_complete(request: Request) -> dict[str, Any]:
+        async def admission_complete(request: Request) -> JSONResponse:
             answer = binary(await json_body(request, frozenset({"report"})), "report")
             worker.complete_admission(answer, attester_mr_signer=self.attester_mr_signer)
-            return {"worker_id": worker.worker_id}
+            return JSONResponse({"worker_id": worker.worker_id})
 
-        @app.get("/state")
-        def state() -> dict[str, Any]:
-            document = {
+        def state(_request: Request) -> JSONResponse:
+            document: dict[str, Any] = {
                 "worker_id": worker.worker_id,
                 "work_id": worker.spec.work_id,
                 "admitted": worker.admitted,
@@ -176,28 +172,25 @@ class WorkerService:
             }
             if isinstance(room, SqlRoom):
                 document["runs"] = run_states(room)
-            return document
+            return JSONResponse(document)
 
-        @app.post("/status")
-        async def status(request: Request) -> dict[str, Any]:
+        async def status(request: Request) -> JSONResponse:
             self._serving()
             nonce = binary(await json_body(request, frozenset({"nonce"})), "nonce")
             document, signature = await run_in_threadpool(room.status, nonce)
-            return {"status": document, "signature": b64u(signature)}
+            return JSONResponse({"status": document, "signature": b64u(signature)})
 
-        @app.post("/sessions")
-        async def open_session(request: Request) -> dict[str, Any]:
+        async def open_session(request: Request) -> JSONResponse:
             self._serving()
             document = await json_body(request, frozenset({"init", "signature"}))
             init = field(document, "init")
             signature = binary(document, "signature")
             resp, resp_signature = await run_in_threadpool(room.open_session, init, signature)
-            return {"resp": resp, "signature": b64u(resp_signature)}
+            return JSONResponse({"resp": resp, "signature": b64u(resp_signature)})
 
-        @app.post("/sessions/{session_id}/upload")
-        async def upload(session_id: str, request: Request) -> dict[str, Any]:
+        async def upload(request: Request) -> JSONResponse:
             self._serving()
-            stream = room.begin_upload(session_id)
+            stream = room.begin_upload(request.path_params["session_id"])
             decoder = FrameDecoder()
             try:
                 async for chunk in request.stream():
@@ -209,11 +202,11 @@ class WorkerService:
                 raise
             await run_in_threadpool(stream.finish)
             # Sealed under the session key: only this Worker can say the input arrived.
-            return {"ack": b64u(stream.acknowledgement())}
+            return JSONResponse({"ack": b64u(stream.acknowledgement())})
 
-        @app.post("/sessions/{session_id}/run", status_code=202)
-        async def run(session_id: str, request: Request) -> dict[str, Any]:
+        async def run(request: Request) -> JSONResponse:
             self._serving()
+            session_id = request.path_params["session_id"]
             if isinstance(room, SqlRoom):
                 # The query, encrypted under the session: the Controller cannot read it.
                 frame = binary(await json_body(request, frozenset({"query"})), "query")
@@ -221,46 +214,89 @@ class WorkerService:
                 threading.Thread(
                     target=self._query, args=(room, number), name="query", daemon=True
                 ).start()
-                return {"state": room.state, "run": number}
+                return JSONResponse({"state": room.state, "run": number}, status_code=202)
             room.begin_run(session_id)
             threading.Thread(target=self._run, name="run", daemon=True).start()
-            return {"state": room.state}
+            return JSONResponse({"state": room.state}, status_code=202)
 
-        @app.get("/runs/{number}/receipt")
-        def run_receipt(number: int) -> Response:
+        def run_receipt(request: Request) -> Response:
             if not isinstance(room, SqlRoom):
                 raise RunError("run-state", "a SQL room", worker.spec.runtime, "no query runs")
-            document, signature = room.run_receipt(number)
+            document, signature = room.run_receipt(request.path_params["number"])
             return JSONResponse({"receipt": document, "signature": b64u(signature)})
 
-        @app.post("/budget")
         async def budget(request: Request) -> Response:
             if not isinstance(room, SqlRoom):
                 raise RunError("run-state", "a SQL room", worker.spec.runtime, "no budget")
             nonce = field(await json_body(request, frozenset({"nonce"})), "nonce")
-            document, signature = room.budget(nonce)
+            document, signature = await run_in_threadpool(room.budget, nonce)
             return JSONResponse({"budget": document, "signature": b64u(signature)})
 
-        @app.post("/sessions/{session_id}/download")
-        def download(session_id: str) -> Response:
+        def download(request: Request) -> Response:
             self._serving()
-            frames: Iterator[bytes] = room.download(session_id)
-            return StreamingResponse(encode_frames(frames), media_type=MEDIA_TYPE)
+            stream: Iterator[bytes | bytearray] = room.download_stream(
+                request.path_params["session_id"]
+            )
+            return StreamingResponse((memoryview(f) for f in stream), media_type=MEDIA_TYPE)
 
-        @app.get("/receipt")
-        def receipt() -> Response:
+        def receipt(_request: Request) -> Response:
             if room.receipt is None:
                 raise RunError("run-state", "a finished run", room.state, "no receipt yet")
             document, signature = room.receipt
             return JSONResponse({"receipt": document, "signature": b64u(signature)})
 
-        @app.post("/delete")
-        def delete() -> dict[str, Any]:
+        def delete(_request: Request) -> JSONResponse:
             room.delete()
             self.stop.set()
-            return {"state": room.state}
+            return JSONResponse({"state": room.state})
 
-        return app
+        return enclave_app(
+            [
+                Route("/admission/request", admission_request, methods=["POST"]),
+                Route("/admission/complete", admission_complete, methods=["POST"]),
+                Route("/state", state, methods=["GET"]),
+                Route("/status", status, methods=["POST"]),
+                Route("/sessions", open_session, methods=["POST"]),
+                Route("/sessions/{session_id}/upload", upload, methods=["POST"]),
+                Route("/sessions/{session_id}/run", run, methods=["POST"]),
+                Route("/sessions/{session_id}/download", download, methods=["POST"]),
+                Route("/receipt", receipt, methods=["GET"]),
+                Route("/runs/{number:int}/receipt", run_receipt, methods=["GET"]),
+                Route("/budget", budget, methods=["POST"]),
+                Route("/delete", delete, methods=["POST"]),
+            ],
+            "Worker",
+        )
+
+
+SPARE = "--spare"
+
+
+def _assignment(argv: list[str]) -> list[str] | None:
+    """A spare Worker (``--spare``): everything is imported; wait for the Controller to
+    assign it a clean room (its arguments as one JSON list on stdin). None: never assigned.
+
+    A spare holds nothing of any room: its key is made, and its spec and bundle read,
+    only after assignment, exactly as a Worker started for the room would.
+    """
+    # What uvicorn loads when it starts: now, not on deploy.
+    for module in (
+        "uvloop",
+        "httptools",
+        "uvicorn.loops.auto",
+        "uvicorn.protocols.http.auto",
+        "uvicorn.protocols.http.httptools_impl",
+        "uvicorn.lifespan.off",
+    ):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+    line = sys.stdin.readline()
+    if not line:
+        return None
+    assigned = json.loads(line)
+    if not isinstance(assigned, list) or not all(isinstance(a, str) for a in assigned):
+        raise SystemExit("worker: the assignment is not a JSON list of arguments")
+    return assigned
 
 
 def _simulated(args: argparse.Namespace) -> tuple[EnclavePlatform, Mapping[str, Any], Confinement]:
@@ -295,6 +331,12 @@ def _gramine(
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SPARE]:
+        assigned = _assignment(argv)
+        if assigned is None:
+            return 0
+        argv = assigned
     parser = argparse.ArgumentParser(prog="cleanroom-worker", description=__doc__)
     parser.add_argument("--tee", choices=("simulated", "gramine"), default="simulated")
     parser.add_argument("--socket", type=Path, help="serve on this Unix socket (simulated)")
@@ -315,6 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"--tee {args.tee} needs {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, format="worker: %(levelname)s %(message)s")
+    tune_allocator()  # records of 1 MiB, in and out
     try:
         enclave, config, confinement = (_simulated if args.tee == "simulated" else _gramine)(args)
         with args.bundle.open("rb") as bundle:

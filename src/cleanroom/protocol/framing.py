@@ -33,40 +33,56 @@ def encode_frames(frames: Iterable[bytes]) -> Iterator[bytes]:
 
 
 class FrameDecoder:
-    """Splits arbitrary body chunks back into frames, in bounded memory."""
+    """Splits arbitrary body chunks back into frames, in bounded memory.
+
+    A frame's bytes are kept as views of the chunks they arrived in and joined once
+    when the frame is complete: one copy per byte, whatever the chunk sizes.
+    """
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._length = bytearray()  # the next frame's length prefix, as it arrives
         self._needed: int | None = None
+        self._parts: list[memoryview] = []
+        self._have = 0
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The frames completed by ``chunk`` (possibly none)."""
-        self._buffer += chunk
         frames: list[bytes] = []
-        while True:
+        view = memoryview(chunk)
+        while view:
             if self._needed is None:
-                if len(self._buffer) < _LENGTH.size:
-                    return frames
-                (length,) = _LENGTH.unpack_from(self._buffer)
+                take = _LENGTH.size - len(self._length)
+                self._length += view[:take]
+                view = view[take:]
+                if len(self._length) < _LENGTH.size:
+                    break
+                (length,) = _LENGTH.unpack(self._length)
                 if length > MAX_FRAME:
                     raise RecordError(
                         "frame-length", f"<= {MAX_FRAME}", length, "frame length out of range"
                     )
-                del self._buffer[: _LENGTH.size]
+                self._length.clear()
                 self._needed = length
-            if len(self._buffer) < self._needed:
-                return frames
-            frames.append(bytes(self._buffer[: self._needed]))
-            del self._buffer[: self._needed]
+            take = min(self._needed - self._have, len(view))
+            self._parts.append(view[:take])
+            self._have += take
+            view = view[take:]
+            if self._have == self._needed:
+                frames.append(b"".join(self._parts))
+                self._parts.clear()
+                self._needed, self._have = None, 0
+        if self._needed == 0:  # an empty frame needs no body byte to be complete
+            frames.append(b"")
             self._needed = None
+        return frames
 
     def close(self) -> None:
         """The body ended: it must not end inside a frame."""
-        if self._needed is not None or self._buffer:
+        if self._needed is not None or self._length:
             raise RecordError(
                 "frame-truncated",
                 "a body that ends between frames",
-                f"{len(self._buffer)} bytes of an unfinished frame",
+                f"{self._have + len(self._length)} bytes of an unfinished frame",
                 "the frame stream was cut",
             )
 

@@ -26,6 +26,7 @@ from cleanroom.protocol.errors import RecordError, ReplayError
 MAX_PLAINTEXT = 1 << 20  # 1 MiB
 MAX_PATH = 1024
 _HEADER = struct.Struct(">QIBH")
+_LENGTH = struct.Struct(">I")  # a frame's length in a frame stream (framing.py)
 _TAG = 16
 _MAX_COUNTER = (1 << 64) - 1
 
@@ -49,6 +50,15 @@ class RecordSender:
         self._finished: set[str] = set()
 
     def seal(self, path: str, plaintext: bytes, *, final: bool) -> bytes:
+        """The next record's frame."""
+        return bytes(self._seal(path, plaintext, final, prefix=0))
+
+    def seal_framed(self, path: str, plaintext: bytes, *, final: bool) -> bytearray:
+        """The next record's frame with its u32 length in front, as a frame stream carries
+        it (:mod:`cleanroom.protocol.framing`), built in one buffer without a copy."""
+        return self._seal(path, plaintext, final, prefix=_LENGTH.size)
+
+    def _seal(self, path: str, plaintext: bytes, final: bool, prefix: int) -> bytearray:
         if len(plaintext) > MAX_PLAINTEXT:
             raise ValueError(f"a record holds at most {MAX_PLAINTEXT} bytes, got {len(plaintext)}")
         encoded_path = path.encode("utf-8")
@@ -59,15 +69,23 @@ class RecordSender:
         if self._counter > _MAX_COUNTER:
             raise ValueError("record counter exhausted: start a new session")
         index = self._next_index.get(path, 0)
-        header = _HEADER.pack(self._counter, index, int(final), len(encoded_path)) + encoded_path
-        sealed = self._aead.encrypt(
-            _nonce(self._counter), plaintext, record_aad(self._session_id, path, index, final)
+        start = prefix + _HEADER.size + len(encoded_path)
+        frame = bytearray(start + len(plaintext) + _TAG)
+        if prefix:
+            _LENGTH.pack_into(frame, 0, len(frame) - prefix)
+        _HEADER.pack_into(frame, prefix, self._counter, index, int(final), len(encoded_path))
+        frame[prefix + _HEADER.size : start] = encoded_path
+        self._aead.encrypt_into(
+            _nonce(self._counter),
+            plaintext,
+            record_aad(self._session_id, path, index, final),
+            memoryview(frame)[start:],
         )
         self._counter += 1
         self._next_index[path] = index + 1
         if final:
             self._finished.add(path)
-        return header + sealed
+        return frame
 
 
 class RecordReceiver:
@@ -80,26 +98,28 @@ class RecordReceiver:
         self._next_index: dict[str, int] = {}
         self._finished: set[str] = set()
 
-    def open(self, frame: bytes) -> tuple[str, int, bool, bytes]:
+    def open(self, frame: bytes | bytearray) -> tuple[str, int, bool, bytes]:
         """Check and decrypt the next frame: (path, index, final, plaintext)."""
         if len(frame) < _HEADER.size:
             raise RecordError(
                 "record-frame", f">= {_HEADER.size} bytes", len(frame), "frame too short"
             )
         counter, index, final_flag, path_length = _HEADER.unpack_from(frame)
-        body = frame[_HEADER.size + path_length :]
+        body = memoryview(frame)[_HEADER.size + path_length :]  # no copy of the ciphertext
         if path_length > MAX_PATH:
             raise RecordError(
                 "record-frame", f"a path of <= {MAX_PATH} bytes", path_length, "bad path"
             )
         if final_flag not in (0, 1) or len(frame) < _HEADER.size + path_length + _TAG:
-            raise RecordError("record-frame", "a well-formed frame", frame[:16].hex(), "bad frame")
+            raise RecordError(
+                "record-frame", "a well-formed frame", bytes(frame[:16]).hex(), "bad frame"
+            )
         if len(body) > MAX_PLAINTEXT + _TAG:
             raise RecordError(
                 "record-size", f"<= {MAX_PLAINTEXT} bytes", len(body) - _TAG, "too big"
             )
         try:
-            path = frame[_HEADER.size : _HEADER.size + path_length].decode("utf-8")
+            path = bytes(frame[_HEADER.size : _HEADER.size + path_length]).decode("utf-8")
         except UnicodeDecodeError as error:
             raise RecordError("record-frame", "a UTF-8 path", "bytes", "bad path") from error
         final = final_flag == 1
@@ -126,7 +146,7 @@ class RecordReceiver:
             raise RecordError(
                 "record-authentication",
                 "a record sealed under this session's key",
-                frame[:16].hex(),
+                bytes(frame[:16]).hex(),
                 "record was altered, or belongs to another session or object",
             ) from error
         self._counter += 1

@@ -1,0 +1,218 @@
+"""A run receipt saved by a party and checked offline by a third party (an auditor who
+took part in nothing): `cleanroom receipt ROOM --save DIR`, `cleanroom receipt verify`.
+
+Each negative test breaks exactly one thing in the saved bundle, or one thing the
+auditor pins, and expects exactly that check."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, AttestationPolicy, TrustAnchor
+from cleanroom.cli import receipt as receipt_cli
+from cleanroom.cli.main import main as cli_main
+from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
+from cleanroom.errors import CheckFailed
+from cleanroom.localstack import LocalStack
+from cleanroom.protocol.encoding import b64u
+from cleanroom.tee.measure import MeasurementError, measure
+from tests.e2e.conftest import User
+from tests.e2e.helpers import approve, deploy, write
+
+
+@pytest.fixture(scope="module")
+def saved(
+    stack: LocalStack, alice: User, bob: User, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Alice and Bob run a room; Alice saves its receipt for an auditor."""
+    tmp = tmp_path_factory.mktemp("audit")
+    deploy(alice, bob, tmp, "audited")
+    approve(bob, "audited")
+    alice.client.upload("audited", "input_1", write(tmp / "a", "a@x\nb@x\n"))
+    bob.client.upload("audited", "input_2", write(tmp / "b", "b@x\nc@x\n"))
+    assert alice.client.run("audited", wait=True, poll_s=0.1).succeeded
+    _verified, path = alice.client.save_receipt("audited", tmp / "saved")
+    alice.client.delete("audited")  # the auditor needs nothing of the room any more
+    return path.parent
+
+
+def policy() -> tuple[AttestationPolicy, frozenset[bytes]]:
+    attester, worker = measure("attester"), measure("worker")
+    return (
+        AttestationPolicy(
+            accepted_statuses=DEFAULT_ACCEPTED_STATUSES,
+            mrenclaves=frozenset({attester.mr_enclave}),
+            mrsigner=attester.mr_signer,
+            isv_prod_id=attester.isv_prod_id,
+            min_isv_svn=attester.isv_svn,
+        ),
+        frozenset({worker.mr_enclave}),
+    )
+
+
+def audit(directory: Path, stack: LocalStack, *, at: int | None = None, **changes: Any) -> Any:
+    saved = SavedReceipt.read(directory)
+    attester_policy, workers = policy()
+    return verify_saved_receipt(
+        saved,
+        attester_policy=changes.get("attester_policy", attester_policy),
+        expected_worker_mrenclaves=changes.get("workers", workers),
+        trust=TrustAnchor.from_certificate(stack.simulated_root_pem().encode()),
+        at=saved.quote.saved_at if at is None else at,
+    )
+
+
+def copy_with(saved: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
+    target = tmp_path / "copy"
+    shutil.copytree(saved, target)
+    document = json.loads((target / "receipt.json").read_text())
+    change(document)
+    (target / "receipt.json").write_text(json.dumps(document))
+    return target
+
+
+def test_a_saved_receipt_verifies_offline(saved: Path, stack: LocalStack) -> None:
+    audited = audit(saved, stack)
+    assert audited.receipt["status"] == "succeeded"
+    assert set(audited.receipt["inputs"]) == {"input_1", "input_2"}
+    assert audited.spec.work_id == audited.receipt["work_id"]
+    checks = [check.check for check in audited.checks]
+    for check in ("tcb-status", "mrenclave", "report-data", "work-id", "receipt-signature"):
+        assert check in checks
+
+
+@pytest.mark.parametrize(
+    ("change", "check"),
+    [
+        (lambda d: d["receipt"].__setitem__("status", "failed"), "receipt-signature"),
+        (
+            lambda d: d["receipt"]["inputs"]["input_1"].__setitem__("sha256", "0" * 64),
+            "receipt-signature",
+        ),
+        (lambda d: d["spec"]["parameters"].__setitem__("k", 4), "work-id"),
+        (
+            lambda d: d["claims"]["worker"].__setitem__("worker_key", b64u(b"\x00" * 91)),
+            "report-data",
+        ),
+        (lambda d: d["claims"].__setitem__("nonce", b64u(bytes(32))), "report-data"),
+        (lambda d: d.__setitem__("signature", b64u(bytes(70))), "receipt-signature"),
+    ],
+    ids=["status", "input-digest", "spec", "worker-key", "nonce", "signature"],
+)
+def test_a_changed_bundle_is_refused(
+    saved: Path,
+    stack: LocalStack,
+    tmp_path: Path,
+    change: Callable[[dict[str, Any]], None],
+    check: str,
+) -> None:
+    with pytest.raises(CheckFailed) as caught:
+        audit(copy_with(saved, tmp_path, change), stack)
+    assert caught.value.check == check, caught.value
+
+
+def test_a_changed_quote_is_refused(saved: Path, stack: LocalStack, tmp_path: Path) -> None:
+    target = copy_with(saved, tmp_path, lambda d: None)
+    bundle = json.loads((target / "quote.json").read_text())
+    quote = bytearray(base64.b64decode(bundle["quote"]))
+    quote[48 + 64] ^= 1  # a byte of the report body's MRENCLAVE
+    bundle["quote"] = base64.b64encode(bytes(quote)).decode()
+    (target / "quote.json").write_text(json.dumps(bundle))
+    with pytest.raises(CheckFailed) as caught:
+        audit(target, stack)
+    assert caught.value.check == "quote-verification", caught.value
+
+
+def test_other_published_measurements_are_refused(saved: Path, stack: LocalStack) -> None:
+    attester_policy, _workers = policy()
+    with pytest.raises(CheckFailed) as caught:
+        audit(saved, stack, workers=frozenset({bytes(32)}))
+    assert caught.value.check == "worker-mrenclave"
+    other = AttestationPolicy(
+        accepted_statuses=attester_policy.accepted_statuses,
+        mrenclaves=frozenset({bytes(32)}),
+    )
+    with pytest.raises(CheckFailed) as caught:
+        audit(saved, stack, attester_policy=other)
+    assert caught.value.check == "mrenclave"
+
+
+def test_a_pinned_time_after_the_collateral_expired_is_refused(
+    saved: Path, stack: LocalStack
+) -> None:
+    later = SavedReceipt.read(saved).quote.saved_at + 40 * 86400
+    with pytest.raises(CheckFailed) as caught:
+        audit(saved, stack, at=later)
+    assert caught.value.check == "collateral-expired"
+
+
+def test_the_command_line(saved: Path, stack: LocalStack, tmp_path: Path) -> None:
+    root = tmp_path / "root.pem"
+    root.write_text(stack.simulated_root_pem())
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cleanroom.cli.main", "receipt", "verify", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CLEANROOM_HOME": str(tmp_path / "auditor"), "COLUMNS": "200"},
+            timeout=120,
+            check=False,
+        )
+
+    ok = cli(str(saved), "--simulated-root", str(root), "--at-saved")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "succeeded" in ok.stdout and "input_2" in ok.stdout and "NOT Intel" in ok.stderr
+    as_json = json.loads(cli(str(saved / "receipt.json"), "--simulated-root", str(root),
+                             "--at-saved", "--json").stdout)  # fmt: skip
+    assert as_json["receipt"]["status"] == "succeeded"
+
+    tampered = copy_with(saved, tmp_path, lambda d: d["receipt"].__setitem__("status", "failed"))
+    refused = cli(str(tampered), "--simulated-root", str(root), "--at-saved")
+    assert refused.returncode == 1 and "receipt-signature" in refused.stderr, refused.stderr
+    intel = cli(str(saved), "--at-saved")  # a simulated quote against Intel's root
+    assert intel.returncode == 1 and "quote-verification" in intel.stderr, intel.stderr
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "receipt.json").write_text("{}")
+    unusable = cli(str(tmp_path / "broken"), "--simulated-root", str(root))
+    assert unusable.returncode == 2 and "saved-receipt-format" in unusable.stderr
+
+
+def test_an_auditor_who_names_every_measurement_needs_no_installation(
+    saved: Path, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the published Attester MRENCLAVE and MRSIGNER and the Worker MRENCLAVE
+    given, nothing of this installation is measured (an auditor's machine may have no
+    runtimes to measure); the check still refuses other measurements."""
+    attester, worker = measure("attester"), measure("worker")
+    measured: list[str] = []
+
+    def unmeasurable(name: str, **_: Any) -> Any:
+        measured.append(name)
+        raise MeasurementError(f"no {name} image on the auditor's machine")
+
+    monkeypatch.setattr(receipt_cli, "measure", unmeasurable)
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "auditor"))
+    root = tmp_path / "root.pem"
+    root.write_text(stack.simulated_root_pem())
+    args = ["receipt", "verify", str(saved), "--simulated-root", str(root), "--at-saved"]
+    published = [
+        "--attester-mrenclave", attester.mr_enclave.hex(),
+        "--attester-mrsigner", attester.mr_signer.hex(),
+    ]  # fmt: skip
+    assert cli_main([*args, *published, "--worker-mrenclave", worker.mr_enclave.hex()]) == 0
+    assert measured == []
+    other = cli_main([*args, *published, "--worker-mrenclave", "00" * 32])
+    assert other == 1 and measured == []
+    # One measurement left out is this release's, and this release cannot be measured.
+    assert cli_main([*args, *published]) == 2 and measured == ["attester"]
