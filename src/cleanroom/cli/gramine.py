@@ -219,7 +219,8 @@ def publish(
     ],
     out: Annotated[Path, typer.Option(help="Where to write the measurement file.")],
     release: Annotated[
-        str | None, typer.Option(help="The release [default: this cleanroom's version].")
+        str | None,
+        typer.Option(metavar="VERSION", help="The release [default: this cleanroom's version]."),
     ] = None,
     source: Annotated[
         list[str] | None,
