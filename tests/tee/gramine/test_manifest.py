@@ -117,7 +117,13 @@ def test_settings_protect_the_enclave(which: str, request: pytest.FixtureRequest
     assert argv[argv.index("-m") + 1] == image.service
     assert argv[argv.index("--tee") + 1] == "gramine"
     assert argv[argv.index("--enclave-config") + 1] == str(config_path)
-    interpreter = next(e.path for e in files.files if e.group == "interpreter")
+    # The interpreter's group also holds a venv's pyvenv.cfg; the binary is the other entry.
+    interpreter = next(
+        e.path
+        for e in files.files
+        if e.group == "interpreter" and not e.path.endswith("pyvenv.cfg")
+    )
+    assert Path(argv[0]).resolve() == Path(interpreter).resolve()
     assert document["libos"]["entrypoint"] == argv[0]
     if argv[0] != interpreter:  # started as a venv's link: the link's path is the file
         assert {"path": argv[0], "uri": f"file:{interpreter}"} in document["fs"]["mounts"]
