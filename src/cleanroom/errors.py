@@ -1,7 +1,11 @@
-"""The one shape of every security failure: the check, the expected and the actual value.
+"""The root of every error cleanroom raises on purpose, and the one shape of a security
+failure: the check, the expected and the actual value.
 
-A user (or an auditor reading a log) can tell exactly which rule refused what and
-why; ``to_json()`` gives the same facts to machines.
+:class:`Error` carries how each front end shows it: ``http_status`` for the services'
+problem details (mapped in :mod:`cleanroom.web` only) and ``exit_code`` for the command
+line (mapped in :mod:`cleanroom.cli.main` only). A user (or an auditor reading a log) can
+tell exactly which rule refused what and why; ``CheckFailed.to_json()`` gives the same
+facts to machines.
 """
 
 from __future__ import annotations
@@ -48,7 +52,24 @@ def _display(value: object) -> str:
     return str(value)
 
 
-class CheckFailed(Exception):
+EXIT_REFUSED = 1  # a security check refused, or the operation failed
+EXIT_USAGE = 2  # unusable input: bad arguments, missing or malformed files
+
+
+class Error(Exception):
+    """The root of every error cleanroom raises on purpose.
+
+    ``http_status`` is the status a service answers with, ``exit_code`` the command
+    line's. Subclasses set them as class attributes; one raise may set them on the
+    instance (``error.http_status = 409``). Anything else that escapes is a defect: the
+    services answer 500 and the command line says "internal error".
+    """
+
+    http_status: int = 400
+    exit_code: int = EXIT_REFUSED
+
+
+class CheckFailed(Error):
     """Base of every security failure: names the check, the expected and the actual value.
 
     ``str(error)`` is one line: ``"{check}: {message} (expected {expected}, got {actual})"``,

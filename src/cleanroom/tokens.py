@@ -124,13 +124,21 @@ class TokenError(CheckFailed):
     (``token-revocation-stale``, ``dpop-replay-cache``), 401 for every other refusal.
     """
 
-    @property
-    def http_status(self) -> int:
-        if self.check in _FORBIDDEN:
-            return 403
-        if self.check in _UNAVAILABLE:
-            return 503
-        return 401
+    def __init__(
+        self,
+        check: str,
+        expected: object,
+        actual: object,
+        message: str,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(check, expected, actual, message, hint)
+        if check in _FORBIDDEN:
+            self.http_status = 403
+        elif check in _UNAVAILABLE:
+            self.http_status = 503
+        else:
+            self.http_status = 401
 
 
 @dataclass(frozen=True)
