@@ -7,13 +7,16 @@ their FastAPI app; every error then leaves as ``application/problem+json``
 - ``HTTPException`` (FastAPI's or Starlette's, so unknown routes too): its status
   and its ``detail``; a dict detail is merged into the problem;
 - ``RequestValidationError``: 422, the first error's location and message;
-- :class:`cleanroom.errors.CheckFailed`: status ``error.http_status`` if the
-  subclass sets that class attribute, else 400, with ``check``, ``expected``,
-  ``actual`` (and ``hint``) from ``to_json()``;
+- :class:`cleanroom.errors.Error`, every error cleanroom raises on purpose: status
+  ``error.http_status``, its one line as ``detail``. A
+  :class:`~cleanroom.errors.CheckFailed` adds ``check``, ``expected``, ``actual``
+  (and ``hint``) from ``to_json()``, with its message as ``detail``; a
+  :class:`Refused` carries the members and headers its raiser chose;
 - anything else: 500 with a fixed detail. The exception is logged on the server;
   its text and traceback never reach the client.
 
-:func:`problem` builds such a response for a handler that answers an error itself.
+:func:`problem` builds such a response for a handler that answers an error itself;
+:func:`error_problem` is the one mapping of an :class:`~cleanroom.errors.Error`.
 
 The server's OpenAPI document says the same (:func:`describe_problems`): every
 operation's errors are ``application/problem+json`` with ``detail`` a string (the
@@ -35,7 +38,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cleanroom.errors import CheckFailed, jsonable
+from cleanroom.errors import CheckFailed, Error, jsonable
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -115,16 +118,31 @@ def _problem(
     )
 
 
-def check_failed_problem(error: CheckFailed) -> JSONResponse:
-    """The problem response for a refused check: status ``error.http_status``, else 400.
+class Refused(Error):
+    """A refusal a handler words itself: raised, it is answered as
+    ``problem(status, detail, headers=headers, **extra)``."""
 
-    ``detail`` is the check's message; ``check``, ``expected``, ``actual`` (and
-    ``hint``) come from ``error.to_json()``.
+    def __init__(
+        self, status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: object
+    ) -> None:
+        super().__init__(detail)
+        self.http_status = status
+        self.detail, self.headers, self.extra = detail, headers, extra
+
+
+def error_problem(error: Error) -> JSONResponse:
+    """The problem response for ``error``: status ``error.http_status``.
+
+    ``detail`` is the error's one line; for a refused check, the check's message,
+    with ``check``, ``expected``, ``actual`` (and ``hint``) from ``error.to_json()``.
     """
-    status = getattr(error, "http_status", HTTPStatus.BAD_REQUEST)
-    facts = error.to_json()
-    message = str(facts.pop("message", error.message))
-    return _problem(int(status), message, facts, None)
+    if isinstance(error, Refused):
+        return _problem(error.http_status, error.detail, error.extra, error.headers)
+    if isinstance(error, CheckFailed):
+        facts = error.to_json()
+        message = str(facts.pop("message", error.message))
+        return _problem(error.http_status, message, facts, None)
+    return _problem(error.http_status, str(error), {}, None)
 
 
 async def _http_exception(request: Request, error: Exception) -> Response:
@@ -148,8 +166,8 @@ async def _validation_error(request: Request, error: Exception) -> Response:
     return problem(422, f"{where}: {first.get('msg', 'invalid')}", location=where)
 
 
-async def _check_failed(request: Request, error: Exception) -> Response:
-    return check_failed_problem(cast(CheckFailed, error))
+async def _error(request: Request, error: Exception) -> Response:
+    return error_problem(cast(Error, error))  # registered for Error only
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
@@ -162,7 +180,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     and its OpenAPI document say so (:func:`describe_problems`)."""
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(CheckFailed, _check_failed)
+    app.add_exception_handler(Error, _error)
     app.add_exception_handler(Exception, _unexpected)
     describe_problems(app)
 

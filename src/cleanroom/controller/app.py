@@ -40,7 +40,7 @@ from cleanroom.controller.ceiling import ResourceCeiling
 from cleanroom.controller.collateral import add_collateral
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError, Launcher
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink
-from cleanroom.controller.relay import Answer, EnclaveUnreachable, RequestNotRelayable
+from cleanroom.controller.relay import Answer, EnclaveUnreachable
 from cleanroom.dpop import ProofVerifier, ReplayCache
 from cleanroom.errors import CheckFailed
 from cleanroom.http_auth import RequestAuthenticator, challenge
@@ -64,7 +64,7 @@ from cleanroom.tokens import (
     TokenError,
     TokenVerifier,
 )
-from cleanroom.web import install_problem_handlers, problem
+from cleanroom.web import Refused, error_problem, install_problem_handlers, problem
 
 FRAMES = "application/vnd.cleanroom.frames"
 MAX_JSON_BODY = 1 << 20
@@ -126,11 +126,6 @@ def token_verifier(settings: ControllerSettings, link: ManagerLink) -> TokenVeri
     )
 
 
-class _Refused(Exception):
-    def __init__(self, response: Response) -> None:
-        self.response = response
-
-
 def _relay(response: Answer) -> Response:
     """An enclave's answer, passed on unchanged (clients never trust it anyway)."""
     return Response(response.content, status_code=response.status, media_type=response.content_type)
@@ -150,16 +145,14 @@ class RoomKey:
         return f"{self.project}.{self.name}"
 
 
-def _token_refusal(error: TokenError, request: Request) -> _Refused:
+def _token_refusal(error: TokenError, request: Request) -> Refused:
     scheme = (request.headers.get("authorization") or "").strip().partition(" ")[0].lower()
     value = challenge(error, scheme)
-    return _Refused(
-        problem(
-            error.http_status,
-            str(error),
-            headers={"WWW-Authenticate": value} if value else None,
-            **error.to_json(),
-        )
+    return Refused(
+        error.http_status,
+        str(error),
+        headers={"WWW-Authenticate": value} if value else None,
+        **error.to_json(),
     )
 
 
@@ -282,23 +275,17 @@ def create_app(
 
     @app.exception_handler(EnclaveProcessError)
     async def _enclave_error(_request: Request, error: Exception) -> Response:
+        # Not a second mapping: this relays the problem an enclave answered with, as it
+        # is; any other EnclaveProcessError is web's (its status, its one line).
         failure = cast(EnclaveProcessError, error)  # registered for it only
         if isinstance(failure.body, dict):
             return JSONResponse(
                 failure.body, status_code=failure.status, media_type="application/problem+json"
             )
-        return problem(failure.status, str(failure))
+        return error_problem(failure)
 
-    @app.exception_handler(RequestNotRelayable)
-    async def _not_relayable(_request: Request, error: Exception) -> Response:
-        return problem(400, f"the request cannot be relayed: {error}")
-
-    @app.exception_handler(_Refused)
-    async def _refused(_request: Request, error: Exception) -> Response:
-        return cast(_Refused, error).response
-
-    def no_room(room: RoomKey) -> _Refused:
-        return _Refused(problem(404, f"no clean room {room.name!r} on this compute server"))
+    def no_room(room: RoomKey) -> Refused:
+        return Refused(404, f"no clean room {room.name!r} on this compute server")
 
     def hosted(room: RoomKey) -> EnclaveProcess:
         """The Worker of ``room`` (of the token's project): 404 for any other project's."""
@@ -311,13 +298,13 @@ def create_app(
 
     def session(session_id: str) -> str:
         if not SESSION.fullmatch(session_id):
-            raise _Refused(problem(404, "no such session"))
+            raise Refused(404, "no such session")
         return session_id
 
     async def small_json(request: Request) -> bytes:
         body = await request.body()
         if len(body) > MAX_JSON_BODY:
-            raise _Refused(problem(413, f"request body larger than {MAX_JSON_BODY} bytes"))
+            raise Refused(413, f"request body larger than {MAX_JSON_BODY} bytes")
         return body
 
     async def forward(room: RoomKey, method: str, path: str, body: bytes | None = None) -> Response:
@@ -345,36 +332,32 @@ def create_app(
             spec = document["spec"]
             function = spec["function"]
         except (ValueError, KeyError, TypeError) as error:
-            raise _Refused(problem(422, f"expected {{spec: {{function: …}}}}: {error}")) from error
+            raise Refused(422, f"expected {{spec: {{function: …}}}}: {error}") from error
         if not isinstance(function, str) or not function.startswith("fs://"):
-            raise _Refused(problem(422, "spec.function is not an fs:// function ID"))
+            raise Refused(422, "spec.function is not an fs:// function ID")
         # The Worker checks the spec itself; here only what this host will hand out.
         try:
             parsed = WorkSpec.parse(spec)
         except MessageFormatError as error:
             facts = error.to_json()
-            raise _Refused(
-                problem(
-                    422,
-                    error.message,
-                    check=facts["check"],
-                    expected=facts["expected"],
-                    actual=facts["actual"],
-                )
+            raise Refused(
+                422,
+                error.message,
+                check=facts["check"],
+                expected=facts["expected"],
+                actual=facts["actual"],
             ) from error
         if parsed.name != name:
-            raise _Refused(problem(422, f"spec.name is not {name!r}, the room deployed"))
+            raise Refused(422, f"spec.name is not {name!r}, the room deployed")
         excess = settings.ceiling.excess(parsed.resources)
         if excess:
             resource, ceiling, asked = excess[0]
-            raise _Refused(
-                problem(
-                    422,
-                    f"resources.{resource} = {asked} is more than this compute server allows",
-                    check="resources",
-                    expected=f"{resource} <= {ceiling}",
-                    actual=asked,
-                )
+            raise Refused(
+                422,
+                f"resources.{resource} = {asked} is more than this compute server allows",
+                check="resources",
+                expected=f"{resource} <= {ceiling}",
+                actual=asked,
             )
         digest = function.removeprefix("fs://")
 
@@ -404,9 +387,9 @@ def create_app(
         try:
             nonce = json.loads(await small_json(request))["nonce"]
         except (ValueError, KeyError, TypeError) as error:
-            raise _Refused(problem(422, "expected {nonce: <b64u 32 bytes>}")) from error
+            raise Refused(422, "expected {nonce: <b64u 32 bytes>}") from error
         if not isinstance(nonce, str):
-            raise _Refused(problem(422, "nonce must be b64u text"))
+            raise Refused(422, "nonce must be b64u text")
         hosted(room)
         try:
             answer = await host.attest_raw(room.key, nonce)
@@ -432,11 +415,9 @@ def create_app(
             document = json.loads(await small_json(request))
             nonce, init, signature = document["nonce"], document["init"], document["signature"]
         except (ValueError, KeyError, TypeError) as error:
-            raise _Refused(
-                problem(422, "expected {nonce, init, signature} (docs/api.md)")
-            ) from error
+            raise Refused(422, "expected {nonce, init, signature} (docs/api.md)") from error
         if not isinstance(nonce, str):
-            raise _Refused(problem(422, "nonce must be b64u text"))
+            raise Refused(422, "nonce must be b64u text")
         worker = hosted(room)
         handshake_body = json.dumps({"init": init, "signature": signature}).encode()
 
@@ -573,13 +554,13 @@ async def _fetch_bundle(
     Not checked here: the Worker recomputes the function ID from these bytes.
     """
     if not DIGEST.fullmatch(digest):
-        raise _Refused(problem(422, "spec.function is not an fs:// function ID"))
+        raise Refused(422, "spec.function is not an fs:// function ID")
     url = f"{manager_url}/v1/functions/{digest}"
     for attempt in (1, 2):
         try:
             headers = await run_in_threadpool(link.headers)
         except CheckFailed as error:
-            raise _Refused(problem(502, f"no token from the manager: {error}")) from error
+            raise Refused(502, f"no token from the manager: {error}") from error
         try:
             async with (
                 httpx.AsyncClient(transport=transport, timeout=60.0) as client,
@@ -591,22 +572,18 @@ async def _fetch_bundle(
                     continue
                 if response.status_code != 200:
                     await response.aread()
-                    raise _Refused(
-                        problem(
-                            502,
-                            f"the manager refused the function bundle: {response.status_code}",
-                        )
+                    raise Refused(
+                        502,
+                        f"the manager refused the function bundle: {response.status_code}",
                     )
                 size = 0
                 with destination.open("wb") as file:
                     async for chunk in response.aiter_bytes():
                         size += len(chunk)
                         if size > MAX_BUNDLE:
-                            raise _Refused(problem(413, "function bundle too large"))
+                            raise Refused(413, "function bundle too large")
                         file.write(chunk)
                 return
         except httpx.TransportError as error:
-            raise _Refused(
-                problem(502, f"cannot reach the manager at {manager_url}: {error}")
-            ) from error
-    raise _Refused(problem(502, "the manager refused this compute server's token"))
+            raise Refused(502, f"cannot reach the manager at {manager_url}: {error}") from error
+    raise Refused(502, "the manager refused this compute server's token")

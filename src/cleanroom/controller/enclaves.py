@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from cleanroom.controller.relay import Answer, EnclaveClient, EnclaveUnreachable
 from cleanroom.controller.sandbox_ids import SandboxIdError, SandboxIds
+from cleanroom.errors import Error
 
 log = logging.getLogger("cleanroom.controller")
 
@@ -41,12 +42,17 @@ SHORT_SOCKETS = Path("/run/cleanroom/sockets")
 PLATFORM_DIR = "simulated-platform"  # the simulated platform, in the data directory
 
 
-class EnclaveProcessError(Exception):
-    """An enclave process did not start, or answered with an error during admission."""
+class EnclaveProcessError(Error):
+    """An enclave process did not start, or answered with an error during admission.
+
+    ``status`` is the Controller's answer (``http_status`` too); ``body``, when the
+    enclave answered with a problem of its own, is that problem, relayed as it is.
+    """
 
     def __init__(self, message: str, status: int = 502, body: Any = None) -> None:
         super().__init__(message)
         self.status, self.body = status, body
+        self.http_status = status
 
 
 class ProcessHandle(Protocol):

@@ -18,15 +18,19 @@ from typing import Any
 
 import aiohttp
 
+from cleanroom.errors import Error
+
 BASE_URL = "http://enclave"
 STREAM_CHUNK = 1 << 20
 
 
-class EnclaveUnreachable(Exception):
+class EnclaveUnreachable(Error):
     """The enclave process did not answer: not started, gone, or too slow."""
 
+    http_status = 502
 
-class RequestNotRelayable(ValueError):
+
+class RequestNotRelayable(Error):
     """A request that cannot be sent as it is (its URL would not parse): the caller's
     400, never a 502 blamed on the enclave."""
 
@@ -122,7 +126,7 @@ class EnclaveClient:
                     response.headers.get("content-type", "application/json"),
                 )
         except aiohttp.InvalidURL as error:
-            raise RequestNotRelayable(str(error)) from error
+            raise RequestNotRelayable(f"the request cannot be relayed: {error}") from error
         except _FAILURES as error:
             raise EnclaveUnreachable(str(error) or type(error).__name__) from error
 
@@ -145,7 +149,7 @@ class EnclaveClient:
                     response.headers.get("content-type", "application/json"),
                 )
         except aiohttp.InvalidURL as error:
-            raise RequestNotRelayable(str(error)) from error
+            raise RequestNotRelayable(f"the request cannot be relayed: {error}") from error
         except _FAILURES as error:
             raise EnclaveUnreachable(str(error) or type(error).__name__) from error
 
@@ -159,7 +163,7 @@ class EnclaveClient:
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=60.0),
             )
         except aiohttp.InvalidURL as error:
-            raise RequestNotRelayable(str(error)) from error
+            raise RequestNotRelayable(f"the request cannot be relayed: {error}") from error
         except _FAILURES as error:
             raise EnclaveUnreachable(str(error) or type(error).__name__) from error
         return StreamedAnswer(response)
