@@ -1,11 +1,17 @@
-"""The one mapping of ``cleanroom.errors.Error`` to problem details: ``cleanroom.web``."""
+"""Each front end maps ``cleanroom.errors.Error`` in one place: ``cleanroom.web`` for
+problem details, ``cleanroom.cli.main`` for the line and the exit code."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from cleanroom.errors import CheckFailed, Error
+from cleanroom.cli import main as cli_main
+from cleanroom.errors import EXIT_REFUSED, EXIT_USAGE, CheckFailed, Error
 from cleanroom.web import PROBLEM_JSON, Refused, install_problem_handlers
 
 # ---- the web mapping ------------------------------------------------------------------------
@@ -83,3 +89,65 @@ def test_web_answers_anything_else_500_without_its_text() -> None:
         answer = client.get("/defect")
     assert answer.status_code == 500
     assert "secret" not in answer.text
+
+
+def test_cli_error_keeps_the_exit_code_of_its_raise() -> None:
+    from cleanroom.cli.common import CliError
+
+    assert issubclass(CliError, Error)
+    assert CliError("x").exit_code == EXIT_REFUSED
+    assert CliError("x", EXIT_USAGE).exit_code == EXIT_USAGE
+
+
+# ---- the command-line mapping ---------------------------------------------------------------
+
+
+class Unusable(Error):
+    """A synthetic unusable input."""
+
+    exit_code = EXIT_USAGE
+
+
+def raises_unusable() -> None:
+    """Raise an unusable-input error."""
+    raise Unusable("--thing: expected a number, got 'x'")
+
+
+def raises_check_with_hint() -> None:
+    """Raise a refused check with a hint."""
+    raise CheckFailed("work-id", "abc", "abd", "not the room you approved", hint="approve it")
+
+
+@pytest.fixture
+def synthetic_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    commands = dict(cli_main.COMMANDS)
+    commands["unusable"] = cli_main.Lazy(f"{__name__}:raises_unusable", "Raise.")
+    commands["refused"] = cli_main.Lazy(f"{__name__}:raises_check_with_hint", "Raise.")
+    monkeypatch.setattr(cli_main, "COMMANDS", commands)
+    assert sys.modules[__name__].raises_unusable is raises_unusable
+
+
+def test_cli_exits_with_the_errors_code_and_one_line(
+    synthetic_commands: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main.main(["unusable"]) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.err == "error: --thing: expected a number, got 'x'\n"
+    assert captured.out == ""
+
+
+def test_cli_shows_a_refused_checks_hint_after_its_line(
+    synthetic_commands: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main.main(["refused"]) == EXIT_REFUSED
+    assert capsys.readouterr().err == (
+        "error: work-id: not the room you approved (expected abc, got abd) — approve it\n"
+    )
+
+
+def test_cli_maps_a_real_commands_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An operator's bad input, raised by the manager's admin code and mapped by main."""
+    code = cli_main.main(["admin", "--data-dir", str(tmp_path), "project", "create", "Not_Valid"])
+    assert code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1

@@ -37,7 +37,6 @@ from cleanroom.client.profile import (
     ProfileError,
     SignedRelease,
 )
-from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
 
 if TYPE_CHECKING:
@@ -50,25 +49,15 @@ SIMULATOR_WARNING = "WARNING: SIMULATED SGX root trusted: nothing is protected; 
 
 @contextmanager
 def failures() -> Iterator[None]:
-    """Every expected failure as one line: refusals exit 1, unusable input exits 2."""
+    """Expected failures as cli/main.py shows every error, one line with its exit code;
+    refused credentials also say what to check."""
     try:
         yield
-    except ProfileError as error:
-        fail(str(error), EXIT_USAGE)
     except ServerError as error:
         # with_manager already retried with a fresh login: the credentials are refused.
-        advice = (
-            f" (check the client id and secret: {hint('configure')})" if error.status == 401 else ""
-        )
-        fail(f"{error}{advice}", EXIT_REJECTED)
-    except CheckFailed as error:
-        # A check that found the input unusable (not a refusal) says so as exit code 2,
-        # and its message alone says what was expected and what was found.
-        if getattr(error, "exit_code", EXIT_REJECTED) == EXIT_USAGE:
-            fail(error.message, EXIT_USAGE)
-        hint_text = " ".join(error.hint.split()) if error.hint else ""
-        advice = f" — {hint_text}" if hint_text and hint_text not in str(error) else ""
-        fail(f"{error}{advice}", EXIT_REJECTED)
+        if error.status != 401:
+            raise
+        fail(f"{error} (check the client id and secret: {hint('configure')})", EXIT_REJECTED)
 
 
 def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
@@ -393,9 +382,7 @@ def _signed_release(
                 EXIT_USAGE,
             )
         release = SignedRelease.verify(read_file(measurements, "measurement file"), key)
-    except ProfileError as error:
-        fail(str(error), EXIT_USAGE)
-    except MeasurementsError as error:
+    except MeasurementsError as error:  # a malformed file exits 2, not 1
         hint = f" — {error.hint}" if error.hint else ""
         fail(f"{error}{hint}", EXIT_USAGE if isinstance(error, EvidenceError) else EXIT_REJECTED)
     backend = release.measurements.backend

@@ -13,14 +13,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from cleanroom.errors import EXIT_REFUSED, Error
+from cleanroom.errors import EXIT_USAGE as EXIT_USAGE  # a command names it beside EXIT_OK
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from cleanroom.client.profile import Profile
 
 EXIT_OK = 0
-EXIT_REJECTED = 1  # a security check failed, or the operation failed
-EXIT_USAGE = 2  # unusable input: bad arguments, missing or malformed files
+EXIT_REJECTED = EXIT_REFUSED  # a security check failed, or the operation failed
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 success (evidence accepted); 1 rejected by a security check or failed; "
@@ -52,8 +54,8 @@ def print_line(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-class CliError(Exception):
-    """An error to show as one line on stderr, with its exit code."""
+class CliError(Error):
+    """An error a command words itself: one line on stderr, with this raise's exit code."""
 
     def __init__(self, message: str, exit_code: int = EXIT_REJECTED) -> None:
         super().__init__(message)
@@ -131,29 +133,27 @@ def hint(words: str) -> str:
     (``--profile`` or ``$CLEANROOM_PROFILE``): pasted in another shell, it still
     acts on the same profile.
     """
-    from cleanroom.client.profile import command_for
+    from cleanroom.client.profile import ProfileError, command_for
 
     try:
         return command_for(profile_name(), words)
-    except CliError:
+    except ProfileError:
         return f"cleanroom {words}"
 
 
 def profile_name() -> str:
-    """The profile this invocation uses: --profile, else $CLEANROOM_PROFILE, else default."""
-    from cleanroom.client.profile import ProfileError, resolve_name
+    """The profile this invocation uses: --profile, else $CLEANROOM_PROFILE, else default.
 
-    try:
-        return resolve_name(_profile_option["name"])
-    except ProfileError as error:
-        fail(str(error), EXIT_USAGE)
+    A name that cannot be a profile's is a :class:`~cleanroom.client.profile.ProfileError`.
+    """
+    from cleanroom.client.profile import resolve_name
+
+    return resolve_name(_profile_option["name"])
 
 
 def current_profile() -> Profile:
-    """The configured profile this invocation uses; a one-line error if it is not configured."""
-    from cleanroom.client.profile import Profile, ProfileError
+    """The configured profile this invocation uses; a ProfileError (one line, exit code 2)
+    if it is not configured."""
+    from cleanroom.client.profile import Profile
 
-    try:
-        return Profile.load(_profile_option["name"])
-    except ProfileError as error:
-        fail(str(error), EXIT_USAGE)
+    return Profile.load(_profile_option["name"])

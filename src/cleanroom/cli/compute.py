@@ -131,7 +131,7 @@ def compute(
     from cleanroom.controller import ControllerSettings, create_app
     from cleanroom.controller.ceiling import ResourceCeiling
     from cleanroom.controller.enclaves import PLATFORM_DIR
-    from cleanroom.controller.manager_link import CredentialsError, load_credentials
+    from cleanroom.controller.manager_link import load_credentials
 
     try:
         ceiling = ResourceCeiling.of_host().with_overrides(_pairs(max_resources or []))
@@ -144,10 +144,7 @@ def compute(
             "with `cleanroom admin server add URL --credentials-out FILE`",
             EXIT_USAGE,
         )
-    try:
-        identity = load_credentials(credentials)
-    except CredentialsError as error:
-        fail(str(error), EXIT_USAGE)
+    identity = load_credentials(credentials)
     if public_url is not None and public_url.rstrip("/") != identity.url:
         fail(
             f"--public-url {public_url} is not the URL this server was registered at "
@@ -235,7 +232,7 @@ def _gramine_launcher(
     try:
         sgx.check()
         signed = chosen.preflight()
-    except CheckFailed as error:
+    except CheckFailed as error:  # says that the server will not start
         hint = f" — {error.hint}" if error.hint else ""
         fail(f"refusing to start: {error}{hint}", EXIT_REJECTED)
     how = f"containers through {docker_socket}" if use_docker else f"gramine-sgx, {gramine_dir}"

@@ -130,7 +130,7 @@ def demo(
     try:
         with LocalStack(root / "servers") as stack:
             _flow(stack, root, function_dir, rows, k)
-    except (CheckFailed, ServerError) as error:
+    except (CheckFailed, ServerError) as error:  # says that the demo stopped there
         fail(f"demo stopped: {error}")
     finally:
         if keep:

@@ -96,8 +96,7 @@ def function_test(
     function's own output; exits 1 unless the run succeeded."""
     from pydantic import ValidationError
 
-    from cleanroom.client.access import ParameterError, parse_parameters
-    from cleanroom.enclave.errors import RunError
+    from cleanroom.client.access import parse_parameters
     from cleanroom.enclave.supervisor import Limits
     from cleanroom.enclave.trial import run_trial
     from cleanroom.errors import CheckFailed
@@ -113,7 +112,7 @@ def function_test(
         resources = Resources(
             memory_mib=memory, timeout_s=timeout, cpu_s=cpu, processes=processes, disk_mib=disk
         )
-    except (CheckFailed, ParameterError) as error:
+    except CheckFailed as error:  # a limit out of range: unusable input here, exit 2
         fail(str(error), EXIT_USAGE)
     except ValidationError as error:
         first = error.errors()[0]
@@ -130,10 +129,8 @@ def function_test(
                 limits=Limits(**resources.model_dump()),
                 destination=out,
             )
-    except BundleError as error:
+    except BundleError as error:  # the directory given is no bundle: exit 2, not 1
         fail(str(error), EXIT_USAGE)
-    except RunError as error:
-        fail(str(error))
     except OSError as error:
         fail(f"{error.filename or directory}: {error.strerror}", EXIT_USAGE)
     result = trial.result

@@ -100,7 +100,7 @@ def manifest(
         render,
     )
     from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
-    from cleanroom.tee.measure import IMAGES, MeasurementError, image_files
+    from cleanroom.tee.measure import IMAGES, image_files
 
     definition = IMAGES.get(image)
     if definition is None:
@@ -126,7 +126,7 @@ def manifest(
         _refuse(error, usage=SigstructError.MALFORMED)
     except ManifestError as error:
         _refuse(error, usage=frozenset({"gramine-install", "manifest-sizing"}))
-    except (MeasurementError, OSError) as error:
+    except OSError as error:
         fail(str(error), EXIT_USAGE)
     if json_output():
         print_json(

@@ -25,11 +25,11 @@ from cleanroom.cli.common import (
     EXIT_CODES_HELP,
     EXIT_REJECTED,
     EXIT_USAGE,
-    CliError,
     OutputFormat,
     set_output,
     set_profile_name,
 )
+from cleanroom.errors import CheckFailed, Error
 
 _state = {"debug": False}
 
@@ -344,16 +344,35 @@ def _command() -> Any:
     return typer.main.get_group(app)
 
 
+def one_line(error: Error) -> str:
+    """What the command line says of ``error`` (after ``error: ``).
+
+    Its one line; a refused check's hint after a dash, unless the line says it already.
+    A check that found the input unusable (exit code 2) says only its message, which
+    names what was expected and what was found.
+    """
+    if not isinstance(error, CheckFailed):
+        return str(error)
+    if error.exit_code == EXIT_USAGE:
+        return error.message
+    hint = " ".join(error.hint.split()) if error.hint else ""
+    return f"{error} — {hint}" if hint and hint not in str(error) else str(error)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; every error is one line on stderr unless ``--debug``."""
+    """Run the command line; every error is one line on stderr unless ``--debug``.
+
+    A :class:`cleanroom.errors.Error` exits with its ``exit_code``; usage errors exit 2,
+    anything else is an internal error (exit 1).
+    """
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = False
     set_profile_name(None)
     set_output(OutputFormat.text)
     try:
         result = _command().main(args=args, standalone_mode=False, prog_name="cleanroom")
-    except CliError as error:
-        common.stderr.print(f"error: {error}", markup=False)
+    except Error as error:  # the one place an error becomes a line and an exit code
+        common.stderr.print(f"error: {one_line(error)}", markup=False)
         return error.exit_code
     except typer.Exit as done:
         return done.exit_code

@@ -193,7 +193,7 @@ def _verify(
         # measurement needs no measurable installation (measuring may hash whole images).
         try:
             release_attester, release_worker = measure("attester"), measure("worker")
-        except MeasurementError as error:
+        except MeasurementError as error:  # says what was being measured
             fail(f"cannot measure this release's enclaves: {error}", EXIT_USAGE)
         published_attester = published_attester or frozenset({release_attester.mr_enclave})
         published_signer = published_signer or release_attester.mr_signer
@@ -221,7 +221,7 @@ def _verify(
             trust=trust,
             at=when,
         )
-    except EvidenceError as error:
+    except EvidenceError as error:  # exit 2 and --json: the receipt's own error document
         _refused(error, EXIT_USAGE, as_json)
     except CheckFailed as error:
         _refused(error, EXIT_REJECTED, as_json)

@@ -68,9 +68,9 @@ def install(
         try:
             with stderr.status(f"installing {name}…"):
                 runtime = install_runtime(name, directory, force=force)
-        except RuntimeUnavailable as error:
+        except RuntimeUnavailable as error:  # an unknown runtime name: exit 2, not 1
             fail(str(error) + (f" — {error.hint}" if error.hint else ""), EXIT_USAGE)
-        except InstallError as error:
+        except InstallError as error:  # names the runtime
             fail(f"installing {name}: {error}", EXIT_REJECTED)
         installed[name] = str(runtime.directory)
         if not json_output():

@@ -76,7 +76,6 @@ def manager(
     """
     from cleanroom.cli.serving import serve
     from cleanroom.manager import Settings, create_app
-    from cleanroom.manager.database import DatabaseError
 
     directory = data_dir or default_data_dir()
     settings = Settings(
@@ -94,8 +93,6 @@ def manager(
         application = create_app(settings)
     except OSError as error:
         fail(f"cannot use the data directory {directory}: {error}", EXIT_USAGE)
-    except DatabaseError as error:
-        fail(str(error), EXIT_USAGE)
     serve(
         application,
         host=host,

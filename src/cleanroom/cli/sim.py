@@ -19,8 +19,8 @@ from cleanroom.cli.common import (
     stderr,
     stdout,
 )
-from cleanroom.tee.measure import IMAGE_NAMES, MeasurementError, measure
-from cleanroom.tee.simulated import PlatformStateError, SimulatedPlatform
+from cleanroom.tee.measure import IMAGE_NAMES, measure
+from cleanroom.tee.simulated import SimulatedPlatform
 from cleanroom.tee.simulated.platform import TCB_STATUSES
 
 app = typer.Typer(
@@ -50,10 +50,7 @@ def _warn() -> None:
 
 
 def _load(directory: Path | None) -> SimulatedPlatform:
-    try:
-        return SimulatedPlatform.load(directory or paths.simulated_platform_dir())
-    except PlatformStateError as error:
-        fail(str(error), EXIT_USAGE)
+    return SimulatedPlatform.load(directory or paths.simulated_platform_dir())
 
 
 @app.command("init")
@@ -79,7 +76,7 @@ def init(
             advisory_ids=advisory or (),
             force=force,
         )
-    except (ValueError, PlatformStateError) as error:
+    except ValueError as error:  # e.g. an unknown TCB status
         fail(str(error), EXIT_USAGE)
     _warn()
     if json_output():
@@ -171,10 +168,7 @@ def quote(
     """Mint a quote from the simulated platform, so anyone can try the verifier."""
     data = parse_hex(report_data, "--report-data", pad_to=64)
     platform = _load(directory)
-    try:
-        measurement = measure(enclave)
-    except MeasurementError as error:
-        fail(str(error), EXIT_USAGE)
+    measurement = measure(enclave)
     raw = platform.enclave(measurement.identity(debug=debug)).quote(data)
     out.write_bytes(raw)
     collateral_out.write_text(platform.collateral_json(now=int(time.time())))

@@ -11,7 +11,7 @@ import typer
 from cleanroom.cli.account import failures
 from cleanroom.cli.common import EXIT_USAGE, fail, json_output, stdout
 from cleanroom.cli.room import _client
-from cleanroom.client.access import ParameterError, parse_parameters
+from cleanroom.client.access import parse_parameters
 from cleanroom.client.sqlrooms import budget as fetch_budget
 from cleanroom.client.sqlrooms import query as run_query
 from cleanroom.protocol.text import shown
@@ -55,10 +55,7 @@ def query(
     """
     if (sql is None) == (named is None):
         fail("give an ad-hoc query or --name NAME, not both", EXIT_USAGE)
-    try:
-        parameters: dict[str, Any] = dict(parse_parameters(param or []))
-    except ParameterError as error:
-        fail(str(error), EXIT_USAGE)
+    parameters: dict[str, Any] = dict(parse_parameters(param or []))
     with failures():
         result = run_query(
             _client(), name, name=named, sql=sql, parameters=parameters or None,

@@ -38,7 +38,6 @@ from cleanroom.cli.common import (
 from cleanroom.client.access import (
     Access,
     AccessFileError,
-    ParameterError,
     build_spec,
     load_access,
     parse_parameters,
@@ -137,7 +136,7 @@ def function_upload(
         try:
             with _status(f"packing {directory}…"), bundle.open("wb") as handle:
                 expected = pack_into(directory, handle)
-        except BundleError as error:
+        except BundleError as error:  # the directory given is no bundle: exit 2, not 1
             fail(str(error), EXIT_USAGE)
         except OSError as error:
             fail(f"cannot read {directory}: {error.strerror}", EXIT_USAGE)
@@ -313,13 +312,10 @@ def deploy(
     profile = current_profile()
     if function is not None:
         function = _function_id(function, "--function")
-    try:
-        rights = load_access(access)
-        parameters = parse_parameters(param or [])
-        with failures():
-            section = _sql_section(rights, sql, schema or [])
-    except (AccessFileError, ParameterError) as error:
-        fail(str(error), EXIT_USAGE)
+    rights = load_access(access)
+    parameters = parse_parameters(param or [])
+    with failures():
+        section = _sql_section(rights, sql, schema or [])
     if section is not None:
         if function is not None or handler is not None:
             fail("a SQL room runs this release's engine: no --function or --handler", EXIT_USAGE)
@@ -351,7 +347,7 @@ def deploy(
         if spec.sql is not None:
             # Every named query parses and passes every owner's rule, or nothing deploys.
             check_spec_queries(spec)
-    except CheckFailed as error:
+    except CheckFailed as error:  # the spec built from the user's files: exit 2, not 1
         fail(str(error), EXIT_USAGE)
     with failures(), _status(f"deploying {name}…"):
         room = with_manager(profile, lambda manager: manager.deploy(spec))

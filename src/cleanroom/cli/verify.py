@@ -39,7 +39,6 @@ from cleanroom.cli.common import (
 from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
 from cleanroom.tee.measure import (
     IMAGE_NAMES,
-    MeasurementError,
     image_files,
     measure,
     write_measurements,
@@ -197,7 +196,7 @@ def verify_quote(
         appraisal = appraise_quote(
             evidence.quote, evidence.collateral, at=when, trust=trust, policy=policy
         )
-    except AttestationError as error:
+    except AttestationError as error:  # --json, exit 2 for malformed evidence, "rejected:"
         code = EXIT_USAGE if isinstance(error, EvidenceError) else EXIT_REJECTED
         if as_json:
             stdout.out(json.dumps({"error": error.to_json()}, indent=2))
@@ -352,25 +351,22 @@ def measure_command(
             fail("--gramine reads the image and its signer from the .sig file alone", EXIT_USAGE)
         _measure_gramine(read_file(gramine, "SIGSTRUCT"), as_json=as_json)
         return
-    try:
-        if write:
-            for files in write_measurements():
-                stdout.print(f"recorded the {files.image} image: {len(files.files)} files")
-            if image is None:
-                return
+    if write:
+        for files in write_measurements():
+            stdout.print(f"recorded the {files.image} image: {len(files.files)} files")
         if image is None:
-            fail(
-                f"name an image ({', '.join(IMAGE_NAMES)}), or give --write or --gramine FILE.sig",
-                EXIT_USAGE,
-            )
-        measurement = measure(
-            image,
-            signer_pem=read_file(signer, "signer key") if signer else None,
-            fresh=not write,
+            return
+    if image is None:
+        fail(
+            f"name an image ({', '.join(IMAGE_NAMES)}), or give --write or --gramine FILE.sig",
+            EXIT_USAGE,
         )
-        files = image_files(image) if write else image_files(image, fresh=True)
-    except MeasurementError as error:
-        fail(str(error), EXIT_USAGE)
+    measurement = measure(
+        image,
+        signer_pem=read_file(signer, "signer key") if signer else None,
+        fresh=not write,
+    )
+    files = image_files(image) if write else image_files(image, fresh=True)
     if as_json:
         document = measurement.to_json()
         if list_files:
@@ -397,7 +393,7 @@ def measure_command(
 def _measure_gramine(data: bytes, *, as_json: bool) -> None:
     try:
         measurement = read_sigstruct(data)
-    except SigstructError as error:
+    except SigstructError as error:  # --json; exit 2 for a malformed file
         code = EXIT_USAGE if error.check in SigstructError.MALFORMED else EXIT_REJECTED
         if as_json:
             stdout.out(json.dumps({"error": error.to_json()}, indent=2))

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WORK_SPEC_TYPE, Scalar, WorkSpec
@@ -43,12 +44,16 @@ _FLOAT = re.compile(
 )
 
 
-class AccessFileError(ValueError):
+class AccessFileError(Error):
     """The access file cannot be used; the message names the file, the key and the problem."""
 
+    exit_code = EXIT_USAGE
 
-class ParameterError(ValueError):
+
+class ParameterError(Error):
     """A ``KEY=VALUE`` parameter cannot be used."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import CheckFailed, Error
 from cleanroom.protocol.text import shown
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-class ServerError(Exception):
+class ServerError(Error):
     """A server refused a request (``status`` ≥ 400) or could not be reached (``status`` 0).
 
     ``problem`` is the decoded error body (empty when there was none). ``str()`` is

@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 from cleanroom.protocol.keys import user_id as user_id_of
 
 # The attestation package (dcap-qvl, X.509) and the DPoP module (httpx) are imported
@@ -106,8 +106,10 @@ _WORK_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
-class ProfileError(Exception):
+class ProfileError(Error):
     """A profile is missing, unreadable or malformed; the message is one line to act on."""
+
+    exit_code = EXIT_USAGE  # no such profile, or one that cannot be read
 
 
 class NotApprovedError(CheckFailed):

@@ -24,15 +24,17 @@ from typing import Any
 
 import httpx
 
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 
 CREDENTIALS_TYPE = "cleanroom/compute-credentials/v1"
 TOKEN_MARGIN_S = 60
 """A token this close to its expiry is replaced before it is used."""
 
 
-class CredentialsError(Exception):
+class CredentialsError(Error):
     """The credentials file cannot be used; the message is one line to act on."""
+
+    exit_code = EXIT_USAGE  # the credentials file given cannot be used
 
 
 class ManagerRefused(CheckFailed):

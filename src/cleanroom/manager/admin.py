@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.manager import audit, projects, servers
 from cleanroom.manager.credentials import hash_secret, new_secret, new_server_client_id
 from cleanroom.manager.database import (
@@ -38,8 +39,10 @@ DEFAULT_CAPACITY = 20
 """Live rooms a compute server hosts at most, unless registered with another capacity."""
 
 
-class AdminError(Exception):
+class AdminError(Error):
     """An operator command was refused; the message is one line."""
+
+    exit_code = EXIT_USAGE  # the operator's input names no such thing, or a taken one
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ from sqlalchemy.orm import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from cleanroom.errors import EXIT_USAGE, Error
+
 ROOM_STATES = ("deploying", "deployed", "failed", "lost", "deleted")
 LIVE_ROOM_STATES = ("deploying", "deployed")
 """States in which a room counts against its compute server's load."""
@@ -279,8 +281,11 @@ def open_database(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-class DatabaseError(Exception):
+class DatabaseError(Error):
     """The database cannot be used as it is; the message says why, in one line."""
+
+    http_status = 503
+    exit_code = EXIT_USAGE  # the --data-dir or --database-url given cannot be used
 
 
 def _alembic_config() -> AlembicConfig:

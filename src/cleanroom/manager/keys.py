@@ -38,6 +38,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.tokens import DEFAULT_LEEWAY, DEFAULT_LIFETIME, Clock, kid_of
 
 KEYS_DIR = "token-keys"
@@ -52,8 +53,11 @@ KEY_STATES = ("next", "active", "retired", "expired")
 _log = logging.getLogger("cleanroom.manager.keys")
 
 
-class KeyRingError(Exception):
+class KeyRingError(Error):
     """The key ring cannot be used: a key file is unreadable or no key may sign."""
+
+    http_status = 503  # no key may sign: tokens cannot be issued now
+    exit_code = EXIT_USAGE  # the key directory given cannot be used
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, installed_runtimes, runtimes_dir
 
 FILES_TYPE = "cleanroom/image-files/v1"
@@ -70,8 +71,10 @@ print(json.dumps({"distributions": distributions, "mapped": sorted(mapped)}))
 PROBE_ENVIRONMENT = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 
 
-class MeasurementError(Exception):
+class MeasurementError(Error):
     """An enclave image cannot be measured (unknown image, unreadable file, bad key)."""
+
+    exit_code = EXIT_USAGE  # the image given cannot be measured
 
 
 @dataclass(frozen=True)

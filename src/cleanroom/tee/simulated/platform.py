@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFCMAC, CounterLocation, Mode
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.sgx import (
     INTEL_QE_VENDOR_ID,
     KEY_POLICY_RESERVED,
@@ -98,8 +99,10 @@ QE_IDENTITY = EnclaveIdentity(
 _REPORT_KEY_LABEL = b"cleanroom simulated SGX REPORT key"
 
 
-class PlatformStateError(Exception):
+class PlatformStateError(Error):
     """The platform directory is missing, incomplete or not a simulated platform."""
+
+    exit_code = EXIT_USAGE  # the platform directory given cannot be used
 
 
 def _utc(value: dt.datetime) -> str:
