@@ -1,18 +1,117 @@
-"""Each front end maps ``cleanroom.errors.Error`` in one place: ``cleanroom.web`` for
-problem details, ``cleanroom.cli.main`` for the line and the exit code."""
+"""One error root: every error cleanroom defines is a ``cleanroom.errors.Error``, and
+each front end maps it in one place (``cleanroom.web`` for problem details,
+``cleanroom.cli.main`` for the line and the exit code)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import pkgutil
 import sys
+import types
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
+import cleanroom
 from cleanroom.cli import main as cli_main
 from cleanroom.errors import EXIT_REFUSED, EXIT_USAGE, CheckFailed, Error
 from cleanroom.web import PROBLEM_JSON, Refused, install_problem_handlers
+
+# Modules the walk does not import, each with why; the test asserts these are exactly
+# the ones left out.
+NOT_IMPORTED = {
+    # Alembic's environment script: it runs only inside alembic's migration context.
+    "cleanroom.manager.migrations.env",
+}
+# Optional native parts whose import may fail with ImportError on a machine without
+# them (none today): only these may be skipped, and only for ImportError.
+OPTIONAL: frozenset[str] = frozenset()
+
+
+def _walk() -> tuple[list[types.ModuleType], list[str]]:
+    """Every module of cleanroom, imported; and the names left out."""
+    modules: list[types.ModuleType] = [cleanroom]
+    skipped: list[str] = []
+    for info in pkgutil.walk_packages(cleanroom.__path__, "cleanroom."):
+        if info.name in NOT_IMPORTED:
+            skipped.append(info.name)
+            continue
+        try:
+            modules.append(importlib.import_module(info.name))
+        except ImportError:
+            if info.name not in OPTIONAL:
+                raise
+            skipped.append(info.name)
+    return modules, skipped
+
+
+def _subclasses(root: type) -> Iterator[type]:
+    for sub in root.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def exception_classes(modules: Iterable[types.ModuleType]) -> set[type]:
+    """Every exception class defined in ``modules``: bound at their top level, nested,
+    or made inside a function (found among BaseException's subclasses)."""
+    names = {module.__name__ for module in modules}
+    found = {
+        value
+        for module in modules
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, BaseException)
+        and value.__module__ == module.__name__
+    }
+    found.update(cls for cls in _subclasses(BaseException) if cls.__module__ in names)
+    return found
+
+
+def outside_the_root(classes: Iterable[type]) -> list[str]:
+    return sorted(
+        f"{cls.__module__}.{cls.__qualname__}" for cls in classes if not issubclass(cls, Error)
+    )
+
+
+def test_every_error_class_derives_from_the_root() -> None:
+    modules, skipped = _walk()
+    assert sorted(skipped) == sorted(NOT_IMPORTED)  # nothing else left out
+    classes = exception_classes(modules)
+    assert len(classes) > 50  # the walk found cleanroom's errors (not an empty pass)
+    assert outside_the_root(classes) == []
+
+
+def test_the_walk_finds_an_error_outside_the_root() -> None:
+    """The check above fails for ``class FooError(Exception)`` in any module, at its
+    top level or made inside a function."""
+    module = types.ModuleType("cleanroom._synthetic_errors")
+    source = (
+        "class FooError(Exception):\n    pass\n\n"
+        "class Fine(cleanroom.errors.Error):\n    pass\n\n"
+        "def make():\n    class Hidden(ValueError):\n        pass\n    return Hidden\n"
+    )
+    module.__dict__["cleanroom"] = cleanroom
+    exec(compile(source, "<synthetic>", "exec"), module.__dict__)  # noqa: S102 - fixed text
+    hidden = module.make()
+    found = outside_the_root(exception_classes([module]))
+    assert found == [
+        "cleanroom._synthetic_errors.FooError",
+        "cleanroom._synthetic_errors.make.<locals>.Hidden",
+    ]
+    del hidden
+
+
+def test_cli_error_keeps_the_exit_code_of_its_raise() -> None:
+    from cleanroom.cli.common import CliError
+
+    assert issubclass(CliError, Error)
+    assert CliError("x").exit_code == EXIT_REFUSED
+    assert CliError("x", EXIT_USAGE).exit_code == EXIT_USAGE
+
 
 # ---- the web mapping ------------------------------------------------------------------------
 
@@ -89,14 +188,6 @@ def test_web_answers_anything_else_500_without_its_text() -> None:
         answer = client.get("/defect")
     assert answer.status_code == 500
     assert "secret" not in answer.text
-
-
-def test_cli_error_keeps_the_exit_code_of_its_raise() -> None:
-    from cleanroom.cli.common import CliError
-
-    assert issubclass(CliError, Error)
-    assert CliError("x").exit_code == EXIT_REFUSED
-    assert CliError("x", EXIT_USAGE).exit_code == EXIT_USAGE
 
 
 # ---- the command-line mapping ---------------------------------------------------------------

@@ -27,6 +27,7 @@ from types import TracebackType
 
 import httpx
 
+from cleanroom.errors import Error
 from cleanroom.manager.admin import (
     NewClient,
     ServerCredentials,
@@ -49,8 +50,10 @@ def free_port() -> int:
         return port
 
 
-class StackError(Exception):
+class StackError(Error):
     """A server of the local deployment did not start."""
+
+    http_status = 500  # this server's own failure, not the request's
 
 
 @dataclass

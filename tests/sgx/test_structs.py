@@ -14,6 +14,7 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.sgx import (
     INTEL_QE_VENDOR_ID,
     AttributeFlags,
@@ -312,7 +313,8 @@ def test_quote_header_values_are_checked(changes: dict[str, int], message: str) 
 def test_any_tdx_header_is_an_unsupported_tee(version: int) -> None:
     with pytest.raises(UnsupportedTeeError, match="TDX quote") as caught:
         parse_quote(sgx_header(version=version, tee_type=0x81))
-    assert isinstance(caught.value, SgxParseError) and isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, SgxParseError) and isinstance(caught.value, Error)
+    assert caught.value.exit_code == EXIT_USAGE  # malformed input, as every parse error
     assert str(caught.value).startswith("quote: this is a TDX quote")
 
 

@@ -28,13 +28,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cleanroom.errors import Error
+
 REGISTRY = Path("/run/cleanroom/sandbox-ids")
 FIRST_UID = 0x7000_0000
 COUNT = 0x0100_0000
 
 
-class SandboxIdError(Exception):
+class SandboxIdError(Error):
     """No sandbox uid can be had (the range is exhausted, or the registry is unusable)."""
+
+    http_status = 503
 
 
 def uids_in_use() -> set[int]:

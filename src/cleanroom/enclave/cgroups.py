@@ -26,11 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from cleanroom.errors import Error
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-class CgroupUnavailable(Exception):
+class CgroupUnavailable(Error):
     """This host offers no usable memory and pids controllers; the message says why."""
+
+    http_status = 500  # this server's own failure, not the request's
 
 
 @dataclass(frozen=True)

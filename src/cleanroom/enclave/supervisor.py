@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO
 
 from cleanroom.enclave.cgroups import CgroupLimits, CgroupUnavailable, RunCgroup, run_cgroups
+from cleanroom.errors import Error
 
 STAGE = Path("/run/cleanroom/stage")
 """Where a supervisor (as root) mounts the run's view, in its own mount namespace only."""
@@ -143,12 +144,16 @@ class RunReport:
         return cls(**json.loads(data))
 
 
-class SupervisorError(Exception):
+class SupervisorError(Error):
     """The run could not be set up or could not be ended: nothing of it is released."""
 
+    http_status = 500  # this server's own failure, not the request's
 
-class ToolMissing(Exception):
+
+class ToolMissing(Error):
     """A system tool the sandbox needs is not installed."""
+
+    http_status = 500  # this server's own failure, not the request's
 
 
 SYSTEM_DIRS = ("/usr/bin", "/usr/sbin", "/bin", "/sbin")

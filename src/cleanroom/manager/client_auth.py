@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote_plus
 
+from cleanroom.errors import Error
+
 BASIC_CHALLENGE = 'Basic realm="cleanroom", charset="UTF-8"'
 MAX_CREDENTIAL = 4096  # bytes of the Basic value: ids and secrets are far shorter
 
@@ -36,7 +38,7 @@ class ClientCredentials:
     method: Method
 
 
-class ClientAuthError(Exception):
+class ClientAuthError(Error):
     """Client authentication that cannot be used: an RFC 6749 error code and a reason.
 
     ``challenge`` is set when the client tried HTTP authentication: the answer is

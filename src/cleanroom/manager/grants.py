@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.dpop import ProofVerifier
+from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.callers import Caller, RoomRefused, find_room
 from cleanroom.manager.credentials import (
@@ -64,7 +65,7 @@ RESOURCE = re.compile(r"https?://[\x21-\x7e]{1,2000}")
 """A resource indicator: an absolute http(s) URL of printable ASCII."""
 
 
-class GrantRefused(Exception):
+class GrantRefused(Error):
     """The token endpoint refuses: an RFC 6749 §5.2 ``error`` with its HTTP status.
 
     ``description`` and ``check`` are shown only for a client that authenticated.

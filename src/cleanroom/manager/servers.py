@@ -64,6 +64,7 @@ from sqlalchemy import Update, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
+from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import LIVE_ROOM_STATES, ComputeServer, Room
 from cleanroom.manager.settings import Settings
@@ -92,8 +93,10 @@ def timestamp(seconds: int) -> str:
 # -- scheduling -------------------------------------------------------------------------
 
 
-class NoServerAvailable(Exception):
+class NoServerAvailable(Error):
     """No compute server may take a new room; ``refusals`` says why, one per server."""
+
+    http_status = 503
 
     def __init__(self, refusals: list[str]) -> None:
         if refusals:

@@ -34,7 +34,7 @@ from typing import BinaryIO
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import CheckFailed, Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
@@ -63,8 +63,10 @@ class StoredFunctionMissing(CheckFailed):
     http_status = 500
 
 
-class FunctionTooLarge(Exception):
+class FunctionTooLarge(Error):
     """An upload went past the size limit; nothing of it is kept."""
+
+    http_status = 413
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"the function bundle is larger than the limit of {limit} bytes")

@@ -21,6 +21,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cleanroom.errors import EXIT_USAGE, Error
+
 SQL_RUNTIME = "sql"
 SQL_HANDLER = "handler.run"
 # The runtime whose DuckDB runs a SQL room's queries, in the function sandbox.
@@ -43,8 +45,14 @@ MAX_QUERY_TEXT = 1 << 16
 HIDDEN_PREFIX = "__cr"  # columns the Worker adds to a query; no query may name one
 
 
-class SpecRuleError(ValueError):
-    """A SQL part of the spec that cannot be used; the message names the check."""
+class SpecRuleError(Error, ValueError):
+    """A SQL part of the spec that cannot be used; the message names the check.
+
+    Also a ``ValueError``: raised inside pydantic validators, which turn only that (and
+    AssertionError) into a validation error; WorkSpec.parse then names its check.
+    """
+
+    exit_code = EXIT_USAGE
 
     def __init__(self, check: str, message: str) -> None:
         self.check = check

@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cleanroom.errors import Error
 from cleanroom.runtimes import (
     MARKER,
     MARKER_TYPE,
@@ -69,8 +70,10 @@ print(json.dumps({
 """
 
 
-class InstallError(Exception):
+class InstallError(Error):
     """A runtime could not be installed (the message says which step failed and why)."""
+
+    http_status = 500  # this server's own failure, not the request's
 
 
 @contextlib.contextmanager

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from cleanroom.errors import EXIT_USAGE, Error
 
-class SgxParseError(ValueError):
+
+class SgxParseError(Error):
     """Bytes that do not have the shape of the named SGX structure."""
+
+    exit_code = EXIT_USAGE  # malformed input
 
     def __init__(self, structure: str, message: str) -> None:
         super().__init__(f"{structure}: {message}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import CheckFailed, Error
 from cleanroom.sgx import Attributes, Report, ReportBody, TargetInfo
 
 
@@ -21,12 +21,16 @@ class LocalAttestationError(CheckFailed):
     """A REPORT failed local attestation; names the check, expected and actual value."""
 
 
-class QuoteGenerationError(Exception):
+class QuoteGenerationError(Error):
     """The quoting enclave refused to quote (its local attestation of the caller failed)."""
 
+    http_status = 500  # this server's own failure, not the request's
 
-class EgetkeyError(Exception):
+
+class EgetkeyError(Error):
     """EGETKEY returned an error status in RAX (SDM Vol. 3D, EGETKEY; error codes)."""
+
+    http_status = 500  # this server's own failure, not the request's
 
     INVALID_ATTRIBUTE = 2
     INVALID_CPUSVN = 32
@@ -45,8 +49,10 @@ class EgetkeyError(Exception):
         super().__init__(f"EGETKEY failed with status {status} ({self.status_name})")
 
 
-class EgetkeyFault(Exception):
+class EgetkeyFault(Error):
     """A KEYREQUEST that EGETKEY answers with #GP (a simulation raises; hardware kills)."""
+
+    http_status = 500  # this server's own failure, not the request's
 
 
 @dataclass(frozen=True)

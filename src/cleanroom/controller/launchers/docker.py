@@ -17,14 +17,18 @@ from urllib.parse import quote
 
 import httpx
 
+from cleanroom.errors import Error
+
 API_VERSION = "v1.44"
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
 TIMEOUT_S = 30.0
 MAX_ARCHIVE = 16 << 20  # two small files of an image, as a tar
 
 
-class DockerError(Exception):
+class DockerError(Error):
     """The container engine cannot be reached, or refused a request."""
+
+    http_status = 500  # this server's own failure, not the request's
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
