@@ -79,3 +79,16 @@ def test_a_forbidden_import_breaks_its_contract(contract: str, copied: Path) -> 
         path.write_text(intact)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 broken" in result.stdout, result.stdout
+
+
+def test_the_profile_may_not_import_the_tee_code(copied: Path) -> None:
+    """No exception is left for the profile: its reference values come from a source."""
+    path = copied / "src" / "cleanroom" / "client" / "profile.py"
+    intact = path.read_text()
+    try:
+        path.write_text(f"{intact}\n\nfrom cleanroom.tee.measure import measure\n")
+        result = lint_imports(copied, "client-is-outside")
+    finally:
+        path.write_text(intact)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cleanroom.client.profile -> cleanroom.tee.measure" in result.stdout
