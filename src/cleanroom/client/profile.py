@@ -335,6 +335,10 @@ def _hex(value: str | bytes, what: str) -> str:
     return text
 
 
+def _hex_list(values: Iterable[str | bytes], what: str) -> list[str]:
+    return sorted({_hex(value, what) for value in values})
+
+
 def _values_of(source: ReferenceValueSource | None) -> ReferenceValues:
     """The reference values of ``source``, or a ProfileError saying why there are none."""
     if source is None:
@@ -431,15 +435,11 @@ class Profile:
                 manager_url=manager_url.rstrip("/"),
                 client_id=client_id,
                 project=project,
-                attester_mrenclaves=sorted(
-                    {
-                        _hex(value, "Attester MRENCLAVE")
-                        for value in (
-                            attester_mrenclaves
-                            if attester_mrenclaves is not None
-                            else expected().attester_mrenclaves
-                        )
-                    }
+                attester_mrenclaves=_hex_list(
+                    attester_mrenclaves
+                    if attester_mrenclaves is not None
+                    else expected().attester_mrenclaves,
+                    "Attester MRENCLAVE",
                 ),
                 attester_mrsigner=_hex(
                     attester_mrsigner
@@ -447,15 +447,11 @@ class Profile:
                     else expected().attester_mrsigner,
                     "Attester MRSIGNER",
                 ),
-                worker_mrenclaves=sorted(
-                    {
-                        _hex(value, "Worker MRENCLAVE")
-                        for value in (
-                            worker_mrenclaves
-                            if worker_mrenclaves is not None
-                            else expected().worker_mrenclaves
-                        )
-                    }
+                worker_mrenclaves=_hex_list(
+                    worker_mrenclaves
+                    if worker_mrenclaves is not None
+                    else expected().worker_mrenclaves,
+                    "Worker MRENCLAVE",
                 ),
                 accepted_tcb_statuses=sorted(
                     set(accepted_tcb_statuses)
