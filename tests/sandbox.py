@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.controller.sandbox_ids import SandboxIds
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import Sandbox, installed_runtime, sandbox
+from cleanroom.sandbox_ids import SandboxIds
 
 
 def require_sandbox() -> None:

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from cleanroom.protocol.encoding import b64u, canonical, sha256
-from cleanroom.tokens import TokenError
+from cleanroom.tokens import TokenError, signed_claims
 
 PROOF_TYPE = "dpop+jwt"
 ALGORITHM = "ES256"
@@ -307,21 +307,7 @@ class ProofVerifier:
     @staticmethod
     def _claims(proof: str, key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
         try:
-            claims: dict[str, Any] = jwt.decode(
-                proof,
-                key,
-                algorithms=[ALGORITHM],
-                options={
-                    "verify_signature": True,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                },
-            )
+            claims = signed_claims(proof, key)
         except jwt.InvalidSignatureError as error:
             raise _refused(
                 "a signature by the proof's jwk",

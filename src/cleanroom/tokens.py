@@ -115,6 +115,32 @@ _FORBIDDEN = {"token-scope", "token-room"}
 _UNAVAILABLE = {"token-revocation-stale", "dpop-replay-cache"}
 
 
+def signed_claims(token: str, key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
+    """The claims of ``token``, a JWS that must be signed by ``key`` with ES256.
+
+    PyJWT checks the signature (and the algorithm) only: its caller checks every claim
+    against our clock, so each refusal names its check and its values. Access tokens and
+    DPoP proofs are both read this way. Raises ``jwt.InvalidSignatureError`` for a bad
+    signature and another ``jwt.InvalidTokenError`` for anything unreadable.
+    """
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        key,
+        algorithms=[ALGORITHM],
+        options={
+            "verify_signature": True,
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
+            "verify_aud": False,
+            "verify_iss": False,
+            "verify_sub": False,
+            "verify_jti": False,
+        },
+    )
+    return claims
+
+
 class TokenError(CheckFailed):
     """A bearer token (or its DPoP proof) was refused; ``check`` names the rule.
 
@@ -650,23 +676,7 @@ class TokenVerifier:
             raise TokenError("token-key", "a kid in the header", kid, "the token names no key")
         key = self._key(kid)
         try:
-            # PyJWT checks the signature only; every claim is checked below against
-            # our clock, so each refusal names its check and its values.
-            claims = jwt.decode(
-                token,
-                key,
-                algorithms=[ALGORITHM],
-                options={
-                    "verify_signature": True,
-                    "verify_exp": False,
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                    "verify_sub": False,
-                    "verify_jti": False,
-                },
-            )
+            claims = signed_claims(token, key)
         except jwt.InvalidSignatureError as error:
             raise TokenError(
                 "token-signature", f"a signature by key {kid}", "a bad signature", str(error)

@@ -170,6 +170,7 @@ def _user_for(
 ) -> User:
     from cleanroom.client import CleanRoomClient
     from cleanroom.client.profile import Profile
+    from cleanroom.tee.reference import LocalMeasurement
 
     home = factory.mktemp(name)
     profile = Profile.create(
@@ -180,6 +181,7 @@ def _user_for(
         client_secret=secret,
         project=project,
         simulator_root=stack.simulated_root_pem().encode(),
+        reference=LocalMeasurement(),
     )
     return User(name, home, profile, CleanRoomClient(profile))
 

@@ -25,6 +25,7 @@ from cleanroom.client.collateral import (
 )
 from cleanroom.client.profile import Profile, ProfileError
 from cleanroom.tee.measure import measure
+from cleanroom.tee.reference import LocalMeasurement
 from cleanroom.tee.simulated import SimulatedPlatform
 from tests.attestation.fake_pccs import FakePccs
 
@@ -197,7 +198,12 @@ def test_your_pccs_serving_expired_collateral_is_refused(
 
 
 def test_the_profile_keeps_the_pccs_and_refuses_pccs_only_without_one(tmp_path: Path) -> None:
-    common = {"manager_url": "http://m", "client_id": "c", "client_secret": "s"}
+    common = {
+        "manager_url": "http://m",
+        "client_id": "c",
+        "client_secret": "s",
+        "reference": LocalMeasurement(),
+    }
     profile = Profile.create(
         "p", tmp_path, **common, pccs_url="https://pccs.example:8081/", collateral_from="pccs"
     )

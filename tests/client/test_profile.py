@@ -25,6 +25,7 @@ from cleanroom.client.profile import (
 from cleanroom.dpop import ProofVerifier
 from cleanroom.errors import CheckFailed
 from cleanroom.tee.measure import measure
+from cleanroom.tee.reference import LocalMeasurement
 
 MANAGER = "http://manager.test"
 WORK_ID = "w" * 43
@@ -37,6 +38,7 @@ def create(name: str | None = None, home: Path | None = None, **changes: object)
         "manager_url": MANAGER,
         "client_id": "alice-client",
         "client_secret": "s3cret",
+        "reference": LocalMeasurement(),
         **changes,
     }
     return Profile.create(name, home, **arguments)  # type: ignore[arg-type]

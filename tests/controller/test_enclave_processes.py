@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import pytest
 
 from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError
-from cleanroom.controller.sandbox_ids import FIRST_UID
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u, from_b64u
+from cleanroom.sandbox_ids import FIRST_UID
 from tests.protocol.fixtures import SPEC_DOCUMENT
 
 T = TypeVar("T")

@@ -201,6 +201,27 @@ def test_preflight_reads_each_signed_image(
     # The probe containers never start, and are removed.
     assert not any(r.path.endswith("/start") for r in docker.requests)
     assert docker.containers == {}
+    # They are confined as the enclaves' containers are (one builder for both), and
+    # labelled as this release's.
+    probes = [r.body for r in docker.creates()]
+    assert len(probes) == 2
+    for body in probes:
+        assert body["Cmd"] == ["true"]
+        assert body["NetworkDisabled"] is True
+        assert body["Labels"] == {
+            "org.cleanroom.role": "preflight",
+            "org.cleanroom.version": __version__,
+        }
+        assert body["HostConfig"] == {
+            "NetworkMode": "none",
+            "ReadonlyRootfs": True,
+            "AutoRemove": False,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "PidsLimit": 256,
+            "RestartPolicy": {"Name": "no"},
+            "LogConfig": {"Type": "none", "Config": {}},
+        }
 
 
 def test_preflight_refuses_a_missing_or_unsigned_image(

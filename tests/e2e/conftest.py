@@ -13,6 +13,7 @@ import pytest
 from cleanroom.client import CleanRoomClient
 from cleanroom.client.profile import Profile
 from cleanroom.localstack import LocalStack
+from cleanroom.tee.reference import LocalMeasurement
 from tests.sandbox import require_sandbox
 
 
@@ -56,6 +57,7 @@ def make_user(stack: LocalStack, tmp: Path, name: str, project: str) -> User:
         client_secret=credentials.secret,
         project=project,
         simulator_root=stack.simulated_root_pem().encode(),
+        reference=LocalMeasurement(),
     )
     profile.login().register_user_key(profile.user_key, credentials.client_id)
     return User(name, home, profile, CleanRoomClient(profile))

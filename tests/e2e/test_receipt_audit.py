@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, AttestationPolicy, TrustAnchor
-from cleanroom.cli import receipt as receipt_cli
 from cleanroom.cli.main import main as cli_main
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.localstack import LocalStack
 from cleanroom.protocol.encoding import b64u
+from cleanroom.tee import reference as tee_reference
 from cleanroom.tee.measure import MeasurementError, measure
 from tests.e2e.conftest import User
 from tests.e2e.helpers import approve, deploy, write
@@ -201,7 +201,7 @@ def test_an_auditor_who_names_every_measurement_needs_no_installation(
         measured.append(name)
         raise MeasurementError(f"no {name} image on the auditor's machine")
 
-    monkeypatch.setattr(receipt_cli, "measure", unmeasurable)
+    monkeypatch.setattr(tee_reference, "measure", unmeasurable)
     monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "auditor"))
     root = tmp_path / "root.pem"
     root.write_text(stack.simulated_root_pem())

@@ -13,10 +13,10 @@ import pytest
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
-from cleanroom.controller.sandbox_ids import FIRST_UID, SandboxIds
 from cleanroom.localstack import LocalStack, enclave_processes
 from cleanroom.protocol.bundle import pack_into
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.sandbox_ids import FIRST_UID, SandboxIds
 
 from ..manager.conftest import make_bundle, make_spec
 from .conftest import confinement_available

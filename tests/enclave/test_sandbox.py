@@ -24,12 +24,12 @@ from typing import IO
 
 import pytest
 
-from cleanroom.controller.sandbox_ids import SandboxIds
 from cleanroom.enclave import runner
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import RunResult, Sandbox, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import wipe
 from cleanroom.enclave.supervisor import Limits
+from cleanroom.sandbox_ids import SandboxIds
 from tests.reliability.report import record_path
 from tests.sandbox import confined, require_sandbox, sandbox_uid
 
@@ -599,7 +599,7 @@ def test_uids_are_unique_across_servers_and_processes(tmp_path: Path) -> None:
     script = textwrap.dedent("""
         import json, sys
         from pathlib import Path
-        from cleanroom.controller.sandbox_ids import SandboxIds
+        from cleanroom.sandbox_ids import SandboxIds
         owner = Path(sys.argv[1])
         owner.mkdir()
         print(json.dumps([SandboxIds().allocate(owner / str(i)) for i in range(5)

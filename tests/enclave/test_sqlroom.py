@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import RunError, StoreError, UploadError
-from cleanroom.enclave.room import seal_bundle
+from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.sqlroom import SqlRoom
 from cleanroom.enclave.store import SealedStore
@@ -40,11 +40,11 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
-from cleanroom.sql import engine_bundle
+from cleanroom.sql import engine_bundle, engine_function_id
 from cleanroom.tee.measure import measure
 from cleanroom.tee.simulated import SimulatedPlatform
 from tests.enclave.test_room import upload_frames
-from tests.protocol.fixtures import ALICE, BOB
+from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
 from tests.sandbox import confined
 from tests.sql.fixtures import SCHEMAS, alice_csv, bob_csv, sql_spec
 
@@ -55,7 +55,9 @@ def confinement() -> Iterator[Sandbox]:
         yield sandbox
 
 
-def make_room(tmp_path: Path, confinement: Sandbox, spec: WorkSpec) -> SqlRoom:
+def make_room(
+    tmp_path: Path, confinement: Sandbox, spec: WorkSpec, kind: type[CleanRoom] = SqlRoom
+) -> SqlRoom:
     try:
         runtime = installed_runtime("python3.11-data")
     except RunError as error:
@@ -73,10 +75,12 @@ def make_room(tmp_path: Path, confinement: Sandbox, spec: WorkSpec) -> SqlRoom:
     worker.complete_admission(
         admission.report.to_bytes(), attester_mr_signer=worker_image.mr_signer
     )
-    return SqlRoom(
+    room = kind(
         worker, store, sandbox=confinement, runtime=runtime,
         scratch_root=tmp_path / "worker" / "run",
     )  # fmt: skip
+    assert isinstance(room, SqlRoom)
+    return room
 
 
 def session(room: SqlRoom, user: ec.EllipticCurvePrivateKey, purpose: Any) -> SessionKeys:
@@ -141,6 +145,19 @@ def query(
     assert hashlib.sha256(manifest).hexdigest() == receipt["output"]["sha256"]
     rows = list(csv.reader(io.StringIO(received["output_1/data.csv"].decode())))
     return receipt, rows
+
+
+def test_each_kind_of_room_refuses_the_other_kinds_spec(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """A SQL spec never reaches the function room's data path (no rules there)."""
+    with pytest.raises(RunError) as caught:
+        make_room(tmp_path / "sql", confinement, sql_spec(), kind=CleanRoom)
+    assert (caught.value.check, caught.value.actual) == ("sql-runtime", "sql")
+    function_spec = WorkSpec.parse({**SPEC_DOCUMENT, "function": engine_function_id()})
+    with pytest.raises(RunError) as caught:
+        make_room(tmp_path / "function", confinement, function_spec)
+    assert (caught.value.check, caught.value.expected) == ("sql-runtime", "runtime sql")
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 
-from cleanroom.controller.sandbox_ids import FIRST_UID
 from cleanroom.protocol.bundle import function_id
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.sandbox_ids import FIRST_UID
 from tests.fuzz.conftest import make_bundle
 from tests.protocol.fixtures import SPEC_DOCUMENT
 

@@ -132,3 +132,11 @@ def test_a_receipt_without_an_exit_status_is_refused() -> None:
     with pytest.raises(MessageFormatError) as caught:
         check(document, sign_receipt(WORKER, document))
     assert caught.value.check == "receipt"
+
+
+def test_boolean_times_are_refused() -> None:
+    """JSON's true and false are not times, though Python's bool is an int."""
+    document = receipt(started=False, finished=True)
+    with pytest.raises(MessageFormatError) as caught:
+        check(document, sign_receipt(WORKER, document))
+    assert caught.value.check == "receipt-times"

@@ -122,3 +122,42 @@ def test_budget_statement_checks() -> None:
     with pytest.raises(MessageFormatError):
         verify_budget({**statement, "extra": 1}, sign(WORKER, statement), worker_key=public,
                       spec=SQL_SPEC, nonce="n" * 32)  # fmt: skip
+
+
+# A query receipt and a run receipt say what they share alike, and are checked alike
+# (protocol.receipt.check_run): each shared check refuses exactly its tampering.
+@pytest.mark.parametrize(
+    ("changes", "check_name"),
+    [
+        ({"work_id": "x" * 43}, "work-id"),
+        ({"function": "fs://" + "x" * 43}, "function"),
+        ({"inputs": {"input_1": {"by": ALICE_ID, "sha256": "11" * 32}}}, "receipt-inputs"),
+        (
+            {"inputs": {"input_1": {"by": BOB_ID, "sha256": "11" * 32},
+                        "input_2": {"by": BOB_ID, "sha256": "22" * 32}}},
+            "receipt-input-owner",
+        ),
+        ({"status": "great"}, "status"),
+        ({"started": 13}, "receipt-times"),
+        ({"started": False, "finished": True}, "receipt-times"),
+    ],
+)  # fmt: skip
+def test_query_receipt_shares_the_run_receipts_checks(
+    changes: dict[str, Any], check_name: str
+) -> None:
+    public = load_spki(spki(WORKER.public_key()), "worker_key")
+    document = receipt(**changes)
+    with pytest.raises((BindingError, MessageFormatError)) as caught:
+        verify_query_receipt(
+            document, sign(WORKER, document), worker_key=public, spec=SQL_SPEC, run=2
+        )
+    assert caught.value.check == check_name
+
+
+def test_a_query_receipt_not_of_my_data_names_the_digest_it_holds() -> None:
+    public = load_spki(spki(WORKER.public_key()), "worker_key")
+    good = receipt()
+    with pytest.raises(BindingError) as caught:
+        verify_query_receipt(good, sign(WORKER, good), worker_key=public, spec=SQL_SPEC, run=2,
+                             own_inputs={"input_1": "44" * 32})  # fmt: skip
+    assert (caught.value.expected, caught.value.actual) == ("44" * 32, "11" * 32)

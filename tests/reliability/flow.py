@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.client.access import Access, build_spec
-from cleanroom.controller.sandbox_ids import FIRST_UID
 from cleanroom.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
+from cleanroom.sandbox_ids import FIRST_UID
 from tests.e2e.conftest import User
 from tests.e2e.helpers import approve
 

@@ -35,9 +35,9 @@ from cleanroom.client.profile import (
     CollateralFrom,
     Profile,
     ProfileError,
-    SignedRelease,
 )
 from cleanroom.protocol.text import shown
+from cleanroom.reference import ReferenceValueSource, SignedRelease
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient
@@ -259,6 +259,13 @@ def configure(
             or isv_prod_id is not None or min_isv_svn is not None
         ),
     )  # fmt: skip
+    reference: ReferenceValueSource
+    if release is not None:
+        reference = release
+    else:
+        from cleanroom.tee.reference import LocalMeasurement  # measured only if a value is missing
+
+        reference = LocalMeasurement()
     with failures():
         profile = Profile.create(
             name,
@@ -278,7 +285,7 @@ def configure(
             collateral_from=_collateral_from(collateral_from),
             allow_protocol_v1=allow_protocol_v1,
             new_key=new_key,
-            release=release,
+            reference=reference,
         )
         config = profile.config
         anchor = profile.trust_anchor()

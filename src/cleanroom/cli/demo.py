@@ -40,6 +40,7 @@ from cleanroom.demodata import write_overlap_inputs
 from cleanroom.errors import CheckFailed
 from cleanroom.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
+from cleanroom.tee.reference import LocalMeasurement
 
 
 def _examples() -> Path:
@@ -89,6 +90,7 @@ def _user(stack: LocalStack, root: Path, name: str, project: str) -> CleanRoomCl
         client_secret=credentials.secret,
         project=project,
         simulator_root=stack.simulated_root_pem().encode(),
+        reference=LocalMeasurement(),
     )
     with profile.login() as manager:
         manager.register_user_key(profile.user_key, credentials.client_id)

@@ -35,7 +35,9 @@ from cleanroom.cli.common import (
 from cleanroom.client.audit import AuditedReceipt, SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
-from cleanroom.tee.measure import ATTESTER, MeasurementError, measure
+from cleanroom.reference import ReferenceValuesUnavailable
+from cleanroom.tee.measure import ATTESTER
+from cleanroom.tee.reference import LocalMeasurement
 
 VERIFY = "verify"
 
@@ -192,12 +194,12 @@ def _verify(
         # Only what was not given is this release's: an auditor who names every published
         # measurement needs no measurable installation (measuring may hash whole images).
         try:
-            release_attester, release_worker = measure("attester"), measure("worker")
-        except MeasurementError as error:  # says what was being measured
-            fail(f"cannot measure this release's enclaves: {error}", EXIT_USAGE)
-        published_attester = published_attester or frozenset({release_attester.mr_enclave})
-        published_signer = published_signer or release_attester.mr_signer
-        workers = workers or frozenset({release_worker.mr_enclave})
+            installed = LocalMeasurement().reference_values()
+        except ReferenceValuesUnavailable as error:
+            fail(str(error), EXIT_USAGE)
+        published_attester = published_attester or installed.attester_mrenclaves
+        published_signer = published_signer or installed.attester_mrsigner
+        workers = workers or installed.worker_mrenclaves
     policy = AttestationPolicy(
         accepted_statuses=frozenset(accept_status) if accept_status else DEFAULT_ACCEPTED_STATUSES,
         mrenclaves=published_attester,

@@ -27,11 +27,13 @@ so two users can share a machine with different homes or profile names. It holds
   and each room on a compute server), each bound to ``dpop-key.pem``.
 
 The expected measurements are written into ``config.json`` when the profile is
-configured: from a release's measurement file signed by the release key
-(:mod:`cleanroom.attestation.measurements`), which is how a client must learn what
-the published enclaves are; else, for development against the simulated backend,
-this installed cleanroom's own. A later change of the installed code never silently
-changes what the user trusts.
+configured, from the source of reference values it is handed
+(:mod:`cleanroom.reference`): a release's measurement file signed by the release
+key, which is how a client must learn what the published enclaves are; else, for
+development against the simulated backend, this installation's own measurement
+(``cleanroom.tee.reference``, chosen by the command line: the profile imports no
+TEE code). A later change of the installed code never silently changes what the
+user trusts.
 
 Every file is written atomically (a temporary file in the same directory, then
 ``os.replace``) and every directory is created 0700. Secret files that others can
@@ -42,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
@@ -55,21 +56,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
 from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 from cleanroom.protocol.keys import user_id as user_id_of
+from cleanroom.reference import (
+    ReferenceValues,
+    ReferenceValueSource,
+    ReferenceValuesUnavailable,
+    SignedRelease,
+)
 
 # The attestation package (dcap-qvl, X.509) and the DPoP module (httpx) are imported
 # where they are used: `whoami` and the other commands that only read the profile
 # never load them.
 if TYPE_CHECKING:
     import httpx
+    from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from cleanroom.attestation import AttestationPolicy, TrustAnchor
-    from cleanroom.attestation.measurements import ReleaseMeasurements
     from cleanroom.client.manager import ManagerClient
     from cleanroom.dpop import ProofKey
 
@@ -158,6 +165,16 @@ class MeasurementsSource(BaseModel):
     issued_at: int = Field(ge=0)
     backend: str
     sha256: Hex32  # of the file as it was read
+
+
+def _measurements_source(release: SignedRelease) -> MeasurementsSource:
+    """What the profile records of the measurement file its values came from."""
+    return MeasurementsSource(
+        release=release.measurements.release,
+        issued_at=release.measurements.issued_at,
+        backend=release.measurements.backend,
+        sha256=release.file_sha256,
+    )
 
 
 class ProfileConfig(BaseModel):
@@ -320,21 +337,22 @@ def _hex(value: str | bytes, what: str) -> str:
     return text
 
 
-def _release_measurements() -> tuple[list[str], str, list[str], int, int]:
-    """This installed release's Attester and Worker measurements: a client trusts its release."""
-    from cleanroom.tee.measure import MeasurementError, measure
+def _hex_list(values: Iterable[str | bytes], what: str) -> list[str]:
+    return sorted({_hex(value, what) for value in values})
 
+
+def _values_of(source: ReferenceValueSource | None) -> ReferenceValues:
+    """The reference values of ``source``, or a ProfileError saying why there are none."""
+    if source is None:
+        raise ProfileError(
+            "no expected measurements: give the release's signed measurement file "
+            "(--measurements with --release-key), or every MRENCLAVE, the MRSIGNER, "
+            "ISVPRODID and minimum ISVSVN"
+        )
     try:
-        attester, worker = measure("attester"), measure("worker")
-    except MeasurementError as error:
-        raise ProfileError(f"cannot measure this release's enclaves: {error}") from error
-    return (
-        [attester.mr_enclave.hex()],
-        attester.mr_signer.hex(),
-        [worker.mr_enclave.hex()],
-        attester.isv_prod_id,
-        attester.isv_svn,
-    )
+        return source.reference_values()
+    except ReferenceValuesUnavailable as error:
+        raise ProfileError(str(error)) from error
 
 
 class Profile:
@@ -371,14 +389,16 @@ class Profile:
         collateral_from: CollateralFrom = "server",
         allow_protocol_v1: bool = False,
         new_key: bool = False,
-        release: SignedRelease | None = None,
+        reference: ReferenceValueSource | None = None,
     ) -> Profile:
         """Write (or rewrite) the profile ``name`` and return it.
 
-        ``release`` (a verified measurement file and its release key) gives the
-        measurements, ISVPRODID and minimum ISVSVN, and then none of them may be
-        given; otherwise those left ``None`` default to this installed cleanroom's
-        Attester and Worker (:func:`cleanroom.tee.measure.measure`).
+        ``reference`` is where the expected measurements, ISVPRODID and minimum ISVSVN
+        come from (:mod:`cleanroom.reference`). A :class:`SignedRelease` (a verified
+        measurement file and its release key) gives them all, and then none may be
+        given, and the profile pins its release key and file; any other source (this
+        installation's measurement) gives only those left ``None``, and is asked only
+        if one is. With no source, every one of them must be given.
         ``simulator_root`` is a root certificate (PEM or DER) to trust *instead of*
         Intel's production root: quotes of a simulated platform then verify, and
         they protect nothing. ``pccs_url`` is the user's own PCCS, the fallback for
@@ -391,25 +411,21 @@ class Profile:
         """
         resolved = resolve_name(name)
         directory = profile_dir(resolved, home)
-        if release is not None:
-            given = [
-                attester_mrenclaves,
-                attester_mrsigner,
-                worker_mrenclaves,
-                isv_prod_id,
-                min_isv_svn,
-            ]
-            if any(value is not None for value in given):
-                raise ProfileError(
-                    "the measurement file gives the expected measurements: give no other"
-                )
-            measured = release.measurements
-            attester_mrenclaves = measured.attester.mr_enclaves
-            attester_mrsigner = measured.attester.mr_signer
-            worker_mrenclaves = measured.worker.mr_enclaves
-            isv_prod_id = measured.attester.isv_prod_id
-            min_isv_svn = measured.attester.isv_svn
-        installed = _release_measurements
+        release = reference if isinstance(reference, SignedRelease) else None
+        given = [
+            attester_mrenclaves,
+            attester_mrsigner,
+            worker_mrenclaves,
+            isv_prod_id,
+            min_isv_svn,
+        ]
+        if release is not None and any(value is not None for value in given):
+            raise ProfileError(
+                "the measurement file gives the expected measurements: give no other"
+            )
+        # The source is asked once, and only if a value is not given (measuring may hash
+        # whole images).
+        expected = functools.cache(lambda: _values_of(reference))
         anchor_pem: bytes | None = None
         anchor_sha256: str | None = None
         if simulator_root is not None:
@@ -421,19 +437,24 @@ class Profile:
                 manager_url=manager_url.rstrip("/"),
                 client_id=client_id,
                 project=project,
-                attester_mrenclaves=sorted(
-                    {_hex(value, "Attester MRENCLAVE") for value in attester_mrenclaves}
-                )
-                if attester_mrenclaves is not None
-                else installed()[0],
-                attester_mrsigner=_hex(attester_mrsigner, "Attester MRSIGNER")
-                if attester_mrsigner is not None
-                else installed()[1],
-                worker_mrenclaves=sorted(
-                    {_hex(value, "Worker MRENCLAVE") for value in worker_mrenclaves}
-                )
-                if worker_mrenclaves is not None
-                else installed()[2],
+                attester_mrenclaves=_hex_list(
+                    attester_mrenclaves
+                    if attester_mrenclaves is not None
+                    else expected().attester_mrenclaves,
+                    "Attester MRENCLAVE",
+                ),
+                attester_mrsigner=_hex(
+                    attester_mrsigner
+                    if attester_mrsigner is not None
+                    else expected().attester_mrsigner,
+                    "Attester MRSIGNER",
+                ),
+                worker_mrenclaves=_hex_list(
+                    worker_mrenclaves
+                    if worker_mrenclaves is not None
+                    else expected().worker_mrenclaves,
+                    "Worker MRENCLAVE",
+                ),
                 accepted_tcb_statuses=sorted(
                     set(accepted_tcb_statuses)
                     if accepted_tcb_statuses is not None
@@ -442,14 +463,14 @@ class Profile:
                 accepted_advisories=sorted(set(accepted_advisories))
                 if accepted_advisories is not None
                 else None,
-                isv_prod_id=installed()[3] if isv_prod_id is None else isv_prod_id,
-                min_isv_svn=installed()[4] if min_isv_svn is None else min_isv_svn,
+                isv_prod_id=isv_prod_id if isv_prod_id is not None else expected().isv_prod_id,
+                min_isv_svn=min_isv_svn if min_isv_svn is not None else expected().min_isv_svn,
                 simulator_root_sha256=anchor_sha256,
                 pccs_url=pccs_url.rstrip("/") if pccs_url else None,
                 collateral_from=collateral_from,
                 allow_protocol_v1=allow_protocol_v1,
                 release_key_sha256=release.key_id if release is not None else None,
-                measurements=release.source() if release is not None else None,
+                measurements=_measurements_source(release) if release is not None else None,
             )
         except ValidationError as error:
             raise ProfileError(_first_error(error, "configuration")) from error
@@ -954,42 +975,6 @@ class Profile:
             raise ProfileError(f"{self._what(file)} cannot be read: {error.strerror}") from error
 
 
-@dataclass(frozen=True)
-class SignedRelease:
-    """A measurement file verified under a release key: what a profile pins."""
-
-    measurements: ReleaseMeasurements
-    release_key: ed25519.Ed25519PublicKey
-    file_sha256: str
-
-    @property
-    def key_id(self) -> str:
-        from cleanroom.attestation.measurements import key_id
-
-        return key_id(self.release_key)
-
-    def key_pem(self) -> bytes:
-        return self.release_key.public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-
-    def source(self) -> MeasurementsSource:
-        return MeasurementsSource(
-            release=self.measurements.release,
-            issued_at=self.measurements.issued_at,
-            backend=self.measurements.backend,
-            sha256=self.file_sha256,
-        )
-
-    @classmethod
-    def verify(cls, data: bytes, release_key: ed25519.Ed25519PublicKey) -> SignedRelease:
-        """Verify a measurement file (MeasurementsError naming the check if refused)."""
-        from cleanroom.attestation.measurements import verify_measurements
-
-        measurements = verify_measurements(data, release_key)
-        return cls(measurements, release_key, hashlib.sha256(data).hexdigest())
-
-
 # The attestation package (dcap-qvl, X.509) is imported where it is used: `whoami`
 # and the other commands that only read the profile never load it.
 
@@ -1058,7 +1043,6 @@ __all__ = [
     "Profile",
     "ProfileConfig",
     "ProfileError",
-    "SignedRelease",
     "profile_dir",
     "resolve_name",
     "write_atomic",

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cleanroom.controller.relay import Answer, EnclaveClient, EnclaveUnreachable
-from cleanroom.controller.sandbox_ids import SandboxIdError, SandboxIds
 from cleanroom.errors import Error
+from cleanroom.sandbox_ids import SandboxIdError, SandboxIds
 
 log = logging.getLogger("cleanroom.controller")
 
@@ -311,7 +311,7 @@ def bury(ids: SandboxIds, sandbox_uid: int, directory: Path) -> None:
     On SGX hardware that plaintext would have died with the enclave; on the simulated
     backend it is on the host, so the Controller, which can see that the Worker is gone,
     removes it. Everything of the room's function runs as its own sandbox uid, unique on
-    this host (:mod:`.sandbox_ids`), so nothing of another room is touched.
+    this host (:mod:`cleanroom.sandbox_ids`), so nothing of another room is touched.
     """
     ids.release(sandbox_uid, directory)
     _remove(directory / RUN_DIR)

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 from cleanroom.enclave.errors import RunError, UploadError
 from cleanroom.enclave.runner import Confinement, RunResult
@@ -63,7 +63,13 @@ class CleanRoom:
     The function bundle is sealed into the store as the Worker reads it (see
     :func:`seal_bundle`), so the Controller cannot change it between the Worker's
     check of its function ID and the run.
+
+    A SQL room (:class:`cleanroom.enclave.sqlroom.SqlRoom`) is built the same way: it
+    sets :attr:`SQL` and adds its own state in :meth:`_open`.
     """
+
+    SQL: ClassVar[bool] = False
+    """Whether this room serves a SQL spec; a room refuses a spec of the other kind."""
 
     def __init__(
         self,
@@ -75,6 +81,13 @@ class CleanRoom:
         scratch_root: Path,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        spec = worker.spec
+        if (spec.sql is not None) != self.SQL:
+            raise RunError(
+                "sql-runtime", "runtime sql" if self.SQL else "a function's runtime",
+                spec.runtime,
+                "not a SQL room" if self.SQL else "a SQL room's spec in a function room",
+            )  # fmt: skip
         self.worker = worker
         self._store = store
         self._sandbox, self._runtime = sandbox, runtime
@@ -90,6 +103,10 @@ class CleanRoom:
         self.receipt: tuple[dict[str, Any], bytes] | None = None
         self.failure: str | None = None
         self.last_run: RunResult | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """What a kind of room sets up once its spec is known to be its kind's."""
 
     @property
     def state(self) -> str:

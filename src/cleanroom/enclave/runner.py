@@ -64,7 +64,7 @@ class Confinement(Protocol):
 class Sandbox:
     """How this host confines a room's functions (see :func:`sandbox`)."""
 
-    uid: int  # the room's host uid, unique on the host (controller/sandbox_ids.py)
+    uid: int  # the room's host uid, unique on the host (sandbox_ids.py)
     prefix: tuple[str, ...]  # how a supervisor is started
 
     def run(

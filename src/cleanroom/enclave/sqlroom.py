@@ -22,7 +22,6 @@ import io
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +30,9 @@ from typing import IO, Any
 from cleanroom.enclave.budget import BudgetLedger
 from cleanroom.enclave.errors import RunError, UploadError
 from cleanroom.enclave.room import CleanRoom
-from cleanroom.enclave.runner import Confinement
-from cleanroom.enclave.store import SealedStore, StoredObject, wipe
+from cleanroom.enclave.store import StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput
-from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError
@@ -50,7 +47,6 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
-from cleanroom.runtimes import Runtime
 from cleanroom.sql.privacy import release
 from cleanroom.sql.rules import QueryPlan, check_spec_queries, plan_query
 
@@ -77,26 +73,15 @@ class SqlRun:
 class SqlRoom(CleanRoom):
     """A clean room whose runtime is ``sql`` (see the module docstring)."""
 
-    def __init__(
-        self,
-        worker: WorkerEnclave,
-        store: SealedStore,
-        *,
-        sandbox: Confinement,
-        runtime: Runtime,
-        scratch_root: Path,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            worker, store, sandbox=sandbox, runtime=runtime, scratch_root=scratch_root, clock=clock
-        )
-        spec = worker.spec
-        if spec.sql is None:
-            raise RunError("sql-runtime", "runtime sql", spec.runtime, "not a SQL room")
+    SQL = True
+
+    def _open(self) -> None:
+        spec = self.worker.spec
+        assert spec.sql is not None  # CleanRoom checked the room's kind
         self.sql = spec.sql
         # A named query that could never run is refused now, before any data moves.
         check_spec_queries(spec)
-        self.ledger = BudgetLedger(store, spec)
+        self.ledger = BudgetLedger(self._store, spec)
         self.runs: dict[int, SqlRun] = {}
         self.rows: dict[str, int] = {}
 

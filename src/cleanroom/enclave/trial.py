@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from cleanroom.controller.sandbox_ids import SandboxIds
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import RunResult, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import check_object_name
@@ -27,6 +26,7 @@ from cleanroom.enclave.supervisor import Limits
 from cleanroom.protocol.bundle import pack, unpack
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.spec import Scalar
+from cleanroom.sandbox_ids import SandboxIds
 
 
 @dataclass(frozen=True)

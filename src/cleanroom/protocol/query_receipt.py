@@ -19,13 +19,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cleanroom.protocol import keys
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError
+from cleanroom.protocol.receipt import RUN_STATUSES, check_run
 from cleanroom.protocol.spec import WorkSpec
 
 QUERY_RECEIPT_TYPE = "cleanroom/query-receipt/v1"
 BUDGET_TYPE = "cleanroom/privacy-budget/v1"
 QUERY_REQUEST_TYPE = "cleanroom/query-request/v1"
 QUERY_RECORD = "run/query"  # the record path of the encrypted request in a run session
-QUERY_STATUSES = frozenset({"succeeded", "failed", "timeout", "cpu", "memory", "disk", "processes"})
 QUERY_RECEIPT_FIELDS = frozenset(
     {"type", "work_id", "function", "run", "query", "by", "inputs", "output", "rules", "rows",
      "privacy", "status", "started", "finished"}
@@ -64,7 +64,7 @@ def query_receipt(
     started: int,
     finished: int,
 ) -> dict[str, Any]:
-    if status not in QUERY_STATUSES:
+    if status not in RUN_STATUSES:
         raise ValueError(f"unknown run status {status!r}")
     return {
         "type": QUERY_RECEIPT_TYPE,
@@ -105,36 +105,12 @@ def verify_query_receipt(
     keys.verify(worker_key, signature, canonical(receipt), "receipt-signature")
     if receipt["type"] != QUERY_RECEIPT_TYPE:
         raise MessageFormatError("type", QUERY_RECEIPT_TYPE, receipt["type"], "not a query receipt")
-    if receipt["work_id"] != spec.work_id:
-        raise BindingError("work-id", spec.work_id, receipt["work_id"], "receipt of another work")
-    if receipt["function"] != spec.function:
-        raise BindingError("function", spec.function, receipt["function"], "another engine ran")
     if receipt["run"] != run:
         raise BindingError("receipt-run", run, receipt["run"], "the receipt of another run")
-    inputs = receipt["inputs"]
-    if not isinstance(inputs, dict) or set(inputs) != set(spec.inputs):
-        raise BindingError("receipt-inputs", sorted(spec.inputs), inputs, "inputs differ from spec")
-    for input_id, owner in spec.inputs.items():
-        entry = inputs[input_id]
-        if not isinstance(entry, dict) or entry.get("by") != owner:
-            raise BindingError(
-                "receipt-input-owner", owner, entry, f"{input_id} not from its owner"
-            )
-    for input_id, digest in (own_inputs or {}).items():
-        if inputs.get(input_id, {}).get("sha256") != digest:
-            raise BindingError(
-                "receipt-input-digest", digest, inputs.get(input_id), f"{input_id} is not my data"
-            )
+    check_run(receipt, spec, own_inputs)
     output = receipt["output"]
     if not isinstance(output, dict) or output.get("id") not in spec.outputs:
         raise BindingError("receipt-outputs", sorted(spec.outputs), output, "no such output")
-    if receipt["status"] not in QUERY_STATUSES:
-        raise MessageFormatError("status", sorted(QUERY_STATUSES), receipt["status"], "bad status")
-    started, finished = receipt["started"], receipt["finished"]
-    if not (isinstance(started, int) and isinstance(finished, int) and 0 <= started <= finished):
-        raise MessageFormatError(
-            "receipt-times", "0 <= started <= finished", (started, finished), "bad times"
-        )
     return receipt
 
 

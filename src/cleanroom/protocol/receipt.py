@@ -87,11 +87,26 @@ def verify_receipt(
     keys.verify(worker_key, signature, canonical(receipt), "receipt-signature")
     if receipt["type"] != RECEIPT_TYPE:
         raise MessageFormatError("type", RECEIPT_TYPE, receipt["type"], "not a run receipt")
+    check_run(receipt, spec, own_inputs)
+    outputs = receipt["outputs"]
+    if not isinstance(outputs, dict) or set(outputs) != set(spec.outputs):
+        raise BindingError("receipt-outputs", sorted(spec.outputs), outputs, "outputs differ")
+    check_exit_code(receipt["exit_code"])
+    return receipt
+
+
+def check_run(
+    receipt: dict[str, Any], spec: WorkSpec, own_inputs: Mapping[str, str] | None
+) -> None:
+    """What every receipt of a run says alike, a run receipt or a SQL room's query
+    receipt (after its fields, its signature and its type): the approved spec's work and
+    function, the spec's inputs each from its owner, the caller's own inputs with the
+    digests it sent, a known status and ``0 <= started <= finished`` in integers."""
     if receipt["work_id"] != spec.work_id:
         raise BindingError("work-id", spec.work_id, receipt["work_id"], "receipt of another work")
     if receipt["function"] != spec.function:
         raise BindingError("function", spec.function, receipt["function"], "another function ran")
-    inputs, outputs = receipt["inputs"], receipt["outputs"]
+    inputs = receipt["inputs"]
     if not isinstance(inputs, dict) or set(inputs) != set(spec.inputs):
         raise BindingError("receipt-inputs", sorted(spec.inputs), inputs, "inputs differ from spec")
     for input_id, owner in spec.inputs.items():
@@ -100,8 +115,6 @@ def verify_receipt(
             raise BindingError(
                 "receipt-input-owner", owner, entry, f"{input_id} not from its owner"
             )
-    if not isinstance(outputs, dict) or set(outputs) != set(spec.outputs):
-        raise BindingError("receipt-outputs", sorted(spec.outputs), outputs, "outputs differ")
     for input_id, digest in (own_inputs or {}).items():
         recorded = inputs.get(input_id, {}).get("sha256")
         if recorded != digest:
@@ -110,10 +123,8 @@ def verify_receipt(
             )
     if receipt["status"] not in RUN_STATUSES:
         raise MessageFormatError("status", sorted(RUN_STATUSES), receipt["status"], "bad status")
-    check_exit_code(receipt["exit_code"])
     started, finished = receipt["started"], receipt["finished"]
-    if not (isinstance(started, int) and isinstance(finished, int) and 0 <= started <= finished):
+    if not (type(started) is int and type(finished) is int and 0 <= started <= finished):
         raise MessageFormatError(
             "receipt-times", "0 <= started <= finished", (started, finished), "bad times"
         )
-    return receipt

@@ -254,11 +254,11 @@ class DockerLauncher:
         try:
             if self.engine.image(reference) is None:
                 return check_signed(image, None, None, where)
+            # Created to read two files from, never started, and removed.
             probe = self.engine.create(
                 f"cleanroom-preflight-{image}-{os.getpid()}",
-                {"Image": reference, "Cmd": ["true"], "NetworkDisabled": True,
-                 "HostConfig": {"NetworkMode": "none", "AutoRemove": False}},
-            )  # fmt: skip
+                confined_request(reference, ["true"], {f"{LABEL}.role": "preflight"}),
+            )
             try:
                 manifest = self._read(probe, f"{GRAMINE_DIR}/{image}.manifest.sgx")
                 sig = self._read(probe, f"{GRAMINE_DIR}/{image}.sig")
@@ -278,15 +278,24 @@ class DockerLauncher:
                 return None
             raise
 
-    def _run(
+    def _start(
         self,
-        *,
-        role: str,
         name: str,
-        labels: dict[str, str],
+        role: str,
+        *,
+        data_dir: Path,
         room_dir: Path,
         socket_dir: Path,
-    ) -> ContainerHandle:
+        room: str | None = None,
+    ) -> EnclaveProcess:
+        """Start the container of one enclave: ``role`` for ``room`` (None: the Attester)."""
+        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        socket = socket_dir / "enclave.sock"
+        socket.unlink(missing_ok=True)
+        server = server_id(data_dir)
+        labels = {f"{LABEL}.compute": server, f"{LABEL}.role": role}
+        if room is not None:
+            labels[f"{LABEL}.room"] = room
         body = container_request(
             image=self.images[role],
             role=role,
@@ -295,30 +304,27 @@ class DockerLauncher:
             socket_dir=socket_dir,
             sgx=self.sgx,
         )
-        container = self.engine.create(name, body)
+        # Named as its socket directory is: "attester", or the room's socket name.
+        container = self.engine.create(f"cleanroom-{server}-{socket_dir.name}", body)
         try:
             self.engine.start(container)
             state = self.engine.inspect(container) or {}
         except BaseException:
             self.engine.remove(container)
             raise
-        return ContainerHandle(self.engine, container, int(state.get("State", {}).get("Pid", 0)))
+        handle = ContainerHandle(self.engine, container, int(state.get("State", {}).get("Pid", 0)))
+        log = room_dir / f"{role}.log"
+        return EnclaveProcess(name, socket, handle, EnclaveProcess._client(socket), log)
 
     def attester(self, *, data_dir: Path, sockets: Path, platform_dir: Path) -> EnclaveProcess:
-        room_dir, socket_dir = data_dir / "attester", sockets / "attester"
-        for directory in (room_dir, socket_dir):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (socket_dir / "enclave.sock").unlink(missing_ok=True)
-        handle = self._run(
-            role="attester",
-            name=f"cleanroom-{server_id(data_dir)}-attester",
-            labels={f"{LABEL}.compute": server_id(data_dir), f"{LABEL}.role": "attester"},
+        room_dir = data_dir / "attester"
+        room_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self._start(
+            "Attester",
+            "attester",
+            data_dir=data_dir,
             room_dir=room_dir,
-            socket_dir=socket_dir,
-        )
-        socket = socket_dir / "enclave.sock"
-        return EnclaveProcess(
-            "Attester", socket, handle, EnclaveProcess._client(socket), room_dir / "attester.log"
+            socket_dir=sockets / "attester",
         )
 
     def worker(
@@ -330,28 +336,13 @@ class DockerLauncher:
         platform_dir: Path,
         sandbox_uid: int,
     ) -> EnclaveProcess:
-        data_dir = directory.parent.parent
-        socket_dir = sockets / worker_socket_name(room)
-        socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (socket_dir / "enclave.sock").unlink(missing_ok=True)
-        handle = self._run(
-            role="worker",
-            name=f"cleanroom-{server_id(data_dir)}-{worker_socket_name(room)}",
-            labels={
-                f"{LABEL}.compute": server_id(data_dir),
-                f"{LABEL}.role": "worker",
-                f"{LABEL}.room": room,
-            },
-            room_dir=directory,
-            socket_dir=socket_dir,
-        )
-        socket = socket_dir / "enclave.sock"
-        return EnclaveProcess(
+        return self._start(
             f"Worker {room}",
-            socket,
-            handle,
-            EnclaveProcess._client(socket),
-            directory / "worker.log",
+            "worker",
+            data_dir=directory.parent.parent,  # <data>/rooms/<room>
+            room_dir=directory,
+            socket_dir=sockets / worker_socket_name(room),
+            room=room,
         )
 
     def adopt(self, name: str, record: dict[str, Any]) -> EnclaveProcess | None:
@@ -395,33 +386,46 @@ def container_request(
     socket_dir: Path,
     sgx: SgxHost,
 ) -> dict[str, Any]:
-    """The ``POST /containers/create`` body of an enclave's container."""
+    """The ``POST /containers/create`` body of an enclave's container: confined as every
+    container of ours (:func:`confined_request`), with the SGX device, AESM, its room
+    and its socket directory."""
+    body = confined_request(image, [role], labels)
+    body["HostConfig"] |= {
+        "Init": True,
+        "AutoRemove": True,
+        "Devices": [
+            {
+                "PathOnHost": str(sgx.sgx_device),
+                "PathInContainer": "/dev/sgx_enclave",
+                "CgroupPermissions": "rwm",
+            }
+        ],
+        "Binds": [
+            f"{room_dir}:{ROOM_MOUNT}:rw",
+            f"{socket_dir}:{SOCKET_MOUNT}:rw",
+            f"{sgx.aesm_socket.parent}:/var/run/aesmd:rw",
+        ],
+        "Tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=16m"},  # noqa: S108 - its own
+    }
+    return body
+
+
+def confined_request(image: str, command: list[str], labels: dict[str, str]) -> dict[str, Any]:
+    """The ``POST /containers/create`` body every container of ours starts from: labelled
+    with this release, no network, a read-only root, no capabilities nor new privileges,
+    a bounded number of processes, never restarted, no logs kept by the engine."""
     return {
         "Image": image,
-        "Cmd": [role],
+        "Cmd": command,
         "Labels": {**labels, f"{LABEL}.version": __version__},
         "Env": [],
         "NetworkDisabled": True,
         "HostConfig": {
             "NetworkMode": "none",
             "ReadonlyRootfs": True,
-            "Init": True,
-            "AutoRemove": True,
+            "AutoRemove": False,
             "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
-            "Devices": [
-                {
-                    "PathOnHost": str(sgx.sgx_device),
-                    "PathInContainer": "/dev/sgx_enclave",
-                    "CgroupPermissions": "rwm",
-                }
-            ],
-            "Binds": [
-                f"{room_dir}:{ROOM_MOUNT}:rw",
-                f"{socket_dir}:{SOCKET_MOUNT}:rw",
-                f"{sgx.aesm_socket.parent}:/var/run/aesmd:rw",
-            ],
-            "Tmpfs": {"/tmp": "rw,nosuid,nodev,noexec,size=16m"},  # noqa: S108 - its own
             "PidsLimit": 256,
             "RestartPolicy": {"Name": "no"},
             "LogConfig": {"Type": "none", "Config": {}},
