@@ -84,9 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
+    parser.add_argument(
+        "--transfer-mib",
+        type=int,
+        action="append",
+        metavar="MIB",
+        help="ingest and egress at this size in MiB instead of the mode's (repeatable); "
+        "the memory figures at the largest",
+    )
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
-    sizes = SIZES[mode]
+    sizes = dict(SIZES[mode])
+    if args.transfer_mib:
+        if any(mib <= 0 for mib in args.transfer_mib):
+            parser.error("--transfer-mib takes a positive number of MiB")
+        sizes["transfer"] = [mib * MIB for mib in args.transfer_mib]
+        sizes["memory"] = max(sizes["transfer"])
     only = {item.strip() for item in args.only.split(",") if item.strip()}
     unknown = only - set(ALL)
     if unknown:

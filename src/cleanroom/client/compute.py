@@ -21,8 +21,6 @@ from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.framing import MEDIA_TYPE, decode_frames, encode_frames
 
-CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class Evidence:
@@ -215,7 +213,10 @@ class ComputeClient:
                 response.read()
                 raise ServerError.from_response(response, "compute server")
             try:
-                yield from decode_frames(response.iter_raw(CHUNK))
+                # The chunks as they come off the socket: the frame decoder joins each
+                # frame once, whatever the chunks (re-chunking them first was one more
+                # copy of every byte).
+                yield from decode_frames(response.iter_raw())
             except httpx.HTTPError as error:
                 raise ServerError.unreachable("compute server", self.base_url, error) from error
         finally:

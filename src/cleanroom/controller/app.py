@@ -453,7 +453,7 @@ def create_app(
         worker = hosted(room)
         path = f"/sessions/{session(session_id)}/upload"
         try:
-            # The frames go on as they arrive, unparsed: the Worker checks every one.
+            # The frames go on unparsed, in pieces of about a record: the Worker checks them.
             response = await worker.client.send_stream("POST", path, request.stream(), FRAMES)
         except EnclaveUnreachable as error:
             return problem(502, f"the Worker of {name!r} did not answer: {error}")
