@@ -23,7 +23,7 @@ from cleanroom.cli import receipt as receipt_cli
 from cleanroom.cli.main import main as cli_main
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.encoding import b64u
 from cleanroom.tee.measure import MeasurementError, measure
 from tests.e2e.conftest import User

@@ -11,7 +11,7 @@ from typing import Any
 
 from cleanroom.client.access import Access, build_spec
 from cleanroom.controller.sandbox_ids import FIRST_UID
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
 from tests.e2e.conftest import User
 from tests.e2e.helpers import approve

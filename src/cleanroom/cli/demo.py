@@ -36,9 +36,9 @@ from cleanroom.client.access import Access, build_spec
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Profile
 from cleanroom.client.rooms import CleanRoomClient
-from cleanroom.demodata import write_overlap_inputs
 from cleanroom.errors import CheckFailed
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.demodata import write_overlap_inputs
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
 
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFCMAC, CounterLocation, Mode
 
+from cleanroom.insecure.simulated import pki
 from cleanroom.sgx import (
     INTEL_QE_VENDOR_ID,
     KEY_POLICY_RESERVED,
@@ -55,7 +56,6 @@ from cleanroom.tee.platform import (
     LocalAttestationError,
     QuoteGenerationError,
 )
-from cleanroom.tee.simulated import pki
 
 FORMAT = "cleanroom/simulated-sgx-platform/v1"
 PLATFORM_FILE = "platform.json"

@@ -27,6 +27,7 @@ from types import TracebackType
 
 import httpx
 
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.manager.admin import (
     NewClient,
     ServerCredentials,
@@ -36,7 +37,6 @@ from cleanroom.manager.admin import (
 )
 from cleanroom.manager.database import open_database
 from cleanroom.manager.settings import default_database_url
-from cleanroom.tee.simulated import SimulatedPlatform
 
 START_TIMEOUT_S = 60.0
 
