@@ -51,6 +51,13 @@ VIOLATIONS = {
     "client-is-outside": ("client/rooms.py", "from cleanroom.enclave import worker"),
     "enclave-is-inside": ("enclave/room.py", "from cleanroom.client import profile"),
     "no-cycles": ("protocol/encoding.py", "from cleanroom.protocol import spec"),
+    # A command that does not choose the simulation, importing it directly.
+    "insecure-is-fenced": ("cli/verify.py", "from cleanroom.insecure.simulated import pki"),
+    # Indirect, inside a function: attestation reaching the simulator through the demo.
+    "core-never-reaches-insecure": (
+        "attestation/policy.py",
+        "def _violation() -> None:\n    from cleanroom.cli import demo",
+    ),
 }
 
 
