@@ -13,8 +13,9 @@ import pytest
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
+from cleanroom.controller.enclaves import enclave_processes
 from cleanroom.controller.sandbox_ids import FIRST_UID, SandboxIds
-from cleanroom.insecure.localstack import LocalStack, enclave_processes
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.bundle import pack_into
 from cleanroom.protocol.spec import WorkSpec
 
