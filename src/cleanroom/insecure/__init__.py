@@ -17,7 +17,7 @@ under ``hazmat``):
 
 Only code that selects the simulation explicitly imports this package: the
 ``cleanroom sim`` and ``cleanroom demo`` commands, and the enclave services where
-``--backend simulated`` is chosen (import-linter checks it; see pyproject.toml). A
+``--tee simulated`` is chosen (import-linter checks it; see pyproject.toml). A
 client accepts nothing made here unless its user trusted the simulated root
 explicitly (``configure --trust-simulator``, ``--trust-root``), and it says so on
 every use.
