@@ -21,7 +21,7 @@ import cleanroom
 from cleanroom.client import CleanRoomClient
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.profile import Profile
-from cleanroom.localstack import LocalStack, free_port
+from cleanroom.insecure.localstack import LocalStack, free_port
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.spec import WorkSpec
 

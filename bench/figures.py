@@ -40,7 +40,7 @@ from bench.env import (
 )
 from bench.servers import self_signed
 from cleanroom.client import CleanRoomClient
-from cleanroom.demodata import write_overlap_inputs
+from cleanroom.insecure.demodata import write_overlap_inputs
 from cleanroom.protocol.spec import UploadPurpose
 
 log_lock = threading.Lock()

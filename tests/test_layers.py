@@ -52,6 +52,13 @@ VIOLATIONS = {
     "enclave-is-inside": ("enclave/room.py", "from cleanroom.client import profile"),
     "enclave-is-inside:controller": ("enclave/trial.py", "from cleanroom.controller import app"),
     "no-cycles": ("protocol/encoding.py", "from cleanroom.protocol import spec"),
+    # A command that does not choose the simulation, importing it directly.
+    "insecure-is-fenced": ("cli/verify.py", "from cleanroom.insecure.simulated import pki"),
+    # Indirect, inside a function: attestation reaching the simulator through the demo.
+    "core-never-reaches-insecure": (
+        "attestation/policy.py",
+        "def _violation() -> None:\n    from cleanroom.cli import demo",
+    ),
 }
 
 

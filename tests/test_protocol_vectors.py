@@ -8,10 +8,10 @@ import rfc8785
 from cryptography.hazmat.primitives import cmac
 from cryptography.hazmat.primitives.ciphers import algorithms
 
+from cleanroom.insecure.simulated.platform import derive_report_key
 from cleanroom.sgx import Attributes, ReportBody
 from cleanroom.tee.image import TrustedFile, group_digest
 from cleanroom.tee.measure import WORKER, default_signer_pem, manifest_of, mr_enclave_of, mr_signer
-from cleanroom.tee.simulated.platform import derive_report_key
 
 SECRET = bytes(range(16))
 TARGET = b"\xaa" * 32

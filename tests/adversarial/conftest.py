@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cleanroom.localstack import LocalStack, free_port
+from cleanroom.insecure.localstack import LocalStack, free_port
 from tests.adversarial.proxy import TamperingProxy
 from tests.e2e.conftest import User, confinement_available, make_user
 

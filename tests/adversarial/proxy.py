@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cleanroom.localstack import free_port
+from cleanroom.insecure.localstack import free_port
 
 FORWARDED_HEADERS = ("authorization", "dpop", "content-type")
 

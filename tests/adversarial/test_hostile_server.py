@@ -35,7 +35,7 @@ import pytest
 
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
-from cleanroom.localstack import LocalStack, free_port
+from cleanroom.insecure.localstack import LocalStack, free_port
 from cleanroom.manager import admin as operations
 from cleanroom.manager.database import open_database
 from cleanroom.manager.settings import default_database_url

@@ -26,15 +26,15 @@ from cleanroom.attestation import (
     TcbPolicy,
     TcbStatusError,
     TrustAnchor,
-    UnsafeNoOp,
     VerifiedQuote,
     appraise_quote,
     load_collateral,
 )
 from cleanroom.attestation.tcb import TCB_STATUSES
+from cleanroom.insecure.policy import UnsafeNoOp
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.sgx import Attributes, QuoteHeader, ReportBody
 from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
 
 MRENCLAVE = hashlib.sha256(b"enclave").digest()
 MRSIGNER = hashlib.sha256(b"signer").digest()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.keys import user_id
-from cleanroom.tee.simulated import SimulatedPlatform
 
 # The manager's own fixtures (a real manager on loopback, a stand-in Controller),
 # reused by test_with_manager.py.

@@ -24,9 +24,9 @@ from cleanroom.client.collateral import (
     choose_collateral,
 )
 from cleanroom.client.profile import Profile, ProfileError
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.tee.measure import measure
 from cleanroom.tee.reference import LocalMeasurement
-from cleanroom.tee.simulated import SimulatedPlatform
 from tests.attestation.fake_pccs import FakePccs
 
 NOW = int(time.time())

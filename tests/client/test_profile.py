@@ -369,7 +369,7 @@ def test_simulator_root_that_is_not_a_certificate(home: Path) -> None:
 def _other_root(tmp_path: Path) -> bytes:
     import time
 
-    from cleanroom.tee.simulated import SimulatedPlatform
+    from cleanroom.insecure.simulated import SimulatedPlatform
 
     platform = SimulatedPlatform.init(tmp_path / "other-platform", now=int(time.time()))
     return platform.root_certificate_pem().encode()

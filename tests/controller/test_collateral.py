@@ -13,9 +13,9 @@ import pytest
 
 from cleanroom.attestation.pccs import CollateralCache, PccsClient
 from cleanroom.controller.collateral import add_collateral
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.encoding import b64u
 from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
 from tests.attestation.fake_pccs import FakePccs
 
 NOW = int(time.time())

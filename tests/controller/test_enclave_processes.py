@@ -11,13 +11,21 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from cleanroom.controller.enclaves import EnclaveHost, EnclaveProcess, EnclaveProcessError
+from cleanroom.controller.enclaves import (
+    EnclaveHost,
+    EnclaveProcess,
+    EnclaveProcessError,
+    enclave_processes,
+)
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.sandbox_ids import FIRST_UID
@@ -227,3 +235,38 @@ def test_sockets_of_a_data_directory_with_a_long_path_still_fit(tmp_path: Path) 
     assert len(str(sockets / "w-0123456789abcdef.sock")) <= 100
     assert sockets != EnclaveHost(deep / "other")._sockets
     assert EnclaveHost(Path("/srv/cr"))._sockets == Path("/srv/cr/sockets")
+
+
+def test_enclave_processes_are_found_by_their_module_and_data_directory(tmp_path: Path) -> None:
+    """The one /proc scan (the Controller's strays, the loopback stack's kills): a
+    ``cleanroom.enclave.*`` process with the data directory, or a path under it, in
+    its arguments. Not another server's directory that merely shares the prefix, not
+    another program's process with the same paths."""
+    data_dir = tmp_path / "compute"
+    sleeping = "import time; time.sleep(60)"
+
+    def start(*arguments: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-c", sleeping, *arguments])
+        cmdline = Path(f"/proc/{process.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        # Until it has exec'd, a child's command line is still ours.
+        while arguments[-1].encode() not in cmdline.read_bytes():
+            assert time.monotonic() < deadline, "the process did not start"
+            time.sleep(0.01)
+        return process
+
+    started = {
+        "under": start("cleanroom.enclave.worker_service", str(data_dir / "rooms" / "r")),
+        "exact": start("cleanroom.enclave.attester_service", str(data_dir)),
+        "prefix": start("cleanroom.enclave.worker_service", str(tmp_path / "compute-2")),
+        "other module": start("cleanroom.controller", str(data_dir / "rooms")),
+    }
+    try:
+        found = enclave_processes(data_dir)
+        assert found == sorted(found)
+        mine = {name for name, process in started.items() if process.pid in found}
+        assert mine == {"under", "exact"}
+    finally:
+        for process in started.values():
+            process.kill()
+            process.wait()

@@ -12,7 +12,7 @@ import pytest
 
 from cleanroom.client import CleanRoomClient
 from cleanroom.client.profile import Profile
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.tee.reference import LocalMeasurement
 from tests.sandbox import require_sandbox
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cleanroom.demodata import write_overlap_inputs
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.demodata import write_overlap_inputs
+from cleanroom.insecure.localstack import LocalStack
 from tests.e2e.conftest import User
 from tests.e2e.helpers import approve, deploy
 

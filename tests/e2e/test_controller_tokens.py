@@ -9,7 +9,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from tests.auth import call, dpop
 from tests.e2e.conftest import User
 from tests.e2e.helpers import deploy

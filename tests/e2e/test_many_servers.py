@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cleanroom.client.manager import ManagerClient, Room
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.manager import admin as operations
 
 from ..manager.conftest import make_bundle, make_spec

@@ -17,8 +17,8 @@ import pytest
 
 from cleanroom.client import CleanRoomClient
 from cleanroom.client.collateral import CollateralUnavailableError
-from cleanroom.localstack import LocalStack
-from cleanroom.tee.simulated import SimulatedPlatform
+from cleanroom.insecure.localstack import LocalStack
+from cleanroom.insecure.simulated import SimulatedPlatform
 from tests.attestation.fake_pccs import FakePccs
 from tests.e2e.conftest import User, confinement_available, make_user
 from tests.e2e.helpers import approve, deploy

@@ -22,7 +22,7 @@ from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, AttestationPolicy, 
 from cleanroom.cli.main import main as cli_main
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.encoding import b64u
 from cleanroom.tee import reference as tee_reference
 from cleanroom.tee.measure import MeasurementError, measure

@@ -13,7 +13,8 @@ import pytest
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
-from cleanroom.localstack import LocalStack, enclave_processes
+from cleanroom.controller.enclaves import enclave_processes
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.bundle import pack_into
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.sandbox_ids import FIRST_UID, SandboxIds

@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from tests.e2e.test_cli_flow import configured
 from tests.e2e.test_runtimes import require_data_runtime
 

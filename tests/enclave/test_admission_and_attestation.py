@@ -26,6 +26,7 @@ from cleanroom.client.phase1 import AttestedWorker, ClaimsError, verify_attester
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import AdmissionError, UnknownWorkerError
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.bundle import function_id
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.errors import SignatureError
@@ -35,7 +36,6 @@ from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import UploadPurpose, WorkSpec
 from cleanroom.sgx import Report
 from cleanroom.tee.measure import Measurement, measure
-from cleanroom.tee.simulated import SimulatedPlatform
 from tests.protocol.fixtures import ALICE, BOB, BOB_ID, SPEC_DOCUMENT
 
 NOW = int(time.time())

@@ -28,6 +28,8 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import AdmissionError
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.insecure.simulated import SimulatedEnclave, SimulatedPlatform
+from cleanroom.insecure.simulated.gramine import EmulatedDevAttestation
 from cleanroom.protocol.bundle import function_id
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.handshake import ClientHandshake
@@ -38,8 +40,6 @@ from cleanroom.sgx import Attributes, parse_quote
 from cleanroom.tee.gramine import GramineEnclave, GramineError
 from cleanroom.tee.measure import Measurement, measure
 from cleanroom.tee.platform import EnclaveIdentity
-from cleanroom.tee.simulated import SimulatedEnclave, SimulatedPlatform
-from cleanroom.tee.simulated.gramine import EmulatedDevAttestation
 from tests.attestation.fake_pccs import FakePccs
 from tests.protocol.fixtures import ALICE, SPEC_DOCUMENT
 

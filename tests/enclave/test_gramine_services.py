@@ -28,12 +28,12 @@ from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.http import serve
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.enclave.worker_service import REFUSAL_PREFIX, _gramine
+from cleanroom.insecure.simulated import SimulatedPlatform
+from cleanroom.insecure.simulated.gramine import EmulatedDevAttestation
 from cleanroom.protocol.encoding import b64u, from_b64u
 from cleanroom.tee.gramine import GramineEnclave
 from cleanroom.tee.gramine.config import CONFIG_TYPE, EnclaveConfigError, read_enclave_config
 from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
-from cleanroom.tee.simulated.gramine import EmulatedDevAttestation
 from tests.enclave.test_gramine_backend import FUNCTION, SPEC
 
 NOW = int(time.time())

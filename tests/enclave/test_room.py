@@ -22,6 +22,7 @@ from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.acks import open_ack
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import canonical
@@ -38,7 +39,6 @@ from cleanroom.protocol.spec import (
 )
 from cleanroom.protocol.status import verify_status
 from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
 from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
 from tests.sandbox import confined
 

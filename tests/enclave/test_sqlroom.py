@@ -28,6 +28,7 @@ from cleanroom.enclave.sqlroom import SqlRoom
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import AccessDenied
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
@@ -42,7 +43,6 @@ from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
 from cleanroom.sql import engine_bundle, engine_function_id
 from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
 from tests.enclave.test_room import upload_frames
 from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
 from tests.sandbox import confined

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.demodata import OverlapTruth, write_overlap_inputs
+from cleanroom.insecure.demodata import OverlapTruth, write_overlap_inputs
 from tests.examples.harness import run_example, vendored, workspace
 
 POLARS = "polars==2.1.0"  # as the data runtime pins it (src/cleanroom/runtimes/)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.demodata import OverlapTruth, write_join_inputs, write_overlap_inputs
+from cleanroom.insecure.demodata import OverlapTruth, write_join_inputs, write_overlap_inputs
 
 
 def read(path: Path) -> list[list[str]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.demodata import write_join_inputs
+from cleanroom.insecure.demodata import write_join_inputs
 from tests.examples.harness import Run, csv_text, run_example, workspace
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cleanroom.demodata import write_overlap_inputs
+from cleanroom.insecure.demodata import write_overlap_inputs
 from tests.examples.harness import Run, csv_text, run_example, workspace
 
 

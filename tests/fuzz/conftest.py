@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.tee.measure import measure
-from cleanroom.tee.simulated import SimulatedPlatform
 from tests.protocol.fixtures import SPEC_DOCUMENT
 
 FUZZ_FAST = int(os.environ.get("CLEANROOM_FUZZ_FAST", "200"))

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import Case
 
 from cleanroom.dpop import ProofKey
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from tests.e2e.conftest import User, make_user
 from tests.e2e.helpers import deploy
 from tests.reliability.report import record

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from tests.e2e.conftest import User, confinement_available, make_user
 
 

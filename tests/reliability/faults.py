@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from cleanroom.localstack import LocalStack, _Server, _start
+from cleanroom.insecure.localstack import LocalStack, _Server, _start
 
 MANAGER, COMPUTE = 0, 1  # LocalStack starts the manager first, then the compute server
 

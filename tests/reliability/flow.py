@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.client.access import Access, build_spec
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
 from cleanroom.sandbox_ids import FIRST_UID
 from tests.e2e.conftest import User

@@ -18,7 +18,7 @@ import pytest
 
 from cleanroom.client.errors import ServerError
 from cleanroom.errors import CheckFailed
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from tests.auth import dpop
 from tests.e2e.conftest import User
 from tests.reliability import faults, flow

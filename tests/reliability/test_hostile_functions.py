@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from tests.e2e.conftest import User
 from tests.reliability import flow
 from tests.reliability.report import record

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.spec import DownloadPurpose
 from tests.e2e.conftest import User, make_user
 from tests.reliability import faults, flow

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.tee.simulated import SimulatedPlatform
+from cleanroom.insecure.simulated import SimulatedPlatform
 
 NOW = int(time.time())
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.sgx import AttributeFlags, Attributes, Report, TargetInfo
 from cleanroom.tee.platform import EnclaveIdentity, LocalAttestationError
-from cleanroom.tee.simulated import SimulatedPlatform
 
 ATTRS = Attributes(flags=AttributeFlags.INIT | AttributeFlags.MODE64BIT, xfrm=0x03)
 ALICE = EnclaveIdentity(

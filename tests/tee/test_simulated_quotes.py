@@ -23,14 +23,14 @@ from cleanroom.attestation import (
     load_collateral,
     verify_quote,
 )
-from cleanroom.sgx import CertificationDataType, Report, parse_quote
-from cleanroom.tee.measure import measure
-from cleanroom.tee.platform import QuoteGenerationError
-from cleanroom.tee.simulated import PlatformStateError, SimulatedPlatform
-from cleanroom.tee.simulated.platform import (
+from cleanroom.insecure.simulated import PlatformStateError, SimulatedPlatform
+from cleanroom.insecure.simulated.platform import (
     QE_IDENTITY,
     SECRETS_FILE,
 )
+from cleanroom.sgx import CertificationDataType, Report, parse_quote
+from cleanroom.tee.measure import measure
+from cleanroom.tee.platform import QuoteGenerationError
 
 from .conftest import NOW
 

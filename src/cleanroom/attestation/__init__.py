@@ -36,7 +36,6 @@ from cleanroom.attestation.policy import (
     Policy,
     ReportDataIs,
     TcbPolicy,
-    UnsafeNoOp,
     appraise_quote,
 )
 from cleanroom.attestation.tcb import (
@@ -77,7 +76,6 @@ __all__ = [
     "TcbPolicy",
     "TcbStatusError",
     "TrustAnchor",
-    "UnsafeNoOp",
     "UnsupportedEvidenceError",
     "VerifiedQuote",
     "appraise_quote",

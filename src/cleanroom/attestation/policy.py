@@ -183,7 +183,12 @@ class DebugDisabled:
 
 @dataclass(frozen=True)
 class _UnsafeDebugAllowed:
-    """INSECURE: records the DEBUG attribute without refusing it (tests of debug enclaves)."""
+    """INSECURE: records the DEBUG attribute without refusing it (tests of debug enclaves).
+
+    Only ``AttestationPolicy(allow_debug=True)`` uses it. The other unsafe policies are
+    fenced off in :mod:`cleanroom.insecure.policy`; this one stays with the flag that
+    selects it, since that package imports this one.
+    """
 
     def verify(self, quote: VerifiedQuote) -> list[CheckResult]:
         warnings.warn(
@@ -339,21 +344,6 @@ class AllOf:
 
     def __repr__(self) -> str:
         return f"AllOf({', '.join(repr(policy) for policy in self.policies)})"
-
-
-class UnsafeNoOp:
-    """UNSAFE: ACCEPTS ANY QUOTE. CHECKS NOTHING. NEVER USE IT FOR REAL DATA.
-
-    It exists only so that tests and experiments can skip the policy layer on
-    purpose; every use emits a warning.
-    """
-
-    def verify(self, quote: VerifiedQuote) -> list[CheckResult]:
-        warnings.warn(
-            "UNSAFE: UnsafeNoOp attestation policy used: no policy check performed!",
-            stacklevel=2,
-        )
-        return _passed("unsafe-no-op", "nothing", "anything", "UNSAFE: no policy was checked")
 
 
 @dataclass(frozen=True)

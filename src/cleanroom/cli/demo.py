@@ -24,28 +24,29 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.text import Text
 
-import cleanroom
 from cleanroom.cli.common import EXIT_USAGE, fail, stdout
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import Profile
 from cleanroom.client.rooms import CleanRoomClient
-from cleanroom.demodata import write_overlap_inputs
 from cleanroom.errors import CheckFailed
-from cleanroom.localstack import LocalStack
+from cleanroom.insecure.demodata import write_overlap_inputs
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.bundle import pack
 from cleanroom.tee.reference import LocalMeasurement
 
 
-def _examples() -> Path:
-    """``examples/`` of the source tree this package runs from."""
-    return Path(cleanroom.__file__).resolve().parents[2] / "examples"
+def examples() -> Path:
+    """The examples shipped in the package (``cleanroom/examples``, package data): found
+    the same way in a checkout and in an installed wheel."""
+    return Path(str(resources.files("cleanroom") / "examples"))
 
 
 def _say(step: str, text: str) -> None:
@@ -114,7 +115,7 @@ def demo(
     a temporary directory, and shows what every step verified. INSECURE by design:
     the simulated TEE protects nothing; it shows the protocol, not the hardware.
     """
-    function_dir = _examples() / "functions" / "overlap"
+    function_dir = examples() / "functions" / "overlap"
     if not (function_dir / "handler.py").is_file():
         fail(f"the overlap example is missing: {function_dir}", EXIT_USAGE)
     if os.geteuid() != 0:

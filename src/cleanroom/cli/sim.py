@@ -19,9 +19,9 @@ from cleanroom.cli.common import (
     stderr,
     stdout,
 )
+from cleanroom.insecure.simulated import SimulatedPlatform
+from cleanroom.insecure.simulated.platform import TCB_STATUSES
 from cleanroom.tee.measure import IMAGE_NAMES, measure
-from cleanroom.tee.simulated import SimulatedPlatform
-from cleanroom.tee.simulated.platform import TCB_STATUSES
 
 app = typer.Typer(
     help=(

@@ -508,7 +508,7 @@ class ProcessLauncher:
     def strays(self, data_dir: Path, accounted: set[str]) -> list[ProcessHandle]:
         own_spare = {f"pid:{self.spare[0].pid}"} if self.spare is not None else set()
         found: list[ProcessHandle] = []
-        for pid in _enclave_processes(data_dir):
+        for pid in enclave_processes(data_dir):
             started = start_time(pid)
             if f"pid:{pid}" not in accounted | own_spare and started is not None:
                 found.append(AdoptedProcess(pid, started))
@@ -852,8 +852,11 @@ def _write_json(path: Path, document: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def _enclave_processes(data_dir: Path) -> list[int]:
-    """Enclave processes started for ``data_dir`` (by their command line)."""
+def enclave_processes(data_dir: Path) -> list[int]:
+    """The enclave processes (Attester, Workers, spares) started for the compute server
+    whose data directory is ``data_dir``: those that run a ``cleanroom.enclave.*``
+    module with that directory, or a path under it, as an argument. Sorted by pid; a
+    process may be a zombie (:func:`start_time` says None for one)."""
     marker = str(data_dir)
     found = []
     for entry in Path("/proc").iterdir():
@@ -868,7 +871,7 @@ def _enclave_processes(data_dir: Path) -> list[int]:
             w == marker or w.startswith(marker + "/") for w in words
         ):
             found.append(int(entry.name))
-    return found
+    return sorted(found)
 
 
 def _remove(directory: Path) -> None:

@@ -26,11 +26,11 @@ from starlette.routing import Route
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.errors import CheckFailed
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.tee.measure import measure
 from cleanroom.tee.platform import EnclavePlatform
-from cleanroom.tee.simulated import SimulatedPlatform
 
 
 def attester_app(platform: SimulatedPlatform, clock: Any = time.time) -> Starlette:

@@ -39,6 +39,7 @@ from cleanroom.enclave.sqlroom import SqlRoom, run_states
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
@@ -49,7 +50,6 @@ from cleanroom.sql import engine_function_id
 from cleanroom.tee.gramine.files import AttestationFiles
 from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
 from cleanroom.tee.platform import EnclavePlatform
-from cleanroom.tee.simulated import SimulatedPlatform
 
 log = logging.getLogger("cleanroom.enclave")
 REFUSAL_PREFIX = "worker refused to start: "

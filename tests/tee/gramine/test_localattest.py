@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 
+from cleanroom.insecure.simulated import SimulatedEnclave, SimulatedPlatform
 from cleanroom.sgx import (
     AttributeFlags,
     Attributes,
@@ -31,7 +32,6 @@ from cleanroom.tee.platform import (
     EnclaveIdentity,
     LocalAttestationError,
 )
-from cleanroom.tee.simulated import SimulatedEnclave, SimulatedPlatform
 
 ATTRIBUTES = Attributes(flags=AttributeFlags.INIT | AttributeFlags.MODE64BIT, xfrm=0x03)
 

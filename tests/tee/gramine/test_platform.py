@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from cleanroom.attestation import TrustAnchor, load_collateral, verify_quote
+from cleanroom.insecure.simulated import SimulatedEnclave, SimulatedPlatform
+from cleanroom.insecure.simulated.gramine import EmulatedDevAttestation
 from cleanroom.sgx import AttributeFlags, Attributes, Report, TargetInfo, parse_quote
 from cleanroom.tee.gramine import DevAttestation, GramineEnclave, GramineError
 from cleanroom.tee.platform import EnclaveIdentity, LocalAttestationError
-from cleanroom.tee.simulated import SimulatedEnclave, SimulatedPlatform
-from cleanroom.tee.simulated.gramine import EmulatedDevAttestation
 from tests.tee.conftest import NOW
 
 ATTRIBUTES = Attributes(flags=AttributeFlags.INIT | AttributeFlags.MODE64BIT, xfrm=0x03)

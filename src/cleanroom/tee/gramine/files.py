@@ -22,7 +22,7 @@ serialise their write-write-read sequences (:class:`~cleanroom.tee.gramine.platf
 does).
 
 Tests replace :class:`DevAttestation` with an emulation backed by the simulated
-platform (``cleanroom.tee.simulated.gramine``).
+platform (``cleanroom.insecure.simulated.gramine``).
 """
 
 from __future__ import annotations

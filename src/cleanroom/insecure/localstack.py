@@ -27,7 +27,9 @@ from types import TracebackType
 
 import httpx
 
+from cleanroom.controller.enclaves import enclave_processes
 from cleanroom.errors import Error
+from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.manager.admin import (
     NewClient,
     ServerCredentials,
@@ -37,7 +39,6 @@ from cleanroom.manager.admin import (
 )
 from cleanroom.manager.database import open_database
 from cleanroom.manager.settings import default_database_url
-from cleanroom.tee.simulated import SimulatedPlatform
 
 START_TIMEOUT_S = 60.0
 
@@ -109,24 +110,6 @@ class ComputeNode:
     url: str
     directory: Path
     server: _Server
-
-
-def enclave_processes(data_dir: Path) -> list[int]:
-    """The enclave processes (Attester, Workers) of the compute server in ``data_dir``."""
-    marker = str(data_dir) + "/"
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            continue
-        if any(w.startswith("cleanroom.enclave.") for w in words) and any(
-            w.startswith(marker) for w in words
-        ):
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 class LocalStack:

@@ -6,7 +6,7 @@ and quotes; a client accepts its quotes only when its profile explicitly trusts
 the simulated root, and says so every time.
 """
 
-from cleanroom.tee.simulated.platform import (
+from cleanroom.insecure.simulated.platform import (
     PlatformStateError,
     SimulatedEnclave,
     SimulatedPlatform,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import errno
 
+from cleanroom.insecure.simulated.platform import SimulatedEnclave
 from cleanroom.sgx import TargetInfo
-from cleanroom.tee.simulated.platform import SimulatedEnclave
 
 USER_REPORT_DATA_SIZE = 64
 TARGET_INFO_SIZE = 512

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.constant_time import bytes_eq
 from cryptography.hazmat.primitives.kdf.kbkdf import KBKDFCMAC, CounterLocation, Mode
 
 from cleanroom.errors import EXIT_USAGE, Error
+from cleanroom.insecure.simulated import pki
 from cleanroom.sgx import (
     INTEL_QE_VENDOR_ID,
     KEY_POLICY_RESERVED,
@@ -56,7 +57,6 @@ from cleanroom.tee.platform import (
     LocalAttestationError,
     QuoteGenerationError,
 )
-from cleanroom.tee.simulated import pki
 
 FORMAT = "cleanroom/simulated-sgx-platform/v1"
 PLATFORM_FILE = "platform.json"
