@@ -278,24 +278,6 @@ def _token_refused(error: TokenError, request: Request) -> HTTPException:
     )
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def _answer_detail(response: httpx.Response) -> str:
-    """What a Controller said when it refused: its problem's detail, or its body."""
-    try:
-        body = response.json()
-    except ValueError:
-        return _one_line(response.text) or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        if isinstance(body.get("check"), str):  # a refused check: name it
-            return _one_line(f"{body['detail']} (check {body['check']})")
-        return _one_line(body["detail"])
-    return _one_line(response.text)
-
-
 def room_document(room: Room) -> dict[str, Any]:
     """A room as the API shows it (docs/api.md, "A room")."""
     return {
@@ -671,12 +653,12 @@ class _Manager:
                 timeout=self.settings.controller_timeout,
             )
         except httpx.HTTPError as error:
-            why = _one_line(str(error)) or type(error).__name__
+            why = servers.one_line(str(error)) or type(error).__name__
             return f"cannot reach the compute server at {url}: {why}"
         if not response.is_success:
             return (
                 f"the compute server at {url} answered {response.status_code}: "
-                f"{_answer_detail(response)}"
+                f"{servers.answer_detail(response)}"
             )
         return None
 
@@ -710,13 +692,13 @@ class _Manager:
                 timeout=self.settings.controller_timeout,
             )
         except httpx.HTTPError as error:
-            why = _one_line(str(error)) or type(error).__name__
+            why = servers.one_line(str(error)) or type(error).__name__
             refused = f"cannot reach the compute server at {url} to delete {name!r}: {why}"
         else:
             if not (response.is_success or response.status_code == 404):
                 refused = (
                     f"the compute server at {url} refused to delete {name!r} "
-                    f"({response.status_code}: {_answer_detail(response)})"
+                    f"({response.status_code}: {servers.answer_detail(response)})"
                 )
         if refused is not None and live:
             raise HTTPException(502, {"detail": f"{refused}; the room is unchanged", "room": name})
