@@ -10,6 +10,8 @@ their FastAPI app; every error then leaves as ``application/problem+json``
 - :class:`cleanroom.errors.CheckFailed`: status ``error.http_status`` if the
   subclass sets that class attribute, else 400, with ``check``, ``expected``,
   ``actual`` (and ``hint``) from ``to_json()``;
+- any other :class:`cleanroom.errors.Error`: status ``error.http_status``, its one
+  line as ``detail``, and the members its ``facts`` mapping holds, if any;
 - anything else: 500 with a fixed detail. The exception is logged on the server;
   its text and traceback never reach the client.
 
@@ -35,7 +37,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from cleanroom.errors import CheckFailed, jsonable
+from cleanroom.errors import CheckFailed, Error, jsonable
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -152,6 +154,11 @@ async def _check_failed(request: Request, error: Exception) -> Response:
     return check_failed_problem(cast(CheckFailed, error))
 
 
+async def _error(request: Request, error: Exception) -> Response:
+    refused = cast(Error, error)  # registered for Error; a CheckFailed has its own handler
+    return _problem(refused.http_status, str(refused), getattr(refused, "facts", {}), None)
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
     _log.exception("unexpected error answering %s %s", request.method, request.url.path)
     return problem(500, "internal server error (the server's log has the details)")
@@ -163,6 +170,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(CheckFailed, _check_failed)
+    app.add_exception_handler(Error, _error)
     app.add_exception_handler(Exception, _unexpected)
     describe_problems(app)
 

@@ -51,7 +51,6 @@ other answer, or none, leaves it for the next round.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -535,35 +534,3 @@ def deploy_outcome(answer: httpx.Response) -> str | None:
     if state == "deleted":
         return "failed"
     return None
-
-
-class Periodic:
-    """Runs ``task`` every ``interval`` seconds on a daemon thread, until :meth:`stop`.
-
-    A task that raises is logged and run again at the next interval: one bad
-    round (a database hiccup) must not end the health checks for good.
-    """
-
-    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
-        self.name = name
-        self.interval = interval
-        self.task = task
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> Periodic:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.task()
-            except Exception:  # noqa: BLE001 - logged; the next round tries again
-                _log.exception("%s failed; trying again in %s s", self.name, self.interval)
-            self._stopping.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
