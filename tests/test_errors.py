@@ -122,6 +122,12 @@ class Taken(Error):
     http_status = 409
 
 
+class Broken(Error):
+    """A synthetic failure of the server's own (a key file it cannot read)."""
+
+    http_status = 500
+
+
 def _app() -> TestClient:
     app = FastAPI()
     install_problem_handlers(app)
@@ -137,6 +143,16 @@ def _app() -> TestClient:
     @app.get("/refused")
     def refused() -> None:
         raise Refused(401, "no token", headers={"WWW-Authenticate": "Bearer"}, check="token")
+
+    @app.get("/conflict-with-facts")
+    def conflict_with_facts() -> None:
+        error = Taken("the room is being deleted")
+        error.facts = {"room": "overlap", "status": 418}  # a fact never overrides status
+        raise error
+
+    @app.get("/broken")
+    def broken() -> None:
+        raise Broken("cannot read signing key /secret/keys/k1.json")
 
     @app.get("/defect")
     def defect() -> None:
@@ -183,11 +199,28 @@ def test_web_answers_a_refusal_with_its_headers_and_members() -> None:
     assert answer.json()["detail"] == "no token"
 
 
-def test_web_answers_anything_else_500_without_its_text() -> None:
+def test_web_adds_an_errors_facts_as_members() -> None:
     with _app() as client:
-        answer = client.get("/defect")
+        answer = client.get("/conflict-with-facts")
+    assert answer.status_code == 409
+    assert answer.json() == {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "the room is being deleted",
+        "room": "overlap",
+    }
+
+
+@pytest.mark.parametrize("route", ["/defect", "/broken"])
+def test_web_answers_anything_else_500_without_its_text(route: str) -> None:
+    """An unexpected exception, and an Error that is the server's own failure (500, not
+    a refused check): the answer is fixed, the text (paths, internals) stays in the log."""
+    with _app() as client:
+        answer = client.get(route)
     assert answer.status_code == 500
     assert "secret" not in answer.text
+    assert answer.json()["detail"] == "internal server error (the server's log has the details)"
 
 
 # ---- the command-line mapping ---------------------------------------------------------------

@@ -11,6 +11,7 @@ facts to machines.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 
 def _text(value: str) -> str:
@@ -67,6 +68,8 @@ class Error(Exception):
 
     http_status: int = 400
     exit_code: int = EXIT_REFUSED
+    facts: Mapping[str, object] = MappingProxyType({})
+    """Members a service's problem answer carries beside ``detail`` (e.g. the room)."""
 
 
 class CheckFailed(Error):

@@ -8,12 +8,13 @@ their FastAPI app; every error then leaves as ``application/problem+json``
   and its ``detail``; a dict detail is merged into the problem;
 - ``RequestValidationError``: 422, the first error's location and message;
 - :class:`cleanroom.errors.Error`, every error cleanroom raises on purpose: status
-  ``error.http_status``, its one line as ``detail``. A
+  ``error.http_status``, its one line as ``detail`` and its ``facts`` as members. A
   :class:`~cleanroom.errors.CheckFailed` adds ``check``, ``expected``, ``actual``
   (and ``hint``) from ``to_json()``, with its message as ``detail``; a
   :class:`Refused` carries the members and headers its raiser chose;
-- anything else: 500 with a fixed detail. The exception is logged on the server;
-  its text and traceback never reach the client.
+- anything else, and an ``Error`` with status 500 that is not a refused check (the
+  server's own failure): 500 with a fixed detail. The exception is logged on the
+  server; its text and traceback never reach the client.
 
 :func:`problem` builds such a response for a handler that answers an error itself;
 :func:`error_problem` is the one mapping of an :class:`~cleanroom.errors.Error`.
@@ -133,7 +134,8 @@ class Refused(Error):
 def error_problem(error: Error) -> JSONResponse:
     """The problem response for ``error``: status ``error.http_status``.
 
-    ``detail`` is the error's one line; for a refused check, the check's message,
+    ``detail`` is the error's one line, with its ``facts`` as members; for a refused
+    check, the check's message,
     with ``check``, ``expected``, ``actual`` (and ``hint``) from ``error.to_json()``.
     """
     if isinstance(error, Refused):
@@ -142,7 +144,7 @@ def error_problem(error: Error) -> JSONResponse:
         facts = error.to_json()
         message = str(facts.pop("message", error.message))
         return _problem(error.http_status, message, facts, None)
-    return _problem(error.http_status, str(error), {}, None)
+    return _problem(error.http_status, str(error), error.facts, None)
 
 
 async def _http_exception(request: Request, error: Exception) -> Response:
@@ -167,7 +169,12 @@ async def _validation_error(request: Request, error: Exception) -> Response:
 
 
 async def _error(request: Request, error: Exception) -> Response:
-    return error_problem(cast(Error, error))  # registered for Error only
+    refused = cast(Error, error)  # registered for Error only
+    if refused.http_status == 500 and not isinstance(refused, CheckFailed):
+        # The server's own failure (a database, a key file, a tool): its text may name
+        # paths and internals, so it goes to the log, as an unexpected one does.
+        return await _unexpected(request, error)
+    return error_problem(refused)
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:

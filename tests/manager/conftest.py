@@ -52,9 +52,11 @@ def url_of(sock: socket.socket) -> str:
 
 
 @contextmanager
-def serve(app: FastAPI, sock: socket.socket) -> Iterator[None]:
-    """Run ``app`` under uvicorn on ``sock`` until the block ends."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+def serve(app: FastAPI, sock: socket.socket, *, lifespan: bool = False) -> Iterator[None]:
+    """Run ``app`` under uvicorn on ``sock`` until the block ends (with its lifespan,
+    if ``lifespan``: then it has started once this returns, and ends with the block)."""
+    config = uvicorn.Config(app, log_level="warning", lifespan="on" if lifespan else "off")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     started = threading.Event()
@@ -155,17 +157,19 @@ def start_manager(tmp_path: Path, database_url: str | None) -> Iterator[Callable
     Every test that uses it runs twice, on SQLite and on PostgreSQL
     (``database_url``, tests/postgres.py). To start a manager again on an earlier
     one's state, ``Manager.stop()`` that one and pass its ``port`` (the URL is the
-    tokens' issuer), ``data_dir`` and ``database_url``.
+    tokens' issuer), ``data_dir`` and ``database_url``. ``lifespan=True`` runs the
+    app's lifespan, and with it the manager's housekeeping (health checks, garbage
+    collection); without it, a test drives those itself.
     """
     stack: list[Manager] = []
 
-    def start(port: int = 0, **overrides: Any) -> Manager:
+    def start(port: int = 0, *, lifespan: bool = False, **overrides: Any) -> Manager:
         sock = bind(port)
         overrides.setdefault("data_dir", tmp_path / f"manager-{len(stack)}")
         overrides.setdefault("database_url", database_url)
         settings = Settings(public_url=url_of(sock), **overrides)
         app = create_app(settings)
-        running = serve(app, sock)
+        running = serve(app, sock, lifespan=lifespan)
         running.__enter__()
         manager = Manager(url_of(sock), settings, app.state.manager.sessions, running=running)
         stack.append(manager)

@@ -13,6 +13,7 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,12 @@ from sqlalchemy import select
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import Settings, audit
-from cleanroom.manager.database import AuditEntry, FunctionUploader, StoredFunction
+from cleanroom.manager.database import (
+    AuditEntry,
+    ComputeServer,
+    FunctionUploader,
+    StoredFunction,
+)
 from cleanroom.manager.storage import (
     CHUNK_BYTES,
     FunctionStore,
@@ -29,6 +35,7 @@ from cleanroom.manager.storage import (
     collect_garbage,
 )
 from cleanroom.protocol.bundle import function_id
+from cleanroom.tokens import MANAGER_SUBJECT
 from tests.auth import as_client
 
 from .conftest import Manager, StandInController, closed_port_url, make_bundle, make_spec
@@ -466,6 +473,61 @@ def test_a_reupload_restarts_the_grace_period_and_restores_a_collected_bundle(
     assert gc(manager, grace=3600, dry_run=True) == [ids.unused]
     client.upload_function(bundle)  # ... and again now
     assert gc(manager, grace=3600) == []
+
+
+def _restarted(manager: Manager, start_manager: Callable[..., Manager], **settings: Any) -> Manager:
+    """``manager`` stopped and started again on its state, with its lifespan (and so its
+    housekeeping) running, and ``settings``."""
+    manager.stop()
+    return start_manager(
+        int(manager.url.rsplit(":", 1)[1]),
+        lifespan=True,
+        data_dir=manager.settings.data_dir,
+        database_url=manager.settings.database_url,
+        lost_after=3600,  # the stand-in Controllers have no health endpoint
+        **settings,
+    )
+
+
+def _deleted_by_whom(manager: Manager) -> list[tuple[str, str]]:
+    with manager.sessions() as session:
+        entries = session.scalars(select(AuditEntry).where(AuditEntry.action == "function.deleted"))
+        return sorted((entry.actor, entry.target) for entry in entries)
+
+
+def test_the_running_manager_collects_garbage_by_itself(
+    manager: Manager,
+    bundles: tuple[ManagerClient, Bundles],
+    start_manager: Callable[..., Manager],
+) -> None:
+    _, ids = bundles
+    running = _restarted(manager, start_manager, gc_interval=0.05, function_grace=0)
+    deadline = time.monotonic() + 60
+    while stored_ids(running) != {ids.deployed} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stored_ids(running) == {ids.deployed}  # the live room's bundle stays
+    garbage = sorted([ids.failed, ids.deleted, ids.unused])
+    assert _deleted_by_whom(running) == [(MANAGER_SUBJECT, function) for function in garbage]
+
+
+def test_the_running_manager_collects_no_garbage_when_told_not_to(
+    manager: Manager,
+    bundles: tuple[ManagerClient, Bundles],
+    start_manager: Callable[..., Manager],
+) -> None:
+    _, ids = bundles
+    running = _restarted(manager, start_manager, gc_interval=0, function_grace=0)
+    # Its housekeeping runs: the health checks find the unreachable server ...
+    deadline = time.monotonic() + 60
+    failures = 0
+    while failures < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        with running.sessions() as session:
+            failures = max(session.scalars(select(ComputeServer.failures)))
+    assert failures >= 1
+    # ... but collects nothing, however old the bundles are.
+    assert stored_ids(running) == {ids.deployed, ids.failed, ids.deleted, ids.unused}
+    assert _deleted_by_whom(running) == []
 
 
 def test_gc_deletes_stray_files_past_the_grace_period(manager: Manager, tmp_path: Path) -> None:

@@ -478,6 +478,22 @@ def test_what_a_controllers_answer_makes_of_a_stale_deploy(
     assert deploy_outcome(httpx.Response(status, content=body)) == outcome
 
 
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b'{"detail": "no such room"}', "no such room"),
+        (b'{"detail": "refused", "check": "token-room"}', "refused (check token-room)"),
+        (b'{"detail": "two\\n  lines", "check": 7}', "two lines"),
+        (b'{"detail": ["not text"]}', '{"detail": ["not text"]}'),
+        (b"plain\ntext", "plain text"),
+        (b"", "Not Found"),
+        (b"x" * 400, "x" * 299 + "\u2026"),
+    ],
+)
+def test_what_a_controller_said_is_one_line_naming_its_check(body: bytes, said: str) -> None:
+    assert servers.answer_detail(httpx.Response(404, content=body)) == said
+
+
 def test_deploys_a_stopped_manager_left_unfinished_are_settled(
     manager: Manager,
     start_controllers: Callable[..., Controller],

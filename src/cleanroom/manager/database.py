@@ -284,7 +284,7 @@ def open_database(url: str) -> sessionmaker[Session]:
 class DatabaseError(Error):
     """The database cannot be used as it is; the message says why, in one line."""
 
-    http_status = 503
+    http_status = 500  # this server's own failure: logged, never answered
     exit_code = EXIT_USAGE  # the --data-dir or --database-url given cannot be used
 
 

@@ -56,7 +56,7 @@ _log = logging.getLogger("cleanroom.manager.keys")
 class KeyRingError(Error):
     """The key ring cannot be used: a key file is unreadable or no key may sign."""
 
-    http_status = 503  # no key may sign: tokens cannot be issued now
+    http_status = 500  # this server's own failure: logged, never answered
     exit_code = EXIT_USAGE  # the key directory given cannot be used
 
 

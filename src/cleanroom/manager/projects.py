@@ -380,7 +380,7 @@ def revoke_tokens(client: Client, clock: Clock = time.time) -> None:
     from earlier in this second from a later one: ``tokens_not_before`` is set to
     the start of the next second, refusing every token of this second too. The
     token endpoint waits for that second to pass before it issues the client a new
-    token (``_Manager.token``), so a token is never born revoked.
+    token (``Grants._wait_until``), so a token is never born revoked.
     """
     client.tokens_not_before = max(client.tokens_not_before, int(clock()) + 1)
 

@@ -51,7 +51,6 @@ other answer, or none, leaves it for the next round.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -88,6 +87,26 @@ _log = logging.getLogger("cleanroom.manager.servers")
 def timestamp(seconds: int) -> str:
     """``seconds`` since the epoch as an ISO 8601 UTC time, for reasons people read."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line of at most ``limit`` characters, for a reason people read."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def answer_detail(response: httpx.Response) -> str:
+    """What a Controller said when it refused: its problem's detail (naming the check,
+    if one refused), or its body, on one line."""
+    try:
+        body = response.json()
+    except ValueError:
+        return one_line(response.text) or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+        if isinstance(body.get("check"), str):  # a refused check: name it
+            return one_line(f"{body['detail']} (check {body['check']})")
+        return one_line(body["detail"])
+    return one_line(response.text)
 
 
 # -- scheduling -------------------------------------------------------------------------
@@ -222,17 +241,12 @@ class Observation:
     error: str | None = None
 
 
-def _one_line(text: str, limit: int = 300) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
 def observe(client: httpx.Client, url: str, tee_kind: str) -> Observation:
     """Ask the Controller at ``url`` for its health (``GET /v1/health``)."""
     try:
         response = client.get(f"{url}/v1/health")
     except httpx.HTTPError as error:
-        return Observation(False, error=_one_line(str(error)) or type(error).__name__)
+        return Observation(False, error=one_line(str(error)) or type(error).__name__)
     if response.status_code != 200:
         return Observation(False, error=f"GET /v1/health answered {response.status_code}")
     try:
@@ -247,11 +261,11 @@ def observe(client: httpx.Client, url: str, tee_kind: str) -> Observation:
         return Observation(
             True,
             problem=f"tee-kind: registered as {tee_kind!r}, its Controller reports "
-            f"{_one_line(document['tee'], 40)!r}",
+            f"{one_line(document['tee'], 40)!r}",
             rooms=count,
         )
     if document.get("status") != "ok":
-        status = _one_line(str(document.get("status")), 40)
+        status = one_line(str(document.get("status")), 40)
         return Observation(
             True,
             problem=f"its Controller reports status {status!r} (its Attester cannot be started)",
@@ -416,7 +430,7 @@ class HealthChecker:
             if answer.status_code in (404, 410):
                 reason = (
                     f"compute server {name} no longer runs its Worker "
-                    f"({answer.status_code}: {_answer_detail(answer)}); {LOST_ROOM_ADVICE}"
+                    f"({answer.status_code}: {answer_detail(answer)}); {LOST_ROOM_ADVICE}"
                 )
                 self.lose_room(room_id, reason)
 
@@ -446,7 +460,7 @@ class HealthChecker:
             if outcome == "failed":
                 reason = (
                     f"the manager stopped while deploying it, and compute server {name} "
-                    f"does not run its Worker ({answer.status_code}: {_answer_detail(answer)})"
+                    f"does not run its Worker ({answer.status_code}: {answer_detail(answer)})"
                 )
             self._move_room(
                 room_id,
@@ -523,45 +537,3 @@ def deploy_outcome(answer: httpx.Response) -> str | None:
     if state == "deleted":
         return "failed"
     return None
-
-
-def _answer_detail(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return _one_line(response.text) or response.reason_phrase
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
-        return _one_line(body["detail"])
-    return _one_line(response.text)
-
-
-class Periodic:
-    """Runs ``task`` every ``interval`` seconds on a daemon thread, until :meth:`stop`.
-
-    A task that raises is logged and run again at the next interval: one bad
-    round (a database hiccup) must not end the health checks for good.
-    """
-
-    def __init__(self, name: str, interval: float, task: Callable[[], object]) -> None:
-        self.name = name
-        self.interval = interval
-        self.task = task
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> Periodic:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.task()
-            except Exception:  # noqa: BLE001 - logged; the next round tries again
-                _log.exception("%s failed; trying again in %s s", self.name, self.interval)
-            self._stopping.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)

@@ -1,0 +1,125 @@
+"""Tokens and who holds them: the manager's signing keys, its token checks, the grants
+of its token endpoint, revocation, and the user key a client registers.
+
+A request's token and its DPoP proof are checked by :attr:`Auth.authenticator`
+(:mod:`cleanroom.http_auth`, for this manager's audience); :meth:`Auth.user` and
+:meth:`Auth.server` then look up who holds it (:mod:`cleanroom.manager.callers`).
+Tokens are issued by :mod:`cleanroom.manager.grants` and revoked by
+:mod:`cleanroom.manager.revocation`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from cleanroom.dpop import ProofVerifier
+from cleanroom.http_auth import RequestAuthenticator
+from cleanroom.manager.callers import Caller, ServerCaller, server_caller, user_caller
+from cleanroom.manager.database import Client
+from cleanroom.manager.errors import Conflict, Unauthorized, Unprocessable
+from cleanroom.manager.grants import Grants
+from cleanroom.manager.keys import KeyRing
+from cleanroom.manager.revocation import DatabaseRevocations, Revoked, revocation_list, revoke
+from cleanroom.manager.settings import Settings
+from cleanroom.protocol.encoding import canonical, from_b64u
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.keys import load_spki, user_id, verify
+from cleanroom.tokens import Revocations, TokenClaims, TokenIssuer, TokenVerifier
+
+KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v1"
+
+
+class Auth:
+    """The manager's tokens: issued, checked, revoked; and their holders' user keys."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.issuer = TokenIssuer(
+            settings.public_url,
+            KeyRing.open(
+                settings.data_dir,
+                lifetime=settings.token_lifetime,
+                leeway=settings.token_leeway,
+            ),
+            lifetime=settings.token_lifetime,
+        )
+        # Its own key ring and database: a rotated key or a revocation counts from
+        # the next request on (cleanroom.manager.keys, cleanroom.manager.revocation).
+        self.verifier = TokenVerifier(
+            self.issuer.issuer,
+            settings.public_url,
+            key_source=self.issuer.keys.public_keys,
+            revocations=DatabaseRevocations(sessions),
+            leeway=settings.token_leeway,
+        )
+        proofs = ProofVerifier()
+        self.authenticator = RequestAuthenticator(self.verifier, proofs, settings.public_url)
+        self.grants = Grants(sessions, self.issuer, self.verifier, proofs)
+
+    def user(self, claims: TokenClaims) -> Caller:
+        """The client behind a checked user token, if it may still act (else
+        ``TokenError`` naming the check, :func:`cleanroom.manager.callers.user_caller`)."""
+        with self.sessions() as session:
+            return user_caller(session, claims)
+
+    def server(self, claims: TokenClaims) -> ServerCaller:
+        """The compute server behind a checked compute token, if still registered."""
+        with self.sessions() as session:
+            return server_caller(session, claims)
+
+    def jwks(self) -> dict[str, Any]:
+        """The token signing keys, as a JWK set."""
+        return self.issuer.jwks()
+
+    def revoke(self, token: str, credentials: tuple[str, str] | None) -> Revoked:
+        """Revoke ``token`` (RFC 7009), for its client's credentials or its holder."""
+        return revoke(
+            self.sessions, self.verifier, token, credentials, leeway=self.settings.token_leeway
+        )
+
+    def revocations(self) -> Revocations:
+        """What Controllers must refuse, as of now."""
+        with self.sessions() as session:
+            return revocation_list(
+                session,
+                int(time.time()),
+                self.settings.token_lifetime,
+                self.settings.token_leeway,
+            )
+
+    def register_key(self, caller: Caller, user_key: str, signature: str) -> str:
+        """Register the caller's user key, proven by its signature; its ``user_id``.
+
+        One user key per client: another key than the one registered is refused
+        (409 ``one-user-per-client``).
+        """
+        try:
+            key = load_spki(from_b64u(user_key, "user_key"), "user_key")
+            signed = from_b64u(signature, "signature")
+        except MessageFormatError as error:
+            raise Unprocessable(f"{error.check}: {error.message}", **error.to_json()) from error
+        message = canonical(
+            {"type": KEY_REGISTRATION_TYPE, "client_id": caller.client_id, "user_key": user_key}
+        )
+        verify(key, signed, message, "key-registration")  # SignatureError: a 400 problem
+        registered = user_id(key)
+        with self.sessions() as session:
+            client = session.get(Client, caller.client_id)
+            if client is None:
+                raise Unauthorized("the token's client is unknown")
+            if client.user_id is not None and client.user_id != registered:
+                raise Conflict(
+                    "this client has another user key registered "
+                    "(one user_id per client: ask the operator for a new client)",
+                    check="one-user-per-client",
+                    expected=client.user_id,
+                    actual=registered,
+                )
+            client.user_key = user_key
+            client.user_id = registered
+            session.commit()
+        return registered

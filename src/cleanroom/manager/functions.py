@@ -1,0 +1,185 @@
+"""Function storage: uploads checked and recorded, downloads for whoever may read them.
+
+Who may read a bundle: every project that uploaded it, every client that sees a
+room using it (:func:`cleanroom.manager.callers.visible_rooms`), and a compute
+server while a live room using it is scheduled *on that server*. Anyone else is
+answered ``404`` as if it did not exist. The files live in
+:class:`cleanroom.manager.storage.FunctionStore`; :meth:`Functions.collect_garbage`
+deletes those no live room uses (:func:`cleanroom.manager.storage.collect_garbage`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cleanroom.manager import audit
+from cleanroom.manager.callers import Caller, ServerCaller, visible_rooms
+from cleanroom.manager.database import LIVE_ROOM_STATES, FunctionUploader, Room, StoredFunction
+from cleanroom.manager.errors import BundleTooLarge, Conflict, NotFound, Unprocessable
+from cleanroom.manager.servers import rows_changed
+from cleanroom.manager.settings import Settings
+from cleanroom.manager.storage import (
+    FunctionStore,
+    FunctionTooLarge,
+    Garbage,
+    Received,
+    StoredFunctionMissing,
+    VerifiedBundle,
+    collect_garbage,
+    digest_of,
+)
+from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, BundleError
+from cleanroom.tokens import MANAGER_SUBJECT
+
+
+class Functions:
+    """The function bundles: their files (``store``) and their rows in the database."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = FunctionStore(settings.functions_dir, settings.max_function_bytes)
+
+    # -- upload -------------------------------------------------------------------------
+
+    def check_declared_size(self, declared: int) -> None:
+        """Refuse an upload whose ``Content-Length`` is over the limit before reading it."""
+        if declared > self.store.max_bytes:
+            raise BundleTooLarge(self.store.max_bytes, f"{declared} bytes (Content-Length)")
+
+    async def receive(self, chunks: AsyncIterator[bytes]) -> Received:
+        """Stream an upload into a temporary file, hashing (``function-size`` past the limit)."""
+        try:
+            return await self.store.receive(chunks)
+        except FunctionTooLarge as error:
+            raise BundleTooLarge(
+                error.limit, f"more than {error.limit} bytes (the upload was stopped there)"
+            ) from error
+
+    def finish_upload(self, caller: Caller, received: Received) -> tuple[bool, int]:
+        """Check, store, record and audit an upload; (new to the manager, size).
+
+        The first statement refreshes the bundle's upload time, which locks its
+        row (the write lock on SQLite) if it is stored already, so a garbage
+        collection deciding about it either finishes first (then this stores it
+        anew) or waits and sees it was just uploaded (storage.collect_garbage).
+        """
+        try:
+            self.store.check_unpacks(received)
+        except BundleError as error:
+            self.store.discard(received)
+            facts = error.to_json()
+            facts.pop("message", None)
+            raise Unprocessable(f"the bundle is refused: {error.message}", **facts) from error
+        digest = received.digest
+        for attempt in (1, 2):
+            with self.sessions() as session:
+                now = int(time.time())
+                refreshed = rows_changed(
+                    session,
+                    update(StoredFunction)
+                    .where(StoredFunction.digest == digest)
+                    .values(uploaded=now),
+                )
+                new = refreshed == 0
+                if attempt == 1:
+                    self.store.commit(received)
+                try:
+                    if new:
+                        session.add(
+                            StoredFunction(
+                                digest=digest, size=received.size, created=now, uploaded=now
+                            )
+                        )
+                        session.flush()  # before its uploader: no relationship orders them
+                    if not self._uploaded_by(session, caller, digest):
+                        session.add(FunctionUploader(digest=digest, project_id=caller.project_id))
+                        session.flush()
+                except IntegrityError:
+                    # The same bundle's first upload at the same moment, from another
+                    # request: it stored the row; go again to record this upload too.
+                    session.rollback()
+                    continue
+                audit.record(
+                    session,
+                    caller.client_id,
+                    "function.uploaded",
+                    received.function_id,
+                    size=received.size,
+                    new=new,
+                )
+                session.commit()
+                return new, received.size
+        raise Conflict("the same bundle is being uploaded concurrently: upload again")
+
+    # -- who may read it ----------------------------------------------------------------
+
+    @staticmethod
+    def _uploaded_by(session: Session, caller: Caller, digest: str) -> bool:
+        uploaded = session.scalar(
+            select(FunctionUploader.id).where(
+                FunctionUploader.digest == digest,
+                FunctionUploader.project_id == caller.project_id,
+            )
+        )
+        return uploaded is not None
+
+    def visible(self, session: Session, caller: Caller, digest: str) -> bool:
+        """Whether ``caller`` may read the bundle ``digest`` (see the module docstring)."""
+        if self._uploaded_by(session, caller, digest):
+            return True
+        return (
+            session.scalar(visible_rooms(caller).where(Room.function_digest == digest)) is not None
+        )
+
+    def open_for(self, reader: Caller | ServerCaller, digest: str) -> VerifiedBundle:
+        """The stored bundle ``digest`` for ``reader``, if it may read it, open and verified.
+
+        Its file was hashed once already (500 ``function-id`` if it no longer
+        matches, ``function-stored`` if it is gone); :meth:`VerifiedBundle.chunks`
+        streams it, hashing again.
+        """
+        not_found = NotFound(f"no function {FUNCTION_ID_PREFIX}{digest}")
+        if not digest_of(FUNCTION_ID_PREFIX + digest):
+            raise not_found
+        with self.sessions() as session:
+            if session.get(StoredFunction, digest) is None:
+                raise not_found
+            if isinstance(reader, ServerCaller):
+                # Only what this server hosts: a live room of its own uses the bundle.
+                hosted = session.scalar(
+                    select(Room.id).where(
+                        Room.function_digest == digest,
+                        Room.state.in_(LIVE_ROOM_STATES),
+                        Room.compute_server_id == reader.server_id,
+                    )
+                )
+                if hosted is None:
+                    raise not_found
+            elif not self.visible(session, reader, digest):
+                raise not_found
+        try:
+            return self.store.open_verified(digest)
+        except StoredFunctionMissing:
+            with self.sessions() as session:
+                if session.get(StoredFunction, digest) is None:  # collected just now
+                    raise not_found from None
+            raise
+
+    # -- garbage collection -------------------------------------------------------------
+
+    def collect_garbage(self, *, dry_run: bool = False) -> Garbage:
+        """Delete the bundles no live room uses, past the grace period (``storage``)."""
+        with self.sessions() as session:
+            return collect_garbage(
+                session,
+                self.store,
+                grace=self.settings.function_grace,
+                actor=MANAGER_SUBJECT,
+                dry_run=dry_run,
+            )

@@ -1,0 +1,291 @@
+"""Clean rooms: deployed on a compute server, listed, shown and deleted.
+
+Who sees a room: the deployer's project, and every client whose registered
+``user_id`` appears in the room's spec (inputs, outputs or runners); a room the
+caller may not see is answered ``404`` like one that does not exist
+(:func:`cleanroom.manager.callers.find_room`). Only the deployer's project may
+delete it. The manager talks to the room's Controller with a token for that one
+operation on that room (:meth:`cleanroom.manager.grants.Grants.operation_headers`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from cleanroom import runtimes
+from cleanroom.manager import audit, servers
+from cleanroom.manager.callers import Caller, find_room, visible_rooms
+from cleanroom.manager.database import (
+    LIVE_ROOM_STATES,
+    ComputeServer,
+    Room,
+    RoomMember,
+    StoredFunction,
+)
+from cleanroom.manager.errors import (
+    ComputeServerFailed,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+)
+from cleanroom.manager.functions import Functions
+from cleanroom.manager.grants import Grants
+from cleanroom.manager.settings import Settings
+from cleanroom.manager.storage import digest_of
+from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
+from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.sql import ENGINE_RUNTIME
+from cleanroom.tokens import SCOPE_DELETE, SCOPE_DEPLOY
+
+_log = logging.getLogger("cleanroom.manager")
+
+
+def room_document(room: Room) -> dict[str, Any]:
+    """A room as the API shows it (docs/api.md, "A room")."""
+    return {
+        "name": room.name,
+        "project": room.project.name,
+        "spec": json.loads(room.spec),
+        "work_id": room.work_id,
+        "function": FUNCTION_ID_PREFIX + room.function_digest,
+        "state": room.state,
+        "reason": room.reason,
+        "compute_url": room.compute_url,
+        "deployer": room.deployer,
+        "created": room.created,
+    }
+
+
+def _members(spec: WorkSpec) -> set[str]:
+    return {*spec.inputs.values(), *spec.outputs.values(), *spec.runners}
+
+
+def parse_spec(document: dict[str, Any]) -> WorkSpec:
+    """The spec of a deploy, checked whole (422 naming the field or the check)."""
+    try:
+        spec = WorkSpec.parse(document)
+    except MessageFormatError as error:
+        detail = f"spec field {error.actual}: {error.message}"
+        raise Unprocessable(detail, **error.to_json()) from error
+    try:
+        # A SQL room runs the engine in the data runtime (the Worker checks both).
+        runtimes.definition(ENGINE_RUNTIME if spec.sql is not None else spec.runtime)
+    except runtimes.RuntimeUnavailable as error:
+        detail = f"spec field runtime: {error.message}"
+        raise Unprocessable(detail, **error.to_json()) from error
+    return spec
+
+
+class Rooms:
+    """The rooms of every project, and their deploys and deletes on the Controllers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        functions: Functions,
+        grants: Grants,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.functions = functions
+        self.grants = grants
+
+    def list(self, caller: Caller) -> list[dict[str, Any]]:
+        """Every room the caller sees, oldest first."""
+        with self.sessions() as session:
+            query = visible_rooms(caller).order_by(Room.created, Room.id)
+            return [room_document(room) for room in session.scalars(query)]
+
+    def get(self, caller: Caller, name: str, project: str | None = None) -> dict[str, Any]:
+        """The room ``name`` the caller sees (of ``project``, where several share it)."""
+        with self.sessions() as session:
+            return room_document(find_room(session, caller, name, project))
+
+    def deploy(self, caller: Caller, document: dict[str, Any]) -> dict[str, Any]:
+        """Validate, schedule and deploy a room; the room, deployed (else 502 saying why).
+
+        The room is inserted ``deploying`` in the transaction that chose its server
+        (so it holds its slot: concurrent deploys never oversubscribe), then deployed
+        on the Controller outside any transaction, then marked ``deployed`` or
+        ``failed`` (which frees the slot) unless it changed meanwhile (its server
+        was found lost, or it was deleted).
+        """
+        spec = parse_spec(document)
+        digest = digest_of(spec.function)
+        if digest is None:  # WorkSpec checked the pattern; stay closed anyway
+            raise Unprocessable(f"spec field function: not a function ID: {spec.function}")
+        no_function = NotFound(f"no function {spec.function} (upload its bundle first)")
+        taken = Conflict(
+            f"project {caller.project!r} has a clean room named {spec.name!r}", room=spec.name
+        )
+        with self.sessions() as session:
+            if session.get(StoredFunction, digest) is None or not self.functions.visible(
+                session, caller, digest
+            ):
+                raise no_function
+            # Names live per project: another project's room of this name is invisible.
+            live = select(Room.id).where(
+                Room.project_id == caller.project_id,
+                Room.name == spec.name,
+                Room.state != "deleted",
+            )
+            if session.scalar(live) is not None:
+                raise taken
+            server = _schedule(session)
+            # Again under the lock: a garbage collection may have deleted the bundle
+            # since; from here on it cannot (storage.collect_garbage).
+            bundle = select(StoredFunction.digest).where(StoredFunction.digest == digest)
+            if session.scalar(bundle.with_for_update(read=True)) is None:
+                raise no_function
+            room = Room(
+                name=spec.name,
+                project_id=caller.project_id,
+                deployer=caller.client_id,
+                spec=spec.canonical().decode("utf-8"),
+                work_id=spec.work_id,
+                function_digest=digest,
+                state="deploying",
+                compute_server_id=server.id,
+                compute_url=server.url,
+                members=[RoomMember(user_id=member) for member in sorted(_members(spec))],
+            )
+            session.add(room)
+            try:
+                session.commit()
+            except IntegrityError as error:  # another deploy of that name won the race
+                session.rollback()
+                raise taken from error
+            room_id, url, server_name = room.id, server.url, server.name
+        reason = self._put_room(url, caller.project, spec)
+        return self._settle(caller, spec, room_id, url, server_name, reason)
+
+    def _settle(
+        self,
+        caller: Caller,
+        spec: WorkSpec,
+        room_id: int,
+        url: str,
+        server_name: str,
+        reason: str | None,
+    ) -> dict[str, Any]:
+        """Record the deploy's outcome, unless the room changed meanwhile; the room."""
+        outcome = "failed" if reason else "deployed"
+        with self.sessions() as session:
+            changed = servers.rows_changed(
+                session,
+                update(Room)
+                .where(Room.id == room_id, Room.state == "deploying")
+                .values(state=outcome, reason=reason),
+            )
+            stored = session.get_one(Room, room_id, populate_existing=True)
+            if changed == 1:
+                details: dict[str, Any] = {
+                    "project": caller.project,
+                    "work_id": spec.work_id,
+                    "compute_server": server_name,
+                }
+                if reason:
+                    details["reason"] = reason
+                audit.record(session, caller.client_id, f"room.{outcome}", spec.name, **details)
+            session.commit()
+            answer = room_document(stored)
+        if stored.state != "deployed":
+            why = answer["reason"] or f"the room was {stored.state} while it was being deployed"
+            _log.warning("deploying %s on %s failed: %s", spec.name, url, why)
+            raise ComputeServerFailed(why, room=answer["name"], state=answer["state"])
+        return answer
+
+    def _put_room(self, url: str, project: str, spec: WorkSpec) -> str | None:
+        """Deploy on the Controller at ``url``; the reason it failed, or None."""
+        try:
+            response = httpx.put(
+                f"{url}/v1/rooms/{spec.name}",
+                json={"spec": spec.document()},
+                headers=self.grants.operation_headers(url, project, spec.name, SCOPE_DEPLOY),
+                timeout=self.settings.controller_timeout,
+            )
+        except httpx.HTTPError as error:
+            why = servers.one_line(str(error)) or type(error).__name__
+            return f"cannot reach the compute server at {url}: {why}"
+        if not response.is_success:
+            return (
+                f"the compute server at {url} answered {response.status_code}: "
+                f"{servers.answer_detail(response)}"
+            )
+        return None
+
+    def delete(self, caller: Caller, name: str, project: str | None = None) -> dict[str, Any]:
+        """Delete a room: tell its Controller, then mark it ``deleted`` (deployer's project).
+
+        A live room becomes ``deleted`` only once its Controller confirms (2xx, or
+        404: it does not have it); otherwise 502 and nothing changes, because its
+        Worker may still be running. A ``failed`` or ``lost`` room is deleted even
+        when its Controller cannot be told (it may be gone for good): its Worker,
+        if any, no longer holds anything anyone can use through the manager.
+        """
+        with self.sessions() as session:
+            room = find_room(session, caller, name, project)
+            if room.project_id != caller.project_id:
+                raise Forbidden(
+                    f"only project {room.project.name!r}, which deployed it, may delete {name!r}"
+                )
+            if room.state == "deleted":
+                return room_document(room)
+            # The stored name, not the path's: a room the caller sees, exactly as deployed.
+            room_id, url, owner, before = room.id, room.compute_url, room.project.name, room.state
+            name = room.name
+        refused = self._delete_room(url, owner, name)
+        if refused is not None and before in LIVE_ROOM_STATES:
+            raise ComputeServerFailed(f"{refused}; the room is unchanged", room=name)
+        with self.sessions() as session:
+            stored = session.get_one(Room, room_id)
+            stored.state = "deleted"
+            session.flush()
+            audit.record(
+                session,
+                caller.client_id,
+                "room.deleted",
+                name,
+                project=owner,
+                before=before,
+                controller=refused or "confirmed",
+            )
+            session.commit()
+            return room_document(stored)
+
+    def _delete_room(self, url: str, project: str, name: str) -> str | None:
+        """Delete on the Controller at ``url``; why it did not confirm, or None."""
+        try:
+            response = httpx.delete(
+                f"{url}/v1/rooms/{name}",
+                headers=self.grants.operation_headers(url, project, name, SCOPE_DELETE),
+                timeout=self.settings.controller_timeout,
+            )
+        except httpx.HTTPError as error:
+            why = servers.one_line(str(error)) or type(error).__name__
+            return f"cannot reach the compute server at {url} to delete {name!r}: {why}"
+        if response.is_success or response.status_code == 404:
+            return None
+        return (
+            f"the compute server at {url} refused to delete {name!r} "
+            f"({response.status_code}: {servers.answer_detail(response)})"
+        )
+
+
+def _schedule(session: Session) -> ComputeServer:
+    """The compute server for a new room, scheduling lock held (``servers.schedule``)."""
+    try:
+        return servers.schedule(session)
+    except servers.NoServerAvailable as error:
+        raise Unavailable(str(error), servers=error.refusals) from error

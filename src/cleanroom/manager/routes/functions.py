@@ -1,0 +1,46 @@
+"""Function bundles: ``POST /v1/functions`` streams an upload to disk, hashing;
+``GET /v1/functions/{digest}`` streams a stored one back (docs/api.md)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
+
+from cleanroom.manager.errors import BadRequest
+from cleanroom.manager.routes import deps
+from cleanroom.manager.routes.deps import CurrentCaller
+from cleanroom.manager.services import Services
+
+
+def router(services: Services) -> APIRouter:
+    """Upload and download of function bundles, on ``services.functions``."""
+    functions = services.functions
+    routes = APIRouter()
+
+    @routes.post("/v1/functions")
+    async def upload_function(request: Request, caller: CurrentCaller) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit():
+            functions.check_declared_size(int(declared))
+        try:
+            received = await functions.receive(request.stream())
+        except ClientDisconnect as error:
+            raise BadRequest("the upload ended before its end") from error
+        created, size = await run_in_threadpool(functions.finish_upload, caller, received)
+        return JSONResponse(
+            {"function_id": received.function_id, "size": size}, status_code=201 if created else 200
+        )
+
+    @routes.get("/v1/functions/{digest}")
+    def download_function(digest: str, request: Request) -> Response:
+        # Streamed from the open file, never read whole (storage.VerifiedBundle).
+        bundle = functions.open_for(deps.reader(request), digest)
+        return StreamingResponse(
+            bundle.chunks(),
+            media_type="application/octet-stream",
+            headers={"Content-Length": str(bundle.size)},
+        )
+
+    return routes
