@@ -50,10 +50,7 @@ class ClientAuthError(Error):
         self.error = error
         self.description = description
         self.challenge = challenge
-
-    @property
-    def status(self) -> int:
-        return 401 if self.error == "invalid_client" else 400
+        self.http_status = 401 if error == "invalid_client" else 400
 
 
 def _basic(header: str) -> ClientCredentials | None:

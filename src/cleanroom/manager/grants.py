@@ -66,7 +66,8 @@ RESOURCE = re.compile(r"https?://[\x21-\x7e]{1,2000}")
 
 
 class GrantRefused(Error):
-    """The token endpoint refuses: an RFC 6749 §5.2 ``error`` with its HTTP status.
+    """The token endpoint refuses: an RFC 6749 §5.2 ``error`` with its HTTP status
+    (``http_status``; the token endpoint answers it with an OAuth error body).
 
     ``description`` and ``check`` are shown only for a client that authenticated.
     """
@@ -75,7 +76,8 @@ class GrantRefused(Error):
         self, status: int, error: str, description: str | None = None, check: str | None = None
     ) -> None:
         super().__init__(description or error)
-        self.status, self.error, self.description, self.check = status, error, description, check
+        self.http_status = status
+        self.error, self.description, self.check = error, description, check
 
     def body(self) -> dict[str, str]:
         """The error's JSON body."""

@@ -176,7 +176,11 @@ def router(services: Services) -> APIRouter:
             credentials = client_credentials(request.headers.get("authorization"), form)
         except ClientAuthError as error:
             wait = limits.client(form.get("client_id"))
-            return _slow_down(wait) if wait is not None else _oauth_error(error.status, error.error)
+            return (
+                _slow_down(wait)
+                if wait is not None
+                else _oauth_error(error.http_status, error.error)
+            )
         wait = limits.client(credentials.client_id if credentials else None)
         if wait is not None:
             return _slow_down(wait)
@@ -207,9 +211,9 @@ def router(services: Services) -> APIRouter:
             granted = await run_in_threadpool(auth.grants.grant, asked)
         except GrantRefused as refused:
             headers = dict(_NO_STORE)
-            if refused.status == 401:
+            if refused.http_status == 401:
                 headers["WWW-Authenticate"] = BASIC_CHALLENGE
-            return JSONResponse(refused.body(), status_code=refused.status, headers=headers)
+            return JSONResponse(refused.body(), status_code=refused.http_status, headers=headers)
         return JSONResponse(
             {
                 "access_token": granted.access_token,
@@ -233,7 +237,7 @@ def router(services: Services) -> APIRouter:
             given = client_credentials(request.headers.get("authorization"), form)
         except ClientAuthError as error:
             return _revoke_refused(
-                error.status, error.error, error.description, challenge=error.challenge
+                error.http_status, error.error, error.description, challenge=error.challenge
             )
         credentials: tuple[str, str] | None = None
         if given is not None:
