@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher, profiles
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from tests.postgres import database_url, postgres_server
 
@@ -69,3 +73,25 @@ def production_secret_hashing(
 
     monkeypatch.setattr(credentials, "_hasher", cheap_secret_hashing)
     return cheap_secret_hashing
+
+
+def _sqlite_without_fsync(connection: Any, _record: Any) -> None:
+    if isinstance(connection, sqlite3.Connection):
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA synchronous=OFF")
+        cursor.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sqlite_without_fsync() -> Iterator[None]:
+    """SQLite databases opened in this process do not wait for the disk to sync.
+
+    Creating a manager's schema commits some thirty times, and each commit waits for
+    an fsync: over half a second a manager on a disk that other suites keep busy. The
+    same as the session's PostgreSQL (``fsync=off``, tests/postgres.py): the tests
+    never lose power, and a database a test reopens is read back from the same page
+    cache. Managers started as processes of their own sync as in production.
+    """
+    event.listen(Engine, "connect", _sqlite_without_fsync)
+    yield
+    event.remove(Engine, "connect", _sqlite_without_fsync)
