@@ -6,9 +6,10 @@
 # `scripts/test.sh --fast [pytest args]`: the same installation and checks, then only the
 # fast tier of pytest: unit, protocol and in-process tests (FAST_TESTS below), each
 # database test on SQLite only, on every core (pytest-xdist, whole files per worker).
-# Left out: the end-to-end flows, reliability and fuzzing, the hostile Controller,
-# the examples, the runtimes and the benchmarks (out-of-process flows). Without
-# --fast it runs everything, as CI does.
+# Left out: the end-to-end flows (and `cleanroom demo`'s, FAST_LEFT_OUT), reliability
+# and fuzzing, the hostile Controller, the examples, the runtimes and the benchmarks
+# (out-of-process flows). Arguments that start with a test path run those tests
+# instead of FAST_TESTS. Without --fast it runs everything, as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,8 +21,10 @@ fi
 FAST_TESTS=(
   tests/protocol tests/sgx tests/attestation tests/tee tests/enclave tests/controller
   tests/client tests/manager tests/test_cli.py tests/test_protocol_vectors.py
-  tests/test_layers.py tests/test_vectors_required.py
+  tests/test_layers.py tests/test_vectors_required.py tests/test_secret_hashing.py
 )
+# The whole demo flow, out of process (servers, enclaves, the sandbox): an end-to-end test.
+FAST_LEFT_OUT=(--deselect tests/test_cli.py::test_demo_runs_the_whole_flow)
 
 # The database tests need a real PostgreSQL server (tests/postgres.py starts a
 # private one on loopback): install Debian's packages when the machine lacks them.
@@ -79,7 +82,11 @@ echo "== import-linter (the layers; contracts in pyproject.toml)"
 .venv/bin/lint-imports --no-cache
 if $fast; then
   echo "== pytest, the fast tier"
-  .venv/bin/pytest -n auto --dist loadfile -m "not slow and not postgresql" "${FAST_TESTS[@]}" "$@"
+  if [ $# -gt 0 ] && [ -e "${1%%::*}" ]; then
+    FAST_TESTS=()
+  fi
+  .venv/bin/pytest -n auto --dist loadfile -m "not slow and not postgresql" \
+    "${FAST_LEFT_OUT[@]}" "${FAST_TESTS[@]}" "$@"
 else
   echo "== pytest"
   .venv/bin/pytest "$@"
