@@ -121,7 +121,7 @@ def test_basic_ids_and_secrets_are_form_urlencoded_first() -> None:
     assert client_credentials("Bearer abc", {}) is None
     with pytest.raises(ClientAuthError) as caught:
         client_credentials(None, {"client_id": "a"})
-    assert (caught.value.status, caught.value.challenge) == (401, False)
+    assert (caught.value.http_status, caught.value.challenge) == (401, False)
 
 
 def test_both_methods_at_once_are_refused(manager: Manager) -> None:
