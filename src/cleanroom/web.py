@@ -121,30 +121,29 @@ def _problem(
 
 class Refused(Error):
     """A refusal a handler words itself: raised, it is answered as
-    ``problem(status, detail, headers=headers, **extra)``."""
+    ``problem(status, detail, headers=headers, **facts)``."""
 
     def __init__(
-        self, status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: object
+        self, status: int, detail: str, *, headers: dict[str, str] | None = None, **facts: object
     ) -> None:
         super().__init__(detail)
         self.http_status = status
-        self.detail, self.headers, self.extra = detail, headers, extra
+        self.headers, self.facts = headers, facts
 
 
 def error_problem(error: Error) -> JSONResponse:
     """The problem response for ``error``: status ``error.http_status``.
 
-    ``detail`` is the error's one line, with its ``facts`` as members; for a refused
-    check, the check's message,
+    ``detail`` is the error's one line, its ``facts`` are members beside it, and a
+    :class:`Refused` adds its headers. A refused check's ``detail`` is its message,
     with ``check``, ``expected``, ``actual`` (and ``hint``) from ``error.to_json()``.
     """
-    if isinstance(error, Refused):
-        return _problem(error.http_status, error.detail, error.extra, error.headers)
     if isinstance(error, CheckFailed):
         facts = error.to_json()
         message = str(facts.pop("message", error.message))
         return _problem(error.http_status, message, facts, None)
-    return _problem(error.http_status, str(error), error.facts, None)
+    headers = error.headers if isinstance(error, Refused) else None
+    return _problem(error.http_status, str(error), error.facts, headers)
 
 
 async def _http_exception(request: Request, error: Exception) -> Response:
