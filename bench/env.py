@@ -24,6 +24,7 @@ from cleanroom.client.profile import Profile
 from cleanroom.insecure.localstack import LocalStack, free_port
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.tee.reference import LocalMeasurement
 
 REPO = Path(cleanroom.__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
@@ -84,6 +85,7 @@ class Environment:
             client_secret=credentials.secret,
             project=project,
             simulator_root=self.stack.simulated_root_pem().encode(),
+            reference=LocalMeasurement(),  # this checkout's enclaves, as `configure` does
         )
         with profile.login() as manager:
             manager.register_user_key(profile.user_key, credentials.client_id)

@@ -38,6 +38,7 @@ def _time(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
 def startup(root: Path, runs: int) -> list[Figure]:
     """One figure per command: median seconds, against ``python -c pass``."""
     from cleanroom.client.profile import Profile
+    from cleanroom.tee.reference import LocalMeasurement
 
     home = root / "startup-home"
     Profile.create(
@@ -46,6 +47,7 @@ def startup(root: Path, runs: int) -> list[Figure]:
         manager_url="http://127.0.0.1:9",
         client_id="bench",
         client_secret="x",  # noqa: S106
+        reference=LocalMeasurement(),
     )
     env = {**os.environ, "CLEANROOM_HOME": str(home)}
     env.pop("CLEANROOM_PROFILE", None)
