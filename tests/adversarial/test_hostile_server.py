@@ -129,6 +129,21 @@ def _populate(
     # The victim's function is its own: no other server may read its bundle.
     world.victim_work_id = deploy(alice, bob, tmp, "victim", HANDLER + "# victim\n")  # local
     deploy(alice, bob, tmp, "elsewhere")  # -> other
+    # Every user holds a token for the manager and for acme's victim room (if it may).
+    for user in (world.dave, world.erin):
+        world.stale[user.name] = {
+            "manager": user.profile.access_token(),
+            "victim": user.profile.access_token(
+                resource=stack.compute_url, room="victim", project="acme"
+            ),
+        }
+    with sessions() as session:
+        operations.set_client_disabled(session, world.dave.profile.config.client_id, True)
+        operations.rotate_client(session, world.erin.profile.config.client_id)
+    _wait_until_the_controllers_know(world)
+    # The hostile server's room last: the deploy token it captures lives 15 s (and 30 s
+    # of leeway), and the first test replays it while it is still valid, so that what
+    # refuses it is where it is replayed, not its age.
     deploy(alice, bob, tmp, "exposed")  # -> hostile: it sees acme's tokens for this room
     deploy(bob, alice, factory.mktemp("globex"), "theirs")  # -> local
     rooms = {room.name: room for room in alice.client.manager.rooms()}
@@ -145,18 +160,6 @@ def _populate(
         with pytest.raises(CheckFailed) as refused:
             user.client.attest("exposed")
         assert refused.value.check == "quote-verification"
-    # Every user holds a token for the manager and for acme's victim room (if it may).
-    for user in (world.dave, world.erin):
-        world.stale[user.name] = {
-            "manager": user.profile.access_token(),
-            "victim": user.profile.access_token(
-                resource=stack.compute_url, room="victim", project="acme"
-            ),
-        }
-    with sessions() as session:
-        operations.set_client_disabled(session, world.dave.profile.config.client_id, True)
-        operations.rotate_client(session, world.erin.profile.config.client_id)
-    _wait_until_the_controllers_know(world)
     return world
 
 
@@ -310,6 +313,34 @@ def own_compute_token(world: World) -> str:
     return token
 
 
+def test_the_captured_deploy_token_deploys_nothing_anywhere(world: World) -> None:
+    """First in this module: the token is replayed while it is still valid (see _populate)."""
+    [put] = [m for m in loot(world) if m.method == "PUT"]
+    for name in ("local", "other"):
+        for room in ("exposed", "victim", "stolen"):
+            answer = httpx.put(
+                f"{world.servers[name]}/v1/rooms/{room}",
+                content=put.body,
+                headers={**put.headers, "content-type": "application/json"},
+            )
+            assert answer.status_code == 401 and answer.json()["check"] == "token-audience"
+            deleted = httpx.delete(f"{world.servers[name]}/v1/rooms/{room}", headers=put.headers)
+            assert deleted.status_code in (401, 403)
+    # At its own Controller (honest code): once used, for that room only.
+    replay = httpx.put(
+        f"{world.proxy.upstream}/v1/rooms/exposed",
+        content=put.body,
+        headers={**put.headers, "content-type": "application/json"},
+    )
+    assert replay.status_code == 401 and replay.json()["check"] == "token-replayed"
+    other_room = httpx.put(
+        f"{world.proxy.upstream}/v1/rooms/victim",
+        content=put.body,
+        headers={**put.headers, "content-type": "application/json"},
+    )
+    assert other_room.status_code == 403 and other_room.json()["check"] == "token-room"
+
+
 def test_the_hostile_server_saw_credentials_of_every_kind(world: World) -> None:
     kinds = {m.headers["authorization"].split()[0] for m in loot(world)}
     assert kinds == {"Bearer", "DPoP"}  # the manager's deploy token, the users' tokens
@@ -361,33 +392,6 @@ def test_its_own_compute_token_reads_only_what_it_hosts(world: World) -> None:
     assert listed.status_code == 200
     for user in (world.alice, world.dave, world.erin):
         assert user.profile.config.client_id not in listed.text  # digests only
-
-
-def test_the_captured_deploy_token_deploys_nothing_anywhere(world: World) -> None:
-    [put] = [m for m in loot(world) if m.method == "PUT"]
-    for name in ("local", "other"):
-        for room in ("exposed", "victim", "stolen"):
-            answer = httpx.put(
-                f"{world.servers[name]}/v1/rooms/{room}",
-                content=put.body,
-                headers={**put.headers, "content-type": "application/json"},
-            )
-            assert answer.status_code == 401 and answer.json()["check"] == "token-audience"
-            deleted = httpx.delete(f"{world.servers[name]}/v1/rooms/{room}", headers=put.headers)
-            assert deleted.status_code in (401, 403)
-    # At its own Controller (honest code): once used, for that room only.
-    replay = httpx.put(
-        f"{world.proxy.upstream}/v1/rooms/exposed",
-        content=put.body,
-        headers={**put.headers, "content-type": "application/json"},
-    )
-    assert replay.status_code == 401 and replay.json()["check"] == "token-replayed"
-    other_room = httpx.put(
-        f"{world.proxy.upstream}/v1/rooms/victim",
-        content=put.body,
-        headers={**put.headers, "content-type": "application/json"},
-    )
-    assert other_room.status_code == 403 and other_room.json()["check"] == "token-room"
 
 
 # -- every route with every kind of wrong credential -------------------------------------
