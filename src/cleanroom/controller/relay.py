@@ -99,6 +99,12 @@ async def coalesced(body: AsyncIterator[bytes], size: int = STREAM_CHUNK) -> Asy
         yield b"".join(parts)
 
 
+# How long an idle connection to an enclave stays in the pool: less than the enclave
+# services keep one open (``enclave.http.KEEP_ALIVE_S``, 65 s), so that the Controller
+# never sends on a connection the enclave is closing.
+KEEP_IDLE_S = 5.0
+
+
 class EnclaveClient:
     """One enclave process's socket: requests whose answers are read whole, or streamed."""
 
@@ -110,7 +116,9 @@ class EnclaveClient:
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=str(self.socket)),
+                connector=aiohttp.UnixConnector(
+                    path=str(self.socket), keepalive_timeout=KEEP_IDLE_S
+                ),
                 auto_decompress=False,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self._timeout, sock_read=self._timeout

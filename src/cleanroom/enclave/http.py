@@ -146,6 +146,13 @@ def binary(document: dict[str, Any], name: str, size: int | None = None) -> byte
     return from_b64u(value, name, size=size)
 
 
+# How long an idle kept-alive connection from the Controller stays open. It must outlast
+# how long the Controller's pool keeps one (``controller.relay.KEEP_IDLE_S``), or the
+# Controller can send a request on a connection that is being closed that instant and get
+# a reset; uvicorn's default (5 s) was shorter than aiohttp's (15 s).
+KEEP_ALIVE_S = 65
+
+
 def serve(
     app: Starlette,
     socket: Path | None,
@@ -161,6 +168,7 @@ def serve(
         "lifespan": "off",
         "loop": "uvloop",
         "http": "httptools",
+        "timeout_keep_alive": KEEP_ALIVE_S,
     }
     if socket is not None:
         socket.unlink(missing_ok=True)

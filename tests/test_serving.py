@@ -1,0 +1,121 @@
+"""The servers' HTTP settings: an idle kept-alive connection outlasts the clients' pools.
+
+uvicorn closes an idle connection after 5 s by default, and httpx keeps one in its pool
+for 5 s: a client could send its next request on a connection the server was closing
+that instant and get "connection reset by peer" (seen under load in the concurrency
+benchmark, from the manager). The manager and the Controller are both served by
+``cleanroom.cli.serving``; the Attester and the Worker by ``cleanroom.enclave.http``, with
+the Controller's aiohttp as their one client.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from cleanroom.cli.serving import KEEP_ALIVE_S, server
+from cleanroom.controller.relay import KEEP_IDLE_S as CONTROLLER_KEEPS
+from cleanroom.enclave.http import KEEP_ALIVE_S as KEEP_ALIVE_S_ENCLAVE
+from cleanroom.enclave.http import serve as serve_enclave
+
+_STOCK = httpx.Limits().keepalive_expiry
+assert _STOCK is not None
+CLIENTS_KEEP: float = _STOCK  # how long a stock httpx client keeps a connection, 5 s
+
+
+async def client_port(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer with the client's port: the same port means the same connection."""
+    assert scope["type"] == "http" and scope["client"] is not None
+    body = str(scope["client"][1]).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def base_url() -> Iterator[str]:
+    running = server(client_port, host="127.0.0.1", port=0, what="test")
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    port = running.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    running.should_exit = True
+    thread.join(10)
+
+
+def test_keeps_idle_connections_longer_than_clients_do() -> None:
+    assert KEEP_ALIVE_S > 2 * CLIENTS_KEEP
+
+
+def test_an_idle_connection_is_still_open_after_the_clients_pool_time(base_url: str) -> None:
+    """Idle past uvicorn's default (5 s) and httpx's: the server has not closed it."""
+    with httpx.Client(limits=httpx.Limits(keepalive_expiry=60)) as client:
+        first = client.get(base_url).text
+        time.sleep(CLIENTS_KEEP + 0.5)
+        second = client.get(base_url).text
+    assert second == first, (
+        f"the server closed an idle connection within {CLIENTS_KEEP + 0.5} s "
+        f"(expected it kept for {KEEP_ALIVE_S} s; the second request came from port "
+        f"{second}, the first from {first})"
+    )
+
+
+def test_the_enclaves_keep_idle_connections_longer_than_the_controller_does() -> None:
+    assert KEEP_ALIVE_S_ENCLAVE > 2 * CONTROLLER_KEEPS
+
+
+def test_an_enclave_keeps_an_idle_connection_open(tmp_path: Path) -> None:
+    """An enclave service, served as the Attester and the Worker are (a Unix socket):
+    idle past what the Controller keeps, the same connection still answers."""
+    app = Starlette(routes=[Route("/", lambda _request: PlainTextResponse("ok"))])
+    path = tmp_path / "enclave.sock"
+    stop = threading.Event()
+    thread = threading.Thread(target=serve_enclave, args=(app, path, stop), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert time.monotonic() < deadline, "the enclave service did not start"
+            time.sleep(0.01)
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.settimeout(10)
+            connection.connect(str(path))
+            first = _get(connection)
+            time.sleep(CONTROLLER_KEEPS + 0.5)
+            second = _get(connection)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert second.startswith(b"HTTP/1.1 200"), (
+        f"the enclave service closed an idle connection within {CONTROLLER_KEEPS + 0.5} s "
+        f"(expected it kept for {KEEP_ALIVE_S_ENCLAVE} s; the second request got {second!r})"
+    )
+
+
+def _get(connection: socket.socket) -> bytes:
+    """One request on an open connection, and its whole answer ("ok", 2 bytes of body)."""
+    try:
+        connection.sendall(b"GET / HTTP/1.1\r\nhost: enclave\r\n\r\n")
+        answer = b""
+        while not answer.endswith(b"\r\n\r\nok"):
+            piece = connection.recv(4096)
+            if not piece:
+                break
+            answer += piece
+    except OSError as error:
+        return repr(error).encode()
+    return answer
