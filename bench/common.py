@@ -125,6 +125,42 @@ def children(pid: int) -> list[int]:
     return sorted(set(found))
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time a process has used so far (``/proc/<pid>/stat``), None if
+    it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds each of some processes (and this one) used between ``start`` and
+    ``stop``: what a figure costs, whatever else shares the machine."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.used: dict[str, float] = {}
+        self._before: dict[str, float | None] = {}
+        self._own = 0.0
+
+    def start(self) -> None:
+        self._before = {label: cpu_seconds(pid) for label, pid in self.pids.items()}
+        times = os.times()
+        self._own = times.user + times.system
+
+    def stop(self) -> dict[str, float]:
+        times = os.times()
+        self.used = {"client": times.user + times.system - self._own}
+        for label, pid in self.pids.items():
+            before, after = self._before.get(label), cpu_seconds(pid)
+            if before is not None and after is not None:
+                self.used[label] = after - before
+        return self.used
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")

@@ -21,9 +21,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bench.common import (
     MB,
     MIB,
+    CpuMeter,
     Figure,
     RssSampler,
     Target,
+    children,
+    cmdline,
     median,
     percentile,
     status_kib,
@@ -129,8 +132,24 @@ def one_session(user: User, room: Any, spec: Any) -> dict[str, float]:
     }
 
 
-def tls_baseline(root: Path, count: int, warmup: int) -> tuple[list[float], str, list[float]]:
-    """TLS 1.3 handshake + one request to uvicorn on loopback, a new connection each time."""
+def session_processes(env: Environment, room: str) -> dict[str, int]:
+    """The processes a session crosses besides the client's: the Controller, the
+    Attester and the room's Worker."""
+    controller = env.compute_pid
+    attesters = [
+        pid for pid in children(controller) if "cleanroom.enclave.attester_service" in cmdline(pid)
+    ]
+    found = {"controller": controller, "worker": env.worker_pid(room)}
+    if len(attesters) == 1:
+        found["attester"] = attesters[0]
+    return found
+
+
+def tls_baseline(
+    root: Path, count: int, warmup: int
+) -> tuple[list[float], str, list[float], dict[str, float]]:
+    """TLS 1.3 handshake + one request to uvicorn on loopback, a new connection each time:
+    the times, the TLS version, the same without TLS, and the CPU ms per handshake."""
     cert, key = root / "tls-cert.pem", root / "tls-key.pem"
     self_signed(cert, key)
     tls_port, bare_port = port(), port()
@@ -145,7 +164,10 @@ def tls_baseline(root: Path, count: int, warmup: int) -> tuple[list[float], str,
         wait_answering(bare.url + "/ping", bare.process)
         samples: list[float] = []
         version = "?"
+        meter = CpuMeter({"server": tls.process.pid})
         for i in range(warmup + count):
+            if i == warmup:
+                meter.start()
             started = time.perf_counter()
             with httpx.Client(verify=context) as client:
                 response = client.get(tls.url + "/ping")
@@ -156,6 +178,7 @@ def tls_baseline(root: Path, count: int, warmup: int) -> tuple[list[float], str,
                     )
             if i >= warmup:
                 samples.append(time.perf_counter() - started)
+        cpu = {label: seconds * 1000 / count for label, seconds in meter.stop().items()}
         plain: list[float] = []
         for i in range(warmup + count):
             started = time.perf_counter()
@@ -163,7 +186,7 @@ def tls_baseline(root: Path, count: int, warmup: int) -> tuple[list[float], str,
                 client.get(bare.url + "/ping").raise_for_status()
             if i >= warmup:
                 plain.append(time.perf_counter() - started)
-        return samples, version, plain
+        return samples, version, plain, cpu
     finally:
         tls.stop()
         bare.stop()
@@ -177,8 +200,13 @@ def session_setup(
     env.deploy(spec, alice, [])
     room, spec = alice.client.approved("sessions")
     warmup = 5
-    samples = [one_session(alice, room, spec) for _ in range(warmup + count)][warmup:]
-    tls, version, plain = tls_baseline(env.root, count, warmup)
+    for _ in range(warmup):
+        one_session(alice, room, spec)
+    meter = CpuMeter(session_processes(env, "sessions"))
+    meter.start()
+    samples = [one_session(alice, room, spec) for _ in range(count)]
+    cpu = meter.stop()
+    tls, version, plain, tls_cpu = tls_baseline(env.root, count, warmup)
     totals = [s["total"] * 1000 for s in samples]
     breakdown = {
         part: round(median(s[part] for s in samples) * 1000, 3)
@@ -191,6 +219,10 @@ def session_setup(
         "breakdown_median_ms": breakdown,
         "tls_version": version,
         "plain_http_connect_and_request_median_ms": round(median(p * 1000 for p in plain), 3),
+        "cpu_ms_per_session": {
+            label: round(seconds * 1000 / count, 3) for label, seconds in cpu.items()
+        },
+        "tls_cpu_ms_per_handshake": {label: round(ms, 3) for label, ms in tls_cpu.items()},
         "note": "each session: new ComputeClient (as the SDK does per operation), protocol "
         "v2's one round trip (evidence and the hybrid handshake, fanned out by the "
         "Controller), the evidence verified and the handshake finished; baseline: new "
