@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import socket
 import stat
 import subprocess
@@ -413,6 +414,50 @@ def test_no_capabilities_no_new_privileges_its_own_session(
     # A session of the sandbox's own (led by its init), with no controlling terminal.
     assert (facts.pop("session"), facts.pop("terminal")) == (1, 0)
     assert set(facts.values()) == {"0000000000000000"}, facts
+
+
+@pytest.mark.parametrize("host_limit", [None, 40], ids=["default", "permissive-host"])
+def test_a_run_is_niced_and_cannot_raise_its_priority(
+    workspace: Path, room_sandbox: Sandbox, host_limit: int | None
+) -> None:
+    """A busy or hostile function must not starve the enclave services (attestation,
+    every room's sessions): it runs nicer than they do, and cannot undo it, even where
+    the Worker's own RLIMIT_NICE would let its children raise their priority."""
+    received = Outputs()
+    saved = resource.getrlimit(resource.RLIMIT_NICE)
+    if host_limit is not None:
+        try:
+            resource.setrlimit(resource.RLIMIT_NICE, (host_limit, host_limit))
+        except ValueError:
+            pytest.skip(f"cannot raise RLIMIT_NICE here ({saved}): no CAP_SYS_RESOURCE")
+    try:
+        result = _report_niceness(workspace, room_sandbox, received)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NICE, saved)
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/nice.json"])
+    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + runner.RUN_NICENESS, 19)
+    assert facts.pop("start") == expected, facts
+    assert facts.pop("end") == expected, facts
+    assert set(facts.values()) == {"PermissionError"}, facts
+
+
+def _report_niceness(workspace: Path, room_sandbox: Sandbox, received: Outputs) -> RunResult:
+    return run(workspace, room_sandbox, """
+        facts = {"start": os.getpriority(os.PRIO_PROCESS, 0)}
+        for name, lower in (
+            ("os.nice", lambda: os.nice(-1)),
+            ("setpriority", lambda: os.setpriority(os.PRIO_PROCESS, 0, 0)),
+            ("process group", lambda: os.setpriority(os.PRIO_PGRP, 0, 0)),
+        ):
+            try:
+                lower()
+                facts[name] = "lowered"
+            except OSError as error:
+                facts[name] = type(error).__name__
+        facts["end"] = os.getpriority(os.PRIO_PROCESS, 0)
+        pathlib.Path("/work/outputs/output_1/nice.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
 
 
 def test_a_sandbox_that_cannot_start_is_an_error_not_a_failed_function(

@@ -39,7 +39,12 @@ from cleanroom.enclave.supervisor import (
 )
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
-TOOLS = ("bwrap", "unshare", "setpriv", "mount")  # from the system's directories only
+TOOLS = ("bwrap", "unshare", "setpriv", "mount", "nice")  # from the system's directories only
+# A run is batch work: its supervisor, bubblewrap and the function run this much nicer
+# than the enclave services, so that no room's function (busy or hostile) can starve
+# the attestation and the sessions of every room on the host. It is inherited, and an
+# unprivileged function cannot lower it again (RLIMIT_NICE is 0).
+RUN_NICENESS = 10
 
 
 class Confinement(Protocol):
@@ -128,6 +133,7 @@ def sandbox(uid: int) -> Sandbox:
         raise RunError("sandbox-uid", "an unprivileged uid", uid, "no sandbox identity")
     # Die with the Worker; never see the host's mounts change, nor change them.
     prefix = (
+        system_tool("nice"), "-n", str(RUN_NICENESS),
         system_tool("setpriv"), "--pdeathsig", "KILL", "--",
         system_tool("unshare"), "--mount", "--propagation", "private",
     )  # fmt: skip

@@ -293,6 +293,8 @@ def _enter(plan: RunPlan, cgroup: RunCgroup | None) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
         resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # The run's niceness (runner.RUN_NICENESS) is a floor it cannot lower.
+        resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
         if cgroup is None:
             # No memory controller: cap the address space (data libraries that reserve
             # large virtual ranges may then fail early; the result says why).
