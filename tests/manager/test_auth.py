@@ -7,9 +7,12 @@ so that no other check, such as revocation, refuses first).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import httpx
 import jwt
 import pytest
+from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import inspect, select, update
 
@@ -17,12 +20,14 @@ from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.dpop import ProofKey
 from cleanroom.manager import admin as operations
+from cleanroom.manager import credentials
 from cleanroom.manager.database import Base, Client
 from cleanroom.manager.keys import KeyRing
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.keys import sign, spki, user_id
 from cleanroom.tokens import TokenIssuer, TokenVerifier
 from tests.auth import dpop
+from tests.conftest import TEST_ARGON2
 
 from .conftest import Manager, closed_port_url, new_user
 
@@ -318,3 +323,86 @@ def test_unreachable_manager_is_status_0() -> None:
         client.whoami()
     assert caught.value.status == 0
     assert str(caught.value).startswith(f"cannot reach the manager at {url}: ")
+
+
+class CountingHasher(PasswordHasher):
+    """The suite's cheap argon2, counting its checks."""
+
+    def __init__(self) -> None:
+        parameters = TEST_ARGON2
+        super().__init__(
+            time_cost=parameters.time_cost,
+            memory_cost=parameters.memory_cost,
+            parallelism=parameters.parallelism,
+            hash_len=parameters.hash_len,
+            salt_len=parameters.salt_len,
+            type=parameters.type,
+        )
+        self.checks = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:  # noqa: A002
+        self.checks += 1
+        return super().verify(hash, password)
+
+
+@pytest.fixture
+def argon2(monkeypatch: pytest.MonkeyPatch) -> CountingHasher:
+    hasher = CountingHasher()
+    monkeypatch.setattr(credentials, "_hasher", hasher)
+    credentials.accepted.clear()
+    return hasher
+
+
+def log_in(manager: Manager, client_id: str, secret: str) -> int:
+    return token_request(
+        manager, grant_type="client_credentials", client_id=client_id, client_secret=secret
+    ).status_code
+
+
+def test_an_accepted_secret_costs_argon2_once(manager: Manager, argon2: CountingHasher) -> None:
+    client_id, secret = manager.new_client("acme")
+    assert [log_in(manager, client_id, secret) for _ in range(3)] == [200, 200, 200]
+    assert argon2.checks == 1
+
+
+def test_every_refusal_still_costs_argon2(manager: Manager, argon2: CountingHasher) -> None:
+    """Only an active client's correct secret is answered from memory: a wrong secret, a
+    disabled client's remembered secret and an unknown client all pay argon2 alike."""
+    client_id, secret = manager.new_client("acme")
+    assert log_in(manager, client_id, secret) == 200
+    argon2.checks = 0
+    assert log_in(manager, client_id, "x" + secret) == 401
+    assert log_in(manager, "f" * 32, secret) == 401
+    with manager.sessions() as session:
+        operations.set_client_disabled(session, client_id, disabled=True)
+    assert log_in(manager, client_id, secret) == 401
+    assert argon2.checks == 3
+
+
+def test_a_new_secret_forgets_the_old_one(manager: Manager, argon2: CountingHasher) -> None:
+    client_id, secret = manager.new_client("acme")
+    assert log_in(manager, client_id, secret) == 200
+    with manager.sessions() as session:
+        session.execute(
+            update(Client)
+            .where(Client.id == client_id)
+            .values(secret_hash=credentials.hash_secret("another secret"))
+        )
+        session.commit()
+    assert log_in(manager, client_id, secret) == 401
+    assert log_in(manager, client_id, "another secret") == 200
+
+
+def test_accepted_secrets_are_bounded_and_tied_to_the_stored_hash() -> None:
+    remembered = credentials.AcceptedSecrets(capacity=2)
+    remembered.remember("client:a", "hash-a", "secret-a")
+    assert remembered.knows("client:a", "hash-a", "secret-a")
+    assert not remembered.knows("client:a", "hash-a", "secret-b")
+    assert not remembered.knows("client:a", "another hash", "secret-a")
+    assert not remembered.knows("client:b", "hash-a", "secret-a")
+    remembered.remember("client:b", "hash-b", "secret-b")
+    remembered.knows("client:a", "hash-a", "secret-a")  # a used last: b is the oldest
+    remembered.remember("client:c", "hash-c", "secret-c")
+    assert remembered.knows("client:a", "hash-a", "secret-a")
+    assert not remembered.knows("client:b", "hash-b", "secret-b")
+    assert "secret-a" not in repr(remembered._known)
