@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -35,7 +35,6 @@ from cleanroom.enclave.errors import AdmissionError, RunError
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
-from cleanroom.enclave.sqlroom import SqlRoom, run_states
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
@@ -50,6 +49,11 @@ from cleanroom.sql import engine_function_id
 from cleanroom.tee.gramine.files import AttestationFiles
 from cleanroom.tee.measure import Measurement, MeasurementError, stored_measurement
 from cleanroom.tee.platform import EnclavePlatform
+
+if TYPE_CHECKING:
+    # Imported when a SQL room is made: its query checker (sqlglot) and its privacy
+    # (OpenDP) are a third of a Worker's start, which a function room never needs.
+    from cleanroom.enclave.sqlroom import SqlRoom
 
 log = logging.getLogger("cleanroom.enclave")
 REFUSAL_PREFIX = "worker refused to start: "
@@ -108,7 +112,12 @@ class WorkerService:
         store = SealedStore(room_dir / "sealed")
         function_id = seal_bundle(store, bundle)
         self.worker = WorkerEnclave(enclave, spec, function_id)
-        self.room = (SqlRoom if sql else CleanRoom)(
+        kind: type[CleanRoom] = CleanRoom
+        if sql:
+            from cleanroom.enclave.sqlroom import SqlRoom
+
+            kind = SqlRoom
+        self.room = kind(
             self.worker,
             store,
             sandbox=confinement,
@@ -117,6 +126,7 @@ class WorkerService:
             # wiped after; the Controller removes it if this Worker dies.
             scratch_root=room_dir / "run",
         )
+        self.sql_room: SqlRoom | None = self.room if sql else None  # type: ignore[assignment]
         self.stop: threading.Event = threading.Event()
 
     def _serving(self) -> None:
@@ -150,7 +160,7 @@ class WorkerService:
             )  # fmt: skip
 
     def app(self) -> Starlette:
-        worker, room = self.worker, self.room
+        worker, room, sql_room = self.worker, self.room, self.sql_room
 
         async def admission_request(request: Request) -> JSONResponse:
             document = await json_body(request, frozenset({"target_info"}))
@@ -170,8 +180,10 @@ class WorkerService:
                 "state": room.state,
                 "detail": room.failure,
             }
-            if isinstance(room, SqlRoom):
-                document["runs"] = run_states(room)
+            if sql_room is not None:
+                from cleanroom.enclave.sqlroom import run_states
+
+                document["runs"] = run_states(sql_room)
             return JSONResponse(document)
 
         async def status(request: Request) -> JSONResponse:
@@ -207,29 +219,29 @@ class WorkerService:
         async def run(request: Request) -> JSONResponse:
             self._serving()
             session_id = request.path_params["session_id"]
-            if isinstance(room, SqlRoom):
+            if sql_room is not None:
                 # The query, encrypted under the session: the Controller cannot read it.
                 frame = binary(await json_body(request, frozenset({"query"})), "query")
-                number = await run_in_threadpool(room.begin_query, session_id, frame)
+                number = await run_in_threadpool(sql_room.begin_query, session_id, frame)
                 threading.Thread(
-                    target=self._query, args=(room, number), name="query", daemon=True
+                    target=self._query, args=(sql_room, number), name="query", daemon=True
                 ).start()
-                return JSONResponse({"state": room.state, "run": number}, status_code=202)
+                return JSONResponse({"state": sql_room.state, "run": number}, status_code=202)
             room.begin_run(session_id)
             threading.Thread(target=self._run, name="run", daemon=True).start()
             return JSONResponse({"state": room.state}, status_code=202)
 
         def run_receipt(request: Request) -> Response:
-            if not isinstance(room, SqlRoom):
+            if sql_room is None:
                 raise RunError("run-state", "a SQL room", worker.spec.runtime, "no query runs")
-            document, signature = room.run_receipt(request.path_params["number"])
+            document, signature = sql_room.run_receipt(request.path_params["number"])
             return JSONResponse({"receipt": document, "signature": b64u(signature)})
 
         async def budget(request: Request) -> Response:
-            if not isinstance(room, SqlRoom):
+            if sql_room is None:
                 raise RunError("run-state", "a SQL room", worker.spec.runtime, "no budget")
             nonce = field(await json_body(request, frozenset({"nonce"})), "nonce")
-            document, signature = await run_in_threadpool(room.budget, nonce)
+            document, signature = await run_in_threadpool(sql_room.budget, nonce)
             return JSONResponse({"budget": document, "signature": b64u(signature)})
 
         def download(request: Request) -> Response:
