@@ -63,6 +63,7 @@ from jwt.algorithms import ECAlgorithm
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, sha256
 from cleanroom.protocol.keys import spki
+from cleanroom.tls import tls_context
 
 ALGORITHM = "ES256"
 TOKEN_TYPE = "at+jwt"  # noqa: S105 - a JWT type, not a secret
@@ -481,7 +482,9 @@ class RevocationFeed:
         self._failure = "not fetched yet"
 
     def _fetch(self) -> Revocations:
-        with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+        with httpx.Client(
+            transport=self._transport, timeout=self._timeout, verify=tls_context()
+        ) as client:
             headers = {"Cache-Control": "no-cache"}
             if self._headers is not None:
                 headers.update(self._headers())
@@ -594,7 +597,9 @@ class TokenVerifier:
 
     def _fetch(self, url: str) -> None:
         try:
-            with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+            with httpx.Client(
+                transport=self._transport, timeout=self._timeout, verify=tls_context()
+            ) as client:
                 response = client.get(url)
                 response.raise_for_status()
                 document = response.json()

@@ -48,6 +48,7 @@ from cleanroom.limits import BodySizeLimit
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.tls import tls_context
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
     JWKS_REFETCH_INTERVAL,
@@ -563,7 +564,9 @@ async def _fetch_bundle(
             raise Refused(502, f"no token from the manager: {error}") from error
         try:
             async with (
-                httpx.AsyncClient(transport=transport, timeout=60.0) as client,
+                httpx.AsyncClient(
+                    transport=transport, timeout=60.0, verify=tls_context()
+                ) as client,
                 client.stream("GET", url, headers=headers) as response,
             ):
                 if response.status_code == 401 and attempt == 1:

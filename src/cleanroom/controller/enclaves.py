@@ -737,7 +737,9 @@ class EnclaveHost:
             directory = self.data_dir / "rooms" / name
             directory.mkdir(mode=0o700, parents=True, exist_ok=False)
         try:
-            uid = self.sandbox_ids.allocate(directory)
+            # A host-wide lock and a look at /proc: off the event loop, which carries
+            # every other room's sessions meanwhile.
+            uid = await asyncio.to_thread(self.sandbox_ids.allocate, directory)
         except SandboxIdError as error:
             _remove(directory)
             raise EnclaveProcessError(f"no sandbox uid for {name!r}: {error}", 503) from error

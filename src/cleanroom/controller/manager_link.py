@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
+from cleanroom.tls import tls_context
 
 CREDENTIALS_TYPE = "cleanroom/compute-credentials/v1"
 TOKEN_MARGIN_S = 60
@@ -127,7 +128,9 @@ class ManagerLink:
             "client_secret": self.credentials.client_secret,
         }
         try:
-            with httpx.Client(transport=self._transport, timeout=self._timeout) as client:
+            with httpx.Client(
+                transport=self._transport, timeout=self._timeout, verify=tls_context()
+            ) as client:
                 response = client.post(url, data=form)
         except httpx.HTTPError as error:
             raise ManagerRefused(
