@@ -1,0 +1,107 @@
+"""The process's HTTP clients share one TLS context (cleanroom.tls).
+
+httpx loads the CA bundle (20-30 ms of CPU) for every client it builds unless it is
+given a context; the Controller fetched the JWKS, the revocation list, its token and
+every function bundle through a new client, the bundle on its event loop. Counted here
+from outside: every ``ssl.create_default_context`` call while a token verifier and a
+revocation feed fetch from a real server several times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cleanroom.cli.serving import server
+from cleanroom.controller.app import _fetch_bundle
+from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink
+from cleanroom.tls import tls_context
+from cleanroom.tokens import RevocationFeed, TokenVerifier
+
+DOCUMENTS: dict[str, Any] = {
+    "/jwks": {"keys": []},
+    "/revocations": {"now": 1_800_000_000, "tokens": [], "clients": []},
+}
+BUNDLE = b"a function bundle"
+
+
+def token(_request: Request) -> JSONResponse:
+    return JSONResponse({"access_token": "a token", "expires_in": 3600})
+
+
+def bundle(_request: Request) -> Response:
+    return Response(BUNDLE, media_type="application/octet-stream")
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    app = Starlette(
+        routes=[
+            *(
+                Route(path, lambda _request, body=body: JSONResponse(body))
+                for path, body in DOCUMENTS.items()
+            ),
+            Route("/oauth/token", token, methods=["POST"]),
+            Route("/v1/functions/{digest}", bundle),
+        ]
+    )
+    running = server(app, host="127.0.0.1", port=0, what="test")
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    yield f"http://127.0.0.1:{running.servers[0].sockets[0].getsockname()[1]}"
+    running.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def contexts_built(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    tls_context()  # the process's one, built before counting
+    built: list[int] = []
+    original = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    return built
+
+
+def test_fetching_keys_and_revocations_builds_no_tls_context(
+    base_url: str, contexts_built: list[int]
+) -> None:
+    verifier = TokenVerifier(base_url, base_url, jwks_url=f"{base_url}/jwks")
+    feed = RevocationFeed(f"{base_url}/revocations", refresh=1e-9, max_age=60)
+    for _ in range(3):
+        verifier._fetch(f"{base_url}/jwks")
+        feed._fetch()
+    assert contexts_built == [], f"{len(contexts_built)} TLS contexts built for 6 fetches"
+
+
+def test_the_controllers_token_and_bundle_fetches_build_no_tls_context(
+    base_url: str, contexts_built: list[int], tmp_path: Path
+) -> None:
+    """The bundle fetch runs on the Controller's event loop, beside every session."""
+    link = ManagerLink(base_url, ComputeCredentials(base_url, "cs-" + "0" * 32, "secret"))
+    for _ in range(3):
+        link._fetch()
+    for number in range(3):
+        destination = tmp_path / f"bundle-{number}.tar"
+        asyncio.run(_fetch_bundle(base_url, "A" * 43, link, None, destination))
+        assert destination.read_bytes() == BUNDLE
+    assert contexts_built == [], f"{len(contexts_built)} TLS contexts built for 6 fetches"
