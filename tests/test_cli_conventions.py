@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,22 @@ def test_every_command_has_h_and_plain_help_with_flags_and_defaults(
                 path,
                 param.name,
             )
+
+
+def test_every_help_text_is_wrapped_as_prose(capsys: pytest.CaptureFixture[str]) -> None:
+    """A description is rewrapped paragraphs: no line keeps its docstring's indentation
+    as runs of spaces in mid-sentence (a docstring with a paragraph appended after it,
+    not dedented first, did: `receipt`, `verify-quote`, `gramine check`)."""
+    for path, command in every_command():
+        main([*path.split(), "-h"])
+        text = capsys.readouterr().out
+        description = []
+        for line in text.splitlines()[1:]:
+            if line.startswith(("Arguments:", "Options:", "Commands:")):
+                break
+            description.append(line)
+        kept = [line for line in description if re.search(r"\S {3,}\S", line)]
+        assert kept == [], (path, kept[:2], command.name)
 
 
 def test_help_shows_what_rich_dropped(tmp_path: Path) -> None:

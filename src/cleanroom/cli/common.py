@@ -7,6 +7,7 @@ The consoles interpret no Rich markup and no emoji codes (``:email:`` stays
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from enum import StrEnum
@@ -28,6 +29,15 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 success (evidence accepted); 1 rejected by a security check or failed; "
     "2 unusable input (bad arguments, missing or malformed file)."
 )
+
+
+def with_exit_codes(doc: str | None) -> str:
+    """A command's docstring with :data:`EXIT_CODES_HELP` as its last paragraph.
+
+    Dedented first: the help is dedented by its least indented line, and the appended
+    paragraph has none, so the docstring's own indentation would be printed.
+    """
+    return f"{inspect.cleandoc(doc or '')}\n\n{EXIT_CODES_HELP}"
 
 
 _CONSOLE_OPTIONS = {"highlight": False, "soft_wrap": True, "markup": False, "emoji": False}

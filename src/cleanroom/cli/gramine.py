@@ -15,7 +15,6 @@ from typing import Annotated
 import typer
 
 from cleanroom.cli.common import (
-    EXIT_CODES_HELP,
     EXIT_REJECTED,
     EXIT_USAGE,
     fail,
@@ -23,6 +22,7 @@ from cleanroom.cli.common import (
     print_json,
     read_file,
     stdout,
+    with_exit_codes,
 )
 from cleanroom.errors import CheckFailed
 
@@ -205,7 +205,7 @@ def check(
     )
 
 
-check.__doc__ = f"{check.__doc__}\n\n{EXIT_CODES_HELP}"
+check.__doc__ = with_exit_codes(check.__doc__)
 
 
 @app.command("publish")

@@ -22,7 +22,6 @@ from cleanroom.attestation import (
 from cleanroom.cli import room
 from cleanroom.cli.account import failures, warn_simulated
 from cleanroom.cli.common import (
-    EXIT_CODES_HELP,
     EXIT_REJECTED,
     EXIT_USAGE,
     fail,
@@ -31,6 +30,7 @@ from cleanroom.cli.common import (
     read_file,
     stderr,
     stdout,
+    with_exit_codes,
 )
 from cleanroom.client.audit import AuditedReceipt, SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
@@ -160,7 +160,7 @@ def receipt(
         fail(f"the run of {name} ended {shown(document['status'])}")
 
 
-receipt.__doc__ = f"{receipt.__doc__}\n\n{EXIT_CODES_HELP}"
+receipt.__doc__ = with_exit_codes(receipt.__doc__)
 
 
 def _verify(

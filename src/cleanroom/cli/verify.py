@@ -25,7 +25,6 @@ from cleanroom.attestation import (
 from cleanroom.attestation.collateral import CollateralExpiredError, QuoteBundle, check_fresh
 from cleanroom.attestation.pccs import PccsClient, PccsError
 from cleanroom.cli.common import (
-    EXIT_CODES_HELP,
     EXIT_REJECTED,
     EXIT_USAGE,
     CliError,
@@ -35,6 +34,7 @@ from cleanroom.cli.common import (
     read_file,
     stderr,
     stdout,
+    with_exit_codes,
 )
 from cleanroom.tee.gramine.measure import SigstructError, read_sigstruct
 from cleanroom.tee.measure import (
@@ -234,7 +234,7 @@ def verify_quote(
         _print_appraisal(appraisal)
 
 
-verify_quote.__doc__ = f"{verify_quote.__doc__}\n\n{EXIT_CODES_HELP}"
+verify_quote.__doc__ = with_exit_codes(verify_quote.__doc__)
 
 
 @dataclass(frozen=True)
