@@ -23,10 +23,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from cleanroom.cli.serving import KEEP_ALIVE_S, server
+from cleanroom.cli.serving import KEEP_ALIVE_S
 from cleanroom.controller.relay import KEEP_IDLE_S as CONTROLLER_KEEPS
 from cleanroom.enclave.http import KEEP_ALIVE_S as KEEP_ALIVE_S_ENCLAVE
 from cleanroom.enclave.http import serve as serve_enclave
+from tests.local_server import serving
 
 _STOCK = httpx.Limits().keepalive_expiry
 assert _STOCK is not None
@@ -43,17 +44,8 @@ async def client_port(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture
 def base_url() -> Iterator[str]:
-    running = server(client_port, host="127.0.0.1", port=0, what="test")
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    port = running.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    running.should_exit = True
-    thread.join(10)
+    with serving(client_port) as url:
+        yield url
 
 
 def test_keeps_idle_connections_longer_than_clients_do() -> None:

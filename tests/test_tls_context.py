@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cleanroom.cli.serving import server
 from cleanroom.controller.app import _fetch_bundle
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink
 from cleanroom.tls import tls_context
 from cleanroom.tokens import RevocationFeed, TokenVerifier
+from tests.local_server import serving
 
 DOCUMENTS: dict[str, Any] = {
     "/jwks": {"keys": []},
@@ -56,16 +54,8 @@ def base_url() -> Iterator[str]:
             Route("/v1/functions/{digest}", bundle),
         ]
     )
-    running = server(app, host="127.0.0.1", port=0, what="test")
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not running.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{running.servers[0].sockets[0].getsockname()[1]}"
-    running.should_exit = True
-    thread.join(10)
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture

@@ -307,10 +307,25 @@ def test_a_compute_server_gets_a_bearer_token_for_the_manager_only(manager: Mana
 
 def test_a_removed_server_cannot_log_in(manager: Manager) -> None:
     credentials = manager.add_server(closed_port_url(), "c1")
+    never_logged_in = manager.add_server(closed_port_url(), "c2")
+    # c1's secret was accepted (the manager remembers it), c2's never was: both refused.
+    assert server_request(manager, credentials).status_code == 200
     with manager.sessions() as session:
         operations.remove_server(session, "c1")
-    answer = server_request(manager, credentials)
+        operations.remove_server(session, "c2")
+    for removed in (credentials, never_logged_in):
+        answer = server_request(manager, removed)
+        assert answer.status_code == 401 and answer.json() == {"error": "invalid_client"}
+
+
+def test_new_server_credentials_refuse_the_old_secret(manager: Manager) -> None:
+    old = manager.add_server(closed_port_url(), "c1")
+    assert server_request(manager, old).status_code == 200  # remembered from now on
+    with manager.sessions() as session:
+        new = operations.rotate_server_credentials(session, "c1").credentials
+    answer = server_request(manager, old)
     assert answer.status_code == 401 and answer.json() == {"error": "invalid_client"}
+    assert server_request(manager, new).status_code == 200
 
 
 def test_a_compute_token_reads_only_its_own_rooms_bundles(
