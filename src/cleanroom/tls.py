@@ -1,8 +1,9 @@
 """One TLS context for every HTTP client of this process.
 
 httpx builds a new context (and loads the CA bundle, 20-30 ms of CPU) for every client
-it creates, even for a plain-HTTP URL; the SDK creates one per operation, and the
-Controller one per bundle fetch, token and revocation list. The trust is the same
+it creates, even for a plain-HTTP URL; the SDK creates one per operation, the
+Controller one per bundle fetch, token and revocation list, and the manager one per
+deploy and delete it sends a Controller. The trust is the same
 either way: the default CA bundle with hostname checks. (TLS is defence in depth here;
 the protocol does not rely on it.) An ``SSLContext`` may be shared by threads.
 """

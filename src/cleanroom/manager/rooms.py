@@ -45,6 +45,7 @@ from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
+from cleanroom.tls import tls_context
 from cleanroom.tokens import SCOPE_DELETE, SCOPE_DEPLOY
 
 _log = logging.getLogger("cleanroom.manager")
@@ -214,6 +215,7 @@ class Rooms:
                 json={"spec": spec.document()},
                 headers=self.grants.operation_headers(url, project, spec.name, SCOPE_DEPLOY),
                 timeout=self.settings.controller_timeout,
+                verify=tls_context(),
             )
         except httpx.HTTPError as error:
             why = servers.one_line(str(error)) or type(error).__name__
@@ -271,6 +273,7 @@ class Rooms:
                 f"{url}/v1/rooms/{name}",
                 headers=self.grants.operation_headers(url, project, name, SCOPE_DELETE),
                 timeout=self.settings.controller_timeout,
+                verify=tls_context(),
             )
         except httpx.HTTPError as error:
             why = servers.one_line(str(error)) or type(error).__name__

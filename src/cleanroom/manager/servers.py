@@ -67,6 +67,7 @@ from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import LIVE_ROOM_STATES, ComputeServer, Room
 from cleanroom.manager.settings import Settings
+from cleanroom.tls import tls_context
 
 SCHEDULABLE_STATES = ("unknown", "healthy")
 """Server states a new room may be scheduled in."""
@@ -339,7 +340,9 @@ class HealthChecker:
         self.settings = settings
         self.headers_for = headers_for
         self.clock = clock
-        self.client = httpx.Client(timeout=settings.health_timeout, transport=transport)
+        self.client = httpx.Client(
+            timeout=settings.health_timeout, transport=transport, verify=tls_context()
+        )
 
     def close(self) -> None:
         self.client.close()
