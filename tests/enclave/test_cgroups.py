@@ -16,10 +16,12 @@ from cleanroom.enclave.cgroups import (
     CgroupUnavailable,
     CgroupV1,
     CgroupV2,
+    nice_weight,
     run_cgroups,
 )
 
 LIMITS = CgroupLimits(memory_bytes=256 << 20, tasks=64)
+WEIGHTED = CgroupLimits(memory_bytes=256 << 20, tasks=64, cpu_nice=10)
 
 
 def mountinfo(*mounts: tuple[str, str, str]) -> str:
@@ -100,3 +102,67 @@ def test_a_container_view_of_a_hierarchy_is_not_used(tmp_path: Path) -> None:
     line = f"35 31 0:32 /docker/abc {tmp_path} rw - cgroup cgroup rw,memory"
     with pytest.raises(CgroupUnavailable):
         run_cgroups("run-4", LIMITS, proc_self_cgroup="4:memory:/docker/abc\n", mountinfo=line)
+
+
+# ------------------------------------------------------------------ the CPU weight
+
+
+def test_the_weight_of_a_nice_value_is_the_kernels() -> None:
+    """kernel/sched/core.c, sched_prio_to_weight: nice 0, 10 and 19."""
+    assert [nice_weight(n) for n in (0, 10, 19)] == [1024, 110, 15]
+
+
+def _v1_tree(tmp_path: Path, *hierarchies: str) -> tuple[str, str]:
+    """Fake v1 hierarchies (mounted whole) with this process in /box of each."""
+    lines, mounts = [], []
+    for number, options in enumerate(hierarchies):
+        point = tmp_path / options.replace(",", "+")
+        (point / "box").mkdir(parents=True)
+        lines.append(f"{number + 2}:{options}:/box")
+        mounts.append(("cgroup", str(point), f"rw,{options}"))
+    return "\n".join(lines) + "\n", mountinfo(*mounts)
+
+
+def test_v1_gives_the_run_its_own_cpu_group_with_the_weight(tmp_path: Path) -> None:
+    own, mounts = _v1_tree(tmp_path, "memory", "pids", "cpuacct", "cpu")
+    group = run_cgroups("run-5", WEIGHTED, proc_self_cgroup=own, mountinfo=mounts)
+    assert isinstance(group, CgroupV1) and group.cpu_weighted
+    cpu = tmp_path / "cpu" / "box" / "run-5"
+    assert group.cpu == cpu
+    assert (cpu / "cpu.shares").read_text() == "110"
+    assert cpu / "cgroup.procs" in group.procs_files()  # the run's tasks join it
+    (cpu / "cpu.shares").unlink()  # a real group's files go with its directory
+    group.remove()
+    assert not cpu.exists()
+
+
+def test_v1_with_cpu_and_cpuacct_mounted_together_uses_one_directory(tmp_path: Path) -> None:
+    own, mounts = _v1_tree(tmp_path, "memory", "pids", "cpu,cpuacct")
+    group = run_cgroups("run-6", WEIGHTED, proc_self_cgroup=own, mountinfo=mounts)
+    assert isinstance(group, CgroupV1) and group.cpu_weighted
+    both = tmp_path / "cpu+cpuacct" / "box" / "run-6"
+    assert (group.cpuacct, group.cpu) == (both, None)
+    assert (both / "cpu.shares").read_text() == "110"
+    assert group.procs_files().count(both / "cgroup.procs") == 1
+
+
+def test_v1_without_a_cpu_hierarchy_is_unweighted_not_refused(tmp_path: Path) -> None:
+    own, mounts = _v1_tree(tmp_path, "memory", "pids", "cpuacct")
+    group = run_cgroups("run-7", WEIGHTED, proc_self_cgroup=own, mountinfo=mounts)
+    assert isinstance(group, CgroupV1) and not group.cpu_weighted
+
+
+def test_v2_weighs_the_run_where_the_cpu_controller_is_delegated(tmp_path: Path) -> None:
+    for delegated, weighted in (("cpu memory pids", True), ("memory pids", False)):
+        own = tmp_path / delegated.replace(" ", "-")
+        own.mkdir()
+        (own / "cgroup.subtree_control").write_text(delegated + "\n")
+        group = run_cgroups(
+            "run-8",
+            WEIGHTED,
+            proc_self_cgroup="0::/\n",
+            mountinfo=mountinfo(("cgroup2", str(own), "rw")),
+        )
+        assert isinstance(group, CgroupV2) and group.cpu_weighted is weighted
+        nice = own / "run-8" / "cpu.weight.nice"
+        assert (nice.read_text() if nice.exists() else None) == ("10" if weighted else None)

@@ -26,10 +26,11 @@ from typing import IO
 import pytest
 
 from cleanroom.enclave import runner
+from cleanroom.enclave.cgroups import CGROUP_ROOT, nice_weight
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import RunResult, Sandbox, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import wipe
-from cleanroom.enclave.supervisor import Limits
+from cleanroom.enclave.supervisor import RUN_NICENESS, Limits
 from cleanroom.sandbox_ids import SandboxIds
 from tests.reliability.report import record_path
 from tests.sandbox import confined, require_sandbox, sandbox_uid
@@ -436,10 +437,86 @@ def test_a_run_is_niced_and_cannot_raise_its_priority(
         resource.setrlimit(resource.RLIMIT_NICE, saved)
     assert result.status == "succeeded", result
     facts = json.loads(received["output_1/nice.json"])
-    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + runner.RUN_NICENESS, 19)
+    expected = min(os.getpriority(os.PRIO_PROCESS, 0) + RUN_NICENESS, 19)
     assert facts.pop("start") == expected, facts
     assert facts.pop("end") == expected, facts
     assert set(facts.values()) == {"PermissionError"}, facts
+
+
+def _own_cpu_group() -> Path | None:
+    """This process's group in the hierarchy of the cpu controller (v1, alone or with
+    cpuacct; or v2 where it is delegated), or None where the host has none."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _number, controllers, path = line.split(":", 2)
+        names = controllers.split(",")
+        if "cpu" in names:
+            return CGROUP_ROOT / controllers / path.lstrip("/")
+        if controllers == "":
+            own = CGROUP_ROOT / path.lstrip("/")
+            with contextlib.suppress(OSError):
+                if "cpu" in (own / "cgroup.subtree_control").read_text().split():
+                    return own
+    return None
+
+
+def _leads_session(pid: int) -> bool:
+    """Whether ``pid`` is the function's own process leading a session (bubblewrap's
+    two processes lead theirs)."""
+    with contextlib.suppress(OSError):
+        name, _, rest = Path(f"/proc/{pid}/stat").read_text().partition(") ")
+        return not name.endswith("(bwrap") and int(rest.split()[3]) == pid
+    return False
+
+
+def test_a_run_and_every_session_it_starts_stay_in_its_weighted_cpu_group(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """Where the kernel groups processes by session (sched_autogroup), a niceness orders
+    nothing across sessions: the sandbox starts one, and a function can start more. The
+    run's CPU control group carries the weight of RUN_NICENESS, and no task leaves it."""
+    own = _own_cpu_group()
+    if own is None:
+        pytest.skip("this host has no cpu controller for the run's group")
+    finished: list[RunResult] = []
+
+    def start_a_session() -> None:
+        finished.append(run(workspace, room_sandbox, """
+            if os.fork() == 0:
+                os.setsid()  # a session, and on autogroup kernels a CPU group, of its own
+                time.sleep(4)
+                os._exit(0)
+            time.sleep(4)
+            os.wait()
+        """))  # fmt: skip
+
+    running = threading.Thread(target=start_a_session)
+    running.start()
+    try:
+        uid, seen = room_sandbox.uid or 0, None
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and seen is None:
+            for group in own.glob(f"cleanroom-run-{uid}-*"):
+                function = set(uid_processes(uid))
+                tasks = {int(pid) for pid in (group / "cgroup.procs").read_text().split()}
+                # Once the function's child has its session (a process whose session is
+                # itself), and nothing started or ended meanwhile.
+                if any(_leads_session(pid) for pid in function) and function == set(
+                    uid_processes(uid)
+                ):
+                    seen = group, tasks, function
+            time.sleep(0.05)
+        assert seen is not None, f"no run group with the function's tasks below {own}"
+        group, tasks, function = seen
+        assert function <= tasks, f"tasks of uid {uid} outside the run's CPU group {group}"
+        shares, nice = group / "cpu.shares", group / "cpu.weight.nice"
+        if shares.exists():
+            assert int(shares.read_text()) == nice_weight(RUN_NICENESS)
+        else:
+            assert int(nice.read_text()) == RUN_NICENESS
+    finally:
+        running.join()
+    assert finished and finished[0].status == "succeeded", finished
+    assert f"CPU share of nice {RUN_NICENESS}" in " ".join(finished[0].confinement)
 
 
 def _report_niceness(workspace: Path, room_sandbox: Sandbox, received: Outputs) -> RunResult:

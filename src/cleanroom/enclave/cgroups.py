@@ -4,11 +4,21 @@ A run gets its own control group, created below the cgroup its supervisor alread
 lives in, so the host's own accounting still covers it. Two layouts exist:
 
 - cgroup v2 (modern hosts): one directory with ``memory.max``, ``memory.swap.max``,
-  ``pids.max``; ``memory.events`` and ``pids.events`` say which limit was hit;
-  ``cpu.stat`` gives CPU time; ``cgroup.kill`` ends every task at once.
+  ``pids.max`` and, where the ``cpu`` controller is delegated, ``cpu.weight.nice``;
+  ``memory.events`` and ``pids.events`` say which limit was hit; ``cpu.stat`` gives CPU
+  time; ``cgroup.kill`` ends every task at once.
 - cgroup v1 (older hosts, and this project's CI machines): one directory in each of
-  the ``memory``, ``pids`` and ``cpuacct`` hierarchies, with the same meaning under
-  v1's names (``memory.limit_in_bytes``, ``memory.oom_control``'s ``oom_kill``, …).
+  the ``memory``, ``pids``, ``cpuacct`` and ``cpu`` hierarchies, with the same meaning
+  under v1's names (``memory.limit_in_bytes``, ``memory.oom_control``'s ``oom_kill``,
+  ``cpu.shares``, …).
+
+The CPU weight is what makes a run yield to the enclave services. A niceness alone does
+not, where the kernel groups processes by session (``sched_autogroup_enabled``, the
+default of many distributions): there a nice value orders processes only within their
+session's group, the run's supervisor and its sandbox each start a session, and a
+function can start more (``setsid``) or set its group's niceness back to 0. A process
+in a CPU control group other than the root is outside every autogroup, and its tasks
+cannot leave the group.
 
 Where neither has the memory and pids controllers, :func:`run_cgroups` says why, and
 the supervisor falls back to rlimits (and says so in its result).
@@ -41,6 +51,15 @@ class CgroupUnavailable(Error):
 class CgroupLimits:
     memory_bytes: int
     tasks: int
+    cpu_nice: int | None = None  # the whole group's CPU weight, as that of a nice value
+
+
+NICE_0_WEIGHT = 1024  # the kernel's weight of nice 0 (cgroup v1's default cpu.shares)
+
+
+def nice_weight(nice: int) -> int:
+    """The kernel's CPU weight of ``nice`` (``sched_prio_to_weight``: 1.25x per step)."""
+    return max(2, round(NICE_0_WEIGHT / 1.25**nice))
 
 
 @dataclass(frozen=True)
@@ -53,6 +72,7 @@ class RunCgroup(Protocol):
     """The control group of one run (see the module docstring)."""
 
     kind: str
+    cpu_weighted: bool  # the group has the run's CPU weight (not where no cpu controller)
 
     def procs_files(self) -> list[Path]:
         """The ``cgroup.procs`` files a process writes its pid to, to join."""
@@ -127,6 +147,7 @@ def _remove_dir(directory: Path) -> None:
 class CgroupV2:
     directory: Path
     kind: str = "cgroup2"
+    cpu_weighted: bool = False
 
     @classmethod
     def create(cls, parent: Path, name: str, limits: CgroupLimits) -> CgroupV2:
@@ -144,6 +165,9 @@ class CgroupV2:
             with contextlib.suppress(FileNotFoundError):  # no swap accounting on this host
                 (group.directory / "memory.swap.max").write_text("0")
             (group.directory / "pids.max").write_text(str(limits.tasks))
+            if limits.cpu_nice is not None and "cpu" in available:
+                (group.directory / "cpu.weight.nice").write_text(str(limits.cpu_nice))
+                group.cpu_weighted = True
         except OSError as error:
             group.remove()
             raise CgroupUnavailable(f"cannot set limits in {group.directory}: {error}") from error
@@ -185,7 +209,9 @@ class CgroupV1:
     memory: Path
     pids: Path
     cpuacct: Path | None
+    cpu: Path | None = None  # None also where ``cpu`` shares ``cpuacct``'s hierarchy
     kind: str = "cgroup-v1"
+    cpu_weighted: bool = False
 
     @classmethod
     def create(cls, parents: Mapping[str, Path], name: str, limits: CgroupLimits) -> CgroupV1:
@@ -194,11 +220,14 @@ class CgroupV1:
             raise CgroupUnavailable(
                 f"no cgroup v1 hierarchy for the {', '.join(sorted(missing))} controller(s)"
             )
-        cpuacct = parents.get("cpuacct")
+        cpuacct, cpu = parents.get("cpuacct"), parents.get("cpu")
+        if limits.cpu_nice is None:
+            cpu = None
         group = cls(
             parents["memory"] / name,
             parents["pids"] / name,
             None if cpuacct is None else cpuacct / name,
+            None if cpu is None or cpu == cpuacct else cpu / name,
         )
         created: list[Path] = []
         try:
@@ -210,6 +239,12 @@ class CgroupV1:
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 (group.memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
             (group.pids / "pids.max").write_text(str(limits.tasks))
+            if cpu is not None and limits.cpu_nice is not None:
+                # One directory where cpu and cpuacct are mounted together.
+                weighted = group.cpu or group.cpuacct
+                if weighted is not None:
+                    (weighted / "cpu.shares").write_text(str(nice_weight(limits.cpu_nice)))
+                    group.cpu_weighted = True
         except (OSError, CgroupUnavailable) as error:
             for directory in reversed(created):
                 _remove_dir(directory)
@@ -219,7 +254,8 @@ class CgroupV1:
         return group
 
     def _directories(self) -> list[Path]:
-        return [self.memory, self.pids, *([self.cpuacct] if self.cpuacct else [])]
+        optional = (self.cpuacct, self.cpu)
+        return [self.memory, self.pids, *(d for d in optional if d is not None)]
 
     def procs_files(self) -> list[Path]:
         return [directory / "cgroup.procs" for directory in self._directories()]
@@ -321,7 +357,7 @@ def run_cgroups(
             except (CgroupUnavailable, OSError) as error:
                 reasons.append(f"cgroup v2: {error}")
             continue
-        for controller in ("memory", "pids", "cpuacct"):
+        for controller in ("memory", "pids", "cpuacct", "cpu"):
             if controller in options:
                 member = next((m for m in memberships if controller in m.controllers), None)
                 if member is not None:

@@ -30,6 +30,7 @@ from typing import IO, Protocol
 
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.supervisor import (
+    RUN_NICENESS,
     STAGE,
     Limits,
     RunPlan,
@@ -40,11 +41,6 @@ from cleanroom.enclave.supervisor import (
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
 TOOLS = ("bwrap", "unshare", "setpriv", "mount", "nice")  # from the system's directories only
-# A run is batch work: its supervisor, bubblewrap and the function run this much nicer
-# than the enclave services, so that no room's function (busy or hostile) can starve
-# the attestation and the sessions of every room on the host. It is inherited, and an
-# unprivileged function cannot lower it again (RLIMIT_NICE is 0).
-RUN_NICENESS = 10
 
 
 class Confinement(Protocol):

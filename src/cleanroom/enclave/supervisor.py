@@ -55,6 +55,13 @@ STAGE = Path("/run/cleanroom/stage")
 """Where a supervisor (as root) mounts the run's view, in its own mount namespace only."""
 
 WORK = "/work"
+# A run is batch work: its supervisor, bubblewrap and the function run this much nicer
+# than the enclave services, so that no room's function (busy or hostile) can starve
+# the attestation and the sessions of every room on the host. The niceness is inherited,
+# and an unprivileged function cannot lower it again (RLIMIT_NICE is 0); where the
+# kernel groups processes by session it orders nothing across sessions, so the run's
+# CPU control group gets the same weight (cleanroom.enclave.cgroups).
+RUN_NICENESS = 10
 MAX_LOG_BYTES = 1 << 20
 MAX_OPEN_FILES = 1024
 EXIT_GRACE_S = 5.0
@@ -293,7 +300,7 @@ def _enter(plan: RunPlan, cgroup: RunCgroup | None) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
         resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        # The run's niceness (runner.RUN_NICENESS) is a floor it cannot lower.
+        # The run's niceness (RUN_NICENESS) is a floor it cannot lower.
         resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
         if cgroup is None:
             # No memory controller: cap the address space (data libraries that reserve
@@ -356,11 +363,14 @@ class Supervisor:
             raise SupervisorError(f"a run as uid {plan.uid} needs a root supervisor, and not 0")
         stage = _stage(plan, Path(plan.stage))
         name = f"cleanroom-run-{plan.uid}-"
-        limits = CgroupLimits(plan.limits.memory_mib << 20, plan.limits.processes)
+        limits = CgroupLimits(
+            plan.limits.memory_mib << 20, plan.limits.processes, cpu_nice=RUN_NICENESS
+        )
         cgroup: RunCgroup | None
         try:
             cgroup = run_cgroups(name + secrets.token_hex(4), limits)
-            self.confinement.append(f"{cgroup.kind}: memory, tasks, CPU time")
+            share = f", CPU share of nice {RUN_NICENESS}" if cgroup.cpu_weighted else ""
+            self.confinement.append(f"{cgroup.kind}: memory, tasks, CPU time{share}")
         except (CgroupUnavailable, OSError) as error:
             cgroup = None
             self.confinement.append(f"rlimits only (no cgroups: {error})")
