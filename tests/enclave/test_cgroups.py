@@ -166,3 +166,13 @@ def test_v2_weighs_the_run_where_the_cpu_controller_is_delegated(tmp_path: Path)
         assert isinstance(group, CgroupV2) and group.cpu_weighted is weighted
         nice = own / "run-8" / "cpu.weight.nice"
         assert (nice.read_text() if nice.exists() else None) == ("10" if weighted else None)
+
+
+def test_a_cpu_group_that_cannot_be_made_leaves_the_limits_unweighted(tmp_path: Path) -> None:
+    """The weight is wanted, not required: the memory and task limits still hold."""
+    own, mounts = _v1_tree(tmp_path, "memory", "pids", "cpu")
+    (tmp_path / "cpu" / "box").rmdir()  # the hierarchy is mounted; our group is not there
+    group = run_cgroups("run-9", WEIGHTED, proc_self_cgroup=own, mountinfo=mounts)
+    assert isinstance(group, CgroupV1) and not group.cpu_weighted and group.cpu is None
+    assert (group.pids / "pids.max").read_text() == "64"
+    assert len(group.procs_files()) == 2

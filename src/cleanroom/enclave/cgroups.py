@@ -165,12 +165,14 @@ class CgroupV2:
             with contextlib.suppress(FileNotFoundError):  # no swap accounting on this host
                 (group.directory / "memory.swap.max").write_text("0")
             (group.directory / "pids.max").write_text(str(limits.tasks))
-            if limits.cpu_nice is not None and "cpu" in available:
-                (group.directory / "cpu.weight.nice").write_text(str(limits.cpu_nice))
-                group.cpu_weighted = True
         except OSError as error:
             group.remove()
             raise CgroupUnavailable(f"cannot set limits in {group.directory}: {error}") from error
+        if limits.cpu_nice is not None and "cpu" in available:
+            # The weight is wanted, not required: without it the run keeps its limits.
+            with contextlib.suppress(OSError):
+                (group.directory / "cpu.weight.nice").write_text(str(limits.cpu_nice))
+                group.cpu_weighted = True
         return group
 
     def procs_files(self) -> list[Path]:
@@ -220,14 +222,11 @@ class CgroupV1:
             raise CgroupUnavailable(
                 f"no cgroup v1 hierarchy for the {', '.join(sorted(missing))} controller(s)"
             )
-        cpuacct, cpu = parents.get("cpuacct"), parents.get("cpu")
-        if limits.cpu_nice is None:
-            cpu = None
+        cpuacct = parents.get("cpuacct")
         group = cls(
             parents["memory"] / name,
             parents["pids"] / name,
             None if cpuacct is None else cpuacct / name,
-            None if cpu is None or cpu == cpuacct else cpu / name,
         )
         created: list[Path] = []
         try:
@@ -239,19 +238,32 @@ class CgroupV1:
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 (group.memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
             (group.pids / "pids.max").write_text(str(limits.tasks))
-            if cpu is not None and limits.cpu_nice is not None:
-                # One directory where cpu and cpuacct are mounted together.
-                weighted = group.cpu or group.cpuacct
-                if weighted is not None:
-                    (weighted / "cpu.shares").write_text(str(nice_weight(limits.cpu_nice)))
-                    group.cpu_weighted = True
         except (OSError, CgroupUnavailable) as error:
             for directory in reversed(created):
                 _remove_dir(directory)
             if isinstance(error, CgroupUnavailable):
                 raise
             raise CgroupUnavailable(f"cannot set limits in {group.memory}: {error}") from error
+        cpu = parents.get("cpu")
+        if limits.cpu_nice is not None and cpu is not None:
+            group._weigh(cpu / name, nice_weight(limits.cpu_nice))
         return group
+
+    def _weigh(self, directory: Path, shares: int) -> None:
+        """The run's CPU weight, in ``directory`` of the cpu hierarchy (cpuacct's own where
+        both are mounted together). Wanted, not required: without it the run keeps its
+        limits, and its result says which it has."""
+        separate = directory != self.cpuacct
+        try:
+            if separate:
+                _make(directory)
+            (directory / "cpu.shares").write_text(str(shares))
+        except (OSError, CgroupUnavailable):
+            if separate:
+                _remove_dir(directory)
+            return
+        self.cpu = directory if separate else None
+        self.cpu_weighted = True
 
     def _directories(self) -> list[Path]:
         optional = (self.cpuacct, self.cpu)
