@@ -498,14 +498,16 @@ def test_a_run_and_every_session_it_starts_stay_in_its_weighted_cpu_group(
             for group in own.glob(f"cleanroom-run-{uid}-*"):
                 function = set(uid_processes(uid))
                 tasks = {int(pid) for pid in (group / "cgroup.procs").read_text().split()}
-                # Once the function's child has its session (a process whose session is
-                # itself), and nothing started or ended meanwhile.
-                if any(_leads_session(pid) for pid in function) and function == set(
-                    uid_processes(uid)
+                # The run's group (not an earlier run's, if one were left), once the
+                # function's child has its session and nothing started or ended meanwhile.
+                if (
+                    tasks & function
+                    and any(_leads_session(pid) for pid in function)
+                    and function == set(uid_processes(uid))
                 ):
                     seen = group, tasks, function
             time.sleep(0.05)
-        assert seen is not None, f"no run group with the function's tasks below {own}"
+        assert seen is not None, f"no run group holding the function's tasks below {own}"
         group, tasks, function = seen
         assert function <= tasks, f"tasks of uid {uid} outside the run's CPU group {group}"
         shares, nice = group / "cpu.shares", group / "cpu.weight.nice"
