@@ -38,7 +38,6 @@ from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
-from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.framing import MEDIA_TYPE, FrameDecoder
@@ -291,8 +290,10 @@ def _assignment(argv: list[str]) -> list[str] | None:
     A spare holds nothing of any room: its key is made, and its spec and bundle read,
     only after assignment, exactly as a Worker started for the room would.
     """
-    # What uvicorn loads when it starts: now, not on deploy.
+    # What uvicorn loads when it starts, and the simulated platform (only the simulated
+    # backend keeps spares): now, not on deploy.
     for module in (
+        "cleanroom.insecure.simulated",
         "uvloop",
         "httptools",
         "uvicorn.loops.auto",
@@ -312,6 +313,9 @@ def _assignment(argv: list[str]) -> list[str] | None:
 
 
 def _simulated(args: argparse.Namespace) -> tuple[EnclavePlatform, Mapping[str, Any], Confinement]:
+    # The simulation's platform, only here: a Worker in a real enclave never loads it.
+    from cleanroom.insecure.simulated import SimulatedPlatform
+
     # As recorded for this installation: reading it costs the same whatever the
     # runtimes weigh (the Attester checked the record when it started).
     image = stored_measurement("worker")
