@@ -58,7 +58,9 @@ NICE_0_WEIGHT = 1024  # the kernel's weight of nice 0 (cgroup v1's default cpu.s
 
 
 def nice_weight(nice: int) -> int:
-    """The kernel's CPU weight of ``nice`` (``sched_prio_to_weight``: 1.25x per step)."""
+    """The CPU weight of ``nice``: 1.25x less per step from nice 0's, as the kernel's
+    ``sched_prio_to_weight`` is built. The table differs from this by at most 2 % and
+    equals it at nice 0, 10 and 19; at least 2, cgroup v1's least ``cpu.shares``."""
     return max(2, round(NICE_0_WEIGHT / 1.25**nice))
 
 
