@@ -37,7 +37,7 @@ if [ -z "${CLEANROOM_TEST_POSTGRES_URL:-}" ] && ! have_postgres; then
 fi
 
 # Functions run in bubblewrap (the sandbox) with util-linux's setpriv, unshare, mount.
-bash scripts/system-packages.sh bubblewrap util-linux mount
+bash scripts/system-packages.sh bubblewrap util-linux mount libseccomp2
 # The Gramine images' shell scripts are linted with shellcheck (the tests run it).
 bash scripts/system-packages.sh shellcheck
 

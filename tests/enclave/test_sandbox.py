@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 import socket
 import stat
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from packaging.version import Version
 
 from cleanroom.enclave import runner
 from cleanroom.enclave.cgroups import CGROUP_ROOT, nice_weight
@@ -559,6 +561,117 @@ def test_a_sandbox_that_cannot_start_is_an_error_not_a_failed_function(
     assert "/nonexistent/runtime" in str(caught.value.actual)
 
 
+# ---------------------------------------------------- the kernel it may talk to
+
+# Calls a process with no capability can make on this host *without* the filter, each
+# with arguments that would succeed: the filter, not the kernel, must refuse them.
+# (number on x86-64, arguments as the function builds them)
+REACHABLE_WITHOUT_FILTER = {
+    "io_uring_setup": "425, 8, ctypes.byref(ctypes.create_string_buffer(120))",
+    "keyctl": "250, 0, -3, 0",  # KEYCTL_GET_KEYRING_ID of the session keyring
+    "add_key": '248, b"user", b"cleanroom", b"x", 1, -3',
+    "ptrace": "101, 0, 0, 0, 0",  # PTRACE_TRACEME
+    "get_mempolicy": "239, None, None, 0, None, 0",
+    "unshare": "272, 0x200",  # CLONE_FS: no namespace, allowed to anyone
+    "process_vm_readv": "310, os.getpid(), vec, 1, vec, 1, 0",
+}
+
+
+def _syscalls_body(numbers: dict[str, int]) -> str:
+    reachable = ", ".join(
+        f"{name!r}: errno_of({args})" for name, args in REACHABLE_WITHOUT_FILTER.items()
+    )
+    return f"""
+        import ctypes, errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        buffer = ctypes.create_string_buffer(16)
+        class Vec(ctypes.Structure):
+            _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+        vec = ctypes.byref(Vec(ctypes.addressof(buffer), 16))
+
+        def errno_of(number, *args):
+            ctypes.set_errno(0)
+            if libc.syscall(ctypes.c_long(number), *args) >= 0:
+                return "succeeded"
+            return errno.errorcode.get(ctypes.get_errno(), "?")
+
+        facts = {{"every denied call, no arguments": {{
+            name: errno_of(number) for name, number in {numbers!r}.items()
+        }}}}
+        facts["with arguments that work without the filter"] = {{{reachable}}}
+        facts["getpid"] = errno_of(39)
+        pathlib.Path("/work/outputs/output_1/calls.json").write_text(json.dumps(facts))
+    """
+
+
+def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    import pyseccomp
+
+    from cleanroom.enclave.syscalls import denied_calls
+
+    numbers = {
+        name: pyseccomp.resolve_syscall(pyseccomp.system_arch(), name) for name in denied_calls()
+    }
+    received = Outputs()
+    result = run(workspace, room_sandbox, _syscalls_body(numbers), outputs=received)
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/calls.json"])
+    refused = facts["every denied call, no arguments"]
+    assert {name: refused[name] for name in refused if refused[name] != "EPERM"} == {}
+    assert set(refused) == set(denied_calls())
+    reachable = facts["with arguments that work without the filter"]
+    assert reachable == dict.fromkeys(REACHABLE_WITHOUT_FILTER, "EPERM")
+    assert facts["getpid"] == "succeeded"  # everything else is allowed
+
+
+def test_no_user_namespace_inside_the_sandbox(workspace: Path, room_sandbox: Sandbox) -> None:
+    """A nested user namespace would give the function every capability in it, and with
+    a network namespace of its own the kernel's netfilter code: the path of most
+    container escapes. ``clone3`` is not filtered: bubblewrap's ``--disable-userns``
+    must refuse it."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        import ctypes, errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        arguments = (ctypes.c_uint64 * 11)()
+        arguments[0] = 0x10000000  # CLONE_NEWUSER
+        arguments[4] = 17  # SIGCHLD to the parent; no stack: the child is a fork
+        child = libc.syscall(ctypes.c_long(435), ctypes.byref(arguments), 88)
+        if child == 0:
+            os._exit(0)  # the child, in a user namespace of its own
+        if child > 0:
+            os.waitpid(child, 0)
+            fact = "created"
+        else:
+            fact = errno.errorcode.get(ctypes.get_errno(), "?")
+        pathlib.Path("/work/outputs/output_1/userns.txt").write_text(fact)
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    assert received["output_1/userns.txt"] != b"created"
+
+
+def test_a_call_through_another_abi_ends_the_function(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """The x32 ABI's numbers (bit 30 set) are not the filter's architecture: libseccomp
+    kills the process rather than let a denied call in by another number."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        libc.syscall(ctypes.c_long(0x40000000 | 425), 8, ctypes.create_string_buffer(120))
+        pathlib.Path("/work/outputs/output_1/survived.txt").write_text("yes")
+    """, outputs=received)  # fmt: skip
+    assert result.status == "failed", result
+    assert result.exit_code == 128 + signal.SIGSYS, result
+    assert received == {}
+
+
 # -------------------------------------------------------------------- limits
 
 
@@ -673,6 +786,30 @@ def test_without_bubblewrap_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(RunError) as caught:
         sandbox(1 << 30)
     assert caught.value.check == "run-isolation"
+
+
+@pytest.mark.parametrize("version", ["0.6.1", None], ids=["older", "unknown"])
+def test_without_a_bubblewrap_that_can_disable_user_namespaces_nothing_runs(
+    monkeypatch: pytest.MonkeyPatch, version: str | None
+) -> None:
+    require_sandbox()
+    assert runner._bubblewrap_version() >= runner.MIN_BUBBLEWRAP  # this host's: usable
+    found = None if version is None else Version(version)
+    monkeypatch.setattr(runner, "_bubblewrap_version", lambda: found)
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.expected == "bubblewrap 0.8 or later (--disable-userns)"
+    assert caught.value.actual == f"bubblewrap {version or 'of an unknown version'}"
+
+
+def test_without_libseccomp_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_sandbox()
+    monkeypatch.setattr(runner, "LIBSECCOMP", "libseccomp-missing.so.9")
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert "libseccomp" in str(caught.value.actual)
 
 
 def test_without_root_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,21 +3,23 @@
 The function is untrusted code that sees plaintext. Each run is handed to a
 supervisor process (:mod:`cleanroom.enclave.supervisor`) in a mount namespace of its
 own, which runs the function in bubblewrap as the room's own unprivileged host uid,
-with new user, PID, mount, IPC, UTS, network and cgroup namespaces; limits on memory,
-tasks, CPU time, wall time and the total disk of ``outputs/`` plus ``/tmp``; and the
-seed product's contract (``/work/function``, ``/work/inputs/<id>/``,
+with new user, PID, mount, IPC, UTS, network and cgroup namespaces (and no user
+namespace of its own inside them), a syscall filter (:mod:`cleanroom.enclave.syscalls`),
+limits on memory, tasks, CPU time, wall time and the total disk of ``outputs/`` plus
+``/tmp``; and the seed product's contract (``/work/function``, ``/work/inputs/<id>/``,
 ``/work/outputs/<id>/``, ``/work/parameters.json``, cwd ``/work``). The supervisor
 ends the run by ending its PID namespace, and only then streams the outputs back.
 docs/threat-model.md says which tool enforces which point.
 
 :func:`sandbox` checks, when the Worker starts, that this host can do all that (root,
-to give each room a uid of its own; bubblewrap; util-linux), and fails closed
-otherwise: there is no unconfined mode.
+to give each room a uid of its own; bubblewrap; util-linux; libseccomp), and fails
+closed otherwise: there is no unconfined mode.
 """
 
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import subprocess
 import sys
@@ -27,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
+
+from packaging.version import InvalidVersion, Version
 
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.supervisor import (
@@ -41,6 +45,8 @@ from cleanroom.enclave.supervisor import (
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
 TOOLS = ("bwrap", "unshare", "setpriv", "mount", "nice")  # from the system's directories only
+LIBSECCOMP = "libseccomp.so.2"
+MIN_BUBBLEWRAP = Version("0.8")  # the first with --disable-userns (Debian 12 has 0.8.0)
 
 
 class Confinement(Protocol):
@@ -116,6 +122,22 @@ def sandbox(uid: int) -> Sandbox:
             "run-isolation",
             f"{', '.join(TOOLS)} in the system's directories (Debian: bubblewrap, util-linux)",
             f"missing {', '.join(missing)}",
+            "the function cannot be confined here; refusing to run it",
+        )
+    version = _bubblewrap_version()
+    if version is None or version < MIN_BUBBLEWRAP:
+        raise RunError(
+            "run-isolation",
+            f"bubblewrap {MIN_BUBBLEWRAP} or later (--disable-userns)",
+            f"bubblewrap {version or 'of an unknown version'}",
+            "the function cannot be confined here; refusing to run it",
+        )
+    if not _have_libseccomp():
+        raise RunError(
+            "run-isolation",
+            f"{LIBSECCOMP}, to deny the function the kernel calls it may not make "
+            "(Debian: libseccomp2)",
+            f"no {LIBSECCOMP}",
             "the function cannot be confined here; refusing to run it",
         )
     if os.geteuid() != 0:
@@ -268,6 +290,26 @@ def _receive_outputs(
         raise RunError(
             "run-outputs", "a complete outputs stream", str(error), "outputs cut short"
         ) from error
+
+
+def _bubblewrap_version() -> Version | None:
+    """The installed bubblewrap's version (``bwrap --version``: "bubblewrap 0.8.0")."""
+    try:
+        answer = subprocess.run(  # noqa: S603 - the system's bwrap, a fixed argument
+            [system_tool("bwrap"), "--version"], capture_output=True, text=True, timeout=10
+        )
+        return Version(answer.stdout.split()[-1])
+    except (OSError, subprocess.SubprocessError, IndexError, InvalidVersion):
+        return None
+
+
+def _have_libseccomp() -> bool:
+    """Whether the supervisor can build a run's syscall filter (enclave.syscalls)."""
+    try:
+        ctypes.CDLL(LIBSECCOMP)
+    except OSError:
+        return False
+    return True
 
 
 def _have(tool: str) -> bool:

@@ -14,9 +14,10 @@ and the inputs) exists only for it and vanishes with it. It:
    has no cgroups, and the result says so);
 3. starts bubblewrap *as the run's own unprivileged host uid* (never as root: root
    starting bubblewrap with a user namespace would map the sandbox to host root),
-   with new user, PID, mount, IPC, UTS, network and cgroup namespaces, a fresh
-   ``/proc``, read-only system directories, no capabilities, its own session and
-   death with its parent;
+   with new user, PID, mount, IPC, UTS, network and cgroup namespaces (and no
+   nested user namespace), a fresh ``/proc``, read-only system directories, no
+   capabilities, the syscall filter of :mod:`cleanroom.enclave.syscalls`, its own
+   session and death with its parent;
 4. ends the run by ending its PID namespace (SIGKILL to its init: the kernel then
    kills every process in it, ``setsid`` or not, before the init's exit is reported),
    and makes sure no process of the run's uid or control group is left;
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import IO
 
 from cleanroom.enclave.cgroups import CgroupLimits, CgroupUnavailable, RunCgroup, run_cgroups
+from cleanroom.enclave.syscalls import filter_fd as syscall_filter
 from cleanroom.errors import Error
 
 STAGE = Path("/run/cleanroom/stage")
@@ -241,10 +243,15 @@ def _stage(plan: RunPlan, root: Path) -> _Stage:
     return stage
 
 
-def _bwrap_argv(plan: RunPlan, stage: _Stage, info_fd: int, started_fd: int) -> list[str]:
+def _bwrap_argv(
+    plan: RunPlan, stage: _Stage, info_fd: int, started_fd: int, seccomp_fd: int
+) -> list[str]:
     argv = [
         system_tool("bwrap"),
         "--unshare-all",  # user, ipc, pid, net, uts, cgroup (and mount, always)
+        "--unshare-user",  # required, not "if it can" (it always can: bwrap is not root)
+        "--disable-userns",  # and no user namespace inside it (bubblewrap >= 0.8)
+        "--seccomp", str(seccomp_fd),  # the calls it may not make (enclave.syscalls)
         "--die-with-parent",
         "--new-session",
         "--cap-drop", "ALL",
@@ -397,22 +404,29 @@ class Supervisor:
 
     def _run(self, stage: _Stage, cgroup: RunCgroup | None) -> RunReport:
         plan, limits = self.plan, self.plan.limits
+        try:
+            seccomp = syscall_filter()
+        except (OSError, RuntimeError) as failure:  # no libseccomp: nothing runs
+            raise SupervisorError(f"cannot build the run's syscall filter: {failure}") from failure
         info_read, info_write = os.pipe()
         started_read, started_write = os.pipe()  # the function's interpreter says it ran
         ran = False
         started = time.monotonic()
-        process = subprocess.Popen(  # noqa: S603 - bubblewrap with our own argv
-            _bwrap_argv(plan, stage, info_write, started_write),
-            # Bubblewrap stays in the sandbox as its init, readable by the function's
-            # uid (/proc/1/environ): it gets nothing of the host's environment.
-            env={},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(info_write, started_write),
-            preexec_fn=_enter(plan, cgroup),  # this process has one thread: fork is safe
-            start_new_session=True,
-        )
+        try:
+            process = subprocess.Popen(  # noqa: S603 - bubblewrap with our own argv
+                _bwrap_argv(plan, stage, info_write, started_write, seccomp),
+                # Bubblewrap stays in the sandbox as its init, readable by the function's
+                # uid (/proc/1/environ): it gets nothing of the host's environment.
+                env={},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(info_write, started_write, seccomp),
+                preexec_fn=_enter(plan, cgroup),  # this process has one thread: fork is safe
+                start_new_session=True,
+            )
+        finally:
+            os.close(seccomp)  # bubblewrap has its own copy, or never started
         os.close(info_write)
         os.close(started_write)
         assert process.stdout is not None

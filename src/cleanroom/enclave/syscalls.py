@@ -1,0 +1,94 @@
+"""The system calls a confined function may not make: a seccomp filter for bubblewrap.
+
+The sandbox's namespaces, uid and capabilities decide what a function can *reach*; this
+filter decides how much of the *kernel* it can talk to. A hostile function's way out of
+every namespace is a kernel bug, and the bugs cluster in a few interfaces that no data
+function needs. Those calls fail with ``EPERM`` before the kernel parses their
+arguments; every other call is allowed (the runtimes' libraries, pandas, polars and
+DuckDB among them, keep working as in a default Docker container, whose profile denies
+the same interfaces).
+
+The program is built by libseccomp (through ``pyseccomp``) for this machine's
+architecture; a call made through another ABI (the 32-bit ``int 0x80`` entry on
+x86-64) does not match the architecture and kills the process. Bubblewrap loads it,
+with ``no_new_privs``, just before it executes the function's interpreter
+(``--seccomp FD``). Nested user namespaces are refused by bubblewrap itself
+(``--disable-userns``), so ``clone`` needs no argument filter here.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Mapping
+
+DENIED: Mapping[str, tuple[str, ...]] = {
+    # Kernel interfaces with a long record of privilege escalations, reachable without
+    # any capability, and of no use to a function that reads files and writes files.
+    "kernel surfaces with a record of escalations": (
+        "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "keyctl", "add_key", "request_key",
+        "bpf", "userfaultfd", "perf_event_open",
+    ),
+    # Its own processes only (PID namespace, one uid), but nothing a function needs.
+    "reaching into other processes": (
+        "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
+    ),
+    # What --disable-userns and the dropped capabilities refuse already: refused here
+    # before the kernel parses a mount or a namespace request.
+    "namespaces and mounts": (
+        "unshare", "setns", "mount", "umount2", "pivot_root", "chroot",
+        "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
+        "mount_setattr",
+    ),
+    # NUMA placement: denied to unprivileged containers by Docker's default profile.
+    "memory placement": (
+        "mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node",
+        "migrate_pages", "move_pages",
+    ),
+    # The machine's administration: each needs a capability the function does not have.
+    "administration of the machine": (
+        "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+        "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog",
+        "iopl", "ioperm", "lookup_dcookie", "open_by_handle_at", "uselib", "ustat",
+        "sysfs", "_sysctl", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+        "vhangup", "nfsservctl",
+    ),
+}  # fmt: skip
+"""Every denied call, by why. Each fails with ``EPERM``."""
+
+DENIED_ERRNO = errno.EPERM
+
+
+def denied_calls() -> list[str]:
+    """Every name in :data:`DENIED`, once."""
+    return sorted({name for names in DENIED.values() for name in names})
+
+
+def filter_fd() -> int:
+    """A file descriptor (a sealed memfd, at offset 0) holding the compiled filter, for
+    ``bwrap --seccomp FD``. The caller closes it once bubblewrap has started.
+
+    Raises ``OSError`` or ``RuntimeError`` when libseccomp is missing or refuses a rule:
+    the caller must then not run the function at all.
+    """
+    import pyseccomp  # loads libseccomp; only the supervisor (root) builds a filter
+
+    program = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    for name in denied_calls():
+        program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), name)
+    fd = os.memfd_create("cleanroom-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        with open(fd, "wb", closefd=False) as handle:
+            program.export_bpf(handle)  # libseccomp writes to the descriptor itself
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL,
+        )
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
