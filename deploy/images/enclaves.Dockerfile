@@ -26,13 +26,14 @@ ENV SOURCE_DATE_EPOCH=0 \
     DEBIAN_FRONTEND=noninteractive
 
 # cleanroom and its runtimes run on Python 3.11 (deadsnakes on Ubuntu 24.04); gcc and the
-# headers build the EGETKEY helper; socat is the entrypoint's relay (outside the enclave).
+# headers build the EGETKEY helper; socat is the entrypoint's relay (outside the enclave);
+# libseccomp is the run supervisor's (measured in the Worker image, as everything it loads).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends software-properties-common gnupg \
  && add-apt-repository -y ppa:deadsnakes/ppa \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-      python3.11 python3.11-venv python3.11-dev gcc libc6-dev socat \
+      python3.11 python3.11-venv python3.11-dev gcc libc6-dev socat libseccomp2 \
  && rm -rf /var/lib/apt/lists/*
 
 # A venv with a copy of the interpreter (not a link): Gramine starts it by this path.

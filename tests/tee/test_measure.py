@@ -140,21 +140,32 @@ def test_the_worker_image_holds_every_installed_runtime_byte_for_byte() -> None:
     assert "runtimes" not in measure("attester").manifest["config"]
 
 
+# What each image's processes do after importing their service: the Worker's run
+# supervisor builds the run's syscall filter (its library is imported only then).
+LATER = {"worker": "from cleanroom.enclave.syscalls import filter_fd; filter_fd();", "attester": ""}
+
+
 @pytest.mark.parametrize("image", ["worker", "attester"])
 def test_every_module_the_image_imports_is_measured(image: str) -> None:
-    """The image's service module, imported in a fresh process: every file it loaded,
-    source and bytecode, is in the list (no hand-kept list to drift)."""
+    """The image's service module, imported in a fresh process, and what its processes
+    do later: every file it loaded, source and bytecode, and every shared library it
+    mapped, is in the list (no hand-kept list to drift)."""
     service = {"worker": "worker_service", "attester": "attester_service"}[image]
     probe = (
         "import importlib, json, sys;"
         f"importlib.import_module('cleanroom.enclave.{service}');"
-        "print(json.dumps(sorted({f for m in list(sys.modules.values())"
-        " for f in (getattr(m, '__file__', None), getattr(m, '__cached__', None)) if f})))"
+        f"{LATER[image]}"
+        "loaded = [f for m in list(sys.modules.values())"
+        " for f in (getattr(m, '__file__', None), getattr(m, '__cached__', None)) if f];"
+        "maps = [line.split()[-1] for line in open('/proc/self/maps') if '.so' in line];"
+        "print(json.dumps(sorted({*loaded, *maps})))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = {os.path.realpath(path) for path in json.loads(done.stdout) if os.path.exists(path)}
     measured = {os.path.realpath(entry.path) for entry in image_files(image).files}
     assert loaded - measured == set()
+    if image == "worker":  # the filter's library is the image's
+        assert any("libseccomp.so" in path for path in measured)
 
 
 def test_each_image_holds_only_its_own_enclave_code() -> None:

@@ -47,11 +47,13 @@ BASE_GROUPS = ("interpreter", "stdlib", "packages", "cleanroom", "libraries", "r
 RUNTIME_GROUP_PREFIX = "runtime:"
 HASH_CHUNK = 1 << 20
 
-# Run by the image's own interpreter: import the service module, then say which
-# distributions its modules come from and which files the process has mapped.
+# Run by the image's own interpreter: import the service module (and what the image's
+# processes import later), then say which distributions its modules come from and
+# which files the process has mapped.
 PROBE = """
 import importlib, importlib.metadata, json, os, sys
-importlib.import_module(sys.argv[1])
+for module in sys.argv[1:]:
+    importlib.import_module(module)
 owners = importlib.metadata.packages_distributions()
 tops = {name.partition(".")[0] for name, module in list(sys.modules.items()) if module}
 distributions = sorted({dist for top in tops for dist in owners.get(top, ())})
@@ -159,6 +161,9 @@ class ImageDefinition:
     service: str  # the module its process runs (python -m ...)
     trusted: tuple[str, ...]  # glob patterns, relative to the cleanroom package
     runtimes: bool = False  # does the image run functions (and so hold the runtimes)?
+    # Modules its processes import later than the service's start (the Worker's run
+    # supervisor builds its syscall filter with pyseccomp): measured all the same.
+    also_imports: tuple[str, ...] = ()
 
 
 # -- finding the files ---------------------------------------------------------------------
@@ -209,11 +214,12 @@ def _compile(sources: Iterable[Path | str]) -> None:
 
 
 @cache
-def _probe(executable: str, module: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(distributions, mapped files) of a fresh ``executable`` that imported ``module``."""
+def _probe(executable: str, modules: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(distributions, mapped files) of a fresh ``executable`` that imported ``modules``."""
+    module = ", ".join(modules)
     try:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module
-            [executable, "-I", "-c", PROBE, module],
+        done = subprocess.run(  # noqa: S603 - our own interpreter and modules
+            [executable, "-I", "-c", PROBE, *modules],
             env=PROBE_ENVIRONMENT,
             capture_output=True,
             text=True,
@@ -346,7 +352,7 @@ def installed_layout(
     layout.add("stdlib", (path for directory in stdlib for path in _walk(directory, skip=outside)))
     layout.watched.update(stdlib)
 
-    distributions, mapped = _probe(str(executable), image.service)
+    distributions, mapped = _probe(str(executable), (image.service, *image.also_imports))
     closure = _distribution_closure(name for name in distributions if name != "cleanroom")
     with_own = list(closure)
     # cleanroom's own dist-info and .pth (its requirements are not the image's: the

@@ -111,6 +111,7 @@ WORKER = ImageDefinition(
         "enclave/runner.py",
         "enclave/supervisor.py",
         "enclave/cgroups.py",
+        "enclave/syscalls.py",
         "enclave/store.py",
         "enclave/uploads.py",
         "enclave/worker_service.py",
@@ -119,6 +120,7 @@ WORKER = ImageDefinition(
         "sql/**/*.py",
     ),
     runtimes=True,
+    also_imports=("pyseccomp",),  # the run supervisor's (enclave/syscalls.py)
 )
 
 ATTESTER = ImageDefinition(
