@@ -672,6 +672,48 @@ def test_a_call_through_another_abi_ends_the_function(
     assert received == {}
 
 
+def test_the_data_runtimes_libraries_work_under_the_filter(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """What the filter denies is nothing a data function needs: each library of the data
+    runtime does real work in the sandbox (threads, BLAS, DuckDB's and polars' own
+    thread pools, Arrow's allocator)."""
+    (workspace / "function" / "handler.py").write_text(textwrap.dedent("""
+        import pathlib
+
+        import duckdb, numpy, pandas, polars, pyarrow, pyarrow.compute, sklearn.linear_model
+
+        def run():
+            x = numpy.random.default_rng(1).normal(size=(2000, 8))
+            y = x @ numpy.arange(8.0)
+            fit = sklearn.linear_model.LinearRegression().fit(x, y)
+            frame = pandas.DataFrame(x).assign(y=y)
+            facts = [
+                round(float(fit.coef_[3]), 6),
+                int(duckdb.sql("select count(*) from frame where y > 0").fetchall()[0][0]),
+                int(polars.from_pandas(frame).filter(polars.col("y") > 0).height),
+                int(pyarrow.compute.sum(pyarrow.array(range(100))).as_py()),
+            ]
+            pathlib.Path("/work/outputs/output_1/facts.txt").write_text(repr(facts))
+    """))  # fmt: skip
+    received = Outputs()
+    result = run_function(
+        sandbox=room_sandbox,
+        runtime=installed_runtime("python3.11-data"),
+        workspace=workspace,
+        outputs=["output_1"],
+        handler="handler.run",
+        limits=Limits(memory_mib=1024, processes=256, cpu_s=60, timeout_s=60, disk_mib=16),
+        receive=received,
+        keep_log=True,
+    )
+    assert result.status == "succeeded", result.log.decode(errors="replace")[-2000:]
+    coefficient, duckdb_rows, polars_rows, total = eval(received["output_1/facts.txt"])  # noqa: S307
+    assert coefficient == 3.0
+    assert duckdb_rows == polars_rows > 0
+    assert total == 4950
+
+
 # -------------------------------------------------------------------- limits
 
 

@@ -4,13 +4,13 @@ The sandbox's namespaces, uid and capabilities decide what a function can *reach
 filter decides how much of the *kernel* it can talk to. A hostile function's way out of
 every namespace is a kernel bug, and the bugs cluster in a few interfaces that no data
 function needs. Those calls fail with ``EPERM`` before the kernel parses their
-arguments; every other call is allowed (the runtimes' libraries, pandas, polars and
-DuckDB among them, keep working as in a default Docker container, whose profile denies
-the same interfaces).
+arguments; every other call is allowed. Docker's default profile denies most of them
+to a container without capabilities too, and the runtimes' libraries (pandas, polars,
+pyarrow, DuckDB, scikit-learn) run under this filter in the tests.
 
 The program is built by libseccomp (through ``pyseccomp``) for this machine's
-architecture; a call made through another ABI (the 32-bit ``int 0x80`` entry on
-x86-64) does not match the architecture and kills the process. Bubblewrap loads it,
+architecture; a call made through another ABI (x32 numbers, or the 32-bit
+``int 0x80`` entry on x86-64) does not match it and kills the process. Bubblewrap loads it,
 with ``no_new_privs``, just before it executes the function's interpreter
 (``--seccomp FD``). Nested user namespaces are refused by bubblewrap itself
 (``--disable-userns``), so ``clone`` needs no argument filter here.
