@@ -32,7 +32,7 @@ from cleanroom.enclave.cgroups import CGROUP_ROOT, nice_weight
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import RunResult, Sandbox, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import wipe
-from cleanroom.enclave.supervisor import RUN_NICENESS, Limits
+from cleanroom.enclave.supervisor import MAX_OUTPUT_DEPTH, MAX_OUTPUT_NAME, RUN_NICENESS, Limits
 from cleanroom.sandbox_ids import SandboxIds
 from tests.reliability.report import record_path
 from tests.sandbox import confined, require_sandbox, sandbox_uid
@@ -212,6 +212,41 @@ def test_outputs_are_read_without_following_links(
             attempt,
             "left out: only regular files are sealed, walked by descriptor once the run ended",
         )
+
+
+def test_a_deep_or_long_named_output_tree_is_walked_within_bounds(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """1,500 nested directories would take the walk's recursion and descriptors past
+    their limits: the walk stops at MAX_OUTPUT_DEPTH, and names longer than
+    MAX_OUTPUT_NAME are left out; everything else is released as usual."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, f"""
+        top = "/work/outputs/output_1"
+        os.chdir(top)
+        for level in range(1, 1501):
+            os.mkdir("d")
+            os.chdir("d")
+            if level in ({MAX_OUTPUT_DEPTH}, {MAX_OUTPUT_DEPTH + 1}, 1500):
+                pathlib.Path(f"at-{{level}}.txt").write_text(str(level))
+        os.chdir(top)
+        long_directory = "/".join(["n" * 250] * 4)  # 1,003 bytes
+        os.makedirs(long_directory)
+        os.chdir(long_directory)
+        pathlib.Path("a" * 20).write_text("a name of 1,024 bytes")
+        pathlib.Path("b" * 21).write_text("a name of 1,025 bytes")
+        os.chdir(top)
+        pathlib.Path("top.txt").write_text("top")
+    """, outputs=received, disk_mib=64, keep_log=True)  # fmt: skip
+    assert result.status == "succeeded", result.log.decode(errors="replace")[-1500:]
+    within = "/".join(["d"] * MAX_OUTPUT_DEPTH)
+    longest = "/".join(["n" * 250] * 4) + "/" + "a" * 20
+    assert len(longest) == MAX_OUTPUT_NAME
+    assert sorted(received) == sorted([
+        "output_1/top.txt",
+        f"output_1/{within}/at-{MAX_OUTPUT_DEPTH}.txt",
+        f"output_1/{longest}",
+    ])  # fmt: skip
 
 
 def test_sysv_ipc_is_private_to_the_run(

@@ -363,6 +363,7 @@ class Supervisor:
         self.plan = plan
         self._parent = os.getppid()
         self.confinement: list[str] = []
+        self.reported = False  # the report line is out: what follows is the outputs
 
     def run(self, out: IO[bytes]) -> int:
         plan = self.plan
@@ -397,6 +398,7 @@ class Supervisor:
             report.status = report.limits_hit[0]
         out.write(report.to_json() + b"\n")
         out.flush()
+        self.reported = True
         if report.error is None:
             _write_outputs(stage.outputs, [] if report.outputs_withheld else plan.outputs, out)
         out.flush()
@@ -546,11 +548,18 @@ def _sandbox_init(info_read: int, deadline: float) -> int | None:
 
 
 READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # no FIFO blocks the walk
+# The walk holds a descriptor (and a generator frame) per level: bounded, a function's
+# 1,500 nested directories neither crash it nor exhaust its descriptors; a longer name
+# than any client's paths allow is no output either.
+MAX_OUTPUT_DEPTH = 32  # directories between an output's own and a file
+MAX_OUTPUT_NAME = 1024  # bytes of a file's name below its output, "/" included
 
 
 def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, int]]:
     """(relative name, open fd) of every regular file under each output, by descriptors:
-    no symlink is followed at any depth, and special files and links are left out."""
+    no symlink is followed at any depth, and special files and links are left out, as
+    are files deeper than :data:`MAX_OUTPUT_DEPTH` or named longer than
+    :data:`MAX_OUTPUT_NAME`."""
     root = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for output_id in sorted(output_ids):
@@ -560,8 +569,13 @@ def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, i
                 continue
             try:
                 walk = os.fwalk(".", dir_fd=top, follow_symlinks=False)
-                for directory, _dirs, files, dir_fd in walk:
+                for directory, directories, files, dir_fd in walk:
+                    if directory.count("/") >= MAX_OUTPUT_DEPTH:
+                        directories.clear()  # topdown: the walk goes no deeper
                     for name in sorted(files):
+                        relative = os.path.normpath(os.path.join(directory, name))
+                        if len(os.fsencode(relative)) > MAX_OUTPUT_NAME:
+                            continue
                         try:
                             fd = os.open(name, READ_NO_FOLLOW, dir_fd=dir_fd)
                         except OSError:
@@ -570,7 +584,6 @@ def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, i
                         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
                             os.close(fd)
                             continue
-                        relative = os.path.normpath(os.path.join(directory, name))
                         yield f"{output_id}/{relative}", fd
             finally:
                 os.close(top)
@@ -604,13 +617,18 @@ def _write_outputs(outputs: Path, output_ids: list[str], out: IO[bytes]) -> None
 def main() -> int:
     plan = RunPlan.from_json(sys.stdin.buffer.read())
     out = sys.stdout.buffer
+    supervisor = Supervisor(plan)
     try:
-        return Supervisor(plan).run(out)
+        return supervisor.run(out)
     except (SupervisorError, OSError) as error:
-        report = RunReport(status="failed", exit_code=None, seconds=0.0, error=str(error))
+        failure = str(error)
+    except Exception as error:  # noqa: BLE001 - a fault of this code: said, not a clean run
+        failure = f"the supervisor failed: {type(error).__name__}: {error}"
+    if not supervisor.reported:  # else the Worker finds the outputs' stream cut short
+        report = RunReport(status="failed", exit_code=None, seconds=0.0, error=failure)
         out.write(report.to_json() + b"\n")
         out.flush()
-        return 1
+    return 1
 
 
 if __name__ == "__main__":
