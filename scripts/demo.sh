@@ -9,8 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exec sudo -- "$0" "$@"
 fi
 
-# Functions run in bubblewrap (the sandbox) with util-linux's setpriv, unshare, mount,
-# in a runtime made from the system's python3.11.
+# Functions run in bubblewrap (the sandbox, with a syscall filter built by libseccomp)
+# with util-linux's setpriv, unshare, mount, in a runtime made from the system's python3.11.
 bash scripts/system-packages.sh bubblewrap util-linux mount libseccomp2
 if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
   bash scripts/system-packages.sh python3.11 python3.11-venv

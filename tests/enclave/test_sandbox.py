@@ -32,7 +32,13 @@ from cleanroom.enclave.cgroups import CGROUP_ROOT, nice_weight
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import RunResult, Sandbox, installed_runtime, run_function, sandbox
 from cleanroom.enclave.store import wipe
-from cleanroom.enclave.supervisor import MAX_OUTPUT_DEPTH, MAX_OUTPUT_NAME, RUN_NICENESS, Limits
+from cleanroom.enclave.supervisor import (
+    MAX_OUTPUT_DEPTH,
+    MAX_OUTPUT_NAME,
+    RUN_NICENESS,
+    Limits,
+    ToolMissing,
+)
 from cleanroom.sandbox_ids import SandboxIds
 from tests.reliability.report import record_path
 from tests.sandbox import confined, require_sandbox, sandbox_uid
@@ -857,7 +863,7 @@ def test_without_bubblewrap_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> Non
     require_sandbox()
 
     def missing(name: str) -> str:
-        raise runner.ToolMissing(name)
+        raise ToolMissing(name)
 
     monkeypatch.setattr(runner, "system_tool", missing)
     with pytest.raises(RunError) as caught:
@@ -870,7 +876,8 @@ def test_without_a_bubblewrap_that_can_disable_user_namespaces_nothing_runs(
     monkeypatch: pytest.MonkeyPatch, version: str | None
 ) -> None:
     require_sandbox()
-    assert runner._bubblewrap_version() >= runner.MIN_BUBBLEWRAP  # this host's: usable
+    installed = runner._bubblewrap_version()
+    assert installed is not None and installed >= runner.MIN_BUBBLEWRAP  # this host's: usable
     found = None if version is None else Version(version)
     monkeypatch.setattr(runner, "_bubblewrap_version", lambda: found)
     with pytest.raises(RunError) as caught:
