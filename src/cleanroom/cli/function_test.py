@@ -91,9 +91,9 @@ def function_test(
     ] = Path("test-outputs"),
 ) -> None:
     """Run DIRECTORY's handler on test data, in the same sandbox and runtime as a Worker
-    (bubblewrap: no network, /work layout, the limits), but without a TEE: nothing is
-    attested or encrypted. Prints what each output received, the resources used and the
-    function's own output; exits 1 unless the run succeeded."""
+    (bubblewrap: no network, the same syscall filter, /work layout, the limits), but
+    without a TEE: nothing is attested or encrypted. Prints what each output received,
+    the resources used and the function's own output; exits 1 unless the run succeeded."""
     from pydantic import ValidationError
 
     from cleanroom.client.access import parse_parameters
