@@ -353,6 +353,56 @@ def run():
         )  # fmt: skip
 
 
+KERNEL = """
+import ctypes, errno, json, os, pathlib
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def outcome(number, *args):
+    result = libc.syscall(ctypes.c_long(number), *args)
+    if result == 0 and number == 435:
+        os._exit(0)  # a child in a user namespace of its own
+    return "succeeded" if result >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+
+def run():
+    clone = (ctypes.c_uint64 * 11)(0x10000000, 0, 0, 0, 17)  # CLONE_NEWUSER, SIGCHLD
+    tried = {
+        "a user namespace (clone3)": outcome(435, ctypes.byref(clone), 88),
+        "a user namespace (unshare)": outcome(272, 0x10000000),
+        "io_uring": outcome(425, 8, ctypes.create_string_buffer(120)),
+        "the session keyring": outcome(250, 0, -3, 0),
+        "ptrace": outcome(101, 0, 0, 0, 0),
+    }
+    pathlib.Path("outputs/output_1/tried.json").write_text(json.dumps(tried))
+    top = "outputs/output_1"
+    os.chdir(top)
+    for _ in range(1500):  # deeper than the Worker's walk goes
+        os.mkdir("d")
+        os.chdir("d")
+    pathlib.Path("bottom.txt").write_text("left out")
+"""
+
+
+def test_the_kernel_is_out_of_reach_and_a_deep_tree_is_no_crash(
+    stack: LocalStack, alice: User, bob: User, bystander: str, tmp_path: Path
+) -> None:
+    flow.deploy(alice, bob, tmp_path, "hostile-kernel", KERNEL)
+    markers = flow.feed(alice, bob, tmp_path, "hostile-kernel")
+    state, receipt, seconds = flow.run(alice, "hostile-kernel")
+    assert state == "done" and receipt["status"] == "succeeded", receipt
+    files = flow.read(alice, "hostile-kernel", "output_1", tmp_path)
+    assert sorted(files) == ["tried.json"]  # the file 1,500 directories down: left out
+    tried = json.loads(files["tried.json"])
+    assert "succeeded" not in tried.values(), tried
+    contained(stack, markers)
+    record_case(
+        "kernel surface, 1,500 nested output directories", receipt, seconds,
+        f"refused: {', '.join(f'{call} ({verdict})' for call, verdict in tried.items())}; "
+        "the deep file left out",
+    )  # fmt: skip
+
+
 def test_the_compute_server_kept_serving_other_rooms(
     stack: LocalStack, alice: User, bob: User, bystander: str, tmp_path: Path
 ) -> None:
