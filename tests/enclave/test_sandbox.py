@@ -327,7 +327,10 @@ def test_no_network(workspace: Path, room_sandbox: Sandbox) -> None:
                 verdicts[host] = "connected"
             except OSError as error:
                 verdicts[host] = type(error).__name__
-        verdicts["interfaces"] = [name for _, name in socket.if_nameindex()]
+        # /proc/net is the reader's network namespace (netlink, if_nameindex's way, is
+        # not a family the function may open)
+        lines = pathlib.Path("/proc/net/dev").read_text().splitlines()[2:]
+        verdicts["interfaces"] = [line.split(":")[0].strip() for line in lines]
         pathlib.Path("/work/outputs/output_1/net.json").write_text(json.dumps(verdicts))
     """, outputs=received)  # fmt: skip
     thread.join()
@@ -616,6 +619,8 @@ REACHABLE_WITHOUT_FILTER = {
     "get_mempolicy": "239, None, None, 0, None, 0",
     "unshare": "272, 0x200",  # CLONE_FS: no namespace, allowed to anyone
     "process_vm_readv": "310, os.getpid(), vec, 1, vec, 1, 0",
+    "kcmp": "312, os.getpid(), os.getpid(), 0, 0, 0",  # KCMP_FILE: its fd 0 against itself
+    "name_to_handle_at": "303, -100, b'/tmp', handle, ctypes.byref(ctypes.c_int()), 0",
 }
 
 
@@ -631,6 +636,8 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         class Vec(ctypes.Structure):
             _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
         vec = ctypes.byref(Vec(ctypes.addressof(buffer), 16))
+        handle = ctypes.create_string_buffer(8 + 128)  # struct file_handle, 128 bytes free
+        ctypes.c_uint32.from_buffer(handle).value = 128
 
         def errno_of(number, *args):
             ctypes.set_errno(0)
@@ -673,6 +680,59 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     assert reachable == dict.fromkeys(REACHABLE_WITHOUT_FILTER, "EPERM")
     assert facts["getpid"] == "succeeded"  # everything else is allowed
     assert facts["self"] == facts["init"] == ["Seccomp:\t2"]  # filtered, both
+
+
+# (family, type, protocol) of socket(2), as the function passes them; "pair" for socketpair(2)
+HIGH = 1 << 32  # the kernel reads a family's low 32 bits; the filter sees all 64
+SOCKETS = {
+    "unix": (socket.AF_UNIX, socket.SOCK_STREAM, 0),
+    "inet": (socket.AF_INET, socket.SOCK_STREAM, 0),
+    "inet6": (socket.AF_INET6, socket.SOCK_DGRAM, 0),
+    "unix pair": ("pair", socket.AF_UNIX, socket.SOCK_STREAM, 0),
+    # Each of these is made (or refused by the kernel otherwise) without the filter:
+    "vsock": (40, socket.SOCK_STREAM, 0),  # not namespaced: the hypervisor's host
+    "netlink route": (16, socket.SOCK_RAW, 0),
+    "packet": (17, socket.SOCK_RAW, 0),  # EPERM without the filter (no CAP_NET_RAW)
+    "xdp": (44, socket.SOCK_RAW, 0),
+    "unix, a high bit set": (socket.AF_UNIX | HIGH, socket.SOCK_STREAM, 0),
+    "inet, a high bit set": (socket.AF_INET | HIGH, socket.SOCK_DGRAM, 0),
+    "vsock, the top bits set": (40 | 0xFFFF_FFFF << 32, socket.SOCK_STREAM, 0),
+    "unix pair, a high bit set": ("pair", socket.AF_UNIX | HIGH, socket.SOCK_STREAM, 0),
+    "netlink pair": ("pair", 16, socket.SOCK_RAW, 0),  # EOPNOTSUPP without the filter
+}
+ALLOWED_SOCKETS = {"unix", "inet", "inet6", "unix pair"}
+
+
+def test_sockets_only_in_the_families_it_needs(workspace: Path, room_sandbox: Sandbox) -> None:
+    """The network namespace confines the internet families, not ``AF_VSOCK`` (which
+    reaches the hypervisor's host from any namespace) nor netlink, packet and the other
+    families' kernel code: those fail as on a kernel without them, by exact number."""
+    calls = {
+        name: [x if isinstance(x, str) else int(x) for x in call] for name, call in SOCKETS.items()
+    }
+    received = Outputs()
+    result = run(workspace, room_sandbox, f"""
+        import ctypes, errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        pair = (ctypes.c_int * 2)()
+        made = {{}}
+        for name, call in {calls!r}.items():
+            ctypes.set_errno(0)
+            if call[0] == "pair":  # socketpair(family, type, protocol, fds)
+                number, arguments = 53, (*call[1:], pair)
+            else:
+                number, arguments = 41, call
+            family, *rest = arguments
+            if libc.syscall(ctypes.c_long(number), ctypes.c_long(family), *rest) >= 0:
+                made[name] = "made"
+            else:
+                made[name] = errno.errorcode.get(ctypes.get_errno(), "?")
+        pathlib.Path("/work/outputs/output_1/sockets.json").write_text(json.dumps(made))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    made = json.loads(received["output_1/sockets.json"])
+    assert made == {name: "made" if name in ALLOWED_SOCKETS else "EAFNOSUPPORT" for name in SOCKETS}
 
 
 def test_no_user_namespace_inside_the_sandbox(workspace: Path, room_sandbox: Sandbox) -> None:

@@ -14,6 +14,12 @@ architecture; a call made through another ABI (x32 numbers, or the 32-bit
 with ``no_new_privs``, just before it executes the function's interpreter
 (``--seccomp FD``). Nested user namespaces are refused by bubblewrap itself
 (``--disable-userns``), so ``clone`` needs no argument filter here.
+
+Sockets are filtered by address family (:data:`SOCKET_FAMILIES`). The network namespace
+confines the internet families to a loopback of the sandbox's own, but not every
+family is namespaced: ``AF_VSOCK`` reaches the hypervisor's host (or the guests) from
+any namespace, and netlink, packet and the rarer protocol families are kernel code that
+a data function never needs.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import socket
 from collections.abc import Mapping
 
 DENIED: Mapping[str, tuple[str, ...]] = {
@@ -34,6 +41,7 @@ DENIED: Mapping[str, tuple[str, ...]] = {
     # Its own processes only (PID namespace, one uid), but nothing a function needs.
     "reaching into other processes": (
         "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
+        "kcmp",  # compares kernel objects of two processes: an oracle of kernel pointers
     ),
     # What --disable-userns and the dropped capabilities refuse already: refused here
     # before the kernel parses a mount or a namespace request.
@@ -51,14 +59,27 @@ DENIED: Mapping[str, tuple[str, ...]] = {
     "administration of the machine": (
         "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
         "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog",
-        "iopl", "ioperm", "lookup_dcookie", "open_by_handle_at", "uselib", "ustat",
-        "sysfs", "_sysctl", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-        "vhangup", "nfsservctl",
+        "iopl", "ioperm", "lookup_dcookie", "name_to_handle_at", "open_by_handle_at",
+        "uselib", "ustat", "sysfs", "_sysctl", "settimeofday", "clock_settime",
+        "clock_adjtime", "adjtimex", "vhangup", "nfsservctl",
     ),
 }  # fmt: skip
 """Every denied call, by why. Each fails with ``EPERM``."""
 
 DENIED_ERRNO = errno.EPERM
+
+SOCKET_FAMILIES: Mapping[int, str] = {
+    socket.AF_UNIX: "AF_UNIX",  # multiprocessing, asyncio's self-pipe, joblib
+    socket.AF_INET: "AF_INET",  # the loopback of its own network namespace
+    socket.AF_INET6: "AF_INET6",
+}
+"""The address families a function may open sockets in. ``socket`` and ``socketpair`` in
+any other (``AF_VSOCK``, ``AF_NETLINK``, ``AF_PACKET``, ``AF_ALG``, ``AF_XDP``, TIPC, RDS,
+CAN, Bluetooth, …, or a family with bits beyond its 32) fail with ``EAFNOSUPPORT``, as on
+a kernel built without that family, which every program already handles."""
+
+SOCKET_ERRNO = errno.EAFNOSUPPORT
+SOCKET_CALLS = ("socket", "socketpair")
 
 
 def denied_calls() -> list[str]:
@@ -78,6 +99,18 @@ def filter_fd() -> int:
     program = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in denied_calls():
         program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), name)
+    # Libseccomp compares all 64 bits of the register, the kernel reads the family's low
+    # 32: every value but the allowed ones exactly must be refused, high bits included.
+    # So each family below the largest allowed one is refused by number, and everything
+    # from there up (any value with a high bit set among them) by one comparison.
+    above = max(SOCKET_FAMILIES) + 1
+    refused = [family for family in range(above) if family not in SOCKET_FAMILIES]
+    for name in SOCKET_CALLS:
+        for family in refused:
+            program.add_rule(
+                pyseccomp.ERRNO(SOCKET_ERRNO), name, pyseccomp.Arg(0, pyseccomp.EQ, family)
+            )
+        program.add_rule(pyseccomp.ERRNO(SOCKET_ERRNO), name, pyseccomp.Arg(0, pyseccomp.GE, above))
     fd = os.memfd_create("cleanroom-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(fd, "wb", closefd=False) as handle:
