@@ -37,6 +37,7 @@ DENIED: Mapping[str, tuple[str, ...]] = {
         "io_uring_setup", "io_uring_enter", "io_uring_register",
         "keyctl", "add_key", "request_key",
         "bpf", "userfaultfd", "perf_event_open",
+        "fanotify_init",  # open to unprivileged processes since Linux 5.13
     ),
     # Its own processes only (PID namespace, one uid), but nothing a function needs.
     "reaching into other processes": (
@@ -61,7 +62,8 @@ DENIED: Mapping[str, tuple[str, ...]] = {
         "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "syslog",
         "iopl", "ioperm", "lookup_dcookie", "name_to_handle_at", "open_by_handle_at",
         "uselib", "ustat", "sysfs", "_sysctl", "settimeofday", "clock_settime",
-        "clock_adjtime", "adjtimex", "vhangup", "nfsservctl",
+        "clock_adjtime", "adjtimex", "vhangup", "nfsservctl", "sethostname",
+        "setdomainname",
     ),
 }  # fmt: skip
 """Every denied call, by why. Each fails with ``EPERM``."""
