@@ -15,6 +15,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -962,12 +963,32 @@ def test_without_a_bubblewrap_that_can_disable_user_namespaces_nothing_runs(
 
 
 def test_without_libseccomp_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyseccomp loaded afresh on a host where no libseccomp is found."""
     require_sandbox()
-    monkeypatch.setattr(runner, "LIBSECCOMP", "libseccomp-missing.so.9")
+    import ctypes.util
+
+    find_library = ctypes.util.find_library
+    monkeypatch.setattr(
+        ctypes.util, "find_library", lambda name: None if name == "seccomp" else find_library(name)
+    )
+    monkeypatch.delitem(sys.modules, "pyseccomp", raising=False)
     with pytest.raises(RunError) as caught:
         sandbox(1 << 30)
     assert caught.value.check == "run-isolation"
-    assert "libseccomp" in str(caught.value.actual)
+    assert caught.value.actual == "the filter could not be built: Unable to find libseccomp"
+
+
+def test_a_libseccomp_that_refuses_a_rule_starts_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An older libseccomp that does not know a denied call (here: one that no
+    libseccomp knows) would leave it allowed: the Worker does not start."""
+    require_sandbox()
+    from cleanroom.enclave import syscalls
+
+    monkeypatch.setattr(syscalls, "DENIED", {**syscalls.DENIED, "unknown": ("no_such_call",)})
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.actual == "the filter could not be built: [Errno 22] Invalid argument"
 
 
 def test_without_root_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:

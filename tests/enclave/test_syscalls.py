@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
 
+import pyseccomp  # a dependency, over the system's libseccomp: the Worker needs both
 import pytest
 
-pyseccomp = pytest.importorskip("pyseccomp", reason="libseccomp is not installed")
-
-from cleanroom.enclave.syscalls import DENIED, denied_calls, filter_fd  # noqa: E402
+from cleanroom.enclave import supervisor
+from cleanroom.enclave.supervisor import Limits, RunPlan, Supervisor, SupervisorError
+from cleanroom.enclave.syscalls import DENIED, denied_calls, filter_fd
 
 
 def test_every_denied_call_exists_on_this_architecture() -> None:
@@ -36,3 +39,26 @@ def test_the_program_is_handed_over_sealed_and_from_its_start() -> None:
             os.pwrite(fd, b"\0" * 8, 0)
     finally:
         os.close(fd)
+
+
+def test_a_run_whose_filter_cannot_be_built_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The supervisor builds the filter before anything else of the run: if libseccomp
+    fails it then (after the Worker's start checked it), bubblewrap is never started."""
+
+    def broken() -> int:
+        raise OSError("libseccomp refused a rule")
+
+    started: list[object] = []
+    monkeypatch.setattr(supervisor, "syscall_filter", broken)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
+    plan = RunPlan(
+        function_dir=str(tmp_path), inputs_dir=str(tmp_path), parameters=str(tmp_path / "p"),
+        outputs=["output_1"], handler="handler.run", interpreter="/usr/bin/python3",
+        runtime_roots=[], uid=1 << 30, stage=str(tmp_path / "stage"),
+        limits=Limits(memory_mib=64, processes=8, cpu_s=1, timeout_s=1, disk_mib=1),
+    )  # fmt: skip
+    with pytest.raises(SupervisorError, match="cannot build the run's syscall filter"):
+        Supervisor(plan)._run(stage=None, cgroup=None)  # type: ignore[arg-type]
+    assert started == []

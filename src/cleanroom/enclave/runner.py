@@ -19,7 +19,6 @@ closed otherwise: there is no unconfined mode.
 from __future__ import annotations
 
 import base64
-import ctypes
 import os
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import IO, Protocol
 
 from packaging.version import InvalidVersion, Version
 
+from cleanroom.enclave import syscalls
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.supervisor import (
     RUN_NICENESS,
@@ -45,7 +45,6 @@ from cleanroom.enclave.supervisor import (
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
 TOOLS = ("bwrap", "unshare", "setpriv", "mount", "nice")  # from the system's directories only
-LIBSECCOMP = "libseccomp.so.2"
 MIN_BUBBLEWRAP = Version("0.8")  # the first with --disable-userns (Debian 12 has 0.8.0)
 
 
@@ -132,12 +131,13 @@ def sandbox(uid: int) -> Sandbox:
             f"bubblewrap {version or 'of an unknown version'}",
             "the function cannot be confined here; refusing to run it",
         )
-    if not _have_libseccomp():
+    problem = _syscall_filter_problem()
+    if problem is not None:
         raise RunError(
             "run-isolation",
-            f"{LIBSECCOMP}, to deny the function the kernel calls it may not make "
-            "(Debian: libseccomp2)",
-            f"no {LIBSECCOMP}",
+            "the run's syscall filter, built by libseccomp with every rule of "
+            "enclave.syscalls (Debian: libseccomp2)",
+            problem,
             "the function cannot be confined here; refusing to run it",
         )
     if os.geteuid() != 0:
@@ -303,13 +303,15 @@ def _bubblewrap_version() -> Version | None:
         return None
 
 
-def _have_libseccomp() -> bool:
-    """Whether the supervisor can build a run's syscall filter (enclave.syscalls)."""
+def _syscall_filter_problem() -> str | None:
+    """Why this host cannot build the filter each run's supervisor builds (no
+    libseccomp, or one that refuses a rule, e.g. a call newer than it), or None: the
+    same build, once at the start, so that a Worker that could run nothing never starts."""
     try:
-        ctypes.CDLL(LIBSECCOMP)
-    except OSError:
-        return False
-    return True
+        os.close(syscalls.filter_fd())
+    except (ImportError, OSError, RuntimeError) as error:  # pyseccomp: no libseccomp
+        return f"the filter could not be built: {error}"
+    return None
 
 
 def _have(tool: str) -> bool:

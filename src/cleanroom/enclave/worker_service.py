@@ -290,10 +290,12 @@ def _assignment(argv: list[str]) -> list[str] | None:
     A spare holds nothing of any room: its key is made, and its spec and bundle read,
     only after assignment, exactly as a Worker started for the room would.
     """
-    # What uvicorn loads when it starts, and the simulated platform (only the simulated
-    # backend keeps spares): now, not on deploy.
+    # What uvicorn loads when it starts, the simulated platform (only the simulated
+    # backend keeps spares) and the syscall filter's library (the sandbox's check
+    # builds the filter): now, not on deploy.
     for module in (
         "cleanroom.insecure.simulated",
+        "pyseccomp",
         "uvloop",
         "httptools",
         "uvicorn.loops.auto",
