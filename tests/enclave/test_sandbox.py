@@ -343,6 +343,53 @@ def test_no_network(workspace: Path, room_sandbox: Sandbox) -> None:
     assert received_bytes == []
 
 
+def test_names_resolve_as_on_a_machine_of_its_own(workspace: Path, room_sandbox: Sandbox) -> None:
+    """Libraries that serve themselves on ``localhost`` (Dask, Spark, a test server) and
+    those that ask who runs them (``pwd``) work: the sandbox's /etc names only its own
+    loopback, hostname and user, none of the host's, and no name goes to a resolver."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        import getpass, grp, pwd, socket, threading
+        facts = {}
+        for host in ("localhost", socket.gethostname(), "metadata.google.internal",
+                     "example.com"):
+            try:
+                facts[host] = sorted({info[4][0] for info in socket.getaddrinfo(host, 80)})
+            except socket.gaierror as error:  # no such name, not "the resolver failed"
+                facts[host] = "EAI_NONAME" if error.errno == socket.EAI_NONAME else str(error)
+        facts["localhost, IPv6"] = socket.getaddrinfo("localhost", 80, socket.AF_INET6)[0][4][0]
+        for name in ("localhost", socket.gethostname()):  # served and reached by name
+            with socket.create_server((name, 0)) as server:
+                port = server.getsockname()[1]
+                reply = threading.Thread(target=lambda: server.accept()[0].sendall(b"hello"))
+                reply.start()
+                with socket.create_connection((name, port), timeout=5) as client:
+                    facts[f"served on {name}"] = client.recv(5).decode()
+                reply.join()
+        user = pwd.getpwuid(os.getuid())
+        facts["user"] = [user.pw_name, user.pw_dir, getpass.getuser()]
+        facts["group"] = grp.getgrgid(os.getgid()).gr_name
+        facts["users"] = [entry.pw_name for entry in pwd.getpwall()]
+        facts["fqdn"] = socket.getfqdn()
+        pathlib.Path("/work/outputs/output_1/names.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/names.json"])
+    assert facts.pop("localhost") == ["127.0.0.1"]
+    assert facts.pop("localhost, IPv6") == "::1"
+    assert facts.pop("cleanroom") == ["127.0.1.1"]  # its hostname, on its own loopback
+    # Answered from its files alone: a resolver asked would have failed (EAI_AGAIN).
+    assert facts.pop("metadata.google.internal") == facts.pop("example.com") == "EAI_NONAME"
+    assert facts == {
+        "served on localhost": "hello",
+        "served on cleanroom": "hello",
+        "user": ["cleanroom", "/tmp", "cleanroom"],  # its home is the sandbox's own /tmp
+        "group": "cleanroom",
+        "users": ["cleanroom", "nobody"],  # no host accounts
+        "fqdn": "cleanroom",
+    }
+
+
 def test_devices_are_only_the_harmless_ones(workspace: Path, room_sandbox: Sandbox) -> None:
     received = Outputs()
     result = run(workspace, room_sandbox, """

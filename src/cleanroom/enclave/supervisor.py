@@ -83,12 +83,27 @@ module_name, _, attribute = sys.argv[1].rpartition(".")
 getattr(importlib.import_module(module_name), attribute)()
 """
 
-# What every interpreter needs of the host, read-only. /etc gives only the dynamic
-# linker's cache and the time zone: no users, no hosts, no certificates.
+# What every interpreter needs of the host, read-only. Of the host's /etc only the
+# dynamic linker's cache and the time zone: none of its users, hosts or certificates.
 SYSTEM_BINDS = ("/usr",)
 SYSTEM_LINKS = (("usr/bin", "/bin"), ("usr/sbin", "/sbin"), ("usr/lib", "/lib"),
                 ("usr/lib64", "/lib64"), ("usr/lib32", "/lib32"))  # fmt: skip
 ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime")
+
+HOSTNAME = USER = "cleanroom"
+# The sandbox's own names, written for each run: its loopback and hostname, its one user
+# (the room's uid; every other owner shows as the overflow id, nobody), and files as the
+# only source, so that no name is ever sent to a resolver. Libraries that serve
+# themselves on localhost (Dask, Spark, test servers) and those that ask who runs them
+# (pwd, getpass) then work as on a machine of their own.
+ETC_OWN = {
+    # As Debian names a machine: its hostname on a loopback address of its own.
+    "hosts": f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n::1\tlocalhost ip6-localhost\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
+    "passwd": f"{USER}:x:{{uid}}:{{uid}}:{USER}:/tmp:/usr/sbin/nologin\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": f"{USER}:x:{{uid}}:\nnogroup:x:65534:\n",
+}
 
 # Precedence when several limits were hit: the one that ended the run comes first.
 LIMIT_ORDER = ("timeout", "cpu", "memory", "disk", "processes")
@@ -205,6 +220,10 @@ class _Stage:
         return self.root / "parameters.json"
 
     @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
     def rw(self) -> Path:
         return self.root / "rw"
 
@@ -228,6 +247,10 @@ def _stage(plan: RunPlan, root: Path) -> _Stage:
     _mount("-o", "bind,ro", plan.inputs_dir, str(stage.inputs))
     stage.parameters.write_bytes(Path(plan.parameters).read_bytes())
     stage.parameters.chmod(0o444)
+    stage.etc.mkdir()
+    for name, text in ETC_OWN.items():
+        (stage.etc / name).write_text(text.format(uid=plan.uid))
+        (stage.etc / name).chmod(0o444)
     stage.rw.mkdir(mode=0o700)
     owner = plan.uid
     _mount(
@@ -255,7 +278,7 @@ def _bwrap_argv(
         "--die-with-parent",
         "--new-session",
         "--cap-drop", "ALL",
-        "--hostname", "cleanroom",
+        "--hostname", HOSTNAME,
         "--info-fd", str(info_fd),
     ]  # fmt: skip
     for path in [*SYSTEM_BINDS, *plan.runtime_roots]:
@@ -266,6 +289,8 @@ def _bwrap_argv(
     for path in ETC_FILES:
         if Path(path).exists():
             argv += ["--ro-bind", path, path]
+    for name in ETC_OWN:
+        argv += ["--ro-bind", str(stage.etc / name), f"/etc/{name}"]
     argv += [
         "--proc", "/proc",
         "--dev", "/dev",
@@ -284,7 +309,7 @@ def _bwrap_argv(
         "--setenv", "TMPDIR", "/tmp",  # noqa: S108
         "--setenv", "PATH", "/usr/bin:/bin",
         "--setenv", "LANG", "C.UTF-8",
-        "--setenv", "USER", "cleanroom",
+        "--setenv", "USER", USER,
         plan.interpreter, "-I", "-c", BOOTSTRAP, plan.handler, str(started_fd),
     ]  # fmt: skip
     return argv
