@@ -670,6 +670,7 @@ REACHABLE_WITHOUT_FILTER = {
     "kcmp": "312, os.getpid(), os.getpid(), 0, 0, 0",  # KCMP_FILE: its fd 0 against itself
     "name_to_handle_at": "303, -100, b'/tmp', handle, ctypes.byref(ctypes.c_int()), 0",
     "fanotify_init": "300, 0x200, 0",  # FAN_REPORT_FID: what an unprivileged user may ask
+    "personality": "135, 0x0040000",  # ADDR_NO_RANDOMIZE: its next program without ASLR
 }
 
 

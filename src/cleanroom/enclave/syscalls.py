@@ -51,6 +51,11 @@ DENIED: Mapping[str, tuple[str, ...]] = {
         "open_tree", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
         "mount_setattr",
     ),
+    # Execution domains: flags that lay out the programs it starts without ASLR, with
+    # readable memory executable, or with page zero mapped (the lever of NULL-pointer
+    # kernel exploits). Docker allows the query and the Linux domains only; no data
+    # runtime asks either, so the call is refused whole, the query included.
+    "layout of the programs it starts": ("personality",),
     # NUMA placement: denied to unprivileged containers by Docker's default profile.
     "memory placement": (
         "mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node",
