@@ -7,6 +7,8 @@ that nothing was sent or accepted.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -18,8 +20,9 @@ from cleanroom.attestation import AttestationError
 from cleanroom.cli.main import main
 from cleanroom.client.errors import ServerError
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import b64u, from_b64u
+from cleanroom.protocol.encoding import b64u, canonical, from_b64u
 from cleanroom.protocol.framing import decode_frames, encode_frames
+from cleanroom.protocol.manifest import input_salt
 from tests.adversarial.proxy import Message, TamperingProxy
 from tests.auth import dpop
 from tests.e2e.conftest import User
@@ -570,6 +573,88 @@ def test_a_tampered_receipt_is_refused(alice: User, proxy: TamperingProxy, finis
 
     proxy.on_response = on_path("/receipt", json_change(tamper, response=True))
     refused(lambda: alice.client.receipt(finished), "receipt-signature")
+
+
+def _relayed(proxy: TamperingProxy) -> tuple[bytes, set[bytes]]:
+    """Everything the Controller relayed (requests and answers), and every 32-byte value
+    written in base64url in its JSON: what it could try as a salt."""
+    seen = b"\n".join(part for m in proxy.seen for part in (m.body, m.response))
+    found: set[bytes] = {bytes(32)}
+
+    def strings(value: object) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    for message in proxy.seen:
+        for part in (message.body, message.response):
+            try:
+                document = json.loads(part)
+            except ValueError:
+                continue  # record frames: their payload is encrypted
+            for text in strings(document):
+                if len(text) == 43:
+                    with contextlib.suppress(CheckFailed):
+                        found.add(from_b64u(text, "salt", size=32))
+    return seen, found
+
+
+def _guesses(kind: str, object_id: str, files: dict[str, bytes], salts: set[bytes]) -> set[str]:
+    """The digests of every manifest of ``files`` (of an ``input`` or an ``output``) that
+    the Controller can write: in either version of the format, without a salt or with
+    any it has seen."""
+    listed = {
+        name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in files.items()
+    }
+    manifest_type = "upload" if kind == "input" else "output"
+    digests = set()
+    for version in ("v1", "v2"):
+        base = {"type": f"cleanroom/{manifest_type}-manifest/{version}", kind: object_id}
+        for salt in [None, *salts]:
+            manifest = {**base, "files": listed}
+            if salt is not None:
+                manifest["salt"] = b64u(salt)
+            digests.add(hashlib.sha256(canonical(manifest)).hexdigest())
+    return digests
+
+
+def test_what_the_controller_relays_confirms_no_guess_of_the_data(
+    alice: User, bob: User, tmp_path: Path, proxy: TamperingProxy, finished: str
+) -> None:
+    """The status and the receipts name each input and output by a digest, and the
+    Controller relays them in the clear. Unsalted, the digest of an output such as
+    ``{"overlap": 1, "k": 3}`` (whose names and format the function's code tells) would
+    give the result away to whoever tries the few values it can take. Each manifest
+    holds a salt that only the parties and the Worker see, so even a right guess of
+    every input and output is confirmed by nothing the Controller relays."""
+    outputs = {}
+    for user, output_id in ((alice, "output_1"), (bob, "output_2")):
+        result = user.client.download(finished, output_id, tmp_path / output_id)
+        outputs[output_id] = {name: (result.directory / name).read_bytes() for name in result.files}
+    alice.client.status(finished)  # the signed status names each input's digest too
+    relayed, salts = _relayed(proxy)
+    inputs = {"input_1": b"a@x\nb@x\n", "input_2": b"b@x\nc@x\n"}  # the fixture's
+    receipt = alice.client.receipt(finished).receipt
+    for input_id, data in inputs.items():
+        assert receipt["inputs"][input_id]["sha256"].encode() in relayed  # it sees each
+        guesses = _guesses("input", input_id, {"emails.csv": data}, salts)
+        assert not {g for g in guesses if g.encode() in relayed}, input_id
+    for output_id, files in outputs.items():
+        assert receipt["outputs"][output_id]["sha256"].encode() in relayed
+        guesses = _guesses("output", output_id, files, salts)
+        assert not {g for g in guesses if g.encode() in relayed}, output_id
+    # The guess the Controller cannot make: with the uploader's salt, the digest is the
+    # receipt's (so the reconstruction above is the right one).
+    salt = input_salt(alice.client.profile.user_key, receipt["work_id"], "input_1")
+    right = _guesses("input", "input_1", {"emails.csv": inputs["input_1"]}, {salt})
+    assert receipt["inputs"]["input_1"]["sha256"] in right
 
 
 # --------------------------------------------------------------- access

@@ -4,13 +4,15 @@ names the records carry (they come from the Worker, through the Controller)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cleanroom.client.rooms import CleanRoomClient, TransferError, _input_files
+from cleanroom.client.rooms import CleanRoomClient, TransferError, VerifiedReceipt, _input_files
+from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.records import RecordSender
@@ -87,3 +89,46 @@ def test_a_download_writes_only_inside_its_directory(tmp_path: Path, name: str) 
         f"record {name!r}",
         f"refused: {caught.value.check}; nothing written",
     )
+
+
+def _output_manifest(**changes: object) -> bytes:
+    manifest: dict[str, object] = {
+        "type": "cleanroom/output-manifest/v2",
+        "output": "output_1",
+        "salt": b64u(bytes(range(32))),
+        "files": {"overlap.json": {"size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()}},
+    }
+    manifest.update(changes)
+    return canonical({k: v for k, v in manifest.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"salt": None},  # as v1 wrote it: its digest would confirm a guess of the output
+        {"salt": b64u(bytes(16))},
+        {"salt": "not base64url!"},
+        {"type": "cleanroom/output-manifest/v1"},
+        {"output": "output_2"},
+        {"extra": 1},
+    ],
+    ids=["no-salt", "short-salt", "bad-salt", "v1", "other-output", "extra-field"],
+)
+def test_an_output_manifest_the_receipt_signed_must_still_be_a_salted_v2_one(
+    changes: dict[str, object],
+) -> None:
+    """The receipt's digest matches (a Worker signed exactly this manifest), yet a
+    manifest whose digest does not hide the data is refused before anything is kept."""
+
+    def signed(manifest: bytes) -> Any:  # a receipt that names exactly this manifest
+        digest = hashlib.sha256(manifest).hexdigest()
+        return VerifiedReceipt({"outputs": {"output_1": {"sha256": digest}}}, None)  # type: ignore[arg-type]
+
+    files = {"overlap.json": {"size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()}}
+    client: Any = CleanRoomClient.__new__(CleanRoomClient)
+    good = _output_manifest()
+    assert client._check_output(signed(good), "output_1", good, files)  # as the Worker sends it
+    changed = _output_manifest(**changes)
+    with pytest.raises(TransferError) as caught:
+        client._check_output(signed(changed), "output_1", changed, files)
+    assert caught.value.check == "output-manifest"

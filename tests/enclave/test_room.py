@@ -25,10 +25,11 @@ from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.acks import open_ack
 from cleanroom.protocol.bundle import function_id, pack
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError, ProtocolError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki, user_id
+from cleanroom.protocol.manifest import SALT_BYTES, UPLOAD_MANIFEST_TYPE
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import (
@@ -104,8 +105,9 @@ def session(room: CleanRoom, user: ec.EllipticCurvePrivateKey, purpose: Any) -> 
 def manifest(input_id: str, files: dict[str, bytes]) -> bytes:
     return canonical(
         {
-            "type": "cleanroom/upload-manifest/v1",
+            "type": UPLOAD_MANIFEST_TYPE,
             "input": input_id,
+            "salt": b64u(bytes(SALT_BYTES)),  # a client's own choice: any 32 bytes
             "files": {
                 n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
                 for n, d in files.items()

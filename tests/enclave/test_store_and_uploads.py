@@ -11,7 +11,8 @@ import pytest
 from cleanroom.enclave.errors import StoreError, UploadError
 from cleanroom.enclave.store import MAX_CHUNK, SealedStore, wipe
 from cleanroom.enclave.uploads import MANIFEST_TYPE, Upload
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.manifest import SALT_BYTES
 from tests.reliability.report import record_path
 
 SECRET = b"alice@example.com,1984-01-01\n" * 1000
@@ -105,6 +106,7 @@ def manifest(files: dict[str, bytes], input_id: str = "input_1") -> bytes:
         {
             "type": MANIFEST_TYPE,
             "input": input_id,
+            "salt": b64u(bytes(SALT_BYTES)),
             "files": {
                 name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                 for name, data in files.items()
@@ -242,3 +244,38 @@ def test_manifest_entry_with_extra_fields_is_refused_and_erased(
         send(Upload(store, "input_1", "alice"), FILES, json.dumps(listed).encode())
     assert caught.value.check == "manifest-format"
     assert list((tmp_path / "sealed").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "salt",
+    [
+        None,  # the v1 manifest: no salt, so its digest confirms a guess of the data
+        "",
+        b64u(bytes(SALT_BYTES - 1)),  # too short to hide a guess
+        b64u(bytes(SALT_BYTES + 1)),
+        b64u(bytes(SALT_BYTES)) + "=",  # padded: two texts of one manifest
+        "A" * 42 + "B",  # non-canonical bits: two encodings of one salt
+        1234,
+    ],
+    ids=["missing", "empty", "short", "long", "padded", "non-canonical", "number"],
+)
+def test_a_manifest_without_a_salt_of_32_bytes_is_refused_and_erased(
+    store: SealedStore, tmp_path: Path, salt: object
+) -> None:
+    listed = json.loads(manifest(FILES))
+    if salt is None:
+        del listed["salt"]
+    else:
+        listed["salt"] = salt
+    with pytest.raises(UploadError) as caught:
+        send(Upload(store, "input_1", "alice"), FILES, json.dumps(listed).encode())
+    assert caught.value.check == "manifest-format"
+    assert store.objects("input_1") == []
+    assert list((tmp_path / "sealed").iterdir()) == []
+
+
+def test_the_v1_manifest_is_refused(store: SealedStore) -> None:
+    listed = json.loads(manifest(FILES))
+    listed["type"] = "cleanroom/upload-manifest/v1"
+    with pytest.raises(UploadError, match="manifest-format"):
+        send(Upload(store, "input_1", "alice"), FILES, json.dumps(listed).encode())

@@ -25,6 +25,7 @@ from cleanroom.protocol.framing import encode_frames
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki, sign
+from cleanroom.protocol.manifest import SALT_BYTES, UPLOAD_MANIFEST_TYPE
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
 from tests.fuzz.conftest import BUDGETS, fuzz, json_values, mutated, mutated_document
@@ -96,8 +97,9 @@ def session(enclave: Deployment, purpose: Any) -> SessionKeys:
 
 def upload_manifest(files: dict[str, bytes] = FILES) -> dict[str, Any]:
     return {
-        "type": "cleanroom/upload-manifest/v1",
+        "type": UPLOAD_MANIFEST_TYPE,
         "input": "input_1",
+        "salt": b64u(bytes(SALT_BYTES)),
         "files": {
             n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()
         },

@@ -26,6 +26,7 @@ from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.framing import FrameDecoder, encode_frames
 from cleanroom.protocol.handshake import ClientHandshake, SeenNonces, respond
 from cleanroom.protocol.keys import load_spki, sign
+from cleanroom.protocol.manifest import SALT_BYTES
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import UploadPurpose, WorkSpec
 from tests.fuzz.conftest import (
@@ -353,6 +354,7 @@ def _manifest(files: dict[str, bytes]) -> dict[str, Any]:
     return {
         "type": MANIFEST_TYPE,
         "input": "input_1",
+        "salt": b64u(bytes(SALT_BYTES)),
         "files": {
             n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()
         },
@@ -502,7 +504,7 @@ def test_manifest_entries_are_exact(tmp_path: Path, entry: dict[str, Any]) -> No
     store = SealedStore(tmp_path / "sealed")
     job = Upload(store, "input_1", "alice")
     job.feed("input_1/f", True, b"x")
-    manifest = {"type": MANIFEST_TYPE, "input": "input_1", "files": {"f": entry}}
+    manifest = {**_manifest({}), "files": {"f": entry}}
     with pytest.raises(CheckFailed) as caught:
         job.feed(f"input_1/{MANIFEST_NAME}", True, canonical(manifest))
     assert caught.value.check in {"manifest-size", "manifest-sha256"}

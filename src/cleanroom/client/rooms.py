@@ -51,13 +51,18 @@ from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.manifest import (
+    OUTPUT_MANIFEST_TYPE,
+    UPLOAD_MANIFEST_TYPE,
+    check_salt,
+    encoded_salt,
+    input_salt,
+)
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
 from cleanroom.protocol.status import NONCE_BYTES, verify_status
 
-UPLOAD_MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
-OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
 MANIFEST_NAME = ".manifest"
 UPLOADS_FILE = "uploads.json"
 
@@ -219,6 +224,7 @@ class _Upload:
 
     keys: SessionKeys
     input_id: str
+    salt: bytes  # the manifest's: protocol.manifest.input_salt
     files: list[tuple[str, Path]]
     progress: Progress | None
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -244,7 +250,12 @@ class _Upload:
                         break
                     chunk = following
             listed[relative] = {"size": size, "sha256": digest.hexdigest()}
-        self.manifest = {"type": UPLOAD_MANIFEST_TYPE, "input": self.input_id, "files": listed}
+        self.manifest = {
+            "type": UPLOAD_MANIFEST_TYPE,
+            "input": self.input_id,
+            "salt": encoded_salt(self.salt),
+            "files": listed,
+        }
         yield sender.seal_framed(
             f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True
         )
@@ -530,7 +541,8 @@ class CleanRoomClient:
                 compute, room, spec, UploadPurpose(op="upload", input=input_id)
             )
             self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
-            upload = _Upload(keys, input_id, files, progress)
+            salt = input_salt(self.profile.user_key, spec.work_id, input_id)
+            upload = _Upload(keys, input_id, salt, files, progress)
             answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
         ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
@@ -776,10 +788,17 @@ class CleanRoomClient:
             raise TransferError("output-manifest", "JSON", "not JSON", str(error)) from error
         if (
             not isinstance(manifest, dict)
-            or manifest.get("type") != OUTPUT_MANIFEST_TYPE
-            or manifest.get("output") != output_id
+            or set(manifest) != {"type", "output", "salt", "files"}
+            or manifest["type"] != OUTPUT_MANIFEST_TYPE
+            or manifest["output"] != output_id
         ):
             raise TransferError("output-manifest", OUTPUT_MANIFEST_TYPE, manifest, "bad manifest")
+        try:
+            check_salt(manifest["salt"], "output-manifest")
+        except MessageFormatError as error:  # the digest then confirms guesses: refuse it
+            raise TransferError(
+                "output-manifest", error.expected, error.actual, f"bad salt: {error.message}"
+            ) from error
         listed = manifest["files"]
         if not isinstance(listed, dict) or set(listed) != set(files):
             raise TransferError("output-files", sorted(listed), sorted(files), "files differ")

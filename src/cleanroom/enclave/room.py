@@ -37,6 +37,7 @@ from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, unpack
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.handshake import AcceptedHandshake
+from cleanroom.protocol.manifest import OUTPUT_MANIFEST_TYPE, encoded_salt, output_salt
 from cleanroom.protocol.receipt import MAX_EXIT_CODE, run_receipt
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
@@ -45,7 +46,6 @@ from cleanroom.runtimes import Runtime
 
 P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
 
-OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v1"
 LOG_FILE = "function.log"
 PARAMETERS_FILE = "parameters.json"
 BUNDLE_OBJECT = "_function/bundle.tar"  # no input or output id starts with "_"
@@ -97,6 +97,9 @@ class CleanRoom:
         self._used: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
         self._outputs: dict[str, tuple[str, list[StoredObject]]] = {}
+        # Each output's manifest salt (protocol.manifest): its digest in the receipt and
+        # the status commits to the files without letting the Controller test guesses.
+        self._output_salts = {output_id: output_salt() for output_id in worker.spec.outputs}
         self._uploading: set[str] = set()
         self._state = "collecting"  # -> running -> done | failed; any -> deleted
         self._lock = threading.RLock()
@@ -261,7 +264,8 @@ class CleanRoom:
                 )
             for output_id in sorted(spec.outputs):
                 files = sorted(received[output_id], key=lambda stored: stored.name)
-                self._outputs[output_id] = (self._manifest_digest(output_id, files), files)
+                digest = self._manifest_digest(output_id, self._output_salts[output_id], files)
+                self._outputs[output_id] = (digest, files)
             if spec.logs is not None:
                 self._add_log(spec.logs, result.log)
         except BaseException as error:
@@ -321,21 +325,23 @@ class CleanRoom:
         stored = writer.close()
         self._store.record(stored)
         files = [*self._outputs[output_id][1], stored]
-        self._outputs[output_id] = (self._manifest_digest(output_id, files), files)
+        salt = self._output_salts[output_id]
+        self._outputs[output_id] = (self._manifest_digest(output_id, salt, files), files)
 
     @staticmethod
-    def _manifest(output_id: str, files: list[StoredObject]) -> dict[str, Any]:
+    def _manifest(output_id: str, salt: bytes, files: list[StoredObject]) -> dict[str, Any]:
         prefix = output_id + "/"
         return {
             "type": OUTPUT_MANIFEST_TYPE,
             "output": output_id,
+            "salt": encoded_salt(salt),
             "files": {
                 f.name.removeprefix(prefix): {"size": f.size, "sha256": f.sha256} for f in files
             },
         }
 
-    def _manifest_digest(self, output_id: str, files: list[StoredObject]) -> str:
-        return hashlib.sha256(canonical(self._manifest(output_id, files))).hexdigest()
+    def _manifest_digest(self, output_id: str, salt: bytes, files: list[StoredObject]) -> str:
+        return hashlib.sha256(canonical(self._manifest(output_id, salt, files))).hexdigest()
 
     # ------------------------------------------------------------- download
 
@@ -377,7 +383,7 @@ class CleanRoom:
                 yield seal(stored.name, previous, False)
                 previous = chunk
             yield seal(stored.name, previous, True)
-        manifest = canonical(self._manifest(output_id, files))
+        manifest = canonical(self._manifest(output_id, self._output_salts[output_id], files))
         yield seal(f"{output_id}/{MANIFEST_NAME}", manifest, True)
 
     # --------------------------------------------------------------- status

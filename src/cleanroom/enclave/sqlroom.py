@@ -38,6 +38,7 @@ from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError
 from cleanroom.protocol.framing import encode_frames
 from cleanroom.protocol.handshake import AcceptedHandshake
+from cleanroom.protocol.manifest import output_salt
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
     QUERY_REQUEST_TYPE,
@@ -68,6 +69,7 @@ class SqlRun:
     files: list[StoredObject] = field(default_factory=list)
     receipt: tuple[dict[str, Any], bytes] | None = None
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    salt: bytes = field(default_factory=output_salt)  # its output's manifest's
 
 
 class SqlRoom(CleanRoom):
@@ -264,8 +266,9 @@ class SqlRoom(CleanRoom):
             output={
                 "id": plan.output,
                 "format": "csv" if plan.dp is not None else plan.format,
-                "sha256": self._manifest_digest(plan.output, self._named(plan.output, run))
-                if status == "succeeded" else None,
+                "sha256": self._manifest_digest(
+                    plan.output, run.salt, self._named(plan.output, run)
+                ) if status == "succeeded" else None,
             },
             rules=list(plan.rules),
             rows={"released": released, "suppressed": suppressed},
@@ -391,7 +394,7 @@ class SqlRoom(CleanRoom):
                 yield sender.seal(shown.name, previous, final=False)
                 previous = chunk
             yield sender.seal(shown.name, previous, final=True)
-        manifest = canonical(self._manifest(output_id, self._named(output_id, run)))
+        manifest = canonical(self._manifest(output_id, run.salt, self._named(output_id, run)))
         yield sender.seal(f"{output_id}/{MANIFEST_NAME}", manifest, final=True)
 
     # ------------------------------------------------------------- receipts

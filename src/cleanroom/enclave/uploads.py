@@ -3,13 +3,14 @@
 Objects arrive as record-stream objects named ``<input id>/<relative path>``; the
 last object is ``<input id>/.manifest``::
 
-    {"type": "cleanroom/upload-manifest/v1", "input": id,
+    {"type": "cleanroom/upload-manifest/v2", "input": id, "salt": b64u(32 bytes),
      "files": {relative path: {"size": n, "sha256": hex}}}
 
 The Worker accepts the input only when the files it stored are exactly those of
 the manifest, with those sizes and digests; the input's digest for the run
-receipt is SHA-256(JCS(manifest)). Anything else aborts the upload and erases
-what it stored.
+receipt is SHA-256(JCS(manifest)), which the uploader's secret salt keeps from
+confirming a guess of the data (:mod:`cleanroom.protocol.manifest`). Anything else
+aborts the upload and erases what it stored.
 
 An upload of an input the Worker already has (a retry after a lost
 acknowledgement) is checked the same way but stores nothing (``keep=False``): only
@@ -29,8 +30,9 @@ from cleanroom.enclave.errors import UploadError
 from cleanroom.enclave.store import SealedStore, SealedWriter, StoredObject, check_object_name
 from cleanroom.protocol.encoding import canonical, sha256
 from cleanroom.protocol.errors import ProtocolError
+from cleanroom.protocol.manifest import UPLOAD_MANIFEST_TYPE, check_salt
 
-MANIFEST_TYPE = "cleanroom/upload-manifest/v1"
+MANIFEST_TYPE = UPLOAD_MANIFEST_TYPE
 MANIFEST_NAME = ".manifest"
 MAX_MANIFEST = 1 << 20
 MAX_NAME_BYTES = 255
@@ -160,12 +162,18 @@ class Upload:
             raise self._fail("manifest-format", "JSON", "bytes", str(error)) from error
         if (
             not isinstance(manifest, dict)
-            or set(manifest) != {"type", "input", "files"}
+            or set(manifest) != {"type", "input", "salt", "files"}
             or manifest["type"] != MANIFEST_TYPE
             or manifest["input"] != self._input_id
             or not isinstance(manifest["files"], dict)
         ):
             raise self._fail("manifest-format", MANIFEST_TYPE, str(manifest)[:200], "bad manifest")
+        try:
+            check_salt(manifest["salt"], "manifest-salt")
+        except ProtocolError as error:
+            raise self._fail(
+                "manifest-format", error.expected, error.actual, f"bad salt: {error.message}"
+            ) from error
         listed: dict[str, Any] = manifest["files"]
         if set(listed) != set(self._stored):
             raise self._fail(
