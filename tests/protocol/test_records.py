@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cleanroom.protocol.errors import ProtocolError, RecordError, ReplayError
-from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
+from cleanroom.protocol.records import (
+    MAX_PLAINTEXT,
+    PATH_BLOCK,
+    RecordReceiver,
+    RecordSender,
+    path_aad,
+)
 
 KEY = bytes([0xEE]) * 32
 SESSION = "Xl5eXl5eXl5eXl5eXl5eXg"
@@ -32,8 +39,10 @@ def test_first_record_vector() -> None:
     )
     frame = sender.seal(PATH, b"hello", final=True)
     assert frame.hex() == (
-        "000000000000000000000000010010696e7075745f312f646174612e637376"
-        "b401adc92f05578cc583218651876c8ba0302b416a"
+        "000000000000000000000000010050b8035ffedb013002ae1a9acd3e0c1b95b4"
+        "dd313e744c98791d06e2470e65265aa30ef973fe3ae81ae739324d00797b7f1b"
+        "23e6f4480aaa680c4591334c6bd9d229e0645d50061ea716d4849f5ca8a758b4"
+        "01adc92f05578cc583218651876c8ba0302b416a"
     )
 
 
@@ -108,12 +117,81 @@ def test_any_changed_byte_is_refused(offset: int) -> None:
         receive([bytes(frame)])
 
 
+def _split(frame: bytes) -> tuple[bytes, bytes, bytes]:
+    """(clear header, sealed path, sealed body) of a frame."""
+    length = int.from_bytes(frame[13:15], "big")
+    return frame[:15], frame[15 : 15 + length], frame[15 + length :]
+
+
 def test_record_moved_to_another_object_is_refused() -> None:
-    frame = stream(b"payload", path="input_1/a")[0]
-    moved = frame.replace(b"input_1/a", b"input_1/b")
+    """The body of a record of ``input_1/b`` under the sealed path of ``input_1/a`` (the
+    same counter and place: only the object differs)."""
+    header, path_a, _body_a = _split(stream(b"payload", path="input_1/a")[0])
+    _header, _path_b, body_b = _split(stream(b"payload", path="input_1/b")[0])
     with pytest.raises(RecordError) as caught:
-        receive([moved])
+        receive([header + path_a + body_b])
     assert caught.value.check == "record-authentication"
+
+
+def test_a_relay_sees_no_path_and_only_its_length_in_blocks() -> None:
+    """The names of the files (an uploader's, a function's ``region=Tokyo/…``) are sealed:
+    not in the frame, and paths of lengths within one block give frames of one length."""
+    frames = {
+        path: stream(b"x", path=path)[0] for path in ("o/region=Tokyo.csv", "o/b", "o/" + "c" * 40)
+    }
+    for path, frame in frames.items():
+        assert path.encode() not in frame
+        assert b"Tokyo" not in frame and b"region" not in frame
+    assert len({len(frame) for frame in frames.values()}) == 1
+    longer = stream(b"x", path="o/" + "d" * 80)[0]
+    assert len(longer) == len(frames["o/b"]) + PATH_BLOCK
+
+
+def test_a_changed_sealed_path_is_refused() -> None:
+    frame = bytearray(stream(b"payload")[0])
+    frame[20] ^= 0x01  # inside the sealed path
+    with pytest.raises(RecordError) as caught:
+        receive([bytes(frame)])
+    assert caught.value.check == "record-authentication"
+
+
+def test_a_sealed_path_from_another_record_is_refused() -> None:
+    """Its nonce is the record's counter: a path sealed for record 0 does not open in
+    record 1, though both are of the same object."""
+    first, second = stream(b"1", b"2")
+    header_0, path_0, body_0 = _split(first)
+    header_1, _path_1, body_1 = _split(second)
+    receiver = RecordReceiver(KEY, SESSION)
+    receiver.open(header_0 + path_0 + body_0)
+    with pytest.raises(RecordError) as caught:
+        receiver.open(header_1 + path_0 + body_1)
+    assert caught.value.check == "record-authentication"
+
+
+def _padded(path: str) -> bytes:
+    encoded = path.encode()
+    block = len(encoded).to_bytes(2, "big") + encoded
+    return block + bytes(-len(block) % PATH_BLOCK)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        _padded(PATH)[:-1] + b"\x01",  # a padding byte that is not zero
+        _padded(PATH) + bytes(PATH_BLOCK),  # a block of zeros too many
+        bytes(PATH_BLOCK),  # the one padding of an empty path
+        _padded("a" * 1025),  # one byte over the longest path
+    ],
+    ids=["not-zeros", "a-block-too-many", "empty", "too-long"],
+)
+def test_a_path_padded_any_other_way_is_refused(block: bytes) -> None:
+    """Authentic (sealed under the key), yet not the one padding of a path."""
+    sealed = AESGCM(KEY).encrypt(bytes(3) + b"\x01" + bytes(8), block, path_aad(SESSION, 0, True))
+    header, _path, body = _split(stream(b"payload")[0])
+    header = header[:13] + len(sealed).to_bytes(2, "big")
+    with pytest.raises(RecordError) as caught:
+        receive([header + sealed + body])
+    assert caught.value.check == "record-frame"
 
 
 def test_record_from_another_session_is_refused() -> None:
@@ -143,5 +221,5 @@ def test_arbitrary_frames_give_only_record_errors(frame: bytes) -> None:
 def test_over_long_path_in_a_frame_is_refused() -> None:
     frame = bytearray(stream(b"x")[0])
     frame[13:15] = (2000).to_bytes(2, "big")
-    with pytest.raises(RecordError, match="path of <= 1024"):
+    with pytest.raises(RecordError, match="bad path"):
         RecordReceiver(KEY, SESSION).open(bytes(frame) + bytes(2000))

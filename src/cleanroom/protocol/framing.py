@@ -13,11 +13,11 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from cleanroom.protocol.errors import RecordError
-from cleanroom.protocol.records import MAX_PATH, MAX_PLAINTEXT
+from cleanroom.protocol.records import MAX_PLAINTEXT, MAX_SEALED_PATH
 
 MEDIA_TYPE = "application/vnd.cleanroom.frames"
-# counter u64 ‖ index u32 ‖ final u8 ‖ path length u16 ‖ path ‖ ciphertext ‖ tag
-MAX_FRAME = 8 + 4 + 1 + 2 + MAX_PATH + MAX_PLAINTEXT + 16
+# counter u64 ‖ index u32 ‖ final u8 ‖ sealed path length u16 ‖ sealed path ‖ ciphertext ‖ tag
+MAX_FRAME = 8 + 4 + 1 + 2 + MAX_SEALED_PATH + MAX_PLAINTEXT + 16
 _LENGTH = struct.Struct(">I")
 
 
