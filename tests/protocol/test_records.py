@@ -168,8 +168,8 @@ def test_a_sealed_path_from_another_record_is_refused() -> None:
     assert caught.value.check == "record-authentication"
 
 
-def _padded(path: str) -> bytes:
-    encoded = path.encode()
+def _padded(path: str | bytes) -> bytes:
+    encoded = path.encode() if isinstance(path, str) else path
     block = len(encoded).to_bytes(2, "big") + encoded
     return block + bytes(-len(block) % PATH_BLOCK)
 
@@ -181,8 +181,9 @@ def _padded(path: str) -> bytes:
         _padded(PATH) + bytes(PATH_BLOCK),  # a block of zeros too many
         bytes(PATH_BLOCK),  # the one padding of an empty path
         _padded("a" * 1025),  # one byte over the longest path
+        _padded(b"input_1/\xff.csv"),  # not UTF-8
     ],
-    ids=["not-zeros", "a-block-too-many", "empty", "too-long"],
+    ids=["not-zeros", "a-block-too-many", "empty", "too-long", "not-utf8"],
 )
 def test_a_path_padded_any_other_way_is_refused(block: bytes) -> None:
     """Authentic (sealed under the key), yet not the one padding of a path."""
