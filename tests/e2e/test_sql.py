@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from cleanroom.insecure.localstack import LocalStack
+from cleanroom.protocol.encoding import canonical
 from tests.e2e.test_cli_flow import configured
 from tests.e2e.test_runtimes import require_data_runtime
 
@@ -86,12 +87,13 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
         rows = list(csv.reader(handle))
     expected = sorted((r, s, str(n)) for (r, s), n in cells.items() if n >= 10)
     assert [tuple(row) for row in rows[1:]] == expected
-    receipt = json.loads(alice("query", "sql-flow", "--name", "crosstab", "--json").stdout)
-    assert receipt["rows"] == {
+    shown = json.loads(alice("query", "sql-flow", "--name", "crosstab", "--json").stdout)
+    assert shown["detail"]["rows"] == {
         "released": len(expected),
         "suppressed": sum(1 for n in cells.values() if n < 10),
     }
-    assert receipt["query"]["name"] == "crosstab"
+    assert shown["receipt"]["query"] == {"name": "crosstab"}
+    assert shown["receipt"]["detail"] == hashlib.sha256(canonical(shown["detail"])).hexdigest()
 
     raw = alice("query", "sql-flow", "SELECT email_sha256 FROM input_1", ok=False)
     assert raw.returncode == 1 and "aggregation.dimension_columns" in raw.stderr

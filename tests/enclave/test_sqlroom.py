@@ -29,12 +29,13 @@ from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.simulated import SimulatedPlatform
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import AccessDenied
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
+    open_detail,
     query_request,
     verify_budget,
     verify_query_receipt,
@@ -122,21 +123,24 @@ def query(
     sql: str | None = None,
     parameters: dict[str, Any] | None = None,
     epsilon: float | None = None,
-) -> tuple[dict[str, Any], list[list[str]]]:
-    """Run one query; its verified receipt and the rows its recipient downloads."""
+) -> tuple[dict[str, Any], dict[str, Any], list[list[str]]]:
+    """Run one query; its verified receipt, the detail sealed to its runner, and the
+    rows its recipient downloads."""
     keys = session(room, user, RunPurpose(op="run"))
     request = query_request(name=name, parameters=parameters, sql=sql, epsilon=epsilon)
     frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
         QUERY_RECORD, canonical(request), final=True
     )
     number = room.begin_query(keys.session_id, frame)
-    receipt, signature = room.execute_query(number)
+    room.execute_query(number)
+    receipt, signature, sealed = room.run_receipt(number)
     verify_query_receipt(
         receipt, signature, worker_key=load_spki(room.worker.worker_key_spki, "worker_key"),
         spec=room.worker.spec, run=number,
     )  # fmt: skip
+    detail = open_detail(keys, sealed, receipt)
     if receipt["status"] != "succeeded":
-        return receipt, [[str(room.runs[number].detail)]]
+        return receipt, detail, [[str(room.runs[number].detail)]]
     keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1", run=number))
     receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
     received = {p: d for p, _i, _f, d in map(receiver.open, room.download(keys.session_id))}
@@ -144,7 +148,7 @@ def query(
     manifest = received.pop("output_1/.manifest")
     assert hashlib.sha256(manifest).hexdigest() == receipt["output"]["sha256"]
     rows = list(csv.reader(io.StringIO(received["output_1/data.csv"].decode())))
-    return receipt, rows
+    return receipt, detail, rows
 
 
 def test_each_kind_of_room_refuses_the_other_kinds_spec(
@@ -169,27 +173,53 @@ def room(tmp_path: Path, confinement: Sandbox) -> SqlRoom:
 
 
 def test_a_named_query_releases_only_rows_over_the_threshold(room: SqlRoom) -> None:
-    receipt, rows = query(room, ALICE, name="by_segment", parameters={"skip": "none"})
+    receipt, detail, rows = query(room, ALICE, name="by_segment", parameters={"skip": "none"})
     assert rows == [["region", "segment", "customers"], ["east", "business", "15"],
                     ["east", "retail", "15"]]  # fmt: skip
     # north has 2 and 2, tiny has 1: three rows suppressed and counted.
-    assert receipt["rows"] == {"released": 2, "suppressed": 3}
-    assert receipt["query"]["name"] == "by_segment"
+    assert detail["rows"] == {"released": 2, "suppressed": 3}
+    assert receipt["query"] == {"name": "by_segment"}
     assert (
-        receipt["query"]["sha256"]
+        detail["query"]["sha256"]
         == hashlib.sha256(
             room.worker.spec.sql.queries["by_segment"].text.encode()  # type: ignore[union-attr]
         ).hexdigest()
     )
-    assert receipt["query"]["parameters"] == {"skip": "none"}
+    assert detail["query"]["parameters"] == {"skip": "none"}
     assert "input_1: aggregation, at least 3 distinct email" in receipt["rules"]
     assert receipt["privacy"] == {}
 
 
 def test_grouping_by_a_high_cardinality_column_is_suppressed(room: SqlRoom) -> None:
-    receipt, rows = query(room, ALICE, sql="SELECT zip, COUNT(*) AS n FROM input_1 GROUP BY zip")
+    _receipt, detail, rows = query(
+        room, ALICE, sql="SELECT zip, COUNT(*) AS n FROM input_1 GROUP BY zip"
+    )
     assert rows == [["zip", "n"]]  # every zip code holds one customer
-    assert receipt["rows"] == {"released": 0, "suppressed": 40}
+    assert detail["rows"] == {"released": 0, "suppressed": 40}
+
+
+def test_what_the_controller_relays_of_a_query_names_no_parameter_digest_or_count(
+    room: SqlRoom,
+) -> None:
+    """The Worker's answer for a query run's receipt is what the Controller relays (and
+    can ask for itself): the signed receipt and the detail sealed to the runner. Neither
+    may show the analyst's parameters, the digest of the query's text (an ad-hoc
+    query's, confirmed by a guess) or the rows released and suppressed (about the
+    data); the runner alone opens them, and they are the ones the receipt commits to."""
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    for name, sql, parameters in (("by_segment", None, {"skip": "zzretailzz"}),
+                                  (None, text, None)):  # fmt: skip
+        receipt, detail, _rows = query(room, ALICE, name=name, sql=sql, parameters=parameters)
+        document, signature, sealed = room.run_receipt(receipt["run"])
+        relayed = json.dumps(
+            {"receipt": document, "signature": b64u(signature), "detail": b64u(sealed)}
+        ).encode()
+        hidden = [detail["query"]["sha256"], "released", "suppressed", "parameters", "skip",
+                  "zzretailzz", "sha256\": \"" + detail["query"]["sha256"]]  # fmt: skip
+        assert not [h for h in hidden if h.encode() in relayed], name
+        assert canonical(detail) not in sealed and b"zzretailzz" not in sealed
+        assert detail["rows"]["released"] + (detail["rows"]["suppressed"] or 0) > 0
+        assert document["query"] == {"name": name}
 
 
 def test_raw_rows_are_refused_with_the_rule_named(room: SqlRoom) -> None:
@@ -311,12 +341,12 @@ def test_dp_spends_the_budget_and_refuses_when_it_is_gone(
     upload(room, ALICE, "input_1", alice_csv())
     upload(room, BOB, "input_2", bob_csv())
     text = "SELECT region, COUNT(*) AS n, AVG(spend) AS mean FROM input_1 GROUP BY region"
-    first, rows = query(room, ALICE, sql=text)
+    first, first_detail, rows = query(room, ALICE, sql=text)
     assert first["privacy"]["input_1"] == {"spent": 1.0, "left": 1.0, "budget": 2.0}
-    assert first["rows"]["suppressed"] is None  # not private: not reported
+    assert first_detail["rows"]["suppressed"] is None  # not private: not reported
     assert rows[0] == ["region", "n", "mean"]
     # A differencing pair: the second query costs ε too, and the budget ends there.
-    second, _rows = query(
+    second, _detail, _rows = query(
         room, ALICE, sql=text.replace("GROUP BY", "WHERE region <> 'tiny' GROUP BY")
     )
     assert second["privacy"]["input_1"]["left"] == 0.0

@@ -3,20 +3,28 @@ purposes and receipts of a SQL room."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import pytest
 
-from cleanroom.protocol.encoding import canonical
-from cleanroom.protocol.errors import AccessDenied, BindingError, MessageFormatError
+from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.errors import AccessDenied, BindingError, MessageFormatError, RecordError
+from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.keys import load_spki, spki
 from cleanroom.protocol.query_receipt import (
+    DETAIL_RECORD,
     budget_statement,
+    detail_digest,
+    open_detail,
+    query_detail,
     query_receipt,
+    seal_detail,
     sign,
     verify_budget,
     verify_query_receipt,
 )
+from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, WorkSpec, authorize
 from tests.protocol.fixtures import ALICE_ID, BOB_ID, MALLORY_ID, SPEC_DOCUMENT, fixed_key
 
@@ -80,14 +88,22 @@ def test_run_and_download_purposes_of_a_sql_room() -> None:
         DownloadPurpose(op="download", output="output_1", run=0)
 
 
+def detail(**changes: Any) -> dict[str, Any]:
+    document = query_detail(
+        run=2, salt=bytes(range(32)), sha256="00" * 32, parameters={"region": "Tokyo"},
+        rows={"released": 4, "suppressed": 1},
+    )  # fmt: skip
+    document.update(changes)
+    return document
+
+
 def receipt(**changes: Any) -> dict[str, Any]:
     document = query_receipt(
-        SQL_SPEC, run=2, query={"name": "overlap", "sha256": "00" * 32, "parameters": {}},
+        SQL_SPEC, run=2, query={"name": "overlap"},
         by=ALICE_ID, inputs={"input_1": (ALICE_ID, "11" * 32), "input_2": (BOB_ID, "22" * 32)},
         output={"id": "output_1", "format": "csv", "sha256": "33" * 32},
         rules=["input_1: aggregation, at least 10 distinct email", "input_2: list"],
-        rows={"released": 4, "suppressed": 1}, privacy={}, status="succeeded",
-        started=10, finished=12,
+        detail=detail(), privacy={}, status="succeeded", started=10, finished=12,
     )  # fmt: skip
     document.update(changes)
     return document
@@ -100,7 +116,7 @@ def test_query_receipt_checks() -> None:
     with pytest.raises(BindingError) as caught:
         verify_query_receipt(good, sign(WORKER, good), worker_key=public, spec=SQL_SPEC, run=3)
     assert caught.value.check == "receipt-run"
-    forged = receipt(rows={"released": 4, "suppressed": 0})
+    forged = receipt(detail=detail_digest(detail(rows={"released": 4, "suppressed": 0})))
     with pytest.raises(Exception) as failed:
         verify_query_receipt(forged, sign(WORKER, good), worker_key=public, spec=SQL_SPEC, run=2)
     assert getattr(failed.value, "check", "") == "receipt-signature"
@@ -161,3 +177,152 @@ def test_a_query_receipt_not_of_my_data_names_the_digest_it_holds() -> None:
         verify_query_receipt(good, sign(WORKER, good), worker_key=public, spec=SQL_SPEC, run=2,
                              own_inputs={"input_1": "44" * 32})  # fmt: skip
     assert (caught.value.expected, caught.value.actual) == ("44" * 32, "11" * 32)
+
+
+# ------------------------------------------------------------- the sealed detail
+
+KEYS = SessionKeys("Xl5eXl5eXl5eXl5eXl5eXg", bytes([1]) * 32, bytes([2]) * 32, bytes(32))
+
+
+def test_query_detail_vector() -> None:
+    """docs/protocol.md's vector: the detail's exact bytes and the receipt's digest."""
+    assert canonical(detail()) == (
+        b'{"query":{"parameters":{"region":"Tokyo"},"sha256":"' + b"00" * 32 + b'"},'
+        b'"rows":{"released":4,"suppressed":1},"run":2,'
+        b'"salt":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8",'
+        b'"type":"cleanroom/query-detail/v1"}'
+    )
+    assert receipt()["detail"] == (
+        "376f3c3e0e34b162ee2267eb1dc1ff2a20462bf487e839b46bfd01889e14c269"
+    )
+
+
+def test_the_receipt_relayed_in_the_clear_holds_no_parameter_digest_or_count() -> None:
+    """What the Controller sees of a query run is the receipt: the query's name, but
+    not its parameters, its text's digest or the rows released and suppressed."""
+    relayed = canonical(receipt())
+    for hidden in (b"Tokyo", b"00" * 32, b"released", b"suppressed", b"parameters"):
+        assert hidden not in relayed
+    assert b'"query":{"name":"overlap"}' in relayed
+
+
+def test_the_runner_opens_the_detail_the_receipt_signed() -> None:
+    opened = open_detail(KEYS, seal_detail(KEYS, detail()), receipt())
+    assert opened == detail()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"salt": b64u(bytes(32))},  # another salt: the one committed to is the Worker's
+        {"rows": {"released": 4, "suppressed": 0}},
+        {"query": {"sha256": "00" * 32, "parameters": {"region": "Osaka"}}},
+        {"query": {"sha256": "11" * 32, "parameters": {"region": "Tokyo"}}},
+        {"run": 3},
+    ],
+    ids=["salt", "rows", "parameters", "text", "run"],
+)
+def test_a_detail_the_receipt_does_not_commit_to_is_refused(changes: dict[str, Any]) -> None:
+    """Sealed by the Worker under this session, but not what the receipt signed."""
+    with pytest.raises(BindingError) as caught:
+        open_detail(KEYS, seal_detail(KEYS, detail(**changes)), receipt())
+    assert caught.value.check == "query-detail"
+    assert caught.value.expected == receipt()["detail"]
+
+
+def test_a_detail_not_sealed_in_this_session_is_refused() -> None:
+    """Only the runner's session key opens it: a relay can neither forge one, take
+    another session's, nor change a byte (every such frame fails authentication)."""
+    frame = bytearray(seal_detail(KEYS, detail()))
+    frame[-20] ^= 1
+    other = SessionKeys("AAAAAAAAAAAAAAAAAAAAAA", KEYS.client_to_worker, bytes([3]) * 32,
+                        bytes(32))  # fmt: skip
+    for forged in (bytes(frame), seal_detail(other, detail())):
+        with pytest.raises(RecordError) as caught:
+            open_detail(KEYS, forged, receipt())
+        assert caught.value.check == "record-authentication"
+    # The runner's own direction of the session is not the Worker's either.
+    mirrored = SessionKeys(KEYS.session_id, KEYS.worker_to_client, KEYS.client_to_worker,
+                           bytes(32))  # fmt: skip
+    with pytest.raises(RecordError):
+        open_detail(KEYS, seal_detail(mirrored, detail()), receipt())
+
+
+def test_a_sealed_record_that_is_not_a_detail_is_refused() -> None:
+    data = canonical(detail())
+    other_path = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+        "output_1/.manifest", data, final=True
+    )
+    with pytest.raises(BindingError) as caught:
+        open_detail(KEYS, other_path, receipt())
+    assert (caught.value.check, caught.value.actual) == ("query-detail", "output_1/.manifest")
+    not_final = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+        DETAIL_RECORD, data, final=False
+    )
+    with pytest.raises(RecordError) as cut:
+        open_detail(KEYS, not_final, receipt())
+    assert cut.value.check == "record-truncated"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"salt": "short"},
+        {"salt": b64u(bytes(32)) + "="},
+        {"rows": {"released": -1, "suppressed": 0}},
+        {"rows": {"released": True, "suppressed": 0}},
+        {"rows": {"released": 1}},
+        {"query": {"sha256": "00" * 32}},
+        {"query": {"sha256": 5, "parameters": {}}},
+        {"type": "cleanroom/query-detail/v0"},
+        {"extra": 1},
+    ],
+    ids=["salt-short", "salt-padded", "rows-negative", "rows-boolean", "rows-missing",
+         "query-no-parameters", "query-sha256-number", "type", "extra-field"],
+)  # fmt: skip
+def test_a_malformed_detail_is_refused_even_when_committed_to(bad: dict[str, Any]) -> None:
+    """A Worker's bug, not a relay's doing (the receipt commits to it): still refused."""
+    document = detail(**bad)
+    with pytest.raises(MessageFormatError) as caught:
+        open_detail(KEYS, seal_detail(KEYS, document), receipt(detail=detail_digest(document)))
+    assert caught.value.check == "query-detail"
+
+
+def test_a_detail_in_other_bytes_than_committed_is_refused() -> None:
+    """The commitment is to the canonical bytes: the same JSON spaced otherwise fails."""
+    spaced = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+        DETAIL_RECORD, canonical(detail()).replace(b",", b", "), final=True
+    )
+    with pytest.raises(BindingError) as caught:
+        open_detail(KEYS, spaced, receipt())
+    assert caught.value.check == "query-detail"
+    # Committed to, but not canonical: two readers could parse it two ways (a repeated
+    # key is the first one's to one parser, the last one's to another).
+    twice = canonical(detail())[:-1] + b',"rows":{"released":0,"suppressed":0}}'
+    frame = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+        DETAIL_RECORD, twice, final=True
+    )
+    with pytest.raises(MessageFormatError) as bad:
+        open_detail(KEYS, frame, receipt(detail=hashlib.sha256(twice).hexdigest()))
+    assert bad.value.check == "query-detail"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"query": {"name": "overlap", "parameters": {"region": "Tokyo"}}},
+        {"query": {"name": 5}},
+        {"query": None},
+        {"detail": "zz" * 32},
+        {"detail": "00" * 31},
+    ],
+    ids=["query-parameters", "query-name-number", "query-null", "detail-not-hex", "detail-short"],
+)
+def test_a_receipt_that_names_more_or_a_bad_commitment_is_refused(changes: dict[str, Any]) -> None:
+    public = load_spki(spki(WORKER.public_key()), "worker_key")
+    document = receipt(**changes)
+    with pytest.raises(MessageFormatError) as caught:
+        verify_query_receipt(
+            document, sign(WORKER, document), worker_key=public, spec=SQL_SPEC, run=2
+        )
+    assert caught.value.check == "receipt"

@@ -61,16 +61,16 @@ def query(
             _client(), name, name=named, sql=sql, parameters=parameters or None,
             epsilon=epsilon, target=out,
         )  # fmt: skip
-    receipt = result.receipt
+    receipt, detail = result.receipt, result.detail
     if as_json or json_output():
-        stdout.out(json.dumps(receipt, indent=2))
+        stdout.out(json.dumps({"receipt": receipt, "detail": detail}, indent=2))
     else:
         stdout.print(f"query run {result.run} of {name}: {shown(receipt['status'])}", markup=False)
-        stdout.print(f"  query     {shown(receipt['query'].get('name') or 'ad hoc')} "
-                     f"sha256 {shown(receipt['query']['sha256'])}", markup=False)  # fmt: skip
+        stdout.print(f"  query     {shown(receipt['query']['name'] or 'ad hoc')} "
+                     f"sha256 {shown(detail['query']['sha256'])}", markup=False)  # fmt: skip
         for rule in receipt["rules"]:
             stdout.print(f"  rule      {shown(rule)}", markup=False)
-        rows = receipt["rows"]
+        rows = detail["rows"]
         stdout.print(f"  rows      {rows['released']} released, "
                      f"{'not reported' if rows['suppressed'] is None else rows['suppressed']} "
                      "suppressed", markup=False)  # fmt: skip

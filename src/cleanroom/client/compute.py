@@ -236,11 +236,13 @@ class ComputeClient:
         path = f"/v1/rooms/{name}/sessions/{session_id}/run"
         return _object(self._request("POST", path, json={"query": b64u(frame)}), "run")
 
-    def run_receipt(self, name: str, run: int) -> tuple[Any, bytes]:
-        """A query run's signed receipt as relayed, not yet checked."""
+    def run_receipt(self, name: str, run: int) -> tuple[Any, bytes, bytes]:
+        """A query run's signed receipt and its sealed detail as relayed, not yet checked."""
         document = _object(self._request("GET", f"/v1/rooms/{name}/runs/{run}/receipt"), "receipt")
-        return document.get("receipt"), from_b64u(
-            _text(document, "signature", "receipt"), "receipt signature"
+        return (
+            document.get("receipt"),
+            from_b64u(_text(document, "signature", "receipt"), "receipt signature"),
+            from_b64u(_text(document, "detail", "receipt"), "query detail"),
         )
 
     def budget(self, name: str, nonce: str) -> tuple[Any, bytes]:

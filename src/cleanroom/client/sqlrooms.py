@@ -6,13 +6,15 @@
     client = CleanRoomClient(Profile.load("alice"))
     result = query(client, "overlap", name="by_segment", parameters={"skip": "none"},
                    target=Path("by-segment"))
-    print(result.receipt["rows"], result.receipt["privacy"])
+    print(result.detail["rows"], result.receipt["privacy"])
     print(budget(client, "overlap"))
 
 A query goes to the Worker encrypted under a run session (the Controller can
 neither read nor swap it); its receipt is checked under the attested Worker key,
-for the approved spec and this run, and the result is written only if its
-manifest is the one the receipt signed.
+for the approved spec and this run; its detail (the query's text digest and
+parameters, the rows released and suppressed) comes back sealed under the same
+session and must be the one the receipt commits to; and the result is written only
+if its manifest is the one the receipt signed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
+    open_detail,
     query_request,
     verify_budget,
     verify_query_receipt,
@@ -45,6 +48,7 @@ POLL_S = 0.3
 class QueryResult:
     run: int
     receipt: dict[str, Any]  # verified
+    detail: dict[str, Any]  # opened, and the one the receipt commits to (runner only)
     directory: Path | None  # where the result was written (the recipient only)
     files: dict[str, int]
 
@@ -81,7 +85,7 @@ def query(
         worker_key = load_spki(attestation.worker.worker_key_spki, "worker_key")
         while True:
             try:
-                document, signature = compute.run_receipt(room.name, run)
+                document, signature, sealed = compute.run_receipt(room.name, run)
                 break
             except ServerError as error:
                 # Only "not finished yet" is worth waiting for; a refusal is the answer.
@@ -92,11 +96,16 @@ def query(
             document, signature, worker_key=worker_key, spec=spec, run=run,
             own_inputs=client._own_uploads(room.name, spec.work_id),
         )  # fmt: skip
-        expected = {"name": name, "parameters": dict(parameters or {})}
+        detail = open_detail(keys, sealed, receipt)
         named = spec.sql.queries.get(name) if name is not None else None
-        expected["sha256"] = query_sha256(named.text if named is not None else sql or "")
-        if any(receipt["query"].get(key) != value for key, value in expected.items()):
-            raise TransferError("receipt-query", expected, receipt["query"], "another query ran")
+        expected = {
+            "name": name,
+            "sha256": query_sha256(named.text if named is not None else sql or ""),
+            "parameters": dict(parameters or {}),
+        }
+        ran = {"name": receipt["query"]["name"], **detail["query"]}
+        if ran != expected:
+            raise TransferError("receipt-query", expected, ran, "another query ran")
         destination = (
             named.output
             if named is not None
@@ -109,10 +118,10 @@ def query(
                 "receipt-outputs", destination, receipt["output"]["id"], "another output"
             )
         if target is None or receipt["status"] != "succeeded":
-            return QueryResult(run, receipt, None, {})
+            return QueryResult(run, receipt, detail, None, {})
         output_id = receipt["output"]["id"]
         if spec.outputs[output_id] != client.profile.user_id:
-            return QueryResult(run, receipt, None, {})
+            return QueryResult(run, receipt, detail, None, {})
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise MessageFormatError(
                 "output-directory", "a new or empty directory", str(target), "not empty"
@@ -134,7 +143,7 @@ def query(
         except BaseException:
             _remove_tree(partial)
             raise
-    return QueryResult(run, receipt, target, {k: v["size"] for k, v in files.items()})
+    return QueryResult(run, receipt, detail, target, {k: v["size"] for k, v in files.items()})
 
 
 def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:

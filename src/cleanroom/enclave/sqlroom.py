@@ -37,13 +37,15 @@ from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError
 from cleanroom.protocol.framing import encode_frames
-from cleanroom.protocol.handshake import AcceptedHandshake
+from cleanroom.protocol.handshake import AcceptedHandshake, SessionKeys
 from cleanroom.protocol.manifest import output_salt
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
     QUERY_REQUEST_TYPE,
     budget_statement,
+    query_detail,
     query_receipt,
+    seal_detail,
     sign,
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
@@ -70,6 +72,10 @@ class SqlRun:
     receipt: tuple[dict[str, Any], bytes] | None = None
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
     salt: bytes = field(default_factory=output_salt)  # its output's manifest's
+    # The run session's keys, until the detail is sealed to the runner under k_w2c.
+    session: SessionKeys | None = None
+    detail_salt: bytes = field(default_factory=output_salt)
+    sealed_detail: bytes | None = None  # the one Worker -> runner record of that session
 
 
 class SqlRoom(CleanRoom):
@@ -158,7 +164,9 @@ class SqlRoom(CleanRoom):
                 epsilon=request["epsilon"], spent=self.ledger.spent(),
             )  # fmt: skip
             number = len(self.runs) + 1
-            run = SqlRun(number, plan, session.user_id, dict(request["parameters"]))
+            run = SqlRun(
+                number, plan, session.user_id, dict(request["parameters"]), session=session.keys
+            )
             if plan.dp is not None:
                 # Charged before the query runs: a failed run has touched the data too.
                 totals = self.ledger.charge(number, plan.dp.epsilon, sorted(plan.dp.owners))
@@ -257,10 +265,14 @@ class SqlRoom(CleanRoom):
             for stored in run.files:
                 self._store.discard(stored.name)
             run.files = []
+        detail = query_detail(
+            run=number, salt=run.detail_salt, sha256=plan.text_sha256,
+            parameters=run.parameters, rows={"released": released, "suppressed": suppressed},
+        )  # fmt: skip
         receipt = query_receipt(
             self.worker.spec,
             run=number,
-            query={"name": plan.name, "sha256": plan.text_sha256, "parameters": run.parameters},
+            query={"name": plan.name},
             by=run.by,
             inputs={i: (c.by, c.sha256) for i, c in self._inputs.items()},
             output={
@@ -271,12 +283,15 @@ class SqlRoom(CleanRoom):
                 ) if status == "succeeded" else None,
             },
             rules=list(plan.rules),
-            rows={"released": released, "suppressed": suppressed},
+            detail=detail,
             privacy=run.privacy,
             status=status if run.state == "done" else "failed",
             started=started,
             finished=max(started, int(self._clock())),
         )  # fmt: skip
+        assert run.session is not None  # begin_query keeps it for exactly this
+        run.sealed_detail = seal_detail(run.session, detail)
+        run.session = None
         run.receipt = (receipt, self.worker.sign_receipt(receipt))
         return run.receipt
 
@@ -399,11 +414,12 @@ class SqlRoom(CleanRoom):
 
     # ------------------------------------------------------------- receipts
 
-    def run_receipt(self, number: int) -> tuple[dict[str, Any], bytes]:
+    def run_receipt(self, number: int) -> tuple[dict[str, Any], bytes, bytes]:
+        """A finished run's signed receipt, and its detail sealed to its runner."""
         run = self.runs.get(number)
-        if run is None or run.receipt is None:
+        if run is None or run.receipt is None or run.sealed_detail is None:
             raise RunError("run-state", "a finished query run", number, "no receipt (yet)")
-        return run.receipt
+        return (*run.receipt, run.sealed_detail)
 
     def budget(self, nonce: str) -> tuple[dict[str, Any], bytes]:
         """Every DP owner's ε spent and left, from the verified ledger, fresh for ``nonce``."""

@@ -233,8 +233,10 @@ class WorkerService:
         def run_receipt(request: Request) -> Response:
             if sql_room is None:
                 raise RunError("run-state", "a SQL room", worker.spec.runtime, "no query runs")
-            document, signature = sql_room.run_receipt(request.path_params["number"])
-            return JSONResponse({"receipt": document, "signature": b64u(signature)})
+            document, signature, detail = sql_room.run_receipt(request.path_params["number"])
+            return JSONResponse(
+                {"receipt": document, "signature": b64u(signature), "detail": b64u(detail)}
+            )
 
         async def budget(request: Request) -> Response:
             if sql_room is None:

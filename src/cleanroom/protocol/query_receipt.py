@@ -1,16 +1,27 @@
 """Receipts of a SQL room: one per query run, and the privacy budget on request.
 
-A query receipt names what ran (the query's name, the SHA-256 of its text, its
-parameters, who sent it), on which inputs, under which rules, what was released
-(the output's manifest digest, rows released and suppressed) and the ε each
-differential privacy owner spent on it and has left. A budget statement answers
-a client's nonce with every owner's ε spent and left. Both are signed with the
-Worker's attested key ``W``.
+A query receipt names what ran (the query's name, who sent it), on which inputs,
+under which rules, what was released (the output's salted manifest digest) and
+the ε each differential privacy owner spent on it and has left. A budget
+statement answers a client's nonce with every owner's ε spent and left. Both are
+signed with the Worker's attested key ``W``.
+
+The receipt is relayed in the clear, so what would tell the Controller about the
+data or the analyst's question is not in it but in the run's **detail**: the
+SHA-256 of the query's text, its parameters and the rows released and suppressed,
+with a fresh 32-byte salt. The receipt commits to the detail by
+``detail = hex(SHA-256(JCS(detail)))``; the detail itself travels sealed to the
+runner, one record under ``k_w2c`` of the run session that sent the query (as an
+upload's acknowledgement does). The runner can show it, and its salt, to anyone
+who holds the signed receipt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,17 +30,25 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cleanroom.protocol import keys
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError
+from cleanroom.protocol.handshake import SessionKeys
+from cleanroom.protocol.manifest import check_salt, encoded_salt
 from cleanroom.protocol.receipt import RUN_STATUSES, check_run
+from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import WorkSpec
 
-QUERY_RECEIPT_TYPE = "cleanroom/query-receipt/v1"
+QUERY_RECEIPT_TYPE = "cleanroom/query-receipt/v2"
+QUERY_DETAIL_TYPE = "cleanroom/query-detail/v1"
+DETAIL_RECORD = "run/query.detail"  # the record path of the sealed detail (Worker -> runner)
 BUDGET_TYPE = "cleanroom/privacy-budget/v1"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 QUERY_REQUEST_TYPE = "cleanroom/query-request/v1"
 QUERY_RECORD = "run/query"  # the record path of the encrypted request in a run session
 QUERY_RECEIPT_FIELDS = frozenset(
-    {"type", "work_id", "function", "run", "query", "by", "inputs", "output", "rules", "rows",
+    {"type", "work_id", "function", "run", "query", "by", "inputs", "output", "rules", "detail",
      "privacy", "status", "started", "finished"}
 )  # fmt: skip
+QUERY_DETAIL_FIELDS = frozenset({"type", "run", "salt", "query", "rows"})
+ROW_COUNTS = ("released", "suppressed")
 
 
 def query_request(
@@ -49,16 +68,89 @@ def query_request(
     }
 
 
+def query_detail(
+    *,
+    run: int,
+    salt: bytes,
+    sha256: str,
+    parameters: Mapping[str, Any],
+    rows: Mapping[str, int | None],  # {"released", "suppressed"}
+) -> dict[str, Any]:
+    """What a query receipt commits to and only its runner reads (see the module)."""
+    return {
+        "type": QUERY_DETAIL_TYPE,
+        "run": run,
+        "salt": encoded_salt(salt),
+        "query": {"sha256": sha256, "parameters": dict(parameters)},
+        "rows": {key: rows[key] for key in ROW_COUNTS},
+    }
+
+
+def detail_digest(detail: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(dict(detail))).hexdigest()
+
+
+def seal_detail(keys: SessionKeys, detail: Mapping[str, Any]) -> bytes:
+    """The detail as the one Worker→runner record of the run session that sent the query."""
+    sender = RecordSender(keys.worker_to_client, keys.session_id)
+    return sender.seal(DETAIL_RECORD, canonical(dict(detail)), final=True)
+
+
+def open_detail(keys: SessionKeys, frame: bytes, receipt: Mapping[str, Any]) -> dict[str, Any]:
+    """The sealed detail of a verified ``receipt``, opened with the run session's keys.
+
+    Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame the Worker did
+    not seal in this session; ``query-detail`` for one that is not exactly the detail
+    the receipt signed, or not a well-formed detail of this run.
+    """
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    path, _index, final, data = receiver.open(frame)
+    receiver.close()
+    if path != DETAIL_RECORD or not final:
+        raise BindingError("query-detail", DETAIL_RECORD, path, "not a query's detail")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != receipt["detail"]:
+        raise BindingError(
+            "query-detail", receipt["detail"], digest, "not the detail the receipt signed"
+        )
+    try:
+        detail = json.loads(data)
+    except ValueError as error:
+        raise MessageFormatError("query-detail", "JSON", "not JSON", str(error)) from error
+    if (
+        not isinstance(detail, dict)
+        or set(detail) != QUERY_DETAIL_FIELDS
+        or detail["type"] != QUERY_DETAIL_TYPE
+        or detail["run"] != receipt["run"]
+        or not isinstance(detail["query"], dict)
+        or set(detail["query"]) != {"sha256", "parameters"}
+        or not isinstance(detail["query"]["sha256"], str)
+        or not isinstance(detail["query"]["parameters"], dict)
+        or not isinstance(detail["rows"], dict)
+        or set(detail["rows"]) != set(ROW_COUNTS)
+        or not all(
+            value is None or (type(value) is int and value >= 0)
+            for value in detail["rows"].values()
+        )
+        or canonical(detail) != data
+    ):
+        raise MessageFormatError(
+            "query-detail", sorted(QUERY_DETAIL_FIELDS), str(detail)[:200], "bad query detail"
+        )
+    check_salt(detail["salt"], "query-detail")
+    return detail
+
+
 def query_receipt(
     spec: WorkSpec,
     *,
     run: int,
-    query: Mapping[str, Any],  # {"name", "sha256", "parameters"}
+    query: Mapping[str, Any],  # {"name"}: the rest is in the detail
     by: str,
     inputs: Mapping[str, tuple[str, str]],  # id -> (uploader, manifest sha256)
     output: Mapping[str, Any],  # {"id", "format", "sha256"}
     rules: list[str],
-    rows: Mapping[str, int | None],  # {"released", "suppressed"}
+    detail: Mapping[str, Any],  # query_detail(...)
     privacy: Mapping[str, Mapping[str, float]],  # input id -> {"spent", "left", "budget"}
     status: str,
     started: int,
@@ -76,7 +168,7 @@ def query_receipt(
         "inputs": {i: {"by": u, "sha256": d} for i, (u, d) in sorted(inputs.items())},
         "output": dict(output),
         "rules": list(rules),
-        "rows": dict(rows),
+        "detail": detail_digest(detail),
         "privacy": {i: dict(v) for i, v in sorted(privacy.items())},
         "status": status,
         "started": started,
@@ -111,6 +203,17 @@ def verify_query_receipt(
     output = receipt["output"]
     if not isinstance(output, dict) or output.get("id") not in spec.outputs:
         raise BindingError("receipt-outputs", sorted(spec.outputs), output, "no such output")
+    query = receipt["query"]
+    if (
+        not isinstance(query, dict)
+        or set(query) != {"name"}
+        or not (query["name"] is None or isinstance(query["name"], str))
+    ):
+        raise MessageFormatError("receipt", "query: {name}", query, "bad query")
+    if not isinstance(receipt["detail"], str) or not _HEX64.fullmatch(receipt["detail"]):
+        raise MessageFormatError(
+            "receipt", "detail: 64 hex digits", receipt["detail"], "bad detail digest"
+        )
     return receipt
 
 

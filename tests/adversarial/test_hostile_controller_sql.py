@@ -1,0 +1,102 @@
+"""A SQL clean room behind the tampering proxy: what the Controller relays of a query
+run, and a query run's answer pointed at another run.
+
+The proxy plays the Controller (tests/adversarial/proxy.py); the Worker, the manager
+and the client are the real ones, the engine runs in the real sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from cleanroom.client.access import Access, build_spec
+from cleanroom.client.sqlrooms import query
+from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
+from cleanroom.sql import engine_bundle, engine_function_id
+from tests.adversarial.proxy import Message, TamperingProxy
+from tests.adversarial.test_hostile_controller import json_change, on_path, refused
+from tests.e2e.conftest import User
+from tests.e2e.helpers import approve
+from tests.e2e.test_runtimes import require_data_runtime
+from tests.sql.fixtures import alice_csv, bob_csv, sql_document
+
+
+@pytest.fixture(scope="module")
+def sql_room(alice: User, bob: User, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A SQL room of the SQL tests' fixture (tests/sql/fixtures.py), both inputs in."""
+    require_data_runtime()
+    name = "hostile-sql"
+    sql = sql_document()["sql"]
+    sql["adhoc"]["runners"] = [alice.user_id]
+    alice.client.manager.upload_function(engine_bundle())
+    spec = build_spec(
+        name=name, function_id=engine_function_id(), handler=SQL_HANDLER,
+        access=Access(inputs={"input_1": alice.user_id, "input_2": bob.user_id},
+                      outputs={"output_1": alice.user_id}),
+        deployer_user_id=alice.user_id, runtime=SQL_RUNTIME, memory_mib=512, timeout_s=120,
+        sql=sql,
+    )  # fmt: skip
+    alice.client.manager.deploy(spec)
+    alice.profile.approve(name, spec.work_id, spec.function)
+    approve(bob, name)
+    directory = tmp_path_factory.mktemp("sql-inputs")
+    for user, input_id, data in ((alice, "input_1", alice_csv()), (bob, "input_2", bob_csv())):
+        (directory / input_id).mkdir()
+        (directory / input_id / "data.csv").write_bytes(data)
+        user.client.upload(name, input_id, directory / input_id)
+    return name
+
+
+def relayed(proxy: TamperingProxy) -> bytes:
+    """Everything the Controller saw pass, both ways."""
+    return b"\n".join(m.path.encode() + m.body + m.response for m in proxy.seen)
+
+
+def test_the_controller_sees_no_parameter_query_digest_or_row_count(
+    alice: User, proxy: TamperingProxy, sql_room: str
+) -> None:
+    """The query goes sealed to the Worker; its receipt, relayed in the clear, names the
+    query and commits to the rest. Before the detail was sealed the receipt showed the
+    parameters, the text's digest (an ad-hoc query confirmed by a guess) and the rows
+    released and suppressed (about the data) to whoever relayed it."""
+    named = query(alice.client, sql_room, name="by_segment", parameters={"skip": "zzmarkerzz"})
+    assert named.detail["rows"] == {"released": 2, "suppressed": 3}
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    adhoc = query(alice.client, sql_room, sql=text)
+    assert adhoc.detail["query"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    seen = relayed(proxy)
+    assert any(m.path.endswith(f"/runs/{adhoc.run}/receipt") for m in proxy.seen)
+    hidden = {
+        "parameter": b"zzmarkerzz",
+        "named text digest": named.detail["query"]["sha256"].encode(),
+        "ad-hoc text digest": adhoc.detail["query"]["sha256"].encode(),
+        "ad-hoc text": b"GROUP BY region",
+        "row counts": b"suppressed",
+    }
+    assert [what for what, value in hidden.items() if value in seen] == []
+    assert named.receipt["detail"].encode() in seen  # the commitment is relayed
+
+
+def test_an_answer_naming_an_earlier_run_of_the_same_query_is_refused(
+    alice: User, proxy: TamperingProxy, sql_room: str
+) -> None:
+    """The Controller answers a query with the number of an earlier run of the same
+    query and parameters: that run's receipt is genuine, signed for the same spec,
+    query and parameters, so only the detail sealed under *this* run session tells the
+    runner that it is not the result of the query it just sent."""
+    earlier = query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"})
+
+    def to_earlier(document: dict[str, object]) -> None:
+        document["run"] = earlier.run
+
+    def on_run(message: Message) -> None:
+        if message.method == "POST":
+            json_change(to_earlier, response=True)(message)
+
+    proxy.on_response = on_path("/run", on_run)
+    refused(
+        lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"}),
+        "record-authentication",
+    )
