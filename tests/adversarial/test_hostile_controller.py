@@ -400,6 +400,10 @@ def test_tampered_upload_records_are_refused_and_nothing_is_kept(
     data = write(tmp_path / "a", BIG)
     proxy.on_request = on_path("/upload", frames_change(change, response=False))
     refused(lambda: alice.client.upload(room, "input_1", data), check)
+    # The refusal travels back through the Controller in the clear: it names no file
+    # (the records seal their paths; an error must not give them back).
+    (answer,) = [m.response for m in proxy.seen if m.path.endswith("/upload")]
+    assert b"emails" not in answer, answer
     proxy.reset()
     alice.client.upload(room, "input_1", data)  # the refused upload left nothing behind
 

@@ -69,3 +69,26 @@ def test_a_dp_input_is_not_given_to_a_second_worker_of_the_same_work_id(tmp_path
     document = sql_document(dp=True)
     document["nonce"] = "B" + "A" * 21
     client._check_budget_reset("room", WorkSpec.parse(document), "input_1", "worker-b")
+
+
+def test_a_schema_refusal_names_the_file_for_the_uploader_alone() -> None:
+    """The Worker names a refused file by its place among the input's files (its name
+    is sealed; the refusal is not); the uploader's client puts the name back, and only
+    for a place that is one of its files."""
+    from cleanroom.client.errors import ServerError
+    from cleanroom.client.rooms import _with_file_named
+
+    def refusal(file: object, files: object) -> ServerError:
+        return ServerError("compute server", 400, {
+            "detail": f"input_2 does not match its schema: a null (file {file} of {files}, "
+                      "column email, row 2)",
+            "check": "schema-null", "expected": "not null",
+            "actual": {"file": file, "files": files, "column": "email", "row": 2},
+        })  # fmt: skip
+
+    named = _with_file_named(refusal(2, 2), ["z_tokyo.csv", "a.csv"])
+    assert named.problem["actual"]["file"] == "z_tokyo.csv"
+    assert "(file z_tokyo.csv, column email, row 2)" in str(named)
+    for file, files in ((3, 2), (0, 2), (True, 2), (1, 3), ("a.csv", 2)):
+        untouched = refusal(file, files)
+        assert _with_file_named(untouched, ["z_tokyo.csv", "a.csv"]) is untouched

@@ -73,11 +73,14 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     cells = write_inputs(tmp_path)
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "customers.csv").write_text("email_sha256,segment\nabc,retail\n,retail\n")
+    (bad / "a_first.csv").write_text("email_sha256,segment\nxyz,retail\n")
+    (bad / "customers_tokyo.csv").write_text("email_sha256,segment\nabc,retail\n,retail\n")
     refused = bob("data", "cp", str(bad), "sql-flow:input_2", ok=False)
     assert refused.returncode == 1
     assert "schema-null" in refused.stderr and "email_sha256" in refused.stderr
     assert "row 2" in refused.stderr
+    # The Worker named the file by its place (2 of 2); the uploader's client names it.
+    assert "file customers_tokyo.csv" in refused.stderr, refused.stderr
     alice("data", "cp", str(tmp_path / "one"), "sql-flow:input_1")
     bob("data", "cp", str(tmp_path / "two"), "sql-flow:input_2")
 

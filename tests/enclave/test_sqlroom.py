@@ -271,14 +271,19 @@ def test_an_upload_that_breaks_its_schema_is_refused_naming_column_and_row(
 ) -> None:
     room = make_room(tmp_path, confinement, sql_spec())
     with pytest.raises(UploadError) as caught:
-        upload(room, ALICE, "input_1", data)
+        upload(room, ALICE, "input_1", data, "customers_tokyo.csv")
     error = caught.value
     assert error.check == check
     assert isinstance(error.actual, dict)
     if where[0] is not None:
         assert error.actual["column"] == where[0]
     assert error.actual["row"] == where[1]
-    assert b"lots" not in json.dumps(error.to_json()).encode()  # never a value
+    # The file by its place (the uploader names it), never by its name: the refusal
+    # goes back through the Controller in the clear, and the paths are sealed.
+    assert (error.actual["file"], error.actual["files"]) == (1, 1)
+    refusal = json.dumps(error.to_json()).encode()
+    assert b"lots" not in refusal  # never a value
+    assert b"tokyo" not in refusal
     # Nothing was kept: the owner can upload the right file.
     assert upload(room, ALICE, "input_1", alice_csv())["rows"] == 40
 

@@ -279,3 +279,73 @@ def test_the_v1_manifest_is_refused(store: SealedStore) -> None:
     listed["type"] = "cleanroom/upload-manifest/v1"
     with pytest.raises(UploadError, match="manifest-format"):
         send(Upload(store, "input_1", "alice"), FILES, json.dumps(listed).encode())
+
+
+NAMED = {"customers_tokyo.csv": SECRET, "sub/region=osaka.csv": b"x,y\n"}
+SALT = bytes(range(SALT_BYTES))
+
+
+def named_manifest(files: dict[str, dict[str, object]], **changes: object) -> bytes:
+    document = {"type": MANIFEST_TYPE, "input": "input_1", "salt": b64u(SALT), "files": files}
+    document.update(changes)
+    return json.dumps(document).encode()
+
+
+def entries(files: dict[str, bytes]) -> dict[str, dict[str, object]]:
+    return {
+        name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in files.items()
+    }
+
+
+def _refusals() -> list[tuple[str, list[tuple[str, bool, bytes]]]]:
+    """Each way an upload of NAMED is refused: the records fed, in order."""
+    records = [(f"input_1/{n}", True, d) for n, d in NAMED.items()]
+    one = records[:1]
+    first = dict(list(NAMED.items())[:1])
+    listed = entries(NAMED)
+    wrong_size = {**listed, "customers_tokyo.csv": {**listed["customers_tokyo.csv"], "size": 1}}
+    wrong_digest = {
+        **listed, "customers_tokyo.csv": {**listed["customers_tokyo.csv"], "sha256": "0" * 64}
+    }  # fmt: skip
+    manifest_of = lambda document: [("input_1/.manifest", True, document)]  # noqa: E731
+    return [
+        ("manifest-files", one + manifest_of(named_manifest(listed))),
+        ("manifest-files", records + manifest_of(named_manifest(entries(first)))),
+        ("manifest-size", records + manifest_of(named_manifest(wrong_size))),
+        ("manifest-sha256", records + manifest_of(named_manifest(wrong_digest))),
+        ("manifest-format", records + manifest_of(named_manifest(listed, input="input_2"))),
+        ("manifest-format", records + manifest_of(named_manifest(listed, salt=b64u(SALT) + "x"))),
+        ("manifest-format", records + manifest_of(named_manifest(
+            {**listed, "customers_tokyo.csv": {"size": 1}}))),
+        ("upload-truncated", [("input_1/customers_tokyo.csv", False, SECRET),
+                              *manifest_of(named_manifest(listed))]),
+        ("upload-complete", records + manifest_of(named_manifest(listed))
+                            + [("input_1/customers_tokyo_late.csv", True, b"")]),
+        ("upload-duplicate", one + one),
+        ("upload-order", [("input_1/.manifest", False, b"{"), *one]),
+        ("upload-path", [("input_2/customers_tokyo.csv", True, b"")]),
+        ("upload-path", [("input_1/customers_tokyo" + "o" * 250 + ".csv", True, b"")]),
+        ("upload-path", [("input_1/customers_tokyo", True, b""),
+                         ("input_1/customers_tokyo/x.csv", True, b"")]),
+        ("object-name", [("input_1/customers_tokyo/../x.csv", True, b"")]),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("check", "records"), _refusals(), ids=[c for c, _ in _refusals()])
+def test_no_refusal_of_an_upload_names_a_file_its_digest_or_the_salt(
+    store: SealedStore, check: str, records: list[tuple[str, bool, bytes]]
+) -> None:
+    """A refusal leaves the enclave in the clear (the Controller relays it, the host
+    logs it), and the record stream seals the paths: so no refusal gives back a file's
+    name, a file's SHA-256 (which confirms a guess of it) or the manifest's salt."""
+    upload = Upload(store, "input_1", "alice")
+    with pytest.raises(UploadError) as caught:
+        for path, final, data in records:
+            upload.feed(path, final, data)
+    error = caught.value
+    assert error.check == check
+    shown = (json.dumps(error.to_json()) + str(error)).encode()
+    secrets_ = [b"tokyo", b"osaka", b"region=", b"sub/", b64u(SALT).encode()[:12],
+                *(hashlib.sha256(d).hexdigest().encode() for d in NAMED.values())]  # fmt: skip
+    assert [s for s in secrets_ if s in shown] == [], shown

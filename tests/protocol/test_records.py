@@ -92,6 +92,10 @@ def test_truncated_stream_is_refused() -> None:
     with pytest.raises(RecordError) as caught:
         receive(frames[:2])
     assert caught.value.check == "record-truncated"
+    # How many objects were cut, not which: the Worker's refusal goes back through the
+    # relay in the clear, and the paths are sealed.
+    assert caught.value.actual == "1 not ended"
+    assert "input_1" not in str(caught.value)
 
 
 def test_record_after_final_is_refused() -> None:

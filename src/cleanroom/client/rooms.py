@@ -543,7 +543,10 @@ class CleanRoomClient:
             self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
             salt = input_salt(self.profile.user_key, spec.work_id, input_id)
             upload = _Upload(keys, input_id, salt, files, progress)
-            answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
+            try:
+                answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
+            except ServerError as error:
+                raise _with_file_named(error, [relative for relative, _path in files]) from None
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
         ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
         self._remember_upload(
@@ -867,6 +870,27 @@ class CleanRoomClient:
             return {}
         inputs = entry.get("inputs", {})
         return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _with_file_named(error: ServerError, relatives: list[str]) -> ServerError:
+    """A schema refusal names a file by its place among the input's files (sorted by
+    path): the Worker does not give a sealed path back in the clear. The uploader
+    knows its files, so it is told the name. Anything else is left as it is."""
+    actual = error.problem.get("actual")
+    ordered = sorted(relatives)
+    if not (
+        isinstance(actual, dict)
+        and type(actual.get("file")) is int
+        and actual.get("files") == len(ordered)
+        and 1 <= actual["file"] <= len(ordered)
+    ):
+        return error
+    position, name = actual["file"], ordered[actual["file"] - 1]
+    problem = {**error.problem, "actual": {**actual, "file": name}}
+    detail = problem.get("detail")
+    if isinstance(detail, str):
+        problem["detail"] = detail.replace(f"(file {position} of {len(ordered)},", f"(file {name},")
+    return ServerError(error.who, error.status, problem)
 
 
 def _known(object_id: str, ids: dict[str, str], kind: str, room: str) -> None:

@@ -102,11 +102,21 @@ class SqlRoom(CleanRoom):
         stats, _files = self._engine(plan, [completed], keep=lambda _name: False)
         refused = stats.get("refused")
         if isinstance(refused, dict):
-            where = {k: refused.get(k) for k in ("file", "column", "row")}
+            # The file by its place among the input's files (sorted by path, as the
+            # uploader lists them): its name is sealed, and this refusal is not.
+            paths = [s.name.split("/", 1)[1] for s in completed.files]
+            file = refused.get("file")
+            where = {
+                "file": paths.index(file) + 1 if file in paths else None,
+                "files": len(paths),
+                "column": refused.get("column"),
+                "row": refused.get("row"),
+            }
             raise UploadError(
                 str(refused.get("check", "schema")), refused.get("expected"), where,
                 f"{completed.input_id} does not match its schema: {refused.get('message')}"
-                f" (file {where['file']}, column {where['column']}, row {where['row']})",
+                f" (file {where['file']} of {len(paths)}, column {where['column']}, "
+                f"row {where['row']})",
             )  # fmt: skip
         rows = stats.get("rows")
         if type(rows) is not int or rows < 0:

@@ -15,6 +15,11 @@ aborts the upload and erases what it stored.
 An upload of an input the Worker already has (a retry after a lost
 acknowledgement) is checked the same way but stores nothing (``keep=False``): only
 its digest is compared with the input's.
+
+No refusal names a file. The record stream seals the paths, and a refusal leaves
+the enclave in the clear: back through the Controller, and into the Worker's log on
+the host. So a refusal names the rule that was broken, with counts and sizes where
+they help, and never a path, a file's digest or the manifest's salt.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from cleanroom.enclave.errors import UploadError
+from cleanroom.enclave.errors import StoreError, UploadError
 from cleanroom.enclave.store import SealedStore, SealedWriter, StoredObject, check_object_name
 from cleanroom.protocol.encoding import canonical, sha256
 from cleanroom.protocol.errors import ProtocolError
@@ -101,12 +106,12 @@ class Upload:
         """One record; returns the completed input after the manifest's final record."""
         if self._result is not None:
             raise self._fail(
-                "upload-complete", "no record after the manifest", path, "upload ended"
+                "upload-complete", "no record after the manifest", "a record", "upload ended"
             )
         prefix = self._input_id + "/"
         if not path.startswith(prefix):
             raise self._fail(
-                "upload-path", f"{prefix}…", path, "record outside this session's input"
+                "upload-path", f"{prefix}…", "another path", "record outside this session's input"
             )
         relative = path[len(prefix) :]
         if relative == MANIFEST_NAME:
@@ -120,12 +125,19 @@ class Upload:
                 return self._result
             return None
         if self._manifest:
-            raise self._fail("upload-order", "the manifest last", path, "file after the manifest")
-        check_object_name(path)
+            raise self._fail(
+                "upload-order", "the manifest last", "a file", "file after the manifest"
+            )
+        try:
+            check_object_name(path)
+        except StoreError as error:
+            raise self._fail(
+                error.check, error.expected, f"a path of {len(path.encode())} bytes", error.message
+            ) from None
         writer = self._writers.get(relative)
         if writer is None:
             if relative in self._stored:
-                raise self._fail("upload-duplicate", "each file once", relative, "file sent twice")
+                raise self._fail("upload-duplicate", "each file once", "twice", "file sent twice")
             self._check_layout(relative)
             writer = self._writers[relative] = (
                 self._store.create(path) if self._keep else _DigestWriter(path)
@@ -140,22 +152,24 @@ class Upload:
         """The input is laid out as files under ``inputs/<id>/`` for the run: refuse what
         no file system can hold (a name longer than 255 bytes, a file that is also a
         directory of another) now, not as a failed run later."""
-        if any(len(part.encode()) > MAX_NAME_BYTES for part in relative.split("/")):
+        longest = max(len(part.encode()) for part in relative.split("/"))
+        if longest > MAX_NAME_BYTES:
             raise self._fail(
-                "upload-path", f"names of <= {MAX_NAME_BYTES} bytes", relative, "name too long"
+                "upload-path", f"names of <= {MAX_NAME_BYTES} bytes", longest, "name too long"
             )
         for other in [*self._writers, *self._stored]:
             if other.startswith(relative + "/") or relative.startswith(other + "/"):
                 raise self._fail(
-                    "upload-path", "no file that is also a directory", [other, relative],
+                    "upload-path", "no file that is also a directory", "one",
                     "a file and a directory of the same name",
                 )  # fmt: skip
 
     def _finish(self) -> CompletedInput:
         if self._writers:
             raise self._fail(
-                "upload-truncated", "every file ended", sorted(self._writers), "cut short"
-            )
+                "upload-truncated", "every file ended", f"{len(self._writers)} not ended",
+                "cut short",
+            )  # fmt: skip
         try:
             manifest: Any = json.loads(self._manifest)
         except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
@@ -167,43 +181,49 @@ class Upload:
             or manifest["input"] != self._input_id
             or not isinstance(manifest["files"], dict)
         ):
-            raise self._fail("manifest-format", MANIFEST_TYPE, str(manifest)[:200], "bad manifest")
+            fields = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+            raise self._fail("manifest-format", MANIFEST_TYPE, fields, "bad manifest")
         try:
             check_salt(manifest["salt"], "manifest-salt")
         except ProtocolError as error:
             raise self._fail(
-                "manifest-format", error.expected, error.actual, f"bad salt: {error.message}"
-            ) from error
+                "manifest-format", error.expected, "another salt", f"bad salt: {error.message}"
+            ) from None
         listed: dict[str, Any] = manifest["files"]
         if set(listed) != set(self._stored):
             raise self._fail(
                 "manifest-files",
-                sorted(listed),
-                sorted(self._stored),
+                f"the {len(listed)} files listed",
+                f"{len(set(self._stored) - set(listed))} not listed, "
+                f"{len(set(listed) - set(self._stored))} not sent",
                 "files differ from the manifest",
             )
         for name, stored in self._stored.items():
             entry = listed[name]
             if not isinstance(entry, dict) or set(entry) != {"size", "sha256"}:
-                raise self._fail("manifest-format", ["sha256", "size"], entry, f"bad entry {name}")
+                raise self._fail(
+                    "manifest-format", ["sha256", "size"], "another entry", "bad entry"
+                )
             size, digest = entry["size"], entry["sha256"]
             # Exactly an integer (not true, not 5.0) and lowercase hex: one manifest, one text.
             if type(size) is not int or size != stored.size:
-                raise self._fail("manifest-size", entry, stored.size, f"{name} has another size")
+                raise self._fail(
+                    "manifest-size", "the size listed", "another size", "a file's size differs"
+                )
             if (
                 not isinstance(digest, str)
                 or not _HEX_SHA256.fullmatch(digest)
                 or not hmac.compare_digest(digest, stored.sha256)
             ):
                 raise self._fail(
-                    "manifest-sha256", entry.get("sha256"), stored.sha256, f"{name} differs"
+                    "manifest-sha256", "the SHA-256 listed", "another", "a file's content differs"
                 )
         try:
             digest = sha256(canonical(manifest)).hex()
         except ProtocolError as error:  # e.g. a number with no exact JSON form
             raise self._fail(
-                "manifest-format", "canonical JSON", error.actual, error.message
-            ) from error
+                "manifest-format", "canonical JSON", "a value without one", error.message
+            ) from None
         files = tuple(self._stored[name] for name in sorted(self._stored))
         if self._keep:
             for stored in files:
