@@ -349,3 +349,37 @@ def test_no_refusal_of_an_upload_names_a_file_its_digest_or_the_salt(
     secrets_ = [b"tokyo", b"osaka", b"region=", b"sub/", b64u(SALT).encode()[:12],
                 *(hashlib.sha256(d).hexdigest().encode() for d in NAMED.values())]  # fmt: skip
     assert [s for s in secrets_ if s in shown] == [], shown
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["link", "other-output", "too-big"],
+)
+def test_an_unexpected_entry_in_the_outputs_stream_is_refused_without_its_name(entry: str) -> None:
+    """The supervisor's outputs stream (tar) is checked in the Worker: only regular
+    files of the spec's outputs, within the disk limit. The refusal becomes the run's
+    failure, which the status shows in the clear: it names the output, not the path."""
+    import io
+    import tarfile
+
+    from cleanroom.enclave.errors import RunError
+    from cleanroom.enclave.runner import _receive_outputs
+    from cleanroom.enclave.supervisor import Limits
+
+    stream = io.BytesIO()
+    with tarfile.open(fileobj=stream, mode="w|") as tar:
+        name = {"other-output": "output_9"}.get(entry, "output_1") + "/region=Tokyo/part-0.csv"
+        member = tarfile.TarInfo(name)
+        if entry == "link":
+            member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(member)
+        else:
+            data = b"x" * (2 << 20 if entry == "too-big" else 10)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    stream.seek(0)
+    limits = Limits(memory_mib=64, processes=8, cpu_s=10, timeout_s=10, disk_mib=1)
+    with pytest.raises(RunError) as caught:
+        _receive_outputs(stream, ["output_1"], limits, lambda *_args: None)
+    assert caught.value.check == "run-outputs"
+    assert "Tokyo" not in str(caught.value) and "Tokyo" not in json.dumps(caught.value.to_json())

@@ -278,9 +278,11 @@ def _receive_outputs(
             for member in tar:
                 output_id = member.name.split("/", 1)[0]
                 if not member.isreg() or output_id not in outputs or member.size > budget:
+                    # Not the entry's name: an output's paths are sealed, this is not.
                     raise RunError(
                         "run-outputs", "regular files of the spec's outputs within the limit",
-                        member.name, "unexpected entry in the outputs",
+                        f"an entry of {output_id if output_id in outputs else 'no output'}",
+                        "unexpected entry in the outputs",
                     )  # fmt: skip
                 budget -= member.size
                 handle = tar.extractfile(member)
