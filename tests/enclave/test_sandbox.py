@@ -671,6 +671,7 @@ REACHABLE_WITHOUT_FILTER = {
     "name_to_handle_at": "303, -100, b'/tmp', handle, ctypes.byref(ctypes.c_int()), 0",
     "fanotify_init": "300, 0x200, 0",  # FAN_REPORT_FID: what an unprivileged user may ask
     "personality": "135, 0x0040000",  # ADDR_NO_RANDOMIZE: its next program without ASLR
+    "modify_ldt": "154, 0, buffer, 16",  # read the LDT (0 bytes): the call is there
 }
 
 

@@ -38,6 +38,11 @@ DENIED: Mapping[str, tuple[str, ...]] = {
         "keyctl", "add_key", "request_key",
         "bpf", "userfaultfd", "perf_event_open",
         "fanotify_init",  # open to unprivileged processes since Linux 5.13
+        # The x86 local descriptor table: 16- and 32-bit segments (Wine, DOSEMU), which
+        # no 64-bit runtime uses; its kernel code had a use-after-free (CVE-2017-17053)
+        # and an NMI escalation (CVE-2015-5157). Open to any process when the kernel is
+        # built with it, as here.
+        "modify_ldt",
     ),
     # Its own processes only (PID namespace, one uid), but nothing a function needs.
     "reaching into other processes": (
