@@ -634,6 +634,43 @@ def _report_niceness(workspace: Path, room_sandbox: Sandbox, received: Outputs) 
     """, outputs=received)  # fmt: skip
 
 
+def test_two_runs_of_one_room_at_once_both_complete(tmp_path: Path, room_sandbox: Sandbox) -> None:
+    """A run ends by killing every process of its uid, so that nothing it started
+    outlives it. Two runs of one room at once (a SQL room's queries, an upload's schema
+    check beside a query) used to end each other: the first to finish killed the
+    other (SIGKILL, a failed run). They take turns now, and both complete."""
+
+    results: dict[str, RunResult] = {}
+    spaces = {}
+    for name in ("short", "long"):
+        space = tmp_path / name
+        (space / "function").mkdir(parents=True)
+        (space / "inputs").mkdir()
+        (space / "parameters.json").write_text("{}")
+        space.chmod(0o700)
+        spaces[name] = space
+    bodies = {
+        "short": 'pathlib.Path("/work/outputs/output_1/done").write_text("short")',
+        "long": 'time.sleep(1.5)\npathlib.Path("/work/outputs/output_1/done").write_text("long")',
+    }
+    received = {name: Outputs() for name in spaces}
+
+    def go(name: str) -> None:
+        results[name] = run(spaces[name], room_sandbox, bodies[name], outputs=received[name])
+
+    long = threading.Thread(target=go, args=("long",))
+    long.start()
+    time.sleep(0.5)  # the long run is in its function when the short one starts
+    go("short")
+    long.join()
+    assert {n: (r.status, r.exit_code) for n, r in results.items()} == {
+        "short": ("succeeded", 0), "long": ("succeeded", 0)
+    }, results  # fmt: skip
+    assert {n: o["output_1/done"] for n, o in received.items()} == {
+        "short": b"short", "long": b"long"
+    }  # fmt: skip
+
+
 def test_a_sandbox_that_cannot_start_is_an_error_not_a_failed_function(
     workspace: Path, room_sandbox: Sandbox
 ) -> None:

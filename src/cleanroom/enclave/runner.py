@@ -199,6 +199,22 @@ def prepare_workspace(workspace: Path, group: int) -> None:
         path.chmod(0o750 if path.is_dir() else 0o440)
 
 
+_RUNS_OF_UID: dict[int, threading.Lock] = {}
+_RUNS_GUARD = threading.Lock()
+
+
+def _runs_of(uid: int) -> threading.Lock:
+    """The lock that lets one run of ``uid`` at a time.
+
+    A run ends by killing every process of its uid (the supervisor's ``_ensure_ended``:
+    nothing a function started may outlive it, whatever namespace it got out to). A
+    second run of the same uid at the same time, a SQL room's second query or a
+    party's schema check beside a query, was killed with it (SIGKILL, reported as a
+    failed run). So the runs of a room wait their turn."""
+    with _RUNS_GUARD:
+        return _RUNS_OF_UID.setdefault(uid, threading.Lock())
+
+
 def run_function(
     *,
     sandbox: Sandbox,
@@ -211,7 +227,26 @@ def run_function(
     keep_log: bool = False,
 ) -> RunResult:
     """Run ``handler`` on ``workspace`` (``function/``, ``inputs/``, ``parameters.json``);
-    each output file goes to ``receive`` once no process of the run is left."""
+    each output file goes to ``receive`` once no process of the run is left. One run of
+    a uid at a time (:func:`_runs_of`): another waits."""
+    with _runs_of(sandbox.uid):
+        return _run_function(
+            sandbox=sandbox, runtime=runtime, workspace=workspace, outputs=outputs,
+            handler=handler, limits=limits, receive=receive, keep_log=keep_log,
+        )  # fmt: skip
+
+
+def _run_function(
+    *,
+    sandbox: Sandbox,
+    runtime: Runtime,
+    workspace: Path,
+    outputs: list[str],
+    handler: str,
+    limits: Limits,
+    receive: Receive,
+    keep_log: bool,
+) -> RunResult:
     prepare_workspace(workspace, sandbox.uid)
     plan = RunPlan(
         function_dir=str(workspace / "function"),
