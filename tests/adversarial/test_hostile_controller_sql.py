@@ -8,11 +8,12 @@ and the client are the real ones, the engine runs in the real sandbox.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
 from cleanroom.client.access import Access, build_spec
-from cleanroom.client.sqlrooms import query
+from cleanroom.client.sqlrooms import download_result, query
 from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.sql import engine_bundle, engine_function_id
 from tests.adversarial.proxy import Message, TamperingProxy
@@ -100,3 +101,55 @@ def test_an_answer_naming_an_earlier_run_of_the_same_query_is_refused(
         lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"}),
         "record-authentication",
     )
+
+
+def test_a_result_downloaded_later_is_checked_against_its_own_runs_receipt(
+    alice: User, proxy: TamperingProxy, sql_room: str, tmp_path: Path
+) -> None:
+    """The recipient downloads a run's result by its number, later. The Controller
+    answers the receipt request with another run's genuine receipt (another result):
+    refused (receipt-run), and nothing is written. Honestly relayed, the result is the
+    one the runner saw."""
+    first = query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"})
+    other = query(alice.client, sql_room, name="by_segment", parameters={"skip": "retail"})
+    # Both ran (the second test's hidden run may still be running when the first
+    # starts: a room's runs take turns, none ends another).
+    assert first.receipt["status"] == other.receipt["status"] == "succeeded"
+
+    (others,) = {
+        m.response
+        for m in proxy.seen
+        if m.path.endswith(f"/runs/{other.run}/receipt") and m.status == 200
+    }
+
+    def other_runs(message: Message) -> None:
+        message.response = others
+
+    proxy.on_response = on_path(f"/runs/{first.run}/receipt", other_runs)
+    target = tmp_path / "result"
+    refused(
+        lambda: download_result(alice.client, sql_room, "output_1", first.run, target),
+        "receipt-run",
+    )
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    proxy.reset()
+    result = download_result(alice.client, sql_room, "output_1", first.run, target)
+    assert result.detail is None  # sealed to the runner's session, not shown again
+    assert result.receipt["output"]["sha256"] == first.receipt["output"]["sha256"]
+    assert sorted(result.files) == ["data.csv"]
+
+
+def test_a_query_with_a_target_that_cannot_take_the_result_never_runs(
+    alice: User, proxy: TamperingProxy, sql_room: str, tmp_path: Path
+) -> None:
+    """Refused before the query is sent: a run (and the ε it spends) is not lost to a
+    result that could not be written."""
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "kept.txt").write_text("mine")
+    refused(
+        lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"},
+                      target=tmp_path / "full"),
+        "output-directory",
+    )  # fmt: skip
+    assert proxy.seen == []
+    assert (tmp_path / "full" / "kept.txt").read_text() == "mine"

@@ -97,6 +97,22 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     }
     assert shown["receipt"]["query"] == {"name": "crosstab"}
     assert shown["receipt"]["detail"] == hashlib.sha256(canonical(shown["detail"])).hexdigest()
+    # That run was not downloaded at once (no --out): its recipient downloads it by number,
+    # checked against its query receipt; without a number a SQL room's output is refused.
+    later = tmp_path / "later"
+    run = str(shown["receipt"]["run"])
+    fetched = alice("data", "cp", "sql-flow:output_1", str(later), "--run", run)
+    assert "matches the signed query receipt" in fetched.stdout
+    assert (later / "data.csv").read_bytes() == (tmp_path / "crosstab" / "data.csv").read_bytes()
+    no_run = alice("data", "cp", "sql-flow:output_1", str(tmp_path / "x"), ok=False)
+    assert no_run.returncode == 1 and "run-number" in no_run.stderr
+    not_recipient = bob("data", "cp", "sql-flow:output_1", str(tmp_path / "y"), "--run", run,
+                        ok=False)  # fmt: skip
+    assert not_recipient.returncode == 1 and "output-recipient" in not_recipient.stderr
+    no_such = alice("data", "cp", "sql-flow:output_1", str(tmp_path / "z"), "--run", "99",
+                    ok=False)  # fmt: skip
+    assert no_such.returncode == 1 and "run-state" in no_such.stderr
+    assert not any((tmp_path / name).exists() for name in ("x", "y", "z"))
 
     raw = alice("query", "sql-flow", "SELECT email_sha256 FROM input_1", ok=False)
     assert raw.returncode == 1 and "aggregation.dimension_columns" in raw.stderr

@@ -182,6 +182,15 @@ def copy(
     target: Annotated[
         str, typer.Argument(help="NAME:INPUT_ID, or a new (or empty) LOCAL directory.")
     ],
+    run: Annotated[
+        int | None,
+        typer.Option(
+            "--run",
+            min=1,
+            help="A SQL room's query run whose result to download (its output's recipient "
+            "only; `cleanroom query` prints the number).",
+        ),
+    ] = None,
 ) -> None:
     """Upload a file or a directory as an input, or download an output into a new directory.
 
@@ -195,7 +204,11 @@ def copy(
     """
     direction, name, object_id, local = _parse(source, target)
     if direction == "upload":
+        if run is not None:
+            fail("--run names a SQL room's query run to download from, not an upload", EXIT_USAGE)
         _upload(name, object_id, local)
+    elif run is not None:
+        _download_result(name, object_id, run, local)
     else:
         _download(name, object_id, local)
 
@@ -231,11 +244,45 @@ def _upload(name: str, input_id: str, local: Path) -> None:
     )
 
 
-def _download(name: str, output_id: str, local: Path) -> None:
+def _check_local(local: Path) -> None:
     if local.is_symlink() or (local.exists() and not local.is_dir()):
         fail(f"{local} exists and is not a directory: give a new or empty directory", EXIT_USAGE)
     if local.is_dir() and any(local.iterdir()):
         fail(f"{local} is not empty: give a new or empty directory", EXIT_USAGE)
+
+
+def _download_result(name: str, output_id: str, run: int, local: Path) -> None:
+    from cleanroom.client.sqlrooms import download_result
+
+    _check_local(local)
+    client = _client()
+    with failures(), _progress(f"download {name}:{output_id} (query run {run})", None) as bar:
+        result = download_result(
+            client, name, output_id, run, local,
+            progress=lambda n: bar.advance(bar.task_ids[0], n),
+        )  # fmt: skip
+    sha256 = result.receipt["output"]["sha256"]
+    if json_output():
+        print_json(
+            {
+                "room": name,
+                "output": output_id,
+                "run": run,
+                "directory": str(result.directory),
+                "files": result.files,
+                "sha256": sha256,
+            }
+        )
+        return
+    stdout.print(
+        f"downloaded {len(result.files)} files of query run {run} to {result.directory}; "
+        f"manifest sha256 {sha256} matches the signed query receipt",
+        markup=False,
+    )
+
+
+def _download(name: str, output_id: str, local: Path) -> None:
+    _check_local(local)
     client = _client()
     ended: dict[str, Any] = {}
 

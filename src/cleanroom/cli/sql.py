@@ -62,6 +62,7 @@ def query(
             epsilon=epsilon, target=out,
         )  # fmt: skip
     receipt, detail = result.receipt, result.detail
+    assert detail is not None  # the runner's, always
     if as_json or json_output():
         stdout.out(json.dumps({"receipt": receipt, "detail": detail}, indent=2))
     else:

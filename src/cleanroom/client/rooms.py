@@ -696,6 +696,12 @@ class CleanRoomClient:
             )
         room, spec = self.approved(name)
         _known(output_id, spec.outputs, "output", name)
+        if spec.sql is not None:
+            raise MessageFormatError(
+                "run-number", "a query run's number", None,
+                f"{name} is a SQL room: each query run has its own {output_id} "
+                "(cleanroom.client.sqlrooms.download_result; cleanroom data cp … --run N)",
+            )  # fmt: skip
         with self._compute(room) as compute:
             attestation, keys = self._open(
                 compute, room, spec, DownloadPurpose(op="download", output=output_id)

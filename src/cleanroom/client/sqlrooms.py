@@ -25,10 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cleanroom.client.compute import ComputeClient
 from cleanroom.client.errors import ServerError
-from cleanroom.client.rooms import CleanRoomClient, TransferError, VerifiedReceipt, _remove_tree
+from cleanroom.client.rooms import (
+    Attestation,
+    CleanRoomClient,
+    Progress,
+    TransferError,
+    VerifiedReceipt,
+    _remove_tree,
+)
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
@@ -48,7 +57,7 @@ POLL_S = 0.3
 class QueryResult:
     run: int
     receipt: dict[str, Any]  # verified
-    detail: dict[str, Any]  # opened, and the one the receipt commits to (runner only)
+    detail: dict[str, Any] | None  # opened, the one the receipt commits to (runner only)
     directory: Path | None  # where the result was written (the recipient only)
     files: dict[str, int]
 
@@ -68,6 +77,8 @@ def query(
     its signed receipt, and, with ``target``, download its result (recipient only)."""
     if (name is None) == (sql is None):
         raise MessageFormatError("query", "a query name or SQL text", "both or neither", "which?")
+    if target is not None:
+        _check_target(target)  # before the query runs (and spends ε), not after
     room, spec = client.approved(room_name)
     if spec.sql is None:
         raise MessageFormatError("runtime", "a SQL room", spec.runtime, "this room runs a function")
@@ -122,28 +133,107 @@ def query(
         output_id = receipt["output"]["id"]
         if spec.outputs[output_id] != client.profile.user_id:
             return QueryResult(run, receipt, detail, None, {})
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise MessageFormatError(
-                "output-directory", "a new or empty directory", str(target), "not empty"
-            )
+        _check_target(target)
         keys = client._next_session(
             compute, attestation, DownloadPurpose(op="download", output=output_id, run=run)
         )
-        partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
-        partial.mkdir(mode=0o700, parents=True)
-        try:
-            files, manifest = client._receive(
-                compute.download(room.name, keys.session_id), keys, output_id, partial, None
+        files = _receive_result(client, compute, attestation, keys, receipt, target)
+    return QueryResult(run, receipt, detail, target, files)
+
+
+def download_result(
+    client: CleanRoomClient,
+    room_name: str,
+    output_id: str,
+    run: int,
+    target: Path,
+    *,
+    progress: Progress | None = None,
+) -> QueryResult:
+    """Download query run ``run``'s result into ``target`` (new or empty), as the
+    recipient of ``output_id``: the runner who did not ask for it at once, or a
+    recipient who is not the runner. It is checked against the run's signed receipt
+    (signed by the Worker attested for this session, for the approved spec and this
+    run, its output ``output_id``) before it appears in ``target``. The run's detail
+    is sealed to its runner: ``detail`` is None here."""
+    if type(run) is not int or run < 1:
+        raise MessageFormatError("run-number", "a query run's number (1, 2, ...)", run, "bad run")
+    _check_target(target)
+    room, spec = client.approved(room_name)
+    if spec.sql is None:
+        raise MessageFormatError(
+            "runtime", "a SQL room", spec.runtime, "a function room has one run: no run number"
+        )
+    if output_id not in spec.outputs:
+        raise MessageFormatError(
+            "output-id",
+            f"one of {sorted(spec.outputs)}",
+            output_id,
+            f"no such output in {room_name}",
+        )
+    with client._compute(room) as compute:
+        attestation, keys = client._open(
+            compute, room, spec, DownloadPurpose(op="download", output=output_id, run=run)
+        )
+        document, signature, _sealed = compute.run_receipt(room.name, run)
+        receipt = verify_query_receipt(
+            document, signature, spec=spec, run=run,
+            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+            own_inputs=client._own_uploads(room.name, spec.work_id),
+        )  # fmt: skip
+        if receipt["output"]["id"] != output_id:
+            raise TransferError(
+                "receipt-outputs",
+                output_id,
+                receipt["output"]["id"],
+                "the run wrote another output",
             )
-            as_run = {"outputs": {output_id: {"sha256": receipt["output"]["sha256"]}}}
-            client._check_output(VerifiedReceipt(as_run, attestation), output_id, manifest, files)
-            if target.exists():
-                target.rmdir()
-            partial.rename(target)
-        except BaseException:
-            _remove_tree(partial)
-            raise
-    return QueryResult(run, receipt, detail, target, {k: v["size"] for k, v in files.items()})
+        if receipt["status"] != "succeeded":
+            raise TransferError(
+                "run-status",
+                "a query run that succeeded",
+                receipt["status"],
+                "no result to download",
+            )
+        files = _receive_result(client, compute, attestation, keys, receipt, target, progress)
+    return QueryResult(run, receipt, None, target, files)
+
+
+def _check_target(target: Path) -> None:
+    if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
+        raise MessageFormatError(
+            "output-directory", "a new or empty directory", str(target), "not empty"
+        )
+
+
+def _receive_result(
+    client: CleanRoomClient,
+    compute: ComputeClient,
+    attestation: Attestation,
+    keys: SessionKeys,
+    receipt: dict[str, Any],
+    target: Path,
+    progress: Progress | None = None,
+) -> dict[str, int]:
+    """The run's result, decrypted beside ``target`` and moved there only once its
+    manifest is the one the verified ``receipt`` signed: {path: size}."""
+    output_id = receipt["output"]["id"]
+    partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
+    partial.mkdir(mode=0o700, parents=True)
+    try:
+        files, manifest = client._receive(
+            compute.download(attestation.room.name, keys.session_id), keys, output_id,
+            partial, progress,
+        )  # fmt: skip
+        as_run = {"outputs": {output_id: {"sha256": receipt["output"]["sha256"]}}}
+        client._check_output(VerifiedReceipt(as_run, attestation), output_id, manifest, files)
+        if target.exists():
+            target.rmdir()
+        partial.rename(target)
+    except BaseException:
+        _remove_tree(partial)
+        raise
+    return {k: v["size"] for k, v in files.items()}
 
 
 def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:
@@ -162,4 +252,4 @@ def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:
         )  # fmt: skip
 
 
-__all__ = ["QueryResult", "budget", "query"]
+__all__ = ["QueryResult", "budget", "download_result", "query"]
