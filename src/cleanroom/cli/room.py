@@ -200,7 +200,8 @@ def copy(
     same input again (after a lost acknowledgement) is acknowledged as already
     there; other content is refused. A download is checked against the output
     manifest the signed run receipt names before it appears in LOCAL; from a run
-    that did not succeed it says so first, and exits 1.
+    that did not succeed it says so first, and exits 1. A SQL room's output is per
+    query run: give its number with --run (its query receipt is checked the same way).
     """
     direction, name, object_id, local = _parse(source, target)
     if direction == "upload":

@@ -44,13 +44,18 @@ def query(
         Path | None,
         typer.Option(help="Write the result here (a new directory), if you are its recipient."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the signed receipt and its detail as JSON.")
+    ] = False,
 ) -> None:
     """Run a query under every data owner's rules, and verify its signed receipt.
 
     The query is checked in the Worker against each owner's analysis rule; a shape
     a rule forbids is refused with the rule named, rows under a threshold are
     suppressed and counted, and ε is spent where differential privacy applies.
+    The counts, the query's digest and its parameters come back sealed to you (the
+    operator relays the receipt and sees none of them). A result not written with
+    --out is downloaded later: cleanroom data cp ROOM:OUTPUT DIR --run N.
     Exit 0: ran; 1: refused or failed; 2: unusable input.
     """
     if (sql is None) == (named is None):
