@@ -153,3 +153,23 @@ def test_a_query_with_a_target_that_cannot_take_the_result_never_runs(
     )  # fmt: skip
     assert proxy.seen == []
     assert (tmp_path / "full" / "kept.txt").read_text() == "mine"
+
+
+def test_a_refused_query_shows_the_controller_nothing_of_it(
+    alice: User, proxy: TamperingProxy, sql_room: str
+) -> None:
+    """A rule's refusal quotes the query it refuses (a column, a parameter's value).
+    What the Controller relays says only that the Worker refused; the runner's client
+    opens the reasons, sealed to its session, and raises the rule's own check."""
+    refused(
+        lambda: query(alice.client, sql_room, sql="SELECT email, spend FROM input_1 "
+                                                  "WHERE zip = 'zzsecretzz'"),
+        "aggregation.dimension_columns",
+    )  # fmt: skip
+    refused(
+        lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": 31337}),
+        "sql-parameter",
+    )
+    seen = relayed(proxy)
+    assert [w for w in (b"zzsecretzz", b"spend", b"31337", b"dimension") if w in seen] == []
+    assert seen.count(b"query-refused") >= 2

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
-from cleanroom.enclave.errors import RunError, StoreError, UploadError
+from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.sqlroom import SqlRoom
@@ -36,6 +36,7 @@ from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
     open_detail,
+    open_refusal,
     query_request,
     verify_budget,
     verify_query_receipt,
@@ -131,7 +132,10 @@ def query(
     frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
         QUERY_RECORD, canonical(request), final=True
     )
-    number = room.begin_query(keys.session_id, frame)
+    try:
+        number = room.begin_query(keys.session_id, frame)
+    except SealedRefusal as refusal:
+        raise open_refusal(keys, refusal.sealed) from None  # as the runner's client does
     room.execute_query(number)
     receipt, signature, sealed = room.run_receipt(number)
     verify_query_receipt(
@@ -226,6 +230,25 @@ def test_raw_rows_are_refused_with_the_rule_named(room: SqlRoom) -> None:
     with pytest.raises(CheckFailed) as caught:
         query(room, ALICE, sql="SELECT email, spend FROM input_1")
     assert caught.value.check == "aggregation.dimension_columns"
+    assert not room.runs  # nothing ran
+
+
+def test_a_refusal_quotes_nothing_of_the_query_in_the_clear(room: SqlRoom) -> None:
+    """A rule's refusal quotes the query (the column it may not show, the parameter of
+    the wrong type). The Worker's answer, which the Controller relays, says only that it
+    refused; the reasons are sealed to the runner's session, which opens them."""
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    request = query_request(name=None, sql="SELECT email, spend FROM input_1 WHERE zip = 'zz9'")
+    frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
+        QUERY_RECORD, canonical(request), final=True
+    )
+    with pytest.raises(SealedRefusal) as caught:
+        room.begin_query(keys.session_id, frame)
+    relayed = json.dumps(caught.value.to_json())
+    assert caught.value.check == "query-refused"
+    assert not [word for word in ("email", "spend", "zz9", "dimension") if word in relayed]
+    opened = open_refusal(keys, caught.value.sealed)
+    assert opened.check == "aggregation.dimension_columns" and "email" in str(opened)
     assert not room.runs  # nothing ran
 
 
@@ -378,6 +401,6 @@ def test_a_ledger_that_cannot_be_verified_stops_every_query(
     first = room._store._files["_budget/00000000"][1]
     last = room._store._files["_budget/00000001"][1]
     last.write_bytes(first.read_bytes())
-    with pytest.raises((RunError, StoreError)) as caught:
+    with pytest.raises(CheckFailed) as caught:  # sealed to the runner, as every refusal
         query(room, ALICE, sql=text, epsilon=0.5)
     assert caught.value.check == "budget-ledger"

@@ -14,18 +14,22 @@ from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.keys import load_spki, spki
 from cleanroom.protocol.query_receipt import (
     DETAIL_RECORD,
+    REFUSAL_RECORD,
     budget_statement,
     detail_digest,
     open_detail,
+    open_refusal,
     query_detail,
     query_receipt,
     seal_detail,
+    seal_refusal,
     sign,
     verify_budget,
     verify_query_receipt,
 )
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, WorkSpec, authorize
+from cleanroom.sql.rules import RuleViolation
 from tests.protocol.fixtures import ALICE_ID, BOB_ID, MALLORY_ID, SPEC_DOCUMENT, fixed_key
 
 SQL_SPEC_DOCUMENT: dict[str, Any] = {
@@ -326,3 +330,38 @@ def test_a_receipt_that_names_more_or_a_bad_commitment_is_refused(changes: dict[
             document, sign(WORKER, document), worker_key=public, spec=SQL_SPEC, run=2
         )
     assert caught.value.check == "receipt"
+
+
+# ------------------------------------------------------------- the sealed refusal
+
+
+def test_a_refusal_is_opened_only_in_its_session() -> None:
+    """The Worker's refusal of a query quotes it: sealed under the run session's k_w2c,
+    opened by the runner with every fact; refused when changed, from another session,
+    or another record."""
+    refusal = RuleViolation(
+        "aggregation.dimension_columns", ["region"], "email", "input_1's rule: not a dimension"
+    )
+    opened = open_refusal(KEYS, seal_refusal(KEYS, refusal))
+    assert (opened.check, opened.expected, opened.actual, opened.message) == (
+        "aggregation.dimension_columns", ["region"], "email", "input_1's rule: not a dimension"
+    )  # fmt: skip
+    frame = bytearray(seal_refusal(KEYS, refusal))
+    frame[-20] ^= 1
+    other = SessionKeys("AAAAAAAAAAAAAAAAAAAAAA", KEYS.client_to_worker, bytes([3]) * 32,
+                        bytes(32))  # fmt: skip
+    for forged in (bytes(frame), seal_refusal(other, refusal)):
+        with pytest.raises(RecordError) as caught:
+            open_refusal(KEYS, forged)
+        assert caught.value.check == "record-authentication"
+    with pytest.raises(BindingError) as wrong:
+        open_refusal(KEYS, seal_detail(KEYS, detail()))  # a detail is not a refusal
+    assert wrong.value.check == "query-refusal"
+    for bad in (b"[]", b'{"type":"cleanroom/query-refusal/v1","check":5,"expected":1,'
+                       b'"actual":2,"message":"m"}', b"not json"):  # fmt: skip
+        frame = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+            REFUSAL_RECORD, bad, final=True
+        )
+        with pytest.raises(MessageFormatError) as malformed:
+            open_refusal(KEYS, frame)
+        assert malformed.value.check == "query-refusal"

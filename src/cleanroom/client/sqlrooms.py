@@ -35,13 +35,15 @@ from cleanroom.client.rooms import (
     VerifiedReceipt,
     _remove_tree,
 )
-from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import b64u, canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
     open_detail,
+    open_refusal,
     query_request,
     verify_budget,
     verify_query_receipt,
@@ -88,7 +90,10 @@ def query(
         frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
             QUERY_RECORD, canonical(request), final=True
         )
-        answer = compute.query(room.name, keys.session_id, frame)
+        try:
+            answer = compute.query(room.name, keys.session_id, frame)
+        except ServerError as error:
+            raise _opened(error, keys) from None
         run = answer.get("run")
         if type(run) is not int or run < 1:
             raise TransferError("run-number", "a run number", run, "the Worker named no run")
@@ -197,6 +202,16 @@ def download_result(
             )
         files = _receive_result(client, compute, attestation, keys, receipt, target, progress)
     return QueryResult(run, receipt, None, target, files)
+
+
+def _opened(error: ServerError, keys: SessionKeys) -> CheckFailed | ServerError:
+    """The Worker's refusal of the query, opened: its facts quote the query, so the
+    Worker seals them to this run session (``query-refused`` in the clear). A refusal
+    in the clear is another server's word (the session, the Controller): as it came."""
+    sealed = error.problem.get("sealed")
+    if error.check != "query-refused" or not isinstance(sealed, str):
+        return error
+    return open_refusal(keys, from_b64u(sealed, "sealed refusal"))
 
 
 def _check_target(target: Path) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cleanroom.enclave.budget import BudgetLedger
-from cleanroom.enclave.errors import RunError, UploadError
+from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError
 from cleanroom.enclave.room import CleanRoom
 from cleanroom.enclave.store import StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
@@ -46,6 +46,7 @@ from cleanroom.protocol.query_receipt import (
     query_detail,
     query_receipt,
     seal_detail,
+    seal_refusal,
     sign,
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
@@ -145,50 +146,60 @@ class SqlRoom(CleanRoom):
         charge the budget; the run's number (execute it with :meth:`execute_query`)."""
         with self._lock:
             session, _purpose = self._take(session_id, RunPurpose)
-            request = self._open_request(session, frame)
-            missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
-            if missing:
-                raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
-            if self._uploading:
-                raise RunError(
-                    "uploads-running", "no upload in progress", sorted(self._uploading), "busy"
-                )
-            if len(self.runs) >= MAX_RUNS:
-                raise RunError("run-state", f"at most {MAX_RUNS} queries", len(self.runs), "full")
-            name, sql = request["query"], request["sql"]
-            if name is not None and session.user_id not in self.worker.spec.runners:
-                raise AccessDenied(
-                    "runner", sorted(self.worker.spec.runners), session.user_id,
-                    "only a runner may run the spec's queries",
-                )  # fmt: skip
-            if sql is not None and (
-                self.sql.adhoc is None or session.user_id not in self.sql.adhoc.runners
-            ):
-                raise AccessDenied(
-                    "adhoc-runner",
-                    [] if self.sql.adhoc is None else sorted(self.sql.adhoc.runners),
-                    session.user_id, "only the spec's ad-hoc runners may send a query of their own",
-                )  # fmt: skip
-            plan = plan_query(
-                self.worker.spec, name=name, text=sql, parameters=request["parameters"],
-                epsilon=request["epsilon"], spent=self.ledger.spent(),
-            )  # fmt: skip
-            number = len(self.runs) + 1
-            run = SqlRun(
-                number, plan, session.user_id, dict(request["parameters"]), session=session.keys
+            try:
+                return self._admit_query(session, frame)
+            except CheckFailed as refusal:
+                # Its facts quote the query (text, parameters): sealed to the runner, as
+                # the one Worker -> runner record of this session (no run, no detail).
+                raise SealedRefusal(seal_refusal(session.keys, refusal)) from None
+
+    def _admit_query(self, session: AcceptedHandshake, frame: bytes) -> int:
+        """The query this run session sent, checked against every rule and charged (the
+        caller holds the room's lock)."""
+        request = self._open_request(session, frame)
+        missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
+        if missing:
+            raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
+        if self._uploading:
+            raise RunError(
+                "uploads-running", "no upload in progress", sorted(self._uploading), "busy"
             )
-            if plan.dp is not None:
-                # Charged before the query runs: a failed run has touched the data too.
-                totals = self.ledger.charge(number, plan.dp.epsilon, sorted(plan.dp.owners))
-                run.privacy = {
-                    i: {"spent": plan.dp.epsilon,
-                        "left": max(self.ledger.budgets[i] - totals[i], 0.0),
-                        "budget": self.ledger.budgets[i]}
-                    for i in sorted(plan.dp.owners)
-                }  # fmt: skip
-            self.runs[number] = run
-            self._state = "querying"
-            return number
+        if len(self.runs) >= MAX_RUNS:
+            raise RunError("run-state", f"at most {MAX_RUNS} queries", len(self.runs), "full")
+        name, sql = request["query"], request["sql"]
+        if name is not None and session.user_id not in self.worker.spec.runners:
+            raise AccessDenied(
+                "runner", sorted(self.worker.spec.runners), session.user_id,
+                "only a runner may run the spec's queries",
+            )  # fmt: skip
+        if sql is not None and (
+            self.sql.adhoc is None or session.user_id not in self.sql.adhoc.runners
+        ):
+            raise AccessDenied(
+                "adhoc-runner",
+                [] if self.sql.adhoc is None else sorted(self.sql.adhoc.runners),
+                session.user_id, "only the spec's ad-hoc runners may send a query of their own",
+            )  # fmt: skip
+        plan = plan_query(
+            self.worker.spec, name=name, text=sql, parameters=request["parameters"],
+            epsilon=request["epsilon"], spent=self.ledger.spent(),
+        )  # fmt: skip
+        number = len(self.runs) + 1
+        run = SqlRun(
+            number, plan, session.user_id, dict(request["parameters"]), session=session.keys
+        )
+        if plan.dp is not None:
+            # Charged before the query runs: a failed run has touched the data too.
+            totals = self.ledger.charge(number, plan.dp.epsilon, sorted(plan.dp.owners))
+            run.privacy = {
+                i: {"spent": plan.dp.epsilon,
+                    "left": max(self.ledger.budgets[i] - totals[i], 0.0),
+                    "budget": self.ledger.budgets[i]}
+                for i in sorted(plan.dp.owners)
+            }  # fmt: skip
+        self.runs[number] = run
+        self._state = "querying"
+        return number
 
     def _open_request(self, session: AcceptedHandshake, frame: bytes) -> dict[str, Any]:
         receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)

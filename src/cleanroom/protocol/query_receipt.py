@@ -27,9 +27,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol import keys
 from cleanroom.protocol.encoding import canonical
-from cleanroom.protocol.errors import BindingError, MessageFormatError
+from cleanroom.protocol.errors import BindingError, MessageFormatError, ProtocolError
 from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.manifest import check_salt, encoded_salt
 from cleanroom.protocol.receipt import RUN_STATUSES, check_run
@@ -48,6 +49,8 @@ QUERY_RECEIPT_FIELDS = frozenset(
      "privacy", "status", "started", "finished"}
 )  # fmt: skip
 QUERY_DETAIL_FIELDS = frozenset({"type", "run", "salt", "query", "rows"})
+QUERY_REFUSAL_TYPE = "cleanroom/query-refusal/v1"
+REFUSAL_RECORD = "run/query.refusal"  # a refused query's reasons (Worker -> runner)
 ROW_COUNTS = ("released", "suppressed")
 
 
@@ -139,6 +142,55 @@ def open_detail(keys: SessionKeys, frame: bytes, receipt: Mapping[str, Any]) -> 
         )
     check_salt(detail["salt"], "query-detail")
     return detail
+
+
+class QueryRefused(CheckFailed):
+    """The Worker refused the query: its check, expected and actual, as the Worker
+    sealed them to the runner (they quote the query's text and parameters)."""
+
+
+def seal_refusal(keys: SessionKeys, refusal: CheckFailed) -> bytes:
+    """A refusal of the query a run session sent, as the one Worker→runner record of
+    that session: its facts quote the query, so they do not travel in the clear."""
+    document = {"type": QUERY_REFUSAL_TYPE, **refusal.to_json()}
+    try:
+        data = canonical(document)
+    except ProtocolError:  # a fact with no exact JSON form (a float out of range): as text
+        data = canonical({k: v if isinstance(v, str) else str(v) for k, v in document.items()})
+    sender = RecordSender(keys.worker_to_client, keys.session_id)
+    return sender.seal(REFUSAL_RECORD, data, final=True)
+
+
+def open_refusal(keys: SessionKeys, frame: bytes) -> QueryRefused:
+    """The sealed refusal of the query this run session sent (to raise).
+
+    Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by the
+    Worker in this session, ``query-refusal`` for one that is not a refusal.
+    """
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    path, _index, final, data = receiver.open(frame)
+    receiver.close()
+    if path != REFUSAL_RECORD or not final:
+        raise BindingError("query-refusal", REFUSAL_RECORD, path, "not a query's refusal")
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise MessageFormatError("query-refusal", "JSON", "not JSON", str(error)) from error
+    if (
+        not isinstance(document, dict)
+        or not {"type", "check", "expected", "actual", "message"} <= set(document)
+        or not set(document) <= {"type", "check", "expected", "actual", "message", "hint"}
+        or document["type"] != QUERY_REFUSAL_TYPE
+        or not all(isinstance(document[k], str) for k in ("check", "message"))
+        or not isinstance(document.get("hint", ""), str)
+    ):
+        raise MessageFormatError(
+            "query-refusal", QUERY_REFUSAL_TYPE, str(document)[:200], "bad query refusal"
+        )
+    return QueryRefused(
+        document["check"], document["expected"], document["actual"], document["message"],
+        document.get("hint"),
+    )  # fmt: skip
 
 
 def query_receipt(
