@@ -281,3 +281,17 @@ def test_readmes_export_root_finds_the_compute_servers_platform(
     assert main(["sim", "export-root", "--compute", "--out", str(out)]) == 0
     assert out.read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert main(["sim", "export-root", "--compute", "--dir", str(tmp_path)]) == 2
+
+
+def test_a_run_number_is_for_downloads_from_a_sql_room_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`data cp --run N` downloads a SQL room's query run; on an upload, or below 1, it
+    is unusable input (exit 2) before any profile or server is asked."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.csv").write_text("a\n")
+    capsys.readouterr()
+    assert main(["data", "cp", str(tmp_path / "mine"), "room:input_1", "--run", "2"]) == 2
+    assert "--run names a SQL room's query run" in capsys.readouterr().err
+    assert main(["data", "cp", "room:output_1", str(tmp_path / "out"), "--run", "0"]) == 2
+    assert not (tmp_path / "out").exists()

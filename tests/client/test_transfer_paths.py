@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cleanroom.client.rooms import CleanRoomClient, TransferError, VerifiedReceipt, _input_files
+from cleanroom.client.rooms import CleanRoomClient, TransferError, _input_files
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
@@ -120,9 +120,8 @@ def test_an_output_manifest_the_receipt_signed_must_still_be_a_salted_v2_one(
     """The receipt's digest matches (a Worker signed exactly this manifest), yet a
     manifest whose digest does not hide the data is refused before anything is kept."""
 
-    def signed(manifest: bytes) -> Any:  # a receipt that names exactly this manifest
-        digest = hashlib.sha256(manifest).hexdigest()
-        return VerifiedReceipt({"outputs": {"output_1": {"sha256": digest}}}, None)  # type: ignore[arg-type]
+    def signed(manifest: bytes) -> str:  # what a receipt naming exactly this manifest holds
+        return hashlib.sha256(manifest).hexdigest()
 
     files = {"overlap.json": {"size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()}}
     client: Any = CleanRoomClient.__new__(CleanRoomClient)

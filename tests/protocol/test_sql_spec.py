@@ -16,6 +16,8 @@ from cleanroom.protocol.query_receipt import (
     DETAIL_RECORD,
     REFUSAL_RECORD,
     budget_statement,
+    check_query,
+    check_result,
     detail_digest,
     open_detail,
     open_refusal,
@@ -280,9 +282,10 @@ def test_a_sealed_record_that_is_not_a_detail_is_refused() -> None:
         {"query": {"sha256": 5, "parameters": {}}},
         {"type": "cleanroom/query-detail/v0"},
         {"extra": 1},
+        {"run": 3},
     ],
     ids=["salt-short", "salt-padded", "rows-negative", "rows-boolean", "rows-missing",
-         "query-no-parameters", "query-sha256-number", "type", "extra-field"],
+         "query-no-parameters", "query-sha256-number", "type", "extra-field", "other-run"],
 )  # fmt: skip
 def test_a_malformed_detail_is_refused_even_when_committed_to(bad: dict[str, Any]) -> None:
     """A Worker's bug, not a relay's doing (the receipt commits to it): still refused."""
@@ -365,3 +368,27 @@ def test_a_refusal_is_opened_only_in_its_session() -> None:
         with pytest.raises(MessageFormatError) as malformed:
             open_refusal(KEYS, frame)
         assert malformed.value.check == "query-refusal"
+
+
+def test_the_run_must_be_the_query_its_runner_sent() -> None:
+    """The receipt's name and the detail's text digest and parameters against what the
+    runner sent: each differing part alone is refused (receipt-query)."""
+    sent = {"name": "overlap", "sha256": "00" * 32, "parameters": {"region": "Tokyo"}}
+    check_query(receipt(), detail(), **sent)
+    for changed in ({"name": None}, {"sha256": "11" * 32}, {"parameters": {"region": "Osaka"}},
+                    {"parameters": {}}):  # fmt: skip
+        with pytest.raises(BindingError) as caught:
+            check_query(receipt(), detail(), **{**sent, **changed})
+        assert caught.value.check == "receipt-query"
+
+
+def test_a_result_is_downloaded_only_from_a_run_of_that_output_that_succeeded() -> None:
+    assert check_result(receipt(), "output_1") == "33" * 32
+    with pytest.raises(BindingError) as other:
+        check_result(receipt(), "output_2")
+    assert other.value.check == "receipt-outputs"
+    for status in ("failed", "timeout", "memory"):
+        failed = receipt(status=status, output={"id": "output_1", "format": "csv", "sha256": None})
+        with pytest.raises(BindingError) as caught:
+            check_result(failed, "output_1")
+        assert caught.value.check == "run-status"

@@ -709,22 +709,39 @@ class CleanRoomClient:
             receipt = self._receipt(compute, attestation)
             if on_receipt is not None:
                 on_receipt(receipt)
-            partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
-            partial.mkdir(mode=0o700, parents=True)
-            try:
-                files, manifest = self._receive(
-                    compute.download(room.name, keys.session_id), keys, output_id, partial,
-                    progress,
-                )  # fmt: skip
-                digest = self._check_output(receipt, output_id, manifest, files)
-                if target.exists():
-                    target.rmdir()
-                partial.rename(target)
-            except BaseException:
-                _remove_tree(partial)
-                raise
-        sizes = {name: entry["size"] for name, entry in files.items()}
-        return DownloadResult(output_id, target, sizes, digest, receipt)
+            recorded = receipt.receipt["outputs"][output_id]["sha256"]
+            sizes = self._download_checked(
+                compute, room.name, keys, output_id, recorded, target, progress
+            )
+        return DownloadResult(output_id, target, sizes, recorded, receipt)
+
+    def _download_checked(
+        self,
+        compute: ComputeClient,
+        room_name: str,
+        keys: SessionKeys,
+        output_id: str,
+        recorded: str,
+        target: Path,
+        progress: Progress | None,
+    ) -> dict[str, int]:
+        """The download session's output, decrypted beside ``target`` and moved there
+        only once its manifest is the one a verified receipt signed (``recorded``, the
+        manifest's SHA-256): {path: size}. Nothing is left behind otherwise."""
+        partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
+        partial.mkdir(mode=0o700, parents=True)
+        try:
+            files, manifest = self._receive(
+                compute.download(room_name, keys.session_id), keys, output_id, partial, progress
+            )
+            self._check_output(recorded, output_id, manifest, files)
+            if target.exists():
+                target.rmdir()
+            partial.rename(target)
+        except BaseException:
+            _remove_tree(partial)
+            raise
+        return {name: entry["size"] for name, entry in files.items()}
 
     def _receive(
         self,
@@ -779,14 +796,14 @@ class CleanRoomClient:
 
     def _check_output(
         self,
-        receipt: VerifiedReceipt,
+        recorded: str,
         output_id: str,
         manifest_bytes: bytes,
         files: dict[str, dict[str, Any]],
     ) -> str:
-        """The manifest is the one the receipt signed, and the files are the manifest's."""
+        """The manifest is the one a receipt signed (``recorded``, its SHA-256 there), and
+        the files are the manifest's."""
         digest = hashlib.sha256(manifest_bytes).hexdigest()
-        recorded = receipt.receipt["outputs"][output_id]["sha256"]
         if digest != recorded:
             raise TransferError(
                 "output-digest", recorded, digest, "the output is not what the receipt signed"

@@ -25,15 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cleanroom.client.compute import ComputeClient
 from cleanroom.client.errors import ServerError
 from cleanroom.client.rooms import (
-    Attestation,
     CleanRoomClient,
     Progress,
     TransferError,
-    VerifiedReceipt,
-    _remove_tree,
 )
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u
@@ -42,6 +38,8 @@ from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
+    check_query,
+    check_result,
     open_detail,
     open_refusal,
     query_request,
@@ -114,14 +112,10 @@ def query(
         )  # fmt: skip
         detail = open_detail(keys, sealed, receipt)
         named = spec.sql.queries.get(name) if name is not None else None
-        expected = {
-            "name": name,
-            "sha256": query_sha256(named.text if named is not None else sql or ""),
-            "parameters": dict(parameters or {}),
-        }
-        ran = {"name": receipt["query"]["name"], **detail["query"]}
-        if ran != expected:
-            raise TransferError("receipt-query", expected, ran, "another query ran")
+        check_query(
+            receipt, detail, name=name, parameters=parameters or {},
+            sha256=query_sha256(named.text if named is not None else sql or ""),
+        )  # fmt: skip
         destination = (
             named.output
             if named is not None
@@ -142,7 +136,9 @@ def query(
         keys = client._next_session(
             compute, attestation, DownloadPurpose(op="download", output=output_id, run=run)
         )
-        files = _receive_result(client, compute, attestation, keys, receipt, target)
+        files = client._download_checked(
+            compute, room.name, keys, output_id, receipt["output"]["sha256"], target, None
+        )
     return QueryResult(run, receipt, detail, target, files)
 
 
@@ -186,21 +182,10 @@ def download_result(
             worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
             own_inputs=client._own_uploads(room.name, spec.work_id),
         )  # fmt: skip
-        if receipt["output"]["id"] != output_id:
-            raise TransferError(
-                "receipt-outputs",
-                output_id,
-                receipt["output"]["id"],
-                "the run wrote another output",
-            )
-        if receipt["status"] != "succeeded":
-            raise TransferError(
-                "run-status",
-                "a query run that succeeded",
-                receipt["status"],
-                "no result to download",
-            )
-        files = _receive_result(client, compute, attestation, keys, receipt, target, progress)
+        recorded = check_result(receipt, output_id)
+        files = client._download_checked(
+            compute, room.name, keys, output_id, recorded, target, progress
+        )
     return QueryResult(run, receipt, None, target, files)
 
 
@@ -219,36 +204,6 @@ def _check_target(target: Path) -> None:
         raise MessageFormatError(
             "output-directory", "a new or empty directory", str(target), "not empty"
         )
-
-
-def _receive_result(
-    client: CleanRoomClient,
-    compute: ComputeClient,
-    attestation: Attestation,
-    keys: SessionKeys,
-    receipt: dict[str, Any],
-    target: Path,
-    progress: Progress | None = None,
-) -> dict[str, int]:
-    """The run's result, decrypted beside ``target`` and moved there only once its
-    manifest is the one the verified ``receipt`` signed: {path: size}."""
-    output_id = receipt["output"]["id"]
-    partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
-    partial.mkdir(mode=0o700, parents=True)
-    try:
-        files, manifest = client._receive(
-            compute.download(attestation.room.name, keys.session_id), keys, output_id,
-            partial, progress,
-        )  # fmt: skip
-        as_run = {"outputs": {output_id: {"sha256": receipt["output"]["sha256"]}}}
-        client._check_output(VerifiedReceipt(as_run, attestation), output_id, manifest, files)
-        if target.exists():
-            target.rmdir()
-        partial.rename(target)
-    except BaseException:
-        _remove_tree(partial)
-        raise
-    return {k: v["size"] for k, v in files.items()}
 
 
 def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:

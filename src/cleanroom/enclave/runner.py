@@ -230,77 +230,62 @@ def run_function(
     each output file goes to ``receive`` once no process of the run is left. One run of
     a uid at a time (:func:`_runs_of`): another waits."""
     with _runs_of(sandbox.uid):
-        return _run_function(
-            sandbox=sandbox, runtime=runtime, workspace=workspace, outputs=outputs,
-            handler=handler, limits=limits, receive=receive, keep_log=keep_log,
-        )  # fmt: skip
-
-
-def _run_function(
-    *,
-    sandbox: Sandbox,
-    runtime: Runtime,
-    workspace: Path,
-    outputs: list[str],
-    handler: str,
-    limits: Limits,
-    receive: Receive,
-    keep_log: bool,
-) -> RunResult:
-    prepare_workspace(workspace, sandbox.uid)
-    plan = RunPlan(
-        function_dir=str(workspace / "function"),
-        inputs_dir=str(workspace / "inputs"),
-        parameters=str(workspace / "parameters.json"),
-        outputs=sorted(outputs),
-        handler=handler,
-        interpreter=str(runtime.interpreter),
-        runtime_roots=[str(root) for root in runtime.roots],
-        uid=sandbox.uid,
-        limits=limits,
-        keep_log=keep_log,
-        stage=str(STAGE),
-    )
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [*sandbox.prefix, "--", sys.executable, "-I", "-m", "cleanroom.enclave.supervisor"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdin is not None and process.stdout is not None
-    assert process.stderr is not None
-    errors = _Drain(process.stderr)
-    errors.start()
-    try:
-        process.stdin.write(plan.to_json())
-        process.stdin.close()
-        line = process.stdout.readline(1 << 22)
+        prepare_workspace(workspace, sandbox.uid)
+        plan = RunPlan(
+            function_dir=str(workspace / "function"),
+            inputs_dir=str(workspace / "inputs"),
+            parameters=str(workspace / "parameters.json"),
+            outputs=sorted(outputs),
+            handler=handler,
+            interpreter=str(runtime.interpreter),
+            runtime_roots=[str(root) for root in runtime.roots],
+            uid=sandbox.uid,
+            limits=limits,
+            keep_log=keep_log,
+            stage=str(STAGE),
+        )
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [*sandbox.prefix, "--", sys.executable, "-I", "-m", "cleanroom.enclave.supervisor"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stderr is not None
+        errors = _Drain(process.stderr)
+        errors.start()
         try:
-            report = RunReport.from_json(line)
-        except (ValueError, TypeError) as error:
-            detail = errors.text() or "nothing"
+            process.stdin.write(plan.to_json())
+            process.stdin.close()
+            line = process.stdout.readline(1 << 22)
+            try:
+                report = RunReport.from_json(line)
+            except (ValueError, TypeError) as error:
+                detail = errors.text() or "nothing"
+                raise RunError(
+                    "run-supervisor", "a run report", detail, "the run did not start"
+                ) from error
+            if report.error is None:
+                _receive_outputs(process.stdout, outputs, limits, receive)
+        finally:
+            process.kill()
+            process.wait()
+            errors.join(timeout=5)
+        if report.error is not None:
             raise RunError(
-                "run-supervisor", "a run report", detail, "the run did not start"
-            ) from error
-        if report.error is None:
-            _receive_outputs(process.stdout, outputs, limits, receive)
-    finally:
-        process.kill()
-        process.wait()
-        errors.join(timeout=5)
-    if report.error is not None:
-        raise RunError("run-ended", "a run that ended cleanly", report.error, "run not released")
-    return RunResult(
-        status=report.status,
-        exit_code=report.exit_code,
-        seconds=report.seconds,
-        log=base64.b64decode(report.log) if keep_log else b"",
-        cpu_seconds=report.cpu_seconds,
-        memory_peak_bytes=report.memory_peak_bytes,
-        disk_bytes=report.disk_bytes,
-        confinement=tuple(report.confinement),
-        outputs_withheld=report.outputs_withheld,
-    )
+                "run-ended", "a run that ended cleanly", report.error, "run not released"
+            )
+        return RunResult(
+            status=report.status,
+            exit_code=report.exit_code,
+            seconds=report.seconds,
+            log=base64.b64decode(report.log) if keep_log else b"",
+            cpu_seconds=report.cpu_seconds,
+            memory_peak_bytes=report.memory_peak_bytes,
+            disk_bytes=report.disk_bytes,
+            confinement=tuple(report.confinement),
+            outputs_withheld=report.outputs_withheld,
+        )
 
 
 def _receive_outputs(

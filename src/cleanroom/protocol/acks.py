@@ -24,7 +24,7 @@ from typing import Any
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
-from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.records import RecordSender, open_single
 
 ACK_TYPE = "cleanroom/upload-ack/v1"
 ACK_NAME = ".ack"
@@ -80,12 +80,8 @@ def open_ack(keys: SessionKeys, frame: bytes, *, input_id: str, sha256: str, siz
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed
     by the Worker in this session, and ``upload-ack`` for one about other data.
     """
-    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
-    path, _index, final, data = receiver.open(frame)
-    receiver.close()
     expected = f"{input_id}/{ACK_NAME}"
-    if path != expected or not final:
-        raise BindingError("upload-ack", expected, path, "an acknowledgement of another object")
+    data = open_single(keys.worker_to_client, keys.session_id, frame, expected, "upload-ack")
     try:
         document = json.loads(data)
     except ValueError as error:

@@ -34,7 +34,7 @@ from cleanroom.protocol.errors import BindingError, MessageFormatError, Protocol
 from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.manifest import check_salt, encoded_salt
 from cleanroom.protocol.receipt import RUN_STATUSES, check_run
-from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.records import RecordSender, open_single
 from cleanroom.protocol.spec import WorkSpec
 
 QUERY_RECEIPT_TYPE = "cleanroom/query-receipt/v2"
@@ -106,11 +106,7 @@ def open_detail(keys: SessionKeys, frame: bytes, receipt: Mapping[str, Any]) -> 
     not seal in this session; ``query-detail`` for one that is not exactly the detail
     the receipt signed, or not a well-formed detail of this run.
     """
-    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
-    path, _index, final, data = receiver.open(frame)
-    receiver.close()
-    if path != DETAIL_RECORD or not final:
-        raise BindingError("query-detail", DETAIL_RECORD, path, "not a query's detail")
+    data = open_single(keys.worker_to_client, keys.session_id, frame, DETAIL_RECORD, "query-detail")
     digest = hashlib.sha256(data).hexdigest()
     if digest != receipt["detail"]:
         raise BindingError(
@@ -167,11 +163,9 @@ def open_refusal(keys: SessionKeys, frame: bytes) -> QueryRefused:
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by the
     Worker in this session, ``query-refusal`` for one that is not a refusal.
     """
-    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
-    path, _index, final, data = receiver.open(frame)
-    receiver.close()
-    if path != REFUSAL_RECORD or not final:
-        raise BindingError("query-refusal", REFUSAL_RECORD, path, "not a query's refusal")
+    data = open_single(
+        keys.worker_to_client, keys.session_id, frame, REFUSAL_RECORD, "query-refusal"
+    )
     try:
         document = json.loads(data)
     except ValueError as error:
@@ -267,6 +261,33 @@ def verify_query_receipt(
             "receipt", "detail: 64 hex digits", receipt["detail"], "bad detail digest"
         )
     return receipt
+
+
+def check_query(
+    receipt: Mapping[str, Any], detail: Mapping[str, Any], *, name: str | None, sha256: str,
+    parameters: Mapping[str, Any],
+) -> None:  # fmt: skip
+    """The run is the query its runner sent: the receipt's name, the detail's digest of
+    the text and its parameters (``receipt-query``)."""
+    expected = {"name": name, "sha256": sha256, "parameters": dict(parameters)}
+    ran = {"name": receipt["query"]["name"], **detail["query"]}
+    if ran != expected:
+        raise BindingError("receipt-query", expected, ran, "another query ran")
+
+
+def check_result(receipt: Mapping[str, Any], output_id: str) -> str:
+    """A verified query receipt whose result may be downloaded as ``output_id``: the run
+    wrote that output (``receipt-outputs``) and succeeded (``run-status``); the SHA-256
+    of the output's manifest it signed."""
+    if receipt["output"]["id"] != output_id:
+        raise BindingError(
+            "receipt-outputs", output_id, receipt["output"]["id"], "the run wrote another output"
+        )
+    if receipt["status"] != "succeeded" or not isinstance(receipt["output"]["sha256"], str):
+        raise BindingError(
+            "run-status", "a query run that succeeded", receipt["status"], "no result"
+        )
+    return str(receipt["output"]["sha256"])
 
 
 def budget_statement(

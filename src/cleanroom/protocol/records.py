@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cleanroom.protocol.encoding import canonical
-from cleanroom.protocol.errors import RecordError, ReplayError
+from cleanroom.protocol.errors import BindingError, RecordError, ReplayError
 
 MAX_PLAINTEXT = 1 << 20  # 1 MiB
 MAX_PATH = 1024
@@ -221,3 +221,20 @@ class RecordReceiver:
                 f"{len(unfinished)} not ended",
                 "the stream was cut before an object ended",
             )
+
+
+def open_single(key: bytes, session_id: str, frame: bytes, path: str, check: str) -> bytes:
+    """The data of a stream of one record only: ``path``, final, sealed in this session
+    (the Worker's one answer in a session: an upload's acknowledgement, a query's
+    detail or refusal).
+
+    Raises :class:`RecordError` for a frame not sealed under ``key`` in this session (or
+    not final: ``record-truncated``), and ``BindingError`` named ``check`` for another
+    object's record.
+    """
+    receiver = RecordReceiver(key, session_id)
+    sealed_path, _index, _final, data = receiver.open(frame)
+    receiver.close()  # not final: record-truncated
+    if sealed_path != path:
+        raise BindingError(check, path, sealed_path, "a record of another object")
+    return data
