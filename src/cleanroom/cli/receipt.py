@@ -1,7 +1,8 @@
 """``cleanroom receipt``: a room's run receipt, saved for a third party, and checked offline.
 
-cleanroom receipt ROOM [--save DIR]      fetch, verify (and save) the receipt
-cleanroom receipt verify FILE            check a saved receipt, offline
+cleanroom receipt ROOM [--save DIR]          fetch, verify (and save) the receipt
+cleanroom receipt ROOM --run N [--save DIR]  the same, for a SQL room's query run N
+cleanroom receipt verify FILE                check a saved receipt, offline
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from cleanroom.cli.common import (
     stdout,
     with_exit_codes,
 )
+from cleanroom.client import sqlrooms
 from cleanroom.client.audit import AuditedReceipt, SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
@@ -55,6 +57,14 @@ def receipt(
         typer.Argument(
             help="With `verify`: a directory saved by --save, or its receipt.json "
             "(quote.json must be beside it).",
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        int | None,
+        typer.Option(
+            help="A SQL room's query run (its receipts are one per run; the runner saves one "
+            "with its detail at once: cleanroom query ... --save-receipt DIR).",
             show_default=False,
         ),
     ] = None,
@@ -145,6 +155,9 @@ def receipt(
     verify_only = (simulated_root, attester_mrenclave, attester_mrsigner, worker_mrenclave, at)
     if file is not None or at_saved or any(v is not None for v in verify_only) or accept_status:
         fail("these arguments go with `cleanroom receipt verify FILE`", EXIT_USAGE)
+    if run is not None:
+        _query_receipt(name, run, save, as_json)
+        return
     if save is None:
         room.receipt(name, as_json)
         return
@@ -161,6 +174,25 @@ def receipt(
 
 
 receipt.__doc__ = with_exit_codes(receipt.__doc__)
+
+
+def _query_receipt(name: str, run: int, save: Path | None, as_json: bool) -> None:
+    if run < 1:
+        fail(f"--run takes a query run's number (1, 2, ...), not {run}", EXIT_USAGE)
+    client = room._client()
+    with failures():
+        if save is None:
+            verified, path = sqlrooms.receipt(client, name, run), None
+        else:
+            verified, path = sqlrooms.save_receipt(client, name, run, save)
+    warn_simulated(client.profile)
+    document = verified.receipt
+    _print_query(document, None, as_json, f"receipt of {shown(name)}, query run {run}")
+    if path is not None:
+        stderr.print(f"saved to {path.parent} (check it with: cleanroom receipt verify "
+                     f"{path.parent})", markup=False)  # fmt: skip
+    if document["status"] != "succeeded":
+        fail(f"query run {run} of {name} ended {shown(document['status'])}")
 
 
 def _verify(
@@ -236,9 +268,16 @@ def _verify(
     if as_json:
         stdout.out(json.dumps(_audit_json(audited), indent=2))
         return
-    _print(audited.receipt, False, f"saved receipt of {shown(saved.room)}")
     spec = audited.spec
-    stdout.print(f"  ran      {shown(spec.handler)} on {shown(spec.runtime)}", markup=False)
+    if saved.is_query:
+        title = f"saved receipt of {shown(saved.room)}, query run {audited.receipt['run']}"
+        _print_query(audited.receipt, audited.detail, False, title)
+        if saved.detail is None:
+            stdout.print("  detail   not saved (sealed to the runner: only the runner can show "
+                         "it)", markup=False)  # fmt: skip
+    else:
+        _print(audited.receipt, False, f"saved receipt of {shown(saved.room)}")
+        stdout.print(f"  ran      {shown(spec.handler)} on {shown(spec.runtime)}", markup=False)
     stdout.print(f"  checked at {audited.at} (UNIX seconds), every check passed:", markup=False)
     for check in audited.checks:
         stdout.print(f"    {shown(check.check)}: {shown(check.actual)}", markup=False)
@@ -259,6 +298,7 @@ def _audit_json(audited: AuditedReceipt) -> dict[str, Any]:
         "handler": audited.spec.handler,
         "runtime": audited.spec.runtime,
         "worker_id": audited.worker.worker_id,
+        "detail": audited.detail,
         "at": audited.at,
         "checks": [check.to_json() for check in audited.checks],
     }
@@ -278,3 +318,38 @@ def _print(document: dict[str, Any], as_json: bool, title: str) -> None:
         )
     for output_id, entry in document["outputs"].items():
         stdout.print(f"  output {shown(output_id)} sha256 {shown(entry['sha256'])}", markup=False)
+
+
+def _print_query(
+    document: dict[str, Any], detail: dict[str, Any] | None, as_json: bool, title: str
+) -> None:
+    """A SQL room's query receipt, and the run's detail where there is one."""
+    if as_json:
+        stdout.out(json.dumps({"receipt": document, "detail": detail}, indent=2))
+        return
+    stdout.print(f"{title}: {shown(document['status'])}", markup=False)
+    stdout.print(f"  work_id  {shown(document['work_id'])}", markup=False)
+    stdout.print(f"  query    {shown(document['query']['name'] or 'ad hoc')} "
+                 f"by {shown(document['by'])}", markup=False)  # fmt: skip
+    for input_id, entry in document["inputs"].items():
+        stdout.print(
+            f"  input    {shown(input_id)} by {shown(entry['by'])} sha256 {shown(entry['sha256'])}",
+            markup=False,
+        )
+    output = document["output"]
+    stdout.print(f"  output   {shown(output['id'])} sha256 {shown(str(output['sha256']))}",
+                 markup=False)  # fmt: skip
+    for rule in document["rules"]:
+        stdout.print(f"  rule     {shown(rule)}", markup=False)
+    for input_id, entry in document["privacy"].items():
+        stdout.print(f"  ε        {shown(input_id)}: spent {entry['spent']:g}, "
+                     f"{entry['left']:g} left of {entry['budget']:g}", markup=False)  # fmt: skip
+    if detail is not None:
+        query, rows = detail["query"], detail["rows"]
+        stdout.print(f"  text     sha256 {shown(query['sha256'])}", markup=False)
+        for key, value in query["parameters"].items():
+            stdout.print(f"  param    {shown(key)} = {shown(json.dumps(value))}", markup=False)
+        released, suppressed = (
+            "not reported" if rows[key] is None else rows[key] for key in ("released", "suppressed")
+        )
+        stdout.print(f"  rows     {released} released, {suppressed} suppressed", markup=False)

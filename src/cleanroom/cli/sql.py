@@ -44,6 +44,15 @@ def query(
         Path | None,
         typer.Option(help="Write the result here (a new directory), if you are its recipient."),
     ] = None,
+    save_receipt: Annotated[
+        Path | None,
+        typer.Option(
+            help="Save the signed receipt with its detail, the spec, the quote and its "
+            "collateral into this new or empty directory, for a third party to check "
+            "offline (cleanroom receipt verify DIR). Only you can: the detail is sealed to you.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the signed receipt and its detail as JSON.")
     ] = False,
@@ -55,7 +64,8 @@ def query(
     suppressed and counted, and ε is spent where differential privacy applies.
     The counts, the query's digest and its parameters come back sealed to you (the
     operator relays the receipt and sees none of them). A result not written with
-    --out is downloaded later: cleanroom data cp ROOM:OUTPUT DIR --run N.
+    --out is downloaded later: cleanroom data cp ROOM:OUTPUT DIR --run N. With
+    --save-receipt DIR the receipt and its detail are saved for an auditor.
     Exit 0: ran; 1: refused or failed; 2: unusable input.
     """
     if (sql is None) == (named is None):
@@ -64,7 +74,7 @@ def query(
     with failures():
         result = run_query(
             _client(), name, name=named, sql=sql, parameters=parameters or None,
-            epsilon=epsilon, target=out,
+            epsilon=epsilon, target=out, save=save_receipt,
         )  # fmt: skip
     receipt, detail = result.receipt, result.detail
     assert detail is not None  # the runner's, always
@@ -87,6 +97,9 @@ def query(
             )
         if result.directory is not None:
             stdout.print(f"  result    {shown(str(result.directory))}", markup=False)
+        if save_receipt is not None:
+            stdout.print(f"  saved     {shown(str(save_receipt))} (check it with: cleanroom "
+                         f"receipt verify {shown(str(save_receipt))})", markup=False)  # fmt: skip
     if receipt["status"] != "succeeded":
         fail(f"query run {result.run} of {name} ended {shown(receipt['status'])}")
 

@@ -7,10 +7,18 @@ auditor checks the quote at a pinned time against the published measurements, th
 its claims name the spec's Work-ID and the Worker key, and that this key signed the
 receipt (docs/compliance.md, "Third-party verifiability").
 
+A SQL room's query receipt is saved the same way, one run's, with the run's detail
+(the query's text digest and parameters, the rows released and suppressed) when the
+runner saves it: only the runner opened it, and only the runner can show it. The
+auditor then checks that it is the detail the signed receipt commits to, and, for a
+named query, that its text digest is that of the spec's query of that name.
+
 Layout of a saved directory::
 
     receipt.json  {"type": "cleanroom/saved-receipt/v1", "room", "spec", "receipt",
                    "signature": b64u, "claims"}
+                  or {"type": "cleanroom/saved-query-receipt/v1", the same fields,
+                   "detail": the run's detail or null}
     quote.json    a cleanroom/quote-bundle/v1: the quote, its collateral, saved_at
 """
 
@@ -26,14 +34,23 @@ from cleanroom.attestation import AttestationPolicy, CheckResult, EvidenceError,
 from cleanroom.attestation.collateral import QuoteBundle, check_fresh
 from cleanroom.client.phase1 import AttestedWorker, ClaimsError, verify_attester_evidence
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import b64u, from_b64u
-from cleanroom.protocol.errors import ProtocolError
+from cleanroom.protocol.encoding import b64u, canonical, from_b64u
+from cleanroom.protocol.errors import BindingError, ProtocolError
 from cleanroom.protocol.keys import load_spki
+from cleanroom.protocol.query_receipt import (
+    QUERY_RECEIPT_TYPE,
+    check_detail,
+    check_query,
+    query_sha256,
+    verify_query_receipt,
+)
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.spec import WorkSpec
 
 SAVED_TYPE = "cleanroom/saved-receipt/v1"
+SAVED_QUERY_TYPE = "cleanroom/saved-query-receipt/v1"
 SAVED_FIELDS = frozenset({"type", "room", "spec", "receipt", "signature", "claims"})
+SAVED_QUERY_FIELDS = SAVED_FIELDS | {"detail"}
 RECEIPT_FILE = "receipt.json"
 QUOTE_FILE = "quote.json"
 
@@ -48,6 +65,13 @@ class SavedReceipt:
     signature: bytes
     claims: dict[str, Any]
     quote: QuoteBundle
+    detail: dict[str, Any] | None = None
+    """A query run's detail, as its runner opened it (None: not the runner's to show)."""
+
+    @property
+    def is_query(self) -> bool:
+        """A SQL room's query receipt (saved with its detail, or null), not a run receipt."""
+        return self.receipt.get("type") == QUERY_RECEIPT_TYPE
 
     def write(self, directory: Path) -> Path:
         """Write ``receipt.json`` and ``quote.json`` into ``directory`` (new or empty)."""
@@ -56,14 +80,18 @@ class SavedReceipt:
                 "save-directory", "a new or empty directory", str(directory), "not empty"
             )
         directory.mkdir(parents=True, exist_ok=True)
-        document = {
-            "type": SAVED_TYPE,
+        document: dict[str, Any] = {
+            "type": SAVED_QUERY_TYPE if self.is_query else SAVED_TYPE,
             "room": self.room,
             "spec": self.spec,
             "receipt": self.receipt,
             "signature": b64u(self.signature),
             "claims": self.claims,
         }
+        if self.is_query:
+            document["detail"] = self.detail
+        elif self.detail is not None:
+            raise ValueError("only a query receipt is saved with a detail")
         _write(directory / QUOTE_FILE, self.quote.dumps())
         _write(directory / RECEIPT_FILE, json.dumps(document, indent=2, sort_keys=True) + "\n")
         return directory / RECEIPT_FILE
@@ -75,17 +103,30 @@ class SavedReceipt:
         :class:`EvidenceError` (``saved-receipt-format``, ``bundle-format``) if malformed.
         """
         receipt_path = path / RECEIPT_FILE if path.is_dir() else path
-        expected = f"a {SAVED_TYPE} JSON object ({', '.join(sorted(SAVED_FIELDS))})"
+        expected = (
+            f"a {SAVED_TYPE} JSON object ({', '.join(sorted(SAVED_FIELDS))}), or a "
+            f"{SAVED_QUERY_TYPE} (with detail)"
+        )
         try:
             document = json.loads(receipt_path.read_bytes())
-            if not isinstance(document, dict) or set(document) != SAVED_FIELDS:
-                found = sorted(document) if isinstance(document, dict) else type(document).__name__
-                raise ValueError(f"fields {found}")
-            if document["type"] != SAVED_TYPE:
-                raise ValueError(f"type {document['type']!r}")
+            if not isinstance(document, dict):
+                raise ValueError(f"a JSON {type(document).__name__}")
+            fields = {SAVED_TYPE: SAVED_FIELDS, SAVED_QUERY_TYPE: SAVED_QUERY_FIELDS}.get(
+                document.get("type")  # type: ignore[arg-type]
+            )
+            if fields is None:
+                raise ValueError(f"type {str(document.get('type'))[:80]!r}")
+            if set(document) != fields:
+                raise ValueError(f"fields {sorted(document)}")
             for name in ("spec", "receipt", "claims"):
                 if not isinstance(document[name], dict):
                     raise ValueError(f"{name} is not an object")
+            query = document["receipt"].get("type") == QUERY_RECEIPT_TYPE
+            if query != (document["type"] == SAVED_QUERY_TYPE):
+                raise ValueError(f"a {document['type']} of a {document['receipt'].get('type')}")
+            detail = document.get("detail")
+            if detail is not None and not isinstance(detail, dict):
+                raise ValueError("detail is neither an object nor null")
             if not isinstance(document["room"], str):
                 raise ValueError("room is not text")
             signature = from_b64u(document["signature"], "signature")
@@ -108,6 +149,7 @@ class SavedReceipt:
             signature=signature,
             claims=document["claims"],
             quote=quote,
+            detail=detail,
         )
 
 
@@ -120,6 +162,8 @@ class AuditedReceipt:
     worker: AttestedWorker
     at: int
     checks: tuple[CheckResult, ...]
+    detail: dict[str, Any] | None = None
+    """A query run's detail, checked against the receipt's commitment (if saved)."""
 
 
 def verify_saved_receipt(
@@ -164,22 +208,65 @@ def verify_saved_receipt(
         trust=trust,
         at=at,
     )
-    receipt = verify_receipt(
-        saved.receipt,
-        saved.signature,
-        worker_key=load_spki(worker.worker_key_spki, "worker_key"),
-        spec=spec,
-    )
-    checks = (
+    worker_key = load_spki(worker.worker_key_spki, "worker_key")
+    checks = [
         CheckResult("collateral-expired", f"valid at {at}", validity.describe(), True, ""),
         *worker.checks,
+    ]
+    detail = None
+    if saved.is_query:
+        run = saved.receipt.get("run")
+        if type(run) is not int or run < 1:
+            raise BindingError("receipt-run", "a query run's number", run, "no run number")
+        receipt = verify_query_receipt(
+            saved.receipt, saved.signature, worker_key=worker_key, spec=spec, run=run
+        )
+        if saved.detail is not None:
+            detail, detail_checks = _check_saved_detail(saved.detail, receipt, spec)
+    else:
+        receipt = verify_receipt(saved.receipt, saved.signature, worker_key=worker_key, spec=spec)
+    checks += [
         CheckResult("receipt-signature", worker.worker_id, worker.worker_id, True, ""),
         CheckResult("work-id", spec.work_id, receipt["work_id"], True, "the saved spec's"),
         CheckResult("function", spec.function, receipt["function"], True, ""),
         CheckResult("receipt-inputs", "the spec's inputs, each by its owner", "yes", True, ""),
         CheckResult("receipt-outputs", "the spec's outputs", "yes", True, ""),
+    ]
+    if detail is not None:
+        checks += detail_checks
+    return AuditedReceipt(
+        receipt=receipt, spec=spec, worker=worker, at=at, checks=tuple(checks), detail=detail
     )
-    return AuditedReceipt(receipt=receipt, spec=spec, worker=worker, at=at, checks=checks)
+
+
+def _check_saved_detail(
+    saved: dict[str, Any], receipt: dict[str, Any], spec: WorkSpec
+) -> tuple[dict[str, Any], list[CheckResult]]:
+    """The runner's detail is the one the signed receipt commits to (``query-detail``);
+    a named query's text digest is that of the spec's query of that name
+    (``receipt-query``: the text an auditor reads in the spec is the one that ran)."""
+    try:
+        data = canonical(saved)
+    except ProtocolError as error:
+        raise BindingError(
+            "query-detail", receipt["detail"], "no canonical form", "not the detail signed"
+        ) from error
+    detail = check_detail(data, receipt)
+    checks = [CheckResult("query-detail", receipt["detail"], receipt["detail"], True, "")]
+    name = receipt["query"]["name"]
+    if name is not None:
+        named = spec.sql.queries.get(name) if spec.sql is not None else None
+        if named is None:
+            raise BindingError(
+                "receipt-query", "a query of the spec", name, "the spec has no query of that name"
+            )
+        check_query(
+            receipt, detail, name=name, sha256=query_sha256(named.text),
+            parameters=detail["query"]["parameters"],
+        )  # fmt: skip
+        digest = detail["query"]["sha256"]
+        checks.append(CheckResult("receipt-query", digest, digest, True, f"the query {name}"))
+    return detail, checks
 
 
 def _write(path: Path, text: str) -> None:

@@ -654,11 +654,17 @@ class CleanRoomClient:
         or empty) with the spec, the claims, the quote and its collateral, for anyone to
         check offline (:func:`cleanroom.client.audit.verify_saved_receipt`)."""
         verified = self.receipt(name)
+        return verified, self._saved(verified).write(directory)
+
+    def _saved(
+        self, verified: VerifiedReceipt, detail: dict[str, Any] | None = None
+    ) -> SavedReceipt:
+        """A verified receipt with the evidence that attested its signer, to save."""
         attestation = verified.attestation
         if attestation.evidence is None or attestation.collateral is None:
             raise MessageFormatError("saved-receipt", "evidence", "none", "nothing to save")
-        saved = SavedReceipt(
-            room=name,
+        return SavedReceipt(
+            room=attestation.room.name,
             spec=attestation.room.spec,
             receipt=verified.receipt,
             signature=verified.signature,
@@ -669,8 +675,8 @@ class CleanRoomClient:
                 saved_at=int(self._clock()),
                 source=attestation.collateral.source,
             ),
+            detail=detail,
         )
-        return verified, saved.write(directory)
 
     def download(
         self,

@@ -8,13 +8,16 @@
                    target=Path("by-segment"))
     print(result.detail["rows"], result.receipt["privacy"])
     print(budget(client, "overlap"))
+    save_receipt(client, "overlap", result.run, Path("run-7"))  # for an auditor, offline
 
 A query goes to the Worker encrypted under a run session (the Controller can
 neither read nor swap it); its receipt is checked under the attested Worker key,
 for the approved spec and this run; its detail (the query's text digest and
 parameters, the rows released and suppressed) comes back sealed under the same
 session and must be the one the receipt commits to; and the result is written only
-if its manifest is the one the receipt signed.
+if its manifest is the one the receipt signed. A run's receipt is saved for a third
+party as a function room's is (:mod:`cleanroom.client.audit`): by its runner with
+the detail (``query(..., save=DIR)``), by any other party without it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from cleanroom.client.rooms import (
     CleanRoomClient,
     Progress,
     TransferError,
+    VerifiedReceipt,
 )
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u
@@ -43,12 +47,12 @@ from cleanroom.protocol.query_receipt import (
     open_detail,
     open_refusal,
     query_request,
+    query_sha256,
     verify_budget,
     verify_query_receipt,
 )
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
-from cleanroom.sql.rules import query_sha256
 
 POLL_S = 0.3
 
@@ -71,14 +75,20 @@ def query(
     parameters: dict[str, Any] | None = None,
     epsilon: float | None = None,
     target: Path | None = None,
+    save: Path | None = None,
     timeout_s: float = 3600.0,
 ) -> QueryResult:
     """Run a named query (``name``, ``parameters``) or an ad-hoc one (``sql``), wait for
-    its signed receipt, and, with ``target``, download its result (recipient only)."""
+    its signed receipt, and, with ``target``, download its result (recipient only);
+    with ``save``, save the receipt with its detail for a third party (a new or empty
+    directory, :class:`~cleanroom.client.audit.SavedReceipt`)."""
     if (name is None) == (sql is None):
         raise MessageFormatError("query", "a query name or SQL text", "both or neither", "which?")
+    # Before the query runs (and spends ε), not after.
     if target is not None:
-        _check_target(target)  # before the query runs (and spends ε), not after
+        _check_target(target)
+    if save is not None:
+        _check_target(save, "save-directory")
     room, spec = client.approved(room_name)
     if spec.sql is None:
         raise MessageFormatError("runtime", "a SQL room", spec.runtime, "this room runs a function")
@@ -127,6 +137,8 @@ def query(
             raise TransferError(
                 "receipt-outputs", destination, receipt["output"]["id"], "another output"
             )
+        if save is not None:
+            client._saved(VerifiedReceipt(receipt, attestation, signature), detail).write(save)
         if target is None or receipt["status"] != "succeeded":
             return QueryResult(run, receipt, detail, None, {})
         output_id = receipt["output"]["id"]
@@ -189,6 +201,40 @@ def download_result(
     return QueryResult(run, receipt, None, target, files)
 
 
+def receipt(client: CleanRoomClient, room_name: str, run: int) -> VerifiedReceipt:
+    """Query run ``run``'s receipt, signed by the Worker attested just now, for the
+    approved spec and this run (each party's own inputs exactly as it sent them). Its
+    detail is sealed to the runner, who had it with :func:`query`."""
+    if type(run) is not int or run < 1:
+        raise MessageFormatError("run-number", "a query run's number (1, 2, ...)", run, "bad run")
+    room, spec = client.approved(room_name)
+    if spec.sql is None:
+        raise MessageFormatError(
+            "runtime", "a SQL room", spec.runtime, "a function room has one run: no run number"
+        )
+    with client._compute(room) as compute:
+        attestation = client._attest(compute, room, spec)
+        document, signature, _sealed = compute.run_receipt(room.name, run)
+    verified = verify_query_receipt(
+        document, signature, spec=spec, run=run,
+        worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+        own_inputs=client._own_uploads(room.name, spec.work_id),
+    )  # fmt: skip
+    return VerifiedReceipt(verified, attestation, signature)
+
+
+def save_receipt(
+    client: CleanRoomClient, room_name: str, run: int, directory: Path
+) -> tuple[VerifiedReceipt, Path]:
+    """Query run ``run``'s receipt, verified as :func:`receipt` does, saved into
+    ``directory`` (new or empty) with the spec, the claims, the quote and its
+    collateral, for anyone to check offline; without its detail (the runner saves it
+    with ``query(..., save=DIR)``)."""
+    _check_target(directory, "save-directory")
+    verified = receipt(client, room_name, run)
+    return verified, client._saved(verified).write(directory)
+
+
 def _opened(error: ServerError, keys: SessionKeys) -> CheckFailed | ServerError:
     """The Worker's refusal of the query, opened: its facts quote the query, so the
     Worker seals them to this run session (``query-refused`` in the clear). A refusal
@@ -199,11 +245,9 @@ def _opened(error: ServerError, keys: SessionKeys) -> CheckFailed | ServerError:
     return open_refusal(keys, from_b64u(sealed, "sealed refusal"))
 
 
-def _check_target(target: Path) -> None:
+def _check_target(target: Path, check: str = "output-directory") -> None:
     if target.is_symlink() or (target.exists() and (not target.is_dir() or any(target.iterdir()))):
-        raise MessageFormatError(
-            "output-directory", "a new or empty directory", str(target), "not empty"
-        )
+        raise MessageFormatError(check, "a new or empty directory", str(target), "not empty")
 
 
 def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:

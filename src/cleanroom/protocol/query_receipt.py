@@ -54,6 +54,11 @@ REFUSAL_RECORD = "run/query.refusal"  # a refused query's reasons (Worker -> run
 ROW_COUNTS = ("released", "suppressed")
 
 
+def query_sha256(text: str) -> str:
+    """The digest of a query's text that the detail names: hex(SHA-256(UTF-8 text))."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def query_request(
     *,
     name: str | None,
@@ -107,6 +112,13 @@ def open_detail(keys: SessionKeys, frame: bytes, receipt: Mapping[str, Any]) -> 
     the receipt signed, or not a well-formed detail of this run.
     """
     data = open_single(keys.worker_to_client, keys.session_id, frame, DETAIL_RECORD, "query-detail")
+    return check_detail(data, receipt)
+
+
+def check_detail(data: bytes, receipt: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` is exactly the detail a verified ``receipt`` commits to, a well-formed
+    detail of its run in canonical form (``query-detail``): what the runner opened, or
+    what it showed a third party beside the signed receipt."""
     digest = hashlib.sha256(data).hexdigest()
     if digest != receipt["detail"]:
         raise BindingError(

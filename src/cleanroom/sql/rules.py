@@ -25,7 +25,6 @@ A refusal is a :class:`RuleViolation` naming the rule (``aggregation.dimension_c
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +34,7 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.query_receipt import query_sha256
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.sql import (
     HIDDEN_PREFIX,
@@ -121,10 +121,6 @@ class QueryPlan:
     dp: DpPlan | None = None
     output: str = ""
     format: str = "csv"
-
-
-def query_sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def parse(text: str) -> exp.Expr:
