@@ -20,6 +20,7 @@ import pytest
 
 from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, AttestationPolicy, TrustAnchor
 from cleanroom.cli.main import main as cli_main
+from cleanroom.client import sqlrooms
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.localstack import LocalStack
@@ -42,6 +43,9 @@ def saved(
     bob.client.upload("audited", "input_2", write(tmp / "b", "b@x\nc@x\n"))
     assert alice.client.run("audited", wait=True, poll_s=0.1).succeeded
     _verified, path = alice.client.save_receipt("audited", tmp / "saved")
+    with pytest.raises(CheckFailed) as caught:  # a function room has one run: no number
+        sqlrooms.receipt(alice.client, "audited", 1)
+    assert caught.value.check == "runtime"
     alice.client.delete("audited")  # the auditor needs nothing of the room any more
     return path.parent
 

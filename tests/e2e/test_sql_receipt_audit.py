@@ -58,6 +58,9 @@ def saved(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     run = str(second["receipt"]["run"])
     shown = bob("receipt", "sql-audit", "--run", run, "--save", str(tmp / "bob"))
     assert "crosstab_in" in shown.stdout and "succeeded" in shown.stdout
+    # A SQL room has no one run receipt: the command asks for the run, before any session.
+    no_run = bob("receipt", "sql-audit", ok=False)
+    assert no_run.returncode == 1 and "run-number" in no_run.stderr, no_run.stderr
     alice("delete", "sql-audit", "--yes")  # the auditor needs nothing of the room any more
     root = tmp / "root.pem"
     root.write_text(stack.simulated_root_pem())

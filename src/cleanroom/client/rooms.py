@@ -634,6 +634,12 @@ class CleanRoomClient:
     def receipt(self, name: str) -> VerifiedReceipt:
         """The run receipt, signed by the Worker that Phase 1 just attested again."""
         room, spec = self.approved(name)
+        if spec.sql is not None:
+            raise MessageFormatError(
+                "run-number", "a query run's number", None,
+                f"{name} is a SQL room: it signs one receipt per query run "
+                "(cleanroom.client.sqlrooms.receipt; cleanroom receipt ROOM --run N)",
+            )  # fmt: skip
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
             return self._receipt(compute, attestation)
