@@ -386,8 +386,16 @@ class CleanRoomClient:
         return self._check_evidence(room, spec, compute.attestation(room.name, nonce), nonce)
 
     def _check_evidence(
-        self, room: Room, spec: WorkSpec, evidence: Evidence, nonce: bytes
+        self,
+        room: Room,
+        spec: WorkSpec,
+        evidence: Evidence,
+        nonce: bytes,
+        work_id: str | None = None,
     ) -> Attestation:
+        """Every Phase 1 check of ``evidence`` for ``nonce`` and ``spec`` (``work_id``:
+        its Work-ID where the caller computed it already; a JCS of the whole spec, 0.1
+        to 0.3 ms)."""
         now = int(self._clock())
         try:
             collateral = choose_collateral(
@@ -411,7 +419,7 @@ class CleanRoomClient:
             quote=evidence.quote,
             collateral=collateral.collateral,
             nonce=nonce,
-            approved_work_id=spec.work_id,
+            approved_work_id=spec.work_id if work_id is None else work_id,
             expected_worker_mrenclaves=self.profile.expected_worker_mrenclaves,
             attester_policy=self.profile.attestation_policy(),
             trust=self.profile.trust_anchor(),
@@ -437,8 +445,9 @@ class CleanRoomClient:
     ) -> tuple[Attestation, SessionKeys]:
         """Protocol v2, one round trip: every Phase 1 check on the evidence for this
         session's nonce, then the Worker's answer under the key that evidence names."""
+        work_id = spec.work_id
         handshake = ClientHandshakeV2(
-            user_key=self.profile.user_key, work_id=spec.work_id, purpose=purpose
+            user_key=self.profile.user_key, work_id=work_id, purpose=purpose
         )
         answer = compute.attested_session(
             room.name, handshake.nonce, handshake.init, handshake.init_signature
@@ -451,7 +460,7 @@ class CleanRoomClient:
             )
         # The evidence first, even beside a refusal: what the client checks itself
         # comes before what a server merely says.
-        attestation = self._check_evidence(room, spec, answer.evidence, handshake.nonce)
+        attestation = self._check_evidence(room, spec, answer.evidence, handshake.nonce, work_id)
         if answer.refusal is not None:
             raise answer.refusal
         worker_key = load_spki(attestation.worker.worker_key_spki, "worker_key")
