@@ -226,3 +226,5 @@ def test_save_targets_are_refused_before_anything_runs(
     assert refused.returncode == 1 and "save-directory" in refused.stderr, refused.stderr
     bad_run = saved["bob_cli"]("receipt", "sql-audit", "--run", "0", ok=False)
     assert bad_run.returncode == 2 and "--run" in bad_run.stderr
+    mixed = saved["auditor"]("receipt", "verify", str(saved["second"]), "--run", "1", ok=False)
+    assert mixed.returncode == 2 and "--run and --save" in mixed.stderr

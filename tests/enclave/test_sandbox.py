@@ -942,8 +942,9 @@ def test_cpu_time_of_all_its_processes(workspace: Path, room_sandbox: Sandbox) -
         while True:
             pass
     """, cpu_s=2, timeout_s=30)  # fmt: skip
+    # Ended by the CPU limit, not by the wall clock: how long 2 s of CPU take at nice 10
+    # depends on what else runs on the machine (27.8 s once, at load 6), so no wall bound.
     assert result.status == "cpu", result
-    assert result.seconds < 15
     assert uid_processes(room_sandbox.uid or 0) == []
 
 

@@ -137,9 +137,17 @@ def receipt(
     the claims naming the saved spec's Work-ID and the Worker key, and the receipt
     signed by that key for that spec. It prints what ran, on which inputs (by digest)
     and with which outputs. Every refusal names its check.
+
+    A SQL room signs one receipt per query run: `cleanroom receipt ROOM --run N`.
+    The run's detail (the query's text digest and parameters, the rows released
+    and suppressed) is sealed to its runner, who saves it with `cleanroom query ...
+    --save-receipt DIR`; `verify` then checks it against the receipt's commitment,
+    and a named query's text against the spec's.
     """
     as_json = json_output(as_json)
     if name == VERIFY and file is not None:
+        if run is not None or save is not None:
+            fail("--run and --save go with `cleanroom receipt ROOM`, not with verify", EXIT_USAGE)
         _verify(
             file,
             simulated_root=simulated_root,
