@@ -58,6 +58,19 @@ def saved(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     run = str(second["receipt"]["run"])
     shown = bob("receipt", "sql-audit", "--run", run, "--save", str(tmp / "bob"))
     assert "crosstab_in" in shown.stdout and "succeeded" in shown.stdout
+    # The runner's client kept each run's detail: saved later, the receipt has it.
+    later = alice("receipt", "sql-audit", "--run", run, "--save", str(tmp / "later"))
+    assert '"east"' in later.stdout, later.stdout
+    # A kept detail that is not the one the receipt commits to (an earlier Worker's run of
+    # that number) is left out, not saved.
+    (records,) = (tmp / "home-alice-sqlaudit").rglob("uploads.json")
+    kept = records.read_text()
+    changed = json.loads(kept)
+    changed["sql-audit"]["details"][run]["salt"] = b64u(bytes(32))
+    records.write_text(json.dumps(changed))
+    unkept = alice("receipt", "sql-audit", "--run", run, "--save", str(tmp / "unkept"))
+    assert "not saved" in unkept.stdout and '"east"' not in unkept.stdout, unkept.stdout
+    records.write_text(kept)
     # A SQL room has no one run receipt: the command asks for the run, before any session.
     no_run = bob("receipt", "sql-audit", ok=False)
     assert no_run.returncode == 1 and "run-number" in no_run.stderr, no_run.stderr
@@ -66,7 +79,8 @@ def saved(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     root.write_text(stack.simulated_root_pem())
     return {
         "first": tmp / "first", "second": tmp / "second", "bob": tmp / "bob",
-        "detail": second["detail"], "root": root, "auditor": Cli(tmp / "home-auditor"),
+        "later": tmp / "later", "unkept": tmp / "unkept", "detail": second["detail"],
+        "root": root, "auditor": Cli(tmp / "home-auditor"),
         "alice": alice, "bob_cli": bob,
     }  # fmt: skip
 
@@ -91,6 +105,21 @@ def test_the_runners_saved_receipt_verifies_offline_with_its_detail(
     for check in ("tcb-status", "report-data", "receipt-signature", "query-detail",
                   "receipt-query"):  # fmt: skip
         assert check in checks, checks
+
+
+def test_the_runner_saves_a_runs_receipt_later_with_the_detail_it_kept(
+    saved: dict[str, Any], stack: LocalStack
+) -> None:
+    audited = audit(saved["later"], stack)
+    assert audited.detail == saved["detail"]
+    assert audited.receipt == audit(saved["second"], stack).receipt
+
+
+def test_a_kept_detail_the_receipt_does_not_commit_to_is_not_saved(
+    saved: dict[str, Any], stack: LocalStack
+) -> None:
+    assert SavedReceipt.read(saved["unkept"]).detail is None
+    assert audit(saved["unkept"], stack).detail is None
 
 
 def test_another_partys_saved_receipt_verifies_without_the_detail(

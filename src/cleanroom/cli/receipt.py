@@ -195,8 +195,12 @@ def _query_receipt(name: str, run: int, save: Path | None, as_json: bool) -> Non
             verified, path = sqlrooms.save_receipt(client, name, run, save)
     warn_simulated(client.profile)
     document = verified.receipt
-    _print_query(document, None, as_json, f"receipt of {shown(name)}, query run {run}")
+    detail = SavedReceipt.read(path).detail if path is not None else None
+    _print_query(document, detail, as_json, f"receipt of {shown(name)}, query run {run}")
     if path is not None:
+        if detail is None and not as_json:
+            stdout.print("  detail   not saved: sealed to the runner, and not kept by this "
+                         "profile", markup=False)  # fmt: skip
         stderr.print(f"saved to {path.parent} (check it with: cleanroom receipt verify "
                      f"{path.parent})", markup=False)  # fmt: skip
     if document["status"] != "succeeded":

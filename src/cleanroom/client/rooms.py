@@ -876,14 +876,37 @@ class CleanRoomClient:
         self, name: str, work_id: str, input_id: str, digest: str, *, worker_id: str | None = None
     ) -> None:
         records = self._records()
-        entry = records.setdefault(name, {})
+        entry = self._entry(records, name, work_id)
+        entry["inputs"][input_id] = digest
+        if worker_id is not None:
+            entry.setdefault("workers", {})[input_id] = worker_id
+        self._write_records(records)
+
+    def _remember_detail(self, name: str, work_id: str, detail: dict[str, Any]) -> None:
+        """Keep a query run's detail, which only this runner opened, so that its receipt
+        can be saved with it later (:func:`cleanroom.client.sqlrooms.save_receipt`)."""
+        records = self._records()
+        self._entry(records, name, work_id).setdefault("details", {})[str(detail["run"])] = detail
+        self._write_records(records)
+
+    def _own_detail(self, name: str, work_id: str, run: int) -> dict[str, Any] | None:
+        entry = self._records().get(name, {})
+        if entry.get("work_id") != work_id:
+            return None
+        detail = entry.get("details", {}).get(str(run))
+        return detail if isinstance(detail, dict) else None
+
+    @staticmethod
+    def _entry(records: dict[str, Any], name: str, work_id: str) -> dict[str, Any]:
+        """A room's records, emptied when the room's Work-ID is not the one they are of."""
+        entry: dict[str, Any] = records.setdefault(name, {})
         if entry.get("work_id") != work_id:
             entry.clear()
             entry["work_id"] = work_id
             entry["inputs"] = {}
-        entry["inputs"][input_id] = digest
-        if worker_id is not None:
-            entry.setdefault("workers", {})[input_id] = worker_id
+        return entry
+
+    def _write_records(self, records: dict[str, Any]) -> None:
         path = self._uploads_path()
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(records, indent=2, sort_keys=True))

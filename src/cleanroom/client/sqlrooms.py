@@ -42,6 +42,7 @@ from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
     QUERY_RECORD,
+    check_detail,
     check_query,
     check_result,
     open_detail,
@@ -137,6 +138,7 @@ def query(
             raise TransferError(
                 "receipt-outputs", destination, receipt["output"]["id"], "another output"
             )
+        client._remember_detail(room.name, spec.work_id, detail)
         if save is not None:
             client._saved(VerifiedReceipt(receipt, attestation, signature), detail).write(save)
         if target is None or receipt["status"] != "succeeded":
@@ -228,11 +230,20 @@ def save_receipt(
 ) -> tuple[VerifiedReceipt, Path]:
     """Query run ``run``'s receipt, verified as :func:`receipt` does, saved into
     ``directory`` (new or empty) with the spec, the claims, the quote and its
-    collateral, for anyone to check offline; without its detail (the runner saves it
-    with ``query(..., save=DIR)``)."""
+    collateral, for anyone to check offline. With its detail where this profile ran
+    the query (:func:`query` kept it) and the detail is the one the receipt commits
+    to; without it otherwise (``SavedReceipt.detail`` says which)."""
     _check_target(directory, "save-directory")
     verified = receipt(client, room_name, run)
-    return verified, client._saved(verified).write(directory)
+    spec = verified.attestation.spec
+    kept = client._own_detail(verified.attestation.room.name, spec.work_id, run)
+    detail = None
+    if kept is not None:
+        try:
+            detail = check_detail(canonical(kept), verified.receipt)
+        except CheckFailed:  # a run of the same number on an earlier Worker of this Work-ID
+            detail = None
+    return verified, client._saved(verified, detail).write(directory)
 
 
 def _opened(error: ServerError, keys: SessionKeys) -> CheckFailed | ServerError:
