@@ -213,7 +213,8 @@ def verify_saved_receipt(
         CheckResult("collateral-expired", f"valid at {at}", validity.describe(), True, ""),
         *worker.checks,
     ]
-    detail = None
+    detail: dict[str, Any] | None = None
+    detail_checks: list[CheckResult] = []
     if saved.is_query:
         run = saved.receipt.get("run")
         if type(run) is not int or run < 1:
@@ -232,8 +233,7 @@ def verify_saved_receipt(
         CheckResult("receipt-inputs", "the spec's inputs, each by its owner", "yes", True, ""),
         CheckResult("receipt-outputs", "the spec's outputs", "yes", True, ""),
     ]
-    if detail is not None:
-        checks += detail_checks
+    checks += detail_checks
     return AuditedReceipt(
         receipt=receipt, spec=spec, worker=worker, at=at, checks=tuple(checks), detail=detail
     )
