@@ -181,6 +181,9 @@ TOKEN_RATE_PER_CLIENT = RateLimit(burst=10, per_second=0.5)
 """The token endpoint's default limit per client_id: 10 at once, then one per 2 s."""
 TOKEN_RATE_PER_ADDRESS = RateLimit(burst=50, per_second=5.0)
 """The token endpoint's default limit per remote address: 50 at once, then 5 per second."""
+SECRET_RATE_PER_PROJECT = RateLimit(burst=10, per_second=0.5)
+"""How many new secrets (a client created, a secret rotated) a project's owners may have
+the manager hash with argon2id: 10 at once, then one per 2 s."""
 
 
 def retry_after(seconds: float) -> str:

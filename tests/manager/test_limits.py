@@ -182,3 +182,38 @@ def test_the_function_upload_keeps_its_own_limit(
     bundle = make_bundle(tmp_path / "function", "x = 1\n" + "#" * 4096 + "\n")
     assert len(bundle) > 1024
     assert client.upload_function(bundle).created
+
+
+# -- the owners' routes that make a secret ------------------------------------------------
+
+
+def test_making_secrets_is_rate_limited_per_project(start_manager: Callable[..., Manager]) -> None:
+    """Creating a client and rotating a secret each hash a new secret with argon2id (a
+    few hundred ms of CPU and 64 MiB, inside the transaction). Unlimited, one project's
+    owner held up every other user of the manager (rt/probe_argon2_flood.py: a cheap
+    request took 10 s, and concurrent writers failed with 500). They are limited per
+    project, answered 429 with Retry-After; another project is not slowed down."""
+    from tests.auth import as_client
+
+    from .test_roles import Person, join
+
+    manager = start_manager(secret_rate_per_project=RateLimit(burst=2, per_second=0.001))
+    alice = join(manager, "acme", "alice", "owner")
+    carol = join(manager, "globex", "carol", "owner")
+
+    def post(person: Person, path: str) -> httpx.Response:
+        url = f"{manager.url}{path}"
+        return httpx.post(url, json={}, headers=as_client(person.client, "POST", url))
+
+    created = post(alice, "/v1/projects/acme/clients")
+    assert created.status_code == 201
+    rotate = f"/v1/projects/acme/clients/{created.json()['client_id']}/rotate"
+    assert post(alice, rotate).status_code == 200
+    for path in ("/v1/projects/acme/clients", rotate):
+        limited = post(alice, path)
+        assert limited.status_code == 429, limited.text
+        assert limited.json()["check"] == "secret-rate"
+        assert int(limited.headers["retry-after"]) >= 1
+    assert post(carol, "/v1/projects/globex/clients").status_code == 201
+    # Who may not manage the project learns nothing new: still 404 / 403 first.
+    assert post(carol, "/v1/projects/acme/clients").status_code == 404

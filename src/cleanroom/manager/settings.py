@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cleanroom.limits import (
     DEFAULT_MAX_JSON_BYTES,
+    SECRET_RATE_PER_PROJECT,
     TOKEN_RATE_PER_ADDRESS,
     TOKEN_RATE_PER_CLIENT,
     RateLimit,
@@ -58,6 +59,9 @@ class Settings:
     token_leeway: int = DEFAULT_LEEWAY
     token_rate_per_client: RateLimit = TOKEN_RATE_PER_CLIENT
     token_rate_per_address: RateLimit = TOKEN_RATE_PER_ADDRESS
+    # The owners' routes that make a new secret (argon2id: CPU and 64 MiB each), per
+    # project, in this process's memory.
+    secret_rate_per_project: RateLimit = SECRET_RATE_PER_PROJECT
     # The largest request body of every endpoint except the function upload
     # (which streams, up to max_function_bytes).
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES

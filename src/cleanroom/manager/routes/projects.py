@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session, sessionmaker
 
+from cleanroom.limits import RateLimiter, retry_after
 from cleanroom.manager import projects
 from cleanroom.manager.callers import Caller
 from cleanroom.manager.database import Project
 from cleanroom.manager.routes.deps import ClientId, CurrentCaller, ProjectName
 from cleanroom.manager.services import Services
+from cleanroom.web import Refused
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -39,7 +41,23 @@ class NewClientRequest(BaseModel):
 def router(services: Services) -> APIRouter:
     """The owners' routes of ``/v1/projects/{project}``."""
     sessions = services.sessions
+    secrets_made = RateLimiter(services.settings.secret_rate_per_project)
     routes = APIRouter()
+
+    def spend_a_secret(project: Project) -> None:
+        """Count one new secret of ``project`` (argon2id hashes it: CPU and 64 MiB), or
+        429: unlimited, one project's owners could hold up every user of the manager."""
+        wait = secrets_made.take(project.name)
+        if wait is not None:
+            raise Refused(
+                429,
+                f"too many new secrets for project {project.name!r}: try again later",
+                headers={"Retry-After": retry_after(wait)},
+                check="secret-rate",
+                expected=f"at most {secrets_made.limit.burst} new secrets at once, then "
+                f"{secrets_made.limit.per_second:g} a second",
+                actual="more",
+            )
 
     @routes.get("/v1/projects/{project}/members")
     def project_members(project: ProjectName, caller: CurrentCaller) -> dict[str, Any]:
@@ -67,6 +85,7 @@ def router(services: Services) -> APIRouter:
         project: ProjectName, caller: CurrentCaller, body: NewClientRequest
     ) -> Response:
         with owned(sessions, caller, project) as (session, found):
+            spend_a_secret(found)
             created = projects.create_client(
                 session, caller.client_id, found, body.member, body.name
             )
@@ -96,6 +115,7 @@ def router(services: Services) -> APIRouter:
     def rotate_client(project: ProjectName, client_id: ClientId, caller: CurrentCaller) -> Response:
         with owned(sessions, caller, project) as (session, found):
             client = projects.find_client(session, client_id, found)
+            spend_a_secret(found)
             rotated = projects.rotate_client(session, caller.client_id, client)
         return JSONResponse(projects.new_client_document(rotated), headers=_NO_STORE)
 
