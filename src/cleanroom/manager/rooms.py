@@ -207,16 +207,21 @@ class Rooms:
             raise ComputeServerFailed(why, room=answer["name"], state=answer["state"])
         return answer
 
+    def _controller(self) -> httpx.Client:
+        """A client for one request to a Controller (its answer read with a bound)."""
+        return httpx.Client(timeout=self.settings.controller_timeout, verify=tls_context())
+
     def _put_room(self, url: str, project: str, spec: WorkSpec) -> str | None:
         """Deploy on the Controller at ``url``; the reason it failed, or None."""
         try:
-            response = httpx.put(
-                f"{url}/v1/rooms/{spec.name}",
-                json={"spec": spec.document()},
-                headers=self.grants.operation_headers(url, project, spec.name, SCOPE_DEPLOY),
-                timeout=self.settings.controller_timeout,
-                verify=tls_context(),
-            )
+            with self._controller() as client:
+                response = servers.send_capped(
+                    client,
+                    "PUT",
+                    f"{url}/v1/rooms/{spec.name}",
+                    json={"spec": spec.document()},
+                    headers=self.grants.operation_headers(url, project, spec.name, SCOPE_DEPLOY),
+                )
         except httpx.HTTPError as error:
             why = servers.one_line(str(error)) or type(error).__name__
             return f"cannot reach the compute server at {url}: {why}"
@@ -269,12 +274,13 @@ class Rooms:
     def _delete_room(self, url: str, project: str, name: str) -> str | None:
         """Delete on the Controller at ``url``; why it did not confirm, or None."""
         try:
-            response = httpx.delete(
-                f"{url}/v1/rooms/{name}",
-                headers=self.grants.operation_headers(url, project, name, SCOPE_DELETE),
-                timeout=self.settings.controller_timeout,
-                verify=tls_context(),
-            )
+            with self._controller() as client:
+                response = servers.send_capped(
+                    client,
+                    "DELETE",
+                    f"{url}/v1/rooms/{name}",
+                    headers=self.grants.operation_headers(url, project, name, SCOPE_DELETE),
+                )
         except httpx.HTTPError as error:
             why = servers.one_line(str(error)) or type(error).__name__
             return f"cannot reach the compute server at {url} to delete {name!r}: {why}"

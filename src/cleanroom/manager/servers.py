@@ -96,6 +96,42 @@ def one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+MAX_ANSWER_BYTES = 1 << 20
+"""The most of a Controller's answer the manager reads (1 MiB): a Controller is untrusted,
+and what it answers (health, a room's status, a deploy or delete) is a short JSON document."""
+
+
+class AnswerTooLarge(httpx.RequestError):
+    """A Controller's answer longer than :data:`MAX_ANSWER_BYTES`: treated as no answer."""
+
+
+def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> httpx.Response:
+    """``client``'s answer to ``method url``, its body read only up to
+    :data:`MAX_ANSWER_BYTES` (decoded); a longer one raises :class:`AnswerTooLarge`
+    (an ``httpx.HTTPError``, which every caller already takes for no answer)."""
+    with client.stream(method, url, **options) as response:
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise AnswerTooLarge(
+                    f"{method} {url}: the answer is longer than {MAX_ANSWER_BYTES} bytes",
+                    request=response.request,
+                )
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=bytes(body),
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
 def answer_detail(response: httpx.Response) -> str:
     """What a Controller said when it refused: its problem's detail (naming the check,
     if one refused), or its body, on one line."""
@@ -245,7 +281,7 @@ class Observation:
 def observe(client: httpx.Client, url: str, tee_kind: str) -> Observation:
     """Ask the Controller at ``url`` for its health (``GET /v1/health``)."""
     try:
-        response = client.get(f"{url}/v1/health")
+        response = send_capped(client, "GET", f"{url}/v1/health")
     except httpx.HTTPError as error:
         return Observation(False, error=one_line(str(error)) or type(error).__name__)
     if response.status_code != 200:
@@ -483,8 +519,11 @@ class HealthChecker:
         """
         for room_id, room_name, project in rooms:
             try:
-                answer = self.client.get(
-                    f"{url}/v1/rooms/{room_name}", headers=self.headers_for(url, project, room_name)
+                answer = send_capped(
+                    self.client,
+                    "GET",
+                    f"{url}/v1/rooms/{room_name}",
+                    headers=self.headers_for(url, project, room_name),
                 )
             except httpx.HTTPError:
                 return
