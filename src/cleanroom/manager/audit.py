@@ -41,6 +41,9 @@ from cleanroom.protocol.encoding import canonical
 GENESIS = "0" * 64
 OPERATOR = "operator"
 """The actor of `cleanroom admin` commands (whoever runs them on the manager's machine)."""
+TOKEN_HOLDER = "token-holder"  # noqa: S105 - an audit actor, not a secret
+"""The actor of a token revoked by presenting it alone (RFC 7009): whoever held it, which
+may be a Controller it was shown to; never the token's owner, who is in the details."""
 
 
 def entry_hash(

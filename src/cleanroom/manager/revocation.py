@@ -113,9 +113,12 @@ def revoke(
         except IntegrityError:  # revoked by a concurrent request: the same outcome
             session.rollback()
             return Revoked.UNCHANGED
+        # Whoever holds a token may end it, so only credentials name who did: an entry
+        # revoked by the token alone is the holder's (a Controller sees users' tokens
+        # and the manager's own), never logged as the token's owner.
         audit.record(
             session,
-            client_id or claims.sub,
+            client_id or audit.TOKEN_HOLDER,
             "token.revoked",
             f"token:{claims.jti}",
             jti=claims.jti,
