@@ -1,4 +1,5 @@
-"""The manager's limits: the token endpoint's rate limit and the request size limit."""
+"""The manager's limits: the token endpoint's rate limit, the request size limit and the
+rate of new secrets per project."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import pytest
 
 from cleanroom.dpop import ProofKey
 from cleanroom.limits import RateLimit, RateLimiter, retry_after
+from tests.auth import as_client
 
 from .conftest import Manager, make_bundle
+from .test_roles import Person, join
 
 NEVER = RateLimit(burst=1000, per_second=1000.0)
 """A limit no test reaches, for the other of the two buckets."""
@@ -193,10 +196,6 @@ def test_making_secrets_is_rate_limited_per_project(start_manager: Callable[...,
     owner held up every other user of the manager (rt/probe_argon2_flood.py: a cheap
     request took 10 s, and concurrent writers failed with 500). They are limited per
     project, answered 429 with Retry-After; another project is not slowed down."""
-    from tests.auth import as_client
-
-    from .test_roles import Person, join
-
     manager = start_manager(secret_rate_per_project=RateLimit(burst=2, per_second=0.001))
     alice = join(manager, "acme", "alice", "owner")
     carol = join(manager, "globex", "carol", "owner")
