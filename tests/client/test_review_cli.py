@@ -506,10 +506,12 @@ def test_status_shows_rooms_and_your_approval(
     assert all("signed by the Worker" not in line for line in lines)
     assert all("redeploy" not in line for line in lines)
     second = redeploy(alice, bob, tmp_path)
-    code, out, _ = run(capsys, "--profile", "bob", "--output", "json", "rooms")
+    code, out, _ = run(capsys, "--profile", "bob", "--output", "json", "rooms", "--deleted")
     assert code == 0
     rooms = {(room["state"], room["work_id"]): room["approved"] for room in json.loads(out)}
     assert rooms == {("deleted", spec.work_id): True, ("deployed", second.work_id): False}
+    code, out, _ = run(capsys, "--profile", "bob", "--output", "json", "rooms")
+    assert [room["state"] for room in json.loads(out)] == ["deployed"]
     code, out, _ = run(capsys, "status", "hostile", "--json", "--profile", "bob")
     assert code == 1
     document = json.loads(out)

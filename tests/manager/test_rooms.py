@@ -375,6 +375,23 @@ def test_delete_tells_the_controller_and_frees_the_name(
     assert again.state == "deployed" and client.room("overlap") == again
 
 
+def test_the_list_leaves_deleted_rooms_out_unless_asked(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    """The manager keeps every room, and anyone may name a user in a room and delete it
+    again: deleted rooms in every list would grow a user's list without bound."""
+    client, function, _ = acme
+    partner, partner_id = manager.login("globex")
+    key, partner_user = new_user()
+    partner.register_user_key(key, partner_id)
+    client.deploy(make_spec(function, recipient=partner_user))
+    deleted = client.delete("overlap")
+    again = client.deploy(make_spec(function, recipient=partner_user))
+    for who in (client, partner):
+        assert who.rooms() == [again]
+        assert who.rooms(deleted=True) == [deleted, again]
+
+
 def test_delete_of_a_live_room_with_an_unreachable_controller_is_502_and_keeps_it(
     manager: Manager, acme: tuple[ManagerClient, str, bytes]
 ) -> None:

@@ -409,16 +409,22 @@ def _approval_text(approval: Approval | None, room: Room) -> str:
     return "another Work-ID"
 
 
-def rooms(as_json: JsonOption = False) -> None:
+def rooms(
+    deleted: Annotated[
+        bool, typer.Option("--deleted", help="Also the deleted rooms (the manager keeps them).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
     """List the clean rooms you can see, with their state and whether you approved each.
 
     States are the manager's (not verified: `cleanroom status NAME` asks the Worker
     itself). "approved" compares your pinned Work-ID with the one the manager
     reports; text from the manager is shown escaped, as in cleanroom inspect.
+    Deleted rooms are left out unless --deleted.
     """
     client = _client()
     with failures():
-        listed = client.manager.rooms()
+        listed = client.manager.rooms(deleted=deleted)
         approvals = client.profile.approvals()
     if json_output(as_json):
         print_json(

@@ -572,9 +572,11 @@ class ManagerClient:
         answer = self._request("GET", _room_path(name), params=_project_query(project))
         return Room.from_json(_object(answer, "room"))
 
-    def rooms(self) -> list[Room]:
-        """The rooms of this client's project and those whose spec names its user_id."""
-        document = _object(self._request("GET", "/v1/rooms"), "rooms")
+    def rooms(self, *, deleted: bool = False) -> list[Room]:
+        """The rooms of this client's project and those whose spec names its user_id; the
+        deleted ones too with ``deleted``."""
+        params = {"deleted": "true"} if deleted else None
+        document = _object(self._request("GET", "/v1/rooms", params=params), "rooms")
         rooms = document.get("rooms")
         if not isinstance(rooms, list):
             raise MessageFormatError("rooms", "a list 'rooms'", type(rooms).__name__, "bad answer")

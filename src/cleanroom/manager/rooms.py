@@ -102,10 +102,13 @@ class Rooms:
         self.functions = functions
         self.grants = grants
 
-    def list(self, caller: Caller) -> list[dict[str, Any]]:
-        """Every room the caller sees, oldest first."""
+    def list(self, caller: Caller, *, deleted: bool = False) -> list[dict[str, Any]]:
+        """Every room the caller sees, oldest first; the deleted ones only if asked (they
+        are kept forever, and anyone may name the caller in a room and delete it)."""
         with self.sessions() as session:
             query = visible_rooms(caller).order_by(Room.created, Room.id)
+            if not deleted:
+                query = query.where(Room.state != "deleted")
             return [room_document(room) for room in session.scalars(query)]
 
     def get(self, caller: Caller, name: str, project: str | None = None) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
@@ -27,8 +27,13 @@ def router(services: Services) -> APIRouter:
         return JSONResponse(service.deploy(caller, body.spec), status_code=201)
 
     @routes.get("/v1/rooms")
-    def rooms(caller: CurrentCaller) -> dict[str, Any]:
-        return {"rooms": service.list(caller)}
+    def rooms(
+        caller: CurrentCaller,
+        deleted: Annotated[
+            bool, Query(description="Also the deleted rooms (kept for their audit trail).")
+        ] = False,
+    ) -> dict[str, Any]:
+        return {"rooms": service.list(caller, deleted=deleted)}
 
     @routes.get("/v1/rooms/{name}")
     def room(name: RoomName, caller: CurrentCaller, project: RoomProject = None) -> dict[str, Any]:
