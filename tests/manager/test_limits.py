@@ -11,9 +11,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from cleanroom.dpop import ProofKey
 from cleanroom.limits import RateLimit, RateLimiter, retry_after
+from cleanroom.manager import admin as operations
+from cleanroom.manager import audit, projects
 from tests.auth import as_client
 
 from .conftest import Manager, make_bundle
@@ -216,3 +219,31 @@ def test_making_secrets_is_rate_limited_per_project(start_manager: Callable[...,
     assert post(carol, "/v1/projects/globex/clients").status_code == 201
     # Who may not manage the project learns nothing new: still 404 / 403 first.
     assert post(carol, "/v1/projects/acme/clients").status_code == 404
+
+
+def test_a_new_secret_is_hashed_before_its_transaction_writes(
+    manager: Manager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argon2id takes a few hundred ms of CPU. Hashed after the transaction's first write
+    (the new member and its audit entry), it held SQLite's write lock, or PostgreSQL's
+    lock on the audit head, that long: every other writer (a token issued, an entry
+    logged) waited for it. Here another writer writes while the secret is hashed."""
+    manager.project("acme")
+    real, others = projects.hash_secret, []
+
+    def hashing(secret: str) -> str:
+        with manager.sessions() as other:
+            if other.get_bind().dialect.name == "postgresql":
+                other.execute(text("SET LOCAL lock_timeout = '3s'"))
+            else:
+                other.execute(text("PRAGMA busy_timeout = 3000"))
+            audit.record(other, "test", "test.written", "meanwhile")
+            other.commit()
+        others.append(secret)
+        return real(secret)
+
+    monkeypatch.setattr(projects, "hash_secret", hashing)
+    with manager.sessions() as session:
+        created = operations.create_client(session, "acme")
+        session.commit()
+    assert others == [created.secret]

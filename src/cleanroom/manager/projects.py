@@ -399,6 +399,9 @@ def create_client(
     """
     check_client_label(name)
     client_id, secret = new_client_id(), new_secret()
+    # Hashed before the first write of the transaction: argon2id takes a few hundred ms,
+    # and SQLite's write lock, once taken, holds up every other writer meanwhile.
+    secret_hash = hash_secret(secret)
     if member_name is None:
         member = add_member(session, actor, project, client_id, "member")
     else:
@@ -409,7 +412,7 @@ def create_client(
             project_id=project.id,
             member_id=member.id,
             name=name,
-            secret_hash=hash_secret(secret),
+            secret_hash=secret_hash,
         )
     )
     session.flush()
