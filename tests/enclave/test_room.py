@@ -63,9 +63,13 @@ def confinement() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def room(tmp_path: Path, confinement: Sandbox) -> CleanRoom:
+    return make_room(tmp_path, confinement, HANDLER)
+
+
+def make_room(tmp_path: Path, confinement: Sandbox, handler: str) -> CleanRoom:
     source = tmp_path / "function"
     source.mkdir()
-    (source / "handler.py").write_text(HANDLER)
+    (source / "handler.py").write_text(handler)
     bundle = pack(source)
     spec = WorkSpec.parse({**SPEC_DOCUMENT, "function": function_id(bundle)})
     platform = SimulatedPlatform.init(tmp_path / "platform", now=int(time.time()))
@@ -294,3 +298,38 @@ def test_no_plaintext_left_on_disk(room: CleanRoom, tmp_path: Path) -> None:
         if path.is_file():
             assert b"a@x" not in path.read_bytes() and b"d@x" not in path.read_bytes()
     assert list((tmp_path / "worker" / "run").iterdir()) == []
+
+
+def test_an_output_name_the_store_refuses_is_not_quoted_to_the_controller(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """A file named with a backslash, made of another party's data: the sealed store
+    refuses such a name, and its refusal (the name, in the clear) became the room's
+    failure, which its status and GET /state give the Controller. It is left out; so
+    is a file named as the output's manifest, which made the download fail."""
+    handler = r"""
+import pathlib
+
+def run():
+    out = pathlib.Path("outputs/output_1")
+    theirs = pathlib.Path("inputs/input_2/emails.csv").read_text().replace("\n", ",")
+    (out / ("\\" + theirs)).write_text("x")
+    (out / ".manifest").write_text("{}")
+    (out / "overlap.txt").write_text("2")
+"""
+    room = make_room(tmp_path, confinement, handler)
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    assert receipt["status"] == "succeeded"
+    assert room.failure is None
+    document, _signature = room.status(bytes(32))
+    assert "d@x" not in json.dumps(document)
+    keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1"))
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    received = {
+        path: data for path, _i, _f, data in map(receiver.open, room.download(keys.session_id))
+    }
+    receiver.close()
+    assert sorted(received) == ["output_1/.manifest", "output_1/overlap.txt"]
+    assert set(json.loads(received["output_1/.manifest"])["files"]) == {"overlap.txt"}

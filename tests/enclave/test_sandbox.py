@@ -8,6 +8,7 @@ the function tried was contained and that nothing of the run is left afterwards.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import resource
@@ -16,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import textwrap
 import threading
@@ -28,7 +30,7 @@ from typing import IO
 import pytest
 from packaging.version import Version
 
-from cleanroom.enclave import runner
+from cleanroom.enclave import runner, supervisor
 from cleanroom.enclave.cgroups import CGROUP_ROOT, nice_weight
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import RunResult, Sandbox, installed_runtime, run_function, sandbox
@@ -40,6 +42,7 @@ from cleanroom.enclave.supervisor import (
     Limits,
     ToolMissing,
 )
+from cleanroom.enclave.uploads import MANIFEST_NAME
 from cleanroom.runtimes import RuntimeUnavailable, resolve_runtime
 from cleanroom.sandbox_ids import SandboxIds
 from tests.reliability.report import record_path
@@ -255,6 +258,42 @@ def test_a_deep_or_long_named_output_tree_is_walked_within_bounds(
         f"output_1/{within}/at-{MAX_OUTPUT_DEPTH}.txt",
         f"output_1/{longest}",
     ])  # fmt: skip
+
+
+def test_output_names_the_worker_cannot_release_are_left_out(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """A name with a backslash, which the sealed store refuses (its refusal quoted the
+    name, the function's plaintext, in the room's status), and the name of an output's
+    manifest at its top (its download failed on a second record of it) are left out;
+    the rest is released."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, r"""
+        out = pathlib.Path("/work/outputs/output_1")
+        secret = pathlib.Path("/work/inputs/input_1/data.csv").read_text().strip()
+        (out / ("\\" + secret)).write_text("x")
+        (out / ".manifest").write_text("{}")
+        (out / "d").mkdir()
+        (out / "d" / ".manifest").write_text("below the top: a name like any other")
+        (out / "kept.txt").write_text("kept")
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    assert sorted(received) == ["output_1/d/.manifest", "output_1/kept.txt"]
+
+
+def test_the_worker_refuses_an_unstorable_output_name_without_quoting_it() -> None:
+    """Should a supervisor send one anyway, the Worker's refusal names no file."""
+    assert supervisor.RESERVED_OUTPUT_NAME == MANIFEST_NAME
+    for name in ("output_1/\\secret@example.com", "output_1/.manifest"):
+        stream = io.BytesIO()
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+        stream.seek(0)
+        limits = Limits(memory_mib=64, processes=8, cpu_s=1, timeout_s=1, disk_mib=1)
+        with pytest.raises(RunError) as refused:
+            runner._receive_outputs(stream, ["output_1"], limits, Outputs())
+        assert refused.value.check == "run-outputs"
+        assert "secret" not in str(refused.value) and "manifest" not in str(refused.value)
 
 
 def test_sysv_ipc_is_private_to_the_run(

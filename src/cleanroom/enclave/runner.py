@@ -32,7 +32,8 @@ from typing import IO, Protocol
 from packaging.version import InvalidVersion, Version
 
 from cleanroom.enclave import syscalls
-from cleanroom.enclave.errors import RunError
+from cleanroom.enclave.errors import RunError, StoreError
+from cleanroom.enclave.store import check_object_name
 from cleanroom.enclave.supervisor import (
     RUN_NICENESS,
     STAGE,
@@ -42,6 +43,7 @@ from cleanroom.enclave.supervisor import (
     ToolMissing,
     system_tool,
 )
+from cleanroom.enclave.uploads import MANIFEST_NAME
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
 TOOLS = ("bwrap", "unshare", "setpriv", "mount", "nice")  # from the system's directories only
@@ -297,7 +299,12 @@ def _receive_outputs(
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
                 output_id = member.name.split("/", 1)[0]
-                if not member.isreg() or output_id not in outputs or member.size > budget:
+                if (
+                    not member.isreg()
+                    or output_id not in outputs
+                    or member.size > budget
+                    or not _storable(member.name)
+                ):
                     # Not the entry's name: an output's paths are sealed, this is not.
                     raise RunError(
                         "run-outputs", "regular files of the spec's outputs within the limit",
@@ -312,6 +319,17 @@ def _receive_outputs(
         raise RunError(
             "run-outputs", "a complete outputs stream", str(error), "outputs cut short"
         ) from error
+
+
+def _storable(name: str) -> bool:
+    """Whether the Worker can seal and serve an output file of this name: one the store
+    accepts, and not the output's manifest. Checked here, where a refusal does not quote
+    the name (the function's plaintext), rather than by the store, whose refusal does."""
+    try:
+        path = check_object_name(name)
+    except StoreError:
+        return False
+    return path.parts[1:] != (MANIFEST_NAME,)
 
 
 def _bubblewrap_version() -> Version | None:

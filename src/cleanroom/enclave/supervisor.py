@@ -578,13 +578,25 @@ READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # no FIFO blocks t
 # than any client's paths allow is no output either.
 MAX_OUTPUT_DEPTH = 32  # directories between an output's own and a file
 MAX_OUTPUT_NAME = 1024  # bytes of a file's name below its output, "/" included
+# What no output file may be named, and is left out: the name an output's download
+# ends with, its manifest (``uploads.MANIFEST_NAME``: a file of that name made the
+# output's download fail, the Worker refusing a second record of it), and any name
+# with a backslash, which the sealed store refuses (``store.check_object_name``):
+# that refusal ended the run and quoted the name, which is the function's plaintext,
+# in the room's status, which the Controller reads in the clear.
+RESERVED_OUTPUT_NAME = ".manifest"
+
+
+def _releasable(relative: str) -> bool:
+    """Whether an output file named ``relative`` (below its output) can be released."""
+    return "\\" not in relative and relative != RESERVED_OUTPUT_NAME
 
 
 def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, int]]:
     """(relative name, open fd) of every regular file under each output, by descriptors:
     no symlink is followed at any depth, and special files and links are left out, as
-    are files deeper than :data:`MAX_OUTPUT_DEPTH` or named longer than
-    :data:`MAX_OUTPUT_NAME`."""
+    are files deeper than :data:`MAX_OUTPUT_DEPTH`, named longer than
+    :data:`MAX_OUTPUT_NAME`, or named as no output file may be (:func:`_releasable`)."""
     root = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for output_id in sorted(output_ids):
@@ -599,7 +611,9 @@ def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, i
                         directories.clear()  # topdown: the walk goes no deeper
                     for name in sorted(files):
                         relative = os.path.normpath(os.path.join(directory, name))
-                        if len(os.fsencode(relative)) > MAX_OUTPUT_NAME:
+                        if len(os.fsencode(relative)) > MAX_OUTPUT_NAME or not _releasable(
+                            relative
+                        ):
                             continue
                         try:
                             fd = os.open(name, READ_NO_FOLLOW, dir_fd=dir_fd)
