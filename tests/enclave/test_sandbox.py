@@ -748,6 +748,7 @@ REACHABLE_WITHOUT_FILTER = {
     "fanotify_init": "300, 0x200, 0",  # FAN_REPORT_FID: what an unprivileged user may ask
     "personality": "135, 0x0040000",  # ADDR_NO_RANDOMIZE: its next program without ASLR
     "modify_ldt": "154, 0, buffer, 16",  # read the LDT (0 bytes): the call is there
+    "io_setup": "206, 1, ctypes.byref(ctypes.c_ulong())",  # one event of fs.aio-max-nr's
 }
 
 

@@ -44,6 +44,15 @@ DENIED: Mapping[str, tuple[str, ...]] = {
         # built with it, as here.
         "modify_ldt",
     ),
+    # Linux native AIO: each context it sets up draws on fs.aio-max-nr, one count for the
+    # whole host (65,536 by default), which no namespace, cgroup or rlimit divides: one
+    # function held all of it with 10 MiB of memory for as long as it ran, and every
+    # other process on the host (another room's function, a database) got EAGAIN.
+    # Docker allows it; no data runtime uses it (glibc's POSIX aio and the libraries'
+    # own I/O are threads and plain reads).
+    "host-wide counts": (
+        "io_setup", "io_destroy", "io_submit", "io_cancel", "io_getevents", "io_pgetevents",
+    ),
     # Its own processes only (PID namespace, one uid), but nothing a function needs.
     "reaching into other processes": (
         "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
