@@ -450,6 +450,35 @@ def test_devices_are_only_the_harmless_ones(workspace: Path, room_sandbox: Sandb
     assert "opened" not in facts["opened"].values()
 
 
+def test_no_pseudo_terminal_and_devices_still_work(workspace: Path, room_sandbox: Sandbox) -> None:
+    """Every devpts instance but the host's own draws on one count of the host's,
+    kernel.pty.max less its reserve: a function held all 3,072 for its run, and any
+    other sandbox or container on the host got ENOSPC. It opens none; the devices a
+    program uses still work, though /dev is read-only."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        import pty
+        facts = {}
+        for name, attempt in (("/dev/ptmx", lambda: os.open("/dev/ptmx", os.O_RDWR)),
+                              ("/dev/pts/ptmx", lambda: os.open("/dev/pts/ptmx", os.O_RDWR)),
+                              ("openpty", pty.openpty)):
+            try:
+                attempt()
+                facts[name] = "opened"
+            except OSError as error:
+                facts[name] = type(error).__name__
+        with open("/dev/null", "wb") as null:
+            null.write(b"x")
+        facts["devices"] = [len(open(d, "rb").read(8)) for d in ("/dev/zero", "/dev/urandom")]
+        pathlib.Path("/dev/shm/x").write_text("the run's own")
+        pathlib.Path("/work/outputs/output_1/pty.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/pty.json"])
+    assert facts.pop("devices") == [8, 8]
+    assert "opened" not in facts.values(), facts
+
+
 def test_writes_outside_outputs_are_refused_or_private(
     workspace: Path, room_sandbox: Sandbox
 ) -> None:
@@ -458,7 +487,7 @@ def test_writes_outside_outputs_are_refused_or_private(
         written = {}
         for target in ("/work/stray", "/work/inputs/input_1/data.csv", "/work/function/x.py",
                        "/work/outputs/new-output", "/usr/lib/x", "/etc/x", "/x", "/tmp/x",
-                       "/dev/shm/x", "/var/tmp/x"):
+                       "/dev/shm/x", "/var/tmp/x", "/dev/x", "/dev/pts/x"):
             try:
                 pathlib.Path(target).write_text("x")
                 written[target] = "written"

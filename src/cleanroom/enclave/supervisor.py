@@ -301,6 +301,14 @@ def _bwrap_argv(
         # The sandbox's own /tmp and /dev/shm, on the run's capped tmpfs.
         "--bind", str(stage.rw / "tmp"), "/tmp",  # noqa: S108
         "--bind", str(stage.rw / "shm"), "/dev/shm",  # noqa: S108
+        # No pseudo-terminal: every devpts instance but the host's own draws on one
+        # count, kernel.pty.max less its reserve (3,072 of 4,096), which a function
+        # held whole for its run. A device on a nodev bind is refused (EACCES).
+        "--ro-bind", "/dev/null", "/dev/pts/ptmx",
+        # bubblewrap's /dev is a tmpfs of the function's uid, not the run's capped one:
+        # read-only, so that no file is written past the disk and inode limits (its
+        # devices still read and write; /dev/shm is the run's own).
+        "--remount-ro", "/dev",
         "--remount-ro", "/",
         "--chdir", WORK,
         "--clearenv",
