@@ -83,6 +83,8 @@ def test_v2_without_delegation_falls_back_to_v1(tmp_path: Path) -> None:
     assert isinstance(group, CgroupV1)
     assert group.memory == tmp_path / "memory" / "box" / "run-2"
     assert (group.memory / "memory.limit_in_bytes").read_text() == str(256 << 20)
+    # TCP buffers, which v1 charges to the group only when this is set
+    assert (group.memory / "memory.kmem.tcp.limit_in_bytes").read_text() == str(256 << 20)
     assert (group.pids / "pids.max").read_text() == "64"
 
 

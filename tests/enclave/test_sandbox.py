@@ -1003,6 +1003,38 @@ def test_memory(workspace: Path, room_sandbox: Sandbox) -> None:
     assert result.status == "memory", result
 
 
+def test_tcp_buffers_nobody_reads_count_against_its_memory(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """Loopback TCP buffers are kernel memory that cgroup v1 charges to a group only
+    when its TCP limit is set: unset, a function under a 256 MiB limit held 2.2 GiB of
+    them, up to tcp_mem's hard limit, one for the whole host. It queues, unread, at
+    most about its memory limit (it stops at 4 times it, which it reached before)."""
+    result = run(workspace, room_sandbox, """
+        import socket
+        server = socket.create_server(("127.0.0.1", 0), backlog=512)
+        port = server.getsockname()[1]
+        queued, held, chunk = 0, [], bytes(1 << 20)
+        while queued < (128 << 20) and len(held) < 400:
+            client = socket.create_connection(("127.0.0.1", port))
+            accepted, _ = server.accept()
+            for end in (client, accepted):
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 24)
+                end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+                end.setblocking(False)
+                try:
+                    while queued < (128 << 20):
+                        queued += end.send(chunk)
+                except OSError:
+                    pass
+            held.append((client, accepted))
+        pathlib.Path("/work/outputs/output_1/queued").write_text(str(queued))
+    """, outputs=(received := Outputs()), memory_mib=32)  # fmt: skip
+    assert result.status == "succeeded", result
+    queued = int(received["output_1/queued"])
+    assert queued < 48 << 20, f"{queued >> 20} MiB of TCP buffers under a 32 MiB limit"
+
+
 def test_cpu_time_of_all_its_processes(workspace: Path, room_sandbox: Sandbox) -> None:
     result = run(workspace, room_sandbox, """
         for _ in range(3):

@@ -239,6 +239,15 @@ class CgroupV1:
             # No escape into swap either (absent when the kernel has no swap accounting).
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 (group.memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+            # Nor into TCP buffers: v1 charges a socket's buffers to its group only once
+            # this is set (v2 always does). Unset, a function under a 256 MiB limit held
+            # 2.2 GiB of loopback buffers nobody read, up to tcp_mem's hard limit, which
+            # is one for the whole host: every TCP socket on it was then under pressure.
+            # Its own counter, beside memory.limit_in_bytes, with the same limit.
+            with contextlib.suppress(FileNotFoundError):  # a kernel without it
+                (group.memory / "memory.kmem.tcp.limit_in_bytes").write_text(
+                    str(limits.memory_bytes)
+                )
             (group.pids / "pids.max").write_text(str(limits.tasks))
         except (OSError, CgroupUnavailable) as error:
             for directory in reversed(created):
