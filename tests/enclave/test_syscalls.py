@@ -11,7 +11,7 @@ import pytest
 
 from cleanroom.enclave import supervisor
 from cleanroom.enclave.supervisor import Limits, RunPlan, Supervisor, SupervisorError
-from cleanroom.enclave.syscalls import DENIED, denied_calls, filter_fd
+from cleanroom.enclave.syscalls import DENIED, DENIED_BY_NUMBER, denied_calls, filter_fd
 
 
 def test_every_denied_call_exists_on_this_architecture() -> None:
@@ -19,6 +19,15 @@ def test_every_denied_call_exists_on_this_architecture() -> None:
     arch = pyseccomp.system_arch()
     numbers = {name: pyseccomp.resolve_syscall(arch, name) for name in denied_calls()}
     assert {name: number for name, number in numbers.items() if number < 0} == {}
+
+
+def test_a_call_denied_by_number_is_that_call_where_libseccomp_can_name_it() -> None:
+    """The numbers are the kernel's, whatever libseccomp knows; where it knows a name,
+    the number is its, and the name is not denied twice."""
+    arch = pyseccomp.system_arch()
+    for name, number in DENIED_BY_NUMBER.items():
+        assert name not in denied_calls()
+        assert pyseccomp.resolve_syscall(arch, name) in (number, -1), name  # -1: unknown
 
 
 def test_no_call_is_listed_twice() -> None:

@@ -87,6 +87,16 @@ DENIED: Mapping[str, tuple[str, ...]] = {
 }  # fmt: skip
 """Every denied call, by why. Each fails with ``EPERM``."""
 
+DENIED_BY_NUMBER: Mapping[str, int] = {
+    # Newer than the libseccomp that can name it (Debian 12's 2.5.4 cannot, and a name
+    # it cannot place is a filter it refuses to build): denied by the number of the
+    # kernel's table common to x86-64 and arm64 (every call from 424 up), with the same
+    # reason as its family above. open_tree (denied) with mount_setattr's (denied)
+    # attributes, Linux 6.15: without it, the mount API's parsing is one call away.
+    "open_tree_attr": 467,
+}
+"""Denied calls libseccomp may not know by name, by their number; each fails with ``EPERM``."""
+
 DENIED_ERRNO = errno.EPERM
 
 SOCKET_FAMILIES: Mapping[int, str] = {
@@ -120,6 +130,8 @@ def filter_fd() -> int:
     program = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
     for name in denied_calls():
         program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), name)
+    for number in DENIED_BY_NUMBER.values():
+        program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), number)
     # Libseccomp compares all 64 bits of the register, the kernel reads the family's low
     # 32: every value but the allowed ones exactly must be refused, high bits included.
     # So each family below the largest allowed one is refused by number, and everything
