@@ -112,6 +112,18 @@ a kernel built without that family, which every program already handles."""
 SOCKET_ERRNO = errno.EAFNOSUPPORT
 SOCKET_CALLS = ("socket", "socketpair")
 
+INTERNET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+INTERNET_PROTOCOLS = (0, socket.IPPROTO_TCP)
+"""In the internet families a function gets TCP only (``SOCK_STREAM``, protocol 0 or
+``IPPROTO_TCP``): its loopback is for the frameworks that talk to their own workers.
+Every other socket there fails with ``EPROTONOSUPPORT``, as on a kernel without that
+protocol: UDP and ICMP echo (``SOCK_DGRAM``), whose buffers cgroup v1 charges to no
+group (a function held 2.4 GiB of UDP buffers under a 256 MiB limit, against a limit
+one for the whole host, ``udp_mem``), and SCTP, MPTCP, UDP-Lite, DCCP: kernel code
+(some of it loaded on demand) that no data function needs."""
+INTERNET_ERRNO = errno.EPROTONOSUPPORT
+SOCK_TYPE_MASK = 0xF  # the kernel's: the type's low bits, the rest are flags
+
 
 def denied_calls() -> list[str]:
     """Every name in :data:`DENIED`, once."""
@@ -144,6 +156,30 @@ def filter_fd() -> int:
                 pyseccomp.ERRNO(SOCKET_ERRNO), name, pyseccomp.Arg(0, pyseccomp.EQ, family)
             )
         program.add_rule(pyseccomp.ERRNO(SOCKET_ERRNO), name, pyseccomp.Arg(0, pyseccomp.GE, above))
+    # TCP only, in the internet families (the family compared exactly: one with a high
+    # bit set is refused above). The type is masked as the kernel masks it; the protocol
+    # is compared in all 64 bits, so a value with a high bit set is above TCP's.
+    most = max(INTERNET_PROTOCOLS)
+    for family in INTERNET_FAMILIES:
+        internet = pyseccomp.Arg(0, pyseccomp.EQ, family)
+        for kind in range(SOCK_TYPE_MASK + 1):
+            if kind != socket.SOCK_STREAM:
+                program.add_rule(
+                    pyseccomp.ERRNO(INTERNET_ERRNO), "socket", internet,
+                    pyseccomp.Arg(1, pyseccomp.MASKED_EQ, SOCK_TYPE_MASK, kind),
+                )  # fmt: skip
+        for protocol in range(most):
+            if protocol not in INTERNET_PROTOCOLS:
+                program.add_rule(
+                    pyseccomp.ERRNO(INTERNET_ERRNO), "socket", internet,
+                    pyseccomp.Arg(2, pyseccomp.EQ, protocol),
+                )  # fmt: skip
+        program.add_rule(
+            pyseccomp.ERRNO(INTERNET_ERRNO),
+            "socket",
+            internet,
+            pyseccomp.Arg(2, pyseccomp.GT, most),
+        )
     fd = os.memfd_create("cleanroom-seccomp", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
         with open(fd, "wb", closefd=False) as handle:
