@@ -78,6 +78,25 @@ def test_unsafe_names_are_refused(store: SealedStore, name: str) -> None:
     assert caught.value.check == "object-name"
 
 
+def test_no_refusal_of_the_store_quotes_an_object_name(store: SealedStore) -> None:
+    """An object's path is its owner's data (sealed on the wire); a store refusal leaves
+    the enclave in the clear (a function's output file named with a backslash put its
+    plaintext in the room's status through one). Each names the input or output only."""
+    write(store, "input_1/tokyo.csv", b"x")
+    refusals = {
+        "object-name": lambda: store.create("output_1/\\alice@tokyo.example"),
+        "object-exists": lambda: store.create("input_1/tokyo.csv"),
+        "object-known": lambda: b"".join(store.read("output_1/tokyo-result.csv")),
+    }
+    for check, refused in refusals.items():
+        with pytest.raises(StoreError) as caught:
+            refused()
+        shown = json.dumps(caught.value.to_json()) + str(caught.value)
+        assert caught.value.check == check
+        assert "tokyo" not in shown, shown
+        assert "an object of " in shown, shown
+
+
 def test_no_overwrite_and_erase(store: SealedStore, tmp_path: Path) -> None:
     write(store, "input_1/a", b"x")
     with pytest.raises(StoreError, match="object-exists"):

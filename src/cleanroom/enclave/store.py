@@ -9,12 +9,19 @@ File format: a sequence of chunks ``size u32 ‖ final u8 ‖ ciphertext+tag``; 
 number f uses nonce ``f u32 ‖ i u64`` (unique under the key) and
 AAD = JCS({"object", "index", "final"}), so chunks cannot be reordered, dropped,
 moved between objects or cut off without the read failing.
+
+An object's name is a path of its owner's (an uploader's file, a function's output
+file): sealed on the wire, and as private as the data. No refusal of the store quotes
+one; it names the object's input or output only (:func:`unnamed`), since a refusal
+leaves the enclave in the clear (a function that named a file with a backslash put its
+plaintext in the room's status that way).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import struct
@@ -34,6 +41,16 @@ MAX_CHUNK = 1 << 20
 _TAG = 16
 
 
+_OBJECT_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # the spec's input and output ids
+
+
+def unnamed(name: str) -> str:
+    """An object as a refusal may show it: its input's or output's id (the spec's, public),
+    never its path."""
+    head = name.split("/", 1)[0]
+    return f"an object of {head}" if _OBJECT_ID.fullmatch(head) else "an object"
+
+
 def check_object_name(name: str) -> PurePosixPath:
     """``<id>/<relative path>``: no absolute paths, no ``..``, no empty parts."""
     path = PurePosixPath(name)
@@ -45,7 +62,7 @@ def check_object_name(name: str) -> PurePosixPath:
         or any(part in ("", ".", "..") for part in name.split("/"))
         or len(path.parts) < 2
     ):
-        raise StoreError("object-name", "<id>/<relative path>", name, "unsafe object name")
+        raise StoreError("object-name", "<id>/<relative path>", unnamed(name), "unsafe object name")
     return path
 
 
@@ -122,7 +139,9 @@ class SealedStore:
         """A writer for a new object; an existing object is never overwritten."""
         check_object_name(name)
         if name in self._files:
-            raise StoreError("object-exists", "a new object", name, "object already stored")
+            raise StoreError(
+                "object-exists", "a new object", unnamed(name), "object already stored"
+            )
         number = len(self._files)
         path = self._directory / f"{number:08d}.sealed"
         self._files[name] = (number, path)
@@ -163,7 +182,7 @@ class SealedStore:
         """The object's plaintext chunks; StoreError if the disk copy was tampered with."""
         aead = self._key()
         if name not in self._objects:
-            raise StoreError("object-known", "a stored object", name, "no such object")
+            raise StoreError("object-known", "a stored object", unnamed(name), "no such object")
         number, path = self._files[name]
         with path.open("rb") as handle:
             index, final = 0, False
