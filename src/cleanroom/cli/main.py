@@ -359,6 +359,14 @@ def one_line(error: Error) -> str:
     return f"{error} — {hint}" if hint and hint not in str(error) else str(error)
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with nothing a terminal acts on (:func:`cleanroom.protocol.text.terminal_safe`):
+    an error may quote what a server sent (a refusal's ``got …``), and reaches a terminal."""
+    from cleanroom.protocol.text import terminal_safe as safe  # on error only: start-up time
+
+    return safe(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; every error is one line on stderr unless ``--debug``.
 
@@ -372,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = _command().main(args=args, standalone_mode=False, prog_name="cleanroom")
     except Error as error:  # the one place an error becomes a line and an exit code
-        common.stderr.print(f"error: {one_line(error)}", markup=False)
+        common.stderr.print(f"error: {terminal_safe(one_line(error))}", markup=False)
         return error.exit_code
     except typer.Exit as done:
         return done.exit_code
@@ -384,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         if callable(show):
             show()
         else:
-            common.stderr.print(f"error: {error.message}", markup=False)
+            common.stderr.print(f"error: {terminal_safe(error.message)}", markup=False)
         return error.exit_code if error.exit_code else EXIT_USAGE
     except KeyboardInterrupt:
         common.stderr.print("interrupted", markup=False)
@@ -396,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         else:
             common.stderr.print(
-                f"internal error: {type(error).__name__}: {error} (rerun with --debug)",
+                f"internal error: {type(error).__name__}: {terminal_safe(str(error))} "
+                "(rerun with --debug)",
                 markup=False,
             )
         return EXIT_REJECTED

@@ -84,6 +84,27 @@ def shown(value: object, *, leading: bool = True) -> str:
     return "".join(escaped)
 
 
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal may act on escaped as :func:`shown` does.
+
+    Control characters (C0, DEL, C1: ESC starts ANSI and OSC sequences, CR rewrites
+    the line), format characters (bidirectional overrides, zero-width), surrogates,
+    private-use and unassigned code points, line and paragraph separators become
+    ``\\x1b``, ``\\u202e``, …; everything else, backslashes included, is kept as it
+    is, so text already escaped by :func:`shown` is unchanged. The last guard of a
+    line the command line prints, whatever it quotes (e.g. an unescaped value in a
+    refusal's ``expected``/``got``).
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        _escape(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
+    )
+
+
 def quoted(text: str) -> str:
     """``text`` between double quotes, escaped as :func:`shown` does and ``"`` as ``\\"``."""
     return '"' + "".join('\\"' if char == '"' else _escape(char) for char in text) + '"'
@@ -109,4 +130,4 @@ def collisions(names: Iterable[str]) -> list[tuple[str, ...]]:
     return sorted(tuple(sorted(group)) for group in groups.values() if len(group) > 1)
 
 
-__all__ = ["collisions", "folded", "quoted", "shown"]
+__all__ = ["collisions", "folded", "quoted", "shown", "terminal_safe"]

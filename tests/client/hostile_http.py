@@ -1,0 +1,51 @@
+"""A hostile management server on loopback, answering canned bodies (red-team tests)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Answer = Callable[[str, str], tuple[int, dict[str, str], bytes] | None]
+"""(method, path) -> (status, headers, body), or None for a 404."""
+
+
+def json_answer(document: Any, status: int = 200) -> tuple[int, dict[str, str], bytes]:
+    return status, {"content-type": "application/json"}, json.dumps(document).encode()
+
+
+@contextmanager
+def hostile_server(answer: Answer) -> Iterator[str]:
+    """Serve ``answer`` on a free loopback port; yields the base URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            if length:
+                self.rfile.read(length)
+            answered = answer(self.command, self.path.split("?")[0])
+            status, headers, body = answered or (404, {}, b"")
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
