@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
@@ -111,7 +112,14 @@ class ComputeClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = self._client.request(method, path, **kwargs)
+            response = bounded.send(
+                self._client,
+                method,
+                path,
+                limit=bounded.MAX_ANSWER_BYTES,
+                who="compute server",
+                **kwargs,
+            )
         except httpx.HTTPError as error:
             raise ServerError.unreachable("compute server", self.base_url, error) from error
         if response.status_code >= 400:

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
@@ -56,6 +57,12 @@ _ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")  # as the manager's
 _CLIENT_ID = re.compile(r"[0-9a-f]{32}")
 SLOW_DOWN_RETRIES = 3
+DEFAULT_MAX_FUNCTION_BYTES = 1 << 30
+"""The largest bundle :meth:`ManagerClient.download_function` reads unless told otherwise:
+the largest a manager accepts unless its operator configured another limit."""
+MAX_TOKEN_CHARS = 16384
+"""The longest access token the client takes (and caches in the profile): the manager's
+are JWTs of about a kilobyte."""
 MAX_RETRY_AFTER_S = 10.0
 """The longest ``Retry-After`` of the token endpoint the client waits out itself."""
 
@@ -370,11 +377,15 @@ class ManagerClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, limit: int = bounded.MAX_ANSWER_BYTES, **kwargs: Any
+    ) -> httpx.Response:
         token = self.token
         auth = DPoPAuth(self.dpop_key, token) if token is not None else None
         try:
-            response = self._client.request(method, path, auth=auth, **kwargs)
+            response = bounded.send(
+                self._client, method, path, limit=limit, who=WHO, auth=auth, **kwargs
+            )
         except httpx.HTTPError as error:
             raise ServerError.unreachable(WHO, self.base_url, error) from error
         if response.status_code >= 400:
@@ -416,7 +427,15 @@ class ManagerClient:
         for attempt in range(SLOW_DOWN_RETRIES + 1):
             proof = self.dpop_key.proof("POST", url)
             try:
-                response = self._client.post(url, data=form, headers={"DPoP": proof})
+                response = bounded.send(
+                    self._client,
+                    "POST",
+                    url,
+                    limit=bounded.MAX_ANSWER_BYTES,
+                    who=WHO,
+                    data=form,
+                    headers={"DPoP": proof},
+                )
             except httpx.HTTPError as error:
                 raise ServerError.unreachable(WHO, self.base_url, error) from error
             wait = _retry_after(response)
@@ -436,6 +455,13 @@ class ManagerClient:
         ):
             raise MessageFormatError(
                 "token", "{access_token, token_type: DPoP, expires_in}", sorted(document), "bad"
+            )
+        if not 0 < len(access_token) <= MAX_TOKEN_CHARS:
+            raise MessageFormatError(
+                "token",
+                f"an access token of 1 to {MAX_TOKEN_CHARS} characters",
+                f"{len(access_token)} characters",
+                "bad access token",
             )
         if resource is None:
             self.token = access_token
@@ -532,14 +558,17 @@ class ManagerClient:
             )
         return FunctionUpload(function_id=expected, size=size, created=response.status_code == 201)
 
-    def download_function(self, function_id: str) -> bytes:
+    def download_function(
+        self, function_id: str, *, max_bytes: int = DEFAULT_MAX_FUNCTION_BYTES
+    ) -> bytes:
         """The bundle of ``function_id`` (``fs://…``), checked to hash to that ID.
 
         Raises :class:`UntrustedAnswerError` ``function-id`` when the manager
-        answers other bytes.
+        answers other bytes, ``answer-size`` when it answers more than ``max_bytes``
+        (default: the largest bundle a manager accepts unless configured otherwise).
         """
         digest = _digest(function_id)
-        bundle = self._request("GET", f"/v1/functions/{digest}").content
+        bundle = self._request("GET", f"/v1/functions/{digest}", limit=max_bytes).content
         actual = function_id_of(bundle)
         if actual != function_id:
             raise UntrustedAnswerError(

@@ -1,0 +1,58 @@
+"""Answers of a server the client does not trust, read up to a size.
+
+httpx reads a whole body into memory, after decompressing it (it asks for gzip
+and deflate): a hostile manager or Controller could answer gigabytes, or a small
+gzip bomb that inflates to them, and the client's machine would run out of memory
+first. :func:`send` reads the decoded body in chunks and refuses it
+(``answer-size``) once it passes ``limit``, before it is all in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from cleanroom.client.errors import UntrustedAnswerError
+
+MAX_ANSWER_BYTES = 64 << 20
+"""The largest answer (decoded) the client reads when a call names no other limit:
+its JSON answers are a few kilobytes to a few megabytes (evidence with collateral)."""
+
+
+def send(
+    client: httpx.Client, method: str, url: str, *, limit: int, who: str, **kwargs: Any
+) -> httpx.Response:
+    """``client.request(method, url, **kwargs)``, its body read (decoded) up to ``limit``
+    bytes; more is :class:`UntrustedAnswerError` ``answer-size``. Transport failures are
+    httpx's errors, as from ``request``."""
+    auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
+    request = client.build_request(method, url, **kwargs)
+    response = client.send(request, auth=auth, stream=True)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise UntrustedAnswerError(
+                    "answer-size",
+                    f"at most {limit} bytes",
+                    f"more than {limit}",
+                    f"the {who} sent an answer larger than the client reads",
+                )
+            chunks.append(chunk)
+    finally:
+        response.close()
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code,
+        headers=headers,
+        content=b"".join(chunks),
+        request=request,
+        extensions=response.extensions,
+    )

@@ -1,0 +1,73 @@
+"""A hostile server's answer is read up to a size, decompressed or not.
+
+httpx reads a whole body into memory (after inflating gzip, which it asks for):
+without a bound, a manager or a Controller could exhaust the memory of the
+user's machine with one answer, and a token of any size was cached in the
+profile's token.json and sent again with every request.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from cleanroom.client import bounded
+from cleanroom.client.compute import ComputeClient
+from cleanroom.client.manager import MAX_TOKEN_CHARS, ManagerClient
+from cleanroom.dpop import ProofKey
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.errors import MessageFormatError
+from tests.client.hostile_http import hostile_server, json_answer
+
+FUNCTION = "fs://" + "A" * 43
+JUST_OVER = bounded.MAX_ANSWER_BYTES + 1
+
+
+def _huge(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+    if path == "/v1/rooms":  # one JSON document just over the bound
+        return 200, {"content-type": "application/json"}, b'{"rooms": "' + b"x" * JUST_OVER + b'"}'
+    if path == "/v1/rooms/bomb/receipt":  # a gzip bomb: ~70 KiB inflating to over the bound
+        body = gzip.compress(b'{"receipt": "' + b"0" * JUST_OVER + b'"}', 9)
+        return 200, {"content-type": "application/json", "content-encoding": "gzip"}, body
+    if path.startswith("/v1/functions/"):
+        return 200, {"content-type": "application/octet-stream"}, b"\0" * 4096
+    if path == "/oauth/token":
+        token = "t" * (MAX_TOKEN_CHARS + 1)
+        return json_answer({"access_token": token, "token_type": "DPoP", "expires_in": 60})
+    return None
+
+
+def test_a_huge_json_answer_is_refused_before_it_is_all_read() -> None:
+    with (
+        hostile_server(_huge) as url,
+        ManagerClient(url, token="t") as manager,
+        pytest.raises(CheckFailed) as refused,
+    ):
+        manager.rooms()
+    assert refused.value.check == "answer-size"
+
+
+def test_a_gzip_bomb_is_refused_by_its_inflated_size() -> None:
+    with hostile_server(_huge) as url:
+        compute = ComputeClient(url, token="t", dpop_key=ProofKey.generate())
+        with compute, pytest.raises(CheckFailed) as refused:
+            compute.receipt("bomb")
+    assert refused.value.check == "answer-size"
+
+
+def test_a_function_download_is_bounded() -> None:
+    with hostile_server(_huge) as url, ManagerClient(url, token="t") as manager:
+        with pytest.raises(CheckFailed) as refused:
+            manager.download_function(FUNCTION, max_bytes=1024)
+        with pytest.raises(CheckFailed) as other:  # within the bound: the hash decides
+            manager.download_function(FUNCTION, max_bytes=8192)
+    assert (refused.value.check, other.value.check) == ("answer-size", "function-id")
+
+
+def test_a_huge_token_is_refused_and_not_kept(tmp_path: Path) -> None:
+    with hostile_server(_huge) as url, ManagerClient(url) as manager:
+        with pytest.raises(MessageFormatError, match="access token"):
+            manager.fetch_token("c" * 32, "secret")
+        assert manager.token is None
