@@ -15,6 +15,7 @@ import pytest
 
 from cleanroom.client import bounded
 from cleanroom.client.compute import ComputeClient
+from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import MAX_TOKEN_CHARS, ManagerClient
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
@@ -71,3 +72,21 @@ def test_a_huge_token_is_refused_and_not_kept(tmp_path: Path) -> None:
         with pytest.raises(MessageFormatError, match="access token"):
             manager.fetch_token("c" * 32, "secret")
         assert manager.token is None
+
+
+def _deep(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    status = 500 if path == "/v1/rooms/broken/receipt" else 200
+    return status, {"content-type": "application/json"}, body
+
+
+def test_json_nested_too_deep_is_a_bad_answer_not_an_internal_error() -> None:
+    with hostile_server(_deep) as url, ManagerClient(url, token="t") as manager:
+        with pytest.raises(MessageFormatError, match="not JSON"):
+            manager.rooms()
+        with ComputeClient(url, token="t", dpop_key=ProofKey.generate()) as compute:
+            with pytest.raises(MessageFormatError, match="not JSON"):
+                compute.receipt("deep")
+            with pytest.raises(ServerError) as refused:
+                compute.receipt("broken")
+    assert refused.value.status == 500

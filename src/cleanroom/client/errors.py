@@ -118,7 +118,7 @@ def from_response(response: httpx.Response, who: str) -> ServerError:
     problem: dict[str, Any] = {}
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         body = None
     if isinstance(body, dict):
         problem = body

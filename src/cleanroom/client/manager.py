@@ -165,7 +165,7 @@ class Room:
 def _object(response: httpx.Response, what: str) -> dict[str, Any]:
     try:
         document = response.json()
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deep
         raise MessageFormatError(what, "a JSON object", "not JSON", "bad answer") from error
     if not isinstance(document, dict):
         raise MessageFormatError(what, "a JSON object", type(document).__name__, "bad answer")
