@@ -32,6 +32,9 @@ def _huge(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
     if path == "/v1/rooms/bomb/receipt":  # a gzip bomb: ~70 KiB inflating to over the bound
         body = gzip.compress(b'{"receipt": "' + b"0" * JUST_OVER + b'"}', 9)
         return 200, {"content-type": "application/json", "content-encoding": "gzip"}, body
+    if path == "/v1/rooms/bomb/sessions/s/download":  # a refusal whose body is a bomb
+        body = gzip.compress(b'{"detail": "' + b"0" * JUST_OVER + b'"}', 9)
+        return 403, {"content-type": "application/json", "content-encoding": "gzip"}, body
     if path.startswith("/v1/functions/"):
         return 200, {"content-type": "application/octet-stream"}, b"\0" * 4096
     if path == "/oauth/token":
@@ -55,6 +58,14 @@ def test_a_gzip_bomb_is_refused_by_its_inflated_size() -> None:
         compute = ComputeClient(url, token="t", dpop_key=ProofKey.generate())
         with compute, pytest.raises(CheckFailed) as refused:
             compute.receipt("bomb")
+    assert refused.value.check == "answer-size"
+
+
+def test_a_refused_downloads_answer_is_bounded_too() -> None:
+    with hostile_server(_huge) as url:
+        compute = ComputeClient(url, token="t", dpop_key=ProofKey.generate())
+        with compute, pytest.raises(CheckFailed) as refused:
+            list(compute.download("bomb", "s"))
     assert refused.value.check == "answer-size"
 
 

@@ -28,7 +28,12 @@ def send(
     httpx's errors, as from ``request``."""
     auth = kwargs.pop("auth", httpx.USE_CLIENT_DEFAULT)
     request = client.build_request(method, url, **kwargs)
-    response = client.send(request, auth=auth, stream=True)
+    return read(client.send(request, auth=auth, stream=True), limit=limit, who=who)
+
+
+def read(response: httpx.Response, *, limit: int, who: str) -> httpx.Response:
+    """A streamed ``response`` read (decoded) up to ``limit`` bytes and closed, as a
+    response whose content is in memory; more is ``answer-size``."""
     try:
         chunks: list[bytes] = []
         size = 0
@@ -53,6 +58,6 @@ def send(
         response.status_code,
         headers=headers,
         content=b"".join(chunks),
-        request=request,
+        request=response.request,
         extensions=response.extensions,
     )

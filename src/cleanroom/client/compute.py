@@ -218,8 +218,10 @@ class ComputeClient:
             raise ServerError.unreachable("compute server", self.base_url, error) from error
         try:
             if response.status_code >= 400:
-                response.read()
-                raise ServerError.from_response(response, "compute server")
+                refusal = bounded.read(
+                    response, limit=bounded.MAX_ANSWER_BYTES, who="compute server"
+                )
+                raise ServerError.from_response(refusal, "compute server")
             try:
                 # The chunks as they come off the socket: the frame decoder joins each
                 # frame once, whatever the chunks (re-chunking them first was one more
