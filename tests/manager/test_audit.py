@@ -173,3 +173,20 @@ def test_admin_audit_prints_verifies_and_fails_on_a_changed_entry(
     assert main([*admin, "--verify"]) == 1
     captured = capsys.readouterr()
     assert "the audit log does not verify: audit-hash: entry 2" in captured.err
+
+
+def test_admin_audit_shows_nothing_a_terminal_acts_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A room's failure, in its entry's details, is what a Controller said: JSON escapes
+    C0 controls (ESC) but not C1 (CSI, U+009B) nor bidirectional overrides."""
+    sessions = open_database(default_database_url(tmp_path))
+    with sessions() as session:
+        audit.record(session, "cleanroom-manager", "room.failed", "room:r",
+                     reason="\x9b2K\x9b32mverified\u202e \x1b[0m")  # fmt: skip
+        session.commit()
+    sessions.kw["bind"].dispose()
+    assert main(["admin", "--data-dir", str(tmp_path), "audit"]) == 0
+    out = capsys.readouterr().out
+    assert "room.failed" in out and "verified" in out
+    assert not any(char in out for char in ("\x9b", "\u202e", "\x1b")), repr(out)

@@ -33,6 +33,7 @@ from cleanroom.manager.settings import (
     default_database_url,
 )
 from cleanroom.manager.storage import FunctionStore
+from cleanroom.protocol.text import terminal_safe
 
 app = typer.Typer(
     help=(
@@ -126,6 +127,9 @@ def _print_rows(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> Non
     if json_output():
         print_json([dict(zip([h.lower() for h in header], row, strict=True)) for row in rows])
         return
+    # What the table quotes may come from a Controller (a room's failure in the audit
+    # log's details): nothing a terminal acts on reaches it (JSON escapes C0, not C1).
+    rows = [tuple(terminal_safe(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
