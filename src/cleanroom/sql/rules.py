@@ -25,6 +25,7 @@ A refusal is a :class:`RuleViolation` naming the rule (``aggregation.dimension_c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -773,6 +774,10 @@ def _dp_plan(
 
     cap = min(option.epsilon for option in owners.values())
     chosen = cap if epsilon is None else epsilon
+    if not (math.isfinite(chosen) and chosen > 0):
+        # A charge of 0, a negative or a NaN ε passes every "does it fit" comparison: the
+        # ledger would record it (and refuse to verify ever after, stopping the room).
+        raise refuse("epsilon", f"0 < ε <= {cap:g}", chosen, "ε is a positive number")
     if chosen > cap:
         raise refuse("epsilon", f"<= {cap:g}", chosen, "more ε than one query may spend")
     for input_id, option in sorted(owners.items()):
