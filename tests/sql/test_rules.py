@@ -224,6 +224,23 @@ def test_differential_privacy_shapes_and_epsilon() -> None:
     )
 
 
+def test_differential_privacy_releases_every_group_by_key() -> None:
+    """A GROUP BY key left out of the SELECT would merge several groups into one released
+    key (the values of whichever the engine returned last: one person can change which)."""
+    spec = sql_spec(dp=True)
+    for text in (
+        "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region, zip <> '10005'",
+        "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region, zip",
+        "SELECT region, region AS r, COUNT(*) AS n FROM input_1 GROUP BY region",
+    ):
+        assert refused(text, spec).check == "differential_privacy.shape", text
+    # Dimensions are released under their names whatever the order of the SELECT.
+    plan = plan_query(
+        spec, name=None, text="SELECT zip, region, COUNT(*) AS n FROM input_1 GROUP BY region, zip"
+    )
+    assert plan.dp is not None and plan.dp.groups == ("region", "zip")
+
+
 @pytest.mark.parametrize(
     ("change", "check"),
     [

@@ -803,13 +803,14 @@ def _dp_plan(
         outer.append(exp.column(f"{HIDDEN_PREFIX}_g{index}"))
     outer.append(exp.alias_(exp.Count(this=exp.Star()), f"{HIDDEN_PREFIX}_n"))
     value_index = 0
+    selected: list[tuple[int, str]] = []  # (GROUP BY position, output name) of each dimension
     for item in select.expressions:
         target = item.this if isinstance(item, exp.Alias) else item
         output = item.alias_or_name
         if not any(isinstance(n, tuple(AGGREGATES)) for n in target.walk()):
-            groups.append(output)
             if target.sql(DIALECT) not in position:
                 raise refuse("shape", "grouped dimensions", target.sql(DIALECT), "not grouped")
+            selected.append((position[target.sql(DIALECT)], output))
             continue
         if not isinstance(target, exp.Count | exp.Sum | exp.Avg):
             raise refuse("aggregate", "COUNT, SUM or AVG alone", target.sql(DIALECT)[:80],
@@ -852,6 +853,16 @@ def _dp_plan(
         aggregates.append(
             DpAggregate(output, kind, hidden, max(abs(low), abs(high)), float(low), float(high))
         )
+    # Released groups are keyed by their dimensions: each GROUP BY key selected exactly
+    # once, named in GROUP BY order. A key left out would merge several groups into one
+    # released key (one group's values, whichever the engine returned last: one person
+    # can change which), so a group's count and sums would no longer have the
+    # sensitivity the noise is calibrated for.
+    if sorted(index for index, _name in selected) != list(range(len(keys))):
+        raise refuse("shape", "every GROUP BY key selected once",
+                     [key.sql(DIALECT) for key in keys],
+                     "select each grouped dimension once")  # fmt: skip
+    groups = [name for _index, name in sorted(selected)]
     if len(set(groups + [a.output for a in aggregates])) != len(groups) + len(aggregates):
         raise refuse("shape", "distinct output names", [*groups, *(a.output for a in aggregates)],
                      "name every column once (AS …)")  # fmt: skip
