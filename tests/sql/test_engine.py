@@ -17,7 +17,12 @@ from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
 
 def run_engine(
-    tmp_path: Path, sql: str, *, direct: bool = False, keep: dict[str, int] | None = None
+    tmp_path: Path,
+    sql: str,
+    *,
+    direct: bool = False,
+    keep: dict[str, int] | None = None,
+    groups: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The engine on Alice's data: its query mode, or (``direct``) its tables and
     lock-down, then ``sql`` as one statement on the connection."""
@@ -29,8 +34,8 @@ def run_engine(
     (work / "inputs" / "input_1").mkdir(parents=True)
     (work / "outputs").mkdir()
     (work / "inputs" / "input_1" / "data.csv").write_bytes(alice_csv())
-    plan = {"mode": "query", "sql": sql, "keep": keep or {}, "dp": False, "format": "csv",
-            "inputs": {"input_1": SCHEMAS["input_1"]}}  # fmt: skip
+    plan = {"mode": "query", "sql": sql, "keep": keep or {}, "groups": groups, "dp": False,
+            "format": "csv", "inputs": {"input_1": SCHEMAS["input_1"]}}  # fmt: skip
     (work / "parameters.json").write_text(json.dumps(plan))
     bootstrap = f"import sys\nsys.path.insert(0, {str(ENGINE_DIRECTORY)!r})\nimport handler\n"
     if direct:
@@ -154,9 +159,44 @@ def test_whether_a_query_fails_does_not_depend_on_the_data(
     written = run_engine(tmp_path / "as-written", text)
     assert written.returncode != 0, "the query as written must fail, or it tests nothing"
     plan = plan_query(sql_spec(), name=None, text=text)
-    rendered = run_engine(tmp_path / "rendered", plan.sql, keep=plan.thresholds)
+    rendered = run_engine(
+        tmp_path / "rendered", plan.sql, keep=plan.thresholds, groups=plan.groups_sql
+    )
     assert rendered.returncode == 0, rendered.stderr[-500:]
     stats = json.loads(
         (tmp_path / "rendered" / "work" / "outputs" / "result" / "stats.json").read_text()
     )
     assert stats["suppressed"] == suppressed
+
+
+@pytest.mark.parametrize(
+    ("template", "values"),
+    [
+        # HAVING on the group of one ("tiny", spend 40.5): counted as suppressed or not
+        ("SELECT region, COUNT(*) AS n FROM input_1 WHERE region = 'tiny' GROUP BY region "
+         "HAVING SUM(spend) > {}", (40, 41)),
+        # ORDER BY an aggregate of the group of one, LIMIT 1: "east" released or not
+        ("SELECT region, COUNT(*) AS n FROM input_1 WHERE region IN ('east', 'tiny') "
+         "GROUP BY region ORDER BY CAST(SUM(spend) > {} AS INTEGER) "
+         "- CAST(COUNT(*) > 1 AS INTEGER) * 0.5 LIMIT 1", (40, 41)),
+    ],
+)  # fmt: skip
+def test_a_group_under_the_threshold_decides_nothing_released(
+    tmp_path: Path, template: str, values: tuple[int, int]
+) -> None:
+    """The threshold drops a group before HAVING, ORDER BY and LIMIT: otherwise one
+    person's SUM decides which other rows are released, or whether the group is counted
+    as suppressed (a binary search for a value the threshold hides)."""
+    answers = []
+    for value in values:
+        plan = plan_query(sql_spec(), name=None, text=template.format(value))
+        work = tmp_path / str(value)
+        result = run_engine(
+            work, plan.sql, keep=plan.thresholds, groups=getattr(plan, "groups_sql", None)
+        )
+        assert result.returncode == 0, result.stderr[-500:]
+        result_dir = work / "work" / "outputs" / "result"
+        stats = json.loads((result_dir / "stats.json").read_text())
+        answers.append((stats, (result_dir / "data.csv").read_text()))
+    assert answers[0] == answers[1]
+    assert answers[0][0]["suppressed"] == 1

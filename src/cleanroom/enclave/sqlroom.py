@@ -238,6 +238,7 @@ class SqlRoom(CleanRoom):
             "mode": "query",
             "sql": plan.sql,
             "keep": plan.thresholds,
+            "groups": plan.groups_sql,
             "dp": plan.dp is not None,
             "format": plan.format,
             "inputs": {i: self.sql.schemas[i].model_dump() for i in plan.inputs},

@@ -119,6 +119,9 @@ class QueryPlan:
     inputs: tuple[str, ...]  # what it reads
     rules: tuple[str, ...]  # every rule applied, e.g. "input_1: aggregation threshold>=10"
     thresholds: dict[str, int] = field(default_factory=dict)  # hidden column -> minimum
+    # The query's groups before HAVING, ORDER BY and LIMIT, with only the hidden
+    # threshold columns: the engine counts the suppressed ones from it.
+    groups_sql: str | None = None
     dp: DpPlan | None = None
     output: str = ""
     format: str = "csv"
@@ -633,6 +636,8 @@ def plan_query(
                 )  # fmt: skip
     shape = "aggregation" if "aggregation" in kinds else "list" if "list" in kinds else "custom"
     thresholds: dict[str, int] = {}
+    minimums: list[exp.Expr] = []
+    groups_sql: str | None = None
     dp: DpPlan | None = None
     if shape == "custom":
         _check_custom(spec, tree)
@@ -667,6 +672,23 @@ def plan_query(
                 )
                 executed = executed.select(exp.alias_(count, hidden), copy=False)
                 thresholds[hidden] = rule.threshold.minimum
+                minimums.append(exp.GTE(this=count.copy(), expression=exp.Literal.number(
+                    rule.threshold.minimum)))  # fmt: skip
+            if minimums:
+                # The threshold drops a group before HAVING, ORDER BY and LIMIT see it: a
+                # group under it must not decide which other rows are released (ORDER BY
+                # its SUM … LIMIT 1), nor whether it is counted as suppressed (HAVING its
+                # SUM > x). The suppressed groups are counted from the groups alone.
+                groups_select = executed.copy()
+                groups_select.set("expressions", groups_select.expressions[-len(minimums) :])
+                for clause in ("having", "order", "limit"):
+                    groups_select.set(clause, None)
+                groups_sql = groups_select.sql(DIALECT)
+                condition = exp.and_(*minimums)
+                having = executed.args.get("having")
+                if having is not None:
+                    condition = exp.and_(condition, exp.Paren(this=having.this))
+                executed.set("having", exp.Having(this=condition))
     for input_id, rule in sorted(rules.items()):
         text_rule = f"{input_id}: {rule.kind}"
         if dp is not None and input_id in dp.owners:
@@ -687,6 +709,7 @@ def plan_query(
         inputs=tuple(read),
         rules=tuple(applied),
         thresholds=thresholds,
+        groups_sql=groups_sql,
         dp=dp,
         output=output,
         format=form,

@@ -268,9 +268,12 @@ def query(plan: dict[str, Any]) -> None:
     condition = " AND ".join(f"{quote(c)} >= {int(m)}" for c, m in sorted(keep.items())) or "true"
     hidden = ", ".join(quote(c) for c in sorted(keep))
     chosen = f"* EXCLUDE ({hidden})" if hidden else "*"
-    suppressed = con.execute(
-        f"SELECT count(*) FROM __cr_result WHERE NOT ({condition})"
-    ).fetchone()[0]
+    # The rows under a threshold are dropped in the query itself (before HAVING, ORDER
+    # BY and LIMIT) and counted from its groups alone; the filter below stays as a check.
+    groups = plan.get("groups")
+    counted = f"({groups}) AS __cr_groups" if groups else "__cr_result"
+    count_sql = f"SELECT count(*) FROM {counted} WHERE NOT ({condition})"
+    suppressed = con.execute(count_sql).fetchone()[0]
     table = con.execute(f"SELECT {chosen} FROM __cr_result WHERE {condition}").to_arrow_table()
     if plan["format"] == "parquet":
         import pyarrow.parquet as parquet  # type: ignore[import-not-found,unused-ignore]
