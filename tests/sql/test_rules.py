@@ -20,7 +20,7 @@ from cleanroom.sql.rules import (
     check_spec_queries,
     plan_query,
 )
-from tests.sql.fixtures import BY_SEGMENT, sql_document, sql_spec
+from tests.sql.fixtures import AGGREGATION_RULE, BY_SEGMENT, DP, sql_document, sql_spec
 
 SPEC = sql_spec()
 
@@ -222,6 +222,30 @@ def test_differential_privacy_shapes_and_epsilon() -> None:
         refused("SELECT region, COUNT(*) + 1 AS n FROM input_1 GROUP BY region", spec).check
         == "differential_privacy.aggregate"
     )
+
+
+def test_a_threshold_alone_is_not_read_beside_another_owners_differential_privacy() -> None:
+    """On the DP path a threshold counts noisy rows, not distinct people: the DP owner
+    joined 200 rows of its own to one customer of the thresholded input, and that
+    customer's zip was released under a minimum of 3. Such a query is refused; each
+    input alone, or both under DP, is planned."""
+    both = {"input_1": copy.deepcopy(AGGREGATION_RULE), "input_2": copy.deepcopy(AGGREGATION_RULE)}
+    for rule in both.values():
+        rule["dimension_columns"] = [c for c in rule["dimension_columns"] if c != "zip"]
+    both["input_2"].update(
+        dimension_columns=["segment"], aggregate_columns={"email": ["count", "count_distinct"]}
+    )
+    both["input_2"]["differential_privacy"] = {**copy.deepcopy(DP), "bounds": {}}
+    mixed = sql_spec(rules=both)
+    joined = ("SELECT a.region, COUNT(*) AS n FROM input_1 a JOIN input_2 b "
+              "ON a.email = b.email GROUP BY a.region")  # fmt: skip
+    caught = refused(joined, mixed)
+    assert caught.check == "aggregation.threshold", caught
+    assert "input_1" in str(caught)
+    alone = "SELECT segment, COUNT(*) AS n FROM input_2 GROUP BY segment"
+    assert plan_query(mixed, name=None, text=alone).dp is not None
+    both["input_1"]["differential_privacy"] = copy.deepcopy(DP)
+    assert plan_query(sql_spec(rules=both), name=None, text=joined).dp is not None
 
 
 def test_differential_privacy_releases_every_group_by_key() -> None:

@@ -657,6 +657,7 @@ def plan_query(
             if r.differential_privacy is not None
         }
         if owners:
+            _no_threshold_alone(rules, owners)
             dp, executed = _dp_plan(spec, checker, owners, epsilon, spent or {})
         else:
             executed = tree.copy()
@@ -776,6 +777,27 @@ def _never_fails(select: exp.Select) -> None:
     order = select.args.get("order")
     for ordered in order.expressions if order is not None else []:
         ordered.set("this", _safe(ordered.this))
+
+
+def _no_threshold_alone(
+    rules: Mapping[str, AnalysisRule], owners: Mapping[str, DifferentialPrivacy]
+) -> None:
+    """A query under one owner's differential privacy may not read an aggregation input
+    whose owner relies on a threshold alone (``aggregation.threshold``): on the DP path
+    the threshold applies to the noisy count of joined rows, not to distinct people, so
+    another owner who joins many rows of its own to one person of this input released
+    that person's group (one customer behind a row, under a minimum of 3)."""
+    for input_id, rule in sorted(rules.items()):
+        if rule.kind == "aggregation" and rule.threshold is not None and input_id not in owners:
+            raise _violation(
+                input_id, rule, "threshold",
+                "differential privacy on every thresholded input the query reads",
+                f"{', '.join(sorted(owners))} under differential privacy, {input_id} under a "
+                "threshold alone",
+                "beside another owner's differential privacy its minimum would count noisy "
+                "rows, not distinct people: give it differential privacy too, or query it "
+                "without the other input",
+            )  # fmt: skip
 
 
 def _dp_plan(
