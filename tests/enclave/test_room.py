@@ -5,12 +5,16 @@ Needs what the sandbox needs (root, bubblewrap, util-linux, /usr/bin/python3.11)
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
+import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +26,7 @@ from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
+from cleanroom.enclave.worker_service import WorkerService
 from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.acks import open_ack
 from cleanroom.protocol.bundle import function_id, pack
@@ -333,3 +338,33 @@ def run():
     receiver.close()
     assert sorted(received) == ["output_1/.manifest", "output_1/overlap.txt"]
     assert set(json.loads(received["output_1/.manifest"])["files"]) == {"overlap.txt"}
+
+
+def test_a_failed_run_names_no_input_file_in_the_clear(
+    room: CleanRoom, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host that fills the disk (or its inodes) under the run's scratch directory makes
+    staging fail on an uploader's file, and the kernel's error names it: it became the
+    room's failure (its signed status, GET /state) and the Worker's log, both in the clear
+    (rt/failure_names_file.py did it to a real Worker with a tmpfs of 9 inodes)."""
+    secret = "patients-hiv-positive.csv"
+    for user, input_id in ((ALICE, "input_1"), (BOB, "input_2")):
+        keys = session(room, user, UploadPurpose(op="upload", input=input_id))
+        room.upload(keys.session_id, upload_frames(keys, input_id, {secret: b"x\n"}))
+
+    def full_disk(scratch: Path) -> None:
+        target = scratch / "inputs" / "input_1" / secret
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+
+    monkeypatch.setattr(room, "_stage", full_disk)
+    run = session(room, ALICE, RunPurpose(op="run")).session_id
+    service = SimpleNamespace(room=room)
+    room.begin_run(run)
+    with caplog.at_level(logging.INFO, logger="cleanroom.enclave"):
+        WorkerService._run(service)  # type: ignore[arg-type]
+    assert room.state == "failed"
+    document, _signature = room.status(bytes(32))
+    assert document["detail"] == "OSError: No space left on device"
+    assert secret not in json.dumps(document)
+    assert secret not in caplog.text
+    assert "run failed" in caplog.text

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import traceback
+
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u
 
@@ -41,3 +45,27 @@ class SealedRefusal(CheckFailed):
 
     def to_json(self) -> dict[str, object]:
         return {**super().to_json(), "sealed": b64u(self.sealed)}
+
+
+def failure_text(error: BaseException) -> str:
+    """What may be said in the clear of an unexpected failure: a room's ``failure`` (its
+    status and ``GET /state``), the Worker's log on the host.
+
+    A refusal (:class:`CheckFailed`) names no file by design, and is said as it is. Any
+    other error may quote what it failed on, and that is sealed data: an ``OSError``
+    names its path (``[Errno 28] No space left on device: '…/inputs/<id>/<file>'``, a
+    host that filled the disk had the name of an uploader's file), so it is said by its
+    type and ``errno`` only; anything else by its type.
+    """
+    if isinstance(error, CheckFailed):
+        return str(error)
+    if isinstance(error, OSError) and error.errno is not None:
+        return f"{type(error).__name__}: {os.strerror(error.errno)}"
+    return type(error).__name__
+
+
+def log_failure(log: logging.Logger, what: str, error: BaseException) -> None:
+    """Log an unexpected failure with where it happened (the traceback's frames, which
+    show code, not values) and :func:`failure_text`, never the error's own message."""
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    log.error("%s: %s\nTraceback (message withheld):\n%s", what, failure_text(error), frames)

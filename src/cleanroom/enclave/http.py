@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from cleanroom.enclave.errors import RunError, UnknownWorkerError, UploadError
+from cleanroom.enclave.errors import RunError, UnknownWorkerError, UploadError, log_failure
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import from_b64u
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError, ReplayError
@@ -97,7 +97,7 @@ def install_errors(app: Starlette, who: str) -> None:
         return problem(status_for(refusal), str(facts.pop("message")), **facts)
 
     async def broken(_request: Request, error: Exception) -> Response:
-        log.exception("%s failed", who, exc_info=error)
+        log_failure(log, f"{who} failed", error)  # its message may quote a sealed name
         return problem(500, f"{who} failed: {type(error).__name__}")
 
     async def no_route(request: Request, error: Exception) -> Response:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, ClassVar, TypeVar
 
-from cleanroom.enclave.errors import RunError, UploadError
+from cleanroom.enclave.errors import RunError, UploadError, failure_text
 from cleanroom.enclave.runner import Confinement, RunResult
 from cleanroom.enclave.store import SealedStore, StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
@@ -270,7 +270,7 @@ class CleanRoom:
                 self._add_log(spec.logs, result.log)
         except BaseException as error:
             self._state = "failed"  # no outputs, no second try: redeploy
-            self.failure = str(error)
+            self.failure = failure_text(error)  # in the clear: no path, no file name
             for files in received.values():
                 for stored in files:
                     self._store.discard(stored.name)

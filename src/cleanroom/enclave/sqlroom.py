@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cleanroom.enclave.budget import BudgetLedger
-from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError
+from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError, log_failure
 from cleanroom.enclave.room import CleanRoom
 from cleanroom.enclave.store import StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
@@ -281,8 +281,8 @@ class SqlRoom(CleanRoom):
             for stored in run.files:
                 self._store.discard(stored.name)
             run.files = []
-        except Exception:
-            log.exception("query %s failed", number)
+        except Exception as error:  # noqa: BLE001 - logged by log_failure
+            log_failure(log, f"query {number} failed", error)
             run.state, run.detail = "failed", "the engine failed"
             for stored in run.files:
                 self._store.discard(stored.name)

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cleanroom.enclave.errors import AdmissionError, RunError
+from cleanroom.enclave.errors import AdmissionError, RunError, log_failure
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
@@ -137,8 +137,8 @@ class WorkerService:
     def _query(self, room: SqlRoom, number: int) -> None:
         try:
             room.execute_query(number)
-        except Exception:
-            log.exception("query %s failed", number)
+        except Exception as error:  # noqa: BLE001 - logged by log_failure
+            log_failure(log, f"query {number} failed", error)
         result = room.last_run
         if result is not None:  # sizes and times only: nothing of the data
             log.info("query %s ended %s in %.2f s", number, result.status, result.seconds)
@@ -148,8 +148,8 @@ class WorkerService:
             self.room.execute()
         except CheckFailed as error:
             log.warning("run refused: %s", error)
-        except Exception:
-            log.exception("run failed")
+        except Exception as error:  # noqa: BLE001 - logged by log_failure
+            log_failure(log, "run failed", error)
         result = self.room.last_run
         if result is not None:  # sizes and times only: nothing of the data
             log.info(
