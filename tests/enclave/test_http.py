@@ -1,17 +1,23 @@
 """What both enclave services share (cleanroom.enclave.http): a Controller's request is
-read up to a bound, never whole first."""
+read up to a bound, never whole first: its body, and its head."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from cleanroom.enclave.http import MAX_JSON_BODY, enclave_app, json_body
+from cleanroom.enclave.http import MAX_JSON_BODY, MAX_REQUEST_HEAD, enclave_app, json_body, serve
 
 CHUNK = 1 << 16
 
@@ -64,3 +70,57 @@ def test_a_body_within_the_bound_is_read() -> None:
     answer = post(small())
     assert answer.status_code == 200
     assert len(answer.json()["nonce"]) == MAX_JSON_BODY - 100
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Path]:
+    """The enclaves' own server (uvicorn, httptools) on a Unix socket, in a thread."""
+
+    async def count(request: Request) -> JSONResponse:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+        return JSONResponse({"size": size})
+
+    app = enclave_app([Route("/count", count, methods=["POST"])], "Worker")
+    socket_path, stop = tmp_path / "enclave.sock", threading.Event()
+    thread = threading.Thread(target=serve, args=(app, socket_path, stop), daemon=True)
+    thread.start()
+    for _ in range(100):
+        if socket_path.exists():
+            break
+        time.sleep(0.05)
+    yield socket_path
+    stop.set()
+    thread.join(timeout=10)
+
+
+def test_a_request_head_over_the_bound_is_refused_and_its_connection_closed(
+    served: Path,
+) -> None:
+    """httptools keeps a header until it ends: a Controller's 256 MiB header to a Worker
+    took half a gigabyte of its memory (rt/big_headers.py)."""
+    connection = socket.socket(socket.AF_UNIX)
+    connection.connect(str(served))
+    connection.sendall(b"POST /count HTTP/1.1\r\nHost: enclave\r\nX-A: ")
+    sent, answer = 0, b""
+    try:
+        while sent < 8 * MAX_REQUEST_HEAD:  # never ends the header
+            connection.sendall(b"a" * CHUNK)
+            sent += CHUNK
+    except OSError:
+        pass  # closed by the server
+    connection.settimeout(10)
+    with contextlib.suppress(OSError):
+        answer = connection.recv(1 << 16)
+    connection.close()
+    assert sent < 4 * MAX_REQUEST_HEAD
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_large_bodies_and_kept_alive_connections_are_served(served: Path) -> None:
+    transport = httpx.HTTPTransport(uds=str(served))
+    with httpx.Client(transport=transport, base_url="http://enclave", timeout=30) as client:
+        for size in (32 << 20, 10, 3 << 20):  # one connection, kept alive
+            answer = client.post("/count", content=b"x" * size)
+            assert answer.json() == {"size": size}

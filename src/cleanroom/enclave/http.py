@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from cleanroom.enclave.errors import RunError, UnknownWorkerError, UploadError, log_failure
 from cleanroom.errors import CheckFailed
@@ -160,6 +161,38 @@ def binary(document: dict[str, Any], name: str, size: int | None = None) -> byte
     return from_b64u(value, name, size=size)
 
 
+MAX_REQUEST_HEAD = 1 << 20
+
+
+class BoundedHead(HttpToolsProtocol):
+    """uvicorn's httptools protocol, with a bound on a request's head (its request line
+    and headers): httptools keeps a header until it ends, whatever its size, and a
+    Controller's 256 MiB header to a Worker took half a gigabyte of its memory.
+
+    The bytes received while a head is incomplete are counted after the parser took
+    them (a read that ends a message and starts the next counts whole: a read is at most
+    256 KiB, far under the bound); past the bound the answer is a 400 and the connection
+    is closed."""
+
+    _head_bytes = 0
+    _in_head = True
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._in_head and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD:
+                self.send_400_response("Request head too large.")
+
+
 # How long an idle kept-alive connection from the Controller stays open. It must outlast
 # how long the Controller's pool keeps one (``controller.relay.KEEP_IDLE_S``), or the
 # Controller can send a request on a connection that is being closed that instant and get
@@ -181,7 +214,7 @@ def serve(
         "log_level": "warning",
         "lifespan": "off",
         "loop": "uvloop",
-        "http": "httptools",
+        "http": BoundedHead,  # httptools, its head bounded
         "timeout_keep_alive": KEEP_ALIVE_S,
     }
     if socket is not None:
