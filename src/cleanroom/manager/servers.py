@@ -101,8 +101,9 @@ MAX_ANSWER_BYTES = 1 << 20
 and what it answers (health, a room's status, a deploy or delete) is a short JSON document."""
 
 
-class AnswerTooLarge(httpx.RequestError):
-    """A Controller's answer longer than :data:`MAX_ANSWER_BYTES`: treated as no answer."""
+class AnswerTooLarge(httpx.RequestError, Error):
+    """A Controller's answer longer than :data:`MAX_ANSWER_BYTES`: treated as no answer
+    (an ``httpx.RequestError``, as every caller takes it; cleanroom's own error too)."""
 
 
 def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> httpx.Response:
