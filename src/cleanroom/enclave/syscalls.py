@@ -94,6 +94,11 @@ DENIED_BY_NUMBER: Mapping[str, int] = {
     # reason as its family above. open_tree (denied) with mount_setattr's (denied)
     # attributes, Linux 6.15: without it, the mount API's parsing is one call away.
     "open_tree_attr": 467,
+    # The mount API's queries (Linux 6.8): what /proc/self/mountinfo shows of the
+    # sandbox's own mounts (tried: nothing of another namespace), through new kernel code
+    # no function needs.
+    "statmount": 457,
+    "listmount": 458,
 }
 """Denied calls libseccomp may not know by name, by their number; each fails with ``EPERM``."""
 
