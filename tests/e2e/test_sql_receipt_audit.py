@@ -9,7 +9,6 @@ that check."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.query_receipt import detail_digest, query_detail, query_sha256
 from cleanroom.protocol.spec import WorkSpec
 from tests.e2e.test_cli_flow import Cli, configured
-from tests.e2e.test_receipt_audit import audit
+from tests.e2e.test_receipt_audit import audit, copy_with
 from tests.e2e.test_runtimes import require_data_runtime
 from tests.e2e.test_sql import EXAMPLE, write_inputs
 
@@ -83,15 +82,6 @@ def saved(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         "root": root, "auditor": Cli(tmp / "home-auditor"),
         "alice": alice, "bob_cli": bob,
     }  # fmt: skip
-
-
-def copy_with(source: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None]) -> Path:
-    target = tmp_path / "copy"
-    shutil.copytree(source, target)
-    document = json.loads((target / "receipt.json").read_text())
-    change(document)
-    (target / "receipt.json").write_text(json.dumps(document))
-    return target
 
 
 def test_the_runners_saved_receipt_verifies_offline_with_its_detail(

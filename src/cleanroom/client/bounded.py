@@ -4,7 +4,8 @@ httpx reads a whole body into memory, after decompressing it (it asks for gzip
 and deflate): a hostile manager or Controller could answer gigabytes, or a small
 gzip bomb that inflates to them, and the client's machine would run out of memory
 first. :func:`send` reads the decoded body in chunks and refuses it
-(``answer-size``) once it passes ``limit``, before it is all in memory.
+(``answer-size``) once it passes ``limit``, before it is all in memory
+(:func:`cleanroom.answers.read_bounded`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from cleanroom.answers import read_bounded
 from cleanroom.client.errors import UntrustedAnswerError
 
 MAX_ANSWER_BYTES = 64 << 20
@@ -34,30 +36,13 @@ def send(
 def read(response: httpx.Response, *, limit: int, who: str) -> httpx.Response:
     """A streamed ``response`` read (decoded) up to ``limit`` bytes and closed, as a
     response whose content is in memory; more is ``answer-size``."""
-    try:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise UntrustedAnswerError(
-                    "answer-size",
-                    f"at most {limit} bytes",
-                    f"more than {limit}",
-                    f"the {who} sent an answer larger than the client reads",
-                )
-            chunks.append(chunk)
-    finally:
-        response.close()
-    headers = [
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-    ]
-    return httpx.Response(
-        response.status_code,
-        headers=headers,
-        content=b"".join(chunks),
-        request=response.request,
-        extensions=response.extensions,
+    return read_bounded(
+        response,
+        limit,
+        lambda: UntrustedAnswerError(
+            "answer-size",
+            f"at most {limit} bytes",
+            f"more than {limit}",
+            f"the {who} sent an answer larger than the client reads",
+        ),
     )

@@ -643,12 +643,10 @@ class CleanRoomClient:
     def receipt(self, name: str) -> VerifiedReceipt:
         """The run receipt, signed by the Worker that Phase 1 just attested again."""
         room, spec = self.approved(name)
-        if spec.sql is not None:
-            raise MessageFormatError(
-                "run-number", "a query run's number", None,
-                f"{name} is a SQL room: it signs one receipt per query run "
-                "(cleanroom.client.sqlrooms.receipt; cleanroom receipt ROOM --run N)",
-            )  # fmt: skip
+        _one_run(
+            spec, name, "it signs one receipt per query run "
+            "(cleanroom.client.sqlrooms.receipt; cleanroom receipt ROOM --run N)",
+        )  # fmt: skip
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
             return self._receipt(compute, attestation)
@@ -717,12 +715,10 @@ class CleanRoomClient:
             )
         room, spec = self.approved(name)
         _known(output_id, spec.outputs, "output", name)
-        if spec.sql is not None:
-            raise MessageFormatError(
-                "run-number", "a query run's number", None,
-                f"{name} is a SQL room: each query run has its own {output_id} "
-                "(cleanroom.client.sqlrooms.download_result; cleanroom data cp … --run N)",
-            )  # fmt: skip
+        _one_run(
+            spec, name, f"each query run has its own {output_id} "
+            "(cleanroom.client.sqlrooms.download_result; cleanroom data cp … --run N)",
+        )  # fmt: skip
         with self._compute(room) as compute:
             attestation, keys = self._open(
                 compute, room, spec, DownloadPurpose(op="download", output=output_id)
@@ -937,6 +933,14 @@ class CleanRoomClient:
             return {}
         inputs = entry.get("inputs", {})
         return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _one_run(spec: WorkSpec, name: str, instead: str) -> None:
+    """A function room's one run: a SQL room's are by number (``run-number``)."""
+    if spec.sql is not None:
+        raise MessageFormatError(
+            "run-number", "a query run's number", None, f"{name} is a SQL room: {instead}"
+        )
 
 
 def _with_file_named(error: ServerError, relatives: list[str]) -> ServerError:

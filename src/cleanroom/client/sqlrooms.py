@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.client.errors import ServerError
+from cleanroom.client.manager import Room
 from cleanroom.client.rooms import (
+    Attestation,
     CleanRoomClient,
     Progress,
     TransferError,
@@ -53,7 +55,7 @@ from cleanroom.protocol.query_receipt import (
     verify_query_receipt,
 )
 from cleanroom.protocol.records import RecordSender
-from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
+from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, WorkSpec
 
 POLL_S = 0.3
 
@@ -107,7 +109,6 @@ def query(
         if type(run) is not int or run < 1:
             raise TransferError("run-number", "a run number", run, "the Worker named no run")
         deadline = time.monotonic() + timeout_s
-        worker_key = load_spki(attestation.worker.worker_key_spki, "worker_key")
         while True:
             try:
                 document, signature, sealed = compute.run_receipt(room.name, run)
@@ -117,10 +118,7 @@ def query(
                 if error.check != "run-state" or time.monotonic() > deadline:
                     raise
                 time.sleep(POLL_S)
-        receipt = verify_query_receipt(
-            document, signature, worker_key=worker_key, spec=spec, run=run,
-            own_inputs=client._own_uploads(room.name, spec.work_id),
-        )  # fmt: skip
+        receipt = _verified(client, attestation, run, document, signature)
         detail = open_detail(keys, sealed, receipt)
         named = spec.sql.queries.get(name) if name is not None else None
         check_query(
@@ -171,14 +169,9 @@ def download_result(
     (signed by the Worker attested for this session, for the approved spec and this
     run, its output ``output_id``) before it appears in ``target``. The run's detail
     is sealed to its runner: ``detail`` is None here."""
-    if type(run) is not int or run < 1:
-        raise MessageFormatError("run-number", "a query run's number (1, 2, ...)", run, "bad run")
+    _check_run(run)
     _check_target(target)
-    room, spec = client.approved(room_name)
-    if spec.sql is None:
-        raise MessageFormatError(
-            "runtime", "a SQL room", spec.runtime, "a function room has one run: no run number"
-        )
+    room, spec = _sql_room(client, room_name)
     if output_id not in spec.outputs:
         raise MessageFormatError(
             "output-id",
@@ -191,11 +184,7 @@ def download_result(
             compute, room, spec, DownloadPurpose(op="download", output=output_id, run=run)
         )
         document, signature, _sealed = compute.run_receipt(room.name, run)
-        receipt = verify_query_receipt(
-            document, signature, spec=spec, run=run,
-            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
-            own_inputs=client._own_uploads(room.name, spec.work_id),
-        )  # fmt: skip
+        receipt = _verified(client, attestation, run, document, signature)
         recorded = check_result(receipt, output_id)
         files = client._download_checked(
             compute, room.name, keys, output_id, recorded, target, progress
@@ -207,21 +196,12 @@ def receipt(client: CleanRoomClient, room_name: str, run: int) -> VerifiedReceip
     """Query run ``run``'s receipt, signed by the Worker attested just now, for the
     approved spec and this run (each party's own inputs exactly as it sent them). Its
     detail is sealed to the runner, who had it with :func:`query`."""
-    if type(run) is not int or run < 1:
-        raise MessageFormatError("run-number", "a query run's number (1, 2, ...)", run, "bad run")
-    room, spec = client.approved(room_name)
-    if spec.sql is None:
-        raise MessageFormatError(
-            "runtime", "a SQL room", spec.runtime, "a function room has one run: no run number"
-        )
+    _check_run(run)
+    room, spec = _sql_room(client, room_name)
     with client._compute(room) as compute:
         attestation = client._attest(compute, room, spec)
         document, signature, _sealed = compute.run_receipt(room.name, run)
-    verified = verify_query_receipt(
-        document, signature, spec=spec, run=run,
-        worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
-        own_inputs=client._own_uploads(room.name, spec.work_id),
-    )  # fmt: skip
+    verified = _verified(client, attestation, run, document, signature)
     return VerifiedReceipt(verified, attestation, signature)
 
 
@@ -244,6 +224,34 @@ def save_receipt(
         except CheckFailed:  # a run of the same number on an earlier Worker of this Work-ID
             detail = None
     return verified, client._saved(verified, detail).write(directory)
+
+
+def _check_run(run: object) -> None:
+    if type(run) is not int or run < 1:
+        raise MessageFormatError("run-number", "a query run's number (1, 2, ...)", run, "bad run")
+
+
+def _sql_room(client: CleanRoomClient, room_name: str) -> tuple[Room, WorkSpec]:
+    """The approved room and spec, refused unless it is a SQL room (``runtime``)."""
+    room, spec = client.approved(room_name)
+    if spec.sql is None:
+        raise MessageFormatError(
+            "runtime", "a SQL room", spec.runtime, "a function room has one run: no run number"
+        )
+    return room, spec
+
+
+def _verified(
+    client: CleanRoomClient, attestation: Attestation, run: int, document: Any, signature: bytes
+) -> dict[str, Any]:
+    """Query run ``run``'s receipt as relayed, verified under the Worker key ``attestation``
+    names, for its approved spec, with this party's own inputs exactly as it sent them."""
+    room, spec = attestation.room, attestation.spec
+    return verify_query_receipt(
+        document, signature, spec=spec, run=run,
+        worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+        own_inputs=client._own_uploads(room.name, spec.work_id),
+    )  # fmt: skip
 
 
 def _opened(error: ServerError, keys: SessionKeys) -> CheckFailed | ServerError:

@@ -63,6 +63,7 @@ from sqlalchemy import Update, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
+from cleanroom.answers import read_bounded
 from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import LIVE_ROOM_STATES, ComputeServer, Room
@@ -110,26 +111,14 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
     """``client``'s answer to ``method url``, its body read only up to
     :data:`MAX_ANSWER_BYTES` (decoded); a longer one raises :class:`AnswerTooLarge`
     (an ``httpx.HTTPError``, which every caller already takes for no answer)."""
-    with client.stream(method, url, **options) as response:
-        body = bytearray()
-        for chunk in response.iter_bytes():
-            body += chunk
-            if len(body) > MAX_ANSWER_BYTES:
-                raise AnswerTooLarge(
-                    f"{method} {url}: the answer is longer than {MAX_ANSWER_BYTES} bytes",
-                    request=response.request,
-                )
-    headers = [
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-    ]
-    return httpx.Response(
-        response.status_code,
-        headers=headers,
-        content=bytes(body),
-        request=response.request,
-        extensions=response.extensions,
+    request = client.build_request(method, url, **options)
+    return read_bounded(
+        client.send(request, stream=True),
+        MAX_ANSWER_BYTES,
+        lambda: AnswerTooLarge(
+            f"{method} {url}: the answer is longer than {MAX_ANSWER_BYTES} bytes",
+            request=request,
+        ),
     )
 
 
