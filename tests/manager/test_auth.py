@@ -137,12 +137,21 @@ def test_whoami_before_and_after_key_registration(manager: Manager) -> None:
     assert client.register_user_key(key, client_id) == expected  # the same key again: fine
 
 
-def registration(key: ec.EllipticCurvePrivateKey, client_id: str) -> dict[str, str]:
+def registration(
+    key: ec.EllipticCurvePrivateKey, client_id: str, jkt: str | None
+) -> dict[str, str]:
+    """The body of ``PUT /v1/whoami/user-key``, signed as docs/api.md says (v2)."""
     encoded = b64u(spki(key.public_key()))
-    message = canonical(
-        {"type": "cleanroom/key-registration/v1", "client_id": client_id, "user_key": encoded}
-    )
-    return {"user_key": encoded, "signature": b64u(sign(key, message))}
+    signed: dict[str, str] = {
+        "type": "cleanroom/key-registration/v2",
+        "client_id": client_id,
+        "user_key": encoded,
+    }
+    if jkt is not None:
+        signed["jkt"] = jkt
+    else:  # what clients before the DPoP key's thumbprint signed
+        signed["type"] = "cleanroom/key-registration/v1"
+    return {"user_key": encoded, "signature": b64u(sign(key, canonical(signed)))}
 
 
 def put_key(client: ManagerClient, body: dict[str, str]) -> httpx.Response:
@@ -154,7 +163,7 @@ def put_key(client: ManagerClient, body: dict[str, str]) -> httpx.Response:
 def test_key_registration_good_over_raw_http(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, expected = new_user()
-    answer = put_key(client, registration(key, client_id))
+    answer = put_key(client, registration(key, client_id, client.dpop_key.jkt))
     assert answer.status_code == 200 and answer.json() == {"user_id": expected}
 
 
@@ -162,11 +171,43 @@ def test_key_registration_signed_for_another_client_is_refused(manager: Manager)
     client, _ = manager.login("acme")
     other_id, _ = manager.new_client("acme")
     key, _ = new_user()
-    answer = put_key(client, registration(key, other_id))
+    answer = put_key(client, registration(key, other_id, client.dpop_key.jkt))
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["check"] == "key-registration"
     assert client.whoami()["user_id"] is None
+
+
+def test_key_registration_signed_for_another_dpop_key_is_refused(manager: Manager) -> None:
+    """The user key vouches for the DPoP key of the token that registers it: a signature
+    naming another one (say, the member's, replayed by someone else holding the client's
+    secret) or none (a v1 registration) is refused."""
+    client, client_id = manager.login("acme")
+    key, _ = new_user()
+    for jkt in (ProofKey.generate().jkt, None):
+        answer = put_key(client, registration(key, client_id, jkt))
+        assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
+    assert client.whoami()["user_id"] is None
+
+
+def test_the_user_id_is_for_tokens_bound_to_the_dpop_key_the_user_key_vouched_for(
+    manager: Manager,
+) -> None:
+    client_id, secret = manager.new_client("acme")
+    member = manager.client()
+    member.fetch_token(client_id, secret)
+    key, expected = new_user()
+    member.register_user_key(key, client_id)
+    holder = manager.client()  # the same secret, another DPoP key (the owner who made it)
+    holder.fetch_token(client_id, secret)
+    assert holder.whoami()["user_id"] is None
+    assert member.whoami()["user_id"] == expected
+    holder.register_user_key(key, client_id)  # with the user key itself: it moves
+    assert holder.whoami()["user_id"] == expected
+    assert member.whoami()["user_id"] is None
+    with manager.sessions() as session:
+        stored = session.get(Client, client_id)
+        assert stored is not None and stored.user_jkt == holder.dpop_key.jkt
 
 
 def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> None:
@@ -174,8 +215,8 @@ def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> 
     key, _ = new_user()
     other, _ = new_user()
     body = {
-        **registration(key, client_id),
-        "signature": registration(other, client_id)["signature"],
+        **registration(key, client_id, client.dpop_key.jkt),
+        "signature": registration(other, client_id, client.dpop_key.jkt)["signature"],
     }
     answer = put_key(client, body)
     assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
@@ -184,7 +225,7 @@ def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> 
 def test_key_registration_with_a_malformed_key_is_422(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, _ = new_user()
-    body = {**registration(key, client_id), "user_key": b64u(b"not a key")}
+    body = {**registration(key, client_id, client.dpop_key.jkt), "user_key": b64u(b"not a key")}
     answer = put_key(client, body)
     assert answer.status_code == 422 and answer.json()["check"] == "user_key"
 

@@ -256,7 +256,7 @@ def test_a_participant_of_another_project_gets_a_token_naming_the_rooms_project(
 ) -> None:
     acme, _ = manager.login("acme")
     bob_id, bob_secret = manager.new_client("globex")
-    bob = manager.client()
+    bob = manager.client(dpop_key=KEY)
     bob.fetch_token(bob_id, bob_secret)
     key, uid = new_user()
     bob.register_user_key(key, bob_id)
@@ -265,6 +265,13 @@ def test_a_participant_of_another_project_gets_a_token_naming_the_rooms_project(
     answer = token_request(manager, bob_id, bob_secret, resource=controller.url, room="overlap")
     claims = claims_of(answer)
     assert (claims["sub"], claims["project"], claims["room"]) == (bob_id, "acme", "overlap")
+    # The secret with another DPoP key than the one bob's user key vouched for: not bob.
+    url = f"{manager.url}/oauth/token"
+    elsewhere = ProofKey.generate().proof("POST", url)
+    answer = token_request(
+        manager, bob_id, bob_secret, proof=elsewhere, resource=controller.url, room="overlap"
+    )
+    refusal(answer, 400, "invalid_target", "room")
 
 
 def test_the_sdk_fetches_a_room_token_without_replacing_its_own(

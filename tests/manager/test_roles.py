@@ -402,6 +402,42 @@ def test_a_removed_members_token_sees_nothing(acme: Acme, deployed: tuple[str, b
         assert refused(call).status == 401
 
 
+def test_an_owner_holding_a_members_secret_is_not_that_user(
+    acme: Acme, controller: StandInController, deployed: tuple[str, bytes, str]
+) -> None:
+    """The owner who creates or rotates a member's client sees its secret. The member's
+    user_id, and with it the rooms of other projects that name it, is only for tokens
+    bound to the DPoP key the member's user key vouched for."""
+    function, _, _ = deployed
+    manager = acme.manager
+    acme.carol.client.put_member("globex", "erin")
+    created = acme.carol.client.create_client("globex", member="erin")
+    erin = manager_client(manager, created.client_id, created.client_secret)
+    key, erin_user = new_user()
+    erin.register_user_key(key, created.client_id)
+    room = acme.bob.client.deploy(make_spec(function, name="erins", recipient=erin_user))
+    assert erin.room("erins") == room
+
+    def not_erin(secret: str) -> None:
+        owner = manager_client(manager, created.client_id, secret)  # the owner's own DPoP key
+        assert owner.whoami()["user_id"] is None
+        assert owner.rooms() == []
+        assert refused(owner.room, "erins").status == 404
+        room_token = refused(
+            owner.fetch_token, created.client_id, secret, resource=controller.url, room="erins"
+        )
+        assert (room_token.status, room_token.check) == (400, "room")
+        other, _ = new_user()  # nor can the owner put its own key in erin's place
+        assert refused(owner.register_user_key, other, created.client_id).status == 409
+
+    not_erin(created.client_secret)
+    rotated = acme.carol.client.rotate_client("globex", created.client_id)
+    not_erin(rotated.client_secret)
+    erin.fetch_token(created.client_id, rotated.client_secret)  # the new secret, handed over
+    assert erin.whoami()["user_id"] == erin_user
+    assert erin.room("erins") == room
+
+
 # -- helpers -----------------------------------------------------------------------------
 
 

@@ -51,7 +51,7 @@ from cleanroom.protocol.keys import user_id as user_id_of
 from cleanroom.protocol.spec import WorkSpec
 
 WHO = "manager"
-KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v1"
+KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v2"
 _FUNCTION_ID = re.compile(r"fs://([A-Za-z0-9_-]{43})")
 _ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")  # as the manager's
@@ -501,13 +501,21 @@ class ManagerClient:
     def register_user_key(self, user_key: ec.EllipticCurvePrivateKey, client_id: str) -> str:
         """Register the user's public key for ``client_id``, proving possession; its user_id.
 
-        Signs JCS(``{"type": "cleanroom/key-registration/v1", "client_id", "user_key"}``)
-        with ``user_key``. A client has one user key: registering another is a 409.
+        Signs JCS(``{"type": "cleanroom/key-registration/v2", "client_id", "user_key",
+        "jkt"}``) with ``user_key``, where ``jkt`` is the thumbprint of this client's DPoP
+        key: the user key vouches for it, and only tokens bound to it are this user at the
+        manager (anyone else with the client's secret is the project's member without a
+        user_id). A client has one user key: registering another is a 409.
         """
         public = user_key.public_key()
         encoded = b64u(spki(public))
         message = canonical(
-            {"type": KEY_REGISTRATION_TYPE, "client_id": client_id, "user_key": encoded}
+            {
+                "type": KEY_REGISTRATION_TYPE,
+                "client_id": client_id,
+                "user_key": encoded,
+                "jkt": self.dpop_key.jkt,
+            }
         )
         response = self._request(
             "PUT",

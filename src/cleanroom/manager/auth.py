@@ -29,7 +29,7 @@ from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.tokens import Revocations, TokenClaims, TokenIssuer, TokenVerifier
 
-KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v1"
+KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v2"
 
 
 class Auth:
@@ -94,16 +94,27 @@ class Auth:
     def register_key(self, caller: Caller, user_key: str, signature: str) -> str:
         """Register the caller's user key, proven by its signature; its ``user_id``.
 
-        One user key per client: another key than the one registered is refused
-        (409 ``one-user-per-client``).
+        The signature is over the client id, the key and the thumbprint of the DPoP
+        key the caller's token is bound to (``jkt``): the user key vouches for that
+        DPoP key, and only tokens bound to it are the user from now on
+        (:func:`cleanroom.manager.callers.proven_user_id`); registering again from
+        another DPoP key moves that to the new key. One user key per client: another
+        key than the one registered is refused (409 ``one-user-per-client``).
         """
+        if caller.jkt is None:  # every user token is DPoP-bound (cleanroom.http_auth)
+            raise Unauthorized("a user key is registered with a DPoP-bound token")
         try:
             key = load_spki(from_b64u(user_key, "user_key"), "user_key")
             signed = from_b64u(signature, "signature")
         except MessageFormatError as error:
             raise Unprocessable(f"{error.check}: {error.message}", **error.to_json()) from error
         message = canonical(
-            {"type": KEY_REGISTRATION_TYPE, "client_id": caller.client_id, "user_key": user_key}
+            {
+                "type": KEY_REGISTRATION_TYPE,
+                "client_id": caller.client_id,
+                "user_key": user_key,
+                "jkt": caller.jkt,
+            }
         )
         verify(key, signed, message, "key-registration")  # SignatureError: a 400 problem
         registered = user_id(key)
@@ -121,5 +132,6 @@ class Auth:
                 )
             client.user_key = user_key
             client.user_id = registered
+            client.user_jkt = caller.jkt
             session.commit()
         return registered

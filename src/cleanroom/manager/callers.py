@@ -12,7 +12,10 @@ party may still do is read from the database on every request:
   removed (``server-removed``).
 
 Which rooms a user may see (:func:`visible_rooms`): those of its project, and
-those whose spec names its registered ``user_id`` (inputs, outputs or runners).
+those whose spec names its ``user_id`` (inputs, outputs or runners). A caller has
+that ``user_id`` only while its token is bound to the DPoP key its user key last
+vouched for (:func:`proven_user_id`): the client's secret alone, which the project
+owner who created or rotated the client also saw, never makes anyone that user.
 Room names live per project, so a name may stand for several rooms a user sees:
 :func:`find_room` takes a live one first, the caller's own project's first, and
 refuses to guess between other projects' (``room-ambiguous``).
@@ -42,8 +45,26 @@ class Caller:
     project_id: int
     project: str
     user_id: str | None
+    """The client's registered user_id, if this caller proved it (:func:`proven_user_id`)."""
     member: str
     role: str
+    jkt: str | None = None
+    """The thumbprint of the DPoP key the caller's token is bound to."""
+
+
+def proven_user_id(client: Client, jkt: str | None) -> str | None:
+    """``client.user_id`` for a caller whose DPoP key is ``jkt``, if the user key vouched for it.
+
+    The client's secret is no proof of the user: the project owner who created or
+    rotated the client saw it too. Registering the user key
+    (:meth:`cleanroom.manager.auth.Auth.register_key`) signs the thumbprint of the
+    caller's DPoP key; only tokens bound to that key are that user (their rooms in
+    other projects, room tokens for them). Anyone else holding the secret is the
+    project's member without a user_id.
+    """
+    if client.user_id is None or jkt is None or client.user_jkt != jkt:
+        return None
+    return client.user_id
 
 
 @dataclass(frozen=True)
@@ -102,9 +123,10 @@ def user_caller(session: Session, claims: TokenClaims) -> Caller:
         client_id=client.id,
         project_id=client.project_id,
         project=client.project.name,
-        user_id=client.user_id,
+        user_id=proven_user_id(client, claims.jkt),
         member=client.member.name,
         role=client.member.role,
+        jkt=claims.jkt,
     )
 
 

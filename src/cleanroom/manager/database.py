@@ -103,6 +103,9 @@ class Client(Base):
     """Tokens issued (``iat``) before this are refused: set on rotate and disable."""
     user_key: Mapped[str | None] = mapped_column(Text)  # b64u DER SPKI
     user_id: Mapped[str | None] = mapped_column(String(43), index=True)
+    user_jkt: Mapped[str | None] = mapped_column(String(43))
+    """The DPoP key thumbprint the user key signed when it was last registered: only
+    tokens bound to that key are the user (``callers.proven_user_id``)."""
     created: Mapped[int] = mapped_column(Integer, default=_now)
 
     project: Mapped[Project] = relationship(back_populates="clients")

@@ -7,7 +7,8 @@ indicator (RFC 8707): the one server the token is for, which becomes its ``aud``
   the proof's key (``cnf.jkt``). With no ``resource`` (or the manager's URL) it
   gets a token for the manager. With a registered compute server's URL it must
   name a ``room`` (and may name its ``project``): a room it may see (its
-  project's, or one whose spec names its user_id), not deleted, and scheduled on
+  project's, or one whose spec names its user_id, when the proof's key is the one
+  its user key vouched for: ``callers.proven_user_id``), not deleted, and scheduled on
   that server (a lost or failed room too: its Controller says what became of
   it). The token then names that room and the room's project, and is good for
   that room on that server only.
@@ -39,7 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cleanroom.dpop import ProofVerifier
 from cleanroom.errors import Error
 from cleanroom.manager import audit
-from cleanroom.manager.callers import Caller, RoomRefused, find_room
+from cleanroom.manager.callers import Caller, RoomRefused, find_room, proven_user_id
 from cleanroom.manager.credentials import (
     SERVER_CLIENT_PREFIX,
     authenticate,
@@ -185,22 +186,23 @@ class Grants:
             client = authenticate(session, request.client_id, request.secret)
             if client is None:
                 raise INVALID_CLIENT
+            try:
+                jkt = self.proofs.verify(
+                    list(request.proofs), method="POST", url=self.public_url + TOKEN_PATH
+                )
+            except TokenError as error:
+                status = 503 if error.http_status == 503 else 400
+                raise GrantRefused(status, "invalid_dpop_proof", str(error), error.check) from error
             caller = Caller(
                 client_id=client.id,
                 project_id=client.project_id,
                 project=client.project.name,
-                user_id=client.user_id,
+                user_id=proven_user_id(client, jkt),
                 member=client.member.name if client.member is not None else "",
                 role=client.member.role if client.member is not None else "",
+                jkt=jkt,
             )
             not_before = client.tokens_not_before
-        try:
-            jkt = self.proofs.verify(
-                list(request.proofs), method="POST", url=self.public_url + TOKEN_PATH
-            )
-        except TokenError as error:
-            status = 503 if error.http_status == 503 else 400
-            raise GrantRefused(status, "invalid_dpop_proof", str(error), error.check) from error
         for what, name in (("room", request.room), ("project", request.project)):
             if name is not None and not NAME.fullmatch(name):
                 raise GrantRefused(
