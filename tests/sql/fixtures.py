@@ -49,6 +49,25 @@ BY_SEGMENT = (
 )
 
 
+def both_under_dp(identity_2: str = "email", max_contributions: int = 1) -> dict[str, Any]:
+    """Both inputs' rules under differential privacy: input_1's identity is ``email``,
+    input_2's ``identity_2``."""
+    rules = {"input_1": copy.deepcopy(AGGREGATION_RULE), "input_2": copy.deepcopy(AGGREGATION_RULE)}
+    rules["input_1"]["dimension_columns"] = ["region"]
+    rules["input_2"].update(
+        dimension_columns=["segment"], aggregate_columns={"email": ["count", "count_distinct"]}
+    )
+    rules["input_1"]["differential_privacy"] = {
+        **copy.deepcopy(DP),
+        "max_contributions": max_contributions,
+    }
+    rules["input_2"]["differential_privacy"] = {
+        **copy.deepcopy(DP), "bounds": {}, "identity": identity_2,
+        "max_contributions": max_contributions,
+    }  # fmt: skip
+    return rules
+
+
 def sql_document(*, dp: bool = False, **changes: Any) -> dict[str, Any]:
     rules = {"input_1": copy.deepcopy(AGGREGATION_RULE), "input_2": copy.deepcopy(LIST_RULE)}
     if dp:

@@ -20,7 +20,15 @@ from cleanroom.sql.rules import (
     check_spec_queries,
     plan_query,
 )
-from tests.sql.fixtures import AGGREGATION_RULE, BY_SEGMENT, DP, sql_document, sql_spec
+from tests.sql.fixtures import (
+    AGGREGATION_RULE,
+    BY_SEGMENT,
+    DP,
+    SCHEMAS,
+    both_under_dp,
+    sql_document,
+    sql_spec,
+)
 
 SPEC = sql_spec()
 
@@ -246,6 +254,37 @@ def test_a_threshold_alone_is_not_read_beside_another_owners_differential_privac
     assert plan_query(mixed, name=None, text=alone).dp is not None
     both["input_1"]["differential_privacy"] = copy.deepcopy(DP)
     assert plan_query(sql_spec(rules=both), name=None, text=joined).dp is not None
+
+
+JOINED = (
+    "SELECT a.region, COUNT(*) AS n FROM input_1 a JOIN input_2 b "
+    "ON a.email = b.email GROUP BY a.region"
+)
+
+
+def test_inputs_under_differential_privacy_are_joined_on_their_identities() -> None:
+    """Two owners' contributions are bounded one after the other on the joined rows: with
+    identities that differ on a row, one person of one owner moves other people's rows
+    (tests/sql/test_dp_bounding.py measures it). Joined on their identities, of one exact
+    type, every joined row is one person's."""
+    by_segment = sql_spec(rules=both_under_dp(identity_2="segment"))
+    caught = refused(JOINED, by_segment)
+    assert caught.check == "differential_privacy.identity", caught
+    assert caught.expected == (
+        "the inputs under differential privacy joined on input_1.email = input_2.segment"
+    )
+    same = sql_spec(rules=both_under_dp())
+    assert plan_query(same, name=None, text=JOINED).dp is not None
+    # Each input alone needs no join.
+    alone = "SELECT segment, COUNT(*) AS n FROM input_2 GROUP BY segment"
+    assert plan_query(by_segment, name=None, text=alone).dp is not None
+    schemas = copy.deepcopy(SCHEMAS)
+    for kind in ("bigint", "double"):
+        schemas["input_2"]["columns"][0]["type"] = kind
+        if kind == "double":
+            schemas["input_1"]["columns"][0]["type"] = kind
+        caught = refused(JOINED, sql_spec(rules=both_under_dp(), schemas=schemas))
+        assert caught.check == "differential_privacy.identity", (kind, caught)
 
 
 def test_differential_privacy_releases_every_group_by_key() -> None:
