@@ -9,7 +9,12 @@ import typer
 from cleanroom.cli.admin import DatabaseUrlOption, DataDirOption, default_data_dir
 from cleanroom.cli.common import EXIT_USAGE, fail
 from cleanroom.cli.compute import compute as compute_command
-from cleanroom.manager.settings import DEFAULT_FUNCTION_GRACE, DEFAULT_MAX_FUNCTION_BYTES
+from cleanroom.manager.settings import (
+    DEFAULT_FUNCTION_BYTES_PER_PROJECT,
+    DEFAULT_FUNCTION_GRACE,
+    DEFAULT_MAX_FUNCTION_BYTES,
+    DEFAULT_ROOMS_PER_PROJECT,
+)
 
 app = typer.Typer(help="Run a cleanroom server process in the foreground.", no_args_is_help=True)
 
@@ -66,6 +71,22 @@ def manager(
             min=0,
         ),
     ] = 3600.0,
+    rooms_per_project: Annotated[
+        int,
+        typer.Option(
+            help="Live clean rooms one project may have at once (so that one project "
+            "cannot take every compute slot).",
+            min=1,
+        ),
+    ] = DEFAULT_ROOMS_PER_PROJECT,
+    function_bytes_per_project: Annotated[
+        int,
+        typer.Option(
+            help="Bytes of stored function bundles one project may have uploaded (16 GiB; "
+            "a bundle counts for every project that uploaded it, until it is collected).",
+            min=1,
+        ),
+    ] = DEFAULT_FUNCTION_BYTES_PER_PROJECT,
 ) -> None:
     """Run the management server: tokens, function storage, the clean room registry.
 
@@ -88,6 +109,8 @@ def manager(
         lost_after=lost_after,
         function_grace=function_grace,
         gc_interval=gc_interval,
+        rooms_per_project=rooms_per_project,
+        function_bytes_per_project=function_bytes_per_project,
     )
     try:
         application = create_app(settings)

@@ -69,3 +69,19 @@ class BundleTooLarge(CheckFailed):
             f"the function bundle is larger than the manager's limit of {limit} bytes",
             hint="the operator sets the limit: cleanroom server manager --max-function-bytes",
         )
+
+
+class QuotaExceeded(CheckFailed):
+    """A project at one of the manager's limits per project (``room-quota``,
+    ``function-quota``): one project may not take every compute slot or fill the disk."""
+
+    http_status = 409
+
+    def __init__(self, check: str, limit: int, actual: int, message: str, option: str) -> None:
+        super().__init__(
+            check,
+            f"at most {limit}",
+            actual,
+            message,
+            hint=f"the operator sets the limit: cleanroom server manager {option}",
+        )

@@ -3,7 +3,9 @@
 Who may read a bundle: every project that uploaded it, every client that sees a
 room using it (:func:`cleanroom.manager.callers.visible_rooms`), and a compute
 server while a live room using it is scheduled *on that server*. Anyone else is
-answered ``404`` as if it did not exist. The files live in
+answered ``404`` as if it did not exist. A project's stored bundles (each counted for
+every project that uploaded it) are at most ``Settings.function_bytes_per_project``
+bytes (``function-quota``). The files live in
 :class:`cleanroom.manager.storage.FunctionStore`; :meth:`Functions.collect_garbage`
 deletes those no live room uses (:func:`cleanroom.manager.storage.collect_garbage`).
 """
@@ -13,14 +15,26 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.manager import audit
 from cleanroom.manager.callers import Caller, ServerCaller, visible_rooms
-from cleanroom.manager.database import LIVE_ROOM_STATES, FunctionUploader, Room, StoredFunction
-from cleanroom.manager.errors import BundleTooLarge, Conflict, NotFound, Unprocessable
+from cleanroom.manager.database import (
+    LIVE_ROOM_STATES,
+    FunctionUploader,
+    Project,
+    Room,
+    StoredFunction,
+)
+from cleanroom.manager.errors import (
+    BundleTooLarge,
+    Conflict,
+    NotFound,
+    QuotaExceeded,
+    Unprocessable,
+)
 from cleanroom.manager.servers import rows_changed
 from cleanroom.manager.settings import Settings
 from cleanroom.manager.storage import (
@@ -87,6 +101,13 @@ class Functions:
                     .values(uploaded=now),
                 )
                 new = refreshed == 0
+                if not self._uploaded_by(session, caller, digest):
+                    try:
+                        self._within_quota(session, caller, received.size)
+                    except QuotaExceeded:
+                        if attempt == 1:  # else it is stored, by another project's upload
+                            self.store.discard(received)
+                        raise
                 if attempt == 1:
                     self.store.commit(received)
                 try:
@@ -116,6 +137,35 @@ class Functions:
                 session.commit()
                 return new, received.size
         raise Conflict("the same bundle is being uploaded concurrently: upload again")
+
+    def _within_quota(self, session: Session, caller: Caller, size: int) -> None:
+        """Refuse a bundle new to the project past its stored bytes (``function-quota``).
+        The project's row is locked first, so two uploads of one project cannot pass the
+        limit together."""
+        if session.get_bind().dialect.name == "sqlite":  # no row locks: the write lock
+            session.execute(
+                update(Project).where(Project.id == caller.project_id).values(id=Project.id)
+            )
+        else:
+            session.execute(
+                select(Project.id).where(Project.id == caller.project_id).with_for_update()
+            )
+        stored = session.scalar(
+            select(func.coalesce(func.sum(StoredFunction.size), 0))
+            .join(FunctionUploader, FunctionUploader.digest == StoredFunction.digest)
+            .where(FunctionUploader.project_id == caller.project_id)
+        )
+        limit = self.settings.function_bytes_per_project
+        if stored is not None and stored + size > limit:
+            raise QuotaExceeded(
+                "function-quota",
+                limit,
+                stored + size,
+                f"project {caller.project!r} has {stored} bytes of function bundles stored; "
+                f"this one ({size} bytes) would pass the most one project may have "
+                "(an unused bundle is deleted a grace period after its last upload)",
+                "--function-bytes-per-project",
+            )
 
     # -- who may read it ----------------------------------------------------------------
 

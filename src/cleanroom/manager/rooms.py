@@ -4,7 +4,8 @@ Who sees a room: the deployer's project, and every client whose registered
 ``user_id`` appears in the room's spec (inputs, outputs or runners); a room the
 caller may not see is answered ``404`` like one that does not exist
 (:func:`cleanroom.manager.callers.find_room`). Only the deployer's project may
-delete it. The manager talks to the room's Controller with a token for that one
+delete it. A project has at most ``Settings.rooms_per_project`` live rooms
+(``room-quota``). The manager talks to the room's Controller with a token for that one
 operation on that room (:meth:`cleanroom.manager.grants.Grants.operation_headers`).
 """
 
@@ -15,7 +16,7 @@ import logging
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +35,7 @@ from cleanroom.manager.errors import (
     Conflict,
     Forbidden,
     NotFound,
+    QuotaExceeded,
     Unavailable,
     Unprocessable,
 )
@@ -147,6 +149,7 @@ class Rooms:
             if session.scalar(live) is not None:
                 raise taken
             server = _schedule(session)
+            self._within_quota(session, caller)
             # Again under the lock: a garbage collection may have deleted the bundle
             # since; from here on it cannot (storage.collect_garbage).
             bundle = select(StoredFunction.digest).where(StoredFunction.digest == digest)
@@ -173,6 +176,25 @@ class Rooms:
             room_id, url, server_name = room.id, server.url, server.name
         reason = self._put_room(url, caller.project, spec)
         return self._settle(caller, spec, room_id, url, server_name, reason)
+
+    def _within_quota(self, session: Session, caller: Caller) -> None:
+        """Refuse a room past the project's live rooms (``room-quota``); counted with the
+        scheduling lock held, so concurrent deploys cannot pass it together."""
+        limit = self.settings.rooms_per_project
+        live = session.scalar(
+            select(func.count(Room.id)).where(
+                Room.project_id == caller.project_id, Room.state.in_(LIVE_ROOM_STATES)
+            )
+        )
+        if live is not None and live >= limit:
+            raise QuotaExceeded(
+                "room-quota",
+                limit,
+                live + 1,
+                f"project {caller.project!r} has {live} live clean rooms, the most one project "
+                "may have: delete one first",
+                "--rooms-per-project",
+            )
 
     def _settle(
         self,

@@ -21,6 +21,11 @@ FUNCTIONS_DIR = "functions"
 """The directory of the function bundles, inside the data directory."""
 DEFAULT_FUNCTION_GRACE = 24 * 3600
 """A day: how long an unused bundle is kept after its last upload."""
+DEFAULT_ROOMS_PER_PROJECT = 32
+"""Live (deploying or deployed) clean rooms one project may have at once."""
+DEFAULT_FUNCTION_BYTES_PER_PROJECT = 16 << 30
+"""16 GiB: the stored bundles one project may have uploaded (each counts for every
+project that uploaded it) until garbage collection deletes them."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class Settings:
     # The largest request body of every endpoint except the function upload
     # (which streams, up to max_function_bytes).
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES
+    # What one project may hold, so that it cannot take every compute slot or fill the
+    # disk for everyone: live rooms, and the bytes of the stored bundles it uploaded.
+    rooms_per_project: int = DEFAULT_ROOMS_PER_PROJECT
+    function_bytes_per_project: int = DEFAULT_FUNCTION_BYTES_PER_PROJECT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
