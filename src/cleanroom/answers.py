@@ -1,14 +1,22 @@
 """An untrusted server's answer, read up to a size: the client's of the manager and the
-Controller (``client/bounded.py``), the manager's of the Controllers (``manager/servers.py``).
+Controller (``client/bounded.py``), the manager's of the Controllers (``manager/servers.py``);
+and, for the manager, within a time.
 
 httpx reads a whole body into memory, after decompressing it (it asks for gzip and
 deflate): a hostile server could answer gigabytes, or a small gzip bomb that inflates to
-them, and the reader would run out of memory first.
+them, and the reader would run out of memory first. Its timeouts are per read: a server
+that sends a byte of its answer now and then keeps the reader waiting for as long as it
+likes (:class:`Deadline`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Callable
+from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -41,3 +49,59 @@ def read_bounded(
         request=response.request,
         extensions=response.extensions,
     )
+
+
+class Deadline:
+    """A request and its whole answer within ``seconds``: then the socket of the
+    connection it opened is shut down, and the read that was waiting ends (``expired``).
+
+    The socket is seen through httpcore's ``trace`` extension when the connection is
+    made, so the request must open one (a client without keep-alive); on a reused
+    connection the deadline cannot act. Use it as a context manager around the request
+    and the reading of its answer, with :attr:`extensions` on the request.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"trace": self._trace}
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def __enter__(self) -> Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed meanwhile: nothing is waiting on it
+        sock.shutdown(socket.SHUT_RDWR)

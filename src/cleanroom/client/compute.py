@@ -207,10 +207,11 @@ class ComputeClient:
 
     def download(self, name: str, session_id: str) -> Iterator[bytes]:
         """The record frames of an output, as they arrive."""
+        # The client's timeouts, per read: the Worker sends the first record at once and
+        # the next as fast as the recipient reads, so a Controller that stops sending has
+        # stalled the download (it waited for ever).
         request = self._client.build_request(
-            "POST",
-            f"/v1/rooms/{name}/sessions/{session_id}/download",
-            timeout=httpx.Timeout(60.0, read=None),
+            "POST", f"/v1/rooms/{name}/sessions/{session_id}/download"
         )
         try:
             response = self._client.send(request, stream=True)

@@ -234,7 +234,11 @@ class Rooms:
 
     def _controller(self) -> httpx.Client:
         """A client for one request to a Controller (its answer read with a bound)."""
-        return httpx.Client(timeout=self.settings.controller_timeout, verify=tls_context())
+        return httpx.Client(
+            timeout=self.settings.controller_timeout,
+            verify=tls_context(),
+            limits=servers.NO_KEEPALIVE,
+        )
 
     def _put_room(self, url: str, project: str, spec: WorkSpec) -> str | None:
         """Deploy on the Controller at ``url``; the reason it failed, or None."""

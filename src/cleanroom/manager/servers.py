@@ -63,7 +63,7 @@ from sqlalchemy import Update, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
-from cleanroom.answers import read_bounded
+from cleanroom.answers import Deadline, read_bounded
 from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import LIVE_ROOM_STATES, ComputeServer, Room
@@ -97,6 +97,8 @@ def one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
+"""Every request to a Controller on a new connection, so that its deadline can end it."""
 MAX_ANSWER_BYTES = 1 << 20
 """The most of a Controller's answer the manager reads (1 MiB): a Controller is untrusted,
 and what it answers (health, a room's status, a deploy or delete) is a short JSON document."""
@@ -107,19 +109,42 @@ class AnswerTooLarge(httpx.RequestError, Error):
     (an ``httpx.RequestError``, as every caller takes it; cleanroom's own error too)."""
 
 
+class AnswerTooSlow(httpx.TimeoutException, Error):
+    """A Controller's answer not complete within the client's read timeout: treated as
+    no answer (a Controller that sent a byte now and then held the manager's thread, and
+    with one server's health check every server's, for as long as it liked)."""
+
+
 def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> httpx.Response:
     """``client``'s answer to ``method url``, its body read only up to
-    :data:`MAX_ANSWER_BYTES` (decoded); a longer one raises :class:`AnswerTooLarge`
-    (an ``httpx.HTTPError``, which every caller already takes for no answer)."""
-    request = client.build_request(method, url, **options)
-    return read_bounded(
-        client.send(request, stream=True),
-        MAX_ANSWER_BYTES,
-        lambda: AnswerTooLarge(
-            f"{method} {url}: the answer is longer than {MAX_ANSWER_BYTES} bytes",
-            request=request,
-        ),
-    )
+    :data:`MAX_ANSWER_BYTES` (decoded) and the whole of it within the client's read
+    timeout: a longer one raises :class:`AnswerTooLarge`, a slower one
+    :class:`AnswerTooSlow` (both ``httpx.HTTPError``, which every caller already takes
+    for no answer). ``client`` keeps no connection alive (the deadline acts on the
+    connection the request opens: :class:`cleanroom.answers.Deadline`)."""
+    seconds = client.timeout.read
+    deadline = Deadline(seconds if seconds is not None else DEFAULT_DEADLINE)
+    request = client.build_request(method, url, extensions=deadline.extensions, **options)
+    with deadline:
+        try:
+            return read_bounded(
+                client.send(request, stream=True),
+                MAX_ANSWER_BYTES,
+                lambda: AnswerTooLarge(
+                    f"{method} {url}: the answer is longer than {MAX_ANSWER_BYTES} bytes",
+                    request=request,
+                ),
+            )
+        except httpx.HTTPError as error:
+            if not deadline.expired:
+                raise
+            raise AnswerTooSlow(
+                f"{method} {url}: no whole answer within {seconds} s", request=request
+            ) from error
+
+
+DEFAULT_DEADLINE = 60.0
+"""For a client without a read timeout: the whole answer within a minute."""
 
 
 def answer_detail(response: httpx.Response) -> str:
@@ -367,7 +392,10 @@ class HealthChecker:
         self.headers_for = headers_for
         self.clock = clock
         self.client = httpx.Client(
-            timeout=settings.health_timeout, transport=transport, verify=tls_context()
+            timeout=settings.health_timeout,
+            transport=transport,
+            verify=tls_context(),
+            limits=NO_KEEPALIVE,
         )
 
     def close(self) -> None:
