@@ -97,6 +97,8 @@ def one_line(text: str, limit: int = 300) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
+DEFAULT_DEADLINE = 60.0
+"""For a client without a read timeout: the whole answer within a minute."""
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 """Every request to a Controller on a new connection, so that its deadline can end it."""
 MAX_ANSWER_BYTES = 1 << 20
@@ -122,8 +124,9 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
     :class:`AnswerTooSlow` (both ``httpx.HTTPError``, which every caller already takes
     for no answer). ``client`` keeps no connection alive (the deadline acts on the
     connection the request opens: :class:`cleanroom.answers.Deadline`)."""
-    seconds = client.timeout.read
-    deadline = Deadline(seconds if seconds is not None else DEFAULT_DEADLINE)
+    read = client.timeout.read
+    seconds = read if read is not None else DEFAULT_DEADLINE
+    deadline = Deadline(seconds)
     request = client.build_request(method, url, extensions=deadline.extensions, **options)
     with deadline:
         try:
@@ -141,10 +144,6 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
             raise AnswerTooSlow(
                 f"{method} {url}: no whole answer within {seconds} s", request=request
             ) from error
-
-
-DEFAULT_DEADLINE = 60.0
-"""For a client without a read timeout: the whole answer within a minute."""
 
 
 def answer_detail(response: httpx.Response) -> str:
