@@ -10,6 +10,7 @@ from cleanroom.cli.admin import DatabaseUrlOption, DataDirOption, default_data_d
 from cleanroom.cli.common import EXIT_USAGE, fail
 from cleanroom.cli.compute import compute as compute_command
 from cleanroom.manager.settings import (
+    DEFAULT_CONTROLLER_CALLS,
     DEFAULT_FUNCTION_BYTES_PER_PROJECT,
     DEFAULT_FUNCTION_GRACE,
     DEFAULT_MAX_FUNCTION_BYTES,
@@ -71,6 +72,14 @@ def manager(
             min=0,
         ),
     ] = 3600.0,
+    controller_calls: Annotated[
+        int,
+        typer.Option(
+            help="Deploys and deletes waiting on compute servers at once, in threads apart "
+            "from every other request's (more wait for a turn).",
+            min=1,
+        ),
+    ] = DEFAULT_CONTROLLER_CALLS,
     rooms_per_project: Annotated[
         int,
         typer.Option(
@@ -109,6 +118,7 @@ def manager(
         lost_after=lost_after,
         function_grace=function_grace,
         gc_interval=gc_interval,
+        controller_calls=controller_calls,
         rooms_per_project=rooms_per_project,
         function_bytes_per_project=function_bytes_per_project,
     )

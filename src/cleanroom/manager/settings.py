@@ -23,6 +23,9 @@ DEFAULT_FUNCTION_GRACE = 24 * 3600
 """A day: how long an unused bundle is kept after its last upload."""
 DEFAULT_ROOMS_PER_PROJECT = 32
 """Live (deploying or deployed) clean rooms one project may have at once."""
+DEFAULT_CONTROLLER_CALLS = 32
+"""Deploys and deletes that wait on Controllers at once, in threads apart from every
+other route's (more wait for a turn, without a thread)."""
 DEFAULT_FUNCTION_BYTES_PER_PROJECT = 16 << 30
 """16 GiB: the stored bundles one project may have uploaded (each counts for every
 project that uploaded it) until garbage collection deletes them."""
@@ -43,6 +46,7 @@ class Settings:
     max_function_bytes: int = DEFAULT_MAX_FUNCTION_BYTES
     token_lifetime: int = DEFAULT_LIFETIME
     controller_timeout: float = 60.0
+    controller_calls: int = DEFAULT_CONTROLLER_CALLS
     # Compute server health (cleanroom.manager.servers): a GET of each Controller's
     # /v1/health every health_interval seconds, answered within health_timeout. After
     # health_failures failures in a row a server is unhealthy; once it has also not

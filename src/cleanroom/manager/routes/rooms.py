@@ -1,9 +1,19 @@
-"""Clean rooms: deploy, list, show and delete (docs/api.md, "Management server")."""
+"""Clean rooms: deploy, list, show and delete (docs/api.md, "Management server").
+
+A deploy or a delete waits for the room's Controller, up to ``controller_timeout``. Sync
+routes share one pool of worker threads (anyio's 40): a member whose room was on a
+Controller that answered slowly sent 48 deletes of it at once, every thread waited, and
+every other project's requests waited behind them. So deploys and deletes run in
+threads of their own, at most ``Settings.controller_calls`` at once (more wait for a
+turn without a thread): a slow Controller can delay other deploys and deletes, never the
+other routes.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
@@ -21,10 +31,14 @@ def router(services: Services) -> APIRouter:
     """The rooms' routes, on ``services.rooms``."""
     service = services.rooms
     routes = APIRouter()
+    controller_calls = anyio.CapacityLimiter(services.settings.controller_calls)
 
     @routes.post("/v1/rooms")
-    def deploy(caller: CurrentCaller, body: DeployRequest) -> Response:
-        return JSONResponse(service.deploy(caller, body.spec), status_code=201)
+    async def deploy(caller: CurrentCaller, body: DeployRequest) -> Response:
+        room = await anyio.to_thread.run_sync(
+            service.deploy, caller, body.spec, limiter=controller_calls
+        )
+        return JSONResponse(room, status_code=201)
 
     @routes.get("/v1/rooms")
     def rooms(
@@ -40,9 +54,11 @@ def router(services: Services) -> APIRouter:
         return service.get(caller, name, project)
 
     @routes.delete("/v1/rooms/{name}")
-    def delete(
+    async def delete(
         name: RoomName, caller: CurrentCaller, project: RoomProject = None
     ) -> dict[str, Any]:
-        return service.delete(caller, name, project)
+        return await anyio.to_thread.run_sync(
+            service.delete, caller, name, project, limiter=controller_calls
+        )
 
     return routes
