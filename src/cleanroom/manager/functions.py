@@ -5,13 +5,17 @@ room using it (:func:`cleanroom.manager.callers.visible_rooms`), and a compute
 server while a live room using it is scheduled *on that server*. Anyone else is
 answered ``404`` as if it did not exist. A project's stored bundles (each counted for
 every project that uploaded it) are at most ``Settings.function_bytes_per_project``
-bytes (``function-quota``). The files live in
+bytes (``function-quota``), checked once an upload has ended; until then its bytes sit in
+the store's ``.incoming`` directory for as long as the client takes to send them, so
+one project's uploads being received are at most ``2 * max_function_bytes`` at once
+(:class:`Receiving`; the byte past it is refused, 409 ``function-uploads``). The files live in
 :class:`cleanroom.manager.storage.FunctionStore`; :meth:`Functions.collect_garbage`
 deletes those no live room uses (:func:`cleanroom.manager.storage.collect_garbage`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -51,6 +55,45 @@ from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, BundleError
 from cleanroom.tokens import MANAGER_SUBJECT
 
 
+class Receiving:
+    """The bytes of each project's uploads being received (in this process's memory).
+
+    The quota is checked once an upload has ended; a project that held uploads open
+    kept as many files of up to ``max_function_bytes`` on the manager's disk, past its
+    quota, for as long as it liked. At most ``limit`` bytes of one project's are
+    received at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._bytes: dict[int, int] = {}
+
+    def add(self, caller: Caller, size: int) -> None:
+        """Count ``size`` more bytes of ``caller``'s project's, or refuse
+        (``function-uploads``) without counting them."""
+        with self._lock:
+            now = self._bytes.get(caller.project_id, 0) + size
+            if now > self.limit:
+                raise QuotaExceeded(
+                    "function-uploads",
+                    self.limit,
+                    now,
+                    f"project {caller.project!r} has more than {self.limit} bytes of "
+                    "uploads being received at once: upload once they ended",
+                    "--max-function-bytes",
+                )
+            self._bytes[caller.project_id] = now
+
+    def release(self, caller: Caller, size: int) -> None:
+        """Count ``size`` bytes of ``caller``'s project's as received no longer."""
+        with self._lock:
+            left = self._bytes.get(caller.project_id, 0) - size
+            if left > 0:
+                self._bytes[caller.project_id] = left
+            else:
+                self._bytes.pop(caller.project_id, None)
+
+
 class Functions:
     """The function bundles: their files (``store``) and their rows in the database."""
 
@@ -58,6 +101,7 @@ class Functions:
         self.settings = settings
         self.sessions = sessions
         self.store = FunctionStore(settings.functions_dir, settings.max_function_bytes)
+        self.receiving = Receiving(2 * settings.max_function_bytes)
 
     # -- upload -------------------------------------------------------------------------
 
@@ -74,6 +118,17 @@ class Functions:
             raise BundleTooLarge(
                 error.limit, f"more than {error.limit} bytes (the upload was stopped there)"
             ) from error
+
+    async def counted(
+        self, caller: Caller, chunks: AsyncIterator[bytes], held: list[int]
+    ) -> AsyncIterator[bytes]:
+        """``chunks``, each counted among the project's bytes being received
+        (:class:`Receiving`) before it is written; ``held[0]`` is what was counted, for
+        :meth:`Receiving.release` once the upload is stored or refused."""
+        async for chunk in chunks:
+            self.receiving.add(caller, len(chunk))
+            held[0] += len(chunk)
+            yield chunk
 
     def finish_upload(self, caller: Caller, received: Received) -> tuple[bool, int]:
         """Check, store, record and audit an upload; (new to the manager, size).

@@ -24,11 +24,17 @@ def router(services: Services) -> APIRouter:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit():
             functions.check_declared_size(int(declared))
+        held = [0]  # bytes counted among the project's being received
         try:
-            received = await functions.receive(request.stream())
-        except ClientDisconnect as error:
-            raise BadRequest("the upload ended before its end") from error
-        created, size = await run_in_threadpool(functions.finish_upload, caller, received)
+            try:
+                received = await functions.receive(
+                    functions.counted(caller, request.stream(), held)
+                )
+            except ClientDisconnect as error:
+                raise BadRequest("the upload ended before its end") from error
+            created, size = await run_in_threadpool(functions.finish_upload, caller, received)
+        finally:
+            functions.receiving.release(caller, held[0])
         return JSONResponse(
             {"function_id": received.function_id, "size": size}, status_code=201 if created else 200
         )
