@@ -146,6 +146,10 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
             ) from error
 
 
+ROOM_QUESTIONS_BUDGET = 2
+"""A server's check asks about its rooms for at most this many health timeouts."""
+
+
 def answer_detail(response: httpx.Response) -> str:
     """What a Controller said when it refused: its problem's detail (naming the check,
     if one refused), or its body, on one line."""
@@ -422,8 +426,13 @@ class HealthChecker:
         seen = observe(self.client, url, tee_kind)
         state = self.record(server_id, seen)
         if seen.rooms is not None and state not in (None, "lost"):
-            self.check_rooms(server_id, seen.rooms)
-            self.settle_stale_deploys(server_id)
+            # Every answer has its deadline, but one after the other a Controller's
+            # answers about its rooms could hold the round (which waits for every
+            # server's check) for a minute: at most ROOM_QUESTIONS_BUDGET health
+            # timeouts of them, the rest next round.
+            until = time.monotonic() + ROOM_QUESTIONS_BUDGET * self.settings.health_timeout
+            self.check_rooms(server_id, seen.rooms, until)
+            self.settle_stale_deploys(server_id, until)
 
     def record(self, server_id: int, seen: Observation) -> str | None:
         """Apply :func:`judge` to the stored server in one transaction; its new state."""
@@ -467,8 +476,9 @@ class HealthChecker:
             session.commit()
             return verdict.state
 
-    def check_rooms(self, server_id: int, reported: int) -> None:
-        """Ask about each deployed room when the Controller runs fewer than expected."""
+    def check_rooms(self, server_id: int, reported: int, until: float | None = None) -> None:
+        """Ask about each deployed room when the Controller runs fewer than expected
+        (until ``time.monotonic()`` is ``until``, if given)."""
         with self.sessions() as session:
             server = session.get_one(ComputeServer, server_id)
             rooms = list(
@@ -482,7 +492,7 @@ class HealthChecker:
                 return
             asked = [(room.id, room.name, room.project.name) for room in rooms]
             name, url = server.name, server.url
-        for room_id, answer in self._ask_rooms(url, asked):
+        for room_id, answer in self._ask_rooms(url, asked, until):
             if answer.status_code in (404, 410):
                 reason = (
                     f"compute server {name} no longer runs its Worker "
@@ -490,8 +500,9 @@ class HealthChecker:
                 )
                 self.lose_room(room_id, reason)
 
-    def settle_stale_deploys(self, server_id: int) -> None:
-        """Settle the rooms a stopped manager left ``deploying`` (see the module docstring)."""
+    def settle_stale_deploys(self, server_id: int, until: float | None = None) -> None:
+        """Settle the rooms a stopped manager left ``deploying`` (see the module
+        docstring; until ``time.monotonic()`` is ``until``, if given)."""
         cutoff = int(self.clock() - self.settings.controller_timeout) - STALE_DEPLOY_MARGIN
         with self.sessions() as session:
             server = session.get_one(ComputeServer, server_id)
@@ -508,7 +519,7 @@ class HealthChecker:
                 )
             ]
             name, url = server.name, server.url
-        for room_id, answer in self._ask_rooms(url, stale):
+        for room_id, answer in self._ask_rooms(url, stale, until):
             outcome = deploy_outcome(answer)
             if outcome is None:
                 continue
@@ -527,14 +538,18 @@ class HealthChecker:
             )
 
     def _ask_rooms(
-        self, url: str, rooms: list[tuple[int, str, str]]
+        self, url: str, rooms: list[tuple[int, str, str]], until: float | None = None
     ) -> Iterator[tuple[int, httpx.Response]]:
-        """The Controller's answer about each ``(id, name, project)``, until one fails.
+        """The Controller's answer about each ``(id, name, project)``, until one fails
+        or ``time.monotonic()`` passes ``until``.
 
         A request that gets no answer ends the round: the server stopped answering,
-        and the next health check deals with that.
+        and the next health check deals with that. Past ``until`` the rest are asked
+        in the next round.
         """
         for room_id, room_name, project in rooms:
+            if until is not None and time.monotonic() >= until:
+                return
             try:
                 answer = send_capped(
                     self.client,

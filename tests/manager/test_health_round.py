@@ -1,0 +1,87 @@
+"""One Controller's answers cannot make the health round, every server's, take long.
+
+Each answer has a deadline (the health timeout, 3 s), but a Controller whose health
+says it runs fewer rooms than the manager has deployed there is asked about each of
+them, one after the other: a hostile one answered each just within the timeout, and
+with 20 rooms the round (which waits for every server's check) took a minute, so no
+other server's health was looked at for that long. A server's check now asks about its
+rooms for at most twice the health timeout; the rest are asked in the next round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+
+from cleanroom.manager.database import ComputeServer
+from cleanroom.manager.servers import HealthChecker
+
+from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
+
+ANSWER_TIME = 0.8
+"""How long the Controller takes to answer about a room: within the health timeout."""
+HEALTH_TIMEOUT = 1.0
+ROOMS = 6
+
+
+@contextmanager
+def slow_rooms_controller(asked: list[str]) -> Iterator[str]:
+    """A Controller that says it runs no room, and answers each question about one just
+    within the health timeout."""
+    app = FastAPI()
+
+    @app.put("/v1/rooms/{name}")
+    async def put(name: str) -> JSONResponse:
+        return JSONResponse({"name": name, "state": "collecting"}, status_code=201)
+
+    @app.get("/v1/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"tee": "simulated", "status": "ok", "rooms": 0})
+
+    @app.get("/v1/rooms/{name}")
+    async def room(name: str) -> JSONResponse:
+        asked.append(name)
+        await asyncio.sleep(ANSWER_TIME)
+        return JSONResponse({"name": name, "state": "collecting"})
+
+    sock = bind()
+    with serve(app, sock):
+        yield url_of(sock)
+
+
+def test_a_servers_questions_about_its_rooms_take_at_most_twice_the_health_timeout(
+    manager: Manager, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+    with slow_rooms_controller(asked) as url:
+        manager.add_server(url)
+        acme, _ = manager.login("acme")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        for n in range(ROOMS):
+            assert acme.deploy(make_spec(function, name=f"r{n}")).state == "deployed"
+        with manager.sessions() as session:
+            server_id = session.scalar(select(ComputeServer.id).where(ComputeServer.url == url))
+        assert server_id is not None
+        settings = replace(manager.settings, health_timeout=HEALTH_TIMEOUT)
+        health = HealthChecker(manager.sessions, settings, lambda url, project, room: {})
+        try:
+            started = time.monotonic()
+            health.check(server_id)
+            took = time.monotonic() - started
+        finally:
+            health.close()
+    budget = 2 * HEALTH_TIMEOUT
+    assert took < budget + HEALTH_TIMEOUT + 0.5, (
+        f"one server's check: expected at most about {budget} s of questions about its "
+        f"rooms, took {took:.1f} s ({len(asked)} of {ROOMS} rooms asked, "
+        f"{ANSWER_TIME} s each)"
+    )
+    assert 0 < len(asked) < ROOMS, f"expected some rooms asked this round, got {asked}"
