@@ -12,6 +12,7 @@ import pytest
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
 from cleanroom.sql import ENGINE_DIRECTORY
+from cleanroom.sql.privacy import release
 from cleanroom.sql.rules import plan_query
 from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
@@ -23,6 +24,7 @@ def run_engine(
     direct: bool = False,
     keep: dict[str, int] | None = None,
     groups: str | None = None,
+    dp: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """The engine on Alice's data: its query mode, or (``direct``) its tables and
     lock-down, then ``sql`` as one statement on the connection."""
@@ -34,7 +36,7 @@ def run_engine(
     (work / "inputs" / "input_1").mkdir(parents=True)
     (work / "outputs").mkdir()
     (work / "inputs" / "input_1" / "data.csv").write_bytes(alice_csv())
-    plan = {"mode": "query", "sql": sql, "keep": keep or {}, "groups": groups, "dp": False,
+    plan = {"mode": "query", "sql": sql, "keep": keep or {}, "groups": groups, "dp": dp,
             "format": "csv", "inputs": {"input_1": SCHEMAS["input_1"]}}  # fmt: skip
     (work / "parameters.json").write_text(json.dumps(plan))
     bootstrap = f"import sys\nsys.path.insert(0, {str(ENGINE_DIRECTORY)!r})\nimport handler\n"
@@ -200,3 +202,55 @@ def test_a_group_under_the_threshold_decides_nothing_released(
         answers.append((stats, (result_dir / "data.csv").read_text()))
     assert answers[0] == answers[1]
     assert answers[0][0]["suppressed"] == 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "CAST(region AS BLOB)",
+        "CASE WHEN region = 'tiny' THEN CAST('01:00' AS TIME) END",
+        "CASE WHEN region = 'tiny' THEN INTERVAL 1 DAY END",
+    ],
+)
+def test_whether_a_dp_query_fails_does_not_depend_on_its_groups(tmp_path: Path, key: str) -> None:
+    """Under differential privacy the engine writes each group's key for the Worker. A
+    key of a type JSON does not hold (BLOB, TIME, INTERVAL) failed the run exactly when
+    such a group existed: ``WHERE region = 'tiny'`` told whether anyone is in "tiny",
+    outside any ε (and at an ε of 1e-9 a query, 10,000 exact answers per room). Keys
+    are grouped as text: the run succeeds either way."""
+    text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 WHERE region = $r GROUP BY {key}"  # noqa: S608
+    spec = sql_spec(dp=True, queries={"q": {"text": text, "parameters": {"r": "text"},
+                                             "output": "output_1"}})  # fmt: skip
+    found = []
+    for region in ("tiny", "nowhere"):
+        plan = plan_query(spec, name="q", parameters={"r": region}, epsilon=1e-9)
+        work = tmp_path / region
+        result = run_engine(work, plan.sql, dp=True)
+        assert result.returncode == 0, result.stderr[-500:]
+        rows = (work / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
+        found.append(len(rows))
+    assert found == [1, 0]
+
+
+def test_dp_groups_are_released_under_keys_as_distinct_as_the_engines(tmp_path: Path) -> None:
+    """Two DECIMAL groups that one float holds (1.0 and 1.00000000000000000001) were two
+    rows for the engine and one released key for the Worker, which kept the last: the
+    one person of "tiny" replaced the count of everyone else by hers, and the group
+    vanished under the threshold (measured with 999 others: released in 200 releases of
+    200 without her, in 0 of 200 with her). Grouped as text, the keys stay apart; the
+    Worker adds up any two rows it would still key alike, never lets one replace the
+    other."""
+    key = "CASE WHEN region = 'tiny' THEN 1.0 ELSE 1.00000000000000000001 END"
+    text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 GROUP BY {key}"  # noqa: S608
+    plan = plan_query(sql_spec(dp=True), name=None, text=text)
+    result = run_engine(tmp_path, plan.sql, dp=True)
+    assert result.returncode == 0, result.stderr[-500:]
+    lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert sorted((row["__cr_g0"], row["__cr_n"]) for row in rows) == [
+        ("1.00000000000000000000", 1), ("1.00000000000000000001", 39)
+    ]  # fmt: skip
+    assert plan.dp is not None
+    merged = [{"__cr_g0": 1.0, "__cr_n": 39}, {"__cr_g0": 1.0, "__cr_n": 1}]
+    counts = [release(plan.dp, merged).rows for _ in range(20)]
+    assert all(len(released) == 1 and abs(released[0][1] - 40) < 20 for released in counts)

@@ -101,10 +101,18 @@ def release(plan: DpPlan, rows: Sequence[Mapping[str, Any]]) -> Release:
     share = plan.epsilon / measurements
     contributions = [option.max_contributions for option in plan.owners.values()]
     groups = len(plan.groups)
-    keyed: dict[str, Mapping[str, Any]] = {}
+    keyed: dict[str, dict[str, Any]] = {}
     for row in rows:
         key = json.dumps([row[f"{HIDDEN_PREFIX}_g{i}"] for i in range(groups)], default=str)
-        keyed[key] = row
+        # Two engine groups under one released key (the engine groups text, so this
+        # should not happen) are added up, never one replaced by the other: a sum of
+        # groups keeps the sensitivity the noise is calibrated for, a replacement does not.
+        merged = keyed.setdefault(key, {})
+        for column, value in row.items():
+            if column.startswith(f"{HIDDEN_PREFIX}_g") or value is None:
+                merged.setdefault(column, value)
+            else:
+                merged[column] = (merged.get(column) or 0) + value
     scales: dict[str, float] = {}
     count_scale = max(contributions) / share
     threshold: float | None = None

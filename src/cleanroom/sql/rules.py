@@ -901,7 +901,13 @@ def _dp_plan(
     outer: list[exp.Expr] = []
     position = {key.sql(DIALECT): index for index, key in enumerate(keys)}
     for index, key in enumerate(keys):
-        rows.append(exp.alias_(_row_safe(key.copy()), f"{HIDDEN_PREFIX}_g{index}"))
+        # Grouped as text: what the engine groups is exactly what the Worker keys the
+        # released groups by. A DECIMAL group read back as a float merged two groups
+        # into one released key (1.00000000000000000001 and 1.0: the one a person's
+        # row added replaced the other's count), and a BLOB, TIME or INTERVAL group
+        # could not be written at all: the run failed whenever such a group existed.
+        as_text = exp.Cast(this=key.copy(), to=exp.DataType.build("VARCHAR"))
+        rows.append(exp.alias_(exp.Try(this=as_text), f"{HIDDEN_PREFIX}_g{index}"))
         outer.append(exp.column(f"{HIDDEN_PREFIX}_g{index}"))
     outer.append(exp.alias_(exp.Count(this=exp.Star()), f"{HIDDEN_PREFIX}_n"))
     value_index = 0
