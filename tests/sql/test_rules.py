@@ -232,6 +232,30 @@ def test_differential_privacy_shapes_and_epsilon() -> None:
     )
 
 
+def test_differential_privacy_spends_delta_in_proportion_to_epsilon() -> None:
+    """The budget counts ε only: with the owner's whole δ for any ε, 10,000 queries of ε
+    2e-4 (a budget of 2) added up to δ = 10 at 1e-3 each, and a group of one person was
+    released in about 9 of 10,000 of them (measured with OpenDP's threshold): almost
+    surely once. Each query's δ is the owner's δ * its share of the owner's ε, so the
+    δs of all queries add up to at most δ * budget / ε."""
+    document = sql_document(dp=True)
+    document["sql"]["rules"]["input_1"]["differential_privacy"].update(
+        delta=1e-3, epsilon=1.0, budget=2.0
+    )
+    spec = WorkSpec.parse(document)
+    text = "SELECT zip, COUNT(*) AS n FROM input_1 GROUP BY zip"
+    full = plan_query(spec, name=None, text=text)
+    assert full.dp is not None and full.dp.delta == pytest.approx(1e-3)
+    small = plan_query(spec, name=None, text=text, epsilon=2e-4)
+    assert small.dp is not None and small.dp.delta == pytest.approx(2e-7)
+    assert 10_000 * small.dp.delta <= 1e-3 * 2.0 / 1.0 * (1 + 1e-9)
+    # Two owners: each owner's own proportion, the smallest of them.
+    rules = both_under_dp()
+    rules["input_2"]["differential_privacy"].update(epsilon=0.5, delta=1e-6)
+    two = plan_query(sql_spec(rules=rules), name=None, text=JOINED, epsilon=0.25)
+    assert two.dp is not None and two.dp.delta == pytest.approx(2.5e-7)  # input_1: 1e-6 * 0.25 / 1
+
+
 def test_a_threshold_alone_is_not_read_beside_another_owners_differential_privacy() -> None:
     """On the DP path a threshold counts noisy rows, not distinct people: the DP owner
     joined 200 rows of its own to one customer of the thresholded input, and that

@@ -1013,7 +1013,12 @@ def _dp_plan(
                    if rules.threshold is not None), default=0)  # fmt: skip
     plan = DpPlan(
         epsilon=chosen,
-        delta=min(option.delta for option in owners.values()),
+        # δ in proportion to the ε spent: a query of a tenth of an owner's ε gets a tenth
+        # of its δ. Else the ε budget would not bound the δs: queries of a tiny ε, each
+        # with the whole δ, add up to any δ (10,000 queries of ε 2e-4 within a budget of
+        # 2, δ 1e-3 each: a group of one person released in 9 of 10,000 queries, almost
+        # surely in one). So an owner's δs add up to at most its δ * budget / ε.
+        delta=min(option.delta * chosen / option.epsilon for option in owners.values()),
         owners=dict(sorted(owners.items())),
         groups=tuple(groups),
         aggregates=tuple(aggregates),
