@@ -74,6 +74,17 @@ VALUE_NODES: tuple[type[exp.Expr], ...] = (
     exp.Interval,
 )  # fmt: skip
 AGGREGATES: dict[type[exp.Expr], str] = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg"}
+# Declared types a join may compare: within a kind DuckDB's implicit cast never fails
+# (numbers to the wider number); across kinds it casts text to a number, a date or a
+# boolean, and fails on the values that are not one. A date is not compared with a
+# timestamp: a DATE beyond the TIMESTAMP range (5877642-06-25) fails the cast.
+JOIN_KINDS: dict[str, frozenset[str]] = {
+    "text": frozenset({"varchar"}),
+    "number": frozenset({"integer", "bigint", "double"}),
+    "date": frozenset({"date"}),
+    "timestamp": frozenset({"timestamp"}),
+    "boolean": frozenset({"boolean"}),
+}
 # A custom rule's named queries may also use these (the owner read and allowed them).
 CUSTOM_NODES: tuple[type[exp.Expr], ...] = (
     exp.Select, exp.From, exp.Join, exp.Where, exp.Group, exp.Having, exp.Order,
@@ -413,6 +424,7 @@ class _Checker:
                         "join_operators", "columns of two inputs", condition.sql(DIALECT),
                         "a join compares two inputs",
                     )  # fmt: skip
+                self.check_join_types(condition, sides)
                 for input_id, column in sides:
                     rule = self.rules_by_input[input_id]
                     if rule.kind != "custom" and column not in rule.join_columns:
@@ -427,6 +439,26 @@ class _Checker:
                     input_id, rule, "join_required", "a join with another input", "no join",
                     "a list is released only for the overlap with another input",
                 )  # fmt: skip
+
+    def check_join_types(self, condition: exp.Expr, sides: list[tuple[str, str]]) -> None:
+        """Both sides of a join condition of one kind of type, which DuckDB compares
+        without a cast that could fail. ``a.region = b.code`` (VARCHAR, INTEGER) casts
+        every joined value of ``region`` to an integer, and the run failed exactly when
+        a row passed the WHERE (``WHERE zip = '10039'``: is anyone there?), outside
+        any threshold or ε; a condition is not wrapped in TRY, which would turn the
+        hash join into a filtered cross join."""
+        types = []
+        for input_id, column in sides:
+            declared = self.scope.sql.schemas[input_id].column(column)
+            assert declared is not None  # resolved above
+            types.append(declared.type)
+        kinds = {next(k for k, members in JOIN_KINDS.items() if t in members) for t in types}
+        if len(kinds) != 1:
+            raise self.violation_everywhere(
+                "join_operators", "join columns of one type (or both numbers)",
+                f"{condition.sql(DIALECT)} ({' = '.join(types)})",
+                "DuckDB would cast one side to the other's type, and fail on some values",
+            )  # fmt: skip
 
     def check_value(self, tree: exp.Expr, where: str) -> None:
         for node in tree.walk():
