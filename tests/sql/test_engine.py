@@ -13,7 +13,7 @@ from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
 from cleanroom.sql import ENGINE_DIRECTORY
 from cleanroom.sql.privacy import release
-from cleanroom.sql.rules import plan_query
+from cleanroom.sql.rules import MAX_DP_KEY_CHARS, plan_query
 from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
 
@@ -254,6 +254,25 @@ def test_dp_groups_are_released_under_keys_as_distinct_as_the_engines(tmp_path: 
     merged = [{"__cr_g0": 1.0, "__cr_n": 39}, {"__cr_g0": 1.0, "__cr_n": 1}]
     counts = [release(plan.dp, merged).rows for _ in range(20)]
     assert all(len(released) == 1 and abs(released[0][1] - 40) < 20 for released in counts)
+
+
+def test_dp_group_keys_are_cut_so_their_size_depends_on_their_number_only(
+    tmp_path: Path,
+) -> None:
+    """The Worker refuses more than 64 MiB of exact DP groups (``dp-groups``). With keys
+    made long by a literal, one person's own group moved the result across that limit:
+    67,100,286 bytes without her (the run succeeded), 67,130,800 with her (it failed),
+    measured with 2,199 people (DP red team 2). Keys are cut to MAX_DP_KEY_CHARS; groups
+    cut to one key merge, and the release adds them up."""
+    pad = "x" * 1_000
+    key = f"CONCAT('{pad}', zip)"
+    text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 GROUP BY {key}"  # noqa: S608
+    plan = plan_query(sql_spec(dp=True), name=None, text=text)
+    result = run_engine(tmp_path, plan.sql, dp=True)
+    assert result.returncode == 0, result.stderr[-500:]
+    lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [(row["__cr_g0"], row["__cr_n"]) for row in rows] == [("x" * MAX_DP_KEY_CHARS, 40)]
 
 
 def test_a_join_of_two_types_fails_on_the_data(tmp_path: Path) -> None:

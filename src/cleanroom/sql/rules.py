@@ -74,6 +74,10 @@ VALUE_NODES: tuple[type[exp.Expr], ...] = (
     exp.Interval,
 )  # fmt: skip
 AGGREGATES: dict[type[exp.Expr], str] = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg"}
+MAX_DP_KEY_CHARS = 256
+"""The characters of a released group's key under differential privacy (longer keys are
+cut): what a query makes the size of its exact groups depend on is their number only."""
+
 # Declared types a join may compare: within a kind DuckDB's implicit cast never fails
 # (numbers to the wider number); across kinds it casts text to a number, a date or a
 # boolean, and fails on the values that are not one. A date is not compared with a
@@ -938,8 +942,14 @@ def _dp_plan(
         # into one released key (1.00000000000000000001 and 1.0: the one a person's
         # row added replaced the other's count), and a BLOB, TIME or INTERVAL group
         # could not be written at all: the run failed whenever such a group existed.
+        # And cut to MAX_DP_KEY_CHARS: the exact groups go to the Worker, which refuses
+        # more than MAX_DP_ROWS bytes of them, and a runner who made each key long
+        # (a literal of 30,000 characters in CONCAT) moved that limit to where one
+        # person's group decided whether the run failed. Groups cut to one key merge,
+        # which the release adds up.
         as_text = exp.Cast(this=key.copy(), to=exp.DataType.build("VARCHAR"))
-        rows.append(exp.alias_(exp.Try(this=as_text), f"{HIDDEN_PREFIX}_g{index}"))
+        cut = exp.func("LEFT", exp.Try(this=as_text), exp.Literal.number(MAX_DP_KEY_CHARS))
+        rows.append(exp.alias_(cut, f"{HIDDEN_PREFIX}_g{index}"))
         outer.append(exp.column(f"{HIDDEN_PREFIX}_g{index}"))
     outer.append(exp.alias_(exp.Count(this=exp.Star()), f"{HIDDEN_PREFIX}_n"))
     value_index = 0
