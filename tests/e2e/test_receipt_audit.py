@@ -220,3 +220,16 @@ def test_an_auditor_who_names_every_measurement_needs_no_installation(
     assert other == 1 and measured == []
     # One measurement left out is this release's, and this release cannot be measured.
     assert cli_main([*args, *published]) == 2 and measured == ["attester"]
+
+
+def test_a_bundle_saved_under_another_rooms_name_is_refused(
+    saved: Path, stack: LocalStack, tmp_path: Path
+) -> None:
+    """The title an auditor reads ("saved receipt of ROOM") is the spec's name, which
+    the Work-ID covers; the saved ``room`` beside it is the saver's word (``room``)."""
+    renamed = copy_with(saved, tmp_path, lambda d: d.__setitem__("room", "payroll-approved"))
+    with pytest.raises(CheckFailed) as caught:
+        audit(renamed, stack)
+    assert caught.value.check == "room", caught.value
+    assert (caught.value.expected, caught.value.actual) == ("audited", "payroll-approved")
+    assert "room" in [check.check for check in audit(saved, stack).checks]

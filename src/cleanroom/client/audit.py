@@ -209,6 +209,10 @@ def verify_saved_receipt(
         at=at,
     )
     worker_key = load_spki(worker.worker_key_spki, "worker_key")
+    if saved.room != spec.name:  # the room's name is its spec's (the manager's and the Worker's)
+        raise BindingError(
+            "room", spec.name, saved.room, "the saved room is not the one its spec names"
+        )
     checks = [
         CheckResult("collateral-expired", f"valid at {at}", validity.describe(), True, ""),
         *worker.checks,
@@ -230,6 +234,7 @@ def verify_saved_receipt(
         CheckResult("receipt-signature", worker.worker_id, worker.worker_id, True, ""),
         CheckResult("work-id", spec.work_id, receipt["work_id"], True, "the saved spec's"),
         CheckResult("function", spec.function, receipt["function"], True, ""),
+        CheckResult("room", spec.name, saved.room, True, "the saved spec's name"),
         CheckResult("receipt-inputs", "the spec's inputs, each by its owner", "yes", True, ""),
         CheckResult("receipt-outputs", "the spec's outputs", "yes", True, ""),
     ]
