@@ -72,7 +72,7 @@ def audit(directory: Path, stack: LocalStack, *, at: int | None = None, **change
         attester_policy=changes.get("attester_policy", attester_policy),
         expected_worker_mrenclaves=changes.get("workers", workers),
         trust=TrustAnchor.from_certificate(stack.simulated_root_pem().encode()),
-        at=saved.quote.saved_at if at is None else at,
+        at=saved.saved_at if at is None else at,
     )
 
 
@@ -233,3 +233,16 @@ def test_a_bundle_saved_under_another_rooms_name_is_refused(
     assert caught.value.check == "room", caught.value
     assert (caught.value.expected, caught.value.actual) == ("audited", "payroll-approved")
     assert "room" in [check.check for check in audit(saved, stack).checks]
+
+
+def test_at_saved_is_never_before_the_run_finished(saved: Path, tmp_path: Path) -> None:
+    """``saved_at`` is the saver's word: set before the run it would pick collateral of
+    an earlier time (before a TCB recovery); --at-saved pins the receipt's signed
+    ``finished`` when that is later."""
+    target = copy_with(saved, tmp_path, lambda d: None)
+    finished = json.loads((target / "receipt.json").read_text())["receipt"]["finished"]
+    bundle = json.loads((target / "quote.json").read_text())
+    bundle["saved_at"] = finished - 200
+    (target / "quote.json").write_text(json.dumps(bundle))
+    assert SavedReceipt.read(target).saved_at == finished
+    assert SavedReceipt.read(saved).saved_at >= finished

@@ -259,7 +259,7 @@ def _verify(
             else TrustAnchor.intel_production()
         )
         saved = SavedReceipt.read(file)
-        when = saved.quote.saved_at if at_saved else (int(time.time()) if at is None else at)
+        when = saved.saved_at if at_saved else (int(time.time()) if at is None else at)
         audited = verify_saved_receipt(
             saved,
             attester_policy=policy,

@@ -69,6 +69,17 @@ class SavedReceipt:
     """A query run's detail, as its runner opened it (None: not the runner's to show)."""
 
     @property
+    def saved_at(self) -> int:
+        """The time ``--at-saved`` pins: when the bundle says it was saved, but never
+        before the run it holds finished (the receipt's ``finished``, which its signature
+        covers): ``saved_at`` is the saver's word, and an earlier time could pick
+        collateral of before a TCB recovery or a revocation."""
+        finished = self.receipt.get("finished")
+        if type(finished) is not int:
+            return self.quote.saved_at  # the receipt is refused (receipt-times, signature)
+        return max(self.quote.saved_at, finished)
+
+    @property
     def is_query(self) -> bool:
         """A SQL room's query receipt (saved with its detail, or null), not a run receipt."""
         return self.receipt.get("type") == QUERY_RECEIPT_TYPE
