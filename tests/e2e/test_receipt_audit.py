@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -246,3 +247,102 @@ def test_at_saved_is_never_before_the_run_finished(saved: Path, tmp_path: Path) 
     (target / "quote.json").write_text(json.dumps(bundle))
     assert SavedReceipt.read(target).saved_at == finished
     assert SavedReceipt.read(saved).saved_at >= finished
+
+
+def _hostile_copy(saved: Path, tmp_path: Path, name: str, make: Callable[[Path], None]) -> Path:
+    target = tmp_path / "hostile"
+    shutil.copytree(saved, target)
+    (target / name).unlink()
+    make(target / name)
+    return target
+
+
+@pytest.mark.parametrize("name", ["receipt.json", "quote.json"])
+@pytest.mark.parametrize(
+    ("make", "actual"),
+    [
+        (lambda path: path.symlink_to("/etc/passwd"), "a symbolic link"),
+        (lambda path: path.symlink_to("/dev/zero"), "a symbolic link"),
+        (lambda path: os.mkfifo(path), "not a regular file"),
+        (lambda path: path.write_bytes(b" " * (9 << 20)), "more than 8388608 bytes"),
+    ],
+    ids=["link-out", "link-to-device", "fifo", "too-big"],
+)
+def test_a_saved_file_is_read_only_as_a_bounded_regular_file(
+    saved: Path, tmp_path: Path, name: str, make: Callable[[Path], None], actual: str
+) -> None:
+    """Nothing outside the directory is read, nothing that never ends is waited for, and
+    no more than 8 MiB is held: each refused by ``saved-receipt-file``, before parsing."""
+    target = _hostile_copy(saved, tmp_path, name, make)
+    with pytest.raises(CheckFailed) as caught:
+        SavedReceipt.read(target)
+    assert caught.value.check == "saved-receipt-file", caught.value
+    assert str(caught.value.actual) == f"{target / name}: {actual}"
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "check", "actual"),
+    [
+        (
+            "receipt.json",
+            lambda text: text.replace('"status": "succeeded"',
+                                      '"status": "failed", "status": "succeeded"'),
+            "saved-receipt-format",
+            "duplicate member 'status'",
+        ),
+        (
+            "quote.json",
+            lambda text: text.replace('"saved_at":', '"saved_at": 0, "saved_at":'),
+            "bundle-format",
+            "duplicate member 'saved_at'",
+        ),
+        ("receipt.json", lambda text: "[" * 100_000 + "]" * 100_000, "saved-receipt-format",
+         "JSON nested too deeply"),
+        ("quote.json", lambda text: "[" * 100_000 + "]" * 100_000, "bundle-format",
+         "JSON nested too deeply"),
+        (
+            "quote.json",
+            lambda text: re.sub(r'"saved_at": \d+', '"saved_at": 1000000000000000000', text),
+            "bundle-format",
+            "saved_at is not UNIX seconds of 1970-9999: 1000000000000000000",
+        ),
+    ],
+    ids=["duplicate-in-receipt", "duplicate-in-quote", "deep-receipt", "deep-quote",
+         "saved-at-year-31688"],
+)  # fmt: skip
+def test_saved_json_a_reader_could_take_otherwise_is_refused(
+    saved: Path, tmp_path: Path, name: str, edit: Callable[[str], str], check: str, actual: str
+) -> None:
+    """A member twice (this reader kept the last, another may keep the first), nesting
+    deeper than the parser recurses, a time no date holds: each a named refusal (exit 2),
+    not an internal error."""
+    target = copy_with(saved, tmp_path, lambda d: None)
+    (target / name).write_text(edit((target / name).read_text()))
+    with pytest.raises(CheckFailed) as caught:
+        SavedReceipt.read(target)
+    assert (caught.value.check, caught.value.actual) == (check, actual), caught.value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "check"),
+    [
+        ("nextUpdate", "0001-01-01T00:00:00+14:00", "collateral-expired"),
+        ("issueDate", "9999-12-31T23:59:59-14:00", "collateral-not-yet-valid"),
+    ],
+)
+def test_collateral_dates_beyond_the_calendar_are_a_refusal(
+    saved: Path, stack: LocalStack, tmp_path: Path, field: str, value: str, check: str
+) -> None:
+    """The collateral's windows are read before its signatures are checked: a date in
+    year 0 or 10000 once in UTC is refused by name (it was an internal error: the
+    refusal could not print it)."""
+    target = copy_with(saved, tmp_path, lambda d: None)
+    bundle = json.loads((target / "quote.json").read_text())
+    tcb_info = json.loads(bundle["collateral"]["tcb_info"])
+    tcb_info[field] = value
+    bundle["collateral"]["tcb_info"] = json.dumps(tcb_info)
+    (target / "quote.json").write_text(json.dumps(bundle))
+    with pytest.raises(CheckFailed) as caught:
+        audit(target, stack)
+    assert caught.value.check == check, caught.value
+    assert "(UNIX seconds)" in str(caught.value.actual), caught.value

@@ -26,9 +26,12 @@ from cryptography import x509
 
 from cleanroom.attestation.errors import AttestationError, EvidenceError
 from cleanroom.attestation.verify import load_collateral
+from cleanroom.protocol.encoding import loads_unique
 
 BUNDLE_TYPE = "cleanroom/quote-bundle/v1"
 BUNDLE_FIELDS = frozenset({"type", "quote", "collateral", "saved_at", "source"})
+LAST_SECOND = 253402300799
+"""9999-12-31T23:59:59Z, the last instant a date-time of the collateral can name."""
 
 
 class CollateralExpiredError(AttestationError):
@@ -37,7 +40,10 @@ class CollateralExpiredError(AttestationError):
 
 
 def _utc(seconds: int) -> str:
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # before year 1 or after 9999: as it is
+        return f"{seconds} (UNIX seconds)"
 
 
 def _instant(value: object, what: str) -> int:
@@ -179,15 +185,19 @@ class QuoteBundle:
         """Parse a saved bundle; :class:`EvidenceError` (``bundle-format``) if malformed."""
         expected = f"a {BUNDLE_TYPE} JSON object ({', '.join(sorted(BUNDLE_FIELDS))})"
         try:
-            document = json.loads(data)
+            document = loads_unique(data)
             if not isinstance(document, dict) or set(document) != BUNDLE_FIELDS:
                 found = sorted(document) if isinstance(document, dict) else type(document).__name__
                 raise ValueError(f"fields {found}")
             if document["type"] != BUNDLE_TYPE:
                 raise ValueError(f"type {document['type']!r}")
             saved_at, source = document["saved_at"], document["source"]
-            if isinstance(saved_at, bool) or not isinstance(saved_at, int) or saved_at < 0:
-                raise ValueError("saved_at is not UNIX seconds")
+            if (
+                isinstance(saved_at, bool)
+                or not isinstance(saved_at, int)
+                or not 0 <= saved_at <= LAST_SECOND
+            ):
+                raise ValueError(f"saved_at is not UNIX seconds of 1970-9999: {saved_at!r}"[:200])
             if not isinstance(source, str) or not isinstance(document["collateral"], dict):
                 raise ValueError("source must be text and collateral an object")
             quote = base64.b64decode(document["quote"], validate=True)

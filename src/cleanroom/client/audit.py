@@ -20,12 +20,17 @@ Layout of a saved directory::
                   or {"type": "cleanroom/saved-query-receipt/v1", the same fields,
                    "detail": the run's detail or null}
     quote.json    a cleanroom/quote-bundle/v1: the quote, its collateral, saved_at
+
+Each is read as a regular file of at most :data:`MAX_SAVED_BYTES`, never through a
+symbolic link (``saved-receipt-file``), and as JSON with no member twice.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +39,7 @@ from cleanroom.attestation import AttestationPolicy, CheckResult, EvidenceError,
 from cleanroom.attestation.collateral import QuoteBundle, check_fresh
 from cleanroom.client.phase1 import AttestedWorker, ClaimsError, verify_attester_evidence
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import b64u, canonical, from_b64u
+from cleanroom.protocol.encoding import b64u, canonical, from_b64u, loads_unique
 from cleanroom.protocol.errors import BindingError, ProtocolError
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
@@ -53,6 +58,8 @@ SAVED_FIELDS = frozenset({"type", "room", "spec", "receipt", "signature", "claim
 SAVED_QUERY_FIELDS = SAVED_FIELDS | {"detail"}
 RECEIPT_FILE = "receipt.json"
 QUOTE_FILE = "quote.json"
+MAX_SAVED_BYTES = 8 << 20
+"""8 MiB: the most a saved file may hold (a spec is at most a 1 MiB request body)."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,7 @@ class SavedReceipt:
             f"{SAVED_QUERY_TYPE} (with detail)"
         )
         try:
-            document = json.loads(receipt_path.read_bytes())
+            document = loads_unique(_read_saved(receipt_path))
             if not isinstance(document, dict):
                 raise ValueError(f"a JSON {type(document).__name__}")
             fields = {SAVED_TYPE: SAVED_FIELDS, SAVED_QUERY_TYPE: SAVED_QUERY_FIELDS}.get(
@@ -141,7 +148,7 @@ class SavedReceipt:
             if not isinstance(document["room"], str):
                 raise ValueError("room is not text")
             signature = from_b64u(document["signature"], "signature")
-            quote = QuoteBundle.loads((receipt_path.parent / QUOTE_FILE).read_bytes())
+            quote = QuoteBundle.loads(_read_saved(receipt_path.parent / QUOTE_FILE))
         except OSError as error:
             raise EvidenceError(
                 "saved-receipt-format",
@@ -283,6 +290,34 @@ def _check_saved_detail(
         digest = detail["query"]["sha256"]
         checks.append(CheckResult("receipt-query", digest, digest, True, f"the query {name}"))
     return detail, checks
+
+
+def _read_saved(path: Path) -> bytes:
+    """A file of a saved directory: a regular file (not a link out of the directory, a
+    FIFO or a device that never ends) of at most :data:`MAX_SAVED_BYTES`, or
+    ``saved-receipt-file``; :class:`OSError` if it cannot be opened."""
+    expected = f"a regular file of at most {MAX_SAVED_BYTES} bytes, not a symbolic link"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise EvidenceError(
+            "saved-receipt-file", expected, f"{path}: a symbolic link", "not read"
+        ) from error
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise EvidenceError(
+                "saved-receipt-file", expected, f"{path}: not a regular file", "not read"
+            )
+        data = file.read(MAX_SAVED_BYTES + 1)
+    if len(data) > MAX_SAVED_BYTES:
+        raise EvidenceError(
+            "saved-receipt-file", expected, f"{path}: more than {MAX_SAVED_BYTES} bytes",
+            "not read",
+        )  # fmt: skip
+    return data
 
 
 def _write(path: Path, text: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -52,6 +53,28 @@ def canonical(document: Any) -> bytes:
         raise MessageFormatError(
             "canonical-json", "a value RFC 8785 can represent", type(error).__name__, str(error)
         ) from error
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise ValueError(f"duplicate member {key[:80]!r}")
+        document[key] = value
+    return document
+
+
+def loads_unique(data: bytes | str) -> Any:
+    """JSON as a signed document needs it read (RFC 8785 section 3.1: I-JSON): no member
+    twice in one object, where another reader might keep the other value.
+
+    Raises :class:`ValueError` for text that is not such JSON, nested too deeply
+    included (which :func:`json.loads` reports as a RecursionError).
+    """
+    try:
+        return json.loads(data, object_pairs_hook=_unique)
+    except RecursionError as error:
+        raise ValueError("JSON nested too deeply") from error
 
 
 def sha256(data: bytes) -> bytes:
