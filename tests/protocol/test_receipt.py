@@ -134,6 +134,29 @@ def test_a_receipt_without_an_exit_status_is_refused() -> None:
     assert caught.value.check == "receipt"
 
 
+def test_a_refusal_of_the_fields_quotes_their_names_not_the_document() -> None:
+    """Before its signature a receipt is anyone's, of any size: a saved bundle's receipt
+    with an extra 5 MB member was quoted whole in the refusal, one 5 MB line."""
+    document: dict[str, Any] = {**receipt(), "x" * 300: "A" * 5_000_000}
+    with pytest.raises(MessageFormatError) as caught:
+        check(document, sign_receipt(WORKER, document))
+    assert caught.value.check == "receipt"
+    actual = str(caught.value.actual)
+    assert actual.startswith("['exit_code', 'finished'") and len(actual) == 200, actual
+    with pytest.raises(MessageFormatError) as caught:
+        check(["not", "a", "receipt"], b"")
+    assert caught.value.actual == "list"
+
+
+def test_a_spec_refusal_quotes_a_long_key_cut_short() -> None:
+    document = copy.deepcopy(SPEC_DOCUMENT)
+    document["parameters"] = {"k" * 100_000: 1}
+    with pytest.raises(MessageFormatError) as caught:
+        WorkSpec.parse(document)
+    assert caught.value.check == "work-spec"
+    assert str(caught.value.actual) == f"parameters.{'k' * 189}", caught.value
+
+
 def test_boolean_times_are_refused() -> None:
     """JSON's true and false are not times, though Python's bool is an int."""
     document = receipt(started=False, finished=True)

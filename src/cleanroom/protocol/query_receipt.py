@@ -33,7 +33,7 @@ from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError, ProtocolError
 from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.manifest import check_salt, encoded_salt
-from cleanroom.protocol.receipt import RUN_STATUSES, check_run
+from cleanroom.protocol.receipt import RUN_STATUSES, check_run, field_names
 from cleanroom.protocol.records import RecordSender, open_single
 from cleanroom.protocol.spec import WorkSpec
 
@@ -250,7 +250,7 @@ def verify_query_receipt(
     """A query receipt signed by the attested Worker, for the approved spec and this run."""
     if not isinstance(receipt, dict) or set(receipt) != QUERY_RECEIPT_FIELDS:
         raise MessageFormatError(
-            "receipt", sorted(QUERY_RECEIPT_FIELDS), receipt, "bad query receipt"
+            "receipt", sorted(QUERY_RECEIPT_FIELDS), field_names(receipt), "bad query receipt"
         )
     keys.verify(worker_key, signature, canonical(receipt), "receipt-signature")
     if receipt["type"] != QUERY_RECEIPT_TYPE:

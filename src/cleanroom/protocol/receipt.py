@@ -29,6 +29,15 @@ RECEIPT_FIELDS = frozenset(
 # The function's exit status, 0-255, as its sandbox reported it (128 + N: ended by
 # signal N, e.g. at a limit); null when there is none (it never started).
 MAX_EXIT_CODE = 255
+FIELDS_SHOWN = 200  # characters of an unsigned document's field names a refusal quotes
+
+
+def field_names(document: object) -> str:
+    """What a refusal of a document's fields quotes of it: its field names, cut short
+    (not the document: before its signature it is anyone's, of any size)."""
+    if not isinstance(document, dict):
+        return type(document).__name__
+    return str(sorted(str(key) for key in document))[:FIELDS_SHOWN]
 
 
 def run_receipt(
@@ -83,7 +92,9 @@ def verify_receipt(
     """Check a receipt: signed by the attested Worker, for the approved spec, and
     (``own_inputs``: id -> manifest digest the caller sent) recording the caller's data."""
     if not isinstance(receipt, dict) or set(receipt) != RECEIPT_FIELDS:
-        raise MessageFormatError("receipt", sorted(RECEIPT_FIELDS), receipt, "bad receipt")
+        raise MessageFormatError(
+            "receipt", sorted(RECEIPT_FIELDS), field_names(receipt), "bad receipt"
+        )
     keys.verify(worker_key, signature, canonical(receipt), "receipt-signature")
     if receipt["type"] != RECEIPT_TYPE:
         raise MessageFormatError("type", RECEIPT_TYPE, receipt["type"], "not a run receipt")

@@ -109,7 +109,8 @@ class WorkSpec(BaseModel):
             return cls.model_validate(document)
         except ValidationError as error:
             first = error.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "spec"
+            # A location names the document's keys, which may be of any length: cut short.
+            where = (".".join(str(part) for part in first["loc"]) or "spec")[:200]
             cause = first.get("ctx", {}).get("error")
             if isinstance(cause, SpecRuleError):  # a SQL part: its own check's name
                 raise MessageFormatError(
