@@ -247,6 +247,11 @@ def test_at_saved_is_never_before_the_run_finished(saved: Path, tmp_path: Path) 
     (target / "quote.json").write_text(json.dumps(bundle))
     assert SavedReceipt.read(target).saved_at == finished
     assert SavedReceipt.read(saved).saved_at >= finished
+    # A changed finished is not signed: the time stays the saved one, and the check that
+    # refuses is the signature's, not the collateral's at a time the change chose.
+    changed = copy_with(target, tmp_path / "changed",
+                        lambda d: d["receipt"].__setitem__("finished", 10**30))  # fmt: skip
+    assert SavedReceipt.read(changed).saved_at == finished - 200
 
 
 def _hostile_copy(saved: Path, tmp_path: Path, name: str, make: Callable[[Path], None]) -> Path:

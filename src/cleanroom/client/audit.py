@@ -39,6 +39,7 @@ from cleanroom.attestation import AttestationPolicy, CheckResult, EvidenceError,
 from cleanroom.attestation.collateral import QuoteBundle, check_fresh
 from cleanroom.client.phase1 import AttestedWorker, ClaimsError, verify_attester_evidence
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol import keys
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u, loads_unique
 from cleanroom.protocol.errors import BindingError, ProtocolError
 from cleanroom.protocol.keys import load_spki
@@ -82,9 +83,23 @@ class SavedReceipt:
         covers): ``saved_at`` is the saver's word, and an earlier time could pick
         collateral of before a TCB recovery or a revocation."""
         finished = self.receipt.get("finished")
-        if type(finished) is not int:
+        if type(finished) is not int or not self._signed_by_claimed_key():
             return self.quote.saved_at  # the receipt is refused (receipt-times, signature)
         return max(self.quote.saved_at, finished)
+
+    def _signed_by_claimed_key(self) -> bool:
+        """The receipt verifies under the key the claims name (not yet attested: only so
+        that a changed ``finished`` is refused by ``receipt-signature``, not by the
+        collateral at a time it chose)."""
+        worker = self.claims.get("worker")
+        if not isinstance(worker, dict):
+            return False
+        try:
+            key = load_spki(from_b64u(worker.get("worker_key"), "worker_key"), "worker_key")
+            keys.verify(key, self.signature, canonical(self.receipt), "receipt-signature")
+        except ProtocolError:
+            return False
+        return True
 
     @property
     def is_query(self) -> bool:
