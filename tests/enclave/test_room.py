@@ -33,10 +33,12 @@ from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import AccessDenied, MessageFormatError, ProtocolError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
+from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki, user_id
 from cleanroom.protocol.manifest import SALT_BYTES, UPLOAD_MANIFEST_TYPE
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.run_request import seal_run_request
 from cleanroom.protocol.spec import (
     DownloadPurpose,
     RunPurpose,
@@ -132,6 +134,12 @@ def upload_frames(keys: SessionKeys, input_id: str, files: dict[str, bytes]) -> 
     return frames
 
 
+def run(room: CleanRoom, user: ec.EllipticCurvePrivateKey = ALICE) -> tuple[dict[str, Any], bytes]:
+    """The run, by ``user``'s run session and its sealed run request."""
+    keys = session(room, user, RunPurpose(op="run"))
+    return room.run(keys.session_id, seal_run_request(keys))
+
+
 def upload(room: CleanRoom, user: ec.EllipticCurvePrivateKey, input_id: str, data: bytes) -> str:
     keys = session(room, user, UploadPurpose(op="upload", input=input_id))
     room.upload(keys.session_id, upload_frames(keys, input_id, {"emails.csv": data}))
@@ -141,7 +149,7 @@ def upload(room: CleanRoom, user: ec.EllipticCurvePrivateKey, input_id: str, dat
 def test_the_whole_data_plane(room: CleanRoom) -> None:
     alice_digest = upload(room, ALICE, "input_1", ALICE_DATA)
     upload(room, BOB, "input_2", BOB_DATA)
-    receipt, signature = room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    receipt, signature = run(room)
     verify_receipt(
         receipt,
         signature,
@@ -166,20 +174,20 @@ def test_the_whole_data_plane(room: CleanRoom) -> None:
 def test_run_before_every_input_is_refused(room: CleanRoom) -> None:
     upload(room, ALICE, "input_1", ALICE_DATA)
     with pytest.raises(RunError) as caught:
-        room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+        run(room)
     assert caught.value.check == "inputs-missing"
 
 
 def test_upload_after_the_run_and_second_run_are_refused(room: CleanRoom) -> None:
     upload(room, ALICE, "input_1", ALICE_DATA)
     upload(room, BOB, "input_2", BOB_DATA)
-    room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    run(room)
     keys = session(room, BOB, UploadPurpose(op="upload", input="input_2"))
     with pytest.raises(UploadError) as caught:
         room.upload(keys.session_id, upload_frames(keys, "input_2", {"x": b""}))
     assert caught.value.check == "input-complete"
     with pytest.raises(RunError) as second:
-        room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+        run(room)
     assert second.value.check == "run-state"
 
 
@@ -209,7 +217,7 @@ def test_the_same_input_again_is_acknowledged_as_already_there(room: CleanRoom) 
     with pytest.raises(UploadError):
         upload(room, ALICE, "input_1", ALICE_DATA + b"e@x\n")
     upload(room, BOB, "input_2", BOB_DATA)
-    receipt, _ = room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    receipt, _ = run(room)
     assert receipt["inputs"]["input_1"]["sha256"] == digest
 
 
@@ -243,7 +251,7 @@ def test_the_signed_status_says_what_the_room_holds(room: CleanRoom) -> None:
     assert held["inputs"] == {"input_1": {"by": user_id(ALICE.public_key()), "sha256": digest}}
     assert held["outputs"] == [] and held["run"] is None
     upload(room, BOB, "input_2", BOB_DATA)
-    room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    run(room)
     ended = signed()
     assert (ended["state"], ended["outputs"]) == ("done", ["output_1"])
     assert ended["run"] == {"status": "succeeded", "exit_code": 0}
@@ -267,13 +275,75 @@ def test_tampered_upload_is_aborted_and_can_be_restarted(room: CleanRoom) -> Non
 def test_a_session_serves_its_purpose_once(room: CleanRoom) -> None:
     keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
     with pytest.raises(UploadError) as caught:
-        room.run(keys.session_id)
+        room.run(keys.session_id, seal_run_request(keys))
     assert caught.value.check == "session-purpose"
     # A refused misuse does not consume the session; a real use does.
     room.upload(keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}))
     with pytest.raises(UploadError) as again:
         room.upload(keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}))
     assert again.value.check == "session-used"
+
+
+def test_a_run_request_not_sealed_in_its_session_is_refused_and_keeps_the_session(
+    room: CleanRoom,
+) -> None:
+    """Only whoever holds the run session's keys starts the run: the Controller sees the
+    session id in the clear, and until the run request was a record under ``k_c2w`` it
+    could start a run with a session the runner opened and never used."""
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    other = session(room, ALICE, RunPurpose(op="run"))
+    another_path = RecordSender(keys.client_to_worker, keys.session_id).seal(
+        "run/other", b"{}", final=True
+    )
+    for name, forged, check in [
+        ("empty", b"", "record-frame"),
+        ("zeros", bytes(120), "record-frame"),
+        ("another session's", seal_run_request(other), "record-authentication"),
+        ("another record", another_path, "run-request"),
+    ]:
+        with pytest.raises(ProtocolError) as caught:
+            room.begin_run(keys.session_id, forged)
+        assert caught.value.check == check, (
+            f"{name} request: expected check {check}, got {caught.value.check}: {caught.value}"
+        )
+        assert room.state == "collecting", f"{name} request: expected no run, got {room.state}"
+    receipt, _ = room.run(keys.session_id, seal_run_request(keys))  # the session is intact
+    assert receipt["status"] == "succeeded"
+
+
+def test_a_run_init_replayed_into_another_worker_of_the_work_id_starts_nothing(
+    room: CleanRoom, tmp_path: Path, confinement: Sandbox
+) -> None:
+    """A v2 init names no Worker (v1's named the quote and the Worker id): a Controller
+    that started a second Worker of the same Work-ID can replay a runner's init there
+    and get a session. It cannot make the run request, which needs the session's keys."""
+    (tmp_path / "other").mkdir()
+    other = make_room(tmp_path / "other", confinement, HANDLER)
+    assert other.worker.spec.work_id == room.worker.spec.work_id
+    for each in (room, other):
+        upload(each, ALICE, "input_1", ALICE_DATA)
+        upload(each, BOB, "input_2", BOB_DATA)
+    handshake = ClientHandshakeV2(
+        user_key=ALICE, work_id=room.worker.spec.work_id, purpose=RunPurpose(op="run")
+    )
+    resp, signature = room.open_session(handshake.init, handshake.init_signature)
+    keys = handshake.finish(
+        resp, signature, worker_key=load_spki(room.worker.worker_key_spki, "worker_key")
+    )
+    request = seal_run_request(keys)
+    replayed, _ = other.open_session(handshake.init, handshake.init_signature)
+    for forged in (request, b""):
+        with pytest.raises(ProtocolError) as caught:
+            other.begin_run(replayed["session_id"], forged)
+        assert caught.value.check in ("record-authentication", "record-frame"), (
+            f"run with a replayed init: expected record-authentication or record-frame, "
+            f"got {caught.value.check}: {caught.value}"
+        )
+    assert other.state == "collecting", f"expected no run in the other Worker, got {other.state}"
+    receipt, _ = room.run(keys.session_id, request)
+    assert receipt["status"] == "succeeded"
 
 
 def test_download_by_a_non_recipient_and_before_the_run(room: CleanRoom) -> None:
@@ -298,7 +368,7 @@ def test_delete_erases_and_refuses_everything_after(room: CleanRoom, tmp_path: P
 def test_no_plaintext_left_on_disk(room: CleanRoom, tmp_path: Path) -> None:
     upload(room, ALICE, "input_1", ALICE_DATA)
     upload(room, BOB, "input_2", BOB_DATA)
-    room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    run(room)
     for path in (tmp_path / "worker").rglob("*"):
         if path.is_file():
             assert b"a@x" not in path.read_bytes() and b"d@x" not in path.read_bytes()
@@ -325,7 +395,7 @@ def run():
     room = make_room(tmp_path, confinement, handler)
     upload(room, ALICE, "input_1", ALICE_DATA)
     upload(room, BOB, "input_2", BOB_DATA)
-    receipt, _ = room.run(session(room, ALICE, RunPurpose(op="run")).session_id)
+    receipt, _ = run(room)
     assert receipt["status"] == "succeeded"
     assert room.failure is None
     document, _signature = room.status(bytes(32))
@@ -357,9 +427,9 @@ def test_a_failed_run_names_no_input_file_in_the_clear(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
 
     monkeypatch.setattr(room, "_stage", full_disk)
-    run = session(room, ALICE, RunPurpose(op="run")).session_id
+    keys = session(room, ALICE, RunPurpose(op="run"))
     service = SimpleNamespace(room=room)
-    room.begin_run(run)
+    room.begin_run(keys.session_id, seal_run_request(keys))
     with caplog.at_level(logging.INFO, logger="cleanroom.enclave"):
         WorkerService._run(service)  # type: ignore[arg-type]
     assert room.state == "failed"

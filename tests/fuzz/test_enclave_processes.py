@@ -27,6 +27,7 @@ from cleanroom.protocol.handshake_v2 import ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki, sign
 from cleanroom.protocol.manifest import SALT_BYTES, UPLOAD_MANIFEST_TYPE
 from cleanroom.protocol.records import RecordSender
+from cleanroom.protocol.run_request import seal_run_request
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
 from tests.fuzz.conftest import BUDGETS, fuzz, json_values, mutated, mutated_document
 from tests.fuzz.processes import Deployment, deployment
@@ -347,9 +348,19 @@ def test_worker_run_download_receipt(enclave: Deployment, budget: int) -> None:
     fuzz(budget, strategy, call)
     # Valid sessions for the run and a download are refused for the state they are in.
     run = session(enclave, RunPurpose(op="run"))
-    assert enclave.worker.client.post(f"/sessions/{run.session_id}/run").json()["check"] == (
-        "inputs-missing"
-    )
+    # Only with a request sealed under the session's key (the Controller sees the id
+    # alone); a made-up one leaves the session unused.
+    other = session(enclave, RunPurpose(op="run"))
+    for name, body in [("none", None), ("another session's", seal_run_request(other))]:
+        forged = {} if body is None else {"json": {"request": b64u(body)}}
+        answer = enclave.worker.client.post(f"/sessions/{run.session_id}/run", **forged)
+        assert answer.status_code == 400 and answer.json()["check"] in (
+            "request-format",
+            "record-authentication",
+        ), f"a run request {name}: expected a refusal, got {answer.status_code} {answer.text}"
+    request = {"request": b64u(seal_run_request(run))}
+    answer = enclave.worker.client.post(f"/sessions/{run.session_id}/run", json=request)
+    assert answer.json()["check"] == "inputs-missing", answer.text
     download = session(enclave, DownloadPurpose(op="download", output="output_1"))
     refusal = enclave.worker.client.post(f"/sessions/{download.session_id}/download")
     assert refusal.status_code == 409 and refusal.json()["check"] == "run-state"

@@ -202,8 +202,11 @@ class ComputeClient:
         )
         return from_b64u(_text(_object(response, "upload"), "ack", "upload"), "upload ack")
 
-    def run(self, name: str, session_id: str) -> dict[str, Any]:
-        return _object(self._request("POST", f"/v1/rooms/{name}/sessions/{session_id}/run"), "run")
+    def run(self, name: str, session_id: str, request: bytes) -> dict[str, Any]:
+        """Start a function room's run: ``request`` is the run session's sealed run
+        request (:func:`cleanroom.protocol.run_request.seal_run_request`)."""
+        path = f"/v1/rooms/{name}/sessions/{session_id}/run"
+        return _object(self._request("POST", path, json={"request": b64u(request)}), "run")
 
     def download(self, name: str, session_id: str) -> Iterator[bytes]:
         """The record frames of an output, as they arrive."""

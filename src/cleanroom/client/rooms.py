@@ -60,6 +60,7 @@ from cleanroom.protocol.manifest import (
 )
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
+from cleanroom.protocol.run_request import seal_run_request
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
 from cleanroom.protocol.status import NONCE_BYTES, verify_status
 
@@ -570,7 +571,9 @@ class CleanRoomClient:
         room, spec = self.approved(name)
         with self._compute(room) as compute:
             attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
-            compute.run(room.name, keys.session_id)  # its answer is relayed: not believed
+            # A record only this session's keys seal: the Controller cannot start a run
+            # with a session it kept, or with this init replayed to another Worker.
+            compute.run(room.name, keys.session_id, seal_run_request(keys))  # not believed
             status = self._status(compute, attestation)
             if status.state == "collecting":
                 raise RunNotStartedError(

@@ -40,6 +40,7 @@ from cleanroom.protocol.handshake import AcceptedHandshake
 from cleanroom.protocol.manifest import OUTPUT_MANIFEST_TYPE, encoded_salt, output_salt
 from cleanroom.protocol.receipt import MAX_EXIT_CODE, run_receipt
 from cleanroom.protocol.records import RecordReceiver, RecordSender
+from cleanroom.protocol.run_request import open_run_request
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
 from cleanroom.protocol.status import NONCE_BYTES, room_status
 from cleanroom.runtimes import Runtime
@@ -204,14 +205,27 @@ class CleanRoom:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, session_id: str) -> tuple[dict[str, Any], bytes]:
+    def run(self, session_id: str, request: bytes) -> tuple[dict[str, Any], bytes]:
         """Start and finish the run in this thread; the signed receipt."""
-        self.begin_run(session_id)
+        self.begin_run(session_id, request)
         return self.execute()
 
-    def begin_run(self, session_id: str) -> None:
-        """Check the run session and the state, and mark the clean room running."""
+    def begin_run(self, session_id: str, request: bytes) -> None:
+        """Check the run session and its request (a record only the session's client
+        can seal: :mod:`cleanroom.protocol.run_request`), then the state, and mark the
+        clean room running."""
         with self._lock:
+            self._alive()
+            session = self._sessions.get(session_id)
+            # Before the session is used: a request the Controller made up is refused
+            # and leaves the runner's session as it was.
+            purpose = None if session is None else session.purpose
+            if (
+                session is not None
+                and session_id not in self._used
+                and isinstance(purpose, RunPurpose)
+            ):
+                open_run_request(session.keys, request)
             self._take(session_id, RunPurpose)
             if self._state != "collecting":
                 raise RunError("run-state", "no run yet", self._state, "the clean room ran already")

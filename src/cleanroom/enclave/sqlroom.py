@@ -138,7 +138,8 @@ class SqlRoom(CleanRoom):
 
     # ------------------------------------------------------------- queries
 
-    def begin_run(self, session_id: str) -> None:
+    def begin_run(self, session_id: str, request: bytes) -> None:
+        del session_id, request
         raise RunError("run-state", "a query (SQL room)", "a function run", "send a query")
 
     def begin_query(self, session_id: str, frame: bytes) -> int:

@@ -226,7 +226,10 @@ class WorkerService:
                     target=self._query, args=(sql_room, number), name="query", daemon=True
                 ).start()
                 return JSONResponse({"state": sql_room.state, "run": number}, status_code=202)
-            room.begin_run(session_id)
+            # The run request: a record under the session's key, so only the runner who
+            # opened the session can start the run (protocol/run_request.py).
+            frame = binary(await json_body(request, frozenset({"request"})), "request")
+            room.begin_run(session_id, frame)
             threading.Thread(target=self._run, name="run", daemon=True).start()
             return JSONResponse({"state": room.state}, status_code=202)
 
