@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import RunError, UploadError
-from cleanroom.enclave.room import CleanRoom, seal_bundle
+from cleanroom.enclave.room import SESSION_LIFETIME_S, CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
@@ -343,6 +343,33 @@ def test_a_run_init_replayed_into_another_worker_of_the_work_id_starts_nothing(
         )
     assert other.state == "collecting", f"expected no run in the other Worker, got {other.state}"
     receipt, _ = room.run(keys.session_id, request)
+    assert receipt["status"] == "succeeded"
+
+
+def test_a_request_held_back_past_the_sessions_lifetime_is_refused(room: CleanRoom) -> None:
+    """The Controller holds a runner's sealed run request back (it tells her the Worker
+    refused) and sends it when it likes: only within the session's lifetime."""
+    now = [1_000_000.0]
+    room._clock = lambda: now[0]
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    held = seal_run_request(keys)
+    now[0] += SESSION_LIFETIME_S + 1
+    with pytest.raises(UploadError) as caught:
+        room.begin_run(keys.session_id, held)
+    assert caught.value.check == "session-expired", (
+        f"a run request {SESSION_LIFETIME_S + 1} s after the handshake: expected "
+        f"session-expired, got {caught.value.check}: {caught.value}"
+    )
+    assert room.state == "collecting", f"expected no run, got {room.state}"
+    session(room, BOB, UploadPurpose(op="upload", input="input_2"))  # prunes the old one
+    with pytest.raises(UploadError) as gone:
+        room.begin_run(keys.session_id, held)
+    assert gone.value.check == "session-used", f"expected session-used, got {gone.value}"
+    fresh = session(room, ALICE, RunPurpose(op="run"))
+    now[0] += SESSION_LIFETIME_S - 1
+    receipt, _ = room.run(fresh.session_id, seal_run_request(fresh))
     assert receipt["status"] == "succeeded"
 
 

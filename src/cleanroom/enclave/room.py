@@ -48,6 +48,8 @@ from cleanroom.runtimes import Runtime
 P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
 
 LOG_FILE = "function.log"
+SESSION_LIFETIME_S = 120.0
+"""How long after its handshake a session's request may come (it comes at once)."""
 PARAMETERS_FILE = "parameters.json"
 BUNDLE_OBJECT = "_function/bundle.tar"  # no input or output id starts with "_"
 
@@ -95,6 +97,7 @@ class CleanRoom:
         self._scratch_root = scratch_root
         self._clock = clock
         self._sessions: dict[str, AcceptedHandshake] = {}
+        self._opened: dict[str, float] = {}  # when each session was opened (self._clock)
         self._used: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
         self._outputs: dict[str, tuple[str, list[StoredObject]]] = {}
@@ -121,13 +124,37 @@ class CleanRoom:
     def open_session(self, init: object, init_signature: bytes) -> tuple[dict[str, Any], bytes]:
         self._alive()
         accepted = self.worker.handshake(init, init_signature)
-        self._sessions[accepted.keys.session_id] = accepted
+        with self._lock:
+            now = self._clock()
+            # A session serves one request, made at once by its client: one older than
+            # its lifetime is dropped (so is its memory), whether used or not.
+            for old in [i for i, t in self._opened.items() if now - t > SESSION_LIFETIME_S]:
+                self._sessions.pop(old, None)
+                self._opened.pop(old, None)
+                self._used.discard(old)
+            self._sessions[accepted.keys.session_id] = accepted
+            self._opened[accepted.keys.session_id] = now
         return accepted.resp, accepted.resp_signature
+
+    def _fresh(self, session_id: str) -> AcceptedHandshake | None:
+        """The session, if it exists, is unused and within its lifetime: else None, or
+        ``session-expired`` for one opened longer ago than that (the Controller held its
+        request back)."""
+        session = self._sessions.get(session_id)
+        if session is None or session_id in self._used:
+            return None
+        age = self._clock() - self._opened[session_id]
+        if age > SESSION_LIFETIME_S:  # a clock stepped back refuses nothing
+            raise UploadError(
+                "session-expired", f"a request within {SESSION_LIFETIME_S:.0f} s of the handshake",
+                f"{age:.0f} s", "the session expired: open a new one",
+            )  # fmt: skip
+        return session
 
     def _take(self, session_id: str, kind: type[P]) -> tuple[AcceptedHandshake, P]:
         self._alive()
-        session = self._sessions.get(session_id)
-        if session is None or session_id in self._used:
+        session = self._fresh(session_id)
+        if session is None:
             raise UploadError(
                 "session-used", "a fresh session", session_id, "unknown or used session"
             )
@@ -216,15 +243,10 @@ class CleanRoom:
         clean room running."""
         with self._lock:
             self._alive()
-            session = self._sessions.get(session_id)
+            session = self._fresh(session_id)
             # Before the session is used: a request the Controller made up is refused
             # and leaves the runner's session as it was.
-            purpose = None if session is None else session.purpose
-            if (
-                session is not None
-                and session_id not in self._used
-                and isinstance(purpose, RunPurpose)
-            ):
+            if session is not None and isinstance(session.purpose, RunPurpose):
                 open_run_request(session.keys, request)
             self._take(session_id, RunPurpose)
             if self._state != "collecting":
@@ -432,6 +454,7 @@ class CleanRoom:
         with self._lock:
             self._state = "deleted"
             self._sessions.clear()
+            self._opened.clear()
             self._store.erase()
 
 
