@@ -30,7 +30,7 @@ from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.simulated import SimulatedPlatform
 from cleanroom.protocol.encoding import b64u, canonical
-from cleanroom.protocol.errors import AccessDenied
+from cleanroom.protocol.errors import AccessDenied, ProtocolError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import (
@@ -250,6 +250,32 @@ def test_a_refusal_quotes_nothing_of_the_query_in_the_clear(room: SqlRoom) -> No
     opened = open_refusal(keys, caught.value.sealed)
     assert opened.check == "aggregation.dimension_columns" and "email" in str(opened)
     assert not room.runs  # nothing ran
+
+
+def test_a_query_frame_not_sealed_in_its_session_leaves_the_session_to_the_runner(
+    room: SqlRoom,
+) -> None:
+    """The Controller races a made-up frame (or another session's) onto the runner's
+    query session: refused, and the runner's own query still runs in that session (it
+    used to be burnt: session-used)."""
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    other = session(room, ALICE, RunPurpose(op="run"))
+    request = canonical(query_request(name="by_segment", parameters={"skip": "none"}))
+    for name, forged, check in [
+        ("zeros", bytes(120), "record-frame"),
+        ("another session's", RecordSender(other.client_to_worker, other.session_id).seal(
+            QUERY_RECORD, request, final=True), "record-authentication"),
+    ]:  # fmt: skip
+        with pytest.raises(ProtocolError) as caught:
+            room.begin_query(keys.session_id, forged)
+        assert caught.value.check == check, (
+            f"{name} frame: expected {check}, got {caught.value.check}: {caught.value}"
+        )
+    frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
+        QUERY_RECORD, request, final=True
+    )
+    number = room.begin_query(keys.session_id, frame)
+    assert number == 1, f"expected the runner's query to run as run 1, got {number}"
 
 
 def test_ad_hoc_queries_only_from_their_runners(room: SqlRoom) -> None:

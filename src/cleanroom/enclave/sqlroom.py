@@ -146,6 +146,12 @@ class SqlRoom(CleanRoom):
         """Check the run session, open its encrypted query, check it against every rule,
         charge the budget; the run's number (execute it with :meth:`execute_query`)."""
         with self._lock:
+            fresh = self._fresh(session_id)
+            if fresh is not None and isinstance(fresh.purpose, RunPurpose):
+                # Sealed in this session, before the session is used: a frame the
+                # Controller made up is refused (in the clear: its header is all it
+                # quotes) and leaves the runner's session for her real query.
+                RecordReceiver(fresh.keys.client_to_worker, fresh.keys.session_id).open(frame)
             session, _purpose = self._take(session_id, RunPurpose)
             try:
                 return self._admit_query(session, frame)
