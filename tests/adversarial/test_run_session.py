@@ -9,16 +9,11 @@ opened, and start the run whenever it liked (once the other inputs were in), or
 replay the runner's init into another Worker of the same Work-ID (the v2 init names
 no Worker) and run there. The run request is now one record under the session's
 ``k_c2w`` (``run/request``), which only the client can seal (``run-request``).
-
-The enclave processes run the installed ``cleanroom`` (``python -I``): this test
-passes once the Worker side of the fix is installed there.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -29,12 +24,6 @@ from tests.adversarial.proxy import Message, TamperingProxy
 from tests.adversarial.test_hostile_controller import SESSIONS, refused, room  # noqa: F401
 from tests.e2e.conftest import User
 from tests.e2e.helpers import write
-
-
-def _installed_worker_checks_run_requests() -> bool:
-    """Whether the enclaves' ``cleanroom`` (what ``python -I`` imports) has the fix."""
-    probe = [sys.executable, "-I", "-c", "import cleanroom.protocol.run_request"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def worker_of(hostile_stack_dir: Path, work_id: str) -> httpx.Client:
@@ -50,11 +39,6 @@ def worker_of(hostile_stack_dir: Path, work_id: str) -> httpx.Client:
     raise AssertionError(f"no Worker of {work_id} under {hostile_stack_dir}")
 
 
-@pytest.mark.skipif(
-    not _installed_worker_checks_run_requests(),
-    reason="the installed Worker (python -I) predates the run request record: the attack "
-    "succeeds against it (tests/enclave/test_room.py checks the fix in process)",
-)
 def test_the_controller_cannot_run_with_a_runners_session_she_never_used(
     alice: User,
     bob: User,
