@@ -43,6 +43,7 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
+from cleanroom.protocol.status import verify_status
 from cleanroom.sql import engine_bundle, engine_function_id
 from cleanroom.tee.measure import measure
 from tests.enclave.test_room import upload_frames
@@ -300,6 +301,17 @@ def test_inputs_freeze_at_the_first_query(room: SqlRoom, tmp_path: Path) -> None
     with pytest.raises(UploadError) as caught:
         upload(room, BOB, "input_2", bob_csv() + b"z@x,west,9,1.0\n")
     assert caught.value.check == "input-complete"
+
+
+def test_the_signed_status_of_a_room_that_answered_a_query_says_querying(room: SqlRoom) -> None:
+    """A SQL room's state after its first query is ``querying`` (inputs frozen, queries
+    run): the signed status could not be built for it, so asking for it failed."""
+    nonce = bytes(range(32))
+    key = load_spki(room.worker.worker_key_spki, "worker_key")
+    query(room, ALICE, sql="SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region")
+    status = verify_status(*room.status(nonce), worker_key=key, spec=room.worker.spec,
+                           nonce=nonce)  # fmt: skip
+    assert (status["state"], status["run"], status["outputs"]) == ("querying", None, [])
 
 
 @pytest.mark.parametrize(

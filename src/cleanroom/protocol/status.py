@@ -27,7 +27,8 @@ from cleanroom.protocol.spec import WorkSpec
 
 STATUS_TYPE = "cleanroom/room-status/v1"
 NONCE_BYTES = 32
-ROOM_STATES = ("collecting", "running", "done", "failed")
+ROOM_STATES = ("collecting", "running", "done", "failed", "querying")
+"""``querying``: a SQL room after its first query (inputs frozen, queries answered)."""
 STATUS_FIELDS = frozenset(
     {"type", "work_id", "nonce", "state", "inputs", "uploading", "outputs", "run", "detail"}
 )
