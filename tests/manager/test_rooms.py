@@ -347,6 +347,24 @@ def test_a_participant_from_another_project_sees_the_room_and_bundle_but_cannot_
     assert client.room("overlap").state == "deployed"
 
 
+def test_a_spec_is_live_in_one_room_at_a_time(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    """Another project shown a spec deploys an identical copy: a second Worker of one
+    Work-ID, which would accept the sessions, status and receipts meant for the first."""
+    client, function, bundle = acme
+    spec = make_spec(function)
+    client.deploy(spec)
+    copier, _ = manager.login("globex")
+    copier.upload_function(bundle)
+    with pytest.raises(ServerError) as caught:
+        copier.deploy(spec)
+    assert (caught.value.status, caught.value.check) == (409, "work-id-live")
+    assert spec.work_id in caught.value.detail
+    client.delete(spec.name)
+    assert copier.deploy(spec).state == "deployed"
+
+
 def test_an_unregistered_client_of_another_project_is_not_a_participant(
     manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
 ) -> None:

@@ -150,6 +150,20 @@ class Rooms:
                 raise taken
             server = _schedule(session)
             self._within_quota(session, caller)
+            # One live room per Work-ID, whichever project: a second Worker of the same
+            # Work-ID accepts the sessions, status and receipts meant for the first, and
+            # another project could deploy a copy of a spec it was shown (found by the
+            # protocol red team). Checked under the scheduling lock, as the quota.
+            twin = select(Room.project_id).where(
+                Room.work_id == spec.work_id, Room.state.in_(LIVE_ROOM_STATES)
+            )
+            if session.scalar(twin) is not None:
+                raise Conflict(
+                    f"a clean room with Work-ID {spec.work_id} is live already: one room per "
+                    "spec (give a new spec a new nonce)",
+                    check="work-id-live",
+                    work_id=spec.work_id,
+                )
             # Again under the lock: a garbage collection may have deleted the bundle
             # since; from here on it cannot (storage.collect_garbage).
             bundle = select(StoredFunction.digest).where(StoredFunction.digest == digest)
