@@ -107,6 +107,11 @@ class Threshold(BaseModel):
     minimum: int = Field(ge=2, le=1_000_000)
 
 
+MAX_DP_BOUND = 1e15
+"""The largest |bound| of a summed column under differential privacy: sums of many such
+values stay finite (and exact to the cent), whatever the data."""
+
+
 class DifferentialPrivacy(BaseModel):
     """Noise calibrated by OpenDP on every aggregate; a total ε per room for this owner."""
 
@@ -131,6 +136,13 @@ class DifferentialPrivacy(BaseModel):
             if not (math.isfinite(low) and math.isfinite(high) and low < high):
                 raise SpecRuleError(
                     "rule-contradiction", f"bounds of {column}: [{low}, {high}] is not a range"
+                )
+            if max(abs(low), abs(high)) > MAX_DP_BOUND:
+                # Sums of values near 1e306 overflow to infinity, and whether the release
+                # failed then depended on the data (found by the DP red team).
+                raise SpecRuleError(
+                    "rule-contradiction",
+                    f"bounds of {column}: [{low}, {high}] go past ±{MAX_DP_BOUND:g}",
                 )
         return self
 
