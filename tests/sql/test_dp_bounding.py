@@ -15,9 +15,12 @@ from cleanroom.sql.rules import plan_query
 from tests.sql.fixtures import both_under_dp, sql_spec
 
 
-def bounded_count(sql: str, input_1: list[str], input_2: list[tuple[str, str]]) -> int:
-    """The contribution-bounded row count of a DP plan's ``sql`` on these rows (the
-    engine's exact count, before noise), in the data runtime's DuckDB."""
+def engine_rows(
+    sql: str, input_1: list[tuple[str, float | None]], input_2: list[tuple[str, str]]
+) -> list[list[object]]:
+    """The rows of a DP plan's ``sql`` (the engine's exact, bounded aggregates, before
+    noise) in the data runtime's DuckDB, on input_1 rows (email, spend) of region "r"
+    and input_2 rows (email, segment)."""
     try:
         runtime = installed_runtime("python3.11-data")
     except RunError as error:
@@ -29,16 +32,23 @@ def bounded_count(sql: str, input_1: list[str], input_2: list[tuple[str, str]]) 
         "con.execute('CREATE TABLE input_1 (email VARCHAR, region VARCHAR, zip VARCHAR,"
         " spend DOUBLE)')\n"
         "con.execute('CREATE TABLE input_2 (email VARCHAR, segment VARCHAR)')\n"
-        "con.executemany(\"INSERT INTO input_1 VALUES (?, 'r', '1', 1.0)\", [[e] for e in one])\n"
+        "con.executemany(\"INSERT INTO input_1 VALUES (?, 'r', '1', ?)\", one)\n"
         "con.executemany('INSERT INTO input_2 VALUES (?, ?)', two)\n"
-        "print(sum(row[-1] for row in con.execute(sql).fetchall()))\n"
+        "print(json.dumps([list(row) for row in con.execute(sql).fetchall()]))\n"
     )
     result = subprocess.run(
         [str(runtime.interpreter), "-I", "-c", script],
         input=json.dumps([sql, input_1, input_2]), capture_output=True, text=True,
         timeout=120, check=True,
     )  # fmt: skip
-    return int(result.stdout)
+    rows: list[list[object]] = json.loads(result.stdout)
+    return rows
+
+
+def bounded_count(sql: str, input_1: list[str], input_2: list[tuple[str, str]]) -> int:
+    """The contribution-bounded row count of a DP plan's ``sql`` on these people."""
+    rows = engine_rows(sql, [(email, 1.0) for email in input_1], input_2)
+    return sum(int(str(row[-1])) for row in rows)
 
 
 PEOPLE = [f"e{n}" for n in range(100)]
@@ -73,3 +83,16 @@ def test_without_the_identity_join_one_person_moves_everyone(
     with_b = bounded_count(plan.sql, PEOPLE, own + [(e, "b") for e in PEOPLE])
     without_b = bounded_count(plan.sql, PEOPLE, own)
     assert without_b == 100 and without_b - with_b > 10
+
+
+def test_a_missing_value_is_neither_summed_nor_counted() -> None:
+    """SUM and AVG skip a NULL, and so do their bounded forms: GREATEST skips a NULL
+    argument, so a missing value was summed as the lower bound (here 10) and counted in
+    AVG's divisor (found by the DP red team; accuracy, not privacy)."""
+    rules = both_under_dp()
+    rules["input_1"]["differential_privacy"]["bounds"] = {"spend": [10.0, 100.0]}
+    text = "SELECT region, SUM(spend) AS s FROM input_1 GROUP BY region"
+    plan = plan_query(sql_spec(rules=rules), name=None, text=text)
+    rows = engine_rows(plan.sql, [("e0", 50.0), ("e1", None), ("e2", 1_000.0)], [("e0", "s")])
+    # (group, rows, the bounded sum, how many values it adds up)
+    assert rows == [["r", 3, 150.0, 2]]

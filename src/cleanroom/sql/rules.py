@@ -988,16 +988,17 @@ def _dp_plan(
             raise refuse("bounds", f"bounds for {column} in {input_id}'s rule", "none",
                          f"{kind} of {column} needs its owner's bounds")  # fmt: skip
         low, high = bounds
+        value = exp.TryCast(this=argument.copy(), to=exp.DataType.build("DOUBLE"))
         clamped = exp.func(
             "LEAST",
-            exp.func(
-                "GREATEST",
-                exp.TryCast(this=argument.copy(), to=exp.DataType.build("DOUBLE")),
-                exp.Literal.number(low),
-            ),
+            exp.func("GREATEST", value, exp.Literal.number(low)),
             exp.Literal.number(high),
         )
-        rows.append(exp.alias_(clamped, hidden))
+        # A NULL stays NULL, as SUM and AVG take it (GREATEST skips a NULL argument: a
+        # missing value was summed as the lower bound and counted in AVG's divisor).
+        kept = exp.Case(ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()),
+                                     true=exp.Null())], default=clamped)  # fmt: skip
+        rows.append(exp.alias_(kept, hidden))
         outer.append(exp.alias_(exp.Sum(this=exp.column(hidden)), f"{hidden}_sum"))
         outer.append(exp.alias_(exp.Count(this=exp.column(hidden)), f"{hidden}_count"))
         aggregates.append(
