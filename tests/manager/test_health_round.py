@@ -29,7 +29,7 @@ from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
 ANSWER_TIME = 0.8
 """How long the Controller takes to answer about a room: within the health timeout."""
 HEALTH_TIMEOUT = 1.0
-ROOMS = 6
+ROOMS = 12
 
 
 @contextmanager
@@ -79,7 +79,9 @@ def test_a_servers_questions_about_its_rooms_take_at_most_twice_the_health_timeo
         finally:
             health.close()
     budget = 2 * HEALTH_TIMEOUT
-    assert took < budget + HEALTH_TIMEOUT + 0.5, (
+    # The health answer, the budget, the question under way when it ran out, and room
+    # for a loaded machine; all 12 questions would take 9.6 s.
+    assert took < HEALTH_TIMEOUT + budget + HEALTH_TIMEOUT + 1.5, (
         f"one server's check: expected at most about {budget} s of questions about its "
         f"rooms, took {took:.1f} s ({len(asked)} of {ROOMS} rooms asked, "
         f"{ANSWER_TIME} s each)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,6 +205,15 @@ def test_a_group_under_the_threshold_decides_nothing_released(
     assert answers[0][0]["suppressed"] == 1
 
 
+def dp_groups(tmp_path: Path, sql: str) -> list[dict[str, Any]]:
+    """The exact groups the engine writes for the Worker under DP (``rows.jsonl``), from
+    a run of ``sql`` on Alice's data that must succeed."""
+    result = run_engine(tmp_path, sql, dp=True)
+    assert result.returncode == 0, result.stderr[-500:]
+    lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
 @pytest.mark.parametrize(
     "key",
     [
@@ -224,11 +234,7 @@ def test_whether_a_dp_query_fails_does_not_depend_on_its_groups(tmp_path: Path, 
     found = []
     for region in ("tiny", "nowhere"):
         plan = plan_query(spec, name="q", parameters={"r": region}, epsilon=1e-9)
-        work = tmp_path / region
-        result = run_engine(work, plan.sql, dp=True)
-        assert result.returncode == 0, result.stderr[-500:]
-        rows = (work / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
-        found.append(len(rows))
+        found.append(len(dp_groups(tmp_path / region, plan.sql)))
     assert found == [1, 0]
 
 
@@ -243,10 +249,7 @@ def test_dp_groups_are_released_under_keys_as_distinct_as_the_engines(tmp_path: 
     key = "CASE WHEN region = 'tiny' THEN 1.0 ELSE 1.00000000000000000001 END"
     text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 GROUP BY {key}"  # noqa: S608
     plan = plan_query(sql_spec(dp=True), name=None, text=text)
-    result = run_engine(tmp_path, plan.sql, dp=True)
-    assert result.returncode == 0, result.stderr[-500:]
-    lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
+    rows = dp_groups(tmp_path, plan.sql)
     assert sorted((row["__cr_g0"], row["__cr_n"]) for row in rows) == [
         ("1.00000000000000000000", 1), ("1.00000000000000000001", 39)
     ]  # fmt: skip
@@ -268,10 +271,7 @@ def test_dp_group_keys_are_cut_so_their_size_depends_on_their_number_only(
     key = f"CONCAT('{pad}', zip)"
     text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 GROUP BY {key}"  # noqa: S608
     plan = plan_query(sql_spec(dp=True), name=None, text=text)
-    result = run_engine(tmp_path, plan.sql, dp=True)
-    assert result.returncode == 0, result.stderr[-500:]
-    lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
+    rows = dp_groups(tmp_path, plan.sql)
     assert [(row["__cr_g0"], row["__cr_n"]) for row in rows] == [("x" * MAX_DP_KEY_CHARS, 40)]
 
 
