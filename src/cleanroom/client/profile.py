@@ -18,7 +18,8 @@ so two users can share a machine with different homes or profile names. It holds
   that one signs what the enclave acts on, this one every HTTP request an
   untrusted Controller sees, and it can be replaced without changing who the
   user is;
-- ``approvals.json``: room name -> the Work-ID the user reviewed and pinned;
+- ``approvals.json``: room name -> the Work-ID the user reviewed and pinned, and the
+  Worker of that Work-ID this profile met first;
 - ``inspections.json``: room name -> the Work-ID the user last inspected, so that a
   room redeployed between ``inspect`` and ``approve`` is said plainly;
 - ``reviews/<Work-ID>.json``: what the user was shown for each Work-ID they
@@ -43,6 +44,7 @@ read are refused, as ssh does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -125,19 +127,24 @@ class NotApprovedError(CheckFailed):
 
 @dataclass(frozen=True)
 class Approval:
-    """A Work-ID the user reviewed and pinned for a clean room."""
+    """A Work-ID the user reviewed and pinned for a clean room, and the Worker of it
+    that this profile met first (``worker_id``, its attested id; None until then)."""
 
     work_id: str
     function_id: str
     approved_at: int
+    worker_id: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The approval as stored in ``approvals.json``."""
-        return {
+        document: dict[str, object] = {
             "work_id": self.work_id,
             "function_id": self.function_id,
             "approved_at": self.approved_at,
         }
+        if self.worker_id is not None:
+            document["worker_id"] = self.worker_id
+        return document
 
 
 @dataclass(frozen=True)
@@ -250,6 +257,7 @@ class _ApprovalRecord(BaseModel):
     work_id: str
     function_id: str
     approved_at: int
+    worker_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = None
 
 
 def resolve_name(name: str | None = None) -> str:
@@ -689,7 +697,9 @@ class Profile:
                     f"{self._what(APPROVALS_FILE)}: room {name!r}: "
                     f"{_first_error(error, APPROVALS_FILE)}"
                 ) from error
-            approvals[name] = Approval(parsed.work_id, parsed.function_id, parsed.approved_at)
+            approvals[name] = Approval(
+                parsed.work_id, parsed.function_id, parsed.approved_at, parsed.worker_id
+            )
         return approvals
 
     def approve(
@@ -698,17 +708,41 @@ class Profile:
         """Pin ``work_id`` as the one Work-ID this user accepts for room ``name``.
 
         Replaces an earlier approval of the same room. Call it only after reviewing
-        the spec and the function (:func:`cleanroom.client.review.review`).
+        the spec and the function (:func:`cleanroom.client.review.review`). Approving
+        the same Work-ID again keeps the Worker pinned for it (:meth:`pin_worker`).
         """
-        approval = Approval(work_id, function_id, int(time.time()) if at is None else at)
         approvals = self.approvals()
+        earlier = approvals.get(name)
+        worker_id = earlier.worker_id if earlier and earlier.work_id == work_id else None
+        approval = Approval(work_id, function_id, int(time.time()) if at is None else at, worker_id)
         approvals[name] = approval
+        self._write_approvals(approvals)
+        return approval
+
+    def pin_worker(self, name: str, work_id: str, worker_id: str) -> str | None:
+        """The Worker pinned for the approved ``work_id`` of room ``name``: the one
+        pinned before, else ``worker_id``, which is pinned now. None when the user has
+        not approved this Work-ID of the room (nothing is pinned then).
+
+        Call it only with the ``worker_id`` of a Worker whose evidence passed every
+        Phase 1 check for ``work_id``.
+        """
+        approvals = self.approvals()
+        approval = approvals.get(name)
+        if approval is None or approval.work_id != work_id:
+            return None
+        if approval.worker_id is None:
+            approvals[name] = dataclasses.replace(approval, worker_id=worker_id)
+            self._write_approvals(approvals)
+            return worker_id
+        return approval.worker_id
+
+    def _write_approvals(self, approvals: dict[str, Approval]) -> None:
         write_atomic(
             self.directory / APPROVALS_FILE,
             _json_bytes({room: item.to_json() for room, item in sorted(approvals.items())}),
             _PUBLIC_FILE,
         )
-        return approval
 
     def approval(self, name: str) -> Approval | None:
         """The approval pinned for room ``name``, if any."""

@@ -38,7 +38,7 @@ from cleanroom.attestation.collateral import QuoteBundle
 from cleanroom.client.audit import SavedReceipt
 from cleanroom.client.collateral import ChosenCollateral, choose_collateral
 from cleanroom.client.compute import ComputeClient, Evidence
-from cleanroom.client.errors import ServerError
+from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile
@@ -426,6 +426,7 @@ class CleanRoomClient:
             trust=self.profile.trust_anchor(),
             at=now,
         )
+        self._check_worker(room.name, worker.work_id, worker.worker_id)
         return Attestation(
             room,
             spec,
@@ -434,6 +435,34 @@ class CleanRoomClient:
             collateral=collateral,
             evidence=evidence,
         )
+
+    def _check_worker(self, name: str, work_id: str, worker_id: str) -> None:
+        """One Worker per approved Work-ID for this user (``worker-changed``).
+
+        The Controller can start another Worker of a Work-ID from the spec and bundle
+        it keeps, and that Worker passes every Phase 1 check: a genuine enclave of the
+        approved Work-ID. Each of two such Workers holds its own inputs, runs, receipts
+        and privacy budget, so sessions with both would split this user's data between
+        rooms that each sign for themselves (an input given twice, a fresh budget over
+        it, a status or receipt of the room that does not hold it). The first Worker of
+        an approved Work-ID that this profile attests is pinned with the approval, and
+        every later session, status and receipt must come from it. A room whose Worker
+        was lost is redeployed, which makes a new Work-ID.
+        """
+        records = self._records().get(name, {})
+        # Earlier versions recorded the Worker of each input under DP, in uploads.json.
+        earlier = records.get("workers", {}) if records.get("work_id") == work_id else {}
+        first = next((str(worker) for worker in earlier.values()), worker_id)
+        pinned = self.profile.pin_worker(name, work_id, first)
+        if pinned is not None and pinned != worker_id:
+            raise UntrustedAnswerError(
+                "worker-changed", pinned, worker_id,
+                f"another Worker of clean room {name!r} answered than the one you used "
+                "before (the same Work-ID in another enclave, which holds its own inputs, "
+                "runs and privacy budget): none of your data went to it",
+                "if the room's Worker was lost, have the room redeployed (a new Work-ID) "
+                "and approve that",
+            )  # fmt: skip
 
     # ---------------------------------------------------- attested session
 
@@ -547,10 +576,9 @@ class CleanRoomClient:
         _known(input_id, spec.inputs, "input", name)
         files = _input_files(source)
         with self._compute(room) as compute:
-            attestation, keys = self._open(
+            _attestation, keys = self._open(
                 compute, room, spec, UploadPurpose(op="upload", input=input_id)
             )
-            self._check_budget_reset(name, spec, input_id, attestation.worker.worker_id)
             salt = input_salt(self.profile.user_key, spec.work_id, input_id)
             upload = _Upload(keys, input_id, salt, files, progress)
             try:
@@ -559,9 +587,7 @@ class CleanRoomClient:
                 raise _with_file_named(error, [relative for relative, _path in files]) from None
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
         ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
-        self._remember_upload(
-            name, spec.work_id, input_id, digest, worker_id=attestation.worker.worker_id
-        )
+        self._remember_upload(name, spec.work_id, input_id, digest)
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
         return UploadResult(input_id, digest, sizes, upload.sent, ack.already, ack.rows)
 
@@ -871,14 +897,10 @@ class CleanRoomClient:
             return {}
         return records if isinstance(records, dict) else {}
 
-    def _remember_upload(
-        self, name: str, work_id: str, input_id: str, digest: str, *, worker_id: str | None = None
-    ) -> None:
+    def _remember_upload(self, name: str, work_id: str, input_id: str, digest: str) -> None:
         records = self._records()
         entry = self._entry(records, name, work_id)
         entry["inputs"][input_id] = digest
-        if worker_id is not None:
-            entry.setdefault("workers", {})[input_id] = worker_id
         self._write_records(records)
 
     def _remember_detail(self, name: str, work_id: str, detail: dict[str, Any]) -> None:
@@ -910,25 +932,6 @@ class CleanRoomClient:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
         os.replace(temporary, path)
-
-    def _check_budget_reset(self, name: str, spec: WorkSpec, input_id: str, worker_id: str) -> None:
-        """Refuse to hand an input under differential privacy to a second Worker of the
-        same Work-ID: that Worker starts a fresh budget over the same data (a Worker the
-        Controller restarted with the spec it kept). Redeploy (a new Work-ID) instead."""
-        rule = spec.sql.rules.get(input_id) if spec.sql is not None else None
-        if rule is None or rule.differential_privacy is None:
-            return
-        entry = self._records().get(name, {})
-        earlier = (
-            entry.get("workers", {}).get(input_id) if entry.get("work_id") == spec.work_id else None
-        )
-        if earlier is not None and earlier != worker_id:
-            raise TransferError(
-                "dp-budget-reset", earlier, worker_id,
-                f"you gave {input_id} to another Worker of this Work-ID: this one would "
-                "start a fresh privacy budget over it",
-                "if the room was lost, redeploy it (a new Work-ID) and approve that",
-            )  # fmt: skip
 
     def _own_uploads(self, name: str, work_id: str) -> dict[str, str]:
         entry = self._records().get(name, {})

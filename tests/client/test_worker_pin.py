@@ -1,0 +1,79 @@
+"""One Worker per approved Work-ID for a profile (``worker-changed``), without servers.
+
+The end-to-end case, a Worker the Controller starts again from the spec it kept, is
+``tests/adversarial/test_twin_worker.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cleanroom.client.errors import UntrustedAnswerError
+from cleanroom.client.profile import Profile
+from cleanroom.client.rooms import UPLOADS_FILE, CleanRoomClient
+from cleanroom.protocol.spec import WorkSpec
+from tests.client.test_profile import create
+from tests.sql.fixtures import sql_document, sql_spec
+
+WORKER_A = "A" * 43
+WORKER_B = "B" * 43
+
+
+def changed(client: CleanRoomClient, work_id: str, worker_id: str) -> UntrustedAnswerError:
+    with pytest.raises(UntrustedAnswerError) as caught:
+        client._check_worker("room", work_id, worker_id)
+    assert caught.value.check == "worker-changed"
+    assert (caught.value.expected, caught.value.actual) == (WORKER_A, worker_id)
+    return caught.value
+
+
+def test_the_first_worker_of_an_approved_work_id_is_the_only_one(tmp_path: Path) -> None:
+    profile = create("alice", tmp_path)
+    client = CleanRoomClient(profile)
+    spec = sql_spec()
+    client._check_worker("room", spec.work_id, WORKER_B)  # not approved: nothing pinned
+    profile.approve("room", spec.work_id, spec.function)
+    client._check_worker("room", spec.work_id, WORKER_A)  # the first one met: pinned
+    client._check_worker("room", spec.work_id, WORKER_A)
+    assert profile.approval("room").worker_id == WORKER_A  # type: ignore[union-attr]
+    error = changed(client, spec.work_id, WORKER_B)
+    assert error.hint is not None and "redeployed" in error.hint
+    # A second process of the same profile reads the pin from the file.
+    changed(CleanRoomClient(Profile.load("alice", tmp_path)), spec.work_id, WORKER_B)
+    # Approving the same Work-ID again keeps the pin: being asked to approve again
+    # does not free the Controller to choose the Worker.
+    profile.approve("room", spec.work_id, spec.function)
+    changed(client, spec.work_id, WORKER_B)
+
+
+def test_a_redeployed_room_pins_its_own_worker(tmp_path: Path) -> None:
+    profile = create("alice", tmp_path)
+    client = CleanRoomClient(profile)
+    spec = sql_spec()
+    profile.approve("room", spec.work_id, spec.function)
+    client._check_worker("room", spec.work_id, WORKER_A)
+    document = sql_document()
+    document["nonce"] = "B" + "A" * 21
+    redeployed = WorkSpec.parse(document)
+    profile.approve("room", redeployed.work_id, redeployed.function)
+    client._check_worker("room", redeployed.work_id, WORKER_B)
+    assert profile.approval("room").worker_id == WORKER_B  # type: ignore[union-attr]
+
+
+def test_the_worker_an_earlier_version_recorded_for_a_dp_input_is_the_pinned_one(
+    tmp_path: Path,
+) -> None:
+    """Before the pin, uploads.json recorded which Worker got each input under DP; a
+    profile upgraded with such a record pins that Worker, not the next one it meets."""
+    profile = create("alice", tmp_path)
+    client = CleanRoomClient(profile)
+    spec = sql_spec(dp=True)
+    profile.approve("room", spec.work_id, spec.function)
+    record = {"work_id": spec.work_id, "inputs": {"input_1": "00" * 32}}
+    record["workers"] = {"input_1": WORKER_A}
+    (profile.directory / UPLOADS_FILE).write_text(json.dumps({"room": record}))
+    changed(client, spec.work_id, WORKER_B)
+    client._check_worker("room", spec.work_id, WORKER_A)
