@@ -51,6 +51,23 @@ def saved(
     return path.parent
 
 
+@pytest.fixture(scope="module")
+def saved_failed(
+    stack: LocalStack, alice: User, bob: User, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A room whose function exits 3: its run ends failed, and its receipt, genuine, says
+    so; Alice saves it."""
+    tmp = tmp_path_factory.mktemp("audit-failed")
+    deploy(alice, bob, tmp, "audited-failed", "def run():\n    raise SystemExit(3)\n")
+    approve(bob, "audited-failed")
+    alice.client.upload("audited-failed", "input_1", write(tmp / "a", "a@x\n"))
+    bob.client.upload("audited-failed", "input_2", write(tmp / "b", "a@x\n"))
+    assert alice.client.run("audited-failed", wait=True, poll_s=0.1).run_status == "failed"
+    _verified, path = alice.client.save_receipt("audited-failed", tmp / "saved")
+    alice.client.delete("audited-failed")
+    return path.parent
+
+
 def policy() -> tuple[AttestationPolicy, frozenset[bytes]]:
     attester, worker = measure("attester"), measure("worker")
     return (
@@ -191,6 +208,33 @@ def test_the_command_line(saved: Path, stack: LocalStack, tmp_path: Path) -> Non
     (tmp_path / "broken" / "receipt.json").write_text("{}")
     unusable = cli(str(tmp_path / "broken"), "--simulated-root", str(root))
     assert unusable.returncode == 2 and "saved-receipt-format" in unusable.stderr
+
+
+def test_a_genuine_receipt_of_a_failed_run_does_not_exit_0(
+    saved_failed: Path,
+    stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Every check passes, and the run failed: exit 1, as `run --wait` and `receipt ROOM`
+    (a script reading only the exit code took exit 0 for a run that succeeded). What was
+    checked is still printed, and the last line says the receipt is genuine, not refused."""
+    audited = audit(saved_failed, stack)
+    assert (audited.receipt["status"], audited.succeeded) == ("failed", False)
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "auditor"))
+    root = tmp_path / "root.pem"
+    root.write_text(stack.simulated_root_pem())
+    args = ["receipt", "verify", str(saved_failed), "--simulated-root", str(root), "--at-saved"]
+    assert cli_main(args) == 1
+    shown = capsys.readouterr()
+    assert "saved receipt of audited-failed: failed" in shown.out, shown.out
+    assert "receipt-signature" in shown.out and "rejected" not in shown.err, shown.err
+    assert "the run of audited-failed ended failed (the receipt is genuine" in shown.err
+    assert cli_main([*args, "--json"]) == 1
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)["receipt"]["status"] == "failed"
+    assert "ended failed" in shown.err
 
 
 def test_an_auditor_who_names_every_measurement_needs_no_installation(

@@ -143,6 +143,11 @@ def receipt(
     and suppressed) is sealed to its runner, who saves it with `cleanroom query ...
     --save-receipt DIR`; `verify` then checks it against the receipt's commitment,
     and a named query's text against the spec's.
+
+    As `cleanroom run --wait` and `cleanroom receipt ROOM` do, `verify` exits 1 for a
+    genuine receipt of a run (or query run) that did not succeed: it prints the receipt
+    and every check that passed, then says how the run ended (`--json`: the receipt's
+    status); exit 0 means genuine and succeeded.
     """
     as_json = json_output(as_json)
     if name == VERIFY and file is not None:
@@ -277,6 +282,14 @@ def _verify(
             "proves nothing about real SGX hardware",
             style="bold yellow",
         )
+    _print_audited(saved, audited, as_json)
+    if not audited.succeeded:  # genuine, not a success: as `run --wait` and `receipt ROOM`
+        run = f"query run {audited.receipt['run']}" if saved.is_query else "the run"
+        fail(f"{run} of {shown(saved.room)} ended {shown(audited.receipt['status'])} "
+             "(the receipt is genuine: every check passed)")  # fmt: skip
+
+
+def _print_audited(saved: SavedReceipt, audited: AuditedReceipt, as_json: bool) -> None:
     if as_json:
         stdout.out(json.dumps(_audit_json(audited), indent=2))
         return

@@ -198,6 +198,12 @@ class AuditedReceipt:
     detail: dict[str, Any] | None = None
     """A query run's detail, checked against the receipt's commitment (if saved)."""
 
+    @property
+    def succeeded(self) -> bool:
+        """The run (or query run) the genuine receipt is of succeeded: a receipt of a run
+        that failed, or that a limit ended, passes every check too."""
+        return bool(self.receipt["status"] == "succeeded")
+
 
 def verify_saved_receipt(
     saved: SavedReceipt,
