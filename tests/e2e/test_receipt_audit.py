@@ -237,6 +237,29 @@ def test_a_genuine_receipt_of_a_failed_run_does_not_exit_0(
     assert "ended failed" in shown.err
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_nan_in_a_saved_receipt_is_unusable_input(
+    saved: Path,
+    stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    """NaN is not JSON and has no canonical form, so it was never signed: the file is
+    malformed (exit 2, as a member twice), not evidence a check refused (it was
+    `rejected: canonical-json`, exit 1)."""
+    target = copy_with(saved, tmp_path, lambda d: None)
+    text = (target / "receipt.json").read_text()
+    (target / "receipt.json").write_text(text.replace('"exit_code": 0', f'"exit_code": {value}'))
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "auditor"))
+    root = tmp_path / "root.pem"
+    root.write_text(stack.simulated_root_pem())
+    code = cli_main(["receipt", "verify", str(target), "--simulated-root", str(root), "--at-saved"])
+    error = capsys.readouterr().err
+    assert code == 2 and "saved-receipt-format" in error and "rejected" not in error, error
+
+
 def test_an_auditor_who_names_every_measurement_needs_no_installation(
     saved: Path, stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -292,9 +315,12 @@ def test_at_saved_is_never_before_the_run_finished(saved: Path, tmp_path: Path) 
     assert SavedReceipt.read(target).saved_at == finished
     assert SavedReceipt.read(saved).saved_at >= finished
     # A changed finished is not signed: the time stays the saved one, and the check that
-    # refuses is the signature's, not the collateral's at a time the change chose.
+    # refuses is the signature's, not the collateral's at a time the change chose (40
+    # days on, after the collateral expired; 10**30 has no canonical form, now refused
+    # as read: saved-receipt-format).
+    later = finished + 40 * 86400
     changed = copy_with(target, tmp_path / "changed",
-                        lambda d: d["receipt"].__setitem__("finished", 10**30))  # fmt: skip
+                        lambda d: d["receipt"].__setitem__("finished", later))  # fmt: skip
     assert SavedReceipt.read(changed).saved_at == finished - 200
 
 
@@ -355,16 +381,30 @@ def test_a_saved_file_is_read_only_as_a_bounded_regular_file(
             "bundle-format",
             "saved_at is not UNIX seconds of 1970-9999: 1000000000000000000",
         ),
+        ("receipt.json", lambda text: text.replace('"exit_code": 0', '"exit_code": NaN'),
+         "saved-receipt-format", "NaN is not JSON (RFC 8259: no NaN or Infinity)"),
+        ("receipt.json", lambda text: re.sub(r'"finished": \d+', '"finished": Infinity', text),
+         "saved-receipt-format", "Infinity is not JSON (RFC 8259: no NaN or Infinity)"),
+        ("receipt.json", lambda text: text.replace('"exit_code": 0', '"exit_code": 1e400'),
+         "saved-receipt-format", "the number 1e400 is beyond a double (not I-JSON)"),
+        ("receipt.json",
+         lambda text: text.replace('"exit_code": 0', '"exit_code": 9007199254740993'),
+         "saved-receipt-format",
+         "no RFC 8785 form: 9007199254740993 exceeds safe integer domain for JSON floats"),
+        ("quote.json", lambda text: re.sub(r'"saved_at": \d+', '"saved_at": NaN', text),
+         "bundle-format", "NaN is not JSON (RFC 8259: no NaN or Infinity)"),
     ],
     ids=["duplicate-in-receipt", "duplicate-in-quote", "deep-receipt", "deep-quote",
-         "saved-at-year-31688"],
+         "saved-at-year-31688", "nan-in-receipt", "infinity-in-receipt", "overflow-in-receipt",
+         "big-int-in-receipt", "nan-in-quote"],
 )  # fmt: skip
 def test_saved_json_a_reader_could_take_otherwise_is_refused(
     saved: Path, tmp_path: Path, name: str, edit: Callable[[str], str], check: str, actual: str
 ) -> None:
     """A member twice (this reader kept the last, another may keep the first), nesting
-    deeper than the parser recurses, a time no date holds: each a named refusal (exit 2),
-    not an internal error."""
+    deeper than the parser recurses, a time no date holds, NaN, Infinity or a number no
+    canonical JSON holds (nothing with no canonical form was ever signed): each a named
+    refusal of the file (exit 2), not an internal error or a check's refusal (exit 1)."""
     target = copy_with(saved, tmp_path, lambda d: None)
     (target / name).write_text(edit((target / name).read_text()))
     with pytest.raises(CheckFailed) as caught:

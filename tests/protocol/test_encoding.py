@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import canonical, loads_unique
 from cleanroom.protocol.errors import MessageFormatError
 
 
@@ -73,3 +74,22 @@ def test_a_refusal_that_quotes_a_lone_surrogate_still_renders_as_utf8_json() -> 
     assert json.dumps(document, ensure_ascii=False).encode("utf-8")
     assert document["actual"] == {"\\ud800": 1}
     assert document["message"] == "bad key \\udc00"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"a": NaN}', "NaN is not JSON"),
+        ('[Infinity]', "Infinity is not JSON"),
+        ('{"a": {"b": -Infinity}}', "-Infinity is not JSON"),
+        ('[1e400]', "the number 1e400 is beyond a double"),
+        ('[-1E+309]', "the number -1E+309 is beyond a double"),
+    ],
+    ids=["nan", "infinity", "minus-infinity", "overflow", "negative-overflow"],
+)  # fmt: skip
+def test_loads_unique_refuses_numbers_json_has_not(text: str, reason: str) -> None:
+    """Python reads NaN and Infinity (and 1e400 as infinity); they are not JSON (RFC 8259
+    section 6) and have no canonical form: a saved document holding one is malformed."""
+    with pytest.raises(ValueError, match=re.escape(reason)):
+        loads_unique(text)
+    assert loads_unique('{"a": [1.5, -0.0, 1e308, "NaN"]}') == {"a": [1.5, -0.0, 1e308, "NaN"]}

@@ -22,7 +22,8 @@ Layout of a saved directory::
     quote.json    a cleanroom/quote-bundle/v1: the quote, its collateral, saved_at
 
 Each is read as a regular file of at most :data:`MAX_SAVED_BYTES`, never through a
-symbolic link (``saved-receipt-file``), and as JSON with no member twice.
+symbolic link (``saved-receipt-file``), and as JSON with no member twice, no NaN or
+Infinity, and ``receipt.json`` with a canonical form (``saved-receipt-format``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,10 @@ class SavedReceipt:
             document = loads_unique(_read_saved(receipt_path))
             if not isinstance(document, dict):
                 raise ValueError(f"a JSON {type(document).__name__}")
+            try:  # what has no canonical form was never signed or hashed: not a receipt
+                canonical(document)
+            except ProtocolError as error:
+                raise ValueError(f"no RFC 8785 form: {error.message}") from error
             fields = {SAVED_TYPE: SAVED_FIELDS, SAVED_QUERY_TYPE: SAVED_QUERY_FIELDS}.get(
                 document.get("type")  # type: ignore[arg-type]
             )

@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -66,15 +67,30 @@ def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def loads_unique(data: bytes | str) -> Any:
     """JSON as a signed document needs it read (RFC 8785 section 3.1: I-JSON): no member
-    twice in one object, where another reader might keep the other value.
+    twice in one object, where another reader might keep the other value, and no
+    ``NaN``, ``Infinity`` or number beyond a double (``1e400``), which are not JSON
+    (RFC 8259 section 6) though Python reads them, and have no canonical form.
 
     Raises :class:`ValueError` for text that is not such JSON, nested too deeply
     included (which :func:`json.loads` reports as a RecursionError).
     """
     try:
-        return json.loads(data, object_pairs_hook=_unique)
+        return json.loads(
+            data, object_pairs_hook=_unique, parse_constant=_not_json, parse_float=_finite
+        )
     except RecursionError as error:
         raise ValueError("JSON nested too deeply") from error
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON (RFC 8259: no NaN or Infinity)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is beyond a double (not I-JSON)")
+    return value
 
 
 def sha256(data: bytes) -> bytes:
