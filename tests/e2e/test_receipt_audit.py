@@ -19,7 +19,12 @@ from typing import Any
 
 import pytest
 
-from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, AttestationPolicy, TrustAnchor
+from cleanroom.attestation import (
+    DEFAULT_ACCEPTED_STATUSES,
+    AttestationPolicy,
+    EvidenceError,
+    TrustAnchor,
+)
 from cleanroom.cli.main import main as cli_main
 from cleanroom.client import sqlrooms
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
@@ -353,6 +358,27 @@ def test_a_saved_file_is_read_only_as_a_bounded_regular_file(
         SavedReceipt.read(target)
     assert caught.value.check == "saved-receipt-file", caught.value
     assert str(caught.value.actual) == f"{target / name}: {actual}"
+
+
+@pytest.mark.parametrize("name", ["receipt.json", "quote.json"])
+def test_a_saved_file_with_another_hard_link_is_not_read(
+    saved: Path, stack: LocalStack, tmp_path: Path, name: str
+) -> None:
+    """A hard link is a regular file, and its other name may be outside the directory
+    (another bundle's quote, the auditor's own file): the descriptor's link count is
+    refused (``saved-receipt-file``, exit 2). The file linked is the genuine one, so the
+    link alone is what is refused."""
+    outside = tmp_path / f"outside-{name}"
+    shutil.copyfile(saved / name, outside)
+    target = _hostile_copy(saved, tmp_path, name, lambda path: os.link(outside, path))
+    with pytest.raises(CheckFailed) as caught:
+        SavedReceipt.read(target)
+    assert caught.value.check == "saved-receipt-file", caught.value
+    assert str(caught.value.actual) == f"{target / name}: 2 hard links"
+    assert isinstance(caught.value, EvidenceError)  # exit 2: unusable input
+    assert "outside the directory" in caught.value.message, caught.value
+    os.unlink(outside)  # the last name: the same bytes, now read
+    assert audit(target, stack).receipt == audit(saved, stack).receipt
 
 
 @pytest.mark.parametrize(

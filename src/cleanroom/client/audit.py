@@ -22,8 +22,9 @@ Layout of a saved directory::
     quote.json    a cleanroom/quote-bundle/v1: the quote, its collateral, saved_at
 
 Each is read as a regular file of at most :data:`MAX_SAVED_BYTES`, never through a
-symbolic link (``saved-receipt-file``), and as JSON with no member twice, no NaN or
-Infinity, and ``receipt.json`` with a canonical form (``saved-receipt-format``).
+symbolic link or with another hard link (``saved-receipt-file``), and as JSON with no
+member twice, no NaN or Infinity, and ``receipt.json`` with a canonical form
+(``saved-receipt-format``).
 """
 
 from __future__ import annotations
@@ -320,9 +321,14 @@ def _check_saved_detail(
 
 def _read_saved(path: Path) -> bytes:
     """A file of a saved directory: a regular file (not a link out of the directory, a
-    FIFO or a device that never ends) of at most :data:`MAX_SAVED_BYTES`, or
-    ``saved-receipt-file``; :class:`OSError` if it cannot be opened."""
-    expected = f"a regular file of at most {MAX_SAVED_BYTES} bytes, not a symbolic link"
+    FIFO or a device that never ends) with no other name (a hard link may be one outside
+    the directory: another bundle's file, the auditor's own) of at most
+    :data:`MAX_SAVED_BYTES`, or ``saved-receipt-file``; :class:`OSError` if it cannot be
+    opened."""
+    expected = (
+        f"a regular file of at most {MAX_SAVED_BYTES} bytes, not a symbolic link, with no "
+        "other hard link"
+    )
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as error:
@@ -337,6 +343,12 @@ def _read_saved(path: Path) -> bytes:
             raise EvidenceError(
                 "saved-receipt-file", expected, f"{path}: not a regular file", "not read"
             )
+        if info.st_nlink > 1:  # the descriptor's own file: no name can be swapped in between
+            raise EvidenceError(
+                "saved-receipt-file", expected, f"{path}: {info.st_nlink} hard links",
+                "not read: a file with another name may be one outside the directory",
+                "copy the bundle (cp -r, not cp -l or ln) and check the copy",
+            )  # fmt: skip
         data = file.read(MAX_SAVED_BYTES + 1)
     if len(data) > MAX_SAVED_BYTES:
         raise EvidenceError(
