@@ -329,6 +329,75 @@ def test_at_saved_is_never_before_the_run_finished(saved: Path, tmp_path: Path) 
     assert SavedReceipt.read(changed).saved_at == finished - 200
 
 
+def test_the_time_checked_at_and_a_refusal_for_it_say_where_the_time_came_from(
+    saved: Path,
+    stack: LocalStack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With --at-saved the time is the bundle's (its saved_at, or the receipt's signed
+    finished when later), not this machine's: the "checked at" line names it, and a
+    collateral refusal at it no longer says "check this machine's clock" (nor "fetch
+    fresh collateral", which the saved bundle cannot take)."""
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "auditor"))
+    root = tmp_path / "root.pem"
+    root.write_text(stack.simulated_root_pem())
+
+    def verify(directory: Path, *args: str) -> tuple[int, str, str]:
+        code = cli_main(["receipt", "verify", str(directory), "--simulated-root", str(root),
+                         *args])  # fmt: skip
+        shown = capsys.readouterr()
+        return code, shown.out, shown.err
+
+    def with_bundle(name: str, change: Callable[[dict[str, Any]], None]) -> Path:
+        target = copy_with(saved, tmp_path / name, lambda d: None)
+        bundle = json.loads((target / "quote.json").read_text())
+        change(bundle)
+        (target / "quote.json").write_text(json.dumps(bundle))
+        return target
+
+    def issued_in_2099(bundle: dict[str, Any]) -> None:
+        tcb_info = json.loads(bundle["collateral"]["tcb_info"])
+        tcb_info["issueDate"] = "2099-01-01T00:00:00Z"
+        bundle["collateral"]["tcb_info"] = json.dumps(tcb_info)
+
+    code, out, _ = verify(saved, "--at-saved")
+    assert (
+        code == 0 and "(UNIX seconds, --at-saved: the bundle's saved_at, the saver's word)" in out
+    )
+    code, out, _ = verify(saved)
+    assert code == 0 and "(UNIX seconds, now, this machine's clock)" in out, out
+    code, out, _ = verify(saved, "--at-saved", "--json")
+    assert code == 0 and json.loads(out)["at_source"] == "saved_at"
+    finished = json.loads((saved / "receipt.json").read_text())["receipt"]["finished"]
+    early = with_bundle("early", lambda b: b.__setitem__("saved_at", finished - 200))
+    code, out, _ = verify(early, "--at-saved")
+    assert code == 0 and f"checked at {finished} (UNIX seconds, --at-saved: the receipt's signed " \
+        "finished, later than the bundle's saved_at)" in out, out  # fmt: skip
+
+    not_yet = with_bundle("not-yet", issued_in_2099)
+    code, _, error = verify(not_yet, "--at-saved")
+    assert code == 1 and "collateral-not-yet-valid" in error, error
+    assert "the time is the bundle's saved_at (--at-saved), not this machine's clock" in error
+    assert "check this machine's clock" not in error
+    code, _, error = verify(with_bundle("not-yet-early", lambda b: (
+        issued_in_2099(b), b.__setitem__("saved_at", finished - 200))), "--at-saved")  # fmt: skip
+    assert code == 1 and "the time is the receipt's signed finished (--at-saved)" in error, error
+    code, _, error = verify(not_yet)  # now is this machine's clock
+    assert code == 1 and "the time is now: check this machine's clock" in error, error
+    code, _, error = verify(not_yet, "--at", str(finished))
+    assert code == 1 and "the time is the one given with --at" in error, error
+
+    late = with_bundle("late", lambda b: b.__setitem__("saved_at", b["saved_at"] + 40 * 86400))
+    code, _, error = verify(late, "--at-saved")
+    assert code == 1 and "collateral-expired" in error, error
+    assert "the time is the bundle's saved_at (--at-saved), not this machine's clock" in error
+    assert "fetch fresh collateral" not in error
+    code, out, _ = verify(late, "--at-saved", "--json")
+    assert code == 1 and "(--at-saved)" in json.loads(out)["error"]["hint"]
+
+
 def _hostile_copy(saved: Path, tmp_path: Path, name: str, make: Callable[[Path], None]) -> Path:
     target = tmp_path / "hostile"
     shutil.copytree(saved, target)

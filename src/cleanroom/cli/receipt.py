@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 
@@ -34,7 +34,12 @@ from cleanroom.cli.common import (
     with_exit_codes,
 )
 from cleanroom.client import sqlrooms
-from cleanroom.client.audit import AuditedReceipt, SavedReceipt, verify_saved_receipt
+from cleanroom.client.audit import (
+    AuditedReceipt,
+    SavedReceipt,
+    SavedTimeSource,
+    verify_saved_receipt,
+)
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
 from cleanroom.reference import ReferenceValuesUnavailable
@@ -42,6 +47,39 @@ from cleanroom.tee.measure import ATTESTER
 from cleanroom.tee.reference import LocalMeasurement
 
 VERIFY = "verify"
+
+TimeSource = Literal["now", "at"] | SavedTimeSource
+"""Where `verify`'s time came from: this machine's clock, --at, or the bundle (--at-saved)."""
+
+_TIME_SOURCES: dict[TimeSource, str] = {
+    "now": "now, this machine's clock",
+    "at": "the time given with --at",
+    "saved_at": "--at-saved: the bundle's saved_at, the saver's word",
+    "finished": "--at-saved: the receipt's signed finished, later than the bundle's saved_at",
+}
+
+_COLLATERAL_TIME_HINTS: dict[str, dict[TimeSource, str]] = {
+    "collateral-expired": {
+        "now": "the saved collateral has expired since: check as of when it was saved "
+        "(--at-saved) or at a time it was valid (--at)",
+        "at": "the time is the one given with --at: give one before the collateral expired",
+        "saved_at": "the time is the bundle's saved_at (--at-saved), not this machine's "
+        "clock: the collateral saved with the receipt had expired by then",
+        "finished": "the time is the receipt's signed finished (--at-saved), not this "
+        "machine's clock: the collateral saved with the receipt had expired when the run "
+        "finished",
+    },
+    "collateral-not-yet-valid": {
+        "now": "the time is now: check this machine's clock",
+        "at": "the time is the one given with --at: give one after the collateral was issued",
+        "saved_at": "the time is the bundle's saved_at (--at-saved), not this machine's "
+        "clock: the collateral saved with the receipt was issued after the bundle says it "
+        "was saved",
+        "finished": "the time is the receipt's signed finished (--at-saved), not this "
+        "machine's clock: the collateral saved with the receipt was issued after the run "
+        "finished",
+    },
+}
 
 
 def receipt(
@@ -123,7 +161,8 @@ def receipt(
         typer.Option(
             "--at-saved",
             help="verify: check as of when the receipt was saved (its collateral may have "
-            "expired since).",
+            "expired since): the bundle's saved_at, or the receipt's signed finished if "
+            "later. Which time was used is printed.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -264,7 +303,11 @@ def _verify(
             else TrustAnchor.intel_production()
         )
         saved = SavedReceipt.read(file)
-        when = saved.saved_at if at_saved else (int(time.time()) if at is None else at)
+        source: TimeSource
+        if at_saved:
+            when, source = saved.saved_time
+        else:
+            when, source = (int(time.time()), "now") if at is None else (at, "at")
         audited = verify_saved_receipt(
             saved,
             attester_policy=policy,
@@ -275,6 +318,8 @@ def _verify(
     except EvidenceError as error:  # exit 2 and --json: the receipt's own error document
         _refused(error, EXIT_USAGE, as_json)
     except CheckFailed as error:
+        if error.check in _COLLATERAL_TIME_HINTS:  # the time is not always this machine's
+            error.hint = _COLLATERAL_TIME_HINTS[error.check][source]
         _refused(error, EXIT_REJECTED, as_json)
     if not trust.is_intel_production:
         stderr.print(
@@ -282,16 +327,18 @@ def _verify(
             "proves nothing about real SGX hardware",
             style="bold yellow",
         )
-    _print_audited(saved, audited, as_json)
+    _print_audited(saved, audited, source, as_json)
     if not audited.succeeded:  # genuine, not a success: as `run --wait` and `receipt ROOM`
         run = f"query run {audited.receipt['run']}" if saved.is_query else "the run"
         fail(f"{run} of {shown(saved.room)} ended {shown(audited.receipt['status'])} "
              "(the receipt is genuine: every check passed)")  # fmt: skip
 
 
-def _print_audited(saved: SavedReceipt, audited: AuditedReceipt, as_json: bool) -> None:
+def _print_audited(
+    saved: SavedReceipt, audited: AuditedReceipt, source: TimeSource, as_json: bool
+) -> None:
     if as_json:
-        stdout.out(json.dumps(_audit_json(audited), indent=2))
+        stdout.out(json.dumps({**_audit_json(audited), "at_source": source}, indent=2))
         return
     spec = audited.spec
     if saved.is_query:
@@ -303,7 +350,8 @@ def _print_audited(saved: SavedReceipt, audited: AuditedReceipt, as_json: bool) 
     else:
         _print(audited.receipt, False, f"saved receipt of {shown(saved.room)}")
         stdout.print(f"  ran      {shown(spec.handler)} on {shown(spec.runtime)}", markup=False)
-    stdout.print(f"  checked at {audited.at} (UNIX seconds), every check passed:", markup=False)
+    stdout.print(f"  checked at {audited.at} (UNIX seconds, {_TIME_SOURCES[source]}), every "
+                 "check passed:", markup=False)  # fmt: skip
     for check in audited.checks:
         stdout.print(f"    {shown(check.check)}: {shown(check.actual)}", markup=False)
 

@@ -35,7 +35,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cleanroom.attestation import AttestationPolicy, CheckResult, EvidenceError, TrustAnchor
 from cleanroom.attestation.collateral import QuoteBundle, check_fresh
@@ -61,6 +61,9 @@ SAVED_FIELDS = frozenset({"type", "room", "spec", "receipt", "signature", "claim
 SAVED_QUERY_FIELDS = SAVED_FIELDS | {"detail"}
 RECEIPT_FILE = "receipt.json"
 QUOTE_FILE = "quote.json"
+SavedTimeSource = Literal["saved_at", "finished"]
+"""Where ``--at-saved``'s time came from: the bundle's ``saved_at``, or the receipt's
+signed ``finished`` when that is later."""
 MAX_SAVED_BYTES = 8 << 20
 """8 MiB: the most a saved file may hold (a spec is at most a 1 MiB request body)."""
 
@@ -84,10 +87,18 @@ class SavedReceipt:
         before the run it holds finished (the receipt's ``finished``, which its signature
         covers): ``saved_at`` is the saver's word, and an earlier time could pick
         collateral of before a TCB recovery or a revocation."""
+        return self.saved_time[0]
+
+    @property
+    def saved_time(self) -> tuple[int, SavedTimeSource]:
+        """:attr:`saved_at` and where it came from: ``"saved_at"`` (the bundle's) or
+        ``"finished"`` (the receipt's, later than the bundle's), for the auditor to read."""
         finished = self.receipt.get("finished")
         if type(finished) is not int or not self._signed_by_claimed_key():
-            return self.quote.saved_at  # the receipt is refused (receipt-times, signature)
-        return max(self.quote.saved_at, finished)
+            return self.quote.saved_at, "saved_at"  # refused (receipt-times, signature)
+        if finished > self.quote.saved_at:
+            return finished, "finished"
+        return self.quote.saved_at, "saved_at"
 
     def _signed_by_claimed_key(self) -> bool:
         """The receipt verifies under the key the claims name (not yet attested: only so
@@ -368,5 +379,6 @@ __all__ = [
     "AuditedReceipt",
     "CheckFailed",
     "SavedReceipt",
+    "SavedTimeSource",
     "verify_saved_receipt",
 ]
