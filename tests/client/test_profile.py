@@ -227,6 +227,36 @@ def test_reapproving_replaces_the_pin(home: Path) -> None:
     assert profile.require_approval("overlap", OTHER_WORK_ID).work_id == OTHER_WORK_ID
 
 
+def test_an_approval_keeps_its_rooms_project_and_worker(home: Path) -> None:
+    """The project says which room of the name was approved; the Worker pin stays while
+    the same Work-ID is approved again, and goes with another Work-ID."""
+    profile = create()
+    profile.approve("overlap", WORK_ID, FUNCTION, project="acme")
+    assert profile.pin_worker("overlap", WORK_ID, "W" * 43) == "W" * 43
+    assert profile.pin_worker("overlap", OTHER_WORK_ID, "V" * 43) is None
+    approval = Profile.load().approval("overlap")
+    assert approval is not None and (approval.project, approval.worker_id) == ("acme", "W" * 43)
+    profile.approve("overlap", WORK_ID, FUNCTION, project="acme")
+    assert profile.pin_worker("overlap", WORK_ID, "V" * 43) == "W" * 43
+    profile.approve("overlap", OTHER_WORK_ID, FUNCTION, project="acme")
+    assert Profile.load().approval("overlap").worker_id is None  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"project": "Not A Project"}, {"worker_id": "short"}, {"project": 7}],
+    ids=["project-name", "worker-id", "project-type"],
+)
+def test_an_approvals_project_and_worker_are_checked_when_read(
+    home: Path, record: dict[str, object]
+) -> None:
+    profile = create()
+    document = {"work_id": WORK_ID, "function_id": FUNCTION, "approved_at": 1, **record}
+    (profile.directory / "approvals.json").write_text(json.dumps({"overlap": document}))
+    with pytest.raises(ProfileError, match=re.escape("approvals.json: room 'overlap'")):
+        profile.approval("overlap")
+
+
 def test_not_approved_at_all(home: Path) -> None:
     profile = create()
     with pytest.raises(NotApprovedError) as error:

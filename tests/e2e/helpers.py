@@ -62,14 +62,14 @@ def deploy(
     )
     room = alice.client.manager.deploy(spec)
     assert room.state == "deployed", room
-    alice.profile.approve(name, spec.work_id, function_id)
+    alice.profile.approve(name, spec.work_id, function_id, project=room.project)
     return spec.work_id
 
 
 def approve(user: User, name: str) -> None:
     room = user.client.manager.room(name)
     reviewed = review(room, user.client.manager.download_function(room.function))
-    user.profile.approve(name, reviewed.work_id, reviewed.function_id)
+    user.profile.approve(name, reviewed.work_id, reviewed.function_id, project=room.project)
 
 
 def write(directory: Path, text: str) -> Path:

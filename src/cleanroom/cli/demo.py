@@ -170,7 +170,7 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
         parameters={"k": k},
     )
     room = alice.manager.deploy(spec)
-    alice.profile.approve("overlap", spec.work_id, function_id)
+    alice.profile.approve("overlap", spec.work_id, function_id, project=room.project)
     _ok(f"clean room overlap deployed on {room.compute_url} (step 3 attests its Worker)")
     _ok(f"alice pinned the Work-ID of the spec she built: {spec.work_id}")
 

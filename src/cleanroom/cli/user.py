@@ -357,7 +357,7 @@ def deploy(
     if room.state == "failed":
         fail(f"clean room {name} failed to deploy: {shown(room.reason or 'no reason given')}")
     with failures():
-        profile.approve(spec.name, spec.work_id, spec.function)
+        profile.approve(spec.name, spec.work_id, spec.function, project=room.project)
         # What was approved, to compare a later version with (inspect --against approved).
         profile.remember_review(spec.work_id, spec_record(spec))
     if json_output():

@@ -127,13 +127,15 @@ class NotApprovedError(CheckFailed):
 
 @dataclass(frozen=True)
 class Approval:
-    """A Work-ID the user reviewed and pinned for a clean room, and the Worker of it
-    that this profile met first (``worker_id``, its attested id; None until then)."""
+    """A Work-ID the user reviewed and pinned for a clean room, the project whose room
+    it is (None in approvals of earlier versions), and the Worker of it that this
+    profile met first (``worker_id``, its attested id; None until then)."""
 
     work_id: str
     function_id: str
     approved_at: int
     worker_id: str | None = None
+    project: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The approval as stored in ``approvals.json``."""
@@ -144,6 +146,8 @@ class Approval:
         }
         if self.worker_id is not None:
             document["worker_id"] = self.worker_id
+        if self.project is not None:
+            document["project"] = self.project
         return document
 
 
@@ -258,6 +262,7 @@ class _ApprovalRecord(BaseModel):
     function_id: str
     approved_at: int
     worker_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = None
+    project: Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")] | None = None
 
 
 def resolve_name(name: str | None = None) -> str:
@@ -698,14 +703,25 @@ class Profile:
                     f"{_first_error(error, APPROVALS_FILE)}"
                 ) from error
             approvals[name] = Approval(
-                parsed.work_id, parsed.function_id, parsed.approved_at, parsed.worker_id
+                parsed.work_id,
+                parsed.function_id,
+                parsed.approved_at,
+                parsed.worker_id,
+                parsed.project,
             )
         return approvals
 
     def approve(
-        self, name: str, work_id: str, function_id: str, *, at: int | None = None
+        self,
+        name: str,
+        work_id: str,
+        function_id: str,
+        *,
+        project: str | None = None,
+        at: int | None = None,
     ) -> Approval:
-        """Pin ``work_id`` as the one Work-ID this user accepts for room ``name``.
+        """Pin ``work_id`` as the one Work-ID this user accepts for room ``name`` of
+        ``project`` (the room is then always asked for as that project's).
 
         Replaces an earlier approval of the same room. Call it only after reviewing
         the spec and the function (:func:`cleanroom.client.review.review`). Approving
@@ -714,7 +730,8 @@ class Profile:
         approvals = self.approvals()
         earlier = approvals.get(name)
         worker_id = earlier.worker_id if earlier and earlier.work_id == work_id else None
-        approval = Approval(work_id, function_id, int(time.time()) if at is None else at, worker_id)
+        when = int(time.time()) if at is None else at
+        approval = Approval(work_id, function_id, when, worker_id, project)
         approvals[name] = approval
         self._write_approvals(approvals)
         return approval

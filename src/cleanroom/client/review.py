@@ -386,7 +386,9 @@ def approve_review(profile: Profile, reviewed: Review, work_id: str) -> Approval
             hint=f"inspect it again: {profile.command(f'inspect {name}')}",
         )
     profile.remember_review(reviewed.work_id, reviewed.record())
-    return profile.approve(name, reviewed.work_id, reviewed.function_id)
+    return profile.approve(
+        name, reviewed.work_id, reviewed.function_id, project=reviewed.room.project
+    )
 
 
 __all__ = [

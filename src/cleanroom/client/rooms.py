@@ -367,9 +367,16 @@ class CleanRoomClient:
         reviewed = fetch_review(self.manager, name, you=self.profile.user_id)
         return approve_review(self.profile, reviewed, work_id)
 
+    def _project(self, name: str) -> str | None:
+        """The project of the room ``name`` the user approved, to ask the manager for that
+        room alone: another project's room given the same name is neither the answer nor
+        a reason to refuse (``room-ambiguous``). None if none was approved."""
+        approval = self.profile.approval(name)
+        return None if approval is None else approval.project
+
     def approved(self, name: str) -> tuple[Room, WorkSpec]:
         """The room and its spec, refused unless its recomputed Work-ID is the pinned one."""
-        room = self.manager.room(name)
+        room = self.manager.room(name, self._project(name))
         spec = WorkSpec.parse(room.spec)
         self.profile.require_approval(name, spec.work_id)
         return room, spec
@@ -621,7 +628,7 @@ class CleanRoomClient:
         its status is believed only under that attested key. When that fails, the
         status says why, and holds no Worker state at all.
         """
-        room = self.manager.room(name)
+        room = self.manager.room(name, self._project(name))
         spec = WorkSpec.parse(room.spec)
         approval = self.profile.approval(name)
         try:
@@ -665,7 +672,7 @@ class CleanRoomClient:
     def state(self, name: str) -> dict[str, Any]:
         """The Worker's state as the Controller reports it: unverified, never acted on
         (:meth:`status` is the Worker's signed word)."""
-        room = self.manager.room(name)
+        room = self.manager.room(name, self._project(name))
         with self._compute(room) as compute:
             return compute.state(room.name)
 
@@ -883,7 +890,7 @@ class CleanRoomClient:
 
     def delete(self, name: str) -> Room:
         """Ask the manager to delete the clean room (its Worker erases keys and data)."""
-        return self.manager.delete(name)
+        return self.manager.delete(name, self._project(name))
 
     # ------------------------------------------------------- local records
 
