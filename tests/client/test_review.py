@@ -188,3 +188,16 @@ def test_the_review_names_the_module_python_imports(tmp_path: Path, alice: str, 
     document = result.to_json()
     assert document["handler"]["path"] == "handler/__init__.py"
     assert document["warnings"][0]["check"] == "module-shadowing"
+
+
+@pytest.mark.parametrize("project", ["acme --work-id X", "Acme", "", "-acme"])
+def test_a_rooms_project_that_is_no_project_name_is_refused(
+    function_dir: Path, alice: str, bob: str, project: str
+) -> None:
+    """The project is printed in the command that approves the room, and kept with the
+    approval: a manager's answer with anything but a project name is refused."""
+    document = dataclasses.asdict(make_room(pack(function_dir), alice, bob))
+    assert Room.from_json(document).project == "acme"
+    with pytest.raises(MessageFormatError) as caught:
+        Room.from_json({**document, "project": project})
+    assert caught.value.check == "room" and caught.value.expected == "a project name"

@@ -224,7 +224,7 @@ def test_inspect_prints_the_command_that_approves_exactly_this(
     alice, bob = parties
     spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
     out = inspect(capsys, "hostile")
-    command = f"cleanroom --profile bob approve hostile --work-id {spec.work_id}"
+    command = f"cleanroom --profile bob approve hostile --project acme --work-id {spec.work_id}"
     assert out.endswith(f"to approve exactly this: {command}\n")
     assert json.loads(inspect(capsys, "hostile", "--json"))["approve_command"] == command
     code, out, err = run(capsys, *command.split()[1:])

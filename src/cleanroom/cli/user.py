@@ -387,9 +387,23 @@ def deploy(
 # -------------------------------------------------------------------- inspect, approve
 
 
-def _review(profile: Profile, name: str, source: Path | None = None) -> Review:
+PROJECT_HELP = (
+    "The project whose room NAME is, where rooms of several projects you take part in "
+    "have that name. Default: the project of the room NAME you approved, if any."
+)
+
+
+def _review(
+    profile: Profile, name: str, source: Path | None = None, project: str | None = None
+) -> Review:
+    """The review of room ``name`` of ``project``, else of the project of the room of that
+    name the user approved (another project's room of the name is another room)."""
+    approval = profile.approval(name)
+    if project is None and approval is not None:
+        project = approval.project
+
     def fetch(manager: ManagerClient) -> tuple[Room, bytes]:
-        room = manager.room(name)
+        room = manager.room(name, project)
         # Download the function the spec names (what the Work-ID covers), not the
         # manager's separate field for it.
         spec = WorkSpec.parse(room.spec)
@@ -595,6 +609,10 @@ def inspect(
         Path | None,
         typer.Option(help="Also unpack the function here to read it (must not exist)."),
     ] = None,
+    project: Annotated[
+        str | None,
+        typer.Option("--project", metavar="PROJECT", help=PROJECT_HELP, show_default=False),
+    ] = None,
     against: Annotated[
         str | None,
         typer.Option(
@@ -619,7 +637,7 @@ def inspect(
     profile = current_profile()
     with failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
         here = source if source is not None else Path(scratch) / "now" if against else None
-        result = _review(profile, name, here)
+        result = _review(profile, name, here, project)
         approval = profile.approval(name)
         changes = None
         if against is not None:
@@ -667,6 +685,10 @@ def approve(
             "--work-id.",
         ),
     ] = False,
+    project: Annotated[
+        str | None,
+        typer.Option("--project", metavar="PROJECT", help=PROJECT_HELP, show_default=False),
+    ] = None,
 ) -> None:
     """Review a clean room and pin its Work-ID: only then will you attest to it or send data.
 
@@ -684,7 +706,7 @@ def approve(
         )
     as_json = json_output()
     with failures():
-        result = _review(profile, name)
+        result = _review(profile, name, project=project)
         approval = profile.approval(name)
         inspected = record_inspection(profile, result)
     if not as_json:

@@ -122,6 +122,10 @@ class Room:
                 raise MessageFormatError(
                     "room", f"a text field {field!r}", repr(document.get(field))[:80], "bad room"
                 )
+        if not _ROOM_NAME.fullmatch(document["project"]):  # it is shown, and kept
+            raise MessageFormatError(
+                "room", "a project name", repr(document["project"])[:80], "bad room"
+            )
         created = document.get("created")
         if not isinstance(created, int) or isinstance(created, bool):
             raise MessageFormatError("room", "an integer 'created'", repr(created), "bad room")

@@ -262,7 +262,7 @@ class _ApprovalRecord(BaseModel):
     function_id: str
     approved_at: int
     worker_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")] | None = None
-    project: Annotated[str, Field(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")] | None = None
+    project: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")] | None = None
 
 
 def resolve_name(name: str | None = None) -> str:

@@ -198,9 +198,13 @@ class Review:
         return any(participant.is_you for participant in self.participants)
 
     def approve_command(self, profile: str | None = None) -> str:
-        """The command that approves exactly this Work-ID and nothing else."""
+        """The command that approves exactly this Work-ID of this project's room and
+        nothing else."""
         option = f"--profile {profile} " if profile else ""
-        return f"cleanroom {option}approve {self.room.name} --work-id {self.work_id}"
+        return (
+            f"cleanroom {option}approve {self.room.name} --project {self.room.project} "
+            f"--work-id {self.work_id}"
+        )
 
     def record(self) -> dict[str, Any]:
         """What the user was shown, to keep: compared later with what a room became."""
