@@ -381,6 +381,13 @@ def test_download_by_a_non_recipient_and_before_the_run(room: CleanRoom) -> None
     with pytest.raises(RunError) as early:
         room.download(keys.session_id)
     assert early.value.check == "run-state"
+    # Asked too early, the session is not used up: it downloads once the run is done.
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    run(room)
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    received = {path: data for path, *_, data in map(receiver.open, room.download(keys.session_id))}
+    assert received["output_1/overlap.txt"] == b"2"
 
 
 def test_delete_erases_and_refuses_everything_after(room: CleanRoom, tmp_path: Path) -> None:

@@ -279,6 +279,25 @@ def test_a_query_frame_not_sealed_in_its_session_leaves_the_session_to_the_runne
     assert number == 1, f"expected the runner's query to run as run 1, got {number}"
 
 
+def test_a_download_asked_before_its_query_ends_leaves_the_session_to_ask_again(
+    room: SqlRoom,
+) -> None:
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    request = canonical(query_request(name="by_segment", parameters={"skip": "none"}))
+    frame = RecordSender(keys.client_to_worker, keys.session_id).seal(
+        QUERY_RECORD, request, final=True
+    )
+    number = room.begin_query(keys.session_id, frame)
+    early = session(room, ALICE, DownloadPurpose(op="download", output="output_1", run=number))
+    with pytest.raises(RunError) as caught:
+        room.download(early.session_id)
+    assert caught.value.check == "run-state"
+    room.execute_query(number)
+    receiver = RecordReceiver(early.worker_to_client, early.session_id)
+    received = {p: d for p, *_, d in map(receiver.open, room.download(early.session_id))}
+    assert "output_1/data.csv" in received
+
+
 def test_ad_hoc_queries_only_from_their_runners(room: SqlRoom) -> None:
     with pytest.raises(AccessDenied) as caught:
         query(room, BOB, sql="SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region")

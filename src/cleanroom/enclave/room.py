@@ -392,9 +392,10 @@ class CleanRoom:
 
     def _download(self, session_id: str, *, framed: bool) -> Iterator[bytes | bytearray]:
         with self._lock:
-            session, purpose = self._take(session_id, DownloadPurpose)
-            if self._state != "done":
+            self._alive()
+            if self._state != "done":  # before the session is used: it can ask again
                 raise RunError("run-state", "a finished run", self._state, "no output yet")
+            session, purpose = self._take(session_id, DownloadPurpose)
             _digest, files = self._outputs[purpose.output]
         return self._frames(session, purpose.output, files, framed)
 

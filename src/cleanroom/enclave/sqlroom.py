@@ -411,6 +411,13 @@ class SqlRoom(CleanRoom):
 
     def download(self, session_id: str) -> Iterator[bytes]:
         with self._lock:
+            self._alive()
+            opened = self._fresh(session_id)
+            early = opened.purpose if opened is not None else None
+            if isinstance(early, DownloadPurpose) and early.run in self.runs:
+                state = self.runs[early.run].state
+                if state != "done":  # before the session is used: it can ask again
+                    raise RunError("run-state", "a finished query", state, "no output yet")
             session, purpose = self._take(session_id, DownloadPurpose)
             run = self.runs.get(purpose.run or 0)
             if purpose.run is None or run is None:
