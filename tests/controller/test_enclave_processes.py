@@ -97,6 +97,36 @@ def test_deploy_admits_the_worker_and_the_attester_vouches_for_it(tmp_path: Path
     assert from_b64u(evidence["quote"], "quote")[:2] == b"\x03\x00"  # quote v3
 
 
+def test_a_delete_while_the_bundle_is_fetched_ends_the_deploy(tmp_path: Path) -> None:
+    # A manager that gave up waiting for a deploy (a big bundle, fetched slowly) deletes
+    # the room. The Controller answered 404 (no such room yet) and went on: the Worker
+    # started, past the manager's quota and capacity (found by the manager's red team).
+    spec, bundle = _spec_and_bundle(tmp_path)
+
+    async def body(host: EnclaveHost) -> tuple[int, EnclaveProcessError, bool]:
+        fetching = asyncio.Event()
+
+        async def slow_fetch(destination: Path) -> None:
+            destination.write_bytes(bundle[:512])
+            fetching.set()
+            await asyncio.sleep(60)  # the rest of a big bundle
+            destination.write_bytes(bundle)
+
+        deploy = asyncio.create_task(host.deploy("overlap", json.dumps(spec).encode(), slow_fetch))
+        await asyncio.wait_for(fetching.wait(), 10)
+        with pytest.raises(EnclaveProcessError) as asked:
+            host.room("overlap")  # not 404: the manager must not take it for absent
+        await asyncio.wait_for(host.delete("overlap"), 10)
+        with pytest.raises(EnclaveProcessError) as ended:
+            await asyncio.wait_for(deploy, 10)
+        return asked.value.status, ended.value, (host.data_dir / "rooms" / "overlap").exists()
+
+    status, ended, directory_left = _with_host(tmp_path, body)
+    assert status == 409
+    assert ended.status == 409 and "deleted while it was being deployed" in str(ended)
+    assert not directory_left
+
+
 def test_a_swapped_bundle_is_refused_by_the_worker_itself(tmp_path: Path) -> None:
     spec, _bundle = _spec_and_bundle(tmp_path)
     _other_spec, other_bundle = _spec_and_bundle(tmp_path, "other")

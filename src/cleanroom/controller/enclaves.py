@@ -516,6 +516,25 @@ class ProcessLauncher:
 
 
 @dataclass
+class DeployUnderWay:
+    """A room's deploy that has not finished. A delete meanwhile abandons it
+    (:meth:`EnclaveHost.delete`): its bundle's fetch is cancelled, and the deploy stops
+    at its next step, stopping the Worker it started, instead of making the room."""
+
+    name: str
+    abandoned: bool = False
+    fetch: asyncio.Future[None] | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def check(self) -> None:
+        """Go on only if the room was not deleted meanwhile."""
+        if self.abandoned:
+            raise EnclaveProcessError(
+                f"clean room {self.name!r} was deleted while it was being deployed", status=409
+            )
+
+
+@dataclass
 class EnclaveHost:
     """Starts and tracks the enclave processes of one compute server."""
 
@@ -525,6 +544,10 @@ class EnclaveHost:
     # Rooms whose Worker died while this Controller (or an earlier run of it) was away:
     # their data died with the Worker's key, by design. Reported gone until deleted.
     gone: dict[str, str] = field(default_factory=dict)
+    # Rooms being deployed. The deploy goes on when its caller goes away (the HTTP
+    # server does not cancel a request's handler then): a manager that gave up on it
+    # deletes the room, and that must end the deploy, not answer 404 and let it finish.
+    deploying: dict[str, DeployUnderWay] = field(default_factory=dict)
     attester: EnclaveProcess | None = None
     # Why the last attempt to start a new Attester failed; None once one serves again.
     attester_failure: str | None = None
@@ -732,10 +755,25 @@ class EnclaveHost:
         relay its admission by the Attester."""
         await self._live_attester()
         async with self._lock:
-            if name in self.rooms or name in self.gone:
+            if name in self.rooms or name in self.gone or name in self.deploying:
                 raise EnclaveProcessError(f"clean room {name!r} exists here", status=409)
             directory = self.data_dir / "rooms" / name
             directory.mkdir(mode=0o700, parents=True, exist_ok=False)
+            under_way = self.deploying[name] = DeployUnderWay(name)
+        try:
+            return await self._deploy(name, directory, spec_json, fetch_bundle, under_way)
+        finally:
+            del self.deploying[name]
+            under_way.done.set()
+
+    async def _deploy(
+        self,
+        name: str,
+        directory: Path,
+        spec_json: bytes,
+        fetch_bundle: Callable[[Path], Awaitable[None]],
+        under_way: DeployUnderWay,
+    ) -> Room:
         try:
             # A host-wide lock and a look at /proc: off the event loop, which carries
             # every other room's sessions meanwhile.
@@ -744,8 +782,16 @@ class EnclaveHost:
             _remove(directory)
             raise EnclaveProcessError(f"no sandbox uid for {name!r}: {error}", 503) from error
         try:
+            under_way.check()
             (directory / "spec.json").write_bytes(spec_json)
-            await fetch_bundle(directory / "function.tar")
+            fetch = asyncio.ensure_future(fetch_bundle(directory / "function.tar"))
+            under_way.fetch = fetch
+            try:
+                await asyncio.wait({fetch})
+            finally:
+                fetch.cancel()  # this request itself was cancelled (done: nothing to cancel)
+            under_way.check()
+            fetch.result()
         except BaseException:
             bury(self.sandbox_ids, uid, directory)
             _remove(directory)
@@ -764,8 +810,10 @@ class EnclaveHost:
             _remove(directory)
             raise
         try:
+            under_way.check()
             await worker.wait_ready("/state")
             worker_id = await self._admit(worker)
+            under_way.check()  # last: from here on the room is made without a pause
         except BaseException:
             await worker.stop()
             bury(self.sandbox_ids, uid, directory)
@@ -784,6 +832,9 @@ class EnclaveHost:
 
     def room(self, name: str) -> Room:
         room = self.rooms.get(name)
+        if room is None and name in self.deploying:
+            # Not 404: whoever asks must not take a deploy under way for none.
+            raise EnclaveProcessError(f"clean room {name!r} is being deployed", status=409)
         if room is None and name in self.gone:
             raise EnclaveProcessError(
                 f"the Worker of {name!r} is gone ({self.gone[name]}): redeploy", status=410
@@ -812,6 +863,15 @@ class EnclaveHost:
         return await attester.client.request("POST", "/attest", content=body)
 
     async def delete(self, name: str) -> None:
+        under_way = self.deploying.get(name)
+        if under_way is not None:
+            # Ends the deploy: its fetch now, else at its next step; then it has stopped
+            # its Worker, if any, and removed the room's directory.
+            under_way.abandoned = True
+            if under_way.fetch is not None:
+                under_way.fetch.cancel()
+            await under_way.done.wait()
+            return
         room = self.rooms.pop(name, None)
         if room is None and self.gone.pop(name, None) is not None:
             _remove(self.data_dir / "rooms" / name)

@@ -22,6 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     inspect,
     text,
 )
@@ -208,11 +210,22 @@ class Room(Base):
     compute_server_id: Mapped[int] = mapped_column(ForeignKey("compute_servers.id"), index=True)
     compute_url: Mapped[str] = mapped_column(String(2000))
     created: Mapped[int] = mapped_column(Integer, default=_now)
+    # A failed room whose Controller may still start its Worker: the deploy got no
+    # answer, and the Controller did not confirm the room's delete. It keeps its slot
+    # (holds_slot) until it is deleted.
+    may_still_run: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     project: Mapped[Project] = relationship()
     members: Mapped[list[RoomMember]] = relationship(
         back_populates="room", cascade="all, delete-orphan"
     )
+
+
+def holds_slot() -> ColumnElement[bool]:
+    """The rooms that count against their project's quota and their compute server's
+    capacity: the live ones, and a failed one whose Controller may still run its Worker
+    (``Room.may_still_run``), until it is deleted."""
+    return Room.state.in_(LIVE_ROOM_STATES) | ((Room.state == "failed") & Room.may_still_run)
 
 
 class RoomMember(Base):

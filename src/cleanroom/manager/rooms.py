@@ -4,15 +4,18 @@ Who sees a room: the deployer's project, and every client whose registered
 ``user_id`` appears in the room's spec (inputs, outputs or runners); a room the
 caller may not see is answered ``404`` like one that does not exist
 (:func:`cleanroom.manager.callers.find_room`). Only the deployer's project may
-delete it. A project has at most ``Settings.rooms_per_project`` live rooms
-(``room-quota``). The manager talks to the room's Controller with a token for that one
-operation on that room (:meth:`cleanroom.manager.grants.Grants.operation_headers`).
+delete it. A project has at most ``Settings.rooms_per_project`` rooms that hold a slot
+(``room-quota``; live rooms, and failed ones whose Controller may still run their Worker:
+:func:`cleanroom.manager.database.holds_slot`). The manager talks to the room's
+Controller with a token for that one operation on that room
+(:meth:`cleanroom.manager.grants.Grants.operation_headers`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,6 +32,7 @@ from cleanroom.manager.database import (
     Room,
     RoomMember,
     StoredFunction,
+    holds_slot,
 )
 from cleanroom.manager.errors import (
     ComputeServerFailed,
@@ -124,8 +128,9 @@ class Rooms:
         The room is inserted ``deploying`` in the transaction that chose its server
         (so it holds its slot: concurrent deploys never oversubscribe), then deployed
         on the Controller outside any transaction, then marked ``deployed`` or
-        ``failed`` (which frees the slot) unless it changed meanwhile (its server
-        was found lost, or it was deleted).
+        ``failed`` unless it changed meanwhile (its server was found lost, or it was
+        deleted). A failed room frees its slot, unless the deploy got no answer and the
+        Controller did not confirm the room's delete either (``may_still_run``).
         """
         spec = parse_spec(document)
         digest = digest_of(spec.function)
@@ -154,9 +159,7 @@ class Rooms:
             # Work-ID accepts the sessions, status and receipts meant for the first, and
             # another project could deploy a copy of a spec it was shown (found by the
             # protocol red team). Checked under the scheduling lock, as the quota.
-            twin = select(Room.project_id).where(
-                Room.work_id == spec.work_id, Room.state.in_(LIVE_ROOM_STATES)
-            )
+            twin = select(Room.project_id).where(Room.work_id == spec.work_id, holds_slot())
             if session.scalar(twin) is not None:
                 raise Conflict(
                     f"a clean room with Work-ID {spec.work_id} is live already: one room per "
@@ -188,25 +191,39 @@ class Rooms:
                 session.rollback()
                 raise taken from error
             room_id, url, server_name = room.id, server.url, server.name
-        reason = self._put_room(url, caller.project, spec)
-        return self._settle(caller, spec, room_id, url, server_name, reason)
+        failure = self._put_room(url, caller.project, spec)
+        may_still_run = False
+        if failure is not None and failure.unanswered:
+            # The Controller may have the request and go on to start the Worker (a real
+            # one does: it does not stop when its caller goes away). It is asked to delete
+            # the room, which also ends a deploy it is still carrying out; until it
+            # confirms, the room keeps its slot.
+            refused = self._delete_room(url, caller.project, spec.name)
+            may_still_run = refused is not None
+            if may_still_run:
+                failure = Failure(
+                    f"{failure.reason}; nor did it confirm the room's delete ({refused}): "
+                    "the room keeps its slot until it is deleted",
+                    unanswered=True,
+                )
+        reason = None if failure is None else failure.reason
+        return self._settle(caller, spec, room_id, url, server_name, reason, may_still_run)
 
     def _within_quota(self, session: Session, caller: Caller) -> None:
         """Refuse a room past the project's live rooms (``room-quota``); counted with the
         scheduling lock held, so concurrent deploys cannot pass it together."""
         limit = self.settings.rooms_per_project
         live = session.scalar(
-            select(func.count(Room.id)).where(
-                Room.project_id == caller.project_id, Room.state.in_(LIVE_ROOM_STATES)
-            )
+            select(func.count(Room.id)).where(Room.project_id == caller.project_id, holds_slot())
         )
         if live is not None and live >= limit:
             raise QuotaExceeded(
                 "room-quota",
                 limit,
                 live + 1,
-                f"project {caller.project!r} has {live} live clean rooms, the most one project "
-                "may have: delete one first",
+                f"project {caller.project!r} has {live} live clean rooms (a failed one counts "
+                "while its Controller may still run it), the most one project may have: "
+                "delete one first",
                 "--rooms-per-project",
             )
 
@@ -218,6 +235,7 @@ class Rooms:
         url: str,
         server_name: str,
         reason: str | None,
+        may_still_run: bool = False,
     ) -> dict[str, Any]:
         """Record the deploy's outcome, unless the room changed meanwhile; the room."""
         outcome = "failed" if reason else "deployed"
@@ -226,7 +244,7 @@ class Rooms:
                 session,
                 update(Room)
                 .where(Room.id == room_id, Room.state == "deploying")
-                .values(state=outcome, reason=reason),
+                .values(state=outcome, reason=reason, may_still_run=may_still_run),
             )
             stored = session.get_one(Room, room_id, populate_existing=True)
             if changed == 1:
@@ -237,6 +255,8 @@ class Rooms:
                 }
                 if reason:
                     details["reason"] = reason
+                if may_still_run:
+                    details["may_still_run"] = True
                 audit.record(session, caller.client_id, f"room.{outcome}", spec.name, **details)
             session.commit()
             answer = room_document(stored)
@@ -254,8 +274,8 @@ class Rooms:
             limits=servers.NO_KEEPALIVE,
         )
 
-    def _put_room(self, url: str, project: str, spec: WorkSpec) -> str | None:
-        """Deploy on the Controller at ``url``; the reason it failed, or None."""
+    def _put_room(self, url: str, project: str, spec: WorkSpec) -> Failure | None:
+        """Deploy on the Controller at ``url``; why it failed, or None."""
         try:
             with self._controller() as client:
                 response = servers.send_capped(
@@ -267,22 +287,28 @@ class Rooms:
                 )
         except httpx.HTTPError as error:
             why = servers.one_line(str(error)) or type(error).__name__
-            return f"cannot reach the compute server at {url}: {why}"
+            # Refused or not connected: the request never reached the Controller.
+            never_sent = isinstance(error, httpx.ConnectError | httpx.ConnectTimeout)
+            return Failure(
+                f"cannot reach the compute server at {url}: {why}", unanswered=not never_sent
+            )
         if not response.is_success:
-            return (
+            return Failure(
                 f"the compute server at {url} answered {response.status_code}: "
-                f"{servers.answer_detail(response)}"
+                f"{servers.answer_detail(response)}",
+                unanswered=False,
             )
         return None
 
     def delete(self, caller: Caller, name: str, project: str | None = None) -> dict[str, Any]:
         """Delete a room: tell its Controller, then mark it ``deleted`` (deployer's project).
 
-        A live room becomes ``deleted`` only once its Controller confirms (2xx, or
-        404: it does not have it); otherwise 502 and nothing changes, because its
-        Worker may still be running. A ``failed`` or ``lost`` room is deleted even
-        when its Controller cannot be told (it may be gone for good): its Worker,
-        if any, no longer holds anything anyone can use through the manager.
+        A live room, or a failed one that may still run, becomes ``deleted`` only once
+        its Controller confirms (2xx, or 404: it does not have it); otherwise 502 and
+        nothing changes, because its Worker may still be running (and it keeps its
+        slot). Any other ``failed`` or ``lost`` room is deleted even when its
+        Controller cannot be told (it may be gone for good): its Worker, if any, no
+        longer holds anything anyone can use through the manager.
         """
         with self.sessions() as session:
             room = find_room(session, caller, name, project)
@@ -294,9 +320,9 @@ class Rooms:
                 return room_document(room)
             # The stored name, not the path's: a room the caller sees, exactly as deployed.
             room_id, url, owner, before = room.id, room.compute_url, room.project.name, room.state
-            name = room.name
+            name, may_still_run = room.name, room.state == "failed" and room.may_still_run
         refused = self._delete_room(url, owner, name)
-        if refused is not None and before in LIVE_ROOM_STATES:
+        if refused is not None and (before in LIVE_ROOM_STATES or may_still_run):
             raise ComputeServerFailed(f"{refused}; the room is unchanged", room=name)
         with self.sessions() as session:
             stored = session.get_one(Room, room_id)
@@ -333,6 +359,15 @@ class Rooms:
             f"the compute server at {url} refused to delete {name!r} "
             f"({response.status_code}: {servers.answer_detail(response)})"
         )
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a deploy failed; ``unanswered``: the request may have reached the Controller
+    and there was no answer, so the Controller may still carry it out."""
+
+    reason: str
+    unanswered: bool
 
 
 def _schedule(session: Session) -> ComputeServer:

@@ -8,7 +8,10 @@ that has a free slot (fewer live rooms than its capacity); the least loaded firs
 the room's insert are one transaction that first takes the *scheduling lock*
 (:func:`lock_servers`: every server row, ``SELECT … FOR UPDATE`` in id order on
 PostgreSQL, the database's write lock on SQLite), so two deploys never both take
-the last slot. A room whose deploy fails becomes ``failed`` and no longer counts.
+the last slot. A room whose deploy fails becomes ``failed`` and no longer counts,
+unless its Controller may still start its Worker (the deploy got no answer, and the
+Controller did not confirm the room's delete): then it keeps its slot until it is
+deleted (:func:`cleanroom.manager.database.holds_slot`).
 
 **Health** (:class:`HealthChecker`). Every ``health_interval`` seconds the manager
 asks each Controller ``GET /v1/health``. :func:`judge` turns the answer into the
@@ -66,7 +69,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cleanroom.answers import Deadline, read_bounded
 from cleanroom.errors import Error
 from cleanroom.manager import audit
-from cleanroom.manager.database import LIVE_ROOM_STATES, ComputeServer, Room
+from cleanroom.manager.database import ComputeServer, Room, holds_slot
 from cleanroom.manager.settings import Settings
 from cleanroom.tls import tls_context
 
@@ -101,6 +104,8 @@ DEFAULT_DEADLINE = 60.0
 """For a client without a read timeout: the whole answer within a minute."""
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 """Every request to a Controller on a new connection, so that its deadline can end it."""
+
+
 MAX_ANSWER_BYTES = 1 << 20
 """The most of a Controller's answer the manager reads (1 MiB): a Controller is untrusted,
 and what it answers (health, a room's status, a deploy or delete) is a short JSON document."""
@@ -210,10 +215,11 @@ def rows_changed(session: Session, statement: Update) -> int:
 
 
 def live_rooms(session: Session) -> dict[int, int]:
-    """How many live (deploying or deployed) rooms each compute server has, by id."""
+    """How many rooms hold a slot on each compute server, by id: the live (deploying or
+    deployed) ones and the failed ones that may still run (``holds_slot``)."""
     counts = (
         select(Room.compute_server_id, func.count(Room.id))
-        .where(Room.state.in_(LIVE_ROOM_STATES))
+        .where(holds_slot())
         .group_by(Room.compute_server_id)
     )
     return {row[0]: row[1] for row in session.execute(counts)}
@@ -255,7 +261,9 @@ def schedule(session: Session) -> ComputeServer:
 
 
 def lose_rooms(session: Session, server: ComputeServer, reason: str, actor: str) -> list[str]:
-    """Mark every live room on ``server`` lost with ``reason``; their names.
+    """Mark every live room on ``server`` lost with ``reason``, and every failed room
+    that may still run there (they can be deleted then without their Controller); their
+    names.
 
     All rows change before the first audit entry, so this transaction takes the
     audit log's lock last, like every other writer (no lock cycle).
@@ -263,7 +271,7 @@ def lose_rooms(session: Session, server: ComputeServer, reason: str, actor: str)
     lost = list(
         session.scalars(
             select(Room)
-            .where(Room.compute_server_id == server.id, Room.state.in_(LIVE_ROOM_STATES))
+            .where(Room.compute_server_id == server.id, holds_slot())
             .order_by(Room.id)
             .with_for_update()
         )

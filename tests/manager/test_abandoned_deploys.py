@@ -1,0 +1,137 @@
+"""A deploy the manager got no answer to keeps the room quota and the server's capacity.
+
+When the manager's call to deploy a room timed out (a Controller fetching a big bundle
+slowly), the room became ``failed`` and no longer counted, yet the Controller went on
+and started its Worker: a member could hold more Workers than ``--rooms-per-project``
+and a server more than its capacity (found by the manager's red team). The manager now
+asks the Controller to delete such a room (which ends a deploy still under way:
+``tests/controller/test_enclave_processes.py``), and the room keeps its slot until the
+Controller confirms that, or until it is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from cleanroom.client.errors import ServerError
+from cleanroom.client.manager import ManagerClient
+from cleanroom.manager import admin as operations
+
+from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
+
+TIMEOUT = 2.0
+"""The manager's controller_timeout here: how long it waits for a deploy's answer."""
+
+
+@dataclass
+class SlowController:
+    """Takes a deploy of a room named ``slow…`` well past the manager's timeout (as a
+    real one fetching a big bundle), any other at once; answers deletes when it is told
+    to ``confirm``, else 503."""
+
+    url: str = ""
+    confirm: bool = True
+    deletes: list[str] = field(default_factory=list)
+    closing: bool = False
+
+
+@contextmanager
+def slow_controller(confirm: bool) -> Iterator[SlowController]:
+    controller = SlowController(confirm=confirm)
+    app = FastAPI()
+
+    @app.put("/v1/rooms/{name}")
+    async def put(name: str) -> JSONResponse:
+        if name.startswith("slow"):
+            until = time.monotonic() + 3 * TIMEOUT
+            while time.monotonic() < until and not controller.closing:
+                await asyncio.sleep(0.05)
+        return JSONResponse({"name": name, "state": "collecting"}, status_code=201)
+
+    @app.delete("/v1/rooms/{name}")
+    async def delete(name: str) -> JSONResponse:
+        controller.deletes.append(name)
+        if not controller.confirm:
+            return JSONResponse({"detail": "busy"}, status_code=503)
+        return JSONResponse({"name": name, "state": "deleted"})
+
+    sock = bind()
+    controller.url = url_of(sock)
+    with serve(app, sock):
+        try:
+            yield controller
+        finally:
+            controller.closing = True
+
+
+def refusal(client: ManagerClient, name: str, function: str) -> ServerError:
+    with pytest.raises(ServerError) as caught:
+        client.deploy(make_spec(function, name=name))
+    return caught.value
+
+
+def test_a_deploy_that_got_no_answer_is_deleted_on_its_controller(
+    start_manager: Callable[..., Manager], tmp_path: Path
+) -> None:
+    manager = start_manager(controller_timeout=TIMEOUT)
+    with slow_controller(confirm=True) as controller:
+        with manager.sessions() as session:
+            operations.add_server(session, controller.url, "slow", capacity=1)
+        acme, _ = manager.login("acme")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        refused = refusal(acme, "slow-room", function)
+        assert refused.status == 502, refused
+        assert controller.deletes == ["slow-room"], (
+            f"expected the manager to delete on its Controller the room whose deploy it gave "
+            f"up on, got deletes {controller.deletes}"
+        )
+        room = acme.room("slow-room")
+        assert room.state == "failed" and room.reason is not None
+        assert "keeps its slot" not in room.reason
+        # The Controller confirmed: the slot is free again.
+        assert acme.deploy(make_spec(function, name="next")).state == "deployed"
+
+
+def test_a_deploy_that_got_no_answer_keeps_its_slot_until_its_controller_confirms(
+    start_manager: Callable[..., Manager], tmp_path: Path
+) -> None:
+    manager = start_manager(controller_timeout=TIMEOUT, rooms_per_project=1)
+    with slow_controller(confirm=False) as slow, slow_controller(confirm=True) as other:
+        with manager.sessions() as session:
+            operations.add_server(session, slow.url, "slow", capacity=1)
+        acme, _ = manager.login("acme")
+        globex, _ = manager.login("globex")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        globex_function = globex.upload_function(make_bundle(tmp_path / "g")).function_id
+        refused = refusal(acme, "slow-room", function)
+        assert refused.status == 502
+        assert acme.room("slow-room").state == "failed"
+        # The server's capacity: another project finds it full.
+        full = refusal(globex, "theirs", globex_function)
+        assert full.status == 503, f"capacity: expected 503 (full), got {full.status}: {full}"
+        assert "is full (1 of 1 live rooms)" in full.detail
+        # The project's quota: with a free server beside it, still one room.
+        with manager.sessions() as session:
+            operations.add_server(session, other.url, "other", capacity=2)
+        quota = refusal(acme, "second", function)
+        assert quota.status == 409 and quota.problem.get("check") == "room-quota", quota
+        assert slow.deletes == ["slow-room"]
+        assert "nor did it confirm the room's delete" in refused.detail
+        assert "keeps its slot until it is deleted" in refused.detail
+        # A delete the Controller does not confirm changes nothing.
+        with pytest.raises(ServerError) as unconfirmed:
+            acme.delete("slow-room")
+        assert unconfirmed.value.status == 502
+        assert acme.room("slow-room").state == "failed"
+        slow.confirm = True
+        assert acme.delete("slow-room").state == "deleted"
+        assert acme.deploy(make_spec(function, name="second")).state == "deployed"
