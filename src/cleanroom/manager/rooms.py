@@ -51,7 +51,6 @@ from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
-from cleanroom.tls import tls_context
 from cleanroom.tokens import SCOPE_DELETE, SCOPE_DEPLOY
 
 _log = logging.getLogger("cleanroom.manager")
@@ -270,8 +269,7 @@ class Rooms:
         """A client for one request to a Controller (its answer read with a bound)."""
         return httpx.Client(
             timeout=self.settings.controller_timeout,
-            verify=tls_context(),
-            limits=servers.NO_KEEPALIVE,
+            transport=servers.controller_transport(self.settings.controller_timeout),
         )
 
     def _put_room(self, url: str, project: str, spec: WorkSpec) -> Failure | None:

@@ -70,6 +70,7 @@ from cleanroom.answers import Deadline, read_bounded
 from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import ComputeServer, Room, holds_slot
+from cleanroom.manager.resolution import BoundedResolution, NameTooSlow
 from cleanroom.manager.settings import Settings
 from cleanroom.tls import tls_context
 
@@ -104,6 +105,15 @@ DEFAULT_DEADLINE = 60.0
 """For a client without a read timeout: the whole answer within a minute."""
 NO_KEEPALIVE = httpx.Limits(max_keepalive_connections=0)
 """Every request to a Controller on a new connection, so that its deadline can end it."""
+
+
+def controller_transport(timeout: float) -> httpx.BaseTransport:
+    """The transport of the manager's requests to Controllers: the manager's TLS trust,
+    no keep-alive, and a host name resolved within the connect timeout (``timeout`` if
+    a request has none; :class:`cleanroom.manager.resolution.BoundedResolution`)."""
+    return BoundedResolution(
+        httpx.HTTPTransport(verify=tls_context(), limits=NO_KEEPALIVE), timeout
+    )
 
 
 MAX_ANSWER_BYTES = 1 << 20
@@ -144,8 +154,8 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
                 ),
             )
         except httpx.HTTPError as error:
-            if not deadline.expired:
-                raise
+            if not deadline.expired or isinstance(error, NameTooSlow):
+                raise  # NameTooSlow: the deadline expired while the name was looked up
             raise AnswerTooSlow(
                 f"{method} {url}: no whole answer within {seconds} s", request=request
             ) from error
@@ -404,9 +414,7 @@ class HealthChecker:
         self.clock = clock
         self.client = httpx.Client(
             timeout=settings.health_timeout,
-            transport=transport,
-            verify=tls_context(),
-            limits=NO_KEEPALIVE,
+            transport=transport or controller_transport(settings.health_timeout),
         )
 
     def close(self) -> None:
