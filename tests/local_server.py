@@ -9,13 +9,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from cleanroom.cli.serving import server
+from cleanroom.cli.serving import ServingLimits, server
 
 
 @contextlib.contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """The app's base URL while it is served."""
-    running = server(app, host="127.0.0.1", port=0, what="test")
+def serving(app: Any, limits: ServingLimits | None = None) -> Iterator[str]:
+    """The app's base URL while it is served (with ``limits``, else the defaults)."""
+    running = server(app, host="127.0.0.1", port=0, what="test", limits=limits)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

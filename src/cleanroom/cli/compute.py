@@ -9,7 +9,14 @@ import typer
 
 from cleanroom import __version__
 from cleanroom.cli.common import EXIT_REJECTED, EXIT_USAGE, fail, stderr
-from cleanroom.cli.serving import serve
+from cleanroom.cli.serving import (
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    HeaderTimeoutOption,
+    MaxConnectionsOption,
+    ServingLimits,
+    serve,
+)
 from cleanroom.errors import CheckFailed
 from cleanroom.paths import compute_data_dir
 
@@ -118,6 +125,8 @@ def compute(
             "memory, half of it for a run's files, a week, 4096 tasks.",
         ),
     ] = None,
+    header_timeout: HeaderTimeoutOption = HEADER_TIMEOUT_S,
+    max_connections: MaxConnectionsOption = MAX_CONNECTIONS,
 ) -> None:
     """Run a compute server: the untrusted Controller, the Attester and one Worker per
     clean room, each its own process. Register it first (`cleanroom admin server add
@@ -205,7 +214,14 @@ def compute(
             f"simulated SGX platform: {platform} (INSECURE); clients trust its root with: "
             f"cleanroom sim export-root --dir {platform} --out sim-root.pem"
         )
-    serve(create_app(settings), host=host, port=port, what="compute server", notes=notes)
+    serve(
+        create_app(settings),
+        host=host,
+        port=port,
+        what="compute server",
+        notes=notes,
+        limits=ServingLimits(header_timeout=header_timeout, max_connections=max_connections),
+    )
 
 
 def _gramine_launcher(

@@ -9,6 +9,13 @@ import typer
 from cleanroom.cli.admin import DatabaseUrlOption, DataDirOption, default_data_dir
 from cleanroom.cli.common import EXIT_USAGE, fail
 from cleanroom.cli.compute import compute as compute_command
+from cleanroom.cli.serving import (
+    HEADER_TIMEOUT_S,
+    MAX_CONNECTIONS,
+    HeaderTimeoutOption,
+    MaxConnectionsOption,
+    ServingLimits,
+)
 from cleanroom.manager.settings import (
     DEFAULT_CONTROLLER_CALLS,
     DEFAULT_FUNCTION_BYTES_PER_PROJECT,
@@ -96,6 +103,8 @@ def manager(
             min=1,
         ),
     ] = DEFAULT_FUNCTION_BYTES_PER_PROJECT,
+    header_timeout: HeaderTimeoutOption = HEADER_TIMEOUT_S,
+    max_connections: MaxConnectionsOption = MAX_CONNECTIONS,
 ) -> None:
     """Run the management server: tokens, function storage, the clean room registry.
 
@@ -135,6 +144,7 @@ def manager(
             f"data directory: {directory}",
             f"public URL (the tokens' issuer): {settings.public_url}",
         ],
+        limits=ServingLimits(header_timeout=header_timeout, max_connections=max_connections),
     )
 
 

@@ -1,12 +1,26 @@
 """Running a server process in the foreground: uvicorn with access logs, and one line
-saying where it listens once it does (after its start-up, so it is ready then)."""
+saying where it listens once it does (after its start-up, so it is ready then).
+
+uvicorn has no timeout for a request's head (its keep-alive timeout is reset by every
+byte, and not armed before a connection's first request) and no bound on the number of
+connections it holds: a client that opened connections and sent their heads a byte at a
+time, or nothing at all, held them for as long as it liked, up to every file descriptor
+of the process (found by the manager's red team). :class:`ServingLimits` are the bounds
+both servers' listeners now have: ``limit_concurrency`` is uvicorn's own (503 past it);
+the head's deadline and the cap on open connections are a small subclass of uvicorn's
+httptools protocol (:func:`guarded_protocol`), which is what it lacks.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 if TYPE_CHECKING:
     import uvicorn
@@ -18,18 +32,124 @@ if TYPE_CHECKING:
 # (the concurrency benchmark, "connection reset by peer" from the manager).
 KEEP_ALIVE_S = 65
 
+HEADER_TIMEOUT_S = 10.0
+"""Default: a request's head (request line and headers) arrives within this many seconds
+of its connection, or of its first byte on a kept-alive connection."""
+MAX_CONNECTIONS = 512
+"""Default: connections held at once; below a process's usual 1,024 descriptors, so that
+the server keeps some for its database, files and outgoing requests."""
 
-def serve(app: Any, *, host: str, port: int, what: str, notes: Sequence[str] = ()) -> None:
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What clients may hold of a server's listener (see the module docstring)."""
+
+    header_timeout: float = HEADER_TIMEOUT_S
+    max_connections: int = MAX_CONNECTIONS
+
+
+HeaderTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds a request's head (request line and headers) may take to arrive, from "
+        "its connection (or its first byte, on a kept-alive connection); then the "
+        "connection is closed. Request bodies are not bounded in time: see "
+        "docs/threat-model.md.",
+        min=0.1,
+    ),
+]
+MaxConnectionsOption = Annotated[
+    int,
+    typer.Option(
+        help="Connections held open at once: one past it is closed before it is read, and "
+        "a request is answered 503 once this many are open or being handled (uvicorn's "
+        "limit_concurrency). Keep it below the open-files limit (ulimit -n).",
+        min=1,
+    ),
+]
+
+
+def guarded_protocol(limits: ServingLimits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a deadline for each request's head and a cap on
+    the connections open at once (``limits``)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedProtocol(HttpToolsProtocol):
+        head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self.logger.warning(
+                    "closed a connection: %d are open, the most this server holds "
+                    "(--max-connections)",
+                    limits.max_connections,
+                )
+                transport.close()
+                return
+            self.arm_head_timer()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.arm_head_timer()  # a kept-alive connection's next request
+
+        def on_headers_complete(self) -> None:
+            self.disarm_head_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.disarm_head_timer()
+            super().connection_lost(exc)
+
+        def arm_head_timer(self) -> None:
+            if self.head_timer is None:
+                self.head_timer = self.loop.call_later(limits.header_timeout, self.head_too_slow)
+
+        def disarm_head_timer(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def head_too_slow(self) -> None:
+            self.head_timer = None
+            if not self.transport.is_closing():
+                self.logger.warning(
+                    "closed a connection: no whole request head within %s s (--header-timeout)",
+                    limits.header_timeout,
+                )
+                self.transport.close()
+
+    return GuardedProtocol
+
+
+def serve(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    what: str,
+    notes: Sequence[str] = (),
+    limits: ServingLimits | None = None,
+) -> None:
     """Serve ``app`` until interrupted; when ready print ``cleanroom WHAT listening on
     URL`` (the port it bound, also for port 0) and each of ``notes`` on stderr."""
-    server(app, host=host, port=port, what=what, notes=notes).run()
+    server(app, host=host, port=port, what=what, notes=notes, limits=limits).run()
 
 
 def server(
-    app: Any, *, host: str, port: int, what: str, notes: Sequence[str] = ()
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    what: str,
+    notes: Sequence[str] = (),
+    limits: ServingLimits | None = None,
 ) -> uvicorn.Server:
-    """The uvicorn server :func:`serve` runs, not started."""
+    """The uvicorn server :func:`serve` runs, not started (``limits``: the defaults of
+    :class:`ServingLimits` unless given)."""
     import uvicorn
+
+    limits = limits or ServingLimits()
 
     class _Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -43,6 +163,12 @@ def server(
 
     # "info": uvicorn's access log, one line per request, as operators expect.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_S
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_S,
+        http=guarded_protocol(limits),
+        limit_concurrency=limits.max_connections,
     )
     return _Server(config)
