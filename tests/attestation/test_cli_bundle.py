@@ -77,6 +77,29 @@ def test_a_saved_bundle_checked_now_names_the_expired_collateral(
     assert "--at-saved" in error["hint"]
 
 
+@pytest.mark.parametrize(
+    ("saved_at", "check"),
+    [(RECORDED_TIME - 400 * 86400, "collateral-not-yet-valid"),
+     (RECORDED_TIME + 400 * 86400, "collateral-expired")],
+    ids=["before-the-collateral", "after-the-collateral"],
+)  # fmt: skip
+def test_a_refusal_at_the_saved_time_blames_the_bundle_not_this_machines_clock(
+    saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], saved_at: int, check: str
+) -> None:
+    document = json.loads(saved.read_text())
+    document["saved_at"] = saved_at
+    moved = tmp_path / "moved.json"
+    moved.write_text(json.dumps(document))
+    code, out, _err = run(
+        capsys, "verify-quote", "--bundle", str(moved), "--at-saved", *STATUS, "--json"
+    )
+    error = json.loads(out)["error"]
+    assert (code, error["check"]) == (1, check)
+    assert f"the bundle's saved_at ({saved_at}, --at-saved)" in error["hint"], error["hint"]
+    assert "check this machine's clock" not in error["hint"]
+    assert "fetch fresh collateral" not in error["hint"]
+
+
 def test_a_tampered_bundle_is_refused(saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = json.loads(saved.read_text())
     quote = bytearray(base64.b64decode(document["quote"]))

@@ -188,7 +188,17 @@ def verify_quote(
         try:
             check_fresh(evidence.collateral, when)
         except CollateralExpiredError as error:
-            if evidence.saved_at is not None and not at_saved:
+            if at_saved:  # the time is the bundle's: this machine's clock is not the cause
+                error.hint = (
+                    f"the time is the bundle's saved_at ({when}, --at-saved), not this "
+                    "machine's clock: the collateral saved with the quote was not valid then"
+                )
+            elif at is not None:
+                error.hint = (
+                    f"the time is the one given with --at ({when}): give one at which the "
+                    "collateral was valid"
+                )
+            elif evidence.saved_at is not None:
                 error.hint = (
                     f"add --at-saved to check it as of when it was saved ({evidence.saved_at})"
                 )
