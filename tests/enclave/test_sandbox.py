@@ -778,6 +778,8 @@ REACHABLE_WITHOUT_FILTER = {
     "personality": "135, 0x0040000",  # ADDR_NO_RANDOMIZE: its next program without ASLR
     "modify_ldt": "154, 0, buffer, 16",  # read the LDT (0 bytes): the call is there
     "io_setup": "206, 1, ctypes.byref(ctypes.c_ulong())",  # one event of fs.aio-max-nr's
+    # A descriptor of secret memory, whose pages would leave the kernel's direct map
+    "memfd_secret": "447, 0",
     # An O_PATH descriptor of /tmp, no attribute: the call is there (Linux 6.15), though
     # the host's libseccomp cannot name it (syscalls.DENIED_BY_NUMBER)
     "open_tree_attr": "467, -100, b'/tmp', 0, None, 0",
