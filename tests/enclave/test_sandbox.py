@@ -606,6 +606,47 @@ def test_a_run_is_niced_and_cannot_raise_its_priority(
     assert set(facts.values()) == {"PermissionError"}, facts
 
 
+def test_a_run_takes_no_real_time_priority_whatever_the_workers_limit() -> None:
+    """A real-time task (SCHED_FIFO, SCHED_RR) runs before every normal one at any
+    niceness, the enclave services included, and an unprivileged task may take one up
+    to its RLIMIT_RTPRIO: the run's must be 0 whatever the Worker's is. The limits a run
+    enters with are the ones its process sets before bubblewrap starts (this host
+    cannot raise RLIMIT_RTPRIO to show the inherited one, as it cannot raise
+    RLIMIT_NICE: what the real ``_enter`` sets, in a child of its own, is recorded)."""
+    require_sandbox()
+    with sandbox_uid() as uid:
+        plan = supervisor.RunPlan(
+            function_dir="/nonexistent", inputs_dir="/nonexistent", parameters="/nonexistent",
+            outputs=["output_1"], handler="handler.run", interpreter=sys.executable,
+            runtime_roots=[], uid=uid, stage=str(supervisor.STAGE),
+            limits=Limits(memory_mib=64, processes=8, cpu_s=5, timeout_s=5, disk_mib=1),
+        )  # fmt: skip
+        enter = supervisor._enter(plan, None)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports, then exits
+            try:
+                os.close(read)
+                set_limits: dict[int, tuple[int, int]] = {}
+                real = resource.setrlimit
+
+                def recording(limit: int, values: tuple[int, int]) -> None:
+                    set_limits[limit] = values
+                    real(limit, values)
+
+                resource.setrlimit = recording  # type: ignore[assignment]
+                enter()
+                rtprio = set_limits.get(resource.RLIMIT_RTPRIO)
+                os.write(write, json.dumps(rtprio).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            said = pipe.read()
+        os.waitpid(child, 0)
+    assert json.loads(said) == [0, 0]
+
+
 def _own_cpu_group() -> Path | None:
     """This process's group in the hierarchy of the cpu controller (v1, alone or with
     cpuacct; or v2 where it is delegated), or None where the host has none."""

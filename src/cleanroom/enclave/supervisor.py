@@ -342,6 +342,14 @@ def _enter(plan: RunPlan, cgroup: RunCgroup | None) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         # The run's niceness (RUN_NICENESS) is a floor it cannot lower.
         resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
+        # Nor does it take a real-time policy (SCHED_FIFO, SCHED_RR), which runs before
+        # every normal task, the enclave services included, at any niceness: an
+        # unprivileged task may, up to its RLIMIT_RTPRIO, and this one was the Worker's
+        # (a systemd LimitRTPRIO=, a container's --ulimit rtprio). Only a CPU control
+        # group with no real-time time of its own (v1's cpu.rt_runtime_us 0, where the
+        # kernel has RT_GROUP_SCHED) stopped it; a v2 host or one with no cpu
+        # controller had nothing.
+        resource.setrlimit(resource.RLIMIT_RTPRIO, (0, 0))
         if cgroup is None:
             # No memory controller: cap the address space (data libraries that reserve
             # large virtual ranges may then fail early; the result says why).
