@@ -821,6 +821,13 @@ REACHABLE_WITHOUT_FILTER = {
     "io_setup": "206, 1, ctypes.byref(ctypes.c_ulong())",  # one event of fs.aio-max-nr's
     # A descriptor of secret memory, whose pages would leave the kernel's direct map
     "memfd_secret": "447, 0",
+    # A watch on a file of the standard library, which every run shares: its opens by
+    # any process on the host (an inotify descriptor of its own, then a watch)
+    "inotify_init1": "294, 0",
+    # A signal when any file of /usr is read, by any process on the host (DN_ACCESS),
+    # and the same command with a high bit set, which the kernel does not read
+    "fcntl F_NOTIFY": "72, usr, 1026, 1",
+    "fcntl F_NOTIFY, high bits": "72, usr, ctypes.c_long((1 << 32) | 1026), 1",
     # An O_PATH descriptor of /tmp, no attribute: the call is there (Linux 6.15), though
     # the host's libseccomp cannot name it (syscalls.DENIED_BY_NUMBER)
     "open_tree_attr": "467, -100, b'/tmp', 0, None, 0",
@@ -843,6 +850,7 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
             _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
         vec = ctypes.byref(Vec(ctypes.addressof(buffer), 16))
         ids = (ctypes.c_uint64 * 16)()
+        usr = os.open("/usr", os.O_RDONLY | os.O_DIRECTORY)
         handle = ctypes.create_string_buffer(8 + 128)  # struct file_handle, 128 bytes free
         ctypes.c_uint32.from_buffer(handle).value = 128
 
@@ -857,6 +865,7 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         }}}}
         facts["with arguments that work without the filter"] = {{{reachable}}}
         facts["getpid"] = errno_of(39)
+        facts["fcntl F_GETFD"] = errno_of(72, usr, 1)  # every other command is allowed
         # Its init (bubblewrap, pid 1) is its uid and writable through /proc/1/mem: it
         # must be under the same filter, or code put there would escape it.
         for who, pid in (("self", "self"), ("init", "1")):
@@ -887,6 +896,7 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     reachable = facts["with arguments that work without the filter"]
     assert reachable == dict.fromkeys(REACHABLE_WITHOUT_FILTER, "EPERM")
     assert facts["getpid"] == "succeeded"  # everything else is allowed
+    assert facts["fcntl F_GETFD"] == "succeeded"
     assert facts["self"] == facts["init"] == ["Seccomp:\t2"]  # filtered, both
 
 

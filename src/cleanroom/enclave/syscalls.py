@@ -59,6 +59,15 @@ DENIED: Mapping[str, tuple[str, ...]] = {
         # to reach kernel memory until it reboots. Docker denies it; no data runtime asks.
         "memfd_secret",
     ),
+    # What the host's other processes do to the files every run shares (/usr, the
+    # runtime): watches are on the file, not on the sandbox's view of it, so a run sees
+    # every open and read of them by any other run. One room's function sent another
+    # room's, run beside it, its input (37 bytes in a millisecond, not a bit lost) by
+    # opening one of two files of the standard library per bit: a channel between rooms
+    # past their outputs' recipients, and a view of which modules other runs load.
+    # No data runtime watches files (fcntl's F_NOTIFY, the older form, is refused too:
+    # FCNTL_DENIED).
+    "watching files other runs share": ("inotify_init", "inotify_init1", "inotify_add_watch"),
     # Its own processes only (PID namespace, one uid), but nothing a function needs.
     "reaching into other processes": (
         "ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
@@ -110,6 +119,15 @@ DENIED_BY_NUMBER: Mapping[str, int] = {
 
 DENIED_ERRNO = errno.EPERM
 
+FCNTL_DENIED: Mapping[int, str] = {
+    # dnotify: a signal when any file of a directory is read, by any process on the host
+    # (see "watching files other runs share" above).
+    fcntl.F_NOTIFY: "F_NOTIFY",
+}
+"""fcntl(2) commands a function may not use (``EPERM``); every other command is allowed.
+The kernel reads the command's low 32 bits, so they are all it is compared by."""
+COMMAND_MASK = 0xFFFF_FFFF
+
 SOCKET_FAMILIES: Mapping[int, str] = {
     socket.AF_UNIX: "AF_UNIX",  # multiprocessing, asyncio's self-pipe, joblib
     socket.AF_INET: "AF_INET",  # the loopback of its own network namespace
@@ -155,6 +173,12 @@ def filter_fd() -> int:
         program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), name)
     for number in DENIED_BY_NUMBER.values():
         program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), number)
+    for command in FCNTL_DENIED:
+        program.add_rule(
+            pyseccomp.ERRNO(DENIED_ERRNO),
+            "fcntl",
+            pyseccomp.Arg(1, pyseccomp.MASKED_EQ, COMMAND_MASK, command),
+        )
     # Libseccomp compares all 64 bits of the register, the kernel reads the family's low
     # 32: every value but the allowed ones exactly must be refused, high bits included.
     # So each family below the largest allowed one is refused by number, and everything
