@@ -73,12 +73,12 @@ def room(tmp_path: Path, confinement: Sandbox) -> CleanRoom:
     return make_room(tmp_path, confinement, HANDLER)
 
 
-def make_room(tmp_path: Path, confinement: Sandbox, handler: str) -> CleanRoom:
+def make_room(tmp_path: Path, confinement: Sandbox, handler: str, **spec_fields: Any) -> CleanRoom:
     source = tmp_path / "function"
     source.mkdir()
     (source / "handler.py").write_text(handler)
     bundle = pack(source)
-    spec = WorkSpec.parse({**SPEC_DOCUMENT, "function": function_id(bundle)})
+    spec = WorkSpec.parse({**SPEC_DOCUMENT, "function": function_id(bundle), **spec_fields})
     platform = SimulatedPlatform.init(tmp_path / "platform", now=int(time.time()))
     attester_image, worker_image = measure("attester"), measure("worker")
     attester = Attester(
@@ -442,6 +442,42 @@ def run():
     receiver.close()
     assert sorted(received) == ["output_1/.manifest", "output_1/overlap.txt"]
     assert set(json.loads(received["output_1/.manifest"])["files"]) == {"overlap.txt"}
+
+
+def test_the_log_is_never_stored_as_a_file_named_as_a_directory_of_the_output(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """The function's log goes to its output as function.log, beside what the function
+    wrote there. A function that wrote a directory of that name (function.log/x) had
+    the log stored as a file of the same name: an output no recipient's disk can hold,
+    signed "succeeded", whose every download failed. The log takes another name."""
+    handler = """
+import pathlib
+
+def run():
+    print("the function's log")
+    (pathlib.Path("outputs/output_1/function.log")).mkdir()
+    (pathlib.Path("outputs/output_1/function.log/x")).write_text("x")
+"""
+    room = make_room(tmp_path, confinement, handler, logs="output_1")
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1"))
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    received = {
+        path: data for path, _i, _f, data in map(receiver.open, room.download(keys.session_id))
+    }
+    receiver.close()
+    files = sorted(json.loads(received.pop("output_1/.manifest"))["files"])
+    assert files == ["function.1.log", "function.log/x"]
+    assert received["output_1/function.1.log"] == b"the function's log\n"
+    # What a recipient writes: every name a file, none a directory of another.
+    for name in files:
+        target = tmp_path / "download" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(received[f"output_1/{name}"])
 
 
 def test_a_failed_run_names_no_input_file_in_the_clear(

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, ClassVar, TypeVar
 
 from cleanroom.enclave.errors import RunError, UploadError, failure_text
@@ -350,8 +350,12 @@ class CleanRoom:
         bundle.unlink()
 
     def _add_log(self, output_id: str, log: bytes) -> None:
-        # The function may have written a file of that name itself: keep both.
-        taken = {stored.name for stored in self._outputs[output_id][1]}
+        # The function may have written a file of that name itself: keep both. Or a
+        # directory (function.log/x): the log was then stored beside it, as a file named
+        # as a directory of the output, which no recipient's disk can hold (the download
+        # of a run signed "succeeded" failed every time, FileExistsError).
+        names = {stored.name for stored in self._outputs[output_id][1]}
+        taken = names | {str(up) for name in names for up in PurePosixPath(name).parents}
         name, number = f"{output_id}/{LOG_FILE}", 0
         while name in taken:
             number += 1
