@@ -828,6 +828,12 @@ REACHABLE_WITHOUT_FILTER = {
     # and the same command with a high bit set, which the kernel does not read
     "fcntl F_NOTIFY": "72, usr, 1026, 1",
     "fcntl F_NOTIFY, high bits": "72, usr, ctypes.c_long((1 << 32) | 1026), 1",
+    # A classic BPF program (one instruction: accept) on a socket, which the kernel
+    # compiles; and a TCP socket's upper layer protocol, looked up by name (none here
+    # says ENOENT without the filter)
+    "setsockopt SO_ATTACH_FILTER": "54, unix, 1, 26, ctypes.byref(fprog), ctypes.sizeof(fprog)",
+    "setsockopt TCP_ULP": "54, tcp, 6, 31, b'tls', 3",
+    "setsockopt TCP_ULP, high bits": "54, tcp, ctypes.c_long((1 << 32) | 6), 31, b'tls', 3",
     # An O_PATH descriptor of /tmp, no attribute: the call is there (Linux 6.15), though
     # the host's libseccomp cannot name it (syscalls.DENIED_BY_NUMBER)
     "open_tree_attr": "467, -100, b'/tmp', 0, None, 0",
@@ -851,6 +857,13 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         vec = ctypes.byref(Vec(ctypes.addressof(buffer), 16))
         ids = (ctypes.c_uint64 * 16)()
         usr = os.open("/usr", os.O_RDONLY | os.O_DIRECTORY)
+        import socket
+        sockets = [socket.socket(socket.AF_UNIX), socket.socket()]  # kept open
+        unix, tcp = (each.fileno() for each in sockets)
+        accept = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0xFFFFFFFF))
+        class Fprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        fprog = Fprog(1, ctypes.addressof(accept))
         handle = ctypes.create_string_buffer(8 + 128)  # struct file_handle, 128 bytes free
         ctypes.c_uint32.from_buffer(handle).value = 128
 
@@ -866,6 +879,7 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         facts["with arguments that work without the filter"] = {{{reachable}}}
         facts["getpid"] = errno_of(39)
         facts["fcntl F_GETFD"] = errno_of(72, usr, 1)  # every other command is allowed
+        facts["setsockopt SO_REUSEADDR"] = errno_of(54, tcp, 1, 2, struct.pack("i", 1), 4)
         # Its init (bubblewrap, pid 1) is its uid and writable through /proc/1/mem: it
         # must be under the same filter, or code put there would escape it.
         for who, pid in (("self", "self"), ("init", "1")):
@@ -897,6 +911,7 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     assert reachable == dict.fromkeys(REACHABLE_WITHOUT_FILTER, "EPERM")
     assert facts["getpid"] == "succeeded"  # everything else is allowed
     assert facts["fcntl F_GETFD"] == "succeeded"
+    assert facts["setsockopt SO_REUSEADDR"] == "succeeded"
     assert facts["self"] == facts["init"] == ["Seccomp:\t2"]  # filtered, both
 
 

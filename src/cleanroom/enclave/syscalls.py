@@ -128,6 +128,19 @@ FCNTL_DENIED: Mapping[int, str] = {
 The kernel reads the command's low 32 bits, so they are all it is compared by."""
 COMMAND_MASK = 0xFFFF_FFFF
 
+SETSOCKOPT_DENIED: Mapping[tuple[int, int], str] = {
+    # Classic BPF programs on a socket: verified, converted and JIT-compiled by the
+    # kernel for any unprivileged process (the JIT's branch offsets were an escalation,
+    # CVE-2021-29154). The bpf() call is denied above; these are its other way in.
+    (socket.SOL_SOCKET, 26): "SO_ATTACH_FILTER",
+    (socket.SOL_SOCKET, 51): "SO_ATTACH_REUSEPORT_CBPF",
+    # A TCP socket's upper layer protocol: kernel TLS, ESP in TCP, SMC; kTLS had several
+    # use-after-frees, one an escalation (CVE-2023-0461). No data function sets one.
+    (socket.IPPROTO_TCP, 31): "TCP_ULP",
+}
+"""setsockopt(2) (level, option) pairs a function may not set (``EPERM``), compared, as
+the kernel reads them, in their low 32 bits."""
+
 SOCKET_FAMILIES: Mapping[int, str] = {
     socket.AF_UNIX: "AF_UNIX",  # multiprocessing, asyncio's self-pipe, joblib
     socket.AF_INET: "AF_INET",  # the loopback of its own network namespace
@@ -173,6 +186,13 @@ def filter_fd() -> int:
         program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), name)
     for number in DENIED_BY_NUMBER.values():
         program.add_rule(pyseccomp.ERRNO(DENIED_ERRNO), number)
+    for level, option in SETSOCKOPT_DENIED:
+        program.add_rule(
+            pyseccomp.ERRNO(DENIED_ERRNO),
+            "setsockopt",
+            pyseccomp.Arg(1, pyseccomp.MASKED_EQ, COMMAND_MASK, level),
+            pyseccomp.Arg(2, pyseccomp.MASKED_EQ, COMMAND_MASK, option),
+        )
     for command in FCNTL_DENIED:
         program.add_rule(
             pyseccomp.ERRNO(DENIED_ERRNO),
