@@ -780,6 +780,73 @@ def test_two_runs_of_one_room_at_once_both_complete(tmp_path: Path, room_sandbox
     }  # fmt: skip
 
 
+# Files every run sees of the host: the standard library, the runtime's interpreter, the
+# linker's cache, a device.
+SHARED_FILES = ("/usr/lib/python3.11/this.py", "sys.executable", "/etc/ld.so.cache", "/dev/null")
+
+
+def test_two_rooms_runs_at_once_share_no_lock(tmp_path: Path, room_sandbox: Sandbox) -> None:
+    """A lock (flock; also fcntl's) is taken on a file opened read-only, and is on the
+    file's inode: bound from the host, the same inode for every run. One room's run
+    that held it, another's that found it held, were a channel between two rooms'
+    functions past their outputs' recipients. Each run sees inodes of its own."""
+    paths = ", ".join(p if p == "sys.executable" else repr(p) for p in SHARED_FILES)
+    bodies = {
+        "holder": f"""
+            import fcntl
+            held = [open(path, "rb") for path in ({paths})]
+            for handle in held:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            pathlib.Path("/work/outputs/output_1/held").write_text("")
+            time.sleep(4)
+        """,
+        "prober": f"""
+            import fcntl
+            time.sleep(2)
+            found = {{}}
+            for path in ({paths}):
+                try:
+                    fcntl.flock(open(path, "rb"), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    found[path] = "free"
+                except OSError as error:
+                    found[path] = errno.errorcode[error.errno]
+            pathlib.Path("/work/outputs/output_1/found.json").write_text(json.dumps(found))
+        """,
+    }
+    results: dict[str, RunResult] = {}
+    received = {name: Outputs() for name in bodies}
+    spaces = {}
+    for name in bodies:
+        space = tmp_path / name
+        (space / "function").mkdir(parents=True)
+        (space / "inputs").mkdir()
+        (space / "parameters.json").write_text("{}")
+        space.chmod(0o700)
+        spaces[name] = space
+
+    with confined() as other_room:
+        holder = threading.Thread(
+            target=lambda: results.update(
+                holder=run(
+                    spaces["holder"], room_sandbox, bodies["holder"], outputs=received["holder"]
+                )
+            )
+        )
+        holder.start()
+        results["prober"] = run(
+            spaces["prober"], other_room, "import errno\n" + textwrap.dedent(bodies["prober"]),
+            outputs=received["prober"],
+        )  # fmt: skip
+        holder.join()
+    assert {n: r.status for n, r in results.items()} == {
+        "holder": "succeeded",
+        "prober": "succeeded",
+    }
+    assert "output_1/held" in received["holder"]
+    found = json.loads(received["prober"]["output_1/found.json"])
+    assert list(found.values()) == ["free"] * len(SHARED_FILES), found
+
+
 def test_a_sandbox_that_cannot_start_is_an_error_not_a_failed_function(
     workspace: Path, room_sandbox: Sandbox
 ) -> None:

@@ -105,6 +105,9 @@ ETC_OWN = {
     "group": f"{USER}:x:{{uid}}:\nnogroup:x:65534:\n",
 }
 
+# The devices of bubblewrap's /dev, each made again for every run (see _stage).
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+
 # Precedence when several limits were hit: the one that ended the run comes first.
 LIMIT_ORDER = ("timeout", "cpu", "memory", "disk", "processes")
 
@@ -231,6 +234,37 @@ class _Stage:
     def outputs(self) -> Path:
         return self.rw / "outputs"
 
+    @property
+    def views(self) -> Path:
+        return self.root / "views"
+
+    @property
+    def dev(self) -> Path:
+        return self.root / "dev"
+
+
+def _view_roots(plan: RunPlan) -> list[str]:
+    """The directories a run sees of the host (``/usr``, the runtime's), outermost only."""
+    directories = [
+        p for p in dict.fromkeys([*SYSTEM_BINDS, *plan.runtime_roots]) if Path(p).is_dir()
+    ]
+    return [
+        path
+        for path in directories
+        if not any(
+            path != other and path.startswith(other.rstrip("/") + "/") for other in directories
+        )
+    ]
+
+
+def _source(plan: RunPlan, stage: _Stage, path: str) -> str:
+    """Where the sandbox's ``path`` is bound from: the run's own view of the host
+    directory that holds it, else the host's path itself."""
+    for index, root in enumerate(_view_roots(plan)):
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return str(stage.views / str(index)) + path[len(root.rstrip("/")) :]
+    return path
+
 
 def _stage(plan: RunPlan, root: Path) -> _Stage:
     """Mount the run's view at ``root``: read-only binds and one size-capped tmpfs.
@@ -251,6 +285,34 @@ def _stage(plan: RunPlan, root: Path) -> _Stage:
     for name, text in ETC_OWN.items():
         (stage.etc / name).write_text(text.format(uid=plan.uid))
         (stage.etc / name).chmod(0o444)
+    # Every file a run sees of the host is, bound, the host's own inode, and so every
+    # other run's: a lock taken on it (flock, fcntl; on a file opened read-only) is seen
+    # by every other run on the host, and was a channel between two rooms' functions run
+    # at once (bit by bit, exact), past their outputs' recipients. So each run gets
+    # inodes of its own: a read-only overlay of each directory (the page cache under it
+    # stays one: that is its reads' timing, not contained), copies of the two /etc
+    # files, and devices made again (bubblewrap's --dev binds the host's /dev/null,
+    # whose lock every process on the host shares).
+    stage.views.mkdir()
+    empty = stage.views / "empty"
+    empty.mkdir()
+    for index, host_directory in enumerate(_view_roots(plan)):
+        if any(character in host_directory for character in ",:\\"):
+            raise SupervisorError(f"a directory overlayfs cannot name: {host_directory!r}")
+        (stage.views / str(index)).mkdir()
+        options = f"ro,nosuid,nodev,lowerdir={host_directory}:{empty}"  # two layers: no upper
+        _mount("-t", "overlay", "-o", options, "cleanroom-view", str(stage.views / str(index)))
+    for path in ETC_FILES:
+        if Path(path).exists():
+            (stage.etc / Path(path).name).write_bytes(Path(path).read_bytes())
+            (stage.etc / Path(path).name).chmod(0o444)
+    stage.dev.mkdir()
+    devices = "size=64k,nr_inodes=16,mode=0755,nosuid"  # not nodev: it holds devices
+    _mount("-t", "tmpfs", "-o", devices, "cleanroom-dev", str(stage.dev))
+    for name in DEVICES:
+        device = os.stat(f"/dev/{name}")
+        os.mknod(stage.dev / name, stat.S_IFCHR | 0o666, device.st_rdev)
+        os.chmod(stage.dev / name, 0o666)  # noqa: S103 - the host's device's mode, not the umask's
     stage.rw.mkdir(mode=0o700)
     owner = plan.uid
     _mount(
@@ -281,19 +343,20 @@ def _bwrap_argv(
         "--hostname", HOSTNAME,
         "--info-fd", str(info_fd),
     ]  # fmt: skip
-    for path in [*SYSTEM_BINDS, *plan.runtime_roots]:
-        argv += ["--ro-bind", path, path]
+    for path in dict.fromkeys([*SYSTEM_BINDS, *plan.runtime_roots]):
+        argv += ["--ro-bind", _source(plan, stage, path), path]
     for target, link in SYSTEM_LINKS:
         if Path(link).is_symlink() or Path("/" + target).is_dir():
             argv += ["--symlink", target, link]
     for path in ETC_FILES:
         if Path(path).exists():
-            argv += ["--ro-bind", path, path]
+            argv += ["--ro-bind", str(stage.etc / Path(path).name), path]
     for name in ETC_OWN:
         argv += ["--ro-bind", str(stage.etc / name), f"/etc/{name}"]
     argv += [
         "--proc", "/proc",
         "--dev", "/dev",
+        *(arg for name in DEVICES for arg in ("--dev-bind", str(stage.dev / name), f"/dev/{name}")),
         "--ro-bind", str(stage.function), f"{WORK}/function",
         "--ro-bind", str(stage.inputs), f"{WORK}/inputs",
         "--ro-bind", str(stage.parameters), f"{WORK}/parameters.json",
@@ -304,7 +367,7 @@ def _bwrap_argv(
         # No pseudo-terminal: every devpts instance but the host's own draws on one
         # count, kernel.pty.max less its reserve (3,072 of 4,096), which a function
         # held whole for its run. A device on a nodev bind is refused (EACCES).
-        "--ro-bind", "/dev/null", "/dev/pts/ptmx",
+        "--ro-bind", str(stage.dev / "null"), "/dev/pts/ptmx",
         # bubblewrap's /dev is a tmpfs of the function's uid, not the run's capped one:
         # read-only, so that no file is written past the disk and inode limits (its
         # devices still read and write; /dev/shm is the run's own).
