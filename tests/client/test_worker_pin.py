@@ -77,3 +77,22 @@ def test_the_worker_an_earlier_version_recorded_for_a_dp_input_is_the_pinned_one
     (profile.directory / UPLOADS_FILE).write_text(json.dumps({"room": record}))
     changed(client, spec.work_id, WORKER_B)
     client._check_worker("room", spec.work_id, WORKER_A)
+
+
+def test_approving_a_work_id_again_after_another_keeps_its_worker(tmp_path: Path) -> None:
+    """A manager that serves the room's other Work-ID for a while, then the first one
+    again, has the user approve each: the Worker pinned for the first is still its
+    only one (a Work-ID has one Worker, whatever was approved in between)."""
+    profile = create("alice", tmp_path)
+    client = CleanRoomClient(profile)
+    spec = sql_spec()
+    profile.approve("room", spec.work_id, spec.function)
+    client._check_worker("room", spec.work_id, WORKER_A)
+    document = sql_document()
+    document["nonce"] = "B" + "A" * 21
+    other = WorkSpec.parse(document)
+    profile.approve("room", other.work_id, other.function)
+    client._check_worker("room", other.work_id, "C" * 43)
+    profile.approve("room", spec.work_id, spec.function)  # the first one, back again
+    changed(client, spec.work_id, WORKER_B)
+    assert profile.approval("room").worker_id == WORKER_A  # type: ignore[union-attr]

@@ -20,6 +20,8 @@ so two users can share a machine with different homes or profile names. It holds
   user is;
 - ``approvals.json``: room name -> the Work-ID the user reviewed and pinned, and the
   Worker of that Work-ID this profile met first;
+- ``workers.json``: Work-ID -> the Worker of it this profile met first, for every
+  Work-ID it ever pinned one for (a Work-ID approved again, after another, keeps it);
 - ``inspections.json``: room name -> the Work-ID the user last inspected, so that a
   room redeployed between ``inspect`` and ``approve`` is said plainly;
 - ``reviews/<Work-ID>.json``: what the user was shown for each Work-ID they
@@ -96,6 +98,7 @@ USER_KEY_FILE = "user-key.pem"
 DPOP_KEY_FILE = "dpop-key.pem"
 APPROVALS_FILE = "approvals.json"
 INSPECTIONS_FILE = "inspections.json"
+WORKERS_FILE = "workers.json"
 REVIEWS_DIR = "reviews"
 TOKEN_FILE = "token.json"  # noqa: S105 - a file name, not a secret
 SIMULATOR_ROOT_FILE = "simulator-root.pem"
@@ -725,11 +728,13 @@ class Profile:
 
         Replaces an earlier approval of the same room. Call it only after reviewing
         the spec and the function (:func:`cleanroom.client.review.review`). Approving
-        the same Work-ID again keeps the Worker pinned for it (:meth:`pin_worker`).
+        the same Work-ID again, even after another, keeps the Worker pinned for it
+        (:meth:`pin_worker`).
         """
         approvals = self.approvals()
         earlier = approvals.get(name)
         worker_id = earlier.worker_id if earlier and earlier.work_id == work_id else None
+        worker_id = worker_id or self.pinned_workers().get(work_id)
         when = int(time.time()) if at is None else at
         approval = Approval(work_id, function_id, when, worker_id, project)
         approvals[name] = approval
@@ -748,11 +753,33 @@ class Profile:
         approval = approvals.get(name)
         if approval is None or approval.work_id != work_id:
             return None
-        if approval.worker_id is None:
-            approvals[name] = dataclasses.replace(approval, worker_id=worker_id)
+        workers = self.pinned_workers()
+        # A Work-ID has one Worker for ever: approving another in between (which a
+        # manager can have the user do, then serve this one again) forgets nothing.
+        pinned = approval.worker_id or workers.get(work_id) or worker_id
+        if workers.get(work_id) != pinned:
+            workers[work_id] = pinned
+            write_atomic(self.directory / WORKERS_FILE, _json_bytes(workers), _PUBLIC_FILE)
+        if approval.worker_id != pinned:
+            approvals[name] = dataclasses.replace(approval, worker_id=pinned)
             self._write_approvals(approvals)
-            return worker_id
-        return approval.worker_id
+        return pinned
+
+    def pinned_workers(self) -> dict[str, str]:
+        """Every Worker this profile pinned, by Work-ID (``workers.json``)."""
+        path = self.directory / WORKERS_FILE
+        if not path.exists():
+            return {}
+        document = _read_json(path, self._what(WORKERS_FILE))
+        if not isinstance(document, dict) or not all(
+            isinstance(key, str)
+            and _WORK_ID.fullmatch(key)
+            and isinstance(value, str)
+            and _WORK_ID.fullmatch(value)
+            for key, value in document.items()
+        ):
+            raise ProfileError(f"{self._what(WORKERS_FILE)} is not an object of Work-ID: Worker")
+        return dict(document)
 
     def _write_approvals(self, approvals: dict[str, Approval]) -> None:
         write_atomic(
