@@ -176,6 +176,19 @@ def _object(response: httpx.Response, what: str) -> dict[str, Any]:
     return document
 
 
+def _the_room(room: Room, name: str, project: str | None) -> Room:
+    """``room``, if it is the room ``name`` (of ``project``, if named) that was asked for:
+    another one would be reviewed, approved or acted on under the name the user gave."""
+    if room.name != name or (project is not None and room.project != project):
+        raise UntrustedAnswerError(
+            "room",
+            f"room {name!r}" + ("" if project is None else f" of project {project!r}"),
+            f"room {room.name!r} of project {room.project!r}",
+            "the manager answered another room than the one asked for",
+        )
+    return room
+
+
 def _room_path(name: str) -> str:
     if not _ROOM_NAME.fullmatch(name):
         raise MessageFormatError(
@@ -608,10 +621,11 @@ class ManagerClient:
 
         Names live per project: your project's room of that name, else the one
         other project's you take part in; ``project`` names it where several do
-        (409 ``room-ambiguous`` otherwise).
+        (409 ``room-ambiguous`` otherwise). The answer must be that room
+        (:class:`UntrustedAnswerError` ``room`` otherwise).
         """
         answer = self._request("GET", _room_path(name), params=_project_query(project))
-        return Room.from_json(_object(answer, "room"))
+        return _the_room(Room.from_json(_object(answer, "room")), name, project)
 
     def rooms(self, *, deleted: bool = False) -> list[Room]:
         """The rooms of this client's project and those whose spec names its user_id; the
@@ -626,7 +640,7 @@ class ManagerClient:
     def delete(self, name: str, project: str | None = None) -> Room:
         """Delete the clean room ``name`` (its Worker erases keys and data); its project only."""
         answer = self._request("DELETE", _room_path(name), params=_project_query(project))
-        return Room.from_json(_object(answer, "room"))
+        return _the_room(Room.from_json(_object(answer, "room")), name, project)
 
     # -- projects: what an owner manages (docs/api.md, "Projects") ------------------------
     #

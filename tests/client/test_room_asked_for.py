@@ -1,0 +1,90 @@
+"""The manager's answer for room NAME of PROJECT is that room, or a refusal (``room``).
+
+A hostile manager asked for room ``victim`` answered another room of its choosing
+(``other``, or ``victim`` of another project): ``cleanroom approve victim --yes``
+printed ``approved: clean room victim`` and pinned the other one, replacing the
+approval the user had given that room, and ``--project`` was not held to.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from cleanroom.cli.main import main
+from cleanroom.client.profile import Profile
+from cleanroom.protocol.bundle import function_id, pack
+from cleanroom.protocol.encoding import b64u
+from cleanroom.protocol.keys import user_id
+from cleanroom.protocol.spec import WorkSpec
+from tests.client.hostile_http import hostile_server, json_answer
+
+
+def _room(name: str, project: str, function: str) -> dict[str, object]:
+    owner = user_id(ec.generate_private_key(ec.SECP256R1()).public_key())
+    spec = {
+        "name": name,
+        "function": function,
+        "handler": "handler.run",
+        "inputs": {"data": owner},
+        "outputs": {"result": owner},
+        "runners": [owner],
+        "nonce": b64u(os.urandom(16)),
+    }
+    return {
+        "name": name,
+        "project": project,
+        "spec": spec,
+        "work_id": WorkSpec.parse(spec).work_id,
+        "function": function,
+        "state": "deployed",
+        "compute_url": "http://127.0.0.1:9",
+        "deployer": "someone",
+        "created": 0,
+    }
+
+
+@pytest.mark.parametrize(
+    ("served", "asked"),
+    [
+        (("other", "acme"), ["approve", "victim", "--yes"]),
+        (("victim", "evil"), ["approve", "victim", "--project", "acme", "--yes"]),
+        (("victim", "evil"), ["inspect", "victim", "--project", "acme"]),
+    ],
+)
+def test_another_room_than_the_one_asked_for_is_refused(
+    home: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    served: tuple[str, str],
+    asked: list[str],
+) -> None:
+    (tmp_path / "function").mkdir()
+    (tmp_path / "function" / "handler.py").write_text("def run(i, o, p):\n    pass\n")
+    bundle = pack(tmp_path / "function")
+    room = _room(*served, function_id(bundle))
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        if (method, path) == ("POST", "/oauth/token"):
+            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
+        if method == "GET" and path.startswith("/v1/rooms/"):
+            return json_answer(room)
+        if method == "GET" and path.startswith("/v1/functions/"):
+            return 200, {"content-type": "application/octet-stream"}, bundle
+        return None
+
+    with hostile_server(answer) as url:
+        configure = [
+            "configure", "--manager-url", url,
+            "--client-id", "c" * 32, "--client-secret", "secret",
+        ]  # fmt: skip
+        assert main(configure) == 0
+        capsys.readouterr()
+        assert main(asked) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: room: "), err
+    assert Profile.load().approvals() == {}
+    assert Profile.load().inspections() == {}
