@@ -7,6 +7,7 @@ The end-to-end case, a Worker the Controller starts again from the spec it kept,
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -95,4 +96,43 @@ def test_approving_a_work_id_again_after_another_keeps_its_worker(tmp_path: Path
     client._check_worker("room", other.work_id, "C" * 43)
     profile.approve("room", spec.work_id, spec.function)  # the first one, back again
     changed(client, spec.work_id, WORKER_B)
+    assert profile.approval("room").worker_id == WORKER_A  # type: ignore[union-attr]
+
+
+def test_two_processes_meeting_two_workers_at_once_pin_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commands of one profile (two uploads in parallel) that meet the room for
+    the first time, each sent by the Controller to its own Worker: one is pinned, and
+    the other command is refused, not told that its Worker is the pinned one."""
+    profile = create("alice", tmp_path)
+    spec = sql_spec()
+    profile.approve("room", spec.work_id, spec.function)
+    read, go = threading.Event(), threading.Event()
+    pins = Profile.pinned_workers
+
+    def slow_pins(self: Profile) -> dict[str, str]:
+        found = pins(self)
+        if threading.current_thread().name == "first" and not read.is_set():
+            read.set()  # the first has read no pin; it writes its own after the second ran
+            go.wait(10)
+        return found
+
+    monkeypatch.setattr(Profile, "pinned_workers", slow_pins)
+    pinned: dict[str, str | None] = {}
+
+    def pin(worker_id: str) -> None:
+        other = Profile.load("alice", tmp_path)  # another process's view
+        pinned[worker_id] = other.pin_worker("room", spec.work_id, worker_id)
+
+    first = threading.Thread(target=pin, args=(WORKER_A,), name="first")
+    second = threading.Thread(target=pin, args=(WORKER_B,), name="second")
+    first.start()
+    assert read.wait(10)
+    second.start()
+    second.join(0.5)
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert pinned == {WORKER_A: WORKER_A, WORKER_B: WORKER_A}
     assert profile.approval("room").worker_id == WORKER_A  # type: ignore[union-attr]

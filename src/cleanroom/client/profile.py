@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import os
@@ -54,7 +55,7 @@ import re
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -731,14 +732,15 @@ class Profile:
         the same Work-ID again, even after another, keeps the Worker pinned for it
         (:meth:`pin_worker`).
         """
-        approvals = self.approvals()
-        earlier = approvals.get(name)
-        worker_id = earlier.worker_id if earlier and earlier.work_id == work_id else None
-        worker_id = worker_id or self.pinned_workers().get(work_id)
-        when = int(time.time()) if at is None else at
-        approval = Approval(work_id, function_id, when, worker_id, project)
-        approvals[name] = approval
-        self._write_approvals(approvals)
+        with self._pins_locked():
+            approvals = self.approvals()
+            earlier = approvals.get(name)
+            worker_id = earlier.worker_id if earlier and earlier.work_id == work_id else None
+            worker_id = worker_id or self.pinned_workers().get(work_id)
+            when = int(time.time()) if at is None else at
+            approval = Approval(work_id, function_id, when, worker_id, project)
+            approvals[name] = approval
+            self._write_approvals(approvals)
         return approval
 
     def pin_worker(self, name: str, work_id: str, worker_id: str) -> str | None:
@@ -749,21 +751,35 @@ class Profile:
         Call it only with the ``worker_id`` of a Worker whose evidence passed every
         Phase 1 check for ``work_id``.
         """
-        approvals = self.approvals()
-        approval = approvals.get(name)
-        if approval is None or approval.work_id != work_id:
-            return None
-        workers = self.pinned_workers()
-        # A Work-ID has one Worker for ever: approving another in between (which a
-        # manager can have the user do, then serve this one again) forgets nothing.
-        pinned = approval.worker_id or workers.get(work_id) or worker_id
-        if workers.get(work_id) != pinned:
-            workers[work_id] = pinned
-            write_atomic(self.directory / WORKERS_FILE, _json_bytes(workers), _PUBLIC_FILE)
-        if approval.worker_id != pinned:
-            approvals[name] = dataclasses.replace(approval, worker_id=pinned)
-            self._write_approvals(approvals)
+        with self._pins_locked():
+            approvals = self.approvals()
+            approval = approvals.get(name)
+            if approval is None or approval.work_id != work_id:
+                return None
+            workers = self.pinned_workers()
+            # A Work-ID has one Worker for ever: approving another in between (which a
+            # manager can have the user do, then serve this one again) forgets nothing.
+            pinned = approval.worker_id or workers.get(work_id) or worker_id
+            if workers.get(work_id) != pinned:
+                workers[work_id] = pinned
+                write_atomic(self.directory / WORKERS_FILE, _json_bytes(workers), _PUBLIC_FILE)
+            if approval.worker_id != pinned:
+                approvals[name] = dataclasses.replace(approval, worker_id=pinned)
+                self._write_approvals(approvals)
         return pinned
+
+    @contextlib.contextmanager
+    def _pins_locked(self) -> Iterator[None]:
+        """One process of this profile at a time reads and rewrites the approvals and
+        pins: two commands that met two Workers of a Work-ID at once (each sent to its
+        own by the Controller) each pinned its own, the last file written winning, and
+        went on to send their user's data to both."""
+        descriptor = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)  # on the directory: no file to leave
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
 
     def pinned_workers(self) -> dict[str, str]:
         """Every Worker this profile pinned, by Work-ID (``workers.json``)."""
