@@ -18,15 +18,16 @@ def json_answer(document: Any, status: int = 200) -> tuple[int, dict[str, str], 
 
 
 @contextmanager
-def hostile_server(answer: Answer) -> Iterator[str]:
-    """Serve ``answer`` on a free loopback port; yields the base URL."""
+def hostile_server(answer: Answer, *, query: bool = False) -> Iterator[str]:
+    """Serve ``answer`` on a free loopback port; yields the base URL. The path it is
+    given has its query string only with ``query``."""
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)
-            answered = answer(self.command, self.path.split("?")[0])
+            answered = answer(self.command, self.path if query else self.path.split("?")[0])
             status, headers, body = answered or (404, {}, b"")
             self.send_response(status)
             for name, value in headers.items():

@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.cli.main import main
 from cleanroom.client.profile import Profile
+from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.keys import user_id
 from cleanroom.protocol.spec import WorkSpec
 from tests.client.hostile_http import hostile_server, json_answer
+from tests.client.test_profile import create
 
 
 def _room(name: str, project: str, function: str) -> dict[str, object]:
@@ -88,3 +90,35 @@ def test_another_room_than_the_one_asked_for_is_refused(
     assert err.startswith("error: room: "), err
     assert Profile.load().approvals() == {}
     assert Profile.load().inspections() == {}
+
+
+def test_the_sdk_inspects_and_approves_the_approved_project_s_room(
+    home: Path, tmp_path: Path
+) -> None:
+    """Where another project's room has the approved room's name, the SDK's inspect and
+    approve are of the approved room (as the command line's): they asked for the
+    manager's pick (here, the other project's room), or failed ``room-ambiguous``."""
+    (tmp_path / "function").mkdir()
+    (tmp_path / "function" / "handler.py").write_text("def run(i, o, p):\n    pass\n")
+    bundle = pack(tmp_path / "function")
+    ours, theirs = (_room("victim", project, function_id(bundle)) for project in ("acme", "evil"))
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        if (method, path) == ("POST", "/oauth/token"):
+            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
+        if (method, path) == ("GET", "/v1/rooms/victim?project=acme"):
+            return json_answer(ours)
+        if (method, path) == ("GET", "/v1/rooms/victim"):
+            return json_answer(theirs)  # the manager's pick: not the approved project's
+        if method == "GET" and path.startswith("/v1/functions/"):
+            return 200, {"content-type": "application/octet-stream"}, bundle
+        return None
+
+    with hostile_server(answer, query=True) as url:
+        profile = create(manager_url=url)
+        work_id = str(ours["work_id"])
+        profile.approve("victim", work_id, function_id(bundle), project="acme")
+        client = CleanRoomClient(profile)
+        assert client.inspect("victim").room.project == "acme"
+        approval = client.approve("victim", work_id)
+    assert (approval.work_id, approval.project) == (work_id, "acme")

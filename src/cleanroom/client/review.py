@@ -351,14 +351,20 @@ def spec_record(spec: WorkSpec) -> dict[str, Any]:
 
 
 def fetch_review(
-    manager: ManagerClient, name: str, *, you: str | None = None, source: Path | None = None
+    manager: ManagerClient,
+    name: str,
+    *,
+    project: str | None = None,
+    you: str | None = None,
+    source: Path | None = None,
 ) -> Review:
-    """Fetch room ``name`` and the function its spec names from ``manager``, and review them.
+    """Fetch room ``name`` (of ``project``, if named) and the function its spec names
+    from ``manager``, and review them.
 
     The bundle downloaded is the one the spec names (what the Work-ID covers), not
     the manager's separate field for it; :func:`review` then checks that they agree.
     """
-    room = manager.room(name)
+    room = manager.room(name, project)
     spec = WorkSpec.parse(room.spec)
     return review(room, manager.download_function(spec.function), you=you, source=source)
 

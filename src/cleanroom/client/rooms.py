@@ -346,25 +346,36 @@ class CleanRoomClient:
 
     # -------------------------------------------------------------- approval
 
-    def inspect(self, name: str, *, source: Path | None = None) -> Review:
+    def inspect(
+        self, name: str, *, source: Path | None = None, project: str | None = None
+    ) -> Review:
         """Review room ``name`` as served now (:func:`cleanroom.client.review.review`).
 
-        The function ID and Work-ID are recomputed from the bytes and the handler's
+        The room is ``project``'s, else the approved room's project (if any). The
+        function ID and Work-ID are recomputed from the bytes and the handler's
         module located as the Worker imports it; the inspection is recorded in the
         profile. ``source`` (must not exist) receives the unpacked function.
         """
-        reviewed = fetch_review(self.manager, name, you=self.profile.user_id, source=source)
+        reviewed = fetch_review(
+            self.manager,
+            name,
+            project=project or self._project(name),
+            you=self.profile.user_id,
+            source=source,
+        )
         record_inspection(self.profile, reviewed)
         return reviewed
 
-    def approve(self, name: str, work_id: str) -> Approval:
+    def approve(self, name: str, work_id: str, *, project: str | None = None) -> Approval:
         """Pin ``work_id`` for room ``name``, only if the room still has that Work-ID.
 
-        Reviews the room again now and refuses (``work-id-reviewed``) when its
-        Work-ID is another: pass the Work-ID you inspected, never the room's
-        current one unseen.
+        Reviews the room (of ``project``, else of the approved room's project) again
+        now and refuses (``work-id-reviewed``) when its Work-ID is another: pass the
+        Work-ID you inspected, never the room's current one unseen.
         """
-        reviewed = fetch_review(self.manager, name, you=self.profile.user_id)
+        reviewed = fetch_review(
+            self.manager, name, project=project or self._project(name), you=self.profile.user_id
+        )
         return approve_review(self.profile, reviewed, work_id)
 
     def _project(self, name: str) -> str | None:
