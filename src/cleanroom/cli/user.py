@@ -504,6 +504,15 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"approval:       {_approval_line(result, approval)}")
 
 
+def _query_lines(text: str) -> list[str]:
+    """``text`` in the lines the engine's SQL parser reads: it ends a ``--`` comment at
+    LF or CR only, so no other character may start a line in the review (``splitlines``
+    also breaks at VT, FF, NEL, U+2028…, and showed code inside a comment as a line of
+    its own); :func:`shown` escapes those where they stand."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    return lines[:-1] if len(lines) > 1 and not lines[-1] else lines  # as splitlines
+
+
 def _show_sql(spec: WorkSpec) -> None:
     """A SQL room's schemas, every owner's rule and every query, escaped as shown."""
     assert spec.sql is not None
@@ -525,7 +534,7 @@ def _show_sql(spec: WorkSpec) -> None:
         parameters = ", ".join(f"{k} {t}" for k, t in sorted(query.parameters.items()))
         _print(f"query {name} → {query.output} ({query.format}{extra}); parameters: "
                f"{parameters or 'none'}")  # fmt: skip
-        for line in query.text.splitlines():
+        for line in _query_lines(query.text):
             _print(f"  | {shown(line)}")
     adhoc = spec.sql.adhoc
     if adhoc is None:

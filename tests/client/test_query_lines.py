@@ -1,0 +1,84 @@
+"""A SQL room's query is shown in the lines its SQL parser reads, nothing else.
+
+``inspect`` printed a named query's text one line per ``str.splitlines()`` part, which
+also breaks at VT, FF, FS, GS, RS, NEL, U+2028 and U+2029. The engine's parser
+(sqlglot, which renders the SQL DuckDB runs) ends a ``--`` comment only at LF or CR:
+``… -- note<U+2028>WHERE consent`` was reviewed as a live ``WHERE consent`` line,
+and ran without it. Lines now break where the parser's do, and every other
+character is escaped where it stands.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import sqlglot
+
+from cleanroom.cli.main import main
+from cleanroom.protocol.encoding import b64u
+from cleanroom.protocol.spec import WorkSpec
+from cleanroom.sql import engine_bundle
+from cleanroom.sql.rules import DIALECT
+from tests.client.hostile_http import hostile_server, json_answer
+from tests.sql.fixtures import BY_SEGMENT, sql_document
+
+FILTER = "AND a.region <> 'north'"
+BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("separator", BREAKS)
+def test_a_line_break_the_parser_does_not_see_is_not_shown_as_one(
+    home: Path, capsys: pytest.CaptureFixture[str], separator: str
+) -> None:
+    where = BY_SEGMENT.index(" GROUP BY")
+    text = f"{BY_SEGMENT[:where]} -- keep the north out{separator}{FILTER}\n{BY_SEGMENT[where:]}"
+    # What runs: the filter is in the comment; the GROUP BY on the next line is not.
+    runs = sqlglot.parse_one(text, read=DIALECT).sql(dialect=DIALECT, comments=False)
+    assert FILTER not in runs and "GROUP BY" in runs
+    document = sql_document()
+    document["sql"]["queries"]["by_segment"]["text"] = text
+    document["nonce"] = b64u(os.urandom(16))
+    spec = WorkSpec.parse(document)
+    room = {
+        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
+        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
+        "deployer": "someone", "created": 0,
+    }  # fmt: skip
+    bundle = engine_bundle()
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        if (method, path) == ("POST", "/oauth/token"):
+            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
+        if method == "GET" and path.startswith("/v1/rooms/"):
+            return json_answer(room)
+        if method == "GET" and path.startswith("/v1/functions/"):
+            return 200, {"content-type": "application/octet-stream"}, bundle
+        return None
+
+    with hostile_server(answer) as url:
+        configure = [
+            "configure", "--manager-url", url,
+            "--client-id", "c" * 32, "--client-secret", "secret",
+        ]  # fmt: skip
+        assert main(configure) == 0
+        capsys.readouterr()
+        assert main(["inspect", spec.name]) == 0
+    out = capsys.readouterr().out
+    shown = [line for line in out.splitlines() if FILTER in line]
+    assert len(shown) == 1, out
+    assert "-- keep the north out" in shown[0]  # in the comment, where it is read
+    escaped = separator.encode("unicode_escape").decode()
+    assert escaped in shown[0]
+
+
+def test_the_line_breaks_the_parser_sees_are_shown_as_lines(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cleanroom.cli.user import _query_lines
+
+    assert _query_lines("a -- x\rb\r\nc\nd\u2028e\r\n") == ["a -- x", "b", "c", "d\u2028e"]
+    for end in ("\r", "\n", "\r\n"):
+        text = f"SELECT 1 AS a -- x{end}, 2 AS b"
+        assert "2 AS b" in sqlglot.parse_one(text, read=DIALECT).sql(dialect=DIALECT)
