@@ -136,3 +136,41 @@ def test_two_processes_meeting_two_workers_at_once_pin_one(
     second.join(10)
     assert pinned == {WORKER_A: WORKER_A, WORKER_B: WORKER_A}
     assert profile.approval("room").worker_id == WORKER_A  # type: ignore[union-attr]
+
+
+def test_two_uploads_at_once_both_stay_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two uploads of one profile at once (two inputs of a room, in parallel) each
+    record the digest it sent, which the receipt is checked against: the second one
+    written dropped the first (both read the file before either wrote it), or the two
+    writers shared one temporary file and left a file that is not JSON."""
+    profile = create("alice", tmp_path)
+    spec = sql_spec()
+    read, go = threading.Event(), threading.Event()
+    records = CleanRoomClient._records
+
+    def slow_records(self: CleanRoomClient) -> dict[str, object]:
+        found = records(self)
+        if threading.current_thread().name == "first" and not read.is_set():
+            read.set()
+            go.wait(10)
+        return found
+
+    monkeypatch.setattr(CleanRoomClient, "_records", slow_records)
+
+    def upload(input_id: str) -> None:
+        client = CleanRoomClient(Profile.load("alice", tmp_path))  # another process's view
+        client._remember_upload("room", spec.work_id, input_id, input_id[-1] * 64)
+
+    first = threading.Thread(target=upload, args=("input_1",), name="first")
+    second = threading.Thread(target=upload, args=("input_2",), name="second")
+    first.start()
+    assert read.wait(10)
+    second.start()
+    second.join(0.5)
+    go.set()
+    first.join(10)
+    second.join(10)
+    own = CleanRoomClient(profile)._own_uploads("room", spec.work_id)
+    assert own == {"input_1": "1" * 64, "input_2": "2" * 64}

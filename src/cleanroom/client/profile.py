@@ -732,7 +732,7 @@ class Profile:
         the same Work-ID again, even after another, keeps the Worker pinned for it
         (:meth:`pin_worker`).
         """
-        with self._pins_locked():
+        with self.locked():
             approvals = self.approvals()
             earlier = approvals.get(name)
             worker_id = earlier.worker_id if earlier and earlier.work_id == work_id else None
@@ -751,7 +751,7 @@ class Profile:
         Call it only with the ``worker_id`` of a Worker whose evidence passed every
         Phase 1 check for ``work_id``.
         """
-        with self._pins_locked():
+        with self.locked():
             approvals = self.approvals()
             approval = approvals.get(name)
             if approval is None or approval.work_id != work_id:
@@ -769,11 +769,12 @@ class Profile:
         return pinned
 
     @contextlib.contextmanager
-    def _pins_locked(self) -> Iterator[None]:
-        """One process of this profile at a time reads and rewrites the approvals and
-        pins: two commands that met two Workers of a Work-ID at once (each sent to its
-        own by the Controller) each pinned its own, the last file written winning, and
-        went on to send their user's data to both."""
+    def locked(self) -> Iterator[None]:
+        """One process of this profile at a time within: for what reads a file of the
+        profile and writes it again (approvals and pins, the records of uploads). Two
+        commands that met two Workers of a Work-ID at once (each sent to its own by
+        the Controller) each pinned its own, the last file written winning, and went
+        on to send their user's data to both."""
         descriptor = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX)  # on the directory: no file to leave

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import secrets
 import shutil
 import time
@@ -41,7 +40,7 @@ from cleanroom.client.compute import ComputeClient, Evidence
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import ManagerClient, Room
 from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
-from cleanroom.client.profile import Approval, Profile
+from cleanroom.client.profile import Approval, Profile, write_atomic
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.acks import open_ack
@@ -916,17 +915,20 @@ class CleanRoomClient:
         return records if isinstance(records, dict) else {}
 
     def _remember_upload(self, name: str, work_id: str, input_id: str, digest: str) -> None:
-        records = self._records()
-        entry = self._entry(records, name, work_id)
-        entry["inputs"][input_id] = digest
-        self._write_records(records)
+        with self.profile.locked():  # parallel uploads of one profile each keep theirs
+            records = self._records()
+            entry = self._entry(records, name, work_id)
+            entry["inputs"][input_id] = digest
+            self._write_records(records)
 
     def _remember_detail(self, name: str, work_id: str, detail: dict[str, Any]) -> None:
         """Keep a query run's detail, which only this runner opened, so that its receipt
         can be saved with it later (:func:`cleanroom.client.sqlrooms.save_receipt`)."""
-        records = self._records()
-        self._entry(records, name, work_id).setdefault("details", {})[str(detail["run"])] = detail
-        self._write_records(records)
+        with self.profile.locked():
+            records = self._records()
+            entry = self._entry(records, name, work_id)
+            entry.setdefault("details", {})[str(detail["run"])] = detail
+            self._write_records(records)
 
     def _own_detail(self, name: str, work_id: str, run: int) -> dict[str, Any] | None:
         entry = self._records().get(name, {})
@@ -946,10 +948,8 @@ class CleanRoomClient:
         return entry
 
     def _write_records(self, records: dict[str, Any]) -> None:
-        path = self._uploads_path()
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(records, indent=2, sort_keys=True))
-        os.replace(temporary, path)
+        data = json.dumps(records, indent=2, sort_keys=True).encode()
+        write_atomic(self._uploads_path(), data, 0o644)  # a temporary file of its own
 
     def _own_uploads(self, name: str, work_id: str) -> dict[str, str]:
         entry = self._records().get(name, {})
