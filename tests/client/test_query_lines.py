@@ -28,15 +28,7 @@ FILTER = "AND a.region <> 'north'"
 BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 
 
-@pytest.mark.parametrize("separator", BREAKS)
-def test_a_line_break_the_parser_does_not_see_is_not_shown_as_one(
-    home: Path, capsys: pytest.CaptureFixture[str], separator: str
-) -> None:
-    where = BY_SEGMENT.index(" GROUP BY")
-    text = f"{BY_SEGMENT[:where]} -- keep the north out{separator}{FILTER}\n{BY_SEGMENT[where:]}"
-    # What runs: the filter is in the comment; the GROUP BY on the next line is not.
-    runs = sqlglot.parse_one(text, read=DIALECT).sql(dialect=DIALECT, comments=False)
-    assert FILTER not in runs and "GROUP BY" in runs
+def _inspected(home: Path, capsys: pytest.CaptureFixture[str], text: str) -> str:
     document = sql_document()
     document["sql"]["queries"]["by_segment"]["text"] = text
     document["nonce"] = b64u(os.urandom(16))
@@ -65,7 +57,19 @@ def test_a_line_break_the_parser_does_not_see_is_not_shown_as_one(
         assert main(configure) == 0
         capsys.readouterr()
         assert main(["inspect", spec.name]) == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("separator", BREAKS)
+def test_a_line_break_the_parser_does_not_see_is_not_shown_as_one(
+    home: Path, capsys: pytest.CaptureFixture[str], separator: str
+) -> None:
+    where = BY_SEGMENT.index(" GROUP BY")
+    text = f"{BY_SEGMENT[:where]} -- keep the north out{separator}{FILTER}\n{BY_SEGMENT[where:]}"
+    # What runs: the filter is in the comment; the GROUP BY on the next line is not.
+    runs = sqlglot.parse_one(text, read=DIALECT).sql(dialect=DIALECT, comments=False)
+    assert FILTER not in runs and "GROUP BY" in runs
+    out = _inspected(home, capsys, text)
     shown = [line for line in out.splitlines() if FILTER in line]
     assert len(shown) == 1, out
     assert "-- keep the north out" in shown[0]  # in the comment, where it is read
@@ -82,3 +86,17 @@ def test_the_line_breaks_the_parser_sees_are_shown_as_lines(
     for end in ("\r", "\n", "\r\n"):
         text = f"SELECT 1 AS a -- x{end}, 2 AS b"
         assert "2 AS b" in sqlglot.parse_one(text, read=DIALECT).sql(dialect=DIALECT)
+
+
+def test_the_query_is_also_shown_as_the_engine_parses_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A nested comment (DuckDB's, and so sqlglot's, ``/* … /* … */ … */``) hides code
+    that a reader takes for live: the review says what the parser keeps."""
+    where = BY_SEGMENT.index(" GROUP BY")
+    text = f"{BY_SEGMENT[:where]} /* keep /* the north */ {FILTER} */{BY_SEGMENT[where:]}"
+    out = _inspected(home, capsys, text)
+    parsed = [line for line in out.splitlines() if line.startswith("  parsed as: ")]
+    assert len(parsed) == 1, out
+    assert FILTER not in parsed[0] and "GROUP BY" in parsed[0] and "keep" not in parsed[0]
+    assert "WHERE a.region <> $skip" in parsed[0]

@@ -75,7 +75,9 @@ from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.protocol.text import quoted, shown
 from cleanroom.sql import engine_bundle, engine_function_id
+from cleanroom.sql.rules import DIALECT as SQL_DIALECT
 from cleanroom.sql.rules import check_spec_queries
+from cleanroom.sql.rules import parse as parse_query
 
 if TYPE_CHECKING:
     from cleanroom.client.manager import ManagerClient, Room
@@ -513,6 +515,16 @@ def _query_lines(text: str) -> list[str]:
     return lines[:-1] if len(lines) > 1 and not lines[-1] else lines  # as splitlines
 
 
+def _parsed(text: str) -> str:
+    """The query as the engine's parser reads it, comments left out, on one line: where
+    the text and a reader part (a nested ``/* … */``, a quoting rule), this says which
+    code the engine starts from. The Worker plans this, under every owner's rule."""
+    try:
+        return parse_query(text).sql(dialect=SQL_DIALECT, comments=False)
+    except CheckFailed as error:
+        return f"does not parse ({error.message})"
+
+
 def _show_sql(spec: WorkSpec) -> None:
     """A SQL room's schemas, every owner's rule and every query, escaped as shown."""
     assert spec.sql is not None
@@ -536,6 +548,7 @@ def _show_sql(spec: WorkSpec) -> None:
                f"{parameters or 'none'}")  # fmt: skip
         for line in _query_lines(query.text):
             _print(f"  | {shown(line)}")
+        _print(f"  parsed as: {shown(_parsed(query.text))}")
     adhoc = spec.sql.adhoc
     if adhoc is None:
         _print("ad-hoc queries: none (the queries above only)")
