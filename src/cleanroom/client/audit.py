@@ -370,9 +370,21 @@ def _read_saved(path: Path) -> bytes:
 
 
 def _write(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    """Create ``path`` and write ``text``: the directory was new or empty, so a file or
+    link there now was put by someone else (a directory others can write), and is
+    never written through (``save-directory``)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise EvidenceError(
+            "save-directory",
+            "a new or empty directory",
+            str(path.parent),
+            f"{path.name} appeared in it while saving ({error.strerror})",
+        ) from error
+    with os.fdopen(descriptor, "w") as file:
+        os.fchmod(file.fileno(), 0o644)  # the mode, whatever the umask
+        file.write(text)
 
 
 __all__ = [
