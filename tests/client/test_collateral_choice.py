@@ -199,7 +199,7 @@ def test_your_pccs_serving_expired_collateral_is_refused(
 
 def test_the_profile_keeps_the_pccs_and_refuses_pccs_only_without_one(tmp_path: Path) -> None:
     common = {
-        "manager_url": "http://m",
+        "manager_url": "https://m",
         "client_id": "c",
         "client_secret": "s",
         "reference": LocalMeasurement(),

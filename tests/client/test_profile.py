@@ -14,6 +14,8 @@ import pytest
 
 from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, TrustAnchor
 from cleanroom.client import profile as profile_module
+from cleanroom.client.cleartext import CleartextSecret
+from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import (
     NotApprovedError,
     Profile,
@@ -22,12 +24,12 @@ from cleanroom.client.profile import (
     resolve_name,
     write_atomic,
 )
-from cleanroom.dpop import ProofVerifier
+from cleanroom.dpop import ProofKey, ProofVerifier
 from cleanroom.errors import CheckFailed
 from cleanroom.tee.measure import measure
 from cleanroom.tee.reference import LocalMeasurement
 
-MANAGER = "http://manager.test"
+MANAGER = "https://manager.test"
 WORK_ID = "w" * 43
 OTHER_WORK_ID = "v" * 43
 FUNCTION = "fs://" + "f" * 43
@@ -345,6 +347,32 @@ def test_unknown_tcb_status_is_refused(home: Path) -> None:
 def test_bad_manager_url_is_refused(home: Path) -> None:
     with pytest.raises(ProfileError, match="manager_url"):
         create(manager_url="manager.test")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://manager.test", "http://10.0.0.7:8080", "http://127.0.0.1.example.com",
+     "http://localhost.example.com"],
+)  # fmt: skip
+def test_a_manager_the_secret_would_reach_in_the_clear_is_refused(home: Path, url: str) -> None:
+    with pytest.raises(CleartextSecret) as caught:
+        create(manager_url=url)
+    assert caught.value.check == "manager-url" and caught.value.exit_code == 2
+    assert not (home / "profiles" / "default" / "config.json").exists()
+    # Nor is the secret sent there by a profile that holds such a URL already.
+    sent: list[httpx.Request] = []
+    manager = ManagerClient(url, dpop_key=ProofKey.generate(), transport=httpx.MockTransport(
+        lambda request: sent.append(request) or httpx.Response(500)))  # fmt: skip
+    with pytest.raises(CleartextSecret):
+        manager.fetch_token("alice-client", "s3cret")
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    "url", ["https://manager.test", "http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:1"]
+)
+def test_a_manager_over_tls_or_on_this_machine_is_taken(home: Path, url: str) -> None:
+    assert create(manager_url=url).config.manager_url == url
 
 
 # -------------------------------------------------------------------- trust anchor

@@ -17,7 +17,7 @@ from cleanroom.tee.measure import MeasurementError, measure
 from cleanroom.tee.reference import LocalMeasurement
 from tests.attestation.test_measurements import KEY, KEY_ID, MEASUREMENTS, edited, signed
 
-ACCOUNT = {"manager_url": "http://manager.test", "client_id": "c", "client_secret": "s"}
+ACCOUNT = {"manager_url": "https://manager.test", "client_id": "c", "client_secret": "s"}
 
 
 class Unavailable:

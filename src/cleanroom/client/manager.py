@@ -39,6 +39,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.client import bounded
+from cleanroom.client.cleartext import check_secret_transport
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
@@ -429,6 +430,7 @@ class ManagerClient:
         or room the client may not have a token for). A ``slow_down`` answer is
         waited out (at most a few seconds, a few times).
         """
+        check_secret_transport(self.base_url)  # also for a profile of an earlier version
         form = {
             "grant_type": "client_credentials",
             "client_id": client_id,

@@ -65,6 +65,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
+from cleanroom.client.cleartext import check_secret_transport
 from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 from cleanroom.protocol.keys import user_id as user_id_of
 from cleanroom.reference import (
@@ -426,6 +427,7 @@ class Profile:
         only when ``new_key`` is set. The cached token is dropped (the client or
         the manager may have changed). Raises :class:`ProfileError`.
         """
+        check_secret_transport(manager_url)
         resolved = resolve_name(name)
         directory = profile_dir(resolved, home)
         release = reference if isinstance(reference, SignedRelease) else None
