@@ -257,6 +257,9 @@ def test_a_compute_server_needs_its_registered_credentials(tmp_path: Path) -> No
     elsewhere = run(*data, "--credentials", str(path), "--public-url", "http://127.0.0.1:10")
     assert elsewhere.returncode == 2
     assert "is not the URL this server was registered at" in elsewhere.stderr
+    # Its own secret would cross a network in the clear to the manager (manager-url).
+    clear = run(*data, "--credentials", str(path), "--manager-url", "http://10.9.8.7:8080")
+    assert clear.returncode == 2 and "manager-url" in clear.stderr, clear.stderr
     path.write_text("{}")
     assert run(*data, "--credentials", str(path)).returncode == 2
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from cleanroom.attestation import DEFAULT_ACCEPTED_STATUSES, TrustAnchor
+from cleanroom.cleartext import CleartextSecret
 from cleanroom.client import profile as profile_module
-from cleanroom.client.cleartext import CleartextSecret
 from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import (
     NotApprovedError,

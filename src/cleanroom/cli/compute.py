@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cleanroom import __version__
+from cleanroom.cleartext import CleartextSecret, check_secret_transport
 from cleanroom.cli.common import EXIT_REJECTED, EXIT_USAGE, fail, stderr
 from cleanroom.cli.serving import (
     HEADER_TIMEOUT_S,
@@ -195,6 +196,10 @@ def compute(
             PccsClient(pccs_url).close()
         except ValueError as error:
             fail(f"--pccs-url: {error}", EXIT_USAGE)
+    try:  # this server's own client secret goes there
+        check_secret_transport(manager_url)
+    except CleartextSecret as error:
+        fail(f"--manager-url: {error}", EXIT_USAGE)
     directory = (data_dir or compute_data_dir()).resolve()
     settings = ControllerSettings(
         data_dir=directory,

@@ -38,8 +38,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.cleartext import check_secret_transport
 from cleanroom.client import bounded
-from cleanroom.client.cleartext import check_secret_transport
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cleanroom import paths
-from cleanroom.client.cleartext import check_secret_transport
+from cleanroom.cleartext import check_secret_transport
 from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 from cleanroom.protocol.keys import user_id as user_id_of
 from cleanroom.reference import (

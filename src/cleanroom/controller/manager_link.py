@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from cleanroom.cleartext import check_secret_transport
 from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 from cleanroom.tls import tls_context
 
@@ -121,6 +122,7 @@ class ManagerLink:
             self._token = None
 
     def _fetch(self) -> tuple[str, int]:
+        check_secret_transport(self.manager_url)
         url = f"{self.manager_url}/oauth/token"
         form = {
             "grant_type": "client_credentials",

@@ -1,9 +1,10 @@
 """Where a client secret may go: never across a network in the clear.
 
-A profile's client secret is sent to its manager's token endpoint, and every token the
-manager issues comes back the same way. Over ``http://`` to another machine, whoever is
-on the path reads them. ``http://`` is taken only for a loopback address: a manager on
-this machine, or one reached through a tunnel (``ssh -L``).
+A user's client secret (and a compute server's, towards the manager) is sent to the
+manager's token endpoint, and every token the manager issues comes back the same way.
+Over ``http://`` to another machine, whoever is on the path reads them. ``http://`` is
+taken only for a loopback address: a manager on this machine, or one reached through a
+tunnel (``ssh -L``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from cleanroom.errors import EXIT_USAGE, CheckFailed
 class CleartextSecret(CheckFailed):
     """A client secret would be sent over plain HTTP to another machine."""
 
-    exit_code = EXIT_USAGE  # the manager URL is the user's own input
+    exit_code = EXIT_USAGE  # the manager URL is the user's (or the operator's) own input
 
 
 def check_secret_transport(url: str) -> None:
