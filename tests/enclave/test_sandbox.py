@@ -8,6 +8,7 @@ the function tried was contained and that nothing of the run is left afterwards.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -1345,6 +1346,28 @@ def test_a_libseccomp_that_refuses_a_rule_starts_nothing(monkeypatch: pytest.Mon
         sandbox(1 << 30)
     assert caught.value.check == "run-isolation"
     assert caught.value.actual == "the filter could not be built: [Errno 22] Invalid argument"
+
+
+def test_without_overlayfs_nothing_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each run mounts read-only overlays of the host's files (its own inodes): on a host
+    that cannot, every run would fail, so no Worker starts. The host without overlayfs is
+    a mount that answers as util-linux does there."""
+    require_sandbox()
+    assert runner.overlay_problem() is None  # this host's: usable
+    # Tried afresh on the host below; the process keeps this host's answer.
+    afresh = functools.cache(runner.overlay_problem.__wrapped__)
+    monkeypatch.setattr(runner, "overlay_problem", afresh)
+    fake = tmp_path / "mount"
+    fake.write_text("#!/bin/sh\necho \"mount: unknown filesystem type 'overlay'.\" >&2\nexit 32\n")
+    fake.chmod(0o755)
+    real = runner.system_tool
+    monkeypatch.setattr(
+        runner, "system_tool", lambda name: str(fake) if name == "mount" else real(name)
+    )
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.actual == "mount -t overlay: mount: unknown filesystem type 'overlay'."
 
 
 def test_without_root_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,10 +19,12 @@ closed otherwise: there is no unconfined mode.
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,6 +149,14 @@ def sandbox(uid: int) -> Sandbox:
             "run-isolation",
             "root, to run each room's function as a uid of its own",
             f"uid {os.geteuid()}",
+            "the function cannot be confined here; refusing to run it",
+        )
+    problem = overlay_problem()
+    if problem is not None:
+        raise RunError(
+            "run-isolation",
+            "a read-only overlay mount, each run's own view of the host's files (overlayfs)",
+            problem,
             "the function cannot be confined here; refusing to run it",
         )
     if uid <= 0:
@@ -351,6 +361,32 @@ def _syscall_filter_problem() -> str | None:
         os.close(syscalls.filter_fd())
     except (ImportError, OSError, RuntimeError) as error:  # pyseccomp: no libseccomp
         return f"the filter could not be built: {error}"
+    return None
+
+
+@functools.cache
+def overlay_problem() -> str | None:
+    """Why this host cannot mount the read-only overlays each run's supervisor mounts
+    (its own inodes of /usr and the runtime: ``supervisor._stage``), or None: one such
+    mount, once per process (7 ms; a spare Worker tries it before it is assigned), in a
+    mount namespace that ends with it, so that a Worker whose every run would fail never
+    starts."""
+    with tempfile.TemporaryDirectory(prefix="cleanroom-overlay-probe-") as scratch:
+        top, bottom, view = (Path(scratch) / name for name in ("top", "bottom", "view"))
+        for directory in (top, bottom, view):
+            directory.mkdir()
+        options = f"ro,nosuid,nodev,lowerdir={top}:{bottom}"  # two layers: no upper
+        try:
+            answer = subprocess.run(  # noqa: S603 - the system's tools, our own arguments
+                [system_tool("unshare"), "--mount", "--propagation", "private",
+                 system_tool("mount"), "-t", "overlay", "-o", options, "cleanroom-probe",
+                 str(view)],
+                capture_output=True, text=True, timeout=10,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as error:
+            return f"the probe mount did not run: {error}"
+    if answer.returncode != 0:
+        return f"mount -t overlay: {answer.stderr.strip()[-300:] or answer.returncode}"
     return None
 
 

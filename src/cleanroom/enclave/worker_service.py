@@ -34,7 +34,7 @@ from starlette.routing import Route
 from cleanroom.enclave.errors import AdmissionError, RunError, log_failure
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
 from cleanroom.enclave.room import CleanRoom, seal_bundle
-from cleanroom.enclave.runner import Confinement, NoConfinement, sandbox
+from cleanroom.enclave.runner import Confinement, NoConfinement, overlay_problem, sandbox
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
@@ -310,6 +310,7 @@ def _assignment(argv: list[str]) -> list[str] | None:
     ):
         with contextlib.suppress(ImportError):
             importlib.import_module(module)
+    overlay_problem()  # the sandbox's probe mount (its answer is kept): now, not on deploy
     line = sys.stdin.readline()
     if not line:
         return None
