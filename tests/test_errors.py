@@ -275,3 +275,20 @@ def test_cli_maps_a_real_commands_error(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == EXIT_USAGE
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_a_refusal_is_safe_to_print_whoever_prints_it() -> None:
+    """What a refusal quotes may come from a server: an SDK caller who prints ``str()`` of
+    it gets every character a terminal acts on escaped (ESC of an ANSI or OSC sequence,
+    a bidirectional override), as the command line's error line is; letters stay, and the
+    facts for machines (``to_json``) are the values themselves."""
+    refusal = CheckFailed(
+        "room", "café \u202eevil", "\x1b]0;owned\x07\x1b[31mred", "the answer \x1b[2J"
+    )
+    assert str(refusal) == (
+        "room: the answer \\x1b[2J (expected café \\u202eevil, got \\x1b]0;owned\\x07\\x1b[31mred)"
+    )
+    assert str(refusal).isprintable()
+    assert refusal.expected_text == "café \\u202eevil"
+    assert refusal.actual_text == "\\x1b]0;owned\\x07\\x1b[31mred"
+    assert refusal.to_json()["actual"] == "\x1b]0;owned\x07\x1b[31mred"

@@ -5,13 +5,55 @@ failure: the check, the expected and the actual value.
 problem details (mapped in :mod:`cleanroom.web` only) and ``exit_code`` for the command
 line (mapped in :mod:`cleanroom.cli.main` only). A user (or an auditor reading a log) can
 tell exactly which rule refused what and why; ``CheckFailed.to_json()`` gives the same
-facts to machines.
+facts to machines. ``str()`` of a failure is one line a terminal shows as it is: what it
+quotes may come from a server or another party, so every character a terminal acts on is
+escaped there (:func:`terminal_safe`), whoever prints it.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from types import MappingProxyType
+
+_PRINTABLE = frozenset(chr(code) for code in range(0x20, 0x7F))
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def escape_char(char: str) -> str:
+    """``char`` as printable ASCII: itself if printable ASCII (a backslash doubled), else
+    a Python-style escape (``\\t``, ``\\x7f``, ``\\u034f``, ``\\U0001f600``)."""
+    if char in _NAMED:
+        return _NAMED[char]
+    if char in _PRINTABLE:
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal may act on escaped as :func:`escape_char`
+    does.
+
+    Control characters (C0, DEL, C1: ESC starts ANSI and OSC sequences, CR rewrites
+    the line), format characters (bidirectional overrides, zero-width), surrogates,
+    private-use and unassigned code points, line and paragraph separators become
+    ``\\x1b``, ``\\u202e``, …; everything else, backslashes included, is kept as it
+    is, so text already escaped (:func:`cleanroom.protocol.text.shown`) is unchanged.
+    The last guard of a line printed, whatever it quotes (e.g. an unescaped value in a
+    refusal's ``expected``/``got``).
+    """
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(
+        escape_char(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char
+        for char in text
+    )
 
 
 def _text(value: str) -> str:
@@ -100,20 +142,20 @@ class CheckFailed(Error):
             f"(expected {_display(self.expected)}, got {_display(self.actual)})"
         )
         # dcap-qvl's messages may span lines ("Caused by: ..."); keep the summary on one.
-        return " ".join(text.split())
+        return terminal_safe(" ".join(text.split()))
 
     def __str__(self) -> str:
         return self._one_line()
 
     @property
     def expected_text(self) -> str:
-        """The expected value for people: hex for bytes, sorted sets."""
-        return _display(self.expected)
+        """The expected value for people: hex for bytes, sorted sets, safe to print."""
+        return terminal_safe(_display(self.expected))
 
     @property
     def actual_text(self) -> str:
-        """The actual value for people, folded onto one line."""
-        return " ".join(_display(self.actual).split())
+        """The actual value for people, folded onto one line, safe to print."""
+        return terminal_safe(" ".join(_display(self.actual).split()))
 
     def to_json(self) -> dict[str, object]:
         """The failure as a JSON object: check, expected, actual, message and hint if set."""

@@ -25,8 +25,10 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
-_PRINTABLE = frozenset(chr(code) for code in range(0x20, 0x7F))
-_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
+from cleanroom.errors import escape_char as _escape
+from cleanroom.errors import terminal_safe
+
+__all__ = ["collisions", "folded", "quoted", "shown", "terminal_safe"]
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, 15.1): code
 # points that render as nothing. NFKC keeps them; NFKC_Casefold removes them.
@@ -51,19 +53,6 @@ _IGNORABLE = (
 )
 
 
-def _escape(char: str) -> str:
-    if char in _NAMED:
-        return _NAMED[char]
-    if char in _PRINTABLE:
-        return char
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
 def shown(value: object, *, leading: bool = True) -> str:
     """``value`` (``str()`` of it if not a string) as printable ASCII that spells it exactly.
 
@@ -82,27 +71,6 @@ def shown(value: object, *, leading: bool = True) -> str:
         escaped[start] = "\\x20"
         start += 1
     return "".join(escaped)
-
-
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every character a terminal may act on escaped as :func:`shown` does.
-
-    Control characters (C0, DEL, C1: ESC starts ANSI and OSC sequences, CR rewrites
-    the line), format characters (bidirectional overrides, zero-width), surrogates,
-    private-use and unassigned code points, line and paragraph separators become
-    ``\\x1b``, ``\\u202e``, …; everything else, backslashes included, is kept as it
-    is, so text already escaped by :func:`shown` is unchanged. The last guard of a
-    line the command line prints, whatever it quotes (e.g. an unescaped value in a
-    refusal's ``expected``/``got``).
-    """
-    if text.isascii() and text.isprintable():
-        return text
-    return "".join(
-        _escape(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char for char in text
-    )
 
 
 def quoted(text: str) -> str:
