@@ -50,3 +50,29 @@ def hostile_server(answer: Answer, *, query: bool = False) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def manager_of_room(room: dict[str, Any], bundle: bytes) -> Answer:
+    """A manager that logs anyone in and serves ``room`` (whatever room is asked for) and
+    ``bundle`` (whatever function is asked for)."""
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        if (method, path) == ("POST", "/oauth/token"):
+            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
+        if method == "GET" and path.startswith("/v1/rooms/"):
+            return json_answer(room)
+        if method == "GET" and path.startswith("/v1/functions/"):
+            return 200, {"content-type": "application/octet-stream"}, bundle
+        return None
+
+    return answer
+
+
+def configure_against(url: str) -> None:
+    """``cleanroom configure`` of the default profile against the manager at ``url``."""
+    from cleanroom.cli.main import main
+
+    configure = [
+        "configure", "--manager-url", url, "--client-id", "c" * 32, "--client-secret", "secret",
+    ]  # fmt: skip
+    assert main(configure) == 0

@@ -21,7 +21,7 @@ from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.sql import engine_bundle
 from cleanroom.sql.rules import DIALECT
-from tests.client.hostile_http import hostile_server, json_answer
+from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
 from tests.sql.fixtures import BY_SEGMENT, sql_document
 
 FILTER = "AND a.region <> 'north'"
@@ -38,23 +38,8 @@ def _inspected(home: Path, capsys: pytest.CaptureFixture[str], text: str) -> str
         "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
         "deployer": "someone", "created": 0,
     }  # fmt: skip
-    bundle = engine_bundle()
-
-    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
-        if (method, path) == ("POST", "/oauth/token"):
-            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
-        if method == "GET" and path.startswith("/v1/rooms/"):
-            return json_answer(room)
-        if method == "GET" and path.startswith("/v1/functions/"):
-            return 200, {"content-type": "application/octet-stream"}, bundle
-        return None
-
-    with hostile_server(answer) as url:
-        configure = [
-            "configure", "--manager-url", url,
-            "--client-id", "c" * 32, "--client-secret", "secret",
-        ]  # fmt: skip
-        assert main(configure) == 0
+    with hostile_server(manager_of_room(room, engine_bundle())) as url:
+        configure_against(url)
         capsys.readouterr()
         assert main(["inspect", spec.name]) == 0
     return capsys.readouterr().out

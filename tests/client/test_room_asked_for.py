@@ -21,7 +21,12 @@ from cleanroom.protocol.bundle import function_id, pack
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.keys import user_id
 from cleanroom.protocol.spec import WorkSpec
-from tests.client.hostile_http import hostile_server, json_answer
+from tests.client.hostile_http import (
+    configure_against,
+    hostile_server,
+    json_answer,
+    manager_of_room,
+)
 from tests.client.test_profile import create
 
 
@@ -69,21 +74,8 @@ def test_another_room_than_the_one_asked_for_is_refused(
     bundle = pack(tmp_path / "function")
     room = _room(*served, function_id(bundle))
 
-    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
-        if (method, path) == ("POST", "/oauth/token"):
-            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
-        if method == "GET" and path.startswith("/v1/rooms/"):
-            return json_answer(room)
-        if method == "GET" and path.startswith("/v1/functions/"):
-            return 200, {"content-type": "application/octet-stream"}, bundle
-        return None
-
-    with hostile_server(answer) as url:
-        configure = [
-            "configure", "--manager-url", url,
-            "--client-id", "c" * 32, "--client-secret", "secret",
-        ]  # fmt: skip
-        assert main(configure) == 0
+    with hostile_server(manager_of_room(room, bundle)) as url:
+        configure_against(url)
         capsys.readouterr()
         assert main(asked) == 1
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ from cleanroom.cli.main import main
 from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.keys import user_id
 from cleanroom.protocol.spec import WorkSpec
-from tests.client.hostile_http import hostile_server, json_answer
+from tests.client.hostile_http import configure_against, hostile_server, json_answer
 
 # An OSC 8 hyperlink, then: erase the line, back to its start, a green verdict.
 INJECTED = (
@@ -79,11 +79,7 @@ def test_a_refused_answer_reaches_the_terminal_escaped(
     home: Path, capsys: pytest.CaptureFixture[str], field: str, command: str
 ) -> None:
     with hostile_server(_answer(field)) as url:  # type: ignore[arg-type]
-        configure = [
-            "configure", "--manager-url", url,
-            "--client-id", "c" * 32, "--client-secret", "secret",
-        ]  # fmt: skip
-        assert main(configure) == 0
+        configure_against(url)
         capsys.readouterr()
         assert main([command]) == 1
     err = capsys.readouterr().err

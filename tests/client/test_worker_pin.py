@@ -50,15 +50,20 @@ def test_the_first_worker_of_an_approved_work_id_is_the_only_one(tmp_path: Path)
     changed(client, spec.work_id, WORKER_B)
 
 
+def another_work_id() -> WorkSpec:
+    """The room's spec deployed again: another nonce, another Work-ID."""
+    document = sql_document()
+    document["nonce"] = "B" + "A" * 21
+    return WorkSpec.parse(document)
+
+
 def test_a_redeployed_room_pins_its_own_worker(tmp_path: Path) -> None:
     profile = create("alice", tmp_path)
     client = CleanRoomClient(profile)
     spec = sql_spec()
     profile.approve("room", spec.work_id, spec.function)
     client._check_worker("room", spec.work_id, WORKER_A)
-    document = sql_document()
-    document["nonce"] = "B" + "A" * 21
-    redeployed = WorkSpec.parse(document)
+    redeployed = another_work_id()
     profile.approve("room", redeployed.work_id, redeployed.function)
     client._check_worker("room", redeployed.work_id, WORKER_B)
     assert profile.approval("room").worker_id == WORKER_B  # type: ignore[union-attr]
@@ -89,9 +94,7 @@ def test_approving_a_work_id_again_after_another_keeps_its_worker(tmp_path: Path
     spec = sql_spec()
     profile.approve("room", spec.work_id, spec.function)
     client._check_worker("room", spec.work_id, WORKER_A)
-    document = sql_document()
-    document["nonce"] = "B" + "A" * 21
-    other = WorkSpec.parse(document)
+    other = another_work_id()
     profile.approve("room", other.work_id, other.function)
     client._check_worker("room", other.work_id, "C" * 43)
     profile.approve("room", spec.work_id, spec.function)  # the first one, back again

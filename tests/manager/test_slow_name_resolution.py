@@ -27,7 +27,7 @@ from cleanroom.manager import servers
 from .conftest import Manager, bind, make_bundle, make_spec, serve
 
 SLOW_NAME = "slow-name.test"
-LOOKUP_S = 8.0
+LOOKUP_S = 12.0
 """How long the name server takes to answer for SLOW_NAME."""
 TIMEOUT = 1.5
 """The manager's timeouts here (health, deploy and delete)."""

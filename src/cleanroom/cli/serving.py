@@ -51,6 +51,7 @@ class ServingLimits:
 HeaderTimeoutOption = Annotated[
     float,
     typer.Option(
+        metavar="SECONDS",
         help="Seconds a request's head (request line and headers) may take to arrive, from "
         "its connection (or its first byte, on a kept-alive connection); then the "
         "connection is closed. Request bodies are not bounded in time: see "
@@ -61,6 +62,7 @@ HeaderTimeoutOption = Annotated[
 MaxConnectionsOption = Annotated[
     int,
     typer.Option(
+        metavar="N",
         help="Connections held open at once: one past it is closed before it is read, and "
         "a request is answered 503 once this many are open or being handled (uvicorn's "
         "limit_concurrency). Keep it below the open-files limit (ulimit -n).",
