@@ -24,9 +24,10 @@ from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.spec import Scalar, WorkSpec
 from tests.client.test_vendored import vendor
+from tests.client.test_wheels import build_wheel, pip_install, rewrite_record
 from tests.client.test_with_manager import Terminal, configure
 from tests.manager.conftest import Manager, StandInController
-from tests.protocol.test_bundle import HANDLER, Tree, write_tree
+from tests.protocol.test_bundle import HANDLER, Tree, read_tree_nested, write_tree
 
 
 @pytest.fixture
@@ -308,16 +309,7 @@ def test_inspect_summarises_packages_and_names_a_changed_vendored_file(
     vendor(vendored)
     impl = vendored / "packages" / "rfc8785" / "_impl.py"
     impl.write_text(impl.read_text() + "\nimport os  # added after install\n")
-    tree: Tree = {"handler.py": HANDLER}
-    for path in sorted(vendored.rglob("*")):
-        if path.is_file():
-            node = tree
-            *parents, name = path.relative_to(vendored).parts
-            for parent in parents:
-                child = node.setdefault(parent, {})
-                assert isinstance(child, dict)
-                node = child
-            node[name] = path.read_bytes()
+    tree: Tree = {"handler.py": HANDLER, **read_tree_nested(vendored)}
     deploy(alice, bob, tmp_path, tree)
     out = inspect(capsys, "hostile")
     assert "vendored packages (1):\n" in out
@@ -331,6 +323,33 @@ def test_inspect_summarises_packages_and_names_a_changed_vendored_file(
     ) in out
     document = json.loads(inspect(capsys, "hostile", "--json"))
     assert document["packages"]["distributions"][0]["differ"] == ["packages/rfc8785/_impl.py"]
+
+
+def test_inspect_with_wheels_names_an_edit_its_record_was_made_to_cover(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Alice edits a vendored module and its RECORD line: only the published wheel tells."""
+    alice, bob = parties
+    wheels = tmp_path / "wheels"
+    vendored = tmp_path / "vendored"
+    pip_install(build_wheel(wheels), vendored)
+    (vendored / "packages" / "tiny_pkg" / "core.py").write_text("import os\n")
+    rewrite_record(vendored, "tiny_pkg/core.py")
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER, **read_tree_nested(vendored)})
+    out = inspect(capsys, "hostile")
+    assert re.search(r"^  tiny-pkg 1\.0: 11 files, as its own RECORD says, digest", out, re.M), out
+    out = inspect(capsys, "hostile", "--wheels", str(wheels))
+    assert (
+        f"vendored packages against the wheels in {wheels}:\n"
+        "  tiny-pkg 1.0: NOT as published in tiny_pkg-1.0-py3-none-any.whl: "
+        "1 differ from it: packages/tiny_pkg/core.py\n"
+    ) in out
+    document = json.loads(inspect(capsys, "hostile", "--wheels", str(wheels), "--json"))
+    (published,) = document["wheels"]
+    assert not published["as_published"]
+    assert published["differ"] == ["packages/tiny_pkg/core.py"]
+    code, _, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--wheels", "nowhere")
+    assert code == 2 and "--wheels nowhere is not a directory" in err
 
 
 # --- the review diff --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import re
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -63,6 +64,7 @@ from cleanroom.client.review import (
 )
 from cleanroom.client.sqlfiles import load_queries, load_schema, sql_section
 from cleanroom.client.vendored import Vendored
+from cleanroom.client.wheels import WheelComparison, compare_with_wheels
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import (
     FUNCTION_ID_PREFIX,
@@ -443,7 +445,7 @@ def _show_vendored(vendored: Vendored) -> None:
         if not item.has_record:
             state = "no RECORD"
         elif item.verified:
-            state = "RECORD verified"
+            state = "as its own RECORD says"
         else:
             state = f"RECORD: {len(item.differ)} differ, {len(item.missing)} missing"
         _print(
@@ -452,6 +454,28 @@ def _show_vendored(vendored: Vendored) -> None:
         )
     if vendored.unrecorded:
         _print(f"  {len(vendored.unrecorded)} files under packages/ are in no RECORD")
+    if vendored.distributions:
+        _print(
+            "  (a RECORD is written by whoever built the function: to compare with the "
+            "published wheels, cleanroom inspect ROOM --wheels DIR)"
+        )
+
+
+def _published(result: Review, wheels: Path) -> tuple[WheelComparison, ...]:
+    """The room's vendored packages against the wheels in ``wheels``."""
+    files = {file.path: file for file in result.files}
+    try:
+        return compare_with_wheels(result.contents.vendored, files, wheels)
+    except (OSError, zipfile.BadZipFile) as error:
+        fail(f"--wheels: a wheel in {shown(str(wheels))} cannot be read: {error}", EXIT_USAGE)
+
+
+def _show_published(published: Sequence[WheelComparison], wheels: Path | None) -> None:
+    _print(f"vendored packages against the wheels in {shown(str(wheels))}:")
+    if not published:
+        _print("  none vendored")
+    for item in published:
+        _print(f"  {item.describe()}")
 
 
 def _show_files(files: Sequence[BundleFile]) -> None:
@@ -646,6 +670,18 @@ def inspect(
             show_default=False,
         ),
     ] = None,
+    wheels: Annotated[
+        Path | None,
+        typer.Option(
+            "--wheels",
+            metavar="DIR",
+            help="Also compare each package vendored under packages/ with the published "
+            "wheel of its name and version in DIR, file by file (get them with: pip download "
+            "NAME==VERSION --no-deps --only-binary :all: -d DIR). A package's RECORD alone "
+            "cannot tell: whoever built the function wrote it.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show what a clean room is, recomputed from its spec and function bytes.
@@ -656,10 +692,17 @@ def inspect(
     from the deployer is shown escaped: anything but printable ASCII as \\u…, a
     backslash as \\\\.
     """
+    if wheels is not None and not wheels.is_dir():
+        fail(f"--wheels {shown(str(wheels))} is not a directory", EXIT_USAGE)
     profile = current_profile()
     with failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
         here = source if source is not None else Path(scratch) / "now" if against else None
         result = _review(profile, name, here, project)
+        published = None
+        if wheels is not None:
+            if result.spec.sql is not None:
+                fail("--wheels: a SQL room has no function, so no vendored packages", EXIT_USAGE)
+            published = _published(result, wheels)
         approval = profile.approval(name)
         changes = None
         if against is not None:
@@ -675,9 +718,13 @@ def inspect(
         document["approve_command"] = command
         if changes is not None:
             document["changes"] = changes.to_json()
+        if published is not None:
+            document["wheels"] = [item.to_json() for item in published]
         print_json(document)
         return
     _show(result, approval)
+    if published is not None:
+        _show_published(published, wheels)
     if changes is not None:
         _show_changes(changes)
     if inspected is not None and inspected.work_id != result.work_id:

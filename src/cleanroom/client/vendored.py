@@ -31,6 +31,8 @@ from cleanroom.protocol.encoding import b64u
 
 _METADATA_SUFFIXES = (".dist-info", ".egg-info")
 _STRONGER_HASHES = frozenset({"sha384", "sha512", "sha3_256", "sha3_384", "sha3_512"})
+# The only files a wheel's RECORD lists without a hash: itself and its signatures (PEP 376).
+_UNHASHED = frozenset({"RECORD", "RECORD.jws", "RECORD.p7s"})
 _CHUNK = 1 << 20
 
 
@@ -120,11 +122,14 @@ def _digest(paths: list[str], files: Mapping[str, BundleFile]) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
-def _hash_matches(root: Path, path: str, file: BundleFile, recorded: PackagePath) -> bool:
+def _hash_matches(
+    root: Path, path: str, file: BundleFile, recorded: PackagePath, metadata: str
+) -> bool:
     if recorded.size is not None and recorded.size != file.size:
         return False
-    if recorded.hash is None:
-        return True  # RECORD itself, and files a RECORD lists without a hash
+    if recorded.hash is None:  # only RECORD itself (and its signatures) has no digest
+        own = len(recorded.parts) == 2 and recorded.parts[0] == metadata
+        return own and recorded.name in _UNHASHED
     mode, value = recorded.hash.mode, recorded.hash.value
     if mode == "sha256":
         return b64u(bytes.fromhex(file.sha256)) == value
@@ -135,6 +140,16 @@ def _hash_matches(root: Path, path: str, file: BundleFile, recorded: PackagePath
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return b64u(digest.digest()) == value
+
+
+def _under_target(recorded: str) -> str:
+    """A RECORD path relative to ``packages/``. ``pip install --target`` installs into
+    the ``lib/python`` of a temporary home and moves it and the home's other directories
+    (``bin/`` of console scripts, data) to the target, so it records those as
+    ``../../bin/…``: they are ``packages/bin/…``."""
+    path = posixpath.normpath(recorded)
+    rest = path.removeprefix("../../")
+    return rest if rest != path and not rest.startswith("../") and rest != ".." else path
 
 
 # What a malformed METADATA or RECORD (not UTF-8, not CSV of path,hash,size) raises.
@@ -176,14 +191,14 @@ def vendored(root: Path, files: Mapping[str, BundleFile]) -> Vendored:
         for item in recorded or ():
             if "__pycache__" in item.parts or item.suffix == ".pyc":
                 continue  # bytecode pip compiled: never part of a function (bundle-bytecode)
-            path = posixpath.normpath(prefix + item.as_posix())
+            path = posixpath.normpath(prefix + _under_target(item.as_posix()))
             inside = path.startswith(prefix) and not item.is_absolute()
             file = files.get(path) if inside else None
             if file is None:
                 missing.append(path)
                 continue
             present.append(path)
-            if not _hash_matches(root, path, file, item):
+            if not _hash_matches(root, path, file, item, entry.name):
                 differ.append(path)
         claimed.update(present)
         found.append(
