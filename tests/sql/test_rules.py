@@ -475,3 +475,68 @@ def test_a_bare_word_passes_only_as_a_unit() -> None:
     )
     assert error.check == "sql-syntax"
     assert error.actual == "nocase"
+
+
+def list_room() -> WorkSpec:
+    """Both inputs under list rules: input_1 lists only ``region`` (its email, zip and
+    spend are hidden), input_2 its ``segment``."""
+    document = sql_document(queries={})
+    document["sql"]["rules"]["input_1"] = {
+        "kind": "list", "join_columns": ["email"], "list_columns": ["region"],
+    }  # fmt: skip
+    return WorkSpec.parse(document)
+
+
+@pytest.mark.parametrize(
+    ("spec", "text"),
+    [
+        # DISTINCT ON a hidden column: the number of rows released says whether c39's
+        # spend is above 40 (a binary search gave it to 0.01 in 14 queries) ...
+        pytest.param(
+            list_room(), "SELECT DISTINCT ON (CASE WHEN a.email = 'c39@x' AND a.spend > 40 "
+            "THEN 1 ELSE 0 END) a.region FROM input_1 a JOIN input_2 b ON a.email = b.email",
+            id="distinct-on-hidden-value",
+        ),
+        # ... and through any DuckDB function: the run fails exactly when c39 is there
+        pytest.param(
+            list_room(), "SELECT DISTINCT ON (CASE WHEN a.email = 'c39@x' THEN error('x') END) "
+            "a.region FROM input_1 a JOIN input_2 b ON a.email = b.email",
+            id="distinct-on-error",
+        ),
+        pytest.param(
+            list_room(), "SELECT DISTINCT ON (b.segment) b.segment FROM input_1 a "
+            "JOIN input_2 b ON a.email = b.email",
+            id="distinct-on-list-column",
+        ),
+        # a second argument of COUNT, which no check read
+        pytest.param(
+            SPEC, "SELECT region, COUNT(email, spend) AS n FROM input_1 GROUP BY region",
+            id="count-second-argument",
+        ),
+    ],
+)  # fmt: skip
+def test_no_part_of_a_query_escapes_the_checks(spec: WorkSpec, text: str) -> None:
+    """Each clause's check reads the parts of it it knows; DuckDB runs the whole tree.
+    DISTINCT ON's list was read by none (list shape), so any column of any input went,
+    through any function, into which rows were released and whether the run failed."""
+    error = refused(text, spec)
+    assert error.check in ("list.shape", "sql-syntax", "sql-function"), error
+    assert "DISTINCT ON" in str(error) or "no rule reads" in str(error), error
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT region, COUNT(*) AS n FROM input_1 WHERE region = 'a' OR (zip = '1' AND "
+        "NOT region LIKE 'b%') GROUP BY region HAVING COUNT(*) > 1 AND SUM(spend) < 9 "
+        "ORDER BY n DESC, region LIMIT 5",
+        "SELECT LOWER(a.region) AS r, b.segment, COUNT(DISTINCT a.email) AS n, AVG(a.spend) "
+        "FROM input_1 a JOIN input_2 b ON a.email = b.email WHERE COALESCE(a.zip, '') <> '' "
+        "GROUP BY LOWER(a.region), b.segment ORDER BY ROUND(AVG(a.spend), 1)",
+    ],
+)
+def test_every_part_a_check_reads_still_passes(text: str) -> None:
+    plan_query(SPEC, name=None, text=text)
+    plan_query(list_room(), name=None, text="SELECT DISTINCT a.region, b.segment FROM input_1 a "
+               "JOIN input_2 b ON a.email = b.email WHERE a.region = 'x' OR b.segment = 'y' "
+               "ORDER BY a.region LIMIT 3")  # fmt: skip

@@ -312,6 +312,7 @@ class _Checker:
         assert spec.sql is not None
         self.select, self.shape = select, shape
         self.rules_by_input = {i: spec.sql.rules[i] for i in read}
+        self.checked: set[int] = set()  # the Column nodes a clause's check has read
         for node in select.walk():  # before the tables: a sub-query in FROM is a shape
             what = _forbidden_shape(node)
             if what is not None and node is not select:
@@ -342,6 +343,11 @@ class _Checker:
         for key, value in self.select.args.items():
             if value and key not in SELECT_CLAUSES:
                 raise self.fail_shape(CLAUSE_NAMES.get(key, key.upper()), self.select)
+        distinct = self.select.args.get("distinct")
+        if distinct is not None and any(distinct.args.values()):
+            # DISTINCT ON (expression): which rows are released, and how many, would
+            # follow any column of any input, through any function DuckDB has.
+            raise self.fail_shape("SELECT DISTINCT ON", distinct)
         self.check_joins()
         aggregated = False
         for item in self.select.expressions:
@@ -372,6 +378,7 @@ class _Checker:
         for ordered in order.expressions if order is not None else []:
             key = ordered.this
             if isinstance(key, exp.Column) and not key.table and key.name in aliases:
+                self.checked.add(id(key))  # an output column, checked where it is selected
                 continue
             if any(isinstance(n, tuple(AGGREGATES)) for n in key.walk()):
                 self.check_aggregate_expression(key)
@@ -384,6 +391,24 @@ class _Checker:
             raise self.fail_shape("a LIMIT other than a number", limit)
         if self.select.args.get("distinct") and self.shape == "aggregation":
             raise self.fail_shape("SELECT DISTINCT", self.select)
+        self.check_nothing_unread()
+
+    def check_nothing_unread(self) -> None:
+        """Every column and function of the SELECT was read by the check of its clause.
+
+        The checks above read the parts of each clause they know; DuckDB runs the whole
+        tree. A part no check reads (the list of ``DISTINCT ON (…)``, a second argument
+        of ``COUNT``) would put any column, through any DuckDB function, into what is
+        released: refused (``sql-syntax``), whatever it is."""
+        functions = (*VALUE_NODES, *SCALAR_FUNCTIONS, *AGGREGATES)  # AND, OR are Funcs too
+        for node in self.select.walk():
+            if isinstance(node, exp.Column) and id(node) not in self.checked:
+                raise QueryError(
+                    "sql-syntax", "columns only where a rule checks them",
+                    node.sql(DIALECT)[:120], "a column in a part of the query no rule reads",
+                )  # fmt: skip
+            if isinstance(node, exp.Func) and not isinstance(node, functions):
+                raise self.unknown(node)
 
     def violation_everywhere(self, clause: str, expected: object, actual: object,
                              message: str) -> RuleViolation:  # fmt: skip
@@ -423,6 +448,7 @@ class _Checker:
                         condition.sql(DIALECT)[:120], "join conditions compare join columns only",
                     )  # fmt: skip
                 sides = [self.scope.resolve(c) for c in (condition.this, condition.expression)]
+                self.checked.update((id(condition.this), id(condition.expression)))
                 if sides[0][0] == sides[1][0]:
                     raise self.violation_everywhere(
                         "join_operators", "columns of two inputs", condition.sql(DIALECT),
@@ -477,6 +503,7 @@ class _Checker:
 
     def check_dimension(self, column: exp.Column) -> None:
         input_id, name = self.scope.resolve(column)
+        self.checked.add(id(column))
         rule = self.rules_by_input[input_id]
         if rule.kind == "aggregation" and name not in rule.dimension_columns:
             raise _violation(
@@ -491,6 +518,8 @@ class _Checker:
 
     def unknown(self, node: exp.Expr) -> CheckFailed:
         name = node.sql_name() if isinstance(node, exp.Func) else type(node).__name__
+        if isinstance(node, exp.Anonymous):
+            name = node.name.upper()  # a function sqlglot does not know, by its name
         what = _forbidden_shape(node)
         if what is not None:
             return self.fail_shape(what, node)
@@ -539,6 +568,7 @@ class _Checker:
                 "aggregate plain columns only",
             )  # fmt: skip
         input_id, name = self.scope.resolve(argument)
+        self.checked.add(id(argument))
         rule = self.rules_by_input[input_id]
         if rule.kind == "list":
             raise _violation(
