@@ -563,3 +563,20 @@ def test_an_ad_hoc_query_is_no_longer_nor_deeper_than_the_checker_takes() -> Non
     assert isinstance(error, QueryError)
     assert error.check == "sql-parse"
     assert error.actual == "nested too deep"
+
+
+def test_an_order_by_position_is_one_of_the_querys_own_columns() -> None:
+    """The Worker appends a column per threshold (its distinct count) to the query it
+    renders: ORDER BY 3 of a query of two columns ordered the released groups by how
+    many people each has (measured: 10 people spending 10 in all before 3 spending 300,
+    where ORDER BY s DESC puts them the other way), under a rule that allows no count."""
+    document = sql_document(queries={})
+    document["sql"]["rules"]["input_1"]["aggregate_columns"] = {"spend": ["sum"]}
+    spec = WorkSpec.parse(document)
+    text = "SELECT region, SUM(spend) AS s FROM input_1 GROUP BY region ORDER BY {} DESC LIMIT 1"
+    error = refused(text.format(3), spec)
+    assert isinstance(error, RuleViolation)
+    assert error.check == "aggregation.shape"
+    assert "position" in error.message
+    plan = plan_query(spec, name=None, text=text.format(2))
+    assert plan.sql.endswith("ORDER BY 2 DESC LIMIT 1")

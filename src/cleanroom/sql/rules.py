@@ -381,6 +381,14 @@ class _Checker:
             if isinstance(key, exp.Column) and not key.table and key.name in aliases:
                 self.checked.add(id(key))  # an output column, checked where it is selected
                 continue
+            if isinstance(key, exp.Literal) and key.is_int:
+                # A position: among the query's own columns only. The Worker appends its
+                # own (the distinct count of each threshold), and ORDER BY 3 of a query
+                # of two ordered the groups by how many people each has, where the rule
+                # allowed no count.
+                if not 1 <= int(key.name) <= len(self.select.expressions):
+                    raise self.fail_shape("ORDER BY a position past the selected columns", ordered)
+                continue
             if any(isinstance(n, tuple(AGGREGATES)) for n in key.walk()):
                 self.check_aggregate_expression(key)
             else:
