@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlglot
@@ -28,9 +29,13 @@ FILTER = "AND a.region <> 'north'"
 BREAKS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
 
 
-def _inspected(home: Path, capsys: pytest.CaptureFixture[str], text: str) -> str:
+def _inspected(
+    home: Path, capsys: pytest.CaptureFixture[str], text: str, rule_2: Any = None
+) -> str:
     document = sql_document()
     document["sql"]["queries"]["by_segment"]["text"] = text
+    if rule_2 is not None:
+        document["sql"]["rules"]["input_2"] = rule_2
     document["nonce"] = b64u(os.urandom(16))
     spec = WorkSpec.parse(document)
     room = {
@@ -85,3 +90,26 @@ def test_the_query_is_also_shown_as_the_engine_parses_it(
     assert len(parsed) == 1, out
     assert FILTER not in parsed[0] and "GROUP BY" in parsed[0] and "keep" not in parsed[0]
     assert "WHERE a.region <> $skip" in parsed[0]
+
+
+def test_a_custom_rule_says_which_queries_may_read_its_input(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A custom rule without ``allowed_queries`` lets every named query read the input,
+    one with ``[]`` none: the review left both out, and showed the two rules alike."""
+    shown = {}
+    for allowed in (None, [], ["by_segment"]):
+        rule = (
+            {"kind": "custom"}
+            if allowed is None
+            else {"kind": "custom", "allowed_queries": allowed}
+        )
+        out = _inspected(home, capsys, BY_SEGMENT, rule)
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("rule of input_2"))
+        shown[str(allowed)] = lines[start + 1]
+    assert shown == {
+        "None": "  allowed_queries: every named query (none listed)",
+        "[]": "  allowed_queries: none (no query may read it)",
+        "['by_segment']": "  allowed_queries: by_segment",
+    }

@@ -561,10 +561,20 @@ def _show_sql(spec: WorkSpec) -> None:
     for input_id, rule in sorted(spec.sql.rules.items()):
         owner = spec.inputs[input_id]
         _print(f"rule of {input_id} (set by {owner}): {rule.kind}")
-        document = rule.model_dump(mode="json", exclude_none=True, exclude={"kind"})
+        document = rule.model_dump(
+            mode="json", exclude_none=True, exclude={"kind", "allowed_queries"}
+        )
         for key, value in document.items():
             if value not in ([], {}):
                 _print(f"  {key}: {shown(json.dumps(value, sort_keys=True))}")
+        if rule.kind == "custom":
+            # Absent means every named query, [] none: both were left out of the review,
+            # which showed the two rules alike.
+            allowed = rule.allowed_queries
+            _print("  allowed_queries: " + (
+                "every named query (none listed)" if allowed is None
+                else ", ".join(allowed) if allowed else "none (no query may read it)"
+            ))  # fmt: skip
     for name, query in sorted(spec.sql.queries.items()):
         extra = f", ε {query.epsilon:g}" if query.epsilon is not None else ""
         parameters = ", ".join(f"{k} {t}" for k, t in sorted(query.parameters.items()))
