@@ -580,3 +580,21 @@ def test_an_order_by_position_is_one_of_the_querys_own_columns() -> None:
     assert "position" in error.message
     plan = plan_query(spec, name=None, text=text.format(2))
     assert plan.sql.endswith("ORDER BY 2 DESC LIMIT 1")
+
+
+def test_a_join_names_the_input_it_joins() -> None:
+    """``JOIN input_3 c ON a.email = b.email`` compared the two inputs before it and
+    joined input_3 to every row, a cross join the rules refuse when written as one."""
+    document = sql_document(queries={})
+    document["inputs"]["input_3"] = document["inputs"]["input_2"]
+    document["sql"]["schemas"]["input_3"] = copy.deepcopy(SCHEMAS["input_1"])
+    document["sql"]["rules"]["input_3"] = copy.deepcopy(AGGREGATION_RULE)
+    spec = WorkSpec.parse(document)
+    text = (
+        "SELECT a.region, COUNT(*) AS n FROM input_1 a JOIN input_2 b ON a.email = b.email "
+        "JOIN input_3 c ON {} GROUP BY a.region"
+    )
+    error = refused(text.format("a.email = b.email"), spec)
+    assert isinstance(error, RuleViolation)
+    assert (error.check, error.actual) == ("aggregation.join_operators", "a.email = b.email")
+    plan_query(spec, name=None, text=text.format("c.email = b.email"))

@@ -472,6 +472,21 @@ class _Checker:
                             f"{column} may not be joined on",
                         )  # fmt: skip
                     joined.add(input_id)
+            # The ON of a join names the input it joins: ``JOIN input_3 c ON a.email =
+            # b.email`` compared the two inputs before it and joined input_3 to every row.
+            table = join.this
+            this_input = self.scope.aliases[table.alias_or_name]
+            named = {
+                self.scope.resolve(side)[0]
+                for condition in _conjuncts(join.args["on"])
+                for side in (condition.this, condition.expression)
+            }
+            if this_input not in named:
+                raise self.violation_everywhere(
+                    "join_operators", f"a condition on {this_input}, the input joined",
+                    join.args["on"].sql(DIALECT)[:120], "a join without a condition on what it"
+                    " joins is a cross join",
+                )  # fmt: skip
         for input_id, rule in self.rules_by_input.items():
             if rule.kind == "list" and input_id not in joined:
                 raise _violation(
