@@ -75,6 +75,8 @@ VALUE_NODES: tuple[type[exp.Expr], ...] = (
     exp.Interval,
 )  # fmt: skip
 AGGREGATES: dict[type[exp.Expr], str] = {exp.Count: "count", exp.Sum: "sum", exp.Avg: "avg"}
+# The types arithmetic on aggregates may cast to (HAVING, ORDER BY, SELECT).
+AGGREGATE_TYPES = (*exp.DataType.NUMERIC_TYPES, *exp.DataType.TEXT_TYPES, exp.DataType.Type.BOOLEAN)
 MAX_DP_KEY_CHARS = 256
 """The characters of a released group's key under differential privacy (longer keys are
 cut): what a query makes the size of its exact groups depend on is their number only."""
@@ -564,6 +566,17 @@ class _Checker:
                 raise self.violation_everywhere(
                     "shape", "aggregates of columns", node.sql(DIALECT),
                     "a column outside an aggregate here",
+                )  # fmt: skip
+            elif isinstance(node, exp.Interval) or (
+                isinstance(node, exp.DataType) and not node.is_type(*AGGREGATE_TYPES)
+            ):
+                # Arithmetic on aggregates stays in numbers (in DOUBLE, never failing): an
+                # interval or a time made of them fails on some values, and TRY cannot
+                # hold an aggregate. (TIMESTAMP '…' - TIMESTAMP '…') * SUM(spend) failed
+                # ("Overflow in multiplication of INTERVAL") exactly on large sums.
+                raise QueryError(
+                    "sql-syntax", "numbers, text or booleans in arithmetic on aggregates",
+                    node.sql(DIALECT)[:80], "no interval, date or time beside an aggregate",
                 )  # fmt: skip
             elif isinstance(node, (*VALUE_NODES, exp.Round, exp.Abs, exp.Cast, exp.Coalesce)):
                 stack.extend(node.iter_expressions())
