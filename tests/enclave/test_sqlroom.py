@@ -49,7 +49,7 @@ from cleanroom.tee.measure import measure
 from tests.enclave.test_room import upload_frames
 from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
 from tests.sandbox import confined
-from tests.sql.fixtures import SCHEMAS, alice_csv, bob_csv, sql_spec
+from tests.sql.fixtures import SCHEMAS, alice_csv, bob_csv, sql_document, sql_spec
 
 
 @pytest.fixture(scope="module")
@@ -461,3 +461,48 @@ def test_a_ledger_that_cannot_be_verified_stops_every_query(
     with pytest.raises(CheckFailed) as caught:  # sealed to the runner, as every refusal
         query(room, ALICE, sql=text, epsilon=0.5)
     assert caught.value.check == "budget-ledger"
+
+
+def customers_csv(people: int) -> bytes:
+    """``people`` customers of region east, each alone in a zip code of its own."""
+    lines = ["email,region,zip,spend"] + [f"p{n}@x,east,{10000 + n},1.5" for n in range(people)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_whether_a_dp_query_fits_is_decided_before_it_runs_not_by_its_groups(
+    tmp_path: Path, confinement: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DP red team's reproduction (F4), at a smaller scale: one group per person,
+    keys made long by a literal. The exact groups of 2,199 people take 626,715 bytes,
+    of 2,200 people 627,000; the Worker refused more than its limit (64 MiB; here
+    626,800) after the query had run and ε was charged, so the target alone in her zip
+    decided whether the run failed. Now the Worker bounds the groups before the query
+    runs, from the inputs' rows times max_contributions, and refuses then, no ε spent:
+    with her and without her, the same answer. Under the real limit both run."""
+    pad = "x" * 30_480
+    key = f"CONCAT(zip, '{pad}')"
+    text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 WHERE region <> 'none' GROUP BY {key}"  # noqa: S608
+
+    def outcomes(name: str, spec: WorkSpec) -> list[str]:
+        seen = []
+        for people in (2_199, 2_200):  # without the target, with her
+            room = make_room(tmp_path / f"{name}-{people}", confinement, spec)
+            upload(room, ALICE, "input_1", customers_csv(people))
+            upload(room, BOB, "input_2", bob_csv())
+            try:
+                receipt, _detail, _rows = query(room, ALICE, sql=text, epsilon=1e-6)
+            except CheckFailed as refusal:
+                assert set(room.ledger.spent().values()) == {0.0}, "refused before any ε"
+                seen.append(refusal.check)
+                assert "more than" in str(refusal.actual), refusal
+                continue
+            seen.append(receipt["status"])
+        return seen
+
+    assert outcomes("default", sql_spec(dp=True)) == ["succeeded", "succeeded"]
+    with monkeypatch.context() as patch:
+        patch.setattr("cleanroom.enclave.sqlroom.MAX_DP_ROWS", 626_800)
+        assert outcomes("limit", sql_spec(dp=True)) == ["dp-groups", "dp-groups"]
+    # The run's disk holds the groups too (half of it for them): the same up front.
+    small_disk = WorkSpec.parse({**sql_document(dp=True), "resources": {"disk_mib": 1}})
+    assert outcomes("disk", small_disk) == ["dp-groups", "dp-groups"]

@@ -14,7 +14,7 @@ from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
 from cleanroom.sql import ENGINE_DIRECTORY
 from cleanroom.sql.privacy import release
-from cleanroom.sql.rules import MAX_DP_KEY_CHARS, plan_query
+from cleanroom.sql.rules import MAX_DP_KEY_BYTES, MAX_DP_KEY_CHARS, plan_query
 from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
 
@@ -273,6 +273,27 @@ def test_dp_group_keys_are_cut_so_their_size_depends_on_their_number_only(
     plan = plan_query(sql_spec(dp=True), name=None, text=text)
     rows = dp_groups(tmp_path, plan.sql)
     assert [(row["__cr_g0"], row["__cr_n"]) for row in rows] == [("x" * MAX_DP_KEY_CHARS, 40)]
+
+
+@pytest.mark.parametrize("pad", ["\u00e9" * 300, "\x01" * 300, "\U0001f600" * 300, '"' * 300])
+def test_each_line_of_the_exact_dp_groups_is_within_its_bound(tmp_path: Path, pad: str) -> None:
+    """The Worker refuses a DP query before it runs if its exact groups could outgrow
+    the Worker's limit, from their number at most times ``line_bytes`` (DP red team 2,
+    F4): no line may be longer, whatever the key's characters (UTF-8 of 2 or 4 bytes,
+    control characters and quotes escaped in JSON). Keys cut alike are added up."""
+    handler = (ENGINE_DIRECTORY / "handler.py").read_text()
+    assert f"KEY_BYTES = {MAX_DP_KEY_BYTES} " in handler
+    key = "CONCAT(zip, " + "'" + pad.replace("'", "''") + "')"
+    text = f"SELECT {key} AS k, COUNT(*) AS n, SUM(spend) AS s FROM input_1 GROUP BY {key}"  # noqa: S608
+    plan = plan_query(sql_spec(dp=True), name=None, text=text)
+    assert plan.dp is not None
+    result = run_engine(tmp_path, plan.sql, dp=True)
+    assert result.returncode == 0, result.stderr[-500:]
+    lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_bytes().splitlines()
+    assert len(lines) == 40
+    assert max(len(line) + 1 for line in lines) <= plan.dp.line_bytes
+    keys = [json.loads(line)["__cr_g0"] for line in lines]
+    assert all(key[:5].isdigit() and pad.startswith(key[5:]) and key[5:] for key in keys)
 
 
 def test_a_join_of_two_types_fails_on_the_data(tmp_path: Path) -> None:

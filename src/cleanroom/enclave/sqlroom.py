@@ -52,7 +52,7 @@ from cleanroom.protocol.query_receipt import (
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
 from cleanroom.sql.privacy import release
-from cleanroom.sql.rules import QueryPlan, check_spec_queries, plan_query
+from cleanroom.sql.rules import DpPlan, QueryPlan, check_spec_queries, plan_query
 
 log = logging.getLogger("cleanroom.enclave")
 RESULT = "result"  # the engine's one output directory (never sealed as is)
@@ -191,6 +191,8 @@ class SqlRoom(CleanRoom):
             self.worker.spec, name=name, text=sql, parameters=request["parameters"],
             epsilon=request["epsilon"], spent=self.ledger.spent(),
         )  # fmt: skip
+        if plan.dp is not None:
+            self._dp_fits(plan.dp)
         number = len(self.runs) + 1
         run = SqlRun(
             number, plan, session.user_id, dict(request["parameters"]), session=session.keys
@@ -265,7 +267,7 @@ class SqlRoom(CleanRoom):
                 raise RunError("run-ended", "a query that ran", run.detail, "the engine failed")
             if plan.dp is not None:
                 rows_file = next(s for s in collected if s.name.endswith("/rows.jsonl"))
-                rows = self._read_rows(rows_file)
+                rows = self._read_rows(rows_file, plan.dp)
                 self._store.discard(rows_file.name)
                 noisy = release(plan.dp, rows)
                 text = io.StringIO()
@@ -331,11 +333,40 @@ class SqlRoom(CleanRoom):
             for s in run.files
         ]
 
-    def _read_rows(self, stored: StoredObject) -> list[dict[str, Any]]:
-        if stored.size > MAX_DP_ROWS:
+    def _dp_capacity(self) -> int:
+        """The bytes of exact groups a DP query may make: what the Worker reads (64 MiB),
+        and half the run's disk, where the engine writes them."""
+        return min(MAX_DP_ROWS, self.worker.spec.resources.disk_mib << 19)
+
+    def _dp_fits(self, dp: DpPlan) -> None:
+        """A DP query whose exact groups could outgrow a limit is refused before it runs
+        and before any ε is charged, from a bound no data decides beyond its inputs' row
+        counts (``DpPlan.most_bytes``): else how many groups a query had, which one
+        person can change, decided whether it failed (DP red team 2, F4)."""
+        capacity = self._dp_capacity()
+        rows = {i: self.rows.get(i) for i in dp.owners}
+        missing = sorted(i for i, count in rows.items() if count is None)
+        if missing:
+            raise RunError("dp-groups", "the row count of every input", missing, "not counted")
+        most = dp.most_bytes({i: count for i, count in rows.items() if count is not None})
+        if most > capacity:
+            line = 1 << max(dp.line_bytes - 1, 0).bit_length()
             raise RunError(
-                "dp-groups", f"<= {MAX_DP_ROWS} bytes of groups", stored.size,
-                "too many groups for a query under differential privacy",
+                "dp-groups", f"<= {capacity} bytes of groups, whatever the data",
+                f"{line} bytes a group, more than {capacity // line} groups possible",
+                "a query under differential privacy may have more groups than the Worker "
+                "takes (at most each input's rows times max_contributions): refused before "
+                "it runs, no ε spent; group by fewer or shorter keys, read fewer aggregates, "
+                "or, below 128 MiB, give the room more disk (resources.disk_mib)",
+            )  # fmt: skip
+
+    def _read_rows(self, stored: StoredObject, dp: DpPlan) -> list[dict[str, Any]]:
+        # Never more than the bound checked before the query ran (else the engine broke it).
+        most = dp.most_bytes(self.rows)
+        if stored.size > min(most, self._dp_capacity()):
+            raise RunError(
+                "dp-groups", f"<= {min(most, self._dp_capacity())} bytes of groups",
+                stored.size, "the engine's exact groups outgrew their bound",
             )  # fmt: skip
         data = b"".join(self._store.read(stored.name))
         return [json.loads(line) for line in data.splitlines() if line]

@@ -80,6 +80,13 @@ AGGREGATE_TYPES = (*exp.DataType.NUMERIC_TYPES, *exp.DataType.TEXT_TYPES, exp.Da
 MAX_DP_KEY_CHARS = 256
 """The characters of a released group's key under differential privacy (longer keys are
 cut): what a query makes the size of its exact groups depend on is their number only."""
+MAX_DP_KEY_BYTES = 256
+"""The bytes of a DP group key's JSON text (quotes aside) in the engine's exact groups:
+the engine cuts a key of 256 characters further where its UTF-8 and escapes need more
+(``KEY_BYTES`` in the engine's handler, which imports nothing from here)."""
+MAX_DP_NUMBER_BYTES = 24
+"""The JSON text of an aggregate in the exact groups, at most: a count (19 digits), a
+sum of doubles (``repr``: -1.2345678901234567e-308), null, NaN, Infinity."""
 
 # Declared types a join may compare: within a kind DuckDB's implicit cast never fails
 # (numbers to the wider number); across kinds it casts text to a number, a date or a
@@ -127,6 +134,29 @@ class DpPlan:
     groups: tuple[str, ...]  # output names of the group columns (__cr_g<i> in the rows)
     aggregates: tuple[DpAggregate, ...]
     minimum: int  # the largest threshold any owner set (applied to the noisy count)
+    line_bytes: int = 0  # the longest line of the engine's exact groups (rows.jsonl)
+
+    def most_bytes(self, rows: Mapping[str, int]) -> int:
+        """At most how many bytes the engine's exact groups of this query take, whatever
+        the data: a group holds at least one of the contribution-bounded rows, of which
+        each owner's input gives at most its rows times ``max_contributions`` (``rows``: the
+        rows the Worker counted in each input at its upload), and each group's line is
+        at most ``line_bytes``, counted here as the next power of two. The power of two
+        keeps what a refusal on this bound tells a runner to the binary order of
+        magnitude of an input's rows: a query cannot tune the bound to a row count."""
+        groups = 1
+        if self.groups:
+            groups = min(rows[i] * option.max_contributions for i, option in self.owners.items())
+        return groups * (1 << max(self.line_bytes - 1, 0).bit_length())
+
+
+def dp_line_bytes(keys: int, numbers: list[str]) -> int:
+    """The longest line the engine writes for a group of ``keys`` keys (``__cr_g<i>``)
+    and these numbers, as ``json.dumps`` of one dict per line writes it."""
+    fields = [len(f'"{HIDDEN_PREFIX}_g{i}": ') + MAX_DP_KEY_BYTES + 2 for i in range(keys)] + [
+        len(f'"{name}": ') + MAX_DP_NUMBER_BYTES for name in numbers
+    ]
+    return 2 + sum(fields) + 2 * max(len(fields) - 1, 0) + 1
 
 
 @dataclass(frozen=True)
@@ -1162,6 +1192,7 @@ def _dp_plan(
         groups=tuple(groups),
         aggregates=tuple(aggregates),
         minimum=minimum,
+        line_bytes=dp_line_bytes(len(keys), [e.alias for e in outer if isinstance(e, exp.Alias)]),
     )
     del first_rule
     return plan, query

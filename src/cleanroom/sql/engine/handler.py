@@ -237,6 +237,21 @@ def lock_down(con: Any) -> None:
         con.execute(statement)
 
 
+KEY_BYTES = 256  # cleanroom.sql.rules.MAX_DP_KEY_BYTES (tests/sql/test_engine.py checks)
+
+
+def cut_key(value: object) -> object:
+    """A DP group key whose JSON text (quotes aside) takes at most KEY_BYTES bytes: the
+    Worker bounds the size of the exact groups before the query runs, from their number
+    and this. Keys cut alike are added up by the Worker."""
+    if not isinstance(value, str):
+        return value
+    end = len(value)
+    while len(json.dumps(value[:end], ensure_ascii=False).encode()) > KEY_BYTES + 2:
+        end -= 1
+    return value[:end]
+
+
 def jsonable(value: object) -> object:
     if isinstance(value, decimal.Decimal):
         return float(value)
@@ -255,12 +270,15 @@ def query(plan: dict[str, Any]) -> None:
         cursor = con.execute("SELECT * FROM __cr_result")
         names = [d[0] for d in cursor.description]
         count = 0
-        with open(os.path.join(RESULT, "rows.jsonl"), "w") as handle:
+        keys = {n for n in names if n.startswith("__cr_g")}
+        with open(os.path.join(RESULT, "rows.jsonl"), "w", encoding="utf-8") as handle:
             while batch := cursor.fetchmany(10000):
                 for row in batch:
-                    handle.write(
-                        json.dumps({n: jsonable(v) for n, v in zip(names, row, strict=True)}) + "\n"
-                    )
+                    line = {
+                        n: cut_key(v) if n in keys else jsonable(v)
+                        for n, v in zip(names, row, strict=True)
+                    }
+                    handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                     count += 1
         write_stats({"rows": count, "suppressed": None})
         return
