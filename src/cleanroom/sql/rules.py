@@ -1062,6 +1062,8 @@ def _dp_plan(
     aggregates: list[DpAggregate] = []
     outer: list[exp.Expr] = []
     position = {key.sql(DIALECT): index for index, key in enumerate(keys)}
+    carried: dict[str, tuple[str, exp.Expr]] = {}  # a key's column -> (its name, it)
+    grouped: list[exp.Expr] = []  # each key, of the carried columns, as text, cut
     for index, key in enumerate(keys):
         # Grouped as text: what the engine groups is exactly what the Worker keys the
         # released groups by. A DECIMAL group read back as a float merged two groups
@@ -1072,11 +1074,26 @@ def _dp_plan(
         # more than MAX_DP_ROWS bytes of them, and a runner who made each key long
         # (a literal of 30,000 characters in CONCAT) moved that limit to where one
         # person's group decided whether the run failed. Groups cut to one key merge,
-        # which the release adds up.
-        as_text = exp.Cast(this=key.copy(), to=exp.DataType.build("VARCHAR"))
+        # which the release adds up. And computed after the contribution bound, from
+        # the columns it reads carried as they are: computed before, every joined and
+        # filtered row held its keys, as long as a literal made them, so the memory of
+        # the bounding grew by rows times a length the runner chose to the byte (a knob to
+        # bring the count of any WHERE to the sandbox's memory limit).
+        def carry(node: exp.Expr) -> exp.Expr:
+            if not isinstance(node, exp.Column):
+                return node
+            name, _column = carried.setdefault(
+                node.sql(DIALECT), (f"{HIDDEN_PREFIX}_c{len(carried)}", node.copy())
+            )
+            return exp.column(name)
+
+        late = key.copy().transform(carry)
+        as_text = exp.Cast(this=late, to=exp.DataType.build("VARCHAR"))
         cut = exp.func("LEFT", exp.Try(this=as_text), exp.Literal.number(MAX_DP_KEY_CHARS))
-        rows.append(exp.alias_(cut, f"{HIDDEN_PREFIX}_g{index}"))
-        outer.append(exp.column(f"{HIDDEN_PREFIX}_g{index}"))
+        grouped.append(cut)
+        outer.append(exp.alias_(cut.copy(), f"{HIDDEN_PREFIX}_g{index}"))
+    for carried_name, carried_column in carried.values():
+        rows.append(exp.alias_(carried_column, carried_name))
     outer.append(exp.alias_(exp.Count(this=exp.Star()), f"{HIDDEN_PREFIX}_n"))
     value_index = 0
     selected: list[tuple[int, str]] = []  # (GROUP BY position, output name) of each dimension
@@ -1177,7 +1194,7 @@ def _dp_plan(
     for cte_name, body in ctes:
         query = query.with_(cte_name, as_=body, copy=False)
     if keys:
-        query = query.group_by(*[exp.column(f"{HIDDEN_PREFIX}_g{i}") for i in range(len(keys))])
+        query = query.group_by(*[cut.copy() for cut in grouped])
     minimum = max((rules.threshold.minimum for rules in checker.rules_by_input.values()
                    if rules.threshold is not None), default=0)  # fmt: skip
     plan = DpPlan(
