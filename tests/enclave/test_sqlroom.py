@@ -506,3 +506,15 @@ def test_whether_a_dp_query_fits_is_decided_before_it_runs_not_by_its_groups(
     # The run's disk holds the groups too (half of it for them): the same up front.
     small_disk = WorkSpec.parse({**sql_document(dp=True), "resources": {"disk_mib": 1}})
     assert outcomes("disk", small_disk) == ["dp-groups", "dp-groups"]
+
+
+@pytest.mark.parametrize(("disk_mib", "capacity"), [(1, 1 << 19), (3, 1 << 20), (1024, 64 << 20)])
+def test_the_groups_a_dp_query_may_make_are_a_power_of_two_of_bytes(
+    tmp_path: Path, confinement: Sandbox, disk_mib: int, capacity: int
+) -> None:
+    """Half the run's disk, at most 64 MiB, down to a power of two: the bound of a
+    query's groups is its inputs' rows times max_contributions times a power of two, so a
+    refusal says whether that product passes a power of two, and a spec's disk_mib of 3
+    cannot set the limit at a row count of its choosing."""
+    spec = WorkSpec.parse({**sql_document(dp=True), "resources": {"disk_mib": disk_mib}})
+    assert make_room(tmp_path, confinement, spec)._dp_capacity() == capacity

@@ -335,8 +335,12 @@ class SqlRoom(CleanRoom):
 
     def _dp_capacity(self) -> int:
         """The bytes of exact groups a DP query may make: what the Worker reads (64 MiB),
-        and half the run's disk, where the engine writes them."""
-        return min(MAX_DP_ROWS, self.worker.spec.resources.disk_mib << 19)
+        and half the run's disk, where the engine writes them, down to a power of two.
+        With the bound's line also a power of two, a refusal is a matter of whether an
+        input's rows times max_contributions pass a power of two: a spec's disk_mib
+        cannot set the limit at an exact row count."""
+        most = min(MAX_DP_ROWS, self.worker.spec.resources.disk_mib << 19)
+        return 1 << (most.bit_length() - 1)
 
     def _dp_fits(self, dp: DpPlan) -> None:
         """A DP query whose exact groups could outgrow a limit is refused before it runs
