@@ -16,7 +16,7 @@ from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
 from cleanroom.sql import ENGINE_DIRECTORY
 from cleanroom.sql.privacy import release
-from cleanroom.sql.rules import MAX_DP_KEY_BYTES, MAX_DP_KEY_CHARS, plan_query
+from cleanroom.sql.rules import MAX_DP_KEY_BYTES, MAX_DP_KEY_CHARS, dp_line_bytes, plan_query
 from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
 
@@ -277,7 +277,9 @@ def test_dp_group_keys_are_cut_so_their_size_depends_on_their_number_only(
     assert [(row["__cr_g0"], row["__cr_n"]) for row in rows] == [("x" * MAX_DP_KEY_CHARS, 40)]
 
 
-@pytest.mark.parametrize("pad", ["\u00e9" * 300, "\x01" * 300, "\U0001f600" * 300, '"' * 300])
+@pytest.mark.parametrize(
+    "pad", ["\u00e9" * 300, "\x01" * 300, "\U0001f600" * 300, '"' * 300, "\n\\\x7f\u2028" * 75]
+)
 def test_each_line_of_the_exact_dp_groups_is_within_its_bound(tmp_path: Path, pad: str) -> None:
     """The Worker refuses a DP query before it runs if its exact groups could outgrow
     the Worker's limit, from their number at most times ``line_bytes`` (DP red team 2,
@@ -289,6 +291,7 @@ def test_each_line_of_the_exact_dp_groups_is_within_its_bound(tmp_path: Path, pa
     text = f"SELECT {key} AS k, COUNT(*) AS n, SUM(spend) AS s FROM input_1 GROUP BY {key}"  # noqa: S608
     plan = plan_query(sql_spec(dp=True), name=None, text=text)
     assert plan.dp is not None
+    assert plan.dp.line_bytes == dp_line_bytes(1, ["__cr_n", "__cr_v0_sum", "__cr_v0_count"])
     result = run_engine(tmp_path, plan.sql, dp=True)
     assert result.returncode == 0, result.stderr[-500:]
     lines = (tmp_path / "work" / "outputs" / "result" / "rows.jsonl").read_bytes().splitlines()

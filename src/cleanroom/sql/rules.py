@@ -1284,7 +1284,10 @@ def _dp_plan(
         groups=tuple(groups),
         aggregates=tuple(aggregates),
         minimum=minimum,
-        line_bytes=dp_line_bytes(len(keys), [e.alias for e in outer if isinstance(e, exp.Alias)]),
+        line_bytes=dp_line_bytes(
+            len(keys),
+            [e.alias for e in outer[len(keys) :] if isinstance(e, exp.Alias)],  # the numbers
+        ),
     )
     del first_rule
     return plan, query

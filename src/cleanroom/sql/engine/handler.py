@@ -246,10 +246,17 @@ def cut_key(value: object) -> object:
     and this. Keys cut alike are added up by the Worker."""
     if not isinstance(value, str):
         return value
-    end = len(value)
-    while len(json.dumps(value[:end], ensure_ascii=False).encode()) > KEY_BYTES + 2:
-        end -= 1
-    return value[:end]
+
+    def fits(end: int) -> bool:
+        return len(json.dumps(value[:end], ensure_ascii=False).encode()) <= KEY_BYTES + 2
+
+    if fits(len(value)):
+        return value
+    low, high = 0, len(value)  # fits(low), not fits(high): the longest prefix that fits
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return value[:low]
 
 
 def jsonable(value: object) -> object:
