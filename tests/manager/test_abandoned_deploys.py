@@ -12,6 +12,8 @@ Controller confirms that, or until it is deleted.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import admin as operations
+from cleanroom.manager import audit
 
 from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
 
@@ -41,6 +44,7 @@ class SlowController:
     url: str = ""
     confirm: bool = True
     deletes: list[str] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=list)
     closing: bool = False
 
 
@@ -57,9 +61,14 @@ def slow_controller(confirm: bool) -> Iterator[SlowController]:
                 await asyncio.sleep(0.05)
         return JSONResponse({"name": name, "state": "collecting"}, status_code=201)
 
+    @app.get("/v1/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "tee": "simulated", "rooms": 0})
+
     @app.delete("/v1/rooms/{name}")
-    async def delete(name: str) -> JSONResponse:
+    async def delete(name: str, request: Request) -> JSONResponse:
         controller.deletes.append(name)
+        controller.scopes.append(token_scope(request.headers.get("authorization", "")))
         if not controller.confirm:
             return JSONResponse({"detail": "busy"}, status_code=503)
         return JSONResponse({"name": name, "state": "deleted"})
@@ -71,6 +80,23 @@ def slow_controller(confirm: bool) -> Iterator[SlowController]:
             yield controller
         finally:
             controller.closing = True
+
+
+def token_scope(authorization: str) -> str:
+    """The scope a bearer token says it grants (unverified: what the manager asked for;
+    the tokens' checks are the Controller's, tested on their own)."""
+    payload = authorization.removeprefix("Bearer ").split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims.get("scope"))
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> bool:
+    until = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def refusal(client: ManagerClient, name: str, function: str) -> ServerError:
@@ -135,3 +161,49 @@ def test_a_deploy_that_got_no_answer_keeps_its_slot_until_its_controller_confirm
         slow.confirm = True
         assert acme.delete("slow-room").state == "deleted"
         assert acme.deploy(make_spec(function, name="second")).state == "deployed"
+
+
+def test_the_health_check_deletes_a_failed_room_that_kept_its_slot_until_its_controller_confirms(
+    start_manager: Callable[..., Manager], tmp_path: Path
+) -> None:
+    """Before, nothing asked again: the slot was held (quota, capacity, work-id-live)
+    until a member deleted the room, though its Controller would have confirmed the
+    delete a moment later."""
+    manager = start_manager(
+        controller_timeout=TIMEOUT, rooms_per_project=1, lifespan=True, health_interval=0.2
+    )
+    with slow_controller(confirm=False) as slow:
+        with manager.sessions() as session:
+            operations.add_server(session, slow.url, "slow", capacity=1)
+        acme, _ = manager.login("acme")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        assert refusal(acme, "slow-room", function).status == 502
+        # The health rounds ask again, with a delete token for that room, and while the
+        # Controller does not confirm, the room keeps its slot.
+        assert wait_for(lambda: len(slow.deletes) >= 3, 30), (
+            f"expected the health checks to ask the Controller again to delete the room "
+            f"that keeps its slot, got deletes {slow.deletes}"
+        )
+        assert set(slow.deletes) == {"slow-room"} and set(slow.scopes) == {"delete"}, slow
+        assert "is full (1 of 1 live rooms)" in refusal(acme, "second", function).detail
+        assert "keeps its slot" in (acme.room("slow-room").reason or "")
+        slow.confirm = True
+        released = wait_for(lambda: "its slot is free" in (acme.room("slow-room").reason or ""), 30)
+        room = acme.room("slow-room")
+        assert released, (
+            f"expected the room's slot freed once its Controller confirmed the delete, got "
+            f"{room.state}: {room.reason} after {len(slow.deletes)} deletes"
+        )
+        assert room.state == "failed"
+        asked = len(slow.deletes)
+        assert acme.deploy(make_spec(function, name="second")).state == "deployed"
+        time.sleep(1)  # five more rounds: a released room is not asked about again
+        assert slow.deletes.count("slow-room") in (asked, asked + 1), slow.deletes
+        assert "second" not in slow.deletes
+        with manager.sessions() as session:
+            released_entries = [
+                (entry.actor, entry.target)
+                for entry in audit.entries(session)
+                if entry.action == "room.released"
+            ]
+        assert released_entries == [("cleanroom-manager", "slow-room")]

@@ -150,7 +150,7 @@ def test_the_health_checker_opens_a_connection_per_request_so_its_deadline_acts(
     Controller answers the first request at once and trickles the next on the same
     connection."""
     health = HealthChecker(manager.sessions, replace(manager.settings, health_timeout=1.0),
-                           lambda url, project, room: {})  # fmt: skip
+                           lambda url, project, room, scope: {})  # fmt: skip
     try:
         with trickling_controller(fast_first=True) as url:
             for _ in range(2):

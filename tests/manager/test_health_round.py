@@ -19,9 +19,9 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from cleanroom.manager.database import ComputeServer
+from cleanroom.manager.database import ComputeServer, Room
 from cleanroom.manager.servers import HealthChecker
 
 from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
@@ -71,7 +71,7 @@ def test_a_servers_questions_about_its_rooms_take_at_most_twice_the_health_timeo
             server_id = session.scalar(select(ComputeServer.id).where(ComputeServer.url == url))
         assert server_id is not None
         settings = replace(manager.settings, health_timeout=HEALTH_TIMEOUT)
-        health = HealthChecker(manager.sessions, settings, lambda url, project, room: {})
+        health = HealthChecker(manager.sessions, settings, lambda url, project, room, scope: {})
         try:
             started = time.monotonic()
             health.check(server_id)
@@ -87,3 +87,70 @@ def test_a_servers_questions_about_its_rooms_take_at_most_twice_the_health_timeo
         f"{ANSWER_TIME} s each)"
     )
     assert 0 < len(asked) < ROOMS, f"expected some rooms asked this round, got {asked}"
+
+
+@contextmanager
+def slow_deletes_controller(asked: list[str]) -> Iterator[str]:
+    """A Controller that runs every room it deployed, and answers each delete just within
+    the health timeout, never confirming it."""
+    app = FastAPI()
+
+    @app.put("/v1/rooms/{name}")
+    async def put(name: str) -> JSONResponse:
+        return JSONResponse({"name": name, "state": "collecting"}, status_code=201)
+
+    @app.get("/v1/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"tee": "simulated", "status": "ok", "rooms": ROOMS})
+
+    @app.delete("/v1/rooms/{name}")
+    async def delete(name: str) -> JSONResponse:
+        asked.append(name)
+        await asyncio.sleep(ANSWER_TIME)
+        return JSONResponse({"detail": "busy"}, status_code=503)
+
+    sock = bind()
+    with serve(app, sock):
+        yield url_of(sock)
+
+
+def test_deletes_of_failed_rooms_that_keep_their_slot_take_at_most_twice_the_health_timeout(
+    manager: Manager, tmp_path: Path
+) -> None:
+    """The health check asks again to delete each failed room that may still run (so
+    that its slot is freed once its Controller confirms), within the same budget: a
+    Controller that answers each just in time and never confirms holds no other
+    server's round."""
+    asked: list[str] = []
+    with slow_deletes_controller(asked) as url:
+        manager.add_server(url)
+        acme, _ = manager.login("acme")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        for n in range(ROOMS):
+            assert acme.deploy(make_spec(function, name=f"r{n}")).state == "deployed"
+        with manager.sessions() as session:
+            server_id = session.scalar(select(ComputeServer.id).where(ComputeServer.url == url))
+            # As a deploy that got no answer, nor its delete, leaves them.
+            session.execute(update(Room).values(state="failed", may_still_run=True))
+            session.commit()
+        assert server_id is not None
+        settings = replace(manager.settings, health_timeout=HEALTH_TIMEOUT)
+        health = HealthChecker(manager.sessions, settings, lambda url, project, room, scope: {})
+        try:
+            started = time.monotonic()
+            health.check(server_id)
+            took = time.monotonic() - started
+        finally:
+            health.close()
+    budget = 2 * HEALTH_TIMEOUT
+    assert 0 < len(asked) < ROOMS, (
+        f"expected the Controller asked again to delete some of the {ROOMS} failed rooms "
+        f"that keep their slot this round, got {asked}"
+    )
+    assert took < HEALTH_TIMEOUT + budget + HEALTH_TIMEOUT + 1.5, (
+        f"one server's check: expected at most about {budget} s of deletes of its failed "
+        f"rooms, took {took:.1f} s ({len(asked)} of {ROOMS} rooms asked, {ANSWER_TIME} s each)"
+    )
+    with manager.sessions() as session:
+        held = session.scalars(select(Room.may_still_run).where(Room.state == "failed"))
+        assert all(held), "a delete the Controller refused freed a slot"

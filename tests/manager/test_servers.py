@@ -134,9 +134,9 @@ def checker(manager: Manager, clock: Clock) -> Iterator[HealthChecker]:
     """The manager's health checker on its database: 3 failures, lost after 60 s."""
     issuer = TokenIssuer(manager.url, KeyRing.open(manager.settings.data_dir))
 
-    def headers_for(url: str, project: str, room: str) -> dict[str, str]:
+    def headers_for(url: str, project: str, room: str, scope: str) -> dict[str, str]:
         token, _ = issuer.issue(
-            "cleanroom-manager", audience=url, scope="status", project=project, room=room
+            "cleanroom-manager", audience=url, scope=scope, project=project, room=room
         )
         return {"Authorization": f"Bearer {token}"}
 

@@ -351,7 +351,7 @@ class Rooms:
         except httpx.HTTPError as error:
             why = servers.one_line(str(error)) or type(error).__name__
             return f"cannot reach the compute server at {url} to delete {name!r}: {why}"
-        if response.is_success or response.status_code == 404:
+        if servers.delete_confirmed(response):
             return None
         return (
             f"the compute server at {url} refused to delete {name!r} "

@@ -49,6 +49,15 @@ it would hold its server's slot for ever. The checker asks that server about it:
 a Worker it runs makes the room ``deployed``; ``404``/``410`` (or a deleted
 Worker) makes it ``failed`` with a reason saying so, which frees the slot. Any
 other answer, or none, leaves it for the next round.
+
+**Failed rooms that keep their slot** (:meth:`HealthChecker.release_failed_rooms`).
+A room whose deploy got no answer, nor its delete, is ``failed`` with
+``may_still_run``: its Controller may still run its Worker, so it holds its slot.
+Each round the checker asks that Controller again to delete it (a ``delete`` token);
+once it confirms (2xx or ``404``), the room's slot is free (``room.released``).
+
+A server's questions about its rooms, its stale deploys and these deletes together
+take at most :data:`ROOM_QUESTIONS_BUDGET` health timeouts per round.
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ from cleanroom.manager.database import ComputeServer, Room, holds_slot
 from cleanroom.manager.resolution import BoundedResolution, NameTooSlow
 from cleanroom.manager.settings import Settings
 from cleanroom.tls import tls_context
+from cleanroom.tokens import SCOPE_DELETE, SCOPE_STATUS
 
 SCHEDULABLE_STATES = ("unknown", "healthy")
 """Server states a new room may be scheduled in."""
@@ -393,9 +403,10 @@ def lost_room_reason(server: ComputeServer) -> str:
 class HealthChecker:
     """Checks every registered compute server and records what it found.
 
-    ``headers_for(url, project, room)`` gives the headers of a request to the
-    Controller at ``url`` about the room ``room`` of ``project`` (the manager's
-    ``status`` token for exactly that, good once), used to ask about single rooms.
+    ``headers_for(url, project, room, scope)`` gives the headers of a request to the
+    Controller at ``url`` about the room ``room`` of ``project`` (the manager's token
+    for exactly that operation, ``status`` or ``delete``, good once), used to ask about
+    single rooms and to delete the failed ones that keep their slot.
     ``clock`` is injectable for tests.
     """
 
@@ -403,7 +414,7 @@ class HealthChecker:
         self,
         sessions: sessionmaker[Session],
         settings: Settings,
-        headers_for: Callable[[str, str, str], dict[str, str]],
+        headers_for: Callable[[str, str, str, str], dict[str, str]],
         *,
         clock: Callable[[], float] = time.time,
         transport: httpx.BaseTransport | None = None,
@@ -441,14 +452,17 @@ class HealthChecker:
             url, tee_kind = server.url, server.tee_kind
         seen = observe(self.client, url, tee_kind)
         state = self.record(server_id, seen)
-        if seen.rooms is not None and state not in (None, "lost"):
-            # Every answer has its deadline, but one after the other a Controller's
-            # answers about its rooms could hold the round (which waits for every
-            # server's check) for a minute: at most ROOM_QUESTIONS_BUDGET health
-            # timeouts of them, the rest next round.
-            until = time.monotonic() + ROOM_QUESTIONS_BUDGET * self.settings.health_timeout
+        if not seen.answered or state in (None, "lost"):
+            return
+        # Every answer has its deadline, but one after the other a Controller's
+        # answers about its rooms could hold the round (which waits for every
+        # server's check) for a minute: at most ROOM_QUESTIONS_BUDGET health
+        # timeouts of them all, the rest next round.
+        until = time.monotonic() + ROOM_QUESTIONS_BUDGET * self.settings.health_timeout
+        if seen.rooms is not None:
             self.check_rooms(server_id, seen.rooms, until)
             self.settle_stale_deploys(server_id, until)
+        self.release_failed_rooms(server_id, until)
 
     def record(self, server_id: int, seen: Observation) -> str | None:
         """Apply :func:`judge` to the stored server in one transaction; its new state."""
@@ -553,25 +567,85 @@ class HealthChecker:
                 settled="the manager that deployed it stopped before it recorded the outcome",
             )
 
+    def release_failed_rooms(self, server_id: int, until: float | None = None) -> None:
+        """Ask the Controller again to delete each failed room that keeps its slot
+        (``may_still_run``: its deploy got no answer, nor did its delete), and free the
+        slot of each whose delete it confirms (2xx or ``404``: :func:`delete_confirmed`);
+        until ``time.monotonic()`` is ``until``, if given, the rest next round."""
+        with self.sessions() as session:
+            server = session.get_one(ComputeServer, server_id)
+            held = [
+                (room.id, room.name, room.project.name)
+                for room in session.scalars(
+                    select(Room)
+                    .where(
+                        Room.compute_server_id == server_id,
+                        Room.state == "failed",
+                        Room.may_still_run.is_(True),
+                    )
+                    .order_by(Room.id)
+                )
+            ]
+            name, url = server.name, server.url
+        for room_id, answer in self._ask_rooms(url, held, until, delete=True):
+            if delete_confirmed(answer):
+                self.release_room(room_id, name, answer)
+
+    def release_room(self, room_id: int, server_name: str, answer: httpx.Response) -> bool:
+        """Free the slot of the failed room whose delete its Controller confirmed with
+        ``answer``, if it still holds one; whether it did (audited ``room.released``)."""
+        confirmed = f"{answer.status_code}: {answer_detail(answer)}"
+        with self.sessions() as session:
+            room = session.get(Room, room_id, with_for_update=True, populate_existing=True)
+            if room is None or room.state != "failed" or not room.may_still_run:
+                session.rollback()
+                return False  # deleted, or lost, meanwhile: whoever changed it wins
+            when = timestamp(int(self.clock()))
+            room.may_still_run = False
+            room.reason = one_line(
+                f"{room.reason or 'its deploy failed'}; at {when} compute server "
+                f"{server_name} confirmed the room's delete ({confirmed}): its slot is free",
+                2000,
+            )
+            session.flush()
+            audit.record(
+                session,
+                MANAGER_ACTOR,
+                "room.released",
+                room.name,
+                compute_server=server_name,
+                controller=confirmed,
+            )
+            session.commit()
+            _log.info("clean room %s: its delete confirmed (%s), slot free", room.name, confirmed)
+            return True
+
     def _ask_rooms(
-        self, url: str, rooms: list[tuple[int, str, str]], until: float | None = None
+        self,
+        url: str,
+        rooms: list[tuple[int, str, str]],
+        until: float | None = None,
+        *,
+        delete: bool = False,
     ) -> Iterator[tuple[int, httpx.Response]]:
-        """The Controller's answer about each ``(id, name, project)``, until one fails
-        or ``time.monotonic()`` passes ``until``.
+        """The Controller's answer about each ``(id, name, project)`` (its state, or
+        with ``delete`` to a request to delete it), until one fails or
+        ``time.monotonic()`` passes ``until``.
 
         A request that gets no answer ends the round: the server stopped answering,
         and the next health check deals with that. Past ``until`` the rest are asked
         in the next round.
         """
+        method, scope = ("DELETE", SCOPE_DELETE) if delete else ("GET", SCOPE_STATUS)
         for room_id, room_name, project in rooms:
             if until is not None and time.monotonic() >= until:
                 return
             try:
                 answer = send_capped(
                     self.client,
-                    "GET",
+                    method,
                     f"{url}/v1/rooms/{room_name}",
-                    headers=self.headers_for(url, project, room_name),
+                    headers=self.headers_for(url, project, room_name, scope),
                 )
             except httpx.HTTPError:
                 return
@@ -610,6 +684,12 @@ class HealthChecker:
             session.commit()
             _log.warning("clean room %s is %s (was %s): %s", room.name, after, before, reason)
             return True
+
+
+def delete_confirmed(answer: httpx.Response) -> bool:
+    """Whether a Controller's answer to ``DELETE /v1/rooms/{name}`` confirms the room is
+    gone: 2xx (deleted), or ``404`` (it has no such room)."""
+    return answer.is_success or answer.status_code == 404
 
 
 def deploy_outcome(answer: httpx.Response) -> str | None:

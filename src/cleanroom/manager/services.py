@@ -14,7 +14,6 @@ from cleanroom.manager.housekeeping import Housekeeping
 from cleanroom.manager.rooms import Rooms
 from cleanroom.manager.servers import HealthChecker
 from cleanroom.manager.settings import Settings
-from cleanroom.tokens import SCOPE_STATUS
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,9 @@ class Services:
         auth = Auth(settings, sessions)
         functions = Functions(settings, sessions)
 
-        def status_headers(server_url: str, project: str, room: str) -> dict[str, str]:
-            # The health checker asks a Controller about one room with a status token.
-            return auth.grants.operation_headers(server_url, project, room, SCOPE_STATUS)
-
-        health = HealthChecker(sessions, settings, status_headers)
+        # The health checker asks a Controller about one room with a status token, and
+        # deletes a failed room that keeps its slot with a delete token.
+        health = HealthChecker(sessions, settings, auth.grants.operation_headers)
         return cls(
             settings=settings,
             sessions=sessions,
