@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
 
+from cleanroom.cli.main import main
 from cleanroom.client.manager import ManagerClient
 from cleanroom.dpop import ProofKey
 from cleanroom.manager import Settings, create_app
@@ -295,6 +296,20 @@ def controller(
 ) -> StandInController:
     """A stand-in Controller registered with ``manager``."""
     return start_controller(manager)
+
+
+def operator(manager: Manager, *args: str) -> int:
+    """``cleanroom admin ARGS`` on ``manager``'s data directory and database; its exit code."""
+    database = manager.settings.database_url
+    return main(
+        [
+            "admin",
+            "--data-dir",
+            str(manager.settings.data_dir),
+            *(["--database-url", database] if database else []),
+            *args,
+        ]
+    )
 
 
 def new_user() -> tuple[ec.EllipticCurvePrivateKey, str]:

@@ -29,7 +29,7 @@ from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import admin as operations
 from cleanroom.manager import audit
 
-from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
+from .conftest import Manager, bind, make_bundle, make_spec, operator, serve, url_of
 
 TIMEOUT = 2.0
 """The manager's controller_timeout here: how long it waits for a deploy's answer."""
@@ -207,3 +207,36 @@ def test_the_health_check_deletes_a_failed_room_that_kept_its_slot_until_its_con
                 if entry.action == "room.released"
             ]
         assert released_entries == [("cleanroom-manager", "slow-room")]
+
+
+def test_the_server_list_counts_the_failed_rooms_that_keep_their_slot_and_names_them(
+    start_manager: Callable[..., Manager], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cleanroom admin server list` counted only deploying and deployed rooms: a server
+    full of failed rooms that may still run showed 0 of 1 and refused every deploy;
+    `server remove` lost them without --force."""
+    manager = start_manager(controller_timeout=TIMEOUT)
+    with slow_controller(confirm=False) as slow:
+        with manager.sessions() as session:
+            operations.add_server(session, slow.url, "slow", capacity=1)
+        acme, _ = manager.login("acme")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        assert refusal(acme, "slow-room", function).status == 502
+        capsys.readouterr()
+        assert operator(manager, "server", "list") == 0
+        header, row = capsys.readouterr().out.splitlines()
+        columns = dict(zip(header.split(), row.split(), strict=False))
+        assert (columns["CAPACITY"], columns["LIVE_ROOMS"]) == ("1", "1"), (
+            f"server list: expected the failed room that keeps its slot counted (1 of 1), "
+            f"got {columns.get('LIVE_ROOMS')} of {columns['CAPACITY']}"
+        )
+        assert columns["MAY_STILL_RUN"] == "acme/slow-room", columns
+        assert operator(manager, "--output", "json", "server", "list") == 0
+        [listed] = json.loads(capsys.readouterr().out)
+        assert (listed["live_rooms"], listed["may_still_run"]) == ("1", "acme/slow-room")
+        assert operator(manager, "server", "remove", "slow") == 2
+        refused = capsys.readouterr().err
+        assert "slow-room: failed, may still run" in refused and "give --force" in refused
+        assert operator(manager, "server", "remove", "slow", "--force") == 0
+        assert capsys.readouterr().err == "clean rooms marked lost: slow-room\n"
+        assert acme.room("slow-room").state == "lost"

@@ -26,7 +26,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from cleanroom.cli.main import main
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import Settings, audit, create_app, servers
@@ -52,6 +51,7 @@ from .conftest import (
     closed_port_url,
     make_bundle,
     make_spec,
+    operator,
     serve,
     url_of,
 )
@@ -795,19 +795,6 @@ def test_a_removed_server_added_again_is_scheduled_again(
     assert audit_log(manager, "server.added")[-1][2]["again"] is True
 
 
-def operator(manager: Manager, *args: str) -> int:
-    database = manager.settings.database_url
-    return main(
-        [
-            "admin",
-            "--data-dir",
-            str(manager.settings.data_dir),
-            *(["--database-url", database] if database else []),
-            *args,
-        ]
-    )
-
-
 def test_server_commands(
     tmp_path: Path,
     manager: Manager,
@@ -847,11 +834,12 @@ def test_server_commands(
     assert operator(manager, "server", "list") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [
-        "NAME", "URL", "TEE", "CAPACITY", "LIVE_ROOMS", "STATE", "LAST_SEEN", "REASON",
+        "NAME", "URL", "TEE", "CAPACITY", "LIVE_ROOMS", "MAY_STILL_RUN", "STATE", "LAST_SEEN",
+        "REASON",
     ]  # fmt: skip
-    assert lines[1].split()[:7] == ["big", url, "gramine", "7", "0", "unknown", "never"]
-    assert lines[2].split()[:6] == ["small", start_url(manager, "small"), "simulated", "1", "1",
-                                    "healthy"]  # fmt: skip
+    assert lines[1].split()[:8] == ["big", url, "gramine", "7", "0", "-", "unknown", "never"]
+    assert lines[2].split()[:7] == ["small", start_url(manager, "small"), "simulated", "1", "1",
+                                    "-", "healthy"]  # fmt: skip
     assert operator(manager, "server", "remove", "small") == 2
     assert "give --force" in capsys.readouterr().err
     assert operator(manager, "server", "remove", "small", "--force") == 0
@@ -859,4 +847,4 @@ def test_server_commands(
     assert out.startswith("compute server small at ")
     assert err == "clean rooms marked lost: overlap\n"
     assert operator(manager, "server", "list") == 0
-    assert capsys.readouterr().out.splitlines()[2].split()[5] == "removed"
+    assert capsys.readouterr().out.splitlines()[2].split()[6] == "removed"

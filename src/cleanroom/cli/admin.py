@@ -534,8 +534,12 @@ def server_credentials(
 def server_list(ctx: typer.Context) -> None:
     """List the compute servers: where, which TEE, how full, and how healthy.
 
-    STATE is what the last health checks found (unknown until the first), or
-    removed; REASON says why a server is not healthy.
+    LIVE_ROOMS counts every room that holds a slot there, as the capacity check
+    does: deploying and deployed ones, and failed ones whose Controller may still
+    run their Worker (a deploy that got no answer, nor its delete), which
+    MAY_STILL_RUN names (PROJECT/ROOM; the health checks ask their Controller to
+    delete them until it confirms). STATE is what the last health checks found
+    (unknown until the first), or removed; REASON says why a server is not healthy.
     """
     with _session(ctx) as session:
         rows = [
@@ -544,16 +548,16 @@ def server_list(ctx: typer.Context) -> None:
                 server.url,
                 server.tee_kind,
                 str(server.capacity),
-                str(load),
+                str(load.rooms),
+                ",".join(load.may_still_run) or "-",
                 "removed" if server.removed else server.state,
                 _date(server.last_seen) if server.last_seen is not None else "never",
                 server.reason or "",
             )
             for server, load in operations.list_servers(session)
         ]
-    _print_rows(
-        ("NAME", "URL", "TEE", "CAPACITY", "LIVE_ROOMS", "STATE", "LAST_SEEN", "REASON"), rows
-    )
+    header = ("NAME", "URL", "TEE", "CAPACITY", "LIVE_ROOMS", "MAY_STILL_RUN", "STATE")
+    _print_rows((*header, "LAST_SEEN", "REASON"), rows)
 
 
 @server_app.command("remove")

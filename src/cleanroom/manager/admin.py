@@ -31,6 +31,7 @@ from cleanroom.manager.database import (
     Member,
     Project,
     Room,
+    holds_slot,
 )
 from cleanroom.manager.projects import NewClient as NewClient  # re-exported for callers
 
@@ -333,7 +334,8 @@ def remove_server(
 ) -> tuple[ComputeServer, list[str]]:
     """Stop scheduling on the compute server named ``which`` (or at URL ``which``).
 
-    Refused while it hosts live rooms, unless ``force``: they are then marked
+    Refused while rooms hold a slot there (live ones, and failed ones whose
+    Controller may still run their Worker), unless ``force``: they are then marked
     lost (their data is only in that server's enclaves). Returns the server and
     the names of the rooms marked lost. The row stays (rooms refer to it), marked
     removed: it is never scheduled or health-checked again.
@@ -353,13 +355,16 @@ def remove_server(
     server = matches[0]
     if server.removed:
         raise AdminError(f"compute server {server.name} ({server.url}) is already removed")
-    live = list(
-        session.scalars(
-            select(Room.name)
-            .where(Room.compute_server_id == server.id, Room.state.in_(LIVE_ROOM_STATES))
+    # Every room that holds a slot there: a failed one whose Controller may still run
+    # its Worker is lost with it too.
+    live = [
+        name if state in LIVE_ROOM_STATES else f"{name}: failed, may still run"
+        for name, state in session.execute(
+            select(Room.name, Room.state)
+            .where(Room.compute_server_id == server.id, holds_slot())
             .order_by(Room.name)
         )
-    )
+    ]
     if live and not force:
         raise AdminError(
             f"compute server {server.name} hosts {len(live)} live clean room(s) "
@@ -389,15 +394,32 @@ def remove_server(
     return server, lost
 
 
-def list_servers(session: Session) -> list[tuple[ComputeServer, int]]:
-    """Every compute server with its number of live (deploying or deployed) rooms."""
-    load = (
-        select(ComputeServer, func.count(Room.id))
-        .outerjoin(
-            Room,
-            (Room.compute_server_id == ComputeServer.id) & Room.state.in_(LIVE_ROOM_STATES),
-        )
-        .group_by(ComputeServer.id)
-        .order_by(ComputeServer.name)
-    )
-    return [(server, count) for server, count in session.execute(load).all()]
+@dataclass(frozen=True)
+class ServerLoad:
+    """The rooms that hold a slot on one compute server (``holds_slot``, as its capacity
+    is checked): ``rooms`` of them, among them the failed ones whose Controller may still
+    run their Worker, ``may_still_run`` (``project/room``, oldest first)."""
+
+    rooms: int
+    may_still_run: list[str]
+
+
+def list_servers(session: Session) -> list[tuple[ComputeServer, ServerLoad]]:
+    """Every compute server, by name, with the rooms that hold a slot on it."""
+    holding = session.execute(
+        select(Room.compute_server_id, Room.state, Room.name, Project.name)
+        .join(Project, Project.id == Room.project_id)
+        .where(holds_slot())
+        .order_by(Room.id)
+    ).all()
+    counts: dict[int, int] = {}
+    failed: dict[int, list[str]] = {}
+    for server_id, state, room, project in holding:
+        counts[server_id] = counts.get(server_id, 0) + 1
+        if state not in LIVE_ROOM_STATES:
+            failed.setdefault(server_id, []).append(f"{project}/{room}")
+    listed = session.scalars(select(ComputeServer).order_by(ComputeServer.name))
+    return [
+        (server, ServerLoad(counts.get(server.id, 0), failed.get(server.id, [])))
+        for server in listed
+    ]
