@@ -1,12 +1,19 @@
-"""A Controller's host name resolved within the request's connect timeout.
+"""A Controller's host name resolved, and each of its addresses tried, within the
+request's connect timeout.
 
 httpx (httpcore) resolves a host name with ``socket.getaddrinfo`` before any of its
 timeouts starts, and nothing can interrupt it: a compute server registered by a name
 whose name server answers slowly added the resolver's own 10-30 s to every health
 check, deploy and delete (found by the manager's red team). :class:`BoundedResolution`
 looks the name up in a thread of its own and waits for it only as long as the connect
-timeout; then it connects to the address found, with the name still in the ``Host``
+timeout; then it connects to the addresses found, one after the other in the
+resolver's order, until one takes the connection, all within what is left of that same
+timeout (each an equal share of what is left, so that an address that swallows
+packets does not use up the others' time), with the name still in the ``Host``
 header and in TLS (``sni_hostname``: the certificate is checked against the name).
+Only a failure to connect (the request was not sent) moves on to the next address;
+none connecting is :class:`NoAddressAnswered` (check :data:`CONNECT_CHECK`), naming
+each address tried and what it got.
 """
 
 from __future__ import annotations
@@ -14,12 +21,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import threading
+import time
 
 import httpx
 
 from cleanroom.errors import Error
 
 CHECK = "dns-resolution"
+CONNECT_CHECK = "controller-address"
 
 
 class NameTooSlow(httpx.ConnectTimeout, Error):
@@ -27,9 +36,16 @@ class NameTooSlow(httpx.ConnectTimeout, Error):
     :data:`CHECK`): no answer, and the request was never sent."""
 
 
-def lookup(host: str, port: int, seconds: float, request: httpx.Request) -> str:
-    """The first address ``host`` resolves to, within ``seconds``; else
-    :class:`NameTooSlow`, or ``httpx.ConnectError`` if it does not resolve.
+class NoAddressAnswered(httpx.ConnectError, Error):
+    """None of the addresses a Controller's host name resolves to took the connection
+    within the connect timeout (check :data:`CONNECT_CHECK`): the request was never
+    sent."""
+
+
+def lookup(host: str, port: int, seconds: float, request: httpx.Request) -> list[str]:
+    """The addresses ``host`` resolves to, in the resolver's order without repeats,
+    within ``seconds``; else :class:`NameTooSlow`, or ``httpx.ConnectError`` if it
+    does not resolve.
 
     A lookup that takes longer goes on in its daemon thread (a resolver cannot be
     interrupted) and its answer is dropped.
@@ -40,8 +56,9 @@ def lookup(host: str, port: int, seconds: float, request: httpx.Request) -> str:
 
     def resolve() -> None:
         try:
-            addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            found.append(str(addresses[0][4][0]))
+            for *_, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                if str(address[0]) not in found:
+                    found.append(str(address[0]))
         except OSError as error:
             failed.append(error)
         finally:
@@ -60,12 +77,13 @@ def lookup(host: str, port: int, seconds: float, request: httpx.Request) -> str:
             f"{CHECK}: {request.method} {request.url}: {host} does not resolve: {why}",
             request=request,
         )
-    return found[0]
+    return list(found)
 
 
 class BoundedResolution(httpx.BaseTransport):
     """``transport`` (an ``httpx.HTTPTransport``), each request's host name resolved
-    within its connect timeout first (``timeout`` when the request has none)."""
+    and its addresses tried within its connect timeout (``timeout`` when the request
+    has none)."""
 
     def __init__(self, transport: httpx.BaseTransport, timeout: float) -> None:
         self.transport = transport
@@ -79,19 +97,47 @@ class BoundedResolution(httpx.BaseTransport):
             pass
         else:
             return self.transport.handle_request(request)  # no name to resolve
-        connect = request.extensions.get("timeout", {}).get("connect")
+        timeouts = request.extensions.get("timeout", {})
+        connect = timeouts.get("connect")
         seconds = connect if isinstance(connect, int | float) else self.timeout
+        until = time.monotonic() + seconds
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
-        address = lookup(host, port, seconds, request)
-        # The headers as they are: Host still names the server, as does TLS.
-        resolved = httpx.Request(
-            request.method,
-            request.url.copy_with(host=address),
-            headers=request.headers,
-            stream=request.stream,
-            extensions={**request.extensions, "sni_hostname": host},
+        addresses = lookup(host, port, seconds, request)
+        tried: list[str] = []
+        for index, address in enumerate(addresses):
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            # An equal share of what is left: one address that swallows packets does
+            # not use up the time of those after it; the last one gets the rest.
+            share = left / (len(addresses) - index)
+            # The headers as they are: Host still names the server, as does TLS.
+            resolved = httpx.Request(
+                request.method,
+                request.url.copy_with(host=address),
+                headers=request.headers,
+                stream=request.stream,
+                extensions={
+                    **request.extensions,
+                    "sni_hostname": host,
+                    "timeout": {**timeouts, "connect": share},
+                },
+            )
+            try:
+                return self.transport.handle_request(resolved)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                # Not connected: the request was not sent; the next address may answer.
+                why = " ".join(str(error).split()) or type(error).__name__
+                tried.append(f"{address}: {why}")
+        untried = addresses[len(tried) :]
+        if untried:
+            tried.append(f"{', '.join(untried)}: not tried, no time left")
+        raise NoAddressAnswered(
+            f"{CONNECT_CHECK}: {request.method} {request.url}: no address of {host} took the "
+            f"connection (expected one of {', '.join(addresses)} to connect within "
+            f"{seconds} s, got: {'; '.join(tried)})",
+            request=request,
         )
-        return self.transport.handle_request(resolved)
 
     def close(self) -> None:
         self.transport.close()

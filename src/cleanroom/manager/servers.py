@@ -79,7 +79,7 @@ from cleanroom.answers import Deadline, read_bounded
 from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import ComputeServer, Room, holds_slot
-from cleanroom.manager.resolution import BoundedResolution, NameTooSlow
+from cleanroom.manager.resolution import BoundedResolution, NameTooSlow, NoAddressAnswered
 from cleanroom.manager.settings import Settings
 from cleanroom.tls import tls_context
 from cleanroom.tokens import SCOPE_DELETE, SCOPE_STATUS
@@ -164,8 +164,8 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
                 ),
             )
         except httpx.HTTPError as error:
-            if not deadline.expired or isinstance(error, NameTooSlow):
-                raise  # NameTooSlow: the deadline expired while the name was looked up
+            if not deadline.expired or isinstance(error, NameTooSlow | NoAddressAnswered):
+                raise  # the deadline expired while the name was looked up, or connecting
             raise AnswerTooSlow(
                 f"{method} {url}: no whole answer within {seconds} s", request=request
             ) from error
