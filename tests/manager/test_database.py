@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
@@ -59,6 +61,40 @@ def test_opening_a_database_at_head_again_changes_nothing(
             )
     finally:
         again.kw["bind"].dispose()
+
+
+def test_migration_0005_gives_each_uploader_its_bundles_last_upload_time(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    """The uploaders of a bundle stored before it count it in their quota as before:
+    from the bundle's last upload (cleanroom.manager.functions.charged_digests)."""
+    url = _url(database_url, tmp_path)
+    engine = create_engine(url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", "cleanroom.manager:migrations")
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            alembic_command.upgrade(config, "0004")
+            connection.execute(text("INSERT INTO projects (id, name, created) VALUES (1, 'a', 5)"))
+            connection.execute(
+                text(
+                    "INSERT INTO functions (digest, size, created, uploaded) "
+                    "VALUES ('d1', 10, 100, 1234)"
+                )
+            )
+            connection.execute(
+                text("INSERT INTO function_uploaders (digest, project_id) VALUES ('d1', 1)")
+            )
+    finally:
+        engine.dispose()
+    sessions = open_database(url)
+    try:
+        with sessions() as session:
+            uploaded = session.execute(text("SELECT uploaded FROM function_uploaders")).all()
+        assert [row[0] for row in uploaded] == [1234]
+    finally:
+        sessions.kw["bind"].dispose()
 
 
 def test_a_database_without_migrations_is_brought_to_head(tmp_path: Path) -> None:

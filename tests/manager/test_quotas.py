@@ -12,8 +12,9 @@ import pytest
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
+from cleanroom.manager.functions import Functions
 
-from .conftest import Manager, StandInController, make_bundle, make_spec
+from .conftest import Manager, StandInController, make_bundle, make_spec, new_user
 
 
 def refusal(call: Callable[[], object]) -> ServerError:
@@ -106,3 +107,48 @@ def test_concurrent_deploys_and_uploads_do_not_pass_the_quotas_together(
     with ThreadPoolExecutor(4) as pool:
         stored = list(pool.map(store, range(4)))
     assert sorted(s == "function-quota" for s in stored) == [False, False, True, True], stored
+
+
+def test_another_projects_room_on_a_bundle_counts_in_its_quota_not_in_the_uploaders(
+    start_manager: Callable[..., Manager],
+    start_controller: Callable[[Manager], StandInController],
+    tmp_path: Path,
+) -> None:
+    """A participant's project deploys its own room on a bundle it sees through the
+    uploader's room (which it may). Its live room kept the bundle stored, and counted in
+    the uploader's quota, for as long as it liked: the uploader could not free those
+    bytes (manager red team 2, finding 4). Now the bundle counts for the project whose
+    room keeps it; for the uploader only within the grace period after its own last
+    upload (0 here), or while a room of its own uses it, or while nobody's does."""
+    manager = start_manager(function_bytes_per_project=100_000, function_grace=0)
+    start_controller(manager)
+    acme, _ = manager.login("acme")
+    globex, globex_client = manager.login("globex")
+    key, participant = new_user()
+    globex.register_user_key(key, globex_client)
+    function = upload(acme, tmp_path / "a", 60_000)
+    acme.deploy(make_spec(function, name="shared", recipient=participant))
+    assert globex.deploy(make_spec(function, name="pinned")).state == "deployed"
+    acme.delete("shared")
+    functions = Functions(manager.settings, manager.sessions)
+    assert functions.collect_garbage().functions == []  # globex's room keeps it
+    try:
+        upload(acme, tmp_path / "b", 60_000)
+    except ServerError as error:
+        raise AssertionError(
+            f"acme's quota: expected its bundle kept only by globex's room not counted, "
+            f"got {error.status} {error.check}: {error.detail}"
+        ) from error
+    # globex's room keeps it: it counts for globex, which has no room for another.
+    error = refusal(lambda: upload(globex, tmp_path / "c", 60_000))
+    assert (error.status, error.check) == (409, "function-quota"), error
+    # Once globex's room is gone, globex's bytes are free, and the bundle is garbage.
+    globex.delete("pinned")
+    assert function in [item.function_id for item in functions.collect_garbage().functions]
+    upload(globex, tmp_path / "d", 60_000)
+    # A deploy on another project's bundle is counted, and refused past the quota.
+    again = upload(acme, tmp_path / "e", 50_000)
+    acme.deploy(make_spec(again, name="shared-again", recipient=participant))
+    error = refusal(lambda: globex.deploy(make_spec(again, name="pinned-again")))
+    assert (error.status, error.check) == (409, "function-quota"), error
+    assert "pinned-again" not in [room.name for room in globex.rooms()]

@@ -98,8 +98,9 @@ def manager(
     function_bytes_per_project: Annotated[
         int,
         typer.Option(
-            help="Bytes of stored function bundles one project may have uploaded (16 GiB; "
-            "a bundle counts for every project that uploaded it, until it is collected).",
+            help="Bytes of stored function bundles one project may keep (16 GiB; a bundle "
+            "counts for a project within the grace period after its last upload of it, "
+            "while a live room of the project uses it, and while nobody's does).",
             min=1,
         ),
     ] = DEFAULT_FUNCTION_BYTES_PER_PROJECT,

@@ -174,6 +174,9 @@ class FunctionUploader(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     digest: Mapped[str] = mapped_column(ForeignKey("functions.digest"), index=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    uploaded: Mapped[int] = mapped_column(Integer, default=_now, server_default="0")
+    """When this project last uploaded it: its function quota counts the bundle for
+    ``function_grace`` seconds after (cleanroom.manager.functions.charged_digests)."""
 
 
 class Room(Base):

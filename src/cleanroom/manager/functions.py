@@ -3,9 +3,12 @@
 Who may read a bundle: every project that uploaded it, every client that sees a
 room using it (:func:`cleanroom.manager.callers.visible_rooms`), and a compute
 server while a live room using it is scheduled *on that server*. Anyone else is
-answered ``404`` as if it did not exist. A project's stored bundles (each counted for
-every project that uploaded it) are at most ``Settings.function_bytes_per_project``
-bytes (``function-quota``), checked once an upload has ended; until then its bytes sit in
+answered ``404`` as if it did not exist. The bundles counted for a project
+(:func:`charged_digests`: those it uploaded within the grace period, those its live
+rooms use, and those it uploaded that nobody's live room uses) are at most
+``Settings.function_bytes_per_project`` bytes (``function-quota``), checked when a
+deploy would count a bundle for the project and once an upload has ended; until then
+an upload's bytes sit in
 the store's ``.incoming`` directory for as long as the client takes to send them, so
 one project's uploads being received are at most ``2 * max_function_bytes`` at once
 (:class:`Receiving`; the byte past it is refused, 409 ``function-uploads``). The files live in
@@ -19,7 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CompoundSelect, func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +56,26 @@ from cleanroom.manager.storage import (
 )
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, BundleError
 from cleanroom.tokens import MANAGER_SUBJECT
+
+
+def charged_digests(project_id: int, cutoff: int) -> CompoundSelect[tuple[str]]:
+    """The bundles counted in the function quota of the project ``project_id``: those
+    it uploaded after ``cutoff`` (its own last upload, within the grace period), those
+    its live rooms use, and those it uploaded that no other project's live room uses
+    (garbage, until a collection deletes it).
+
+    Not a bundle the project uploaded once that only another project's live room keeps
+    now: a participant of one of its rooms may deploy its own room on the bundle, and
+    kept it counted in the uploader's quota for as long as it liked (found by the
+    manager's red team); that project's quota counts it instead."""
+    live = Room.state.in_(LIVE_ROOM_STATES)
+    others_use = select(Room.function_digest).where(Room.project_id != project_id, live)
+    uploaded = select(FunctionUploader.digest).where(
+        FunctionUploader.project_id == project_id,
+        (FunctionUploader.uploaded > cutoff) | FunctionUploader.digest.not_in(others_use),
+    )
+    used = select(Room.function_digest).where(Room.project_id == project_id, live)
+    return union(uploaded, used)
 
 
 class Receiving:
@@ -156,13 +179,12 @@ class Functions:
                     .values(uploaded=now),
                 )
                 new = refreshed == 0
-                if not self._uploaded_by(session, caller, digest):
-                    try:
-                        self._within_quota(session, caller, received.size)
-                    except QuotaExceeded:
-                        if attempt == 1:  # else it is stored, by another project's upload
-                            self.store.discard(received)
-                        raise
+                try:
+                    self.within_quota(session, caller, digest, received.size, now)
+                except QuotaExceeded:
+                    if attempt == 1:  # else it is stored, by another project's upload
+                        self.store.discard(received)
+                    raise
                 if attempt == 1:
                     self.store.commit(received)
                 try:
@@ -173,8 +195,20 @@ class Functions:
                             )
                         )
                         session.flush()  # before its uploader: no relationship orders them
-                    if not self._uploaded_by(session, caller, digest):
-                        session.add(FunctionUploader(digest=digest, project_id=caller.project_id))
+                    uploader = (
+                        update(FunctionUploader)
+                        .where(
+                            FunctionUploader.digest == digest,
+                            FunctionUploader.project_id == caller.project_id,
+                        )
+                        .values(uploaded=now)
+                    )
+                    if rows_changed(session, uploader) == 0:
+                        session.add(
+                            FunctionUploader(
+                                digest=digest, project_id=caller.project_id, uploaded=now
+                            )
+                        )
                         session.flush()
                 except IntegrityError:
                     # The same bundle's first upload at the same moment, from another
@@ -193,10 +227,14 @@ class Functions:
                 return new, received.size
         raise Conflict("the same bundle is being uploaded concurrently: upload again")
 
-    def _within_quota(self, session: Session, caller: Caller, size: int) -> None:
-        """Refuse a bundle new to the project past its stored bytes (``function-quota``).
-        The project's row is locked first, so two uploads of one project cannot pass the
-        limit together."""
+    def within_quota(
+        self, session: Session, caller: Caller, digest: str, size: int, now: int | None = None
+    ) -> None:
+        """Refuse to count the bundle ``digest`` (``size`` bytes) for the caller's project
+        past its limit (``function-quota``), unless it counts already
+        (:func:`charged_digests`): for an upload, and for a deploy of a room on it. The
+        project's row is locked first, so two uploads or deploys of one project cannot
+        pass the limit together."""
         if session.get_bind().dialect.name == "sqlite":  # no row locks: the write lock
             session.execute(
                 update(Project).where(Project.id == caller.project_id).values(id=Project.id)
@@ -205,10 +243,15 @@ class Functions:
             session.execute(
                 select(Project.id).where(Project.id == caller.project_id).with_for_update()
             )
+        now = int(time.time()) if now is None else now
+        counted = charged_digests(caller.project_id, now - self.settings.function_grace)
+        digests = counted.subquery().c[0]
+        if session.scalar(select(digests).where(digests == digest).limit(1)) is not None:
+            return
         stored = session.scalar(
-            select(func.coalesce(func.sum(StoredFunction.size), 0))
-            .join(FunctionUploader, FunctionUploader.digest == StoredFunction.digest)
-            .where(FunctionUploader.project_id == caller.project_id)
+            select(func.coalesce(func.sum(StoredFunction.size), 0)).where(
+                StoredFunction.digest.in_(select(digests))
+            )
         )
         limit = self.settings.function_bytes_per_project
         if stored is not None and stored + size > limit:
@@ -216,9 +259,11 @@ class Functions:
                 "function-quota",
                 limit,
                 stored + size,
-                f"project {caller.project!r} has {stored} bytes of function bundles stored; "
-                f"this one ({size} bytes) would pass the most one project may have "
-                "(an unused bundle is deleted a grace period after its last upload)",
+                f"project {caller.project!r} has {stored} bytes of function bundles counted; "
+                f"this one ({size} bytes) would pass the most one project may have (a bundle "
+                "counts for a project that uploaded it within the grace period, or while a "
+                "live room of the project uses it; an unused one is deleted a grace period "
+                "after its last upload)",
                 "--function-bytes-per-project",
             )
 

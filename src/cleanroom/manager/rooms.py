@@ -168,9 +168,15 @@ class Rooms:
                 )
             # Again under the lock: a garbage collection may have deleted the bundle
             # since; from here on it cannot (storage.collect_garbage).
-            bundle = select(StoredFunction.digest).where(StoredFunction.digest == digest)
-            if session.scalar(bundle.with_for_update(read=True)) is None:
+            bundle = select(StoredFunction.size).where(StoredFunction.digest == digest)
+            size = session.scalar(bundle.with_for_update(read=True))
+            if size is None:
                 raise no_function
+            # The room keeps its bundle stored, so the bundle counts in the project's
+            # function quota (another project's bundle too: a participant of one of its
+            # rooms may deploy on it). After the bundle's lock: an upload locks the
+            # bundle, then the project.
+            self.functions.within_quota(session, caller, digest, size)
             room = Room(
                 name=spec.name,
                 project_id=caller.project_id,
