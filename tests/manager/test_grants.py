@@ -144,17 +144,40 @@ def test_room_and_project_are_for_a_compute_server_resource(manager: Manager) ->
             "token-room")  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "resource",
-    [["http://evil.test"], ["http://127.0.0.1:1", "http://127.0.0.1:2"]],
-    ids=["unknown-server", "two-resources"],
-)
-def test_a_resource_that_is_no_server_here_is_invalid_target(
-    manager: Manager, resource: list[str]
-) -> None:
+def test_two_resources_are_invalid_target(manager: Manager) -> None:
     client_id, secret = manager.new_client("acme")
+    resource = ["http://127.0.0.1:1", "http://127.0.0.1:2"]
     answer = token_request(manager, client_id, secret, resource=resource, room="overlap")
     refusal(answer, 400, "invalid_target", "token-audience")
+
+
+def test_whether_a_url_is_a_registered_compute_server_is_not_told_by_a_refusal(
+    manager: Manager, controller: StandInController, deployed: tuple[ManagerClient, str, str]
+) -> None:
+    """A room token at an unregistered URL was refused with `token-audience`, at a
+    registered one with `room` or `token-room`: any client could probe which URLs are
+    registered compute servers (manager red team 1, F5). Now the room is looked up
+    first, and a URL that is not where it lives is one answer, registered or not."""
+    _, client_id, secret = deployed
+    registered, unregistered = closed_port_url(), "http://unregistered.test:8081"
+    manager.add_server(registered)
+
+    def answers(room: str) -> list[tuple[int, str, str, str]]:
+        found = []
+        for url in (registered, unregistered):
+            answer = token_request(manager, client_id, secret, resource=url, room=room)
+            body = answer.json()
+            detail = body.get("error_description", "").replace(url, "URL")
+            found.append((answer.status_code, body["error"], body.get("check", ""), detail))
+        return found
+
+    for room in ("nothing", "overlap"):  # a room the client does not see, one it does
+        at_registered, at_unregistered = answers(room)
+        assert at_registered == at_unregistered, (
+            f"a room token for {room!r}: expected one answer at a registered and an "
+            f"unregistered URL, got {at_registered} and {at_unregistered}"
+        )
+    assert at_registered[:3] == (400, "invalid_target", "token-room"), at_registered
 
 
 @pytest.mark.parametrize("value", ["x\x00", "x\n", "x" * 5000], ids=["nul", "newline", "5000"])
@@ -248,7 +271,7 @@ def test_no_room_token_at_a_removed_server(
     with manager.sessions() as session:
         operations.remove_server(session, controller.url, force=True)
     answer = token_request(manager, client_id, secret, resource=controller.url, room="overlap")
-    refusal(answer, 400, "invalid_target", "token-audience")
+    refusal(answer, 400, "invalid_target", "token-room")
 
 
 def test_a_participant_of_another_project_gets_a_token_naming_the_rooms_project(

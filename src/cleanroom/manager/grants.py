@@ -34,7 +34,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.dpop import ProofVerifier
@@ -247,13 +246,13 @@ class Grants:
     def _room_target(
         self, caller: Caller, resource: str, request: TokenRequest
     ) -> tuple[str, str, str]:
-        """(audience, project, room) of a token for a room on the server at ``resource``."""
-        unknown = GrantRefused(
-            400,
-            "invalid_target",
-            f"{resource[:200]} is neither this manager nor a registered compute server",
-            "token-audience",
-        )
+        """(audience, project, room) of a token for a room on the server at ``resource``.
+
+        The room is looked up first, and a resource that is not where it lives is one
+        answer whether or not the URL is a registered compute server's: which URLs are
+        registered was told apart by the refusal's check to any client (found by the
+        manager's red team; a client learns a server's URL only from the rooms it sees).
+        """
         if request.room is None:
             raise GrantRefused(
                 400,
@@ -262,19 +261,22 @@ class Grants:
                 "token-room",
             )
         with self.sessions() as session:
-            server = session.scalar(select(ComputeServer).where(ComputeServer.url == resource))
-            if server is None or server.removed:
-                raise unknown
             try:
                 room = find_room(session, caller, request.room, request.project)
             except RoomRefused as error:
                 raise GrantRefused(400, "invalid_target", error.message, error.check) from error
-            if room.compute_server_id != server.id or room.state == "deleted":
+            server = session.get(ComputeServer, room.compute_server_id)
+            if (
+                server is None
+                or server.removed
+                or server.url != resource
+                or room.state == "deleted"
+            ):
                 raise GrantRefused(
                     400,
                     "invalid_target",
                     f"clean room {room.name!r} of project {room.project.name!r} is not "
-                    f"scheduled on {server.url}",
+                    f"scheduled on a compute server at {resource[:200]}",
                     "token-room",
                 )
             return server.url, room.project.name, room.name
