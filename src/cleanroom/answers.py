@@ -51,19 +51,50 @@ def read_bounded(
     )
 
 
+class Connections:
+    """The sockets of every connection one client opened, seen through httpcore's
+    ``trace`` extension on each of its requests (:attr:`extensions`): a deadline of a
+    request on a kept-alive connection has no connection of its own to shut, so it
+    shuts these (a client that sends one request at a time)."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        return {"trace": self.trace}
+
+    def trace(self, event: str, info: dict[str, Any]) -> socket.socket | None:
+        """Keep the socket of a connection just made (and forget closed ones)."""
+        sock = _connected(event, info)
+        if sock is not None:
+            with self._lock:
+                self._sockets = [kept for kept in self._sockets if kept.fileno() != -1]
+                self._sockets.append(sock)
+        return sock
+
+    def shut(self) -> None:
+        with self._lock:
+            for sock in self._sockets:
+                _shut(sock)
+
+
 class Deadline:
     """A request and its whole answer within ``seconds``: then the socket of the
     connection it opened is shut down, and the read that was waiting ends (``expired``).
 
     The socket is seen through httpcore's ``trace`` extension when the connection is
-    made, so the request must open one (a client without keep-alive); on a reused
-    connection the deadline cannot act. Use it as a context manager around the request
-    and the reading of its answer, with :attr:`extensions` on the request.
+    made, so the request must open one (a client without keep-alive), or the client's
+    :class:`Connections` must be given, whose every socket is shut then. Use it as a
+    context manager around the request and the reading of its answer, with
+    :attr:`extensions` on the request.
     """
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, connections: Connections | None = None) -> None:
         self.expired = False
         self._sockets: list[socket.socket] = []
+        self._connections = connections
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -73,10 +104,11 @@ class Deadline:
         return {"trace": self._trace}
 
     def _trace(self, event: str, info: dict[str, Any]) -> None:
-        if event != "connection.connect_tcp.complete":
-            return
-        sock = info["return_value"].get_extra_info("socket")
-        if not isinstance(sock, socket.socket):
+        if self._connections is not None:
+            sock = self._connections.trace(event, info)
+        else:
+            sock = _connected(event, info)
+        if sock is None:
             return
         with self._lock:
             self._sockets.append(sock)
@@ -88,6 +120,8 @@ class Deadline:
             self.expired = True
             for sock in self._sockets:
                 _shut(sock)
+        if self._connections is not None:
+            self._connections.shut()
 
     def __enter__(self) -> Deadline:
         self._timer.start()
@@ -100,6 +134,14 @@ class Deadline:
         traceback: TracebackType | None,
     ) -> None:
         self._timer.cancel()
+
+
+def _connected(event: str, info: dict[str, Any]) -> socket.socket | None:
+    """The socket of the connection a ``trace`` event says was just made, else None."""
+    if event != "connection.connect_tcp.complete":
+        return None
+    sock = info["return_value"].get_extra_info("socket")
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _shut(sock: socket.socket) -> None:

@@ -8,16 +8,17 @@ through a compromised Controller.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from cleanroom.insecure.localstack import free_port
@@ -50,13 +51,16 @@ class TamperingProxy:
     on_request: RequestHook | None = None
     on_response: ResponseHook | None = None
     seen: list[Message] = field(default_factory=list)
+    slow: Callable[[Message], float | None] | None = None
+    """Seconds between the bytes of an answer it picks (None: the answer at once): a
+    Controller that sends a byte now and then."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def reset(self) -> None:
-        self.on_request = self.on_response = None
+        self.on_request = self.on_response = self.slow = None
         self.seen.clear()
 
     def paths(self, suffix: str) -> list[str]:
@@ -81,7 +85,22 @@ class TamperingProxy:
         message.content_type = answer.headers.get("content-type", "application/json")
         if self.on_response is not None:
             self.on_response(message)
+        delay = None if self.slow is None else self.slow(message)
+        if delay is not None:
+            return StreamingResponse(
+                self._trickle(message.response, delay),
+                message.status,
+                media_type=message.content_type,
+            )
         return Response(message.response, message.status, media_type=message.content_type)
+
+    async def _trickle(self, body: bytes, delay: float) -> AsyncIterator[bytes]:
+        """``body`` a byte at a time, ``delay`` seconds apart, until the proxy is reset."""
+        for index in range(len(body)):
+            if self.slow is None:
+                return
+            yield body[index : index + 1]
+            await asyncio.sleep(delay)
 
     def start(self) -> None:
         app = Starlette(

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from cleanroom.answers import Connections
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError
 from cleanroom.client.tls import tls_context
@@ -100,6 +101,10 @@ class ComputeClient:
             auth=DPoPAuth(dpop_key, token),
             verify=tls_context(),
         )
+        # Every connection this client opens, for the deadline of an answer
+        # (bounded.ANSWER_DEADLINE_S): httpx's timeouts are per read, and a Controller
+        # that sent a byte now and then held the command for as long as it liked.
+        self._connections = Connections()
 
     def close(self) -> None:
         self._client.close()
@@ -110,7 +115,12 @@ class ComputeClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, whole_within: bool = True, **kwargs: Any
+    ) -> httpx.Response:
+        """The answer to ``method path``, whole within ``bounded.ANSWER_DEADLINE_S``
+        (``answer-time``) unless not ``whole_within`` (an upload: its body takes as
+        long as it takes)."""
         try:
             response = bounded.send(
                 self._client,
@@ -118,6 +128,8 @@ class ComputeClient:
                 path,
                 limit=bounded.MAX_ANSWER_BYTES,
                 who="compute server",
+                deadline=bounded.ANSWER_DEADLINE_S if whole_within else None,
+                connections=self._connections,
                 **kwargs,
             )
         except httpx.HTTPError as error:
@@ -199,6 +211,7 @@ class ComputeClient:
             content=stream,
             headers={"content-type": MEDIA_TYPE},
             timeout=httpx.Timeout(60.0, read=None, write=None),
+            whole_within=False,
         )
         return from_b64u(_text(_object(response, "upload"), "ack", "upload"), "upload ack")
 
@@ -214,7 +227,9 @@ class ComputeClient:
         # the next as fast as the recipient reads, so a Controller that stops sending has
         # stalled the download (it waited for ever).
         request = self._client.build_request(
-            "POST", f"/v1/rooms/{name}/sessions/{session_id}/download"
+            "POST",
+            f"/v1/rooms/{name}/sessions/{session_id}/download",
+            extensions=self._connections.extensions,
         )
         try:
             response = self._client.send(request, stream=True)
