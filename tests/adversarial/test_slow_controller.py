@@ -1,4 +1,5 @@
-"""A Controller that answers a byte now and then (``answer-time``).
+"""A Controller that answers a byte now and then (``answer-time``), and a host that
+holds a run (``run-time``).
 
 httpx's timeouts are per read, so a Controller that sent one byte of its answer every
 half second (well inside the 60 s read timeout) held a command for as long as it
@@ -9,6 +10,9 @@ connection as on one kept alive from the request before.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -16,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.client import bounded
+from cleanroom.client import bounded, rooms
 from cleanroom.errors import CheckFailed
+from cleanroom.insecure.localstack import LocalStack
 from tests.adversarial.proxy import Message, TamperingProxy
 from tests.adversarial.test_hostile_controller import room  # noqa: F401
 from tests.e2e.conftest import User
-from tests.e2e.helpers import write
+from tests.e2e.helpers import approve, deploy, write
+from tests.reliability.faults import worker_pid
 
 DEADLINE_S = 3.0
 WAIT_S = 60.0  # far past the deadline, far short of the trickled answer (minutes)
@@ -83,3 +89,81 @@ def test_a_trickled_status_on_a_kept_alive_connection_is_given_up_at_the_deadlin
     assert "answer-time" in status.unverified  # type: ignore[attr-defined]
     assert took < DEADLINE_S + 10, took
     assert len(proxy.paths("/attestation")) == 1
+
+
+SLEEPER = """
+import time
+
+def run():
+    time.sleep(60)
+"""
+
+
+def _supervisors(worker: int) -> list[int]:
+    """The run supervisors among the descendants of process ``worker``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, frontier = [], [worker]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid:
+                frontier.append(child)
+                with contextlib.suppress(OSError):
+                    command = (Path("/proc") / str(child) / "cmdline").read_bytes()
+                    if b"cleanroom.enclave.supervisor" in command:
+                        found.append(child)
+    return found
+
+
+def test_a_run_the_host_holds_is_waited_for_no_longer_than_its_spec_allows(
+    alice: User,
+    bob: User,
+    tmp_path: Path,
+    hostile_stack: tuple[LocalStack, TamperingProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The host pauses the run's supervisor (SIGSTOP): the function is never ended at
+    # its wall time, and the Worker signs "running" for as long as the pause lasts.
+    stack = hostile_stack[0]
+    name = "held-run"
+    deploy(alice, bob, tmp_path, name, SLEEPER, timeout_s=5)
+    approve(bob, name)
+    monkeypatch.setattr(rooms, "RUN_WAIT_SLACK_S", 3)
+    stopped: list[int] = []
+    try:
+        alice.client.upload(name, "input_1", write(tmp_path / "a", "a@x\n"))
+        bob.client.upload(name, "input_2", write(tmp_path / "b", "a@x\n"))
+        worker = worker_pid(stack, name)
+        outcome: list[object] = []
+        thread = threading.Thread(
+            target=lambda: outcome.append(
+                _call(lambda: alice.client.run(name, wait=True, poll_s=0.2))
+            ),
+            daemon=True,
+        )
+        started = time.monotonic()
+        thread.start()
+        while not stopped and time.monotonic() < started + 30:
+            for pid in _supervisors(worker):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            time.sleep(0.05)
+        assert stopped, "no run supervisor appeared"
+        thread.join(WAIT_S)
+        assert outcome, "check run-time: expected an end within 60 s, still waiting"
+        error = outcome[0]
+        assert isinstance(error, CheckFailed) and error.check == "run-time", error
+        assert str(error.actual).startswith("running after "), error.actual
+        assert time.monotonic() - started < 5 + 3 + 10
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+        alice.client.delete(name)

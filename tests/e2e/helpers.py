@@ -33,6 +33,7 @@ def deploy(
     runtime: str = "python3.11",
     memory_mib: int = 512,
     files: dict[str, str] | None = None,
+    timeout_s: int = 60,
 ) -> str:
     """Alice uploads and deploys HANDLER (and ``files``: relative path -> text) for
     herself and Bob; her deploy pins the Work-ID."""
@@ -57,7 +58,7 @@ def deploy(
         deployer_user_id=alice.user_id,
         runtime=runtime,
         memory_mib=memory_mib,
-        timeout_s=60,
+        timeout_s=timeout_s,
         parameters={"k": 3},
     )
     room = alice.client.manager.deploy(spec)

@@ -341,7 +341,9 @@ def run(
     wait: Annotated[
         bool,
         typer.Option(
-            "--wait", help="Wait until the run ended; exit 1 unless the function succeeded."
+            "--wait",
+            help="Wait until the run ended (at most the spec's wall time and 15 min); "
+            "exit 1 unless the function succeeded.",
         ),
     ] = False,
 ) -> None:
@@ -350,7 +352,9 @@ def run(
     What is printed is the Worker's signed status (asked with a fresh nonce after
     the start, and while waiting), never the Controller's word. With --wait it exits
     1 when the run ended failed, at a limit (timeout, cpu, memory, disk, processes)
-    or failed in the Worker, and says so in one line with the function's exit status.
+    or failed in the Worker, and says so in one line with the function's exit status,
+    and stops waiting (check run-time) when the Worker still says the run goes on 15 min
+    past the wall time of its spec (the compute server may be holding it).
     """
     with failures():
         status = _client().run(name, wait=wait)

@@ -102,6 +102,16 @@ class RunNotStartedError(CheckFailed):
     """The Worker says the run did not start although its start was acknowledged."""
 
 
+class RunNotEndedError(CheckFailed):
+    """The Worker still says the run is going, long past the wall time its spec allows."""
+
+
+RUN_WAIT_SLACK_S = 900
+"""How much longer than its spec's wall time (``resources.timeout_s``) a run may be said
+to go on before the client stops waiting for it (``run-time``): staging its inputs and
+sealing its outputs come outside that time."""
+
+
 @dataclass(frozen=True)
 class Attestation:
     """A Worker that passed Phase 1 for the clean room the user approved."""
@@ -625,7 +635,23 @@ class CleanRoomClient:
                     status.state,
                     "the Worker did not start the run it was asked to",
                 )
+            # The Worker's sandbox ends the function at the spec's wall time, but the
+            # host can pause the run (SIGSTOP its supervisor) while the Worker goes on
+            # signing "running": a bound of our own, or the command waits for ever.
+            bound = spec.resources.timeout_s + RUN_WAIT_SLACK_S
+            started = time.monotonic()
             while wait and not status.ended:
+                waited = time.monotonic() - started
+                if waited > bound:
+                    raise RunNotEndedError(
+                        "run-time",
+                        f"an end within {bound} s (the spec's wall time "
+                        f"{spec.resources.timeout_s} s and {RUN_WAIT_SLACK_S} s)",
+                        f"{status.state} after {int(waited)} s",
+                        "the Worker still says the run is going, past the wall time its "
+                        "spec allows: the compute server may be holding it",
+                        f"`{self.profile.command(f'status {name}')}` shows where it is",
+                    )
                 time.sleep(poll_s)
                 status = self._status(compute, attestation)
         return status
@@ -1010,6 +1036,7 @@ __all__ = [
     "DownloadResult",
     "ProtocolVersionError",
     "RoomStatus",
+    "RunNotEndedError",
     "RunNotStartedError",
     "TransferError",
     "UnknownObjectError",
