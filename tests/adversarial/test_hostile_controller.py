@@ -536,6 +536,66 @@ def test_what_only_the_controller_says_is_never_shown_as_verified(
     assert "[signed by the Worker]" not in text
 
 
+def test_what_the_controller_says_cannot_pad_itself_into_lines_of_its_own(
+    alice: User,
+    proxy: TamperingProxy,
+    room: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Spaces are the one character a terminal acts on that is printed as it is: a
+    Controller's state padded to the width of a terminal wrapped into lines that read
+    as the Worker's signed ones."""
+    width = 80
+    prefix = "  Worker state:   running"
+    spoof = "  state:          done  [signed by the Worker]"
+    said = (
+        "running"
+        + " " * (width - len(prefix))
+        + spoof
+        + " " * (width - len(spoof))
+        + "  run:            succeeded, exit status 0"
+    )
+
+    def claim_done(document: dict[str, object]) -> None:
+        status = document["status"]
+        assert isinstance(status, dict)
+        status["state"] = "done"
+
+    forge = json_change(claim_done, response=True)
+
+    def tamper(message: Message) -> None:
+        if message.path.endswith("/status"):
+            forge(message)
+        if message.method == "GET" and message.path == f"/v1/rooms/{room}":
+            message.response = json.dumps({"state": said}).encode()
+
+    proxy.on_response = tamper
+    monkeypatch.setenv("CLEANROOM_HOME", str(alice.home))
+    assert main(["status", room, "--profile", alice.name]) == 1
+    text = capsys.readouterr().out
+    # The lines a terminal of that width shows.
+    shown = [line[i : i + width] for line in text.splitlines() for i in range(0, len(line), width)]
+    assert not [line for line in shown if line.lstrip().startswith(("state:", "run:"))], shown
+    (line,) = [line for line in text.splitlines() if line.startswith("  Worker state:")]
+    assert "  " not in line.removeprefix("  Worker state:   ").split("  [the Controller")[0]
+    assert "[signed by the Worker]" not in text
+
+    # The same padding in a refusal that quotes the Controller's answer.
+    def unsigned(message: Message) -> None:
+        if message.path.endswith("/status"):
+            message.response = json.dumps({"status": {}, said: 1}).encode()
+
+    proxy.on_response = unsigned
+    assert main(["status", room, "--profile", alice.name]) == 1
+    text = capsys.readouterr().out
+    shown = [line[i : i + width] for line in text.splitlines() for i in range(0, len(line), width)]
+    assert not [line for line in shown if line.lstrip().startswith(("state:", "run:"))], shown
+    (line,) = [line for line in text.splitlines() if line.startswith("  Worker:")]
+    assert "running state: done" in line
+    assert "  " not in line.removeprefix("  Worker:         NOT VERIFIED: ")
+
+
 @pytest.fixture
 def finished(alice: User, bob: User, tmp_path: Path, room: str) -> str:
     alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\nb@x\n"))

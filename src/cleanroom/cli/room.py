@@ -454,7 +454,7 @@ def rooms(
     for column in ("name", "project", "state", "approved", "Work-ID"):
         table.add_column(column, overflow="fold")
     for room in listed:
-        reason = f" ({shown(room.reason)})" if room.reason else ""
+        reason = f" ({shown(' '.join(room.reason.split()))})" if room.reason else ""
         table.add_row(
             shown(room.name),
             shown(room.project),
@@ -463,6 +463,21 @@ def rooms(
             room.work_id[:_SHORT] + "…",
         )
     stdout.print(table)
+
+
+_SAID_LIMIT = 40
+
+
+def _said(value: object) -> str:
+    """What only a server says, one short run of words: every character a terminal acts
+    on is escaped (:func:`shown`), and spaces are the one it prints as they are, so a
+    Controller's state padded to a terminal's width wrapped into lines of its choosing
+    ("  state:          done  [signed by the Worker]"). Runs of spaces become one,
+    and the text is cut."""
+    text = " ".join(str(value).split())
+    if len(text) > _SAID_LIMIT:
+        text = text[: _SAID_LIMIT - 3] + "..."
+    return shown(text)
 
 
 _SIGNED = "[signed by the Worker]"
@@ -480,10 +495,10 @@ def _status_lines(status: RoomStatus, you: str) -> list[str]:
         approved = "approved by you"
     else:
         approved = f"NOT the Work-ID you approved ({approval.work_id})"
-    reason = f" ({shown(room.reason)})" if room.reason else ""
+    reason = f" ({shown(' '.join(room.reason.split()))})" if room.reason else ""
     lines = [
         f"clean room {shown(room.name)} (project {shown(room.project)})",
-        f"  manager state:  {shown(room.state)}{reason}  {_MANAGER}",
+        f"  manager state:  {_said(room.state)}{reason}  {_MANAGER}",
         f"  compute server: {shown(room.compute_url)}  {_MANAGER}",
         f"  Work-ID:        {spec.work_id} (recomputed from the spec; {approved})",
     ]
@@ -497,7 +512,7 @@ def _status_lines(status: RoomStatus, you: str) -> list[str]:
     if worker is None:
         lines.append(f"  Worker:         NOT VERIFIED: {shown(status.unverified)}")
         if status.controller is not None:
-            said = shown(status.controller.get("state"))
+            said = _said(status.controller.get("state"))
             lines.append(f"  Worker state:   {said}  {_CONTROLLER}")
         return lines
     lines.append(f"  Worker:         {worker.worker_id} (attested now; its status signed)")
