@@ -123,8 +123,15 @@ class Deadline:
         if self._connections is not None:
             self._connections.shut()
 
+    def start(self) -> None:
+        """Start counting (once): from the request's start, or later (an upload's
+        answer from the end of its body)."""
+        with self._lock:
+            if not self._timer.is_alive() and not self._timer.finished.is_set():
+                self._timer.start()
+
     def __enter__(self) -> Deadline:
-        self._timer.start()
+        self.start()
         return self
 
     def __exit__(

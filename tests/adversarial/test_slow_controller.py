@@ -58,20 +58,29 @@ def _call(action: Callable[[], object]) -> object:
         return error
 
 
-def test_a_trickled_session_answer_is_given_up_at_the_deadline(
+@pytest.mark.parametrize(
+    ("suffix", "uploads"),
+    # The session's answer (nothing is uploaded then); or the body relayed whole and the
+    # Worker's acknowledgement then a byte at a time (counted from the body's end).
+    [("/attested-sessions", 0), ("/upload", 1)],
+    ids=["session", "acknowledgement"],
+)
+def test_a_trickled_answer_to_an_upload_is_given_up_at_the_deadline(
     alice: User,
     tmp_path: Path,
     proxy: TamperingProxy,
     room: str,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    suffix: str,
+    uploads: int,
 ) -> None:
     monkeypatch.setattr(bounded, "ANSWER_DEADLINE_S", DEADLINE_S)
-    proxy.slow = slow("/attested-sessions")
+    proxy.slow = slow(suffix)
     source = write(tmp_path / "a", "a@x\n")
     error, took = within(lambda: alice.client.upload(room, "input_1", source), WAIT_S)
     assert isinstance(error, CheckFailed) and error.check == "answer-time", error
     assert DEADLINE_S <= took < DEADLINE_S + 10, took
-    assert proxy.paths("/upload") == []
+    assert len(proxy.paths("/upload")) == uploads
 
 
 def test_a_trickled_status_on_a_kept_alive_connection_is_given_up_at_the_deadline(

@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
-from cleanroom.answers import Connections
+from cleanroom.answers import Connections, Deadline
 from cleanroom.client import bounded
-from cleanroom.client.errors import ServerError
+from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.encoding import b64u, from_b64u
@@ -201,18 +201,44 @@ class ComputeClient:
         return self.upload_stream(name, session_id, encode_frames(frames))
 
     def upload_stream(
-        self, name: str, session_id: str, stream: Iterable[bytes | bytearray]
+        self,
+        name: str,
+        session_id: str,
+        stream: Iterable[bytes | bytearray],
+        *,
+        answer_within: float | None = None,
     ) -> bytes:
         """Stream a frame stream (frames already length-prefixed) into the Worker; its
-        sealed acknowledgement (unchecked)."""
-        response = self._request(
-            "POST",
-            f"/v1/rooms/{name}/sessions/{session_id}/upload",
-            content=stream,
-            headers={"content-type": MEDIA_TYPE},
-            timeout=httpx.Timeout(60.0, read=None, write=None),
-            whole_within=False,
-        )
+        sealed acknowledgement (unchecked), whole within ``answer_within`` seconds of the
+        body's end (``answer-time``; the body itself takes as long as it takes)."""
+        timer = None if answer_within is None else Deadline(answer_within, self._connections)
+
+        def body() -> Iterator[bytes | bytearray]:
+            yield from stream
+            if timer is not None:
+                timer.start()
+
+        try:
+            response = self._request(
+                "POST",
+                f"/v1/rooms/{name}/sessions/{session_id}/upload",
+                content=body(),
+                headers={"content-type": MEDIA_TYPE},
+                timeout=httpx.Timeout(60.0, read=None, write=None),
+                whole_within=False,
+            )
+        except ServerError as error:
+            if timer is None or not timer.expired:
+                raise
+            raise UntrustedAnswerError(
+                "answer-time",
+                f"an acknowledgement within {answer_within:g} s of the upload's end",
+                f"none after {answer_within:g} s",
+                "the compute server did not answer the upload in time",
+            ) from error
+        finally:
+            if timer is not None:
+                timer.__exit__(None, None, None)
         return from_b64u(_text(_object(response, "upload"), "ack", "upload"), "upload ack")
 
     def run(self, name: str, session_id: str, request: bytes) -> dict[str, Any]:

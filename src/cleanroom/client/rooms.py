@@ -34,6 +34,7 @@ from typing import Any
 
 from cleanroom.attestation import CheckResult
 from cleanroom.attestation.collateral import QuoteBundle
+from cleanroom.client import bounded
 from cleanroom.client.audit import SavedReceipt
 from cleanroom.client.collateral import ChosenCollateral, choose_collateral
 from cleanroom.client.compute import ComputeClient, Evidence
@@ -609,7 +610,12 @@ class CleanRoomClient:
             salt = input_salt(self.profile.user_key, spec.work_id, input_id)
             upload = _Upload(keys, input_id, salt, files, progress)
             try:
-                answer = compute.upload_stream(room.name, keys.session_id, upload.frames())
+                answer = compute.upload_stream(
+                    room.name,
+                    keys.session_id,
+                    upload.frames(),
+                    answer_within=_acknowledged_within(spec),
+                )
             except ServerError as error:
                 raise _with_file_named(error, [relative for relative, _path in files]) from None
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
@@ -1012,6 +1018,16 @@ def _with_file_named(error: ServerError, relatives: list[str]) -> ServerError:
     if isinstance(detail, str):
         problem["detail"] = detail.replace(f"(file {position} of {len(ordered)},", f"(file {name},")
     return ServerError(error.who, error.status, problem)
+
+
+def _acknowledged_within(spec: WorkSpec) -> float:
+    """How long after an upload's body its acknowledgement may take (``answer-time``):
+    a function room's Worker has checked everything by then; a SQL room's checks the
+    schema in the sandbox, at most the spec's wall time, perhaps after a query of as
+    long."""
+    if spec.sql is None:
+        return bounded.ANSWER_DEADLINE_S
+    return 2 * spec.resources.timeout_s + RUN_WAIT_SLACK_S
 
 
 def _known(object_id: str, ids: dict[str, str], kind: str, room: str) -> None:
