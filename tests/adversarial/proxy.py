@@ -51,6 +51,9 @@ class TamperingProxy:
     on_request: RequestHook | None = None
     on_response: ResponseHook | None = None
     seen: list[Message] = field(default_factory=list)
+    stalled: Callable[[str], bool] | None = None
+    """Paths whose request body it does not read (until the proxy is reset): a Controller
+    that stops taking an upload."""
     slow: Callable[[Message], float | None] | None = None
     """Seconds between the bytes of an answer it picks (None: the answer at once): a
     Controller that sends a byte now and then."""
@@ -60,13 +63,15 @@ class TamperingProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def reset(self) -> None:
-        self.on_request = self.on_response = self.slow = None
+        self.on_request = self.on_response = self.slow = self.stalled = None
         self.seen.clear()
 
     def paths(self, suffix: str) -> list[str]:
         return [m.path for m in self.seen if m.path.endswith(suffix)]
 
     async def _forward(self, request: Request) -> Response:
+        while self.stalled is not None and self.stalled(request.url.path):
+            await asyncio.sleep(0.05)
         credentials = {k: v for k, v in request.headers.items() if k in ("authorization", "dpop")}
         message = Message(request.method, request.url.path, await request.body(), credentials)
         if self.on_request is not None:

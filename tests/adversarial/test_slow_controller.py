@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.client import bounded, rooms
+from cleanroom.client import bounded, compute, rooms
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.localstack import LocalStack
 from tests.adversarial.proxy import Message, TamperingProxy
@@ -81,6 +81,24 @@ def test_a_trickled_answer_to_an_upload_is_given_up_at_the_deadline(
     assert isinstance(error, CheckFailed) and error.check == "answer-time", error
     assert DEADLINE_S <= took < DEADLINE_S + 10, took
     assert len(proxy.paths("/upload")) == uploads
+
+
+def test_an_upload_the_controller_stops_taking_is_given_up(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    room: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # More than every buffer between the client and the proxy's application can hold.
+    monkeypatch.setattr(compute, "UPLOAD_WRITE_TIMEOUT_S", DEADLINE_S)
+    proxy.stalled = lambda path: path.endswith("/upload")
+    source = tmp_path / "a"
+    source.mkdir()
+    (source / "emails.csv").write_bytes(b"a@x\n" * (16 << 20))
+    error, took = within(lambda: alice.client.upload(room, "input_1", source), WAIT_S)
+    assert isinstance(error, CheckFailed) and error.check == "upload-time", error
+    assert took < DEADLINE_S + 20, took
 
 
 def test_a_trickled_status_on_a_kept_alive_connection_is_given_up_at_the_deadline(

@@ -48,6 +48,11 @@ class SessionAnswer:
     refusal: ServerError | None = None
 
 
+UPLOAD_WRITE_TIMEOUT_S = 60.0
+"""The longest one write of an upload's body may wait for the compute server to take
+more (it had none: a Controller that stopped reading held the upload for ever)."""
+
+
 def _evidence(document: dict[str, Any]) -> Evidence:
     collateral = document.get("collateral")
     return Evidence(
@@ -224,10 +229,17 @@ class ComputeClient:
                 f"/v1/rooms/{name}/sessions/{session_id}/upload",
                 content=body(),
                 headers={"content-type": MEDIA_TYPE},
-                timeout=httpx.Timeout(60.0, read=None, write=None),
+                timeout=httpx.Timeout(60.0, read=None, write=UPLOAD_WRITE_TIMEOUT_S),
                 whole_within=False,
             )
         except ServerError as error:
+            if isinstance(error.__cause__, httpx.WriteTimeout):
+                raise UntrustedAnswerError(
+                    "upload-time",
+                    f"each part of the upload taken within {UPLOAD_WRITE_TIMEOUT_S:g} s",
+                    f"none taken for {UPLOAD_WRITE_TIMEOUT_S:g} s",
+                    "the compute server stopped taking the upload",
+                ) from error
             if timer is None or not timer.expired:
                 raise
             raise UntrustedAnswerError(
