@@ -15,7 +15,7 @@ from sqlglot import exp
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
 from cleanroom.sql import ENGINE_DIRECTORY
-from cleanroom.sql.privacy import release
+from cleanroom.sql.privacy import Releaser, release
 from cleanroom.sql.rules import MAX_DP_KEY_BYTES, MAX_DP_KEY_CHARS, dp_line_bytes, plan_query
 from tests.sql.fixtures import SCHEMAS, alice_csv, sql_spec
 
@@ -264,11 +264,11 @@ def test_dp_groups_are_released_under_keys_as_distinct_as_the_engines(tmp_path: 
 def test_dp_group_keys_are_cut_so_their_size_depends_on_their_number_only(
     tmp_path: Path,
 ) -> None:
-    """The Worker refuses more than 64 MiB of exact DP groups (``dp-groups``). With keys
+    """The Worker refused more than 64 MiB of exact DP groups (``dp-groups``). With keys
     made long by a literal, one person's own group moved the result across that limit:
     67,100,286 bytes without her (the run succeeded), 67,130,800 with her (it failed),
     measured with 2,199 people (DP red team 2). Keys are cut to MAX_DP_KEY_CHARS; groups
-    cut to one key merge, and the release adds them up."""
+    cut to one key merge, and the engine adds them up (one line)."""
     pad = "x" * 1_000
     key = f"CONCAT('{pad}', zip)"
     text = f"SELECT {key} AS k, COUNT(*) AS n FROM input_1 GROUP BY {key}"  # noqa: S608
@@ -334,3 +334,51 @@ def test_a_join_of_two_types_fails_on_the_data(tmp_path: Path) -> None:
         )
         assert (result.returncode != 0) == fails, result.stderr[-300:]
         assert ("Conversion Error" in result.stderr) == fails
+
+
+def test_a_release_chunk_by_chunk_is_the_release_at_once() -> None:
+    """The Worker releases the engine's groups chunk by chunk: the threshold and the
+    scales are fixed (and confirmed by OpenDP's privacy maps) before any group is read,
+    and OpenDP's threshold mechanism noises and keeps each key independently, so a group
+    is released as often, and the groups in the same order, whether its chunk is one
+    group or all of them. A group at the threshold: about half the time both ways."""
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    plan = plan_query(sql_spec(dp=True), name=None, text=text)
+    assert plan.dp is not None
+    releaser = Releaser(plan.dp)
+    assert releaser.threshold is not None
+    rows = [{"__cr_g0": "a", "__cr_n": round(releaser.threshold)},
+            {"__cr_g0": "b", "__cr_n": 1_000}, {"__cr_g0": "c", "__cr_n": 1}]  # fmt: skip
+    at_once, chunked = [], []
+    for _ in range(400):
+        at_once.append([row[0] for row in releaser.chunk(rows)])
+        chunked.append([row[0] for row in releaser.chunk(rows[:1]) + releaser.chunk(rows[1:])])
+    for runs in (at_once, chunked):
+        assert {tuple(keys) for keys in runs} == {("a", "b"), ("b",)}, set(map(tuple, runs))
+    shares = [sum("a" in keys for keys in runs) / len(runs) for runs in (at_once, chunked)]
+    assert all(0.35 < share < 0.65 for share in shares) and abs(shares[0] - shares[1]) < 0.12
+
+
+def test_the_engine_adds_up_dp_groups_cut_alike_and_orders_them_by_their_keys(
+    tmp_path: Path,
+) -> None:
+    """The Worker releases the engine's groups chunk by chunk, in the order the engine
+    writes them. Groups whose keys the cut makes alike must be one group before that:
+    merged only where they met in one chunk, which groups met would depend on the other
+    groups' places (one person's group moves a chunk's edge), and with two keys the
+    groups cut alike are not even next to each other in the keys' order. The engine adds
+    them up (one line per cut key) and orders the lines by their keys, NULL last. Here
+    200 characters of "é" before each zip code: 205 characters, distinct in DuckDB's
+    GROUP BY, each cut to its 256 bytes of JSON text, 128 é, alike."""
+    pad = "\u00e9" * 200
+    key = f"CONCAT('{pad}', zip)"
+    region = "CASE WHEN region = 'east' THEN NULL ELSE region END"
+    text = f"SELECT {key} AS k, {region} AS r, COUNT(*) AS n, SUM(spend) AS s FROM input_1 GROUP BY {key}, {region}"  # noqa: S608, E501
+    plan = plan_query(sql_spec(dp=True), name=None, text=text)
+    rows = dp_groups(tmp_path, plan.sql)
+    assert [(row["__cr_g0"], row["__cr_g1"], row["__cr_n"]) for row in rows] == [
+        ("\u00e9" * 128, "north", 9), ("\u00e9" * 128, "tiny", 1), ("\u00e9" * 128, None, 30)
+    ]  # fmt: skip
+    spend = [row["__cr_v0_sum"] for row in rows]
+    assert spend == [sum(n % 7 * 10 + 0.5 for n in people) for people in
+                     (range(30, 39), range(39, 40), range(30))]  # fmt: skip

@@ -51,13 +51,13 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
-from cleanroom.sql.privacy import release
+from cleanroom.sql.privacy import Releaser
 from cleanroom.sql.rules import DpPlan, QueryPlan, check_spec_queries, plan_query
 
 log = logging.getLogger("cleanroom.enclave")
 RESULT = "result"  # the engine's one output directory (never sealed as is)
 MAX_STATS = 1 << 16
-MAX_DP_ROWS = 64 << 20  # bytes of exact aggregates a DP query may return to the Worker
+DP_CHUNK_BYTES = 4 << 20  # the engine's groups the Worker releases at once (by the line bound)
 MAX_RUNS = 10_000
 
 
@@ -267,19 +267,11 @@ class SqlRoom(CleanRoom):
                 raise RunError("run-ended", "a query that ran", run.detail, "the engine failed")
             if plan.dp is not None:
                 rows_file = next(s for s in collected if s.name.endswith("/rows.jsonl"))
-                rows = self._read_rows(rows_file, plan.dp)
-                self._store.discard(rows_file.name)
-                noisy = release(plan.dp, rows)
-                text = io.StringIO()
-                writer = csv.writer(text, lineterminator="\n")
-                writer.writerow(noisy.columns)
-                writer.writerows(noisy.rows)
-                target = self._store.create(f"{plan.output}/run-{number}/data.csv")
-                target.write(text.getvalue().encode())
-                stored = target.close()
-                self._store.record(stored)
+                try:
+                    stored, released = self._dp_release(plan, rows_file, number)
+                finally:
+                    self._store.discard(rows_file.name)
                 run.files = [stored]
-                released = len(noisy.rows)
             else:
                 run.files = sorted(collected, key=lambda s: s.name)
                 released, suppressed = stats.get("rows"), stats.get("suppressed")
@@ -334,12 +326,15 @@ class SqlRoom(CleanRoom):
         ]
 
     def _dp_capacity(self) -> int:
-        """The bytes of exact groups a DP query may make: what the Worker reads (64 MiB),
-        and half the run's disk, where the engine writes them, down to a power of two.
-        With the bound's line also a power of two, a refusal is a matter of whether an
-        input's rows times max_contributions pass a power of two: a spec's disk_mib
-        cannot set the limit at an exact row count."""
-        most = min(MAX_DP_ROWS, self.worker.spec.resources.disk_mib << 19)
+        """The bytes of exact groups a DP query may make: half the run's disk, where the
+        engine writes them, and a quarter of its memory, where DuckDB holds them (1
+        million groups of one 256-byte key took it 0.76 GiB at its peak: inputs, groups,
+        their order), down to a power of two. The Worker reads them chunk by chunk: its
+        own memory sets no limit. With the bound's line also a power of two, a refusal is
+        a matter of whether an input's rows times max_contributions pass a power of two:
+        a spec's disk_mib or memory_mib cannot set the limit at an exact row count."""
+        resources = self.worker.spec.resources
+        most = min(resources.disk_mib << 19, resources.memory_mib << 18)
         return 1 << (most.bit_length() - 1)
 
     def _dp_fits(self, dp: DpPlan) -> None:
@@ -360,20 +355,75 @@ class SqlRoom(CleanRoom):
                 f"{line} bytes a group, more than {capacity // line} groups possible",
                 "a query under differential privacy may have more groups than the Worker "
                 "takes (at most each input's rows times max_contributions): refused before "
-                "it runs, no ε spent; group by fewer or shorter keys, read fewer aggregates, "
-                "or, below 128 MiB, give the room more disk (resources.disk_mib)",
+                "it runs, no ε spent; group by fewer keys, read fewer aggregates, or give "
+                "the room more disk and memory (half of resources.disk_mib and a quarter "
+                "of resources.memory_mib, as a power of two, hold the groups)",
             )  # fmt: skip
 
-    def _read_rows(self, stored: StoredObject, dp: DpPlan) -> list[dict[str, Any]]:
+    def _dp_release(
+        self, plan: QueryPlan, rows_file: StoredObject, number: int
+    ) -> tuple[StoredObject, int]:
+        """The noisy CSV of a DP query, released chunk by chunk as the engine's groups are
+        read: the Worker's memory follows a chunk, not the number of groups."""
+        assert plan.dp is not None
+        releaser = Releaser(plan.dp)  # calibrated and confirmed before any group is read
+        name = f"{plan.output}/run-{number}/data.csv"
+        target = self._store.create(name)
+        released = 0
+        try:
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(releaser.columns)
+            for chunk in self._read_rows(rows_file, plan.dp):
+                writer.writerows(rows := releaser.chunk(chunk))
+                released += len(rows)
+                target.write(text.getvalue().encode())
+                text.seek(0)
+                text.truncate()
+            if not plan.dp.groups and not releaser.candidates:
+                writer.writerows(rows := releaser.chunk([]))  # the one total, of no rows
+                released += len(rows)
+            target.write(text.getvalue().encode())
+            stored = target.close()
+        except BaseException:
+            target.abort()
+            self._store.discard(name)
+            raise
+        self._store.record(stored)
+        return stored, released
+
+    def _read_rows(self, stored: StoredObject, dp: DpPlan) -> Iterator[list[dict[str, Any]]]:
+        """The engine's exact groups, in chunks of at most DP_CHUNK_BYTES of lines (as the
+        line bound counts them; all at once for a query without GROUP BY, of one line)."""
         # Never more than the bound checked before the query ran (else the engine broke it).
-        most = dp.most_bytes(self.rows)
-        if stored.size > min(most, self._dp_capacity()):
+        most = min(dp.most_bytes(self.rows), self._dp_capacity())
+        if stored.size > most:
             raise RunError(
-                "dp-groups", f"<= {min(most, self._dp_capacity())} bytes of groups",
-                stored.size, "the engine's exact groups outgrew their bound",
+                "dp-groups", f"<= {most} bytes of groups", stored.size,
+                "the engine's exact groups outgrew their bound",
             )  # fmt: skip
-        data = b"".join(self._store.read(stored.name))
-        return [json.loads(line) for line in data.splitlines() if line]
+        line_bound = 1 << max(dp.line_bytes - 1, 0).bit_length()
+        per_chunk = max(1, DP_CHUNK_BYTES // line_bound) if dp.groups else 1 << 62
+        chunk: list[dict[str, Any]] = []
+        pending = b""
+        for data in self._store.read(stored.name):
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            if len(pending) > line_bound:
+                raise RunError(
+                    "dp-groups", f"lines of <= {line_bound} bytes", "a longer line",
+                    "the engine's exact groups outgrew their bound",
+                )  # fmt: skip
+            for line in lines:
+                if line:
+                    chunk.append(json.loads(line))
+                    if len(chunk) == per_chunk:
+                        yield chunk
+                        chunk = []
+        if pending:
+            chunk.append(json.loads(pending))
+        if chunk:
+            yield chunk
 
     def _engine(
         self,

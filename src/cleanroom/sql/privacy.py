@@ -93,104 +93,152 @@ def _smallest_threshold(
     return high
 
 
+class Releaser:
+    """The noise of one DP query, calibrated and confirmed by OpenDP's privacy maps before
+    any group is read, then applied to the engine's groups chunk by chunk (:meth:`chunk`).
+
+    Releasing disjoint groups chunk by chunk is the same mechanism as releasing them at
+    once: OpenDP's Laplace threshold mechanism adds independent noise to each key of its
+    map and keeps the keys whose noisy count reaches the threshold, and the Laplace
+    mechanism on a vector adds independent noise to each coordinate; the threshold and
+    the scales are fixed here, before any data, and the distances the privacy maps are
+    confirmed for (``max_contributions``: groups touched, l1 and l∞ of the counts, times
+    the clamping bound for sums) bound a person's effect on all the query's groups
+    together, whichever chunk each falls in."""
+
+    def __init__(self, plan: DpPlan) -> None:
+        self.plan = plan
+        measurements = 1 + sum(
+            2 if a.kind == "avg" else 1 for a in plan.aggregates if a.kind != "count_rows"
+        )
+        self.share = share = plan.epsilon / measurements
+        contributions = [option.max_contributions for option in plan.owners.values()]
+        self.columns: tuple[str, ...] = (*plan.groups, *(a.output for a in plan.aggregates))
+        self.candidates = 0
+        count_scale = max(contributions) / share
+        self.scales: dict[str, float] = {"count": count_scale}
+        self.threshold: float | None = None
+        self.selection: Any = None
+        self.count_vector: Any = None
+        if plan.groups:
+            d_ins = [(c, float(c), float(c)) for c in contributions]
+            self.threshold = max(
+                _smallest_threshold(count_scale, d_ins, plan.delta), float(plan.minimum)
+            )
+            self.selection = _threshold_measurement(count_scale, self.threshold)
+            for d_in in d_ins:
+                _confirm(self.selection, d_in, share, plan.delta, "group counts")
+        else:
+            self.count_vector = _vector_measurement(count_scale)
+            for c in contributions:
+                _confirm(self.count_vector, float(c), share, None, "row count")
+        # Every other measurement: (its measurement, the hidden column it reads), confirmed
+        # now for every owner, whether or not any group is released.
+        self.vectors: dict[str, Any] = {}
+
+        def measure(what: str, sensitivity: list[float]) -> None:
+            scale = max(sensitivity) / share
+            self.scales[what] = scale
+            measurement = _vector_measurement(scale)
+            for d_in in sensitivity:
+                _confirm(measurement, d_in, share, None, what)
+            self.vectors[what] = measurement
+
+        for aggregate in plan.aggregates:
+            if aggregate.kind == "count":
+                measure(aggregate.output, [float(c) for c in contributions])
+            elif aggregate.kind in ("sum", "avg"):
+                measure(f"{aggregate.output} (sum)", [c * aggregate.bound for c in contributions])
+                if aggregate.kind == "avg":
+                    measure(f"{aggregate.output} (count)", [float(c) for c in contributions])
+
+    def chunk(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """The released rows of these engine groups (each group's line once, no group in
+        another chunk), in their order. For a query without GROUP BY: all its rows (the
+        engine writes one), once."""
+        plan = self.plan
+        groups = len(plan.groups)
+        keyed: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            key = json.dumps([row[f"{HIDDEN_PREFIX}_g{i}"] for i in range(groups)], default=str)
+            # Two engine groups under one released key (the engine adds up the groups it
+            # cuts alike, so this should not happen) are added up, never one replaced by
+            # the other: a sum of groups keeps the sensitivity the noise is calibrated
+            # for, a replacement does not.
+            merged = keyed.setdefault(key, {})
+            for column, value in row.items():
+                if column.startswith(f"{HIDDEN_PREFIX}_g") or value is None:
+                    merged.setdefault(column, value)
+                else:
+                    merged[column] = (merged.get(column) or 0) + value
+        self.candidates += len(keyed)
+        if groups:
+            exact_counts = {key: float(row[f"{HIDDEN_PREFIX}_n"]) for key, row in keyed.items()}
+            noisy_counts: dict[str, float] = dict(self.selection(exact_counts)) if keyed else {}
+            selected = [key for key in keyed if key in noisy_counts]  # the engine's order
+        else:
+            selected = ["[]"]
+            total = float(keyed["[]"][f"{HIDDEN_PREFIX}_n"]) if "[]" in keyed else 0.0
+            noisy_counts = {"[]": self.count_vector([total])[0]}
+
+        def noisy(values: list[float], what: str) -> list[float]:
+            return list(self.vectors[what](values)) if values else []
+
+        def exact(key: str, column: str) -> float:
+            row = keyed.get(key)
+            value = None if row is None else row.get(column)
+            return 0.0 if value is None else float(value)
+
+        columns: list[list[Any]] = []
+        for aggregate in plan.aggregates:
+            if aggregate.kind == "count_rows":
+                columns.append([max(0, round(noisy_counts[key])) for key in selected])
+                continue
+            assert aggregate.value is not None
+            if aggregate.kind == "count":
+                values = [exact(key, aggregate.value) for key in selected]
+                result = noisy(values, aggregate.output)
+                columns.append([max(0, round(value)) for value in result])
+                continue
+            sums = noisy(
+                [exact(key, f"{aggregate.value}_sum") for key in selected],
+                f"{aggregate.output} (sum)",
+            )
+            if aggregate.kind == "sum":
+                columns.append(sums)
+                continue
+            divisors = noisy(
+                [exact(key, f"{aggregate.value}_count") for key in selected],
+                f"{aggregate.output} (count)",
+            )
+            columns.append(
+                [
+                    min(aggregate.high, max(aggregate.low, total / max(count, 1.0)))
+                    for total, count in zip(sums, divisors, strict=True)
+                ]
+            )
+        released: list[list[Any]] = []
+        for index, key in enumerate(selected):
+            group_values = json.loads(key)
+            released.append([*group_values, *(column[index] for column in columns)])
+        for line in released:
+            for value in line:
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise PrivacyError(
+                        "dp-calibration", "finite values", value, "a non-finite release"
+                    )
+        return released
+
+
 def release(plan: DpPlan, rows: Sequence[Mapping[str, Any]]) -> Release:
-    """The noisy rows of a DP query, from the engine's exact, contribution-bounded ones."""
-    measurements = 1 + sum(
-        2 if a.kind == "avg" else 1 for a in plan.aggregates if a.kind != "count_rows"
-    )
-    share = plan.epsilon / measurements
-    contributions = [option.max_contributions for option in plan.owners.values()]
-    groups = len(plan.groups)
-    keyed: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        key = json.dumps([row[f"{HIDDEN_PREFIX}_g{i}"] for i in range(groups)], default=str)
-        # Two engine groups under one released key (the engine groups text, so this
-        # should not happen) are added up, never one replaced by the other: a sum of
-        # groups keeps the sensitivity the noise is calibrated for, a replacement does not.
-        merged = keyed.setdefault(key, {})
-        for column, value in row.items():
-            if column.startswith(f"{HIDDEN_PREFIX}_g") or value is None:
-                merged.setdefault(column, value)
-            else:
-                merged[column] = (merged.get(column) or 0) + value
-    scales: dict[str, float] = {}
-    count_scale = max(contributions) / share
-    threshold: float | None = None
-    if groups:
-        d_ins = [(c, float(c), float(c)) for c in contributions]
-        threshold = max(_smallest_threshold(count_scale, d_ins, plan.delta), float(plan.minimum))
-        selection = _threshold_measurement(count_scale, threshold)
-        for d_in in d_ins:
-            _confirm(selection, d_in, share, plan.delta, "group counts")
-        exact_counts = {key: float(row[f"{HIDDEN_PREFIX}_n"]) for key, row in keyed.items()}
-        noisy_counts: dict[str, float] = dict(selection(exact_counts))
-        selected = sorted(noisy_counts)
-    else:
-        vector = _vector_measurement(count_scale)
-        for c in contributions:
-            _confirm(vector, float(c), share, None, "row count")
-        selected = ["[]"]
-        total = float(keyed["[]"][f"{HIDDEN_PREFIX}_n"]) if "[]" in keyed else 0.0
-        noisy_counts = {"[]": vector([total])[0]}
-    scales["count"] = count_scale
-
-    def noisy(values: list[float], sensitivity: list[float], what: str) -> list[float]:
-        scale = max(sensitivity) / share
-        scales[what] = scale
-        if not values:
-            return []
-        measurement = _vector_measurement(scale)
-        for d_in in sensitivity:
-            _confirm(measurement, d_in, share, None, what)
-        return list(measurement(values))
-
-    def exact(key: str, column: str) -> float:
-        row = keyed.get(key)
-        value = None if row is None else row.get(column)
-        return 0.0 if value is None else float(value)
-
-    columns: list[list[Any]] = []
-    for aggregate in plan.aggregates:
-        if aggregate.kind == "count_rows":
-            columns.append([max(0, round(noisy_counts[key])) for key in selected])
-            continue
-        assert aggregate.value is not None
-        if aggregate.kind == "count":
-            values = [exact(key, aggregate.value) for key in selected]
-            result = noisy(values, [float(c) for c in contributions], aggregate.output)
-            columns.append([max(0, round(value)) for value in result])
-            continue
-        sums = noisy(
-            [exact(key, f"{aggregate.value}_sum") for key in selected],
-            [c * aggregate.bound for c in contributions],
-            f"{aggregate.output} (sum)",
-        )
-        if aggregate.kind == "sum":
-            columns.append(sums)
-            continue
-        divisors = noisy(
-            [exact(key, f"{aggregate.value}_count") for key in selected],
-            [float(c) for c in contributions],
-            f"{aggregate.output} (count)",
-        )
-        columns.append(
-            [
-                min(aggregate.high, max(aggregate.low, total / max(count, 1.0)))
-                for total, count in zip(sums, divisors, strict=True)
-            ]
-        )
-    released: list[list[Any]] = []
-    for index, key in enumerate(selected):
-        group_values = json.loads(key)
-        released.append([*group_values, *(column[index] for column in columns)])
-    for line in released:
-        for value in line:
-            if isinstance(value, float) and not math.isfinite(value):
-                raise PrivacyError("dp-calibration", "finite values", value, "a non-finite release")
+    """The noisy rows of a DP query, from the engine's exact, contribution-bounded ones,
+    all at once (the Worker uses :class:`Releaser`, chunk by chunk)."""
+    releaser = Releaser(plan)
+    released = releaser.chunk(rows)
     return Release(
-        columns=(*plan.groups, *(a.output for a in plan.aggregates)),
+        columns=releaser.columns,
         rows=released,
-        candidates=len(keyed),
-        scales=scales,
-        threshold=threshold,
+        candidates=releaser.candidates,
+        scales=releaser.scales,
+        threshold=releaser.threshold,
     )

@@ -1142,15 +1142,14 @@ def _dp_plan(
         # into one released key (1.00000000000000000001 and 1.0: the one a person's
         # row added replaced the other's count), and a BLOB, TIME or INTERVAL group
         # could not be written at all: the run failed whenever such a group existed.
-        # And cut to MAX_DP_KEY_CHARS: the exact groups go to the Worker, which refuses
-        # more than MAX_DP_ROWS bytes of them, and a runner who made each key long
-        # (a literal of 30,000 characters in CONCAT) moved that limit to where one
-        # person's group decided whether the run failed. Groups cut to one key merge,
-        # which the release adds up. And computed after the contribution bound, from
-        # the columns it reads carried as they are: computed before, every joined and
-        # filtered row held its keys, as long as a literal made them, so the memory of
-        # the bounding grew by rows times a length the runner chose to the byte (a knob to
-        # bring the count of any WHERE to the sandbox's memory limit).
+        # And cut to MAX_DP_KEY_CHARS: the exact groups go to the Worker, which refused more than 64
+        # MiB of them (now: their bound, DpPlan.most_bytes), and a runner who made each key long (a
+        # literal of 30,000 characters in CONCAT) moved that limit to where one person's group
+        # decided whether the run failed. Groups cut to one key merge, which the engine adds up. And
+        # computed after the contribution bound, from the columns it reads carried as they are:
+        # computed before, every joined and filtered row held its keys, as long as a literal made
+        # them, so the memory of the bounding grew by rows times a length the runner chose to the
+        # byte (a knob to bring the count of any WHERE to the sandbox's memory limit).
         def carry(node: exp.Expr) -> exp.Expr:
             if not isinstance(node, exp.Column):
                 return node

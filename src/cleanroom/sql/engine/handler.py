@@ -238,12 +238,13 @@ def lock_down(con: Any) -> None:
 
 
 KEY_BYTES = 256  # cleanroom.sql.rules.MAX_DP_KEY_BYTES (tests/sql/test_engine.py checks)
+SHORT = KEY_BYTES // 6
 
 
 def cut_key(value: object) -> object:
     """A DP group key whose JSON text (quotes aside) takes at most KEY_BYTES bytes: the
     Worker bounds the size of the exact groups before the query runs, from their number
-    and this. Keys cut alike are added up by the Worker."""
+    and this. Groups whose keys are cut alike are added up here, in SQL (query)."""
     if not isinstance(value, str):
         return value
 
@@ -270,21 +271,37 @@ def jsonable(value: object) -> object:
 def query(plan: dict[str, Any]) -> None:
     con = duckdb.connect(":memory:")
     load(con, plan["inputs"])
+    con.create_function("__cr_cut", cut_key, ["VARCHAR"], "VARCHAR")
     lock_down(con)
     con.execute(f"CREATE TEMP TABLE __cr_result AS {plan['sql']}")
     os.makedirs(RESULT, exist_ok=True)
     if plan.get("dp"):
-        cursor = con.execute("SELECT * FROM __cr_result")
+        # One line a released group: the query's groups with their keys cut (cut_key), the
+        # groups cut alike added up, ordered by their cut keys (NULL last). The Worker
+        # releases them in this order, chunk by chunk, without holding them all.
+        names = [d[0] for d in con.execute("SELECT * FROM __cr_result LIMIT 0").description]
+        keys = [n for n in names if n.startswith("__cr_g")]
+        source = "SELECT * FROM __cr_result"
+        if keys:
+            places = ", ".join(str(i + 1) for i in range(len(keys)))
+            # A key of at most SHORT bytes fits whatever its characters (6 bytes of JSON
+            # a character at most: \u0001): only longer ones go through Python.
+            columns = [
+                f"CASE WHEN strlen({quote(n)}) <= {SHORT} THEN {quote(n)} "
+                f"ELSE __cr_cut({quote(n)}) END AS {quote(n)}"
+                for n in keys
+            ] + [f"SUM({quote(n)}) AS {quote(n)}" for n in names if n not in keys]
+            source = (
+                f"SELECT {', '.join(columns)} FROM __cr_result GROUP BY {places} "
+                f"ORDER BY {', '.join(f'{i + 1} ASC NULLS LAST' for i in range(len(keys)))}"
+            )
+        cursor = con.execute(source)
         names = [d[0] for d in cursor.description]
         count = 0
-        keys = {n for n in names if n.startswith("__cr_g")}
         with open(os.path.join(RESULT, "rows.jsonl"), "w", encoding="utf-8") as handle:
             while batch := cursor.fetchmany(10000):
                 for row in batch:
-                    line = {
-                        n: cut_key(v) if n in keys else jsonable(v)
-                        for n, v in zip(names, row, strict=True)
-                    }
+                    line = {n: jsonable(v) for n, v in zip(names, row, strict=True)}
                     handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                     count += 1
         write_stats({"rows": count, "suppressed": None})
