@@ -154,6 +154,34 @@ def test_a_module_added_to_the_record_and_one_removed_are_named(
     assert not comparison.as_published
 
 
+def test_a_module_put_in_the_wheels_package_by_another_record_is_named(
+    function: Path, tmp_path: Path, wheels: Path
+) -> None:
+    """A package imports an optional module of its own if it is there (numpy's
+    _distributor_init_local): one claimed by another distribution's RECORD, or by none,
+    is code of that package all the same."""
+    data = b"import socket\n"
+    (function / "packages" / "tiny_pkg" / "_local.py").write_bytes(data)
+    (function / "packages" / "tiny_pkg" / "_loose.py").write_bytes(data)
+    cover = function / "packages" / "cover-1.0.dist-info"
+    cover.mkdir()
+    (cover / "METADATA").write_text("Metadata-Version: 2.1\nName: cover\nVersion: 1.0\n")
+    (cover / "RECORD").write_text(
+        f"tiny_pkg/_local.py,{_record_hash(data)},{len(data)}\ncover-1.0.dist-info/RECORD,,\n"
+    )
+    target = tmp_path / "unpacked"
+    found = contents(target, unpack(pack(function), target), "python3.11")
+    compared = compare_with_wheels(
+        found.vendored, {file.path: file for file in found.files}, wheels
+    )
+    by_name = {item.name: item for item in compared}
+    assert by_name["tiny-pkg"].added == (
+        "packages/tiny_pkg/_local.py", "packages/tiny_pkg/_loose.py"
+    )  # fmt: skip
+    assert not by_name["tiny-pkg"].as_published
+    assert by_name["cover"].wheel is None
+
+
 def test_another_version_or_no_wheel_is_said(function: Path, tmp_path: Path) -> None:
     other = tmp_path / "other"
     build_wheel(other)

@@ -5,8 +5,9 @@ A distribution's ``RECORD`` is written at install by whoever built the function,
 ``RECORD`` says: a deployer who edits a vendored file and rewrites the line of its
 ``RECORD`` passes that check. Against the wheel itself (``pip download NAME==VERSION
 --no-deps --only-binary :all: -d DIR``, which checks the index's digest), every file
-the wheel installs is compared byte for byte, by SHA-256, with the function's: this
-says whether the vendored code is the published release.
+the wheel installs is compared byte for byte, by SHA-256, with the function's, and
+every other file of the distribution, or in one of the wheel's directories whoever
+claims it, is named: this says whether the vendored code is the published release.
 
 What pip writes at install and no wheel holds is allowed and named: the metadata
 directory's ``RECORD`` (rewritten), ``INSTALLER``, ``REQUESTED``, ``direct_url.json``,
@@ -52,7 +53,7 @@ class WheelComparison:
     wheel: str | None  # the wheel's file name; None when the directory holds none
     differ: tuple[str, ...]  # the function's files whose bytes are not the wheel's
     missing: tuple[str, ...]  # files the wheel installs that the function does not hold
-    added: tuple[str, ...]  # the distribution's files (by its RECORD) that no wheel holds
+    added: tuple[str, ...]  # its files (by its RECORD, or in the wheel's directories) not in it
     generated: tuple[str, ...]  # what pip writes at install: install metadata, bin/ scripts
 
     @property
@@ -145,7 +146,15 @@ def _against(
                 _INSTALL_METADATA)
         )
     ]  # fmt: skip
-    added = [path for path in item.files if path not in wheel_paths and path not in generated]
+    # Not only what its RECORD claims: a file put in one of the wheel's own package
+    # directories (numpy imports numpy/_distributor_init_local.py if it is there) runs
+    # as that package's code whichever RECORD, if any, lists it.
+    packages = {path.split("/", 2)[1] for path in wheel_paths if path.count("/") >= 2}
+    inside = [path for path in files if path.count("/") >= 2 and path.split("/", 2)[1] in
+              packages and path.startswith(f"{PACKAGES}/")]  # fmt: skip
+    added = sorted(
+        {path for path in (*item.files, *inside) if path not in wheel_paths}.difference(generated)
+    )
     return WheelComparison(
         item.name,
         item.version,
