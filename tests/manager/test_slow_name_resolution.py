@@ -48,13 +48,14 @@ class SlowNameServer:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.slow = True
         self.asked = 0
+        self.ended = threading.Event()
         real = socket.getaddrinfo
 
         def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
             if host == SLOW_NAME:
                 self.asked += 1
                 if self.slow:
-                    time.sleep(LOOKUP_S)
+                    self.ended.wait(LOOKUP_S)
                 return real("127.0.0.1", port, *args, **kwargs)
             return real(host, port, *args, **kwargs)
 
@@ -62,8 +63,15 @@ class SlowNameServer:
 
 
 @pytest.fixture
-def slow_name(monkeypatch: pytest.MonkeyPatch) -> SlowNameServer:
-    return SlowNameServer(monkeypatch)
+def slow_name(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowNameServer]:
+    server = SlowNameServer(monkeypatch)
+    yield server
+    # The lookups still running end with the test (they count against the next test's:
+    # resolution.LOOKUPS_PER_NAME).
+    server.ended.set()
+    for thread in threading.enumerate():
+        if thread.name == f"resolve {SLOW_NAME}":
+            thread.join(10)
 
 
 @pytest.fixture
@@ -326,3 +334,54 @@ def test_over_tls_each_address_is_tried_with_the_certificate_checked_against_the
         assert seen.error.startswith("controller-address: "), seen
         assert "127.0.0.1: " in seen.error and "CERTIFICATE_VERIFY_FAILED" in seen.error, seen
         assert hosts == []
+
+
+# -- lookups past their deadline -------------------------------------------------------
+
+HUNG_NAME = "hung-name.test"
+
+
+def test_lookups_of_a_name_that_never_resolves_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup past its deadline goes on in its thread; a name server that never
+    answers, asked again and again (every health round, deploy and delete), held one
+    thread per question until the resolver gave up. At most LOOKUPS_PER_NAME run at
+    once; past them the name is refused at once, and other names are not affected."""
+    answer = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == HUNG_NAME:
+            answer.wait(60)
+            return real("127.0.0.1", port, *args, **kwargs)
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    request = httpx.Request("GET", f"http://{HUNG_NAME}:9/v1/health")
+
+    def hung_threads() -> int:
+        return sum(t.name == f"resolve {HUNG_NAME}" for t in threading.enumerate())
+
+    refusals = []
+    try:
+        for _ in range(3 * resolution.LOOKUPS_PER_NAME):
+            with pytest.raises(resolution.NameTooSlow) as refused:
+                resolution.lookup(HUNG_NAME, 9, 0.01, request)
+            refusals.append(str(refused.value))
+        assert hung_threads() == resolution.LOOKUPS_PER_NAME, (
+            f"expected at most {resolution.LOOKUPS_PER_NAME} lookups of {HUNG_NAME} at once, "
+            f"got {hung_threads()} threads"
+        )
+        assert f"{resolution.LOOKUPS_PER_NAME} still running" in refusals[-1], refusals[-1]
+        assert "dns-resolution" in refusals[-1]
+        # Another name is looked up as before.
+        assert resolution.lookup("127.0.0.1", 9, 5.0, request) == ["127.0.0.1"]
+    finally:
+        answer.set()
+    for thread in threading.enumerate():
+        if thread.name == f"resolve {HUNG_NAME}":
+            thread.join(10)
+    assert hung_threads() == 0
+    # Once they have ended, the name is looked up again.
+    assert resolution.lookup(HUNG_NAME, 9, 5.0, request) == ["127.0.0.1"]

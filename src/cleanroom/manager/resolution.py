@@ -14,6 +14,12 @@ header and in TLS (``sni_hostname``: the certificate is checked against the name
 Only a failure to connect (the request was not sent) moves on to the next address;
 none connecting is :class:`NoAddressAnswered` (check :data:`CONNECT_CHECK`), naming
 each address tried and what it got.
+
+A lookup cannot be interrupted, so one past its deadline goes on in its thread until the
+resolver gives up. At most :data:`LOOKUPS_PER_NAME` of one name run at once: a name
+server that never answers, asked by every health round, deploy and delete, would
+otherwise hold a thread for each until the resolver's own timeout (its 5 s per try,
+per name server), more of them the more often the name is asked.
 """
 
 from __future__ import annotations
@@ -29,6 +35,11 @@ from cleanroom.errors import Error
 
 CHECK = "dns-resolution"
 CONNECT_CHECK = "controller-address"
+LOOKUPS_PER_NAME = 4
+"""Lookups of one host name running at once, those past their deadline included."""
+
+_running: dict[str, int] = {}
+_running_lock = threading.Lock()
 
 
 class NameTooSlow(httpx.ConnectTimeout, Error):
@@ -48,8 +59,20 @@ def lookup(host: str, port: int, seconds: float, request: httpx.Request) -> list
     does not resolve.
 
     A lookup that takes longer goes on in its daemon thread (a resolver cannot be
-    interrupted) and its answer is dropped.
+    interrupted) and its answer is dropped; while :data:`LOOKUPS_PER_NAME` of ``host``
+    still run, none is started and the name is :class:`NameTooSlow` at once.
     """
+    with _running_lock:
+        running = _running.get(host, 0)
+        if running >= LOOKUPS_PER_NAME:
+            raise NameTooSlow(
+                f"{CHECK}: {request.method} {request.url}: the host name was not resolved in "
+                f"time (expected at most {LOOKUPS_PER_NAME} lookups of {host} at once, got "
+                f"{running} still running past their deadlines: its name server does not "
+                "answer)",
+                request=request,
+            )
+        _running[host] = running + 1
     found: list[str] = []
     failed: list[OSError] = []
     done = threading.Event()
@@ -62,9 +85,20 @@ def lookup(host: str, port: int, seconds: float, request: httpx.Request) -> list
         except OSError as error:
             failed.append(error)
         finally:
+            with _running_lock:
+                _running[host] -= 1
+                if not _running[host]:
+                    del _running[host]
             done.set()
 
-    threading.Thread(target=resolve, name=f"resolve {host}", daemon=True).start()
+    try:
+        threading.Thread(target=resolve, name=f"resolve {host}", daemon=True).start()
+    except BaseException:
+        with _running_lock:
+            _running[host] -= 1
+            if not _running[host]:
+                del _running[host]
+        raise
     if not done.wait(seconds):
         raise NameTooSlow(
             f"{CHECK}: {request.method} {request.url}: the host name was not resolved in time "
