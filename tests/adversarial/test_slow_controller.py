@@ -24,7 +24,7 @@ from cleanroom.client import bounded, compute, rooms
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.localstack import LocalStack
 from tests.adversarial.proxy import Message, TamperingProxy
-from tests.adversarial.test_hostile_controller import room  # noqa: F401
+from tests.adversarial.test_hostile_controller import finished, room  # noqa: F401
 from tests.e2e.conftest import User
 from tests.e2e.helpers import approve, deploy, write
 from tests.reliability.faults import worker_pid
@@ -194,3 +194,23 @@ def test_a_run_the_host_holds_is_waited_for_no_longer_than_its_spec_allows(
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGCONT)
         alice.client.delete(name)
+
+
+def test_a_trickled_download_is_given_up_and_leaves_nothing(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    finished: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each byte well inside the 60 s read timeout: before download-time, the command
+    # waited for the whole trickle (minutes here; for ever at a byte every 50 s).
+    monkeypatch.setattr(compute, "DOWNLOAD_GRACE_S", DEADLINE_S)
+    proxy.slow = slow("/download")
+    target = tmp_path / "out"
+    error, took = within(lambda: alice.client.download(finished, "output_1", target), WAIT_S)
+    assert isinstance(error, CheckFailed) and error.check == "download-time", error
+    assert str(error.actual).startswith("0 records (0 bytes) after "), error.actual
+    assert took < DEADLINE_S + 10, took
+    assert not target.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
