@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from cleanroom.answers import Deadline, _Watchdog
+from cleanroom.answers import _WATCHDOG, Deadline, _Watchdog
 
 
 def test_each_action_runs_at_its_time_in_order_and_a_cancelled_one_never() -> None:
@@ -20,7 +20,8 @@ def test_each_action_runs_at_its_time_in_order_and_a_cancelled_one_never() -> No
     watchdog.cancel(cancelled)
     assert done.wait(30), fired
     assert fired == ["early", "late"]
-    assert late[2] is not None
+    watchdog.cancel(late)  # after it ran: nothing left to cancel, nothing counted
+    assert watchdog._cancelled == 0
 
 
 def test_a_deadline_expires_once_started_and_not_after_its_end() -> None:
@@ -35,3 +36,32 @@ def test_a_deadline_expires_once_started_and_not_after_its_end() -> None:
     time.sleep(0.2)
     assert waited.expired
     assert not ended.expired
+
+
+def test_cancelled_entries_leave_the_heap_long_before_their_time() -> None:
+    # Many requests a second, each deadline 120 s away and cancelled at once: the heap
+    # kept every one of them for its 120 s.
+    watchdog = _Watchdog()
+    fired = threading.Event()
+    start = time.monotonic()
+    kept = []
+    for index in range(20 * _Watchdog.COMPACT_FROM):
+        entry = watchdog.add(start + 120 + index, lambda: None)
+        if index % 10 == 0:
+            kept.append(entry)  # one in ten still waiting
+        else:
+            watchdog.cancel(entry)
+    live = len(kept)
+    assert len(watchdog._heap) <= max(_Watchdog.COMPACT_FROM, 2 * live) + 1
+    assert all(entry in watchdog._heap for entry in kept)
+    # What is left is still a heap by expiry: an earlier one comes first, and runs.
+    watchdog.add(start + 0.05, fired.set)
+    assert fired.wait(30)
+    assert watchdog._heap[0] is kept[0]
+
+
+def test_the_process_watchdog_holds_no_more_than_its_live_deadlines() -> None:
+    for _ in range(10 * _Watchdog.COMPACT_FROM):
+        with Deadline(120.0):
+            pass
+    assert len(_WATCHDOG._heap) <= _Watchdog.COMPACT_FROM

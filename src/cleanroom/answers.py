@@ -152,12 +152,20 @@ class Deadline:
 class _Watchdog:
     """One thread of the process that ends every :class:`Deadline` that expires: a
     thread of its own per request (``threading.Timer``) cost 0.5 ms a request, a tenth
-    of a session's setup. Deadlines wait in a heap by when they expire; a cancelled one
-    stays in it, inert, until its time comes."""
+    of a session's setup. Deadlines wait in a heap by when they expire. A cancelled one
+    is inert; once cancelled ones are more than half the heap (and the heap more than
+    :attr:`COMPACT_FROM` entries), the heap is rebuilt without them: a process that
+    made thousands of requests a second kept each for its whole 120 s, a heap of
+    hundreds of thousands of dead entries."""
+
+    COMPACT_FROM = 1024
+    """The fewest entries a heap must have before it is rebuilt: below that, what the
+    cancelled ones hold is nothing, and a rebuild per few requests would cost more."""
 
     def __init__(self) -> None:
-        self._wakeup = threading.Condition()
+        self._wakeup = threading.Condition(threading.Lock())
         self._heap: list[list[Any]] = []  # [when (monotonic), sequence, action or None]
+        self._cancelled = 0  # entries in the heap whose action is None
         self._sequence = itertools.count()
         self._thread: threading.Thread | None = None
 
@@ -176,7 +184,16 @@ class _Watchdog:
         return entry
 
     def cancel(self, entry: list[Any]) -> None:
-        entry[2] = None
+        """``entry``'s action is not called (if it was not already)."""
+        with self._wakeup:
+            if entry[2] is None:  # cancelled already, or taken off the heap
+                return
+            entry[2] = None
+            self._cancelled += 1
+            if self._cancelled * 2 > len(self._heap) >= self.COMPACT_FROM:
+                self._heap = [kept for kept in self._heap if kept[2] is not None]
+                heapq.heapify(self._heap)
+                self._cancelled = 0
 
     def _run(self) -> None:
         while True:
@@ -184,9 +201,12 @@ class _Watchdog:
                 now = time.monotonic()
                 due = []
                 while self._heap and self._heap[0][0] <= now:
-                    action = heapq.heappop(self._heap)[2]
-                    if action is not None:
-                        due.append(action)
+                    entry = heapq.heappop(self._heap)
+                    if entry[2] is None:
+                        self._cancelled -= 1
+                    else:
+                        due.append(entry[2])
+                        entry[2] = None  # off the heap: a cancel after counts nothing
                 if not due:
                     self._wakeup.wait(self._heap[0][0] - now if self._heap else None)
                     continue
@@ -195,8 +215,9 @@ class _Watchdog:
 
     def _after_fork(self) -> None:
         """A child has none of its parent's threads: its deadlines start a watchdog anew."""
-        self._wakeup = threading.Condition()
+        self._wakeup = threading.Condition(threading.Lock())
         self._heap = []
+        self._cancelled = 0
         self._thread = None
 
 
