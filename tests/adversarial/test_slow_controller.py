@@ -205,7 +205,7 @@ def test_a_trickled_download_is_given_up_and_leaves_nothing(
 ) -> None:
     # Each byte well inside the 60 s read timeout: before download-time, the command
     # waited for the whole trickle (minutes here; for ever at a byte every 50 s).
-    monkeypatch.setattr(compute, "DOWNLOAD_GRACE_S", DEADLINE_S)
+    monkeypatch.setattr(bounded, "DOWNLOAD_GRACE_S", DEADLINE_S)
     proxy.slow = slow("/download")
     target = tmp_path / "out"
     error, took = within(lambda: alice.client.download(finished, "output_1", target), WAIT_S)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cleanroom.client import compute
+from cleanroom.client import bounded
 from cleanroom.client.errors import UntrustedAnswerError
 
 MIB = 1 << 20
@@ -22,15 +22,15 @@ class Clock:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    monkeypatch.setattr(compute, "DOWNLOAD_GRACE_S", 120.0)
-    monkeypatch.setattr(compute, "DOWNLOAD_MIN_BYTES_PER_S", 8192.0)
+    monkeypatch.setattr(bounded, "DOWNLOAD_GRACE_S", 120.0)
+    monkeypatch.setattr(bounded, "DOWNLOAD_MIN_BYTES_PER_S", 8192.0)
     return Clock()
 
 
 def test_the_first_record_has_the_grace_and_each_next_what_came_before_it_earned(
     clock: Clock,
 ) -> None:
-    pace = compute._Pace(clock)
+    pace = bounded.Pace("record", "the download", "compute server", clock)
     assert pace.wait() == 120.0  # the answer's head
     clock.now += 20
     pace.came(None)
@@ -41,7 +41,7 @@ def test_the_first_record_has_the_grace_and_each_next_what_came_before_it_earned
 
 
 def test_the_client_s_own_time_between_records_does_not_count(clock: Clock) -> None:
-    pace = compute._Pace(clock)
+    pace = bounded.Pace("record", "the download", "compute server", clock)
     pace.wait()
     clock.now += 10
     pace.came(b"x" * 8192)
@@ -52,7 +52,7 @@ def test_the_client_s_own_time_between_records_does_not_count(clock: Clock) -> N
 def test_many_small_records_earn_no_more_than_their_bytes(clock: Clock) -> None:
     # A Controller that sent each of 10,000 small records just inside a deadline of its
     # own would hold the download for 10,000 such deadlines: here they earn their bytes.
-    pace = compute._Pace(clock)
+    pace = bounded.Pace("record", "the download", "compute server", clock)
     for _ in range(10_000):
         pace.wait()
         clock.now += 0.01
@@ -61,7 +61,7 @@ def test_many_small_records_earn_no_more_than_their_bytes(clock: Clock) -> None:
 
 
 def test_too_slow_names_the_record_expected_and_what_came(clock: Clock) -> None:
-    pace = compute._Pace(clock)
+    pace = bounded.Pace("record", "the download", "compute server", clock)
     pace.wait()
     pace.came(b"x" * 8192)
     error = pace.too_slow()

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cleanroom.client import compute
+from cleanroom.client import bounded
 from cleanroom.client.compute import ComputeClient
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
@@ -85,8 +85,8 @@ def download(url: str) -> tuple[object, list[bytes]]:
 @pytest.fixture(autouse=True)
 def pace(monkeypatch: pytest.MonkeyPatch) -> None:
     # A record earns next to nothing: each wait has what is left of the grace.
-    monkeypatch.setattr(compute, "DOWNLOAD_GRACE_S", GRACE_S)
-    monkeypatch.setattr(compute, "DOWNLOAD_MIN_BYTES_PER_S", 1e9)
+    monkeypatch.setattr(bounded, "DOWNLOAD_GRACE_S", GRACE_S)
+    monkeypatch.setattr(bounded, "DOWNLOAD_MIN_BYTES_PER_S", 1e9)
 
 
 def test_a_first_record_trickled_is_given_up() -> None:
@@ -107,7 +107,7 @@ def test_a_later_record_trickled_is_given_up() -> None:
 
 
 def test_records_at_the_pace_are_all_given(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compute, "DOWNLOAD_GRACE_S", 600.0)  # far more than the trickle
+    monkeypatch.setattr(bounded, "DOWNLOAD_GRACE_S", 600.0)  # far more than the trickle
     first = len(b"".join(encode_frames([RECORD])))
     with trickling_controller(at_once=first + 3 + len(RECORD) - 5) as url:
         error, records = download(url)

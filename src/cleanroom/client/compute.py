@@ -8,8 +8,7 @@ for the whole flow; this class only moves messages.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.encoding import b64u, from_b64u
-from cleanroom.protocol.errors import MessageFormatError, RecordError
+from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.framing import MEDIA_TYPE, decode_frames, encode_frames
 
 
@@ -52,56 +51,6 @@ class SessionAnswer:
 UPLOAD_WRITE_TIMEOUT_S = 60.0
 """The longest one write of an upload's body may wait for the compute server to take
 more (it had none: a Controller that stopped reading held the upload for ever)."""
-
-
-DOWNLOAD_GRACE_S = 120.0
-"""What a download's head and first record may take (check ``download-time``)."""
-
-DOWNLOAD_MIN_BYTES_PER_S = 8192.0
-"""The slowest a download may go past :data:`DOWNLOAD_GRACE_S` (``download-time``): the
-time the client waits for the Controller is at most the grace and a second for every
-this many bytes of the records that came, so each record of 1 MiB (the record layer's)
-may take 128 s more, and an output of ``size`` bytes takes at most the grace and
-``size / DOWNLOAD_MIN_BYTES_PER_S`` seconds whatever its number of records (a link of
-64 kbit/s keeps up)."""
-
-
-class _Pace:
-    """How long the client has waited for a download, and how long it may wait for what
-    comes next: :data:`DOWNLOAD_GRACE_S` and a second for every
-    :data:`DOWNLOAD_MIN_BYTES_PER_S` bytes received, less what it waited already."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._grace = DOWNLOAD_GRACE_S
-        self._rate = DOWNLOAD_MIN_BYTES_PER_S
-        self._clock = clock
-        self._bytes = 0
-        self._records = 0
-        self._waited = 0.0
-        self._since = clock()
-
-    def wait(self) -> float:
-        """A wait starts now: the seconds it may last."""
-        self._since = self._clock()
-        return self._grace + self._bytes / self._rate - self._waited
-
-    def came(self, record: bytes | None) -> None:
-        """The wait ended with ``record`` (None: the answer's head, or its end)."""
-        self._waited += self._clock() - self._since
-        if record is not None:
-            self._bytes += len(record)
-            self._records += 1
-
-    def too_slow(self) -> UntrustedAnswerError:
-        allowed = self._grace + self._bytes / self._rate
-        return UntrustedAnswerError(
-            "download-time",
-            f"record {self._records + 1} of the download whole within {allowed:.0f} s of "
-            f"waiting ({self._grace:g} s and a second for every {self._rate:g} bytes "
-            f"received)",
-            f"{self._records} records ({self._bytes} bytes) after {allowed:.0f} s",
-            "the compute server sent the download too slowly",
-        )
 
 
 def _evidence(document: dict[str, Any]) -> Evidence:
@@ -312,62 +261,29 @@ class ComputeClient:
 
     def download(self, name: str, session_id: str) -> Iterator[bytes]:
         """The record frames of an output, as they arrive, at the pace
-        :data:`DOWNLOAD_GRACE_S` and :data:`DOWNLOAD_MIN_BYTES_PER_S` allow
-        (``download-time``)."""
+        :class:`bounded.Pace` holds a download to (``download-time``)."""
         # The Worker sends the first record at once and the next as fast as the client
         # reads. The client's timeouts are per read, so a Controller that sent a byte
         # of each record now and then held the download for ever: what the client
         # waits for the Controller (not its own writing) is bounded by what came.
-        pace = _Pace()
-        timer = Deadline(pace.wait(), self._connections)
+        pace = bounded.Pace("record", "the download", "compute server")
         request = self._client.build_request(
-            "POST",
-            f"/v1/rooms/{name}/sessions/{session_id}/download",
-            extensions=timer.extensions,
+            "POST", f"/v1/rooms/{name}/sessions/{session_id}/download"
         )
-        with timer:
-            try:
-                response = self._client.send(request, stream=True)
-            except httpx.HTTPError as error:
-                if timer.expired:
-                    raise pace.too_slow() from error
-                raise ServerError.unreachable("compute server", self.base_url, error) from error
-            if response.status_code >= 400:
-                try:
-                    refusal = bounded.read(
-                        response, limit=bounded.MAX_ANSWER_BYTES, who="compute server"
-                    )
-                except httpx.HTTPError as error:
-                    if timer.expired:
-                        raise pace.too_slow() from error
-                    raise ServerError.unreachable("compute server", self.base_url, error) from error
-                raise ServerError.from_response(refusal, "compute server")
-        pace.came(None)
+        try:
+            response = bounded.head(self._client, request, pace, self._connections)
+        except httpx.HTTPError as error:
+            raise ServerError.unreachable("compute server", self.base_url, error) from error
+        if response.status_code >= 400:
+            raise ServerError.from_response(response, "compute server")
         try:
             # The chunks as they come off the socket: the frame decoder joins each frame
             # once, whatever the chunks (re-chunking them first was one more copy of
             # every byte).
             frames = decode_frames(response.iter_raw())
-            while True:
-                with Deadline(pace.wait(), self._connections) as timer:
-                    try:
-                        frame = next(frames, None)
-                    except httpx.HTTPError as error:
-                        if timer.expired:
-                            raise pace.too_slow() from error
-                        raise ServerError.unreachable(
-                            "compute server", self.base_url, error
-                        ) from error
-                    except RecordError as error:  # a record cut where the socket was shut
-                        if timer.expired:
-                            raise pace.too_slow() from error
-                        raise
-                    if timer.expired:  # its end seen as the body's
-                        raise pace.too_slow()
-                pace.came(frame)
-                if frame is None:
-                    return
-                yield frame
+            yield from bounded.paced(frames, pace, self._connections)
+        except httpx.HTTPError as error:
+            raise ServerError.unreachable("compute server", self.base_url, error) from error
         finally:
             response.close()
 

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.answers import Connections, Deadline
 from cleanroom.cleartext import check_secret_transport
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
@@ -362,8 +363,11 @@ class ManagerClient:
     ``dpop_key`` is the key its tokens are bound to and its requests' DPoP proofs
     are signed with (default: a fresh one, which only this client holds: give the
     key a ``token`` was bound to). ``transport`` replaces httpx's network transport
-    (tests); ``timeout`` is per request, in seconds. Use it as a context manager or
-    call :meth:`close`.
+    (tests); ``timeout`` is each read's and each write's, in seconds. A JSON answer
+    must besides be whole within :data:`bounded.ANSWER_DEADLINE_S` of its request
+    (``answer-time``; a bundle's upload, of the bundle's end), and a bundle's download
+    keep :class:`bounded.Pace` (``download-time``). Use it as a context manager or call
+    :meth:`close`.
     """
 
     def __init__(
@@ -377,6 +381,7 @@ class ManagerClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self._timeout = timeout
         self.dpop_key = dpop_key if dpop_key is not None else ProofKey.generate()
         self._client = httpx.Client(
             base_url=self.base_url,
@@ -384,6 +389,10 @@ class ManagerClient:
             timeout=httpx.Timeout(timeout),
             verify=tls_context(),
         )
+        # Every connection this client opens, for the deadline of an answer
+        # (bounded.ANSWER_DEADLINE_S): httpx's timeouts are per read, and a manager
+        # that sent a byte now and then held the command for as long as it liked.
+        self._connections = Connections()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -396,13 +405,33 @@ class ManagerClient:
         self.close()
 
     def _request(
-        self, method: str, path: str, *, limit: int = bounded.MAX_ANSWER_BYTES, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        limit: int = bounded.MAX_ANSWER_BYTES,
+        whole_within: float | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
+        """The answer to ``method path``, whole within ``whole_within`` seconds (default
+        :data:`bounded.ANSWER_DEADLINE_S`; ``answer-time``), or with
+        ``whole_within=0`` within no time of its own (a bundle: its body takes as long
+        as it takes, each read or write within the client's timeout)."""
         token = self.token
         auth = DPoPAuth(self.dpop_key, token) if token is not None else None
+        if whole_within is None:
+            whole_within = bounded.ANSWER_DEADLINE_S
         try:
             response = bounded.send(
-                self._client, method, path, limit=limit, who=WHO, auth=auth, **kwargs
+                self._client,
+                method,
+                path,
+                limit=limit,
+                who=WHO,
+                auth=auth,
+                deadline=whole_within or None,
+                connections=self._connections,
+                **kwargs,
             )
         except httpx.HTTPError as error:
             raise ServerError.unreachable(WHO, self.base_url, error) from error
@@ -452,6 +481,8 @@ class ManagerClient:
                     url,
                     limit=bounded.MAX_ANSWER_BYTES,
                     who=WHO,
+                    deadline=bounded.ANSWER_DEADLINE_S,
+                    connections=self._connections,
                     data=form,
                     headers={"DPoP": proof},
                 )
@@ -561,15 +592,45 @@ class ManagerClient:
         """
         if isinstance(bundle, Path):
             expected, size = _file_id(bundle)
-            content: bytes | Iterator[bytes] = _chunks(bundle, progress)
+            content: Iterator[bytes] = _chunks(bundle, progress)
         else:
-            expected, size, content = function_id_of(bundle), len(bundle), bundle
-        response = self._request(
-            "POST",
-            "/v1/functions",
-            content=content,
-            headers={"content-type": "application/octet-stream", "content-length": str(size)},
-        )
+            expected, size = function_id_of(bundle), len(bundle)
+            content = iter([bundle])
+        # The body takes as long as it takes, each write within the client's timeout
+        # (upload-time); the answer is whole within bounded.ANSWER_DEADLINE_S of its end.
+        within = bounded.ANSWER_DEADLINE_S
+        timer = Deadline(within, self._connections)
+
+        def body() -> Iterator[bytes]:
+            yield from content
+            timer.start()
+
+        try:
+            response = self._request(
+                "POST",
+                "/v1/functions",
+                content=body(),
+                headers={"content-type": "application/octet-stream", "content-length": str(size)},
+                whole_within=0,
+            )
+        except ServerError as error:
+            if isinstance(error.__cause__, httpx.WriteTimeout):
+                raise UntrustedAnswerError(
+                    "upload-time",
+                    f"each part of the bundle taken within {self._timeout:g} s",
+                    f"none taken for {self._timeout:g} s",
+                    "the manager stopped taking the bundle",
+                ) from error
+            if not timer.expired:
+                raise
+            raise UntrustedAnswerError(
+                "answer-time",
+                f"an answer within {within:g} s of the bundle's end",
+                f"none after {within:g} s",
+                "the manager did not answer the bundle's upload in time",
+            ) from error
+        finally:
+            timer.__exit__(None, None, None)
         document = _object(response, "function-upload")
         if document.get("function_id") != expected:
             raise UntrustedAnswerError(
@@ -595,7 +656,32 @@ class ManagerClient:
         (default: the largest bundle a manager accepts unless configured otherwise).
         """
         digest = _digest(function_id)
-        bundle = self._request("GET", f"/v1/functions/{digest}", limit=max_bytes).content
+        # Up to a gigabyte, in no time known before it starts: at a pace (download-time).
+        pace = bounded.Pace("part", "the bundle", WHO)
+        request = self._client.build_request("GET", f"/v1/functions/{digest}")
+        auth = DPoPAuth(self.dpop_key, self.token) if self.token is not None else None
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            response = bounded.head(self._client, request, pace, self._connections, auth=auth)
+            if response.status_code >= 400:
+                raise ServerError.from_response(response, WHO)
+            try:
+                for chunk in bounded.paced(response.iter_bytes(), pace, self._connections):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise UntrustedAnswerError(
+                            "answer-size",
+                            f"at most {max_bytes} bytes",
+                            f"more than {max_bytes}",
+                            f"the {WHO} sent an answer larger than the client reads",
+                        )
+                    chunks.append(chunk)
+            finally:
+                response.close()
+        except httpx.HTTPError as error:
+            raise ServerError.unreachable(WHO, self.base_url, error) from error
+        bundle = b"".join(chunks)
         actual = function_id_of(bundle)
         if actual != function_id:
             raise UntrustedAnswerError(
