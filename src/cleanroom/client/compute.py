@@ -8,7 +8,7 @@ for the whole flow; this class only moves messages.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +86,16 @@ class ComputeClient:
     ``token`` is the user's token for that room on that server (from the manager:
     :meth:`cleanroom.client.manager.ManagerClient.fetch_token` with the server's URL
     as ``resource``), bound to ``dpop_key``, which signs a DPoP proof for every
-    request: the Controller cannot use the token anywhere else, nor again.
+    request: the Controller cannot use the token anywhere else, nor again. ``token``
+    may be a function, asked for the token of each request (one renewed before it
+    expires: :meth:`cleanroom.client.profile.Profile.renewed_token`).
     """
 
     def __init__(
         self,
         base_url: str,
         *,
-        token: str,
+        token: str | Callable[[], str],
         dpop_key: ProofKey,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 60.0,

@@ -362,7 +362,9 @@ class ManagerClient:
 
     ``dpop_key`` is the key its tokens are bound to and its requests' DPoP proofs
     are signed with (default: a fresh one, which only this client holds: give the
-    key a ``token`` was bound to). ``transport`` replaces httpx's network transport
+    key a ``token`` was bound to). ``token_source``, if given, is asked for the token of
+    each request instead of ``token`` (:meth:`cleanroom.client.profile.Profile.manager`:
+    renewed before it expires). ``transport`` replaces httpx's network transport
     (tests); ``timeout`` is each read's and each write's, in seconds. A JSON answer
     must besides be whole within :data:`bounded.ANSWER_DEADLINE_S` of its request
     (``answer-time``; a bundle's upload, of the bundle's end), and a bundle's download
@@ -378,9 +380,11 @@ class ManagerClient:
         dpop_key: ProofKey | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
+        token_source: Callable[[], str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.token_source = token_source
         self._timeout = timeout
         self.dpop_key = dpop_key if dpop_key is not None else ProofKey.generate()
         self._client = httpx.Client(
@@ -404,6 +408,12 @@ class ManagerClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
+    def _auth(self) -> DPoPAuth | None:
+        """A request's authentication: this client's token (or its source's), if any."""
+        if self.token_source is not None:
+            return DPoPAuth(self.dpop_key, self.token_source)
+        return DPoPAuth(self.dpop_key, self.token) if self.token is not None else None
+
     def _request(
         self,
         method: str,
@@ -417,8 +427,7 @@ class ManagerClient:
         :data:`bounded.ANSWER_DEADLINE_S`; ``answer-time``), or with
         ``whole_within=0`` within no time of its own (a bundle: its body takes as long
         as it takes, each read or write within the client's timeout)."""
-        token = self.token
-        auth = DPoPAuth(self.dpop_key, token) if token is not None else None
+        auth = self._auth()
         if whole_within is None:
             whole_within = bounded.ANSWER_DEADLINE_S
         try:
@@ -532,7 +541,8 @@ class ManagerClient:
         already revoked token is not an error. Revoking its own token leaves this
         client without one.
         """
-        revoked = token if token is not None else self.token
+        own = self.token_source() if self.token_source is not None else self.token
+        revoked = token if token is not None else own
         if revoked is None:
             raise ValueError("no token to revoke: give one or fetch_token() first")
         form = {"token": revoked}
@@ -541,8 +551,8 @@ class ManagerClient:
                 raise ValueError("give both client_id and client_secret, or neither")
             form.update(client_id=client_id, client_secret=client_secret)
         self._request("POST", "/oauth/revoke", data=form)
-        if revoked == self.token:
-            self.token = None
+        if revoked in (self.token, own):
+            self.token = self.token_source = None
 
     def whoami(self) -> dict[str, Any]:
         """``{client_id, project, user_id}`` of the token's client (``user_id`` may be None)."""
@@ -659,7 +669,7 @@ class ManagerClient:
         # Up to a gigabyte, in no time known before it starts: at a pace (download-time).
         pace = bounded.Pace("part", "the bundle", WHO)
         request = self._client.build_request("GET", f"/v1/functions/{digest}")
-        auth = DPoPAuth(self.dpop_key, self.token) if self.token is not None else None
+        auth = self._auth()
         chunks: list[bytes] = []
         size = 0
         try:

@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     from cleanroom.attestation import AttestationPolicy, TrustAnchor
-    from cleanroom.client.manager import ManagerClient
+    from cleanroom.client.manager import AccessToken, ManagerClient
     from cleanroom.dpop import ProofKey
 
 # Where a client takes collateral from (cleanroom.client.collateral chooses it).
@@ -943,8 +943,11 @@ class Profile:
                 token=token,
                 dpop_key=self.proof_key,
                 transport=transport,
+                token_source=self.renewed_token(transport=transport, clock=clock),
             )
-        return self.login(transport=transport)
+        client = self.login(transport=transport)
+        client.token_source = self.renewed_token(transport=transport, clock=clock)
+        return client
 
     def access_token(
         self,
@@ -960,17 +963,30 @@ class Profile:
         For a compute server (its URL as ``resource``) the token is for one ``room``
         (of ``project``): one per room, cached until shortly before it expires.
         """
-        from cleanroom.client.manager import ManagerClient
+        return self.access(
+            resource=resource, room=room, project=project, transport=transport, clock=clock
+        ).access_token
+
+    def access(
+        self,
+        *,
+        resource: str | None = None,
+        room: str | None = None,
+        project: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> AccessToken:
+        """:meth:`access_token`, and when it expires."""
+        from cleanroom.client.manager import AccessToken, ManagerClient
 
         key = _resource_key(resource, room, project)
-        token = self._cached_token(key, int(clock()))
-        if token is not None:
-            return token
+        cached = self._cached(key, int(clock()))
+        if cached is not None:
+            return AccessToken(cached.access_token, cached.expires_at)
         if resource is None:
-            with self.login(transport=transport) as client:
-                if client.token is None:  # fetch_token sets it; never send a request without
-                    raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
-                return client.token
+            client, access = self._login(transport)
+            client.close()
+            return access
         with ManagerClient(
             self.config.manager_url, dpop_key=self.proof_key, transport=transport
         ) as client:
@@ -982,23 +998,60 @@ class Profile:
                 project=project,
             )
         self._cache_token(key, access.access_token, access.expires_at, int(clock()))
-        return access.access_token
+        return access
+
+    def renewed_token(
+        self,
+        *,
+        resource: str | None = None,
+        room: str | None = None,
+        project: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Callable[[], str]:
+        """The token for ``resource`` (as :meth:`access_token`) each time it is called,
+        fetched again (from the cache, else by logging in with the client credentials)
+        once it is within :data:`TOKEN_MARGIN_S` of its expiry: a client that asks it
+        for every request goes on past the hour a token lives (``run --wait``, a
+        query's wait, an SDK client kept open), where the server refused the token
+        it started with."""
+        current: list[AccessToken] = []
+
+        def token() -> str:
+            if not current or current[0].expires_at - TOKEN_MARGIN_S <= clock():
+                current[:] = [
+                    self.access(
+                        resource=resource,
+                        room=room,
+                        project=project,
+                        transport=transport,
+                        clock=clock,
+                    )
+                ]
+            return current[0].access_token
+
+        return token
 
     def login(self, *, transport: httpx.BaseTransport | None = None) -> ManagerClient:
         """Log in with the client credentials now, cache the token, return the client."""
+        return self._login(transport)[0]
+
+    def _login(self, transport: httpx.BaseTransport | None) -> tuple[ManagerClient, AccessToken]:
         from cleanroom.client.manager import ManagerClient
 
         client = ManagerClient(
             self.config.manager_url, dpop_key=self.proof_key, transport=transport
         )
         access = client.fetch_token(self.config.client_id, self.client_secret)
+        if client.token is None:  # fetch_token sets it; never send a request without
+            raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
         self._cache_token(
             _resource_key(None, None, None),
             access.access_token,
             access.expires_at,
             int(time.time()),
         )
-        return client
+        return client, access
 
     def forget_token(self) -> None:
         """Drop every cached token (e.g. after the manager refused one)."""
@@ -1023,11 +1076,15 @@ class Profile:
         return record
 
     def _cached_token(self, key: str, now: int) -> str | None:
+        cached = self._cached(key, now)
+        return None if cached is None else cached.access_token
+
+    def _cached(self, key: str, now: int) -> _CachedToken | None:
         record = self._tokens()
         cached = record.tokens.get(key) if record is not None else None
         if cached is None or cached.expires_at - TOKEN_MARGIN_S <= now:
             return None
-        return cached.access_token
+        return cached
 
     def _cache_token(self, key: str, token: str, expires_at: int, now: int) -> None:
         record = self._tokens()

@@ -343,10 +343,12 @@ class CleanRoomClient:
         return self._manager
 
     def _compute(self, room: Room) -> ComputeClient:
-        """The room's Controller, with the user's token for that room on that server only."""
-        token = self.profile.access_token(
+        """The room's Controller, with the user's token for that room on that server only,
+        renewed as it nears its expiry (a run waited for past the hour a token lives)."""
+        token = self.profile.renewed_token(
             resource=room.compute_url, room=room.name, project=room.project
         )
+        token()  # fetched now: a refusal is the manager's, before the Controller is asked
         return ComputeClient(
             room.compute_url,
             token=token,
