@@ -14,6 +14,8 @@ from sqlglot import exp
 
 from cleanroom.enclave.errors import RunError
 from cleanroom.enclave.runner import installed_runtime
+from cleanroom.enclave.sqlroom import engine_limits
+from cleanroom.protocol.spec import Resources
 from cleanroom.sql import ENGINE_DIRECTORY
 from cleanroom.sql.privacy import Releaser, release
 from cleanroom.sql.rules import MAX_DP_KEY_BYTES, MAX_DP_KEY_CHARS, dp_line_bytes, plan_query
@@ -28,9 +30,12 @@ def run_engine(
     keep: dict[str, int] | None = None,
     groups: str | None = None,
     dp: bool = False,
+    limits: dict[str, int] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The engine on Alice's data: its query mode, or (``direct``) its tables and
-    lock-down, then ``sql`` as one statement on the connection."""
+    """The engine on Alice's data: its query mode, or (``direct``) its limits, tables
+    and lock-down, then ``sql`` as one statement on the connection. Its /tmp is
+    ``tmp_path``."""
+    limits = limits or engine_limits(Resources())
     try:
         runtime = installed_runtime("python3.11-data")
     except RunError as error:
@@ -40,12 +45,14 @@ def run_engine(
     (work / "outputs").mkdir()
     (work / "inputs" / "input_1" / "data.csv").write_bytes(alice_csv())
     plan = {"mode": "query", "sql": sql, "keep": keep or {}, "groups": groups, "dp": dp,
-            "format": "csv", "inputs": {"input_1": SCHEMAS["input_1"]}}  # fmt: skip
+            "format": "csv", "inputs": {"input_1": SCHEMAS["input_1"]},
+            "limits": limits}  # fmt: skip
     (work / "parameters.json").write_text(json.dumps(plan))
     bootstrap = f"import sys\nsys.path.insert(0, {str(ENGINE_DIRECTORY)!r})\nimport handler\n"
     if direct:
         bootstrap += (
             "import duckdb\ncon = duckdb.connect(':memory:')\n"
+            f"handler.configure(con, {limits!r})\n"
             f"handler.load(con, {{'input_1': {SCHEMAS['input_1']!r}}})\nhandler.lock_down(con)\n"
             f"print(con.execute({sql!r}).fetchall())\n"
         )
@@ -53,7 +60,7 @@ def run_engine(
         bootstrap += "handler.run()\n"
     return subprocess.run(
         [str(runtime.interpreter), "-I", "-c", bootstrap],
-        env={"WORK_DIR": str(work), "HOME": str(tmp_path)},
+        env={"WORK_DIR": str(work), "HOME": str(tmp_path), "TMPDIR": str(tmp_path)},
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

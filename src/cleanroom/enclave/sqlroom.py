@@ -50,7 +50,7 @@ from cleanroom.protocol.query_receipt import (
     sign,
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
-from cleanroom.protocol.spec import DownloadPurpose, RunPurpose
+from cleanroom.protocol.spec import DownloadPurpose, Resources, RunPurpose
 from cleanroom.sql.privacy import Releaser
 from cleanroom.sql.rules import DpPlan, QueryPlan, check_spec_queries, plan_query
 
@@ -59,6 +59,27 @@ RESULT = "result"  # the engine's one output directory (never sealed as is)
 MAX_STATS = 1 << 16
 DP_CHUNK_BYTES = 4 << 20  # the engine's groups the Worker releases at once (by the line bound)
 MAX_RUNS = 10_000
+ENGINE_THREADS = 2  # DuckDB's threads: the spec gives CPU time, not cores
+ENGINE_OWN_MIB = 128  # the engine's Python, DuckDB and pyarrow loaded, and its result
+ENGINE_LEAST_MIB = 64  # DuckDB's CSV reader takes a block of 30.5 MiB at once
+
+
+def engine_limits(resources: Resources) -> dict[str, int]:
+    """DuckDB's own limits in a run of the engine, from the run's (the sandbox's cgroup
+    and tmpfs, which DuckDB does not see: it took the host's memory and cores).
+
+    Its memory: two fifths of what the engine's own process leaves of the run's memory,
+    at least 64 MiB (less, and it cannot read a CSV file; a run that small fails
+    anyway). The rest holds what DuckDB does not count (the rows Python holds,
+    pyarrow's table of the result) and what it spills: the spill goes to the sandbox's
+    ``/tmp``, a tmpfs whose pages count against the run's memory too, so spilling holds
+    less than DuckDB's in-memory operators do, not nothing. Its spill: at most half of
+    the run's disk (``/tmp`` and the outputs share it)."""
+    return {
+        "memory_mib": max(ENGINE_LEAST_MIB, (resources.memory_mib - ENGINE_OWN_MIB) * 2 // 5),
+        "spill_mib": max(1, resources.disk_mib // 2),
+        "threads": ENGINE_THREADS,
+    }
 
 
 @dataclass
@@ -99,7 +120,10 @@ class SqlRoom(CleanRoom):
     def _accept_input(self, completed: CompletedInput) -> dict[str, int]:
         """The upload against its declared schema, by the engine in the sandbox."""
         schema = self.sql.schemas[completed.input_id]
-        plan = {"mode": "check", "input": completed.input_id, "schema": schema.model_dump()}
+        plan = {
+            "mode": "check", "input": completed.input_id, "schema": schema.model_dump(),
+            "limits": engine_limits(self.worker.spec.resources),
+        }  # fmt: skip
         stats, _files = self._engine(plan, [completed], keep=lambda _name: False)
         refused = stats.get("refused")
         if isinstance(refused, dict):
@@ -251,6 +275,7 @@ class SqlRoom(CleanRoom):
             "dp": plan.dp is not None,
             "format": plan.format,
             "inputs": {i: self.sql.schemas[i].model_dump() for i in plan.inputs},
+            "limits": engine_limits(self.worker.spec.resources),
         }
         status, released, suppressed = "failed", None, None
         # Exactly the one file this plan makes: exact aggregates (DP) or the result.
@@ -557,4 +582,4 @@ def run_states(room: SqlRoom) -> dict[str, Any]:
     return {str(n): {"state": r.state, "detail": r.detail} for n, r in room.runs.items()}
 
 
-__all__ = ["SqlRoom", "run_states", "sign"]
+__all__ = ["SqlRoom", "engine_limits", "run_states", "sign"]

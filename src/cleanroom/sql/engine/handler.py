@@ -18,6 +18,10 @@ Worker's plan) says:
   contribution-bounded aggregates as ``result/rows.jsonl`` for the Worker to add
   noise to. Writes ``result/stats.json``.
 
+Before either, DuckDB is given the run's limits from the plan (``limits``: its memory,
+threads, and spill space in the sandbox's ``/tmp``), so that it spills rather than
+meets the sandbox's memory limit.
+
 It imports nothing from cleanroom: only the standard library, duckdb and pyarrow.
 """
 
@@ -27,6 +31,7 @@ import decimal
 import json
 import os
 import sys
+import tempfile
 from typing import Any
 
 import duckdb  # type: ignore[import-not-found,unused-ignore]
@@ -98,6 +103,7 @@ def check(plan: dict[str, Any]) -> None:
     columns = schema["columns"]
     names = [c["name"] for c in columns]
     con = duckdb.connect(":memory:")
+    configure(con, plan["limits"])
     rows = 0
     for path in files_of(input_id):
         if schema["format"] == "csv":
@@ -225,6 +231,22 @@ def load(con: Any, inputs: dict[str, Any]) -> None:
         con.execute(f"CREATE TABLE {quote(input_id)} AS SELECT {cast} FROM {source}")
 
 
+def configure(con: Any, limits: dict[str, int]) -> None:
+    """DuckDB within the run's limits, which it cannot see from the sandbox (it took the
+    host's memory and cores for its own): a memory limit under the run's, so that it
+    spills to the sandbox's ``/tmp`` before the sandbox's memory limit ends the run, at
+    most so much spilled (``/tmp`` shares the run's disk with its outputs), and a few
+    threads. Set before the inputs are loaded; ``lock_down`` then locks them."""
+    spill = tempfile.mkdtemp(prefix="cleanroom-duckdb-")
+    for statement in (
+        f"SET memory_limit = '{int(limits['memory_mib'])}MiB'",
+        f"SET max_temp_directory_size = '{int(limits['spill_mib'])}MiB'",
+        f"SET threads = {int(limits['threads'])}",
+        f"SET temp_directory = {literal(spill)}",
+    ):
+        con.execute(statement)
+
+
 def lock_down(con: Any) -> None:
     """After this, the query can reach nothing but the tables in memory."""
     for statement in (
@@ -270,6 +292,7 @@ def jsonable(value: object) -> object:
 
 def query(plan: dict[str, Any]) -> None:
     con = duckdb.connect(":memory:")
+    configure(con, plan["limits"])
     load(con, plan["inputs"])
     con.create_function("__cr_cut", cut_key, ["VARCHAR"], "VARCHAR")
     lock_down(con)
