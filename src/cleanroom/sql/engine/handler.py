@@ -20,7 +20,8 @@ Worker's plan) says:
 
 Before either, DuckDB is given the run's limits from the plan (``limits``: its memory,
 threads, and spill space in the sandbox's ``/tmp``), so that it spills rather than
-meets the sandbox's memory limit.
+meets the sandbox's memory limit; and each input file under a name the engine chose
+(DuckDB expands glob characters in a path it reads).
 
 It imports nothing from cleanroom: only the standard library, duckdb and pyarrow.
 """
@@ -60,13 +61,25 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def files_of(input_id: str) -> list[str]:
+def files_of(input_id: str) -> list[tuple[str, str]]:
+    """Each file of an input, sorted by path: (its path, the name DuckDB reads it by).
+
+    DuckDB expands a path it is given to read (``*``, ``?``, ``[...]``, ``**``; and it
+    picks a compression by the name's extension): a file named ``*.csv`` read every
+    file of its input. So DuckDB reads each file by a symbolic link the engine made,
+    named by digits alone, in a directory of its own under the sandbox's ``/tmp``."""
     root = os.path.join(WORK, "inputs", input_id)
     found: list[str] = []
     for directory, _dirs, names in os.walk(root):
         for name in names:
             found.append(os.path.join(directory, name))
-    return sorted(found)
+    links = tempfile.mkdtemp(prefix="cleanroom-inputs-")
+    named: list[tuple[str, str]] = []
+    for index, path in enumerate(sorted(found)):
+        link = os.path.join(links, str(index))
+        os.symlink(path, link)
+        named.append((path, link))
+    return named
 
 
 def write_stats(stats: dict[str, Any]) -> None:
@@ -105,7 +118,7 @@ def check(plan: dict[str, Any]) -> None:
     con = duckdb.connect(":memory:")
     configure(con, plan["limits"])
     rows = 0
-    for path in files_of(input_id):
+    for path, link in files_of(input_id):
         if schema["format"] == "csv":
             with open(path, newline="", encoding="utf-8", errors="strict") as handle:
                 try:
@@ -123,7 +136,7 @@ def check(plan: dict[str, Any]) -> None:
                 return
             con.execute(
                 "CREATE OR REPLACE TABLE raw AS SELECT * FROM "
-                + csv_source([path], columns, True)
+                + csv_source([link], columns, True)
                 + ", store_rejects = true)"
             )
             reject = con.execute(
@@ -145,7 +158,7 @@ def check(plan: dict[str, Any]) -> None:
         else:
             try:
                 described = con.execute(
-                    f"DESCRIBE SELECT * FROM read_parquet({literal(path)})"
+                    f"DESCRIBE SELECT * FROM read_parquet({literal(link)})"
                 ).fetchall()
             except duckdb.Error:
                 refuse("schema-format", input_id, path, None, None, "Parquet", "not a Parquet file")
@@ -176,7 +189,7 @@ def check(plan: dict[str, Any]) -> None:
                     )
                     return
             con.execute(
-                f"CREATE OR REPLACE TABLE raw AS SELECT * FROM read_parquet({literal(path)})"
+                f"CREATE OR REPLACE TABLE raw AS SELECT * FROM read_parquet({literal(link)})"
             )
             source = "raw"
         for column in columns:
@@ -218,7 +231,7 @@ def check(plan: dict[str, Any]) -> None:
 
 def load(con: Any, inputs: dict[str, Any]) -> None:
     for input_id, schema in sorted(inputs.items()):
-        paths = files_of(input_id)
+        paths = [link for _path, link in files_of(input_id)]
         columns = schema["columns"]
         if schema["format"] == "csv":
             source = csv_source(paths, columns, False) + ")"
