@@ -614,7 +614,7 @@ def test_the_workers_memory_does_not_grow_with_the_dp_groups(
         writer = room._store.create(f"output_1/run-{groups}/rows.jsonl")
         for start in range(0, groups, 10_000):
             writer.write(b"".join(
-                b'{"__cr_g0": "%d", "__cr_n": %d}\n' % (n, 1000 if n % 1000 == 0 else 1)
+                b'{"__cr_g0": "%09d", "__cr_n": %d}\n' % (n, 1000 if n % 1000 == 0 else 1)
                 for n in range(start, min(start + 10_000, groups))
             ))  # fmt: skip
         stored = writer.close()
@@ -644,7 +644,8 @@ def test_a_dp_release_that_fails_midway_leaves_no_output(
     text = "SELECT zip, COUNT(*) AS n FROM input_1 GROUP BY zip"
     plan = plan_query(room.worker.spec, name=None, text=text)
     writer = room._store.create("output_1/run-1/rows.jsonl")
-    writer.write(b'{"__cr_g0": "a", "__cr_n": 1000}\n' * 3 + b'{"__cr_g0": "' + b"b" * 600)
+    groups = b"".join(b'{"__cr_g0": "a%d", "__cr_n": 1000}\n' % n for n in range(3))
+    writer.write(groups + b'{"__cr_g0": "' + b"b" * 600)
     stored = writer.close()
     room._store.record(stored)
     with pytest.raises(RunError) as caught:

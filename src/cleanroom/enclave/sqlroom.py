@@ -51,6 +51,7 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, Resources, RunPurpose
+from cleanroom.protocol.sql import HIDDEN_PREFIX
 from cleanroom.sql.privacy import Releaser
 from cleanroom.sql.rules import DpPlan, QueryPlan, check_spec_queries, plan_query
 
@@ -429,6 +430,7 @@ class SqlRoom(CleanRoom):
             )  # fmt: skip
         line_bound = 1 << max(dp.line_bytes - 1, 0).bit_length()
         per_chunk = max(1, DP_CHUNK_BYTES // line_bound) if dp.groups else 1 << 62
+        order = _GroupOrder(len(dp.groups))
         chunk: list[dict[str, Any]] = []
         pending = b""
         for data in self._store.read(stored.name):
@@ -441,12 +443,12 @@ class SqlRoom(CleanRoom):
                 )  # fmt: skip
             for line in lines:
                 if line:
-                    chunk.append(json.loads(line))
+                    chunk.append(order.next(json.loads(line)))
                     if len(chunk) == per_chunk:
                         yield chunk
                         chunk = []
         if pending:
-            chunk.append(json.loads(pending))
+            chunk.append(order.next(json.loads(pending)))
         if chunk:
             yield chunk
 
@@ -575,6 +577,49 @@ class SqlRoom(CleanRoom):
             self.worker.spec, nonce=nonce, runs=len(self.runs), privacy=self.ledger.status()
         )
         return statement, self.worker.sign_receipt(statement)
+
+
+class _GroupOrder:
+    """The engine's exact DP groups, checked to come in strictly increasing order of
+    their keys, as the engine orders them (``ORDER BY`` each key ``ASC NULLS LAST``;
+    every key is text, which DuckDB orders by its UTF-8 bytes, as Python orders ``str``
+    by code points). The Worker releases the groups chunk by chunk and keys the rows it
+    adds up within one chunk only: a group the engine wrote twice, or out of order,
+    could land in two chunks and be released twice, under noise calibrated for one
+    (``dp-order``). A query without GROUP BY has one line, of no keys."""
+
+    def __init__(self, keys: int) -> None:
+        self.keys = keys
+        self.previous: tuple[tuple[int, str], ...] | None = None
+        self.lines = 0
+
+    def next(self, row: Any) -> dict[str, Any]:
+        """``row``, if it is a group of text keys that comes after the last one."""
+        self.lines += 1
+        if not isinstance(row, dict):
+            raise RunError("dp-order", "a JSON object a group", type(row).__name__, "bad group")
+        key: list[tuple[int, str]] = []
+        for index in range(self.keys):
+            value = row.get(f"{HIDDEN_PREFIX}_g{index}")
+            if value is None:
+                key.append((1, ""))  # NULL last
+            elif isinstance(value, str):
+                key.append((0, value))
+            else:
+                raise RunError(
+                    "dp-order", "group keys of text or NULL", type(value).__name__,
+                    f"group {self.lines} of the engine has a key that is not text",
+                )  # fmt: skip
+        ordered = tuple(key)
+        if self.previous is not None and not self.previous < ordered:
+            # The keys themselves are data: the refusal names where, not what.
+            raise RunError(
+                "dp-order", "groups in strictly increasing order of their keys",
+                f"group {self.lines} not after group {self.lines - 1}",
+                "the engine's exact groups are out of order or repeated",
+            )  # fmt: skip
+        self.previous = ordered
+        return row
 
 
 def run_states(room: SqlRoom) -> dict[str, Any]:
