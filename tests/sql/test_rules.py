@@ -203,6 +203,32 @@ def test_a_parameter_of_the_wrong_type_or_an_unknown_one_is_refused() -> None:
     ).check == ("sql-parameter")
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["2026-W05-1", "2026W051", "2026-W05", "20260126", "2026-1-26", "2026-01-26 ", "2026-02-30"],
+)
+def test_a_date_parameter_is_a_calendar_date_and_nothing_else(value: str) -> None:
+    """``2026-W05-1`` (an ISO week date, ten characters, which ``fromisoformat`` reads as
+    2026-01-26) passed the check, and DuckDB, which casts no week date, answered the
+    query with nothing: refused now, as every form but ``YYYY-MM-DD``."""
+    document = sql_document()
+    document["sql"]["schemas"]["input_1"]["columns"].append({"name": "day", "type": "date"})
+    document["sql"]["rules"]["input_1"]["dimension_columns"].append("day")
+    document["sql"]["queries"]["since"] = {
+        "text": "SELECT region, COUNT(DISTINCT email) AS n FROM input_1 "
+        "WHERE day >= $since GROUP BY region",
+        "parameters": {"since": "date"},
+        "output": "output_1",
+    }
+    spec = WorkSpec.parse(document)
+    plan = plan_query(spec, name="since", parameters={"since": "2026-01-26"})
+    assert "CAST('2026-01-26' AS DATE)" in plan.sql
+    with pytest.raises(QueryError) as caught:
+        plan_query(spec, name="since", parameters={"since": value})
+    assert caught.value.check == "sql-parameter"
+    assert "YYYY-MM-DD" in caught.value.message
+
+
 def test_custom_rules_allow_only_the_named_queries_their_owner_allowed() -> None:
     document = sql_document()
     document["sql"]["rules"]["input_2"] = {"kind": "custom", "allowed_queries": ["by_segment"]}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -309,6 +310,9 @@ class SqlSpec(BaseModel):
             raise SpecRuleError("query-output", "ad-hoc queries write to no output")
 
 
+_CALENDAR_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def check_parameters(query: Query, name: str, values: dict[str, Any]) -> dict[str, Any]:
     """The values of a query's parameters, each of its declared type; SpecRuleError else."""
     if set(values) != set(query.parameters):
@@ -329,14 +333,21 @@ def check_parameters(query: Query, name: str, values: dict[str, Any]) -> dict[st
         if not valid:
             raise SpecRuleError(
                 "sql-parameter",
-                f"parameter {key} of query {name} must be {expected}, got {type(value).__name__}",
+                f"parameter {key} of query {name} must be "
+                f"{'a date (YYYY-MM-DD)' if expected == 'date' else expected}, "
+                f"got {type(value).__name__}",
             )
     return values
 
 
 def _is_date(value: str) -> bool:
+    """A calendar date written ``YYYY-MM-DD``, and nothing else ``fromisoformat`` takes:
+    an ISO week date of ten characters (``2026-W05-1``) passed, and DuckDB, which
+    casts only calendar dates, made the query's answer empty."""
+    if _CALENDAR_DATE.fullmatch(value) is None:
+        return False
     try:
         datetime.date.fromisoformat(value)
     except ValueError:
         return False
-    return len(value) == 10
+    return True
