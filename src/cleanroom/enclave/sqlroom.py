@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,7 @@ class SqlRoom(CleanRoom):
         self.ledger = BudgetLedger(self._store, spec)
         self.runs: dict[int, SqlRun] = {}
         self.rows: dict[str, int] = {}
+        self._checking = threading.Lock()  # queries are checked in turn, beside the room's lock
 
     # ------------------------------------------------------------- uploads
 
@@ -169,7 +171,13 @@ class SqlRoom(CleanRoom):
 
     def begin_query(self, session_id: str, frame: bytes) -> int:
         """Check the run session, open its encrypted query, check it against every rule,
-        charge the budget; the run's number (execute it with :meth:`execute_query`)."""
+        charge the budget; the run's number (execute it with :meth:`execute_query`).
+
+        The query is checked outside the room's lock (parsing and checking a long ad-hoc
+        query takes seconds, and held every other session of the room, its opening
+        included, that long); checks take turns on a lock of their own. What the check
+        read of the room's state is read again under its lock before the charge: the
+        inputs, the uploads, the budget (the ledger refuses what no longer fits)."""
         with self._lock:
             fresh = self._fresh(session_id)
             if fresh is not None and isinstance(fresh.purpose, RunPurpose):
@@ -178,17 +186,43 @@ class SqlRoom(CleanRoom):
                 # quotes) and leaves the runner's session for her real query.
                 RecordReceiver(fresh.keys.client_to_worker, fresh.keys.session_id).open(frame)
             session, _purpose = self._take(session_id, RunPurpose)
-            try:
-                return self._admit_query(session, frame)
-            except CheckFailed as refusal:
-                # Its facts quote the query (text, parameters): sealed to the runner, as
-                # the one Worker -> runner record of this session (no run, no detail).
-                raise SealedRefusal(seal_refusal(session.keys, refusal)) from None
+            spent = self.ledger.spent()
+        try:
+            request = self._open_request(session, frame)
+            self._check_runner(session, request)
+            with self._lock:
+                self._check_queryable()
+            with self._checking:
+                plan = plan_query(
+                    self.worker.spec, name=request["query"], text=request["sql"],
+                    parameters=request["parameters"], epsilon=request["epsilon"], spent=spent,
+                )  # fmt: skip
+            with self._lock:
+                return self._admit_query(session, request, plan)
+        except CheckFailed as refusal:
+            # Its facts quote the query (text, parameters): sealed to the runner, as
+            # the one Worker -> runner record of this session (no run, no detail).
+            raise SealedRefusal(seal_refusal(session.keys, refusal)) from None
 
-    def _admit_query(self, session: AcceptedHandshake, frame: bytes) -> int:
-        """The query this run session sent, checked against every rule and charged (the
-        caller holds the room's lock)."""
-        request = self._open_request(session, frame)
+    def _check_runner(self, session: AcceptedHandshake, request: dict[str, Any]) -> None:
+        """Whether this session's user may send this query (the spec alone decides)."""
+        if request["query"] is not None and session.user_id not in self.worker.spec.runners:
+            raise AccessDenied(
+                "runner", sorted(self.worker.spec.runners), session.user_id,
+                "only a runner may run the spec's queries",
+            )  # fmt: skip
+        if request["sql"] is not None and (
+            self.sql.adhoc is None or session.user_id not in self.sql.adhoc.runners
+        ):
+            raise AccessDenied(
+                "adhoc-runner",
+                [] if self.sql.adhoc is None else sorted(self.sql.adhoc.runners),
+                session.user_id, "only the spec's ad-hoc runners may send a query of their own",
+            )  # fmt: skip
+
+    def _check_queryable(self) -> None:
+        """Whether the room takes a query now (the caller holds the room's lock)."""
+        self._alive()
         missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
         if missing:
             raise RunError("inputs-missing", "every input uploaded", missing, "inputs missing")
@@ -198,24 +232,13 @@ class SqlRoom(CleanRoom):
             )
         if len(self.runs) >= MAX_RUNS:
             raise RunError("run-state", f"at most {MAX_RUNS} queries", len(self.runs), "full")
-        name, sql = request["query"], request["sql"]
-        if name is not None and session.user_id not in self.worker.spec.runners:
-            raise AccessDenied(
-                "runner", sorted(self.worker.spec.runners), session.user_id,
-                "only a runner may run the spec's queries",
-            )  # fmt: skip
-        if sql is not None and (
-            self.sql.adhoc is None or session.user_id not in self.sql.adhoc.runners
-        ):
-            raise AccessDenied(
-                "adhoc-runner",
-                [] if self.sql.adhoc is None else sorted(self.sql.adhoc.runners),
-                session.user_id, "only the spec's ad-hoc runners may send a query of their own",
-            )  # fmt: skip
-        plan = plan_query(
-            self.worker.spec, name=name, text=sql, parameters=request["parameters"],
-            epsilon=request["epsilon"], spent=self.ledger.spent(),
-        )  # fmt: skip
+
+    def _admit_query(
+        self, session: AcceptedHandshake, request: dict[str, Any], plan: QueryPlan
+    ) -> int:
+        """A checked query, admitted if the room still takes it, and charged (the caller
+        holds the room's lock)."""
+        self._check_queryable()
         if plan.dp is not None:
             self._dp_fits(plan.dp)
         number = len(self.runs) + 1
@@ -223,7 +246,9 @@ class SqlRoom(CleanRoom):
             number, plan, session.user_id, dict(request["parameters"]), session=session.keys
         )
         if plan.dp is not None:
-            # Charged before the query runs: a failed run has touched the data too.
+            # Charged before the query runs: a failed run has touched the data too. The
+            # ledger refuses a charge that no longer fits (another query charged since
+            # the check read the budget).
             totals = self.ledger.charge(number, plan.dp.epsilon, sorted(plan.dp.owners))
             run.privacy = {
                 i: {"spent": plan.dp.epsilon,

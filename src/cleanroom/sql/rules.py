@@ -773,8 +773,8 @@ def _plan(
         if text is None or parameters:
             raise QueryError("sql-parameter", "no parameters", parameters, "ad-hoc text only")
         if len(text) > MAX_QUERY_TEXT:
-            # As long as a named query at most: the Worker checks a query under the room's
-            # lock, and a text of 750 KB (what a request holds) kept it 97 s (measured).
+            # As long as a named query at most: the Worker checks queries in turn, and a
+            # text of 750 KB (what a request holds) took 97 s (measured).
             raise QueryError(
                 "sql-text", f"at most {MAX_QUERY_TEXT} characters", len(text),
                 "an ad-hoc query is no longer than a named one",
