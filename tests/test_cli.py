@@ -298,3 +298,19 @@ def test_a_run_number_is_for_downloads_from_a_sql_room_only(
     assert "--run names a SQL room's query run" in capsys.readouterr().err
     assert main(["data", "cp", "room:output_1", str(tmp_path / "out"), "--run", "0"]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_receipt_verify_takes_the_root_as_the_quote_check_names_it(
+    minted: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A simulated quote checked against Intel's root is refused with the hint "passed
+    explicitly with --trust-root": `receipt verify` takes that option as verify-quote
+    does (h3: it took only --simulated-root, and the hint's option was "No such option").
+    The root is read, then the saved receipt, which is missing here (exit 2)."""
+    _quote, _collateral, root = minted
+    capsys.readouterr()
+    missing = tmp_path / "saved"
+    for option in ("--trust-root", "--simulated-root"):
+        assert main(["receipt", "verify", str(missing), option, str(root)]) == 2
+        error = capsys.readouterr().err
+        assert "No such option" not in error and "saved-receipt-format" in error, error

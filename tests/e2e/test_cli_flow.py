@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,15 @@ def test_the_command_line_flow(stack: LocalStack, tmp_path: Path) -> None:
         result = json.loads((tmp_path / directory / "result.json").read_text())
         assert result["overlap"] == truth.overlap
     assert "verified" in bob("receipt", "cli-flow").stdout
+    # The command `receipt --save` prints is one an auditor can run as printed: on a
+    # simulated platform it names the root (h3: it said `receipt verify DIR` alone, which
+    # the auditor's Intel root refuses, and its hint named --trust-root, no option there).
+    saved = bob("receipt", "cli-flow", "--save", str(tmp_path / "audit"))
+    printed = saved.stderr.split("(check it with: ", 1)[1].rsplit(")", 1)[0]
+    assert "--trust-root" in printed, saved.stderr
+    auditor = Cli(tmp_path / "home-auditor")
+    audited = auditor(*shlex.split(printed)[1:])
+    assert "receipt-signature" in audited.stdout and "succeeded" in audited.stdout
     alice("delete", "cli-flow", "--yes")
     gone = alice("attest", "cli-flow", ok=False)
     assert gone.returncode == 1

@@ -32,6 +32,7 @@ from cleanroom.cli.common import (
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import (
     COLLATERAL_FROM,
+    SIMULATOR_ROOT_FILE,
     CollateralFrom,
     Profile,
     ProfileError,
@@ -77,6 +78,17 @@ def warn_simulated(profile: Profile) -> None:
     """One line on stderr when the profile trusts a simulated root (it protects nothing)."""
     if profile.simulated:
         common.stderr.print(SIMULATOR_WARNING, style="bold red")
+
+
+def verify_command(profile: Profile, saved: Path) -> str:
+    """The command that checks a receipt saved in ``saved`` offline. A profile that trusts
+    a simulated root saved a simulated quote, which verifies against that root only: the
+    command names it (the file this profile keeps), as without it the check is refused."""
+    command = f"cleanroom receipt verify {shown(str(saved))}"
+    if profile.simulated:
+        root = profile.directory / SIMULATOR_ROOT_FILE
+        command += f" --trust-root {shown(str(root))}"
+    return command
 
 
 def _print(text: str) -> None:

@@ -21,7 +21,7 @@ from cleanroom.attestation import (
     TrustAnchor,
 )
 from cleanroom.cli import room
-from cleanroom.cli.account import failures, warn_simulated
+from cleanroom.cli.account import failures, verify_command, warn_simulated
 from cleanroom.cli.common import (
     EXIT_REJECTED,
     EXIT_USAGE,
@@ -117,6 +117,8 @@ def receipt(
     simulated_root: Annotated[
         Path | None,
         typer.Option(
+            "--trust-root",
+            "--simulated-root",
             help="verify: trust this root certificate (PEM or DER) instead of Intel's "
             "production root, e.g. a simulated platform's (it proves nothing about SGX).",
             show_default=False,
@@ -219,8 +221,8 @@ def receipt(
     warn_simulated(client.profile)
     document = verified.receipt
     _print(document, as_json, f"receipt of {shown(name)}")
-    stderr.print(f"saved to {path.parent} (check it with: cleanroom receipt verify {path.parent})",
-                 markup=False)  # fmt: skip
+    stderr.print(f"saved to {path.parent} (check it with: "
+                 f"{verify_command(client.profile, path.parent)})", markup=False)  # fmt: skip
     if document["status"] != "succeeded":
         fail(f"the run of {name} ended {shown(document['status'])}")
 
@@ -245,8 +247,8 @@ def _query_receipt(name: str, run: int, save: Path | None, as_json: bool) -> Non
         if detail is None and not as_json:
             stdout.print("  detail   not saved: sealed to the runner, and not kept by this "
                          "profile", markup=False)  # fmt: skip
-        stderr.print(f"saved to {path.parent} (check it with: cleanroom receipt verify "
-                     f"{path.parent})", markup=False)  # fmt: skip
+        stderr.print(f"saved to {path.parent} (check it with: "
+                     f"{verify_command(client.profile, path.parent)})", markup=False)  # fmt: skip
     if document["status"] != "succeeded":
         fail(f"query run {run} of {name} ended {shown(document['status'])}")
 

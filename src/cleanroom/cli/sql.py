@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cleanroom.cli.account import failures
+from cleanroom.cli.account import failures, verify_command
 from cleanroom.cli.common import EXIT_USAGE, fail, json_output, stdout
 from cleanroom.cli.room import _client
 from cleanroom.client.access import parse_parameters
@@ -71,9 +71,10 @@ def query(
     if (sql is None) == (named is None):
         fail("give an ad-hoc query or --name NAME, not both", EXIT_USAGE)
     parameters: dict[str, Any] = dict(parse_parameters(param or []))
+    client = _client()
     with failures():
         result = run_query(
-            _client(), name, name=named, sql=sql, parameters=parameters or None,
+            client, name, name=named, sql=sql, parameters=parameters or None,
             epsilon=epsilon, target=out, save=save_receipt,
         )  # fmt: skip
     receipt, detail = result.receipt, result.detail
@@ -98,8 +99,10 @@ def query(
         if result.directory is not None:
             stdout.print(f"  result    {shown(str(result.directory))}", markup=False)
         if save_receipt is not None:
-            stdout.print(f"  saved     {shown(str(save_receipt))} (check it with: cleanroom "
-                         f"receipt verify {shown(str(save_receipt))})", markup=False)  # fmt: skip
+            check = verify_command(client.profile, save_receipt)
+            stdout.print(
+                f"  saved     {shown(str(save_receipt))} (check it with: {check})", markup=False
+            )
     if receipt["status"] != "succeeded":
         fail(f"query run {result.run} of {name} ended {shown(receipt['status'])}")
 
