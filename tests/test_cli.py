@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -314,3 +315,22 @@ def test_receipt_verify_takes_the_root_as_the_quote_check_names_it(
         assert main(["receipt", "verify", str(missing), option, str(root)]) == 2
         error = capsys.readouterr().err
         assert "No such option" not in error and "saved-receipt-format" in error, error
+
+
+def test_admin_server_add_prints_the_compute_command_that_takes_its_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`admin server add --credentials-out F` says how to start the compute server with F,
+    and that command needs no --public-url: it takes the URL from F (h3: the help said the
+    Controller must run with --public-url URL, and the printed command named FILE, not F)."""
+    out = tmp_path / "compute.json"
+    admin = ["admin", "--data-dir", str(tmp_path / "manager")]
+    capsys.readouterr()
+    assert main([*admin, "server", "add", "http://127.0.0.1:9", "--credentials-out", str(out)]) == 0
+    printed = capsys.readouterr().err.split("start the compute server with them: ", 1)[1]
+    words = shlex.split(printed.split(",", 1)[0])
+    assert words[:3] == ["cleanroom", "server", "compute"] and "--public-url" not in words
+    assert words[words.index("--credentials") + 1] == str(out)
+    # F alone is accepted (past it, the cleartext --manager-url is what stops the server).
+    started = run(*words[1:5], "--manager-url", "http://10.9.8.7:8080", "--port", "9")
+    assert started.returncode == 2 and "--manager-url:" in started.stderr, started.stderr

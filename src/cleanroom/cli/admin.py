@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -333,7 +334,7 @@ def client_create(
     ctx: typer.Context,
     project: Annotated[
         str | None,
-        typer.Argument(help="The project the client belongs to.", show_default=False),
+        typer.Argument(help="The project the client belongs to (required).", show_default=False),
     ] = None,
     member: Annotated[
         str | None,
@@ -470,9 +471,12 @@ def _hand_over(added: operations.NewServer, out: Path | None) -> None:
         capacity=server.capacity,
         tee=server.tee_kind,
     )
+    file = shlex.quote(str(out)) if out is not None else "FILE"
     stderr.print(
-        "give them to the compute server: cleanroom server compute --public-url "
-        f"{credentials.url} --credentials FILE (the manager refuses its tokens otherwise)",
+        f"start the compute server with them: cleanroom server compute --credentials {file} "
+        f"--manager-url MANAGER_URL, listening where {credentials.url} reaches it (--host, "
+        "--port); every token for it names that URL, so its --public-url, if given, must be "
+        "it",
         markup=False,
     )
 
@@ -498,7 +502,9 @@ def server_add(
     """Register a compute server; new clean rooms go to the least-loaded one.
 
     URL is the server's identity: clients reach it there, and every token for it
-    names it as its audience, so its Controller must run with --public-url URL.
+    names it as its audience, so its Controller must be reachable at URL; it takes
+    URL from its credentials (`cleanroom server compute --credentials FILE`, whose
+    --public-url, if given, must be URL).
     Prints the server's credentials towards the manager once (its Controller
     fetches its rooms' bundles and the revocation list with them). The manager
     checks its health from then on (`cleanroom admin server list` shows what it
@@ -607,7 +613,9 @@ def collect_garbage(
 
     A bundle is kept while a room that uses it is deploying or deployed, and for
     --grace seconds after its last upload (so one uploaded for a deploy still to
-    come survives). The manager also does this by itself every hour.
+    come survives). A running manager also does this by itself, every --gc-interval
+    seconds of `cleanroom server manager` (an hour by default), with its own
+    --function-grace.
     """
     database = ctx.find_object(_Database)
     if database is None or database.data_dir is None:

@@ -40,8 +40,8 @@ def compute(
     credentials: Annotated[
         Path | None,
         typer.Option(
-            help="This server's credentials towards the manager (mode 0600), from "
-            "`cleanroom admin server add URL --credentials-out FILE`.",
+            help="Required: this server's credentials towards the manager (mode 0600), "
+            "from `cleanroom admin server add URL --credentials-out FILE`; they name URL.",
             show_default=False,
         ),
     ] = None,
