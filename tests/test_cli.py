@@ -334,3 +334,17 @@ def test_admin_server_add_prints_the_compute_command_that_takes_its_credentials(
     # F alone is accepted (past it, the cleartext --manager-url is what stops the server).
     started = run(*words[1:5], "--manager-url", "http://10.9.8.7:8080", "--port", "9")
     assert started.returncode == 2 and "--manager-url:" in started.stderr, started.stderr
+
+
+def test_python_m_cleanroom_is_the_command() -> None:
+    """`python -m cleanroom` runs the command line, as the `cleanroom` script does (h3: it
+    was "No module named cleanroom.__main__")."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cleanroom", "whoami", "-h"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: cleanroom whoami")
