@@ -22,7 +22,7 @@ FAST_TESTS=(
   tests/protocol tests/sgx tests/attestation tests/tee tests/enclave tests/controller
   tests/client tests/manager tests/test_cli.py tests/test_protocol_vectors.py
   tests/test_layers.py tests/test_vectors_required.py tests/test_secret_hashing.py
-  tests/test_errors.py
+  tests/test_errors.py tests/test_cli_docs.py
 )
 # The whole demo flow, out of process (servers, enclaves, the sandbox): an end-to-end test.
 FAST_LEFT_OUT=(--deselect tests/test_cli.py::test_demo_runs_the_whole_flow)
