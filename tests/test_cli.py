@@ -8,7 +8,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -348,3 +350,24 @@ def test_python_m_cleanroom_is_the_command() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: cleanroom whoami")
+
+
+def test_no_option_of_a_command_shares_a_global_options_name() -> None:
+    """A command's option whose parameter is named as a global option's (profile,
+    output, debug) gets that option's value and callback too: `function test
+    --output-id ID` was refused as an --output that is not text or json (h3)."""
+    from typer._click.core import Context
+
+    from cleanroom.cli.main import _command
+
+    def commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+        context = Context(command, info_name=" ".join(path))
+        if not hasattr(command, "list_commands"):
+            yield " ".join(path), command
+            return
+        for name in command.list_commands(context):
+            yield from commands(command.get_command(context, name), (*path, name))
+
+    for path, command in commands(_command()):
+        names = [param.name for param in command.params]
+        assert len(names) == len(set(names)), f"cleanroom {path}: {sorted(names)}"

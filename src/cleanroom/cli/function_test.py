@@ -55,7 +55,7 @@ def function_test(
             show_default=False,
         ),
     ] = None,
-    output: Annotated[
+    output_ids: Annotated[
         list[str] | None,
         typer.Option(
             "--output-id",
@@ -124,7 +124,7 @@ def function_test(
                 handler=handler,
                 runtime=runtime,
                 inputs=inputs,
-                outputs=output or ["output_1"],
+                outputs=output_ids or ["output_1"],
                 parameters=parameters,
                 limits=Limits(**resources.model_dump()),
                 destination=out,
@@ -154,13 +154,13 @@ def function_test(
                             if item.name.split("/", 1)[0] == output_id
                         },
                     }
-                    for output_id in output or ["output_1"]
+                    for output_id in output_ids or ["output_1"]
                 },
                 "log": result.log.decode(errors="replace"),
             }
         )
     else:
-        _show(result, trial, out, output or ["output_1"])
+        _show(result, trial, out, output_ids or ["output_1"])
     if result.status != "succeeded":
         raise typer.Exit(1)
 
