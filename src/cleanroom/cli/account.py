@@ -99,16 +99,25 @@ def configure(
     manager_url: Annotated[
         str | None,
         typer.Option(
-            help="The management server, e.g. https://manager.example.", show_default=False
+            help="The management server, e.g. https://manager.example (default: the "
+            "profile's; without a profile, asked for).",
+            show_default=False,
         ),
     ] = None,
     client_id: Annotated[
-        str | None, typer.Option(help="Your client ID at the manager.", show_default=False)
+        str | None,
+        typer.Option(
+            help="Your client ID at the manager (default: the profile's; without a profile, "
+            "asked for).",
+            show_default=False,
+        ),
     ] = None,
     client_secret: Annotated[
         str | None,
         typer.Option(
-            help="Your client secret (prompted, hidden, if not given).", show_default=False
+            help="Your client secret (default: the profile's, for the same client ID; else "
+            "asked for, hidden).",
+            show_default=False,
         ),
     ] = None,
     project: Annotated[

@@ -112,8 +112,10 @@ def demo(
     """Run the whole clean-room flow for two organisations on this machine.
 
     Starts a manager and a compute server (simulated SGX) on free loopback ports in
-    a temporary directory, and shows what every step verified. INSECURE by design:
-    the simulated TEE protects nothing; it shows the protocol, not the hardware.
+    a temporary directory, and shows what every step verified. Needs root (the
+    compute server runs each function as a uid of its own) and the python3.11
+    runtime (`cleanroom runtime install python3.11`). INSECURE by design: the
+    simulated TEE protects nothing; it shows the protocol, not the hardware.
     """
     function_dir = examples() / "functions" / "overlap"
     if not (function_dir / "handler.py").is_file():
