@@ -307,7 +307,7 @@ def test_receipt_verify_takes_the_root_as_the_quote_check_names_it(
     minted: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A simulated quote checked against Intel's root is refused with the hint "passed
-    explicitly with --trust-root": `receipt verify` takes that option as verify-quote
+    explicitly (… --trust-root …)": `receipt verify` takes that option as verify-quote
     does (h3: it took only --simulated-root, and the hint's option was "No such option").
     The root is read, then the saved receipt, which is missing here (exit 2)."""
     _quote, _collateral, root = minted

@@ -458,3 +458,6 @@ def test_simulated_quote_rejected_against_intel_root(tmp_path: Path) -> None:
     assert caught.value.check == "quote-verification"
     assert caught.value.hint is not None
     assert "--trust-root" in caught.value.hint
+    # `cleanroom attest` and every data command refuse with this hint too: they take the
+    # root from the profile (h3: the hint named only --trust-root, which they lack).
+    assert "cleanroom configure --trust-simulator" in caught.value.hint

@@ -339,7 +339,9 @@ def _signature_error(dcap_message: str, at: int, trust: TrustAnchor) -> QuoteSig
         message = f"the certificate chain does not lead to the trusted root, {trust.name}"
         hint = (
             "quotes from a simulated platform verify only against its root, passed "
-            "explicitly with --trust-root (and then prove nothing about real hardware)"
+            "explicitly (verify-quote and receipt verify: --trust-root ROOT.pem; a user's "
+            "profile: cleanroom configure --trust-simulator ROOT.pem), and then prove "
+            "nothing about real hardware"
         )
     elif "signature" in lowered:
         message = (
