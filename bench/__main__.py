@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes, under 3 min (CI)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, about a minute on 2 cores (CI)"
+    )
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--only", default=",".join(ALL), help=f"comma list of {', '.join(ALL)}")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
