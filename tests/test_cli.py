@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -371,3 +372,24 @@ def test_no_option_of_a_command_shares_a_global_options_name() -> None:
     for path, command in commands(_command()):
         names = [param.name for param in command.params]
         assert len(names) == len(set(names)), f"cleanroom {path}: {sorted(names)}"
+
+
+def test_deploy_without_a_function_says_which_option_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy missing --function or --handler names the missing option and what it
+    takes, before any server is asked (h3: it printed "--function and --handler (or
+    --sql and --schema for a SQL room)", which names no fault and no remedy)."""
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
+    assert main(["configure", "--manager-url", "http://127.0.0.1:9", "--client-id", "c"]) == 0
+    user = "A" * 43
+    access = tmp_path / "access.yaml"
+    access.write_text(f"inputs: {{input_1: {user}}}\noutputs: {{output_1: {user}}}\n")
+    capsys.readouterr()
+    deploy = ["deploy", "--name", "room", "--access", str(access)]
+    assert main([*deploy, "--function", "fs://" + "A" * 43]) == 2
+    error = capsys.readouterr().err
+    assert "deploy needs --handler:" in error and "module.function" in error, error
+    assert main(deploy) == 2
+    assert "deploy needs --function and --handler:" in capsys.readouterr().err

@@ -329,7 +329,17 @@ def deploy(
         with failures(), _status("uploading the SQL engine…"):
             with_manager(profile, lambda manager: manager.upload_function(engine_bundle()))
     elif function is None or handler is None:
-        fail("--function and --handler (or --sql and --schema for a SQL room)", EXIT_USAGE)
+        missing = " and ".join(
+            option
+            for option, value in (("--function", function), ("--handler", handler))
+            if value is None
+        )
+        fail(
+            f"deploy needs {missing}: --function fs://ID (as `cleanroom function upload` "
+            "printed it) and --handler module.function; or, for a SQL room, --sql and "
+            "--schema",
+            EXIT_USAGE,
+        )
     elif rights.rules is not None or rights.adhoc is not None:
         fail(f"{access}: rules and adhoc belong to a SQL room (--sql)", EXIT_USAGE)
     memory_mib = _mebibytes(memory)
