@@ -393,3 +393,17 @@ def test_deploy_without_a_function_says_which_option_to_give(
     assert "deploy needs --handler:" in error and "module.function" in error, error
     assert main(deploy) == 2
     assert "deploy needs --function and --handler:" in capsys.readouterr().err
+
+
+def test_deploy_refuses_a_room_name_it_cannot_use_naming_the_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploy --name` that no spec may hold is unusable input naming the rule, before
+    the profile or any server (h3: it was "work-spec: String should match pattern
+    '^[a-z0-9][a-z0-9-]{0,62}$' (… got name)", after the access file was read)."""
+    monkeypatch.setenv("CLEANROOM_HOME", str(tmp_path / "home"))
+    capsys.readouterr()
+    for name in ("X_Y", "-room", "a" * 64, "room\n"):
+        assert main(["deploy", "--name", name, "--access", str(tmp_path / "none.yaml")]) == 2
+        error = capsys.readouterr().err
+        assert "a clean room's name is 1-63 of a-z, 0-9 and '-'" in error, error

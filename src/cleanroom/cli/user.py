@@ -86,6 +86,7 @@ if TYPE_CHECKING:
 
 _FUNCTION_ID = re.compile(r"^fs://[A-Za-z0-9_-]{43}$")
 _FUNCTION_DIGEST = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
 
 # The runtime a function download is read for (module shadowing): a spec's default.
 _DEFAULT_RUNTIME: str = WorkSpec.model_fields["runtime"].default
@@ -259,7 +260,12 @@ def _mebibytes(gibibytes: float) -> int:
 
 
 def deploy(
-    name: Annotated[str, typer.Option(help="The clean room's name (a-z, 0-9, -).")],
+    name: Annotated[
+        str,
+        typer.Option(
+            help="The clean room's name: 1-63 of a-z, 0-9 and '-', not starting with '-'."
+        ),
+    ],
     access: Annotated[
         Path,
         typer.Option(
@@ -313,6 +319,12 @@ def deploy(
     ] = None,
 ) -> None:
     """Create a clean room: build its spec, deploy it, and pin its Work-ID as approved by you."""
+    if _ROOM_NAME.fullmatch(name) is None:
+        fail(
+            f"--name {shown(name)}: a clean room's name is 1-63 of a-z, 0-9 and '-', not "
+            "starting with '-'",
+            EXIT_USAGE,
+        )
     profile = current_profile()
     if function is not None:
         function = _function_id(function, "--function")
