@@ -214,3 +214,36 @@ def test_the_compute_server_says_where_it_listens_and_logs_requests(stack: Local
     assert '"GET /v1/health HTTP/1.1" 200' in log  # an access log, as the manager's
     manager_log = (stack.directory / "manager.log").read_text()
     assert f"cleanroom management server listening on {stack.manager_url}" in manager_log
+
+
+def test_a_client_disabled_and_enabled_again_needs_only_a_login(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    """The operator disables a client and enables it again: the tokens its profile kept
+    stay refused (docs/api.md, "Revocation"). The refusal says to log in, and `login`
+    replaces every kept token, the room's too (h3: the hint said to check the client id
+    and secret, and after `login` the kept room token was still sent, and refused)."""
+    alice, alice_id = configured(stack, tmp_path, "alice-relogin", "acme")
+    client_id = json.loads(alice("whoami", "--json").stdout)["client_id"]
+    function_id = alice("function", "upload", str(OVERLAP)).stdout.strip()
+    access = tmp_path / "access.yaml"
+    access.write_text(f"inputs: {{input_1: {alice_id}}}\noutputs: {{output_1: {alice_id}}}\n")
+    alice(
+        "deploy", "--function", function_id, "--name", "relogin", "--handler", "handler.run",
+        "--access", str(access), "--memory", "1", "--timeout", "120",
+    )  # fmt: skip
+    alice("attest", "relogin")  # the profile now keeps a token for the room
+    tokens = alice.home / "profiles" / "default" / "token.json"
+    assert len(json.loads(tokens.read_text())["tokens"]) == 2
+
+    operator = Cli(tmp_path / "home-operator")
+    for action in ("disable", "enable"):
+        operator("admin", "--data-dir", str(stack.manager_dir), "client", action, client_id)
+    refused = alice("rooms", ok=False)  # the manager checks at once
+    assert refused.returncode == 1 and "token-revoked" in refused.stderr, refused.stderr
+    assert "run cleanroom login, which replaces every token it kept" in refused.stderr
+
+    alice("login")
+    assert list(json.loads(tokens.read_text())["tokens"]) == ["manager"]
+    alice("attest", "relogin")  # a new room token, issued after the enable
+    alice("delete", "relogin", "--yes")

@@ -55,10 +55,25 @@ def failures() -> Iterator[None]:
     try:
         yield
     except ServerError as error:
-        # with_manager already retried with a fresh login: the credentials are refused.
         if error.status != 401:
             raise
-        fail(f"{error} (check the client id and secret: {hint('configure')})", EXIT_REJECTED)
+        check = error.check or ""
+        if check.startswith("token-") or check == "dpop-proof":
+            # A token this profile kept was refused (revoked when the operator disabled
+            # or rotated the client, a rotated signing key, …): a new login replaces
+            # every kept token; only if the manager refuses that are the credentials
+            # at fault.
+            fail(
+                f"{error} (a token this profile kept was refused: run {hint('login')}, which "
+                "replaces every token it kept; if the manager refuses that, check the client "
+                f"id and secret: {hint('configure')})",
+                EXIT_REJECTED,
+            )
+        fail(
+            f"{error} (check the client id and secret: {hint('configure')}; a disabled client "
+            "is refused with either: ask the operator)",
+            EXIT_REJECTED,
+        )
 
 
 def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
@@ -469,8 +484,14 @@ def whoami(
 
 
 def login() -> None:
-    """Log in to the manager, register your user key with it, and print who you are."""
+    """Log in to the manager, register your user key with it, and print who you are.
+
+    Every token the profile kept (the manager's and each room's) is dropped first, so
+    that a login cures tokens the manager or a compute server refuses (revoked when the
+    operator disabled or rotated the client); room tokens are fetched again when needed.
+    """
     profile = current_profile()
+    profile.forget_token()
     with failures(), profile.login() as manager:
         user_id = manager.register_user_key(profile.user_key, profile.config.client_id)
         me = manager.whoami()
