@@ -357,7 +357,7 @@ def test_no_option_of_a_command_shares_a_global_options_name() -> None:
     """A command's option whose parameter is named as a global option's (profile,
     output, debug) gets that option's value and callback too: `function test
     --output-id ID` was refused as an --output that is not text or json (h3)."""
-    from typer._click.core import Context
+    from typer import Context
 
     from cleanroom.cli.main import _command
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from typer._click.core import Context
+from typer import Context
 
 from cleanroom.cli.main import COMMANDS, _command
 
