@@ -15,7 +15,7 @@ from cleanroom.controller.manager_link import ComputeCredentials
 API_MD = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
-def document(tmp_path: Path) -> dict[str, Any]:
+def app_of(tmp_path: Path) -> Any:
     url = "http://127.0.0.1:8"
     settings = ControllerSettings(
         data_dir=tmp_path,
@@ -23,10 +23,23 @@ def document(tmp_path: Path) -> dict[str, Any]:
         public_url=url,
         credentials=ComputeCredentials(url, "cs-" + "0" * 32, "secret"),
     )
-    app = create_app(settings)
+    return create_app(settings)
+
+
+def document(tmp_path: Path) -> dict[str, Any]:
     # No lifespan: the document needs no Attester.
-    answer: dict[str, Any] = TestClient(app).get("/openapi.json").json()
+    answer: dict[str, Any] = TestClient(app_of(tmp_path)).get("/openapi.json").json()
     return answer
+
+
+def test_no_documentation_pages_are_served(tmp_path: Path) -> None:
+    """Swagger UI and ReDoc pages (which load their scripts from a CDN) are not served to
+    whoever reaches the listener, as the manager serves none; the document stays."""
+    client = TestClient(app_of(tmp_path))
+    for path in ("/docs", "/docs/oauth2-redirect", "/redoc"):
+        answer = client.get(path)
+        assert answer.status_code == 404, f"GET {path}: expected 404, got {answer.status_code}"
+    assert client.get("/openapi.json").status_code == 200
 
 
 def test_every_operation_describes_its_errors_as_problems(tmp_path: Path) -> None:

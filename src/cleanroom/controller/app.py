@@ -260,7 +260,12 @@ def create_app(
             if collateral is not None:
                 collateral.client.close()
 
-    app = FastAPI(title="cleanroom Controller (untrusted)", lifespan=lifespan)
+    # No /docs nor /redoc, as the manager: pages that load Swagger UI's and ReDoc's scripts
+    # from a CDN, served to anyone who can reach the listener, for a machine-read API
+    # (docs/api.md; /openapi.json stays).
+    app = FastAPI(
+        title="cleanroom Controller (untrusted)", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     install_problem_handlers(app)
     # Every body but a data upload's, which streams to the Worker (its own limits).
     app.add_middleware(
