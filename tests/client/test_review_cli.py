@@ -536,3 +536,22 @@ def test_status_shows_rooms_and_your_approval(
     document = json.loads(out)
     assert document["worker"]["verified"] is False and document["manager"]["verified"] is False
     assert document["approved"] is False and document["work_id"] == second.work_id
+
+
+def test_approve_with_a_work_id_never_shown_here_says_it_may_be_mistyped(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A Work-ID this profile was never shown (mistyped, or given by someone else) is
+    refused as another, not said to be one the room was redeployed from."""
+    alice, bob = parties
+    spec = deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    mistyped = spec.work_id[:-4] + ("AAAA" if not spec.work_id.endswith("AAAA") else "BBBB")
+    for given in (mistyped, "wrongwrong"):
+        code, _, err = run(capsys, "--profile", "bob", "approve", "hostile", "--work-id", given)
+        assert code == 1
+        assert err.startswith(
+            "error: work-id-reviewed: clean room hostile has another Work-ID than the one "
+            "given, which was never shown to you here: mistyped, or the room was redeployed"
+        ), err
+        assert f"expected {given}, got {spec.work_id}" in err
+        assert bob.approval("hostile") is None

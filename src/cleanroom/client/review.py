@@ -386,13 +386,26 @@ def approve_review(profile: Profile, reviewed: Review, work_id: str) -> Approval
     another than ``work_id`` (it was redeployed since the user looked at it);
     nothing is pinned then.
     """
+    from cleanroom.client.profile import ProfileError  # profile.py imports this module
+
     name = reviewed.room.name
     if reviewed.work_id != work_id:
+        try:
+            shown = profile.remembered_review(work_id) is not None
+        except ProfileError:  # not even the form of a Work-ID
+            shown = False
+        why = (
+            "no longer has the Work-ID you reviewed: it was redeployed"
+            if shown
+            # Never shown here: a Work-ID given by someone else, or mistyped.
+            else "has another Work-ID than the one given, which was never shown to you here: "
+            "mistyped, or the room was redeployed since it was given to you"
+        )
         raise ReviewError(
             "work-id-reviewed",
             work_id,
             reviewed.work_id,
-            f"clean room {name} no longer has the Work-ID you reviewed: it was redeployed",
+            f"clean room {name} {why}",
             hint=f"inspect it again: {profile.command(f'inspect {name}')}",
         )
     profile.remember_review(reviewed.work_id, reviewed.record())
