@@ -160,7 +160,13 @@ def test_the_disabled_flag_alone_is_enough_at_the_controller(
         session.get_one(Client, client_id).disabled = True  # tokens_not_before untouched
         session.commit()
     refused = poll(refused_with(controller, token, "token-revoked"))
-    assert "disabled" in refused.json()["detail"]
+    problem = refused.json()
+    assert "disabled" in problem["detail"]
+    # One shape with every other refusal: the message is the detail, the facts beside it
+    # (the whole line as detail was shown twice by the command line).
+    assert "message" not in problem, problem
+    assert not problem["detail"].startswith("token-revoked"), problem["detail"]
+    assert problem["check"] == "token-revoked" and "expected" in problem and "actual" in problem
 
 
 def test_a_controller_that_cannot_refresh_its_list_refuses_every_token(

@@ -149,11 +149,14 @@ class RoomKey:
 def _token_refusal(error: TokenError, request: Request) -> Refused:
     scheme = (request.headers.get("authorization") or "").strip().partition(" ")[0].lower()
     value = challenge(error, scheme)
+    # One shape with every other refusal (web.error_problem): the message is the detail,
+    # the check's facts beside it (the whole line as detail was shown twice by clients).
+    facts = error.to_json()
     return Refused(
         error.http_status,
-        str(error),
+        str(facts.pop("message", error.message)),
         headers={"WWW-Authenticate": value} if value else None,
-        **error.to_json(),
+        **facts,
     )
 
 
