@@ -10,7 +10,7 @@ import pytest
 
 from cleanroom.client.access import Access, build_spec
 from cleanroom.client.manager import Room
-from cleanroom.client.review import review
+from cleanroom.client.review import check_handler, review
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import BundleError, function_id, pack
 from cleanroom.protocol.errors import MessageFormatError
@@ -201,3 +201,48 @@ def test_a_rooms_project_that_is_no_project_name_is_refused(
     with pytest.raises(MessageFormatError) as caught:
         Room.from_json({**document, "project": project})
     assert caught.value.check == "room" and caught.value.expected == "a project name"
+
+
+@pytest.mark.parametrize(
+    ("source", "warned"),
+    [
+        (b"def run():\n    pass\n", False),
+        (b"async def run():\n    pass\n", False),
+        (b"class run:\n    pass\n", False),
+        (b"from lib.util import VALUE as run\n", False),
+        (b"import run\n", False),
+        (b"run = print\n", False),
+        (b"run: object = print\n", False),
+        (b"try:\n    import fast\nexcept ImportError:\n    def run():\n        pass\n", False),
+        (b"if True:\n    def run():\n        pass\n", False),
+        # Names bound where no reading sees them: nothing is said.
+        (b"from lib.util import *\n", False),
+        (b"globals()['run'] = print\n", False),
+        (b"def __getattr__(name):\n    return print\n", False),
+        # The Worker's getattr(module, 'run') will fail.
+        (b"def nope():\n    pass\n", True),
+        (b"def main():\n    run = 1\n    return run\n", True),
+        (b"RUN = print\n", True),
+        (b"def run(:\n", True),  # does not parse
+    ],
+)
+def test_a_handler_function_not_seen_in_its_module_is_a_warning(
+    tmp_path: Path, source: bytes, warned: bool
+) -> None:
+    """handler-function: the review reads (never runs) the handler's module for a
+    top-level binding of the handler's name, and warns only when none can exist unseen."""
+    function = tmp_path / "function"
+    (function / "lib").mkdir(parents=True)
+    (function / "handler.py").write_bytes(source)
+    (function / "lib" / "util.py").write_text("VALUE = 1\n")
+    warnings = check_handler(pack(function), "handler.run", "python3.11")
+    assert [warning.check for warning in warnings] == (["handler-function"] if warned else [])
+    assert all("handler.py" in warning.message for warning in warnings)
+
+
+def test_check_handler_refuses_as_the_review_does(function_dir: Path) -> None:
+    """A deployer's check_handler raises the review's handler-module for a missing module."""
+    with pytest.raises(CheckFailed) as refused:
+        check_handler(pack(function_dir), "nomodule.run", "python3.11")
+    assert refused.value.check == "handler-module"
+    assert check_handler(pack(function_dir), "handler.run", "python3.11") == ()

@@ -209,6 +209,7 @@ def deployed(
         "--param", "threshold=0.25", "--param", "label=demo",
     )  # fmt: skip
     assert code == 0, err
+    assert "warning" not in err  # the handler's module defines run
     assert "overlap" in controller.deployed
     work_id = re.search(r"Work-ID:\s+(\S+)", out)
     assert work_id is not None
@@ -231,6 +232,60 @@ def test_deploy_pins_the_deployers_approval(
     assert spec["parameters"] == {"threshold": 0.25, "label": "demo"}
     assert spec["runners"] == [alice.user_id]  # the deployer, by default
     assert alice.require_approval("overlap", deployed).work_id == deployed
+
+
+def test_deploy_refuses_a_handler_the_review_would_refuse(
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    function_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """A handler whose module is not in the function: deploy refuses it with the review's
+    check (handler-module, exit 2) and deploys and pins nothing, instead of every other
+    party's inspect refusing the room it deployed (h3's walk through the docs)."""
+    alice, bob = parties
+    code, function, err = run(capsys, "--profile", "alice", "function", "upload", str(function_dir))
+    assert code == 0, err
+    access = write_access(tmp_path / "access.yaml", owner=bob.user_id, recipient=alice.user_id)
+    code, out, err = run(
+        capsys, "--profile", "alice", "deploy", "--function", function.strip(),
+        "--name", "nomodule", "--handler", "nomodule.run", "--access", str(access),
+    )  # fmt: skip
+    assert code == 2, err
+    assert err.startswith("error: handler-module: the handler nomodule.run is not in the function")
+    assert "nothing was deployed" in err
+    assert len(err.strip().splitlines()) == 1
+    assert out == ""
+    assert "nomodule" not in controller.deployed
+    assert Profile.load("alice").approval("nomodule") is None
+
+
+def test_deploy_warns_of_a_handler_function_its_module_does_not_define(
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    function_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """handler.nope (the module is there, no nope in it): a warning, not a refusal (a
+    module can bind names no reading sees), from deploy and from every party's inspect."""
+    alice, bob = parties
+    code, function, err = run(capsys, "--profile", "alice", "function", "upload", str(function_dir))
+    assert code == 0, err
+    access = write_access(tmp_path / "access.yaml", owner=bob.user_id, recipient=alice.user_id)
+    code, out, err = run(
+        capsys, "--profile", "alice", "--output", "json", "deploy",
+        "--function", function.strip(), "--name", "nope", "--handler", "handler.nope",
+        "--access", str(access),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "warning: handler-function: the handler's module handler.py defines no nope" in err
+    assert [warning["check"] for warning in json.loads(out)["warnings"]] == ["handler-function"]
+    assert "nope" in controller.deployed
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "nope")
+    assert code == 0, err
+    assert "defines no nope at its top level" in out
 
 
 def test_second_party_inspects_then_approves(

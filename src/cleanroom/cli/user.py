@@ -57,6 +57,7 @@ from cleanroom.client.review import (
     Review,
     ReviewWarning,
     approve_review,
+    check_handler,
     contents,
     record_inspection,
     review,
@@ -259,6 +260,24 @@ def _mebibytes(gibibytes: float) -> int:
     return int(mebibytes)
 
 
+def _check_handler(profile: Profile, spec: WorkSpec) -> tuple[ReviewWarning, ...]:
+    """The review's handler check on the function the spec names, before deploying it.
+
+    The bundle is downloaded, as every other party's ``inspect`` will (the manager's
+    copy is the one that runs): a handler whose module the review cannot find is
+    refused here (``handler-module``, exit 2) rather than by them. A handler function
+    not seen in its module is a warning (``handler-function``), shown on stderr."""
+    with failures(), _status(f"checking the handler in {shown(spec.function)}…"):
+        bundle = with_manager(profile, lambda manager: manager.download_function(spec.function))
+    try:
+        warnings = check_handler(bundle, spec.handler, spec.runtime)
+    except CheckFailed as error:  # a handler the review would refuse: unusable input
+        fail(f"{error} (nothing was deployed)", EXIT_USAGE)
+    for warning in warnings:
+        stderr.print(f"warning: {warning.check}: {warning.message}", markup=False)
+    return warnings
+
+
 def deploy(
     name: Annotated[
         str,
@@ -318,7 +337,11 @@ def deploy(
         ),
     ] = None,
 ) -> None:
-    """Create a clean room: build its spec, deploy it, and pin its Work-ID as approved by you."""
+    """Create a clean room: build its spec, deploy it, and pin its Work-ID as approved by you.
+
+    Before deploying, the function is downloaded and its handler checked as every other
+    party's inspect will: a handler whose module is not in the function is refused
+    (handler-module, exit 2); one whose function is not seen defined in it is a warning."""
     if _ROOM_NAME.fullmatch(name) is None:
         fail(
             f"--name {shown(name)}: a clean room's name is 1-63 of a-z, 0-9 and '-', not "
@@ -375,6 +398,7 @@ def deploy(
             check_spec_queries(spec)
     except CheckFailed as error:  # the spec built from the user's files: exit 2, not 1
         fail(str(error), EXIT_USAGE)
+    warnings = _check_handler(profile, spec) if spec.sql is None else ()
     with failures(), _status(f"deploying {name}…"):
         room = with_manager(profile, lambda manager: manager.deploy(spec))
     # The pin is of the spec built here, never of what the manager answered.
@@ -395,6 +419,7 @@ def deploy(
                 "compute_url": room.compute_url,
                 "state": room.state,
                 "approved": True,
+                "warnings": [warning.to_json() for warning in warnings],
             }
         )
     else:

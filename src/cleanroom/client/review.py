@@ -12,6 +12,7 @@ parameter keys that read alike.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import tempfile
 from dataclasses import dataclass
@@ -177,6 +178,7 @@ class Review:
     contents: Contents
     handler: HandlerLocation  # the file the Worker imports as the handler's module
     participants: tuple[Participant, ...]
+    handler_warnings: tuple[ReviewWarning, ...] = ()  # see handler_warnings()
 
     @property
     def files(self) -> tuple[BundleFile, ...]:
@@ -189,8 +191,8 @@ class Review:
 
     @property
     def warnings(self) -> tuple[ReviewWarning, ...]:
-        """Parameter keys that read alike, then names that hide others."""
-        return parameter_warnings(self.spec) + self.contents.warnings
+        """Parameter keys that read alike, a handler not seen defined, names that hide others."""
+        return parameter_warnings(self.spec) + self.handler_warnings + self.contents.warnings
 
     @property
     def you_participate(self) -> bool:
@@ -328,15 +330,105 @@ def _review(
 ) -> Review:
     paths = unpack(bundle, directory)
     runtime = ENGINE_RUNTIME if spec.sql is not None else spec.runtime
+    handler = locate_handler(directory, spec.handler, runtime)
     return Review(
         room=room,
         spec=spec,
         work_id=spec.work_id,
         function_id=recomputed,
         contents=contents(directory, paths, runtime),
-        handler=locate_handler(directory, spec.handler, runtime),
+        handler=handler,
         participants=participants(spec, you),
+        handler_warnings=handler_warnings(directory, handler),
     )
+
+
+# Statements whose bodies run when the module is imported (a def under `if` or `try`
+# still binds a top-level name).
+_RUN_AT_IMPORT = (ast.If, ast.Try, ast.TryStar, ast.With, ast.For, ast.While)
+# Calls through which a module may bind names no reading of it finds.
+_DYNAMIC = frozenset({"globals", "vars", "setattr", "exec", "__import__"})
+
+
+def _bound_names(statements: list[ast.stmt]) -> set[str]:
+    """Names the statements bind at the module's top level (not in a def's body)."""
+    names: set[str] = set()
+    for statement in statements:
+        if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(statement.name)
+            continue
+        if isinstance(statement, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name.partition(".")[0] for alias in statement.names)
+            continue
+        if isinstance(statement, _RUN_AT_IMPORT):
+            nested = [*statement.body, *getattr(statement, "orelse", [])]
+            nested += getattr(statement, "finalbody", [])
+            for handler in getattr(statement, "handlers", []):
+                nested += handler.body
+            names |= _bound_names(nested)
+        for node in ast.walk(statement):  # assignments, for/with targets, :=
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    return names
+
+
+def _may_bind_unseen(tree: ast.Module) -> bool:
+    """Whether the module may bind names :func:`_bound_names` cannot see."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
+            return True
+        if isinstance(node, ast.Name) and node.id in _DYNAMIC:
+            return True
+    return False
+
+
+def handler_warnings(root: Path, handler: HandlerLocation) -> tuple[ReviewWarning, ...]:
+    """A warning (``handler-function``) when the handler's module, read not run, binds no
+    top-level name ``handler.attribute``: no ``def``, class, assignment or import of it.
+
+    A warning, not a refusal: the Worker imports the module and then looks the name up,
+    and a module can bind names no reading finds (``from x import *``, ``globals()``, a
+    module ``__getattr__``; then nothing is said). Only a source module is read.
+    """
+    if handler.kind != "source":
+        return ()
+    try:
+        tree = ast.parse((root / handler.path).read_bytes(), handler.path)
+    except (SyntaxError, ValueError) as error:
+        return (
+            ReviewWarning(
+                "handler-function",
+                (handler.path,),
+                f"the handler's module {shown(handler.path)} is not Python this client "
+                f"parses ({shown(str(error))}): importing it in the Worker will likely fail",
+            ),
+        )
+    names = _bound_names(tree.body)
+    if handler.attribute in names or "__getattr__" in names or _may_bind_unseen(tree):
+        return ()
+    return (
+        ReviewWarning(
+            "handler-function",
+            (handler.path, handler.attribute),
+            f"the handler's module {shown(handler.path)} defines no {shown(handler.attribute)} "
+            "at its top level (no def, class, assignment or import of it): the run will fail "
+            "unless the module binds it in a way not read here",
+        ),
+    )
+
+
+def check_handler(bundle: bytes, handler: str, runtime: str) -> tuple[ReviewWarning, ...]:
+    """The review's handler check, for a deployer before a spec exists on the manager.
+
+    Unpacks ``bundle`` as :func:`review` does and raises what it would raise for a spec
+    naming ``handler`` in ``runtime``: :class:`~cleanroom.client.imports.ModuleError`
+    (``handler-module``) when the Worker's import would not find the handler's module,
+    ``bundle-*`` when the bundle does not unpack. Returns :func:`handler_warnings`.
+    """
+    with tempfile.TemporaryDirectory(prefix="cleanroom-handler-") as scratch:
+        directory = Path(scratch) / "function"
+        unpack(bundle, directory)
+        return handler_warnings(directory, locate_handler(directory, handler, runtime))
 
 
 def spec_record(spec: WorkSpec) -> dict[str, Any]:
@@ -423,8 +515,10 @@ __all__ = [
     "ReviewWarning",
     "approve_review",
     "bundle_files",
+    "check_handler",
     "contents",
     "fetch_review",
+    "handler_warnings",
     "parameter_warnings",
     "participants",
     "record_inspection",
