@@ -36,7 +36,9 @@ from cleanroom.client.profile import (
     CollateralFrom,
     Profile,
     ProfileError,
+    RenewedToken,
 )
+from cleanroom.client.renewal import token_refused
 from cleanroom.protocol.text import shown
 from cleanroom.reference import ReferenceValueSource, SignedRelease
 
@@ -77,14 +79,22 @@ def failures() -> Iterator[None]:
 
 
 def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
-    """Run ``action`` with the profile's manager; log in again once if the token is refused."""
+    """Run ``action`` with the profile's manager; once more after a new login if the kept
+    token was refused at authentication (a 401 ``token-…``: nothing was done).
+
+    The client itself renews a refused token and sends a request again
+    (:mod:`cleanroom.client.renewal`); this covers what it does not send again (a
+    bundle's upload stream, a download), and never renews twice."""
     with profile.manager() as manager:
+        source = manager.token_source
         try:
             return action(manager)
         except ServerError as error:
-            if error.status != 401:
+            if not token_refused(error):
                 raise
-    profile.forget_token()  # e.g. the manager restarted with new signing keys
+            if isinstance(source, RenewedToken) and source.refusals:
+                raise  # refused again after the client's own new login: the error
+    profile.forget_token()  # e.g. the client was disabled and enabled, or its secret rotated
     with profile.login() as manager:
         return action(manager)
 

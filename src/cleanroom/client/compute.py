@@ -17,6 +17,7 @@ import httpx
 from cleanroom.answers import Connections, Deadline
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
+from cleanroom.client.renewal import renew_for_retry
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.encoding import b64u, from_b64u
@@ -101,6 +102,7 @@ class ComputeClient:
         timeout: float = 60.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._token = token
         self._client = httpx.Client(
             base_url=self.base_url,
             transport=transport,
@@ -127,7 +129,18 @@ class ComputeClient:
     ) -> httpx.Response:
         """The answer to ``method path``, whole within ``bounded.ANSWER_DEADLINE_S``
         (``answer-time``) unless not ``whole_within`` (an upload: its body takes as
-        long as it takes)."""
+        long as it takes).
+
+        A token refused at authentication is renewed and the request sent once more
+        (:mod:`cleanroom.client.renewal`), where the token source can renew it."""
+        try:
+            return self._send(method, path, whole_within=whole_within, **kwargs)
+        except ServerError as error:
+            if not renew_for_retry(error, self._token, kwargs):
+                raise
+        return self._send(method, path, whole_within=whole_within, **kwargs)
+
+    def _send(self, method: str, path: str, *, whole_within: bool, **kwargs: Any) -> httpx.Response:
         try:
             response = bounded.send(
                 self._client,

@@ -42,6 +42,7 @@ from cleanroom.answers import Connections, Deadline
 from cleanroom.cleartext import check_secret_transport
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
+from cleanroom.client.renewal import renew_for_retry
 from cleanroom.client.tls import tls_context
 from cleanroom.dpop import DPoPAuth, ProofKey
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
@@ -426,7 +427,20 @@ class ManagerClient:
         """The answer to ``method path``, whole within ``whole_within`` seconds (default
         :data:`bounded.ANSWER_DEADLINE_S`; ``answer-time``), or with
         ``whole_within=0`` within no time of its own (a bundle: its body takes as long
-        as it takes, each read or write within the client's timeout)."""
+        as it takes, each read or write within the client's timeout).
+
+        A token refused at authentication is renewed and the request sent once more
+        (:mod:`cleanroom.client.renewal`), where the token source can renew it."""
+        try:
+            return self._send(method, path, limit=limit, whole_within=whole_within, **kwargs)
+        except ServerError as error:
+            if not renew_for_retry(error, self.token_source, kwargs):
+                raise
+        return self._send(method, path, limit=limit, whole_within=whole_within, **kwargs)
+
+    def _send(
+        self, method: str, path: str, *, limit: int, whole_within: float | None, **kwargs: Any
+    ) -> httpx.Response:
         auth = self._auth()
         if whole_within is None:
             whole_within = bounded.ANSWER_DEADLINE_S

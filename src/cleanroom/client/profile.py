@@ -120,6 +120,36 @@ _WORK_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+class RenewedToken:
+    """A token source (:meth:`Profile.renewed_token`): the token, fetched again near its
+    expiry, and dropped when a server refused it (:mod:`cleanroom.client.renewal`)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], AccessToken],
+        forget: Callable[[], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self._fetch = fetch
+        self._forget = forget
+        self._clock = clock
+        self._current: AccessToken | None = None
+        self.refusals = 0  # tokens of this source a server refused
+
+    def __call__(self) -> str:
+        if self._current is None or self._current.expires_at - TOKEN_MARGIN_S <= self._clock():
+            self._current = self._fetch()
+        return self._current.access_token
+
+    def refused(self) -> None:
+        """A server refused the token at authentication: drop it here and every token
+        the profile kept, revoked alike when the client was disabled or its secret
+        rotated; the next call logs in again."""
+        self._current = None
+        self.refusals += 1
+        self._forget()
+
+
 class ProfileError(Error):
     """A profile is missing, unreadable or malformed; the message is one line to act on."""
 
@@ -1008,29 +1038,22 @@ class Profile:
         project: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
-    ) -> Callable[[], str]:
+    ) -> RenewedToken:
         """The token for ``resource`` (as :meth:`access_token`) each time it is called,
         fetched again (from the cache, else by logging in with the client credentials)
         once it is within :data:`TOKEN_MARGIN_S` of its expiry: a client that asks it
         for every request goes on past the hour a token lives (``run --wait``, a
         query's wait, an SDK client kept open), where the server refused the token
-        it started with."""
-        current: list[AccessToken] = []
+        it started with. After a server refused it at authentication (a revoked
+        token), :meth:`RenewedToken.refused` drops it and every token this profile
+        kept (:meth:`forget_token`): the next call logs in again."""
 
-        def token() -> str:
-            if not current or current[0].expires_at - TOKEN_MARGIN_S <= clock():
-                current[:] = [
-                    self.access(
-                        resource=resource,
-                        room=room,
-                        project=project,
-                        transport=transport,
-                        clock=clock,
-                    )
-                ]
-            return current[0].access_token
+        def fetch() -> AccessToken:
+            return self.access(
+                resource=resource, room=room, project=project, transport=transport, clock=clock
+            )
 
-        return token
+        return RenewedToken(fetch, self.forget_token, clock)
 
     def login(self, *, transport: httpx.BaseTransport | None = None) -> ManagerClient:
         """Log in with the client credentials now, cache the token, return the client."""
@@ -1197,6 +1220,7 @@ __all__ = [
     "Profile",
     "ProfileConfig",
     "ProfileError",
+    "RenewedToken",
     "profile_dir",
     "resolve_name",
     "write_atomic",
