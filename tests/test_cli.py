@@ -407,3 +407,23 @@ def test_deploy_refuses_a_room_name_it_cannot_use_naming_the_rule(
         assert main(["deploy", "--name", name, "--access", str(tmp_path / "none.yaml")]) == 2
         error = capsys.readouterr().err
         assert "a clean room's name is 1-63 of a-z, 0-9 and '-'" in error, error
+
+
+@pytest.mark.parametrize(
+    ("command", "profile"),
+    [
+        (["admin", "client", "list"], False),
+        (["server", "manager"], False),
+        (["rooms"], True),
+        (["function", "upload"], True),
+    ],
+)
+def test_the_profile_option_is_offered_only_where_a_profile_is_used(
+    command: list[str], profile: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`server` and `admin` use no profile: their help does not offer --profile ("Your
+    profile (user key, trust policy, approvals)"), as every other command's does (h3)."""
+    assert main([*command, "--help"]) == 0
+    helped = capsys.readouterr().out
+    assert ("--profile" in helped) is profile
+    assert "--output" in helped and "--debug" in helped

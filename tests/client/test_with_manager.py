@@ -281,7 +281,10 @@ def test_deploy_warns_of_a_handler_function_its_module_does_not_define(
     )  # fmt: skip
     assert code == 0, err
     assert "warning: handler-function: the handler's module handler.py defines no nope" in err
-    assert [warning["check"] for warning in json.loads(out)["warnings"]] == ["handler-function"]
+    printed = json.loads(out)
+    assert [warning["check"] for warning in printed["warnings"]] == ["handler-function"]
+    # The function under inspect --json's name, and under its first name (h3).
+    assert printed["function_id"] == printed["function"] == function.strip()
     assert "nope" in controller.deployed
     code, out, err = run(capsys, "--profile", "bob", "inspect", "nope")
     assert code == 0, err

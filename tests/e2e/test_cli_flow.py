@@ -149,7 +149,9 @@ def test_a_failed_run_is_never_reported_as_success(
     # One file is an input; the same again is acknowledged as already there.
     single = tmp_path / "emails.csv"
     single.write_text("a@x\nb@x\n")
-    assert as_user(alice, "data", "cp", str(single), f"{room}:input_1").returncode == 0
+    sent = as_user(alice, "data", "cp", str(single), f"{room}:input_1")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith(f"uploaded 1 file (8 bytes) to {room}:input_1;"), sent.stdout
     again = as_user(alice, "data", "cp", str(single), f"{room}:input_1", "-o", "json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["already"] is True

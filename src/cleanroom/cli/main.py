@@ -248,6 +248,11 @@ def _prepare(command: Any, shared: list[Any]) -> Any:
     return command
 
 
+WITHOUT_PROFILE = frozenset({"server", "admin"})
+"""Commands that use no profile (a server's, the operator's): not given ``--profile``
+after their name (before it, the top-level option is accepted and unused)."""
+
+
 class _LazyCommands(Mapping[str, Any]):
     """The commands of :data:`COMMANDS`, each built the first time it is looked up."""
 
@@ -261,7 +266,10 @@ class _LazyCommands(Mapping[str, Any]):
         if key not in self._built:
             if self._shared is None:
                 self._shared = _shared_options()
-            self._built[key] = _prepare(_click_command(key, COMMANDS[key].load()), self._shared)
+            shared = self._shared
+            if key in WITHOUT_PROFILE:  # --profile there would say it is used
+                shared = [param for param in shared if "--profile" not in param.opts]
+            self._built[key] = _prepare(_click_command(key, COMMANDS[key].load()), shared)
         return self._built[key]
 
     def __iter__(self) -> Iterator[str]:

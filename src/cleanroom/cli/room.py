@@ -233,14 +233,15 @@ def _upload(name: str, input_id: str, local: Path) -> None:
             }
         )
         return
+    files = "1 file" if len(uploaded.files) == 1 else f"{len(uploaded.files)} files"
     if uploaded.already:
         stdout.print(
-            f"{name}:{input_id} already holds exactly this ({len(uploaded.files)} files, "
+            f"{name}:{input_id} already holds exactly this ({files}, "
             f"manifest sha256 {uploaded.sha256}): the Worker kept what it had"
         )
         return
     stdout.print(
-        f"uploaded {len(uploaded.files)} files ({uploaded.bytes} bytes) to "
+        f"uploaded {files} ({uploaded.bytes} bytes) to "
         f"{name}:{input_id}; manifest sha256 {uploaded.sha256}"
     )
 
@@ -548,7 +549,8 @@ def status(
     the attested key: the run state, which inputs arrived (by id and manifest
     digest), which outputs are ready and how the run ended. Runners come from the
     spec. Each line says whether the Worker signed it or only a server says it;
-    when the Worker's status cannot be verified, that is all it says of it.
+    when the Worker's status cannot be verified, that is all it says of it, and
+    the command exits 1 (a deleted room, a Worker not reachable or not attested).
     Without NAME: the rooms you can see, as cleanroom rooms.
     """
     if name is None:

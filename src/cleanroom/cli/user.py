@@ -415,7 +415,8 @@ def deploy(
             {
                 "name": spec.name,
                 "work_id": spec.work_id,
-                "function": spec.function,
+                "function_id": spec.function,  # as inspect --json and function upload
+                "function": spec.function,  # its first name, kept for scripts that read it
                 "compute_url": room.compute_url,
                 "state": room.state,
                 "approved": True,
