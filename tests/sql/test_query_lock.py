@@ -17,6 +17,7 @@ import pytest
 import cleanroom.enclave.sqlroom as sqlroom
 from cleanroom.enclave.errors import SealedRefusal
 from cleanroom.enclave.runner import Sandbox
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.query_receipt import QUERY_RECORD, open_refusal, query_request
 from cleanroom.protocol.records import RecordSender
@@ -100,4 +101,99 @@ def test_the_room_is_read_again_after_the_check(
     with pytest.raises(SealedRefusal) as caught:
         room.begin_query(keys.session_id, frame)
     assert open_refusal(keys, caught.value.sealed).check == "deleted"
+    assert room.runs == {}
+
+
+def _sealed_query(keys: Any, text: str, epsilon: float | None = None) -> bytes:
+    request = query_request(name=None, parameters=None, sql=text, epsilon=epsilon)
+    return RecordSender(keys.client_to_worker, keys.session_id).seal(
+        QUERY_RECORD, canonical(request), final=True
+    )
+
+
+def test_dp_queries_checked_at_once_never_spend_more_than_the_budget(
+    tmp_path: Path, confinement: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four DP queries of ε 1 against a budget of 2, each checked against the budget as
+    it was before any of them was charged (every check waits until all four sessions
+    have read it): two are admitted, the other two refused by the ledger's charge
+    (``differential_privacy.budget``), sealed to their runner, and the budget is spent
+    exactly (red team h5: the check reads the budget outside the room's lock)."""
+    room = make_room(tmp_path, confinement, sql_spec(dp=True))
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    racers = 4
+    read_all = threading.Event()
+    reads = 0
+    real_spent, real_plan = room.ledger.spent, sqlroom.plan_query
+
+    def spent() -> dict[str, float]:
+        nonlocal reads
+        reads += 1  # under the room's lock, or the ledger's: one at a time
+        if reads >= racers:
+            read_all.set()
+        return real_spent()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert read_all.wait(60), "not every session read the budget"
+        assert kwargs["spent"] == {"input_1": 0.0}  # the check saw the budget unspent
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(room.ledger, "spent", spent)
+    monkeypatch.setattr(sqlroom, "plan_query", held)
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    sessions = [session(room, ALICE, RunPurpose(op="run")) for _ in range(racers)]
+    outcomes: list[object] = [None] * racers
+
+    def race(index: int) -> None:
+        keys = sessions[index]
+        try:
+            outcomes[index] = room.begin_query(keys.session_id, _sealed_query(keys, text, 1.0))
+        except SealedRefusal as refusal:
+            outcomes[index] = open_refusal(keys, refusal.sealed).check
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    admitted = sorted(o for o in outcomes if isinstance(o, int))
+    refused = [o for o in outcomes if not isinstance(o, int)]
+    assert admitted == [1, 2]
+    assert refused == ["differential_privacy.budget"] * 2
+    assert real_spent() == {"input_1": 2.0}
+    assert sorted(room.runs) == [1, 2]
+
+
+def test_a_session_refused_after_its_check_is_spent(
+    tmp_path: Path, confinement: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query refused at its admission (the room changed while it was checked) used its
+    session: sent again, by the Controller that relays it, it is refused as a used
+    session, never admitted by a second try."""
+    room = make_room(tmp_path, confinement, sql_spec())
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    real = sqlroom.plan_query
+    full = {"on": True}
+
+    def filling(*args: Any, **kwargs: Any) -> Any:
+        plan = real(*args, **kwargs)
+        if full["on"]:
+            room.runs.update(dict.fromkeys(range(1, sqlroom.MAX_RUNS + 1)))  # type: ignore[arg-type]
+        return plan
+
+    monkeypatch.setattr(sqlroom, "plan_query", filling)
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    frame = _sealed_query(
+        keys, "SELECT region, COUNT(DISTINCT email) AS n FROM input_1 GROUP BY region"
+    )
+    with pytest.raises(SealedRefusal) as caught:
+        room.begin_query(keys.session_id, frame)
+    assert open_refusal(keys, caught.value.sealed).check == "run-state"
+    full["on"] = False
+    room.runs.clear()
+    with pytest.raises(CheckFailed) as again:
+        room.begin_query(keys.session_id, frame)
+    assert again.value.check == "session-used"
     assert room.runs == {}
