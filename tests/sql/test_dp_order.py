@@ -7,6 +7,8 @@ Needs what the sandbox needs (root, bubblewrap, util-linux) and the data runtime
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +21,10 @@ from cleanroom.enclave.runner import Sandbox
 from cleanroom.enclave.sqlroom import SqlRoom
 from cleanroom.enclave.store import StoredObject
 from cleanroom.sql.rules import plan_query
-from tests.enclave.test_sqlroom import make_room, query, upload
+from tests.enclave.test_sqlroom import make_room, parquet, query, upload
 from tests.protocol.fixtures import ALICE, BOB
 from tests.sandbox import confined
-from tests.sql.fixtures import bob_csv, sql_spec
+from tests.sql.fixtures import SCHEMAS, bob_csv, sql_spec
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +107,47 @@ def test_the_engines_order_of_dp_groups_is_the_one_the_worker_checks(
     receipt, _detail, rows = query(room, ALICE, sql=text, epsilon=1.0)
     assert receipt["status"] == "succeeded", rows
     assert [row[0] for row in rows[1:]] == [*sorted(keys), ""], rows
+
+
+# DuckDB expressions for the keys (chr: a code point), each a region and a zip.
+KEYS = [
+    "NULL", "''", "chr(0)", "chr(0) || chr(0)", "chr(0) || 'a'", "'a'", "'a' || chr(0)",
+    "'a' || chr(1)", "'A'", "chr(127)", "chr(128)", "'é'", "'e' || chr(769)", "chr(55295)",
+    "chr(57344)", "chr(65279)", "chr(65535)", "chr(65536)", "chr(1114111)", "'\"'", "'\\'",
+    "chr(10)", "chr(13)", "chr(8232)",
+    # Cut by the engine (more than 256 bytes of JSON), some alike after the cut.
+    "repeat('a', 300)", "repeat('a', 300) || 'b'", "repeat('a', 256)", "repeat('a', 255)",
+    "repeat(chr(1), 60)", "repeat(chr(1), 60) || 'z'", "repeat('é', 200)",
+    "repeat(chr(65536), 100)", "repeat('a', 250) || chr(0) || 'x'",
+    "repeat('a', 250) || chr(65536)", "repeat(chr(0), 43)", "repeat(chr(0), 42)",
+]  # fmt: skip
+
+
+def test_the_engine_orders_adversarial_keys_as_the_worker_checks_them(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """Keys chosen to be ordered differently if anything does: NULL and the empty string,
+    NUL and other control characters, a combining mark, U+D7FF, U+E000, U+FFFF, U+10000
+    and U+10FFFF, keys that are prefixes of each other, keys long enough to be cut by the
+    engine (``cut_key``), cut alike or not, in two keys at once (every pair of them, in a
+    Parquet file, as CSV holds no NUL), through a real room and the real engine: a key
+    the two ordered differently would make a genuine run fail on its data alone (red
+    team h5)."""
+    schemas = copy.deepcopy(SCHEMAS)
+    schemas["input_1"]["format"] = "parquet"
+    room = make_room(tmp_path, confinement, sql_spec(dp=True, schemas=schemas))
+    pairs = list(itertools.product(range(len(KEYS)), repeat=2))
+    cases = " UNION ALL ".join(
+        f"SELECT {n} AS i, {KEYS[a]} AS region, {KEYS[b]} AS zip" for n, (a, b) in enumerate(pairs)
+    )
+    head = "SELECT 'c' || i || '@x' AS email, region, zip, CAST(i % 100 AS DOUBLE) AS spend"
+    select = f"{head} FROM ({cases}) t ORDER BY hash(i)"
+    upload(room, ALICE, "input_1", parquet(tmp_path, select), "data.parquet")
+    upload(room, BOB, "input_2", bob_csv())
+    text = "SELECT region, zip, COUNT(*) AS n FROM input_1 GROUP BY region, zip"
+    receipt, _detail, rows = query(room, ALICE, sql=text, epsilon=0.5)
+    assert receipt["status"] == "succeeded", room.runs[1].detail
+    assert rows[0] == ["region", "zip", "n"]
+    assert room.runs[1].state == "done"
+    # Reverted once each: NULL ordered first, or text by its UTF-16 (U+E000..U+FFFF
+    # after U+10000): the run fails (dp-order) on these keys.
