@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 import cleanroom.enclave.sqlroom as sqlroom
+from cleanroom.enclave.budget import BudgetLedger
 from cleanroom.enclave.errors import SealedRefusal
 from cleanroom.enclave.runner import Sandbox
+from cleanroom.enclave.store import SealedStore
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.query_receipt import QUERY_RECORD, open_refusal, query_request
@@ -127,11 +129,14 @@ def test_dp_queries_checked_at_once_never_spend_more_than_the_budget(
     reads = 0
     real_spent, real_plan = room.ledger.spent, sqlroom.plan_query
 
+    counting = threading.Lock()
+
     def spent() -> dict[str, float]:
         nonlocal reads
-        reads += 1  # under the room's lock, or the ledger's: one at a time
-        if reads >= racers:
-            read_all.set()
+        with counting:
+            reads += 1
+            if reads >= racers:
+                read_all.set()
         return real_spent()
 
     def held(*args: Any, **kwargs: Any) -> Any:
@@ -197,3 +202,64 @@ def test_a_session_refused_after_its_check_is_spent(
         room.begin_query(keys.session_id, frame)
     assert again.value.check == "session-used"
     assert room.runs == {}
+
+
+def test_a_session_opens_while_the_ledger_is_read_for_a_check(
+    tmp_path: Path, confinement: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget a query's check reads is the whole ledger read back from the sealed
+    store, in time proportional to the queries charged (0.3 s for 1,000 entries here;
+    a runner may charge up to 10,000, ε 2e-4 each): it was read under the room's lock,
+    and every other session of the room, its opening included, waited for it (red team
+    h5). Held until another session has opened: it opens, and the query is admitted."""
+    room = make_room(tmp_path, confinement, sql_spec(dp=True))
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    reading, opened = threading.Event(), threading.Event()
+    real = room.ledger.spent
+
+    waited: list[bool] = []
+
+    def held() -> dict[str, float]:
+        reading.set()
+        waited.append(opened.wait(60))  # False: given up, the session still not opened
+        return real()
+
+    monkeypatch.setattr(room.ledger, "spent", held)
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    frame = _sealed_query(keys, text, 1.0)
+    numbers: list[int] = []
+    checker = threading.Thread(
+        target=lambda: numbers.append(room.begin_query(keys.session_id, frame))
+    )
+    checker.start()
+    try:
+        assert reading.wait(60)
+        session(room, BOB, UploadPurpose(op="upload", input="input_2"))
+    finally:
+        opened.set()
+        checker.join()
+    assert waited == [True], "the session opened only once the ledger was read"
+    assert numbers == [1] and real() == {"input_1": 1.0}
+
+
+def test_a_charge_reads_the_ledger_back_once(tmp_path: Path) -> None:
+    """A charge, under the room's lock, reads each entry of the ledger back once: it
+    read the whole chain twice (its check, then the new entry's totals), each in time
+    proportional to the queries charged (red team h5)."""
+    store = SealedStore(tmp_path / "sealed")
+    ledger = BudgetLedger(store, sql_spec(dp=True))
+    for run in range(1, 11):
+        ledger.charge(run, 0.1, ["input_1"])
+    reads: list[str] = []
+    real = store.read
+
+    def counted(name: str) -> Any:
+        reads.append(name)
+        return real(name)
+
+    store.read = counted  # type: ignore[method-assign]
+    ledger.charge(11, 0.1, ["input_1"])
+    assert sorted(reads) == [f"_budget/{n:08d}" for n in range(11)]  # each once, 0 to 10
+    assert ledger.spent() == pytest.approx({"input_1": 1.1})

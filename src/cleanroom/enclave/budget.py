@@ -41,10 +41,13 @@ class BudgetLedger:
         }
         self._lock = threading.Lock()
         self._head: tuple[int, str] | None = None
-        self._append(run=0, charges={})
+        self._append(run=0, charges={}, spent=dict.fromkeys(self.budgets, 0.0))
 
-    def _append(self, *, run: int, charges: dict[str, float]) -> dict[str, float]:
-        spent = self.spent() if self._head is not None else dict.fromkeys(self.budgets, 0.0)
+    def _append(
+        self, *, run: int, charges: dict[str, float], spent: dict[str, float]
+    ) -> dict[str, float]:
+        """A new entry after the head, whose totals ``spent`` (verified by the caller,
+        under the ledger's lock) are."""
         totals = {i: spent[i] + charges.get(i, 0.0) for i in self.budgets}
         sequence = 0 if self._head is None else self._head[0] + 1
         entry = {
@@ -70,7 +73,17 @@ class BudgetLedger:
         )  # fmt: skip
 
     def spent(self) -> dict[str, float]:
-        """ε spent per input, read back from the sealed ledger and verified to the head."""
+        """ε spent per input, read back from the sealed ledger and verified to the head.
+
+        It takes the ledger's lock, not the room's: a query's check reads it outside the
+        room's lock (reading back the whole chain takes time in proportion to the
+        queries charged: 0.3 s for 1,000 here, and a runner may charge up to 10,000), and
+        the charge reads it again under both."""
+        with self._lock:
+            return self._verified()
+
+    def _verified(self) -> dict[str, float]:
+        """:meth:`spent`, for a caller that holds the ledger's lock."""
         if self._head is None:
             raise self._fail("a ledger", "none", "no ledger")
         sequence_head, digest_head = self._head
@@ -109,7 +122,7 @@ class BudgetLedger:
     def charge(self, run: int, epsilon: float, inputs: list[str]) -> dict[str, float]:
         """Spend ``epsilon`` of each of ``inputs``' budgets, or refuse; the new totals."""
         with self._lock:
-            spent = self.spent()
+            spent = self._verified()  # read back once: the new entry's totals follow it
             for input_id in inputs:
                 if spent[input_id] + epsilon > self.budgets[input_id] + 1e-12:
                     raise RunError(
@@ -118,12 +131,13 @@ class BudgetLedger:
                         epsilon,
                         f"{input_id}'s privacy budget of ε={self.budgets[input_id]:g} is spent",
                     )  # fmt: skip
-            return self._append(run=run, charges=dict.fromkeys(sorted(inputs), epsilon))
+            return self._append(
+                run=run, charges=dict.fromkeys(sorted(inputs), epsilon), spent=spent
+            )
 
     def status(self) -> dict[str, dict[str, float]]:
         """Every DP owner's ε spent, left and total, from the verified ledger."""
-        with self._lock:
-            spent = self.spent()
+        spent = self.spent()
         return {
             i: {"spent": spent[i], "left": max(self.budgets[i] - spent[i], 0.0), "budget": b}
             for i, b in self.budgets.items()

@@ -186,7 +186,9 @@ class SqlRoom(CleanRoom):
                 # quotes) and leaves the runner's session for her real query.
                 RecordReceiver(fresh.keys.client_to_worker, fresh.keys.session_id).open(frame)
             session, _purpose = self._take(session_id, RunPurpose)
-            spent = self.ledger.spent()
+        # Read back outside the room's lock (in time the queries charged take): the
+        # charge, under it, reads the ledger again and refuses what no longer fits.
+        spent = self.ledger.spent()
         try:
             request = self._open_request(session, frame)
             self._check_runner(session, request)
