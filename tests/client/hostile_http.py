@@ -18,6 +18,23 @@ def json_answer(document: Any, status: int = 200) -> tuple[int, dict[str, str], 
 
 
 @contextmanager
+def serving(handler: type[BaseHTTPRequestHandler], release: threading.Event) -> Iterator[str]:
+    """``handler`` served on a free loopback port, a thread per connection; yields the
+    base URL. At the end ``release`` is set (what the handler waits on ends) and the
+    server shut."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
 def hostile_server(answer: Answer, *, query: bool = False) -> Iterator[str]:
     """Serve ``answer`` on a free loopback port; yields the base URL. The path it is
     given has its query string only with ``query``."""

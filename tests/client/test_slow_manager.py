@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -19,6 +19,7 @@ from cleanroom.client import bounded
 from cleanroom.client.manager import ManagerClient
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import function_id
+from tests.client.hostile_http import serving
 
 BYTE_EVERY_S = 0.1
 DEADLINE_S = 1.0
@@ -75,16 +76,8 @@ def slow_manager(trickled: Callable[[str, str], bool], *, reads: bool = True) ->
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, release) as url:
+        yield url
 
 
 def ended(action: Callable[[], object]) -> object:

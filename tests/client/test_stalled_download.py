@@ -7,13 +7,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from cleanroom.client.compute import ComputeClient
 from cleanroom.client.errors import ServerError
 from cleanroom.dpop import ProofKey
+from tests.client.hostile_http import serving
 
 STALL_S = 15.0
 """How long the Controller holds the connection before it closes it."""
@@ -37,16 +38,8 @@ def stalling_controller() -> Iterator[str]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, release) as url:
+        yield url
 
 
 def test_a_stalled_download_ends_at_the_read_timeout() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,6 +16,7 @@ from cleanroom.client.compute import ComputeClient
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.framing import encode_frames
+from tests.client.hostile_http import serving
 
 RECORD = b"\x01" * 1000
 BYTE_EVERY_S = 0.1  # a record of 1000 bytes: 100 s
@@ -49,16 +50,8 @@ def trickling_controller(at_once: int) -> Iterator[str]:
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with serving(Handler, release) as url:
+        yield url
 
 
 def download(url: str) -> tuple[object, list[bytes]]:
