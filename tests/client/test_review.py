@@ -224,6 +224,10 @@ def test_a_rooms_project_that_is_no_project_name_is_refused(
         (b"def main():\n    run = 1\n    return run\n", True),
         (b"RUN = print\n", True),
         (b"def run(:\n", True),  # does not parse
+        # Nested past the parser's depth: it stops with RecursionError or MemoryError,
+        # which ended every party's inspect (and the deployer's deploy) with a traceback.
+        (b"def run():\n    pass\nx = " + b"+".join([b"a"] * 200_000) + b"\n", True),
+        (b"def run():\n    pass\nx = " + b"-" * 200_000 + b"1\n", True),
     ],
 )
 def test_a_handler_function_not_seen_in_its_module_is_a_warning(

@@ -394,7 +394,9 @@ def handler_warnings(root: Path, handler: HandlerLocation) -> tuple[ReviewWarnin
         return ()
     try:
         tree = ast.parse((root / handler.path).read_bytes(), handler.path)
-    except (SyntaxError, ValueError) as error:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        # A deployer's module nested past the parser's depth (a long `a+a+…` or `----1`)
+        # ends it with RecursionError or MemoryError: a warning, not a crashed review.
         return (
             ReviewWarning(
                 "handler-function",
