@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from cleanroom.client.compute import ComputeClient
 from cleanroom.client.errors import ServerError
-from cleanroom.client.profile import Profile
+from cleanroom.client.profile import Profile, RenewedToken
 from cleanroom.client.renewal import renew_for_retry, token_refused
+from cleanroom.protocol.bundle import pack
+from cleanroom.protocol.framing import MEDIA_TYPE, encode_frames
 from tests.client.test_with_manager import parties, run  # noqa: F401 - fixtures
 from tests.manager.conftest import Manager, bind, operator, serve, url_of
 
@@ -74,6 +76,30 @@ def test_an_upload_stream_refused_for_its_token_is_uploaded_again_after_a_login(
     assert out.startswith("fs://")
 
 
+def test_the_sdks_download_of_a_function_alone_renews_a_revoked_token(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    manager: Manager,
+    function_dir: Path,
+) -> None:
+    """``download_function``, the one request of a kept client: after the operator
+    disabled and enabled the client it is refused 401 token-revoked at its head, before
+    any byte of the bundle, then sent once more after a new login (before: the refusal
+    was the error, the only manager request the client did not renew)."""
+    alice, _ = parties
+    bundle = pack(function_dir)
+    with alice.manager() as client:
+        uploaded = client.upload_function(bundle).function_id
+    before = kept_token(alice)
+    assert operator(manager, "client", "disable", alice.config.client_id) == 0
+    assert operator(manager, "client", "enable", alice.config.client_id) == 0
+    with alice.manager() as client:
+        assert client.token == before  # the kept token, which the manager now refuses
+        assert client.download_function(uploaded) == bundle
+        assert isinstance(client.token_source, RenewedToken)
+        assert client.token_source.refusals == 1
+    assert kept_token(alice) != before  # the new login's, kept
+
+
 def test_a_refused_login_is_the_error_and_nothing_is_tried_again(
     capsys: pytest.CaptureFixture[str],
     parties: tuple[Profile, Profile],  # noqa: F811
@@ -118,6 +144,13 @@ def revoking_controller() -> Iterator[tuple[str, list[str]]]:
             )
         return JSONResponse({"name": name, "state": "ready"})
 
+    @app.post("/v1/rooms/{name}/sessions/{session_id}/download")
+    def download(name: str, session_id: str, request: Request) -> Response:
+        refused = state(name, request)
+        if refused.status_code != 200:
+            return refused
+        return Response(b"".join(encode_frames([b"record 1", b"record 2"])), media_type=MEDIA_TYPE)
+
     sock = bind()
     with serve(app, sock):
         yield url_of(sock), seen
@@ -148,6 +181,20 @@ def test_a_room_token_refused_by_the_controller_is_renewed_once(
     source = Source("revoked", "fresh")
     with ComputeClient(url, token=source, dpop_key=alice.proof_key) as compute:
         assert compute.state("room")["state"] == "ready"
+    assert seen == ["revoked", "fresh"] and source.refusals == 1
+
+
+def test_an_output_download_refused_for_its_token_is_renewed_before_any_record(
+    revoking_controller: tuple[str, list[str]],
+    parties: tuple[Profile, Profile],  # noqa: F811
+) -> None:
+    """The download of an output, a stream: refused at its head (no record came), it is
+    sent once more with the renewed token (before: the refusal was the error)."""
+    url, seen = revoking_controller
+    alice, _ = parties
+    source = Source("revoked", "fresh")
+    with ComputeClient(url, token=source, dpop_key=alice.proof_key) as compute:
+        assert list(compute.download("room", "session")) == [b"record 1", b"record 2"]
     assert seen == ["revoked", "fresh"] and source.refusals == 1
 
 

@@ -282,11 +282,16 @@ class ComputeClient:
         # of each record now and then held the download for ever: what the client
         # waits for the Controller (not its own writing) is bounded by what came.
         pace = bounded.Pace("record", "the download", "compute server")
-        request = self._client.build_request(
-            "POST", f"/v1/rooms/{name}/sessions/{session_id}/download"
-        )
+        path = f"/v1/rooms/{name}/sessions/{session_id}/download"
         try:
-            response = bounded.head(self._client, request, pace, self._connections)
+            response = self._head(path, pace)
+            if response.status_code >= 400:
+                # A token refused at authentication (nothing done, no record sent yet):
+                # renewed and the request sent once more, as by _request.
+                refusal = ServerError.from_response(response, "compute server")
+                if not renew_for_retry(refusal, self._token, {}):
+                    raise refusal
+                response = self._head(path, pace)
         except httpx.HTTPError as error:
             raise ServerError.unreachable("compute server", self.base_url, error) from error
         if response.status_code >= 400:
@@ -301,6 +306,10 @@ class ComputeClient:
             raise ServerError.unreachable("compute server", self.base_url, error) from error
         finally:
             response.close()
+
+    def _head(self, path: str, pace: bounded.Pace) -> httpx.Response:
+        request = self._client.build_request("POST", path)
+        return bounded.head(self._client, request, pace, self._connections)
 
     def receipt(self, name: str) -> tuple[Any, bytes]:
         """The signed run receipt as relayed: (receipt, signature), not yet checked."""

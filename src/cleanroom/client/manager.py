@@ -679,17 +679,20 @@ class ManagerClient:
         answers other bytes, ``answer-size`` when it answers more than ``max_bytes``
         (default: the largest bundle a manager accepts unless configured otherwise).
         """
+        chunks: list[bytes] = []
+        self._download(function_id, max_bytes, chunks.append)
+        return b"".join(chunks)
+
+    def _download(self, function_id: str, max_bytes: int, deliver: Callable[[bytes], None]) -> None:
+        """The bundle of ``function_id`` handed to ``deliver`` in parts as they come, at
+        :class:`bounded.Pace`, up to ``max_bytes``, then checked to hash to that ID."""
         digest = _digest(function_id)
         # Up to a gigabyte, in no time known before it starts: at a pace (download-time).
         pace = bounded.Pace("part", "the bundle", WHO)
-        request = self._client.build_request("GET", f"/v1/functions/{digest}")
-        auth = self._auth()
-        chunks: list[bytes] = []
+        hashed = hashlib.sha256()
         size = 0
         try:
-            response = bounded.head(self._client, request, pace, self._connections, auth=auth)
-            if response.status_code >= 400:
-                raise ServerError.from_response(response, WHO)
+            response = self._download_head(f"/v1/functions/{digest}", pace)
             try:
                 for chunk in bounded.paced(response.iter_bytes(), pace, self._connections):
                     size += len(chunk)
@@ -700,18 +703,35 @@ class ManagerClient:
                             f"more than {max_bytes}",
                             f"the {WHO} sent an answer larger than the client reads",
                         )
-                    chunks.append(chunk)
+                    hashed.update(chunk)
+                    deliver(chunk)
             finally:
                 response.close()
         except httpx.HTTPError as error:
             raise ServerError.unreachable(WHO, self.base_url, error) from error
-        bundle = b"".join(chunks)
-        actual = function_id_of(bundle)
+        actual = FUNCTION_ID_PREFIX + b64u(hashed.digest())
         if actual != function_id:
             raise UntrustedAnswerError(
                 "function-id", function_id, actual, "the manager sent another function's bundle"
             )
-        return bundle
+
+    def _download_head(self, path: str, pace: bounded.Pace) -> httpx.Response:
+        """The streamed answer to ``GET path``, its head within ``pace``. A token refused
+        at authentication is renewed and the request sent once more, as by
+        :meth:`_request`: the refusal came before any byte of the bundle did."""
+        response = self._head(path, pace)
+        if response.status_code >= 400:
+            error = ServerError.from_response(response, WHO)
+            if not renew_for_retry(error, self.token_source, {}):
+                raise error
+            response = self._head(path, pace)
+            if response.status_code >= 400:
+                raise ServerError.from_response(response, WHO)
+        return response
+
+    def _head(self, path: str, pace: bounded.Pace) -> httpx.Response:
+        request = self._client.build_request("GET", path)
+        return bounded.head(self._client, request, pace, self._connections, auth=self._auth())
 
     def deploy(self, spec: WorkSpec) -> Room:
         """Create the clean room ``spec`` describes; the manager schedules and deploys it.

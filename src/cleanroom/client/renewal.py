@@ -9,6 +9,9 @@ Profile.renewed_token`) drops the token, lets the source log in again with the
 client credentials, and sends the same request once more; the second answer is
 the answer, refusal included, and a refused login is the error.
 
+A download (a function's bundle, a room's output) is sent again the same way: its
+refusal is its head, before any byte of it came, so nothing was handed to the caller.
+
 Nothing else is sent again: not another refusal (a ``dpop-proof`` replay, a 403,
 an ``invalid_client`` login), not a request whose body was a stream read once.
 """
