@@ -72,10 +72,13 @@ MAX_RETRY_AFTER_S = 10.0
 
 @dataclass(frozen=True)
 class AccessToken:
-    """A DPoP-bound access token from the manager and when it expires (Unix seconds)."""
+    """A DPoP-bound access token from the manager, when it expires and when it was asked
+    for (Unix seconds, this client's clock; ``issued_at`` None when not known): the
+    manager issued it no earlier, so ``expires_at`` is no later than its ``exp``."""
 
     access_token: str
     expires_at: int
+    issued_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -496,6 +499,7 @@ class ManagerClient:
             form["project"] = project
         url = f"{self.base_url}/oauth/token"
         for attempt in range(SLOW_DOWN_RETRIES + 1):
+            asked = int(time.time())  # no later than the token's iat: its exp is not earlier
             proof = self.dpop_key.proof("POST", url)
             try:
                 response = bounded.send(
@@ -536,9 +540,13 @@ class ManagerClient:
                 f"{len(access_token)} characters",
                 "bad access token",
             )
+        if expires_in < 1:  # expired when issued: it would be sent, and refused
+            raise MessageFormatError(
+                "token", "expires_in of at least 1 s", expires_in, "bad token lifetime"
+            )
         if resource is None:
             self.token = access_token
-        return AccessToken(access_token=access_token, expires_at=int(time.time()) + expires_in)
+        return AccessToken(access_token, expires_at=asked + expires_in, issued_at=asked)
 
     def revoke(
         self,

@@ -107,7 +107,15 @@ SIMULATOR_ROOT_FILE = "simulator-root.pem"
 RELEASE_KEY_FILE = "release-key.pem"
 
 TOKEN_MARGIN_S = 60
-"""A cached token this close to its expiry is not used: a request must not race it."""
+"""A cached token this close to its expiry is not used: a request must not race it. Of a
+token that lives less than four minutes (this over :data:`TOKEN_MARGIN_SHARE`), the
+margin is that share of its life instead (:func:`token_margin`)."""
+TOKEN_MARGIN_SHARE = 0.25
+"""The share of a short token's life that is its margin: a manager that issues tokens
+living under a minute is asked for one after three quarters of their life, not for every
+request (with the minute's margin, each was renewed as soon as it came)."""
+MIN_TOKEN_MARGIN_S = 1.0
+"""The least margin of any token: one second, the resolution of its expiry."""
 MAX_CACHED_TOKENS = 256
 """Tokens kept in ``token.json`` at most (the manager's and one per room used lately)."""
 
@@ -118,6 +126,23 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WORK_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def token_margin(lifetime: float | None) -> float:
+    """How long before its expiry a token that lives ``lifetime`` seconds is renewed:
+    :data:`TOKEN_MARGIN_S`, or :data:`TOKEN_MARGIN_SHARE` of a shorter life, never less
+    than :data:`MIN_TOKEN_MARGIN_S`. A token whose lifetime is unknown (kept by an
+    earlier version, which did not record when it was asked for) has the full margin."""
+    if lifetime is None:
+        return TOKEN_MARGIN_S
+    return min(TOKEN_MARGIN_S, max(lifetime * TOKEN_MARGIN_SHARE, MIN_TOKEN_MARGIN_S))
+
+
+def token_usable(expires_at: int, issued_at: int | None, now: float) -> bool:
+    """Whether a token that expires at ``expires_at`` (asked for at ``issued_at``) is used
+    at ``now``, or renewed: its margin (:func:`token_margin`) is not yet reached."""
+    lifetime = None if issued_at is None else expires_at - issued_at
+    return expires_at - token_margin(lifetime) > now
 
 
 class RenewedToken:
@@ -137,9 +162,12 @@ class RenewedToken:
         self.refusals = 0  # tokens of this source a server refused
 
     def __call__(self) -> str:
-        if self._current is None or self._current.expires_at - TOKEN_MARGIN_S <= self._clock():
-            self._current = self._fetch()
-        return self._current.access_token
+        current = self._current
+        if current is None or not token_usable(
+            current.expires_at, current.issued_at, self._clock()
+        ):
+            self._current = current = self._fetch()
+        return current.access_token
 
     def refused(self) -> None:
         """A server refused the token at authentication: drop it here and every token
@@ -264,6 +292,7 @@ class _CachedToken(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     access_token: str
     expires_at: int
+    issued_at: int | None = None  # when it was asked for; None: kept by an earlier version
 
 
 class _Tokens(BaseModel):
@@ -961,12 +990,13 @@ class Profile:
         """A client of this profile's manager, logged in.
 
         Uses the cached token unless it is missing, for another manager, client or
-        DPoP key, or expires within :data:`TOKEN_MARGIN_S` seconds; then logs in
-        with the client credentials and caches the new token.
+        DPoP key, or within its margin of its expiry (:func:`token_margin`: a minute,
+        or a quarter of a shorter token's life); then logs in with the client
+        credentials and caches the new token.
         """
         from cleanroom.client.manager import ManagerClient
 
-        token = self._cached_token(_resource_key(None, None, None), int(clock()))
+        token = self._cached_token(_resource_key(None, None, None), clock())
         if token is not None:
             return ManagerClient(
                 self.config.manager_url,
@@ -1010,9 +1040,9 @@ class Profile:
         from cleanroom.client.manager import AccessToken, ManagerClient
 
         key = _resource_key(resource, room, project)
-        cached = self._cached(key, int(clock()))
+        cached = self._cached(key, clock())
         if cached is not None:
-            return AccessToken(cached.access_token, cached.expires_at)
+            return AccessToken(cached.access_token, cached.expires_at, cached.issued_at)
         if resource is None:
             client, access = self._login(transport)
             client.close()
@@ -1027,7 +1057,7 @@ class Profile:
                 room=room,
                 project=project,
             )
-        self._cache_token(key, access.access_token, access.expires_at, int(clock()))
+        self._cache_token(key, access, clock())
         return access
 
     def renewed_token(
@@ -1041,7 +1071,7 @@ class Profile:
     ) -> RenewedToken:
         """The token for ``resource`` (as :meth:`access_token`) each time it is called,
         fetched again (from the cache, else by logging in with the client credentials)
-        once it is within :data:`TOKEN_MARGIN_S` of its expiry: a client that asks it
+        once it is within its margin of its expiry (:func:`token_margin`): a client that asks it
         for every request goes on past the hour a token lives (``run --wait``, a
         query's wait, an SDK client kept open), where the server refused the token
         it started with. After a server refused it at authentication (a revoked
@@ -1068,12 +1098,7 @@ class Profile:
         access = client.fetch_token(self.config.client_id, self.client_secret)
         if client.token is None:  # fetch_token sets it; never send a request without
             raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
-        self._cache_token(
-            _resource_key(None, None, None),
-            access.access_token,
-            access.expires_at,
-            int(time.time()),
-        )
+        self._cache_token(_resource_key(None, None, None), access, time.time())
         return client, access
 
     def forget_token(self) -> None:
@@ -1098,25 +1123,29 @@ class Profile:
             return None
         return record
 
-    def _cached_token(self, key: str, now: int) -> str | None:
+    def _cached_token(self, key: str, now: float) -> str | None:
         cached = self._cached(key, now)
         return None if cached is None else cached.access_token
 
-    def _cached(self, key: str, now: int) -> _CachedToken | None:
+    def _cached(self, key: str, now: float) -> _CachedToken | None:
         record = self._tokens()
         cached = record.tokens.get(key) if record is not None else None
-        if cached is None or cached.expires_at - TOKEN_MARGIN_S <= now:
+        if cached is None or not token_usable(cached.expires_at, cached.issued_at, now):
             return None
         return cached
 
-    def _cache_token(self, key: str, token: str, expires_at: int, now: int) -> None:
+    def _cache_token(self, key: str, access: AccessToken, now: float) -> None:
         record = self._tokens()
         kept = {
             name: cached
             for name, cached in (record.tokens.items() if record is not None else ())
-            if cached.expires_at - TOKEN_MARGIN_S > now and name != key
+            if token_usable(cached.expires_at, cached.issued_at, now) and name != key
         }
-        kept[key] = _CachedToken(access_token=token, expires_at=int(expires_at))
+        kept[key] = _CachedToken(
+            access_token=access.access_token,
+            expires_at=int(access.expires_at),
+            issued_at=access.issued_at,
+        )
         while len(kept) > MAX_CACHED_TOKENS:  # the soonest to expire go first
             del kept[min(kept, key=lambda name: kept[name].expires_at)]
         document = _Tokens(
@@ -1212,8 +1241,10 @@ def _first_error(error: ValidationError, what: str) -> str:
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "MIN_TOKEN_MARGIN_S",
     "PROFILE_ENV",
     "TOKEN_MARGIN_S",
+    "TOKEN_MARGIN_SHARE",
     "Approval",
     "Inspection",
     "NotApprovedError",
@@ -1223,5 +1254,7 @@ __all__ = [
     "RenewedToken",
     "profile_dir",
     "resolve_name",
+    "token_margin",
+    "token_usable",
     "write_atomic",
 ]
