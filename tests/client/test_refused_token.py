@@ -100,6 +100,28 @@ def test_the_sdks_download_of_a_function_alone_renews_a_revoked_token(
     assert kept_token(alice) != before  # the new login's, kept
 
 
+def test_the_sdks_download_of_a_function_to_a_file_renews_a_revoked_token(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    manager: Manager,
+    function_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """The same, writing the bundle into a file (what deploy's handler check reads), whose
+    earlier bytes are dropped first (a command that downloads again after a new login
+    writes into the same file)."""
+    alice, _ = parties
+    bundle = pack(function_dir)
+    with alice.manager() as client:
+        uploaded = client.upload_function(bundle).function_id
+    assert operator(manager, "client", "disable", alice.config.client_id) == 0
+    assert operator(manager, "client", "enable", alice.config.client_id) == 0
+    target = tmp_path / "bundle.tar"
+    target.write_bytes(b"an earlier attempt's bytes " * len(bundle))
+    with alice.manager() as client, target.open("r+b") as file:
+        assert client.download_function_to(uploaded, file) == len(bundle)
+    assert target.read_bytes() == bundle
+
+
 def test_a_refused_login_is_the_error_and_nothing_is_tried_again(
     capsys: pytest.CaptureFixture[str],
     parties: tuple[Profile, Profile],  # noqa: F811

@@ -239,14 +239,49 @@ def test_a_handler_function_not_seen_in_its_module_is_a_warning(
     (function / "lib").mkdir(parents=True)
     (function / "handler.py").write_bytes(source)
     (function / "lib" / "util.py").write_text("VALUE = 1\n")
-    warnings = check_handler(pack(function), "handler.run", "python3.11")
+    bundle = pack(function)
+    warnings = check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle))
     assert [warning.check for warning in warnings] == (["handler-function"] if warned else [])
     assert all("handler.py" in warning.message for warning in warnings)
 
 
 def test_check_handler_refuses_as_the_review_does(function_dir: Path) -> None:
     """A deployer's check_handler raises the review's handler-module for a missing module."""
+    bundle = pack(function_dir)
     with pytest.raises(CheckFailed) as refused:
-        check_handler(pack(function_dir), "nomodule.run", "python3.11")
+        check_handler(bundle, "nomodule.run", "python3.11", function=function_id(bundle))
     assert refused.value.check == "handler-module"
-    assert check_handler(pack(function_dir), "handler.run", "python3.11") == ()
+    assert check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle)) == ()
+
+
+def test_check_handler_reads_a_bundle_from_a_file(function_dir: Path, tmp_path: Path) -> None:
+    """A bundle in a file is checked from the file (read in pieces, never whole in
+    memory), as from its bytes."""
+    bundle = pack(function_dir)
+    path = tmp_path / "function.tar"
+    path.write_bytes(bundle)
+    with path.open("rb") as file:
+        assert check_handler(file, "handler.run", "python3.11", function=function_id(bundle)) == ()
+        with pytest.raises(CheckFailed) as refused:
+            check_handler(file, "nomodule.run", "python3.11", function=function_id(bundle))
+    assert refused.value.check == "handler-module"
+
+
+@pytest.mark.parametrize("in_a_file", [False, True])
+def test_check_handler_reads_nothing_of_a_bundle_that_is_not_the_function(
+    function_dir: Path, tmp_path: Path, in_a_file: bool
+) -> None:
+    """Another function's bundle (here one whose handler's module is missing, which would
+    be refused as handler-module): refused as function-id, before anything in it is read."""
+    named = pack(function_dir)
+    (function_dir / "handler.py").rename(function_dir / "other.py")
+    (function_dir / "handler.py").write_text("")
+    other = pack(function_dir)
+    path = tmp_path / "other.tar"
+    path.write_bytes(other)
+    with path.open("rb") as file, pytest.raises(CheckFailed) as refused:
+        check_handler(
+            file if in_a_file else other, "nomodule.run", "python3.11", function=function_id(named)
+        )
+    assert (refused.value.check, refused.value.expected) == ("function-id", function_id(named))
+    assert refused.value.actual == function_id(other)

@@ -13,16 +13,21 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 import pytest
 
 from cleanroom.cli.main import main
+from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import NotApprovedError, Profile
 from cleanroom.protocol.bundle import function_id, pack
 from tests.manager.conftest import Manager, StandInController
@@ -259,6 +264,98 @@ def test_deploy_refuses_a_handler_the_review_would_refuse(
     assert out == ""
     assert "nomodule" not in controller.deployed
     assert Profile.load("alice").approval("nomodule") is None
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary directory of the command (tempfile's), this test's own."""
+    directory = tmp_path / "scratch"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
+
+
+@dataclass
+class BundleFile:
+    """Where deploy's handler check downloaded the bundle, as it was while downloading."""
+
+    path: Path
+    mode: int
+    directory_mode: int
+    written_before: int
+
+
+def watch_the_bundle_file(monkeypatch: pytest.MonkeyPatch) -> list[BundleFile]:
+    """The file each download_function_to writes into, seen when the download starts
+    (the download itself is the real one)."""
+    seen: list[BundleFile] = []
+    download = ManagerClient.download_function_to
+
+    def watched(client: ManagerClient, function: str, file: BinaryIO, **options: Any) -> int:
+        path = Path(file.name)
+        seen.append(
+            BundleFile(
+                path,
+                stat.S_IMODE(os.fstat(file.fileno()).st_mode),
+                stat.S_IMODE(path.parent.stat().st_mode),
+                os.fstat(file.fileno()).st_size,
+            )
+        )
+        return download(client, function, file, **options)
+
+    monkeypatch.setattr(ManagerClient, "download_function_to", watched)
+    return seen
+
+
+def left_in(scratch: Path) -> list[str]:
+    return sorted(path.name for path in scratch.iterdir() if path.name.startswith("cleanroom-"))
+
+
+def test_deploys_handler_check_downloads_the_bundle_into_a_private_file_removed_after(
+    capsys: pytest.CaptureFixture[str],
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    function_dir: Path,
+    tmp_path: Path,
+    scratch: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bundle deploy checks the handler in is streamed into a file of its own (0600,
+    in a 0700 directory), read from there, and removed after: on success, after the
+    check refused the handler, and after the manager refused the download. Before, it
+    was held in memory whole, twice over while it was checked."""
+    alice, bob = parties
+    code, function, err = run(capsys, "--profile", "alice", "function", "upload", str(function_dir))
+    assert code == 0, err
+    access = write_access(tmp_path / "access.yaml", owner=bob.user_id, recipient=alice.user_id)
+    seen = watch_the_bundle_file(monkeypatch)
+
+    def deploy(name: str, handler: str, function: str) -> tuple[int, str]:
+        code, _, err = run(
+            capsys, "--profile", "alice", "deploy", "--function", function, "--name", name,
+            "--handler", handler, "--access", str(access),
+        )  # fmt: skip
+        return code, err
+
+    code, err = deploy("private", "handler.run", function.strip())
+    assert code == 0, err
+    assert "private" in controller.deployed
+    [file] = seen
+    assert (file.mode, file.directory_mode, file.written_before) == (0o600, 0o700, 0)
+    assert file.path.parent.parent == scratch and not file.path.parent.exists()
+    assert left_in(scratch) == []
+
+    code, err = deploy("refused", "nomodule.run", function.strip())
+    assert code == 2 and "handler-module" in err, err
+    assert len(seen) == 2 and not seen[1].path.parent.exists()
+    assert left_in(scratch) == []
+
+    unknown = "fs://" + "A" * 43  # no such function: the manager refuses the download
+    code, err = deploy("unknown", "handler.run", unknown)
+    assert code == 1 and "404" in err, err
+    assert len(seen) == 3 and not seen[2].path.parent.exists()
+    assert left_in(scratch) == []
+    assert "refused" not in controller.deployed and "unknown" not in controller.deployed
 
 
 def test_deploy_warns_of_a_handler_function_its_module_does_not_define(

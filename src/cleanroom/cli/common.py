@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -19,6 +21,7 @@ from cleanroom.errors import EXIT_USAGE as EXIT_USAGE  # a command names it besi
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
     from cleanroom.client.profile import Profile
 
@@ -57,6 +60,34 @@ def __getattr__(name: str) -> Any:
     console = Console(stderr=name == "stderr", **_CONSOLE_OPTIONS)  # type: ignore[arg-type]
     globals()[name] = console
     return console
+
+
+@contextmanager
+def transfer_progress(label: str, total: int | None) -> Iterator[Progress]:
+    """A progress bar of bytes on stderr, gone when the transfer ends: ``label`` (never
+    read as markup), the bytes moved of ``total`` (None: not known), speed, time. Only
+    on a terminal: stderr read by a program gets no blank line of it."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+    ]
+    console: Console = globals()["stderr"] if "stderr" in globals() else __getattr__("stderr")
+    shown = console.is_terminal
+    with Progress(*columns, console=console, transient=True, disable=not shown) as progress:
+        progress.add_task(label, total=total)
+        yield progress
 
 
 def print_line(text: str) -> None:

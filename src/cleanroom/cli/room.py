@@ -11,20 +11,10 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 
 from cleanroom.cli.account import failures, warn_simulated
@@ -39,6 +29,7 @@ from cleanroom.cli.common import (
     stderr,
     stdout,
 )
+from cleanroom.cli.common import transfer_progress as _progress
 from cleanroom.client.rooms import (
     Attestation,
     CleanRoomClient,
@@ -65,20 +56,6 @@ data_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-@contextmanager
-def _progress(label: str, total: int | None) -> Iterator[Progress]:
-    columns = [
-        TextColumn("{task.description}", markup=False),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-    ]
-    with Progress(*columns, console=stderr, transient=True) as progress:
-        progress.add_task(label, total=total)
-        yield progress
 
 
 def _client() -> CleanRoomClient:

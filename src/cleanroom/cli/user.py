@@ -11,6 +11,7 @@ function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from cleanroom.cli.common import (
     print_json,
     stderr,
     stdout,
+    transfer_progress,
 )
 from cleanroom.client.access import (
     Access,
@@ -260,19 +262,46 @@ def _mebibytes(gibibytes: float) -> int:
     return int(mebibytes)
 
 
+def _private(path: str, flags: int) -> int:
+    """``open``'s opener of a new file only its owner may read (0600 as it is created)."""
+    return os.open(path, flags | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+
 def _check_handler(profile: Profile, spec: WorkSpec) -> tuple[ReviewWarning, ...]:
     """The review's handler check on the function the spec names, before deploying it.
 
     The bundle is downloaded, as every other party's ``inspect`` will (the manager's
-    copy is the one that runs): a handler whose module the review cannot find is
-    refused here (``handler-module``, exit 2) rather than by them. A handler function
-    not seen in its module is a warning (``handler-function``), shown on stderr."""
-    with failures(), _status(f"checking the handler in {shown(spec.function)}…"):
-        bundle = with_manager(profile, lambda manager: manager.download_function(spec.function))
-    try:
-        warnings = check_handler(bundle, spec.handler, spec.runtime)
-    except CheckFailed as error:  # a handler the review would refuse: unusable input
-        fail(f"{error} (nothing was deployed)", EXIT_USAGE)
+    copy is the one that runs), into a private temporary file (0600, in a 0700
+    directory removed after, on an error too) with a progress bar, never held in
+    memory; it must hash to the spec's function ID before anything in it is read
+    (``function-id``). A handler whose module the review cannot find is refused here
+    (``handler-module``, exit 2) rather than by them. A handler function not seen in
+    its module is a warning (``handler-function``), shown on stderr."""
+    with tempfile.TemporaryDirectory(prefix="cleanroom-deploy-") as scratch:
+        path = Path(scratch) / "function.tar"
+        with open(path, "w+b", opener=_private) as file:
+            label = f"checking the handler: downloading {shown(spec.function)}"
+            with failures(), transfer_progress(label, None) as bar:
+
+                def received(size: int) -> None:
+                    bar.update(bar.task_ids[0], completed=size)
+
+                with_manager(
+                    profile,
+                    lambda manager: manager.download_function_to(
+                        spec.function, file, progress=received
+                    ),
+                )
+            try:
+                with _status(f"checking the handler in {shown(spec.function)}…"):
+                    warnings = check_handler(
+                        file, spec.handler, spec.runtime, function=spec.function
+                    )
+            except CheckFailed as error:
+                if error.check == "function-id":  # not the bytes downloaded: refused (1)
+                    raise
+                # A handler the review would refuse: unusable input.
+                fail(f"{error} (nothing was deployed)", EXIT_USAGE)
     for warning in warnings:
         stderr.print(f"warning: {warning.check}: {warning.message}", markup=False)
     return warnings
@@ -339,9 +368,10 @@ def deploy(
 ) -> None:
     """Create a clean room: build its spec, deploy it, and pin its Work-ID as approved by you.
 
-    Before deploying, the function is downloaded and its handler checked as every other
-    party's inspect will: a handler whose module is not in the function is refused
-    (handler-module, exit 2); one whose function is not seen defined in it is a warning."""
+    Before deploying, the function is downloaded (into a private temporary file, removed
+    after) and its handler checked as every other party's inspect will: a handler whose
+    module is not in the function is refused (handler-module, exit 2); one whose function
+    is not seen defined in it is a warning."""
     if _ROOM_NAME.fullmatch(name) is None:
         fail(
             f"--name {shown(name)}: a clean room's name is 1-63 of a-z, 0-9 and '-', not "

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -686,10 +686,42 @@ class ManagerClient:
         Raises :class:`UntrustedAnswerError` ``function-id`` when the manager
         answers other bytes, ``answer-size`` when it answers more than ``max_bytes``
         (default: the largest bundle a manager accepts unless configured otherwise).
+        The whole bundle is in memory: :meth:`download_function_to` writes it to a file.
         """
         chunks: list[bytes] = []
         self._download(function_id, max_bytes, chunks.append)
         return b"".join(chunks)
+
+    def download_function_to(
+        self,
+        function_id: str,
+        file: BinaryIO,
+        *,
+        max_bytes: int = DEFAULT_MAX_FUNCTION_BYTES,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the bundle of ``function_id`` into ``file`` (emptied first: a seekable
+        file opened for writing), as it comes, and return its size; ``progress`` is
+        called with the bytes received so far.
+
+        Refuses as :meth:`download_function` does; ``function-id`` is known only once
+        the last byte is written, so until this returns the file's bytes are the
+        manager's word alone: on any error, discard them.
+        """
+        file.seek(0)
+        file.truncate()
+        size = 0
+
+        def write(chunk: bytes) -> None:
+            nonlocal size
+            file.write(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(size)
+
+        self._download(function_id, max_bytes, write)
+        file.flush()
+        return size
 
     def _download(self, function_id: str, max_bytes: int, deliver: Callable[[bytes], None]) -> None:
         """The bundle of ``function_id`` handed to ``deliver`` in parts as they come, at

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
 from cleanroom.client.vendored import BundleFile, Vendored, vendored
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import PACKAGES, function_id, unpack
+from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, PACKAGES, Source, function_id, unpack
+from cleanroom.protocol.encoding import b64u
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.protocol.text import collisions, quoted, shown
@@ -419,18 +420,43 @@ def handler_warnings(root: Path, handler: HandlerLocation) -> tuple[ReviewWarnin
     )
 
 
-def check_handler(bundle: bytes, handler: str, runtime: str) -> tuple[ReviewWarning, ...]:
+def check_handler(
+    bundle: Source, handler: str, runtime: str, *, function: str
+) -> tuple[ReviewWarning, ...]:
     """The review's handler check, for a deployer before a spec exists on the manager.
 
-    Unpacks ``bundle`` as :func:`review` does and raises what it would raise for a spec
-    naming ``handler`` in ``runtime``: :class:`~cleanroom.client.imports.ModuleError`
-    (``handler-module``) when the Worker's import would not find the handler's module,
-    ``bundle-*`` when the bundle does not unpack. Returns :func:`handler_warnings`.
+    ``bundle`` is the function's bytes or a seekable binary file holding them (read in
+    pieces: a bundle of any size is checked in constant memory). It must first hash to
+    ``function``, the function ID the spec names (``function-id``, as :func:`review`),
+    before anything in it is read. Then it is unpacked as :func:`review` does and what
+    it would raise for a spec naming ``handler`` in ``runtime`` is raised:
+    :class:`~cleanroom.client.imports.ModuleError` (``handler-module``) when the
+    Worker's import would not find the handler's module, ``bundle-*`` when the bundle
+    does not unpack. Returns :func:`handler_warnings`.
     """
+    recomputed = _function_id(bundle)
+    if recomputed != function:
+        raise ReviewError(
+            "function-id",
+            function,
+            recomputed,
+            "the function's bytes are not the function the spec names",
+        )
     with tempfile.TemporaryDirectory(prefix="cleanroom-handler-") as scratch:
         directory = Path(scratch) / "function"
         unpack(bundle, directory)
         return handler_warnings(directory, locate_handler(directory, handler, runtime))
+
+
+def _function_id(bundle: Source) -> str:
+    """The function ID of ``bundle`` (bytes, or a seekable file read from its start)."""
+    if isinstance(bundle, bytes):
+        return function_id(bundle)
+    bundle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := bundle.read(_CHUNK):
+        digest.update(chunk)
+    return FUNCTION_ID_PREFIX + b64u(digest.digest())
 
 
 def spec_record(spec: WorkSpec) -> dict[str, Any]:
