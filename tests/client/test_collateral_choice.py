@@ -19,6 +19,7 @@ from cleanroom.attestation.collateral import CollateralExpiredError
 from cleanroom.attestation.errors import EvidenceError
 from cleanroom.attestation.pccs import PccsError
 from cleanroom.client.collateral import (
+    COLLATERAL_CHECK,
     FROM_SERVER,
     CollateralUnavailableError,
     choose_collateral,
@@ -76,7 +77,7 @@ def test_the_servers_fresh_collateral_is_used(
     assert chosen.fallback_reason is None
     assert own_pccs.requests == []
     check = chosen.check()
-    assert check.check == "collateral" and "from the compute server" in check.actual
+    assert check.check == COLLATERAL_CHECK and "from the compute server" in check.actual
     trust = TrustAnchor.from_certificate(platform.root_certificate_der())
     verify_quote(quote, chosen.collateral, at=NOW, trust=trust)
 

@@ -28,6 +28,7 @@ from cleanroom.attestation import (
 from cleanroom.cli.main import main as cli_main
 from cleanroom.client import sqlrooms
 from cleanroom.client.audit import SavedReceipt, verify_saved_receipt
+from cleanroom.client.collateral import COLLATERAL_CHECK
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.encoding import b64u
@@ -116,6 +117,10 @@ def test_a_saved_receipt_verifies_offline(saved: Path, stack: LocalStack) -> Non
     checks = [check.check for check in audited.checks]
     for check in ("tcb-status", "mrenclave", "report-data", "work-id", "receipt-signature"):
         assert check in checks
+    # The collateral's validity at the time checked, under the name attest lists it by;
+    # not under the name of one of its refusals, as if the collateral had expired.
+    assert checks[0] == COLLATERAL_CHECK == "collateral"
+    assert not {"collateral-expired", "collateral-not-yet-valid"} & set(checks)
 
 
 @pytest.mark.parametrize(

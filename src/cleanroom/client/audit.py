@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from cleanroom.attestation import AttestationPolicy, CheckResult, EvidenceError, TrustAnchor
 from cleanroom.attestation.collateral import QuoteBundle, check_fresh
+from cleanroom.client.collateral import COLLATERAL_CHECK
 from cleanroom.client.phase1 import AttestedWorker, ClaimsError, verify_attester_evidence
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol import keys
@@ -270,7 +271,13 @@ def verify_saved_receipt(
             "room", spec.name, saved.room, "the saved room is not the one its spec names"
         )
     checks = [
-        CheckResult("collateral-expired", f"valid at {at}", validity.describe(), True, ""),
+        CheckResult(
+            COLLATERAL_CHECK,
+            f"collateral valid at {at}",
+            f"saved with the receipt, {validity.describe()}",
+            True,
+            "signed by Intel's TCB signing key; dcap-qvl checks the signatures",
+        ),
         *worker.checks,
     ]
     detail: dict[str, Any] | None = None

@@ -24,6 +24,13 @@ from cleanroom.client.profile import CollateralFrom
 
 FROM_SERVER = "the compute server"
 
+COLLATERAL_CHECK = "collateral"
+"""The check that the collateral is valid at the verification time, as ``attest`` and
+``receipt verify`` list it among the checks that passed. Its refusals name what failed:
+``collateral-expired`` or ``collateral-not-yet-valid``
+(:func:`cleanroom.attestation.collateral.check_fresh`), ``collateral-unavailable``
+(none from anywhere the profile allows), ``collateral-format``."""
+
 
 class CollateralUnavailableError(AttestationError):
     """No valid collateral from anywhere the profile allows (check ``collateral-unavailable``)."""
@@ -43,7 +50,7 @@ class ChosenCollateral:
         if self.fallback_reason is not None:
             detail = f"{detail}; used because {self.fallback_reason}"
         return CheckResult(
-            "collateral",
+            COLLATERAL_CHECK,
             "collateral valid now",
             f"from {self.source}, {self.validity.describe()}",
             True,
