@@ -30,7 +30,10 @@ from cleanroom.tls import tls_context
 
 CREDENTIALS_TYPE = "cleanroom/compute-credentials/v1"
 TOKEN_MARGIN_S = 60
-"""A token this close to its expiry is replaced before it is used."""
+"""A token this close to its expiry is replaced before it is used; of a token that lives
+less than four minutes, the last quarter of its life (at least a second): with the
+minute's margin, a manager issuing tokens of under a minute was asked for one for every
+request, as the client's profile was (``cleanroom.client.profile.token_margin``)."""
 
 
 class CredentialsError(Error):
@@ -106,14 +109,16 @@ class ManagerLink:
         self._clock = clock
         self._lock = threading.Lock()
         self._token: str | None = None
-        self._expires_at = 0.0
+        self._renew_at = 0.0
 
     def headers(self) -> dict[str, str]:
         """``Authorization`` with a valid token (fetched now if needed; blocking)."""
         with self._lock:
-            if self._token is None or self._expires_at - TOKEN_MARGIN_S <= self._clock():
+            if self._token is None or self._renew_at <= self._clock():
+                asked = self._clock()  # no later than the token's iat: its exp is not earlier
                 self._token, lifetime = self._fetch()
-                self._expires_at = self._clock() + lifetime
+                margin = min(TOKEN_MARGIN_S, max(lifetime / 4, 1.0))
+                self._renew_at = asked + lifetime - margin
             return {"Authorization": f"Bearer {self._token}"}
 
     def forget(self) -> None:
@@ -158,5 +163,9 @@ class ManagerLink:
         if not isinstance(token, str) or not isinstance(lifetime, int):
             raise ManagerRefused(
                 "manager-token", "{access_token, expires_in}", sorted(document), "bad answer"
+            )
+        if lifetime < 1:  # expired when issued: it would be sent, and refused
+            raise ManagerRefused(
+                "manager-token", "expires_in of at least 1 s", lifetime, "bad token lifetime"
             )
         return token, lifetime
