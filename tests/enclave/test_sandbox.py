@@ -901,6 +901,12 @@ REACHABLE_WITHOUT_FILTER = {
     # says ENOENT without the filter)
     "setsockopt SO_ATTACH_FILTER": "54, unix, 1, 26, ctypes.byref(fprog), ctypes.sizeof(fprog)",
     "setsockopt TCP_ULP": "54, tcp, 6, 31, b'tls', 3",
+    # The same compiler through seccomp: a program of its own (one instruction: allow),
+    # whose JIT image draws on bpf_jit_limit, one count for the whole host; by either
+    # call, and with a high bit in the operation, which the kernel does not read
+    "seccomp SET_MODE_FILTER": "317, 1, 0, ctypes.byref(allow)",
+    "seccomp, high bits": "317, ctypes.c_long((1 << 32) | 1), 0, ctypes.byref(allow)",
+    "prctl PR_SET_SECCOMP": "157, 22, 2, ctypes.byref(allow)",
     "setsockopt TCP_ULP, high bits": "54, tcp, ctypes.c_long((1 << 32) | 6), 31, b'tls', 3",
     # An O_PATH descriptor of /tmp, no attribute: the call is there (Linux 6.15), though
     # the host's libseccomp cannot name it (syscalls.DENIED_BY_NUMBER)
@@ -932,6 +938,8 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         class Fprog(ctypes.Structure):
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
         fprog = Fprog(1, ctypes.addressof(accept))
+        allow_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000))
+        allow = Fprog(1, ctypes.addressof(allow_all))  # SECCOMP_RET_ALLOW, for every call
         handle = ctypes.create_string_buffer(8 + 128)  # struct file_handle, 128 bytes free
         ctypes.c_uint32.from_buffer(handle).value = 128
 
@@ -948,6 +956,11 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         facts["getpid"] = errno_of(39)
         facts["fcntl F_GETFD"] = errno_of(72, usr, 1)  # every other command is allowed
         facts["setsockopt SO_REUSEADDR"] = errno_of(54, tcp, 1, 2, struct.pack("i", 1), 4)
+        # seccomp's queries, and prctl's other options, are allowed (SECCOMP_RET_ALLOW is
+        # an action this kernel has; PR_GET_SECCOMP says it is filtered: 2)
+        action = ctypes.c_uint32(0x7FFF0000)
+        facts["seccomp GET_ACTION_AVAIL"] = errno_of(317, 2, 0, ctypes.byref(action))
+        facts["prctl PR_GET_SECCOMP"] = libc.prctl(21, 0, 0, 0, 0)
         # Its init (bubblewrap, pid 1) is its uid and writable through /proc/1/mem: it
         # must be under the same filter, or code put there would escape it.
         for who, pid in (("self", "self"), ("init", "1")):
@@ -980,6 +993,8 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     assert facts["getpid"] == "succeeded"  # everything else is allowed
     assert facts["fcntl F_GETFD"] == "succeeded"
     assert facts["setsockopt SO_REUSEADDR"] == "succeeded"
+    assert facts["seccomp GET_ACTION_AVAIL"] == "succeeded"
+    assert facts["prctl PR_GET_SECCOMP"] == 2
     assert facts["self"] == facts["init"] == ["Seccomp:\t2"]  # filtered, both
 
 

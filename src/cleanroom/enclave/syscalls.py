@@ -141,6 +141,24 @@ SETSOCKOPT_DENIED: Mapping[tuple[int, int], str] = {
 """setsockopt(2) (level, option) pairs a function may not set (``EPERM``), compared, as
 the kernel reads them, in their low 32 bits."""
 
+# Classic BPF programs through seccomp itself: the same converter and JIT as a socket's
+# filter (SETSOCKOPT_DENIED), a third way in, and one whose compiled code no cgroup
+# divides: a program's JIT image is charged to bpf_jit_limit, one count for the whole
+# host (504 MiB here), not to the run's memory. A function that kept its children's
+# filters alive by their listener descriptors (SECCOMP_FILTER_FLAG_NEW_LISTENER) held
+# 1,000 filters of 4,000 instructions: 54 MiB of the host's count for 38 MiB of its
+# memory, so a run under the default 2 GiB can hold all of it for as long as it runs
+# (not tried to the end on a shared host). The kernel then refuses every unprivileged
+# program (it JITs or refuses: BPF_JIT_ALWAYS_ON), bubblewrap's load of another room's
+# filter included, and with it that room's one run.
+# No data runtime adds a filter to the sandbox's. The kernel reads the operation and the
+# option in 32 bits; seccomp's queries and its strict mode (no program) stay allowed.
+SECCOMP_SET_MODE_FILTER = 1
+PR_SET_SECCOMP = 22
+FILTER_LOADS: Mapping[str, int] = {"seccomp": SECCOMP_SET_MODE_FILTER, "prctl": PR_SET_SECCOMP}
+"""Calls whose first argument (compared in its low 32 bits) loads a seccomp program of
+the function's own: each fails with ``EPERM``, every other use of the call is allowed."""
+
 SOCKET_FAMILIES: Mapping[int, str] = {
     socket.AF_UNIX: "AF_UNIX",  # multiprocessing, asyncio's self-pipe, joblib
     socket.AF_INET: "AF_INET",  # the loopback of its own network namespace
@@ -192,6 +210,12 @@ def filter_fd() -> int:
             "setsockopt",
             pyseccomp.Arg(1, pyseccomp.MASKED_EQ, COMMAND_MASK, level),
             pyseccomp.Arg(2, pyseccomp.MASKED_EQ, COMMAND_MASK, option),
+        )
+    for name, operation in FILTER_LOADS.items():
+        program.add_rule(
+            pyseccomp.ERRNO(DENIED_ERRNO),
+            name,
+            pyseccomp.Arg(0, pyseccomp.MASKED_EQ, COMMAND_MASK, operation),
         )
     for command in FCNTL_DENIED:
         program.add_rule(
