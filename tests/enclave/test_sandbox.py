@@ -1076,6 +1076,81 @@ def test_sockets_only_in_the_families_it_needs(workspace: Path, room_sandbox: Sa
     }
 
 
+def test_other_ways_out_stay_shut(workspace: Path, room_sandbox: Sandbox) -> None:
+    """Ways out that held when h8's red team tried them, kept as a regression: namespaces
+    by clone(2)'s flags (no capability), the host's abstract sockets (the network
+    namespace holds them), a terminal to inject into, a lease on a file every run shares,
+    an input hard-linked where it would be released, the kernel's tunables, /sys, and a
+    shared file's page cache read by cachestat(2)."""
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        import ctypes, errno, fcntl, socket
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        facts = {}
+
+        def call(number, *args):
+            ctypes.set_errno(0)
+            result = libc.syscall(ctypes.c_long(number), *args)
+            if result == 0:
+                os._exit(0)  # a child made by clone: it leaves at once
+            if result > 0:
+                os.waitpid(result, 0)
+                return "succeeded"
+            return errno.errorcode.get(ctypes.get_errno(), "?")
+
+        def attempt(action):
+            try:
+                action()
+                return "succeeded"
+            except OSError as error:
+                return errno.errorcode.get(error.errno, type(error).__name__)
+
+        for name, flag in (("net", 0x40000000), ("mnt", 0x20000), ("pid", 0x20000000),
+                           ("ipc", 0x8000000), ("uts", 0x4000000), ("cgroup", 0x2000000)):
+            facts[f"clone {name}"] = call(56, ctypes.c_long(flag | 17), 0, 0, 0, 0)
+        for name in ("/org/freedesktop/systemd1/notify", "cleanroom", "/tmp/.X11-unix/X0"):
+            facts[f"abstract {name}"] = attempt(
+                lambda: socket.socket(socket.AF_UNIX).connect(b"\\0" + name.encode())
+            )
+        facts["TIOCSTI"] = attempt(lambda: fcntl.ioctl(0, 0x5412, b"x"))
+        facts["/dev/tty"] = attempt(lambda: os.close(os.open("/dev/tty", os.O_RDWR)))
+        usr = os.open("/usr/lib/python3.11/os.py", os.O_RDONLY)
+        facts["lease"] = attempt(lambda: fcntl.fcntl(usr, fcntl.F_SETLEASE, fcntl.F_RDLCK))
+        ranges, stats = (ctypes.c_uint64 * 2)(), (ctypes.c_uint64 * 5)()
+        facts["cachestat"] = call(451, usr, ctypes.byref(ranges), ctypes.byref(stats), 0)
+        source = "/work/inputs/input_1/data.csv"
+        for target in ("/work/outputs/output_1/linked.csv", "/tmp/linked.csv"):
+            facts[f"link to {target}"] = attempt(lambda: os.link(source, target))
+        for tunable in ("kernel/hostname", "vm/drop_caches", "kernel/ns_last_pid"):
+            facts[tunable] = attempt(
+                lambda: pathlib.Path("/proc/sys", tunable).write_text("1")
+            )
+        facts["/sys"] = os.path.exists("/sys")
+        pathlib.Path("/work/outputs/output_1/ways.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received.pop("output_1/ways.json"))
+    assert received == {}  # no input went out by a link
+    assert facts == {
+        **{f"clone {name}": "EPERM" for name in ("net", "mnt", "pid", "ipc", "uts", "cgroup")},
+        **{
+            f"abstract {name}": "ECONNREFUSED"
+            for name in ("/org/freedesktop/systemd1/notify", "cleanroom", "/tmp/.X11-unix/X0")
+        },
+        "TIOCSTI": "ENOTTY",  # its stdin is /dev/null, and it has no terminal
+        "/dev/tty": "ENXIO",
+        "lease": "EACCES",  # not its file
+        "cachestat": "EPERM",  # the filter's (syscalls.DENIED_BY_NUMBER), whatever the kernel
+        "link to /work/outputs/output_1/linked.csv": "EXDEV",
+        "link to /tmp/linked.csv": "EXDEV",
+        "kernel/hostname": "EACCES",
+        "vm/drop_caches": "EACCES",
+        "kernel/ns_last_pid": "EPERM",
+        "/sys": False,
+    }
+
+
 def test_no_user_namespace_inside_the_sandbox(workspace: Path, room_sandbox: Sandbox) -> None:
     """A nested user namespace would give the function every capability in it, and with
     a network namespace of its own the kernel's netfilter code: the route of many

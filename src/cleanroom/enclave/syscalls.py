@@ -114,6 +114,12 @@ DENIED_BY_NUMBER: Mapping[str, int] = {
     # no function needs.
     "statmount": 457,
     "listmount": 458,
+    # The page cache's state of any file it can open, exactly (Linux 6.5): of the files
+    # every run shares, /usr and the runtime, what other runs read or evicted, with no
+    # timing to measure. This host's kernel refuses it on a file the caller cannot write
+    # (EPERM), as mincore(2) does since Linux 5.0; a kernel without that check answers.
+    # No data runtime asks (same reason as "watching files other runs share").
+    "cachestat": 451,
 }
 """Denied calls libseccomp may not know by name, by their number; each fails with ``EPERM``."""
 
