@@ -961,6 +961,16 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         action = ctypes.c_uint32(0x7FFF0000)
         facts["seccomp GET_ACTION_AVAIL"] = errno_of(317, 2, 0, ctypes.byref(action))
         facts["prctl PR_GET_SECCOMP"] = libc.prctl(21, 0, 0, 0, 0)
+        # Huge pages of the host's pool (ENOMEM without the filter on a host with none),
+        # and the same calls without the flag, which stay allowed
+        wide = [ctypes.c_long(x) for x in (0, 2 << 20, 3)]  # address, length, read/write
+        anonymous, huge = 0x22, 0x40000  # MAP_PRIVATE | MAP_ANONYMOUS, MAP_HUGETLB
+        facts["mmap MAP_HUGETLB"] = errno_of(9, *wide, ctypes.c_long(anonymous | huge),
+                                             ctypes.c_long(-1), ctypes.c_long(0))
+        facts["mmap"] = errno_of(9, *wide, ctypes.c_long(anonymous), ctypes.c_long(-1),
+                                 ctypes.c_long(0))
+        facts["memfd_create MFD_HUGETLB"] = errno_of(319, b"huge", ctypes.c_long(0x4 | 0x1))
+        facts["memfd_create"] = errno_of(319, b"small", ctypes.c_long(0x1))  # MFD_CLOEXEC
         # Its init (bubblewrap, pid 1) is its uid and writable through /proc/1/mem: it
         # must be under the same filter, or code put there would escape it.
         for who, pid in (("self", "self"), ("init", "1")):
@@ -995,6 +1005,8 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     assert facts["setsockopt SO_REUSEADDR"] == "succeeded"
     assert facts["seccomp GET_ACTION_AVAIL"] == "succeeded"
     assert facts["prctl PR_GET_SECCOMP"] == 2
+    assert facts["mmap MAP_HUGETLB"] == facts["memfd_create MFD_HUGETLB"] == "EPERM"
+    assert facts["mmap"] == facts["memfd_create"] == "succeeded"
     assert facts["self"] == facts["init"] == ["Seccomp:\t2"]  # filtered, both
 
 

@@ -165,6 +165,21 @@ FILTER_LOADS: Mapping[str, int] = {"seccomp": SECCOMP_SET_MODE_FILTER, "prctl": 
 """Calls whose first argument (compared in its low 32 bits) loads a seccomp program of
 the function's own: each fails with ``EPERM``, every other use of the call is allowed."""
 
+# Huge pages of the host's pool (vm.nr_hugepages, vm.nr_overcommit_hugepages): one pool
+# for the whole host, which no memory cgroup v1 group (nor v2 without
+# memory_hugetlb_accounting) charges, and the run has no hugetlb group. Any process may
+# map them (mmap's MAP_HUGETLB, memfd_create's MFD_HUGETLB; shmget's SHM_HUGETLB needs a
+# group the function is not in), so a function could hold the whole pool for its run, and
+# every database or packet engine on the host that reserved it would find none. This
+# host has no pool (mmap says ENOMEM); the flag is refused whatever the host. No data
+# runtime asks: their allocators use transparent huge pages, which are ordinary memory.
+HUGE_PAGE_FLAGS: Mapping[str, tuple[int, int]] = {
+    "mmap": (3, 0x40000),  # its flags argument, MAP_HUGETLB
+    "memfd_create": (1, 0x4),  # MFD_HUGETLB
+}
+"""(argument, bit) of calls that take huge pages from the host's pool: a call with that
+bit set fails with ``EPERM``; the bit is tested alone, whatever else is set."""
+
 SOCKET_FAMILIES: Mapping[int, str] = {
     socket.AF_UNIX: "AF_UNIX",  # multiprocessing, asyncio's self-pipe, joblib
     socket.AF_INET: "AF_INET",  # the loopback of its own network namespace
@@ -222,6 +237,12 @@ def filter_fd() -> int:
             pyseccomp.ERRNO(DENIED_ERRNO),
             name,
             pyseccomp.Arg(0, pyseccomp.MASKED_EQ, COMMAND_MASK, operation),
+        )
+    for name, (argument, bit) in HUGE_PAGE_FLAGS.items():
+        program.add_rule(
+            pyseccomp.ERRNO(DENIED_ERRNO),
+            name,
+            pyseccomp.Arg(argument, pyseccomp.MASKED_EQ, bit, bit),
         )
     for command in FCNTL_DENIED:
         program.add_rule(
