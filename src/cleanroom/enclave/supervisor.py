@@ -402,7 +402,11 @@ def _enter(plan: RunPlan, cgroup: RunCgroup | None) -> Callable[[], None]:
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
         resource.setrlimit(resource.RLIMIT_NOFILE, (MAX_OPEN_FILES, MAX_OPEN_FILES))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # No core of the function's memory (the rooms' plaintext): 0 stops a core file,
+        # but a host whose core_pattern pipes dumps to a helper (apport, some crash
+        # reporters) gets one whatever the limit is, except 1, which the kernel reads as
+        # "abort the pipe dump" and which is under the least core file it writes.
+        resource.setrlimit(resource.RLIMIT_CORE, (1, 1))
         # The run's niceness (RUN_NICENESS) is a floor it cannot lower.
         resource.setrlimit(resource.RLIMIT_NICE, (0, 0))
         # Nor does it take a real-time policy (SCHED_FIFO, SCHED_RR), which runs before
