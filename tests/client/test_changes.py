@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from cleanroom.client.changes import MAX_DIFF_LINES, Side, compare
-from cleanroom.client.review import BundleFile, ReviewError
+from cleanroom.client.review import BundleFile, ReviewError, resources
 from cleanroom.client.vendored import Vendored, VendoredDistribution
-from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.spec import Resources, WorkSpec
 from tests.protocol.fixtures import SPEC_DOCUMENT
 
 
@@ -120,3 +120,42 @@ def test_a_record_that_does_not_hash_to_its_work_id_is_refused() -> None:
     assert caught.value.check == "review-record"
     with pytest.raises(ReviewError):
         Side.of_record("x", spec.work_id, {**record, "files": [{"path": "x"}]})
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "line"),
+    [
+        ("memory_mib", 4096, "~ memory: 2048 MiB -> 4096 MiB"),
+        ("timeout_s", 60, "~ timeout: 3600 s -> 60 s"),
+        ("cpu_s", 64 * 7 * 86400, "~ cpu: 14400 s -> 38707200 s"),
+        ("processes", 65536, "~ processes: 256 -> 65536"),
+        ("disk_mib", 1 << 20, "~ disk: 1024 MiB -> 1048576 MiB"),
+    ],
+)
+def test_every_limit_of_a_run_is_compared(limit: str, value: int, line: str) -> None:
+    """Every field of the spec's resources is in the Work-ID, so each is in the diff: a
+    redeploy that changed only the CPU time, the processes or the disk was said to have
+    changed nothing ("none"), the Work-ID another (found by h9)."""
+    before = WorkSpec.parse(SPEC_DOCUMENT)
+    document = {**SPEC_DOCUMENT, "resources": {**SPEC_DOCUMENT["resources"], limit: value}}
+    after = WorkSpec.parse({**document, "nonce": "B" * 21 + "A"})
+    changes = compare(
+        Side("before", before, before.function, None, None, None),
+        Side("after", after, after.function, None, None, None),
+    )
+    assert changes.spec == [line]
+    assert changes.changed
+    assert changes.notes[0] == "the nonce differs too, as in every deployment"
+
+
+def test_the_review_names_every_limit_of_a_run() -> None:
+    """No field of the spec's resources is left out of what the review shows."""
+    shown = dict(resources(WorkSpec.parse(SPEC_DOCUMENT).resources))
+    assert shown == {
+        "memory": "2048 MiB",
+        "timeout": "3600 s",
+        "cpu": "14400 s",
+        "processes": "256",
+        "disk": "1024 MiB",
+    }
+    assert len(shown) == len(Resources.model_fields)

@@ -65,6 +65,7 @@ def deploy(
     parameters: dict[str, Scalar] | None = None,
     memory_mib: int = 2048,
     outputs: dict[str, str] | None = None,
+    **limits: int,
 ) -> WorkSpec:
     """Upload ``tree`` and deploy it as room ``name``, Bob uploading, Alice reading."""
     source = write_tree(tmp_path / f"source-{name}-{len(list(tmp_path.iterdir()))}", tree)
@@ -81,6 +82,7 @@ def deploy(
             deployer_user_id=deployer.user_id,
             parameters=parameters or {},
             memory_mib=memory_mib,
+            **limits,
         )
         room = manager.deploy(spec)
     assert room.state == "deployed", room
@@ -121,6 +123,30 @@ def test_parameters_are_shown_as_they_are(
     assert '  "\\u202e" = 2\n' in out
     assert '  "pad " = "[bold]x[/]"\n' in out
     assert "\u2709" not in out
+
+
+def test_every_limit_of_a_run_is_shown_and_compared(
+    parties: tuple[Profile, Profile], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Every field of the spec's resources is hashed into the Work-ID, and the review
+    showed two of five: a deployer's CPU time of 64 weeks, 65,536 processes and a disk of
+    1 TiB were approved unseen, and a redeploy that changed only those was "none" to
+    ``inspect --against approved`` (found by h9)."""
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": HANDLER})
+    out = inspect(capsys, "hostile")
+    assert (
+        "resources:      memory 2048 MiB, timeout 3600 s, cpu 14400 s, processes 256, "
+        "disk 1024 MiB (each run)\n"
+    ) in out
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    redeploy(alice, bob, tmp_path, cpu_s=64 * 7 * 86400, processes=65536, disk_mib=1 << 20)
+    out = inspect(capsys, "hostile", "--against", "approved")
+    assert "cpu 38707200 s, processes 65536, disk 1048576 MiB (each run)\n" in out
+    assert "    ~ cpu: 14400 s -> 38707200 s\n" in out
+    assert "    ~ processes: 256 -> 65536\n" in out
+    assert "    ~ disk: 1024 MiB -> 1048576 MiB\n" in out
+    assert ":\n  none\n" not in out
 
 
 def test_file_names_are_shown_as_they_are(

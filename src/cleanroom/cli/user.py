@@ -62,6 +62,7 @@ from cleanroom.client.review import (
     check_handler,
     contents,
     record_inspection,
+    resources,
     review,
     spec_record,
 )
@@ -584,7 +585,8 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"function:       {result.function_id} (recomputed from the bundle)")
     _print(f"handler:        {spec.handler} in {_where(result.handler)}")
     _print(f"runtime:        {spec.runtime}")
-    _print(f"resources:      {spec.resources.memory_mib} MiB, {spec.resources.timeout_s} s per run")
+    limits = ", ".join(f"{label} {value}" for label, value in resources(spec.resources))
+    _print(f"resources:      {limits} (each run)")
     logs = f"to {spec.logs} (its recipient reads them)" if spec.logs else "nowhere"
     _print(f"logs:           {logs}")
     _print(f"nonce:          {spec.nonce}")

@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cleanroom.client.review import BundleFile, Review, ReviewError, contents, participants
+from cleanroom.client.review import (
+    BundleFile,
+    Review,
+    ReviewError,
+    contents,
+    participants,
+    resources,
+)
 from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import PACKAGES
@@ -164,8 +171,12 @@ def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
         ("name", before.name, after.name),
         ("handler", before.handler, after.handler),
         ("runtime", before.runtime, after.runtime),
-        ("memory", f"{before.resources.memory_mib} MiB", f"{after.resources.memory_mib} MiB"),
-        ("timeout", f"{before.resources.timeout_s} s", f"{after.resources.timeout_s} s"),
+        *(
+            (label, old, new)
+            for (label, old), (_, new) in zip(
+                resources(before.resources), resources(after.resources), strict=True
+            )
+        ),
         ("logs", before.logs or "nowhere", after.logs or "nowhere"),
         ("function", before.function, after.function),
     ]

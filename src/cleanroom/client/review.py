@@ -24,7 +24,7 @@ from cleanroom.client.vendored import BundleFile, Vendored, vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, PACKAGES, Source, function_id, unpack
 from cleanroom.protocol.encoding import b64u
-from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.spec import Resources, WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.protocol.text import collisions, quoted, shown
 from cleanroom.sql import engine_function_id
@@ -241,6 +241,28 @@ class Review:
             "packages": self.contents.vendored.to_json(),
             "participants": [participant.to_json() for participant in self.participants],
         }
+
+
+# How each limit of a run is named and counted in the review. Every field of Resources
+# is hashed into the Work-ID, so every one is shown: a field not named here is shown by
+# its own name (resources() below never leaves one out).
+_RESOURCE_TERMS = {
+    "memory_mib": ("memory", "MiB"),
+    "timeout_s": ("timeout", "s"),
+    "cpu_s": ("cpu", "s"),
+    "processes": ("processes", ""),
+    "disk_mib": ("disk", "MiB"),
+}
+
+
+def resources(limits: Resources) -> tuple[tuple[str, str], ...]:
+    """Every limit of a run, as (name, value with its unit), in the spec's order."""
+    shown_limits = []
+    for field_name in type(limits).model_fields:
+        label, unit = _RESOURCE_TERMS.get(field_name, (field_name, ""))
+        value = getattr(limits, field_name)
+        shown_limits.append((label, f"{value} {unit}" if unit else str(value)))
+    return tuple(shown_limits)
 
 
 def participants(spec: WorkSpec, you: str | None = None) -> tuple[Participant, ...]:
@@ -550,6 +572,7 @@ __all__ = [
     "parameter_warnings",
     "participants",
     "record_inspection",
+    "resources",
     "review",
     "spec_record",
 ]
