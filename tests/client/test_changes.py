@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from cleanroom.client.changes import MAX_DIFF_LINES, Side, compare
-from cleanroom.client.review import BundleFile, ReviewError, resources
+from cleanroom.client.review import BundleFile, ReviewError, parameter_value, resources
 from cleanroom.client.vendored import Vendored, VendoredDistribution
+from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.spec import Resources, WorkSpec
 from tests.protocol.fixtures import SPEC_DOCUMENT
 
@@ -159,3 +160,24 @@ def test_the_review_names_every_limit_of_a_run() -> None:
         "disk": "1024 MiB",
     }
     assert len(shown) == len(Resources.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("served", "reads"),
+    [(10.0, "10"), (-0.0, "0"), (1e-7, "1e-7"), (0.1 + 0.2, "0.30000000000000004"), (True, "true")],
+)
+def test_a_number_is_shown_as_the_function_reads_it(served: float, reads: str) -> None:
+    """JCS writes 10.0 as 10 and -0.0 as 0: a manager may serve either document under one
+    Work-ID, and the function reads parameters.json, the canonical JSON, whichever it was.
+    The review showed the served document's 10.0, -0.0 and 1e-07 (found by h9)."""
+    spec = WorkSpec.parse({**SPEC_DOCUMENT, "parameters": {"k": served}})
+    assert parameter_value(spec.parameters["k"]) == reads
+    assert canonical(spec.parameters) == b'{"k":' + reads.encode() + b"}"  # parameters.json
+    if isinstance(served, float) and served.is_integer():
+        integer = WorkSpec.parse({**SPEC_DOCUMENT, "parameters": {"k": int(served)}})
+        assert integer.work_id == spec.work_id
+        changes = compare(
+            Side("before", integer, integer.function, None, None, None),
+            Side("after", spec, spec.function, None, None, None),
+        )
+        assert changes.parameters == []  # one Work-ID, one value

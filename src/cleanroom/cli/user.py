@@ -61,6 +61,7 @@ from cleanroom.client.review import (
     approve_review,
     check_handler,
     contents,
+    parameter_value,
     record_inspection,
     resources,
     review,
@@ -113,11 +114,6 @@ def _print(text: str) -> None:
 def _status(text: str) -> Status:
     """A spinner on stderr; its text is never read as markup."""
     return stderr.status(Text(text))
-
-
-def _value(value: object) -> str:
-    """A parameter's value: a string quoted and escaped, anything else as JSON (ASCII)."""
-    return quoted(value) if isinstance(value, str) else json.dumps(value)
 
 
 def _when(seconds: int) -> str:
@@ -592,7 +588,7 @@ def _show(result: Review, approval: Approval | None) -> None:
     _print(f"nonce:          {spec.nonce}")
     _print("parameters:" + ("" if spec.parameters else "     none"))
     for key, value in sorted(spec.parameters.items()):
-        _print(f"  {quoted(key)} = {_value(value)}")
+        _print(f"  {quoted(key)} = {parameter_value(value)}")
     _print("rights:")
     for right in result.participants:
         what = {

@@ -27,6 +27,7 @@ from cleanroom.client.review import (
     Review,
     ReviewError,
     contents,
+    parameter_value,
     participants,
     resources,
 )
@@ -162,10 +163,6 @@ class Changes:
         return document
 
 
-def _value(value: object) -> str:
-    return quoted(value) if isinstance(value, str) else json.dumps(value)
-
-
 def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
     fields = [
         ("name", before.name, after.name),
@@ -187,16 +184,18 @@ def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
         changes.notes.append("the nonce differs too, as in every deployment")
     for key in sorted(set(before.parameters) | set(after.parameters)):
         if key not in after.parameters:
-            changes.parameters.append(f"- {quoted(key)} = {_value(before.parameters[key])}")
+            old = parameter_value(before.parameters[key])
+            changes.parameters.append(f"- {quoted(key)} = {old}")
         elif key not in before.parameters:
-            changes.parameters.append(f"+ {quoted(key)} = {_value(after.parameters[key])}")
-        elif before.parameters[key] != after.parameters[key] or type(
-            before.parameters[key]
-        ) is not type(after.parameters[key]):
-            changes.parameters.append(
-                f"~ {quoted(key)}: {_value(before.parameters[key])} -> "
-                f"{_value(after.parameters[key])}"
+            new = parameter_value(after.parameters[key])
+            changes.parameters.append(f"+ {quoted(key)} = {new}")
+        else:
+            old, new = (
+                parameter_value(before.parameters[key]),
+                parameter_value(after.parameters[key]),
             )
+            if old != new:
+                changes.parameters.append(f"~ {quoted(key)}: {old} -> {new}")
     _compare_sql(before, after, changes)
     old_rights = {_right(p.role, p.object_id, p.user_id) for p in participants(before)}
     new_rights = {_right(p.role, p.object_id, p.user_id) for p in participants(after)}

@@ -23,7 +23,7 @@ from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler,
 from cleanroom.client.vendored import BundleFile, Vendored, vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, PACKAGES, Source, function_id, unpack
-from cleanroom.protocol.encoding import b64u
+from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.spec import Resources, WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.protocol.text import collisions, quoted, shown
@@ -241,6 +241,14 @@ class Review:
             "packages": self.contents.vendored.to_json(),
             "participants": [participant.to_json() for participant in self.participants],
         }
+
+
+def parameter_value(value: object) -> str:
+    """A parameter's value as the function reads it: a string quoted and escaped, anything
+    else as the canonical JSON the Worker writes to ``parameters.json``. JCS writes ``10.0``
+    as ``10`` and ``-0.0`` as ``0``: one Work-ID for both documents, and the function
+    reads the integer, whichever of the two the review was served."""
+    return quoted(value) if isinstance(value, str) else canonical(value).decode("ascii")
 
 
 # How each limit of a run is named and counted in the review. Every field of Resources
@@ -569,6 +577,7 @@ __all__ = [
     "contents",
     "fetch_review",
     "handler_warnings",
+    "parameter_value",
     "parameter_warnings",
     "participants",
     "record_inspection",
