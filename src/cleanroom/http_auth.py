@@ -57,6 +57,22 @@ def presented(authorization: str | None, proofs: Sequence[str]) -> Presented:
     return Presented(scheme, token, tuple(proofs))
 
 
+def authorization(request: Request) -> str | None:
+    """The request's one ``Authorization`` header, or None; ``authorization-header`` if it
+    carries several. The field is not a list (RFC 9110 §11.6.2): which of two counts is a
+    guess, and a proxy in front may guess otherwise than this server (Starlette's
+    ``headers.get`` takes the first), so neither is used, as of ``DPoP`` headers."""
+    values = request.headers.getlist("authorization")
+    if len(values) > 1:
+        raise TokenError(
+            "authorization-header",
+            "at most one Authorization header",
+            f"{len(values)} Authorization headers",
+            "the request carries several Authorization headers: send one",
+        )
+    return values[0] if values else None
+
+
 def request_url(public_url: str, request: Request) -> str:
     """The URL a request was sent to, as its client saw it: this server's public URL
     and the path exactly as received (percent-encoding kept), without the query."""
@@ -79,9 +95,7 @@ class RequestAuthenticator:
 
     def authenticate(self, request: Request, scope: str | None = None) -> TokenClaims:
         """The claims of the request's token (with ``scope``, if given), or ``TokenError``."""
-        credentials = presented(
-            request.headers.get("authorization"), request.headers.getlist("dpop")
-        )
+        credentials = presented(authorization(request), request.headers.getlist("dpop"))
         return self.check(
             credentials,
             method=request.method,
@@ -144,7 +158,7 @@ def challenge(error: TokenError, scheme: str = "dpop") -> str | None:
     status = error.http_status
     if status == 503:
         return None
-    if error.check == "token-missing":
+    if error.check in ("token-missing", "authorization-header"):
         return f"DPoP {DPOP_ALGORITHMS}, Bearer"
     if error.check == "dpop-proof":
         return f'DPoP error="invalid_dpop_proof", {DPOP_ALGORITHMS}'

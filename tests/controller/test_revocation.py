@@ -295,6 +295,30 @@ def test_a_token_without_its_proof_or_with_a_replayed_or_foreign_one(
     assert for_another_method.json()["check"] == "dpop-proof"
 
 
+def test_two_authorization_headers_are_refused_by_the_controller(
+    manager: Manager, controller: str
+) -> None:
+    """A room token and an operation token, each beside another Authorization header:
+    neither counts (the Controller took the first; found by h9)."""
+    _, _, token = login(manager, controller)
+    url = f"{controller}/v1/rooms/{ROOM}"
+    good = dpop(KEY, token, "GET", url)
+    answer = httpx.get(
+        url,
+        headers=[
+            ("Authorization", good["Authorization"]),
+            ("Authorization", "Bearer junk"),
+            ("DPoP", good["DPoP"]),
+        ],
+    )
+    assert answer.status_code == 401 and answer.json()["check"] == "authorization-header"
+    status = f"Bearer {operation_token(manager, controller, 'status')}"
+    for headers in ([status, "Bearer junk"], ["Bearer junk", status]):
+        answer = httpx.get(url, headers=[("Authorization", value) for value in headers])
+        assert answer.status_code == 401 and answer.json()["check"] == "authorization-header"
+    assert accepted(httpx.get(url, headers=dpop(KEY, token, "GET", url)))
+
+
 def operation_token(manager: Manager, controller: str, scope: str, **changes: Any) -> str:
     claims: dict[str, Any] = {
         "aud": controller,

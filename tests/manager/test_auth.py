@@ -250,6 +250,27 @@ def test_no_token_is_401_problem(manager: Manager) -> None:
     assert answer.json()["check"] == "token-missing"
 
 
+def test_two_authorization_headers_are_refused(manager: Manager) -> None:
+    """Which of two Authorization headers counts is a guess (the manager took the first:
+    a good token, then any other, was served), so neither does, as of two DPoP proofs
+    (found by h9)."""
+    client, _ = manager.login("acme")
+    assert client.token is not None
+    url = f"{manager.url}/v1/whoami"
+    good = dpop(client.dpop_key, client.token, "GET", url)
+    for second in (f"DPoP {client.token}", "DPoP junk", "Bearer junk"):
+        for headers in (
+            [("Authorization", good["Authorization"]), ("Authorization", second)],
+            [("Authorization", second), ("Authorization", good["Authorization"])],
+        ):
+            proof = client.dpop_key.proof("GET", url, client.token)
+            answer = httpx.get(url, headers=[*headers, ("DPoP", proof)])
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["check"] == "authorization-header"
+            assert answer.headers["www-authenticate"] == 'DPoP algs="ES256", Bearer'
+    assert httpx.get(url, headers=dpop(client.dpop_key, client.token, "GET", url)).is_success
+
+
 def test_a_forged_token_is_refused_by_the_manager(manager: Manager) -> None:
     client, _ = manager.login("acme")
     assert client.token is not None

@@ -140,6 +140,26 @@ def test_both_methods_at_once_are_refused(manager: Manager) -> None:
     assert (other.status_code, other.json()) == (400, {"error": "invalid_request"})
 
 
+@pytest.mark.parametrize("good_first", [True, False])
+def test_two_authorization_headers_are_refused(manager: Manager, good_first: bool) -> None:
+    """The field is not a list: the manager took the first of two Basic headers, so a
+    proxy that read the other authenticated another client than the manager did (found by
+    h9 with httpx, which sends both)."""
+    client_id, secret = manager.new_client("acme")
+    other_id, _ = manager.new_client("acme")
+    headers = [("Authorization", basic(client_id, secret)), ("Authorization", basic(other_id, "x"))]
+    key = ProofKey.generate()
+    for path in (TOKEN, "/oauth/revoke"):
+        answer = httpx.post(
+            manager.url + path,
+            data={"grant_type": "client_credentials", "token": "x"},
+            headers=[*(headers if good_first else headers[::-1]), *proof(manager, key).items()],
+        )
+        assert answer.status_code == 400, (path, answer.text)
+        assert answer.json()["error"] == "invalid_request"
+        assert "access_token" not in answer.text
+
+
 def test_no_credentials_is_401_with_a_challenge(manager: Manager) -> None:
     answer = httpx.post(manager.url + TOKEN, data={"grant_type": "client_credentials"})
     assert answer.status_code == 401 and "www-authenticate" in answer.headers

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote_plus
@@ -76,6 +76,19 @@ def _basic(header: str) -> ClientCredentials | None:
     return ClientCredentials(unquote_plus(client_id), unquote_plus(secret), "client_secret_basic")
 
 
+def single_authorization(values: Sequence[str]) -> str | None:
+    """The one ``Authorization`` header of a request (``values``: every one it carries),
+    or None. Several are ``invalid_request``: the field is not a list (RFC 9110 §11.6.2),
+    and taking the first, as ``headers.get`` does, authenticated the first of two clients."""
+    if len(values) > 1:
+        raise ClientAuthError(
+            "invalid_request",
+            f"{len(values)} Authorization headers: send one",
+            challenge=False,
+        )
+    return values[0] if values else None
+
+
 def client_credentials(
     authorization: str | None, form: Mapping[str, object]
 ) -> ClientCredentials | None:
@@ -115,4 +128,5 @@ __all__ = [
     "ClientAuthError",
     "ClientCredentials",
     "client_credentials",
+    "single_authorization",
 ]

@@ -16,7 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
 from cleanroom.limits import RateLimiter, retry_after
-from cleanroom.manager.client_auth import BASIC_CHALLENGE, ClientAuthError, client_credentials
+from cleanroom.manager.client_auth import (
+    BASIC_CHALLENGE,
+    ClientAuthError,
+    client_credentials,
+    single_authorization,
+)
 from cleanroom.manager.grants import GrantRefused, TokenRequest
 from cleanroom.manager.revocation import Revoked
 from cleanroom.manager.routes.deps import CurrentCaller
@@ -173,7 +178,9 @@ def router(services: Services) -> APIRouter:
             return _slow_down(wait)
         form = await request.form()
         try:
-            credentials = client_credentials(request.headers.get("authorization"), form)
+            credentials = client_credentials(
+                single_authorization(request.headers.getlist("authorization")), form
+            )
         except ClientAuthError as error:
             wait = limits.client(form.get("client_id"))
             return (
@@ -234,7 +241,9 @@ def router(services: Services) -> APIRouter:
         if not isinstance(token, str) or not token:
             return _revoke_refused(400, "invalid_request", "the form field 'token' is missing")
         try:
-            given = client_credentials(request.headers.get("authorization"), form)
+            given = client_credentials(
+                single_authorization(request.headers.getlist("authorization")), form
+            )
         except ClientAuthError as error:
             return _revoke_refused(
                 error.http_status, error.error, error.description, challenge=error.challenge
