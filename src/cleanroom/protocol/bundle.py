@@ -36,7 +36,9 @@ a function.
 
 :func:`unpack` checks every member before it writes anything and extracts with
 tarfile's ``"data"`` filter into a fresh directory that it renames into place
-once the sources in it passed their check.
+once the sources in it passed their check and the bundle is what :func:`pack` makes
+of them, byte for byte: one spelling of a tree, which every release of ``tarfile``
+reads alike.
 """
 
 from __future__ import annotations
@@ -513,6 +515,20 @@ class _HashingWriter:
         return self._destination.tell()
 
 
+class _Counter:
+    """A write-only file that keeps nothing, only its length (to hash a bundle unwritten)."""
+
+    def __init__(self) -> None:
+        self._length = 0
+
+    def write(self, data: bytes) -> int:
+        self._length += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._length
+
+
 def function_id(bundle: bytes) -> str:
     """The function's ID: ``"fs://" + b64u(SHA-256(bundle))``, over the bundle's bytes."""
     return FUNCTION_ID_PREFIX + b64u(sha256(bundle))
@@ -640,6 +656,41 @@ def _check_members(
     return members, files
 
 
+def _digest_of(bundle: Source) -> str:
+    if isinstance(bundle, bytes):
+        return function_id(bundle)
+    bundle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := bundle.read(_CHUNK):
+        digest.update(chunk)
+    return FUNCTION_ID_PREFIX + b64u(digest.digest())
+
+
+def _check_canonical(bundle: Source, staging: Path, max_bytes: int, max_files: int) -> None:
+    """Refuse (``bundle-canonical``) a bundle that is not, byte for byte, what :func:`pack`
+    makes of the files it holds.
+
+    Every party reads a bundle with its own interpreter's ``tarfile`` (a reviewer's 3.13,
+    the Worker's 3.11), and ``tarfile`` reads pax records, GNU long names and headers
+    otherwise from one release to another (3.13.0 refuses a pax record whose length is
+    wrong, which 3.11 reads as a path ending in a line break). What ``pack`` writes, every
+    release reads alike: any other spelling of a tree is refused, so no two readers can
+    see two trees in one Work-ID.
+    """
+    expected = pack_into(
+        staging, cast(IO[bytes], _Counter()), max_bytes=max_bytes, max_files=max_files
+    )
+    actual = _digest_of(bundle)
+    if actual != expected:
+        raise BundleError(
+            "bundle-canonical",
+            f"the bundle pack makes of these files ({expected})",
+            actual,
+            "the bundle is not in canonical form (headers, records or padding differ)",
+            hint="make the bundle with cleanroom function upload (cleanroom.protocol.bundle.pack)",
+        )
+
+
 def _check_sources(directory: Path, files: list[str]) -> None:
     """Every Python source among ``files``, as extracted under ``directory``, is UTF-8."""
     for path in files:
@@ -689,8 +740,8 @@ def unpack(
     (more than ``max_bytes`` bytes of contents or ``max_files`` members),
     ``bundle-bytecode``, ``bundle-extension``, ``bundle-name-collision``,
     ``bundle-handler`` and, after extraction but before the rename,
-    ``bundle-source-encoding``. A bundle that passes need not be byte-identical to what
-    :func:`pack` makes of its contents: its ID is what it hashes to.
+    ``bundle-source-encoding`` and ``bundle-canonical`` again (the bundle is not, byte
+    for byte, what :func:`pack` makes of the files extracted: :func:`_check_canonical`).
     """
     if os.path.lexists(destination):
         raise BundleError(
@@ -708,6 +759,7 @@ def unpack(
             except tarfile.TarError as error:  # a filter refused what the checks let by
                 raise _format_error(f"{type(error).__name__}: {error}") from error
             _check_sources(Path(staging), files)
+            _check_canonical(bundle, Path(staging), max_bytes, max_files)
             if os.path.lexists(destination):
                 raise BundleError(
                     "bundle-destination",
