@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
 from cleanroom.client.vendored import BundleFile, Vendored, vendored
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, PACKAGES, Source, function_id, unpack
-from cleanroom.protocol.encoding import b64u, canonical
+from cleanroom.protocol.bundle import PACKAGES, Source, function_id, unpack
+from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.spec import Resources, WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.protocol.text import collisions, quoted, shown
@@ -464,7 +464,7 @@ def check_handler(
     Worker's import would not find the handler's module, ``bundle-*`` when the bundle
     does not unpack. Returns :func:`handler_warnings`.
     """
-    recomputed = _function_id(bundle)
+    recomputed = function_id(bundle)
     if recomputed != function:
         raise ReviewError(
             "function-id",
@@ -476,17 +476,6 @@ def check_handler(
         directory = Path(scratch) / "function"
         unpack(bundle, directory)
         return handler_warnings(directory, locate_handler(directory, handler, runtime))
-
-
-def _function_id(bundle: Source) -> str:
-    """The function ID of ``bundle`` (bytes, or a seekable file read from its start)."""
-    if isinstance(bundle, bytes):
-        return function_id(bundle)
-    bundle.seek(0)
-    digest = hashlib.sha256()
-    while chunk := bundle.read(_CHUNK):
-        digest.update(chunk)
-    return FUNCTION_ID_PREFIX + b64u(digest.digest())
 
 
 def spec_record(spec: WorkSpec) -> dict[str, Any]:

@@ -529,9 +529,16 @@ class _Counter:
         return self._length
 
 
-def function_id(bundle: bytes) -> str:
-    """The function's ID: ``"fs://" + b64u(SHA-256(bundle))``, over the bundle's bytes."""
-    return FUNCTION_ID_PREFIX + b64u(sha256(bundle))
+def function_id(bundle: Source) -> str:
+    """The function's ID: ``"fs://" + b64u(SHA-256(bundle))``, over the bundle's bytes
+    (``bundle`` itself, or a seekable binary file holding them, read from its start)."""
+    if isinstance(bundle, bytes):
+        return FUNCTION_ID_PREFIX + b64u(sha256(bundle))
+    bundle.seek(0)
+    digest = hashlib.sha256()
+    while chunk := bundle.read(_CHUNK):
+        digest.update(chunk)
+    return FUNCTION_ID_PREFIX + b64u(digest.digest())
 
 
 def _format_error(actual: str) -> BundleError:
@@ -656,16 +663,6 @@ def _check_members(
     return members, files
 
 
-def _digest_of(bundle: Source) -> str:
-    if isinstance(bundle, bytes):
-        return function_id(bundle)
-    bundle.seek(0)
-    digest = hashlib.sha256()
-    while chunk := bundle.read(_CHUNK):
-        digest.update(chunk)
-    return FUNCTION_ID_PREFIX + b64u(digest.digest())
-
-
 def _check_canonical(bundle: Source, staging: Path, max_bytes: int, max_files: int) -> None:
     """Refuse (``bundle-canonical``) a bundle that is not, byte for byte, what :func:`pack`
     makes of the files it holds.
@@ -680,7 +677,7 @@ def _check_canonical(bundle: Source, staging: Path, max_bytes: int, max_files: i
     expected = pack_into(
         staging, cast(IO[bytes], _Counter()), max_bytes=max_bytes, max_files=max_files
     )
-    actual = _digest_of(bundle)
+    actual = function_id(bundle)
     if actual != expected:
         raise BundleError(
             "bundle-canonical",
