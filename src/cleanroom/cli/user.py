@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
 from rich.status import Status
@@ -87,7 +88,7 @@ from cleanroom.sql.rules import check_spec_queries
 from cleanroom.sql.rules import parse as parse_query
 
 if TYPE_CHECKING:
-    from cleanroom.client.manager import ManagerClient, Room
+    pass
 
 _FUNCTION_ID = re.compile(r"^fs://[A-Za-z0-9_-]{43}$")
 _FUNCTION_DIGEST = re.compile(r"^[A-Za-z0-9_-]{43}$")
@@ -187,9 +188,13 @@ def function_download(
         fail(f"{directory} exists and is not a directory", EXIT_USAGE)
     if directory.is_dir() and any(directory.iterdir()):
         fail(f"{directory} is not empty: give a new or empty directory", EXIT_USAGE)
-    with failures():
-        with _status(f"downloading {shown(function)}…"):
-            bundle = with_manager(profile, lambda manager: manager.download_function(function))
+    with (
+        failures(),
+        _downloaded(profile, function, f"downloading {shown(function)}") as (
+            bundle,
+            size,
+        ),
+    ):
         if function_id(bundle) != function:  # ManagerClient checks it too
             fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(function)}")
         if directory.is_dir():
@@ -201,7 +206,7 @@ def function_download(
             {
                 "function_id": function,
                 "directory": str(directory),
-                "size": len(bundle),
+                "size": size,
                 "files": [file.to_json() for file in found.files],
                 "vendored": found.vendored.to_json(),
                 "warnings": [warning.to_json() for warning in found.warnings],
@@ -211,7 +216,7 @@ def function_download(
     _show_files(found.files)
     _show_vendored(found.vendored)
     _show_warnings(found.warnings)
-    stderr.print(f"{len(found.files)} files ({len(bundle)} bytes) unpacked into {directory}")
+    stderr.print(f"{len(found.files)} files ({size} bytes) unpacked into {directory}")
 
 
 def _function_id(value: str, option: str) -> str:
@@ -264,41 +269,49 @@ def _private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
+@contextmanager
+def _downloaded(profile: Profile, function: str, label: str) -> Iterator[tuple[BinaryIO, int]]:
+    """The bundle of ``function`` from the manager and its size, in a private temporary
+    file (0600, in a 0700 directory removed after, on an error too), downloaded with a
+    progress bar: never held in memory. The client checked that it hashes to
+    ``function`` (``function-id``) once its last byte came; the file is open for reading
+    from its start."""
+    with (
+        tempfile.TemporaryDirectory(prefix="cleanroom-function-") as scratch,
+        open(Path(scratch) / "function.tar", "w+b", opener=_private) as file,
+    ):
+        with transfer_progress(label, None) as bar:
+
+            def received(size: int) -> None:
+                bar.update(bar.task_ids[0], completed=size)
+
+            size = with_manager(
+                profile,
+                lambda manager: manager.download_function_to(function, file, progress=received),
+            )
+        file.seek(0)
+        yield file, size
+
+
 def _check_handler(profile: Profile, spec: WorkSpec) -> tuple[ReviewWarning, ...]:
     """The review's handler check on the function the spec names, before deploying it.
 
     The bundle is downloaded, as every other party's ``inspect`` will (the manager's
-    copy is the one that runs), into a private temporary file (0600, in a 0700
-    directory removed after, on an error too) with a progress bar, never held in
-    memory; it must hash to the spec's function ID before anything in it is read
+    copy is the one that runs), into a private temporary file (:func:`_downloaded`);
+    it must hash to the spec's function ID before anything in it is read
     (``function-id``). A handler whose module the review cannot find is refused here
     (``handler-module``, exit 2) rather than by them. A handler function not seen in
     its module is a warning (``handler-function``), shown on stderr."""
-    with tempfile.TemporaryDirectory(prefix="cleanroom-deploy-") as scratch:
-        path = Path(scratch) / "function.tar"
-        with open(path, "w+b", opener=_private) as file:
-            label = f"checking the handler: downloading {shown(spec.function)}"
-            with failures(), transfer_progress(label, None) as bar:
-
-                def received(size: int) -> None:
-                    bar.update(bar.task_ids[0], completed=size)
-
-                with_manager(
-                    profile,
-                    lambda manager: manager.download_function_to(
-                        spec.function, file, progress=received
-                    ),
-                )
-            try:
-                with _status(f"checking the handler in {shown(spec.function)}…"):
-                    warnings = check_handler(
-                        file, spec.handler, spec.runtime, function=spec.function
-                    )
-            except CheckFailed as error:
-                if error.check == "function-id":  # not the bytes downloaded: refused (1)
-                    raise
-                # A handler the review would refuse: unusable input.
-                fail(f"{error} (nothing was deployed)", EXIT_USAGE)
+    label = f"checking the handler: downloading {shown(spec.function)}"
+    with failures(), _downloaded(profile, spec.function, label) as (bundle, _size):
+        try:
+            with _status(f"checking the handler in {shown(spec.function)}…"):
+                warnings = check_handler(bundle, spec.handler, spec.runtime, function=spec.function)
+        except CheckFailed as error:
+            if error.check == "function-id":  # not the bytes downloaded: refused (1)
+                raise
+            # A handler the review would refuse: unusable input.
+            fail(f"{error} (nothing was deployed)", EXIT_USAGE)
     for warning in warnings:
         stderr.print(f"warning: {warning.check}: {warning.message}", markup=False)
     return warnings
@@ -481,16 +494,12 @@ def _review(
     if project is None and approval is not None:
         project = approval.project
 
-    def fetch(manager: ManagerClient) -> tuple[Room, bytes]:
-        room = manager.room(name, project)
-        # Download the function the spec names (what the Work-ID covers), not the
-        # manager's separate field for it.
-        spec = WorkSpec.parse(room.spec)
-        with _status(f"downloading {spec.function}…"):
-            return room, manager.download_function(spec.function)
-
-    room, bundle = with_manager(profile, fetch)
-    return review(room, bundle, you=profile.user_id, source=source)
+    room = with_manager(profile, lambda manager: manager.room(name, project))
+    # Download the function the spec names (what the Work-ID covers), not the manager's
+    # separate field for it.
+    function = WorkSpec.parse(room.spec).function
+    with _downloaded(profile, function, f"downloading {shown(function)}") as (bundle, _size):
+        return review(room, bundle, you=profile.user_id, source=source)
 
 
 def _where(handler: HandlerLocation) -> str:
@@ -696,11 +705,10 @@ def _earlier(profile: Profile, name: str, against: str, result: Review, director
                 f"--against {shown(against)} is not a function ID (fs:// and 43 characters)",
                 EXIT_USAGE,
             )
-        with _status(f"downloading {shown(against)}…"):
-            bundle = with_manager(profile, lambda manager: manager.download_function(against))
-        if function_id(bundle) != against:  # ManagerClient checks it too
-            fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(against)}")
-        found = contents(directory, unpack(bundle, directory), result.spec.runtime)
+        with _downloaded(profile, against, f"downloading {shown(against)}") as (bundle, _size):
+            if function_id(bundle) != against:  # ManagerClient checks it too
+                fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(against)}")
+            found = contents(directory, unpack(bundle, directory), result.spec.runtime)
         files = {file.path: file for file in found.files}
         return Side(against, None, against, files, found.vendored, directory)
     if against == "approved":
@@ -720,13 +728,12 @@ def _earlier(profile: Profile, name: str, against: str, result: Review, director
         )
     earlier = str(record.get("function_id"))
     try:
-        with _status(f"downloading {shown(earlier)}…"):
-            bundle = with_manager(profile, lambda manager: manager.download_function(earlier))
+        with _downloaded(profile, earlier, f"downloading {shown(earlier)}") as (bundle, _size):
+            if function_id(bundle) != earlier:  # ManagerClient checks it too
+                fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(earlier)}")
+            unpack(bundle, directory)
     except ServerError:
         return Side.of_record(label, work_id, record)  # gone from the manager: digests only
-    if function_id(bundle) != earlier:
-        fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(earlier)}")
-    unpack(bundle, directory)
     return Side.of_record(label, work_id, record, directory)
 
 

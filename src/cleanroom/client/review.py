@@ -302,9 +302,10 @@ def bundle_files(directory: Path, paths: list[str]) -> tuple[BundleFile, ...]:
 
 
 def review(
-    room: Room, bundle: bytes, *, you: str | None = None, source: Path | None = None
+    room: Room, bundle: Source, *, you: str | None = None, source: Path | None = None
 ) -> Review:
-    """Check that ``room`` and ``bundle`` agree and list what to review.
+    """Check that ``room`` and ``bundle`` (the function's bytes, or a seekable file
+    holding them) agree and list what to review.
 
     Refuses (each a :class:`CheckFailed` naming the check): a spec that is not a
     valid work spec (``work-spec``); a spec named otherwise than the room
@@ -357,7 +358,7 @@ def review(
 
 
 def _review(
-    room: Room, spec: WorkSpec, recomputed: str, bundle: bytes, directory: Path, you: str | None
+    room: Room, spec: WorkSpec, recomputed: str, bundle: Source, directory: Path, you: str | None
 ) -> Review:
     paths = unpack(bundle, directory)
     runtime = ENGINE_RUNTIME if spec.sql is not None else spec.runtime
