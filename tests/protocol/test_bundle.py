@@ -112,6 +112,20 @@ def test_vector(tmp_path: Path) -> None:
     assert function_id(bundle) == "fs://uNoSrCY37PfaNTzPc55bwyyipXya-dapKtmC9goRuPc"
 
 
+def test_vector_of_names_a_pax_header_holds(tmp_path: Path) -> None:
+    """The bytes of a path past 100 bytes and of one outside ASCII (a pax header holds
+    each) are part of the protocol too: unpack takes only what pack makes of a tree
+    (bundle-canonical), so an interpreter whose tarfile wrote them otherwise would refuse
+    every other party's bundles. docs/protocol.md quotes this ID."""
+    root = write_tree(
+        tmp_path / "f",
+        {"handler.py": HANDLER, "caf\u00e9.py": b"x = 1\n", "d": {"y" * 150 + ".py": b""}},
+    )
+    bundle = pack(root)
+    assert len(bundle) == 10240
+    assert function_id(bundle) == "fs://299FNPGeq-QM9lScfD8eqOy2o59ZgOd9NnHcLMr17Qk"
+
+
 def test_metadata_is_not_carried(function: Path, tmp_path: Path) -> None:
     reference = pack(function)
     other = write_tree(tmp_path / "other", read_tree_nested(function))
