@@ -64,6 +64,8 @@ MAX_RUNS = 10_000
 ENGINE_THREADS = 2  # DuckDB's threads: the spec gives CPU time, not cores
 ENGINE_OWN_MIB = 128  # the engine's Python, DuckDB and pyarrow loaded, and its result
 ENGINE_LEAST_MIB = 64  # DuckDB's CSV reader takes a block of 30.5 MiB at once
+# The sandbox's statuses of a run a limit ended: a query receipt's status, as is.
+ENGINE_LIMITS = frozenset({"timeout", "cpu", "memory", "disk", "processes"})
 
 
 def engine_limits(resources: Resources) -> dict[str, int]:
@@ -92,6 +94,9 @@ class SqlRun:
     parameters: dict[str, Any]
     state: str = "running"  # -> done | failed
     detail: str | None = None
+    # The limit that ended its engine run (memory, timeout, cpu, disk, processes), as
+    # the sandbox reported it: the receipt's status. None: no limit ended it.
+    limit: str | None = None
     files: list[StoredObject] = field(default_factory=list)
     receipt: tuple[dict[str, Any], bytes] | None = None
     privacy: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -317,7 +322,7 @@ class SqlRoom(CleanRoom):
                 status_out=run,
             )  # fmt: skip
             if run.state == "failed":
-                raise RunError("run-ended", "a query that ran", run.detail, "the engine failed")
+                raise RunError("run-ended", "a query that ran", run.detail, str(run.detail))
             if plan.dp is not None:
                 rows_file = next(s for s in collected if s.name.endswith("/rows.jsonl"))
                 try:
@@ -361,7 +366,11 @@ class SqlRoom(CleanRoom):
             rules=list(plan.rules),
             detail=detail,
             privacy=run.privacy,
-            status=status if run.state == "done" else "failed",
+            # A limit that ended the engine names itself (the host saw the run killed
+            # anyway); any other failure is "failed", and nothing of the engine's own
+            # error (its text can quote a value of the data: "Could not convert string
+            # 'retail' to INT32") leaves the sandbox: the engine's log is not kept.
+            status=status if run.state == "done" else run.limit or "failed",
             started=started,
             finished=max(started, int(self._clock())),
         )  # fmt: skip
@@ -528,6 +537,7 @@ class SqlRoom(CleanRoom):
             reason = "outputs over the disk limit" if result.outputs_withheld else result.status
             if status_out is not None:
                 status_out.state, status_out.detail = "failed", f"the engine ended: {reason}"
+                status_out.limit = result.status if result.status in ENGINE_LIMITS else None
                 return stats, []
             raise RunError("engine", "an engine run that succeeded", reason, "the engine failed")
         return stats, sealed
