@@ -52,22 +52,22 @@ def test_numbers_written_as_yaml_text_become_numbers() -> None:
 
 
 def test_a_schema_refusal_names_the_file_for_the_uploader_alone() -> None:
-    """The Worker names a refused file by its place among the input's files (its name
-    is sealed; the refusal is not); the uploader's client puts the name back, and only
+    """The Worker names a refused file by its place among the input's files, in the
+    refusal it seals to the uploader; the uploader's client puts the name back, and only
     for a place that is one of its files."""
-    from cleanroom.client.errors import ServerError
     from cleanroom.client.rooms import _with_file_named
+    from cleanroom.protocol.acks import UploadRefused
 
-    def refusal(file: object, files: object) -> ServerError:
-        return ServerError("compute server", 400, {
-            "detail": f"input_2 does not match its schema: a null (file {file} of {files}, "
-                      "column email, row 2)",
-            "check": "schema-null", "expected": "not null",
-            "actual": {"file": file, "files": files, "column": "email", "row": 2},
-        })  # fmt: skip
+    def refusal(file: object, files: object) -> UploadRefused:
+        return UploadRefused(
+            "schema-null", "not null",
+            {"file": file, "files": files, "column": "email", "row": 2},
+            f"input_2 does not match its schema: a null (file {file} of {files}, "
+            "column email, row 2)",
+        )  # fmt: skip
 
     named = _with_file_named(refusal(2, 2), ["z_tokyo.csv", "a.csv"])
-    assert named.problem["actual"]["file"] == "z_tokyo.csv"
+    assert isinstance(named.actual, dict) and named.actual["file"] == "z_tokyo.csv"
     assert "(file z_tokyo.csv, column email, row 2)" in str(named)
     for file, files in ((3, 2), (0, 2), (True, 2), (1, 3), ("a.csv", 2)):
         untouched = refusal(file, files)

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.enclave.attester import Attester, WorkerAllowList
-from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError
+from cleanroom.enclave.errors import RunError, SealedRefusal, SealedSchemaRefusal, UploadError
 from cleanroom.enclave.room import CleanRoom, seal_bundle
 from cleanroom.enclave.runner import Sandbox, installed_runtime
 from cleanroom.enclave.sqlroom import SqlRoom
@@ -29,6 +29,7 @@ from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.simulated import SimulatedPlatform
+from cleanroom.protocol.acks import UploadRefused, open_upload_refusal
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import AccessDenied, ProtocolError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
@@ -111,7 +112,12 @@ def upload(
     stream = room.begin_upload(keys.session_id)
     for frame in upload_frames(keys, input_id, {name: data}):
         stream.feed(frame)
-    stream.finish()
+    try:
+        stream.finish()
+    except SealedSchemaRefusal as refusal:
+        # What the relay sees says nothing of the data; the uploader opens where.
+        assert set(refusal.to_json()) == {"check", "expected", "actual", "message", "sealed"}
+        raise open_upload_refusal(keys, refusal.sealed, input_id=input_id) from refusal
     receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
     path, _index, final, body = receiver.open(stream.acknowledgement())
     assert path == f"{input_id}/.ack" and final
@@ -352,20 +358,32 @@ def test_an_upload_that_breaks_its_schema_is_refused_naming_column_and_row(
     tmp_path: Path, confinement: Sandbox, data: bytes, check: str, where: tuple[Any, int]
 ) -> None:
     room = make_room(tmp_path, confinement, sql_spec())
-    with pytest.raises(UploadError) as caught:
+    with pytest.raises(UploadRefused) as caught:
         upload(room, ALICE, "input_1", data, "customers_tokyo.csv")
-    error = caught.value
+    error = caught.value  # as the uploader opens it
     assert error.check == check
     assert isinstance(error.actual, dict)
     if where[0] is not None:
         assert error.actual["column"] == where[0]
     assert error.actual["row"] == where[1]
-    # The file by its place (the uploader names it), never by its name: the refusal
-    # goes back through the Controller in the clear, and the paths are sealed.
+    # The file by its place (the uploader names it), never by its name.
     assert (error.actual["file"], error.actual["files"]) == (1, 1)
     refusal = json.dumps(error.to_json()).encode()
-    assert b"lots" not in refusal  # never a value
+    assert b"lots" not in refusal  # never a value, even to the uploader
     assert b"tokyo" not in refusal
+    # What the Controller relays (and the Worker logs) says only that the schema refused
+    # it: not which check, column, row or file (they are facts of the uploader's data).
+    relayed = caught.value.__cause__
+    assert isinstance(relayed, SealedSchemaRefusal) and relayed.check == "schema-refused"
+    clear = json.dumps({k: v for k, v in relayed.to_json().items() if k != "sealed"})
+    for fact in (
+        check,
+        "row",
+        "file",
+        "input_1",
+        *(c["name"] for c in SCHEMAS["input_1"]["columns"]),
+    ):
+        assert fact not in clear, fact
     # Nothing was kept: the owner can upload the right file.
     assert upload(room, ALICE, "input_1", alice_csv())["rows"] == 40
 
@@ -405,7 +423,7 @@ def test_a_parquet_upload_is_checked_against_its_schema(
     schemas = copy.deepcopy(SCHEMAS)
     schemas["input_1"]["format"] = "parquet"
     room = make_room(tmp_path, confinement, sql_spec(schemas=schemas))
-    with pytest.raises(UploadError) as caught:
+    with pytest.raises(UploadRefused) as caught:
         upload(room, ALICE, "input_1", parquet(tmp_path, select), "data.parquet")
     error = caught.value
     assert error.check == check
@@ -414,7 +432,7 @@ def test_a_parquet_upload_is_checked_against_its_schema(
     if check == "schema-null":
         assert error.actual["row"] == 4  # the fourth row (i = 3)
     assert b"lots" not in json.dumps(error.to_json()).encode()  # never a value
-    with pytest.raises(UploadError) as caught:
+    with pytest.raises(UploadRefused) as caught:
         upload(room, ALICE, "input_1", alice_csv(), "data.parquet")
     assert caught.value.check == "schema-format"
     ack = upload(room, ALICE, "input_1", parquet(tmp_path, PARQUET_ROWS), "data.parquet")

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from cleanroom.protocol.acks import ACK_TYPE, open_ack, seal_ack
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.acks import (
+    ACK_TYPE,
+    REFUSAL_TYPE,
+    open_ack,
+    open_upload_refusal,
+    seal_ack,
+    seal_upload_refusal,
+)
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import (
     BindingError,
@@ -190,6 +198,41 @@ def test_an_acknowledgement_not_sealed_by_the_worker_is_refused() -> None:
     )
     with pytest.raises(RecordError):
         open_ack(KEYS, wrong_direction, input_id="input_1", sha256=DIGEST, size=SIZE)
+
+
+def test_an_upload_refusal_opens_for_its_session_and_input_alone() -> None:
+    """A schema refusal says where the uploader's data broke its schema: sealed to the
+    upload session, of this input; a frame of another session or input, an
+    acknowledgement, or a record in the client's direction is refused."""
+    where = {"file": 1, "files": 1, "column": "spend", "row": 2}
+    refusal = CheckFailed("schema-value", "double", where, "a value that is not double")
+    frame = seal_upload_refusal(KEYS, "input_1", refusal)
+    opened = open_upload_refusal(KEYS, frame, input_id="input_1")
+    assert (opened.check, opened.expected, opened.actual) == ("schema-value", "double", where)
+    assert opened.message == "a value that is not double"
+    with pytest.raises(BindingError) as binding:
+        open_upload_refusal(KEYS, frame, input_id="input_2")
+    assert binding.value.check == "upload-refusal"
+    other_session = SessionKeys("AAAAAAAAAAAAAAAAAAAAAA", KEYS.client_to_worker,
+                                KEYS.worker_to_client, bytes(32))  # fmt: skip
+    with pytest.raises(RecordError):
+        open_upload_refusal(other_session, frame, input_id="input_1")
+    ack = seal_ack(KEYS, "input_1", DIGEST, already=False, size=SIZE)
+    with pytest.raises(BindingError):
+        open_upload_refusal(KEYS, ack, input_id="input_1")
+    document = {"type": REFUSAL_TYPE, **refusal.to_json()}
+    wrong_direction = RecordSender(KEYS.client_to_worker, KEYS.session_id).seal(
+        "input_1/.refusal", canonical(document), final=True
+    )
+    with pytest.raises(RecordError):
+        open_upload_refusal(KEYS, wrong_direction, input_id="input_1")
+    for bad in ({**document, "type": ACK_TYPE}, {**document, "check": 1}, {"type": REFUSAL_TYPE}):
+        forged = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+            "input_1/.refusal", canonical(bad), final=True
+        )
+        with pytest.raises(MessageFormatError) as caught:
+            open_upload_refusal(KEYS, forged, input_id="input_1")
+        assert caught.value.check == "upload-refusal"
 
 
 @pytest.mark.parametrize(

@@ -44,9 +44,9 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile, write_atomic
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.acks import open_ack
+from cleanroom.protocol.acks import UploadRefused, open_ack, open_upload_refusal
 from cleanroom.protocol.allocator import tune_allocator
-from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError, RecordError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
@@ -619,7 +619,8 @@ class CleanRoomClient:
                     answer_within=_acknowledged_within(spec),
                 )
             except ServerError as error:
-                raise _with_file_named(error, [relative for relative, _path in files]) from None
+                relatives = [relative for relative, _path in files]
+                raise _opened_refusal(error, keys, input_id, relatives) from None
         digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
         ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
         self._remember_upload(name, spec.work_id, input_id, digest)
@@ -1001,11 +1002,24 @@ def _one_run(spec: WorkSpec, name: str, instead: str) -> None:
         )
 
 
-def _with_file_named(error: ServerError, relatives: list[str]) -> ServerError:
+def _opened_refusal(
+    error: ServerError, keys: SessionKeys, input_id: str, relatives: list[str]
+) -> CheckFailed | ServerError:
+    """The Worker's schema refusal of this upload, opened: where the data broke its
+    schema is sealed to this upload session (``schema-refused`` in the clear), and its
+    file named. A refusal in the clear is another server's word: as it came."""
+    sealed = error.problem.get("sealed")
+    if error.check != "schema-refused" or not isinstance(sealed, str):
+        return error
+    refusal = open_upload_refusal(keys, from_b64u(sealed, "sealed refusal"), input_id=input_id)
+    return _with_file_named(refusal, relatives)
+
+
+def _with_file_named(refusal: UploadRefused, relatives: list[str]) -> UploadRefused:
     """A schema refusal names a file by its place among the input's files (sorted by
-    path): the Worker does not give a sealed path back in the clear. The uploader
-    knows its files, so it is told the name. Anything else is left as it is."""
-    actual = error.problem.get("actual")
+    path); the uploader knows its files, so it is told the name. Anything else is left
+    as it is."""
+    actual = refusal.actual
     ordered = sorted(relatives)
     if not (
         isinstance(actual, dict)
@@ -1013,13 +1027,12 @@ def _with_file_named(error: ServerError, relatives: list[str]) -> ServerError:
         and actual.get("files") == len(ordered)
         and 1 <= actual["file"] <= len(ordered)
     ):
-        return error
+        return refusal
     position, name = actual["file"], ordered[actual["file"] - 1]
-    problem = {**error.problem, "actual": {**actual, "file": name}}
-    detail = problem.get("detail")
-    if isinstance(detail, str):
-        problem["detail"] = detail.replace(f"(file {position} of {len(ordered)},", f"(file {name},")
-    return ServerError(error.who, error.status, problem)
+    message = refusal.message.replace(f"(file {position} of {len(ordered)},", f"(file {name},")
+    return UploadRefused(
+        refusal.check, refusal.expected, {**actual, "file": name}, message, refusal.hint
+    )
 
 
 def _acknowledged_within(spec: WorkSpec) -> float:

@@ -47,6 +47,29 @@ class SealedRefusal(CheckFailed):
         return {**super().to_json(), "sealed": b64u(self.sealed)}
 
 
+class SchemaRefusal(UploadError):
+    """An upload's data does not match its declared schema. Where (file, column, row)
+    and how it broke it are facts of the uploader's data: the upload stream seals this
+    to the uploader before it leaves the Worker (:class:`SealedSchemaRefusal`)."""
+
+
+class SealedSchemaRefusal(UploadError):
+    """A :class:`SchemaRefusal` as it leaves the Worker: in the clear it says only that
+    the schema refused the upload; ``sealed`` holds the refusal, sealed to the upload
+    session's client (:func:`cleanroom.protocol.acks.seal_upload_refusal`)."""
+
+    def __init__(self, sealed: bytes) -> None:
+        super().__init__(
+            "schema-refused", "an upload that matches its schema",
+            "refused (where and why is sealed to the uploader)",
+            "the Worker refused the upload against its schema; where is sealed to the uploader",
+        )  # fmt: skip
+        self.sealed = sealed
+
+    def to_json(self) -> dict[str, object]:
+        return {**super().to_json(), "sealed": b64u(self.sealed)}
+
+
 def failure_text(error: BaseException) -> str:
     """What may be said in the clear of an unexpected failure: a room's ``failure`` (its
     status and ``GET /state``), the Worker's log on the host.

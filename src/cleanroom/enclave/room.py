@@ -26,13 +26,19 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, ClassVar, TypeVar
 
-from cleanroom.enclave.errors import RunError, UploadError, failure_text
+from cleanroom.enclave.errors import (
+    RunError,
+    SchemaRefusal,
+    SealedSchemaRefusal,
+    UploadError,
+    failure_text,
+)
 from cleanroom.enclave.runner import Confinement, RunResult
 from cleanroom.enclave.store import SealedStore, StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput, Upload
 from cleanroom.enclave.worker import WorkerEnclave
-from cleanroom.protocol.acks import seal_ack
+from cleanroom.protocol.acks import seal_ack, seal_upload_refusal
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, unpack
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
@@ -513,9 +519,17 @@ class InputStream:
                     **self._room._accepted_counts(self._input_id),
                 }
             else:
+                try:
+                    accepted = self._room._accept_input(self._result)
+                except SchemaRefusal as refusal:
+                    # Where the data broke its schema is the uploader's alone: sealed in
+                    # this session, in place of its acknowledgement.
+                    keys = self._session.keys
+                    sealed = seal_upload_refusal(keys, self._input_id, refusal)
+                    raise SealedSchemaRefusal(sealed) from None
                 self.counts = {
                     "bytes": sum(stored.size for stored in self._result.files),
-                    **self._room._accept_input(self._result),
+                    **accepted,
                 }
                 self._room._complete(self._input_id, self._result)
         except BaseException:

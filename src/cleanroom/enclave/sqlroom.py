@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from cleanroom.enclave.budget import BudgetLedger
-from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError, log_failure
+from cleanroom.enclave.errors import (
+    RunError,
+    SchemaRefusal,
+    SealedRefusal,
+    UploadError,
+    log_failure,
+)
 from cleanroom.enclave.room import CleanRoom
 from cleanroom.enclave.store import StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
@@ -136,7 +142,8 @@ class SqlRoom(CleanRoom):
         refused = stats.get("refused")
         if isinstance(refused, dict):
             # The file by its place among the input's files (sorted by path, as the
-            # uploader lists them): its name is sealed, and this refusal is not.
+            # uploader lists them), whose client names it. The refusal is sealed to the
+            # uploader (SchemaRefusal): where the data broke its schema is its own.
             paths = [s.name.split("/", 1)[1] for s in completed.files]
             file = refused.get("file")
             where = {
@@ -145,7 +152,7 @@ class SqlRoom(CleanRoom):
                 "column": refused.get("column"),
                 "row": refused.get("row"),
             }
-            raise UploadError(
+            raise SchemaRefusal(
                 str(refused.get("check", "schema")), refused.get("expected"), where,
                 f"{completed.input_id} does not match its schema: {refused.get('message')}"
                 f" (file {where['file']} of {len(paths)}, column {where['column']}, "

@@ -13,6 +13,12 @@ garbled acknowledgement. ``rows`` is there where the Worker checked the input
 against a declared schema (a SQL room). Only the attested Worker holds ``k_w2c``,
 so a relay can neither forge an acknowledgement nor move one to another session or
 input, nor change a count.
+
+An upload its schema refuses (a SQL room) gets, instead of the acknowledgement, its
+refusal sealed the same way: object ``<input id>/.refusal``, index 0, final, holding
+``JCS({"type": "cleanroom/upload-refusal/v1", "check", "expected", "actual",
+"message"})``. Where the data broke its schema (file, column, row) is about the
+uploader's data: the relay sees only that the schema refused it (``schema-refused``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
@@ -28,6 +35,8 @@ from cleanroom.protocol.records import RecordSender, open_single
 
 ACK_TYPE = "cleanroom/upload-ack/v1"
 ACK_NAME = ".ack"
+REFUSAL_TYPE = "cleanroom/upload-refusal/v1"
+REFUSAL_NAME = ".refusal"
 STORED = ("new", "already")
 
 
@@ -100,4 +109,58 @@ def open_ack(keys: SessionKeys, frame: bytes, *, input_id: str, sha256: str, siz
     )
 
 
-__all__ = ["ACK_NAME", "ACK_TYPE", "Ack", "open_ack", "seal_ack"]
+class UploadRefused(CheckFailed):
+    """The Worker refused the upload against its schema: its check, expected and actual
+    as the Worker sealed them to the uploader (they say where the data broke it)."""
+
+
+def seal_upload_refusal(keys: SessionKeys, input_id: str, refusal: CheckFailed) -> bytes:
+    """``refusal`` of ``input_id``'s upload, as the upload session's one Worker→client
+    record (in place of the acknowledgement)."""
+    document = {"type": REFUSAL_TYPE, **refusal.to_json()}
+    sender = RecordSender(keys.worker_to_client, keys.session_id)
+    return sender.seal(f"{input_id}/{REFUSAL_NAME}", canonical(document), final=True)
+
+
+def open_upload_refusal(keys: SessionKeys, frame: bytes, *, input_id: str) -> UploadRefused:
+    """The sealed refusal of this session's upload of ``input_id`` (to raise).
+
+    Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by
+    the Worker in this session, ``upload-refusal`` for one that is not a refusal of
+    ``input_id``.
+    """
+    expected = f"{input_id}/{REFUSAL_NAME}"
+    data = open_single(keys.worker_to_client, keys.session_id, frame, expected, "upload-refusal")
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise MessageFormatError("upload-refusal", "JSON", "not JSON", str(error)) from error
+    fields = {"type", "check", "expected", "actual", "message"}
+    if (
+        not isinstance(document, dict)
+        or not fields <= set(document) <= {*fields, "hint"}
+        or document["type"] != REFUSAL_TYPE
+        or not all(isinstance(document[k], str) for k in ("check", "message"))
+        or not isinstance(document.get("hint", ""), str)
+    ):
+        raise MessageFormatError(
+            "upload-refusal", REFUSAL_TYPE, str(document)[:200], "bad upload refusal"
+        )
+    return UploadRefused(
+        document["check"], document["expected"], document["actual"], document["message"],
+        document.get("hint"),
+    )  # fmt: skip
+
+
+__all__ = [
+    "ACK_NAME",
+    "ACK_TYPE",
+    "REFUSAL_NAME",
+    "REFUSAL_TYPE",
+    "Ack",
+    "UploadRefused",
+    "open_ack",
+    "open_upload_refusal",
+    "seal_ack",
+    "seal_upload_refusal",
+]
