@@ -352,6 +352,21 @@ def test_the_signed_status_of_a_room_that_answered_a_query_says_querying(room: S
         (b"email,region,zip,spend\na@x,east,1,2.5\n,east,2,3\n", "schema-null", ("email", 2)),
         (b"email,area,zip,spend\na@x,east,1,2.5\n", "schema-header", (None, 0)),
         (b"email,region,zip,spend\na@x,east,1,2.5\nb@x,east\n", "schema-row", (None, 2)),
+        # A blank line is a row, as DuckDB numbers a short row: a bad value or an empty
+        # one after it was numbered one row early (2), a short row was not (3).
+        (
+            b"email,region,zip,spend\n\na@x,east,1,2.5\nb@x,east,2,lots\n",
+            "schema-value",
+            ("spend", 3),
+        ),
+        (b"email,region,zip,spend\na@x,east,1,2.5\n\n,east,2,3\n", "schema-null", ("email", 3)),
+        (b"email,region,zip,spend\na@x,east,1,2.5\n\nb@x,east\n", "schema-row", (None, 3)),
+        # A line break inside quotes is not a row.
+        (
+            b'email,region,zip,spend\na@x,"ea\nst",1,2.5\nb@x,east,2,2\nc@x,east,3,lots\n',
+            "schema-value",
+            ("spend", 3),
+        ),
     ],
 )
 def test_an_upload_that_breaks_its_schema_is_refused_naming_column_and_row(

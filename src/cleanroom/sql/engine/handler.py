@@ -98,6 +98,26 @@ def refuse(
     }})  # fmt: skip
 
 
+def csv_row(path: str, record: int) -> int:
+    """The row of a CSV file's ``record``-th record after its header (1 = the first),
+    numbered as DuckDB numbers a row it rejects (``schema-row``): a blank line is a row,
+    a line break inside quotes is not. DuckDB's table of the file skips blank lines, so
+    a record's place in it (``rowid``) undercounted the row by the blank lines before
+    it, and a bad value and a short row of one file were numbered two ways."""
+    with open(path, newline="", encoding="utf-8", errors="strict") as handle:
+        reader = csv.reader(handle)
+        seen = 0
+        try:
+            next(reader, None)
+            for row, fields in enumerate(reader, start=1):
+                seen += bool(fields)  # csv gives a blank line as no fields at all
+                if seen == record:
+                    return row
+        except (csv.Error, UnicodeDecodeError):
+            pass
+    return record  # not found as DuckDB found it: its own count
+
+
 def csv_source(paths: list[str], columns: list[dict[str, Any]], all_varchar: bool) -> str:
     spec = ", ".join(
         f"{literal(c['name'])}: {literal('VARCHAR' if all_varchar else TYPES[c['type']])}"
@@ -205,7 +225,7 @@ def check(plan: dict[str, Any]) -> None:
                         input_id,
                         path,
                         column["name"],
-                        int(bad) + 1,
+                        csv_row(path, int(bad) + 1),
                         column["type"],
                         f"a value that is not {column['type']}",
                     )
@@ -215,12 +235,13 @@ def check(plan: dict[str, Any]) -> None:
                     f"SELECT min(rowid) FROM {source} WHERE {name} IS NULL"
                 ).fetchone()[0]
                 if empty is not None:
+                    row = int(empty) + 1
                     refuse(
                         "schema-null",
                         input_id,
                         path,
                         column["name"],
-                        int(empty) + 1,
+                        csv_row(path, row) if schema["format"] == "csv" else row,
                         "a value",
                         "an empty value in a column declared not nullable",
                     )
