@@ -304,3 +304,15 @@ def test_the_acknowledgement_vector() -> None:
     frame = seal_ack(keys, "input_1", DIGEST, already=True, size=SIZE)
     assert documented_after("## Upload acknowledgement") == [frame.hex()]
     assert open_ack(keys, frame, input_id="input_1", sha256=DIGEST, size=SIZE).already
+
+
+def test_the_upload_refusal_vector() -> None:
+    keys = SessionKeys("Xl5eXl5eXl5eXl5eXl5eXg", bytes(32), K_W2C, bytes(32))
+    where = {"file": 1, "files": 1, "column": "spend", "row": 2}
+    message = "input_1 does not match its schema: not a DOUBLE (file 1 of 1, column spend, row 2)"
+    frame = seal_upload_refusal(
+        keys, "input_1", CheckFailed("schema-value", "a DOUBLE", where, message)
+    )
+    assert documented_after("An upload its schema refuses (a SQL room)") == [frame.hex()]
+    refusal = open_upload_refusal(keys, frame, input_id="input_1")
+    assert (refusal.check, refusal.expected, refusal.actual) == ("schema-value", "a DOUBLE", where)
