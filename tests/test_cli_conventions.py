@@ -250,7 +250,8 @@ RESULT_COMMANDS = {
     "admin client enable", "admin client rotate", "admin server add", "admin server list",
     "admin server remove", "admin gc", "admin keys rotate", "admin keys list",
     "runtime install", "runtime list", "admin server credentials", "query", "budget",
-    "gramine manifest", "gramine check", "gramine publish",
+    "gramine manifest", "gramine check", "gramine publish", "contacts add", "contacts list",
+    "contacts remove",
 }  # fmt: skip
 NO_RESULT = {"demo", "server manager", "server compute"}  # narrate or serve
 

@@ -65,6 +65,10 @@ COMMANDS: dict[str, Lazy] = {
         "cleanroom.cli.account:whoami",
         "Print your user_id (the hash of your public key); no network needed.",
     ),
+    "contacts": Lazy(
+        "cleanroom.cli.contacts:app",
+        "Your own names for other users' IDs, shown by every review.",
+    ),
     "rooms": Lazy(
         "cleanroom.cli.room:rooms",
         "List the clean rooms you can see, with their state and whether you approved each.",

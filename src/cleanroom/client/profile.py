@@ -26,6 +26,8 @@ so two users can share a machine with different homes or profile names. It holds
   room redeployed between ``inspect`` and ``approve`` is said plainly;
 - ``reviews/<Work-ID>.json``: what the user was shown for each Work-ID they
   inspected or approved (spec, files, packages), to show later what changed;
+- ``contacts.json`` (0600): the user's own names for other users' IDs, which reviews
+  show (:mod:`cleanroom.client.contacts`);
 - ``token.json`` (0600): the cached access tokens, one per resource (the manager,
   and each room on a compute server), each bound to ``dpop-key.pem``.
 
