@@ -417,7 +417,7 @@ def test_inspect_against_the_approved_work_id_shows_what_changed(
     + "columns" = "a:b"
     ~ "k": 10 -> 1
   rights:
-    + {alice.user_id} reads output_2
+    + unknown: {alice.user_id} reads output_2
   files:
     - old.txt (1 bytes)
     + new.txt (2 bytes)

@@ -30,6 +30,8 @@ from cleanroom.cli.common import (
     stdout,
 )
 from cleanroom.cli.common import transfer_progress as _progress
+from cleanroom.client.contacts import Contacts
+from cleanroom.client.contacts import load as load_contacts
 from cleanroom.client.rooms import (
     Attestation,
     CleanRoomClient,
@@ -464,7 +466,7 @@ _MANAGER = "[the manager says: not verified]"
 _CONTROLLER = "[the Controller says: not verified]"
 
 
-def _status_lines(status: RoomStatus, you: str) -> list[str]:
+def _status_lines(status: RoomStatus, you: str, contacts: Contacts) -> list[str]:
     room, spec = status.room, status.spec
     approval = status.approval
     if approval is None:
@@ -482,7 +484,7 @@ def _status_lines(status: RoomStatus, you: str) -> list[str]:
     ]
 
     def who(user_id: str) -> str:
-        return user_id + (" (you)" if user_id == you else "")
+        return contacts.who(user_id, you)
 
     runners = ", ".join(who(user) for user in spec.runners)
     lines.append(f"  runners:        {runners}  {_SPEC}")
@@ -564,7 +566,8 @@ def status(
             }
         )
     else:
-        for line in _status_lines(found, client.profile.user_id):
+        profile = client.profile
+        for line in _status_lines(found, profile.user_id, load_contacts(profile.directory)):
             stdout.print(line)
     if worker is None:
         raise typer.Exit(EXIT_REJECTED)

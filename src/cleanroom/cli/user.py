@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
@@ -47,6 +47,8 @@ from cleanroom.client.access import (
     parse_parameters,
 )
 from cleanroom.client.changes import Changes, Side, compare
+from cleanroom.client.contacts import Contacts
+from cleanroom.client.contacts import load as load_contacts
 from cleanroom.client.errors import ServerError
 from cleanroom.client.imports import HandlerLocation
 from cleanroom.client.profile import (
@@ -579,7 +581,31 @@ def _approval_line(result: Review, approval: Approval | None) -> str:
     )
 
 
-def _show(result: Review, approval: Approval | None) -> None:
+def _unknown_rights(result: Review, contacts: Contacts, you: str) -> int:
+    """How many of the room's rights go to a user ID neither named in the book nor yours."""
+    return len(contacts.unknown((right.user_id for right in result.participants), you))
+
+
+def _warn_unknown(result: Review, contacts: Contacts, you: str) -> None:
+    unknown = _unknown_rights(result, contacts, you)
+    if unknown:
+        stderr.print(
+            f"warning: {unknown} of {len(result.participants)} rights go to user IDs not in "
+            "your contacts (shown as unknown): an ID can be made to begin and end like "
+            "another's. Check each with its owner out of band (they run cleanroom whoami), "
+            f"then: {hint('contacts add NAME -- USER_ID')}",
+            markup=False,
+        )
+
+
+def _with_names(document: dict[str, Any], result: Review, contacts: Contacts, you: str) -> None:
+    """The review's JSON, each right's user with the reviewer's name for it (or null)."""
+    for entry in document["participants"]:
+        entry["name"] = contacts.name_of(entry["user_id"])
+    document["unknown_rights"] = _unknown_rights(result, contacts, you)
+
+
+def _show(result: Review, approval: Approval | None, contacts: Contacts, you: str) -> None:
     spec, room = result.spec, result.room
     _print(f"clean room:     {spec.name} (project {shown(room.project)})")
     _print(f"deployed by:    client {shown(room.deployer)} on {_when(room.created)}")
@@ -605,9 +631,10 @@ def _show(result: Review, approval: Approval | None) -> None:
             "output": f"reads {right.object_id}",
             "runner": "starts the run",
         }[right.role]
-        _print(f"  {right.user_id}  {what}" + ("  (you)" if right.is_you else ""))
+        user = contacts.label(right.user_id, you)
+        _print(f"  {user}  {what}" + ("  (you)" if right.is_you else ""))
     if spec.sql is not None:
-        _show_sql(spec)
+        _show_sql(spec, lambda user_id: contacts.who(user_id, you))
     else:
         _show_files(result.files)
         _show_vendored(result.contents.vendored)
@@ -634,7 +661,7 @@ def _parsed(text: str) -> str:
         return f"does not parse ({error.message})"
 
 
-def _show_sql(spec: WorkSpec) -> None:
+def _show_sql(spec: WorkSpec, who: Callable[[str], str]) -> None:
     """A SQL room's schemas, every owner's rule and every query, escaped as shown."""
     assert spec.sql is not None
     _print("SQL engine:     this release's (the function ID above is its bundle)")
@@ -645,7 +672,7 @@ def _show_sql(spec: WorkSpec) -> None:
         _print(f"schema {input_id} ({schema.format}): {columns}")
     for input_id, rule in sorted(spec.sql.rules.items()):
         owner = spec.inputs[input_id]
-        _print(f"rule of {input_id} (set by {owner}): {rule.kind}")
+        _print(f"rule of {input_id} (set by {who(owner)}): {rule.kind}")
         document = rule.model_dump(
             mode="json", exclude_none=True, exclude={"kind", "allowed_queries"}
         )
@@ -672,7 +699,8 @@ def _show_sql(spec: WorkSpec) -> None:
     if adhoc is None:
         _print("ad-hoc queries: none (the queries above only)")
     else:
-        _print(f"ad-hoc queries: by {', '.join(adhoc.runners)} → {adhoc.output}, under every rule")
+        runners = ", ".join(who(runner) for runner in adhoc.runners)
+        _print(f"ad-hoc queries: by {runners} → {adhoc.output}, under every rule")
 
 
 def _profile_option(profile: Profile) -> str | None:
@@ -680,13 +708,16 @@ def _profile_option(profile: Profile) -> str | None:
     return None if profile.name == DEFAULT_PROFILE else profile.name
 
 
-def _show_changes_since(profile: Profile, inspected: Inspection, result: Review) -> None:
+def _show_changes_since(
+    profile: Profile, inspected: Inspection, result: Review, contacts: Contacts
+) -> None:
     """What changed since the inspected Work-ID, from the profile's record (digests only)."""
     record = profile.remembered_review(inspected.work_id)
     if record is None:
         return
     before = Side.of_record(f"Work-ID {inspected.work_id} (inspected)", inspected.work_id, record)
-    for line in compare(before, Side.of_review(f"Work-ID {result.work_id}", result)).lines():
+    now = Side.of_review(f"Work-ID {result.work_id}", result)
+    for line in compare(before, now, _who(contacts, profile.user_id)).lines():
         stderr.print(line)
 
 
@@ -788,6 +819,7 @@ def inspect(
     if wheels is not None and not wheels.is_dir():
         fail(f"--wheels {shown(str(wheels))} is not a directory", EXIT_USAGE)
     profile = current_profile()
+    contacts = load_contacts(profile.directory)
     with failures(), tempfile.TemporaryDirectory(prefix="cleanroom-inspect-") as scratch:
         here = source if source is not None else Path(scratch) / "now" if against else None
         result = _review(profile, name, here, project)
@@ -801,11 +833,12 @@ def inspect(
         if against is not None:
             before = _earlier(profile, name, against, result, Path(scratch) / "before")
             now = Side.of_review(f"Work-ID {result.work_id} (now)", result, here)
-            changes = compare(before, now)
+            changes = compare(before, now, _who(contacts, profile.user_id))
         inspected = record_inspection(profile, result)
     command = result.approve_command(_profile_option(profile))
     if json_output(as_json):
         document = result.to_json()
+        _with_names(document, result, contacts, profile.user_id)
         document["approved"] = approval is not None and approval.work_id == result.work_id
         document["approval"] = approval.to_json() if approval is not None else None
         document["approve_command"] = command
@@ -815,7 +848,7 @@ def inspect(
             document["wheels"] = [item.to_json() for item in published]
         print_json(document)
         return
-    _show(result, approval)
+    _show(result, approval, contacts, profile.user_id)
     if published is not None:
         _show_published(published, wheels)
     if changes is not None:
@@ -824,6 +857,7 @@ def inspect(
         stderr.print(_changed(name, inspected, result))
     if not result.you_participate:
         stderr.print("note: you have no right in this clean room")
+    _warn_unknown(result, contacts, profile.user_id)
     _print(f"to approve exactly this: {command}")
 
 
@@ -867,19 +901,21 @@ def approve(
             EXIT_USAGE,
         )
     as_json = json_output()
+    contacts = load_contacts(profile.directory)
     with failures():
         result = _review(profile, name, project=project)
         approval = profile.approval(name)
         inspected = record_inspection(profile, result)
     if not as_json:
-        _show(result, approval)
+        _show(result, approval, contacts, profile.user_id)
     if work_id is not None and work_id != result.work_id:
         with failures():
             approve_review(profile, result, work_id)  # refuses: work-id-reviewed
+    _warn_unknown(result, contacts, profile.user_id)  # the Work-ID is approved, not names
     if approval is not None and approval.work_id == result.work_id:
         stderr.print(f"clean room {name} is already approved with this Work-ID")
         if as_json:
-            print_json(_approved_json(result, already=True))
+            print_json(_approved_json(result, contacts, profile.user_id, already=True))
         return
     if not result.you_participate:
         stderr.print("note: you have no right in this clean room")
@@ -889,7 +925,7 @@ def approve(
         if inspected is not None and inspected.work_id != result.work_id:
             stderr.print(_changed(name, inspected, result), style="bold")
             with failures():
-                _show_changes_since(profile, inspected, result)
+                _show_changes_since(profile, inspected, result, contacts)
             if yes:
                 fail(
                     f"not approved: clean room {name} is not what you inspected; review it "
@@ -902,19 +938,27 @@ def approve(
     with failures():
         approve_review(profile, result, work_id or result.work_id)
     if as_json:
-        print_json(_approved_json(result, already=False))
+        print_json(_approved_json(result, contacts, profile.user_id, already=False))
         return
     _print(f"approved: clean room {name}, Work-ID {result.work_id}")
 
 
-def _approved_json(result: Review, *, already: bool) -> dict[str, object]:
+def _approved_json(
+    result: Review, contacts: Contacts, you: str, *, already: bool
+) -> dict[str, object]:
+    review = result.to_json()
+    _with_names(review, result, contacts, you)
     return {
         "name": result.room.name,
         "work_id": result.work_id,
         "approved": True,
         "already_approved": already,
-        "review": result.to_json(),
+        "review": review,
     }
+
+
+def _who(contacts: Contacts, you: str) -> Callable[[str], str]:
+    return lambda user_id: contacts.who(user_id, you)
 
 
 __all__ = ["approve", "deploy", "function_app", "inspect"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,7 +163,9 @@ class Changes:
         return document
 
 
-def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
+def _compare_specs(
+    before: WorkSpec, after: WorkSpec, changes: Changes, who: Callable[[str], str]
+) -> None:
     fields = [
         ("name", before.name, after.name),
         ("handler", before.handler, after.handler),
@@ -197,8 +199,8 @@ def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
             if old != new:
                 changes.parameters.append(f"~ {quoted(key)}: {old} -> {new}")
     _compare_sql(before, after, changes)
-    old_rights = {_right(p.role, p.object_id, p.user_id) for p in participants(before)}
-    new_rights = {_right(p.role, p.object_id, p.user_id) for p in participants(after)}
+    old_rights = {_right(p.role, p.object_id, who(p.user_id)) for p in participants(before)}
+    new_rights = {_right(p.role, p.object_id, who(p.user_id)) for p in participants(after)}
     changes.rights += [f"- {right}" for right in sorted(old_rights - new_rights)]
     changes.rights += [f"+ {right}" for right in sorted(new_rights - old_rights)]
 
@@ -328,11 +330,13 @@ def _compare_code(before: Side, after: Side, paths: list[str], changes: Changes)
         changes.code += [_diff_line(line) for line in diff]
 
 
-def compare(before: Side, after: Side) -> Changes:
-    """Every change from ``before`` to ``after``: spec, rights, files, packages, code."""
+def compare(before: Side, after: Side, who: Callable[[str], str] = str) -> Changes:
+    """Every change from ``before`` to ``after``: spec, rights, files, packages, code.
+    ``who`` shows a right's user ID (the reviewer's name for it: see
+    :meth:`cleanroom.client.contacts.Contacts.who`)."""
     changes = Changes(before.label, after.label)
     if before.spec is not None and after.spec is not None:
-        _compare_specs(before.spec, after.spec, changes)
+        _compare_specs(before.spec, after.spec, changes, who)
     if before.function_id != after.function_id and not any(
         line.startswith("~ function:") for line in changes.spec
     ):

@@ -1,0 +1,189 @@
+"""Who a right goes to, as a review shows it: the reviewer's names, and every other ID unknown.
+
+A hostile deployer (Alice) grants a right to a user ID whose first and last six
+characters are those of Carol, whom Bob (the reviewer) trusts and named in his book.
+Bob's ``inspect`` and ``approve`` must show that ID as unknown, never as Carol's, and
+say how many rights go to IDs he has not named. Real manager, stand-in Controller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from cleanroom.client import contacts as book
+from cleanroom.client.profile import Profile
+from tests.client.conftest import new_user_id
+from tests.client.test_contacts import lookalike
+from tests.client.test_review_cli import (  # noqa: F401 - fixtures, found by pytest by name
+    database_url,
+    deploy,
+    inspect,
+    parties,
+    redeploy,
+    run,
+)
+from tests.protocol.test_bundle import HANDLER
+
+TREE = {"handler.py": HANDLER}
+
+
+@pytest.fixture
+def carol() -> str:
+    return new_user_id()
+
+
+def name_them(capsys: pytest.CaptureFixture[str], **names: str) -> None:
+    for name, user_id in names.items():
+        code, _, err = run(capsys, "--profile", "bob", "contacts", "add", name, "--", user_id)
+        assert code == 0, err
+
+
+def test_inspect_names_known_ids_and_marks_a_look_alike_unknown(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    carol: str,
+) -> None:
+    alice, bob = parties
+    forged = lookalike(carol)
+    assert forged[:6] == carol[:6] and forged[-6:] == carol[-6:] and forged != carol
+    name_them(capsys, alice=alice.user_id, carol=carol)
+    deploy(alice, bob, tmp_path, TREE, outputs={"output_1": alice.user_id, "output_2": forged})
+
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "hostile")
+    assert code == 0, err
+    rights = out[out.index("rights:\n") : out.index("files (")]
+    assert rights.splitlines() == [
+        "rights:",
+        f"  {bob.user_id}  uploads input_1  (you)",
+        f"  alice ({alice.user_id})  reads output_1",
+        f"  unknown: {forged} (NOT carol's ID, which looks alike)  reads output_2",
+        f"  alice ({alice.user_id})  starts the run",
+    ]
+    assert f"carol ({forged})" not in out
+    assert "warning: 1 of 4 rights go to user IDs not in your contacts (shown as unknown)" in err
+    assert "cleanroom --profile bob contacts add NAME -- USER_ID" in err
+
+    code, out, _ = run(capsys, "--profile", "bob", "inspect", "hostile", "--json")
+    document = json.loads(out)
+    assert [(p["user_id"], p["name"]) for p in document["participants"]] == [
+        (bob.user_id, None),
+        (alice.user_id, "alice"),
+        (forged, None),
+        (alice.user_id, "alice"),
+    ]
+    assert document["unknown_rights"] == 1
+
+    # Approving is unchanged (the Work-ID is what is approved), but says it once more.
+    code, out, err = run(capsys, "--profile", "bob", "approve", "hostile", "--yes")
+    assert code == 0, err
+    assert "approved: clean room hostile" in out
+    assert f"unknown: {forged}" in out
+    assert "warning: 1 of 4 rights go to user IDs not in your contacts" in err
+
+
+def test_every_id_not_named_and_not_yours_is_unknown(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    alice, bob = parties
+    spec = deploy(alice, bob, tmp_path, TREE)
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "hostile")
+    assert code == 0, err
+    assert f"  unknown: {alice.user_id}  reads output_1\n" in out
+    assert f"  unknown: {alice.user_id}  starts the run\n" in out
+    assert "warning: 2 of 3 rights go to user IDs not in your contacts" in err
+    name_them(capsys, alice=alice.user_id)
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "hostile")
+    assert "unknown" not in out and "warning" not in err
+    code, out, err = run(
+        capsys, "--profile", "bob", "approve", "hostile", "--work-id", spec.work_id
+    )
+    assert code == 0, err
+    assert "warning" not in err
+
+
+def test_what_changed_names_the_rights_too(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    carol: str,
+) -> None:
+    alice, bob = parties
+    name_them(capsys, alice=alice.user_id, carol=carol)
+    deploy(alice, bob, tmp_path, TREE, outputs={"output_1": carol})
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    forged = lookalike(carol)
+    redeploy(alice, bob, tmp_path, outputs={"output_1": forged})
+    out = inspect(capsys, "hostile", "--against", "approved")
+    changes = out[out.index("  rights:\n") :]
+    assert changes.splitlines()[1:3] == [
+        f"    - carol ({carol}) reads output_1",
+        f"    + unknown: {forged} (NOT carol's ID, which looks alike) reads output_1",
+    ]
+
+
+def test_status_names_the_runners_owners_and_readers(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    alice, bob = parties
+    name_them(capsys, alice=alice.user_id)
+    deploy(alice, bob, tmp_path, TREE)
+    code, out, _ = run(capsys, "--profile", "bob", "status", "hostile")
+    assert code == 1  # the stand-in Controller attests nothing
+    runners = re.search(r"  runners:\s+(.*?)  \[in the spec", out)
+    assert runners is not None and runners.group(1) == f"alice ({alice.user_id})"
+
+
+def test_a_book_others_could_change_is_refused_before_the_review(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """Fail closed: a review never shows names from a book it cannot trust."""
+    alice, bob = parties
+    name_them(capsys, alice=alice.user_id)
+    deploy(alice, bob, tmp_path, TREE)
+    (bob.directory / book.CONTACTS_FILE).chmod(0o666)
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "hostile")
+    assert code == 2
+    assert out == ""
+    assert "accessible by others (mode 0666)" in err
+
+
+def test_a_sql_rooms_rules_and_ad_hoc_runners_name_their_users(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The SQL part of a review names each rule's owner and each ad-hoc runner too."""
+    from cleanroom.cli.main import main
+    from cleanroom.protocol.encoding import b64u
+    from cleanroom.protocol.spec import WorkSpec
+    from cleanroom.sql import engine_bundle
+    from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+    from tests.sql.fixtures import ALICE_ID, BOB_ID, sql_document
+
+    document = sql_document()
+    document["nonce"] = b64u(os.urandom(16))
+    spec = WorkSpec.parse(document)
+    room = {
+        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
+        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
+        "deployer": "someone", "created": 0,
+    }  # fmt: skip
+    with hostile_server(manager_of_room(room, engine_bundle())) as url:
+        configure_against(url)
+        assert main(["contacts", "add", "alice", "--", ALICE_ID]) == 0
+        capsys.readouterr()
+        assert main(["inspect", spec.name]) == 0
+    out = capsys.readouterr().out
+    assert f"rule of input_1 (set by alice ({ALICE_ID})):" in out
+    assert f"rule of input_2 (set by unknown: {BOB_ID}):" in out
+    assert f"ad-hoc queries: by alice ({ALICE_ID}) → output_1" in out
