@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink, ManagerRefused
 from tests.client.hostile_http import hostile_server, json_answer
+from tests.client.test_token_renewal import CountingLogins
 from tests.manager.conftest import (  # noqa: F401 - start_manager: a fixture
     Manager,
     closed_port_url,
@@ -20,19 +20,6 @@ from tests.manager.conftest import (  # noqa: F401 - start_manager: a fixture
 )
 
 LIFETIME_S = 40  # under the minute
-
-
-class CountingLogins(httpx.HTTPTransport):
-    """httpx's own network transport, counting the logins (``POST /oauth/token``) it sends."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.logins = 0
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path == "/oauth/token":
-            self.logins += 1
-        return super().handle_request(request)
 
 
 @pytest.fixture
