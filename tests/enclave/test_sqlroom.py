@@ -29,7 +29,7 @@ from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.simulated import SimulatedPlatform
-from cleanroom.protocol.acks import UploadRefused, open_upload_refusal
+from cleanroom.protocol.acks import UploadRefused, open_upload_refusal, seal_upload_refusal
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import AccessDenied, ProtocolError
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
@@ -390,6 +390,13 @@ def test_an_upload_that_breaks_its_schema_is_refused_naming_column_and_row(
     # it: not which check, column, row or file (they are facts of the uploader's data).
     relayed = caught.value.__cause__
     assert isinstance(relayed, SealedSchemaRefusal) and relayed.check == "schema-refused"
+    # Nor by its length: every refusal here is as long as the shortest one (h10).
+    shortest = seal_upload_refusal(
+        SessionKeys("A" * 22, bytes(32), bytes(32), bytes(32)),
+        "input_1",
+        CheckFailed("c", None, None, ""),
+    )
+    assert len(relayed.sealed) == len(shortest)
     clear = json.dumps({k: v for k, v in relayed.to_json().items() if k != "sealed"})
     for fact in (
         check,

@@ -316,3 +316,39 @@ def test_the_upload_refusal_vector() -> None:
     assert documented_after("An upload its schema refuses (a SQL room)") == [frame.hex()]
     refusal = open_upload_refusal(keys, frame, input_id="input_1")
     assert (refusal.check, refusal.expected, refusal.actual) == ("schema-value", "a DOUBLE", where)
+
+
+def test_a_sealed_upload_refusal_is_as_long_whatever_broke_where() -> None:
+    # The relay sees the sealed refusal's length: unpadded, it told which check refused the
+    # data, the length of the column's name and how many digits the row has (h10). Every
+    # refusal up to a block is one block long; the opener refuses one that is not padded.
+    keys = SessionKeys("Xl5eXl5eXl5eXl5eXl5eXg", bytes(32), K_W2C, bytes(32))
+    said = "input_1 does not match its schema: "
+    refusals = [
+        CheckFailed(
+            "schema-null", "a value", {"file": 1, "files": 1, "column": "id", "row": 1},
+            said + "an empty value (file 1 of 1, column id, row 1)",
+        ),
+        CheckFailed(
+            "schema-value", "DOUBLE",
+            {"file": 12, "files": 40, "column": "lifetime_spend", "row": 123456789},
+            said + "a value that is not DOUBLE"
+            " (file 12 of 40, column lifetime_spend, row 123456789)",
+        ),
+        CheckFailed(
+            "schema-header", ["id", "lifetime_spend"],
+            {"file": 1, "files": 1, "column": None, "row": 0}, said + "header: 3 columns",
+        ),
+    ]  # fmt: skip
+    frames = [seal_upload_refusal(keys, "input_1", refusal) for refusal in refusals]
+    assert len({len(frame) for frame in frames}) == 1
+    for frame, refusal in zip(frames, refusals, strict=True):
+        opened = open_upload_refusal(keys, frame, input_id="input_1")
+        assert (opened.check, opened.actual) == (refusal.check, refusal.actual)
+    # An unpadded refusal (a Worker that would show its length) is refused.
+    document = {"type": "cleanroom/upload-refusal/v1", **refusals[0].to_json()}
+    sender = RecordSender(K_W2C, "Xl5eXl5eXl5eXl5eXl5eXg")
+    bare = sender.seal("input_1/.refusal", canonical(document), final=True)
+    with pytest.raises(MessageFormatError) as caught:
+        open_upload_refusal(keys, bare, input_id="input_1")
+    assert caught.value.check == "upload-refusal"

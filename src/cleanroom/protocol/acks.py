@@ -17,8 +17,11 @@ input, nor change a count.
 An upload its schema refuses (a SQL room) gets, instead of the acknowledgement, its
 refusal sealed the same way: object ``<input id>/.refusal``, index 0, final, holding
 ``JCS({"type": "cleanroom/upload-refusal/v1", "check", "expected", "actual",
-"message"})``. Where the data broke its schema (file, column, row) is about the
-uploader's data: the relay sees only that the schema refused it (``schema-refused``).
+"message"})`` followed by spaces (0x20) up to the next multiple of
+:data:`REFUSAL_BLOCK` bytes. Where the data broke its schema (file, column, row) is
+about the uploader's data: the relay sees only that the schema refused it
+(``schema-refused``), and a sealed record as long as any other refusal's (unpadded,
+its length told the check, the length of the column's name and the row's digits).
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ ACK_TYPE = "cleanroom/upload-ack/v1"
 ACK_NAME = ".ack"
 REFUSAL_TYPE = "cleanroom/upload-refusal/v1"
 REFUSAL_NAME = ".refusal"
+REFUSAL_BLOCK = 4096
+"""A sealed upload refusal's plaintext is a whole number of these: every refusal whose
+document fits one (any check, column and row of a schema whose names fit) is as long."""
 STORED = ("new", "already")
 
 
@@ -117,9 +123,10 @@ class UploadRefused(CheckFailed):
 def seal_upload_refusal(keys: SessionKeys, input_id: str, refusal: CheckFailed) -> bytes:
     """``refusal`` of ``input_id``'s upload, as the upload session's one Worker→client
     record (in place of the acknowledgement)."""
-    document = {"type": REFUSAL_TYPE, **refusal.to_json()}
+    document = canonical({"type": REFUSAL_TYPE, **refusal.to_json()})
+    padded = document + b" " * (-len(document) % REFUSAL_BLOCK)
     sender = RecordSender(keys.worker_to_client, keys.session_id)
-    return sender.seal(f"{input_id}/{REFUSAL_NAME}", canonical(document), final=True)
+    return sender.seal(f"{input_id}/{REFUSAL_NAME}", padded, final=True)
 
 
 def open_upload_refusal(keys: SessionKeys, frame: bytes, *, input_id: str) -> UploadRefused:
@@ -127,10 +134,16 @@ def open_upload_refusal(keys: SessionKeys, frame: bytes, *, input_id: str) -> Up
 
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by
     the Worker in this session, ``upload-refusal`` for one that is not a refusal of
-    ``input_id``.
+    ``input_id``, or not padded to whole :data:`REFUSAL_BLOCK` s (its length would have
+    told the relay where the data broke).
     """
     expected = f"{input_id}/{REFUSAL_NAME}"
     data = open_single(keys.worker_to_client, keys.session_id, frame, expected, "upload-refusal")
+    if not data or len(data) % REFUSAL_BLOCK:
+        raise MessageFormatError(
+            "upload-refusal", f"a refusal padded to a multiple of {REFUSAL_BLOCK} bytes",
+            f"{len(data)} bytes", "the refusal's length would tell the relay where the data broke",
+        )  # fmt: skip
     try:
         document = json.loads(data)
     except ValueError as error:
@@ -155,6 +168,7 @@ def open_upload_refusal(keys: SessionKeys, frame: bytes, *, input_id: str) -> Up
 __all__ = [
     "ACK_NAME",
     "ACK_TYPE",
+    "REFUSAL_BLOCK",
     "REFUSAL_NAME",
     "REFUSAL_TYPE",
     "Ack",
