@@ -24,6 +24,11 @@ from typing import Any
 
 import httpx
 
+MAX_TOKEN_LIFETIME_S = 366 * 24 * 3600
+"""The longest ``expires_in`` the client and a Controller take from the manager (a year):
+one past any clock's float (10**400 s) was taken, and its expiry met the clock in
+OverflowError: the client's profile's check, the Controller's at every request (h10)."""
+
 
 def read_bounded(
     response: httpx.Response, limit: int, too_large: Callable[[], BaseException]

@@ -22,6 +22,7 @@ import pytest
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
+from cleanroom.answers import MAX_TOKEN_LIFETIME_S
 from cleanroom.client import profile as profile_module
 from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import Profile, token_margin, token_usable
@@ -223,4 +224,27 @@ def test_a_token_expired_when_issued_is_refused_not_sent(expires_in: int) -> Non
         client.fetch_token("c" * 32, "secret")
     assert refused.value.check == "token"
     assert refused.value.actual == expires_in
+    assert client.token is None
+
+
+def test_a_token_living_past_any_clock_is_refused_not_kept() -> None:
+    """A manager answering an expires_in no float holds (10**400 s): refused (``token``).
+    It was taken, and the profile's check of its expiry against the clock
+    (``token_usable``) raised OverflowError (found by h10's red team of the margins)."""
+    with pytest.raises(OverflowError):
+        token_usable(10**400, 0, 0.0)  # what taking it led to
+    expires_in = 10**400
+    token = {"access_token": "t", "token_type": "DPoP", "expires_in": expires_in}
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        return json_answer(token) if (method, path) == ("POST", "/oauth/token") else None
+
+    with (
+        hostile_server(answer) as url,
+        ManagerClient(url) as client,
+        pytest.raises(MessageFormatError) as refused,
+    ):
+        client.fetch_token("c" * 32, "secret")
+    assert refused.value.check == "token"
+    assert refused.value.actual == f"more than {MAX_TOKEN_LIFETIME_S} s"
     assert client.token is None

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from cleanroom.answers import MAX_TOKEN_LIFETIME_S
 from cleanroom.controller.manager_link import ComputeCredentials, ManagerLink, ManagerRefused
 from tests.client.hostile_http import hostile_server, json_answer
 from tests.client.test_token_renewal import CountingLogins
@@ -60,3 +61,20 @@ def test_a_token_expired_when_issued_is_refused(lifetime: int) -> None:
             ManagerLink(url, credentials).headers()
     assert refused.value.check == "manager-token"
     assert refused.value.actual == lifetime
+
+
+def test_a_token_living_past_any_clock_is_refused() -> None:
+    """A manager answering an expires_in no float holds (10**400 s): refused
+    (``manager-token``), where every request of the Controller logged in again and ended
+    in OverflowError, adding the lifetime to its clock (h10)."""
+    token = {"access_token": "t", "token_type": "Bearer", "expires_in": 10**400}
+
+    def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        return json_answer(token) if (method, path) == ("POST", "/oauth/token") else None
+
+    with hostile_server(answer) as url:
+        credentials = ComputeCredentials("http://127.0.0.1:9", "cs_x", "secret")
+        with pytest.raises(ManagerRefused) as refused:
+            ManagerLink(url, credentials).headers()
+    assert refused.value.check == "manager-token"
+    assert refused.value.actual == f"more than {MAX_TOKEN_LIFETIME_S} s"

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cleanroom.answers import Connections, Deadline
+from cleanroom.answers import MAX_TOKEN_LIFETIME_S, Connections, Deadline
 from cleanroom.cleartext import check_secret_transport
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
@@ -544,6 +544,11 @@ class ManagerClient:
             raise MessageFormatError(
                 "token", "expires_in of at least 1 s", expires_in, "bad token lifetime"
             )
+        if expires_in > MAX_TOKEN_LIFETIME_S:  # past any clock: kept, it broke every later use
+            raise MessageFormatError(
+                "token", f"expires_in of at most {MAX_TOKEN_LIFETIME_S} s",
+                f"more than {MAX_TOKEN_LIFETIME_S} s", "bad token lifetime",
+            )  # fmt: skip
         if resource is None:
             self.token = access_token
         return AccessToken(access_token, expires_at=asked + expires_in, issued_at=asked)

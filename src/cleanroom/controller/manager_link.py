@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from cleanroom.answers import MAX_TOKEN_LIFETIME_S
 from cleanroom.cleartext import check_secret_transport
 from cleanroom.errors import EXIT_USAGE, CheckFailed, Error
 from cleanroom.tls import tls_context
@@ -168,4 +169,9 @@ class ManagerLink:
             raise ManagerRefused(
                 "manager-token", "expires_in of at least 1 s", lifetime, "bad token lifetime"
             )
+        if lifetime > MAX_TOKEN_LIFETIME_S:  # past any clock: every request logged in, then failed
+            raise ManagerRefused(
+                "manager-token", f"expires_in of at most {MAX_TOKEN_LIFETIME_S} s",
+                f"more than {MAX_TOKEN_LIFETIME_S} s", "bad token lifetime",
+            )  # fmt: skip
         return token, lifetime
