@@ -126,6 +126,31 @@ def test_vector_of_names_a_pax_header_holds(tmp_path: Path) -> None:
     assert function_id(bundle) == "fs://299FNPGeq-QM9lScfD8eqOy2o59ZgOd9NnHcLMr17Qk"
 
 
+def test_vector_of_names_at_the_edges_of_the_tar_formats(tmp_path: Path) -> None:
+    """Names at ustar's edges (99, 100 and 101 bytes; 255; a path ustar's prefix field
+    would split), names holding a line break, a tab, spaces and a pax record's look, and
+    contents one byte either side of a block: one ID, and read back alike, on Python
+    3.10.13, 3.11.7, 3.12.1 and 3.13.0 (tried by h10's red team of bundle-canonical:
+    pack's bytes are the only spelling unpack takes, so a release writing or reading
+    any of them otherwise would refuse, or misread, every other party's bundles)."""
+    files = {
+        "handler.py": HANDLER,
+        "a" * 96 + ".txt": b"99", "b" * 96 + ".txt2": b"100", "c" * 96 + ".txt23": b"101",
+        "h" * 251 + ".txt": b"255", "line\nbreak.txt": b"", "tab\tand space.txt": b"",
+        "27 path=x.txt": b"a pax record's look", "e511.bin": b"\1" * 511,
+        "e512.bin": b"\0" * 512, "p" * 99 + "/" + "n" * 99: b"ustar's prefix would split it",
+    }  # fmt: skip
+    root = tmp_path / "f"
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    bundle = pack(root)
+    assert len(bundle) == 20480
+    assert function_id(bundle) == "fs://LlcnsRGmRw34K395g2lWU6BexVHk7SJLKkuGhmzMUsw"
+    paths = unpack(bundle, tmp_path / "out")
+    assert {path: (tmp_path / "out" / path).read_bytes() for path in paths} == files
+
+
 def test_metadata_is_not_carried(function: Path, tmp_path: Path) -> None:
     reference = pack(function)
     other = write_tree(tmp_path / "other", read_tree_nested(function))
