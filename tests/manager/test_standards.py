@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, urlencode
 
 import httpx
 import jwt
@@ -253,3 +253,43 @@ def test_the_key_set_is_served_as_a_jwk_set(manager: Manager) -> None:
     assert answer.headers["content-type"] == "application/jwk-set+json"
     keys = jwt.PyJWKSet.from_dict(answer.json())
     assert keys.keys and all(key.key_type == "EC" for key in keys.keys)
+
+
+def test_a_parameter_given_twice_is_refused(manager: Manager) -> None:
+    """RFC 6749 §3.2: parameters MUST NOT be included more than once. The manager read the
+    last of two (Starlette's form.get), so another client's id first and this one's pair
+    last got this client a token, and a proxy or log that read the first judged another
+    client than the manager did, the gap of two Authorization headers (found by h10).
+    ``resource`` alone may repeat (RFC 8707)."""
+    client_id, secret = manager.new_client("acme")
+    other_id, _ = manager.new_client("acme")
+    key = ProofKey.generate()
+    twice = [
+        [("client_id", other_id), ("client_id", client_id), ("client_secret", secret)],
+        [("client_id", client_id), ("client_secret", "x"), ("client_secret", secret)],
+        [("client_id", client_id), ("client_secret", secret), ("grant_type", "x")],
+    ]
+    for form in twice:
+        answer = httpx.post(
+            manager.url + TOKEN,
+            content=urlencode([("grant_type", "client_credentials"), *form]),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **proof(manager, key)},
+        )
+        assert answer.status_code == 400, (form, answer.text)
+        assert answer.json()["error"] == "invalid_request"
+        assert "access_token" not in answer.text
+    revoked = httpx.post(
+        manager.url + "/oauth/revoke",
+        content=urlencode([("token", "a"), ("token", "b"), ("client_id", client_id),
+                           ("client_secret", secret)]),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    assert revoked.status_code == 400, revoked.text
+    assert revoked.json()["error"] == "invalid_request"
+    once = httpx.post(
+        manager.url + TOKEN,
+        content=urlencode([("grant_type", "client_credentials"), ("client_id", client_id),
+                           ("client_secret", secret)]),
+        headers={"Content-Type": "application/x-www-form-urlencoded", **proof(manager, key)},
+    )  # fmt: skip
+    assert once.status_code == 200, once.text

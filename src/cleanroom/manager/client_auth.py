@@ -89,6 +89,26 @@ def single_authorization(values: Sequence[str]) -> str | None:
     return values[0] if values else None
 
 
+REPEATABLE = frozenset({"resource"})
+"""Form parameters a token request may give more than once (RFC 8707 §2: one per resource)."""
+
+
+def single_parameters(items: Sequence[tuple[str, object]]) -> None:
+    """Refuse (``invalid_request``) a form that gives a parameter more than once
+    (``items``: every name and value, in order), but ``resource``: RFC 6749 §3.2 says
+    they MUST NOT be, and which of two counts is a guess (the form's ``get`` took the
+    last, so another client's id followed by this one's authenticated this one while a
+    proxy or log reading the first judged another, h10). The names are not echoed."""
+    names = [name for name, _value in items if name not in REPEATABLE]
+    repeated = len(names) - len(set(names))
+    if repeated:
+        raise ClientAuthError(
+            "invalid_request",
+            f"{repeated} parameters given more than once: give each once",
+            challenge=False,
+        )
+
+
 def client_credentials(
     authorization: str | None, form: Mapping[str, object]
 ) -> ClientCredentials | None:
@@ -129,4 +149,5 @@ __all__ = [
     "ClientCredentials",
     "client_credentials",
     "single_authorization",
+    "single_parameters",
 ]

@@ -21,6 +21,7 @@ from cleanroom.manager.client_auth import (
     ClientAuthError,
     client_credentials,
     single_authorization,
+    single_parameters,
 )
 from cleanroom.manager.grants import GrantRefused, TokenRequest
 from cleanroom.manager.revocation import Revoked
@@ -178,6 +179,7 @@ def router(services: Services) -> APIRouter:
             return _slow_down(wait)
         form = await request.form()
         try:
+            single_parameters(form.multi_items())
             credentials = client_credentials(
                 single_authorization(request.headers.getlist("authorization")), form
             )
@@ -237,6 +239,10 @@ def router(services: Services) -> APIRouter:
         if wait is not None:
             return _revoke_refused(429, "slow_down", _SLOW_DOWN, retry=wait)
         form = await request.form()
+        try:
+            single_parameters(form.multi_items())
+        except ClientAuthError as error:
+            return _revoke_refused(error.http_status, error.error, error.description)
         token = form.get("token")
         if not isinstance(token, str) or not token:
             return _revoke_refused(400, "invalid_request", "the form field 'token' is missing")
