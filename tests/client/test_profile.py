@@ -489,6 +489,22 @@ def test_token_is_cached_until_close_to_expiry(home: Path) -> None:
     assert mode(profile.directory / "dpop-key.pem") == 0o600
 
 
+def test_a_kept_token_past_any_clock_is_ignored_not_a_crash(home: Path) -> None:
+    """A token.json from an earlier version, which took any expires_in, may hold an
+    expiry past any float: the margin's arithmetic ended every command in
+    OverflowError. Such a cache is ignored, and the command logs in again (h10)."""
+    profile = create()
+    endpoint = TokenEndpoint()
+    transport = httpx.MockTransport(endpoint)
+    assert profile.access_token(transport=transport) == "token-1"
+    path = profile.directory / "token.json"
+    kept = json.loads(path.read_text())
+    kept["tokens"]["manager"]["expires_at"] = 10**400
+    path.write_text(json.dumps(kept))
+    assert profile.access_token(transport=transport) == "token-2"
+    assert endpoint.logins == 2
+
+
 def test_one_token_per_resource_and_room(home: Path) -> None:
     profile = create()
     endpoint = TokenEndpoint()

@@ -128,6 +128,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WORK_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 Hex32 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+_LATEST_TIME = 2**53  # seconds: far past any token, and exact in a float
 
 
 def token_margin(lifetime: float | None) -> float:
@@ -290,11 +291,19 @@ class _Credentials(BaseModel):
     client_secret: str = Field(min_length=1)
 
 
+_UnixTime = Annotated[int, Field(ge=0, le=_LATEST_TIME)]
+
+
 class _CachedToken(BaseModel):
+    """A kept token. Its times are bounded: a cache written by an earlier version, which
+    took any ``expires_in``, could hold an expiry past any float (10**400), and the
+    margin's arithmetic ended every command in OverflowError; such a cache is ignored
+    (the command logs in again, h10)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     access_token: str
-    expires_at: int
-    issued_at: int | None = None  # when it was asked for; None: kept by an earlier version
+    expires_at: _UnixTime
+    issued_at: _UnixTime | None = None  # when it was asked for; None: kept by an earlier version
 
 
 class _Tokens(BaseModel):
