@@ -97,3 +97,30 @@ def test_a_charge_does_not_wait_for_a_statement_reading_the_chain(tmp_path: Path
     assert waited == [True], "the charge waited for the statement's walk"
     assert statements[0]["input_1"]["spent"] == 0.75  # the chain as it was when asked
     assert ledger.status()["input_1"]["spent"] == 1.0
+
+
+def test_an_entry_that_could_not_be_written_stops_every_later_query(tmp_path: Path) -> None:
+    """A charge whose entry the sealed store failed to write (a full disk) is refused,
+    and so is every later check and charge, as ``budget-ledger``: the entry's name is
+    taken and its bytes unknown. Before, later charges failed as ``object-exists``, the
+    store's name for it (h10)."""
+    store, ledger = charged(tmp_path, 1)
+    real = store.create
+
+    def no_space(data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    def full(name: str) -> Any:
+        writer = real(name)
+        writer.write = no_space  # type: ignore[method-assign]
+        return writer
+
+    store.create = full  # type: ignore[method-assign]
+    with pytest.raises(RunError) as caught:
+        ledger.charge(2, 0.25, ["input_1"])
+    assert caught.value.check == "budget-ledger"
+    store.create = real  # type: ignore[method-assign]
+    for later in (ledger.spent, lambda: ledger.charge(3, 0.25, ["input_1"]), ledger.status):
+        with pytest.raises(RunError) as again:
+            later()
+        assert again.value.check == "budget-ledger"

@@ -63,9 +63,18 @@ class BudgetLedger:
             "spent": totals,
         }
         data = canonical(entry)
-        writer = self._store.create(f"{PREFIX}/{sequence:08d}")
-        writer.write(data)
-        self._store.record(writer.close())
+        writer = None
+        try:
+            writer = self._store.create(f"{PREFIX}/{sequence:08d}")
+            writer.write(data)
+            self._store.record(writer.close())
+        except (StoreError, OSError) as error:
+            # The entry's name is taken and its bytes unknown: the chain cannot go on.
+            if writer is not None:
+                writer.abort()
+            raise self._fail(
+                f"entry {sequence} written", type(error).__name__, f"not written: {error}"
+            ) from error
         self._head = (sequence, hashlib.sha256(data).hexdigest())
         self._totals = totals
         return dict(totals)
