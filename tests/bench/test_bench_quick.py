@@ -106,3 +106,19 @@ def test_hops_reports_every_request_kind() -> None:
     rows = [line.split("|")[1:3] for line in stdout.splitlines()[2:]]
     assert [label.strip() for label, _ in rows] == HOPS
     assert all(float(value) > 0 for _, value in rows)
+
+
+@pytest.mark.timeout(120)
+def test_refusals_times_every_kind_of_token_request() -> None:
+    # Each request's status is checked by the module (200 for the right secret, 401 for
+    # each refusal), so a refusal that stopped being one fails the run, not a timing.
+    stdout = run_module("bench.refusals", "--count", "2", timeout=110)
+    rows = [line.split("|")[1:6] for line in stdout.splitlines()[2:]]
+    assert [row[0].strip() for row in rows] == [
+        "right secret",
+        "wrong secret",
+        "unknown client id",
+        "disabled client, right secret",
+        "unknown compute server id",
+    ]
+    assert all(float(cell) > 0 for row in rows for cell in row[1:])
