@@ -18,6 +18,7 @@ from cleanroom.enclave.cgroups import (
     CgroupV2,
     nice_weight,
     run_cgroups,
+    tcp_share,
 )
 
 LIMITS = CgroupLimits(memory_bytes=256 << 20, tasks=64)
@@ -82,9 +83,10 @@ def test_v2_without_delegation_falls_back_to_v1(tmp_path: Path) -> None:
     )
     assert isinstance(group, CgroupV1)
     assert group.memory == tmp_path / "memory" / "box" / "run-2"
-    assert (group.memory / "memory.limit_in_bytes").read_text() == str(256 << 20)
-    # TCP buffers, which v1 charges to the group only when this is set
-    assert (group.memory / "memory.kmem.tcp.limit_in_bytes").read_text() == str(256 << 20)
+    # TCP buffers, which v1 charges to the group only when this is set, and apart from
+    # its memory: an eighth of the run's memory limit, the rest the rest
+    assert (group.memory / "memory.kmem.tcp.limit_in_bytes").read_text() == str(32 << 20)
+    assert (group.memory / "memory.limit_in_bytes").read_text() == str(224 << 20)
     assert (group.pids / "pids.max").read_text() == "64"
 
 
@@ -178,3 +180,21 @@ def test_a_cpu_group_that_cannot_be_made_leaves_the_limits_unweighted(tmp_path: 
     assert isinstance(group, CgroupV1) and not group.cpu_weighted and group.cpu is None
     assert (group.pids / "pids.max").read_text() == "64"
     assert len(group.procs_files()) == 2
+
+
+def test_v1_tcp_share_is_part_of_the_memory_limit_and_at_most_64_mib() -> None:
+    """cgroup v1 counts a run's TCP buffers apart from its memory: the share it keeps
+    for them comes out of the memory limit, and is bounded, since each run's buffers
+    also count in tcp_mem, one count for the whole host (found by h16's red team)."""
+    assert tcp_share(64 << 20) == 8 << 20
+    assert tcp_share(256 << 20) == 32 << 20
+    assert tcp_share(2048 << 20) == 64 << 20
+    assert tcp_share(1 << 40) == 64 << 20
+
+
+def test_v1_memory_peak_counts_its_tcp_buffers(tmp_path: Path) -> None:
+    memory = tmp_path / "memory"
+    memory.mkdir()
+    (memory / "memory.max_usage_in_bytes").write_text("1000\n")
+    (memory / "memory.kmem.tcp.max_usage_in_bytes").write_text("234\n")
+    assert CgroupV1(memory, tmp_path / "pids", None).usage().memory_peak_bytes == 1234

@@ -1296,7 +1296,8 @@ def test_tcp_buffers_nobody_reads_count_against_its_memory(
     """Loopback TCP buffers are kernel memory that cgroup v1 charges to a group only
     when its TCP limit is set: unset, a function under a 256 MiB limit held 2.2 GiB of
     them, up to tcp_mem's hard limit, one for the whole host. It queues, unread, at
-    most about its memory limit (it stops at 4 times it, which it reached before)."""
+    most its share of its memory limit (it stops at 4 times it, which it reached
+    before)."""
     result = run(workspace, room_sandbox, """
         import socket
         server = socket.create_server(("127.0.0.1", 0), backlog=512)
@@ -1320,6 +1321,40 @@ def test_tcp_buffers_nobody_reads_count_against_its_memory(
     assert result.status == "succeeded", result
     queued = int(received["output_1/queued"])
     assert queued < 48 << 20, f"{queued >> 20} MiB of TCP buffers under a 32 MiB limit"
+
+
+def test_tcp_buffers_and_memory_together_stay_within_its_memory_limit(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """cgroup v1 counts TCP buffers apart from the rest of a group's memory: with both
+    limits at the memory limit, a function under 256 MiB held 200 MiB of memory and
+    202 MiB of loopback buffers nobody read, and one under the default 2 GiB could
+    queue 2 GiB into tcp_mem, one count for the whole host (past its pressure
+    threshold here, 1.46 GiB). Holding 96 MiB under 128 MiB, it queues at most what is
+    left (found by h16's red team)."""
+    result = run(workspace, room_sandbox, """
+        import socket
+        hoard = bytearray(96 << 20)
+        for page in range(0, len(hoard), 4096):
+            hoard[page] = 1
+        server = socket.create_server(("127.0.0.1", 0), backlog=512)
+        port = server.getsockname()[1]
+        queued, held, chunk = 0, [], bytes(1 << 20)
+        while queued < (128 << 20) and len(held) < 200:
+            client = socket.create_connection(("127.0.0.1", port))
+            accepted, _ = server.accept()
+            client.setblocking(False)
+            try:
+                while queued < (128 << 20):
+                    queued += client.send(chunk)
+            except OSError:
+                pass
+            held.append((client, accepted))
+        pathlib.Path("/work/outputs/output_1/queued").write_text(str(queued))
+    """, outputs=(received := Outputs()), memory_mib=128)  # fmt: skip
+    assert result.status == "succeeded", result
+    queued = int(received["output_1/queued"])
+    assert queued <= 32 << 20, f"{queued >> 20} MiB of TCP buffers beside 96 MiB, under 128 MiB"
 
 
 def test_cpu_time_of_all_its_processes(workspace: Path, room_sandbox: Sandbox) -> None:

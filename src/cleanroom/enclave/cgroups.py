@@ -54,6 +54,19 @@ class CgroupLimits:
     cpu_nice: int | None = None  # the whole group's CPU weight, as that of a nice value
 
 
+TCP_SHARE = 8  # a run's TCP buffers: at most this fraction of its memory limit (v1) ...
+MAX_TCP_BYTES = 64 << 20  # ... and at most this much
+
+
+def tcp_share(memory_bytes: int) -> int:
+    """What of a run's memory limit cgroup v1 keeps for its TCP buffers, which it counts
+    apart from the rest (``memory.kmem.tcp.limit_in_bytes``). At most 64 MiB: each
+    run's buffers also count in ``tcp_mem``, one count for the whole host, and 64 MiB
+    is plenty for a function's own services on its loopback (a sender whose buffers are
+    full waits)."""
+    return min(memory_bytes // TCP_SHARE, MAX_TCP_BYTES)
+
+
 NICE_0_WEIGHT = 1024  # the kernel's weight of nice 0 (cgroup v1's default cpu.shares)
 
 
@@ -235,19 +248,26 @@ class CgroupV1:
             for directory in group._directories():
                 _make(directory)
                 created.append(directory)
-            (group.memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
-            # No escape into swap either (absent when the kernel has no swap accounting).
-            with contextlib.suppress(FileNotFoundError, PermissionError):
-                (group.memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
             # Nor into TCP buffers: v1 charges a socket's buffers to its group only once
             # this is set (v2 always does). Unset, a function under a 256 MiB limit held
             # 2.2 GiB of loopback buffers nobody read, up to tcp_mem's hard limit, which
             # is one for the whole host: every TCP socket on it was then under pressure.
-            # Its own counter, beside memory.limit_in_bytes, with the same limit.
-            with contextlib.suppress(FileNotFoundError):  # a kernel without it
-                (group.memory / "memory.kmem.tcp.limit_in_bytes").write_text(
-                    str(limits.memory_bytes)
-                )
+            # It is a counter of its own, not part of memory.limit_in_bytes: set to the
+            # memory limit as well, a function under 256 MiB held 200 MiB of memory and
+            # 202 MiB of TCP buffers, and one under the default 2 GiB could queue 2 GiB,
+            # past this host's tcp_mem pressure threshold (1.46 GiB), and two runs at once
+            # past its hard limit (2.2 GiB). So the buffers get a share of the memory
+            # limit (tcp_share), and the rest of the memory the rest.
+            share = tcp_share(limits.memory_bytes)
+            try:
+                (group.memory / "memory.kmem.tcp.limit_in_bytes").write_text(str(share))
+            except FileNotFoundError:  # a kernel without it: no buffers are charged
+                share = 0
+            memory = limits.memory_bytes - share
+            (group.memory / "memory.limit_in_bytes").write_text(str(memory))
+            # No escape into swap either (absent when the kernel has no swap accounting).
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                (group.memory / "memory.memsw.limit_in_bytes").write_text(str(memory))
             (group.pids / "pids.max").write_text(str(limits.tasks))
         except (OSError, CgroupUnavailable) as error:
             for directory in reversed(created):
@@ -299,8 +319,11 @@ class CgroupV1:
 
     def usage(self) -> CgroupUsage:
         cpu = None if self.cpuacct is None else _read_int(self.cpuacct / "cpuacct.usage")
+        memory = _read_int(self.memory / "memory.max_usage_in_bytes")
+        tcp = _read_int(self.memory / "memory.kmem.tcp.max_usage_in_bytes")
         return CgroupUsage(
-            memory_peak_bytes=_read_int(self.memory / "memory.max_usage_in_bytes"),
+            # v1's TCP buffers are counted apart from its memory (see create)
+            memory_peak_bytes=None if memory is None else memory + (tcp or 0),
             cpu_seconds=None if cpu is None else cpu / 1e9,
         )
 
