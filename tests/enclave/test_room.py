@@ -480,6 +480,48 @@ def run():
         target.write_bytes(received[f"output_1/{name}"])
 
 
+def download_all(room: CleanRoom, output_id: str = "output_1") -> dict[str, bytes]:
+    """Every object of an output's download, as its recipient opens them (an object
+    in several records joined)."""
+    keys = session(room, ALICE, DownloadPurpose(op="download", output=output_id))
+    receiver = RecordReceiver(keys.worker_to_client, keys.session_id)
+    received: dict[str, bytes] = {}
+    for path, _index, _final, data in map(receiver.open, room.download(keys.session_id)):
+        received[path] = received.get(path, b"") + data
+    receiver.close()
+    assert receiver.finished(f"{output_id}/.manifest")
+    return received
+
+
+def test_an_output_of_many_files_is_downloaded_with_its_whole_manifest(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """An output's manifest grows with its files (a name, a size, a digest each): 1,200
+    files named in 600 bytes make it 0.8 MiB, 1,800 of them 1.2 MiB, past what one
+    record holds (1 MiB). It was sent as one record, so the Worker's download failed at
+    its end, every time, for a run signed "succeeded" (found by h16's red team). It is
+    sent in records of at most 1 MiB, which the recipient joins."""
+    handler = """
+import pathlib
+
+def run():
+    out = pathlib.Path("outputs/output_1") / ("d" * 250) / ("e" * 250)
+    out.mkdir(parents=True)
+    for number in range(1800):
+        (out / f"{number:04d}{'f' * 90}").write_text(str(number))
+"""
+    room = make_room(tmp_path, confinement, handler)
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    received = download_all(room)
+    manifest = received.pop("output_1/.manifest")
+    assert len(manifest) > 1 << 20
+    assert hashlib.sha256(manifest).hexdigest() == receipt["outputs"]["output_1"]["sha256"]
+    assert len(json.loads(manifest)["files"]) == len(received) == 1800
+
+
 def test_a_failed_run_names_no_input_file_in_the_clear(
     room: CleanRoom, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
