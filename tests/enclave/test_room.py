@@ -522,6 +522,37 @@ def run():
     assert len(json.loads(manifest)["files"]) == len(received) == 1800
 
 
+def test_an_output_file_whose_path_no_record_can_name_is_left_out(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """A record names its object in at most 1,024 bytes (records.MAX_PATH), output id
+    and "/" included; the sandbox released a file named in up to 1,024 bytes below its
+    output, so a name of 1,020 bytes was sealed, listed in the manifest and signed, and
+    every download of the output failed on it (found by h16's red team). Such a file
+    is left out, as names no output file may have are."""
+    handler = """
+import pathlib
+
+def run():
+    out = pathlib.Path("outputs/output_1")
+    deep = out / ("a" * 200) / ("b" * 200) / ("c" * 200) / ("g" * 200)
+    deep.mkdir(parents=True)
+    (deep / ("d" * 215)).write_text("too long to name")  # 1,019 bytes, 1,028 in all
+    (deep / ("e" * 200)).write_text("fits")  # 1,004 bytes, 1,013 in all
+    (out / "overlap.txt").write_text("2")
+"""
+    room = make_room(tmp_path, confinement, handler)
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    received = download_all(room)
+    fits = "output_1/" + "/".join(("a" * 200, "b" * 200, "c" * 200, "g" * 200, "e" * 200))
+    assert sorted(received) == sorted(["output_1/.manifest", "output_1/overlap.txt", fits])
+    files = json.loads(received["output_1/.manifest"])["files"]
+    assert sorted(files) == sorted(["overlap.txt", fits.removeprefix("output_1/")])
+
+
 def test_a_failed_run_names_no_input_file_in_the_clear(
     room: CleanRoom, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -52,6 +52,7 @@ from typing import IO
 from cleanroom.enclave.cgroups import CgroupLimits, CgroupUnavailable, RunCgroup, run_cgroups
 from cleanroom.enclave.syscalls import filter_fd as syscall_filter
 from cleanroom.errors import Error
+from cleanroom.protocol.records import MAX_PATH
 
 STAGE = Path("/run/cleanroom/stage")
 """Where a supervisor (as root) mounts the run's view, in its own mount namespace only."""
@@ -660,7 +661,11 @@ READ_NO_FOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # no FIFO blocks t
 # 1,500 nested directories neither crash it nor exhaust its descriptors; a longer name
 # than any client's paths allow is no output either.
 MAX_OUTPUT_DEPTH = 32  # directories between an output's own and a file
-MAX_OUTPUT_NAME = 1024  # bytes of a file's name below its output, "/" included
+# What a record names an object in (``protocol.records.MAX_PATH``), the output's id
+# and "/" included: the sandbox released names of up to 1,024 bytes *below* the output,
+# and one of 1,016 to 1,024 was sealed, listed and signed, and failed every download of
+# the output (found by h16's red team).
+MAX_OUTPUT_NAME = MAX_PATH  # bytes of ``<output id>/<file's name below it>``
 # What no output file may be named, and is left out: the name an output's download
 # ends with, its manifest (``uploads.MANIFEST_NAME``: a file of that name made the
 # output's download fail, the Worker refusing a second record of it), and any name
@@ -678,8 +683,8 @@ def _releasable(relative: str) -> bool:
 def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, int]]:
     """(relative name, open fd) of every regular file under each output, by descriptors:
     no symlink is followed at any depth, and special files and links are left out, as
-    are files deeper than :data:`MAX_OUTPUT_DEPTH`, named longer than
-    :data:`MAX_OUTPUT_NAME`, or named as no output file may be (:func:`_releasable`)."""
+    are files deeper than :data:`MAX_OUTPUT_DEPTH`, named (with their output's id) longer
+    than :data:`MAX_OUTPUT_NAME`, or named as no output file may be (:func:`_releasable`)."""
     root = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for output_id in sorted(output_ids):
@@ -694,9 +699,8 @@ def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, i
                         directories.clear()  # topdown: the walk goes no deeper
                     for name in sorted(files):
                         relative = os.path.normpath(os.path.join(directory, name))
-                        if len(os.fsencode(relative)) > MAX_OUTPUT_NAME or not _releasable(
-                            relative
-                        ):
+                        named = len(os.fsencode(f"{output_id}/{relative}"))
+                        if named > MAX_OUTPUT_NAME or not _releasable(relative):
                             continue
                         try:
                             fd = os.open(name, READ_NO_FOLLOW, dir_fd=dir_fd)
