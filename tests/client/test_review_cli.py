@@ -18,6 +18,7 @@ import pytest
 
 from cleanroom.cli.main import main
 from cleanroom.client.access import Access, build_spec
+from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import Profile
 from cleanroom.client.review import ReviewError
 from cleanroom.client.rooms import CleanRoomClient
@@ -26,7 +27,7 @@ from cleanroom.protocol.spec import Scalar, WorkSpec
 from tests.client.test_vendored import vendor
 from tests.client.test_wheels import build_wheel, pip_install, rewrite_record
 from tests.client.test_with_manager import Terminal, configure
-from tests.manager.conftest import Manager, StandInController
+from tests.manager.conftest import Manager, StandInController, operator
 from tests.protocol.test_bundle import HANDLER, Tree, read_tree_nested, write_tree
 
 
@@ -456,6 +457,93 @@ def test_inspect_against_a_function_compares_the_code(
     assert f"changes from {first.function} to Work-ID {second.work_id} (now):\n" in out
     assert "    -    label = 'reviewed'\n" in out
     assert "  parameters:" not in out  # a bare function has no spec to compare
+
+
+def test_inspect_against_a_function_gone_from_the_manager_compares_the_recorded_digests(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    manager: Manager,
+) -> None:
+    """The earlier function collected (404): the files by the digests the profile
+    recorded, and a note that the code is not compared."""
+    alice, bob = parties
+    deploy(alice, bob, tmp_path, {"handler.py": VERSION_1})
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2})
+    assert operator(manager, "gc", "--grace", "0") == 0
+    out = inspect(capsys, "hostile", "--against", "approved")
+    assert "    ~ handler.py (51 -> 56 bytes)\n" in out
+    assert "note: the earlier function's bytes are not at hand: files compared by digest" in out
+    assert "  code:" not in out
+
+
+@pytest.mark.parametrize("refusal", ["disabled", "not stored"])
+def test_inspect_against_fails_closed_when_the_earlier_function_is_refused_not_gone(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    manager: Manager,
+    monkeypatch: pytest.MonkeyPatch,
+    refusal: str,
+) -> None:
+    """Any refusal of the earlier function's download was taken for the function gone
+    from the manager: a refused token (the client disabled, so its new login refused
+    too) or a manager that lost the file (500 function-stored) printed the review with
+    the code diff left out and a note, exit 0. Now only a 404 is that; any other
+    refusal is the command's error, naming the download (left open by h11)."""
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": VERSION_1})
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2})
+    if refusal == "not stored":
+        (manager.settings.functions_dir / first.function.removeprefix("fs://")).unlink()
+    else:
+        download = ManagerClient.download_function_to
+
+        def refused_first(self: ManagerClient, function: str, *args: Any, **kwargs: Any) -> int:
+            if function == first.function:  # after the review's own download succeeded
+                assert operator(manager, "client", "disable", bob.config.client_id) == 0
+            return download(self, function, *args, **kwargs)
+
+        monkeypatch.setattr(ManagerClient, "download_function_to", refused_first)
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "approved")
+    assert code == 1, out
+    assert "changes from" not in out and "to approve exactly this" not in out
+    assert err.startswith("error: manager: "), err
+    assert f"downloading the earlier function {first.function} to compare with" in err
+    if refusal == "disabled":
+        assert "401" in err and "invalid_client" in err
+        assert "check the client id and secret" in err  # failures()' hint is kept
+    else:
+        assert "500" in err and "function-stored" in err
+
+
+def test_inspect_against_renews_a_token_revoked_before_the_earlier_functions_download(
+    parties: tuple[Profile, Profile],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    manager: Manager,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator disabled and enabled the client between the two downloads: the
+    client logs in again, as for every download, and compares the code."""
+    alice, bob = parties
+    first = deploy(alice, bob, tmp_path, {"handler.py": VERSION_1})
+    assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
+    redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2})
+    download = ManagerClient.download_function_to
+
+    def revoked_first(self: ManagerClient, function: str, *args: Any, **kwargs: Any) -> int:
+        if function == first.function:
+            assert operator(manager, "client", "disable", bob.config.client_id) == 0
+            assert operator(manager, "client", "enable", bob.config.client_id) == 0
+        return download(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(ManagerClient, "download_function_to", revoked_first)
+    out = inspect(capsys, "hostile", "--against", "approved")
+    assert "    -    label = 'reviewed'\n" in out
+    assert "not at hand" not in out
 
 
 def test_inspect_against_an_unknown_work_id_is_unusable_input(

@@ -19,6 +19,7 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
@@ -763,7 +764,19 @@ def _earlier(profile: Profile, name: str, against: str, result: Review, director
             if function_id(bundle) != earlier:  # ManagerClient checks it too
                 fail(f"function-id: the manager sent {function_id(bundle)}, not {shown(earlier)}")
             unpack(bundle, directory)
-    except ServerError:
+    except ServerError as error:
+        if error.status != HTTPStatus.NOT_FOUND:
+            # A refused token (after the client's own renewal and with_manager's new
+            # login), a 5xx, a manager out of reach: not a function gone, which would
+            # hide the code diff behind a note. The error, as failures() shows it.
+            raise ServerError(
+                error.who,
+                error.status,
+                error.problem,
+                message=f"{error} (downloading the earlier function {shown(earlier)} to "
+                "compare with: only a 404, the function gone from the manager, is compared "
+                "by the digests this profile recorded)",
+            ) from error
         return Side.of_record(label, work_id, record)  # gone from the manager: digests only
     return Side.of_record(label, work_id, record, directory)
 
