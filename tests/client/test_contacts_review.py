@@ -128,6 +128,22 @@ def test_what_changed_names_the_rights_too(
         f"    + unknown: {forged} (NOT carol's ID, which looks alike) reads output_1",
     ]
 
+    # For a machine: the user IDs and the names apart, the text lines as they were.
+    document = json.loads(inspect(capsys, "hostile", "--against", "approved", "--json"))
+    assert document["changes"]["rights"] == [line.strip() for line in changes.splitlines()[1:3]]
+    assert document["changes"]["right_changes"] == [
+        {"change": "removed", "role": "output", "id": "output_1", "user_id": carol,
+         "you": False, "name": "carol"},
+        {"change": "added", "role": "output", "id": "output_1", "user_id": forged,
+         "you": False, "name": None},
+    ]  # fmt: skip
+    redeploy(alice, bob, tmp_path, outputs={"output_1": forged, "output_2": bob.user_id})
+    document = json.loads(inspect(capsys, "hostile", "--against", "approved", "--json"))
+    assert {
+        "change": "added", "role": "output", "id": "output_2", "user_id": bob.user_id,
+        "you": True, "name": None,
+    } in document["changes"]["right_changes"]  # fmt: skip
+
 
 def test_status_names_the_runners_owners_and_readers(
     parties: tuple[Profile, Profile],  # noqa: F811

@@ -47,7 +47,7 @@ from cleanroom.client.access import (
     load_access,
     parse_parameters,
 )
-from cleanroom.client.changes import Changes, Side, compare
+from cleanroom.client.changes import Changes, Names, Side, compare
 from cleanroom.client.contacts import Contacts
 from cleanroom.client.contacts import load as load_contacts
 from cleanroom.client.errors import ServerError
@@ -718,7 +718,7 @@ def _show_changes_since(
         return
     before = Side.of_record(f"Work-ID {inspected.work_id} (inspected)", inspected.work_id, record)
     now = Side.of_review(f"Work-ID {result.work_id}", result)
-    for line in compare(before, now, _who(contacts, profile.user_id)).lines():
+    for line in compare(before, now, _names(contacts, profile.user_id)).lines():
         stderr.print(line)
 
 
@@ -846,7 +846,7 @@ def inspect(
         if against is not None:
             before = _earlier(profile, name, against, result, Path(scratch) / "before")
             now = Side.of_review(f"Work-ID {result.work_id} (now)", result, here)
-            changes = compare(before, now, _who(contacts, profile.user_id))
+            changes = compare(before, now, _names(contacts, profile.user_id))
         inspected = record_inspection(profile, result)
     command = result.approve_command(_profile_option(profile))
     if json_output(as_json):
@@ -970,8 +970,9 @@ def _approved_json(
     }
 
 
-def _who(contacts: Contacts, you: str) -> Callable[[str], str]:
-    return lambda user_id: contacts.who(user_id, you)
+def _names(contacts: Contacts, you: str) -> Names:
+    """The rights' users as the review shows them, and their names for ``--json``."""
+    return Names(lambda user_id: contacts.who(user_id, you), contacts.name_of, you)
 
 
 __all__ = ["approve", "deploy", "function_app", "inspect"]

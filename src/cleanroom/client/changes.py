@@ -24,6 +24,7 @@ from typing import Any
 
 from cleanroom.client.review import (
     BundleFile,
+    Participant,
     Review,
     ReviewError,
     contents,
@@ -124,6 +125,8 @@ class Changes:
     spec: list[str] = field(default_factory=list)
     parameters: list[str] = field(default_factory=list)
     rights: list[str] = field(default_factory=list)
+    # The same rights for a machine: each a dict of change, role, id, user_id, name, you.
+    right_changes: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     packages: list[str] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
@@ -159,13 +162,12 @@ class Changes:
     def to_json(self) -> dict[str, Any]:
         document: dict[str, Any] = {"before": self.before, "after": self.after}
         document.update(dict(self.sections))
+        document["right_changes"] = self.right_changes
         document["notes"] = self.notes
         return document
 
 
-def _compare_specs(
-    before: WorkSpec, after: WorkSpec, changes: Changes, who: Callable[[str], str]
-) -> None:
+def _compare_specs(before: WorkSpec, after: WorkSpec, changes: Changes, names: Names) -> None:
     fields = [
         ("name", before.name, after.name),
         ("handler", before.handler, after.handler),
@@ -199,10 +201,27 @@ def _compare_specs(
             if old != new:
                 changes.parameters.append(f"~ {quoted(key)}: {old} -> {new}")
     _compare_sql(before, after, changes)
-    old_rights = {_right(p.role, p.object_id, who(p.user_id)) for p in participants(before)}
-    new_rights = {_right(p.role, p.object_id, who(p.user_id)) for p in participants(after)}
-    changes.rights += [f"- {right}" for right in sorted(old_rights - new_rights)]
-    changes.rights += [f"+ {right}" for right in sorted(new_rights - old_rights)]
+    _compare_rights(participants(before, names.you), participants(after, names.you), changes, names)
+
+
+def _compare_rights(
+    before: tuple[Participant, ...],
+    after: tuple[Participant, ...],
+    changes: Changes,
+    names: Names,
+) -> None:
+    """The rights removed, then added: by the user ID, shown as ``names.who`` shows it."""
+    for sign, change, gone in (("-", "removed", set(before) - set(after)),
+                               ("+", "added", set(after) - set(before))):  # fmt: skip
+        shown_rights = sorted(
+            ((_right(p.role, p.object_id, names.who(p.user_id)), p) for p in gone),
+            key=lambda pair: pair[0],
+        )
+        changes.rights += [f"{sign} {text}" for text, _ in shown_rights]
+        changes.right_changes += [
+            {"change": change, **p.to_json(), "name": names.name_of(p.user_id)}
+            for _, p in shown_rights
+        ]
 
 
 def _compare_sql(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
@@ -330,13 +349,23 @@ def _compare_code(before: Side, after: Side, paths: list[str], changes: Changes)
         changes.code += [_diff_line(line) for line in diff]
 
 
-def compare(before: Side, after: Side, who: Callable[[str], str] = str) -> Changes:
+@dataclass(frozen=True)
+class Names:
+    """How the rights' user IDs are shown: ``who`` for a person (the reviewer's name for
+    it: :meth:`cleanroom.client.contacts.Contacts.who`), ``name_of`` for a machine (the
+    name alone, None when unknown), ``you`` the reviewer's own ID."""
+
+    who: Callable[[str], str] = str
+    name_of: Callable[[str], str | None] = lambda _user_id: None
+    you: str | None = None
+
+
+def compare(before: Side, after: Side, names: Names | None = None) -> Changes:
     """Every change from ``before`` to ``after``: spec, rights, files, packages, code.
-    ``who`` shows a right's user ID (the reviewer's name for it: see
-    :meth:`cleanroom.client.contacts.Contacts.who`)."""
+    The rights' users are shown by ``names`` (the bare IDs unless given)."""
     changes = Changes(before.label, after.label)
     if before.spec is not None and after.spec is not None:
-        _compare_specs(before.spec, after.spec, changes, who)
+        _compare_specs(before.spec, after.spec, changes, names or Names())
     if before.function_id != after.function_id and not any(
         line.startswith("~ function:") for line in changes.spec
     ):
@@ -354,4 +383,4 @@ def compare(before: Side, after: Side, who: Callable[[str], str] = str) -> Chang
     return changes
 
 
-__all__ = ["MAX_DIFF_LINES", "Changes", "Side", "compare"]
+__all__ = ["MAX_DIFF_LINES", "Changes", "Names", "Side", "compare"]
