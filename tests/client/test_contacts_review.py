@@ -203,3 +203,82 @@ def test_a_sql_rooms_rules_and_ad_hoc_runners_name_their_users(
     assert f"rule of input_1 (set by alice ({ALICE_ID})):" in out
     assert f"rule of input_2 (set by unknown: {BOB_ID}):" in out
     assert f"ad-hoc queries: by alice ({ALICE_ID}) → output_1" in out
+
+
+def test_deploy_warns_of_each_right_to_an_id_not_in_the_deployers_contacts(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    carol: str,
+) -> None:
+    """The deployer names the IDs in their own access file, and deploy did not consult
+    the book: an ID they have no name for, or one ground to look like a contact's,
+    was granted without a word, where every reviewer is warned (left open by h11).
+    The deploy itself is unchanged."""
+    alice, bob = parties
+    forged = lookalike(carol)
+    for name, user_id in (("bob", bob.user_id), ("carol", carol)):
+        code, _, err = run(capsys, "--profile", "alice", "contacts", "add", name, "--", user_id)
+        assert code == 0, err
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "handler.py").write_bytes(HANDLER)
+    code, function, err = run(capsys, "--profile", "alice", "function", "upload", str(source))
+    assert code == 0, err
+    access = tmp_path / "access.yaml"
+    access.write_text(
+        f"inputs:\n  input_1: {bob.user_id}\n"
+        f"outputs:\n  output_1: {alice.user_id}\n  output_2: {forged}\n"
+    )
+    deploy_args = ["--function", function.strip(), "--handler", "handler.run",
+                   "--access", str(access)]  # fmt: skip
+    code, out, err = run(capsys, "--profile", "alice", "deploy", "--name", "granted", *deploy_args)
+    assert code == 0, err
+    assert "state:          deployed" in out
+    hint = f"warning: unknown: {forged} (NOT carol's ID, which looks alike)  reads output_2\n"
+    assert hint in err
+    assert "warning: 1 of 4 rights go to user IDs not in your contacts (shown as unknown)" in err
+    assert bob.user_id not in err and "NOT bob" not in err  # named; and your own ID is known
+
+    code, out, err = run(
+        capsys, "--profile", "alice", "--output", "json", "deploy", "--name", "granted-2",
+        *deploy_args,
+    )  # fmt: skip
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["unknown_rights"] == 1
+    assert [(p["role"], p["id"], p["user_id"], p["you"], p["name"])
+            for p in document["participants"]] == [
+        ("input", "input_1", bob.user_id, False, "bob"),
+        ("output", "output_1", alice.user_id, True, None),
+        ("output", "output_2", forged, False, None),
+        ("runner", None, alice.user_id, True, None),
+    ]  # fmt: skip
+    assert "warning: 1 of 4 rights go to user IDs not in your contacts" in err
+
+    access.write_text(f"inputs:\n  input_1: {bob.user_id}\noutputs:\n  output_1: {carol}\n")
+    code, _, err = run(capsys, "--profile", "alice", "deploy", "--name", "named", *deploy_args)
+    assert code == 0, err
+    assert "warning" not in err
+
+
+def test_deploy_refuses_a_name_book_others_may_change(
+    parties: tuple[Profile, Profile],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """As inspect: a book others may write could name an attacker's ID as a partner's."""
+    alice, bob = parties
+    code, _, err = run(capsys, "--profile", "alice", "contacts", "add", "bob", "--", bob.user_id)
+    assert code == 0, err
+    (alice.directory / book.CONTACTS_FILE).chmod(0o666)
+    access = tmp_path / "access.yaml"
+    access.write_text(f"inputs:\n  input_1: {bob.user_id}\noutputs:\n  output_1: {bob.user_id}\n")
+    code, _, err = run(
+        capsys, "--profile", "alice", "deploy", "--name", "refused",
+        "--function", "fs://" + "A" * 43, "--handler", "handler.run", "--access", str(access),
+    )  # fmt: skip
+    assert code == 2, err
+    assert "contacts-file" in err or "accessible by others" in err
+    with alice.manager() as manager:
+        assert [room.name for room in manager.rooms()] == []

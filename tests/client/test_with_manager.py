@@ -214,7 +214,7 @@ def deployed(
         "--param", "threshold=0.25", "--param", "label=demo",
     )  # fmt: skip
     assert code == 0, err
-    assert "warning" not in err  # the handler's module defines run
+    assert "handler-function" not in err  # the handler's module defines run
     assert "overlap" in controller.deployed
     work_id = re.search(r"Work-ID:\s+(\S+)", out)
     assert work_id is not None

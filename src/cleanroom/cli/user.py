@@ -60,12 +60,14 @@ from cleanroom.client.profile import (
 )
 from cleanroom.client.review import (
     BundleFile,
+    Participant,
     Review,
     ReviewWarning,
     approve_review,
     check_handler,
     contents,
     parameter_value,
+    participants,
     record_inspection,
     resources,
     review,
@@ -384,7 +386,9 @@ def deploy(
     Before deploying, the function is downloaded (into a private temporary file, removed
     after) and its handler checked as every other party's inspect will: a handler whose
     module is not in the function is refused (handler-module, exit 2); one whose function
-    is not seen defined in it is a warning."""
+    is not seen defined in it is a warning. Each right granted to a user ID not in your
+    contacts (cleanroom contacts) is a warning too, shown as a review shows it (unknown,
+    and which contact's ID it looks like); the room is deployed all the same."""
     if _ROOM_NAME.fullmatch(name) is None:
         fail(
             f"--name {shown(name)}: a clean room's name is 1-63 of a-z, 0-9 and '-', not "
@@ -392,6 +396,7 @@ def deploy(
             EXIT_USAGE,
         )
     profile = current_profile()
+    contacts = load_contacts(profile.directory)  # a book others may change: refused here
     if function is not None:
         function = _function_id(function, "--function")
     rights = load_access(access)
@@ -442,6 +447,7 @@ def deploy(
     except CheckFailed as error:  # the spec built from the user's files: exit 2, not 1
         fail(str(error), EXIT_USAGE)
     warnings = _check_handler(profile, spec) if spec.sql is None else ()
+    unknown = _warn_unknown_granted(spec, contacts, user_id)
     with failures(), _status(f"deploying {name}…"):
         room = with_manager(profile, lambda manager: manager.deploy(spec))
     # The pin is of the spec built here, never of what the manager answered.
@@ -464,6 +470,11 @@ def deploy(
                 "state": room.state,
                 "approved": True,
                 "warnings": [warning.to_json() for warning in warnings],
+                "participants": [
+                    {**right.to_json(), "name": contacts.name_of(right.user_id)}
+                    for right in participants(spec, user_id)
+                ],
+                "unknown_rights": unknown,
             }
         )
     else:
@@ -582,16 +593,16 @@ def _approval_line(result: Review, approval: Approval | None) -> str:
     )
 
 
-def _unknown_rights(result: Review, contacts: Contacts, you: str) -> int:
-    """How many of the room's rights go to a user ID neither named in the book nor yours."""
-    return len(contacts.unknown((right.user_id for right in result.participants), you))
+def _unknown_rights(rights: Sequence[Participant], contacts: Contacts, you: str) -> int:
+    """How many of ``rights`` go to a user ID neither named in the book nor yours."""
+    return len(contacts.unknown((right.user_id for right in rights), you))
 
 
-def _warn_unknown(result: Review, contacts: Contacts, you: str) -> None:
-    unknown = _unknown_rights(result, contacts, you)
+def _warn_unknown(rights: Sequence[Participant], contacts: Contacts, you: str) -> None:
+    unknown = _unknown_rights(rights, contacts, you)
     if unknown:
         stderr.print(
-            f"warning: {unknown} of {len(result.participants)} rights go to user IDs not in "
+            f"warning: {unknown} of {len(rights)} rights go to user IDs not in "
             "your contacts (shown as unknown): an ID can be made to begin and end like "
             "another's. Check each with its owner out of band (they run cleanroom whoami), "
             f"then: {hint('contacts add NAME -- USER_ID')}",
@@ -599,11 +610,35 @@ def _warn_unknown(result: Review, contacts: Contacts, you: str) -> None:
         )
 
 
+def _what(right: Participant) -> str:
+    """What a right lets its user do, as the review says it."""
+    return {
+        "input": f"uploads {right.object_id}",
+        "output": f"reads {right.object_id}",
+        "runner": "starts the run",
+    }[right.role]
+
+
+def _warn_unknown_granted(spec: WorkSpec, contacts: Contacts, you: str) -> int:
+    """Before a deploy: each right the spec grants to a user ID the deployer has not
+    named (nor their own), as every reviewer's review will show it, then the review's
+    warning. The deploy goes on: the names are the deployer's, the Work-ID binds the IDs.
+    How many such rights there are."""
+    rights = participants(spec, you)
+    for right in rights:
+        if right.user_id != you and contacts.name_of(right.user_id) is None:
+            stderr.print(
+                f"warning: {contacts.label(right.user_id, you)}  {_what(right)}", markup=False
+            )
+    _warn_unknown(rights, contacts, you)
+    return _unknown_rights(rights, contacts, you)
+
+
 def _with_names(document: dict[str, Any], result: Review, contacts: Contacts, you: str) -> None:
     """The review's JSON, each right's user with the reviewer's name for it (or null)."""
     for entry in document["participants"]:
         entry["name"] = contacts.name_of(entry["user_id"])
-    document["unknown_rights"] = _unknown_rights(result, contacts, you)
+    document["unknown_rights"] = _unknown_rights(result.participants, contacts, you)
 
 
 def _show(result: Review, approval: Approval | None, contacts: Contacts, you: str) -> None:
@@ -627,13 +662,8 @@ def _show(result: Review, approval: Approval | None, contacts: Contacts, you: st
         _print(f"  {quoted(key)} = {parameter_value(value)}")
     _print("rights:")
     for right in result.participants:
-        what = {
-            "input": f"uploads {right.object_id}",
-            "output": f"reads {right.object_id}",
-            "runner": "starts the run",
-        }[right.role]
         user = contacts.label(right.user_id, you)
-        _print(f"  {user}  {what}" + ("  (you)" if right.is_you else ""))
+        _print(f"  {user}  {_what(right)}" + ("  (you)" if right.is_you else ""))
     if spec.sql is not None:
         _show_sql(spec, lambda user_id: contacts.who(user_id, you))
     else:
@@ -870,7 +900,7 @@ def inspect(
         stderr.print(_changed(name, inspected, result))
     if not result.you_participate:
         stderr.print("note: you have no right in this clean room")
-    _warn_unknown(result, contacts, profile.user_id)
+    _warn_unknown(result.participants, contacts, profile.user_id)
     _print(f"to approve exactly this: {command}")
 
 
@@ -924,7 +954,8 @@ def approve(
     if work_id is not None and work_id != result.work_id:
         with failures():
             approve_review(profile, result, work_id)  # refuses: work-id-reviewed
-    _warn_unknown(result, contacts, profile.user_id)  # the Work-ID is approved, not names
+    # The Work-ID is approved, not names.
+    _warn_unknown(result.participants, contacts, profile.user_id)
     if approval is not None and approval.work_id == result.work_id:
         stderr.print(f"clean room {name} is already approved with this Work-ID")
         if as_json:
