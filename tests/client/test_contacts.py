@@ -106,6 +106,72 @@ def test_a_look_alike_id_is_unknown_and_said_to_look_alike(alice: str, bob: str)
     assert contacts.unknown([alice, forged, bob, forged], you=bob) == [forged, forged]
 
 
+CAROL = "sQ7kXl" + "m" * 31 + "a0IoLE"  # a canonical ID with look-alike glyphs at its ends
+ENDS = [*range(6), *range(37, 43)]
+_ALIKE = {"s": "S", "Q": "q", "7": "7", "k": "K", "X": "x", "l": "1", "a": "A", "0": "O",
+          "I": "l", "o": "0", "L": "I", "E": "e"}  # fmt: skip
+
+
+def forge(target: str, ends: str) -> str:
+    """An ID like ``target`` at each of its first and last six places as ``ends`` (12
+    characters) says: ``=`` the same character, ``~`` one that reads alike (case, 0/O,
+    1/l/I) where there is one, ``.`` one that reads otherwise; its middle its own."""
+    chars = ["-"] * 43
+    for place, how in zip(ENDS, ends, strict=True):
+        char = target[place]
+        chars[place] = {"=": char, "~": _ALIKE.get(char, char), ".": "Z" if char != "z" else "Y"}[
+            how
+        ]
+    return "".join(chars)
+
+
+@pytest.mark.parametrize(
+    ("ends", "like"),
+    [
+        # First and last three the same: 2^36 tries, what 4 + 4 missed.
+        ("===......===", True),
+        # Every end reads alike, none the same (case, 0/O, 1/l/I): 4 + 4 missed it.
+        ("~~~~~~~~~~~~", True),
+        # All but the first character: 4 + 4 missed it.
+        (".=====......", True),
+        ("=.=.=.=.....", True),  # four places anywhere at the ends
+        ("~..~....~..~", True),
+        ("===.........", False),  # three: about once in 30,000 pairs of random IDs
+        ("...........~", False),
+        ("............", False),  # the middle is not compared: nobody reads it at a glance
+    ],
+)
+def test_an_id_is_said_to_look_like_a_contacts_when_four_of_its_ends_read_alike(
+    ends: str, like: bool
+) -> None:
+    """The hint was: the same first four or last four characters, exactly. An ID ground
+    to match three and three (2^36 tries, seconds on a GPU), or to read alike by case
+    and 0/O, 1/l/I (5 bits a character, not 6), passed without it (left open by h11)."""
+    contacts = EMPTY.added("carol", CAROL)
+    forged = forge(CAROL, ends)
+    assert forged != CAROL and len(forged) == 43
+    hint = f"unknown: {forged} (NOT carol's ID, which looks alike)"
+    assert contacts.label(forged) == (hint if like else f"unknown: {forged}")
+    assert book.resemblance(forged, CAROL) == (ends.count("=") + ends.count("~"))
+
+
+def test_an_id_that_looks_like_the_reviewers_own_is_said_to_be_not_theirs(bob: str) -> None:
+    """The review marks the reviewer's own ID "(you)" only when it is exactly that one: a
+    right granted to a look-alike of it read as the reviewer's at a glance."""
+    forged = forge(CAROL, "======......")
+    assert EMPTY.label(forged, you=CAROL) == f"unknown: {forged} (NOT your ID, which looks alike)"
+    assert EMPTY.who(forged, you=CAROL) == f"unknown: {forged} (NOT your ID, which looks alike)"
+    assert EMPTY.label(forged, you=bob) == f"unknown: {forged}"
+
+
+def test_the_closest_look_alike_is_named() -> None:
+    dave = forge(CAROL, "=====......=")  # a contact whose ID is itself like Carol's
+    contacts = EMPTY.added("dave", dave).added("carol", CAROL)
+    forged = forge(CAROL, "~~~~~~~~~~~~")
+    assert (book.resemblance(forged, CAROL), book.resemblance(forged, dave)) == (12, 6)
+    assert contacts.resembled(forged) == "carol"
+
+
 def test_the_book_is_written_0600_atomically(tmp_path: Path, alice: str, bob: str) -> None:
     book.save(tmp_path, EMPTY.added("alice", alice))
     path = tmp_path / CONTACTS_FILE
