@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -266,6 +267,60 @@ def test_a_compute_server_needs_its_registered_credentials(tmp_path: Path) -> No
     assert clear.returncode == 2 and "manager-url" in clear.stderr, clear.stderr
     path.write_text("{}")
     assert run(*data, "--credentials", str(path)).returncode == 2
+
+
+def test_a_compute_server_started_off_its_registered_url_says_so(tmp_path: Path) -> None:
+    """Registered at one port and started on another (an operator's slip): the
+    Controller started as if all were well, and the manager's health checks and every
+    client failed to connect to the registered URL. It now says so as it starts, naming
+    both URLs and what to do."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    registered, listening = ports
+    path = tmp_path / "compute.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "cleanroom/compute-credentials/v1",
+                "url": f"http://127.0.0.1:{registered}",
+                "client_id": "cs-" + "0" * 32,
+                "client_secret": "secret",
+            }
+        )
+    )
+    path.chmod(0o600)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cleanroom.cli.main", "server", "compute", "--data-dir",
+         str(tmp_path / "compute"), "--port", str(listening), "--credentials", str(path),
+         "--manager-url", f"http://127.0.0.1:{registered}"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # until it has said where it listens, then to its end
+            lines.append(line)
+            if line.startswith("simulated SGX platform"):  # its last note: stop it
+                process.terminate()
+    finally:
+        process.terminate()
+        process.wait(30)
+    warnings = [line for line in lines if line.startswith("WARNING: this compute server")]
+    assert warnings == [
+        (
+            f"WARNING: this compute server listens on http://127.0.0.1:{listening}, and its public "
+            f"URL http://127.0.0.1:{registered} does not reach it (port {registered}, not "
+            f"{listening}): clients and the manager go to that URL, and fail to connect unless "
+            f"something there forwards here. Start it with --host and --port of "
+            f"http://127.0.0.1:{registered}, or register the URL it is reached at (cleanroom admin "
+            "server add URL, on the manager's machine).\n"
+        )
+    ], "".join(lines)
 
 
 @pytest.mark.parametrize("with_home", [True, False])

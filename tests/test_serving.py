@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from cleanroom.cli.serving import KEEP_ALIVE_S
+from cleanroom.cli.serving import KEEP_ALIVE_S, listening_elsewhere, server
 from cleanroom.controller.relay import KEEP_IDLE_S as CONTROLLER_KEEPS
 from cleanroom.enclave.http import KEEP_ALIVE_S as KEEP_ALIVE_S_ENCLAVE
 from cleanroom.enclave.http import serve as serve_enclave
@@ -111,3 +111,86 @@ def _get(connection: socket.socket) -> bytes:
     except OSError as error:
         return repr(error).encode()
     return answer
+
+
+@pytest.mark.parametrize(
+    ("public_url", "host", "port", "why"),
+    [
+        ("http://127.0.0.1:8081", "127.0.0.1", 8081, None),
+        ("http://localhost:8081", "127.0.0.1", 8081, None),
+        ("http://localhost:8081", "::1", 8081, None),
+        ("http://127.0.0.1:8081", "0.0.0.0", 8081, None),  # noqa: S104 - every address
+        ("http://127.0.0.1:8081", "localhost", 8081, None),
+        ("http://127.0.0.1:8082", "127.0.0.1", 8081, "port 8082, not 8081"),
+        ("http://127.0.0.1", "127.0.0.1", 8081, "port 80, not 8081"),
+        ("http://127.0.0.1:8081", "0.0.0.0", 9000, "port 8081, not 9000"),  # noqa: S104
+        ("https://127.0.0.1:8081", "127.0.0.1", 8081, "https: this server speaks plain http"),
+        (
+            "http://127.0.0.2:8081",
+            "127.0.0.1",
+            8081,
+            "127.0.0.2: this server listens on 127.0.0.1 only",
+        ),
+        ("http://[::1]:8081", "127.0.0.1", 8081, "::1: this server listens on 127.0.0.1 only"),
+        (
+            "http://127.0.0.1:8081",
+            "10.0.0.5",
+            8081,
+            "127.0.0.1: this server listens on 10.0.0.5 only",
+        ),
+        ("http://10.0.0.5:8081", "10.0.0.5", 9000, "port 8081, not 9000"),
+        # A name, or another address: a proxy's, a load balancer's, NAT's; not known here.
+        ("https://compute.example", "127.0.0.1", 8081, None),
+        ("http://10.0.0.6", "10.0.0.5", 80, None),
+        ("http://10.0.0.5:8081", "0.0.0.0", 9000, None),  # noqa: S104
+    ],
+)
+def test_a_public_url_that_cannot_reach_the_listener_is_named(
+    public_url: str, host: str, port: int, why: str | None
+) -> None:
+    assert listening_elsewhere(public_url, host, port) == why
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # nobody's once closed
+
+
+def _started(port: int, public_url: str) -> None:
+    """Serve on ``port`` with ``public_url`` until it has started (and said so), then stop."""
+    running = server(
+        client_port, host="127.0.0.1", port=port, what="test", public_url=public_url,
+        fix="Do this.",
+    )  # fmt: skip
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    running.should_exit = True
+    thread.join(10)
+
+
+def test_a_server_whose_public_url_names_another_port_warns_when_it_starts(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A server registered at one URL and started on another port told nobody: the
+    manager's health checks and every client failed to connect, with nothing on the
+    server's side to say why (left open by the review of the command line). The warning
+    names both URLs; the same server started where its URL names says nothing."""
+    port, elsewhere = _free_port(), _free_port()
+    _started(port, f"http://127.0.0.1:{elsewhere}")
+    err = capfd.readouterr().err
+    assert (
+        f"WARNING: this test listens on http://127.0.0.1:{port}, and its public URL "
+        f"http://127.0.0.1:{elsewhere} does not reach it (port {elsewhere}, not {port}): "
+        "clients and the manager go to that URL, and fail to connect unless something there "
+        "forwards here. Do this.\n"
+    ) in err
+    _started(port, f"http://127.0.0.1:{port}")
+    err = capfd.readouterr().err
+    assert f"cleanroom test listening on http://127.0.0.1:{port}\n" in err
+    assert "WARNING" not in err

@@ -226,6 +226,9 @@ def compute(
         what="compute server",
         notes=notes,
         limits=ServingLimits(header_timeout=header_timeout, max_connections=max_connections),
+        public_url=identity.url,  # where it was registered: where everyone is sent
+        fix=f"Start it with --host and --port of {identity.url}, or register the URL it is "
+        "reached at (cleanroom admin server add URL, on the manager's machine).",
     )
 
 

@@ -146,6 +146,9 @@ def manager(
             f"public URL (the tokens' issuer): {settings.public_url}",
         ],
         limits=ServingLimits(header_timeout=header_timeout, max_connections=max_connections),
+        public_url=settings.public_url,  # the tokens' issuer, and where clients are configured
+        fix="Start it with --host and --port of its --public-url, or give the URL it is "
+        "reached at.",
     )
 
 

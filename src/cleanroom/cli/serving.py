@@ -14,8 +14,10 @@ httptools protocol (:func:`guarded_protocol`), which is what it lacks.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
@@ -124,6 +126,48 @@ def guarded_protocol(limits: ServingLimits) -> type[asyncio.Protocol]:
     return GuardedProtocol
 
 
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _address(host: str) -> _Address | None:
+    """``host`` as an IP address, else None (a name)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def listening_elsewhere(public_url: str, host: str, port: int) -> str | None:
+    """Why ``public_url`` (where clients and the manager are told to reach this server)
+    cannot reach its listener on ``host``:``port``, when that is certain; else None.
+
+    Certain only where the URL names this machine's loopback (an address, or
+    ``localhost``) or the very address the server listens on: then the listener must be
+    there (on it, on loopback, or on every address), the scheme http (this server speaks
+    no TLS) and the port the one bound. A URL naming a host by name, or another address,
+    may be a proxy's, a load balancer's or NAT's: nothing is said."""
+    url = urllib.parse.urlsplit(public_url)
+    try:
+        url_port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    except ValueError:  # a port that is not a number: not this check's to judge
+        return None
+    name = url.hostname or ""
+    named = _address(name)
+    listening = _address(host)
+    on_loopback = host.lower() == "localhost" or (listening is not None and listening.is_loopback)
+    on_every = listening is not None and listening.is_unspecified
+    if name.lower() == "localhost" or (named is not None and named.is_loopback):
+        if not (on_every or (on_loopback and (named is None or listening in (None, named)))):
+            return f"{name}: this server listens on {host} only"
+    elif named is None or named != listening:
+        return None  # a name, or another address: perhaps a proxy's
+    if url.scheme != "http":
+        return f"{url.scheme}: this server speaks plain http"
+    if url_port != port:
+        return f"port {url_port}, not {port}"
+    return None
+
+
 def serve(
     app: Any,
     *,
@@ -132,10 +176,23 @@ def serve(
     what: str,
     notes: Sequence[str] = (),
     limits: ServingLimits | None = None,
+    public_url: str | None = None,
+    fix: str = "",
 ) -> None:
     """Serve ``app`` until interrupted; when ready print ``cleanroom WHAT listening on
-    URL`` (the port it bound, also for port 0) and each of ``notes`` on stderr."""
-    server(app, host=host, port=port, what=what, notes=notes, limits=limits).run()
+    URL`` (the port it bound, also for port 0) and each of ``notes`` on stderr, and a
+    warning when ``public_url`` cannot reach it (:func:`listening_elsewhere`), ending
+    with ``fix``, what to do."""
+    server(
+        app,
+        host=host,
+        port=port,
+        what=what,
+        notes=notes,
+        limits=limits,
+        public_url=public_url,
+        fix=fix,
+    ).run()
 
 
 def server(
@@ -146,6 +203,8 @@ def server(
     what: str,
     notes: Sequence[str] = (),
     limits: ServingLimits | None = None,
+    public_url: str | None = None,
+    fix: str = "",
 ) -> uvicorn.Server:
     """The uvicorn server :func:`serve` runs, not started (``limits``: the defaults of
     :class:`ServingLimits` unless given)."""
@@ -160,7 +219,15 @@ def server(
                 return
             bound = self.servers[0].sockets[0].getsockname()[1] if self.servers else port
             shown_host = f"[{host}]" if ":" in host else host
-            lines = [f"cleanroom {what} listening on http://{shown_host}:{bound}", *notes]
+            listening = f"http://{shown_host}:{bound}"
+            lines = [f"cleanroom {what} listening on {listening}", *notes]
+            why = listening_elsewhere(public_url, host, bound) if public_url else None
+            if why is not None:
+                lines.append(
+                    f"WARNING: this {what} listens on {listening}, and its public URL "
+                    f"{public_url} does not reach it ({why}): clients and the manager go to "
+                    f"that URL, and fail to connect unless something there forwards here. {fix}"
+                )
             print("\n".join(lines), file=sys.stderr, flush=True)
 
     # "info": uvicorn's access log, one line per request, as operators expect.
