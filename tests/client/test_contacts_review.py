@@ -282,3 +282,41 @@ def test_deploy_refuses_a_name_book_others_may_change(
     assert "contacts-file" in err or "accessible by others" in err
     with alice.manager() as manager:
         assert [room.name for room in manager.rooms()] == []
+
+
+def test_an_ad_hoc_runner_not_in_the_contacts_is_counted_as_a_right_to_an_unknown_id(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ad-hoc runner may send any query, under every rule, and spend the rules' ε: a
+    right. The review showed it as unknown in the SQL part, but its count of rights to
+    unknown IDs (and --json's unknown_rights) left it out, so a room whose only stranger
+    was an ad-hoc runner ended with no warning."""
+    from cleanroom.cli.main import main
+    from cleanroom.protocol.encoding import b64u
+    from cleanroom.protocol.spec import WorkSpec
+    from cleanroom.sql import engine_bundle
+    from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+    from tests.sql.fixtures import ALICE_ID, BOB_ID, sql_document
+
+    stranger = new_user_id()
+    document = sql_document()
+    document["nonce"] = b64u(os.urandom(16))
+    document["sql"]["adhoc"]["runners"] = [stranger]
+    spec = WorkSpec.parse(document)
+    room = {
+        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
+        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
+        "deployer": "someone", "created": 0,
+    }  # fmt: skip
+    with hostile_server(manager_of_room(room, engine_bundle())) as url:
+        configure_against(url)
+        assert main(["contacts", "add", "alice", "--", ALICE_ID]) == 0
+        assert main(["contacts", "add", "bob", "--", BOB_ID]) == 0
+        capsys.readouterr()
+        assert main(["inspect", spec.name]) == 0
+        out, err = capsys.readouterr()
+        assert main(["inspect", spec.name, "--json"]) == 0
+        document_out = json.loads(capsys.readouterr().out)
+    assert f"ad-hoc queries: by unknown: {stranger} → output_1" in out
+    assert "warning: 1 of 5 rights go to user IDs not in your contacts" in err
+    assert document_out["unknown_rights"] == 1

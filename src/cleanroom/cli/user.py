@@ -593,16 +593,23 @@ def _approval_line(result: Review, approval: Approval | None) -> str:
     )
 
 
-def _unknown_rights(rights: Sequence[Participant], contacts: Contacts, you: str) -> int:
-    """How many of ``rights`` go to a user ID neither named in the book nor yours."""
-    return len(contacts.unknown((right.user_id for right in rights), you))
+def _holders(spec: WorkSpec) -> list[str]:
+    """The user ID of each right the spec grants: its participants', then each ad-hoc
+    runner's (who may send any query, under every rule, and spend the rules' ε)."""
+    adhoc = spec.sql.adhoc.runners if spec.sql is not None and spec.sql.adhoc else []
+    return [right.user_id for right in participants(spec)] + list(adhoc)
 
 
-def _warn_unknown(rights: Sequence[Participant], contacts: Contacts, you: str) -> None:
-    unknown = _unknown_rights(rights, contacts, you)
+def _unknown_rights(holders: Sequence[str], contacts: Contacts, you: str) -> int:
+    """How many rights go to a user ID neither named in the book nor yours."""
+    return len(contacts.unknown(holders, you))
+
+
+def _warn_unknown(holders: Sequence[str], contacts: Contacts, you: str) -> None:
+    unknown = _unknown_rights(holders, contacts, you)
     if unknown:
         stderr.print(
-            f"warning: {unknown} of {len(rights)} rights go to user IDs not in "
+            f"warning: {unknown} of {len(holders)} rights go to user IDs not in "
             "your contacts (shown as unknown): an ID can be made to begin and end like "
             "another's. Check each with its owner out of band (they run cleanroom whoami), "
             f"then: {hint('contacts add NAME -- USER_ID')}",
@@ -624,21 +631,21 @@ def _warn_unknown_granted(spec: WorkSpec, contacts: Contacts, you: str) -> int:
     named (nor their own), as every reviewer's review will show it, then the review's
     warning. The deploy goes on: the names are the deployer's, the Work-ID binds the IDs.
     How many such rights there are."""
-    rights = participants(spec, you)
-    for right in rights:
-        if right.user_id != you and contacts.name_of(right.user_id) is None:
-            stderr.print(
-                f"warning: {contacts.label(right.user_id, you)}  {_what(right)}", markup=False
-            )
-    _warn_unknown(rights, contacts, you)
-    return _unknown_rights(rights, contacts, you)
+    granted = [(right.user_id, _what(right)) for right in participants(spec, you)]
+    if spec.sql is not None and spec.sql.adhoc is not None:
+        granted += [(runner, "sends ad-hoc queries") for runner in spec.sql.adhoc.runners]
+    for user_id, what in granted:
+        if user_id != you and contacts.name_of(user_id) is None:
+            stderr.print(f"warning: {contacts.label(user_id, you)}  {what}", markup=False)
+    _warn_unknown(_holders(spec), contacts, you)
+    return _unknown_rights(_holders(spec), contacts, you)
 
 
 def _with_names(document: dict[str, Any], result: Review, contacts: Contacts, you: str) -> None:
     """The review's JSON, each right's user with the reviewer's name for it (or null)."""
     for entry in document["participants"]:
         entry["name"] = contacts.name_of(entry["user_id"])
-    document["unknown_rights"] = _unknown_rights(result.participants, contacts, you)
+    document["unknown_rights"] = _unknown_rights(_holders(result.spec), contacts, you)
 
 
 def _show(result: Review, approval: Approval | None, contacts: Contacts, you: str) -> None:
@@ -900,7 +907,7 @@ def inspect(
         stderr.print(_changed(name, inspected, result))
     if not result.you_participate:
         stderr.print("note: you have no right in this clean room")
-    _warn_unknown(result.participants, contacts, profile.user_id)
+    _warn_unknown(_holders(result.spec), contacts, profile.user_id)
     _print(f"to approve exactly this: {command}")
 
 
@@ -955,7 +962,7 @@ def approve(
         with failures():
             approve_review(profile, result, work_id)  # refuses: work-id-reviewed
     # The Work-ID is approved, not names.
-    _warn_unknown(result.participants, contacts, profile.user_id)
+    _warn_unknown(_holders(result.spec), contacts, profile.user_id)
     if approval is not None and approval.work_id == result.work_id:
         stderr.print(f"clean room {name} is already approved with this Work-ID")
         if as_json:
