@@ -10,6 +10,7 @@ function IDs and Work-IDs are recomputed from the bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -814,7 +815,8 @@ def _earlier(profile: Profile, name: str, against: str, result: Review, director
                 "compare with: only a 404, the function gone from the manager, is compared "
                 "by the digests this profile recorded)",
             ) from error
-        return Side.of_record(label, work_id, record)  # gone from the manager: digests only
+        gone = Side.of_record(label, work_id, record)  # gone from the manager: digests only
+        return dataclasses.replace(gone, missing=f"the manager answered 404 for {shown(earlier)}")
     return Side.of_record(label, work_id, record, directory)
 
 

@@ -57,6 +57,7 @@ class Side:
     files: Mapping[str, BundleFile] | None  # None: not known (no record, no bytes)
     vendored: Vendored | None
     directory: Path | None = None  # the unpacked function, when its bytes are at hand
+    missing: str | None = None  # why its bytes are not at hand, for the notes
 
     @classmethod
     def of_review(cls, label: str, review: Review, directory: Path | None = None) -> Side:
@@ -322,8 +323,9 @@ def _diff_line(line: str) -> str:
 
 def _compare_code(before: Side, after: Side, paths: list[str], changes: Changes) -> None:
     if before.directory is None or after.directory is None:
+        why = f" ({before.missing})" if before.missing else ""
         changes.notes.append(
-            "the earlier function's bytes are not at hand: files compared by digest only"
+            f"the earlier function's bytes are not at hand{why}: files compared by digest only"
         )
         return
     budget = MAX_DIFF_LINES
