@@ -170,7 +170,7 @@ class Contacts:
         return None
 
     def resembled(self, user_id: str, you: str | None = None) -> str | None:
-        """The contact whose ID ``user_id`` looks like without being it (:func:`looks_alike`:
+        """The contact whose ID ``user_id`` looks like without being it (:func:`resemblance`:
         what a key ground to pass at a glance is), the closest; ``"you"`` (a name no
         contact may have) when it is ``you``, the reviewer's own ID; else None."""
         candidates = [(name, known) for name, known in self.by_name.items() if known != user_id]
