@@ -284,6 +284,37 @@ def test_a_session_serves_its_purpose_once(room: CleanRoom) -> None:
     assert again.value.check == "session-used"
 
 
+def test_an_upload_body_not_sealed_in_its_session_is_refused_and_keeps_the_session(
+    room: CleanRoom,
+) -> None:
+    """The Controller sees an upload session's id in the clear and can send a body of
+    its own to it before the uploader's arrives: a made-up frame, another session's
+    records. Each is refused, and the uploader's own body is still taken in that session
+    (the made-up body used to use it up: her upload was refused session-used)."""
+    keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    other = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    for name, forged, check in [
+        ("zeros", [bytes(120)], "record-frame"),
+        ("another session's", upload_frames(other, "input_1", {"emails.csv": b"z@x\n"}),
+         "record-authentication"),
+    ]:  # fmt: skip
+        with pytest.raises(ProtocolError) as caught:
+            room.upload(keys.session_id, forged)
+        assert caught.value.check == check, (
+            f"{name} body: expected check {check}, got {caught.value.check}: {caught.value}"
+        )
+    completed = room.upload(
+        keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA})
+    )  # the session is intact, and so is the input: no upload of it is left in progress
+    assert (
+        completed.sha256
+        == hashlib.sha256(manifest("input_1", {"emails.csv": ALICE_DATA})).hexdigest()
+    )
+    with pytest.raises(UploadError) as used:
+        room.upload(keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}))
+    assert used.value.check == "session-used"  # a real use does take it
+
+
 def test_a_run_request_not_sealed_in_its_session_is_refused_and_keeps_the_session(
     room: CleanRoom,
 ) -> None:

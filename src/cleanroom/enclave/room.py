@@ -157,7 +157,8 @@ class CleanRoom:
             )  # fmt: skip
         return session
 
-    def _take(self, session_id: str, kind: type[P]) -> tuple[AcceptedHandshake, P]:
+    def _usable(self, session_id: str, kind: type[P]) -> tuple[AcceptedHandshake, P]:
+        """The session, fresh and for a purpose of ``kind``, left as it is."""
         self._alive()
         session = self._fresh(session_id)
         if session is None:
@@ -169,6 +170,10 @@ class CleanRoom:
             raise UploadError(
                 "session-purpose", kind.__name__, type(purpose).__name__, "wrong session"
             )
+        return session, purpose
+
+    def _take(self, session_id: str, kind: type[P]) -> tuple[AcceptedHandshake, P]:
+        session, purpose = self._usable(session_id, kind)
         self._used.add(session_id)
         return session, purpose
 
@@ -181,12 +186,25 @@ class CleanRoom:
     def begin_upload(self, session_id: str) -> InputStream:
         """Start the upload an upload session is for; feed it frames, then finish it.
 
+        The session is taken by the first frame that opens under its key, not before:
+        the Controller sees the session id, and a body it made up (or another session's
+        records) raced onto an uploader's session used it up, her own body then refused
+        `session-used`. A frame not sealed in the session is refused
+        (``record-frame``, ``record-authentication``) and leaves the session as it was,
+        as a run request or a query does.
+
         For an input already uploaded, the upload is measured but not stored, and
         finishes only if it is exactly that input again (a retry).
         """
         with self._lock:
-            session, purpose = self._take(session_id, UploadPurpose)
-            input_id = purpose.input
+            session, purpose = self._usable(session_id, UploadPurpose)
+        return InputStream(self, session, purpose.input)
+
+    def _claim(self, session_id: str, input_id: str) -> CompletedInput | None:
+        """Take the upload session (its first frame opened under its key) and the input:
+        the input as uploaded already (a retry), or None, the input now being uploaded."""
+        with self._lock:
+            self._take(session_id, UploadPurpose)
             existing = self._inputs.get(input_id)
             if existing is None:
                 self._check_collecting(input_id)
@@ -196,7 +214,7 @@ class CleanRoom:
                         "busy",
                     )  # fmt: skip
                 self._uploading.add(input_id)
-        return InputStream(self, session, input_id, existing)
+        return existing
 
     def _check_collecting(self, input_id: str) -> None:
         if self._state != "collecting":
@@ -483,22 +501,19 @@ def _exit_status(code: int | None) -> int | None:
 class InputStream:
     """One upload in progress: frames in order, then finish (or abort on any failure).
 
-    ``existing``: the input as already uploaded; this upload is then a retry, measured
-    but not stored, and finishes only if it is exactly that input.
+    Its session and its input are taken by the first frame that opens under the
+    session's key (:meth:`CleanRoom._claim`); until then, a refused frame leaves both as
+    they were. If the input was uploaded already, this upload is a retry, measured but
+    not stored, and finishes only if it is exactly that input.
     """
 
-    def __init__(
-        self,
-        room: CleanRoom,
-        session: AcceptedHandshake,
-        input_id: str,
-        existing: CompletedInput | None = None,
-    ) -> None:
+    def __init__(self, room: CleanRoom, session: AcceptedHandshake, input_id: str) -> None:
         self._room, self._session, self._input_id = room, session, input_id
-        self._existing = existing
+        self._existing: CompletedInput | None = None
         self.counts: dict[str, int] = {}  # what the acknowledgement counts
         self._receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
-        self._upload = Upload(room._store, input_id, session.user_id, keep=existing is None)
+        self._claimed = False  # the session and the input taken (CleanRoom._claim)
+        self._upload: Upload | None = None
         self._result: CompletedInput | None = None
         self._ended = False
 
@@ -507,6 +522,14 @@ class InputStream:
             raise UploadError("upload-ended", "an open upload", "ended", "upload already ended")
         try:
             path, _index, final, data = self._receiver.open(frame)
+            if self._upload is None:
+                session_id = self._session.keys.session_id
+                self._existing = self._room._claim(session_id, self._input_id)
+                self._claimed = True
+                self._upload = Upload(
+                    self._room._store, self._input_id, self._session.user_id,
+                    keep=self._existing is None,
+                )  # fmt: skip
             self._result = self._upload.feed(path, final, data) or self._result
         except BaseException:
             self.abort()
@@ -576,6 +599,8 @@ class InputStream:
         if self._ended:
             return
         self._ended = True
-        self._upload.abort()
-        if self._existing is None:
+        if self._upload is not None:
+            self._upload.abort()
+        # Not claimed: nothing was taken, the session and the input are as they were.
+        if self._claimed and self._existing is None:
             self._room._complete(self._input_id, None)
