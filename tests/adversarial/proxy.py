@@ -38,6 +38,11 @@ class Message:
     status: int = 0
     response: bytes = b""
     content_type: str = "application/json"
+    relay: bool = True
+    """False (set by a request hook): the Controller answers itself, with ``status`` and
+    ``response``, and the request never reaches the Controller behind the proxy."""
+    answer_headers: dict[str, str] = field(default_factory=dict)
+    """Headers of the proxy's own to add to the answer (a redirect's ``location``)."""
 
 
 RequestHook = Callable[[Message], None]
@@ -82,12 +87,16 @@ class TamperingProxy:
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_HEADERS}
         headers = {k: v for k, v in headers.items() if k not in ("authorization", "dpop")}
         headers.update(message.headers)
-        async with httpx.AsyncClient(timeout=120.0) as client:
-            answer = await client.request(
-                message.method, self.upstream + message.path, content=message.body, headers=headers
-            )
-        message.status, message.response = answer.status_code, answer.content
-        message.content_type = answer.headers.get("content-type", "application/json")
+        if message.relay:
+            async with httpx.AsyncClient(timeout=120.0) as client:
+                answer = await client.request(
+                    message.method,
+                    self.upstream + message.path,
+                    content=message.body,
+                    headers=headers,
+                )
+            message.status, message.response = answer.status_code, answer.content
+            message.content_type = answer.headers.get("content-type", "application/json")
         if self.on_response is not None:
             self.on_response(message)
         delay = None if self.slow is None else self.slow(message)
@@ -95,9 +104,15 @@ class TamperingProxy:
             return StreamingResponse(
                 self._trickle(message.response, delay),
                 message.status,
+                headers=message.answer_headers,
                 media_type=message.content_type,
             )
-        return Response(message.response, message.status, media_type=message.content_type)
+        return Response(
+            message.response,
+            message.status,
+            headers=message.answer_headers,
+            media_type=message.content_type,
+        )
 
     async def _trickle(self, body: bytes, delay: float) -> AsyncIterator[bytes]:
         """``body`` a byte at a time, ``delay`` seconds apart, until the proxy is reset."""
