@@ -8,12 +8,13 @@ and the client are the real ones, the engine runs in the real sandbox.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from cleanroom.client.access import Access, build_spec
-from cleanroom.client.sqlrooms import download_result, query
+from cleanroom.client.sqlrooms import budget, download_result, query
 from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.sql import engine_bundle, engine_function_id
 from tests.adversarial.proxy import Message, TamperingProxy
@@ -173,3 +174,32 @@ def test_a_refused_query_shows_the_controller_nothing_of_it(
     seen = relayed(proxy)
     assert [w for w in (b"zzsecretzz", b"spend", b"31337", b"dimension") if w in seen] == []
     assert seen.count(b"query-refused") >= 2
+
+
+def test_a_query_refused_in_the_clear_as_if_its_session_were_used_is_not_taken_as_refused(
+    alice: User, proxy: TamperingProxy, sql_room: str
+) -> None:
+    """The Controller relays the runner's query and answers her with a refusal of its own,
+    one the Worker gives only to a session someone else used. The query ran (and would
+    have spent ε): her client says that the refusal is unconfirmed and that the query may
+    have run, and names the command that shows what ran, so that she does not simply ask
+    again (h13's red team: asked again under differential privacy, a query was charged
+    twice for one result)."""
+    before = budget(alice.client, sql_room)["runs"]
+
+    def used(message: Message) -> None:
+        if message.method == "POST" and message.status == 202:
+            message.status = 409
+            message.response = json.dumps(
+                {"type": "about:blank", "status": 409, "check": "session-used",
+                 "detail": "unknown or used session"}
+            ).encode()  # fmt: skip
+
+    proxy.on_response = on_path("/run", used)
+    error = refused(
+        lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"}),
+        "query-unconfirmed",
+    )
+    assert error.hint is not None and f"budget {sql_room}" in error.hint, error.hint
+    proxy.reset()
+    assert budget(alice.client, sql_room)["runs"] == before + 1  # it did run

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cleanroom.client.errors import ServerError
+from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import Room
 from cleanroom.client.rooms import (
     Attestation,
@@ -104,7 +104,7 @@ def query(
         try:
             answer = compute.query(room.name, keys.session_id, frame)
         except ServerError as error:
-            raise _opened(error, keys) from None
+            raise _opened(error, keys, client.profile.command(f"budget {room_name}")) from None
         run = answer.get("run")
         if type(run) is not int or run < 1:
             raise TransferError("run-number", "a run number", run, "the Worker named no run")
@@ -254,14 +254,48 @@ def _verified(
     )  # fmt: skip
 
 
-def _opened(error: ServerError, keys: SessionKeys) -> CheckFailed | ServerError:
+UNOPENED_CHECKS = frozenset(
+    {
+        "session-used",
+        "session-expired",
+        "session-purpose",
+        "record-frame",
+        "record-authentication",
+        "record-truncated",
+        "record-counter",
+    }
+)
+"""What the Worker says in the clear of a query it did not open: its session was used or
+expired, or the frame is not sealed in it. A query sent at once in a session its client
+just opened, sealed by that client, gets none of them from the Worker, unless someone
+else used the session."""
+
+
+def _opened(
+    error: ServerError, keys: SessionKeys, budget_command: str
+) -> CheckFailed | ServerError:
     """The Worker's refusal of the query, opened: its facts quote the query, so the
     Worker seals them to this run session (``query-refused`` in the clear). A refusal
-    in the clear is another server's word (the session, the Controller): as it came."""
+    in the clear is another server's word (the session, the Controller): as it came,
+    except one the Worker gives only to a query it did not open (``query-unconfirmed``):
+    a Controller that relayed the query all the same and answered with such a refusal
+    had the query run, and its ε spent, while the runner, told it was refused, asked
+    again (h13's red team)."""
     sealed = error.problem.get("sealed")
-    if error.check != "query-refused" or not isinstance(sealed, str):
-        return error
-    return open_refusal(keys, from_b64u(sealed, "sealed refusal"))
+    if error.check == "query-refused" and isinstance(sealed, str):
+        return open_refusal(keys, from_b64u(sealed, "sealed refusal"))
+    if error.check in UNOPENED_CHECKS:
+        return UntrustedAnswerError(
+            "query-unconfirmed",
+            "the Worker's answer to the query: its run, or a refusal sealed to you",
+            f"{error.status} {error.check} in the clear",
+            "the compute server says the Worker did not open this query, which it says "
+            "only of a session someone else used: if the compute server sent the query "
+            "on all the same, it ran (and spent its ε)",
+            f"`{budget_command}` (signed by the Worker, fresh) shows the runs and the ε "
+            "spent: look before asking again",
+        )
+    return error
 
 
 def _check_target(target: Path, check: str = "output-directory") -> None:
