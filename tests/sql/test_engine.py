@@ -389,3 +389,41 @@ def test_the_engine_adds_up_dp_groups_cut_alike_and_orders_them_by_their_keys(
     spend = [row["__cr_v0_sum"] for row in rows]
     assert spend == [sum(n % 7 * 10 + 0.5 for n in people) for people in
                      (range(30, 39), range(39, 40), range(30))]  # fmt: skip
+
+
+TINY_HAVING = (
+    "SELECT region, COUNT(*) AS n FROM input_1 WHERE region = 'tiny' GROUP BY region "
+    "HAVING {condition} OR COUNT(*) > 0"
+)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        # a modulo of integers by zero (DuckDB fails it: error_on_division_by_zero)
+        "1 % CAST(SUM(spend) > {} AS BIGINT) = 0",
+        # text compared with a boolean: '2' is not one
+        "CAST(CAST(SUM(spend) > {} AS INTEGER) * 2 AS VARCHAR) = TRUE",
+        # a cast inside a cast (the inner one was left a CAST)
+        "CAST(CAST(CAST(SUM(spend) > {} AS INTEGER) * 1e30 AS BIGINT) AS DOUBLE) > 0",
+    ],
+)
+def test_a_group_under_the_threshold_cannot_fail_the_query(tmp_path: Path, condition: str) -> None:
+    """The one person of "tiny" (spend 40.5) is under the threshold of 3. ``HAVING`` was
+    the threshold AND the runner's condition, in one SELECT, and DuckDB evaluated ``…
+    OR COUNT(*) > 0`` on her group too: the run failed exactly when her spend was at
+    most the literal, a binary search for it (red team h14). The groups under a
+    threshold are now dropped in a SELECT of their own, and every expression of the
+    query over the groups is in TRY: as the Worker renders them, both run alike."""
+    text = TINY_HAVING.replace("{condition}", condition)
+    answers = []
+    for value in (40, 41):
+        plan = plan_query(sql_spec(), name=None, text=text.format(value))
+        work = tmp_path / str(value)
+        result = run_engine(work, plan.sql, keep=plan.thresholds, groups=plan.groups_sql)
+        assert result.returncode == 0, result.stderr[-500:]
+        result_dir = work / "work" / "outputs" / "result"
+        stats = json.loads((result_dir / "stats.json").read_text())
+        answers.append((stats, (result_dir / "data.csv").read_text()))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == {"rows": 0, "suppressed": 1}

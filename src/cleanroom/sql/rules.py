@@ -798,7 +798,6 @@ def _plan(
                 )  # fmt: skip
     shape = "aggregation" if "aggregation" in kinds else "list" if "list" in kinds else "custom"
     thresholds: dict[str, int] = {}
-    minimums: list[exp.Expr] = []
     groups_sql: str | None = None
     dp: DpPlan | None = None
     if shape == "custom":
@@ -824,7 +823,7 @@ def _plan(
         else:
             executed = tree.copy()
             assert isinstance(executed, exp.Select)
-            _never_fails(executed)
+            counts: list[tuple[str, exp.Expr, int]] = []
             for input_id, rule in sorted(rules.items()):
                 if rule.threshold is None:
                     continue
@@ -833,25 +832,14 @@ def _plan(
                 count = exp.Count(
                     this=exp.Distinct(expressions=[exp.column(rule.threshold.column, alias)])
                 )
-                executed = executed.select(exp.alias_(count, hidden), copy=False)
+                counts.append((hidden, count, rule.threshold.minimum))
                 thresholds[hidden] = rule.threshold.minimum
-                minimums.append(exp.GTE(this=count.copy(), expression=exp.Literal.number(
-                    rule.threshold.minimum)))  # fmt: skip
-            if minimums:
-                # The threshold drops a group before HAVING, ORDER BY and LIMIT see it: a
-                # group under it must not decide which other rows are released (ORDER BY
-                # its SUM … LIMIT 1), nor whether it is counted as suppressed (HAVING its
-                # SUM > x). The suppressed groups are counted from the groups alone.
-                groups_select = executed.copy()
-                groups_select.set("expressions", groups_select.expressions[-len(minimums) :])
-                for clause in ("having", "order", "limit"):
-                    groups_select.set(clause, None)
-                groups_sql = groups_select.sql(DIALECT)
-                condition = exp.and_(*minimums)
-                having = executed.args.get("having")
-                if having is not None:
-                    condition = exp.and_(condition, exp.Paren(this=having.this))
-                executed.set("having", exp.Having(this=condition))
+            if any(isinstance(n, tuple(AGGREGATES)) for n in executed.walk()):
+                executed, groups_sql = _groups_first(executed, counts)
+            else:
+                # The list shape: no aggregate, no group, no threshold (a list rule has none).
+                assert not counts, "a threshold is an aggregation rule's"
+                _never_fails(executed)
     for input_id, rule in sorted(rules.items()):
         text_rule = f"{input_id}: {rule.kind}"
         if dp is not None and input_id in dp.owners:
@@ -896,7 +884,9 @@ def _aggregate_safe(node: exp.Expr) -> exp.Expr:
     holder = exp.Paren(this=node)  # so that the top node too can be replaced in place
     for aggregate in list(holder.find_all(*AGGREGATES)):
         aggregate.replace(exp.Cast(this=aggregate.copy(), to=exp.DataType.build("DOUBLE")))
-    for cast in [n for n in holder.find_all(exp.Cast) if type(n) is exp.Cast]:
+    # The innermost first: a cast replaced holds a copy of what it casts, so an outer cast
+    # replaced first left the cast inside it as CAST (CAST(CAST(x AS BIGINT) AS DOUBLE)).
+    for cast in reversed([n for n in holder.find_all(exp.Cast, bfs=False) if type(n) is exp.Cast]):
         if not isinstance(cast.this, tuple(AGGREGATES)):
             cast.replace(exp.TryCast(this=cast.this.copy(), to=cast.args["to"].copy()))
     for division in list(holder.find_all(exp.IntDiv)):
@@ -939,6 +929,124 @@ def _never_fails(select: exp.Select) -> None:
     order = select.args.get("order")
     for ordered in order.expressions if order is not None else []:
         ordered.set("this", _safe(ordered.this))
+
+
+def _groups_first(
+    select: exp.Select, counts: list[tuple[str, exp.Expr, int]]
+) -> tuple[exp.Select, str | None]:
+    """A checked aggregation query (no differential privacy) as two SELECTs: the groups,
+    their aggregates and each threshold's distinct count, with the groups under a
+    threshold dropped there; then, over those groups only, the query's own columns,
+    ``HAVING`` (as ``WHERE``), ``ORDER BY`` and ``LIMIT``, every expression over the
+    groups in DuckDB's ``TRY(…)`` (an error becomes ``NULL``; a ``NULL`` condition drops
+    the group). Also the query that counts the groups before any threshold (the
+    suppressed ones are counted from it).
+
+    In one SELECT, ``HAVING`` was the threshold ``AND`` the runner's condition, and
+    DuckDB, which evaluates a conjunction in no promised order, evaluated ``1 %
+    CAST(SUM(spend) > 41 AS BIGINT) = 0 OR COUNT(*) > 0`` on a group of one person
+    under a minimum of 3: the run failed ("Division by zero") exactly when her spend was
+    at most 41, a binary search for one person's value. TRY could not hold an aggregate
+    there, and DOUBLE arithmetic does not cover what DuckDB fails on (an integer cast,
+    a modulo by zero, an overflow of integers, text compared with a number); over the
+    groups' columns TRY holds anything."""
+    group = select.args.get("group")
+    keys = list(group.expressions) if group is not None else []
+    key_columns: dict[str, str] = {}  # a key's text -> its column among the groups'
+    for key in keys:
+        key_columns.setdefault(key.sql(DIALECT), f"{HIDDEN_PREFIX}_d{len(key_columns)}")
+    aggregates: dict[str, tuple[str, exp.Expr]] = {}
+
+    def aggregate_column(node: exp.Expr) -> exp.Expr:
+        name, _node = aggregates.setdefault(
+            node.sql(DIALECT), (f"{HIDDEN_PREFIX}_a{len(aggregates)}", node.copy())
+        )
+        return exp.column(name)
+
+    def over_groups(node: exp.Expr) -> exp.Expr:
+        """``node`` (of the query's SELECT, HAVING or ORDER BY) over the groups' columns."""
+        if isinstance(node, tuple(AGGREGATES)):
+            return aggregate_column(node)
+        if any(isinstance(n, tuple(AGGREGATES)) for n in node.walk()):
+            holder = exp.Paren(this=_aggregate_safe(node.copy()))
+            for found in list(holder.find_all(*AGGREGATES)):
+                found.replace(aggregate_column(found))
+            return exp.Try(this=holder.this)
+
+        def by_key(part: exp.Expr) -> exp.Expr:
+            name = key_columns.get(part.sql(DIALECT))
+            return part if name is None else exp.column(name)
+
+        value = node.copy().transform(by_key)
+        for column in value.find_all(exp.Column):
+            if not column.name.startswith(f"{HIDDEN_PREFIX}_d"):
+                # DuckDB refuses it as well ("must appear in the GROUP BY clause").
+                raise QueryError(
+                    "sql-syntax", "a value of the grouped keys or of aggregates",
+                    node.sql(DIALECT)[:120], "a column that is not grouped by",
+                )  # fmt: skip
+        return _row_safe(value)
+
+    items: list[exp.Expr] = []
+    for item in select.expressions:
+        if isinstance(item, exp.Alias):
+            items.append(exp.Alias(this=over_groups(item.this), alias=item.args["alias"].copy()))
+        else:
+            name = item.name if isinstance(item, exp.Column) else item.sql(DIALECT)
+            items.append(exp.alias_(over_groups(item), name, quoted=True))
+    having = select.args.get("having")
+    condition = None if having is None else over_groups(having.this)
+    order = select.args.get("order")
+    ordered: list[exp.Expr] = []
+    aliases = {item.alias for item in select.expressions if isinstance(item, exp.Alias)}
+    for key in order.expressions if order is not None else []:
+        target = key.this
+        position = isinstance(target, exp.Literal) and target.is_int
+        alias = isinstance(target, exp.Column) and not target.table and target.name in aliases
+        replaced = key.copy()
+        if not (position or alias):  # an output column by its name or place stays as it is
+            replaced.set("this", over_groups(target))
+        ordered.append(replaced)
+    inner = select.copy()
+    for clause in ("having", "order", "limit"):
+        inner.set(clause, None)
+    where = inner.args.get("where")
+    if where is not None:
+        where.set("this", _row_safe(where.this))
+    if group is not None:
+        inner.set("group", exp.Group(expressions=[_row_safe(key.copy()) for key in keys]))
+    firsts: dict[str, exp.Expr] = {}  # each key's column, of its first place in GROUP BY
+    for key in keys:
+        firsts.setdefault(key_columns[key.sql(DIALECT)], key)
+    counted = [exp.alias_(count.copy(), hidden) for hidden, count, _minimum in counts]
+    groups_sql = None
+    if counts:
+        groups_select = inner.copy()
+        groups_select.set("expressions", [c.copy() for c in counted])
+        groups_sql = groups_select.sql(DIALECT)
+    inner.set(
+        "expressions",
+        [exp.alias_(_row_safe(key.copy()), name) for name, key in firsts.items()]
+        + [exp.alias_(node, name) for name, node in aggregates.values()]
+        + counted,
+    )
+    if counts:
+        inner.set("having", exp.Having(this=exp.and_(*(
+            exp.GTE(this=count.copy(), expression=exp.Literal.number(minimum))
+            for _hidden, count, minimum in counts
+        ))))  # fmt: skip
+    outer = exp.select(*items, *(exp.column(hidden) for hidden, _c, _m in counts)).from_(
+        exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(
+            f"{HIDDEN_PREFIX}_groups")))
+    )  # fmt: skip
+    if condition is not None:
+        outer = outer.where(condition, copy=False)
+    if ordered:
+        outer.set("order", exp.Order(expressions=ordered))
+    limit = select.args.get("limit")
+    if limit is not None:
+        outer.set("limit", limit.copy())
+    return outer, groups_sql
 
 
 def _no_threshold_alone(
