@@ -247,8 +247,9 @@ def test_differential_privacy_shapes_and_epsilon() -> None:
     assert "ROW_NUMBER() OVER (PARTITION BY __cr_id_input_1" in plan.sql
     assert refused(text, spec, epsilon=1.5).check == "differential_privacy.epsilon"
     assert refused(text, spec, spent={"input_1": 1.5}).check == "differential_privacy.budget"
-    # ε that is not a positive number would pass the budget's comparisons and be charged
-    for epsilon in (0.0, -1.0, float("-inf"), float("nan")):
+    # ε that is not a positive number would pass the budget's comparisons and be charged;
+    # an integer past any float (JSON holds one) raised OverflowError, not a refusal
+    for epsilon in (0.0, -1.0, float("-inf"), float("nan"), 10**400, -(10**400)):
         assert refused(text, spec, epsilon=epsilon).check == "differential_privacy.epsilon"
     for shape in (text + " HAVING COUNT(*) > 5", text + " ORDER BY n", text + " LIMIT 1"):
         assert refused(shape, spec).check == "differential_privacy.shape"

@@ -1217,6 +1217,11 @@ def _dp_plan(
 
     cap = min(option.epsilon for option in owners.values())
     chosen = cap if epsilon is None else epsilon
+    if isinstance(chosen, int) and not -(2**1023) < chosen < 2**1023:
+        # An integer past any float (a request's JSON may hold 10**400) raised
+        # OverflowError out of the check: no refusal, the runner's session spent.
+        raise refuse("epsilon", f"0 < ε <= {cap:g}", "an integer past any float",
+                     "ε is a positive number")  # fmt: skip
     if not (math.isfinite(chosen) and chosen > 0):
         # A charge of 0, a negative or a NaN ε passes every "does it fit" comparison: the
         # ledger would record it (and refuse to verify ever after, stopping the room).
