@@ -317,6 +317,25 @@ def _hidden_names(tree: exp.Expr) -> None:
             )
 
 
+def _inputs_by_their_names(spec: WorkSpec, tree: exp.Expr) -> None:
+    """A table or CTE named like an input in another case is refused (``sql-table``).
+
+    DuckDB folds the case of names and the checker does not: ``WITH INPUT_1 AS (SELECT *
+    FROM INPUT_1) SELECT * FROM INPUT_1`` read input_1 row by row for DuckDB, while the
+    checker saw no input read (so no rule applied) and a CTE of that name. It ran on
+    nothing only because the engine loads just the inputs a plan names."""
+    inputs = {name.casefold(): name for name in spec.inputs}
+    names: list[tuple[str, exp.Expr]] = [(t.name, t) for t in tree.find_all(exp.Table)]
+    names += [(c.alias_or_name, c) for c in tree.find_all(exp.CTE)]
+    for name, node in names:
+        exact = inputs.get(name.casefold())
+        if exact is not None and name != exact:
+            raise QueryError(
+                "sql-table", exact, node.sql(DIALECT)[:120],
+                "an input is named as it is (DuckDB reads names in any case as the same)",
+            )  # fmt: skip
+
+
 def _is_unit(node: exp.Var) -> bool:
     """The unit of EXTRACT, INTERVAL or DATE_TRUNC (sqlglot parses those as words)."""
     parent = node.parent
@@ -783,6 +802,7 @@ def _plan(
         output, form = spec.sql.adhoc.output, spec.sql.adhoc.format
     tree = bind(parse(text), types, values)
     _hidden_names(tree)
+    _inputs_by_their_names(spec, tree)
     read = _inputs_read(spec, tree)
     rules = {input_id: spec.sql.rules[input_id] for input_id in read}
     kinds = {rule.kind for rule in rules.values()}
