@@ -174,6 +174,11 @@ def test_a_refused_query_shows_the_controller_nothing_of_it(
     seen = relayed(proxy)
     assert [w for w in (b"zzsecretzz", b"spend", b"31337", b"dimension") if w in seen] == []
     assert seen.count(b"query-refused") >= 2
+    # Nor does its length: unpadded, the two sealed refusals were 323 and 307 bytes (431
+    # and 410 characters of b64u), which told the rule that refused and how long what it
+    # quoted of the query was.
+    sealed = [json.loads(m.response)["sealed"] for m in proxy.seen if m.path.endswith("/run")]
+    assert len(sealed) == 2 and len({len(s) for s in sealed}) == 1, [len(s) for s in sealed]
 
 
 def test_a_query_refused_in_the_clear_as_if_its_session_were_used_is_not_taken_as_refused(

@@ -4,6 +4,7 @@ purposes and receipts of a SQL room."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from cleanroom.protocol.query_receipt import (
     detail_digest,
     open_detail,
     open_refusal,
+    padded,
     query_detail,
     query_receipt,
     seal_detail,
@@ -298,7 +300,7 @@ def test_a_malformed_detail_is_refused_even_when_committed_to(bad: dict[str, Any
 def test_a_detail_in_other_bytes_than_committed_is_refused() -> None:
     """The commitment is to the canonical bytes: the same JSON spaced otherwise fails."""
     spaced = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
-        DETAIL_RECORD, canonical(detail()).replace(b",", b", "), final=True
+        DETAIL_RECORD, padded(canonical(detail()).replace(b",", b", ")), final=True
     )
     with pytest.raises(BindingError) as caught:
         open_detail(KEYS, spaced, receipt())
@@ -307,7 +309,7 @@ def test_a_detail_in_other_bytes_than_committed_is_refused() -> None:
     # key is the first one's to one parser, the last one's to another).
     twice = canonical(detail())[:-1] + b',"rows":{"released":0,"suppressed":0}}'
     frame = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
-        DETAIL_RECORD, twice, final=True
+        DETAIL_RECORD, padded(twice), final=True
     )
     with pytest.raises(MessageFormatError) as bad:
         open_detail(KEYS, frame, receipt(detail=hashlib.sha256(twice).hexdigest()))
@@ -363,11 +365,75 @@ def test_a_refusal_is_opened_only_in_its_session() -> None:
     for bad in (b"[]", b'{"type":"cleanroom/query-refusal/v1","check":5,"expected":1,'
                        b'"actual":2,"message":"m"}', b"not json"):  # fmt: skip
         frame = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
-            REFUSAL_RECORD, bad, final=True
+            REFUSAL_RECORD, padded(bad), final=True
         )
         with pytest.raises(MessageFormatError) as malformed:
             open_refusal(KEYS, frame)
         assert malformed.value.check == "query-refusal"
+
+
+def test_the_query_refusal_vector() -> None:
+    """docs/protocol.md's vectors of a sealed query refusal and a sealed detail (padded):
+    each frame's length and SHA-256."""
+    refusal = seal_refusal(KEYS, RuleViolation(
+        "aggregation.dimension_columns", ["region"], "email", "input_1's rule: not a dimension"
+    ))  # fmt: skip
+    sealed_detail = seal_detail(KEYS, detail())
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    for frame, heading in ((refusal, "Vector (`tests/protocol/test_sql_spec.py::test_the_query"),
+                           (sealed_detail, "Sealed under the refusal vector's keys")):  # fmt: skip
+        section = text[text.index(heading) :]
+        said, block = section.split("```")[:2]
+        assert f"a frame of {len(frame)} bytes" in said
+        assert block.split() == [hashlib.sha256(frame).hexdigest()]
+
+
+def test_a_sealed_refusal_is_as_long_whatever_refused_the_query() -> None:
+    """The relay sees the sealed refusal's length: unpadded, it told which rule refused
+    the query and how long what it quoted was (h10's red team): 240 bytes for a budget
+    spent, 332 for a dimension the rule forbids. Every refusal up to a block is one block
+    long; the runner refuses one that is not padded."""
+    refusals = [
+        RuleViolation("differential_privacy.budget", "<= 0 left", 0.5, "spent"),
+        RuleViolation(
+            "aggregation.dimension_columns", ["region", "segment"], "lifetime_spend_of_customer",
+            "input_1's rule: lifetime_spend_of_customer is not a dimension",
+        ),
+        RuleViolation("query-parameters", {"region": "text"}, {"region": "x" * 900}, "bad"),
+    ]  # fmt: skip
+    frames = [seal_refusal(KEYS, refusal) for refusal in refusals]
+    assert len({len(frame) for frame in frames}) == 1
+    for frame, refusal in zip(frames, refusals, strict=True):
+        assert open_refusal(KEYS, frame).check == refusal.check
+    bare = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+        REFUSAL_RECORD,
+        canonical({"type": "cleanroom/query-refusal/v1", **refusals[0].to_json()}),
+        final=True,
+    )
+    with pytest.raises(MessageFormatError) as caught:
+        open_refusal(KEYS, bare)
+    assert caught.value.check == "query-refusal"
+
+
+def test_a_sealed_detail_is_as_long_whatever_rows_it_counts() -> None:
+    """The detail counts the rows released and suppressed (aggregates of the data): its
+    sealed length told the relay how many digits each had. Padded, one length; the
+    runner refuses a detail that is not (unpadded: 347 bytes for 0 and 0 rows, 362 for
+    123,456,789 and 98,765,432)."""
+    counts = [(0, 0), (4, 1), (123_456_789, 98_765_432), (None, None)]
+    frames = {}
+    for released, suppressed in counts:
+        document = detail(rows={"released": released, "suppressed": suppressed})
+        frame = seal_detail(KEYS, document)
+        frames[len(frame)] = frame
+        assert open_detail(KEYS, frame, receipt(detail=detail_digest(document))) == document
+    assert len(frames) == 1
+    bare = RecordSender(KEYS.worker_to_client, KEYS.session_id).seal(
+        DETAIL_RECORD, canonical(detail()), final=True
+    )
+    with pytest.raises(MessageFormatError) as caught:
+        open_detail(KEYS, bare, receipt())
+    assert caught.value.check == "query-detail"
 
 
 def test_the_run_must_be_the_query_its_runner_sent() -> None:

@@ -14,6 +14,12 @@ with a fresh 32-byte salt. The receipt commits to the detail by
 runner, one record under ``k_w2c`` of the run session that sent the query (as an
 upload's acknowledgement does). The runner can show it, and its salt, to anyone
 who holds the signed receipt.
+
+The relay sees a sealed record's length, so the detail and a query's refusal are
+sealed padded with spaces to whole :data:`~cleanroom.protocol.acks.REFUSAL_BLOCK` s,
+as an upload's refusal is: unpadded, a detail's length told the digits of the rows
+released and suppressed, and a refusal's which rule refused and how long what it
+quoted of the query was. The runner refuses either unpadded.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol import keys
+from cleanroom.protocol.acks import REFUSAL_BLOCK
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError, ProtocolError
 from cleanroom.protocol.handshake import SessionKeys
@@ -98,21 +105,41 @@ def detail_digest(detail: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(dict(detail))).hexdigest()
 
 
+def padded(document: bytes) -> bytes:
+    """``document`` (JCS, which never ends in a space) followed by spaces to the next
+    multiple of :data:`REFUSAL_BLOCK` bytes: what is sealed of a detail or a refusal."""
+    return document + b" " * (-len(document) % REFUSAL_BLOCK)
+
+
+def unpadded(data: bytes, check: str) -> bytes:
+    """The document of a sealed detail or refusal, refused (``check``) unless it was
+    padded to whole blocks: its length would have told the relay about the data (the
+    digits of a count) or the question (which rule refused it, what it quoted)."""
+    if not data or len(data) % REFUSAL_BLOCK:
+        raise MessageFormatError(
+            check, f"a record padded to a multiple of {REFUSAL_BLOCK} bytes", f"{len(data)} bytes",
+            "its length would tell the relay about the data or the query",
+        )  # fmt: skip
+    return data.rstrip(b" ")
+
+
 def seal_detail(keys: SessionKeys, detail: Mapping[str, Any]) -> bytes:
-    """The detail as the one Worker→runner record of the run session that sent the query."""
+    """The detail as the one Worker→runner record of the run session that sent the
+    query, padded (:func:`padded`)."""
     sender = RecordSender(keys.worker_to_client, keys.session_id)
-    return sender.seal(DETAIL_RECORD, canonical(dict(detail)), final=True)
+    return sender.seal(DETAIL_RECORD, padded(canonical(dict(detail))), final=True)
 
 
 def open_detail(keys: SessionKeys, frame: bytes, receipt: Mapping[str, Any]) -> dict[str, Any]:
     """The sealed detail of a verified ``receipt``, opened with the run session's keys.
 
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame the Worker did
-    not seal in this session; ``query-detail`` for one that is not exactly the detail
-    the receipt signed, or not a well-formed detail of this run.
+    not seal in this session; ``query-detail`` for one that is not padded to whole
+    blocks, not exactly the detail the receipt signed, or not a well-formed detail of
+    this run.
     """
     data = open_single(keys.worker_to_client, keys.session_id, frame, DETAIL_RECORD, "query-detail")
-    return check_detail(data, receipt)
+    return check_detail(unpadded(data, "query-detail"), receipt)
 
 
 def check_detail(data: bytes, receipt: Mapping[str, Any]) -> dict[str, Any]:
@@ -159,25 +186,28 @@ class QueryRefused(CheckFailed):
 
 def seal_refusal(keys: SessionKeys, refusal: CheckFailed) -> bytes:
     """A refusal of the query a run session sent, as the one Worker→runner record of
-    that session: its facts quote the query, so they do not travel in the clear."""
+    that session, padded (:func:`padded`): its facts quote the query, so they do not
+    travel in the clear, nor does their length."""
     document = {"type": QUERY_REFUSAL_TYPE, **refusal.to_json()}
     try:
         data = canonical(document)
     except ProtocolError:  # a fact with no exact JSON form (a float out of range): as text
         data = canonical({k: v if isinstance(v, str) else str(v) for k, v in document.items()})
     sender = RecordSender(keys.worker_to_client, keys.session_id)
-    return sender.seal(REFUSAL_RECORD, data, final=True)
+    return sender.seal(REFUSAL_RECORD, padded(data), final=True)
 
 
 def open_refusal(keys: SessionKeys, frame: bytes) -> QueryRefused:
     """The sealed refusal of the query this run session sent (to raise).
 
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by the
-    Worker in this session, ``query-refusal`` for one that is not a refusal.
+    Worker in this session, ``query-refusal`` for one that is not a refusal, or not
+    padded to whole blocks.
     """
     data = open_single(
         keys.worker_to_client, keys.session_id, frame, REFUSAL_RECORD, "query-refusal"
     )
+    data = unpadded(data, "query-refusal")
     try:
         document = json.loads(data)
     except ValueError as error:
