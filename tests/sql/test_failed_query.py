@@ -12,11 +12,12 @@ import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cleanroom.enclave.runner import Sandbox
-from cleanroom.enclave.sqlroom import run_states
+from cleanroom.enclave.sqlroom import _GroupOrder, run_states
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.query_receipt import verify_budget
 from cleanroom.protocol.spec import UploadPurpose, WorkSpec
@@ -133,3 +134,36 @@ def test_a_dp_query_ended_by_a_limit_says_so_and_its_epsilon_stays_spent_once(
     )  # fmt: skip
     assert statement["privacy"]["input_1"]["spent"] == 1.0
     assert statement["runs"] == 2
+
+
+def test_a_dp_release_the_worker_refuses_says_only_its_check_in_the_clear(
+    tmp_path: Path, confinement: Sandbox, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """The engine's 37th exact group comes with a key that is not text (a DuckDB that
+    misbehaved; the Worker's real check, on the real engine's groups): the Worker
+    refuses the release, and its refusal says "group 37 of the engine has a key that is
+    not text", how many exact groups came before it, which a DP release's threshold
+    hides. The run's state, relayed in the clear, said that message as it was; now it
+    names the check alone, as do the receipt and the Worker's log."""
+    caplog.set_level(logging.DEBUG)
+    checked = _GroupOrder.next
+
+    def engine_broke_group_37(order: _GroupOrder, row: Any) -> dict[str, Any]:
+        if order.lines == 36:
+            row = {**row, "__cr_g0": 37}
+        return checked(order, row)
+
+    monkeypatch.setattr(_GroupOrder, "next", engine_broke_group_37)
+    room = make_room(tmp_path, confinement, WorkSpec.parse(sql_document(dp=True)))
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    text = "SELECT zip, COUNT(*) AS n FROM input_1 GROUP BY zip"
+    receipt, detail, _rows = query(room, ALICE, sql=text, epsilon=0.5)
+    assert (receipt["status"], receipt["output"]["sha256"]) == ("failed", None)
+    assert detail["rows"] == {"released": None, "suppressed": None}
+    run = room.runs[1]
+    refused = "the Worker refused the engine's result (dp-order)"
+    assert (run.state, run.detail) == ("failed", refused)
+    shown = json.dumps([receipt, run_states(room)]) + caplog.text
+    assert [said for said in ("group 37", "not text") if said in shown] == [], shown

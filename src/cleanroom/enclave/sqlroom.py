@@ -343,7 +343,14 @@ class SqlRoom(CleanRoom):
             status = "succeeded"
             run.state = "done"
         except CheckFailed as error:
-            run.state, run.detail = "failed", error.message
+            # The run's state is relayed in the clear: a limit that ended the engine says
+            # itself (run-ended), any other refusal its check alone. Its message can quote
+            # the data ("group 1234 of the engine …": the exact groups before a DP
+            # release, which the release's threshold hides) or the query (an aggregate's
+            # name), neither of which the relay may read.
+            run.state = "failed"
+            if error.check != "run-ended":
+                run.detail = f"the Worker refused the engine's result ({error.check})"
             for stored in run.files:
                 self._store.discard(stored.name)
             run.files = []
