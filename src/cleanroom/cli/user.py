@@ -11,7 +11,6 @@ function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -717,7 +716,9 @@ def _show_sql(spec: WorkSpec, who: Callable[[str], str]) -> None:
         )
         for key, value in document.items():
             if value not in ([], {}):
-                _print(f"  {key}: {shown(json.dumps(value, sort_keys=True))}")
+                # As the canonical JSON the Work-ID hashes and the room reads (an ε of
+                # 1e-7, not 1e-07; a budget of 2, not 2.0), exact to its last digit.
+                _print(f"  {key}: {shown(parameter_value(value))}")
         if rule.kind == "custom":
             # Absent means every named query, [] none: both were left out of the review,
             # which showed the two rules alike.
@@ -727,7 +728,9 @@ def _show_sql(spec: WorkSpec, who: Callable[[str], str]) -> None:
                 else ", ".join(allowed) if allowed else "none (no query may read it)"
             ))  # fmt: skip
     for name, query in sorted(spec.sql.queries.items()):
-        extra = f", ε {query.epsilon:g}" if query.epsilon is not None else ""
+        # Exact (the canonical JSON the room reads): rounded to 6 digits, ε 0.10000001
+        # read as 0.1, under another Work-ID.
+        extra = f", ε {parameter_value(query.epsilon)}" if query.epsilon is not None else ""
         parameters = ", ".join(f"{k} {t}" for k, t in sorted(query.parameters.items()))
         _print(f"query {name} → {query.output} ({query.format}{extra}); parameters: "
                f"{parameters or 'none'}")  # fmt: skip
@@ -739,7 +742,7 @@ def _show_sql(spec: WorkSpec, who: Callable[[str], str]) -> None:
         _print("ad-hoc queries: none (the queries above only)")
     else:
         runners = ", ".join(who(runner) for runner in adhoc.runners)
-        _print(f"ad-hoc queries: by {runners} → {adhoc.output}, under every rule")
+        _print(f"ad-hoc queries: by {runners} → {adhoc.output} ({adhoc.format}), under every rule")
 
 
 def _profile_option(profile: Profile) -> str | None:

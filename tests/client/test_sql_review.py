@@ -1,0 +1,85 @@
+"""A SQL room's review shows what the Work-ID hashes: every ε as the canonical JSON the
+room reads, and where ad-hoc queries' rows go in which format.
+
+``inspect`` showed a named query's ε rounded to 6 significant digits (``:g``) and the
+ad-hoc queries without their output format; both were exact only in ``--json``. A
+reviewer approves a Work-ID: two specs that read alike must not hash apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cleanroom.cli.main import main
+from cleanroom.protocol.encoding import b64u
+from cleanroom.protocol.spec import WorkSpec
+from cleanroom.sql import engine_bundle
+from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+from tests.sql.fixtures import sql_document
+
+COUNT = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+
+
+def inspected(
+    home: Path, capsys: pytest.CaptureFixture[str], document: dict[str, Any]
+) -> tuple[str, str]:
+    """``cleanroom inspect``'s output for a room of this spec, and its Work-ID."""
+    document = {**document, "nonce": b64u(os.urandom(16))}
+    spec = WorkSpec.parse(document)
+    room = {
+        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
+        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
+        "deployer": "someone", "created": 0,
+    }  # fmt: skip
+    with hostile_server(manager_of_room(room, engine_bundle())) as url:
+        configure_against(url)
+        capsys.readouterr()
+        assert main(["inspect", spec.name]) == 0
+    return capsys.readouterr().out, spec.work_id
+
+
+def dp_room(epsilon: float, rule_epsilon: float = 1.0, adhoc_format: str = "csv") -> Any:
+    document = sql_document(dp=True)
+    document["sql"]["queries"] = {
+        "by_region": {"text": COUNT, "output": "output_1", "epsilon": epsilon}
+    }
+    document["sql"]["rules"]["input_1"]["differential_privacy"]["epsilon"] = rule_epsilon
+    document["sql"]["adhoc"]["format"] = adhoc_format
+    return document
+
+
+def lines(out: str, start: str) -> list[str]:
+    return [line for line in out.splitlines() if line.lstrip().startswith(start)]
+
+
+def test_an_epsilon_is_shown_exactly_as_the_room_reads_it(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ε 0.1 and 0.10000001 are two Work-IDs; the review showed both as ``ε 0.1``."""
+    plain, plain_id = inspected(home, capsys, dp_room(0.1))
+    finer, finer_id = inspected(home, capsys, dp_room(0.10000001))
+    assert plain_id != finer_id
+    assert lines(plain, "query by_region") != lines(finer, "query by_region")
+    assert lines(finer, "query by_region") == [
+        "query by_region → output_1 (csv, ε 0.10000001); parameters: none"
+    ]
+    # The rule's ε, budget and δ too, as JCS writes them (1e-7, not 1e-07; 2, not 2.0).
+    out, _work_id = inspected(home, capsys, dp_room(0.5, rule_epsilon=0.50000001))
+    (rule,) = lines(out, "differential_privacy:")
+    assert '"epsilon":0.50000001' in rule and '"budget":2,' in rule and '"delta":0.000001' in rule
+
+
+def test_the_ad_hoc_queries_output_format_is_shown(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``adhoc.format`` is hashed into the Work-ID: the review named only the output."""
+    shown = {}
+    for file_format in ("csv", "parquet"):
+        out, _work_id = inspected(home, capsys, dp_room(0.5, adhoc_format=file_format))
+        (shown[file_format],) = lines(out, "ad-hoc queries:")
+    assert shown["csv"] != shown["parquet"]
+    assert shown["parquet"].endswith("→ output_1 (parquet), under every rule"), shown
