@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from cleanroom.protocol.encoding import b64u
 
 Answer = Callable[[str, str], tuple[int, dict[str, str], bytes] | None]
 """(method, path) -> (status, headers, body), or None for a 404."""
@@ -83,6 +86,20 @@ def manager_of_room(room: dict[str, Any], bundle: bytes) -> Answer:
         return None
 
     return answer
+
+
+def deployed_room(document: dict[str, Any]) -> dict[str, Any]:
+    """A manager's record of a deployed room of this spec ``document`` (with a fresh
+    nonce, so each call is another room), for :func:`manager_of_room`."""
+    from cleanroom.protocol.spec import WorkSpec
+
+    document = {**document, "nonce": b64u(os.urandom(16))}
+    spec = WorkSpec.parse(document)
+    return {
+        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
+        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
+        "deployer": "someone", "created": 0,
+    }  # fmt: skip
 
 
 def configure_against(url: str) -> None:

@@ -9,7 +9,6 @@ say how many rights go to IDs he has not named. Real manager, stand-in Controlle
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -180,25 +179,22 @@ def test_a_sql_rooms_rules_and_ad_hoc_runners_name_their_users(
 ) -> None:
     """The SQL part of a review names each rule's owner and each ad-hoc runner too."""
     from cleanroom.cli.main import main
-    from cleanroom.protocol.encoding import b64u
-    from cleanroom.protocol.spec import WorkSpec
     from cleanroom.sql import engine_bundle
-    from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+    from tests.client.hostile_http import (
+        configure_against,
+        deployed_room,
+        hostile_server,
+        manager_of_room,
+    )
     from tests.sql.fixtures import ALICE_ID, BOB_ID, sql_document
 
     document = sql_document()
-    document["nonce"] = b64u(os.urandom(16))
-    spec = WorkSpec.parse(document)
-    room = {
-        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
-        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
-        "deployer": "someone", "created": 0,
-    }  # fmt: skip
+    room = deployed_room(document)
     with hostile_server(manager_of_room(room, engine_bundle())) as url:
         configure_against(url)
         assert main(["contacts", "add", "alice", "--", ALICE_ID]) == 0
         capsys.readouterr()
-        assert main(["inspect", spec.name]) == 0
+        assert main(["inspect", room["name"]]) == 0
     out = capsys.readouterr().out
     assert f"rule of input_1 (set by alice ({ALICE_ID})):" in out
     assert f"rule of input_2 (set by unknown: {BOB_ID}):" in out
@@ -292,30 +288,27 @@ def test_an_ad_hoc_runner_not_in_the_contacts_is_counted_as_a_right_to_an_unknow
     unknown IDs (and --json's unknown_rights) left it out, so a room whose only stranger
     was an ad-hoc runner ended with no warning."""
     from cleanroom.cli.main import main
-    from cleanroom.protocol.encoding import b64u
-    from cleanroom.protocol.spec import WorkSpec
     from cleanroom.sql import engine_bundle
-    from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+    from tests.client.hostile_http import (
+        configure_against,
+        deployed_room,
+        hostile_server,
+        manager_of_room,
+    )
     from tests.sql.fixtures import ALICE_ID, BOB_ID, sql_document
 
     stranger = new_user_id()
     document = sql_document()
-    document["nonce"] = b64u(os.urandom(16))
     document["sql"]["adhoc"]["runners"] = [stranger]
-    spec = WorkSpec.parse(document)
-    room = {
-        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
-        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
-        "deployer": "someone", "created": 0,
-    }  # fmt: skip
+    room = deployed_room(document)
     with hostile_server(manager_of_room(room, engine_bundle())) as url:
         configure_against(url)
         assert main(["contacts", "add", "alice", "--", ALICE_ID]) == 0
         assert main(["contacts", "add", "bob", "--", BOB_ID]) == 0
         capsys.readouterr()
-        assert main(["inspect", spec.name]) == 0
+        assert main(["inspect", room["name"]]) == 0
         out, err = capsys.readouterr()
-        assert main(["inspect", spec.name, "--json"]) == 0
+        assert main(["inspect", room["name"], "--json"]) == 0
         document_out = json.loads(capsys.readouterr().out)
     assert f"ad-hoc queries: by unknown: {stranger} → output_1" in out
     assert "warning: 1 of 5 rights go to user IDs not in your contacts" in err

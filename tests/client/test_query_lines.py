@@ -10,7 +10,6 @@ character is escaped where it stands.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,14 @@ import pytest
 import sqlglot
 
 from cleanroom.cli.main import main
-from cleanroom.protocol.encoding import b64u
-from cleanroom.protocol.spec import WorkSpec
 from cleanroom.sql import engine_bundle
 from cleanroom.sql.rules import DIALECT
-from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+from tests.client.hostile_http import (
+    configure_against,
+    deployed_room,
+    hostile_server,
+    manager_of_room,
+)
 from tests.sql.fixtures import BY_SEGMENT, sql_document
 
 FILTER = "AND a.region <> 'north'"
@@ -36,17 +38,11 @@ def _inspected(
     document["sql"]["queries"]["by_segment"]["text"] = text
     if rule_2 is not None:
         document["sql"]["rules"]["input_2"] = rule_2
-    document["nonce"] = b64u(os.urandom(16))
-    spec = WorkSpec.parse(document)
-    room = {
-        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
-        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
-        "deployer": "someone", "created": 0,
-    }  # fmt: skip
+    room = deployed_room(document)
     with hostile_server(manager_of_room(room, engine_bundle())) as url:
         configure_against(url)
         capsys.readouterr()
-        assert main(["inspect", spec.name]) == 0
+        assert main(["inspect", room["name"]]) == 0
     return capsys.readouterr().out
 
 

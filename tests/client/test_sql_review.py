@@ -8,17 +8,19 @@ reviewer approves a Work-ID: two specs that read alike must not hash apart.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cleanroom.cli.main import main
-from cleanroom.protocol.encoding import b64u
-from cleanroom.protocol.spec import WorkSpec
 from cleanroom.sql import engine_bundle
-from tests.client.hostile_http import configure_against, hostile_server, manager_of_room
+from tests.client.hostile_http import (
+    configure_against,
+    deployed_room,
+    hostile_server,
+    manager_of_room,
+)
 from tests.sql.fixtures import sql_document
 
 COUNT = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
@@ -28,18 +30,12 @@ def inspected(
     home: Path, capsys: pytest.CaptureFixture[str], document: dict[str, Any]
 ) -> tuple[str, str]:
     """``cleanroom inspect``'s output for a room of this spec, and its Work-ID."""
-    document = {**document, "nonce": b64u(os.urandom(16))}
-    spec = WorkSpec.parse(document)
-    room = {
-        "name": spec.name, "project": "acme", "spec": document, "work_id": spec.work_id,
-        "function": spec.function, "state": "deployed", "compute_url": "http://127.0.0.1:9",
-        "deployer": "someone", "created": 0,
-    }  # fmt: skip
+    room = deployed_room(document)
     with hostile_server(manager_of_room(room, engine_bundle())) as url:
         configure_against(url)
         capsys.readouterr()
-        assert main(["inspect", spec.name]) == 0
-    return capsys.readouterr().out, spec.work_id
+        assert main(["inspect", room["name"]]) == 0
+    return capsys.readouterr().out, room["work_id"]
 
 
 def dp_room(epsilon: float, rule_epsilon: float = 1.0, adhoc_format: str = "csv") -> Any:
