@@ -26,6 +26,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
 
 from cleanroom.controller import ControllerSettings
 from cleanroom.controller import create_app as create_controller
@@ -33,7 +34,7 @@ from cleanroom.controller.manager_link import ComputeCredentials
 from cleanroom.dpop import ProofKey
 from cleanroom.manager import Settings, create_app
 from cleanroom.manager import admin as operations
-from cleanroom.manager.database import Client
+from cleanroom.manager.database import Client, ComputeServer, Project, Room
 from cleanroom.manager.keys import KeyRing, rotate
 from cleanroom.tokens import TokenIssuer
 from tests.auth import dpop, signed_token
@@ -435,3 +436,49 @@ def test_the_data_upload_is_exempt(controller: str) -> None:
     session_id = "A" * 22
     path = f"/v1/rooms/x/sessions/{session_id}/upload"
     assert raw_head(controller, path, 1 << 30) == 401  # the route decides: no token
+
+
+def test_a_deleted_rooms_token_is_refused_by_the_controller(
+    manager: Manager, controller: str
+) -> None:
+    """A room token names its project and room name, and the Controller finds the room by
+    them: a token for a deleted room is a token for the next room of that name the
+    project deploys here. Deleting the room revokes it, and the Controller refuses it
+    within its refresh (found by h17's red team)."""
+    client_id, secret = manager.new_client("acme")
+    with manager.sessions() as session:
+        server = session.scalars(select(ComputeServer).where(ComputeServer.url == controller))
+        host = server.one()
+        project = session.scalars(select(Project).where(Project.name == "acme")).one()
+        session.add(  # deployed as the manager records it (this Controller runs no Worker)
+            Room(
+                name=ROOM,
+                project_id=project.id,
+                deployer=client_id,
+                spec="{}",
+                work_id="w" * 43,
+                function_digest="f" * 43,
+                state="deployed",
+                compute_server_id=host.id,
+                compute_url=controller,
+            )
+        )
+        session.commit()
+    token_url = f"{manager.url}/oauth/token"
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    answer = httpx.post(
+        token_url,
+        data={**form, "resource": controller, "room": ROOM},
+        headers={"DPoP": KEY.proof("POST", token_url)},
+    )
+    assert answer.status_code == 200, answer.text
+    token = answer.json()["access_token"]
+    assert accepted(probe(controller, token))
+    manager_token = httpx.post(
+        token_url, data=form, headers={"DPoP": KEY.proof("POST", token_url)}
+    ).json()["access_token"]
+    room_url = f"{manager.url}/v1/rooms/{ROOM}"
+    deleted = httpx.delete(room_url, headers=dpop(KEY, manager_token, "DELETE", room_url))
+    assert (deleted.status_code, deleted.json()["state"]) == (200, "deleted"), deleted.text
+    refused = poll(refused_with(controller, token, "token-revoked"))
+    assert refused.status_code == 401

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
 from cleanroom.client.errors import ServerError
-from cleanroom.client.manager import ManagerClient
-from cleanroom.manager.database import AuditEntry
+from cleanroom.client.manager import AccessToken, ManagerClient
+from cleanroom.manager.auth import Auth
+from cleanroom.manager.database import AuditEntry, RevokedToken, Room, RoomToken
+from cleanroom.manager.grants import GrantRefused
 from cleanroom.manager.keys import KeyRing
 from cleanroom.protocol.encoding import b64u
 from cleanroom.tokens import TokenIssuer
@@ -476,7 +481,7 @@ def test_deploy_and_delete_are_audited(
         }
     ]
     assert audit_entries(manager, "room.deleted") == [
-        {"project": "acme", "before": "deployed", "controller": "confirmed"}
+        {"project": "acme", "before": "deployed", "controller": "confirmed", "tokens_revoked": 0}
     ]
 
 
@@ -513,3 +518,116 @@ def test_an_operation_token_reads_nothing_at_the_manager(
         headers={"authorization": f"Bearer {token}"},
     )
     assert answer.status_code == 403 and answer.json()["check"] == "token-scope"
+
+
+def test_a_deleted_rooms_tokens_are_revoked_before_its_name_is_deployed_again(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    """A room token names its project, its room's name and the server, not the room: a
+    Controller took a token issued for a deleted room on the next room of that name the
+    project deployed there, for the rest of the token's hour. A party of the old room
+    only, with such a token, read the new room's state, evidence and receipt (found by
+    h17's red team). Deleting a room revokes every token issued for it, and the
+    revocation list carries them to every Controller."""
+    client, function, _ = acme
+    carol_id, secret = manager.new_client("globex")
+    carol = manager.client()
+    carol.fetch_token(carol_id, secret)
+    key, carol_user = new_user()
+    carol.register_user_key(key, carol_id)
+    bob_id, bob_secret = manager.new_client("acme")
+    bob = manager.client()
+    client.deploy(make_spec(function, recipient=carol_user))
+    # A token for a room is returned, not kept: carol keeps her token for the manager.
+    old = carol.fetch_token(carol_id, secret, resource=controller.url, room="overlap")
+    own = bob.fetch_token(bob_id, bob_secret, resource=controller.url, room="overlap")
+    assert client.delete("overlap").state == "deleted"
+    listed = httpx.get(
+        f"{manager.url}/v1/revocations",
+        headers={"Authorization": f"Bearer {controller.compute_token(manager.url)}"},
+    ).json()["tokens"]
+    assert {_jti(old.access_token), _jti(own.access_token)} <= {entry["jti"] for entry in listed}
+    with manager.sessions() as session:
+        deleted = [
+            json.loads(entry.details)
+            for entry in session.scalars(select(AuditEntry))
+            if entry.action == "room.deleted"
+        ]
+    assert deleted[-1]["tokens_revoked"] == 2
+    client.deploy(make_spec(function))  # the same name, on the same server, without carol
+    with pytest.raises(ServerError) as refused:  # she sees the deleted one only
+        carol.fetch_token(carol_id, secret, resource=controller.url, room="overlap")
+    assert (refused.value.status, refused.value.check) == (400, "token-room")
+
+
+def test_a_room_token_is_not_issued_for_a_room_deleted_while_it_was_made(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    """The token endpoint checks the room, then signs; a delete may come between. The
+    token is kept, then the room read again under its lock, so a room deleted meanwhile
+    gets no token that its delete did not revoke."""
+    client, function, _ = acme
+    room_id = _room_id(manager, client.deploy(make_spec(function)).name)
+    client.delete("overlap")
+    auth = Auth(manager.settings, manager.sessions)
+    token, _ = auth.issuer.issue(
+        "someone", audience=controller.url, scope="user", project="acme", room="overlap"
+    )
+    with pytest.raises(GrantRefused) as refused:
+        auth.grants._audit(token, room_id)
+    assert (refused.value.error, refused.value.check) == ("invalid_target", "token-room")
+    with manager.sessions() as session:
+        assert session.scalars(select(RoomToken)).all() == []
+
+
+def _jti(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+def _room_id(manager: Manager, name: str) -> int:
+    with manager.sessions() as session:
+        return session.scalars(select(Room.id).where(Room.name == name)).one()
+
+
+def test_room_tokens_asked_for_at_once_are_all_issued(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    """Each is kept under its room's lock, taken before anything else: two taking the
+    foreign-key lock of their insert first, then the room's, deadlocked on PostgreSQL."""
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    members = [manager.new_client("acme") for _ in range(8)]
+    start = threading.Barrier(len(members))
+
+    def token(credentials: tuple[str, str]) -> AccessToken:
+        start.wait()
+        return manager.client().fetch_token(*credentials, resource=controller.url, room="overlap")
+
+    with ThreadPoolExecutor(len(members)) as pool:
+        tokens = list(pool.map(token, members))
+    assert len({_jti(token.access_token) for token in tokens}) == len(members)
+    with manager.sessions() as session:
+        assert len(session.scalars(select(RoomToken)).all()) == len(members)
+
+
+def test_a_room_token_its_holder_revoked_is_revoked_once_when_the_room_is_deleted(
+    manager: Manager, controller: StandInController, acme: tuple[ManagerClient, str, bytes]
+) -> None:
+    client, function, _ = acme
+    client.deploy(make_spec(function))
+    bob_id, bob_secret = manager.new_client("acme")
+    bob = manager.client()
+    ended = bob.fetch_token(bob_id, bob_secret, resource=controller.url, room="overlap")
+    kept = bob.fetch_token(bob_id, bob_secret, resource=controller.url, room="overlap")
+    form = {"token": ended.access_token}
+    assert httpx.post(f"{manager.url}/oauth/revoke", data=form).status_code == 200
+    assert client.delete("overlap").state == "deleted"
+    with manager.sessions() as session:
+        deleted = [
+            json.loads(entry.details)
+            for entry in session.scalars(select(AuditEntry))
+            if entry.action == "room.deleted"
+        ]
+        revoked = {row.jti for row in session.scalars(select(RevokedToken))}
+    assert deleted[-1]["tokens_revoked"] == 1
+    assert {_jti(ended.access_token), _jti(kept.access_token)} <= revoked

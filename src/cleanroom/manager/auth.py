@@ -58,7 +58,9 @@ class Auth:
         )
         proofs = ProofVerifier()
         self.authenticator = RequestAuthenticator(self.verifier, proofs, settings.public_url)
-        self.grants = Grants(sessions, self.issuer, self.verifier, proofs)
+        self.grants = Grants(
+            sessions, self.issuer, self.verifier, proofs, leeway=settings.token_leeway
+        )
 
     def user(self, claims: TokenClaims) -> Caller:
         """The client behind a checked user token, if it may still act (else

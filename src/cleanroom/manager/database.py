@@ -125,6 +125,21 @@ class RevokedToken(Base):
     revoked: Mapped[int] = mapped_column(Integer, default=_now)
 
 
+class RoomToken(Base):
+    """A user's token for one room on its Controller, kept until ``exp``: deleting the
+    room revokes it (:func:`cleanroom.manager.revocation.revoke_room_tokens`).
+
+    A room token names the room's project and name, not the room: a Controller cannot
+    tell it from a token for another room of that name deployed there after it."""
+
+    __tablename__ = "room_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    exp: Mapped[int] = mapped_column(Integer, index=True)
+
+
 class ComputeServer(Base):
     """A compute server whose Controller the manager deploys rooms on."""
 

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.dpop import ProofVerifier
@@ -45,8 +46,10 @@ from cleanroom.manager.credentials import (
     authenticate,
     authenticate_server,
 )
-from cleanroom.manager.database import ComputeServer
+from cleanroom.manager.database import ComputeServer, Room, RoomToken
+from cleanroom.manager.revocation import prune_room_tokens
 from cleanroom.tokens import (
+    DEFAULT_LEEWAY,
     MANAGER_SUBJECT,
     OPERATION_SCOPES,
     SCOPE_COMPUTE,
@@ -130,8 +133,10 @@ class Grants:
         *,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
+        leeway: int = DEFAULT_LEEWAY,
     ) -> None:
         self.sessions = sessions
+        self.leeway = leeway
         self.issuer = issuer
         self.verifier = verifier
         self.proofs = proofs
@@ -230,7 +235,7 @@ class Grants:
                 jkt=jkt,
             )
         else:
-            audience, project, room = self._room_target(caller, resource, request)
+            audience, project, room, room_id = self._room_target(caller, resource, request)
             self._wait_until(not_before)
             token, lifetime = self.issuer.issue(
                 caller.client_id,
@@ -240,13 +245,16 @@ class Grants:
                 room=room,
                 jkt=jkt,
             )
+            self._audit(token, room_id)
+            return Granted(token, "DPoP", lifetime)
         self._audit(token)
         return Granted(token, "DPoP", lifetime)
 
     def _room_target(
         self, caller: Caller, resource: str, request: TokenRequest
-    ) -> tuple[str, str, str]:
-        """(audience, project, room) of a token for a room on the server at ``resource``.
+    ) -> tuple[str, str, str, int]:
+        """(audience, project, room, the room's id) of a token for a room on the server at
+        ``resource``.
 
         The room is looked up first, and a resource that is not where it lives is one
         answer whether or not the URL is a registered compute server's: which URLs are
@@ -279,7 +287,7 @@ class Grants:
                     f"scheduled on a compute server at {resource[:200]}",
                     "token-room",
                 )
-            return server.url, room.project.name, room.name
+            return server.url, room.project.name, room.name, room.id
 
     def _grant_server(self, request: TokenRequest) -> Granted:
         with self.sessions() as session:
@@ -303,9 +311,17 @@ class Grants:
         self._audit(token)
         return Granted(token, "Bearer", lifetime)
 
-    def _audit(self, token: str) -> None:
+    def _audit(self, token: str, room_id: int | None = None) -> None:
         """Record ``token.issued``; the token is checked first, so none leaves that the
-        manager itself would not recognise as its own."""
+        manager itself would not recognise as its own.
+
+        A token for the room ``room_id`` is kept until it expires, so that deleting the
+        room revokes it (``revocation.revoke_room_tokens``): it names the room's project
+        and name, which a room deployed later may carry too. The room is read under its
+        lock, the one a delete's update of it takes, and the token kept in the same
+        transaction: a delete either sees the token or is seen here, and a token for a
+        room deleted meanwhile never leaves.
+        """
         claims = self.verifier.issued_claims(token)
         details: dict[str, object] = {
             "jti": claims.jti,
@@ -320,6 +336,27 @@ class Grants:
         if claims.jkt is not None:
             details["jkt"] = claims.jkt
         with self.sessions() as session:
+            if room_id is not None:
+                # The room's row first: the write lock on SQLite, a row lock on PostgreSQL
+                # that a delete's update of the row waits for, and waits for (two grants
+                # that took the insert's foreign-key lock first deadlocked upgrading it).
+                mine = update(Room).where(Room.id == room_id).values(state=Room.state)
+                session.execute(mine)
+                state = session.scalar(select(Room.state).where(Room.id == room_id))
+                if state is None or state == "deleted":
+                    session.rollback()
+                    raise GrantRefused(
+                        400,
+                        "invalid_target",
+                        f"clean room {claims.room!r} of project {claims.project!r} was "
+                        "deleted while its token was issued",
+                        "token-room",
+                    )
+                prune_room_tokens(session, room_id, int(self._clock()), self.leeway)
+                session.add(
+                    RoomToken(jti=claims.jti, room_id=room_id, client_id=claims.sub, exp=claims.exp)
+                )
+                session.flush()
             audit.record(session, claims.sub, "token.issued", f"token:{claims.jti}", **details)
             session.commit()
 

@@ -19,12 +19,14 @@ import enum
 import time
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 from cleanroom.manager import audit
 from cleanroom.manager.credentials import authenticate
-from cleanroom.manager.database import Client, ComputeServer, RevokedToken
+from cleanroom.manager.database import Client, ComputeServer, RevokedToken, RoomToken
 from cleanroom.tokens import (
     ClientStatus,
     Clock,
@@ -134,6 +136,53 @@ def revoke(
 def prune(session: Session, now: int, leeway: int) -> None:
     """Forget revoked tokens that have expired (every verifier refuses them anyway)."""
     session.execute(delete(RevokedToken).where(RevokedToken.exp < now - leeway))
+
+
+def prune_room_tokens(session: Session, room_id: int, now: int, leeway: int) -> None:
+    """Forget the tokens of the room ``room_id`` that have expired (nothing need revoke
+    them any more); with the room's row locked, so that no two transactions delete the
+    same rows (in orders of their own: a deadlock on PostgreSQL)."""
+    session.execute(
+        delete(RoomToken).where(RoomToken.room_id == room_id, RoomToken.exp < now - leeway)
+    )
+
+
+def revoke_room_tokens(session: Session, room_id: int, now: int, leeway: int) -> int:
+    """Revoke every token issued for the room ``room_id`` that has not expired; how many.
+
+    For a room being deleted, after its row was marked (which holds the token endpoint's
+    recording of a new one, ``grants.Grants._audit``, and with it every other change of
+    the room's tokens). A room token names the room's project and name, not the room:
+    without this, a Controller took a token issued for a deleted room on the room of the
+    same name its project deployed there next, for the rest of the token's hour. The
+    revocation list carries them to every Controller. A token its holder revokes at the
+    same moment (``POST /oauth/revoke``) is revoked once: the insert skips a jti present.
+    """
+    issued = session.execute(
+        select(RoomToken.jti, RoomToken.client_id, RoomToken.exp).where(
+            RoomToken.room_id == room_id, RoomToken.exp >= now - leeway
+        )
+    ).all()
+    dialect = session.get_bind().dialect.name
+    revoked = 0
+    for jti, client_id, exp in issued:
+        row = {"jti": jti, "client_id": client_id, "exp": exp, "revoked": now}
+        statement: Executable
+        if dialect == "postgresql":
+            statement = postgresql.insert(RevokedToken).values(row).on_conflict_do_nothing()
+            statement = statement.returning(RevokedToken.jti)
+        elif dialect == "sqlite":
+            statement = sqlite.insert(RevokedToken).values(row).on_conflict_do_nothing()
+            statement = statement.returning(RevokedToken.jti)
+        else:  # another database: no race with a concurrent revoke is handled there
+            if session.get(RevokedToken, jti) is None:
+                session.add(RevokedToken(**row))
+                revoked += 1
+            continue
+        revoked += len(session.execute(statement).all())  # the jti, if it was added
+    session.execute(delete(RoomToken).where(RoomToken.room_id == room_id))
+    session.flush()
+    return revoked
 
 
 def revocation_list(session: Session, now: int, lifetime: int, leeway: int) -> Revocations:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,7 @@ from cleanroom.manager.errors import (
 )
 from cleanroom.manager.functions import Functions
 from cleanroom.manager.grants import Grants
+from cleanroom.manager.revocation import revoke_room_tokens
 from cleanroom.manager.settings import Settings
 from cleanroom.manager.storage import digest_of
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX
@@ -332,6 +334,11 @@ class Rooms:
             stored = session.get_one(Room, room_id)
             stored.state = "deleted"
             session.flush()
+            # Its tokens name its project and name, which the next room of that name on
+            # the same server carries too: none of them may reach that room.
+            revoked = revoke_room_tokens(
+                session, room_id, int(time.time()), self.settings.token_leeway
+            )
             audit.record(
                 session,
                 caller.client_id,
@@ -340,6 +347,7 @@ class Rooms:
                 project=owner,
                 before=before,
                 controller=refused or "confirmed",
+                tokens_revoked=revoked,
             )
             session.commit()
             return room_document(stored)
