@@ -533,6 +533,29 @@ def test_one_token_per_resource_and_room(home: Path) -> None:
     ]
 
 
+def test_a_room_token_is_kept_for_its_room_not_for_the_next_room_of_its_name(
+    home: Path,
+) -> None:
+    """A room token names the room's project and name; deleting the room revokes it, and
+    a room of that name deployed after is another room (another Work-ID). The token kept
+    for the first was used for the second until its revocation reached the Controller,
+    which then refused it, an upload too (never sent twice): h17's red team."""
+    profile = create()
+    endpoint = TokenEndpoint()
+    transport = httpx.MockTransport(endpoint)
+    server = "http://compute-1.test:8081"
+
+    def token(work_id: str) -> str:
+        return profile.renewed_token(
+            resource=server, room="overlap", project="acme", work_id=work_id, transport=transport
+        )()
+
+    first = token(WORK_ID)
+    assert token(WORK_ID) == first  # kept for its room
+    assert token(OTHER_WORK_ID) != first  # the next room of the name gets its own
+    assert endpoint.logins == 2
+
+
 def test_tokens_bound_to_another_key_are_not_used(home: Path) -> None:
     profile = create()
     endpoint = TokenEndpoint()

@@ -316,12 +316,20 @@ class _Tokens(BaseModel):
     tokens: dict[str, _CachedToken]
 
 
-def _resource_key(resource: str | None, room: str | None, project: str | None) -> str:
+def _resource_key(
+    resource: str | None, room: str | None, project: str | None, work_id: str | None = None
+) -> str:
     """How ``token.json`` names the token for a resource: ``manager``, or the server's
-    URL and the room."""
+    URL and the room (and its Work-ID, when known).
+
+    A room token names the room's project and name, not the room; deleting the room
+    revokes it, and a room of the same name deployed after is another room: the token
+    kept for one is never used for the other (once its revocation reached the
+    Controller, it was refused there, and an upload, which is not sent twice, with it)."""
     if resource is None:
         return "manager"
-    return f"{resource.rstrip('/')} {project or ''}/{room or ''}"
+    key = f"{resource.rstrip('/')} {project or ''}/{room or ''}"
+    return f"{key} {work_id}" if work_id else key
 
 
 class _InspectionRecord(BaseModel):
@@ -1046,11 +1054,13 @@ class Profile:
         project: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        work_id: str | None = None,
     ) -> AccessToken:
-        """:meth:`access_token`, and when it expires."""
+        """:meth:`access_token`, and when it expires; ``work_id``: the room's, which keeps
+        a token apart from one for another room of the same name (:func:`_resource_key`)."""
         from cleanroom.client.manager import AccessToken, ManagerClient
 
-        key = _resource_key(resource, room, project)
+        key = _resource_key(resource, room, project, work_id)
         cached = self._cached(key, clock())
         if cached is not None:
             return AccessToken(cached.access_token, cached.expires_at, cached.issued_at)
@@ -1079,6 +1089,7 @@ class Profile:
         project: str | None = None,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        work_id: str | None = None,
     ) -> RenewedToken:
         """The token for ``resource`` (as :meth:`access_token`) each time it is called,
         fetched again (from the cache, else by logging in with the client credentials)
@@ -1091,7 +1102,12 @@ class Profile:
 
         def fetch() -> AccessToken:
             return self.access(
-                resource=resource, room=room, project=project, transport=transport, clock=clock
+                resource=resource,
+                room=room,
+                project=project,
+                transport=transport,
+                clock=clock,
+                work_id=work_id,
             )
 
         return RenewedToken(fetch, self.forget_token, clock)

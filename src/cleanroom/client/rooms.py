@@ -346,7 +346,7 @@ class CleanRoomClient:
         """The room's Controller, with the user's token for that room on that server only,
         renewed as it nears its expiry (a run waited for past the hour a token lives)."""
         token = self.profile.renewed_token(
-            resource=room.compute_url, room=room.name, project=room.project
+            resource=room.compute_url, room=room.name, project=room.project, work_id=room.work_id
         )
         token()  # fetched now: a refusal is the manager's, before the Controller is asked
         return ComputeClient(
