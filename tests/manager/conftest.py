@@ -92,6 +92,7 @@ class Manager:
     sessions: sessionmaker[Session]
     clients: list[ManagerClient] = field(default_factory=list)
     running: Any = None  # the serve() context of the HTTP server
+    services: Any = None  # its cleanroom.manager.services.Services
     stopped: bool = False
 
     def stop(self) -> None:
@@ -172,7 +173,9 @@ def start_manager(tmp_path: Path, database_url: str | None) -> Iterator[Callable
         app = create_app(settings)
         running = serve(app, sock, lifespan=lifespan)
         running.__enter__()
-        manager = Manager(url_of(sock), settings, app.state.manager.sessions, running=running)
+        services = app.state.manager
+        manager = Manager(url_of(sock), settings, services.sessions, running=running)
+        manager.services = services
         stack.append(manager)
         return manager
 

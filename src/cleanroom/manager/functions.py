@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.manager import audit
-from cleanroom.manager.callers import Caller, ServerCaller, visible_rooms
+from cleanroom.manager.callers import Caller, ServerCaller, check_still_acts, visible_rooms
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     FunctionUploader,
@@ -55,7 +55,7 @@ from cleanroom.manager.storage import (
     digest_of,
 )
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, BundleError
-from cleanroom.tokens import MANAGER_SUBJECT
+from cleanroom.tokens import MANAGER_SUBJECT, TokenError
 
 
 def charged_digests(project_id: int, cutoff: int) -> CompoundSelect[tuple[str]]:
@@ -161,6 +161,12 @@ class Functions:
         collection deciding about it either finishes first (then this stores it
         anew) or waits and sees it was just uploaded (storage.collect_garbage).
         """
+        try:
+            with self.sessions() as session:  # its body may have taken as long as it liked
+                check_still_acts(session, caller)
+        except TokenError:
+            self.store.discard(received)
+            raise
         try:
             self.store.check_unpacks(received)
         except BundleError as error:

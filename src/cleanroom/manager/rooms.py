@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom import runtimes
 from cleanroom.manager import audit, servers
-from cleanroom.manager.callers import Caller, find_room, visible_rooms
+from cleanroom.manager.callers import Caller, check_still_acts, find_room, visible_rooms
 from cleanroom.manager.database import (
     LIVE_ROOM_STATES,
     ComputeServer,
@@ -142,6 +142,7 @@ class Rooms:
             f"project {caller.project!r} has a clean room named {spec.name!r}", room=spec.name
         )
         with self.sessions() as session:
+            check_still_acts(session, caller)  # it may have waited for its turn
             if session.get(StoredFunction, digest) is None or not self.functions.visible(
                 session, caller, digest
             ):
@@ -317,6 +318,7 @@ class Rooms:
         longer holds anything anyone can use through the manager.
         """
         with self.sessions() as session:
+            check_still_acts(session, caller)  # it may have waited for its turn
             room = find_room(session, caller, name, project)
             if room.project_id != caller.project_id:
                 raise Forbidden(

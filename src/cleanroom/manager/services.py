@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.manager.auth import Auth
@@ -27,6 +28,9 @@ class Services:
     rooms: Rooms
     health: HealthChecker
     housekeeping: Housekeeping
+    controller_calls: anyio.CapacityLimiter
+    """Deploys and deletes, which wait for a Controller, at once (``Settings.controller_calls``;
+    :mod:`cleanroom.manager.routes.rooms`)."""
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -47,4 +51,5 @@ class Services:
             rooms=Rooms(settings, sessions, functions, auth.grants),
             health=health,
             housekeeping=Housekeeping(settings, health, functions),
+            controller_calls=anyio.CapacityLimiter(settings.controller_calls),
         )

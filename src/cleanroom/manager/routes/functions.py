@@ -12,6 +12,7 @@ from cleanroom.manager.errors import BadRequest
 from cleanroom.manager.routes import deps
 from cleanroom.manager.routes.deps import CurrentCaller
 from cleanroom.manager.services import Services
+from cleanroom.tokens import TokenError
 
 
 def router(services: Services) -> APIRouter:
@@ -32,7 +33,10 @@ def router(services: Services) -> APIRouter:
                 )
             except ClientDisconnect as error:
                 raise BadRequest("the upload ended before its end") from error
-            created, size = await run_in_threadpool(functions.finish_upload, caller, received)
+            try:
+                created, size = await run_in_threadpool(functions.finish_upload, caller, received)
+            except TokenError as error:  # refused again once its body ended
+                raise deps.token_refused(error, request) from error
         finally:
             functions.receiving.release(caller, held[0])
         return JSONResponse(

@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from cleanroom.manager.routes.deps import CurrentCaller, RoomName, RoomProject
+from cleanroom.manager.routes.deps import CurrentCaller, RoomName, RoomProject, token_refused
 from cleanroom.manager.services import Services
+from cleanroom.tokens import TokenError
 
 
 class DeployRequest(BaseModel):
@@ -31,13 +32,16 @@ def router(services: Services) -> APIRouter:
     """The rooms' routes, on ``services.rooms``."""
     service = services.rooms
     routes = APIRouter()
-    controller_calls = anyio.CapacityLimiter(services.settings.controller_calls)
+    controller_calls = services.controller_calls
 
     @routes.post("/v1/rooms")
-    async def deploy(caller: CurrentCaller, body: DeployRequest) -> Response:
-        room = await anyio.to_thread.run_sync(
-            service.deploy, caller, body.spec, limiter=controller_calls
-        )
+    async def deploy(request: Request, caller: CurrentCaller, body: DeployRequest) -> Response:
+        try:
+            room = await anyio.to_thread.run_sync(
+                service.deploy, caller, body.spec, limiter=controller_calls
+            )
+        except TokenError as error:  # refused again after its wait (check_still_acts)
+            raise token_refused(error, request) from error
         return JSONResponse(room, status_code=201)
 
     @routes.get("/v1/rooms")
@@ -55,10 +59,13 @@ def router(services: Services) -> APIRouter:
 
     @routes.delete("/v1/rooms/{name}")
     async def delete(
-        name: RoomName, caller: CurrentCaller, project: RoomProject = None
+        request: Request, name: RoomName, caller: CurrentCaller, project: RoomProject = None
     ) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(
-            service.delete, caller, name, project, limiter=controller_calls
-        )
+        try:
+            return await anyio.to_thread.run_sync(
+                service.delete, caller, name, project, limiter=controller_calls
+            )
+        except TokenError as error:  # refused again after its wait (check_still_acts)
+            raise token_refused(error, request) from error
 
     return routes
