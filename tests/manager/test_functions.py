@@ -210,8 +210,36 @@ def test_another_project_that_uploads_the_same_bytes_may_download(
     other, _ = manager.login("globex")
     bundle = make_bundle(tmp_path / "function")
     owner.upload_function(bundle)
-    assert other.upload_function(bundle).created is False
+    assert other.upload_function(bundle).created is True  # new to globex
     assert other.download_function(function_id(bundle)) == bundle
+
+
+def test_an_upload_does_not_tell_whether_another_project_stored_the_bundle(
+    manager: Manager, tmp_path: Path
+) -> None:
+    """``201`` is new to the caller's project, ``200`` uploaded by it before. It was new
+    to the manager: any project holding a bundle's bytes learned from the answer whether
+    another project had uploaded them (found by h17's red team). The operator's audit
+    still says it was stored already."""
+    owner, _ = manager.login("acme")
+    stranger, stranger_id = manager.login("globex")
+    bundle = make_bundle(tmp_path / "function")
+    owner.upload_function(bundle)
+    first = raw_upload(manager, stranger, bundle)
+    assert first.status_code == 201, "the answer told that another project stored it"
+    assert first.json() == {"function_id": function_id(bundle), "size": len(bundle)}
+    assert raw_upload(manager, stranger, bundle).status_code == 200
+    with manager.sessions() as session:
+        entries = [
+            (entry.actor, json.loads(entry.details))
+            for entry in session.scalars(
+                select(AuditEntry).where(AuditEntry.action == "function.uploaded")
+            )
+        ]
+    assert entries[1:] == [
+        (stranger_id, {"size": len(bundle), "new": False}),
+        (stranger_id, {"size": len(bundle), "new": False}),
+    ]
 
 
 def test_upload_needs_a_token(manager: Manager, tmp_path: Path) -> None:
@@ -369,7 +397,7 @@ def test_concurrent_first_uploads_of_one_bundle_record_every_project(
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(answers) == [200, 200, 200, 201]
+    assert answers == [201, 201, 201, 201]  # each new to its project
     for client in clients:
         assert client.download_function(function_id(bundle)) == bundle
 

@@ -154,7 +154,12 @@ class Functions:
             yield chunk
 
     def finish_upload(self, caller: Caller, received: Received) -> tuple[bool, int]:
-        """Check, store, record and audit an upload; (new to the manager, size).
+        """Check, store, record and audit an upload; (new to the caller's project, size).
+
+        New to the project, not to the manager: whether another project stored the same
+        bundle is not the caller's to learn (its ``201`` or ``200`` told any project
+        holding a bundle's bytes whether someone else had uploaded them; the audit's
+        ``new`` still says, for the operator).
 
         The first statement refreshes the bundle's upload time, which locks its
         row (the write lock on SQLite) if it is stored already, so a garbage
@@ -209,7 +214,8 @@ class Functions:
                         )
                         .values(uploaded=now)
                     )
-                    if rows_changed(session, uploader) == 0:
+                    first_for_project = rows_changed(session, uploader) == 0
+                    if first_for_project:
                         session.add(
                             FunctionUploader(
                                 digest=digest, project_id=caller.project_id, uploaded=now
@@ -230,7 +236,7 @@ class Functions:
                     new=new,
                 )
                 session.commit()
-                return new, received.size
+                return first_for_project, received.size
         raise Conflict("the same bundle is being uploaded concurrently: upload again")
 
     def within_quota(
