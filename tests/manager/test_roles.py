@@ -17,11 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import HTTPException
 
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.manager import admin as operations
 from cleanroom.manager import audit
+from cleanroom.manager.auth import Auth
+from cleanroom.manager.callers import user_caller
+from cleanroom.manager.routes.projects import owned
 from tests.auth import as_client
 
 from .conftest import Manager, StandInController, make_bundle, make_spec, new_user
@@ -449,3 +453,22 @@ def manager_client(manager: Manager, client_id: str, secret: str) -> ManagerClie
 
 def login(manager: Manager, person: Person) -> ManagerClient:
     return manager_client(manager, person.client_id, person.secret)
+
+
+def test_an_owners_rights_are_read_again_where_they_are_used(acme: Acme) -> None:
+    """A sync route's handler may wait for a thread after its caller was authenticated;
+    its role was read again in its transaction, but not whether its client and token
+    still count: an owner whose client was disabled meanwhile still managed the project
+    (found by h17's red team)."""
+    manager = acme.manager
+    with manager.sessions() as session:
+        claims = Auth(manager.settings, manager.sessions).verifier.issued_claims(
+            acme.alice.client.token or ""
+        )
+        caller = user_caller(session, claims)  # as the request's dependency found it
+        operations.set_client_disabled(session, acme.alice.client_id, True)
+    with pytest.raises(HTTPException) as caught, owned(manager.sessions, caller, "acme"):
+        pass
+    assert caught.value.status_code == 401
+    assert caught.value.detail["check"] == "token-revoked"
+    assert caught.value.headers["WWW-Authenticate"].startswith('DPoP error="invalid_token"')

@@ -22,9 +22,19 @@ def services(request: Request) -> Services:
 def token_refused(error: TokenError, request: Request) -> HTTPException:
     """The answer to a refused token, naming the check, with its challenge (RFC 6750 §3,
     RFC 9449 §7.1)."""
+    scheme = (request.headers.get("authorization") or "").strip().partition(" ")[0].lower()
+    return _refused(error, scheme)
+
+
+def refused_again(error: TokenError) -> HTTPException:
+    """The answer to a user's token refused after its request was authenticated
+    (:func:`cleanroom.manager.callers.check_still_acts`); a user's token is DPoP-bound."""
+    return _refused(error, "dpop")
+
+
+def _refused(error: TokenError, scheme: str) -> HTTPException:
     facts = error.to_json()
     detail = str(facts.pop("message"))
-    scheme = (request.headers.get("authorization") or "").strip().partition(" ")[0].lower()
     value = challenge(error, scheme)
     return HTTPException(
         error.http_status,

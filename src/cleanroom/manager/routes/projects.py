@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.limits import RateLimiter, retry_after
 from cleanroom.manager import projects
-from cleanroom.manager.callers import Caller
+from cleanroom.manager.callers import Caller, check_still_acts
 from cleanroom.manager.database import Project
-from cleanroom.manager.routes.deps import ClientId, CurrentCaller, ProjectName
+from cleanroom.manager.routes.deps import ClientId, CurrentCaller, ProjectName, refused_again
 from cleanroom.manager.services import Services
+from cleanroom.tokens import TokenError
 from cleanroom.web import Refused
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -126,7 +127,18 @@ def router(services: Services) -> APIRouter:
 def owned(
     sessions: sessionmaker[Session], caller: Caller, project: str
 ) -> Iterator[tuple[Session, Project]]:
-    """A session and ``project`` if the caller is one of its owners; commits at the end."""
+    """A session and ``project`` if the caller is one of its owners; commits at the end.
+
+    The owner's rights are read in the transaction that uses them: its role
+    (``owned_project``), and that its client and token still count
+    (``check_still_acts``): a sync route's handler may wait for a thread after its
+    caller was authenticated, and an owner's client disabled meanwhile still acted.
+    """
     with sessions() as session:
-        yield session, projects.owned_project(session, caller.client_id, project)
+        found = projects.owned_project(session, caller.client_id, project)
+        try:
+            check_still_acts(session, caller)
+        except TokenError as error:
+            raise refused_again(error) from error
+        yield session, found
         session.commit()
