@@ -39,18 +39,19 @@ TIMEOUT = 2.0
 class SlowController:
     """Takes a deploy of a room named ``slow…`` well past the manager's timeout (as a
     real one fetching a big bundle), any other at once; answers deletes when it is told
-    to ``confirm``, else 503."""
+    to ``confirm``, else 503; with ``hold_deletes``, answers none until it closes."""
 
     url: str = ""
     confirm: bool = True
+    hold_deletes: bool = False
     deletes: list[str] = field(default_factory=list)
     scopes: list[str] = field(default_factory=list)
     closing: bool = False
 
 
 @contextmanager
-def slow_controller(confirm: bool) -> Iterator[SlowController]:
-    controller = SlowController(confirm=confirm)
+def slow_controller(confirm: bool, hold_deletes: bool = False) -> Iterator[SlowController]:
+    controller = SlowController(confirm=confirm, hold_deletes=hold_deletes)
     app = FastAPI()
 
     @app.put("/v1/rooms/{name}")
@@ -69,6 +70,9 @@ def slow_controller(confirm: bool) -> Iterator[SlowController]:
     async def delete(name: str, request: Request) -> JSONResponse:
         controller.deletes.append(name)
         controller.scopes.append(token_scope(request.headers.get("authorization", "")))
+        until = time.monotonic() + 60
+        while controller.hold_deletes and not controller.closing and time.monotonic() < until:
+            await asyncio.sleep(0.05)
         if not controller.confirm:
             return JSONResponse({"detail": "busy"}, status_code=503)
         return JSONResponse({"name": name, "state": "deleted"})
@@ -125,6 +129,33 @@ def test_a_deploy_that_got_no_answer_is_deleted_on_its_controller(
         assert "keeps its slot" not in room.reason
         # The Controller confirmed: the slot is free again.
         assert acme.deploy(make_spec(function, name="next")).state == "deployed"
+
+
+def test_a_deploy_that_got_no_answer_is_answered_before_twice_the_controller_timeout(
+    start_manager: Callable[..., Manager], tmp_path: Path
+) -> None:
+    """The delete of a deploy that got no answer waits abandoned_delete_timeout, not
+    controller_timeout again: the member's answer waited for both, 2 x 60 s by default,
+    the client's own deadline for an answer (120 s), so a Controller answering neither
+    made the client give up on the manager's answer (found by h15). The lower bound
+    without the fix is the manager's own two timeouts, which cannot fire early."""
+    timeout = 2 * TIMEOUT  # the deploy is held 3 x TIMEOUT: past it
+    manager = start_manager(controller_timeout=timeout, abandoned_delete_timeout=0.2)
+    with slow_controller(confirm=True, hold_deletes=True) as controller:
+        with manager.sessions() as session:
+            operations.add_server(session, controller.url, "slow", capacity=1)
+        acme, _ = manager.login("acme")
+        function = acme.upload_function(make_bundle(tmp_path / "f")).function_id
+        started = time.monotonic()
+        refused = refusal(acme, "slow-room", function)
+        waited = time.monotonic() - started
+        assert refused.status == 502, refused
+        assert controller.deletes == ["slow-room"]
+        assert "keeps its slot until it is deleted" in refused.detail
+        assert waited < 2 * timeout, (
+            f"the deploy's answer took {waited:.1f} s: the deploy's timeout ({timeout} s) "
+            "and the held delete's, expected the abandoned delete's 0.2 s"
+        )
 
 
 def test_a_deploy_that_got_no_answer_keeps_its_slot_until_its_controller_confirms(

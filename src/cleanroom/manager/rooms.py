@@ -206,7 +206,10 @@ class Rooms:
             # one does: it does not stop when its caller goes away). It is asked to delete
             # the room, which also ends a deploy it is still carrying out; until it
             # confirms, the room keeps its slot.
-            refused = self._delete_room(url, caller.project, spec.name)
+            # Within Settings.abandoned_delete_timeout: the member's answer waits for it.
+            refused = self._delete_room(
+                url, caller.project, spec.name, self.settings.abandoned_delete_timeout
+            )
             may_still_run = refused is not None
             if may_still_run:
                 failure = Failure(
@@ -274,12 +277,12 @@ class Rooms:
             raise ComputeServerFailed(why, room=answer["name"], state=answer["state"])
         return answer
 
-    def _controller(self) -> httpx.Client:
-        """A client for one request to a Controller (its answer read with a bound)."""
-        return httpx.Client(
-            timeout=self.settings.controller_timeout,
-            transport=servers.controller_transport(self.settings.controller_timeout),
-        )
+    def _controller(self, timeout: float | None = None) -> httpx.Client:
+        """A client for one request to a Controller (its answer read with a bound), waiting
+        ``controller_timeout``, or ``timeout`` if that is shorter."""
+        if timeout is None or timeout > self.settings.controller_timeout:
+            timeout = self.settings.controller_timeout
+        return httpx.Client(timeout=timeout, transport=servers.controller_transport(timeout))
 
     def _put_room(self, url: str, project: str, spec: WorkSpec) -> Failure | None:
         """Deploy on the Controller at ``url``; why it failed, or None."""
@@ -354,10 +357,13 @@ class Rooms:
             session.commit()
             return room_document(stored)
 
-    def _delete_room(self, url: str, project: str, name: str) -> str | None:
-        """Delete on the Controller at ``url``; why it did not confirm, or None."""
+    def _delete_room(
+        self, url: str, project: str, name: str, timeout: float | None = None
+    ) -> str | None:
+        """Delete on the Controller at ``url`` (waiting at most ``timeout``, if shorter than
+        ``controller_timeout``); why it did not confirm, or None."""
         try:
-            with self._controller() as client:
+            with self._controller(timeout) as client:
                 response = servers.send_capped(
                     client,
                     "DELETE",

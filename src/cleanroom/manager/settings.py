@@ -46,6 +46,12 @@ class Settings:
     max_function_bytes: int = DEFAULT_MAX_FUNCTION_BYTES
     token_lifetime: int = DEFAULT_LIFETIME
     controller_timeout: float = 60.0
+    # The delete of a room whose deploy got no answer (rooms.Rooms.deploy) waits at most
+    # this long (and at most controller_timeout): the deploy's answer waits for it, and
+    # at 2 x controller_timeout met the client's own 120 s deadline for an answer. A
+    # delete not confirmed in time leaves the room keeping its slot, and each health
+    # round asks again.
+    abandoned_delete_timeout: float = 15.0
     controller_calls: int = DEFAULT_CONTROLLER_CALLS
     # Compute server health (cleanroom.manager.servers): a GET of each Controller's
     # /v1/health every health_interval seconds, answered within health_timeout. After
