@@ -585,8 +585,11 @@ def delete(
 ) -> None:
     """Delete a clean room: its Worker erases its keys and workspace.
 
-    Nothing of it can be read afterwards, by anyone: the sealed data's key existed
-    only inside that Worker.
+    The sealed data's key exists only inside that Worker, so once it is erased nothing
+    of the room can be read, by anyone. The "deleted" printed is the manager's word,
+    which no client can check: a compute server can keep running a Worker it was told
+    to delete, and what that Worker holds then stays sealed in it and is served only as
+    the room's spec says, as before.
     """
     if not yes:
         if not sys.stdin.isatty():
