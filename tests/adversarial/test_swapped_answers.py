@@ -273,7 +273,7 @@ def test_a_redirect_to_another_host_is_not_followed(
     alice: User, proxy: TamperingProxy, rooms: tuple[str, str], tmp_path: Path, code: int
 ) -> None:
     """The session request (a signed init, a token, a DPoP proof) and the receipt's are
-    sent nowhere else: a redirect is not an answer."""
+    sent nowhere else: a redirect is not an answer (``answer-redirect``)."""
     one, _ = rooms
     elsewhere = Elsewhere()
 
@@ -287,8 +287,9 @@ def test_a_redirect_to_another_host_is_not_followed(
             ("/receipt", lambda: alice.client.receipt(one)),
         ):
             proxy.on_response = on_path(suffix, redirect)
-            with pytest.raises(CheckFailed):
+            with pytest.raises(CheckFailed) as refused:
                 action()
+            assert refused.value.check == "answer-redirect", refused.value
         assert elsewhere.seen == []
     finally:
         elsewhere.server.shutdown()

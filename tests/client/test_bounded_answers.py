@@ -101,3 +101,35 @@ def test_json_nested_too_deep_is_a_bad_answer_not_an_internal_error() -> None:
             with pytest.raises(ServerError) as refused:
                 compute.receipt("broken")
     assert refused.value.status == 500
+
+
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_a_redirect_is_refused_by_name_and_nothing_is_sent_where_it_points(code: int) -> None:
+    """A redirect is never followed (the request carries a token and a DPoP proof), and
+    was read as an answer, refused as malformed with no check named: now
+    ``answer-redirect``, from the manager and from a compute server alike, for a JSON
+    answer and a streamed download."""
+    seen: list[str] = []
+
+    def elsewhere(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
+        seen.append(f"{method} {path}")
+        return json_answer({"rooms": []})
+
+    with hostile_server(elsewhere) as other:
+
+        def redirecting(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+            return code, {"location": other + path}, b""
+
+        with hostile_server(redirecting) as url:
+            with ManagerClient(url, token="t") as manager:
+                with pytest.raises(CheckFailed) as listing:
+                    manager.rooms()
+                with pytest.raises(CheckFailed) as bundle:
+                    manager.download_function(FUNCTION)
+            compute = ComputeClient(url, token="t", dpop_key=ProofKey.generate())
+            with compute, pytest.raises(CheckFailed) as receipt:
+                compute.receipt("room")
+    for refused in (listing, bundle, receipt):
+        assert refused.value.check == "answer-redirect", refused.value
+        assert f"{code} to {other}" in refused.value.actual
+    assert seen == []

@@ -39,6 +39,27 @@ evidence and handshake take well under a second from a Controller on the other s
 the world."""
 
 
+def refusing_redirects(who: str) -> dict[str, list[Callable[[httpx.Response], None]]]:
+    """The event hooks of a client of the ``who`` server: an answer of 300 to 399 is
+    refused (``answer-redirect``), before its body is read. Nothing is followed (httpx
+    follows no redirect unless asked), so the request's token and proof go nowhere
+    else; a redirect was read as an answer and refused as malformed, naming no check.
+    No server of cleanroom redirects."""
+
+    def refuse(response: httpx.Response) -> None:
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("location", "no location")
+            raise UntrustedAnswerError(
+                "answer-redirect",
+                "an answer or a refusal (a redirect is never followed)",
+                f"{response.status_code} to {location[:200]}",
+                f"the {who} redirected {response.request.method} "
+                f"{response.request.url.path} elsewhere: not followed",
+            )
+
+    return {"response": [refuse]}
+
+
 def send(
     client: httpx.Client,
     method: str,

@@ -107,6 +107,7 @@ class ComputeClient:
             base_url=self.base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
+            event_hooks=bounded.refusing_redirects("compute server"),
             auth=DPoPAuth(dpop_key, token),
             verify=tls_context(),
         )

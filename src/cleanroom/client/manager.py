@@ -395,6 +395,7 @@ class ManagerClient:
             base_url=self.base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
+            event_hooks=bounded.refusing_redirects("manager"),
             verify=tls_context(),
         )
         # Every connection this client opens, for the deadline of an answer
