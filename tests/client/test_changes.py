@@ -181,3 +181,26 @@ def test_a_number_is_shown_as_the_function_reads_it(served: float, reads: str) -
             Side("after", spec, spec.function, None, None, None),
         )
         assert changes.parameters == []  # one Work-ID, one value
+
+
+def test_a_sql_rooms_changed_numbers_are_shown_as_the_room_reads_them() -> None:
+    """inspect --against showed a SQL room's changed rule as json.dumps wrote it (an ε
+    of 1e-07, a budget of 2.0), where the review shows the canonical JSON the room reads
+    (1e-7, 2): one number read two ways (left open by h12)."""
+    from tests.sql.fixtures import sql_document
+
+    def spec_with(epsilon: float, budget: float) -> WorkSpec:
+        document = sql_document(dp=True)
+        document["sql"]["rules"]["input_1"]["differential_privacy"].update(
+            epsilon=epsilon, budget=budget
+        )
+        return WorkSpec.parse(document)
+
+    before, after = spec_with(1e-7, 2.0), spec_with(2e-7, 2.0)
+    changes = compare(
+        Side("before", before, before.function, None, None, None),
+        Side("after", after, after.function, None, None, None),
+    )
+    [line] = [line for line in changes.spec if line.startswith("~ sql.rules.input_1:")]
+    assert '"epsilon":1e-7' in line and '"epsilon":2e-7' in line, line
+    assert '"budget":2,' in line and "1e-07" not in line and "2.0" not in line, line

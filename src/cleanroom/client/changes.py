@@ -15,7 +15,6 @@ from a function whose bytes hash to its ID. Every line is escaped.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from cleanroom.client.review import (
 from cleanroom.client.vendored import Vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import PACKAGES
+from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.spec import WorkSpec
 from cleanroom.protocol.text import quoted, shown
 
@@ -230,20 +230,20 @@ def _compare_sql(before: WorkSpec, after: WorkSpec, changes: Changes) -> None:
     its canonical JSON before and after (every owner's rule is part of what is approved)."""
     old = before.sql.model_dump(mode="json", exclude_none=True) if before.sql else {}
     new = after.sql.model_dump(mode="json", exclude_none=True) if after.sql else {}
+
+    def text(value: object) -> str:
+        # As the room reads it and the review shows it (an ε of 1e-7, not 1e-07).
+        return shown(canonical(value).decode("utf-8"))
+
     for section in ("schemas", "rules", "queries"):
         was, now = old.get(section, {}), new.get(section, {})
         for key in sorted(set(was) | set(now)):
             if was.get(key) != now.get(key):
-                before_text = "none" if key not in was else json.dumps(was[key], sort_keys=True)
-                after_text = "none" if key not in now else json.dumps(now[key], sort_keys=True)
-                changes.spec.append(
-                    f"~ sql.{section}.{shown(key)}: {shown(before_text)} -> {shown(after_text)}"
-                )
+                before_text = "none" if key not in was else text(was[key])
+                after_text = "none" if key not in now else text(now[key])
+                changes.spec.append(f"~ sql.{section}.{shown(key)}: {before_text} -> {after_text}")
     if old.get("adhoc") != new.get("adhoc"):
-        changes.spec.append(
-            f"~ sql.adhoc: {shown(json.dumps(old.get('adhoc'), sort_keys=True))} -> "
-            f"{shown(json.dumps(new.get('adhoc'), sort_keys=True))}"
-        )
+        changes.spec.append(f"~ sql.adhoc: {text(old.get('adhoc'))} -> {text(new.get('adhoc'))}")
 
 
 def _right(role: str, object_id: str | None, user_id: str) -> str:
