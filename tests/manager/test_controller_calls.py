@@ -163,6 +163,33 @@ def test_a_call_that_waited_for_its_turn_is_refused_if_its_member_was_removed_me
     assert [room.name for room in alice.client.rooms()] == ["precious"]
 
 
+def test_a_call_that_finds_no_turn_within_its_wait_is_refused_and_nothing_is_done(
+    start_manager: Callable[..., Manager], tmp_path: Path
+) -> None:
+    """A turn among ``controller_calls`` was waited for without a bound: a deploy queued
+    behind slow Controllers found its turn after the client had given up on its answer
+    (120 s) and was carried out unseen. It is now ``503 controller-calls`` after
+    ``controller_call_wait``, with nothing done (left open by h15)."""
+    manager = start_manager(controller_calls=1, controller_call_wait=0.5)
+    with held_controller() as (url, entered, release):
+        manager.add_server(url)
+        alice = join(manager, "acme", "alice", "owner")
+        function = alice.client.upload_function(make_bundle(tmp_path / "f")).function_id
+        alice.client.deploy(make_spec(function, name="held"))
+        with ThreadPoolExecutor(1) as pool:
+            holding = pool.submit(alice.client.delete, "held")
+            wait_for(entered.is_set, "the held delete to reach the Controller")
+            spec = make_spec(function, name="queued").document()
+            answer = raw(manager, alice, "POST", "/v1/rooms", json={"spec": spec})
+            release.set()
+            assert holding.result().state == "deleted"
+        assert answer.status_code == 503, f"expected no turn, got {answer.status_code}"
+        assert answer.json()["check"] == "controller-calls", answer.text
+        assert answer.headers["retry-after"] == "1"
+        assert refused(alice.client.room, "queued").status == 404, "nothing was to be done"
+        assert alice.client.deploy(make_spec(function, name="queued")).state == "deployed"
+
+
 def test_an_upload_whose_body_ended_after_its_client_was_disabled_is_refused(
     manager: Manager, tmp_path: Path
 ) -> None:

@@ -53,6 +53,10 @@ class Settings:
     # round asks again.
     abandoned_delete_timeout: float = 15.0
     controller_calls: int = DEFAULT_CONTROLLER_CALLS
+    # How long a deploy or a delete waits for a turn among controller_calls before it is
+    # answered 503 controller-calls, nothing done: with the deploy's own 75 s
+    # (controller_timeout and abandoned_delete_timeout), within the client's 120 s.
+    controller_call_wait: float = 30.0
     # Compute server health (cleanroom.manager.servers): a GET of each Controller's
     # /v1/health every health_interval seconds, answered within health_timeout. After
     # health_failures failures in a row a server is unhealthy; once it has also not
