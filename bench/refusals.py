@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import socket
 import tempfile
 import threading
@@ -68,6 +69,8 @@ def main() -> None:
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:
+        if not thread.is_alive():
+            raise SystemExit("the manager did not start")
         time.sleep(0.01)
     key = ProofKey.generate()
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -93,6 +96,7 @@ def main() -> None:
     finally:
         server.should_exit = True
         thread.join(30)
+        shutil.rmtree(settings.data_dir, ignore_errors=True)
     base_median = median(times[BASELINE])
     base_p10 = percentile(times[BASELINE], 0.1)
     print(f"| /oauth/token ({count} each, interleaved) | median ms | ratio | p10 ms | ratio |")
