@@ -11,7 +11,7 @@ rooms for at most twice the health timeout; the rest are asked in the next round
 from __future__ import annotations
 
 import asyncio
-import time
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -30,6 +30,10 @@ ANSWER_TIME = 0.8
 """How long the Controller takes to answer about a room: within the health timeout."""
 HEALTH_TIMEOUT = 1.0
 ROOMS = 12
+MOST_ASKED = math.ceil(2 * HEALTH_TIMEOUT / ANSWER_TIME)
+"""Questions begun within the budget of twice the health timeout, each answered no
+sooner than ``ANSWER_TIME``: a count a loaded machine can only lower, where the time
+the check took (at most about 4 s, 9.6 s for all 12) it can only raise."""
 
 
 @contextmanager
@@ -73,20 +77,14 @@ def test_a_servers_questions_about_its_rooms_take_at_most_twice_the_health_timeo
         settings = replace(manager.settings, health_timeout=HEALTH_TIMEOUT)
         health = HealthChecker(manager.sessions, settings, lambda url, project, room, scope: {})
         try:
-            started = time.monotonic()
             health.check(server_id)
-            took = time.monotonic() - started
         finally:
             health.close()
-    budget = 2 * HEALTH_TIMEOUT
-    # The health answer, the budget, the question under way when it ran out, and room
-    # for a loaded machine; all 12 questions would take 9.6 s.
-    assert took < HEALTH_TIMEOUT + budget + HEALTH_TIMEOUT + 1.5, (
-        f"one server's check: expected at most about {budget} s of questions about its "
-        f"rooms, took {took:.1f} s ({len(asked)} of {ROOMS} rooms asked, "
-        f"{ANSWER_TIME} s each)"
+    assert 0 < len(asked) <= MOST_ASKED, (
+        f"one server's check: expected at most {MOST_ASKED} questions about its rooms "
+        f"({2 * HEALTH_TIMEOUT} s of them, {ANSWER_TIME} s each), got {len(asked)} of "
+        f"{ROOMS}: {asked}"
     )
-    assert 0 < len(asked) < ROOMS, f"expected some rooms asked this round, got {asked}"
 
 
 @contextmanager
@@ -137,19 +135,13 @@ def test_deletes_of_failed_rooms_that_keep_their_slot_take_at_most_twice_the_hea
         settings = replace(manager.settings, health_timeout=HEALTH_TIMEOUT)
         health = HealthChecker(manager.sessions, settings, lambda url, project, room, scope: {})
         try:
-            started = time.monotonic()
             health.check(server_id)
-            took = time.monotonic() - started
         finally:
             health.close()
-    budget = 2 * HEALTH_TIMEOUT
-    assert 0 < len(asked) < ROOMS, (
-        f"expected the Controller asked again to delete some of the {ROOMS} failed rooms "
-        f"that keep their slot this round, got {asked}"
-    )
-    assert took < HEALTH_TIMEOUT + budget + HEALTH_TIMEOUT + 1.5, (
-        f"one server's check: expected at most about {budget} s of deletes of its failed "
-        f"rooms, took {took:.1f} s ({len(asked)} of {ROOMS} rooms asked, {ANSWER_TIME} s each)"
+    assert 0 < len(asked) <= MOST_ASKED, (
+        f"one server's check: expected the Controller asked again to delete at most "
+        f"{MOST_ASKED} of the {ROOMS} failed rooms that keep their slot "
+        f"({2 * HEALTH_TIMEOUT} s of deletes, {ANSWER_TIME} s each), got {len(asked)}: {asked}"
     )
     with manager.sessions() as session:
         held = session.scalars(select(Room.may_still_run).where(Room.state == "failed"))
