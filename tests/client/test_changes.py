@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -88,6 +89,62 @@ def test_a_long_diff_is_cut(tmp_path: Path) -> None:
     )
     assert len(changes.code) == MAX_DIFF_LINES
     assert any("cut after" in note for note in changes.notes)
+
+
+def test_a_cut_diff_lists_every_file_it_did_not_show(tmp_path: Path) -> None:
+    """The files after the cut were in no section and in no note: the text and the
+    JSON read as if their code had not changed."""
+    many = "".join(f"x{i} = {i}\n" for i in range(MAX_DIFF_LINES)).encode()
+    changes = compare(
+        side(tmp_path / "a", {"a.py": b"", "b.py": b"1\n"}, label="before"),
+        side(tmp_path / "b", {"a.py": many, "b.py": b"2\n"}),
+    )
+    assert not changes.complete
+    cut = f"the code diff is cut after {MAX_DIFF_LINES} lines"
+    assert changes.not_compared == [
+        {"path": "a.py", "why": cut},
+        {"path": "b.py", "why": f"{cut}, before this file"},
+    ]
+    assert changes.to_json()["complete"] is False
+    assert f"    b.py: {cut}, before this file" in changes.lines()
+
+
+def test_bytes_not_at_hand_are_not_compared_and_said_so(tmp_path: Path) -> None:
+    """The earlier function's bytes not at hand (its files known by digest): every file
+    it had that changed is NOT compared, with why; an added file is shown in full."""
+    before = side(tmp_path / "a", {"a.py": b"1\n", "gone.py": b"g\n"}, label="before")
+    before = dataclasses.replace(before, directory=None, missing="the manager answered 404")
+    changes = compare(before, side(tmp_path / "b", {"a.py": b"2\n", "new.py": b"n\n"}))
+    why = "before: the function's bytes are not at hand (the manager answered 404)"
+    assert changes.not_compared == [
+        {"path": "a.py", "why": why},
+        {"path": "gone.py", "why": why},
+    ]
+    assert changes.code[-1] == "+n"
+    lines = changes.lines()
+    assert "  NOT compared (what changed there is not shown above):" in lines
+    assert "  none" not in lines
+
+
+def test_files_not_known_are_not_compared_unless_the_function_is_the_same(
+    tmp_path: Path,
+) -> None:
+    """A record made at deploy holds no files: another function's are NOT compared;
+    the same function ID is the same bytes, nothing left out."""
+    after = side(tmp_path / "b", {"a.py": b"2\n"})
+    unknown = Side("before", None, "fs://" + "A" * 43, None, None, None)
+    changes = compare(unknown, after)
+    assert changes.not_compared == [
+        {
+            "path": None,
+            "why": "before: its files are not known, only the function IDs compared",
+        }
+    ]
+    assert "    every file: before: its files are not known, only the function IDs compared" in (
+        changes.lines()
+    )
+    same = dataclasses.replace(unknown, function_id=after.function_id)
+    assert compare(same, after).complete
 
 
 def test_lines_end_where_python_ends_them(tmp_path: Path) -> None:

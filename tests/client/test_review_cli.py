@@ -466,19 +466,40 @@ def test_inspect_against_a_function_gone_from_the_manager_compares_the_recorded_
     manager: Manager,
 ) -> None:
     """The earlier function collected (404): the files by the digests the profile
-    recorded, and a note that the code is not compared, and why."""
+    recorded, each changed file's code listed as NOT compared, and why, and exit 1.
+    It printed a files section, no code section and one note, and exited 0: a reviewer
+    (or `inspect --against approved && approve --yes`) read no code change where the
+    code had not been compared, on the manager's word (a hostile one may answer 404)."""
     alice, bob = parties
-    first = deploy(alice, bob, tmp_path, {"handler.py": VERSION_1})
+    first = deploy(alice, bob, tmp_path, {"handler.py": VERSION_1, "old.py": b"x = 1\n"})
     assert run(capsys, "--profile", "bob", "approve", "hostile", "--yes")[0] == 0
-    redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2})
+    approval = bob.approval("hostile")
+    assert approval is not None
+    redeploy(alice, bob, tmp_path, {"handler.py": VERSION_2, "new.py": b"y = 2\n"})
     assert operator(manager, "gc", "--grace", "0") == 0
-    out = inspect(capsys, "hostile", "--against", "approved")
+    code, out, err = run(capsys, "--profile", "bob", "inspect", "hostile", "--against", "approved")
+    assert code == 1, err
     assert "    ~ handler.py (51 -> 56 bytes)\n" in out
+    gone = f"the function's bytes are not at hand (the manager answered 404 for {first.function})"
     assert (
-        "  note: the earlier function's bytes are not at hand (the manager answered 404 for "
-        f"{first.function}): files compared by digest only\n"
-    ) in out  # the manager's word: a hostile one may answer 404 to hide the code diff
-    assert "  code:" not in out
+        "  NOT compared (what changed there is not shown above):\n"
+        f"    handler.py: Work-ID {approval.work_id} (approved by you on "
+    ) in out
+    assert f"): {gone}\n    old.py: Work-ID {approval.work_id} (approved" in out
+    assert "    +y = 2\n" in out  # an added file needs no earlier bytes: shown in full
+    assert "handler.py (before)" not in out and "to approve exactly this" in out
+    assert err.endswith(
+        "error: inspect --against: 2 changes not compared (listed under NOT compared, with "
+        "why): read that code in full (inspect --source DIR) before approving\n"
+    ), err
+    code, out, err = run(
+        capsys, "--profile", "bob", "inspect", "hostile", "--against", "approved", "--json"
+    )
+    assert code == 1, err
+    changes = json.loads(out)["changes"]
+    assert changes["complete"] is False
+    assert [item["path"] for item in changes["not_compared"]] == ["handler.py", "old.py"]
+    assert all(gone in item["why"] for item in changes["not_compared"])
 
 
 @pytest.mark.parametrize("refusal", ["disabled", "not stored"])

@@ -870,6 +870,10 @@ def inspect(
     packages/, and prints the command that approves exactly this Work-ID. Text
     from the deployer is shown escaped: anything but printable ASCII as \\u…, a
     backslash as \\\\.
+
+    With --against, whatever changed and could not be compared (the earlier
+    function's bytes gone from the manager, a diff cut at 2,000 lines) is listed
+    under NOT compared, and the command exits 1 after the review.
     """
     if wheels is not None and not wheels.is_dir():
         fail(f"--wheels {shown(str(wheels))} is not a directory", EXIT_USAGE)
@@ -902,6 +906,7 @@ def inspect(
         if published is not None:
             document["wheels"] = [item.to_json() for item in published]
         print_json(document)
+        _fail_incomplete(changes)
         return
     _show(result, approval, contacts, profile.user_id)
     if published is not None:
@@ -914,6 +919,20 @@ def inspect(
         stderr.print("note: you have no right in this clean room")
     _warn_unknown(_holders(result.spec), contacts, profile.user_id)
     _print(f"to approve exactly this: {command}")
+    _fail_incomplete(changes)
+
+
+def _fail_incomplete(changes: Changes | None) -> None:
+    """Exit 1 when ``inspect --against`` could not compare every change: what was not
+    compared is listed above (``not_compared``), and the review is not a diff of it."""
+    if changes is None or changes.complete:
+        return
+    count = len(changes.not_compared)
+    fail(
+        f"inspect --against: {count} change{'s' if count != 1 else ''} not compared (listed "
+        "under NOT compared, with why): read that code in full (inspect --source DIR) "
+        "before approving"
+    )
 
 
 def approve(

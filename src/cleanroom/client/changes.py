@@ -132,6 +132,13 @@ class Changes:
     packages: list[str] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # What changed but could not be shown: each a dict of path (None: every file) and why.
+    not_compared: list[dict[str, str | None]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every change was compared: no file whose change is not shown."""
+        return not self.not_compared
 
     @property
     def sections(self) -> list[tuple[str, list[str]]]:
@@ -151,12 +158,19 @@ class Changes:
     def lines(self) -> list[str]:
         """The changes as indented lines for a person."""
         out = [f"changes from {self.before} to {self.after}:"]
-        if not self.changed:
+        if not self.changed and self.complete:
             out.append("  none")
         for title, lines in self.sections:
             if lines:
                 out.append(f"  {title}:")
                 out += [f"    {line}" for line in lines]
+        if self.not_compared:
+            out.append("  NOT compared (what changed there is not shown above):")
+            out += [
+                f"    {shown(item['path']) if item['path'] is not None else 'every file'}: "
+                f"{item['why']}"
+                for item in self.not_compared
+            ]
         out += [f"  note: {note}" for note in self.notes]
         return out
 
@@ -165,6 +179,8 @@ class Changes:
         document.update(dict(self.sections))
         document["right_changes"] = self.right_changes
         document["notes"] = self.notes
+        document["not_compared"] = self.not_compared
+        document["complete"] = self.complete
         return document
 
 
@@ -321,17 +337,30 @@ def _diff_line(line: str) -> str:
     return line[:1] + shown(line[1:], leading=False)
 
 
+def _unavailable(side: Side, path: str) -> str | None:
+    """Why ``path`` of ``side`` cannot be read line by line though it is in the side's
+    files (its function's bytes not at hand), or None when it can be."""
+    if side.directory is not None or side.files is None or path not in side.files:
+        return None
+    why = f" ({side.missing})" if side.missing else ""
+    return f"{side.label}: the function's bytes are not at hand{why}"
+
+
 def _compare_code(before: Side, after: Side, paths: list[str], changes: Changes) -> None:
+    """The code diff of ``paths`` outside packages/; each path whose change cannot be
+    shown (a side's bytes not at hand, the diff cut) into ``changes.not_compared``."""
     if before.directory is None or after.directory is None:
         why = f" ({before.missing})" if before.missing else ""
         changes.notes.append(
             f"the earlier function's bytes are not at hand{why}: files compared by digest only"
         )
-        return
     budget = MAX_DIFF_LINES
-    for path in paths:
-        if path.startswith(PACKAGES + "/"):
-            continue  # compared by distribution above
+    code = [path for path in paths if not path.startswith(PACKAGES + "/")]  # by distribution
+    for index, path in enumerate(code):
+        unavailable = _unavailable(before, path) or _unavailable(after, path)
+        if unavailable is not None:
+            changes.not_compared.append({"path": path, "why": unavailable})
+            continue
         old = _text(before.directory, path, before.files)
         new = _text(after.directory, path, after.files)
         if old is None or new is None:
@@ -346,6 +375,11 @@ def _compare_code(before: Side, after: Side, paths: list[str], changes: Changes)
                 f"the code diff is cut after {MAX_DIFF_LINES} lines: unpack both functions "
                 "(inspect --source) and compare them in full"
             )
+            cut = f"the code diff is cut after {MAX_DIFF_LINES} lines"
+            changes.not_compared += [
+                {"path": rest, "why": cut if rest == path else f"{cut}, before this file"}
+                for rest in code[index:]
+            ]
             return
         budget -= len(diff)
         changes.code += [_diff_line(line) for line in diff]
@@ -376,6 +410,16 @@ def compare(before: Side, after: Side, names: Names | None = None) -> Changes:
         )
     if before.files is None or after.files is None:
         changes.notes.append("the earlier function's files are not known: only the IDs compared")
+        if before.function_id != after.function_id:  # the same ID: the same bytes
+            side = before if before.files is None else after
+            why = f" ({side.missing})" if side.missing else ""
+            changes.not_compared.append(
+                {
+                    "path": None,
+                    "why": f"{side.label}: its files are not known{why}, only the function "
+                    "IDs compared",
+                }
+            )
         return changes
     paths = _compare_files(before.files, after.files, changes)
     if before.vendored is not None and after.vendored is not None:
