@@ -79,3 +79,25 @@ def test_the_ad_hoc_queries_output_format_is_shown(
         (shown[file_format],) = lines(out, "ad-hoc queries:")
     assert shown["csv"] != shown["parquet"]
     assert shown["parquet"].endswith("→ output_1 (parquet), under every rule"), shown
+
+
+def test_run_of_a_sql_room_is_refused_naming_the_command_that_runs_its_queries(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cleanroom run` of a SQL room opened a session and asked the Worker, whose answer
+    was a bare `400 wrong fields (request-fields: expected ['query'], got ['request'])`:
+    nothing said that a SQL room has no run, or what to do instead. Refused before any
+    session now (this room's compute server is unreachable: a session would fail)."""
+    room = deployed_room(sql_document())
+    with hostile_server(manager_of_room(room, engine_bundle())) as url:
+        configure_against(url)
+        assert main(["approve", room["name"], "--yes"]) == 0
+        capsys.readouterr()
+        code = main(["run", room["name"], "--wait"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert (
+        f"error: runtime: {room['name']} is a SQL room: it has no run of its own, each query "
+        "is one (expected a room that runs a function, got a SQL room) — "
+        f"`cleanroom query {room['name']} --name QUERY` (its queries: "
+    ) in err, err

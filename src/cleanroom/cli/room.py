@@ -334,7 +334,8 @@ def run(
     1 when the run ended failed, at a limit (timeout, cpu, memory, disk, processes)
     or failed in the Worker, and says so in one line with the function's exit status,
     and stops waiting (check run-time) when the Worker still says the run goes on 15 min
-    past the wall time of its spec (the compute server may be holding it).
+    past the wall time of its spec (the compute server may be holding it). A SQL
+    room has no run of its own: each query is one (cleanroom query).
     """
     with failures():
         status = _client().run(name, wait=wait)

@@ -631,6 +631,15 @@ class CleanRoomClient:
         """Start the run (only a runner may); the Worker's signed status after, or, with
         ``wait``, once the run ended (see :attr:`WorkerStatus.succeeded`)."""
         room, spec = self.approved(name)
+        if spec.sql is not None:  # before any session: its Worker answers a bare 400
+            raise MessageFormatError(
+                "runtime",
+                "a room that runs a function",
+                "a SQL room",
+                f"{name} is a SQL room: it has no run of its own, each query is one",
+                f"`{self.profile.command(f'query {name} --name QUERY')}` (its queries: "
+                f"{', '.join(sorted(spec.sql.queries)) or 'none'})",
+            )
         with self._compute(room) as compute:
             attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
             # A record only this session's keys seal: the Controller cannot start a run
