@@ -231,8 +231,23 @@ def access_file(tmp_path: Path, alice: str) -> Path:
     [
         (["--param", "novalue"], "is not KEY=VALUE"),
         (["--param", "a=1", "--param", "a=2"], "'a' is given twice"),
-        (["--memory", "0"], "--memory must be a positive number of GiB"),
-        (["--timeout", "0"], "resources.timeout_s"),
+        (["--memory", "0"], "--memory is in GiB: 0 GiB is not a run's memory"),
+        # MiB, as `function test --memory` takes it: said so (it said "Input should be
+        # less than or equal to 1048576 (... got resources.memory_mib)", no option, no unit)
+        (
+            ["--memory", "2048"],
+            "error: --memory is in GiB: 2048 GiB is not a run's memory (from 64 MiB to 1024 "
+            "GiB); `cleanroom function test --memory` is in MiB\n",
+        ),
+        (["--memory", "nan"], "--memory is in GiB: nan GiB"),
+        (
+            ["--timeout", "0"],
+            "error: --timeout (seconds): Input should be greater than or equal to 1 (the "
+            "spec's resources.timeout_s)\n",
+        ),
+        (["--disk", "0"], "error: --disk (MiB): Input should be greater than or equal to 1"),
+        (["--processes", "1"], "error: --processes: Input should be greater than or equal"),
+        (["--cpu", "0"], "error: --cpu (seconds): Input should be greater than or equal to 1"),
         (["--runtime", "ruby"], "runtime"),
     ],
 )
@@ -246,7 +261,7 @@ def test_deploy_refuses_bad_input_before_the_network(
     assert run(capsys, *configure())[0] == 0
     code, _, err = run(capsys, *deploy(FUNCTION, access_file, *extra))
     assert code == 2, err
-    assert message in err
+    assert message in err, err
     assert "cannot reach" not in err
 
 

@@ -211,6 +211,7 @@ def deployed(
         capsys, "--profile", "alice", "deploy",
         "--function", out.strip(), "--name", "overlap", "--handler", "handler.run",
         "--access", str(access), "--memory", "0.5", "--timeout", "60",
+        "--cpu", "600", "--processes", "64", "--disk", "2048",
         "--param", "threshold=0.25", "--param", "label=demo",
     )  # fmt: skip
     assert code == 0, err
@@ -230,9 +231,9 @@ def test_deploy_pins_the_deployers_approval(
     assert spec["resources"] == {
         "memory_mib": 512,
         "timeout_s": 60,
-        "cpu_s": 14400,
-        "processes": 256,
-        "disk_mib": 1024,
+        "cpu_s": 600,  # deploy had no --cpu, --processes or --disk: a function whose
+        "processes": 64,  # outputs need more than 1 GiB could not be deployed (h22)
+        "disk_mib": 2048,
     }
     assert spec["parameters"] == {"threshold": 0.25, "label": "demo"}
     assert spec["runners"] == [alice.user_id]  # the deployer, by default

@@ -11,6 +11,7 @@ function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -84,7 +85,7 @@ from cleanroom.protocol.bundle import (
     pack_into,
     unpack,
 )
-from cleanroom.protocol.spec import WorkSpec
+from cleanroom.protocol.spec import Resources, WorkSpec
 from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.protocol.text import quoted, shown
 from cleanroom.sql import engine_bundle, engine_function_id
@@ -263,10 +264,34 @@ def _sql_section(rights: Access, queries: Path | None, schemas: list[str]) -> di
 
 
 def _mebibytes(gibibytes: float) -> int:
-    mebibytes = round(gibibytes * 1024)
-    if not gibibytes > 0 or mebibytes < 1:
-        fail(f"--memory must be a positive number of GiB, got {gibibytes}", EXIT_USAGE)
+    limits = Resources.model_fields["memory_mib"].metadata
+    least = next(item.ge for item in limits if hasattr(item, "ge"))
+    most = next(item.le for item in limits if hasattr(item, "le"))
+    mebibytes = round(gibibytes * 1024) if math.isfinite(gibibytes) else 0
+    if not least <= mebibytes <= most:
+        fail(
+            f"--memory is in GiB: {gibibytes:g} GiB is not a run's memory (from {least} MiB "
+            f"to {most // 1024} GiB); `cleanroom function test --memory` is in MiB",
+            EXIT_USAGE,
+        )
     return int(mebibytes)
+
+
+_RESOURCE_OPTIONS = {
+    "resources.memory_mib": "--memory (GiB)",
+    "resources.timeout_s": "--timeout (seconds)",
+    "resources.cpu_s": "--cpu (seconds)",
+    "resources.processes": "--processes",
+    "resources.disk_mib": "--disk (MiB)",
+}
+
+
+def _spec_refusal(error: CheckFailed) -> str:
+    """What deploy says of a spec it built that is not valid: a resource by its option."""
+    option = _RESOURCE_OPTIONS.get(str(error.actual)) if error.check == "work-spec" else None
+    if option is None:
+        return str(error)
+    return f"{option}: {error.message} (the spec's {error.actual})"
 
 
 def _private(path: str, flags: int) -> int:
@@ -371,6 +396,15 @@ def deploy(
     ] = "python3.11",
     memory: Annotated[float, typer.Option(help="Memory limit of a run, in GiB.")] = 2.0,
     timeout: Annotated[int, typer.Option(help="Time limit of a run, in seconds.")] = 3600,
+    cpu: Annotated[
+        int, typer.Option(help="CPU-time limit of a run, all its tasks, in seconds.")
+    ] = Resources.model_fields["cpu_s"].default,
+    processes: Annotated[
+        int, typer.Option(help="Task limit of a run (processes and threads).")
+    ] = Resources.model_fields["processes"].default,
+    disk: Annotated[
+        int, typer.Option(help="Limit of a run's outputs/ and /tmp together, in MiB.")
+    ] = Resources.model_fields["disk_mib"].default,
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -439,13 +473,16 @@ def deploy(
             runtime=runtime,
             memory_mib=memory_mib,
             timeout_s=timeout,
+            cpu_s=cpu,
+            processes=processes,
+            disk_mib=disk,
             parameters=parameters,
         )
         if spec.sql is not None:
             # Every named query parses and passes every owner's rule, or nothing deploys.
             check_spec_queries(spec)
     except CheckFailed as error:  # the spec built from the user's files: exit 2, not 1
-        fail(str(error), EXIT_USAGE)
+        fail(_spec_refusal(error), EXIT_USAGE)
     warnings = _check_handler(profile, spec) if spec.sql is None else ()
     unknown = _warn_unknown_granted(spec, contacts, user_id)
     with failures(), _status(f"deploying {name}…"):
