@@ -6,6 +6,7 @@ import io
 import json
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,11 @@ def test_reconfigure_keeps_the_key_unless_asked(
 def test_configure_prompts_for_what_is_missing(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{MANAGER}\nprompted-client\n"))
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True  # the secret is asked for hidden (a pipe's is read as a line)
+
+    monkeypatch.setattr(sys, "stdin", Terminal(f"{MANAGER}\nprompted-client\n"))
     asked: list[str] = []
 
     def hidden(prompt: str) -> str:
@@ -304,3 +309,26 @@ def test_download_refuses_a_non_empty_directory(
     code, _, err = run(capsys, "function", "download", FUNCTION, str(tmp_path / "full"))
     assert code == 2
     assert "is not empty" in err
+
+
+def test_a_secret_piped_to_configure_is_read_without_getpass_warnings(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's `configure` prompts for the secret; a script pipes it. getpass, with no
+    terminal to hide it on, printed a Python GetPassWarning (file and line of getpass.py)
+    and "Warning: Password input may be echoed": it is not, nothing echoes a pipe."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("piped-s3cret\nnot read\n"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a GetPassWarning fails the test
+        code, _, err = run(
+            capsys, "configure", "--manager-url", MANAGER, "--client-id", "alice-client"
+        )
+    assert code == 0, err
+    assert "may be echoed" not in err
+    assert "Client secret (read from standard input)" in err
+    assert Profile.load().client_secret == "piped-s3cret"
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = run(capsys, "--profile", "other", "configure", "--manager-url", MANAGER,
+                       "--client-id", "bob-client")  # fmt: skip
+    assert code == 2
+    assert err.endswith("error: configure needs --client-secret (no answer on standard input)\n")

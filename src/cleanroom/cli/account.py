@@ -9,6 +9,7 @@ as far as the profile.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,7 +142,7 @@ def configure(
         str | None,
         typer.Option(
             help="Your client secret (default: the profile's, for the same client ID; else "
-            "asked for, hidden).",
+            "asked for: hidden on a terminal, else the first line of standard input).",
             show_default=False,
         ),
     ] = None,
@@ -395,7 +396,17 @@ def configure(
 
 def _ask(label: str, option: str, *, hide_input: bool = False) -> str:
     """A value configure was not given, asked for; with nothing to read, a usage error
-    naming the option (a script has no terminal: it passes the option, or pipes the answer)."""
+    naming the option (a script has no terminal: it passes the option, or pipes the answer).
+
+    A hidden answer piped in is read as its first line: getpass, with no terminal to
+    hide it on, warned that "Password input may be echoed" (with a Python warning).
+    """
+    if hide_input and not sys.stdin.isatty():
+        common.stderr.print(f"{label} (read from standard input)")
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            fail(f"configure needs {option} (no answer on standard input)", EXIT_USAGE)
+        return line
     try:
         answer: str = typer.prompt(label, hide_input=hide_input)
     except typer.Abort:
