@@ -101,3 +101,28 @@ def test_run_of_a_sql_room_is_refused_naming_the_command_that_runs_its_queries(
         "is one (expected a room that runs a function, got a SQL room) — "
         f"`cleanroom query {room['name']} --name QUERY` (its queries: "
     ) in err, err
+
+
+def test_a_query_with_out_is_refused_before_it_runs_unless_you_receive_its_result(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`query ROOM --name Q --out DIR` by a runner who does not receive Q's output ran the
+    query (spending ε where DP applies), printed its receipt, wrote nothing to DIR and said
+    nothing of it, exit 0. Refused before any session now, naming the output and who
+    downloads it (this room's compute server is unreachable: a session would fail)."""
+    room = deployed_room(sql_document())  # output_1 goes to Alice; we are someone else
+    target = tmp_path / "result"
+    with hostile_server(manager_of_room(room, engine_bundle())) as url:
+        configure_against(url)
+        assert main(["approve", room["name"], "--yes"]) == 0
+        capsys.readouterr()
+        code = main(["query", room["name"], "--name", "by_segment", "--param", "skip=x",
+                     "--out", str(target)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.endswith(
+        f"error: --out {target}: the result of query by_segment goes to output_1, which "
+        "another user receives: run it without --out (its recipient downloads it: cleanroom "
+        f"data cp {room['name']}:output_1 DIR --run N)\n"
+    ), err
+    assert not target.exists()

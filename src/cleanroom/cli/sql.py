@@ -42,7 +42,10 @@ def query(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Write the result here (a new directory), if you are its recipient."),
+        typer.Option(
+            help="Write the result here (a new directory). Only its output's recipient may: "
+            "anyone else is refused before the query runs (exit 2)."
+        ),
     ] = None,
     save_receipt: Annotated[
         Path | None,
@@ -98,6 +101,13 @@ def query(
             )
         if result.directory is not None:
             stdout.print(f"  result    {shown(str(result.directory))}", markup=False)
+        elif receipt["status"] == "succeeded":
+            later = f"data cp {name}:{receipt['output']['id']} DIR --run {result.run}"
+            stdout.print(
+                f"  result    not downloaded (no --out); its recipient runs: "
+                f"{shown(client.profile.command(later))}",
+                markup=False,
+            )
         if save_receipt is not None:
             check = verify_command(client.profile, save_receipt)
             stdout.print(

@@ -35,6 +35,7 @@ from cleanroom.client.rooms import (
     CleanRoomClient,
     Progress,
     TransferError,
+    UnknownObjectError,
     VerifiedReceipt,
 )
 from cleanroom.errors import CheckFailed
@@ -95,6 +96,8 @@ def query(
     room, spec = client.approved(room_name)
     if spec.sql is None:
         raise MessageFormatError("runtime", "a SQL room", spec.runtime, "this room runs a function")
+    if target is not None:
+        _refuse_target_of_another(client, spec, room_name, name, target)
     with client._compute(room) as compute:
         attestation, keys = client._open(compute, room, spec, RunPurpose(op="run"))
         request = query_request(name=name, parameters=parameters, sql=sql, epsilon=epsilon)
@@ -152,6 +155,28 @@ def query(
             compute, room.name, keys, output_id, receipt["output"]["sha256"], target, None
         )
     return QueryResult(run, receipt, detail, target, files)
+
+
+def _refuse_target_of_another(
+    client: CleanRoomClient, spec: WorkSpec, room_name: str, name: str | None, target: Path
+) -> None:
+    """A ``target`` for a result another user receives, refused before the query runs
+    (and spends ε): the query ran, its receipt was shown, and nothing said that nothing
+    was written there."""
+    assert spec.sql is not None, "a SQL room"
+    named = spec.sql.queries.get(name) if name is not None else None
+    adhoc = spec.sql.adhoc.output if spec.sql.adhoc is not None else None
+    output = named.output if named is not None else adhoc
+    if output is None or spec.outputs.get(output) == client.profile.user_id:
+        return  # no such query: the Worker's refusal names it
+    raise UnknownObjectError(
+        "output-recipient",
+        client.profile.user_id,
+        spec.outputs.get(output),
+        f"--out {target}: the result of {'query ' + name if name else 'an ad-hoc query'} "
+        f"goes to {output}, which another user receives: run it without --out (its "
+        f"recipient downloads it: cleanroom data cp {room_name}:{output} DIR --run N)",
+    )
 
 
 def download_result(
