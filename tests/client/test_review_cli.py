@@ -674,6 +674,18 @@ def test_status_shows_rooms_and_your_approval(
     document = json.loads(out)
     assert document["worker"]["verified"] is False and document["manager"]["verified"] is False
     assert document["approved"] is False and document["work_id"] == second.work_id
+    # Deleted: said first, as the manager's word, before what the Worker's asking met (it
+    # showed only "400 invalid_target ... (token-room: expected None, got None)").
+    with alice.manager() as manager:
+        manager.delete("hostile")
+    code, out, _ = run(capsys, "--profile", "bob", "status", "hostile")
+    assert code == 1
+    worker = out.split("  Worker:         ", 1)[1].splitlines()
+    assert worker[0] == (
+        "NOT VERIFIED: the manager says the room is deleted, so its Worker erased its keys "
+        "and has no status to sign; asked all the same:"
+    )
+    assert worker[1].startswith("                  compute server: 404"), worker  # a stand-in
 
 
 def test_approve_with_a_work_id_never_shown_here_says_it_may_be_mistyped(

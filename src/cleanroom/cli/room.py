@@ -491,7 +491,14 @@ def _status_lines(status: RoomStatus, you: str, contacts: Contacts) -> list[str]
     lines.append(f"  runners:        {runners}  {_SPEC}")
     worker = status.worker
     if worker is None:
-        lines.append(f"  Worker:         NOT VERIFIED: {shown(status.unverified)}")
+        if status.room.state == "deleted":  # the manager's word: the Worker was asked all the same
+            lines.append(
+                "  Worker:         NOT VERIFIED: the manager says the room is deleted, so its "
+                "Worker erased its keys and has no status to sign; asked all the same:"
+            )
+            lines.append(f"                  {shown(status.unverified)}")
+        else:
+            lines.append(f"  Worker:         NOT VERIFIED: {shown(status.unverified)}")
         if status.controller is not None:
             said = _said(status.controller.get("state"))
             lines.append(f"  Worker state:   {said}  {_CONTROLLER}")
