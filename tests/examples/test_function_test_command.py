@@ -38,3 +38,48 @@ def test_each_output_id_receives_the_result(tmp_path: Path) -> None:
     for output_id in ("output_1", "output_2"):
         document = json.loads((tmp_path / "result" / output_id / "result.json").read_text())
         assert document["overlap"] == truth.overlap
+
+
+def function_test(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cleanroom.cli.main", "function", "test", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CLEANROOM_HOME": str(tmp_path / "home")},
+        timeout=300,
+        check=False,
+    )
+
+
+def test_a_module_of_another_runtime_is_named_with_the_option_that_gives_it(
+    tmp_path: Path,
+) -> None:
+    """A function written as the seed product's users write them (pandas), tested on the
+    default runtime (the standard library only): it printed the traceback's
+    ModuleNotFoundError and nothing said that --runtime python3.11-data has pandas."""
+    from tests.e2e.test_runtimes import require_data_runtime
+
+    require_sandbox()
+    require_data_runtime()
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text("import pandas\n\ndef run():\n    pass\n")
+    result = function_test(tmp_path, str(function), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "No module named 'pandas'" in result.stdout
+    assert result.stderr.endswith(
+        "hint: pandas is not in runtime python3.11; runtime python3.11-data has it: give "
+        "--runtime python3.11-data here and to cleanroom deploy (or vendor pandas into the "
+        "function's packages/)\n"
+    ), result.stderr
+    (function / "handler.py").write_text("import no_such_module_anywhere\n")
+    result = function_test(tmp_path, str(function), "--out", str(tmp_path / "out2"))
+    assert result.returncode == 1 and "hint:" not in result.stderr
+
+
+def test_a_limit_out_of_range_is_named_by_its_option_and_unit(tmp_path: Path) -> None:
+    """It was named by the spec's field: `--memory_mib: Input should be ...`, no such option."""
+    (tmp_path / "function").mkdir()
+    result = function_test(tmp_path, str(tmp_path / "function"), "--memory", "10")
+    assert result.returncode == 2
+    assert result.stderr == "error: --memory (MiB): Input should be greater than or equal to 64\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -116,7 +117,8 @@ def function_test(
         fail(str(error), EXIT_USAGE)
     except ValidationError as error:
         first = error.errors()[0]
-        fail(f"--{first['loc'][0]}: {first['msg']}", EXIT_USAGE)
+        where = str(first["loc"][0])  # the spec's field: named by its option and unit
+        fail(f"{_LIMIT_OPTIONS.get(where, where)}: {first['msg']}", EXIT_USAGE)
     try:
         with stderr.status(f"running {directory} in the sandbox…"):
             trial = run_trial(
@@ -162,7 +164,51 @@ def function_test(
     else:
         _show(result, trial, out, output_ids or ["output_1"])
     if result.status != "succeeded":
+        missing = _in_another_runtime(result.log, runtime)
+        if missing is not None:
+            stderr.print(missing, markup=False)
         raise typer.Exit(1)
+
+
+_LIMIT_OPTIONS = {
+    "memory_mib": "--memory (MiB)",
+    "timeout_s": "--timeout (seconds)",
+    "cpu_s": "--cpu (seconds)",
+    "processes": "--processes",
+    "disk_mib": "--disk (MiB)",
+}
+_NO_MODULE = re.compile(rb"ModuleNotFoundError: No module named '([A-Za-z_][A-Za-z0-9_]{0,99})")
+
+
+def _in_another_runtime(log: bytes, runtime: str) -> str | None:
+    """A hint when the run failed importing a module that another installed runtime of
+    the catalogue has (pandas under python3.11, the standard library only): the function
+    printed only its traceback, and nothing said where the module is."""
+    from cleanroom.runtimes import CATALOGUE, RuntimeUnavailable, resolve_runtime
+
+    found = _NO_MODULE.search(log)
+    if found is None:
+        return None
+    module = found.group(1).decode()
+    for name, other in CATALOGUE.items():
+        if name == runtime:
+            continue
+        try:
+            installed = resolve_runtime(name)
+        except RuntimeUnavailable:
+            continue
+        site = installed.directory / "lib" / f"python{other.python}" / "site-packages"
+        if (
+            (site / module).is_dir()
+            or any(site.glob(f"{module}.py"))
+            or any(site.glob(f"{module}.*.so"))
+        ):
+            return (
+                f"hint: {module} is not in runtime {runtime}; runtime {name} has it: give "
+                f"--runtime {name} here and to cleanroom deploy (or vendor {module} into the "
+                "function's packages/)"
+            )
+    return None
 
 
 def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> None:
