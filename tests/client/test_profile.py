@@ -278,8 +278,11 @@ def test_approved_another_work_id(home: Path) -> None:
     assert error.value.check == "work-id-approved"
     assert error.value.expected == WORK_ID
     assert error.value.actual == OTHER_WORK_ID
-    assert "cleanroom inspect overlap" in str(error.value)
-    assert "cleanroom approve overlap" in str(error.value)
+    # The review of what changed since the approval, not the whole room again (h22).
+    assert (
+        "run `cleanroom inspect overlap --against approved` (what changed since you approved "
+        "it) then `cleanroom approve overlap`"
+    ) in str(error.value)
 
 
 def test_malformed_approvals_are_refused(home: Path) -> None:

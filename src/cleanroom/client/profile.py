@@ -907,12 +907,17 @@ class Profile:
                 hint=remedy,
             )
         if approval.work_id != work_id:
+            # What changed since the approval is what to read: inspect --against shows it.
+            changed = (
+                f"run `{self.command(f'inspect {name} --against approved')}` (what changed "
+                f"since you approved it) then `{self.command(f'approve {name}')}`"
+            )
             raise NotApprovedError(
                 "work-id-approved",
                 approval.work_id,
                 work_id,
-                f"clean room {name!r} is not the one you approved (its Work-ID changed): {remedy}",
-                hint=remedy,
+                f"clean room {name!r} is not the one you approved (its Work-ID changed): {changed}",
+                hint=changed,
             )
         return approval
 
