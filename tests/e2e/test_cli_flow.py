@@ -178,6 +178,10 @@ def test_a_failed_run_is_never_reported_as_success(
     assert ran.stderr.splitlines()[-1] == (
         f"error: the run of {room}: the run ended failed (exit status 3)"
     )
+    # Where to read why (logs: output_1, Alice's): it said only that the run failed (h22).
+    note = ran.stderr.splitlines()[-2]
+    assert note.startswith("note: the function's output went to output_1, yours: "), note
+    assert note.endswith(f"data cp {room}:output_1 DIR (function.log)"), note
     assert "redeploy" not in ran.stderr
     receipt = as_user(bob, "receipt", room)
     assert receipt.returncode == 1

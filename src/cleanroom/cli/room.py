@@ -32,6 +32,7 @@ from cleanroom.cli.common import (
 from cleanroom.cli.common import transfer_progress as _progress
 from cleanroom.client.contacts import Contacts
 from cleanroom.client.contacts import load as load_contacts
+from cleanroom.client.errors import ServerError
 from cleanroom.client.rooms import (
     Attestation,
     CleanRoomClient,
@@ -39,6 +40,7 @@ from cleanroom.client.rooms import (
     VerifiedReceipt,
     WorkerStatus,
 )
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol.text import shown
 
 if TYPE_CHECKING:
@@ -332,13 +334,15 @@ def run(
     What is printed is the Worker's signed status (asked with a fresh nonce after
     the start, and while waiting), never the Controller's word. With --wait it exits
     1 when the run ended failed, at a limit (timeout, cpu, memory, disk, processes)
-    or failed in the Worker, and says so in one line with the function's exit status,
+    or failed in the Worker, and says so in one line with the function's exit status
+    (after a note of where the spec sends the function's output, its logs),
     and stops waiting (check run-time) when the Worker still says the run goes on 15 min
     past the wall time of its spec (the compute server may be holding it). A SQL
     room has no run of its own: each query is one (cleanroom query).
     """
+    client = _client()
     with failures():
-        status = _client().run(name, wait=wait)
+        status = client.run(name, wait=wait)
     if json_output():
         print_json(_worker_json(status))
     elif not wait:
@@ -346,7 +350,30 @@ def run(
     elif status.succeeded:
         stdout.print(f"{name}: {shown(status.summary())}")
     if wait and not status.succeeded:
+        stderr.print(_where_the_log_went(client, name), markup=False)
         fail(f"the run of {name}: {shown(status.summary())}")
+
+
+def _where_the_log_went(client: CleanRoomClient, name: str) -> str:
+    """Where a failed run's stdout and stderr went, by the spec the user approved: the
+    runner was told only that the run failed, and not where to read why."""
+    try:
+        _room, spec = client.approved(name)
+        contacts = load_contacts(client.profile.directory)
+    except (CheckFailed, ServerError) as error:
+        return f"note: where the function's output went is not known ({error})"
+    if spec.logs is None:
+        return (
+            "note: the spec sends the function's output (stdout and stderr) nowhere (no "
+            "logs): try the function with cleanroom function test DIR to see why it failed"
+        )
+    profile = client.profile
+    reader = spec.outputs[spec.logs]
+    if reader == profile.user_id:
+        fetch = profile.command(f"data cp {name}:{spec.logs} DIR")
+        return f"note: the function's output went to {spec.logs}, yours: {fetch} (function.log)"
+    who = contacts.who(reader, profile.user_id)
+    return f"note: the function's output went to {spec.logs}, which {who} receives (function.log)"
 
 
 def receipt(
