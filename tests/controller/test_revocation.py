@@ -28,6 +28,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 
+from cleanroom.client.manager import ManagerClient
 from cleanroom.controller import ControllerSettings
 from cleanroom.controller import create_app as create_controller
 from cleanroom.controller.manager_link import ComputeCredentials
@@ -38,7 +39,7 @@ from cleanroom.manager.database import Client, ComputeServer, Project, Room
 from cleanroom.manager.keys import KeyRing, rotate
 from cleanroom.tokens import TokenIssuer
 from tests.auth import dpop, signed_token
-from tests.manager.conftest import Manager, bind, serve, url_of
+from tests.manager.conftest import Manager, bind, new_user, serve, url_of
 
 REFRESH = 0.2
 MAX_AGE = 1.0
@@ -92,10 +93,10 @@ def room_token(manager: Manager, controller: str, client_id: str) -> str:
     return token
 
 
-def probe(controller: str, token: str) -> httpx.Response:
+def probe(controller: str, token: str, key: ProofKey = KEY) -> httpx.Response:
     """A request the Controller answers 404 (no such room) once it accepted the token."""
     url = f"{controller}/v1/rooms/{ROOM}"
-    return httpx.get(url, headers=dpop(KEY, token, "GET", url))
+    return httpx.get(url, headers=dpop(key, token, "GET", url))
 
 
 def accepted(answer: httpx.Response) -> bool:
@@ -438,23 +439,18 @@ def test_the_data_upload_is_exempt(controller: str) -> None:
     assert raw_head(controller, path, 1 << 30) == 401  # the route decides: no token
 
 
-def test_a_deleted_rooms_token_is_refused_by_the_controller(
-    manager: Manager, controller: str
-) -> None:
-    """A room token names its project and room name, and the Controller finds the room by
-    them: a token for a deleted room is a token for the next room of that name the
-    project deploys here. Deleting the room revokes it, and the Controller refuses it
-    within its refresh (found by h17's red team)."""
-    client_id, secret = manager.new_client("acme")
+def record_room(manager: Manager, controller: str, deployer: str) -> None:
+    """Room ROOM of acme, deployed on ``controller`` as the manager records it (this
+    Controller runs no Worker): the token endpoint then issues tokens for it."""
     with manager.sessions() as session:
         server = session.scalars(select(ComputeServer).where(ComputeServer.url == controller))
         host = server.one()
         project = session.scalars(select(Project).where(Project.name == "acme")).one()
-        session.add(  # deployed as the manager records it (this Controller runs no Worker)
+        session.add(
             Room(
                 name=ROOM,
                 project_id=project.id,
-                deployer=client_id,
+                deployer=deployer,
                 spec="{}",
                 work_id="w" * 43,
                 function_digest="f" * 43,
@@ -464,6 +460,17 @@ def test_a_deleted_rooms_token_is_refused_by_the_controller(
             )
         )
         session.commit()
+
+
+def test_a_deleted_rooms_token_is_refused_by_the_controller(
+    manager: Manager, controller: str
+) -> None:
+    """A room token names its project and room name, and the Controller finds the room by
+    them: a token for a deleted room is a token for the next room of that name the
+    project deploys here. Deleting the room revokes it, and the Controller refuses it
+    within its refresh (found by h17's red team)."""
+    client_id, secret = manager.new_client("acme")
+    record_room(manager, controller, client_id)
     token_url = f"{manager.url}/oauth/token"
     form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
     answer = httpx.post(
@@ -482,3 +489,34 @@ def test_a_deleted_rooms_token_is_refused_by_the_controller(
     assert (deleted.status_code, deleted.json()["state"]) == (200, "deleted"), deleted.text
     refused = poll(refused_with(controller, token, "token-revoked"))
     assert refused.status_code == 401
+
+
+def test_a_room_token_of_the_dpop_key_a_client_moved_from_is_refused_by_the_controller(
+    manager: Manager, controller: str
+) -> None:
+    """A profile whose dpop-key.pem was lost or replaced, or a new profile of the client,
+    logs in with a new DPoP key and registers the user key from it: the room tokens bound
+    to the old key were good at the Controller for the rest of their hour, to whoever
+    holds that key. Registering from another key revokes them; the new key's stay good
+    (left open by h17)."""
+    client_id, secret = manager.new_client("acme")
+    record_room(manager, controller, client_id)
+    user_key, _ = new_user()
+    moved_to = ProofKey.generate()
+    with ManagerClient(manager.url, dpop_key=KEY) as first:
+        first.fetch_token(client_id, secret)
+        first.register_user_key(user_key, client_id)
+        old = first.fetch_token(client_id, secret, resource=controller, room=ROOM).access_token
+        again = first.fetch_token(client_id, secret, resource=controller, room=ROOM).access_token
+        first.register_user_key(user_key, client_id)  # again from the same key: nothing
+    assert accepted(probe(controller, old))
+    with ManagerClient(manager.url, dpop_key=moved_to) as second:
+        second.fetch_token(client_id, secret)
+        new = second.fetch_token(client_id, secret, resource=controller, room=ROOM).access_token
+        assert accepted(probe(controller, new, moved_to))
+        assert accepted(probe(controller, again))  # the same-key registration kept it
+        second.register_user_key(user_key, client_id)
+    for token in (old, again):
+        refused = poll(refused_with(controller, token, "token-revoked"))
+        assert refused.status_code == 401
+    assert accepted(probe(controller, new, moved_to))

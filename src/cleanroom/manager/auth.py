@@ -17,12 +17,19 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.dpop import ProofVerifier
 from cleanroom.http_auth import RequestAuthenticator
+from cleanroom.manager import audit
 from cleanroom.manager.callers import Caller, ServerCaller, server_caller, user_caller
 from cleanroom.manager.database import Client
 from cleanroom.manager.errors import Conflict, Unauthorized, Unprocessable
 from cleanroom.manager.grants import Grants
 from cleanroom.manager.keys import KeyRing
-from cleanroom.manager.revocation import DatabaseRevocations, Revoked, revocation_list, revoke
+from cleanroom.manager.revocation import (
+    DatabaseRevocations,
+    Revoked,
+    revocation_list,
+    revoke,
+    revoke_other_keys_room_tokens,
+)
 from cleanroom.manager.settings import Settings
 from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError
@@ -100,7 +107,9 @@ class Auth:
         key the caller's token is bound to (``jkt``): the user key vouches for that
         DPoP key, and only tokens bound to it are the user from now on
         (:func:`cleanroom.manager.callers.proven_user_id`); registering again from
-        another DPoP key moves that to the new key. One user key per client: another
+        another DPoP key moves that to the new key, and revokes every room token of the
+        client bound to another key (audited as ``room_tokens.revoked``). One user key
+        per client: another
         key than the one registered is refused (409 ``one-user-per-client``).
         """
         if caller.jkt is None:  # every user token is DPoP-bound (cleanroom.http_auth)
@@ -135,5 +144,23 @@ class Auth:
             client.user_key = user_key
             client.user_id = registered
             client.user_jkt = caller.jkt
+            session.flush()
+            # The client's room tokens bound to another DPoP key (a lost or replaced
+            # dpop-key.pem, another profile of the client) end here: at Controllers they
+            # were good for the rest of their hour to whoever holds that key.
+            now = int(time.time())
+            revoked = revoke_other_keys_room_tokens(
+                session, client.id, caller.jkt, now, self.settings.token_leeway
+            )
+            if revoked:
+                audit.record(
+                    session,
+                    client.id,
+                    "room_tokens.revoked",
+                    f"client:{client.id}",
+                    reason="user key registered from another DPoP key",
+                    jkt=caller.jkt,
+                    tokens_revoked=revoked,
+                )
             session.commit()
         return registered

@@ -136,8 +136,12 @@ class RoomToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     room_id: Mapped[int] = mapped_column(ForeignKey("rooms.id"), index=True)
-    client_id: Mapped[str] = mapped_column(String(64))
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
     exp: Mapped[int] = mapped_column(Integer, index=True)
+    jkt: Mapped[str | None] = mapped_column(String(43))
+    """The DPoP key thumbprint the token is bound to (None: kept before migration 0007,
+    treated as another key's): registering the client's user key from another DPoP key
+    revokes it (:func:`cleanroom.manager.revocation.revoke_other_keys_room_tokens`)."""
 
 
 class ComputeServer(Base):

@@ -354,7 +354,13 @@ class Grants:
                     )
                 prune_room_tokens(session, room_id, int(self._clock()), self.leeway)
                 session.add(
-                    RoomToken(jti=claims.jti, room_id=room_id, client_id=claims.sub, exp=claims.exp)
+                    RoomToken(
+                        jti=claims.jti,
+                        room_id=room_id,
+                        client_id=claims.sub,
+                        exp=claims.exp,
+                        jkt=claims.jkt,
+                    )
                 )
                 session.flush()
             audit.record(session, claims.sub, "token.issued", f"token:{claims.jti}", **details)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Sequence
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Row, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -159,10 +160,51 @@ def revoke_room_tokens(session: Session, room_id: int, now: int, leeway: int) ->
     same moment (``POST /oauth/revoke``) is revoked once: the insert skips a jti present.
     """
     issued = session.execute(
-        select(RoomToken.jti, RoomToken.client_id, RoomToken.exp).where(
-            RoomToken.room_id == room_id, RoomToken.exp >= now - leeway
-        )
+        select(RoomToken.jti, RoomToken.client_id, RoomToken.exp)
+        .where(RoomToken.room_id == room_id, RoomToken.exp >= now - leeway)
+        .order_by(RoomToken.jti)
     ).all()
+    revoked = _revoke_kept(session, issued, now)
+    session.execute(delete(RoomToken).where(RoomToken.room_id == room_id))
+    session.flush()
+    return revoked
+
+
+def revoke_other_keys_room_tokens(
+    session: Session, client_id: str, jkt: str, now: int, leeway: int
+) -> int:
+    """Revoke every unexpired room token of ``client_id`` bound to another DPoP key than
+    ``jkt`` (or kept without its key, before migration 0007); how many.
+
+    For a client whose user key was just registered from the DPoP key ``jkt``
+    (``auth.Auth.register_key``, which every ``cleanroom login`` does): a profile whose
+    ``dpop-key.pem`` was lost or replaced, or a new profile of the client, moves the
+    client to its new key, and the room tokens bound to the old one were good at
+    Controllers for the rest of their hour, to whoever holds that key (left open by
+    h17). The rows stay (their room's delete or prune forgets them): rows are deleted
+    only per room, under its lock. Revoked in the order of their jti, as a room's
+    delete revokes its own, so that two such transactions do not wait on each other's
+    inserts in orders of their own (a deadlock on PostgreSQL).
+    """
+    issued = session.execute(
+        select(RoomToken.jti, RoomToken.client_id, RoomToken.exp)
+        .where(
+            RoomToken.client_id == client_id,
+            RoomToken.exp >= now - leeway,
+            or_(RoomToken.jkt.is_(None), RoomToken.jkt != jkt),
+        )
+        .order_by(RoomToken.jti)
+    ).all()
+    revoked = _revoke_kept(session, issued, now)
+    session.flush()
+    return revoked
+
+
+def _revoke_kept(session: Session, issued: Sequence[Row[str, str, int]], now: int) -> int:
+    """Put the kept room tokens ``issued`` (jti, client_id, exp) on the revocation list;
+    how many were not on it already (one revoked at the same moment by its holder, by
+    ``POST /oauth/revoke`` or by another revocation of kept tokens, is revoked once:
+    the insert skips a jti present)."""
     dialect = session.get_bind().dialect.name
     revoked = 0
     for jti, client_id, exp in issued:
@@ -180,8 +222,6 @@ def revoke_room_tokens(session: Session, room_id: int, now: int, leeway: int) ->
                 revoked += 1
             continue
         revoked += len(session.execute(statement).all())  # the jti, if it was added
-    session.execute(delete(RoomToken).where(RoomToken.room_id == room_id))
-    session.flush()
     return revoked
 
 
