@@ -13,8 +13,18 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from cleanroom.manager import audit
-from cleanroom.manager.database import Base, DatabaseError, head_revision, open_database
+from cleanroom.manager.database import Base, Client, DatabaseError, head_revision, open_database
+from cleanroom.manager.keys import KeyRing
+from cleanroom.manager.revocation import revocation_list
 from cleanroom.manager.settings import default_database_url
+from cleanroom.tokens import (
+    DEFAULT_LEEWAY,
+    DEFAULT_LIFETIME,
+    Revocations,
+    TokenError,
+    TokenIssuer,
+    TokenVerifier,
+)
 
 from .conftest import Manager, StandInController, make_bundle, make_spec, new_user
 
@@ -155,3 +165,52 @@ def test_every_state_survives_a_restart_of_the_manager(
     # And it keeps working: the registered compute server is still there.
     again.delete(room.name)
     assert controller.deleted == [room.name]
+
+
+def test_a_room_token_issued_before_room_tokens_were_kept_is_refused_after_the_upgrade(
+    database_url: str | None, tmp_path: Path
+) -> None:
+    """A manager before migration 0006 did not keep the room tokens it issued, so
+    deleting their room did not revoke them. Migration 0007 refuses every token issued
+    before it (each client's tokens_not_before, which the revocation list carries to
+    every Controller); a token issued after counts."""
+    url = _url(database_url, tmp_path)
+    engine = create_engine(url)
+    config = AlembicConfig()
+    config.set_main_option("script_location", "cleanroom.manager:migrations")
+    manager_url, server_url = "https://manager.test", "https://compute.test"
+    issuer = TokenIssuer(manager_url, KeyRing.open(tmp_path / "keys"))
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            alembic_command.upgrade(config, "0005")
+            connection.execute(text("INSERT INTO projects (id, name, created) VALUES (1, 'a', 5)"))
+            connection.execute(
+                text(
+                    "INSERT INTO clients (id, project_id, secret_hash, disabled, "
+                    "tokens_not_before, created) VALUES ('c1', 1, 'x', false, 0, 5)"
+                )
+            )
+        # As a manager before 0006 issued it: signed, audited, not kept.
+        before, _ = issuer.issue(
+            "c1", audience=server_url, scope="user", project="a", room="r", jkt="k" * 43
+        )
+    finally:
+        engine.dispose()
+    sessions = open_database(url)
+    try:
+        with sessions() as session:
+            not_before = session.get_one(Client, "c1").tokens_not_before
+            listed = revocation_list(session, not_before, DEFAULT_LIFETIME, DEFAULT_LEEWAY)
+    finally:
+        sessions.kw["bind"].dispose()
+    at_a_controller = Revocations.from_json(listed.to_json())  # what GET /v1/revocations says
+    verifier = TokenVerifier(manager_url, server_url, key_source=issuer.keys.public_keys)
+    with pytest.raises(TokenError) as refused:
+        at_a_controller.check(verifier.issued_claims(before))
+    assert refused.value.check == "token-revoked"
+    after = TokenIssuer(manager_url, issuer.keys, clock=lambda: not_before)
+    token, _ = after.issue(
+        "c1", audience=server_url, scope="user", project="a", room="r", jkt="k" * 43
+    )
+    at_a_controller.check(verifier.issued_claims(token))  # issued after: counts

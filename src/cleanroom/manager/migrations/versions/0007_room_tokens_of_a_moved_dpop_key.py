@@ -1,4 +1,4 @@
-"""room tokens know their DPoP key
+"""room tokens know their DPoP key; tokens issued before room_tokens existed are refused
 
 Revision ID: 0007
 Revises: 0006
@@ -8,10 +8,21 @@ Each kept room token (``room_tokens``, 0006) now names the DPoP key it is bound 
 (``jkt``), so that registering a client's user key from another DPoP key (a lost or
 replaced ``dpop-key.pem``, a new profile) revokes the room tokens bound to the key it
 moved from: they stayed good at Controllers for their hour (left open by h17).
+
+A room token issued before 0006 was not kept, so deleting its room did not revoke it.
+A Controller cannot ask the manager whether a token was kept; the revocation list it
+fetches refuses a client's tokens issued before the client's ``tokens_not_before``. So
+every client's ``tokens_not_before`` is set to the next second here (as a rotation
+does, ``projects.revoke_tokens``): every token issued before this upgrade is refused,
+by every Controller, old or new, within its refresh. Tokens live an hour at most, and
+the command line fetches a refused token again (``cleanroom.client.renewal``): the
+upgrade costs one new token per client. A database at 0006 for over an hour had no
+unkept token left; it pays that cost too, as no revision records when 0006 ran.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -27,6 +38,15 @@ def upgrade() -> None:
     with op.batch_alter_table("room_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("jkt", sa.String(length=43), nullable=True))
         batch_op.create_index(batch_op.f("ix_room_tokens_client_id"), ["client_id"], unique=False)
+    not_before = int(time.time()) + 1
+    clients = sa.table(
+        "clients", sa.column("tokens_not_before", sa.Integer), sa.column("id", sa.String)
+    )
+    op.execute(
+        clients.update()
+        .where(clients.c.tokens_not_before < not_before)
+        .values(tokens_not_before=not_before)
+    )
 
 
 def downgrade() -> None:
