@@ -482,3 +482,49 @@ def test_the_profile_option_is_offered_only_where_a_profile_is_used(
     helped = capsys.readouterr().out
     assert ("--profile" in helped) is profile
     assert "--output" in helped and "--debug" in helped
+
+
+def test_the_managers_waits_on_controllers_are_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--controller-call-wait and --abandoned-delete-timeout reach the manager's settings,
+    as --controller-calls does (they were settings without an option)."""
+    import cleanroom.manager
+
+    given: list[Any] = []
+
+    def started(settings: Any) -> None:
+        given.append(settings)
+        raise OSError("not started by this test")
+
+    monkeypatch.setattr(cleanroom.manager, "create_app", started)
+    options = ["--controller-call-wait", "12.5", "--abandoned-delete-timeout", "3"]
+    assert main(["server", "manager", *options, "--data-dir", str(tmp_path / "m")]) == 2
+    [settings] = given
+    assert (settings.controller_call_wait, settings.abandoned_delete_timeout) == (12.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--controller-call-wait", "50"], "= 125 s: expected under the client's 120 s"),
+        (["--abandoned-delete-timeout", "59.9"], "expected under the client's 120 s"),
+        (["--abandoned-delete-timeout", "inf"], "expected a finite number of seconds above 0"),
+        (["--controller-call-wait", "0"], "greater than or equal to 0.1"),
+        (["--abandoned-delete-timeout", "-1"], "greater than or equal to 0.1"),
+        (["--controller-call-wait", "nan"], "greater than or equal to 0.1"),
+    ],
+)
+def test_the_managers_waits_on_controllers_are_refused_out_of_bounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    """Each wait is positive and finite, and a deploy's answer, which may wait for its
+    turn, the Controller and the delete of an unanswered deploy, comes within the
+    client's deadline: past it, the client gave up while the manager still deployed
+    (h15). Refused before anything starts, naming the option."""
+    data_dir = tmp_path / "m"
+    assert main(["server", "manager", *options, "--data-dir", str(data_dir)]) == 2
+    error = capsys.readouterr().err
+    assert said in error, error
+    assert options[0].lstrip("-").split("-")[0] in error.replace("_", "-"), error
+    assert not data_dir.exists()

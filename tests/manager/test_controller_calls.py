@@ -23,7 +23,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from cleanroom.client.bounded import ANSWER_DEADLINE_S
 from cleanroom.client.errors import ServerError
+from cleanroom.manager import Settings
+from cleanroom.manager.settings import CLIENT_ANSWER_DEADLINE, SettingsError
 from cleanroom.protocol.bundle import function_id
 
 from .conftest import Manager, bind, make_bundle, make_spec, serve, url_of
@@ -218,3 +221,23 @@ def test_an_upload_whose_body_ended_after_its_client_was_disabled_is_refused(
     assert list(incoming.iterdir()) == []
     function = function_id(bundle)
     assert refused(alice.client.download_function, function).status == 404
+
+
+@pytest.mark.parametrize(
+    "waits",
+    [
+        {"controller_timeout": float("nan")},
+        {"abandoned_delete_timeout": 0},
+        {"controller_call_wait": -1.0},
+        {"controller_call_wait": float("inf")},
+        {"controller_timeout": 90.0},  # 90 + 15 + 30: the client gives up first
+    ],
+)
+def test_the_managers_waits_on_controllers_are_bounded(
+    tmp_path: Path, waits: dict[str, float]
+) -> None:
+    """However the settings are made (the command line's options or Settings), a deploy's
+    answer comes within the client's deadline, which the manager keeps a copy of."""
+    assert CLIENT_ANSWER_DEADLINE == ANSWER_DEADLINE_S
+    with pytest.raises(SettingsError, match=next(iter(waits)).split("_")[0]):
+        Settings(data_dir=tmp_path, public_url="http://manager.test", **waits)

@@ -17,11 +17,16 @@ from cleanroom.cli.serving import (
     ServingLimits,
 )
 from cleanroom.manager.settings import (
+    CLIENT_ANSWER_DEADLINE,
+    DEFAULT_ABANDONED_DELETE_TIMEOUT,
+    DEFAULT_CONTROLLER_CALL_WAIT,
     DEFAULT_CONTROLLER_CALLS,
+    DEFAULT_CONTROLLER_TIMEOUT,
     DEFAULT_FUNCTION_BYTES_PER_PROJECT,
     DEFAULT_FUNCTION_GRACE,
     DEFAULT_MAX_FUNCTION_BYTES,
     DEFAULT_ROOMS_PER_PROJECT,
+    SettingsError,
 )
 
 app = typer.Typer(help="Run a cleanroom server process in the foreground.", no_args_is_help=True)
@@ -87,6 +92,25 @@ def manager(
             min=1,
         ),
     ] = DEFAULT_CONTROLLER_CALLS,
+    controller_call_wait: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a deploy or delete waits for a turn among --controller-calls, then "
+            "503 controller-calls with nothing done. With the compute server's "
+            f"{DEFAULT_CONTROLLER_TIMEOUT:g} s and --abandoned-delete-timeout, under the "
+            f"client's {CLIENT_ANSWER_DEADLINE:g} s for an answer.",
+            min=0.1,
+        ),
+    ] = DEFAULT_CONTROLLER_CALL_WAIT,
+    abandoned_delete_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the delete of a deploy that got no answer waits for its compute "
+            "server (the deploy's answer waits for it; an unconfirmed delete is asked "
+            "again each health round).",
+            min=0.1,
+        ),
+    ] = DEFAULT_ABANDONED_DELETE_TIMEOUT,
     rooms_per_project: Annotated[
         int,
         typer.Option(
@@ -118,20 +142,25 @@ def manager(
     from cleanroom.manager import Settings, create_app
 
     directory = data_dir or default_data_dir()
-    settings = Settings(
-        data_dir=directory,
-        public_url=public_url or f"http://{host}:{port}",
-        database_url=database_url,
-        max_function_bytes=max_function_bytes,
-        health_interval=health_interval,
-        health_failures=health_failures,
-        lost_after=lost_after,
-        function_grace=function_grace,
-        gc_interval=gc_interval,
-        controller_calls=controller_calls,
-        rooms_per_project=rooms_per_project,
-        function_bytes_per_project=function_bytes_per_project,
-    )
+    try:
+        settings = Settings(
+            data_dir=directory,
+            public_url=public_url or f"http://{host}:{port}",
+            database_url=database_url,
+            max_function_bytes=max_function_bytes,
+            health_interval=health_interval,
+            health_failures=health_failures,
+            lost_after=lost_after,
+            function_grace=function_grace,
+            gc_interval=gc_interval,
+            controller_calls=controller_calls,
+            controller_call_wait=controller_call_wait,
+            abandoned_delete_timeout=abandoned_delete_timeout,
+            rooms_per_project=rooms_per_project,
+            function_bytes_per_project=function_bytes_per_project,
+        )
+    except SettingsError as error:
+        fail(str(error), EXIT_USAGE)
     try:
         application = create_app(settings)
     except OSError as error:

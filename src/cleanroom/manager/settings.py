@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cleanroom.errors import EXIT_USAGE, Error
 from cleanroom.limits import (
     DEFAULT_MAX_JSON_BYTES,
     SECRET_RATE_PER_PROJECT,
@@ -26,6 +28,16 @@ DEFAULT_ROOMS_PER_PROJECT = 32
 DEFAULT_CONTROLLER_CALLS = 32
 """Deploys and deletes that wait on Controllers at once, in threads apart from every
 other route's (more wait for a turn, without a thread)."""
+DEFAULT_CONTROLLER_TIMEOUT = 60.0
+"""Seconds a deploy or a delete waits for the Controller's answer."""
+DEFAULT_ABANDONED_DELETE_TIMEOUT = 15.0
+"""Seconds the delete of a deploy that got no answer waits for the Controller."""
+DEFAULT_CONTROLLER_CALL_WAIT = 30.0
+"""Seconds a deploy or a delete waits for a turn among the controller calls."""
+CLIENT_ANSWER_DEADLINE = 120.0
+"""The client's deadline for a whole answer (``cleanroom.client.bounded.ANSWER_DEADLINE_S``,
+which the client keeps and the manager does not import): a deploy's answer waits for its
+turn, the Controller and the delete of an unanswered deploy, which must end before it."""
 DEFAULT_FUNCTION_BYTES_PER_PROJECT = 16 << 30
 """16 GiB: the stored bundles one project may have uploaded (each counts for every
 project that uploaded it) until garbage collection deletes them."""
@@ -45,18 +57,18 @@ class Settings:
     database_url: str | None = None
     max_function_bytes: int = DEFAULT_MAX_FUNCTION_BYTES
     token_lifetime: int = DEFAULT_LIFETIME
-    controller_timeout: float = 60.0
+    controller_timeout: float = DEFAULT_CONTROLLER_TIMEOUT
     # The delete of a room whose deploy got no answer (rooms.Rooms.deploy) waits at most
     # this long (and at most controller_timeout): the deploy's answer waits for it, and
     # at 2 x controller_timeout met the client's own 120 s deadline for an answer. A
     # delete not confirmed in time leaves the room keeping its slot, and each health
     # round asks again.
-    abandoned_delete_timeout: float = 15.0
+    abandoned_delete_timeout: float = DEFAULT_ABANDONED_DELETE_TIMEOUT
     controller_calls: int = DEFAULT_CONTROLLER_CALLS
     # How long a deploy or a delete waits for a turn among controller_calls before it is
     # answered 503 controller-calls, nothing done: with the deploy's own 75 s
     # (controller_timeout and abandoned_delete_timeout), within the client's 120 s.
-    controller_call_wait: float = 30.0
+    controller_call_wait: float = DEFAULT_CONTROLLER_CALL_WAIT
     # Compute server health (cleanroom.manager.servers): a GET of each Controller's
     # /v1/health every health_interval seconds, answered within health_timeout. After
     # health_failures failures in a row a server is unhealthy; once it has also not
@@ -91,6 +103,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        check_controller_waits(
+            self.controller_timeout, self.abandoned_delete_timeout, self.controller_call_wait
+        )
 
     @property
     def resolved_database_url(self) -> str:
@@ -105,3 +120,40 @@ class Settings:
 def default_database_url(data_dir: Path) -> str:
     """The SQLite database in ``data_dir``: the default when no URL is given."""
     return f"sqlite:///{data_dir / DATABASE_FILE}"
+
+
+def check_controller_waits(
+    controller_timeout: float, abandoned_delete_timeout: float, controller_call_wait: float
+) -> None:
+    """``SettingsError`` unless each wait on Controllers is a positive, finite number of
+    seconds and a deploy's answer, which may wait for all three, comes within the
+    client's :data:`CLIENT_ANSWER_DEADLINE`: past it, the client gave up while the
+    manager still deployed (found by h15)."""
+    waits = {
+        "controller_timeout": controller_timeout,
+        "abandoned_delete_timeout (--abandoned-delete-timeout)": abandoned_delete_timeout,
+        "controller_call_wait (--controller-call-wait)": controller_call_wait,
+    }
+    for name, seconds in waits.items():
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise SettingsError(f"{name}: expected a number of seconds, found {seconds!r:.80}")
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise SettingsError(
+                f"{name}: expected a finite number of seconds above 0, found {seconds}"
+            )
+    total = controller_timeout + abandoned_delete_timeout + controller_call_wait
+    if not total < CLIENT_ANSWER_DEADLINE:
+        raise SettingsError(
+            f"a deploy's answer may wait controller_call_wait ({controller_call_wait:g} s) + "
+            f"controller_timeout ({controller_timeout:g} s) + abandoned_delete_timeout "
+            f"({abandoned_delete_timeout:g} s) = {total:g} s: expected under the client's "
+            f"{CLIENT_ANSWER_DEADLINE:g} s deadline for an answer, which would give up first "
+            "while the manager still deploys"
+        )
+
+
+class SettingsError(Error, ValueError):
+    """A setting of the manager cannot be used; the message names it."""
+
+    http_status = 500  # this server's own failure to start: never answered
+    exit_code = EXIT_USAGE
