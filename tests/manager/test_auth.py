@@ -204,10 +204,42 @@ def test_the_user_id_is_for_tokens_bound_to_the_dpop_key_the_user_key_vouched_fo
     assert member.whoami()["user_id"] == expected
     holder.register_user_key(key, client_id)  # with the user key itself: it moves
     assert holder.whoami()["user_id"] == expected
+    member.fetch_token(client_id, secret)  # its token from before the move is refused
     assert member.whoami()["user_id"] is None
     with manager.sessions() as session:
         stored = session.get(Client, client_id)
         assert stored is not None and stored.user_jkt == holder.dpop_key.jkt
+
+
+def test_the_tokens_of_the_dpop_key_a_client_moved_from_are_refused_at_the_manager(
+    manager: Manager,
+) -> None:
+    """A profile whose dpop-key.pem was lost or replaced registers the user key from its
+    new key: the old key's tokens acted as the project's member for the rest of their
+    hour, and could send the user key's old registration again, which named the old key,
+    moving the user back to it. Every token of another key issued before the move is
+    refused (token-revoked); one fetched after, with the secret, counts, as the member's."""
+    client_id, secret = manager.new_client("acme")
+    old = manager.client()
+    old.fetch_token(client_id, secret)
+    key, expected = new_user()
+    first = registration(key, client_id, old.dpop_key.jkt)
+    assert put_key(old, first).status_code == 200
+    new = manager.client()
+    new.fetch_token(client_id, secret)
+    assert new.register_user_key(key, client_id) == expected
+    for answer in (
+        put_key(old, first),  # the old signature again, with the old key's token
+        httpx.get(
+            f"{manager.url}/v1/whoami",
+            headers=dpop(old.dpop_key, old.token or "", "GET", f"{manager.url}/v1/whoami"),
+        ),
+    ):
+        assert answer.status_code == 401, answer.text
+        assert answer.json()["check"] == "token-revoked"
+    assert new.whoami()["user_id"] == expected  # still the new key's
+    old.fetch_token(client_id, secret)  # whoever holds the secret is the member
+    assert old.whoami()["user_id"] is None
 
 
 def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> None:

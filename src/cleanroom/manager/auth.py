@@ -108,8 +108,9 @@ class Auth:
         DPoP key, and only tokens bound to it are the user from now on
         (:func:`cleanroom.manager.callers.proven_user_id`); registering again from
         another DPoP key moves that to the new key, and revokes every room token of the
-        client bound to another key (audited as ``room_tokens.revoked``). One user key
-        per client: another
+        client bound to another key (audited as ``room_tokens.revoked``) and, at the
+        manager, every token of another key issued until then (``Client.user_jkt_since``).
+        One user key per client: another
         key than the one registered is refused (409 ``one-user-per-client``).
         """
         if caller.jkt is None:  # every user token is DPoP-bound (cleanroom.http_auth)
@@ -141,6 +142,13 @@ class Auth:
                     expected=client.user_id,
                     actual=registered,
                 )
+            now = int(time.time())
+            if client.user_jkt != caller.jkt:
+                # The tokens of every other key issued until now stop counting at the
+                # manager (callers.user_caller), so the key moved from acts no more as
+                # the project's member either, nor registers its old signature again;
+                # the next second, as projects.revoke_tokens (iat is in whole seconds).
+                client.user_jkt_since = now + 1
             client.user_key = user_key
             client.user_id = registered
             client.user_jkt = caller.jkt
@@ -148,7 +156,6 @@ class Auth:
             # The client's room tokens bound to another DPoP key (a lost or replaced
             # dpop-key.pem, another profile of the client) end here: at Controllers they
             # were good for the rest of their hour to whoever holds that key.
-            now = int(time.time())
             revoked = revoke_other_keys_room_tokens(
                 session, client.id, caller.jkt, now, self.settings.token_leeway
             )

@@ -6,7 +6,8 @@ party may still do is read from the database on every request:
 - a **user** (scope ``user``): :func:`user_caller` checks that its client exists
   (``token-client``), is in the project the token names (``token-project``),
   still belongs to a member of its project (``client-member``) and is enabled
-  (``client-disabled``);
+  (``client-disabled``), and that the token is not bound to a DPoP key the client's
+  user key was registered away from (issued before, ``token-revoked``);
 - a **compute server** (scope ``compute``): :func:`server_caller` checks that the
   token's client is a registered compute server (``token-client``) that is not
   removed (``server-removed``).
@@ -128,6 +129,15 @@ def user_caller(session: Session, claims: TokenClaims) -> Caller:
             "an enabled client",
             "disabled",
             f"client {client.id} is disabled",
+        )
+    since = client.user_jkt_since
+    if since is not None and claims.jkt != client.user_jkt and claims.iat < since:
+        raise TokenError(
+            "token-revoked",
+            f"a token bound to DPoP key {client.user_jkt}, or issued at or after {since}",
+            f"a token bound to {claims.jkt}, issued at {claims.iat}",
+            "the token is bound to a DPoP key its client's user key was registered away from",
+            hint="fetch a new token",
         )
     return Caller(
         client_id=client.id,

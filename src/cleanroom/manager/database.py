@@ -108,6 +108,10 @@ class Client(Base):
     user_jkt: Mapped[str | None] = mapped_column(String(43))
     """The DPoP key thumbprint the user key signed when it was last registered: only
     tokens bound to that key are the user (``callers.proven_user_id``)."""
+    user_jkt_since: Mapped[int | None] = mapped_column(Integer)
+    """When ``user_jkt`` last changed (the next second): a token bound to another DPoP key
+    issued before it is refused at the manager (``callers.user_caller``, ``token-revoked``),
+    as the key the client moved from."""
     created: Mapped[int] = mapped_column(Integer, default=_now)
 
     project: Mapped[Project] = relationship(back_populates="clients")

@@ -207,6 +207,10 @@ class Grants:
                 jkt=jkt,
             )
             not_before = client.tokens_not_before
+            if client.user_jkt_since is not None and jkt != client.user_jkt:
+                # Another key than the registered one: its tokens issued before the key
+                # last moved are refused (callers.user_caller); none is born so.
+                not_before = max(not_before, client.user_jkt_since)
         for what, name in (("room", request.room), ("project", request.project)):
             if name is not None and not NAME.fullmatch(name):
                 raise GrantRefused(

@@ -7,7 +7,11 @@ Create Date: 2026-12-07
 Each kept room token (``room_tokens``, 0006) now names the DPoP key it is bound to
 (``jkt``), so that registering a client's user key from another DPoP key (a lost or
 replaced ``dpop-key.pem``, a new profile) revokes the room tokens bound to the key it
-moved from: they stayed good at Controllers for their hour (left open by h17).
+moved from: they stayed good at Controllers for their hour (left open by h17). The
+manager refuses the tokens of another key issued before the key last moved
+(``clients.user_jkt_since``): the old key's tokens acted as the project's member for
+their hour, and could register the user key's old signature again, moving the user
+back to the old key.
 
 A room token issued before 0006 was not kept, so deleting its room did not revoke it.
 A Controller cannot ask the manager whether a token was kept; the revocation list it
@@ -38,6 +42,8 @@ def upgrade() -> None:
     with op.batch_alter_table("room_tokens", schema=None) as batch_op:
         batch_op.add_column(sa.Column("jkt", sa.String(length=43), nullable=True))
         batch_op.create_index(batch_op.f("ix_room_tokens_client_id"), ["client_id"], unique=False)
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("user_jkt_since", sa.Integer(), nullable=True))
     not_before = int(time.time()) + 1
     clients = sa.table(
         "clients", sa.column("tokens_not_before", sa.Integer), sa.column("id", sa.String)
@@ -50,6 +56,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clients", schema=None) as batch_op:
+        batch_op.drop_column("user_jkt_since")
     with op.batch_alter_table("room_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_room_tokens_client_id"))
         batch_op.drop_column("jkt")
