@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from cleanroom.cli.main import main
+from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import NotApprovedError, Profile
 from cleanroom.protocol.bundle import function_id, pack
@@ -176,6 +177,30 @@ def test_wrong_secret_is_refused_in_one_line(
     assert err.startswith("error: manager: 401")
     assert "invalid_client" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_login_with_a_new_dpop_key_ends_the_old_keys_tokens(
+    home: Path, capsys: pytest.CaptureFixture[str], manager: Manager
+) -> None:
+    """`login --new-dpop-key` replaces dpop-key.pem and registers the user key from the
+    new key: the manager refuses the token the profile kept for the old key, which a
+    copy of the profile directory would carry (h21)."""
+    client_id, secret = manager.new_client("acme")
+    assert run(capsys, *configure("alice", manager.url, client_id, secret))[0] == 0
+    assert run(capsys, "--profile", "alice", "login")[0] == 0
+    before = Profile.load("alice")
+    old_key, old_token = before.proof_key, before.access_token()
+    code, _, err = run(capsys, "--profile", "alice", "login", "--new-dpop-key")
+    assert code == 0, err
+    after = Profile.load("alice")
+    assert after.proof_key.jkt != old_key.jkt
+    assert oct((after.directory / "dpop-key.pem").stat().st_mode & 0o777) == "0o600"
+    copied = ManagerClient(manager.url, token=old_token, dpop_key=old_key)
+    with copied, pytest.raises(ServerError) as refused:
+        copied.whoami()
+    assert refused.value.status == 401 and refused.value.check == "token-revoked"
+    with ManagerClient(manager.url, token=after.access_token(), dpop_key=after.proof_key) as new:
+        assert new.whoami()["user_id"] == after.user_id
 
 
 # -------------------------------------------------------------------- with a stand-in Controller

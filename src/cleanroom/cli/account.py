@@ -33,6 +33,7 @@ from cleanroom.cli.common import (
 from cleanroom.client.errors import ServerError
 from cleanroom.client.profile import (
     COLLATERAL_FROM,
+    DPOP_KEY_FILE,
     SIMULATOR_ROOT_FILE,
     CollateralFrom,
     Profile,
@@ -504,14 +505,32 @@ def whoami(
         print_line(user_id)
 
 
-def login() -> None:
+def login(
+    new_dpop_key: Annotated[
+        bool,
+        typer.Option(
+            "--new-dpop-key",
+            help="Replace the profile's DPoP key (dpop-key.pem) with a new one first: "
+            "registering your user key from it makes the manager refuse every token of "
+            "the old key, its room tokens too (at compute servers within seconds). For a "
+            "key that may have been copied.",
+        ),
+    ] = False,
+) -> None:
     """Log in to the manager, register your user key with it, and print who you are.
 
     Every token the profile kept (the manager's and each room's) is dropped first, so
     that a login cures tokens the manager or a compute server refuses (revoked when the
     operator disabled or rotated the client); room tokens are fetched again when needed.
+    Registering from another DPoP key than the last registration's (--new-dpop-key, a
+    new profile of the client) revokes the tokens of every other key issued before.
     """
     profile = current_profile()
+    if new_dpop_key:
+        try:
+            profile.replace_proof_key()
+        except OSError as error:
+            fail(f"cannot replace {profile.directory / DPOP_KEY_FILE}: {error}", EXIT_USAGE)
     profile.forget_token()
     with failures(), profile.login() as manager:
         user_id = manager.register_user_key(profile.user_key, profile.config.client_id)

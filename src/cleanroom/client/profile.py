@@ -398,8 +398,9 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _create_key_once(path: Path) -> None:
-    """Write a new P-256 key to ``path`` (0600) unless another process just did."""
+def _create_key_once(path: Path, *, replace: bool = False) -> None:
+    """Write a new P-256 key to ``path`` (0600) unless another process just did; with
+    ``replace``, in place of the key there (atomically: the old or the new, never half)."""
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -413,8 +414,11 @@ def _create_key_once(path: Path) -> None:
             file.write(pem)
             file.flush()
             os.fsync(file.fileno())
-        with contextlib.suppress(FileExistsError):  # the first one written is the key
-            os.link(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            with contextlib.suppress(FileExistsError):  # the first one written is the key
+                os.link(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
@@ -1132,6 +1136,15 @@ class Profile:
             raise ProfileError(f"the manager at {self.config.manager_url} issued no token")
         self._cache_token(_resource_key(None, None, None), access, time.time())
         return client, access
+
+    def replace_proof_key(self) -> None:
+        """A new ``dpop-key.pem`` in place of this profile's, and no token of the old key
+        kept: the next login binds its tokens to the new key, and registering the user
+        key from it makes the manager refuse the old key's tokens, its room tokens too
+        (docs/api.md, "Tokens")."""
+        _create_key_once(self.directory / DPOP_KEY_FILE, replace=True)
+        self._proof_key = None
+        self.forget_token()
 
     def forget_token(self) -> None:
         """Drop every cached token (e.g. after the manager refused one)."""
