@@ -35,7 +35,7 @@ from cleanroom.controller.manager_link import ComputeCredentials
 from cleanroom.dpop import ProofKey
 from cleanroom.manager import Settings, create_app
 from cleanroom.manager import admin as operations
-from cleanroom.manager.database import Client, ComputeServer, Project, Room
+from cleanroom.manager.database import Client, ComputeServer, Project, RevokedToken, Room
 from cleanroom.manager.keys import KeyRing, rotate
 from cleanroom.tokens import TokenIssuer
 from tests.auth import dpop, signed_token
@@ -520,3 +520,15 @@ def test_a_room_token_of_the_dpop_key_a_client_moved_from_is_refused_by_the_cont
         refused = poll(refused_with(controller, token, "token-revoked"))
         assert refused.status_code == 401
     assert accepted(probe(controller, new, moved_to))
+    # Registering again from the same key is no move: another profile's room token (a
+    # key never registered, with the client's secret) is left alone.
+    with ManagerClient(manager.url) as other:
+        kept = other.fetch_token(client_id, secret, resource=controller, room=ROOM).access_token
+    with ManagerClient(manager.url, dpop_key=moved_to) as second:
+        second.fetch_token(client_id, secret)
+        second.register_user_key(user_key, client_id)
+    with manager.sessions() as session:
+        assert (
+            session.get(RevokedToken, jwt.decode(kept, options={"verify_signature": False})["jti"])
+            is None
+        )

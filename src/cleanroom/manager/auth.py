@@ -107,8 +107,8 @@ class Auth:
         key the caller's token is bound to (``jkt``): the user key vouches for that
         DPoP key, and only tokens bound to it are the user from now on
         (:func:`cleanroom.manager.callers.proven_user_id`); registering again from
-        another DPoP key moves that to the new key, and revokes every room token of the
-        client bound to another key (audited as ``room_tokens.revoked``) and, at the
+        another DPoP key moves that to the new key, and then revokes every room token of
+        the client bound to another key (audited as ``room_tokens.revoked``) and, at the
         manager, every token of another key issued until then (``Client.user_jkt_since``).
         One user key per client: another
         key than the one registered is refused (409 ``one-user-per-client``).
@@ -143,7 +143,8 @@ class Auth:
                     actual=registered,
                 )
             now = int(time.time())
-            if client.user_jkt != caller.jkt:
+            moved = client.user_jkt != caller.jkt
+            if moved:
                 # The tokens of every other key issued until now stop counting at the
                 # manager (callers.user_caller), so the key moved from acts no more as
                 # the project's member either, nor registers its old signature again;
@@ -155,10 +156,14 @@ class Auth:
             session.flush()
             # The client's room tokens bound to another DPoP key (a lost or replaced
             # dpop-key.pem, another profile of the client) end here: at Controllers they
-            # were good for the rest of their hour to whoever holds that key.
-            revoked = revoke_other_keys_room_tokens(
-                session, client.id, caller.jkt, now, self.settings.token_leeway
-            )
+            # were good for the rest of their hour to whoever holds that key. Only when
+            # the key moves, as the manager's own tokens: registering again from the
+            # same key leaves the tokens of the client's other profiles alone.
+            revoked = 0
+            if moved:
+                revoked = revoke_other_keys_room_tokens(
+                    session, client.id, caller.jkt, now, self.settings.token_leeway
+                )
             if revoked:
                 audit.record(
                     session,

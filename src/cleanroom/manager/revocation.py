@@ -176,8 +176,8 @@ def revoke_other_keys_room_tokens(
     """Revoke every unexpired room token of ``client_id`` bound to another DPoP key than
     ``jkt`` (or kept without its key, before migration 0007); how many.
 
-    For a client whose user key was just registered from the DPoP key ``jkt``
-    (``auth.Auth.register_key``, which every ``cleanroom login`` does): a profile whose
+    For a client whose user key was just registered from the DPoP key ``jkt``, another
+    than before (``auth.Auth.register_key``, which every ``cleanroom login`` does): a profile whose
     ``dpop-key.pem`` was lost or replaced, or a new profile of the client, moves the
     client to its new key, and the room tokens bound to the old one were good at
     Controllers for the rest of their hour, to whoever holds that key (left open by
