@@ -427,3 +427,24 @@ def test_a_group_under_the_threshold_cannot_fail_the_query(tmp_path: Path, condi
         answers.append((stats, (result_dir / "data.csv").read_text()))
     assert answers[0] == answers[1]
     assert answers[0][0] == {"rows": 0, "suppressed": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "released"),
+    [
+        # 50% of the two groups over the threshold (east 30, north 9): one. Of all three
+        # groups, ordered by n, it would have been "tiny" (1 person), then dropped.
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region ORDER BY n "
+         "LIMIT 50 PERCENT", '"region","n"\n"north",9\n'),
+    ],
+)  # fmt: skip
+def test_a_percentage_is_of_the_groups_over_the_threshold(
+    tmp_path: Path, text: str, released: str
+) -> None:
+    """``LIMIT p PERCENT`` is a percentage of the groups left after the threshold."""
+    plan = plan_query(sql_spec(), name=None, text=text)
+    result = run_engine(tmp_path, plan.sql, keep=plan.thresholds, groups=plan.groups_sql)
+    assert result.returncode == 0, result.stderr[-500:]
+    result_dir = tmp_path / "work" / "outputs" / "result"
+    assert (result_dir / "data.csv").read_text() == released
+    assert json.loads((result_dir / "stats.json").read_text())["suppressed"] == 1

@@ -669,3 +669,47 @@ def test_an_input_is_read_by_its_own_name_only(text: str) -> None:
     error = refused(text)
     assert error.check == "sql-table"
     assert error.expected == "input_1"
+
+
+@pytest.mark.parametrize(
+    ("text", "check", "says"),
+    [
+        # DuckDB refuses these whatever the data: refused here, by name
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region LIMIT 150 PERCENT",
+         "aggregation.shape", "percentage"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region LIMIT 9223372036854775808",
+         "aggregation.shape", "number of rows"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region ORDER BY n LIMIT 1 WITH TIES",
+         "aggregation.shape", "WITH_TIES"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region LIMIT 1 ROWS",
+         "aggregation.shape", "ROWS"),
+        # a sample is taken before the groups, so before the threshold: refused by name
+        # (it was refused only because of its method, a bare word: SYSTEM)
+        ("SELECT region, COUNT(*) AS n FROM input_1 USING SAMPLE 50% GROUP BY region",
+         "aggregation.shape", "sample"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 USING SAMPLE 10 ROWS GROUP BY region",
+         "aggregation.shape", "sample"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 TABLESAMPLE 50% GROUP BY region",
+         "sql-table", "sample"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region LIMIT 1 OFFSET 1",
+         "aggregation.shape", "OFFSET"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region QUALIFY n > 3",
+         "aggregation.shape", "QUALIFY"),
+    ],
+)  # fmt: skip
+def test_a_limit_is_a_count_or_a_percentage_of_groups_and_no_sample_is_taken(
+    text: str, check: str, says: str
+) -> None:
+    """``LIMIT n`` and ``LIMIT p PERCENT`` are taken of the groups left after every
+    threshold (tests/sql/test_engine.py); anything else of the kind is refused by name."""
+    error = refused(text)
+    assert error.check == check
+    assert says in error.message
+    grouped = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region LIMIT {}"
+    for allowed in ("50 PERCENT", "50%", "0", "9223372036854775807"):
+        plan_query(SPEC, name=None, text=grouped.format(allowed))
+    dp = refused(
+        "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region LIMIT 50 PERCENT",
+        sql_spec(dp=True),
+    )
+    assert dp.check == "differential_privacy.shape"

@@ -110,7 +110,8 @@ CUSTOM_NODES: tuple[type[exp.Expr], ...] = (
 SELECT_CLAUSES = {"expressions", "from_", "from", "joins", "where", "group", "having", "order",
                   "limit", "distinct"}  # fmt: skip
 CLAUSE_NAMES = {"with_": "a CTE (WITH)", "with": "a CTE (WITH)", "qualify": "QUALIFY",
-                "windows": "a WINDOW clause", "sample": "TABLESAMPLE", "laterals": "LATERAL",
+                "windows": "a WINDOW clause",
+                "sample": "a sample (USING SAMPLE, TABLESAMPLE)", "laterals": "LATERAL",
                 "pivots": "PIVOT", "offset": "OFFSET", "into": "INTO"}  # fmt: skip
 
 
@@ -370,14 +371,6 @@ class _Checker:
             if what is not None and node is not select:
                 raise self.fail_shape(what, node)
         self.scope = _Scope(spec, select, set())
-        for node in select.find_all(exp.Var):
-            # A bare word is a unit (EXTRACT(YEAR FROM d), INTERVAL 1 DAY), never a name
-            # DuckDB could resolve to a column the rules did not see.
-            if not _is_unit(node):
-                raise QueryError(
-                    "sql-syntax", "a column, a literal or a unit", node.sql(DIALECT),
-                    "a bare word is allowed only as the unit of EXTRACT, INTERVAL or DATE_TRUNC",
-                )  # fmt: skip
 
     def strict_rules(self) -> dict[str, AnalysisRule]:
         return {i: r for i, r in self.rules_by_input.items() if r.kind != "custom"}
@@ -400,6 +393,14 @@ class _Checker:
             # DISTINCT ON (expression): which rows are released, and how many, would
             # follow any column of any input, through any function DuckDB has.
             raise self.fail_shape("SELECT DISTINCT ON", distinct)
+        for node in self.select.find_all(exp.Var):
+            # A bare word is a unit (EXTRACT(YEAR FROM d), INTERVAL 1 DAY), never a name
+            # DuckDB could resolve to a column the rules did not see.
+            if not _is_unit(node):
+                raise QueryError(
+                    "sql-syntax", "a column, a literal or a unit", node.sql(DIALECT),
+                    "a bare word is allowed only as the unit of EXTRACT, INTERVAL or DATE_TRUNC",
+                )  # fmt: skip
         self.check_joins()
         aggregated = False
         for item in self.select.expressions:
@@ -445,13 +446,37 @@ class _Checker:
             else:
                 self.check_value(key, "select")
         limit = self.select.args.get("limit")
-        if limit is not None and not (
-            isinstance(limit.expression, exp.Literal) and limit.expression.is_int
-        ):
-            raise self.fail_shape("a LIMIT other than a number", limit)
+        if limit is not None:
+            self.check_limit(limit)
         if self.select.args.get("distinct") and self.shape == "aggregation":
             raise self.fail_shape("SELECT DISTINCT", self.select)
         self.check_nothing_unread()
+
+    def check_limit(self, limit: exp.Expr) -> None:
+        """``LIMIT n`` (0 <= n < 2**63) or ``LIMIT p PERCENT`` (0 <= p <= 100), nothing else.
+
+        Either is taken of the groups left after every threshold, in the second SELECT
+        (``_groups_first``), so neither decides which groups pass one; under differential
+        privacy there is no LIMIT at all. ``WITH TIES``, ``ROWS ONLY``, ``LIMIT … BY`` and a
+        number DuckDB refuses (``LIMIT 150 PERCENT``, a count past BIGINT) are refused here,
+        by name, rather than in the engine."""
+        options = limit.args.get("limit_options")
+        percent = options is not None and bool(options.args.get("percent"))
+        extra = sorted(
+            k for k, v in limit.args.items() if v and k not in ("expression", "limit_options")
+        )
+        if options is not None:
+            extra += sorted(k.upper() for k, v in options.args.items() if v and k != "percent")
+        value = limit.expression
+        most = 100 if percent else 2**63 - 1
+        if extra or not (
+            isinstance(value, exp.Literal) and value.is_int and 0 <= int(value.name) <= most
+        ):
+            raise self.fail_shape(
+                f"a LIMIT other than a number of rows (at most {2**63 - 1}) or a percentage "
+                f"(at most 100){' (' + ', '.join(extra) + ')' if extra else ''}",
+                limit,
+            )  # fmt: skip
 
     def check_nothing_unread(self) -> None:
         """Every column and function of the SELECT was read by the check of its clause.
