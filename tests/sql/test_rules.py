@@ -713,3 +713,44 @@ def test_a_limit_is_a_count_or_a_percentage_of_groups_and_no_sample_is_taken(
         sql_spec(dp=True),
     )
     assert dp.check == "differential_privacy.shape"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'SELECT "region", COUNT(*) AS n FROM input_1 GROUP BY "region" ORDER BY region',
+        'SELECT region, COUNT(*) AS n FROM input_1 GROUP BY "REGION" ORDER BY "Region"',
+        "SELECT A.Region, COUNT(*) AS N FROM input_1 a GROUP BY a.REGION ORDER BY n DESC",
+        'SELECT LOWER("Zip") AS z, SUM(Spend) AS s FROM input_1 GROUP BY lower(zip) '
+        "HAVING SUM(SPEND) > 1 ORDER BY Z",
+    ],
+)
+def test_names_are_compared_as_duckdb_resolves_them(text: str) -> None:
+    """DuckDB compares names in any case, quoted or not: ``GROUP BY "region" ORDER BY
+    region`` was refused as a column not grouped by, ``A.Region`` of ``FROM input_1 a`` as
+    an unknown table (an honest analyst's query)."""
+    plan = plan_query(SPEC, name=None, text=text)
+    assert "__cr_d0" in plan.sql
+
+
+@pytest.mark.parametrize(
+    ("text", "check"),
+    [
+        # a hidden column is still hidden in any case or quoting
+        ('SELECT "EMAIL", COUNT(*) AS n FROM input_1 GROUP BY "EMAIL"',
+         "aggregation.dimension_columns"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 WHERE Email = 'c1@x' GROUP BY region",
+         "aggregation.dimension_columns"),
+        ('SELECT region, MAX("Spend") AS m FROM input_1 GROUP BY region', "sql-function"),
+        ('SELECT region, SUM("EMAIL") AS m FROM input_1 GROUP BY region',
+         "aggregation.aggregate_columns"),
+        # DuckDB folds ASCII letters only: "É" is not "é", the Kelvin sign is not "k"
+        ('SELECT "REGİON", COUNT(*) AS n FROM input_1 GROUP BY "REGİON"', "sql-column"),
+        # two aliases of one input in two cases are one alias twice
+        ("SELECT a.region, COUNT(*) AS n FROM input_1 a JOIN input_2 A ON a.email = A.email "
+         "GROUP BY a.region", "sql-table"),
+    ],
+)  # fmt: skip
+def test_a_name_in_another_case_is_checked_as_the_column_it_names(text: str, check: str) -> None:
+    error = refused(text)
+    assert error.check == check

@@ -26,6 +26,7 @@ A refusal is a :class:`RuleViolation` naming the rule (``aggregation.dimension_c
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -337,6 +338,42 @@ def _inputs_by_their_names(spec: WorkSpec, tree: exp.Expr) -> None:
             )  # fmt: skip
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(name: str) -> str:
+    """A name as DuckDB compares it: ASCII letters in lower case, quoted or not (DuckDB
+    2.0: ``"CITY"``, ``City`` and ``city`` name one column; ``"É"`` is not ``"é"``)."""
+    return name.translate(_ASCII_LOWER)
+
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _fold_names(select: exp.Expr) -> None:
+    """Every column reference and table alias of a checked shape, in place, as DuckDB
+    resolves it: folded (:func:`fold`), and quoted exactly when the folded name is not a
+    plain word (sqlglot quotes a keyword, ``"current_date"``, when it renders one), so
+    that the checks compare names as DuckDB binds them, whatever the runner quoted.
+
+    Compared as written, ``GROUP BY "city" … ORDER BY city`` was refused as a column not
+    grouped by, and ``a.region`` of ``FROM input_1 A`` as an unknown table: the checker
+    took one name for two where DuckDB takes them for one. A column's name and its
+    input's schema cannot differ only by case either: a schema's names are lower case
+    (``schema-column``), and DuckDB refuses two columns of one table differing by case."""
+    names: list[exp.Expr] = []
+    for column in select.find_all(exp.Column):
+        names += [part for part in column.parts if isinstance(part, exp.Identifier)]
+    for table in select.find_all(exp.Table):
+        alias = table.args.get("alias")
+        if alias is not None and isinstance(alias.this, exp.Identifier):
+            names.append(alias.this)
+    for identifier in names:
+        folded = fold(identifier.name)
+        identifier.set("this", folded)
+        identifier.set("quoted", _PLAIN_NAME.fullmatch(folded) is None)
+
+
 def _is_unit(node: exp.Var) -> bool:
     """The unit of EXTRACT, INTERVAL or DATE_TRUNC (sqlglot parses those as words)."""
     parent = node.parent
@@ -427,9 +464,10 @@ class _Checker:
         if having is not None:
             self.check_aggregate_expression(having.this)
         order = self.select.args.get("order")
-        aliases = {item.alias for item in self.select.expressions if isinstance(item, exp.Alias)}
+        aliases = {fold(i.alias) for i in self.select.expressions if isinstance(i, exp.Alias)}
         for ordered in order.expressions if order is not None else []:
             key = ordered.this
+            # DuckDB binds a bare name in ORDER BY to an output column first, in any case.
             if isinstance(key, exp.Column) and not key.table and key.name in aliases:
                 self.checked.add(id(key))  # an output column, checked where it is selected
                 continue
@@ -855,6 +893,7 @@ def _plan(
                 input_id, rule, "shape", f"one SELECT of the {shape} shape",
                 _forbidden_shape(tree) or type(tree).__name__, "no set operation",
             )  # fmt: skip
+        _fold_names(tree)
         checker = _Checker(spec, tree, shape, read)
         checker.check()
         owners = {
@@ -1043,7 +1082,7 @@ def _groups_first(
     condition = None if having is None else over_groups(having.this)
     order = select.args.get("order")
     ordered: list[exp.Expr] = []
-    aliases = {item.alias for item in select.expressions if isinstance(item, exp.Alias)}
+    aliases = {fold(item.alias) for item in select.expressions if isinstance(item, exp.Alias)}
     for key in order.expressions if order is not None else []:
         target = key.this
         position = isinstance(target, exp.Literal) and target.is_int
