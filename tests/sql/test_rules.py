@@ -723,14 +723,18 @@ def test_a_limit_is_a_count_or_a_percentage_of_groups_and_no_sample_is_taken(
         "SELECT A.Region, COUNT(*) AS N FROM input_1 a GROUP BY a.REGION ORDER BY n DESC",
         'SELECT LOWER("Zip") AS z, SUM(Spend) AS s FROM input_1 GROUP BY lower(zip) '
         "HAVING SUM(SPEND) > 1 ORDER BY Z",
+        # a comment stays with the node it follows, and made "region" another text
+        "SELECT region /* where */, COUNT(*) AS n -- how many\n"
+        "FROM input_1 GROUP BY region /* by region */ ORDER BY region -- sorted",
     ],
 )
 def test_names_are_compared_as_duckdb_resolves_them(text: str) -> None:
     """DuckDB compares names in any case, quoted or not: ``GROUP BY "region" ORDER BY
     region`` was refused as a column not grouped by, ``A.Region`` of ``FROM input_1 a`` as
-    an unknown table (an honest analyst's query)."""
+    an unknown table (an honest analyst's query); so was a ``GROUP BY region /* … */``."""
     plan = plan_query(SPEC, name=None, text=text)
     assert "__cr_d0" in plan.sql
+    assert "/*" not in plan.sql
 
 
 @pytest.mark.parametrize(
