@@ -44,3 +44,21 @@ def test_whether_a_query_runs_says_nothing_of_a_group_under_the_threshold(
         assert receipt["status"] == "succeeded", rows
         answers.append((detail["rows"], rows))
     assert answers[0] == answers[1] == ({"released": 0, "suppressed": 1}, [["region", "n"]])
+
+
+def test_an_honest_query_in_any_case_and_a_percentage_run_through_a_room(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """``GROUP BY "region" … ORDER BY region`` was refused before any data was read (an
+    honest analyst's query); ``LIMIT 50 PERCENT`` is of the groups over the threshold
+    (east 30 and north 9; "tiny", one person, is suppressed, never counted in it)."""
+    room = make_room(tmp_path, confinement, sql_spec())
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    receipt, detail, rows = query(
+        room, ALICE, sql='SELECT "region", COUNT(*) AS n FROM input_1 /* all */ '
+        "GROUP BY \"Region\" ORDER BY region LIMIT 50 PERCENT",
+    )  # fmt: skip
+    assert receipt["status"] == "succeeded", rows
+    assert detail["rows"] == {"released": 1, "suppressed": 1}
+    assert rows == [["region", "n"], ["east", "30"]]
