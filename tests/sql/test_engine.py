@@ -441,6 +441,8 @@ def test_a_group_under_the_threshold_cannot_fail_the_query(tmp_path: Path, condi
          '"region","n"\n"east",30\n"north",9\n'),
         ("SELECT A.Region AS Email, COUNT(*) AS N FROM input_1 a GROUP BY a.REGION "
          "ORDER BY email DESC", '"Email","N"\n"north",9\n"east",30\n'),
+        ("SELECT region, COUNT(*) AS n FROM input_1 a GROUP BY a.region ORDER BY A.Region DESC",
+         '"region","n"\n"north",9\n"east",30\n'),
     ],
 )  # fmt: skip
 def test_a_percentage_and_names_in_any_case_are_taken_as_duckdb_takes_them(

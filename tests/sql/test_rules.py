@@ -726,6 +726,11 @@ def test_a_limit_is_a_count_or_a_percentage_of_groups_and_no_sample_is_taken(
         # a comment stays with the node it follows, and made "region" another text
         "SELECT region /* where */, COUNT(*) AS n -- how many\n"
         "FROM input_1 GROUP BY region /* by region */ ORDER BY region -- sorted",
+        # a column named by its input or not: one column for DuckDB
+        "SELECT region, COUNT(*) AS n FROM input_1 a GROUP BY a.region ORDER BY A.Region",
+        "SELECT LOWER(a.region) AS r, COUNT(*) AS n FROM input_1 a GROUP BY LOWER(region) "
+        "ORDER BY LOWER(a.region)",
+        'SELECT "Aé".region, COUNT(*) AS n FROM input_1 AS "Aé" GROUP BY region',
     ],
 )
 def test_names_are_compared_as_duckdb_resolves_them(text: str) -> None:
@@ -735,6 +740,10 @@ def test_names_are_compared_as_duckdb_resolves_them(text: str) -> None:
     plan = plan_query(SPEC, name=None, text=text)
     assert "__cr_d0" in plan.sql
     assert "/*" not in plan.sql
+    dp = plan_query(
+        sql_spec(dp=True), name=None, text=text.split(" HAVING ")[0].split(" ORDER ")[0]
+    )
+    assert dp.dp is not None
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -418,6 +418,26 @@ class _Checker:
                 raise self.fail_shape(what, node)
         self.scope = _Scope(spec, select, set())
 
+    def key(self, node: exp.Expr) -> str:
+        """``node``'s text with each bare column named by the input it resolves to, as
+        DuckDB binds it: what the checks compare expressions by. ``GROUP BY a.region``
+        and ``SELECT region`` over ``FROM input_1 a`` are one expression for DuckDB; as
+        texts they were two, and the query was refused as a column not grouped by. A name
+        that resolves to no input, or to more than one, stays as it is (and is refused
+        where it is checked)."""
+        qualified = node.copy()
+        for column in qualified.find_all(exp.Column):
+            if column.table or not isinstance(column.this, exp.Identifier):
+                continue
+            try:
+                input_id, _name = self.scope.resolve(column)
+            except QueryError:
+                continue
+            alias = next(a for a, i in self.scope.aliases.items() if i == input_id)
+            quoted = _PLAIN_NAME.fullmatch(alias) is None  # as _fold_names quotes it
+            column.set("table", exp.to_identifier(alias, quoted=quoted))
+        return qualified.sql(DIALECT)
+
     def strict_rules(self) -> dict[str, AnalysisRule]:
         return {i: r for i, r in self.rules_by_input.items() if r.kind != "custom"}
 
@@ -752,12 +772,12 @@ class _Checker:
             if grouped:
                 raise self.fail_shape("GROUP BY without an aggregate", group or self.select)
             return
-        keys = {key.sql(DIALECT) for key in grouped}
+        keys = {self.key(key) for key in grouped}
         for item in self.select.expressions:
             target = item.this if isinstance(item, exp.Alias) else item
             if any(isinstance(n, tuple(AGGREGATES)) for n in target.walk()):
                 continue
-            if target.sql(DIALECT) not in keys:
+            if self.key(target) not in keys:
                 raise self.violation_everywhere(
                     "shape", "every selected dimension in GROUP BY", target.sql(DIALECT),
                     "a selected column that is not grouped by",
@@ -929,7 +949,7 @@ def _plan(
                 counts.append((hidden, count, rule.threshold.minimum))
                 thresholds[hidden] = rule.threshold.minimum
             if any(isinstance(n, tuple(AGGREGATES)) for n in executed.walk()):
-                executed, groups_sql = _groups_first(executed, counts)
+                executed, groups_sql = _groups_first(executed, counts, checker.key)
             else:
                 # The list shape: no aggregate, no group, no threshold (a list rule has none).
                 assert not counts, "a threshold is an aggregation rule's"
@@ -1026,7 +1046,7 @@ def _never_fails(select: exp.Select) -> None:
 
 
 def _groups_first(
-    select: exp.Select, counts: list[tuple[str, exp.Expr, int]]
+    select: exp.Select, counts: list[tuple[str, exp.Expr, int]], text_of: Callable[[exp.Expr], str]
 ) -> tuple[exp.Select, str | None]:
     """A checked aggregation query (no differential privacy) as two SELECTs: the groups,
     their aggregates and each threshold's distinct count, with the groups under a
@@ -1034,7 +1054,8 @@ def _groups_first(
     ``HAVING`` (as ``WHERE``), ``ORDER BY`` and ``LIMIT``, every expression over the
     groups in DuckDB's ``TRY(…)`` (an error becomes ``NULL``; a ``NULL`` condition drops
     the group). Also the query that counts the groups before any threshold (the
-    suppressed ones are counted from it).
+    suppressed ones are counted from it). ``text_of`` gives the text expressions are compared
+    by (:meth:`_Checker.key`).
 
     In one SELECT, ``HAVING`` was the threshold ``AND`` the runner's condition, and
     DuckDB, which evaluates a conjunction in no promised order, evaluated ``1 %
@@ -1048,7 +1069,7 @@ def _groups_first(
     keys = list(group.expressions) if group is not None else []
     key_columns: dict[str, str] = {}  # a key's text -> its column among the groups'
     for key in keys:
-        key_columns.setdefault(key.sql(DIALECT), f"{HIDDEN_PREFIX}_d{len(key_columns)}")
+        key_columns.setdefault(text_of(key), f"{HIDDEN_PREFIX}_d{len(key_columns)}")
     aggregates: dict[str, tuple[str, exp.Expr]] = {}
 
     def aggregate_column(node: exp.Expr) -> exp.Expr:
@@ -1068,7 +1089,7 @@ def _groups_first(
             return exp.Try(this=holder.this)
 
         def by_key(part: exp.Expr) -> exp.Expr:
-            name = key_columns.get(part.sql(DIALECT))
+            name = key_columns.get(text_of(part))
             return part if name is None else exp.column(name)
 
         value = node.copy().transform(by_key)
@@ -1111,7 +1132,7 @@ def _groups_first(
         inner.set("group", exp.Group(expressions=[_row_safe(key.copy()) for key in keys]))
     firsts: dict[str, exp.Expr] = {}  # each key's column, of its first place in GROUP BY
     for key in keys:
-        firsts.setdefault(key_columns[key.sql(DIALECT)], key)
+        firsts.setdefault(key_columns[text_of(key)], key)
     counted = [exp.alias_(count.copy(), hidden) for hidden, count, _minimum in counts]
     groups_sql = None
     if counts:
@@ -1340,7 +1361,7 @@ def _dp_plan(
     groups: list[str] = []
     aggregates: list[DpAggregate] = []
     outer: list[exp.Expr] = []
-    position = {key.sql(DIALECT): index for index, key in enumerate(keys)}
+    position = {checker.key(key): index for index, key in enumerate(keys)}
     carried: dict[str, tuple[str, exp.Expr]] = {}  # a key's column -> (its name, it)
     grouped: list[exp.Expr] = []  # each key, of the carried columns, as text, cut
     for index, key in enumerate(keys):
@@ -1379,9 +1400,9 @@ def _dp_plan(
         target = item.this if isinstance(item, exp.Alias) else item
         output = item.alias_or_name
         if not any(isinstance(n, tuple(AGGREGATES)) for n in target.walk()):
-            if target.sql(DIALECT) not in position:
+            if checker.key(target) not in position:
                 raise refuse("shape", "grouped dimensions", target.sql(DIALECT), "not grouped")
-            selected.append((position[target.sql(DIALECT)], output))
+            selected.append((position[checker.key(target)], output))
             continue
         if not isinstance(target, exp.Count | exp.Sum | exp.Avg):
             raise refuse("aggregate", "COUNT, SUM or AVG alone", target.sql(DIALECT)[:80],
