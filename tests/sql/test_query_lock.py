@@ -133,11 +133,12 @@ def test_dp_queries_checked_at_once_never_spend_more_than_the_budget(
 
     def spent() -> dict[str, float]:
         nonlocal reads
+        value = real_spent()  # read before it counts: once counted, others may charge
         with counting:
             reads += 1
             if reads >= racers:
                 read_all.set()
-        return real_spent()
+        return value
 
     def held(*args: Any, **kwargs: Any) -> Any:
         assert read_all.wait(60), "not every session read the budget"
