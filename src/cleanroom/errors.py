@@ -18,7 +18,8 @@ from types import MappingProxyType
 
 _PRINTABLE = frozenset(chr(code) for code in range(0x20, 0x7F))
 _NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\\": "\\\\"}
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+"""The Unicode categories of the characters :func:`terminal_safe` escapes."""
 
 
 def escape_char(char: str) -> str:
@@ -51,7 +52,7 @@ def terminal_safe(text: str) -> str:
     if text.isascii() and text.isprintable():
         return text
     return "".join(
-        escape_char(char) if unicodedata.category(char) in _UNSAFE_CATEGORIES else char
+        escape_char(char) if unicodedata.category(char) in UNSAFE_CATEGORIES else char
         for char in text
     )
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import RunError, UploadError
 from cleanroom.enclave.room import SESSION_LIFETIME_S, CleanRoom, seal_bundle
@@ -612,3 +613,92 @@ def test_a_failed_run_names_no_input_file_in_the_clear(
     assert secret not in json.dumps(document)
     assert secret not in caplog.text
     assert "run failed" in caplog.text
+
+
+HOSTILE_NAMES = {
+    "ansi": "a\x1b[31mred.csv",  # a terminal's colour, or an OSC sequence
+    "newline": "line\nbreak.csv",
+    "carriage-return": "fake.csv\rreal.csv",
+    "delete": "del\x7f.csv",
+    "c1": "c1\x9b31m.csv",
+    "bidi-override": "report\u202ecsv.exe",  # shown as reportexe.csv
+    "bidi-isolate": "x\u2066y.csv",
+    "zero-width": "zero\u200bwidth.csv",
+    "byte-order-mark": "\ufeffbom.csv",
+    "private-use": "p\ue000.csv",
+    "line-separator": "ls\u2028sep.csv",
+    "in-a-directory": "dir\u202e/inner.csv",
+}
+TWINS = [
+    ("Data.csv", "data.csv"),  # case
+    ("caf\u00e9.csv", "cafe\u0301.csv"),  # NFC and NFD
+    ("\ufb01le.csv", "file.csv"),  # NFKC: the ligature fi
+    ("STRASSE.csv", "stra\u00dfe.csv"),  # case folding, not lower()
+    ("same", "SAME/inner.csv"),  # a file and a directory
+]
+
+
+def test_output_names_a_terminal_acts_on_or_a_disk_holds_as_one_are_left_out(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """A function's author chooses its output files' names, and each recipient's disk and
+    terminal get them: the Worker released every UTF-8 name byte for byte, so ESC, CR and
+    bidirectional overrides reached a recipient's listing raw (``report\\u202ecsv.exe``
+    reads ``reportexe.csv``), and two names that a case- or normalisation-insensitive disk
+    holds as one (macOS, Windows) failed every download there, or had one file stand for
+    the other (h16, h19's red team). Every such file is left out, both twins; the others
+    are released, and the client writes them."""
+    written = [*HOSTILE_NAMES.values(), *(name for pair in TWINS for name in pair)]
+    kept = ["ok.csv", "sub/x.csv", "SUB/y.csv", "caf\u00e9-only.csv", "\u00e9t\u00e9/r.csv"]
+    handler = f"""
+import pathlib
+
+def run():
+    out = pathlib.Path("outputs/output_1")
+    for name in {[*written, *kept]!r}:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(name)
+"""
+    room = make_room(tmp_path, confinement, handler)
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    listed = json.loads(download_all(room)["output_1/.manifest"])["files"]
+    assert sorted(listed) == sorted(kept)
+    # The client writes what was released (its own checks pass on it).
+    keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1"))
+    client: Any = CleanRoomClient.__new__(CleanRoomClient)
+    target = tmp_path / "download"
+    target.mkdir()
+    files, _manifest = client._receive(
+        iter(room.download(keys.session_id)), keys, "output_1", target, None
+    )
+    assert sorted(files) == sorted(kept)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.csv")) == sorted(kept)
+
+
+def test_the_log_takes_no_name_a_disk_holds_as_one_of_the_functions_files(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """The Worker names the log function.log unless the function's files hold that name;
+    it compared names exactly, so beside the function's FUNCTION.LOG the log was
+    function.log, and a recipient on a case-insensitive disk got one file for two."""
+    handler = """
+import pathlib
+
+def run():
+    print("the function's log")
+    pathlib.Path("outputs/output_1/FUNCTION.LOG").write_text("mine")
+    pathlib.Path("outputs/output_1/Function.1.log").mkdir()
+    pathlib.Path("outputs/output_1/Function.1.log/x").write_text("mine too")
+"""
+    room = make_room(tmp_path, confinement, handler, logs="output_1")
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    received = download_all(room)
+    files = sorted(json.loads(received.pop("output_1/.manifest"))["files"])
+    assert files == ["FUNCTION.LOG", "Function.1.log/x", "function.2.log"]
+    assert received["output_1/function.2.log"] == b"the function's log\n"

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cleanroom.protocol.text import collisions, folded, quoted, shown
+from cleanroom.protocol.text import (
+    FoldedPaths,
+    clashing,
+    collisions,
+    folded,
+    quoted,
+    shown,
+    unsafe_character,
+)
 
 
 @pytest.mark.parametrize(
@@ -93,3 +101,41 @@ def test_names_that_read_alike_fold_alike(first: str, second: str) -> None:
 def test_different_names_do_not_collide() -> None:
     assert collisions(["k", "k2", "K_", "handler.py", "handler.pyc"]) == []
     assert collisions(["k", "k"]) == []  # one name, twice, is no collision
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        (["a.csv", "A.csv", "b.csv"], {"a.csv", "A.csv"}),
+        (["caf\u00e9", "cafe\u0301"], {"caf\u00e9", "cafe\u0301"}),
+        (["a", "A/b", "A/c", "d/e"], {"a", "A/b", "A/c"}),
+        (["a/x", "A/y"], set()),  # one directory on such a disk, two files in it
+        (["a\uff0fb", "a/b"], set()),  # U+FF0F folds to "/" but is no separator on a disk
+        (["x/y", "x/z", "y"], set()),
+    ],
+)
+def test_clashing_finds_every_file_a_folding_disk_holds_as_one_with_another(
+    paths: list[str], expected: set[str]
+) -> None:
+    assert clashing(paths) == expected
+    added = FoldedPaths()
+    clashes = [path for path in paths if added.add(path) is not None]
+    assert bool(clashes) == bool(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "unsafe"),
+    [
+        ("caf\u00e9 r\u00e9sum\u00e9.csv", None),
+        ("a\x1b[31m", "\x1b"),
+        ("x\x9b", "\x9b"),
+        ("report\u202ecsv.exe", "\u202e"),
+        ("a\u200bb", "\u200b"),
+        ("\ue000", "\ue000"),
+        ("a\u2029", "\u2029"),
+    ],
+)
+def test_unsafe_character_is_the_first_a_terminal_acts_on_or_does_not_show(
+    name: str, unsafe: str | None
+) -> None:
+    assert unsafe_character(name) == unsafe

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any, ClassVar, TypeVar
 
 from cleanroom.enclave.errors import (
@@ -49,6 +49,7 @@ from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSend
 from cleanroom.protocol.run_request import open_run_request
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
 from cleanroom.protocol.status import NONCE_BYTES, room_status
+from cleanroom.protocol.text import clashing
 from cleanroom.runtimes import Runtime
 
 P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
@@ -378,10 +379,11 @@ class CleanRoom:
         # directory (function.log/x): the log was then stored beside it, as a file named
         # as a directory of the output, which no recipient's disk can hold (the download
         # of a run signed "succeeded" failed every time, FileExistsError).
-        names = {stored.name for stored in self._outputs[output_id][1]}
-        taken = names | {str(up) for name in names for up in PurePosixPath(name).parents}
+        # Nor one a case-insensitive disk holds as the function's (FUNCTION.LOG, or
+        # Function.log/x): the function's files are released only if none clashes.
+        names = [stored.name for stored in self._outputs[output_id][1]]
         name, number = f"{output_id}/{LOG_FILE}", 0
-        while name in taken:
+        while name in clashing([*names, name]):
             number += 1
             name = f"{output_id}/function.{number}.log"
         writer = self._store.create(name)

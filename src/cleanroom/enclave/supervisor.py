@@ -53,6 +53,7 @@ from cleanroom.enclave.cgroups import CgroupLimits, CgroupUnavailable, RunCgroup
 from cleanroom.enclave.syscalls import filter_fd as syscall_filter
 from cleanroom.errors import Error
 from cleanroom.protocol.records import MAX_PATH
+from cleanroom.protocol.text import clashing, unsafe_character
 
 STAGE = Path("/run/cleanroom/stage")
 """Where a supervisor (as root) mounts the run's view, in its own mount namespace only."""
@@ -497,7 +498,13 @@ class Supervisor:
             if cgroup is not None:
                 cgroup.kill()
                 cgroup.remove()
-        if report.error is None and _size(stage.outputs, plan.outputs) > plan.limits.disk_mib << 20:
+        left_out = frozenset[str]()
+        if report.error is None:
+            left_out = _clashing(stage.outputs, plan.outputs)
+        if (
+            report.error is None
+            and _size(stage.outputs, plan.outputs, left_out) > plan.limits.disk_mib << 20
+        ):
             # Sparse files use little of the tmpfs but are read at their full size: more
             # than the limit is released not at all (a part would be the supervisor's
             # choice, not the function's).
@@ -509,7 +516,8 @@ class Supervisor:
         out.flush()
         self.reported = True
         if report.error is None:
-            _write_outputs(stage.outputs, [] if report.outputs_withheld else plan.outputs, out)
+            released = [] if report.outputs_withheld else plan.outputs
+            _write_outputs(stage.outputs, released, left_out, out)
         out.flush()
         return 0
 
@@ -673,18 +681,43 @@ MAX_OUTPUT_NAME = MAX_PATH  # bytes of ``<output id>/<file's name below it>``
 # that refusal ended the run and quoted the name, which is the function's plaintext,
 # in the room's status, which the Controller reads in the clear.
 RESERVED_OUTPUT_NAME = ".manifest"
+# Nor a name with a character a terminal acts on or does not show (ESC, CR, a
+# bidirectional override, a zero-width space: ``text.unsafe_character``): the function's
+# author chose it, and each recipient's terminal listed it raw (``ls`` prints U+202E as
+# it is, so ``report\u202ecsv.exe`` reads ``reportexe.csv``); and no two files of an
+# output that a case- or normalisation-insensitive disk holds as one (``a.csv`` and
+# ``A.csv``, ``café`` in NFC and NFD, ``a`` and ``A/b``: ``text.clashing``), which
+# failed the download of a recipient on macOS or Windows every time, or let one
+# file stand for the other: all of them are left out (h19's red team).
 
 
 def _releasable(relative: str) -> bool:
     """Whether an output file named ``relative`` (below its output) can be released."""
-    return "\\" not in relative and relative != RESERVED_OUTPUT_NAME
+    return (
+        "\\" not in relative
+        and relative != RESERVED_OUTPUT_NAME
+        and unsafe_character(relative) is None
+    )
 
 
-def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, int]]:
+def _clashing(outputs: Path, output_ids: list[str]) -> frozenset[str]:
+    """The files :func:`_walk_outputs` would release whose names clash with another's on
+    a disk that ignores case and normalisation (``text.clashing``): every one of them."""
+    names = []
+    for name, fd in _walk_outputs(outputs, output_ids):
+        os.close(fd)
+        names.append(name)
+    return frozenset(clashing(names))
+
+
+def _walk_outputs(
+    outputs: Path, output_ids: list[str], left_out: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, int]]:
     """(relative name, open fd) of every regular file under each output, by descriptors:
     no symlink is followed at any depth, and special files and links are left out, as
     are files deeper than :data:`MAX_OUTPUT_DEPTH`, named (with their output's id) longer
-    than :data:`MAX_OUTPUT_NAME`, or named as no output file may be (:func:`_releasable`)."""
+    than :data:`MAX_OUTPUT_NAME`, named as no output file may be (:func:`_releasable`),
+    or named in ``left_out`` (``<output id>/<relative>``: :func:`_clashing`)."""
     root = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for output_id in sorted(output_ids):
@@ -700,7 +733,11 @@ def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, i
                     for name in sorted(files):
                         relative = os.path.normpath(os.path.join(directory, name))
                         named = len(os.fsencode(f"{output_id}/{relative}"))
-                        if named > MAX_OUTPUT_NAME or not _releasable(relative):
+                        if (
+                            named > MAX_OUTPUT_NAME
+                            or not _releasable(relative)
+                            or f"{output_id}/{relative}" in left_out
+                        ):
                             continue
                         try:
                             fd = os.open(name, READ_NO_FOLLOW, dir_fd=dir_fd)
@@ -717,18 +754,20 @@ def _walk_outputs(outputs: Path, output_ids: list[str]) -> Iterator[tuple[str, i
         os.close(root)
 
 
-def _size(outputs: Path, output_ids: list[str]) -> int:
+def _size(outputs: Path, output_ids: list[str], left_out: frozenset[str]) -> int:
     """The total size of the files that would be released (sparse ones in full)."""
     total = 0
-    for _name, fd in _walk_outputs(outputs, output_ids):
+    for _name, fd in _walk_outputs(outputs, output_ids, left_out):
         total += os.fstat(fd).st_size
         os.close(fd)
     return total
 
 
-def _write_outputs(outputs: Path, output_ids: list[str], out: IO[bytes]) -> None:
+def _write_outputs(
+    outputs: Path, output_ids: list[str], left_out: frozenset[str], out: IO[bytes]
+) -> None:
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for name, fd in _walk_outputs(outputs, output_ids):
+        for name, fd in _walk_outputs(outputs, output_ids, left_out):
             with os.fdopen(fd, "rb") as handle:
                 try:
                     name.encode()

@@ -18,6 +18,14 @@ Two names that a person would read as one are found by :func:`folded`: Unicode
 NFKC normalisation and case folding, without default-ignorable code points (as
 Unicode's NFKC_Casefold). Names that fold alike are refused in a function bundle
 and flagged among a spec's parameter keys (:func:`collisions`).
+
+A file name another party chose and a person's disk will hold (an output's files,
+named by the function) must be one that shows as it is and that no disk reads as
+another's: :func:`unsafe_character` finds a character a terminal acts on or does not
+show, :class:`FoldedPaths` and :func:`clashing` the paths that a case- or
+normalisation-insensitive disk (macOS, Windows) would hold as one (``a.csv`` and
+``A.csv``, ``café`` in NFC and in NFD), or as a file and a directory (``a`` and
+``A/b``).
 """
 
 from __future__ import annotations
@@ -25,10 +33,8 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable
 
+from cleanroom.errors import UNSAFE_CATEGORIES, terminal_safe
 from cleanroom.errors import escape_char as _escape
-from cleanroom.errors import terminal_safe
-
-__all__ = ["collisions", "folded", "quoted", "shown", "terminal_safe"]
 
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, 15.1): code
 # points that render as nothing. NFKC keeps them; NFKC_Casefold removes them.
@@ -98,4 +104,70 @@ def collisions(names: Iterable[str]) -> list[tuple[str, ...]]:
     return sorted(tuple(sorted(group)) for group in groups.values() if len(group) > 1)
 
 
-__all__ = ["collisions", "folded", "quoted", "shown", "terminal_safe"]
+def unsafe_character(name: str) -> str | None:
+    """The first character of ``name`` that a terminal may act on or not show (as
+    :func:`terminal_safe` escapes: controls, bidirectional and zero-width format
+    characters, surrogates, private-use and unassigned code points, line and paragraph
+    separators), or None.
+
+    Unassigned is as this interpreter's Unicode tables say: a Worker's (measured)
+    Python 3.11 knows Unicode 14, and every client (3.11.4 or later) at least as much,
+    so what a Worker releases no client finds unassigned."""
+    return next((char for char in name if unicodedata.category(char) in UNSAFE_CATEGORIES), None)
+
+
+def _folded_parts(path: str) -> tuple[str, ...]:
+    # Component by component: NFKC makes "/" of U+FF0F, which no disk reads as one.
+    return tuple(folded(part) for part in path.split("/"))
+
+
+class FoldedPaths:
+    """Relative POSIX paths of files, added one by one: which earlier one a disk that
+    ignores case and normalisation could not hold apart from a new one."""
+
+    def __init__(self) -> None:
+        self._files: dict[tuple[str, ...], str] = {}
+        self._directories: dict[tuple[str, ...], str] = {}  # -> a file below it
+
+    def add(self, path: str) -> str | None:
+        """Add ``path``; the earlier path it clashes with, if any: one that folds alike
+        (:func:`folded`), a file that folds like a directory of ``path``, or a file below
+        a directory that folds like ``path``."""
+        parts = _folded_parts(path)
+        clash = self._files.get(parts) or self._directories.get(parts)
+        for end in range(1, len(parts)):
+            clash = clash or self._files.get(parts[:end])
+            self._directories.setdefault(parts[:end], path)
+        self._files.setdefault(parts, path)
+        return clash
+
+
+def clashing(paths: Iterable[str]) -> set[str]:
+    """Every one of ``paths`` (distinct relative POSIX paths of files) that clashes with
+    another as :meth:`FoldedPaths.add` finds: both twins, the file and every file below
+    the directory it folds like."""
+    files: dict[tuple[str, ...], list[str]] = {}
+    below: dict[tuple[str, ...], list[str]] = {}
+    for path in paths:
+        parts = _folded_parts(path)
+        files.setdefault(parts, []).append(path)
+        for end in range(1, len(parts)):
+            below.setdefault(parts[:end], []).append(path)
+    found: set[str] = set()
+    for parts, alike in files.items():
+        under = below.get(parts, [])
+        if len(alike) > 1 or under:
+            found.update(alike, under)
+    return found
+
+
+__all__ = [
+    "FoldedPaths",
+    "clashing",
+    "collisions",
+    "folded",
+    "quoted",
+    "shown",
+    "terminal_safe",
+    "unsafe_character",
+]
