@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -131,3 +132,50 @@ def test_an_output_manifest_the_receipt_signed_must_still_be_a_salted_v2_one(
     with pytest.raises(TransferError) as caught:
         client._check_output(signed(changed), "output_1", changed, files)
     assert caught.value.check == "output-manifest"
+
+
+@pytest.mark.parametrize(
+    ("names", "check"),
+    [
+        (["output_1/a\x1b]52;c;ZXZpbA==\x07.csv"], "output-name"),  # OSC 52: the clipboard
+        (["output_1/fake.csv\rreal.csv"], "output-name"),
+        (["output_1/report\u202ecsv.exe"], "output-name"),
+        (["output_1/zero\u200bwidth.csv"], "output-name"),
+        (["output_1/dir\u2028/x.csv"], "output-name"),
+        (["output_1/" + "n" * 256], "output-name"),
+        (["output_1/Data.csv", "output_1/data.csv"], "output-name-clash"),
+        (["output_1/caf\u00e9", "output_1/cafe\u0301"], "output-name-clash"),
+        (["output_1/a", "output_1/A/b"], "output-name-clash"),
+        (["output_1/A/b", "output_1/a"], "output-name-clash"),
+        (["output_1/a", "output_1/a/b"], "output-name-clash"),  # a file, then its directory
+        (["output_1/a/b", "output_1/a"], "output-name-clash"),
+    ],
+    ids=[
+        "osc-52",
+        "carriage-return",
+        "bidi-override",
+        "zero-width",
+        "line-separator",
+        "too-long-a-part",
+        "case-twins",
+        "nfc-nfd-twins",
+        "file-then-directory-twin",
+        "directory-then-file-twin",
+        "file-then-its-directory",
+        "directory-then-its-file",
+    ],
+)
+def test_a_download_writes_no_name_a_terminal_acts_on_or_a_disk_holds_as_one(
+    tmp_path: Path, names: list[str], check: str
+) -> None:
+    """The Worker leaves such names out of an output; the client, which writes and shows
+    them, does not take the Worker's listing for that: a record of one is refused before
+    its file is made, and nothing of the download is left (h19's red team)."""
+    target = tmp_path / "new"
+    compute = SimpleNamespace(download=lambda _room, _session: iter(frames(names)))
+    client: Any = CleanRoomClient.__new__(CleanRoomClient)
+    with pytest.raises(TransferError) as caught:
+        client._download_checked(compute, "room", KEYS, "output_1", "0" * 64, target, None)
+    assert caught.value.check == check
+    assert os.listdir(tmp_path) == []
+    assert str(caught.value).isascii() and str(caught.value).isprintable()

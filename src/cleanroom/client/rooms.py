@@ -63,8 +63,10 @@ from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSend
 from cleanroom.protocol.run_request import seal_run_request
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
 from cleanroom.protocol.status import NONCE_BYTES, verify_status
+from cleanroom.protocol.text import FoldedPaths, shown, unsafe_character
 
 MANIFEST_NAME = ".manifest"
+MAX_NAME_BYTES = 255  # a file or directory name on the disks a client writes (NAME_MAX)
 UPLOADS_FILE = "uploads.json"
 
 Progress = Callable[[int], None]
@@ -318,6 +320,31 @@ def _safe_relative(output_id: str, name: str) -> PurePosixPath:
     ):
         raise TransferError("output-path", f"{prefix}<relative path>", name, "unsafe output path")
     return path
+
+
+def _check_new_name(relative: str, names: FoldedPaths) -> None:
+    """An output file's name (below its output) is one to write and show as it is, before
+    anything of it touches the disk: the Worker leaves out others, but the client checks
+    what it writes itself (``output-name``, ``output-name-clash``)."""
+    unsafe = unsafe_character(relative)
+    longest = max(len(part.encode()) for part in relative.split("/"))
+    if unsafe is not None or longest > MAX_NAME_BYTES:
+        raise TransferError(
+            "output-name",
+            f"names of at most {MAX_NAME_BYTES} bytes a part, without a character a "
+            "terminal acts on or does not show",
+            shown(relative),
+            "an output file's name has "
+            + (f"the character {shown(unsafe)}" if unsafe is not None else "a part too long"),
+        )
+    other = names.add(relative)
+    if other is not None:
+        raise TransferError(
+            "output-name-clash",
+            "names a disk that ignores case and Unicode normalisation holds apart",
+            f"{shown(other)} and {shown(relative)}",
+            "two output files would be one on such a disk (macOS, Windows)",
+        )
 
 
 class CleanRoomClient:
@@ -864,6 +891,7 @@ class CleanRoomClient:
         sizes: dict[str, int] = {}
         digests: dict[str, Any] = {}
         handles: dict[str, Any] = {}
+        names = FoldedPaths()
         try:
             for frame in frames:
                 name, _index, final, data = receiver.open(frame)
@@ -878,6 +906,7 @@ class CleanRoomClient:
                 key = relative.as_posix()
                 handle = handles.get(key)
                 if handle is None:
+                    _check_new_name(key, names)
                     path = directory.joinpath(*relative.parts)
                     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                     handle = handles[key] = path.open("xb")
