@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from cleanroom.client.rooms import CleanRoomClient, TransferError, _input_files
+from cleanroom.client.rooms import (
+    CleanRoomClient,
+    InputTooLargeError,
+    TransferError,
+    _input_files,
+)
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
@@ -179,3 +184,28 @@ def test_a_download_writes_no_name_a_terminal_acts_on_or_a_disk_holds_as_one(
     assert caught.value.check == check
     assert os.listdir(tmp_path) == []
     assert str(caught.value).isascii() and str(caught.value).isprintable()
+
+
+def test_an_input_whose_manifest_no_worker_takes_is_refused_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
+    """A Worker takes an upload manifest of at most 16 MiB (a name and about 90 bytes a
+    file): 17,000 files named in 1,000 bytes are past it. The client knows the manifest's
+    size from the names and sizes alone, and refuses before it asks any server."""
+    deep = tmp_path / "input" / ("d" * 250) / ("e" * 250) / ("f" * 250)
+    deep.mkdir(parents=True)
+    for number in range(17_000):
+        (deep / f"{number:06d}{'g' * 240}").write_bytes(b"")
+    spec = SimpleNamespace(inputs={"input_1": "alice"}, sql=None, work_id="w")
+    client: Any = CleanRoomClient.__new__(CleanRoomClient)
+    client.approved = lambda _name: (SimpleNamespace(name="room"), spec)
+
+    def asked(_room: object) -> None:
+        raise AssertionError("a server was asked")
+
+    client._compute = asked
+    with pytest.raises(InputTooLargeError) as caught:
+        client.upload("room", "input_1", tmp_path / "input")
+    assert caught.value.check == "input-manifest-size"
+    assert caught.value.exit_code == 2
+    assert "17000 files" in str(caught.value) and "tar or zip" in str(caught.value.hint)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cleanroom.client.rooms import CleanRoomClient
+from cleanroom.client.rooms import CleanRoomClient, _input_files, _Upload
 from cleanroom.enclave.attester import Attester, WorkerAllowList
 from cleanroom.enclave.errors import RunError, UploadError
 from cleanroom.enclave.room import SESSION_LIFETIME_S, CleanRoom, seal_bundle
@@ -702,3 +702,37 @@ def run():
     files = sorted(json.loads(received.pop("output_1/.manifest"))["files"])
     assert files == ["FUNCTION.LOG", "Function.1.log/x", "function.2.log"]
     assert received["output_1/function.2.log"] == b"the function's log\n"
+
+
+def test_an_input_of_many_files_is_uploaded_with_its_whole_manifest(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """An input's manifest grows with its files (a name, a size, a digest each): 20,000
+    small files make 2.2 MiB, 12,000 of them 1.3 MiB, past what one record holds. The
+    client sealed it as one, so the upload of a directory of 20,000 files failed with a
+    ValueError once every file had been sent, and the Worker took at most 1 MiB of
+    manifest (h16, h19's red team). The client's own upload, as it sends it, is taken,
+    and the function sees every file."""
+    handler = """
+import pathlib
+
+def run():
+    names = sorted(p.name for p in pathlib.Path("inputs/input_1/customers").iterdir())
+    pathlib.Path("outputs/output_1/count.txt").write_text(f"{len(names)} {names[-1]}")
+"""
+    source = tmp_path / "input"
+    (source / "customers").mkdir(parents=True)
+    for number in range(12_000):
+        (source / "customers" / f"customer-{number:06d}.csv").write_text(f"{number}\n")
+    room = make_room(tmp_path, confinement, handler)
+    keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    sending = _Upload(keys, "input_1", bytes(SALT_BYTES), _input_files(source), None)
+    frames = [bytes(frame[4:]) for frame in sending.frames()]  # without the u32 length
+    completed = room.upload(keys.session_id, frames)
+    manifest = canonical(sending.manifest)
+    assert len(manifest) > 1 << 20
+    assert completed.sha256 == hashlib.sha256(manifest).hexdigest()
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    assert download_all(room)["output_1/count.txt"] == b"12000 customer-011999.csv"

@@ -12,7 +12,7 @@ from cleanroom.enclave.errors import StoreError, UploadError
 from cleanroom.enclave.store import MAX_CHUNK, SealedStore, wipe
 from cleanroom.enclave.uploads import MANIFEST_TYPE, Upload
 from cleanroom.protocol.encoding import b64u, canonical
-from cleanroom.protocol.manifest import SALT_BYTES
+from cleanroom.protocol.manifest import MAX_UPLOAD_MANIFEST, SALT_BYTES
 from tests.reliability.report import record_path
 
 SECRET = b"alice@example.com,1984-01-01\n" * 1000
@@ -402,3 +402,18 @@ def test_an_unexpected_entry_in_the_outputs_stream_is_refused_without_its_name(e
         _receive_outputs(stream, ["output_1"], limits, lambda *_args: None)
     assert caught.value.check == "run-outputs"
     assert "Tokyo" not in str(caught.value) and "Tokyo" not in json.dumps(caught.value.to_json())
+
+
+def test_a_manifest_in_many_records_is_joined_up_to_its_bound(store: SealedStore) -> None:
+    """An upload's manifest comes in records of at most 1 MiB (the client's of 12,000
+    files is 1.3 MiB): joined, up to MAX_UPLOAD_MANIFEST (16 MiB), and refused past it
+    at the record that crosses it, what the upload stored erased."""
+    upload = Upload(store, "input_1", "alice")
+    upload.feed("input_1/emails.csv", True, SECRET)
+    chunk = b" " * MAX_CHUNK
+    for _ in range(MAX_UPLOAD_MANIFEST // MAX_CHUNK):
+        assert upload.feed("input_1/.manifest", False, chunk) is None
+    with pytest.raises(UploadError) as caught:
+        upload.feed("input_1/.manifest", True, b" ")
+    assert caught.value.check == "manifest-size"
+    assert store.objects("input_1") == []

@@ -52,7 +52,9 @@ from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki
 from cleanroom.protocol.manifest import (
+    MAX_UPLOAD_MANIFEST,
     OUTPUT_MANIFEST_TYPE,
+    SALT_BYTES,
     UPLOAD_MANIFEST_TYPE,
     check_salt,
     encoded_salt,
@@ -97,6 +99,12 @@ def _offers_no_v2(refusal: ServerError) -> bool:
 
 class UnknownObjectError(MessageFormatError):
     """An input or output id the room's spec does not have (unusable input, not a refusal)."""
+
+    exit_code = 2  # the command line's "unusable input"
+
+
+class InputTooLargeError(MessageFormatError):
+    """An input that no Worker takes in one upload: refused before anything is sent."""
 
     exit_code = 2  # the command line's "unusable input"
 
@@ -263,20 +271,49 @@ class _Upload:
                         break
                     chunk = following
             listed[relative] = {"size": size, "sha256": digest.hexdigest()}
-        self.manifest = {
-            "type": UPLOAD_MANIFEST_TYPE,
-            "input": self.input_id,
-            "salt": encoded_salt(self.salt),
-            "files": listed,
-        }
-        yield sender.seal_framed(
-            f"{self.input_id}/{MANIFEST_NAME}", canonical(self.manifest), final=True
-        )
+        self.manifest = _upload_manifest(self.input_id, self.salt, listed)
+        # In records of at most 1 MiB, as the Worker sends an output's: 20,000 files make
+        # a manifest of 2.2 MiB, which as one record failed with a ValueError once every
+        # file had been sent (h19's red team). The Worker joins them.
+        manifest = canonical(self.manifest)
+        for start in range(0, len(manifest), MAX_PLAINTEXT):
+            end = start + MAX_PLAINTEXT
+            yield sender.seal_framed(
+                f"{self.input_id}/{MANIFEST_NAME}", manifest[start:end], final=end >= len(manifest)
+            )
 
     def _advance(self, count: int) -> None:
         self.sent += count
         if self.progress is not None:
             self.progress(count)
+
+
+def _upload_manifest(input_id: str, salt: bytes, listed: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": UPLOAD_MANIFEST_TYPE,
+        "input": input_id,
+        "salt": encoded_salt(salt),
+        "files": listed,
+    }
+
+
+def _check_manifest_size(input_id: str, files: list[tuple[str, Path]]) -> None:
+    """Refuse (``input-manifest-size``), before anything is sent, an input whose manifest
+    would be larger than a Worker takes: its size is known from the names and the sizes
+    (a digest is always 64 hex digits, a salt 43 characters)."""
+    listed = {name: {"size": path.stat().st_size, "sha256": "0" * 64} for name, path in files}
+    size = len(canonical(_upload_manifest(input_id, bytes(SALT_BYTES), listed)))
+    if size > MAX_UPLOAD_MANIFEST:
+        raise InputTooLargeError(
+            "input-manifest-size",
+            f"a manifest of at most {MAX_UPLOAD_MANIFEST} bytes",
+            f"{size} bytes for {len(files)} files",
+            f"the input has too many files for one upload ({len(files)}): the Worker takes "
+            f"a manifest of at most {MAX_UPLOAD_MANIFEST >> 20} MiB, a name and about 90 "
+            "bytes a file; nothing was sent",
+            "pack the files into fewer (a tar or zip archive, or one file a table) and have "
+            "the function read those",
+        )
 
 
 def _input_files(source: Path) -> list[tuple[str, Path]]:
@@ -632,6 +669,7 @@ class CleanRoomClient:
         room, spec = self.approved(name)
         _known(input_id, spec.inputs, "input", name)
         files = _input_files(source)
+        _check_manifest_size(input_id, files)
         with self._compute(room) as compute:
             _attestation, keys = self._open(
                 compute, room, spec, UploadPurpose(op="upload", input=input_id)
@@ -1103,6 +1141,7 @@ __all__ = [
     "Attestation",
     "CleanRoomClient",
     "DownloadResult",
+    "InputTooLargeError",
     "ProtocolVersionError",
     "RoomStatus",
     "RunNotEndedError",

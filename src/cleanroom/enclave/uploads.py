@@ -35,11 +35,11 @@ from cleanroom.enclave.errors import StoreError, UploadError
 from cleanroom.enclave.store import SealedStore, SealedWriter, StoredObject, check_object_name
 from cleanroom.protocol.encoding import canonical, sha256
 from cleanroom.protocol.errors import ProtocolError
-from cleanroom.protocol.manifest import UPLOAD_MANIFEST_TYPE, check_salt
+from cleanroom.protocol.manifest import MAX_UPLOAD_MANIFEST, UPLOAD_MANIFEST_TYPE, check_salt
 
 MANIFEST_TYPE = UPLOAD_MANIFEST_TYPE
 MANIFEST_NAME = ".manifest"
-MAX_MANIFEST = 1 << 20
+MAX_MANIFEST = MAX_UPLOAD_MANIFEST  # 1 MiB before: 10,000 files of short names
 MAX_NAME_BYTES = 255
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 

@@ -29,6 +29,10 @@ from cleanroom.protocol.encoding import b64u, canonical, from_b64u
 UPLOAD_MANIFEST_TYPE = "cleanroom/upload-manifest/v2"
 OUTPUT_MANIFEST_TYPE = "cleanroom/output-manifest/v2"
 SALT_BYTES = 32  # 256 bits: more than any guess can cover
+MAX_UPLOAD_MANIFEST = 16 << 20
+"""The most bytes of an upload manifest (JCS) a Worker takes, in records of at most 1 MiB:
+20,000 files named in 700 bytes, or 150,000 in 20 (a file's entry is its name and about
+90 bytes); the client refuses a larger input before it sends anything."""
 INPUT_SALT_LABEL = "cleanroom/input-salt/v1"
 
 
