@@ -646,8 +646,8 @@ def test_output_names_a_terminal_acts_on_or_a_disk_holds_as_one_are_left_out(
     bidirectional overrides reached a recipient's listing raw (``report\\u202ecsv.exe``
     reads ``reportexe.csv``), and two names that a case- or normalisation-insensitive disk
     holds as one (macOS, Windows) failed every download there, or had one file stand for
-    the other (h16, h19's red team). Every such file is left out, both twins; the others
-    are released, and the client writes them."""
+    the other (h16, h19's red team). Every such file is left out, both twins, and the
+    log's recipient told how many; the others are released, and the client writes them."""
     written = [*HOSTILE_NAMES.values(), *(name for pair in TWINS for name in pair)]
     kept = ["ok.csv", "sub/x.csv", "SUB/y.csv", "caf\u00e9-only.csv", "\u00e9t\u00e9/r.csv"]
     handler = f"""
@@ -659,13 +659,17 @@ def run():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(name)
 """
-    room = make_room(tmp_path, confinement, handler)
+    room = make_room(tmp_path, confinement, handler, logs="output_1")
     upload(room, ALICE, "input_1", ALICE_DATA)
     upload(room, BOB, "input_2", BOB_DATA)
     receipt, _ = run(room)
     assert receipt["status"] == "succeeded"
-    listed = json.loads(download_all(room)["output_1/.manifest"])["files"]
-    assert sorted(listed) == sorted(kept)
+    received = download_all(room)
+    listed = json.loads(received["output_1/.manifest"])["files"]
+    assert sorted(listed) == sorted([*kept, "function.log"])
+    # The log's recipient is told how many (sealed to it, as the log is).
+    log = received["output_1/function.log"]
+    assert f"[cleanroom] {len(written)} output file(s) left out for their names".encode() in log
     # The client writes what was released (its own checks pass on it).
     keys = session(room, ALICE, DownloadPurpose(op="download", output="output_1"))
     client: Any = CleanRoomClient.__new__(CleanRoomClient)
@@ -674,7 +678,7 @@ def run():
     files, _manifest = client._receive(
         iter(room.download(keys.session_id)), keys, "output_1", target, None
     )
-    assert sorted(files) == sorted(kept)
+    assert sorted(files) == sorted([*kept, "function.log"])
     assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.csv")) == sorted(kept)
 
 

@@ -83,3 +83,42 @@ def test_a_limit_out_of_range_is_named_by_its_option_and_unit(tmp_path: Path) ->
     result = function_test(tmp_path, str(tmp_path / "function"), "--memory", "10")
     assert result.returncode == 2
     assert result.stderr == "error: --memory (MiB): Input should be greater than or equal to 64\n"
+
+
+def test_files_left_out_for_their_names_are_counted_for_the_author(tmp_path: Path) -> None:
+    """The sandbox leaves out an output file whose name a terminal acts on, or a disk that
+    ignores case holds as another's: the author trying the function is told how many,
+    in text and in --json, and the names shown are escaped (h19)."""
+    require_sandbox()
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text(
+        "import pathlib\n\n"
+        "def run():\n"
+        "    out = pathlib.Path('outputs/output_1')\n"
+        "    for name in ('ok.csv', 'Data.csv', 'data.csv', 'report\\u202ecsv.exe'):\n"
+        "        (out / name).write_text(name)\n"
+    )
+    (tmp_path / "input").mkdir()
+    (tmp_path / "input" / "x.csv").write_text("x\n")
+    outputs = {}
+    for output in ("text", "json"):
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "cleanroom.cli.main", "--output", output,
+                "function", "test", str(function),
+                "--input", f"input_1={tmp_path / 'input'}",
+                "--out", str(tmp_path / f"result-{output}"),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CLEANROOM_HOME": str(tmp_path / "home")},
+            timeout=300,
+            check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs[output] = result.stdout
+        assert sorted(os.listdir(tmp_path / f"result-{output}" / "output_1")) == ["ok.csv"]
+    assert "outputs: 3 file(s) left out for their names" in outputs["text"]
+    assert "\u202e" not in outputs["text"]
+    assert json.loads(outputs["json"])["outputs_left_out"] == 3

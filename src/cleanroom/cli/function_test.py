@@ -147,6 +147,7 @@ def function_test(
                 "memory_peak_bytes": result.memory_peak_bytes,
                 "disk_bytes": result.disk_bytes,
                 "outputs_withheld": result.outputs_withheld,
+                "outputs_left_out": result.outputs_left_out,
                 "outputs": {
                     output_id: {
                         "directory": str(out / output_id),
@@ -223,6 +224,14 @@ def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> Non
     )
     if result.outputs_withheld:
         stdout.print("outputs: withheld (larger than --disk)", markup=False)
+    if result.outputs_left_out:
+        stdout.print(
+            f"outputs: {result.outputs_left_out} file(s) left out for their names (a "
+            "character a terminal acts on or does not show, a name a case- or "
+            "normalisation-insensitive disk holds as another's, .manifest, a backslash, "
+            "over 1,024 bytes: docs/threat-model.md)",
+            markup=False,
+        )
     for output_id in outputs:
         files = [o for o in trial.outputs if o.name.split("/", 1)[0] == output_id]
         stdout.print(f"{output_id}: {len(files)} file(s) in {out / output_id}", markup=False)

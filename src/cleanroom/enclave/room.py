@@ -328,7 +328,7 @@ class CleanRoom:
                 digest = self._manifest_digest(output_id, self._output_salts[output_id], files)
                 self._outputs[output_id] = (digest, files)
             if spec.logs is not None:
-                self._add_log(spec.logs, result.log)
+                self._add_log(spec.logs, result.log + _left_out_note(result.outputs_left_out))
         except BaseException as error:
             self._state = "failed"  # no outputs, no second try: redeploy
             self.failure = failure_text(error)  # in the clear: no path, no file name
@@ -493,6 +493,18 @@ class CleanRoom:
             self._sessions.clear()
             self._opened.clear()
             self._store.erase()
+
+
+def _left_out_note(count: int) -> bytes:
+    """What the log's recipient is told of the files left out for their names (the
+    function's own figure, sealed to that recipient alone: never in the clear)."""
+    if not count:
+        return b""
+    return (
+        f"\n[cleanroom] {count} output file(s) left out for their names: a character a "
+        "terminal acts on or does not show, a name a case- or normalisation-insensitive "
+        "disk holds as another's, .manifest, a backslash, or over 1,024 bytes\n"
+    ).encode()
 
 
 def _exit_status(code: int | None) -> int | None:

@@ -193,6 +193,7 @@ class RunResult:
     disk_bytes: int | None = None
     confinement: tuple[str, ...] = ()
     outputs_withheld: bool = False
+    outputs_left_out: int = 0  # regular files left out for their names (the supervisor's)
 
 
 Receive = Callable[[str, IO[bytes], int], None]
@@ -297,6 +298,7 @@ def run_function(
             disk_bytes=report.disk_bytes,
             confinement=tuple(report.confinement),
             outputs_withheld=report.outputs_withheld,
+            outputs_left_out=report.outputs_left_out,
         )
 
 

@@ -163,6 +163,7 @@ class RunReport:
     confinement: list[str] = field(default_factory=list)  # what enforced it, for the log
     log: str = ""  # b64 of the function's output streams, when the spec keeps them
     outputs_withheld: bool = False  # more than the disk limit to release: none is
+    outputs_left_out: int = 0  # regular files left out for their names (_walk_outputs)
     error: str | None = None  # why the supervisor could not run or end the run
 
     def to_json(self) -> bytes:
@@ -500,7 +501,7 @@ class Supervisor:
                 cgroup.remove()
         left_out = frozenset[str]()
         if report.error is None:
-            left_out = _clashing(stage.outputs, plan.outputs)
+            left_out, report.outputs_left_out = _clashing(stage.outputs, plan.outputs)
         if (
             report.error is None
             and _size(stage.outputs, plan.outputs, left_out) > plan.limits.disk_mib << 20
@@ -700,24 +701,31 @@ def _releasable(relative: str) -> bool:
     )
 
 
-def _clashing(outputs: Path, output_ids: list[str]) -> frozenset[str]:
+def _clashing(outputs: Path, output_ids: list[str]) -> tuple[frozenset[str], int]:
     """The files :func:`_walk_outputs` would release whose names clash with another's on
-    a disk that ignores case and normalisation (``text.clashing``): every one of them."""
-    names = []
-    for name, fd in _walk_outputs(outputs, output_ids):
+    a disk that ignores case and normalisation (``text.clashing``): every one of them;
+    and how many files it leaves out for their names, these included."""
+    names: list[str] = []
+    unnamed: list[str] = []
+    for name, fd in _walk_outputs(outputs, output_ids, unnamed=unnamed):
         os.close(fd)
         names.append(name)
-    return frozenset(clashing(names))
+    clashes = frozenset(clashing(names))
+    return clashes, len(unnamed) + len(clashes)
 
 
 def _walk_outputs(
-    outputs: Path, output_ids: list[str], left_out: frozenset[str] = frozenset()
+    outputs: Path,
+    output_ids: list[str],
+    left_out: frozenset[str] = frozenset(),
+    unnamed: list[str] | None = None,
 ) -> Iterator[tuple[str, int]]:
     """(relative name, open fd) of every regular file under each output, by descriptors:
     no symlink is followed at any depth, and special files and links are left out, as
     are files deeper than :data:`MAX_OUTPUT_DEPTH`, named (with their output's id) longer
     than :data:`MAX_OUTPUT_NAME`, named as no output file may be (:func:`_releasable`),
-    or named in ``left_out`` (``<output id>/<relative>``: :func:`_clashing`)."""
+    or named in ``left_out`` (``<output id>/<relative>``: :func:`_clashing`); ``unnamed``
+    gets the names of the regular files left out for their names."""
     root = os.open(outputs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for output_id in sorted(output_ids):
@@ -733,19 +741,18 @@ def _walk_outputs(
                     for name in sorted(files):
                         relative = os.path.normpath(os.path.join(directory, name))
                         named = len(os.fsencode(f"{output_id}/{relative}"))
-                        if (
-                            named > MAX_OUTPUT_NAME
-                            or not _releasable(relative)
-                            or f"{output_id}/{relative}" in left_out
-                        ):
+                        unreleasable = named > MAX_OUTPUT_NAME or not _releasable(relative)
+                        if f"{output_id}/{relative}" in left_out:
                             continue
                         try:
                             fd = os.open(name, READ_NO_FOLLOW, dir_fd=dir_fd)
                         except OSError:
                             continue  # a symlink (ELOOP) or gone
                         info = os.fstat(fd)
-                        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or unreleasable:
                             os.close(fd)
+                            if unreleasable and unnamed is not None and stat.S_ISREG(info.st_mode):
+                                unnamed.append(relative)
                             continue
                         yield f"{output_id}/{relative}", fd
             finally:
