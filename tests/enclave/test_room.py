@@ -628,6 +628,10 @@ HOSTILE_NAMES = {
     "private-use": "p\ue000.csv",
     "line-separator": "ls\u2028sep.csv",
     "in-a-directory": "dir\u202e/inner.csv",
+    "option": "--checkpoint-action=exec=sh x.sh",  # `tar cf all.tar *` runs x.sh
+    "option-directory": "-rf/x.csv",
+    "git": ".git/config",  # core.fsmonitor: run by a prompt's `git status`
+    "git-folded": ".GIT/hooks/post-checkout",
 }
 TWINS = [
     ("Data.csv", "data.csv"),  # case
@@ -649,7 +653,16 @@ def test_output_names_a_terminal_acts_on_or_a_disk_holds_as_one_are_left_out(
     the other (h16, h19's red team). Every such file is left out, both twins, and the
     log's recipient told how many; the others are released, and the client writes them."""
     written = [*HOSTILE_NAMES.values(), *(name for pair in TWINS for name in pair)]
-    kept = ["ok.csv", "sub/x.csv", "SUB/y.csv", "caf\u00e9-only.csv", "\u00e9t\u00e9/r.csv"]
+    kept = [
+        "ok.csv",
+        "sub/x.csv",
+        "SUB/y.csv",
+        "caf\u00e9-only.csv",
+        "\u00e9t\u00e9/r.csv",
+        "x-y.csv",
+        ".gitignore",
+        "a/.github/x.csv",
+    ]
     handler = f"""
 import pathlib
 
@@ -679,7 +692,8 @@ def run():
         iter(room.download(keys.session_id)), keys, "output_1", target, None
     )
     assert sorted(files) == sorted([*kept, "function.log"])
-    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*.csv")) == sorted(kept)
+    on_disk = [p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()]
+    assert sorted(on_disk) == sorted([*kept, "function.log"])
 
 
 def test_the_log_takes_no_name_a_disk_holds_as_one_of_the_functions_files(

@@ -14,6 +14,7 @@ from cleanroom.protocol.text import (
     clashing,
     collisions,
     folded,
+    name_problem,
     quoted,
     shown,
     unsafe_character,
@@ -139,3 +140,18 @@ def test_unsafe_character_is_the_first_a_terminal_acts_on_or_does_not_show(
     name: str, unsafe: str | None
 ) -> None:
     assert unsafe_character(name) == unsafe
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("x-y/.gitignore", None),
+        ("a\u202eb", "the character \\u202e"),
+        ("-rf", "a part that begins with '-' (-rf), read as an option"),
+        ("a/--x=1/b", "a part that begins with '-' (--x=1), read as an option"),
+        (".GIT/config", "a part named as git's repository (.GIT)"),
+        ("a/.git", "a part named as git's repository (.git)"),
+    ],
+)
+def test_name_problem_says_why_a_name_may_not_be_written(path: str, problem: str | None) -> None:
+    assert name_problem(path) == problem

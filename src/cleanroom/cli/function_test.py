@@ -227,9 +227,9 @@ def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> Non
     if result.outputs_left_out:
         stdout.print(
             f"outputs: {result.outputs_left_out} file(s) left out for their names (a "
-            "character a terminal acts on or does not show, a name a case- or "
-            "normalisation-insensitive disk holds as another's, .manifest, a backslash, "
-            "over 1,024 bytes: docs/threat-model.md)",
+            "character a terminal acts on or does not show, a leading '-', a .git, a "
+            "name a case- or normalisation-insensitive disk holds as another's, "
+            ".manifest, a backslash, over 1,024 bytes: docs/threat-model.md)",
             markup=False,
         )
     for output_id in outputs:

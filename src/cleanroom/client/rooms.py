@@ -65,7 +65,7 @@ from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSend
 from cleanroom.protocol.run_request import seal_run_request
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
 from cleanroom.protocol.status import NONCE_BYTES, verify_status
-from cleanroom.protocol.text import FoldedPaths, shown, unsafe_character
+from cleanroom.protocol.text import FoldedPaths, name_problem, shown
 
 MANIFEST_NAME = ".manifest"
 MAX_NAME_BYTES = 255  # a file or directory name on the disks a client writes (NAME_MAX)
@@ -363,16 +363,17 @@ def _check_new_name(relative: str, names: FoldedPaths) -> None:
     """An output file's name (below its output) is one to write and show as it is, before
     anything of it touches the disk: the Worker leaves out others, but the client checks
     what it writes itself (``output-name``, ``output-name-clash``)."""
-    unsafe = unsafe_character(relative)
+    problem = name_problem(relative)
     longest = max(len(part.encode()) for part in relative.split("/"))
-    if unsafe is not None or longest > MAX_NAME_BYTES:
+    if problem is None and longest > MAX_NAME_BYTES:
+        problem = f"a part of {longest} bytes"
+    if problem is not None:
         raise TransferError(
             "output-name",
             f"names of at most {MAX_NAME_BYTES} bytes a part, without a character a "
-            "terminal acts on or does not show",
+            "terminal acts on or does not show, a part that begins with '-' or a .git",
             shown(relative),
-            "an output file's name has "
-            + (f"the character {shown(unsafe)}" if unsafe is not None else "a part too long"),
+            f"an output file's name has {problem}",
         )
     other = names.add(relative)
     if other is not None:

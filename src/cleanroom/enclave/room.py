@@ -502,8 +502,9 @@ def _left_out_note(count: int) -> bytes:
         return b""
     return (
         f"\n[cleanroom] {count} output file(s) left out for their names: a character a "
-        "terminal acts on or does not show, a name a case- or normalisation-insensitive "
-        "disk holds as another's, .manifest, a backslash, or over 1,024 bytes\n"
+        "terminal acts on or does not show, a leading '-', a .git, a name a case- or "
+        "normalisation-insensitive disk holds as another's, .manifest, a backslash, or "
+        "over 1,024 bytes\n"
     ).encode()
 
 

@@ -53,7 +53,7 @@ from cleanroom.enclave.cgroups import CgroupLimits, CgroupUnavailable, RunCgroup
 from cleanroom.enclave.syscalls import filter_fd as syscall_filter
 from cleanroom.errors import Error
 from cleanroom.protocol.records import MAX_PATH
-from cleanroom.protocol.text import clashing, unsafe_character
+from cleanroom.protocol.text import clashing, name_problem
 
 STAGE = Path("/run/cleanroom/stage")
 """Where a supervisor (as root) mounts the run's view, in its own mount namespace only."""
@@ -689,15 +689,16 @@ RESERVED_OUTPUT_NAME = ".manifest"
 # output that a case- or normalisation-insensitive disk holds as one (``a.csv`` and
 # ``A.csv``, ``café`` in NFC and NFD, ``a`` and ``A/b``: ``text.clashing``), which
 # failed the download of a recipient on macOS or Windows every time, or let one
-# file stand for the other: all of them are left out (h19's red team).
+# file stand for the other: all of them are left out (h19's red team). Nor a part that
+# begins with "-" (``tar cf all.tar *`` in the download ran ``--checkpoint-action``)
+# or folds like ".git" (a repository's config names commands git runs):
+# ``text.name_problem``.
 
 
 def _releasable(relative: str) -> bool:
     """Whether an output file named ``relative`` (below its output) can be released."""
     return (
-        "\\" not in relative
-        and relative != RESERVED_OUTPUT_NAME
-        and unsafe_character(relative) is None
+        "\\" not in relative and relative != RESERVED_OUTPUT_NAME and name_problem(relative) is None
     )
 
 

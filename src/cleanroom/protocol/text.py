@@ -20,9 +20,10 @@ Unicode's NFKC_Casefold). Names that fold alike are refused in a function bundle
 and flagged among a spec's parameter keys (:func:`collisions`).
 
 A file name another party chose and a person's disk will hold (an output's files,
-named by the function) must be one that shows as it is and that no disk reads as
-another's: :func:`unsafe_character` finds a character a terminal acts on or does not
-show, :class:`FoldedPaths` and :func:`clashing` the paths that a case- or
+named by the function) must be one that shows as it is, that no command or tool reads
+as more than a name, and that no disk reads as another's: :func:`name_problem` finds a
+character a terminal acts on or does not show, a leading ``-``, a ``.git``;
+:class:`FoldedPaths` and :func:`clashing` the paths that a case- or
 normalisation-insensitive disk (macOS, Windows) would hold as one (``a.csv`` and
 ``A.csv``, ``café`` in NFC and in NFD), or as a file and a directory (``a`` and
 ``A/b``).
@@ -116,6 +117,24 @@ def unsafe_character(name: str) -> str | None:
     return next((char for char in name if unicodedata.category(char) in UNSAFE_CATEGORIES), None)
 
 
+def name_problem(path: str) -> str | None:
+    """Why a relative POSIX path another party chose may not be written on a person's
+    disk, or None: a character of :func:`unsafe_character`; a part that begins with
+    ``-``, which a command given ``*`` reads as an option (``tar cf all.tar *`` runs
+    ``--checkpoint-action=exec=…``); or a part that folds like ``.git``, a repository
+    whose ``config`` names commands git runs (``core.fsmonitor``: a shell prompt that
+    shows the branch runs ``git status`` on entering the directory)."""
+    unsafe = unsafe_character(path)
+    if unsafe is not None:
+        return f"the character {shown(unsafe)}"
+    for part in path.split("/"):
+        if part.startswith("-"):
+            return f"a part that begins with '-' ({shown(part)}), read as an option"
+        if folded(part) == ".git":
+            return f"a part named as git's repository ({shown(part)})"
+    return None
+
+
 def _folded_parts(path: str) -> tuple[str, ...]:
     # Component by component: NFKC makes "/" of U+FF0F, which no disk reads as one.
     return tuple(folded(part) for part in path.split("/"))
@@ -166,6 +185,7 @@ __all__ = [
     "clashing",
     "collisions",
     "folded",
+    "name_problem",
     "quoted",
     "shown",
     "terminal_safe",
