@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -372,12 +373,14 @@ def test_no_refusal_of_an_upload_names_a_file_its_digest_or_the_salt(
 
 @pytest.mark.parametrize(
     "entry",
-    ["link", "other-output", "too-big"],
+    ["link", "other-output", "too-big", "bidi", "option", "git", "twin"],
 )
 def test_an_unexpected_entry_in_the_outputs_stream_is_refused_without_its_name(entry: str) -> None:
     """The supervisor's outputs stream (tar) is checked in the Worker: only regular
-    files of the spec's outputs, within the disk limit. The refusal becomes the run's
-    failure, which the status shows in the clear: it names the output, not the path."""
+    files of the spec's outputs, within the disk limit, named as a recipient may write
+    and list them, no two alike on a disk that ignores case (the supervisor leaves the
+    others out: one here is its fault, h19). The refusal becomes the run's failure,
+    which the status shows in the clear: it names the output, not the path."""
     import io
     import tarfile
 
@@ -388,6 +391,15 @@ def test_an_unexpected_entry_in_the_outputs_stream_is_refused_without_its_name(e
     stream = io.BytesIO()
     with tarfile.open(fileobj=stream, mode="w|") as tar:
         name = {"other-output": "output_9"}.get(entry, "output_1") + "/region=Tokyo/part-0.csv"
+        if entry == "twin":
+            tar.addfile(
+                _regular(name.upper().replace("OUTPUT_1", "output_1"), b"x"), io.BytesIO(b"x")
+            )
+        name = {
+            "bidi": "output_1/region=Tokyo/part\u202ecsv.exe",
+            "option": "output_1/region=Tokyo/--checkpoint=1",
+            "git": "output_1/region=Tokyo/.git/config",
+        }.get(entry, name)
         member = tarfile.TarInfo(name)
         if entry == "link":
             member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
@@ -402,6 +414,12 @@ def test_an_unexpected_entry_in_the_outputs_stream_is_refused_without_its_name(e
         _receive_outputs(stream, ["output_1"], limits, lambda *_args: None)
     assert caught.value.check == "run-outputs"
     assert "Tokyo" not in str(caught.value) and "Tokyo" not in json.dumps(caught.value.to_json())
+
+
+def _regular(name: str, data: bytes) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    return member
 
 
 def test_a_manifest_in_many_records_is_joined_up_to_its_bound(store: SealedStore) -> None:

@@ -46,6 +46,7 @@ from cleanroom.enclave.supervisor import (
     system_tool,
 )
 from cleanroom.enclave.uploads import MANIFEST_NAME
+from cleanroom.protocol.text import FoldedPaths, name_problem
 from cleanroom.runtimes import Runtime, RuntimeUnavailable, resolve_runtime
 
 TOOLS = ("bwrap", "unshare", "setpriv", "mount", "nice")  # from the system's directories only
@@ -307,6 +308,7 @@ def _receive_outputs(
 ) -> None:
     """The supervisor's tar stream: regular files under known outputs, within the limit."""
     budget = limits.disk_mib << 20
+    names = FoldedPaths()  # the supervisor left out every clash: one here is its fault
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
@@ -316,6 +318,7 @@ def _receive_outputs(
                     or output_id not in outputs
                     or member.size > budget
                     or not _storable(member.name)
+                    or names.add(member.name) is not None
                 ):
                     # Not the entry's name: an output's paths are sealed, this is not.
                     raise RunError(
@@ -335,13 +338,15 @@ def _receive_outputs(
 
 def _storable(name: str) -> bool:
     """Whether the Worker can seal and serve an output file of this name: one the store
-    accepts, and not the output's manifest. Checked here, where a refusal does not quote
-    the name (the function's plaintext), rather than by the store, whose refusal does."""
+    accepts, not the output's manifest, and one a recipient may write and list
+    (``text.name_problem``: the supervisor leaves the others out). Checked here, where a
+    refusal does not quote the name (the function's plaintext), rather than by the
+    store, whose refusal does."""
     try:
         path = check_object_name(name)
     except StoreError:
         return False
-    return path.parts[1:] != (MANIFEST_NAME,)
+    return path.parts[1:] != (MANIFEST_NAME,) and name_problem(name) is None
 
 
 def _bubblewrap_version() -> Version | None:
