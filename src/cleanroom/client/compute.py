@@ -275,6 +275,13 @@ class ComputeClient:
         path = f"/v1/rooms/{name}/sessions/{session_id}/run"
         return _object(self._request("POST", path, json={"request": b64u(request)}), "run")
 
+    def fate(self, name: str, session_id: str, request: bytes) -> bytes:
+        """Ask what became of a run session: ``request`` is the fate session's sealed
+        question (:func:`cleanroom.protocol.fate.seal_fate_request`); the sealed answer."""
+        path = f"/v1/rooms/{name}/sessions/{session_id}/fate"
+        document = _object(self._request("POST", path, json={"request": b64u(request)}), "fate")
+        return from_b64u(_text(document, "fate", "fate"), "session fate")
+
     def download(self, name: str, session_id: str) -> Iterator[bytes]:
         """The record frames of an output, as they arrive, at the pace
         :class:`bounded.Pace` holds a download to (``download-time``)."""

@@ -445,6 +445,12 @@ def create_app(
         path = f"/sessions/{session(session_id)}/run"
         return await forward(room, "POST", path, body or None)
 
+    @app.post("/v1/rooms/{name}/sessions/{session_id}/fate")
+    async def fate(name: str, session_id: str, request: Request, room: User) -> Response:
+        # A runner's question about a run session, sealed; its answer sealed too.
+        path = f"/sessions/{session(session_id)}/fate"
+        return await forward(room, "POST", path, await small_json(request))
+
     @app.get("/v1/rooms/{name}/receipt")
     async def receipt(name: str, room: User) -> Response:
         return await forward(room, "GET", "/receipt")

@@ -10,7 +10,9 @@ State rules (each refusal names its check):
   (`run-state`);
 - an output is readable only by its recipient, only after the run (`run-state`);
 - after delete, nothing is served (`deleted`); a run that crashed leaves the
-  clean room `failed` (redeploy).
+  clean room `failed` (redeploy);
+- a runner may ask, in a new session, what became of one of her run sessions
+  (:meth:`CleanRoom.fate`): it ran, or it is closed for good (`fate-owner`).
 
 Plaintext exists outside the sealed store only in the run's scratch workspace,
 which is wiped when the run ends.
@@ -42,17 +44,18 @@ from cleanroom.protocol.acks import seal_ack, seal_upload_refusal
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, unpack
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.fate import SessionFate, open_fate_request, seal_fate
 from cleanroom.protocol.handshake import AcceptedHandshake
 from cleanroom.protocol.manifest import OUTPUT_MANIFEST_TYPE, encoded_salt, output_salt
 from cleanroom.protocol.receipt import MAX_EXIT_CODE, run_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
 from cleanroom.protocol.run_request import open_run_request
-from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose
+from cleanroom.protocol.spec import DownloadPurpose, FatePurpose, RunPurpose, UploadPurpose
 from cleanroom.protocol.status import NONCE_BYTES, room_status
 from cleanroom.protocol.text import clashing
 from cleanroom.runtimes import Runtime
 
-P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose)
+P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose, FatePurpose)
 
 LOG_FILE = "function.log"
 SESSION_LIFETIME_S = 120.0
@@ -106,6 +109,11 @@ class CleanRoom:
         self._sessions: dict[str, AcceptedHandshake] = {}
         self._opened: dict[str, float] = {}  # when each session was opened (self._clock)
         self._used: set[str] = set()
+        # Every run session that started a run (a query run's number; None: the one run
+        # of a function room), with its user, and every one a fate question closed: both
+        # outlive the sessions' memory, so a fate answer never changes.
+        self._ran: dict[str, tuple[str, int | None]] = {}
+        self._closed: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
         self._outputs: dict[str, tuple[str, list[StoredObject]]] = {}
         # Each output's manifest salt (protocol.manifest): its digest in the receipt and
@@ -273,7 +281,7 @@ class CleanRoom:
             # and leaves the runner's session as it was.
             if session is not None and isinstance(session.purpose, RunPurpose):
                 open_run_request(session.keys, request)
-            self._take(session_id, RunPurpose)
+            session, _purpose = self._take(session_id, RunPurpose)
             if self._state != "collecting":
                 raise RunError("run-state", "no run yet", self._state, "the clean room ran already")
             missing = sorted(set(self.worker.spec.inputs) - set(self._inputs))
@@ -290,6 +298,7 @@ class CleanRoom:
                     "uploads-running", "no upload in progress", sorted(self._uploading), "busy"
                 )
             self._state = "running"
+            self._ran[session_id] = (session.user_id, None)
 
     def execute(self) -> tuple[dict[str, Any], bytes]:
         """The run itself, after :meth:`begin_run`: confined function, sealed outputs."""
@@ -459,6 +468,38 @@ class CleanRoom:
             end = start + MAX_PLAINTEXT
             yield seal(f"{output_id}/{MANIFEST_NAME}", manifest[start:end], end >= len(manifest))
 
+    # ----------------------------------------------------------------- fate
+
+    def fate(self, session_id: str, request: bytes) -> bytes:
+        """What became of the run session a fate session asks about, sealed to it:
+        ``ran`` (and which run), or ``closed``: it started nothing, and now never will.
+
+        The question is a record only the fate session's client seals
+        (:mod:`cleanroom.protocol.fate`), opened before the session is used. A session
+        the Worker knows to be another user's is refused (``fate-owner``)."""
+        with self._lock:
+            self._alive()
+            fresh = self._fresh(session_id)
+            if fresh is not None and isinstance(fresh.purpose, FatePurpose):
+                open_fate_request(fresh.keys, request)
+            session, purpose = self._take(session_id, FatePurpose)
+            asked = purpose.session
+            ran = self._ran.get(asked)
+            opened = self._sessions.get(asked)
+            owner = ran[0] if ran is not None else opened.user_id if opened else None
+            if owner is not None and owner != session.user_id:
+                raise RunError(
+                    "fate-owner", "a session of the user who asks", "another user's session",
+                    "only the user who opened a session may ask what became of it",
+                )  # fmt: skip
+            if ran is None:
+                # Never to run: used, and closed for a query already past this check.
+                self._closed.add(asked)
+                if opened is not None:
+                    self._used.add(asked)
+            fate = SessionFate(asked, ran is not None, None if ran is None else ran[1])
+            return seal_fate(session.keys, fate)
+
     # --------------------------------------------------------------- status
 
     def status(self, nonce: bytes) -> tuple[dict[str, Any], bytes]:
@@ -492,6 +533,8 @@ class CleanRoom:
             self._state = "deleted"
             self._sessions.clear()
             self._opened.clear()
+            self._ran.clear()
+            self._closed.clear()
             self._store.erase()
 
 

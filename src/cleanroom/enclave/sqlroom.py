@@ -253,6 +253,13 @@ class SqlRoom(CleanRoom):
         """A checked query, admitted if the room still takes it, and charged (the caller
         holds the room's lock)."""
         self._check_queryable()
+        session_id = session.keys.session_id
+        if session_id in self._closed:
+            # A fate question answered "closed" while this query was being checked.
+            raise RunError(
+                "session-closed", "a session no fate question closed", session_id,
+                "a fate question closed this session: the query does not run",
+            )  # fmt: skip
         if plan.dp is not None:
             self._dp_fits(plan.dp)
         number = len(self.runs) + 1
@@ -271,6 +278,7 @@ class SqlRoom(CleanRoom):
                 for i in sorted(plan.dp.owners)
             }  # fmt: skip
         self.runs[number] = run
+        self._ran[session_id] = (session.user_id, number)
         self._state = "querying"
         return number
 

@@ -233,6 +233,13 @@ class WorkerService:
             threading.Thread(target=self._run, name="run", daemon=True).start()
             return JSONResponse({"state": room.state}, status_code=202)
 
+        async def fate(request: Request) -> JSONResponse:
+            self._serving()
+            # A runner's question about one of her run sessions, sealed in this one.
+            frame = binary(await json_body(request, frozenset({"request"})), "request")
+            sealed = room.fate(request.path_params["session_id"], frame)
+            return JSONResponse({"fate": b64u(sealed)})
+
         def run_receipt(request: Request) -> Response:
             if sql_room is None:
                 raise RunError("run-state", "a SQL room", worker.spec.runtime, "no query runs")
@@ -276,6 +283,7 @@ class WorkerService:
                 Route("/sessions/{session_id}/upload", upload, methods=["POST"]),
                 Route("/sessions/{session_id}/run", run, methods=["POST"]),
                 Route("/sessions/{session_id}/download", download, methods=["POST"]),
+                Route("/sessions/{session_id}/fate", fate, methods=["POST"]),
                 Route("/receipt", receipt, methods=["GET"]),
                 Route("/runs/{number:int}/receipt", run_receipt, methods=["GET"]),
                 Route("/budget", budget, methods=["POST"]),

@@ -23,14 +23,7 @@ from pydantic import TypeAdapter, ValidationError
 from cleanroom.protocol import keys
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u, sha256
 from cleanroom.protocol.errors import BindingError, MessageFormatError, ReplayError
-from cleanroom.protocol.spec import (
-    DownloadPurpose,
-    Purpose,
-    RunPurpose,
-    UploadPurpose,
-    WorkSpec,
-    authorize,
-)
+from cleanroom.protocol.spec import Purpose, SessionPurpose, WorkSpec, authorize
 
 INIT_TYPE = "cleanroom/handshake-init/v1"
 RESP_TYPE = "cleanroom/handshake-resp/v1"
@@ -41,7 +34,7 @@ RESP_FIELDS = frozenset({"type", "init_sha256", "worker_eph", "session_id"})
 KEY_INFO_C2W = b"cleanroom/v1/c2w"
 KEY_INFO_W2C = b"cleanroom/v1/w2c"
 
-_PURPOSE: TypeAdapter[UploadPurpose | DownloadPurpose | RunPurpose] = TypeAdapter(Purpose)
+_PURPOSE: TypeAdapter[SessionPurpose] = TypeAdapter(Purpose)
 
 
 @dataclass(frozen=True)
@@ -102,7 +95,7 @@ class ClientHandshake:
         worker_id: str,
         worker_key: ec.EllipticCurvePublicKey,
         quote_sha256: bytes,
-        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+        purpose: SessionPurpose,
         nonce: bytes | None = None,
         ephemeral: ec.EllipticCurvePrivateKey | None = None,
     ) -> None:
@@ -174,7 +167,7 @@ class AcceptedHandshake:
     resp_signature: bytes
     keys: SessionKeys
     user_id: str
-    purpose: UploadPurpose | DownloadPurpose | RunPurpose
+    purpose: SessionPurpose
 
 
 def respond(
@@ -205,7 +198,7 @@ def respond(
         purpose = _PURPOSE.validate_python(message["purpose"])
     except ValidationError as error:
         raise MessageFormatError(
-            "purpose", "upload/download/run", message["purpose"], "bad purpose"
+            "purpose", "upload/download/run/fate", message["purpose"], "bad purpose"
         ) from error
     user = keys.user_id(user_key)
     authorize(spec, user, purpose)

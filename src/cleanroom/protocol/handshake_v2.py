@@ -30,14 +30,7 @@ from cleanroom.protocol import keys
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u, sha256
 from cleanroom.protocol.errors import BindingError, MessageFormatError, ReplayError
 from cleanroom.protocol.handshake import AcceptedHandshake, SeenNonces, SessionKeys
-from cleanroom.protocol.spec import (
-    DownloadPurpose,
-    Purpose,
-    RunPurpose,
-    UploadPurpose,
-    WorkSpec,
-    authorize,
-)
+from cleanroom.protocol.spec import Purpose, SessionPurpose, WorkSpec, authorize
 
 VERSION = 2
 SUITE = "X25519MLKEM768"  # key exchange; signatures ECDSA P-256, AEAD AES-256-GCM
@@ -77,7 +70,7 @@ SESSION_ID = 16
 KEY_INFO_C2W = b"cleanroom/v2/c2w"
 KEY_INFO_W2C = b"cleanroom/v2/w2c"
 
-_PURPOSE: TypeAdapter[UploadPurpose | DownloadPurpose | RunPurpose] = TypeAdapter(Purpose)
+_PURPOSE: TypeAdapter[SessionPurpose] = TypeAdapter(Purpose)
 
 
 def _fields(message: object, expected: frozenset[str], kind: str) -> dict[str, Any]:
@@ -148,7 +141,7 @@ class ClientHandshakeV2:
         *,
         user_key: ec.EllipticCurvePrivateKey,
         work_id: str,
-        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+        purpose: SessionPurpose,
         nonce: bytes | None = None,
         mlkem_key: mlkem.MLKEM768PrivateKey | None = None,
         x25519_key: x25519.X25519PrivateKey | None = None,
@@ -246,7 +239,7 @@ def respond(
         purpose = _PURPOSE.validate_python(message["purpose"])
     except ValidationError as error:
         raise MessageFormatError(
-            "purpose", "upload/download/run", message["purpose"], "bad purpose"
+            "purpose", "upload/download/run/fate", message["purpose"], "bad purpose"
         ) from error
     user = keys.user_id(user_key)
     authorize(spec, user, purpose)

@@ -20,6 +20,7 @@ WORK_SPEC_TYPE: Literal["cleanroom/work-spec/v1"] = "cleanroom/work-spec/v1"
 
 UserId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{43}$")]  # b64u of 32 bytes
 ObjectId = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+SessionId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{22}$")]  # b64u of 16 bytes
 FunctionId = Annotated[str, Field(pattern=r"^fs://[A-Za-z0-9_-]{43}$")]
 Scalar = str | int | float | bool | None
 RUNTIME_PATTERN = r"^(python3\.[0-9]{1,2}(-[a-z][a-z0-9]{0,15})?|sql)$"
@@ -154,12 +155,20 @@ class RunPurpose(BaseModel):
     op: Literal["run"]
 
 
-Purpose = Annotated[UploadPurpose | DownloadPurpose | RunPurpose, Field(discriminator="op")]
+class FatePurpose(BaseModel):
+    """A runner's question about one of her run sessions: what became of it
+    (:mod:`cleanroom.protocol.fate`). The Worker answers sealed in this session."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    op: Literal["fate"]
+    session: SessionId
 
 
-def authorize(
-    spec: WorkSpec, user: str, purpose: UploadPurpose | DownloadPurpose | RunPurpose
-) -> None:
+SessionPurpose = UploadPurpose | DownloadPurpose | RunPurpose | FatePurpose
+Purpose = Annotated[SessionPurpose, Field(discriminator="op")]
+
+
+def authorize(spec: WorkSpec, user: str, purpose: SessionPurpose) -> None:
     """Is ``user`` allowed what ``purpose`` says? AccessDenied names why not."""
     if isinstance(purpose, UploadPurpose):
         if purpose.input not in spec.inputs:
@@ -194,6 +203,7 @@ def authorize(
             raise AccessDenied(
                 "output-recipient", recipient, user, f"only its recipient may read {purpose.output}"
             )
+    # A run, or a question about a run session (FatePurpose): runners only.
     elif user not in spec.runners and not (
         # Ad-hoc runners too: which query they may send is checked when it arrives.
         spec.sql is not None and spec.sql.adhoc is not None and user in spec.sql.adhoc.runners

@@ -1,0 +1,123 @@
+"""What became of a run session: a runner's question, and the Worker's sealed answer.
+
+A runner whose run request or query got an answer she cannot confirm (a refusal in the
+clear, a 502, a cut connection) cannot tell whether the Controller relayed it: if it
+did, the run may go on, and a query asked again is charged twice. She asks the Worker
+in a new session whose purpose names the session she asks about,
+``{"op":"fate","session":X}``, with one record under its ``k_c2w``: object
+``fate/request``, index 0, final, holding ``JCS({"type":"cleanroom/fate-request/v1"})``
+(as a run request proves its sender holds the session's keys). The Worker answers with
+the one Worker→client record of that session, object ``fate/answer``, index 0, final,
+under its ``k_w2c``::
+
+    JCS({"type":"cleanroom/session-fate/v1","session":X,"fate":"ran"|"closed","run":n|null})
+
+``ran``: X started the run (``run`` null: a function room's one run) or query run
+``n``. ``closed``: X started nothing and, from this answer on, never will: the Worker
+marks it used. Either is final, and asked again the answer is the same. X is in the
+signed init, so in the keys that seal the answer: an answer about another session, of
+another question, or made up, does not open (``record-authentication``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.errors import BindingError, MessageFormatError
+from cleanroom.protocol.handshake import SessionKeys
+from cleanroom.protocol.records import RecordSender, open_single
+
+FATE_REQUEST_RECORD = "fate/request"
+FATE_REQUEST_TYPE = "cleanroom/fate-request/v1"
+FATE_RECORD = "fate/answer"
+FATE_TYPE = "cleanroom/session-fate/v1"
+_REQUEST = canonical({"type": FATE_REQUEST_TYPE})
+
+
+@dataclass(frozen=True)
+class SessionFate:
+    """The Worker's answer about run session ``session``: it ``ran`` (query run ``run``
+    in a SQL room, None in a function room), or it is closed and never runs."""
+
+    session: str
+    ran: bool
+    run: int | None
+
+
+def seal_fate_request(keys: SessionKeys) -> bytes:
+    """The client's question for the fate session ``keys``."""
+    sender = RecordSender(keys.client_to_worker, keys.session_id)
+    return sender.seal(FATE_REQUEST_RECORD, _REQUEST, final=True)
+
+
+def open_fate_request(keys: SessionKeys, frame: bytes) -> None:
+    """Accept ``frame`` only as this fate session's question (``record-…`` for a frame not
+    sealed in it, ``fate-request`` for another record)."""
+    data = open_single(
+        keys.client_to_worker, keys.session_id, frame, FATE_REQUEST_RECORD, "fate-request"
+    )
+    if data != _REQUEST:
+        raise MessageFormatError(
+            "fate-request", FATE_REQUEST_TYPE, f"{len(data)} other bytes", "not a fate question"
+        )
+
+
+def fate_document(fate: SessionFate) -> dict[str, Any]:
+    return {
+        "type": FATE_TYPE,
+        "session": fate.session,
+        "fate": "ran" if fate.ran else "closed",
+        "run": fate.run,
+    }
+
+
+def seal_fate(keys: SessionKeys, fate: SessionFate) -> bytes:
+    """The Worker's answer, the one Worker→client record of the fate session ``keys``."""
+    sender = RecordSender(keys.worker_to_client, keys.session_id)
+    return sender.seal(FATE_RECORD, canonical(fate_document(fate)), final=True)
+
+
+def open_fate(keys: SessionKeys, frame: bytes, *, session: str, sql: bool) -> SessionFate:
+    """The answer to this fate session's question about ``session``, in a SQL room or not.
+
+    Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by the
+    Worker in this session (another session's answer, one made up), ``session-fate`` for
+    another record, another session's fate, or anything but the document above (a run
+    number exactly when a SQL room's session ran).
+    """
+    data = open_single(keys.worker_to_client, keys.session_id, frame, FATE_RECORD, "session-fate")
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise MessageFormatError("session-fate", "JSON", "not JSON", str(error)) from error
+    if not isinstance(document, dict) or set(document) != {"type", "session", "fate", "run"}:
+        raise MessageFormatError("session-fate", FATE_TYPE, str(document)[:200], "bad answer")
+    if document["session"] != session:
+        raise BindingError("session-fate", session, document["session"], "another session's fate")
+    run = document["run"]
+    ran = document["fate"] == "ran"
+    numbered = type(run) is int and run >= 1
+    if (
+        document["type"] != FATE_TYPE
+        or document["fate"] not in ("ran", "closed")
+        or (run is not None if not (ran and sql) else not numbered)
+        or canonical(document) != data
+    ):
+        raise MessageFormatError("session-fate", FATE_TYPE, str(document)[:200], "bad answer")
+    return SessionFate(session, ran, run)
+
+
+__all__ = [
+    "FATE_RECORD",
+    "FATE_REQUEST_RECORD",
+    "FATE_REQUEST_TYPE",
+    "FATE_TYPE",
+    "SessionFate",
+    "open_fate",
+    "open_fate_request",
+    "seal_fate",
+    "seal_fate_request",
+]

@@ -1,0 +1,160 @@
+"""What became of a run session (CleanRoom.fate): the Worker's sealed answer, in one
+process, the real Worker and sandbox (docs/protocol.md, "Session fate")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cleanroom.enclave.errors import RunError, SealedRefusal, UploadError
+from cleanroom.enclave.room import CleanRoom
+from cleanroom.enclave.runner import Sandbox
+from cleanroom.enclave.sqlroom import SqlRoom
+from cleanroom.errors import CheckFailed
+from cleanroom.protocol.encoding import canonical
+from cleanroom.protocol.fate import SessionFate, open_fate, seal_fate_request
+from cleanroom.protocol.handshake import SessionKeys
+from cleanroom.protocol.query_receipt import QUERY_RECORD, open_refusal, query_request
+from cleanroom.protocol.records import RecordSender
+from cleanroom.protocol.run_request import seal_run_request
+from cleanroom.protocol.spec import FatePurpose, RunPurpose
+from tests.enclave import test_room, test_sqlroom
+from tests.enclave.test_room import ALICE_DATA, BOB_DATA, HANDLER, make_room, session, upload
+from tests.protocol.fixtures import ALICE, ALICE_ID, BOB, BOB_ID
+from tests.sql.fixtures import alice_csv, bob_csv, sql_spec
+
+confinement = test_room.confinement
+
+
+def ask(room: CleanRoom, user: object, asked: str) -> SessionFate:
+    """A fate question about ``asked``, as the runner's client asks it and opens it."""
+    keys = session(room, user, FatePurpose(op="fate", session=asked))  # type: ignore[arg-type]
+    sealed = room.fate(keys.session_id, seal_fate_request(keys))
+    return open_fate(keys, sealed, session=asked, sql=room.SQL)
+
+
+@pytest.fixture
+def room(tmp_path: Path, confinement: Sandbox) -> CleanRoom:
+    room = make_room(tmp_path, confinement, HANDLER, runners=[ALICE_ID, BOB_ID])
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    return room
+
+
+def test_an_unused_run_session_asked_about_is_closed_and_never_runs(room: CleanRoom) -> None:
+    """The Controller answered the run request itself and holds it back: the runner's
+    question closes the session, and the held request starts nothing afterwards."""
+    held = session(room, ALICE, RunPurpose(op="run"))
+    assert ask(room, ALICE, held.session_id) == SessionFate(held.session_id, False, None)
+    with pytest.raises(UploadError) as caught:
+        room.begin_run(held.session_id, seal_run_request(held))
+    assert caught.value.check == "session-used", caught.value
+    assert room.state == "collecting"
+    assert ask(room, ALICE, held.session_id).ran is False  # asked again: the same
+    fresh = session(room, ALICE, RunPurpose(op="run"))
+    receipt, _ = room.run(fresh.session_id, seal_run_request(fresh))  # asking again is safe
+    assert receipt["status"] == "succeeded"
+
+
+def test_a_session_that_started_the_run_is_said_to_have_run(room: CleanRoom) -> None:
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    room.begin_run(keys.session_id, seal_run_request(keys))
+    assert ask(room, ALICE, keys.session_id) == SessionFate(keys.session_id, True, None)
+    room.execute()
+    assert ask(room, ALICE, keys.session_id).ran is True
+
+
+def test_a_run_request_refused_after_its_session_was_taken_is_closed(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """inputs-missing (in the clear, from the Worker or the Controller alike): the
+    session is used and ran nothing; the answer says so, sealed."""
+    room = make_room(tmp_path, confinement, HANDLER)
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    with pytest.raises(RunError) as caught:
+        room.begin_run(keys.session_id, seal_run_request(keys))
+    assert caught.value.check == "inputs-missing"
+    assert ask(room, ALICE, keys.session_id).ran is False
+
+
+def test_a_session_never_opened_is_closed(room: CleanRoom) -> None:
+    assert ask(room, ALICE, "AAAAAAAAAAAAAAAAAAAAAA").ran is False
+
+
+def test_only_the_user_who_opened_a_session_asks_about_it(room: CleanRoom) -> None:
+    """Another runner cannot close a runner's session (nor learn what became of it)."""
+    alices = session(room, ALICE, RunPurpose(op="run"))
+    with pytest.raises(RunError) as caught:
+        ask(room, BOB, alices.session_id)
+    assert caught.value.check == "fate-owner", caught.value
+    room.run(alices.session_id, seal_run_request(alices))  # still hers
+    with pytest.raises(RunError) as ran:
+        ask(room, BOB, alices.session_id)
+    assert ran.value.check == "fate-owner", ran.value
+
+
+def test_a_question_not_sealed_in_its_session_is_refused_and_keeps_the_session(
+    room: CleanRoom,
+) -> None:
+    """The Controller sees the fate session's id: a question it made up (or another
+    session's) neither closes anything nor uses the runner's fate session."""
+    held = session(room, ALICE, RunPurpose(op="run"))
+    keys = session(room, ALICE, FatePurpose(op="fate", session=held.session_id))
+    other = session(room, ALICE, FatePurpose(op="fate", session=held.session_id))
+    for forged, check in (
+        (b"", "record-frame"),
+        (seal_fate_request(other), "record-authentication"),
+    ):
+        with pytest.raises(CheckFailed) as caught:
+            room.fate(keys.session_id, forged)
+        assert caught.value.check == check, caught.value
+    room.begin_run(held.session_id, seal_run_request(held))  # not closed by a refused question
+    sealed = room.fate(keys.session_id, seal_fate_request(keys))
+    assert open_fate(keys, sealed, session=held.session_id, sql=False).ran is True
+    with pytest.raises(CheckFailed) as swapped:  # the other fate session's answer
+        open_fate(other, sealed, session=held.session_id, sql=False)
+    assert swapped.value.check == "record-authentication"
+
+
+def _query_frame(keys: SessionKeys) -> bytes:
+    request = canonical(query_request(name="by_segment", parameters={"skip": "none"}))
+    return RecordSender(keys.client_to_worker, keys.session_id).seal(
+        QUERY_RECORD, request, final=True
+    )
+
+
+@pytest.fixture
+def sql_room(tmp_path: Path, confinement: Sandbox) -> SqlRoom:
+    room = test_sqlroom.make_room(tmp_path, confinement, sql_spec())
+    test_sqlroom.upload(room, ALICE, "input_1", alice_csv())
+    test_sqlroom.upload(room, BOB, "input_2", bob_csv())
+    return room
+
+
+def test_a_query_names_its_run_and_one_being_checked_when_closed_never_runs(
+    sql_room: SqlRoom, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A query's session ran as run n; a query still being checked when its session's
+    question came (its session taken, not yet charged) is refused before the charge,
+    sealed to its runner (session-closed), and the answer stays 'closed'."""
+    first = session(sql_room, ALICE, RunPurpose(op="run"))
+    number = sql_room.begin_query(first.session_id, _query_frame(first))
+    assert ask(sql_room, ALICE, first.session_id) == SessionFate(first.session_id, True, number)
+    racing = session(sql_room, ALICE, RunPurpose(op="run"))
+    from cleanroom.enclave import sqlroom
+
+    real_plan = sqlroom.plan_query
+    answers: list[SessionFate] = []
+
+    def plan_then_asked(*args: object, **kwargs: object) -> object:
+        answers.append(ask(sql_room, ALICE, racing.session_id))  # between check and charge
+        return real_plan(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlroom, "plan_query", plan_then_asked)
+    with pytest.raises(SealedRefusal) as caught:
+        sql_room.begin_query(racing.session_id, _query_frame(racing))
+    assert open_refusal(racing, caught.value.sealed).check == "session-closed"
+    assert answers == [SessionFate(racing.session_id, False, None)]
+    assert sorted(sql_room.runs) == [number]
+    assert ask(sql_room, ALICE, racing.session_id).ran is False
