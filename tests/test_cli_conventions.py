@@ -243,7 +243,7 @@ RESULT_COMMANDS = {
     # every command that prints a result, and how --output json reaches it
     "configure", "login", "whoami", "rooms", "ls", "status", "function upload",
     "function download", "function test", "deploy", "inspect", "approve", "attest",
-    "data cp", "run", "receipt", "delete", "verify-quote", "measure", "sim init",
+    "data cp", "run", "fate", "receipt", "delete", "verify-quote", "measure", "sim init",
     "sim export-root", "sim quote", "admin audit", "admin project create",
     "admin project list", "admin member add", "admin member role", "admin member remove",
     "admin member list", "admin client create", "admin client list", "admin client disable",

@@ -186,10 +186,10 @@ def test_a_query_refused_in_the_clear_as_if_its_session_were_used_is_not_taken_a
 ) -> None:
     """The Controller relays the runner's query and answers her with a refusal of its own,
     one the Worker gives only to a session someone else used. The query ran (and would
-    have spent ε): her client says that the refusal is unconfirmed and that the query may
-    have run, and names the command that shows what ran, so that she does not simply ask
-    again (h13's red team: asked again under differential privacy, a query was charged
-    twice for one result)."""
+    have spent ε): her client does not take the refusal as the end, asks the Worker what
+    became of the session, and returns the run's checked result, so that she does not
+    ask again (h13's red team: asked again under differential privacy, a query was
+    charged twice for one result). tests/adversarial/test_session_fate.py has the rest."""
     before = budget(alice.client, sql_room)["runs"]
 
     def used(message: Message) -> None:
@@ -201,10 +201,8 @@ def test_a_query_refused_in_the_clear_as_if_its_session_were_used_is_not_taken_a
             ).encode()  # fmt: skip
 
     proxy.on_response = on_path("/run", used)
-    error = refused(
-        lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"}),
-        "query-unconfirmed",
-    )
-    assert error.hint is not None and f"budget {sql_room}" in error.hint, error.hint
+    result = query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"})
+    assert result.run == before + 1 and result.receipt["run"] == result.run
+    assert [m.status for m in proxy.seen if m.path.endswith("/fate")] == [200]
     proxy.reset()
-    assert budget(alice.client, sql_room)["runs"] == before + 1  # it did run
+    assert budget(alice.client, sql_room)["runs"] == before + 1  # it ran, once

@@ -107,6 +107,10 @@ COMMANDS: dict[str, Lazy] = {
         "cleanroom.cli.room:run",
         "Start the clean room's run (only a runner of its spec may); every input must be in.",
     ),
+    "fate": Lazy(
+        "cleanroom.cli.room:fate",
+        "Ask the Worker what became of a run session of yours whose answer you could not confirm.",
+    ),
     "receipt": Lazy(
         "cleanroom.cli.receipt:receipt",
         "Fetch a room's signed run receipt and verify it; or check a saved one offline.",

@@ -376,6 +376,34 @@ def _where_the_log_went(client: CleanRoomClient, name: str) -> str:
     return f"note: the function's output went to {spec.logs}, which {who} receives (function.log)"
 
 
+def fate(
+    name: Annotated[str, typer.Argument(help="The clean room.")],
+    session: Annotated[str, typer.Argument(help="The run session a refusal named.")],
+) -> None:
+    """Ask the Worker what became of a run session of yours whose answer you could not confirm.
+
+    Such an answer is a refusal in the clear, a 502, a cut connection: the compute
+    server's word, which it may give of a request it relayed all the same.
+
+    The Worker answers sealed to a new session of yours: the session ran (a query: its
+    run's number, for `cleanroom receipt` or `data cp`), or it started nothing and, from
+    this answer on, never will; then asking again is safe. `run` and `query` ask this
+    themselves and name this command when they could not get the answer.
+    """
+    with failures():
+        answer = _client().fate(name, session)
+    if json_output():
+        print_json({"session": answer.session, "ran": answer.ran, "run": answer.run})
+    elif answer.ran:
+        which = "the room's run" if answer.run is None else f"query run {answer.run}"
+        stdout.print(f"{name}: session {session} ran: {which} (the Worker's sealed answer)")
+    else:
+        stdout.print(
+            f"{name}: session {session} started nothing and now never will (the Worker's "
+            "sealed answer): asking again is safe"
+        )
+
+
 def receipt(
     name: Annotated[str, typer.Argument(help="The clean room.")],
     as_json: JsonOption = False,

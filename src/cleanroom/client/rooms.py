@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import secrets
 import shutil
 import time
@@ -48,6 +49,7 @@ from cleanroom.protocol.acks import UploadRefused, open_ack, open_upload_refusal
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError, RecordError
+from cleanroom.protocol.fate import SessionFate, open_fate, seal_fate_request
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
 from cleanroom.protocol.keys import load_spki
@@ -63,7 +65,14 @@ from cleanroom.protocol.manifest import (
 from cleanroom.protocol.receipt import verify_receipt
 from cleanroom.protocol.records import MAX_PLAINTEXT, RecordReceiver, RecordSender
 from cleanroom.protocol.run_request import seal_run_request
-from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, UploadPurpose, WorkSpec
+from cleanroom.protocol.spec import (
+    DownloadPurpose,
+    FatePurpose,
+    RunPurpose,
+    SessionPurpose,
+    UploadPurpose,
+    WorkSpec,
+)
 from cleanroom.protocol.status import NONCE_BYTES, verify_status
 from cleanroom.protocol.text import FoldedPaths, name_problem, shown
 
@@ -113,10 +122,16 @@ class RunNotStartedError(CheckFailed):
     """The Worker says the run did not start although its start was acknowledged."""
 
 
+class SessionClosedError(CheckFailed):
+    """The Worker says, sealed to the runner, that her run session started nothing and
+    now never will (``fate-closed``): asking again is safe."""
+
+
 class RunNotEndedError(CheckFailed):
     """The Worker still says the run is going, long past the wall time its spec allows."""
 
 
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 RUN_WAIT_SLACK_S = 900
 """How much longer than its spec's wall time (``resources.timeout_s``) a run may be said
 to go on before the client stops waiting for it (``run-time``): staging its inputs and
@@ -566,7 +581,7 @@ class CleanRoomClient:
         compute: ComputeClient,
         room: Room,
         spec: WorkSpec,
-        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+        purpose: SessionPurpose,
     ) -> tuple[Attestation, SessionKeys]:
         """Protocol v2, one round trip: every Phase 1 check on the evidence for this
         session's nonce, then the Worker's answer under the key that evidence names."""
@@ -597,7 +612,7 @@ class CleanRoomClient:
         compute: ComputeClient,
         room: Room,
         spec: WorkSpec,
-        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+        purpose: SessionPurpose,
     ) -> tuple[Attestation, SessionKeys]:
         """Protocol v1 (two round trips, P-256 only), only where the policy allows it."""
         if not self.profile.config.allow_protocol_v1:
@@ -617,7 +632,7 @@ class CleanRoomClient:
         self,
         compute: ComputeClient,
         attestation: Attestation,
-        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+        purpose: SessionPurpose,
     ) -> SessionKeys:
         """One more session with a Worker attested in this connection, in the version
         its first session used (v1 only if that was the policy's allowed fall-back):
@@ -640,7 +655,7 @@ class CleanRoomClient:
         self,
         compute: ComputeClient,
         attestation: Attestation,
-        purpose: UploadPurpose | DownloadPurpose | RunPurpose,
+        purpose: SessionPurpose,
     ) -> SessionKeys:
         worker = attestation.worker
         handshake = ClientHandshake(
@@ -710,7 +725,22 @@ class CleanRoomClient:
             attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
             # A record only this session's keys seal: the Controller cannot start a run
             # with a session it kept, or with this init replayed to another Worker.
-            compute.run(room.name, keys.session_id, seal_run_request(keys))  # not believed
+            try:
+                compute.run(room.name, keys.session_id, seal_run_request(keys))  # not believed
+            except (ServerError, CheckFailed) as answer:
+                # The Controller's word (a refusal in the clear, a 502, a cut): it may
+                # have relayed the request all the same, and the run go on. The Worker
+                # says, sealed, whether it ran; if not, it never will.
+                fate = self._settle(compute, attestation, keys.session_id, answer, name)
+                if not fate.ran:
+                    raise SessionClosedError(
+                        "fate-closed",
+                        "a run started",
+                        "no run, and none from this request",
+                        f"the run did not start (the compute server answered: {answer}); "
+                        "the Worker says, sealed to you, that this request never will",
+                        f"asking again is safe: `{self.profile.command(f'run {name}')}`",
+                    ) from None
             status = self._status(compute, attestation)
             if status.state == "collecting":
                 raise RunNotStartedError(
@@ -739,6 +769,52 @@ class CleanRoomClient:
                 time.sleep(poll_s)
                 status = self._status(compute, attestation)
         return status
+
+    def fate(self, name: str, session_id: str) -> SessionFate:
+        """What became of run session ``session_id`` of yours (the id a refusal named):
+        the Worker says, sealed to a new session of yours, that it ran (and which query
+        run), or that it started nothing and, from now on, never will."""
+        if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+            raise MessageFormatError(
+                "session-id", "a session id (22 characters of base64url)", session_id, "bad id"
+            )
+        room, spec = self.approved(name)
+        with self._compute(room) as compute:
+            attestation = self._attest(compute, room, spec)
+            return self._fate(compute, attestation, session_id)
+
+    def _fate(
+        self, compute: ComputeClient, attestation: Attestation, session_id: str
+    ) -> SessionFate:
+        keys = self._next_session(compute, attestation, FatePurpose(op="fate", session=session_id))
+        sealed = compute.fate(attestation.room.name, keys.session_id, seal_fate_request(keys))
+        return open_fate(keys, sealed, session=session_id, sql=attestation.spec.sql is not None)
+
+    def _settle(
+        self,
+        compute: ComputeClient,
+        attestation: Attestation,
+        session_id: str,
+        answer: Exception,
+        name: str,
+    ) -> SessionFate:
+        """What became of run session ``session_id``, whose request got ``answer``, one
+        the client cannot confirm; ``run-unconfirmed`` (``query-unconfirmed`` in a SQL
+        room) when the Worker's sealed answer cannot be had either."""
+        try:
+            return self._fate(compute, attestation, session_id)
+        except (ServerError, CheckFailed) as failure:
+            sql = attestation.spec.sql is not None
+            raise UntrustedAnswerError(
+                "query-unconfirmed" if sql else "run-unconfirmed",
+                "the Worker's sealed answer: what became of the request",
+                f"{answer}; asked what became of it: {failure}",
+                f"the compute server's answer cannot be confirmed, and neither can what "
+                f"became of the {'query' if sql else 'run request'}: if the compute server "
+                f"sent it on all the same, it ran{' (and spent its ε)' if sql else ''}",
+                f"`{self.profile.command(f'fate {name} {session_id}')}` asks the Worker "
+                "again: before asking again, run it",
+            ) from None
 
     def status(self, name: str) -> RoomStatus:
         """Room ``name`` as the manager records it and as its Worker signs it now.

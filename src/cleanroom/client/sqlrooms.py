@@ -28,12 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cleanroom.client.errors import ServerError, UntrustedAnswerError
+from cleanroom.client.compute import ComputeClient
+from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import Room
 from cleanroom.client.rooms import (
     Attestation,
     CleanRoomClient,
     Progress,
+    SessionClosedError,
     TransferError,
     UnknownObjectError,
     VerifiedReceipt,
@@ -105,12 +107,11 @@ def query(
             QUERY_RECORD, canonical(request), final=True
         )
         try:
-            answer = compute.query(room.name, keys.session_id, frame)
-        except ServerError as error:
-            raise _opened(error, keys, client.profile.command(f"budget {room_name}")) from None
-        run = answer.get("run")
-        if type(run) is not int or run < 1:
-            raise TransferError("run-number", "a run number", run, "the Worker named no run")
+            run = compute.query(room.name, keys.session_id, frame).get("run")
+            if type(run) is not int or run < 1:
+                raise TransferError("run-number", "a run number", run, "the Worker named no run")
+        except (ServerError, CheckFailed) as error:
+            run = _settled(client, compute, attestation, keys, error, room_name)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -279,48 +280,43 @@ def _verified(
     )  # fmt: skip
 
 
-UNOPENED_CHECKS = frozenset(
-    {
-        "session-used",
-        "session-expired",
-        "session-purpose",
-        "record-frame",
-        "record-authentication",
-        "record-truncated",
-        "record-counter",
-    }
-)
-"""What the Worker says in the clear of a query it did not open: its session was used or
-expired, or the frame is not sealed in it. A query sent at once in a session its client
-just opened, sealed by that client, gets none of them from the Worker, unless someone
-else used the session."""
+def _settled(
+    client: CleanRoomClient,
+    compute: ComputeClient,
+    attestation: Attestation,
+    keys: SessionKeys,
+    answer: ServerError | CheckFailed,
+    room_name: str,
+) -> int:
+    """The run of the query this run session sent, whose answer was ``answer``.
 
-
-def _opened(
-    error: ServerError, keys: SessionKeys, budget_command: str
-) -> CheckFailed | ServerError:
-    """The Worker's refusal of the query, opened: its facts quote the query, so the
-    Worker seals them to this run session (``query-refused`` in the clear). A refusal
-    in the clear is another server's word (the session, the Controller): as it came,
-    except one the Worker gives only to a query it did not open (``query-unconfirmed``):
-    a Controller that relayed the query all the same and answered with such a refusal
-    had the query run, and its ε spent, while the runner, told it was refused, asked
-    again (h13's red team)."""
-    sealed = error.problem.get("sealed")
-    if error.check == "query-refused" and isinstance(sealed, str):
-        return open_refusal(keys, from_b64u(sealed, "sealed refusal"))
-    if error.check in UNOPENED_CHECKS:
-        return UntrustedAnswerError(
-            "query-unconfirmed",
-            "the Worker's answer to the query: its run, or a refusal sealed to you",
-            f"{error.status} {error.check} in the clear",
-            "the compute server says the Worker did not open this query, which it says "
-            "only of a session someone else used: if the compute server sent the query "
-            "on all the same, it ran (and spent its ε)",
-            f"`{budget_command}` (signed by the Worker, fresh) shows the runs and the ε "
-            "spent: look before asking again",
-        )
-    return error
+    The Worker's refusal of the query, opened: its facts quote the query, so the Worker
+    seals them to this run session (``query-refused`` in the clear). Any other answer
+    (a refusal in the clear, a 502, a cut, a bad answer) is the Controller's word: it may
+    have relayed the query all the same, and the query run and spent its ε while the
+    runner, told it was refused, asked again (h13's red team). So the client asks the
+    Worker what became of the session: the query's run (its receipt and detail then
+    checked as ever), or ``fate-closed`` (it did not run, and never will: asking again
+    is safe); ``query-unconfirmed`` when that answer cannot be had either."""
+    sealed = answer.problem.get("sealed") if isinstance(answer, ServerError) else None
+    if isinstance(answer, ServerError) and answer.check == "query-refused":
+        try:
+            refusal = open_refusal(keys, from_b64u(sealed, "sealed refusal"))
+        except CheckFailed:  # not the Worker's: as unconfirmed as any other answer
+            refusal = None
+        if refusal is not None:
+            raise refusal from None
+    fate = client._settle(compute, attestation, keys.session_id, answer, room_name)
+    if fate.ran and fate.run is not None:
+        return fate.run
+    raise SessionClosedError(
+        "fate-closed",
+        "a query run",
+        "no run, and none from this query",
+        f"the query did not run (the compute server answered: {answer}); the Worker says, "
+        "sealed to you, that it never will, and spent no ε on it",
+        "asking again is safe",
+    ) from None
 
 
 def _check_target(target: Path, check: str = "output-directory") -> None:
