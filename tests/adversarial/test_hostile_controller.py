@@ -186,7 +186,8 @@ def test_the_worker_of_another_clean_room_is_refused(
 def test_a_replayed_attestation_is_refused(
     alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
-    refused(lambda: alice.client.run(room), "inputs-missing")
+    # inputs-missing in the clear, then the Worker's sealed answer: the session is closed
+    refused(lambda: alice.client.run(room), "fate-closed")
     recorded = json.loads(next(m for m in proxy.seen if m.path.endswith(SESSIONS)).response)
 
     def replay(document: dict[str, object]) -> None:
@@ -294,7 +295,7 @@ def test_a_replayed_init_is_refused_by_the_worker(
 def test_a_response_for_another_clients_nonce_is_refused(
     alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
-    refused(lambda: alice.client.run(room), "inputs-missing")  # a session, then refused
+    refused(lambda: alice.client.run(room), "fate-closed")  # a session, then refused
     earlier = json.loads(next(m for m in proxy.seen if m.path.endswith(SESSIONS)).response)
 
     def swap(handshake: dict[str, object]) -> None:

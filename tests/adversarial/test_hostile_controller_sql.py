@@ -81,13 +81,15 @@ def test_the_controller_sees_no_parameter_query_digest_or_row_count(
     assert named.receipt["detail"].encode() in seen  # the commitment is relayed
 
 
-def test_an_answer_naming_an_earlier_run_of_the_same_query_is_refused(
+def test_an_answer_naming_an_earlier_run_of_the_same_query_is_not_taken(
     alice: User, proxy: TamperingProxy, sql_room: str
 ) -> None:
     """The Controller answers a query with the number of an earlier run of the same
     query and parameters: that run's receipt is genuine, signed for the same spec,
     query and parameters, so only the detail sealed under *this* run session tells the
-    runner that it is not the result of the query it just sent."""
+    runner that it is not the result of the query it just sent (record-authentication).
+    Her client then asks the Worker which run her query is, and returns that one: it
+    ran, and asked again it would have run twice."""
     earlier = query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"})
 
     def to_earlier(document: dict[str, object]) -> None:
@@ -98,10 +100,12 @@ def test_an_answer_naming_an_earlier_run_of_the_same_query_is_refused(
             json_change(to_earlier, response=True)(message)
 
     proxy.on_response = on_path("/run", on_run)
-    refused(
-        lambda: query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"}),
-        "record-authentication",
-    )
+    before = budget(alice.client, sql_room)["runs"]
+    result = query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"})
+    assert result.run == before + 1 != earlier.run, (result.run, earlier.run)
+    assert [m.status for m in proxy.seen if m.path.endswith("/fate")] == [200]
+    proxy.reset()
+    assert budget(alice.client, sql_room)["runs"] == before + 1
 
 
 def test_a_result_downloaded_later_is_checked_against_its_own_runs_receipt(

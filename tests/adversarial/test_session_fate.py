@@ -122,6 +122,30 @@ def test_a_run_never_relayed_is_closed_and_asking_again_is_safe(
     assert alice.client.run(function_room, wait=True, poll_s=0.1).succeeded
 
 
+def test_a_run_answered_running_but_held_is_closed_before_it_is_sent(
+    alice: User,
+    proxy: TamperingProxy,
+    function_room: str,
+    hostile_stack: tuple[LocalStack, TamperingProxy],
+) -> None:
+    """The Controller answers ``202 running`` itself and keeps the request to send later:
+    the Worker's signed status says ``collecting`` (``run-started``, as before), and the
+    client's question now also closes the session, so the request sent afterwards starts
+    nothing (it did, within the session's 120 s)."""
+    held: list[Message] = []
+    proxy.on_request = never_relayed(202, b'{"state":"running"}', held)
+    refused(lambda: alice.client.run(function_room), "run-started")
+    assert len(fates(proxy)) == 1
+    (kept,) = held
+    work_id = alice.client.approved(function_room)[1].work_id
+    worker = worker_of(hostile_stack[0].directory, work_id)
+    try:
+        late = worker.post(f"/sessions/{session_of(kept)}/run", content=kept.body)
+    finally:
+        worker.close()
+    assert late.status_code == 409 and late.json()["check"] == "session-used", late.text
+
+
 # ---------------------------------------------------------------- a SQL room
 
 

@@ -743,12 +743,17 @@ class CleanRoomClient:
                     ) from None
             status = self._status(compute, attestation)
             if status.state == "collecting":
-                raise RunNotStartedError(
+                not_started = RunNotStartedError(
                     "run-started",
                     "running or ended",
                     status.state,
                     "the Worker did not start the run it was asked to",
                 )
+                # The Controller may hold the request and send it later: closed now, or
+                # found to have run in between.
+                if not self._settle(compute, attestation, keys.session_id, not_started, name).ran:
+                    raise not_started
+                status = self._status(compute, attestation)
             # The Worker's sandbox ends the function at the spec's wall time, but the
             # host can pause the run (SIGSTOP its supervisor) while the Worker goes on
             # signing "running": a bound of our own, or the command waits for ever.

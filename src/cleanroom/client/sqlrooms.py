@@ -113,17 +113,21 @@ def query(
         except (ServerError, CheckFailed) as error:
             run = _settled(client, compute, attestation, keys, error, room_name)
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                document, signature, sealed = compute.run_receipt(room.name, run)
-                break
-            except ServerError as error:
-                # Only "not finished yet" is worth waiting for; a refusal is the answer.
-                if error.check != "run-state" or time.monotonic() > deadline:
-                    raise
-                time.sleep(POLL_S)
-        receipt = _verified(client, attestation, run, document, signature)
-        detail = open_detail(keys, sealed, receipt)
+        try:
+            receipt, signature, detail = _finished(
+                client, compute, attestation, keys, run, deadline
+            )
+        except CheckFailed as error:
+            # The run number is the Controller's word too: another run's (whose genuine
+            # receipt then has a detail that does not open under this session) is asked
+            # about as well, so that the query that did run is not asked again.
+            fated = _fated(client, compute, attestation, keys, error, room_name)
+            if fated == run:
+                raise
+            run = fated
+            receipt, signature, detail = _finished(
+                client, compute, attestation, keys, run, deadline
+            )
         named = spec.sql.queries.get(name) if name is not None else None
         check_query(
             receipt, detail, name=name, parameters=parameters or {},
@@ -280,6 +284,29 @@ def _verified(
     )  # fmt: skip
 
 
+def _finished(
+    client: CleanRoomClient,
+    compute: ComputeClient,
+    attestation: Attestation,
+    keys: SessionKeys,
+    run: int,
+    deadline: float,
+) -> tuple[dict[str, Any], bytes, dict[str, Any]]:
+    """Query run ``run``'s receipt, once it ended, verified, and its detail, which opens
+    only under the run session ``keys`` that sent the query."""
+    while True:
+        try:
+            document, signature, sealed = compute.run_receipt(attestation.room.name, run)
+            break
+        except ServerError as error:
+            # Only "not finished yet" is worth waiting for; a refusal is the answer.
+            if error.check != "run-state" or time.monotonic() > deadline:
+                raise
+            time.sleep(POLL_S)
+    receipt = _verified(client, attestation, run, document, signature)
+    return receipt, signature, open_detail(keys, sealed, receipt)
+
+
 def _settled(
     client: CleanRoomClient,
     compute: ComputeClient,
@@ -306,6 +333,19 @@ def _settled(
             refusal = None
         if refusal is not None:
             raise refusal from None
+    return _fated(client, compute, attestation, keys, answer, room_name)
+
+
+def _fated(
+    client: CleanRoomClient,
+    compute: ComputeClient,
+    attestation: Attestation,
+    keys: SessionKeys,
+    answer: ServerError | CheckFailed,
+    room_name: str,
+) -> int:
+    """The run the Worker says the query of run session ``keys`` is, whose answer
+    ``answer`` cannot be confirmed; ``fate-closed`` if it ran none."""
     fate = client._settle(compute, attestation, keys.session_id, answer, room_name)
     if fate.ran and fate.run is not None:
         return fate.run
