@@ -13,12 +13,15 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from cleanroom.client.errors import ServerError
 from cleanroom.client.sqlrooms import budget, query
+from cleanroom.client.sqlrooms import receipt as sql_receipt
 from cleanroom.insecure.localstack import LocalStack
 from tests.adversarial.proxy import Message, TamperingProxy
 from tests.adversarial.test_hostile_controller import on_path, refused
@@ -279,3 +282,32 @@ def test_a_fate_answer_the_controller_tampered_with_is_refused(
         "session": command.group(1).split()[-1], "ran": True, "run": before + 1,
     }  # fmt: skip
     assert budget(alice.client, sql_room)["runs"] == before + 1
+
+
+def test_a_query_whose_receipt_is_withheld_is_said_to_have_run(
+    alice: User,
+    proxy: TamperingProxy,
+    sql_room: str,  # noqa: F811
+) -> None:
+    """The Controller relays the query and its answer, then refuses its receipt (``502``):
+    the client does not leave the runner to think the query failed (and ask it again):
+    the Worker says it ran, and the refusal names the command that fetches its receipt."""
+    before = budget(alice.client, sql_room)["runs"]
+
+    def withhold(message: Message) -> None:
+        if "/runs/" in message.path and message.path.endswith("/receipt"):
+            message.status, message.response = 502, BAD_GATEWAY
+
+    proxy.on_response = withhold
+    error = refused(by_segment(alice, sql_room), "query-receipt")
+    assert error.hint is not None and f"receipt {sql_room} --run {before + 1}" in error.hint
+    proxy.reset()
+    assert budget(alice.client, sql_room)["runs"] == before + 1
+    for _ in range(600):  # as the hint says, once the run ended (it was refused at once)
+        try:
+            fetched = sql_receipt(alice.client, sql_room, before + 1)
+            break
+        except ServerError as pending:
+            assert pending.check == "run-state", pending
+            time.sleep(0.5)
+    assert fetched.receipt["run"] == before + 1

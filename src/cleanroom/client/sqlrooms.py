@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.client.compute import ComputeClient
-from cleanroom.client.errors import ServerError
+from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import Room
 from cleanroom.client.rooms import (
     Attestation,
@@ -117,17 +117,29 @@ def query(
             receipt, signature, detail = _finished(
                 client, compute, attestation, keys, run, deadline
             )
-        except CheckFailed as error:
+        except (CheckFailed, ServerError) as error:
             # The run number is the Controller's word too: another run's (whose genuine
             # receipt then has a detail that does not open under this session) is asked
-            # about as well, so that the query that did run is not asked again.
+            # about as well, so that the query that did run is not asked again; and a
+            # receipt withheld is not taken as a query that did not run.
             fated = _fated(client, compute, attestation, keys, error, room_name)
-            if fated == run:
-                raise
-            run = fated
-            receipt, signature, detail = _finished(
-                client, compute, attestation, keys, run, deadline
-            )
+            try:
+                if fated == run:
+                    raise error
+                run = fated
+                receipt, signature, detail = _finished(
+                    client, compute, attestation, keys, run, deadline
+                )
+            except (CheckFailed, ServerError) as failure:
+                raise UntrustedAnswerError(
+                    "query-receipt",
+                    f"query run {run}'s receipt, verified",
+                    str(failure),
+                    f"the query ran, as run {run} (the Worker says, sealed to you), but its "
+                    "receipt could not be had or checked",
+                    f"`{client.profile.command(f'receipt {room_name} --run {run}')}` fetches "
+                    "it again: do not ask the query again",
+                ) from None
         named = spec.sql.queries.get(name) if name is not None else None
         check_query(
             receipt, detail, name=name, parameters=parameters or {},
