@@ -272,7 +272,7 @@ def test_a_fate_answer_the_controller_tampered_with_is_refused(
     expected = "502" if check == "answer" else check
     assert expected in str(error.actual), error.actual
     assert error.hint is not None
-    command = re.search(rf"`cleanroom (--profile alice fate {sql_room} [A-Za-z0-9_-]{{22}})`",
+    command = re.search(rf"`cleanroom (--profile alice fate {sql_room} -- [A-Za-z0-9_-]{{22}})`",
                         error.hint)  # fmt: skip
     assert command is not None, error.hint
     proxy.reset()
@@ -311,3 +311,16 @@ def test_a_query_whose_receipt_is_withheld_is_said_to_have_run(
             assert pending.check == "run-state", pending
             time.sleep(0.5)
     assert fetched.receipt["run"] == before + 1
+
+
+def test_the_fate_command_takes_a_session_id_that_begins_with_a_dash(
+    alice: User,
+    proxy: TamperingProxy,
+    sql_room: str,  # noqa: F811
+) -> None:
+    """One session id in 64 begins with ``-``: the hint's command puts it after ``--``
+    (without it, the command line took the id for an option and exited 2)."""
+    answer = Cli(alice.home)(
+        "--output", "json", "--profile", "alice", "fate", sql_room, "--", "-" + "A" * 21
+    )
+    assert json.loads(answer.stdout) == {"session": "-" + "A" * 21, "ran": False, "run": None}

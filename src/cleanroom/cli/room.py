@@ -378,7 +378,10 @@ def _where_the_log_went(client: CleanRoomClient, name: str) -> str:
 
 def fate(
     name: Annotated[str, typer.Argument(help="The clean room.")],
-    session: Annotated[str, typer.Argument(help="The run session a refusal named.")],
+    session: Annotated[
+        str,
+        typer.Argument(help="The run session a refusal named (after --: it may begin with -)."),
+    ],
 ) -> None:
     """Ask the Worker what became of a run session of yours whose answer you could not confirm.
 

@@ -817,7 +817,7 @@ class CleanRoomClient:
                 f"the compute server's answer cannot be confirmed, and neither can what "
                 f"became of the {'query' if sql else 'run request'}: if the compute server "
                 f"sent it on all the same, it ran{' (and spent its ε)' if sql else ''}",
-                f"`{self.profile.command(f'fate {name} {session_id}')}` asks the Worker "
+                f"`{self.profile.command(f'fate {name} -- {session_id}')}` asks the Worker "
                 "again: before asking again, run it",
             ) from None
 
