@@ -14,41 +14,38 @@ from tests.examples.harness import EXAMPLES
 from tests.sandbox import require_sandbox
 
 
-def test_each_output_id_receives_the_result(tmp_path: Path) -> None:
-    """h3: `--output-id` was stored under the global --output option's name, so
-    every `function test --output-id ID` was refused as "not one of 'text', 'json'"."""
-    require_sandbox()
-    truth = write_overlap_inputs(tmp_path / "input_1", tmp_path / "input_2", 1000)
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "cleanroom.cli.main", "function", "test",
-            str(EXAMPLES / "overlap"),
-            "--input", f"input_1={tmp_path / 'input_1'}",
-            "--input", f"input_2={tmp_path / 'input_2'}",
-            "--output-id", "output_1", "--output-id", "output_2",
-            "--param", "k=10", "--out", str(tmp_path / "result"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CLEANROOM_HOME": str(tmp_path / "home")},
-        timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    for output_id in ("output_1", "output_2"):
-        document = json.loads((tmp_path / "result" / output_id / "result.json").read_text())
-        assert document["overlap"] == truth.overlap
-
-
-def function_test(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cleanroom(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command line, run as a user runs it, with its own home."""
     return subprocess.run(
-        [sys.executable, "-m", "cleanroom.cli.main", "function", "test", *args],
+        [sys.executable, "-m", "cleanroom.cli.main", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "CLEANROOM_HOME": str(tmp_path / "home")},
         timeout=300,
         check=False,
     )
+
+
+def function_test(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cleanroom(tmp_path, "function", "test", *args)
+
+
+def test_each_output_id_receives_the_result(tmp_path: Path) -> None:
+    """h3: `--output-id` was stored under the global --output option's name, so
+    every `function test --output-id ID` was refused as "not one of 'text', 'json'"."""
+    require_sandbox()
+    truth = write_overlap_inputs(tmp_path / "input_1", tmp_path / "input_2", 1000)
+    result = function_test(
+        tmp_path, str(EXAMPLES / "overlap"),
+        "--input", f"input_1={tmp_path / 'input_1'}",
+        "--input", f"input_2={tmp_path / 'input_2'}",
+        "--output-id", "output_1", "--output-id", "output_2",
+        "--param", "k=10", "--out", str(tmp_path / "result"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for output_id in ("output_1", "output_2"):
+        document = json.loads((tmp_path / "result" / output_id / "result.json").read_text())
+        assert document["overlap"] == truth.overlap
 
 
 def test_a_module_of_another_runtime_is_named_with_the_option_that_gives_it(
@@ -103,18 +100,10 @@ def test_files_left_out_for_their_names_are_counted_for_the_author(tmp_path: Pat
     (tmp_path / "input" / "x.csv").write_text("x\n")
     outputs = {}
     for output in ("text", "json"):
-        result = subprocess.run(
-            [
-                sys.executable, "-m", "cleanroom.cli.main", "--output", output,
-                "function", "test", str(function),
-                "--input", f"input_1={tmp_path / 'input'}",
-                "--out", str(tmp_path / f"result-{output}"),
-            ],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "CLEANROOM_HOME": str(tmp_path / "home")},
-            timeout=300,
-            check=False,
+        result = cleanroom(
+            tmp_path, "--output", output, "function", "test", str(function),
+            "--input", f"input_1={tmp_path / 'input'}",
+            "--out", str(tmp_path / f"result-{output}"),
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         outputs[output] = result.stdout
