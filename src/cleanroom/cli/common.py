@@ -22,6 +22,7 @@ from cleanroom.errors import EXIT_USAGE as EXIT_USAGE  # a command names it besi
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
+    from rich.status import Status
 
     from cleanroom.client.profile import Profile
 
@@ -88,6 +89,15 @@ def transfer_progress(label: str, total: int | None) -> Iterator[Progress]:
     with Progress(*columns, console=console, transient=True, disable=not shown) as progress:
         progress.add_task(label, total=total)
         yield progress
+
+
+def spinner(text: str) -> Status:
+    """A spinner on stderr while a command waits (``text`` never read as markup), gone
+    when it ends; nothing on a stderr that is not a terminal."""
+    from rich.text import Text
+
+    console: Console = globals()["stderr"] if "stderr" in globals() else __getattr__("stderr")
+    return console.status(Text(text))
 
 
 def print_line(text: str) -> None:

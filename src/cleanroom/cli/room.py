@@ -26,6 +26,7 @@ from cleanroom.cli.common import (
     hint,
     json_output,
     print_json,
+    spinner,
     stderr,
     stdout,
 )
@@ -341,7 +342,12 @@ def run(
     room has no run of its own: each query is one (cleanroom query).
     """
     client = _client()
-    with failures():
+    waiting = (
+        f"running {name}: waiting for the Worker's signed status…"
+        if wait
+        else (f"starting the run of {name}…")
+    )
+    with failures(), spinner(waiting):
         status = client.run(name, wait=wait)
     if json_output():
         print_json(_worker_json(status))

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cleanroom.cli.account import failures, verify_command
-from cleanroom.cli.common import EXIT_USAGE, fail, json_output, stdout
+from cleanroom.cli.common import EXIT_USAGE, fail, json_output, spinner, stdout
 from cleanroom.cli.room import _client
 from cleanroom.client.access import parse_parameters
 from cleanroom.client.sqlrooms import budget as fetch_budget
@@ -75,7 +75,7 @@ def query(
         fail("give an ad-hoc query or --name NAME, not both", EXIT_USAGE)
     parameters: dict[str, Any] = dict(parse_parameters(param or []))
     client = _client()
-    with failures():
+    with failures(), spinner(f"query on {name}: waiting for its receipt…"):
         result = run_query(
             client, name, name=named, sql=sql, parameters=parameters or None,
             epsilon=epsilon, target=out, save=save_receipt,

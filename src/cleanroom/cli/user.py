@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO
 
 import typer
-from rich.status import Status
-from rich.text import Text
 
 from cleanroom.cli import function_test
 from cleanroom.cli.account import failures, with_manager
@@ -37,6 +35,7 @@ from cleanroom.cli.common import (
     hint,
     json_output,
     print_json,
+    spinner,
     stderr,
     stdout,
     transfer_progress,
@@ -118,11 +117,6 @@ def _print(text: str) -> None:
     stdout.print(text)
 
 
-def _status(text: str) -> Status:
-    """A spinner on stderr; its text is never read as markup."""
-    return stderr.status(Text(text))
-
-
 def _when(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
 
@@ -146,7 +140,7 @@ def function_upload(
     with tempfile.TemporaryDirectory(prefix="cleanroom-pack-") as temporary:
         bundle = Path(temporary) / "function.tar"
         try:
-            with _status(f"packing {directory}…"), bundle.open("wb") as handle:
+            with spinner(f"packing {directory}…"), bundle.open("wb") as handle:
                 expected = pack_into(directory, handle)
         except BundleError as error:  # the directory given is no bundle: exit 2, not 1
             fail(str(error), EXIT_USAGE)
@@ -335,7 +329,7 @@ def _check_handler(profile: Profile, spec: WorkSpec) -> tuple[ReviewWarning, ...
     label = f"checking the handler: downloading {shown(spec.function)}"
     with failures(), _downloaded(profile, spec.function, label) as (bundle, _size):
         try:
-            with _status(f"checking the handler in {shown(spec.function)}…"):
+            with spinner(f"checking the handler in {shown(spec.function)}…"):
                 warnings = check_handler(bundle, spec.handler, spec.runtime, function=spec.function)
         except CheckFailed as error:
             if error.check == "function-id":  # not the bytes downloaded: refused (1)
@@ -443,7 +437,7 @@ def deploy(
         if runtime != "python3.11" or parameters:
             fail("a SQL room has no --runtime or --param (queries take parameters)", EXIT_USAGE)
         function, handler, runtime = engine_function_id(), SQL_HANDLER, SQL_RUNTIME
-        with failures(), _status("uploading the SQL engine…"):
+        with failures(), spinner("uploading the SQL engine…"):
             with_manager(profile, lambda manager: manager.upload_function(engine_bundle()))
     elif function is None or handler is None:
         missing = " and ".join(
@@ -485,7 +479,7 @@ def deploy(
         fail(_spec_refusal(error), EXIT_USAGE)
     warnings = _check_handler(profile, spec) if spec.sql is None else ()
     unknown = _warn_unknown_granted(spec, contacts, user_id)
-    with failures(), _status(f"deploying {name}…"):
+    with failures(), spinner(f"deploying {name}…"):
         room = with_manager(profile, lambda manager: manager.deploy(spec))
     # The pin is of the spec built here, never of what the manager answered.
     if room.work_id != spec.work_id or WorkSpec.parse(room.spec).work_id != spec.work_id:
