@@ -198,6 +198,7 @@ def test_a_parameter_of_the_wrong_type_or_an_unknown_one_is_refused() -> None:
         with pytest.raises(QueryError) as caught:
             plan_query(SPEC, name="by_segment", parameters=parameters)
         assert caught.value.check == "sql-parameter"
+        assert str(caught.value).count("sql-parameter") == 1, str(caught.value)  # not twice
     assert refused(
         "SELECT region, COUNT(*) FROM input_1 WHERE region = $x GROUP BY region"
     ).check == ("sql-parameter")

@@ -874,8 +874,9 @@ def _plan(
             raise QueryError("sql-query", sorted(spec.sql.queries), name, "no such query")
         try:
             values = check_parameters(query, name, parameters or {})
-        except SpecRuleError as error:
-            raise QueryError(error.check, dict(query.parameters), parameters, str(error)) from None
+        except SpecRuleError as error:  # its text begins with its check, as a QueryError's
+            message = str(error).removeprefix(f"{error.check}: ")
+            raise QueryError(error.check, dict(query.parameters), parameters, message) from None
         text, types, output, form = query.text, dict(query.parameters), query.output, query.format
         epsilon = query.epsilon if epsilon is None else epsilon
     else:
