@@ -241,8 +241,51 @@ def test_a_handler_function_not_seen_in_its_module_is_a_warning(
     (function / "lib" / "util.py").write_text("VALUE = 1\n")
     bundle = pack(function)
     warnings = check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle))
-    assert [warning.check for warning in warnings] == (["handler-function"] if warned else [])
+    checks = [warning.check for warning in warnings if warning.check != "handler-imports"]
+    assert checks == (["handler-function"] if warned else [])
     assert all("handler.py" in warning.message for warning in warnings)
+
+
+@pytest.mark.parametrize(
+    ("source", "runtime", "missing"),
+    [
+        # As the seed product's users write them: pandas on the standard library alone.
+        (b"import pandas as pd\ndef run():\n    pd.read_csv('/work/x')\n", "python3.11",
+         ["pandas"]),
+        (b"from polars import col\nimport numpy.linalg\ndef run():\n    pass\n",
+         "python3.11", ["numpy", "polars"]),
+        (b"def run():\n    import pyarrow.parquet\n", "python3.11", ["pyarrow"]),
+        # In the standard library, in the function, or ready for it to be missing: no word.
+        (b"import csv, json\nfrom pathlib import Path\ndef run():\n    pass\n",
+         "python3.11", []),
+        (b"from lib.util import VALUE\nimport vendored\ndef run():\n    pass\n",
+         "python3.11", []),
+        (b"try:\n    import pandas\nexcept ImportError:\n    pandas = None\ndef run():\n"
+         b"    pass\n", "python3.11", []),
+        (b"from . import util\ndef run():\n    pass\n", "python3.11", []),
+        # A runtime with packages: not known here without it installed, so no word.
+        (b"import pandas\ndef run():\n    pass\n", "python3.11-data", []),
+    ],
+)  # fmt: skip
+def test_a_module_the_runtime_and_the_function_lack_is_a_warning(
+    tmp_path: Path, source: bytes, runtime: str, missing: list[str]
+) -> None:
+    """handler-imports: a function written for pandas, deployed on the standard library
+    alone, failed only when run, after every party had uploaded her data (found by h22
+    as a new user): the deployer and every reviewer are now warned, by its name."""
+    function = tmp_path / "function"
+    (function / "lib").mkdir(parents=True)
+    (function / "packages" / "vendored").mkdir(parents=True)
+    (function / "handler.py").write_bytes(source)
+    (function / "lib" / "util.py").write_text("VALUE = 1\n")
+    (function / "packages" / "vendored" / "__init__.py").write_text("")
+    bundle = pack(function)
+    warnings = check_handler(bundle, "handler.run", runtime, function=function_id(bundle))
+    found = [warning for warning in warnings if warning.check == "handler-imports"]
+    assert [list(warning.subjects[1:]) for warning in found] == ([missing] if missing else [])
+    for warning in found:
+        assert f"runtime {runtime} (Python 3.11, the standard library only)" in warning.message
+        assert "python3.11-data (Python 3.11 with numpy, pandas" in warning.message
 
 
 def test_check_handler_refuses_as_the_review_does(function_dir: Path) -> None:

@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cleanroom.client.imports import HandlerLocation, Shadowing, locate_handler, shadowing
+from cleanroom.client.imports import (
+    STDLIB_MODULES,
+    HandlerLocation,
+    Shadowing,
+    find_spec,
+    locate_handler,
+    search_path,
+    shadowing,
+)
 from cleanroom.client.vendored import BundleFile, Vendored, vendored
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.bundle import PACKAGES, Source, function_id, unpack
@@ -27,6 +35,7 @@ from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.spec import Resources, WorkSpec
 from cleanroom.protocol.sql import ENGINE_RUNTIME
 from cleanroom.protocol.text import collisions, quoted, shown
+from cleanroom.runtimes import CATALOGUE
 from cleanroom.sql import engine_function_id
 
 if TYPE_CHECKING:
@@ -371,7 +380,7 @@ def _review(
         contents=contents(directory, paths, runtime),
         handler=handler,
         participants=participants(spec, you),
-        handler_warnings=handler_warnings(directory, handler),
+        handler_warnings=handler_warnings(directory, handler, runtime),
     )
 
 
@@ -414,13 +423,68 @@ def _may_bind_unseen(tree: ast.Module) -> bool:
     return False
 
 
-def handler_warnings(root: Path, handler: HandlerLocation) -> tuple[ReviewWarning, ...]:
-    """A warning (``handler-function``) when the handler's module, read not run, binds no
-    top-level name ``handler.attribute``: no ``def``, class, assignment or import of it.
+def _imported_elsewhere(tree: ast.Module, root: Path, runtime: str) -> list[str]:
+    """The top-level modules the module ``tree`` imports (absolute imports, not under a
+    ``try``, which may be ready for one missing) that neither the standard library nor
+    the function (its top, its ``packages/``) has: in a runtime of the standard library
+    only, the Worker's import fails. Nothing in a runtime with packages (not known here
+    without installing it)."""
+    if runtime not in CATALOGUE or CATALOGUE[runtime].requirements:
+        return []
+    guarded = {
+        id(node)
+        for statement in ast.walk(tree)
+        if isinstance(statement, ast.Try | ast.TryStar)
+        for part in statement.body
+        for node in ast.walk(part)
+    }
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in guarded:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name.partition(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.partition(".")[0])
+    return sorted(
+        name
+        for name in names - STDLIB_MODULES
+        if find_spec(name, search_path(root), runtime) is None
+    )
 
-    A warning, not a refusal: the Worker imports the module and then looks the name up,
+
+def _imports_warning(
+    tree: ast.Module, root: Path, handler: HandlerLocation, runtime: str
+) -> tuple[ReviewWarning, ...]:
+    missing = _imported_elsewhere(tree, root, runtime)
+    if not missing:
+        return ()
+    others = [f"{name} ({d.summary})" for name, d in CATALOGUE.items() if d.requirements]
+    return (
+        ReviewWarning(
+            "handler-imports",
+            (handler.path, *missing),
+            f"the handler's module {shown(handler.path)} imports {', '.join(map(shown, missing))}, "
+            f"which runtime {runtime} ({CATALOGUE[runtime].summary}) does not have and the "
+            "function does not bring (in packages/): the run will fail importing it; "
+            f"deploy on a runtime that has it ({'; '.join(others) or 'none in the catalogue'})"
+            " or vendor it into packages/",
+        ),
+    )
+
+
+def handler_warnings(
+    root: Path, handler: HandlerLocation, runtime: str
+) -> tuple[ReviewWarning, ...]:
+    """A warning (``handler-function``) when the handler's module, read not run, binds no
+    top-level name ``handler.attribute``: no ``def``, class, assignment or import of it;
+    and one (``handler-imports``) when, in a runtime of the standard library only, it
+    imports a module neither that nor the function has (:func:`_imported_elsewhere`).
+
+    Warnings, not refusals: the Worker imports the module and then looks the name up,
     and a module can bind names no reading finds (``from x import *``, ``globals()``, a
-    module ``__getattr__``; then nothing is said). Only a source module is read.
+    module ``__getattr__``; then nothing is said), or import one only where it is never
+    reached. Only a source module is read.
     """
     if handler.kind != "source":
         return ()
@@ -437,10 +501,12 @@ def handler_warnings(root: Path, handler: HandlerLocation) -> tuple[ReviewWarnin
                 f"parses ({shown(str(error))}): importing it in the Worker will likely fail",
             ),
         )
+    imports = _imports_warning(tree, root, handler, runtime)
     names = _bound_names(tree.body)
     if handler.attribute in names or "__getattr__" in names or _may_bind_unseen(tree):
-        return ()
+        return imports
     return (
+        *imports,
         ReviewWarning(
             "handler-function",
             (handler.path, handler.attribute),
@@ -476,7 +542,7 @@ def check_handler(
     with tempfile.TemporaryDirectory(prefix="cleanroom-handler-") as scratch:
         directory = Path(scratch) / "function"
         unpack(bundle, directory)
-        return handler_warnings(directory, locate_handler(directory, handler, runtime))
+        return handler_warnings(directory, locate_handler(directory, handler, runtime), runtime)
 
 
 def spec_record(spec: WorkSpec) -> dict[str, Any]:
