@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.client.changes import MAX_DIFF_LINES, Side, compare
+from cleanroom.client.changes import MAX_DIFF_FILE_BYTES, MAX_DIFF_LINES, Side, compare
 from cleanroom.client.review import BundleFile, ReviewError, parameter_value, resources
 from cleanroom.client.vendored import Vendored, VendoredDistribution
 from cleanroom.protocol.encoding import canonical
@@ -80,6 +80,28 @@ def test_binary_and_vendored_files_are_compared_by_digest(tmp_path: Path) -> Non
         "~ packages/p.py (6 -> 6 bytes)",
     ]
     assert changes.code == ["blob.bin: binary or larger than 1 MiB, digest changed"]
+    # Its change is not shown: not compared, as a diff cut or a 404 (found by h22).
+    assert changes.not_compared == [
+        {"path": "blob.bin", "why": "binary or larger than 1 MiB: not shown line by line"}
+    ]
+    assert not changes.complete
+
+
+def test_a_text_file_over_a_mebibyte_is_not_compared_and_a_removed_binary_is(
+    tmp_path: Path,
+) -> None:
+    """A handler.py of 1.1 MiB, changed, was said to have a changed digest, and the
+    review exited 0, read as compared (h22); a binary file removed is shown in full by
+    the list of files."""
+    large = b"x = 1\n" * (MAX_DIFF_FILE_BYTES // 6 + 1)
+    changes = compare(
+        side(tmp_path / "a", {"handler.py": large, "old.bin": b"\xff"}, label="before"),
+        side(tmp_path / "b", {"handler.py": large + b"import os\n"}),
+    )
+    assert changes.not_compared == [
+        {"path": "handler.py", "why": "binary or larger than 1 MiB: not shown line by line"}
+    ]
+    assert "- old.bin (1 bytes)" in changes.files
 
 
 def test_a_long_diff_is_cut(tmp_path: Path) -> None:
