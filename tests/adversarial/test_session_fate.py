@@ -70,6 +70,21 @@ def fates(proxy: TamperingProxy) -> list[Message]:
     return [m for m in proxy.seen if m.path.endswith("/fate")]
 
 
+def refused_when_sent_late(
+    held: list[Message], alice: User, room: str, hostile_stack: tuple[LocalStack, TamperingProxy]
+) -> None:
+    """The one request the Controller kept, sent to the Worker afterwards (as the Controller
+    can, straight over its socket), is refused as a used session: it starts nothing."""
+    (kept,) = held
+    work_id = alice.client.approved(room)[1].work_id
+    worker = worker_of(hostile_stack[0].directory, work_id)
+    try:
+        late = worker.post(f"/sessions/{session_of(kept)}/run", content=kept.body)
+    finally:
+        worker.close()
+    assert late.status_code == 409 and late.json()["check"] == "session-used", late.text
+
+
 # ------------------------------------------------------------ a function room
 
 
@@ -113,14 +128,7 @@ def test_a_run_never_relayed_is_closed_and_asking_again_is_safe(
     proxy.on_request = never_relayed(502, BAD_GATEWAY, held)
     error = refused(lambda: alice.client.run(function_room), "fate-closed")
     assert error.hint is not None and f"run {function_room}" in error.hint, error.hint
-    (kept,) = held
-    work_id = alice.client.approved(function_room)[1].work_id
-    worker = worker_of(hostile_stack[0].directory, work_id)
-    try:
-        late = worker.post(f"/sessions/{session_of(kept)}/run", content=kept.body)
-    finally:
-        worker.close()
-    assert late.status_code == 409 and late.json()["check"] == "session-used", late.text
+    refused_when_sent_late(held, alice, function_room, hostile_stack)
     proxy.reset()
     assert alice.client.run(function_room, wait=True, poll_s=0.1).succeeded
 
@@ -139,14 +147,7 @@ def test_a_run_answered_running_but_held_is_closed_before_it_is_sent(
     proxy.on_request = never_relayed(202, b'{"state":"running"}', held)
     refused(lambda: alice.client.run(function_room), "run-started")
     assert len(fates(proxy)) == 1
-    (kept,) = held
-    work_id = alice.client.approved(function_room)[1].work_id
-    worker = worker_of(hostile_stack[0].directory, work_id)
-    try:
-        late = worker.post(f"/sessions/{session_of(kept)}/run", content=kept.body)
-    finally:
-        worker.close()
-    assert late.status_code == 409 and late.json()["check"] == "session-used", late.text
+    refused_when_sent_late(held, alice, function_room, hostile_stack)
 
 
 # ---------------------------------------------------------------- a SQL room
@@ -186,14 +187,7 @@ def test_a_query_never_relayed_is_closed_and_asked_again_once(
     held: list[Message] = []
     proxy.on_request = never_relayed(502, BAD_GATEWAY, held)
     refused(by_segment(alice, sql_room), "fate-closed")
-    (kept,) = held
-    work_id = alice.client.approved(sql_room)[1].work_id
-    worker = worker_of(hostile_stack[0].directory, work_id)
-    try:
-        late = worker.post(f"/sessions/{session_of(kept)}/run", content=kept.body)
-    finally:
-        worker.close()
-    assert late.status_code == 409 and late.json()["check"] == "session-used", late.text
+    refused_when_sent_late(held, alice, sql_room, hostile_stack)
     proxy.reset()
     assert budget(alice.client, sql_room)["runs"] == before
     result = by_segment(alice, sql_room)()

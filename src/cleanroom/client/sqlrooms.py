@@ -59,6 +59,7 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, WorkSpec
+from cleanroom.protocol.text import shown
 
 POLL_S = 0.3
 
@@ -190,7 +191,8 @@ def _refuse_target_of_another(
         "output-recipient",
         client.profile.user_id,
         spec.outputs.get(output),
-        f"--out {target}: the result of {'query ' + name if name else 'an ad-hoc query'} "
+        f"--out {shown(str(target))}: the result of "
+        f"{'query ' + name if name else 'an ad-hoc query'} "
         f"goes to {output}, which another user receives: run it without --out (its "
         f"recipient downloads it: cleanroom data cp {room_name}:{output} DIR --run N)",
     )
