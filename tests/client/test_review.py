@@ -288,6 +288,46 @@ def test_a_module_the_runtime_and_the_function_lack_is_a_warning(
         assert "python3.11-data (Python 3.11 with numpy, pandas" in warning.message
 
 
+@pytest.mark.parametrize(
+    ("files", "missing", "where"),
+    [
+        # The seed product's layout: a handler that calls the function's own helpers.
+        ({"handler.py": "from lib.util import load\ndef run():\n    load()\n",
+          "lib/__init__.py": "", "lib/util.py": "import pandas as pd\ndef load(): ...\n"},
+         ["pandas"], "pandas (in lib/util.py)"),
+        # Through a relative import, and a submodule named in `from lib import stats`.
+        ({"handler.py": "from lib import stats\ndef run():\n    pass\n",
+          "lib/__init__.py": "", "lib/stats.py": "from . import helpers\n",
+          "lib/helpers.py": "def f():\n    import polars\n"},
+         ["polars"], "polars (in lib/helpers.py)"),
+        # A cycle is read once; a vendored package's own imports are its business.
+        ({"handler.py": "import lib.a\nimport vendored\ndef run():\n    pass\n",
+          "lib/__init__.py": "", "lib/a.py": "import lib.b\n", "lib/b.py": "import lib.a\n",
+          "packages/vendored/__init__.py": "import matplotlib\n"},
+         [], ""),
+        # One missing in the handler, another further in: both, each where it was seen.
+        ({"handler.py": "import numpy\nimport helper\ndef run():\n    pass\n",
+          "helper.py": "try:\n    import scipy\nexcept ImportError:\n    pass\nimport sklearn\n"},
+         ["numpy", "sklearn"], "numpy, sklearn (in helper.py)"),
+    ],
+)  # fmt: skip
+def test_the_function_modules_the_handler_imports_are_read_too(
+    tmp_path: Path, files: dict[str, str], missing: list[str], where: str
+) -> None:
+    """handler-imports follows the handler's imports into the function's own modules: a
+    handler importing its helpers, which import pandas, was said nothing of (the warning
+    read the handler's module only), and failed only when run."""
+    function = tmp_path / "function"
+    for name, text in files.items():
+        (function / name).parent.mkdir(parents=True, exist_ok=True)
+        (function / name).write_text(text)
+    bundle = pack(function)
+    warnings = check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle))
+    found = [warning for warning in warnings if warning.check == "handler-imports"]
+    assert [list(warning.subjects[1:]) for warning in found] == ([missing] if missing else [])
+    assert all(f"imports {where}, which runtime" in warning.message for warning in found)
+
+
 def test_check_handler_refuses_as_the_review_does(function_dir: Path) -> None:
     """A deployer's check_handler raises the review's handler-module for a missing module."""
     bundle = pack(function_dir)

@@ -16,6 +16,7 @@ import ast
 import hashlib
 import tempfile
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -423,14 +424,13 @@ def _may_bind_unseen(tree: ast.Module) -> bool:
     return False
 
 
-def _imported_elsewhere(tree: ast.Module, root: Path, runtime: str) -> list[str]:
-    """The top-level modules the module ``tree`` imports (absolute imports, not under a
-    ``try``, which may be ready for one missing) that neither the standard library nor
-    the function (its top, its ``packages/``) has: in a runtime of the standard library
-    only, the Worker's import fails. Nothing in a runtime with packages (not known here
-    without installing it)."""
-    if runtime not in CATALOGUE or CATALOGUE[runtime].requirements:
-        return []
+# The function's own modules the review follows from the handler's, at most.
+_MODULES_FOLLOWED = 256
+
+
+def _unguarded(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
+    """The module's imports that are not under a ``try`` (which may be ready for one
+    missing), wherever they are: at the top, or in a function run later."""
     guarded = {
         id(node)
         for statement in ast.walk(tree)
@@ -438,37 +438,138 @@ def _imported_elsewhere(tree: ast.Module, root: Path, runtime: str) -> list[str]
         for part in statement.body
         for node in ast.walk(part)
     }
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in guarded:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom) and id(node) not in guarded
+    ]
+
+
+def _own_source(spec: ModuleSpec | None, root: Path) -> Path | None:
+    """The source file of ``spec`` when it is one of the function's own modules (not in
+    ``packages/``, whose vendored libraries import what they like where it is never
+    reached), else None."""
+    if spec is None or not spec.has_location or not spec.origin:
+        return None
+    origin = Path(spec.origin)
+    if origin.suffix != ".py" or not origin.is_relative_to(root):
+        return None
+    if origin.is_relative_to(root / PACKAGES):
+        return None
+    return origin
+
+
+def _submodules(spec: ModuleSpec | None, dotted: list[str], runtime: str) -> list[ModuleSpec]:
+    """The specs of ``dotted``'s parts below the package ``spec``, as far as they are found."""
+    found: list[ModuleSpec] = []
+    for part in dotted:
+        if spec is None or not spec.submodule_search_locations:
+            break
+        locations = [Path(location) for location in spec.submodule_search_locations]
+        spec = find_spec(part, locations, runtime)
+        if spec is not None:
+            found.append(spec)
+    return found
+
+
+def _relative(node: ast.ImportFrom, path: Path, root: Path, runtime: str) -> list[ModuleSpec]:
+    """The function's modules a relative import in the module at ``path`` names."""
+    base = path.parent
+    for _ in range(node.level - 1):
+        base = base.parent
+    if not base.is_relative_to(root):
+        return []
+    package = ModuleSpec("", None, is_package=True)
+    package.submodule_search_locations = [str(base)]
+    dotted = node.module.split(".") if node.module else []
+    found = _submodules(package, dotted, runtime)
+    if len(found) < len(dotted):
+        return found
+    last = found[-1] if found else package
+    return found + [
+        spec for alias in node.names for spec in _submodules(last, [alias.name], runtime)
+    ]
+
+
+def _absolute(
+    node: ast.Import | ast.ImportFrom, root: Path, runtime: str
+) -> tuple[list[str], list[ModuleSpec]]:
+    """The top-level names an absolute import names that neither the standard library
+    nor the function has, and the modules of the function it names."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:  # ``from x.y import z``: z may be a submodule
+        names = [f"{node.module}.{alias.name}" for alias in node.names]
+    missing: list[str] = []
+    found: list[ModuleSpec] = []
+    for name in names:
+        top, *below = name.split(".")
+        if top in STDLIB_MODULES:
             continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name.partition(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.partition(".")[0])
-    return sorted(
-        name
-        for name in names - STDLIB_MODULES
-        if find_spec(name, search_path(root), runtime) is None
-    )
+        spec = find_spec(top, search_path(root), runtime)
+        if spec is None:
+            missing.append(top)
+        else:
+            found += [spec, *_submodules(spec, below, runtime)]
+    return missing, found
+
+
+def _imported_elsewhere(tree: ast.Module, root: Path, handler: str, runtime: str) -> dict[str, str]:
+    """The top-level modules that the handler's module ``tree``, or one of the function's
+    own modules it imports (followed through absolute and relative imports, up to
+    :data:`_MODULES_FOLLOWED`), imports (not under a ``try``) and that neither the standard
+    library nor the function (its top, its ``packages/``) has: in a runtime of the
+    standard library only, the Worker's import fails. Each with the first module found
+    importing it. Nothing in a runtime with packages (not known here without installing
+    it)."""
+    if runtime not in CATALOGUE or CATALOGUE[runtime].requirements:
+        return {}
+    missing: dict[str, str] = {}
+    seen = {(root / handler).resolve()}
+    queue: list[tuple[Path, ast.Module]] = [(root / handler, tree)]
+    while queue:
+        path, module = queue.pop(0)
+        followed: list[ModuleSpec] = []
+        for node in _unguarded(module):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                followed += _relative(node, path, root, runtime)
+                continue
+            lacking, found = _absolute(node, root, runtime)
+            followed += found
+            for name in lacking:
+                missing.setdefault(name, path.relative_to(root).as_posix())
+        for spec in followed:
+            source = _own_source(spec, root)
+            if source is None or source.resolve() in seen or len(seen) >= _MODULES_FOLLOWED:
+                continue
+            seen.add(source.resolve())
+            try:
+                queue.append((source, ast.parse(source.read_bytes(), str(source))))
+            except (SyntaxError, ValueError, RecursionError, MemoryError, OSError):
+                continue  # the Worker's import fails there, with its own error
+    return dict(sorted(missing.items()))
 
 
 def _imports_warning(
     tree: ast.Module, root: Path, handler: HandlerLocation, runtime: str
 ) -> tuple[ReviewWarning, ...]:
-    missing = _imported_elsewhere(tree, root, runtime)
+    missing = _imported_elsewhere(tree, root, handler.path, runtime)
     if not missing:
         return ()
     others = [f"{name} ({d.summary})" for name, d in CATALOGUE.items() if d.requirements]
+    where = ", ".join(
+        shown(name) if module == handler.path else f"{shown(name)} (in {shown(module)})"
+        for name, module in missing.items()
+    )
     return (
         ReviewWarning(
             "handler-imports",
             (handler.path, *missing),
-            f"the handler's module {shown(handler.path)} imports {', '.join(map(shown, missing))}, "
-            f"which runtime {runtime} ({CATALOGUE[runtime].summary}) does not have and the "
-            "function does not bring (in packages/): the run will fail importing it; "
-            f"deploy on a runtime that has it ({'; '.join(others) or 'none in the catalogue'})"
-            " or vendor it into packages/",
+            f"the handler's module {shown(handler.path)}, or a module of the function it "
+            f"imports, imports {where}, which runtime {runtime} ({CATALOGUE[runtime].summary}) "
+            "does not have and the function does not bring (in packages/): the run will fail "
+            f"importing it; deploy on a runtime that has it "
+            f"({'; '.join(others) or 'none in the catalogue'}) or vendor it into packages/",
         ),
     )
 
@@ -478,8 +579,9 @@ def handler_warnings(
 ) -> tuple[ReviewWarning, ...]:
     """A warning (``handler-function``) when the handler's module, read not run, binds no
     top-level name ``handler.attribute``: no ``def``, class, assignment or import of it;
-    and one (``handler-imports``) when, in a runtime of the standard library only, it
-    imports a module neither that nor the function has (:func:`_imported_elsewhere`).
+    and one (``handler-imports``) when, in a runtime of the standard library only, it or
+    one of the function's own modules it imports imports a module neither that nor the
+    function has (:func:`_imported_elsewhere`).
 
     Warnings, not refusals: the Worker imports the module and then looks the name up,
     and a module can bind names no reading finds (``from x import *``, ``globals()``, a
