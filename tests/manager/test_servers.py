@@ -812,15 +812,37 @@ def test_server_commands(
     capsys.readouterr()
     out = tmp_path / "big.json"
     assert operator(manager, *add, "--credentials-out", str(out)) == 0
-    printed = capsys.readouterr().out.splitlines()
+    shown = capsys.readouterr()
+    printed = shown.out.splitlines()
     assert printed[0] == f"compute server big at {url} added"
     written = json.loads(out.read_text())
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert written["type"] == "cleanroom/compute-credentials/v1" and written["url"] == url
+    # Written to the file, the secret is on the terminal nowhere (its scrollback, a CI
+    # job's log): it was printed on stdout as well (h24).
     assert printed[1:] == [
         f"client_id:     {written['client_id']}",
-        f"client_secret: {written['client_secret']}",
+        f"client_secret: in {out} only",
     ]
+    assert written["client_secret"] not in shown.out + shown.err
+    again = tmp_path / "big-again.json"
+    assert (
+        operator(
+            manager,
+            "server",
+            "credentials",
+            "big",
+            "--credentials-out",
+            str(again),
+            "--output",
+            "json",
+        )
+        == 0
+    )
+    shown = capsys.readouterr()
+    rewritten = json.loads(again.read_text())
+    assert rewritten["client_secret"] not in shown.out + shown.err
+    assert json.loads(shown.out)["credentials_file"] == str(again)
     # New credentials: printed once, the old secret refused from now on.
     assert operator(manager, "server", "credentials", "big") == 0
     rotated = capsys.readouterr().out.splitlines()

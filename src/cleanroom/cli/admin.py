@@ -443,15 +443,16 @@ CredentialsOutOption = Annotated[
     Path | None,
     typer.Option(
         "--credentials-out",
-        help="Also write the server's credentials to this new file (mode 0600), for "
-        "`cleanroom server compute --credentials FILE`.",
+        help="Write the server's credentials to this new file (mode 0600), for "
+        "`cleanroom server compute --credentials FILE`, and print its secret nowhere else.",
         show_default=False,
     ),
 ]
 
 
 def _hand_over(added: operations.NewServer, out: Path | None) -> None:
-    """Print a compute server's new credentials once, and write them to ``out``."""
+    """A compute server's new credentials: written to ``out`` if given (and its secret
+    then nowhere else), else printed once."""
     credentials = added.credentials
     if out is not None:
         document = json.dumps(credentials.to_json(), indent=2) + "\n"
@@ -463,14 +464,21 @@ def _hand_over(added: operations.NewServer, out: Path | None) -> None:
             handle.write(document)
         stderr.print(f"credentials written to {out}", markup=False)
     server = added.server
-    _print_secret(
-        credentials.client_id,
-        credentials.client_secret,
-        name=server.name,
-        url=server.url,
-        capacity=server.capacity,
-        tee=server.tee_kind,
-    )
+    facts = {
+        "name": server.name,
+        "url": server.url,
+        "capacity": server.capacity,
+        "tee": server.tee_kind,
+    }
+    if out is None:
+        _print_secret(credentials.client_id, credentials.client_secret, **facts)
+    elif json_output():
+        # Written to the file only: a secret on the terminal stays in its scrollback and in
+        # a CI job's log, which the file's mode 0600 does not protect.
+        print_json({"client_id": credentials.client_id, "credentials_file": str(out), **facts})
+    else:
+        stdout.print(f"client_id:     {credentials.client_id}", markup=False)
+        stdout.print(f"client_secret: in {out} only", markup=False)
     file = shlex.quote(str(out)) if out is not None else "FILE"
     stderr.print(
         f"start the compute server with them: cleanroom server compute --credentials {file} "
@@ -505,7 +513,8 @@ def server_add(
     names it as its audience, so its Controller must be reachable at URL; it takes
     URL from its credentials (`cleanroom server compute --credentials FILE`, whose
     --public-url, if given, must be URL).
-    Prints the server's credentials towards the manager once (its Controller
+    Prints the server's credentials towards the manager once, or with
+    --credentials-out writes them to FILE and prints the client id only (its Controller
     fetches its rooms' bundles and the revocation list with them). The manager
     checks its health from then on (`cleanroom admin server list` shows what it
     found). Adding a removed server's URL again registers it again, with new
@@ -526,7 +535,8 @@ def server_credentials(
     server: Annotated[str, typer.Argument(help="The compute server's name or URL.")],
     credentials_out: CredentialsOutOption = None,
 ) -> None:
-    """Give a compute server new credentials, printed once, here only.
+    """Give a compute server new credentials, printed once, here only (with
+    --credentials-out: written to FILE, the secret not printed).
 
     From now on its old secret is refused, and so is every token issued with it:
     restart its Controller with the new ones.
