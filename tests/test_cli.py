@@ -487,8 +487,9 @@ def test_the_profile_option_is_offered_only_where_a_profile_is_used(
 def test_the_managers_waits_on_controllers_are_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--controller-call-wait and --abandoned-delete-timeout reach the manager's settings,
-    as --controller-calls does (they were settings without an option)."""
+    """--controller-timeout, --controller-call-wait and --abandoned-delete-timeout reach the
+    manager's settings, as --controller-calls does (they were settings without an option;
+    --controller-timeout until h24)."""
     import cleanroom.manager
 
     given: list[Any] = []
@@ -499,9 +500,11 @@ def test_the_managers_waits_on_controllers_are_options(
 
     monkeypatch.setattr(cleanroom.manager, "create_app", started)
     options = ["--controller-call-wait", "12.5", "--abandoned-delete-timeout", "3"]
+    options += ["--controller-timeout", "20"]
     assert main(["server", "manager", *options, "--data-dir", str(tmp_path / "m")]) == 2
     [settings] = given
-    assert (settings.controller_call_wait, settings.abandoned_delete_timeout) == (12.5, 3.0)
+    waits = settings.controller_call_wait, settings.abandoned_delete_timeout
+    assert (*waits, settings.controller_timeout) == (12.5, 3.0, 20.0)
 
 
 @pytest.mark.parametrize(
@@ -513,6 +516,9 @@ def test_the_managers_waits_on_controllers_are_options(
         (["--controller-call-wait", "0"], "greater than or equal to 0.1"),
         (["--abandoned-delete-timeout", "-1"], "greater than or equal to 0.1"),
         (["--controller-call-wait", "nan"], "greater than or equal to 0.1"),
+        (["--controller-timeout", "100"], "controller_timeout (100 s)"),
+        (["--controller-timeout", "inf"], "expected a finite number of seconds above 0"),
+        (["--controller-timeout", "0"], "greater than or equal to 0.1"),
     ],
 )
 def test_the_managers_waits_on_controllers_are_refused_out_of_bounds(

@@ -92,13 +92,22 @@ def manager(
             min=1,
         ),
     ] = DEFAULT_CONTROLLER_CALLS,
+    controller_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a deploy or delete waits for the compute server's answer. With "
+            "--controller-call-wait and --abandoned-delete-timeout, under the client's "
+            f"{CLIENT_ANSWER_DEADLINE:g} s for an answer.",
+            min=0.1,
+        ),
+    ] = DEFAULT_CONTROLLER_TIMEOUT,
     controller_call_wait: Annotated[
         float,
         typer.Option(
             help="Seconds a deploy or delete waits for a turn among --controller-calls, then "
-            "503 controller-calls with nothing done. With the compute server's "
-            f"{DEFAULT_CONTROLLER_TIMEOUT:g} s and --abandoned-delete-timeout, under the "
-            f"client's {CLIENT_ANSWER_DEADLINE:g} s for an answer.",
+            "503 controller-calls with nothing done. With --controller-timeout and "
+            f"--abandoned-delete-timeout, under the client's {CLIENT_ANSWER_DEADLINE:g} s "
+            "for an answer.",
             min=0.1,
         ),
     ] = DEFAULT_CONTROLLER_CALL_WAIT,
@@ -106,8 +115,8 @@ def manager(
         float,
         typer.Option(
             help="Seconds the delete of a deploy that got no answer waits for its compute "
-            "server (the deploy's answer waits for it; an unconfirmed delete is asked "
-            "again each health round).",
+            "server, at most --controller-timeout (the deploy's answer waits for it; an "
+            "unconfirmed delete is asked again each health round).",
             min=0.1,
         ),
     ] = DEFAULT_ABANDONED_DELETE_TIMEOUT,
@@ -154,6 +163,7 @@ def manager(
             function_grace=function_grace,
             gc_interval=gc_interval,
             controller_calls=controller_calls,
+            controller_timeout=controller_timeout,
             controller_call_wait=controller_call_wait,
             abandoned_delete_timeout=abandoned_delete_timeout,
             rooms_per_project=rooms_per_project,

@@ -130,7 +130,7 @@ def check_controller_waits(
     client's :data:`CLIENT_ANSWER_DEADLINE`: past it, the client gave up while the
     manager still deployed (found by h15)."""
     waits = {
-        "controller_timeout": controller_timeout,
+        "controller_timeout (--controller-timeout)": controller_timeout,
         "abandoned_delete_timeout (--abandoned-delete-timeout)": abandoned_delete_timeout,
         "controller_call_wait (--controller-call-wait)": controller_call_wait,
     }
