@@ -241,7 +241,7 @@ def test_the_simulated_warning_takes_one_line_of_80_columns() -> None:
 
 RESULT_COMMANDS = {
     # every command that prints a result, and how --output json reaches it
-    "configure", "login", "whoami", "rooms", "ls", "status", "function upload",
+    "configure", "login", "logout", "whoami", "rooms", "ls", "status", "function upload",
     "function download", "function test", "deploy", "inspect", "approve", "attest",
     "data cp", "run", "fate", "receipt", "delete", "verify-quote", "measure", "sim init",
     "sim export-root", "sim quote", "admin audit", "admin project create",

@@ -560,3 +560,42 @@ def test_expired_cached_token_is_replaced(
     assert err.startswith("error: manager: 404")  # logged in again, then asked
     again = json.loads(path.read_text())["tokens"]["manager"]["access_token"]
     assert again != "not-a-valid-token"
+
+
+def test_logout_revokes_the_kept_token_and_removes_it(
+    home: Path, capsys: pytest.CaptureFixture[str], manager: Manager
+) -> None:
+    """`logout` revokes at the manager the token the profile kept (refused from its next
+    use, `token-revoked`) and removes token.json; with no usable kept token (expired,
+    dropped) it logs in once to ask for the logout; `--forget-secret` also removes the
+    stored secret, so that the profile logs in no more (h24: there was no logout)."""
+    client_id, secret = manager.new_client("acme")
+    assert run(capsys, *configure("alice", manager.url, client_id, secret))[0] == 0
+    assert run(capsys, "--profile", "alice", "login")[0] == 0
+    alice = Profile.load("alice")
+    key, token = alice.proof_key, alice.access_token()
+    code, out, err = run(capsys, "--profile", "alice", "logout")
+    assert code == 0, err
+    assert out.startswith(f"logged out of {manager.url} as client {client_id}: ")
+    assert "0 room tokens revoked" in out
+    assert not (alice.directory / "token.json").exists()
+    copied = ManagerClient(manager.url, token=token, dpop_key=key)
+    with copied, pytest.raises(ServerError) as refused:
+        copied.whoami()
+    assert (refused.value.status, refused.value.check) == (401, "token-revoked")
+    # No token kept: a login, then the logout, of the token it just got.
+    code, out, err = run(
+        capsys, "--profile", "alice", "--output", "json", "logout", "--forget-secret"
+    )
+    assert code == 0, err
+    assert json.loads(out) == {
+        "manager_url": manager.url,
+        "client_id": client_id,
+        "room_tokens_revoked": 0,
+        "secret_removed": True,
+    }
+    assert not (alice.directory / "token.json").exists()
+    assert not (alice.directory / "credentials.json").exists()
+    assert (alice.directory / "dpop-key.pem").exists()  # kept: no token of it is good
+    code, _, err = run(capsys, "--profile", "alice", "login")
+    assert code != 0 and "credentials.json is missing" in err, err

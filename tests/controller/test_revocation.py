@@ -532,3 +532,29 @@ def test_a_room_token_of_the_dpop_key_a_client_moved_from_is_refused_by_the_cont
             session.get(RevokedToken, jwt.decode(kept, options={"verify_signature": False})["jti"])
             is None
         )
+
+
+def test_a_logged_out_keys_room_tokens_are_refused_by_the_controller(
+    manager: Manager, controller: str
+) -> None:
+    """A logout revokes every room token the manager issued the client for the DPoP key it
+    logs out, the ones the profile no longer keeps too (a login drops its kept tokens
+    without revoking them): a Controller that saw them refuses them once its list is
+    refreshed. Another profile's (another DPoP key's) stay good (h24: there was no
+    logout)."""
+    client_id, secret = manager.new_client("acme")
+    record_room(manager, controller, client_id)
+    with ManagerClient(manager.url, dpop_key=KEY) as leaving:
+        leaving.fetch_token(client_id, secret)
+        dropped = leaving.fetch_token(client_id, secret, resource=controller, room=ROOM)
+        kept = leaving.fetch_token(client_id, secret, resource=controller, room=ROOM)
+        elsewhere = ProofKey.generate()
+        with ManagerClient(manager.url, dpop_key=elsewhere) as other:
+            staying = other.fetch_token(client_id, secret, resource=controller, room=ROOM)
+        for token in (dropped, kept):
+            assert accepted(probe(controller, token.access_token))
+        assert leaving.logout() == 2
+    for token in (dropped, kept):
+        refused = poll(refused_with(controller, token.access_token, "token-revoked"))
+        assert refused.status_code == 401
+    assert accepted(probe(controller, staying.access_token, elsewhere))

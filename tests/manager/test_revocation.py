@@ -431,3 +431,30 @@ def test_the_sdk_revokes_with_credentials_and_reports_a_refusal(manager: Manager
     assert caught.value.status == 400 and caught.value.check == "token-owner"
     sdk.revoke(token, client_id=client_id, client_secret=secret)
     assert whoami(manager, token).json()["check"] == "token-revoked"
+
+
+def test_a_logout_revokes_the_token_it_is_sent_with_and_no_other_keys(manager: Manager) -> None:
+    """``POST /v1/whoami/logout`` revokes the manager token it is sent with: refused at the
+    manager from its next use (``token-revoked``), and listed for Controllers; another
+    profile's token of the same client (another DPoP key) stays good (h24: there was no
+    logout, and a token the profile dropped stayed good for the rest of its hour)."""
+    client_id, secret, token = login(manager)
+    elsewhere = manager.client()  # the same client, another DPoP key: another profile
+    elsewhere.fetch_token(client_id, secret)
+    with manager.client(token=token, dpop_key=KEY) as client:
+        assert client.logout() == 0  # no room token issued
+        assert client.token is None
+    refused = whoami(manager, token)
+    assert refused.status_code == 401
+    assert refused.json()["check"] == "token-revoked"
+    assert refused.json()["actual"] == jti_of(token)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert {"jti": jti_of(token), "exp": exp} in revocation_list(manager).json()["tokens"]
+    assert elsewhere.whoami()["client_id"] == client_id
+    [entry] = audited(manager, "client.logged_out")
+    assert entry["actor"] == client_id and entry["jti"] == jti_of(token)
+    assert entry["jkt"] == KEY.jkt and entry["room_tokens_revoked"] == 0
+    # The revoked token cannot log out (nor do anything) again.
+    url = f"{manager.url}/v1/whoami/logout"
+    again = httpx.post(url, headers=dpop(KEY, token, "POST", url))
+    assert (again.status_code, again.json()["check"]) == (401, "token-revoked")

@@ -1,4 +1,4 @@
-"""Your profile and your account at the manager: configure, whoami, login.
+"""Your profile and your account at the manager: configure, whoami, login, logout.
 
 Also what every user command shares: expected failures as one line
 (:func:`failures`), the manager with one fresh login when a token is refused
@@ -560,3 +560,55 @@ def login(
         f" (project {shown(project)})"
     )
     _print(f"user_id: {user_id}")
+
+
+def logout(
+    forget_secret: Annotated[
+        bool,
+        typer.Option(
+            "--forget-secret",
+            help="Also remove the client secret from the profile (credentials.json): it "
+            "cannot log in again until `configure --client-secret`. The secret stays good "
+            "at the manager for whoever else has it: ask the operator to rotate it.",
+        ),
+    ] = False,
+) -> None:
+    """Log out: revoke at the manager your manager token and room tokens, then drop them.
+
+    Revoked: the profile's token for the manager, and every room token the manager issued
+    the client bound to this profile's DPoP key, kept here or not (compute servers refuse
+    them once their revocation list is refreshed, within seconds). A kept token that has
+    expired is not sent: the profile logs in once with its client secret to ask for the
+    logout. The tokens of the client's other profiles (other DPoP keys) stay good. Kept:
+    the user key (your user_id) and the DPoP key, for which no kept token is good any more
+    (`login --new-dpop-key` replaces a key that may have been copied). A manager token
+    of an earlier login, which the profile no longer keeps, is not reached: the manager
+    does not keep its own tokens.
+    """
+    profile = current_profile()
+    with failures():
+        revoked = with_manager(profile, lambda manager: manager.logout())
+    profile.forget_token()
+    if forget_secret:
+        profile.forget_secret()
+    if json_output():
+        print_json(
+            {
+                "manager_url": profile.config.manager_url,
+                "client_id": profile.config.client_id,
+                "room_tokens_revoked": revoked,
+                "secret_removed": forget_secret,
+            }
+        )
+        return
+    tokens = "token" if revoked == 1 else "tokens"
+    _print(
+        f"logged out of {profile.config.manager_url} as client "
+        f"{shown(profile.config.client_id)}: its manager token and {revoked} room {tokens} "
+        "revoked, the kept tokens removed"
+    )
+    if forget_secret:
+        _print(
+            "client secret removed from the profile: run "
+            f"{hint('configure --client-secret SECRET')} before the next login"
+        )

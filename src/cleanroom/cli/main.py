@@ -61,6 +61,10 @@ COMMANDS: dict[str, Lazy] = {
         "cleanroom.cli.account:login",
         "Log in to the manager, register your user key with it, and print who you are.",
     ),
+    "logout": Lazy(
+        "cleanroom.cli.account:logout",
+        "Log out: revoke at the manager your manager token and room tokens, then drop them.",
+    ),
     "whoami": Lazy(
         "cleanroom.cli.account:whoami",
         "Print your user_id (the hash of your public key); no network needed.",

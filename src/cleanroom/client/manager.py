@@ -582,6 +582,24 @@ class ManagerClient:
         if revoked in (self.token, own):
             self.token = self.token_source = None
 
+    def logout(self) -> int:
+        """Log out this client's DPoP key at the manager: its own token, and every room token
+        the manager issued the client bound to that key (kept here or not), are revoked;
+        Controllers refuse them within their revocation list's refresh. How many room
+        tokens were revoked. This client is left without a token; another key's tokens of
+        the same client (another profile) are not touched."""
+        answer = _object(self._request("POST", "/v1/whoami/logout"), "logout")
+        revoked = answer.get("room_tokens_revoked")
+        if isinstance(revoked, bool) or not isinstance(revoked, int) or revoked < 0:
+            raise UntrustedAnswerError(
+                "logout-answer",
+                "a count of room tokens revoked",
+                revoked,
+                "the manager did not say what the logout revoked",
+            )
+        self.token = self.token_source = None
+        return revoked
+
     def whoami(self) -> dict[str, Any]:
         """``{client_id, project, user_id}`` of the token's client (``user_id`` may be None)."""
         return _object(self._request("GET", "/v1/whoami"), "whoami")

@@ -1146,6 +1146,13 @@ class Profile:
         self._proof_key = None
         self.forget_token()
 
+    def forget_secret(self) -> None:
+        """Remove the stored client secret (``credentials.json``): this profile cannot log
+        in again until ``configure --client-secret`` gives it one. The secret stays good
+        at the manager for anyone else who has it: only the operator rotates it."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / CREDENTIALS_FILE).unlink()
+
     def forget_token(self) -> None:
         """Drop every cached token (e.g. after the manager refused one)."""
         with contextlib.suppress(FileNotFoundError):

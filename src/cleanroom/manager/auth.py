@@ -11,6 +11,7 @@ Tokens are issued by :mod:`cleanroom.manager.grants` and revoked by
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,8 +27,10 @@ from cleanroom.manager.keys import KeyRing
 from cleanroom.manager.revocation import (
     DatabaseRevocations,
     Revoked,
+    prune,
     revocation_list,
     revoke,
+    revoke_logged_out,
     revoke_other_keys_room_tokens,
 )
 from cleanroom.manager.settings import Settings
@@ -37,6 +40,14 @@ from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.tokens import Revocations, TokenClaims, TokenIssuer, TokenVerifier
 
 KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v2"
+
+
+@dataclass(frozen=True)
+class LoggedOut:
+    """What a logout revoked: the token it was sent with, and how many room tokens."""
+
+    manager_token: str
+    room_tokens_revoked: int
 
 
 class Auth:
@@ -89,6 +100,31 @@ class Auth:
         return revoke(
             self.sessions, self.verifier, token, credentials, leeway=self.settings.token_leeway
         )
+
+    def logout(self, caller: Caller) -> LoggedOut:
+        """End what the caller's DPoP key holds: the token it presented, and every room
+        token the manager issued its client bound to that key (the manager keeps them,
+        ``room_tokens``), which the revocation list carries to every Controller. Audited as
+        ``client.logged_out``. Other keys' tokens of the client (another profile) stay."""
+        token = caller.token
+        if token is None or caller.jkt is None:  # every user token is DPoP-bound
+            raise Unauthorized("a logout is sent with a DPoP-bound token")
+        now = int(time.time())
+        leeway = self.settings.token_leeway
+        with self.sessions() as session:
+            rooms = revoke_logged_out(session, token, caller.jkt, now, leeway)
+            audit.record(
+                session,
+                caller.client_id,
+                "client.logged_out",
+                f"client:{caller.client_id}",
+                jti=token.jti,
+                jkt=caller.jkt,
+                room_tokens_revoked=rooms,
+            )
+            prune(session, now, leeway)
+            session.commit()
+        return LoggedOut(manager_token=token.jti, room_tokens_revoked=rooms)
 
     def revocations(self) -> Revocations:
         """What Controllers must refuse, as of now."""

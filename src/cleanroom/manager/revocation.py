@@ -200,7 +200,43 @@ def revoke_other_keys_room_tokens(
     return revoked
 
 
-def _revoke_kept(session: Session, issued: Sequence[Row[str, str, int]], now: int) -> int:
+def revoke_logged_out(session: Session, token: TokenClaims, jkt: str, now: int, leeway: int) -> int:
+    """Revoke ``token``, the manager token a logout was sent with, and every unexpired
+    room token of its client bound to the DPoP key ``jkt``; how many room tokens were
+    not revoked already (the token is revoked once, as :func:`_revoke_kept` does)."""
+    _revoke_kept(session, [(token.jti, token.sub, token.exp)], now)
+    return revoke_key_room_tokens(session, token.sub, jkt, now, leeway)
+
+
+def revoke_key_room_tokens(
+    session: Session, client_id: str, jkt: str, now: int, leeway: int
+) -> int:
+    """Revoke every unexpired room token of ``client_id`` bound to the DPoP key ``jkt``;
+    how many were not revoked already.
+
+    For a client logging out from that key (:func:`revoke_logged_out`): the manager keeps every
+    room token it issues, so this reaches the tokens the client no longer keeps too (a
+    ``cleanroom login`` drops its kept tokens without revoking them), which Controllers
+    took for the rest of their hour. The rows stay, as for
+    :func:`revoke_other_keys_room_tokens`, and in the same order of their jti.
+    """
+    issued = session.execute(
+        select(RoomToken.jti, RoomToken.client_id, RoomToken.exp)
+        .where(
+            RoomToken.client_id == client_id,
+            RoomToken.exp >= now - leeway,
+            RoomToken.jkt == jkt,
+        )
+        .order_by(RoomToken.jti)
+    ).all()
+    revoked = _revoke_kept(session, issued, now)
+    session.flush()
+    return revoked
+
+
+def _revoke_kept(
+    session: Session, issued: Sequence[Row[str, str, int] | tuple[str, str, int]], now: int
+) -> int:
     """Put the kept room tokens ``issued`` (jti, client_id, exp) on the revocation list;
     how many were not on it already (one revoked at the same moment by its holder, by
     ``POST /oauth/revoke`` or by another revocation of kept tokens, is revoked once:

@@ -298,6 +298,17 @@ def router(services: Services) -> APIRouter:
             "role": caller.role,
         }
 
+    @routes.post("/v1/whoami/logout")
+    def logout(caller: CurrentCaller) -> JSONResponse:
+        logged_out = auth.logout(caller)
+        return JSONResponse(
+            {
+                "revoked": logged_out.manager_token,
+                "room_tokens_revoked": logged_out.room_tokens_revoked,
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
     @routes.put("/v1/whoami/user-key")
     def register_user_key(caller: CurrentCaller, body: KeyRegistration) -> dict[str, Any]:
         return {"user_id": auth.register_key(caller, body.user_key, body.signature)}
