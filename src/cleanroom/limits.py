@@ -178,7 +178,8 @@ class RateLimiter:
 
 
 TOKEN_RATE_PER_CLIENT = RateLimit(burst=10, per_second=0.5)
-"""The token endpoint's default limit per client_id: 10 at once, then one per 2 s."""
+"""The token endpoint's default limit per client_id from one address: 10 at once, then one
+per 2 s."""
 TOKEN_RATE_PER_ADDRESS = RateLimit(burst=50, per_second=5.0)
 """The token endpoint's default limit per remote address: 50 at once, then 5 per second."""
 SECRET_RATE_PER_PROJECT = RateLimit(burst=10, per_second=0.5)

@@ -87,16 +87,35 @@ def test_retry_after_is_whole_seconds_rounded_up() -> None:
     assert [retry_after(s) for s in (0.01, 1.0, 1.2, 59.9)] == ["1", "1", "2", "60"]
 
 
-def token_request(manager: Manager, client_id: str, secret: str) -> httpx.Response:
+ELSEWHERE = "127.0.0.2"
+"""Another source address on loopback: the real client's, where an attacker's is 127.0.0.1."""
+
+
+def post_from(source: str, url: str, **request: object) -> httpx.Response:
+    """A POST sent from the loopback address ``source``."""
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as client:
+        return client.post(url, **request)  # type: ignore[arg-type]
+
+
+def token_request(
+    manager: Manager, client_id: str, secret: str, source: str = "127.0.0.1"
+) -> httpx.Response:
     url = f"{manager.url}/oauth/token"
-    return httpx.post(
+    return post_from(
+        source,
         url,
         data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
         headers={"DPoP": ProofKey.generate().proof("POST", url)},
     )
 
 
-def test_wrong_secrets_count_against_the_client(start_manager: Callable[..., Manager]) -> None:
+def test_wrong_secrets_count_against_the_client_from_their_address(
+    start_manager: Callable[..., Manager],
+) -> None:
+    """A brute force of one client's secret is slowed at its address, even the right
+    secret from there; the real client, from another address, still logs in (h24: the
+    bucket was the client_id's alone, and anyone who knew it held the client's logins
+    back with wrong secrets)."""
     manager = start_manager(
         token_rate_per_client=RateLimit(burst=2, per_second=0.001), token_rate_per_address=NEVER
     )
@@ -107,8 +126,12 @@ def test_wrong_secrets_count_against_the_client(start_manager: Callable[..., Man
     assert limited.status_code == 429
     assert limited.json() == {"error": "slow_down"}
     assert int(limited.headers["retry-after"]) >= 1
+    assert token_request(manager, client_id, "and again").status_code == 429
     other_id, other_secret = manager.new_client("acme")
     assert token_request(manager, other_id, other_secret).status_code == 200
+    # The real client, elsewhere, while the attacker is held back.
+    assert token_request(manager, client_id, secret, ELSEWHERE).status_code == 200
+    assert token_request(manager, client_id, "wrong", "127.0.0.1").status_code == 429
 
 
 def test_one_address_is_limited_across_client_ids(start_manager: Callable[..., Manager]) -> None:
@@ -131,10 +154,13 @@ def test_revocation_with_credentials_counts_against_the_client(
     manager = start_manager(
         token_rate_per_client=RateLimit(burst=1, per_second=0.001), token_rate_per_address=NEVER
     )
-    client_id, _ = manager.new_client("acme")
+    client_id, secret = manager.new_client("acme")
     form = {"token": "x", "client_id": client_id, "client_secret": "wrong"}
     assert httpx.post(f"{manager.url}/oauth/revoke", data=form).status_code == 401
     assert httpx.post(f"{manager.url}/oauth/revoke", data=form).status_code == 429
+    # The client itself, from another address, still revokes (h24).
+    mine = {**form, "client_secret": secret}
+    assert post_from(ELSEWHERE, f"{manager.url}/oauth/revoke", data=mine).status_code == 200
 
 
 # -- request size ----------------------------------------------------------------------

@@ -85,8 +85,9 @@ class Settings:
     gc_interval: float = 3600.0
     # Tokens (cleanroom.tokens, cleanroom.manager.keys): the clock skew tolerated on
     # nbf/exp (a retired signing key stays published token_lifetime + token_leeway),
-    # and the rate limits of /oauth/token and /oauth/revoke, per client_id and per
-    # remote address, every attempt counted (in this process's memory).
+    # and the rate limits of /oauth/token and /oauth/revoke, per client_id from one
+    # remote address and per remote address, every attempt counted (in this process's
+    # memory).
     token_leeway: int = DEFAULT_LEEWAY
     token_rate_per_client: RateLimit = TOKEN_RATE_PER_CLIENT
     token_rate_per_address: RateLimit = TOKEN_RATE_PER_ADDRESS

@@ -2,8 +2,8 @@
 caller is (``/v1/whoami``, its user key). docs/api.md, "Tokens".
 
 The token and revocation endpoints read their forms themselves and answer RFC 6749
-§5.2 errors; they are rate limited per address and per client_id, every attempt
-counted (a wrong secret too; token buckets in this process's memory).
+§5.2 errors; they are rate limited per address and per client_id from that address,
+every attempt counted (a wrong secret too; token buckets in this process's memory).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from cleanroom.manager.settings import Settings
 from cleanroom.web import form_body, problem
 
 JWK_SET = "application/jwk-set+json"  # RFC 7517 §8.5
-_SLOW_DOWN = "too many token requests from this address or for this client_id"
+_SLOW_DOWN = "too many token requests from this address, or for this client_id from it"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 # What the token and revocation endpoints take and answer, for their OpenAPI
@@ -112,6 +112,10 @@ class KeyRegistration(BaseModel):
     signature: str
 
 
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 class _TokenEndpointLimits:
     """The rate limits of ``/oauth/token`` and ``/oauth/revoke``."""
 
@@ -121,13 +125,21 @@ class _TokenEndpointLimits:
 
     def address(self, request: Request) -> float | None:
         """Spend one attempt of the caller's address: None, or seconds to wait."""
-        return self._by_address.take(request.client.host if request.client else "unknown")
+        return self._by_address.take(_address(request))
 
-    def client(self, client_id: object) -> float | None:
-        """Spend one attempt of the client_id named (if any): None, or seconds to wait."""
+    def client(self, request: Request, client_id: object) -> float | None:
+        """Spend one attempt of the client_id named (if any) from the caller's address: None,
+        or seconds to wait.
+
+        Per client_id *and* address: counted per client_id alone, anyone who knew a
+        client's id held its logins back with wrong secrets from anywhere (found by h24).
+        What that bucket no longer bounds is guessing one secret from many addresses at
+        once, each within its own address's limit: a secret is 256 random bits.
+        """
         if not isinstance(client_id, str) or not client_id:
             return None
-        return self._by_client.take(client_id[:64])  # no client_id is longer
+        # No client_id is longer than 64; the address ends the key (it has no space).
+        return self._by_client.take(f"{client_id[:64]} {_address(request)}")
 
 
 def _oauth_error(status: int, error: str) -> JSONResponse:
@@ -184,13 +196,13 @@ def router(services: Services) -> APIRouter:
                 single_authorization(request.headers.getlist("authorization")), form
             )
         except ClientAuthError as error:
-            wait = limits.client(form.get("client_id"))
+            wait = limits.client(request, form.get("client_id"))
             return (
                 _slow_down(wait)
                 if wait is not None
                 else _oauth_error(error.http_status, error.error)
             )
-        wait = limits.client(credentials.client_id if credentials else None)
+        wait = limits.client(request, credentials.client_id if credentials else None)
         if wait is not None:
             return _slow_down(wait)
         grant_type = form.get("grant_type")
@@ -256,7 +268,7 @@ def router(services: Services) -> APIRouter:
             )
         credentials: tuple[str, str] | None = None
         if given is not None:
-            wait = limits.client(given.client_id)
+            wait = limits.client(request, given.client_id)
             if wait is not None:
                 return _revoke_refused(429, "slow_down", _SLOW_DOWN, retry=wait)
             credentials = (given.client_id, given.secret)
