@@ -138,19 +138,25 @@ def test_whoami_before_and_after_key_registration(manager: Manager) -> None:
 
 
 def registration(
-    key: ec.EllipticCurvePrivateKey, client_id: str, jkt: str | None
+    key: ec.EllipticCurvePrivateKey, client_id: str, jkt: str | None, token: str | None
 ) -> dict[str, str]:
-    """The body of ``PUT /v1/whoami/user-key``, signed as docs/api.md says (v2)."""
+    """The body of ``PUT /v1/whoami/user-key``, signed as docs/api.md says (v3), for the
+    token ``token`` (its jti); without ``jkt``, as v1 clients signed; without ``token``,
+    as v2 clients did."""
     encoded = b64u(spki(key.public_key()))
     signed: dict[str, str] = {
-        "type": "cleanroom/key-registration/v2",
+        "type": "cleanroom/key-registration/v3",
         "client_id": client_id,
         "user_key": encoded,
     }
-    if jkt is not None:
-        signed["jkt"] = jkt
-    else:  # what clients before the DPoP key's thumbprint signed
+    if jkt is None:  # what clients before the DPoP key's thumbprint signed
         signed["type"] = "cleanroom/key-registration/v1"
+    else:
+        signed["jkt"] = jkt
+    if token is not None:
+        signed["jti"] = jwt.decode(token, options={"verify_signature": False})["jti"]
+    elif jkt is not None:  # what clients before the token's jti signed
+        signed["type"] = "cleanroom/key-registration/v2"
     return {"user_key": encoded, "signature": b64u(sign(key, canonical(signed)))}
 
 
@@ -163,7 +169,7 @@ def put_key(client: ManagerClient, body: dict[str, str]) -> httpx.Response:
 def test_key_registration_good_over_raw_http(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, expected = new_user()
-    answer = put_key(client, registration(key, client_id, client.dpop_key.jkt))
+    answer = put_key(client, registration(key, client_id, client.dpop_key.jkt, client.token))
     assert answer.status_code == 200 and answer.json() == {"user_id": expected}
 
 
@@ -171,7 +177,7 @@ def test_key_registration_signed_for_another_client_is_refused(manager: Manager)
     client, _ = manager.login("acme")
     other_id, _ = manager.new_client("acme")
     key, _ = new_user()
-    answer = put_key(client, registration(key, other_id, client.dpop_key.jkt))
+    answer = put_key(client, registration(key, other_id, client.dpop_key.jkt, client.token))
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["check"] == "key-registration"
@@ -185,7 +191,7 @@ def test_key_registration_signed_for_another_dpop_key_is_refused(manager: Manage
     client, client_id = manager.login("acme")
     key, _ = new_user()
     for jkt in (ProofKey.generate().jkt, None):
-        answer = put_key(client, registration(key, client_id, jkt))
+        answer = put_key(client, registration(key, client_id, jkt, client.token))
         assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
     assert client.whoami()["user_id"] is None
 
@@ -223,7 +229,7 @@ def test_the_tokens_of_the_dpop_key_a_client_moved_from_are_refused_at_the_manag
     old = manager.client()
     old.fetch_token(client_id, secret)
     key, expected = new_user()
-    first = registration(key, client_id, old.dpop_key.jkt)
+    first = registration(key, client_id, old.dpop_key.jkt, old.token)
     assert put_key(old, first).status_code == 200
     new = manager.client()
     new.fetch_token(client_id, secret)
@@ -240,6 +246,30 @@ def test_the_tokens_of_the_dpop_key_a_client_moved_from_are_refused_at_the_manag
     assert new.whoami()["user_id"] == expected  # still the new key's
     old.fetch_token(client_id, secret)  # whoever holds the secret is the member
     assert old.whoami()["user_id"] is None
+    # With a new token of the old key (the secret and the old key), the old registration
+    # is no more: it was signed for the token it was sent with (h24: it moved the user
+    # back to the old key, where it was replayed).
+    replayed = put_key(old, first)
+    assert replayed.status_code == 400 and replayed.json()["check"] == "key-registration"
+    assert new.whoami()["user_id"] == expected
+    assert old.whoami()["user_id"] is None
+
+
+def test_key_registration_signed_for_another_token_or_none_is_refused(manager: Manager) -> None:
+    """The signature names the token it is sent with (its jti): signed for another token
+    of the same key, or for none (a v2 registration), it is refused; for the token, it
+    counts."""
+    client_id, secret = manager.new_client("acme")
+    client = manager.client()
+    earlier = client.fetch_token(client_id, secret).access_token
+    client.fetch_token(client_id, secret)
+    key, expected = new_user()
+    for token in (earlier, None):
+        answer = put_key(client, registration(key, client_id, client.dpop_key.jkt, token))
+        assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
+    assert client.whoami()["user_id"] is None
+    answer = put_key(client, registration(key, client_id, client.dpop_key.jkt, client.token))
+    assert answer.status_code == 200 and answer.json() == {"user_id": expected}
 
 
 def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> None:
@@ -247,8 +277,8 @@ def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> 
     key, _ = new_user()
     other, _ = new_user()
     body = {
-        **registration(key, client_id, client.dpop_key.jkt),
-        "signature": registration(other, client_id, client.dpop_key.jkt)["signature"],
+        **registration(key, client_id, client.dpop_key.jkt, client.token),
+        "signature": registration(other, client_id, client.dpop_key.jkt, client.token)["signature"],
     }
     answer = put_key(client, body)
     assert answer.status_code == 400 and answer.json()["check"] == "key-registration"
@@ -257,7 +287,10 @@ def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> 
 def test_key_registration_with_a_malformed_key_is_422(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, _ = new_user()
-    body = {**registration(key, client_id, client.dpop_key.jkt), "user_key": b64u(b"not a key")}
+    body = {
+        **registration(key, client_id, client.dpop_key.jkt, client.token),
+        "user_key": b64u(b"not a key"),
+    }
     answer = put_key(client, body)
     assert answer.status_code == 422 and answer.json()["check"] == "user_key"
 

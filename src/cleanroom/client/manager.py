@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cleanroom.answers import MAX_TOKEN_LIFETIME_S, Connections, Deadline
@@ -54,7 +55,7 @@ from cleanroom.protocol.keys import user_id as user_id_of
 from cleanroom.protocol.spec import WorkSpec
 
 WHO = "manager"
-KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v2"
+KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v3"
 _FUNCTION_ID = re.compile(r"fs://([A-Za-z0-9_-]{43})")
 _ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
 _MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,199}")  # as the manager's
@@ -352,6 +353,22 @@ class NewCredentials:
         return cls(**{name: fields[name] for name in cls.__dataclass_fields__})
 
 
+def _token_id(token: str) -> str:
+    """The ``jti`` of an access token this client holds, read without checking it (the
+    manager checks it when the token comes back; this client only names it)."""
+    try:
+        jti = jwt.decode(token, options={"verify_signature": False}).get("jti")
+    except jwt.PyJWTError as error:
+        raise UntrustedAnswerError(
+            "token-jti", "a JWT access token", "no JWT", "the manager's token cannot be read"
+        ) from error
+    if not isinstance(jti, str) or not jti:
+        raise UntrustedAnswerError(
+            "token-jti", "a jti in the token", jti, "the manager's token has no jti"
+        )
+    return jti
+
+
 def _digest(function_id: str) -> str:
     match = _FUNCTION_ID.fullmatch(function_id)
     if match is None:
@@ -607,27 +624,43 @@ class ManagerClient:
     def register_user_key(self, user_key: ec.EllipticCurvePrivateKey, client_id: str) -> str:
         """Register the user's public key for ``client_id``, proving possession; its user_id.
 
-        Signs JCS(``{"type": "cleanroom/key-registration/v2", "client_id", "user_key",
-        "jkt"}``) with ``user_key``, where ``jkt`` is the thumbprint of this client's DPoP
-        key: the user key vouches for it, and only tokens bound to it are this user at the
+        Signs JCS(``{"type": "cleanroom/key-registration/v3", "client_id", "user_key",
+        "jkt", "jti"}``) with ``user_key``, where ``jkt`` is the thumbprint of this client's
+        DPoP key and ``jti`` the id of the token the request is sent with: the user key
+        vouches for that DPoP key, and only tokens bound to it are this user at the
         manager (anyone else with the client's secret is the project's member without a
-        user_id). A client has one user key: registering another is a 409.
+        user_id); the signature counts with that one token only, so that it cannot be
+        sent again once the token has expired or the user moved to another key. A client
+        has one user key: registering another is a 409.
         """
         public = user_key.public_key()
         encoded = b64u(spki(public))
-        message = canonical(
-            {
-                "type": KEY_REGISTRATION_TYPE,
-                "client_id": client_id,
-                "user_key": encoded,
-                "jkt": self.dpop_key.jkt,
-            }
-        )
-        response = self._request(
-            "PUT",
-            "/v1/whoami/user-key",
-            json={"user_key": encoded, "signature": b64u(sign(user_key, message))},
-        )
+        path = "/v1/whoami/user-key"
+
+        def body() -> dict[str, str]:
+            # Signed for the token it is sent with: the one this client sends next.
+            token = self.token_source() if self.token_source is not None else self.token
+            if token is None:
+                raise ValueError("no token to register the user key with: fetch_token() first")
+            message = canonical(
+                {
+                    "type": KEY_REGISTRATION_TYPE,
+                    "client_id": client_id,
+                    "user_key": encoded,
+                    "jkt": self.dpop_key.jkt,
+                    "jti": _token_id(token),
+                }
+            )
+            return {"user_key": encoded, "signature": b64u(sign(user_key, message))}
+
+        limit = bounded.MAX_ANSWER_BYTES
+        try:
+            response = self._send("PUT", path, limit=limit, whole_within=None, json=body())
+        except ServerError as error:
+            # As _request: once more after a renewed token, signed for the new one.
+            if not renew_for_retry(error, self.token_source, {}):
+                raise
+            response = self._send("PUT", path, limit=limit, whole_within=None, json=body())
         expected = user_id_of(public)
         answered = _object(response, "user-key").get("user_id")
         if answered != expected:

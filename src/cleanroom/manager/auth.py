@@ -39,7 +39,7 @@ from cleanroom.protocol.errors import MessageFormatError
 from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.tokens import Revocations, TokenClaims, TokenIssuer, TokenVerifier
 
-KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v2"
+KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v3"
 
 
 @dataclass(frozen=True)
@@ -139,8 +139,9 @@ class Auth:
     def register_key(self, caller: Caller, user_key: str, signature: str) -> str:
         """Register the caller's user key, proven by its signature; its ``user_id``.
 
-        The signature is over the client id, the key and the thumbprint of the DPoP
-        key the caller's token is bound to (``jkt``): the user key vouches for that
+        The signature is over the client id, the key, the thumbprint of the DPoP
+        key the caller's token is bound to (``jkt``) and that token's ``jti`` (so that the
+        body counts with that token only: its freshness): the user key vouches for that
         DPoP key, and only tokens bound to it are the user from now on
         (:func:`cleanroom.manager.callers.proven_user_id`); registering again from
         another DPoP key moves that to the new key, and then revokes every room token of
@@ -149,7 +150,7 @@ class Auth:
         One user key per client: another
         key than the one registered is refused (409 ``one-user-per-client``).
         """
-        if caller.jkt is None:  # every user token is DPoP-bound (cleanroom.http_auth)
+        if caller.jkt is None or caller.token is None:  # every user token is DPoP-bound
             raise Unauthorized("a user key is registered with a DPoP-bound token")
         try:
             key = load_spki(from_b64u(user_key, "user_key"), "user_key")
@@ -162,6 +163,11 @@ class Auth:
                 "client_id": caller.client_id,
                 "user_key": user_key,
                 "jkt": caller.jkt,
+                # The one token it is sent with: a registration sent again with another
+                # (a new token of the key the user moved from, fetched with the client's
+                # secret) is refused, and the token it was made for is refused at once
+                # after a move (user_jkt_since) and ends with its hour anyway.
+                "jti": caller.token.jti,
             }
         )
         verify(key, signed, message, "key-registration")  # SignatureError: a 400 problem
