@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cleanroom.client.manager import ManagerClient
 from cleanroom.dpop import ProofKey
 from cleanroom.errors import CheckFailed
 from cleanroom.insecure.localstack import LocalStack, free_port
@@ -406,9 +407,12 @@ class Variant:
     check: str | None = None
 
 
-def _replayed(world: World, base: str, route: Route, key: ProofKey, token: str) -> Variant:
+def _replayed(
+    world: World, base: str, route: Route, key: ProofKey, token: str, check: str = "dpop-proof"
+) -> Variant:
     """A proof for exactly this request, used once (by a party the route then refuses
-    for other reasons, or harmlessly), then replayed: refused for the replay itself."""
+    for other reasons, or harmlessly), then replayed: refused for the replay itself
+    (``check``; a logout's token is revoked by its first use, which is found first)."""
     url = base + route.path(world)
     headers = dpop(key, token, route.method, url)
     first = send(world, base, route, headers)
@@ -417,7 +421,7 @@ def _replayed(world: World, base: str, route: Route, key: ProofKey, token: str) 
         ("dpop", "token-audience")
     ):
         raise AssertionError(f"the first use was not accepted by DPoP: {first.text}")
-    return Variant("a replayed proof", headers, "dpop-proof")
+    return Variant("a replayed proof", headers, check)
 
 
 def manager_variants(world: World, route: Route) -> Iterator[Variant]:
@@ -454,6 +458,15 @@ def manager_variants(world: World, route: Route) -> Iterator[Variant]:
         first_key, first_token = mallory.profile.proof_key, mallory.profile.access_token()
     elif route.template == "/v1/revocations":
         first_key, first_token = alice.profile.proof_key, own  # refused: not a compute token
+    elif route.template == "/v1/whoami/logout":
+        # A logout ends its key's tokens: first by a key of its own, of alice's client.
+        first_key = ProofKey.generate()
+        with ManagerClient(world.manager, dpop_key=first_key) as elsewhere:
+            first_token = elsewhere.fetch_token(
+                alice.profile.config.client_id, alice.profile.client_secret
+            ).access_token
+        yield _replayed(world, world.manager, route, first_key, first_token, "token-revoked")
+        return
     else:
         first_key, first_token = alice.profile.proof_key, own  # harmless on these routes
     yield _replayed(world, world.manager, route, first_key, first_token)
