@@ -54,12 +54,16 @@ def _room(url: str, **changes: object) -> dict[str, object]:
     return room
 
 
+TOKEN = ".".join((b64u(b"{}"), b64u(b'{"jti":"j"}'), "sig"))
+"""A token the client can read its jti from (it signs its user-key registration for it)."""
+
+
 def _answer(field: str) -> object:
     def answer(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
         if (method, path) == ("POST", "/oauth/token"):
             if field == "token":
                 return json_answer({INJECTED: 1})
-            return json_answer({"access_token": "t", "token_type": "DPoP", "expires_in": 600})
+            return json_answer({"access_token": TOKEN, "token_type": "DPoP", "expires_in": 600})
         if (method, path) == ("GET", "/v1/rooms"):
             return json_answer({"rooms": [_room("http://127.0.0.1:9", **{field: INJECTED})]})
         if (method, path) == ("GET", "/v1/whoami"):
