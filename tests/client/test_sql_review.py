@@ -126,3 +126,20 @@ def test_a_query_with_out_is_refused_before_it_runs_unless_you_receive_its_resul
         f"data cp {room['name']}:output_1 DIR --run N)\n"
     ), err
     assert not target.exists()
+
+
+def test_whether_the_suppressed_count_is_reported_is_shown_set_or_not(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``report_suppressed`` absent (withheld) is left out of the hashed JSON, as every
+    absent option is, and the review showed only what the JSON holds: a rule that
+    withholds the count must read apart from one that reports it."""
+    withheld, withheld_id = inspected(home, capsys, sql_document())
+    reported, reported_id = inspected(home, capsys, sql_document(report_suppressed=True))
+    assert withheld_id != reported_id
+    assert lines(withheld, "report_suppressed:") == [
+        "  report_suppressed: false (how many groups fell under the threshold is withheld)"
+    ]
+    assert lines(reported, "report_suppressed:") == [
+        "  report_suppressed: true (the runner learns how many groups fell under the threshold)"
+    ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from cleanroom.insecure.localstack import LocalStack
@@ -68,6 +69,8 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     shown = bob("inspect", "sql-flow").stdout
     assert "rule of input_1" in shown and "rule of input_2" in shown
     assert "query crosstab" in shown and "threshold" in shown
+    # No owner names report_suppressed: the review says the count is withheld, for each.
+    assert shown.count("report_suppressed: false (how many groups fell under") == 2
     bob("approve", "sql-flow", "--yes")
 
     cells = write_inputs(tmp_path)
@@ -85,16 +88,31 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     bob("data", "cp", str(tmp_path / "two"), "sql-flow:input_2")
 
     ran = alice("query", "sql-flow", "--name", "crosstab", "--out", str(tmp_path / "crosstab"))
-    assert "rows" in ran.stdout
+    # No owner's rule reports how many groups fell under its threshold: withheld.
+    assert f"{len([n for n in cells.values() if n >= 10])} released, not reported suppressed" in (
+        ran.stdout
+    )
     with (tmp_path / "crosstab" / "data.csv").open() as handle:
         rows = list(csv.reader(handle))
     expected = sorted((r, s, str(n)) for (r, s), n in cells.items() if n >= 10)
     assert [tuple(row) for row in rows[1:]] == expected
     shown = json.loads(alice("query", "sql-flow", "--name", "crosstab", "--json").stdout)
-    assert shown["detail"]["rows"] == {
-        "released": len(expected),
-        "suppressed": sum(1 for n in cells.values() if n < 10),
-    }
+    assert shown["detail"]["rows"] == {"released": len(expected), "suppressed": None}
+    # Whether a group fell under the threshold says whether someone with the WHERE's
+    # values is in the data: south's 5 business customers of both parties (suppressed),
+    # and no retail one (nothing to suppress). The runner's two answers read alike.
+    probe = (
+        "SELECT a.region, b.segment, COUNT(DISTINCT a.email_sha256) AS n FROM input_1 a "
+        "JOIN input_2 b ON a.email_sha256 = b.email_sha256 WHERE a.region = 'south' "
+        "AND b.segment = 'SEGMENT' GROUP BY a.region, b.segment"
+    )
+    probes = [
+        alice("query", "sql-flow", probe.replace("SEGMENT", segment)).stdout
+        for segment in ("business", "retail")
+    ]
+    assert "0 released, not reported suppressed" in probes[0]
+    masked = [re.sub(r"(run|sha256) [0-9a-f]+", r"\1 X", probe) for probe in probes]
+    assert masked[0] == masked[1], masked
     assert shown["receipt"]["query"] == {"name": "crosstab"}
     assert shown["receipt"]["detail"] == hashlib.sha256(canonical(shown["detail"])).hexdigest()
     # That run was not downloaded at once (no --out): its recipient downloads it by number,
@@ -126,5 +144,5 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     assert wrong_type.returncode == 1 and "sql-parameter" in wrong_type.stderr
 
     budget = json.loads(bob("budget", "sql-flow", "--json").stdout)
-    assert budget["privacy"] == {} and budget["runs"] == 2
+    assert budget["privacy"] == {} and budget["runs"] == 4
     alice("delete", "sql-flow", "--yes")

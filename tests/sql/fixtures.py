@@ -68,10 +68,16 @@ def both_under_dp(identity_2: str = "email", max_contributions: int = 1) -> dict
     return rules
 
 
-def sql_document(*, dp: bool = False, **changes: Any) -> dict[str, Any]:
+def sql_document(
+    *, dp: bool = False, report_suppressed: bool = False, **changes: Any
+) -> dict[str, Any]:
+    """The spec of the SQL tests; with ``report_suppressed``, input_1's owner lets the
+    runner learn how many groups fell under its threshold (withheld otherwise)."""
     rules = {"input_1": copy.deepcopy(AGGREGATION_RULE), "input_2": copy.deepcopy(LIST_RULE)}
     if dp:
         rules["input_1"]["differential_privacy"] = copy.deepcopy(DP)
+    if report_suppressed:
+        rules["input_1"]["report_suppressed"] = True
     sql: dict[str, Any] = {
         "schemas": copy.deepcopy(SCHEMAS),
         "rules": rules,
@@ -99,8 +105,8 @@ def sql_document(*, dp: bool = False, **changes: Any) -> dict[str, Any]:
     }
 
 
-def sql_spec(*, dp: bool = False, **changes: Any) -> WorkSpec:
-    return WorkSpec.parse(sql_document(dp=dp, **changes))
+def sql_spec(*, dp: bool = False, report_suppressed: bool = False, **changes: Any) -> WorkSpec:
+    return WorkSpec.parse(sql_document(dp=dp, report_suppressed=report_suppressed, **changes))
 
 
 def alice_csv() -> bytes:

@@ -44,7 +44,10 @@ def run_engine(
     (work / "inputs" / "input_1").mkdir(parents=True)
     (work / "outputs").mkdir()
     (work / "inputs" / "input_1" / "data.csv").write_bytes(alice_csv())
+    # The engine counts the groups under a threshold (the Worker withholds the count
+    # unless every owner reports it): the count is what these tests check.
     plan = {"mode": "query", "sql": sql, "keep": keep or {}, "groups": groups, "dp": dp,
+            "count_suppressed": True,
             "format": "csv", "inputs": {"input_1": SCHEMAS["input_1"]},
             "limits": limits}  # fmt: skip
     (work / "parameters.json").write_text(json.dumps(plan))

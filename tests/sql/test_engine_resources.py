@@ -70,7 +70,7 @@ def test_a_query_larger_than_duckdbs_memory_spills_instead_of_being_killed(
     limit of 102 MiB it spills to the run's /tmp and the query succeeds (its peak in a
     room of 448 MiB, with a limit of 128 MiB: 291 MiB, spill and all). Every group is
     under the threshold: none released, all counted."""
-    document = sql_document()
+    document = sql_document(report_suppressed=True)
     document["resources"] = {"memory_mib": 384, "disk_mib": 1024}
     room = make_room(tmp_path, confinement, WorkSpec.parse(document))
     keys = session(room, ALICE, UploadPurpose(op="upload", input="input_1"))

@@ -35,7 +35,7 @@ def test_whether_a_query_runs_says_nothing_of_a_group_under_the_threshold(
     evaluated the condition on her group too: ``1 % 0`` (of integers) failed the run
     exactly when her spend was at most the literal, so two queries a literal apart told
     her spend to within it, and a binary search to the cent. Both now run, alike."""
-    room = make_room(tmp_path, confinement, sql_spec())
+    room = make_room(tmp_path, confinement, sql_spec(report_suppressed=True))
     upload(room, ALICE, "input_1", alice_csv())
     upload(room, BOB, "input_2", bob_csv())
     answers = []
@@ -52,7 +52,7 @@ def test_an_honest_query_in_any_case_and_a_percentage_run_through_a_room(
     """``GROUP BY "region" … ORDER BY region`` was refused before any data was read (an
     honest analyst's query); ``LIMIT 50 PERCENT`` is of the groups over the threshold
     (east 30 and north 9; "tiny", one person, is suppressed, never counted in it)."""
-    room = make_room(tmp_path, confinement, sql_spec())
+    room = make_room(tmp_path, confinement, sql_spec(report_suppressed=True))
     upload(room, ALICE, "input_1", alice_csv())
     upload(room, BOB, "input_2", bob_csv())
     receipt, detail, rows = query(

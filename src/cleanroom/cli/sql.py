@@ -64,7 +64,8 @@ def query(
 
     The query is checked in the Worker against each owner's analysis rule; a shape
     a rule forbids is refused with the rule named, rows under a threshold are
-    suppressed and counted, and ε is spent where differential privacy applies.
+    suppressed (and counted where every owner reports it), and ε is spent where
+    differential privacy applies.
     The counts, the query's digest and its parameters come back sealed to you (the
     operator relays the receipt and sees none of them). A result not written with
     --out is downloaded later: cleanroom data cp ROOM:OUTPUT DIR --run N. With

@@ -743,13 +743,22 @@ def _show_sql(spec: WorkSpec, who: Callable[[str], str]) -> None:
         owner = spec.inputs[input_id]
         _print(f"rule of {input_id} (set by {who(owner)}): {rule.kind}")
         document = rule.model_dump(
-            mode="json", exclude_none=True, exclude={"kind", "allowed_queries"}
-        )
+            mode="json", exclude_none=True,
+            exclude={"kind", "allowed_queries", "report_suppressed"},
+        )  # fmt: skip
         for key, value in document.items():
             if value not in ([], {}):
                 # As the canonical JSON the Work-ID hashes and the room reads (an ε of
                 # 1e-7, not 1e-07; a budget of 2, not 2.0), exact to its last digit.
                 _print(f"  {key}: {shown(parameter_value(value))}")
+        if rule.threshold is not None or rule.report_suppressed is not None:
+            # Shown whether set or not: absent withholds the count, and a review that
+            # showed nothing for it read alike for both.
+            _print("  report_suppressed: " + (
+                "true (the runner learns how many groups fell under the threshold)"
+                if rule.report_suppressed
+                else "false (how many groups fell under the threshold is withheld)"
+            ))  # fmt: skip
         if rule.kind == "custom":
             # Absent means every named query, [] none: both were left out of the review,
             # which showed the two rules alike.

@@ -320,6 +320,7 @@ class SqlRoom(CleanRoom):
             "sql": plan.sql,
             "keep": plan.thresholds,
             "groups": plan.groups_sql,
+            "count_suppressed": plan.report_suppressed,
             "dp": plan.dp is not None,
             "format": plan.format,
             "inputs": {i: self.sql.schemas[i].model_dump() for i in plan.inputs},
@@ -347,7 +348,11 @@ class SqlRoom(CleanRoom):
                 run.files = [stored]
             else:
                 run.files = sorted(collected, key=lambda s: s.name)
-                released, suppressed = stats.get("rows"), stats.get("suppressed")
+                released = stats.get("rows")
+                # Withheld unless every owner whose threshold applies allowed it, whatever
+                # the engine wrote: whether a group fell under a threshold tells whether
+                # a person with the WHERE's values is in the data.
+                suppressed = stats.get("suppressed") if plan.report_suppressed else None
             status = "succeeded"
             run.state = "done"
         except CheckFailed as error:

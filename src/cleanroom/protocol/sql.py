@@ -160,6 +160,11 @@ class AnalysisRule(BaseModel):
     threshold: Threshold | None = None
     differential_privacy: DifferentialPrivacy | None = None
     allowed_queries: list[QueryName] | None = None  # custom: the spec's queries allowed
+    # aggregation with a threshold: whether the runner learns how many groups fell under
+    # it. Absent (or false) withholds the count: "WHERE region = 'tiny' AND zip = …"
+    # suppressed 1 or 0 told whether a person with those values is in the data. Absent
+    # is left out of the hashed JSON, so a spec that does not name it keeps its Work-ID.
+    report_suppressed: bool | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> AnalysisRule:
@@ -176,6 +181,8 @@ class AnalysisRule(BaseModel):
         for column, functions in self.aggregate_columns.items():
             if not functions or len(set(functions)) != len(functions):
                 raise contradiction(f"aggregate_columns.{column}: name each function once")
+        if self.kind != "aggregation" and self.report_suppressed is not None:
+            raise contradiction("report_suppressed belongs to an aggregation rule")
         if self.kind == "aggregation":
             if not self.aggregate_columns:
                 raise contradiction("no aggregate_columns: no query could ever run")
@@ -188,6 +195,12 @@ class AnalysisRule(BaseModel):
                 raise contradiction(f"{both} are both dimension and aggregate columns")
             if self.allowed_queries is not None:
                 raise contradiction("allowed_queries belong to a custom rule")
+            if self.report_suppressed and self.threshold is None:
+                raise contradiction("report_suppressed counts groups under a threshold: none")
+            if self.report_suppressed and self.differential_privacy is not None:
+                raise contradiction(
+                    "report_suppressed: under differential privacy the count is never reported"
+                )
         elif self.kind == "list":
             if not self.list_columns or not self.join_columns:
                 raise contradiction("needs list_columns and join_columns")

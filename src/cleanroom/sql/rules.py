@@ -172,6 +172,10 @@ class QueryPlan:
     # The query's groups before HAVING, ORDER BY and LIMIT, with only the hidden
     # threshold columns: the engine counts the suppressed ones from it.
     groups_sql: str | None = None
+    # Whether the runner learns how many groups the thresholds suppressed: only where
+    # every owner whose threshold applies set report_suppressed (a query under no
+    # threshold suppresses nothing, whatever the data: 0). Never under DP.
+    report_suppressed: bool = False
     dp: DpPlan | None = None
     output: str = ""
     format: str = "csv"
@@ -967,6 +971,8 @@ def _plan(
             text_rule += f", at least {rule.threshold.minimum} distinct {rule.threshold.column}"
             if dp is not None:
                 text_rule += " (on the noisy count)"
+            elif rule.report_suppressed:
+                text_rule += ", groups under it counted for the runner"
         applied.append(text_rule)
     return QueryPlan(
         sql=executed.sql(DIALECT),
@@ -976,6 +982,8 @@ def _plan(
         rules=tuple(applied),
         thresholds=thresholds,
         groups_sql=groups_sql,
+        report_suppressed=dp is None
+        and all(rule.report_suppressed for rule in rules.values() if rule.threshold is not None),
         dp=dp,
         output=output,
         format=form,

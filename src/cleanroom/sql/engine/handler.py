@@ -371,8 +371,10 @@ def query(plan: dict[str, Any]) -> None:
     # BY and LIMIT) and counted from its groups alone; the filter below stays as a check.
     groups = plan.get("groups")
     counted = f"({groups}) AS __cr_groups" if groups else "__cr_result"
-    count_sql = f"SELECT count(*) FROM {counted} WHERE NOT ({condition})"
-    suppressed = con.execute(count_sql).fetchone()[0]
+    suppressed = None  # withheld unless every owner whose threshold applies reports it
+    if plan.get("count_suppressed") is True:
+        count_sql = f"SELECT count(*) FROM {counted} WHERE NOT ({condition})"
+        suppressed = int(con.execute(count_sql).fetchone()[0])
     table = con.execute(f"SELECT {chosen} FROM __cr_result WHERE {condition}").to_arrow_table()
     if plan["format"] == "parquet":
         import pyarrow.parquet as parquet  # type: ignore[import-not-found,unused-ignore]
@@ -382,7 +384,7 @@ def query(plan: dict[str, Any]) -> None:
         import pyarrow.csv as arrow_csv  # type: ignore[import-not-found,unused-ignore]
 
         arrow_csv.write_csv(table, os.path.join(RESULT, "data.csv"))
-    write_stats({"rows": table.num_rows, "suppressed": int(suppressed)})
+    write_stats({"rows": table.num_rows, "suppressed": suppressed})
 
 
 def run() -> None:
