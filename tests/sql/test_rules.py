@@ -183,6 +183,35 @@ def test_files_extensions_and_other_statements_are_refused(text: str, check: str
     assert error.check == check
 
 
+@pytest.mark.parametrize(
+    ("text", "modifier"),
+    [
+        ("SELECT region, COUNT(* EXCLUDE (email)) AS n FROM input_1 GROUP BY region", "EXCLUDE"),
+        ("SELECT region, COUNT(* REPLACE (1 AS email)) AS n FROM input_1 GROUP BY region",
+         "REPLACE"),
+        ("SELECT region, COUNT(a.* EXCLUDE (email)) AS n FROM input_1 a GROUP BY region",
+         "EXCLUDE"),
+        ("SELECT region, SUM(* RENAME (spend AS s)) AS n FROM input_1 GROUP BY region",
+         "RENAME"),
+        ("SELECT region, COUNT(* ILIKE '%e%') AS n FROM input_1 GROUP BY region", "ILIKE"),
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region "
+         "HAVING COUNT(* EXCLUDE (email)) > 3", "EXCLUDE"),
+        ("SELECT * EXCLUDE (email) FROM input_2 b JOIN input_1 a ON a.email = b.email",
+         "EXCLUDE"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("dp", [False, True])
+def test_a_star_with_a_modifier_is_refused_by_name(text: str, modifier: str, dp: bool) -> None:
+    """``COUNT(* EXCLUDE (email))`` was refused only by a catch-all (a column in a part of
+    the query no rule reads), ``COUNT(* REPLACE (1 AS email))`` passed the checker whole
+    (DuckDB's binder refused it): a star's modifiers name or compute columns no rule
+    checks, and are refused as such, under a threshold and under DP alike."""
+    error = refused(text, sql_spec(dp=dp))
+    assert isinstance(error, QueryError), error
+    assert error.check == "sql-star"
+    assert f"no {modifier} on a star" in error.message
+
+
 def test_an_allowed_query_is_rendered_with_the_threshold_column() -> None:
     plan = plan_query(SPEC, name="by_segment", parameters={"skip": "x' OR 1=1 --"})
     assert plan.thresholds == {"__cr_k_input_1": 3}
