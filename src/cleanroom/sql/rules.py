@@ -977,6 +977,7 @@ def _plan(
                 # The list shape: no aggregate, no group, no threshold (a list rule has none).
                 assert not counts, "a threshold is an aggregation rule's"
                 _never_fails(executed)
+            _released_in_order(executed, len(tree.expressions))
     for input_id, rule in sorted(rules.items()):
         text_rule = f"{input_id}: {rule.kind}"
         if dp is not None and input_id in dp.owners:
@@ -1006,6 +1007,21 @@ def _plan(
         output=output,
         format=form,
     )
+
+
+def _released_in_order(select: exp.Select, columns: int) -> None:
+    """Order the rows a query releases by its own ORDER BY, then by every one of its
+    ``columns`` (by position, ``NULL`` last), so that their order, and which rows a LIMIT
+    keeps, depend only on the rows: DuckDB keeps the order of the input it probes a join
+    with, and a list query's rows came in the order of the runner's own upload, each
+    listed segment next to the customer she had put there (red team h23)."""
+    order = select.args.get("order")
+    keys = list(order.expressions) if order is not None else []
+    keys += [
+        exp.Ordered(this=exp.Literal.number(place), desc=False, nulls_first=False)
+        for place in range(1, columns + 1)
+    ]
+    select.set("order", exp.Order(expressions=keys))
 
 
 def _row_safe(node: exp.Expr) -> exp.Expr:

@@ -1,0 +1,69 @@
+"""The rows a query releases come in an order that depends on nothing but the rows
+released: a list query's rows came in the order of the runner's own upload (DuckDB
+probes its hash join with the larger input, and keeps that input's order), so the
+runner matched each listed segment to her own customer, one by one, past the join
+column the list rule keeps hidden (red team h23). Through a real room, the real
+sandbox and engine."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cleanroom.enclave.runner import Sandbox
+from cleanroom.protocol.spec import WorkSpec
+from tests.enclave.test_sqlroom import make_room, query, upload
+from tests.protocol.fixtures import ALICE, BOB
+from tests.sandbox import confined
+from tests.sql.fixtures import bob_csv, sql_document
+
+LISTED = "SELECT b.segment FROM input_2 b JOIN input_1 a ON a.email = b.email"
+# Bob's customers (bob_csv), all of them Alice's too (she has c0..c1999).
+MATCHED = [*range(30), 35, 36, 37, 38, 39, *range(100, 105)]
+
+
+@pytest.fixture(scope="module")
+def confinement() -> Iterator[Sandbox]:
+    with confined() as sandbox:
+        yield sandbox
+
+
+def listing_spec() -> WorkSpec:
+    """Both inputs under a list rule: Alice's regions, Bob's segments, for the overlap."""
+    document = sql_document(queries={})
+    document["sql"]["rules"]["input_1"] = {
+        "kind": "list", "join_columns": ["email"], "list_columns": ["region"],
+    }  # fmt: skip
+    return WorkSpec.parse(document)
+
+
+def alice_in_order(order: list[int]) -> bytes:
+    """Alice's 2,000 customers (more than Bob's 40: DuckDB probes with hers), in her order."""
+    lines = ["email,region,zip,spend"]
+    lines += [f"c{n}@x,{'east' if n < 30 else 'north'},{10000 + n},1.5" for n in order]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_a_listed_rows_order_says_nothing_of_the_runners_own_upload(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """Alice uploads her customers in an order she chose, then lists Bob's segments of
+    the overlap: before, the rows came in her order, each one the segment of the
+    customer she had put there (bob_csv: even numbers business, odd retail). Two
+    orders of the same upload now release the same rows, sorted."""
+    shuffled = list(range(2000))
+    random.Random(7).shuffle(shuffled)  # noqa: S311 - an order to test, not a secret
+    released = []
+    for name, order in (("ascending", list(range(2000))), ("shuffled", shuffled)):
+        room = make_room(tmp_path / name, confinement, listing_spec())
+        upload(room, ALICE, "input_1", alice_in_order(order))
+        upload(room, BOB, "input_2", bob_csv())
+        receipt, _detail, rows = query(room, ALICE, sql=LISTED)
+        assert receipt["status"] == "succeeded", rows
+        released.append(rows)
+    assert released[0] == released[1]
+    assert released[0][1:] == sorted(released[0][1:])
+    assert len(released[0]) == 1 + len(MATCHED)
