@@ -213,3 +213,41 @@ def test_an_input_whose_manifest_no_worker_takes_is_refused_before_anything_is_s
     assert caught.value.check == "input-manifest-size"
     assert caught.value.exit_code == 2
     assert "17000 files" in str(caught.value) and "tar or zip" in str(caught.value.hint)
+
+
+@pytest.mark.parametrize("layout", ["link-to-empty-directory", "dangling-link", "file", "full"])
+def test_a_download_into_a_link_or_a_used_path_is_refused_before_anything_is_asked(
+    tmp_path: Path, layout: str
+) -> None:
+    """The output is moved into place by renaming, which cannot replace a symbolic link:
+    a link to an empty directory was taken, then failed once everything was downloaded.
+    The SDK refuses it up front, as `cleanroom data cp` does, before any server is asked."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    target = tmp_path / "result"
+    if layout == "link-to-empty-directory":
+        target.symlink_to(empty)
+    elif layout == "dangling-link":
+        target.symlink_to(tmp_path / "nowhere")
+    elif layout == "file":
+        target.write_text("kept")
+    else:
+        target.mkdir()
+        (target / "kept.csv").write_text("kept")
+    client: Any = CleanRoomClient.__new__(CleanRoomClient)
+
+    def asked(_name: str) -> None:
+        raise AssertionError("a server was asked")
+
+    client.approved = asked
+    with pytest.raises(MessageFormatError) as caught:
+        client.download("room", "output_1", target)
+    assert caught.value.check == "output-directory"
+    assert ("symbolic link" in str(caught.value)) == ("link" in layout)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "result"] and os.listdir(empty) == []
+    if "link" in layout:
+        record_path(
+            "output (client download)",
+            f"the target directory is a {layout.replace('-', ' ')}",
+            f"refused: {caught.value.check}, before any server is asked; nothing written",
+        )

@@ -946,10 +946,7 @@ class CleanRoomClient:
         Sets glibc's malloc thresholds for this process (:mod:`cleanroom.protocol.allocator`).
         """
         tune_allocator()
-        if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise MessageFormatError(
-                "output-directory", "a new or empty directory", str(target), "not empty"
-            )
+        _check_output_directory(target)
         room, spec = self.approved(name)
         _known(output_id, spec.outputs, "output", name)
         _one_run(
@@ -1150,6 +1147,29 @@ class CleanRoomClient:
             return {}
         inputs = entry.get("inputs", {})
         return {str(k): str(v) for k, v in inputs.items()}
+
+
+def _check_output_directory(target: Path) -> None:
+    """``target`` is a new or empty directory, and not a symbolic link (``output-directory``).
+
+    Checked before anything is asked of the Worker, as the command line does: the
+    output is moved into place by renaming, which cannot replace a symbolic link, so a
+    link (to an empty directory, or dangling) would fail only after the whole download."""
+    if target.is_symlink():
+        raise MessageFormatError(
+            "output-directory",
+            "a new or empty directory, not a symbolic link",
+            str(target),
+            "a symbolic link: give the directory itself",
+        )
+    if target.exists() and not target.is_dir():
+        raise MessageFormatError(
+            "output-directory", "a new or empty directory", str(target), "not a directory"
+        )
+    if target.exists() and any(target.iterdir()):
+        raise MessageFormatError(
+            "output-directory", "a new or empty directory", str(target), "not empty"
+        )
 
 
 def _one_run(spec: WorkSpec, name: str, instead: str) -> None:
