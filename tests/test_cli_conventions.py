@@ -232,6 +232,33 @@ def test_a_download_into_a_directory_that_is_not_empty_is_a_usage_error(
     assert "no such file or directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query", "room", "--name", "q", "--out"],
+        ["query", "room", "--name", "q", "--save-receipt"],
+        ["receipt", "room", "--save"],
+        ["receipt", "room", "--run", "1", "--save"],
+    ],
+)
+def test_a_directory_to_write_that_is_not_empty_is_a_usage_error_before_any_server(
+    home: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, command: list[str]
+) -> None:
+    """As `data cp` says of its target: a query's --out or --save-receipt, or a
+    receipt's --save, that is not a new or empty directory exited 1 (a refusal), the
+    receipt's only after it was fetched; it is unusable input, and no server is asked
+    (the profile's manager is not listening: asking it would say "cannot reach")."""
+    configure(capsys)
+    target = tmp_path / "full"
+    target.mkdir()
+    (target / "x").write_text("x")
+    assert main([*command, str(target)]) == 2
+    option = command[-1]
+    assert capsys.readouterr().err == (
+        f"error: {option} {target} is not empty: give a new or empty directory\n"
+    )
+
+
 def test_the_simulated_warning_takes_one_line_of_80_columns() -> None:
     from cleanroom.cli.account import SIMULATOR_WARNING
 

@@ -95,10 +95,9 @@ def test_run_of_a_sql_room_is_refused_naming_the_command_that_runs_its_queries(
         capsys.readouterr()
         code = main(["run", room["name"], "--wait"])
     err = capsys.readouterr().err
-    assert code == 1, err
+    assert code == 2, err  # unusable input (a command of the other kind of room), as README
     assert (
-        f"error: runtime: {room['name']} is a SQL room: it has no run of its own, each query "
-        "is one (expected a room that runs a function, got a SQL room) — "
+        f"error: {room['name']} is a SQL room: it has no run of its own, each query is one — "
         f"`cleanroom query {room['name']} --name QUERY` (its queries: "
     ) in err, err
 

@@ -93,6 +93,21 @@ def test_the_command_line_flow(stack: LocalStack, tmp_path: Path) -> None:
         result = json.loads((tmp_path / directory / "result.json").read_text())
         assert result["overlap"] == truth.overlap
     assert "verified" in bob("receipt", "cli-flow").stdout
+    # A command of a SQL room, or a run number, given a function room is unusable input
+    # (exit 2, as the README defines it), not a refusal (it exited 1); nothing is written.
+    for command, says in (
+        (("query", "cli-flow", "--name", "overlap"), "cli-flow runs a function, not SQL"),
+        (("budget", "cli-flow"), "cli-flow runs a function: it has no privacy budget"),
+        (("receipt", "cli-flow", "--run", "1"), "cli-flow runs a function, which has one run"),
+        (
+            ("data", "cp", "cli-flow:output_1", str(tmp_path / "nowhere"), "--run", "1"),
+            "cli-flow runs a function, which has one run: no run number (--run) to give",
+        ),
+        (("fate", "cli-flow", "--", "-x"), "'-x' is not a session id"),
+    ):
+        misused = alice(*command, ok=False)
+        assert misused.returncode == 2 and says in misused.stderr, (command, misused.stderr)
+    assert not (tmp_path / "nowhere").exists()
     # The command `receipt --save` prints is one an auditor can run as printed: on a
     # simulated platform it names the root (h3: it said `receipt verify DIR` alone, which
     # the auditor's Intel root refuses, and its hint named --trust-root, no option there).

@@ -123,13 +123,27 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     assert "matches the signed query receipt" in fetched.stdout
     assert (later / "data.csv").read_bytes() == (tmp_path / "crosstab" / "data.csv").read_bytes()
     no_run = alice("data", "cp", "sql-flow:output_1", str(tmp_path / "x"), ok=False)
-    assert no_run.returncode == 1 and "run-number" in no_run.stderr
+    assert no_run.returncode == 2, no_run.stderr  # unusable input, as README defines it
+    assert "sql-flow is a SQL room: each query run has its own output_1" in no_run.stderr
     not_recipient = bob("data", "cp", "sql-flow:output_1", str(tmp_path / "y"), "--run", run,
                         ok=False)  # fmt: skip
     assert not_recipient.returncode == 1 and "output-recipient" in not_recipient.stderr
     no_such = alice("data", "cp", "sql-flow:output_1", str(tmp_path / "z"), "--run", "99",
                     ok=False)  # fmt: skip
     assert no_such.returncode == 1 and "run-state" in no_such.stderr
+    # A run the room never had is said so, not "no receipt (yet)" as of a run still going.
+    never = alice("receipt", "sql-flow", "--run", "99", ok=False)
+    assert never.returncode == 1, never.stderr
+    assert "no such run (run-state: expected a query run of this room (1 to 2), got 99)" in (
+        never.stderr
+    )
+    for command, says in (
+        (("receipt", "sql-flow"), "sql-flow is a SQL room: it signs one receipt per query run"),
+        (("run", "sql-flow"), "sql-flow is a SQL room: it has no run of its own"),
+        (("data", "cp", "sql-flow:output_9", str(tmp_path / "z"), "--run", run), "no output"),
+    ):
+        misused = alice(*command, ok=False)
+        assert misused.returncode == 2 and says in misused.stderr, (command, misused.stderr)
     assert not any((tmp_path / name).exists() for name in ("x", "y", "z"))
 
     raw = alice("query", "sql-flow", "SELECT email_sha256 FROM input_1", ok=False)

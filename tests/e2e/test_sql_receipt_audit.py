@@ -72,7 +72,8 @@ def saved(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     records.write_text(kept)
     # A SQL room has no one run receipt: the command asks for the run, before any session.
     no_run = bob("receipt", "sql-audit", ok=False)
-    assert no_run.returncode == 1 and "run-number" in no_run.stderr, no_run.stderr
+    assert no_run.returncode == 2, no_run.stderr  # unusable input, as README defines it
+    assert "sql-audit is a SQL room: it signs one receipt per query run" in no_run.stderr
     alice("delete", "sql-audit", "--yes")  # the auditor needs nothing of the room any more
     root = tmp / "root.pem"
     root.write_text(stack.simulated_root_pem())
@@ -242,7 +243,9 @@ def test_save_targets_are_refused_before_anything_runs(
     (full / "x").write_text("x")
     refused = saved["alice"]("query", "sql-audit", "--name", "crosstab", "--save-receipt",
                              str(full), ok=False)  # fmt: skip
-    assert refused.returncode == 1 and "save-directory" in refused.stderr, refused.stderr
+    assert refused.returncode == 2, refused.stderr  # unusable input: nothing is asked
+    assert refused.stderr.endswith(f"--save-receipt {full} is not empty: give a new or empty "
+                                   "directory\n"), refused.stderr  # fmt: skip
     bad_run = saved["bob_cli"]("receipt", "sql-audit", "--run", "0", ok=False)
     assert bad_run.returncode == 2 and "--run" in bad_run.stderr
     mixed = saved["auditor"]("receipt", "verify", str(saved["second"]), "--run", "1", ok=False)

@@ -126,6 +126,20 @@ def read_file(path: Path, what: str) -> bytes:
         fail(f"cannot read {what} {path}: {error.strerror}", EXIT_USAGE)
 
 
+def check_new_directory(path: Path, what: str) -> None:
+    """``path`` can take what a command writes (a new or empty directory, not a link),
+    else unusable input (exit code 2) before anything is asked of a server."""
+    from cleanroom.protocol.text import shown
+
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        fail(
+            f"{what}{shown(str(path))} exists and is not a directory: give a new or empty one",
+            EXIT_USAGE,
+        )
+    if path.is_dir() and any(path.iterdir()):
+        fail(f"{what}{shown(str(path))} is not empty: give a new or empty directory", EXIT_USAGE)
+
+
 def parse_hex(
     value: str, what: str, *, size: int | None = None, pad_to: int | None = None
 ) -> bytes:

@@ -367,16 +367,15 @@ def _command() -> Any:
 def one_line(error: Error) -> str:
     """What the command line says of ``error`` (after ``error: ``).
 
-    Its one line; a refused check's hint after a dash, unless the line says it already.
-    A check that found the input unusable (exit code 2) says only its message, which
-    names what was expected and what was found.
+    Its one line; a check's hint after a dash, unless the line says it already. A check
+    that found the input unusable (exit code 2) says only its message, which names what
+    was expected and what was found, and its hint.
     """
     if not isinstance(error, CheckFailed):
         return str(error)
-    if error.exit_code == EXIT_USAGE:
-        return error.message
+    line = error.message if error.exit_code == EXIT_USAGE else str(error)
     hint = " ".join(error.hint.split()) if error.hint else ""
-    return f"{error} — {hint}" if hint and hint not in str(error) else str(error)
+    return f"{line} — {hint}" if hint and hint not in line else line
 
 
 def terminal_safe(text: str) -> str:

@@ -25,6 +25,7 @@ from cleanroom.cli.account import failures, verify_command, warn_simulated
 from cleanroom.cli.common import (
     EXIT_REJECTED,
     EXIT_USAGE,
+    check_new_directory,
     fail,
     json_output,
     parse_hex,
@@ -209,6 +210,8 @@ def receipt(
     verify_only = (simulated_root, attester_mrenclave, attester_mrsigner, worker_mrenclave, at)
     if file is not None or at_saved or any(v is not None for v in verify_only) or accept_status:
         fail("these arguments go with `cleanroom receipt verify FILE`", EXIT_USAGE)
+    if save is not None:
+        check_new_directory(save, "--save ")
     if run is not None:
         _query_receipt(name, run, save, as_json)
         return

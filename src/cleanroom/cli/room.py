@@ -21,6 +21,7 @@ from cleanroom.cli.account import failures, warn_simulated
 from cleanroom.cli.common import (
     EXIT_REJECTED,
     EXIT_USAGE,
+    check_new_directory,
     current_profile,
     fail,
     hint,
@@ -229,10 +230,7 @@ def _upload(name: str, input_id: str, local: Path) -> None:
 
 
 def _check_local(local: Path) -> None:
-    if local.is_symlink() or (local.exists() and not local.is_dir()):
-        fail(f"{local} exists and is not a directory: give a new or empty directory", EXIT_USAGE)
-    if local.is_dir() and any(local.iterdir()):
-        fail(f"{local} is not empty: give a new or empty directory", EXIT_USAGE)
+    check_new_directory(local, "")
 
 
 def _download_result(name: str, output_id: str, run: int, local: Path) -> None:

@@ -9,7 +9,14 @@ from typing import Annotated, Any
 import typer
 
 from cleanroom.cli.account import failures, verify_command
-from cleanroom.cli.common import EXIT_USAGE, fail, json_output, spinner, stdout
+from cleanroom.cli.common import (
+    EXIT_USAGE,
+    check_new_directory,
+    fail,
+    json_output,
+    spinner,
+    stdout,
+)
 from cleanroom.cli.room import _client
 from cleanroom.client.access import parse_parameters
 from cleanroom.client.sqlrooms import budget as fetch_budget
@@ -74,6 +81,9 @@ def query(
     """
     if (sql is None) == (named is None):
         fail("give an ad-hoc query or --name NAME, not both", EXIT_USAGE)
+    for option, directory in (("--out ", out), ("--save-receipt ", save_receipt)):
+        if directory is not None:  # before the query runs (and spends ε)
+            check_new_directory(directory, option)
     parameters: dict[str, Any] = dict(parse_parameters(param or []))
     client = _client()
     with failures(), spinner(f"query on {name}: waiting for its receipt…"):

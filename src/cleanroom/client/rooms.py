@@ -112,6 +112,21 @@ class UnknownObjectError(MessageFormatError):
     exit_code = 2  # the command line's "unusable input"
 
 
+class RoomKindError(MessageFormatError):
+    """An operation of the other kind of room: a run of a SQL room, a query or a budget
+    of a function room, a run number where the room has none or none where it needs
+    one. Unusable input, not a refusal: nothing was sent."""
+
+    exit_code = 2  # the command line's "unusable input"
+
+
+class BadArgumentError(MessageFormatError):
+    """An argument that cannot name anything, e.g. a malformed session id (unusable
+    input, not a refusal: nothing was sent)."""
+
+    exit_code = 2  # the command line's "unusable input"
+
+
 class InputTooLargeError(MessageFormatError):
     """An input that no Worker takes in one upload: refused before anything is sent."""
 
@@ -713,7 +728,7 @@ class CleanRoomClient:
         ``wait``, once the run ended (see :attr:`WorkerStatus.succeeded`)."""
         room, spec = self.approved(name)
         if spec.sql is not None:  # before any session: its Worker answers a bare 400
-            raise MessageFormatError(
+            raise RoomKindError(
                 "runtime",
                 "a room that runs a function",
                 "a SQL room",
@@ -780,8 +795,12 @@ class CleanRoomClient:
         the Worker says, sealed to a new session of yours, that it ran (and which query
         run), or that it started nothing and, from now on, never will."""
         if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
-            raise MessageFormatError(
-                "session-id", "a session id (22 characters of base64url)", session_id, "bad id"
+            raise BadArgumentError(
+                "session-id",
+                "a session id (22 characters of base64url)",
+                session_id,
+                f"{session_id!r} is not a session id: a refusal names one in 22 characters "
+                "of base64url",
             )
         room, spec = self.approved(name)
         with self._compute(room) as compute:
@@ -1175,7 +1194,7 @@ def _check_output_directory(target: Path) -> None:
 def _one_run(spec: WorkSpec, name: str, instead: str) -> None:
     """A function room's one run: a SQL room's are by number (``run-number``)."""
     if spec.sql is not None:
-        raise MessageFormatError(
+        raise RoomKindError(
             "run-number", "a query run's number", None, f"{name} is a SQL room: {instead}"
         )
 
@@ -1241,10 +1260,12 @@ def _remove_tree(directory: Path) -> None:
 
 __all__ = [
     "Attestation",
+    "BadArgumentError",
     "CleanRoomClient",
     "DownloadResult",
     "InputTooLargeError",
     "ProtocolVersionError",
+    "RoomKindError",
     "RoomStatus",
     "RunNotEndedError",
     "RunNotStartedError",

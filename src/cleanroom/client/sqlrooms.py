@@ -35,10 +35,12 @@ from cleanroom.client.rooms import (
     Attestation,
     CleanRoomClient,
     Progress,
+    RoomKindError,
     SessionClosedError,
     TransferError,
     UnknownObjectError,
     VerifiedReceipt,
+    _known,
 )
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u
@@ -98,7 +100,13 @@ def query(
         _check_target(save, "save-directory")
     room, spec = client.approved(room_name)
     if spec.sql is None:
-        raise MessageFormatError("runtime", "a SQL room", spec.runtime, "this room runs a function")
+        raise RoomKindError(
+            "runtime",
+            "a SQL room",
+            spec.runtime,
+            f"{room_name} runs a function, not SQL queries: only a SQL room takes a query",
+            f"`{client.profile.command(f'run {room_name}')}` runs its function",
+        )
     if target is not None:
         _refuse_target_of_another(client, spec, room_name, name, target)
     with client._compute(room) as compute:
@@ -216,13 +224,7 @@ def download_result(
     _check_run(run)
     _check_target(target)
     room, spec = _sql_room(client, room_name)
-    if output_id not in spec.outputs:
-        raise MessageFormatError(
-            "output-id",
-            f"one of {sorted(spec.outputs)}",
-            output_id,
-            f"no such output in {room_name}",
-        )
+    _known(output_id, spec.outputs, "output", room_name)
     with client._compute(room) as compute:
         attestation, keys = client._open(
             compute, room, spec, DownloadPurpose(op="download", output=output_id, run=run)
@@ -279,8 +281,11 @@ def _sql_room(client: CleanRoomClient, room_name: str) -> tuple[Room, WorkSpec]:
     """The approved room and spec, refused unless it is a SQL room (``runtime``)."""
     room, spec = client.approved(room_name)
     if spec.sql is None:
-        raise MessageFormatError(
-            "runtime", "a SQL room", spec.runtime, "a function room has one run: no run number"
+        raise RoomKindError(
+            "runtime",
+            "a SQL room",
+            spec.runtime,
+            f"{room_name} runs a function, which has one run: no run number (--run) to give",
         )
     return room, spec
 
@@ -383,7 +388,12 @@ def budget(client: CleanRoomClient, room_name: str) -> dict[str, Any]:
     Worker for a fresh nonce (a replayed or other room's statement is refused)."""
     room, spec = client.approved(room_name)
     if spec.sql is None:
-        raise MessageFormatError("runtime", "a SQL room", spec.runtime, "no privacy budget")
+        raise RoomKindError(
+            "runtime",
+            "a SQL room",
+            spec.runtime,
+            f"{room_name} runs a function: it has no privacy budget, only a SQL room has one",
+        )
     with client._compute(room) as compute:
         attestation = client._attest(compute, room, spec)
         nonce = b64u(secrets.token_bytes(24))

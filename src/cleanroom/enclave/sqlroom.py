@@ -629,8 +629,11 @@ class SqlRoom(CleanRoom):
     def run_receipt(self, number: int) -> tuple[dict[str, Any], bytes, bytes]:
         """A finished run's signed receipt, and its detail sealed to its runner."""
         run = self.runs.get(number)
-        if run is None or run.receipt is None or run.sealed_detail is None:
-            raise RunError("run-state", "a finished query run", number, "no receipt (yet)")
+        if run is None:  # not a run still going: the room has had no such run
+            runs = f"1 to {len(self.runs)}" if self.runs else "none, no query has run"
+            raise RunError("run-state", f"a query run of this room ({runs})", number, "no such run")
+        if run.receipt is None or run.sealed_detail is None:
+            raise RunError("run-state", "a finished query run", number, "no receipt yet")
         return (*run.receipt, run.sealed_detail)
 
     def budget(self, nonce: str) -> tuple[dict[str, Any], bytes]:
