@@ -324,3 +324,54 @@ def test_configure_without_answers_names_the_option_to_give(
     monkeypatch.setattr(sys, "stdin", io.StringIO("s3cret\n"))
     code = main(["configure", "--manager-url", "http://127.0.0.1:9", "--client-id", "c"])
     assert code == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("value", "bare", "mebibytes"),
+    [
+        ("512M", "GiB", 512),
+        ("512MiB", "MiB", 512),
+        ("512mi", "GiB", 512),
+        ("2G", "MiB", 2048),
+        ("1.5g", "GiB", 1536),
+        ("2 GiB", "MiB", 2048),
+        ("1T", "GiB", 1 << 20),
+        ("1", "GiB", 1024),  # deploy's number alone, as it always was
+        ("0.5", "GiB", 512),
+        ("512", "MiB", 512),  # function test's number alone, as it always was
+        ("2048", "MiB", 2048),
+    ],
+)
+def test_a_memory_size_is_read_in_its_unit(value: str, bare: str, mebibytes: int) -> None:
+    from cleanroom.cli.common import memory_mib
+
+    assert memory_mib(value, "--memory", bare=bare) == mebibytes
+
+
+@pytest.mark.parametrize(
+    ("value", "bare", "says"),
+    [
+        ("64", "GiB", "a number alone is GiB here"),  # 64 MiB, as function test reads it?
+        ("1024", "GiB", "a number alone is GiB here"),
+        ("63", "MiB", "a number alone is MiB here"),  # 63 GiB, as deploy reads it?
+        ("2", "MiB", "for GiB (deploy's unit) write 2G"),
+        ("512MB", "GiB", "MB and GB are ambiguous"),
+        ("2gb", "MiB", "MB and GB are ambiguous"),
+        ("2K", "MiB", "an unknown unit"),
+        ("-1G", "MiB", "not a size"),
+        ("1e3M", "MiB", "not a size"),
+        ("", "MiB", "not a size"),
+        ("0.3M", "MiB", "not a whole number of MiB"),
+    ],
+)
+def test_a_memory_size_either_command_could_read_otherwise_is_refused(
+    value: str, bare: str, says: str
+) -> None:
+    """No number alone is taken by both commands: deploy takes one only below 64 (GiB),
+    function test only from 64 (MiB)."""
+    from cleanroom.cli.common import CliError, memory_mib
+
+    with pytest.raises(CliError) as caught:
+        memory_mib(value, "--memory", bare=bare)
+    assert caught.value.exit_code == 2
+    assert says in str(caught.value)

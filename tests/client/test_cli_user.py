@@ -236,21 +236,31 @@ def access_file(tmp_path: Path, alice: str) -> Path:
     [
         (["--param", "novalue"], "is not KEY=VALUE"),
         (["--param", "a=1", "--param", "a=2"], "'a' is given twice"),
-        (["--memory", "0"], "--memory is in GiB: 0 GiB is not a run's memory"),
-        # MiB, as `function test --memory` takes it: said so (it said "Input should be
-        # less than or equal to 1048576 (... got resources.memory_mib)", no option, no unit)
         (
-            ["--memory", "2048"],
-            "error: --memory is in GiB: 2048 GiB is not a run's memory (from 64 MiB to 1024 "
-            "GiB); `cleanroom function test --memory` is in MiB\n",
+            ["--memory", "0"],
+            "error: --memory 0: Input should be greater than or equal to 64 MiB (the spec's "
+            "resources.memory_mib)\n",
         ),
-        (["--memory", "nan"], "--memory is in GiB: nan GiB"),
+        # A number alone is GiB here and MiB in `function test --memory`: 512 was taken as
+        # 512 GiB without a word (in range); every number alone either command could have
+        # meant in the other's unit needs its unit (h25).
+        (
+            ["--memory", "512"],
+            "error: --memory 512: a number alone is GiB here, but 512 GiB may have been meant "
+            "as MiB (function test's unit): write 512G or 512M\n",
+        ),
+        (["--memory", "2048"], "error: --memory 2048: a number alone is GiB here"),
+        (["--memory", "nan"], "error: --memory 'nan': not a size; write e.g. 512M, 2G"),
+        (["--memory", "512MB"], "error: --memory '512MB': MB and GB are ambiguous"),
+        (["--memory", "0.01"], "error: --memory '0.01': not a whole number of MiB (10.24 MiB)"),
+        (["--memory", "2000G"], "error: --memory 2000G: Input should be less than or equal"),
         (
             ["--timeout", "0"],
             "error: --timeout (seconds): Input should be greater than or equal to 1 (the "
             "spec's resources.timeout_s)\n",
         ),
-        (["--disk", "0"], "error: --disk (MiB): Input should be greater than or equal to 1"),
+        (["--disk", "0"], "error: --disk 0: Input should be greater than or equal to 1 MiB"),
+        (["--disk", "2GB"], "error: --disk '2GB': MB and GB are ambiguous"),
         (["--processes", "1"], "error: --processes: Input should be greater than or equal"),
         (["--cpu", "0"], "error: --cpu (seconds): Input should be greater than or equal to 1"),
         (["--runtime", "ruby"], "runtime"),

@@ -77,9 +77,24 @@ def test_a_module_of_another_runtime_is_named_with_the_option_that_gives_it(
 def test_a_limit_out_of_range_is_named_by_its_option_and_unit(tmp_path: Path) -> None:
     """It was named by the spec's field: `--memory_mib: Input should be ...`, no such option."""
     (tmp_path / "function").mkdir()
-    result = function_test(tmp_path, str(tmp_path / "function"), "--memory", "10")
+    result = function_test(tmp_path, str(tmp_path / "function"), "--memory", "10M")
     assert result.returncode == 2
-    assert result.stderr == "error: --memory (MiB): Input should be greater than or equal to 64\n"
+    assert result.stderr == "error: --memory 10M: Input should be greater than or equal to 64 MiB\n"
+    result = function_test(tmp_path, str(tmp_path / "function"), "--disk", "0")
+    assert result.returncode == 2
+    assert result.stderr == "error: --disk 0: Input should be greater than or equal to 1 MiB\n"
+
+
+def test_a_number_alone_that_deploy_would_read_in_gib_needs_its_unit(tmp_path: Path) -> None:
+    """`deploy --memory 2` is 2 GiB; here a number alone is MiB, and 2 MiB was refused as
+    under the least without saying that the unit differs (h25)."""
+    (tmp_path / "function").mkdir()
+    result = function_test(tmp_path, str(tmp_path / "function"), "--memory", "2")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: --memory 2: a number alone is MiB here, and 2 MiB is under the least "
+        "(64 MiB); for GiB (deploy's unit) write 2G\n"
+    )
 
 
 def test_files_left_out_for_their_names_are_counted_for_the_author(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,6 +157,73 @@ def parse_hex(
             fail(f"{what} must be at most {pad_to} bytes, got {len(data)}", EXIT_USAGE)
         data = data.ljust(pad_to, b"\x00")
     return data
+
+
+# A size of the command line: a number, and a binary unit (M, Mi, MiB; G, …; T, …, any
+# case). MB and GB are refused: read as 10**6 by some tools and 2**20 by others.
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*")
+_MIB_PER_UNIT = {"m": 1, "mi": 1, "mib": 1, "g": 1024, "gi": 1024, "gib": 1024}
+_MIB_PER_UNIT |= {"t": 1 << 20, "ti": 1 << 20, "tib": 1 << 20}
+SIZE_HELP = "512M, 2G (binary units: M = MiB, G = GiB)"
+
+
+def parse_size(value: str, option: str) -> tuple[float, bool]:
+    """A size given as ``value`` to ``option``: (MiB, whether it had a unit).
+
+    A bare number is returned as it is (the command decides its unit); a unit that is
+    not binary, or none that is known, is unusable input (exit code 2)."""
+    found = _SIZE.fullmatch(value)
+    if found is None:
+        fail(f"{option} {value!r}: not a size; write e.g. {SIZE_HELP}", EXIT_USAGE)
+    number, unit = float(found.group(1)), found.group(2).lower()
+    if not unit:
+        return number, False
+    if unit not in _MIB_PER_UNIT:
+        decimal = unit in ("mb", "gb", "tb")
+        why = "MB and GB are ambiguous (10^6 or 2^20 bytes)" if decimal else "an unknown unit"
+        fail(f"{option} {value!r}: {why}; write e.g. {SIZE_HELP}", EXIT_USAGE)
+    return number * _MIB_PER_UNIT[unit], True
+
+
+def whole_mib(mebibytes: float, value: str, option: str) -> int:
+    """``mebibytes`` as a whole number of MiB, or unusable input naming ``value``."""
+    if mebibytes != int(mebibytes):
+        fail(f"{option} {value!r}: not a whole number of MiB ({mebibytes:g} MiB)", EXIT_USAGE)
+    return int(mebibytes)
+
+
+LEAST_MEMORY_MIB = 64  # the least a run may have (Resources.memory_mib)
+
+
+def memory_mib(value: str, option: str, *, bare: str) -> int:
+    """``--memory``: a size with a unit, or a bare number in ``bare`` (GiB or MiB).
+
+    ``deploy --memory`` was in GiB and ``function test --memory`` in MiB, so a bare
+    number is taken only where the other command's unit could not have been meant: a
+    bare GiB below 64 (under 64 MiB is no run's memory), a bare MiB from 64 (64 GiB or
+    more is no test's); every other bare number needs its unit (exit code 2)."""
+    mebibytes, had_unit = parse_size(value, option)
+    if not had_unit and bare == "GiB":
+        if mebibytes >= LEAST_MEMORY_MIB:
+            fail(
+                f"{option} {value}: a number alone is GiB here, but {value} GiB may have been "
+                f"meant as MiB (function test's unit): write {value}G or {value}M",
+                EXIT_USAGE,
+            )
+        mebibytes *= 1024
+    elif not had_unit and mebibytes < LEAST_MEMORY_MIB:
+        fail(
+            f"{option} {value}: a number alone is MiB here, and {value} MiB is under the "
+            f"least ({LEAST_MEMORY_MIB} MiB); for GiB (deploy's unit) write {value}G",
+            EXIT_USAGE,
+        )
+    return whole_mib(mebibytes, value, option)
+
+
+def disk_mib(value: str, option: str) -> int:
+    """``--disk``: a size with a unit, or a bare number of MiB (as it always was)."""
+    mebibytes, _had_unit = parse_size(value, option)
+    return whole_mib(mebibytes, value, option)
 
 
 class OutputFormat(StrEnum):

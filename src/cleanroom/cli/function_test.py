@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cleanroom.cli.common import EXIT_USAGE, fail, json_output, print_json, stderr, stdout
+from cleanroom.cli.common import (
+    EXIT_USAGE,
+    SIZE_HELP,
+    disk_mib,
+    fail,
+    json_output,
+    memory_mib,
+    print_json,
+    stderr,
+    stdout,
+)
 from cleanroom.protocol.spec import Resources
 from cleanroom.protocol.text import shown
 
@@ -78,15 +88,26 @@ def function_test(
         "handler.run"
     ),
     runtime: Annotated[str, typer.Option(help="The Worker's Python runtime.")] = "python3.11",
-    memory: Annotated[int, typer.Option(help="Memory limit, MiB.")] = DEFAULTS.memory_mib,
+    memory: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help=f"Memory limit: {SIZE_HELP}. A number alone is MiB, and only from 64 "
+            "(below needs its unit: deploy's number alone is GiB).",
+        ),
+    ] = f"{DEFAULTS.memory_mib}M",
     timeout: Annotated[int, typer.Option(help="Wall-time limit, s.")] = DEFAULTS.timeout_s,
     cpu: Annotated[int, typer.Option(help="CPU-time limit, all tasks, s.")] = DEFAULTS.cpu_s,
     processes: Annotated[
         int, typer.Option(help="Task limit (processes and threads).")
     ] = DEFAULTS.processes,
     disk: Annotated[
-        int, typer.Option(help="Limit of outputs/ and /tmp together, MiB.")
-    ] = DEFAULTS.disk_mib,
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help=f"Limit of outputs/ and /tmp together: {SIZE_HELP}; a number alone is MiB.",
+        ),
+    ] = f"{DEFAULTS.disk_mib}M",
     out: Annotated[
         Path, typer.Option(help="Where the outputs are written: must not exist, or be empty.")
     ] = Path("test-outputs"),
@@ -111,13 +132,20 @@ def function_test(
     try:
         parameters = parse_parameters(param or [])
         resources = Resources(
-            memory_mib=memory, timeout_s=timeout, cpu_s=cpu, processes=processes, disk_mib=disk
+            memory_mib=memory_mib(memory, "--memory", bare="MiB"),
+            timeout_s=timeout,
+            cpu_s=cpu,
+            processes=processes,
+            disk_mib=disk_mib(disk, "--disk"),
         )
     except CheckFailed as error:  # a limit out of range: unusable input here, exit 2
         fail(str(error), EXIT_USAGE)
     except ValidationError as error:
         first = error.errors()[0]
         where = str(first["loc"][0])  # the spec's field: named by its option and unit
+        size = {"memory_mib": f"--memory {memory}", "disk_mib": f"--disk {disk}"}.get(where)
+        if size is not None:  # given with or without a unit: the bound is in MiB
+            fail(f"{size}: {first['msg']} MiB", EXIT_USAGE)
         fail(f"{_LIMIT_OPTIONS.get(where, where)}: {first['msg']}", EXIT_USAGE)
     try:
         with stderr.status(f"running {directory} in the sandbox…"):
@@ -172,11 +200,9 @@ def function_test(
 
 
 _LIMIT_OPTIONS = {
-    "memory_mib": "--memory (MiB)",
     "timeout_s": "--timeout (seconds)",
     "cpu_s": "--cpu (seconds)",
     "processes": "--processes",
-    "disk_mib": "--disk (MiB)",
 }
 _NO_MODULE = re.compile(rb"ModuleNotFoundError: No module named '([A-Za-z_][A-Za-z0-9_]{0,99})")
 

@@ -11,7 +11,6 @@ function IDs and Work-IDs are recomputed from the bytes.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import sys
@@ -30,10 +29,13 @@ from cleanroom.cli import function_test
 from cleanroom.cli.account import failures, with_manager
 from cleanroom.cli.common import (
     EXIT_USAGE,
+    SIZE_HELP,
     current_profile,
+    disk_mib,
     fail,
     hint,
     json_output,
+    memory_mib,
     print_json,
     spinner,
     stderr,
@@ -257,34 +259,23 @@ def _sql_section(rights: Access, queries: Path | None, schemas: list[str]) -> di
     )
 
 
-def _mebibytes(gibibytes: float) -> int:
-    limits = Resources.model_fields["memory_mib"].metadata
-    least = next(item.ge for item in limits if hasattr(item, "ge"))
-    most = next(item.le for item in limits if hasattr(item, "le"))
-    mebibytes = round(gibibytes * 1024) if math.isfinite(gibibytes) else 0
-    if not least <= mebibytes <= most:
-        fail(
-            f"--memory is in GiB: {gibibytes:g} GiB is not a run's memory (from {least} MiB "
-            f"to {most // 1024} GiB); `cleanroom function test --memory` is in MiB",
-            EXIT_USAGE,
-        )
-    return int(mebibytes)
-
-
 _RESOURCE_OPTIONS = {
-    "resources.memory_mib": "--memory (GiB)",
+    "resources.memory_mib": "--memory",
     "resources.timeout_s": "--timeout (seconds)",
     "resources.cpu_s": "--cpu (seconds)",
     "resources.processes": "--processes",
-    "resources.disk_mib": "--disk (MiB)",
+    "resources.disk_mib": "--disk",
 }
 
 
-def _spec_refusal(error: CheckFailed) -> str:
-    """What deploy says of a spec it built that is not valid: a resource by its option."""
+def _spec_refusal(error: CheckFailed, sizes: dict[str, str]) -> str:
+    """What deploy says of a spec it built that is not valid: a resource by its option
+    (a size as it was given, its bound in the spec's MiB)."""
     option = _RESOURCE_OPTIONS.get(str(error.actual)) if error.check == "work-spec" else None
     if option is None:
         return str(error)
+    if option in sizes:
+        return f"{option} {sizes[option]}: {error.message} MiB (the spec's {error.actual})"
     return f"{option}: {error.message} (the spec's {error.actual})"
 
 
@@ -388,7 +379,14 @@ def deploy(
             "or python3.11-data (also numpy, pandas, polars, pyarrow, duckdb, scikit-learn).",
         ),
     ] = "python3.11",
-    memory: Annotated[float, typer.Option(help="Memory limit of a run, in GiB.")] = 2.0,
+    memory: Annotated[
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help=f"Memory limit of a run: {SIZE_HELP}. A number alone is GiB, and only "
+            "below 64 (64 or more needs its unit: function test's number alone is MiB).",
+        ),
+    ] = "2G",
     timeout: Annotated[int, typer.Option(help="Time limit of a run, in seconds.")] = 3600,
     cpu: Annotated[
         int, typer.Option(help="CPU-time limit of a run, all its tasks, in seconds.")
@@ -397,8 +395,13 @@ def deploy(
         int, typer.Option(help="Task limit of a run (processes and threads).")
     ] = Resources.model_fields["processes"].default,
     disk: Annotated[
-        int, typer.Option(help="Limit of a run's outputs/ and /tmp together, in MiB.")
-    ] = Resources.model_fields["disk_mib"].default,
+        str,
+        typer.Option(
+            metavar="SIZE",
+            help=f"Limit of a run's outputs/ and /tmp together: {SIZE_HELP}; a number "
+            "alone is MiB.",
+        ),
+    ] = f"{Resources.model_fields['disk_mib'].default}M",
     param: Annotated[
         list[str] | None,
         typer.Option(
@@ -453,7 +456,8 @@ def deploy(
         )
     elif rights.rules is not None or rights.adhoc is not None:
         fail(f"{access}: rules and adhoc belong to a SQL room (--sql)", EXIT_USAGE)
-    memory_mib = _mebibytes(memory)
+    memory_limit = memory_mib(memory, "--memory", bare="GiB")
+    disk_limit = disk_mib(disk, "--disk")
     with failures():
         user_id = profile.user_id
     try:
@@ -465,18 +469,18 @@ def deploy(
             access=rights,
             deployer_user_id=user_id,
             runtime=runtime,
-            memory_mib=memory_mib,
+            memory_mib=memory_limit,
             timeout_s=timeout,
             cpu_s=cpu,
             processes=processes,
-            disk_mib=disk,
+            disk_mib=disk_limit,
             parameters=parameters,
         )
         if spec.sql is not None:
             # Every named query parses and passes every owner's rule, or nothing deploys.
             check_spec_queries(spec)
     except CheckFailed as error:  # the spec built from the user's files: exit 2, not 1
-        fail(_spec_refusal(error), EXIT_USAGE)
+        fail(_spec_refusal(error, {"--memory": memory, "--disk": disk}), EXIT_USAGE)
     warnings = _check_handler(profile, spec) if spec.sql is None else ()
     unknown = _warn_unknown_granted(spec, contacts, user_id)
     with failures(), spinner(f"deploying {name}…"):
