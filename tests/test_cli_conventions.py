@@ -172,6 +172,26 @@ def test_global_options_before_or_after_the_command(
         assert len(out.strip()) == 43
 
 
+@pytest.mark.parametrize("server", ["manager", "compute"])
+def test_a_server_takes_no_output_option_after_its_name(
+    home: Path, capsys: pytest.CaptureFixture[str], server: str
+) -> None:
+    """A server prints no result: `server manager --output json` was taken, and it
+    printed the same lines as text (h25). Refused as --profile is, before it starts."""
+    # Arguments it cannot start with (no database driver "nope", no --credentials): were
+    # the option taken, the server would stop there, not serve.
+    unusable = ["--database-url", "nope://"] if server == "manager" else []
+    assert main(["server", server, "--port", "0", *unusable, "--output", "json"]) == 2
+    assert "No such option: --output" in capsys.readouterr().err
+    assert "--output" not in run("server", server, "-h", home=home).stdout
+
+
+def test_a_count_says_file_or_files() -> None:
+    from cleanroom.cli.common import counted
+
+    assert [counted(n, "file") for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
+
+
 def test_hints_carry_the_profile(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["whoami", "--profile", "carol"]) == 2
     assert "run cleanroom --profile carol configure" in capsys.readouterr().err

@@ -117,6 +117,8 @@ def test_a_saved_receipt_verifies_offline(saved: Path, stack: LocalStack) -> Non
     checks = [check.check for check in audited.checks]
     for check in ("tcb-status", "mrenclave", "report-data", "work-id", "receipt-signature"):
         assert check in checks
+    # The receipt's Work-ID was listed as a second "work-id", beside the claims' (h25).
+    assert "receipt-work-id" in checks and len(checks) == len(set(checks)), checks
     # The collateral's validity at the time checked, under the name attest lists it by;
     # not under the name of one of its refusals, as if the collateral had expired.
     assert checks[0] == COLLATERAL_CHECK == "collateral"

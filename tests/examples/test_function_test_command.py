@@ -123,6 +123,6 @@ def test_files_left_out_for_their_names_are_counted_for_the_author(tmp_path: Pat
         assert result.returncode == 0, result.stdout + result.stderr
         outputs[output] = result.stdout
         assert sorted(os.listdir(tmp_path / f"result-{output}" / "output_1")) == ["ok.csv"]
-    assert "outputs: 3 file(s) left out for their names" in outputs["text"]
+    assert "outputs: 3 files left out for their names" in outputs["text"]
     assert "\u202e" not in outputs["text"]
     assert json.loads(outputs["json"])["outputs_left_out"] == 3

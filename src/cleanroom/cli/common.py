@@ -101,6 +101,11 @@ def spinner(text: str) -> Status:
     return console.status(Text(text))
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 file``, ``2 files``: a count with its noun (a plural of an added ``s``)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def print_line(text: str) -> None:
     """One line on stdout, as it is (no Rich: for results a script reads)."""
     sys.stdout.write(text + "\n")

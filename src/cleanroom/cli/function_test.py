@@ -11,6 +11,7 @@ import typer
 from cleanroom.cli.common import (
     EXIT_USAGE,
     SIZE_HELP,
+    counted,
     disk_mib,
     fail,
     json_output,
@@ -252,7 +253,7 @@ def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> Non
         stdout.print("outputs: withheld (larger than --disk)", markup=False)
     if result.outputs_left_out:
         stdout.print(
-            f"outputs: {result.outputs_left_out} file(s) left out for their names (a "
+            f"outputs: {counted(result.outputs_left_out, 'file')} left out for their names (a "
             "character a terminal acts on or does not show, a leading '-', a .git, a "
             "name a case- or normalisation-insensitive disk holds as another's, "
             ".manifest, a backslash, over 1,024 bytes: docs/threat-model.md)",
@@ -260,7 +261,9 @@ def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> Non
         )
     for output_id in outputs:
         files = [o for o in trial.outputs if o.name.split("/", 1)[0] == output_id]
-        stdout.print(f"{output_id}: {len(files)} file(s) in {out / output_id}", markup=False)
+        stdout.print(
+            f"{output_id}: {counted(len(files), 'file')} in {out / output_id}", markup=False
+        )
         for item in files:
             # The function names its files: shown escaped, as every untrusted text.
             stdout.print(f"  {shown(item.name.split('/', 1)[1])}  {_size(item.size)}", markup=False)

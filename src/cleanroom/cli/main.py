@@ -263,6 +263,9 @@ def _prepare(command: Any, shared: list[Any]) -> Any:
 WITHOUT_PROFILE = frozenset({"server", "admin"})
 """Commands that use no profile (a server's, the operator's): not given ``--profile``
 after their name (before it, the top-level option is accepted and unused)."""
+WITHOUT_RESULT = frozenset({"server"})
+"""Commands that print no result, only where they listen and a log: not given
+``--output`` after their name (it said it would print JSON, and printed the same text)."""
 
 
 class _LazyCommands(Mapping[str, Any]):
@@ -281,6 +284,8 @@ class _LazyCommands(Mapping[str, Any]):
             shared = self._shared
             if key in WITHOUT_PROFILE:  # --profile there would say it is used
                 shared = [param for param in shared if "--profile" not in param.opts]
+            if key in WITHOUT_RESULT:  # as --output would
+                shared = [param for param in shared if "--output" not in param.opts]
             self._built[key] = _prepare(_click_command(key, COMMANDS[key].load()), shared)
         return self._built[key]
 

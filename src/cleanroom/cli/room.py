@@ -22,6 +22,7 @@ from cleanroom.cli.common import (
     EXIT_REJECTED,
     EXIT_USAGE,
     check_new_directory,
+    counted,
     current_profile,
     fail,
     hint,
@@ -216,7 +217,7 @@ def _upload(name: str, input_id: str, local: Path) -> None:
             }
         )
         return
-    files = "1 file" if len(uploaded.files) == 1 else f"{len(uploaded.files)} files"
+    files = counted(len(uploaded.files), "file")
     if uploaded.already:
         stdout.print(
             f"{name}:{input_id} already holds exactly this ({files}, "
@@ -257,7 +258,8 @@ def _download_result(name: str, output_id: str, run: int, local: Path) -> None:
         )
         return
     stdout.print(
-        f"downloaded {len(result.files)} files of query run {run} to {result.directory}; "
+        f"downloaded {counted(len(result.files), 'file')} of query run {run} to "
+        f"{result.directory}; "
         f"manifest sha256 {sha256} matches the signed query receipt",
         markup=False,
     )
@@ -300,7 +302,7 @@ def _download(name: str, output_id: str, local: Path) -> None:
         )
     else:
         stdout.print(
-            f"downloaded {len(downloaded.files)} files to {downloaded.directory}; "
+            f"downloaded {counted(len(downloaded.files), 'file')} to {downloaded.directory}; "
             f"manifest sha256 {downloaded.sha256} matches the signed receipt"
         )
     if not succeeded:

@@ -30,6 +30,7 @@ from cleanroom.cli.account import failures, with_manager
 from cleanroom.cli.common import (
     EXIT_USAGE,
     SIZE_HELP,
+    counted,
     current_profile,
     disk_mib,
     fail,
@@ -218,7 +219,7 @@ def function_download(
     _show_files(found.files)
     _show_vendored(found.vendored)
     _show_warnings(found.warnings)
-    stderr.print(f"{len(found.files)} files ({size} bytes) unpacked into {directory}")
+    stderr.print(f"{counted(len(found.files), 'file')} ({size} bytes) unpacked into {directory}")
 
 
 def _function_id(value: str, option: str) -> str:
@@ -582,11 +583,12 @@ def _show_vendored(vendored: Vendored) -> None:
         else:
             state = f"RECORD: {len(item.differ)} differ, {len(item.missing)} missing"
         _print(
-            f"  {shown(item.name)} {shown(item.version)}: {len(item.files)} files, {state}, "
+            f"  {shown(item.name)} {shown(item.version)}: "
+            f"{counted(len(item.files), 'file')}, {state}, "
             f"digest {item.digest[:16]}"
         )
     if vendored.unrecorded:
-        _print(f"  {len(vendored.unrecorded)} files under packages/ are in no RECORD")
+        _print(f"  {counted(len(vendored.unrecorded), 'file')} under packages/ in no RECORD")
     if vendored.distributions:
         _print(
             "  (a RECORD is written by whoever built the function: to compare with the "

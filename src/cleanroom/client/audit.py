@@ -295,8 +295,10 @@ def verify_saved_receipt(
         receipt = verify_receipt(saved.receipt, saved.signature, worker_key=worker_key, spec=spec)
     checks += [
         CheckResult("receipt-signature", worker.worker_id, worker.worker_id, True, ""),
-        CheckResult("work-id", spec.work_id, receipt["work_id"], True, "the saved spec's"),
-        CheckResult("function", spec.function, receipt["function"], True, ""),
+        # Named apart from the claims' work-id above, which is listed too: the same name
+        # twice read as one check printed twice.
+        CheckResult("receipt-work-id", spec.work_id, receipt["work_id"], True, "the spec's"),
+        CheckResult("receipt-function", spec.function, receipt["function"], True, ""),
         CheckResult("room", spec.name, saved.room, True, "the saved spec's name"),
         CheckResult("receipt-inputs", "the spec's inputs, each by its owner", "yes", True, ""),
         CheckResult("receipt-outputs", "the spec's outputs", "yes", True, ""),
