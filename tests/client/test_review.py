@@ -246,6 +246,27 @@ def test_a_handler_function_not_seen_in_its_module_is_a_warning(
     assert all("handler.py" in warning.message for warning in warnings)
 
 
+def test_a_handler_function_not_seen_is_warned_of_with_the_functions_its_module_defines(
+    tmp_path: Path,
+) -> None:
+    """A seed-product script defines main() and calls it under `__main__`, which the
+    Worker never runs: the warning names what the module defines (not its private
+    helpers), for the deployer to give --handler handler.main (h25)."""
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text(
+        "def _read():\n    pass\n\ndef main():\n    _read()\n\nasync def later():\n"
+        "    pass\n\nif __name__ == '__main__':\n    main()\n"
+    )
+    bundle = pack(function)
+    (warning,) = check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle))
+    assert warning.check == "handler-function"
+    assert warning.message.endswith(
+        "; it defines main, later (the handler is called with no arguments: e.g. "
+        "--handler handler.main)"
+    ), warning.message
+
+
 @pytest.mark.parametrize(
     ("source", "runtime", "missing"),
     [

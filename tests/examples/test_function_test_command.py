@@ -126,3 +126,36 @@ def test_files_left_out_for_their_names_are_counted_for_the_author(tmp_path: Pat
     assert "outputs: 3 files left out for their names" in outputs["text"]
     assert "\u202e" not in outputs["text"]
     assert json.loads(outputs["json"])["outputs_left_out"] == 3
+
+
+def test_the_handler_is_checked_as_deploy_and_every_review_will_before_the_run(
+    tmp_path: Path,
+) -> None:
+    """A function written as a seed-product script (main() under `__main__`) ran, and
+    failed with a bare `AttributeError: module 'handler' has no attribute 'run'`; deploy
+    and every reviewer were warned, the author trying it was not (h25). Now the same
+    warnings come first, naming what the module defines, and a handler no module of the
+    function holds, or no module.function at all, is refused before any run (exit 2)."""
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text(
+        "import sys\n\ndef _helper():\n    pass\n\ndef main():\n    sys.exit(0)\n\n"
+        "if __name__ == '__main__':\n    main()\n"
+    )
+    for handler, says in (
+        ("nomod.run", "error: handler-module: the handler nomod.run is not in the function"),
+        ("run", "error: --handler run: give module.function, e.g. handler.run\n"),
+    ):
+        out = tmp_path / "refused"
+        refused = function_test(tmp_path, str(function), "--handler", handler, "--out", str(out))
+        assert refused.returncode == 2 and refused.stderr.startswith(says), refused.stderr
+        assert refused.stdout == "" and not out.exists()
+    require_sandbox()
+    result = function_test(tmp_path, str(function), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(
+        "warning: handler-function: the handler's module handler.py defines no run at its top level"
+    ), result.stderr
+    assert "; it defines main (the handler is called with no arguments: e.g. --handler " in (
+        result.stderr
+    )

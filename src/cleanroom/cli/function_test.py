@@ -20,10 +20,11 @@ from cleanroom.cli.common import (
     stderr,
     stdout,
 )
-from cleanroom.protocol.spec import Resources
+from cleanroom.protocol.spec import Resources, WorkSpec
 from cleanroom.protocol.text import shown
 
 if TYPE_CHECKING:
+    from cleanroom.client.review import ReviewWarning
     from cleanroom.enclave.runner import RunResult
     from cleanroom.enclave.trial import Trial
 
@@ -116,7 +117,10 @@ def function_test(
     """Run DIRECTORY's handler on test data, in the same sandbox and runtime as a Worker
     (bubblewrap: no network, the same syscall filter, /work layout, the limits), but
     without a TEE: nothing is attested or encrypted. Prints what each output received,
-    the resources used and the function's own output; exits 1 unless the run succeeded."""
+    the resources used and the function's own output; exits 1 unless the run succeeded.
+    The handler is checked first as deploy and every review check it: a module the
+    function does not have is refused (handler-module, exit 2); a handler not seen
+    defined, or an import the runtime lacks, is a warning."""
     from pydantic import ValidationError
 
     from cleanroom.client.access import parse_parameters
@@ -148,6 +152,18 @@ def function_test(
         if size is not None:  # given with or without a unit: the bound is in MiB
             fail(f"{size}: {first['msg']} MiB", EXIT_USAGE)
         fail(f"{_LIMIT_OPTIONS.get(where, where)}: {first['msg']}", EXIT_USAGE)
+    if _HANDLER.fullmatch(handler) is None:  # the spec's pattern: deploy would refuse it
+        fail(f"--handler {shown(handler)}: give module.function, e.g. handler.run", EXIT_USAGE)
+    try:
+        warnings = _handler_warnings(directory, handler, runtime)
+    except BundleError as error:  # the directory given is no bundle: exit 2, not 1
+        fail(str(error), EXIT_USAGE)
+    except CheckFailed as error:  # handler-module: as deploy refuses it, before a run
+        fail(str(error), EXIT_USAGE)
+    except OSError as error:
+        fail(f"{error.filename or directory}: {error.strerror}", EXIT_USAGE)
+    for warning in warnings:
+        stderr.print(f"warning: {warning.check}: {warning.message}", markup=False)
     try:
         with stderr.status(f"running {directory} in the sandbox…"):
             trial = run_trial(
@@ -175,6 +191,7 @@ def function_test(
                 "cpu_seconds": result.cpu_seconds,
                 "memory_peak_bytes": result.memory_peak_bytes,
                 "disk_bytes": result.disk_bytes,
+                "warnings": [warning.to_json() for warning in warnings],
                 "outputs_withheld": result.outputs_withheld,
                 "outputs_left_out": result.outputs_left_out,
                 "outputs": {
@@ -200,11 +217,27 @@ def function_test(
         raise typer.Exit(1)
 
 
+def _handler_warnings(directory: Path, handler: str, runtime: str) -> tuple[ReviewWarning, ...]:
+    """What deploy and every reviewer's inspect will say of the handler (review's
+    check_handler), said before the run: a seed-product script's main() under
+    ``__main__`` ran nothing and failed with a bare AttributeError of ``run``. A
+    runtime not in the catalogue is left to the run to refuse."""
+    from cleanroom.client.review import check_handler
+    from cleanroom.protocol.bundle import function_id, pack
+    from cleanroom.runtimes import CATALOGUE
+
+    if runtime not in CATALOGUE:
+        return ()
+    bundle = pack(directory)  # the same refusals as an upload
+    return check_handler(bundle, handler, runtime, function=function_id(bundle))
+
+
 _LIMIT_OPTIONS = {
     "timeout_s": "--timeout (seconds)",
     "cpu_s": "--cpu (seconds)",
     "processes": "--processes",
 }
+_HANDLER = re.compile(WorkSpec.model_fields["handler"].metadata[0].pattern)
 _NO_MODULE = re.compile(rb"ModuleNotFoundError: No module named '([A-Za-z_][A-Za-z0-9_]{0,99})")
 
 

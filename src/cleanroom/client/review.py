@@ -607,6 +607,20 @@ def handler_warnings(
     names = _bound_names(tree.body)
     if handler.attribute in names or "__getattr__" in names or _may_bind_unseen(tree):
         return imports
+    # A seed-product script's entry point is often main(), called under `__main__`,
+    # which the Worker never runs: name what the module does define.
+    defined = [
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and not node.name.startswith("_")
+    ]
+    instead = (
+        f"; it defines {', '.join(map(shown, defined))} (the handler is called with no "
+        f"arguments: e.g. --handler {shown(handler.module)}.{shown(defined[0])})"
+        if defined
+        else ""
+    )
     return (
         *imports,
         ReviewWarning(
@@ -614,7 +628,7 @@ def handler_warnings(
             (handler.path, handler.attribute),
             f"the handler's module {shown(handler.path)} defines no {shown(handler.attribute)} "
             "at its top level (no def, class, assignment or import of it): the run will fail "
-            "unless the module binds it in a way not read here",
+            f"unless the module binds it in a way not read here{instead}",
         ),
     )
 
