@@ -159,3 +159,26 @@ def test_the_handler_is_checked_as_deploy_and_every_review_will_before_the_run(
     assert "; it defines main (the handler is called with no arguments: e.g. --handler " in (
         result.stderr
     )
+
+
+def test_a_path_under_work_the_sandbox_lacks_is_shown_with_the_layout(tmp_path: Path) -> None:
+    """A function that opens /work/input/… (not inputs/) failed with the traceback alone,
+    which named the path and not where the data is (h25)."""
+    require_sandbox()
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text(
+        "def run():\n    open('/work/input/input_1/customers.csv').read()\n"
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "customers.csv").write_text("email\na@x\n")
+    result = function_test(
+        tmp_path, str(function), "--input", f"input_1={data}", "--out", str(tmp_path / "out")
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "hint: /work/input/input_1/customers.csv is not in the sandbox: it has "
+        "/work/inputs/ID/ (here: input_1), /work/outputs/ID/ (here: output_1), "
+        "/work/parameters.json and /work/function/ (examples/README.md)"
+    ), result.stderr

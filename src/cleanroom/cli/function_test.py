@@ -214,7 +214,29 @@ def function_test(
         missing = _in_another_runtime(result.log, runtime)
         if missing is not None:
             stderr.print(missing, markup=False)
+        layout = _not_in_the_layout(result.log, sorted(inputs), output_ids or ["output_1"])
+        if layout is not None:
+            stderr.print(layout, markup=False)
         raise typer.Exit(1)
+
+
+_NOT_FOUND = re.compile(rb"No such file or directory: '(/work/[^'\n]{0,200})'")
+
+
+def _not_in_the_layout(log: bytes, inputs: list[str], outputs: list[str]) -> str | None:
+    """A hint when the run failed opening a path under /work that the sandbox does not
+    have (``/work/input/…`` for ``/work/inputs/…``, an input id not given): the
+    traceback named the path, and nothing said where the data is."""
+    found = _NOT_FOUND.search(log)
+    if found is None:
+        return None
+    path = found.group(1).decode(errors="replace")
+    ids = ", ".join(inputs) or "none given"
+    return (
+        f"hint: {shown(path)} is not in the sandbox: it has /work/inputs/ID/ (here: {ids}), "
+        f"/work/outputs/ID/ (here: {', '.join(outputs)}), /work/parameters.json and "
+        "/work/function/ (examples/README.md)"
+    )
 
 
 def _handler_warnings(directory: Path, handler: str, runtime: str) -> tuple[ReviewWarning, ...]:
