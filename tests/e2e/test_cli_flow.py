@@ -13,7 +13,7 @@ from pathlib import Path
 from cleanroom.insecure.demodata import write_overlap_inputs
 from cleanroom.insecure.localstack import LocalStack
 from tests.e2e.conftest import User
-from tests.e2e.helpers import approve, deploy
+from tests.e2e.helpers import approve, deploy, write
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAP = REPO / "examples" / "functions" / "overlap"
@@ -276,3 +276,34 @@ def test_a_client_disabled_and_enabled_again_is_logged_in_again_by_its_next_comm
     assert list(json.loads(tokens.read_text())["tokens"]) == ["manager"]
     alice("attest", "relogin")  # a new room token
     alice("delete", "relogin", "--yes")
+
+
+WRITES_ONE = """
+import pathlib
+
+def run():
+    pathlib.Path("outputs/output_1/count.txt").write_text("1")
+"""
+
+
+def test_an_empty_output_is_said_to_be_empty(
+    stack: LocalStack, alice: User, bob: User, tmp_path: Path
+) -> None:
+    """A function that writes nothing to one output (a seed-product script that knows
+    only output_1): its recipient's download said "downloaded 0 files" and nothing
+    else, as if something had been lost on the way (h25)."""
+    room = "cli-empty"
+    deploy(alice, bob, tmp_path, room, handler=WRITES_ONE)
+    approve(bob, room)
+    alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+    bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n"))
+    assert alice.client.run(room, wait=True).succeeded
+    empty = as_user(bob, "data", "cp", f"{room}:output_2", str(tmp_path / "empty"))
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.startswith("downloaded 0 files to "), empty.stdout
+    assert empty.stderr.splitlines()[-1] == (
+        "note: output_2 is empty: the run wrote nothing to /work/outputs/output_2/"
+    ), empty.stderr
+    full = as_user(alice, "data", "cp", f"{room}:output_1", str(tmp_path / "full"))
+    assert full.returncode == 0 and full.stdout.startswith("downloaded 2 files to ")
+    assert "note:" not in full.stderr, full.stderr

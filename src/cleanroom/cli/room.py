@@ -305,6 +305,11 @@ def _download(name: str, output_id: str, local: Path) -> None:
             f"downloaded {counted(len(downloaded.files), 'file')} to {downloaded.directory}; "
             f"manifest sha256 {downloaded.sha256} matches the signed receipt"
         )
+    if not downloaded.files and succeeded:  # said, as a run that wrote it nothing is
+        stderr.print(
+            f"note: {output_id} is empty: the run wrote nothing to /work/outputs/{output_id}/",
+            markup=False,
+        )
     if not succeeded:
         fail(
             f"the run of {name} ended {shown(ended.get('status'))} (exit status "
