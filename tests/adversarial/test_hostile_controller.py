@@ -53,6 +53,23 @@ def refused(action: Callable[[], object], check: str) -> CheckFailed | ServerErr
     return error
 
 
+def unconfirmed(action: Callable[[], object], proxy: TamperingProxy, check: str) -> None:
+    """Run the upload ``action`` while the Controller also answers the uploader's fate
+    question itself (``502``): refused ``upload-unconfirmed``, naming ``check``, the
+    check that refused the Controller's answer to the upload. (With the question
+    relayed, the Worker's sealed answer settles the upload: tests/adversarial/
+    test_upload_fate.py.)"""
+
+    def withhold(message: Message) -> None:
+        if message.path.endswith("/fate"):
+            message.relay = False
+            message.status, message.response = 502, b'{"status":502,"title":"Bad Gateway"}'
+
+    proxy.on_request = withhold
+    error = refused(action, "upload-unconfirmed")
+    assert f"{check}:" in str(error) or f"({check}" in str(error), f"{check} not named: {error}"
+
+
 def on_path(suffix: str, change: Callable[[Message], None]) -> Callable[[Message], None]:
     def hook(message: Message) -> None:
         if message.path.endswith(suffix):
@@ -425,9 +442,10 @@ def test_a_body_cut_inside_a_frame_is_refused(
 def test_a_lost_acknowledgement_is_retried_and_the_worker_says_it_has_exactly_this(
     alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
-    """The Controller garbles the Worker's acknowledgement: the client refuses it (it
-    is sealed in the session), and a retry of the same data is acknowledged as already
-    there, again under a session key; other data is still refused."""
+    """The Controller garbles the Worker's acknowledgement (and answers the uploader's
+    fate question itself): the client refuses it (it is sealed in the session), and a
+    retry of the same data is acknowledged as already there, again under a session
+    key; other data is still refused."""
     data = write(tmp_path / "a", "a@x\nb@x\n")
 
     def garble(message: Message) -> None:
@@ -436,7 +454,7 @@ def test_a_lost_acknowledgement_is_retried_and_the_worker_says_it_has_exactly_th
         message.response = json.dumps(document).encode()
 
     proxy.on_response = on_path("/upload", garble)
-    refused(lambda: alice.client.upload(room, "input_1", data), "record-authentication")
+    unconfirmed(lambda: alice.client.upload(room, "input_1", data), proxy, "record-authentication")
     proxy.reset()
     retried = alice.client.upload(room, "input_1", data)
     assert retried.already
@@ -459,8 +477,9 @@ def test_an_acknowledgement_from_another_upload_is_refused(
         message.response = acks[0]  # alice's, sealed in her session: not bob's
 
     proxy.on_response = on_path("/upload", replay)
-    refused(
+    unconfirmed(
         lambda: bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n")),
+        proxy,
         "record-authentication",
     )
 

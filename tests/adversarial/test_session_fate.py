@@ -273,7 +273,7 @@ def test_a_fate_answer_the_controller_tampered_with_is_refused(
     # The command the hint names, as the runner would type it: the Worker says it ran.
     answer = Cli(alice.home)("--output", "json", *command.group(1).split())
     assert json.loads(answer.stdout) == {
-        "session": command.group(1).split()[-1], "ran": True, "run": before + 1,
+        "session": command.group(1).split()[-1], "ran": True, "run": before + 1, "stored": False,
     }  # fmt: skip
     assert budget(alice.client, sql_room)["runs"] == before + 1
 
@@ -317,4 +317,9 @@ def test_the_fate_command_takes_a_session_id_that_begins_with_a_dash(
     answer = Cli(alice.home)(
         "--output", "json", "--profile", "alice", "fate", sql_room, "--", "-" + "A" * 21
     )
-    assert json.loads(answer.stdout) == {"session": "-" + "A" * 21, "ran": False, "run": None}
+    assert json.loads(answer.stdout) == {
+        "session": "-" + "A" * 21,
+        "ran": False,
+        "run": None,
+        "stored": False,
+    }

@@ -2,7 +2,10 @@
 Controller can neither drop it, change it, replay another session's, nor stand in
 one of its own (the unauthenticated form it could once forge). Each is refused by the
 check that names what is wrong: no acknowledgement (``upload``), a record not sealed in
-this session (``record-authentication``), or no record at all (``record-frame``)."""
+this session (``record-authentication``), or no record at all (``record-frame``). The
+client then asks the Worker what became of the upload (tests/adversarial/
+test_upload_fate.py); here the Controller answers that question itself too, and the
+upload is ``upload-unconfirmed``, naming the check."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 from cleanroom.protocol.encoding import b64u, from_b64u
 from tests.adversarial.proxy import TamperingProxy
-from tests.adversarial.test_hostile_controller import json_change, on_path, refused, room
+from tests.adversarial.test_hostile_controller import json_change, on_path, room, unconfirmed
 from tests.e2e.conftest import User
 from tests.e2e.helpers import write
 
@@ -21,8 +24,9 @@ def test_an_upload_without_the_workers_ack_is_refused(
     alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
 ) -> None:
     proxy.on_response = on_path("/upload", json_change(lambda d: d.pop("ack"), response=True))
-    refused(
+    unconfirmed(
         lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        proxy,
         "upload",  # no acknowledgement in the answer
     )
 
@@ -36,8 +40,9 @@ def test_a_changed_ack_is_refused(
         document["ack"] = b64u(bytes(sealed))
 
     proxy.on_response = on_path("/upload", json_change(flip, response=True))
-    refused(
+    unconfirmed(
         lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        proxy,
         "record-authentication",
     )
 
@@ -53,8 +58,9 @@ def test_the_ack_of_another_session_is_refused(
         document["ack"] = kept["ack"]
 
     proxy.on_response = on_path("/upload", json_change(replay, response=True))
-    refused(
+    unconfirmed(
         lambda: bob.client.upload(room, "input_2", write(tmp_path / "b", "b@x\n")),
+        proxy,
         "record-authentication",
     )
 
@@ -66,7 +72,8 @@ def test_an_ack_the_controller_wrote_itself_is_refused(
         document["ack"] = b64u(b'{"type":"cleanroom/upload-ack/v1","input":"input_1"}')
 
     proxy.on_response = on_path("/upload", json_change(forge, response=True))
-    refused(
+    unconfirmed(
         lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        proxy,
         "record-frame",  # not a record at all
     )

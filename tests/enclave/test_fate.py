@@ -18,9 +18,17 @@ from cleanroom.protocol.handshake import SessionKeys
 from cleanroom.protocol.query_receipt import QUERY_RECORD, open_refusal, query_request
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.run_request import seal_run_request
-from cleanroom.protocol.spec import FatePurpose, RunPurpose
+from cleanroom.protocol.spec import FatePurpose, RunPurpose, UploadPurpose
 from tests.enclave import test_room, test_sqlroom
-from tests.enclave.test_room import ALICE_DATA, BOB_DATA, HANDLER, make_room, session, upload
+from tests.enclave.test_room import (
+    ALICE_DATA,
+    BOB_DATA,
+    HANDLER,
+    make_room,
+    session,
+    upload,
+    upload_frames,
+)
 from tests.protocol.fixtures import ALICE, ALICE_ID, BOB, BOB_ID
 from tests.sql.fixtures import alice_csv, bob_csv, sql_spec
 
@@ -158,3 +166,121 @@ def test_a_query_names_its_run_and_one_being_checked_when_closed_never_runs(
     assert answers == [SessionFate(racing.session_id, False, None)]
     assert sorted(sql_room.runs) == [number]
     assert ask(sql_room, ALICE, racing.session_id).ran is False
+
+
+# ------------------------------------------------------------ upload sessions
+
+
+def ask_upload(room: CleanRoom, user: object, asked: str) -> SessionFate:
+    """A fate question about upload session ``asked``, as the uploader's client asks it."""
+    keys = session(room, user, FatePurpose(op="fate", session=asked))  # type: ignore[arg-type]
+    sealed = room.fate(keys.session_id, seal_fate_request(keys))
+    return open_fate(keys, sealed, session=asked, sql=room.SQL, upload=True)
+
+
+@pytest.fixture
+def empty_room(tmp_path: Path, confinement: Sandbox) -> CleanRoom:
+    return make_room(tmp_path, confinement, HANDLER)
+
+
+def test_an_upload_session_that_stored_its_input_is_said_to_have_stored_it(
+    empty_room: CleanRoom,
+) -> None:
+    """The Controller relayed the body and dropped the acknowledgement: the uploader asks,
+    and the Worker says, sealed, that the session stored her input; only she may ask."""
+    keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    empty_room.upload(keys.session_id, upload_frames(keys, "input_1", {"e.csv": ALICE_DATA}))
+    stored = SessionFate(keys.session_id, False, None, stored=True)
+    assert ask_upload(empty_room, ALICE, keys.session_id) == stored
+    assert ask_upload(empty_room, ALICE, keys.session_id) == stored  # asked again: the same
+    with pytest.raises(RunError) as caught:
+        ask_upload(empty_room, BOB, keys.session_id)
+    assert caught.value.check == "fate-owner", caught.value
+
+
+def test_an_upload_burnt_by_its_first_frame_is_closed_and_uploading_again_is_safe(
+    empty_room: CleanRoom,
+) -> None:
+    """The Controller sends the uploader's first frame alone (it takes her session, then
+    ends short) and her whole body after it (session-used): asked, the Worker says the
+    session stored nothing, and a new session's upload of the same is new, not already."""
+    keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    frames = upload_frames(keys, "input_1", {"e.csv": ALICE_DATA})
+    with pytest.raises(UploadError) as short:
+        empty_room.upload(keys.session_id, frames[:1])
+    assert short.value.check == "upload-truncated", short.value
+    with pytest.raises(UploadError) as used:
+        empty_room.upload(keys.session_id, frames)
+    assert used.value.check == "session-used", used.value
+    assert ask_upload(empty_room, ALICE, keys.session_id) == SessionFate(
+        keys.session_id, False, None
+    )
+    again = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    stream = empty_room.begin_upload(again.session_id)
+    for frame in upload_frames(again, "input_1", {"e.csv": ALICE_DATA}):
+        stream.feed(frame)
+    stream.finish()
+    assert not stream.already
+
+
+def test_an_upload_under_way_when_its_session_is_closed_stores_nothing(
+    empty_room: CleanRoom,
+) -> None:
+    """The Controller sends the first frames of the body, answers the uploader a 502 and
+    holds the rest: her question closes the session, and the rest, sent afterwards, is
+    refused at its end (session-closed), nothing stored; the answer stays 'closed'."""
+    keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    frames = upload_frames(keys, "input_1", {"e.csv": ALICE_DATA})
+    stream = empty_room.begin_upload(keys.session_id)
+    stream.feed(frames[0])
+    closed = SessionFate(keys.session_id, False, None)
+    assert ask_upload(empty_room, ALICE, keys.session_id) == closed
+    for frame in frames[1:]:
+        stream.feed(frame)
+    with pytest.raises(RunError) as caught:
+        stream.finish()
+    assert caught.value.check == "session-closed", caught.value
+    assert "input_1" not in empty_room.status(bytes(32))[0]["inputs"]
+    assert ask_upload(empty_room, ALICE, keys.session_id) == closed
+    upload(empty_room, ALICE, "input_1", ALICE_DATA)  # uploading again is safe
+
+
+def test_a_retry_under_way_when_its_session_is_closed_is_not_acknowledged(
+    empty_room: CleanRoom,
+) -> None:
+    """The same for a retry of an input already there: 'closed' and then an
+    acknowledgement 'already' of the same session would contradict each other."""
+    upload(empty_room, ALICE, "input_1", ALICE_DATA)
+    keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    frames = upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA})
+    stream = empty_room.begin_upload(keys.session_id)
+    stream.feed(frames[0])
+    assert ask_upload(empty_room, ALICE, keys.session_id).stored is False
+    for frame in frames[1:]:
+        stream.feed(frame)
+    with pytest.raises(RunError) as caught:
+        stream.finish()
+    assert caught.value.check == "session-closed", caught.value
+
+
+def test_the_memory_of_closed_sessions_is_only_of_requests_under_way(
+    empty_room: CleanRoom,
+) -> None:
+    """A fate question about a session with nothing under way needs no memory of it (a
+    session neither fresh nor under way can never start anything); one under way is
+    remembered until its request ends. The Worker's memory was every session ever
+    asked about, for ever."""
+    for _ in range(5):
+        held = session(empty_room, ALICE, RunPurpose(op="run"))
+        assert ask(empty_room, ALICE, held.session_id).ran is False
+    assert ask(empty_room, ALICE, "AAAAAAAAAAAAAAAAAAAAAA").ran is False
+    assert empty_room._closed == set()
+    keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    frames = upload_frames(keys, "input_1", {"e.csv": ALICE_DATA})
+    stream = empty_room.begin_upload(keys.session_id)
+    stream.feed(frames[0])
+    ask_upload(empty_room, ALICE, keys.session_id)
+    assert empty_room._closed == {keys.session_id}
+    stream.abort()  # the Controller ended the body short
+    assert empty_room._closed == set() and empty_room._pending == {}
+    assert ask_upload(empty_room, ALICE, keys.session_id).stored is False

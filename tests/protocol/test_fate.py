@@ -117,14 +117,31 @@ def test_a_question_not_sealed_in_its_session_is_refused() -> None:
         assert caught.value.check == check, f"{what}: {caught.value}"
 
 
-def test_only_a_runner_asks_what_became_of_a_run_session() -> None:
+def test_only_a_runner_or_an_uploader_asks_what_became_of_a_session() -> None:
+    """A runner asks about her run sessions, an input's owner about her upload sessions
+    (whose session it is, the Worker checks: fate-owner); anyone else is refused."""
     from cleanroom.protocol.errors import AccessDenied
     from cleanroom.protocol.spec import WorkSpec
     from tests.protocol.fixtures import ALICE_ID, BOB_ID, SPEC_DOCUMENT
 
     spec = WorkSpec.parse(SPEC_DOCUMENT)
     purpose = FatePurpose(op="fate", session=ASKED)
-    authorize(spec, ALICE_ID, purpose)
+    authorize(spec, ALICE_ID, purpose)  # a runner
+    authorize(spec, BOB_ID, purpose)  # input_2's owner
+    alone = WorkSpec.parse({**SPEC_DOCUMENT, "inputs": {"input_1": ALICE_ID, "input_2": ALICE_ID}})
     with pytest.raises(AccessDenied) as caught:
-        authorize(spec, BOB_ID, purpose)
+        authorize(alone, BOB_ID, purpose)
     assert caught.value.check == "runner"
+
+
+def test_an_upload_sessions_answer_is_stored_or_closed_and_a_run_sessions_never_stored() -> None:
+    """``stored`` is an upload session's answer only, ``ran`` a run session's only: the
+    client asking about one kind refuses the other's (session-fate)."""
+    stored = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True))
+    assert open_fate(KEYS, stored, session=ASKED, sql=False, upload=True).stored is True
+    assert open_fate(KEYS, stored, session=ASKED, sql=True, upload=None).stored is True
+    ran = seal_fate(KEYS, SessionFate(ASKED, True, None))
+    for frame, upload in ((stored, False), (ran, True)):
+        with pytest.raises(CheckFailed) as caught:
+            open_fate(KEYS, frame, session=ASKED, sql=False, upload=upload)
+        assert caught.value.check == "session-fate", caught.value

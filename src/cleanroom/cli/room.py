@@ -391,30 +391,40 @@ def fate(
     name: Annotated[str, typer.Argument(help="The clean room.")],
     session: Annotated[
         str,
-        typer.Argument(help="The run session a refusal named (after --: it may begin with -)."),
+        typer.Argument(
+            help="The run or upload session a refusal named (after --: it may begin with -)."
+        ),
     ],
 ) -> None:
-    """Ask the Worker what became of a run session of yours whose answer you could not confirm.
+    """Ask the Worker what became of a run or upload session of yours you could not confirm.
 
     Such an answer is a refusal in the clear, a 502, a cut connection: the compute
     server's word, which it may give of a request it relayed all the same.
 
     The Worker answers sealed to a new session of yours: the session ran (a query: its
-    run's number, for `cleanroom receipt` or `data cp`), or it started nothing and, from
-    this answer on, never will; then asking again is safe. `run` and `query` ask this
-    themselves and name this command when they could not get the answer.
+    run's number, for `cleanroom receipt` or `data cp`), an upload session stored its
+    input, or it started or stored nothing and, from this answer on, never will; then
+    asking again is safe. `run`, `query` and `data cp` ask this themselves and name this
+    command when they could not get the answer.
     """
     with failures():
         answer = _client().fate(name, session)
     if json_output():
-        print_json({"session": answer.session, "ran": answer.ran, "run": answer.run})
+        print_json(
+            {"session": answer.session, "ran": answer.ran, "run": answer.run,
+             "stored": answer.stored}
+        )  # fmt: skip
     elif answer.ran:
         which = "the room's run" if answer.run is None else f"query run {answer.run}"
         stdout.print(f"{name}: session {session} ran: {which} (the Worker's sealed answer)")
+    elif answer.stored:
+        stdout.print(
+            f"{name}: upload session {session} stored its input (the Worker's sealed answer)"
+        )
     else:
         stdout.print(
-            f"{name}: session {session} started nothing and now never will (the Worker's "
-            "sealed answer): asking again is safe"
+            f"{name}: session {session} started or stored nothing and now never will (the "
+            "Worker's sealed answer): asking again is safe"
         )
 
 

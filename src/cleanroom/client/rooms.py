@@ -45,7 +45,7 @@ from cleanroom.client.phase1 import AttestedWorker, verify_attester_evidence
 from cleanroom.client.profile import Approval, Profile, write_atomic
 from cleanroom.client.review import Review, approve_review, fetch_review, record_inspection
 from cleanroom.errors import CheckFailed
-from cleanroom.protocol.acks import UploadRefused, open_ack, open_upload_refusal
+from cleanroom.protocol.acks import Ack, UploadRefused, open_ack, open_upload_refusal
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import canonical, from_b64u
 from cleanroom.protocol.errors import MessageFormatError, RecordError
@@ -702,26 +702,77 @@ class CleanRoomClient:
         files = _input_files(source)
         _check_manifest_size(input_id, files)
         with self._compute(room) as compute:
-            _attestation, keys = self._open(
+            attestation, keys = self._open(
                 compute, room, spec, UploadPurpose(op="upload", input=input_id)
             )
             salt = input_salt(self.profile.user_key, spec.work_id, input_id)
             upload = _Upload(keys, input_id, salt, files, progress)
             try:
-                answer = compute.upload_stream(
-                    room.name,
-                    keys.session_id,
-                    upload.frames(),
-                    answer_within=_acknowledged_within(spec),
-                )
-            except ServerError as error:
-                relatives = [relative for relative, _path in files]
-                raise _opened_refusal(error, keys, input_id, relatives) from None
-        digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
-        ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
+                try:
+                    answer = compute.upload_stream(
+                        room.name,
+                        keys.session_id,
+                        upload.frames(),
+                        answer_within=_acknowledged_within(spec),
+                    )
+                except ServerError as error:
+                    relatives = [relative for relative, _path in files]
+                    raise _opened_refusal(error, keys, input_id, relatives) from None
+                digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
+                ack = open_ack(keys, answer, input_id=input_id, sha256=digest, size=upload.sent)
+            except UploadRefused:
+                raise  # the Worker's refusal, sealed in this session: nothing stored
+            except (ServerError, CheckFailed) as unconfirmed:
+                # The Controller's word (a refusal in the clear, a 502, a cut, no or a
+                # garbled acknowledgement): it may have relayed the body all the same, or
+                # burnt the session with a frame of it. The Worker says, sealed, whether
+                # this session stored the input; if not, it never will.
+                self._settle_upload(compute, attestation, keys.session_id, unconfirmed, name)
+                digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
+                ack = Ack(already=False, rows=None)  # stored: what else, the ack said
         self._remember_upload(name, spec.work_id, input_id, digest)
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
         return UploadResult(input_id, digest, sizes, upload.sent, ack.already, ack.rows)
+
+    def _settle_upload(
+        self,
+        compute: ComputeClient,
+        attestation: Attestation,
+        session_id: str,
+        answer: ServerError | CheckFailed,
+        name: str,
+    ) -> None:
+        """Return if upload session ``session_id``, whose upload got ``answer`` (one the
+        client cannot confirm), stored its input, as the Worker says sealed; else
+        :class:`SessionClosedError`: it stored nothing, and never will (uploading again
+        is safe), under the check ``answer`` named (``input-complete``, ``record-counter``
+        ...: why, as the compute server relayed it) or ``fate-closed`` where it named
+        none (a ``502``, a cut); ``upload-unconfirmed`` when the Worker's sealed answer
+        cannot be had either."""
+        try:
+            fate = self._fate(compute, attestation, session_id, upload=True)
+        except (ServerError, CheckFailed) as failure:
+            raise UntrustedAnswerError(
+                "upload-unconfirmed",
+                "the Worker's sealed answer: what became of the upload",
+                f"{answer}; asked what became of it: {failure}",
+                "the compute server's answer cannot be confirmed, and neither can what "
+                "became of the upload: if the compute server sent it on whole, it is in",
+                f"`{self.profile.command(f'fate {name} -- {session_id}')}` asks the Worker "
+                "again; or upload again: the same content is acknowledged as already there",
+            ) from None
+        if not fate.stored:
+            named = answer.check is not None
+            raise SessionClosedError(
+                answer.check or "fate-closed",
+                answer.expected if named else "the input stored",
+                answer.actual if named else "nothing stored, and nothing ever will be",
+                f"the upload did not get in (the compute server answered: {answer}); the "
+                "Worker says, sealed to you, that this upload session stored nothing and "
+                "never will",
+                "uploading again is safe (if the room had this content already, the Worker "
+                "acknowledges it as already there)",
+            ) from None
 
     def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> WorkerStatus:
         """Start the run (only a runner may); the Worker's signed status after, or, with
@@ -791,9 +842,10 @@ class CleanRoomClient:
         return status
 
     def fate(self, name: str, session_id: str) -> SessionFate:
-        """What became of run session ``session_id`` of yours (the id a refusal named):
-        the Worker says, sealed to a new session of yours, that it ran (and which query
-        run), or that it started nothing and, from now on, never will."""
+        """What became of run or upload session ``session_id`` of yours (the id a refusal
+        named): the Worker says, sealed to a new session of yours, that it ran (and which
+        query run), or stored its input, or that it started or stored nothing and, from
+        now on, never will."""
         if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
             raise BadArgumentError(
                 "session-id",
@@ -805,14 +857,22 @@ class CleanRoomClient:
         room, spec = self.approved(name)
         with self._compute(room) as compute:
             attestation = self._attest(compute, room, spec)
-            return self._fate(compute, attestation, session_id)
+            return self._fate(compute, attestation, session_id, upload=None)
 
     def _fate(
-        self, compute: ComputeClient, attestation: Attestation, session_id: str
+        self,
+        compute: ComputeClient,
+        attestation: Attestation,
+        session_id: str,
+        *,
+        upload: bool | None = False,
     ) -> SessionFate:
+        """The Worker's sealed answer about ``session_id``: a run session's (``upload``
+        false), an upload session's (true), or either's (None)."""
         keys = self._next_session(compute, attestation, FatePurpose(op="fate", session=session_id))
         sealed = compute.fate(attestation.room.name, keys.session_id, seal_fate_request(keys))
-        return open_fate(keys, sealed, session=session_id, sql=attestation.spec.sql is not None)
+        sql = attestation.spec.sql is not None
+        return open_fate(keys, sealed, session=session_id, sql=sql, upload=upload)
 
     def _settle(
         self,

@@ -12,7 +12,9 @@ State rules (each refusal names its check):
 - after delete, nothing is served (`deleted`); a run that crashed leaves the
   clean room `failed` (redeploy);
 - a runner may ask, in a new session, what became of one of her run sessions
-  (:meth:`CleanRoom.fate`): it ran, or it is closed for good (`fate-owner`).
+  (:meth:`CleanRoom.fate`): it ran, or it is closed for good (`fate-owner`); an
+  uploader, what became of one of her upload sessions: it stored her input, or it is
+  closed for good (an upload under way in it is then refused, `session-closed`).
 
 Plaintext exists outside the sealed store only in the run's scratch workspace,
 which is wiped when the run ends.
@@ -110,9 +112,17 @@ class CleanRoom:
         self._opened: dict[str, float] = {}  # when each session was opened (self._clock)
         self._used: set[str] = set()
         # Every run session that started a run (a query run's number; None: the one run
-        # of a function room), with its user, and every one a fate question closed: both
-        # outlive the sessions' memory, so a fate answer never changes.
+        # of a function room), with its user, and every upload session that stored its
+        # input: both outlive the sessions' memory, so a fate answer never changes (each
+        # is bounded: one run, MAX_RUNS queries, one storing session per input).
         self._ran: dict[str, tuple[str, int | None]] = {}
+        self._stored: dict[str, str] = {}
+        # Sessions taken whose request is still under way (an upload's body, a query's
+        # checks), with their users, and those of them a fate question closed: each is
+        # left when its request ends, so both are bounded by the requests under way. A
+        # session neither fresh nor under way can never start anything (its handshake
+        # nonce is never accepted again): a fate answer "closed" needs no memory of it.
+        self._pending: dict[str, str] = {}
         self._closed: set[str] = set()
         self._inputs: dict[str, CompletedInput] = {}
         self._outputs: dict[str, tuple[str, list[StoredObject]]] = {}
@@ -213,7 +223,7 @@ class CleanRoom:
         """Take the upload session (its first frame opened under its key) and the input:
         the input as uploaded already (a retry), or None, the input now being uploaded."""
         with self._lock:
-            self._take(session_id, UploadPurpose)
+            session, _purpose = self._take(session_id, UploadPurpose)
             existing = self._inputs.get(input_id)
             if existing is None:
                 self._check_collecting(input_id)
@@ -223,7 +233,24 @@ class CleanRoom:
                         "busy",
                     )  # fmt: skip
                 self._uploading.add(input_id)
+            self._pending[session_id] = session.user_id
         return existing
+
+    def _check_open(self, session_id: str) -> None:
+        """A request under way in ``session_id`` may still take effect: a fate question
+        did not close its session meanwhile (``session-closed``). The caller holds the
+        lock."""
+        if session_id in self._closed:
+            raise RunError(
+                "session-closed", "a session no fate question closed", session_id,
+                "a fate question closed this session: its request takes no effect",
+            )  # fmt: skip
+
+    def _settled(self, session_id: str) -> None:
+        """The request under way in ``session_id`` ended (in effect or not)."""
+        with self._lock:
+            self._pending.pop(session_id, None)
+            self._closed.discard(session_id)
 
     def _check_collecting(self, input_id: str) -> None:
         if self._state != "collecting":
@@ -245,12 +272,29 @@ class CleanRoom:
         del input_id
         return {}
 
-    def _complete(self, input_id: str, result: CompletedInput | None) -> None:
+    def _complete(self, session_id: str, input_id: str, result: CompletedInput | None) -> None:
+        """The upload of ``input_id`` in ``session_id`` ends: ``result`` recorded (the
+        session as the one that stored it), or None (nothing stored)."""
         with self._lock:
             self._uploading.discard(input_id)
             if result is not None:
-                self._check_collecting(input_id)
+                try:
+                    self._check_open(session_id)
+                    self._check_collecting(input_id)
+                finally:
+                    self._settled(session_id)
                 self._inputs[input_id] = result
+                self._stored[session_id] = result.by
+            else:
+                self._settled(session_id)
+
+    def _retried(self, session_id: str) -> None:
+        """A retry's upload in ``session_id`` ends, acknowledged as already there."""
+        with self._lock:
+            try:
+                self._check_open(session_id)
+            finally:
+                self._settled(session_id)
 
     def upload(self, session_id: str, frames: Iterable[bytes]) -> CompletedInput:
         """A whole upload from an iterable of frames."""
@@ -474,6 +518,10 @@ class CleanRoom:
         """What became of the run session a fate session asks about, sealed to it:
         ``ran`` (and which run), or ``closed``: it started nothing, and now never will.
 
+        For an upload session: ``stored`` (it stored its input), or ``closed``: it
+        stored nothing, and now never will (an upload still under way in it is refused
+        at its end, ``session-closed``).
+
         The question is a record only the fate session's client seals
         (:mod:`cleanroom.protocol.fate`), opened before the session is used. A session
         the Worker knows to be another user's is refused (``fate-owner``)."""
@@ -485,19 +533,28 @@ class CleanRoom:
             session, purpose = self._take(session_id, FatePurpose)
             asked = purpose.session
             ran = self._ran.get(asked)
+            stored = self._stored.get(asked)
             opened = self._sessions.get(asked)
-            owner = ran[0] if ran is not None else opened.user_id if opened else None
+            owner = (
+                ran[0] if ran is not None
+                else stored if stored is not None
+                else self._pending.get(asked, opened.user_id if opened else None)
+            )  # fmt: skip
             if owner is not None and owner != session.user_id:
                 raise RunError(
                     "fate-owner", "a session of the user who asks", "another user's session",
                     "only the user who opened a session may ask what became of it",
                 )  # fmt: skip
-            if ran is None:
-                # Never to run: used, and closed for a query already past this check.
-                self._closed.add(asked)
+            if ran is None and stored is None:
+                # Never to take effect: used, and closed for a request under way in it
+                # (a query past this check, an upload's body still coming).
+                if asked in self._pending:
+                    self._closed.add(asked)
                 if opened is not None:
                     self._used.add(asked)
-            fate = SessionFate(asked, ran is not None, None if ran is None else ran[1])
+            fate = SessionFate(
+                asked, ran is not None, None if ran is None else ran[1], stored=stored is not None
+            )
             return seal_fate(session.keys, fate)
 
     # --------------------------------------------------------------- status
@@ -534,6 +591,8 @@ class CleanRoom:
             self._sessions.clear()
             self._opened.clear()
             self._ran.clear()
+            self._stored.clear()
+            self._pending.clear()
             self._closed.clear()
             self._store.erase()
 
@@ -601,6 +660,7 @@ class InputStream:
                 raise UploadError("upload-truncated", "a manifest", "none", "upload ended early")
             if self._existing is not None:
                 self._same_as_existing(self._existing, self._result)
+                self._room._retried(self._session.keys.session_id)
                 self.counts = {
                     "bytes": sum(stored.size for stored in self._existing.files),
                     **self._room._accepted_counts(self._input_id),
@@ -618,7 +678,7 @@ class InputStream:
                     "bytes": sum(stored.size for stored in self._result.files),
                     **accepted,
                 }
-                self._room._complete(self._input_id, self._result)
+                self._room._complete(self._session.keys.session_id, self._input_id, self._result)
         except BaseException:
             self.abort()
             raise
@@ -661,4 +721,6 @@ class InputStream:
             self._upload.abort()
         # Not claimed: nothing was taken, the session and the input are as they were.
         if self._claimed and self._existing is None:
-            self._room._complete(self._input_id, None)
+            self._room._complete(self._session.keys.session_id, self._input_id, None)
+        elif self._claimed:
+            self._room._settled(self._session.keys.session_id)

@@ -198,6 +198,7 @@ class SqlRoom(CleanRoom):
                 # quotes) and leaves the runner's session for her real query.
                 RecordReceiver(fresh.keys.client_to_worker, fresh.keys.session_id).open(frame)
             session, _purpose = self._take(session_id, RunPurpose)
+            self._pending[session_id] = session.user_id
         # Read back outside the room's lock (in time the queries charged take): the
         # charge, under it, reads the ledger again and refuses what no longer fits.
         spent = self.ledger.spent()
@@ -217,6 +218,8 @@ class SqlRoom(CleanRoom):
             # Its facts quote the query (text, parameters): sealed to the runner, as
             # the one Worker -> runner record of this session (no run, no detail).
             raise SealedRefusal(seal_refusal(session.keys, refusal)) from None
+        finally:
+            self._settled(session_id)
 
     def _check_runner(self, session: AcceptedHandshake, request: dict[str, Any]) -> None:
         """Whether this session's user may send this query (the spec alone decides)."""
@@ -254,12 +257,8 @@ class SqlRoom(CleanRoom):
         holds the room's lock)."""
         self._check_queryable()
         session_id = session.keys.session_id
-        if session_id in self._closed:
-            # A fate question answered "closed" while this query was being checked.
-            raise RunError(
-                "session-closed", "a session no fate question closed", session_id,
-                "a fate question closed this session: the query does not run",
-            )  # fmt: skip
+        # A fate question answered "closed" while this query was being checked.
+        self._check_open(session_id)
         if plan.dp is not None:
             self._dp_fits(plan.dp)
         number = len(self.runs) + 1

@@ -1,4 +1,4 @@
-"""What became of a run session: a runner's question, and the Worker's sealed answer.
+"""What became of a run or upload session: its user's question, the Worker's sealed answer.
 
 A runner whose run request or query got an answer she cannot confirm (a refusal in the
 clear, a 502, a cut connection) cannot tell whether the Controller relayed it: if it
@@ -10,11 +10,14 @@ in a new session whose purpose names the session she asks about,
 the one Worker→client record of that session, object ``fate/answer``, index 0, final,
 under its ``k_w2c``::
 
-    JCS({"type":"cleanroom/session-fate/v1","session":X,"fate":"ran"|"closed","run":n|null})
+    JCS({"type":"cleanroom/session-fate/v1","session":X,
+         "fate":"ran"|"stored"|"closed","run":n|null})
 
 ``ran``: X started the run (``run`` null: a function room's one run) or query run
-``n``. ``closed``: X started nothing and, from this answer on, never will: the Worker
-marks it used. Either is final, and asked again the answer is the same. X is in the
+``n``. ``stored``: upload session X stored its input (``run`` null). ``closed``: X
+started or stored nothing and, from this answer on, never will: the Worker marks it
+used, and a request still under way in it takes no effect. Either is final, and asked
+again the answer is the same. X is in the
 signed init, so in the keys that seal the answer: an answer about another session, of
 another question, or made up, does not open (``record-authentication``).
 """
@@ -35,16 +38,20 @@ FATE_REQUEST_TYPE = "cleanroom/fate-request/v1"
 FATE_RECORD = "fate/answer"
 FATE_TYPE = "cleanroom/session-fate/v1"
 _REQUEST = canonical({"type": FATE_REQUEST_TYPE})
+# What a session's fate may be: an upload session's, a run session's, either's.
+_FATES = {True: ("stored", "closed"), False: ("ran", "closed"), None: ("ran", "stored", "closed")}
 
 
 @dataclass(frozen=True)
 class SessionFate:
-    """The Worker's answer about run session ``session``: it ``ran`` (query run ``run``
-    in a SQL room, None in a function room), or it is closed and never runs."""
+    """The Worker's answer about session ``session``: it ``ran`` (query run ``run`` in a
+    SQL room, None in a function room), an upload session ``stored`` its input, or it is
+    closed and never does either."""
 
     session: str
     ran: bool
     run: int | None
+    stored: bool = False
 
 
 def seal_fate_request(keys: SessionKeys) -> bytes:
@@ -69,7 +76,7 @@ def fate_document(fate: SessionFate) -> dict[str, Any]:
     return {
         "type": FATE_TYPE,
         "session": fate.session,
-        "fate": "ran" if fate.ran else "closed",
+        "fate": "ran" if fate.ran else "stored" if fate.stored else "closed",
         "run": fate.run,
     }
 
@@ -80,13 +87,17 @@ def seal_fate(keys: SessionKeys, fate: SessionFate) -> bytes:
     return sender.seal(FATE_RECORD, canonical(fate_document(fate)), final=True)
 
 
-def open_fate(keys: SessionKeys, frame: bytes, *, session: str, sql: bool) -> SessionFate:
-    """The answer to this fate session's question about ``session``, in a SQL room or not.
+def open_fate(
+    keys: SessionKeys, frame: bytes, *, session: str, sql: bool, upload: bool | None = False
+) -> SessionFate:
+    """The answer to this fate session's question about ``session``, a run session in a
+    SQL room or not, an ``upload`` session, or either (``upload`` None).
 
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by the
     Worker in this session (another session's answer, one made up), ``session-fate`` for
     another record, another session's fate, or anything but the document above (a run
-    number exactly when a SQL room's session ran).
+    number exactly when a SQL room's session ran; ``stored`` only for an upload session,
+    ``ran`` never for one).
     """
     data = open_single(keys.worker_to_client, keys.session_id, frame, FATE_RECORD, "session-fate")
     try:
@@ -102,12 +113,12 @@ def open_fate(keys: SessionKeys, frame: bytes, *, session: str, sql: bool) -> Se
     numbered = type(run) is int and run >= 1
     if (
         document["type"] != FATE_TYPE
-        or document["fate"] not in ("ran", "closed")
+        or document["fate"] not in _FATES[upload]
         or (run is not None if not (ran and sql) else not numbered)
         or canonical(document) != data
     ):
         raise MessageFormatError("session-fate", FATE_TYPE, str(document)[:200], "bad answer")
-    return SessionFate(session, ran, run)
+    return SessionFate(session, ran, run, stored=document["fate"] == "stored")
 
 
 __all__ = [

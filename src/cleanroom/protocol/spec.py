@@ -156,8 +156,9 @@ class RunPurpose(BaseModel):
 
 
 class FatePurpose(BaseModel):
-    """A runner's question about one of her run sessions: what became of it
-    (:mod:`cleanroom.protocol.fate`). The Worker answers sealed in this session."""
+    """A runner's question about one of her run sessions, or an uploader's about one of
+    her upload sessions: what became of it (:mod:`cleanroom.protocol.fate`). The Worker
+    answers sealed in this session."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
     op: Literal["fate"]
@@ -203,6 +204,10 @@ def authorize(spec: WorkSpec, user: str, purpose: SessionPurpose) -> None:
             raise AccessDenied(
                 "output-recipient", recipient, user, f"only its recipient may read {purpose.output}"
             )
+    elif isinstance(purpose, FatePurpose) and user in spec.inputs.values():
+        # An uploader's question about one of her upload sessions (or a runner's about
+        # a run session): whose session it is, the Worker checks (fate-owner).
+        pass
     # A run, or a question about a run session (FatePurpose): runners only.
     elif user not in spec.runners and not (
         # Ad-hoc runners too: which query they may send is checked when it arrives.

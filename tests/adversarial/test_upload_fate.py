@@ -1,0 +1,141 @@
+"""A hostile Controller that answers an uploader with a refusal of its own: after
+relaying her body, after burning her session with her own first frame, or while it
+holds her body to send later (docs/protocol.md, "Session fate").
+
+The Worker takes an upload session with the first frame that opens under its key; the
+Controller, which relays that frame, can send it alone first (the session taken, the
+upload ended short, nothing stored) and her whole body after it (``session-used``), or
+relay it all and answer ``502``. Either way she was told a refusal in the clear and
+could not know whether her data got in. Her client now asks the Worker, in a new
+session, what became of the upload session: it stored her input, or it is closed for
+good (an upload still under way in it is then refused at its end).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from cleanroom.client.rooms import SessionClosedError
+from cleanroom.insecure.localstack import LocalStack
+from cleanroom.protocol.framing import decode_frames, encode_frames
+from tests.adversarial.proxy import Message, TamperingProxy
+from tests.adversarial.test_hostile_controller import refused, room
+from tests.adversarial.test_run_session import worker_of
+from tests.adversarial.test_session_fate import BAD_GATEWAY
+from tests.e2e.conftest import User
+from tests.e2e.helpers import write
+
+__all__ = ["room"]  # the fixture, shared with the other hostile-Controller tests
+
+UPLOAD = re.compile(r"/sessions/([^/]+)/upload$")
+
+
+def to_worker(
+    stack: LocalStack, alice: User, room: str, path: str, body: bytes
+) -> dict[str, object]:
+    """``body`` sent to the room's Worker straight over its socket, as the Controller can."""
+    worker = worker_of(stack.directory, alice.client.approved(room)[1].work_id)
+    try:
+        answer = worker.post(path, content=body)
+    finally:
+        worker.close()
+    document: dict[str, object] = json.loads(answer.text)
+    document["status"] = answer.status_code
+    return document
+
+
+def fates(proxy: TamperingProxy) -> list[Message]:
+    return [m for m in proxy.seen if m.path.endswith("/fate")]
+
+
+def test_an_upload_burnt_with_its_own_first_frame_is_closed_and_uploading_again_is_safe(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    room: str,
+    hostile_stack: tuple[LocalStack, TamperingProxy],
+) -> None:
+    """The Controller sends Alice's first frame alone (her session taken, the upload cut
+    short), then her whole body (``session-used``, relayed as it came). Before, that was
+    all she was told, the compute server's word; now the Worker says, sealed, that the
+    session stored nothing and never will (the refusal named as relayed, confirmed), and
+    her next upload is new, not 'already'."""
+    burnt: list[dict[str, object]] = []
+
+    def burn(message: Message) -> None:
+        found = UPLOAD.search(message.path)
+        if found is None or burnt:
+            return
+        first = next(decode_frames([message.body]))
+        path = f"/sessions/{found.group(1)}/upload"
+        burnt.append(
+            to_worker(hostile_stack[0], alice, room, path, b"".join(encode_frames([first])))
+        )
+
+    proxy.on_request = burn
+    source = write(tmp_path / "a", "a@x\n")
+    error = refused(lambda: alice.client.upload(room, "input_1", source), "session-used")
+    assert isinstance(error, SessionClosedError), f"not confirmed by the Worker: {error}"
+    assert "stored nothing and never will" in str(error), error
+    assert error.hint is not None and "uploading again is safe" in error.hint, error.hint
+    (short,) = burnt
+    assert short["check"] == "upload-truncated", short
+    assert [m.status for m in proxy.seen if UPLOAD.search(m.path)] == [409]
+    assert len(fates(proxy)) == 1
+    status = alice.client.status(room).worker
+    assert status is not None and "input_1" not in status.inputs
+    proxy.reset()
+    again = alice.client.upload(room, "input_1", source)
+    assert not again.already
+
+
+def test_an_upload_relayed_then_refused_by_the_controller_is_found_stored(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """The Controller relays the body and answers ``502`` in place of the Worker's
+    acknowledgement: the Worker says, sealed, that the session stored the input, and the
+    upload is reported done (before: a 502, the input in all the same)."""
+
+    def drop_ack(message: Message) -> None:
+        if UPLOAD.search(message.path) and message.status == 200:
+            message.status, message.response = 502, BAD_GATEWAY
+
+    proxy.on_response = drop_ack
+    uploaded = alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+    assert len(fates(proxy)) == 1 and fates(proxy)[0].status == 200
+    status = alice.client.status(room).worker
+    assert status is not None and status.inputs["input_1"]["sha256"] == uploaded.sha256
+
+
+def test_an_upload_held_by_the_controller_is_closed_before_it_is_sent(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    room: str,
+    hostile_stack: tuple[LocalStack, TamperingProxy],
+) -> None:
+    """The Controller keeps the body and answers ``502``: Alice's question closes the
+    session, so the body it sends afterwards (within the session's lifetime) stores
+    nothing (``session-used``): she was told 'not in', and it never gets in."""
+    held: list[Message] = []
+
+    def keep(message: Message) -> None:
+        if UPLOAD.search(message.path):
+            message.relay = False
+            message.status, message.response = 502, BAD_GATEWAY
+            held.append(message)
+
+    proxy.on_request = keep
+    refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n")),
+        "fate-closed",
+    )
+    (kept,) = held
+    found = UPLOAD.search(kept.path)
+    assert found is not None
+    late = to_worker(hostile_stack[0], alice, room, f"/sessions/{found.group(1)}/upload", kept.body)
+    assert late["status"] == 409 and late["check"] == "session-used", late
+    status = alice.client.status(room).worker
+    assert status is not None and "input_1" not in status.inputs
