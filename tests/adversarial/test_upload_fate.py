@@ -139,3 +139,49 @@ def test_an_upload_held_by_the_controller_is_closed_before_it_is_sent(
     assert late["status"] == 409 and late["check"] == "session-used", late
     status = alice.client.status(room).worker
     assert status is not None and "input_1" not in status.inputs
+
+
+def test_an_acknowledgement_answered_with_a_refusals_status_is_found_stored(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """The Controller answers ``409`` over the Worker's genuine acknowledgement (an HTTP
+    status other than the sealed answer's): the client, which reads no body of a
+    refusal as an acknowledgement, asks, and the Worker says the input is stored
+    (before: a refusal, the input in all the same)."""
+
+    def refusal_status(message: Message) -> None:
+        if UPLOAD.search(message.path) and message.status == 200:
+            message.status = 409
+
+    proxy.on_response = refusal_status
+    uploaded = alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+    assert not uploaded.already and len(fates(proxy)) == 1
+    status = alice.client.status(room).worker
+    assert status is not None and status.inputs["input_1"]["sha256"] == uploaded.sha256
+
+
+def test_a_refusal_answered_with_a_success_status_is_confirmed_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """The reverse: the Worker refuses other content for an input it has
+    (``input-complete``) and the Controller answers ``200`` over it, with Alice's own
+    earlier acknowledgement: refused (``record-authentication``, another session's),
+    and the Worker confirms, sealed, that this upload stored nothing; she is never told
+    'uploaded'."""
+    kept: list[bytes] = []
+    proxy.on_response = lambda m: kept.append(m.response) if UPLOAD.search(m.path) else None
+    first = alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+
+    def success_status(message: Message) -> None:
+        if UPLOAD.search(message.path):
+            assert message.status == 409, message.response
+            message.status, message.response = 200, kept[0]
+
+    proxy.on_response = success_status
+    error = refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "b", "c@x\n")),
+        "record-authentication",
+    )
+    assert isinstance(error, SessionClosedError), f"not confirmed by the Worker: {error}"
+    status = alice.client.status(room).worker
+    assert status is not None and status.inputs["input_1"]["sha256"] == first.sha256

@@ -113,7 +113,7 @@ COMMANDS: dict[str, Lazy] = {
     ),
     "fate": Lazy(
         "cleanroom.cli.room:fate",
-        "Ask the Worker what became of a run session of yours whose answer you could not confirm.",
+        "Ask the Worker what became of a run or upload session of yours you could not confirm.",
     ),
     "receipt": Lazy(
         "cleanroom.cli.receipt:receipt",

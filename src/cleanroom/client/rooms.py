@@ -767,7 +767,7 @@ class CleanRoomClient:
                 answer.check or "fate-closed",
                 answer.expected if named else "the input stored",
                 answer.actual if named else "nothing stored, and nothing ever will be",
-                f"the upload did not get in (the compute server answered: {answer}); the "
+                f"this upload stored nothing (the compute server answered: {answer}): the "
                 "Worker says, sealed to you, that this upload session stored nothing and "
                 "never will",
                 "uploading again is safe (if the room had this content already, the Worker "
