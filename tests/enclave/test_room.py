@@ -615,6 +615,48 @@ def test_a_failed_run_names_no_input_file_in_the_clear(
     assert "run failed" in caplog.text
 
 
+LEAKING_HANDLER = """
+import pathlib
+def run():
+    # A secret of the data (the overlap's size) in what the run uses: its disk to the
+    # page, its memory to the MiB, its CPU time; its outputs say nothing.
+    a = set(pathlib.Path("inputs/input_1/emails.csv").read_text().split())
+    b = set(pathlib.Path("inputs/input_2/emails.csv").read_text().split())
+    secret = len(a & b)
+    pathlib.Path("/tmp/pages").write_bytes(b"x" * (4096 * (100 + secret)))
+    held = bytearray((64 + 8 * secret) << 20)
+    pathlib.Path("outputs/output_1/nothing.txt").write_text("nothing")
+"""
+
+
+def test_the_workers_log_in_the_clear_names_no_figure_the_function_chose(
+    tmp_path: Path, confinement: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Worker's log is the host's to read (the Controller writes it to a file). It
+    said each run's peak memory and disk to the byte and its CPU time to the
+    nanosecond: figures the function sets as it likes, about 18 bits of disk and 19 of
+    memory per run under the default limits, past the receipt and every recipient
+    (h26's red team; the disk of this run was 4,096 x (100 + the overlap's size) bytes
+    and some). It says the status, the exit status and the seconds, as the signed status
+    and the receipt do."""
+    room = make_room(tmp_path, confinement, LEAKING_HANDLER)
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    keys = session(room, ALICE, RunPurpose(op="run"))
+    room.begin_run(keys.session_id, seal_run_request(keys))
+    with caplog.at_level(logging.INFO, logger="cleanroom.enclave"):
+        WorkerService._run(SimpleNamespace(room=room))  # type: ignore[arg-type]
+    result = room.last_run
+    assert result is not None and result.status == "succeeded", result
+    assert result.disk_bytes is not None and result.disk_bytes >= 4096 * 102
+    assert result.memory_peak_bytes is not None and result.memory_peak_bytes >= 80 << 20
+    assert "run ended succeeded (exit 0)" in caplog.text
+    for figure in (result.disk_bytes, result.memory_peak_bytes, result.cpu_seconds):
+        assert str(figure) not in caplog.text
+    said = f"run ended succeeded (exit 0) in {result.seconds:.2f} s; "
+    assert said + "; ".join(result.confinement) in caplog.text
+
+
 HOSTILE_NAMES = {
     "ansi": "a\x1b[31mred.csv",  # a terminal's colour, or an OSC sequence
     "newline": "line\nbreak.csv",

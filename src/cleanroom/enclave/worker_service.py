@@ -151,11 +151,14 @@ class WorkerService:
         except Exception as error:  # noqa: BLE001 - logged by log_failure
             log_failure(log, "run failed", error)
         result = self.room.last_run
-        if result is not None:  # sizes and times only: nothing of the data
+        # The host reads this log. What the run used (its peak memory and disk to the
+        # byte, its CPU time) is the function's to set, from the data if it likes: none
+        # of it is said here, only what the signed status says and the run's time, which
+        # the host sees anyway (docs/threat-model.md, "What the host sees of a run").
+        if result is not None:
             log.info(
-                "run ended %s (exit %s) in %.2f s, %s s CPU, peak memory %s B, disk %s B; %s",
-                result.status, result.exit_code, result.seconds, result.cpu_seconds,
-                result.memory_peak_bytes, result.disk_bytes, "; ".join(result.confinement),
+                "run ended %s (exit %s) in %.2f s; %s",
+                result.status, result.exit_code, result.seconds, "; ".join(result.confinement),
             )  # fmt: skip
 
     def app(self) -> Starlette:
