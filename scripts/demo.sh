@@ -12,6 +12,12 @@ fi
 # Functions run in bubblewrap (the sandbox, with a syscall filter built by libseccomp)
 # with util-linux's setpriv, unshare, mount, in a runtime made from the system's python3.11.
 bash scripts/system-packages.sh bubblewrap util-linux mount libseccomp2
+# A run holds files open past its descriptors (a mapping of each), bounded by its memory
+# alone: the host's count of open files must be beyond it, as systemd sets it at boot
+# (enclave.runner.open_files_problem).
+if [ "$(cat /proc/sys/fs/file-max)" != 9223372036854775807 ]; then
+  sysctl -q -w fs.file-max=9223372036854775807
+fi
 if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
   bash scripts/system-packages.sh python3.11 python3.11-venv
 fi

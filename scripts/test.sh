@@ -69,6 +69,12 @@ if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
   bash scripts/system-packages.sh python3.11 python3.11-venv
 fi
 $as_root .venv/bin/cleanroom runtime install
+# A run holds files open past its descriptors (a mapping of each), bounded by its memory
+# alone: a Worker refuses a host whose count of open files (fs.file-max) its memory can
+# reach (enclave.runner.open_files_problem). As root, set it as systemd does at boot.
+if [ "$(id -u)" -eq 0 ] && [ "$(cat /proc/sys/fs/file-max)" != 9223372036854775807 ]; then
+  sysctl -q -w fs.file-max=9223372036854775807
+fi
 # Hash every file of the enclave images once, as signing an enclave does (servers then
 # only compare each file's stat with the record).
 echo "== measure"

@@ -1525,6 +1525,31 @@ def test_without_overlayfs_nothing_runs(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert caught.value.actual == "mount -t overlay: mount: unknown filesystem type 'overlay'."
 
 
+def test_a_host_whose_open_files_a_run_can_exhaust_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run holds open files past its descriptors by mapping each one (430 B of its
+    memory a file): a run of 8 processes held 480,000, a fifth of this host's
+    fs.file-max as the kernel sets it (h26's red team), and at the count every other
+    room's function and bubblewrap fail to open a file. No Worker starts on a host whose
+    count is within reach of its memory; this one's, raised as systemd raises it, is not
+    (the host below: the kernel's default for 24 GiB)."""
+    require_sandbox()
+    assert runner.open_files_problem() is None  # this host's: out of reach
+    file_max, meminfo = tmp_path / "file-max", tmp_path / "meminfo"
+    file_max.write_text("2466239\n")
+    meminfo.write_text("MemTotal:       24662392 kB\nMemFree:         1000000 kB\n")
+    monkeypatch.setattr(runner, "FILE_MAX", file_max)
+    monkeypatch.setattr(runner, "MEMINFO", meminfo)
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.actual == "fs.file-max 2466239 for 24084 MiB of memory"
+    assert "sysctl -w fs.file-max=" in (caught.value.hint or "")
+    file_max.write_text(str(24662392 * 1024 // runner.FILE_BYTES))
+    assert runner.open_files_problem() is None
+
+
 def test_without_root_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A uid of its own needs root: there is no unconfined fallback."""
     require_sandbox()

@@ -118,6 +118,36 @@ class NoConfinement:
         )
 
 
+# Every file the kernel holds open, on the whole host, draws on one count, fs.file-max,
+# which no namespace, cgroup or rlimit divides; only a process with CAP_SYS_ADMIN opens
+# past it. A descriptor is under RLIMIT_NOFILE, but a mapping of a file holds the file
+# open after its descriptor is closed: one run of 8 processes held 480,000 open files
+# with 4 descriptors each and 207 MiB of memory (h26's red team; 430 B of the run's
+# memory per file, a struct file and a mapping), a fifth of this host's fs.file-max
+# (2,466,239: the kernel's default, a tenth of the memory in KiB), so that a run under
+# the default 2 GiB could hold all of it for its wall time, and every other room's
+# function and bubblewrap (unprivileged) would fail to open a file (ENFILE). The run's
+# memory limit is the only bound, so the host's count must be out of reach of memory:
+# at least one file per FILE_BYTES of it (systemd sets fs.file-max to its maximum).
+FILE_BYTES = 256  # less than what an open file costs in kernel memory (a struct file)
+FILE_MAX = Path("/proc/sys/fs/file-max")
+MEMINFO = Path("/proc/meminfo")
+
+
+def open_files_problem() -> str | None:
+    """Why this host's count of open files (fs.file-max) is within reach of a run's
+    memory, or None: at least one file per :data:`FILE_BYTES` of the host's memory."""
+    try:
+        file_max = int(FILE_MAX.read_text())
+        fields = dict(line.split(":", 1) for line in MEMINFO.read_text().splitlines())
+        memory = int(fields["MemTotal"].split()[0]) << 10  # "24662392 kB"
+    except (OSError, ValueError, KeyError) as error:
+        return f"fs.file-max or MemTotal could not be read: {error}"
+    if file_max < memory // FILE_BYTES:
+        return f"fs.file-max {file_max} for {memory >> 20} MiB of memory"
+    return None
+
+
 def sandbox(uid: int) -> Sandbox:
     """This host's sandbox for a room whose functions run as ``uid``; RunError if none."""
     missing = [tool for tool in TOOLS if not _have(tool)]
@@ -159,6 +189,18 @@ def sandbox(uid: int) -> Sandbox:
             "a read-only overlay mount, each run's own view of the host's files (overlayfs)",
             problem,
             "the function cannot be confined here; refusing to run it",
+        )
+    problem = open_files_problem()
+    if problem is not None:
+        raise RunError(
+            "run-isolation",
+            f"fs.file-max of at least the host's memory / {FILE_BYTES} B: the files a run "
+            "can hold open by its mappings, past its descriptors, are bounded by its "
+            "memory alone, and every other room's runs share the count",
+            problem,
+            "the function cannot be confined here; refusing to run it",
+            hint="sysctl -w fs.file-max=9223372036854775807 (what systemd sets at boot; "
+            "fs.file-max in /etc/sysctl.d/ to keep it)",
         )
     if uid <= 0:
         raise RunError("sandbox-uid", "an unprivileged uid", uid, "no sandbox identity")
