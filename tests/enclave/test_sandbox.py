@@ -1550,6 +1550,83 @@ def test_a_host_whose_open_files_a_run_can_exhaust_runs_nothing(
     assert runner.open_files_problem() is None
 
 
+def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The kernel logs a fault a function did not handle with 64 bytes of its memory,
+    and the name of every task of a run at its memory limit: a channel to whoever reads
+    the host's log (h26's red team). No Worker starts where either is logged; a kernel
+    that has no such setting logs nothing of the kind."""
+    require_sandbox()
+    assert runner.kernel_log_problem() is None  # this host's: both off
+    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
+    for path in settings.values():
+        path.write_text("1\n")  # as the kernel sets them
+    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.actual == "debug.exception-trace 1, vm.oom_dump_tasks 1"
+    assert "sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0" in (caught.value.hint or "")
+    settings["debug.exception-trace"].write_text("0\n")
+    assert runner.kernel_log_problem() == "vm.oom_dump_tasks 1"
+    settings["vm.oom_dump_tasks"].unlink()  # a kernel without it
+    assert runner.kernel_log_problem() is None
+
+
+def kernel_log() -> str:
+    try:
+        return subprocess.run(
+            ["dmesg"], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"the kernel's log cannot be read here: {error}")
+
+
+def test_the_kernels_log_says_nothing_a_function_chose(
+    workspace: Path, room_sandbox: Sandbox
+) -> None:
+    """A function's children put its input where the kernel logs it: at a fault it did
+    not handle (its "Code:" line dumps 64 bytes of the memory at the instruction: a page
+    of the input), and as their names (15 bytes each) in the task list of the run at its
+    memory limit. The run "succeeded", and the host's kernel log had all of it (h26's red
+    team): none of it is there now. (The OOM killer still names the task it kills and
+    the one that asked: docs/threat-model.md, "What the host sees of a run".)"""
+    marker = os.urandom(6).hex()  # 12 characters, in no other line of the log
+    (workspace / "inputs" / "input_1" / "data.csv").write_text(marker)
+    result = run(workspace, room_sandbox, """
+        import ctypes, mmap
+        libc = ctypes.CDLL(None, use_errno=True)
+        secret = pathlib.Path("/work/inputs/input_1/data.csv").read_bytes()
+        page = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        page.write(secret * (4096 // len(secret)))
+        start = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        sleepers = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                libc.prctl(15, ctypes.c_char_p(secret), 0, 0, 0)  # PR_SET_NAME
+                time.sleep(60)
+                os._exit(0)
+            sleepers.append(pid)
+        for action in ("fault", "fill"):  # each named as it was (the OOM killer names it)
+            pid = os.fork()
+            if pid == 0:
+                if action == "fault":  # an instruction from a page that is not executable
+                    ctypes.CFUNCTYPE(None)(start + 2048)()
+                chunks = []
+                while True:  # the run's memory limit: its tasks are listed
+                    chunks.append(bytearray(16 << 20))
+            os.waitpid(pid, 0)
+        for pid in sleepers:
+            os.kill(pid, 9)
+        pathlib.Path("/work/outputs/output_1/nothing.txt").write_text("nothing")
+    """, memory_mib=128)  # fmt: skip
+    assert result.status == "memory", result  # it filled its memory, and lived on
+    assert result.exit_code == 0, result
+    assert marker not in kernel_log()
+
+
 def test_without_root_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """A uid of its own needs root: there is no unconfined fallback."""
     require_sandbox()

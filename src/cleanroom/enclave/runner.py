@@ -148,6 +148,36 @@ def open_files_problem() -> str | None:
     return None
 
 
+# What the kernel writes to its log of an unprivileged process, which the host's
+# operators read (and many hosts ship elsewhere): a fault it did not handle, with its
+# name (15 bytes it chooses, PR_SET_NAME or the name of the file it runs), the address,
+# and the 64 bytes of its memory at the instruction (debug.exception-trace: "Code: …");
+# and, when a run fills its memory, the name of every task of its control group
+# (vm.oom_dump_tasks). A function's children put the input in both, 10 faults and 10
+# dumps every 5 s (the kernel's rate limit): 170 B/s of faults, and 15 B a task a dump
+# (h26's red team), a run that "succeeded" and released nothing. Both off, or no run.
+KERNEL_LOG_SETTINGS = {
+    "debug.exception-trace": Path("/proc/sys/debug/exception-trace"),
+    "vm.oom_dump_tasks": Path("/proc/sys/vm/oom_dump_tasks"),
+}
+
+
+def kernel_log_problem() -> str | None:
+    """Which of :data:`KERNEL_LOG_SETTINGS` would log what a run chooses (not 0), or
+    None. A kernel without one of them logs nothing of the kind."""
+    logging = []
+    for name, path in KERNEL_LOG_SETTINGS.items():
+        try:
+            value = path.read_text().strip()
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            return f"{name} could not be read: {error}"
+        if value != "0":
+            logging.append(f"{name} {value}")
+    return ", ".join(logging) or None
+
+
 def sandbox(uid: int) -> Sandbox:
     """This host's sandbox for a room whose functions run as ``uid``; RunError if none."""
     missing = [tool for tool in TOOLS if not _have(tool)]
@@ -201,6 +231,18 @@ def sandbox(uid: int) -> Sandbox:
             "the function cannot be confined here; refusing to run it",
             hint="sysctl -w fs.file-max=9223372036854775807 (what systemd sets at boot; "
             "fs.file-max in /etc/sysctl.d/ to keep it)",
+        )
+    problem = kernel_log_problem()
+    if problem is not None:
+        raise RunError(
+            "run-isolation",
+            f"{' and '.join(KERNEL_LOG_SETTINGS)} 0: the kernel's log of a run's faults "
+            "and of its tasks at its memory limit says what the function chooses, to "
+            "the host",
+            problem,
+            "the function cannot be confined here; refusing to run it",
+            hint="sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0 (in /etc/sysctl.d/ "
+            "to keep them)",
         )
     if uid <= 0:
         raise RunError("sandbox-uid", "an unprivileged uid", uid, "no sandbox identity")
