@@ -903,6 +903,9 @@ REACHABLE_WITHOUT_FILTER = {
     "name_to_handle_at": "303, -100, b'/tmp', handle, ctypes.byref(ctypes.c_int()), 0",
     "fanotify_init": "300, 0x200, 0",  # FAN_REPORT_FID: what an unprivileged user may ask
     "personality": "135, 0x0040000",  # ADDR_NO_RANDOMIZE: its next program without ASLR
+    # Its own I/O priority, the first level of best effort (IOPRIO_WHO_PROCESS, itself),
+    # ahead of the enclave services'
+    "ioprio_set": "251, 1, 0, 2 << 13",
     "modify_ldt": "154, 0, buffer, 16",  # read the LDT (0 bytes): the call is there
     "io_setup": "206, 1, ctypes.byref(ctypes.c_ulong())",  # one event of fs.aio-max-nr's
     # A descriptor of secret memory, whose pages would leave the kernel's direct map

@@ -85,6 +85,12 @@ DENIED: Mapping[str, tuple[str, ...]] = {
     # kernel exploits). Docker allows the query and the Linux domains only; no data
     # runtime asks either, so the call is refused whole, the query included.
     "layout of the programs it starts": ("personality",),
+    # Its I/O priority: a run is niced (supervisor.RUN_NICENESS), and its I/O priority
+    # follows (best effort, level 6), but any process may set its own to the first level
+    # of best effort, ahead of the enclave services (level 4, from nice 0) on a disk
+    # whose scheduler orders by level (BFQ): a function did (h26's red team). Only the
+    # setting is refused; ioprio_get stays. No data runtime sets it.
+    "its I/O priority": ("ioprio_set",),
     # NUMA placement: denied to unprivileged containers by Docker's default profile.
     "memory placement": (
         "mbind", "set_mempolicy", "get_mempolicy", "set_mempolicy_home_node",
