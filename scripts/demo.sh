@@ -19,7 +19,8 @@ if [ "$(cat /proc/sys/fs/file-max)" != 9223372036854775807 ]; then
   sysctl -q -w fs.file-max=9223372036854775807
 fi
 # Nor where the kernel logs what a function chooses (enclave.runner.kernel_log_problem).
-sysctl -e -q -w debug.exception-trace=0 vm.oom_dump_tasks=0
+sysctl -e -q -w debug.exception-trace=0 vm.oom_dump_tasks=0 \
+  kernel.seccomp.actions_logged="trap errno user_notif trace log"
 if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
   bash scripts/system-packages.sh python3.11 python3.11-venv
 fi

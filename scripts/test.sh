@@ -76,9 +76,11 @@ if [ "$(id -u)" -eq 0 ] && [ "$(cat /proc/sys/fs/file-max)" != 92233720368547758
   sysctl -q -w fs.file-max=9223372036854775807
 fi
 # Nor does a Worker start where the kernel logs what a function chooses: a fault's
-# memory, its tasks' names at its memory limit (enclave.runner.kernel_log_problem).
+# memory, its tasks' names at its memory limit, the calls its filter kills
+# (enclave.runner.kernel_log_problem).
 if [ "$(id -u)" -eq 0 ]; then
-  sysctl -e -q -w debug.exception-trace=0 vm.oom_dump_tasks=0
+  sysctl -e -q -w debug.exception-trace=0 vm.oom_dump_tasks=0 \
+    kernel.seccomp.actions_logged="trap errno user_notif trace log"
 fi
 # Hash every file of the enclave images once, as signing an enclave does (servers then
 # only compare each file's stat with the record).

@@ -1565,15 +1565,23 @@ def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
     settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
     for path in settings.values():
         path.write_text("1\n")  # as the kernel sets them
+    actions = tmp_path / "actions_logged"
+    actions.write_text("kill_process kill_thread trap errno user_notif trace log\n")
     monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
     with pytest.raises(RunError) as caught:
         sandbox(1 << 30)
     assert caught.value.check == "run-isolation"
-    assert caught.value.actual == "debug.exception-trace 1, vm.oom_dump_tasks 1"
-    assert "sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0" in (caught.value.hint or "")
+    assert caught.value.actual == (
+        "debug.exception-trace 1, vm.oom_dump_tasks 1, "
+        "kernel.seccomp.actions_logged kill_process kill_thread"
+    )
+    assert "sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0 " in (caught.value.hint or "")
     settings["debug.exception-trace"].write_text("0\n")
+    actions.write_text(runner.SECCOMP_LOGGED)
     assert runner.kernel_log_problem() == "vm.oom_dump_tasks 1"
-    settings["vm.oom_dump_tasks"].unlink()  # a kernel without it
+    for path in (settings["vm.oom_dump_tasks"], actions):
+        path.unlink()  # a kernel without them
     assert runner.kernel_log_problem() is None
 
 
@@ -1591,10 +1599,11 @@ def test_the_kernels_log_says_nothing_a_function_chose(
 ) -> None:
     """A function's children put its input where the kernel logs it: at a fault it did
     not handle (its "Code:" line dumps 64 bytes of the memory at the instruction: a page
-    of the input), and as their names (15 bytes each) in the task list of the run at its
-    memory limit. The run "succeeded", and the host's kernel log had all of it (h26's red
-    team): none of it is there now. (The OOM killer still names the task it kills and
-    the one that asked: docs/threat-model.md, "What the host sees of a run".)"""
+    of the input), as their names (15 bytes each) in the task list of the run at its
+    memory limit, and in the audit of a call the filter kills. The run "succeeded", and
+    the host's kernel log had all of it (h26's red team): none of it is there now. (The
+    OOM killer still names the task it kills and the one that asked: docs/threat-model.md,
+    "What the host sees of a run".)"""
     marker = os.urandom(6).hex()  # 12 characters, in no other line of the log
     (workspace / "inputs" / "input_1" / "data.csv").write_text(marker)
     result = run(workspace, room_sandbox, """
@@ -1623,6 +1632,12 @@ def test_the_kernels_log_says_nothing_a_function_chose(
             os.waitpid(pid, 0)
         for pid in sleepers:
             os.kill(pid, 9)
+        pid = os.fork()
+        if pid == 0:  # a call through the x32 ABI: the filter kills it
+            libc.prctl(15, ctypes.c_char_p(secret), 0, 0, 0)
+            libc.syscall(ctypes.c_long(0x40000000 | 425), 0, 0)
+            os._exit(0)
+        os.waitpid(pid, 0)
         pathlib.Path("/work/outputs/output_1/nothing.txt").write_text("nothing")
     """, memory_mib=128)  # fmt: skip
     assert result.status == "memory", result  # it filled its memory, and lived on
