@@ -1585,6 +1585,44 @@ def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
     assert runner.kernel_log_problem() is None
 
 
+def test_a_trial_on_the_authors_own_machine_needs_none_of_the_shared_hosts_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``cleanroom function test`` runs the author's own function on her own data and
+    machine: its kernel log and file table are hers, so a machine as the kernel sets
+    them (fs.file-max a tenth of its memory, faults and OOM tasks logged) runs it; a
+    Worker on it would not start."""
+    require_sandbox()
+    from cleanroom.enclave.trial import run_trial
+
+    file_max, meminfo, actions = (tmp_path / n for n in ("file-max", "meminfo", "actions"))
+    file_max.write_text("2466239\n")
+    meminfo.write_text("MemTotal:       24662392 kB\n")
+    actions.write_text("kill_process kill_thread trap errno user_notif trace log\n")
+    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
+    for path in settings.values():
+        path.write_text("1\n")
+    monkeypatch.setattr(runner, "FILE_MAX", file_max)
+    monkeypatch.setattr(runner, "MEMINFO", meminfo)
+    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
+    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    with pytest.raises(RunError):
+        sandbox(1 << 30)  # a Worker's
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text(
+        "import pathlib\n\ndef run():\n"
+        "    pathlib.Path('/work/outputs/output_1/done.txt').write_text('done')\n"
+    )
+    trial = run_trial(
+        function, handler="handler.run", runtime="python3.11", inputs={},
+        outputs=["output_1"], parameters={}, destination=tmp_path / "out",
+        limits=Limits(memory_mib=256, processes=64, cpu_s=30, timeout_s=60, disk_mib=16),
+    )  # fmt: skip
+    assert trial.result.status == "succeeded", trial.result
+    assert (tmp_path / "out" / "output_1" / "done.txt").read_text() == "done"
+
+
 def kernel_log() -> str:
     try:
         return subprocess.run(

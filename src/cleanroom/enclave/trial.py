@@ -103,7 +103,7 @@ def run_trial(
         (workspace / "parameters.json").write_bytes(canonical(dict(parameters)))
         with _identity(root) as uid:
             result = run_function(
-                sandbox=sandbox(uid),
+                sandbox=sandbox(uid, shared_host=False),  # the author's own machine
                 runtime=installed_runtime(runtime),
                 workspace=workspace,
                 outputs=list(outputs),
