@@ -12,15 +12,9 @@ fi
 # Functions run in bubblewrap (the sandbox, with a syscall filter built by libseccomp)
 # with util-linux's setpriv, unshare, mount, in a runtime made from the system's python3.11.
 bash scripts/system-packages.sh bubblewrap util-linux mount libseccomp2
-# A run holds files open past its descriptors (a mapping of each), bounded by its memory
-# alone: the host's count of open files must be beyond it, as systemd sets it at boot
-# (enclave.runner.open_files_problem).
-if [ "$(cat /proc/sys/fs/file-max)" != 9223372036854775807 ]; then
-  sysctl -q -w fs.file-max=9223372036854775807
-fi
-# Nor where the kernel logs what a function chooses (enclave.runner.kernel_log_problem).
-sysctl -e -q -w debug.exception-trace=0 vm.oom_dump_tasks=0 \
-  kernel.seccomp.actions_logged="trap errno user_notif trace log"
+# The kernel settings a Worker requires of its host (fs.file-max out of a run's reach,
+# nothing of a run's choosing in the kernel's log), where they differ.
+bash scripts/host-settings.sh
 if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
   bash scripts/system-packages.sh python3.11 python3.11-venv
 fi

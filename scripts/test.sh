@@ -69,18 +69,10 @@ if [ ! -x /usr/bin/python3.11 ] && [ ! -x /usr/local/bin/python3.11 ]; then
   bash scripts/system-packages.sh python3.11 python3.11-venv
 fi
 $as_root .venv/bin/cleanroom runtime install
-# A run holds files open past its descriptors (a mapping of each), bounded by its memory
-# alone: a Worker refuses a host whose count of open files (fs.file-max) its memory can
-# reach (enclave.runner.open_files_problem). As root, set it as systemd does at boot.
-if [ "$(id -u)" -eq 0 ] && [ "$(cat /proc/sys/fs/file-max)" != 9223372036854775807 ]; then
-  sysctl -q -w fs.file-max=9223372036854775807
-fi
-# Nor does a Worker start where the kernel logs what a function chooses: a fault's
-# memory, its tasks' names at its memory limit, the calls its filter kills
-# (enclave.runner.kernel_log_problem).
+# The kernel settings a Worker requires of its host (fs.file-max out of a run's reach,
+# nothing of a run's choosing in the kernel's log): set as root, where they differ.
 if [ "$(id -u)" -eq 0 ]; then
-  sysctl -e -q -w debug.exception-trace=0 vm.oom_dump_tasks=0 \
-    kernel.seccomp.actions_logged="trap errno user_notif trace log"
+  bash scripts/host-settings.sh
 fi
 # Hash every file of the enclave images once, as signing an enclave does (servers then
 # only compare each file's stat with the record).
