@@ -128,6 +128,25 @@ def test_a_database_made_before_migrations_is_refused_in_one_line(tmp_path: Path
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("nope://", "the database URL nope:// cannot be used: Can't load plugin"),
+        ("postgresql+nodriver://u:hunter2@h/db", "postgresql+nodriver://u:***@h/db cannot be"),
+        ("not-a-url:hunter2", "the database URL not-a-url:… is not a URL SQLAlchemy reads"),
+    ],
+)
+def test_a_database_url_sqlalchemy_cannot_use_is_refused_in_one_line(url: str, says: str) -> None:
+    """``server manager --database-url nope://`` ended as an internal error (found by
+    h25): a URL with no dialect or driver, or none at all, is a DatabaseError (exit 2)
+    naming it, never its password."""
+    with pytest.raises(DatabaseError) as caught:
+        open_database(url)
+    assert says in str(caught.value)
+    assert "hunter2" not in str(caught.value) and "\n" not in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
 def test_every_state_survives_a_restart_of_the_manager(
     start_manager: Callable[..., Manager],
     start_controller: Callable[[Manager], StandInController],

@@ -37,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -308,19 +309,42 @@ def _sqlite_pragmas(connection: DBAPIConnection, _record: ConnectionPoolEntry) -
 
 
 def open_database(url: str) -> sessionmaker[Session]:
-    """A session factory for the database at ``url``, its schema created if missing."""
-    parsed = make_url(url)
+    """A session factory for the database at ``url``, its schema created if missing.
+
+    A URL SQLAlchemy cannot use (no such dialect or driver, not a URL) is a
+    :class:`DatabaseError`, naming it without its password: ``server manager
+    --database-url nope://`` ended as an internal error (found by h25)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # its words quote the URL, password and all
+        raise DatabaseError(
+            f"the database URL {_shown_url(url)} is not a URL SQLAlchemy reads "
+            "(dialect+driver://user:password@host/database)"
+        ) from None
     engine: Engine
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        # Requests run on a thread pool: one connection may serve several threads.
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Requests run on a thread pool: one connection may serve several threads.
+            engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except ArgumentError as error:  # no such dialect or driver, or an argument it refuses
+        raise DatabaseError(
+            f"the database URL {_shown_url(url)} cannot be used: {str(error).splitlines()[0]}"
+        ) from None
     upgrade(engine)
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without its password, or only its scheme when it does not parse."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return f"{url.partition(':')[0][:40]}:…"
 
 
 class DatabaseError(Error):
