@@ -194,3 +194,20 @@ def test_a_server_whose_public_url_names_another_port_warns_when_it_starts(
     err = capfd.readouterr().err
     assert f"cleanroom test listening on http://127.0.0.1:{port}\n" in err
     assert "WARNING" not in err
+
+
+async def client_seen(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer with the client's address and the scheme, as the app sees them."""
+    assert scope["type"] == "http" and scope["client"] is not None
+    body = f"{scope['client'][0]} {scope['scheme']}".encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def test_a_clients_forwarded_headers_are_not_believed() -> None:
+    """The manager's rate limits count the peer's address: uvicorn took X-Forwarded-For
+    (and -Proto) from 127.0.0.1 by default, so a process on the server's host named a
+    new address with each wrong secret, and the access log showed it (seen by h24)."""
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with serving(client_seen) as url:
+        assert httpx.get(url, headers=forged).text == "127.0.0.1 http"

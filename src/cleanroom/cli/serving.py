@@ -239,5 +239,11 @@ def server(
         timeout_keep_alive=KEEP_ALIVE_S,
         http=guarded_protocol(limits),
         limit_concurrency=limits.max_connections,
+        # The peer's address and scheme, never a client's X-Forwarded-For/-Proto:
+        # uvicorn believes them from 127.0.0.1 by default, so any process on this host
+        # chose the address the manager's rate limits count (a new one per wrong secret)
+        # and its access log shows (seen by h24). Behind a reverse proxy every client
+        # has the proxy's address (docs/api.md, "Rate limits").
+        proxy_headers=False,
     )
     return _Server(config)
