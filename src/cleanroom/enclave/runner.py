@@ -248,8 +248,9 @@ def sandbox(uid: int, *, shared_host: bool = True) -> Sandbox:
             "memory alone, and every other room's runs share the count",
             problem,
             "the function cannot be confined here; refusing to run it",
-            hint="sysctl -w fs.file-max=9223372036854775807 (what systemd sets at boot; "
-            "fs.file-max in /etc/sysctl.d/ to keep it)",
+            hint="as root, scripts/host-settings.sh, or sysctl -w "
+            "fs.file-max=9223372036854775807 (what systemd sets at boot; fs.file-max in "
+            "/etc/sysctl.d/ to keep it)",
         )
     problem = kernel_log_problem() if shared_host else None
     if problem is not None:
@@ -261,7 +262,8 @@ def sandbox(uid: int, *, shared_host: bool = True) -> Sandbox:
             "the function chooses, to the host",
             problem,
             "the function cannot be confined here; refusing to run it",
-            hint="sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0 "
+            hint="as root, scripts/host-settings.sh, or sysctl -w debug.exception-trace=0 "
+            "vm.oom_dump_tasks=0 "
             f"kernel.seccomp.actions_logged='{SECCOMP_LOGGED}' (in /etc/sysctl.d/ to "
             "keep them)",
         )
