@@ -284,6 +284,11 @@ def test_a_handler_function_not_seen_is_warned_of_with_the_functions_its_module_
         (b"try:\n    import pandas\nexcept ImportError:\n    pandas = None\ndef run():\n"
          b"    pass\n", "python3.11", []),
         (b"from . import util\ndef run():\n    pass\n", "python3.11", []),
+        # For a type checker only: never imported when the module runs.
+        (b"from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pandas\n"
+         b"def run():\n    pass\n", "python3.11", []),
+        (b"import typing\nif typing.TYPE_CHECKING:\n    import polars\nelse:\n"
+         b"    import numpy\ndef run():\n    pass\n", "python3.11", ["numpy"]),
         # A runtime with packages: not known here without it installed, so no word.
         (b"import pandas\ndef run():\n    pass\n", "python3.11-data", []),
     ],

@@ -428,13 +428,22 @@ def _may_bind_unseen(tree: ast.Module) -> bool:
 _MODULES_FOLLOWED = 256
 
 
+def _type_checking(test: ast.expr) -> bool:
+    """Whether an ``if``'s test is ``TYPE_CHECKING`` (or ``typing.TYPE_CHECKING``): false
+    when the module runs."""
+    name = test.attr if isinstance(test, ast.Attribute) else getattr(test, "id", None)
+    return name == "TYPE_CHECKING"
+
+
 def _unguarded(tree: ast.Module) -> list[ast.Import | ast.ImportFrom]:
     """The module's imports that are not under a ``try`` (which may be ready for one
-    missing), wherever they are: at the top, or in a function run later."""
+    missing) nor under ``if TYPE_CHECKING:`` (never run), wherever they are: at the top,
+    or in a function run later."""
     guarded = {
         id(node)
         for statement in ast.walk(tree)
         if isinstance(statement, ast.Try | ast.TryStar)
+        or (isinstance(statement, ast.If) and _type_checking(statement.test))
         for part in statement.body
         for node in ast.walk(part)
     }
