@@ -150,6 +150,9 @@ def test_an_output_manifest_the_receipt_signed_must_still_be_a_salted_v2_one(
         (["output_1/" + "n" * 256], "output-name"),
         (["output_1/--checkpoint-action=exec=sh x.sh"], "output-name"),
         (["output_1/.Git/config"], "output-name"),
+        (["output_1/con.csv"], "output-name"),  # the console: bytes to the terminal, raw
+        (["output_1/a.csv:hidden"], "output-name"),  # a hidden stream of a.csv
+        (["output_1/a.csv."], "output-name"),  # a.csv
         (["output_1/Data.csv", "output_1/data.csv"], "output-name-clash"),
         (["output_1/caf\u00e9", "output_1/cafe\u0301"], "output-name-clash"),
         (["output_1/a", "output_1/A/b"], "output-name-clash"),
@@ -166,6 +169,9 @@ def test_an_output_manifest_the_receipt_signed_must_still_be_a_salted_v2_one(
         "too-long-a-part",
         "option",
         "git",
+        "windows-device",
+        "windows-stream",
+        "windows-dropped-end",
         "case-twins",
         "nfc-nfd-twins",
         "file-then-directory-twin",

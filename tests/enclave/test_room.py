@@ -48,7 +48,7 @@ from cleanroom.protocol.spec import (
 )
 from cleanroom.protocol.status import verify_status
 from cleanroom.tee.measure import measure
-from tests.protocol.fixtures import ALICE, BOB, SPEC_DOCUMENT
+from tests.protocol.fixtures import ALICE, ALICE_ID, BOB, SPEC_DOCUMENT
 from tests.sandbox import confined
 
 HANDLER = """
@@ -674,6 +674,14 @@ HOSTILE_NAMES = {
     "option-directory": "-rf/x.csv",
     "git": ".git/config",  # core.fsmonitor: run by a prompt's `git status`
     "git-folded": ".GIT/hooks/post-checkout",
+    # What Windows reads as more than a name: the console (the file's bytes written to
+    # the recipient's terminal, raw), a hidden stream of a.csv, a.csv itself.
+    "windows-device": "CON.csv",
+    "windows-device-directory": "Lpt1 /x.csv",
+    "windows-device-superscript": "com\u00b9",
+    "alternate-stream": "a.csv:hidden",
+    "windows-character": "what?.csv",
+    "windows-dropped-end": "a.csv.",
 }
 TWINS = [
     ("Data.csv", "data.csv"),  # case
@@ -704,6 +712,10 @@ def test_output_names_a_terminal_acts_on_or_a_disk_holds_as_one_are_left_out(
         "x-y.csv",
         ".gitignore",
         "a/.github/x.csv",
+        "console.csv",
+        "com10.csv",
+        "a.csv",
+        "aux_data/x.csv",
     ]
     handler = f"""
 import pathlib
@@ -736,6 +748,29 @@ def run():
     assert sorted(files) == sorted([*kept, "function.log"])
     on_disk = [p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()]
     assert sorted(on_disk) == sorted([*kept, "function.log"])
+
+
+def test_an_output_named_as_a_windows_device_keeps_its_files(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """An output's id is the spec's, not the function's, and ``aux`` is one: the Worker
+    checks the names below it as the supervisor does, so an output's id never leaves out
+    its files (the Worker checked the whole name, and refused the run's stream as
+    ``run-outputs``)."""
+    handler = """
+import pathlib
+
+def run():
+    pathlib.Path("outputs/aux/r.csv").write_text("kept")
+"""
+    room = make_room(tmp_path, confinement, handler, outputs={"aux": ALICE_ID})
+    upload(room, ALICE, "input_1", ALICE_DATA)
+    upload(room, BOB, "input_2", BOB_DATA)
+    receipt, _ = run(room)
+    assert receipt["status"] == "succeeded"
+    received = download_all(room, "aux")
+    assert received["aux/r.csv"] == b"kept"
+    assert json.loads(received["aux/.manifest"])["files"].keys() == {"r.csv"}
 
 
 def test_the_log_takes_no_name_a_disk_holds_as_one_of_the_functions_files(

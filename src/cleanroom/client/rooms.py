@@ -401,7 +401,8 @@ def _check_new_name(relative: str, names: FoldedPaths) -> None:
         raise TransferError(
             "output-name",
             f"names of at most {MAX_NAME_BYTES} bytes a part, without a character a "
-            "terminal acts on or does not show, a part that begins with '-' or a .git",
+            "terminal acts on or does not show, a part that begins with '-', a .git or "
+            "what Windows reads as more than a name",
             shown(relative),
             f"an output file's name has {problem}",
         )

@@ -446,14 +446,16 @@ def _receive_outputs(
 def _storable(name: str) -> bool:
     """Whether the Worker can seal and serve an output file of this name: one the store
     accepts, not the output's manifest, and one a recipient may write and list
-    (``text.name_problem``: the supervisor leaves the others out). Checked here, where a
-    refusal does not quote the name (the function's plaintext), rather than by the
-    store, whose refusal does."""
+    (``text.name_problem`` of the name below the output, as the supervisor checks it,
+    leaving the others out: an output's id is the spec's, and ``aux`` is one). Checked
+    here, where a refusal does not quote the name (the function's plaintext), rather
+    than by the store, whose refusal does."""
     try:
         path = check_object_name(name)
     except StoreError:
         return False
-    return path.parts[1:] != (MANIFEST_NAME,) and name_problem(name) is None
+    relative = "/".join(path.parts[1:])
+    return relative != MANIFEST_NAME and name_problem(relative) is None
 
 
 def _bubblewrap_version() -> Version | None:

@@ -22,7 +22,8 @@ and flagged among a spec's parameter keys (:func:`collisions`).
 A file name another party chose and a person's disk will hold (an output's files,
 named by the function) must be one that shows as it is, that no command or tool reads
 as more than a name, and that no disk reads as another's: :func:`name_problem` finds a
-character a terminal acts on or does not show, a leading ``-``, a ``.git``;
+character a terminal acts on or does not show, a leading ``-``, a ``.git``, what
+Windows reads as more than a name (``CON.csv``, ``a.csv:x``, ``a.csv.``);
 :class:`FoldedPaths` and :func:`clashing` the paths that a case- or
 normalisation-insensitive disk (macOS, Windows) would hold as one (``a.csv`` and
 ``A.csv``, ``café`` in NFC and in NFD), or as a file and a directory (``a`` and
@@ -117,13 +118,39 @@ def unsafe_character(name: str) -> str | None:
     return next((char for char in name if unicodedata.category(char) in UNSAFE_CATEGORIES), None)
 
 
+# What Windows reads in a file's name as more than a name ("Naming Files, Paths, and
+# Namespaces"): these characters (":" opens an alternate data stream of the file named
+# before it, "a.csv:x" is a hidden part of "a.csv"); a part that ends with "." or " ",
+# which it drops ("a.csv." is "a.csv"); and a device's name, with any extension after
+# it ("CON.csv" is the console: the file's bytes are written to the recipient's
+# terminal, raw).
+_WINDOWS_CHARACTERS = frozenset('<>:"|?*')
+_WINDOWS_DEVICES = frozenset(
+    {"con", "prn", "aux", "nul", "conin$", "conout$"}
+    | {f"{port}{digit}" for port in ("com", "lpt") for digit in "0123456789\u00b9\u00b2\u00b3"}
+)
+
+
+def _windows_problem(part: str) -> str | None:
+    character = next((char for char in part if char in _WINDOWS_CHARACTERS), None)
+    if character is not None:
+        return f"the character {shown(character)}, which Windows reads as more than a name"
+    if part.endswith((".", " ")):
+        return f"a part that ends with '.' or ' ' ({shown(part)}), which Windows drops"
+    if part.split(".", 1)[0].rstrip(" ").casefold() in _WINDOWS_DEVICES:
+        return f"a part named as a Windows device ({shown(part)})"
+    return None
+
+
 def name_problem(path: str) -> str | None:
     """Why a relative POSIX path another party chose may not be written on a person's
     disk, or None: a character of :func:`unsafe_character`; a part that begins with
     ``-``, which a command given ``*`` reads as an option (``tar cf all.tar *`` runs
-    ``--checkpoint-action=exec=…``); or a part that folds like ``.git``, a repository
+    ``--checkpoint-action=exec=…``); a part that folds like ``.git``, a repository
     whose ``config`` names commands git runs (``core.fsmonitor``: a shell prompt that
-    shows the branch runs ``git status`` on entering the directory)."""
+    shows the branch runs ``git status`` on entering the directory); or a part that
+    Windows reads as more than a name (a device such as ``CON``, a ``:`` that opens a
+    hidden stream of another file, an end it drops: :data:`_WINDOWS_CHARACTERS`)."""
     unsafe = unsafe_character(path)
     if unsafe is not None:
         return f"the character {shown(unsafe)}"
@@ -132,6 +159,9 @@ def name_problem(path: str) -> str | None:
             return f"a part that begins with '-' ({shown(part)}), read as an option"
         if folded(part) == ".git":
             return f"a part named as git's repository ({shown(part)})"
+        windows = _windows_problem(part)
+        if windows is not None:
+            return windows
     return None
 
 
