@@ -4,7 +4,9 @@ and a ledger found changed on disk stops every query from then on."""
 
 from __future__ import annotations
 
+import json
 import threading
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +126,44 @@ def test_an_entry_that_could_not_be_written_stops_every_later_query(tmp_path: Pa
         with pytest.raises(RunError) as again:
             later()
         assert again.value.check == "budget-ledger"
+
+
+def test_an_epsilon_below_half_an_ulp_of_the_total_is_charged(tmp_path: Path) -> None:
+    """Charged exactly (h29; left open by h23): a float total of 1.75 did not move for
+    an ε of 1e-16 (1.75 + 1e-16 == 1.75), so after it a charge of 0.25 still fitted the
+    budget of 2 that the two together pass; and a budget spent to the last digit took
+    an ε of 1e-16, or of 1e-13 (under the slack of 1e-12), for ever."""
+    store, ledger = charged(tmp_path, 7)
+    assert ledger.charge(8, 1e-16, ["input_1"]) == {"input_1": Fraction("1.7500000000000001")}
+    with pytest.raises(RunError) as caught:
+        ledger.charge(9, 0.25, ["input_1"])
+    assert caught.value.check == "differential_privacy.budget"
+    assert caught.value.expected == "<= 0.2499999999999999 left"
+    # Kept exact in the sealed store: the entry holds the decimal texts, and the whole
+    # chain read back adds up to the last digit.
+    entry = json.loads(b"".join(store.read("_budget/00000008")))
+    assert entry["type"] == "cleanroom/budget-ledger/v2"
+    assert entry["charges"] == {"input_1": "0.0000000000000001"}
+    assert entry["spent"] == {"input_1": "1.7500000000000001"}
+    assert ledger.status()["input_1"]["spent"] == 1.75  # shown as a float, kept exact
+    ledger.charge(9, 0.2499999999999999, ["input_1"])
+    assert ledger.spent() == {"input_1": Fraction(2)}
+    for epsilon in (1e-16, 1e-13, 5e-324):
+        with pytest.raises(RunError) as full:
+            ledger.charge(10, epsilon, ["input_1"])
+        assert full.value.check == "differential_privacy.budget"
+    assert ledger.status()["input_1"] == {"spent": 2.0, "left": 0.0, "budget": 2.0}
+
+
+def test_tenths_spend_a_budget_exactly(tmp_path: Path) -> None:
+    """ε as written, not the float's binary value (0.1 is above 1/10): twenty queries of
+    ε 0.1 spend a budget of 2 to the last digit, and no more fits."""
+    store = SealedStore(tmp_path / "sealed")
+    ledger = BudgetLedger(store, sql_spec(dp=True))
+    for run in range(1, 21):
+        ledger.charge(run, 0.1, ["input_1"])
+    assert ledger.spent() == {"input_1": Fraction(2)}
+    with pytest.raises(RunError) as caught:
+        ledger.charge(21, 1e-300, ["input_1"])
+    assert caught.value.check == "differential_privacy.budget"
+    assert ledger.status()["input_1"] == {"spent": 2.0, "left": 0.0, "budget": 2.0}

@@ -4,6 +4,7 @@ rule named (the room tests show the threshold and the budget on real data)."""
 from __future__ import annotations
 
 import copy
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -276,13 +277,32 @@ def test_differential_privacy_shapes_and_epsilon() -> None:
     assert plan.dp is not None and plan.dp.epsilon == 1.0
     assert "ROW_NUMBER() OVER (PARTITION BY __cr_id_input_1" in plan.sql
     assert refused(text, spec, epsilon=1.5).check == "differential_privacy.epsilon"
-    assert refused(text, spec, spent={"input_1": 1.5}).check == "differential_privacy.budget"
+    assert (
+        refused(text, spec, spent={"input_1": Fraction(3, 2)}).check
+        == "differential_privacy.budget"
+    )
     # ε that is not a positive number would pass the budget's comparisons and be charged;
     # an integer past any float (JSON holds one) raised OverflowError, not a refusal
     for epsilon in (0.0, -1.0, float("-inf"), float("nan"), 10**400, -(10**400)):
         assert refused(text, spec, epsilon=epsilon).check == "differential_privacy.epsilon"
     for shape in (text + " HAVING COUNT(*) > 5", text + " ORDER BY n", text + " LIMIT 1"):
         assert refused(shape, spec).check == "differential_privacy.shape"
+
+
+def test_a_spent_budget_refuses_an_epsilon_below_its_ulp() -> None:
+    """The budget is compared exactly (h29): with floats and a slack of 1e-12, a budget
+    of 2 spent to the last digit took a query of ε 1e-16 (2 + 1e-16 == 2), and the next,
+    for ever; 1e-13 passed the slack."""
+    spec = sql_spec(dp=True)
+    text = "SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region"
+    for epsilon in (1e-16, 1e-13, 5e-324):
+        error = refused(text, spec, epsilon=epsilon, spent={"input_1": Fraction(2)})
+        assert error.check == "differential_privacy.budget"
+    almost = Fraction(2) - Fraction("1e-16")
+    assert plan_query(spec, name=None, text=text, epsilon=1e-16, spent={"input_1": almost}).dp
+    assert refused(text, spec, epsilon=2e-16, spent={"input_1": almost}).check == (
+        "differential_privacy.budget"
+    )
     assert (
         refused("SELECT region, COUNT(*) + 1 AS n FROM input_1 GROUP BY region", spec).check
         == "differential_privacy.aggregate"

@@ -272,7 +272,7 @@ class SqlRoom(CleanRoom):
             totals = self.ledger.charge(number, plan.dp.epsilon, sorted(plan.dp.owners))
             run.privacy = {
                 i: {"spent": plan.dp.epsilon,
-                    "left": max(self.ledger.budgets[i] - totals[i], 0.0),
+                    "left": self.ledger.left(i, totals),
                     "budget": self.ledger.budgets[i]}
                 for i in sorted(plan.dp.owners)
             }  # fmt: skip
