@@ -2,8 +2,8 @@
 released: a list query's rows came in the order of the runner's own upload (DuckDB
 probes its hash join with the larger input, and keeps that input's order), so the
 runner matched each listed segment to her own customer, one by one, past the join
-column the list rule keeps hidden (red team h23). Through a real room, the real
-sandbox and engine."""
+column the list rule keeps hidden (red team h23); a custom rule's approved query kept
+that order too (h29). Through a real room, the real sandbox and engine."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from cleanroom.enclave.runner import Sandbox
+from cleanroom.errors import CheckFailed
 from cleanroom.protocol.spec import WorkSpec
+from cleanroom.sql.rules import check_spec_queries, plan_query
 from tests.enclave.test_sqlroom import make_room, query, upload
 from tests.protocol.fixtures import ALICE, BOB
 from tests.sandbox import confined
@@ -67,3 +69,75 @@ def test_a_listed_rows_order_says_nothing_of_the_runners_own_upload(
     assert released[0] == released[1]
     assert released[0][1:] == sorted(released[0][1:])
     assert len(released[0]) == 1 + len(MATCHED)
+
+
+def custom_spec(text: str = LISTED) -> WorkSpec:
+    """Both inputs under a custom rule that allows one named query, ``segments``: Bob
+    approved a listing of his segments for the overlap, as its text says."""
+    document = sql_document(queries={"segments": {"text": text, "output": "output_1"}}, adhoc=None)
+    for input_id in ("input_1", "input_2"):
+        document["sql"]["rules"][input_id] = {"kind": "custom", "allowed_queries": ["segments"]}
+    return WorkSpec.parse(document)
+
+
+def test_a_custom_querys_rows_say_nothing_of_the_runners_own_upload(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """The same linkage through a query the owners approved under a custom rule: its
+    rows came in DuckDB's order, which followed Alice's upload, each segment beside the
+    place she had put its customer (h23 left it to the owner; h29). Now sorted by every
+    column after the query's own ORDER BY: two orders of her upload release the same
+    rows, sorted."""
+    shuffled = list(range(2000))
+    random.Random(11).shuffle(shuffled)  # noqa: S311 - an order to test, not a secret
+    released = []
+    for name, order in (("ascending", list(range(2000))), ("shuffled", shuffled)):
+        room = make_room(tmp_path / name, confinement, custom_spec())
+        upload(room, ALICE, "input_1", alice_in_order(order))
+        upload(room, BOB, "input_2", bob_csv())
+        receipt, _detail, rows = query(room, ALICE, name="segments")
+        assert receipt["status"] == "succeeded", rows
+        released.append(rows)
+    assert released[0] == released[1]
+    assert released[0][1:] == sorted(released[0][1:])
+    assert len(released[0]) == 1 + len(MATCHED)
+
+
+@pytest.mark.parametrize(
+    ("text", "ordered"),
+    [
+        # No ORDER BY: every column, in turn (DuckDB's ORDER BY ALL), before the LIMIT.
+        (LISTED, "ORDER BY ALL"),
+        (LISTED + " LIMIT 3", "ORDER BY ALL LIMIT 3"),
+        ("SELECT segment FROM input_2 UNION SELECT region FROM input_1", "ORDER BY ALL"),
+        ("WITH s AS (SELECT * FROM input_2) SELECT * FROM s", "ORDER BY ALL"),
+        # Its own ORDER BY first, its ties broken by each of its columns.
+        (
+            "SELECT b.segment, COUNT(*) AS n FROM input_2 b GROUP BY b.segment ORDER BY n DESC",
+            "ORDER BY n DESC, 1, 2",
+        ),
+        ("SELECT segment FROM input_2 ORDER BY 1 DESC", "ORDER BY 1 DESC, 1"),
+        # Total already.
+        ("SELECT segment FROM input_2 ORDER BY ALL DESC", "ORDER BY ALL DESC"),
+    ],
+)
+def test_a_custom_query_is_run_ordered_by_every_column(text: str, ordered: str) -> None:
+    plan = plan_query(custom_spec(text), name="segments")
+    assert plan.sql.replace(" NULLS LAST", "").replace(" ASC", "").endswith(ordered), plan.sql
+
+
+def test_a_custom_query_that_orders_a_star_is_refused() -> None:
+    """Its columns cannot be counted from its text, so its ties cannot be broken by each
+    of them: an owner names the columns of a query that has an ORDER BY."""
+    for text in (
+        "SELECT * FROM input_2 ORDER BY segment",
+        "SELECT b.* FROM input_2 b ORDER BY 1",
+        "SELECT * EXCLUDE (email) FROM input_2 ORDER BY segment",
+    ):
+        spec = custom_spec(text)
+        with pytest.raises(CheckFailed) as caught:
+            plan_query(spec, name="segments")
+        assert caught.value.check == "custom.order", text
+        with pytest.raises(CheckFailed) as at_deploy:
+            check_spec_queries(spec)
+        assert at_deploy.value.check == "custom.order", text
