@@ -496,6 +496,29 @@ def test_dp_spends_the_budget_and_refuses_when_it_is_gone(
     assert statement["privacy"]["input_1"]["spent"] == 2.0
 
 
+def test_an_epsilon_too_small_to_calibrate_is_refused_before_it_is_charged(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """The noise is calibrated when the query is checked, from its plan alone (h29): a
+    GROUP BY at ε 1e-12 (no threshold of δ fits) or a total at ε 5e-324 (a share of 0:
+    ZeroDivisionError) was charged, ran on the data, and failed at the release. Now
+    refused, sealed to the runner, nothing charged and nothing run."""
+    room = make_room(tmp_path, confinement, sql_spec(dp=True))
+    upload(room, ALICE, "input_1", alice_csv())
+    upload(room, BOB, "input_2", bob_csv())
+    for text, epsilon in (
+        ("SELECT region, COUNT(*) AS n FROM input_1 GROUP BY region", 1e-12),
+        ("SELECT COUNT(*) AS n, SUM(spend) AS s FROM input_1", 5e-324),
+    ):
+        with pytest.raises(CheckFailed) as caught:
+            query(room, ALICE, sql=text, epsilon=epsilon)
+        assert caught.value.check == "dp-calibration", text
+    assert room.runs == {}
+    assert room.ledger.status()["input_1"] == {"spent": 0.0, "left": 2.0, "budget": 2.0}
+    receipt, _detail, _rows = query(room, ALICE, sql="SELECT COUNT(*) AS n FROM input_1")
+    assert receipt["status"] == "succeeded"
+
+
 def test_a_ledger_that_cannot_be_verified_stops_every_query(
     tmp_path: Path, confinement: Sandbox
 ) -> None:

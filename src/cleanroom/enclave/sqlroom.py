@@ -59,7 +59,7 @@ from cleanroom.protocol.query_receipt import (
 from cleanroom.protocol.records import RecordReceiver, RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, Resources, RunPurpose
 from cleanroom.protocol.sql import HIDDEN_PREFIX
-from cleanroom.sql.privacy import Releaser
+from cleanroom.sql.privacy import calibrated
 from cleanroom.sql.rules import DpPlan, QueryPlan, check_spec_queries, plan_query
 
 log = logging.getLogger("cleanroom.enclave")
@@ -212,6 +212,11 @@ class SqlRoom(CleanRoom):
                     self.worker.spec, name=request["query"], text=request["sql"],
                     parameters=request["parameters"], epsilon=request["epsilon"], spent=spent,
                 )  # fmt: skip
+                if plan.dp is not None:
+                    # Its noise, calibrated before ε is charged and the engine reads any
+                    # data (from the plan alone): an ε too small to calibrate was charged,
+                    # ran, and failed at the release (h29).
+                    calibrated(plan.dp)
             with self._lock:
                 return self._admit_query(session, request, plan)
         except CheckFailed as refusal:
@@ -454,7 +459,7 @@ class SqlRoom(CleanRoom):
         """The noisy CSV of a DP query, released chunk by chunk as the engine's groups are
         read: the Worker's memory follows a chunk, not the number of groups."""
         assert plan.dp is not None
-        releaser = Releaser(plan.dp)  # calibrated and confirmed before any group is read
+        releaser = calibrated(plan.dp)  # calibrated and confirmed before any group is read
         name = f"{plan.output}/run-{number}/data.csv"
         target = self._store.create(name)
         released = 0

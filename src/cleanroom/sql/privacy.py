@@ -93,6 +93,24 @@ def _smallest_threshold(
     return high
 
 
+def calibrated(plan: DpPlan) -> Releaser:
+    """The noise of ``plan``, calibrated and confirmed, or its refusal (``dp-calibration``)
+    whatever failed: an ε OpenDP cannot calibrate (5e-324: a share of 0, a scale of
+    infinity, ``ZeroDivisionError``) or no threshold fits (a GROUP BY at ε 1e-12). The
+    Worker asks it when it checks the query, before any ε is charged or the engine reads
+    any data: it asked it only when releasing, so such a query was charged, ran on the
+    data and failed (h29). It depends on the plan alone, never on the data."""
+    try:
+        return Releaser(plan)
+    except PrivacyError:
+        raise
+    except (ArithmeticError, ValueError, dp.OpenDPException) as error:
+        raise PrivacyError(
+            "dp-calibration", "an ε whose noise OpenDP can calibrate", plan.epsilon,
+            f"the noise of ε={plan.epsilon:g} cannot be calibrated ({type(error).__name__})",
+        ) from None  # fmt: skip
+
+
 class Releaser:
     """The noise of one DP query, calibrated and confirmed by OpenDP's privacy maps before
     any group is read, then applied to the engine's groups chunk by chunk (:meth:`chunk`).
