@@ -67,8 +67,61 @@ def test_a_listed_rows_order_says_nothing_of_the_runners_own_upload(
         assert receipt["status"] == "succeeded", rows
         released.append(rows)
     assert released[0] == released[1]
-    assert released[0][1:] == sorted(released[0][1:])
-    assert len(released[0]) == 1 + len(MATCHED)
+    # Sorted, and each once (a listing is a set: the next test).
+    assert released[0] == [["segment"], ["business"], ["retail"]]
+
+
+def test_a_listing_says_nothing_of_how_often_the_runners_keys_repeat(
+    tmp_path: Path, confinement: Sandbox
+) -> None:
+    """A listing released one row per joined row: Alice uploads customer i's email 2^i
+    times (c0 once, c1 twice, c2 four times, c3 eight times) and lists Bob's segments of
+    the overlap; how many times each segment came out named, in binary, which of her
+    customers have it (business 5 = c0 + c2, retail 10 = c1 + c3: h29's red team, 16
+    people from one listing). A listing is a set: each row once."""
+    lines = ["email,region,zip,spend"]
+    lines += [f"c{n}@x,north,{10000 + n},1.5" for n in range(4) for _ in range(2**n)]
+    room = make_room(tmp_path, confinement, listing_spec())
+    upload(room, ALICE, "input_1", ("\n".join(lines) + "\n").encode())
+    upload(room, BOB, "input_2", bob_csv())
+    receipt, _detail, rows = query(room, ALICE, sql=LISTED)
+    assert receipt["status"] == "succeeded", rows
+    assert rows == [["segment"], ["business"], ["retail"]]
+    receipt, _detail, rows = query(room, ALICE, sql=LISTED + " ORDER BY b.segment DESC LIMIT 1")
+    assert receipt["status"] == "succeeded", rows
+    assert rows == [["segment"], ["retail"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT b.segment FROM input_2 b JOIN input_1 a ON a.email = b.email ORDER BY a.region",
+        "SELECT b.segment AS s FROM input_2 b JOIN input_1 a ON a.email = b.email"
+        " ORDER BY upper(b.segment)",
+    ],
+)
+def test_a_listing_orders_only_by_what_it_lists(text: str) -> None:
+    """A listing's rows are distinct, so it is ordered by its own columns only (DuckDB
+    refuses another ORDER BY of a SELECT DISTINCT): refused by name when checked."""
+    with pytest.raises(CheckFailed) as caught:
+        plan_query(listing_spec(), name=None, text=text)
+    assert caught.value.check.endswith(".shape"), caught.value
+    assert "not listed" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "ordered"),
+    [
+        (LISTED, "ORDER BY 1"),
+        (LISTED + " ORDER BY b.segment DESC", "ORDER BY 1 DESC, 1"),
+        (LISTED.replace("b.segment", "b.segment AS s") + " ORDER BY s DESC", "ORDER BY 1 DESC, 1"),
+        (LISTED.replace("b.segment", "b.segment, a.region") + " ORDER BY 2", "ORDER BY 2, 1, 2"),
+    ],
+)
+def test_a_listing_is_run_as_a_set_ordered_by_its_columns(text: str, ordered: str) -> None:
+    plan = plan_query(listing_spec(), name=None, text=text)
+    assert plan.sql.startswith("SELECT DISTINCT "), plan.sql
+    assert plan.sql.replace(" NULLS LAST", "").replace(" ASC", "").endswith(ordered), plan.sql
 
 
 def custom_spec(text: str = LISTED) -> WorkSpec:

@@ -447,6 +447,23 @@ class _Checker:
             column.set("table", exp.to_identifier(alias, quoted=quoted))
         return qualified.sql(DIALECT)
 
+    def listed_position(self, key: exp.Expr) -> int | None:
+        """The place (from 1) among the query's columns of an ORDER BY ``key``: a position,
+        an output column's name, or an expression listed as it is; None for any other."""
+        if isinstance(key, exp.Literal) and key.is_int:
+            return int(key.name)
+        items = self.select.expressions
+        if isinstance(key, exp.Column) and not key.table:
+            named = [
+                p
+                for p, i in enumerate(items, 1)
+                if isinstance(i, exp.Alias) and fold(i.alias) == key.name
+            ]
+            if named:
+                return named[0]
+        text = self.key(key)
+        return next((p for p, i in enumerate(items, 1) if self.key(i.unalias()) == text), None)
+
     def strict_rules(self) -> dict[str, AnalysisRule]:
         return {i: r for i, r in self.rules_by_input.items() if r.kind != "custom"}
 
@@ -535,6 +552,12 @@ class _Checker:
                 self.check_aggregate_expression(key)
             else:
                 self.check_value(key, "select")
+        if self.shape == "list":
+            for ordered in order.expressions if order is not None else []:
+                if self.listed_position(ordered.this) is None:
+                    raise self.fail_shape(
+                        "ORDER BY a value not listed (a listing's rows are distinct)", ordered
+                    )
         limit = self.select.args.get("limit")
         if limit is not None:
             self.check_limit(limit)
@@ -992,6 +1015,7 @@ def _plan(
             else:
                 # The list shape: no aggregate, no group, no threshold (a list rule has none).
                 assert not counts, "a threshold is an aggregation rule's"
+                _listed_once(executed, checker)
                 _never_fails(executed)
             _released_in_order(executed, len(tree.expressions))
     for input_id, rule in sorted(rules.items()):
@@ -1023,6 +1047,21 @@ def _plan(
         output=output,
         format=form,
     )
+
+
+def _listed_once(select: exp.Select, checker: _Checker) -> None:
+    """Release a list query's rows as a set (``SELECT DISTINCT``, as AWS Clean Rooms'
+    list rule requires it), its ORDER BY by the places of the columns it names: one row
+    came out once per joined row, so the owner of a joined input who repeated person
+    i's join key 2^i times read, from how many times each segment was listed, which
+    people have it, in binary (16 people from one listing of 65,535 uploaded rows,
+    whatever the rows' order: h29's red team)."""
+    order = select.args.get("order")
+    for ordered in order.expressions if order is not None else []:
+        place = checker.listed_position(ordered.this)
+        assert place is not None, "the checker refuses an ORDER BY of a value not listed"
+        ordered.set("this", exp.Literal.number(place))
+    select.set("distinct", exp.Distinct())
 
 
 def _released_in_order(select: exp.Query, columns: int) -> None:
