@@ -458,3 +458,32 @@ def test_a_logout_revokes_the_token_it_is_sent_with_and_no_other_keys(manager: M
     url = f"{manager.url}/v1/whoami/logout"
     again = httpx.post(url, headers=dpop(KEY, token, "POST", url))
     assert (again.status_code, again.json()["check"]) == (401, "token-revoked")
+
+
+def test_a_logout_ends_the_manager_tokens_of_its_key_from_an_earlier_login(
+    manager: Manager,
+) -> None:
+    """A logout refuses every manager token of its client and DPoP key issued before it,
+    not only the one it is sent with: the manager does not keep its own tokens, and one
+    of an earlier login of the same key (a profile keeps one at a time; a log, a copied
+    token.json) stayed good for the rest of its hour (left open by h24). A login after
+    the logout is good (none is born refused); another key of the client is untouched."""
+    client_id, secret, earlier = login(manager)
+    later = manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token
+    elsewhere = manager.client()  # the same client, another DPoP key
+    elsewhere.fetch_token(client_id, secret)
+    with manager.client(token=later, dpop_key=KEY) as client:
+        assert client.logout() == 0
+    refused = whoami(manager, earlier)
+    assert refused.status_code == 401, refused.text
+    problem = refused.json()
+    assert problem["check"] == "token-revoked"
+    assert "logged out from that key" in problem["expected"]
+    iat = jwt.decode(earlier, options={"verify_signature": False})["iat"]
+    assert problem["actual"] == f"a token issued at {iat}"
+    assert jti_of(earlier) not in {
+        entry["jti"] for entry in revocation_list(manager).json()["tokens"]
+    }  # refused by the key's not-before, not by its jti
+    assert elsewhere.whoami()["client_id"] == client_id
+    again = manager.client(dpop_key=KEY).fetch_token(client_id, secret).access_token
+    assert whoami(manager, again).status_code == 200

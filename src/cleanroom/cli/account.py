@@ -575,15 +575,14 @@ def logout(
 ) -> None:
     """Log out: revoke at the manager your manager token and room tokens, then drop them.
 
-    Revoked: the profile's token for the manager, and every room token the manager issued
-    the client bound to this profile's DPoP key, kept here or not (compute servers refuse
-    them once their revocation list is refreshed, within seconds). A kept token that has
+    Revoked: every token for the manager the client was issued bound to this profile's DPoP
+    key until now (an earlier login's too), and every room token the manager issued the
+    client bound to that key, kept here or not (compute servers refuse them once their
+    revocation list is refreshed, within seconds). A kept token that has
     expired is not sent: the profile logs in once with its client secret to ask for the
     logout. The tokens of the client's other profiles (other DPoP keys) stay good. Kept:
     the user key (your user_id) and the DPoP key, for which no kept token is good any more
-    (`login --new-dpop-key` replaces a key that may have been copied). A manager token
-    of an earlier login, which the profile no longer keeps, is not reached: the manager
-    does not keep its own tokens.
+    (`login --new-dpop-key` replaces a key that may have been copied).
     """
     profile = current_profile()
     with failures():

@@ -102,7 +102,8 @@ class Auth:
         )
 
     def logout(self, caller: Caller) -> LoggedOut:
-        """End what the caller's DPoP key holds: the token it presented, and every room
+        """End what the caller's DPoP key holds: the token it presented, every other
+        manager token of its client and key issued until now (``KeyLogout``), and every room
         token the manager issued its client bound to that key (the manager keeps them,
         ``room_tokens``), which the revocation list carries to every Controller. Audited as
         ``client.logged_out``. Other keys' tokens of the client (another profile) stay."""
@@ -112,7 +113,9 @@ class Auth:
         now = int(time.time())
         leeway = self.settings.token_leeway
         with self.sessions() as session:
-            rooms = revoke_logged_out(session, token, caller.jkt, now, leeway)
+            rooms = revoke_logged_out(
+                session, token, caller.jkt, now, self.settings.token_lifetime, leeway
+            )
             audit.record(
                 session,
                 caller.client_id,

@@ -33,6 +33,7 @@ from cleanroom.errors import CheckFailed
 from cleanroom.manager.database import (
     Client,
     ComputeServer,
+    KeyLogout,
     Project,
     RevokedToken,
     Room,
@@ -138,6 +139,16 @@ def user_caller(session: Session, claims: TokenClaims) -> Caller:
             f"a token bound to {claims.jkt}, issued at {claims.iat}",
             "the token is bound to a DPoP key its client's user key was registered away from",
             hint="fetch a new token",
+        )
+    logged_out = None if claims.jkt is None else session.get(KeyLogout, (client.id, claims.jkt))
+    if logged_out is not None and claims.iat < logged_out.not_before:
+        raise TokenError(
+            "token-revoked",
+            f"a token of DPoP key {claims.jkt} issued at or after {logged_out.not_before}, "
+            "when its client last logged out from that key",
+            f"a token issued at {claims.iat}",
+            "the token's client logged out from its DPoP key after it was issued",
+            hint="log in again (cleanroom login)",
         )
     return Caller(
         client_id=client.id,

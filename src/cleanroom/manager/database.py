@@ -149,6 +149,21 @@ class RoomToken(Base):
     revokes it (:func:`cleanroom.manager.revocation.revoke_other_keys_room_tokens`)."""
 
 
+class KeyLogout(Base):
+    """When a client last logged out from one DPoP key (``POST /v1/whoami/logout``): the
+    manager refuses its tokens of that client and key issued before ``not_before``
+    (``callers.user_caller``, ``token-revoked``). The manager does not keep its own
+    tokens, so without this a logout reached only the one it was sent with, and the
+    tokens of the same key from an earlier login lived out their hour (left open by
+    h24). Kept until no token issued before it can be alive (``revocation.prune``)."""
+
+    __tablename__ = "key_logouts"
+
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.id"), primary_key=True)
+    jkt: Mapped[str] = mapped_column(String(43), primary_key=True)
+    not_before: Mapped[int] = mapped_column(Integer, index=True)
+
+
 class ComputeServer(Base):
     """A compute server whose Controller the manager deploys rooms on."""
 

@@ -46,7 +46,7 @@ from cleanroom.manager.credentials import (
     authenticate,
     authenticate_server,
 )
-from cleanroom.manager.database import ComputeServer, Room, RoomToken
+from cleanroom.manager.database import ComputeServer, KeyLogout, Room, RoomToken
 from cleanroom.manager.revocation import prune_room_tokens
 from cleanroom.tokens import (
     DEFAULT_LEEWAY,
@@ -211,6 +211,11 @@ class Grants:
                 # Another key than the registered one: its tokens issued before the key
                 # last moved are refused (callers.user_caller); none is born so.
                 not_before = max(not_before, client.user_jkt_since)
+            logged_out = session.get(KeyLogout, (client.id, jkt))
+            if logged_out is not None:
+                # A logout from this key refuses its tokens issued before the next second
+                # (callers.user_caller): none is born so.
+                not_before = max(not_before, logged_out.not_before)
         for what, name in (("room", request.room), ("project", request.project)):
             if name is not None and not NAME.fullmatch(name):
                 raise GrantRefused(

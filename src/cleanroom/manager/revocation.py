@@ -6,11 +6,13 @@ in ``revoked_tokens`` until it expires), when it was issued before its client's
 when its client is disabled. The manager checks the first two in its database on
 every use of a token (:class:`DatabaseRevocations`), so a revocation holds there
 at once; the third is ``caller()``'s (``client-disabled``), on every path a user
-token takes. A compute server's token is refused the same way once the server is
-removed or its secret rotated. Controllers cannot ask the database: they fetch
-:func:`revocation_list`, all three kinds, from ``GET /v1/revocations`` every few
-seconds (:class:`cleanroom.tokens.RevocationFeed`), with their own token; the
-list names clients only by digest (:func:`cleanroom.tokens.client_digest`).
+token takes, as is a fourth, for a user's token for the manager only: issued before
+its client's last logout from its DPoP key (``KeyLogout``). A compute server's token
+is refused the same way once the server is removed or its secret rotated.
+Controllers cannot ask the database: they fetch :func:`revocation_list`, the first
+three kinds, from ``GET /v1/revocations`` every few seconds
+(:class:`cleanroom.tokens.RevocationFeed`), with their own token; the list names
+clients only by digest (:func:`cleanroom.tokens.client_digest`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from sqlalchemy.sql import Executable
 
 from cleanroom.manager import audit
 from cleanroom.manager.credentials import authenticate
-from cleanroom.manager.database import Client, ComputeServer, RevokedToken, RoomToken
+from cleanroom.manager.database import (
+    Client,
+    ComputeServer,
+    KeyLogout,
+    RevokedToken,
+    RoomToken,
+)
 from cleanroom.tokens import (
     ClientStatus,
     Clock,
@@ -200,12 +208,45 @@ def revoke_other_keys_room_tokens(
     return revoked
 
 
-def revoke_logged_out(session: Session, token: TokenClaims, jkt: str, now: int, leeway: int) -> int:
-    """Revoke ``token``, the manager token a logout was sent with, and every unexpired
-    room token of its client bound to the DPoP key ``jkt``; how many room tokens were
-    not revoked already (the token is revoked once, as :func:`_revoke_kept` does)."""
+def revoke_logged_out(
+    session: Session, token: TokenClaims, jkt: str, now: int, lifetime: int, leeway: int
+) -> int:
+    """Revoke ``token``, the manager token a logout was sent with, every other manager
+    token of its client bound to the DPoP key ``jkt`` issued until now, and every
+    unexpired room token of the client bound to that key; how many room tokens were not
+    revoked already (the token is revoked once, as :func:`_revoke_kept` does).
+
+    The manager does not keep its own tokens: it refuses from now on the client's tokens
+    of that key issued before the next second (``KeyLogout``, checked by
+    ``callers.user_caller``; iat is in whole seconds, as ``projects.revoke_tokens``, and
+    the token endpoint waits that second out). Without it the tokens of the same key
+    from an earlier login lived out their hour (left open by h24)."""
     _revoke_kept(session, [(token.jti, token.sub, token.exp)], now)
+    _record_key_logout(session, token.sub, jkt, now + 1)
+    session.execute(delete(KeyLogout).where(KeyLogout.not_before < now - lifetime - leeway))
     return revoke_key_room_tokens(session, token.sub, jkt, now, leeway)
+
+
+def _record_key_logout(session: Session, client_id: str, jkt: str, not_before: int) -> None:
+    """Set the not-before of ``client_id``'s tokens of the DPoP key ``jkt``; a concurrent
+    logout of the same key sets it too (an upsert, not a race on the primary key)."""
+    dialect = session.get_bind().dialect.name
+    row = {"client_id": client_id, "jkt": jkt, "not_before": not_before}
+    if dialect in ("postgresql", "sqlite"):
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        statement = insert(KeyLogout).values(row)
+        statement = statement.on_conflict_do_update(
+            index_elements=[KeyLogout.client_id, KeyLogout.jkt],
+            set_={"not_before": statement.excluded.not_before},
+        )
+        session.execute(statement)
+        return
+    recorded = session.get(KeyLogout, (client_id, jkt))  # another database: no race handled
+    if recorded is None:
+        session.add(KeyLogout(**row))
+    else:
+        recorded.not_before = not_before
+    session.flush()
 
 
 def revoke_key_room_tokens(
