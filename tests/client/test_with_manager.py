@@ -18,18 +18,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import httpx
+import jwt
 import pytest
+from sqlalchemy import select
 
 from cleanroom.cli.main import main
 from cleanroom.client.errors import ServerError
 from cleanroom.client.manager import ManagerClient
 from cleanroom.client.profile import NotApprovedError, Profile
+from cleanroom.manager.database import RevokedToken
 from cleanroom.protocol.bundle import function_id, pack
 from tests.manager.conftest import Manager, StandInController
 
@@ -560,6 +563,100 @@ def test_expired_cached_token_is_replaced(
     assert err.startswith("error: manager: 404")  # logged in again, then asked
     again = json.loads(path.read_text())["tokens"]["manager"]["access_token"]
     assert again != "not-a-valid-token"
+
+
+def revoked_jtis(manager: Manager) -> set[str]:
+    with manager.sessions() as session:
+        return set(session.scalars(select(RevokedToken.jti)))
+
+
+def jti_of(token: str) -> str:
+    jti: str = jwt.decode(token, options={"verify_signature": False})["jti"]
+    return jti
+
+
+def test_login_revokes_the_tokens_it_drops(
+    deployed: str,
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    capsys: pytest.CaptureFixture[str],
+    manager: Manager,
+) -> None:
+    """`login` revokes at the manager every token the profile kept before it drops them:
+    a room token dropped unrevoked was good at its Controller for the rest of its hour
+    to whoever saw it and held the DPoP key (left open by h24)."""
+    alice, _ = parties
+    room = alice.access_token(resource=controller.url, room="overlap", project="acme")
+    kept = alice.access_token()
+    code, _, err = run(capsys, "--profile", "alice", "login")
+    assert code == 0, err
+    assert "warning" not in err
+    assert {jti_of(room), jti_of(kept)} <= revoked_jtis(manager)
+    assert Profile.load("alice").access_token() != kept  # a new one, good
+    old = ManagerClient(manager.url, token=kept, dpop_key=alice.proof_key)
+    with old, pytest.raises(ServerError) as refused:
+        old.whoami()
+    assert (refused.value.status, refused.value.check) == (401, "token-revoked")
+
+
+def test_a_refused_tokens_renewal_revokes_every_token_the_profile_drops(
+    deployed: str,
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    capsys: pytest.CaptureFixture[str],
+    manager: Manager,
+) -> None:
+    """A token a server refused at authentication makes the profile drop every token it
+    kept (cleanroom.client.renewal): they are revoked at the manager first (h24)."""
+    alice, _ = parties
+    room = alice.access_token(resource=controller.url, room="overlap", project="acme")
+    path = alice.directory / "token.json"
+    record = json.loads(path.read_text())
+    record["tokens"]["manager"]["access_token"] = "not-a-valid-token"  # refused: 401
+    path.write_text(json.dumps(record))
+    with alice.manager() as client:
+        assert client.whoami()["client_id"] == alice.config.client_id  # renewed, sent again
+    assert jti_of(room) in revoked_jtis(manager)
+
+
+def test_a_login_that_cannot_revoke_warns_and_a_logout_reaches_them_later(
+    deployed: str,
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    capsys: pytest.CaptureFixture[str],
+    manager: Manager,
+    start_manager: Callable[..., Manager],
+) -> None:
+    """With the manager unreachable, `login` says in one line how many kept tokens it
+    could not revoke and that `logout` reaches them (the manager keeps room tokens, and a
+    logout refuses its key's manager tokens issued before it); the keys and the secret
+    stay. Once the manager is back, `logout` revokes them."""
+    alice, _ = parties
+    room = alice.access_token(resource=controller.url, room="overlap", project="acme")
+    kept = alice.access_token()
+    manager.stop()
+    code, _, err = run(capsys, "--profile", "alice", "login")
+    assert code != 0
+    warning, error = err.splitlines()
+    assert warning.startswith("warning: 2 tokens this profile kept could not be revoked (")
+    assert warning.endswith(
+        "`cleanroom logout` revokes them at the manager, which keeps them, once it answers"
+    )
+    assert error.startswith("error: ")
+    for kept_file in ("dpop-key.pem", "user-key.pem", "credentials.json"):
+        assert (alice.directory / kept_file).exists()
+    port = int(manager.url.rsplit(":", 1)[1])
+    again = start_manager(
+        port, data_dir=manager.settings.data_dir, database_url=manager.settings.database_url
+    )
+    code, out, err = run(capsys, "--profile", "alice", "--output", "json", "logout")
+    assert code == 0, err
+    assert json.loads(out)["room_tokens_revoked"] == 1
+    assert jti_of(room) in revoked_jtis(again)
+    old = ManagerClient(again.url, token=kept, dpop_key=alice.proof_key)
+    with old, pytest.raises(ServerError) as refused:
+        old.whoami()
+    assert (refused.value.status, refused.value.check) == (401, "token-revoked")
 
 
 def test_logout_revokes_the_kept_token_and_removes_it(

@@ -80,6 +80,14 @@ def failures() -> Iterator[None]:
         )
 
 
+def drop_kept_tokens(profile: Profile) -> None:
+    """Revoke at the manager and drop every token the profile kept, with a one-line
+    warning on stderr of those it could not revoke (:meth:`Profile.drop_tokens`)."""
+    line = profile.drop_tokens().warning()
+    if line is not None:
+        profile.warn(line)
+
+
 def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
     """Run ``action`` with the profile's manager; once more after a new login if the kept
     token was refused at authentication (a 401 ``token-…``: nothing was done).
@@ -96,7 +104,7 @@ def with_manager(profile: Profile, action: Callable[[ManagerClient], T]) -> T:
                 raise
             if isinstance(source, RenewedToken) and source.refusals:
                 raise  # refused again after the client's own new login: the error
-    profile.forget_token()  # e.g. the client was disabled and enabled, or its secret rotated
+    drop_kept_tokens(profile)  # e.g. the client was disabled and enabled, or its secret rotated
     with profile.login() as manager:
         return action(manager)
 
@@ -519,19 +527,21 @@ def login(
 ) -> None:
     """Log in to the manager, register your user key with it, and print who you are.
 
-    Every token the profile kept (the manager's and each room's) is dropped first, so
-    that a login cures tokens the manager or a compute server refuses (revoked when the
-    operator disabled or rotated the client); room tokens are fetched again when needed.
+    Every token the profile kept (the manager's and each room's) is revoked at the
+    manager and dropped first, so that a login cures tokens the manager or a compute
+    server refuses (revoked when the operator disabled or rotated the client) and leaves
+    none good behind it; room tokens are fetched again when needed. If the manager cannot
+    be asked, they are dropped with a warning (`logout` revokes them later).
     Registering from another DPoP key than the last registration's (--new-dpop-key, a
     new profile of the client) revokes the tokens of every other key issued before.
     """
     profile = current_profile()
+    drop_kept_tokens(profile)  # the old key's too, before --new-dpop-key replaces it
     if new_dpop_key:
         try:
             profile.replace_proof_key()
         except OSError as error:
             fail(f"cannot replace {profile.directory / DPOP_KEY_FILE}: {error}", EXIT_USAGE)
-    profile.forget_token()
     with failures(), profile.login() as manager:
         user_id = manager.register_user_key(profile.user_key, profile.config.client_id)
         me = manager.whoami()

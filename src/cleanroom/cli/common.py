@@ -294,4 +294,11 @@ def current_profile() -> Profile:
     if it is not configured."""
     from cleanroom.client.profile import Profile
 
-    return Profile.load(_profile_option["name"])
+    profile = Profile.load(_profile_option["name"])
+    profile.warn = _warn  # one line on stderr, not Python's warning with its source line
+    return profile
+
+
+def _warn(line: str) -> None:
+    console: Console = globals()["stderr"] if "stderr" in globals() else __getattr__("stderr")
+    console.print(line, markup=False)

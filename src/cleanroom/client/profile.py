@@ -57,6 +57,7 @@ import re
 import stat
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,33 @@ def token_usable(expires_at: int, issued_at: int | None, now: float) -> bool:
     return expires_at - token_margin(lifetime) > now
 
 
+class TokensNotRevokedWarning(UserWarning):
+    """Tokens a profile dropped that the manager could not be asked to revoke (one line:
+    how many, why, and that ``cleanroom logout`` reaches them later)."""
+
+
+@dataclass(frozen=True)
+class DroppedTokens:
+    """What :meth:`Profile.drop_tokens` did with the tokens the profile kept."""
+
+    revoked: int
+    """Revoked at the manager (RFC 7009), then dropped."""
+    not_revoked: int = 0
+    """Dropped unrevoked, because the manager could not be asked (``problem``)."""
+    problem: str | None = None
+
+    def warning(self) -> str | None:
+        """One line for a person when some were not revoked, else None."""
+        if not self.not_revoked:
+            return None
+        tokens = "token" if self.not_revoked == 1 else "tokens"
+        return (
+            f"warning: {self.not_revoked} {tokens} this profile kept could not be revoked "
+            f"({self.problem}); each stays good until it expires (an hour at most): "
+            "`cleanroom logout` revokes them at the manager, which keeps them, once it answers"
+        )
+
+
 class RenewedToken:
     """A token source (:meth:`Profile.renewed_token`): the token, fetched again near its
     expiry, and dropped when a server refused it (:mod:`cleanroom.client.renewal`)."""
@@ -179,6 +207,10 @@ class RenewedToken:
         self._current = None
         self.refusals += 1
         self._forget()
+
+
+def _warn_tokens_not_revoked(line: str) -> None:
+    warnings.warn(line, TokensNotRevokedWarning, stacklevel=3)
 
 
 class ProfileError(Error):
@@ -464,6 +496,9 @@ class Profile:
         self.config = config
         self._user_key: ec.EllipticCurvePrivateKey | None = None
         self._proof_key: ProofKey | None = None
+        self.warn: Callable[[str], None] = _warn_tokens_not_revoked
+        """Where a one-line warning of tokens dropped unrevoked goes (a
+        :class:`TokensNotRevokedWarning` by default; the command line prints it)."""
 
     # -- creation and loading ------------------------------------------------------
 
@@ -1119,7 +1154,16 @@ class Profile:
                 work_id=work_id,
             )
 
-        return RenewedToken(fetch, self.forget_token, clock)
+        return RenewedToken(fetch, lambda: self._drop_refused(transport, clock), clock)
+
+    def _drop_refused(
+        self, transport: httpx.BaseTransport | None, clock: Callable[[], float]
+    ) -> None:
+        """A server refused a kept token: revoke and drop every token kept, warning
+        (:attr:`warn`) of those the manager could not be asked to revoke."""
+        line = self.drop_tokens(transport=transport, clock=clock).warning()
+        if line is not None:
+            self.warn(line)
 
     def login(self, *, transport: httpx.BaseTransport | None = None) -> ManagerClient:
         """Log in with the client credentials now, cache the token, return the client."""
@@ -1153,8 +1197,52 @@ class Profile:
         with contextlib.suppress(FileNotFoundError):
             (self.directory / CREDENTIALS_FILE).unlink()
 
+    def drop_tokens(
+        self,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> DroppedTokens:
+        """Revoke at the manager every unexpired token this profile kept (the manager's
+        and each room's), then drop them all (:meth:`forget_token`).
+
+        Best effort: each is revoked by the token itself (RFC 7009: no secret, so no
+        password hash and no per-client rate limit spent), the first failure (the
+        manager unreachable, a refusal) ends the asking, and the rest are dropped
+        unrevoked, counted with the reason (:meth:`DroppedTokens.warning`). Nothing
+        else is touched (keys, secret, approvals). Dropped unrevoked, a room token was
+        good at its Controller for the rest of its hour, to whoever saw it (a hostile
+        Controller, a log) and held the DPoP key (left open by h24); the manager keeps
+        every room token and, since a logout refuses every manager token of its key
+        issued before it, ``cleanroom logout`` still reaches those dropped unrevoked.
+        """
+        from cleanroom.client.manager import ManagerClient
+
+        record = self._tokens()
+        now = clock()
+        alive = [
+            cached.access_token
+            for _, cached in sorted(record.tokens.items() if record is not None else ())
+            if cached.expires_at > now
+        ]
+        revoked = not_revoked = 0
+        problem: str | None = None
+        if alive:
+            with ManagerClient(self.config.manager_url, transport=transport) as manager:
+                for token in alive:
+                    if problem is None:
+                        try:
+                            manager.revoke(token)
+                            revoked += 1
+                            continue
+                        except Error as error:
+                            problem = str(error)
+                    not_revoked += 1
+        self.forget_token()
+        return DroppedTokens(revoked, not_revoked, problem)
+
     def forget_token(self) -> None:
-        """Drop every cached token (e.g. after the manager refused one)."""
+        """Drop every cached token, unrevoked (:meth:`drop_tokens` revokes them first)."""
         with contextlib.suppress(FileNotFoundError):
             (self.directory / TOKEN_FILE).unlink()
 
@@ -1298,12 +1386,14 @@ __all__ = [
     "TOKEN_MARGIN_S",
     "TOKEN_MARGIN_SHARE",
     "Approval",
+    "DroppedTokens",
     "Inspection",
     "NotApprovedError",
     "Profile",
     "ProfileConfig",
     "ProfileError",
     "RenewedToken",
+    "TokensNotRevokedWarning",
     "profile_dir",
     "resolve_name",
     "token_margin",

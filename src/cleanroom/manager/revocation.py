@@ -257,8 +257,8 @@ def revoke_key_room_tokens(
 
     For a client logging out from that key (:func:`revoke_logged_out`): the manager keeps every
     room token it issues, so this reaches the tokens the client no longer keeps too (a
-    ``cleanroom login`` drops its kept tokens without revoking them), which Controllers
-    took for the rest of their hour. The rows stay, as for
+    ``cleanroom login`` that could not reach the manager drops its kept tokens unrevoked),
+    which Controllers took for the rest of their hour. The rows stay, as for
     :func:`revoke_other_keys_room_tokens`, and in the same order of their jti.
     """
     issued = session.execute(
