@@ -272,6 +272,41 @@ def test_key_registration_signed_for_another_token_or_none_is_refused(manager: M
     assert answer.status_code == 200 and answer.json() == {"user_id": expected}
 
 
+@pytest.mark.parametrize("release", ["v1", "v2"])
+def test_a_registration_of_an_earlier_release_is_refused_saying_to_upgrade(
+    manager: Manager, release: str
+) -> None:
+    """A client of an earlier release signs its key registration as v1 (no DPoP key) or
+    v2 (no token id): refused (a v2 body could be sent again with any later token of its
+    key, h24), in one line that says what to do, which the old client prints as it is;
+    a signature that is no registration at all is refused as before."""
+    client_id, secret = manager.new_client("acme")
+    client = manager.client()
+    client.fetch_token(client_id, secret)
+    key, _ = new_user()
+    jkt = None if release == "v1" else client.dpop_key.jkt
+    answer = put_key(client, registration(key, client_id, jkt, None))
+    assert answer.status_code == 400, answer.text
+    problem = answer.json()
+    assert problem["check"] == "key-registration"
+    assert problem["expected"] == "cleanroom/key-registration/v3"
+    assert problem["actual"] == f"cleanroom/key-registration/{release}"
+    assert problem["detail"] == (
+        f"this client signs its user key's registration as cleanroom/key-registration/{release}, "
+        "of an earlier release, which this manager refuses: upgrade cleanroom on this "
+        "machine, then run `cleanroom login` again"
+    )
+    assert "\n" not in problem["detail"]
+    assert client.whoami()["user_id"] is None
+    other, _ = new_user()  # signed by another key: no registration of any release
+    forged = {
+        **registration(key, client_id, jkt, None),
+        "signature": registration(other, client_id, jkt, None)["signature"],
+    }
+    answer = put_key(client, forged)
+    assert answer.status_code == 400 and answer.json()["detail"] == "signature does not verify"
+
+
 def test_key_registration_signed_by_another_key_is_refused(manager: Manager) -> None:
     client, client_id = manager.login("acme")
     key, _ = new_user()

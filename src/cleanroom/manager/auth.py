@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from sqlalchemy.orm import Session, sessionmaker
 
 from cleanroom.dpop import ProofVerifier
@@ -35,11 +36,37 @@ from cleanroom.manager.revocation import (
 )
 from cleanroom.manager.settings import Settings
 from cleanroom.protocol.encoding import canonical, from_b64u
-from cleanroom.protocol.errors import MessageFormatError
+from cleanroom.protocol.errors import MessageFormatError, SignatureError
 from cleanroom.protocol.keys import load_spki, user_id, verify
 from cleanroom.tokens import Revocations, TokenClaims, TokenIssuer, TokenVerifier
 
 KEY_REGISTRATION_TYPE = "cleanroom/key-registration/v3"
+
+
+def _refuse_an_earlier_release(
+    key: EllipticCurvePublicKey, signed: bytes, client_id: str, user_key: str, jkt: str
+) -> None:
+    """``SignatureError`` saying to upgrade, in one line, if ``signed`` is a registration
+    as a client of an earlier release signs it: v1 (no DPoP key) or v2 (no token id,
+    refused since h24: it could be sent again with any later token of its key). Never
+    accepted; the old client prints the ``detail`` as it is, so it says what to do."""
+    for release, fields in (("v2", {"jkt": jkt}), ("v1", {})):
+        earlier = f"cleanroom/key-registration/{release}"
+        message = canonical(
+            {"type": earlier, "client_id": client_id, "user_key": user_key, **fields}
+        )
+        try:
+            verify(key, signed, message, "key-registration")
+        except SignatureError:
+            continue
+        raise SignatureError(
+            "key-registration",
+            KEY_REGISTRATION_TYPE,
+            earlier,
+            f"this client signs its user key's registration as {earlier}, of an earlier "
+            "release, which this manager refuses: upgrade cleanroom on this machine, then "
+            "run `cleanroom login` again",
+        )
 
 
 @dataclass(frozen=True)
@@ -173,7 +200,11 @@ class Auth:
                 "jti": caller.token.jti,
             }
         )
-        verify(key, signed, message, "key-registration")  # SignatureError: a 400 problem
+        try:
+            verify(key, signed, message, "key-registration")  # SignatureError: a 400 problem
+        except SignatureError:
+            _refuse_an_earlier_release(key, signed, caller.client_id, user_key, caller.jkt)
+            raise
         registered = user_id(key)
         with self.sessions() as session:
             client = session.get(Client, caller.client_id)
