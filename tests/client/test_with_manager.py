@@ -619,6 +619,31 @@ def test_a_refused_tokens_renewal_revokes_every_token_the_profile_drops(
     assert jti_of(room) in revoked_jtis(manager)
 
 
+def test_a_login_with_many_kept_tokens_is_not_held_back_by_its_revocations(
+    home: Path, capsys: pytest.CaptureFixture[str], manager: Manager
+) -> None:
+    """Each revocation counts against the manager's per-address limit (50 at once, shared
+    by everyone at the address): a profile that kept 60 tokens revoked 52 one by one, was
+    refused the rest (`429 slow_down`, in the warning) and spent the address's allowance
+    for the login that followed and everyone else there. It revokes 20 at most, and says
+    so of the rest."""
+    client_id, secret = manager.new_client("acme")
+    assert run(capsys, *configure("alice", manager.url, client_id, secret))[0] == 0
+    assert run(capsys, "--profile", "alice", "login")[0] == 0
+    path = Profile.load("alice").directory / "token.json"
+    record = json.loads(path.read_text())
+    kept = record["tokens"]["manager"]
+    for number in range(59):  # as many room tokens (revoked as any token: 200, counted)
+        record["tokens"][f"https://compute.example room-{number}"] = kept
+    path.write_text(json.dumps(record))
+    code, out, err = run(capsys, "--profile", "alice", "login")
+    assert code == 0, err
+    assert err.startswith(
+        "warning: 40 tokens this profile kept could not be revoked (more than 20 at once); "
+    )
+    assert out.startswith(f"logged in to {manager.url}")
+
+
 def test_a_login_that_cannot_revoke_warns_and_a_logout_reaches_them_later(
     deployed: str,
     parties: tuple[Profile, Profile],

@@ -531,7 +531,8 @@ def login(
     manager and dropped first, so that a login cures tokens the manager or a compute
     server refuses (revoked when the operator disabled or rotated the client) and leaves
     none good behind it; room tokens are fetched again when needed. If the manager cannot
-    be asked, they are dropped with a warning (`logout` revokes them later).
+    be asked, or there are more than 20, the rest are dropped with a warning (`logout`
+    revokes them later).
     Registering from another DPoP key than the last registration's (--new-dpop-key, a
     new profile of the client) revokes the tokens of every other key issued before.
     """

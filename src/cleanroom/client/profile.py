@@ -149,6 +149,14 @@ def token_usable(expires_at: int, issued_at: int | None, now: float) -> bool:
     return expires_at - token_margin(lifetime) > now
 
 
+MAX_REVOKED_AT_ONCE = 20
+"""Kept tokens :meth:`Profile.drop_tokens` revokes one by one at most: each request counts
+against the manager's per-address limit of ``/oauth/token`` and ``/oauth/revoke`` (50 at
+once, then 5 a second), shared by every client behind the same address: a profile that
+kept 60 revoked 52, was refused the rest (429) and left the address's allowance spent for
+the login that follows and for everyone else there."""
+
+
 class TokensNotRevokedWarning(UserWarning):
     """Tokens a profile dropped that the manager could not be asked to revoke (one line:
     how many, why, and that ``cleanroom logout`` reaches them later)."""
@@ -1207,9 +1215,10 @@ class Profile:
         and each room's), then drop them all (:meth:`forget_token`).
 
         Best effort: each is revoked by the token itself (RFC 7009: no secret, so no
-        password hash and no per-client rate limit spent), the first failure (the
-        manager unreachable, a refusal) ends the asking, and the rest are dropped
-        unrevoked, counted with the reason (:meth:`DroppedTokens.warning`). Nothing
+        password hash and no per-client rate limit spent), at most
+        :data:`MAX_REVOKED_AT_ONCE`; the first failure (the manager unreachable, a
+        refusal) ends the asking, and the rest are dropped unrevoked, counted with the
+        reason (:meth:`DroppedTokens.warning`). Nothing
         else is touched (keys, secret, approvals). Dropped unrevoked, a room token was
         good at its Controller for the rest of its hour, to whoever saw it (a hostile
         Controller, a log) and held the DPoP key (left open by h24); the manager keeps
@@ -1230,6 +1239,8 @@ class Profile:
         if alive:
             with ManagerClient(self.config.manager_url, transport=transport) as manager:
                 for token in alive:
+                    if problem is None and revoked == MAX_REVOKED_AT_ONCE:
+                        problem = f"more than {MAX_REVOKED_AT_ONCE} at once"
                     if problem is None:
                         try:
                             manager.revoke(token)
