@@ -7,6 +7,7 @@ cgroup trees, so the v2 path (modern hosts) is checked too.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,8 @@ def test_v2_with_delegated_controllers_is_preferred(tmp_path: Path) -> None:
     assert group.directory == own / "run-1"
     assert (own / "run-1" / "memory.max").read_text() == str(256 << 20)
     assert (own / "run-1" / "pids.max").read_text() == "64"
+    # one kill of the whole run at its limit: the kernel names each task it kills (h30)
+    assert (own / "run-1" / "memory.oom.group").read_text() == "1"
     assert group.procs_files() == [own / "run-1" / "cgroup.procs"]
 
 
@@ -88,6 +91,26 @@ def test_v2_without_delegation_falls_back_to_v1(tmp_path: Path) -> None:
     assert (group.memory / "memory.kmem.tcp.limit_in_bytes").read_text() == str(32 << 20)
     assert (group.memory / "memory.limit_in_bytes").read_text() == str(224 << 20)
     assert (group.pids / "pids.max").read_text() == "64"
+    # no kill by the kernel at the limit (it names each task it kills, h30): the group
+    # signals an eventfd, and the supervisor ends the run
+    assert (group.memory / "memory.oom_control").read_text() == "1"
+    assert group.oom_event is not None
+    event, _control = (group.memory / "cgroup.event_control").read_text().split()
+    assert int(event) == group.oom_event
+    assert not group.out_of_memory()
+    os.eventfd_write(group.oom_event, 1)  # what the kernel does at the limit
+    assert group.out_of_memory() and group.hit() == {"memory"}
+    assert group.out_of_memory()  # once seen, for the rest of the run
+
+
+def test_a_v1_group_waiting_at_its_memory_limit_is_out_of_memory(tmp_path: Path) -> None:
+    memory = tmp_path / "memory"
+    memory.mkdir()
+    (memory / "memory.oom_control").write_text("oom_kill_disable 1\nunder_oom 0\noom_kill 0\n")
+    group = CgroupV1(memory, tmp_path / "pids", None)
+    assert not group.out_of_memory()
+    (memory / "memory.oom_control").write_text("oom_kill_disable 1\nunder_oom 1\noom_kill 0\n")
+    assert group.out_of_memory()
 
 
 def test_no_memory_controller_says_why(tmp_path: Path) -> None:

@@ -6,11 +6,20 @@ lives in, so the host's own accounting still covers it. Two layouts exist:
 - cgroup v2 (modern hosts): one directory with ``memory.max``, ``memory.swap.max``,
   ``pids.max`` and, where the ``cpu`` controller is delegated, ``cpu.weight.nice``;
   ``memory.events`` and ``pids.events`` say which limit was hit; ``cpu.stat`` gives CPU
-  time; ``cgroup.kill`` ends every task at once.
+  time; ``cgroup.kill`` ends every task at once; ``memory.oom.group`` makes the kernel's
+  kill at the memory limit one of the whole run.
 - cgroup v1 (older hosts, and this project's CI machines): one directory in each of
   the ``memory``, ``pids``, ``cpuacct`` and ``cpu`` hierarchies, with the same meaning
   under v1's names (``memory.limit_in_bytes``, ``memory.oom_control``'s ``oom_kill``,
-  ``cpu.shares``, …).
+  ``cpu.shares``, …); the kernel's kill at the memory limit is off
+  (``memory.oom_control``): a task that needs memory there waits, and the supervisor
+  ends the run.
+
+Why no task of a run is killed alone at its limit: the kernel logs each kill with the
+task's name (``Killed process N (name)``, not rate-limited), 15 bytes the function
+chooses (``PR_SET_NAME``, or the name of a link it runs). A function that let a child
+named by its input be killed, again and again, put about 300 B/s of it in the host's
+kernel log (h26's red team, h30's fix).
 
 The CPU weight is what makes a run yield to the enclave services. A niceness alone does
 not, where the kernel groups processes by session (``sched_autogroup_enabled``, the
@@ -101,6 +110,11 @@ class RunCgroup(Protocol):
         """The limits hit so far: ``memory`` (an OOM kill), ``processes`` (a refused fork)."""
         ...
 
+    def out_of_memory(self) -> bool:
+        """The run reached its memory limit with nothing left to reclaim: it must end
+        (v1: its tasks wait there for ever; v2: the kernel has killed them all)."""
+        ...
+
     def usage(self) -> CgroupUsage: ...
 
     def kill(self) -> None:
@@ -180,6 +194,9 @@ class CgroupV2:
             with contextlib.suppress(FileNotFoundError):  # no swap accounting on this host
                 (group.directory / "memory.swap.max").write_text("0")
             (group.directory / "pids.max").write_text(str(limits.tasks))
+            # One kill of the whole run at its memory limit, never a task alone: each
+            # task is named once in the kernel's log, when the run ends (see above).
+            (group.directory / "memory.oom.group").write_text("1")
         except OSError as error:
             group.remove()
             raise CgroupUnavailable(f"cannot set limits in {group.directory}: {error}") from error
@@ -198,11 +215,14 @@ class CgroupV2:
 
     def hit(self) -> set[str]:
         hit = set()
-        if _keyed(self.directory / "memory.events").get("oom_kill", 0) > 0:
+        if self.out_of_memory():
             hit.add("memory")
         if _keyed(self.directory / "pids.events").get("max", 0) > 0:
             hit.add("processes")
         return hit
+
+    def out_of_memory(self) -> bool:
+        return _keyed(self.directory / "memory.events").get("oom_kill", 0) > 0
 
     def usage(self) -> CgroupUsage:
         cpu = _keyed(self.directory / "cpu.stat").get("usage_usec")
@@ -229,6 +249,8 @@ class CgroupV1:
     cpu: Path | None = None  # None also where ``cpu`` shares ``cpuacct``'s hierarchy
     kind: str = "cgroup-v1"
     cpu_weighted: bool = False
+    oom_event: int | None = None  # an eventfd the kernel signals when the group is at its limit
+    _out_of_memory: bool = False  # the event was seen (it is read once)
 
     @classmethod
     def create(cls, parents: Mapping[str, Path], name: str, limits: CgroupLimits) -> CgroupV1:
@@ -269,7 +291,13 @@ class CgroupV1:
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 (group.memory / "memory.memsw.limit_in_bytes").write_text(str(memory))
             (group.pids / "pids.max").write_text(str(limits.tasks))
+            # No kill by the kernel at the limit (its log names the task, see above): a
+            # task that needs memory there waits, the kernel signals the event, and the
+            # supervisor ends the whole run (out_of_memory).
+            (group.memory / "memory.oom_control").write_text("1")
+            group._watch_oom()
         except (OSError, CgroupUnavailable) as error:
+            group._close_event()
             for directory in reversed(created):
                 _remove_dir(directory)
             if isinstance(error, CgroupUnavailable):
@@ -279,6 +307,29 @@ class CgroupV1:
         if limits.cpu_nice is not None and cpu is not None:
             group._weigh(cpu / name, nice_weight(limits.cpu_nice))
         return group
+
+    def _watch_oom(self) -> None:
+        """Register an eventfd for the group's OOM notification (``cgroup.event_control``):
+        unlike ``under_oom``, it stays signalled after the waiting tasks are gone."""
+        self.oom_event = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        control = os.open(self.memory / "memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            (self.memory / "cgroup.event_control").write_text(f"{self.oom_event} {control}")
+        finally:
+            os.close(control)
+
+    def _close_event(self) -> None:
+        if self.oom_event is not None:
+            os.close(self.oom_event)
+            self.oom_event = None
+
+    def out_of_memory(self) -> bool:
+        if not self._out_of_memory and self.oom_event is not None:
+            with contextlib.suppress(BlockingIOError):
+                self._out_of_memory = os.eventfd_read(self.oom_event) > 0
+        if _keyed(self.memory / "memory.oom_control").get("under_oom", 0) > 0:
+            self._out_of_memory = True
+        return self._out_of_memory
 
     def _weigh(self, directory: Path, shares: int) -> None:
         """The run's CPU weight, in ``directory`` of the cpu hierarchy (cpuacct's own where
@@ -308,7 +359,7 @@ class CgroupV1:
 
     def hit(self) -> set[str]:
         hit = set()
-        if _keyed(self.memory / "memory.oom_control").get("oom_kill", 0) > 0:
+        if self.out_of_memory() or _keyed(self.memory / "memory.oom_control").get("oom_kill", 0):
             hit.add("memory")
         elif (_read_int(self.memory / "memory.failcnt") or 0) > 0 and not self.tasks():
             # Kernels before 4.13 do not count OOM kills; a failed charge is the sign.
@@ -331,6 +382,7 @@ class CgroupV1:
         _kill_each(self.tasks)
 
     def remove(self) -> None:
+        self._close_event()
         for directory in reversed(self._directories()):
             _remove_dir(directory)
 

@@ -563,6 +563,8 @@ class Supervisor:
                 ending.add("timeout")
             elif cgroup is not None and (cgroup.usage().cpu_seconds or 0) > limits.cpu_s:
                 ending.add("cpu")
+            elif cgroup is not None and cgroup.out_of_memory():
+                ending.add("memory")  # at its memory limit: the whole run ends, never a task
             elif os.getppid() != self._parent:
                 ending.add("worker-gone")
             if ending:
