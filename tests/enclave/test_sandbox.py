@@ -1549,6 +1549,7 @@ def test_a_host_whose_open_files_a_run_can_exhaust_runs_nothing(
     assert caught.value.check == "run-isolation"
     assert caught.value.actual == "fs.file-max 2466239 for 24084 MiB of memory"
     assert "sysctl -w fs.file-max=" in (caught.value.hint or "")
+    assert "scripts/host-settings.sh --persist" in (caught.value.hint or "")
     file_max.write_text(str(24662392 * 1024 // runner.FILE_BYTES))
     assert runner.open_files_problem() is None
 
@@ -1577,6 +1578,7 @@ def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
         "kernel.seccomp.actions_logged kill_process kill_thread"
     )
     assert "sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0 " in (caught.value.hint or "")
+    assert "scripts/host-settings.sh --persist" in (caught.value.hint or "")
     settings["debug.exception-trace"].write_text("0\n")
     actions.write_text(runner.SECCOMP_LOGGED)
     assert runner.kernel_log_problem() == "vm.oom_dump_tasks 1"

@@ -248,7 +248,8 @@ def sandbox(uid: int, *, shared_host: bool = True) -> Sandbox:
             "memory alone, and every other room's runs share the count",
             problem,
             "the function cannot be confined here; refusing to run it",
-            hint="as root, scripts/host-settings.sh, or sysctl -w "
+            hint="as root, scripts/host-settings.sh --persist (now, and at every boot "
+            "from /etc/sysctl.d/60-cleanroom.conf), or sysctl -w "
             "fs.file-max=9223372036854775807 (what systemd sets at boot; fs.file-max in "
             "/etc/sysctl.d/ to keep it)",
         )
@@ -262,7 +263,8 @@ def sandbox(uid: int, *, shared_host: bool = True) -> Sandbox:
             "the function chooses, to the host",
             problem,
             "the function cannot be confined here; refusing to run it",
-            hint="as root, scripts/host-settings.sh, or sysctl -w debug.exception-trace=0 "
+            hint="as root, scripts/host-settings.sh --persist (now, and at every boot "
+            "from /etc/sysctl.d/60-cleanroom.conf), or sysctl -w debug.exception-trace=0 "
             "vm.oom_dump_tasks=0 "
             f"kernel.seccomp.actions_logged='{SECCOMP_LOGGED}' (in /etc/sysctl.d/ to "
             "keep them)",
