@@ -929,6 +929,14 @@ REACHABLE_WITHOUT_FILTER = {
     "seccomp, high bits": "317, ctypes.c_long((1 << 32) | 1), 0, ctypes.byref(allow)",
     "prctl PR_SET_SECCOMP": "157, 22, 2, ctypes.byref(allow)",
     "setsockopt TCP_ULP, high bits": "54, tcp, ctypes.c_long((1 << 32) | 6), 31, b'tls', 3",
+    # FUTEX_WAKE_OP shifting by 147 and by -1: the kernel masks the shift and logs the
+    # task's name and the shift (h30's red team); and the same with high bits set
+    "futex FUTEX_WAKE_OP, shift 147": "202, buffer, 5 | 128, 1, 1, buffer, (8 << 28) | (147 << 12)",
+    "futex FUTEX_WAKE_OP, shift -1": "202, buffer, 5, 1, 1, buffer, (8 << 28) | (0xFFF << 12)",
+    "futex FUTEX_WAKE_OP, high bits": (
+        "202, buffer, ctypes.c_long((1 << 32) | 5), 1, 1, buffer,"
+        " ctypes.c_long((1 << 32) | (8 << 28) | (32 << 12))"
+    ),
     # An O_PATH descriptor of /tmp, no attribute: the call is there (Linux 6.15), though
     # the host's libseccomp cannot name it (syscalls.DENIED_BY_NUMBER)
     "open_tree_attr": "467, -100, b'/tmp', 0, None, 0",
@@ -976,6 +984,11 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         facts["with arguments that work without the filter"] = {{{reachable}}}
         facts["getpid"] = errno_of(39)
         facts["fcntl F_GETFD"] = errno_of(72, usr, 1)  # every other command is allowed
+        # FUTEX_WAKE_OP shifting by 31 (the most the kernel takes), and not shifting
+        facts["futex FUTEX_WAKE_OP"] = [
+            errno_of(202, buffer, 5 | 128, 1, 1, buffer, (8 << 28) | (31 << 12)),
+            errno_of(202, buffer, 5 | 128, 1, 1, buffer, (1 << 28) | (0xFFF << 12)),
+        ]
         facts["setsockopt SO_REUSEADDR"] = errno_of(54, tcp, 1, 2, struct.pack("i", 1), 4)
         # seccomp's queries, and prctl's other options, are allowed (SECCOMP_RET_ALLOW is
         # an action this kernel has; PR_GET_SECCOMP says it is filtered: 2)
@@ -1023,6 +1036,7 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     assert reachable == dict.fromkeys(REACHABLE_WITHOUT_FILTER, "EPERM")
     assert facts["getpid"] == "succeeded"  # everything else is allowed
     assert facts["fcntl F_GETFD"] == "succeeded"
+    assert facts["futex FUTEX_WAKE_OP"] == ["succeeded", "succeeded"]
     assert facts["setsockopt SO_REUSEADDR"] == "succeeded"
     assert facts["seccomp GET_ACTION_AVAIL"] == "succeeded"
     assert facts["prctl PR_GET_SECCOMP"] == 2
@@ -1640,11 +1654,12 @@ def test_the_kernels_log_says_nothing_a_function_chose(
     """A function's children put its input where the kernel logs it: at a fault it did
     not handle (its "Code:" line dumps 64 bytes of the memory at the instruction: a page
     of the input), as their names (15 bytes each) in the task list of the run at its
-    memory limit, in the audit of a call the filter kills, and as the name of each task
-    the OOM killer kills (``Killed process N (name)``, not rate-limited: a child named
-    by the input, first to go, killed again and again). The run "succeeded", and the
-    host's kernel log had all of it (h26's red team, the OOM kills h30's): none of it is
-    there now, and a run at its memory limit ends whole."""
+    memory limit, in the audit of a call the filter kills, as the name of each task the
+    OOM killer kills (``Killed process N (name)``, not rate-limited: a child named by
+    the input, first to go, killed again and again) and in a futex operation shifting
+    out of range (``futex_wake_op: NAME tries to shift op by N``). The run "succeeded",
+    and the host's kernel log had all of it (h26's red team; the OOM kills and the futex
+    h30's): none of it is there now, and a run at its memory limit ends whole."""
     marker = os.urandom(6).hex()  # 12 characters, in no other line of the log
     (workspace / "inputs" / "input_1" / "data.csv").write_text(marker)
     result = run(workspace, room_sandbox, """
@@ -1657,6 +1672,8 @@ def test_the_kernels_log_says_nothing_a_function_chose(
         pid = os.fork()
         if pid == 0:  # an instruction from a page that is not executable
             libc.prctl(15, ctypes.c_char_p(secret), 0, 0, 0)  # PR_SET_NAME
+            word = ctypes.byref(ctypes.c_uint32())  # a shift out of range, logged with the name
+            libc.syscall(202, word, 5 | 128, 1, 1, word, ctypes.c_uint32((8 << 28) | (147 << 12)))
             ctypes.CFUNCTYPE(None)(start + 2048)()
         os.waitpid(pid, 0)
         pid = os.fork()

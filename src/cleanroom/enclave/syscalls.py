@@ -186,6 +186,22 @@ HUGE_PAGE_FLAGS: Mapping[str, tuple[int, int]] = {
 """(argument, bit) of calls that take huge pages from the host's pool: a call with that
 bit set fails with ``EPERM``; the bit is tested alone, whatever else is set."""
 
+# futex(FUTEX_WAKE_OP) whose operation shifts by less than 0 or more than 31: the kernel
+# masks the shift and logs "futex_wake_op: NAME tries to shift op by N; fix this program",
+# NAME 15 bytes of the function's choice and N 12 bits of it, 10 lines every 5 s (its rate
+# limit), about 33 B/s to whoever reads the host's kernel log (h30's red team: a run that
+# "succeeded" put its input there). Such a call is refused (EPERM) before the kernel logs
+# it; FUTEX_WAKE_OP with a shift of 0 to 31, and without one, stays allowed (no current
+# runtime's libc uses it). The operation is in the encoded op's bits 28-31 (bit 31:
+# FUTEX_OP_OPARG_SHIFT), the shift in bits 12-23, signed: out of 0..31 exactly when one
+# of its bits 17-23 is set. The kernel reads both arguments in 32 bits.
+FUTEX_WAKE_OP = 5
+FUTEX_COMMAND_MASK = 0xFFFF_FE7F  # the kernel's FUTEX_CMD_MASK: less the private, clock flags
+FUTEX_OP_OPARG_SHIFT = 1 << 31
+FUTEX_SHIFT_OUT_OF_RANGE = tuple(1 << bit for bit in range(17, 24))
+"""futex(FUTEX_WAKE_OP) with FUTEX_OP_OPARG_SHIFT and any of these bits set in its
+encoded operation (the sixth argument) fails with ``EPERM``: the kernel would log it."""
+
 SOCKET_FAMILIES: Mapping[int, str] = {
     socket.AF_UNIX: "AF_UNIX",  # multiprocessing, asyncio's self-pipe, joblib
     socket.AF_INET: "AF_INET",  # the loopback of its own network namespace
@@ -249,6 +265,15 @@ def filter_fd() -> int:
             pyseccomp.ERRNO(DENIED_ERRNO),
             name,
             pyseccomp.Arg(argument, pyseccomp.MASKED_EQ, bit, bit),
+        )
+    for bit in FUTEX_SHIFT_OUT_OF_RANGE:
+        program.add_rule(
+            pyseccomp.ERRNO(DENIED_ERRNO),
+            "futex",
+            pyseccomp.Arg(1, pyseccomp.MASKED_EQ, FUTEX_COMMAND_MASK, FUTEX_WAKE_OP),
+            pyseccomp.Arg(
+                5, pyseccomp.MASKED_EQ, FUTEX_OP_OPARG_SHIFT | bit, FUTEX_OP_OPARG_SHIFT | bit
+            ),
         )
     for command in FCNTL_DENIED:
         program.add_rule(
