@@ -3,9 +3,10 @@
 # (enclave.runner: open_files_problem, kernel_log_problem; docs/threat-model.md):
 # - fs.file-max to its maximum, as systemd does at boot: a run holds files open past
 #   its descriptors (a mapping of each), bounded by its memory alone;
-# - debug.exception-trace and vm.oom_dump_tasks to 0, and kernel.seccomp.actions_logged
-#   without the kills: the kernel's log of a run's faults, of its tasks at its memory
-#   limit and of its calls the filter kills says what the function chooses, to the host.
+# - debug.exception-trace, vm.oom_dump_tasks and kernel.print-fatal-signals to 0, and
+#   kernel.seccomp.actions_logged without the kills: the kernel's log of a run's faults,
+#   of the signals it dies of, of its tasks at its memory limit and of its calls the
+#   filter kills says what the function chooses, to the host.
 # Written to /proc/sys directly (a Debian base has no sysctl), until the next boot.
 # Where one cannot be set (a container's read-only /proc/sys), it says so, and a Worker
 # refuses the host by name (run-isolation).
@@ -29,6 +30,7 @@ SETTINGS=(
   "fs.file-max=9223372036854775807"
   "debug.exception-trace=0"
   "vm.oom_dump_tasks=0"
+  "kernel.print-fatal-signals=0"
   "kernel.seccomp.actions_logged=trap errno user_notif trace log"
 )
 setting() {  # NAME VALUE

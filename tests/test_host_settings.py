@@ -19,6 +19,7 @@ DEFAULTS = {
     "fs/file-max": "2466239",
     "debug/exception-trace": "1",
     "vm/oom_dump_tasks": "1",
+    "kernel/print-fatal-signals": "1",  # a host being debugged
     "kernel/seccomp/actions_logged": "kill_process kill_thread trap errno user_notif trace log",
 }
 MEMINFO = "MemTotal:       24662392 kB\n"
@@ -82,6 +83,7 @@ def test_the_settings_are_set_until_the_next_boot_and_kept_nowhere(
     done = host_settings(tmp_path)
     assert done.returncode == 0, done.stderr
     assert worker_problems(tmp_path, monkeypatch) == [None, None]
+    assert (tmp_path / "proc" / "sys" / "kernel" / "print-fatal-signals").read_text() == "0\n"
     assert not (tmp_path / "etc").exists()
 
 
@@ -101,6 +103,7 @@ def test_persist_keeps_them_across_reboots_in_sysctl_d(
         "fs.file-max = 9223372036854775807",
         "debug.exception-trace = 0",
         "vm.oom_dump_tasks = 0",
+        "kernel.print-fatal-signals = 0",
         "kernel.seccomp.actions_logged = trap errno user_notif trace log",
     ]
     assert conf.stat().st_mode & 0o777 == 0o644

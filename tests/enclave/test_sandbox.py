@@ -1588,17 +1588,44 @@ def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
         sandbox(1 << 30)
     assert caught.value.check == "run-isolation"
     assert caught.value.actual == (
-        "debug.exception-trace 1, vm.oom_dump_tasks 1, "
+        "debug.exception-trace 1, vm.oom_dump_tasks 1, kernel.print-fatal-signals 1, "
         "kernel.seccomp.actions_logged kill_process kill_thread"
     )
     assert "sysctl -w debug.exception-trace=0 vm.oom_dump_tasks=0 " in (caught.value.hint or "")
     assert "scripts/host-settings.sh --persist" in (caught.value.hint or "")
     settings["debug.exception-trace"].write_text("0\n")
     actions.write_text(runner.SECCOMP_LOGGED)
+    settings["kernel.print-fatal-signals"].write_text("0\n")
     assert runner.kernel_log_problem() == "vm.oom_dump_tasks 1"
     for path in (settings["vm.oom_dump_tasks"], actions):
         path.unlink()  # a kernel without them
     assert runner.kernel_log_problem() is None
+
+
+def test_a_host_that_logs_every_signal_a_task_dies_of_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """kernel.print-fatal-signals 1 (a host being debugged) logs every core-dumping
+    signal a task dies of, with its name, every register and the 64 bytes at its
+    instruction, with no rate limit: 100 children of a function faulting in a page of
+    its input put it 100 times in the log in 2 s (h30's red team). No Worker starts
+    there; every other setting below is as a Worker wants it."""
+    require_sandbox()
+    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
+    for path in settings.values():
+        path.write_text("0\n")
+    actions = tmp_path / "actions_logged"
+    actions.write_text(runner.SECCOMP_LOGGED)
+    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
+    assert runner.kernel_log_problem() is None
+    fatal = settings.get("kernel.print-fatal-signals", tmp_path / "print-fatal-signals")
+    fatal.write_text("1\n")
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.actual == "kernel.print-fatal-signals 1"
+    assert "kernel.print-fatal-signals=0" in (caught.value.hint or "")
 
 
 def test_a_trial_on_the_authors_own_machine_needs_none_of_the_shared_hosts_settings(

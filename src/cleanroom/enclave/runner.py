@@ -156,9 +156,15 @@ def open_files_problem() -> str | None:
 # (vm.oom_dump_tasks). A function's children put the input in both, 10 faults and 10
 # dumps every 5 s (the kernel's rate limit): 170 B/s of faults, and 15 B a task a dump
 # (h26's red team), a run that "succeeded" and released nothing. Both off, or no run.
+# And kernel.print-fatal-signals (0 by default, 1 on a host being debugged): every
+# core-dumping signal a task dies of, logged with its name, its program's file name, all
+# its registers and the 64 bytes at its instruction, with no rate limit: a function's
+# children faulting in a page of the input put 100 such dumps in the log in 2 s, about
+# 10 KB/s (h30's red team, the setting 1 for the probe's 2 s).
 KERNEL_LOG_SETTINGS = {
     "debug.exception-trace": Path("/proc/sys/debug/exception-trace"),
     "vm.oom_dump_tasks": Path("/proc/sys/vm/oom_dump_tasks"),
+    "kernel.print-fatal-signals": Path("/proc/sys/kernel/print-fatal-signals"),
 }
 # And the audit of a process the syscall filter kills (a call through another ABI), with
 # its name, the call's number and the address it was made from (10 every 5 s, 24 B a
@@ -259,13 +265,14 @@ def sandbox(uid: int, *, shared_host: bool = True) -> Sandbox:
             "run-isolation",
             f"{' and '.join(KERNEL_LOG_SETTINGS)} 0, and kernel.seccomp.actions_logged "
             f"without {' or '.join(SECCOMP_KILLS)}: the kernel's log of a run's faults, "
-            "of its tasks at its memory limit and of its calls the filter kills says what "
+            "of the signals it dies of, of its tasks at its memory limit and of its calls "
+            "the filter kills says what "
             "the function chooses, to the host",
             problem,
             "the function cannot be confined here; refusing to run it",
             hint="as root, scripts/host-settings.sh --persist (now, and at every boot "
             "from /etc/sysctl.d/60-cleanroom.conf), or sysctl -w debug.exception-trace=0 "
-            "vm.oom_dump_tasks=0 "
+            "vm.oom_dump_tasks=0 kernel.print-fatal-signals=0 "
             f"kernel.seccomp.actions_logged='{SECCOMP_LOGGED}' (in /etc/sysctl.d/ to "
             "keep them)",
         )
