@@ -8,6 +8,7 @@ the function tried was contained and that nothing of the run is left afterwards.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import json
@@ -1004,7 +1005,9 @@ def _syscalls_body(numbers: dict[str, int]) -> str:
         facts["mmap"] = errno_of(9, *wide, ctypes.c_long(anonymous), ctypes.c_long(-1),
                                  ctypes.c_long(0))
         facts["memfd_create MFD_HUGETLB"] = errno_of(319, b"huge", ctypes.c_long(0x4 | 0x1))
-        facts["memfd_create"] = errno_of(319, b"small", ctypes.c_long(0x1))  # MFD_CLOEXEC
+        # MFD_CLOEXEC | MFD_NOEXEC_SEAL; without the seal, a memfd it could run
+        facts["memfd_create"] = errno_of(319, b"small", ctypes.c_long(0x1 | 0x8))
+        facts["memfd_create, executable"] = errno_of(319, b"small", ctypes.c_long(0x1))
         # Its init (bubblewrap, pid 1) is its uid and writable through /proc/1/mem: it
         # must be under the same filter, or code put there would escape it.
         for who, pid in (("self", "self"), ("init", "1")):
@@ -1042,6 +1045,7 @@ def test_the_kernel_calls_it_may_not_make_fail_with_eperm(
     assert facts["prctl PR_GET_SECCOMP"] == 2
     assert facts["mmap MAP_HUGETLB"] == facts["memfd_create MFD_HUGETLB"] == "EPERM"
     assert facts["mmap"] == facts["memfd_create"] == "succeeded"
+    assert facts["memfd_create, executable"] == "EPERM"
     assert facts["self"] == facts["init"] == ["Seccomp:\t2"]  # filtered, both
 
 
@@ -1734,6 +1738,68 @@ def test_the_kernels_log_says_nothing_a_function_chose(
         pathlib.Path("/work/outputs/output_1/nothing.txt").write_text("nothing")
     """, memory_mib=128)  # fmt: skip
     assert result.status == "memory", result
+    assert marker not in kernel_log()
+
+
+def test_no_program_the_function_wrote_runs(workspace: Path, room_sandbox: Sandbox) -> None:
+    """The kernel logs, with no rate limit, a program whose first segment lies over
+    memory already mapped, naming the file it ran and the segment's address: a
+    function that wrote such an ELF, named by its input, to /tmp or a memfd and ran it
+    put the input in the host's log 60 times a second (h30's red team). Now nothing it
+    wrote runs (its tmpfs is noexec, a memfd is sealed against running); a script it
+    wrote still runs through its interpreter."""
+    marker = os.urandom(6).hex()
+    (workspace / "inputs" / "input_1" / "data.csv").write_text(marker)
+    received = Outputs()
+    result = run(workspace, room_sandbox, """
+        import ctypes, struct, subprocess, sys
+        libc = ctypes.CDLL(None, use_errno=True)
+        secret = pathlib.Path("/work/inputs/input_1/data.csv").read_text()
+        address = 0x100000000000 | (int(secret[:8], 16) << 12)
+        size = 0x7FFFFFFFF000 - address  # over the new program's stack: "Uhuuh"
+        header = struct.pack("<4sBBBBB7xHHIQQQIHHHHHH", b"\\x7fELF", 2, 1, 1, 0, 0,
+                             2, 62, 1, address, 64, 0, 0, 64, 56, 1, 0, 0, 0)
+        segment = struct.pack("<IIQQQQQQ", 1, 5, 0, address, address, size, size, 0x1000)
+        program = (header + segment).ljust(0x2000, b"\\xcc")
+        def run(path):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.execv(path, [path])
+                except OSError as error:
+                    os._exit(100 + error.errno)
+            return os.waitpid(pid, 0)[1] >> 8
+        facts = {}
+        for place in ("/tmp", "/dev/shm", "/work/outputs/output_1"):
+            path = f"{place}/{secret}"
+            pathlib.Path(path).write_bytes(program)
+            os.chmod(path, 0o755)
+            facts[place] = run(path)
+            os.unlink(path)
+        libc.memfd_create.restype = ctypes.c_int
+        for flags in (0, 0x8):  # no flag (a memfd it could run), MFD_NOEXEC_SEAL
+            fd = libc.memfd_create(secret.encode(), flags)
+            if fd < 0:
+                facts[f"memfd {flags}"] = -ctypes.get_errno()
+                continue
+            os.write(fd, program)
+            facts[f"memfd {flags}"] = run(f"/proc/self/fd/{fd}")
+        pathlib.Path("/tmp/script.py").write_text("print(6 * 7)")
+        facts["script"] = subprocess.run([sys.executable, "/tmp/script.py"],
+                                         capture_output=True, text=True).stdout
+        pathlib.Path("/work/outputs/output_1/facts.json").write_text(json.dumps(facts))
+    """, outputs=received)  # fmt: skip
+    assert result.status == "succeeded", result
+    facts = json.loads(received["output_1/facts.json"])
+    refused = 100 + errno.EACCES  # the child's exit status: execv raised EACCES
+    assert facts == {
+        "/tmp": refused,
+        "/dev/shm": refused,
+        "/work/outputs/output_1": refused,
+        "memfd 0": -errno.EPERM,
+        "memfd 8": refused,
+        "script": "42\n",
+    }
     assert marker not in kernel_log()
 
 

@@ -318,9 +318,15 @@ def _stage(plan: RunPlan, root: Path) -> _Stage:
         os.chmod(stage.dev / name, 0o666)  # noqa: S103 - the host's device's mode, not the umask's
     stage.rw.mkdir(mode=0o700)
     owner = plan.uid
+    # noexec: no program the function wrote runs (an interpreter still reads a script).
+    # The kernel logs, with no rate limit, a program it cannot load because its first
+    # segment lies over memory already mapped ("N (NAME): Uhuuh, elf segment at ADDR
+    # requested but the memory is mapped already"): a crafted ELF in /tmp, run again and
+    # again, put 15 bytes of name and 4 of address of the function's choice in 121 lines
+    # in 2 s (h30's red team). A memfd cannot be run either (syscalls.MEMFD_NOEXEC_SEAL).
     _mount(
         "-t", "tmpfs", "-o",
-        f"size={plan.limits.disk_mib}m,nr_inodes={MAX_FILES},mode=0755,nosuid,nodev",
+        f"size={plan.limits.disk_mib}m,nr_inodes={MAX_FILES},mode=0755,nosuid,nodev,noexec",
         "cleanroom-run", str(stage.rw),
     )  # fmt: skip
     stage.outputs.mkdir(mode=0o755)  # its own: the function makes no output ids
