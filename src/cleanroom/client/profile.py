@@ -157,11 +157,6 @@ kept 60 revoked 52, was refused the rest (429) and left the address's allowance 
 the login that follows and for everyone else there."""
 
 
-class TokensNotRevokedWarning(UserWarning):
-    """Tokens a profile dropped that the manager could not be asked to revoke (one line:
-    how many, why, and that ``cleanroom logout`` reaches them later)."""
-
-
 @dataclass(frozen=True)
 class DroppedTokens:
     """What :meth:`Profile.drop_tokens` did with the tokens the profile kept."""
@@ -218,7 +213,8 @@ class RenewedToken:
 
 
 def _warn_tokens_not_revoked(line: str) -> None:
-    warnings.warn(line, TokensNotRevokedWarning, stacklevel=3)
+    # A UserWarning: every exception class of cleanroom derives from ``errors.Error``.
+    warnings.warn(line, stacklevel=3)
 
 
 class ProfileError(Error):
@@ -506,7 +502,7 @@ class Profile:
         self._proof_key: ProofKey | None = None
         self.warn: Callable[[str], None] = _warn_tokens_not_revoked
         """Where a one-line warning of tokens dropped unrevoked goes (a
-        :class:`TokensNotRevokedWarning` by default; the command line prints it)."""
+        ``UserWarning`` by default; the command line prints it)."""
 
     # -- creation and loading ------------------------------------------------------
 
@@ -1404,7 +1400,6 @@ __all__ = [
     "ProfileConfig",
     "ProfileError",
     "RenewedToken",
-    "TokensNotRevokedWarning",
     "profile_dir",
     "resolve_name",
     "token_margin",
