@@ -395,3 +395,59 @@ def test_a_memory_size_either_command_could_read_otherwise_is_refused(
         memory_mib(value, "--memory", bare=bare)
     assert caught.value.exit_code == 2
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("90", 90),  # a number alone is seconds, as it always was
+        ("90s", 90),
+        ("5m", 300),
+        ("5M", 300),
+        ("1.5h", 5400),
+        ("1h30m", 5400),
+        ("1m30", 90),
+        ("2d", 172800),
+        ("0", 0),  # the spec's range is checked after, with the option's name
+    ],
+)
+def test_a_duration_is_read_in_its_unit(value: str, seconds: int) -> None:
+    from cleanroom.cli.common import duration_text, parse_duration
+
+    assert parse_duration(value, "--timeout") == seconds
+    assert parse_duration(duration_text(seconds), "--timeout") == seconds
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("", "not a duration"),
+        ("m", "not a duration"),
+        ("5x", "not a duration"),
+        ("30ms", "not a duration"),
+        ("5m1h", "not a duration"),  # largest unit first
+        ("-5s", "not a duration"),
+        ("1e3", "not a duration"),
+        ("0.5s", "not a whole number of seconds (0.5 s)"),
+        ("0.001m", "not a whole number of seconds"),
+    ],
+)
+def test_a_duration_that_is_not_one_is_refused(value: str, says: str) -> None:
+    from cleanroom.cli.common import CliError, parse_duration
+
+    with pytest.raises(CliError) as caught:
+        parse_duration(value, "--timeout")
+    assert caught.value.exit_code == 2
+    assert says in str(caught.value)
+
+
+def test_a_default_duration_is_shown_in_its_largest_whole_unit() -> None:
+    from cleanroom.cli.common import duration_text
+
+    assert [duration_text(s) for s in (3600, 14400, 90, 300, 86400 * 7)] == [
+        "1h",
+        "4h",
+        "90s",
+        "5m",
+        "7d",
+    ]

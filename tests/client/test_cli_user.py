@@ -256,13 +256,20 @@ def access_file(tmp_path: Path, alice: str) -> Path:
         (["--memory", "2000G"], "error: --memory 2000G: Input should be less than or equal"),
         (
             ["--timeout", "0"],
-            "error: --timeout (seconds): Input should be greater than or equal to 1 (the "
+            "error: --timeout 0: Input should be greater than or equal to 1 s (the "
             "spec's resources.timeout_s)\n",
         ),
+        # A duration takes a unit, as --memory does (h32); its bound is in seconds.
+        (
+            ["--timeout", "8d"],
+            "error: --timeout 8d: Input should be less than or equal to 604800 s",
+        ),
+        (["--timeout", "5x"], "error: --timeout '5x': not a duration; write e.g. 90 or 90s, 5m"),
+        (["--cpu", "0.5s"], "error: --cpu '0.5s': not a whole number of seconds (0.5 s)"),
         (["--disk", "0"], "error: --disk 0: Input should be greater than or equal to 1 MiB"),
         (["--disk", "2GB"], "error: --disk '2GB': MB and GB are ambiguous"),
         (["--processes", "1"], "error: --processes: Input should be greater than or equal"),
-        (["--cpu", "0"], "error: --cpu (seconds): Input should be greater than or equal to 1"),
+        (["--cpu", "0"], "error: --cpu 0: Input should be greater than or equal to 1 s"),
         (["--runtime", "ruby"], "runtime"),
     ],
 )
@@ -278,6 +285,18 @@ def test_deploy_refuses_bad_input_before_the_network(
     assert code == 2, err
     assert message in err, err
     assert "cannot reach" not in err
+
+
+@pytest.mark.parametrize("limits", [["--timeout", "90m", "--cpu", "2h"], ["--timeout", "7d"]])
+def test_deploy_takes_durations_with_units(
+    home: Path, capsys: pytest.CaptureFixture[str], access_file: Path, limits: list[str]
+) -> None:
+    """`--timeout 90m` was refused as not an integer (seconds only): now read, and the
+    deploy goes on to the manager (none here: "cannot reach", exit 1)."""
+    assert run(capsys, *configure())[0] == 0
+    code, _, err = run(capsys, *deploy(FUNCTION, access_file, *limits))
+    assert code == 1, err
+    assert "cannot reach" in err, err
 
 
 def test_deploy_refuses_a_bad_access_file(

@@ -85,6 +85,26 @@ def test_a_limit_out_of_range_is_named_by_its_option_and_unit(tmp_path: Path) ->
     assert result.stderr == "error: --disk 0: Input should be greater than or equal to 1 MiB\n"
 
 
+def test_a_duration_takes_a_unit_and_its_bound_is_in_seconds(tmp_path: Path) -> None:
+    """--timeout and --cpu took seconds only (`--timeout 5m` exited 2, "not a valid
+    integer"); now a unit as --memory has one, and a bound names the option as given."""
+    (tmp_path / "function").mkdir()
+    result = function_test(tmp_path, str(tmp_path / "function"), "--timeout", "8d")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: --timeout 8d: Input should be less than or equal to 604800 s\n"
+    )
+    result = function_test(tmp_path, str(tmp_path / "function"), "--cpu", "5 minutes")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --cpu '5 minutes': not a duration; write e.g. 90")
+    # Read, and past the limits: the next refusal is the function's (no handler.py).
+    result = function_test(
+        tmp_path, str(tmp_path / "function"), "--timeout", "5m", "--cpu", "1h30m"
+    )
+    assert result.returncode == 2
+    assert "handler" in result.stderr and "--timeout" not in result.stderr, result.stderr
+
+
 def test_a_number_alone_that_deploy_would_read_in_gib_needs_its_unit(tmp_path: Path) -> None:
     """`deploy --memory 2` is 2 GiB; here a number alone is MiB, and 2 MiB was refused as
     under the least without saying that the unit differs (h25)."""

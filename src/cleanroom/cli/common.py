@@ -231,6 +231,43 @@ def disk_mib(value: str, option: str) -> int:
     return whole_mib(mebibytes, value, option)
 
 
+# A duration of the command line: a number of seconds alone, or numbers each with a unit
+# (s, m, h, d), largest first: 90, 90s, 5m, 1.5h, 1h30m, 2d.
+_DURATION = re.compile(
+    r"\s*(?:(?P<d>[0-9]+(?:\.[0-9]+)?)d)?\s*(?:(?P<h>[0-9]+(?:\.[0-9]+)?)h)?"
+    r"\s*(?:(?P<m>[0-9]+(?:\.[0-9]+)?)m)?\s*(?:(?P<s>[0-9]+(?:\.[0-9]+)?)s?)?\s*",
+    re.IGNORECASE,
+)
+_SECONDS_PER_UNIT = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+DURATION_HELP = "90 or 90s, 5m, 1.5h, 1h30m, 2d (a number alone is seconds)"
+
+
+def parse_duration(value: str, option: str) -> int:
+    """A duration given as ``value`` to ``option``, in whole seconds; anything else (no
+    number, an unknown unit, a fraction of a second) is unusable input (exit code 2).
+    The range is the spec's to check, with the option's name."""
+    found = _DURATION.fullmatch(value)
+    if found is None or not any(found.groupdict().values()):
+        fail(f"{option} {value!r}: not a duration; write e.g. {DURATION_HELP}", EXIT_USAGE)
+    seconds = sum(
+        float(number) * _SECONDS_PER_UNIT[unit]
+        for unit, number in found.groupdict().items()
+        if number is not None
+    )
+    if seconds != int(seconds):
+        fail(f"{option} {value!r}: not a whole number of seconds ({seconds:g} s)", EXIT_USAGE)
+    return int(seconds)
+
+
+def duration_text(seconds: int) -> str:
+    """``seconds`` as :func:`parse_duration` reads it, in the largest unit it is whole in
+    (a default shown in a command's help: 1h, not 3600)."""
+    for unit, size in _SECONDS_PER_UNIT.items():
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    raise AssertionError("every whole number of seconds is whole in s")
+
+
 class OutputFormat(StrEnum):
     """What a command prints its result as (the global ``--output``)."""
 

@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cleanroom.cli.common import (
+    DURATION_HELP,
     EXIT_USAGE,
     SIZE_HELP,
     counted,
     disk_mib,
+    duration_text,
     fail,
     json_output,
     memory_mib,
+    parse_duration,
     print_json,
     stderr,
     stdout,
@@ -98,8 +101,12 @@ def function_test(
             "(below needs its unit: deploy's number alone is GiB).",
         ),
     ] = f"{DEFAULTS.memory_mib}M",
-    timeout: Annotated[int, typer.Option(help="Wall-time limit, s.")] = DEFAULTS.timeout_s,
-    cpu: Annotated[int, typer.Option(help="CPU-time limit, all tasks, s.")] = DEFAULTS.cpu_s,
+    timeout: Annotated[
+        str, typer.Option(metavar="DURATION", help=f"Wall-time limit: {DURATION_HELP}.")
+    ] = duration_text(DEFAULTS.timeout_s),
+    cpu: Annotated[
+        str, typer.Option(metavar="DURATION", help=f"CPU-time limit, all tasks: {DURATION_HELP}.")
+    ] = duration_text(DEFAULTS.cpu_s),
     processes: Annotated[
         int, typer.Option(help="Task limit (processes and threads).")
     ] = DEFAULTS.processes,
@@ -138,8 +145,8 @@ def function_test(
         parameters = parse_parameters(param or [])
         resources = Resources(
             memory_mib=memory_mib(memory, "--memory", bare="MiB"),
-            timeout_s=timeout,
-            cpu_s=cpu,
+            timeout_s=parse_duration(timeout, "--timeout"),
+            cpu_s=parse_duration(cpu, "--cpu"),
             processes=processes,
             disk_mib=disk_mib(disk, "--disk"),
         )
@@ -151,6 +158,9 @@ def function_test(
         size = {"memory_mib": f"--memory {memory}", "disk_mib": f"--disk {disk}"}.get(where)
         if size is not None:  # given with or without a unit: the bound is in MiB
             fail(f"{size}: {first['msg']} MiB", EXIT_USAGE)
+        duration = {"timeout_s": f"--timeout {timeout}", "cpu_s": f"--cpu {cpu}"}.get(where)
+        if duration is not None:  # given with or without a unit: the bound is in seconds
+            fail(f"{duration}: {first['msg']} s", EXIT_USAGE)
         fail(f"{_LIMIT_OPTIONS.get(where, where)}: {first['msg']}", EXIT_USAGE)
     if _HANDLER.fullmatch(handler) is None:  # the spec's pattern: deploy would refuse it
         fail(f"--handler {shown(handler)}: give module.function, e.g. handler.run", EXIT_USAGE)
@@ -254,11 +264,7 @@ def _handler_warnings(directory: Path, handler: str, runtime: str) -> tuple[Revi
     return check_handler(bundle, handler, runtime, function=function_id(bundle))
 
 
-_LIMIT_OPTIONS = {
-    "timeout_s": "--timeout (seconds)",
-    "cpu_s": "--cpu (seconds)",
-    "processes": "--processes",
-}
+_LIMIT_OPTIONS = {"processes": "--processes"}
 _HANDLER = re.compile(WorkSpec.model_fields["handler"].metadata[0].pattern)
 _NO_MODULE = re.compile(rb"ModuleNotFoundError: No module named '([A-Za-z_][A-Za-z0-9_]{0,99})")
 

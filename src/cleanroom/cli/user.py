@@ -28,15 +28,18 @@ import typer
 from cleanroom.cli import function_test
 from cleanroom.cli.account import failures, with_manager
 from cleanroom.cli.common import (
+    DURATION_HELP,
     EXIT_USAGE,
     SIZE_HELP,
     counted,
     current_profile,
     disk_mib,
+    duration_text,
     fail,
     hint,
     json_output,
     memory_mib,
+    parse_duration,
     print_json,
     spinner,
     stderr,
@@ -262,21 +265,23 @@ def _sql_section(rights: Access, queries: Path | None, schemas: list[str]) -> di
 
 _RESOURCE_OPTIONS = {
     "resources.memory_mib": "--memory",
-    "resources.timeout_s": "--timeout (seconds)",
-    "resources.cpu_s": "--cpu (seconds)",
+    "resources.timeout_s": "--timeout",
+    "resources.cpu_s": "--cpu",
     "resources.processes": "--processes",
     "resources.disk_mib": "--disk",
 }
 
 
-def _spec_refusal(error: CheckFailed, sizes: dict[str, str]) -> str:
+def _spec_refusal(error: CheckFailed, sizes: dict[str, str], durations: dict[str, str]) -> str:
     """What deploy says of a spec it built that is not valid: a resource by its option
-    (a size as it was given, its bound in the spec's MiB)."""
+    (a size or a duration as it was given, its bound in the spec's MiB or seconds)."""
     option = _RESOURCE_OPTIONS.get(str(error.actual)) if error.check == "work-spec" else None
     if option is None:
         return str(error)
     if option in sizes:
         return f"{option} {sizes[option]}: {error.message} MiB (the spec's {error.actual})"
+    if option in durations:
+        return f"{option} {durations[option]}: {error.message} s (the spec's {error.actual})"
     return f"{option}: {error.message} (the spec's {error.actual})"
 
 
@@ -388,10 +393,15 @@ def deploy(
             "below 64 (64 or more needs its unit: function test's number alone is MiB).",
         ),
     ] = "2G",
-    timeout: Annotated[int, typer.Option(help="Time limit of a run, in seconds.")] = 3600,
+    timeout: Annotated[
+        str, typer.Option(metavar="DURATION", help=f"Time limit of a run: {DURATION_HELP}.")
+    ] = duration_text(Resources.model_fields["timeout_s"].default),
     cpu: Annotated[
-        int, typer.Option(help="CPU-time limit of a run, all its tasks, in seconds.")
-    ] = Resources.model_fields["cpu_s"].default,
+        str,
+        typer.Option(
+            metavar="DURATION", help=f"CPU-time limit of a run, all its tasks: {DURATION_HELP}."
+        ),
+    ] = duration_text(Resources.model_fields["cpu_s"].default),
     processes: Annotated[
         int, typer.Option(help="Task limit of a run (processes and threads).")
     ] = Resources.model_fields["processes"].default,
@@ -459,6 +469,7 @@ def deploy(
         fail(f"{access}: rules and adhoc belong to a SQL room (--sql)", EXIT_USAGE)
     memory_limit = memory_mib(memory, "--memory", bare="GiB")
     disk_limit = disk_mib(disk, "--disk")
+    timeout_s, cpu_s = parse_duration(timeout, "--timeout"), parse_duration(cpu, "--cpu")
     with failures():
         user_id = profile.user_id
     try:
@@ -471,8 +482,8 @@ def deploy(
             deployer_user_id=user_id,
             runtime=runtime,
             memory_mib=memory_limit,
-            timeout_s=timeout,
-            cpu_s=cpu,
+            timeout_s=timeout_s,
+            cpu_s=cpu_s,
             processes=processes,
             disk_mib=disk_limit,
             parameters=parameters,
@@ -481,7 +492,11 @@ def deploy(
             # Every named query parses and passes every owner's rule, or nothing deploys.
             check_spec_queries(spec)
     except CheckFailed as error:  # the spec built from the user's files: exit 2, not 1
-        fail(_spec_refusal(error, {"--memory": memory, "--disk": disk}), EXIT_USAGE)
+        sizes, durations = (
+            {"--memory": memory, "--disk": disk},
+            {"--timeout": timeout, "--cpu": cpu},
+        )
+        fail(_spec_refusal(error, sizes, durations), EXIT_USAGE)
     warnings = _check_handler(profile, spec) if spec.sql is None else ()
     unknown = _warn_unknown_granted(spec, contacts, user_id)
     with failures(), spinner(f"deploying {name}…"):
