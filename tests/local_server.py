@@ -13,9 +13,12 @@ from cleanroom.cli.serving import ServingLimits, server
 
 
 @contextlib.contextmanager
-def serving(app: Any, limits: ServingLimits | None = None) -> Iterator[str]:
-    """The app's base URL while it is served (with ``limits``, else the defaults)."""
-    running = server(app, host="127.0.0.1", port=0, what="test", limits=limits)
+def serving(
+    app: Any, limits: ServingLimits | None = None, proxies: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """The app's base URL while it is served (with ``limits``, else the defaults;
+    believing X-Forwarded-For from ``proxies`` only)."""
+    running = server(app, host="127.0.0.1", port=0, what="test", limits=limits, proxies=proxies)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -451,3 +451,44 @@ def test_a_default_duration_is_shown_in_its_largest_whole_unit() -> None:
         "5m",
         "7d",
     ]
+
+
+@pytest.mark.parametrize("server", ["manager", "compute"])
+def test_a_server_refuses_a_trusted_proxy_that_is_no_address_before_it_starts(
+    home: Path, capsys: pytest.CaptureFixture[str], server: str
+) -> None:
+    """uvicorn would take `*` as every peer (each client then names the address the
+    manager's rate limits count) and a name as a literal it never meets, silently."""
+    assert main(["server", server, "--port", "0", "--trusted-proxy", "*"]) == 2
+    assert "--trusted-proxy '*': expected an IP address" in capsys.readouterr().err
+
+
+def test_a_manager_behind_a_trusted_proxy_logs_the_forwarded_client(tmp_path: Path) -> None:
+    """`cleanroom server manager --trusted-proxy 127.0.0.1`, as a process: it says whose
+    X-Forwarded-For it believes, and its access log names the client the proxy forwarded
+    (h32)."""
+    import httpx
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cleanroom.cli.main", "server", "manager", "--port", "0",
+         "--data-dir", str(tmp_path / "manager"), "--trusted-proxy", "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CLEANROOM_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert process.stderr is not None and process.stdout is not None
+    try:
+        lines: list[str] = []
+        while not lines or "listening on" not in lines[-1]:
+            line = process.stderr.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        url = lines[-1].split("listening on ")[1].strip()
+        while "believed from" not in lines[-1]:
+            lines.append(process.stderr.readline())
+        assert lines[-1] == "X-Forwarded-For and X-Forwarded-Proto believed from: 127.0.0.1\n"
+        httpx.get(f"{url}/v1/rooms", headers={"X-Forwarded-For": "203.0.113.9"})
+        logged = process.stdout.readline()  # uvicorn's access log, on standard output
+        assert '203.0.113.9:0 - "GET /v1/rooms HTTP/1.1" 401' in logged, logged
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from cleanroom.cli.serving import KEEP_ALIVE_S, listening_elsewhere, server
+from cleanroom.cli.serving import KEEP_ALIVE_S, listening_elsewhere, server, trusted_proxies
 from cleanroom.controller.relay import KEEP_IDLE_S as CONTROLLER_KEEPS
 from cleanroom.enclave.http import KEEP_ALIVE_S as KEEP_ALIVE_S_ENCLAVE
 from cleanroom.enclave.http import serve as serve_enclave
@@ -211,3 +211,93 @@ def test_a_clients_forwarded_headers_are_not_believed() -> None:
     forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
     with serving(client_seen) as url:
         assert httpx.get(url, headers=forged).text == "127.0.0.1 http"
+
+
+def get_from(source: str, url: str, headers: dict[str, str]) -> str:
+    """The answer's text to a GET sent from the loopback address ``source``."""
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as client:
+        return client.get(url, headers=headers).text
+
+
+def test_forwarded_headers_are_believed_from_a_trusted_proxy_only() -> None:
+    """--trusted-proxy: behind a reverse proxy every client had the proxy's address (the
+    manager's rate limits counted them as one). X-Forwarded-For and -Proto are now
+    believed from the named proxy (127.0.0.1 here), never from another peer (127.0.0.2),
+    and a client's own X-Forwarded-For before the proxy's entry does not choose its
+    address: the last entry that is not a trusted proxy is the client (h32)."""
+    forged = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    with serving(client_seen, proxies=("127.0.0.1",)) as url:
+        assert get_from("127.0.0.1", url, forged) == "203.0.113.9 https"
+        assert get_from("127.0.0.2", url, forged) == "127.0.0.2 http"
+        chained = {"X-Forwarded-For": "198.51.100.1, 203.0.113.9"}  # the client's, the proxy's
+        assert get_from("127.0.0.1", url, chained) == "203.0.113.9 http"
+        assert get_from("127.0.0.1", url, {}) == "127.0.0.1 http"
+    with serving(client_seen, proxies=("127.0.0.2",)) as url:
+        assert get_from("127.0.0.1", url, forged) == "127.0.0.1 http"
+    with serving(client_seen, proxies=("127.0.0.0/30",)) as url:
+        assert get_from("127.0.0.2", url, forged) == "203.0.113.9 https"
+
+
+@pytest.mark.parametrize(
+    ("given", "taken"),
+    [
+        (["127.0.0.1"], ("127.0.0.1",)),
+        (["::1", "[::1]"], ("::1", "::1")),
+        (["10.0.0.0/24", "10.0.0.7/32"], ("10.0.0.0/24", "10.0.0.7")),
+        ([], ()),
+    ],
+)
+def test_a_trusted_proxy_is_an_address_or_a_network(
+    given: list[str], taken: tuple[str, ...]
+) -> None:
+    assert trusted_proxies(given) == taken
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        # uvicorn takes * as every peer, and a name as a literal it never meets, silently.
+        ("*", "expected an IP address (127.0.0.1, ::1) or a network (10.0.0.0/24), got neither"),
+        ("localhost", "got neither"),
+        ("10.0.0.7/24", "got neither"),  # host bits set: a typo for an address or a network?
+        ("0.0.0.0/0", "got every address"),
+        ("::/0", "got every address"),
+    ],
+)
+def test_a_trusted_proxy_that_is_not_one_is_refused(given: str, says: str) -> None:
+    from cleanroom.cli.common import CliError
+
+    with pytest.raises(CliError) as caught:
+        trusted_proxies([given])
+    assert caught.value.exit_code == 2
+    assert f"--trusted-proxy {given}" in str(caught.value).replace("'", "")
+    assert says in str(caught.value)
+
+
+def test_the_managers_rate_limit_counts_the_client_behind_a_trusted_proxy(tmp_path: Path) -> None:
+    """The manager's per-address limit of /oauth/revoke and /oauth/token, behind a proxy
+    at 127.0.0.1 (--trusted-proxy 127.0.0.1): each client forwarded has its own bucket;
+    a peer that is not the proxy (127.0.0.2) names no other address with the header."""
+    from cleanroom.limits import RateLimit
+    from cleanroom.manager import Settings, create_app
+
+    settings = Settings(
+        data_dir=tmp_path / "manager",
+        public_url="http://127.0.0.1:1",
+        token_rate_per_address=RateLimit(burst=1, per_second=0.0001),
+    )
+    with serving(create_app(settings), proxies=("127.0.0.1",)) as url:
+
+        def revoke(source: str, forwarded: str) -> int:
+            with httpx.Client(transport=httpx.HTTPTransport(local_address=source)) as client:
+                return client.post(
+                    f"{url}/oauth/revoke",
+                    data={"token": "x"},
+                    headers={"X-Forwarded-For": forwarded},
+                ).status_code
+
+        assert revoke("127.0.0.1", "203.0.113.1") == 200
+        assert revoke("127.0.0.1", "203.0.113.1") == 429  # that client's bucket is empty
+        assert revoke("127.0.0.1", "203.0.113.2") == 200  # another client behind the proxy
+        assert revoke("127.0.0.2", "203.0.113.3") == 200  # counted as 127.0.0.2
+        assert revoke("127.0.0.2", "203.0.113.4") == 429  # still 127.0.0.2: not believed

@@ -16,7 +16,9 @@ from cleanroom.cli.serving import (
     HeaderTimeoutOption,
     MaxConnectionsOption,
     ServingLimits,
+    TrustedProxyOption,
     serve,
+    trusted_proxies,
 )
 from cleanroom.errors import CheckFailed
 from cleanroom.paths import compute_data_dir
@@ -128,6 +130,7 @@ def compute(
     ] = None,
     header_timeout: HeaderTimeoutOption = HEADER_TIMEOUT_S,
     max_connections: MaxConnectionsOption = MAX_CONNECTIONS,
+    trusted_proxy: TrustedProxyOption = None,
 ) -> None:
     """Run a compute server: the untrusted Controller, the Attester and one Worker per
     clean room, each its own process. Register it first (`cleanroom admin server add
@@ -143,6 +146,7 @@ def compute(
     from cleanroom.controller.enclaves import PLATFORM_DIR
     from cleanroom.controller.manager_link import load_credentials
 
+    proxies = trusted_proxies(trusted_proxy)
     try:
         ceiling = ResourceCeiling.of_host().with_overrides(_pairs(max_resources or []))
     except ValueError as error:
@@ -226,6 +230,7 @@ def compute(
         what="compute server",
         notes=notes,
         limits=ServingLimits(header_timeout=header_timeout, max_connections=max_connections),
+        proxies=proxies,
         public_url=identity.url,  # where it was registered: where everyone is sent
         fix=f"Start it with --host and --port of {identity.url}, or register the URL it is "
         "reached at (cleanroom admin server add URL, on the manager's machine).",

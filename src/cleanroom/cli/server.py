@@ -15,6 +15,8 @@ from cleanroom.cli.serving import (
     HeaderTimeoutOption,
     MaxConnectionsOption,
     ServingLimits,
+    TrustedProxyOption,
+    trusted_proxies,
 )
 from cleanroom.manager.settings import (
     CLIENT_ANSWER_DEADLINE,
@@ -139,6 +141,7 @@ def manager(
     ] = DEFAULT_FUNCTION_BYTES_PER_PROJECT,
     header_timeout: HeaderTimeoutOption = HEADER_TIMEOUT_S,
     max_connections: MaxConnectionsOption = MAX_CONNECTIONS,
+    trusted_proxy: TrustedProxyOption = None,
 ) -> None:
     """Run the management server: tokens, function storage, the clean room registry.
 
@@ -150,6 +153,7 @@ def manager(
     from cleanroom.cli.serving import serve
     from cleanroom.manager import Settings, create_app
 
+    proxies = trusted_proxies(trusted_proxy)
     directory = data_dir or default_data_dir()
     try:
         settings = Settings(
@@ -185,6 +189,7 @@ def manager(
             f"public URL (the tokens' issuer): {settings.public_url}",
         ],
         limits=ServingLimits(header_timeout=header_timeout, max_connections=max_connections),
+        proxies=proxies,
         public_url=settings.public_url,  # the tokens' issuer, and where clients are configured
         fix="Start it with --host and --port of its --public-url, or give the URL it is "
         "reached at.",

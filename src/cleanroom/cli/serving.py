@@ -73,6 +73,49 @@ MaxConnectionsOption = Annotated[
 ]
 
 
+TrustedProxyOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trusted-proxy",
+        metavar="ADDRESS",
+        help="A reverse proxy's address (or network, e.g. 10.0.0.0/24) whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed (repeatable): the client's "
+        "address is then the last one in X-Forwarded-For that is not such a proxy, for the "
+        "rate limits and the access log. The proxy must set or append the header. "
+        "Default: none, every request's peer is its client.",
+        show_default=False,
+    ),
+]
+
+
+def trusted_proxies(values: Sequence[str] | None) -> tuple[str, ...]:
+    """The ``--trusted-proxy`` values as uvicorn's ``forwarded_allow_ips``, each an IP
+    address or network; anything else is unusable input (exit code 2). uvicorn itself
+    takes ``*`` (every peer) and any other text as a literal without a word: the first
+    lets every client name its own address, the second would trust nothing unseen."""
+    from cleanroom.cli.common import EXIT_USAGE, fail
+
+    proxies: list[str] = []
+    for value in values or ():
+        try:
+            network = ipaddress.ip_network(value.strip().strip("[]"), strict=True)
+        except ValueError:
+            fail(
+                f"--trusted-proxy {value!r}: expected an IP address (127.0.0.1, ::1) or a "
+                "network (10.0.0.0/24), got neither (names and * are not taken)",
+                EXIT_USAGE,
+            )
+        if network.prefixlen == 0:
+            fail(
+                f"--trusted-proxy {value}: expected a proxy's address or network, got every "
+                "address (then each client would choose the address the rate limits count)",
+                EXIT_USAGE,
+            )
+        single = network.prefixlen == network.max_prefixlen
+        proxies.append(str(network.network_address) if single else str(network))
+    return tuple(proxies)
+
+
 def guarded_protocol(limits: ServingLimits) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with a deadline for each request's head and a cap on
     the connections open at once (``limits``)."""
@@ -178,11 +221,12 @@ def serve(
     limits: ServingLimits | None = None,
     public_url: str | None = None,
     fix: str = "",
+    proxies: Sequence[str] = (),
 ) -> None:
     """Serve ``app`` until interrupted; when ready print ``cleanroom WHAT listening on
     URL`` (the port it bound, also for port 0) and each of ``notes`` on stderr, and a
     warning when ``public_url`` cannot reach it (:func:`listening_elsewhere`), ending
-    with ``fix``, what to do."""
+    with ``fix``, what to do. ``proxies``: see :func:`server`."""
     server(
         app,
         host=host,
@@ -192,6 +236,7 @@ def serve(
         limits=limits,
         public_url=public_url,
         fix=fix,
+        proxies=proxies,
     ).run()
 
 
@@ -205,9 +250,12 @@ def server(
     limits: ServingLimits | None = None,
     public_url: str | None = None,
     fix: str = "",
+    proxies: Sequence[str] = (),
 ) -> uvicorn.Server:
     """The uvicorn server :func:`serve` runs, not started (``limits``: the defaults of
-    :class:`ServingLimits` unless given)."""
+    :class:`ServingLimits` unless given). ``proxies`` are the addresses and networks
+    (:func:`trusted_proxies`) whose X-Forwarded-For and X-Forwarded-Proto are believed;
+    none by default."""
     import uvicorn
 
     limits = limits or ServingLimits()
@@ -221,6 +269,10 @@ def server(
             shown_host = f"[{host}]" if ":" in host else host
             listening = f"http://{shown_host}:{bound}"
             lines = [f"cleanroom {what} listening on {listening}", *notes]
+            if proxies:
+                lines.append(
+                    f"X-Forwarded-For and X-Forwarded-Proto believed from: {', '.join(proxies)}"
+                )
             why = listening_elsewhere(public_url, host, bound) if public_url else None
             if why is not None:
                 lines.append(
@@ -239,11 +291,12 @@ def server(
         timeout_keep_alive=KEEP_ALIVE_S,
         http=guarded_protocol(limits),
         limit_concurrency=limits.max_connections,
-        # The peer's address and scheme, never a client's X-Forwarded-For/-Proto:
-        # uvicorn believes them from 127.0.0.1 by default, so any process on this host
-        # chose the address the manager's rate limits count (a new one per wrong secret)
-        # and its access log shows (seen by h24). Behind a reverse proxy every client
-        # has the proxy's address (docs/api.md, "Rate limits").
-        proxy_headers=False,
+        # The peer's address and scheme, never a client's X-Forwarded-For/-Proto, unless
+        # the peer is a proxy the operator named: uvicorn believes them from 127.0.0.1
+        # by default (and from $FORWARDED_ALLOW_IPS when not given a list), so any
+        # process on this host chose the address the manager's rate limits count (a new
+        # one per wrong secret) and its access log shows (seen by h24).
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=list(proxies),
     )
     return _Server(config)
