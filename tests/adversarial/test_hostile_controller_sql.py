@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from cleanroom.client import sqlrooms
 from cleanroom.client.access import Access, build_spec
-from cleanroom.client.sqlrooms import budget, download_result, query
+from cleanroom.client.rooms import BadArgumentError
+from cleanroom.client.sqlrooms import budget, download_result, query, receipt
 from cleanroom.protocol.sql import SQL_HANDLER, SQL_RUNTIME
 from cleanroom.sql import engine_bundle, engine_function_id
 from tests.adversarial.proxy import Message, TamperingProxy
@@ -161,11 +164,15 @@ def test_a_query_with_a_target_that_cannot_take_the_result_never_runs(
 
 
 def test_a_refused_query_shows_the_controller_nothing_of_it(
-    alice: User, proxy: TamperingProxy, sql_room: str
+    alice: User, proxy: TamperingProxy, sql_room: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A rule's refusal quotes the query it refuses (a column, a parameter's value).
     What the Controller relays says only that the Worker refused; the runner's client
     opens the reasons, sealed to its session, and raises the rule's own check."""
+    # The client refuses a parameter of the wrong type itself, before sending anything
+    # (h32): here a client that does not, as an earlier release's, so that the Worker's
+    # refusal is the one seen.
+    monkeypatch.setattr(sqlrooms, "_check_query", lambda *_arguments: None)
     refused(
         lambda: query(alice.client, sql_room, sql="SELECT email, spend FROM input_1 "
                                                   "WHERE zip = 'zzsecretzz'"),
@@ -210,3 +217,53 @@ def test_a_query_refused_in_the_clear_as_if_its_session_were_used_is_not_taken_a
     assert [m.status for m in proxy.seen if m.path.endswith("/fate")] == [200]
     proxy.reset()
     assert budget(alice.client, sql_room)["runs"] == before + 1  # it ran, once
+
+
+def test_no_such_run_is_unusable_input_only_on_the_workers_signed_count(
+    alice: User, proxy: TamperingProxy, sql_room: str
+) -> None:
+    """`receipt ROOM --run N` of a run the room never had exits 2 (unusable input, as
+    README defines it), on the attested Worker's own count of runs, signed for a fresh
+    nonce (h32). The Controller relays the Worker's "no such run" in the clear: here it
+    answers the receipt request of a run that exists with the Worker's genuine refusal
+    of one that does not. Taken at its word, a script would read "you gave a wrong number"; the
+    signed count says the run exists, so it stays a refusal (a ServerError, exit 1)."""
+    ran = query(alice.client, sql_room, name="by_segment", parameters={"skip": "none"}).run
+    runs = budget(alice.client, sql_room)["runs"]
+    never = runs + 1
+    with pytest.raises(BadArgumentError) as caught:
+        receipt(alice.client, sql_room, never)
+    assert caught.value.exit_code == 2 and caught.value.check == "run-number"
+    assert str(caught.value) == (
+        f"run-number: no such run {never}: the attested Worker signs that {sql_room} has had "
+        f"{runs} query run{'' if runs == 1 else 's'} (expected a query run of this room "
+        f"(1 to {runs}), got {never})"
+    ), str(caught.value)
+
+    (genuine,) = [m for m in proxy.seen if m.path.endswith(f"/runs/{never}/receipt")]
+    assert genuine.status == 409
+
+    def no_such_run(message: Message) -> None:
+        message.status, message.response = genuine.status, genuine.response
+
+    proxy.on_response = on_path(f"/runs/{ran}/receipt", no_such_run)
+    error = refused(lambda: receipt(alice.client, sql_room, ran), "run-state")
+    assert not isinstance(error, BadArgumentError) and error.exit_code == 1
+    assert "no such run" in str(error)  # the Worker's words, relayed for another number
+
+
+def test_a_query_the_approved_spec_cannot_run_is_refused_before_anything_is_sent(
+    alice: User, proxy: TamperingProxy, sql_room: str
+) -> None:
+    """A parameter of the wrong type, a query the spec does not have, a parameter of an
+    ad-hoc query: checked against the approved spec by the client (unusable input, exit
+    2), nothing sent; the Worker refused them after a session, exit 1 (h32)."""
+    for arguments, check in (
+        ({"name": "by_segment", "parameters": {"skip": 31337}}, "sql-parameter"),
+        ({"name": "by_segment", "parameters": {}}, "sql-parameter"),
+        ({"name": "no_such_query"}, "sql-query"),
+        ({"sql": "SELECT 1", "parameters": {"skip": "x"}}, "sql-parameter"),
+    ):
+        error = refused(partial(query, alice.client, sql_room, **arguments), check)
+        assert error.exit_code == 2, (arguments, error)
+    assert proxy.seen == []

@@ -130,11 +130,16 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     assert not_recipient.returncode == 1 and "output-recipient" in not_recipient.stderr
     no_such = alice("data", "cp", "sql-flow:output_1", str(tmp_path / "z"), "--run", "99",
                     ok=False)  # fmt: skip
-    assert no_such.returncode == 1 and "run-state" in no_such.stderr
-    # A run the room never had is said so, not "no receipt (yet)" as of a run still going.
+    # A run the room never had is said so, not "no receipt (yet)" as of a run still going;
+    # and it is unusable input (exit 2) on the attested Worker's signed count of runs, not
+    # on the Controller's relayed words (h32).
+    said = (
+        r"\nerror: no such run 99: the attested Worker signs that sql-flow has had \d+ query runs\n"
+    )
+    assert no_such.returncode == 2, no_such.stderr
+    assert re.search(said, no_such.stderr), no_such.stderr
     never = alice("receipt", "sql-flow", "--run", "99", ok=False)
-    assert never.returncode == 1, never.stderr
-    said = r"no such run \(run-state: expected a query run of this room \(1 to \d+\), got 99\)"
+    assert never.returncode == 2, never.stderr
     assert re.search(said, never.stderr), never.stderr
     for command, says in (
         (("receipt", "sql-flow"), "sql-flow is a SQL room: it signs one receipt per query run"),
@@ -154,7 +159,19 @@ def test_a_sql_room_from_the_command_line(stack: LocalStack, tmp_path: Path) -> 
     wrong_type = alice(
         "query", "sql-flow", "--name", "crosstab_in", "--param", "region=5", ok=False
     )
-    assert wrong_type.returncode == 1 and "sql-parameter" in wrong_type.stderr
+    # Checked against the approved spec before anything is sent: unusable input, exit 2
+    # (the Worker's refusal of the same was exit 1, after a session; h32).
+    assert wrong_type.returncode == 2, wrong_type.stderr
+    assert wrong_type.stderr.endswith(
+        "error: parameter region of query crosstab_in must be text, got int — KEY=VALUE is "
+        'typed: 42, 0.5, true, null, else text; "…" forces text (--param \'zip="12345"\')\n'
+    ), wrong_type.stderr
+    for command, says in (
+        (("--name", "nope"), "no query nope in clean room sql-flow (it has crosstab"),
+        (("SELECT 1", "--param", "a=1"), "an ad-hoc query takes no parameters, got a:"),
+    ):
+        unusable = alice("query", "sql-flow", *command, ok=False)
+        assert unusable.returncode == 2 and says in unusable.stderr, unusable.stderr
 
     budget = json.loads(bob("budget", "sql-flow", "--json").stdout)
     assert budget["privacy"] == {} and budget["runs"] == 4

@@ -33,6 +33,7 @@ from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.manager import Room
 from cleanroom.client.rooms import (
     Attestation,
+    BadArgumentError,
     CleanRoomClient,
     Progress,
     RoomKindError,
@@ -61,6 +62,7 @@ from cleanroom.protocol.query_receipt import (
 )
 from cleanroom.protocol.records import RecordSender
 from cleanroom.protocol.spec import DownloadPurpose, RunPurpose, WorkSpec
+from cleanroom.protocol.sql import SpecRuleError, SqlSpec, check_parameters
 from cleanroom.protocol.text import shown
 
 POLL_S = 0.3
@@ -107,6 +109,7 @@ def query(
             f"{room_name} runs a function, not SQL queries: only a SQL room takes a query",
             f"`{client.profile.command(f'run {room_name}')}` runs its function",
         )
+    _check_query(spec.sql, room_name, name, parameters)
     if target is not None:
         _refuse_target_of_another(client, spec, room_name, name, target)
     with client._compute(room) as compute:
@@ -229,7 +232,7 @@ def download_result(
         attestation, keys = client._open(
             compute, room, spec, DownloadPurpose(op="download", output=output_id, run=run)
         )
-        document, signature, _sealed = compute.run_receipt(room.name, run)
+        document, signature, _sealed = _run_receipt(compute, attestation, run)
         receipt = _verified(client, attestation, run, document, signature)
         recorded = check_result(receipt, output_id)
         files = client._download_checked(
@@ -246,7 +249,7 @@ def receipt(client: CleanRoomClient, room_name: str, run: int) -> VerifiedReceip
     room, spec = _sql_room(client, room_name)
     with client._compute(room) as compute:
         attestation = client._attest(compute, room, spec)
-        document, signature, _sealed = compute.run_receipt(room.name, run)
+        document, signature, _sealed = _run_receipt(compute, attestation, run)
     verified = _verified(client, attestation, run, document, signature)
     return VerifiedReceipt(verified, attestation, signature)
 
@@ -270,6 +273,86 @@ def save_receipt(
         except CheckFailed:  # a run of the same number on an earlier Worker of this Work-ID
             detail = None
     return verified, client._saved(verified, detail).write(directory)
+
+
+def _check_query(
+    sql: SqlSpec, room_name: str, name: str | None, parameters: dict[str, Any] | None
+) -> None:
+    """A named query the approved spec's ``sql`` has, with a value of its declared type
+    for each of its parameters, or an ad-hoc query with none; else unusable input (exit
+    code 2), before anything is sent. The Worker checks the same of the same spec (and
+    its refusal was a refused query, exit code 1, after a session and a round trip)."""
+    if name is None:
+        if parameters:
+            raise BadArgumentError(
+                "sql-parameter", "no parameters", sorted(parameters),
+                f"an ad-hoc query takes no parameters, got {', '.join(sorted(parameters))}: "
+                "--param is for a named query (--name)",
+            )  # fmt: skip
+        return
+    if name not in sql.queries:
+        listed = ", ".join(sorted(sql.queries)) or "none"
+        raise UnknownObjectError(
+            "sql-query", f"one of {listed}", name,
+            f"no query {name} in clean room {room_name} (it has {listed})",
+        )  # fmt: skip
+    query = sql.queries[name]
+    try:
+        check_parameters(query, name, parameters or {})
+    except SpecRuleError as error:  # the query's declared types, and what was given
+        typed = {key: type(value).__name__ for key, value in (parameters or {}).items()}
+        raise BadArgumentError(
+            "sql-parameter",
+            dict(query.parameters),
+            typed,
+            str(error).removeprefix("sql-parameter: "),
+            'KEY=VALUE is typed: 42, 0.5, true, null, else text; "…" forces text '
+            "(--param 'zip=\"12345\"')",
+        ) from None
+
+
+def _run_receipt(
+    compute: ComputeClient, attestation: Attestation, run: int
+) -> tuple[Any, bytes, bytes]:
+    """Query run ``run``'s receipt as relayed; a run the attested Worker signs the room
+    has not had is unusable input (``run-number``, exit code 2).
+
+    The Worker's "no such run" comes as the Controller relays it, words anyone on the
+    way could write: taken alone it stays a refusal (exit code 1). Only the Worker's
+    own signed count of runs, fresh for a nonce of ours (its budget statement), says
+    that the number was never a run of this Worker."""
+    try:
+        return compute.run_receipt(attestation.room.name, run)
+    except ServerError as error:
+        if error.check != "run-state":
+            raise
+        runs = _signed_runs(compute, attestation)
+        if runs is None or run <= runs:
+            raise
+        had = f"1 to {runs}" if runs else "none: no query has run"
+        raise BadArgumentError(
+            "run-number",
+            f"a query run of this room ({had})",
+            run,
+            f"no such run {run}: the attested Worker signs that {attestation.room.name} has "
+            f"had {runs} query run{'' if runs == 1 else 's'}",
+        ) from None
+
+
+def _signed_runs(compute: ComputeClient, attestation: Attestation) -> int | None:
+    """How many query runs the attested Worker signs its room has had, fresh for a new
+    nonce; None when it does not say (then nothing is concluded from it)."""
+    nonce = b64u(secrets.token_bytes(24))
+    try:
+        document, signature = compute.budget(attestation.room.name, nonce)
+        statement = verify_budget(
+            document, signature, spec=attestation.spec, nonce=nonce,
+            worker_key=load_spki(attestation.worker.worker_key_spki, "worker_key"),
+        )  # fmt: skip
+    except (ServerError, CheckFailed):
+        return None
+    runs = statement["runs"]
+    return runs if type(runs) is int and runs >= 0 else None
 
 
 def _check_run(run: object) -> None:
