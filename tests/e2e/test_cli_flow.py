@@ -87,6 +87,16 @@ def test_the_command_line_flow(stack: LocalStack, tmp_path: Path) -> None:
     denied = bob("run", "cli-flow", ok=False)
     assert denied.returncode == 1 and "runner" in denied.stderr
     assert "the run ended succeeded (exit status 0)" in alice("run", "cli-flow", "--wait").stdout
+    # Run again: it said only that asking again was safe, which would fail the same way;
+    # now why, from the Worker's signed status, and what to do (h32).
+    again = alice("run", "cli-flow", ok=False)
+    assert again.returncode == 1, again.stderr
+    assert (
+        "it signs that cli-flow has had its run (the run ended succeeded (exit status 0)): a "
+        "function room runs once (expected a run started"
+    ) in again.stderr, again.stderr
+    assert "asking again is safe" not in again.stderr
+    assert "data cp cli-flow:OUTPUT DIR" in again.stderr
     alice("data", "cp", "cli-flow:output_1", str(tmp_path / "alice-out"))
     bob("data", "cp", "cli-flow:output_2", str(tmp_path / "bob-out"))
     for directory in ("alice-out", "bob-out"):
@@ -179,6 +189,9 @@ def test_a_failed_run_is_never_reported_as_success(
     assert f"no input input_9 in clean room {room} (it has input_1, input_2)" in unknown.stderr
     early = as_user(alice, "run", room)
     assert early.returncode == 1 and "(missing: input_2)" in early.stderr
+    assert "; it signs that input_2 has not arrived (expected a run started" in early.stderr
+    assert " — each input's owner uploads it first (`" in early.stderr, early.stderr
+    assert f"data cp DIR {room}:input_2`), then `" in early.stderr, early.stderr
     bob_data = tmp_path / "bob"
     bob_data.mkdir()
     (bob_data / "emails.csv").write_text("b@x\n")

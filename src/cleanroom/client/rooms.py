@@ -800,13 +800,14 @@ class CleanRoomClient:
                 # says, sealed, whether it ran; if not, it never will.
                 fate = self._settle(compute, attestation, keys.session_id, answer, name)
                 if not fate.ran:
+                    why, what_to_do = self._why_not_run(compute, attestation, name, spec)
                     raise SessionClosedError(
                         "fate-closed",
                         "a run started",
                         "no run, and none from this request",
                         f"the run did not start (the compute server answered: {answer}); "
-                        "the Worker says, sealed to you, that this request never will",
-                        f"asking again is safe: `{self.profile.command(f'run {name}')}`",
+                        f"the Worker says, sealed to you, that this request never will{why}",
+                        what_to_do,
                     ) from None
             status = self._status(compute, attestation)
             if status.state == "collecting":
@@ -926,6 +927,36 @@ class CleanRoomClient:
                 return compute.state(room.name)
         except (CheckFailed, ServerError):
             return None
+
+    def _why_not_run(
+        self, compute: ComputeClient, attestation: Attestation, name: str, spec: WorkSpec
+    ) -> tuple[str, str]:
+        """Why a run request started nothing, from the Worker's signed status (the
+        Controller's refusal is words only), and what to do: a room that ran already
+        (a function room runs once) or inputs that have not arrived; else only that
+        asking again is safe. Nothing is concluded when the status cannot be had."""
+        again = f"asking again is safe: `{self.profile.command(f'run {name}')}`"
+        try:
+            status = self._status(compute, attestation)
+        except (ServerError, CheckFailed):
+            return "", again
+        if status.state != "collecting":
+            return (
+                f"; it signs that {name} has had its run ({status.summary()}): a function "
+                "room runs once",
+                f"`{self.profile.command(f'status {name}')}` shows it; each recipient "
+                f"downloads an output: `{self.profile.command(f'data cp {name}:OUTPUT DIR')}`",
+            )
+        missing = sorted(set(spec.inputs) - set(status.inputs))
+        if missing:
+            upload = self.profile.command(f"data cp DIR {name}:{missing[0]}")
+            verb = "has" if len(missing) == 1 else "have"
+            return (
+                f"; it signs that {', '.join(missing)} {verb} not arrived",
+                f"each input's owner uploads it first (`{upload}`), then "
+                f"`{self.profile.command(f'run {name}')}`",
+            )
+        return "", again
 
     def _status(self, compute: ComputeClient, attestation: Attestation) -> WorkerStatus:
         nonce = secrets.token_bytes(NONCE_BYTES)
