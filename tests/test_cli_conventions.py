@@ -298,7 +298,7 @@ RESULT_COMMANDS = {
     "admin server remove", "admin gc", "admin keys rotate", "admin keys list",
     "runtime install", "runtime list", "admin server credentials", "query", "budget",
     "gramine manifest", "gramine check", "gramine publish", "contacts add", "contacts list",
-    "contacts remove",
+    "contacts remove", "function init",
 }  # fmt: skip
 NO_RESULT = {"demo", "server manager", "server compute"}  # narrate or serve
 

@@ -202,3 +202,25 @@ def test_a_path_under_work_the_sandbox_lacks_is_shown_with_the_layout(tmp_path: 
         "/work/inputs/ID/ (here: input_1), /work/outputs/ID/ (here: output_1), "
         "/work/parameters.json and /work/function/ (examples/README.md)"
     ), result.stderr
+
+
+def test_function_init_starts_a_function_that_passes_its_own_test(tmp_path: Path) -> None:
+    """A new user had no starting point but the examples (no `function init`): it writes
+    a handler with the /work layout written out, which `function test` runs as it is
+    and `function init` never writes over (h32)."""
+    started = cleanroom(tmp_path, "function", "init", str(tmp_path / "mine"))
+    assert started.returncode == 0, started.stderr
+    assert started.stdout == f"{tmp_path / 'mine' / 'handler.py'}\n"
+    assert "next: cleanroom function test" in started.stderr
+    again = cleanroom(tmp_path, "function", "init", str(tmp_path / "mine"))
+    assert again.returncode == 2 and "is not empty" in again.stderr
+    require_sandbox()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "rows.csv").write_text("a\n1\n")
+    result = function_test(
+        tmp_path, str(tmp_path / "mine"), "--input", f"input_1={tmp_path / 'data'}",
+        "--param", "k=3", "--out", str(tmp_path / "result"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    document = json.loads((tmp_path / "result" / "output_1" / "result.json").read_text())
+    assert document == {"parameters": {"k": 3}, "files": {"input_1": ["rows.csv"]}}

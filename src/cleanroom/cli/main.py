@@ -84,8 +84,8 @@ COMMANDS: dict[str, Lazy] = {
     ),
     "function": Lazy(
         "cleanroom.cli.user:function_app",
-        "Function bundles: upload a function directory, download one to review it, "
-        "test one locally.",
+        "Function bundles: start a function directory, upload one, download one to "
+        "review it, test one locally.",
     ),
     "deploy": Lazy(
         "cleanroom.cli.user:deploy",

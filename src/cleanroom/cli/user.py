@@ -109,8 +109,8 @@ _ROOM_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as WorkSpec.name
 _DEFAULT_RUNTIME: str = WorkSpec.model_fields["runtime"].default
 
 function_app = typer.Typer(
-    help="Function bundles: upload a function directory, download one to review it, test "
-    "one locally.",
+    help="Function bundles: start a function directory, upload one, download one to "
+    "review it, test one locally.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -128,6 +128,64 @@ def _when(seconds: int) -> str:
 
 
 # -------------------------------------------------------------------- functions
+
+
+_STARTER_HANDLER = '''"""A clean-room function: the Worker calls run() once, in its sandbox.
+
+What the function sees (and nothing else: no network, no other files):
+  /work/inputs/ID/       each input of the access file, as its owner uploaded it
+  /work/outputs/ID/      each output, empty: what is written here is the result
+  /work/parameters.json  the spec's parameters (deploy --param KEY=VALUE)
+Runtime python3.11 has the standard library only; python3.11-data also numpy,
+pandas, polars, pyarrow, duckdb and scikit-learn (deploy --runtime).
+"""
+
+import json
+from pathlib import Path
+
+WORK = Path("/work")
+
+
+def run() -> None:
+    parameters = json.loads((WORK / "parameters.json").read_text())
+    files = {
+        directory.name: sorted(p.name for p in directory.rglob("*") if p.is_file())
+        for directory in sorted((WORK / "inputs").iterdir())
+    }
+    result = {"parameters": parameters, "files": files}
+    (WORK / "outputs" / "output_1" / "result.json").write_text(json.dumps(result, indent=2))
+'''
+
+
+@function_app.command("init")
+def function_init(
+    directory: Annotated[
+        Path, typer.Argument(help="The new function directory (must not exist, or be empty).")
+    ],
+) -> None:
+    """Start a function: write DIRECTORY/handler.py, a handler (handler.run) that lists
+    its inputs' files into output_1/result.json, with the /work layout it runs in.
+
+    Edit it, try it with `cleanroom function test DIRECTORY --input input_1=PATH`, then
+    `cleanroom function upload DIRECTORY` and `cleanroom deploy`."""
+    if directory.is_symlink() or (directory.exists() and not directory.is_dir()):
+        fail(f"{directory} exists and is not a directory", EXIT_USAGE)
+    if directory.is_dir() and any(directory.iterdir()):
+        fail(f"{directory} is not empty: give a new directory", EXIT_USAGE)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "handler.py").write_text(_STARTER_HANDLER)
+    except OSError as error:
+        fail(f"cannot write {error.filename or directory}: {error.strerror}", EXIT_USAGE)
+    if json_output():
+        print_json({"handler": str(directory / "handler.py")})
+        return
+    stdout.out(str(directory / "handler.py"))
+    stderr.print(
+        f"next: cleanroom function test {directory} --input input_1=PATH (the handler is "
+        "handler.run)",
+        markup=False,
+    )
 
 
 @function_app.command("upload")
