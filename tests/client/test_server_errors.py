@@ -29,3 +29,22 @@ def test_a_long_detail_is_shortened() -> None:
     line = str(ServerError("manager", 500, {"detail": "x" * 1000}))
     assert line.endswith("x...")
     assert len(line) < 500
+
+
+def test_a_check_named_without_expected_or_actual_is_named_alone() -> None:
+    """An OAuth refusal names its check only: the line ended "(token-room: expected
+    None, got None)", which reads as if None had been asked for (seen walking `status`
+    of a deleted room; h32)."""
+    problem = {
+        "error": "invalid_target",
+        "error_description": "clean room 'pd' is not scheduled on a compute server",
+        "check": "token-room",
+    }
+    line = str(ServerError("manager", 400, problem))
+    assert line == (
+        "manager: 400 Bad Request: invalid_target: clean room 'pd' is not scheduled on a "
+        "compute server (token-room)"
+    )
+    assert str(ServerError("manager", 409, {"check": "x", "expected": None, "actual": 0})) == (
+        "manager: 409 Conflict (x: expected None, got 0)"
+    )

@@ -94,7 +94,13 @@ class ServerError(Error):
         line = f"{self.who}: {self.status} {title}"
         if self.detail:
             line += f": {self.detail}"
-        if self.check is not None:
+        if (
+            self.check is not None
+            and "expected" not in self.problem
+            and "actual" not in self.problem
+        ):
+            line += f" ({self.check})"  # an OAuth error names its check alone
+        elif self.check is not None:
             line += (
                 f" ({self.check}: expected {_clean(self.expected, 200)}, "
                 f"got {_clean(self.actual, 200)})"
