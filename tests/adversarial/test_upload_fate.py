@@ -185,3 +185,62 @@ def test_a_refusal_answered_with_a_success_status_is_confirmed_refused(
     assert isinstance(error, SessionClosedError), f"not confirmed by the Worker: {error}"
     status = alice.client.status(room).worker
     assert status is not None and status.inputs["input_1"]["sha256"] == first.sha256
+
+
+def drop_acks(message: Message) -> None:
+    """The Controller answers ``502`` in place of every acknowledgement it relayed."""
+    if UPLOAD.search(message.path) and message.status == 200:
+        message.status, message.response = 502, BAD_GATEWAY
+
+
+def test_a_retry_whose_acknowledgement_is_dropped_is_reported_already_there(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """Alice uploads again exactly what the room has, and the Controller answers ``502``
+    over the Worker's acknowledgement ``already``: the Worker's sealed answer says what
+    that acknowledgement said, and the upload is reported as it would have been,
+    already there. Before, the retry's fate was ``closed``: she was told "this upload
+    stored nothing", her input in the room all the same."""
+    source = write(tmp_path / "a", "a@x\n")
+    first = alice.client.upload(room, "input_1", source)
+    proxy.reset()
+    proxy.on_response = drop_acks
+    again = alice.client.upload(room, "input_1", source)
+    assert again.already and again.sha256 == first.sha256, again
+    assert [m.status for m in proxy.seen if UPLOAD.search(m.path)] == [502]
+    assert len(fates(proxy)) == 1 and fates(proxy)[0].status == 200
+
+
+def test_another_uploads_stored_answer_swapped_in_is_refused(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, room: str
+) -> None:
+    """The Controller keeps the Worker's ``stored`` answer about one of Alice's uploads
+    and gives it as the answer about another of hers (whose body it never relayed): it
+    was sealed to another fate session, so it does not open (record-authentication),
+    and she is told the upload is unconfirmed, never "uploaded"."""
+    kept: list[bytes] = []
+
+    def keep_fate(message: Message) -> None:
+        drop_acks(message)
+        if message.path.endswith("/fate") and message.status == 200:
+            kept.append(message.response)
+
+    proxy.on_response = keep_fate
+    alice.client.upload(room, "input_1", write(tmp_path / "a", "a@x\n"))
+    (stored,) = kept
+
+    def swap(message: Message) -> None:
+        if UPLOAD.search(message.path):
+            message.relay = False
+            message.status, message.response = 502, BAD_GATEWAY
+        elif message.path.endswith("/fate"):
+            message.relay = False
+            message.status, message.response = 200, stored
+
+    proxy.reset()
+    proxy.on_request = swap
+    error = refused(
+        lambda: alice.client.upload(room, "input_1", write(tmp_path / "b", "b@x\n")),
+        "upload-unconfirmed",
+    )
+    assert "record-authentication" in str(error), error

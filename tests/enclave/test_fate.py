@@ -3,6 +3,7 @@ process, the real Worker and sandbox (docs/protocol.md, "Session fate")."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from cleanroom.enclave.room import CleanRoom
 from cleanroom.enclave.runner import Sandbox
 from cleanroom.enclave.sqlroom import SqlRoom
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.acks import Ack, ack_document, open_ack
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.fate import SessionFate, open_fate, seal_fate_request
 from cleanroom.protocol.handshake import SessionKeys
@@ -25,6 +27,7 @@ from tests.enclave.test_room import (
     BOB_DATA,
     HANDLER,
     make_room,
+    manifest,
     session,
     upload,
     upload_frames,
@@ -189,9 +192,14 @@ def test_an_upload_session_that_stored_its_input_is_said_to_have_stored_it(
     """The Controller relayed the body and dropped the acknowledgement: the uploader asks,
     and the Worker says, sealed, that the session stored her input; only she may ask."""
     keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
-    empty_room.upload(keys.session_id, upload_frames(keys, "input_1", {"e.csv": ALICE_DATA}))
-    stored = SessionFate(keys.session_id, False, None, stored=True)
-    assert ask_upload(empty_room, ALICE, keys.session_id) == stored
+    stream = empty_room.begin_upload(keys.session_id)
+    for frame in upload_frames(keys, "input_1", {"e.csv": ALICE_DATA}):
+        stream.feed(frame)
+    stream.finish()
+    digest = hashlib.sha256(manifest("input_1", {"e.csv": ALICE_DATA})).hexdigest()
+    ack = open_ack(keys, stream.acknowledgement(), input_id="input_1", sha256=digest, size=12)
+    stored = ask_upload(empty_room, ALICE, keys.session_id)
+    assert stored.stored and stored.acknowledged == ack == Ack(already=False, rows=None)
     assert ask_upload(empty_room, ALICE, keys.session_id) == stored  # asked again: the same
     with pytest.raises(RunError) as caught:
         ask_upload(empty_room, BOB, keys.session_id)
@@ -284,3 +292,49 @@ def test_the_memory_of_closed_sessions_is_only_of_requests_under_way(
     stream.abort()  # the Controller ended the body short
     assert empty_room._closed == set() and empty_room._pending == {}
     assert ask_upload(empty_room, ALICE, keys.session_id).stored is False
+
+
+def test_a_retry_found_stored_says_already_as_its_acknowledgement_would_have(
+    empty_room: CleanRoom,
+) -> None:
+    """A retry of an input already there whose acknowledgement the Controller dropped:
+    the Worker's answer is ``stored`` with that acknowledgement, ``already`` (before, it
+    was ``closed``, "stored nothing", and the uploader was told to upload again)."""
+    upload(empty_room, ALICE, "input_1", ALICE_DATA)
+    keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    empty_room.upload(keys.session_id, upload_frames(keys, "input_1", {"emails.csv": ALICE_DATA}))
+    digest = hashlib.sha256(manifest("input_1", {"emails.csv": ALICE_DATA})).hexdigest()
+    answer = ask_upload(empty_room, ALICE, keys.session_id)
+    assert answer.ack == ack_document("input_1", digest, already=True, size=len(ALICE_DATA))
+    assert answer.acknowledged == Ack(already=True, rows=None)
+    with pytest.raises(RunError) as caught:
+        ask_upload(empty_room, BOB, keys.session_id)
+    assert caught.value.check == "fate-owner", caught.value
+
+
+def test_a_sql_rooms_stored_answer_counts_the_rows_it_checked(sql_room: SqlRoom) -> None:
+    """A SQL room's upload found stored reports the rows its schema check counted, as
+    its acknowledgement does (before: rows unknown)."""
+    acknowledged = test_sqlroom.upload(sql_room, ALICE, "input_1", alice_csv())
+    keys = session(sql_room, ALICE, UploadPurpose(op="upload", input="input_1"))
+    stream = sql_room.begin_upload(keys.session_id)
+    for frame in upload_frames(keys, "input_1", {"data.csv": alice_csv()}):
+        stream.feed(frame)
+    stream.finish()
+    answer = ask_upload(sql_room, ALICE, keys.session_id)
+    assert answer.acknowledged is not None and answer.acknowledged.already is True
+    assert answer.acknowledged.rows == acknowledged["rows"] and acknowledged["rows"] > 0
+
+
+def test_the_retries_remembered_for_their_fate_are_bounded(empty_room: CleanRoom) -> None:
+    """Each retry's fate is kept for the room's life: at most MAX_RETRIES of an input,
+    one more refused before its body is read (upload-retries)."""
+    from cleanroom.enclave.room import MAX_RETRIES
+
+    upload(empty_room, ALICE, "input_1", ALICE_DATA)
+    for _ in range(MAX_RETRIES):
+        upload(empty_room, ALICE, "input_1", ALICE_DATA)
+    with pytest.raises(UploadError) as caught:
+        upload(empty_room, ALICE, "input_1", ALICE_DATA)
+    assert caught.value.check == "upload-retries", caught.value
+    assert len(empty_room._stored) == 1 + MAX_RETRIES

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from cleanroom.errors import CheckFailed
+from cleanroom.protocol.acks import Ack, ack_document
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.fate import (
     FATE_RECORD,
     SessionFate,
+    fate_document,
     open_fate,
     open_fate_request,
     seal_fate,
@@ -24,6 +26,9 @@ from cleanroom.protocol.spec import FatePurpose, authorize
 
 KEYS = SessionKeys("Xl5eXl5eXl5eXl5eXl5eXg", bytes([1]) * 32, bytes([2]) * 32, bytes(32))
 ASKED = "Q0NDQ0NDQ0NDQ0NDQ0NDQw"  # b64u of 16 bytes 0x43
+DIGEST = "11" * 32
+ACK = ack_document("input_1", DIGEST, already=True, size=1234, rows=5)
+UPLOADED = ("input_1", DIGEST, 1234)
 
 
 def _vector(heading: str) -> tuple[str, list[str]]:
@@ -36,6 +41,7 @@ def test_the_fate_vectors() -> None:
     """docs/protocol.md: the question's frame and the answers' documents and frames."""
     ran = seal_fate(KEYS, SessionFate(ASKED, True, 2))
     closed = seal_fate(KEYS, SessionFate(ASKED, False, None))
+    stored = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True, ack=ACK))
     _said, block = _vector("Vector (`tests/protocol/test_fate.py`)")
     assert block == [
         canonical({"type": "cleanroom/fate-request/v1"}).decode(),
@@ -48,6 +54,8 @@ def test_the_fate_vectors() -> None:
             {"fate": "closed", "run": None, "session": ASKED, "type": "cleanroom/session-fate/v1"}
         ).decode(),
         hashlib.sha256(closed).hexdigest(),
+        canonical(fate_document(SessionFate(ASKED, False, None, stored=True, ack=ACK))).decode(),
+        hashlib.sha256(stored).hexdigest(),
     ]
     assert open_fate(KEYS, ran, session=ASKED, sql=True) == SessionFate(ASKED, True, 2)
     assert open_fate(KEYS, closed, session=ASKED, sql=True) == SessionFate(ASKED, False, None)
@@ -137,7 +145,7 @@ def test_only_a_runner_or_an_uploader_asks_what_became_of_a_session() -> None:
 def test_an_upload_sessions_answer_is_stored_or_closed_and_a_run_sessions_never_stored() -> None:
     """``stored`` is an upload session's answer only, ``ran`` a run session's only: the
     client asking about one kind refuses the other's (session-fate)."""
-    stored = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True))
+    stored = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True, ack=ACK))
     assert open_fate(KEYS, stored, session=ASKED, sql=False, upload=True).stored is True
     assert open_fate(KEYS, stored, session=ASKED, sql=True, upload=None).stored is True
     ran = seal_fate(KEYS, SessionFate(ASKED, True, None))
@@ -145,3 +153,68 @@ def test_an_upload_sessions_answer_is_stored_or_closed_and_a_run_sessions_never_
         with pytest.raises(CheckFailed) as caught:
             open_fate(KEYS, frame, session=ASKED, sql=False, upload=upload)
         assert caught.value.check == "session-fate", caught.value
+
+
+def test_a_stored_answer_says_what_the_acknowledgement_would_have() -> None:
+    """``stored`` carries the acknowledgement of the upload session asked about: the
+    client reports ``already`` and a SQL room's rows as from the acknowledgement itself
+    (before, it knew neither and said new and no rows)."""
+    stored = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True, ack=ACK))
+    answer = open_fate(KEYS, stored, session=ASKED, sql=True, upload=True, uploaded=UPLOADED)
+    assert answer == SessionFate(ASKED, False, None, stored=True, ack=ACK)
+    assert answer.acknowledged == Ack(already=True, rows=5)
+    new = ack_document("input_1", DIGEST, already=False, size=1234)
+    fresh = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True, ack=new))
+    opened = open_fate(KEYS, fresh, session=ASKED, sql=False, upload=True, uploaded=UPLOADED)
+    assert opened.acknowledged == Ack(already=False, rows=None)
+
+
+@pytest.mark.parametrize(
+    ("what", "uploaded"),
+    [
+        ("another input's", ("input_2", DIGEST, 1234)),
+        ("other content's", ("input_1", "22" * 32, 1234)),
+        ("other bytes'", ("input_1", DIGEST, 1233)),
+    ],
+)
+def test_a_stored_answer_of_another_upload_is_refused(
+    what: str, uploaded: tuple[str, str, int]
+) -> None:
+    """An acknowledgement in a ``stored`` answer that is not of this upload's input,
+    manifest digest and bytes is refused (upload-ack), as the acknowledgement is."""
+    stored = seal_fate(KEYS, SessionFate(ASKED, False, None, stored=True, ack=ACK))
+    with pytest.raises(CheckFailed) as caught:
+        open_fate(KEYS, stored, session=ASKED, sql=True, upload=True, uploaded=uploaded)
+    assert caught.value.check == "upload-ack", f"{what}: {caught.value}"
+
+
+@pytest.mark.parametrize(
+    ("what", "frame", "check"),
+    [
+        ("another upload's fate session's answer",
+         seal_fate(SessionKeys("AAAAAAAAAAAAAAAAAAAAAA", KEYS.client_to_worker, bytes([3]) * 32,
+                               bytes(32)), SessionFate(ASKED, False, None, stored=True, ack=ACK)),
+         "record-authentication"),
+        ("stored without an acknowledgement",
+         _sealed(_doc(fate="stored", run=None)), "session-fate"),
+        ("closed with an acknowledgement",
+         _sealed({**_doc(fate="closed", run=None), "ack": ACK}), "session-fate"),
+        ("an acknowledgement of another form",
+         _sealed({**_doc(fate="stored", run=None), "ack": {**ACK, "stored": "maybe"}}),
+         "upload-ack"),
+        ("an acknowledgement with rows as text",
+         _sealed({**_doc(fate="stored", run=None), "ack": {**ACK, "rows": "5"}}), "upload-ack"),
+        ("an acknowledgement of no input",
+         _sealed({**_doc(fate="stored", run=None), "ack": {**ACK, "input": 1}}), "upload-ack"),
+    ],
+)  # fmt: skip
+def test_a_stored_answer_not_the_workers_for_this_upload_is_refused(
+    what: str, frame: bytes, check: str
+) -> None:
+    """Replayed from another upload's fate session (it does not open), or not exactly
+    the document: refused by name, whether the asker knows her upload or not."""
+    for uploaded in (UPLOADED, None):
+        with pytest.raises(CheckFailed) as caught:
+            open_fate(KEYS, frame, session=ASKED, sql=True, upload=True, uploaded=uploaded)
+        expected = "session-fate" if uploaded is None and "no input" in what else check
+        assert caught.value.check == expected, f"{what}: {caught.value}"

@@ -727,10 +727,13 @@ class CleanRoomClient:
                 # The Controller's word (a refusal in the clear, a 502, a cut, no or a
                 # garbled acknowledgement): it may have relayed the body all the same, or
                 # burnt the session with a frame of it. The Worker says, sealed, whether
-                # this session stored the input; if not, it never will.
-                self._settle_upload(compute, attestation, keys.session_id, unconfirmed, name)
+                # this session stored the input (and what its acknowledgement said, of
+                # exactly this input, digest and bytes); if not, it never will.
                 digest = hashlib.sha256(canonical(upload.manifest)).hexdigest()
-                ack = Ack(already=False, rows=None)  # stored: what else, the ack said
+                ack = self._settle_upload(
+                    compute, attestation, keys.session_id, unconfirmed, name,
+                    uploaded=(input_id, digest, upload.sent),
+                )  # fmt: skip
         self._remember_upload(name, spec.work_id, input_id, digest)
         sizes = {path: entry["size"] for path, entry in upload.manifest["files"].items()}
         return UploadResult(input_id, digest, sizes, upload.sent, ack.already, ack.rows)
@@ -742,16 +745,20 @@ class CleanRoomClient:
         session_id: str,
         answer: ServerError | CheckFailed,
         name: str,
-    ) -> None:
-        """Return if upload session ``session_id``, whose upload got ``answer`` (one the
-        client cannot confirm), stored its input, as the Worker says sealed; else
+        *,
+        uploaded: tuple[str, str, int],
+    ) -> Ack:
+        """What the acknowledgement said if upload session ``session_id``, whose upload
+        got ``answer`` (one the client cannot confirm), stored its input or found it
+        there, as the Worker says sealed (of ``uploaded``: this input, manifest digest
+        and bytes; another's is ``upload-ack``); else
         :class:`SessionClosedError`: it stored nothing, and never will (uploading again
         is safe), under the check ``answer`` named (``input-complete``, ``record-counter``
         ...: why, as the compute server relayed it) or ``fate-closed`` where it named
         none (a ``502``, a cut); ``upload-unconfirmed`` when the Worker's sealed answer
         cannot be had either."""
         try:
-            fate = self._fate(compute, attestation, session_id, upload=True)
+            fate = self._fate(compute, attestation, session_id, upload=True, uploaded=uploaded)
         except (ServerError, CheckFailed) as failure:
             raise UntrustedAnswerError(
                 "upload-unconfirmed",
@@ -762,7 +769,8 @@ class CleanRoomClient:
                 f"`{self.profile.command(f'fate {name} -- {session_id}')}` asks the Worker "
                 "again; or upload again: the same content is acknowledged as already there",
             ) from None
-        if not fate.stored:
+        acknowledged = fate.acknowledged
+        if acknowledged is None:
             named = answer.check is not None
             raise SessionClosedError(
                 answer.check or "fate-closed",
@@ -774,6 +782,7 @@ class CleanRoomClient:
                 "uploading again is safe (if the room had this content already, the Worker "
                 "acknowledges it as already there)",
             ) from None
+        return acknowledged
 
     def run(self, name: str, *, wait: bool = False, poll_s: float = 0.5) -> WorkerStatus:
         """Start the run (only a runner may); the Worker's signed status after, or, with
@@ -868,13 +877,18 @@ class CleanRoomClient:
         session_id: str,
         *,
         upload: bool | None = False,
+        uploaded: tuple[str, str, int] | None = None,
     ) -> SessionFate:
         """The Worker's sealed answer about ``session_id``: a run session's (``upload``
-        false), an upload session's (true), or either's (None)."""
+        false), an upload session's (true; ``uploaded``: the input, digest and bytes it
+        sent, which a ``stored`` answer's acknowledgement must be of), or either's
+        (None)."""
         keys = self._next_session(compute, attestation, FatePurpose(op="fate", session=session_id))
         sealed = compute.fate(attestation.room.name, keys.session_id, seal_fate_request(keys))
         sql = attestation.spec.sql is not None
-        return open_fate(keys, sealed, session=session_id, sql=sql, upload=upload)
+        return open_fate(
+            keys, sealed, session=session_id, sql=sql, upload=upload, uploaded=uploaded
+        )
 
     def _settle(
         self,

@@ -42,7 +42,7 @@ from cleanroom.enclave.store import SealedStore, StoredObject, wipe
 from cleanroom.enclave.supervisor import Limits
 from cleanroom.enclave.uploads import MANIFEST_NAME, CompletedInput, Upload
 from cleanroom.enclave.worker import WorkerEnclave
-from cleanroom.protocol.acks import seal_ack, seal_upload_refusal
+from cleanroom.protocol.acks import ack_document, seal_ack, seal_upload_refusal
 from cleanroom.protocol.bundle import FUNCTION_ID_PREFIX, unpack
 from cleanroom.protocol.encoding import b64u, canonical
 from cleanroom.protocol.errors import MessageFormatError
@@ -62,6 +62,9 @@ P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose, FatePurpose)
 LOG_FILE = "function.log"
 SESSION_LIFETIME_S = 120.0
 """How long after its handshake a session's request may come (it comes at once)."""
+MAX_RETRIES = 16
+"""Retries of one input (uploads of exactly what it has, acknowledged as already there)
+a Worker remembers for their fate answers; one more is refused (``upload-retries``)."""
 PARAMETERS_FILE = "parameters.json"
 BUNDLE_OBJECT = "_function/bundle.tar"  # no input or output id starts with "_"
 
@@ -113,10 +116,13 @@ class CleanRoom:
         self._used: set[str] = set()
         # Every run session that started a run (a query run's number; None: the one run
         # of a function room), with its user, and every upload session that stored its
-        # input: both outlive the sessions' memory, so a fate answer never changes (each
-        # is bounded: one run, MAX_RUNS queries, one storing session per input).
+        # input or found it there (a retry), with its user and the acknowledgement it was
+        # answered with: both outlive the sessions' memory, so a fate answer never
+        # changes (each is bounded: one run, MAX_RUNS queries, per input one storing
+        # session and at most MAX_RETRIES retries).
         self._ran: dict[str, tuple[str, int | None]] = {}
-        self._stored: dict[str, str] = {}
+        self._stored: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._retries: dict[str, int] = {}
         # Sessions taken whose request is still under way (an upload's body, a query's
         # checks), with their users, and those of them a fate question closed: each is
         # left when its request ends, so both are bounded by the requests under way. A
@@ -225,6 +231,13 @@ class CleanRoom:
         with self._lock:
             session, _purpose = self._take(session_id, UploadPurpose)
             existing = self._inputs.get(input_id)
+            if existing is not None and self._retries.get(input_id, 0) >= MAX_RETRIES:
+                raise UploadError(
+                    "upload-retries", f"at most {MAX_RETRIES} retries of an input",
+                    f"{MAX_RETRIES} acknowledged already",
+                    f"{input_id} is in the room, and was acknowledged as already there "
+                    f"{MAX_RETRIES} times: the Worker remembers no more",
+                )  # fmt: skip
             if existing is None:
                 self._check_collecting(input_id)
                 if input_id in self._uploading:
@@ -272,29 +285,39 @@ class CleanRoom:
         del input_id
         return {}
 
-    def _complete(self, session_id: str, input_id: str, result: CompletedInput | None) -> None:
-        """The upload of ``input_id`` in ``session_id`` ends: ``result`` recorded (the
-        session as the one that stored it), or None (nothing stored)."""
+    def _complete(
+        self,
+        session_id: str,
+        input_id: str,
+        stored: tuple[CompletedInput, dict[str, Any]] | None,
+    ) -> None:
+        """The upload of ``input_id`` in ``session_id`` ends: ``stored``'s input recorded
+        (the session as the one that stored it, with its acknowledgement's document), or
+        None (nothing stored)."""
         with self._lock:
             self._uploading.discard(input_id)
-            if result is not None:
+            if stored is not None:
+                result, ack = stored
                 try:
                     self._check_open(session_id)
                     self._check_collecting(input_id)
                 finally:
                     self._settled(session_id)
                 self._inputs[input_id] = result
-                self._stored[session_id] = result.by
+                self._stored[session_id] = (result.by, ack)
             else:
                 self._settled(session_id)
 
-    def _retried(self, session_id: str) -> None:
-        """A retry's upload in ``session_id`` ends, acknowledged as already there."""
+    def _retried(self, session_id: str, input_id: str, by: str, ack: dict[str, Any]) -> None:
+        """A retry's upload in ``session_id`` ends, acknowledged (``ack``) as already
+        there: asked its fate, the Worker says so, as that acknowledgement would have."""
         with self._lock:
             try:
                 self._check_open(session_id)
             finally:
                 self._settled(session_id)
+            self._stored[session_id] = (by, ack)
+            self._retries[input_id] = self._retries.get(input_id, 0) + 1
 
     def upload(self, session_id: str, frames: Iterable[bytes]) -> CompletedInput:
         """A whole upload from an iterable of frames."""
@@ -537,7 +560,7 @@ class CleanRoom:
             opened = self._sessions.get(asked)
             owner = (
                 ran[0] if ran is not None
-                else stored if stored is not None
+                else stored[0] if stored is not None
                 else self._pending.get(asked, opened.user_id if opened else None)
             )  # fmt: skip
             if owner is not None and owner != session.user_id:
@@ -553,8 +576,9 @@ class CleanRoom:
                 if opened is not None:
                     self._used.add(asked)
             fate = SessionFate(
-                asked, ran is not None, None if ran is None else ran[1], stored=stored is not None
-            )
+                asked, ran is not None, None if ran is None else ran[1],
+                stored=stored is not None, ack=None if stored is None else stored[1],
+            )  # fmt: skip
             return seal_fate(session.keys, fate)
 
     # --------------------------------------------------------------- status
@@ -592,6 +616,7 @@ class CleanRoom:
             self._opened.clear()
             self._ran.clear()
             self._stored.clear()
+            self._retries.clear()
             self._pending.clear()
             self._closed.clear()
             self._store.erase()
@@ -658,13 +683,16 @@ class InputStream:
             self._receiver.close()
             if self._result is None:
                 raise UploadError("upload-truncated", "a manifest", "none", "upload ended early")
+            session_id = self._session.keys.session_id
             if self._existing is not None:
                 self._same_as_existing(self._existing, self._result)
-                self._room._retried(self._session.keys.session_id)
                 self.counts = {
                     "bytes": sum(stored.size for stored in self._existing.files),
                     **self._room._accepted_counts(self._input_id),
                 }
+                self._room._retried(
+                    session_id, self._input_id, self._existing.by, self._ack_document()
+                )
             else:
                 try:
                     accepted = self._room._accept_input(self._result)
@@ -678,7 +706,9 @@ class InputStream:
                     "bytes": sum(stored.size for stored in self._result.files),
                     **accepted,
                 }
-                self._room._complete(self._session.keys.session_id, self._input_id, self._result)
+                self._room._complete(
+                    session_id, self._input_id, (self._result, self._ack_document())
+                )
         except BaseException:
             self.abort()
             raise
@@ -702,6 +732,15 @@ class InputStream:
             size=self.counts["bytes"],
             rows=self.counts.get("rows"),
         )
+
+    def _ack_document(self) -> dict[str, Any]:
+        """What the acknowledgement says (also the fate answer ``stored``'s)."""
+        if self._result is None:
+            raise UploadError("upload-ended", "a finished upload", "open", "nothing to acknowledge")
+        return ack_document(
+            self._input_id, self._result.sha256, already=self.already,
+            size=self.counts["bytes"], rows=self.counts.get("rows"),
+        )  # fmt: skip
 
     def _same_as_existing(self, existing: CompletedInput, retry: CompletedInput) -> None:
         if retry.by != existing.by or retry.sha256 != existing.sha256:

@@ -101,11 +101,21 @@ def open_ack(keys: SessionKeys, frame: bytes, *, input_id: str, sha256: str, siz
         document = json.loads(data)
     except ValueError as error:
         raise MessageFormatError("upload-ack", "JSON", "not JSON", str(error)) from error
+    ack = ack_of(document, input_id=input_id, sha256=sha256, size=size)
+    if canonical(document) != data:
+        raise BindingError("upload-ack", "the acknowledgement in JCS", "other bytes", "not JCS")
+    return ack
+
+
+def ack_of(document: object, *, input_id: str, sha256: str, size: int) -> Ack:
+    """What acknowledgement ``document`` says, if it is exactly the document above for
+    this input, digest and byte count (``upload-ack`` otherwise). An acknowledgement
+    inside another sealed answer (the session fate's ``stored``) is checked here too."""
     rows = document.get("rows") if isinstance(document, dict) else None
     if isinstance(document, dict) and (rows is None or _count(rows)):
         for already in (False, True):
             wanted = ack_document(input_id, sha256, already=already, size=size, rows=rows)
-            if document == wanted and canonical(document) == data and _count(document["bytes"]):
+            if document == wanted and _count(document["bytes"]):
                 return Ack(already, rows)
     raise BindingError(
         "upload-ack",
@@ -173,6 +183,8 @@ __all__ = [
     "REFUSAL_TYPE",
     "Ack",
     "UploadRefused",
+    "ack_document",
+    "ack_of",
     "open_ack",
     "open_upload_refusal",
     "seal_ack",

@@ -11,10 +11,15 @@ the one Worker→client record of that session, object ``fate/answer``, index 0,
 under its ``k_w2c``::
 
     JCS({"type":"cleanroom/session-fate/v1","session":X,
-         "fate":"ran"|"stored"|"closed","run":n|null})
+         "fate":"ran"|"stored"|"closed","run":n|null[,"ack":acknowledgement]})
 
 ``ran``: X started the run (``run`` null: a function room's one run) or query run
-``n``. ``stored``: upload session X stored its input (``run`` null). ``closed``: X
+``n``. ``stored``: upload session X stored its input, or found it there already (a
+retry; ``run`` null), and ``ack`` is the acknowledgement document X's upload was
+answered with (:mod:`cleanroom.protocol.acks`: ``new`` or ``already``, its bytes and
+rows), which the client checks against its own input, digest and bytes as it checks
+an acknowledgement: sealed in the fate session whose init names X, it cannot be
+another upload's. ``closed``: X
 started or stored nothing and, from this answer on, never will: the Worker marks it
 used, and a request still under way in it takes no effect. Either is final, and asked
 again the answer is the same. X is in the
@@ -28,6 +33,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cleanroom.protocol.acks import Ack, ack_of
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.errors import BindingError, MessageFormatError
 from cleanroom.protocol.handshake import SessionKeys
@@ -45,13 +51,22 @@ _FATES = {True: ("stored", "closed"), False: ("ran", "closed"), None: ("ran", "s
 @dataclass(frozen=True)
 class SessionFate:
     """The Worker's answer about session ``session``: it ``ran`` (query run ``run`` in a
-    SQL room, None in a function room), an upload session ``stored`` its input, or it is
-    closed and never does either."""
+    SQL room, None in a function room), an upload session ``stored`` its input (``ack``:
+    the acknowledgement document it was answered with), or it is closed and never does
+    either."""
 
     session: str
     ran: bool
     run: int | None
     stored: bool = False
+    ack: dict[str, Any] | None = None
+
+    @property
+    def acknowledged(self) -> Ack | None:
+        """What the stored upload's acknowledgement says (``already``, ``rows``)."""
+        if self.ack is None:
+            return None
+        return Ack(self.ack["stored"] == "already", self.ack.get("rows"))
 
 
 def seal_fate_request(keys: SessionKeys) -> bytes:
@@ -73,12 +88,19 @@ def open_fate_request(keys: SessionKeys, frame: bytes) -> None:
 
 
 def fate_document(fate: SessionFate) -> dict[str, Any]:
-    return {
+    if fate.stored != (fate.ack is not None):
+        raise MessageFormatError(
+            "session-fate", "an acknowledgement exactly with stored", fate.ack, "bad answer"
+        )
+    document: dict[str, Any] = {
         "type": FATE_TYPE,
         "session": fate.session,
         "fate": "ran" if fate.ran else "stored" if fate.stored else "closed",
         "run": fate.run,
     }
+    if fate.ack is not None:
+        document["ack"] = fate.ack
+    return document
 
 
 def seal_fate(keys: SessionKeys, fate: SessionFate) -> bytes:
@@ -88,23 +110,35 @@ def seal_fate(keys: SessionKeys, fate: SessionFate) -> bytes:
 
 
 def open_fate(
-    keys: SessionKeys, frame: bytes, *, session: str, sql: bool, upload: bool | None = False
+    keys: SessionKeys,
+    frame: bytes,
+    *,
+    session: str,
+    sql: bool,
+    upload: bool | None = False,
+    uploaded: tuple[str, str, int] | None = None,
 ) -> SessionFate:
     """The answer to this fate session's question about ``session``, a run session in a
-    SQL room or not, an ``upload`` session, or either (``upload`` None).
+    SQL room or not, an ``upload`` session, or either (``upload`` None). ``uploaded``:
+    the input id, manifest digest and bytes the asker's upload in ``session`` sent, which
+    a ``stored`` answer's acknowledgement must be of; None (``cleanroom fate``, which
+    does not know them): any acknowledgement of the right form.
 
     Raises :class:`~cleanroom.protocol.errors.RecordError` for a frame not sealed by the
     Worker in this session (another session's answer, one made up), ``session-fate`` for
     another record, another session's fate, or anything but the document above (a run
     number exactly when a SQL room's session ran; ``stored`` only for an upload session,
-    ``ran`` never for one).
+    ``ran`` never for one; an acknowledgement exactly with ``stored``), ``upload-ack``
+    for a ``stored`` answer whose acknowledgement is of other data than ``uploaded``.
     """
     data = open_single(keys.worker_to_client, keys.session_id, frame, FATE_RECORD, "session-fate")
     try:
         document = json.loads(data)
     except ValueError as error:
         raise MessageFormatError("session-fate", "JSON", "not JSON", str(error)) from error
-    if not isinstance(document, dict) or set(document) != {"type", "session", "fate", "run"}:
+    stored = isinstance(document, dict) and document.get("fate") == "stored"
+    members = {"type", "session", "fate", "run", *(("ack",) if stored else ())}
+    if not isinstance(document, dict) or set(document) != members:
         raise MessageFormatError("session-fate", FATE_TYPE, str(document)[:200], "bad answer")
     if document["session"] != session:
         raise BindingError("session-fate", session, document["session"], "another session's fate")
@@ -118,7 +152,22 @@ def open_fate(
         or canonical(document) != data
     ):
         raise MessageFormatError("session-fate", FATE_TYPE, str(document)[:200], "bad answer")
-    return SessionFate(session, ran, run, stored=document["fate"] == "stored")
+    if not stored:
+        return SessionFate(session, ran, run)
+    ack = document["ack"]
+    input_id, sha256, size = uploaded or _named(ack)
+    ack_of(ack, input_id=input_id, sha256=sha256, size=size)
+    return SessionFate(session, False, None, stored=True, ack=ack)
+
+
+def _named(ack: object) -> tuple[str, str, int]:
+    """The input, digest and bytes ``ack`` names, for an asker who does not know her
+    own (``cleanroom fate``): its form is checked, not what it is of."""
+    named = ack if isinstance(ack, dict) else {}
+    input_id, sha256, size = named.get("input"), named.get("sha256"), named.get("bytes")
+    if isinstance(input_id, str) and isinstance(sha256, str) and type(size) is int:
+        return input_id, sha256, size
+    raise MessageFormatError("session-fate", "an upload acknowledgement", str(ack)[:200], "bad ack")
 
 
 __all__ = [
