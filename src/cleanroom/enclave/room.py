@@ -62,6 +62,12 @@ P = TypeVar("P", UploadPurpose, DownloadPurpose, RunPurpose, FatePurpose)
 LOG_FILE = "function.log"
 SESSION_LIFETIME_S = 120.0
 """How long after its handshake a session's request may come (it comes at once)."""
+UPLOAD_MIN_BYTES_PER_S = 8192.0
+"""An upload's body ends within the session's lifetime after its handshake, and this
+much longer for each byte of it received: else the Worker ends it (``upload-body-time``).
+The body is the uploader's own records (a frame not sealed in her session ends it), so
+this bounds how long a Controller can keep an upload open, and with it the input's
+``upload-in-progress`` mark that keeps everyone else's upload of it out."""
 MAX_RETRIES = 16
 """Retries of one input (uploads of exactly what it has, acknowledged as already there)
 a Worker remembers for their fate answers; one more is refused (``upload-retries``)."""
@@ -98,8 +104,18 @@ class CleanRoom:
         runtime: Runtime,
         scratch_root: Path,
         clock: Callable[[], float] = time.time,
+        upload_grace_s: float = SESSION_LIFETIME_S,
     ) -> None:
+        """``upload_grace_s``: the time an upload's body has before its bytes earn more
+        (:data:`UPLOAD_MIN_BYTES_PER_S`), at most the session's lifetime: a host may
+        shorten it (a test does), which denies only the service it can deny anyway."""
         spec = worker.spec
+        if not 0 < upload_grace_s <= SESSION_LIFETIME_S:
+            raise UploadError(
+                "upload-grace", f"0 < grace <= {SESSION_LIFETIME_S:.0f} s", upload_grace_s,
+                "an upload's body may not be given longer than a session's lifetime",
+            )  # fmt: skip
+        self.upload_grace_s = upload_grace_s
         if (spec.sql is not None) != self.SQL:
             raise RunError(
                 "sql-runtime", "runtime sql" if self.SQL else "a function's runtime",
@@ -324,6 +340,7 @@ class CleanRoom:
         stream = self.begin_upload(session_id)
         try:
             for frame in frames:
+                stream.arrived(len(frame))
                 stream.feed(frame)
         except BaseException:
             stream.abort()
@@ -651,6 +668,9 @@ class InputStream:
 
     def __init__(self, room: CleanRoom, session: AcceptedHandshake, input_id: str) -> None:
         self._room, self._session, self._input_id = room, session, input_id
+        # The body's bound (UPLOAD_MIN_BYTES_PER_S) counts from the session's handshake.
+        self._since = room._opened.get(session.keys.session_id, room._clock())
+        self._received = 0
         self._existing: CompletedInput | None = None
         self.counts: dict[str, int] = {}  # what the acknowledgement counts
         self._receiver = RecordReceiver(session.keys.client_to_worker, session.keys.session_id)
@@ -659,9 +679,37 @@ class InputStream:
         self._result: CompletedInput | None = None
         self._ended = False
 
-    def feed(self, frame: bytes) -> None:
+    def remaining(self) -> float:
+        """Seconds left, by the room's clock, before this upload's body is late (<= 0:
+        late; :meth:`check_time` then ends it)."""
+        allowed = self._room.upload_grace_s + self._received / UPLOAD_MIN_BYTES_PER_S
+        return self._since + allowed - self._room._clock()
+
+    def check_time(self) -> None:
+        """End the upload if its body is late (``upload-body-time``): whatever it stored is
+        erased, and the session and the input's mark are let go, so the input can be
+        uploaded again; anything of this body that comes afterwards is refused
+        (``upload-ended``), and its end lets go of nothing of another upload's."""
         if self._ended:
             raise UploadError("upload-ended", "an open upload", "ended", "upload already ended")
+        left = self.remaining()
+        if left < 0:
+            self.abort()
+            raise UploadError(
+                "upload-body-time",
+                f"a body whole within {self._room.upload_grace_s:.0f} s of the handshake and "
+                f"1 s more per {UPLOAD_MIN_BYTES_PER_S:.0f} bytes of it",
+                f"{self._received} bytes, {-left:.0f} s late",
+                "the upload's body came too slowly, or stopped: it was ended, nothing "
+                "stored (uploading again is safe)",
+            )
+
+    def arrived(self, size: int) -> None:
+        """``size`` more bytes of the body came (each earns the body more time)."""
+        self._received += size
+
+    def feed(self, frame: bytes) -> None:
+        self.check_time()
         try:
             path, _index, final, data = self._receiver.open(frame)
             if self._upload is None:
@@ -679,6 +727,7 @@ class InputStream:
 
     def finish(self) -> CompletedInput:
         """The body ended: every record there, the manifest checked; record the input."""
+        self.check_time()
         try:
             self._receiver.close()
             if self._result is None:

@@ -13,6 +13,7 @@ The second form is how its Gramine manifest starts it inside an SGX enclave.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib
 import json
@@ -21,7 +22,7 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -31,9 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from cleanroom.enclave.errors import AdmissionError, RunError, log_failure
+from cleanroom.enclave.errors import AdmissionError, RunError, UploadError, log_failure
 from cleanroom.enclave.http import binary, enclave_app, field, json_body, serve
-from cleanroom.enclave.room import CleanRoom, seal_bundle
+from cleanroom.enclave.room import SESSION_LIFETIME_S, CleanRoom, InputStream, seal_bundle
 from cleanroom.enclave.runner import Confinement, NoConfinement, overlay_problem, sandbox
 from cleanroom.enclave.store import SealedStore
 from cleanroom.enclave.worker import WorkerEnclave
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cleanroom.enclave")
 REFUSAL_PREFIX = "worker refused to start: "
+UPLOAD_GRACE_VARIABLE = "CLEANROOM_UPLOAD_GRACE_S"
+"""The environment's shorter grace for an upload's body (CleanRoom's ``upload_grace_s``,
+at most the session's lifetime): tests of a stalled body set it."""
 
 
 def image_runtime(image: Measurement, name: str) -> Runtime:
@@ -94,9 +98,10 @@ class WorkerService:
         room_dir: Path,
         *,
         confinement: Confinement,
+        upload_grace_s: float = SESSION_LIFETIME_S,
     ) -> None:
         """``enclave`` is this Worker's platform, ``config`` its measured configuration
-        (the runtimes its image holds)."""
+        (the runtimes its image holds); ``upload_grace_s``: see :class:`CleanRoom`."""
         sql = spec.sql is not None
         self.runtime = measured_runtime(config, ENGINE_RUNTIME if sql else spec.runtime)
         if sql and spec.function != engine_function_id():
@@ -124,6 +129,7 @@ class WorkerService:
             # Plaintext of a run (the staged inputs) lives here while it runs, and is
             # wiped after; the Controller removes it if this Worker dies.
             scratch_root=room_dir / "run",
+            upload_grace_s=upload_grace_s,
         )
         self.sql_room: SqlRoom | None = self.room if sql else None  # type: ignore[assignment]
         self.stop: threading.Event = threading.Event()
@@ -207,7 +213,8 @@ class WorkerService:
             stream = room.begin_upload(request.path_params["session_id"])
             decoder = FrameDecoder()
             try:
-                async for chunk in request.stream():
+                async for chunk in _in_time(request, stream):
+                    stream.arrived(len(chunk))
                     for frame in decoder.feed(chunk):
                         await run_in_threadpool(stream.feed, frame)
                 decoder.close()
@@ -297,6 +304,31 @@ class WorkerService:
 
 
 SPARE = "--spare"
+
+
+async def _in_time(request: Request, stream: InputStream) -> AsyncIterator[bytes]:
+    """The body's chunks, as long as it is not late: a Controller that keeps an upload
+    open, sending nothing (or too little), has it ended by the Worker's own bound
+    (``upload-body-time``, :meth:`InputStream.check_time`), not held for ever."""
+    chunks = request.stream().__aiter__()
+    waiting: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if waiting is None:
+                waiting = asyncio.ensure_future(anext(chunks))
+            done, _ = await asyncio.wait({waiting}, timeout=max(stream.remaining(), 0.0))
+            if not done:
+                stream.check_time()  # late by the room's clock: ends it; else wait on
+                continue
+            arrived, waiting = waiting, None
+            try:
+                chunk = arrived.result()
+            except StopAsyncIteration:
+                return
+            yield chunk
+    finally:
+        if waiting is not None:
+            waiting.cancel()
 
 
 def _assignment(argv: list[str]) -> list[str] | None:
@@ -403,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
                 bundle,
                 args.room_dir,
                 confinement=confinement,
+                upload_grace_s=_upload_grace(),
             )
     except CheckFailed as error:
         # One line the Controller relays as the deploy's problem detail.
@@ -413,6 +446,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     serve(service.app(), args.socket, service.stop, listen=args.listen)
     os._exit(0)  # a deleted Worker leaves no thread behind
+
+
+def _upload_grace() -> float:
+    """The grace of an upload's body: the environment's (only ever shorter: CleanRoom
+    refuses more than a session's lifetime), or a session's lifetime."""
+    given = os.environ.get(UPLOAD_GRACE_VARIABLE)
+    if given is None:
+        return SESSION_LIFETIME_S
+    try:
+        return float(given)
+    except ValueError:
+        raise UploadError(
+            "upload-grace", "seconds", given, f"{UPLOAD_GRACE_VARIABLE} is not a number"
+        ) from None
 
 
 if __name__ == "__main__":
