@@ -24,6 +24,7 @@ from tests.adversarial.proxy import Message, TamperingProxy
 from tests.adversarial.test_hostile_controller import refused, room
 from tests.adversarial.test_run_session import worker_of
 from tests.adversarial.test_session_fate import BAD_GATEWAY
+from tests.adversarial.test_stalled_upload import HangingBody, worker_socket
 from tests.e2e.conftest import User
 from tests.e2e.helpers import write
 
@@ -244,3 +245,46 @@ def test_another_uploads_stored_answer_swapped_in_is_refused(
         "upload-unconfirmed",
     )
     assert "record-authentication" in str(error), error
+
+
+def test_a_body_kept_open_is_ended_when_its_owner_asks_and_the_input_let_go(
+    alice: User,
+    tmp_path: Path,
+    proxy: TamperingProxy,
+    room: str,
+    hostile_stack: tuple[LocalStack, TamperingProxy],
+) -> None:
+    """The Controller sends the first frame of Alice's body to the Worker and then
+    nothing (or a trickle), keeping the connection open, and answers her ``502``. Her
+    question closes the session, and the Worker ends that upload at once
+    (``session-closed``), not only at its end or its bound: the input is let go, and her
+    upload again is stored. Before, the input stayed ``upload-in-progress`` until the
+    Controller ended the body, her own upload again refused (this stack's Workers have
+    the full 120 s grace, so the bound plays no part here)."""
+    path = worker_socket(hostile_stack[0].directory, alice.client.approved(room)[1].work_id)
+    hanging: list[HangingBody] = []
+
+    def hang(message: Message) -> None:
+        found = UPLOAD.search(message.path)
+        if found is None or hanging:
+            return
+        first = next(decode_frames([message.body]))
+        hanging.append(HangingBody(path, f"/sessions/{found.group(1)}/upload", first))
+        message.relay = False
+        message.status, message.response = 502, BAD_GATEWAY
+
+    proxy.on_request = hang
+    source = write(tmp_path / "a", "a@x\n")
+    try:
+        refused(lambda: alice.client.upload(room, "input_1", source), "fate-closed")
+        (body,) = hanging
+        body.done.wait()
+        assert not body.held, "the Worker still held the body its owner was told is closed"
+        _head, _, answer = body.answer.partition(b"\r\n\r\n")
+        assert json.loads(answer)["check"] == "session-closed", body.answer
+        proxy.reset()
+        again = alice.client.upload(room, "input_1", source)
+        assert not again.already
+    finally:
+        for body in hanging:
+            body.close()

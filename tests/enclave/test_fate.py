@@ -235,19 +235,25 @@ def test_an_upload_under_way_when_its_session_is_closed_stores_nothing(
     empty_room: CleanRoom,
 ) -> None:
     """The Controller sends the first frames of the body, answers the uploader a 502 and
-    holds the rest: her question closes the session, and the rest, sent afterwards, is
-    refused at its end (session-closed), nothing stored; the answer stays 'closed'."""
+    holds the rest: her question closes the session, and the upload is ended at once
+    (session-closed, h28: before, at its end, the input held in progress meanwhile),
+    the rest refused (upload-ended), nothing stored; the answer stays 'closed'."""
     keys = session(empty_room, ALICE, UploadPurpose(op="upload", input="input_1"))
     frames = upload_frames(keys, "input_1", {"e.csv": ALICE_DATA})
     stream = empty_room.begin_upload(keys.session_id)
     stream.feed(frames[0])
     closed = SessionFate(keys.session_id, False, None)
     assert ask_upload(empty_room, ALICE, keys.session_id) == closed
-    for frame in frames[1:]:
-        stream.feed(frame)
     with pytest.raises(RunError) as caught:
-        stream.finish()
+        stream.check_time()  # what the Worker's service does while it waits for more
     assert caught.value.check == "session-closed", caught.value
+    assert empty_room.status(bytes(32))[0]["uploading"] == []
+    for frame in frames[1:]:
+        with pytest.raises(UploadError) as ended:
+            stream.feed(frame)
+        assert ended.value.check == "upload-ended", ended.value
+    with pytest.raises(UploadError):
+        stream.finish()
     assert "input_1" not in empty_room.status(bytes(32))[0]["inputs"]
     assert ask_upload(empty_room, ALICE, keys.session_id) == closed
     upload(empty_room, ALICE, "input_1", ALICE_DATA)  # uploading again is safe
@@ -264,11 +270,12 @@ def test_a_retry_under_way_when_its_session_is_closed_is_not_acknowledged(
     stream = empty_room.begin_upload(keys.session_id)
     stream.feed(frames[0])
     assert ask_upload(empty_room, ALICE, keys.session_id).stored is False
-    for frame in frames[1:]:
-        stream.feed(frame)
     with pytest.raises(RunError) as caught:
-        stream.finish()
+        stream.feed(frames[1])
     assert caught.value.check == "session-closed", caught.value
+    with pytest.raises(UploadError):
+        stream.finish()
+    assert ask_upload(empty_room, ALICE, keys.session_id).stored is False
 
 
 def test_the_memory_of_closed_sessions_is_only_of_requests_under_way(

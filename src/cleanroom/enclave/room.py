@@ -686,12 +686,25 @@ class InputStream:
         return self._since + allowed - self._room._clock()
 
     def check_time(self) -> None:
-        """End the upload if its body is late (``upload-body-time``): whatever it stored is
+        """End the upload if its body is late (``upload-body-time``), or its session was
+        closed by its owner's fate question (``session-closed``): whatever it stored is
         erased, and the session and the input's mark are let go, so the input can be
         uploaded again; anything of this body that comes afterwards is refused
         (``upload-ended``), and its end lets go of nothing of another upload's."""
         if self._ended:
             raise UploadError("upload-ended", "an open upload", "ended", "upload already ended")
+        session_id = self._session.keys.session_id
+        with self._room._lock:
+            closed = self._claimed and session_id in self._room._closed
+        if closed:
+            # Its owner asked, and was told it stores nothing: it would be refused at its
+            # end; ended now, it holds the input no longer (a Controller trickling the
+            # body held it for as long as the bound gives its bytes).
+            self.abort()
+            raise RunError(
+                "session-closed", "a session no fate question closed", session_id,
+                "a fate question closed this session: its upload was ended, nothing stored",
+            )  # fmt: skip
         left = self.remaining()
         if left < 0:
             self.abort()

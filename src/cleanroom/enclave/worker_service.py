@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cleanroom.enclave")
 REFUSAL_PREFIX = "worker refused to start: "
+CLOSED_CHECK_S = 1.0
+"""How often an upload waiting for more of its body looks whether a fate question closed
+its session (it is then ended at once, not at its bound)."""
 UPLOAD_GRACE_VARIABLE = "CLEANROOM_UPLOAD_GRACE_S"
 """The environment's shorter grace for an upload's body (CleanRoom's ``upload_grace_s``,
 at most the session's lifetime): tests of a stalled body set it."""
@@ -316,9 +319,10 @@ async def _in_time(request: Request, stream: InputStream) -> AsyncIterator[bytes
         while True:
             if waiting is None:
                 waiting = asyncio.ensure_future(anext(chunks))
-            done, _ = await asyncio.wait({waiting}, timeout=max(stream.remaining(), 0.0))
+            wait = min(max(stream.remaining(), 0.0), CLOSED_CHECK_S)
+            done, _ = await asyncio.wait({waiting}, timeout=wait)
             if not done:
-                stream.check_time()  # late by the room's clock: ends it; else wait on
+                stream.check_time()  # late, or its session closed: ends it; else wait on
                 continue
             arrived, waiting = waiting, None
             try:
