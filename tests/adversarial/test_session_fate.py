@@ -274,6 +274,7 @@ def test_a_fate_answer_the_controller_tampered_with_is_refused(
     answer = Cli(alice.home)("--output", "json", *command.group(1).split())
     assert json.loads(answer.stdout) == {
         "session": command.group(1).split()[-1], "ran": True, "run": before + 1, "stored": False,
+        "acknowledgement": None,
     }  # fmt: skip
     assert budget(alice.client, sql_room)["runs"] == before + 1
 
@@ -322,4 +323,5 @@ def test_the_fate_command_takes_a_session_id_that_begins_with_a_dash(
         "ran": False,
         "run": None,
         "stored": False,
+        "acknowledgement": None,
     }

@@ -27,6 +27,7 @@ from tests.adversarial.test_session_fate import BAD_GATEWAY
 from tests.adversarial.test_stalled_upload import HangingBody, worker_socket
 from tests.e2e.conftest import User
 from tests.e2e.helpers import write
+from tests.e2e.test_cli_flow import Cli
 
 __all__ = ["room"]  # the fixture, shared with the other hostile-Controller tests
 
@@ -108,6 +109,16 @@ def test_an_upload_relayed_then_refused_by_the_controller_is_found_stored(
     assert len(fates(proxy)) == 1 and fates(proxy)[0].status == 200
     status = alice.client.status(room).worker
     assert status is not None and status.inputs["input_1"]["sha256"] == uploaded.sha256
+    # `cleanroom fate` says what the acknowledgement would have (h28's sealed ``ack``).
+    match = next(UPLOAD.search(m.path) for m in proxy.seen if UPLOAD.search(m.path))
+    assert match is not None
+    said = Cli(alice.home)("--profile", "alice", "fate", room, "--", match.group(1))
+    assert f"stored input_1 (new: {uploaded.bytes} bytes, manifest sha256 " in said.stdout
+    answer = Cli(alice.home)(
+        "--output", "json", "--profile", "alice", "fate", room, "--", match.group(1)
+    )
+    acknowledgement = json.loads(answer.stdout)["acknowledgement"]
+    assert acknowledgement["stored"] == "new" and acknowledgement["sha256"] == uploaded.sha256
 
 
 def test_an_upload_held_by_the_controller_is_closed_before_it_is_sent(

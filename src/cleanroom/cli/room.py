@@ -403,7 +403,8 @@ def fate(
 
     The Worker answers sealed to a new session of yours: the session ran (a query: its
     run's number, for `cleanroom receipt` or `data cp`), an upload session stored its
-    input, or it started or stored nothing and, from this answer on, never will; then
+    input (new or already there, its bytes, a SQL room's rows: what its acknowledgement
+    said), or it started or stored nothing and, from this answer on, never will; then
     asking again is safe. `run`, `query` and `data cp` ask this themselves and name this
     command when they could not get the answer.
     """
@@ -412,14 +413,20 @@ def fate(
     if json_output():
         print_json(
             {"session": answer.session, "ran": answer.ran, "run": answer.run,
-             "stored": answer.stored}
+             "stored": answer.stored, "acknowledgement": answer.ack}
         )  # fmt: skip
     elif answer.ran:
         which = "the room's run" if answer.run is None else f"query run {answer.run}"
         stdout.print(f"{name}: session {session} ran: {which} (the Worker's sealed answer)")
     elif answer.stored:
+        ack = answer.ack
+        assert ack is not None, "open_fate: a stored answer carries its acknowledgement"
+        what = "already there, nothing new stored" if ack["stored"] == "already" else "new"
+        rows = "" if ack.get("rows") is None else f", {ack['rows']} rows"
         stdout.print(
-            f"{name}: upload session {session} stored its input (the Worker's sealed answer)"
+            f"{name}: upload session {session} stored {shown(ack['input'])} ({what}: "
+            f"{ack['bytes']} bytes{rows}, manifest sha256 {shown(ack['sha256'])}) (the "
+            "Worker's sealed answer)"
         )
     else:
         stdout.print(
