@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -11,14 +13,13 @@ from tests.adversarial.proxy import TamperingProxy
 from tests.e2e.conftest import User, confinement_available, make_user
 
 
-@pytest.fixture(scope="module")
-def hostile_stack(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[LocalStack, TamperingProxy]]:
+@contextlib.contextmanager
+def hostile_stack_in(directory: Path) -> Iterator[tuple[LocalStack, TamperingProxy]]:
+    """A stack in ``directory`` whose compute server the manager (and every client)
+    reaches only through a tampering proxy, with the projects acme and globex."""
     if not confinement_available():
         pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
     proxy_port = free_port()
-    directory = tmp_path_factory.mktemp("hostile")
     with LocalStack(directory, advertise_url=f"http://127.0.0.1:{proxy_port}") as stack:
         proxy = TamperingProxy(stack.compute_url, port=proxy_port)
         proxy.start()
@@ -28,6 +29,14 @@ def hostile_stack(
             yield stack, proxy
         finally:
             proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def hostile_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LocalStack, TamperingProxy]]:
+    with hostile_stack_in(tmp_path_factory.mktemp("hostile")) as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ can only shorten it), so the test waits for no real session's lifetime.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import threading
@@ -25,12 +24,13 @@ import httpx
 import pytest
 
 from cleanroom.enclave.worker_service import UPLOAD_GRACE_VARIABLE
-from cleanroom.insecure.localstack import LocalStack, free_port
+from cleanroom.insecure.localstack import LocalStack
 from cleanroom.protocol.framing import decode_frames, encode_frames
+from tests.adversarial.conftest import hostile_stack_in
 from tests.adversarial.proxy import Message, TamperingProxy
 from tests.adversarial.test_hostile_controller import refused, room
 from tests.adversarial.test_session_fate import BAD_GATEWAY
-from tests.e2e.conftest import User, confinement_available
+from tests.e2e.conftest import User
 from tests.e2e.helpers import write
 
 __all__ = ["room"]  # the fixture, with this module's stack
@@ -45,27 +45,10 @@ def hostile_stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[LocalStack, TamperingProxy]]:
     """The adversarial stack, its Workers started with a short upload grace."""
-    if not confinement_available():
-        pytest.skip("functions cannot be confined here (needs root, unshare, setpriv)")
-    before = os.environ.get(UPLOAD_GRACE_VARIABLE)
-    os.environ[UPLOAD_GRACE_VARIABLE] = GRACE_S
-    proxy_port = free_port()
-    directory = tmp_path_factory.mktemp("stalled")
-    try:
-        with LocalStack(directory, advertise_url=f"http://127.0.0.1:{proxy_port}") as stack:
-            proxy = TamperingProxy(stack.compute_url, port=proxy_port)
-            proxy.start()
-            stack.add_project("acme")
-            stack.add_project("globex")
-            try:
-                yield stack, proxy
-            finally:
-                proxy.stop()
-    finally:
-        if before is None:
-            os.environ.pop(UPLOAD_GRACE_VARIABLE, None)
-        else:
-            os.environ[UPLOAD_GRACE_VARIABLE] = before
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(UPLOAD_GRACE_VARIABLE, GRACE_S)
+        with hostile_stack_in(tmp_path_factory.mktemp("stalled")) as stack:
+            yield stack
 
 
 def worker_socket(directory: Path, work_id: str) -> str:
