@@ -253,6 +253,51 @@ def test_the_replay_cache_refuses_rather_than_forgets_when_full() -> None:
     assert cache.first_use("c", NOW + 20)  # the expired ones made room
 
 
+def test_one_key_fills_only_its_share_of_the_replay_cache() -> None:
+    """A key past its share is refused (429) and no other is: one client could fill the
+    whole cache and have every other client's requests refused (503)."""
+    clock = Clock()
+    cache = ReplayCache(capacity=4, share=2, clock=clock)
+    assert cache.first_use("a1", NOW + 10, "a") and cache.first_use("a2", NOW + 10, "a")
+    with pytest.raises(TokenError) as caught:
+        cache.first_use("a3", NOW + 10, "a")
+    assert caught.value.check == "dpop-replay-share" and caught.value.http_status == 429
+    assert (caught.value.expected, caught.value.actual) == (
+        "fewer than 2 requests of one key within the replay window",
+        2,
+    )
+    assert challenge(caught.value) is None  # says nothing about the token
+    assert cache.first_use("b1", NOW + 10, "b") and cache.first_use("b2", NOW + 10, "b")
+    assert not cache.first_use("a1", NOW + 10, "a")  # still remembered: a replay
+    clock.now = NOW + 11
+    assert cache.first_use("a3", NOW + 20, "a")  # its expired ones made room
+    assert cache.held("a") == 1 and cache.held("b") == 0 and len(cache) == 1
+
+
+def test_a_key_that_sends_proofs_out_of_order_counts_its_own_expired_ones_longer() -> None:
+    clock = Clock()
+    cache = ReplayCache(capacity=10, share=2, clock=clock)
+    assert cache.first_use("late", NOW + 100, "a") and cache.first_use("early", NOW + 10, "a")
+    clock.now = NOW + 11
+    with pytest.raises(TokenError, match="too many requests"):
+        cache.first_use("next", NOW + 70, "a")  # "early" is behind a live one
+    assert cache.first_use("other", NOW + 70, "b")
+    clock.now = NOW + 101
+    assert cache.first_use("next", NOW + 160, "a")
+
+
+def test_the_verifier_charges_each_proof_to_its_key() -> None:
+    clock = Clock()
+    proofs = ProofVerifier(clock=clock, replays=ReplayCache(capacity=10, share=2, clock=clock))
+    for jti in ("k1", "k2"):
+        assert check(made({**good_claims(), "jti": jti}), verifier=proofs) == KEY.jkt
+    with pytest.raises(TokenError) as caught:
+        check(made({**good_claims(), "jti": "k3"}), verifier=proofs)
+    assert caught.value.check == "dpop-replay-share"
+    other = made({**good_claims(), "jti": "o1"}, key=OTHER)
+    assert check(other, verifier=proofs, jkt=OTHER.jkt) == OTHER.jkt
+
+
 # -- the request authenticator: the scheme goes with the token -------------------------
 
 ISSUER = "https://manager.test"

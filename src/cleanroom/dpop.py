@@ -23,7 +23,9 @@ A server accepts a proof only if every one of these holds, each refusal the chec
   way (60 s: the age of a proof, and the clock skew tolerated);
 - ``ath`` is b64u(SHA-256(the access token)), when the proof comes with one;
 - the ``jwk``'s thumbprint is the token's ``cnf.jkt``;
-- its ``jti`` was not seen in a proof within the window (:class:`ReplayCache`).
+- its ``jti`` was not seen in a proof within the window (:class:`ReplayCache`), and
+  its key has fewer than :data:`REPLAY_SHARE` proofs remembered
+  (``dpop-replay-share``, 429: one client cannot fill the cache for everyone).
 
 No server nonce (``DPoP-Nonce``) is used: the window bounds how long a proof
 counts, and the replay cache remembers each ``jti`` for as long. The cache lives
@@ -61,6 +63,9 @@ MAX_JTI = 128
 """The longest ``jti`` a proof may carry (a client's are 22 characters)."""
 REPLAY_CAPACITY = 200_000
 """Proofs a server remembers at once; past that it refuses proofs (503) rather than forget."""
+REPLAY_SHARE = 20_000
+"""Proofs of one key a server remembers at once (166 requests a second for two minutes);
+past that it refuses that key's proofs (429) and no other's."""
 CHECK = "dpop-proof"
 
 Clock = Callable[[], float]
@@ -158,26 +163,46 @@ class ReplayCache:
     :meth:`first_use` records an identifier and says whether it is new. When
     ``capacity`` identifiers are remembered and none has expired, it refuses
     (``dpop-replay-cache``, 503) instead of forgetting one that may still be
-    replayed.
+    replayed. An identifier may be recorded for an ``owner`` (a proof's key): one
+    owner holds at most ``share`` of them at once, and past that only its own
+    requests are refused (``dpop-replay-share``, 429), so that one key cannot fill
+    the cache and have every other's refused.
     """
 
-    def __init__(self, capacity: int = REPLAY_CAPACITY, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        capacity: int = REPLAY_CAPACITY,
+        *,
+        share: int = REPLAY_SHARE,
+        clock: Clock = time.time,
+    ) -> None:
         self.capacity = capacity
+        self.share = share
         self._clock = clock
         self._lock = threading.Lock()
-        self._seen: OrderedDict[str, float] = OrderedDict()  # by insertion: roughly by expiry
+        # By insertion: roughly by expiry (a proof's iat is its client's clock).
+        self._seen: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
+        self._owned: dict[str, OrderedDict[str, float]] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def first_use(self, identifier: str, until: float) -> bool:
-        """Record ``identifier`` as used until ``until``; False if it was already."""
+    def held(self, owner: str) -> int:
+        """How many identifiers ``owner`` holds (expired ones not yet forgotten included)."""
+        with self._lock:
+            return len(self._owned.get(owner, ()))
+
+    def first_use(self, identifier: str, until: float, owner: str | None = None) -> bool:
+        """Record ``identifier`` as used until ``until`` (for ``owner``, if any); False
+        if it was already."""
         with self._lock:
             now = self._clock()
             self._prune(now)
             seen = self._seen.get(identifier)
-            if seen is not None and seen >= now:
+            if seen is not None and seen[0] >= now:
                 return False
+            if owner is not None:
+                self._check_share(owner, now)
             if len(self._seen) >= self.capacity:
                 self._prune(now, everything=True)
             if len(self._seen) >= self.capacity:
@@ -188,20 +213,52 @@ class ReplayCache:
                     "this server remembers too many recent requests to tell a replay",
                     hint="try again in a minute",
                 )
-            self._seen[identifier] = until
+            self._forget(identifier)
+            self._seen[identifier] = (until, owner)
+            if owner is not None:
+                self._owned.setdefault(owner, OrderedDict())[identifier] = until
             return True
+
+    def _check_share(self, owner: str, now: float) -> None:
+        owned = self._owned.get(owner)
+        if owned is None or len(owned) < self.share:
+            return
+        # The owner's own, oldest first: exact for a client whose clock runs forward;
+        # one that sends proofs out of order keeps its own expired ones counted longer.
+        while owned:
+            identifier, until = next(iter(owned.items()))
+            if until >= now:
+                break
+            self._forget(identifier)
+        if len(owned) >= self.share:
+            raise TokenError(
+                "dpop-replay-share",
+                f"fewer than {self.share} requests of one key within the replay window",
+                len(owned),
+                "this key has made too many requests in the last two minutes for this "
+                "server to remember them all",
+                hint="try again in a minute",
+            )
+
+    def _forget(self, identifier: str) -> None:
+        _, owner = self._seen.pop(identifier, (0.0, None))
+        if owner is not None:
+            owned = self._owned[owner]
+            del owned[identifier]
+            if not owned:
+                del self._owned[owner]
 
     def _prune(self, now: float, *, everything: bool = False) -> None:
         """Forget expired identifiers: from the oldest on until a live one (or all)."""
         if everything:
-            for identifier in [k for k, until in self._seen.items() if until < now]:
-                del self._seen[identifier]
+            for identifier in [k for k, (until, _) in self._seen.items() if until < now]:
+                self._forget(identifier)
             return
         while self._seen:
-            identifier, until = next(iter(self._seen.items()))
+            identifier, (until, _) = next(iter(self._seen.items()))
             if until >= now:
                 break
-            del self._seen[identifier]
+            self._forget(identifier)
 
 
 class ProofVerifier:
@@ -277,7 +334,9 @@ class ProofVerifier:
         proved = thumbprint(key)
         if jkt is not None and proved != jkt:
             raise _refused(jkt, proved, "the proof is signed by another key than the token's")
-        if not self.replays.first_use("dpop:" + claims["jti"], claims["iat"] + self.window):
+        if not self.replays.first_use(
+            "dpop:" + claims["jti"], claims["iat"] + self.window, owner=proved
+        ):
             raise _refused("a proof not used before", claims["jti"], "the proof was replayed")
         return proved
 

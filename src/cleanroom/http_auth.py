@@ -154,9 +154,9 @@ class RequestAuthenticator:
 
 def challenge(error: TokenError, scheme: str = "dpop") -> str | None:
     """The ``WWW-Authenticate`` value for a refused token sent with ``scheme``, or None
-    (a 503 says nothing about the token)."""
+    (a 503 or a 429 says nothing about the token)."""
     status = error.http_status
-    if status == 503:
+    if status in (429, 503):
         return None
     if error.check in ("token-missing", "authorization-header"):
         return f"DPoP {DPOP_ALGORITHMS}, Bearer"

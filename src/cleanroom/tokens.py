@@ -114,6 +114,7 @@ _log = logging.getLogger("cleanroom.tokens")
 
 _FORBIDDEN = {"token-scope", "token-room"}
 _UNAVAILABLE = {"token-revocation-stale", "dpop-replay-cache"}
+_TOO_MANY = {"dpop-replay-share"}
 
 
 def signed_claims(token: str, key: ec.EllipticCurvePublicKey) -> dict[str, Any]:
@@ -148,7 +149,9 @@ class TokenError(CheckFailed):
     ``http_status`` is the answer a server gives: 403 for a valid token that is not
     for this operation or room (``token-scope``, ``token-room``), 503 when the
     server cannot tell whether the token is revoked or the proof replayed
-    (``token-revocation-stale``, ``dpop-replay-cache``), 401 for every other refusal.
+    (``token-revocation-stale``, ``dpop-replay-cache``), 429 when the proof's key has
+    made more requests than the server can remember (``dpop-replay-share``), 401 for
+    every other refusal.
     """
 
     def __init__(
@@ -164,6 +167,8 @@ class TokenError(CheckFailed):
             self.http_status = 403
         elif check in _UNAVAILABLE:
             self.http_status = 503
+        elif check in _TOO_MANY:
+            self.http_status = 429
         else:
             self.http_status = 401
 

@@ -195,7 +195,7 @@ class Grants:
                     list(request.proofs), method="POST", url=self.public_url + TOKEN_PATH
                 )
             except TokenError as error:
-                status = 503 if error.http_status == 503 else 400
+                status = error.http_status if error.http_status in (429, 503) else 400
                 raise GrantRefused(status, "invalid_dpop_proof", str(error), error.check) from error
             caller = Caller(
                 client_id=client.id,
