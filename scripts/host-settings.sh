@@ -6,7 +6,11 @@
 # - debug.exception-trace, vm.oom_dump_tasks and kernel.print-fatal-signals to 0, and
 #   kernel.seccomp.actions_logged without the kills: the kernel's log of a run's faults,
 #   of the signals it dies of, of its tasks at its memory limit and of its calls the
-#   filter kills says what the function chooses, to the host.
+#   filter kills says what the function chooses, to the host;
+# - kernel.core_pattern, where it pipes cores to a crash helper or sends them to a socket
+#   (apport's, systemd-coredump's: "|…", "@…"), to the kernel's default, core: the kernel
+#   logs each dump of a run it aborts (RLIMIT_CORE 1) with the task's name. A file
+#   pattern of the site's own stays as it is (a run dumps no core there either).
 # Written to /proc/sys directly (a Debian base has no sysctl), until the next boot.
 # Where one cannot be set (a container's read-only /proc/sys), it says so, and a Worker
 # refuses the host by name (run-isolation).
@@ -44,6 +48,15 @@ setting() {  # NAME VALUE
 for pair in "${SETTINGS[@]}"; do
   setting "${pair%%=*}" "${pair#*=}"
 done
+core_pattern="$root/proc/sys/kernel/core_pattern"
+if [ -e "$core_pattern" ]; then
+  case "$(cat "$core_pattern")" in
+    '|'* | '@'*)
+      if ! printf 'core\n' 2>/dev/null > "$core_pattern"; then
+        echo "warning: cannot set kernel.core_pattern to 'core' here: a Worker refuses this host (run-isolation)" >&2
+      fi ;;
+  esac
+fi
 if [ -n "$persist" ]; then
   directory="$root/etc/sysctl.d"
   file="$directory/60-cleanroom.conf"
@@ -60,6 +73,11 @@ if [ -n "$persist" ]; then
         echo "-$name = ${pair#*=}"
       fi
     done
+    # after any crash reporter's own file (systemd-coredump's 50-coredump.conf); a site's
+    # file pattern is its own to keep
+    if [ -e "$core_pattern" ] && [ "$(cat "$core_pattern")" = "core" ]; then
+      echo "kernel.core_pattern = core"
+    fi
   } > "$temporary"
   if ! { chmod 0644 "$temporary" && mv -f "$temporary" "$file"; }; then
     rm -f "$temporary"

@@ -21,6 +21,8 @@ DEFAULTS = {
     "vm/oom_dump_tasks": "1",
     "kernel/print-fatal-signals": "1",  # a host being debugged
     "kernel/seccomp/actions_logged": "kill_process kill_thread trap errno user_notif trace log",
+    # Ubuntu's (apport): a pipe, whose aborted dumps the kernel logs by name (h35)
+    "kernel/core_pattern": "|/usr/share/apport/apport -p%p -s%s -c%c -d%d -P%P -u%u -g%g -- %E",
 }
 MEMINFO = "MemTotal:       24662392 kB\n"
 
@@ -60,6 +62,7 @@ def worker_problems(root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str | N
     monkeypatch.setattr(
         runner, "SECCOMP_ACTIONS_LOGGED", sys_dir / "kernel" / "seccomp" / "actions_logged"
     )
+    monkeypatch.setattr(runner, "CORE_PATTERN", sys_dir / "kernel" / "core_pattern")
     return [runner.open_files_problem(), runner.kernel_log_problem()]
 
 
@@ -84,6 +87,7 @@ def test_the_settings_are_set_until_the_next_boot_and_kept_nowhere(
     assert done.returncode == 0, done.stderr
     assert worker_problems(tmp_path, monkeypatch) == [None, None]
     assert (tmp_path / "proc" / "sys" / "kernel" / "print-fatal-signals").read_text() == "0\n"
+    assert (tmp_path / "proc" / "sys" / "kernel" / "core_pattern").read_text() == "core\n"
     assert not (tmp_path / "etc").exists()
 
 
@@ -105,6 +109,7 @@ def test_persist_keeps_them_across_reboots_in_sysctl_d(
         "vm.oom_dump_tasks = 0",
         "kernel.print-fatal-signals = 0",
         "kernel.seccomp.actions_logged = trap errno user_notif trace log",
+        "kernel.core_pattern = core",
     ]
     assert conf.stat().st_mode & 0o777 == 0o644
     assert [path.name for path in conf.parent.iterdir()] == ["60-cleanroom.conf"]
@@ -134,3 +139,17 @@ def test_an_unknown_option_changes_nothing(tmp_path: Path) -> None:
     assert "usage:" in done.stderr
     assert (tmp_path / "proc" / "sys" / "vm" / "oom_dump_tasks").read_text() == "1\n"
     assert not (tmp_path / "etc").exists()
+
+
+@pytest.mark.parametrize("persist", [(), ("--persist",)])
+def test_a_sites_own_core_file_pattern_stays(tmp_path: Path, persist: tuple[str, ...]) -> None:
+    """A file pattern dumps no core of a run (RLIMIT_CORE 1) and logs nothing: the
+    script leaves it, and keeps no pattern of its own across reboots."""
+    fake_host(tmp_path, {**DEFAULTS, "kernel/core_pattern": "/var/crash/core.%e.%p"})
+    done = host_settings(tmp_path, *persist)
+    assert done.returncode == 0, done.stderr
+    pattern = tmp_path / "proc" / "sys" / "kernel" / "core_pattern"
+    assert pattern.read_text() == "/var/crash/core.%e.%p\n"
+    if persist:
+        conf = (tmp_path / "etc" / "sysctl.d" / "60-cleanroom.conf").read_text()
+        assert "core_pattern" not in conf

@@ -1632,6 +1632,53 @@ def test_a_host_that_logs_every_signal_a_task_dies_of_runs_nothing(
     assert "kernel.print-fatal-signals=0" in (caught.value.hint or "")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "refused"),
+    [
+        # apport's (Ubuntu) and systemd-coredump's: pipes to a crash helper
+        ("|/usr/share/apport/apport -p%p -s%s -c%c -d%d -P%P -u%u -g%g -- %E",
+         "kernel.core_pattern |/usr/share/apport/apport"),
+        ("|/usr/lib/systemd/systemd-coredump %P %u %g %s %t 9223372036854775808 %h %d",
+         "kernel.core_pattern |/usr/lib/systemd/systemd-coredump"),
+        ("@/run/systemd/coredump.socket", "kernel.core_pattern @/run/systemd/coredump.socket"),
+        ("@@/run/crash.socket", "kernel.core_pattern @@/run/crash.socket"),
+        ("core", None),  # the kernel's default: a file, which RLIMIT_CORE 1 stops silently
+        ("/var/crash/core.%e.%p", None),
+    ],
+)  # fmt: skip
+def test_a_host_that_sends_crashes_to_a_helper_runs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, pattern: str, refused: str | None
+) -> None:
+    """A run dumps no core (RLIMIT_CORE 1), but where kernel.core_pattern pipes cores to
+    a crash helper the kernel logs each dump it aborts for that limit, with the task's
+    name: "coredump: 3(c00secret@examp): RLIMIT_CORE is set to 1, aborting core", 10
+    lines in 4 s of children named by the input dying of SIGSEGV (h35's red team, this
+    host's pattern a pipe for the probe's 7 s). A socket pattern is a crash server told
+    of each crash. No Worker starts with either; a file pattern is as before. Every other
+    setting below is as a Worker wants it."""
+    require_sandbox()
+    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
+    for path in settings.values():
+        path.write_text("0\n")
+    actions = tmp_path / "actions_logged"
+    actions.write_text(runner.SECCOMP_LOGGED)
+    core_pattern = tmp_path / "core_pattern"
+    core_pattern.write_text(pattern + "\n")  # as the kernel shows it
+    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
+    monkeypatch.setattr(runner, "CORE_PATTERN", core_pattern)
+    assert runner.kernel_log_problem() == refused
+    if refused is None:
+        sandbox(1 << 30)
+        return
+    with pytest.raises(RunError) as caught:
+        sandbox(1 << 30)
+    assert caught.value.check == "run-isolation"
+    assert caught.value.actual == refused
+    assert "kernel.core_pattern=core" in (caught.value.hint or "")
+    assert "core_pattern a file" in str(caught.value.expected)
+
+
 def test_a_trial_on_the_authors_own_machine_needs_none_of_the_shared_hosts_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -173,11 +173,24 @@ KERNEL_LOG_SETTINGS = {
 SECCOMP_ACTIONS_LOGGED = Path("/proc/sys/kernel/seccomp/actions_logged")
 SECCOMP_KILLS = ("kill_process", "kill_thread")
 SECCOMP_LOGGED = "trap errno user_notif trace log"  # the kernel's default, less the kills
+# And where the kernel sends a crash: a run dumps no core (RLIMIT_CORE 1, supervisor), but
+# where kernel.core_pattern pipes cores to a crash helper ("|", apport's and
+# systemd-coredump's default) the kernel logs each dump it aborts for that limit,
+# "coredump: PID(NAME): RLIMIT_CORE is set to 1, aborting core", NAME 15 bytes of the
+# function's choice, 10 lines every 5 s (its rate limit): a function's children dying of
+# SIGSEGV, named by its input, put it there 10 times in 4 s of a run that "succeeded"
+# (h35's red team, the pattern a pipe for the probe's 7 s), about 35 B/s. A socket ("@",
+# Linux 6.16) is a crash server the kernel connects to at each crash, the task's pid
+# with it, whatever the limit. So a file only (the kernel's default, "core").
+CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
+CORE_HANDLERS = ("|", "@")  # a pipe to a program, a socket
 
 
 def kernel_log_problem() -> str | None:
-    """Which of :data:`KERNEL_LOG_SETTINGS` would log what a run chooses (not 0), or
-    None. A kernel without one of them logs nothing of the kind."""
+    """Which of :data:`KERNEL_LOG_SETTINGS` would log what a run chooses (not 0), of
+    the seccomp kills, and whether :data:`CORE_PATTERN` sends crashes to a helper
+    (:data:`CORE_HANDLERS`); or None. A kernel without one of them logs nothing of the
+    kind."""
     logging = []
     for name, path in KERNEL_LOG_SETTINGS.items():
         try:
@@ -196,6 +209,14 @@ def kernel_log_problem() -> str | None:
         return f"kernel.seccomp.actions_logged could not be read: {error}"
     if logged := [action for action in SECCOMP_KILLS if action in actions]:
         logging.append(f"kernel.seccomp.actions_logged {' '.join(logged)}")
+    try:
+        pattern = CORE_PATTERN.read_text().strip()
+    except FileNotFoundError:  # a kernel without core dumps
+        pattern = ""
+    except OSError as error:
+        return f"kernel.core_pattern could not be read: {error}"
+    if pattern.startswith(CORE_HANDLERS):
+        logging.append(f"kernel.core_pattern {pattern.split()[0]}")
     return ", ".join(logging) or None
 
 
@@ -264,17 +285,19 @@ def sandbox(uid: int, *, shared_host: bool = True) -> Sandbox:
         raise RunError(
             "run-isolation",
             f"{' and '.join(KERNEL_LOG_SETTINGS)} 0, and kernel.seccomp.actions_logged "
-            f"without {' or '.join(SECCOMP_KILLS)}: the kernel's log of a run's faults, "
-            "of the signals it dies of, of its tasks at its memory limit and of its calls "
-            "the filter kills says what "
+            f"without {' or '.join(SECCOMP_KILLS)}, and kernel.core_pattern a file (not "
+            "a pipe to a crash helper nor a socket): the kernel's log of a run's faults, "
+            "of the signals it dies of, of its tasks at its memory limit, of its calls "
+            "the filter kills and of the core dumps it aborts says what "
             "the function chooses, to the host",
             problem,
             "the function cannot be confined here; refusing to run it",
             hint="as root, scripts/host-settings.sh --persist (now, and at every boot "
             "from /etc/sysctl.d/60-cleanroom.conf), or sysctl -w debug.exception-trace=0 "
             "vm.oom_dump_tasks=0 kernel.print-fatal-signals=0 "
-            f"kernel.seccomp.actions_logged='{SECCOMP_LOGGED}' (in /etc/sysctl.d/ to "
-            "keep them)",
+            f"kernel.seccomp.actions_logged='{SECCOMP_LOGGED}' kernel.core_pattern=core "
+            "(in /etc/sysctl.d/ to keep them; a crash reporter that sets the pattern "
+            "when it starts, apport, disabled)",
         )
     if uid <= 0:
         raise RunError("sandbox-uid", "an unprivileged uid", uid, "no sandbox identity")
