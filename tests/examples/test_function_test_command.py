@@ -224,3 +224,37 @@ def test_function_init_starts_a_function_that_passes_its_own_test(tmp_path: Path
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads((tmp_path / "result" / "output_1" / "result.json").read_text())
     assert document == {"parameters": {"k": 3}, "files": {"input_1": ["rows.csv"]}}
+
+
+def test_what_the_function_prints_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """The sandbox confines a function's code, but its stdout was printed to the
+    terminal of whoever tries it (maybe a function another party wrote, `function
+    download`) raw: ESC sequences that set the window's title and the clipboard (OSC 52,
+    ended by ESC \\, since BEL was dropped), cleared the screen and painted a status
+    line of its choice (h35's red team). Every character a terminal acts on is now
+    escaped, line by line; --json has it whole, escaped by JSON."""
+    require_sandbox()
+    function = tmp_path / "function"
+    function.mkdir()
+    (function / "handler.py").write_text(
+        "import sys\n\n"
+        "def run():\n"
+        "    sys.stdout.write('line one\\n\\x1b]52;c;ZWNobyBvd25lZA==\\x1b\\\\'\n"
+        "                     '\\x1b]0;title\\x1b\\\\\\x1b[2J\\x1b[1A\\x1b[2K'\n"
+        "                     'status: succeeded\\x9b31m\\u202eok\\n')\n"
+    )
+    outputs = {}
+    for output in ("text", "json"):
+        result = cleanroom(
+            tmp_path, "--output", output, "function", "test", str(function),
+            "--out", str(tmp_path / f"result-{output}"),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        outputs[output] = result.stdout
+    text = outputs["text"]
+    assert "\x1b" not in text and "\x9b" not in text and "\u202e" not in text, repr(text)
+    assert "line one\n" in text  # the lines stay lines
+    assert "\\x1b]52;c;ZWNobyBvd25lZA==\\x1b\\" in text  # shown, not acted on
+    assert "\\x1b[2Kstatus: succeeded\\x9b31m\\u202eok" in text
+    log = json.loads(outputs["json"])["log"]
+    assert "\x1b]52;c;ZWNobyBvd25lZA==\x1b\\" in log  # JSON carries it whole

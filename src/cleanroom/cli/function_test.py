@@ -24,7 +24,7 @@ from cleanroom.cli.common import (
     stdout,
 )
 from cleanroom.protocol.spec import Resources, WorkSpec
-from cleanroom.protocol.text import shown
+from cleanroom.protocol.text import shown, terminal_safe
 
 if TYPE_CHECKING:
     from cleanroom.client.review import ReviewWarning
@@ -124,7 +124,8 @@ def function_test(
     """Run DIRECTORY's handler on test data, in the same sandbox and runtime as a Worker
     (bubblewrap: no network, the same syscall filter, /work layout, the limits), but
     without a TEE: nothing is attested or encrypted. Prints what each output received,
-    the resources used and the function's own output; exits 1 unless the run succeeded.
+    the resources used and the function's own output (every character a terminal acts
+    on escaped, as \\x1b); exits 1 unless the run succeeded.
     The handler is checked first as deploy and every review check it: a module the
     function does not have is refused (handler-module, exit 2); a handler not seen
     defined, or an import the runtime lacks, is a warning."""
@@ -330,4 +331,11 @@ def _show(result: RunResult, trial: Trial, out: Path, outputs: list[str]) -> Non
             stdout.print(f"  {shown(item.name.split('/', 1)[1])}  {_size(item.size)}", markup=False)
     if result.log:
         stdout.print("--- the function's stdout and stderr ---", markup=False)
-        stdout.out(result.log.decode(errors="replace").rstrip(), highlight=False)
+        # What the function printed reached the terminal raw, past the sandbox: its ESC
+        # sequences set the window's title and the clipboard (OSC 52, ended by ESC \),
+        # cleared the screen and repainted "status: …" (rich drops BEL, CR and a few
+        # others, not ESC; h35's red team). A function tried may be another party's
+        # (`function download`), so every character a terminal acts on is escaped, line
+        # by line; --json has it whole, escaped by JSON.
+        lines = result.log.decode(errors="replace").rstrip().split("\n")
+        stdout.out("\n".join(terminal_safe(line) for line in lines), highlight=False)
