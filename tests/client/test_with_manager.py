@@ -619,6 +619,37 @@ def test_a_refused_tokens_renewal_revokes_every_token_the_profile_drops(
     assert jti_of(room) in revoked_jtis(manager)
 
 
+def test_a_controllers_refusal_revokes_and_drops_the_refused_room_token_only(
+    deployed: str,
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    manager: Manager,
+) -> None:
+    """A room token refused by its Controller (which may say it of any token it is
+    shown) is revoked and dropped alone: the manager token and another room token the
+    profile kept (the room's, kept under its Work-ID) stay kept and good (before: every
+    kept token was revoked, a hostile Controller's one lie a logout everywhere; left
+    open by h31; tests/adversarial/test_refused_token.py on a real stack)."""
+    alice, _ = parties
+    other = alice.access(
+        resource=controller.url, room="overlap", project="acme", work_id=deployed
+    ).access_token
+    kept = alice.access_token()
+    source = alice.renewed_token(resource=controller.url, room="overlap", project="acme")
+    refused = source()
+    source.refused()  # what renew_for_retry does on the Controller's 401 token-…
+    revoked = revoked_jtis(manager)
+    assert jti_of(refused) in revoked
+    assert jti_of(kept) not in revoked and jti_of(other) not in revoked
+    record = json.loads((alice.directory / "token.json").read_text())["tokens"]
+    assert record["manager"]["access_token"] == kept
+    assert refused not in {cached["access_token"] for cached in record.values()}
+    assert other in {cached["access_token"] for cached in record.values()}
+    assert source() != refused  # a new one, fetched with the client's credentials
+    with ManagerClient(manager.url, token=kept, dpop_key=alice.proof_key) as client:
+        assert client.whoami()["client_id"] == alice.config.client_id
+
+
 def test_a_login_with_many_kept_tokens_is_not_held_back_by_its_revocations(
     home: Path, capsys: pytest.CaptureFixture[str], manager: Manager
 ) -> None:

@@ -186,7 +186,7 @@ class RenewedToken:
     def __init__(
         self,
         fetch: Callable[[], AccessToken],
-        forget: Callable[[], None],
+        forget: Callable[[str | None], None],
         clock: Callable[[], float],
     ) -> None:
         self._fetch = fetch
@@ -204,12 +204,13 @@ class RenewedToken:
         return current.access_token
 
     def refused(self) -> None:
-        """A server refused the token at authentication: drop it here and every token
-        the profile kept, revoked alike when the client was disabled or its secret
-        rotated; the next call logs in again."""
-        self._current = None
+        """A server refused the token at authentication: drop it here, and let the
+        profile revoke and drop what that refusal stands for (the token given last;
+        every token kept when it is the manager's, :meth:`Profile.renewed_token`); the
+        next call fetches one again."""
+        refused, self._current = self._current, None
         self.refusals += 1
-        self._forget()
+        self._forget(None if refused is None else refused.access_token)
 
 
 def _warn_tokens_not_revoked(line: str) -> None:
@@ -1145,8 +1146,12 @@ class Profile:
         for every request goes on past the hour a token lives (``run --wait``, a
         query's wait, an SDK client kept open), where the server refused the token
         it started with. After a server refused it at authentication (a revoked
-        token), :meth:`RenewedToken.refused` drops it and every token this profile
-        kept (:meth:`forget_token`): the next call logs in again."""
+        token), :meth:`RenewedToken.refused` drops it, revoked at the manager: the
+        manager's refusal of its own token every token this profile kept
+        (:meth:`drop_tokens`: what disables, rotations, key moves and logouts end);
+        a Controller's refusal of a room token that token only (:meth:`drop_token`):
+        the Controller is not trusted, and may say it of any token it is shown. The
+        next call fetches one again."""
 
         def fetch() -> AccessToken:
             return self.access(
@@ -1158,14 +1163,30 @@ class Profile:
                 work_id=work_id,
             )
 
-        return RenewedToken(fetch, lambda: self._drop_refused(transport, clock), clock)
+        key = _resource_key(resource, room, project, work_id)
+        return RenewedToken(
+            fetch, lambda token: self._drop_refused(key, token, transport, clock), clock
+        )
 
     def _drop_refused(
-        self, transport: httpx.BaseTransport | None, clock: Callable[[], float]
+        self,
+        key: str,
+        token: str | None,
+        transport: httpx.BaseTransport | None,
+        clock: Callable[[], float],
     ) -> None:
-        """A server refused a kept token: revoke and drop every token kept, warning
-        (:attr:`warn`) of those the manager could not be asked to revoke."""
-        line = self.drop_tokens(transport=transport, clock=clock).warning()
+        """A server refused ``token``, kept as ``key``: the manager (which the client asks
+        itself) of its own token, so every token kept is revoked and dropped; a
+        Controller (which may say it of any token: a hostile one logged the user out
+        everywhere with one lie, left open by h31) of a room token, so that token
+        alone. Warns (:attr:`warn`) of those the manager could not be asked to revoke."""
+        if key == _resource_key(None, None, None):
+            dropped = self.drop_tokens(transport=transport, clock=clock)
+        elif token is not None:
+            dropped = self.drop_token(key, token, transport=transport)
+        else:
+            return
+        line = dropped.warning()
         if line is not None:
             self.warn(line)
 
@@ -1247,6 +1268,33 @@ class Profile:
                     not_revoked += 1
         self.forget_token()
         return DroppedTokens(revoked, not_revoked, problem)
+
+    def drop_token(
+        self, key: str, token: str, *, transport: httpx.BaseTransport | None = None
+    ) -> DroppedTokens:
+        """Revoke ``token`` at the manager (RFC 7009, by the token itself: best effort, as
+        :meth:`drop_tokens`), then drop it from the cache if it is still what ``key``
+        keeps (another process may have kept a new one there since). Nothing else kept
+        is touched."""
+        from cleanroom.client.manager import ManagerClient
+
+        problem: str | None = None
+        with ManagerClient(self.config.manager_url, transport=transport) as manager:
+            try:
+                manager.revoke(token)
+            except Error as error:
+                problem = str(error)
+        record = self._tokens()
+        kept = record.tokens.get(key) if record is not None else None
+        if record is not None and kept is not None and kept.access_token == token:
+            tokens = {name: cached for name, cached in record.tokens.items() if name != key}
+            document = record.model_copy(update={"tokens": tokens})
+            write_atomic(
+                self.directory / TOKEN_FILE, _json_bytes(document.model_dump()), _PRIVATE_FILE
+            )
+        if problem is None:
+            return DroppedTokens(1)
+        return DroppedTokens(0, 1, problem)
 
     def forget_token(self) -> None:
         """Drop every cached token, unrevoked (:meth:`drop_tokens` revokes them first)."""

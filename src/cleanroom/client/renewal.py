@@ -5,8 +5,10 @@ enabled the client or rotated its secret (every token of the client is revoked),
 the manager's signing key changed. The server then answers 401 with a check
 named ``token-…`` (docs/api.md, "Errors"), before the request did anything. A
 client whose token source is :class:`Renewable` (:meth:`cleanroom.client.profile.
-Profile.renewed_token`) drops the token, lets the source log in again with the
-client credentials, and sends the same request once more; the second answer is
+Profile.renewed_token`) drops the token (revoked at the manager; every token the profile
+kept when the manager refused its own, the room token alone when a Controller, which may
+say it of any token, refused it), lets the source fetch one again with the client
+credentials, and sends the same request once more; the second answer is
 the answer, refusal included, and a refused login is the error.
 
 A download (a function's bundle, a room's output) is sent again the same way: its
