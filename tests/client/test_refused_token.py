@@ -27,8 +27,8 @@ from cleanroom.client.profile import Profile, RenewedToken
 from cleanroom.client.renewal import renew_for_retry, token_refused
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.framing import MEDIA_TYPE, encode_frames
-from tests.client.test_with_manager import parties, run  # noqa: F401 - fixtures
-from tests.manager.conftest import Manager, bind, operator, serve, url_of
+from tests.client.test_with_manager import deployed, parties, run  # noqa: F401 - fixtures
+from tests.manager.conftest import Manager, StandInController, bind, operator, serve, url_of
 
 
 @pytest.fixture
@@ -233,6 +233,47 @@ def test_a_room_token_refused_again_is_the_error(
         compute.state("room")
     assert (refused.value.status, refused.value.check) == (401, "token-revoked")
     assert seen == ["revoked", "revoked"] and source.refusals == 1
+
+
+@pytest.fixture
+def lying_controller() -> Iterator[tuple[str, list[str]]]:
+    """A stand-in Controller that answers every request `401 token-revoked`, whatever the
+    token (a hostile one may); every token seen."""
+    seen: list[str] = []
+    app = FastAPI()
+
+    @app.get("/v1/rooms/{name}")
+    def state(name: str, request: Request) -> JSONResponse:
+        seen.append(request.headers.get("authorization", "").removeprefix("DPoP "))
+        refusal = {"title": "Unauthorized", "status": 401, "check": "token-revoked"}
+        return JSONResponse({**refusal, "detail": "the token was revoked"}, status_code=401)
+
+    sock = bind()
+    with serve(app, sock):
+        yield url_of(sock), seen
+
+
+def test_a_room_token_source_renews_after_one_refusal_only(
+    lying_controller: tuple[str, list[str]],
+    deployed: str,  # noqa: F811
+    parties: tuple[Profile, Profile],  # noqa: F811
+    controller: StandInController,
+) -> None:
+    """One source of room tokens (a command's requests to one room: `run --wait`'s polls)
+    renews after one Controller refusal, not after each: every renewal is a revocation
+    and a login with the client's secret, and a Controller refusing every poll spent the
+    client's logins from its address (10 at once, then one every 2 s) within 10 polls, so
+    that the client's other commands waited on 429 (h33)."""
+    url, seen = lying_controller
+    alice, _ = parties
+    source = alice.renewed_token(resource=controller.url, room="overlap", project="acme")
+    with ComputeClient(url, token=source, dpop_key=alice.proof_key) as compute:
+        for _ in range(3):
+            with pytest.raises(ServerError) as refused:
+                compute.state("overlap")
+            assert (refused.value.status, refused.value.check) == (401, "token-revoked")
+    assert len(set(seen)) == 2, "renewed more than once"  # the first token and one renewal
+    assert len(seen) == 4  # the first request sent again once, then one each
 
 
 def test_a_fixed_token_is_not_renewed(

@@ -157,6 +157,16 @@ kept 60 revoked 52, was refused the rest (429) and left the address's allowance 
 the login that follows and for everyone else there."""
 
 
+ROOM_TOKEN_RENEWALS = 1
+"""How many of a Controller's refusals (``401 token-…``) one room token source
+(:meth:`Profile.renewed_token`: a command's requests to one room, a ``run --wait``'s
+polls) renews after; the next is the error. Each renewal is a revocation and a login
+with the client's secret at the manager: a Controller that refused every poll of a
+``run --wait`` spent the client's own limit of logins from that address (10 at once,
+then one every 2 s) within 10 polls, and each later login of the client there, another
+command's too, waited on ``429 slow_down`` (h33)."""
+
+
 @dataclass(frozen=True)
 class DroppedTokens:
     """What :meth:`Profile.drop_tokens` did with the tokens the profile kept."""
@@ -188,11 +198,14 @@ class RenewedToken:
         fetch: Callable[[], AccessToken],
         forget: Callable[[str | None], None],
         clock: Callable[[], float],
+        *,
+        renewals: int | None = None,
     ) -> None:
         self._fetch = fetch
         self._forget = forget
         self._clock = clock
         self._current: AccessToken | None = None
+        self._renewals = renewals  # how many refusals it renews after; None: every one
         self.refusals = 0  # tokens of this source a server refused
 
     def __call__(self) -> str:
@@ -203,14 +216,19 @@ class RenewedToken:
             self._current = current = self._fetch()
         return current.access_token
 
-    def refused(self) -> None:
+    def refused(self) -> bool:
         """A server refused the token at authentication: drop it here, and let the
         profile revoke and drop what that refusal stands for (the token given last;
-        every token kept when it is the manager's, :meth:`Profile.renewed_token`); the
-        next call fetches one again."""
-        refused, self._current = self._current, None
+        every token kept when it is the manager's, :meth:`Profile.renewed_token`).
+        Whether the next call fetches one again: not once the source renewed as many
+        times as it may; the refusal is then the error, and the token is kept as it is
+        (nothing more is asked of the manager for it)."""
         self.refusals += 1
+        if self._renewals is not None and self.refusals > self._renewals:
+            return False
+        refused, self._current = self._current, None
         self._forget(None if refused is None else refused.access_token)
+        return True
 
 
 def _warn_tokens_not_revoked(line: str) -> None:
@@ -1151,7 +1169,8 @@ class Profile:
         (:meth:`drop_tokens`: what disables, rotations, key moves and logouts end);
         a Controller's refusal of a room token that token only (:meth:`drop_token`):
         the Controller is not trusted, and may say it of any token it is shown. The
-        next call fetches one again."""
+        next call fetches one again; for a room, :data:`ROOM_TOKEN_RENEWALS` times at
+        most (then the refusal is the error)."""
 
         def fetch() -> AccessToken:
             return self.access(
@@ -1165,7 +1184,10 @@ class Profile:
 
         key = _resource_key(resource, room, project, work_id)
         return RenewedToken(
-            fetch, lambda token: self._drop_refused(key, token, transport, clock), clock
+            fetch,
+            lambda token: self._drop_refused(key, token, transport, clock),
+            clock,
+            renewals=None if resource is None else ROOM_TOKEN_RENEWALS,
         )
 
     def _drop_refused(

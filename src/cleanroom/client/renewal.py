@@ -34,8 +34,9 @@ class Renewable(Protocol):
 
     def __call__(self) -> str: ...
 
-    def refused(self) -> None:
-        """Forget the token given last, so that the next call logs in again."""
+    def refused(self) -> bool | None:
+        """Forget the token given last, so that the next call logs in again; False when
+        the source gives no new token any more (the refusal is then the error)."""
 
 
 def token_refused(error: ServerError) -> bool:
@@ -47,14 +48,14 @@ def token_refused(error: ServerError) -> bool:
 def renew_for_retry(error: ServerError, source: object, request: dict[str, Any]) -> bool:
     """After ``error``, whether to send the request (``request``: its keyword arguments)
     once more: only when the token was refused at authentication, ``source`` can renew
-    it (it is then dropped here), and the body can be sent again (not a stream)."""
+    it (it is then dropped here, and says whether it gives a new one), and the body can
+    be sent again (not a stream)."""
     if not token_refused(error) or not isinstance(source, Renewable):
         return False
     content = request.get("content")
     if content is not None and not isinstance(content, bytes | str):
         return False  # a stream, read once: the caller uploads it again if it can
-    source.refused()
-    return True
+    return source.refused() is not False
 
 
 __all__ = ["TOKEN_CHECKS", "Renewable", "renew_for_retry", "token_refused"]
