@@ -662,8 +662,11 @@ def test_a_login_with_many_kept_tokens_is_not_held_back_by_its_revocations(
     assert run(capsys, *configure("alice", manager.url, client_id, secret))[0] == 0
     assert run(capsys, "--profile", "alice", "login")[0] == 0
     path = Profile.load("alice").directory / "token.json"
+    kept = json.loads(path.read_text())["tokens"]["manager"]
+    with Profile.load("alice").login() as client:  # a second manager token, kept
+        manager_token = client.token
     record = json.loads(path.read_text())
-    kept = record["tokens"]["manager"]
+    assert record["tokens"]["manager"]["access_token"] == manager_token != kept["access_token"]
     for number in range(59):  # as many room tokens (revoked as any token: 200, counted)
         record["tokens"][f"https://compute.example room-{number}"] = kept
     path.write_text(json.dumps(record))
@@ -673,6 +676,9 @@ def test_a_login_with_many_kept_tokens_is_not_held_back_by_its_revocations(
         "warning: 40 tokens this profile kept could not be revoked (more than 20 at once); "
     )
     assert out.startswith(f"logged in to {manager.url}")
+    # The manager token, which acts as the user at the manager, is among those revoked
+    # (it sorted after the rooms' URLs and was left: h33).
+    assert manager_token is not None and jti_of(manager_token) in revoked_jtis(manager)
 
 
 def test_a_login_that_cannot_revoke_warns_and_a_logout_reaches_them_later(

@@ -1254,7 +1254,9 @@ class Profile:
         and each room's), then drop them all (:meth:`forget_token`).
 
         Best effort: each is revoked by the token itself (RFC 7009: no secret, so no
-        password hash and no per-client rate limit spent), at most
+        password hash and no per-client rate limit spent), the manager token first (it
+        sorted after the rooms' URLs, so that a profile keeping more than
+        :data:`MAX_REVOKED_AT_ONCE` left it unrevoked: h33), at most
         :data:`MAX_REVOKED_AT_ONCE`; the first failure (the manager unreachable, a
         refusal) ends the asking, and the rest are dropped unrevoked, counted with the
         reason (:meth:`DroppedTokens.warning`). Nothing
@@ -1268,9 +1270,13 @@ class Profile:
 
         record = self._tokens()
         now = clock()
-        alive = [
+        manager_key = _resource_key(None, None, None)
+        alive = [  # the manager's own first: it acts as the user at the manager
             cached.access_token
-            for _, cached in sorted(record.tokens.items() if record is not None else ())
+            for _, cached in sorted(
+                record.tokens.items() if record is not None else (),
+                key=lambda item: (item[0] != manager_key, item[0]),
+            )
             if cached.expires_at > now
         ]
         revoked = not_revoked = 0
