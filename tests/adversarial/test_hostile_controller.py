@@ -19,6 +19,7 @@ import pytest
 from cleanroom.attestation import AttestationError
 from cleanroom.cli.main import main
 from cleanroom.client.errors import ServerError
+from cleanroom.client.rooms import CleanRoomClient
 from cleanroom.errors import CheckFailed
 from cleanroom.protocol.encoding import b64u, canonical, from_b64u
 from cleanroom.protocol.framing import decode_frames, encode_frames
@@ -744,8 +745,40 @@ def test_what_the_controller_relays_confirms_no_guess_of_the_data(
 # --------------------------------------------------------------- access
 
 
-def test_upload_by_a_user_who_does_not_own_the_input(bob: User, tmp_path: Path, room: str) -> None:
-    refused(lambda: bob.client.upload(room, "input_1", write(tmp_path / "b", "b\n")), "input-owner")
+def _sent(proxy: TamperingProxy) -> list[str]:
+    """The paths the Controller was sent, but the manager's own health checks."""
+    return [m.path for m in proxy.seen if m.path != "/v1/health"]
+
+
+def _refused_before_and_by_the_worker(
+    action: Callable[[], object],
+    check: str,
+    proxy: TamperingProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client refuses ``action`` by the approved spec's rule ``check`` before anything
+    reaches the Controller (saying so and whose rule it is); a client without that
+    pre-check is refused by the Worker with the same rule, in its session."""
+    proxy.reset()
+    error = refused(action, check)
+    assert _sent(proxy) == [], "the client sent something the approved spec does not allow"
+    assert "by the spec of the Work-ID you approved; nothing was sent" in str(error), error
+    assert isinstance(error, CheckFailed) and error.hint and "inspect" in error.hint
+    with monkeypatch.context() as patched:
+        patched.setattr(CleanRoomClient, "permitted", lambda *_args: None)
+        worker = refused(action, check)
+    assert isinstance(worker, ServerError), worker  # the Worker's own refusal, relayed
+    assert _sent(proxy) != []
+
+
+def test_upload_by_a_user_who_does_not_own_the_input(
+    bob: User, tmp_path: Path, room: str, proxy: TamperingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write(tmp_path / "b", "b\n")
+    _refused_before_and_by_the_worker(
+        lambda: bob.client.upload(room, "input_1", data),
+        "input-owner", proxy, monkeypatch,
+    )  # fmt: skip
 
 
 def test_upload_to_an_output_id(
@@ -762,9 +795,16 @@ def test_upload_to_an_output_id(
     assert proxy.paths("/sessions") == []
 
 
-def test_download_by_a_non_recipient(bob: User, tmp_path: Path, finished: str) -> None:
-    refused(lambda: bob.client.download(finished, "output_1", tmp_path / "x"), "output-recipient")
+def test_download_by_a_non_recipient(
+    bob: User, tmp_path: Path, finished: str, proxy: TamperingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refused_before_and_by_the_worker(
+        lambda: bob.client.download(finished, "output_1", tmp_path / "x"),
+        "output-recipient", proxy, monkeypatch,
+    )  # fmt: skip
 
 
-def test_run_by_a_non_runner(bob: User, room: str) -> None:
-    refused(lambda: bob.client.run(room), "runner")
+def test_run_by_a_non_runner(
+    bob: User, room: str, proxy: TamperingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _refused_before_and_by_the_worker(lambda: bob.client.run(room), "runner", proxy, monkeypatch)

@@ -48,7 +48,7 @@ from cleanroom.errors import CheckFailed
 from cleanroom.protocol.acks import Ack, UploadRefused, open_ack, open_upload_refusal
 from cleanroom.protocol.allocator import tune_allocator
 from cleanroom.protocol.encoding import canonical, from_b64u
-from cleanroom.protocol.errors import MessageFormatError, RecordError
+from cleanroom.protocol.errors import AccessDenied, MessageFormatError, RecordError
 from cleanroom.protocol.fate import SessionFate, open_fate, seal_fate_request
 from cleanroom.protocol.handshake import ClientHandshake, SessionKeys
 from cleanroom.protocol.handshake_v2 import SUITE, ClientHandshakeV2
@@ -72,6 +72,7 @@ from cleanroom.protocol.spec import (
     SessionPurpose,
     UploadPurpose,
     WorkSpec,
+    authorize,
 )
 from cleanroom.protocol.status import NONCE_BYTES, verify_status
 from cleanroom.protocol.text import FoldedPaths, name_problem, shown
@@ -590,6 +591,27 @@ class CleanRoomClient:
                 "and approve that",
             )  # fmt: skip
 
+    def permitted(self, name: str, spec: WorkSpec, purpose: SessionPurpose) -> None:
+        """The approved spec lets this user do what ``purpose`` says, decided before
+        anything is sent (no token, no session): by the rule the Worker applies,
+        :func:`cleanroom.protocol.spec.authorize`, on the spec the approved Work-ID pins,
+        so its answer is the Worker's. A refusal names that rule (``input-owner``,
+        ``output-recipient``, ``runner``), who may and who you are; the Worker checks
+        the same again at every session."""
+        try:
+            authorize(spec, self.profile.user_id, purpose)
+        except AccessDenied as denied:
+            raise AccessDenied(
+                denied.check,
+                denied.expected,
+                denied.actual,
+                f"{denied.message} of clean room {name}, by the spec of the Work-ID you "
+                "approved; nothing was sent",
+                f"you are {self.profile.user_id} (profile {self.profile.name}): use the "
+                "profile the spec names, or ask the deployer for a room that grants it "
+                f"(`{self.profile.command(f'inspect {name}')}` shows who may do what)",
+            ) from None
+
     # ---------------------------------------------------- attested session
 
     def _open(
@@ -702,10 +724,10 @@ class CleanRoomClient:
         _known(input_id, spec.inputs, "input", name)
         files = _input_files(source)
         _check_manifest_size(input_id, files)
+        purpose = UploadPurpose(op="upload", input=input_id)
+        self.permitted(name, spec, purpose)
         with self._compute(room) as compute:
-            attestation, keys = self._open(
-                compute, room, spec, UploadPurpose(op="upload", input=input_id)
-            )
+            attestation, keys = self._open(compute, room, spec, purpose)
             salt = input_salt(self.profile.user_key, spec.work_id, input_id)
             upload = _Upload(keys, input_id, salt, files, progress)
             try:
@@ -797,6 +819,7 @@ class CleanRoomClient:
                 f"`{self.profile.command(f'query {name} --name QUERY')}` (its queries: "
                 f"{', '.join(sorted(spec.sql.queries)) or 'none'})",
             )
+        self.permitted(name, spec, RunPurpose(op="run"))
         with self._compute(room) as compute:
             attestation, keys = self._open(compute, room, spec, RunPurpose(op="run"))
             # A record only this session's keys seal: the Controller cannot start a run
@@ -1078,10 +1101,10 @@ class CleanRoomClient:
             spec, name, f"each query run has its own {output_id} "
             "(cleanroom.client.sqlrooms.download_result; cleanroom data cp … --run N)",
         )  # fmt: skip
+        purpose = DownloadPurpose(op="download", output=output_id)
+        self.permitted(name, spec, purpose)
         with self._compute(room) as compute:
-            attestation, keys = self._open(
-                compute, room, spec, DownloadPurpose(op="download", output=output_id)
-            )
+            attestation, keys = self._open(compute, room, spec, purpose)
             receipt = self._receipt(compute, attestation)
             if on_receipt is not None:
                 on_receipt(receipt)

@@ -112,6 +112,7 @@ def query(
     _check_query(spec.sql, room_name, name, parameters)
     if target is not None:
         _refuse_target_of_another(client, spec, room_name, name, target)
+    client.permitted(room_name, spec, RunPurpose(op="run"))
     with client._compute(room) as compute:
         attestation, keys = client._open(compute, room, spec, RunPurpose(op="run"))
         request = query_request(name=name, parameters=parameters, sql=sql, epsilon=epsilon)
@@ -228,10 +229,10 @@ def download_result(
     _check_target(target)
     room, spec = _sql_room(client, room_name)
     _known(output_id, spec.outputs, "output", room_name)
+    purpose = DownloadPurpose(op="download", output=output_id, run=run)
+    client.permitted(room_name, spec, purpose)
     with client._compute(room) as compute:
-        attestation, keys = client._open(
-            compute, room, spec, DownloadPurpose(op="download", output=output_id, run=run)
-        )
+        attestation, keys = client._open(compute, room, spec, purpose)
         document, signature, _sealed = _run_receipt(compute, attestation, run)
         receipt = _verified(client, attestation, run, document, signature)
         recorded = check_result(receipt, output_id)
