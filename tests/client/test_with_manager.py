@@ -268,6 +268,33 @@ def test_deploy_pins_the_deployers_approval(
     assert alice.require_approval("overlap", deployed).work_id == deployed
 
 
+def test_deploy_with_a_name_taken_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+    deployed: str,
+    parties: tuple[Profile, Profile],
+    controller: StandInController,
+    tmp_path: Path,
+) -> None:
+    """A name the project's live room has: exit 2 (unusable input, as a malformed name),
+    naming the option, the manager's check and what to do; it exited 1 with the manager's
+    409 alone, as a refusal by a security check (left open by h32; h37)."""
+    alice, bob = parties
+    function = controller.deployed["overlap"]["function"]
+    access = write_access(tmp_path / "again.yaml", owner=bob.user_id, recipient=alice.user_id)
+    code, out, err = run(
+        capsys, "--profile", "alice", "deploy", "--function", function, "--name", "overlap",
+        "--handler", "handler.run", "--access", str(access),
+    )  # fmt: skip
+    assert code == 2, err
+    assert err.splitlines()[-1].startswith(  # after the warnings of the access file's rights
+        "error: --name overlap: manager: 409 Conflict: project 'acme' has a clean room named "
+        "'overlap' (room-name) (nothing was deployed or pinned: choose another --name"
+    ), err
+    assert "cleanroom --profile alice delete overlap" in err, err
+    assert out == ""
+    assert alice.require_approval("overlap", deployed).work_id == deployed  # the first kept
+
+
 def test_deploy_refuses_a_handler_the_review_would_refuse(
     capsys: pytest.CaptureFixture[str],
     parties: tuple[Profile, Profile],

@@ -185,8 +185,9 @@ def test_a_name_is_taken_within_its_project_only(
         client.deploy(make_spec(function))  # same name, same project
     assert caught.value.status == 409
     assert str(caught.value) == (
-        "manager: 409 Conflict: project 'acme' has a clean room named 'overlap'"
+        "manager: 409 Conflict: project 'acme' has a clean room named 'overlap' (room-name)"
     )
+    assert caught.value.check == "room-name"
     # Another project's use of the name is invisible: it deploys its own.
     other, _ = manager.login("globex")
     other_function = other.upload_function(make_bundle(tmp_path / "g", "def main(c): return 1\n"))

@@ -558,7 +558,19 @@ def deploy(
     warnings = _check_handler(profile, spec) if spec.sql is None else ()
     unknown = _warn_unknown_granted(spec, contacts, user_id)
     with failures(), spinner(f"deploying {name}…"):
-        room = with_manager(profile, lambda manager: manager.deploy(spec))
+        try:
+            room = with_manager(profile, lambda manager: manager.deploy(spec))
+        except ServerError as error:
+            if error.status != 409 or error.check != "room-name":
+                raise
+            # The name is the user's input: as unusable as a malformed one (exit 2). The
+            # manager's word is believed only for the exit code: it deploys or not anyway.
+            fail(
+                f"--name {name}: {error} (nothing was deployed or pinned: choose another "
+                f"--name, or delete that room first: {hint(f'delete {name}')}; "
+                f"{hint('rooms')} lists the rooms you can see)",
+                EXIT_USAGE,
+            )
     # The pin is of the spec built here, never of what the manager answered.
     if room.work_id != spec.work_id or WorkSpec.parse(room.spec).work_id != spec.work_id:
         fail(f"work-id: the manager deployed {room.work_id}, not the spec sent ({spec.work_id})")

@@ -139,7 +139,9 @@ class Rooms:
             raise Unprocessable(f"spec field function: not a function ID: {spec.function}")
         no_function = NotFound(f"no function {spec.function} (upload its bundle first)")
         taken = Conflict(
-            f"project {caller.project!r} has a clean room named {spec.name!r}", room=spec.name
+            f"project {caller.project!r} has a clean room named {spec.name!r}",
+            check="room-name",
+            room=spec.name,
         )
         with self.sessions() as session:
             check_still_acts(session, caller)  # it may have waited for its turn
