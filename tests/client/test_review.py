@@ -394,3 +394,73 @@ def test_check_handler_reads_nothing_of_a_bundle_that_is_not_the_function(
         )
     assert (refused.value.check, refused.value.expected) == ("function-id", function_id(named))
     assert refused.value.actual == function_id(other)
+
+
+# A line a terminal shows as another (`cat handler.py`: erase the line, go back to its
+# start, print a comment over it), and Trojan Source's bidirectional reordering
+# (CVE-2021-42574): the code a reviewer reads is not the code that runs (h37).
+_HIDDEN_LINE = (
+    "import pathlib\n"
+    "\n"
+    "def run():\n"
+    "    rows = pathlib.Path('/work/inputs/input_1/emails.csv').read_text()\n"
+    "    pathlib.Path('/work/outputs/output_1/all.csv').write_text(rows)"
+    "  #\x1b[2K\r    # the count only, below\n"
+    "    print(len(rows.splitlines()))\n"
+)
+_REORDERED = (
+    "def run():\n"
+    "    user = 'alice'\n"
+    "    if user != 'admin\u202e \u2066# check admin\u2069 \u2066':\n"
+    "        print('not admin')\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "line", "character"),
+    [
+        ("handler.py", _HIDDEN_LINE, 5, "\\x1b"),
+        ("handler.py", _REORDERED, 3, "\\u202e"),
+        ("lib/util.py", "ALLOWED = 'alice\u200b'\n", 1, "\\u200b"),  # invisible
+        ("lib/util.py", "VALUE = 1  # \u2028 an editor breaks the line\n", 1, "\\u2028"),
+    ],
+)
+def test_code_that_shows_otherwise_than_it_runs_is_refused(
+    tmp_path: Path, alice: str, bob: str, path: str, text: str, line: int, character: str
+) -> None:
+    function = tmp_path / "function"
+    (function / "lib").mkdir(parents=True)
+    (function / "handler.py").write_text("def run():\n    pass\n")
+    (function / path).write_text(text, encoding="utf-8")
+    bundle = pack(function)  # pack takes it: it is valid UTF-8 Python
+    for refused in (
+        lambda: review(make_room(bundle, alice, bob), bundle),
+        lambda: check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle)),
+    ):
+        with pytest.raises(CheckFailed) as caught:
+            refused()
+        assert caught.value.check == "code-text", caught.value
+        assert str(caught.value).startswith(
+            f"code-text: {path} line {line} holds {character}, which a terminal or an editor "
+            "shows otherwise than Python reads it"
+        ), caught.value
+        assert "\x1b" not in str(caught.value) and "\u202e" not in str(caught.value)
+        assert character in str(caught.value.actual)
+    if text is _HIDDEN_LINE:  # the line as it is, with what covers it
+        assert str(caught.value.actual).endswith("#\\x1b[2K\\r    # the count only, below")
+
+
+def test_code_with_tabs_form_feeds_crlf_a_bom_and_letters_is_reviewed(
+    tmp_path: Path, alice: str, bob: str
+) -> None:
+    """What Python and every editor read alike passes: tabs, CR LF, a form feed, a BOM at
+    the start, non-ASCII letters; and vendored code is the wheels' and RECORD's to check."""
+    function = tmp_path / "function"
+    (function / "packages" / "vendor").mkdir(parents=True)
+    (function / "handler.py").write_bytes(
+        "\ufeffdef run():\r\n\tname = 'café ü €'\r\n\f\r\n\treturn name\r\n".encode()
+    )
+    (function / "packages" / "vendor" / "__init__.py").write_text("X = 'a\u200db'\n")
+    bundle = pack(function)
+    assert review(make_room(bundle, alice, bob), bundle).handler.path == "handler.py"
+    assert check_handler(bundle, "handler.run", "python3.11", function=function_id(bundle)) == ()

@@ -485,8 +485,10 @@ def deploy(
 
     Before deploying, the function is downloaded (into a private temporary file, removed
     after) and its handler checked as every other party's inspect will: a handler whose
-    module is not in the function is refused (handler-module, exit 2); one whose function
-    is not seen defined in it is a warning. Each right granted to a user ID not in your
+    module is not in the function is refused (handler-module, exit 2), as is a Python
+    source holding a character a terminal or an editor shows otherwise than Python reads
+    it (code-text: every reviewer would refuse it); a handler function not seen defined
+    in its module is a warning. Each right granted to a user ID not in your
     contacts (cleanroom contacts) is a warning too, shown as a review shows it (unknown,
     and which contact's ID it looks like); the room is deployed all the same."""
     if _ROOM_NAME.fullmatch(name) is None:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import re
 import tempfile
+import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -30,7 +33,7 @@ from cleanroom.client.imports import (
     shadowing,
 )
 from cleanroom.client.vendored import BundleFile, Vendored, vendored
-from cleanroom.errors import CheckFailed
+from cleanroom.errors import UNSAFE_CATEGORIES, CheckFailed
 from cleanroom.protocol.bundle import PACKAGES, Source, function_id, unpack
 from cleanroom.protocol.encoding import canonical
 from cleanroom.protocol.spec import Resources, WorkSpec
@@ -367,10 +370,60 @@ def review(
         return _review(room, spec, recomputed, bundle, Path(scratch) / "function", you)
 
 
+# What Python reads as line ends and whitespace, and every terminal and editor shows so.
+_CODE_WHITESPACE = frozenset("\t\n\r\f")
+_UNUSUAL = re.compile(r"[^\t\n\r\f\x20-\x7e]")
+_SHOWN_AROUND = 80
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def check_code_text(directory: Path, paths: Iterable[str]) -> None:
+    """Every Python source of the function outside ``packages/`` shows as Python reads it
+    (``code-text``): none holds a character a terminal acts on or an editor does not show
+    or reorders (:data:`cleanroom.errors.UNSAFE_CATEGORIES`: controls other than tab,
+    line ends and form feed, bidirectional and zero-width format characters, line and
+    paragraph separators, private-use and unassigned code points; a BOM at the start
+    aside). Such a character in a comment or a string lets a deployer show a reviewer
+    other code than runs: ``ESC[2K`` and a carriage return make ``cat handler.py`` print a
+    comment over the line that copies an input into an output, and U+202E reorders a
+    line in an editor (Trojan Source, CVE-2021-42574); Python reads either as written.
+    A string that needs one can spell it as an escape (``"\\u202e"``). Vendored code is
+    checked against its RECORD and wheels instead (``--wheels``)."""
+    for path in sorted(paths):
+        if not path.endswith(".py") or path.startswith(f"{PACKAGES}/"):
+            continue
+        # As bytes decoded (unpack refuses another encoding), not as a text file: a
+        # carriage return stays one, to be shown in the line it hides.
+        text = (directory / path).read_bytes().decode("utf-8")
+        for match in _UNUSUAL.finditer(text):
+            offset, character = match.start(), match.group()
+            if character == "\ufeff" and offset == 0:
+                continue
+            if unicodedata.category(character) not in UNSAFE_CATEGORIES:
+                continue
+            start = max(text.rfind("\n", 0, offset) + 1, offset - _SHOWN_AROUND)
+            end = text.find("\n", offset)
+            end = min(len(text) if end < 0 else end, offset + _SHOWN_AROUND)
+            line = len(_LINE_END.findall(text, 0, offset)) + 1  # as Python counts lines
+            raise ReviewError(
+                "code-text",
+                "Python sources whose every character shows as Python reads it (no "
+                "control but tab, line ends and form feed; no bidirectional, invisible or "
+                "line-separator character)",
+                f"{shown(path)} line {line}: {shown(text[start:end])}",
+                f"{shown(path)} line {line} holds "
+                f"{shown(character)}, which a terminal or an editor shows otherwise than "
+                "Python reads it: the code a reviewer reads would not be the code that runs",
+                "a string that needs such a character spells it as an escape "
+                '(e.g. "\\u202e"); the deployer must deploy a function without it',
+            )
+
+
 def _review(
     room: Room, spec: WorkSpec, recomputed: str, bundle: Source, directory: Path, you: str | None
 ) -> Review:
     paths = unpack(bundle, directory)
+    check_code_text(directory, paths)
     runtime = ENGINE_RUNTIME if spec.sql is not None else spec.runtime
     handler = locate_handler(directory, spec.handler, runtime)
     return Review(
@@ -666,7 +719,7 @@ def check_handler(
         )
     with tempfile.TemporaryDirectory(prefix="cleanroom-handler-") as scratch:
         directory = Path(scratch) / "function"
-        unpack(bundle, directory)
+        check_code_text(directory, unpack(bundle, directory))
         return handler_warnings(directory, locate_handler(directory, handler, runtime), runtime)
 
 
