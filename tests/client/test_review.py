@@ -408,6 +408,15 @@ _HIDDEN_LINE = (
     "  #\x1b[2K\r    # the count only, below\n"
     "    print(len(rows.splitlines()))\n"
 )
+# A carriage return alone: Python ends the line there, a terminal goes back to its start.
+_RETURNED_OVER = (
+    "import pathlib\n"
+    "\n"
+    "def run():\n"
+    "    rows = pathlib.Path('/work/inputs/input_1/emails.csv').read_text()\n"
+    "    pathlib.Path('/work/outputs/output_1/all.csv').write_text(rows)\r"
+    "    print(len(rows.splitlines()))  # the count only, nothing else of the rows\n"
+)
 _REORDERED = (
     "def run():\n"
     "    user = 'alice'\n"
@@ -420,6 +429,7 @@ _REORDERED = (
     ("path", "text", "line", "character"),
     [
         ("handler.py", _HIDDEN_LINE, 5, "\\x1b"),
+        ("handler.py", _RETURNED_OVER, 5, "\\r"),
         ("handler.py", _REORDERED, 3, "\\u202e"),
         ("lib/util.py", "ALLOWED = 'alice\u200b'\n", 1, "\\u200b"),  # invisible
         ("lib/util.py", "VALUE = 1  # \u2028 an editor breaks the line\n", 1, "\\u2028"),

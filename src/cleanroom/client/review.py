@@ -370,9 +370,11 @@ def review(
         return _review(room, spec, recomputed, bundle, Path(scratch) / "function", you)
 
 
-# What Python reads as line ends and whitespace, and every terminal and editor shows so.
-_CODE_WHITESPACE = frozenset("\t\n\r\f")
-_UNUSUAL = re.compile(r"[^\t\n\r\f\x20-\x7e]")
+# What Python reads as line ends and whitespace, and every terminal and editor shows so:
+# a carriage return only before a line feed. Alone, Python reads it as a line's end and
+# a terminal as a return to the line's start: "evil()\r# a long comment" is two lines of
+# code that `cat` shows as the comment alone.
+_UNUSUAL = re.compile(r"\r(?!\n)|[^\t\n\r\f\x20-\x7e]")
 _SHOWN_AROUND = 80
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -381,14 +383,15 @@ def check_code_text(directory: Path, paths: Iterable[str]) -> None:
     """Every Python source of the function outside ``packages/`` shows as Python reads it
     (``code-text``): none holds a character a terminal acts on or an editor does not show
     or reorders (:data:`cleanroom.errors.UNSAFE_CATEGORIES`: controls other than tab,
-    line ends and form feed, bidirectional and zero-width format characters, line and
-    paragraph separators, private-use and unassigned code points; a BOM at the start
-    aside). Such a character in a comment or a string lets a deployer show a reviewer
-    other code than runs: ``ESC[2K`` and a carriage return make ``cat handler.py`` print a
-    comment over the line that copies an input into an output, and U+202E reorders a
-    line in an editor (Trojan Source, CVE-2021-42574); Python reads either as written.
-    A string that needs one can spell it as an escape (``"\\u202e"``). Vendored code is
-    checked against its RECORD and wheels instead (``--wheels``)."""
+    line ends (a carriage return only before a line feed) and form feed, bidirectional
+    and zero-width format characters, line and paragraph separators, private-use and
+    unassigned code points; a BOM at the start aside). Such a character in a comment or a
+    string lets a deployer show a reviewer other code than runs: ``ESC[2K`` and a
+    carriage return make ``cat handler.py`` print a comment over the line that copies an
+    input into an output, and U+202E reorders a line in an editor (Trojan Source,
+    CVE-2021-42574); Python reads either as written. A string that needs one can spell
+    it as an escape (``"\\u202e"``). Vendored code is checked against its RECORD and
+    wheels instead (``--wheels``)."""
     for path in sorted(paths):
         if not path.endswith(".py") or path.startswith(f"{PACKAGES}/"):
             continue
@@ -408,8 +411,8 @@ def check_code_text(directory: Path, paths: Iterable[str]) -> None:
             raise ReviewError(
                 "code-text",
                 "Python sources whose every character shows as Python reads it (no "
-                "control but tab, line ends and form feed; no bidirectional, invisible or "
-                "line-separator character)",
+                "control but tab, line ends (LF, CR LF) and form feed; no bidirectional, "
+                "invisible or line-separator character)",
                 f"{shown(path)} line {line}: {shown(text[start:end])}",
                 f"{shown(path)} line {line} holds "
                 f"{shown(character)}, which a terminal or an editor shows otherwise than "
