@@ -2,9 +2,15 @@
 Controller (``client/bounded.py``), the manager's of the Controllers (``manager/servers.py``);
 and within a time: the manager's of the Controllers, the client's of the Controller.
 
-httpx reads a whole body into memory, after decompressing it (it asks for gzip and
-deflate): a hostile server could answer gigabytes, or a small gzip bomb that inflates to
-them, and the reader would run out of memory first. Its timeouts are per read: a server
+httpx reads a whole body into memory, after decompressing it: a hostile server could
+answer gigabytes, or a small gzip bomb that inflates to them, and the reader would run out
+of memory first. A bound on the decoded size is not enough: httpx decodes each part of a
+body as it comes, whole, through every content coding the answer names, so an answer
+coded ``gzip, gzip`` of 1,828 bytes was one part that became 1 GiB in memory before any
+bound was checked (a hostile Controller against a client, or against the manager, which
+reads 1 MiB: 2.1 GiB at its peak; found by h34). Our servers compress nothing, so each
+reader asks for no coding (:data:`IDENTITY_ONLY`) and refuses an answer that has one,
+before reading its body (:func:`content_coding`). Its timeouts are per read: a server
 that sends a byte of its answer now and then keeps the reader waiting for as long as it
 likes (:class:`Deadline`).
 """
@@ -30,13 +36,37 @@ one past any clock's float (10**400 s) was taken, and its expiry met the clock i
 OverflowError: the client's profile's check, the Controller's at every request (h10)."""
 
 
+IDENTITY_ONLY = {"accept-encoding": "identity"}
+"""The headers of every client of an untrusted server: answers in no content coding
+(httpx asks for gzip and deflate by default, and decodes what it gets, unbounded)."""
+
+
+def content_coding(response: httpx.Response) -> str | None:
+    """The content codings ``response`` names other than ``identity``, as one text, or
+    None: an answer with one is refused unread (see the module)."""
+    codings = [
+        coding.strip().lower()
+        for value in response.headers.get_list("content-encoding")
+        for coding in value.split(",")
+    ]
+    named = [coding for coding in codings if coding and coding != "identity"]
+    return ", ".join(named)[:200] if named else None
+
+
 def read_bounded(
-    response: httpx.Response, limit: int, too_large: Callable[[], BaseException]
+    response: httpx.Response,
+    limit: int,
+    too_large: Callable[[], BaseException],
+    encoded: Callable[[str], BaseException],
 ) -> httpx.Response:
-    """A streamed ``response``, its body read (decoded) in chunks up to ``limit`` bytes and
+    """A streamed ``response``, its body read in chunks up to ``limit`` bytes and
     closed, as a response held in memory; past ``limit``, ``too_large()`` is raised
-    before more is read."""
+    before more is read. An answer in a content coding is not read at all:
+    ``encoded(codings)`` is raised (:func:`content_coding`)."""
     try:
+        coding = content_coding(response)
+        if coding is not None:
+            raise encoded(coding)
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():

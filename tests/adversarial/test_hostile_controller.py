@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -658,6 +659,36 @@ def test_a_tampered_receipt_is_refused(alice: User, proxy: TamperingProxy, finis
 
     proxy.on_response = on_path("/receipt", json_change(tamper, response=True))
     refused(lambda: alice.client.receipt(finished), "receipt-signature")
+
+
+def _coded_twice(size: int) -> bytes:
+    """``size`` zero digits gzipped twice: a few hundred bytes for hundreds of MiB."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    outer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"0" * (1 << 20)
+    parts = [outer.compress(inner.compress(block)) for _ in range(size >> 20)]
+    return b"".join([*parts, outer.compress(inner.flush()), outer.flush()])
+
+
+@pytest.mark.parametrize("suffix", ["/receipt", "/download"])
+def test_an_answer_coded_twice_is_refused_unread_and_nothing_is_written(
+    alice: User, tmp_path: Path, proxy: TamperingProxy, finished: str, suffix: str
+) -> None:
+    """The Controller answers the receipt, or the download, with 256 MiB of zeros coded
+    ``gzip, gzip`` in 587 bytes: httpx inflated the one part whole before the
+    client's 64 MiB bound was checked (1 GiB from 1,828 bytes took 2.1 GiB of the
+    client; found by h34). Refused unread; nothing of the download written."""
+    body = _coded_twice(256 << 20)
+
+    def coded(message: Message) -> None:
+        message.response = body
+        message.answer_headers = {"content-encoding": "gzip, gzip"}
+
+    proxy.on_response = on_path(suffix, coded)
+    target = tmp_path / "out"
+    refused(lambda: alice.client.download(finished, "output_1", target), "answer-encoding")
+    assert not target.exists()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")] == []
 
 
 def _relayed(proxy: TamperingProxy) -> tuple[bytes, set[bytes]]:

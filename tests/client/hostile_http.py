@@ -38,12 +38,17 @@ def serving(handler: type[BaseHTTPRequestHandler], release: threading.Event) -> 
 
 
 @contextmanager
-def hostile_server(answer: Answer, *, query: bool = False) -> Iterator[str]:
+def hostile_server(
+    answer: Answer, *, query: bool = False, encodings: list[str | None] | None = None
+) -> Iterator[str]:
     """Serve ``answer`` on a free loopback port; yields the base URL. The path it is
-    given has its query string only with ``query``."""
+    given has its query string only with ``query``; ``encodings`` gets the Accept-Encoding
+    of each request (None: none)."""
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:
+            if encodings is not None:
+                encodings.append(self.headers.get("accept-encoding"))
             length = int(self.headers.get("content-length") or 0)
             if length:
                 self.rfile.read(length)

@@ -1,14 +1,20 @@
-"""A hostile server's answer is read up to a size, decompressed or not.
+"""A hostile server's answer is read up to a size, and one in a content coding not at all.
 
-httpx reads a whole body into memory (after inflating gzip, which it asks for):
+httpx reads a whole body into memory (after inflating gzip, which it asked for):
 without a bound, a manager or a Controller could exhaust the memory of the
 user's machine with one answer, and a token of any size was cached in the
-profile's token.json and sent again with every request.
+profile's token.json and sent again with every request. A bound on the inflated
+size came too late: httpx inflates each part whole, through every coding the answer
+names, and an answer coded ``gzip, gzip`` of a few kilobytes was one part of
+gigabytes (found by h34). The client asks for no coding and reads an answer in one
+not at all (``answer-encoding``).
 """
 
 from __future__ import annotations
 
 import gzip
+import resource
+import zlib
 from pathlib import Path
 
 import pytest
@@ -24,6 +30,23 @@ from tests.client.hostile_http import hostile_server, json_answer
 
 FUNCTION = "fs://" + "A" * 43
 JUST_OVER = bounded.MAX_ANSWER_BYTES + 1
+
+
+def _stacked_gzip(size: int) -> bytes:
+    """``size`` zero digits gzipped twice, built part by part (a few kilobytes for
+    hundreds of MiB: what the second gzip inflates is the first's output, itself one
+    repeated block)."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    outer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts, block = [], b"0" * (1 << 20)
+    for _ in range(size >> 20):
+        parts.append(outer.compress(inner.compress(block)))
+    parts.append(outer.compress(inner.flush()))
+    parts.append(outer.flush())
+    return b"".join(parts)
+
+
+STACKED_MIB = 256  # four times the client's bound, in one part of 587 bytes
 
 
 def _huge(method: str, path: str) -> tuple[int, dict[str, str], bytes] | None:
@@ -53,20 +76,56 @@ def test_a_huge_json_answer_is_refused_before_it_is_all_read() -> None:
     assert refused.value.check == "answer-size"
 
 
-def test_a_gzip_bomb_is_refused_by_its_inflated_size() -> None:
+def test_a_gzip_bomb_is_refused_unread() -> None:
     with hostile_server(_huge) as url:
         compute = ComputeClient(url, token="t", dpop_key=ProofKey.generate())
         with compute, pytest.raises(CheckFailed) as refused:
             compute.receipt("bomb")
-    assert refused.value.check == "answer-size"
+    assert refused.value.check == "answer-encoding"
 
 
-def test_a_refused_downloads_answer_is_bounded_too() -> None:
+def test_a_refused_downloads_answer_is_refused_unread_too() -> None:
     with hostile_server(_huge) as url:
         compute = ComputeClient(url, token="t", dpop_key=ProofKey.generate())
         with compute, pytest.raises(CheckFailed) as refused:
             list(compute.download("bomb", "s"))
-    assert refused.value.check == "answer-size"
+    assert refused.value.check == "answer-encoding"
+
+
+def test_an_answer_coded_twice_is_refused_before_it_is_inflated() -> None:
+    """``gzip, gzip``: httpx inflated the one part (587 bytes) to 256 MiB before the
+    64 MiB bound was checked (1 GiB from 1,828 bytes, 2.1 GiB at the client's peak; more
+    codings, more memory than any machine has). Every kind of answer: a JSON answer of
+    the Controller and of the manager, a refusal, a download's head and a function's
+    bundle (read part by part); each refused unread, and asked for in no coding."""
+    body = _stacked_gzip(STACKED_MIB << 20)
+    asked: list[str | None] = []
+
+    def coded(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        status = 403 if path.endswith("/refused/sessions/s/download") else 200
+        return status, {"content-type": "application/json", "content-encoding": "gzip, gzip"}, body
+
+    with hostile_server(coded, encodings=asked) as url:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        refusals = []
+        with ComputeClient(url, token="t", dpop_key=ProofKey.generate()) as compute:
+            for call in (
+                lambda: compute.receipt("room"),
+                lambda: list(compute.download("refused", "s")),
+                lambda: list(compute.download("room", "s")),
+            ):
+                with pytest.raises(CheckFailed) as refused:
+                    call()
+                refusals.append(refused.value.check)
+        with ManagerClient(url, token="t") as manager:
+            for call in (manager.rooms, lambda: manager.download_function(FUNCTION)):
+                with pytest.raises(CheckFailed) as refused:
+                    call()
+                refusals.append(refused.value.check)
+        grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert refusals == ["answer-encoding"] * 5
+    assert grown_kib < bounded.MAX_ANSWER_BYTES >> 10  # KiB: never near the bound
+    assert asked and set(asked) == {"identity"}
 
 
 def test_a_function_download_is_bounded() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -167,3 +168,38 @@ def test_an_answer_on_time_is_read_over_a_real_connection() -> None:
     ):
         for _ in range(3):
             assert servers.observe(client, url, "simulated").rooms == 0
+
+
+def test_an_answer_in_a_content_coding_is_not_read() -> None:
+    """A Controller's health answer coded ``gzip, gzip``: httpx inflated its one part
+    whole, 1,828 bytes to 1 GiB, before the 1 MiB bound was checked (2.1 GiB of the
+    manager at its peak; found by h34). The manager asks for no coding, and an answer in
+    one is no answer, unread; here 128 MiB in 372 bytes."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    outer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"0" * (1 << 20)
+    body = b"".join(outer.compress(inner.compress(block)) for _ in range(128))
+    body += outer.compress(inner.flush()) + outer.flush()
+    asked: list[str] = []
+    inflated = [0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding", ""))
+        # Streamed: a response made of bytes is inflated as it is made, by the mock.
+        return httpx.Response(200, headers={"content-encoding": "gzip, gzip"}, content=iter([body]))
+
+    real_decode = httpx._decoders.GZipDecoder.decode
+
+    def counted(self: httpx._decoders.GZipDecoder, data: bytes) -> bytes:
+        out = real_decode(self, data)
+        inflated[0] += len(out)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(httpx._decoders.GZipDecoder, "decode", counted)
+        with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+            seen = servers.observe(client, "http://controller.test", "simulated")
+    assert not seen.answered
+    assert seen.error is not None and "content coding (gzip, gzip)" in seen.error
+    assert inflated[0] == 0
+    assert asked == ["identity"]

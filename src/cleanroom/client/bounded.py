@@ -1,11 +1,13 @@
 """Answers of a server the client does not trust, read up to a size.
 
-httpx reads a whole body into memory, after decompressing it (it asks for gzip
-and deflate): a hostile manager or Controller could answer gigabytes, or a small
-gzip bomb that inflates to them, and the client's machine would run out of memory
-first. :func:`send` reads the decoded body in chunks and refuses it
-(``answer-size``) once it passes ``limit``, before it is all in memory
-(:func:`cleanroom.answers.read_bounded`).
+httpx reads a whole body into memory, after decompressing it: a hostile manager or
+Controller could answer gigabytes, or a small gzip bomb that inflates to them, and the
+client's machine would run out of memory first. :func:`send` reads the body in chunks
+and refuses it (``answer-size``) once it passes ``limit``, before it is all in memory
+(:func:`cleanroom.answers.read_bounded`). The client asks for answers in no content
+coding, and refuses one in any (``answer-encoding``) before reading it: httpx decodes
+each part whole, through every coding named, and ``gzip, gzip`` made 1 GiB of one
+part of 1,828 bytes before the size was checked.
 
 httpx's timeouts are per read: a server that sends a byte of its answer now and then
 (or of its head) kept the client waiting for as long as it liked, a command that never
@@ -24,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from cleanroom.answers import Connections, Deadline, read_bounded
+from cleanroom.answers import Connections, Deadline, content_coding, read_bounded
 from cleanroom.client.errors import UntrustedAnswerError
 from cleanroom.protocol.errors import RecordError
 
@@ -111,6 +113,18 @@ def read(response: httpx.Response, *, limit: int, who: str) -> httpx.Response:
             f"more than {limit}",
             f"the {who} sent an answer larger than the client reads",
         ),
+        lambda coding: encoded(coding, who),
+    )
+
+
+def encoded(coding: str, who: str) -> UntrustedAnswerError:
+    """An answer in content coding ``coding``, refused unread (``answer-encoding``)."""
+    return UntrustedAnswerError(
+        "answer-encoding",
+        "an answer in no content coding (the client asks for identity)",
+        coding,
+        f"the {who} sent a compressed answer, which is not read: decoded, a small one "
+        "may fill the memory before its size can be checked",
     )
 
 
@@ -183,7 +197,8 @@ def head(
     """``request`` sent on ``client`` (every request of which is sent with
     ``connections``), its answer's head within what ``pace`` allows
     (``download-time``), streamed; a refusal (400 or more) read whole in that time, up
-    to :data:`MAX_ANSWER_BYTES`. Transport failures are httpx's errors."""
+    to :data:`MAX_ANSWER_BYTES`; an answer in a content coding refused unread
+    (``answer-encoding``). Transport failures are httpx's errors."""
     timer = Deadline(pace.wait(), connections)
     request.extensions.update(timer.extensions)
     with timer:
@@ -191,6 +206,9 @@ def head(
             response = client.send(request, auth=auth, stream=True)
             if response.status_code >= 400:
                 response = read(response, limit=MAX_ANSWER_BYTES, who=pace.who)
+            elif (coding := content_coding(response)) is not None:
+                response.close()  # a download decoded part by part: unbounded the same way
+                raise encoded(coding, pace.who)
         except httpx.HTTPError as error:
             if timer.expired:
                 raise pace.too_slow() from error

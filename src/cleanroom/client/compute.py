@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from cleanroom.answers import Connections, Deadline
+from cleanroom.answers import IDENTITY_ONLY, Connections, Deadline
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
 from cleanroom.client.renewal import renew_for_retry
@@ -110,6 +110,7 @@ class ComputeClient:
             event_hooks=bounded.refusing_redirects("compute server"),
             auth=DPoPAuth(dpop_key, token),
             verify=tls_context(),
+            headers=IDENTITY_ONLY,  # answers in a coding are refused (bounded.encoded)
         )
         # Every connection this client opens, for the deadline of an answer
         # (bounded.ANSWER_DEADLINE_S): httpx's timeouts are per read, and a Controller

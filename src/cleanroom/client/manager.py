@@ -39,7 +39,7 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cleanroom.answers import MAX_TOKEN_LIFETIME_S, Connections, Deadline
+from cleanroom.answers import IDENTITY_ONLY, MAX_TOKEN_LIFETIME_S, Connections, Deadline
 from cleanroom.cleartext import check_secret_transport
 from cleanroom.client import bounded
 from cleanroom.client.errors import ServerError, UntrustedAnswerError
@@ -414,6 +414,7 @@ class ManagerClient:
             timeout=httpx.Timeout(timeout),
             event_hooks=bounded.refusing_redirects("manager"),
             verify=tls_context(),
+            headers=IDENTITY_ONLY,  # answers in a coding are refused (bounded.encoded)
         )
         # Every connection this client opens, for the deadline of an answer
         # (bounded.ANSWER_DEADLINE_S): httpx's timeouts are per read, and a manager

@@ -75,7 +75,7 @@ from sqlalchemy import Update, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session, sessionmaker
 
-from cleanroom.answers import Deadline, read_bounded
+from cleanroom.answers import IDENTITY_ONLY, Deadline, read_bounded
 from cleanroom.errors import Error
 from cleanroom.manager import audit
 from cleanroom.manager.database import ComputeServer, Room, holds_slot
@@ -136,6 +136,12 @@ class AnswerTooLarge(httpx.RequestError, Error):
     (an ``httpx.RequestError``, as every caller takes it; cleanroom's own error too)."""
 
 
+class AnswerEncoded(httpx.DecodingError, Error):
+    """A Controller's answer in a content coding (the manager asks for none): not read,
+    treated as no answer (decoded, 1,828 bytes coded ``gzip, gzip`` became 1 GiB of the
+    manager's memory before its size was checked: found by h34)."""
+
+
 class AnswerTooSlow(httpx.TimeoutException, Error):
     """A Controller's answer not complete within the client's read timeout: treated as
     no answer (a Controller that sent a byte now and then held the manager's thread, and
@@ -144,15 +150,17 @@ class AnswerTooSlow(httpx.TimeoutException, Error):
 
 def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> httpx.Response:
     """``client``'s answer to ``method url``, its body read only up to
-    :data:`MAX_ANSWER_BYTES` (decoded) and the whole of it within the client's read
-    timeout: a longer one raises :class:`AnswerTooLarge`, a slower one
-    :class:`AnswerTooSlow` (both ``httpx.HTTPError``, which every caller already takes
-    for no answer). ``client`` keeps no connection alive (the deadline acts on the
+    :data:`MAX_ANSWER_BYTES` and the whole of it within the client's read timeout: a
+    longer one raises :class:`AnswerTooLarge`, a slower one :class:`AnswerTooSlow`, one
+    in a content coding (asked for none) :class:`AnswerEncoded`, unread (each an
+    ``httpx.HTTPError``, which every caller already takes for no answer). ``client``
+    keeps no connection alive (the deadline acts on the
     connection the request opens: :class:`cleanroom.answers.Deadline`)."""
     read = client.timeout.read
     seconds = read if read is not None else DEFAULT_DEADLINE
     deadline = Deadline(seconds)
     request = client.build_request(method, url, extensions=deadline.extensions, **options)
+    request.headers.update(IDENTITY_ONLY)
     with deadline:
         try:
             return read_bounded(
@@ -160,6 +168,10 @@ def send_capped(client: httpx.Client, method: str, url: str, **options: Any) -> 
                 MAX_ANSWER_BYTES,
                 lambda: AnswerTooLarge(
                     f"{method} {url}: the answer is longer than {MAX_ANSWER_BYTES} bytes",
+                    request=request,
+                ),
+                lambda coding: AnswerEncoded(
+                    f"{method} {url}: the answer is in a content coding ({coding}), not read",
                     request=request,
                 ),
             )
