@@ -29,6 +29,8 @@ class FakePccs:
     fmspc: str
     ca: str = "processor"
     requests: list[str] = field(default_factory=list)
+    # Each request's Accept-Encoding, in order (None where it had none).
+    accepted: list[str | None] = field(default_factory=list)
     # Routes answered with this status instead (e.g. {"tcb": 503}).
     failing: dict[str, int] = field(default_factory=dict)
     # Per-route overrides: route -> (status, headers, body).
@@ -70,6 +72,7 @@ class FakePccs:
             def do_GET(self) -> None:
                 parsed = urllib.parse.urlsplit(self.path)
                 fake.requests.append(self.path)
+                fake.accepted.append(self.headers.get("Accept-Encoding"))
                 if not parsed.path.startswith(API + "/"):
                     status, headers, body = 404, {}, b"not a PCCS v4 route"
                 else:

@@ -9,6 +9,7 @@ party's idea of a PCCS, and our client against dcap-qvl's.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import threading
@@ -186,6 +187,38 @@ def test_unusable_answers_are_refused(
     with PccsClient(pccs.url) as client, pytest.raises(PccsError) as caught:
         client.for_quote(quote)
     assert caught.value.check == "pccs-response"
+
+
+def _gzipped(body: bytes, layers: int) -> bytes:
+    for _ in range(layers):
+        body = gzip.compress(body, compresslevel=9, mtime=0)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "coding"),
+    [
+        (None, "gzip"),  # the genuine TCB info, compressed
+        (_gzipped(b"\0" * (64 << 20), 2), "gzip, gzip"),  # 64 MiB in a few hundred bytes
+    ],
+    ids=["genuine-gzip", "gzip-bomb"],
+)
+def test_an_answer_in_a_content_coding_is_refused_unread(
+    pccs: FakePccs, quote: bytes, body: bytes | None, coding: str
+) -> None:
+    """The client asks for no coding, and reads none: httpx inflates each part of an
+    answer whole, through every coding it names, before the size bound counts it
+    ("gzip, gzip" of a few hundred bytes is 64 MiB in memory at once; another layer, any
+    size). Before, the genuine one was read and the bomb refused only once inflated."""
+    status, headers, plain = _answer(pccs, "tcb")
+    sent = body if body is not None else _gzipped(plain, 1)
+    pccs.answers["tcb"] = (status, {**headers, "Content-Encoding": coding}, sent)
+    with PccsClient(pccs.url) as client, pytest.raises(PccsError) as caught:
+        client.for_quote(quote)
+    assert caught.value.check == "pccs-response"
+    assert caught.value.actual == f"Content-Encoding: {coding}", caught.value
+    assert "in a content coding it was not asked for" in str(caught.value)
+    assert pccs.accepted and set(pccs.accepted) == {"identity"}
 
 
 def test_tcb_info_for_another_fmspc_is_refused(pccs: FakePccs, quote: bytes) -> None:

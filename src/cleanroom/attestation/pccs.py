@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from cleanroom.answers import IDENTITY_ONLY, content_coding
 from cleanroom.attestation.collateral import CollateralValidity, check_fresh
 from cleanroom.attestation.errors import AttestationError, EvidenceError
 from cleanroom.sgx import CertificationDataType, SgxParseError, parse_quote
@@ -232,6 +233,7 @@ class PccsClient:
             verify=verify,
             transport=transport,
             follow_redirects=False,
+            headers=IDENTITY_ONLY,  # cleanroom.answers: a coded answer is not read
         )
 
     def close(self) -> None:
@@ -283,6 +285,17 @@ class PccsClient:
         url = f"{self.url}{API_PREFIX}/{route}"
         try:
             with self._client.stream("GET", url, params=params) as response:
+                coding = content_coding(response)
+                if coding is not None:
+                    # httpx inflates each part whole, through every coding named, before
+                    # the bound below could count it: "gzip, gzip" of 2 KB is 1 GiB.
+                    raise PccsError(
+                        "pccs-response",
+                        "an answer in no content coding (asked for identity)",
+                        f"Content-Encoding: {coding}",
+                        f"the PCCS answered GET {route} in a content coding it was not "
+                        "asked for; it is not read",
+                    )
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
