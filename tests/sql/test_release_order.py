@@ -194,3 +194,52 @@ def test_a_custom_query_that_orders_a_star_is_refused() -> None:
         with pytest.raises(CheckFailed) as at_deploy:
             check_spec_queries(spec)
         assert at_deploy.value.check == "custom.order", text
+
+
+COUNTED = "SELECT b.segment, COUNT(*) AS n FROM input_2 b JOIN input_1 a ON a.email = b.email"
+
+
+def test_a_listing_counts_nothing_of_its_joined_rows(tmp_path: Path, confinement: Sandbox) -> None:
+    """A listing is a set, but ``COUNT(*)`` counts no column, so no list rule refused it:
+    under list rules alone ``SELECT b.segment, COUNT(*) … GROUP BY b.segment`` released,
+    under no threshold, how many joined rows gave each segment, which is the 2^i listing
+    that ``SELECT DISTINCT`` closed (Alice uploads customer i's email 2^i times: business
+    5 = c0 + c2, retail 10 = c1 + c3, so which of her customers have which segment: red
+    team h36). A list query aggregates nothing: refused by name, before anything runs."""
+    lines = ["email,region,zip,spend"]
+    lines += [f"c{n}@x,north,{10000 + n},1.5" for n in range(4) for _ in range(2**n)]
+    room = make_room(tmp_path, confinement, listing_spec())
+    upload(room, ALICE, "input_1", ("\n".join(lines) + "\n").encode())
+    upload(room, BOB, "input_2", bob_csv())
+    for text in (
+        COUNTED + " GROUP BY b.segment",
+        "SELECT COUNT(*) AS n FROM input_2 b JOIN input_1 a ON a.email = b.email"
+        " WHERE b.segment = 'retail'",
+        "SELECT b.segment FROM input_2 b JOIN input_1 a ON a.email = b.email"
+        " GROUP BY b.segment HAVING COUNT(*) > 4",
+    ):
+        with pytest.raises(CheckFailed) as caught:
+            query(room, ALICE, sql=text)
+        assert caught.value.check == "list.shape", caught.value
+        assert "aggregate" in str(caught.value), caught.value
+    assert room.runs == {}, "nothing ran"
+    # The listing itself still runs, as a set.
+    receipt, _detail, rows = query(room, ALICE, sql=LISTED)
+    assert receipt["status"] == "succeeded", rows
+    assert rows == [["segment"], ["business"], ["retail"]]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        COUNTED + " GROUP BY b.segment",
+        COUNTED + " GROUP BY b.segment ORDER BY n",
+        "SELECT COUNT(*) FROM input_2 b JOIN input_1 a ON a.email = b.email",
+        "SELECT b.segment FROM input_2 b JOIN input_1 a ON a.email = b.email"
+        " GROUP BY b.segment ORDER BY COUNT(*)",
+    ],
+)
+def test_a_list_query_aggregates_nothing(text: str) -> None:
+    with pytest.raises(CheckFailed) as caught:
+        plan_query(listing_spec(), name=None, text=text)
+    assert caught.value.check == "list.shape", caught.value

@@ -15,7 +15,7 @@ Shapes (docs/privacy.md):
   allowed aggregates, inner joins on join columns, WHERE on dimension columns,
   GROUP BY every dimension it selects; no sub-query, CTE, window, set operation;
 - else any input under a ``list`` rule: one SELECT of list columns, joined with
-  another input on join columns, no aggregate over its columns;
+  another input on join columns, no aggregate (``COUNT(*)`` included);
 - an input under a ``custom`` rule: only the spec's named queries its owner
   allowed, any read-only shape over the inputs, never a table function.
 
@@ -771,6 +771,15 @@ class _Checker:
                 raise self.unknown(node)
 
     def check_aggregate(self, node: exp.Expr) -> None:
+        if self.shape == "list":
+            # A listing releases distinct rows and nothing about how many joined rows
+            # gave them. COUNT(*) names no column, so no list rule refused it: under list
+            # rules alone, SELECT b.segment, COUNT(*) … GROUP BY b.segment released, under
+            # no threshold, the multiplicities SELECT DISTINCT had closed (customer i's
+            # key uploaded 2^i times: each segment's count named, in binary, who has it;
+            # red team h36).
+            raise self.fail_shape("an aggregate (a listing releases distinct rows, no counts)",
+                                  node)  # fmt: skip
         function = AGGREGATES[type(node)]
         argument = node.this
         if isinstance(argument, exp.Distinct):
