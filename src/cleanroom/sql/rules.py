@@ -985,6 +985,7 @@ def _plan(
     if shape == "custom":
         _check_custom(spec, tree)
         assert isinstance(tree, exp.Query), "parse() takes a SELECT or a set operation"
+        _custom_orders_its_choices(tree, rules)
         executed = _custom_in_order(tree.copy(), rules)
     else:
         if not isinstance(tree, exp.Select):
@@ -1094,6 +1095,34 @@ def _is_star(column: exp.Expr) -> bool:
     return isinstance(bare, exp.Star) or (
         isinstance(bare, exp.Column) and isinstance(bare.this, exp.Star)
     )
+
+
+def _custom_orders_its_choices(query: exp.Expr, rules: Mapping[str, AnalysisRule]) -> None:
+    """A custom query's own order-dependent parts each name an order (``custom.order``):
+    ``ROW_NUMBER()`` over a window without ``ORDER BY``, and a ``LIMIT`` or ``OFFSET`` of a
+    sub-query, CTE or set operation's member without one, number or choose rows in
+    DuckDB's order, which follows the runner's upload (h23), and sorting the released
+    rows cannot reach them (h29, left open). A window frame is not in the allow-list, and
+    every other window function allowed reads its whole partition or its peers, whatever
+    the order. What stays the owner's to read: an ``ORDER BY`` with ties among its keys."""
+    found: exp.Expr | None = None
+    for window in query.find_all(exp.Window):
+        order = window.args.get("order")
+        keys = [] if order is None else order.expressions
+        # A window's ORDER BY 1 is a constant, not a position: every row ties.
+        if isinstance(window.this, exp.RowNumber) and not any(k.find(exp.Column) for k in keys):
+            found = window
+    for part in query.find_all(exp.Select, exp.SetOperation):
+        chooses = part.args.get("limit") or part.args.get("offset")
+        if part is not query and chooses and not part.args.get("order"):
+            found = part
+    if found is not None:
+        input_id, rule = sorted(rules.items())[0]
+        raise _violation(
+            input_id, rule, "order", "an ORDER BY of columns for each ROW_NUMBER() and inner"
+            " LIMIT or OFFSET", found.sql(DIALECT)[:120],
+            "rows numbered or chosen in the engine's order follow the runner's upload",
+        )  # fmt: skip
 
 
 def _custom_in_order(query: exp.Query, rules: Mapping[str, AnalysisRule]) -> exp.Expr:
