@@ -231,7 +231,11 @@ def test_demo_runs_the_whole_flow() -> None:
     result = run("demo", "--rows", "2000")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "done in" in result.stdout
-    assert result.stdout.count("✓ refused") == 5
+    assert result.stdout.count("✓ refused") == 8
+    # The client refuses what the approved spec does not allow before anything is sent;
+    # the Worker refuses the same from a client that skips that check.
+    assert result.stdout.count("nothing was sent") == 3
+    assert result.stdout.count("past the client's own check, by the Worker") == 3
     # The demo checks each overlap against the generated truth itself (and stops if not).
     assert result.stdout.count("customers, as generated") == 2
     assert len(re.findall(r"receipt succeeded", result.stdout)) == 2

@@ -12,7 +12,8 @@ step, saying what each one verified:
 3. both attest the Worker (Phase 1) and upload generated customer lists through
    signed sessions (Phase 2) as encrypted records;
 4. Alice runs it; each downloads their own output, checked against the signed run
-   receipt; a few things that must be refused are refused;
+   receipt; a few things that must be refused are refused (what bob may not do, by his
+   client before anything is sent, and by the Worker when a client skips that check);
 5. the clean room is deleted, the servers stopped and the directory removed.
 """
 
@@ -65,6 +66,28 @@ def _must_refuse(what: str, action: Callable[[], object]) -> None:
         _refused(what, error)
         return
     fail(f"demo stopped: {what} was NOT refused")
+
+
+def _must_refuse_twice(what: str, client: CleanRoomClient, action: Callable[[], object]) -> None:
+    """Do what the client itself must refuse (by the approved spec, before anything is
+    sent), then the same from a client without that check, as a modified one would be:
+    the Worker must refuse it by the same rule. The demo stops otherwise."""
+    _must_refuse(what, action)
+    setattr(client, "permitted", lambda *_: None)  # noqa: B010 (this instance only)
+    try:
+        action()
+    except ServerError as error:
+        if error.check is None:
+            fail(f"demo stopped: {what}, past the client's check, was refused by the "
+                 f"{error.who} ({error.status}), not by the Worker")  # fmt: skip
+        _refused(f"{what} past the client's own check", error)
+        return
+    except CheckFailed as error:
+        fail(f"demo stopped: {what}, past the client's check, was refused by the client "
+             f"again ({error.check}), not by the Worker")  # fmt: skip
+    finally:
+        delattr(client, "permitted")
+    fail(f"demo stopped: {what}, past the client's check, was NOT refused by the Worker")
 
 
 def _refused(what: str, error: CheckFailed | ServerError) -> None:
@@ -201,13 +224,14 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
             f"{name} → {input_id}: {uploaded.bytes:,} bytes as encrypted records, "
             f"manifest {uploaded.sha256[:16]}…"
         )
-    _must_refuse(
+    _must_refuse_twice(
         "bob uploading alice's input",
+        bob,
         lambda: bob.upload("overlap", "input_1", root / "data-bob"),
     )
 
     _say("5. run", "alice starts the run (she is the only runner)")
-    _must_refuse("bob starting the run", lambda: bob.run("overlap"))
+    _must_refuse_twice("bob starting the run", bob, lambda: bob.run("overlap"))
     ended = alice.run("overlap", wait=True, poll_s=0.2)
     if not ended.succeeded:
         fail(f"the run: {ended.summary()}")
@@ -233,8 +257,9 @@ def _flow(stack: LocalStack, root: Path, function_dir: Path, rows: int, k: int) 
             f"{outcome['suppressed']['cells']} cells / {outcome['suppressed']['customers']} "
             f"customers suppressed below k={k}"
         )
-    _must_refuse(
+    _must_refuse_twice(
         "bob reading alice's output",
+        bob,
         lambda: bob.download("overlap", "output_1", root / "stolen"),
     )
 
