@@ -1572,6 +1572,30 @@ def test_a_host_whose_open_files_a_run_can_exhaust_runs_nothing(
     assert runner.open_files_problem() is None
 
 
+def fake_kernel_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    value: str = "0",
+    actions: str = runner.SECCOMP_LOGGED,
+    core_pattern: str = "core",
+) -> tuple[dict[str, Path], Path, Path]:
+    """The kernel's settings a Worker reads before it starts (``runner.kernel_log_problem``)
+    as files of ``tmp_path``, each as the kernel shows it: every one of
+    ``KERNEL_LOG_SETTINGS`` at ``value``, the seccomp actions logged, the core pattern.
+    By default as a Worker wants them; the host's own are never read."""
+    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
+    for path in settings.values():
+        path.write_text(value + "\n")
+    logged = tmp_path / "actions_logged"
+    logged.write_text(actions + "\n")
+    pattern = tmp_path / "core_pattern"
+    pattern.write_text(core_pattern + "\n")
+    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", logged)
+    monkeypatch.setattr(runner, "CORE_PATTERN", pattern)
+    return settings, logged, pattern
+
+
 def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -1580,14 +1604,10 @@ def test_a_host_whose_kernel_logs_what_a_run_chooses_runs_nothing(
     the host's log (h26's red team). No Worker starts where either is logged; a kernel
     that has no such setting logs nothing of the kind."""
     require_sandbox()
-    assert runner.kernel_log_problem() is None  # this host's: both off
-    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
-    for path in settings.values():
-        path.write_text("1\n")  # as the kernel sets them
-    actions = tmp_path / "actions_logged"
-    actions.write_text("kill_process kill_thread trap errno user_notif trace log\n")
-    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
-    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
+    assert runner.kernel_log_problem() is None  # this host's: all off
+    settings, actions, _ = fake_kernel_settings(  # as the kernel sets them
+        monkeypatch, tmp_path, "1", "kill_process kill_thread trap errno user_notif trace log"
+    )
     with pytest.raises(RunError) as caught:
         sandbox(1 << 30)
     assert caught.value.check == "run-isolation"
@@ -1615,13 +1635,7 @@ def test_a_host_that_logs_every_signal_a_task_dies_of_runs_nothing(
     its input put it 100 times in the log in 2 s (h30's red team). No Worker starts
     there; every other setting below is as a Worker wants it."""
     require_sandbox()
-    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
-    for path in settings.values():
-        path.write_text("0\n")
-    actions = tmp_path / "actions_logged"
-    actions.write_text(runner.SECCOMP_LOGGED)
-    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
-    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
+    settings, _, _ = fake_kernel_settings(monkeypatch, tmp_path)
     assert runner.kernel_log_problem() is None
     fatal = settings.get("kernel.print-fatal-signals", tmp_path / "print-fatal-signals")
     fatal.write_text("1\n")
@@ -1657,16 +1671,7 @@ def test_a_host_that_sends_crashes_to_a_helper_runs_nothing(
     of each crash. No Worker starts with either; a file pattern is as before. Every other
     setting below is as a Worker wants it."""
     require_sandbox()
-    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
-    for path in settings.values():
-        path.write_text("0\n")
-    actions = tmp_path / "actions_logged"
-    actions.write_text(runner.SECCOMP_LOGGED)
-    core_pattern = tmp_path / "core_pattern"
-    core_pattern.write_text(pattern + "\n")  # as the kernel shows it
-    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
-    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
-    monkeypatch.setattr(runner, "CORE_PATTERN", core_pattern)
+    fake_kernel_settings(monkeypatch, tmp_path, core_pattern=pattern)
     assert runner.kernel_log_problem() == refused
     if refused is None:
         sandbox(1 << 30)
@@ -1689,17 +1694,15 @@ def test_a_trial_on_the_authors_own_machine_needs_none_of_the_shared_hosts_setti
     require_sandbox()
     from cleanroom.enclave.trial import run_trial
 
-    file_max, meminfo, actions = (tmp_path / n for n in ("file-max", "meminfo", "actions"))
+    file_max, meminfo = tmp_path / "file-max", tmp_path / "meminfo"
     file_max.write_text("2466239\n")
     meminfo.write_text("MemTotal:       24662392 kB\n")
-    actions.write_text("kill_process kill_thread trap errno user_notif trace log\n")
-    settings = {name: tmp_path / name for name in runner.KERNEL_LOG_SETTINGS}
-    for path in settings.values():
-        path.write_text("1\n")
     monkeypatch.setattr(runner, "FILE_MAX", file_max)
     monkeypatch.setattr(runner, "MEMINFO", meminfo)
-    monkeypatch.setattr(runner, "SECCOMP_ACTIONS_LOGGED", actions)
-    monkeypatch.setattr(runner, "KERNEL_LOG_SETTINGS", settings)
+    fake_kernel_settings(  # as the kernel sets them, a crash helper's pattern too
+        monkeypatch, tmp_path, "1", "kill_process kill_thread trap errno user_notif trace log",
+        "|/usr/share/apport/apport -p%p -s%s -c%c -d%d -P%P -u%u -g%g -- %E",
+    )  # fmt: skip
     with pytest.raises(RunError):
         sandbox(1 << 30)  # a Worker's
     function = tmp_path / "function"
