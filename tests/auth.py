@@ -16,6 +16,17 @@ from cleanroom.dpop import ProofKey
 from cleanroom.manager.keys import KeyRing
 from cleanroom.tokens import kid_of
 
+TOKEN_REVOKED: dict[str, Any] = {
+    "title": "Unauthorized",
+    "status": 401,
+    "detail": "the token was revoked",
+    "check": "token-revoked",
+    "expected": "a token not revoked",
+    "actual": "revoked",
+}
+"""A server's ``401`` refusal of a revoked token, as every server words it (a Controller
+may say it of any token it is shown: tests of what the client does then)."""
+
 
 def dpop(key: ProofKey, token: str, method: str, url: str) -> dict[str, str]:
     """The headers of one raw request with a DPoP-bound ``token`` and a fresh proof."""

@@ -22,17 +22,9 @@ from cleanroom.insecure.localstack import LocalStack
 from cleanroom.manager.database import RevokedToken, open_database
 from cleanroom.manager.settings import default_database_url
 from tests.adversarial.proxy import Message, TamperingProxy
+from tests.auth import TOKEN_REVOKED
 from tests.e2e.conftest import User
 from tests.e2e.helpers import deploy
-
-REFUSAL = {
-    "title": "Unauthorized",
-    "status": 401,
-    "detail": "the token was revoked",
-    "check": "token-revoked",
-    "expected": "a token not revoked",
-    "actual": "revoked",
-}
 
 
 def revoked_jtis(stack: LocalStack) -> set[str]:
@@ -76,7 +68,7 @@ def test_a_controllers_refusal_of_a_room_token_ends_that_token_only(
             if not lied and re.search(r"/v1/rooms/refused-here$", message.path):
                 lied.append(message.headers["authorization"].removeprefix("DPoP "))
                 message.relay = False
-                message.status, message.response = 401, json.dumps(REFUSAL).encode()
+                message.status, message.response = 401, json.dumps(TOKEN_REVOKED).encode()
 
         proxy.on_request = refuse_once
         assert alice.client.state("refused-here").keys() == expected.keys()  # asked again

@@ -101,6 +101,41 @@ class HangingBody:
         self.connection.close()
 
 
+def hang_the_next_upload(
+    proxy: TamperingProxy, path: str, *, withhold_fate: bool = False
+) -> list[HangingBody]:
+    """Set ``proxy`` to send the Worker (at ``path``) the first frame of the next upload's
+    body alone, on a connection of its own kept open (:class:`HangingBody`), and to answer
+    the client ``502``; with ``withhold_fate``, her fate questions too. The bodies hung
+    (one), to be waited for with :func:`ended_by_the_worker` and closed."""
+    hanging: list[HangingBody] = []
+
+    def hang(message: Message) -> None:
+        if withhold_fate and message.path.endswith("/fate"):
+            message.relay = False
+            message.status, message.response = 502, BAD_GATEWAY
+        found = UPLOAD.search(message.path)
+        if found is None or hanging:
+            return
+        first = next(decode_frames([message.body]))
+        hanging.append(HangingBody(path, f"/sessions/{found.group(1)}/upload", first))
+        message.relay = False
+        message.status, message.response = 502, BAD_GATEWAY
+
+    proxy.on_request = hang
+    return hanging
+
+
+def ended_by_the_worker(hanging: list[HangingBody], still_held: str) -> str:
+    """The check with which the Worker ended the one hung body; ``still_held`` the
+    failure when it answered nothing within :data:`LIVENESS_S`."""
+    (body,) = hanging
+    body.done.wait()
+    assert not body.held, still_held
+    _head, _, answer = body.answer.partition(b"\r\n\r\n")
+    return str(json.loads(answer)["check"])
+
+
 def test_a_body_the_controller_keeps_open_is_ended_by_the_worker(
     alice: User,
     tmp_path: Path,
@@ -116,29 +151,12 @@ def test_a_body_the_controller_keeps_open_is_ended_by_the_worker(
     ``upload-in-progress`` for as long as the Controller kept the connection."""
     stack = hostile_stack[0]
     path = worker_socket(stack.directory, alice.client.approved(room)[1].work_id)
-    hanging: list[HangingBody] = []
-
-    def hang(message: Message) -> None:
-        if message.path.endswith("/fate"):
-            message.relay = False
-            message.status, message.response = 502, BAD_GATEWAY
-        found = UPLOAD.search(message.path)
-        if found is None or hanging:
-            return
-        first = next(decode_frames([message.body]))
-        hanging.append(HangingBody(path, f"/sessions/{found.group(1)}/upload", first))
-        message.relay = False
-        message.status, message.response = 502, BAD_GATEWAY
-
-    proxy.on_request = hang
+    hanging = hang_the_next_upload(proxy, path, withhold_fate=True)
     source = write(tmp_path / "a", "a@x\n")
     try:
         refused(lambda: alice.client.upload(room, "input_1", source), "upload-unconfirmed")
-        (body,) = hanging
-        body.done.wait()
-        assert not body.held, f"the Worker still held the body after {LIVENESS_S} s"
-        _head, _, answer = body.answer.partition(b"\r\n\r\n")
-        assert json.loads(answer)["check"] == "upload-body-time", body.answer
+        held = f"the Worker still held the body after {LIVENESS_S} s"
+        assert ended_by_the_worker(hanging, held) == "upload-body-time", hanging[0].answer
         proxy.reset()
         again = alice.client.upload(room, "input_1", source)
         assert not again.already

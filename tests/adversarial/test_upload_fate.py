@@ -24,7 +24,11 @@ from tests.adversarial.proxy import Message, TamperingProxy
 from tests.adversarial.test_hostile_controller import refused, room
 from tests.adversarial.test_run_session import worker_of
 from tests.adversarial.test_session_fate import BAD_GATEWAY
-from tests.adversarial.test_stalled_upload import HangingBody, worker_socket
+from tests.adversarial.test_stalled_upload import (
+    ended_by_the_worker,
+    hang_the_next_upload,
+    worker_socket,
+)
 from tests.e2e.conftest import User
 from tests.e2e.helpers import write
 from tests.e2e.test_cli_flow import Cli
@@ -273,26 +277,12 @@ def test_a_body_kept_open_is_ended_when_its_owner_asks_and_the_input_let_go(
     Controller ended the body, her own upload again refused (this stack's Workers have
     the full 120 s grace, so the bound plays no part here)."""
     path = worker_socket(hostile_stack[0].directory, alice.client.approved(room)[1].work_id)
-    hanging: list[HangingBody] = []
-
-    def hang(message: Message) -> None:
-        found = UPLOAD.search(message.path)
-        if found is None or hanging:
-            return
-        first = next(decode_frames([message.body]))
-        hanging.append(HangingBody(path, f"/sessions/{found.group(1)}/upload", first))
-        message.relay = False
-        message.status, message.response = 502, BAD_GATEWAY
-
-    proxy.on_request = hang
+    hanging = hang_the_next_upload(proxy, path)
     source = write(tmp_path / "a", "a@x\n")
     try:
         refused(lambda: alice.client.upload(room, "input_1", source), "fate-closed")
-        (body,) = hanging
-        body.done.wait()
-        assert not body.held, "the Worker still held the body its owner was told is closed"
-        _head, _, answer = body.answer.partition(b"\r\n\r\n")
-        assert json.loads(answer)["check"] == "session-closed", body.answer
+        held = "the Worker still held the body its owner was told is closed"
+        assert ended_by_the_worker(hanging, held) == "session-closed", hanging[0].answer
         proxy.reset()
         again = alice.client.upload(room, "input_1", source)
         assert not again.already

@@ -27,6 +27,7 @@ from cleanroom.client.profile import Profile, RenewedToken
 from cleanroom.client.renewal import renew_for_retry, token_refused
 from cleanroom.protocol.bundle import pack
 from cleanroom.protocol.framing import MEDIA_TYPE, encode_frames
+from tests.auth import TOKEN_REVOKED
 from tests.client.test_with_manager import deployed, parties, run  # noqa: F401 - fixtures
 from tests.manager.conftest import Manager, StandInController, bind, operator, serve, url_of
 
@@ -153,17 +154,7 @@ def revoking_controller() -> Iterator[tuple[str, list[str]]]:
         token = request.headers.get("authorization", "").removeprefix("DPoP ")
         seen.append(token)
         if token == "revoked":
-            return JSONResponse(
-                {
-                    "title": "Unauthorized",
-                    "status": 401,
-                    "detail": "the token was revoked",
-                    "check": "token-revoked",
-                    "expected": "a token not revoked",
-                    "actual": "revoked",
-                },
-                status_code=401,
-            )
+            return JSONResponse(TOKEN_REVOKED, status_code=401)
         return JSONResponse({"name": name, "state": "ready"})
 
     @app.post("/v1/rooms/{name}/sessions/{session_id}/download")
@@ -245,8 +236,7 @@ def lying_controller() -> Iterator[tuple[str, list[str]]]:
     @app.get("/v1/rooms/{name}")
     def state(name: str, request: Request) -> JSONResponse:
         seen.append(request.headers.get("authorization", "").removeprefix("DPoP "))
-        refusal = {"title": "Unauthorized", "status": 401, "check": "token-revoked"}
-        return JSONResponse({**refusal, "detail": "the token was revoked"}, status_code=401)
+        return JSONResponse(TOKEN_REVOKED, status_code=401)
 
     sock = bind()
     with serve(app, sock):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from cleanroom.client.errors import ServerError
 from cleanroom.dpop import ProofKey
 from cleanroom.limits import RateLimit, RateLimiter, retry_after
 from cleanroom.manager import admin as operations
@@ -273,3 +274,25 @@ def test_a_new_secret_is_hashed_before_its_transaction_writes(
         created = operations.create_client(session, "acme")
         session.commit()
     assert others == [created.secret]
+
+
+def test_one_key_past_its_share_of_the_replay_cache_is_refused_alone(manager: Manager) -> None:
+    """A real manager, its replay cache's share per key made 3: a key's 4th proof within
+    the window is refused ``429 dpop-replay-share``, at an API route and at the token
+    endpoint alike, while another client's key goes on. Before, one client's proofs
+    filled the whole cache and every client was refused ``503 dpop-replay-cache``."""
+    replays = manager.services.auth.grants.proofs.replays
+    assert replays is manager.services.auth.authenticator.proofs.replays  # one cache
+    replays.share = 3
+    busy, client_id = manager.login("acme")  # one proof, at the token endpoint
+    busy.whoami()
+    busy.whoami()  # three
+    with pytest.raises(ServerError) as caught:
+        busy.whoami()
+    assert (caught.value.status, caught.value.check) == (429, "dpop-replay-share")
+    other, _ = manager.login("acme")  # another client, another key
+    assert other.whoami()["client_id"] != client_id
+    another_id, secret = manager.new_client("acme")
+    with pytest.raises(ServerError) as caught:  # the busy key at the token endpoint
+        manager.client(dpop_key=busy.dpop_key).fetch_token(another_id, secret)
+    assert (caught.value.status, caught.value.check) == (429, "dpop-replay-share")
